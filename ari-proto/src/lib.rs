@@ -1,1 +1,45 @@
-//! placeholder
+//! # ari-proto
+//!
+//! The sans-IO core of an Asterisk REST Interface (ARI) client: the whole API as typed Rust
+//! (generated from the API description Asterisk ships), request building, response and event
+//! parsing, and the session state machine. No sockets, no clock, no runtime: an adapter
+//! (`ari-tokio`, `ari-smol`, or your own) moves the bytes and passes the time in.
+//!
+//! - [`models`]: every model (`Channel`, `Bridge`, `Playback`, …) and enum of allowed values.
+//! - [`events`]: [`Event`], one variant per event type, decoded from a frame with
+//!   [`Event::decode`].
+//! - [`ops`]: one struct per REST operation; [`rest::build_request`] turns one into an
+//!   `http::Request`, [`rest::parse_response`] turns the response into its typed result.
+//! - [`catalog`]: the API description as data, with the first Asterisk branch of each item.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+#[macro_use]
+pub mod macros;
+pub mod catalog;
+pub mod events;
+mod generated;
+pub mod rest;
+mod time;
+
+/// Every model of the ARI API description and the enums of their allowed values.
+pub mod models {
+    pub use crate::generated::models::*;
+}
+
+/// One struct per REST operation, grouped by resource (`ops::channels::Originate`, …).
+///
+/// ```
+/// use ari_proto::ops::channels::Originate;
+/// let op = Originate::new("PJSIP/alice").app("hello").app_args("a,b").variable("CALLERID(name)", "Alice");
+/// assert_eq!(op.endpoint, "PJSIP/alice");
+/// ```
+pub mod ops {
+    pub use crate::generated::ops::*;
+}
+
+pub use catalog::Since;
+pub use events::{Event, EventType};
+pub use rest::{AriError, ErrorKind, Operation};
+pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,420 @@
+//! Events received on the events WebSocket.
+//!
+//! ```
+//! use ari_proto::events::{Event, ResourceKind};
+//! let frame = br#"{"type":"ChannelDtmfReceived","timestamp":"2026-11-26T11:14:38.299+0000",
+//!   "application":"hello","digit":"5","duration_ms":120,
+//!   "channel":{"id":"c1","name":"PJSIP/alice-1","state":"Up","protocol_id":"",
+//!     "caller":{"name":"","number":""},"connected":{"name":"","number":""},"accountcode":"",
+//!     "dialplan":{"context":"default","exten":"s","priority":1,"app_name":"","app_data":""},
+//!     "creationtime":"2026-11-26T11:14:30.000+0000","language":"en"}}"#;
+//! let event = Event::decode(frame)?;
+//! let Event::ChannelDtmfReceived(dtmf) = &event else { unreachable!() };
+//! assert_eq!(dtmf.digit, "5");
+//! let r: Vec<_> = event.resources().iter().collect();
+//! assert_eq!(r[0].kind, ResourceKind::Channel);
+//! assert_eq!(r[0].id, "c1");
+//! # Ok::<(), ari_proto::events::DecodeError>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+pub use crate::generated::events::*;
+use crate::models::{Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback};
+
+/// Implemented by every event struct: its wire type and conversions from [`Event`].
+pub trait EventType: Sized {
+    /// The wire `type`.
+    const TYPE: &'static str;
+    /// Takes the struct out of the event, or gives the event back.
+    #[allow(clippy::result_large_err)]
+    fn from_event(event: Event) -> Result<Self, Event>;
+    /// Borrows the struct from the event when it is of this type.
+    fn from_ref(event: &Event) -> Option<&Self>;
+    /// Wraps the struct in [`Event`].
+    fn into_event(self) -> Event;
+}
+
+/// An event whose `type` this version does not know: the type name and the whole JSON.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct UnknownEvent {
+    /// The `type` field.
+    pub type_name: String,
+    /// The whole message.
+    pub raw: serde_json::Value,
+}
+
+impl UnknownEvent {
+    /// Builds an unknown event from its type name and JSON.
+    pub fn new(type_name: impl Into<String>, raw: serde_json::Value) -> Self {
+        UnknownEvent {
+            type_name: type_name.into(),
+            raw,
+        }
+    }
+}
+
+/// Why a frame did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not a JSON object with a string `type`.
+    Malformed {
+        /// What the JSON parser said.
+        error: String,
+    },
+    /// A known event type whose fields do not match its description (a required field missing
+    /// or of the wrong type). The message is still available as an [`UnknownEvent`] through
+    /// [`DecodeError::into_unknown`].
+    Schema {
+        /// The event type.
+        type_name: String,
+        /// What did not match.
+        error: String,
+        /// The message as JSON.
+        raw: Box<serde_json::Value>,
+    },
+}
+
+impl DecodeError {
+    /// For a schema mismatch, the message as an [`UnknownEvent`] so it is not lost.
+    pub fn into_unknown(self) -> Option<UnknownEvent> {
+        match self {
+            DecodeError::Schema { type_name, raw, .. } => Some(UnknownEvent {
+                type_name,
+                raw: *raw,
+            }),
+            DecodeError::Malformed { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Malformed { error } => {
+                write!(
+                    f,
+                    "event frame is not a JSON object with a \"type\": {error}"
+                )
+            }
+            DecodeError::Schema {
+                type_name, error, ..
+            } => write!(
+                f,
+                "{type_name} event does not match its description: {error}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+#[derive(serde::Deserialize)]
+struct TypeTag<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+}
+
+impl Event {
+    /// Decodes one WebSocket text frame.
+    ///
+    /// Never panics: a type this version does not know becomes [`Event::Unknown`], malformed
+    /// JSON is [`DecodeError::Malformed`], a known type with missing required fields is
+    /// [`DecodeError::Schema`] (which keeps the JSON). The frame is scanned once for its
+    /// `type` (without allocating) and then decoded straight into the event's struct.
+    pub fn decode(frame: &[u8]) -> Result<Event, DecodeError> {
+        let tag: TypeTag<'_> =
+            serde_json::from_slice(frame).map_err(|e| DecodeError::Malformed {
+                error: e.to_string(),
+            })?;
+        match Event::decode_known(&tag.ty, frame) {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => {
+                let raw = serde_json::from_slice(frame).unwrap_or(serde_json::Value::Null);
+                Err(DecodeError::Schema {
+                    type_name: tag.ty.into_owned(),
+                    error: e.to_string(),
+                    raw: Box::new(raw),
+                })
+            }
+            None => {
+                let raw = serde_json::from_slice(frame).map_err(|e| DecodeError::Malformed {
+                    error: e.to_string(),
+                })?;
+                Ok(Event::Unknown(UnknownEvent {
+                    type_name: tag.ty.into_owned(),
+                    raw,
+                }))
+            }
+        }
+    }
+
+    /// Decodes a frame, turning a schema mismatch into [`Event::Unknown`] (so nothing is lost)
+    /// and reporting whether that happened.
+    pub fn decode_lenient(frame: &[u8]) -> Result<(Event, bool), DecodeError> {
+        match Event::decode(frame) {
+            Ok(e) => Ok((e, false)),
+            Err(e @ DecodeError::Schema { .. }) => match e.into_unknown() {
+                Some(u) => Ok((Event::Unknown(u), true)),
+                None => Err(DecodeError::Malformed {
+                    error: "unreachable".into(),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encodes the event back to JSON (with its `type`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Borrows the event as type `T`.
+    pub fn as_type<T: EventType>(&self) -> Option<&T> {
+        T::from_ref(self)
+    }
+
+    /// Whether this event is the last one `resource` will ever get: `ChannelDestroyed` for its
+    /// channel, `BridgeDestroyed` for its bridge, `PlaybackFinished` for its playback,
+    /// `RecordingFinished`/`RecordingFailed` for its recording.
+    pub fn is_final_for(&self, resource: ResourceRef<'_>) -> bool {
+        match (self, resource.kind) {
+            (Event::ChannelDestroyed(e), ResourceKind::Channel) => e.channel.id == resource.id,
+            (Event::BridgeDestroyed(e), ResourceKind::Bridge) => e.bridge.id == resource.id,
+            (Event::PlaybackFinished(e), ResourceKind::Playback) => e.playback.id == resource.id,
+            (Event::RecordingFinished(e), ResourceKind::Recording) => {
+                e.recording.name == resource.id
+            }
+            (Event::RecordingFailed(e), ResourceKind::Recording) => e.recording.name == resource.id,
+            _ => false,
+        }
+    }
+
+    /// The resources whose final event this is (see [`Event::is_final_for`]).
+    pub fn ended_resource(&self) -> Option<ResourceRef<'_>> {
+        match self {
+            Event::ChannelDestroyed(e) => {
+                Some(ResourceRef::new(ResourceKind::Channel, &e.channel.id))
+            }
+            Event::BridgeDestroyed(e) => Some(ResourceRef::new(ResourceKind::Bridge, &e.bridge.id)),
+            Event::PlaybackFinished(e) => {
+                Some(ResourceRef::new(ResourceKind::Playback, &e.playback.id))
+            }
+            Event::RecordingFinished(e) => {
+                Some(ResourceRef::new(ResourceKind::Recording, &e.recording.name))
+            }
+            Event::RecordingFailed(e) => {
+                Some(ResourceRef::new(ResourceKind::Recording, &e.recording.name))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_tagged(s)
+    }
+}
+
+#[derive(serde::Serialize)]
+pub(crate) struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    pub(crate) ty: &'a str,
+    #[serde(flatten)]
+    pub(crate) inner: &'a T,
+}
+
+/// The kinds of resources events concern and subscriptions can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ResourceKind {
+    /// A channel (`Channel.id`).
+    Channel,
+    /// A bridge (`Bridge.id`).
+    Bridge,
+    /// A playback (`Playback.id`).
+    Playback,
+    /// A live recording (`LiveRecording.name`).
+    Recording,
+    /// An endpoint (`technology/resource`).
+    Endpoint,
+    /// A device state (`DeviceState.name`).
+    DeviceState,
+}
+
+impl ResourceKind {
+    /// The prefix ARI uses in `eventSource` and `target_uri` (`channel`, `bridge`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Channel => "channel",
+            ResourceKind::Bridge => "bridge",
+            ResourceKind::Playback => "playback",
+            ResourceKind::Recording => "recording",
+            ResourceKind::Endpoint => "endpoint",
+            ResourceKind::DeviceState => "deviceState",
+        }
+    }
+}
+
+/// A resource an event concerns: its kind and id.
+///
+/// For an endpoint, `id` is the resource name and `technology` its technology (`PJSIP`); for
+/// every other kind `technology` is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ResourceRef<'a> {
+    /// Kind.
+    pub kind: ResourceKind,
+    /// Id (`Channel.id`, `Bridge.id`, `Playback.id`, `LiveRecording.name`, endpoint resource,
+    /// `DeviceState.name`).
+    pub id: &'a str,
+    /// The endpoint's technology; empty for other kinds.
+    pub technology: &'a str,
+}
+
+impl<'a> ResourceRef<'a> {
+    /// A reference to a resource that is not an endpoint.
+    pub fn new(kind: ResourceKind, id: &'a str) -> Self {
+        ResourceRef {
+            kind,
+            id,
+            technology: "",
+        }
+    }
+
+    /// A reference to an endpoint.
+    pub fn endpoint(technology: &'a str, resource: &'a str) -> Self {
+        ResourceRef {
+            kind: ResourceKind::Endpoint,
+            id: resource,
+            technology,
+        }
+    }
+}
+
+impl fmt::Display for ResourceRef<'_> {
+    /// The form ARI uses for `eventSource`: `channel:ID`, `endpoint:PJSIP/alice`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == ResourceKind::Endpoint {
+            write!(f, "endpoint:{}/{}", self.technology, self.id)
+        } else {
+            write!(f, "{}:{}", self.kind.as_str(), self.id)
+        }
+    }
+}
+
+const MAX_RESOURCES: usize = 8;
+
+/// The resources one event concerns (at most eight; no allocation).
+#[derive(Debug, Clone, Copy)]
+pub struct Resources<'a> {
+    items: [Option<ResourceRef<'a>>; MAX_RESOURCES],
+    len: usize,
+}
+
+impl<'a> Resources<'a> {
+    pub(crate) fn new() -> Self {
+        Resources {
+            items: [None; MAX_RESOURCES],
+            len: 0,
+        }
+    }
+
+    fn push_ref(&mut self, r: ResourceRef<'a>) {
+        if r.id.is_empty() || self.items[..self.len].contains(&Some(r)) {
+            return;
+        }
+        if self.len < MAX_RESOURCES {
+            self.items[self.len] = Some(r);
+            self.len += 1;
+        }
+    }
+
+    fn push(&mut self, kind: ResourceKind, id: &'a str) {
+        self.push_ref(ResourceRef::new(kind, id));
+    }
+
+    fn target(&mut self, uri: &'a str) {
+        if let Some((kind, id)) = uri.split_once(':') {
+            match kind {
+                "channel" => self.push(ResourceKind::Channel, id),
+                "bridge" => self.push(ResourceKind::Bridge, id),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn channel(&mut self, c: &'a Channel) {
+        self.push(ResourceKind::Channel, &c.id);
+    }
+
+    pub(crate) fn bridge(&mut self, b: &'a Bridge) {
+        self.push(ResourceKind::Bridge, &b.id);
+    }
+
+    pub(crate) fn playback(&mut self, p: &'a Playback) {
+        self.push(ResourceKind::Playback, &p.id);
+        self.target(&p.target_uri);
+    }
+
+    pub(crate) fn recording(&mut self, r: &'a LiveRecording) {
+        self.push(ResourceKind::Recording, &r.name);
+        self.target(&r.target_uri);
+    }
+
+    pub(crate) fn endpoint(&mut self, e: &'a Endpoint) {
+        self.push_ref(ResourceRef::endpoint(&e.technology, &e.resource));
+    }
+
+    pub(crate) fn device_state(&mut self, d: &'a DeviceState) {
+        self.push(ResourceKind::DeviceState, &d.name);
+    }
+
+    pub(crate) fn raw(&mut self, raw: &'a serde_json::Value) {
+        let id = |field: &str, key: &str| {
+            raw.get(field)
+                .and_then(|v| v.get(key))
+                .and_then(|v| v.as_str())
+        };
+        if let Some(i) = id("channel", "id") {
+            self.push(ResourceKind::Channel, i);
+        }
+        if let Some(i) = id("bridge", "id") {
+            self.push(ResourceKind::Bridge, i);
+        }
+        if let Some(i) = id("playback", "id") {
+            self.push(ResourceKind::Playback, i);
+        }
+        if let Some(i) = id("recording", "name") {
+            self.push(ResourceKind::Recording, i);
+        }
+    }
+
+    /// Iterates over the references.
+    pub fn iter(&self) -> impl Iterator<Item = ResourceRef<'a>> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+
+    /// How many resources.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<'a> IntoIterator for Resources<'a> {
+    type Item = ResourceRef<'a>;
+    type IntoIter =
+        std::iter::Flatten<std::array::IntoIter<Option<ResourceRef<'a>>, MAX_RESOURCES>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter().flatten()
+    }
+}

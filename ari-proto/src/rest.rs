@@ -1,0 +1,593 @@
+//! Building REST requests and parsing their responses, without any I/O.
+//!
+//! ```
+//! use ari_proto::ops::channels;
+//! use ari_proto::rest::{build_request, parse_response, Credentials, Endpoint};
+//!
+//! let ep = Endpoint::new("http://pbx.example:8088", Credentials::new("asterisk", "secret")?)?;
+//! let req = build_request(&ep, &channels::Answer::new("chan/1"))?;
+//! assert_eq!(req.method(), http::Method::POST);
+//! assert_eq!(req.uri(), "http://pbx.example:8088/ari/channels/chan%2F1/answer");
+//!
+//! // 204 No Content for a void operation.
+//! let out: () = parse_response::<channels::Answer>(204, b"")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use base64::Engine as _;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::fmt;
+
+/// Bytes that travel unencoded in a path segment or query value: RFC 3986 unreserved.
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A typed ARI REST operation (one per operation of the API description, in [`crate::ops`]).
+pub trait Operation {
+    /// What a successful response decodes into (`()` for `void`, `bytes::Bytes` for `binary`).
+    type Output;
+    /// `resource.nickname`, as in node-ari-client: `channels.originateWithId`.
+    const NAME: &'static str;
+    /// HTTP method.
+    const METHOD: http::Method;
+    /// Path template below `/ari`: `/channels/{channelId}/play`.
+    const PATH: &'static str;
+    /// First Asterisk branch that has the operation.
+    const SINCE: crate::Since;
+    /// Writes the path segments below `/ari`.
+    fn write_path(&self, path: &mut PathWriter);
+    /// Writes the query parameters.
+    fn write_query(&self, query: &mut QueryWriter);
+    /// The JSON body (`variables`, `fields`, `filter`), if any parameter goes there.
+    fn body(&self) -> Option<serde_json::Value>;
+    /// Decodes a successful response body.
+    fn parse_output(body: &[u8]) -> Result<Self::Output, serde_json::Error>;
+}
+
+/// Collects the path of a request, percent-encoding each parameter as exactly one segment.
+#[derive(Debug, Default)]
+pub struct PathWriter {
+    path: String,
+    error: Option<BuildError>,
+}
+
+impl PathWriter {
+    /// A literal segment of the template.
+    pub fn literal(&mut self, seg: &str) {
+        self.path.push('/');
+        self.path.push_str(seg);
+    }
+
+    /// A parameter: encoded so that no value (`/`, `?`, `#`, `%`, `..`, spaces, any Unicode)
+    /// can change the path. An empty value is an error.
+    pub fn param(&mut self, value: &str) {
+        if value.is_empty() {
+            self.error.get_or_insert(BuildError::EmptyPathParameter);
+            return;
+        }
+        self.path.push('/');
+        if value.bytes().all(|b| b == b'.') {
+            // `.` and `..` would be collapsed by URL normalisation.
+            for _ in 0..value.len() {
+                self.path.push_str("%2E");
+            }
+        } else {
+            self.path.extend(utf8_percent_encode(value, ENCODE));
+        }
+    }
+
+    /// The encoded path (starting with `/`).
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+}
+
+/// A value that can be sent as a query parameter.
+pub trait QueryValue {
+    /// Appends the value, unencoded (the writer encodes).
+    fn write_query_value(&self, out: &mut String);
+}
+
+impl QueryValue for String {
+    fn write_query_value(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl QueryValue for str {
+    fn write_query_value(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl QueryValue for i64 {
+    fn write_query_value(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl QueryValue for f64 {
+    fn write_query_value(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl QueryValue for bool {
+    fn write_query_value(&self, out: &mut String) {
+        out.push_str(if *self { "true" } else { "false" });
+    }
+}
+
+/// `allowMultiple` parameters: one parameter, values comma-joined.
+impl<T: QueryValue> QueryValue for Vec<T> {
+    fn write_query_value(&self, out: &mut String) {
+        for (i, v) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            v.write_query_value(out);
+        }
+    }
+}
+
+/// Collects the query parameters of a request.
+#[derive(Debug, Default)]
+pub struct QueryWriter {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl QueryWriter {
+    /// Adds one parameter.
+    pub fn push<V: QueryValue + ?Sized>(&mut self, name: &'static str, value: &V) {
+        let mut s = String::new();
+        value.write_query_value(&mut s);
+        self.pairs.push((name, s));
+    }
+
+    /// The parameters as (name, unencoded value) pairs, in order.
+    pub fn pairs(&self) -> &[(&'static str, String)] {
+        &self.pairs
+    }
+}
+
+/// Credentials of an ARI user (`ari.conf`). The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// User and password. A user name containing `:` or a control character, or a password
+    /// with a control character, cannot be sent safely and is rejected.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Result<Self, BuildError> {
+        let user = user.into();
+        let password = password.into();
+        if user.contains(':') || user.chars().any(char::is_control) {
+            return Err(BuildError::InvalidCredentials(
+                "the user name must not contain ':' or control characters",
+            ));
+        }
+        if password.chars().any(char::is_control) {
+            return Err(BuildError::InvalidCredentials(
+                "the password must not contain control characters",
+            ));
+        }
+        Ok(Credentials { user, password })
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The password (handle with care).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The `Authorization: Basic …` header value, marked sensitive.
+    pub fn basic_header(&self) -> HeaderValue {
+        let raw = format!("{}:{}", self.user, self.password);
+        let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+        let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+        v.set_sensitive(true);
+        v
+    }
+
+    /// `user:password` percent-encoded for an `api_key` query parameter.
+    pub fn api_key_query_value(&self) -> String {
+        utf8_percent_encode(&format!("{}:{}", self.user, self.password), ENCODE).to_string()
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where Asterisk is and who we are: the base URL (`http://host:8088`, with or without a
+/// trailing `/ari`) and the credentials.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// Path prefix, always ending in `/ari`.
+    prefix: String,
+    credentials: Credentials,
+}
+
+impl Endpoint {
+    /// Parses the base URL. Only `http` and `https` are accepted.
+    pub fn new(base_url: &str, credentials: Credentials) -> Result<Self, BuildError> {
+        let uri: http::Uri = base_url
+            .parse()
+            .map_err(|_| BuildError::InvalidBaseUrl(truncate(base_url)))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| BuildError::InvalidBaseUrl(truncate(base_url)))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(BuildError::InvalidBaseUrl(truncate(base_url)));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| BuildError::InvalidBaseUrl(truncate(base_url)))?;
+        if authority.as_str().contains('@') {
+            return Err(BuildError::InvalidBaseUrl(
+                "credentials in the URL are not accepted; pass them separately".into(),
+            ));
+        }
+        let mut prefix = uri.path().trim_end_matches('/').to_string();
+        if !prefix.ends_with("/ari") {
+            prefix.push_str("/ari");
+        }
+        Ok(Endpoint {
+            scheme,
+            authority,
+            prefix,
+            credentials,
+        })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &http::uri::Scheme {
+        &self.scheme
+    }
+
+    /// Host and port.
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
+    }
+
+    /// Path prefix ending in `/ari`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Whether the scheme is `https`.
+    pub fn is_tls(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// Host name without the port.
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// Port, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.is_tls() { 443 } else { 80 })
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// An operation's request, transport-neutral: what HTTP and REST over WebSocket both need.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RequestParts {
+    /// HTTP method.
+    pub method: http::Method,
+    /// Encoded path below `/ari`, without leading slash: `channels/a%2Fb/answer`.
+    pub path: String,
+    /// Query parameters (unencoded values).
+    pub query: Vec<(&'static str, String)>,
+    /// JSON body text.
+    pub body: Option<String>,
+    /// The operation's name (`channels.answer`).
+    pub operation: &'static str,
+}
+
+impl RequestParts {
+    /// The path and encoded query string, without leading slash: `channels?endpoint=PJSIP%2F1`.
+    pub fn path_and_query(&self) -> String {
+        let mut s = self.path.clone();
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            s.push(if i == 0 { '?' } else { '&' });
+            s.push_str(k);
+            s.push('=');
+            s.extend(utf8_percent_encode(v, ENCODE));
+        }
+        s
+    }
+}
+
+/// Splits an operation into its transport-neutral parts.
+pub fn request_parts<O: Operation>(op: &O) -> Result<RequestParts, BuildError> {
+    let mut path = PathWriter::default();
+    op.write_path(&mut path);
+    if let Some(e) = path.error {
+        return Err(e);
+    }
+    let mut query = QueryWriter::default();
+    op.write_query(&mut query);
+    let body = op.body().map(|b| b.to_string());
+    Ok(RequestParts {
+        method: O::METHOD,
+        path: path.path.trim_start_matches('/').to_string(),
+        query: query.pairs,
+        body,
+        operation: O::NAME,
+    })
+}
+
+/// Builds the HTTP request of an operation: absolute URI, `Host`, Basic `Authorization`
+/// (sensitive), and a JSON body with `Content-Type` when the operation has one.
+///
+/// The URI is in absolute form; a transport talking HTTP/1.1 directly to Asterisk sends its
+/// path and query (see [`origin_form`]).
+pub fn build_request<O: Operation>(
+    ep: &Endpoint,
+    op: &O,
+) -> Result<http::Request<Vec<u8>>, BuildError> {
+    build_request_from_parts(ep, request_parts(op)?)
+}
+
+/// Builds the HTTP request from [`RequestParts`].
+pub fn build_request_from_parts(
+    ep: &Endpoint,
+    parts: RequestParts,
+) -> Result<http::Request<Vec<u8>>, BuildError> {
+    let uri = format!(
+        "{}://{}{}/{}",
+        ep.scheme,
+        ep.authority,
+        ep.prefix,
+        parts.path_and_query()
+    );
+    let mut b = http::Request::builder()
+        .method(parts.method)
+        .uri(uri)
+        .header(
+            HOST,
+            HeaderValue::from_str(ep.authority.as_str())
+                .map_err(|_| BuildError::InvalidBaseUrl(ep.authority.to_string()))?,
+        )
+        .header(AUTHORIZATION, ep.credentials.basic_header());
+    let body = match parts.body {
+        Some(text) => {
+            b = b.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            text.into_bytes()
+        }
+        None => Vec::new(),
+    };
+    b.body(body).map_err(|e| BuildError::Http(e.to_string()))
+}
+
+/// The origin-form request target (`/ari/channels?…`) of a request URI.
+pub fn origin_form(uri: &http::Uri) -> &str {
+    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+}
+
+/// Why a request could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A path parameter (an id) was empty.
+    EmptyPathParameter,
+    /// The base URL is not an `http://` or `https://` URL with a host.
+    InvalidBaseUrl(String),
+    /// User name or password cannot be sent safely.
+    InvalidCredentials(&'static str),
+    /// The `http` crate refused the request.
+    Http(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::EmptyPathParameter => {
+                f.write_str("an id in the request path is empty; give the resource's id")
+            }
+            BuildError::InvalidBaseUrl(u) => write!(
+                f,
+                "invalid base URL {u:?}: expected http://host:port or https://host:port"
+            ),
+            BuildError::InvalidCredentials(why) => write!(f, "invalid credentials: {why}"),
+            BuildError::Http(e) => write!(f, "could not build the HTTP request: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// What kind of error status Asterisk answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// 400: a parameter is missing or invalid.
+    BadRequest,
+    /// 401: wrong or missing credentials.
+    Unauthorized,
+    /// 403: the user may not do this (e.g. a `read_only` user writing).
+    Forbidden,
+    /// 404: no such resource (or path).
+    NotFound,
+    /// 409: the resource is not in a state that allows it (e.g. channel not in Stasis).
+    Conflict,
+    /// 412: a precondition failed (e.g. channel not in a bridge).
+    PreconditionFailed,
+    /// 422: the request is well formed but refers to something that does not exist.
+    Unprocessable,
+    /// 5xx.
+    ServerError,
+    /// Any other status.
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind for a status code.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 => ErrorKind::BadRequest,
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            412 => ErrorKind::PreconditionFailed,
+            422 => ErrorKind::Unprocessable,
+            500..=599 => ErrorKind::ServerError,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// An error status from Asterisk with its message (from `{"message": …}`, or the plain-text
+/// body Asterisk sends for unknown paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AriError {
+    /// What kind of error.
+    pub kind: ErrorKind,
+    /// The HTTP status.
+    pub status: u16,
+    /// Asterisk's message.
+    pub message: String,
+}
+
+impl AriError {
+    /// Builds the error from an error status and its body.
+    pub fn from_body(status: u16, body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Msg {
+            message: String,
+        }
+        let message = match serde_json::from_slice::<Msg>(body) {
+            Ok(m) => m.message,
+            Err(_) => {
+                let text = String::from_utf8_lossy(body);
+                let t = text.trim();
+                t.chars().take(512).collect()
+            }
+        };
+        AriError {
+            kind: ErrorKind::from_status(status),
+            status,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for AriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "Asterisk answered {}", self.status)
+        } else {
+            write!(f, "Asterisk answered {}: {}", self.status, self.message)
+        }
+    }
+}
+
+impl std::error::Error for AriError {}
+
+/// Why a response did not give the operation's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// Asterisk answered an error status.
+    Ari(AriError),
+    /// A success status whose body does not decode as the operation's result type.
+    Decode {
+        /// The operation.
+        operation: &'static str,
+        /// The status.
+        status: u16,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl ResponseError {
+    /// The Asterisk error, if this is one.
+    pub fn as_ari(&self) -> Option<&AriError> {
+        match self {
+            ResponseError::Ari(e) => Some(e),
+            ResponseError::Decode { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseError::Ari(e) => e.fmt(f),
+            ResponseError::Decode {
+                operation,
+                status,
+                error,
+            } => write!(
+                f,
+                "{operation}: the {status} response body does not decode: {error}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ResponseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ResponseError::Ari(e) => Some(e),
+            ResponseError::Decode { .. } => None,
+        }
+    }
+}
+
+impl From<AriError> for ResponseError {
+    fn from(e: AriError) -> Self {
+        ResponseError::Ari(e)
+    }
+}
+
+/// Parses a response (status and body) into the operation's result, or the typed error.
+pub fn parse_response<O: Operation>(status: u16, body: &[u8]) -> Result<O::Output, ResponseError> {
+    if !(200..300).contains(&status) {
+        return Err(ResponseError::Ari(AriError::from_body(status, body)));
+    }
+    O::parse_output(body).map_err(|e| ResponseError::Decode {
+        operation: O::NAME,
+        status,
+        error: e.to_string(),
+    })
+}
