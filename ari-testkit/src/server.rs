@@ -1,0 +1,874 @@
+//! The [`MockServer`] handle, its builder, and the server thread.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, Notify};
+
+use crate::fault::{Faults, Refusal};
+use crate::script::{unmet, ExpectBuilder, RecordedRequest};
+use crate::sim::{PlaceCall, Sim, SimConfig};
+use crate::state::{lock, Clock, ClosedConnection, ConnCmd, Frame, Logger, Registry, Shared, User};
+
+/// Default user name and password.
+pub const DEFAULT_USER: &str = "asterisk";
+
+/// Asterisk's default `websocket_write_timeout`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Which WebSocket connection(s) a fault or push applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Target<'a> {
+    /// The connection currently holding this app.
+    App(&'a str),
+    /// Every open connection.
+    All,
+}
+
+impl<'a> From<&'a str> for Target<'a> {
+    fn from(app: &'a str) -> Self {
+        Target::App(app)
+    }
+}
+
+impl<'a> From<&'a String> for Target<'a> {
+    fn from(app: &'a String) -> Self {
+        Target::App(app)
+    }
+}
+
+/// Why [`MockServerBuilder::try_start`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Binding the listener or starting the runtime or thread failed.
+    Io(std::io::Error),
+    /// The `--api-docs` directory could not be read or holds invalid JSON.
+    ApiDocs(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Io(e) => write!(f, "cannot start the mock ARI server: {e}"),
+            StartError::ApiDocs(e) => write!(f, "cannot load the API docs: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Io(e) => Some(e),
+            StartError::ApiDocs(_) => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
+/// An open events WebSocket connection, as listed by [`MockServer::connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// Connection number (1 for the first one).
+    pub id: u64,
+    /// Apps it currently holds (apps moved to a newer connection are gone from this list).
+    pub apps: Vec<String>,
+    /// The apps it asked for.
+    pub requested_apps: Vec<String>,
+    /// The authenticated user.
+    pub user: String,
+    /// Whether that user is read-only.
+    pub read_only: bool,
+}
+
+/// Configures and starts a [`MockServer`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let server = ari_testkit::MockServer::builder()
+///     .user("alice", "secret")
+///     .read_only_user("viewer", "view")
+///     .simulated_time()
+///     .write_timeout(Duration::from_millis(100))
+///     .start();
+/// ```
+pub struct MockServerBuilder {
+    addr: SocketAddr,
+    users: Vec<User>,
+    api_docs: Option<PathBuf>,
+    simulated_time: bool,
+    simulator: bool,
+    sim_config: Option<SimConfig>,
+    write_timeout: Duration,
+    send_buffer_size: Option<u32>,
+    logger: Option<Logger>,
+    asterisk_id: Option<String>,
+}
+
+impl fmt::Debug for MockServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockServerBuilder")
+            .field("addr", &self.addr)
+            .field("users", &self.users)
+            .field("api_docs", &self.api_docs)
+            .field("simulated_time", &self.simulated_time)
+            .field("simulator", &self.simulator)
+            .field("write_timeout", &self.write_timeout)
+            .field("send_buffer_size", &self.send_buffer_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MockServerBuilder {
+    fn default() -> Self {
+        MockServerBuilder {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            users: Vec::new(),
+            api_docs: None,
+            simulated_time: false,
+            simulator: true,
+            sim_config: None,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            send_buffer_size: None,
+            logger: None,
+            asterisk_id: None,
+        }
+    }
+}
+
+impl MockServerBuilder {
+    /// Listen on `127.0.0.1:port` (default: an ephemeral port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        self
+    }
+
+    /// Listen on this address (default `127.0.0.1:0`).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Adds a user with read and write access. When no user is added, the server has one:
+    /// `asterisk` / `asterisk`. The first user added is the one [`MockServer::username`] reports.
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.users.push(User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            read_only: false,
+        });
+        self
+    }
+
+    /// Adds a `read_only` user: any method other than `GET` answers
+    /// `403 {"message":"Write access denied"}`. If it is the only user added, the default
+    /// `asterisk` / `asterisk` user is kept as well.
+    pub fn read_only_user(mut self, name: &str, password: &str) -> Self {
+        self.users.push(User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            read_only: true,
+        });
+        self
+    }
+
+    /// Serves `/ari/api-docs/resources.json` (from `dir/resources.json`) and
+    /// `/ari/api-docs/{name}.json` (from `dir/api-docs/{name}.json`), with `basePath` rewritten
+    /// to `http://127.0.0.1:PORT/ari`.
+    pub fn api_docs(mut self, dir: impl AsRef<Path>) -> Self {
+        self.api_docs = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Simulated time: the simulator's clock starts at zero and moves only through
+    /// [`MockServer::advance`] (or `POST /_sim/advance?ms=N`). Injected delays still use real time.
+    pub fn simulated_time(mut self) -> Self {
+        self.simulated_time = true;
+        self
+    }
+
+    /// Configuration for the simulated Asterisk. Without it, the default configuration is
+    /// used with `wall_clock_base_ms` set to the real time at start, so event timestamps are
+    /// current.
+    pub fn sim_config(mut self, cfg: SimConfig) -> Self {
+        self.sim_config = Some(cfg);
+        self
+    }
+
+    /// Pure scripted mode: no simulator. REST requests that no expectation matches answer
+    /// `404 {"message":"Resource not found"}`.
+    pub fn without_simulator(mut self) -> Self {
+        self.simulator = false;
+        self
+    }
+
+    /// How long one WebSocket write may block before the server drops the client, as
+    /// Asterisk's `websocket_write_timeout` (default 100 ms).
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d;
+        self
+    }
+
+    /// Sets `SO_SNDBUF` on the listening socket (inherited by accepted connections), so that a
+    /// client that stops reading fills the send buffer quickly — useful to test the
+    /// slow-client drop without pushing megabytes.
+    pub fn send_buffer_size(mut self, bytes: u32) -> Self {
+        self.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// Receives one human-readable line per request, connection, event sent, and fault.
+    pub fn on_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.logger = Some(Arc::new(f));
+        self
+    }
+
+    /// The `asterisk_id` carried by events and by the frames the server builds itself
+    /// (default: the simulator configuration's, `02:fc:00:00:00:01`).
+    pub fn asterisk_id(mut self, id: &str) -> Self {
+        self.asterisk_id = Some(id.to_owned());
+        self
+    }
+
+    /// Starts the server.
+    ///
+    /// # Panics
+    /// If it cannot start (see [`try_start`](Self::try_start)); meant for tests.
+    pub fn start(self) -> MockServer {
+        match self.try_start() {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts the server: binds, then runs it on its own thread with its own tokio runtime.
+    pub fn try_start(self) -> Result<MockServer, StartError> {
+        let mut users = self.users;
+        if users.iter().all(|u| u.read_only) {
+            users.insert(
+                0,
+                User {
+                    name: DEFAULT_USER.to_owned(),
+                    password: DEFAULT_USER.to_owned(),
+                    read_only: false,
+                },
+            );
+        }
+        // Bind on the server thread (its runtime must not be entered from the caller, which
+        // may itself be inside a runtime), then hand the listener's address back.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
+        let (shared_tx, shared_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (bind_addr, send_buffer) = (self.addr, self.send_buffer_size);
+        let thread = std::thread::Builder::new()
+            .name(format!("ari-testkit-{}", bind_addr.port()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let listener = match rt.block_on(bind(bind_addr, send_buffer)) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let addr = match listener.local_addr() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(addr));
+                let Ok(shared) = shared_rx.recv() else {
+                    return;
+                };
+                rt.block_on(accept_loop(shared, listener, stop_rx));
+                // Dropping the runtime cancels every connection task, closing their sockets.
+                drop(rt);
+            })?;
+        let addr = match ready_rx.recv() {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(StartError::Io(e));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StartError::Io(std::io::Error::other(
+                    "server thread ended early",
+                )));
+            }
+        };
+        // Dropping `shared_tx` on an early return ends the thread.
+        let api_docs = match &self.api_docs {
+            Some(dir) => load_api_docs(dir, addr).map_err(StartError::ApiDocs)?,
+            None => HashMap::new(),
+        };
+        let clock = if self.simulated_time {
+            Clock::Simulated(Mutex::new(Duration::ZERO))
+        } else {
+            Clock::Real(Instant::now())
+        };
+        let start_wall = SystemTime::now();
+        let mut sim_config = self.sim_config.unwrap_or_else(|| SimConfig {
+            wall_clock_base_ms: start_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ..SimConfig::default()
+        });
+        if let Some(id) = self.asterisk_id {
+            sim_config.asterisk_id = id;
+        }
+        let start_wall =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(sim_config.wall_clock_base_ms);
+        let asterisk_id = sim_config.asterisk_id.clone();
+        let sim = self.simulator.then(|| Mutex::new(Sim::new(sim_config)));
+        let shared = Arc::new(Shared {
+            addr,
+            users,
+            asterisk_id,
+            api_docs,
+            clock,
+            start_wall,
+            sim,
+            sim_notify: Notify::new(),
+            registry: Mutex::new(Registry::default()),
+            registry_changed: Condvar::new(),
+            script: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Faults::new(self.write_timeout)),
+            logger: self.logger,
+            next_conn: AtomicU64::new(0),
+        });
+        shared.log(|| format!("listening on http://{addr}/ari"));
+        if shared_tx.send(shared.clone()).is_err() {
+            let _ = thread.join();
+            return Err(StartError::Io(std::io::Error::other(
+                "server thread ended early",
+            )));
+        }
+        Ok(MockServer {
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if let Some(n) = send_buffer {
+        socket.set_send_buffer_size(n)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Reads the spec directory, rewriting `basePath` to this server's address.
+fn load_api_docs(dir: &Path, addr: SocketAddr) -> Result<HashMap<String, Vec<u8>>, String> {
+    let base = format!("http://{addr}/ari");
+    let load = |path: &Path| -> Result<Vec<u8>, String> {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut v: Value =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("basePath".to_owned(), Value::from(base.as_str()));
+        }
+        serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())
+    };
+    let mut docs = HashMap::new();
+    docs.insert(
+        "resources.json".to_owned(),
+        load(&dir.join("resources.json"))?,
+    );
+    let sub = dir.join("api-docs");
+    let entries = std::fs::read_dir(&sub).map_err(|e| format!("{}: {e}", sub.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            docs.insert(name, load(&entry.path())?);
+        }
+    }
+    Ok(docs)
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
+    if matches!(shared.clock, Clock::Real(_)) && shared.sim.is_some() {
+        tokio::spawn(sim_timer(shared.clone()));
+    }
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else {
+                    // Out of file descriptors or similar: back off briefly.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                if lock(&shared.faults).take_refusal(Refusal::Close) {
+                    shared.log(|| format!("refused connection from {peer} (fault: close)"));
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let conn_shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| crate::http::serve(conn_shared.clone(), req));
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        }
+    }
+    shared.log(|| "shutting down".to_owned());
+}
+
+/// Real-time mode: calls the simulator's `handle_timeout` whenever its `poll_timeout` is due.
+async fn sim_timer(shared: Arc<Shared>) {
+    let Clock::Real(start) = shared.clock else {
+        return;
+    };
+    let Some(sim) = shared.sim.as_ref() else {
+        return;
+    };
+    loop {
+        let deadline =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lock(sim).poll_timeout()))
+                .unwrap_or(None);
+        match deadline {
+            Some(d) => {
+                let at = start + d;
+                if Instant::now() >= at {
+                    shared.with_sim(|sim, now| sim.handle_timeout(now));
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = shared.sim_notify.notified() => {}
+                }
+            }
+            None => shared.sim_notify.notified().await,
+        }
+    }
+}
+
+/// A mock ARI server on loopback: real HTTP/1.1 and WebSocket, a simulated Asterisk behind
+/// it, scripted responses and fault injection. Dropping it stops its thread and closes
+/// every socket.
+///
+/// ```no_run
+/// let server = ari_testkit::MockServer::start();
+/// server.expect("GET", "asterisk/ping").respond(200, serde_json::json!({"ping": "pong"}));
+/// println!("connect to {} as {}:{}", server.base_url(), server.username(), server.password());
+/// ```
+pub struct MockServer {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for MockServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockServer")
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl MockServer {
+    /// Starts a server with the defaults: ephemeral port, user `asterisk`/`asterisk`,
+    /// simulator on, real time.
+    ///
+    /// # Panics
+    /// If the server cannot start (no free port, no thread).
+    pub fn start() -> MockServer {
+        MockServerBuilder::default().start()
+    }
+
+    /// A builder to configure the server.
+    pub fn builder() -> MockServerBuilder {
+        MockServerBuilder::default()
+    }
+
+    // ----- addresses and credentials -----
+
+    /// The socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.shared.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT` (ARI lives under `/ari/`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/ari`.
+    pub fn ari_url(&self) -> String {
+        format!("http://{}/ari", self.shared.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT/ari/events` (add `?app=...`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ari/events", self.shared.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT/ari/events?app=a,b&api_key=user:password` for the first user,
+    /// percent-encoded.
+    pub fn events_url(&self, apps: &[&str]) -> String {
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        format!(
+            "{}?app={}&api_key={}",
+            self.ws_url(),
+            enc(&apps.join(",")),
+            enc(&format!("{}:{}", self.username(), self.password()))
+        )
+    }
+
+    /// The first configured user's name (default `asterisk`).
+    pub fn username(&self) -> &str {
+        self.shared
+            .users
+            .first()
+            .map_or(DEFAULT_USER, |u| u.name.as_str())
+    }
+
+    /// The first configured user's password (default `asterisk`).
+    pub fn password(&self) -> &str {
+        self.shared
+            .users
+            .first()
+            .map_or(DEFAULT_USER, |u| u.password.as_str())
+    }
+
+    // ----- scripted mode -----
+
+    /// Scripts a canned answer for `method path`. `path` is relative to `/ari/`
+    /// (`channels/abc/answer`; a leading `/` or `/ari/` is accepted, a query string ignored;
+    /// a segment `*` matches any segment). Expectations apply to HTTP and REST over WebSocket
+    /// alike, are tried in the order they were added, and take precedence over the simulator.
+    ///
+    /// ```no_run
+    /// # let server = ari_testkit::MockServer::start();
+    /// let h = server
+    ///     .expect("POST", "channels/*/answer")
+    ///     .times(2)
+    ///     .respond_empty(204);
+    /// // ... run the client ...
+    /// assert_eq!(h.hits(), 2);
+    /// ```
+    pub fn expect(&self, method: &str, path: &str) -> ExpectBuilder {
+        ExpectBuilder {
+            shared: self.shared.clone(),
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            query: Vec::new(),
+            body: None,
+            delay: None,
+            times: Some(1),
+        }
+    }
+
+    /// Expectations that answered fewer times than set up (`METHOD path (hits/times answered)`).
+    pub fn unmet_expectations(&self) -> Vec<String> {
+        unmet(&self.shared)
+    }
+
+    /// Panics, listing them, if some expectation answered fewer times than set up.
+    ///
+    /// # Panics
+    /// When [`unmet_expectations`](Self::unmet_expectations) is not empty.
+    pub fn verify(&self) {
+        let unmet = self.unmet_expectations();
+        assert!(unmet.is_empty(), "unmet expectations: {unmet:?}");
+    }
+
+    /// Removes every expectation.
+    pub fn clear_expectations(&self) {
+        lock(&self.shared.script).clear();
+    }
+
+    /// Every request received so far, in order: HTTP requests (including rejected ones and
+    /// WebSocket upgrades) and `RESTRequest` frames. `/_sim/` control requests are not logged.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.log).clone()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    // ----- pushing frames -----
+
+    /// Sends a text frame, verbatim, to the connection(s) selected. Returns how many
+    /// connections it was queued for. It counts as an event for
+    /// [`drop_websocket_after`](Self::drop_websocket_after).
+    pub fn push_frame<'a>(&self, to: impl Into<Target<'a>>, text: &str) -> usize {
+        self.command(to.into(), || ConnCmd::Send(Frame::Event(text.to_owned())))
+    }
+
+    /// Sends an event: `application`, `timestamp` and `asterisk_id` are filled in when the
+    /// object lacks them (`application` only when the target is an app).
+    pub fn push_event<'a>(&self, to: impl Into<Target<'a>>, mut event: Value) -> usize {
+        let to = to.into();
+        if let Some(obj) = event.as_object_mut() {
+            if let Target::App(app) = to {
+                obj.entry("application").or_insert_with(|| Value::from(app));
+            }
+            obj.entry("timestamp")
+                .or_insert_with(|| Value::from(self.shared.timestamp()));
+            obj.entry("asterisk_id")
+                .or_insert_with(|| Value::from(self.shared.asterisk_id.as_str()));
+        }
+        self.push_frame(to, &event.to_string())
+    }
+
+    /// Fault: sends a frame that is not JSON.
+    pub fn push_malformed_frame<'a>(&self, to: impl Into<Target<'a>>) -> usize {
+        self.push_frame(to, "{\"type\": \"StasisStart\", \"application\": ")
+    }
+
+    /// Fault: sends a valid JSON event frame of exactly `size` bytes (at least 64), padded
+    /// in a `padding` field, to exceed a client's frame size limit.
+    pub fn push_oversized_frame<'a>(&self, to: impl Into<Target<'a>>, size: usize) -> usize {
+        let head = "{\"type\":\"Oversized\",\"padding\":\"";
+        let tail = "\"}";
+        let pad = size.saturating_sub(head.len() + tail.len()).max(1);
+        let text = format!("{head}{}{tail}", "x".repeat(pad));
+        self.push_frame(to, &text)
+    }
+
+    /// Fault: sends a binary frame (Asterisk only sends text frames).
+    pub fn push_binary_frame<'a>(&self, to: impl Into<Target<'a>>, bytes: &[u8]) -> usize {
+        self.command(to.into(), || ConnCmd::Send(Frame::Binary(bytes.to_vec())))
+    }
+
+    // ----- faults -----
+
+    fn command(&self, to: Target<'_>, make: impl FnMut() -> ConnCmd) -> usize {
+        match to {
+            Target::App(app) => self.shared.command(Some(app), make),
+            Target::All => self.shared.command(None, make),
+        }
+    }
+
+    /// Fault: closes the WebSocket connection(s) now, abruptly (TCP close, no close frame).
+    /// Returns how many connections it applies to.
+    pub fn drop_websocket<'a>(&self, to: impl Into<Target<'a>>) -> usize {
+        self.command(to.into(), || ConnCmd::Close {
+            abrupt: true,
+            code: 1006,
+        })
+    }
+
+    /// Closes the WebSocket connection(s) now with a close frame carrying `code`
+    /// (e.g. 1001 "going away", as a restarting Asterisk would).
+    pub fn close_websocket<'a>(&self, to: impl Into<Target<'a>>, code: u16) -> usize {
+        self.command(to.into(), || ConnCmd::Close {
+            abrupt: false,
+            code,
+        })
+    }
+
+    /// Fault: closes the connection(s) abruptly after `n` more events have been written
+    /// (`RESTResponse` frames do not count; `n == 0` drops now).
+    pub fn drop_websocket_after<'a>(&self, to: impl Into<Target<'a>>, n: usize) -> usize {
+        self.command(to.into(), || ConnCmd::DropAfter(n))
+    }
+
+    /// Fault (slow server): stop writing to the connection(s); frames queue up until
+    /// [`resume_sends`](Self::resume_sends).
+    pub fn pause_sends<'a>(&self, to: impl Into<Target<'a>>) -> usize {
+        self.command(to.into(), || ConnCmd::Pause)
+    }
+
+    /// Writes every frame queued since [`pause_sends`](Self::pause_sends), then resumes.
+    pub fn resume_sends<'a>(&self, to: impl Into<Target<'a>>) -> usize {
+        self.command(to.into(), || ConnCmd::Resume)
+    }
+
+    /// Fault: refuses the next `n` connections or requests; see [`Refusal`] for what each
+    /// kind refuses. Replaces any refusal still pending; `n == 0` cancels.
+    pub fn refuse_connections(&self, n: usize, how: Refusal) {
+        lock(&self.shared.faults).refuse = (n > 0).then_some((how, n));
+    }
+
+    /// Fault: waits `delay` (real time) before answering every REST request, HTTP or
+    /// WebSocket; `None` turns it off.
+    pub fn set_response_delay(&self, delay: Option<Duration>) {
+        lock(&self.shared.faults).delay = delay;
+    }
+
+    /// Fault: answers the next `n` REST requests (HTTP or WebSocket, after authentication)
+    /// with `status` and `{"message": <reason phrase>}` instead of handling them.
+    pub fn fail_requests(&self, n: usize, status: u16) {
+        lock(&self.shared.faults).fail = (n > 0).then_some((status, n));
+    }
+
+    /// Changes the WebSocket write timeout (see [`MockServerBuilder::write_timeout`]).
+    pub fn set_write_timeout(&self, d: Duration) {
+        lock(&self.shared.faults).write_timeout = d;
+    }
+
+    // ----- connections -----
+
+    /// The open events WebSocket connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let reg = lock(&self.shared.registry);
+        let mut v: Vec<ConnectionInfo> = reg
+            .conns
+            .iter()
+            .map(|(id, c)| ConnectionInfo {
+                id: *id,
+                apps: c.apps.clone(),
+                requested_apps: c.requested.clone(),
+                user: c.user.clone(),
+                read_only: c.read_only,
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// The apps currently held by some connection, sorted.
+    pub fn connected_apps(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.shared.registry).apps.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// WebSocket connections that have ended, in the order they ended, with the reason.
+    pub fn closed_connections(&self) -> Vec<ClosedConnection> {
+        lock(&self.shared.registry).closed.clone()
+    }
+
+    /// Blocks until some connection holds `app`, or `timeout` passes. Returns whether it does.
+    pub fn wait_for_app(&self, app: &str, timeout: Duration) -> bool {
+        self.wait_registry(timeout, |r| r.apps.contains_key(app))
+    }
+
+    /// Blocks until at least `n` connections have ended, or `timeout` passes.
+    pub fn wait_for_closed(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_registry(timeout, |r| r.closed.len() >= n)
+    }
+
+    fn wait_registry(&self, timeout: Duration, mut cond: impl FnMut(&Registry) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut reg = lock(&self.shared.registry);
+        loop {
+            if cond(&reg) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            reg = match self.shared.registry_changed.wait_timeout(reg, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    // ----- simulator -----
+
+    /// Runs `f` on the simulated Asterisk with the current time, then delivers the events it
+    /// produced. Returns `None` when the server runs without simulator.
+    ///
+    /// # Panics
+    /// Re-raises (as a panic with its message) a panic of the simulator.
+    pub fn with_sim<R>(&self, f: impl FnOnce(&mut Sim, Duration) -> R) -> Option<R> {
+        self.shared
+            .with_sim(f)
+            .map(|r| r.unwrap_or_else(|msg| panic!("simulator panicked: {msg}")))
+    }
+
+    /// Places a simulated call into an app; returns the new channel's id.
+    pub fn place_call(&self, call: PlaceCall) -> Result<String, String> {
+        self.with_sim(|sim, now| sim.place_call(now, call))
+            .ok_or_else(no_sim)
+    }
+
+    /// The caller on `channel_id` presses `digits`.
+    pub fn send_dtmf(&self, channel_id: &str, digits: &str) -> Result<(), String> {
+        self.with_sim(|sim, now| sim.send_dtmf(now, channel_id, digits))
+            .ok_or_else(no_sim)?
+    }
+
+    /// The far end hangs up `channel_id`.
+    pub fn hangup(&self, channel_id: &str) -> Result<(), String> {
+        self.with_sim(|sim, now| sim.hangup(now, channel_id))
+            .ok_or_else(no_sim)?
+    }
+
+    /// Time since the server started, on the simulator's clock (real or simulated).
+    pub fn now(&self) -> Duration {
+        self.shared.clock.now()
+    }
+
+    /// Simulated time only: moves the clock forward by `d`, firing every simulator timer
+    /// that falls due on the way, in order, and delivering its events. Returns `false` (and
+    /// does nothing) in real-time mode.
+    pub fn advance(&self, d: Duration) -> bool {
+        crate::control::advance(&self.shared, d)
+    }
+}
+
+fn no_sim() -> String {
+    "the server runs without simulator".to_owned()
+}

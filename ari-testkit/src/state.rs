@@ -1,0 +1,272 @@
+//! State shared between the server thread and the [`MockServer`](crate::MockServer) handle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+use crate::fault::Faults;
+use crate::script::{Expectation, RecordedRequest};
+use crate::sim::{Outgoing, Sim};
+use crate::util::{asterisk_timestamp, wall_time};
+
+/// Locks a mutex, recovering the data if a previous holder panicked.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A function receiving the server's human-readable log lines.
+pub(crate) type Logger = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A configured user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) password: String,
+    pub(crate) read_only: bool,
+}
+
+/// Where "now" comes from.
+#[derive(Debug)]
+pub(crate) enum Clock {
+    Real(Instant),
+    Simulated(Mutex<Duration>),
+}
+
+impl Clock {
+    pub(crate) fn now(&self) -> Duration {
+        match self {
+            Clock::Real(start) => start.elapsed(),
+            Clock::Simulated(now) => *lock(now),
+        }
+    }
+}
+
+/// A frame queued for one WebSocket connection.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// An event (or pushed frame): counts for "drop after N events".
+    Event(String),
+    /// A `RESTResponse`: does not count.
+    Response(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+}
+
+/// A command for one WebSocket connection task.
+#[derive(Debug)]
+pub(crate) enum ConnCmd {
+    Send(Frame),
+    /// Close now: abruptly (TCP close, no close frame) or with a close frame.
+    Close {
+        abrupt: bool,
+        code: u16,
+    },
+    /// Close abruptly after this many more events.
+    DropAfter(usize),
+    Pause,
+    Resume,
+}
+
+/// Why a WebSocket connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client closed it (close frame or TCP close).
+    ClientClosed,
+    /// A fault injected by the test closed it ([`MockServer::drop_websocket`](crate::MockServer::drop_websocket) and friends).
+    Dropped,
+    /// The client did not read fast enough: a write did not complete within the write timeout,
+    /// so the server dropped it, as Asterisk does.
+    WriteTimeout,
+    /// The connection had no `app` parameter: `MissingParams` was sent and it was closed.
+    MissingParams,
+    /// A read or write error.
+    Error,
+}
+
+/// A WebSocket connection that has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClosedConnection {
+    /// Connection number (1 for the first one).
+    pub id: u64,
+    /// The apps it asked for when it connected.
+    pub apps: Vec<String>,
+    /// Why it ended.
+    pub reason: CloseReason,
+}
+
+#[derive(Debug)]
+pub(crate) struct ConnEntry {
+    pub(crate) tx: mpsc::UnboundedSender<ConnCmd>,
+    /// Apps it currently holds.
+    pub(crate) apps: Vec<String>,
+    /// Apps it asked for.
+    pub(crate) requested: Vec<String>,
+    pub(crate) user: String,
+    pub(crate) read_only: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) apps: HashMap<String, u64>,
+    pub(crate) conns: HashMap<u64, ConnEntry>,
+    pub(crate) closed: Vec<ClosedConnection>,
+}
+
+/// Everything the server thread and the handle share.
+pub(crate) struct Shared {
+    pub(crate) addr: SocketAddr,
+    pub(crate) users: Vec<User>,
+    pub(crate) asterisk_id: String,
+    pub(crate) api_docs: HashMap<String, Vec<u8>>,
+    pub(crate) clock: Clock,
+    pub(crate) start_wall: SystemTime,
+    pub(crate) sim: Option<Mutex<Sim>>,
+    pub(crate) sim_notify: Notify,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) registry_changed: Condvar,
+    pub(crate) script: Mutex<Vec<Expectation>>,
+    pub(crate) log: Mutex<Vec<RecordedRequest>>,
+    pub(crate) faults: Mutex<Faults>,
+    pub(crate) logger: Option<Logger>,
+    pub(crate) next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("addr", &self.addr)
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Emits one readable log line, if a logger is set.
+    pub(crate) fn log(&self, line: impl FnOnce() -> String) {
+        if let Some(l) = &self.logger {
+            l(&line());
+        }
+    }
+
+    /// Asterisk-style timestamp for "now".
+    pub(crate) fn timestamp(&self) -> String {
+        asterisk_timestamp(wall_time(self.start_wall, self.clock.now()))
+    }
+
+    pub(crate) fn find_user(&self, name: &str, password: &str) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| u.name == name && u.password == password)
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Runs `f` on the simulator (if enabled) with the current time, then delivers the events
+    /// it produced and wakes the timer task. A panic inside the simulator is caught and
+    /// reported as `Err`.
+    pub(crate) fn with_sim<R>(
+        &self,
+        f: impl FnOnce(&mut Sim, Duration) -> R,
+    ) -> Option<Result<R, String>> {
+        let sim = self.sim.as_ref()?;
+        let mut guard = lock(sim);
+        let now = self.clock.now();
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard, now))).map_err(panic_message);
+        let events = catch_unwind(AssertUnwindSafe(|| guard.drain_events())).unwrap_or_default();
+        self.dispatch(events);
+        drop(guard);
+        self.sim_notify.notify_one();
+        Some(result)
+    }
+
+    /// Delivers simulator output to the connections holding each app.
+    pub(crate) fn dispatch(&self, events: Vec<Outgoing>) {
+        if events.is_empty() {
+            return;
+        }
+        let reg = lock(&self.registry);
+        for o in events {
+            let text = o.event.to_string();
+            match reg.apps.get(&o.app).and_then(|id| reg.conns.get(id)) {
+                Some(c) => {
+                    let _ = c.tx.send(ConnCmd::Send(Frame::Event(text)));
+                }
+                None => self.log(|| {
+                    format!(
+                        "event {} for app {} dropped: no connection holds it",
+                        event_type(&o.event),
+                        o.app
+                    )
+                }),
+            }
+        }
+    }
+
+    /// Sends a command to every connection holding `app` (or to all when `app` is `None`).
+    /// Returns how many connections got it.
+    pub(crate) fn command(&self, app: Option<&str>, mut make: impl FnMut() -> ConnCmd) -> usize {
+        let reg = lock(&self.registry);
+        match app {
+            Some(app) => match reg.apps.get(app).and_then(|id| reg.conns.get(id)) {
+                Some(c) => usize::from(c.tx.send(make()).is_ok()),
+                None => 0,
+            },
+            None => reg
+                .conns
+                .values()
+                .filter(|c| c.tx.send(make()).is_ok())
+                .count(),
+        }
+    }
+
+    /// Removes a connection, tells the simulator its apps are gone, records why it closed.
+    pub(crate) fn connection_closed(&self, id: u64, reason: CloseReason) {
+        let held = {
+            let mut reg = lock(&self.registry);
+            let Some(entry) = reg.conns.remove(&id) else {
+                return;
+            };
+            for app in &entry.apps {
+                if reg.apps.get(app) == Some(&id) {
+                    reg.apps.remove(app);
+                }
+            }
+            reg.closed.push(ClosedConnection {
+                id,
+                apps: entry.requested.clone(),
+                reason,
+            });
+            self.registry_changed.notify_all();
+            entry.apps
+        };
+        self.log(|| format!("ws#{id} closed ({reason:?}), apps {}", held.join(",")));
+        for app in held {
+            self.with_sim(|sim, now| sim.app_disconnected(now, &app));
+        }
+    }
+}
+
+/// The `type` of an event, for log lines.
+pub(crate) fn event_type(v: &Value) -> &str {
+    v.get("type").and_then(Value::as_str).unwrap_or("?")
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "simulator panicked".to_owned()
+    }
+}
