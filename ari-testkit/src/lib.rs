@@ -60,7 +60,6 @@ mod http;
 mod rest;
 mod script;
 mod server;
-#[path = "sim_placeholder.rs"]
 pub mod sim;
 mod state;
 mod util;

@@ -1,0 +1,2232 @@
+//! A stateful, sans-IO model of Asterisk as seen through ARI.
+//!
+//! [`Sim`] owns channels (Local pairs, simulated SIP phones, snoop and external-media
+//! channels), bridges, playbacks, live and stored recordings, device states, global
+//! variables and the registered Stasis applications with their subscriptions. The server
+//! around it feeds it REST requests ([`Sim::handle_request`]), application connections,
+//! and time ([`Sim::handle_timeout`]); after every input it collects the events produced
+//! with [`Sim::drain_events`], each already addressed to one application.
+//!
+//! Behaviour follows what a real Asterisk (git master, ARI 12) emitted in the recorded
+//! fixtures (`fixtures/asterisk-master`) and the scenarios restated from Asterisk's test
+//! suite: payload shapes, event orders per application, routing (Stasis channels,
+//! explicit subscriptions, bridges entered by an application's channels, `subscribeAll`),
+//! and the status codes and `message` wording of errors.
+//!
+//! Time never comes from a clock: every entry point takes `now`, a [`Duration`] since the
+//! server started, and timestamps are `SimConfig::wall_clock_base_ms + now`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+mod dialplan;
+mod rest;
+mod time;
+
+#[cfg(test)]
+mod regex;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod tests;
+
+use dialplan::Dialplan;
+
+/// Configuration of the simulated Asterisk.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// `asterisk_id` / `entity_id` carried by every event (a MAC-like string).
+    pub asterisk_id: String,
+    /// Wall-clock time, in milliseconds since the Unix epoch, at `now == 0`; all
+    /// timestamps (`creationtime`, event `timestamp`) are derived from it.
+    pub wall_clock_base_ms: u64,
+    /// `system.version` reported by `GET asterisk/info`.
+    pub version: String,
+    /// Default channel language.
+    pub language: String,
+    /// Media durations by sound name without scheme (`hello-world`, `digits/1`,
+    /// `silence/5` …). `silence/N` is N seconds unless listed.
+    pub media_durations: BTreeMap<String, Duration>,
+    /// Duration of a sound not in `media_durations`; `None` (default) makes such a
+    /// playback fail like Asterisk does for a missing file (PlaybackStarted, then
+    /// PlaybackFinished with state `failed`).
+    pub unknown_media_duration: Option<Duration>,
+    /// Dialplan in `extensions.conf` syntax, run by the `;2` half of Local channels and by
+    /// channels continuing in the dialplan.
+    pub dialplan: String,
+    /// When a Local channel dials a context or extension the dialplan does not have:
+    /// `true` (default) answers and keeps the channel up until hung up; `false` fails like
+    /// Asterisk (both halves destroyed, cause 0).
+    pub unknown_extension_answers: bool,
+    /// How long a simulated SIP phone rings before answering an outbound call.
+    pub sip_answer_delay: Duration,
+    /// Duration reported in `duration_ms` of DTMF digits from callers.
+    pub dtmf_duration_ms: u64,
+    /// PJSIP endpoint resources known from the start (`alice` → `PJSIP/alice`).
+    pub sip_endpoints: Vec<String>,
+    /// Channel variables copied into every channel's `channelvars` (ari.conf `channelvars`).
+    pub channelvars: Vec<String>,
+    /// Recording formats that can be written.
+    pub recording_formats: Vec<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let mut media = BTreeMap::new();
+        for (name, ms) in [
+            ("hello-world", 2000u64),
+            ("beep", 450),
+            ("demo-congrats", 8000),
+            ("demo-thanks", 2500),
+            ("tt-monkeys", 9000),
+            ("tt-weasels", 4000),
+            ("vm-intro", 3000),
+            ("vm-goodbye", 1000),
+            ("goodbye", 800),
+            ("conf-now-unmuted", 1200),
+            ("conf-now-muted", 1200),
+            ("pls-wait-connect-call", 2000),
+            ("queue-periodic-announce", 3000),
+            ("please-try-again", 1500),
+            ("welcome", 1200),
+            ("auth-thankyou", 1000),
+            ("agent-pass", 1500),
+            ("privacy-incorrect", 2000),
+        ] {
+            media.insert(name.to_string(), Duration::from_millis(ms));
+        }
+        for d in 0..=9 {
+            media.insert(format!("digits/{d}"), Duration::from_millis(600));
+        }
+        for (name, ms) in [("digits/star", 600u64), ("digits/pound", 600)] {
+            media.insert(name.to_string(), Duration::from_millis(ms));
+        }
+        SimConfig {
+            asterisk_id: "02:fc:00:00:00:01".to_string(),
+            wall_clock_base_ms: 1_795_691_627_914, // 2026-11-26T11:13:47.914Z
+            version: "GIT-master-f0c1c1a7b7".to_string(),
+            language: "en".to_string(),
+            media_durations: media,
+            unknown_media_duration: None,
+            dialplan: String::new(),
+            unknown_extension_answers: true,
+            sip_answer_delay: Duration::from_secs(1),
+            dtmf_duration_ms: 100,
+            sip_endpoints: Vec::new(),
+            channelvars: Vec::new(),
+            recording_formats: ["wav", "gsm", "ulaw", "alaw", "sln", "g722", "slin", "wav49"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// One REST request, already authenticated and parsed by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct SimRequest<'a> {
+    /// HTTP method (`GET`, `POST`, `PUT`, `DELETE`).
+    pub method: &'a str,
+    /// Path below `/ari/`, split on `/`, each segment percent-decoded.
+    pub segments: &'a [String],
+    /// Decoded query parameters, in order.
+    pub query: &'a [(String, String)],
+    /// JSON body, when one was sent.
+    pub body: Option<&'a Value>,
+    /// The user is read-only: writes answer 403 `Write access denied`.
+    pub read_only: bool,
+}
+
+/// Answer to a [`SimRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type of `body` (`application/json`, `text/plain`, `audio/wav`, or empty for 204).
+    pub content_type: &'static str,
+    /// Body bytes (empty for 204).
+    pub body: Vec<u8>,
+}
+
+impl SimResponse {
+    /// 200 with a JSON body.
+    pub fn json(status: u16, v: &Value) -> SimResponse {
+        SimResponse {
+            status,
+            content_type: "application/json",
+            body: v.to_string().into_bytes(),
+        }
+    }
+    /// 204 No Content.
+    pub fn no_content() -> SimResponse {
+        SimResponse {
+            status: 204,
+            content_type: "",
+            body: Vec::new(),
+        }
+    }
+    /// A JSON error `{"message": ...}`.
+    pub fn error(status: u16, message: &str) -> SimResponse {
+        SimResponse::json(status, &json!({ "message": message }))
+    }
+    /// The plain-text 404 Asterisk gives for an unknown path.
+    pub fn not_found_path() -> SimResponse {
+        SimResponse {
+            status: 404,
+            content_type: "text/plain",
+            body: b"404: Not Found".to_vec(),
+        }
+    }
+    /// The body parsed as JSON (`Value::Null` when it is not JSON).
+    pub fn body_json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One event for one application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The application (Stasis app name) the event is for.
+    pub app: String,
+    /// The event, with `application` set to `app`.
+    pub event: Value,
+}
+
+/// A simulated inbound call placed into a Stasis application (see [`Sim::place_call`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceCall {
+    /// `PJSIP/alice` (a simulated SIP phone) or `Local/exten@context` (a Local pair whose
+    /// `;2` half enters the application).
+    pub endpoint: String,
+    /// Stasis application the call enters.
+    pub app: String,
+    /// Arguments of `Stasis(app,args…)`.
+    pub args: Vec<String>,
+    /// Channel id to use (default: a generated unique id).
+    pub channel_id: Option<String>,
+    /// Caller id name.
+    pub caller_name: String,
+    /// Caller id number.
+    pub caller_number: String,
+    /// Dialed extension shown in the channel's dialplan location.
+    pub exten: String,
+    /// Context shown in the channel's dialplan location.
+    pub context: String,
+    /// Digits the scripted caller presses once the call is answered.
+    pub dtmf: String,
+    /// Delay between answer and the first digit.
+    pub dtmf_delay: Duration,
+    /// Interval between digits.
+    pub dtmf_interval: Duration,
+    /// The caller hangs up this long after answer.
+    pub hangup_after_answer: Option<Duration>,
+    /// The caller gives up this long after placing the call if it was never answered.
+    pub abandon_after: Option<Duration>,
+}
+
+impl PlaceCall {
+    /// A call from `endpoint` into `app` with no arguments and no scripted caller.
+    pub fn new(endpoint: &str, app: &str) -> PlaceCall {
+        PlaceCall {
+            endpoint: endpoint.to_string(),
+            app: app.to_string(),
+            args: Vec::new(),
+            channel_id: None,
+            caller_name: String::new(),
+            caller_number: String::new(),
+            exten: "s".to_string(),
+            context: "default".to_string(),
+            dtmf: String::new(),
+            dtmf_delay: Duration::from_millis(500),
+            dtmf_interval: Duration::from_millis(300),
+            hangup_after_answer: None,
+            abandon_after: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Internal model
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tech {
+    /// Local channel half (1 or 2).
+    Local(u8),
+    Sip,
+    Snoop,
+    UnicastRtp,
+}
+
+/// What a channel does once the far end answers (originate / dial).
+#[derive(Debug, Clone)]
+enum OnAnswer {
+    Nothing,
+    Stasis(String, Vec<String>),
+    Dialplan(String, String, i64),
+}
+
+/// Where a channel's dialplan execution is waiting.
+#[derive(Debug, Clone, PartialEq)]
+enum Exec {
+    /// Not running dialplan.
+    Idle,
+    /// Waiting for a timer to run the next priority.
+    Waiting,
+    /// Running an application that never returns by itself (Echo, MusicOnHold…).
+    Parked,
+    /// Inside Stasis (resumes at the next priority on continue).
+    InStasis,
+}
+
+#[derive(Debug, Clone)]
+struct Script {
+    dtmf: String,
+    dtmf_delay: Duration,
+    dtmf_interval: Duration,
+    hangup_after_answer: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Channel {
+    id: String,
+    name: String,
+    tech: Tech,
+    state: &'static str,
+    protocol_id: String,
+    caller: (String, String),
+    connected: (String, String),
+    accountcode: String,
+    language: String,
+    context: String,
+    exten: String,
+    priority: i64,
+    app_name: String,
+    app_data: String,
+    /// Dialplan location restored after Stasis (`AppDial2` for originated channels).
+    base_app: (String, String),
+    creation_ms: u64,
+    vars: BTreeMap<String, String>,
+    stasis: Option<(String, Vec<String>)>,
+    bridge: Option<String>,
+    peer: Option<String>,
+    endpoint: Option<String>,
+    exec: Exec,
+    /// Generation for dialplan timers; bumped whenever execution is redirected.
+    exec_gen: u64,
+    on_answer: OnAnswer,
+    /// Created with `channels/create` and not dialed yet.
+    created_only: bool,
+    /// Being dialed (Dial events are published with `peer` = this channel).
+    dialing: Option<String>,
+    script: Option<Script>,
+    /// Current and queued playbacks on this channel.
+    playbacks: VecDeque<String>,
+    recording: Option<String>,
+    /// Snoop channels spying on this one.
+    snoops: Vec<String>,
+    /// For a snoop: the spied channel.
+    snoop_target: Option<String>,
+    hanging_up: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Bridge {
+    id: String,
+    technology: String,
+    bridge_type: String,
+    name: String,
+    channels: Vec<String>,
+    creation_ms: u64,
+    video_mode: String,
+    video_source: Option<String>,
+    playbacks: VecDeque<String>,
+    recording: Option<String>,
+    vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PbState {
+    Queued,
+    Playing,
+    Paused,
+}
+
+#[derive(Debug, Clone)]
+struct Playback {
+    id: String,
+    media: Vec<String>,
+    index: usize,
+    target: String,
+    language: String,
+    state: PbState,
+    /// Total length of the current media, `None` for endless media (tones).
+    length: Option<Duration>,
+    /// Position in the current media at `since`.
+    offset: Duration,
+    since: Duration,
+    skip: Duration,
+    gen: u64,
+    failed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct LiveRec {
+    name: String,
+    format: String,
+    target: String,
+    state: &'static str,
+    started: Duration,
+    /// Recorded time before the current running segment.
+    accumulated: Duration,
+    max_duration: Option<Duration>,
+    terminate_on: String,
+    gen: u64,
+    muted: bool,
+}
+
+#[derive(Debug, Clone)]
+struct StoredRec {
+    format: String,
+    duration_s: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct App {
+    connected: bool,
+    subscribe_all: bool,
+    channels: BTreeSet<String>,
+    bridges: BTreeSet<String>,
+    endpoints: BTreeSet<String>,
+    devices: BTreeSet<String>,
+    allowed: Vec<Value>,
+    disallowed: Vec<Value>,
+}
+
+/// A resource an event concerns, for routing.
+#[derive(Debug, Clone)]
+enum Res {
+    Chan(String),
+    Bridge(String),
+    Device(String),
+}
+
+#[derive(Debug, Clone)]
+enum Timer {
+    /// Run the next dialplan priority of a channel.
+    Dialplan(String, u64),
+    /// Current media of a playback ends.
+    MediaEnd(String, u64),
+    /// A live recording reaches its maximum duration.
+    RecMax(String, u64),
+    /// A DTMF digit arrives on a channel.
+    Dtmf(String, char, u64),
+    /// The simulated SIP phone answers.
+    SipAnswer(String),
+    /// The scripted caller hangs up.
+    CallerHangup(String),
+    /// The scripted caller abandons an unanswered call.
+    CallerAbandon(String),
+    /// Start dialplan / dial progress of a Local pair (deferred so the REST answer goes first).
+    LocalStart(String),
+    /// A recording's start (after the beep).
+    RecStart(String, u64),
+}
+
+/// The simulated Asterisk. See the module documentation.
+#[derive(Debug)]
+pub struct Sim {
+    cfg: SimConfig,
+    dialplan: Dialplan,
+    now: Duration,
+    seq: u64,
+    uid: u64,
+    local_seq: u64,
+    snoop_seq: u64,
+    gen: u64,
+    channels: BTreeMap<String, Channel>,
+    /// Channels in creation order (GET channels lists in this order).
+    chan_order: Vec<String>,
+    bridges: BTreeMap<String, Bridge>,
+    bridge_order: Vec<String>,
+    playbacks: BTreeMap<String, Playback>,
+    live: BTreeMap<String, LiveRec>,
+    stored: BTreeMap<String, StoredRec>,
+    apps: BTreeMap<String, App>,
+    devices: BTreeMap<String, String>,
+    globals: BTreeMap<String, String>,
+    endpoints: BTreeSet<String>,
+    modules: BTreeMap<String, (String, bool)>,
+    log_channels: Vec<(String, String, String)>,
+    timers: BTreeMap<(Duration, u64), Timer>,
+    out: Vec<Outgoing>,
+}
+
+fn cause_txt(cause: i64) -> &'static str {
+    match cause {
+        1 => "Unallocated (unassigned) number",
+        3 => "No route to destination",
+        16 => "Normal Clearing",
+        17 => "User busy",
+        18 => "No user responding",
+        19 => "User alerting, no answer",
+        21 => "Call Rejected",
+        26 => "Answered elsewhere",
+        27 => "Destination out of order",
+        28 => "Invalid number format (incomplete number)",
+        31 => "Normal, unspecified",
+        34 => "Circuit/channel congestion",
+        38 => "Network out of order",
+        58 => "Bearer capability not available",
+        127 => "Interworking, unspecified",
+        _ => "Unknown",
+    }
+}
+
+impl Sim {
+    /// A fresh Asterisk with no channels, bridges or applications.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let dialplan = Dialplan::parse(&cfg.dialplan);
+        let endpoints = cfg
+            .sip_endpoints
+            .iter()
+            .map(|r| format!("PJSIP/{r}"))
+            .collect();
+        let mut modules = BTreeMap::new();
+        for (n, d) in [
+            ("res_ari.so", "Asterisk RESTful Interface"),
+            ("res_stasis.so", "Stasis application support"),
+            ("res_ari_channels.so", "RESTful API module - Channel resources"),
+            ("res_ari_bridges.so", "RESTful API module - Bridge resources"),
+            ("res_ari_applications.so", "RESTful API module - Stasis application resources"),
+            ("res_ari_asterisk.so", "RESTful API module - Asterisk resources"),
+            ("res_ari_events.so", "RESTful API module - WebSocket resource"),
+            ("res_ari_playbacks.so", "RESTful API module - Playback control resources"),
+            ("res_ari_recordings.so", "RESTful API module - Recording resources"),
+            ("res_ari_sounds.so", "RESTful API module - Sound resources"),
+            ("res_ari_endpoints.so", "RESTful API module - Endpoint resources"),
+            ("res_ari_device_states.so", "RESTful API module - Device state resources"),
+            ("app_stasis.so", "Stasis dialplan application"),
+            ("app_echo.so", "Simple Echo Application"),
+            ("app_playback.so", "Sound File Playback Application"),
+            ("app_dial.so", "Dialing Application"),
+            ("chan_pjsip.so", "PJSIP Channel Driver"),
+            ("core_local.so", "Local Proxy Channel Driver"),
+            ("res_musiconhold.so", "Music On Hold Resource"),
+            ("res_parking.so", "Call Parking Resource"),
+            ("res_pjsip.so", "Basic SIP resource"),
+        ] {
+            modules.insert(n.to_string(), (d.to_string(), true));
+        }
+        modules.insert(
+            "app_page.so".to_string(),
+            ("Page Multiple Phones".to_string(), false),
+        );
+        Sim {
+            dialplan,
+            now: Duration::ZERO,
+            seq: 0,
+            uid: 0,
+            local_seq: 0,
+            snoop_seq: 0,
+            gen: 0,
+            channels: BTreeMap::new(),
+            chan_order: Vec::new(),
+            bridges: BTreeMap::new(),
+            bridge_order: Vec::new(),
+            playbacks: BTreeMap::new(),
+            live: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            globals: BTreeMap::new(),
+            endpoints,
+            modules,
+            log_channels: vec![
+                (
+                    "/var/log/asterisk/messages.log".to_string(),
+                    "File".to_string(),
+                    "NOTICE WARNING ERROR ".to_string(),
+                ),
+                (
+                    String::new(),
+                    "Console".to_string(),
+                    "NOTICE WARNING ERROR VERBOSE ".to_string(),
+                ),
+            ],
+            timers: BTreeMap::new(),
+            out: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// The configuration this simulation runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// Ids of the channels that currently exist, in creation order.
+    pub fn channel_ids(&self) -> Vec<String> {
+        self.chan_order.clone()
+    }
+
+    /// Ids of the bridges that currently exist, in creation order.
+    pub fn bridge_ids(&self) -> Vec<String> {
+        self.bridge_order.clone()
+    }
+
+    /// Whether `app` is registered and connected.
+    pub fn app_is_connected(&self, app: &str) -> bool {
+        self.apps.get(app).is_some_and(|a| a.connected)
+    }
+
+    /// An application connected its events WebSocket (`app=…&subscribeAll=…`): it is
+    /// registered (or re-activated) and receives events from now on. Re-registering an
+    /// already connected name keeps its subscriptions; the server is the one that tells
+    /// the previous connection with `ApplicationReplaced`.
+    pub fn app_connected(&mut self, now: Duration, app: &str, subscribe_all: bool) {
+        self.advance(now);
+        let a = self.apps.entry(app.to_string()).or_default();
+        a.connected = true;
+        a.subscribe_all = subscribe_all;
+    }
+
+    /// An application's WebSocket closed: it is unregistered and gets no more events.
+    /// Channels still in its Stasis stay there (as in Asterisk) until hung up.
+    pub fn app_disconnected(&mut self, now: Duration, app: &str) {
+        self.advance(now);
+        let in_use = self
+            .channels
+            .values()
+            .any(|c| c.stasis.as_ref().is_some_and(|(a, _)| a == app));
+        if in_use {
+            if let Some(a) = self.apps.get_mut(app) {
+                a.connected = false;
+            }
+        } else {
+            self.apps.remove(app);
+        }
+    }
+
+    /// When [`Sim::handle_timeout`] should next be called, if anything is scheduled.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timers.keys().next().map(|(d, _)| *d)
+    }
+
+    /// Runs everything scheduled at or before `now` (media ends, dialplan waits, DTMF of
+    /// scripted callers, recordings reaching their maximum duration …).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.advance(now);
+        let mut guard = 0u32;
+        while let Some((&key, _)) = self.timers.iter().next() {
+            if key.0 > now || guard > 100_000 {
+                break;
+            }
+            guard += 1;
+            let Some(t) = self.timers.remove(&key) else {
+                break;
+            };
+            self.now = key.0.max(self.now);
+            self.fire(t);
+        }
+        self.now = now.max(self.now);
+    }
+
+    /// Events produced since the last call, in order, one per application.
+    pub fn drain_events(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Places a simulated inbound call into `call.app` and returns the id of the channel
+    /// that enters Stasis. A SIP call (`PJSIP/alice`) arrives ringing (state `Ring`) and
+    /// waits for the application to answer; a `Local/…` call creates both halves and puts
+    /// `;2` into Stasis. The scripted caller then presses `call.dtmf` and hangs up as told.
+    pub fn place_call(&mut self, now: Duration, call: PlaceCall) -> String {
+        self.advance(now);
+        let script = Script {
+            dtmf: call.dtmf.clone(),
+            dtmf_delay: call.dtmf_delay,
+            dtmf_interval: call.dtmf_interval,
+            hangup_after_answer: call.hangup_after_answer,
+        };
+        let id = if let Some(rest) = call.endpoint.strip_prefix("Local/") {
+            let (exten, ctx) = match rest.split_once('@') {
+                Some((e, c)) => (e.to_string(), c.split('/').next().unwrap_or("").to_string()),
+                None => (rest.to_string(), "default".to_string()),
+            };
+            let id1 = call.channel_id.clone().unwrap_or_else(|| self.next_uid());
+            let id2 = self.next_uid();
+            self.make_local_pair(&id1, &id2, &exten, &ctx, None);
+            for id in [&id1, &id2] {
+                if let Some(c) = self.channels.get_mut(id.as_str()) {
+                    c.caller = (call.caller_name.clone(), call.caller_number.clone());
+                    c.base_app = (String::new(), String::new());
+                }
+            }
+            self.emit_created(&id1);
+            self.emit_created(&id2);
+            if let Some(c) = self.channels.get_mut(&id2) {
+                c.script = Some(script);
+                c.state = "Ring";
+            }
+            self.enter_stasis(&id2, &call.app, call.args.clone());
+            id2
+        } else {
+            let resource = call
+                .endpoint
+                .split_once('/')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or_else(|| call.endpoint.clone());
+            let tech_name = call
+                .endpoint
+                .split_once('/')
+                .map(|(t, _)| t.to_string())
+                .unwrap_or_else(|| "PJSIP".to_string());
+            let endpoint = format!("{tech_name}/{resource}");
+            self.endpoints.insert(endpoint.clone());
+            let id = call.channel_id.clone().unwrap_or_else(|| self.next_uid());
+            self.local_seq += 1;
+            let name = format!("{endpoint}-{:08x}", self.local_seq);
+            let mut c = self.new_channel(&id, &name, Tech::Sip, "Ring");
+            c.protocol_id = format!("{:016x}@127.0.0.1", self.local_seq.wrapping_mul(0x9e37_79b9));
+            c.caller = (call.caller_name.clone(), call.caller_number.clone());
+            c.context = call.context.clone();
+            c.exten = call.exten.clone();
+            c.endpoint = Some(endpoint);
+            c.script = Some(script);
+            self.insert_channel(c);
+            self.emit_created(&id);
+            let data = std::iter::once(call.app.clone())
+                .chain(call.args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(",");
+            self.set_dialplan_app(&id, "Stasis", &data);
+            self.emit_dialplan(&id);
+            self.enter_stasis(&id, &call.app, call.args.clone());
+            id
+        };
+        if let Some(d) = call.abandon_after {
+            self.schedule(d, Timer::CallerAbandon(id.clone()));
+        }
+        id
+    }
+
+    /// DTMF pressed by the party on `channel_id` (digits `0-9*#A-D`), received by the
+    /// channel one after the other (ChannelDtmfReceived with `duration_ms`).
+    pub fn send_dtmf(&mut self, now: Duration, channel_id: &str, digits: &str) -> Result<(), String> {
+        self.advance(now);
+        if !self.channels.contains_key(channel_id) {
+            return Err(format!("channel {channel_id} not found"));
+        }
+        if let Some(bad) = digits.chars().find(|c| !is_dtmf(*c)) {
+            return Err(format!("invalid DTMF digit {bad:?}"));
+        }
+        let step = Duration::from_millis(self.cfg.dtmf_duration_ms + 100);
+        for (i, d) in digits.chars().enumerate() {
+            let at = Duration::from_millis(self.cfg.dtmf_duration_ms) + step * i as u32;
+            self.schedule(at, Timer::Dtmf(channel_id.to_string(), d, self.cfg.dtmf_duration_ms));
+        }
+        Ok(())
+    }
+
+    /// The party on `channel_id` hangs up (cause 16, Normal Clearing).
+    pub fn hangup(&mut self, now: Duration, channel_id: &str) -> Result<(), String> {
+        self.advance(now);
+        if !self.channels.contains_key(channel_id) {
+            return Err(format!("channel {channel_id} not found"));
+        }
+        self.remote_hangup(channel_id, 16);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // time, ids, timers
+    // -----------------------------------------------------------------------------------
+
+    fn advance(&mut self, now: Duration) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.cfg
+            .wall_clock_base_ms
+            .saturating_add(self.now.as_millis() as u64)
+    }
+
+    fn ts(&self) -> String {
+        time::format_ms(self.wall_ms())
+    }
+
+    fn next_uid(&mut self) -> String {
+        let id = format!("{}.{}", self.wall_ms() / 1000, self.uid);
+        self.uid += 1;
+        id
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
+
+    fn schedule(&mut self, after: Duration, t: Timer) {
+        self.seq += 1;
+        self.timers.insert((self.now + after, self.seq), t);
+    }
+
+    fn fire(&mut self, t: Timer) {
+        match t {
+            Timer::Dialplan(id, g) => {
+                if self.channels.get(&id).is_some_and(|c| c.exec_gen == g && !c.hanging_up) {
+                    self.advance_priority(&id);
+                    self.run_dialplan(&id);
+                }
+            }
+            Timer::MediaEnd(pb, g) => {
+                if self.playbacks.get(&pb).is_some_and(|p| p.gen == g) {
+                    self.media_done(&pb);
+                }
+            }
+            Timer::RecMax(name, g) => {
+                if self.live.get(&name).is_some_and(|r| r.gen == g) {
+                    self.finish_recording(&name, "done");
+                }
+            }
+            Timer::RecStart(name, g) => {
+                if self.live.get(&name).is_some_and(|r| r.gen == g) {
+                    self.recording_started(&name);
+                }
+            }
+            Timer::Dtmf(id, d, dur) => self.dtmf_received(&id, d, dur),
+            Timer::SipAnswer(id) => {
+                if self.channels.get(&id).is_some_and(|c| c.state != "Up" && !c.hanging_up) {
+                    self.answer(&id);
+                }
+            }
+            Timer::CallerHangup(id) => {
+                if self.channels.contains_key(&id) {
+                    self.remote_hangup(&id, 16);
+                }
+            }
+            Timer::CallerAbandon(id) => {
+                if self.channels.get(&id).is_some_and(|c| c.state != "Up") {
+                    self.remote_hangup(&id, 16);
+                }
+            }
+            Timer::LocalStart(id) => self.local_start(&id),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // JSON
+    // -----------------------------------------------------------------------------------
+
+    fn chan_json(&self, id: &str) -> Value {
+        let Some(c) = self.channels.get(id) else {
+            return Value::Null;
+        };
+        let mut v = json!({
+            "id": c.id,
+            "name": c.name,
+            "state": c.state,
+            "protocol_id": c.protocol_id,
+            "caller": {"name": c.caller.0, "number": c.caller.1},
+            "connected": {"name": c.connected.0, "number": c.connected.1},
+            "accountcode": c.accountcode,
+            "dialplan": {
+                "context": c.context,
+                "exten": c.exten,
+                "priority": c.priority,
+                "app_name": c.app_name,
+                "app_data": c.app_data,
+            },
+            "creationtime": time::format_ms(c.creation_ms),
+            "language": c.language,
+        });
+        if !self.cfg.channelvars.is_empty() {
+            let mut cv = Map::new();
+            for n in &self.cfg.channelvars {
+                let val = self.read_chan_var(c, n).unwrap_or_default();
+                cv.insert(n.clone(), Value::String(val));
+            }
+            v["channelvars"] = Value::Object(cv);
+        }
+        v
+    }
+
+    fn bridge_json(&self, id: &str) -> Value {
+        let Some(b) = self.bridges.get(id) else {
+            return Value::Null;
+        };
+        let mut v = json!({
+            "id": b.id,
+            "technology": b.technology,
+            "bridge_type": b.bridge_type,
+            "bridge_class": "stasis",
+            "creator": "Stasis",
+            "name": b.name,
+            "channels": b.channels,
+            "creationtime": time::format_ms(b.creation_ms),
+            "video_mode": b.video_mode,
+        });
+        if let Some(s) = &b.video_source {
+            v["video_source_id"] = json!(s);
+        }
+        v
+    }
+
+    fn playback_json(&self, id: &str) -> Value {
+        let Some(p) = self.playbacks.get(id) else {
+            return Value::Null;
+        };
+        let mut v = json!({
+            "id": p.id,
+            "media_uri": p.media.get(p.index).cloned().unwrap_or_default(),
+        });
+        if let Some(n) = p.media.get(p.index + 1) {
+            v["next_media_uri"] = json!(n);
+        }
+        v["target_uri"] = json!(p.target);
+        v["language"] = json!(p.language);
+        v["state"] = json!(match p.state {
+            PbState::Queued => "queued",
+            PbState::Playing => "playing",
+            PbState::Paused => "paused",
+        });
+        v
+    }
+
+    fn live_json(&self, name: &str) -> Value {
+        let Some(r) = self.live.get(name) else {
+            return Value::Null;
+        };
+        json!({"name": r.name, "format": r.format, "state": r.state, "target_uri": r.target})
+    }
+
+    fn app_json(&self, name: &str) -> Value {
+        let Some(a) = self.apps.get(name) else {
+            return Value::Null;
+        };
+        if a.subscribe_all {
+            return json!({
+                "name": name,
+                "channel_ids": ["__AST_CHANNEL_ALL_TOPIC"],
+                "bridge_ids": ["__AST_BRIDGE_ALL_TOPIC"],
+                "endpoint_ids": ["__AST_ENDPOINT_ALL_TOPIC"],
+                "device_names": ["__AST_DEVICE_STATE_ALL_TOPIC"],
+                "events_allowed": a.allowed,
+                "events_disallowed": a.disallowed,
+            });
+        }
+        let mut chans: BTreeSet<String> = a.channels.clone();
+        for c in self.channels.values() {
+            if c.stasis.as_ref().is_some_and(|(s, _)| s == name) {
+                chans.insert(c.id.clone());
+            }
+        }
+        json!({
+            "name": name,
+            "channel_ids": chans.into_iter().collect::<Vec<_>>(),
+            "bridge_ids": a.bridges.iter().collect::<Vec<_>>(),
+            "endpoint_ids": a.endpoints.iter().collect::<Vec<_>>(),
+            "device_names": a.devices.iter().collect::<Vec<_>>(),
+            "events_allowed": a.allowed,
+            "events_disallowed": a.disallowed,
+        })
+    }
+
+    fn endpoint_json(&self, ep: &str) -> Value {
+        let (tech, res) = ep.split_once('/').unwrap_or((ep, ""));
+        let ids: Vec<&String> = self
+            .chan_order
+            .iter()
+            .filter(|id| {
+                self.channels
+                    .get(id.as_str())
+                    .is_some_and(|c| c.endpoint.as_deref() == Some(ep))
+            })
+            .collect();
+        json!({"technology": tech, "resource": res, "state": "online", "channel_ids": ids})
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Event emission and routing
+    // -----------------------------------------------------------------------------------
+
+    fn event(&self, ty: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("type".to_string(), json!(ty));
+        m.insert("timestamp".to_string(), json!(self.ts()));
+        m
+    }
+
+    /// Emits `ev` (type + fields) to every application subscribed to one of `res`, and
+    /// to every `subscribeAll` application.
+    fn emit(&mut self, mut ev: Map<String, Value>, res: &[Res]) {
+        ev.insert("asterisk_id".to_string(), json!(self.cfg.asterisk_id));
+        let targets: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(name, a)| a.connected && (a.subscribe_all || self.app_sees(name, a, res)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for t in targets {
+            self.deliver(&t, ev.clone());
+        }
+    }
+
+    /// Delivers one event to one application, through its event filter.
+    fn deliver(&mut self, app: &str, mut ev: Map<String, Value>) {
+        let Some(a) = self.apps.get(app) else { return };
+        if !a.connected {
+            return;
+        }
+        ev.insert("application".to_string(), json!(app));
+        if !ev.contains_key("asterisk_id") {
+            ev.insert("asterisk_id".to_string(), json!(self.cfg.asterisk_id));
+        }
+        let v = Value::Object(ev);
+        let matches = |f: &Value| filter_matches(f, &v);
+        if !a.allowed.is_empty() && !a.allowed.iter().any(matches) {
+            return;
+        }
+        if a.disallowed.iter().any(matches) {
+            return;
+        }
+        self.out.push(Outgoing {
+            app: app.to_string(),
+            event: v,
+        });
+    }
+
+    fn app_sees(&self, name: &str, a: &App, res: &[Res]) -> bool {
+        res.iter().any(|r| match r {
+            Res::Chan(id) => {
+                a.channels.contains(id)
+                    || self.channels.get(id).is_some_and(|c| {
+                        c.stasis.as_ref().is_some_and(|(s, _)| s == name)
+                            || c.endpoint.as_ref().is_some_and(|e| a.endpoints.contains(e))
+                    })
+            }
+            Res::Bridge(id) => a.bridges.contains(id),
+            Res::Device(d) => a.devices.contains(d),
+        })
+    }
+
+    fn chan_event(&mut self, ty: &str, id: &str, extra: Value) {
+        let mut ev = self.event(ty);
+        if let Value::Object(m) = extra {
+            ev.extend(m);
+        }
+        ev.insert("channel".to_string(), self.chan_json(id));
+        self.emit(ev, &[Res::Chan(id.to_string())]);
+    }
+
+    fn emit_created(&mut self, id: &str) {
+        self.chan_event("ChannelCreated", id, json!({}));
+    }
+
+    fn emit_dialplan(&mut self, id: &str) {
+        let (app, data) = match self.channels.get(id) {
+            Some(c) => (c.app_name.clone(), c.app_data.clone()),
+            None => return,
+        };
+        self.chan_event(
+            "ChannelDialplan",
+            id,
+            json!({"dialplan_app": app, "dialplan_app_data": data}),
+        );
+    }
+
+    fn emit_state(&mut self, id: &str) {
+        self.chan_event("ChannelStateChange", id, json!({}));
+    }
+
+    fn emit_varset(&mut self, id: Option<&str>, var: &str, value: &str) {
+        match id {
+            Some(id) => self.chan_event(
+                "ChannelVarset",
+                id,
+                json!({"variable": var, "value": value}),
+            ),
+            None => {
+                let mut ev = self.event("ChannelVarset");
+                ev.insert("variable".to_string(), json!(var));
+                ev.insert("value".to_string(), json!(value));
+                self.emit(ev, &[]);
+            }
+        }
+    }
+
+    fn set_chan_var(&mut self, id: &str, var: &str, value: &str) {
+        match var {
+            "CALLERID(name)" | "CALLERID(num)" | "CALLERID(number)" | "CALLERID(all)" => {
+                if let Some(c) = self.channels.get_mut(id) {
+                    match var {
+                        "CALLERID(name)" => c.caller.0 = value.to_string(),
+                        "CALLERID(all)" => {
+                            let (n, num) = parse_callerid(value);
+                            c.caller = (n, num);
+                        }
+                        _ => c.caller.1 = value.to_string(),
+                    }
+                }
+                self.chan_event(
+                    "ChannelCallerId",
+                    id,
+                    json!({"caller_presentation": 0, "caller_presentation_txt": "Presentation Allowed, Not Screened"}),
+                );
+            }
+            "CONNECTEDLINE(name)" | "CONNECTEDLINE(num)" | "CONNECTEDLINE(number)" => {
+                if let Some(c) = self.channels.get_mut(id) {
+                    if var == "CONNECTEDLINE(name)" {
+                        c.connected.0 = value.to_string();
+                    } else {
+                        c.connected.1 = value.to_string();
+                    }
+                }
+                self.chan_event("ChannelConnectedLine", id, json!({}));
+            }
+            _ => {
+                if let Some(g) = var.strip_prefix("GLOBAL(").and_then(|s| s.strip_suffix(')')) {
+                    self.globals.insert(g.to_string(), value.to_string());
+                    self.emit_varset(None, g, value);
+                    return;
+                }
+                if let Some(c) = self.channels.get_mut(id) {
+                    c.vars.insert(var.to_string(), value.to_string());
+                }
+                self.emit_varset(Some(id), var, value);
+            }
+        }
+    }
+
+    fn read_chan_var(&self, c: &Channel, var: &str) -> Option<String> {
+        match var {
+            "CALLERID(name)" => Some(c.caller.0.clone()),
+            "CALLERID(num)" | "CALLERID(number)" => Some(c.caller.1.clone()),
+            "CALLERID(all)" => Some(format!("\"{}\" <{}>", c.caller.0, c.caller.1)),
+            "CONNECTEDLINE(name)" => Some(c.connected.0.clone()),
+            "CONNECTEDLINE(num)" => Some(c.connected.1.clone()),
+            "CHANNEL(name)" | "CHANNEL" => Some(c.name.clone()),
+            "CHANNEL(language)" => Some(c.language.clone()),
+            "CHANNEL(state)" => Some(c.state.to_string()),
+            "UNIQUEID" | "CHANNEL(uniqueid)" => Some(c.id.clone()),
+            "EXTEN" => Some(c.exten.clone()),
+            "CONTEXT" => Some(c.context.clone()),
+            "PRIORITY" => Some(c.priority.to_string()),
+            _ => {
+                if let Some(g) = var.strip_prefix("GLOBAL(").and_then(|s| s.strip_suffix(')')) {
+                    return self.globals.get(g).cloned();
+                }
+                c.vars
+                    .get(var)
+                    .cloned()
+                    .or_else(|| self.globals.get(var).cloned())
+            }
+        }
+    }
+
+    /// `${...}` substitution for dialplan application data.
+    fn substitute(&self, id: &str, data: &str) -> String {
+        let Some(c) = self.channels.get(id) else {
+            return data.to_string();
+        };
+        let mut out = String::new();
+        let mut rest = data;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let mut depth = 1;
+            let mut end = None;
+            for (j, ch) in after.char_indices() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(j);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            let name = self.substitute(id, &after[..end]);
+            out.push_str(&self.read_chan_var(c, &name).unwrap_or_default());
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Channels
+    // -----------------------------------------------------------------------------------
+
+    fn new_channel(&self, id: &str, name: &str, tech: Tech, state: &'static str) -> Channel {
+        Channel {
+            id: id.to_string(),
+            name: name.to_string(),
+            tech,
+            state,
+            protocol_id: String::new(),
+            caller: (String::new(), String::new()),
+            connected: (String::new(), String::new()),
+            accountcode: String::new(),
+            language: self.cfg.language.clone(),
+            context: "default".to_string(),
+            exten: "s".to_string(),
+            priority: 1,
+            app_name: String::new(),
+            app_data: String::new(),
+            base_app: (String::new(), String::new()),
+            creation_ms: self.wall_ms(),
+            vars: BTreeMap::new(),
+            stasis: None,
+            bridge: None,
+            peer: None,
+            endpoint: None,
+            exec: Exec::Idle,
+            exec_gen: 0,
+            on_answer: OnAnswer::Nothing,
+            created_only: false,
+            dialing: None,
+            script: None,
+            playbacks: VecDeque::new(),
+            recording: None,
+            snoops: Vec::new(),
+            snoop_target: None,
+            hanging_up: false,
+        }
+    }
+
+    fn insert_channel(&mut self, c: Channel) {
+        self.chan_order.push(c.id.clone());
+        self.channels.insert(c.id.clone(), c);
+    }
+
+    fn set_dialplan_app(&mut self, id: &str, app: &str, data: &str) {
+        if let Some(c) = self.channels.get_mut(id) {
+            c.app_name = app.to_string();
+            c.app_data = data.to_string();
+        }
+    }
+
+    /// Creates both halves of `Local/exten@ctx` (not yet announced).
+    fn make_local_pair(&mut self, id1: &str, id2: &str, exten: &str, ctx: &str, _app: Option<&str>) {
+        self.local_seq += 1;
+        let base = format!("Local/{exten}@{ctx}-{:08x}", self.local_seq);
+        let mut c1 = self.new_channel(id1, &format!("{base};1"), Tech::Local(1), "Down");
+        let mut c2 = self.new_channel(id2, &format!("{base};2"), Tech::Local(2), "Ring");
+        for c in [&mut c1, &mut c2] {
+            c.context = ctx.to_string();
+            c.exten = exten.to_string();
+        }
+        c1.peer = Some(id2.to_string());
+        c2.peer = Some(id1.to_string());
+        c1.endpoint = Some(format!("Local/{exten}@{ctx}"));
+        self.insert_channel(c1);
+        self.insert_channel(c2);
+    }
+
+    /// The `;2` half starts its dialplan; the `;1` half is being dialed.
+    fn local_start(&mut self, id1: &str) {
+        let Some(id2) = self.channels.get(id1).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let (ctx, exten) = match self.channels.get(&id2) {
+            Some(c) => (c.context.clone(), c.exten.clone()),
+            None => return,
+        };
+        let dialstring = format!("{exten}@{ctx}");
+        if let Some(c) = self.channels.get_mut(id1) {
+            c.dialing = Some(dialstring.clone());
+        }
+        self.emit_dial(id1, "");
+        if self.dialplan.resolve_exten(&ctx, &exten).is_some() {
+            if let Some(c) = self.channels.get_mut(&id2) {
+                c.priority = 1;
+            }
+            self.run_dialplan(&id2);
+        } else if self.cfg.unknown_extension_answers {
+            // A Local channel into an unknown context answers and stays up.
+            self.set_dialplan_app(&id2, "Answer", "");
+            self.emit_dialplan(&id2);
+            self.answer(&id2);
+            if self.channels.contains_key(&id2) {
+                self.set_dialplan_app(&id2, "Wait", "");
+                if let Some(c) = self.channels.get_mut(&id2) {
+                    c.exec = Exec::Parked;
+                }
+            }
+        } else {
+            // Real Asterisk: no such extension, the pair is torn down (cause 0).
+            self.destroy_quiet(&id2, 0);
+            self.destroy_quiet(id1, 0);
+        }
+    }
+
+    fn emit_dial(&mut self, peer: &str, status: &str) {
+        let Some(ds) = self.channels.get(peer).and_then(|c| c.dialing.clone()) else {
+            return;
+        };
+        let mut ev = self.event("Dial");
+        ev.insert("dialstatus".to_string(), json!(status));
+        ev.insert("forward".to_string(), json!(""));
+        ev.insert("dialstring".to_string(), json!(ds));
+        ev.insert("peer".to_string(), self.chan_json(peer));
+        self.emit(ev, &[Res::Chan(peer.to_string())]);
+    }
+
+    /// Answers a channel (and, for Local channels, its other half).
+    fn answer(&mut self, id: &str) {
+        let Some(c) = self.channels.get_mut(id) else { return };
+        if c.state == "Up" {
+            return;
+        }
+        c.state = "Up";
+        let peer = c.peer.clone();
+        let script = c.script.clone();
+        let is_sip_dialed = c.tech == Tech::Sip && c.dialing.is_some();
+        self.emit_state(id);
+        if is_sip_dialed {
+            self.dial_answered(id);
+        }
+        if let Some(s) = script {
+            self.start_script(id, &s);
+        }
+        if let Some(p) = peer {
+            let needs = self.channels.get(&p).is_some_and(|c| c.state != "Up");
+            if needs {
+                if let Some(c) = self.channels.get_mut(&p) {
+                    c.state = "Up";
+                }
+                self.emit_state(&p);
+                self.dial_answered(&p);
+            }
+        }
+    }
+
+    /// The far end of a dialed channel answered: Dial ANSWER and what comes next.
+    fn dial_answered(&mut self, id: &str) {
+        let dialing = self.channels.get(id).and_then(|c| c.dialing.clone());
+        if dialing.is_none() {
+            return;
+        }
+        self.emit_dial(id, "ANSWER");
+        if let Some(c) = self.channels.get_mut(id) {
+            c.dialing = None;
+        }
+        let on = self
+            .channels
+            .get_mut(id)
+            .map(|c| std::mem::replace(&mut c.on_answer, OnAnswer::Nothing))
+            .unwrap_or(OnAnswer::Nothing);
+        match on {
+            OnAnswer::Nothing => {}
+            OnAnswer::Stasis(app, args) => {
+                let data = std::iter::once(app.clone())
+                    .chain(args.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.set_dialplan_app(id, "Stasis", &data);
+                self.enter_stasis(id, &app, args);
+            }
+            OnAnswer::Dialplan(ctx, exten, prio) => {
+                if let Some(c) = self.channels.get_mut(id) {
+                    c.context = ctx;
+                    c.exten = exten;
+                    c.priority = prio;
+                }
+                self.run_dialplan(id);
+            }
+        }
+    }
+
+    fn start_script(&mut self, id: &str, s: &Script) {
+        let mut at = s.dtmf_delay;
+        for d in s.dtmf.chars().filter(|c| is_dtmf(*c)) {
+            self.schedule(at, Timer::Dtmf(id.to_string(), d, self.cfg.dtmf_duration_ms));
+            at += s.dtmf_interval;
+        }
+        if let Some(h) = s.hangup_after_answer {
+            self.schedule(h, Timer::CallerHangup(id.to_string()));
+        }
+    }
+
+    /// Puts a channel into Stasis(app, args): STASISSTATUS, StasisStart.
+    fn enter_stasis(&mut self, id: &str, app: &str, args: Vec<String>) {
+        let active = self.apps.get(app).is_some_and(|a| a.connected);
+        if !self.channels.contains_key(id) {
+            return;
+        }
+        let data = std::iter::once(app.to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.set_dialplan_app(id, "Stasis", &data);
+        if !active {
+            // Stasis() fails for an unregistered application and the dialplan goes on.
+            if let Some(c) = self.channels.get_mut(id) {
+                c.vars.insert("STASISSTATUS".to_string(), "FAILED".to_string());
+            }
+            self.emit_varset(Some(id), "STASISSTATUS", "FAILED");
+            let in_dialplan = self
+                .channels
+                .get(id)
+                .is_some_and(|c| self.dialplan.find(&c.context, &c.exten, c.priority).is_some());
+            if in_dialplan {
+                self.advance_priority(id);
+                self.run_dialplan(id);
+            } else {
+                self.remote_hangup(id, 16);
+            }
+            return;
+        }
+        if let Some(c) = self.channels.get_mut(id) {
+            c.vars.insert("STASISSTATUS".to_string(), String::new());
+        }
+        self.emit_varset(Some(id), "STASISSTATUS", "");
+        if let Some(c) = self.channels.get_mut(id) {
+            c.stasis = Some((app.to_string(), args.clone()));
+            c.exec = Exec::InStasis;
+            c.exec_gen += 1;
+        }
+        let mut ev = self.event("StasisStart");
+        ev.insert("args".to_string(), json!(args));
+        ev.insert("channel".to_string(), self.chan_json(id));
+        self.emit(ev, &[Res::Chan(id.to_string())]);
+    }
+
+    /// Leaves Stasis (StasisEnd, STASISSTATUS=SUCCESS); the caller decides what follows.
+    fn leave_stasis(&mut self, id: &str) {
+        let Some(c) = self.channels.get(id) else { return };
+        if c.stasis.is_none() {
+            return;
+        }
+        if let Some(b) = c.bridge.clone() {
+            self.bridge_remove(&b, id);
+        }
+        self.stop_channel_media(id);
+        let mut ev = self.event("StasisEnd");
+        ev.insert("channel".to_string(), self.chan_json(id));
+        self.emit(ev, &[Res::Chan(id.to_string())]);
+        if let Some(c) = self.channels.get_mut(id) {
+            c.stasis = None;
+            c.vars.insert("STASISSTATUS".to_string(), "SUCCESS".to_string());
+        }
+        self.emit_varset(Some(id), "STASISSTATUS", "SUCCESS");
+    }
+
+    fn stop_channel_media(&mut self, id: &str) {
+        let pbs: Vec<String> = self
+            .channels
+            .get(id)
+            .map(|c| c.playbacks.iter().cloned().collect())
+            .unwrap_or_default();
+        for pb in pbs {
+            self.finish_playback(&pb, "done");
+        }
+        if let Some(r) = self.channels.get(id).and_then(|c| c.recording.clone()) {
+            self.finish_recording(&r, "done");
+        }
+    }
+
+    /// Hangup requested through ARI (DELETE channels/{id}) with a Q.850 cause.
+    fn ari_hangup(&mut self, id: &str, cause: i64) {
+        if self.channels.get(id).is_none_or(|c| c.hanging_up) {
+            return;
+        }
+        self.chan_event("ChannelHangupRequest", id, json!({"cause": 32, "soft": true}));
+        self.teardown(id, cause, true);
+    }
+
+    /// The party on a channel (or its dialplan) hangs up.
+    fn remote_hangup(&mut self, id: &str, cause: i64) {
+        if self.channels.get(id).is_none_or(|c| c.hanging_up) {
+            return;
+        }
+        let is_local = matches!(self.channels.get(id).map(|c| c.tech), Some(Tech::Local(_)));
+        if !is_local {
+            self.chan_event("ChannelHangupRequest", id, json!({"cause": cause}));
+        }
+        self.teardown(id, cause, false);
+    }
+
+    /// Tears a channel down: leaves bridge/Stasis, the Local peer goes too, ChannelDestroyed.
+    fn teardown(&mut self, id: &str, cause: i64, peer_after: bool) {
+        let Some(c) = self.channels.get_mut(id) else { return };
+        c.hanging_up = true;
+        c.exec_gen += 1;
+        let peer = c.peer.clone();
+        let snoops = c.snoops.clone();
+        let is_local = matches!(c.tech, Tech::Local(_));
+        let peer_alive = peer
+            .as_ref()
+            .is_some_and(|p| self.channels.get(p).is_some_and(|pc| !pc.hanging_up));
+        if is_local && peer_alive && !peer_after {
+            // The far end learns first (queued hangup), then this half goes away.
+            if let Some(p) = &peer {
+                self.chan_event("ChannelHangupRequest", p, json!({"cause": cause}));
+            }
+            self.leave_everything(id);
+            self.destroy(id, cause);
+            if let Some(p) = &peer {
+                if let Some(pc) = self.channels.get_mut(p) {
+                    pc.hanging_up = true;
+                    pc.exec_gen += 1;
+                }
+                self.leave_everything(p);
+                self.destroy(p, 16);
+            }
+        } else {
+            self.leave_everything(id);
+            if is_local && peer_alive {
+                if let Some(p) = &peer {
+                    self.chan_event("ChannelHangupRequest", p, json!({"cause": 16}));
+                    self.chan_event("ChannelHangupRequest", p, json!({"cause": 16, "soft": true}));
+                    if let Some(pc) = self.channels.get_mut(p) {
+                        pc.hanging_up = true;
+                        pc.exec_gen += 1;
+                    }
+                    self.leave_everything(p);
+                    self.destroy(p, 16);
+                }
+            }
+            self.destroy(id, cause);
+        }
+        for s in snoops {
+            if self.channels.contains_key(&s) {
+                self.ari_hangup(&s, 16);
+            }
+        }
+    }
+
+    fn leave_everything(&mut self, id: &str) {
+        if self.channels.get(id).is_some_and(|c| c.stasis.is_some()) {
+            self.leave_stasis(id);
+        } else {
+            if let Some(b) = self.channels.get(id).and_then(|c| c.bridge.clone()) {
+                self.bridge_remove(&b, id);
+            }
+            self.stop_channel_media(id);
+        }
+        if let Some(c) = self.channels.get_mut(id) {
+            let (a, d) = c.base_app.clone();
+            c.app_name = a;
+            c.app_data = d;
+        }
+    }
+
+    fn destroy(&mut self, id: &str, cause: i64) {
+        if !self.channels.contains_key(id) {
+            return;
+        }
+        self.chan_event(
+            "ChannelDestroyed",
+            id,
+            json!({"cause": cause, "cause_txt": cause_txt(cause)}),
+        );
+        self.remove_channel(id);
+    }
+
+    /// Destroys without hangup requests (failed dial into a missing extension).
+    fn destroy_quiet(&mut self, id: &str, cause: i64) {
+        if let Some(c) = self.channels.get_mut(id) {
+            c.hanging_up = true;
+        }
+        self.leave_everything(id);
+        self.destroy(id, cause);
+    }
+
+    fn remove_channel(&mut self, id: &str) {
+        if let Some(c) = self.channels.remove(id) {
+            if let Some(t) = c.snoop_target {
+                if let Some(tc) = self.channels.get_mut(&t) {
+                    tc.snoops.retain(|s| s != id);
+                }
+            }
+        }
+        self.chan_order.retain(|c| c != id);
+        for a in self.apps.values_mut() {
+            a.channels.remove(id);
+        }
+        let stale: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(n, a)| {
+                !a.connected
+                    && !self
+                        .channels
+                        .values()
+                        .any(|c| c.stasis.as_ref().is_some_and(|(s, _)| s == *n))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in stale {
+            self.apps.remove(&n);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Dialplan execution
+    // -----------------------------------------------------------------------------------
+
+    fn advance_priority(&mut self, id: &str) {
+        if let Some(c) = self.channels.get_mut(id) {
+            c.priority += 1;
+        }
+    }
+
+    /// Runs dialplan priorities from the channel's current location until one blocks.
+    fn run_dialplan(&mut self, id: &str) {
+        for _ in 0..1000 {
+            let Some(c) = self.channels.get(id) else { return };
+            if c.hanging_up {
+                return;
+            }
+            let line = self.dialplan.find(&c.context, &c.exten, c.priority).cloned();
+            let Some(line) = line else {
+                // Ran off the end of the dialplan.
+                if let Some(c) = self.channels.get_mut(id) {
+                    c.app_name.clear();
+                    c.app_data.clear();
+                    c.exec = Exec::Idle;
+                }
+                self.remote_hangup(id, 16);
+                return;
+            };
+            let data = self.substitute(id, &line.data);
+            self.set_dialplan_app(id, &line.app, &data);
+            if let Some(c) = self.channels.get_mut(id) {
+                c.exec = Exec::Idle;
+            }
+            self.emit_dialplan(id);
+            let args = dialplan::split_args(&data);
+            let arg0 = args.first().cloned().unwrap_or_default();
+            match line.app.to_ascii_lowercase().as_str() {
+                "answer" => self.answer(id),
+                "hangup" => {
+                    let cause = arg0.trim().parse::<i64>().unwrap_or(16);
+                    self.remote_hangup(id, cause);
+                    return;
+                }
+                "ringing" => {
+                    if let Some(c) = self.channels.get_mut(id) {
+                        if c.state != "Up" {
+                            c.state = "Ringing";
+                        }
+                    }
+                    self.emit_state(id);
+                }
+                "set" | "msetvar" => {
+                    if let Some((k, v)) = data.split_once('=') {
+                        self.set_chan_var(id, k.trim(), v);
+                    }
+                }
+                "userevent" => {
+                    let mut ue = Map::new();
+                    for kv in args.iter().skip(1) {
+                        if let Some((k, v)) = kv.split_once(':') {
+                            ue.insert(k.trim().to_string(), json!(v.trim()));
+                        }
+                    }
+                    ue.insert("eventname".to_string(), json!(arg0));
+                    let mut ev = self.event("ChannelUserevent");
+                    ev.insert("eventname".to_string(), json!(arg0));
+                    ev.insert("userevent".to_string(), Value::Object(ue));
+                    ev.insert("channel".to_string(), self.chan_json(id));
+                    self.emit(ev, &[Res::Chan(id.to_string())]);
+                }
+                "wait" => {
+                    let secs = arg0.trim().parse::<f64>().unwrap_or(0.0).max(0.0);
+                    self.wait_then_continue(id, Duration::from_secs_f64(secs.min(1e9)));
+                    return;
+                }
+                "playback" | "background" => {
+                    let total: Duration = arg0
+                        .split('&')
+                        .map(|s| self.media_duration(s).unwrap_or(Duration::ZERO))
+                        .sum();
+                    self.wait_then_continue(id, total);
+                    return;
+                }
+                "amd" => {
+                    if let Some(c) = self.channels.get_mut(id) {
+                        c.vars.insert("AMDSTATUS".to_string(), "MACHINE".to_string());
+                        c.vars.insert("AMDCAUSE".to_string(), String::new());
+                    }
+                    self.wait_then_continue(id, Duration::from_secs(2));
+                    return;
+                }
+                "senddtmf" => {
+                    let peer = self.channels.get(id).and_then(|c| c.peer.clone());
+                    let digits: Vec<char> = arg0.chars().filter(|c| is_dtmf(*c)).collect();
+                    let dur = args
+                        .get(2)
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .unwrap_or(self.cfg.dtmf_duration_ms);
+                    let between = args
+                        .get(1)
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .unwrap_or(100);
+                    let step = Duration::from_millis(dur + between);
+                    if let Some(p) = peer {
+                        for (i, d) in digits.iter().enumerate() {
+                            let at = Duration::from_millis(dur) + step * i as u32;
+                            self.schedule(at, Timer::Dtmf(p.clone(), *d, dur));
+                        }
+                    }
+                    self.wait_then_continue(id, step * digits.len() as u32);
+                    return;
+                }
+                "goto" => {
+                    let (ctx, exten, prio) = match args.len() {
+                        3 => (args[0].clone(), args[1].clone(), args[2].clone()),
+                        2 => (
+                            self.channels.get(id).map(|c| c.context.clone()).unwrap_or_default(),
+                            args[0].clone(),
+                            args[1].clone(),
+                        ),
+                        _ => (
+                            self.channels.get(id).map(|c| c.context.clone()).unwrap_or_default(),
+                            self.channels.get(id).map(|c| c.exten.clone()).unwrap_or_default(),
+                            arg0.clone(),
+                        ),
+                    };
+                    let p = prio
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                        .or_else(|| self.dialplan.label(&ctx, &exten, prio.trim()))
+                        .unwrap_or(1);
+                    if let Some(c) = self.channels.get_mut(id) {
+                        c.context = ctx;
+                        c.exten = exten;
+                        c.priority = p;
+                    }
+                    continue;
+                }
+                "stasis" => {
+                    let app = arg0.clone();
+                    let rest: Vec<String> = args.iter().skip(1).cloned().collect();
+                    self.enter_stasis(id, &app, rest);
+                    return;
+                }
+                "echo" | "musiconhold" | "bridgewait" | "dial" | "bridge" | "park"
+                | "confbridge" | "waitexten" | "stasisbroadcast" => {
+                    if let Some(c) = self.channels.get_mut(id) {
+                        c.exec = Exec::Parked;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            if self.channels.get(id).is_none_or(|c| c.hanging_up) {
+                return;
+            }
+            self.advance_priority(id);
+        }
+    }
+
+    fn wait_then_continue(&mut self, id: &str, d: Duration) {
+        let g = match self.channels.get_mut(id) {
+            Some(c) => {
+                c.exec = Exec::Waiting;
+                c.exec_gen += 1;
+                c.exec_gen
+            }
+            None => return,
+        };
+        self.schedule(d, Timer::Dialplan(id.to_string(), g));
+    }
+
+    // -----------------------------------------------------------------------------------
+    // DTMF
+    // -----------------------------------------------------------------------------------
+
+    fn dtmf_received(&mut self, id: &str, digit: char, dur: u64) {
+        if self.channels.get(id).is_none_or(|c| c.hanging_up) {
+            return;
+        }
+        self.chan_event(
+            "ChannelDtmfReceived",
+            id,
+            json!({"digit": digit.to_string(), "duration_ms": dur}),
+        );
+        // terminateOn of a recording on this channel
+        if let Some(r) = self.channels.get(id).and_then(|c| c.recording.clone()) {
+            let stop = self.live.get(&r).is_some_and(|l| match l.terminate_on.as_str() {
+                "any" => true,
+                "none" | "" => false,
+                t => t.contains(digit),
+            });
+            if stop {
+                self.finish_recording(&r, "done");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Playbacks
+    // -----------------------------------------------------------------------------------
+
+    fn media_duration(&self, uri: &str) -> Option<Duration> {
+        let uri = uri.trim();
+        let (scheme, rest) = uri.split_once(':').unwrap_or(("sound", uri));
+        match scheme {
+            "sound" => {
+                if let Some(d) = self.cfg.media_durations.get(rest) {
+                    return Some(*d);
+                }
+                if let Some(n) = rest.strip_prefix("silence/") {
+                    if let Ok(s) = n.parse::<u64>() {
+                        return Some(Duration::from_secs(s));
+                    }
+                }
+                self.cfg.unknown_media_duration
+            }
+            "recording" => self
+                .stored
+                .get(rest)
+                .map(|r| Duration::from_secs(r.duration_s.max(1))),
+            "digits" | "number" | "characters" => {
+                Some(Duration::from_millis(600 * rest.chars().count().max(1) as u64))
+            }
+            "tone" => None,
+            _ => Some(Duration::ZERO).filter(|_| false),
+        }
+    }
+
+    fn media_exists(&self, uri: &str) -> bool {
+        let (scheme, rest) = uri.split_once(':').unwrap_or(("", uri));
+        match scheme {
+            "tone" => !rest.is_empty(),
+            "sound" | "recording" | "digits" | "number" | "characters" => {
+                self.media_duration(uri).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// Creates a playback on a channel (`channel:ID`) or bridge (`bridge:ID`).
+    fn start_playback(&mut self, pb_id: &str, target: &str, media: Vec<String>, lang: &str, skip: Duration) {
+        let pb = Playback {
+            id: pb_id.to_string(),
+            media,
+            index: 0,
+            target: target.to_string(),
+            language: lang.to_string(),
+            state: PbState::Queued,
+            length: None,
+            offset: Duration::ZERO,
+            since: self.now,
+            skip,
+            gen: 0,
+            failed: false,
+        };
+        self.playbacks.insert(pb_id.to_string(), pb);
+        let first = match target.split_once(':') {
+            Some(("channel", c)) => self.channels.get_mut(c).map(|ch| {
+                ch.playbacks.push_back(pb_id.to_string());
+                ch.playbacks.len() == 1
+            }),
+            Some(("bridge", b)) => self.bridges.get_mut(b).map(|br| {
+                br.playbacks.push_back(pb_id.to_string());
+                br.playbacks.len() == 1
+            }),
+            _ => None,
+        };
+        if first == Some(true) {
+            self.play_current(pb_id);
+        }
+    }
+
+    fn playback_res(&self, pb: &str) -> Vec<Res> {
+        match self.playbacks.get(pb).and_then(|p| p.target.split_once(':')) {
+            Some(("channel", c)) => vec![Res::Chan(c.to_string())],
+            Some(("bridge", b)) => vec![Res::Bridge(b.to_string())],
+            _ => vec![],
+        }
+    }
+
+    fn emit_playback(&mut self, ty: &str, pb: &str, state_override: Option<&str>) {
+        let mut ev = self.event(ty);
+        let mut p = self.playback_json(pb);
+        if let Some(s) = state_override {
+            p["state"] = json!(s);
+        }
+        ev.insert("playback".to_string(), p);
+        let res = self.playback_res(pb);
+        self.emit(ev, &res);
+    }
+
+    /// Starts playing the current media item of a playback.
+    fn play_current(&mut self, pb: &str) {
+        let g = self.next_gen();
+        let now = self.now;
+        let Some(p) = self.playbacks.get(pb) else { return };
+        let uri = p.media.get(p.index).cloned().unwrap_or_default();
+        let exists = self.media_exists(&uri);
+        let len = self.media_duration(&uri);
+        let Some(p) = self.playbacks.get_mut(pb) else { return };
+        p.state = PbState::Playing;
+        p.gen = g;
+        p.offset = Duration::ZERO;
+        p.since = now;
+        p.length = len;
+        if !exists {
+            p.failed = true;
+        }
+        if p.index == 0 || !exists {
+            // continuing media announce themselves through PlaybackContinuing + Started
+        }
+        self.emit_playback("PlaybackStarted", pb, None);
+        if !exists {
+            self.finish_playback(pb, "failed");
+            return;
+        }
+        if let Some(l) = len {
+            self.schedule(l, Timer::MediaEnd(pb.to_string(), g));
+        }
+    }
+
+    fn media_done(&mut self, pb: &str) {
+        let Some(p) = self.playbacks.get(pb) else { return };
+        if p.index + 1 < p.media.len() {
+            self.emit_playback("PlaybackContinuing", pb, Some("continuing"));
+            if let Some(p) = self.playbacks.get_mut(pb) {
+                p.index += 1;
+            }
+            self.play_current(pb);
+        } else {
+            self.finish_playback(pb, "done");
+        }
+    }
+
+    /// Ends a playback (`done`, `failed`, `canceled`) and starts the next queued one.
+    fn finish_playback(&mut self, pb: &str, state: &str) {
+        let Some(p) = self.playbacks.get(pb) else { return };
+        let was_queued = p.state == PbState::Queued;
+        let target = p.target.clone();
+        let st = if was_queued && state == "done" { "canceled" } else { state };
+        self.emit_playback("PlaybackFinished", pb, Some(st));
+        self.playbacks.remove(pb);
+        let next = match target.split_once(':') {
+            Some(("channel", c)) => self.channels.get_mut(c).and_then(|ch| {
+                let head = ch.playbacks.front().map(|h| h == pb).unwrap_or(false);
+                ch.playbacks.retain(|x| x != pb);
+                if head {
+                    ch.playbacks.front().cloned()
+                } else {
+                    None
+                }
+            }),
+            Some(("bridge", b)) => self.bridges.get_mut(b).and_then(|br| {
+                let head = br.playbacks.front().map(|h| h == pb).unwrap_or(false);
+                br.playbacks.retain(|x| x != pb);
+                if head {
+                    br.playbacks.front().cloned()
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        };
+        if let Some(n) = next {
+            self.play_current(&n);
+        }
+    }
+
+    /// Position in the current media.
+    fn pb_position(&self, p: &Playback) -> Duration {
+        match p.state {
+            PbState::Playing => p.offset + (self.now.saturating_sub(p.since)),
+            _ => p.offset,
+        }
+    }
+
+    /// Re-arms the media-end timer from a new position.
+    fn pb_seek(&mut self, pb: &str, pos: Duration) {
+        let g = self.next_gen();
+        let now = self.now;
+        let Some(p) = self.playbacks.get_mut(pb) else { return };
+        p.offset = pos;
+        p.since = now;
+        p.gen = g;
+        if p.state == PbState::Playing {
+            if let Some(l) = p.length {
+                let left = l.saturating_sub(pos);
+                self.schedule(left, Timer::MediaEnd(pb.to_string(), g));
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Recordings
+    // -----------------------------------------------------------------------------------
+
+    fn rec_res(&self, name: &str) -> Vec<Res> {
+        match self.live.get(name).and_then(|r| r.target.split_once(':')) {
+            Some(("channel", c)) => vec![Res::Chan(c.to_string())],
+            Some(("bridge", b)) => vec![Res::Bridge(b.to_string())],
+            _ => vec![],
+        }
+    }
+
+    fn recording_started(&mut self, name: &str) {
+        let g = self.next_gen();
+        let now = self.now;
+        let Some(r) = self.live.get_mut(name) else { return };
+        r.state = "recording";
+        r.started = now;
+        r.gen = g;
+        let max = r.max_duration;
+        let mut ev = self.event("RecordingStarted");
+        ev.insert("recording".to_string(), self.live_json(name));
+        let res = self.rec_res(name);
+        self.emit(ev, &res);
+        if let Some(m) = max {
+            self.schedule(m, Timer::RecMax(name.to_string(), g));
+        }
+    }
+
+    fn rec_elapsed(&self, r: &LiveRec) -> Duration {
+        match r.state {
+            "recording" => r.accumulated + self.now.saturating_sub(r.started),
+            _ => r.accumulated,
+        }
+    }
+
+    /// Ends a live recording; `done` stores it, `canceled` discards it.
+    fn finish_recording(&mut self, name: &str, state: &'static str) {
+        let Some(r) = self.live.get(name) else { return };
+        let elapsed = self.rec_elapsed(r);
+        let dur = elapsed.as_secs();
+        let format = r.format.clone();
+        let target = r.target.clone();
+        let mut rj = self.live_json(name);
+        rj["state"] = json!(state);
+        let ty = if state == "failed" {
+            "RecordingFailed"
+        } else {
+            "RecordingFinished"
+        };
+        if state == "done" {
+            rj["duration"] = json!(dur);
+        }
+        let mut ev = self.event(ty);
+        ev.insert("recording".to_string(), rj);
+        let res = self.rec_res(name);
+        self.emit(ev, &res);
+        self.live.remove(name);
+        if state == "done" {
+            self.stored.insert(
+                name.to_string(),
+                StoredRec {
+                    format,
+                    duration_s: dur,
+                },
+            );
+        }
+        match target.split_once(':') {
+            Some(("channel", c)) => {
+                if let Some(ch) = self.channels.get_mut(c) {
+                    if ch.recording.as_deref() == Some(name) {
+                        ch.recording = None;
+                    }
+                }
+            }
+            Some(("bridge", b)) => {
+                if let Some(br) = self.bridges.get_mut(b) {
+                    if br.recording.as_deref() == Some(name) {
+                        br.recording = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Bridges
+    // -----------------------------------------------------------------------------------
+
+    fn bridge_event(&mut self, ty: &str, b: &str, chan: Option<&str>, extra: Value) {
+        let mut ev = self.event(ty);
+        if let Value::Object(m) = extra {
+            ev.extend(m);
+        }
+        ev.insert("bridge".to_string(), self.bridge_json(b));
+        let mut res = vec![Res::Bridge(b.to_string())];
+        if let Some(c) = chan {
+            ev.insert("channel".to_string(), self.chan_json(c));
+            res.push(Res::Chan(c.to_string()));
+        }
+        self.emit(ev, &res);
+    }
+
+    fn update_technology(&mut self, b: &str) {
+        if let Some(br) = self.bridges.get_mut(b) {
+            if br.bridge_type == "mixing" && br.channels.len() > 2 {
+                br.technology = "softmix".to_string();
+            }
+        }
+    }
+
+    fn set_bridgepeers(&mut self, b: &str) {
+        let members: Vec<String> = self
+            .bridges
+            .get(b)
+            .map(|br| br.channels.clone())
+            .unwrap_or_default();
+        if members.len() < 2 {
+            return;
+        }
+        for m in &members {
+            let others: Vec<String> = members
+                .iter()
+                .filter(|o| *o != m)
+                .filter_map(|o| self.channels.get(o).map(|c| c.name.clone()))
+                .collect();
+            let v = others.join(",");
+            if self.channels.get(m).and_then(|c| c.vars.get("BRIDGEPEER")) == Some(&v) {
+                continue;
+            }
+            if let Some(c) = self.channels.get_mut(m) {
+                c.vars.insert("BRIDGEPEER".to_string(), v.clone());
+            }
+            self.emit_varset(Some(m), "BRIDGEPEER", &v);
+        }
+    }
+
+    fn bridge_add(&mut self, b: &str, c: &str) {
+        if let Some(old) = self.channels.get(c).and_then(|ch| ch.bridge.clone()) {
+            if old == b {
+                return;
+            }
+            self.bridge_remove(&old, c);
+        }
+        let app = self
+            .channels
+            .get(c)
+            .and_then(|ch| ch.stasis.as_ref().map(|(a, _)| a.clone()));
+        if let Some(a) = app.and_then(|a| self.apps.get_mut(&a)) {
+            a.bridges.insert(b.to_string());
+        }
+        if let Some(br) = self.bridges.get_mut(b) {
+            br.channels.push(c.to_string());
+        }
+        if let Some(ch) = self.channels.get_mut(c) {
+            ch.bridge = Some(b.to_string());
+        }
+        self.update_technology(b);
+        self.bridge_event("ChannelEnteredBridge", b, Some(c), json!({}));
+        self.set_bridgepeers(b);
+    }
+
+    fn bridge_remove(&mut self, b: &str, c: &str) {
+        let present = self.bridges.get(b).is_some_and(|br| br.channels.iter().any(|x| x == c));
+        if !present {
+            return;
+        }
+        if let Some(br) = self.bridges.get_mut(b) {
+            br.channels.retain(|x| x != c);
+        }
+        if let Some(ch) = self.channels.get_mut(c) {
+            ch.bridge = None;
+        }
+        let had_peer = self
+            .channels
+            .get(c)
+            .and_then(|ch| ch.vars.get("BRIDGEPEER"))
+            .is_some_and(|v| !v.is_empty());
+        if had_peer {
+            if let Some(ch) = self.channels.get_mut(c) {
+                ch.vars.insert("BRIDGEPEER".to_string(), String::new());
+            }
+            self.emit_varset(Some(c), "BRIDGEPEER", "");
+        }
+        let vs = self.bridges.get(b).and_then(|br| br.video_source.clone());
+        if vs.as_deref() == Some(c) {
+            if let Some(br) = self.bridges.get_mut(b) {
+                br.video_source = None;
+                br.video_mode = "talker".to_string();
+            }
+            self.bridge_event(
+                "BridgeVideoSourceChanged",
+                b,
+                None,
+                json!({"old_video_source_id": c}),
+            );
+        }
+        self.bridge_event("ChannelLeftBridge", b, Some(c), json!({}));
+    }
+
+    fn destroy_bridge(&mut self, b: &str) {
+        let members: Vec<String> = self
+            .bridges
+            .get(b)
+            .map(|br| br.channels.clone())
+            .unwrap_or_default();
+        for m in members {
+            self.bridge_remove(b, &m);
+        }
+        let pbs: Vec<String> = self
+            .bridges
+            .get(b)
+            .map(|br| br.playbacks.iter().cloned().collect())
+            .unwrap_or_default();
+        for pb in pbs {
+            self.finish_playback(&pb, "done");
+        }
+        if let Some(r) = self.bridges.get(b).and_then(|br| br.recording.clone()) {
+            self.finish_recording(&r, "done");
+        }
+        self.bridge_event("BridgeDestroyed", b, None, json!({}));
+        self.bridges.remove(b);
+        self.bridge_order.retain(|x| x != b);
+        for a in self.apps.values_mut() {
+            a.bridges.remove(b);
+        }
+    }
+}
+
+fn is_dtmf(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A' | 'B' | 'C' | 'D' | 'a' | 'b' | 'c' | 'd')
+}
+
+/// `"Alice" <100>` / `Alice <100>` / `100`.
+fn parse_callerid(s: &str) -> (String, String) {
+    let s = s.trim();
+    if let (Some(l), Some(r)) = (s.find('<'), s.rfind('>')) {
+        if l < r {
+            let name = s[..l].trim().trim_matches('"').to_string();
+            return (name, s[l + 1..r].trim().to_string());
+        }
+    }
+    if s.chars().all(|c| c.is_ascii_digit() || c == '+') {
+        (String::new(), s.to_string())
+    } else {
+        (s.trim_matches('"').to_string(), String::new())
+    }
+}
+
+/// Whether an event filter object (`{"type": "StasisStart"}`) matches an event.
+fn filter_matches(filter: &Value, ev: &Value) -> bool {
+    match filter {
+        Value::Object(m) => m.iter().all(|(k, v)| match ev.get(k) {
+            Some(e) => filter_matches(v, e),
+            None => false,
+        }),
+        other => other == ev,
+    }
+}

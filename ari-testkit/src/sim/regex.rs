@@ -1,0 +1,1 @@
+//! Minimal regex (test support).
