@@ -19,12 +19,15 @@ use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt;
 
-/// Bytes that travel unencoded in a path segment or query value: RFC 3986 unreserved.
+/// Bytes that travel unencoded in a path segment: RFC 3986 unreserved.
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// Query values additionally keep `,` as is: `allowMultiple` parameters are comma-joined.
+const ENCODE_QUERY: &AsciiSet = &ENCODE.remove(b',');
 
 /// A typed ARI REST operation (one per operation of the API description, in [`crate::ops`]).
 pub trait Operation {
@@ -328,7 +331,7 @@ impl RequestParts {
             s.push(if i == 0 { '?' } else { '&' });
             s.push_str(k);
             s.push('=');
-            s.extend(utf8_percent_encode(v, ENCODE));
+            s.extend(utf8_percent_encode(v, ENCODE_QUERY));
         }
         s
     }

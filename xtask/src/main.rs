@@ -76,6 +76,8 @@ fn conformance(root: &std::path::Path, spec_root: &std::path::Path) -> Result<()
                 "test",
                 "-p",
                 "ari-proto",
+                "--features",
+                "conformance",
                 "--test",
                 "conformance",
                 "--",
