@@ -177,6 +177,7 @@ pub(crate) fn run(root: &Path, spec_root: &Path, check: bool) -> Result<(), Stri
         .map(|(n, s)| (out_dir.join(n), s))
         .collect();
     outputs.push((samples_path, g.samples_rs()));
+    outputs.push((root.join("ari-client/src/generated.rs"), g.client_rs()?));
     let mut stale = Vec::new();
     for (path, text) in &outputs {
         let formatted = rustfmt(text)?;
@@ -968,6 +969,301 @@ impl<'a> Gen<'a> {
         }
         s.push_str("    out\n}\n");
         s
+    }
+}
+
+/// An instance type of `ari-client` and the path prefix of the operations bound to it.
+struct Instance {
+    name: &'static str,
+    resource: &'static str,
+    /// Path prefix with the instance's own parameters.
+    prefix: &'static str,
+    /// Its own path parameters and how the instance supplies them.
+    own: &'static [(&'static str, &'static str)],
+    /// A query parameter of creating operations that takes the instance's id.
+    id_query: Option<&'static str>,
+}
+
+const INSTANCES: &[Instance] = &[
+    Instance {
+        name: "Channel",
+        resource: "channels",
+        prefix: "/channels/{channelId}",
+        own: &[("channelId", "self.id()")],
+        id_query: Some("channelId"),
+    },
+    Instance {
+        name: "Bridge",
+        resource: "bridges",
+        prefix: "/bridges/{bridgeId}",
+        own: &[("bridgeId", "self.id()")],
+        id_query: Some("bridgeId"),
+    },
+    Instance {
+        name: "Playback",
+        resource: "playbacks",
+        prefix: "/playbacks/{playbackId}",
+        own: &[("playbackId", "self.id()")],
+        id_query: None,
+    },
+    Instance {
+        name: "LiveRecording",
+        resource: "recordings",
+        prefix: "/recordings/live/{recordingName}",
+        own: &[("recordingName", "self.id()")],
+        id_query: None,
+    },
+    Instance {
+        name: "StoredRecording",
+        resource: "recordings",
+        prefix: "/recordings/stored/{recordingName}",
+        own: &[("recordingName", "self.id()")],
+        id_query: None,
+    },
+    Instance {
+        name: "Endpoint",
+        resource: "endpoints",
+        prefix: "/endpoints/{tech}/{resource}",
+        own: &[
+            ("tech", "self.technology()"),
+            ("resource", "self.resource()"),
+        ],
+        id_query: None,
+    },
+    Instance {
+        name: "DeviceState",
+        resource: "deviceStates",
+        prefix: "/deviceStates/{deviceName}",
+        own: &[("deviceName", "self.id()")],
+        id_query: None,
+    },
+    Instance {
+        name: "Application",
+        resource: "applications",
+        prefix: "/applications/{applicationName}",
+        own: &[("applicationName", "self.id()")],
+        id_query: None,
+    },
+];
+
+/// Instance methods written by hand in `ari-client` (richer than the plain operation).
+const HAND_WRITTEN: &[(&str, &str)] = &[("Channel", "play"), ("Bridge", "play")];
+
+impl Gen<'_> {
+    fn client_rs(&self) -> Result<String, String> {
+        let mut s = String::from(HEADER);
+        s.push_str("//! The whole REST surface on the client and on instance objects.\n\n#![allow(clippy::too_many_arguments)]\n\nuse crate::{Call, Client, Runtime};\nuse ari_proto::{models, ops};\n\n");
+        let mut resources: Vec<&str> = Vec::new();
+        for o in &self.spec.ops {
+            if !resources.contains(&o.resource.as_str()) {
+                resources.push(&o.resource);
+            }
+        }
+        // Resource accessors.
+        for res in &resources {
+            let ty = pascal(res);
+            let method = snake(res);
+            let _ = writeln!(
+                s,
+                "/// The operations of the `{res}` resource, as node-ari-client's `ari.{res}`: `client.{method}()`.\n#[derive(Debug, Clone)]\npub struct {ty}<R: Runtime> {{\n    client: Client<R>,\n}}\n\nimpl<R: Runtime> Client<R> {{\n    /// The operations of the `{res}` resource (`ari.{res}` in node-ari-client).\n    pub fn {method}(&self) -> {ty}<R> {{\n        {ty} {{ client: self.clone() }}\n    }}\n}}\n"
+            );
+            let _ = writeln!(s, "impl<R: Runtime> {ty}<R> {{");
+            for o in self.spec.ops.iter().filter(|o| o.resource == *res) {
+                if o.v.get("upgrade").is_some() {
+                    continue;
+                }
+                let (args, init) = self.ctor_args(o, &[])?;
+                let _ = writeln!(s, "{}", self.call_doc(o, "    "));
+                let _ = writeln!(
+                    s,
+                    "    pub fn {}(&self{}) -> Call<R, ops::{}::{}> {{\n        Call::new(self.client.clone(), ops::{}::{}::new({}))\n    }}\n",
+                    field_ident(&snake(o.nickname())),
+                    args,
+                    snake(&o.resource),
+                    pascal(o.nickname()),
+                    snake(&o.resource),
+                    pascal(o.nickname()),
+                    init
+                );
+            }
+            s.push_str("}\n\n");
+        }
+        // Instance methods.
+        for inst in INSTANCES {
+            let _ = writeln!(s, "impl<R: Runtime> crate::{}<R> {{", inst.name);
+            let mut names: Vec<String> = Vec::new();
+            let bound: Vec<&Op> = self
+                .spec
+                .ops
+                .iter()
+                .filter(|o| {
+                    o.resource == inst.resource
+                        && (o.path == inst.prefix
+                            || o.path.starts_with(&format!("{}/", inst.prefix)))
+                })
+                .collect();
+            for o in &bound {
+                let mut name = snake(o.nickname());
+                if o.path == inst.prefix {
+                    if let Some(base) = name.strip_suffix("_with_id") {
+                        name = base.to_string();
+                    }
+                }
+                if HAND_WRITTEN.contains(&(inst.name, name.as_str())) || names.contains(&name) {
+                    continue;
+                }
+                names.push(name.clone());
+                let own: Vec<(&str, String)> =
+                    inst.own.iter().map(|(p, v)| (*p, v.to_string())).collect();
+                let (args, init) = self.ctor_args(o, &own)?;
+                let _ = writeln!(s, "{}", self.call_doc(o, "    "));
+                let _ = writeln!(
+                    s,
+                    "    pub fn {}(&self{}) -> Call<R, ops::{}::{}> {{\n        Call::new(self.client().clone(), ops::{}::{}::new({}))\n    }}\n",
+                    field_ident(&name),
+                    args,
+                    snake(&o.resource),
+                    pascal(o.nickname()),
+                    snake(&o.resource),
+                    pascal(o.nickname()),
+                    init
+                );
+            }
+            // Creating operations that take the id as a query parameter (`channels.create`).
+            if let Some(q) = inst.id_query {
+                for o in self
+                    .spec
+                    .ops
+                    .iter()
+                    .filter(|o| o.resource == inst.resource && !o.path.contains('{'))
+                {
+                    if !o
+                        .params()
+                        .iter()
+                        .any(|p| p["name"] == q && p["paramType"] == "query")
+                    {
+                        continue;
+                    }
+                    let name = snake(o.nickname());
+                    if names.contains(&name) || HAND_WRITTEN.contains(&(inst.name, name.as_str())) {
+                        continue;
+                    }
+                    names.push(name.clone());
+                    let (args, init) = self.ctor_args(o, &[])?;
+                    let _ = writeln!(s, "{}", self.call_doc(o, "    "));
+                    let _ = writeln!(
+                        s,
+                        "    /// The instance's id is sent as `{q}`.\n    pub fn {}(&self{}) -> Call<R, ops::{}::{}> {{\n        Call::new(self.client().clone(), ops::{}::{}::new({}).{}(self.id()))\n    }}\n",
+                        field_ident(&name),
+                        args,
+                        snake(&o.resource),
+                        pascal(o.nickname()),
+                        snake(&o.resource),
+                        pascal(o.nickname()),
+                        init,
+                        field_ident(&snake(q))
+                    );
+                }
+            }
+            s.push_str("}\n\n");
+        }
+        // Forwarding setters on Call.
+        for o in &self.spec.ops {
+            if o.v.get("upgrade").is_some() {
+                continue;
+            }
+            let mut body = String::new();
+            for p in o.params() {
+                let required = p.get("required").and_then(Value::as_bool).unwrap_or(false)
+                    || p["paramType"] == "path";
+                let pn = p["name"].as_str().unwrap_or_default();
+                let id = field_ident(&snake(pn));
+                let ty = self.param_rust_type(o, p)?;
+                let (arg_ty, _) = arg_conversion(&ty);
+                let pdoc = first_sentence(&doc_text(
+                    p.get("description").and_then(Value::as_str).unwrap_or(pn),
+                ));
+                if !required {
+                    let _ = writeln!(
+                        body,
+                        "    /// Sets `{pn}`: {pdoc}\n    pub fn {id}(self, value: {arg_ty}) -> Self {{\n        self.map(|op| op.{id}(value))\n    }}\n"
+                    );
+                }
+                if ty.starts_with("std::collections::BTreeMap") && id == "variables" {
+                    let _ = writeln!(
+                        body,
+                        "    /// Adds one entry to `{pn}`.\n    pub fn variable(self, name: impl Into<String>, value: impl Into<String>) -> Self {{\n        self.map(|op| op.variable(name, value))\n    }}\n"
+                    );
+                }
+            }
+            if !body.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "/// Optional parameters of `{}`.\nimpl<R: Runtime> Call<R, ops::{}::{}> {{\n{body}}}\n",
+                    op_key(o),
+                    snake(&o.resource),
+                    pascal(o.nickname())
+                );
+            }
+        }
+        // Models returned as they are.
+        let instance_names: Vec<&str> = INSTANCES.iter().map(|i| i.name).collect();
+        s.push_str("crate::identity_wrap!(\n");
+        for (name, _, _) in &self.spec.models {
+            if self.is_event(name)
+                || name == "Message"
+                || name == "Event"
+                || instance_names.contains(&name.as_str())
+            {
+                continue;
+            }
+            let _ = writeln!(s, "    models::{name},");
+        }
+        s.push_str(");\n");
+        Ok(s)
+    }
+
+    fn call_doc(&self, o: &Op, indent: &str) -> String {
+        let summary = doc_text(o.v.get("summary").and_then(Value::as_str).unwrap_or(""));
+        let mut d = String::new();
+        write_doc(
+            &mut d,
+            &format!(
+                "{summary}\n\n`{} /ari{}` · since {} · see [`ari_proto::ops::{}::{}`] for the parameters.",
+                o.v["httpMethod"].as_str().unwrap_or(""),
+                o.path,
+                since_text(self.since.op(o)),
+                snake(&o.resource),
+                pascal(o.nickname())
+            ),
+            indent,
+        );
+        d.trim_end().to_string()
+    }
+
+    /// Constructor arguments (after `&self`) and the `new(...)` argument list of an operation;
+    /// `own` path parameters are supplied by the instance.
+    fn ctor_args(&self, o: &Op, own: &[(&str, String)]) -> Result<(String, String), String> {
+        let mut args = String::new();
+        let mut init = Vec::new();
+        for p in o.params() {
+            let required = p.get("required").and_then(Value::as_bool).unwrap_or(false)
+                || p["paramType"] == "path";
+            if !required {
+                continue;
+            }
+            let pn = p["name"].as_str().unwrap_or_default();
+            if let Some((_, v)) = own.iter().find(|(n, _)| *n == pn) {
+                init.push(v.clone());
+                continue;
+            }
+            let id = field_ident(&snake(pn));
+            let ty = self.param_rust_type(o, p)?;
+            let (arg_ty, _) = arg_conversion(&ty);
+            let _ = write!(args, ", {id}: {arg_ty}");
+            init.push(id);
+        }
+        Ok((args, init.join(", ")))
     }
 }
 
