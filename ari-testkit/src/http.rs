@@ -178,6 +178,7 @@ pub(crate) async fn serve(
             raw_body,
             user,
         },
+        Box::new(|_| {}),
     )
     .await;
     Ok(from_answer(answer))

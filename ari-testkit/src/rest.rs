@@ -95,8 +95,18 @@ pub(crate) fn record(shared: &Shared, r: RecordedRequest) {
     lock(&shared.log).push(r);
 }
 
-/// Handles an authenticated REST request and records it in the request log.
-pub(crate) async fn handle(shared: &Arc<Shared>, mut req: RestRequest) -> RestAnswer {
+/// Called with the answer before the events the request caused are delivered (REST over
+/// WebSocket sends its `RESTResponse` first, as Asterisk does).
+pub(crate) type Respond<'a> = Box<dyn FnOnce(&RestAnswer) + Send + 'a>;
+
+/// Handles an authenticated REST request and records it in the request log. `respond` is
+/// called exactly once with the answer: for a request the simulator answers, while it still
+/// holds back the events the request caused.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    mut req: RestRequest,
+    respond: Respond<'_>,
+) -> RestAnswer {
     // Form bodies carry parameters, as Asterisk accepts them.
     let is_form = req
         .content_type
@@ -115,7 +125,11 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut req: RestRequest) -> RestAn
             }
         }
     }
-    let answer = answer(shared, &req, body_json.as_ref(), body_error).await;
+    let mut respond = Some(respond);
+    let answer = answer(shared, &req, body_json.as_ref(), body_error, &mut respond).await;
+    if let Some(r) = respond.take() {
+        r(&answer);
+    }
     record(
         shared,
         RecordedRequest {
@@ -138,6 +152,7 @@ async fn answer(
     req: &RestRequest,
     body: Option<&Value>,
     body_error: bool,
+    respond: &mut Option<Respond<'_>>,
 ) -> RestAnswer {
     if req.user.read_only && req.method != "GET" && req.method != "OPTIONS" {
         return RestAnswer::json_message(403, "Write access denied");
@@ -182,8 +197,9 @@ async fn answer(
         body,
         read_only: req.user.read_only,
     };
-    match shared.with_sim(|sim, now| sim.handle_request(now, &sim_req)) {
-        Some(Ok(r)) => RestAnswer {
+    let result = shared.with_sim(|sim, now| {
+        let r = sim.handle_request(now, &sim_req);
+        let a = RestAnswer {
             status: r.status,
             content_type: if r.body.is_empty() {
                 String::new()
@@ -191,7 +207,14 @@ async fn answer(
                 r.content_type.to_owned()
             },
             body: r.body,
-        },
+        };
+        if let Some(cb) = respond.take() {
+            cb(&a);
+        }
+        a
+    });
+    match result {
+        Some(Ok(a)) => a,
         Some(Err(panic)) => {
             shared.log(|| format!("simulator panicked: {panic}"));
             RestAnswer::json_message(500, "Internal Server Error")

@@ -269,8 +269,7 @@ async fn run(
                     let (shared, tx, app, user) = (shared.clone(), tx.clone(), app.clone(), user.clone());
                     let text = t.as_str().to_owned();
                     tokio::spawn(async move {
-                        let frame = rest_over_ws(&shared, &text, &app, user).await;
-                        let _ = tx.send(ConnCmd::Send(Frame::Response(frame)));
+                        rest_over_ws(&shared, &text, &app, user, &tx).await;
                     });
                 }
                 // Pings are answered by tungstenite on the next read; close frames are replied
@@ -319,13 +318,18 @@ async fn run(
     // Dropping both halves closes the TCP connection (no close frame unless sent above).
 }
 
-/// Answers one text frame received on the events WebSocket with a `RESTResponse` frame.
+/// Answers one text frame received on the events WebSocket with a `RESTResponse` frame,
+/// queued on `tx` before the events the request caused.
 pub(crate) async fn rest_over_ws(
     shared: &Arc<Shared>,
     text: &str,
     app: &str,
     user: User,
-) -> String {
+    tx: &mpsc::UnboundedSender<ConnCmd>,
+) {
+    let send = |frame: String| {
+        let _ = tx.send(ConnCmd::Send(Frame::Response(frame)));
+    };
     let parsed: Option<serde_json::Map<String, Value>> = serde_json::from_str::<Value>(text)
         .ok()
         .and_then(|v| match v {
@@ -361,13 +365,13 @@ pub(crate) async fn rest_over_ws(
         .filter(|m| m.get("type").and_then(Value::as_str) == Some("RESTRequest"))
     else {
         shared.log(|| "ws-rest: bad frame (unknown request type) -> 400".to_owned());
-        return reply(
+        return send(reply(
             400,
             "Bad request",
             "",
             "application/json",
             br#"{"message":"Unknown request type."}"#,
-        );
+        ));
     };
     let full_uri = m.get("uri").and_then(Value::as_str).unwrap_or_default();
     let (path, uri_query) = full_uri.split_once('?').unwrap_or((full_uri, ""));
@@ -378,13 +382,13 @@ pub(crate) async fn rest_over_ws(
         "GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS"
     ) {
         shared.log(|| format!("ws-rest: unknown method {method:?} -> 400"));
-        return reply(
+        return send(reply(
             400,
             "Bad request",
             path,
             "application/json",
             br#"{"message":"Unknown or missing 'method' property."}"#,
-        );
+        ));
     }
     let mut query = parse_query(uri_query);
     if let Some(Value::Array(qs)) = m.get("query_strings") {
@@ -410,7 +414,7 @@ pub(crate) async fn rest_over_ws(
         .get("content_type")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let answer = rest::handle(
+    rest::handle(
         shared,
         RestRequest {
             transport: Transport::WebSocket,
@@ -422,15 +426,17 @@ pub(crate) async fn rest_over_ws(
             raw_body,
             user,
         },
+        Box::new(|answer| {
+            send(reply(
+                answer.status,
+                reason_phrase(answer.status),
+                path,
+                &answer.content_type,
+                &answer.body,
+            ))
+        }),
     )
     .await;
-    reply(
-        answer.status,
-        reason_phrase(answer.status),
-        path,
-        &answer.content_type,
-        &answer.body,
-    )
 }
 
 struct ResponseFrame<'a> {
