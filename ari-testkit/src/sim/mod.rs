@@ -399,6 +399,8 @@ struct App {
     subscribe_all: bool,
     channels: BTreeSet<String>,
     bridges: BTreeSet<String>,
+    /// Bridges this app follows because its Stasis channels were added to them.
+    bridge_refs: BTreeMap<String, usize>,
     endpoints: BTreeSet<String>,
     devices: BTreeSet<String>,
     allowed: Vec<Value>,
@@ -930,7 +932,11 @@ impl Sim {
         json!({
             "name": name,
             "channel_ids": chans.into_iter().collect::<Vec<_>>(),
-            "bridge_ids": a.bridges.iter().collect::<Vec<_>>(),
+            "bridge_ids": a
+                .bridges
+                .iter()
+                .chain(a.bridge_refs.iter().filter(|(_, n)| **n > 0).map(|(b, _)| b))
+                .collect::<BTreeSet<_>>(),
             "endpoint_ids": a.endpoints.iter().collect::<Vec<_>>(),
             "device_names": a.devices.iter().collect::<Vec<_>>(),
             "events_allowed": a.allowed,
@@ -1011,7 +1017,7 @@ impl Sim {
                             || c.endpoint.as_ref().is_some_and(|e| a.endpoints.contains(e))
                     })
             }
-            Res::Bridge(id) => a.bridges.contains(id),
+            Res::Bridge(id) => a.bridges.contains(id) || a.bridge_refs.get(id).is_some_and(|n| *n > 0),
             Res::Device(d) => a.devices.contains(d),
         })
     }
@@ -1498,7 +1504,7 @@ impl Sim {
                         pc.exec_gen += 1;
                     }
                     self.leave_everything(p);
-                    self.destroy(p, 16);
+                    self.destroy_local_half(p, 16);
                 }
             }
             self.destroy(id, cause);
@@ -1534,6 +1540,28 @@ impl Sim {
             "ChannelDestroyed",
             id,
             json!({"cause": cause, "cause_txt": cause_txt(cause)}),
+        );
+        self.remove_channel(id);
+    }
+
+    /// Destroys the far half of a Local pair: ChannelDestroyed, then the caller id update
+    /// Asterisk publishes while the channel is being freed.
+    fn destroy_local_half(&mut self, id: &str, cause: i64) {
+        if !self.channels.contains_key(id) {
+            return;
+        }
+        if let Some(c) = self.channels.get_mut(id) {
+            c.caller = (String::new(), String::new());
+        }
+        self.chan_event(
+            "ChannelDestroyed",
+            id,
+            json!({"cause": cause, "cause_txt": cause_txt(cause)}),
+        );
+        self.chan_event(
+            "ChannelCallerId",
+            id,
+            json!({"caller_presentation": 67, "caller_presentation_txt": "Number Unavailable"}),
         );
         self.remove_channel(id);
     }
@@ -1677,11 +1705,11 @@ impl Sim {
                     let between = args
                         .get(1)
                         .and_then(|s| s.trim().parse::<u64>().ok())
-                        .unwrap_or(100);
+                        .unwrap_or(250);
                     let step = Duration::from_millis(dur + between);
                     if let Some(p) = peer {
                         for (i, d) in digits.iter().enumerate() {
-                            let at = Duration::from_millis(dur) + step * i as u32;
+                            let at = Duration::from_millis(dur * 2) + step * i as u32;
                             self.schedule(at, Timer::Dtmf(p.clone(), *d, dur));
                         }
                     }
@@ -1871,6 +1899,13 @@ impl Sim {
 
     /// Starts playing the current media item of a playback.
     fn play_current(&mut self, pb: &str) {
+        let (first_on_bridge, bridge_target) = match self.playbacks.get(pb) {
+            Some(p) => (
+                p.index == 0,
+                p.target.strip_prefix("bridge:").map(|b| b.to_string()),
+            ),
+            None => return,
+        };
         let g = self.next_gen();
         let now = self.now;
         let Some(p) = self.playbacks.get(pb) else { return };
@@ -1888,6 +1923,12 @@ impl Sim {
         }
         if p.index == 0 || !exists {
             // continuing media announce themselves through PlaybackContinuing + Started
+        }
+        if first_on_bridge {
+            if let Some(b) = bridge_target {
+                let n = self.announcer_name("ARI");
+                self.announcer(&b, Some(&n));
+            }
         }
         self.emit_playback("PlaybackStarted", pb, None);
         if !exists {
@@ -1920,6 +1961,11 @@ impl Sim {
         let st = if was_queued && state == "done" { "canceled" } else { state };
         self.emit_playback("PlaybackFinished", pb, Some(st));
         self.playbacks.remove(pb);
+        if !was_queued {
+            if let Some(b) = target.strip_prefix("bridge:") {
+                self.announcer(b, None);
+            }
+        }
         let next = match target.split_once(':') {
             Some(("channel", c)) => self.channels.get_mut(c).and_then(|ch| {
                 let head = ch.playbacks.front().map(|h| h == pb).unwrap_or(false);
@@ -2120,7 +2166,7 @@ impl Sim {
             .get(c)
             .and_then(|ch| ch.stasis.as_ref().map(|(a, _)| a.clone()));
         if let Some(a) = app.and_then(|a| self.apps.get_mut(&a)) {
-            a.bridges.insert(b.to_string());
+            *a.bridge_refs.entry(b.to_string()).or_insert(0) += 1;
         }
         if let Some(br) = self.bridges.get_mut(b) {
             br.channels.push(c.to_string());
@@ -2131,6 +2177,59 @@ impl Sim {
         self.update_technology(b);
         self.bridge_event("ChannelEnteredBridge", b, Some(c), json!({}));
         self.set_bridgepeers(b);
+        let members: Vec<String> = self
+            .bridges
+            .get(b)
+            .map(|br| br.channels.clone())
+            .unwrap_or_default();
+        if members.len() == 2 {
+            // Two-party bridge: each side learns who it is connected to.
+            let (a, z) = (members[0].clone(), members[1].clone());
+            let (an, zn) = match (self.channels.get(&a), self.channels.get(&z)) {
+                (Some(x), Some(y)) => (x.caller.clone(), y.caller.clone()),
+                _ => return,
+            };
+            if let Some(x) = self.channels.get_mut(&z) {
+                x.connected = an;
+            }
+            self.chan_event("ChannelConnectedLine", &z, json!({}));
+            if let Some(x) = self.channels.get_mut(&a) {
+                x.connected = zn;
+            }
+            self.chan_event("ChannelConnectedLine", &a, json!({}));
+        }
+    }
+
+    /// An announcer channel (`Announcer/ARI…;2`) joins or leaves a bridge for a bridge
+    /// playback or music on hold: members see BRIDGEPEER change.
+    fn announcer(&mut self, b: &str, name: Option<&str>) {
+        let members: Vec<String> = self
+            .bridges
+            .get(b)
+            .map(|br| br.channels.clone())
+            .unwrap_or_default();
+        for m in &members {
+            let mut peers: Vec<String> = members
+                .iter()
+                .filter(|o| *o != m)
+                .filter_map(|o| self.channels.get(o).map(|c| c.name.clone()))
+                .collect();
+            if let Some(n) = name {
+                peers.insert(0, n.to_string());
+            } else if peers.is_empty() {
+                continue;
+            }
+            let v = peers.join(",");
+            if let Some(c) = self.channels.get_mut(m) {
+                c.vars.insert("BRIDGEPEER".to_string(), v.clone());
+            }
+            self.emit_varset(Some(m), "BRIDGEPEER", &v);
+        }
+    }
+
+    fn announcer_name(&mut self, kind: &str) -> String {
+        self.local_seq += 1;
+        format!("Announcer/{kind}-{:08x};2", self.local_seq)
     }
 
     fn bridge_remove(&mut self, b: &str, c: &str) {
@@ -2171,6 +2270,21 @@ impl Sim {
         self.bridge_event("ChannelLeftBridge", b, Some(c), json!({}));
     }
 
+    /// A channel taken out of a bridge through ARI (removeChannel, bridge destroyed): its
+    /// application drops the bridge subscription that adding the channel took.
+    fn bridge_remove_by_ari(&mut self, b: &str, c: &str) {
+        let app = self
+            .channels
+            .get(c)
+            .and_then(|ch| ch.stasis.as_ref().map(|(a, _)| a.clone()));
+        self.bridge_remove(b, c);
+        if let Some(a) = app.and_then(|a| self.apps.get_mut(&a)) {
+            if let Some(n) = a.bridge_refs.get_mut(b) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     fn destroy_bridge(&mut self, b: &str) {
         let members: Vec<String> = self
             .bridges
@@ -2178,7 +2292,7 @@ impl Sim {
             .map(|br| br.channels.clone())
             .unwrap_or_default();
         for m in members {
-            self.bridge_remove(b, &m);
+            self.bridge_remove_by_ari(b, &m);
         }
         let pbs: Vec<String> = self
             .bridges
@@ -2196,6 +2310,7 @@ impl Sim {
         self.bridge_order.retain(|x| x != b);
         for a in self.apps.values_mut() {
             a.bridges.remove(b);
+            a.bridge_refs.remove(b);
         }
     }
 }

@@ -1497,7 +1497,7 @@ impl Sim {
                     }
                 }
                 for c in ids {
-                    self.bridge_remove(id, &c);
+                    self.bridge_remove_by_ari(id, &c);
                 }
                 R::no_content()
             }
@@ -1507,6 +1507,12 @@ impl Sim {
                 let empty = self.bridges.get(id).is_some_and(|b| b.channels.is_empty());
                 if m == "DELETE" && empty {
                     return R::error(409, "Bridge isn't playing music on hold");
+                }
+                if m == "POST" {
+                    let n = self.announcer_name("ARI_MOH");
+                    self.announcer(id, Some(&n));
+                } else {
+                    self.announcer(id, None);
                 }
                 R::no_content()
             }
