@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod events;
 mod generated;
 pub mod rest;
+pub mod session;
 mod time;
 
 /// Every model of the ARI API description and the enums of their allowed values.
@@ -42,4 +43,5 @@ pub mod ops {
 pub use catalog::Since;
 pub use events::{Event, EventType};
 pub use rest::{AriError, ErrorKind, Operation};
+pub use session::{Session, SessionConfig};
 pub use time::{Timestamp, TimestampError};

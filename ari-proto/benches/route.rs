@@ -1,0 +1,2 @@
+//! Routing bench (placeholder).
+fn main() {}

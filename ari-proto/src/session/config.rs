@@ -1,0 +1,337 @@
+//! Configuration of a [`Session`](super::Session).
+
+use std::time::Duration;
+
+/// How the events WebSocket authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WsAuth {
+    /// `Authorization: Basic …` header with the endpoint's credentials (the default).
+    #[default]
+    Basic,
+    /// `api_key=user:password` (percent-encoded) in the query string, for WebSocket stacks
+    /// that cannot set headers. The password then appears in the URL: prefer [`WsAuth::Basic`].
+    ApiKey,
+}
+
+/// When and how often the session reopens a lost events WebSocket.
+///
+/// The delay before reconnect attempt `n` (1-based) is
+/// `base(n) = min(initial_delay × multiplierⁿ⁻¹, max_delay)`, reduced by a random fraction of at
+/// most `jitter`: the delay lies in `[base(n) × (1 − jitter), base(n)]`, so it never exceeds
+/// `max_delay`. See [`ReconnectPolicy::delay_bounds`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReconnectPolicy {
+    /// Delay before the first attempt (default 500 ms).
+    pub initial_delay: Duration,
+    /// Growth factor per attempt (default 2.0; values below 1 or not finite count as 1).
+    pub multiplier: f64,
+    /// Cap on any delay (default 30 s).
+    pub max_delay: Duration,
+    /// Fraction in `[0, 1]` by which a delay is randomly shortened (default 0.2).
+    pub jitter: f64,
+    /// Attempts after which the session gives up ([`ConnectionEvent::MaxRetries`]);
+    /// `None` (the default) retries forever, `Some(0)` never reconnects.
+    ///
+    /// [`ConnectionEvent::MaxRetries`]: super::ConnectionEvent::MaxRetries
+    pub max_attempts: Option<u32>,
+    /// A connection that lived at least this long resets the attempt count (default 10 s).
+    pub stable_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(500),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(30),
+            jitter: 0.2,
+            max_attempts: None,
+            stable_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// A policy that never reconnects: the first failure ends the session with
+    /// [`ConnectionEvent::MaxRetries`](super::ConnectionEvent::MaxRetries).
+    pub fn never() -> Self {
+        ReconnectPolicy {
+            max_attempts: Some(0),
+            ..ReconnectPolicy::default()
+        }
+    }
+
+    /// Sets the initial delay.
+    pub fn initial_delay(mut self, d: Duration) -> Self {
+        self.initial_delay = d;
+        self
+    }
+
+    /// Sets the multiplier.
+    pub fn multiplier(mut self, m: f64) -> Self {
+        self.multiplier = m;
+        self
+    }
+
+    /// Sets the cap.
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// Sets the jitter fraction (clamped to `[0, 1]`).
+    pub fn jitter(mut self, j: f64) -> Self {
+        self.jitter = j;
+        self
+    }
+
+    /// Sets the maximum number of attempts (`None`: unlimited).
+    pub fn max_attempts(mut self, n: Option<u32>) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the stability time.
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.stable_after = d;
+        self
+    }
+
+    fn jitter_fraction(&self) -> f64 {
+        if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    fn base_secs(&self, attempt: u32) -> f64 {
+        let m = if self.multiplier.is_finite() && self.multiplier >= 1.0 {
+            self.multiplier
+        } else {
+            1.0
+        };
+        let exp = attempt.saturating_sub(1).min(i32::MAX as u32) as i32;
+        let base = self.initial_delay.as_secs_f64() * m.powi(exp);
+        let cap = self.max_delay.as_secs_f64();
+        if base.is_finite() {
+            base.min(cap)
+        } else {
+            cap
+        }
+    }
+
+    /// The `(shortest, longest)` delay attempt `attempt` (1-based) can wait.
+    pub fn delay_bounds(&self, attempt: u32) -> (Duration, Duration) {
+        let base = self.base_secs(attempt);
+        let low = base * (1.0 - self.jitter_fraction());
+        (
+            secs(low).min(self.max_delay),
+            secs(base).min(self.max_delay),
+        )
+    }
+
+    /// The delay for `attempt` given a uniform random `unit` in `[0, 1)`.
+    pub(crate) fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let base = self.base_secs(attempt);
+        let d = base * (1.0 - self.jitter_fraction() * unit.clamp(0.0, 1.0));
+        let (low, high) = self.delay_bounds(attempt);
+        secs(d).clamp(low, high)
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// WebSocket keepalive: a ping every `interval`; no pong within `timeout` of a ping means the
+/// connection is dead (it is closed and, per the [`ReconnectPolicy`], reopened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Keepalive {
+    /// Time between pings (default 20 s).
+    pub interval: Duration,
+    /// How long a ping may wait for its pong (default 10 s).
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// A keepalive with this interval and pong timeout.
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        Keepalive { interval, timeout }
+    }
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive::new(Duration::from_secs(20), Duration::from_secs(10))
+    }
+}
+
+/// Bounds on what the session holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// A text frame longer than this is not decoded: it is counted
+    /// ([`Stats::oversized_frames`](super::Stats::oversized_frames)) and reported with
+    /// [`Warning::FrameTooLarge`](super::Warning::FrameTooLarge). Default 4 MiB.
+    pub max_frame_bytes: usize,
+    /// REST-over-WebSocket requests awaiting their response; one more is refused with
+    /// [`SendError::TooManyPending`](super::SendError::TooManyPending). Default 1024.
+    pub max_pending_requests: usize,
+    /// Undelivered events and warnings waiting in [`Session::poll_output`](super::Session::poll_output).
+    /// When full, the oldest of them is dropped, counted and announced with
+    /// [`Output::Overflow`](super::Output::Overflow). Default 10 000.
+    pub max_queued_outputs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 4 << 20,
+            max_pending_requests: 1024,
+            max_queued_outputs: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the maximum frame size.
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+
+    /// Sets the maximum number of pending requests.
+    pub fn max_pending_requests(mut self, n: usize) -> Self {
+        self.max_pending_requests = n;
+        self
+    }
+
+    /// Sets the maximum number of queued events and warnings (at least 1 is used).
+    pub fn max_queued_outputs(mut self, n: usize) -> Self {
+        self.max_queued_outputs = n;
+        self
+    }
+}
+
+/// Everything a [`Session`](super::Session) needs besides the endpoint.
+///
+/// ```
+/// use std::time::Duration;
+/// use ari_proto::session::{Keepalive, ReconnectPolicy, SessionConfig, WsAuth};
+/// let config = SessionConfig::new(["hello", "test"])
+///     .subscribe_all(false)
+///     .auth(WsAuth::Basic)
+///     .reconnect(ReconnectPolicy::default().max_attempts(Some(10)))
+///     .keepalive(Some(Keepalive::new(Duration::from_secs(15), Duration::from_secs(5))))
+///     .request_timeout(Duration::from_secs(5))
+///     .rng_seed(0x5eed);
+/// assert_eq!(config.apps, ["hello", "test"]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Stasis application names registered on the connection (`app=a,b`).
+    pub apps: Vec<String>,
+    /// `subscribeAll=true`: receive every event of the system, not only the apps' own.
+    pub subscribe_all: bool,
+    /// How the WebSocket authenticates.
+    pub auth: WsAuth,
+    /// Whether to offer the `ari` WebSocket subprotocol (`Sec-WebSocket-Protocol: ari`).
+    /// Default `false`.
+    pub offer_subprotocol: bool,
+    /// Reconnect policy.
+    pub reconnect: ReconnectPolicy,
+    /// Keepalive pings (default on, see [`Keepalive::default`]); `None` disables them.
+    pub keepalive: Option<Keepalive>,
+    /// Deadline of a REST-over-WebSocket request (default 10 s).
+    pub request_timeout: Duration,
+    /// Bounds.
+    pub limits: Limits,
+    /// Seed of the session's PRNG (client-side ids, jitter, `Sec-WebSocket-Key`).
+    ///
+    /// The default is a fixed constant, so two sessions with the default seed create the same
+    /// ids: an adapter must seed it from OS randomness (`getrandom`, `RandomState`, …).
+    pub rng_seed: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            apps: Vec::new(),
+            subscribe_all: false,
+            auth: WsAuth::Basic,
+            offer_subprotocol: false,
+            reconnect: ReconnectPolicy::default(),
+            keepalive: Some(Keepalive::default()),
+            request_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            rng_seed: 0x0A21_5E55_1011_D5EE,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// A configuration for these applications, defaults otherwise.
+    pub fn new<I, S>(apps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        SessionConfig {
+            apps: apps.into_iter().map(Into::into).collect(),
+            ..SessionConfig::default()
+        }
+    }
+
+    /// Sets `subscribeAll`.
+    pub fn subscribe_all(mut self, on: bool) -> Self {
+        self.subscribe_all = on;
+        self
+    }
+
+    /// Sets the authentication.
+    pub fn auth(mut self, auth: WsAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Offers the `ari` subprotocol.
+    pub fn offer_subprotocol(mut self, on: bool) -> Self {
+        self.offer_subprotocol = on;
+        self
+    }
+
+    /// Sets the reconnect policy.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Sets (or with `None` disables) the keepalive.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Sets the REST-over-WebSocket request deadline.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+
+    /// Sets the bounds.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the PRNG seed.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = seed;
+        self
+    }
+}

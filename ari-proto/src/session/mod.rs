@@ -1,0 +1,1191 @@
+//! The sans-IO session: the events WebSocket, routing of events to subscriptions, per-instance
+//! subscriptions that end by themselves, reconnects, keepalive, and REST over WebSocket.
+//!
+//! A [`Session`] owns no socket, reads no clock and spawns nothing: an adapter (`ari-tokio`,
+//! `ari-smol`, a test) moves the bytes and passes the time in. Methods fall in four groups,
+//! as in quinn-proto:
+//!
+//! - **commands**: [`start`](Session::start), [`stop`](Session::stop),
+//!   [`subscribe`](Session::subscribe), [`unsubscribe`](Session::unsubscribe),
+//!   [`send_request`](Session::send_request), [`new_resource_id`](Session::new_resource_id);
+//! - **inputs** `handle_*(now, …)`: what happened on the WebSocket, and
+//!   [`handle_timeout`](Session::handle_timeout) when the deadline passed;
+//! - **outputs** `poll_*`: [`poll_transmit`](Session::poll_transmit) (what to send),
+//!   [`poll_output`](Session::poll_output) (what to deliver), and
+//!   [`poll_timeout`](Session::poll_timeout) (when to wake);
+//! - **getters**: [`stats`](Session::stats), [`live_subscriptions`](Session::live_subscriptions),
+//!   [`state`](Session::state).
+//!
+//! # The drive loop
+//!
+//! After every command or input, the adapter drains [`poll_transmit`](Session::poll_transmit)
+//! until `None` (performing each [`Transmit`] in order), then
+//! [`poll_output`](Session::poll_output) until `None` (handing each [`Output`] to the
+//! application), then sleeps until [`poll_timeout`](Session::poll_timeout) or the next socket
+//! event, whichever comes first. When the deadline passes it calls
+//! [`handle_timeout`](Session::handle_timeout) (a call before the deadline is a harmless
+//! no-op). `now` must never go backwards.
+//!
+//! [`Transmit::Connect`] means "open a WebSocket with this request, replacing any previous
+//! one", [`Transmit::Close`] "close the current WebSocket". After either, the adapter reports
+//! nothing more about the old socket: the session has already accounted for it.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use ari_proto::rest::{Credentials, Endpoint};
+//! use ari_proto::session::{ConnectionEvent, Filter, Output, Session, SessionConfig, Transmit};
+//!
+//! let endpoint = Endpoint::new("http://pbx:8088", Credentials::new("asterisk", "secret")?)?;
+//! let mut now = Instant::now(); // the adapter's clock; the session never reads one
+//! let mut session = Session::new(endpoint, SessionConfig::new(["hello"]).rng_seed(42), now);
+//!
+//! // Client-side id: subscribe before the channel exists, then originate with this id.
+//! let chan = session.new_resource_id(ari_proto::events::ResourceKind::Channel);
+//! let sub = session.subscribe(Filter::channel(chan.clone()));
+//!
+//! session.start(now);
+//! let Some(Transmit::Connect(request)) = session.poll_transmit() else { unreachable!() };
+//! assert_eq!(request.uri(), "ws://pbx:8088/ari/events?app=hello");
+//! // … the adapter opens the WebSocket, then:
+//! session.handle_connected(now);
+//! assert!(matches!(
+//!     session.poll_output(),
+//!     Some(Output::Connection(ConnectionEvent::Connected { reconnected: false, .. }))
+//! ));
+//!
+//! // A text frame arrives.
+//! let frame = format!(r#"{{"type":"ChannelDestroyed","timestamp":"2026-11-26T11:14:38.299+0000",
+//!   "application":"hello","cause":16,"cause_txt":"Normal Clearing",
+//!   "channel":{{"id":"{chan}","name":"PJSIP/alice-1","state":"Up","protocol_id":"",
+//!     "caller":{{"name":"","number":""}},"connected":{{"name":"","number":""}},"accountcode":"",
+//!     "dialplan":{{"context":"default","exten":"s","priority":1,"app_name":"","app_data":""}},
+//!     "creationtime":"2026-11-26T11:14:30.000+0000","language":"en"}}}}"#);
+//! session.handle_frame(now, frame.as_bytes());
+//! while let Some(output) = session.poll_output() {
+//!     match output {
+//!         Output::Event(delivery) => {
+//!             assert_eq!(delivery.event.type_name(), "ChannelDestroyed");
+//!             assert_eq!(&delivery.subscribers[..], &[sub]);
+//!         }
+//!         // The channel is gone: its subscription ended by itself.
+//!         Output::SubscriptionEnded { id, .. } => assert_eq!(id, sub),
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//! }
+//! assert_eq!(session.live_subscriptions(), 0);
+//!
+//! // Sleep until the next deadline (the keepalive ping), then tell the session.
+//! now = session.poll_timeout().expect("a ping is due");
+//! session.handle_timeout(now);
+//! assert!(matches!(session.poll_transmit(), Some(Transmit::Ping(_))));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Delivery
+//!
+//! Every decoded event frame becomes exactly one [`Output::Event`], in arrival order, carrying
+//! the [`Subscribers`] it matched (in subscription order, each at most once, even when it
+//! matches through several resources), possibly none: an adapter that only wants matched
+//! events skips those with an empty list. `RESTResponse` frames answering a pending request
+//! are not events: they become [`Output::Response`]. A `RESTResponse` matching no pending
+//! request (late, after its deadline) is counted in [`Stats::unmatched_responses`] and
+//! delivered as an ordinary event.
+//!
+//! # Bounds and overflow
+//!
+//! Undelivered events and warnings are bounded by [`Limits::max_queued_outputs`]: when the
+//! queue is full the *oldest* of them is dropped, counted in [`Stats::dropped_outputs`], and the
+//! next [`poll_output`](Session::poll_output) returns [`Output::Overflow`] with the number
+//! dropped since the previous marker, before anything else. Subscription bookkeeping (one-shot
+//! and ended instances) happens when the frame is handled, so a dropped event never leaks a
+//! subscription. Control outputs (connection events, responses, ended subscriptions) are never
+//! dropped; they are bounded by the pending-request limit, the number of subscriptions, and a
+//! constant number per input. Pending requests are bounded by
+//! [`Limits::max_pending_requests`]. Frames are bounded by [`Limits::max_frame_bytes`].
+//!
+//! # Fuzzing
+//!
+//! Everything is reachable through the public API with arbitrary bytes and instants: a fuzz
+//! target can build a `Vec` of operations (`start`, `stop`, `handle_frame(bytes)`,
+//! `handle_timeout(now + d)`, …) and apply them in order. No input panics.
+
+mod config;
+mod rng;
+mod routing;
+
+pub use config::{Keepalive, Limits, ReconnectPolicy, SessionConfig, WsAuth};
+pub use routing::{EndReason, Filter, SubscriptionId};
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::events::{DecodeError, Event, ResourceKind};
+use crate::rest::{self, BuildError, Endpoint, Operation, RequestParts, ResponseError};
+use rng::Rng;
+use routing::{Matches, Router};
+
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Identifies a REST-over-WebSocket request; on the wire it is the `request_id` `r<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    fn parse_wire(s: &str) -> Option<RequestId> {
+        let digits = s.strip_prefix('r')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(RequestId)
+    }
+}
+
+impl fmt::Display for RequestId {
+    /// The wire form, `r<n>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// What the adapter must do on the network.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Transmit {
+    /// Open the events WebSocket with this request (replacing any previous socket). It carries
+    /// the full URI (`ws://`/`wss://`), `Host`, the WebSocket upgrade headers
+    /// (`Connection`, `Upgrade`, `Sec-WebSocket-Version`, `Sec-WebSocket-Key`),
+    /// `Authorization` for [`WsAuth::Basic`] (marked sensitive), and
+    /// `Sec-WebSocket-Protocol: ari` when offered. Answer with
+    /// [`Session::handle_connected`] or [`Session::handle_connect_failed`].
+    Connect(http::Request<()>),
+    /// Send this text frame.
+    Text(String),
+    /// Send a ping with this payload; report its pong with [`Session::handle_pong`].
+    Ping(Vec<u8>),
+    /// Close the WebSocket (or abandon the connection attempt). Report nothing more about it.
+    Close,
+}
+
+/// The subscriptions an event goes to, in subscription order, each once.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Subscribers(Matches);
+
+impl Subscribers {
+    /// As a slice.
+    pub fn as_slice(&self) -> &[SubscriptionId] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Subscribers {
+    type Target = [SubscriptionId];
+    fn deref(&self) -> &[SubscriptionId] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Subscribers {
+    type Item = &'a SubscriptionId;
+    type IntoIter = std::slice::Iter<'a, SubscriptionId>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// One event and the subscriptions it matched.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The event, decoded once and shared.
+    pub event: Arc<Event>,
+    /// The matching subscriptions; may be empty.
+    pub subscribers: Subscribers,
+}
+
+/// The state of the events connection, as reported to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The WebSocket is open. `reconnected` is true when an earlier connection existed:
+    /// events may have been missed in between.
+    #[non_exhaustive]
+    Connected {
+        /// Whether this is not the session's first connection.
+        reconnected: bool,
+    },
+    /// The connection failed or was lost; attempt `attempt` (1-based, since the last stable
+    /// connection) starts after `delay`.
+    #[non_exhaustive]
+    Reconnecting {
+        /// Attempt number.
+        attempt: u32,
+        /// Delay before the attempt.
+        delay: Duration,
+        /// Why the previous connection ended.
+        reason: String,
+    },
+    /// The reconnect policy's maximum number of attempts was reached; the session is
+    /// inactive until [`Session::start`].
+    #[non_exhaustive]
+    MaxRetries {
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last connection ended.
+        reason: String,
+    },
+    /// [`Session::stop`] closed the session; it does not reconnect.
+    Closed,
+}
+
+/// A REST-over-WebSocket response, as Asterisk sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RawResponse {
+    /// HTTP status code (0 if Asterisk sent none or an invalid one).
+    pub status: u16,
+    /// HTTP reason phrase.
+    pub reason_phrase: String,
+    /// `Content-Type` of the body.
+    pub content_type: Option<String>,
+    /// The body (empty for 204).
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    /// Parses the response as operation `O`'s result, with the same parser as HTTP
+    /// ([`rest::parse_response`]).
+    pub fn parse<O: Operation>(&self) -> Result<O::Output, ResponseError> {
+        rest::parse_response::<O>(self.status, &self.body)
+    }
+}
+
+/// Why a REST-over-WebSocket request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No response within [`SessionConfig::request_timeout`]. The request may still have
+    /// been executed by Asterisk.
+    Timeout,
+    /// The WebSocket closed before the response; the request may or may not have been
+    /// executed. Retry once reconnected if the operation is idempotent.
+    Disconnected {
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// [`Session::stop`] was called while the request was pending.
+    Closed,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Timeout => f.write_str(
+                "no REST-over-WebSocket response within the request timeout; \
+                 Asterisk may still have executed it (raise SessionConfig::request_timeout?)",
+            ),
+            RequestError::Disconnected { reason } => write!(
+                f,
+                "the events WebSocket closed before the response ({reason}); \
+                 retry after reconnecting if the operation is idempotent"
+            ),
+            RequestError::Closed => f.write_str("the session was stopped before the response"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Why a request could not be sent over the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The events WebSocket is not open; wait for [`ConnectionEvent::Connected`] or send the
+    /// request over HTTP.
+    NotConnected,
+    /// [`Limits::max_pending_requests`] requests are already awaiting their response.
+    TooManyPending {
+        /// The limit.
+        limit: usize,
+    },
+    /// The operation's request could not be built.
+    Build(BuildError),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotConnected => {
+                f.write_str("the events WebSocket is not connected; wait for Connected or use HTTP")
+            }
+            SendError::TooManyPending { limit } => write!(
+                f,
+                "{limit} REST-over-WebSocket requests are already pending; \
+                 wait for responses or raise Limits::max_pending_requests"
+            ),
+            SendError::Build(e) => write!(f, "could not build the request: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Build(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<BuildError> for SendError {
+    fn from(e: BuildError) -> Self {
+        SendError::Build(e)
+    }
+}
+
+/// Something went wrong with incoming data; the session carried on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// A frame exceeded [`Limits::max_frame_bytes`] and was discarded.
+    #[non_exhaustive]
+    FrameTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame was not a JSON object with a `type` and was discarded.
+    #[non_exhaustive]
+    Malformed {
+        /// The decoder's message.
+        error: String,
+    },
+    /// A known event type did not match its description; it is delivered as
+    /// [`Event::Unknown`] (with the whole JSON) right after this warning.
+    #[non_exhaustive]
+    SchemaMismatch {
+        /// The event type.
+        type_name: String,
+        /// The decoder's message.
+        error: String,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::FrameTooLarge { len, max } => write!(
+                f,
+                "discarded a {len}-byte frame larger than Limits::max_frame_bytes ({max})"
+            ),
+            Warning::Malformed { error } => write!(f, "discarded a malformed frame: {error}"),
+            Warning::SchemaMismatch { type_name, error } => write!(
+                f,
+                "{type_name} does not match its description ({error}); delivered as an unknown event"
+            ),
+        }
+    }
+}
+
+/// What the session tells the application.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Output {
+    /// An event and the subscriptions it goes to (see the module docs, "Delivery").
+    Event(Delivery),
+    /// The connection changed state.
+    Connection(ConnectionEvent),
+    /// The outcome of a REST-over-WebSocket request. Parse a success with
+    /// [`RawResponse::parse`].
+    #[non_exhaustive]
+    Response {
+        /// The request.
+        id: RequestId,
+        /// The response, or why there is none.
+        result: Result<RawResponse, RequestError>,
+    },
+    /// The session removed a subscription by itself (after delivering its last event).
+    #[non_exhaustive]
+    SubscriptionEnded {
+        /// The subscription.
+        id: SubscriptionId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// `dropped` undelivered events/warnings were discarded (oldest first) because the queue
+    /// was full; returned before the oldest remaining output.
+    #[non_exhaustive]
+    Overflow {
+        /// How many since the previous marker.
+        dropped: u64,
+    },
+    /// A problem with incoming data.
+    Warning(Warning),
+}
+
+/// Counters since the session was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Text frames handled (including discarded ones).
+    pub frames: u64,
+    /// Bytes of those frames.
+    pub frame_bytes: u64,
+    /// Events delivered as [`Output::Event`] (queued, before any overflow drop).
+    pub events: u64,
+    /// Events of a type this version does not know.
+    pub unknown_events: u64,
+    /// Malformed frames discarded.
+    pub decode_errors: u64,
+    /// Known events that did not match their description (delivered as unknown).
+    pub schema_errors: u64,
+    /// Frames over [`Limits::max_frame_bytes`].
+    pub oversized_frames: u64,
+    /// Events and warnings dropped because the output queue was full.
+    pub dropped_outputs: u64,
+    /// Inputs that did not fit the current state (e.g. a frame while not connected).
+    pub stale_inputs: u64,
+    /// Successful connections.
+    pub connects: u64,
+    /// Reconnect attempts scheduled.
+    pub reconnects: u64,
+    /// Connections declared dead for lack of a pong.
+    pub keepalive_timeouts: u64,
+    /// Pings sent.
+    pub pings: u64,
+    /// REST-over-WebSocket requests sent.
+    pub requests_sent: u64,
+    /// Responses matched to a pending request.
+    pub responses: u64,
+    /// Requests that timed out.
+    pub request_timeouts: u64,
+    /// Requests failed by a disconnect or stop.
+    pub requests_failed: u64,
+    /// `RESTResponse` frames that matched no pending request.
+    pub unmatched_responses: u64,
+    /// Subscriptions the session ended by itself.
+    pub subscriptions_ended: u64,
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Never started.
+    Idle,
+    /// A [`Transmit::Connect`] is out; waiting for its outcome.
+    Connecting,
+    /// The WebSocket is open.
+    Connected,
+    /// Waiting for the reconnect delay.
+    WaitingToReconnect,
+    /// Stopped by the user.
+    Stopped,
+    /// Gave up after the maximum number of attempts.
+    GaveUp,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Idle,
+    Connecting,
+    Connected { since: Instant },
+    Waiting,
+    Stopped,
+    GaveUp,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    Reconnect = 0,
+    Ping = 1,
+    Pong = 2,
+}
+
+const TIMERS: [Timer; 3] = [Timer::Reconnect, Timer::Ping, Timer::Pong];
+
+#[derive(Debug, Default)]
+struct TimerTable([Option<Instant>; 3]);
+
+impl TimerTable {
+    fn set(&mut self, t: Timer, at: Option<Instant>) {
+        self.0[t as usize] = at;
+    }
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+    fn stop(&mut self, t: Timer) {
+        self.0[t as usize] = None;
+    }
+    fn expired(&mut self, t: Timer, now: Instant) -> bool {
+        match self.get(t) {
+            Some(at) if at <= now => {
+                self.stop(t);
+                true
+            }
+            _ => false,
+        }
+    }
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    deadline: Option<Instant>,
+}
+
+#[derive(serde::Serialize)]
+struct RestRequestFrame<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    request_id: String,
+    method: &'a str,
+    uri: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    query_strings: Vec<QueryString<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_body: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct QueryString<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+fn deadline(now: Instant, d: Duration) -> Option<Instant> {
+    now.checked_add(d)
+}
+
+/// The sans-IO ARI session. See the [module docs](self) for the drive loop.
+#[derive(Debug)]
+pub struct Session {
+    endpoint: Endpoint,
+    config: SessionConfig,
+    state: State,
+    ever_connected: bool,
+    attempts: u32,
+    rng: Rng,
+    timers: TimerTable,
+    router: Router,
+    next_request: u64,
+    pending: HashMap<u64, Pending>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    transmits: VecDeque<Transmit>,
+    outputs: VecDeque<Output>,
+    queued_droppable: usize,
+    overflow: u64,
+    ping_seq: u64,
+    ended_scratch: Vec<(SubscriptionId, EndReason)>,
+    stats: Stats,
+}
+
+impl Session {
+    /// A session for `endpoint`, not connected yet (call [`Session::start`]).
+    pub fn new(endpoint: Endpoint, config: SessionConfig, now: Instant) -> Session {
+        let _ = now;
+        let rng = Rng::new(config.rng_seed);
+        Session {
+            endpoint,
+            config,
+            state: State::Idle,
+            ever_connected: false,
+            attempts: 0,
+            rng,
+            timers: TimerTable::default(),
+            router: Router::default(),
+            next_request: 0,
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            outputs: VecDeque::new(),
+            queued_droppable: 0,
+            overflow: 0,
+            ping_seq: 0,
+            ended_scratch: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Where the connection stands.
+    pub fn state(&self) -> ConnectionState {
+        match self.state {
+            State::Idle => ConnectionState::Idle,
+            State::Connecting => ConnectionState::Connecting,
+            State::Connected { .. } => ConnectionState::Connected,
+            State::Waiting => ConnectionState::WaitingToReconnect,
+            State::Stopped => ConnectionState::Stopped,
+            State::GaveUp => ConnectionState::GaveUp,
+        }
+    }
+
+    /// Whether the WebSocket is open (REST over WebSocket possible).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected { .. })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of live subscriptions.
+    pub fn live_subscriptions(&self) -> usize {
+        self.router.live()
+    }
+
+    /// Number of live subscriptions following a resource of this kind.
+    pub fn live_subscriptions_for(&self, kind: ResourceKind) -> usize {
+        self.router.live_for_kind(kind)
+    }
+
+    /// Whether a subscription is live.
+    pub fn is_subscribed(&self, id: SubscriptionId) -> bool {
+        self.router.is_live(id)
+    }
+
+    /// Number of REST-over-WebSocket requests awaiting their response.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ---- commands ------------------------------------------------------------------------
+
+    /// Opens the events WebSocket ([`Transmit::Connect`]) for [`SessionConfig::apps`]. On a
+    /// stopped session (or one that gave up) it starts over with a fresh attempt count. While
+    /// connecting, connected or waiting to reconnect, it does nothing.
+    ///
+    /// At least one application name is needed: Asterisk refuses a connection without one.
+    pub fn start(&mut self, now: Instant) {
+        match self.state {
+            State::Idle | State::Stopped | State::GaveUp => {
+                self.attempts = 0;
+                self.connect(now);
+            }
+            State::Connecting | State::Connected { .. } | State::Waiting => {}
+        }
+    }
+
+    /// Replaces the application names; they apply from the next connection (to apply them
+    /// now, [`stop`](Session::stop) then [`start`](Session::start)).
+    pub fn set_apps<S: AsRef<str>>(&mut self, apps: &[S]) {
+        self.config.apps = apps.iter().map(|s| s.as_ref().to_string()).collect();
+    }
+
+    /// Closes the session for good: [`Transmit::Close`] if a socket is open or opening,
+    /// every pending request fails with [`RequestError::Closed`], no reconnect, and
+    /// [`ConnectionEvent::Closed`]. Calling it again does nothing; [`start`](Session::start)
+    /// reopens.
+    pub fn stop(&mut self, now: Instant) {
+        let _ = now;
+        match self.state {
+            State::Stopped => return,
+            State::Connected { .. } | State::Connecting => {
+                self.clear_socket_transmits();
+                self.transmits.push_back(Transmit::Close);
+            }
+            State::Idle | State::Waiting | State::GaveUp => {}
+        }
+        self.state = State::Stopped;
+        for t in TIMERS {
+            self.timers.stop(t);
+        }
+        self.fail_pending(|| RequestError::Closed);
+        self.push_control(Output::Connection(ConnectionEvent::Closed));
+    }
+
+    /// Adds a subscription; it receives the events matching `filter` from now on.
+    pub fn subscribe(&mut self, filter: Filter) -> SubscriptionId {
+        self.router.subscribe(filter)
+    }
+
+    /// Removes a subscription; false if it was not live (already ended or removed).
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
+        self.router.unsubscribe(id)
+    }
+
+    /// A fresh client-side id (UUID-v4 text from the session's PRNG) for a resource created
+    /// with an id (`originateWithId`, `bridges.createWithId`, `playWithId`, `snoopWithId`,
+    /// a recording name…). Subscribe with it before creating the resource so the very first
+    /// event (e.g. `StasisStart`) is routed.
+    pub fn new_resource_id(&mut self, kind: ResourceKind) -> String {
+        let _ = kind;
+        self.rng.uuid_v4()
+    }
+
+    /// Sends a typed operation as a `RESTRequest` frame over the events WebSocket. Its
+    /// outcome arrives as [`Output::Response`] with the returned id: the response, or
+    /// [`RequestError::Timeout`] after [`SessionConfig::request_timeout`], or
+    /// [`RequestError::Disconnected`] at once if the socket closes first.
+    pub fn send_request<O: Operation>(
+        &mut self,
+        now: Instant,
+        op: &O,
+    ) -> Result<RequestId, SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let parts = rest::request_parts(op)?;
+        self.send_request_parts(now, &parts)
+    }
+
+    /// [`send_request`](Session::send_request) for already split parts (untyped requests).
+    pub fn send_request_parts(
+        &mut self,
+        now: Instant,
+        parts: &RequestParts,
+    ) -> Result<RequestId, SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let limit = self.config.limits.max_pending_requests;
+        if self.pending.len() >= limit {
+            return Err(SendError::TooManyPending { limit });
+        }
+        self.next_request += 1;
+        let n = self.next_request;
+        let id = RequestId(n);
+        let query_strings = parts
+            .query
+            .iter()
+            .map(|(name, value)| QueryString { name, value })
+            .collect();
+        let frame = RestRequestFrame {
+            ty: "RESTRequest",
+            request_id: id.to_string(),
+            method: parts.method.as_str(),
+            uri: &parts.path,
+            query_strings,
+            content_type: parts.body.as_ref().map(|_| "application/json"),
+            message_body: parts.body.as_deref(),
+        };
+        let text = serde_json::to_string(&frame).map_err(|e| {
+            SendError::Build(BuildError::Http(format!("encoding RESTRequest: {e}")))
+        })?;
+        let dl = deadline(now, self.config.request_timeout);
+        if let Some(d) = dl {
+            self.deadlines.insert((d, n));
+        }
+        self.pending.insert(n, Pending { deadline: dl });
+        self.transmits.push_back(Transmit::Text(text));
+        self.stats.requests_sent += 1;
+        Ok(id)
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    /// The WebSocket opened (answer to [`Transmit::Connect`]).
+    pub fn handle_connected(&mut self, now: Instant) {
+        if !matches!(self.state, State::Connecting) {
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        self.state = State::Connected { since: now };
+        let reconnected = self.ever_connected;
+        self.ever_connected = true;
+        self.stats.connects += 1;
+        self.timers.stop(Timer::Pong);
+        self.timers.set(
+            Timer::Ping,
+            self.config
+                .keepalive
+                .and_then(|k| deadline(now, k.interval)),
+        );
+        self.push_control(Output::Connection(ConnectionEvent::Connected {
+            reconnected,
+        }));
+    }
+
+    /// Opening the WebSocket failed (refused, TLS, 401, …): a reconnect is scheduled per the
+    /// policy.
+    pub fn handle_connect_failed(&mut self, now: Instant, reason: &str) {
+        if !matches!(self.state, State::Connecting) {
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        self.connection_lost(now, reason);
+    }
+
+    /// One text frame from the WebSocket. Decoded once, then a response to a pending request
+    /// or an event routed to its subscriptions. Frames are only accepted while connected.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        let _ = now;
+        self.stats.frames += 1;
+        self.stats.frame_bytes += frame.len() as u64;
+        if !self.is_connected() {
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        let max = self.config.limits.max_frame_bytes;
+        if frame.len() > max {
+            self.stats.oversized_frames += 1;
+            self.push_droppable(Output::Warning(Warning::FrameTooLarge {
+                len: frame.len(),
+                max,
+            }));
+            return;
+        }
+        let event = match Event::decode(frame) {
+            Ok(e) => e,
+            Err(e @ DecodeError::Schema { .. }) => {
+                self.stats.schema_errors += 1;
+                let (type_name, error) = match &e {
+                    DecodeError::Schema {
+                        type_name, error, ..
+                    } => (type_name.clone(), error.clone()),
+                    DecodeError::Malformed { error } => (String::new(), error.clone()),
+                };
+                self.push_droppable(Output::Warning(Warning::SchemaMismatch {
+                    type_name,
+                    error,
+                }));
+                match e.into_unknown() {
+                    Some(u) => Event::Unknown(u),
+                    None => return,
+                }
+            }
+            Err(DecodeError::Malformed { error }) => {
+                self.stats.decode_errors += 1;
+                self.push_droppable(Output::Warning(Warning::Malformed { error }));
+                return;
+            }
+        };
+        let event = match event {
+            Event::RESTResponse(r) => {
+                let pending = RequestId::parse_wire(&r.request_id)
+                    .filter(|id| self.pending.contains_key(&id.0));
+                match pending {
+                    Some(id) => {
+                        self.complete(id, r);
+                        return;
+                    }
+                    None => {
+                        self.stats.unmatched_responses += 1;
+                        Event::RESTResponse(r)
+                    }
+                }
+            }
+            other => other,
+        };
+        self.deliver(event);
+    }
+
+    /// A pong arrived: the connection is alive.
+    pub fn handle_pong(&mut self, now: Instant) {
+        let _ = now;
+        if self.is_connected() {
+            self.timers.stop(Timer::Pong);
+        } else {
+            self.stats.stale_inputs += 1;
+        }
+    }
+
+    /// The WebSocket closed or failed (not after [`Transmit::Close`]): pending requests fail
+    /// with [`RequestError::Disconnected`] and a reconnect is scheduled per the policy.
+    pub fn handle_disconnected(&mut self, now: Instant, reason: &str) {
+        match self.state {
+            State::Connected { since } => {
+                if now.saturating_duration_since(since) >= self.config.reconnect.stable_after {
+                    self.attempts = 0;
+                }
+                self.connection_lost(now, reason);
+            }
+            State::Connecting => self.connection_lost(now, reason),
+            _ => self.stats.stale_inputs += 1,
+        }
+    }
+
+    /// The deadline of [`poll_timeout`](Session::poll_timeout) passed. Anything not due yet
+    /// is left alone, so an early or repeated call is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.expired(Timer::Reconnect, now) && matches!(self.state, State::Waiting) {
+            self.connect(now);
+        }
+        if self.timers.expired(Timer::Pong, now) && self.is_connected() {
+            self.stats.keepalive_timeouts += 1;
+            self.clear_socket_transmits();
+            self.transmits.push_back(Transmit::Close);
+            let reason = match self.config.keepalive {
+                Some(k) => format!("keepalive: no pong within {:?}", k.timeout),
+                None => "keepalive: no pong".to_string(),
+            };
+            self.connection_lost(now, &reason);
+        }
+        if self.timers.expired(Timer::Ping, now) && self.is_connected() {
+            if let Some(k) = self.config.keepalive {
+                self.ping_seq += 1;
+                self.stats.pings += 1;
+                self.transmits
+                    .push_back(Transmit::Ping(self.ping_seq.to_be_bytes().to_vec()));
+                if self.timers.get(Timer::Pong).is_none() {
+                    self.timers.set(Timer::Pong, deadline(now, k.timeout));
+                }
+                self.timers.set(Timer::Ping, deadline(now, k.interval));
+            }
+        }
+        while let Some(&(at, n)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.pending.remove(&n).is_some() {
+                self.stats.request_timeouts += 1;
+                self.push_control(Output::Response {
+                    id: RequestId(n),
+                    result: Err(RequestError::Timeout),
+                });
+            }
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    /// The next thing to do on the network.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`handle_timeout`](Session::handle_timeout) is next due (reconnect, ping, pong
+    /// deadline, request deadlines), if anything is scheduled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let req = self.deadlines.first().map(|&(at, _)| at);
+        match (self.timers.next(), req) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next thing to tell the application.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.overflow > 0 {
+            let dropped = std::mem::take(&mut self.overflow);
+            return Some(Output::Overflow { dropped });
+        }
+        let out = self.outputs.pop_front()?;
+        if is_droppable(&out) {
+            self.queued_droppable -= 1;
+        }
+        Some(out)
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    fn connect(&mut self, now: Instant) {
+        match self.connect_request() {
+            Ok(req) => {
+                self.state = State::Connecting;
+                self.transmits.push_back(Transmit::Connect(req));
+            }
+            Err(e) => {
+                self.state = State::Connecting;
+                self.connection_lost(now, &format!("cannot build the WebSocket request: {e}"));
+            }
+        }
+    }
+
+    /// The WebSocket upgrade request.
+    fn connect_request(&mut self) -> Result<http::Request<()>, BuildError> {
+        let ep = &self.endpoint;
+        let scheme = if ep.is_tls() { "wss" } else { "ws" };
+        let mut uri = format!("{scheme}://{}{}/events?app=", ep.authority(), ep.prefix());
+        for (i, app) in self.config.apps.iter().enumerate() {
+            if i > 0 {
+                uri.push(',');
+            }
+            uri.extend(utf8_percent_encode(app, ENCODE));
+        }
+        if self.config.subscribe_all {
+            uri.push_str("&subscribeAll=true");
+        }
+        if self.config.auth == WsAuth::ApiKey {
+            uri.push_str("&api_key=");
+            uri.push_str(&ep.credentials().api_key_query_value());
+        }
+        let mut key = [0u8; 16];
+        self.rng.fill(&mut key);
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        let mut b = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(uri)
+            .header(
+                HOST,
+                HeaderValue::from_str(ep.authority().as_str())
+                    .map_err(|_| BuildError::InvalidBaseUrl(ep.authority().to_string()))?,
+            )
+            .header(CONNECTION, HeaderValue::from_static("Upgrade"))
+            .header(UPGRADE, HeaderValue::from_static("websocket"))
+            .header("sec-websocket-version", HeaderValue::from_static("13"))
+            .header(
+                "sec-websocket-key",
+                HeaderValue::from_str(&key).map_err(|e| BuildError::Http(e.to_string()))?,
+            );
+        if self.config.auth == WsAuth::Basic {
+            b = b.header(AUTHORIZATION, ep.credentials().basic_header());
+        }
+        if self.config.offer_subprotocol {
+            b = b.header("sec-websocket-protocol", HeaderValue::from_static("ari"));
+        }
+        b.body(()).map_err(|e| BuildError::Http(e.to_string()))
+    }
+
+    /// The socket is gone (or never came): fail pending requests, then back off or give up.
+    fn connection_lost(&mut self, now: Instant, reason: &str) {
+        self.timers.stop(Timer::Ping);
+        self.timers.stop(Timer::Pong);
+        self.timers.stop(Timer::Reconnect);
+        self.clear_socket_transmits();
+        self.fail_pending(|| RequestError::Disconnected {
+            reason: reason.to_string(),
+        });
+        let policy = &self.config.reconnect;
+        if policy.max_attempts.is_some_and(|max| self.attempts >= max) {
+            self.state = State::GaveUp;
+            let attempts = self.attempts;
+            self.push_control(Output::Connection(ConnectionEvent::MaxRetries {
+                attempts,
+                reason: reason.to_string(),
+            }));
+            return;
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        let delay = policy.delay(self.attempts, self.rng.next_unit());
+        self.stats.reconnects += 1;
+        self.state = State::Waiting;
+        self.timers.set(Timer::Reconnect, deadline(now, delay));
+        let attempt = self.attempts;
+        self.push_control(Output::Connection(ConnectionEvent::Reconnecting {
+            attempt,
+            delay,
+            reason: reason.to_string(),
+        }));
+    }
+
+    /// Frames and pings queued for a socket that is going away are pointless.
+    fn clear_socket_transmits(&mut self) {
+        self.transmits
+            .retain(|t| !matches!(t, Transmit::Text(_) | Transmit::Ping(_)));
+    }
+
+    fn fail_pending(&mut self, err: impl Fn() -> RequestError) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut ids: Vec<u64> = self.pending.drain().map(|(n, _)| n).collect();
+        ids.sort_unstable();
+        self.deadlines.clear();
+        for n in ids {
+            self.stats.requests_failed += 1;
+            self.push_control(Output::Response {
+                id: RequestId(n),
+                result: Err(err()),
+            });
+        }
+    }
+
+    fn complete(&mut self, id: RequestId, r: crate::events::RESTResponse) {
+        if let Some(p) = self.pending.remove(&id.0) {
+            if let Some(d) = p.deadline {
+                self.deadlines.remove(&(d, id.0));
+            }
+        }
+        self.stats.responses += 1;
+        let status = u16::try_from(r.status_code).unwrap_or(0);
+        let body = r
+            .message_body
+            .map(|b| Bytes::from(b.into_bytes()))
+            .unwrap_or_default();
+        self.push_control(Output::Response {
+            id,
+            result: Ok(RawResponse {
+                status,
+                reason_phrase: r.reason_phrase,
+                content_type: r.content_type,
+                body,
+            }),
+        });
+    }
+
+    fn deliver(&mut self, event: Event) {
+        if matches!(event, Event::Unknown(_)) {
+            self.stats.unknown_events += 1;
+        }
+        self.stats.events += 1;
+        let mut ended = std::mem::take(&mut self.ended_scratch);
+        let subscribers = Subscribers(self.router.route(&event, &mut ended));
+        self.push_droppable(Output::Event(Delivery {
+            event: Arc::new(event),
+            subscribers,
+        }));
+        for (id, reason) in ended.drain(..) {
+            self.stats.subscriptions_ended += 1;
+            self.push_control(Output::SubscriptionEnded { id, reason });
+        }
+        self.ended_scratch = ended;
+    }
+
+    fn push_control(&mut self, out: Output) {
+        self.outputs.push_back(out);
+    }
+
+    fn push_droppable(&mut self, out: Output) {
+        let max = self.config.limits.max_queued_outputs.max(1);
+        while self.queued_droppable >= max {
+            match self.outputs.iter().position(is_droppable) {
+                Some(i) => {
+                    self.outputs.remove(i);
+                    self.queued_droppable -= 1;
+                    self.overflow += 1;
+                    self.stats.dropped_outputs += 1;
+                }
+                None => {
+                    // Unreachable by construction; keep the count honest anyway.
+                    self.queued_droppable = 0;
+                }
+            }
+        }
+        self.queued_droppable += 1;
+        self.outputs.push_back(out);
+    }
+}
+
+fn is_droppable(o: &Output) -> bool {
+    matches!(o, Output::Event(_) | Output::Warning(_))
+}

@@ -1,0 +1,369 @@
+//! Subscriptions and routing: which subscriptions an event goes to.
+//!
+//! Three indexes, each a hash map or a list that only holds the subscriptions of its kind:
+//! `all` (every event), `by_type` (event type name) and `by_resource` (one map per
+//! [`ResourceKind`], keyed by id). Routing an event costs one lookup per resource it concerns
+//! plus one per type, independent of how many subscriptions are live.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use smallvec::SmallVec;
+
+use crate::events::{Event, ResourceKind, ResourceRef};
+
+/// Identifies a subscription of a [`Session`](super::Session). Ids grow with each
+/// subscription and are never reused by a session, so ordering by id is creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub(crate) u64);
+
+impl SubscriptionId {
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sub#{}", self.0)
+    }
+}
+
+/// Which events a subscription receives.
+///
+/// ```
+/// use ari_proto::events::{ResourceKind, StasisStart};
+/// use ari_proto::session::Filter;
+/// let _every_event = Filter::all();
+/// let _stasis_starts = Filter::of::<StasisStart>();
+/// let _by_name = Filter::event_type("ChannelDtmfReceived");
+/// let _chan = Filter::channel("1700000000.1");
+/// let _first_dtmf = Filter::channel("1700000000.1").with_type("ChannelDtmfReceived").once();
+/// let _ep = Filter::resource(ResourceKind::Endpoint, "PJSIP/alice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub(crate) target: Target,
+    pub(crate) event_type: Option<Cow<'static, str>>,
+    pub(crate) once: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    All,
+    Resource(ResourceKind, Box<str>),
+}
+
+impl Filter {
+    /// Every event.
+    pub fn all() -> Self {
+        Filter {
+            target: Target::All,
+            event_type: None,
+            once: false,
+        }
+    }
+
+    /// Every event of this wire type (`"StasisStart"`).
+    pub fn event_type(type_name: impl Into<Cow<'static, str>>) -> Self {
+        Filter::all().with_type(type_name)
+    }
+
+    /// Every event of type `T`.
+    pub fn of<T: crate::EventType>() -> Self {
+        Filter::event_type(T::TYPE)
+    }
+
+    /// Every event concerning this resource (see [`Event::resources`]). The id of an endpoint
+    /// is `technology/resource` (`PJSIP/alice`); of a recording, its name.
+    ///
+    /// The subscription ends by itself once the resource's final event has been delivered
+    /// ([`Event::ended_resource`]): `ChannelDestroyed`, `BridgeDestroyed`, `PlaybackFinished`,
+    /// `RecordingFinished`, `RecordingFailed`. Endpoints and device states have no final
+    /// event: unsubscribe from them yourself.
+    pub fn resource(kind: ResourceKind, id: impl Into<String>) -> Self {
+        Filter {
+            target: Target::Resource(kind, id.into().into_boxed_str()),
+            event_type: None,
+            once: false,
+        }
+    }
+
+    /// [`Filter::resource`] for a channel.
+    pub fn channel(id: impl Into<String>) -> Self {
+        Filter::resource(ResourceKind::Channel, id)
+    }
+
+    /// [`Filter::resource`] for a bridge.
+    pub fn bridge(id: impl Into<String>) -> Self {
+        Filter::resource(ResourceKind::Bridge, id)
+    }
+
+    /// [`Filter::resource`] for a playback.
+    pub fn playback(id: impl Into<String>) -> Self {
+        Filter::resource(ResourceKind::Playback, id)
+    }
+
+    /// [`Filter::resource`] for a live recording (by name).
+    pub fn recording(name: impl Into<String>) -> Self {
+        Filter::resource(ResourceKind::Recording, name)
+    }
+
+    /// Restricts the filter to one event type.
+    pub fn with_type(mut self, type_name: impl Into<Cow<'static, str>>) -> Self {
+        self.event_type = Some(type_name.into());
+        self
+    }
+
+    /// Makes the subscription one-shot: it ends after its first event.
+    pub fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// Whether the subscription is one-shot.
+    pub fn is_once(&self) -> bool {
+        self.once
+    }
+
+    /// The event type it is restricted to, if any.
+    pub fn type_name(&self) -> Option<&str> {
+        self.event_type.as_deref()
+    }
+
+    /// The resource it follows, if any.
+    pub fn resource_ref(&self) -> Option<(ResourceKind, &str)> {
+        match &self.target {
+            Target::All => None,
+            Target::Resource(k, id) => Some((*k, id)),
+        }
+    }
+
+    /// Whether `event` matches this filter (the reference semantics routing implements).
+    pub fn matches(&self, event: &Event) -> bool {
+        if let Some(t) = &self.event_type {
+            if event.type_name() != t.as_ref() {
+                return false;
+            }
+        }
+        match &self.target {
+            Target::All => true,
+            Target::Resource(kind, id) => event
+                .resources()
+                .iter()
+                .any(|r| r.kind == *kind && key_matches(&r, id)),
+        }
+    }
+}
+
+fn key_matches(r: &ResourceRef<'_>, id: &str) -> bool {
+    if r.kind == ResourceKind::Endpoint {
+        id.len() == r.technology.len() + 1 + r.id.len()
+            && id.starts_with(r.technology)
+            && id.as_bytes().get(r.technology.len()) == Some(&b'/')
+            && id.ends_with(r.id)
+    } else {
+        r.id == id
+    }
+}
+
+/// Why the session ended a subscription by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// A one-shot subscription received its event.
+    Once,
+    /// The resource it followed received its final event.
+    ResourceEnded,
+}
+
+struct Entry {
+    filter: Filter,
+}
+
+const KINDS: usize = 6;
+
+fn kind_index(kind: ResourceKind) -> usize {
+    match kind {
+        ResourceKind::Channel => 0,
+        ResourceKind::Bridge => 1,
+        ResourceKind::Playback => 2,
+        ResourceKind::Recording => 3,
+        ResourceKind::Endpoint => 4,
+        ResourceKind::DeviceState => 5,
+    }
+}
+
+pub(crate) type Matches = SmallVec<[SubscriptionId; 4]>;
+
+#[derive(Default)]
+pub(crate) struct Router {
+    next_id: u64,
+    entries: HashMap<SubscriptionId, Entry>,
+    all: Vec<SubscriptionId>,
+    by_type: HashMap<Box<str>, Vec<SubscriptionId>>,
+    by_resource: [HashMap<Box<str>, Vec<SubscriptionId>>; KINDS],
+    per_kind: [usize; KINDS],
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("live", &self.entries.len())
+            .field("all", &self.all.len())
+            .field("by_type", &self.by_type.len())
+            .field("per_kind", &self.per_kind)
+            .finish()
+    }
+}
+
+impl Router {
+    pub(crate) fn subscribe(&mut self, filter: Filter) -> SubscriptionId {
+        self.next_id += 1;
+        let id = SubscriptionId(self.next_id);
+        match (&filter.target, &filter.event_type) {
+            (Target::All, None) => self.all.push(id),
+            (Target::All, Some(t)) => self.by_type.entry(t.as_ref().into()).or_default().push(id),
+            (Target::Resource(kind, rid), _) => {
+                let k = kind_index(*kind);
+                self.by_resource[k].entry(rid.clone()).or_default().push(id);
+                self.per_kind[k] += 1;
+            }
+        }
+        self.entries.insert(id, Entry { filter });
+        id
+    }
+
+    pub(crate) fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        fn remove_from(v: &mut Vec<SubscriptionId>, id: SubscriptionId) {
+            if let Ok(i) = v.binary_search(&id) {
+                v.remove(i);
+            }
+        }
+        match (&entry.filter.target, &entry.filter.event_type) {
+            (Target::All, None) => remove_from(&mut self.all, id),
+            (Target::All, Some(t)) => {
+                if let Some(v) = self.by_type.get_mut(t.as_ref()) {
+                    remove_from(v, id);
+                    if v.is_empty() {
+                        self.by_type.remove(t.as_ref());
+                    }
+                }
+            }
+            (Target::Resource(kind, rid), _) => {
+                let k = kind_index(*kind);
+                if let Some(v) = self.by_resource[k].get_mut(rid) {
+                    remove_from(v, id);
+                    if v.is_empty() {
+                        self.by_resource[k].remove(rid);
+                    }
+                }
+                self.per_kind[k] -= 1;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn live_for_kind(&self, kind: ResourceKind) -> usize {
+        self.per_kind[kind_index(kind)]
+    }
+
+    pub(crate) fn is_live(&self, id: SubscriptionId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&Vec<SubscriptionId>> {
+        let map = &self.by_resource[kind_index(r.kind)];
+        if map.is_empty() {
+            return None;
+        }
+        if r.kind == ResourceKind::Endpoint {
+            let mut key = String::with_capacity(r.technology.len() + 1 + r.id.len());
+            key.push_str(r.technology);
+            key.push('/');
+            key.push_str(r.id);
+            map.get(key.as_str())
+        } else {
+            map.get(r.id)
+        }
+    }
+
+    /// The subscriptions `event` goes to, in creation order, each once; then removes the
+    /// one-shot ones that matched and every subscription of a resource the event ends,
+    /// reporting them through `ended`.
+    pub(crate) fn route(
+        &mut self,
+        event: &Event,
+        ended: &mut Vec<(SubscriptionId, EndReason)>,
+    ) -> Matches {
+        let mut out = Matches::new();
+        let type_name = event.type_name();
+        out.extend(self.all.iter().copied());
+        if let Some(v) = self.by_type.get(type_name) {
+            out.extend(v.iter().copied());
+        }
+        let resources = event.resources();
+        for r in resources.iter() {
+            if let Some(v) = self.resource_list(&r) {
+                for id in v {
+                    let typed_ok = self
+                        .entries
+                        .get(id)
+                        .map(|e| {
+                            e.filter
+                                .event_type
+                                .as_deref()
+                                .is_none_or(|t| t == type_name)
+                        })
+                        .unwrap_or(false);
+                    if typed_ok {
+                        out.push(*id);
+                    }
+                }
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        // One-shot subscriptions that received the event end now.
+        let mut has_once = false;
+        for id in &out {
+            if self.entries.get(id).is_some_and(|e| e.filter.once) {
+                has_once = true;
+                break;
+            }
+        }
+        if has_once {
+            let once: SmallVec<[SubscriptionId; 4]> = out
+                .iter()
+                .copied()
+                .filter(|id| self.entries.get(id).is_some_and(|e| e.filter.once))
+                .collect();
+            for id in once {
+                self.unsubscribe(id);
+                ended.push((id, EndReason::Once));
+            }
+        }
+        // Every subscription following a resource that has just ended ends with it.
+        if let Some(r) = event.ended_resource() {
+            if let Some(v) = self.resource_list(&r) {
+                let gone: SmallVec<[SubscriptionId; 4]> = v.iter().copied().collect();
+                for id in gone {
+                    self.unsubscribe(id);
+                    ended.push((id, EndReason::ResourceEnded));
+                }
+            }
+        }
+        out
+    }
+}
