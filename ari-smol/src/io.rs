@@ -1,0 +1,167 @@
+//! Connecting: TCP (async-net), optional TLS (futures-rustls), connect timeout.
+
+use crate::tls::Tls;
+use ari_client::{TransportError, TransportErrorKind};
+use async_net::TcpStream;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use rustls_pki_types::ServerName;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Where to connect: scheme class, host (without IPv6 brackets) and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Target {
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Target {
+    /// Reads the target from an absolute URI. `ws` selects the WebSocket schemes.
+    pub(crate) fn from_uri(uri: &http::Uri, ws: bool) -> Result<Target, TransportError> {
+        let scheme = uri.scheme_str().unwrap_or("");
+        let (tls, default_port) = match (ws, scheme.to_ascii_lowercase().as_str()) {
+            (false, "http") | (true, "ws") => (false, 80),
+            (false, "https") | (true, "wss") => (true, 443),
+            _ => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    if ws {
+                        "the WebSocket URI must be absolute with scheme ws or wss"
+                    } else {
+                        "the request URI must be absolute with scheme http or https"
+                    },
+                ))
+            }
+        };
+        let host = uri.host().unwrap_or("");
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                "the request URI has no host",
+            ));
+        }
+        Ok(Target {
+            tls,
+            host: host.to_owned(),
+            port: uri.port_u16().unwrap_or(default_port),
+        })
+    }
+
+    /// `host:port` for messages (IPv6 hosts in brackets). Never carries credentials.
+    pub(crate) fn display(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A connection, plain or TLS.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// Runs `fut`, failing with [`TransportErrorKind::Timeout`] once `timeout` has passed.
+pub(crate) async fn with_timeout<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    let deadline = Instant::now().checked_add(timeout);
+    let timer = async move {
+        match deadline {
+            Some(deadline) => {
+                async_io::Timer::at(deadline).await;
+            }
+            None => futures_lite::future::pending::<()>().await,
+        }
+        Err(TransportError::new(
+            TransportErrorKind::Timeout,
+            format!("{what} did not complete within {timeout:?}"),
+        ))
+    };
+    futures_lite::future::or(fut, timer).await
+}
+
+/// Opens TCP to `target` and, for TLS targets, performs the handshake. No timeout here.
+pub(crate) async fn connect(target: &Target, tls: &Tls) -> Result<Stream, TransportError> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Connect,
+                format!("could not connect to {}: {e}", target.display()),
+            )
+        })?;
+    // Small request/response exchanges: do not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+    if !target.tls {
+        return Ok(Stream::Plain(tcp));
+    }
+    let name = ServerName::try_from(target.host.clone()).map_err(|_| {
+        TransportError::new(
+            TransportErrorKind::Tls,
+            format!("{} is not a valid TLS server name", target.display()),
+        )
+    })?;
+    let stream = tls.connector().connect(name, tcp).await.map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Tls,
+            format!("TLS handshake with {} failed: {e}", target.display()),
+        )
+    })?;
+    Ok(Stream::Tls(Box::new(stream)))
+}
