@@ -1,2 +1,153 @@
-//! placeholder
-fn main() {}
+//! `ari-mock`: the simulated Asterisk as a standalone ARI server.
+//!
+//! ```text
+//! cargo run -p ari-testkit --bin ari-mock -- --port 8088
+//! cargo run -p ari-testkit --bin ari-mock -- --port 8088 --api-docs ../shared/ari-spec/asterisk-master \
+//!     --call-every 10 --call-app hello --call-dtmf '1*#'
+//! ```
+//!
+//! It logs one line per request, connection, event sent and call placed, prints
+//! `ari-mock listening on http://127.0.0.1:PORT/ari` once ready, and runs until killed.
+//! Calls can also be placed on request: `curl -X POST 'http://127.0.0.1:8088/_sim/call?app=hello&dtmf=1%23'`
+//! (see the `ari_testkit` crate docs for every `/_sim/` control).
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use ari_testkit::{MockServer, PlaceCall, SimConfig};
+use clap::Parser;
+
+/// A mock Asterisk ARI server backed by a simulated Asterisk.
+#[derive(Debug, Parser)]
+#[command(name = "ari-mock", version, about)]
+struct Args {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8088)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// ARI user name.
+    #[arg(long, default_value = "asterisk")]
+    user: String,
+    /// ARI password.
+    #[arg(long, default_value = "asterisk")]
+    password: String,
+    /// An extra read-only user, as NAME:PASSWORD (repeatable).
+    #[arg(long = "read-only-user", value_name = "NAME:PASSWORD")]
+    read_only_users: Vec<String>,
+    /// Serve /ari/api-docs/*.json from this spec directory (resources.json + api-docs/).
+    #[arg(long, value_name = "DIR")]
+    api_docs: Option<PathBuf>,
+    /// Dialplan (extensions.conf syntax) for Local channels.
+    #[arg(long, value_name = "FILE")]
+    dialplan: Option<PathBuf>,
+    /// Place a simulated call every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    call_every: Option<f64>,
+    /// App the timed calls enter.
+    #[arg(long, default_value = "hello")]
+    call_app: String,
+    /// Endpoint of the timed calls.
+    #[arg(long, default_value = "PJSIP/caller")]
+    call_endpoint: String,
+    /// Stasis arguments of the timed calls, comma-separated.
+    #[arg(long, default_value = "")]
+    call_args: String,
+    /// Digits the caller presses once answered.
+    #[arg(long, default_value = "")]
+    call_dtmf: String,
+    /// The caller hangs up this many seconds after being answered.
+    #[arg(long, value_name = "SECS")]
+    call_hangup_after: Option<f64>,
+    /// Print nothing but the "listening" line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn stamp() -> String {
+    let now: chrono::DateTime<chrono::Utc> = SystemTime::now().into();
+    now.format("%H:%M:%S%.3f").to_string()
+}
+
+fn secs(s: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(s).ok()
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut builder = MockServer::builder()
+        .bind(SocketAddr::new(args.bind, args.port))
+        .user(&args.user, &args.password);
+    for ro in &args.read_only_users {
+        match ro.split_once(':') {
+            Some((n, p)) => builder = builder.read_only_user(n, p),
+            None => {
+                eprintln!("ari-mock: --read-only-user wants NAME:PASSWORD, got {ro:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(dir) = &args.api_docs {
+        builder = builder.api_docs(dir);
+    }
+    if let Some(file) = &args.dialplan {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let now_ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                builder = builder.sim_config(SimConfig {
+                    dialplan: text,
+                    wall_clock_base_ms: now_ms,
+                    ..SimConfig::default()
+                });
+            }
+            Err(e) => {
+                eprintln!("ari-mock: cannot read {}: {e}", file.display());
+                std::process::exit(2);
+            }
+        }
+    }
+    if !args.quiet {
+        builder = builder.on_log(|line| println!("{} {line}", stamp()));
+    }
+    let server = match builder.try_start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ari-mock: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "ari-mock listening on {} (user {} / password {})",
+        server.ari_url(),
+        args.user,
+        args.password
+    );
+
+    let every = args.call_every.and_then(secs);
+    loop {
+        match every {
+            Some(d) if !d.is_zero() => {
+                std::thread::sleep(d);
+                let mut call = PlaceCall::new(&args.call_endpoint, &args.call_app);
+                call.args = args
+                    .call_args
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                call.dtmf = args.call_dtmf.clone();
+                call.hangup_after_answer = args.call_hangup_after.and_then(secs);
+                match server.place_call(call) {
+                    Ok(id) => println!("{} placed call {id} into {}", stamp(), args.call_app),
+                    Err(e) => eprintln!("{} cannot place call: {e}", stamp()),
+                }
+            }
+            _ => std::thread::park(),
+        }
+    }
+}
