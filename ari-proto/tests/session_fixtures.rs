@@ -5,7 +5,6 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use ari_proto::events::{Event, ResourceKind};
 use ari_proto::ops;
@@ -28,7 +27,7 @@ fn recorded_traffic_is_routed_like_the_reference_model() {
     ] {
         let frames = frames_of(run, conn);
         assert!(!frames.is_empty(), "{run} {conn}");
-        let t0 = Instant::now();
+        let t0 = epoch();
         let mut s = connected(SessionConfig::new(["test", "hello"]).rng_seed(1), t0);
 
         // Every resource named by the traffic.
@@ -142,7 +141,7 @@ fn recorded_traffic_is_routed_like_the_reference_model() {
 /// subscription ends right after its final event and the count returns to the baseline.
 #[test]
 fn multi_resource_events_and_instance_lifecycles() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = connected(SessionConfig::new(["test", "hello"]), t0);
     let chan = s.subscribe(Filter::channel("cap-ef51ef69"));
     let bridge = s.subscribe(Filter::bridge("br-d88aba8a"));
@@ -278,7 +277,7 @@ fn normalize_request(frame: &str) -> serde_json::Value {
 #[test]
 fn rest_over_websocket_correlates_recorded_responses() {
     for run in [1u64, 2] {
-        let t0 = Instant::now();
+        let t0 = epoch();
         let mut s = connected(SessionConfig::new(["test", "hello"]), t0);
         let sent: Vec<String> = recorded_sent()
             .into_iter()

@@ -8,13 +8,13 @@ use ari_proto::rest::{Credentials, Endpoint};
 use ari_proto::session::{Output, Session, SessionConfig, Transmit};
 
 /// One recorded frame.
-pub struct Recorded {
-    pub run: u64,
-    pub conn: String,
-    pub frame: String,
+pub(crate) struct Recorded {
+    pub(crate) run: u64,
+    pub(crate) conn: String,
+    pub(crate) frame: String,
 }
 
-pub fn recorded_events() -> Vec<Recorded> {
+pub(crate) fn recorded_events() -> Vec<Recorded> {
     let text = include_str!("../../fixtures/asterisk-master/events.jsonl");
     text.lines()
         .map(|l| {
@@ -28,7 +28,7 @@ pub fn recorded_events() -> Vec<Recorded> {
         .collect()
 }
 
-pub fn recorded_sent() -> Vec<Recorded> {
+pub(crate) fn recorded_sent() -> Vec<Recorded> {
     let text = include_str!("../../fixtures/asterisk-master/ws-sent.jsonl");
     text.lines()
         .map(|l| {
@@ -42,7 +42,7 @@ pub fn recorded_sent() -> Vec<Recorded> {
         .collect()
 }
 
-pub fn frames_of(run: u64, conn: &str) -> Vec<String> {
+pub(crate) fn frames_of(run: u64, conn: &str) -> Vec<String> {
     recorded_events()
         .into_iter()
         .filter(|r| r.run == run && r.conn == conn)
@@ -50,7 +50,7 @@ pub fn frames_of(run: u64, conn: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn endpoint(base: &str) -> Endpoint {
+pub(crate) fn endpoint(base: &str) -> Endpoint {
     Endpoint::new(
         base,
         Credentials::new("asterisk", "s3cret").expect("credentials"),
@@ -59,7 +59,7 @@ pub fn endpoint(base: &str) -> Endpoint {
 }
 
 /// A session that has connected once at `t0` (its outputs drained).
-pub fn connected(config: SessionConfig, t0: Instant) -> Session {
+pub(crate) fn connected(config: SessionConfig, t0: Instant) -> Session {
     let mut s = Session::new(endpoint("http://127.0.0.1:8088"), config, t0);
     s.start(t0);
     assert!(matches!(s.poll_transmit(), Some(Transmit::Connect(_))));
@@ -68,7 +68,7 @@ pub fn connected(config: SessionConfig, t0: Instant) -> Session {
     s
 }
 
-pub fn drain(s: &mut Session) -> Vec<Output> {
+pub(crate) fn drain(s: &mut Session) -> Vec<Output> {
     let mut v = Vec::new();
     while let Some(o) = s.poll_output() {
         v.push(o);
@@ -76,7 +76,7 @@ pub fn drain(s: &mut Session) -> Vec<Output> {
     v
 }
 
-pub fn drain_transmits(s: &mut Session) -> Vec<Transmit> {
+pub(crate) fn drain_transmits(s: &mut Session) -> Vec<Transmit> {
     let mut v = Vec::new();
     while let Some(t) = s.poll_transmit() {
         v.push(t);
@@ -84,10 +84,17 @@ pub fn drain_transmits(s: &mut Session) -> Vec<Transmit> {
     v
 }
 
-pub fn decode(frame: &str) -> Event {
+pub(crate) fn decode(frame: &str) -> Event {
     Event::decode(frame.as_bytes()).expect("recorded frame decodes")
 }
 
-pub fn secs(s: u64) -> Duration {
+pub(crate) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+/// The origin of simulated time. Only differences from it matter; nothing in the tests
+/// waits on the real clock.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn epoch() -> Instant {
+    Instant::now()
 }
