@@ -140,12 +140,7 @@ pub(crate) async fn connect(
 ) -> Result<MaybeTls, TransportError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|e| {
-            TransportError::new(
-                TransportErrorKind::Connect,
-                format!("could not connect to {target}: {e}"),
-            )
-        })?;
+        .map_err(|e| TransportError::new(TransportErrorKind::Connect, format!("{target}: {e}")))?;
     // Small request/response exchanges: do not wait for Nagle.
     let _ = tcp.set_nodelay(true);
     if !target.tls {
@@ -172,7 +167,7 @@ fn tls_error(target: &Target, e: &io::Error) -> TransportError {
     };
     TransportError::new(
         TransportErrorKind::Tls,
-        format!("TLS handshake with {target} failed: {reason}"),
+        format!("handshake with {target}: {reason}"),
     )
 }
 

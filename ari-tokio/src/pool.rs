@@ -215,7 +215,7 @@ async fn open(
 fn too_large(target: &Target, max: usize) -> TransportError {
     TransportError::new(
         TransportErrorKind::TooLarge,
-        format!("the response body from {target} exceeds the limit of {max} bytes"),
+        format!("the response body from {target} exceeds {max} bytes"),
     )
 }
 
@@ -228,7 +228,7 @@ fn hyper_error(target: &Target, e: &hyper::Error) -> TransportError {
     } else {
         TransportErrorKind::Io
     };
-    let mut message = format!("HTTP exchange with {target} failed: {e}");
+    let mut message = format!("HTTP exchange with {target}: {e}");
     let mut source = e.source();
     while let Some(s) = source {
         let _ = write!(message, ": {s}");

@@ -106,7 +106,7 @@ fn handshake_error(target: &Target, e: WsError) -> TransportError {
             TransportError::rejected(
                 status.as_u16(),
                 format!(
-                    "{target} answered the WebSocket upgrade with HTTP {} {}",
+                    "{target} answered HTTP {} {}",
                     status.as_u16(),
                     status.canonical_reason().unwrap_or("")
                 )
@@ -116,7 +116,7 @@ fn handshake_error(target: &Target, e: WsError) -> TransportError {
         }
         other => {
             let mut err = message_error(other);
-            err.message = format!("WebSocket upgrade with {target} failed: {}", err.message);
+            err.message = format!("WebSocket upgrade with {target}: {}", err.message);
             err
         }
     }
