@@ -229,9 +229,10 @@ impl Shared {
         }
     }
 
-    /// Removes a connection, tells the simulator its apps are gone, records why it closed.
+    /// Removes a connection, tells the simulator its apps are gone, then records why it
+    /// closed (so a test that saw it in [`Registry::closed`] also sees the simulator updated).
     pub(crate) fn connection_closed(&self, id: u64, reason: CloseReason) {
-        let held = {
+        let (held, requested) = {
             let mut reg = lock(&self.registry);
             let Some(entry) = reg.conns.remove(&id) else {
                 return;
@@ -241,18 +242,25 @@ impl Shared {
                     reg.apps.remove(app);
                 }
             }
-            reg.closed.push(ClosedConnection {
-                id,
-                apps: entry.requested.clone(),
-                reason,
-            });
-            self.registry_changed.notify_all();
-            entry.apps
+            (entry.apps, entry.requested)
         };
         self.log(|| format!("ws#{id} closed ({reason:?}), apps {}", held.join(",")));
-        for app in held {
-            self.with_sim(|sim, now| sim.app_disconnected(now, &app));
+        for app in &held {
+            // Under the simulator lock, so a connection registering the same app meanwhile
+            // (registry first, then simulator) is never undone by this.
+            self.with_sim(|sim, now| {
+                if !lock(&self.registry).apps.contains_key(app) {
+                    sim.app_disconnected(now, app);
+                }
+            });
         }
+        let mut reg = lock(&self.registry);
+        reg.closed.push(ClosedConnection {
+            id,
+            apps: requested,
+            reason,
+        });
+        self.registry_changed.notify_all();
     }
 }
 
