@@ -144,12 +144,8 @@ pub(crate) async fn send(
                 (conn, true)
             }
             None => {
-                let stream = with_timeout(
-                    opts.connect_timeout,
-                    "connecting",
-                    connect(&target, tls),
-                )
-                .await?;
+                let stream =
+                    with_timeout(opts.connect_timeout, "connecting", connect(&target, tls)).await?;
                 (Conn::new(stream), false)
             }
         };
@@ -205,7 +201,11 @@ fn encode_head(req: &Request<Vec<u8>>, target: &Target) -> Result<Vec<u8>, Trans
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        if value
+            .as_bytes()
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        {
             return Err(TransportError::new(
                 TransportErrorKind::Protocol,
                 format!("header {name} has a value that cannot be sent"),
@@ -443,7 +443,8 @@ impl Conn {
                     let token = token.trim();
                     if token.eq_ignore_ascii_case("close") {
                         connection_close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10
+                    } else if token.eq_ignore_ascii_case("keep-alive")
+                        && version == Version::HTTP_10
                     {
                         connection_close = false;
                     }
@@ -592,7 +593,11 @@ fn framing(parts: &http::response::Parts, is_head: bool) -> Result<Framing, Fail
     {
         return Ok(Framing::None);
     }
-    let te: Vec<&HeaderValue> = parts.headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let te: Vec<&HeaderValue> = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .collect();
     if !te.is_empty() {
         let last = te
             .last()
@@ -615,7 +620,9 @@ fn framing(parts: &http::response::Parts, is_head: bool) -> Result<Framing, Fail
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(protocol("invalid Content-Length"));
             }
-            let n: u64 = part.parse().map_err(|_| protocol("invalid Content-Length"))?;
+            let n: u64 = part
+                .parse()
+                .map_err(|_| protocol("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(protocol("conflicting Content-Length headers"));
             }
@@ -650,7 +657,9 @@ mod tests {
             .unwrap();
         let head = String::from_utf8(encode_head(&req, &target()).unwrap()).unwrap();
         assert!(head.starts_with("POST /ari/channels?endpoint=PJSIP%2F1 HTTP/1.1\r\n"));
-        assert!(head.contains("host: 127.0.0.1:8088\r\n") || head.contains("Host: 127.0.0.1:8088\r\n"));
+        assert!(
+            head.contains("host: 127.0.0.1:8088\r\n") || head.contains("Host: 127.0.0.1:8088\r\n")
+        );
         assert!(head.contains("Content-Length: 2\r\n"));
         assert!(!head.contains("999"));
         assert!(head.ends_with("\r\n\r\n"));

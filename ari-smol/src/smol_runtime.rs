@@ -110,6 +110,8 @@ impl Runtime for SmolRuntime {
         }
     }
 
+    // Not `async fn`: the future must not borrow `self` ('static).
+    #[allow(clippy::manual_async_fn)]
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         async move {
             if Instant::now() < deadline {
@@ -169,7 +171,10 @@ impl fmt::Debug for SmolRuntimeBuilder {
             .field("custom_tls_config", &self.tls_config.is_some())
             .field("custom_executor", &self.executor.is_some())
             .field("max_idle_per_host", &self.pool.max_idle_per_host)
-            .field("max_connections_per_host", &self.pool.max_connections_per_host)
+            .field(
+                "max_connections_per_host",
+                &self.pool.max_connections_per_host,
+            )
             .field("idle_timeout", &self.pool.idle_timeout)
             .finish()
     }

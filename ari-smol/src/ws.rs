@@ -50,9 +50,10 @@ pub(crate) async fn ws_connect(
 /// The upgrade request: the standard WebSocket headers, then the caller's headers (which win).
 fn upgrade_request(req: http::Request<()>) -> Result<http::Request<()>, TransportError> {
     let (parts, ()) = req.into_parts();
-    let mut request = parts.uri.clone().into_client_request().map_err(|_| {
-        TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI")
-    })?;
+    let mut request =
+        parts.uri.clone().into_client_request().map_err(|_| {
+            TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI")
+        })?;
     for name in parts.headers.keys() {
         request.headers_mut().remove(name);
     }
