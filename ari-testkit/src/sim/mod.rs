@@ -309,6 +309,11 @@ struct Channel {
     base_app: (String, String),
     creation_ms: u64,
     vars: BTreeMap<String, String>,
+    /// Variables set with `report_events`: shown in `channelvars`.
+    reported: BTreeSet<String>,
+    linkedid: String,
+    peeraccount: String,
+    hold_intercept: bool,
     stasis: Option<(String, Vec<String>)>,
     bridge: Option<String>,
     peer: Option<String>,
@@ -345,6 +350,7 @@ struct Bridge {
     playbacks: VecDeque<String>,
     recording: Option<String>,
     vars: BTreeMap<String, String>,
+    reported: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,6 +409,8 @@ struct App {
     bridge_refs: BTreeMap<String, usize>,
     endpoints: BTreeSet<String>,
     devices: BTreeSet<String>,
+    /// `channel:` / `bridge:` / `endpoint:` / `deviceState:` with an empty id: all of them.
+    all_kinds: BTreeSet<String>,
     allowed: Vec<Value>,
     disallowed: Vec<Value>,
 }
@@ -460,7 +468,8 @@ pub struct Sim {
     devices: BTreeMap<String, String>,
     globals: BTreeMap<String, String>,
     endpoints: BTreeSet<String>,
-    modules: BTreeMap<String, (String, bool)>,
+    /// name → (description, support level, running)
+    modules: BTreeMap<String, (String, String, bool)>,
     log_channels: Vec<(String, String, String)>,
     timers: BTreeMap<(Duration, u64), Timer>,
     out: Vec<Outgoing>,
@@ -497,35 +506,12 @@ impl Sim {
             .map(|r| format!("PJSIP/{r}"))
             .collect();
         let mut modules = BTreeMap::new();
-        for (n, d) in [
-            ("res_ari.so", "Asterisk RESTful Interface"),
-            ("res_stasis.so", "Stasis application support"),
-            ("res_ari_channels.so", "RESTful API module - Channel resources"),
-            ("res_ari_bridges.so", "RESTful API module - Bridge resources"),
-            ("res_ari_applications.so", "RESTful API module - Stasis application resources"),
-            ("res_ari_asterisk.so", "RESTful API module - Asterisk resources"),
-            ("res_ari_events.so", "RESTful API module - WebSocket resource"),
-            ("res_ari_playbacks.so", "RESTful API module - Playback control resources"),
-            ("res_ari_recordings.so", "RESTful API module - Recording resources"),
-            ("res_ari_sounds.so", "RESTful API module - Sound resources"),
-            ("res_ari_endpoints.so", "RESTful API module - Endpoint resources"),
-            ("res_ari_device_states.so", "RESTful API module - Device state resources"),
-            ("app_stasis.so", "Stasis dialplan application"),
-            ("app_echo.so", "Simple Echo Application"),
-            ("app_playback.so", "Sound File Playback Application"),
-            ("app_dial.so", "Dialing Application"),
-            ("chan_pjsip.so", "PJSIP Channel Driver"),
-            ("core_local.so", "Local Proxy Channel Driver"),
-            ("res_musiconhold.so", "Music On Hold Resource"),
-            ("res_parking.so", "Call Parking Resource"),
-            ("res_pjsip.so", "Basic SIP resource"),
-        ] {
-            modules.insert(n.to_string(), (d.to_string(), true));
+        for line in include_str!("modules.txt").lines() {
+            let mut f = line.split('|');
+            if let (Some(n), Some(d), Some(sl), Some(st)) = (f.next(), f.next(), f.next(), f.next()) {
+                modules.insert(n.to_string(), (d.to_string(), sl.to_string(), st == "Running"));
+            }
         }
-        modules.insert(
-            "app_page.so".to_string(),
-            ("Page Multiple Phones".to_string(), false),
-        );
         Sim {
             dialplan,
             now: Duration::ZERO,
@@ -848,9 +834,9 @@ impl Sim {
             "creationtime": time::format_ms(c.creation_ms),
             "language": c.language,
         });
-        if !self.cfg.channelvars.is_empty() {
+        if !self.cfg.channelvars.is_empty() || !c.reported.is_empty() {
             let mut cv = Map::new();
-            for n in &self.cfg.channelvars {
+            for n in self.cfg.channelvars.iter().chain(c.reported.iter()) {
                 let val = self.read_chan_var(c, n).unwrap_or_default();
                 cv.insert(n.clone(), Value::String(val));
             }
@@ -876,6 +862,14 @@ impl Sim {
         });
         if let Some(s) = &b.video_source {
             v["video_source_id"] = json!(s);
+        }
+        if !b.reported.is_empty() {
+            let m: Map<String, Value> = b
+                .reported
+                .iter()
+                .map(|k| (k.clone(), json!(b.vars.get(k).cloned().unwrap_or_default())))
+                .collect();
+            v["bridgevars"] = Value::Object(m);
         }
         v
     }
@@ -1011,14 +1005,15 @@ impl Sim {
     fn app_sees(&self, name: &str, a: &App, res: &[Res]) -> bool {
         res.iter().any(|r| match r {
             Res::Chan(id) => {
-                a.channels.contains(id)
+                a.all_kinds.contains("channel")
+                    || a.channels.contains(id)
                     || self.channels.get(id).is_some_and(|c| {
                         c.stasis.as_ref().is_some_and(|(s, _)| s == name)
                             || c.endpoint.as_ref().is_some_and(|e| a.endpoints.contains(e))
                     })
             }
-            Res::Bridge(id) => a.bridges.contains(id) || a.bridge_refs.get(id).is_some_and(|n| *n > 0),
-            Res::Device(d) => a.devices.contains(d),
+            Res::Bridge(id) => a.all_kinds.contains("bridge") || a.bridges.contains(id) || a.bridge_refs.get(id).is_some_and(|n| *n > 0),
+            Res::Device(d) => a.all_kinds.contains("deviceState") || a.devices.contains(d),
         })
     }
 
@@ -1086,12 +1081,23 @@ impl Sim {
                     json!({"caller_presentation": 0, "caller_presentation_txt": "Presentation Allowed, Not Screened"}),
                 );
             }
-            "CONNECTEDLINE(name)" | "CONNECTEDLINE(num)" | "CONNECTEDLINE(number)" => {
+            "CHANNEL(accountcode)" => {
                 if let Some(c) = self.channels.get_mut(id) {
-                    if var == "CONNECTEDLINE(name)" {
-                        c.connected.0 = value.to_string();
-                    } else {
-                        c.connected.1 = value.to_string();
+                    c.accountcode = value.to_string();
+                }
+            }
+            "HOLD_INTERCEPT(set)" | "HOLD_INTERCEPT(remove)" => {
+                if let Some(c) = self.channels.get_mut(id) {
+                    c.hold_intercept = var.ends_with("(set)");
+                }
+            }
+            "CONNECTEDLINE(name)" | "CONNECTEDLINE(num)" | "CONNECTEDLINE(number)"
+            | "CONNECTEDLINE(all)" => {
+                if let Some(c) = self.channels.get_mut(id) {
+                    match var {
+                        "CONNECTEDLINE(name)" => c.connected.0 = value.to_string(),
+                        "CONNECTEDLINE(all)" => c.connected = parse_callerid(value),
+                        _ => c.connected.1 = value.to_string(),
                     }
                 }
                 self.chan_event("ChannelConnectedLine", id, json!({}));
@@ -1121,6 +1127,10 @@ impl Sim {
             "CHANNEL(language)" => Some(c.language.clone()),
             "CHANNEL(state)" => Some(c.state.to_string()),
             "UNIQUEID" | "CHANNEL(uniqueid)" => Some(c.id.clone()),
+            "CHANNEL(linkedid)" => Some(c.linkedid.clone()),
+            "CHANNEL(accountcode)" => Some(c.accountcode.clone()),
+            "CHANNEL(peeraccount)" => Some(c.peeraccount.clone()),
+            "CONNECTEDLINE(all)" => Some(format!("\"{}\" <{}>", c.connected.0, c.connected.1)),
             "EXTEN" => Some(c.exten.clone()),
             "CONTEXT" => Some(c.context.clone()),
             "PRIORITY" => Some(c.priority.to_string()),
@@ -1166,7 +1176,18 @@ impl Sim {
                 return out;
             };
             let name = self.substitute(id, &after[..end]);
-            out.push_str(&self.read_chan_var(c, &name).unwrap_or_default());
+            let val = match name
+                .strip_prefix("SHELL(")
+                .and_then(|x| x.strip_suffix(')'))
+            {
+                // The only shell the simulation runs: `echo [-n] text`.
+                Some(cmd) => match cmd.strip_prefix("echo -n ") {
+                    Some(t) => t.to_string(),
+                    None => cmd.strip_prefix("echo ").map(|t| format!("{t}\n")).unwrap_or_default(),
+                },
+                None => self.read_chan_var(c, &name).unwrap_or_default(),
+            };
+            out.push_str(&val);
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -1196,6 +1217,10 @@ impl Sim {
             base_app: (String::new(), String::new()),
             creation_ms: self.wall_ms(),
             vars: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            linkedid: id.to_string(),
+            peeraccount: String::new(),
+            hold_intercept: false,
             stasis: None,
             bridge: None,
             peer: None,
@@ -1238,6 +1263,7 @@ impl Sim {
         }
         c1.peer = Some(id2.to_string());
         c2.peer = Some(id1.to_string());
+        c2.linkedid = id1.to_string();
         c1.endpoint = Some(format!("Local/{exten}@{ctx}"));
         self.insert_channel(c1);
         self.insert_channel(c2);
@@ -1629,7 +1655,7 @@ impl Sim {
                     c.app_data.clear();
                     c.exec = Exec::Idle;
                 }
-                self.remote_hangup(id, 16);
+                self.remote_hangup(id, 0);
                 return;
             };
             let data = self.substitute(id, &line.data);
@@ -1641,7 +1667,15 @@ impl Sim {
             let args = dialplan::split_args(&data);
             let arg0 = args.first().cloned().unwrap_or_default();
             match line.app.to_ascii_lowercase().as_str() {
-                "answer" => self.answer(id),
+                "answer" => {
+                    let was_up = self.channels.get(id).is_some_and(|c| c.state == "Up");
+                    self.answer(id);
+                    if !was_up && self.channels.contains_key(id) {
+                        // __ast_answer waits up to 500 ms for media to start flowing.
+                        self.wait_then_continue(id, Duration::from_millis(500));
+                        return;
+                    }
+                }
                 "hangup" => {
                     let cause = arg0.trim().parse::<i64>().unwrap_or(16);
                     self.remote_hangup(id, cause);
@@ -1654,6 +1688,16 @@ impl Sim {
                         }
                     }
                     self.emit_state(id);
+                    let peer = self.channels.get(id).and_then(|c| c.peer.clone());
+                    if let Some(p) = peer {
+                        if self.channels.get(&p).is_some_and(|pc| pc.dialing.is_some() && pc.state != "Up") {
+                            if let Some(pc) = self.channels.get_mut(&p) {
+                                pc.state = "Ringing";
+                            }
+                            self.emit_state(&p);
+                            self.emit_dial(&p, "RINGING");
+                        }
+                    }
                 }
                 "set" | "msetvar" => {
                     if let Some((k, v)) = data.split_once('=') {
@@ -2182,6 +2226,33 @@ impl Sim {
             .get(b)
             .map(|br| br.channels.clone())
             .unwrap_or_default();
+        let mixing = self.bridges.get(b).is_some_and(|br| br.bridge_type == "mixing");
+        if mixing && members.len() >= 2 {
+            // linkedid: the oldest wins; peeraccount: the other party's accountcode.
+            let oldest = members
+                .iter()
+                .filter_map(|m| self.channels.get(m))
+                .min_by_key(|c| (c.creation_ms, c.linkedid.clone()))
+                .map(|c| c.linkedid.clone());
+            let accts: Vec<(String, String)> = members
+                .iter()
+                .filter_map(|m| self.channels.get(m).map(|c| (m.clone(), c.accountcode.clone())))
+                .collect();
+            for m in &members {
+                let peer_acct = accts
+                    .iter()
+                    .filter(|(id, _)| id != m)
+                    .map(|(_, a)| a.clone())
+                    .next()
+                    .unwrap_or_default();
+                if let Some(c) = self.channels.get_mut(m) {
+                    if let Some(l) = &oldest {
+                        c.linkedid = l.clone();
+                    }
+                    c.peeraccount = peer_acct;
+                }
+            }
+        }
         if members.len() == 2 {
             // Two-party bridge: each side learns who it is connected to.
             let (a, z) = (members[0].clone(), members[1].clone());

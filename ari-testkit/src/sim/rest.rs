@@ -59,6 +59,28 @@ impl P<'_> {
             Some(_) => Err(R::error(400, &format!("{name}: Invalid boolean value"))),
         }
     }
+    /// The body's `variables`: name (trimmed) → value, and whether it has `report_events`.
+    fn vars(&self) -> Vec<(String, String, bool)> {
+        match self.body.and_then(|b| b.get("variables")) {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::Object(o) => (
+                        k.trim().to_string(),
+                        o.get("value").map(|x| match x {
+                            Value::String(s) => s.clone(),
+                            o => o.to_string(),
+                        }).unwrap_or_default(),
+                        o.get("report_events") == Some(&Value::Bool(true)),
+                    ),
+                    Value::String(s) => (k.trim().to_string(), s.clone(), false),
+                    o => (k.trim().to_string(), o.to_string(), false),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// `variables` (or `fields`) object of the body.
     fn object(&self, name: &str) -> Vec<(String, String)> {
         match self.body.and_then(|b| b.get(name)) {
@@ -182,12 +204,7 @@ impl Sim {
                 R::no_content()
             }
             ("GET", ["modules"]) => {
-                let list: Vec<Value> = self
-                    .modules
-                    .iter()
-                    .filter(|(_, (_, loaded))| *loaded)
-                    .map(|(n, (d, _))| module_json(n, d))
-                    .collect();
+                let list: Vec<Value> = self.modules.keys().map(|n| self.module_json(n)).collect();
                 R::json(200, &Value::Array(list))
             }
             (_, ["modules", name]) => self.r_module(m, name),
@@ -244,35 +261,49 @@ impl Sim {
 
     fn r_module(&mut self, m: &str, name: &str) -> R {
         let entry = self.modules.get(name).cloned();
+        let running = entry.as_ref().is_some_and(|e| e.2);
         match m {
             "GET" => match entry {
-                Some((d, true)) => R::json(200, &module_json(name, &d)),
+                Some(e) if e.2 => R::json(200, &self.module_json(name)),
                 _ => R::error(404, "Module could not be found in running modules"),
             },
             "POST" => match entry {
-                Some((_, true)) => R::error(409, "Module is already loaded"),
-                Some((d, false)) => {
-                    self.modules.insert(name.to_string(), (d, true));
+                Some(_) if running => R::error(409, "Module is already loaded"),
+                Some(e) => {
+                    self.modules.insert(name.to_string(), (e.0, e.1, true));
                     R::no_content()
                 }
                 None => R::error(409, "Module could not be loaded properly"),
             },
             "DELETE" => match entry {
-                Some((_, true)) if name == "res_stasis.so" || name.starts_with("res_ari") => {
+                Some(_) if running && (name == "res_stasis.so" || name.starts_with("res_ari")) => {
                     R::error(409, "Module could not be unloaded")
                 }
-                Some((d, true)) => {
-                    self.modules.insert(name.to_string(), (d, false));
+                Some(e) if running => {
+                    self.modules.insert(name.to_string(), (e.0, e.1, false));
                     R::no_content()
                 }
                 _ => R::error(404, "Module not found in running modules"),
             },
             "PUT" => match entry {
-                Some((_, true)) => R::no_content(),
+                Some(_) if running => R::no_content(),
                 _ => R::error(404, "Module not found in running modules"),
             },
             _ => method_not_allowed(),
         }
+    }
+
+    fn module_json(&self, name: &str) -> Value {
+        let (d, sl, running) = self.modules.get(name).cloned().unwrap_or_default();
+        let use_count = match name {
+            "app_echo.so" => self.channels.values().filter(|c| c.app_name == "Echo").count(),
+            "res_stasis.so" | "app_stasis.so" => {
+                self.channels.values().filter(|c| c.stasis.is_some()).count()
+            }
+            _ => 0,
+        };
+        json!({"name": name, "description": d, "use_count": use_count,
+               "status": if running { "Running" } else { "Not Running" }, "support_level": sl})
     }
 
     // -----------------------------------------------------------------------------------
@@ -304,7 +335,8 @@ impl Sim {
                 if !self.app_is_connected(name) {
                     return R::error(404, "Application not found");
                 }
-                let filter = p.body.and_then(|b| b.get("filter")).cloned();
+                // The body is the filter itself: {"allowed": [...], "disallowed": [...]}.
+                let filter = p.body.cloned();
                 let (allowed, disallowed) = match filter {
                     None | Some(Value::Null) => (Vec::new(), Vec::new()),
                     Some(Value::Object(f)) => {
@@ -349,6 +381,10 @@ impl Sim {
             let Some((scheme, id)) = one.split_once(':') else {
                 return R::error(400, "Invalid event source URI scheme");
             };
+            if id.is_empty() && ["channel", "bridge", "endpoint", "deviceState"].contains(&scheme) {
+                parsed.push((scheme.to_string(), String::new()));
+                continue;
+            }
             let ok = match scheme {
                 "channel" => self.channels.contains_key(id),
                 "bridge" => self.bridges.contains_key(id),
@@ -370,6 +406,14 @@ impl Sim {
         }
         if let Some(a) = self.apps.get_mut(name) {
             for (scheme, id) in parsed {
+                if id.is_empty() {
+                    if subscribe {
+                        a.all_kinds.insert(scheme);
+                    } else {
+                        a.all_kinds.remove(&scheme);
+                    }
+                    continue;
+                }
                 let set = match scheme.as_str() {
                     "channel" => &mut a.channels,
                     "bridge" => &mut a.bridges,
@@ -483,7 +527,7 @@ impl Sim {
         };
         let (tech, rest) = endpoint.split_once('/').unwrap_or((endpoint.as_str(), ""));
         let caller = p.nonempty("callerId").map(|c| super::parse_callerid(&c));
-        let vars = p.object("variables");
+        let vars = p.vars();
         match tech {
             "Local" | "local" => {
                 let target = rest.split('/').next().unwrap_or("");
@@ -495,6 +539,16 @@ impl Sim {
                     return R::error(400, "Invalid endpoint specified");
                 }
                 self.make_local_pair(&id1, &id2, &exten, &ctx, app.as_deref());
+                let linked = p
+                    .nonempty("originator")
+                    .and_then(|o| self.channels.get(&o).map(|c| c.linkedid.clone()));
+                if let Some(l) = linked {
+                    for id in [&id1, &id2] {
+                        if let Some(c) = self.channels.get_mut(id.as_str()) {
+                            c.linkedid = l.clone();
+                        }
+                    }
+                }
                 if let Some(c) = self.channels.get_mut(&id1) {
                     c.base_app = ("AppDial2".to_string(), "(Outgoing Line)".to_string());
                     c.app_name = "AppDial2".to_string();
@@ -555,8 +609,18 @@ impl Sim {
         }
     }
 
-    fn apply_caller_and_vars(&mut self, id: &str, caller: Option<&(String, String)>, vars: &[(String, String)]) {
-        for (k, v) in vars {
+    fn apply_caller_and_vars(
+        &mut self,
+        id: &str,
+        caller: Option<&(String, String)>,
+        vars: &[(String, String, bool)],
+    ) {
+        for (k, v, rep) in vars {
+            if *rep {
+                if let Some(c) = self.channels.get_mut(id) {
+                    c.reported.insert(k.clone());
+                }
+            }
             if k.starts_with("CALLERID(") {
                 if let Some(c) = self.channels.get_mut(id) {
                     match k.as_str() {
@@ -572,10 +636,10 @@ impl Sim {
             }
             self.emit_varset(Some(id), k, v);
         }
-        let cid_var = vars.iter().any(|(k, _)| k.starts_with("CALLERID("));
+        let cid_var = vars.iter().any(|(k, _, _)| k.starts_with("CALLERID("));
         if let Some((n, num)) = caller {
             if let Some(c) = self.channels.get_mut(id) {
-                if !vars.iter().any(|(k, _)| k == "CALLERID(name)") {
+                if !vars.iter().any(|(k, _, _)| k == "CALLERID(name)") {
                     c.caller.0 = n.clone();
                 }
                 c.caller.1 = num.clone();
@@ -611,7 +675,8 @@ impl Sim {
             .map(|s| s.split(',').map(|a| a.to_string()).collect())
             .unwrap_or_default();
         let (tech, rest) = endpoint.split_once('/').unwrap_or((endpoint.as_str(), ""));
-        let vars = p.object("variables");
+        let vars = p.vars();
+        let originator = p.nonempty("originator");
         match tech {
             "Local" | "local" => {
                 let target = rest.split('/').next().unwrap_or("");
@@ -646,7 +711,19 @@ impl Sim {
         if let Some(ap) = self.apps.get_mut(&app) {
             ap.channels.insert(id1.clone());
         }
-        for (k, v) in &vars {
+        if let Some(o) = originator.and_then(|o| self.channels.get(&o).map(|c| c.linkedid.clone())) {
+            for id in [&id1, &id2] {
+                if let Some(c) = self.channels.get_mut(id.as_str()) {
+                    c.linkedid = o.clone();
+                }
+            }
+        }
+        for (k, v, rep) in &vars {
+            if *rep {
+                if let Some(c) = self.channels.get_mut(&id1) {
+                    c.reported.insert(k.clone());
+                }
+            }
             self.set_chan_var(&id1, k, v);
         }
         let resp = self.chan_json(&id1);
@@ -696,6 +773,8 @@ impl Sim {
         c.vars.insert("UNICASTRTP_LOCAL_PORT".to_string(), format!("{}", 10000 + self.local_seq * 2));
         self.insert_channel(c);
         self.emit_created(&id);
+        let vars = p.vars();
+        self.apply_caller_and_vars(&id, None, &vars);
         let port = format!("{}", 10000 + self.local_seq * 2);
         self.emit_varset(Some(&id), "UNICASTRTP_LOCAL_ADDRESS", "127.0.0.1");
         self.emit_varset(Some(&id), "UNICASTRTP_LOCAL_PORT", &port);
@@ -719,7 +798,7 @@ impl Sim {
         let Some(c) = self.channels.get(id) else {
             return Err(R::error(404, "Channel not found"));
         };
-        if c.created_only {
+        if c.created_only || (c.dialing.is_some() && c.stasis.is_some()) {
             return Err(R::error(412, "Channel in invalid state"));
         }
         if c.stasis.is_none() {
@@ -756,8 +835,49 @@ impl Sim {
                     return R::error(400, "Variable name is required");
                 };
                 let val = p.get("value").unwrap_or_default();
+                if p.bool("report_events").ok().flatten() == Some(true) {
+                    if let Some(c) = self.channels.get_mut(id) {
+                        c.reported.insert(v.clone());
+                    }
+                }
                 self.set_chan_var(id, &v, &val);
                 R::no_content()
+            }
+            ("POST", "variables", None) => {
+                if !self.channels.contains_key(id) {
+                    return R::error(404, "Channel not found");
+                }
+                let vars = p.vars();
+                if vars.is_empty() {
+                    return R::error(400, "Variables are required");
+                }
+                for (k, v, rep) in vars {
+                    if rep {
+                        if let Some(c) = self.channels.get_mut(id) {
+                            c.reported.insert(k.clone());
+                        }
+                    }
+                    self.set_chan_var(id, &k, &v);
+                }
+                R::no_content()
+            }
+            ("GET", "variables", None) => {
+                let Some(c) = self.channels.get(id) else {
+                    return R::error(404, "Channel not found");
+                };
+                let Some(list) = p.nonempty("variables") else {
+                    return R::error(400, "Variables are required");
+                };
+                let mut out = Map::new();
+                for n in list.split(',').map(|x| x.trim()).filter(|x| !x.is_empty()) {
+                    match self.read_chan_var(c, n) {
+                        Some(v) => {
+                            out.insert(n.to_string(), json!(v));
+                        }
+                        None => return R::error(404, "Provided variable was not found"),
+                    }
+                }
+                R::json(200, &json!({ "variables": out }))
             }
             ("GET", "rtp_statistics", None) => match self.channels.get(id) {
                 None => R::error(404, "Channel not found"),
@@ -871,6 +991,10 @@ impl Sim {
                             return R::error(400, "direction: Invalid enum value");
                         }
                     }
+                }
+                if op == "hold" && self.channels.get(id).is_some_and(|c| c.hold_intercept) {
+                    let ty = if m == "POST" { "ChannelHold" } else { "ChannelUnhold" };
+                    self.chan_event(ty, id, json!({}));
                 }
                 if op == "ring" && m == "POST" {
                     let peer_up = self.channels.get(id).is_some_and(|c| c.state == "Up");
@@ -1440,9 +1564,18 @@ impl Sim {
                 playbacks: Default::default(),
                 recording: None,
                 vars: Default::default(),
+                reported: Default::default(),
             },
         );
         self.bridge_order.push(id.to_string());
+        for (k, v, rep) in p.vars() {
+            if let Some(b) = self.bridges.get_mut(id) {
+                b.vars.insert(k.clone(), v);
+                if rep {
+                    b.reported.insert(k);
+                }
+            }
+        }
         self.bridge_event("BridgeCreated", id, None, json!({}));
         R::json(200, &self.bridge_json(id))
     }
@@ -1461,7 +1594,7 @@ impl Sim {
                     let Some(ch) = self.channels.get(c) else {
                         return R::error(400, "Channel not found");
                     };
-                    if ch.stasis.is_none() || ch.created_only {
+                    if ch.stasis.is_none() {
                         return R::error(422, "Channel not in Stasis application");
                     }
                     if ch.recording.is_some() {
@@ -1559,10 +1692,44 @@ impl Sim {
                     return R::error(400, "Variable name is required");
                 };
                 let val = p.get("value").unwrap_or_default();
+                let rep = p.bool("report_events").ok().flatten() == Some(true);
                 if let Some(b) = self.bridges.get_mut(id) {
+                    if rep {
+                        b.reported.insert(v.clone());
+                    }
                     b.vars.insert(v, val);
                 }
                 R::no_content()
+            }
+            ("POST", "variables", None) => {
+                let vars = p.vars();
+                if vars.is_empty() {
+                    return R::error(400, "Variables are required");
+                }
+                if let Some(b) = self.bridges.get_mut(id) {
+                    for (k, v, rep) in vars {
+                        if rep {
+                            b.reported.insert(k.clone());
+                        }
+                        b.vars.insert(k, v);
+                    }
+                }
+                R::no_content()
+            }
+            ("GET", "variables", None) => {
+                let Some(list) = p.nonempty("variables") else {
+                    return R::error(400, "Variables are required");
+                };
+                let mut out = Map::new();
+                for n in list.split(',').map(|x| x.trim()).filter(|x| !x.is_empty()) {
+                    match self.bridges.get(id).and_then(|b| b.vars.get(n)) {
+                        Some(v) => {
+                            out.insert(n.to_string(), json!(v));
+                        }
+                        None => return R::error(404, "Provided variable was not found"),
+                    }
+                }
+                R::json(200, &json!({ "variables": out }))
             }
             _ => not_found_resource(),
         }
@@ -1754,11 +1921,6 @@ impl Sim {
         self.deliver(&app, ev);
         R::no_content()
     }
-}
-
-fn module_json(name: &str, desc: &str) -> Value {
-    json!({"name": name, "description": desc, "use_count": 0, "status": "Running",
-           "support_level": "core"})
 }
 
 fn hangup_cause(p: &P<'_>) -> Result<i64, R> {
