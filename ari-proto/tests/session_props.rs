@@ -1,0 +1,621 @@
+//! Property tests of the session: routing against a naive model over random resource
+//! lifecycles and subscriptions, backoff bounds, and arbitrary input sequences.
+
+#[path = "session_util.rs"]
+mod util;
+
+use std::time::Duration;
+
+use ari_proto::events::{Event, ResourceKind};
+use ari_proto::session::{
+    ConnectionEvent, ConnectionState, EndReason, Filter, Keepalive, Limits, Output,
+    ReconnectPolicy, Session, SessionConfig, SubscriptionId, Transmit,
+};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use util::*;
+
+// ---- a small world of resources -----------------------------------------------------------
+
+const CHANNELS: usize = 4;
+const BRIDGES: usize = 2;
+const PLAYBACKS: usize = 2;
+const RECORDINGS: usize = 2;
+
+fn cid(i: usize) -> String {
+    format!("chan-{i}")
+}
+fn bid(i: usize) -> String {
+    format!("bridge-{i}")
+}
+fn pid(i: usize) -> String {
+    format!("pb-{i}")
+}
+fn rid(i: usize) -> String {
+    format!("rec/{i}")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Channel(usize),
+    Bridge(usize),
+}
+
+impl Target {
+    fn uri(self) -> String {
+        match self {
+            Target::Channel(c) => format!("channel:{}", cid(c)),
+            Target::Bridge(b) => format!("bridge:{}", bid(b)),
+        }
+    }
+    fn resource(self) -> (ResourceKind, String) {
+        match self {
+            Target::Channel(c) => (ResourceKind::Channel, cid(c)),
+            Target::Bridge(b) => (ResourceKind::Bridge, bid(b)),
+        }
+    }
+}
+
+/// An event of the world; the test knows independently which resources it concerns.
+#[derive(Debug, Clone)]
+enum Ev {
+    StasisStart(usize),
+    Dtmf(usize),
+    Entered(usize, usize),
+    Left(usize, usize),
+    Dial(Option<usize>, usize),
+    Merged(usize, usize),
+    PlaybackStarted(usize, Target),
+    PlaybackFinished(usize, Target),
+    RecordingStarted(usize, Target),
+    RecordingFinished(usize, Target),
+    RecordingFailed(usize, Target),
+    DeviceState,
+    EndpointState,
+    ChannelDestroyed(usize),
+    BridgeDestroyed(usize),
+    UserEvent,
+}
+
+struct Templates {
+    channel: Value,
+    bridge: Value,
+    playback: Value,
+    recording: Value,
+}
+
+fn templates() -> Templates {
+    let mut channel = None;
+    let mut bridge = None;
+    let mut playback = None;
+    let mut recording = None;
+    for r in recorded_events() {
+        let v: Value = serde_json::from_str(&r.frame).expect("json");
+        if channel.is_none() && v["channel"].is_object() {
+            channel = Some(v["channel"].clone());
+        }
+        if bridge.is_none() && v["bridge"].is_object() {
+            bridge = Some(v["bridge"].clone());
+        }
+        if playback.is_none() && v["playback"].is_object() {
+            playback = Some(v["playback"].clone());
+        }
+        if recording.is_none() && v["recording"].is_object() {
+            recording = Some(v["recording"].clone());
+        }
+    }
+    Templates {
+        channel: channel.expect("channel"),
+        bridge: bridge.expect("bridge"),
+        playback: playback.expect("playback"),
+        recording: recording.expect("recording"),
+    }
+}
+
+impl Ev {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Ev::StasisStart(_) => "StasisStart",
+            Ev::Dtmf(_) => "ChannelDtmfReceived",
+            Ev::Entered(..) => "ChannelEnteredBridge",
+            Ev::Left(..) => "ChannelLeftBridge",
+            Ev::Dial(..) => "Dial",
+            Ev::Merged(..) => "BridgeMerged",
+            Ev::PlaybackStarted(..) => "PlaybackStarted",
+            Ev::PlaybackFinished(..) => "PlaybackFinished",
+            Ev::RecordingStarted(..) => "RecordingStarted",
+            Ev::RecordingFinished(..) => "RecordingFinished",
+            Ev::RecordingFailed(..) => "RecordingFailed",
+            Ev::DeviceState => "DeviceStateChanged",
+            Ev::EndpointState => "EndpointStateChange",
+            Ev::ChannelDestroyed(_) => "ChannelDestroyed",
+            Ev::BridgeDestroyed(_) => "BridgeDestroyed",
+            Ev::UserEvent => "ChannelUserevent",
+        }
+    }
+
+    /// The resources, as the test (not the library) sees them.
+    fn resources(&self) -> Vec<(ResourceKind, String)> {
+        use ResourceKind::*;
+        match self {
+            Ev::StasisStart(c) | Ev::Dtmf(c) | Ev::ChannelDestroyed(c) => vec![(Channel, cid(*c))],
+            Ev::Entered(b, c) | Ev::Left(b, c) => vec![(Bridge, bid(*b)), (Channel, cid(*c))],
+            Ev::Dial(caller, peer) => {
+                let mut v: Vec<_> = caller.iter().map(|c| (Channel, cid(*c))).collect();
+                v.push((Channel, cid(*peer)));
+                v
+            }
+            Ev::Merged(a, b) => vec![(Bridge, bid(*a)), (Bridge, bid(*b))],
+            Ev::PlaybackStarted(p, t) | Ev::PlaybackFinished(p, t) => {
+                vec![(Playback, pid(*p)), t.resource()]
+            }
+            Ev::RecordingStarted(r, t)
+            | Ev::RecordingFinished(r, t)
+            | Ev::RecordingFailed(r, t) => {
+                vec![(Recording, rid(*r)), t.resource()]
+            }
+            Ev::DeviceState => vec![(DeviceState, "Stasis:dev".into())],
+            Ev::EndpointState => vec![(Endpoint, "PJSIP/alice".into())],
+            Ev::BridgeDestroyed(b) => vec![(Bridge, bid(*b))],
+            Ev::UserEvent => vec![],
+        }
+    }
+
+    fn ends(&self) -> Option<(ResourceKind, String)> {
+        match self {
+            Ev::ChannelDestroyed(c) => Some((ResourceKind::Channel, cid(*c))),
+            Ev::BridgeDestroyed(b) => Some((ResourceKind::Bridge, bid(*b))),
+            Ev::PlaybackFinished(p, _) => Some((ResourceKind::Playback, pid(*p))),
+            Ev::RecordingFinished(r, _) | Ev::RecordingFailed(r, _) => {
+                Some((ResourceKind::Recording, rid(*r)))
+            }
+            _ => None,
+        }
+    }
+
+    fn frame(&self, t: &Templates) -> String {
+        let chan = |i: usize| {
+            let mut c = t.channel.clone();
+            c["id"] = json!(cid(i));
+            c
+        };
+        let bridge = |i: usize| {
+            let mut b = t.bridge.clone();
+            b["id"] = json!(bid(i));
+            b
+        };
+        let playback = |i: usize, target: Target| {
+            let mut p = t.playback.clone();
+            p["id"] = json!(pid(i));
+            p["target_uri"] = json!(target.uri());
+            p
+        };
+        let recording = |i: usize, target: Target| {
+            let mut r = t.recording.clone();
+            r["name"] = json!(rid(i));
+            r["target_uri"] = json!(target.uri());
+            r
+        };
+        let mut v = json!({
+            "type": self.type_name(),
+            "timestamp": "2026-11-26T11:14:38.299+0000",
+            "application": "app",
+        });
+        let o = v.as_object_mut().expect("object");
+        match self {
+            Ev::StasisStart(c) => {
+                o.insert("channel".into(), chan(*c));
+                o.insert("args".into(), json!([]));
+            }
+            Ev::Dtmf(c) => {
+                o.insert("channel".into(), chan(*c));
+                o.insert("digit".into(), json!("5"));
+                o.insert("duration_ms".into(), json!(100));
+            }
+            Ev::Entered(b, c) | Ev::Left(b, c) => {
+                o.insert("bridge".into(), bridge(*b));
+                o.insert("channel".into(), chan(*c));
+            }
+            Ev::Dial(caller, peer) => {
+                if let Some(c) = caller {
+                    o.insert("caller".into(), chan(*c));
+                }
+                o.insert("peer".into(), chan(*peer));
+                o.insert("dialstatus".into(), json!("ANSWER"));
+            }
+            Ev::Merged(a, b) => {
+                o.insert("bridge".into(), bridge(*a));
+                o.insert("bridge_from".into(), bridge(*b));
+            }
+            Ev::PlaybackStarted(p, tg) | Ev::PlaybackFinished(p, tg) => {
+                o.insert("playback".into(), playback(*p, *tg));
+            }
+            Ev::RecordingStarted(r, tg)
+            | Ev::RecordingFinished(r, tg)
+            | Ev::RecordingFailed(r, tg) => {
+                o.insert("recording".into(), recording(*r, *tg));
+            }
+            Ev::DeviceState => {
+                o.insert(
+                    "device_state".into(),
+                    json!({"name": "Stasis:dev", "state": "INUSE"}),
+                );
+            }
+            Ev::EndpointState => {
+                o.insert(
+                    "endpoint".into(),
+                    json!({"technology": "PJSIP", "resource": "alice", "state": "online", "channel_ids": []}),
+                );
+            }
+            Ev::ChannelDestroyed(c) => {
+                o.insert("channel".into(), chan(*c));
+                o.insert("cause".into(), json!(16));
+                o.insert("cause_txt".into(), json!("Normal Clearing"));
+            }
+            Ev::BridgeDestroyed(b) => {
+                o.insert("bridge".into(), bridge(*b));
+            }
+            Ev::UserEvent => {
+                o.insert("eventname".into(), json!("custom"));
+                o.insert("userevent".into(), json!({}));
+            }
+        }
+        v.to_string()
+    }
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        (0..CHANNELS).prop_map(Target::Channel),
+        (0..BRIDGES).prop_map(Target::Bridge)
+    ]
+}
+
+fn event() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        (0..CHANNELS).prop_map(Ev::StasisStart),
+        (0..CHANNELS).prop_map(Ev::Dtmf),
+        (0..BRIDGES, 0..CHANNELS).prop_map(|(b, c)| Ev::Entered(b, c)),
+        (0..BRIDGES, 0..CHANNELS).prop_map(|(b, c)| Ev::Left(b, c)),
+        (proptest::option::of(0..CHANNELS), 0..CHANNELS).prop_map(|(a, b)| Ev::Dial(a, b)),
+        (0..BRIDGES, 0..BRIDGES).prop_map(|(a, b)| Ev::Merged(a, b)),
+        (0..PLAYBACKS, target()).prop_map(|(p, t)| Ev::PlaybackStarted(p, t)),
+        (0..PLAYBACKS, target()).prop_map(|(p, t)| Ev::PlaybackFinished(p, t)),
+        (0..RECORDINGS, target()).prop_map(|(r, t)| Ev::RecordingStarted(r, t)),
+        (0..RECORDINGS, target()).prop_map(|(r, t)| Ev::RecordingFinished(r, t)),
+        (0..RECORDINGS, target()).prop_map(|(r, t)| Ev::RecordingFailed(r, t)),
+        Just(Ev::DeviceState),
+        Just(Ev::EndpointState),
+        (0..CHANNELS).prop_map(Ev::ChannelDestroyed),
+        (0..BRIDGES).prop_map(Ev::BridgeDestroyed),
+        Just(Ev::UserEvent),
+    ]
+}
+
+/// What a subscription follows, as the model sees it.
+#[derive(Debug, Clone)]
+struct Spec {
+    resource: Option<(ResourceKind, String)>,
+    ty: Option<&'static str>,
+    once: bool,
+}
+
+impl Spec {
+    fn filter(&self) -> Filter {
+        let f = match &self.resource {
+            None => Filter::all(),
+            Some((k, id)) => Filter::resource(*k, id.clone()),
+        };
+        let f = match self.ty {
+            Some(t) => f.with_type(t),
+            None => f,
+        };
+        if self.once {
+            f.once()
+        } else {
+            f
+        }
+    }
+
+    fn matches(&self, ev: &Ev) -> bool {
+        self.ty.is_none_or(|t| t == ev.type_name())
+            && self
+                .resource
+                .as_ref()
+                .is_none_or(|r| ev.resources().contains(r))
+    }
+}
+
+fn resource() -> impl Strategy<Value = (ResourceKind, String)> {
+    prop_oneof![
+        (0..CHANNELS).prop_map(|i| (ResourceKind::Channel, cid(i))),
+        (0..BRIDGES).prop_map(|i| (ResourceKind::Bridge, bid(i))),
+        (0..PLAYBACKS).prop_map(|i| (ResourceKind::Playback, pid(i))),
+        (0..RECORDINGS).prop_map(|i| (ResourceKind::Recording, rid(i))),
+        Just((ResourceKind::DeviceState, "Stasis:dev".to_string())),
+        Just((ResourceKind::Endpoint, "PJSIP/alice".to_string())),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let ty = proptest::option::weighted(
+        0.3,
+        prop_oneof![
+            Just("StasisStart"),
+            Just("ChannelDtmfReceived"),
+            Just("PlaybackStarted"),
+            Just("ChannelDestroyed"),
+            Just("ChannelEnteredBridge"),
+        ],
+    );
+    (
+        proptest::option::weighted(0.8, resource()),
+        ty,
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(resource, ty, once)| Spec { resource, ty, once })
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Subscribe(Spec),
+    Unsubscribe(usize),
+    Event(Ev),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => spec().prop_map(Op::Subscribe),
+        1 => any::<usize>().prop_map(Op::Unsubscribe),
+        6 => event().prop_map(Op::Event),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Each subscription receives exactly the events that match it, in order, at most once
+    /// each; one-shot and instance subscriptions end exactly when the model says; once every
+    /// resource has ended, the live count is back to the baseline (subscriptions that follow
+    /// no ending resource).
+    #[test]
+    fn routing_matches_naive_model(ops in proptest::collection::vec(op(), 0..120)) {
+        let t = templates();
+        let t0 = epoch();
+        let mut s = connected(SessionConfig::new(["app"]), t0);
+        let mut model: Vec<(SubscriptionId, Spec)> = Vec::new();
+        let mut created: Vec<SubscriptionId> = Vec::new();
+        let mut received: std::collections::HashMap<SubscriptionId, Vec<usize>> = Default::default();
+        let mut expected_received: std::collections::HashMap<SubscriptionId, Vec<usize>> = Default::default();
+
+        // Finally every resource that can end, ends.
+        let mut all_ops = ops.clone();
+        all_ops.extend((0..PLAYBACKS).map(|p| Op::Event(Ev::PlaybackFinished(p, Target::Channel(0)))));
+        all_ops.extend((0..RECORDINGS).map(|r| Op::Event(Ev::RecordingFinished(r, Target::Bridge(0)))));
+        all_ops.extend((0..CHANNELS).map(|c| Op::Event(Ev::ChannelDestroyed(c))));
+        all_ops.extend((0..BRIDGES).map(|b| Op::Event(Ev::BridgeDestroyed(b))));
+
+        for (n, op) in all_ops.iter().enumerate() {
+            match op {
+                Op::Subscribe(spec) => {
+                    let id = s.subscribe(spec.filter());
+                    created.push(id);
+                    model.push((id, spec.clone()));
+                }
+                Op::Unsubscribe(i) => {
+                    if created.is_empty() { continue; }
+                    let id = created[i % created.len()];
+                    let live = model.iter().any(|(m, _)| *m == id);
+                    prop_assert_eq!(s.unsubscribe(id), live);
+                    model.retain(|(m, _)| *m != id);
+                }
+                Op::Event(ev) => {
+                    let frame = ev.frame(&t);
+                    let decoded = Event::decode(frame.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(decoded.type_name(), ev.type_name());
+                    s.handle_frame(t0, frame.as_bytes());
+                    let matching: Vec<SubscriptionId> = model.iter().filter(|(_, sp)| sp.matches(ev)).map(|(id, _)| *id).collect();
+                    for id in &matching {
+                        expected_received.entry(*id).or_default().push(n);
+                    }
+                    let mut expected_end: Vec<(SubscriptionId, EndReason)> = model.iter()
+                        .filter(|(id, sp)| sp.once && matching.contains(id))
+                        .map(|(id, _)| (*id, EndReason::Once)).collect();
+                    model.retain(|(id, sp)| !(sp.once && matching.contains(id)));
+                    if let Some(r) = ev.ends() {
+                        model.retain(|(id, sp)| {
+                            let ends = sp.resource.as_ref() == Some(&r);
+                            if ends { expected_end.push((*id, EndReason::ResourceEnded)); }
+                            !ends
+                        });
+                    }
+                    let mut ended = Vec::new();
+                    let mut events = 0;
+                    for o in drain(&mut s) {
+                        match o {
+                            Output::Event(d) => {
+                                events += 1;
+                                for id in d.subscribers.iter() {
+                                    received.entry(*id).or_default().push(n);
+                                }
+                            }
+                            Output::SubscriptionEnded { id, reason, .. } => ended.push((id, reason)),
+                            other => prop_assert!(false, "unexpected {:?}", other),
+                        }
+                    }
+                    prop_assert_eq!(events, 1);
+                    prop_assert_eq!(ended, expected_end);
+                }
+            }
+            prop_assert_eq!(s.live_subscriptions(), model.len());
+        }
+        prop_assert_eq!(&received, &expected_received);
+        // Baseline: what is left follows no resource that ends.
+        for (_, sp) in &model {
+            prop_assert!(matches!(
+                sp.resource.as_ref().map(|r| r.0),
+                None | Some(ResourceKind::DeviceState) | Some(ResourceKind::Endpoint)
+            ), "{:?} outlived its resource", sp);
+        }
+        prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Channel), 0);
+        prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Bridge), 0);
+        prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Playback), 0);
+        prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Recording), 0);
+    }
+
+    /// Backoff: every delay lies within the policy's jitter bounds, never exceeds the cap,
+    /// the timer fires exactly after it, attempts count up by one, and the session gives up
+    /// after exactly `max_attempts`.
+    #[test]
+    fn backoff_respects_cap_jitter_and_max_attempts(
+        initial_ms in 0u64..5_000,
+        multiplier in 0.5f64..4.0,
+        max_ms in 0u64..60_000,
+        jitter in 0.0f64..1.0,
+        max_attempts in proptest::option::of(0u32..25),
+        seed in any::<u64>(),
+    ) {
+        let policy = ReconnectPolicy::default()
+            .initial_delay(Duration::from_millis(initial_ms))
+            .multiplier(multiplier)
+            .max_delay(Duration::from_millis(max_ms))
+            .jitter(jitter)
+            .max_attempts(max_attempts);
+        let cap = policy.max_delay;
+        let config = SessionConfig::new(["app"]).reconnect(policy.clone()).keepalive(None).rng_seed(seed);
+        let t0 = epoch();
+        let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+        let mut now = t0;
+        s.start(now);
+        let mut attempts = 0u32;
+        let mut gave_up = None;
+        let mut last_high = Duration::ZERO;
+        for _ in 0..40 {
+            prop_assert!(matches!(s.poll_transmit(), Some(Transmit::Connect(_))));
+            s.handle_connect_failed(now, "refused");
+            match s.poll_output() {
+                Some(Output::Connection(ConnectionEvent::Reconnecting { attempt, delay, .. })) => {
+                    attempts += 1;
+                    prop_assert_eq!(attempt, attempts);
+                    prop_assert!(delay <= cap);
+                    let (low, high) = policy.delay_bounds(attempt);
+                    prop_assert!(low <= delay && delay <= high, "{:?} not in [{:?}, {:?}]", delay, low, high);
+                    prop_assert!(high >= last_high, "upper bound never shrinks");
+                    last_high = high;
+                    prop_assert_eq!(s.poll_timeout(), Some(now + delay));
+                    now += delay;
+                    s.handle_timeout(now);
+                }
+                Some(Output::Connection(ConnectionEvent::MaxRetries { attempts: a, .. })) => {
+                    gave_up = Some(a);
+                    break;
+                }
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+        match max_attempts {
+            Some(m) if m < 40 => {
+                prop_assert_eq!(gave_up, Some(m));
+                prop_assert_eq!(attempts, m);
+                prop_assert_eq!(s.state(), ConnectionState::GaveUp);
+                prop_assert_eq!(s.poll_timeout(), None);
+            }
+            _ => prop_assert_eq!(gave_up, None),
+        }
+    }
+
+    /// Arbitrary inputs in arbitrary order never panic, never leave a due deadline behind,
+    /// and keep every queue within its bound.
+    #[test]
+    fn arbitrary_inputs_keep_invariants(
+        inputs in proptest::collection::vec(input(), 0..200),
+        frames_first in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4),
+    ) {
+        let t = templates();
+        let limits = Limits::default().max_pending_requests(3).max_queued_outputs(5).max_frame_bytes(4096);
+        let config = SessionConfig::new(["app"])
+            .limits(limits)
+            .keepalive(Some(Keepalive::new(Duration::from_millis(700), Duration::from_millis(300))))
+            .request_timeout(Duration::from_millis(900))
+            .reconnect(ReconnectPolicy::default().initial_delay(Duration::from_millis(50)).max_attempts(Some(6)));
+        let t0 = epoch();
+        let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+        let mut now = t0;
+        for f in &frames_first {
+            s.handle_frame(now, f);
+        }
+        for input in inputs {
+            match input {
+                Input::Start => s.start(now),
+                Input::Stop => s.stop(now),
+                Input::Connected => s.handle_connected(now),
+                Input::ConnectFailed => s.handle_connect_failed(now, "x"),
+                Input::Disconnected => s.handle_disconnected(now, "x"),
+                Input::Pong => s.handle_pong(now),
+                Input::Bytes(b) => s.handle_frame(now, &b),
+                Input::Event(ev) => s.handle_frame(now, ev.frame(&t).as_bytes()),
+                Input::Response(n) => {
+                    let f = format!(r#"{{"type":"RESTResponse","request_id":"r{n}","status_code":200,"reason_phrase":"OK","uri":"x","application":"app","timestamp":"2026-11-26T11:14:38.299+0000","message_body":"{{}}"}}"#);
+                    s.handle_frame(now, f.as_bytes());
+                }
+                Input::Request => { let _ = s.send_request(now, &ari_proto::ops::asterisk::Ping::new()); }
+                Input::Subscribe(spec) => { s.subscribe(spec.filter()); }
+                Input::Advance(ms) => now += Duration::from_millis(ms),
+                Input::Timeout => {
+                    if let Some(at) = s.poll_timeout() {
+                        now = now.max(at);
+                    }
+                    s.handle_timeout(now);
+                    prop_assert!(s.poll_timeout().is_none_or(|at| at > now), "a due deadline was left");
+                }
+                Input::Drain => {
+                    while s.poll_transmit().is_some() {}
+                    while s.poll_output().is_some() {}
+                }
+            }
+            prop_assert!(s.pending_requests() <= 3);
+        }
+        let mut droppable = 0;
+        while let Some(o) = s.poll_output() {
+            if matches!(o, Output::Event(_) | Output::Warning(_)) { droppable += 1; }
+        }
+        prop_assert!(droppable <= 5);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Start,
+    Stop,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Pong,
+    Bytes(Vec<u8>),
+    Event(Ev),
+    Response(u8),
+    Request,
+    Subscribe(Spec),
+    Advance(u64),
+    Timeout,
+    Drain,
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        1 => Just(Input::Start),
+        1 => Just(Input::Stop),
+        2 => Just(Input::Connected),
+        1 => Just(Input::ConnectFailed),
+        1 => Just(Input::Disconnected),
+        1 => Just(Input::Pong),
+        1 => proptest::collection::vec(any::<u8>(), 0..32).prop_map(Input::Bytes),
+        3 => event().prop_map(Input::Event),
+        1 => (0u8..8).prop_map(Input::Response),
+        2 => Just(Input::Request),
+        1 => spec().prop_map(Input::Subscribe),
+        2 => (0u64..1500).prop_map(Input::Advance),
+        2 => Just(Input::Timeout),
+        1 => Just(Input::Drain),
+    ]
+}
