@@ -93,6 +93,7 @@ pub(crate) fn record(shared: &Shared, r: RecordedRequest) {
         )
     });
     lock(&shared.log).push(r);
+    shared.log_changed.notify_all();
 }
 
 /// Called with the answer before the events the request caused are delivered (REST over

@@ -363,6 +363,7 @@ impl MockServerBuilder {
             registry_changed: Condvar::new(),
             script: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            log_changed: Condvar::new(),
             faults: Mutex::new(Faults::new(self.write_timeout)),
             logger: self.logger,
             next_conn: AtomicU64::new(0),
@@ -646,6 +647,39 @@ impl MockServer {
     /// WebSocket upgrades) and `RESTRequest` frames. `/_sim/` control requests are not logged.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Blocks until a logged request satisfies `pred` (including requests logged before the
+    /// call), or `timeout` passes. Returns the first such request.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # let server = ari_testkit::MockServer::start();
+    /// let answered = server.wait_for_request(Duration::from_secs(5), |r| {
+    ///     r.method == "POST" && r.path.ends_with("/answer")
+    /// });
+    /// assert!(answered.is_some());
+    /// ```
+    pub fn wait_for_request(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&RecordedRequest) -> bool,
+    ) -> Option<RecordedRequest> {
+        let deadline = Instant::now() + timeout;
+        let mut log = lock(&self.shared.log);
+        loop {
+            if let Some(r) = log.iter().find(|r| pred(r)) {
+                return Some(r.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            log = match self.shared.log_changed.wait_timeout(log, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 
     /// Empties the request log.

@@ -134,6 +134,7 @@ pub(crate) struct Shared {
     pub(crate) registry_changed: Condvar,
     pub(crate) script: Mutex<Vec<Expectation>>,
     pub(crate) log: Mutex<Vec<RecordedRequest>>,
+    pub(crate) log_changed: Condvar,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) logger: Option<Logger>,
     pub(crate) next_conn: AtomicU64,

@@ -24,6 +24,37 @@ async fn expectation_answers_then_falls_back_to_the_simulator() {
     assert_eq!(h.hits(), 1);
 }
 
+#[test]
+fn wait_for_request_sees_requests_made_by_another_thread() {
+    let server = MockServer::start();
+    let addr = server.addr();
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            request(
+                addr,
+                "DELETE",
+                "/ari/channels/x",
+                Some(&basic("asterisk", "asterisk")),
+                None,
+            )
+            .await
+            .status
+        })
+    });
+    let r = server
+        .wait_for_request(common::PATIENCE, |r| r.method == "DELETE")
+        .expect("request seen");
+    assert_eq!(r.segments, vec!["channels", "x"]);
+    assert_eq!(client.join().expect("client thread"), 404);
+    assert!(server
+        .wait_for_request(std::time::Duration::from_millis(1), |r| r.method == "PUT")
+        .is_none());
+}
+
 #[tokio::test]
 async fn times_always_wildcards_query_and_body_matching() {
     let server = MockServer::builder().without_simulator().start();
@@ -147,6 +178,8 @@ async fn expectations_answer_rest_over_websocket_and_everything_is_logged() {
     assert_eq!(log[1].user.as_deref(), Some("asterisk"));
     assert_eq!(log[2].status, 401);
     assert_eq!(log[2].user, None);
+    let found = server.wait_for_request(common::PATIENCE, |r| r.path == "channels/abc");
+    assert_eq!(found.map(|r| r.transport), Some(Transport::WebSocket));
     server.clear_requests();
     assert!(server.requests().is_empty());
 }
