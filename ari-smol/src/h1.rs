@@ -37,8 +37,8 @@ pub(crate) struct PoolOptions {
 impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
-            max_idle_per_host: 8,
-            max_connections_per_host: 32,
+            max_idle_per_host: 16,
+            max_connections_per_host: 64,
             idle_timeout: Duration::from_secs(10),
         }
     }

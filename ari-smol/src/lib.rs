@@ -29,7 +29,7 @@
 //! ## TLS with a private CA
 //!
 //! ```no_run
-//! # fn main() -> Result<(), ari_smol::ConfigError> {
+//! # fn main() -> Result<(), ari_smol::TlsSetupError> {
 //! let pem = std::fs::read("/etc/asterisk/keys/ca.crt").unwrap_or_default();
 //! let runtime = ari_smol::SmolRuntime::builder()
 //!     .add_root_certificate_pem(pem)
@@ -47,14 +47,18 @@ mod tls;
 mod ws;
 
 pub use crate::smol_runtime::{SmolRuntime, SmolRuntimeBuilder};
-pub use crate::tls::ConfigError;
+pub use crate::tls::TlsSetupError;
 pub use crate::ws::SmolWs;
 
-/// The whole typed client API, generic over the runtime.
-pub use ari_client::*;
-/// The sans-IO core: models, events, operations.
+/// The runtime-generic client crate, for the generic types these aliases fill in.
+pub use ari_client;
+/// The sans-IO core: models, events, operations, request building and response parsing.
 pub use ari_proto;
-pub use ari_proto::{events, models, ops};
 
-/// The rustls version this crate uses, for [`SmolRuntimeBuilder::tls_config`].
+#[doc(no_inline)]
+pub use ari_client::*;
+#[doc(no_inline)]
+pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, Operation};
+
+/// The rustls crate this adapter is built on, for [`SmolRuntimeBuilder::tls_config`].
 pub use rustls;

@@ -1,11 +1,10 @@
 //! [`SmolRuntime`]: the [`Runtime`] for smol.
 
 use crate::h1::{Pool, PoolOptions};
-use crate::tls::{default_config, parse_pem, ConfigError, Tls};
+use crate::tls::{build_config, ExtraRoot, Tls, TlsSetupError};
 use crate::ws::SmolWs;
 use ari_client::{Runtime, TransportError, TransportOptions};
 use bytes::Bytes;
-use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -53,12 +52,13 @@ impl Default for SmolRuntime {
 }
 
 impl SmolRuntime {
-    /// A runtime with the defaults: smol's global executor, webpki roots, default pool.
+    /// A runtime with the defaults: smol's global executor, the webpki roots, the default
+    /// pool limits.
     pub fn new() -> SmolRuntime {
-        // The default configuration uses only the built-in roots and safe protocol versions;
-        // rustls accepts it. Should that ever change, fall back to an empty root store
-        // (every TLS connection then fails verification) rather than panic.
-        let config = default_config(&[]).unwrap_or_else(|_| {
+        let builder = SmolRuntimeBuilder::default();
+        // With no extra roots the configuration cannot fail; should rustls ever refuse it,
+        // fall back to trusting nothing (every TLS connection fails) rather than panic.
+        let config = build_config(&[], true).unwrap_or_else(|_| {
             rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -73,7 +73,7 @@ impl SmolRuntime {
                     .with_no_client_auth()
             })
         });
-        SmolRuntime::from_parts(None, Arc::new(config), PoolOptions::default())
+        SmolRuntime::from_parts(Arc::new(config), builder)
     }
 
     /// A builder for extra root certificates, a custom TLS configuration, an executor and
@@ -82,16 +82,17 @@ impl SmolRuntime {
         SmolRuntimeBuilder::default()
     }
 
-    fn from_parts(
-        executor: Option<Arc<smol::Executor<'static>>>,
-        tls: Arc<rustls::ClientConfig>,
-        pool: PoolOptions,
-    ) -> SmolRuntime {
+    /// The rustls configuration used for `https://` and `wss://`.
+    pub fn tls_config(&self) -> &Arc<rustls::ClientConfig> {
+        self.inner.tls.config()
+    }
+
+    fn from_parts(tls: Arc<rustls::ClientConfig>, builder: SmolRuntimeBuilder) -> SmolRuntime {
         SmolRuntime {
             inner: Arc::new(Inner {
-                executor,
+                executor: builder.executor,
                 tls: Tls::new(tls),
-                pool: Pool::new(pool),
+                pool: Pool::new(builder.pool),
             }),
         }
     }
@@ -100,6 +101,8 @@ impl SmolRuntime {
 impl Runtime for SmolRuntime {
     type Ws = SmolWs;
 
+    /// `smol::spawn` (or [`smol::Executor::spawn`] with [`SmolRuntimeBuilder::executor`]);
+    /// the task is detached.
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -110,8 +113,8 @@ impl Runtime for SmolRuntime {
         }
     }
 
-    // Not `async fn`: the future must not borrow `self` ('static).
-    #[allow(clippy::manual_async_fn)]
+    /// `async_io::Timer::at`; completes at once if `deadline` has passed.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would borrow `self`; this is `'static`
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         async move {
             if Instant::now() < deadline {
@@ -120,10 +123,14 @@ impl Runtime for SmolRuntime {
         }
     }
 
+    /// `Instant::now()` (the clock async-io's timers use).
     fn now(&self) -> Instant {
         Instant::now()
     }
 
+    /// HTTP/1.1 over a pooled keep-alive connection (origin-form request line,
+    /// `Content-Length` framing); the body is read whole, up to
+    /// [`TransportOptions::max_body_bytes`].
     fn http(
         &self,
         req: http::Request<Vec<u8>>,
@@ -134,6 +141,9 @@ impl Runtime for SmolRuntime {
         async move { crate::h1::send(&inner.pool, &inner.tls, req, &opts).await }
     }
 
+    /// TCP, TLS for `wss://`, then the upgrade, all within
+    /// [`TransportOptions::connect_timeout`]; messages and frames are limited to
+    /// [`TransportOptions::max_frame_bytes`].
     fn ws_connect(
         &self,
         req: http::Request<()>,
@@ -147,107 +157,117 @@ impl Runtime for SmolRuntime {
 
 /// Builds a [`SmolRuntime`]; see [`SmolRuntime::builder`].
 ///
-/// ```no_run
-/// # fn main() -> Result<(), ari_smol::ConfigError> {
-/// let pem = std::fs::read("/etc/asterisk/keys/ca.pem").unwrap_or_default();
-/// let runtime = ari_smol::SmolRuntime::builder()
-///     .add_root_certificate_pem(pem)
-///     .build()?;
-/// # let _ = runtime; Ok(()) }
 /// ```
-#[derive(Default)]
+/// # fn demo(my_ca_pem: &[u8]) -> Result<(), ari_smol::TlsSetupError> {
+/// let runtime = ari_smol::SmolRuntime::builder()
+///     .add_root_certificate_pem(my_ca_pem) // e.g. the certificate of your Asterisk
+///     .build()?;
+/// # let _ = runtime;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
 pub struct SmolRuntimeBuilder {
-    extra_roots: Vec<CertificateDer<'static>>,
-    error: Option<ConfigError>,
+    extra_roots: Vec<ExtraRoot>,
+    built_in_roots: bool,
     tls_config: Option<Arc<rustls::ClientConfig>>,
     executor: Option<Arc<smol::Executor<'static>>>,
     pool: PoolOptions,
+}
+
+impl Default for SmolRuntimeBuilder {
+    fn default() -> Self {
+        SmolRuntimeBuilder {
+            extra_roots: Vec::new(),
+            built_in_roots: true,
+            tls_config: None,
+            executor: None,
+            pool: PoolOptions::default(),
+        }
+    }
 }
 
 impl fmt::Debug for SmolRuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SmolRuntimeBuilder")
             .field("extra_roots", &self.extra_roots.len())
+            .field("built_in_roots", &self.built_in_roots)
             .field("custom_tls_config", &self.tls_config.is_some())
             .field("custom_executor", &self.executor.is_some())
-            .field("max_idle_per_host", &self.pool.max_idle_per_host)
+            .field("pool_idle_timeout", &self.pool.idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool.max_idle_per_host)
             .field(
-                "max_connections_per_host",
+                "pool_max_connections_per_host",
                 &self.pool.max_connections_per_host,
             )
-            .field("idle_timeout", &self.pool.idle_timeout)
             .finish()
     }
 }
 
 impl SmolRuntimeBuilder {
-    /// Trusts the certificates of a PEM document (e.g. a private CA or a self-signed
-    /// Asterisk certificate) besides the webpki roots. A parse error is reported by
-    /// [`build`](Self::build).
+    /// Trusts the certificates of a PEM file's content (one or more `CERTIFICATE` sections) as
+    /// extra roots, besides the built-in ones. Parsed by [`build`](Self::build).
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        match parse_pem(pem.as_ref()) {
-            Ok(certs) => self.extra_roots.extend(certs),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
+        self.extra_roots.push(ExtraRoot::Pem(pem.as_ref().to_vec()));
         self
     }
 
-    /// Trusts a DER-encoded certificate besides the webpki roots.
+    /// Trusts one DER-encoded certificate as an extra root. Parsed by [`build`](Self::build).
     pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots.push(CertificateDer::from(der.into()));
+        self.extra_roots.push(ExtraRoot::Der(der.into()));
         self
     }
 
-    /// Uses this rustls configuration for every TLS connection (`https`, `wss`) instead of
-    /// the default one. Cannot be combined with the `add_root_certificate_*` methods.
+    /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`). With
+    /// `false` only the added roots are.
+    pub fn built_in_roots(mut self, enabled: bool) -> Self {
+        self.built_in_roots = enabled;
+        self
+    }
+
+    /// Uses this rustls configuration as it is (roots, client certificates, verifier, ALPN)
+    /// for `https://` and `wss://`; added roots and [`built_in_roots`](Self::built_in_roots)
+    /// are then ignored. Its ALPN list must not offer `h2` (this client speaks HTTP/1.1).
     pub fn tls_config(mut self, config: impl Into<Arc<rustls::ClientConfig>>) -> Self {
         self.tls_config = Some(config.into());
         self
     }
 
+    /// How long an idle keep-alive connection may be reused (default 10 s; Asterisk closes
+    /// idle HTTP sessions after `session_keep_alive`, 15 s by default).
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.idle_timeout = timeout;
+        self
+    }
+
+    /// How many idle connections are kept per (scheme, host, port) (default 16; 0 disables
+    /// reuse).
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool.max_idle_per_host = max;
+        self
+    }
+
+    /// How many requests may be in flight at once per (scheme, host, port), one connection
+    /// each (default 64, at least 1); further requests wait for a connection to be free
+    /// (the client's request timeout still applies).
+    pub fn pool_max_connections_per_host(mut self, max: usize) -> Self {
+        self.pool.max_connections_per_host = max.max(1);
+        self
+    }
+
     /// Spawns background tasks on this executor instead of smol's global one. Something must
-    /// drive it (`executor.run(..)` on some thread), or nothing the client spawns will run.
+    /// drive it (`executor.run(..)` on some thread), or nothing the client spawns runs.
     pub fn executor(mut self, executor: Arc<smol::Executor<'static>>) -> Self {
         self.executor = Some(executor);
         self
     }
 
-    /// Idle keep-alive connections kept per (scheme, host, port). Default 8.
-    pub fn max_idle_connections_per_host(mut self, n: usize) -> Self {
-        self.pool.max_idle_per_host = n;
-        self
-    }
-
-    /// Connections in use at once per (scheme, host, port); further requests wait for one to
-    /// be free. Default 32 (at least 1).
-    pub fn max_connections_per_host(mut self, n: usize) -> Self {
-        self.pool.max_connections_per_host = n.max(1);
-        self
-    }
-
-    /// How long an idle connection is kept for reuse. Default 10 s (Asterisk closes idle
-    /// HTTP sessions after 15 s by default).
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.idle_timeout = timeout;
-        self
-    }
-
-    /// Builds the runtime.
-    pub fn build(self) -> Result<SmolRuntime, ConfigError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        let tls = match self.tls_config {
-            Some(config) => {
-                if !self.extra_roots.is_empty() {
-                    return Err(ConfigError::RootsWithTlsConfig);
-                }
-                config
-            }
-            None => Arc::new(default_config(&self.extra_roots)?),
+    /// Builds the runtime; fails if an added root certificate cannot be parsed.
+    pub fn build(mut self) -> Result<SmolRuntime, TlsSetupError> {
+        let tls = match self.tls_config.take() {
+            Some(config) => config,
+            None => Arc::new(build_config(&self.extra_roots, self.built_in_roots)?),
         };
-        Ok(SmolRuntime::from_parts(self.executor, tls, self.pool))
+        Ok(SmolRuntime::from_parts(tls, self))
     }
 }

@@ -6,83 +6,93 @@ use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::sync::Arc;
 
-/// Why [`SmolRuntimeBuilder::build`](crate::SmolRuntimeBuilder::build) failed.
+/// Why a [`SmolRuntimeBuilder`](crate::SmolRuntimeBuilder) could not build its TLS
+/// configuration (an added root certificate that does not parse, for instance).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ConfigError {
-    /// PEM input held no certificate, or could not be parsed.
-    InvalidPem(String),
-    /// A certificate could not be used as a trust anchor.
-    InvalidCertificate(String),
-    /// Extra root certificates were given together with a whole `rustls::ClientConfig`:
-    /// add the roots to that configuration instead.
-    RootsWithTlsConfig,
-    /// rustls refused the configuration.
-    Tls(String),
+pub struct TlsSetupError {
+    /// What went wrong.
+    pub message: String,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::InvalidPem(m) => write!(f, "invalid PEM certificate: {m}"),
-            ConfigError::InvalidCertificate(m) => write!(f, "unusable root certificate: {m}"),
-            ConfigError::RootsWithTlsConfig => f.write_str(
-                "extra root certificates cannot be combined with a custom rustls::ClientConfig; \
-                 add them to that configuration",
-            ),
-            ConfigError::Tls(m) => write!(f, "TLS configuration refused: {m}"),
+impl TlsSetupError {
+    fn new(message: impl Into<String>) -> Self {
+        TlsSetupError {
+            message: message.into(),
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
-
-/// Parses every certificate of a PEM document.
-pub(crate) fn parse_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::InvalidPem(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(ConfigError::InvalidPem(
-            "no CERTIFICATE section found".to_owned(),
-        ));
+impl fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS setup failed: {}", self.message)
     }
-    Ok(certs)
 }
 
-/// The default client configuration: webpki roots plus `extra`, verification on, no
-/// client certificate, the `ring` provider.
-pub(crate) fn default_config(
-    extra: &[CertificateDer<'static>],
-) -> Result<ClientConfig, ConfigError> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for cert in extra {
-        roots
-            .add(cert.clone())
-            .map_err(|e| ConfigError::InvalidCertificate(e.to_string()))?;
+impl std::error::Error for TlsSetupError {}
+
+/// An extra root certificate as the user handed it in.
+#[derive(Clone)]
+pub(crate) enum ExtraRoot {
+    Pem(Vec<u8>),
+    Der(Vec<u8>),
+}
+
+/// The client configuration: the webpki roots (unless disabled) plus `extra`, verification
+/// on, no client certificate, ALPN `http/1.1`, the `ring` provider.
+pub(crate) fn build_config(
+    extra: &[ExtraRoot],
+    built_in_roots: bool,
+) -> Result<ClientConfig, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    if built_in_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    let config =
+    for (index, root) in extra.iter().enumerate() {
+        let certs = match root {
+            ExtraRoot::Der(der) => vec![CertificateDer::from(der.clone())],
+            ExtraRoot::Pem(pem) => CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TlsSetupError::new(format!("root certificate #{index} (PEM): {e}")))?,
+        };
+        if certs.is_empty() {
+            return Err(TlsSetupError::new(format!(
+                "root certificate #{index} (PEM): no CERTIFICATE section found"
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| TlsSetupError::new(format!("root certificate #{index}: {e}")))?;
+        }
+    }
+    let mut config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| ConfigError::Tls(e.to_string()))?
+            .map_err(|e| TlsSetupError::new(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
 /// The TLS side of a runtime.
 #[derive(Clone)]
 pub(crate) struct Tls {
+    config: Arc<ClientConfig>,
     connector: futures_rustls::TlsConnector,
 }
 
 impl Tls {
     pub(crate) fn new(config: Arc<ClientConfig>) -> Tls {
         Tls {
-            connector: futures_rustls::TlsConnector::from(config),
+            connector: futures_rustls::TlsConnector::from(config.clone()),
+            config,
         }
+    }
+
+    pub(crate) fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
     }
 
     pub(crate) fn connector(&self) -> &futures_rustls::TlsConnector {
