@@ -1175,8 +1175,20 @@ impl Sim {
                 out.push_str(&rest[i..]);
                 return out;
             };
-            let name = self.substitute(id, &after[..end]);
-            let val = match name
+            let name = eval_brackets(&self.substitute(id, &after[..end]));
+            let if_val = name
+                .strip_prefix("IF(")
+                .and_then(|x| x.strip_suffix(')'))
+                .map(|x| {
+                    let (cond, rest) = x.split_once('?').unwrap_or((x, ""));
+                    let (a, b) = rest.split_once(':').unwrap_or((rest, ""));
+                    let t = cond.trim();
+                    if !t.is_empty() && t != "0" { a.to_string() } else { b.to_string() }
+                });
+            let val = if let Some(v) = if_val {
+                v
+            } else {
+                match name
                 .strip_prefix("SHELL(")
                 .and_then(|x| x.strip_suffix(')'))
             {
@@ -1186,12 +1198,13 @@ impl Sim {
                     None => cmd.strip_prefix("echo ").map(|t| format!("{t}\n")).unwrap_or_default(),
                 },
                 None => self.read_chan_var(c, &name).unwrap_or_default(),
+            }
             };
             out.push_str(&val);
             rest = &after[end + 1..];
         }
         out.push_str(rest);
-        out
+        eval_brackets(&out)
     }
 
     // -----------------------------------------------------------------------------------
@@ -1535,11 +1548,7 @@ impl Sim {
             }
             self.destroy(id, cause);
         }
-        for s in snoops {
-            if self.channels.contains_key(&s) {
-                self.ari_hangup(&s, 16);
-            }
-        }
+        let _ = snoops;
     }
 
     fn leave_everything(&mut self, id: &str) {
@@ -1562,6 +1571,7 @@ impl Sim {
         if !self.channels.contains_key(id) {
             return;
         }
+        self.hangup_snoops(id);
         self.chan_event(
             "ChannelDestroyed",
             id,
@@ -1576,6 +1586,7 @@ impl Sim {
         if !self.channels.contains_key(id) {
             return;
         }
+        self.hangup_snoops(id);
         if let Some(c) = self.channels.get_mut(id) {
             c.caller = (String::new(), String::new());
         }
@@ -1590,6 +1601,17 @@ impl Sim {
             json!({"caller_presentation": 67, "caller_presentation_txt": "Number Unavailable"}),
         );
         self.remove_channel(id);
+    }
+
+    /// Snoop channels go away with the channel they spy on.
+    fn hangup_snoops(&mut self, id: &str) {
+        let snoops = self.channels.get(id).map(|c| c.snoops.clone()).unwrap_or_default();
+        for s in snoops {
+            if self.channels.get(&s).is_some_and(|c| !c.hanging_up) {
+                self.chan_event("ChannelHangupRequest", &s, json!({"cause": 16}));
+                self.teardown(&s, 16, true);
+            }
+        }
     }
 
     /// Destroys without hangup requests (failed dial into a missing extension).
@@ -1732,9 +1754,10 @@ impl Sim {
                     return;
                 }
                 "amd" => {
+                    let (status, cause) = self.amd_verdict(id);
                     if let Some(c) = self.channels.get_mut(id) {
-                        c.vars.insert("AMDSTATUS".to_string(), "MACHINE".to_string());
-                        c.vars.insert("AMDCAUSE".to_string(), String::new());
+                        c.vars.insert("AMDSTATUS".to_string(), status.to_string());
+                        c.vars.insert("AMDCAUSE".to_string(), cause);
                     }
                     self.wait_then_continue(id, Duration::from_secs(2));
                     return;
@@ -1807,6 +1830,81 @@ impl Sim {
             }
             self.advance_priority(id);
         }
+    }
+
+    /// What AMD() decides from the audio reaching the channel: a long greeting is a
+    /// MACHINE, a short word followed by silence is a HUMAN, silence is a MACHINE.
+    fn amd_verdict(&self, id: &str) -> (&'static str, String) {
+        let media = self.heard_media(id);
+        let mut t = Duration::ZERO;
+        let mut speech = Duration::ZERO;
+        let mut initial_silence = Duration::ZERO;
+        for m in &media {
+            let d = self.media_duration(m).unwrap_or(Duration::ZERO);
+            if m.contains("silence/") {
+                if speech.is_zero() {
+                    initial_silence += d;
+                } else if speech < Duration::from_millis(1500) && d >= Duration::from_millis(800) {
+                    return ("HUMAN", format!("HUMAN-{}-800", speech.as_millis()));
+                }
+            } else {
+                speech += d;
+                if speech >= Duration::from_millis(1500) {
+                    return ("MACHINE", format!("MAXWORDLENGTH-{}-1500", speech.as_millis()));
+                }
+            }
+            t += d;
+        }
+        if !speech.is_zero() {
+            return ("HUMAN", format!("HUMAN-{}-800", speech.as_millis()));
+        }
+        let _ = (t, initial_silence);
+        ("MACHINE", "INITIALSILENCE-2500-2500".to_string())
+    }
+
+    /// Media another party is playing toward this channel (through its Local peer's
+    /// bridge, a snoop, or the peer's own dialplan Playback).
+    fn heard_media(&self, id: &str) -> Vec<String> {
+        let mut sources: Vec<String> = Vec::new();
+        let Some(c) = self.channels.get(id) else { return Vec::new() };
+        let mut near = vec![id.to_string()];
+        if let Some(p) = &c.peer {
+            near.push(p.clone());
+        }
+        for n in &near {
+            if let Some(b) = self.channels.get(n).and_then(|x| x.bridge.clone()) {
+                for m in self.bridges.get(&b).map(|x| x.channels.clone()).unwrap_or_default() {
+                    if !near.contains(&m) {
+                        sources.push(m);
+                    }
+                }
+            }
+        }
+        let mut media = Vec::new();
+        for s in sources {
+            // a snoop hears its target; a Local half hears its peer's dialplan
+            let who = self
+                .channels
+                .get(&s)
+                .and_then(|x| x.snoop_target.clone())
+                .unwrap_or(s);
+            let mut cands = vec![who.clone()];
+            if let Some(p) = self.channels.get(&who).and_then(|x| x.peer.clone()) {
+                cands.push(p);
+            }
+            for w in cands {
+                let Some(x) = self.channels.get(&w) else { continue };
+                if x.app_name.eq_ignore_ascii_case("Playback") {
+                    media.extend(x.app_data.split('&').map(|m| format!("sound:{m}")));
+                }
+                for pb in &x.playbacks {
+                    if let Some(p) = self.playbacks.get(pb) {
+                        media.extend(p.media.iter().cloned());
+                    }
+                }
+            }
+        }
+        media
     }
 
     fn wait_then_continue(&mut self, id: &str, d: Duration) {
@@ -2384,6 +2482,32 @@ impl Sim {
             a.bridge_refs.remove(b);
         }
     }
+}
+
+/// Evaluates `$[a = b]` / `$[a != b]` expressions (1 or 0); other expressions yield their text.
+fn eval_brackets(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("$[") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find(']') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let expr = &after[..end];
+        let v = if let Some((a, b)) = expr.split_once("!=") {
+            if a.trim() != b.trim() { "1" } else { "0" }.to_string()
+        } else if let Some((a, b)) = expr.split_once('=') {
+            if a.trim() == b.trim() { "1" } else { "0" }.to_string()
+        } else {
+            expr.trim().to_string()
+        };
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn is_dtmf(c: char) -> bool {

@@ -916,6 +916,10 @@ impl Sim {
                     .filter(|s| !s.is_empty())
                     .map(|s| s.split(',').map(|a| a.to_string()).collect())
                     .unwrap_or_default();
+                if !self.app_is_connected(&app) {
+                    // Accepted, but the channel stays where it is.
+                    return R::no_content();
+                }
                 self.leave_stasis(id);
                 self.enter_stasis(id, &app, args);
                 R::no_content()
@@ -1076,8 +1080,13 @@ impl Sim {
         let ext = p.nonempty("extension");
         let label = p.nonempty("label");
         let explicit = ctx.is_some() || ext.is_some() || priority.is_some() || label.is_some();
+        // A new context without an extension starts at `s`.
+        let ext = match (&ctx, ext) {
+            (_, Some(e)) => e,
+            (Some(_), None) => "s".to_string(),
+            (None, None) => cur_ext,
+        };
         let ctx = ctx.unwrap_or(cur_ctx);
-        let ext = ext.unwrap_or(cur_ext);
         let prio = if let Some(l) = &label {
             match self.dialplan.label(&ctx, &ext, l) {
                 Some(pr) => pr,
