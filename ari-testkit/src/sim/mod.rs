@@ -89,7 +89,7 @@ impl Default for SimConfig {
             ("conf-now-muted", 1200),
             ("pls-wait-connect-call", 2000),
             ("queue-periodic-announce", 3000),
-            ("please-try-again", 1500),
+            ("please-try-again", 1200),
             ("welcome", 1200),
             ("auth-thankyou", 1000),
             ("agent-pass", 1500),
@@ -1445,25 +1445,27 @@ impl Sim {
             c.exec = Exec::InStasis;
             c.exec_gen += 1;
         }
+        // StasisStart/StasisEnd go to the application itself only (app_send), never to
+        // other subscribers or subscribeAll connections.
         let mut ev = self.event("StasisStart");
         ev.insert("args".to_string(), json!(args));
         ev.insert("channel".to_string(), self.chan_json(id));
-        self.emit(ev, &[Res::Chan(id.to_string())]);
+        self.deliver(app, ev);
     }
 
     /// Leaves Stasis (StasisEnd, STASISSTATUS=SUCCESS); the caller decides what follows.
     fn leave_stasis(&mut self, id: &str) {
         let Some(c) = self.channels.get(id) else { return };
-        if c.stasis.is_none() {
+        let Some(app) = c.stasis.as_ref().map(|(a, _)| a.clone()) else {
             return;
-        }
+        };
         if let Some(b) = c.bridge.clone() {
             self.bridge_remove(&b, id);
         }
         self.stop_channel_media(id);
         let mut ev = self.event("StasisEnd");
         ev.insert("channel".to_string(), self.chan_json(id));
-        self.emit(ev, &[Res::Chan(id.to_string())]);
+        self.deliver(&app, ev);
         if let Some(c) = self.channels.get_mut(id) {
             c.stasis = None;
             c.vars.insert("STASISSTATUS".to_string(), "SUCCESS".to_string());
