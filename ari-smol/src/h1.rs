@@ -125,6 +125,10 @@ pub(crate) async fn send(
     let target = Target::from_uri(req.uri(), false)?;
     let head = encode_head(&req, &target)?;
     let is_head = req.method() == Method::HEAD;
+    let close_requested = req.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    });
     let idempotent = matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -154,7 +158,7 @@ pub(crate) async fn send(
             .await
         {
             Ok((resp, reusable)) => {
-                if reusable {
+                if reusable && !close_requested {
                     pool.put_idle(&target, conn);
                 }
                 return Ok(resp);
@@ -571,6 +575,8 @@ impl Conn {
                     format!("response body exceeds the limit of {max_body} bytes"),
                 ));
             }
+            // `fill` appends to the (now empty) buffer; `out` takes it over below, so the
+            // limit is checked after every read, including the last one before EOF.
             match self.fill().await {
                 Ok(true) => out.append(&mut self.buf),
                 Ok(false) => return Ok(out),

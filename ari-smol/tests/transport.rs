@@ -458,6 +458,14 @@ fn body_over_the_limit_is_too_large() {
                     close: false,
                     delay: None,
                 }
+            } else if req.path.ends_with("until-close") {
+                let mut bytes = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+                bytes.extend_from_slice(&[b'z'; 300]);
+                Reply {
+                    bytes,
+                    close: true,
+                    delay: None,
+                }
             } else if req.path.ends_with("small") {
                 ok_json("{}")
             } else {
@@ -475,6 +483,11 @@ fn body_over_the_limit_is_too_large() {
         assert_eq!(err.kind, TransportErrorKind::TooLarge, "{err}");
         let err = rt
             .http(get(&server.url("http", "/ari/chunked")), &limited)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, TransportErrorKind::TooLarge, "{err}");
+        let err = rt
+            .http(get(&server.url("http", "/ari/until-close")), &limited)
             .await
             .unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::TooLarge, "{err}");
