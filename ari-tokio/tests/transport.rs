@@ -152,10 +152,22 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S) {
 
 /// A raw server answering every request on a connection with `response` (bytes as given).
 async fn raw_server(response: &'static [u8]) -> SocketAddr {
+    raw_server_counting(response, false).await.0
+}
+
+/// [`raw_server`], counting connections; with `close`, each connection is closed after its
+/// first response.
+async fn raw_server_counting(
+    response: &'static [u8],
+    close: bool,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut seen = Vec::new();
@@ -166,7 +178,7 @@ async fn raw_server(response: &'static [u8]) -> SocketAddr {
                     }
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        if tcp.write_all(response).await.is_err() {
+                        if tcp.write_all(response).await.is_err() || close {
                             return;
                         }
                     }
@@ -174,7 +186,7 @@ async fn raw_server(response: &'static [u8]) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,6 +212,44 @@ async fn http_keep_alive_reuses_one_connection() {
         1,
         "one keep-alive connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connection_close_is_not_reused() {
+    let (addr, accepted) = raw_server_counting(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        true,
+    )
+    .await;
+    let rt = TokioRuntime::new();
+    for _ in 0..3 {
+        let resp = expect_ok(rt.http(get(&format!("http://{addr}/ari/x")), &opts())).await;
+        assert_eq!(&resp.body()[..], b"ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_pool_settings_limit_reuse() {
+    let (addr, accepted) = http_server(None).await;
+    // Idle connections expire at once: every request opens a new one.
+    let rt = TokioRuntime::builder()
+        .pool_idle_timeout(Duration::ZERO)
+        .build()
+        .expect("runtime");
+    for _ in 0..3 {
+        expect_ok(rt.http(get(&format!("http://{addr}/ari/x")), &opts())).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    // No idle connections kept at all.
+    let rt = TokioRuntime::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("runtime");
+    for _ in 0..3 {
+        expect_ok(rt.http(get(&format!("http://{addr}/ari/x")), &opts())).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,4 +710,28 @@ async fn spawn_sleep_and_now_agree() {
     )
     .await
     .expect("no hang");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_request_with_upgrade_headers_already_set() {
+    // As `ari_proto::session` builds it: every upgrade header present (lower-case names), an
+    // `http` scheme is accepted as well.
+    let addr = ws_server(None).await;
+    let mut req = ws_request(&format!("http://{addr}/ari/events?app=hello"));
+    let h = req.headers_mut();
+    h.insert("connection", http::HeaderValue::from_static("Upgrade"));
+    h.insert("upgrade", http::HeaderValue::from_static("websocket"));
+    h.insert(
+        "sec-websocket-version",
+        http::HeaderValue::from_static("13"),
+    );
+    h.insert(
+        "sec-websocket-key",
+        http::HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+    );
+    let mut ws = expect_ok(TokioRuntime::new().ws_connect(req, &opts())).await;
+    assert_eq!(
+        next_data(&mut ws).await.expect("message"),
+        WsMessage::Text("pong-ok".into())
+    );
 }
