@@ -1,12 +1,80 @@
 //! # ari-client
 //!
-//! The typed async API of the ARI client, written once. It is generic over a [`Runtime`]
-//! (spawning, time, HTTP, WebSocket) that an adapter supplies: use `ari-tokio` or `ari-smol`,
-//! which re-export everything here with their runtime filled in.
+//! The typed async API of the Asterisk REST Interface (ARI) client, written once. It is
+//! generic over a [`Runtime`] (spawning, time, HTTP, WebSocket) that an adapter supplies: use
+//! `ari-tokio` or `ari-smol`, which re-export everything here with their runtime filled in.
+//!
+//! - [`Client`]: connect, then every REST operation as a generated method returning a
+//!   [`Call`] to `.await` (`client.channels().list().await?`).
+//! - Instance objects ([`Channel`], [`Bridge`], [`Playback`], [`LiveRecording`],
+//!   [`StoredRecording`], [`Endpoint`], [`DeviceState`], [`Application`]) carry the resource's
+//!   id and bound operations (`channel.answer().await?`), plus events: [`Channel::on`],
+//!   [`Channel::once`], [`Channel::events`].
+//! - Events: [`Client::start`] registers applications on the events WebSocket; handlers
+//!   ([`Client::on`]) receive the typed event and the live instance objects it concerns
+//!   ([`ClientEvent`]); streams ([`Client::event_stream`], [`Client::stream`]) are bounded and
+//!   report drops ([`Lagged`]).
+//! - Errors: one [`Error`]; no request outlives its timeout.
+//!
+//! ```no_run
+//! use ari_client::{Channel, Client, Runtime};
+//! use ari_proto::events::{ChannelDtmfReceived, StasisStart};
+//!
+//! async fn hello<R: Runtime + Default>() -> Result<(), ari_client::Error> {
+//!     let client = Client::<R>::connect("http://localhost:8088", "asterisk", "secret").await?;
+//!     client.on::<StasisStart, _, _>(|_event, channel: Channel<R>| async move {
+//!         // channel.answer().await?;
+//!         // channel.play("sound:hello-world").await?.finished().await?;
+//!         let dtmf = channel.once::<ChannelDtmfReceived>().await?;
+//!         println!("{} pressed {}", channel.id(), dtmf.digit);
+//!         Ok(())
+//!     });
+//!     client.start(&["hello"]).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How events flow
+//!
+//! A background task (spawned on the runtime) owns the events WebSocket and drives the
+//! sans-IO [`ari_proto::Session`], which decodes each frame once and routes it by type and
+//! resource id through hash maps. Each subscription has a bounded queue (streams, awaited
+//! events) or spawns its handler per event: the socket is always read, a slow consumer
+//! loses events (counted in [`Stats::dropped_events`] and announced with [`Lagged`]) rather
+//! than stalling the connection. Listeners on an instance end by themselves after its final
+//! event (`ChannelDestroyed`, …), so [`Client::live_subscriptions`] returns to its baseline.
+//!
+//! Credentials never appear in logs (`tracing`), `Debug` output or errors.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+mod call;
+mod client;
+mod client_events;
+mod driver;
+mod error;
+mod instances;
+mod listen;
 pub mod runtime;
+mod shared;
 
-pub use runtime::{Runtime, TransportError, TransportErrorKind, TransportOptions, WsConnection, WsMessage};
+pub use call::{Call, Wrap};
+pub use client::{Client, ClientBuilder, RestTransport};
+pub use client_events::{Stats, DEFAULT_REQUEST_TIMEOUT};
+pub use error::{Error, Lagged};
+pub use instances::{
+    Application, Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback, StoredRecording,
+};
+pub use listen::{
+    ClientEvent, ClientOnce, ClientStream, ConnectionStream, DialParties, EventStream,
+    HandlerOutput, Listener, Once, TypedStream,
+};
+pub use runtime::{
+    Runtime, TransportError, TransportErrorKind, TransportOptions, WsConnection, WsMessage,
+};
+
+pub use ari_proto::session::{
+    ConnectionEvent, ConnectionState, Keepalive, Limits, ReconnectPolicy, SubscriptionId, WsAuth,
+};
+pub use ari_proto::{self as proto, events, models, AriError, ErrorKind, Event};

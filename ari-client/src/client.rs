@@ -1,0 +1,402 @@
+//! The client handle, its builder, and how one request is sent.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ari_proto::rest::{self, Credentials, Endpoint};
+use ari_proto::Operation;
+use futures_util::future::{select, Either};
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::runtime::{Runtime, TransportError, TransportErrorKind, TransportOptions};
+use crate::shared::Shared;
+use ari_proto::session::RequestError;
+
+/// How REST requests travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RestTransport {
+    /// HTTP/1.1 with keep-alive connections (the default).
+    #[default]
+    Http,
+    /// As `RESTRequest` messages over the events WebSocket (Asterisk 20.7+, 21.2+): one
+    /// connection for everything. Results and errors are identical to [`RestTransport::Http`].
+    WebSocket,
+}
+
+/// The ARI client: cheap to clone (an `Arc` inside), `Send + Sync`, usable from any task.
+///
+/// Made with [`Client::connect`] or [`Client::builder`]. Resources are reached through the
+/// generated accessors (`client.channels()`, `client.bridges()`, …), instance objects through
+/// the factories ([`Client::channel`], [`Client::bridge`], …), events through
+/// [`Client::start`], [`Client::on`] and the streams.
+pub struct Client<R: Runtime> {
+    pub(crate) inner: Arc<Inner<R>>,
+}
+
+pub(crate) struct Inner<R: Runtime> {
+    pub(crate) runtime: R,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) transport: TransportOptions,
+    pub(crate) request_timeout: Duration,
+    pub(crate) rest_transport: RestTransport,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<R: Runtime> Clone for Client<R> {
+    fn clone(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Client<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The endpoint's Debug redacts the password.
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url())
+            .field("user", &self.inner.endpoint.credentials().user())
+            .field("rest_transport", &self.inner.rest_transport)
+            .field("request_timeout", &self.inner.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + Default> Client<R> {
+    /// Connects with default options: `url` is Asterisk's HTTP server
+    /// (`http://localhost:8088`, with or without `/ari`), `user` and `password` an `ari.conf`
+    /// user. Verifies the server and the credentials (`GET /ari/asterisk/info`) within the
+    /// request timeout.
+    pub async fn connect(url: &str, user: &str, password: &str) -> Result<Self, Error> {
+        Client::builder(url, user, password).connect().await
+    }
+
+    /// A builder for the options, with the runtime's default instance.
+    pub fn builder(url: &str, user: &str, password: &str) -> ClientBuilder<R> {
+        ClientBuilder::new(url, user, password, R::default())
+    }
+}
+
+impl<R: Runtime> Client<R> {
+    /// A builder for a runtime that has no default instance.
+    pub fn builder_with_runtime(
+        url: &str,
+        user: &str,
+        password: &str,
+        runtime: R,
+    ) -> ClientBuilder<R> {
+        ClientBuilder::new(url, user, password, runtime)
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    /// The base URL (`http://host:port/ari`), without credentials.
+    pub fn base_url(&self) -> String {
+        let ep = &self.inner.endpoint;
+        format!("{}://{}{}", ep.scheme(), ep.authority(), ep.prefix())
+    }
+
+    /// The REST transport in use.
+    pub fn rest_transport(&self) -> RestTransport {
+        self.inner.rest_transport
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// A fresh client-side resource id (a random UUID), for `originateWithId`,
+    /// `createWithId`, `playWithId`, `recordWithId`, … so listeners can be attached before the
+    /// resource exists.
+    pub fn new_resource_id(&self) -> String {
+        self.inner
+            .shared
+            .new_resource_id(ari_proto::events::ResourceKind::Channel)
+    }
+
+    /// Sends one operation and decodes its result, without wrapping it into instance
+    /// objects. `Call`'s `.await` is this plus [`crate::Wrap`].
+    pub fn send<O: Operation>(
+        &self,
+        op: &O,
+    ) -> impl std::future::Future<Output = Result<O::Output, Error>> + Send + 'static
+    where
+        O::Output: Send,
+    {
+        self.execute(op)
+    }
+
+    /// Splits the operation now (so the future does not borrow it) and sends it when polled.
+    pub(crate) fn execute<O: Operation>(
+        &self,
+        op: &O,
+    ) -> impl std::future::Future<Output = Result<O::Output, Error>> + Send + 'static
+    where
+        O::Output: Send,
+    {
+        let parts = rest::request_parts(op);
+        let client = self.clone();
+        async move { client.execute_split::<O>(parts?).await }
+    }
+
+    async fn execute_split<O: Operation>(
+        &self,
+        parts: rest::RequestParts,
+    ) -> Result<O::Output, Error> {
+        let span = tracing::debug_span!(
+            "ari.request",
+            operation = O::NAME,
+            method = %O::METHOD,
+            path = %parts.path,
+            transport = ?self.inner.rest_transport,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let started = self.inner.runtime.now();
+        let result = self
+            .execute_parts(O::NAME, parts)
+            .instrument(span.clone())
+            .await;
+        let latency = self.inner.runtime.now().saturating_duration_since(started);
+        span.record("latency_ms", latency.as_secs_f64() * 1e3);
+        let (status, body) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                span.in_scope(|| tracing::debug!(error = %e, "request failed"));
+                return Err(e);
+            }
+        };
+        span.record("status", status);
+        span.in_scope(|| tracing::debug!(status, "response"));
+        Ok(rest::parse_response::<O>(status, &body)?)
+    }
+
+    async fn execute_parts(
+        &self,
+        operation: &'static str,
+        parts: rest::RequestParts,
+    ) -> Result<(u16, bytes::Bytes), Error> {
+        let timeout = self.inner.request_timeout;
+        let deadline = self.deadline(timeout);
+        match self.inner.rest_transport {
+            RestTransport::Http => {
+                let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
+                let fut = self.inner.runtime.http(req, &self.inner.transport);
+                let resp =
+                    with_deadline(&self.inner.runtime, deadline, operation, timeout, fut).await??;
+                Ok((resp.status().as_u16(), resp.into_body()))
+            }
+            RestTransport::WebSocket => {
+                let now = self.inner.runtime.now();
+                match self.inner.shared.send_request(now, &parts)? {
+                    Some(pending) => {
+                        let res = with_deadline(
+                            &self.inner.runtime,
+                            deadline,
+                            operation,
+                            timeout,
+                            pending,
+                        )
+                        .await?;
+                        match res {
+                            Ok(raw) => Ok((raw.status, raw.body)),
+                            Err(RequestError::Timeout) => Err(Error::Timeout {
+                                operation,
+                                after: timeout,
+                            }),
+                            Err(RequestError::Disconnected { reason }) => Err(Error::Transport(
+                                TransportError::new(TransportErrorKind::Closed, reason),
+                            )),
+                            Err(_) => Err(Error::closed("the events connection was stopped")),
+                        }
+                    }
+                    None => {
+                        // The WebSocket is not open (not started yet, or reconnecting) or
+                        // saturated: HTTP gives the same result.
+                        tracing::debug!("events WebSocket not available; sending over HTTP");
+                        let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
+                        let fut = self.inner.runtime.http(req, &self.inner.transport);
+                        let resp =
+                            with_deadline(&self.inner.runtime, deadline, operation, timeout, fut)
+                                .await??;
+                        Ok((resp.status().as_u16(), resp.into_body()))
+                    }
+                }
+            }
+        }
+    }
+
+    fn deadline(&self, timeout: Duration) -> Instant {
+        let now = self.inner.runtime.now();
+        now.checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+}
+
+/// Runs `fut` until `deadline`; `Error::Timeout` after it.
+pub(crate) async fn with_deadline<R: Runtime, F: std::future::Future>(
+    runtime: &R,
+    deadline: Instant,
+    operation: &'static str,
+    after: Duration,
+    fut: F,
+) -> Result<F::Output, Error> {
+    if runtime.now() >= deadline {
+        return Err(Error::Timeout { operation, after });
+    }
+    let sleep = runtime.sleep_until(deadline);
+    let fut = std::pin::pin!(fut);
+    let sleep = std::pin::pin!(sleep);
+    match select(fut, sleep).await {
+        Either::Left((out, _)) => Ok(out),
+        Either::Right(((), _)) => Err(Error::Timeout { operation, after }),
+    }
+}
+
+/// Options of a [`Client`]; finish with [`ClientBuilder::connect`].
+///
+/// ```no_run
+/// # async fn demo<R: ari_client::Runtime + Default>() -> Result<(), ari_client::Error> {
+/// use std::time::Duration;
+/// use ari_client::{Client, RestTransport};
+/// let client = Client::<R>::builder("http://localhost:8088", "asterisk", "secret")
+///     .request_timeout(Duration::from_secs(5))
+///     .rest_transport(RestTransport::WebSocket)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ClientBuilder<R: Runtime> {
+    url: String,
+    user: String,
+    password: String,
+    runtime: R,
+    request_timeout: Duration,
+    transport: TransportOptions,
+    rest_transport: RestTransport,
+    verify: bool,
+    pub(crate) events: crate::shared::EventOptions,
+}
+
+impl<R: Runtime> fmt::Debug for ClientBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("runtime", &self.runtime)
+            .field("request_timeout", &self.request_timeout)
+            .field("transport", &self.transport)
+            .field("rest_transport", &self.rest_transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> ClientBuilder<R> {
+    fn new(url: &str, user: &str, password: &str, runtime: R) -> Self {
+        ClientBuilder {
+            url: url.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            runtime,
+            request_timeout: Duration::from_secs(10),
+            transport: TransportOptions::default(),
+            rest_transport: RestTransport::default(),
+            verify: true,
+            events: crate::shared::EventOptions::default(),
+        }
+    }
+
+    /// Uses this runtime instance.
+    pub fn runtime(mut self, runtime: R) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Deadline of every REST request, over either transport (default 10 s). A request to an
+    /// unreachable Asterisk fails with [`Error::Timeout`] or [`Error::Transport`] within it.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Time allowed to open a connection: TCP, TLS and the WebSocket upgrade (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.connect_timeout = timeout;
+        self
+    }
+
+    /// How REST requests travel (default [`RestTransport::Http`]).
+    pub fn rest_transport(mut self, transport: RestTransport) -> Self {
+        self.rest_transport = transport;
+        self
+    }
+
+    /// Largest REST response body accepted (default 16 MiB).
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.transport.max_body_bytes = n;
+        self
+    }
+
+    /// Whether [`ClientBuilder::connect`] checks the server and the credentials with
+    /// `GET /ari/asterisk/info` (default `true`).
+    pub fn verify_on_connect(mut self, on: bool) -> Self {
+        self.verify = on;
+        self
+    }
+
+    /// Builds the client without contacting the server.
+    pub fn build(self) -> Result<Client<R>, Error> {
+        let credentials = Credentials::new(self.user, self.password)?;
+        let endpoint = Endpoint::new(&self.url, credentials)?;
+        let now = self.runtime.now();
+        let shared = Shared::new(
+            endpoint.clone(),
+            self.events,
+            self.request_timeout,
+            self.transport.clone(),
+            now,
+        );
+        let inner = Inner {
+            runtime: self.runtime,
+            endpoint,
+            transport: self.transport,
+            request_timeout: self.request_timeout,
+            rest_transport: self.rest_transport,
+            shared,
+        };
+        let client = Client {
+            inner: Arc::new(inner),
+        };
+        crate::driver::spawn(&client);
+        Ok(client)
+    }
+
+    /// Builds the client and verifies the server and the credentials
+    /// (`GET /ari/asterisk/info`) within the request timeout.
+    pub async fn connect(self) -> Result<Client<R>, Error> {
+        let verify = self.verify;
+        let client = self.build()?;
+        if verify {
+            let op = ari_proto::ops::asterisk::GetInfo::new();
+            if let Err(e) = client.execute(&op).await {
+                client.inner.shared.shutdown(client.inner.runtime.now());
+                return Err(e);
+            }
+        }
+        Ok(client)
+    }
+}
+
+impl<R: Runtime> Drop for Inner<R> {
+    fn drop(&mut self) {
+        self.shared.shutdown(self.runtime.now());
+    }
+}

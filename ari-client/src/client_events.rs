@@ -1,0 +1,275 @@
+//! Events on the client: starting applications, handlers, awaitable events, streams,
+//! connection events, counters; and the builder's event options.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ari_proto::events::Event;
+use ari_proto::session::{
+    ConnectionState, Filter, Keepalive, Limits, ReconnectPolicy, SubscriptionId, WsAuth,
+};
+
+use crate::client::{with_deadline, ClientBuilder};
+use crate::listen::{
+    any_handler, conn_handler, typed_handler, ClientEvent, ClientOnce, ClientStream,
+    ConnectionStream, EventStream, HandlerOutput, Listener, StartWaiter,
+};
+use crate::shared::ConnSink;
+use crate::{Client, Error, Runtime};
+
+/// Counters of a client ([`Client::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Events dropped because a subscriber's queue was full (each also announced to that
+    /// subscriber as a `Lagged` item), plus any the session had to drop.
+    pub dropped_events: u64,
+    /// Live subscriptions (handlers, streams, awaited events, watched playbacks/recordings).
+    pub live_subscriptions: usize,
+    /// Event handler calls spawned.
+    pub handler_calls: u64,
+    /// Event handlers that returned an error.
+    pub handler_errors: u64,
+    /// REST requests sent over HTTP because the WebSocket transport was not available.
+    pub websocket_fallbacks: u64,
+    /// The session's counters (frames, events, reconnects, pings, requests…).
+    pub session: ari_proto::session::Stats,
+}
+
+impl<R: Runtime> Client<R> {
+    /// Registers Stasis applications and opens the events WebSocket for them (several apps
+    /// share one connection, like node's `start(apps)`). Completes when connected; fails
+    /// after the reconnect policy's maximum attempts, or with [`Error::Timeout`] after the
+    /// connect and request timeouts (the client keeps trying in the background until
+    /// [`Client::stop`]).
+    ///
+    /// Calling it again with other applications reconnects with the new set.
+    pub async fn start<S: AsRef<str>>(&self, apps: &[S]) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        if shared.is_closed() {
+            return Err(Error::closed("the client was closed"));
+        }
+        let apps: Vec<String> = apps.iter().map(|a| a.as_ref().to_string()).collect();
+        let waiter = StartWaiter::new();
+        let already = {
+            let mut st = shared.lock();
+            let same = st.session.config().apps == apps;
+            let state = st.session.state();
+            if same && state == ConnectionState::Connected {
+                true
+            } else {
+                if !same {
+                    st.session.set_apps(&apps);
+                    if !matches!(
+                        state,
+                        ConnectionState::Idle | ConnectionState::Stopped | ConnectionState::GaveUp
+                    ) {
+                        st.session.stop(self.inner.runtime.now());
+                    }
+                }
+                false
+            }
+        };
+        if already {
+            return Ok(());
+        }
+        let sink: Arc<dyn ConnSink> = waiter.clone();
+        shared.add_conn_sink(sink.clone());
+        shared.command(|s| s.start(self.inner.runtime.now()));
+        let after = self.inner.transport.connect_timeout + self.inner.request_timeout;
+        let deadline = self.inner.runtime.now() + after;
+        let wait = std::future::poll_fn(|cx| waiter.poll_result(cx));
+        let res = with_deadline(&self.inner.runtime, deadline, "start", after, wait).await;
+        shared.remove_conn_sink(&sink);
+        res?
+    }
+
+    /// Closes the events WebSocket and stops reconnecting (node's `stop()`). Pending
+    /// REST-over-WebSocket requests fail; listeners stay registered for a later
+    /// [`Client::start`].
+    pub async fn stop(&self) {
+        let now = self.inner.runtime.now();
+        self.inner.shared.command(|s| s.stop(now));
+    }
+
+    /// Closes the client: stops the events connection, ends every stream, listener and
+    /// awaited event (with [`Error::Closed`]) and ends the background task. Dropping the
+    /// last handle does the same, but a handler holding an instance object holds the client:
+    /// call this to shut down.
+    pub async fn close(&self) {
+        self.inner.shared.shutdown(self.inner.runtime.now());
+    }
+
+    /// Whether the events WebSocket is open.
+    pub fn is_connected(&self) -> bool {
+        self.inner.shared.lock().session.is_connected()
+    }
+
+    /// Where the events connection stands.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.shared.lock().session.state()
+    }
+
+    /// Calls `handler(event, instances)` for every event of type `T` (node's
+    /// `client.on(type, handler)`), with the live instance objects the event concerns
+    /// (see [`ClientEvent`]):
+    ///
+    /// ```no_run
+    /// # fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
+    /// use ari_client::Channel;
+    /// use ari_proto::events::StasisStart;
+    /// client.on::<StasisStart, _, _>(|event, channel: Channel<R>| async move {
+    ///     println!("{} entered {}", channel.id(), event.application);
+    ///     // channel.answer().await?;
+    ///     Ok(())
+    /// });
+    /// # }
+    /// ```
+    ///
+    /// Each call runs as its own task, so a handler that lasts a whole call never holds up
+    /// the next event; for strictly ordered processing use [`Client::stream`]. The handler
+    /// may return `()` or `Result<(), Error>` (errors are logged and counted).
+    pub fn on<T, F, Fut>(&self, handler: F) -> Listener
+    where
+        T: ClientEvent<R>,
+        F: Fn(T, T::Instances) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        let shared = self.inner.shared.clone();
+        let sink = typed_handler::<R, T, F, Fut>(self, handler);
+        let id = shared.subscribe(Filter::of::<T>(), sink);
+        Listener::new(shared, id)
+    }
+
+    /// Calls `handler(event)` for every event of every type.
+    pub fn on_any<F, Fut>(&self, handler: F) -> Listener
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        let shared = self.inner.shared.clone();
+        let sink = any_handler(self, handler);
+        let id = shared.subscribe(Filter::all(), sink);
+        Listener::new(shared, id)
+    }
+
+    /// The next event of type `T`, with its instance objects, awaitable (node's `once`):
+    /// `let (start, channel) = client.once::<StasisStart>().await?;`. Subscribed when called.
+    pub fn once<T: ClientEvent<R>>(&self) -> ClientOnce<R, T> {
+        ClientOnce::new(self)
+    }
+
+    /// Every event, as a stream (bounded; see [`crate::Lagged`]). Dropping it unsubscribes.
+    pub fn event_stream(&self) -> EventStream {
+        EventStream::new(&self.inner.shared, Filter::all())
+    }
+
+    /// The events of type `T` with their instance objects, as a stream:
+    /// `Ok((event, instances))` or `Err(Lagged(n))`.
+    pub fn stream<T: ClientEvent<R>>(&self) -> ClientStream<R, T> {
+        ClientStream::new(self, Filter::all())
+    }
+
+    /// Calls `handler(event)` on every connection event: `Connected { reconnected }` (node's
+    /// `WebSocketConnected`), `Reconnecting { attempt, delay, .. }`
+    /// (`WebSocketReconnecting`), `MaxRetries { attempts, .. }` (`WebSocketMaxRetries`),
+    /// `Closed`. Each call runs as its own task.
+    pub fn on_connection<F, Fut>(&self, handler: F)
+    where
+        F: Fn(crate::ConnectionEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        self.inner.shared.add_conn_sink(conn_handler(self, handler));
+    }
+
+    /// The connection events as a stream (see [`Client::on_connection`]).
+    pub fn connection_events(&self) -> ConnectionStream {
+        ConnectionStream::new(&self.inner.shared)
+    }
+
+    /// Live subscriptions: handlers, streams, awaited events and watched playbacks and
+    /// recordings. Instance subscriptions end with their resource, so this returns to its
+    /// baseline after calls end.
+    pub fn live_subscriptions(&self) -> usize {
+        self.inner.shared.live_subscriptions()
+    }
+
+    /// Whether a subscription is live.
+    pub fn is_subscribed(&self, id: SubscriptionId) -> bool {
+        self.inner.shared.is_subscribed(id)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        let shared = &self.inner.shared;
+        let (session, live) = {
+            let st = shared.lock();
+            (st.session.stats(), st.session.live_subscriptions())
+        };
+        let c = &shared.counters;
+        Stats {
+            dropped_events: c.dropped_events.load(Ordering::Relaxed),
+            live_subscriptions: live,
+            handler_calls: c.handler_calls.load(Ordering::Relaxed),
+            handler_errors: c.handler_errors.load(Ordering::Relaxed),
+            websocket_fallbacks: c.ws_fallbacks.load(Ordering::Relaxed),
+            session,
+        }
+    }
+}
+
+impl<R: Runtime> ClientBuilder<R> {
+    /// When and how often the events WebSocket is reopened (default: forever, 0.5 s doubling
+    /// to 30 s, 20 % jitter).
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.events.reconnect = policy;
+        self
+    }
+
+    /// WebSocket keepalive pings (default every 20 s, 10 s pong timeout); `None` disables.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.events.keepalive = keepalive;
+        self
+    }
+
+    /// Bounds on frames, pending REST-over-WebSocket requests and queued events.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.events.limits = limits;
+        self
+    }
+
+    /// How the events WebSocket authenticates (default: `Authorization` header).
+    pub fn ws_auth(mut self, auth: WsAuth) -> Self {
+        self.events.ws_auth = auth;
+        self
+    }
+
+    /// `subscribeAll=true`: receive every event of the system, not only the apps' own.
+    pub fn subscribe_all(mut self, on: bool) -> Self {
+        self.events.subscribe_all = on;
+        self
+    }
+
+    /// Seeds the generator of client-side ids and reconnect jitter (default: from the OS).
+    /// For reproducible tests only.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.events.rng_seed = Some(seed);
+        self
+    }
+
+    /// Capacity of each stream's and awaited event's queue (default 1024 events). When full,
+    /// new events for it are dropped and counted, and the stream yields
+    /// [`crate::Lagged`]; the WebSocket is never slowed down.
+    pub fn event_queue_capacity(mut self, n: usize) -> Self {
+        self.events.queue_capacity = n.max(1);
+        self
+    }
+}
+
+/// The default request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,314 @@
+//! The background task that owns the events WebSocket and drives the session.
+//!
+//! A hand-written future (as quinn's connection driver), polled in a fixed order on every
+//! wake: the pending connect → the socket (read as long as frames are there, in bounded
+//! batches) → timers → the session's commands and outputs → the socket's send side. Events
+//! are delivered to bounded per-subscription queues or spawned handlers, never awaited, so
+//! reading the socket never waits on a consumer (Asterisk drops a WebSocket whose reader
+//! stalls).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use ari_proto::session::Transmit;
+use futures_core::Stream;
+use futures_sink::Sink as _;
+
+use crate::client::Client;
+use crate::runtime::{Runtime, TransportError, TransportOptions, WsMessage};
+use crate::shared::{Dispatch, Shared};
+
+/// Frames read per wake before yielding to other tasks (the driver re-wakes itself).
+const MAX_FRAMES_PER_WAKE: usize = 256;
+/// Rounds of the whole loop per wake.
+const MAX_ROUNDS_PER_WAKE: usize = 64;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Spawns the driver of `client` on its runtime.
+pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
+    let inner = &client.inner;
+    let driver = Driver {
+        shared: inner.shared.clone(),
+        runtime: inner.runtime.clone(),
+        opts: inner.transport.clone(),
+        ws: None,
+        connecting: None,
+        outbox: VecDeque::new(),
+        needs_flush: false,
+        close_after_flush: false,
+        timer: None,
+        scratch: Vec::new(),
+    };
+    inner.runtime.spawn(driver);
+}
+
+struct Driver<R: Runtime> {
+    shared: Arc<Shared>,
+    runtime: R,
+    opts: TransportOptions,
+    ws: Option<R::Ws>,
+    connecting: Option<BoxFuture<Result<R::Ws, TransportError>>>,
+    outbox: VecDeque<WsMessage>,
+    needs_flush: bool,
+    close_after_flush: bool,
+    timer: Option<(Instant, BoxFuture<()>)>,
+    scratch: Vec<Dispatch>,
+}
+
+// Every field is either `Unpin` or boxed; the runtime value is only cloned and called.
+impl<R: Runtime> Unpin for Driver<R> {}
+
+impl<R: Runtime> Driver<R> {
+    /// Runs `f` on the session, then drains its transmits and outputs and delivers them.
+    fn with_session(&mut self, f: impl FnOnce(&mut ari_proto::Session)) {
+        let mut transmits = Vec::new();
+        {
+            let mut st = self.shared.lock();
+            f(&mut st.session);
+            while let Some(t) = Shared::take_transmit(&mut st) {
+                transmits.push(t);
+            }
+            self.shared.drain_outputs(&mut st, &mut self.scratch);
+        }
+        for t in transmits {
+            self.perform(t);
+        }
+        let mut items = std::mem::take(&mut self.scratch);
+        self.shared.dispatch(&mut items);
+        self.scratch = items;
+    }
+
+    fn perform(&mut self, t: Transmit) {
+        match t {
+            Transmit::Connect(req) => {
+                tracing::debug!(target: "ari_client", uri = %redact_uri(req.uri()), "opening the events WebSocket");
+                self.ws = None;
+                self.outbox.clear();
+                self.needs_flush = false;
+                self.close_after_flush = false;
+                self.connecting = Some(Box::pin(self.runtime.ws_connect(req, &self.opts)));
+            }
+            Transmit::Text(text) => self.outbox.push_back(WsMessage::Text(text)),
+            Transmit::Ping(payload) => self.outbox.push_back(WsMessage::Ping(payload)),
+            Transmit::Close => {
+                self.connecting = None;
+                if self.ws.is_some() {
+                    self.outbox.clear();
+                    self.outbox.push_back(WsMessage::Close);
+                    self.close_after_flush = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn socket_failed(&mut self, now: Instant, reason: String) {
+        self.ws = None;
+        self.outbox.clear();
+        self.needs_flush = false;
+        if self.close_after_flush {
+            // We were closing it anyway; the session has accounted for it.
+            self.close_after_flush = false;
+            return;
+        }
+        self.with_session(|s| s.handle_disconnected(now, &reason));
+    }
+
+    /// Polls the pending connect. Returns whether something happened.
+    fn poll_connecting(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(fut) = self.connecting.as_mut() else {
+            return false;
+        };
+        let Poll::Ready(res) = fut.as_mut().poll(cx) else {
+            return false;
+        };
+        self.connecting = None;
+        let now = self.runtime.now();
+        match res {
+            Ok(ws) => {
+                self.ws = Some(ws);
+                self.with_session(|s| s.handle_connected(now));
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.with_session(|s| s.handle_connect_failed(now, &reason));
+            }
+        }
+        true
+    }
+
+    /// Reads what the socket has (bounded). Returns whether something was read and whether
+    /// the budget ran out.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
+        let mut read = false;
+        for _ in 0..MAX_FRAMES_PER_WAKE {
+            let Some(ws) = self.ws.as_mut() else {
+                return (read, false);
+            };
+            let item = match Pin::new(ws).poll_next(cx) {
+                Poll::Ready(item) => item,
+                Poll::Pending => return (read, false),
+            };
+            read = true;
+            let now = self.runtime.now();
+            match item {
+                Some(Ok(WsMessage::Text(text))) => {
+                    self.with_session(|s| s.handle_frame(now, text.as_bytes()));
+                }
+                Some(Ok(WsMessage::Pong(_))) => self.with_session(|s| s.handle_pong(now)),
+                Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
+                Some(Ok(WsMessage::Close)) => {
+                    self.socket_failed(now, "closed by Asterisk".into());
+                }
+                Some(Err(e)) => self.socket_failed(now, e.to_string()),
+                None => self.socket_failed(now, "connection ended".into()),
+            }
+        }
+        (read, true)
+    }
+
+    /// Sends queued frames. Returns whether something was sent.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut sent = false;
+        loop {
+            let Some(ws) = self.ws.as_mut() else {
+                return sent;
+            };
+            if self.outbox.is_empty() {
+                break;
+            }
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    let now = self.runtime.now();
+                    self.socket_failed(now, e.to_string());
+                    return true;
+                }
+                Poll::Pending => return sent,
+            }
+            let Some(msg) = self.outbox.pop_front() else {
+                break;
+            };
+            if let Err(e) = Pin::new(&mut *ws).start_send(msg) {
+                let now = self.runtime.now();
+                self.socket_failed(now, e.to_string());
+                return true;
+            }
+            sent = true;
+            self.needs_flush = true;
+        }
+        if self.needs_flush {
+            if let Some(ws) = self.ws.as_mut() {
+                match Pin::new(ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.needs_flush = false;
+                        if self.close_after_flush {
+                            self.close_after_flush = false;
+                            self.ws = None;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        let now = self.runtime.now();
+                        self.socket_failed(now, e.to_string());
+                    }
+                    Poll::Pending => {}
+                }
+            }
+        } else if self.close_after_flush && self.outbox.is_empty() {
+            self.close_after_flush = false;
+            self.ws = None;
+        }
+        sent
+    }
+
+    /// Handles a due deadline and arms the timer for the next one. Returns whether a deadline
+    /// was handled.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let next = self.shared.lock().session.poll_timeout();
+        let Some(deadline) = next else {
+            self.timer = None;
+            return false;
+        };
+        let now = self.runtime.now();
+        if now >= deadline {
+            self.timer = None;
+            self.with_session(|s| s.handle_timeout(now));
+            return true;
+        }
+        if self.timer.as_ref().map(|(d, _)| *d) != Some(deadline) {
+            self.timer = Some((deadline, Box::pin(self.runtime.sleep_until(deadline))));
+        }
+        if let Some((_, sleep)) = self.timer.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                self.timer = None;
+                let now = self.runtime.now().max(deadline);
+                self.with_session(|s| s.handle_timeout(now));
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl<R: Runtime> Future for Driver<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.shared.driver.register(cx.waker());
+        for _ in 0..MAX_ROUNDS_PER_WAKE {
+            let mut progress = false;
+            progress |= this.poll_connecting(cx);
+            let (read, exhausted) = this.poll_read(cx);
+            progress |= read;
+            progress |= this.poll_timer(cx);
+            // Commands issued by client handles since the last round (start, stop,
+            // REST-over-WebSocket requests) left transmits and outputs in the session.
+            this.with_session(|_| {});
+            progress |= this.poll_write(cx);
+            if this.shared.shutdown.load(Ordering::Acquire)
+                && this.connecting.is_none()
+                && (this.ws.is_none() || (this.outbox.is_empty() && !this.close_after_flush))
+            {
+                this.ws = None;
+                this.timer = None;
+                tracing::debug!(target: "ari_client", "driver finished");
+                return Poll::Ready(());
+            }
+            if exhausted {
+                // More frames are waiting: let other tasks run, then come back.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The URI without its query (which may carry an `api_key`).
+fn redact_uri(uri: &http::Uri) -> String {
+    let mut s = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        s.push_str(scheme);
+        s.push_str("://");
+    }
+    if let Some(a) = uri.authority() {
+        s.push_str(a.host());
+        if let Some(p) = a.port_u16() {
+            s.push(':');
+            s.push_str(&p.to_string());
+        }
+    }
+    s.push_str(uri.path());
+    s
+}

@@ -1,0 +1,212 @@
+//! The one error type of the client.
+
+use std::fmt;
+use std::time::Duration;
+
+use ari_proto::rest::{BuildError, ResponseError};
+use ari_proto::{AriError, ErrorKind};
+
+use crate::runtime::TransportError;
+
+/// Everything that can go wrong with a request, an awaited event or the connection.
+///
+/// Never contains credentials: neither `Debug` nor `Display` shows a password or an
+/// `Authorization` header.
+///
+/// ```
+/// # fn demo(err: ari_client::Error) {
+/// use ari_client::Error;
+/// match &err {
+///     Error::Ari(e) if e.status == 404 => println!("no such resource: {}", e.message),
+///     Error::Timeout { .. } => println!("Asterisk did not answer in time"),
+///     Error::Transport(e) => println!("network: {e}"),
+///     other => println!("{other}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Asterisk answered with an error status (`status`, [`ErrorKind`], `message`).
+    Ari(AriError),
+    /// The transport failed: could not connect, TLS, connection lost, …
+    Transport(TransportError),
+    /// No answer within the request timeout.
+    Timeout {
+        /// The operation (`channels.answer`), or what was awaited.
+        operation: &'static str,
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// The request could not be built (an empty id, an invalid base URL or credentials).
+    Build(BuildError),
+    /// A success response whose body does not decode as the operation's result.
+    Decode {
+        /// The operation.
+        operation: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// What the decoder said.
+        message: String,
+    },
+    /// The client or the events connection is closed (stopped, dropped, or it gave up
+    /// reconnecting), so the request or the awaited event cannot complete.
+    Closed {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The resource ended (its final event arrived, e.g. `ChannelDestroyed`) before the
+    /// awaited event.
+    Ended {
+        /// The resource, as ARI names event sources: `channel:1700000000.1`.
+        resource: String,
+    },
+    /// An event stream fell behind and this many events were dropped for it (see
+    /// [`Lagged`]).
+    Lagged(u64),
+}
+
+impl Error {
+    /// The HTTP status of an [`Error::Ari`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Ari(e) => Some(e.status),
+            Error::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The Asterisk error, if this is one.
+    pub fn ari(&self) -> Option<&AriError> {
+        match self {
+            Error::Ari(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The kind of the Asterisk error, if this is one.
+    pub fn ari_kind(&self) -> Option<ErrorKind> {
+        self.ari().map(|e| e.kind)
+    }
+
+    /// Whether Asterisk answered 404 (no such resource).
+    pub fn is_not_found(&self) -> bool {
+        self.ari_kind() == Some(ErrorKind::NotFound)
+    }
+
+    /// Whether the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+            || matches!(self, Error::Transport(t) if t.kind == crate::TransportErrorKind::Timeout)
+    }
+
+    pub(crate) fn closed(reason: &'static str) -> Self {
+        Error::Closed { reason }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Ari(e) => e.fmt(f),
+            Error::Transport(e) => e.fmt(f),
+            Error::Timeout { operation, after } => {
+                write!(f, "{operation}: no answer within {after:?}")
+            }
+            Error::Build(e) => e.fmt(f),
+            Error::Decode {
+                operation,
+                status,
+                message,
+            } => write!(
+                f,
+                "{operation}: the {status} response body does not decode: {message}"
+            ),
+            Error::Closed { reason } => write!(f, "closed: {reason}"),
+            Error::Ended { resource } => {
+                write!(f, "{resource} ended before the awaited event")
+            }
+            Error::Lagged(n) => write!(
+                f,
+                "the event stream fell behind: {n} events were dropped for it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Ari(e) => Some(e),
+            Error::Transport(e) => Some(e),
+            Error::Build(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<AriError> for Error {
+    fn from(e: AriError) -> Self {
+        Error::Ari(e)
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        Error::Transport(e)
+    }
+}
+
+impl From<BuildError> for Error {
+    fn from(e: BuildError) -> Self {
+        Error::Build(e)
+    }
+}
+
+impl From<ResponseError> for Error {
+    fn from(e: ResponseError) -> Self {
+        match e {
+            ResponseError::Ari(e) => Error::Ari(e),
+            ResponseError::Decode {
+                operation,
+                status,
+                error,
+            } => Error::Decode {
+                operation,
+                status,
+                message: error,
+            },
+            #[allow(unreachable_patterns)]
+            other => Error::Decode {
+                operation: "",
+                status: 0,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<Lagged> for Error {
+    fn from(l: Lagged) -> Self {
+        Error::Lagged(l.0)
+    }
+}
+
+/// An event stream item telling that the stream fell behind and this many events were dropped
+/// for it.
+///
+/// Every subscription has a bounded queue (see [`crate::ClientBuilder::event_queue_capacity`]).
+/// The connection is never slowed down for a slow consumer (Asterisk drops a WebSocket whose
+/// reader stalls): when a queue is full, the newest event is dropped, counted in
+/// [`crate::Stats::dropped_events`], and the stream yields `Err(Lagged(n))` before its next
+/// event. `?` turns it into [`Error::Lagged`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged(pub u64);
+
+impl fmt::Display for Lagged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} events were dropped for this stream", self.0)
+    }
+}
+
+impl std::error::Error for Lagged {}

@@ -1,0 +1,538 @@
+//! Instance objects: a resource's id (and the snapshot it came with) bound to the client, so
+//! no id is repeated. The REST operations on them are generated (`channel.answer()`,
+//! `bridge.add_channel(..)`, …); events and lifecycles are here.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use ari_proto::events::{EventType, ResourceKind};
+use ari_proto::models;
+use ari_proto::session::Filter;
+
+use crate::listen::{
+    typed_handler, ClientEvent, EventStream, HandlerOutput, Listener, Once, TypedStream,
+};
+use crate::shared::{LatchOutcome, Watch};
+use crate::{Client, Error, Runtime, Wrap};
+
+macro_rules! instance_common {
+    ($(#[$doc:meta])* $name:ident, $model:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name<R: Runtime> {
+            client: Client<R>,
+            id: Arc<str>,
+            data: Option<Arc<models::$model>>,
+            #[allow(dead_code)]
+            watch: Option<Arc<Watch>>,
+        }
+
+        impl<R: Runtime> $name<R> {
+            /// The client it is bound to.
+            pub fn client(&self) -> &Client<R> {
+                &self.client
+            }
+
+            #[doc = concat!("The ", $what, ".")]
+            pub fn id(&self) -> &str {
+                &self.id
+            }
+
+            /// The snapshot it came with (from a REST response or an event), if any. It is
+            /// not updated: fetch a fresh one with the generated `get()`.
+            pub fn data(&self) -> Option<&models::$model> {
+                self.data.as_deref()
+            }
+
+            /// The snapshot, as an `Arc` shared with clones of this instance.
+            pub fn data_arc(&self) -> Option<Arc<models::$model>> {
+                self.data.clone()
+            }
+        }
+
+        impl<R: Runtime> fmt::Debug for $name<R> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("id", &&*self.id)
+                    .field("data", &self.data)
+                    .finish()
+            }
+        }
+
+        impl<R: Runtime> fmt::Display for $name<R> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.id)
+            }
+        }
+
+        /// Equal when they name the same resource.
+        impl<R: Runtime> PartialEq for $name<R> {
+            fn eq(&self, other: &Self) -> bool {
+                self.id == other.id
+            }
+        }
+
+        impl<R: Runtime> Eq for $name<R> {}
+
+        impl<R: Runtime> std::hash::Hash for $name<R> {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.id.hash(state)
+            }
+        }
+
+        impl<R: Runtime> From<&$name<R>> for String {
+            fn from(i: &$name<R>) -> String {
+                i.id.to_string()
+            }
+        }
+
+        impl<R: Runtime> From<$name<R>> for String {
+            fn from(i: $name<R>) -> String {
+                i.id.to_string()
+            }
+        }
+
+        impl<R: Runtime> AsRef<str> for $name<R> {
+            fn as_ref(&self) -> &str {
+                &self.id
+            }
+        }
+    };
+}
+
+macro_rules! instance_events {
+    ($name:ident, $kind:expr) => {
+        impl<R: Runtime> $name<R> {
+            fn filter(&self) -> Filter {
+                Filter::resource($kind, &*self.id)
+            }
+
+            fn source(&self) -> String {
+                format!("{}:{}", $kind.as_str(), self.id)
+            }
+
+            /// Calls `handler(event, instances)` for every event of type `T` concerning this
+            /// resource (node's `instance.on(type, handler)`). Registered before this returns,
+            /// so attach it before creating the resource. Each call runs as its own task.
+            /// Removed by itself after the resource's final event, or with
+            /// [`Listener::remove`].
+            pub fn on<T, F, Fut>(&self, handler: F) -> Listener
+            where
+                T: ClientEvent<R>,
+                F: Fn(T, T::Instances) -> Fut + Send + Sync + 'static,
+                Fut: Future + Send + 'static,
+                Fut::Output: HandlerOutput,
+            {
+                let shared = self.client.inner.shared.clone();
+                let sink = typed_handler::<R, T, F, Fut>(&self.client, handler);
+                let id = shared.subscribe(self.filter().with_type(T::TYPE), sink);
+                Listener::new(shared, id)
+            }
+
+            /// The next event of type `T` concerning this resource, awaitable (node's
+            /// `once`). Subscribed when called: create it before the action that causes the
+            /// event. Fails with [`Error::Ended`] if the resource ends first.
+            pub fn once<T: EventType + Clone>(&self) -> Once<T> {
+                Once::new(
+                    &self.client.inner.shared,
+                    self.filter(),
+                    Some(self.source()),
+                )
+            }
+
+            /// Every event concerning this resource, as a stream that ends after its final
+            /// event. Dropping it unsubscribes.
+            pub fn events(&self) -> EventStream {
+                EventStream::new(&self.client.inner.shared, self.filter())
+            }
+
+            /// The events of type `T` concerning this resource, as a stream.
+            pub fn stream<T: EventType + Clone>(&self) -> TypedStream<T> {
+                TypedStream::new(&self.client.inner.shared, self.filter())
+            }
+        }
+    };
+}
+
+macro_rules! instance_wrap {
+    ($name:ident, $model:ident, $idexpr:expr) => {
+        impl<R: Runtime> Wrap<R> for models::$model {
+            type Out = $name<R>;
+            fn wrap(self, client: &Client<R>) -> $name<R> {
+                let id: String = $idexpr(&self);
+                $name::from_parts(client.clone(), id, Some(Arc::new(self)))
+            }
+        }
+    };
+}
+
+instance_common!(
+    /// A channel: `channel.answer()`, `channel.play(..)`, `channel.on::<ChannelDtmfReceived>(..)`.
+    Channel, Channel, "channel id"
+);
+instance_common!(
+    /// A bridge: `bridge.add_channel(..)`, `bridge.play(..)`, `bridge.on::<ChannelEnteredBridge>(..)`.
+    Bridge, Bridge, "bridge id"
+);
+instance_common!(
+    /// A playback: control it, await its end with [`Playback::finished`].
+    Playback, Playback, "playback id"
+);
+instance_common!(
+    /// A live recording (named by its recording name): stop, pause, mute; await its end with
+    /// [`LiveRecording::finished`].
+    LiveRecording, LiveRecording, "recording name"
+);
+instance_common!(
+    /// A stored recording (named by its recording name).
+    StoredRecording, StoredRecording, "recording name"
+);
+instance_common!(
+    /// An endpoint (`PJSIP/alice`): its id is `technology/resource`.
+    Endpoint, Endpoint, "`technology/resource`"
+);
+instance_common!(
+    /// A device state (named by its device name, `Stasis:foo`).
+    DeviceState, DeviceState, "device name"
+);
+instance_common!(
+    /// A Stasis application (named by its app name).
+    Application, Application, "application name"
+);
+
+instance_events!(Channel, ResourceKind::Channel);
+instance_events!(Bridge, ResourceKind::Bridge);
+instance_events!(Playback, ResourceKind::Playback);
+instance_events!(LiveRecording, ResourceKind::Recording);
+instance_events!(Endpoint, ResourceKind::Endpoint);
+instance_events!(DeviceState, ResourceKind::DeviceState);
+
+instance_wrap!(Channel, Channel, |m: &models::Channel| m.id.clone());
+instance_wrap!(Bridge, Bridge, |m: &models::Bridge| m.id.clone());
+instance_wrap!(Playback, Playback, |m: &models::Playback| m.id.clone());
+instance_wrap!(LiveRecording, LiveRecording, |m: &models::LiveRecording| m
+    .name
+    .clone());
+instance_wrap!(
+    StoredRecording,
+    StoredRecording,
+    |m: &models::StoredRecording| m.name.clone()
+);
+instance_wrap!(Endpoint, Endpoint, |m: &models::Endpoint| format!(
+    "{}/{}",
+    m.technology, m.resource
+));
+instance_wrap!(DeviceState, DeviceState, |m: &models::DeviceState| m
+    .name
+    .clone());
+instance_wrap!(Application, Application, |m: &models::Application| m
+    .name
+    .clone());
+
+macro_rules! plain_from_parts {
+    ($($name:ident),*) => {
+        $(
+            impl<R: Runtime> $name<R> {
+                pub(crate) fn from_parts(
+                    client: Client<R>,
+                    id: String,
+                    data: Option<Arc<models::$name>>,
+                ) -> Self {
+                    $name { client, id: id.into(), data, watch: None }
+                }
+            }
+        )*
+    };
+}
+
+plain_from_parts!(
+    Channel,
+    Bridge,
+    StoredRecording,
+    Endpoint,
+    DeviceState,
+    Application
+);
+
+impl<R: Runtime> Playback<R> {
+    pub(crate) fn from_parts(
+        client: Client<R>,
+        id: String,
+        data: Option<Arc<models::Playback>>,
+    ) -> Self {
+        // Share the early watch of a playback made with `client.playback()`, if it still
+        // exists (a `playWithId` response for it).
+        let watch = client.inner.shared.find_watch(ResourceKind::Playback, &id);
+        Playback {
+            client,
+            id: id.into(),
+            data,
+            watch,
+        }
+    }
+
+    pub(crate) fn new_watched(client: Client<R>, id: String) -> Self {
+        let watch = Some(client.inner.shared.watch(ResourceKind::Playback, &id));
+        Playback {
+            client,
+            id: id.into(),
+            data: None,
+            watch,
+        }
+    }
+
+    /// Completes when the playback has finished (`PlaybackFinished`), at once if it already
+    /// has.
+    ///
+    /// A playback made with [`Client::playback`] is watched from its creation (before
+    /// `playWithId` is sent), so its end cannot be missed. For one created by Asterisk (with
+    /// a server-side id) this subscribes, then asks Asterisk for the playback: a 404 means it
+    /// has already finished.
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
+    /// let playback = client.playback();
+    /// let finished = playback.finished(); // watched from here on
+    /// # let _ = &channel;
+    /// // channel.play_with_id(&playback, "sound:hello-world").await?;
+    /// finished.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn finished(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let this = self.clone();
+        let early = this.watch.clone();
+        let late = if early.is_none() {
+            Some(this.once::<ari_proto::events::PlaybackFinished>())
+        } else {
+            None
+        };
+        async move {
+            if let Some(w) = early {
+                return wait_watch(&w, format!("playback:{}", this.id)).await;
+            }
+            if let Some(once) = late {
+                let op = ari_proto::ops::playbacks::Get::new(&*this.id);
+                match this.client.execute(&op).await {
+                    Err(e) if e.is_not_found() => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                once.await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<R: Runtime> LiveRecording<R> {
+    pub(crate) fn from_parts(
+        client: Client<R>,
+        id: String,
+        data: Option<Arc<models::LiveRecording>>,
+    ) -> Self {
+        let watch = client.inner.shared.find_watch(ResourceKind::Recording, &id);
+        LiveRecording {
+            client,
+            id: id.into(),
+            data,
+            watch,
+        }
+    }
+
+    pub(crate) fn new_watched(client: Client<R>, id: String) -> Self {
+        let watch = Some(client.inner.shared.watch(ResourceKind::Recording, &id));
+        LiveRecording {
+            client,
+            id: id.into(),
+            data: None,
+            watch,
+        }
+    }
+
+    /// The recording name (same as [`LiveRecording::id`]).
+    pub fn name(&self) -> &str {
+        &self.id
+    }
+
+    /// Completes when the recording has ended: `Ok` on `RecordingFinished`, an error on
+    /// `RecordingFailed`. Like [`Playback::finished`], a recording made with
+    /// [`Client::live_recording`] is watched from its creation; otherwise this subscribes and
+    /// then asks Asterisk (a 404 means it has already ended).
+    pub fn finished(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let this = self.clone();
+        let early = this.watch.clone();
+        let late = if early.is_none() {
+            Some(this.events())
+        } else {
+            None
+        };
+        async move {
+            if let Some(w) = early {
+                return wait_watch(&w, format!("recording:{}", this.id)).await;
+            }
+            if let Some(mut events) = late {
+                let op = ari_proto::ops::recordings::GetLive::new(&*this.id);
+                match this.client.execute(&op).await {
+                    Err(e) if e.is_not_found() => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                use futures_util::StreamExt;
+                while let Some(item) = events.next().await {
+                    if let Ok(ev) = item {
+                        if let Some(r) = recording_outcome(&ev, &this.id) {
+                            return r;
+                        }
+                    }
+                }
+                Err(Error::closed("the client was closed"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn recording_outcome(ev: &ari_proto::Event, name: &str) -> Option<Result<(), Error>> {
+    use ari_proto::Event;
+    match ev {
+        Event::RecordingFinished(e) if e.recording.name == name => Some(Ok(())),
+        Event::RecordingFailed(e) if e.recording.name == name => {
+            let cause = e.recording.cause.clone().unwrap_or_default();
+            Some(Err(Error::Ended {
+                resource: format!("recording:{name} (failed: {cause})"),
+            }))
+        }
+        _ => None,
+    }
+}
+
+async fn wait_watch(w: &Arc<Watch>, resource: String) -> Result<(), Error> {
+    let outcome = std::future::poll_fn(|cx| w.latch.poll_outcome(cx)).await;
+    match outcome {
+        LatchOutcome::Final(ev) => match w.kind() {
+            ResourceKind::Recording => {
+                let name = resource.trim_start_matches("recording:");
+                recording_outcome(&ev, name).unwrap_or(Ok(()))
+            }
+            _ => Ok(()),
+        },
+        LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
+            Err(Error::closed("the client was closed"))
+        }
+        LatchOutcome::Closed(_) => {
+            // Ended without a final event being delivered to us (e.g. it was dropped): the
+            // resource is over either way.
+            let _ = resource;
+            Ok(())
+        }
+    }
+}
+
+impl<R: Runtime> Endpoint<R> {
+    /// The technology (`PJSIP`).
+    pub fn technology(&self) -> &str {
+        self.id.split_once('/').map(|(t, _)| t).unwrap_or(&self.id)
+    }
+
+    /// The resource (`alice`).
+    pub fn resource(&self) -> &str {
+        self.id.split_once('/').map(|(_, r)| r).unwrap_or("")
+    }
+}
+
+impl<R: Runtime> Application<R> {
+    /// The application name (same as [`Application::id`]).
+    pub fn name(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<R: Runtime> StoredRecording<R> {
+    /// The recording name (same as [`StoredRecording::id`]).
+    pub fn name(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<R: Runtime> DeviceState<R> {
+    /// The device name (same as [`DeviceState::id`]).
+    pub fn name(&self) -> &str {
+        &self.id
+    }
+}
+
+// ---- factories -----------------------------------------------------------------------------
+
+impl<R: Runtime> Client<R> {
+    /// A channel with a fresh client-side id, not created yet: attach listeners, then
+    /// `channel.originate(..)` (which uses `originateWithId` with this id), so even its
+    /// `StasisStart` reaches them.
+    pub fn channel(&self) -> Channel<R> {
+        let id = self.inner.shared.new_resource_id(ResourceKind::Channel);
+        Channel::from_parts(self.clone(), id, None)
+    }
+
+    /// The channel with this id (no request is sent).
+    pub fn channel_with_id(&self, id: impl Into<String>) -> Channel<R> {
+        Channel::from_parts(self.clone(), id.into(), None)
+    }
+
+    /// A bridge with a fresh client-side id, for `bridge.create()` (`createWithId`).
+    pub fn bridge(&self) -> Bridge<R> {
+        let id = self.inner.shared.new_resource_id(ResourceKind::Bridge);
+        Bridge::from_parts(self.clone(), id, None)
+    }
+
+    /// The bridge with this id.
+    pub fn bridge_with_id(&self, id: impl Into<String>) -> Bridge<R> {
+        Bridge::from_parts(self.clone(), id.into(), None)
+    }
+
+    /// A playback with a fresh client-side id, for `channel.play_with_id(&playback, media)`.
+    /// Its end is watched from now on, so [`Playback::finished`] cannot miss it.
+    pub fn playback(&self) -> Playback<R> {
+        let id = self.inner.shared.new_resource_id(ResourceKind::Playback);
+        Playback::new_watched(self.clone(), id)
+    }
+
+    /// The playback with this id. If it is not created yet, its end is watched from now on.
+    pub fn playback_with_id(&self, id: impl Into<String>) -> Playback<R> {
+        Playback::new_watched(self.clone(), id.into())
+    }
+
+    /// A live recording with a fresh client-side name, for `channel.record(&recording, ..)`.
+    /// Its end is watched from now on.
+    pub fn live_recording(&self) -> LiveRecording<R> {
+        let id = self.inner.shared.new_resource_id(ResourceKind::Recording);
+        LiveRecording::new_watched(self.clone(), id)
+    }
+
+    /// The live recording with this name. If it is not created yet, its end is watched from
+    /// now on.
+    pub fn live_recording_with_name(&self, name: impl Into<String>) -> LiveRecording<R> {
+        LiveRecording::new_watched(self.clone(), name.into())
+    }
+
+    /// The stored recording with this name.
+    pub fn stored_recording(&self, name: impl Into<String>) -> StoredRecording<R> {
+        StoredRecording::from_parts(self.clone(), name.into(), None)
+    }
+
+    /// The endpoint `technology/resource`.
+    pub fn endpoint(&self, technology: &str, resource: &str) -> Endpoint<R> {
+        Endpoint::from_parts(self.clone(), format!("{technology}/{resource}"), None)
+    }
+
+    /// The device state of this device (`Stasis:foo`).
+    pub fn device_state(&self, name: impl Into<String>) -> DeviceState<R> {
+        DeviceState::from_parts(self.clone(), name.into(), None)
+    }
+
+    /// The Stasis application with this name.
+    pub fn application(&self, name: impl Into<String>) -> Application<R> {
+        Application::from_parts(self.clone(), name.into(), None)
+    }
+}

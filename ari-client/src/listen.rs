@@ -1,0 +1,736 @@
+//! Events: handlers, awaitable events and streams, on the client and on instance objects.
+//!
+//! Routing by event type and by resource happens in the session (hash maps); a listener only
+//! ever sees the events it subscribed to. Every subscription has a bounded queue (streams,
+//! awaited events) or spawns its handler per event; nothing here ever blocks the task that
+//! reads the WebSocket.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ari_proto::events::{self as ev, Event, EventType};
+use ari_proto::session::{ConnectionEvent, EndReason, Filter, SubscriptionId};
+use futures_core::Stream;
+
+use crate::error::{Error, Lagged};
+use crate::instances::{Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback};
+use crate::shared::{CloseReason, ConnSink, QueueSub, Shared, Sink, Slot};
+use crate::{Client, Runtime, Wrap};
+
+/// An event type handlers and streams can be typed with, and the live instance objects it
+/// hands to handlers next to the event, as node-ari-client's `function (event, channel)`.
+///
+/// | event | instances |
+/// |---|---|
+/// | `StasisStart`, `StasisEnd`, `ChannelDtmfReceived`, `ChannelHangupRequest`, `ChannelStateChange`, other `Channel*` events with one channel | [`Channel`] |
+/// | `ChannelVarset` | `Option<Channel>` (none for a global variable) |
+/// | `ChannelEnteredBridge` | `(Bridge, Option<Channel>)` |
+/// | `ChannelLeftBridge` | `(Bridge, Channel)` |
+/// | `BridgeCreated`, `BridgeDestroyed`, `BridgeVideoSourceChanged` | [`Bridge`] |
+/// | `BridgeMerged` | `(Bridge, Bridge)` (`bridge`, `bridge_from`) |
+/// | `BridgeBlindTransfer` | `(Channel, Option<Bridge>)` |
+/// | `BridgeAttendedTransfer` | `(Channel, Channel)` (first and second leg of the transferer) |
+/// | `PlaybackStarted`, `PlaybackContinuing`, `PlaybackFinished` | [`Playback`] |
+/// | `RecordingStarted`, `RecordingFinished`, `RecordingFailed` | [`LiveRecording`] |
+/// | `EndpointStateChange`, `PeerStatusChange`, `ContactStatusChange` | [`Endpoint`] |
+/// | `TextMessageReceived` | `Option<Endpoint>` |
+/// | `DeviceStateChanged` | [`DeviceState`] |
+/// | `Dial` | [`DialParties`] |
+/// | `ChannelUserevent` | `(Option<Channel>, Option<Bridge>, Option<Endpoint>)` |
+/// | application events, `ChannelTransfer`, `MissingParams`, `RESTResponse` | `()` |
+pub trait ClientEvent<R: Runtime>: EventType + Clone + Send + Sync + 'static {
+    /// The instance objects handed to handlers.
+    type Instances: Send + 'static;
+    /// Builds them from the event's snapshots.
+    fn instances(&self, client: &Client<R>) -> Self::Instances;
+}
+
+macro_rules! client_event {
+    ($inst:ident . $field:ident : $($t:ident),* $(,)?) => {
+        $(
+            impl<R: Runtime> ClientEvent<R> for ev::$t {
+                type Instances = $inst<R>;
+                fn instances(&self, client: &Client<R>) -> $inst<R> {
+                    self.$field.clone().wrap(client)
+                }
+            }
+        )*
+    };
+    (() : $($t:ident),* $(,)?) => {
+        $(
+            impl<R: Runtime> ClientEvent<R> for ev::$t {
+                type Instances = ();
+                fn instances(&self, _client: &Client<R>) {}
+            }
+        )*
+    };
+}
+
+client_event!(Channel.channel: ApplicationMoveFailed, CallBroadcast, CallClaimed, ChannelCallerId,
+    ChannelConnectedLine, ChannelCreated, ChannelDestroyed, ChannelDialplan, ChannelDtmfReceived,
+    ChannelHangupRequest, ChannelHold, ChannelStateChange, ChannelTalkingFinished,
+    ChannelTalkingStarted, ChannelToneDetected, ChannelUnhold, StasisEnd, StasisStart);
+client_event!(Bridge.bridge: BridgeCreated, BridgeDestroyed, BridgeVideoSourceChanged);
+client_event!(Playback.playback: PlaybackStarted, PlaybackContinuing, PlaybackFinished);
+client_event!(LiveRecording.recording: RecordingStarted, RecordingFinished, RecordingFailed);
+client_event!(Endpoint.endpoint: EndpointStateChange, PeerStatusChange, ContactStatusChange);
+client_event!(DeviceState.device_state: DeviceStateChanged);
+client_event!((): ApplicationRegistered, ApplicationReplaced, ApplicationUnregistered,
+    ChannelTransfer, MissingParams, RESTResponse);
+
+impl<R: Runtime> ClientEvent<R> for ev::ChannelVarset {
+    type Instances = Option<Channel<R>>;
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        self.channel.clone().map(|c| c.wrap(client))
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::ChannelEnteredBridge {
+    type Instances = (Bridge<R>, Option<Channel<R>>);
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        (
+            self.bridge.clone().wrap(client),
+            self.channel.clone().map(|c| c.wrap(client)),
+        )
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::ChannelLeftBridge {
+    type Instances = (Bridge<R>, Channel<R>);
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        (
+            self.bridge.clone().wrap(client),
+            self.channel.clone().wrap(client),
+        )
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::BridgeMerged {
+    type Instances = (Bridge<R>, Bridge<R>);
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        (
+            self.bridge.clone().wrap(client),
+            self.bridge_from.clone().wrap(client),
+        )
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::BridgeBlindTransfer {
+    type Instances = (Channel<R>, Option<Bridge<R>>);
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        (
+            self.channel.clone().wrap(client),
+            self.bridge.clone().map(|b| b.wrap(client)),
+        )
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::BridgeAttendedTransfer {
+    type Instances = (Channel<R>, Channel<R>);
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        (
+            self.transferer_first_leg.clone().wrap(client),
+            self.transferer_second_leg.clone().wrap(client),
+        )
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::TextMessageReceived {
+    type Instances = Option<Endpoint<R>>;
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        self.endpoint.clone().map(|e| e.wrap(client))
+    }
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::ChannelUserevent {
+    type Instances = (Option<Channel<R>>, Option<Bridge<R>>, Option<Endpoint<R>>);
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        (
+            self.channel.clone().map(|c| c.wrap(client)),
+            self.bridge.clone().map(|b| b.wrap(client)),
+            self.endpoint.clone().map(|e| e.wrap(client)),
+        )
+    }
+}
+
+/// The channels of a `Dial` event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DialParties<R: Runtime> {
+    /// The calling channel, if any.
+    pub caller: Option<Channel<R>>,
+    /// The dialed channel.
+    pub peer: Channel<R>,
+    /// The channel the call was forwarded to, if any.
+    pub forwarded: Option<Channel<R>>,
+}
+
+impl<R: Runtime> ClientEvent<R> for ev::Dial {
+    type Instances = DialParties<R>;
+    fn instances(&self, client: &Client<R>) -> Self::Instances {
+        DialParties {
+            caller: self.caller.clone().map(|c| c.wrap(client)),
+            peer: self.peer.clone().wrap(client),
+            forwarded: self.forwarded.clone().map(|c| c.wrap(client)),
+        }
+    }
+}
+
+// ---- handlers ------------------------------------------------------------------------------
+
+/// What an event handler's future may return: `()`, or `Result<(), Error>` so handlers can use
+/// `?`. An error is logged (`tracing` warning) and counted in
+/// [`Stats::handler_errors`](crate::Stats::handler_errors).
+pub trait HandlerOutput: Send + 'static {
+    /// Reports the outcome; `Err` is the error's text.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl HandlerOutput for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl HandlerOutput for Result<(), Error> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a handler future as its own task, reporting its outcome.
+pub(crate) fn spawn_handler<R: Runtime, O: HandlerOutput>(
+    client: &Client<R>,
+    event_type: &'static str,
+    fut: impl Future<Output = O> + Send + 'static,
+) {
+    let shared = client.inner.shared.clone();
+    shared
+        .counters
+        .handler_calls
+        .fetch_add(1, Ordering::Relaxed);
+    client.inner.runtime.spawn(async move {
+        if let Err(e) = fut.await.into_outcome() {
+            shared.counters.handler_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "ari_client", event = event_type, error = %e, "event handler failed");
+        }
+    });
+}
+
+struct HandlerSink<F> {
+    call: F,
+}
+
+impl<F: Fn(&Arc<Event>) + Send + Sync> Sink for HandlerSink<F> {
+    fn deliver(&self, event: &Arc<Event>) {
+        (self.call)(event)
+    }
+    fn close(&self, _reason: CloseReason) {}
+}
+
+/// A typed handler as a sink: each matching event is converted, its instances built, and the
+/// handler's future spawned as its own task (so a long handler, e.g. a whole call, never holds
+/// up the next event; use a stream to process events strictly one after another).
+pub(crate) fn typed_handler<R, T, F, Fut>(client: &Client<R>, handler: F) -> Arc<dyn Sink>
+where
+    R: Runtime,
+    T: ClientEvent<R>,
+    F: Fn(T, T::Instances) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    let client = client.clone();
+    Arc::new(HandlerSink {
+        call: move |event: &Arc<Event>| {
+            if let Some(t) = T::from_ref(event) {
+                let t = t.clone();
+                let instances = t.instances(&client);
+                spawn_handler(&client, T::TYPE, handler(t, instances));
+            }
+        },
+    })
+}
+
+pub(crate) fn any_handler<R, F, Fut>(client: &Client<R>, handler: F) -> Arc<dyn Sink>
+where
+    R: Runtime,
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    let client = client.clone();
+    Arc::new(HandlerSink {
+        call: move |event: &Arc<Event>| {
+            let e: Event = (**event).clone();
+            spawn_handler(&client, "event", handler(e));
+        },
+    })
+}
+
+/// A registered handler. Dropping it keeps the handler (as in node, a listener stays until
+/// removed); [`Listener::remove`] removes it. Handlers on an instance are removed by
+/// themselves after the resource's final event (`ChannelDestroyed`, `BridgeDestroyed`,
+/// `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`).
+pub struct Listener {
+    shared: Arc<Shared>,
+    id: SubscriptionId,
+}
+
+impl Listener {
+    pub(crate) fn new(shared: Arc<Shared>, id: SubscriptionId) -> Self {
+        Listener { shared, id }
+    }
+
+    /// Removes the handler (node's `removeListener`). No-op if it already ended.
+    pub fn remove(self) {
+        self.shared.unsubscribe(self.id);
+    }
+
+    /// Whether the handler is still registered.
+    pub fn is_active(&self) -> bool {
+        self.shared.is_subscribed(self.id)
+    }
+
+    /// The session's subscription id.
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener").field("id", &self.id).finish()
+    }
+}
+
+// ---- streams ---------------------------------------------------------------------------
+
+fn end_error(reason: Option<CloseReason>, resource: &Option<String>) -> Error {
+    match reason {
+        Some(CloseReason::Ended(EndReason::ResourceEnded)) => Error::Ended {
+            resource: resource.clone().unwrap_or_default(),
+        },
+        Some(CloseReason::Shutdown) => Error::closed("the client was closed"),
+        _ => Error::closed("the subscription ended"),
+    }
+}
+
+/// A stream of events: every event of the client, or of one instance
+/// ([`Channel::events`]). Yields `Err(Lagged(n))` where `n` events were dropped because the
+/// consumer fell behind (see [`Lagged`]); ends after an instance's final event or when the
+/// client is closed. Dropping it removes its subscription.
+pub struct EventStream {
+    sub: QueueSub,
+}
+
+impl EventStream {
+    pub(crate) fn new(shared: &Arc<Shared>, filter: Filter) -> Self {
+        EventStream {
+            sub: QueueSub::new(shared, filter),
+        }
+    }
+
+    /// Events waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.sub.queue.len()
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("subscription", &self.sub.guard.id)
+            .finish()
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event, Lagged>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.sub.poll_item(cx) {
+            Poll::Ready(Ok(Ok(e))) => Poll::Ready(Some(Ok(
+                Arc::try_unwrap(e).unwrap_or_else(|a| (*a).clone())
+            ))),
+            Poll::Ready(Ok(Err(l))) => Poll::Ready(Some(Err(l))),
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A stream of the events of type `T` of one instance ([`Channel::stream`]); like
+/// [`EventStream`] otherwise.
+pub struct TypedStream<T> {
+    sub: QueueSub,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: EventType> TypedStream<T> {
+    pub(crate) fn new(shared: &Arc<Shared>, filter: Filter) -> Self {
+        TypedStream {
+            sub: QueueSub::new(shared, filter.with_type(T::TYPE)),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TypedStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypedStream")
+            .field("subscription", &self.sub.guard.id)
+            .finish()
+    }
+}
+
+fn take<T: EventType + Clone>(e: Arc<Event>) -> Option<T> {
+    match Arc::try_unwrap(e) {
+        Ok(e) => T::from_event(e).ok(),
+        Err(a) => T::from_ref(&a).cloned(),
+    }
+}
+
+impl<T: EventType + Clone> Stream for TypedStream<T> {
+    type Item = Result<T, Lagged>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            return match self.sub.poll_item(cx) {
+                Poll::Ready(Ok(Ok(e))) => match take::<T>(e) {
+                    Some(t) => Poll::Ready(Some(Ok(t))),
+                    None => continue,
+                },
+                Poll::Ready(Ok(Err(l))) => Poll::Ready(Some(Err(l))),
+                Poll::Ready(Err(_)) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+/// A stream of the events of type `T` of the whole client, with their instance objects
+/// ([`Client::stream`]): `Ok((event, instances))` or `Err(Lagged(n))`.
+pub struct ClientStream<R: Runtime, T> {
+    inner: TypedStream<T>,
+    client: Client<R>,
+}
+
+impl<R: Runtime, T> fmt::Debug for ClientStream<R, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientStream")
+            .field("subscription", &self.inner.sub.guard.id)
+            .finish()
+    }
+}
+
+impl<R: Runtime, T: ClientEvent<R>> Stream for ClientStream<R, T> {
+    type Item = Result<(T, T::Instances), Lagged>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(t))) => {
+                let i = t.instances(&self.client);
+                Poll::Ready(Some(Ok((t, i))))
+            }
+            Poll::Ready(Some(Err(l))) => Poll::Ready(Some(Err(l))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<R: Runtime, T: ClientEvent<R>> ClientStream<R, T> {
+    pub(crate) fn new(client: &Client<R>, filter: Filter) -> Self {
+        ClientStream {
+            inner: TypedStream::new(&client.inner.shared, filter),
+            client: client.clone(),
+        }
+    }
+}
+
+// ---- awaitable events ----------------------------------------------------------------------
+
+/// The next event of type `T` of an instance ([`Channel::once`]), awaitable. Subscribed when
+/// created, so create it before the action that causes the event:
+///
+/// ```no_run
+/// # async fn demo<R: ari_client::Runtime>(channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
+/// use ari_proto::events::ChannelDtmfReceived;
+/// let dtmf = channel.once::<ChannelDtmfReceived>().await?;
+/// println!("pressed {}", dtmf.digit);
+/// # Ok(()) }
+/// ```
+///
+/// Fails with [`Error::Ended`] if the resource ends first, [`Error::Closed`] if the client is
+/// closed. Dropping it removes the subscription.
+#[must_use = "an awaited event does nothing unless awaited"]
+pub struct Once<T> {
+    sub: QueueSub,
+    resource: Option<String>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: EventType> Once<T> {
+    pub(crate) fn new(shared: &Arc<Shared>, filter: Filter, resource: Option<String>) -> Self {
+        Once {
+            sub: QueueSub::new(shared, filter.with_type(T::TYPE).once()),
+            resource,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Once<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Once")
+            .field("subscription", &self.sub.guard.id)
+            .field("resource", &self.resource)
+            .finish()
+    }
+}
+
+impl<T: EventType + Clone> Future for Once<T> {
+    type Output = Result<T, Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            return match self.sub.poll_item(cx) {
+                Poll::Ready(Ok(Ok(e))) => match take::<T>(e) {
+                    Some(t) => Poll::Ready(Ok(t)),
+                    None => continue,
+                },
+                // A one-shot queue holds at most one event; a lag marker cannot precede it.
+                Poll::Ready(Ok(Err(_))) => continue,
+                Poll::Ready(Err(reason)) => Poll::Ready(Err(end_error(reason, &self.resource))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+/// The next event of type `T` of the whole client with its instance objects
+/// ([`Client::once`]).
+#[must_use = "an awaited event does nothing unless awaited"]
+pub struct ClientOnce<R: Runtime, T> {
+    inner: Once<T>,
+    client: Client<R>,
+}
+
+impl<R: Runtime, T: ClientEvent<R>> ClientOnce<R, T> {
+    pub(crate) fn new(client: &Client<R>) -> Self {
+        ClientOnce {
+            inner: Once::new(&client.inner.shared, Filter::all(), None),
+            client: client.clone(),
+        }
+    }
+}
+
+impl<R: Runtime, T> fmt::Debug for ClientOnce<R, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<R: Runtime, T: ClientEvent<R>> Future for ClientOnce<R, T> {
+    type Output = Result<(T, T::Instances), Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(t)) => {
+                let i = t.instances(&self.client);
+                Poll::Ready(Ok((t, i)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+// ---- connection events ---------------------------------------------------------------------
+
+struct ConnHandler<F> {
+    call: F,
+}
+
+impl<F: Fn(&ConnectionEvent) + Send + Sync> ConnSink for ConnHandler<F> {
+    fn deliver(&self, event: &ConnectionEvent) -> bool {
+        (self.call)(event);
+        true
+    }
+    fn close(&self) {}
+}
+
+pub(crate) fn conn_handler<R, F, Fut>(client: &Client<R>, handler: F) -> Arc<dyn ConnSink>
+where
+    R: Runtime,
+    F: Fn(ConnectionEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    // Holds only the runtime and the counters: a connection listener does not keep the client
+    // alive.
+    let runtime = client.inner.runtime.clone();
+    let shared = Arc::downgrade(&client.inner.shared);
+    Arc::new(ConnHandler {
+        call: move |ev: &ConnectionEvent| {
+            let fut = handler(ev.clone());
+            let shared = shared.clone();
+            runtime.spawn(async move {
+                if let Err(e) = fut.await.into_outcome() {
+                    if let Some(s) = shared.upgrade() {
+                        s.counters.handler_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::warn!(target: "ari_client", error = %e, "connection handler failed");
+                }
+            });
+        },
+    })
+}
+
+/// A bounded queue of connection events.
+pub(crate) struct ConnQueue {
+    inner: std::sync::Mutex<ConnQueueInner>,
+}
+
+struct ConnQueueInner {
+    items: std::collections::VecDeque<ConnectionEvent>,
+    lagged: u64,
+    closed: bool,
+    waker: Option<std::task::Waker>,
+}
+
+const CONN_QUEUE: usize = 256;
+
+impl ConnQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnQueueInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ConnSink for ConnQueue {
+    fn deliver(&self, event: &ConnectionEvent) -> bool {
+        let waker = {
+            let mut g = self.lock();
+            if g.closed {
+                return false;
+            }
+            if g.items.len() >= CONN_QUEUE {
+                g.lagged += 1;
+            } else {
+                g.items.push_back(event.clone());
+            }
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+    fn close(&self) {
+        let waker = {
+            let mut g = self.lock();
+            g.closed = true;
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The connection events of the client as a stream ([`Client::connection_events`]):
+/// `Connected` (node's `WebSocketConnected`), `Reconnecting { attempt, delay, .. }`
+/// (`WebSocketReconnecting`), `MaxRetries { attempts, .. }` (`WebSocketMaxRetries`) and
+/// `Closed`. Ends when the client is closed. Bounded (256); on overflow yields
+/// `Err(Lagged(n))`.
+pub struct ConnectionStream {
+    queue: Arc<ConnQueue>,
+    sink: Arc<dyn ConnSink>,
+    shared: Arc<Shared>,
+}
+
+impl ConnectionStream {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        let queue = Arc::new(ConnQueue {
+            inner: std::sync::Mutex::new(ConnQueueInner {
+                items: Default::default(),
+                lagged: 0,
+                closed: false,
+                waker: None,
+            }),
+        });
+        let sink: Arc<dyn ConnSink> = queue.clone();
+        shared.add_conn_sink(sink.clone());
+        ConnectionStream {
+            queue,
+            sink,
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl Drop for ConnectionStream {
+    fn drop(&mut self) {
+        self.shared.remove_conn_sink(&self.sink);
+    }
+}
+
+impl fmt::Debug for ConnectionStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for ConnectionStream {
+    type Item = Result<ConnectionEvent, Lagged>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut g = self.queue.lock();
+        if g.lagged > 0 {
+            let n = std::mem::take(&mut g.lagged);
+            return Poll::Ready(Some(Err(Lagged(n))));
+        }
+        if let Some(e) = g.items.pop_front() {
+            return Poll::Ready(Some(Ok(e)));
+        }
+        if g.closed {
+            return Poll::Ready(None);
+        }
+        g.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A one-shot waiter for the outcome of `start`.
+pub(crate) struct StartWaiter {
+    slot: Slot<Result<(), Error>>,
+}
+
+impl StartWaiter {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(StartWaiter { slot: Slot::new() })
+    }
+
+    fn set(&self, r: Result<(), Error>) -> bool {
+        self.slot.fill(r);
+        false
+    }
+
+    pub(crate) fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.slot.poll_take(cx)
+    }
+}
+
+impl ConnSink for StartWaiter {
+    fn deliver(&self, event: &ConnectionEvent) -> bool {
+        match event {
+            ConnectionEvent::Connected { .. } => self.set(Ok(())),
+            ConnectionEvent::MaxRetries { reason, .. } => self.set(Err(Error::Transport(
+                crate::TransportError::new(crate::TransportErrorKind::Connect, reason.clone()),
+            ))),
+            _ => !self.slot.is_filled(),
+        }
+    }
+    fn close(&self) {
+        self.set(Err(Error::closed("the client was closed")));
+    }
+}

@@ -1,0 +1,754 @@
+//! State shared by the client handles and the driver task: the sans-IO session, the sinks of
+//! the subscriptions, pending REST-over-WebSocket requests and connection listeners.
+//!
+//! Locking: one mutex around [`State`]. The driver drains the session's outputs under it into
+//! a local list, releases it, then delivers (sinks never block and never call back into the
+//! state while the lock is held). Anything that may run user code or drop a [`crate::Client`]
+//! (handler sinks hold one) is dropped after the lock is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ari_proto::events::{Event, ResourceKind};
+use ari_proto::rest::{Endpoint, RequestParts};
+use ari_proto::session::{
+    ConnectionEvent, EndReason, Filter, Keepalive, Limits, Output, RawResponse, ReconnectPolicy,
+    RequestError, RequestId, SendError, Session, SessionConfig, SubscriptionId, Transmit, WsAuth,
+};
+use futures_util::task::AtomicWaker;
+
+use crate::error::{Error, Lagged};
+use crate::runtime::TransportOptions;
+
+/// Options of the events side, set on the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct EventOptions {
+    pub(crate) reconnect: ReconnectPolicy,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) limits: Limits,
+    pub(crate) ws_auth: WsAuth,
+    pub(crate) subscribe_all: bool,
+    pub(crate) rng_seed: Option<u64>,
+    pub(crate) queue_capacity: usize,
+}
+
+impl Default for EventOptions {
+    fn default() -> Self {
+        EventOptions {
+            reconnect: ReconnectPolicy::default(),
+            keepalive: Some(Keepalive::default()),
+            limits: Limits::default(),
+            ws_auth: WsAuth::Basic,
+            subscribe_all: false,
+            rng_seed: None,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// A seed from the OS: `RandomState` keys come from the OS's randomness.
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    h.finish()
+}
+
+/// Why a sink was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The session ended the subscription (one-shot fired, or the resource ended).
+    Ended(EndReason),
+    /// The client was closed.
+    Shutdown,
+}
+
+/// Where the events of one subscription go. Never blocks.
+pub(crate) trait Sink: Send + Sync {
+    fn deliver(&self, event: &Arc<Event>);
+    fn close(&self, reason: CloseReason);
+}
+
+/// Where connection events go.
+pub(crate) trait ConnSink: Send + Sync {
+    /// Returns false when the sink wants no more events.
+    fn deliver(&self, event: &ConnectionEvent) -> bool;
+    fn close(&self);
+}
+
+pub(crate) struct State {
+    pub(crate) session: Session,
+    sinks: HashMap<SubscriptionId, Arc<dyn Sink>>,
+    pending: HashMap<RequestId, Arc<Slot<Result<RawResponse, RequestError>>>>,
+    conn_sinks: Vec<Arc<dyn ConnSink>>,
+    closed: bool,
+}
+
+/// Counters the client keeps besides the session's.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) dropped_events: AtomicU64,
+    pub(crate) session_dropped: AtomicU64,
+    pub(crate) handler_calls: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) ws_fallbacks: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) driver: AtomicWaker,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) counters: Counters,
+    pub(crate) queue_capacity: usize,
+    watches: Mutex<HashMap<(ResourceKind, String), Weak<Watch>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        opts: EventOptions,
+        request_timeout: Duration,
+        transport: TransportOptions,
+        now: Instant,
+    ) -> Arc<Shared> {
+        let _ = transport;
+        let config = SessionConfig::default()
+            .subscribe_all(opts.subscribe_all)
+            .auth(opts.ws_auth)
+            .reconnect(opts.reconnect)
+            .keepalive(opts.keepalive)
+            .request_timeout(request_timeout)
+            .limits(opts.limits)
+            .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
+        let session = Session::new(endpoint, config, now);
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                session,
+                sinks: HashMap::new(),
+                pending: HashMap::new(),
+                conn_sinks: Vec::new(),
+                closed: false,
+            }),
+            driver: AtomicWaker::new(),
+            shutdown: AtomicBool::new(false),
+            counters: Counters::default(),
+            queue_capacity: opts.queue_capacity.max(1),
+            watches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Locks the state; a poisoned lock (a panic elsewhere) is recovered: the state is only
+    /// ever mutated through the session's panic-free methods and map operations.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn wake_driver(&self) {
+        self.driver.wake();
+    }
+
+    pub(crate) fn new_resource_id(&self, kind: ResourceKind) -> String {
+        self.lock().session.new_resource_id(kind)
+    }
+
+    pub(crate) fn live_subscriptions(&self) -> usize {
+        self.lock().session.live_subscriptions()
+    }
+
+    /// Registers `sink` for `filter`. Synchronous: an event handled after this returns is
+    /// routed to it.
+    pub(crate) fn subscribe(&self, filter: Filter, sink: Arc<dyn Sink>) -> SubscriptionId {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            sink.close(CloseReason::Shutdown);
+            // A subscription that is already over; never live.
+            return self.dead_subscription();
+        }
+        let id = st.session.subscribe(filter);
+        st.sinks.insert(id, sink);
+        id
+    }
+
+    fn dead_subscription(&self) -> SubscriptionId {
+        // Subscribe and unsubscribe at once so the id is valid and never reused.
+        let mut st = self.lock();
+        let id = st.session.subscribe(Filter::event_type("\u{0}closed"));
+        st.session.unsubscribe(id);
+        id
+    }
+
+    /// Removes a subscription (no-op if it already ended).
+    pub(crate) fn unsubscribe(&self, id: SubscriptionId) {
+        let sink = {
+            let mut st = self.lock();
+            st.session.unsubscribe(id);
+            st.sinks.remove(&id)
+        };
+        drop(sink);
+    }
+
+    pub(crate) fn is_subscribed(&self, id: SubscriptionId) -> bool {
+        self.lock().session.is_subscribed(id)
+    }
+
+    pub(crate) fn add_conn_sink(&self, sink: Arc<dyn ConnSink>) {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            sink.close();
+            return;
+        }
+        st.conn_sinks.push(sink);
+    }
+
+    pub(crate) fn remove_conn_sink(&self, sink: &Arc<dyn ConnSink>) {
+        let removed = {
+            let mut st = self.lock();
+            let before = st.conn_sinks.len();
+            let mut removed = Vec::new();
+            st.conn_sinks.retain(|s| {
+                if Arc::ptr_eq(s, sink) {
+                    removed.push(s.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            debug_assert!(before >= st.conn_sinks.len());
+            removed
+        };
+        drop(removed);
+    }
+
+    /// Sends a REST request over the WebSocket. `Ok(None)`: not possible now (not connected,
+    /// or too many pending), use HTTP.
+    pub(crate) fn send_request(
+        &self,
+        now: Instant,
+        parts: &RequestParts,
+    ) -> Result<Option<SlotFuture<Result<RawResponse, RequestError>>>, Error> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Error::closed("the client is closed"));
+        }
+        match st.session.send_request_parts(now, parts) {
+            Ok(id) => {
+                let slot = Arc::new(Slot::new());
+                st.pending.insert(id, slot.clone());
+                drop(st);
+                self.wake_driver();
+                Ok(Some(SlotFuture { slot }))
+            }
+            Err(SendError::NotConnected) | Err(SendError::TooManyPending { .. }) => {
+                self.counters.ws_fallbacks.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(SendError::Build(e)) => Err(Error::Build(e)),
+            Err(e) => Err(Error::Transport(crate::TransportError::new(
+                crate::TransportErrorKind::Closed,
+                e.to_string(),
+            ))),
+        }
+    }
+
+    /// Runs a command on the session and wakes the driver to perform what it emits.
+    pub(crate) fn command<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let out = f(&mut self.lock().session);
+        self.wake_driver();
+        out
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Closes everything: stops the session, ends every subscription and listener. The driver
+    /// performs the final close and exits.
+    pub(crate) fn shutdown(&self, now: Instant) {
+        let (sinks, conns, pending) = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.session.stop(now);
+            let ids: Vec<SubscriptionId> = st.sinks.keys().copied().collect();
+            for id in ids {
+                st.session.unsubscribe(id);
+            }
+            let sinks: Vec<_> = st.sinks.drain().map(|(_, s)| s).collect();
+            let conns = std::mem::take(&mut st.conn_sinks);
+            let pending: Vec<_> = st.pending.drain().map(|(_, s)| s).collect();
+            (sinks, conns, pending)
+        };
+        self.shutdown.store(true, Ordering::Release);
+        for s in &sinks {
+            s.close(CloseReason::Shutdown);
+        }
+        for c in &conns {
+            c.deliver(&ConnectionEvent::Closed);
+            c.close();
+        }
+        for p in &pending {
+            p.fill(Err(RequestError::Closed));
+        }
+        drop((sinks, conns, pending));
+        self.wake_driver();
+    }
+
+    /// Drains the session's outputs into deliveries; call with the lock held, deliver after
+    /// releasing it.
+    pub(crate) fn drain_outputs(&self, st: &mut State, out: &mut Vec<Dispatch>) {
+        while let Some(o) = st.session.poll_output() {
+            match o {
+                Output::Event(delivery) => {
+                    for id in delivery.subscribers.iter() {
+                        if let Some(sink) = st.sinks.get(id) {
+                            out.push(Dispatch::Event(sink.clone(), delivery.event.clone()));
+                        }
+                    }
+                }
+                Output::Connection(ev) => {
+                    out.push(Dispatch::Connection(st.conn_sinks.clone(), ev));
+                }
+                Output::Response { id, result, .. } => {
+                    if let Some(slot) = st.pending.remove(&id) {
+                        out.push(Dispatch::Response(slot, result));
+                    }
+                }
+                Output::SubscriptionEnded { id, reason, .. } => {
+                    if let Some(sink) = st.sinks.remove(&id) {
+                        out.push(Dispatch::Ended(sink, reason));
+                    }
+                }
+                Output::Overflow { dropped, .. } => {
+                    self.counters
+                        .session_dropped
+                        .fetch_add(dropped, Ordering::Relaxed);
+                    self.counters
+                        .dropped_events
+                        .fetch_add(dropped, Ordering::Relaxed);
+                    out.push(Dispatch::Log(format!(
+                        "{dropped} events dropped: the session's output queue was full"
+                    )));
+                }
+                Output::Warning(w) => out.push(Dispatch::Log(w.to_string())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Delivers drained outputs (without the lock).
+    pub(crate) fn dispatch(&self, items: &mut Vec<Dispatch>) {
+        let mut dead_conns: Vec<Arc<dyn ConnSink>> = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Dispatch::Event(sink, event) => sink.deliver(&event),
+                Dispatch::Ended(sink, reason) => sink.close(CloseReason::Ended(reason)),
+                Dispatch::Response(slot, result) => slot.fill(result),
+                Dispatch::Connection(sinks, ev) => {
+                    log_connection(&ev);
+                    for s in sinks {
+                        if !s.deliver(&ev) {
+                            dead_conns.push(s);
+                        }
+                    }
+                }
+                Dispatch::Log(msg) => tracing::warn!(target: "ari_client", "{msg}"),
+            }
+        }
+        for s in dead_conns {
+            self.remove_conn_sink(&s);
+        }
+    }
+
+    pub(crate) fn take_transmit(st: &mut State) -> Option<Transmit> {
+        st.session.poll_transmit()
+    }
+
+    // ---- watches: early subscriptions of playbacks and recordings --------------------------
+
+    /// The watch of a resource's end, creating it (and its subscription) if needed.
+    pub(crate) fn watch(self: &Arc<Self>, kind: ResourceKind, id: &str) -> Arc<Watch> {
+        let key = (kind, id.to_string());
+        let mut map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = map.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        let latch = Arc::new(Latch::default());
+        let sub = self.subscribe(Filter::resource(kind, id), latch.clone());
+        let w = Arc::new(Watch {
+            shared: Arc::downgrade(self),
+            key: key.clone(),
+            sub,
+            latch,
+        });
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(key, Arc::downgrade(&w));
+        w
+    }
+
+    /// The existing watch of a resource, if any.
+    pub(crate) fn find_watch(&self, kind: ResourceKind, id: &str) -> Option<Arc<Watch>> {
+        let map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(kind, id.to_string())).and_then(Weak::upgrade)
+    }
+}
+
+fn log_connection(ev: &ConnectionEvent) {
+    match ev {
+        ConnectionEvent::Connected { reconnected, .. } => {
+            tracing::info!(target: "ari_client", reconnected, "events WebSocket connected")
+        }
+        ConnectionEvent::Reconnecting {
+            attempt,
+            delay,
+            reason,
+            ..
+        } => tracing::warn!(
+            target: "ari_client",
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            %reason,
+            "events WebSocket lost; reconnecting"
+        ),
+        ConnectionEvent::MaxRetries {
+            attempts, reason, ..
+        } => tracing::error!(
+            target: "ari_client",
+            attempts,
+            %reason,
+            "events WebSocket: giving up reconnecting"
+        ),
+        ConnectionEvent::Closed => tracing::info!(target: "ari_client", "events WebSocket closed"),
+        _ => tracing::info!(target: "ari_client", event = ?ev, "events WebSocket"),
+    }
+}
+
+/// One thing to deliver after the lock is released.
+pub(crate) enum Dispatch {
+    Event(Arc<dyn Sink>, Arc<Event>),
+    Ended(Arc<dyn Sink>, EndReason),
+    Response(
+        Arc<Slot<Result<RawResponse, RequestError>>>,
+        Result<RawResponse, RequestError>,
+    ),
+    Connection(Vec<Arc<dyn ConnSink>>, ConnectionEvent),
+    Log(String),
+}
+
+// ---- one-shot slot ------------------------------------------------------------------------
+
+/// A value filled once, awaited once.
+pub(crate) struct Slot<T> {
+    inner: Mutex<(Option<T>, Option<Waker>)>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Self {
+        Slot {
+            inner: Mutex::new((None, None)),
+        }
+    }
+
+    pub(crate) fn fill(&self, v: T) {
+        let waker = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if g.0.is_none() {
+                g.0 = Some(v);
+            }
+            g.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Awaits a [`Slot`].
+pub(crate) struct SlotFuture<T> {
+    slot: Arc<Slot<T>>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<T> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match g.0.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                g.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn is_filled(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .is_some()
+    }
+}
+
+impl<T> Future for SlotFuture<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.slot.poll_take(cx)
+    }
+}
+
+// ---- bounded queue --------------------------------------------------------------------------
+
+/// One item of a [`Queue`]: an event, or the marker of events dropped at that point.
+pub(crate) enum QueueItem {
+    Event(Arc<Event>),
+    Lagged(u64),
+}
+
+/// The bounded queue behind a stream or an awaited event.
+///
+/// Overflow policy: when `capacity` events are queued, a new event is dropped (the consumer
+/// keeps what it has, in order), counted in the client's `dropped_events`, and a
+/// [`Lagged`] marker takes its place at the end of the queue (consecutive drops add to one
+/// marker). The reader of the socket is never blocked.
+pub(crate) struct Queue {
+    inner: Mutex<QueueInner>,
+    capacity: usize,
+    shared: Weak<Shared>,
+}
+
+struct QueueInner {
+    items: VecDeque<QueueItem>,
+    events: usize,
+    closed: Option<CloseReason>,
+    waker: Option<Waker>,
+}
+
+impl Queue {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Arc<Queue> {
+        Arc::new(Queue {
+            inner: Mutex::new(QueueInner {
+                items: VecDeque::new(),
+                events: 0,
+                closed: None,
+                waker: None,
+            }),
+            capacity: shared.queue_capacity,
+            shared: Arc::downgrade(shared),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next item; `Ready(None)` once closed and drained (with the reason).
+    pub(crate) fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<QueueItem, Option<CloseReason>>> {
+        let mut g = self.lock();
+        if let Some(item) = g.items.pop_front() {
+            if matches!(item, QueueItem::Event(_)) {
+                g.events -= 1;
+            }
+            return Poll::Ready(Ok(item));
+        }
+        if let Some(reason) = g.closed {
+            return Poll::Ready(Err(Some(reason)));
+        }
+        g.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().events
+    }
+}
+
+impl Sink for Queue {
+    fn deliver(&self, event: &Arc<Event>) {
+        let waker = {
+            let mut g = self.lock();
+            if g.closed.is_some() {
+                return;
+            }
+            if g.events >= self.capacity {
+                match g.items.back_mut() {
+                    Some(QueueItem::Lagged(n)) => *n += 1,
+                    _ => g.items.push_back(QueueItem::Lagged(1)),
+                }
+                if let Some(s) = self.shared.upgrade() {
+                    s.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
+                }
+            } else {
+                g.items.push_back(QueueItem::Event(event.clone()));
+                g.events += 1;
+            }
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn close(&self, reason: CloseReason) {
+        let waker = {
+            let mut g = self.lock();
+            g.closed.get_or_insert(reason);
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// An event or a lag marker; or the end of the subscription (with its reason, if known).
+pub(crate) type QueuePoll = Result<Result<Arc<Event>, Lagged>, Option<CloseReason>>;
+
+/// Removes its subscription when dropped.
+pub(crate) struct SubGuard {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: SubscriptionId,
+}
+
+impl Drop for SubGuard {
+    fn drop(&mut self) {
+        self.shared.unsubscribe(self.id);
+    }
+}
+
+/// A subscription feeding a queue, removed when dropped.
+pub(crate) struct QueueSub {
+    pub(crate) queue: Arc<Queue>,
+    pub(crate) guard: SubGuard,
+}
+
+impl QueueSub {
+    pub(crate) fn new(shared: &Arc<Shared>, filter: Filter) -> QueueSub {
+        let queue = Queue::new(shared);
+        let id = shared.subscribe(filter, queue.clone());
+        QueueSub {
+            queue,
+            guard: SubGuard {
+                shared: shared.clone(),
+                id,
+            },
+        }
+    }
+
+    /// Next event or lag marker; `Err(reason)` at the end.
+    pub(crate) fn poll_item(&self, cx: &mut Context<'_>) -> Poll<QueuePoll> {
+        match self.queue.poll_next(cx) {
+            Poll::Ready(Ok(QueueItem::Event(e))) => Poll::Ready(Ok(Ok(e))),
+            Poll::Ready(Ok(QueueItem::Lagged(n))) => Poll::Ready(Ok(Err(Lagged(n)))),
+            Poll::Ready(Err(r)) => Poll::Ready(Err(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+// ---- latch: a resource's final event -------------------------------------------------------
+
+/// Records the final event of a resource (or that it cannot come any more) for any number of
+/// waiters.
+#[derive(Default)]
+pub(crate) struct Latch {
+    inner: Mutex<LatchInner>,
+}
+
+#[derive(Default)]
+struct LatchInner {
+    outcome: Option<LatchOutcome>,
+    wakers: Vec<Waker>,
+}
+
+#[derive(Clone)]
+pub(crate) enum LatchOutcome {
+    /// The final event.
+    Final(Arc<Event>),
+    /// The subscription ended without it.
+    Closed(CloseReason),
+}
+
+impl Latch {
+    fn set(&self, outcome: LatchOutcome) {
+        let wakers = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if g.outcome.is_some() {
+                return;
+            }
+            g.outcome = Some(outcome);
+            std::mem::take(&mut g.wakers)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<LatchOutcome> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match &g.outcome {
+            Some(o) => Poll::Ready(o.clone()),
+            None => {
+                if !g.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    g.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Sink for Latch {
+    fn deliver(&self, event: &Arc<Event>) {
+        if event.ended_resource().is_some() {
+            // Routed to this resource's subscription and final: it is this resource's end
+            // (the session checks the id; other resources' final events, e.g. a playback's
+            // channel being destroyed, do not end it).
+            self.set(LatchOutcome::Final(event.clone()));
+        }
+    }
+
+    fn close(&self, reason: CloseReason) {
+        self.set(LatchOutcome::Closed(reason));
+    }
+}
+
+/// An early subscription to a playback's or recording's end, shared by every instance object
+/// of that resource; removed when the last one is dropped.
+pub(crate) struct Watch {
+    shared: Weak<Shared>,
+    key: (ResourceKind, String),
+    sub: SubscriptionId,
+    pub(crate) latch: Arc<Latch>,
+}
+
+impl Watch {
+    pub(crate) fn kind(&self) -> ResourceKind {
+        self.key.0
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.unsubscribe(self.sub);
+            let mut map = shared.watches.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
