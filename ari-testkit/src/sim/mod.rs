@@ -25,7 +25,6 @@ mod dialplan;
 mod rest;
 mod time;
 
-#[cfg(test)]
 mod regex;
 #[cfg(test)]
 mod scenarios;
@@ -314,6 +313,10 @@ struct Channel {
     linkedid: String,
     peeraccount: String,
     hold_intercept: bool,
+    /// The channel ran dialplan (so it runs the `h` extension when it hangs up).
+    ran_pbx: bool,
+    /// Offered by StasisBroadcast and not claimed yet.
+    broadcast_open: bool,
     stasis: Option<(String, Vec<String>)>,
     bridge: Option<String>,
     peer: Option<String>,
@@ -1234,6 +1237,8 @@ impl Sim {
             linkedid: id.to_string(),
             peeraccount: String::new(),
             hold_intercept: false,
+            ran_pbx: false,
+            broadcast_open: false,
             stasis: None,
             bridge: None,
             peer: None,
@@ -1554,6 +1559,7 @@ impl Sim {
     }
 
     fn leave_everything(&mut self, id: &str) {
+        self.run_h_exten(id);
         if self.channels.get(id).is_some_and(|c| c.stasis.is_some()) {
             self.leave_stasis(id);
         } else {
@@ -1686,6 +1692,7 @@ impl Sim {
             self.set_dialplan_app(id, &line.app, &data);
             if let Some(c) = self.channels.get_mut(id) {
                 c.exec = Exec::Idle;
+                c.ran_pbx = true;
             }
             self.emit_dialplan(id);
             let args = dialplan::split_args(&data);
@@ -1818,8 +1825,35 @@ impl Sim {
                     self.enter_stasis(id, &app, rest);
                     return;
                 }
+                "stasisbroadcast" => {
+                    // StasisBroadcast(timeout_ms[,app_filter]): offer the call (CallBroadcast)
+                    // to every matching application; the first claim takes it.
+                    let timeout = arg0.trim().parse::<u64>().unwrap_or(500);
+                    let filter = args.get(1).cloned().unwrap_or_default();
+                    let targets: Vec<String> = self
+                        .apps
+                        .iter()
+                        .filter(|(n, a)| {
+                            a.connected
+                                && (filter.is_empty()
+                                    || regex::re_match(filter.trim_start_matches('^'), n))
+                        })
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if let Some(c) = self.channels.get_mut(id) {
+                        c.vars.insert("STASISSTATUS".to_string(), "TIMEOUT".to_string());
+                        c.broadcast_open = true;
+                    }
+                    for t in targets {
+                        let mut ev = self.event("CallBroadcast");
+                        ev.insert("channel".to_string(), self.chan_json(id));
+                        self.deliver(&t, ev);
+                    }
+                    self.wait_then_continue(id, Duration::from_millis(timeout));
+                    return;
+                }
                 "echo" | "musiconhold" | "bridgewait" | "dial" | "bridge" | "park"
-                | "confbridge" | "waitexten" | "stasisbroadcast" => {
+                | "confbridge" | "waitexten" => {
                     if let Some(c) = self.channels.get_mut(id) {
                         c.exec = Exec::Parked;
                     }
@@ -1907,6 +1941,40 @@ impl Sim {
             }
         }
         media
+    }
+
+    /// Runs the `h` extension of a channel that ran dialplan and is hanging up.
+    fn run_h_exten(&mut self, id: &str) {
+        let ctx = match self.channels.get_mut(id) {
+            Some(c) if c.ran_pbx => {
+                c.ran_pbx = false;
+                c.context.clone()
+            }
+            _ => return,
+        };
+        if self.dialplan.resolve_exten(&ctx, "h").as_deref() != Some("h") {
+            return;
+        }
+        for prio in 1..100 {
+            let Some(line) = self.dialplan.find(&ctx, "h", prio).cloned() else {
+                break;
+            };
+            let data = self.substitute(id, &line.data);
+            if let Some(c) = self.channels.get_mut(id) {
+                c.exten = "h".to_string();
+                c.priority = prio;
+            }
+            self.set_dialplan_app(id, &line.app, &data);
+            self.emit_dialplan(id);
+            if line.app.eq_ignore_ascii_case("set") {
+                if let Some((k, v)) = data.split_once('=') {
+                    self.set_chan_var(id, k.trim(), v);
+                }
+            }
+            if line.app.eq_ignore_ascii_case("hangup") {
+                break;
+            }
+        }
     }
 
     fn wait_then_continue(&mut self, id: &str, d: Duration) {

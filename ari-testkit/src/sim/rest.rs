@@ -1665,11 +1665,15 @@ impl Sim {
                 if self.bridges.get(id).is_some_and(|b| !b.channels.iter().any(|x| x == c)) {
                     return R::error(422, "Channel not in this bridge");
                 }
-                if let Some(b) = self.bridges.get_mut(id) {
+                let old = self.bridges.get_mut(id).and_then(|b| {
                     b.video_mode = "single".to_string();
-                    b.video_source = Some(c.to_string());
-                }
-                self.bridge_event("BridgeVideoSourceChanged", id, None, json!({}));
+                    b.video_source.replace(c.to_string())
+                });
+                let extra = match old {
+                    Some(o) => json!({ "old_video_source_id": o }),
+                    None => json!({}),
+                };
+                self.bridge_event("BridgeVideoSourceChanged", id, None, extra);
                 R::no_content()
             }
             ("DELETE", "videoSource", None) => {
@@ -1879,6 +1883,28 @@ impl Sim {
     fn r_events(&mut self, m: &str, s: &[&str], p: &P<'_>) -> R {
         match (m, s) {
             ("POST", ["user", name]) => self.user_event(name, p),
+            ("POST", ["claim"]) => {
+                let Some(chan) = p.nonempty("channelId") else {
+                    return R::error(400, "Missing parameter channelId");
+                };
+                let Some(app) = p.nonempty("application") else {
+                    return R::error(400, "Missing parameter application");
+                };
+                let Some(c) = self.channels.get(&chan) else {
+                    return R::error(404, "Channel not found");
+                };
+                if !c.broadcast_open {
+                    return R::error(409, "Channel has already been claimed");
+                }
+                if !self.app_is_connected(&app) {
+                    return R::error(404, "Application not found");
+                }
+                if let Some(c) = self.channels.get_mut(&chan) {
+                    c.broadcast_open = false;
+                }
+                self.enter_stasis(&chan, &app, Vec::new());
+                R::no_content()
+            }
             _ => not_found_resource(),
         }
     }
