@@ -335,6 +335,40 @@ async fn http_chunked_body_limit_is_too_large() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_read_until_close_body_limit() {
+    // Neither Content-Length nor chunked: the body runs until the server closes.
+    let (addr, _) = raw_server_counting(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n\
+          0123456789012345678901234567890123456789012345678901234567890123456789",
+        true,
+    )
+    .await;
+    let rt = TokioRuntime::new();
+    let mut o = opts();
+    o.max_body_bytes = 50;
+    let e = expect_err(rt.http(get(&format!("http://{addr}/ari/x")), &o)).await;
+    assert_eq!(e.kind, TransportErrorKind::TooLarge, "{e}");
+    o.max_body_bytes = 70;
+    let ok = expect_ok(rt.http(get(&format!("http://{addr}/ari/x")), &o)).await;
+    assert_eq!(ok.body().len(), 70);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_request_with_connection_close() {
+    let (addr, accepted) = http_server(None).await;
+    let rt = TokioRuntime::new();
+    for _ in 0..2 {
+        let mut req = get(&format!("http://{addr}/ari/x"));
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        expect_ok(rt.http(req, &opts())).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_garbage_response_is_protocol_error() {
     let addr = raw_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
     let rt = TokioRuntime::new();
