@@ -708,10 +708,29 @@ async fn ws_echo<S: AsyncRead + AsyncWrite + Unpin>(io: S, greeting: Option<Stri
     let Ok(mut ws) = async_tungstenite::accept_hdr_async(io, check).await else {
         return;
     };
-    if let Some(g) = greeting {
-        if ws.send(Message::text(g)).await.is_err() {
-            return;
+    match greeting.as_deref() {
+        Some("PING") => {
+            // Ping, wait for the transport's automatic pong, report it.
+            if ws.send(Message::Ping(b"p".to_vec().into())).await.is_err() {
+                return;
+            }
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Pong(p))) if &p[..] == b"p" => break,
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+            if ws.send(Message::text("got pong")).await.is_err() {
+                return;
+            }
         }
+        Some(g) => {
+            if ws.send(Message::text(g)).await.is_err() {
+                return;
+            }
+        }
+        None => {}
     }
     while let Some(Ok(msg)) = ws.next().await {
         if msg.is_close() {
@@ -762,6 +781,50 @@ fn websocket_connect_echo_and_close() {
                 Some(Ok(other)) => panic!("unexpected {other:?}"),
             }
         }
+    });
+}
+
+#[test]
+fn websocket_pings_are_delivered_and_answered() {
+    run(async {
+        let addr = ws_server(None, Some("PING".into())).await;
+        let rt = SmolRuntime::new();
+        let url = format!("ws://127.0.0.1:{}/ari/events?app=x", addr.port());
+        let mut ws = rt
+            .ws_connect(ws_request(&url, Some(AUTH)), &opts())
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            WsMessage::Ping(b"p".to_vec())
+        );
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            WsMessage::Text("got pong".into())
+        );
+    });
+}
+
+#[test]
+fn ipv6_loopback_when_available() {
+    run(async {
+        // Machines without IPv6 on loopback have nothing to test here.
+        let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        smol::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let handler: Handler = Arc::new(|_: &Seen| ok_json(r#"{"v6":true}"#));
+                smol::spawn(serve_conn(tcp, handler, Arc::default())).detach();
+            }
+        })
+        .detach();
+        let resp = SmolRuntime::new()
+            .http(get(&format!("http://[::1]:{port}/ari/x")), &opts())
+            .await
+            .unwrap();
+        assert_eq!(&resp.body()[..], br#"{"v6":true}"#);
     });
 }
 
