@@ -7,7 +7,7 @@
 //!
 //! Depend on this crate only: it re-exports the whole client API, the generated models,
 //! events and operations of [`ari_proto`] ([`models`], [`events`], [`ops`]), and aliases
-//! such as [`Client`] and [`Channel`] with the runtime type filled in.
+//! such as `Client` and `Channel` with the runtime type filled in.
 //!
 //! ## TLS
 //!
