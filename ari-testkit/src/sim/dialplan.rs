@@ -237,12 +237,24 @@ mod tests {
             "[ctx]\nexten => s,1,NoOp()\n same => n,Answer()\n same => 3(eggs),Stasis(app,${EXTEN})\nexten => _X.,1,Wait(2)\nexten => 1000,1,Answer\n",
         );
         assert!(dp.has_context("ctx"));
-        assert_eq!(dp.find("ctx", "s", 2).map(|l| l.app.as_str()), Some("Answer"));
+        assert_eq!(
+            dp.find("ctx", "s", 2).map(|l| l.app.as_str()),
+            Some("Answer")
+        );
         let l = dp.find("ctx", "s", 3).expect("line");
-        assert_eq!((l.app.as_str(), l.data.as_str()), ("Stasis", "app,${EXTEN}"));
+        assert_eq!(
+            (l.app.as_str(), l.data.as_str()),
+            ("Stasis", "app,${EXTEN}")
+        );
         assert_eq!(dp.label("ctx", "s", "eggs"), Some(3));
-        assert_eq!(dp.find("ctx", "1000", 1).map(|l| l.app.as_str()), Some("Answer"));
-        assert_eq!(dp.find("ctx", "42", 1).map(|l| l.app.as_str()), Some("Wait"));
+        assert_eq!(
+            dp.find("ctx", "1000", 1).map(|l| l.app.as_str()),
+            Some("Answer")
+        );
+        assert_eq!(
+            dp.find("ctx", "42", 1).map(|l| l.app.as_str()),
+            Some("Wait")
+        );
         assert!(dp.find("ctx", "s", 9).is_none());
         assert_eq!(split_args("a,b(c,d),${X}"), vec!["a", "b(c,d)", "${X}"]);
     }

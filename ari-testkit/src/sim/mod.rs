@@ -511,8 +511,12 @@ impl Sim {
         let mut modules = BTreeMap::new();
         for line in include_str!("modules.txt").lines() {
             let mut f = line.split('|');
-            if let (Some(n), Some(d), Some(sl), Some(st)) = (f.next(), f.next(), f.next(), f.next()) {
-                modules.insert(n.to_string(), (d.to_string(), sl.to_string(), st == "Running"));
+            if let (Some(n), Some(d), Some(sl), Some(st)) = (f.next(), f.next(), f.next(), f.next())
+            {
+                modules.insert(
+                    n.to_string(),
+                    (d.to_string(), sl.to_string(), st == "Running"),
+                );
             }
         }
         Sim {
@@ -681,7 +685,10 @@ impl Sim {
             self.local_seq += 1;
             let name = format!("{endpoint}-{:08x}", self.local_seq);
             let mut c = self.new_channel(&id, &name, Tech::Sip, "Ring");
-            c.protocol_id = format!("{:016x}@127.0.0.1", self.local_seq.wrapping_mul(0x9e37_79b9));
+            c.protocol_id = format!(
+                "{:016x}@127.0.0.1",
+                self.local_seq.wrapping_mul(0x9e37_79b9)
+            );
             c.caller = (call.caller_name.clone(), call.caller_number.clone());
             c.context = call.context.clone();
             c.exten = call.exten.clone();
@@ -706,7 +713,12 @@ impl Sim {
 
     /// DTMF pressed by the party on `channel_id` (digits `0-9*#A-D`), received by the
     /// channel one after the other (ChannelDtmfReceived with `duration_ms`).
-    pub fn send_dtmf(&mut self, now: Duration, channel_id: &str, digits: &str) -> Result<(), String> {
+    pub fn send_dtmf(
+        &mut self,
+        now: Duration,
+        channel_id: &str,
+        digits: &str,
+    ) -> Result<(), String> {
         self.advance(now);
         if !self.channels.contains_key(channel_id) {
             return Err(format!("channel {channel_id} not found"));
@@ -717,7 +729,10 @@ impl Sim {
         let step = Duration::from_millis(self.cfg.dtmf_duration_ms + 100);
         for (i, d) in digits.chars().enumerate() {
             let at = Duration::from_millis(self.cfg.dtmf_duration_ms) + step * i as u32;
-            self.schedule(at, Timer::Dtmf(channel_id.to_string(), d, self.cfg.dtmf_duration_ms));
+            self.schedule(
+                at,
+                Timer::Dtmf(channel_id.to_string(), d, self.cfg.dtmf_duration_ms),
+            );
         }
         Ok(())
     }
@@ -771,7 +786,11 @@ impl Sim {
     fn fire(&mut self, t: Timer) {
         match t {
             Timer::Dialplan(id, g) => {
-                if self.channels.get(&id).is_some_and(|c| c.exec_gen == g && !c.hanging_up) {
+                if self
+                    .channels
+                    .get(&id)
+                    .is_some_and(|c| c.exec_gen == g && !c.hanging_up)
+                {
                     self.advance_priority(&id);
                     self.run_dialplan(&id);
                 }
@@ -793,7 +812,11 @@ impl Sim {
             }
             Timer::Dtmf(id, d, dur) => self.dtmf_received(&id, d, dur),
             Timer::SipAnswer(id) => {
-                if self.channels.get(&id).is_some_and(|c| c.state != "Up" && !c.hanging_up) {
+                if self
+                    .channels
+                    .get(&id)
+                    .is_some_and(|c| c.state != "Up" && !c.hanging_up)
+                {
                     self.answer(&id);
                 }
             }
@@ -1015,7 +1038,11 @@ impl Sim {
                             || c.endpoint.as_ref().is_some_and(|e| a.endpoints.contains(e))
                     })
             }
-            Res::Bridge(id) => a.all_kinds.contains("bridge") || a.bridges.contains(id) || a.bridge_refs.get(id).is_some_and(|n| *n > 0),
+            Res::Bridge(id) => {
+                a.all_kinds.contains("bridge")
+                    || a.bridges.contains(id)
+                    || a.bridge_refs.get(id).is_some_and(|n| *n > 0)
+            }
             Res::Device(d) => a.all_kinds.contains("deviceState") || a.devices.contains(d),
         })
     }
@@ -1094,7 +1121,9 @@ impl Sim {
                     c.hold_intercept = var.ends_with("(set)");
                 }
             }
-            "CONNECTEDLINE(name)" | "CONNECTEDLINE(num)" | "CONNECTEDLINE(number)"
+            "CONNECTEDLINE(name)"
+            | "CONNECTEDLINE(num)"
+            | "CONNECTEDLINE(number)"
             | "CONNECTEDLINE(all)" => {
                 if let Some(c) = self.channels.get_mut(id) {
                     match var {
@@ -1106,7 +1135,10 @@ impl Sim {
                 self.chan_event("ChannelConnectedLine", id, json!({}));
             }
             _ => {
-                if let Some(g) = var.strip_prefix("GLOBAL(").and_then(|s| s.strip_suffix(')')) {
+                if let Some(g) = var
+                    .strip_prefix("GLOBAL(")
+                    .and_then(|s| s.strip_suffix(')'))
+                {
                     self.globals.insert(g.to_string(), value.to_string());
                     self.emit_varset(None, g, value);
                     return;
@@ -1138,7 +1170,10 @@ impl Sim {
             "CONTEXT" => Some(c.context.clone()),
             "PRIORITY" => Some(c.priority.to_string()),
             _ => {
-                if let Some(g) = var.strip_prefix("GLOBAL(").and_then(|s| s.strip_suffix(')')) {
+                if let Some(g) = var
+                    .strip_prefix("GLOBAL(")
+                    .and_then(|s| s.strip_suffix(')'))
+                {
                     return self.globals.get(g).cloned();
                 }
                 c.vars
@@ -1186,22 +1221,29 @@ impl Sim {
                     let (cond, rest) = x.split_once('?').unwrap_or((x, ""));
                     let (a, b) = rest.split_once(':').unwrap_or((rest, ""));
                     let t = cond.trim();
-                    if !t.is_empty() && t != "0" { a.to_string() } else { b.to_string() }
+                    if !t.is_empty() && t != "0" {
+                        a.to_string()
+                    } else {
+                        b.to_string()
+                    }
                 });
             let val = if let Some(v) = if_val {
                 v
             } else {
                 match name
-                .strip_prefix("SHELL(")
-                .and_then(|x| x.strip_suffix(')'))
-            {
-                // The only shell the simulation runs: `echo [-n] text`.
-                Some(cmd) => match cmd.strip_prefix("echo -n ") {
-                    Some(t) => t.to_string(),
-                    None => cmd.strip_prefix("echo ").map(|t| format!("{t}\n")).unwrap_or_default(),
-                },
-                None => self.read_chan_var(c, &name).unwrap_or_default(),
-            }
+                    .strip_prefix("SHELL(")
+                    .and_then(|x| x.strip_suffix(')'))
+                {
+                    // The only shell the simulation runs: `echo [-n] text`.
+                    Some(cmd) => match cmd.strip_prefix("echo -n ") {
+                        Some(t) => t.to_string(),
+                        None => cmd
+                            .strip_prefix("echo ")
+                            .map(|t| format!("{t}\n"))
+                            .unwrap_or_default(),
+                    },
+                    None => self.read_chan_var(c, &name).unwrap_or_default(),
+                }
             };
             out.push_str(&val);
             rest = &after[end + 1..];
@@ -1270,7 +1312,14 @@ impl Sim {
     }
 
     /// Creates both halves of `Local/exten@ctx` (not yet announced).
-    fn make_local_pair(&mut self, id1: &str, id2: &str, exten: &str, ctx: &str, _app: Option<&str>) {
+    fn make_local_pair(
+        &mut self,
+        id1: &str,
+        id2: &str,
+        exten: &str,
+        ctx: &str,
+        _app: Option<&str>,
+    ) {
         self.local_seq += 1;
         let base = format!("Local/{exten}@{ctx}-{:08x}", self.local_seq);
         let mut c1 = self.new_channel(id1, &format!("{base};1"), Tech::Local(1), "Down");
@@ -1338,7 +1387,9 @@ impl Sim {
 
     /// Answers a channel (and, for Local channels, its other half).
     fn answer(&mut self, id: &str) {
-        let Some(c) = self.channels.get_mut(id) else { return };
+        let Some(c) = self.channels.get_mut(id) else {
+            return;
+        };
         if c.state == "Up" {
             return;
         }
@@ -1404,7 +1455,10 @@ impl Sim {
     fn start_script(&mut self, id: &str, s: &Script) {
         let mut at = s.dtmf_delay;
         for d in s.dtmf.chars().filter(|c| is_dtmf(*c)) {
-            self.schedule(at, Timer::Dtmf(id.to_string(), d, self.cfg.dtmf_duration_ms));
+            self.schedule(
+                at,
+                Timer::Dtmf(id.to_string(), d, self.cfg.dtmf_duration_ms),
+            );
             at += s.dtmf_interval;
         }
         if let Some(h) = s.hangup_after_answer {
@@ -1426,13 +1480,15 @@ impl Sim {
         if !active {
             // Stasis() fails for an unregistered application and the dialplan goes on.
             if let Some(c) = self.channels.get_mut(id) {
-                c.vars.insert("STASISSTATUS".to_string(), "FAILED".to_string());
+                c.vars
+                    .insert("STASISSTATUS".to_string(), "FAILED".to_string());
             }
             self.emit_varset(Some(id), "STASISSTATUS", "FAILED");
-            let in_dialplan = self
-                .channels
-                .get(id)
-                .is_some_and(|c| self.dialplan.find(&c.context, &c.exten, c.priority).is_some());
+            let in_dialplan = self.channels.get(id).is_some_and(|c| {
+                self.dialplan
+                    .find(&c.context, &c.exten, c.priority)
+                    .is_some()
+            });
             if in_dialplan {
                 self.advance_priority(id);
                 self.run_dialplan(id);
@@ -1460,7 +1516,9 @@ impl Sim {
 
     /// Leaves Stasis (StasisEnd, STASISSTATUS=SUCCESS); the caller decides what follows.
     fn leave_stasis(&mut self, id: &str) {
-        let Some(c) = self.channels.get(id) else { return };
+        let Some(c) = self.channels.get(id) else {
+            return;
+        };
         let Some(app) = c.stasis.as_ref().map(|(a, _)| a.clone()) else {
             return;
         };
@@ -1473,7 +1531,8 @@ impl Sim {
         self.deliver(&app, ev);
         if let Some(c) = self.channels.get_mut(id) {
             c.stasis = None;
-            c.vars.insert("STASISSTATUS".to_string(), "SUCCESS".to_string());
+            c.vars
+                .insert("STASISSTATUS".to_string(), "SUCCESS".to_string());
         }
         self.emit_varset(Some(id), "STASISSTATUS", "SUCCESS");
     }
@@ -1497,7 +1556,11 @@ impl Sim {
         if self.channels.get(id).is_none_or(|c| c.hanging_up) {
             return;
         }
-        self.chan_event("ChannelHangupRequest", id, json!({"cause": 32, "soft": true}));
+        self.chan_event(
+            "ChannelHangupRequest",
+            id,
+            json!({"cause": 32, "soft": true}),
+        );
         self.teardown(id, cause, true);
     }
 
@@ -1515,7 +1578,9 @@ impl Sim {
 
     /// Tears a channel down: leaves bridge/Stasis, the Local peer goes too, ChannelDestroyed.
     fn teardown(&mut self, id: &str, cause: i64, peer_after: bool) {
-        let Some(c) = self.channels.get_mut(id) else { return };
+        let Some(c) = self.channels.get_mut(id) else {
+            return;
+        };
         c.hanging_up = true;
         c.exec_gen += 1;
         let peer = c.peer.clone();
@@ -1544,7 +1609,11 @@ impl Sim {
             if is_local && peer_alive {
                 if let Some(p) = &peer {
                     self.chan_event("ChannelHangupRequest", p, json!({"cause": 16}));
-                    self.chan_event("ChannelHangupRequest", p, json!({"cause": 16, "soft": true}));
+                    self.chan_event(
+                        "ChannelHangupRequest",
+                        p,
+                        json!({"cause": 16, "soft": true}),
+                    );
                     if let Some(pc) = self.channels.get_mut(p) {
                         pc.hanging_up = true;
                         pc.exec_gen += 1;
@@ -1613,7 +1682,11 @@ impl Sim {
 
     /// Snoop channels go away with the channel they spy on.
     fn hangup_snoops(&mut self, id: &str) {
-        let snoops = self.channels.get(id).map(|c| c.snoops.clone()).unwrap_or_default();
+        let snoops = self
+            .channels
+            .get(id)
+            .map(|c| c.snoops.clone())
+            .unwrap_or_default();
         for s in snoops {
             if self.channels.get(&s).is_some_and(|c| !c.hanging_up) {
                 self.chan_event("ChannelHangupRequest", &s, json!({"cause": 16}));
@@ -1673,11 +1746,16 @@ impl Sim {
     /// Runs dialplan priorities from the channel's current location until one blocks.
     fn run_dialplan(&mut self, id: &str) {
         for _ in 0..1000 {
-            let Some(c) = self.channels.get(id) else { return };
+            let Some(c) = self.channels.get(id) else {
+                return;
+            };
             if c.hanging_up {
                 return;
             }
-            let line = self.dialplan.find(&c.context, &c.exten, c.priority).cloned();
+            let line = self
+                .dialplan
+                .find(&c.context, &c.exten, c.priority)
+                .cloned();
             let Some(line) = line else {
                 // Ran off the end of the dialplan.
                 if let Some(c) = self.channels.get_mut(id) {
@@ -1721,7 +1799,11 @@ impl Sim {
                     self.emit_state(id);
                     let peer = self.channels.get(id).and_then(|c| c.peer.clone());
                     if let Some(p) = peer {
-                        if self.channels.get(&p).is_some_and(|pc| pc.dialing.is_some() && pc.state != "Up") {
+                        if self
+                            .channels
+                            .get(&p)
+                            .is_some_and(|pc| pc.dialing.is_some() && pc.state != "Up")
+                        {
                             if let Some(pc) = self.channels.get_mut(&p) {
                                 pc.state = "Ringing";
                             }
@@ -1796,13 +1878,22 @@ impl Sim {
                     let (ctx, exten, prio) = match args.len() {
                         3 => (args[0].clone(), args[1].clone(), args[2].clone()),
                         2 => (
-                            self.channels.get(id).map(|c| c.context.clone()).unwrap_or_default(),
+                            self.channels
+                                .get(id)
+                                .map(|c| c.context.clone())
+                                .unwrap_or_default(),
                             args[0].clone(),
                             args[1].clone(),
                         ),
                         _ => (
-                            self.channels.get(id).map(|c| c.context.clone()).unwrap_or_default(),
-                            self.channels.get(id).map(|c| c.exten.clone()).unwrap_or_default(),
+                            self.channels
+                                .get(id)
+                                .map(|c| c.context.clone())
+                                .unwrap_or_default(),
+                            self.channels
+                                .get(id)
+                                .map(|c| c.exten.clone())
+                                .unwrap_or_default(),
                             arg0.clone(),
                         ),
                     };
@@ -1841,7 +1932,8 @@ impl Sim {
                         .map(|(n, _)| n.clone())
                         .collect();
                     if let Some(c) = self.channels.get_mut(id) {
-                        c.vars.insert("STASISSTATUS".to_string(), "TIMEOUT".to_string());
+                        c.vars
+                            .insert("STASISSTATUS".to_string(), "TIMEOUT".to_string());
                         c.broadcast_open = true;
                     }
                     for t in targets {
@@ -1886,7 +1978,10 @@ impl Sim {
             } else {
                 speech += d;
                 if speech >= Duration::from_millis(1500) {
-                    return ("MACHINE", format!("MAXWORDLENGTH-{}-1500", speech.as_millis()));
+                    return (
+                        "MACHINE",
+                        format!("MAXWORDLENGTH-{}-1500", speech.as_millis()),
+                    );
                 }
             }
             t += d;
@@ -1902,14 +1997,21 @@ impl Sim {
     /// bridge, a snoop, or the peer's own dialplan Playback).
     fn heard_media(&self, id: &str) -> Vec<String> {
         let mut sources: Vec<String> = Vec::new();
-        let Some(c) = self.channels.get(id) else { return Vec::new() };
+        let Some(c) = self.channels.get(id) else {
+            return Vec::new();
+        };
         let mut near = vec![id.to_string()];
         if let Some(p) = &c.peer {
             near.push(p.clone());
         }
         for n in &near {
             if let Some(b) = self.channels.get(n).and_then(|x| x.bridge.clone()) {
-                for m in self.bridges.get(&b).map(|x| x.channels.clone()).unwrap_or_default() {
+                for m in self
+                    .bridges
+                    .get(&b)
+                    .map(|x| x.channels.clone())
+                    .unwrap_or_default()
+                {
                     if !near.contains(&m) {
                         sources.push(m);
                     }
@@ -1929,7 +2031,9 @@ impl Sim {
                 cands.push(p);
             }
             for w in cands {
-                let Some(x) = self.channels.get(&w) else { continue };
+                let Some(x) = self.channels.get(&w) else {
+                    continue;
+                };
                 if x.app_name.eq_ignore_ascii_case("Playback") {
                     media.extend(x.app_data.split('&').map(|m| format!("sound:{m}")));
                 }
@@ -2004,11 +2108,14 @@ impl Sim {
         );
         // terminateOn of a recording on this channel
         if let Some(r) = self.channels.get(id).and_then(|c| c.recording.clone()) {
-            let stop = self.live.get(&r).is_some_and(|l| match l.terminate_on.as_str() {
-                "any" => true,
-                "none" | "" => false,
-                t => t.contains(digit),
-            });
+            let stop = self
+                .live
+                .get(&r)
+                .is_some_and(|l| match l.terminate_on.as_str() {
+                    "any" => true,
+                    "none" | "" => false,
+                    t => t.contains(digit),
+                });
             if stop {
                 self.finish_recording(&r, "done");
             }
@@ -2038,9 +2145,9 @@ impl Sim {
                 .stored
                 .get(rest)
                 .map(|r| Duration::from_secs(r.duration_s.max(1))),
-            "digits" | "number" | "characters" => {
-                Some(Duration::from_millis(600 * rest.chars().count().max(1) as u64))
-            }
+            "digits" | "number" | "characters" => Some(Duration::from_millis(
+                600 * rest.chars().count().max(1) as u64,
+            )),
             "tone" => None,
             _ => Some(Duration::ZERO).filter(|_| false),
         }
@@ -2058,7 +2165,14 @@ impl Sim {
     }
 
     /// Creates a playback on a channel (`channel:ID`) or bridge (`bridge:ID`).
-    fn start_playback(&mut self, pb_id: &str, target: &str, media: Vec<String>, lang: &str, skip: Duration) {
+    fn start_playback(
+        &mut self,
+        pb_id: &str,
+        target: &str,
+        media: Vec<String>,
+        lang: &str,
+        skip: Duration,
+    ) {
         let pb = Playback {
             id: pb_id.to_string(),
             media,
@@ -2091,7 +2205,11 @@ impl Sim {
     }
 
     fn playback_res(&self, pb: &str) -> Vec<Res> {
-        match self.playbacks.get(pb).and_then(|p| p.target.split_once(':')) {
+        match self
+            .playbacks
+            .get(pb)
+            .and_then(|p| p.target.split_once(':'))
+        {
             Some(("channel", c)) => vec![Res::Chan(c.to_string())],
             Some(("bridge", b)) => vec![Res::Bridge(b.to_string())],
             _ => vec![],
@@ -2120,11 +2238,15 @@ impl Sim {
         };
         let g = self.next_gen();
         let now = self.now;
-        let Some(p) = self.playbacks.get(pb) else { return };
+        let Some(p) = self.playbacks.get(pb) else {
+            return;
+        };
         let uri = p.media.get(p.index).cloned().unwrap_or_default();
         let exists = self.media_exists(&uri);
         let len = self.media_duration(&uri);
-        let Some(p) = self.playbacks.get_mut(pb) else { return };
+        let Some(p) = self.playbacks.get_mut(pb) else {
+            return;
+        };
         p.state = PbState::Playing;
         p.gen = g;
         p.offset = Duration::ZERO;
@@ -2153,7 +2275,9 @@ impl Sim {
     }
 
     fn media_done(&mut self, pb: &str) {
-        let Some(p) = self.playbacks.get(pb) else { return };
+        let Some(p) = self.playbacks.get(pb) else {
+            return;
+        };
         if p.index + 1 < p.media.len() {
             self.emit_playback("PlaybackContinuing", pb, Some("continuing"));
             if let Some(p) = self.playbacks.get_mut(pb) {
@@ -2167,10 +2291,16 @@ impl Sim {
 
     /// Ends a playback (`done`, `failed`, `canceled`) and starts the next queued one.
     fn finish_playback(&mut self, pb: &str, state: &str) {
-        let Some(p) = self.playbacks.get(pb) else { return };
+        let Some(p) = self.playbacks.get(pb) else {
+            return;
+        };
         let was_queued = p.state == PbState::Queued;
         let target = p.target.clone();
-        let st = if was_queued && state == "done" { "canceled" } else { state };
+        let st = if was_queued && state == "done" {
+            "canceled"
+        } else {
+            state
+        };
         self.emit_playback("PlaybackFinished", pb, Some(st));
         self.playbacks.remove(pb);
         if !was_queued {
@@ -2216,7 +2346,9 @@ impl Sim {
     fn pb_seek(&mut self, pb: &str, pos: Duration) {
         let g = self.next_gen();
         let now = self.now;
-        let Some(p) = self.playbacks.get_mut(pb) else { return };
+        let Some(p) = self.playbacks.get_mut(pb) else {
+            return;
+        };
         p.offset = pos;
         p.since = now;
         p.gen = g;
@@ -2243,7 +2375,9 @@ impl Sim {
     fn recording_started(&mut self, name: &str) {
         let g = self.next_gen();
         let now = self.now;
-        let Some(r) = self.live.get_mut(name) else { return };
+        let Some(r) = self.live.get_mut(name) else {
+            return;
+        };
         r.state = "recording";
         r.started = now;
         r.gen = g;
@@ -2394,7 +2528,10 @@ impl Sim {
             .get(b)
             .map(|br| br.channels.clone())
             .unwrap_or_default();
-        let mixing = self.bridges.get(b).is_some_and(|br| br.bridge_type == "mixing");
+        let mixing = self
+            .bridges
+            .get(b)
+            .is_some_and(|br| br.bridge_type == "mixing");
         if mixing && members.len() >= 2 {
             // linkedid: the oldest wins; peeraccount: the other party's accountcode.
             let oldest = members
@@ -2404,7 +2541,11 @@ impl Sim {
                 .map(|c| c.linkedid.clone());
             let accts: Vec<(String, String)> = members
                 .iter()
-                .filter_map(|m| self.channels.get(m).map(|c| (m.clone(), c.accountcode.clone())))
+                .filter_map(|m| {
+                    self.channels
+                        .get(m)
+                        .map(|c| (m.clone(), c.accountcode.clone()))
+                })
                 .collect();
             for m in &members {
                 let peer_acct = accts
@@ -2472,7 +2613,10 @@ impl Sim {
     }
 
     fn bridge_remove(&mut self, b: &str, c: &str) {
-        let present = self.bridges.get(b).is_some_and(|br| br.channels.iter().any(|x| x == c));
+        let present = self
+            .bridges
+            .get(b)
+            .is_some_and(|br| br.channels.iter().any(|x| x == c));
         if !present {
             return;
         }

@@ -101,7 +101,8 @@ impl Parser<'_> {
             } else {
                 ch
             };
-            if self.c.get(self.i) == Some(&'-') && self.c.get(self.i + 1).is_some_and(|c| *c != ']') {
+            if self.c.get(self.i) == Some(&'-') && self.c.get(self.i + 1).is_some_and(|c| *c != ']')
+            {
                 let hi = self.c[self.i + 1];
                 self.i += 2;
                 items.push((lo, hi));
@@ -128,7 +129,11 @@ impl Parser<'_> {
                     }
                     Some((a, b)) => (
                         a.trim().parse().ok()?,
-                        if b.trim().is_empty() { usize::MAX } else { b.trim().parse().ok()? },
+                        if b.trim().is_empty() {
+                            usize::MAX
+                        } else {
+                            b.trim().parse().ok()?
+                        },
                     ),
                 }
             }
@@ -145,7 +150,10 @@ impl Parser<'_> {
 fn escape(e: char) -> Node {
     match e {
         'd' => Node::Class(false, vec![('0', '9')]),
-        's' => Node::Class(false, vec![(' ', ' '), ('\t', '\t'), ('\n', '\n'), ('\r', '\r')]),
+        's' => Node::Class(
+            false,
+            vec![(' ', ' '), ('\t', '\t'), ('\n', '\n'), ('\r', '\r')],
+        ),
         'w' => Node::Class(false, vec![('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_')]),
         'n' => Node::Char('\n'),
         't' => Node::Char('\t'),
@@ -168,7 +176,14 @@ fn one(node: &Node, s: &[char], pos: usize, k: &mut dyn FnMut(usize) -> bool) ->
     }
 }
 
-fn rep(p: &Piece, count: usize, rest: &[Piece], s: &[char], pos: usize, k: &mut dyn FnMut(usize) -> bool) -> bool {
+fn rep(
+    p: &Piece,
+    count: usize,
+    rest: &[Piece],
+    s: &[char],
+    pos: usize,
+    k: &mut dyn FnMut(usize) -> bool,
+) -> bool {
     if count < p.max
         && one(&p.node, s, pos, &mut |np| {
             if np == pos && count >= p.min {
@@ -203,6 +218,7 @@ pub(crate) fn re_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Escapes regex metacharacters (like Python's `re.escape` for our purposes).
+#[cfg(test)]
 pub(crate) fn re_escape(s: &str) -> String {
     let mut o = String::new();
     for c in s.chars() {
@@ -222,14 +238,29 @@ mod tests {
     fn matches_like_python_re_match() {
         assert!(re_match("s@ts\\-continue:2$", "s@ts-continue:2"));
         assert!(!re_match("s@ts\\-continue:2$", "s@ts-continue:21"));
-        assert!(re_match("Local/one@x-[0-9a-f]{8};1$", "Local/one@x-0000001a;1"));
-        assert!(!re_match("Local/one@x-[0-9a-f]{8};1$", "Local/one@x-0000001;1"));
+        assert!(re_match(
+            "Local/one@x-[0-9a-f]{8};1$",
+            "Local/one@x-0000001a;1"
+        ));
+        assert!(!re_match(
+            "Local/one@x-[0-9a-f]{8};1$",
+            "Local/one@x-0000001;1"
+        ));
         assert!(re_match("[0-9]{10}\\.[0-9]+$", "1795691627.12"));
-        assert!(re_match(".*/messages\\.log$", "/var/log/asterisk/messages.log"));
+        assert!(re_match(
+            ".*/messages\\.log$",
+            "/var/log/asterisk/messages.log"
+        ));
         assert!(re_match("\\s*VERBOSE\\s*$", "  VERBOSE "));
-        assert!(re_match(" ?NOTICE WARNING ERROR ?$", "NOTICE WARNING ERROR "));
+        assert!(re_match(
+            " ?NOTICE WARNING ERROR ?$",
+            "NOTICE WARNING ERROR "
+        ));
         assert!(re_match("channel[12]$", "channel2"));
-        assert!(re_match("Channel(Entered|Left)Bridge$", "ChannelLeftBridge"));
+        assert!(re_match(
+            "Channel(Entered|Left)Bridge$",
+            "ChannelLeftBridge"
+        ));
         assert!(re_match(".+", "x"));
         assert!(!re_match(".+", ""));
         assert!(re_match("abc", "abcdef"));

@@ -5,8 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{
-    time, Channel, Exec, LiveRec, OnAnswer, PbState, Res, Sim, SimRequest, SimResponse, Tech,
-    Timer,
+    time, Channel, Exec, LiveRec, OnAnswer, PbState, Res, Sim, SimRequest, SimResponse, Tech, Timer,
 };
 
 type R = SimResponse;
@@ -67,10 +66,12 @@ impl P<'_> {
                 .map(|(k, v)| match v {
                     Value::Object(o) => (
                         k.trim().to_string(),
-                        o.get("value").map(|x| match x {
-                            Value::String(s) => s.clone(),
-                            o => o.to_string(),
-                        }).unwrap_or_default(),
+                        o.get("value")
+                            .map(|x| match x {
+                                Value::String(s) => s.clone(),
+                                o => o.to_string(),
+                            })
+                            .unwrap_or_default(),
                         o.get("report_events") == Some(&Value::Bool(true)),
                     ),
                     Value::String(s) => (k.trim().to_string(), s.clone(), false),
@@ -166,7 +167,10 @@ impl Sim {
                                     out.insert(k.to_string(), v.clone());
                                 }
                                 None => {
-                                    return R::error(400, &format!("only: Invalid enum value '{k}'"))
+                                    return R::error(
+                                        400,
+                                        &format!("only: Invalid enum value '{k}'"),
+                                    )
                                 }
                             }
                         }
@@ -296,10 +300,16 @@ impl Sim {
     fn module_json(&self, name: &str) -> Value {
         let (d, sl, running) = self.modules.get(name).cloned().unwrap_or_default();
         let use_count = match name {
-            "app_echo.so" => self.channels.values().filter(|c| c.app_name == "Echo").count(),
-            "res_stasis.so" | "app_stasis.so" => {
-                self.channels.values().filter(|c| c.stasis.is_some()).count()
-            }
+            "app_echo.so" => self
+                .channels
+                .values()
+                .filter(|c| c.app_name == "Echo")
+                .count(),
+            "res_stasis.so" | "app_stasis.so" => self
+                .channels
+                .values()
+                .filter(|c| c.stasis.is_some())
+                .count(),
             _ => 0,
         };
         json!({"name": name, "description": d, "use_count": use_count,
@@ -391,7 +401,9 @@ impl Sim {
                 "endpoint" => {
                     let (tech, res) = id.split_once('/').unwrap_or((id, ""));
                     if res.is_empty() {
-                        self.endpoints.iter().any(|e| e.starts_with(&format!("{tech}/")))
+                        self.endpoints
+                            .iter()
+                            .any(|e| e.starts_with(&format!("{tech}/")))
                     } else {
                         self.endpoints.contains(id)
                     }
@@ -437,7 +449,11 @@ impl Sim {
     fn r_channels(&mut self, m: &str, s: &[&str], p: &P<'_>) -> R {
         match (m, s) {
             ("GET", []) => {
-                let list: Vec<Value> = self.chan_order.iter().map(|id| self.chan_json(id)).collect();
+                let list: Vec<Value> = self
+                    .chan_order
+                    .iter()
+                    .map(|id| self.chan_json(id))
+                    .collect();
                 R::json(200, &Value::Array(list))
             }
             ("POST", []) => self.originate(None, p),
@@ -470,15 +486,13 @@ impl Sim {
             .map(|s| s.to_string())
             .or_else(|| p.nonempty("channelId"))
             .unwrap_or_else(|| self.next_uid());
-        let id2 = p
-            .nonempty("otherChannelId")
-            .unwrap_or_else(|| {
-                if path_id.is_some() || p.nonempty("channelId").is_some() {
-                    format!("{id1};2")
-                } else {
-                    self.next_uid()
-                }
-            });
+        let id2 = p.nonempty("otherChannelId").unwrap_or_else(|| {
+            if path_id.is_some() || p.nonempty("channelId").is_some() {
+                format!("{id1};2")
+            } else {
+                self.next_uid()
+            }
+        });
         if self.channels.contains_key(&id1) || self.channels.contains_key(&id2) || id1 == id2 {
             return Err(R::error(409, "Channel with given unique ID already exists"));
         }
@@ -516,7 +530,9 @@ impl Sim {
         let on_answer = match &app {
             Some(a) => OnAnswer::Stasis(a.clone(), args),
             None => {
-                let ctx = p.nonempty("context").unwrap_or_else(|| "default".to_string());
+                let ctx = p
+                    .nonempty("context")
+                    .unwrap_or_else(|| "default".to_string());
                 let ex = ext.clone().unwrap_or_else(|| "s".to_string());
                 let prio = match &label {
                     Some(l) => self.dialplan.label(&ctx, &ex, l).unwrap_or(1),
@@ -581,7 +597,10 @@ impl Sim {
                 let name = format!("{ep}-{:08x}", self.local_seq);
                 let mut c = self.new_channel(&id1, &name, Tech::Sip, "Down");
                 c.endpoint = Some(ep);
-                c.protocol_id = format!("{:016x}@127.0.0.1", self.local_seq.wrapping_mul(0x9e37_79b9));
+                c.protocol_id = format!(
+                    "{:016x}@127.0.0.1",
+                    self.local_seq.wrapping_mul(0x9e37_79b9)
+                );
                 c.base_app = ("AppDial2".to_string(), "(Outgoing Line)".to_string());
                 c.app_name = c.base_app.0.clone();
                 c.app_data = c.base_app.1.clone();
@@ -699,7 +718,10 @@ impl Sim {
                 let name = format!("{ep}-{:08x}", self.local_seq);
                 let mut c = self.new_channel(&id1, &name, Tech::Sip, "Down");
                 c.endpoint = Some(ep);
-                c.protocol_id = format!("{:016x}@127.0.0.1", self.local_seq.wrapping_mul(0x9e37_79b9));
+                c.protocol_id = format!(
+                    "{:016x}@127.0.0.1",
+                    self.local_seq.wrapping_mul(0x9e37_79b9)
+                );
                 self.insert_channel(c);
                 self.emit_created(&id1);
             }
@@ -711,7 +733,8 @@ impl Sim {
         if let Some(ap) = self.apps.get_mut(&app) {
             ap.channels.insert(id1.clone());
         }
-        if let Some(o) = originator.and_then(|o| self.channels.get(&o).map(|c| c.linkedid.clone())) {
+        if let Some(o) = originator.and_then(|o| self.channels.get(&o).map(|c| c.linkedid.clone()))
+        {
             for id in [&id1, &id2] {
                 if let Some(c) = self.channels.get_mut(id.as_str()) {
                     c.linkedid = o.clone();
@@ -742,7 +765,9 @@ impl Sim {
         let Some(app) = p.nonempty("app") else {
             return R::error(400, "app cannot be empty");
         };
-        let enc = p.nonempty("encapsulation").unwrap_or_else(|| "rtp".to_string());
+        let enc = p
+            .nonempty("encapsulation")
+            .unwrap_or_else(|| "rtp".to_string());
         let Some(host) = p.nonempty("external_host") else {
             return R::error(400, "external_host is required");
         };
@@ -769,8 +794,14 @@ impl Sim {
         c.app_name = c.base_app.0.clone();
         c.app_data = c.base_app.1.clone();
         c.dialing = Some(format!("{host}/c({format})"));
-        c.vars.insert("UNICASTRTP_LOCAL_ADDRESS".to_string(), "127.0.0.1".to_string());
-        c.vars.insert("UNICASTRTP_LOCAL_PORT".to_string(), format!("{}", 10000 + self.local_seq * 2));
+        c.vars.insert(
+            "UNICASTRTP_LOCAL_ADDRESS".to_string(),
+            "127.0.0.1".to_string(),
+        );
+        c.vars.insert(
+            "UNICASTRTP_LOCAL_PORT".to_string(),
+            format!("{}", 10000 + self.local_seq * 2),
+        );
         self.insert_channel(c);
         self.emit_created(&id);
         let vars = p.vars();
@@ -782,7 +813,8 @@ impl Sim {
             ap.channels.insert(id.clone());
         }
         let mut resp = self.chan_json(&id);
-        resp["channelvars"] = json!({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": port});
+        resp["channelvars"] =
+            json!({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": port});
         self.emit_dial(&id, "");
         if let Some(c) = self.channels.get_mut(&id) {
             c.state = "Up";
@@ -997,7 +1029,11 @@ impl Sim {
                     }
                 }
                 if op == "hold" && self.channels.get(id).is_some_and(|c| c.hold_intercept) {
-                    let ty = if m == "POST" { "ChannelHold" } else { "ChannelUnhold" };
+                    let ty = if m == "POST" {
+                        "ChannelHold"
+                    } else {
+                        "ChannelUnhold"
+                    };
                     self.chan_event(ty, id, json!({}));
                 }
                 if op == "ring" && m == "POST" {
@@ -1051,7 +1087,9 @@ impl Sim {
                 self.schedule(Duration::ZERO, Timer::LocalStart(id.to_string()));
             }
             _ => {
-                let ds = name.split_once('/').map(|(_, r)| r.rsplit_once('-').map(|x| x.0).unwrap_or(r).to_string());
+                let ds = name
+                    .split_once('/')
+                    .map(|(_, r)| r.rsplit_once('-').map(|x| x.0).unwrap_or(r).to_string());
                 if let Some(c) = self.channels.get_mut(id) {
                     c.dialing = ds;
                 }
@@ -1090,7 +1128,12 @@ impl Sim {
         let prio = if let Some(l) = &label {
             match self.dialplan.label(&ctx, &ext, l) {
                 Some(pr) => pr,
-                None => return R::error(400, &format!("Requested label: {l} can not be found in context: {ctx}")),
+                None => {
+                    return R::error(
+                        400,
+                        &format!("Requested label: {l} can not be found in context: {ctx}"),
+                    )
+                }
             }
         } else if let Some(pr) = priority {
             pr
@@ -1202,7 +1245,13 @@ impl Sim {
         resp["target_uri"] = json!(target);
         resp["language"] = json!(lang);
         resp["state"] = json!("queued");
-        self.start_playback(&id, target, media, &lang, Duration::from_millis(skip as u64));
+        self.start_playback(
+            &id,
+            target,
+            media,
+            &lang,
+            Duration::from_millis(skip as u64),
+        );
         if offset > 0 {
             if let Some(pb) = self.playbacks.get(&id) {
                 if pb.state == PbState::Playing {
@@ -1242,7 +1291,9 @@ impl Sim {
                 let Some(pb) = self.playbacks.get(*id).cloned() else {
                     return R::error(404, "Playback not found");
                 };
-                if !["pause", "unpause", "restart", "reverse", "forward", "stop"].contains(&op.as_str()) {
+                if !["pause", "unpause", "restart", "reverse", "forward", "stop"]
+                    .contains(&op.as_str())
+                {
                     return R::error(400, "operation: Invalid enum value");
                 }
                 if pb.state == PbState::Queued {
@@ -1330,7 +1381,7 @@ impl Sim {
             return R::error(400, "ifExists: Invalid enum value");
         }
         let terminate_on = p.get("terminateOn").unwrap_or_else(|| "none".to_string());
-        if !self.cfg.recording_formats.iter().any(|f| *f == format) {
+        if !self.cfg.recording_formats.contains(&format) {
             return R::error(422, "Format not supported");
         }
         if self.live.contains_key(&name) {
@@ -1343,7 +1394,10 @@ impl Sim {
             );
         }
         let busy = match target.split_once(':') {
-            Some(("channel", c)) => self.channels.get(c).is_some_and(|ch| ch.recording.is_some()),
+            Some(("channel", c)) => self
+                .channels
+                .get(c)
+                .is_some_and(|ch| ch.recording.is_some()),
             Some(("bridge", b)) => self.bridges.get(b).is_some_and(|br| br.recording.is_some()),
             _ => false,
         };
@@ -1380,7 +1434,11 @@ impl Sim {
             _ => {}
         }
         let resp = self.live_json(&name);
-        let delay = if beep { Duration::from_millis(500) } else { Duration::from_millis(20) };
+        let delay = if beep {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_millis(20)
+        };
         self.schedule(delay, Timer::RecStart(name.clone(), g));
         R {
             status: 201,
@@ -1503,11 +1561,17 @@ impl Sim {
     fn r_bridges(&mut self, m: &str, s: &[&str], p: &P<'_>) -> R {
         match (m, s) {
             ("GET", []) => {
-                let list: Vec<Value> = self.bridge_order.iter().map(|b| self.bridge_json(b)).collect();
+                let list: Vec<Value> = self
+                    .bridge_order
+                    .iter()
+                    .map(|b| self.bridge_json(b))
+                    .collect();
                 R::json(200, &Value::Array(list))
             }
             ("POST", []) => {
-                let id = p.nonempty("bridgeId").unwrap_or_else(|| uuid_like(self.next_gen(), self.cfg.wall_clock_base_ms));
+                let id = p
+                    .nonempty("bridgeId")
+                    .unwrap_or_else(|| uuid_like(self.next_gen(), self.cfg.wall_clock_base_ms));
                 self.create_bridge(&id, p)
             }
             ("GET", [id]) => match self.bridges.contains_key(*id) {
@@ -1537,8 +1601,16 @@ impl Sim {
             .filter(|t| !t.is_empty())
             .collect();
         for t in &types {
-            if !["mixing", "holding", "dtmf_events", "proxy_media", "video_sfu", "video_single", "sdp_label"]
-                .contains(&t.as_str())
+            if ![
+                "mixing",
+                "holding",
+                "dtmf_events",
+                "proxy_media",
+                "video_sfu",
+                "video_single",
+                "sdp_label",
+            ]
+            .contains(&t.as_str())
             {
                 return R::error(400, "Invalid bridge type");
             }
@@ -1558,7 +1630,11 @@ impl Sim {
         } else {
             ("simple_bridge", "mixing", "talker")
         };
-        let video = if types.iter().any(|t| t == "video_single") { "single" } else { video };
+        let video = if types.iter().any(|t| t == "video_single") {
+            "single"
+        } else {
+            video
+        };
         self.bridges.insert(
             id.to_string(),
             super::Bridge {
@@ -1610,7 +1686,11 @@ impl Sim {
                         return R::error(409, "Channel currently recording");
                     }
                 }
-                if self.bridges.get(id).is_some_and(|b| b.bridge_type == "holding") {
+                if self
+                    .bridges
+                    .get(id)
+                    .is_some_and(|b| b.bridge_type == "holding")
+                {
                     if let Some(r) = p.get("role") {
                         if !["participant", "announcer", ""].contains(&r.as_str()) {
                             return R::error(400, "Invalid role");
@@ -1662,7 +1742,11 @@ impl Sim {
                 if !self.channels.contains_key(c) {
                     return R::error(404, "Channel not found");
                 }
-                if self.bridges.get(id).is_some_and(|b| !b.channels.iter().any(|x| x == c)) {
+                if self
+                    .bridges
+                    .get(id)
+                    .is_some_and(|b| !b.channels.iter().any(|x| x == c))
+                {
                     return R::error(422, "Channel not in this bridge");
                 }
                 let old = self.bridges.get_mut(id).and_then(|b| {
@@ -1779,7 +1863,11 @@ impl Sim {
     fn r_endpoints(&mut self, m: &str, s: &[&str], p: &P<'_>) -> R {
         match (m, s) {
             ("GET", []) => {
-                let list: Vec<Value> = self.endpoints.iter().map(|e| self.endpoint_json(e)).collect();
+                let list: Vec<Value> = self
+                    .endpoints
+                    .iter()
+                    .map(|e| self.endpoint_json(e))
+                    .collect();
                 R::json(200, &Value::Array(list))
             }
             ("PUT", ["sendMessage"]) => self.send_message(p, None),
@@ -1832,8 +1920,15 @@ impl Sim {
 
     fn r_device_states(&mut self, m: &str, s: &[&str], p: &P<'_>) -> R {
         const STATES: [&str; 9] = [
-            "NOT_INUSE", "INUSE", "BUSY", "INVALID", "UNAVAILABLE", "RINGING", "RINGINUSE",
-            "ONHOLD", "UNKNOWN",
+            "NOT_INUSE",
+            "INUSE",
+            "BUSY",
+            "INVALID",
+            "UNAVAILABLE",
+            "RINGING",
+            "RINGINUSE",
+            "ONHOLD",
+            "UNKNOWN",
         ];
         match (m, s) {
             ("GET", []) => {
@@ -1863,7 +1958,10 @@ impl Sim {
                 }
                 self.devices.insert(name.to_string(), st.clone());
                 let mut ev = self.event("DeviceStateChanged");
-                ev.insert("device_state".to_string(), json!({"name": name, "state": st}));
+                ev.insert(
+                    "device_state".to_string(),
+                    json!({"name": name, "state": st}),
+                );
                 self.emit(ev, &[Res::Device(name.to_string())]);
                 R::no_content()
             }
@@ -1924,8 +2022,14 @@ impl Sim {
                     return R::error(400, "Invalid scheme for event source");
                 };
                 let (key, val) = match scheme {
-                    "channel" => ("channel", self.channels.contains_key(id).then(|| self.chan_json(id))),
-                    "bridge" => ("bridge", self.bridges.contains_key(id).then(|| self.bridge_json(id))),
+                    "channel" => (
+                        "channel",
+                        self.channels.contains_key(id).then(|| self.chan_json(id)),
+                    ),
+                    "bridge" => (
+                        "bridge",
+                        self.bridges.contains_key(id).then(|| self.bridge_json(id)),
+                    ),
                     "endpoint" => (
                         "endpoint",
                         self.endpoints.contains(id).then(|| self.endpoint_json(id)),
@@ -2028,7 +2132,9 @@ fn audio_bytes(format: &str, secs: u64) -> Vec<u8> {
 
 /// A UUID-shaped id, deterministic from a counter (Asterisk generates UUIDs).
 fn uuid_like(n: u64, seed: u64) -> String {
-    let a = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(n.wrapping_mul(1_442_695_040_888_963_407));
+    let a = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(n.wrapping_mul(1_442_695_040_888_963_407));
     let b = a.rotate_left(17) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     format!(
         "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",

@@ -7,8 +7,14 @@ use serde_json::{json, Value};
 
 use super::{Outgoing, PlaceCall, Sim, SimConfig, SimRequest, SimResponse};
 
-const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/asterisk-master/events.jsonl");
-const REST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/asterisk-master/rest.jsonl");
+const EVENTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/asterisk-master/events.jsonl"
+);
+const REST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/asterisk-master/rest.jsonl"
+);
 
 /// The dialplan the fixture recording ran with (reconstructed from its ChannelDialplan events).
 const FIXTURE_DIALPLAN: &str = "[dtmf]\nexten => 123,1,Answer()\n same => n,Wait(1)\n same => n,SendDTMF(123)\n same => n,Wait(60)\n\n[wait]\nexten => _X.,1,Answer()\n same => n,Wait(${EXTEN})\n";
@@ -25,7 +31,7 @@ pub(super) fn pct_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                 out.push(v);
                 i += 3;
@@ -138,9 +144,20 @@ impl H {
 /// Ids of the resources an event names.
 fn ids(f: &Value) -> Vec<String> {
     let mut v = Vec::new();
-    for k in ["channel", "peer", "bridge", "playback", "recording", "device_state"] {
+    for k in [
+        "channel",
+        "peer",
+        "bridge",
+        "playback",
+        "recording",
+        "device_state",
+    ] {
         if let Some(o) = f.get(k) {
-            if let Some(id) = o.get("id").or_else(|| o.get("name")).and_then(|x| x.as_str()) {
+            if let Some(id) = o
+                .get("id")
+                .or_else(|| o.get("name"))
+                .and_then(|x| x.as_str())
+            {
                 v.push(id.to_string());
             }
         }
@@ -165,7 +182,13 @@ fn fixture(run: u64, conn: &str) -> Vec<Value> {
 /// A compact signature of an event: type plus the fields that define the step.
 fn sig(f: &Value) -> String {
     let mut s = f["type"].as_str().unwrap_or("?").to_string();
-    for k in ["variable", "digit", "dialstatus", "dialplan_app", "eventname"] {
+    for k in [
+        "variable",
+        "digit",
+        "dialstatus",
+        "dialplan_app",
+        "eventname",
+    ] {
         if let Some(v) = f.get(k).and_then(|v| v.as_str()) {
             s.push_str(&format!(" {k}={v}"));
         }
@@ -177,7 +200,11 @@ fn sig(f: &Value) -> String {
         s.push_str(&format!(" args={a}"));
     }
     for k in ["channel", "peer", "playback", "recording"] {
-        if let Some(st) = f.get(k).and_then(|o| o.get("state")).and_then(|v| v.as_str()) {
+        if let Some(st) = f
+            .get(k)
+            .and_then(|o| o.get("state"))
+            .and_then(|v| v.as_str())
+        {
             s.push_str(&format!(" {k}.state={st}"));
         }
     }
@@ -222,7 +249,9 @@ fn fixture_response(run: u64, method: &str, path: &str) -> Value {
     let text = std::fs::read_to_string(REST).expect("fixtures/asterisk-master/rest.jsonl");
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|d| d["run"] == json!(run) && d["method"] == json!(method) && d["path"] == json!(path))
+        .find(|d| {
+            d["run"] == json!(run) && d["method"] == json!(method) && d["path"] == json!(path)
+        })
         .and_then(|d| serde_json::from_str(d["response"].as_str()?).ok())
         .unwrap_or(Value::Null)
 }
@@ -256,24 +285,67 @@ fn originate_local_answer_dtmf_hangup_matches_fixture() {
     assert_eq!(r.status, 200);
     let want = fixture_response(2, "POST", "channels/cap-0a1d1423");
     assert_eq!(strip_times(r.body_json()), strip_times(want.clone()));
-    assert!(r.body_json()["creationtime"].as_str().is_some_and(|t| t.ends_with("+0000")));
+    assert!(r.body_json()["creationtime"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("+0000")));
     h.ms(20);
-    assert_eq!(h.req("POST", "channels/cap-0a1d1423/answer", &[], None).status, 204);
+    assert_eq!(
+        h.req("POST", "channels/cap-0a1d1423/answer", &[], None)
+            .status,
+        204
+    );
     let got = h.req("GET", "channels/cap-0a1d1423", &[], None).body_json();
     assert_eq!(got["state"], "Up");
     assert_eq!(got["dialplan"]["app_data"], "test,dialed,x");
-    assert_eq!(h.req("POST", "channels/cap-0a1d1423/variable", &[("variable", "FOO"), ("value", "bar")], None).status, 204);
     assert_eq!(
-        h.req("GET", "channels/cap-0a1d1423/variable", &[("variable", "FOO")], None).body_json(),
+        h.req(
+            "POST",
+            "channels/cap-0a1d1423/variable",
+            &[("variable", "FOO"), ("value", "bar")],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        h.req(
+            "GET",
+            "channels/cap-0a1d1423/variable",
+            &[("variable", "FOO")],
+            None
+        )
+        .body_json(),
         json!({"value": "bar"})
     );
-    let nope = h.req("GET", "channels/cap-0a1d1423/variable", &[("variable", "NOPE_NOT_SET")], None);
-    assert_eq!((nope.status, nope.body_json()), (404, json!({"message": "Provided variable was not found"})));
+    let nope = h.req(
+        "GET",
+        "channels/cap-0a1d1423/variable",
+        &[("variable", "NOPE_NOT_SET")],
+        None,
+    );
+    assert_eq!(
+        (nope.status, nope.body_json()),
+        (404, json!({"message": "Provided variable was not found"}))
+    );
     h.ms(2500); // the ;2 half runs Wait(1), SendDTMF(123)
-    let r = h.req("POST", "channels/cap-0a1d1423/dtmf", &[("dtmf", "12"), ("between", "100")], None);
+    let r = h.req(
+        "POST",
+        "channels/cap-0a1d1423/dtmf",
+        &[("dtmf", "12"), ("between", "100")],
+        None,
+    );
     assert_eq!(r.status, 204);
     h.ms(1000);
-    assert_eq!(h.req("DELETE", "channels/cap-0a1d1423", &[("reason", "normal")], None).status, 204);
+    assert_eq!(
+        h.req(
+            "DELETE",
+            "channels/cap-0a1d1423",
+            &[("reason", "normal")],
+            None
+        )
+        .status,
+        204
+    );
     h.ms(100);
 
     let fx = fixture(2, "test,hello");
@@ -284,23 +356,45 @@ fn originate_local_answer_dtmf_hangup_matches_fixture() {
         assert_eq!(got, want, "event sequence for {id}");
     }
     // key fields
-    let ss = mine.iter().find(|e| e["type"] == "StasisStart").expect("StasisStart");
+    let ss = mine
+        .iter()
+        .find(|e| e["type"] == "StasisStart")
+        .expect("StasisStart");
     assert_eq!(ss["args"], json!(["dialed", "x"]));
     assert_eq!(ss["asterisk_id"], "02:fc:00:00:00:01");
     assert_eq!(ss["application"], "test");
-    assert_eq!(ss["channel"]["caller"], json!({"name": "Alice", "number": "100"}));
+    assert_eq!(
+        ss["channel"]["caller"],
+        json!({"name": "Alice", "number": "100"})
+    );
     let name = ss["channel"]["name"].as_str().unwrap_or("");
-    assert!(name.starts_with("Local/123@dtmf-") && name.ends_with(";1"), "{name}");
-    let dtmf: Vec<&Value> = mine.iter().filter(|e| e["type"] == "ChannelDtmfReceived").collect();
+    assert!(
+        name.starts_with("Local/123@dtmf-") && name.ends_with(";1"),
+        "{name}"
+    );
+    let dtmf: Vec<&Value> = mine
+        .iter()
+        .filter(|e| e["type"] == "ChannelDtmfReceived")
+        .collect();
     assert!(dtmf.iter().all(|e| e["duration_ms"] == 100));
     let destroyed = mine
         .iter()
         .rfind(|e| e["type"] == "ChannelDestroyed")
         .expect("ChannelDestroyed");
-    assert_eq!((destroyed["cause"].clone(), destroyed["cause_txt"].clone()), (json!(16), json!("Normal Clearing")));
+    assert_eq!(
+        (destroyed["cause"].clone(), destroyed["cause_txt"].clone()),
+        (json!(16), json!("Normal Clearing"))
+    );
     // the same keys as a real event
-    let real = fx.iter().find(|e| e["type"] == "StasisStart").expect("fixture StasisStart");
-    let keys = |v: &Value| v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let real = fx
+        .iter()
+        .find(|e| e["type"] == "StasisStart")
+        .expect("fixture StasisStart");
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
     let mut a = keys(real);
     let mut b = keys(ss);
     a.sort();
@@ -309,7 +403,10 @@ fn originate_local_answer_dtmf_hangup_matches_fixture() {
     assert_eq!(keys(&real["channel"]).len(), keys(&ss["channel"]).len());
     // subscribeAll sees the creation of both halves
     let w = h.for_app("watcher");
-    assert_eq!(w.iter().filter(|e| e["type"] == "ChannelCreated").count(), 2);
+    assert_eq!(
+        w.iter().filter(|e| e["type"] == "ChannelCreated").count(),
+        2
+    );
     assert!(h.req("GET", "channels", &[], None).body_json() == json!([]));
 }
 
@@ -321,33 +418,67 @@ fn channel_playback_with_pause_matches_fixture() {
     let r = h.req(
         "POST",
         "channels/cap-0a1d1423/play/pb-10e63ba0",
-        &[("media", "sound:hello-world,sound:digits/1"), ("lang", "en")],
+        &[
+            ("media", "sound:hello-world,sound:digits/1"),
+            ("lang", "en"),
+        ],
         None,
     );
     assert_eq!(r.status, 201);
-    assert_eq!(r.body_json(), fixture_response(2, "POST", "channels/cap-0a1d1423/play/pb-10e63ba0"));
+    assert_eq!(
+        r.body_json(),
+        fixture_response(2, "POST", "channels/cap-0a1d1423/play/pb-10e63ba0")
+    );
     assert_eq!(
         h.req("GET", "playbacks/pb-10e63ba0", &[], None).body_json(),
         fixture_response(2, "GET", "playbacks/pb-10e63ba0")
     );
     h.ms(5);
-    assert_eq!(h.req("POST", "playbacks/pb-10e63ba0/control", &[("operation", "pause")], None).status, 204);
+    assert_eq!(
+        h.req(
+            "POST",
+            "playbacks/pb-10e63ba0/control",
+            &[("operation", "pause")],
+            None
+        )
+        .status,
+        204
+    );
     h.ms(10);
-    assert_eq!(h.req("POST", "playbacks/pb-10e63ba0/control", &[("operation", "unpause")], None).status, 204);
+    assert_eq!(
+        h.req(
+            "POST",
+            "playbacks/pb-10e63ba0/control",
+            &[("operation", "unpause")],
+            None
+        )
+        .status,
+        204
+    );
     h.ms(5000);
     let want = sigs(&fixture(2, "test,hello"), |f| concerns(f, "pb-10e63ba0"));
     let got = sigs(&h.for_app("test"), |f| concerns(f, "pb-10e63ba0"));
     assert_eq!(got, want);
     let evs = h.for_app("test");
-    let cont = evs.iter().find(|e| e["type"] == "PlaybackContinuing").expect("continuing");
+    let cont = evs
+        .iter()
+        .find(|e| e["type"] == "PlaybackContinuing")
+        .expect("continuing");
     assert_eq!(cont["playback"]["media_uri"], "sound:hello-world");
     assert_eq!(cont["playback"]["next_media_uri"], "sound:digits/1");
-    let fin = evs.iter().find(|e| e["type"] == "PlaybackFinished").expect("finished");
+    let fin = evs
+        .iter()
+        .find(|e| e["type"] == "PlaybackFinished")
+        .expect("finished");
     assert_eq!(fin["playback"]["media_uri"], "sound:digits/1");
     assert!(fin["playback"].get("next_media_uri").is_none());
     // hello-world (2 s) + digits/1 (0.6 s), paused 10 ms: finished 2.61 s after start
     let ts = |e: &Value| e["timestamp"].as_str().unwrap_or("").to_string();
-    let started = evs.iter().find(|e| e["type"] == "PlaybackStarted").map(ts).unwrap_or_default();
+    let started = evs
+        .iter()
+        .find(|e| e["type"] == "PlaybackStarted")
+        .map(ts)
+        .unwrap_or_default();
     assert!(started < ts(fin));
     assert_eq!(h.req("GET", "playbacks/pb-10e63ba0", &[], None).status, 404);
 }
@@ -356,19 +487,51 @@ fn channel_playback_with_pause_matches_fixture() {
 fn playback_control_stop_restart_forward_reverse_and_unknown_media() {
     let mut h = H::new("");
     h.connect("app", false);
-    let id = h.sim.place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
     h.pump();
     h.req("POST", &format!("channels/{id}/answer"), &[], None);
-    h.req("POST", &format!("channels/{id}/play/p1"), &[("media", "sound:silence/10")], None);
+    h.req(
+        "POST",
+        &format!("channels/{id}/play/p1"),
+        &[("media", "sound:silence/10")],
+        None,
+    );
     // a second playback queues behind the first
-    let q = h.req("POST", &format!("channels/{id}/play/p2"), &[("media", "sound:beep")], None);
+    let q = h.req(
+        "POST",
+        &format!("channels/{id}/play/p2"),
+        &[("media", "sound:beep")],
+        None,
+    );
     assert_eq!(q.body_json()["state"], "queued");
     h.ms(1000);
-    h.req("POST", "playbacks/p1/control", &[("operation", "forward")], None);
-    h.req("POST", "playbacks/p1/control", &[("operation", "reverse")], None);
-    h.req("POST", "playbacks/p1/control", &[("operation", "restart")], None);
+    h.req(
+        "POST",
+        "playbacks/p1/control",
+        &[("operation", "forward")],
+        None,
+    );
+    h.req(
+        "POST",
+        "playbacks/p1/control",
+        &[("operation", "reverse")],
+        None,
+    );
+    h.req(
+        "POST",
+        "playbacks/p1/control",
+        &[("operation", "restart")],
+        None,
+    );
     h.ms(9000);
-    assert!(!h.events.iter().any(|o| o.event["type"] == "PlaybackFinished"), "restart rewound");
+    assert!(
+        !h.events
+            .iter()
+            .any(|o| o.event["type"] == "PlaybackFinished"),
+        "restart rewound"
+    );
     h.ms(1100);
     let fin: Vec<String> = h
         .events
@@ -378,20 +541,47 @@ fn playback_control_stop_restart_forward_reverse_and_unknown_media() {
         .collect();
     assert_eq!(fin, vec!["p1"]);
     h.ms(500);
-    let r = h.req("POST", "playbacks/nope/control", &[("operation", "pause")], None);
-    assert_eq!((r.status, r.body_json()), (404, json!({"message": "Playback not found"})));
+    let r = h.req(
+        "POST",
+        "playbacks/nope/control",
+        &[("operation", "pause")],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.body_json()),
+        (404, json!({"message": "Playback not found"}))
+    );
     // stop
-    h.req("POST", &format!("channels/{id}/play/p3"), &[("media", "sound:tt-monkeys")], None);
+    h.req(
+        "POST",
+        &format!("channels/{id}/play/p3"),
+        &[("media", "sound:tt-monkeys")],
+        None,
+    );
     assert_eq!(h.req("DELETE", "playbacks/p3", &[], None).status, 204);
     // unknown sound: Started then Finished(failed)
-    h.req("POST", &format!("channels/{id}/play/p4"), &[("media", "sound:no-such-sound")], None);
+    h.req(
+        "POST",
+        &format!("channels/{id}/play/p4"),
+        &[("media", "sound:no-such-sound")],
+        None,
+    );
     let p4: Vec<String> = h
         .events
         .iter()
         .filter(|o| o.event["playback"]["id"] == "p4")
-        .map(|o| format!("{} {}", o.event["type"].as_str().unwrap_or(""), o.event["playback"]["state"].as_str().unwrap_or("")))
+        .map(|o| {
+            format!(
+                "{} {}",
+                o.event["type"].as_str().unwrap_or(""),
+                o.event["playback"]["state"].as_str().unwrap_or("")
+            )
+        })
         .collect();
-    assert_eq!(p4, vec!["PlaybackStarted playing", "PlaybackFinished failed"]);
+    assert_eq!(
+        p4,
+        vec!["PlaybackStarted playing", "PlaybackFinished failed"]
+    );
     let types: Vec<&str> = h
         .events
         .iter()
@@ -401,8 +591,14 @@ fn playback_control_stop_restart_forward_reverse_and_unknown_media() {
     assert_eq!(
         types,
         vec![
-            "PlaybackStarted", "PlaybackFinished", "PlaybackStarted", "PlaybackFinished",
-            "PlaybackStarted", "PlaybackFinished", "PlaybackStarted", "PlaybackFinished"
+            "PlaybackStarted",
+            "PlaybackFinished",
+            "PlaybackStarted",
+            "PlaybackFinished",
+            "PlaybackStarted",
+            "PlaybackFinished",
+            "PlaybackStarted",
+            "PlaybackFinished"
         ]
     );
 }
@@ -425,11 +621,20 @@ fn inbound_sip_call_play_scripted_dtmf_and_caller_hangup() {
     assert_eq!(ss["type"], "StasisStart");
     assert_eq!(ss["args"], json!(["inbound"]));
     assert_eq!(ss["channel"]["state"], "Ring");
-    assert!(ss["channel"]["name"].as_str().is_some_and(|n| n.starts_with("PJSIP/alice-")));
-    assert!(ss["channel"]["protocol_id"].as_str().is_some_and(|p| !p.is_empty()));
+    assert!(ss["channel"]["name"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("PJSIP/alice-")));
+    assert!(ss["channel"]["protocol_id"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty()));
     h.ms(100);
     h.req("POST", &format!("channels/{id}/answer"), &[], None);
-    h.req("POST", &format!("channels/{id}/play/hello"), &[("media", "sound:hello-world")], None);
+    h.req(
+        "POST",
+        &format!("channels/{id}/play/hello"),
+        &[("media", "sound:hello-world")],
+        None,
+    );
     h.ms(5000);
     let got: Vec<String> = h.for_app("ivr").iter().map(sig).collect();
     assert_eq!(
@@ -459,7 +664,7 @@ fn inbound_sip_call_play_scripted_dtmf_and_caller_hangup() {
     h.ms(1000);
     assert!(h.sim.hangup(h.now, &id).is_ok());
     h.pump();
-    let got: Vec<String> = h.for_app("ivr").iter().map(|e| sig(e)).collect();
+    let got: Vec<String> = h.for_app("ivr").iter().map(sig).collect();
     assert_eq!(
         got,
         vec![
@@ -478,18 +683,64 @@ fn bridge_lifecycle_matches_fixture() {
     originate_like_fixture(&mut h);
     h.ms(20);
     h.events.clear();
-    let r = h.req("POST", "bridges/br-04bc6c7e", &[("type", "mixing,dtmf_events"), ("name", "capbridge")], None);
-    assert_eq!(strip_times(r.body_json()), strip_times(fixture_response(2, "POST", "bridges/br-04bc6c7e")));
-    assert_eq!(h.req("POST", "bridges/br-04bc6c7e/addChannel", &[("channel", "cap-0a1d1423"), ("role", "member")], None).status, 204);
+    let r = h.req(
+        "POST",
+        "bridges/br-04bc6c7e",
+        &[("type", "mixing,dtmf_events"), ("name", "capbridge")],
+        None,
+    );
+    assert_eq!(
+        strip_times(r.body_json()),
+        strip_times(fixture_response(2, "POST", "bridges/br-04bc6c7e"))
+    );
+    assert_eq!(
+        h.req(
+            "POST",
+            "bridges/br-04bc6c7e/addChannel",
+            &[("channel", "cap-0a1d1423"), ("role", "member")],
+            None
+        )
+        .status,
+        204
+    );
     h.ms(5);
-    let r = h.req("POST", "channels", &[("endpoint", "Local/40@wait"), ("app", "test"), ("channelId", "cap2-26cecea1")], None);
+    let r = h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/40@wait"),
+            ("app", "test"),
+            ("channelId", "cap2-26cecea1"),
+        ],
+        None,
+    );
     assert_eq!(r.status, 200);
     h.ms(20);
-    assert_eq!(h.req("POST", "bridges/br-04bc6c7e/addChannel", &[("channel", "cap2-26cecea1")], None).status, 204);
+    assert_eq!(
+        h.req(
+            "POST",
+            "bridges/br-04bc6c7e/addChannel",
+            &[("channel", "cap2-26cecea1")],
+            None
+        )
+        .status,
+        204
+    );
     let got = h.req("GET", "bridges/br-04bc6c7e", &[], None).body_json();
-    assert_eq!(strip_times(got), strip_times(fixture_response(2, "GET", "bridges/br-04bc6c7e")));
-    let r = h.req("POST", "bridges/br-04bc6c7e/play/pb2-1269c7f1", &[("media", "sound:beep")], None);
-    assert_eq!(r.body_json(), fixture_response(2, "POST", "bridges/br-04bc6c7e/play/pb2-1269c7f1"));
+    assert_eq!(
+        strip_times(got),
+        strip_times(fixture_response(2, "GET", "bridges/br-04bc6c7e"))
+    );
+    let r = h.req(
+        "POST",
+        "bridges/br-04bc6c7e/play/pb2-1269c7f1",
+        &[("media", "sound:beep")],
+        None,
+    );
+    assert_eq!(
+        r.body_json(),
+        fixture_response(2, "POST", "bridges/br-04bc6c7e/play/pb2-1269c7f1")
+    );
     h.ms(500);
     for (m, p) in [
         ("POST", "bridges/br-04bc6c7e/moh"),
@@ -500,8 +751,20 @@ fn bridge_lifecycle_matches_fixture() {
         assert_eq!(h.req(m, p, &[], None).status, 204, "{m} {p}");
         h.ms(5);
     }
-    assert_eq!(h.req("POST", "bridges/br-04bc6c7e/removeChannel", &[("channel", "cap2-26cecea1")], None).status, 204);
-    assert_eq!(h.req("DELETE", "bridges/br-04bc6c7e", &[], None).status, 204);
+    assert_eq!(
+        h.req(
+            "POST",
+            "bridges/br-04bc6c7e/removeChannel",
+            &[("channel", "cap2-26cecea1")],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        h.req("DELETE", "bridges/br-04bc6c7e", &[], None).status,
+        204
+    );
     h.ms(5);
     let fx = fixture(2, "test,hello");
     let fw = fixture(2, "watcher");
@@ -511,21 +774,49 @@ fn bridge_lifecycle_matches_fixture() {
             .filter_map(|f| f["type"].as_str().map(|s| s.to_string()))
             .collect()
     };
-    assert_eq!(types(&h.for_app("test"), "br-04bc6c7e"), types(&fx, "br-04bc6c7e"));
-    assert_eq!(types(&h.for_app("watcher"), "br-04bc6c7e"), types(&fw, "br-04bc6c7e"));
-    assert_eq!(types(&h.for_app("test"), "pb2-1269c7f1"), types(&fx, "pb2-1269c7f1"));
+    assert_eq!(
+        types(&h.for_app("test"), "br-04bc6c7e"),
+        types(&fx, "br-04bc6c7e")
+    );
+    assert_eq!(
+        types(&h.for_app("watcher"), "br-04bc6c7e"),
+        types(&fw, "br-04bc6c7e")
+    );
+    assert_eq!(
+        types(&h.for_app("test"), "pb2-1269c7f1"),
+        types(&fx, "pb2-1269c7f1")
+    );
     // the second channel: originate, Stasis, bridge, announcer and MOH peers, removal
-    let want = sigs(&fx, |f| concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset");
-    let got = sigs(&h.for_app("test"), |f| concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset");
+    let want = sigs(&fx, |f| {
+        concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset"
+    });
+    let got = sigs(&h.for_app("test"), |f| {
+        concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset"
+    });
     assert_eq!(got, want);
-    let varsets = |evs: &[Value]| evs.iter().filter(|f| concerns(f, "cap2-26cecea1") && f["type"] == "ChannelVarset").count();
+    let varsets = |evs: &[Value]| {
+        evs.iter()
+            .filter(|f| concerns(f, "cap2-26cecea1") && f["type"] == "ChannelVarset")
+            .count()
+    };
     assert_eq!(varsets(&h.for_app("test")), varsets(&fx));
     // errors
     let r = h.req("POST", "bridges/nope/addChannel", &[("channel", "x")], None);
-    assert_eq!((r.status, r.body_json()), (404, json!({"message": "Bridge not found"})));
+    assert_eq!(
+        (r.status, r.body_json()),
+        (404, json!({"message": "Bridge not found"}))
+    );
     h.req("POST", "bridges/b2", &[], None);
-    let r = h.req("POST", "bridges/b2/addChannel", &[("channel", "gone")], None);
-    assert_eq!((r.status, r.body_json()), (400, json!({"message": "Channel not found"})));
+    let r = h.req(
+        "POST",
+        "bridges/b2/addChannel",
+        &[("channel", "gone")],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.body_json()),
+        (400, json!({"message": "Channel not found"}))
+    );
 }
 
 #[test]
@@ -534,42 +825,110 @@ fn recording_live_and_stored_lifecycle() {
     originate_like_fixture(&mut h);
     h.ms(20);
     h.events.clear();
-    let q = [("name", "cap-rec1"), ("format", "wav"), ("maxDurationSeconds", "1"), ("ifExists", "overwrite"), ("beep", "true")];
+    let q = [
+        ("name", "cap-rec1"),
+        ("format", "wav"),
+        ("maxDurationSeconds", "1"),
+        ("ifExists", "overwrite"),
+        ("beep", "true"),
+    ];
     let r = h.req("POST", "channels/cap-0a1d1423/record", &q, None);
     assert_eq!(r.status, 201);
-    assert_eq!(r.body_json(), fixture_response(2, "POST", "channels/cap-0a1d1423/record"));
+    assert_eq!(
+        r.body_json(),
+        fixture_response(2, "POST", "channels/cap-0a1d1423/record")
+    );
     h.ms(600);
     assert_eq!(
-        h.req("GET", "recordings/live/cap-rec1", &[], None).body_json(),
+        h.req("GET", "recordings/live/cap-rec1", &[], None)
+            .body_json(),
         fixture_response(2, "GET", "recordings/live/cap-rec1")
     );
     h.ms(1000);
-    assert_eq!(h.req("GET", "recordings/live/cap-rec1", &[], None).status, 404);
     assert_eq!(
-        h.req("GET", "recordings/stored/cap-rec1", &[], None).body_json(),
+        h.req("GET", "recordings/live/cap-rec1", &[], None).status,
+        404
+    );
+    assert_eq!(
+        h.req("GET", "recordings/stored/cap-rec1", &[], None)
+            .body_json(),
         json!({"name": "cap-rec1", "format": "wav"})
     );
-    let r = h.req("POST", "recordings/stored/cap-rec1/copy", &[("destinationRecordingName", "cap-rec2")], None);
+    let r = h.req(
+        "POST",
+        "recordings/stored/cap-rec1/copy",
+        &[("destinationRecordingName", "cap-rec2")],
+        None,
+    );
     assert_eq!(r.body_json(), json!({"name": "cap-rec2", "format": "wav"}));
     let f = h.req("GET", "recordings/stored/cap-rec1/file", &[], None);
     assert_eq!((f.status, f.content_type), (200, "audio/wav"));
     assert_eq!(&f.body[..4], b"RIFF");
     assert_eq!(&f.body[8..16], b"WAVEfmt ");
-    assert_eq!(h.req("DELETE", "recordings/stored/cap-rec2", &[], None).status, 204);
-    assert_eq!(h.req("DELETE", "recordings/stored/cap-rec2", &[], None).status, 404);
+    assert_eq!(
+        h.req("DELETE", "recordings/stored/cap-rec2", &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("DELETE", "recordings/stored/cap-rec2", &[], None)
+            .status,
+        404
+    );
     // a name with a slash, reachable only percent-encoded
-    let r = h.req("POST", "channels/cap-0a1d1423/record", &[("name", "sub/dir-rec"), ("format", "wav")], None);
+    let r = h.req(
+        "POST",
+        "channels/cap-0a1d1423/record",
+        &[("name", "sub/dir-rec"), ("format", "wav")],
+        None,
+    );
     assert_eq!(r.status, 201);
     h.ms(300);
-    assert_eq!(h.req("POST", "recordings/live/sub%2Fdir-rec/pause", &[], None).status, 204);
-    assert_eq!(h.req("GET", "recordings/live/sub%2Fdir-rec", &[], None).body_json()["state"], "paused");
-    assert_eq!(h.req("DELETE", "recordings/live/sub%2Fdir-rec/pause", &[], None).status, 204);
-    assert_eq!(h.req("POST", "recordings/live/sub%2Fdir-rec/mute", &[], None).status, 204);
-    assert_eq!(h.req("POST", "recordings/live/sub%2Fdir-rec/stop", &[], None).status, 204);
-    assert_eq!(h.req("GET", "recordings/stored/sub%2Fdir-rec", &[], None).status, 200);
+    assert_eq!(
+        h.req("POST", "recordings/live/sub%2Fdir-rec/pause", &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", "recordings/live/sub%2Fdir-rec", &[], None)
+            .body_json()["state"],
+        "paused"
+    );
+    assert_eq!(
+        h.req("DELETE", "recordings/live/sub%2Fdir-rec/pause", &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("POST", "recordings/live/sub%2Fdir-rec/mute", &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("POST", "recordings/live/sub%2Fdir-rec/stop", &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", "recordings/stored/sub%2Fdir-rec", &[], None)
+            .status,
+        200
+    );
     let r = h.req("GET", "recordings/stored/sub/dir-rec", &[], None);
-    assert_eq!((r.status, r.body_json()), (404, json!({"message": "Resource not found"})));
-    let r = h.req("POST", "channels/cap-0a1d1423/record", &[("name", "sub/dir-rec"), ("format", "wav"), ("maxDurationSeconds", "1")], None);
+    assert_eq!(
+        (r.status, r.body_json()),
+        (404, json!({"message": "Resource not found"}))
+    );
+    let r = h.req(
+        "POST",
+        "channels/cap-0a1d1423/record",
+        &[
+            ("name", "sub/dir-rec"),
+            ("format", "wav"),
+            ("maxDurationSeconds", "1"),
+        ],
+        None,
+    );
     assert_eq!(r.status, 409);
     assert_eq!(r.body_json(), fixture_response(2, "POST", "channels/cap-0a1d1423/record").get("x").cloned().unwrap_or(json!({"message": "Recording 'sub/dir-rec' already exists and can not be overwritten"})));
     let list = h.req("GET", "recordings/stored", &[], None).body_json();
@@ -586,7 +945,10 @@ fn recording_live_and_stored_lifecycle() {
         .map(sig)
         .collect();
     assert_eq!(recs, want);
-    let fin = evs.iter().find(|e| e["type"] == "RecordingFinished").expect("finished");
+    let fin = evs
+        .iter()
+        .find(|e| e["type"] == "RecordingFinished")
+        .expect("finished");
     assert_eq!(fin["recording"]["duration"], 1);
     assert_eq!(fin["recording"]["target_uri"], "channel:cap-0a1d1423");
 }
@@ -596,9 +958,17 @@ fn snoop_matches_fixture() {
     let mut h = H::new(FIXTURE_DIALPLAN);
     originate_like_fixture(&mut h);
     h.ms(20);
-    let r = h.req("POST", "channels/cap-0a1d1423/snoop", &[("app", "test"), ("spy", "both"), ("snoopId", "snoop-1")], None);
+    let r = h.req(
+        "POST",
+        "channels/cap-0a1d1423/snoop",
+        &[("app", "test"), ("spy", "both"), ("snoopId", "snoop-1")],
+        None,
+    );
     assert_eq!(r.status, 200);
-    assert_eq!(strip_times(r.body_json()), strip_times(fixture_response(2, "POST", "channels/cap-0a1d1423/snoop")));
+    assert_eq!(
+        strip_times(r.body_json()),
+        strip_times(fixture_response(2, "POST", "channels/cap-0a1d1423/snoop"))
+    );
     h.ms(20);
     assert_eq!(h.req("DELETE", "channels/snoop-1", &[], None).status, 204);
     let fx = fixture(2, "test,hello");
@@ -606,10 +976,23 @@ fn snoop_matches_fixture() {
         sigs(&h.for_app("test"), |f| concerns(f, "snoop-1")),
         sigs(&fx, |f| concerns(f, "snoop-1"))
     );
-    let r = h.req("POST", "channels/nope/snoop", &[("app", "test"), ("spy", "both")], None);
-    assert_eq!((r.status, r.body_json()), (404, json!({"message": "Provided channel was not found"})));
+    let r = h.req(
+        "POST",
+        "channels/nope/snoop",
+        &[("app", "test"), ("spy", "both")],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.body_json()),
+        (404, json!({"message": "Provided channel was not found"}))
+    );
     // snoop with an id in the path; hanging up the spied channel takes the snoop along
-    h.req("POST", "channels/cap-0a1d1423/snoop/s2", &[("app", "test"), ("spy", "in")], None);
+    h.req(
+        "POST",
+        "channels/cap-0a1d1423/snoop/s2",
+        &[("app", "test"), ("spy", "in")],
+        None,
+    );
     h.req("DELETE", "channels/cap-0a1d1423", &[], None);
     h.ms(10);
     assert!(h.sim.channel_ids().is_empty());
@@ -629,50 +1012,127 @@ fn user_event_device_state_and_subscriptions() {
     );
     assert_eq!(r.status, 204);
     let fx = fixture(2, "test,hello");
-    let real = fx.iter().find(|e| e["eventname"] == "capEvent").expect("fixture user event");
-    let mine = h.for_app("test").into_iter().find(|e| e["eventname"] == "capEvent").expect("user event");
+    let real = fx
+        .iter()
+        .find(|e| e["eventname"] == "capEvent")
+        .expect("fixture user event");
+    let mine = h
+        .for_app("test")
+        .into_iter()
+        .find(|e| e["eventname"] == "capEvent")
+        .expect("user event");
     assert_eq!(mine["userevent"], real["userevent"]);
     assert_eq!(mine["channel"]["id"], real["channel"]["id"]);
     assert_eq!(h.events.len(), 1, "only the named application gets it");
-    let r = h.req("POST", "events/user/x", &[("application", "test"), ("source", "channel:nope")], None);
-    assert_eq!((r.status, r.body_json()), (422, json!({"message": "Event source was not found"})));
+    let r = h.req(
+        "POST",
+        "events/user/x",
+        &[("application", "test"), ("source", "channel:nope")],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.body_json()),
+        (422, json!({"message": "Event source was not found"}))
+    );
     let r = h.req("POST", "events/user/x", &[], None);
     assert_eq!(r.status, 400);
     let r = h.req("POST", "events/user/x", &[("application", "bogus")], None);
     assert_eq!(r.status, 404);
     // body-only parameters, no source
     h.events.clear();
-    h.req("POST", "events/user/wsEvent", &[], Some(json!({"application": "test", "variables": {"a": "b"}})));
+    h.req(
+        "POST",
+        "events/user/wsEvent",
+        &[],
+        Some(json!({"application": "test", "variables": {"a": "b"}})),
+    );
     let ue = &h.events[0].event;
-    let real = fx.iter().find(|e| e["eventname"] == "wsEvent").expect("fixture wsEvent");
+    let real = fx
+        .iter()
+        .find(|e| e["eventname"] == "wsEvent")
+        .expect("fixture wsEvent");
     assert_eq!(ue["userevent"], real["userevent"]);
     assert!(ue.get("channel").is_none());
 
     // device states
-    let r = h.req("POST", "applications/test/subscription", &[("eventSource", "deviceState:Stasis:capdev")], None);
+    let r = h.req(
+        "POST",
+        "applications/test/subscription",
+        &[("eventSource", "deviceState:Stasis:capdev")],
+        None,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body_json()["device_names"], json!(["Stasis:capdev"]));
     assert_eq!(
         r.body_json()["channel_ids"],
-        fixture_response(2, "POST", "applications/test/subscription")["channel_ids"].clone().as_array().map(|a| json!(a[..2].to_vec())).unwrap_or_default()
+        fixture_response(2, "POST", "applications/test/subscription")["channel_ids"]
+            .clone()
+            .as_array()
+            .map(|a| json!(a[..2].to_vec()))
+            .unwrap_or_default()
     );
     h.events.clear();
-    assert_eq!(h.req("PUT", "deviceStates/Stasis:capdev", &[("deviceState", "BUSY")], None).status, 204);
     assert_eq!(
-        h.req("GET", "deviceStates/Stasis:capdev", &[], None).body_json(),
+        h.req(
+            "PUT",
+            "deviceStates/Stasis:capdev",
+            &[("deviceState", "BUSY")],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", "deviceStates/Stasis:capdev", &[], None)
+            .body_json(),
         json!({"name": "Stasis:capdev", "state": "BUSY"})
     );
-    let real = fx.iter().find(|e| e["type"] == "DeviceStateChanged").expect("fixture devstate");
-    let mine: Vec<&Outgoing> = h.events.iter().filter(|o| o.event["type"] == "DeviceStateChanged").collect();
-    assert_eq!(mine.len(), 2, "test (subscribed) and watcher (subscribeAll)");
-    assert_eq!(mine.iter().find(|o| o.app == "test").map(|o| o.event["device_state"].clone()), Some(real["device_state"].clone()));
-    assert_eq!(h.req("DELETE", "deviceStates/Stasis:capdev", &[], None).status, 204);
-    let r = h.req("PUT", "deviceStates/Foo:bar", &[("deviceState", "BUSY")], None);
+    let real = fx
+        .iter()
+        .find(|e| e["type"] == "DeviceStateChanged")
+        .expect("fixture devstate");
+    let mine: Vec<&Outgoing> = h
+        .events
+        .iter()
+        .filter(|o| o.event["type"] == "DeviceStateChanged")
+        .collect();
+    assert_eq!(
+        mine.len(),
+        2,
+        "test (subscribed) and watcher (subscribeAll)"
+    );
+    assert_eq!(
+        mine.iter()
+            .find(|o| o.app == "test")
+            .map(|o| o.event["device_state"].clone()),
+        Some(real["device_state"].clone())
+    );
+    assert_eq!(
+        h.req("DELETE", "deviceStates/Stasis:capdev", &[], None)
+            .status,
+        204
+    );
+    let r = h.req(
+        "PUT",
+        "deviceStates/Foo:bar",
+        &[("deviceState", "BUSY")],
+        None,
+    );
     assert_eq!(r.status, 409);
-    let r = h.req("DELETE", "applications/test/subscription", &[("eventSource", "deviceState:Stasis:capdev")], None);
+    let r = h.req(
+        "DELETE",
+        "applications/test/subscription",
+        &[("eventSource", "deviceState:Stasis:capdev")],
+        None,
+    );
     assert_eq!(r.body_json()["device_names"], json!([]));
     h.events.clear();
-    h.req("PUT", "deviceStates/Stasis:capdev", &[("deviceState", "INUSE")], None);
+    h.req(
+        "PUT",
+        "deviceStates/Stasis:capdev",
+        &[("deviceState", "INUSE")],
+        None,
+    );
     assert!(h.events.iter().all(|o| o.app == "watcher"));
 
     // event filter
@@ -682,15 +1142,41 @@ fn user_event_device_state_and_subscriptions() {
         &[],
         Some(json!({"allowed": [{"type": "StasisStart"}, {"type": "ChannelDtmfReceived"}]})),
     );
-    assert_eq!(r.body_json()["events_allowed"], json!([{"type": "StasisStart"}, {"type": "ChannelDtmfReceived"}]));
+    assert_eq!(
+        r.body_json()["events_allowed"],
+        json!([{"type": "StasisStart"}, {"type": "ChannelDtmfReceived"}])
+    );
     // what the fixture script sent ({"filter": …}) is not a filter: Asterisk answered [].
-    let r = h.req("PUT", "applications/hello/eventFilter", &[], Some(json!({"filter": {"allowed": [{"type": "StasisStart"}]}})));
-    assert_eq!(r.body_json()["events_allowed"], fixture_response(2, "PUT", "applications/test/eventFilter")["events_allowed"]);
+    let r = h.req(
+        "PUT",
+        "applications/hello/eventFilter",
+        &[],
+        Some(json!({"filter": {"allowed": [{"type": "StasisStart"}]}})),
+    );
+    assert_eq!(
+        r.body_json()["events_allowed"],
+        fixture_response(2, "PUT", "applications/test/eventFilter")["events_allowed"]
+    );
     h.events.clear();
-    h.req("POST", "channels/cap-0a1d1423/variable", &[("variable", "X"), ("value", "1")], None);
+    h.req(
+        "POST",
+        "channels/cap-0a1d1423/variable",
+        &[("variable", "X"), ("value", "1")],
+        None,
+    );
     assert!(h.for_app("test").is_empty(), "ChannelVarset filtered out");
-    h.req("PUT", "applications/test/eventFilter", &[], Some(json!({"filter": {}})));
-    h.req("POST", "channels/cap-0a1d1423/variable", &[("variable", "X"), ("value", "2")], None);
+    h.req(
+        "PUT",
+        "applications/test/eventFilter",
+        &[],
+        Some(json!({"filter": {}})),
+    );
+    h.req(
+        "POST",
+        "channels/cap-0a1d1423/variable",
+        &[("variable", "X"), ("value", "2")],
+        None,
+    );
     assert_eq!(h.for_app("test").len(), 1);
 
     // subscription errors
@@ -700,18 +1186,39 @@ fn user_event_device_state_and_subscriptions() {
         (vec![("eventSource", "channel:notachannel")], 422),
         (vec![("eventSource", "endpoint:PJSIP/alice")], 422),
     ] {
-        assert_eq!(h.req("POST", "applications/test/subscription", &q, None).status, st, "{q:?}");
+        assert_eq!(
+            h.req("POST", "applications/test/subscription", &q, None)
+                .status,
+            st,
+            "{q:?}"
+        );
     }
     assert_eq!(h.req("GET", "applications/notanapp", &[], None).status, 404);
     // a bridge subscription of another app
     h.connect("other", false);
     h.req("POST", "bridges/bb", &[], None);
-    h.req("POST", "applications/other/subscription", &[("eventSource", "bridge:bb")], None);
+    h.req(
+        "POST",
+        "applications/other/subscription",
+        &[("eventSource", "bridge:bb")],
+        None,
+    );
     h.events.clear();
-    h.req("POST", "bridges/bb/addChannel", &[("channel", "cap-0a1d1423")], None);
-    assert!(h.events.iter().any(|o| o.app == "other" && o.event["type"] == "ChannelEnteredBridge"));
+    h.req(
+        "POST",
+        "bridges/bb/addChannel",
+        &[("channel", "cap-0a1d1423")],
+        None,
+    );
+    assert!(h
+        .events
+        .iter()
+        .any(|o| o.app == "other" && o.event["type"] == "ChannelEnteredBridge"));
     let apps = h.req("GET", "applications", &[], None).body_json();
-    let names: Vec<&str> = apps.as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    let names: Vec<&str> = apps
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(names, vec!["hello", "other", "test", "watcher"]);
     assert_eq!(apps[3]["channel_ids"], json!(["__AST_CHANNEL_ALL_TOPIC"]));
     h.sim.app_disconnected(h.now, "other");
@@ -725,14 +1232,22 @@ fn external_media_matches_fixture() {
     let r = h.req(
         "POST",
         "channels/externalMedia",
-        &[("app", "test"), ("external_host", "127.0.0.1:40000"), ("format", "ulaw"), ("channelId", "em-1")],
+        &[
+            ("app", "test"),
+            ("external_host", "127.0.0.1:40000"),
+            ("format", "ulaw"),
+            ("channelId", "em-1"),
+        ],
         None,
     );
     assert_eq!(r.status, 200);
     h.ms(20);
     assert_eq!(h.req("DELETE", "channels/em-1", &[], None).status, 204);
     let fx = fixture(2, "test,hello");
-    assert_eq!(sigs(&h.for_app("test"), |f| concerns(f, "em-1")), sigs(&fx, |f| concerns(f, "em-1")));
+    assert_eq!(
+        sigs(&h.for_app("test"), |f| concerns(f, "em-1")),
+        sigs(&fx, |f| concerns(f, "em-1"))
+    );
 }
 
 #[test]
@@ -742,11 +1257,18 @@ fn errors_for_unknown_ids_match_fixture() {
     let mut h = H::new("");
     h.connect("test", false);
     let mut checked = 0;
-    for d in text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+    for d in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
         let status = d["status"].as_u64().unwrap_or(0);
         let path = d["path"].as_str().unwrap_or("");
         let scenario = d["scenario"].as_str().unwrap_or("");
-        if status < 400 || status == 401 || path.contains("cap") || scenario == "ivr" || path.starts_with("mailboxes/") && d["method"] == "PUT" && false {
+        if status < 400
+            || status == 401
+            || path.contains("cap")
+            || scenario == "ivr"
+        {
             continue;
         }
         if path.contains("/snoop") || path.starts_with("events/user") || path.contains("br-") {
@@ -755,13 +1277,33 @@ fn errors_for_unknown_ids_match_fixture() {
         let method = d["method"].as_str().unwrap_or("GET");
         let q: Vec<(String, String)> = d["query"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string()))).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let qr: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let body = if d["body"].is_null() { None } else { Some(d["body"].clone()) };
+        let body = if d["body"].is_null() {
+            None
+        } else {
+            Some(d["body"].clone())
+        };
         let r = h.req_ro(method, path, &qr, body, status == 403);
-        let want: Value = serde_json::from_str(d["response"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
-        assert_eq!((r.status as u64, r.body_json()), (status, want), "{method} {path}");
+        let want: Value =
+            serde_json::from_str(d["response"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        assert_eq!(
+            (r.status as u64, r.body_json()),
+            (status, want),
+            "{method} {path}"
+        );
         checked += 1;
     }
     assert!(checked >= 20, "checked {checked}");
@@ -776,7 +1318,11 @@ fn errors_for_unknown_ids_match_fixture() {
         ("GET", "nothing/here", 404, "Resource not found"),
     ] {
         let r = h.req(m, p, &[], None);
-        assert_eq!((r.status, r.body_json()), (st, json!({ "message": msg })), "{m} {p}");
+        assert_eq!(
+            (r.status, r.body_json()),
+            (st, json!({ "message": msg })),
+            "{m} {p}"
+        );
     }
 }
 
@@ -786,46 +1332,120 @@ fn asterisk_info_ping_variables_modules() {
     h.connect("watcher", true);
     let info = h.req("GET", "asterisk/info", &[], None).body_json();
     let real = fixture_response(2, "GET", "asterisk/info");
-    let keys = |v: &Value| v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
     assert_eq!(keys(&info), keys(&real));
     for k in ["build", "system", "config", "status"] {
         assert_eq!(keys(&info[k]), keys(&real[k]), "{k}");
     }
-    let only = h.req("GET", "asterisk/info", &[("only", "build,system")], None).body_json();
+    let only = h
+        .req("GET", "asterisk/info", &[("only", "build,system")], None)
+        .body_json();
     assert_eq!(keys(&only), vec!["build", "system"]);
     let ping = h.req("GET", "asterisk/ping", &[], None).body_json();
-    assert_eq!(keys(&ping), keys(&fixture_response(2, "GET", "asterisk/ping")));
-    assert_eq!(h.req("POST", "asterisk/variable", &[("variable", "GLOBALX"), ("value", "v1")], None).status, 204);
-    assert_eq!(h.req("GET", "asterisk/variable", &[("variable", "GLOBALX")], None).body_json(), json!({"value": "v1"}));
+    assert_eq!(
+        keys(&ping),
+        keys(&fixture_response(2, "GET", "asterisk/ping"))
+    );
+    assert_eq!(
+        h.req(
+            "POST",
+            "asterisk/variable",
+            &[("variable", "GLOBALX"), ("value", "v1")],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", "asterisk/variable", &[("variable", "GLOBALX")], None)
+            .body_json(),
+        json!({"value": "v1"})
+    );
     let ev = &h.events.last().expect("varset").event;
-    let real = fixture(2, "watcher").into_iter().find(|e| e["variable"] == "GLOBALX").expect("fixture");
+    let real = fixture(2, "watcher")
+        .into_iter()
+        .find(|e| e["variable"] == "GLOBALX")
+        .expect("fixture");
     assert_eq!(keys(ev).len(), keys(&real).len());
-    let m = h.req("GET", "asterisk/modules/res_ari.so", &[], None).body_json();
-    assert_eq!(keys(&m), keys(&fixture_response(2, "GET", "asterisk/modules/res_ari.so")));
-    assert_eq!(h.req("POST", "asterisk/modules/app_page.so", &[], None).status, 409);
-    assert_eq!(h.req("DELETE", "asterisk/modules/app_page.so", &[], None).status, 204);
-    assert_eq!(h.req("GET", "asterisk/modules/app_page.so", &[], None).status, 404);
-    assert_eq!(h.req("POST", "asterisk/modules/app_page.so", &[], None).status, 204);
+    let m = h
+        .req("GET", "asterisk/modules/res_ari.so", &[], None)
+        .body_json();
+    assert_eq!(
+        keys(&m),
+        keys(&fixture_response(2, "GET", "asterisk/modules/res_ari.so"))
+    );
+    assert_eq!(
+        h.req("POST", "asterisk/modules/app_page.so", &[], None)
+            .status,
+        409
+    );
+    assert_eq!(
+        h.req("DELETE", "asterisk/modules/app_page.so", &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", "asterisk/modules/app_page.so", &[], None)
+            .status,
+        404
+    );
+    assert_eq!(
+        h.req("POST", "asterisk/modules/app_page.so", &[], None)
+            .status,
+        204
+    );
     let all = h.req("GET", "asterisk/modules", &[], None).body_json();
-    assert_eq!(all.as_array().map(|a| a.len()), fixture_response(2, "GET", "asterisk/modules").as_array().map(|a| a.len()));
+    assert_eq!(
+        all.as_array().map(|a| a.len()),
+        fixture_response(2, "GET", "asterisk/modules")
+            .as_array()
+            .map(|a| a.len())
+    );
     let r = h.req_ro("POST", "bridges", &[], None, true);
-    assert_eq!((r.status, r.body_json()), (403, json!({"message": "Write access denied"})));
-    assert_eq!(h.req("GET", "sounds/hello-world", &[], None).body_json(), fixture_response(2, "GET", "sounds/hello-world"));
+    assert_eq!(
+        (r.status, r.body_json()),
+        (403, json!({"message": "Write access denied"}))
+    );
+    assert_eq!(
+        h.req("GET", "sounds/hello-world", &[], None).body_json(),
+        fixture_response(2, "GET", "sounds/hello-world")
+    );
 }
 
 #[test]
 fn create_then_dial_local_and_continue() {
     let mut h = H::new("[ctx]\nexten => s,1,NoOp()\n same => n,Answer()\n same => n,Playback(silence/3)\n same => n,Hangup()\n\n[back]\nexten => s,1,NoOp()\n same => n,Stasis(app,again)\n same => n,Hangup()\n");
     h.connect("app", false);
-    let r = h.req("POST", "channels/create", &[("endpoint", "Local/s@ctx"), ("app", "app"), ("channelId", "channel1")], None);
+    let r = h.req(
+        "POST",
+        "channels/create",
+        &[
+            ("endpoint", "Local/s@ctx"),
+            ("app", "app"),
+            ("channelId", "channel1"),
+        ],
+        None,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body_json()["dialplan"]["app_name"], "");
     let r = h.req("POST", "channels/channel1/answer", &[], None);
     assert_eq!(r.status, 412, "not dialed yet");
-    assert_eq!(h.req("POST", "channels/channel1/dial", &[], None).status, 204);
+    assert_eq!(
+        h.req("POST", "channels/channel1/dial", &[], None).status,
+        204
+    );
     h.ms(10);
     h.ms(4000);
-    let got: Vec<String> = h.for_app("app").iter().filter(|e| concerns(e, "channel1")).map(sig).collect();
+    let got: Vec<String> = h
+        .for_app("app")
+        .iter()
+        .filter(|e| concerns(e, "channel1"))
+        .map(sig)
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -843,14 +1463,40 @@ fn create_then_dial_local_and_continue() {
     );
     // continue: the channel leaves Stasis and re-enters through the dialplan
     h.events.clear();
-    h.req("POST", "channels", &[("endpoint", "Local/s@back"), ("context", "ctx"), ("extension", "s")], None);
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/s@back"),
+            ("context", "ctx"),
+            ("extension", "s"),
+        ],
+        None,
+    );
     h.ms(10);
-    let ss = h.for_app("app").into_iter().find(|e| e["type"] == "StasisStart").expect("StasisStart");
+    let ss = h
+        .for_app("app")
+        .into_iter()
+        .find(|e| e["type"] == "StasisStart")
+        .expect("StasisStart");
     let id = ss["channel"]["id"].as_str().unwrap_or("").to_string();
     assert_eq!(ss["args"], json!(["again"]));
     h.events.clear();
-    assert_eq!(h.req("POST", &format!("channels/{id}/continue"), &[("priority", "2")], None).status, 204);
+    assert_eq!(
+        h.req(
+            "POST",
+            &format!("channels/{id}/continue"),
+            &[("priority", "2")],
+            None
+        )
+        .status,
+        204
+    );
     h.ms(10);
-    let types: Vec<String> = h.for_app("app").iter().map(|e| e["type"].as_str().unwrap_or("").to_string()).collect();
+    let types: Vec<String> = h
+        .for_app("app")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(types, vec!["StasisEnd", "StasisStart"]);
 }

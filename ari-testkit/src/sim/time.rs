@@ -40,8 +40,14 @@ mod tests {
     #[test]
     fn formats_like_asterisk() {
         // 2026-11-26T11:14:38.299Z
-        assert_eq!(super::format_ms(1_795_691_678_299), "2026-11-26T11:14:38.299+0000");
+        assert_eq!(
+            super::format_ms(1_795_691_678_299),
+            "2026-11-26T11:14:38.299+0000"
+        );
         assert_eq!(super::format_ms(0), "1970-01-01T00:00:00.000+0000");
-        assert_eq!(super::format_plain(1_795_691_678_299), "2026-11-26 11:14:38 UTC");
+        assert_eq!(
+            super::format_plain(1_795_691_678_299),
+            "2026-11-26 11:14:38 UTC"
+        );
     }
 }
