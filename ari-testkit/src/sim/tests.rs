@@ -1264,11 +1264,7 @@ fn errors_for_unknown_ids_match_fixture() {
         let status = d["status"].as_u64().unwrap_or(0);
         let path = d["path"].as_str().unwrap_or("");
         let scenario = d["scenario"].as_str().unwrap_or("");
-        if status < 400
-            || status == 401
-            || path.contains("cap")
-            || scenario == "ivr"
-        {
+        if status < 400 || status == 401 || path.contains("cap") || scenario == "ivr" {
             continue;
         }
         if path.contains("/snoop") || path.starts_with("events/user") || path.contains("br-") {
