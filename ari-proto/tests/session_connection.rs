@@ -504,3 +504,51 @@ fn client_side_ids_are_deterministic_uuids() {
     );
     assert_ne!(c.new_resource_id(kind), ids[0]);
 }
+
+/// Zero durations in the configuration never make the session ask to be woken at `now`
+/// over and over.
+#[test]
+fn zero_durations_do_not_spin() {
+    let t0 = epoch();
+    let config = SessionConfig::new(["app"])
+        .keepalive(Some(Keepalive::new(Duration::ZERO, Duration::ZERO)))
+        .request_timeout(Duration::ZERO)
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::ZERO)
+                .max_delay(Duration::ZERO),
+        );
+    let mut s = connected(config, t0);
+    let mut now = t0;
+    let mut wakeups = 0;
+    let mut same_instant = 0;
+    while let Some(at) = s.poll_timeout() {
+        if at > t0 + ms(10) || wakeups > 1000 {
+            break;
+        }
+        assert!(at >= now);
+        same_instant = if at == now { same_instant + 1 } else { 0 };
+        assert!(
+            same_instant <= 2,
+            "woken again and again at the same instant"
+        );
+        now = at;
+        s.handle_timeout(now);
+        // The adapter answers pings and connects instantly.
+        for t in drain_transmits(&mut s) {
+            match t {
+                Transmit::Connect(_) => s.handle_connected(now),
+                Transmit::Ping(_) => {}
+                _ => {}
+            }
+        }
+        drain(&mut s);
+        wakeups += 1;
+    }
+    assert!(wakeups <= 1000);
+    assert!(s.stats().pings > 0);
+    assert!(
+        s.stats().keepalive_timeouts > 0,
+        "a zero pong timeout still waits a little"
+    );
+}

@@ -583,6 +583,11 @@ fn deadline(now: Instant, d: Duration) -> Option<Instant> {
     now.checked_add(d)
 }
 
+/// Keepalive and request deadlines are at least this far out, so a zero in the
+/// configuration never makes an adapter spin on a deadline that is always due. (A zero
+/// reconnect delay is honoured: it changes the state, so it cannot spin.)
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+
 /// The sans-IO ARI session. See the [module docs](self) for the drive loop.
 #[derive(Debug)]
 pub struct Session {
@@ -800,7 +805,7 @@ impl Session {
         let text = serde_json::to_string(&frame).map_err(|e| {
             SendError::Build(BuildError::Http(format!("encoding RESTRequest: {e}")))
         })?;
-        let dl = deadline(now, self.config.request_timeout);
+        let dl = deadline(now, self.config.request_timeout.max(MIN_PERIOD));
         if let Some(d) = dl {
             self.deadlines.insert((d, n));
         }
@@ -827,7 +832,7 @@ impl Session {
             Timer::Ping,
             self.config
                 .keepalive
-                .and_then(|k| deadline(now, k.interval)),
+                .and_then(|k| deadline(now, k.interval.max(MIN_PERIOD))),
         );
         self.push_control(Output::Connection(ConnectionEvent::Connected {
             reconnected,
@@ -956,9 +961,11 @@ impl Session {
                 self.transmits
                     .push_back(Transmit::Ping(self.ping_seq.to_be_bytes().to_vec()));
                 if self.timers.get(Timer::Pong).is_none() {
-                    self.timers.set(Timer::Pong, deadline(now, k.timeout));
+                    self.timers
+                        .set(Timer::Pong, deadline(now, k.timeout.max(MIN_PERIOD)));
                 }
-                self.timers.set(Timer::Ping, deadline(now, k.interval));
+                self.timers
+                    .set(Timer::Ping, deadline(now, k.interval.max(MIN_PERIOD)));
             }
         }
         while let Some(&(at, n)) = self.deadlines.first() {

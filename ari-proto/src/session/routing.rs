@@ -82,7 +82,10 @@ impl Filter {
     /// The subscription ends by itself once the resource's final event has been delivered
     /// ([`Event::ended_resource`]): `ChannelDestroyed`, `BridgeDestroyed`, `PlaybackFinished`,
     /// `RecordingFinished`, `RecordingFailed`. Endpoints and device states have no final
-    /// event: unsubscribe from them yourself.
+    /// event: unsubscribe from them yourself. The session keeps no record of resources that
+    /// already ended, so a subscription made after the final event waits for events that
+    /// will never come: unsubscribe it (or subscribe before creating the resource, with a
+    /// client-side id from [`Session::new_resource_id`](super::Session::new_resource_id)).
     pub fn resource(kind: ResourceKind, id: impl Into<String>) -> Self {
         Filter {
             target: Target::Resource(kind, id.into().into_boxed_str()),
