@@ -10,7 +10,58 @@
 //! timers from async-io, background tasks on smol's global executor (or one you pass to
 //! [`SmolRuntimeBuilder::executor`]).
 //!
-//! ## Runtime only
+//! Depend on this crate only: it re-exports the whole client API, the generated models,
+//! events and operations of [`ari_proto`] ([`models`], [`events`], [`ops`]), and aliases
+//! such as [`Client`] and [`Channel`] with the runtime type filled in.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use ari_smol::events::StasisStart;
+//! use ari_smol::{Channel, Client};
+//!
+//! fn main() -> Result<(), ari_smol::Error> {
+//!     smol::block_on(async {
+//!         let client = Client::connect("http://localhost:8088", "asterisk", "secret").await?;
+//!         client.on::<StasisStart, _, _>(|event, channel: Channel| async move {
+//!             println!("{} entered {}", channel.id(), event.application);
+//!             Ok(())
+//!         });
+//!         client.start(&["hello"]).await?;
+//!         // Events are handled in background tasks on smol's executor until the end.
+//!         smol::future::pending::<()>().await;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! ## TLS
+//!
+//! `https://` and `wss://` URLs verify the server certificate against the web PKI roots
+//! (`webpki-roots`). To trust your own CA or a self-signed Asterisk certificate, add it as a
+//! root; for anything else (client certificates, a custom verifier) hand over a whole
+//! `rustls::ClientConfig` with [`SmolRuntimeBuilder::tls_config`]:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pem = std::fs::read("asterisk.pem")?;
+//! let runtime = ari_smol::SmolRuntime::builder()
+//!     .add_root_certificate_pem(&pem)
+//!     .build()?;
+//! let client = ari_smol::Client::builder_with_runtime(
+//!     "https://pbx.example.com:8089",
+//!     "asterisk",
+//!     "secret",
+//!     runtime,
+//! );
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The transport alone
+//!
+//! [`SmolRuntime`] implements [`Runtime`]; its `http` and `ws_connect` can be used directly:
 //!
 //! ```no_run
 //! use ari_smol::{Runtime, SmolRuntime, TransportOptions};
@@ -18,23 +69,14 @@
 //! smol::block_on(async {
 //!     let runtime = SmolRuntime::new();
 //!     let req = http::Request::get("http://127.0.0.1:8088/ari/asterisk/info")
-//!         .header("Authorization", "Basic YXN0ZXJpc2s6YXN0ZXJpc2s=")
+//!         .header("Authorization", "Basic YXN0ZXJpc2s6c2VjcmV0")
 //!         .body(Vec::new())
-//!         .unwrap();
-//!     let resp = runtime.http(req, &TransportOptions::default()).await.unwrap();
-//!     println!("{}", String::from_utf8_lossy(resp.body()));
+//!         .expect("a valid request");
+//!     match runtime.http(req, &TransportOptions::default()).await {
+//!         Ok(resp) => println!("{} {} bytes", resp.status(), resp.body().len()),
+//!         Err(e) => eprintln!("{e}"),
+//!     }
 //! });
-//! ```
-//!
-//! ## TLS with a private CA
-//!
-//! ```no_run
-//! # fn main() -> Result<(), ari_smol::TlsSetupError> {
-//! let pem = std::fs::read("/etc/asterisk/keys/ca.crt").unwrap_or_default();
-//! let runtime = ari_smol::SmolRuntime::builder()
-//!     .add_root_certificate_pem(pem)
-//!     .build()?;
-//! # let _ = runtime; Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -59,6 +101,35 @@ pub use ari_proto;
 pub use ari_client::*;
 #[doc(no_inline)]
 pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, Operation};
+
+/// The ARI client on smol; see [`ari_client::Client`].
+pub type Client = ari_client::Client<SmolRuntime>;
+/// Configures and connects a [`Client`]; see [`ari_client::ClientBuilder`].
+pub type ClientBuilder = ari_client::ClientBuilder<SmolRuntime>;
+/// A REST call to `.await`, with its optional parameters as setters; see [`ari_client::Call`].
+pub type Call<O> = ari_client::Call<SmolRuntime, O>;
+/// A channel bound to the client; see [`ari_client::Channel`].
+pub type Channel = ari_client::Channel<SmolRuntime>;
+/// A bridge bound to the client; see [`ari_client::Bridge`].
+pub type Bridge = ari_client::Bridge<SmolRuntime>;
+/// A playback bound to the client; see [`ari_client::Playback`].
+pub type Playback = ari_client::Playback<SmolRuntime>;
+/// A live recording bound to the client; see [`ari_client::LiveRecording`].
+pub type LiveRecording = ari_client::LiveRecording<SmolRuntime>;
+/// A stored recording bound to the client; see [`ari_client::StoredRecording`].
+pub type StoredRecording = ari_client::StoredRecording<SmolRuntime>;
+/// An endpoint bound to the client; see [`ari_client::Endpoint`].
+pub type Endpoint = ari_client::Endpoint<SmolRuntime>;
+/// A device state bound to the client; see [`ari_client::DeviceState`].
+pub type DeviceState = ari_client::DeviceState<SmolRuntime>;
+/// A Stasis application bound to the client; see [`ari_client::Application`].
+pub type Application = ari_client::Application<SmolRuntime>;
+/// The two channels of a `Dial` event; see [`ari_client::DialParties`].
+pub type DialParties = ari_client::DialParties<SmolRuntime>;
+/// A stream of typed events with their instance objects; see [`ari_client::ClientStream`].
+pub type ClientStream<T> = ari_client::ClientStream<SmolRuntime, T>;
+/// The next typed event with its instance objects; see [`ari_client::ClientOnce`].
+pub type ClientOnce<T> = ari_client::ClientOnce<SmolRuntime, T>;
 
 /// The rustls crate this adapter is built on, for [`SmolRuntimeBuilder::tls_config`].
 pub use rustls;
