@@ -725,12 +725,8 @@ async fn ws_echo<S: AsyncRead + AsyncWrite + Unpin>(io: S, greeting: Option<Stri
                 return;
             }
         }
-        Some(g) => {
-            if ws.send(Message::text(g)).await.is_err() {
-                return;
-            }
-        }
-        None => {}
+        Some(g) if ws.send(Message::text(g)).await.is_err() => return,
+        _ => {}
     }
     while let Some(Ok(msg)) = ws.next().await {
         if msg.is_close() {
