@@ -1,7 +1,7 @@
 //! The session's connection machinery in simulated time: the WebSocket request, reconnect
 //! schedules (as transcripts), stop, keepalive, request deadlines, bounds.
 
-#[path = "session_util.rs"]
+#[path = "session_util/mod.rs"]
 mod util;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The session driven with frames recorded from a real Asterisk: what is delivered to whom,
 //! instance subscriptions ending by themselves, REST over WebSocket correlation.
 
-#[path = "session_util.rs"]
+#[path = "session_util/mod.rs"]
 mod util;
 
 use std::collections::BTreeSet;

@@ -1,7 +1,7 @@
 //! Property tests of the session: routing against a naive model over random resource
 //! lifecycles and subscriptions, backoff bounds, and arbitrary input sequences.
 
-#[path = "session_util.rs"]
+#[path = "session_util/mod.rs"]
 mod util;
 
 use std::time::Duration;

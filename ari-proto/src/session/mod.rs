@@ -850,7 +850,9 @@ impl Session {
     }
 
     /// One text frame from the WebSocket. Decoded once, then a response to a pending request
-    /// or an event routed to its subscriptions. Frames are only accepted while connected.
+    /// or an event routed to its subscriptions. Frames are only accepted while connected
+    /// (others count as [`Stats::stale_inputs`]). Asterisk sends no binary frames; an adapter
+    /// ignores them, and answers pings itself (most WebSocket libraries do).
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
         let _ = now;
         self.stats.frames += 1;

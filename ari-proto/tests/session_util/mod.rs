@@ -15,7 +15,7 @@ pub(crate) struct Recorded {
 }
 
 pub(crate) fn recorded_events() -> Vec<Recorded> {
-    let text = include_str!("../../fixtures/asterisk-master/events.jsonl");
+    let text = include_str!("../../../fixtures/asterisk-master/events.jsonl");
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
@@ -29,7 +29,7 @@ pub(crate) fn recorded_events() -> Vec<Recorded> {
 }
 
 pub(crate) fn recorded_sent() -> Vec<Recorded> {
-    let text = include_str!("../../fixtures/asterisk-master/ws-sent.jsonl");
+    let text = include_str!("../../../fixtures/asterisk-master/ws-sent.jsonl");
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
