@@ -66,7 +66,8 @@ impl<R: Runtime> Unpin for Driver<R> {}
 
 impl<R: Runtime> Driver<R> {
     /// Runs `f` on the session, then drains its transmits and outputs and delivers them.
-    fn with_session(&mut self, f: impl FnOnce(&mut ari_proto::Session)) {
+    /// Returns whether the session had anything to perform or deliver.
+    fn with_session(&mut self, f: impl FnOnce(&mut ari_proto::Session)) -> bool {
         let mut transmits = Vec::new();
         {
             let mut st = self.shared.lock();
@@ -76,12 +77,14 @@ impl<R: Runtime> Driver<R> {
             }
             self.shared.drain_outputs(&mut st, &mut self.scratch);
         }
+        let busy = !transmits.is_empty() || !self.scratch.is_empty();
         for t in transmits {
             self.perform(t);
         }
         let mut items = std::mem::take(&mut self.scratch);
         self.shared.dispatch(&mut items);
         self.scratch = items;
+        busy
     }
 
     fn perform(&mut self, t: Transmit) {
@@ -161,7 +164,9 @@ impl<R: Runtime> Driver<R> {
                 Some(Ok(WsMessage::Text(text))) => {
                     self.with_session(|s| s.handle_frame(now, text.as_bytes()));
                 }
-                Some(Ok(WsMessage::Pong(_))) => self.with_session(|s| s.handle_pong(now)),
+                Some(Ok(WsMessage::Pong(_))) => {
+                    self.with_session(|s| s.handle_pong(now));
+                }
                 Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
                 Some(Ok(WsMessage::Close)) => {
                     self.socket_failed(now, "closed by Asterisk".into());
@@ -270,7 +275,7 @@ impl<R: Runtime> Future for Driver<R> {
             progress |= this.poll_timer(cx);
             // Commands issued by client handles since the last round (start, stop,
             // REST-over-WebSocket requests) left transmits and outputs in the session.
-            this.with_session(|_| {});
+            progress |= this.with_session(|_| {});
             progress |= this.poll_write(cx);
             if this.shared.shutdown.load(Ordering::Acquire)
                 && this.connecting.is_none()

@@ -1,0 +1,621 @@
+//! The typed client over a fake in-memory runtime: REST calls, timeouts, events and their
+//! listeners, lifecycles, REST over WebSocket, reconnects. Time is virtual: nothing here
+//! depends on how fast the machine is.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ari_client::events::{
+    ChannelDestroyed, ChannelDtmfReceived, ChannelEnteredBridge, ChannelHangupRequest,
+    PlaybackFinished, StasisStart,
+};
+use ari_client::{
+    Bridge, Call, Channel, Client, ConnectionEvent, Error, ErrorKind, Lagged, ReconnectPolicy,
+    RestTransport, WsMessage,
+};
+use ari_proto::ops;
+use futures_util::StreamExt;
+use support::*;
+
+type C = Client<FakeRt>;
+
+fn info_only(rt: &FakeRt) {
+    rt.respond(|req| {
+        if req.uri().path().ends_with("/asterisk/info") {
+            Reply::Respond(200, INFO.into())
+        } else {
+            Reply::Respond(404, r#"{"message":"Not found"}"#.into())
+        }
+    });
+}
+
+fn connect(rt: &FakeRt) -> C {
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s3cret", rt.clone())
+        .rng_seed(7)
+        .keepalive(None);
+    rt.block_on(b.connect())
+        .expect("settles")
+        .expect("connects")
+}
+
+/// A connected client with `start(["hello"])` done; returns the server side of its socket.
+fn started(rt: &FakeRt) -> (C, WsHandle) {
+    info_only(rt);
+    let client = connect(rt);
+    let c = client.clone();
+    let start = rt.start(async move { c.start(&["hello"]).await });
+    assert!(rt.sockets() >= 1);
+    start.take().expect("start completed").expect("started");
+    (client, rt.socket(rt.sockets() - 1))
+}
+
+#[test]
+fn connect_verifies_and_keeps_credentials_out_of_debug() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+    let reqs = rt.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].0, http::Method::GET);
+    assert_eq!(reqs[0].1, "http://pbx:8088/ari/asterisk/info");
+    let dbg = format!("{client:?}");
+    assert!(!dbg.contains("s3cret"), "{dbg}");
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s3cret", rt.clone());
+    assert!(!format!("{b:?}").contains("s3cret"));
+    assert_eq!(client.base_url(), "http://pbx:8088/ari");
+}
+
+#[test]
+fn connect_with_bad_credentials_is_an_ari_error() {
+    let rt = FakeRt::default();
+    rt.respond(|_| Reply::Respond(401, r#"{"message":"Authentication required"}"#.into()));
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "wrong", rt.clone());
+    let err = rt.block_on(b.connect()).unwrap().unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(err.ari_kind(), Some(ErrorKind::Unauthorized));
+    assert!(!format!("{err:?} {err}").contains("wrong"));
+}
+
+#[test]
+fn invalid_url_is_a_build_error() {
+    let rt = FakeRt::default();
+    let b = Client::builder_with_runtime("ftp://pbx", "u", "p", rt.clone());
+    assert!(matches!(
+        rt.block_on(b.connect()).unwrap(),
+        Err(Error::Build(_))
+    ));
+}
+
+#[test]
+fn unreachable_asterisk_fails_within_the_request_timeout() {
+    let rt = FakeRt::default();
+    rt.respond(|_| Reply::Hang);
+    let b = Client::builder_with_runtime("http://10.255.255.1:8088", "u", "p", rt.clone())
+        .request_timeout(Duration::from_secs(3));
+    let pending = rt.start(b.connect());
+    assert!(!pending.is_done(), "nothing answered yet");
+    rt.advance(Duration::from_secs(2));
+    assert!(!pending.is_done());
+    rt.advance(Duration::from_secs(1));
+    let err = pending.take().expect("done at the deadline").unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(matches!(
+        err,
+        Error::Timeout {
+            operation: "asterisk.getInfo",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn calls_decode_and_wrap_instances() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+    rt.respond(|req| match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/ari/channels") => Reply::Respond(
+            200,
+            format!("[{},{}]", channel_json("c1"), channel_json("c2")),
+        ),
+        ("GET", "/ari/channels/nope") => {
+            Reply::Respond(404, r#"{"message":"Channel not found"}"#.into())
+        }
+        ("POST", "/ari/channels/c1/answer") => Reply::Respond(204, String::new()),
+        _ => Reply::Respond(500, "unexpected".into()),
+    });
+    let list = Call::new(client.clone(), ops::channels::List::new());
+    let chans: Vec<Channel<FakeRt>> = rt.block_on(list.into_future_boxed()).unwrap().unwrap();
+    assert_eq!(chans.len(), 2);
+    assert_eq!(chans[0].id(), "c1");
+    assert_eq!(chans[1].data().unwrap().name, "PJSIP/alice-1");
+    assert_eq!(String::from(&chans[0]), "c1");
+
+    let get = Call::new(client.clone(), ops::channels::Get::new("nope"));
+    let err = rt.block_on(get.into_future_boxed()).unwrap().unwrap_err();
+    assert!(err.is_not_found());
+    assert_eq!(err.ari().unwrap().message, "Channel not found");
+
+    let answer = Call::new(client.clone(), ops::channels::Answer::new(&chans[0]));
+    rt.block_on(answer.into_future_boxed()).unwrap().unwrap();
+}
+
+/// `IntoFuture` made explicit so the future can be handed to the fake executor.
+trait Boxed {
+    type Out;
+    fn into_future_boxed(
+        self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self::Out> + Send>>;
+}
+
+impl<T: std::future::IntoFuture> Boxed for T
+where
+    T::IntoFuture: Send + 'static,
+{
+    type Out = T::Output;
+    fn into_future_boxed(
+        self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T::Output> + Send>> {
+        Box::pin(self.into_future())
+    }
+}
+
+#[test]
+fn start_opens_one_websocket_for_several_apps() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+    let c = client.clone();
+    let start = rt.start(async move { c.start(&["app1", "app2"]).await });
+    start.take().unwrap().unwrap();
+    let ups = rt.upgrades();
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].uri(), "ws://pbx:8088/ari/events?app=app1,app2");
+    assert!(client.is_connected());
+    // Same apps again: nothing new.
+    let c = client.clone();
+    rt.start(async move { c.start(&["app1", "app2"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rt.upgrades().len(), 1);
+}
+
+#[test]
+fn handlers_get_the_event_and_live_instances() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    client.on(move |event: StasisStart, channel: Channel<FakeRt>| {
+        let s = s.clone();
+        async move {
+            s.lock()
+                .unwrap()
+                .push((event.args.clone(), channel.id().to_string()));
+        }
+    });
+    let bridged = Arc::new(Mutex::new(Vec::new()));
+    let b = bridged.clone();
+    client.on(
+        move |_e: ChannelEnteredBridge,
+              (bridge, channel): (Bridge<FakeRt>, Option<Channel<FakeRt>>)| {
+            let b = b.clone();
+            async move {
+                b.lock()
+                    .unwrap()
+                    .push((bridge.id().to_string(), channel.map(|c| c.id().to_string())));
+                Ok::<(), Error>(())
+            }
+        },
+    );
+    ws.send(stasis_start("c1"));
+    ws.send(entered_bridge("b1", "c1"));
+    rt.run();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(vec!["a".to_string()], "c1".to_string())]
+    );
+    assert_eq!(
+        *bridged.lock().unwrap(),
+        vec![("b1".to_string(), Some("c1".to_string()))]
+    );
+    assert_eq!(client.stats().handler_calls, 2);
+}
+
+#[test]
+fn listeners_attached_before_originate_receive_stasis_start_and_are_released() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let baseline = client.live_subscriptions();
+    let count = Arc::new(AtomicUsize::new(0));
+    for _ in 0..1000 {
+        let channel = client.channel();
+        let c = count.clone();
+        channel.on(move |_e: StasisStart, _ch: Channel<FakeRt>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        let c = count.clone();
+        channel.on(move |e: ChannelDtmfReceived, _ch: Channel<FakeRt>| {
+            assert_eq!(e.digit, "5");
+            c.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        let hangup = channel.once::<ChannelHangupRequest>();
+        let mut events = channel.events();
+        // The "originate" happens here; Asterisk answers with events for the client's id.
+        ws.send(stasis_start(channel.id()));
+        ws.send(dtmf(channel.id(), "5"));
+        ws.send(hangup_request(channel.id()));
+        ws.send(destroyed(channel.id()));
+        rt.run();
+        let h = rt.block_on(hangup).unwrap().unwrap();
+        assert_eq!(h.channel.id, channel.id());
+        let got: Vec<String> = rt
+            .block_on(async move {
+                let mut v = Vec::new();
+                while let Some(e) = events.next().await {
+                    v.push(e.unwrap().type_name().to_string());
+                }
+                v
+            })
+            .unwrap();
+        assert_eq!(
+            got,
+            [
+                "StasisStart",
+                "ChannelDtmfReceived",
+                "ChannelHangupRequest",
+                "ChannelDestroyed"
+            ]
+        );
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 2000);
+    assert_eq!(client.live_subscriptions(), baseline);
+    assert_eq!(client.stats().dropped_events, 0);
+}
+
+#[test]
+fn once_fails_with_ended_when_the_channel_goes_first() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let channel = client.channel_with_id("c9");
+    let dtmf = channel.once::<ChannelDtmfReceived>();
+    ws.send(destroyed("c9"));
+    let err = rt.block_on(dtmf).unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        Error::Ended {
+            resource: "channel:c9".into()
+        }
+    );
+    assert_eq!(client.live_subscriptions(), 0);
+}
+
+#[test]
+fn client_once_and_typed_streams_carry_instances() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let first = client.once::<StasisStart>();
+    let mut starts = client.stream::<StasisStart>();
+    ws.send(stasis_start("x1"));
+    ws.send(stasis_start("x2"));
+    let (ev, chan) = rt.block_on(first).unwrap().unwrap();
+    assert_eq!(ev.channel.id, "x1");
+    assert_eq!(chan.id(), "x1");
+    let ids = rt
+        .block_on(async move {
+            let a = starts.next().await.unwrap().unwrap().1;
+            let b = starts.next().await.unwrap().unwrap().1;
+            (a.id().to_string(), b.id().to_string())
+        })
+        .unwrap();
+    assert_eq!(ids, ("x1".to_string(), "x2".to_string()));
+    assert_eq!(
+        client.live_subscriptions(),
+        0,
+        "dropped stream unsubscribed"
+    );
+}
+
+#[test]
+fn a_slow_stream_loses_events_visibly_and_never_blocks_the_reader() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .event_queue_capacity(2);
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let ws = rt.socket(0);
+    let mut all = client.event_stream();
+    let fast = Arc::new(AtomicUsize::new(0));
+    let f = fast.clone();
+    client.on_any(move |_e| {
+        f.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    for i in 0..5 {
+        ws.send(dtmf("c1", &i.to_string()));
+    }
+    rt.run();
+    // The reader kept going: the handler saw all five.
+    assert_eq!(fast.load(Ordering::SeqCst), 5);
+    assert_eq!(all.queued(), 2);
+    let items = rt
+        .block_on(async move {
+            let mut v = Vec::new();
+            for _ in 0..3 {
+                v.push(all.next().await.unwrap().map(|e| e.type_name().to_string()));
+            }
+            v
+        })
+        .unwrap();
+    assert_eq!(
+        items,
+        vec![
+            Ok("ChannelDtmfReceived".to_string()),
+            Ok("ChannelDtmfReceived".to_string()),
+            Err(Lagged(3)),
+        ]
+    );
+    assert_eq!(client.stats().dropped_events, 3);
+    let err: Error = Lagged(3).into();
+    assert_eq!(err, Error::Lagged(3));
+}
+
+#[test]
+fn playback_finished_cannot_be_missed() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    // Client-side id, watched before `playWithId` is sent; the event arrives even before
+    // the REST response.
+    let playback = client.playback();
+    let id = playback.id().to_string();
+    assert_eq!(client.live_subscriptions(), 1);
+    ws.send(playback_finished(&id, "c1"));
+    rt.run();
+    rt.block_on(playback.finished()).unwrap().unwrap();
+    // The instance wrapped from the response shares the watch.
+    let from_response: ari_client::Playback<FakeRt> = {
+        let model: ari_proto::models::Playback =
+            serde_json::from_str(&playback_json(&id, "c1", "playing")).unwrap();
+        ari_client::Wrap::wrap(model, &client)
+    };
+    rt.block_on(from_response.finished()).unwrap().unwrap();
+    drop(playback);
+    drop(from_response);
+    assert_eq!(client.live_subscriptions(), 0);
+}
+
+#[test]
+fn playback_from_the_server_checks_whether_it_already_finished() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    rt.respond(|req| match req.uri().path() {
+        "/ari/playbacks/gone" => Reply::Respond(404, r#"{"message":"Playback not found"}"#.into()),
+        "/ari/playbacks/live" => Reply::Respond(200, playback_json("live", "c1", "playing")),
+        _ => Reply::Respond(500, String::new()),
+    });
+    let gone: ari_client::Playback<FakeRt> = ari_client::Wrap::wrap(
+        serde_json::from_str::<ari_proto::models::Playback>(&playback_json(
+            "gone", "c1", "playing",
+        ))
+        .unwrap(),
+        &client,
+    );
+    rt.block_on(gone.finished()).unwrap().unwrap();
+    let live: ari_client::Playback<FakeRt> = ari_client::Wrap::wrap(
+        serde_json::from_str::<ari_proto::models::Playback>(&playback_json(
+            "live", "c1", "playing",
+        ))
+        .unwrap(),
+        &client,
+    );
+    let fin = rt.start(live.finished());
+    assert!(!fin.is_done());
+    ws.send(playback_finished("live", "c1"));
+    rt.run();
+    fin.take().unwrap().unwrap();
+    assert_eq!(client.live_subscriptions(), 0);
+    let _ = PlaybackFinished::default_type();
+}
+
+trait DefaultType {
+    fn default_type() -> &'static str;
+}
+
+impl DefaultType for PlaybackFinished {
+    fn default_type() -> &'static str {
+        <PlaybackFinished as ari_proto::EventType>::TYPE
+    }
+}
+
+#[test]
+fn rest_over_websocket_gives_the_same_result_as_http() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .rest_transport(RestTransport::WebSocket);
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    // Not started: HTTP carries it.
+    assert_eq!(client.stats().websocket_fallbacks, 1);
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let ws = rt.socket(0);
+    let http_before = rt.requests().len();
+    let call = Call::new(client.clone(), ops::channels::Get::new("c1"));
+    let pending = rt.start(call.into_future_boxed());
+    let sent = ws.sent();
+    let Some(WsMessage::Text(req)) = sent.last() else {
+        panic!("no RESTRequest sent: {sent:?}")
+    };
+    let req: serde_json::Value = serde_json::from_str(req).unwrap();
+    assert_eq!(req["type"], "RESTRequest");
+    assert_eq!(req["method"], "GET");
+    assert_eq!(req["uri"], "channels/c1");
+    let body = serde_json::to_string(&channel_json("c1")).unwrap();
+    ws.send(format!(
+        r#"{{"type":"RESTResponse","transaction_id":"t1","request_id":"{}","status_code":200,"reason_phrase":"OK","uri":"channels/c1","content_type":"application/json","message_body":{body},"application":"hello","timestamp":"{TS}"}}"#,
+        req["request_id"].as_str().unwrap()
+    ));
+    rt.run();
+    let chan = pending.take().unwrap().unwrap();
+    assert_eq!(chan.id(), "c1");
+    assert_eq!(chan.data().unwrap().name, "PJSIP/alice-1");
+    assert_eq!(rt.requests().len(), http_before, "nothing went over HTTP");
+
+    // An error status is the same Error::Ari as over HTTP.
+    let call = Call::new(client.clone(), ops::channels::Get::new("nope"));
+    let pending = rt.start(call.into_future_boxed());
+    let Some(WsMessage::Text(req)) = ws.sent().last().cloned() else {
+        panic!()
+    };
+    let req: serde_json::Value = serde_json::from_str(&req).unwrap();
+    ws.send(format!(
+        r#"{{"type":"RESTResponse","transaction_id":"t2","request_id":"{}","status_code":404,"reason_phrase":"Not Found","uri":"channels/nope","content_type":"application/json","message_body":"{{\"message\":\"Channel not found\"}}","application":"hello","timestamp":"{TS}"}}"#,
+        req["request_id"].as_str().unwrap()
+    ));
+    rt.run();
+    let err = pending.take().unwrap().unwrap_err();
+    assert!(err.is_not_found());
+    assert_eq!(err.ari().unwrap().message, "Channel not found");
+
+    // No response: the request timeout applies.
+    let call = Call::new(client.clone(), ops::channels::Get::new("slow"));
+    let pending = rt.start(call.into_future_boxed());
+    rt.advance(Duration::from_secs(10));
+    assert!(pending.take().unwrap().unwrap_err().is_timeout());
+}
+
+#[test]
+fn reconnects_with_node_style_connection_events_and_keeps_listeners() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_secs(1))
+                .jitter(0.0),
+        );
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let mut conn = client.connection_events();
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let channel = client.channel_with_id("c1");
+    let digits = Arc::new(Mutex::new(String::new()));
+    let d = digits.clone();
+    channel.on(move |e: ChannelDtmfReceived, _c: Channel<FakeRt>| {
+        d.lock().unwrap().push_str(&e.digit);
+        async {}
+    });
+    rt.socket(0).send(dtmf("c1", "1"));
+    rt.run();
+    rt.socket(0).end();
+    rt.run();
+    assert!(!client.is_connected());
+    rt.advance(Duration::from_secs(1));
+    assert_eq!(rt.sockets(), 2, "reconnected after the delay");
+    assert!(client.is_connected());
+    rt.socket(1).send(dtmf("c1", "2"));
+    rt.run();
+    assert_eq!(*digits.lock().unwrap(), "12");
+    let events = rt
+        .block_on(async move {
+            let mut v = Vec::new();
+            for _ in 0..3 {
+                v.push(conn.next().await.unwrap().unwrap());
+            }
+            v
+        })
+        .unwrap();
+    assert!(matches!(
+        events[0],
+        ConnectionEvent::Connected {
+            reconnected: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        events[1],
+        ConnectionEvent::Reconnecting { attempt: 1, .. }
+    ));
+    assert!(matches!(
+        events[2],
+        ConnectionEvent::Connected {
+            reconnected: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn max_retries_fails_start_and_is_reported() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    rt.refuse_websockets(true);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_millis(100))
+                .jitter(0.0)
+                .max_attempts(Some(2)),
+        );
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    client.on_connection(move |e| {
+        s.lock().unwrap().push(e);
+        async {}
+    });
+    let c = client.clone();
+    let start = rt.start(async move { c.start(&["hello"]).await });
+    for _ in 0..5 {
+        rt.advance(Duration::from_millis(400));
+    }
+    let err = start.take().expect("start gave up").unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        matches!(seen.last(), Some(ConnectionEvent::MaxRetries { .. })),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn close_ends_streams_and_awaited_events() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let chan = client.channel_with_id("c1");
+    let once = chan.once::<ChannelDestroyed>();
+    let mut stream = client.event_stream();
+    let c = client.clone();
+    rt.block_on(async move { c.close().await }).unwrap();
+    assert!(matches!(
+        rt.block_on(once).unwrap(),
+        Err(Error::Closed { .. })
+    ));
+    assert!(rt
+        .block_on(async move { stream.next().await })
+        .unwrap()
+        .is_none());
+    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
+    assert_eq!(client.live_subscriptions(), 0);
+}
