@@ -726,9 +726,10 @@ impl Sim {
         if let Some(bad) = digits.chars().find(|c| !is_dtmf(*c)) {
             return Err(format!("invalid DTMF digit {bad:?}"));
         }
-        let step = Duration::from_millis(self.cfg.dtmf_duration_ms + 100);
+        let step = Duration::from_millis(self.cfg.dtmf_duration_ms.saturating_add(100));
         for (i, d) in digits.chars().enumerate() {
-            let at = Duration::from_millis(self.cfg.dtmf_duration_ms) + step * i as u32;
+            let at = Duration::from_millis(self.cfg.dtmf_duration_ms)
+                .saturating_add(step.saturating_mul(i.min(u32::MAX as usize) as u32));
             self.schedule(
                 at,
                 Timer::Dtmf(channel_id.to_string(), d, self.cfg.dtmf_duration_ms),
@@ -780,7 +781,8 @@ impl Sim {
 
     fn schedule(&mut self, after: Duration, t: Timer) {
         self.seq += 1;
-        self.timers.insert((self.now + after, self.seq), t);
+        self.timers
+            .insert((self.now.saturating_add(after), self.seq), t);
     }
 
     fn fire(&mut self, t: Timer) {
@@ -1459,7 +1461,7 @@ impl Sim {
                 at,
                 Timer::Dtmf(id.to_string(), d, self.cfg.dtmf_duration_ms),
             );
-            at += s.dtmf_interval;
+            at = at.saturating_add(s.dtmf_interval);
         }
         if let Some(h) = s.hangup_after_answer {
             self.schedule(h, Timer::CallerHangup(id.to_string()));
@@ -1837,10 +1839,10 @@ impl Sim {
                     return;
                 }
                 "playback" | "background" => {
-                    let total: Duration = arg0
+                    let total = arg0
                         .split('&')
                         .map(|s| self.media_duration(s).unwrap_or(Duration::ZERO))
-                        .sum();
+                        .fold(Duration::ZERO, Duration::saturating_add);
                     self.wait_then_continue(id, total);
                     return;
                 }
@@ -1864,14 +1866,19 @@ impl Sim {
                         .get(1)
                         .and_then(|s| s.trim().parse::<u64>().ok())
                         .unwrap_or(250);
-                    let step = Duration::from_millis(dur + between);
+                    let step = Duration::from_millis(dur.saturating_add(between));
                     if let Some(p) = peer {
                         for (i, d) in digits.iter().enumerate() {
-                            let at = Duration::from_millis(dur * 2) + step * i as u32;
+                            let at = Duration::from_millis(dur.saturating_mul(2)).saturating_add(
+                                step.saturating_mul(i.min(u32::MAX as usize) as u32),
+                            );
                             self.schedule(at, Timer::Dtmf(p.clone(), *d, dur));
                         }
                     }
-                    self.wait_then_continue(id, step * digits.len() as u32);
+                    self.wait_then_continue(
+                        id,
+                        step.saturating_mul(digits.len().min(u32::MAX as usize) as u32),
+                    );
                     return;
                 }
                 "goto" => {
@@ -2337,7 +2344,7 @@ impl Sim {
     /// Position in the current media.
     fn pb_position(&self, p: &Playback) -> Duration {
         match p.state {
-            PbState::Playing => p.offset + (self.now.saturating_sub(p.since)),
+            PbState::Playing => p.offset.saturating_add(self.now.saturating_sub(p.since)),
             _ => p.offset,
         }
     }

@@ -1000,10 +1000,10 @@ impl Sim {
                 };
                 // The far end receives them: the Local peer, or nobody (a phone).
                 if let Some(peer) = self.channels.get(id).and_then(|c| c.peer.clone()) {
-                    let mut at = before + dur;
+                    let mut at = before.saturating_add(dur);
                     for d in digits.chars().filter(|c| super::is_dtmf(*c)) {
                         self.schedule(Duration::from_millis(at), Timer::Dtmf(peer.clone(), d, dur));
-                        at += dur + between;
+                        at = at.saturating_add(dur.saturating_add(between));
                     }
                 }
                 R::no_content()
@@ -1330,7 +1330,7 @@ impl Sim {
                         self.pb_seek(id, to);
                     }
                     "forward" => {
-                        let to = pos + pb.skip;
+                        let to = pos.saturating_add(pb.skip);
                         match pb.length {
                             Some(l) if to >= l => {
                                 if pb.state == PbState::Playing {

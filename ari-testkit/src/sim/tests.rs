@@ -1496,3 +1496,258 @@ fn create_then_dial_local_and_continue() {
         .collect();
     assert_eq!(types, vec!["StasisEnd", "StasisStart"]);
 }
+
+/// Random requests (valid, half-valid and garbage) never panic and always answer a status
+/// with a well-formed body; time moves on between them so timers fire too.
+#[test]
+fn random_requests_never_panic() {
+    let mut h = H::new(FIXTURE_DIALPLAN);
+    h.connect("test", false);
+    h.connect("all", true);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let words = [
+        "channels",
+        "bridges",
+        "playbacks",
+        "recordings",
+        "live",
+        "stored",
+        "asterisk",
+        "applications",
+        "endpoints",
+        "deviceStates",
+        "events",
+        "user",
+        "sounds",
+        "variable",
+        "variables",
+        "play",
+        "record",
+        "snoop",
+        "dial",
+        "answer",
+        "ring",
+        "hold",
+        "mute",
+        "moh",
+        "silence",
+        "dtmf",
+        "continue",
+        "move",
+        "redirect",
+        "addChannel",
+        "removeChannel",
+        "control",
+        "stop",
+        "pause",
+        "copy",
+        "file",
+        "subscription",
+        "eventFilter",
+        "info",
+        "ping",
+        "modules",
+        "logging",
+        "create",
+        "externalMedia",
+        "c1",
+        "c1;2",
+        "b1",
+        "p1",
+        "r1",
+        "Stasis:x",
+        "PJSIP",
+        "alice",
+        "",
+        "%",
+        "\u{e9}\u{1f600}",
+        "videoSource",
+        "claim",
+        "test",
+        "rotate",
+        "sendMessage",
+        "mailboxes",
+    ];
+    let keys = [
+        "endpoint",
+        "app",
+        "appArgs",
+        "channelId",
+        "otherChannelId",
+        "channel",
+        "media",
+        "name",
+        "format",
+        "maxDurationSeconds",
+        "operation",
+        "dtmf",
+        "between",
+        "duration",
+        "before",
+        "variable",
+        "value",
+        "eventSource",
+        "deviceState",
+        "type",
+        "bridgeId",
+        "playbackId",
+        "spy",
+        "whisper",
+        "snoopId",
+        "context",
+        "extension",
+        "priority",
+        "label",
+        "reason",
+        "reason_code",
+        "skipms",
+        "offsetms",
+        "ifExists",
+        "beep",
+        "terminateOn",
+        "application",
+        "source",
+        "destinationRecordingName",
+        "timeout",
+        "caller",
+        "callerId",
+        "only",
+        "external_host",
+        "encapsulation",
+        "report_events",
+        "variables",
+    ];
+    let values = [
+        "Local/1@dtmf",
+        "Local/123@dtmf",
+        "Local/9@wait",
+        "PJSIP/alice",
+        "test",
+        "all",
+        "c1",
+        "c1;2",
+        "b1",
+        "sound:hello-world",
+        "sound:beep,sound:digits/1",
+        "tone:ring",
+        "sound:nope",
+        "wav",
+        "pause",
+        "unpause",
+        "restart",
+        "reverse",
+        "forward",
+        "stop",
+        "12#",
+        "-5",
+        "0",
+        "99999999999999999999",
+        "18446744073709551615",
+        "9223372036854775807",
+        "NaN",
+        "true",
+        "both",
+        "none",
+        "channel:c1",
+        "bridge:b1",
+        "deviceState:Stasis:x",
+        "endpoint:PJSIP/alice",
+        "BUSY",
+        "mixing,dtmf_events",
+        "holding",
+        "normal",
+        "busy",
+        "",
+        ",",
+        "${X}",
+        "$[1=1]",
+        "SHELL(echo -n x)",
+        "CALLERID(name)",
+        "r1",
+        "127.0.0.1:5000",
+        "ulaw",
+        "sub/dir",
+    ];
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    for i in 0..20_000u32 {
+        if i % 40 == 0 {
+            // keep known resources around so that most requests reach real handlers
+            h.req(
+                "POST",
+                "channels/c1",
+                &[("endpoint", "Local/1@wait"), ("app", "test")],
+                None,
+            );
+            h.req("POST", "bridges/b1", &[], None);
+            h.ms(600);
+        }
+        let n = (next() % 5) as usize;
+        let segs: Vec<String> = (0..n)
+            .map(|_| words[(next() % words.len() as u64) as usize].to_string())
+            .collect();
+        let q: Vec<(String, String)> = (0..(next() % 5))
+            .map(|_| {
+                (
+                    keys[(next() % keys.len() as u64) as usize].to_string(),
+                    values[(next() % values.len() as u64) as usize].to_string(),
+                )
+            })
+            .collect();
+        let body = match next() % 6 {
+            0 => Some(json!({"variables": {"A": "1", "B": {"value": "2", "report_events": true}}})),
+            1 => Some(json!({"allowed": [{"type": "StasisStart"}], "disallowed": "x"})),
+            2 => Some(json!([1, 2, 3])),
+            3 => Some(json!({"endpoint": "Local/1@wait", "app": "test", "variables": 5})),
+            _ => None,
+        };
+        let method = methods[(next() % methods.len() as u64) as usize];
+        let r = h.sim.handle_request(
+            h.now,
+            &SimRequest {
+                method,
+                segments: &segs,
+                query: &q,
+                body: body.as_ref(),
+                read_only: i % 97 == 0,
+            },
+        );
+        assert!(
+            (200..600).contains(&r.status),
+            "{method} {segs:?} {q:?} -> {}",
+            r.status
+        );
+        if r.content_type == "application/json" {
+            assert!(serde_json::from_slice::<Value>(&r.body).is_ok());
+        }
+        if r.status == 204 {
+            assert!(r.body.is_empty());
+        }
+        if i % 7 == 0 {
+            h.ms(next() % 3000);
+        }
+        if i % 501 == 0 {
+            let _ = h.sim.send_dtmf(h.now, "c1", "1x");
+            let id = h.sim.place_call(h.now, PlaceCall::new("PJSIP/bob", "test"));
+            let _ = h.sim.hangup(h.now, &id);
+        }
+        h.events.clear();
+    }
+    // every event is an object with the common fields
+    h.req(
+        "POST",
+        "channels",
+        &[("endpoint", "Local/1@wait"), ("app", "test")],
+        None,
+    );
+    h.ms(100);
+    for o in &h.events {
+        assert!(o.event["type"].is_string() && o.event["timestamp"].is_string());
+        assert_eq!(o.event["application"], json!(o.app));
+    }
+}
