@@ -194,10 +194,14 @@ impl Writer {
         let (msg, is_event) = match frame {
             Frame::Event(t) => {
                 shared.log(|| {
-                    let ty = serde_json::from_str::<Value>(&t)
-                        .map(|v| event_type(&v).to_owned())
-                        .unwrap_or_else(|_| format!("non-JSON frame of {} bytes", t.len()));
-                    format!("ws#{id} <- {ty}")
+                    let what = match serde_json::from_str::<Value>(&t) {
+                        Ok(v) => match v.get("application").and_then(Value::as_str) {
+                            Some(app) => format!("{} ({app})", event_type(&v)),
+                            None => event_type(&v).to_owned(),
+                        },
+                        Err(_) => format!("non-JSON frame of {} bytes", t.len()),
+                    };
+                    format!("ws#{id} <- {what}")
                 });
                 (Message::text(t), true)
             }
