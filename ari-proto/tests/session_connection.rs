@@ -552,3 +552,47 @@ fn zero_durations_do_not_spin() {
         "a zero pong timeout still waits a little"
     );
 }
+
+/// With jitter, the schedule is a function of the seed: the same seed replays it exactly,
+/// another seed gives other delays, all within the policy's bounds.
+#[test]
+fn jittered_schedule_is_reproducible_from_the_seed() {
+    let schedule = |seed: u64| -> Vec<Duration> {
+        let t0 = epoch();
+        let policy = ReconnectPolicy::default()
+            .initial_delay(ms(500))
+            .multiplier(2.0)
+            .max_delay(secs(30))
+            .jitter(0.5);
+        let config = SessionConfig::new(["app"])
+            .keepalive(None)
+            .reconnect(policy.clone())
+            .rng_seed(seed);
+        let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+        let mut now = t0;
+        s.start(now);
+        let mut delays = Vec::new();
+        for attempt in 1..=10 {
+            drain_transmits(&mut s);
+            s.handle_connect_failed(now, "refused");
+            let outs = drain(&mut s);
+            let Some(Output::Connection(ConnectionEvent::Reconnecting { delay, .. })) =
+                outs.first()
+            else {
+                panic!("{outs:?}")
+            };
+            let (low, high) = policy.delay_bounds(attempt);
+            assert!(low <= *delay && *delay <= high);
+            delays.push(*delay);
+            now = s.poll_timeout().expect("reconnect timer");
+            s.handle_timeout(now);
+        }
+        delays
+    };
+    let a = schedule(7);
+    assert_eq!(a, schedule(7));
+    assert_ne!(a, schedule(8));
+    assert!(a.iter().all(|d| *d <= secs(30)));
+    // The cap is reached: the last delays are in [15 s, 30 s].
+    assert!(a[9] >= secs(15));
+}
