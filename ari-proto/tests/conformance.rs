@@ -5,6 +5,7 @@
 //! Needs the spec (`../shared/ari-spec`, or `ARI_SPEC_ROOT`); run it with
 //! `cargo run -p xtask -- conformance`.
 
+#[path = "conformance/generated_samples.rs"]
 mod generated_samples;
 
 use ari_proto::rest::{Credentials, Endpoint};

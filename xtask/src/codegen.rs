@@ -171,7 +171,7 @@ pub(crate) fn run(root: &Path, spec_root: &Path, check: bool) -> Result<(), Stri
         ("catalog.rs", g.catalog_rs()),
     ];
     let out_dir = root.join("ari-proto/src/generated");
-    let samples_path = root.join("ari-proto/tests/generated_samples.rs");
+    let samples_path = root.join("ari-proto/tests/conformance/generated_samples.rs");
     let mut outputs: Vec<(PathBuf, String)> = files
         .into_iter()
         .map(|(n, s)| (out_dir.join(n), s))
