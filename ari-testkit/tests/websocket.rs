@@ -309,3 +309,39 @@ async fn events_for_an_app_reach_its_connection() {
     server.push_frame("a", r#"{"type":"Second"}"#);
     assert_eq!(next_json(&mut ws).await["type"], "Second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_at_once() {
+    let server = MockServer::start();
+    let addr = server.addr();
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        sockets.push(ws_connect(addr, &format!("app=app{i}")).await);
+    }
+    let mut requests = Vec::new();
+    for i in 0..100 {
+        requests.push(tokio::spawn(async move {
+            let path = if i % 2 == 0 {
+                "/ari/asterisk/ping"
+            } else {
+                "/ari/channels"
+            };
+            common::get(addr, path).await.status
+        }));
+    }
+    for i in 0..20 {
+        assert_eq!(
+            server.push_event(format!("app{i}").as_str(), json!({"type": "Hello", "n": i})),
+            1
+        );
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let v = next_json(ws).await;
+        assert_eq!(v["n"], i);
+        assert_eq!(v["application"], format!("app{i}"));
+    }
+    for r in requests {
+        assert_eq!(r.await.expect("task"), 200);
+    }
+    assert_eq!(server.connections().len(), 20);
+}
