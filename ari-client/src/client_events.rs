@@ -118,15 +118,17 @@ impl<R: Runtime> Client<R> {
     ///
     /// ```no_run
     /// # fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
-    /// use ari_client::Channel;
-    /// use ari_proto::events::StasisStart;
-    /// client.on::<StasisStart, _, _>(|event, channel: Channel<R>| async move {
+    /// use ari_client::events::StasisStart;
+    /// // The event type is given by the closure's first parameter; the instances follow.
+    /// client.on(|event: StasisStart, channel| async move {
     ///     println!("{} entered {}", channel.id(), event.application);
     ///     // channel.answer().await?;
     ///     Ok(())
     /// });
     /// # }
     /// ```
+    ///
+    /// (`client.on::<StasisStart, _, _>(|event, channel| …)` names the type instead.)
     ///
     /// Each call runs as its own task, so a handler that lasts a whole call never holds up
     /// the next event; for strictly ordered processing use [`Client::stream`]. The handler

@@ -44,6 +44,7 @@ pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
         close_after_flush: false,
         timer: None,
         scratch: Vec::new(),
+        tx_scratch: Vec::new(),
     };
     inner.runtime.spawn(driver);
 }
@@ -59,6 +60,7 @@ struct Driver<R: Runtime> {
     close_after_flush: bool,
     timer: Option<(Instant, BoxFuture<()>)>,
     scratch: Vec<Dispatch>,
+    tx_scratch: Vec<Transmit>,
 }
 
 // Every field is either `Unpin` or boxed; the runtime value is only cloned and called.
@@ -68,7 +70,7 @@ impl<R: Runtime> Driver<R> {
     /// Runs `f` on the session, then drains its transmits and outputs and delivers them.
     /// Returns whether the session had anything to perform or deliver.
     fn with_session(&mut self, f: impl FnOnce(&mut ari_proto::Session)) -> bool {
-        let mut transmits = Vec::new();
+        let mut transmits = std::mem::take(&mut self.tx_scratch);
         {
             let mut st = self.shared.lock();
             f(&mut st.session);
@@ -78,9 +80,10 @@ impl<R: Runtime> Driver<R> {
             self.shared.drain_outputs(&mut st, &mut self.scratch);
         }
         let busy = !transmits.is_empty() || !self.scratch.is_empty();
-        for t in transmits {
+        for t in transmits.drain(..) {
             self.perform(t);
         }
+        self.tx_scratch = transmits;
         let mut items = std::mem::take(&mut self.scratch);
         self.shared.dispatch(&mut items);
         self.scratch = items;

@@ -516,6 +516,17 @@ impl<R: Runtime> Client<R> {
         LiveRecording::new_watched(self.clone(), name.into())
     }
 
+    /// Same as [`Client::live_recording_with_name`] (a live recording's id is its name).
+    pub fn live_recording_with_id(&self, name: impl Into<String>) -> LiveRecording<R> {
+        self.live_recording_with_name(name)
+    }
+
+    /// Wraps a model into what operations return: a resource model (e.g. the `channel` of
+    /// an event from [`Client::event_stream`]) into its instance object.
+    pub fn wrap<M: Wrap<R>>(&self, model: M) -> M::Out {
+        model.wrap(self)
+    }
+
     /// The stored recording with this name.
     pub fn stored_recording(&self, name: impl Into<String>) -> StoredRecording<R> {
         StoredRecording::from_parts(self.clone(), name.into(), None)

@@ -17,16 +17,26 @@
 //! - Errors: one [`Error`]; no request outlives its timeout.
 //!
 //! ```no_run
-//! use ari_client::{Channel, Client, Runtime};
-//! use ari_proto::events::{ChannelDtmfReceived, StasisStart};
+//! use ari_client::events::{ChannelDtmfReceived, StasisStart};
+//! use ari_client::{Client, Runtime};
+//! use futures_util::StreamExt;
 //!
+//! // `R` is the adapter's runtime: `ari_tokio::Client` / `ari_smol::Client` fill it in.
 //! async fn hello<R: Runtime + Default>() -> Result<(), ari_client::Error> {
 //!     let client = Client::<R>::connect("http://localhost:8088", "asterisk", "secret").await?;
-//!     client.on::<StasisStart, _, _>(|_event, channel: Channel<R>| async move {
+//!     client.on(|_event: StasisStart, channel| async move {
 //!         // channel.answer().await?;
 //!         // channel.play("sound:hello-world").await?.finished().await?;
-//!         let dtmf = channel.once::<ChannelDtmfReceived>().await?;
-//!         println!("{} pressed {}", channel.id(), dtmf.digit);
+//!         // Every key press, in order, until the caller hangs up (the stream then ends).
+//!         let mut keys = channel.stream::<ChannelDtmfReceived>();
+//!         while let Some(dtmf) = keys.next().await {
+//!             let dtmf = dtmf?; // Err(Lagged) if this consumer fell far behind
+//!             println!("{} pressed {}", channel.id(), dtmf.digit);
+//!             if dtmf.digit == "#" {
+//!                 // channel.hangup().await?;
+//!                 break;
+//!             }
+//!         }
 //!         Ok(())
 //!     });
 //!     client.start(&["hello"]).await?;

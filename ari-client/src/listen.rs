@@ -465,6 +465,9 @@ impl<R: Runtime, T: ClientEvent<R>> ClientStream<R, T> {
 ///
 /// Fails with [`Error::Ended`] if the resource ends first, [`Error::Closed`] if the client is
 /// closed. Dropping it removes the subscription.
+///
+/// One event only: to follow a sequence (every key press), use a stream
+/// ([`Channel::stream`]), which keeps its subscription between events so none is missed.
 #[must_use = "an awaited event does nothing unless awaited"]
 pub struct Once<T> {
     sub: QueueSub,

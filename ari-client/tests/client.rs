@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ari_client::events::{
-    ChannelDestroyed, ChannelDtmfReceived, ChannelEnteredBridge, ChannelHangupRequest,
-    PlaybackFinished, StasisStart,
+    ChannelDestroyed, ChannelDtmfReceived, ChannelEnteredBridge, ChannelHangupRequest, StasisStart,
 };
 use ari_client::{
     Bridge, Call, Channel, Client, ConnectionEvent, Error, ErrorKind, Lagged, ReconnectPolicy,
@@ -190,7 +189,7 @@ fn handlers_get_the_event_and_live_instances() {
     let (client, ws) = started(&rt);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    client.on(move |event: StasisStart, channel: Channel<FakeRt>| {
+    client.on(move |event: StasisStart, channel| {
         let s = s.clone();
         async move {
             s.lock()
@@ -426,17 +425,6 @@ fn playback_from_the_server_checks_whether_it_already_finished() {
     rt.run();
     fin.take().unwrap().unwrap();
     assert_eq!(client.live_subscriptions(), 0);
-    let _ = PlaybackFinished::default_type();
-}
-
-trait DefaultType {
-    fn default_type() -> &'static str;
-}
-
-impl DefaultType for PlaybackFinished {
-    fn default_type() -> &'static str {
-        <PlaybackFinished as ari_proto::EventType>::TYPE
-    }
 }
 
 #[test]
@@ -618,4 +606,63 @@ fn close_ends_streams_and_awaited_events() {
         .is_none());
     assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
     assert_eq!(client.live_subscriptions(), 0);
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Client<FakeRt>>();
+    check::<Channel<FakeRt>>();
+    check::<Bridge<FakeRt>>();
+    check::<ari_client::Playback<FakeRt>>();
+    check::<ari_client::LiveRecording<FakeRt>>();
+    check::<ari_client::Endpoint<FakeRt>>();
+    check::<ari_client::EventStream>();
+    check::<ari_client::Listener>();
+    check::<Error>();
+    fn send<T: Send>(_: &T) {}
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+    send(&Call::new(client.clone(), ops::channels::List::new()).into_future_boxed());
+    send(&client.channel().once::<StasisStart>());
+    send(&client.playback().finished());
+    let ep = client.endpoint("PJSIP", "alice");
+    assert_eq!(
+        (ep.technology(), ep.resource(), ep.id()),
+        ("PJSIP", "alice", "PJSIP/alice")
+    );
+}
+
+#[test]
+fn keepalive_pings_and_a_missing_pong_reconnects() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(Some(ari_client::Keepalive::new(
+            Duration::from_secs(20),
+            Duration::from_secs(5),
+        )))
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_secs(1))
+                .jitter(0.0),
+        );
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    rt.advance(Duration::from_secs(20));
+    assert!(matches!(
+        rt.socket(0).sent().last(),
+        Some(WsMessage::Ping(_))
+    ));
+    rt.advance(Duration::from_secs(5));
+    assert!(!client.is_connected(), "no pong: the connection is dead");
+    rt.advance(Duration::from_secs(1));
+    assert_eq!(rt.sockets(), 2);
+    assert!(client.is_connected());
+    assert_eq!(client.stats().session.keepalive_timeouts, 1);
 }
