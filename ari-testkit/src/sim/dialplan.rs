@@ -26,7 +26,12 @@ impl Dialplan {
         let mut ctx: Option<String> = None;
         let mut last: Option<(String, i64)> = None;
         for raw in text.lines() {
-            let line = match raw.find(';') {
+            // `;` starts a comment unless escaped (`\;`).
+            let cut = raw
+                .char_indices()
+                .find(|&(i, c)| c == ';' && !raw[..i].ends_with('\\'))
+                .map(|(i, _)| i);
+            let line = match cut {
                 Some(i) => &raw[..i],
                 None => raw,
             }

@@ -265,6 +265,8 @@ enum OnAnswer {
     Nothing,
     Stasis(String, Vec<String>),
     Dialplan(String, String, i64),
+    /// Dialed by the dialplan Dial() of that channel: bridge the two.
+    BridgeWith(String),
 }
 
 /// Where a channel's dialplan execution is waiting.
@@ -278,6 +280,8 @@ enum Exec {
     Parked,
     /// Inside Stasis (resumes at the next priority on continue).
     InStasis,
+    /// In Dial() or Bridge(): resumes at the next priority when its basic bridge ends.
+    InApp,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +321,10 @@ struct Channel {
     ran_pbx: bool,
     /// Offered by StasisBroadcast and not claimed yet.
     broadcast_open: bool,
+    /// The channel that dials this one (dialplan Dial(), ARI dial with `caller`).
+    dialed_by: Option<String>,
+    /// Bridge(…,x): hang up instead of returning to the dialplan when the bridge ends.
+    hangup_after_bridge: bool,
     stasis: Option<(String, Vec<String>)>,
     bridge: Option<String>,
     peer: Option<String>,
@@ -343,6 +351,11 @@ struct Channel {
 #[derive(Debug, Clone)]
 struct Bridge {
     id: String,
+    /// `stasis` (ARI) or `basic` (Dial/Bridge in the dialplan; dissolves below two members).
+    class: &'static str,
+    creator: String,
+    /// A basic bridge losing its last members.
+    dissolving: bool,
     technology: String,
     bridge_type: String,
     name: String,
@@ -444,6 +457,8 @@ enum Timer {
     CallerAbandon(String),
     /// Start dialplan / dial progress of a Local pair (deferred so the REST answer goes first).
     LocalStart(String),
+    /// Nobody answered a dial in time.
+    DialTimeout(String),
     /// A recording's start (after the beep).
     RecStart(String, u64),
 }
@@ -833,6 +848,23 @@ impl Sim {
                 }
             }
             Timer::LocalStart(id) => self.local_start(&id),
+            Timer::DialTimeout(id) => {
+                let ringing = self
+                    .channels
+                    .get(&id)
+                    .is_some_and(|c| c.dialing.is_some() && c.state != "Up" && !c.hanging_up);
+                if ringing {
+                    self.emit_dial(&id, "NOANSWER");
+                    if let Some(c) = self.channels.get_mut(&id) {
+                        c.dialing = None;
+                    }
+                    let caller = self.channels.get(&id).and_then(|c| c.dialed_by.clone());
+                    self.remote_hangup(&id, 19);
+                    if let Some(x) = caller {
+                        self.resume_after_app(&x, "NOANSWER");
+                    }
+                }
+            }
         }
     }
 
@@ -881,8 +913,8 @@ impl Sim {
             "id": b.id,
             "technology": b.technology,
             "bridge_type": b.bridge_type,
-            "bridge_class": "stasis",
-            "creator": "Stasis",
+            "bridge_class": b.class,
+            "creator": b.creator,
             "name": b.name,
             "channels": b.channels,
             "creationtime": time::format_ms(b.creation_ms),
@@ -1283,6 +1315,8 @@ impl Sim {
             hold_intercept: false,
             ran_pbx: false,
             broadcast_open: false,
+            dialed_by: None,
+            hangup_after_bridge: false,
             stasis: None,
             bridge: None,
             peer: None,
@@ -1379,12 +1413,22 @@ impl Sim {
         let Some(ds) = self.channels.get(peer).and_then(|c| c.dialing.clone()) else {
             return;
         };
+        let caller = self
+            .channels
+            .get(peer)
+            .and_then(|c| c.dialed_by.clone())
+            .filter(|c| self.channels.contains_key(c));
         let mut ev = self.event("Dial");
         ev.insert("dialstatus".to_string(), json!(status));
         ev.insert("forward".to_string(), json!(""));
         ev.insert("dialstring".to_string(), json!(ds));
+        let mut res = vec![Res::Chan(peer.to_string())];
+        if let Some(c) = caller {
+            ev.insert("caller".to_string(), self.chan_json(&c));
+            res.push(Res::Chan(c));
+        }
         ev.insert("peer".to_string(), self.chan_json(peer));
-        self.emit(ev, &[Res::Chan(peer.to_string())]);
+        self.emit(ev, &res);
     }
 
     /// Answers a channel (and, for Local channels, its other half).
@@ -1400,6 +1444,7 @@ impl Sim {
         let script = c.script.clone();
         let is_sip_dialed = c.tech == Tech::Sip && c.dialing.is_some();
         self.emit_state(id);
+        self.device_state_for(id, "INUSE");
         if is_sip_dialed {
             self.dial_answered(id);
         }
@@ -1413,6 +1458,7 @@ impl Sim {
                     c.state = "Up";
                 }
                 self.emit_state(&p);
+                self.device_state_for(&p, "INUSE");
                 self.dial_answered(&p);
             }
         }
@@ -1450,6 +1496,17 @@ impl Sim {
                     c.priority = prio;
                 }
                 self.run_dialplan(id);
+            }
+            OnAnswer::BridgeWith(caller) => {
+                if !self.channels.contains_key(&caller) {
+                    return;
+                }
+                if let Some(c) = self.channels.get_mut(&caller) {
+                    c.vars
+                        .insert("DIALSTATUS".to_string(), "ANSWER".to_string());
+                }
+                self.answer(&caller);
+                self.basic_bridge(&[id.to_string(), caller], "Dial");
             }
         }
     }
@@ -1651,6 +1708,13 @@ impl Sim {
             return;
         }
         self.hangup_snoops(id);
+        if self.channels.get(id).is_some_and(|c| c.state == "Up") {
+            let st = match self.channels.get(id).map(|c| c.tech) {
+                Some(Tech::UnicastRtp) => "UNKNOWN",
+                _ => "NOT_INUSE",
+            };
+            self.device_state_for(id, st);
+        }
         self.chan_event(
             "ChannelDestroyed",
             id,
@@ -1951,8 +2015,20 @@ impl Sim {
                     self.wait_then_continue(id, Duration::from_millis(timeout));
                     return;
                 }
-                "echo" | "musiconhold" | "bridgewait" | "dial" | "bridge" | "park"
-                | "confbridge" | "waitexten" => {
+                "dial" => {
+                    let timeout = args.get(1).and_then(|t| t.trim().parse::<u64>().ok());
+                    if self.dialplan_dial(id, &arg0, timeout) {
+                        return;
+                    }
+                }
+                "bridge" => {
+                    let target = arg0.replace("\\;", ";");
+                    let x = args.get(1).is_some_and(|o| o.contains('x'));
+                    if self.dialplan_bridge(id, &target, x) {
+                        return;
+                    }
+                }
+                "echo" | "musiconhold" | "bridgewait" | "park" | "confbridge" | "waitexten" => {
                     if let Some(c) = self.channels.get_mut(id) {
                         c.exec = Exec::Parked;
                     }
@@ -2052,6 +2128,104 @@ impl Sim {
             }
         }
         media
+    }
+
+    /// Dial(Local/…|PJSIP/…): creates the callee, which is bridged with the caller once it
+    /// answers. Returns false (dialplan goes on, DIALSTATUS=CHANUNAVAIL) when it cannot.
+    fn dialplan_dial(&mut self, caller: &str, target: &str, timeout: Option<u64>) -> bool {
+        let first = target.split('&').next().unwrap_or("").trim().to_string();
+        let (tech, rest) = first.split_once('/').unwrap_or((first.as_str(), ""));
+        let callee = self.next_uid();
+        match tech {
+            "Local" => {
+                let t = rest.split('/').next().unwrap_or("");
+                let (exten, ctx) = t.split_once('@').unwrap_or((t, "default"));
+                let other = self.next_uid();
+                self.make_local_pair(&callee, &other, exten, ctx, None);
+                self.emit_created(&callee);
+                self.emit_created(&other);
+            }
+            "PJSIP" | "SIP" if !rest.is_empty() => {
+                let ep = format!("{tech}/{}", rest.split('@').next().unwrap_or(rest));
+                self.endpoints.insert(ep.clone());
+                self.local_seq += 1;
+                let name = format!("{ep}-{:08x}", self.local_seq);
+                let mut c = self.new_channel(&callee, &name, Tech::Sip, "Down");
+                c.endpoint = Some(ep);
+                self.insert_channel(c);
+                self.emit_created(&callee);
+            }
+            _ => {
+                if let Some(c) = self.channels.get_mut(caller) {
+                    c.vars
+                        .insert("DIALSTATUS".to_string(), "CHANUNAVAIL".to_string());
+                }
+                return false;
+            }
+        }
+        if let Some(c) = self.channels.get_mut(&callee) {
+            c.base_app = ("AppDial".to_string(), "(Outgoing Line)".to_string());
+            c.app_name = c.base_app.0.clone();
+            c.app_data = c.base_app.1.clone();
+            c.dialed_by = Some(caller.to_string());
+            c.on_answer = OnAnswer::BridgeWith(caller.to_string());
+        }
+        if let Some(c) = self.channels.get_mut(caller) {
+            c.exec = Exec::InApp;
+            c.exec_gen += 1;
+        }
+        if tech == "Local" {
+            self.schedule(Duration::ZERO, Timer::LocalStart(callee.clone()));
+        } else {
+            if let Some(c) = self.channels.get_mut(&callee) {
+                c.dialing = Some(rest.to_string());
+            }
+            self.emit_dial(&callee, "");
+            if let Some(c) = self.channels.get_mut(&callee) {
+                c.state = "Ringing";
+            }
+            self.emit_state(&callee);
+            let d = self.cfg.sip_answer_delay;
+            self.schedule(d, Timer::SipAnswer(callee.clone()));
+        }
+        if let Some(t) = timeout.filter(|t| *t > 0) {
+            self.schedule(Duration::from_secs(t), Timer::DialTimeout(callee));
+        }
+        true
+    }
+
+    /// Bridge(channel[,x]): takes `target` out of wherever it is (its Stasis bridge, its
+    /// Stasis application) into a basic bridge with `me`.
+    fn dialplan_bridge(&mut self, me: &str, target: &str, hangup_after: bool) -> bool {
+        if target == me || !self.channels.contains_key(target) {
+            if let Some(c) = self.channels.get_mut(me) {
+                c.vars
+                    .insert("BRIDGERESULT".to_string(), "NONEXISTENT".to_string());
+            }
+            return false;
+        }
+        if let Some(b) = self.channels.get(target).and_then(|c| c.bridge.clone()) {
+            self.bridge_remove(&b, target);
+        }
+        if self
+            .channels
+            .get(target)
+            .is_some_and(|c| c.stasis.is_some())
+        {
+            self.leave_stasis(target);
+        }
+        if let Some(c) = self.channels.get_mut(target) {
+            c.exec = Exec::InApp;
+            c.exec_gen += 1;
+            c.hangup_after_bridge = hangup_after;
+        }
+        if let Some(c) = self.channels.get_mut(me) {
+            c.exec = Exec::InApp;
+            c.exec_gen += 1;
+        }
+        self.answer(me);
+        self.basic_bridge(&[me.to_string(), target.to_string()], "Bridge");
+        true
     }
 
     /// Runs the `h` extension of a channel that ran dialplan and is hanging up.
@@ -2658,6 +2832,119 @@ impl Sim {
             );
         }
         self.bridge_event("ChannelLeftBridge", b, Some(c), json!({}));
+        let dissolve = self
+            .bridges
+            .get(b)
+            .is_some_and(|br| br.class == "basic" && !br.dissolving && br.channels.len() < 2);
+        if dissolve {
+            let rest: Vec<String> = self
+                .bridges
+                .get(b)
+                .map(|br| br.channels.clone())
+                .unwrap_or_default();
+            if let Some(br) = self.bridges.get_mut(b) {
+                br.dissolving = true;
+            }
+            for m in &rest {
+                self.bridge_remove(b, m);
+            }
+            self.bridge_event("BridgeDestroyed", b, None, json!({}));
+            self.bridges.remove(b);
+            self.bridge_order.retain(|x| x != b);
+            for m in rest.iter().chain(std::iter::once(&c.to_string())) {
+                self.resume_after_app(m, "ANSWER");
+            }
+        }
+    }
+
+    /// A channel whose Dial()/Bridge() ended goes on in the dialplan (or hangs up for
+    /// Bridge(…,x)).
+    fn resume_after_app(&mut self, id: &str, dialstatus: &str) {
+        let Some(c) = self.channels.get_mut(id) else {
+            return;
+        };
+        if c.hanging_up || c.exec != Exec::InApp {
+            return;
+        }
+        c.exec = Exec::Waiting;
+        c.exec_gen += 1;
+        let g = c.exec_gen;
+        if c.app_name.eq_ignore_ascii_case("Dial") {
+            c.vars
+                .insert("DIALSTATUS".to_string(), dialstatus.to_string());
+        }
+        if c.hangup_after_bridge {
+            self.schedule(Duration::ZERO, Timer::CallerHangup(id.to_string()));
+        } else {
+            self.schedule(Duration::ZERO, Timer::Dialplan(id.to_string(), g));
+        }
+    }
+
+    /// A basic bridge (dialplan Dial()/Bridge()) holding `members`.
+    fn basic_bridge(&mut self, members: &[String], creator: &str) {
+        let id = rest::uuid_like(self.next_gen(), self.cfg.wall_clock_base_ms);
+        self.bridges.insert(
+            id.clone(),
+            Bridge {
+                id: id.clone(),
+                class: "basic",
+                creator: creator.to_string(),
+                dissolving: false,
+                technology: "simple_bridge".to_string(),
+                bridge_type: "mixing".to_string(),
+                name: String::new(),
+                channels: Vec::new(),
+                creation_ms: self.wall_ms(),
+                video_mode: "talker".to_string(),
+                video_source: None,
+                playbacks: VecDeque::new(),
+                recording: None,
+                vars: BTreeMap::new(),
+                reported: BTreeSet::new(),
+            },
+        );
+        self.bridge_order.push(id.clone());
+        self.bridge_event("BridgeCreated", &id, None, json!({}));
+        for m in members {
+            self.bridge_add(&id, m);
+        }
+    }
+
+    /// DeviceStateChanged for the device behind a channel (`Local/exten@ctx` twice, as
+    /// Asterisk publishes it for both halves; `PJSIP/alice`; `UnicastRTP/host`).
+    fn device_state_for(&mut self, id: &str, state: &str) {
+        let Some(c) = self.channels.get(id) else {
+            return;
+        };
+        let (name, times) = match c.tech {
+            Tech::Local(1) => (format!("Local/{}@{}", c.exten, c.context), 2),
+            Tech::Local(_) => return,
+            Tech::Sip => match &c.endpoint {
+                Some(e) => (e.clone(), 1),
+                None => return,
+            },
+            Tech::UnicastRtp => (
+                c.name
+                    .rsplit_once('-')
+                    .map(|(a, _)| a.to_string())
+                    .unwrap_or_else(|| c.name.clone()),
+                1,
+            ),
+            Tech::Snoop => return,
+        };
+        // Local channels are named after where they were dialed, not where they are now.
+        let name = match (c.tech, c.name.rsplit_once('-')) {
+            (Tech::Local(_), Some((base, _))) => base.to_string(),
+            _ => name,
+        };
+        for _ in 0..times {
+            let mut ev = self.event("DeviceStateChanged");
+            ev.insert(
+                "device_state".to_string(),
+                json!({"name": name, "state": state}),
+            );
+            self.emit(ev, &[Res::Device(name.clone())]);
+        }
     }
 
     /// A channel taken out of a bridge through ARI (removeChannel, bridge destroyed): its

@@ -509,10 +509,9 @@ impl Sim {
             return R::error(400, "Application or extension must be specified");
         }
         let timeout = match p.int("timeout") {
-            Ok(t) => t,
+            Ok(t) => t.unwrap_or(30),
             Err(e) => return e,
         };
-        let _ = timeout;
         let priority = match p.int("priority") {
             Ok(v) => v,
             Err(e) => return e,
@@ -584,6 +583,12 @@ impl Sim {
                 self.apply_caller_and_vars(&id2, caller.as_ref(), &vars);
                 let resp = self.chan_json(&id1);
                 self.schedule(Duration::ZERO, Timer::LocalStart(id1.clone()));
+                if timeout > 0 {
+                    self.schedule(
+                        Duration::from_secs(timeout as u64),
+                        Timer::DialTimeout(id1.clone()),
+                    );
+                }
                 R::json(200, &resp)
             }
             "PJSIP" | "SIP" | "IAX2" | "DAHDI" => {
@@ -1076,9 +1081,18 @@ impl Sim {
             Ok(t) => t,
             Err(e) => return e,
         };
-        let _ = timeout;
+        let caller = p.nonempty("caller");
         let tech = c.tech;
         let name = c.name.clone();
+        if let Some(c) = self.channels.get_mut(id) {
+            c.dialed_by = caller;
+        }
+        if let Some(t) = timeout.filter(|t| *t > 0) {
+            self.schedule(
+                Duration::from_secs(t as u64),
+                Timer::DialTimeout(id.to_string()),
+            );
+        }
         if let Some(c) = self.channels.get_mut(id) {
             c.created_only = false;
         }
@@ -1639,6 +1653,9 @@ impl Sim {
             id.to_string(),
             super::Bridge {
                 id: id.to_string(),
+                class: "stasis",
+                creator: "Stasis".to_string(),
+                dissolving: false,
                 technology: tech.to_string(),
                 bridge_type: btype.to_string(),
                 name,
@@ -2131,7 +2148,7 @@ fn audio_bytes(format: &str, secs: u64) -> Vec<u8> {
 }
 
 /// A UUID-shaped id, deterministic from a counter (Asterisk generates UUIDs).
-fn uuid_like(n: u64, seed: u64) -> String {
+pub(super) fn uuid_like(n: u64, seed: u64) -> String {
     let a = seed
         .wrapping_mul(6_364_136_223_846_793_005)
         .wrapping_add(n.wrapping_mul(1_442_695_040_888_963_407));
