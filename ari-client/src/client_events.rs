@@ -122,7 +122,7 @@ impl<R: Runtime> Client<R> {
     /// // The event type is given by the closure's first parameter; the instances follow.
     /// client.on(|event: StasisStart, channel| async move {
     ///     println!("{} entered {}", channel.id(), event.application);
-    ///     // channel.answer().await?;
+    ///     channel.answer().await?;
     ///     Ok(())
     /// });
     /// # }

@@ -292,11 +292,11 @@ impl<R: Runtime> Playback<R> {
     ///
     /// ```no_run
     /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
-    /// let playback = client.playback();
-    /// let finished = playback.finished(); // watched from here on
-    /// # let _ = &channel;
-    /// // channel.play_with_id(&playback, "sound:hello-world").await?;
-    /// finished.await?;
+    /// let playback = client.playback(); // watched from here on
+    /// channel.play_with_id(&playback, ["sound:hello-world"]).await?;
+    /// playback.finished().await?;
+    /// // Or in one line:
+    /// channel.play("sound:hello-world").await?.finished().await?;
     /// # Ok(()) }
     /// ```
     pub fn finished(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
@@ -545,5 +545,144 @@ impl<R: Runtime> Client<R> {
     /// The Stasis application with this name.
     pub fn application(&self, name: impl Into<String>) -> Application<R> {
         Application::from_parts(self.clone(), name.into(), None)
+    }
+}
+
+// ---- one-line playback ---------------------------------------------------------------------
+
+/// Media for [`Channel::play`] and [`Bridge::play`]: one URI (`"sound:hello-world"`) or
+/// several, played in order (`["sound:vm-goodbye", "digits:42"]`).
+pub trait IntoMedia {
+    /// The media URIs.
+    fn into_media(self) -> Vec<String>;
+}
+
+impl IntoMedia for &str {
+    fn into_media(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl IntoMedia for String {
+    fn into_media(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl IntoMedia for &String {
+    fn into_media(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl<T: Into<String>> IntoMedia for Vec<T> {
+    fn into_media(self) -> Vec<String> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+impl<T: Into<String>, const N: usize> IntoMedia for [T; N] {
+    fn into_media(self) -> Vec<String> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+impl<T: AsRef<str>> IntoMedia for &[T] {
+    fn into_media(self) -> Vec<String> {
+        self.iter().map(|t| t.as_ref().to_string()).collect()
+    }
+}
+
+/// A playback being started ([`Channel::play`], [`Bridge::play`]): `.await` it for the
+/// [`Playback`], whose end is watched from before the request was sent.
+///
+/// ```no_run
+/// # async fn demo<R: ari_client::Runtime>(channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
+/// channel.play("sound:hello-world").await?.finished().await?;
+/// // Optional parameters of `playWithId`:
+/// channel.play("sound:tt-monkeys").map(|op| op.lang("en").skipms(3000)).await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a Play does nothing until it is awaited"]
+pub struct Play<R: Runtime, O> {
+    playback: Playback<R>,
+    call: crate::Call<R, O>,
+}
+
+impl<R: Runtime, O> Play<R, O> {
+    /// Sets optional parameters of the operation (`lang`, `offsetms`, `skipms`).
+    pub fn map(self, f: impl FnOnce(O) -> O) -> Self {
+        Play {
+            playback: self.playback,
+            call: self.call.map(f),
+        }
+    }
+
+    /// The playback (its id is client-side; it exists once the request succeeded).
+    pub fn playback(&self) -> &Playback<R> {
+        &self.playback
+    }
+
+    /// The operation that will be sent.
+    pub fn op(&self) -> &O {
+        self.call.op()
+    }
+}
+
+impl<R: Runtime, O: fmt::Debug> fmt::Debug for Play<R, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Play")
+            .field("playback", &self.playback.id())
+            .field("op", self.call.op())
+            .finish()
+    }
+}
+
+impl<R, O> std::future::IntoFuture for Play<R, O>
+where
+    R: Runtime,
+    O: ari_proto::Operation<Output = models::Playback> + Send + 'static,
+{
+    type Output = Result<Playback<R>, Error>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'static>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let (client, op) = self.call.into_parts();
+        let fut = client.execute(&op);
+        let playback = self.playback;
+        Box::pin(async move {
+            let model = fut.await?;
+            Ok(Playback {
+                data: Some(Arc::new(model)),
+                ..playback
+            })
+        })
+    }
+}
+
+impl<R: Runtime> Channel<R> {
+    /// Plays media to the channel (`playWithId` with a fresh client-side playback id, watched
+    /// before the request is sent): `channel.play("sound:hello-world").await?.finished().await?`.
+    pub fn play(&self, media: impl IntoMedia) -> Play<R, ari_proto::ops::channels::PlayWithId> {
+        let playback = self.client.playback();
+        let op =
+            ari_proto::ops::channels::PlayWithId::new(&*self.id, playback.id(), media.into_media());
+        Play {
+            call: crate::Call::new(self.client.clone(), op),
+            playback,
+        }
+    }
+}
+
+impl<R: Runtime> Bridge<R> {
+    /// Plays media to everyone in the bridge (`playWithId`, like [`Channel::play`]).
+    pub fn play(&self, media: impl IntoMedia) -> Play<R, ari_proto::ops::bridges::PlayWithId> {
+        let playback = self.client.playback();
+        let op =
+            ari_proto::ops::bridges::PlayWithId::new(&*self.id, playback.id(), media.into_media());
+        Play {
+            call: crate::Call::new(self.client.clone(), op),
+            playback,
+        }
     }
 }

@@ -25,17 +25,19 @@
 //! async fn hello<R: Runtime + Default>() -> Result<(), ari_client::Error> {
 //!     let client = Client::<R>::connect("http://localhost:8088", "asterisk", "secret").await?;
 //!     client.on(|_event: StasisStart, channel| async move {
-//!         // channel.answer().await?;
-//!         // channel.play("sound:hello-world").await?.finished().await?;
+//!         channel.answer().await?;
+//!         channel.play("sound:hello-world").await?.finished().await?;
 //!         // Every key press, in order, until the caller hangs up (the stream then ends).
 //!         let mut keys = channel.stream::<ChannelDtmfReceived>();
 //!         while let Some(dtmf) = keys.next().await {
 //!             let dtmf = dtmf?; // Err(Lagged) if this consumer fell far behind
 //!             println!("{} pressed {}", channel.id(), dtmf.digit);
 //!             if dtmf.digit == "#" {
-//!                 // channel.hangup().await?;
+//!                 channel.play("sound:vm-goodbye").await?.finished().await?;
+//!                 channel.hangup().await?;
 //!                 break;
 //!             }
+//!             channel.play(format!("sound:digits/{}", dtmf.digit)).await?;
 //!         }
 //!         Ok(())
 //!     });
@@ -64,6 +66,7 @@ mod client;
 mod client_events;
 mod driver;
 mod error;
+mod generated;
 mod instances;
 mod listen;
 pub mod runtime;
@@ -73,6 +76,7 @@ pub use call::{Call, Wrap};
 pub use client::{Client, ClientBuilder, RestTransport};
 pub use client_events::{Stats, DEFAULT_REQUEST_TIMEOUT};
 pub use error::{Error, Lagged};
+pub use generated::*;
 pub use instances::{
     Application, Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback, StoredRecording,
 };

@@ -666,3 +666,58 @@ fn keepalive_pings_and_a_missing_pong_reconnects() {
     assert!(client.is_connected());
     assert_eq!(client.stats().session.keepalive_timeouts, 1);
 }
+
+#[test]
+fn one_line_play_and_wait_even_when_the_event_beats_the_response() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let baseline = client.live_subscriptions();
+    let w = ws.clone();
+    rt.respond(move |req| {
+        let path = req.uri().path().to_string();
+        match path.strip_prefix("/ari/channels/c1/play/") {
+            Some(pb) if req.method() == http::Method::POST => {
+                assert!(req
+                    .uri()
+                    .query()
+                    .unwrap()
+                    .contains("media=sound%3Ahello-world"));
+                // A very short sound: Asterisk reports its end before answering.
+                w.send(playback_finished(pb, "c1"));
+                Reply::Respond(201, playback_json(pb, "c1", "playing"))
+            }
+            _ => Reply::Respond(404, r#"{"message":"nope"}"#.into()),
+        }
+    });
+    let channel = client.channel_with_id("c1");
+    let c = channel.clone();
+    let played = rt
+        .block_on(async move {
+            let playback = c.play("sound:hello-world").await?;
+            playback.finished().await?;
+            Ok::<_, Error>(playback.data().map(|d| d.media_uri.clone()))
+        })
+        .expect("finished")
+        .unwrap();
+    assert_eq!(played.as_deref(), Some("sound:hello-world"));
+    assert_eq!(client.live_subscriptions(), baseline);
+    // Several media, optional parameters.
+    let play = channel.play(["sound:a", "sound:b"]).map(|op| op.lang("en"));
+    assert_eq!(
+        play.op().media,
+        vec!["sound:a".to_string(), "sound:b".to_string()]
+    );
+    // Failure (no such channel) is an ordinary error and leaks nothing.
+    let err = rt
+        .block_on(
+            client
+                .channel_with_id("zz")
+                .play("sound:x")
+                .into_future_boxed(),
+        )
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_not_found());
+    drop(play);
+    assert_eq!(client.live_subscriptions(), baseline);
+}
