@@ -1751,3 +1751,89 @@ fn random_requests_never_panic() {
         assert_eq!(o.event["application"], json!(o.app));
     }
 }
+
+/// Keys of an event and of its nested resources, as `path` strings (`channel.dialplan.exten`).
+fn key_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    if let Value::Object(m) = v {
+        for (k, x) in m {
+            // free-form maps: their keys are data, not shape
+            if ["userevent", "channelvars", "bridgevars", "variables"].contains(&k.as_str()) {
+                out.insert(format!("{prefix}{k}"));
+                continue;
+            }
+            let p = format!("{prefix}{k}");
+            out.insert(p.clone());
+            key_paths(x, &format!("{p}."), out);
+        }
+    }
+}
+
+/// Every event type the simulation emits is shaped like the same type in the recorded
+/// traffic: no key real Asterisk never sent, and every key real Asterisk always sent.
+#[test]
+fn event_payloads_are_shaped_like_the_fixtures() {
+    use std::collections::{BTreeMap, BTreeSet};
+    // what real Asterisk sent, per type: keys always present / keys ever present
+    let mut always: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut ever: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for run in [1, 2] {
+        for conn in ["test,hello", "watcher"] {
+            for f in fixture(run, conn) {
+                let ty = f["type"].as_str().unwrap_or("").to_string();
+                let mut keys = BTreeSet::new();
+                key_paths(&f, "", &mut keys);
+                ever.entry(ty.clone()).or_default().extend(keys.iter().cloned());
+                let a = always.entry(ty).or_insert_with(|| keys.clone());
+                a.retain(|k| keys.contains(k));
+            }
+        }
+    }
+    // drive the simulation through most of what the fixture script did
+    let mut h = H::new(FIXTURE_DIALPLAN);
+    originate_like_fixture(&mut h);
+    h.ms(20);
+    for (m, p, q) in [
+        ("POST", "channels/cap-0a1d1423/variable", vec![("variable", "FOO"), ("value", "bar")]),
+        ("POST", "channels/cap-0a1d1423/play/pb1", vec![("media", "sound:hello-world,sound:digits/1")]),
+        ("POST", "channels/cap-0a1d1423/record", vec![("name", "r1"), ("format", "wav"), ("maxDurationSeconds", "1")]),
+        ("POST", "bridges/b1", vec![("type", "mixing,dtmf_events"), ("name", "capbridge")]),
+        ("POST", "bridges/b1/addChannel", vec![("channel", "cap-0a1d1423")]),
+        ("POST", "channels", vec![("endpoint", "Local/40@wait"), ("app", "test"), ("channelId", "cap2")]),
+        ("POST", "bridges/b1/play/pb2", vec![("media", "sound:beep")]),
+        ("POST", "bridges/b1/videoSource/cap-0a1d1423", vec![]),
+        ("DELETE", "bridges/b1/videoSource", vec![]),
+        ("POST", "channels/cap-0a1d1423/snoop", vec![("app", "test"), ("spy", "both"), ("snoopId", "snoop-1")]),
+        ("DELETE", "channels/snoop-1", vec![]),
+        ("POST", "events/user/capEvent", vec![("application", "test"), ("source", "channel:cap-0a1d1423")]),
+        ("POST", "events/user/wsEvent", vec![("application", "test")]),
+        ("POST", "applications/test/subscription", vec![("eventSource", "deviceState:Stasis:capdev")]),
+        ("PUT", "deviceStates/Stasis:capdev", vec![("deviceState", "BUSY")]),
+        ("POST", "channels/externalMedia", vec![("app", "test"), ("external_host", "127.0.0.1:40000"), ("format", "ulaw"), ("channelId", "em-1")]),
+        ("DELETE", "channels/em-1", vec![]),
+        ("POST", "asterisk/variable", vec![("variable", "GLOBALX"), ("value", "v1")]),
+        ("POST", "channels/cap-0a1d1423/dtmf", vec![("dtmf", "12")]),
+        ("DELETE", "channels/cap-0a1d1423", vec![]),
+        ("DELETE", "bridges/b1", vec![]),
+    ] {
+        let r = h.req(m, p, &q, None);
+        assert!(r.status < 300, "{m} {p}: {}", r.status);
+        h.ms(1500);
+    }
+    h.ms(60_000);
+    let mut seen = BTreeSet::new();
+    for o in &h.events {
+        let ty = o.event["type"].as_str().unwrap_or("").to_string();
+        let Some(ever) = ever.get(&ty) else { continue };
+        seen.insert(ty.clone());
+        let mut keys = BTreeSet::new();
+        key_paths(&o.event, "", &mut keys);
+        let extra: Vec<&String> = keys.difference(ever).collect();
+        assert!(extra.is_empty(), "{ty}: keys Asterisk never sends: {extra:?}");
+        let missing: Vec<&String> = always[&ty].difference(&keys).collect();
+        assert!(missing.is_empty(), "{ty}: keys Asterisk always sends are missing: {missing:?}");
+    }
+    // the simulation produced (nearly) every event type of the recording
+    let recorded: BTreeSet<&String> = ever.keys().filter(|t| *t != "RESTResponse" && *t != "ApplicationReplaced").collect();
+    let missing: Vec<&&String> = recorded.iter().filter(|t| !seen.contains(t.as_str())).collect();
+    assert!(missing.is_empty(), "event types never produced: {missing:?}");
+}
