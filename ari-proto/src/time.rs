@@ -71,8 +71,14 @@ impl std::str::FromStr for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// Asterisk's form, with milliseconds. A finer fraction (from a timestamp that did not come
+    /// from Asterisk) is written in full, so that parsing the text gives the same instant.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.3f%z"))
+        if self.0.timestamp_subsec_nanos() % 1_000_000 == 0 {
+            write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.3f%z"))
+        } else {
+            write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.f%z"))
+        }
     }
 }
 
@@ -92,5 +98,27 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = crate::macros::deserialize_cow_str(d)?;
         Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn writing_and_parsing_keeps_the_instant() {
+        for text in [
+            "2026-11-26T11:14:38.299+0000",
+            "2026-11-26T11:14:38.000+0000",
+            "2026-11-26T11:14:38.2991+0000",
+            "2026-11-26T11:14:38.123456789-0130",
+            "2026-11-26T11:14:38Z",
+        ] {
+            let t: Timestamp = text.parse().expect(text);
+            let again: Timestamp = t.to_string().parse().expect("own output parses");
+            assert_eq!(again, t, "{text} -> {t}");
+        }
+        let t: Timestamp = "2026-11-26T11:14:38.2991+0000".parse().expect("parses");
+        assert_eq!(t.to_string(), "2026-11-26T11:14:38.299100+0000");
     }
 }
