@@ -1,0 +1,78 @@
+//! Replays every file of the fuzz corpora (`fuzz/corpus/<target>/`) through the same checks
+//! the libFuzzer targets run (`fuzz/src/checks.rs`), so `cargo test` keeps them honest without
+//! libFuzzer or a nightly compiler.
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../fuzz/src/checks.rs"]
+mod checks;
+
+use std::path::PathBuf;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn replay(target: &str, check: fn(&[u8]), at_least: usize) {
+    let files = corpus(target);
+    assert!(
+        files.len() >= at_least,
+        "{target}: {} corpus files, expected at least {at_least}",
+        files.len()
+    );
+    for (path, bytes) in &files {
+        let result = std::panic::catch_unwind(|| check(bytes));
+        if let Err(e) = result {
+            let msg = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string panic)");
+            panic!("{target}: {} fails: {msg}", path.display());
+        }
+    }
+}
+
+#[test]
+fn event_decode_corpus() {
+    replay("event_decode", checks::event_decode, 100);
+}
+
+#[test]
+fn response_decode_corpus() {
+    replay("response_decode", checks::response_decode, 100);
+}
+
+#[test]
+fn rest_response_frame_corpus() {
+    replay("rest_response_frame", checks::rest_response_frame, 20);
+}
+
+#[test]
+fn session_actions_corpus() {
+    replay("session_actions", checks::session_actions, 10);
+}
+
+#[test]
+fn the_dispatch_covers_every_operation_of_the_catalog() {
+    for op in ari_proto::catalog::OPERATIONS {
+        let name = format!("{}.{}", op.resource, op.nickname);
+        assert!(
+            checks::OP_NAMES.contains(&name.as_str()),
+            "{name} missing from fuzz/src/ops_list.rs: run python3 fuzz/tools/gen_ops_list.py"
+        );
+    }
+    assert_eq!(checks::OP_NAMES.len(), ari_proto::catalog::OPERATIONS.len());
+}

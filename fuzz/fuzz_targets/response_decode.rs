@@ -1,0 +1,4 @@
+//! Fuzz target `response_decode`: see `ari_fuzz::checks::response_decode` for what it asserts.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ari_fuzz::checks::response_decode(data));

@@ -1,0 +1,1086 @@
+//! The checks behind every fuzz target, one public function per target.
+//!
+//! This file is compiled twice: as `ari_fuzz::checks` (the libFuzzer targets in
+//! `fuzz/fuzz_targets/`) and, through `#[path]`, inside `ari-proto/tests/fuzz_replay.rs`, which
+//! runs every file of `fuzz/corpus/<target>/` through the same function under plain
+//! `cargo test`. It may therefore only use what both see: `ari_proto`, `serde_json`, `http`,
+//! `bytes` and `arbitrary`.
+//!
+//! Every check panics (which libFuzzer reports as a crash) when an invariant does not hold;
+//! `ari-proto` itself must never panic on any input.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use ari_proto::catalog::OPERATIONS;
+use ari_proto::events::{DecodeError, Event, ResourceKind};
+use ari_proto::rest::{parse_response, AriError, Credentials, Endpoint, ErrorKind, ResponseError};
+use ari_proto::session::{
+    ConnectionEvent, ConnectionState, EndReason, Filter, Keepalive, Limits, Output,
+    ReconnectPolicy, RequestError, SendError, Session, SessionConfig, SubscriptionId, Transmit,
+    WsAuth,
+};
+use ari_proto::Operation;
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// event_decode
+// ---------------------------------------------------------------------------------------------
+
+/// `event_decode`: [`Event::decode`] never panics on any bytes; a decoded event answers its
+/// getters without panicking, and re-encoding it with [`Event::to_json`] decodes again to an
+/// equal event (numbers compared with a tolerance of a few ULPs, see [`json_close`]: serde_json
+/// without `float_roundtrip` may parse the shortest representation of an `f64` one ULP off).
+pub fn event_decode(data: &[u8]) {
+    let decoded = Event::decode(data);
+    // `decode_lenient` agrees with `decode`.
+    match (&decoded, Event::decode_lenient(data)) {
+        (Ok(a), Ok((b, false))) => assert_eq!(a, &b, "decode_lenient differs from decode"),
+        (Err(DecodeError::Schema { type_name, .. }), Ok((Event::Unknown(u), true))) => {
+            assert_eq!(&u.type_name, type_name)
+        }
+        (Err(DecodeError::Malformed { .. }), Err(DecodeError::Malformed { .. })) => {}
+        (a, b) => panic!("decode {a:?} but decode_lenient {b:?}"),
+    }
+    match decoded {
+        Ok(event) => {
+            exercise_event(&event);
+            let json = event.to_json();
+            assert!(
+                json.is_object(),
+                "to_json of {} is {json}",
+                event.type_name()
+            );
+            assert_eq!(
+                json.get("type").and_then(Value::as_str),
+                Some(event.type_name()),
+                "to_json keeps the type"
+            );
+            let bytes = serde_json::to_vec(&json).expect("a Value always serializes");
+            let again = Event::decode(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "re-encoded {} does not decode: {e}\n{json}",
+                    event.type_name()
+                )
+            });
+            if again != event {
+                // Only a float parsed a few ULPs off may differ, and then the JSON differs too;
+                // equal JSON for unequal events means the encoding lost information.
+                let again_json = again.to_json();
+                assert!(
+                    json != again_json && json_close(&json, &again_json),
+                    "re-encoded {} decodes to a different event:\n{event:?}\n{again:?}",
+                    event.type_name()
+                );
+            }
+        }
+        Err(e) => {
+            // Display never panics and never is empty.
+            assert!(!e.to_string().is_empty());
+            if let DecodeError::Schema { type_name, .. } = &e {
+                let u = e
+                    .clone()
+                    .into_unknown()
+                    .expect("schema errors keep the message");
+                assert_eq!(&u.type_name, type_name);
+            }
+        }
+    }
+}
+
+/// Calls every getter of an event; checks the invariants of `resources` and `ended_resource`.
+fn exercise_event(event: &Event) {
+    let _ = event.application();
+    let _ = format!("{event:?}");
+    let resources = event.resources();
+    assert!(resources.len() <= 8);
+    let list: Vec<_> = resources.iter().collect();
+    assert_eq!(list.len(), resources.len());
+    for (i, r) in list.iter().enumerate() {
+        assert!(
+            !r.id.is_empty(),
+            "empty resource id in {}",
+            event.type_name()
+        );
+        assert!(!list[..i].contains(r), "duplicate resource {r}");
+        let _ = r.to_string();
+    }
+    if let Some(r) = event.ended_resource() {
+        assert!(
+            event.is_final_for(r),
+            "{} ends {r} but is not final",
+            event.type_name()
+        );
+    }
+}
+
+/// Whether two JSON values are equal, numbers being compared as `f64` within 4 ULPs.
+pub fn json_close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| json_close(v, w))
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            x == y
+                || match (x.as_f64(), y.as_f64()) {
+                    (Some(p), Some(q)) => f64_close(p, q),
+                    _ => false,
+                }
+        }
+        (x, y) => x == y,
+    }
+}
+
+fn f64_close(p: f64, q: f64) -> bool {
+    if p == q {
+        return true;
+    }
+    if !p.is_finite() || !q.is_finite() || p.is_sign_negative() != q.is_sign_negative() {
+        return false;
+    }
+    p.to_bits().abs_diff(q.to_bits()) <= 4
+}
+
+// ---------------------------------------------------------------------------------------------
+// response_decode
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! for_each_op {
+    ($($kind:ident $module:ident :: $op:ident,)*) => {
+        /// The name (`resource.nickname`) of every operation the dispatch covers, in order.
+        pub const OP_NAMES: &[&str] = &[
+            $(<ari_proto::ops::$module::$op as Operation>::NAME,)*
+        ];
+
+        /// Runs the response checks for the operation at `index` of [`OP_NAMES`].
+        fn check_op_at(index: usize, status: u16, body: &[u8]) {
+            let mut i = 0usize;
+            $(
+                if i == index {
+                    return output::$kind::<ari_proto::ops::$module::$op>(status, body);
+                }
+                i += 1;
+            )*
+            let _ = i;
+            panic!("operation index {index} out of range");
+        }
+    };
+}
+
+include!("ops_list.rs");
+
+/// The checks per output kind: `json` (a model or a list), `unit` (`void`), `bytes` (`binary`).
+mod output {
+    use super::*;
+
+    /// An operation whose output is a JSON model: a success either decodes, and then
+    /// re-encodes and decodes to an equal value, or is a `Decode` error naming the operation.
+    pub(super) fn json<O>(status: u16, body: &[u8])
+    where
+        O: Operation,
+        O::Output: serde::Serialize + PartialEq + std::fmt::Debug,
+    {
+        let Some(result) = common::<O>(status, body) else {
+            return;
+        };
+        match result {
+            Ok(out) => {
+                let json = serde_json::to_value(&out).expect("outputs serialize");
+                let bytes = serde_json::to_vec(&json).expect("a Value serializes");
+                let again = O::parse_output(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: re-encoded output does not decode: {e}\n{json}",
+                        O::NAME
+                    )
+                });
+                if again != out {
+                    // As for events: only floats may differ, and then the JSON differs too.
+                    let again_json = serde_json::to_value(&again).expect("outputs serialize");
+                    assert!(
+                        json != again_json && json_close(&json, &again_json),
+                        "{}: re-encoded output differs:\n{out:?}\n{again:?}",
+                        O::NAME
+                    );
+                }
+            }
+            Err(ResponseError::Decode {
+                operation,
+                status: s,
+                error,
+            }) => {
+                assert_eq!(operation, O::NAME);
+                assert_eq!(s, status);
+                assert!(!error.is_empty());
+            }
+            Err(e) => panic!("{}: a {status} became {e:?}", O::NAME),
+        }
+    }
+
+    /// A `void` operation: every success status is `Ok(())`, whatever the body.
+    pub(super) fn unit<O: Operation<Output = ()>>(status: u16, body: &[u8]) {
+        if let Some(result) = common::<O>(status, body) {
+            assert_eq!(result, Ok(()), "{}: void success", O::NAME);
+        }
+    }
+
+    /// A `binary` operation: every success is the body, byte for byte.
+    pub(super) fn bytes<O: Operation<Output = bytes::Bytes>>(status: u16, body: &[u8]) {
+        if let Some(result) = common::<O>(status, body) {
+            assert_eq!(result.as_deref(), Ok(body), "{}: binary success", O::NAME);
+        }
+    }
+
+    /// Parses; checks the error path. `None` for an error status (fully checked here), the
+    /// result for a success status.
+    fn common<O: Operation>(status: u16, body: &[u8]) -> Option<Result<O::Output, ResponseError>> {
+        let result = parse_response::<O>(status, body);
+        if (200..300).contains(&status) {
+            return Some(result);
+        }
+        match result {
+            Err(ResponseError::Ari(e)) => check_ari_error(&e, status, body),
+            Err(e) => panic!("{}: error status {status} became {e:?}", O::NAME),
+            Ok(_) => panic!("{}: error status {status} parsed as a success", O::NAME),
+        }
+        None
+    }
+}
+
+/// An error status becomes an [`AriError`] with that status, its kind, and the message of a
+/// `{"message": …}` body or else the body's text (trimmed, at most 512 characters).
+fn check_ari_error(e: &AriError, status: u16, body: &[u8]) {
+    assert_eq!(e.status, status);
+    assert_eq!(e.kind, ErrorKind::from_status(status));
+    let direct = AriError::from_body(status, body);
+    assert_eq!(&direct, e);
+    let text = String::from_utf8_lossy(body);
+    let fallback: String = text.trim().chars().take(512).collect();
+    let json_message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned));
+    assert!(
+        e.message == fallback || Some(&e.message) == json_message.as_ref(),
+        "unexpected message {:?} for {:?}",
+        e.message,
+        text
+    );
+    let shown = e.to_string();
+    assert!(shown.contains(&status.to_string()));
+    let via_response = ResponseError::Ari(e.clone());
+    assert_eq!(via_response.as_ari(), Some(e));
+    let _ = via_response.to_string();
+}
+
+/// Picks an operation index from a name or, failing that, from the bytes.
+fn op_index(name: &[u8]) -> usize {
+    if let Some(i) = OP_NAMES.iter().position(|n| n.as_bytes() == name) {
+        return i;
+    }
+    let h = name
+        .iter()
+        .fold(0usize, |h, &b| h.wrapping_mul(31).wrapping_add(b as usize));
+    h % OP_NAMES.len()
+}
+
+/// `response_decode`: the input is `<operation name> <status>\n<body>` (e.g.
+/// `channels.get 200\n{…}`; a name that is not an operation picks one from its bytes, a missing
+/// status counts as 200). [`parse_response`] of that operation never panics; an error status
+/// becomes `ResponseError::Ari` with the typed [`AriError`]; a success either decodes (and the
+/// output re-encodes and decodes to an equal value) or is a `Decode` error.
+pub fn response_decode(data: &[u8]) {
+    let (header, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let mut parts = header.splitn(2, |&b| b == b' ');
+    let name = parts.next().unwrap_or_default();
+    let status = parts
+        .next()
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .unwrap_or(200);
+    check_op_at(op_index(name), status, body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rest_response_frame
+// ---------------------------------------------------------------------------------------------
+
+/// The operations whose path template matches `uri` (a `RESTResponse`'s `uri`: path below
+/// `/ari`, maybe with a query), most literal segments first.
+fn ops_for_uri(uri: &str) -> Vec<usize> {
+    let path = uri.split('?').next().unwrap_or_default();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut found: Vec<(usize, usize)> = OPERATIONS
+        .iter()
+        .filter(|o| {
+            let t: Vec<&str> = o.path.trim_start_matches('/').split('/').collect();
+            t.len() == segs.len()
+                && t.iter()
+                    .zip(&segs)
+                    .all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s)
+        })
+        .filter_map(|o| {
+            let name = format!("{}.{}", o.resource, o.nickname);
+            let literal = o.path.split('/').filter(|t| !t.starts_with('{')).count();
+            OP_NAMES
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| (literal, i))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    found.into_iter().map(|(_, i)| i).take(4).collect()
+}
+
+/// `rest_response_frame`: a WebSocket frame, usually a `RESTResponse`. The frame gets every
+/// check of [`event_decode`]; a `RESTResponse`'s `message_body` is then parsed, with its status,
+/// by the operations its `uri` names (or one picked from the uri's bytes), with every check of
+/// [`response_decode`], exactly as `RawResponse::parse` does for a REST-over-WebSocket answer.
+pub fn rest_response_frame(data: &[u8]) {
+    event_decode(data);
+    let Ok(Event::RESTResponse(r)) = Event::decode(data) else {
+        return;
+    };
+    let status = u16::try_from(r.status_code).unwrap_or(0);
+    let body = r.message_body.as_deref().unwrap_or_default().as_bytes();
+    let mut ops = ops_for_uri(&r.uri);
+    if ops.is_empty() {
+        ops.push(op_index(r.uri.as_bytes()));
+    }
+    for i in ops {
+        check_op_at(i, status, body);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// session_actions
+// ---------------------------------------------------------------------------------------------
+
+/// Ids the generated events and subscriptions draw from, so that they meet.
+const IDS: &[&str] = &[
+    "c1",
+    "c2",
+    "1700000000.1",
+    "b1",
+    "p1",
+    "rec-1",
+    "PJSIP/alice",
+    "alice",
+    "..",
+    "a/b?c#d",
+    "%2F",
+    "é",
+];
+
+/// Event types subscriptions filter on.
+const TYPES: &[&str] = &[
+    "StasisStart",
+    "ChannelDestroyed",
+    "ChannelDtmfReceived",
+    "BridgeDestroyed",
+    "PlaybackFinished",
+    "RecordingFinished",
+    "EndpointStateChange",
+    "DeviceStateChanged",
+    "ChannelTeleported",
+    "RESTResponse",
+];
+
+fn id(i: u8) -> &'static str {
+    IDS[i as usize % IDS.len()]
+}
+
+/// The session's configuration, small so that limits and timers are reached.
+#[derive(Debug, Arbitrary)]
+struct Config {
+    keepalive: Option<(u16, u16)>,
+    max_attempts: Option<u8>,
+    initial_delay_ms: u16,
+    max_delay_ms: u16,
+    jitter_percent: u8,
+    multiplier_tenths: u8,
+    stable_after_ms: u16,
+    request_timeout_ms: u16,
+    max_frame_bytes: u16,
+    max_pending: u8,
+    max_queued: u8,
+    subscribe_all: bool,
+    api_key: bool,
+    seed: u64,
+}
+
+impl Config {
+    fn build(&self) -> SessionConfig {
+        let ms = |v: u16| Duration::from_millis(u64::from(v));
+        let policy = ReconnectPolicy::default()
+            .initial_delay(ms(self.initial_delay_ms))
+            .max_delay(ms(self.max_delay_ms))
+            .jitter(f64::from(self.jitter_percent) / 100.0)
+            .multiplier(f64::from(self.multiplier_tenths) / 10.0)
+            .max_attempts(self.max_attempts.map(u32::from))
+            .stable_after(ms(self.stable_after_ms));
+        SessionConfig::new(["app", "second app"])
+            .subscribe_all(self.subscribe_all)
+            .auth(if self.api_key {
+                WsAuth::ApiKey
+            } else {
+                WsAuth::Basic
+            })
+            .reconnect(policy)
+            .keepalive(self.keepalive.map(|(i, t)| Keepalive::new(ms(i), ms(t))))
+            .request_timeout(ms(self.request_timeout_ms))
+            .limits(
+                Limits::default()
+                    .max_frame_bytes(usize::from(self.max_frame_bytes).max(64) * 4)
+                    .max_pending_requests(usize::from(self.max_pending % 16))
+                    .max_queued_outputs(usize::from(self.max_queued % 32)),
+            )
+            .rng_seed(self.seed)
+    }
+}
+
+/// An event frame built from a template, with ids from [`IDS`].
+#[derive(Debug, Arbitrary)]
+enum Template {
+    StasisStart(u8),
+    ChannelDestroyed(u8),
+    Dtmf(u8),
+    BridgeDestroyed(u8),
+    ChannelEnteredBridge(u8, u8),
+    PlaybackStarted {
+        playback: u8,
+        target: u8,
+        bridge: bool,
+    },
+    PlaybackFinished(u8),
+    RecordingFinished(u8),
+    EndpointStateChange(u8, u8),
+    DeviceStateChanged(u8),
+    Unknown(u8),
+    /// A known type without its required fields.
+    SchemaMismatch,
+    /// A `RESTResponse` whose request id is not pending.
+    StrayResponse(u16),
+}
+
+fn channel_json(id: &str) -> Value {
+    serde_json::json!({
+        "id": id, "name": "PJSIP/alice-1", "state": "Up", "protocol_id": "",
+        "caller": {"name": "", "number": ""}, "connected": {"name": "", "number": ""},
+        "accountcode": "",
+        "dialplan": {"context": "default", "exten": "s", "priority": 1,
+                     "app_name": "", "app_data": ""},
+        "creationtime": "2026-11-26T11:14:30.000+0000", "language": "en"
+    })
+}
+
+fn bridge_json(id: &str) -> Value {
+    serde_json::json!({
+        "id": id, "technology": "simple_bridge", "bridge_type": "mixing",
+        "bridge_class": "stasis", "creator": "app", "name": "", "channels": [],
+        "creationtime": "2026-11-26T11:14:30.000+0000", "video_mode": "none"
+    })
+}
+
+impl Template {
+    fn frame(&self) -> Vec<u8> {
+        let mut v = match self {
+            Template::StasisStart(c) => serde_json::json!({
+                "type": "StasisStart", "args": [], "channel": channel_json(id(*c))
+            }),
+            Template::ChannelDestroyed(c) => serde_json::json!({
+                "type": "ChannelDestroyed", "cause": 16, "cause_txt": "Normal Clearing",
+                "channel": channel_json(id(*c))
+            }),
+            Template::Dtmf(c) => serde_json::json!({
+                "type": "ChannelDtmfReceived", "digit": "5", "duration_ms": 120,
+                "channel": channel_json(id(*c))
+            }),
+            Template::BridgeDestroyed(b) => serde_json::json!({
+                "type": "BridgeDestroyed", "bridge": bridge_json(id(*b))
+            }),
+            Template::ChannelEnteredBridge(b, c) => serde_json::json!({
+                "type": "ChannelEnteredBridge", "bridge": bridge_json(id(*b)),
+                "channel": channel_json(id(*c))
+            }),
+            Template::PlaybackStarted {
+                playback,
+                target,
+                bridge,
+            } => serde_json::json!({
+                "type": "PlaybackStarted",
+                "playback": {
+                    "id": id(*playback), "media_uri": "sound:hello", "state": "playing",
+                    "target_uri": format!("{}:{}", if *bridge { "bridge" } else { "channel" },
+                                          id(*target)),
+                    "language": "en"
+                }
+            }),
+            Template::PlaybackFinished(p) => serde_json::json!({
+                "type": "PlaybackFinished",
+                "playback": {"id": id(*p), "media_uri": "sound:hello", "state": "done",
+                             "target_uri": "channel:c1", "language": "en"}
+            }),
+            Template::RecordingFinished(r) => serde_json::json!({
+                "type": "RecordingFinished",
+                "recording": {"name": id(*r), "format": "wav", "state": "done",
+                              "target_uri": "channel:c1"}
+            }),
+            Template::EndpointStateChange(t, r) => serde_json::json!({
+                "type": "EndpointStateChange",
+                "endpoint": {"technology": id(*t), "resource": id(*r), "state": "online",
+                             "channel_ids": []}
+            }),
+            Template::DeviceStateChanged(d) => serde_json::json!({
+                "type": "DeviceStateChanged",
+                "device_state": {"name": id(*d), "state": "INUSE"}
+            }),
+            Template::Unknown(c) => serde_json::json!({
+                "type": "ChannelTeleported", "channel": {"id": id(*c)}
+            }),
+            Template::SchemaMismatch => serde_json::json!({"type": "StasisStart"}),
+            Template::StrayResponse(n) => serde_json::json!({
+                "type": "RESTResponse", "request_id": format!("r{}", 100_000 + u32::from(*n)),
+                "status_code": 200, "reason_phrase": "OK", "uri": "asterisk/ping",
+                "message_body": ""
+            }),
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert("application".into(), "app".into());
+            m.insert("timestamp".into(), "2026-11-26T11:14:38.299+0000".into());
+        }
+        serde_json::to_vec(&v).expect("a Value serializes")
+    }
+}
+
+/// What a subscription filters on.
+#[derive(Debug, Arbitrary)]
+struct SubSpec {
+    /// 0: every event, otherwise a resource kind.
+    kind: u8,
+    id: u8,
+    event_type: Option<u8>,
+    once: bool,
+}
+
+impl SubSpec {
+    fn filter(&self) -> Filter {
+        let kinds = [
+            ResourceKind::Channel,
+            ResourceKind::Bridge,
+            ResourceKind::Playback,
+            ResourceKind::Recording,
+            ResourceKind::Endpoint,
+            ResourceKind::DeviceState,
+        ];
+        let mut f = match self.kind % 7 {
+            0 => Filter::all(),
+            k => Filter::resource(kinds[usize::from(k - 1)], id(self.id)),
+        };
+        if let Some(t) = self.event_type {
+            f = f.with_type(TYPES[usize::from(t) % TYPES.len()]);
+        }
+        if self.once {
+            f = f.once();
+        }
+        f
+    }
+}
+
+/// A REST-over-WebSocket request.
+#[derive(Debug, Arbitrary)]
+enum Request {
+    Answer(u8),
+    GetChannel(u8),
+    SetChannelVar {
+        channel: u8,
+        name: String,
+        value: String,
+    },
+    ListBridges,
+    GetStoredRecording(String),
+    Ping,
+}
+
+/// The operation a request used, to parse its response with.
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    Answer,
+    GetChannel,
+    SetChannelVar,
+    ListBridges,
+    GetStoredRecording,
+    Ping,
+}
+
+impl OpKind {
+    fn parse(self, status: u16, body: &[u8], raw: &ari_proto::session::RawResponse) {
+        use ari_proto::ops::{asterisk, bridges, channels, recordings};
+        let index = |name: &str| {
+            OP_NAMES
+                .iter()
+                .position(|n| *n == name)
+                .expect("operation in the list")
+        };
+        let name = match self {
+            OpKind::Answer => {
+                let _ = raw.parse::<channels::Answer>();
+                <channels::Answer as Operation>::NAME
+            }
+            OpKind::GetChannel => {
+                let _ = raw.parse::<channels::Get>();
+                <channels::Get as Operation>::NAME
+            }
+            OpKind::SetChannelVar => {
+                let _ = raw.parse::<channels::SetChannelVar>();
+                <channels::SetChannelVar as Operation>::NAME
+            }
+            OpKind::ListBridges => {
+                let _ = raw.parse::<bridges::List>();
+                <bridges::List as Operation>::NAME
+            }
+            OpKind::GetStoredRecording => {
+                let _ = raw.parse::<recordings::GetStored>();
+                <recordings::GetStored as Operation>::NAME
+            }
+            OpKind::Ping => {
+                let _ = raw.parse::<asterisk::Ping>();
+                <asterisk::Ping as Operation>::NAME
+            }
+        };
+        check_op_at(index(name), status, body);
+    }
+}
+
+/// One step of the session fuzz target.
+#[derive(Debug, Arbitrary)]
+enum Action {
+    Start,
+    Stop,
+    Connected,
+    ConnectFailed,
+    /// Arbitrary bytes as a text frame.
+    Frame(Vec<u8>),
+    /// A well-formed event frame.
+    Event(Template),
+    Pong,
+    Disconnected,
+    AdvanceTime(u16),
+    /// Jump to `poll_timeout` and handle it.
+    FireTimer,
+    Subscribe(SubSpec),
+    Unsubscribe(u8),
+    SendRequest(Request),
+    /// A `RESTResponse` for the `n`-th pending request.
+    Respond {
+        request: u8,
+        status: u16,
+        body: String,
+    },
+    NewResourceId,
+}
+
+/// What the test knows the session must hold.
+#[derive(Default)]
+struct Model {
+    /// Live subscriptions and their filters (ids are creation order).
+    subs: BTreeMap<SubscriptionId, Filter>,
+    /// Every subscription ever ended or removed.
+    gone: BTreeSet<SubscriptionId>,
+    /// Requests sent and not answered yet, with their operation.
+    pending: BTreeMap<u64, OpKind>,
+    /// Requests answered.
+    answered: BTreeSet<u64>,
+    /// Outputs delivered of each droppable kind and the sum of `Overflow` markers.
+    events: u64,
+    warnings: u64,
+    dropped: u64,
+    /// The previous request id.
+    last_request: u64,
+    /// Whether a `Connect` transmit is outstanding (not yet answered or closed).
+    connecting: bool,
+}
+
+/// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
+/// decoded with `arbitrary`). The actions drive a [`Session`] in simulated time; after each,
+/// `poll_transmit` and `poll_output` are drained and the invariants checked: no panic;
+/// subscriptions live in the session are exactly those of the model (created, minus
+/// unsubscribed, minus those the session ended, each ended at most once); every event goes to
+/// exactly the live subscriptions whose filter matches it, in subscription order; every
+/// request gets exactly one response and pending requests stay within the limit; undelivered
+/// events stay within the limit and every drop is announced; `Text`/`Ping` only go to an open
+/// socket; after `handle_timeout(now)`, `poll_timeout` is in the future; and the stats agree.
+pub fn session_actions(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(config) = Config::arbitrary(&mut u) else {
+        return;
+    };
+    let Ok(actions) = Vec::<Action>::arbitrary_take_rest(u) else {
+        return;
+    };
+    let config = config.build();
+    let endpoint = Endpoint::new(
+        "http://127.0.0.1:8088",
+        Credentials::new("asterisk", "fuzz-secret").expect("credentials"),
+    )
+    .expect("endpoint");
+    #[allow(clippy::disallowed_methods)] // the harness is the adapter: it owns the clock
+    let start = Instant::now();
+    let mut now = start;
+    let mut session = Session::new(endpoint, config.clone(), now);
+    let mut model = Model::default();
+    for action in actions.into_iter().take(512) {
+        let mut event_frame = None;
+        let mut after_timeout = false;
+        match action {
+            Action::Start => session.start(now),
+            Action::Stop => session.stop(now),
+            Action::Connected => session.handle_connected(now),
+            Action::ConnectFailed => session.handle_connect_failed(now, "refused"),
+            Action::Frame(bytes) => {
+                event_frame = Some(bytes.clone());
+                session.handle_frame(now, &bytes);
+            }
+            Action::Event(t) => {
+                let bytes = t.frame();
+                event_frame = Some(bytes.clone());
+                session.handle_frame(now, &bytes);
+            }
+            Action::Pong => session.handle_pong(now),
+            Action::Disconnected => session.handle_disconnected(now, "reset"),
+            Action::AdvanceTime(ms) => {
+                now += Duration::from_millis(u64::from(ms));
+                session.handle_timeout(now);
+                after_timeout = true;
+            }
+            Action::FireTimer => {
+                if let Some(t) = session.poll_timeout() {
+                    now = now.max(t);
+                }
+                session.handle_timeout(now);
+                after_timeout = true;
+            }
+            Action::Subscribe(spec) => {
+                let filter = spec.filter();
+                let id = session.subscribe(filter.clone());
+                assert!(
+                    model.subs.keys().chain(&model.gone).all(|&old| old < id),
+                    "subscription ids grow"
+                );
+                assert!(session.is_subscribed(id));
+                model.subs.insert(id, filter);
+            }
+            Action::Unsubscribe(n) => {
+                let known: Vec<SubscriptionId> =
+                    model.subs.keys().chain(&model.gone).copied().collect();
+                if !known.is_empty() {
+                    let id = known[usize::from(n) % known.len()];
+                    let live = model.subs.remove(&id).is_some();
+                    assert_eq!(session.unsubscribe(id), live, "unsubscribe {id}");
+                    model.gone.insert(id);
+                    assert!(!session.is_subscribed(id));
+                }
+            }
+            Action::SendRequest(req) => send(&mut session, &mut model, now, req, &config),
+            Action::Respond {
+                request,
+                status,
+                body,
+            } => {
+                let ids: Vec<u64> = model.pending.keys().copied().collect();
+                let n = if ids.is_empty() {
+                    u64::from(request)
+                } else {
+                    ids[usize::from(request) % ids.len()]
+                };
+                let frame = serde_json::json!({
+                    "type": "RESTResponse", "application": "app",
+                    "timestamp": "2026-11-26T11:14:38.299+0000",
+                    "request_id": format!("r{n}"), "status_code": status,
+                    "reason_phrase": "", "uri": "x", "message_body": body,
+                });
+                let bytes = serde_json::to_vec(&frame).expect("serializes");
+                event_frame = Some(bytes.clone());
+                session.handle_frame(now, &bytes);
+            }
+            Action::NewResourceId => {
+                let id = session.new_resource_id(ResourceKind::Channel);
+                assert!(!id.is_empty() && id.is_ascii());
+            }
+        }
+        drain(&mut session, &mut model, event_frame.as_deref(), &config);
+        if after_timeout {
+            if let Some(t) = session.poll_timeout() {
+                assert!(
+                    t > now,
+                    "poll_timeout {:?} not after handle_timeout",
+                    t - start
+                );
+            }
+        }
+        check_state(&session, &model, &config);
+    }
+    // Stopping fails every pending request and leaves nothing scheduled.
+    session.stop(now);
+    drain(&mut session, &mut model, None, &config);
+    assert_eq!(session.pending_requests(), 0);
+    assert!(model.pending.is_empty(), "requests never answered");
+    assert_eq!(session.poll_timeout(), None, "timers after stop");
+    check_state(&session, &model, &config);
+}
+
+fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c: &SessionConfig) {
+    use ari_proto::ops::{asterisk, bridges, channels, recordings};
+    let connected = session.is_connected();
+    let pending = session.pending_requests();
+    let (result, kind, empty_id) = match req {
+        Request::Answer(c) => (
+            session.send_request(now, &channels::Answer::new(id(c))),
+            OpKind::Answer,
+            false,
+        ),
+        Request::GetChannel(c) => (
+            session.send_request(now, &channels::Get::new(id(c))),
+            OpKind::GetChannel,
+            false,
+        ),
+        Request::SetChannelVar {
+            channel,
+            name,
+            value,
+        } => (
+            session.send_request(
+                now,
+                &channels::SetChannelVar::new(id(channel), name).value(value),
+            ),
+            OpKind::SetChannelVar,
+            false,
+        ),
+        Request::ListBridges => (
+            session.send_request(now, &bridges::List::new()),
+            OpKind::ListBridges,
+            false,
+        ),
+        Request::GetStoredRecording(name) => {
+            let empty = name.is_empty();
+            (
+                session.send_request(now, &recordings::GetStored::new(name)),
+                OpKind::GetStoredRecording,
+                empty,
+            )
+        }
+        Request::Ping => (
+            session.send_request(now, &asterisk::Ping::new()),
+            OpKind::Ping,
+            false,
+        ),
+    };
+    match result {
+        Ok(id) => {
+            assert!(connected, "request accepted while not connected");
+            assert!(pending < c.limits.max_pending_requests);
+            assert!(!empty_id);
+            assert!(id.as_u64() > model.last_request, "request ids grow");
+            model.last_request = id.as_u64();
+            model.pending.insert(id.as_u64(), kind);
+            assert_eq!(session.pending_requests(), pending + 1);
+        }
+        Err(SendError::NotConnected) => assert!(!connected),
+        Err(SendError::TooManyPending { limit }) => {
+            assert!(connected);
+            assert_eq!(limit, c.limits.max_pending_requests);
+            assert!(pending >= limit);
+        }
+        Err(SendError::Build(e)) => {
+            assert!(empty_id, "unexpected build error {e}");
+        }
+        Err(e) => panic!("unexpected send error {e}"),
+    }
+}
+
+/// Drains transmits then outputs, checking each against the model.
+fn drain(session: &mut Session, model: &mut Model, frame: Option<&[u8]>, c: &SessionConfig) {
+    let mut texts = 0;
+    let mut last_socket = None;
+    while let Some(t) = session.poll_transmit() {
+        match t {
+            Transmit::Connect(req) => {
+                let uri = req.uri().to_string();
+                assert!(uri.starts_with("ws://127.0.0.1:8088/ari/events?app=app,second%20app"));
+                let dbg = format!("{req:?}");
+                assert!(!dbg.contains("fuzz-secret"), "password in {dbg}");
+                model.connecting = true;
+                last_socket = Some("connect");
+            }
+            Transmit::Close => {
+                model.connecting = false;
+                last_socket = Some("close");
+            }
+            Transmit::Text(text) => {
+                texts += 1;
+                let v: Value = serde_json::from_str(&text).expect("RESTRequest is JSON");
+                assert_eq!(v["type"], "RESTRequest");
+            }
+            Transmit::Ping(_) => texts += 1,
+            other => panic!("unknown transmit {other:?}"),
+        }
+    }
+    if texts > 0 {
+        assert!(
+            session.is_connected(),
+            "text or ping without an open socket"
+        );
+    }
+    if last_socket == Some("connect") {
+        assert_eq!(session.state(), ConnectionState::Connecting);
+    }
+    let event = frame
+        .and_then(|f| Event::decode_lenient(f).ok())
+        .map(|(e, _)| e);
+    let mut droppable = 0usize;
+    let mut ended_now: Vec<(SubscriptionId, EndReason)> = Vec::new();
+    while let Some(out) = session.poll_output() {
+        match out {
+            Output::Event(d) => {
+                droppable += 1;
+                model.events += 1;
+                let expected: Vec<SubscriptionId> = model
+                    .subs
+                    .iter()
+                    .filter(|(_, f)| f.matches(&d.event))
+                    .map(|(id, _)| *id)
+                    .collect();
+                assert_eq!(
+                    d.subscribers.as_slice(),
+                    &expected[..],
+                    "subscribers of {}",
+                    d.event.type_name()
+                );
+                if let Some(e) = &event {
+                    assert_eq!(e.type_name(), d.event.type_name());
+                }
+            }
+            Output::Warning(w) => {
+                droppable += 1;
+                model.warnings += 1;
+                assert!(!w.to_string().is_empty());
+            }
+            Output::Overflow { dropped, .. } => {
+                assert!(dropped > 0);
+                model.dropped += dropped;
+            }
+            Output::SubscriptionEnded { id, reason, .. } => {
+                let filter = model
+                    .subs
+                    .remove(&id)
+                    .unwrap_or_else(|| panic!("{id} ended but was not live"));
+                model.gone.insert(id);
+                match reason {
+                    EndReason::Once => assert!(filter.is_once(), "{id} is not one-shot"),
+                    EndReason::ResourceEnded => {
+                        let (kind, rid) = filter.resource_ref().expect("a resource filter");
+                        let e = event.as_ref().expect("ended by a frame");
+                        let r = e.ended_resource().expect("a final event");
+                        assert_eq!(r.kind, kind);
+                        assert_eq!(r.id, rid);
+                    }
+                    _ => {}
+                }
+                ended_now.push((id, reason));
+            }
+            Output::Response { id, result, .. } => {
+                let n = id.as_u64();
+                let kind = model
+                    .pending
+                    .remove(&n)
+                    .unwrap_or_else(|| panic!("response to {id} which is not pending"));
+                assert!(model.answered.insert(n), "second response to {id}");
+                match result {
+                    Ok(raw) => kind.parse(raw.status, &raw.body, &raw),
+                    Err(RequestError::Timeout) => {}
+                    Err(RequestError::Disconnected { reason }) => assert!(!reason.is_empty()),
+                    Err(RequestError::Closed) => {
+                        assert_eq!(session.state(), ConnectionState::Stopped)
+                    }
+                    Err(e) => panic!("unexpected request error {e}"),
+                }
+            }
+            Output::Connection(ev) => match ev {
+                ConnectionEvent::Connected { .. } => {
+                    assert!(model.connecting, "connected without a Connect");
+                    model.connecting = false;
+                }
+                ConnectionEvent::Reconnecting { attempt, delay, .. } => {
+                    let (low, high) = c.reconnect.delay_bounds(attempt);
+                    assert!(
+                        low <= delay && delay <= high,
+                        "delay {delay:?} outside {low:?}..={high:?}"
+                    );
+                    model.connecting = false;
+                }
+                ConnectionEvent::MaxRetries { attempts, .. } => {
+                    assert!(c.reconnect.max_attempts.is_some_and(|m| attempts >= m));
+                    assert_eq!(session.state(), ConnectionState::GaveUp);
+                    model.connecting = false;
+                }
+                ConnectionEvent::Closed => {
+                    assert_eq!(session.state(), ConnectionState::Stopped);
+                    model.connecting = false;
+                }
+                other => panic!("unknown connection event {other:?}"),
+            },
+            other => panic!("unknown output {other:?}"),
+        }
+    }
+    assert!(
+        droppable <= c.limits.max_queued_outputs.max(1),
+        "{droppable} events/warnings queued over the limit"
+    );
+    let mut ids: Vec<_> = ended_now.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), ended_now.len(), "a subscription ended twice");
+}
+
+fn check_state(session: &Session, model: &Model, c: &SessionConfig) {
+    assert_eq!(
+        session.live_subscriptions(),
+        model.subs.len(),
+        "live subscriptions"
+    );
+    for id in model.subs.keys() {
+        assert!(session.is_subscribed(*id), "{id} should be live");
+    }
+    for id in &model.gone {
+        assert!(!session.is_subscribed(*id), "{id} should be gone");
+    }
+    assert_eq!(
+        session.pending_requests(),
+        model.pending.len(),
+        "pending requests"
+    );
+    assert!(session.pending_requests() <= c.limits.max_pending_requests);
+    let stats = session.stats();
+    assert_eq!(
+        stats.dropped_outputs, model.dropped,
+        "every drop is announced"
+    );
+    assert_eq!(
+        model.events + model.warnings + model.dropped,
+        stats.events + stats.oversized_frames + stats.decode_errors + stats.schema_errors,
+        "events and warnings are delivered or counted as dropped"
+    );
+    if !session.is_connected() {
+        assert_eq!(
+            session.pending_requests(),
+            0,
+            "pending requests without a socket"
+        );
+    }
+}

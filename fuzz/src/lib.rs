@@ -1,0 +1,7 @@
+//! Fuzz targets for `ari-proto`: the checks live in [`checks`] (one function per target) so
+//! that `ari-proto/tests/fuzz_replay.rs` runs every corpus file through the very same code
+//! under plain `cargo test`, without libFuzzer.
+#![forbid(unsafe_code)]
+
+#[path = "checks.rs"]
+pub mod checks;
