@@ -46,6 +46,26 @@
 //! }
 //! ```
 //!
+//! # From node-ari-client
+//!
+//! | node-ari-client | ari-client |
+//! |---|---|
+//! | `client.connect(url, user, pass)` | `Client::connect(url, user, pass).await?` |
+//! | `ari.channels.list()` | `client.channels().list().await?` |
+//! | `ari.bridges.get({bridgeId})` | `client.bridges().get(id).await?` |
+//! | `bridge.addChannel({channel})` | `bridge.add_channel([&channel]).await?` |
+//! | `ari.Channel()`, `ari.Bridge()`, `ari.Playback()`, `ari.LiveRecording()` | `client.channel()`, `client.bridge()`, `client.playback()`, `client.live_recording()` |
+//! | `channel.originate({endpoint, app})` | `channel.originate(endpoint).app("hello").await?` |
+//! | `channel.play({media}, playback)` | `channel.play_with_id(&playback, [media]).await?` |
+//! | play, then `playback.once('PlaybackFinished')` | `channel.play(media).await?.finished().await?` |
+//! | `ari.on('StasisStart', (event, channel) => …)` | `client.on(\|event: StasisStart, channel\| async move { … })` |
+//! | `ari.once('StasisStart', …)` | `let (event, channel) = client.once::<StasisStart>().await?` |
+//! | `channel.on('ChannelDtmfReceived', …)` | `channel.on(\|event: ChannelDtmfReceived, channel\| async move { … })` |
+//! | `channel.once('ChannelHangupRequest', …)` | `channel.once::<ChannelHangupRequest>().await?` |
+//! | `ari.removeListener(type, handler)` | `listener.remove()` |
+//! | `ari.start(['a', 'b'])`, `ari.stop()` | `client.start(&["a", "b"]).await?`, `client.stop().await` |
+//! | `WebSocketConnected`, `WebSocketReconnecting`, `WebSocketMaxRetries` | [`ConnectionEvent::Connected`], [`ConnectionEvent::Reconnecting`], [`ConnectionEvent::MaxRetries`] via [`Client::on_connection`] or [`Client::connection_events`] |
+//!
 //! # How events flow
 //!
 //! A background task (spawned on the runtime) owns the events WebSocket and drives the

@@ -721,3 +721,39 @@ fn one_line_play_and_wait_even_when_the_event_beats_the_response() {
     drop(play);
     assert_eq!(client.live_subscriptions(), baseline);
 }
+
+#[test]
+fn ten_thousand_channels_each_get_only_their_own_events() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let right = Arc::new(AtomicUsize::new(0));
+    let channels: Vec<_> = (0..10_000)
+        .map(|i| client.channel_with_id(format!("ch{i}")))
+        .collect();
+    for ch in &channels {
+        let id = ch.id().to_string();
+        let (w, r) = (wrong.clone(), right.clone());
+        ch.on(move |e: ChannelDtmfReceived, c: Channel<FakeRt>| {
+            if e.channel.id == id && c.id() == id {
+                r.fetch_add(1, Ordering::Relaxed);
+            } else {
+                w.fetch_add(1, Ordering::Relaxed);
+            }
+            async {}
+        });
+    }
+    assert_eq!(client.live_subscriptions(), 10_000);
+    for ch in &channels {
+        ws.send(dtmf(ch.id(), "1"));
+    }
+    rt.run();
+    assert_eq!(right.load(Ordering::Relaxed), 10_000);
+    assert_eq!(wrong.load(Ordering::Relaxed), 0);
+    assert_eq!(client.stats().handler_calls, 10_000);
+    for ch in &channels {
+        ws.send(destroyed(ch.id()));
+    }
+    rt.run();
+    assert_eq!(client.live_subscriptions(), 0);
+}
