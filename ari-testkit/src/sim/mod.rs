@@ -81,6 +81,7 @@ impl Default for SimConfig {
             ("demo-thanks", 2500),
             ("tt-monkeys", 9000),
             ("tt-weasels", 4000),
+            ("tt-somethingwrong", 2500),
             ("vm-intro", 3000),
             ("vm-goodbye", 1000),
             ("goodbye", 800),
@@ -404,6 +405,8 @@ struct LiveRec {
     /// Recorded time before the current running segment.
     accumulated: Duration,
     max_duration: Option<Duration>,
+    /// maxSilenceSeconds: silence detection on, talking/silence durations reported.
+    max_silence: Option<Duration>,
     terminate_on: String,
     gen: u64,
     muted: bool,
@@ -491,6 +494,9 @@ pub struct Sim {
     log_channels: Vec<(String, String, String)>,
     timers: BTreeMap<(Duration, u64), Timer>,
     out: Vec<Outgoing>,
+    /// When prompts carried speech: (playback id, target uri, from, to). Prompts have
+    /// 250 ms of silence at each end; `silence/N` carries none.
+    talk_log: VecDeque<(String, String, Duration, Duration)>,
 }
 
 fn cause_txt(cause: i64) -> &'static str {
@@ -568,6 +574,7 @@ impl Sim {
             ],
             timers: BTreeMap::new(),
             out: Vec::new(),
+            talk_log: VecDeque::new(),
             cfg,
         }
     }
@@ -2453,6 +2460,96 @@ impl Sim {
         if let Some(l) = len {
             self.schedule(l, Timer::MediaEnd(pb.to_string(), g));
         }
+        self.talk_open(pb, Duration::ZERO);
+    }
+
+    /// Records when the current media of `pb`, playing from `pos`, carries speech.
+    pub(super) fn talk_open(&mut self, pb: &str, pos: Duration) {
+        self.talk_close(pb);
+        let Some(p) = self.playbacks.get(pb) else {
+            return;
+        };
+        let uri = p.media.get(p.index).cloned().unwrap_or_default();
+        let (Some(len), false) = (p.length, uri.contains("silence/")) else {
+            return;
+        };
+        let pad = Duration::from_millis(250);
+        let from = pos.max(pad);
+        let to = len.saturating_sub(pad);
+        if to > from {
+            let start = self.now + (from - pos);
+            let end = self.now + (to - pos);
+            let target = p.target.clone();
+            self.talk_log
+                .push_back((pb.to_string(), target, start, end));
+            if self.talk_log.len() > 10_000 {
+                self.talk_log.pop_front();
+            }
+        }
+    }
+
+    /// The playback stopped or paused: its speech ends now.
+    pub(super) fn talk_close(&mut self, pb: &str) {
+        let now = self.now;
+        for e in self.talk_log.iter_mut().filter(|e| e.0 == pb && e.3 > now) {
+            e.3 = now.max(e.2);
+        }
+    }
+
+    /// Speech heard by a recording of `target` between `from` and now.
+    fn talk_heard(&self, target: &str, from: Duration) -> Duration {
+        let mut sources: BTreeSet<String> = BTreeSet::new();
+        let mut near: Vec<String> = Vec::new();
+        match target.split_once(':') {
+            Some(("channel", c)) => {
+                near.push(c.to_string());
+                if let Some(p) = self.channels.get(c).and_then(|x| x.peer.clone()) {
+                    sources.insert(format!("channel:{p}"));
+                    near.push(p);
+                }
+            }
+            Some(("bridge", b)) => {
+                sources.insert(format!("bridge:{b}"));
+                for m in self
+                    .bridges
+                    .get(b)
+                    .map(|x| x.channels.clone())
+                    .unwrap_or_default()
+                {
+                    if let Some(p) = self.channels.get(&m).and_then(|x| x.peer.clone()) {
+                        sources.insert(format!("channel:{p}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for n in &near {
+            if let Some(b) = self.channels.get(n).and_then(|x| x.bridge.clone()) {
+                sources.insert(format!("bridge:{b}"));
+                for m in self
+                    .bridges
+                    .get(&b)
+                    .map(|x| x.channels.clone())
+                    .unwrap_or_default()
+                {
+                    if near.contains(&m) {
+                        continue;
+                    }
+                    if let Some(p) = self.channels.get(&m).and_then(|x| x.peer.clone()) {
+                        sources.insert(format!("channel:{p}"));
+                    }
+                }
+            }
+        }
+        self.talk_log
+            .iter()
+            .filter(|e| sources.contains(&e.1))
+            .map(|e| {
+                let s = e.2.max(from);
+                let t = e.3.min(self.now);
+                t.saturating_sub(s)
+            })
+            .fold(Duration::ZERO, Duration::saturating_add)
     }
 
     fn media_done(&mut self, pb: &str) {
@@ -2483,6 +2580,7 @@ impl Sim {
             state
         };
         self.emit_playback("PlaybackFinished", pb, Some(st));
+        self.talk_close(pb);
         self.playbacks.remove(pb);
         if !was_queued {
             if let Some(b) = target.strip_prefix("bridge:") {
@@ -2538,6 +2636,9 @@ impl Sim {
                 let left = l.saturating_sub(pos);
                 self.schedule(left, Timer::MediaEnd(pb.to_string(), g));
             }
+            self.talk_open(pb, pos);
+        } else {
+            self.talk_close(pb);
         }
     }
 
@@ -2595,6 +2696,12 @@ impl Sim {
         };
         if state == "done" {
             rj["duration"] = json!(dur);
+            if r.max_silence.is_some() {
+                let from = self.now.saturating_sub(elapsed);
+                let talk = self.talk_heard(&target, from).min(elapsed).as_secs();
+                rj["talking_duration"] = json!(talk);
+                rj["silence_duration"] = json!(dur.saturating_sub(talk));
+            }
         }
         let mut ev = self.event(ty);
         ev.insert("recording".to_string(), rj);

@@ -1322,6 +1322,7 @@ impl Sim {
                                 x.offset = pos;
                                 x.gen += 1_000_000;
                             }
+                            self.talk_close(id);
                         }
                     }
                     "unpause" => {
@@ -1429,6 +1430,7 @@ impl Sim {
                 started: self.now,
                 accumulated: Duration::ZERO,
                 max_duration: (max > 0).then(|| Duration::from_secs(max as u64)),
+                max_silence: (max_silence > 0).then(|| Duration::from_secs(max_silence as u64)),
                 terminate_on,
                 gen: g,
                 muted: false,

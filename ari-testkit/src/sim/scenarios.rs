@@ -4,9 +4,10 @@
 //! raw bodies, REST over WebSocket …) belong to the server's tests and are counted as
 //! "transport"; the rest are replayed step by step with the suite's matching rules.
 //!
-//! The test prints a per-scenario verdict and a summary, and fails if a scenario that is
-//! known to pass regresses (`EXPECTED_PASS_MIN`). When `../shared` is absent it prints a
-//! notice and returns.
+//! The test prints a per-scenario verdict and a summary, and fails if any scenario other
+//! than those real Asterisk fails too (`FAIL_ON_REAL_ASTERISK`) does not pass. When
+//! `../shared` is absent it prints a notice and returns. `SIM_SCENARIO=prefix` replays a
+//! subset (verdicts only).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -430,8 +431,13 @@ fn run_scenario(sc: &Value) -> Result<(), String> {
     result
 }
 
-/// Scenarios that must keep passing (a floor; the printed summary gives the real number).
-const EXPECTED_PASS_MIN: usize = 106;
+/// Scenarios the recorded real Asterisk fails too (README: behaviour changed since the
+/// test was written, or a module not built): the only ones the simulation may fail.
+const FAIL_ON_REAL_ASTERISK: [&str; 3] = [
+    "channels/external_media/off-nominal",
+    "channels/snoop_whisper",
+    "mailbox/baseline",
+];
 
 #[test]
 fn replay_testsuite_scenarios() {
@@ -444,6 +450,7 @@ fn replay_testsuite_scenarios() {
     };
     let only = std::env::var("SIM_SCENARIO").ok();
     let (mut pass, mut fail, mut transport) = (0, 0, 0);
+    let mut unexpected = Vec::new();
     for sc in &all {
         let name = sc["name"].as_str().unwrap_or("?");
         if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
@@ -462,6 +469,9 @@ fn replay_testsuite_scenarios() {
             Err(e) => {
                 fail += 1;
                 println!("FAIL {name}: {e}");
+                if !FAIL_ON_REAL_ASTERISK.contains(&name) {
+                    unexpected.push(name.to_string());
+                }
             }
         }
     }
@@ -469,10 +479,8 @@ fn replay_testsuite_scenarios() {
         "scenario replay: {pass} of {} pass, {fail} fail, {transport} transport-only (server tests)",
         all.len()
     );
-    if only.is_none() {
-        assert!(
-            pass >= EXPECTED_PASS_MIN,
-            "{pass} < {EXPECTED_PASS_MIN} scenarios pass"
-        );
-    }
+    assert!(
+        unexpected.is_empty(),
+        "scenarios real Asterisk passes but the simulation fails: {unexpected:?}"
+    );
 }

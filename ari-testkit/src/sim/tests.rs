@@ -1782,7 +1782,9 @@ fn event_payloads_are_shaped_like_the_fixtures() {
                 let ty = f["type"].as_str().unwrap_or("").to_string();
                 let mut keys = BTreeSet::new();
                 key_paths(&f, "", &mut keys);
-                ever.entry(ty.clone()).or_default().extend(keys.iter().cloned());
+                ever.entry(ty.clone())
+                    .or_default()
+                    .extend(keys.iter().cloned());
                 let a = always.entry(ty).or_insert_with(|| keys.clone());
                 a.retain(|k| keys.contains(k));
             }
@@ -1793,24 +1795,85 @@ fn event_payloads_are_shaped_like_the_fixtures() {
     originate_like_fixture(&mut h);
     h.ms(20);
     for (m, p, q) in [
-        ("POST", "channels/cap-0a1d1423/variable", vec![("variable", "FOO"), ("value", "bar")]),
-        ("POST", "channels/cap-0a1d1423/play/pb1", vec![("media", "sound:hello-world,sound:digits/1")]),
-        ("POST", "channels/cap-0a1d1423/record", vec![("name", "r1"), ("format", "wav"), ("maxDurationSeconds", "1")]),
-        ("POST", "bridges/b1", vec![("type", "mixing,dtmf_events"), ("name", "capbridge")]),
-        ("POST", "bridges/b1/addChannel", vec![("channel", "cap-0a1d1423")]),
-        ("POST", "channels", vec![("endpoint", "Local/40@wait"), ("app", "test"), ("channelId", "cap2")]),
+        (
+            "POST",
+            "channels/cap-0a1d1423/variable",
+            vec![("variable", "FOO"), ("value", "bar")],
+        ),
+        (
+            "POST",
+            "channels/cap-0a1d1423/play/pb1",
+            vec![("media", "sound:hello-world,sound:digits/1")],
+        ),
+        (
+            "POST",
+            "channels/cap-0a1d1423/record",
+            vec![
+                ("name", "r1"),
+                ("format", "wav"),
+                ("maxDurationSeconds", "1"),
+            ],
+        ),
+        (
+            "POST",
+            "bridges/b1",
+            vec![("type", "mixing,dtmf_events"), ("name", "capbridge")],
+        ),
+        (
+            "POST",
+            "bridges/b1/addChannel",
+            vec![("channel", "cap-0a1d1423")],
+        ),
+        (
+            "POST",
+            "channels",
+            vec![
+                ("endpoint", "Local/40@wait"),
+                ("app", "test"),
+                ("channelId", "cap2"),
+            ],
+        ),
         ("POST", "bridges/b1/play/pb2", vec![("media", "sound:beep")]),
         ("POST", "bridges/b1/videoSource/cap-0a1d1423", vec![]),
         ("DELETE", "bridges/b1/videoSource", vec![]),
-        ("POST", "channels/cap-0a1d1423/snoop", vec![("app", "test"), ("spy", "both"), ("snoopId", "snoop-1")]),
+        (
+            "POST",
+            "channels/cap-0a1d1423/snoop",
+            vec![("app", "test"), ("spy", "both"), ("snoopId", "snoop-1")],
+        ),
         ("DELETE", "channels/snoop-1", vec![]),
-        ("POST", "events/user/capEvent", vec![("application", "test"), ("source", "channel:cap-0a1d1423")]),
+        (
+            "POST",
+            "events/user/capEvent",
+            vec![("application", "test"), ("source", "channel:cap-0a1d1423")],
+        ),
         ("POST", "events/user/wsEvent", vec![("application", "test")]),
-        ("POST", "applications/test/subscription", vec![("eventSource", "deviceState:Stasis:capdev")]),
-        ("PUT", "deviceStates/Stasis:capdev", vec![("deviceState", "BUSY")]),
-        ("POST", "channels/externalMedia", vec![("app", "test"), ("external_host", "127.0.0.1:40000"), ("format", "ulaw"), ("channelId", "em-1")]),
+        (
+            "POST",
+            "applications/test/subscription",
+            vec![("eventSource", "deviceState:Stasis:capdev")],
+        ),
+        (
+            "PUT",
+            "deviceStates/Stasis:capdev",
+            vec![("deviceState", "BUSY")],
+        ),
+        (
+            "POST",
+            "channels/externalMedia",
+            vec![
+                ("app", "test"),
+                ("external_host", "127.0.0.1:40000"),
+                ("format", "ulaw"),
+                ("channelId", "em-1"),
+            ],
+        ),
         ("DELETE", "channels/em-1", vec![]),
-        ("POST", "asterisk/variable", vec![("variable", "GLOBALX"), ("value", "v1")]),
+        (
+            "POST",
+            "asterisk/variable",
+            vec![("variable", "GLOBALX"), ("value", "v1")],
+        ),
         ("POST", "channels/cap-0a1d1423/dtmf", vec![("dtmf", "12")]),
         ("DELETE", "channels/cap-0a1d1423", vec![]),
         ("DELETE", "bridges/b1", vec![]),
@@ -1828,12 +1891,27 @@ fn event_payloads_are_shaped_like_the_fixtures() {
         let mut keys = BTreeSet::new();
         key_paths(&o.event, "", &mut keys);
         let extra: Vec<&String> = keys.difference(ever).collect();
-        assert!(extra.is_empty(), "{ty}: keys Asterisk never sends: {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "{ty}: keys Asterisk never sends: {extra:?}"
+        );
         let missing: Vec<&String> = always[&ty].difference(&keys).collect();
-        assert!(missing.is_empty(), "{ty}: keys Asterisk always sends are missing: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{ty}: keys Asterisk always sends are missing: {missing:?}"
+        );
     }
     // the simulation produced (nearly) every event type of the recording
-    let recorded: BTreeSet<&String> = ever.keys().filter(|t| *t != "RESTResponse" && *t != "ApplicationReplaced").collect();
-    let missing: Vec<&&String> = recorded.iter().filter(|t| !seen.contains(t.as_str())).collect();
-    assert!(missing.is_empty(), "event types never produced: {missing:?}");
+    let recorded: BTreeSet<&String> = ever
+        .keys()
+        .filter(|t| *t != "RESTResponse" && *t != "ApplicationReplaced")
+        .collect();
+    let missing: Vec<&&String> = recorded
+        .iter()
+        .filter(|t| !seen.contains(t.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "event types never produced: {missing:?}"
+    );
 }
