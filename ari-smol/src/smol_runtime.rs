@@ -55,25 +55,11 @@ impl SmolRuntime {
     /// A runtime with the defaults: smol's global executor, the webpki roots, the default
     /// pool limits.
     pub fn new() -> SmolRuntime {
-        let builder = SmolRuntimeBuilder::default();
-        // With no extra roots the configuration cannot fail; should rustls ever refuse it,
-        // fall back to trusting nothing (every TLS connection fails) rather than panic.
-        let config = build_config(&[], true).unwrap_or_else(|_| {
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-            .map(|b| {
-                b.with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            })
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            })
-        });
-        SmolRuntime::from_parts(Arc::new(config), builder)
+        // Cannot fail: no extra roots to parse, and the `ring` provider supports the default
+        // protocol versions.
+        #[allow(clippy::expect_used)]
+        let config = build_config(&[], true).expect("the default TLS configuration builds");
+        SmolRuntime::from_parts(Arc::new(config), SmolRuntimeBuilder::default())
     }
 
     /// A builder for extra root certificates, a custom TLS configuration, an executor and
