@@ -1042,11 +1042,15 @@ impl Sim {
                     self.chan_event(ty, id, json!({}));
                 }
                 if op == "ring" && m == "POST" {
-                    let peer_up = self.channels.get(id).is_some_and(|c| c.state == "Up");
-                    if !peer_up {
+                    let ringing = self
+                        .channels
+                        .get(id)
+                        .is_some_and(|c| c.state != "Up" && c.state != "Ringing");
+                    if ringing {
                         if let Some(c) = self.channels.get_mut(id) {
                             c.state = "Ringing";
                         }
+                        self.emit_state(id);
                     }
                 }
                 R::no_content()

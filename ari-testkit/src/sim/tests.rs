@@ -401,6 +401,19 @@ fn originate_local_answer_dtmf_hangup_matches_fixture() {
     b.sort();
     assert_eq!(a, b);
     assert_eq!(keys(&real["channel"]).len(), keys(&ss["channel"]).len());
+    // device state of the Local device, as the subscribeAll watcher saw it
+    let dev = |evs: &[Value]| -> Vec<String> {
+        evs.iter()
+            .filter(|e| e["device_state"]["name"] == "Local/123@dtmf")
+            .map(|e| {
+                e["device_state"]["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(dev(&h.for_app("watcher")), dev(&fixture(2, "watcher")));
     // subscribeAll sees the creation of both halves
     let w = h.for_app("watcher");
     assert_eq!(
@@ -1913,5 +1926,165 @@ fn event_payloads_are_shaped_like_the_fixtures() {
     assert!(
         missing.is_empty(),
         "event types never produced: {missing:?}"
+    );
+}
+
+/// The dialplan's Dial() bridges caller and callee in a basic bridge that dissolves when
+/// one side hangs up; a subscribeAll application sees it all (like `events/subscribe-ws`).
+#[test]
+fn dialplan_dial_makes_a_basic_bridge() {
+    let mut h = H::new(
+        "[ctx]\nexten => echo,1,NoOp()\n same => n,Echo()\nexten => dial_alice,1,NoOp()\n same => n,Dial(Local/alice@ctx)\n same => n,Hangup()\nexten => alice,1,NoOp()\n same => n,Answer()\n same => n,Wait(1)\n same => n,Hangup()\n",
+    );
+    h.connect("all", true);
+    let r = h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/dial_alice@ctx"),
+            ("context", "ctx"),
+            ("extension", "echo"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    h.ms(5000);
+    let evs = h.for_app("all");
+    let count = |ty: &str| evs.iter().filter(|e| e["type"] == ty).count();
+    assert_eq!(count("ChannelCreated"), 4);
+    assert_eq!(count("ChannelDestroyed"), 4);
+    assert_eq!(count("ChannelEnteredBridge"), 2);
+    assert_eq!(count("ChannelLeftBridge"), 2);
+    assert_eq!(count("BridgeCreated"), 1);
+    assert_eq!(count("BridgeDestroyed"), 1);
+    assert_eq!(count("StasisStart"), 0, "never in Stasis");
+    let bridge = evs
+        .iter()
+        .find(|e| e["type"] == "BridgeCreated")
+        .expect("bridge");
+    assert_eq!(bridge["bridge"]["bridge_class"], "basic");
+    let dial: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["type"] == "Dial")
+        .filter_map(|e| e["dialstatus"].as_str())
+        .collect();
+    assert!(dial.contains(&"ANSWER"));
+    assert!(evs
+        .iter()
+        .any(|e| e["type"] == "Dial" && e.get("caller").is_some()));
+    let inuse = evs
+        .iter()
+        .filter(|e| {
+            e["device_state"]["name"] == "Local/dial_alice@ctx"
+                && e["device_state"]["state"] == "INUSE"
+        })
+        .count();
+    assert_eq!(inuse, 2);
+    assert!(h.sim.channel_ids().is_empty() && h.sim.bridge_ids().is_empty());
+}
+
+/// StasisBroadcast offers a call to the applications; the first claim wins.
+#[test]
+fn stasis_broadcast_and_claim() {
+    let mut h = H::new("[ctx]\nexten => s,1,NoOp()\n same => n,StasisBroadcast(5000)\n same => n,Hangup()\n[echo]\nexten => s,1,Answer()\n same => n,Echo()\n");
+    h.connect("one", false);
+    h.connect("two", false);
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/s@ctx"),
+            ("context", "echo"),
+            ("extension", "s"),
+        ],
+        None,
+    );
+    h.ms(10);
+    let offers: Vec<&Outgoing> = h
+        .events
+        .iter()
+        .filter(|o| o.event["type"] == "CallBroadcast")
+        .collect();
+    assert_eq!(offers.len(), 2);
+    let chan = offers[0].event["channel"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        h.req(
+            "POST",
+            "events/claim",
+            &[("channelId", &chan), ("application", "one")],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        h.req(
+            "POST",
+            "events/claim",
+            &[("channelId", &chan), ("application", "two")],
+            None
+        )
+        .status,
+        409
+    );
+    assert!(h
+        .events
+        .iter()
+        .any(|o| o.app == "one" && o.event["type"] == "StasisStart"));
+    assert!(!h
+        .events
+        .iter()
+        .any(|o| o.app == "two" && o.event["type"] == "StasisStart"));
+    // unclaimed: STASISSTATUS=TIMEOUT and the dialplan goes on
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/s@ctx"),
+            ("context", "echo"),
+            ("extension", "s"),
+        ],
+        None,
+    );
+    h.ms(6000);
+    assert_eq!(
+        h.sim.channel_ids().len(),
+        2,
+        "the claimed call and its other half remain"
+    );
+}
+
+/// Ring on a channel that is not up indicates ringing (state Ringing).
+#[test]
+fn ring_changes_state_of_an_unanswered_channel() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.events.clear();
+    assert_eq!(
+        h.req("POST", &format!("channels/{id}/ring"), &[], None)
+            .status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", &format!("channels/{id}"), &[], None)
+            .body_json()["state"],
+        "Ringing"
+    );
+    assert_eq!(
+        sigs(&h.for_app("app"), |_| true),
+        vec!["ChannelStateChange channel.state=Ringing"]
+    );
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    assert_eq!(
+        h.req("GET", &format!("channels/{id}"), &[], None)
+            .body_json()["state"],
+        "Up"
     );
 }
