@@ -83,6 +83,10 @@ pub(crate) async fn serve(
         return Ok(control::handle(&shared, &method, &rest, &query).await);
     }
 
+    if let Some(rest) = path.strip_prefix("/_bench/") {
+        return Ok(crate::bench::handle(&shared, &method, rest, &query));
+    }
+
     let rel = if path == "/ari" {
         Some(String::new())
     } else {

@@ -50,10 +50,13 @@
 //! | `POST /_sim/advance?ms=N` | simulated time only: moves the clock | `204` (`409` in real time) |
 //! | `GET /_sim/requests` | the request log | `200 [...]` |
 //! | `GET /_sim/connections` | open events WebSockets | `200 [...]` |
+//! | `POST /_bench/flood?n=N&channels=K&app=NAME&mode=bulk\|frame` | floods the connection holding `NAME` with `N` realistic events over `K` channels, then a `ChannelUserevent` named `bench-done` (see [`MockServer::flood`]) | `202 {...}` |
+//! | `GET /_bench/stats` | what the last flood sent and how fast | `200 {"events", "bytes", "seconds", "events_per_sec", ...}` |
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+mod bench;
 mod control;
 mod fault;
 mod http;
@@ -65,6 +68,9 @@ mod state;
 mod util;
 mod ws;
 
+pub use bench::{
+    FloodError, FloodMode, FloodReport, FloodSpec, FLOOD_DONE_EVENT, FLOOD_WRITE_TIMEOUT,
+};
 pub use fault::Refusal;
 pub use script::{ExpectBuilder, ExpectationHandle, RecordedRequest, Transport};
 pub use server::{

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, Notify};
 
+use crate::bench::{FloodError, FloodReport, FloodSpec};
 use crate::fault::{Faults, Refusal};
 use crate::script::{unmet, ExpectBuilder, RecordedRequest};
 use crate::sim::{PlaceCall, Sim, SimConfig};
@@ -367,6 +368,7 @@ impl MockServerBuilder {
             faults: Mutex::new(Faults::new(self.write_timeout)),
             logger: self.logger,
             next_conn: AtomicU64::new(0),
+            bench: Mutex::new(Default::default()),
         });
         shared.log(|| format!("listening on http://{addr}/ari"));
         if shared_tx.send(shared.clone()).is_err() {
@@ -900,6 +902,33 @@ impl MockServer {
     /// does nothing) in real-time mode.
     pub fn advance(&self, d: Duration) -> bool {
         crate::control::advance(&self.shared, d)
+    }
+}
+
+impl MockServer {
+    // ----- flood -----
+
+    /// Sends `spec.events` realistic events over `spec.channels` channels to the connection
+    /// holding `spec.app`, then a `ChannelUserevent` named `bench-done`, and blocks until
+    /// they have been written (so the client must be reading on another thread). The frames
+    /// are built before the first write. See the [`bench`](crate::FloodSpec) docs for the
+    /// event sequence; `POST /_bench/flood` does the same over HTTP without blocking.
+    ///
+    /// ```no_run
+    /// use ari_testkit::{FloodSpec, MockServer};
+    /// let server = MockServer::start();
+    /// // ... a client connects with ?app=bench and reads on another thread ...
+    /// let report = server.flood(FloodSpec::new("bench", 200_000, 10_000))?;
+    /// println!("{:.0} events/s", report.events_per_sec);
+    /// # Ok::<(), ari_testkit::FloodError>(())
+    /// ```
+    pub fn flood(&self, spec: FloodSpec) -> Result<FloodReport, FloodError> {
+        crate::bench::run_blocking(&self.shared, &spec)
+    }
+
+    /// The last flood's report (`GET /_bench/stats`), `done` or still being written.
+    pub fn flood_stats(&self) -> Option<FloodReport> {
+        crate::bench::last_report(&self.shared)
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) enum ConnCmd {
     },
     /// Close abruptly after this many more events.
     DropAfter(usize),
+    /// Write a flood (see `bench.rs`).
+    Flood(std::sync::Arc<crate::bench::FloodJob>),
     Pause,
     Resume,
 }
@@ -138,6 +140,7 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<Faults>,
     pub(crate) logger: Option<Logger>,
     pub(crate) next_conn: AtomicU64,
+    pub(crate) bench: Mutex<crate::bench::BenchState>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -291,6 +291,11 @@ async fn run(
                         break r;
                     }
                 }
+                Some(ConnCmd::Flood(job)) => {
+                    if !crate::bench::write(&mut w.sink, &job).await {
+                        break CloseReason::Error;
+                    }
+                }
                 Some(ConnCmd::Pause) => paused = true,
                 Some(ConnCmd::Resume) => {
                     paused = false;
