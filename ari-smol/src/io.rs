@@ -24,13 +24,14 @@ impl Target {
     pub(crate) fn from_uri(uri: &http::Uri, ws: bool) -> Result<Target, TransportError> {
         let scheme = uri.scheme_str().unwrap_or("");
         let (tls, default_port) = match (ws, scheme.to_ascii_lowercase().as_str()) {
-            (false, "http") | (true, "ws") => (false, 80),
-            (false, "https") | (true, "wss") => (true, 443),
+            // A WebSocket URI may also be given with the `http`/`https` scheme.
+            (_, "http") | (true, "ws") => (false, 80),
+            (_, "https") | (true, "wss") => (true, 443),
             _ => {
                 return Err(TransportError::new(
                     TransportErrorKind::Protocol,
                     if ws {
-                        "the WebSocket URI must be absolute with scheme ws or wss"
+                        "the WebSocket URI must be absolute with scheme ws or wss (or http, https)"
                     } else {
                         "the request URI must be absolute with scheme http or https"
                     },

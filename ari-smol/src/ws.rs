@@ -50,10 +50,10 @@ pub(crate) async fn ws_connect(
 /// The upgrade request: the standard WebSocket headers, then the caller's headers (which win).
 fn upgrade_request(req: http::Request<()>) -> Result<http::Request<()>, TransportError> {
     let (parts, ()) = req.into_parts();
-    let mut request =
-        parts.uri.clone().into_client_request().map_err(|_| {
-            TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI")
-        })?;
+    let uri = with_ws_scheme(&parts.uri)?;
+    let mut request = uri
+        .into_client_request()
+        .map_err(|_| TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI"))?;
     for name in parts.headers.keys() {
         request.headers_mut().remove(name);
     }
@@ -61,6 +61,22 @@ fn upgrade_request(req: http::Request<()>) -> Result<http::Request<()>, Transpor
         request.headers_mut().append(name.clone(), value.clone());
     }
     Ok(request)
+}
+
+/// The URI with `http`/`https` replaced by `ws`/`wss` (tungstenite wants the latter).
+fn with_ws_scheme(uri: &http::Uri) -> Result<http::Uri, TransportError> {
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => "ws",
+        Some("https") => "wss",
+        _ => return Ok(uri.clone()),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.scheme =
+        Some(scheme.parse().map_err(|_| {
+            TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI")
+        })?);
+    http::Uri::from_parts(parts)
+        .map_err(|_| TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI"))
 }
 
 /// Maps a tungstenite error without echoing URIs or header values.

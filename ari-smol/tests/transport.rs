@@ -825,6 +825,49 @@ fn ipv6_loopback_when_available() {
 }
 
 #[test]
+fn websocket_request_with_upgrade_headers_and_http_scheme() {
+    run(async {
+        // As a session may build it: upgrade headers already there (lower-case names), and
+        // an `http` scheme.
+        let addr = ws_server(None, Some("hi".into())).await;
+        let url = format!("http://127.0.0.1:{}/ari/events?app=x", addr.port());
+        let mut req = ws_request(&url, Some(AUTH));
+        let h = req.headers_mut();
+        h.insert("connection", http::HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", http::HeaderValue::from_static("websocket"));
+        h.insert(
+            "sec-websocket-version",
+            http::HeaderValue::from_static("13"),
+        );
+        h.insert(
+            "sec-websocket-key",
+            http::HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        let mut ws = SmolRuntime::new().ws_connect(req, &opts()).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            WsMessage::Text("hi".into())
+        );
+    });
+}
+
+#[test]
+fn http_request_asking_for_close_is_not_reused() {
+    run(async {
+        let server = http_server(None, |_| ok_json("{}")).await;
+        let rt = SmolRuntime::new();
+        for _ in 0..2 {
+            let req = http::Request::get(server.url("http", "/ari/x"))
+                .header("Connection", "close")
+                .body(Vec::new())
+                .unwrap();
+            rt.http(req, &opts()).await.unwrap();
+        }
+        assert_eq!(server.connections(), 2);
+    });
+}
+
+#[test]
 fn websocket_refused_upgrade_is_rejected_with_status() {
     run(async {
         let addr = ws_server(None, None).await;
@@ -893,7 +936,7 @@ fn websocket_connect_refused_and_timeout() {
 fn websocket_requires_ws_scheme() {
     run(async {
         let err = SmolRuntime::new()
-            .ws_connect(ws_request("http://127.0.0.1:1/ari/events", None), &opts())
+            .ws_connect(ws_request("ftp://127.0.0.1:1/ari/events", None), &opts())
             .await
             .unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Protocol);
