@@ -25,10 +25,11 @@
 //! async fn hello<R: Runtime + Default>() -> Result<(), ari_client::Error> {
 //!     let client = Client::<R>::connect("http://localhost:8088", "asterisk", "secret").await?;
 //!     client.on(|_event: StasisStart, channel| async move {
+//!         // Every key press, in order, until the caller hangs up (the stream then ends).
+//!         // Subscribed now, so keys pressed during the greeting are not lost.
+//!         let mut keys = channel.stream::<ChannelDtmfReceived>();
 //!         channel.answer().await?;
 //!         channel.play("sound:hello-world").await?.finished().await?;
-//!         // Every key press, in order, until the caller hangs up (the stream then ends).
-//!         let mut keys = channel.stream::<ChannelDtmfReceived>();
 //!         while let Some(dtmf) = keys.next().await {
 //!             let dtmf = dtmf?; // Err(Lagged) if this consumer fell far behind
 //!             println!("{} pressed {}", channel.id(), dtmf.digit);
