@@ -2683,6 +2683,12 @@ impl Sim {
     /// Ends a live recording; `done` stores it, `canceled` discards it.
     fn finish_recording(&mut self, name: &str, state: &'static str) {
         let Some(r) = self.live.get(name) else { return };
+        // Ended before it could start (the channel hung up during the beep): failed.
+        let state = if r.state == "queued" && state == "done" {
+            "failed"
+        } else {
+            state
+        };
         let elapsed = self.rec_elapsed(r);
         let dur = elapsed.as_secs();
         let format = r.format.clone();
@@ -2702,6 +2708,9 @@ impl Sim {
                 rj["talking_duration"] = json!(talk);
                 rj["silence_duration"] = json!(dur.saturating_sub(talk));
             }
+        }
+        if state == "failed" {
+            rj["cause"] = json!("Channel hung up before recording started");
         }
         let mut ev = self.event(ty);
         ev.insert("recording".to_string(), rj);

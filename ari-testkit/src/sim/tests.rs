@@ -2088,3 +2088,98 @@ fn ring_changes_state_of_an_unanswered_channel() {
         "Up"
     );
 }
+
+/// Bridge recordings, cancelling a live recording, and a channel hanging up during the beep.
+#[test]
+fn bridge_recording_cancel_and_failed_recording() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let a = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    let b = h.sim.place_call(h.now, PlaceCall::new("PJSIP/bob", "app"));
+    h.pump();
+    h.req("POST", "bridges/conf", &[("type", "mixing")], None);
+    for c in [&a, &b] {
+        h.req("POST", &format!("channels/{c}/answer"), &[], None);
+        assert_eq!(
+            h.req("POST", "bridges/conf/addChannel", &[("channel", c)], None)
+                .status,
+            204
+        );
+    }
+    let r = h.req(
+        "POST",
+        "bridges/conf/record",
+        &[("name", "conf-rec"), ("format", "wav")],
+        None,
+    );
+    assert_eq!(r.body_json()["target_uri"], "bridge:conf");
+    h.ms(3000);
+    assert_eq!(
+        h.req("POST", "recordings/live/conf-rec/stop", &[], None)
+            .status,
+        204
+    );
+    let fin = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "RecordingFinished")
+        .expect("finished");
+    assert_eq!(fin.event["recording"]["duration"], 2);
+    assert_eq!(
+        h.req("GET", "recordings/stored/conf-rec", &[], None).status,
+        200
+    );
+    // cancel: no stored recording
+    h.req(
+        "POST",
+        &format!("channels/{a}/record"),
+        &[("name", "gone"), ("format", "wav")],
+        None,
+    );
+    h.ms(500);
+    assert_eq!(
+        h.req("DELETE", "recordings/live/gone", &[], None).status,
+        204
+    );
+    assert_eq!(
+        h.req("GET", "recordings/stored/gone", &[], None).status,
+        404
+    );
+    // hang up during the beep: RecordingFailed
+    h.events.clear();
+    h.req(
+        "POST",
+        &format!("channels/{b}/record"),
+        &[("name", "late"), ("format", "wav"), ("beep", "true")],
+        None,
+    );
+    assert_eq!(
+        h.req("DELETE", &format!("channels/{b}"), &[], None).status,
+        204
+    );
+    h.ms(1000);
+    let failed = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "RecordingFailed")
+        .expect("failed");
+    assert_eq!(failed.event["recording"]["state"], "failed");
+    assert_eq!(h.req("GET", "recordings/live/late", &[], None).status, 404);
+    // errors
+    let r = h.req(
+        "POST",
+        &format!("channels/{a}/record"),
+        &[("name", "x"), ("format", "grue")],
+        None,
+    );
+    assert_eq!(r.status, 422);
+    let r = h.req(
+        "POST",
+        &format!("channels/{a}/record"),
+        &[("format", "wav")],
+        None,
+    );
+    assert_eq!(r.status, 400);
+}
