@@ -15,6 +15,39 @@
 //!
 //! Time never comes from a clock: every entry point takes `now`, a [`Duration`] since the
 //! server started, and timestamps are `SimConfig::wall_clock_base_ms + now`.
+//!
+//! # Behaviour worth knowing
+//!
+//! * **Routing.** An application receives events for channels in its Stasis, channels it
+//!   originated/created (both Local halves) or subscribed to, bridges its Stasis channels
+//!   were added to (until removed through ARI), resources it subscribed to
+//!   (`channel:`/`bridge:`/`endpoint:`/`deviceState:`, an empty id meaning all), and
+//!   everything with `subscribeAll` — except `StasisStart`/`StasisEnd`, which go to the
+//!   application itself only, and user events, which go to the named application. The
+//!   Stasis-only subscription ends with `StasisEnd` (no `ChannelDestroyed` after it),
+//!   exactly as in the recording. Event filters (`PUT applications/{app}/eventFilter`,
+//!   body `{"allowed": […], "disallowed": […]}`) apply per application.
+//! * **Local channels** come in `;1`/`;2` pairs (`channelId`, `otherChannelId` or
+//!   `channelId;2`, else uniqueids `1795691627.N`). The `;2` half runs
+//!   [`SimConfig::dialplan`] (NoOp, Answer — which waits up to 500 ms for media as
+//!   `__ast_answer` does —, Wait, Playback, Set incl. `GLOBAL()`, `${…}`, `IF`/`$[…]`,
+//!   Hangup, Echo, Stasis, UserEvent, SendDTMF, AMD, Goto, Ringing, Dial, Bridge,
+//!   StasisBroadcast, the `h` extension). An unknown context/extension answers and stays
+//!   up unless `unknown_extension_answers` is off (then both halves die with cause 0).
+//! * **SIP**: [`Sim::place_call`] brings a ringing `PJSIP/…` call into an application;
+//!   originating/dialing `PJSIP/…` rings for [`SimConfig::sip_answer_delay`] and
+//!   answers. `UnicastRTP` channels come from `channels/externalMedia`.
+//! * **Media**: playbacks queue per channel/bridge, take their length from
+//!   [`SimConfig::media_durations`] (`silence/N` is N s, `digits:`/`number:` 0.6 s a
+//!   character, `tone:` plays until stopped, `recording:` the stored duration); an unknown
+//!   sound fails (PlaybackStarted, PlaybackFinished `failed`) unless
+//!   `unknown_media_duration` is set. Recordings store a WAV of silence of the recorded
+//!   length; with `maxSilenceSeconds` they report talking/silence durations from the
+//!   prompts played toward the recorded party.
+//!
+//! Not modelled: audio itself (DTMF and "speech" are events and timers), `maxSilence`
+//! auto-stop, mailboxes (404 like an Asterisk without `res_ari_mailboxes`), dynamic
+//! configuration, external-media transport checks, ChannelTalking events, transfers.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
