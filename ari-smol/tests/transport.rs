@@ -1102,3 +1102,104 @@ trait Pipe: Sized {
     }
 }
 impl<S> Pipe for S {}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness: mutated responses never panic or hang
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..=rng.below(4) {
+        match rng.below(5) {
+            0 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] = rng.next() as u8;
+            }
+            1 => {
+                let i = rng.below(out.len() + 1);
+                let b = *b"0123456789abcdefABCDEF:;\r\n -\t\0\xff"
+                    .get(rng.below(32))
+                    .unwrap_or(&b'x');
+                out.insert(i, b);
+            }
+            2 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out.remove(i);
+            }
+            3 => {
+                let i = rng.below(out.len() + 1);
+                out.truncate(i);
+            }
+            _ => {
+                // Duplicate a slice (repeated headers, doubled chunks).
+                if !out.is_empty() {
+                    let a = rng.below(out.len());
+                    let b = (a + rng.below(40)).min(out.len());
+                    let piece = out[a..b].to_vec();
+                    let at = rng.below(out.len() + 1);
+                    out.splice(at..at, piece);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn mutated_responses_are_answered_or_rejected_never_panic_or_hang() {
+    const SEEDS: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\":[1,2]}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nServer: Asterisk\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 14\r\n\r\n404: Not Found",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close",
+    ];
+    run(async {
+        let cases = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for i in 0..400 {
+            let seed = SEEDS[i % SEEDS.len()];
+            cases.lock().unwrap().push(mutate(&mut rng, seed));
+        }
+        let next = Arc::new(AtomicUsize::new(0));
+        let (c, n) = (cases.clone(), next.clone());
+        let server = http_server(None, move |_| Reply {
+            // A stale pooled connection makes the client retry, so there may be more
+            // requests than cases: wrap around.
+            bytes: {
+                let cases = c.lock().unwrap();
+                cases[n.fetch_add(1, Ordering::SeqCst) % cases.len()].clone()
+            },
+            close: true,
+            delay: None,
+        })
+        .await;
+        let rt = SmolRuntime::new();
+        let mut limited = opts();
+        limited.max_body_bytes = 64 * 1024;
+        let (mut ok, mut err) = (0, 0);
+        for _ in 0..400 {
+            match rt.http(get(&server.url("http", "/ari/x")), &limited).await {
+                Ok(_) => ok += 1,
+                Err(_) => err += 1,
+            }
+        }
+        assert_eq!(ok + err, 400);
+        assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
+    });
+}
