@@ -170,7 +170,7 @@ pub(crate) async fn send(
                     && (failure.stage == Stage::Write
                         || (failure.stage == Stage::NothingRead && idempotent)) =>
             {
-                tracing::debug!(target = %target.display(), "stale pooled connection; retrying on a new one");
+                tracing::debug!(peer = %target.display(), "stale pooled connection; retrying on a new one");
                 fresh_only = true;
             }
             Err(failure) => return Err(failure.error),
