@@ -2183,3 +2183,120 @@ fn bridge_recording_cancel_and_failed_recording() {
     );
     assert_eq!(r.status, 400);
 }
+
+/// Replays every REST request of the fixture script (run 2, in order, ids included)
+/// against the simulation: same status for every request, and for JSON answers the same
+/// keys (values differ: timestamps, sequence numbers).
+#[test]
+fn fixture_rest_script_replays_with_the_same_answers() {
+    let text = std::fs::read_to_string(REST).expect("rest.jsonl");
+    let mut h = H::new(FIXTURE_DIALPLAN);
+    h.sim.cfg.unknown_extension_answers = false;
+    for app in ["hello", "test"] {
+        h.connect(app, false);
+    }
+    h.connect("watcher", true);
+    // run 2 started with the recordings run 1 left behind
+    let seed = h
+        .sim
+        .place_call(h.now, PlaceCall::new("Local/seed@wait", "test"));
+    h.pump();
+    h.req("POST", &format!("channels/{seed}/answer"), &[], None);
+    for name in ["cap-rec1", "sub/dir-rec"] {
+        h.req(
+            "POST",
+            &format!("channels/{seed}/record"),
+            &[("name", name), ("format", "wav")],
+            None,
+        );
+        h.ms(100);
+        h.req(
+            "POST",
+            &format!("recordings/live/{}/stop", name.replace('/', "%2F")),
+            &[],
+            None,
+        );
+    }
+    h.req("DELETE", &format!("channels/{seed}"), &[], None);
+    h.ms(100);
+    assert!(h.sim.channel_ids().is_empty());
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for d in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if d["run"] != json!(2) {
+            continue;
+        }
+        let status = d["status"].as_u64().unwrap_or(0);
+        if status == 401 {
+            continue; // authentication is the server's
+        }
+        let method = d["method"].as_str().unwrap_or("GET");
+        let path = d["path"].as_str().unwrap_or("");
+        let q: Vec<(String, String)> = d["query"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let qr: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = if d["body"].is_null() {
+            None
+        } else {
+            Some(d["body"].clone())
+        };
+        // the script waited for the recording to finish before looking at stored ones
+        if path == "recordings/stored" && d["scenario"] == "record" {
+            h.ms(2500);
+        }
+        let r = h.req_ro(method, path, &qr, body, status == 403);
+        h.ms(20);
+        checked += 1;
+        let want: Value =
+            serde_json::from_str(d["response"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+        let got = r.body_json();
+        let keys = |v: &Value| -> Vec<String> {
+            match v {
+                Value::Object(m) => m.keys().cloned().collect(),
+                Value::Array(a) => a
+                    .first()
+                    .map(|x| {
+                        x.as_object()
+                            .map(|m| m.keys().cloned().collect())
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        let mut kw = keys(&want);
+        let mut kg = keys(&got);
+        kw.sort();
+        kg.sort();
+        let same_message = want.get("message").is_none() || want["message"] == got["message"];
+        if r.status as u64 != status || kw != kg || !same_message {
+            mismatches.push(format!(
+                "{method} {path}: want {status} {want}, got {} {got}",
+                r.status
+            ));
+        }
+    }
+    assert!(checked > 60, "{checked}");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {checked} differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
