@@ -56,6 +56,9 @@ pub trait Operation {
 pub struct PathWriter {
     path: String,
     error: Option<BuildError>,
+    /// Parameters written so far, and the index of the first one refused.
+    params: usize,
+    failed_param: usize,
 }
 
 impl PathWriter {
@@ -66,10 +69,25 @@ impl PathWriter {
     }
 
     /// A parameter: encoded so that no value (`/`, `?`, `#`, `%`, `..`, spaces, any Unicode)
-    /// can change the path. An empty value is an error.
+    /// can change the path. An empty value is an error, and so is a value with a NUL
+    /// character, which Asterisk (written in C) would cut there, addressing another resource.
     pub fn param(&mut self, value: &str) {
+        let index = self.params;
+        self.params += 1;
+        if self.error.is_some() {
+            return;
+        }
         if value.is_empty() {
-            self.error.get_or_insert(BuildError::EmptyPathParameter);
+            self.error = Some(BuildError::EmptyPathParameter);
+            self.failed_param = index;
+            return;
+        }
+        if value.contains('\0') {
+            self.error = Some(BuildError::InvalidParameter {
+                name: "",
+                reason: NUL_REASON,
+            });
+            self.failed_param = index;
             return;
         }
         self.path.push('/');
@@ -93,7 +111,18 @@ impl PathWriter {
 pub trait QueryValue {
     /// Appends the value, unencoded (the writer encodes).
     fn write_query_value(&self, out: &mut String);
+
+    /// Why the value cannot be sent safely, if it cannot (checked before writing it).
+    fn check_query_value(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
 }
+
+const NUL_REASON: &str =
+    "the value contains a NUL character, which Asterisk cannot receive (it would cut the value there)";
+
+const COMMA_REASON: &str = "one value of this comma-joined list contains a comma, \
+     which Asterisk would read as two values";
 
 impl QueryValue for String {
     fn write_query_value(&self, out: &mut String) {
@@ -127,7 +156,8 @@ impl QueryValue for bool {
     }
 }
 
-/// `allowMultiple` parameters: one parameter, values comma-joined.
+/// `allowMultiple` parameters: one parameter, values comma-joined. A value containing a
+/// comma cannot be sent (it would become two values) and is refused.
 impl<T: QueryValue> QueryValue for Vec<T> {
     fn write_query_value(&self, out: &mut String) {
         for (i, v) in self.iter().enumerate() {
@@ -137,19 +167,45 @@ impl<T: QueryValue> QueryValue for Vec<T> {
             v.write_query_value(out);
         }
     }
+
+    fn check_query_value(&self) -> Result<(), &'static str> {
+        let mut one = String::new();
+        for v in self {
+            v.check_query_value()?;
+            one.clear();
+            v.write_query_value(&mut one);
+            if one.contains(',') {
+                return Err(COMMA_REASON);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Collects the query parameters of a request.
 #[derive(Debug, Default)]
 pub struct QueryWriter {
     pairs: Vec<(&'static str, String)>,
+    error: Option<BuildError>,
 }
 
 impl QueryWriter {
-    /// Adds one parameter.
+    /// Adds one parameter. A value that cannot be sent safely (a NUL character, a comma inside
+    /// one value of a list) makes the request fail with [`BuildError::InvalidParameter`].
     pub fn push<V: QueryValue + ?Sized>(&mut self, name: &'static str, value: &V) {
         let mut s = String::new();
         value.write_query_value(&mut s);
+        let problem = value.check_query_value().and_then(|()| {
+            if s.contains('\0') {
+                Err(NUL_REASON)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(reason) = problem {
+            self.error
+                .get_or_insert(BuildError::InvalidParameter { name, reason });
+        }
         self.pairs.push((name, s));
     }
 
@@ -303,8 +359,15 @@ impl Endpoint {
     }
 }
 
+/// The base URL for an error message: at most 80 characters, and any `user:password@` in it
+/// replaced by `***@`, so that an error never shows a password.
 fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
+    let start = s.find("://").map_or(0, |i| i + 3);
+    let shown = match s.rfind('@') {
+        Some(at) if at >= start => format!("{}***{}", &s[..start], &s[at..]),
+        _ => s.to_string(),
+    };
+    shown.chars().take(80).collect()
 }
 
 /// An operation's request, transport-neutral: what HTTP and REST over WebSocket both need.
@@ -329,7 +392,7 @@ impl RequestParts {
         let mut s = self.path.clone();
         for (i, (k, v)) in self.query.iter().enumerate() {
             s.push(if i == 0 { '?' } else { '&' });
-            s.push_str(k);
+            s.extend(utf8_percent_encode(k, ENCODE_QUERY));
             s.push('=');
             s.extend(utf8_percent_encode(v, ENCODE_QUERY));
         }
@@ -342,10 +405,19 @@ pub fn request_parts<O: Operation>(op: &O) -> Result<RequestParts, BuildError> {
     let mut path = PathWriter::default();
     op.write_path(&mut path);
     if let Some(e) = path.error {
-        return Err(e);
+        return Err(match e {
+            BuildError::InvalidParameter { reason, .. } => BuildError::InvalidParameter {
+                name: path_param_name(O::PATH, path.failed_param),
+                reason,
+            },
+            e => e,
+        });
     }
     let mut query = QueryWriter::default();
     op.write_query(&mut query);
+    if let Some(e) = query.error {
+        return Err(e);
+    }
     let body = op.body().map(|b| b.to_string());
     Ok(RequestParts {
         method: O::METHOD,
@@ -354,6 +426,15 @@ pub fn request_parts<O: Operation>(op: &O) -> Result<RequestParts, BuildError> {
         body,
         operation: O::NAME,
     })
+}
+
+/// The name of the `index`-th `{parameter}` of a path template.
+fn path_param_name(template: &'static str, index: usize) -> &'static str {
+    template
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .nth(index)
+        .unwrap_or("")
 }
 
 /// Builds the HTTP request of an operation: absolute URI, `Host`, Basic `Authorization`
@@ -414,6 +495,16 @@ pub enum BuildError {
     InvalidBaseUrl(String),
     /// User name or password cannot be sent safely.
     InvalidCredentials(&'static str),
+    /// A parameter value cannot be sent without changing its meaning: a NUL character
+    /// (Asterisk would cut the value there), or a comma inside one value of a comma-joined
+    /// list (`allowMultiple`: it would become two values).
+    #[non_exhaustive]
+    InvalidParameter {
+        /// The parameter's wire name (`channelId`, `media`, …).
+        name: &'static str,
+        /// Why it cannot be sent.
+        reason: &'static str,
+    },
     /// The `http` crate refused the request.
     Http(String),
 }
@@ -429,6 +520,9 @@ impl fmt::Display for BuildError {
                 "invalid base URL {u:?}: expected http://host:port or https://host:port"
             ),
             BuildError::InvalidCredentials(why) => write!(f, "invalid credentials: {why}"),
+            BuildError::InvalidParameter { name, reason } => {
+                write!(f, "parameter {name:?} cannot be sent: {reason}")
+            }
             BuildError::Http(e) => write!(f, "could not build the HTTP request: {e}"),
         }
     }

@@ -1,0 +1,606 @@
+//! Encoding safety: no id, variable name or parameter value can change the request path, add
+//! a query parameter or inject a header, over HTTP (`build_request`), in the transport-neutral
+//! form (`request_parts` → `path_and_query`) and over the events WebSocket (`RESTRequest`
+//! frames). Values that cannot be sent safely are refused with a clear error. Secrets never
+//! show in `Debug` or `Display`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ari_proto::catalog;
+use ari_proto::models::DeviceStateValue;
+use ari_proto::ops::{bridges, channels, device_states, endpoints, events, recordings};
+use ari_proto::rest::{
+    build_request, build_request_from_parts, request_parts, BuildError, Credentials, Endpoint,
+};
+use ari_proto::session::{Output, Session, SessionConfig, Transmit};
+use ari_proto::Operation;
+use base64::Engine as _;
+use percent_encoding::percent_decode_str;
+use proptest::prelude::*;
+use serde_json::Value;
+
+const USER: &str = "asterisk";
+const PASSWORD: &str = "s3cr3t-p4ss";
+
+fn endpoint() -> Endpoint {
+    Endpoint::new(
+        "http://pbx.example:8088",
+        Credentials::new(USER, PASSWORD).expect("credentials"),
+    )
+    .expect("endpoint")
+}
+
+/// Characters that break naive URL building, plus any character at all.
+fn nasty_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            '/', '?', '#', '%', '&', '=', '+', ';', ',', ' ', '.', '\r', '\n', '\0', '\t', ':',
+            '@', '[', ']', '\\', '"', '\'', '<', '>', '{', '}', '|', '^', '`', '~', '*', '$',
+            'é', 'ß', '€', '😀', '\u{2028}', '\u{feff}', '\u{7f}', '\u{85}', 'a', 'Z', '0', '-',
+            '_',
+        ]),
+        1 => any::<char>(),
+    ]
+}
+
+/// A value: any string, biased towards the characters above, and the dot segments.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => prop::collection::vec(nasty_char(), 0..12).prop_map(String::from_iter),
+        1 => prop::sample::select(vec!["..", ".", "...", "%2F", "%00", "a/../b", "?x=1", "#f"])
+            .prop_map(str::to_string),
+        1 => any::<String>(),
+    ]
+}
+
+/// What a built request must look like.
+struct Expect {
+    /// Path segments below `/ari`, decoded.
+    segments: Vec<String>,
+    /// Query pairs, decoded, in order.
+    query: Vec<(String, String)>,
+    /// The JSON body, if any.
+    body: Option<Value>,
+}
+
+/// The template with its `{parameters}` replaced by the values, in order.
+fn segments(template: &str, values: &[&str]) -> Vec<String> {
+    let mut values = values.iter();
+    template
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| {
+            if s.starts_with('{') {
+                values.next().expect("a value per parameter").to_string()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s)
+        .decode_utf8()
+        .unwrap_or_else(|e| panic!("{s:?} does not decode as UTF-8: {e}"))
+        .into_owned()
+}
+
+/// Splits an encoded `path?query` (path below `/ari`, no leading slash) into decoded segments
+/// and decoded pairs, checking that nothing unencoded could be read differently.
+fn split(path_and_query: &str) -> (Vec<String>, Vec<(String, String)>) {
+    assert!(
+        !path_and_query.contains('#'),
+        "unencoded '#' in {path_and_query:?}"
+    );
+    for c in path_and_query.chars() {
+        assert!(
+            c.is_ascii_graphic(),
+            "unencoded {c:?} in {path_and_query:?}"
+        );
+    }
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let segs = path.split('/').map(decode).collect();
+    let pairs = query
+        .map(|q| {
+            q.split('&')
+                .map(|pair| {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("pair without '=' in {q:?}"));
+                    (decode(k), decode(v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (segs, pairs)
+}
+
+/// Builds `op` every way it can be sent and checks each against `expect`.
+fn check<O: Operation>(op: &O, expect: &Expect) {
+    // HTTP.
+    let req = build_request(&endpoint(), op).expect("a safe request builds");
+    assert_eq!(req.method(), O::METHOD);
+    let uri = req.uri();
+    assert_eq!(uri.scheme_str(), Some("http"));
+    assert_eq!(
+        uri.authority().map(|a| a.as_str()),
+        Some("pbx.example:8088")
+    );
+    let target = uri.path_and_query().expect("path").as_str();
+    let below = target
+        .strip_prefix("/ari/")
+        .unwrap_or_else(|| panic!("{target} is not below /ari/"));
+    let (segs, pairs) = split(below);
+    assert_eq!(segs, expect.segments, "path of {target}");
+    assert_eq!(pairs, expect.query, "query of {target}");
+
+    // Headers: exactly Host, Authorization (sensitive) and, with a body, Content-Type.
+    let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    let want: &[&str] = if expect.body.is_some() {
+        &["authorization", "content-type", "host"]
+    } else {
+        &["authorization", "host"]
+    };
+    assert_eq!(names, want);
+    assert_eq!(req.headers().len(), want.len(), "one value per header");
+    assert_eq!(req.headers()["host"], "pbx.example:8088");
+    let auth = &req.headers()["authorization"];
+    assert!(auth.is_sensitive());
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    assert_eq!(auth.to_str().expect("ascii"), format!("Basic {basic}"));
+    if expect.body.is_some() {
+        assert_eq!(req.headers()["content-type"], "application/json");
+    }
+    let body: Option<Value> = if req.body().is_empty() {
+        None
+    } else {
+        Some(serde_json::from_slice(req.body()).expect("the body is JSON"))
+    };
+    assert_eq!(body, expect.body);
+    // The password never shows in the request's Debug (the header is marked sensitive).
+    let dbg = format!("{req:?}");
+    assert!(!dbg.contains(PASSWORD) && !dbg.contains(&basic), "{dbg}");
+
+    // The transport-neutral parts, and the request rebuilt from them.
+    let parts = request_parts(op).expect("parts");
+    let pq = parts.path_and_query();
+    assert_eq!(pq, below, "path_and_query matches the HTTP request");
+    let (segs, pairs) = split(&pq);
+    assert_eq!(segs, expect.segments);
+    assert_eq!(pairs, expect.query);
+    assert_eq!(split(&parts.path).0, expect.segments);
+    let query: Vec<(String, String)> = parts
+        .query
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    assert_eq!(query, expect.query, "unencoded query of the parts");
+    let again = build_request_from_parts(&endpoint(), parts).expect("rebuilds");
+    assert_eq!(again.uri(), req.uri());
+    assert_eq!(again.body(), req.body());
+
+    // REST over the events WebSocket: the RESTRequest frame carries the same request.
+    let t0 = now();
+    let mut session = Session::new(endpoint(), SessionConfig::new(["app"]).rng_seed(7), t0);
+    session.start(t0);
+    assert!(matches!(
+        session.poll_transmit(),
+        Some(Transmit::Connect(_))
+    ));
+    session.handle_connected(t0);
+    while let Some(o) = session.poll_output() {
+        assert!(matches!(o, Output::Connection(_)));
+    }
+    session
+        .send_request(t0, op)
+        .expect("sent over the WebSocket");
+    let Some(Transmit::Text(text)) = session.poll_transmit() else {
+        panic!("expected a RESTRequest frame")
+    };
+    let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+    assert_eq!(frame["type"], "RESTRequest");
+    assert_eq!(frame["method"], O::METHOD.as_str());
+    let uri = frame["uri"].as_str().expect("uri");
+    assert_eq!(split(uri).0, expect.segments, "uri of {text}");
+    let sent: Vec<(String, String)> = frame["query_strings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().expect("name").to_string(),
+                        p["value"].as_str().expect("value").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(sent, expect.query, "query_strings of {text}");
+    let body = frame
+        .get("message_body")
+        .map(|b| serde_json::from_str::<Value>(b.as_str().expect("a string")).expect("JSON"));
+    assert_eq!(body, expect.body);
+    assert!(!text.contains(PASSWORD));
+}
+
+#[allow(clippy::disallowed_methods)] // the test is the adapter: it owns the clock
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// The wire name of the `index`-th path parameter of an operation, from the catalog.
+fn path_param(resource: &str, nickname: &str, index: usize) -> &'static str {
+    catalog::operation(resource, nickname)
+        .expect("in the catalog")
+        .params
+        .iter()
+        .filter(|p| p.location == "path")
+        .nth(index)
+        .expect("path parameter")
+        .name
+}
+
+/// Checks the refusal of an unsafe value: the error names the parameter, for HTTP, the parts
+/// and the WebSocket alike.
+fn refused<O: Operation>(op: &O, name: &str) {
+    let err = build_request(&endpoint(), op).expect_err("an unsafe value is refused");
+    match &err {
+        BuildError::InvalidParameter { name: n, reason, .. } => {
+            assert_eq!(*n, name);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected InvalidParameter for {name}, got {other:?}"),
+    }
+    assert!(err.to_string().contains(name), "{err}");
+    assert_eq!(request_parts(op).expect_err("refused"), err);
+}
+
+fn has_nul(s: &str) -> bool {
+    s.contains('\0')
+}
+
+fn variables_body(vars: &BTreeMap<String, String>) -> Option<Value> {
+    if vars.is_empty() {
+        None
+    } else {
+        Some(serde_json::json!({ "variables": vars }))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn originate_values_stay_in_their_parameters(
+        ep in value(), app in value(), args in value(), caller in value(), id in value(),
+        vars in prop::collection::btree_map(value(), value(), 0..4),
+        priority in any::<i64>(),
+    ) {
+        let mut op = channels::Originate::new(ep.clone())
+            .app(app.clone())
+            .app_args(args.clone())
+            .caller_id(caller.clone())
+            .priority(priority)
+            .channel_id(id.clone());
+        for (k, v) in &vars {
+            op = op.variable(k.clone(), v.clone());
+        }
+        let named = [("endpoint", &ep), ("app", &app), ("appArgs", &args),
+            ("callerId", &caller), ("channelId", &id)];
+        if let Some((name, _)) = named.iter().find(|(_, v)| has_nul(v)) {
+            refused(&op, name);
+        } else {
+            let query = vec![
+                ("endpoint".to_string(), ep),
+                ("priority".to_string(), priority.to_string()),
+                ("app".to_string(), app),
+                ("appArgs".to_string(), args),
+                ("callerId".to_string(), caller),
+                ("channelId".to_string(), id),
+            ];
+            check(&op, &Expect { segments: vec!["channels".into()], query, body: variables_body(&vars) });
+        }
+    }
+
+    #[test]
+    fn set_channel_var_keeps_id_name_and_value(id in value(), name in value(), val in value()) {
+        let op = channels::SetChannelVar::new(id.clone(), name.clone()).value(val.clone());
+        if id.is_empty() {
+            prop_assert_eq!(build_request(&endpoint(), &op).unwrap_err(), BuildError::EmptyPathParameter);
+        } else if has_nul(&id) {
+            refused(&op, path_param("channels", "setChannelVar", 0));
+        } else if has_nul(&name) {
+            refused(&op, "variable");
+        } else if has_nul(&val) {
+            refused(&op, "value");
+        } else {
+            check(&op, &Expect {
+                segments: segments(channels::SetChannelVar::PATH, &[&id]),
+                query: vec![("variable".into(), name), ("value".into(), val)],
+                body: None,
+            });
+        }
+    }
+
+    #[test]
+    fn stored_recording_names_stay_one_segment(name in value()) {
+        let op = recordings::GetStored::new(name.clone());
+        if name.is_empty() {
+            prop_assert_eq!(build_request(&endpoint(), &op).unwrap_err(), BuildError::EmptyPathParameter);
+        } else if has_nul(&name) {
+            refused(&op, "recordingName");
+        } else {
+            check(&op, &Expect {
+                segments: segments(recordings::GetStored::PATH, &[&name]),
+                query: vec![],
+                body: None,
+            });
+        }
+    }
+
+    #[test]
+    fn device_state_names_and_unknown_states_are_encoded(device in value(), state in value()) {
+        let op = device_states::Update::new(device.clone(), DeviceStateValue::from_wire(&state));
+        if device.is_empty() {
+            prop_assert_eq!(build_request(&endpoint(), &op).unwrap_err(), BuildError::EmptyPathParameter);
+        } else if has_nul(&device) {
+            refused(&op, "deviceName");
+        } else if has_nul(&state) {
+            refused(&op, "deviceState");
+        } else {
+            check(&op, &Expect {
+                segments: segments(device_states::Update::PATH, &[&device]),
+                query: vec![("deviceState".into(), state)],
+                body: None,
+            });
+        }
+    }
+
+    #[test]
+    fn endpoint_messages_keep_tech_resource_and_text(
+        tech in value(), resource in value(), from in value(), text in value(),
+        vars in prop::collection::btree_map(value(), value(), 0..3),
+    ) {
+        let mut op = endpoints::SendMessageToEndpoint::new(tech.clone(), resource.clone(), from.clone())
+            .body(text.clone());
+        for (k, v) in &vars {
+            op = op.variable(k.clone(), v.clone());
+        }
+        if tech.is_empty() || (resource.is_empty() && !has_nul(&tech)) {
+            prop_assert_eq!(build_request(&endpoint(), &op).unwrap_err(), BuildError::EmptyPathParameter);
+        } else if has_nul(&tech) {
+            refused(&op, "tech");
+        } else if has_nul(&resource) {
+            refused(&op, "resource");
+        } else if has_nul(&from) {
+            refused(&op, "from");
+        } else if has_nul(&text) {
+            refused(&op, "body");
+        } else {
+            check(&op, &Expect {
+                segments: segments(endpoints::SendMessageToEndpoint::PATH, &[&tech, &resource]),
+                query: vec![("from".into(), from), ("body".into(), text)],
+                body: variables_body(&vars),
+            });
+        }
+    }
+
+    #[test]
+    fn bridge_channel_lists_cannot_gain_members(
+        bridge in value(), chans in prop::collection::vec(value(), 1..4), role in value(),
+    ) {
+        let op = bridges::AddChannel::new(bridge.clone(), chans.clone()).role(role.clone()).mute(true);
+        if bridge.is_empty() {
+            prop_assert_eq!(build_request(&endpoint(), &op).unwrap_err(), BuildError::EmptyPathParameter);
+        } else if has_nul(&bridge) {
+            refused(&op, "bridgeId");
+        } else if chans.iter().any(|c| c.contains(',') || has_nul(c)) {
+            refused(&op, "channel");
+        } else if has_nul(&role) {
+            refused(&op, "role");
+        } else {
+            check(&op, &Expect {
+                segments: segments(bridges::AddChannel::PATH, &[&bridge]),
+                query: vec![
+                    ("channel".into(), chans.join(",")),
+                    ("role".into(), role),
+                    ("mute".into(), "true".into()),
+                ],
+                body: None,
+            });
+        }
+    }
+
+    #[test]
+    fn user_events_keep_name_application_sources_and_variables(
+        name in value(), app in value(), sources in prop::collection::vec(value(), 0..3),
+        vars in prop::collection::btree_map(value(), value(), 0..3),
+    ) {
+        let mut op = events::UserEvent::new(name.clone(), app.clone()).source(sources.clone());
+        for (k, v) in &vars {
+            op = op.variable(k.clone(), v.clone());
+        }
+        if name.is_empty() {
+            prop_assert_eq!(build_request(&endpoint(), &op).unwrap_err(), BuildError::EmptyPathParameter);
+        } else if has_nul(&name) {
+            refused(&op, "eventName");
+        } else if has_nul(&app) {
+            refused(&op, "application");
+        } else if sources.iter().any(|s| s.contains(',') || has_nul(s)) {
+            refused(&op, "source");
+        } else {
+            check(&op, &Expect {
+                segments: segments(events::UserEvent::PATH, &[&name]),
+                query: vec![("application".into(), app), ("source".into(), sources.join(","))],
+                body: variables_body(&vars),
+            });
+        }
+    }
+
+    #[test]
+    fn credentials_with_control_characters_are_refused(user in value(), password in value()) {
+        // A marker no Debug output contains by itself, so finding it means the password leaked.
+        let password = format!("Zq9{password}");
+        let result = Credentials::new(user.clone(), password.clone());
+        let unsafe_user = user.contains(':') || user.chars().any(char::is_control);
+        let unsafe_password = password.chars().any(char::is_control);
+        match result {
+            Ok(c) => {
+                prop_assert!(!unsafe_user && !unsafe_password);
+                let header = c.basic_header();
+                prop_assert!(header.is_sensitive());
+                // The header value is plain ASCII (base64): nothing can end the header early.
+                prop_assert!(header.as_bytes().iter().all(|b| b.is_ascii_graphic() || *b == b' '));
+                let dbg = format!("{c:?}");
+                prop_assert!(user.contains("Zq9") || !dbg.contains("Zq9"), "{}", dbg);
+            }
+            Err(BuildError::InvalidCredentials(why)) => {
+                prop_assert!(unsafe_user || unsafe_password);
+                prop_assert!(!why.is_empty());
+            }
+            Err(e) => prop_assert!(false, "unexpected {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn credentials_with_cr_lf_or_nul_are_refused() {
+    for bad in ["a\r\nX-Injected: 1", "a\nb", "a\rb", "a\0b", "a\u{7f}"] {
+        assert!(matches!(
+            Credentials::new(USER, bad),
+            Err(BuildError::InvalidCredentials(_))
+        ));
+        assert!(matches!(
+            Credentials::new(bad, "pw"),
+            Err(BuildError::InvalidCredentials(_))
+        ));
+    }
+    assert!(matches!(
+        Credentials::new("user:name", "pw"),
+        Err(BuildError::InvalidCredentials(_))
+    ));
+}
+
+#[test]
+fn a_comma_inside_one_list_value_is_refused_with_a_clear_error() {
+    let op = bridges::AddChannel::new("b1", ["c1,c2"]);
+    let err = build_request(&endpoint(), &op).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "parameter \"channel\" cannot be sent: one value of this comma-joined list contains a \
+         comma, which Asterisk would read as two values"
+    );
+    // Two values are fine, and travel comma-joined.
+    let req = build_request(&endpoint(), &bridges::AddChannel::new("b1", ["c1", "c2"])).unwrap();
+    assert_eq!(req.uri().query(), Some("channel=c1,c2"));
+}
+
+#[test]
+fn a_nul_in_an_id_is_refused_naming_the_parameter() {
+    let err = build_request(&endpoint(), &channels::Answer::new("victim\0../other")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::InvalidParameter {
+                name: "channelId",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "parameter \"channelId\" cannot be sent: the value contains a NUL character, which \
+         Asterisk cannot receive (it would cut the value there)"
+    );
+}
+
+#[test]
+fn dot_segments_and_slashes_stay_inside_their_segment() {
+    let cases = [
+        ("..", "/ari/channels/%2E%2E/answer"),
+        (".", "/ari/channels/%2E/answer"),
+        ("a/../b", "/ari/channels/a%2F..%2Fb/answer"),
+        ("x?y#z", "/ari/channels/x%3Fy%23z/answer"),
+        ("100%", "/ari/channels/100%25/answer"),
+        ("a\r\nb", "/ari/channels/a%0D%0Ab/answer"),
+    ];
+    for (id, want) in cases {
+        let req = build_request(&endpoint(), &channels::Answer::new(id)).unwrap();
+        assert_eq!(req.uri().path(), want, "{id:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn passwords_never_show_in_debug_or_display() {
+    let creds = Credentials::new(USER, PASSWORD).unwrap();
+    let ep = endpoint();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let mut shown = vec![
+        format!("{creds:?}"),
+        format!("{ep:?}"),
+        format!("{:?}", ep.credentials()),
+    ];
+
+    // Requests of every shape: Debug prints headers, the Authorization value is `Sensitive`.
+    let req = build_request(
+        &ep,
+        &channels::Originate::new("PJSIP/alice").variable("A", "1"),
+    )
+    .unwrap();
+    let dbg = format!("{req:?}");
+    assert!(dbg.contains("Sensitive"), "{dbg}");
+    shown.push(dbg);
+    shown.push(format!("{:?}", req.headers()));
+    shown.push(format!(
+        "{:?}",
+        request_parts(&channels::Answer::new("c1")).unwrap()
+    ));
+
+    // Build errors, including base URLs that carry credentials.
+    for url in [
+        "http://asterisk:s3cr3t-p4ss@pbx:8088",
+        "ftp://asterisk:s3cr3t-p4ss@pbx:8088",
+        "http://asterisk:s3cr3t-p4ss@pbx:8088/ari with space",
+        "asterisk:s3cr3t-p4ss@pbx:8088",
+        "//asterisk:s3cr3t-p4ss@pbx",
+        "http://[asterisk:s3cr3t-p4ss@pbx",
+    ] {
+        let err = Endpoint::new(url, creds.clone()).expect_err(url);
+        shown.push(format!("{err:?}"));
+        shown.push(err.to_string());
+    }
+    for bad in ["pw\r\n", "pw\0"] {
+        let err = Credentials::new(USER, format!("{PASSWORD}{bad}")).unwrap_err();
+        shown.push(format!("{err:?}"));
+        shown.push(err.to_string());
+    }
+    let err = build_request(&ep, &channels::Answer::new("")).unwrap_err();
+    shown.push(format!("{err:?}"));
+    shown.push(err.to_string());
+
+    // The session's WebSocket request with Basic auth, and the session itself.
+    let t0 = now();
+    let mut session = Session::new(ep.clone(), SessionConfig::new(["app"]), t0);
+    session.start(t0);
+    let Some(t) = session.poll_transmit() else {
+        panic!("connect")
+    };
+    shown.push(format!("{t:?}"));
+    shown.push(format!("{session:?}"));
+
+    for s in &shown {
+        assert!(!s.contains(PASSWORD), "password in {s}");
+        assert!(!s.contains(&basic), "encoded credentials in {s}");
+    }
+}
