@@ -914,8 +914,12 @@ fn drain(session: &mut Session, model: &mut Model, frame: Option<&[u8]>, c: &Ses
             Transmit::Connect(req) => {
                 let uri = req.uri().to_string();
                 assert!(uri.starts_with("ws://127.0.0.1:8088/ari/events?app=app,second%20app"));
-                let dbg = format!("{req:?}");
-                assert!(!dbg.contains("fuzz-secret"), "password in {dbg}");
+                // With WsAuth::ApiKey the password is in the URI by design (documented), and
+                // http::Request's Debug prints the URI; with Basic it must not show anywhere.
+                if c.auth == WsAuth::Basic {
+                    let dbg = format!("{req:?}");
+                    assert!(!dbg.contains("fuzz-secret"), "password in {dbg}");
+                }
                 model.connecting = true;
                 last_socket = Some("connect");
             }
