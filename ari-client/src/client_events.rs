@@ -264,6 +264,21 @@ impl<R: Runtime> ClientBuilder<R> {
         self
     }
 
+    /// How long the listeners of a channel outlive its `StasisEnd` (default 2 s; `None`:
+    /// until `ChannelDestroyed` or removal).
+    ///
+    /// Asterisk sends no `ChannelDestroyed` to an application for a channel it only followed
+    /// because the channel was in its Stasis (an incoming call that hung up or went back to
+    /// the dialplan): its last event is `StasisEnd`. So a channel's listeners, streams and
+    /// awaited events end once it has left Stasis and no event of it came for this long
+    /// (an awaited event then fails with [`Error::Ended`]). A channel the application still
+    /// follows (originated by it, or subscribed) keeps sending events, each restarting the
+    /// delay, and ends with `ChannelDestroyed` as usual.
+    pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
+        self.events.stasis_end_linger = linger;
+        self
+    }
+
     /// Capacity of each stream's and awaited event's queue (default 1024 events). When full,
     /// new events for it are dropped and counted, and the stream yields
     /// [`crate::Lagged`]; the WebSocket is never slowed down.

@@ -77,7 +77,10 @@ impl<R: Runtime> Driver<R> {
             while let Some(t) = Shared::take_transmit(&mut st) {
                 transmits.push(t);
             }
-            self.shared.drain_outputs(&mut st, &mut self.scratch);
+            let now = self.runtime.now();
+            self.shared.drain_outputs(&mut st, now, &mut self.scratch);
+            self.shared
+                .expire_lingering(&mut st, now, &mut self.scratch);
         }
         let busy = !transmits.is_empty() || !self.scratch.is_empty();
         for t in transmits.drain(..) {
@@ -238,7 +241,13 @@ impl<R: Runtime> Driver<R> {
     /// Handles a due deadline and arms the timer for the next one. Returns whether a deadline
     /// was handled.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let next = self.shared.lock().session.poll_timeout();
+        let next = {
+            let st = self.shared.lock();
+            match (st.session.poll_timeout(), Shared::next_linger(&st)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         let Some(deadline) = next else {
             self.timer = None;
             return false;

@@ -275,7 +275,9 @@ where
 /// A registered handler. Dropping it keeps the handler (as in node, a listener stays until
 /// removed); [`Listener::remove`] removes it. Handlers on an instance are removed by
 /// themselves after the resource's final event (`ChannelDestroyed`, `BridgeDestroyed`,
-/// `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`).
+/// `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`; for a channel that leaves
+/// Stasis without `ChannelDestroyed`, after its `StasisEnd`, see
+/// [`ClientBuilder::stasis_end_linger`](crate::ClientBuilder::stasis_end_linger)).
 pub struct Listener {
     shared: Arc<Shared>,
     id: SubscriptionId,

@@ -35,6 +35,7 @@ pub(crate) struct EventOptions {
     pub(crate) subscribe_all: bool,
     pub(crate) rng_seed: Option<u64>,
     pub(crate) queue_capacity: usize,
+    pub(crate) stasis_end_linger: Option<Duration>,
 }
 
 impl Default for EventOptions {
@@ -47,6 +48,7 @@ impl Default for EventOptions {
             subscribe_all: false,
             rng_seed: None,
             queue_capacity: 1024,
+            stasis_end_linger: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -87,6 +89,12 @@ pub(crate) trait ConnSink: Send + Sync {
 pub(crate) struct State {
     pub(crate) session: Session,
     sinks: HashMap<SubscriptionId, Arc<dyn Sink>>,
+    /// Subscriptions following a channel, by channel id (for the StasisEnd linger).
+    by_channel: HashMap<Box<str>, Vec<SubscriptionId>>,
+    /// The channel each of those follows.
+    channel_of: HashMap<SubscriptionId, Box<str>>,
+    /// Channels that left Stasis: when their subscriptions end unless another event comes.
+    lingering: HashMap<Box<str>, Instant>,
     pending: HashMap<RequestId, Arc<Slot<Result<RawResponse, RequestError>>>>,
     conn_sinks: Vec<Arc<dyn ConnSink>>,
     closed: bool,
@@ -109,6 +117,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) queue_capacity: usize,
     watches: Mutex<HashMap<(ResourceKind, String), Weak<Watch>>>,
+    linger: Option<Duration>,
 }
 
 impl Shared {
@@ -136,12 +145,16 @@ impl Shared {
                 pending: HashMap::new(),
                 conn_sinks: Vec::new(),
                 closed: false,
+                by_channel: HashMap::new(),
+                channel_of: HashMap::new(),
+                lingering: HashMap::new(),
             }),
             driver: AtomicWaker::new(),
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
             queue_capacity: opts.queue_capacity.max(1),
             watches: Mutex::new(HashMap::new()),
+            linger: opts.stasis_end_linger,
         })
     }
 
@@ -173,8 +186,16 @@ impl Shared {
             // A subscription that is already over; never live.
             return self.dead_subscription();
         }
+        let channel = match filter.resource_ref() {
+            Some((ResourceKind::Channel, c)) => Some(Box::<str>::from(c)),
+            _ => None,
+        };
         let id = st.session.subscribe(filter);
         st.sinks.insert(id, sink);
+        if let Some(c) = channel {
+            st.by_channel.entry(c.clone()).or_default().push(id);
+            st.channel_of.insert(id, c);
+        }
         id
     }
 
@@ -191,6 +212,7 @@ impl Shared {
         let sink = {
             let mut st = self.lock();
             st.session.unsubscribe(id);
+            st.forget_channel_sub(id);
             st.sinks.remove(&id)
         };
         drop(sink);
@@ -286,6 +308,9 @@ impl Shared {
                 st.session.unsubscribe(id);
             }
             let sinks: Vec<_> = st.sinks.drain().map(|(_, s)| s).collect();
+            st.by_channel.clear();
+            st.channel_of.clear();
+            st.lingering.clear();
             let conns = std::mem::take(&mut st.conn_sinks);
             let pending: Vec<_> = st.pending.drain().map(|(_, s)| s).collect();
             (sinks, conns, pending)
@@ -307,10 +332,13 @@ impl Shared {
 
     /// Drains the session's outputs into deliveries; call with the lock held, deliver after
     /// releasing it.
-    pub(crate) fn drain_outputs(&self, st: &mut State, out: &mut Vec<Dispatch>) {
+    pub(crate) fn drain_outputs(&self, st: &mut State, now: Instant, out: &mut Vec<Dispatch>) {
         while let Some(o) = st.session.poll_output() {
             match o {
                 Output::Event(delivery) => {
+                    if let Some(linger) = self.linger {
+                        st.track_linger(&delivery.event, now, linger);
+                    }
                     for id in delivery.subscribers.iter() {
                         if let Some(sink) = st.sinks.get(id) {
                             out.push(Dispatch::Event(sink.clone(), delivery.event.clone()));
@@ -326,6 +354,7 @@ impl Shared {
                     }
                 }
                 Output::SubscriptionEnded { id, reason, .. } => {
+                    st.forget_channel_sub(id);
                     if let Some(sink) = st.sinks.remove(&id) {
                         out.push(Dispatch::Ended(sink, reason));
                     }
@@ -371,6 +400,38 @@ impl Shared {
         }
     }
 
+    /// The next StasisEnd linger deadline.
+    pub(crate) fn next_linger(st: &State) -> Option<Instant> {
+        st.lingering.values().min().copied()
+    }
+
+    /// Ends the subscriptions of channels that left Stasis and stayed silent for the linger
+    /// time (Asterisk sends no `ChannelDestroyed` after `StasisEnd` for a channel the
+    /// application only followed because it was in Stasis).
+    pub(crate) fn expire_lingering(&self, st: &mut State, now: Instant, out: &mut Vec<Dispatch>) {
+        if st.lingering.is_empty() {
+            return;
+        }
+        let due: Vec<Box<str>> = st
+            .lingering
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in due {
+            st.lingering.remove(&c);
+            let subs = st.by_channel.remove(&c).unwrap_or_default();
+            for id in subs {
+                st.channel_of.remove(&id);
+                st.session.unsubscribe(id);
+                if let Some(sink) = st.sinks.remove(&id) {
+                    out.push(Dispatch::Ended(sink, EndReason::ResourceEnded));
+                }
+            }
+            tracing::debug!(target: "ari_client", channel = %c, "channel left Stasis: its listeners ended");
+        }
+    }
+
     pub(crate) fn take_transmit(st: &mut State) -> Option<Transmit> {
         st.session.poll_transmit()
     }
@@ -401,6 +462,48 @@ impl Shared {
     pub(crate) fn find_watch(&self, kind: ResourceKind, id: &str) -> Option<Arc<Watch>> {
         let map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(kind, id.to_string())).and_then(Weak::upgrade)
+    }
+}
+
+impl State {
+    fn forget_channel_sub(&mut self, id: SubscriptionId) {
+        if let Some(c) = self.channel_of.remove(&id) {
+            if let Some(v) = self.by_channel.get_mut(&c) {
+                v.retain(|s| *s != id);
+                if v.is_empty() {
+                    self.by_channel.remove(&c);
+                    self.lingering.remove(&c);
+                }
+            }
+        }
+    }
+
+    /// `StasisEnd` of a followed channel starts its linger; any later event of it restarts
+    /// the linger (the channel is still followed, e.g. originated by the application).
+    fn track_linger(&mut self, event: &Event, now: Instant, linger: Duration) {
+        if self.by_channel.is_empty() {
+            return;
+        }
+        if let Event::StasisEnd(e) = event {
+            if self.by_channel.contains_key(e.channel.id.as_str()) {
+                if let Some(at) = now.checked_add(linger) {
+                    self.lingering.insert(e.channel.id.as_str().into(), at);
+                }
+            }
+            return;
+        }
+        if self.lingering.is_empty() {
+            return;
+        }
+        for r in event.resources().iter() {
+            if r.kind == ResourceKind::Channel {
+                if let Some(at) = self.lingering.get_mut(r.id) {
+                    if let Some(t) = now.checked_add(linger) {
+                        *at = t;
+                    }
+                }
+            }
+        }
     }
 }
 

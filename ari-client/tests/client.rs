@@ -757,3 +757,75 @@ fn ten_thousand_channels_each_get_only_their_own_events() {
     rt.run();
     assert_eq!(client.live_subscriptions(), 0);
 }
+
+#[test]
+fn listeners_of_an_incoming_call_end_after_stasis_end_without_channel_destroyed() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    // An incoming call: Asterisk's last event for it is StasisEnd.
+    let channel = client.channel_with_id("in1");
+    channel.on(|_e: ChannelDtmfReceived, _c| async {});
+    let never = channel.once::<ChannelDtmfReceived>();
+    let mut events = channel.events();
+    ws.send(stasis_start("in1"));
+    ws.send(hangup_request("in1"));
+    ws.send(stasis_end("in1"));
+    rt.run();
+    assert_eq!(client.live_subscriptions(), 3);
+    rt.advance(Duration::from_millis(1500));
+    assert_eq!(client.live_subscriptions(), 3, "still within the linger");
+    rt.advance(Duration::from_millis(600));
+    assert_eq!(client.live_subscriptions(), 0);
+    assert!(matches!(
+        rt.block_on(never).unwrap(),
+        Err(Error::Ended { .. })
+    ));
+    let types = rt
+        .block_on(async move {
+            let mut v = Vec::new();
+            while let Some(e) = events.next().await {
+                v.push(e.unwrap().type_name().to_string());
+            }
+            v
+        })
+        .unwrap();
+    assert_eq!(types, ["StasisStart", "ChannelHangupRequest", "StasisEnd"]);
+}
+
+#[test]
+fn a_channel_still_followed_after_stasis_end_keeps_its_listeners_until_destroyed() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let channel = client.channel_with_id("out1");
+    let gone = channel.once::<ChannelDestroyed>();
+    ws.send(stasis_start("out1"));
+    ws.send(stasis_end("out1"));
+    rt.advance(Duration::from_millis(1500));
+    ws.send(state_change("out1")); // still followed: the linger restarts
+    rt.advance(Duration::from_millis(1500));
+    assert_eq!(client.live_subscriptions(), 1);
+    ws.send(destroyed("out1"));
+    rt.run();
+    assert_eq!(rt.block_on(gone).unwrap().unwrap().channel.id, "out1");
+    assert_eq!(client.live_subscriptions(), 0);
+}
+
+#[test]
+fn the_linger_can_be_turned_off() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .stasis_end_linger(None);
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let channel = client.channel_with_id("in1");
+    channel.on(|_e: ChannelDtmfReceived, _c| async {});
+    rt.socket(0).send(stasis_end("in1"));
+    rt.advance(Duration::from_secs(60));
+    assert_eq!(client.live_subscriptions(), 1);
+}

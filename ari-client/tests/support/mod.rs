@@ -472,3 +472,14 @@ pub fn entered_bridge(bridge: &str, chan: &str) -> String {
 }
 
 pub const INFO: &str = r#"{"system":{"version":"20.7.0","entity_id":"02:fc:00:00:00:01"}}"#;
+
+pub fn stasis_end(chan: &str) -> String {
+    event("StasisEnd", &format!(r#""channel":{}"#, channel_json(chan)))
+}
+
+pub fn state_change(chan: &str) -> String {
+    event(
+        "ChannelStateChange",
+        &format!(r#""channel":{}"#, channel_json(chan)),
+    )
+}
