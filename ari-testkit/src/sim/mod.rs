@@ -102,6 +102,9 @@ pub struct SimConfig {
     pub channelvars: Vec<String>,
     /// Recording formats that can be written.
     pub recording_formats: Vec<String>,
+    /// With this many channels, new ones fail to allocate (originate answers 500
+    /// `Allocation failed`, Dial() gives CHANUNAVAIL): stops runaway dialplans.
+    pub max_channels: usize,
 }
 
 impl Default for SimConfig {
@@ -153,6 +156,7 @@ impl Default for SimConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            max_channels: 50_000,
         }
     }
 }
@@ -1701,7 +1705,8 @@ impl Sim {
                     pc.exec_gen += 1;
                 }
                 self.leave_everything(p);
-                self.destroy(p, 16);
+                // The other half takes over the hangup cause (an empty one reads as 16).
+                self.destroy(p, if cause == 0 { 16 } else { cause });
             }
         } else {
             self.leave_everything(id);
@@ -1748,6 +1753,21 @@ impl Sim {
             return;
         }
         self.hangup_snoops(id);
+        // A callee that goes away unanswered ends its caller's Dial().
+        let unanswered_caller = self
+            .channels
+            .get(id)
+            .filter(|c| c.state != "Up")
+            .and_then(|c| c.dialed_by.clone());
+        if let Some(x) = unanswered_caller {
+            let status = match cause {
+                17 => "BUSY",
+                34 => "CONGESTION",
+                1 | 3 | 27 | 38 => "CHANUNAVAIL",
+                _ => "NOANSWER",
+            };
+            self.resume_after_app(&x, status);
+        }
         if self.channels.get(id).is_some_and(|c| c.state == "Up") {
             let st = match self.channels.get(id).map(|c| c.tech) {
                 Some(Tech::UnicastRtp) => "UNKNOWN",
@@ -2175,6 +2195,11 @@ impl Sim {
     fn dialplan_dial(&mut self, caller: &str, target: &str, timeout: Option<u64>) -> bool {
         let first = target.split('&').next().unwrap_or("").trim().to_string();
         let (tech, rest) = first.split_once('/').unwrap_or((first.as_str(), ""));
+        let tech = if self.channels.len() >= self.cfg.max_channels {
+            "" // out of resources: the dial fails like an allocation failure
+        } else {
+            tech
+        };
         let callee = self.next_uid();
         match tech {
             "Local" => {

@@ -482,6 +482,9 @@ impl Sim {
     }
 
     fn new_ids(&mut self, p: &P<'_>, path_id: Option<&str>) -> Result<(String, String), R> {
+        if self.channels.len() >= self.cfg.max_channels {
+            return Err(R::error(500, "Allocation failed"));
+        }
         let id1 = path_id
             .map(|s| s.to_string())
             .or_else(|| p.nonempty("channelId"))

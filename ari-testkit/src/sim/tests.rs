@@ -2300,3 +2300,60 @@ fn fixture_rest_script_replays_with_the_same_answers() {
         mismatches.join("\n")
     );
 }
+
+/// A Dial() whose callee never answers ends with DIALSTATUS and the caller's dialplan goes
+/// on; a dialplan that dials itself forever runs out of channels instead of memory.
+#[test]
+fn dial_failures_and_runaway_dialplans() {
+    let mut h = H::new(
+        "[ctx]\nexten => caller,1,Dial(Local/busy@ctx)\n same => n,Set(GLOBAL(RESULT)=${DIALSTATUS})\n same => n,Hangup()\nexten => busy,1,Hangup(17)\nexten => loop,1,Dial(Local/loop@ctx)\n[echo]\nexten => s,1,Answer()\n same => n,Echo()\n",
+    );
+    h.sim.cfg.max_channels = 300;
+    h.connect("app", true);
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/caller@ctx"),
+            ("context", "echo"),
+            ("extension", "s"),
+        ],
+        None,
+    );
+    h.ms(2000);
+    let r = h.req("GET", "asterisk/variable", &[("variable", "RESULT")], None);
+    assert_eq!(r.body_json(), json!({"value": "BUSY"}));
+    assert!(h.sim.channel_ids().is_empty());
+    h.events.clear();
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/loop@ctx"),
+            ("context", "echo"),
+            ("extension", "s"),
+        ],
+        None,
+    );
+    h.ms(10);
+    let created = h
+        .events
+        .iter()
+        .filter(|o| o.event["type"] == "ChannelCreated")
+        .count();
+    assert!((290..=302).contains(&created), "{created}");
+    // at the cap the last Dial() fails and the whole chain unwinds
+    h.ms(5000);
+    assert!(h.sim.channel_ids().is_empty());
+    h.sim.cfg.max_channels = 0;
+    let r = h.req(
+        "POST",
+        "channels",
+        &[("endpoint", "Local/x@echo"), ("app", "app")],
+        None,
+    );
+    assert_eq!(
+        (r.status, r.body_json()),
+        (500, json!({"message": "Allocation failed"}))
+    );
+}
