@@ -1,0 +1,234 @@
+//! The machine, the ratios against the targets, and the printed table.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+/// What this machine is.
+pub(crate) fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "kernel": kernel,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+fn target(what: String, client: &str, value: f64, limit: f64, unit: &str) -> Value {
+    json!({
+        "what": what,
+        "client": client,
+        "value": value,
+        "target": limit,
+        "unit": unit,
+        "met": value <= limit,
+    })
+}
+
+/// Ratios of each client against its floor, with the targets.
+pub(crate) fn targets(r: &Value) -> Value {
+    let mut out = Vec::new();
+    if let Some(ev) = r["events"].as_array() {
+        if let Some(floor) = ev
+            .iter()
+            .find(|e| e["client"].as_str().is_some_and(|c| c.starts_with("floor")))
+        {
+            for c in ev.iter().filter(|e| e != &floor) {
+                out.push(target(
+                    "CPU per event / bare reader".to_owned(),
+                    c["client"].as_str().unwrap_or_default(),
+                    f(c, "cpu_us_per_event") / f(floor, "cpu_us_per_event"),
+                    1.5,
+                    "x",
+                ));
+            }
+        }
+    }
+    if let Some(rest) = r["rest"].as_array() {
+        let is_base = |e: &Value| {
+            e["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("baseline"))
+        };
+        for c in rest.iter().filter(|e| !is_base(e)) {
+            if let Some(base) = rest
+                .iter()
+                .find(|b| is_base(b) && b["op"] == c["op"] && b["in_flight"] == c["in_flight"])
+            {
+                out.push(target(
+                    format!(
+                        "CPU per {} ({} in flight) / bare hyper",
+                        c["op"].as_str().unwrap_or_default(),
+                        c["in_flight"]
+                    ),
+                    c["client"].as_str().unwrap_or_default(),
+                    f(c, "cpu_us_per_op") / f(base, "cpu_us_per_op"),
+                    1.3,
+                    "x",
+                ));
+            }
+        }
+    }
+    if let Some(mem) = r["memory"].as_array() {
+        for m in mem {
+            let cps = m["checkpoints"].as_array().cloned().unwrap_or_default();
+            if let (Some(a), Some(b)) = (cps.first(), cps.last()) {
+                out.push(target(
+                    format!(
+                        "RSS after {} lifecycles / after {}",
+                        b["lifecycles"], a["lifecycles"]
+                    ),
+                    m["client"].as_str().unwrap_or_default(),
+                    f(b, "rss_kb") / f(a, "rss_kb"),
+                    1.1,
+                    "x",
+                ));
+            }
+        }
+    }
+    Value::Array(out)
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or_default()
+}
+
+/// The results as text tables.
+pub(crate) fn table(r: &Value) -> String {
+    let mut o = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(
+        o,
+        "\nari-bench ({} mode, {} build) on {} CPUs ({}), Linux {}; mock server in a child process",
+        s(r, "mode"),
+        s(m, "profile"),
+        m["cpus"],
+        s(m, "cpu"),
+        s(m, "kernel")
+    );
+    if let Some(ev) = r["events"].as_array() {
+        let _ = writeln!(
+            o,
+            "\nEVENTS: {} events over {} channels (flood, bulk), six per-instance handlers on every channel; best of {} runs by CPU",
+            r["sizes"]["events"], r["sizes"]["channels"], r["sizes"]["repeat"]
+        );
+        let _ = writeln!(
+            o,
+            "{:<46} {:>11} {:>8} {:>10} {:>9} {:>10} {:>8}",
+            "client", "events/s", "CPU s", "CPU us/ev", "vs floor", "peak RSS", "dropped"
+        );
+        let floor = ev.first().map_or(f64::NAN, |e| f(e, "cpu_us_per_event"));
+        for e in ev {
+            let _ = writeln!(
+                o,
+                "{:<46} {:>11.0} {:>8.3} {:>10.2} {:>8.2}x {:>7.1}MiB {:>8}",
+                s(e, "client"),
+                f(e, "events_per_sec"),
+                f(e, "cpu_seconds"),
+                f(e, "cpu_us_per_event"),
+                f(e, "cpu_us_per_event") / floor,
+                f(e, "peak_rss_kb") / 1024.0,
+                e["dropped_events"]
+                    .as_u64()
+                    .map_or("-".to_owned(), |d| d.to_string()),
+            );
+        }
+    }
+    if let Some(rest) = r["rest"].as_array() {
+        let _ = writeln!(
+            o,
+            "\nREST: {} operations per row on 64 simulated channels",
+            r["sizes"]["rest_ops"]
+        );
+        let _ = writeln!(
+            o,
+            "{:<26} {:<16} {:>4} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "client", "op", "in", "ops/s", "p50 us", "p99 us", "max us", "CPU us/op", "vs hyper"
+        );
+        for e in rest {
+            let base = rest.iter().find(|b| {
+                s(b, "client").starts_with("baseline")
+                    && b["op"] == e["op"]
+                    && b["in_flight"] == e["in_flight"]
+            });
+            let ratio = base.map_or(f64::NAN, |b| f(e, "cpu_us_per_op") / f(b, "cpu_us_per_op"));
+            let _ = writeln!(
+                o,
+                "{:<26} {:<16} {:>4} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>9.1} {:>8.2}x",
+                s(e, "client"),
+                s(e, "op"),
+                e["in_flight"],
+                f(e, "ops_per_sec"),
+                f(e, "p50_us"),
+                f(e, "p99_us"),
+                f(e, "max_us"),
+                f(e, "cpu_us_per_op"),
+                ratio,
+            );
+        }
+    }
+    if let Some(mem) = r["memory"].as_array() {
+        let _ = writeln!(
+            o,
+            "\nMEMORY: call lifecycles (originate -> StasisStart -> hangup -> ChannelDestroyed), three per-instance handlers + two awaited events each, 32 in flight"
+        );
+        let _ = writeln!(
+            o,
+            "{:<26} {:>22} {:>22} {:>8} {:>12} {:>12}",
+            "client", "RSS after first", "RSS after all", "growth", "live subs", "lifecycles/s"
+        );
+        for e in mem {
+            let cps = e["checkpoints"].as_array().cloned().unwrap_or_default();
+            let (Some(a), Some(b)) = (cps.first(), cps.last()) else {
+                continue;
+            };
+            let _ = writeln!(
+                o,
+                "{:<26} {:>13} {:>6.1}MiB {:>13} {:>6.1}MiB {:>7.1}% {:>5} -> {:<4} {:>12.0}",
+                s(e, "client"),
+                format!("{} calls:", a["lifecycles"]),
+                f(a, "rss_kb") / 1024.0,
+                format!("{} calls:", b["lifecycles"]),
+                f(b, "rss_kb") / 1024.0,
+                (f(b, "rss_kb") / f(a, "rss_kb") - 1.0) * 100.0,
+                e["baseline_subscriptions"],
+                b["live_subscriptions"],
+                f(e, "lifecycles_per_sec"),
+            );
+        }
+    }
+    if let Some(t) = r["targets"].as_array() {
+        let _ = writeln!(o, "\nTARGETS (ratios measured in this run)");
+        for e in t {
+            let _ = writeln!(
+                o,
+                "  {:<4} {:<26} {:<50} {:>6.2}x (target <= {}x)",
+                if e["met"] == true { "ok" } else { "MISS" },
+                s(e, "client"),
+                s(e, "what"),
+                f(e, "value"),
+                e["target"],
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  routing flat from 100 to 10,000 live channels: see `cargo bench -p ari-proto --bench route`"
+        );
+    }
+    o
+}
