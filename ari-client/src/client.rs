@@ -150,6 +150,14 @@ impl<R: Runtime> Client<R> {
         &self,
         parts: rest::RequestParts,
     ) -> Result<O::Output, Error> {
+        if self
+            .inner
+            .shared
+            .shutdown
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Error::closed("the client was closed"));
+        }
         let span = tracing::debug_span!(
             "ari.request",
             operation = O::NAME,

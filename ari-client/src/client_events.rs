@@ -95,7 +95,8 @@ impl<R: Runtime> Client<R> {
     }
 
     /// Closes the client: stops the events connection, ends every stream, listener and
-    /// awaited event (with [`Error::Closed`]) and ends the background task. Dropping the
+    /// awaited event (with [`Error::Closed`]) and ends the background task; later requests
+    /// fail with [`Error::Closed`]. Dropping the
     /// last handle does the same, but a handler holding an instance object holds the client:
     /// call this to shut down.
     pub async fn close(&self) {

@@ -606,6 +606,17 @@ fn close_ends_streams_and_awaited_events() {
         .is_none());
     assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
     assert_eq!(client.live_subscriptions(), 0);
+    let after = Call::new(client.clone(), ops::channels::List::new());
+    assert!(matches!(
+        rt.block_on(after.into_future_boxed()).unwrap(),
+        Err(Error::Closed { .. })
+    ));
+    let c = client.clone();
+    assert!(matches!(
+        rt.block_on(async move { c.start(&["hello"]).await })
+            .unwrap(),
+        Err(Error::Closed { .. })
+    ));
 }
 
 #[test]
