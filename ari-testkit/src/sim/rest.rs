@@ -576,14 +576,14 @@ impl Sim {
                 self.emit_created(&id1);
                 self.emit_created(&id2);
                 self.emit_dialplan(&id1);
-                self.apply_caller_and_vars(&id1, caller.as_ref(), &vars);
+                self.apply_caller_and_vars(&id1, caller.as_ref(), &vars, true);
                 if let Some(a) = &app {
                     if let Some(ap) = self.apps.get_mut(a) {
                         ap.channels.insert(id1.clone());
                         ap.channels.insert(id2.clone());
                     }
                 }
-                self.apply_caller_and_vars(&id2, caller.as_ref(), &vars);
+                self.apply_caller_and_vars(&id2, caller.as_ref(), &vars, false);
                 let resp = self.chan_json(&id1);
                 self.schedule(Duration::ZERO, Timer::LocalStart(id1.clone()));
                 if timeout > 0 {
@@ -621,7 +621,7 @@ impl Sim {
                         ap.channels.insert(id1.clone());
                     }
                 }
-                self.apply_caller_and_vars(&id1, caller.as_ref(), &vars);
+                self.apply_caller_and_vars(&id1, caller.as_ref(), &vars, true);
                 let resp = self.chan_json(&id1);
                 self.emit_dial(&id1, "");
                 if let Some(c) = self.channels.get_mut(&id1) {
@@ -636,40 +636,61 @@ impl Sim {
         }
     }
 
+    /// Caller id (`callerId`, `CALLERID(…)` variables) and channel variables of an
+    /// originate. The `;1` half announces its caller id before its variables, the `;2`
+    /// half after them (as the recording shows).
     fn apply_caller_and_vars(
         &mut self,
         id: &str,
         caller: Option<&(String, String)>,
         vars: &[(String, String, bool)],
+        caller_first: bool,
     ) {
+        if caller_first {
+            self.apply_caller(id, caller, vars);
+            self.apply_vars(id, vars);
+        } else {
+            self.apply_vars(id, vars);
+            self.apply_caller(id, caller, vars);
+        }
+    }
+
+    fn apply_vars(&mut self, id: &str, vars: &[(String, String, bool)]) {
         for (k, v, rep) in vars {
-            if *rep {
-                if let Some(c) = self.channels.get_mut(id) {
-                    c.reported.insert(k.clone());
-                }
-            }
             if k.starts_with("CALLERID(") {
-                if let Some(c) = self.channels.get_mut(id) {
-                    match k.as_str() {
-                        "CALLERID(name)" => c.caller.0 = v.clone(),
-                        "CALLERID(num)" | "CALLERID(number)" => c.caller.1 = v.clone(),
-                        _ => {}
-                    }
-                }
                 continue;
             }
             if let Some(c) = self.channels.get_mut(id) {
+                if *rep {
+                    c.reported.insert(k.clone());
+                }
                 c.vars.insert(k.clone(), v.clone());
             }
             self.emit_varset(Some(id), k, v);
         }
-        let cid_var = vars.iter().any(|(k, _, _)| k.starts_with("CALLERID("));
+    }
+
+    fn apply_caller(
+        &mut self,
+        id: &str,
+        caller: Option<&(String, String)>,
+        vars: &[(String, String, bool)],
+    ) {
+        let mut cid_var = false;
         if let Some((n, num)) = caller {
             if let Some(c) = self.channels.get_mut(id) {
-                if !vars.iter().any(|(k, _, _)| k == "CALLERID(name)") {
-                    c.caller.0 = n.clone();
+                c.caller = (n.clone(), num.clone());
+            }
+        }
+        for (k, v, _) in vars {
+            if let Some(c) = self.channels.get_mut(id) {
+                match k.as_str() {
+                    "CALLERID(name)" => c.caller.0 = v.clone(),
+                    "CALLERID(num)" | "CALLERID(number)" => c.caller.1 = v.clone(),
+                    "CALLERID(all)" => c.caller = super::parse_callerid(v),
+                    _ => continue,
                 }
-                c.caller.1 = num.clone();
+                cid_var = true;
             }
         }
         if caller.is_some() || cid_var {
@@ -813,7 +834,7 @@ impl Sim {
         self.insert_channel(c);
         self.emit_created(&id);
         let vars = p.vars();
-        self.apply_caller_and_vars(&id, None, &vars);
+        self.apply_caller_and_vars(&id, None, &vars, false);
         let port = format!("{}", 10000 + self.local_seq * 2);
         self.emit_varset(Some(&id), "UNICASTRTP_LOCAL_ADDRESS", "127.0.0.1");
         self.emit_varset(Some(&id), "UNICASTRTP_LOCAL_PORT", &port);

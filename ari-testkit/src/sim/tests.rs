@@ -401,6 +401,14 @@ fn originate_local_answer_dtmf_hangup_matches_fixture() {
     b.sort();
     assert_eq!(a, b);
     assert_eq!(keys(&real["channel"]).len(), keys(&ss["channel"]).len());
+    // the subscribeAll watcher sees the same per-channel sequences
+    let fw = fixture(2, "watcher");
+    let mine_w = h.for_app("watcher");
+    for id in ["cap-0a1d1423", "cap-0a1d1423;2"] {
+        let want = sigs(&fw, |f| concerns(f, id) && core(f));
+        let got = sigs(&mine_w, |f| concerns(f, id) && core(f));
+        assert_eq!(got, want, "watcher event sequence for {id}");
+    }
     // device state of the Local device, as the subscribeAll watcher saw it
     let dev = |evs: &[Value]| -> Vec<String> {
         evs.iter()
@@ -807,6 +815,13 @@ fn bridge_lifecycle_matches_fixture() {
         concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset"
     });
     assert_eq!(got, want);
+    let want = sigs(&fw, |f| {
+        concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset"
+    });
+    let got = sigs(&h.for_app("watcher"), |f| {
+        concerns(f, "cap2-26cecea1") && f["type"] != "ChannelVarset"
+    });
+    assert_eq!(got, want, "watcher");
     let varsets = |evs: &[Value]| {
         evs.iter()
             .filter(|f| concerns(f, "cap2-26cecea1") && f["type"] == "ChannelVarset")
