@@ -381,6 +381,42 @@ fn max_connections_per_host_bounds_the_pool() {
 }
 
 #[test]
+fn a_dropped_request_frees_its_connection_slot() {
+    run(async {
+        // The client applies request timeouts by dropping the future.
+        let server = http_server(None, |req| {
+            if req.path.ends_with("slow") {
+                Reply {
+                    delay: Some(Duration::from_secs(600)),
+                    ..ok_json(r#"{"slow":true}"#)
+                }
+            } else {
+                ok_json(r#"{"fast":true}"#)
+            }
+        })
+        .await;
+        let rt = SmolRuntime::builder()
+            .pool_max_connections_per_host(1)
+            .build()
+            .unwrap();
+        let slow = rt.http(get(&server.url("http", "/ari/slow")), &opts());
+        let gave_up = futures_lite::future::or(async { slow.await.ok().map(|_| ()) }, async {
+            async_io::Timer::after(Duration::from_millis(100)).await;
+            None
+        })
+        .await;
+        assert!(gave_up.is_none());
+        // The slot is free again and the half-answered connection is not reused.
+        let resp = rt
+            .http(get(&server.url("http", "/ari/fast")), &opts())
+            .await
+            .unwrap();
+        assert_eq!(&resp.body()[..], br#"{"fast":true}"#);
+        assert_eq!(server.connections(), 2);
+    });
+}
+
+#[test]
 fn chunked_responses_are_decoded() {
     run(async {
         let server = http_server(None, |_| Reply {
