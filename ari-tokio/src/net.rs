@@ -67,6 +67,13 @@ impl Target {
     }
 }
 
+/// The `Host` header value for `uri` (its authority without any `user:password@`).
+pub(crate) fn host_header(uri: &Uri) -> Option<http::HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    http::HeaderValue::from_str(host).ok()
+}
+
 /// A plain or TLS-wrapped TCP stream.
 #[derive(Debug)]
 pub(crate) enum MaybeTls {
@@ -180,4 +187,46 @@ pub(crate) fn connect_timeout_error(target: &Target, timeout: Duration) -> Trans
             timeout.as_millis()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str) -> Result<Target, TransportError> {
+        Target::from_uri(&uri.parse().expect("uri"))
+    }
+
+    #[test]
+    fn targets_from_uris() {
+        let t = target("http://127.0.0.1:8088/ari/x?api_key=u:p").expect("ok");
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 8088, false));
+        assert_eq!(t.to_string(), "127.0.0.1:8088");
+        let t = target("https://pbx.example.com/ari").expect("ok");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("pbx.example.com", 443, true)
+        );
+        let t = target("ws://[::1]:8088/ari/events").expect("ok");
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("::1", 8088, false));
+        assert_eq!(t.to_string(), "[::1]:8088");
+        let t = target("WSS://h/ari/events").expect("ok");
+        assert_eq!((t.port, t.tls), (443, true));
+        let t = target("http://h/").expect("ok");
+        assert_eq!(t.port, 80);
+        for bad in ["/ari/x", "ftp://h/x", "unix://h/x"] {
+            let e = target(bad).expect_err(bad);
+            assert_eq!(e.kind, TransportErrorKind::Protocol);
+        }
+    }
+
+    #[test]
+    fn host_header_never_carries_userinfo() {
+        let uri: Uri = "http://user:pw@h:8088/ari".parse().expect("uri");
+        assert_eq!(host_header(&uri).expect("host"), "h:8088");
+        let uri: Uri = "http://h/ari".parse().expect("uri");
+        assert_eq!(host_header(&uri).expect("host"), "h");
+        let uri: Uri = "/ari".parse().expect("uri");
+        assert!(host_header(&uri).is_none());
+    }
 }

@@ -17,7 +17,7 @@ use ari_client::{TransportError, TransportErrorKind, TransportOptions};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -105,10 +105,8 @@ pub(crate) async fn send(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     if !parts.headers.contains_key(HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, v);
-            }
+        if let Some(v) = net::host_header(&parts.uri) {
+            parts.headers.insert(HOST, v);
         }
     }
     parts.uri = Uri::from(path);

@@ -76,11 +76,7 @@ fn prepare(req: Request<()>, target: &Target) -> Result<Request<()>, TransportEr
     }
     let h = &mut parts.headers;
     if !h.contains_key(HOST) {
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(v) = net::host_header(&parts.uri) {
             h.insert(HOST, v);
         }
     }
@@ -237,5 +233,54 @@ impl Sink<WsMessage> for TokioWs {
             }
             other => other.map_err(message_error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_fills_in_missing_upgrade_headers_and_scheme() {
+        let req = Request::get("https://h:8089/ari/events?app=a")
+            .header("authorization", "Basic x")
+            .body(())
+            .expect("request");
+        let target = Target::from_uri(req.uri()).expect("target");
+        let req = prepare(req, &target).expect("prepared");
+        assert_eq!(req.uri().to_string(), "wss://h:8089/ari/events?app=a");
+        let h = req.headers();
+        assert_eq!(h[HOST], "h:8089");
+        assert_eq!(h[CONNECTION], "Upgrade");
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[SEC_WEBSOCKET_VERSION], "13");
+        assert_eq!(h[SEC_WEBSOCKET_KEY].len(), 24);
+        assert_eq!(h["authorization"], "Basic x");
+    }
+
+    #[test]
+    fn prepare_keeps_the_callers_headers() {
+        let req = Request::get("ws://h/ari/events")
+            .header("host", "other:1")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("connection", "Upgrade")
+            .body(())
+            .expect("request");
+        let target = Target::from_uri(req.uri()).expect("target");
+        let req = prepare(req, &target).expect("prepared");
+        let h = req.headers();
+        assert_eq!(h.get_all(HOST).iter().count(), 1);
+        assert_eq!(h[HOST], "other:1");
+        assert_eq!(h[SEC_WEBSOCKET_KEY], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(h.get_all(CONNECTION).iter().count(), 1);
+    }
+
+    #[test]
+    fn utf8_errors_never_show_their_text() {
+        let e = message_error(WsError::Utf8(
+            "header 'authorization' value: Basic c2VjcmV0".into(),
+        ));
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        assert!(!e.to_string().contains("c2VjcmV0"));
     }
 }
