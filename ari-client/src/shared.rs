@@ -94,7 +94,7 @@ pub(crate) struct State {
     /// The channel each of those follows.
     channel_of: HashMap<SubscriptionId, Box<str>>,
     /// Channels that left Stasis: when their subscriptions end unless another event comes.
-    lingering: HashMap<Box<str>, Instant>,
+    lingering: Linger,
     pending: HashMap<RequestId, Arc<Slot<Result<RawResponse, RequestError>>>>,
     conn_sinks: Vec<Arc<dyn ConnSink>>,
     closed: bool,
@@ -147,7 +147,7 @@ impl Shared {
                 closed: false,
                 by_channel: HashMap::new(),
                 channel_of: HashMap::new(),
-                lingering: HashMap::new(),
+                lingering: Linger::default(),
             }),
             driver: AtomicWaker::new(),
             shutdown: AtomicBool::new(false),
@@ -402,24 +402,14 @@ impl Shared {
 
     /// The next StasisEnd linger deadline.
     pub(crate) fn next_linger(st: &State) -> Option<Instant> {
-        st.lingering.values().min().copied()
+        st.lingering.next()
     }
 
     /// Ends the subscriptions of channels that left Stasis and stayed silent for the linger
     /// time (Asterisk sends no `ChannelDestroyed` after `StasisEnd` for a channel the
     /// application only followed because it was in Stasis).
     pub(crate) fn expire_lingering(&self, st: &mut State, now: Instant, out: &mut Vec<Dispatch>) {
-        if st.lingering.is_empty() {
-            return;
-        }
-        let due: Vec<Box<str>> = st
-            .lingering
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(c, _)| c.clone())
-            .collect();
-        for c in due {
-            st.lingering.remove(&c);
+        while let Some(c) = st.lingering.pop_due(now) {
             let subs = st.by_channel.remove(&c).unwrap_or_default();
             for id in subs {
                 st.channel_of.remove(&id);
@@ -487,7 +477,7 @@ impl State {
         if let Event::StasisEnd(e) = event {
             if self.by_channel.contains_key(e.channel.id.as_str()) {
                 if let Some(at) = now.checked_add(linger) {
-                    self.lingering.insert(e.channel.id.as_str().into(), at);
+                    self.lingering.set(e.channel.id.as_str(), at);
                 }
             }
             return;
@@ -496,14 +486,65 @@ impl State {
             return;
         }
         for r in event.resources().iter() {
-            if r.kind == ResourceKind::Channel {
-                if let Some(at) = self.lingering.get_mut(r.id) {
-                    if let Some(t) = now.checked_add(linger) {
-                        *at = t;
-                    }
+            if r.kind == ResourceKind::Channel && self.lingering.contains(r.id) {
+                if let Some(at) = now.checked_add(linger) {
+                    self.lingering.set(r.id, at);
                 }
             }
         }
+    }
+}
+
+/// Deadlines of lingering channels: a map for lookups and an ordered queue for expiry, so
+/// each operation is O(log n) however many channels linger.
+#[derive(Default)]
+struct Linger {
+    by_id: HashMap<Box<str>, (Instant, u64)>,
+    queue: std::collections::BTreeMap<(Instant, u64), Box<str>>,
+    seq: u64,
+}
+
+impl Linger {
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    fn set(&mut self, id: &str, at: Instant) {
+        self.remove(id);
+        self.seq += 1;
+        let key = (at, self.seq);
+        let id: Box<str> = id.into();
+        self.queue.insert(key, id.clone());
+        self.by_id.insert(id, key);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(key) = self.by_id.remove(id) {
+            self.queue.remove(&key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.queue.clear();
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.queue.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Box<str>> {
+        let (&key, _) = self.queue.first_key_value()?;
+        if key.0 > now {
+            return None;
+        }
+        let id = self.queue.remove(&key)?;
+        self.by_id.remove(&id);
+        Some(id)
     }
 }
 
