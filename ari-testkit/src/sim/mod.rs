@@ -1664,6 +1664,21 @@ impl Sim {
             id,
             json!({"cause": 32, "soft": true}),
         );
+        let lingering_snoop = self.channels.get(id).is_some_and(|c| {
+            c.tech == Tech::Snoop
+                && c.snoop_target
+                    .as_ref()
+                    .is_some_and(|t| self.channels.contains_key(t))
+        });
+        if lingering_snoop {
+            // A snoop channel leaves Stasis at once but is only destroyed when the channel
+            // it spies on goes away (as the recording shows).
+            if let Some(c) = self.channels.get_mut(id) {
+                c.hanging_up = true;
+            }
+            self.leave_everything(id);
+            return;
+        }
         self.teardown(id, cause, true);
     }
 
@@ -1814,9 +1829,14 @@ impl Sim {
             .map(|c| c.snoops.clone())
             .unwrap_or_default();
         for s in snoops {
-            if self.channels.get(&s).is_some_and(|c| !c.hanging_up) {
-                self.chan_event("ChannelHangupRequest", &s, json!({"cause": 16}));
-                self.teardown(&s, 16, true);
+            match self.channels.get(&s).map(|c| c.hanging_up) {
+                Some(false) => {
+                    self.chan_event("ChannelHangupRequest", &s, json!({"cause": 16}));
+                    self.teardown(&s, 16, true);
+                }
+                // hung up through ARI earlier and lingering: gone now
+                Some(true) => self.destroy(&s, 16),
+                None => {}
             }
         }
     }

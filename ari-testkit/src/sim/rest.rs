@@ -838,6 +838,7 @@ impl Sim {
         let port = format!("{}", 10000 + self.local_seq * 2);
         self.emit_varset(Some(&id), "UNICASTRTP_LOCAL_ADDRESS", "127.0.0.1");
         self.emit_varset(Some(&id), "UNICASTRTP_LOCAL_PORT", &port);
+        self.emit_dialplan(&id);
         if let Some(ap) = self.apps.get_mut(&app) {
             ap.channels.insert(id.clone());
         }
@@ -1240,6 +1241,12 @@ impl Sim {
         }
         self.emit_created(&sid);
         let resp = self.chan_json(&sid);
+        let data = std::iter::once(app.clone())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.set_dialplan_app(&sid, "Stasis", &data);
+        self.emit_dialplan(&sid);
         self.enter_stasis(&sid, &app, args);
         R::json(200, &resp)
     }
