@@ -296,7 +296,7 @@ pub struct ClientBuilder<R: Runtime> {
 impl<R: Runtime> fmt::Debug for ClientBuilder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
+            .field("url", &redact_userinfo(&self.url))
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("runtime", &self.runtime)
@@ -361,9 +361,16 @@ impl<R: Runtime> ClientBuilder<R> {
     }
 
     /// Builds the client without contacting the server.
-    pub fn build(self) -> Result<Client<R>, Error> {
+    pub fn build(mut self) -> Result<Client<R>, Error> {
+        if redact_userinfo(&self.url) != self.url {
+            // Never echo a URL carrying a password into an error.
+            return Err(Error::Build(rest::BuildError::InvalidBaseUrl(
+                "credentials in the URL are not accepted; pass them separately".into(),
+            )));
+        }
         let credentials = Credentials::new(self.user, self.password)?;
         let endpoint = Endpoint::new(&self.url, credentials)?;
+        self.transport.max_frame_bytes = self.events.limits.max_frame_bytes;
         let now = self.runtime.now();
         let shared = Shared::new(
             endpoint.clone(),
@@ -406,5 +413,37 @@ impl<R: Runtime> ClientBuilder<R> {
 impl<R: Runtime> Drop for Inner<R> {
     fn drop(&mut self) {
         self.shared.shutdown(self.runtime.now());
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://<redacted>@host/…`; other strings unchanged.
+fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}<redacted>{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_userinfo;
+
+    #[test]
+    fn userinfo_is_redacted() {
+        assert_eq!(
+            redact_userinfo("http://u:secret@pbx:8088/ari"),
+            "http://<redacted>@pbx:8088/ari"
+        );
+        assert_eq!(redact_userinfo("ftp://a:b@c"), "ftp://<redacted>@c");
+        assert_eq!(
+            redact_userinfo("http://pbx:8088/a@b"),
+            "http://pbx:8088/a@b"
+        );
+        assert_eq!(redact_userinfo("pbx"), "pbx");
     }
 }

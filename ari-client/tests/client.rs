@@ -840,3 +840,18 @@ fn the_linger_can_be_turned_off() {
     rt.advance(Duration::from_secs(60));
     assert_eq!(client.live_subscriptions(), 1);
 }
+
+#[test]
+fn a_password_in_the_url_is_refused_without_being_echoed() {
+    let rt = FakeRt::default();
+    for url in [
+        "http://asterisk:hunter2@pbx:8088",
+        "ftp://asterisk:hunter2@pbx",
+    ] {
+        let b = Client::builder_with_runtime(url, "u", "p", rt.clone());
+        assert!(!format!("{b:?}").contains("hunter2"));
+        let err = rt.block_on(b.connect()).unwrap().unwrap_err();
+        assert!(matches!(err, Error::Build(_)));
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
+    }
+}
