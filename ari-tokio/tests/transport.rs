@@ -369,6 +369,38 @@ async fn http_request_with_connection_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_request_closes_its_connection() {
+    // A server that reads the request, never answers, and reports when the client hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let rt = TokioRuntime::new();
+    // The caller gives up (as the client's request timeout does): the future is dropped.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        rt.http(get(&format!("http://{addr}/ari/x")), &opts()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the server never answers");
+    tokio::time::timeout(LIVENESS, closed_rx)
+        .await
+        .expect("the connection was closed")
+        .expect("reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_garbage_response_is_protocol_error() {
     let addr = raw_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
     let rt = TokioRuntime::new();
