@@ -855,3 +855,73 @@ fn a_password_in_the_url_is_refused_without_being_echoed() {
         assert!(!format!("{err} {err:?}").contains("hunter2"));
     }
 }
+
+/// Collects every span field and event field as text.
+struct Capture(Arc<Mutex<String>>);
+
+struct Collect<'a>(&'a mut String);
+
+impl tracing::field::Visit for Collect<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut s = self.0.lock().unwrap();
+        s.push_str(span.metadata().name());
+        s.push(' ');
+        span.record(&mut Collect(&mut s));
+        s.push('\n');
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut Collect(&mut self.0.lock().unwrap()));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut s = self.0.lock().unwrap();
+        event.record(&mut Collect(&mut s));
+        s.push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn logs_show_requests_and_connection_changes_but_never_credentials() {
+    let log = Arc::new(Mutex::new(String::new()));
+    let subscriber = Capture(log.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = FakeRt::default();
+        info_only(&rt);
+        let b =
+            Client::builder_with_runtime("http://pbx:8088", "asterisk", "s3cret-pw", rt.clone())
+                .keepalive(None)
+                .ws_auth(ari_client::WsAuth::ApiKey);
+        let client = rt.block_on(b.connect()).unwrap().unwrap();
+        let c = client.clone();
+        rt.start(async move { c.start(&["hello"]).await })
+            .take()
+            .unwrap()
+            .unwrap();
+        let get = Call::new(client.clone(), ops::channels::Get::new("c1"));
+        let _ = rt.block_on(get.into_future_boxed());
+        rt.socket(0).end();
+        rt.run();
+    });
+    let log = log.lock().unwrap();
+    assert!(log.contains("operation=\"channels.get\""), "{log}");
+    assert!(log.contains("status=404"), "{log}");
+    assert!(log.contains("latency_ms="), "{log}");
+    assert!(log.contains("events WebSocket connected"), "{log}");
+    assert!(log.contains("reconnecting"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "{log}");
+    assert!(!log.contains("s3cret%2Dpw"), "{log}");
+    assert!(!log.contains("api_key"), "{log}");
+}
