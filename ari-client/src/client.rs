@@ -241,10 +241,11 @@ impl<R: Runtime> Client<R> {
         }
     }
 
-    fn deadline(&self, timeout: Duration) -> Instant {
+    pub(crate) fn deadline(&self, timeout: Duration) -> Instant {
         let now = self.inner.runtime.now();
         now.checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+            .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365)))
+            .unwrap_or(now)
     }
 }
 

@@ -78,8 +78,12 @@ impl<R: Runtime> Client<R> {
         let sink: Arc<dyn ConnSink> = waiter.clone();
         shared.add_conn_sink(sink.clone());
         shared.command(|s| s.start(self.inner.runtime.now()));
-        let after = self.inner.transport.connect_timeout + self.inner.request_timeout;
-        let deadline = self.inner.runtime.now() + after;
+        let after = self
+            .inner
+            .transport
+            .connect_timeout
+            .saturating_add(self.inner.request_timeout);
+        let deadline = self.deadline(after);
         let wait = std::future::poll_fn(|cx| waiter.poll_result(cx));
         let res = with_deadline(&self.inner.runtime, deadline, "start", after, wait).await;
         shared.remove_conn_sink(&sink);
