@@ -1426,11 +1426,14 @@ impl Sim {
             None => return,
         };
         let dialstring = format!("{exten}@{ctx}");
-        if let Some(c) = self.channels.get_mut(id1) {
-            c.dialing = Some(dialstring.clone());
+        let exists = self.dialplan.resolve_exten(&ctx, &exten).is_some();
+        if exists || self.cfg.unknown_extension_answers {
+            if let Some(c) = self.channels.get_mut(id1) {
+                c.dialing = Some(dialstring.clone());
+            }
+            self.emit_dial(id1, "");
         }
-        self.emit_dial(id1, "");
-        if self.dialplan.resolve_exten(&ctx, &exten).is_some() {
+        if exists {
             if let Some(c) = self.channels.get_mut(&id2) {
                 c.priority = 1;
             }
@@ -1447,10 +1450,35 @@ impl Sim {
                 }
             }
         } else {
-            // Real Asterisk: no such extension, the pair is torn down (cause 0).
-            self.destroy_quiet(&id2, 0);
-            self.destroy_quiet(id1, 0);
+            // Real Asterisk: no such extension, the pair is torn down and the Local device
+            // reads INVALID. A created channel waiting in Stasis leaves it first and is
+            // destroyed with cause 16; an originated one goes with cause 0.
+            let device = format!("Local/{exten}@{ctx}");
+            let in_stasis = self.channels.get(id1).is_some_and(|c| c.stasis.is_some());
+            if in_stasis {
+                // the failed half inherits the Stasis variables before it goes
+                self.emit_varset(Some(&id2), "STASISSTATUS", "");
+                self.leave_stasis(id1);
+                self.destroy_quiet(&id2, 0);
+                self.destroy_quiet(id1, 16);
+                self.device_state_named(&device, "INVALID");
+                self.device_state_named(&device, "INVALID");
+            } else {
+                self.destroy_quiet(&id2, 0);
+                self.device_state_named(&device, "INVALID");
+                self.destroy_quiet(id1, 0);
+                self.device_state_named(&device, "INVALID");
+            }
         }
+    }
+
+    fn device_state_named(&mut self, name: &str, state: &str) {
+        let mut ev = self.event("DeviceStateChanged");
+        ev.insert(
+            "device_state".to_string(),
+            json!({"name": name, "state": state}),
+        );
+        self.emit(ev, &[Res::Device(name.to_string())]);
     }
 
     fn emit_dial(&mut self, peer: &str, status: &str) {

@@ -17,7 +17,7 @@ const REST: &str = concat!(
 );
 
 /// The dialplan the fixture recording ran with (reconstructed from its ChannelDialplan events).
-const FIXTURE_DIALPLAN: &str = "[dtmf]\nexten => 123,1,Answer()\n same => n,Wait(1)\n same => n,SendDTMF(123)\n same => n,Wait(60)\n\n[wait]\nexten => _X.,1,Answer()\n same => n,Wait(${EXTEN})\n";
+const FIXTURE_DIALPLAN: &str = "[dtmf]\nexten => 123,1,Answer()\n same => n,Wait(1)\n same => n,SendDTMF(123)\n same => n,Wait(60)\n\n[wait]\nexten => _XX,1,Answer()\n same => n,Wait(${EXTEN})\n";
 
 /// Test harness: a Sim, a simulated clock and every event delivered so far.
 pub(super) struct H {
@@ -2380,4 +2380,90 @@ fn dial_failures_and_runaway_dialplans() {
         (r.status, r.body_json()),
         (500, json!({"message": "Allocation failed"}))
     );
+}
+
+/// Local channels into an extension that does not exist, as the recording has them:
+/// `channels/create` + `dial` (the created channel leaves Stasis, cause 16) and an
+/// originate into `hello` (both halves destroyed with cause 0).
+#[test]
+fn failed_local_dials_match_fixture() {
+    let mut h = H::new(FIXTURE_DIALPLAN);
+    h.sim.cfg.unknown_extension_answers = false;
+    for app in ["hello", "test"] {
+        h.connect(app, false);
+    }
+    h.connect("watcher", true);
+    let r = h.req(
+        "POST",
+        "channels/create",
+        &[
+            ("endpoint", "Local/2@wait"),
+            ("app", "test"),
+            ("channelId", "cap3-f19fcd6d"),
+        ],
+        None,
+    );
+    assert_eq!(
+        strip_times(r.body_json()),
+        strip_times(fixture_response(2, "POST", "channels/create"))
+    );
+    h.ms(5);
+    assert_eq!(
+        h.req(
+            "POST",
+            "channels/cap3-f19fcd6d/dial",
+            &[("timeout", "5")],
+            None
+        )
+        .status,
+        204
+    );
+    h.ms(50);
+    let r = h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/1@tostasis"),
+            ("app", "hello"),
+            ("channelId", "cap-hello"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    h.ms(50);
+    assert_eq!(h.req("DELETE", "channels/cap-hello", &[], None).status, 404);
+    let fx = fixture(2, "test,hello");
+    let fw = fixture(2, "watcher");
+    let mine = h
+        .events
+        .iter()
+        .filter(|o| o.app != "watcher")
+        .map(|o| o.event.clone())
+        .collect::<Vec<_>>();
+    for id in [
+        "cap3-f19fcd6d",
+        "cap3-f19fcd6d;2",
+        "cap-hello",
+        "cap-hello;2",
+    ] {
+        let f = |e: &Value| concerns(e, id);
+        assert_eq!(sigs(&mine, f), sigs(&fx, f), "{id}");
+        assert_eq!(sigs(&h.for_app("watcher"), f), sigs(&fw, f), "watcher {id}");
+    }
+    let dev = |evs: &[Value]| -> Vec<String> {
+        evs.iter()
+            .filter(|e| e["type"] == "DeviceStateChanged")
+            .filter(|e| {
+                ["Local/2@wait", "Local/1@tostasis"]
+                    .contains(&e["device_state"]["name"].as_str().unwrap_or(""))
+            })
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["device_state"]["name"], e["device_state"]["state"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(dev(&h.for_app("watcher")), dev(&fw));
 }
