@@ -65,6 +65,11 @@ pub enum DecodeError {
         /// What the JSON parser said.
         error: String,
     },
+    /// The JSON nests deeper than the allowed depth (see [`Event::decode_with_max_depth`]).
+    TooDeep {
+        /// The allowed depth.
+        max: usize,
+    },
     /// A known event type whose fields do not match its description (a required field missing
     /// or of the wrong type). The message is still available as an [`UnknownEvent`] through
     /// [`DecodeError::into_unknown`].
@@ -86,7 +91,7 @@ impl DecodeError {
                 type_name,
                 raw: *raw,
             }),
-            DecodeError::Malformed { .. } => None,
+            DecodeError::Malformed { .. } | DecodeError::TooDeep { .. } => None,
         }
     }
 }
@@ -100,6 +105,10 @@ impl fmt::Display for DecodeError {
                     "event frame is not a JSON object with a \"type\": {error}"
                 )
             }
+            DecodeError::TooDeep { max } => write!(
+                f,
+                "event frame nests JSON deeper than {max} levels; refused unparsed"
+            ),
             DecodeError::Schema {
                 type_name, error, ..
             } => write!(
@@ -150,6 +159,16 @@ impl Event {
                 }))
             }
         }
+    }
+
+    /// Like [`Event::decode`], but first refuses (without parsing) a frame whose JSON nests
+    /// deeper than `max_depth` objects/arrays. ARI events nest four levels at most; the
+    /// session's default limit is 32. (`serde_json` itself stops at 128.)
+    pub fn decode_with_max_depth(frame: &[u8], max_depth: usize) -> Result<Event, DecodeError> {
+        if json_depth_exceeds(frame, max_depth) {
+            return Err(DecodeError::TooDeep { max: max_depth });
+        }
+        Event::decode(frame)
     }
 
     /// Decodes a frame, turning a schema mismatch into [`Event::Unknown`] (so nothing is lost)
@@ -212,6 +231,38 @@ impl Event {
             _ => None,
         }
     }
+}
+
+/// Whether the JSON text nests objects/arrays deeper than `max` (strings are skipped; the
+/// text is not validated otherwise). One pass, no allocation.
+pub fn json_depth_exceeds(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl serde::Serialize for Event {

@@ -321,3 +321,27 @@ fn every_recorded_asterisk20_rest_body_parses_into_its_type_or_error() {
     let (ok, errors) = check_rest("asterisk-20");
     assert!(ok > 40 && errors > 5, "ok {ok}, errors {errors}");
 }
+
+#[test]
+fn deeply_nested_frames_are_refused_before_parsing() {
+    let deep = format!(
+        "{{\"type\":\"X\",\"a\":{}{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let err = Event::decode_with_max_depth(deep.as_bytes(), 32).unwrap_err();
+    assert!(matches!(
+        err,
+        ari_proto::events::DecodeError::TooDeep { max: 32 }
+    ));
+    // Brackets inside strings do not count; real events pass.
+    let ok = br#"{"type":"ChannelUserevent","timestamp":"2030-01-01T00:00:00.000+0000","application":"a","eventname":"[[[[[[[[[[\"{{{{{{{{","userevent":{}}"#;
+    assert!(Event::decode_with_max_depth(ok, 4).is_ok());
+    for line in lines("asterisk-master/events.jsonl") {
+        let frame = line["frame"].as_str().expect("frame");
+        assert!(
+            !ari_proto::events::json_depth_exceeds(frame.as_bytes(), 6),
+            "{frame}"
+        );
+    }
+}

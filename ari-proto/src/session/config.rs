@@ -185,6 +185,11 @@ pub struct Limits {
     /// When full, the oldest of them is dropped, counted and announced with
     /// [`Output::Overflow`](super::Output::Overflow). Default 10 000.
     pub max_queued_outputs: usize,
+    /// A frame whose JSON nests objects/arrays deeper than this is refused before parsing,
+    /// counted ([`Stats::decode_errors`](super::Stats::decode_errors)) and reported with
+    /// [`Warning::Malformed`](super::Warning::Malformed). ARI events nest four levels at
+    /// most. Default 32.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -193,6 +198,7 @@ impl Default for Limits {
             max_frame_bytes: 4 << 20,
             max_pending_requests: 1024,
             max_queued_outputs: 10_000,
+            max_json_depth: 32,
         }
     }
 }
@@ -201,6 +207,12 @@ impl Limits {
     /// Sets the maximum frame size.
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
         self.max_frame_bytes = n;
+        self
+    }
+
+    /// Sets the maximum JSON nesting depth of a frame.
+    pub fn max_json_depth(mut self, n: usize) -> Self {
+        self.max_json_depth = n;
         self
     }
 

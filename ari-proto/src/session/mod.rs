@@ -870,7 +870,7 @@ impl Session {
             }));
             return;
         }
-        let event = match Event::decode(frame) {
+        let event = match Event::decode_with_max_depth(frame, self.config.limits.max_json_depth) {
             Ok(e) => e,
             Err(e @ DecodeError::Schema { .. }) => {
                 self.stats.schema_errors += 1;
@@ -878,7 +878,7 @@ impl Session {
                     DecodeError::Schema {
                         type_name, error, ..
                     } => (type_name.clone(), error.clone()),
-                    DecodeError::Malformed { error } => (String::new(), error.clone()),
+                    other => (String::new(), other.to_string()),
                 };
                 self.push_droppable(Output::Warning(Warning::SchemaMismatch {
                     type_name,
@@ -889,8 +889,12 @@ impl Session {
                     None => return,
                 }
             }
-            Err(DecodeError::Malformed { error }) => {
+            Err(e) => {
                 self.stats.decode_errors += 1;
+                let error = match e {
+                    DecodeError::Malformed { error } => error,
+                    other => other.to_string(),
+                };
                 self.push_droppable(Output::Warning(Warning::Malformed { error }));
                 return;
             }
