@@ -14,7 +14,7 @@ use ari_proto::session::{
 use crate::client::{with_deadline, ClientBuilder};
 use crate::listen::{
     any_handler, conn_handler, typed_handler, ClientEvent, ClientOnce, ClientStream,
-    ConnectionStream, EventStream, HandlerOutput, Listener, StartWaiter,
+    ConnectionStream, EventHandler, EventStream, HandlerOutput, Listener, StartWaiter,
 };
 use crate::shared::ConnSink;
 use crate::{Client, Error, Runtime};
@@ -123,30 +123,25 @@ impl<R: Runtime> Client<R> {
     ///
     /// ```no_run
     /// # fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
-    /// use ari_client::events::StasisStart;
-    /// // The event type is given by the closure's first parameter; the instances follow.
-    /// client.on(|event: StasisStart, channel| async move {
+    /// use ari_client::events::{ChannelDtmfReceived, StasisStart};
+    /// client.on::<StasisStart>(|event, channel| async move {
     ///     println!("{} entered {}", channel.id(), event.application);
     ///     channel.answer().await?;
     ///     Ok(())
     /// });
+    /// // Or with the type on the closure's first parameter:
+    /// client.on(|dtmf: ChannelDtmfReceived, channel| async move {
+    ///     println!("{} pressed {}", channel.id(), dtmf.digit);
+    /// });
     /// # }
     /// ```
-    ///
-    /// (`client.on::<StasisStart, _, _>(|event, channel| …)` names the type instead.)
     ///
     /// Each call runs as its own task, so a handler that lasts a whole call never holds up
     /// the next event; for strictly ordered processing use [`Client::stream`]. The handler
     /// may return `()` or `Result<(), Error>` (errors are logged and counted).
-    pub fn on<T, F, Fut>(&self, handler: F) -> Listener
-    where
-        T: ClientEvent<R>,
-        F: Fn(T, T::Instances) -> Fut + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: HandlerOutput,
-    {
+    pub fn on<T: ClientEvent<R>>(&self, handler: impl EventHandler<T, T::Instances>) -> Listener {
         let shared = self.inner.shared.clone();
-        let sink = typed_handler::<R, T, F, Fut>(self, handler);
+        let sink = typed_handler::<R, T, _>(self, handler);
         let id = shared.subscribe(Filter::of::<T>(), sink);
         Listener::new(shared, id)
     }

@@ -11,7 +11,7 @@ use ari_proto::models;
 use ari_proto::session::Filter;
 
 use crate::listen::{
-    typed_handler, ClientEvent, EventStream, HandlerOutput, Listener, Once, TypedStream,
+    typed_handler, ClientEvent, EventHandler, EventStream, Listener, Once, TypedStream,
 };
 use crate::shared::{LatchOutcome, Watch};
 use crate::{Client, Error, Runtime, Wrap};
@@ -117,15 +117,12 @@ macro_rules! instance_events {
             /// so attach it before creating the resource. Each call runs as its own task.
             /// Removed by itself after the resource's final event, or with
             /// [`Listener::remove`].
-            pub fn on<T, F, Fut>(&self, handler: F) -> Listener
-            where
-                T: ClientEvent<R>,
-                F: Fn(T, T::Instances) -> Fut + Send + Sync + 'static,
-                Fut: Future + Send + 'static,
-                Fut::Output: HandlerOutput,
-            {
+            pub fn on<T: ClientEvent<R>>(
+                &self,
+                handler: impl EventHandler<T, T::Instances>,
+            ) -> Listener {
                 let shared = self.client.inner.shared.clone();
-                let sink = typed_handler::<R, T, F, Fut>(&self.client, handler);
+                let sink = typed_handler::<R, T, _>(&self.client, handler);
                 let id = shared.subscribe(self.filter().with_type(T::TYPE), sink);
                 Listener::new(shared, id)
             }

@@ -24,7 +24,7 @@
 //! // `R` is the adapter's runtime: `ari_tokio::Client` / `ari_smol::Client` fill it in.
 //! async fn hello<R: Runtime + Default>() -> Result<(), ari_client::Error> {
 //!     let client = Client::<R>::connect("http://localhost:8088", "asterisk", "secret").await?;
-//!     client.on(|_event: StasisStart, channel| async move {
+//!     client.on::<StasisStart>(|_event, channel| async move {
 //!         // Every key press, in order, until the caller hangs up (the stream then ends).
 //!         // Subscribed now, so keys pressed during the greeting are not lost.
 //!         let mut keys = channel.stream::<ChannelDtmfReceived>();
@@ -59,9 +59,9 @@
 //! | `channel.originate({endpoint, app})` | `channel.originate(endpoint).app("hello").await?` |
 //! | `channel.play({media}, playback)` | `channel.play_with_id(&playback, [media]).await?` |
 //! | play, then `playback.once('PlaybackFinished')` | `channel.play(media).await?.finished().await?` |
-//! | `ari.on('StasisStart', (event, channel) => …)` | `client.on(\|event: StasisStart, channel\| async move { … })` |
+//! | `ari.on('StasisStart', (event, channel) => …)` | `client.on::<StasisStart>(\|event, channel\| async move { … })` |
 //! | `ari.once('StasisStart', …)` | `let (event, channel) = client.once::<StasisStart>().await?` |
-//! | `channel.on('ChannelDtmfReceived', …)` | `channel.on(\|event: ChannelDtmfReceived, channel\| async move { … })` |
+//! | `channel.on('ChannelDtmfReceived', …)` | `channel.on::<ChannelDtmfReceived>(\|event, channel\| async move { … })` |
 //! | `channel.once('ChannelHangupRequest', …)` | `channel.once::<ChannelHangupRequest>().await?` |
 //! | `ari.removeListener(type, handler)` | `listener.remove()` |
 //! | `ari.start(['a', 'b'])`, `ari.stop()` | `client.start(&["a", "b"]).await?`, `client.stop().await` |
@@ -102,8 +102,8 @@ pub use instances::{
     Application, Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback, StoredRecording,
 };
 pub use listen::{
-    ClientEvent, ClientOnce, ClientStream, ConnectionStream, DialParties, EventStream,
-    HandlerOutput, Listener, Once, TypedStream,
+    ClientEvent, ClientOnce, ClientStream, ConnectionStream, DialParties, EventHandler,
+    EventStream, HandlerOutput, Listener, Once, TypedStream,
 };
 pub use runtime::{
     Runtime, TransportError, TransportErrorKind, TransportOptions, WsConnection, WsMessage,

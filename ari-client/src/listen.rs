@@ -203,6 +203,29 @@ impl HandlerOutput for Result<(), Error> {
     }
 }
 
+/// An event handler: any `Fn(event, instances) -> impl Future` (an `async move` closure
+/// body) that is `Send + Sync + 'static` and whose future returns `()` or
+/// `Result<(), Error>`. Implemented for every such closure; it exists so that
+/// `client.on::<StasisStart>(|event, channel| async move { … })` needs only the event type.
+pub trait EventHandler<T, I>:
+    Fn(T, I) -> <Self as EventHandler<T, I>>::Future + Send + Sync + 'static
+{
+    /// What the handler's future returns.
+    type Out: HandlerOutput;
+    /// The handler's future.
+    type Future: Future<Output = Self::Out> + Send + 'static;
+}
+
+impl<F, Fut, T, I> EventHandler<T, I> for F
+where
+    F: Fn(T, I) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    type Out = Fut::Output;
+    type Future = Fut;
+}
+
 /// Runs a handler future as its own task, reporting its outcome.
 pub(crate) fn spawn_handler<R: Runtime, O: HandlerOutput>(
     client: &Client<R>,
@@ -236,13 +259,11 @@ impl<F: Fn(&Arc<Event>) + Send + Sync> Sink for HandlerSink<F> {
 /// A typed handler as a sink: each matching event is converted, its instances built, and the
 /// handler's future spawned as its own task (so a long handler, e.g. a whole call, never holds
 /// up the next event; use a stream to process events strictly one after another).
-pub(crate) fn typed_handler<R, T, F, Fut>(client: &Client<R>, handler: F) -> Arc<dyn Sink>
+pub(crate) fn typed_handler<R, T, H>(client: &Client<R>, handler: H) -> Arc<dyn Sink>
 where
     R: Runtime,
     T: ClientEvent<R>,
-    F: Fn(T, T::Instances) -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: HandlerOutput,
+    H: EventHandler<T, T::Instances>,
 {
     let client = client.clone();
     Arc::new(HandlerSink {

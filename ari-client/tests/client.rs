@@ -189,7 +189,7 @@ fn handlers_get_the_event_and_live_instances() {
     let (client, ws) = started(&rt);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    client.on(move |event: StasisStart, channel| {
+    client.on::<StasisStart>(move |event, channel| {
         let s = s.clone();
         async move {
             s.lock()
