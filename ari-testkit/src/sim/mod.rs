@@ -2298,6 +2298,7 @@ impl Sim {
                 c.state = "Ringing";
             }
             self.emit_state(&callee);
+            self.emit_dial(&callee, "RINGING");
             let d = self.cfg.sip_answer_delay;
             self.schedule(d, Timer::SipAnswer(callee.clone()));
         }

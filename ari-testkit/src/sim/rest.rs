@@ -628,8 +628,15 @@ impl Sim {
                     c.state = "Ringing";
                 }
                 self.emit_state(&id1);
+                self.emit_dial(&id1, "RINGING");
                 let d = self.cfg.sip_answer_delay;
                 self.schedule(d, Timer::SipAnswer(id1.clone()));
+                if timeout > 0 {
+                    self.schedule(
+                        Duration::from_secs(timeout as u64),
+                        Timer::DialTimeout(id1.clone()),
+                    );
+                }
                 R::json(200, &resp)
             }
             _ => R::error(400, "Invalid endpoint specified"),
@@ -1141,6 +1148,7 @@ impl Sim {
                     c.state = "Ringing";
                 }
                 self.emit_state(id);
+                self.emit_dial(id, "RINGING");
                 let d = self.cfg.sip_answer_delay;
                 self.schedule(d, Timer::SipAnswer(id.to_string()));
             }

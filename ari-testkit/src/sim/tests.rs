@@ -2467,3 +2467,60 @@ fn failed_local_dials_match_fixture() {
     };
     assert_eq!(dev(&h.for_app("watcher")), dev(&fw));
 }
+
+/// Originating to a simulated SIP phone: it rings, answers after `sip_answer_delay`, and
+/// the channel enters the application.
+#[test]
+fn originate_to_sip_phone_rings_then_answers() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let r = h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "PJSIP/bob"),
+            ("app", "app"),
+            ("appArgs", "out"),
+            ("channelId", "o1"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_json()["state"], "Down");
+    h.ms(2000);
+    assert_eq!(
+        sigs(&h.for_app("app"), |_| true),
+        vec![
+            "Dial dialstatus= peer.state=Down",
+            "ChannelStateChange channel.state=Ringing",
+            "Dial dialstatus=RINGING peer.state=Ringing",
+            "ChannelStateChange channel.state=Up",
+            "Dial dialstatus=ANSWER peer.state=Up",
+            "ChannelVarset variable=STASISSTATUS channel.state=Up",
+            "StasisStart args=[\"out\"] channel.state=Up",
+        ]
+    );
+    let ep = h.req("GET", "endpoints/PJSIP/bob", &[], None).body_json();
+    assert_eq!(ep["channel_ids"], json!(["o1"]));
+    // nobody answers within the timeout: NOANSWER, the channel goes away
+    h.sim.cfg.sip_answer_delay = Duration::from_secs(60);
+    h.events.clear();
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "PJSIP/carol"),
+            ("app", "app"),
+            ("timeout", "5"),
+            ("channelId", "o2"),
+        ],
+        None,
+    );
+    h.ms(6000);
+    let got = sigs(&h.for_app("app"), |_| true);
+    assert!(
+        got.contains(&"Dial dialstatus=NOANSWER peer.state=Ringing".to_string()),
+        "{got:?}"
+    );
+    assert_eq!(h.req("GET", "channels/o2", &[], None).status, 404);
+}
