@@ -925,3 +925,61 @@ fn logs_show_requests_and_connection_changes_but_never_credentials() {
     assert!(!log.contains("s3cret%2Dpw"), "{log}");
     assert!(!log.contains("api_key"), "{log}");
 }
+
+#[test]
+fn stop_then_start_again_keeps_listeners() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    client.on::<StasisStart>(move |_e, _c| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    let mut conn = client.connection_events();
+    let c = client.clone();
+    rt.block_on(async move { c.stop().await }).unwrap();
+    assert!(!client.is_connected());
+    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello", "other"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rt.sockets(), 2);
+    assert_eq!(
+        rt.upgrades()[1].uri(),
+        "ws://pbx:8088/ari/events?app=hello,other"
+    );
+    rt.socket(1).send(stasis_start("c1"));
+    rt.run();
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    let evs = rt
+        .block_on(async move {
+            vec![
+                conn.next().await.unwrap().unwrap(),
+                conn.next().await.unwrap().unwrap(),
+            ]
+        })
+        .unwrap();
+    assert_eq!(evs[0], ConnectionEvent::Closed);
+    assert!(matches!(evs[1], ConnectionEvent::Connected { .. }));
+}
+
+#[test]
+fn start_with_other_apps_reconnects_with_the_new_set() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello", "queue"]).await })
+        .take()
+        .expect("completed")
+        .expect("connected with the new apps");
+    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
+    assert_eq!(rt.sockets(), 2);
+    assert_eq!(
+        rt.upgrades()[1].uri(),
+        "ws://pbx:8088/ari/events?app=hello,queue"
+    );
+    assert!(client.is_connected());
+}
