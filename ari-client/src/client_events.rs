@@ -280,8 +280,8 @@ impl<R: Runtime> ClientBuilder<R> {
     }
 
     /// Capacity of each stream's and awaited event's queue (default 1024 events). When full,
-    /// new events for it are dropped and counted, and the stream yields
-    /// [`crate::Lagged`]; the WebSocket is never slowed down.
+    /// its oldest events are dropped and counted, and the stream yields [`crate::Lagged`]
+    /// before the events it kept; the WebSocket is never slowed down.
     pub fn event_queue_capacity(mut self, n: usize) -> Self {
         self.events.queue_capacity = n.max(1);
         self

@@ -197,9 +197,11 @@ impl From<Lagged> for Error {
 ///
 /// Every subscription has a bounded queue (see [`crate::ClientBuilder::event_queue_capacity`]).
 /// The connection is never slowed down for a slow consumer (Asterisk drops a WebSocket whose
-/// reader stalls): when a queue is full, the newest event is dropped, counted in
-/// [`crate::Stats::dropped_events`], and the stream yields `Err(Lagged(n))` before its next
-/// event. `?` turns it into [`Error::Lagged`].
+/// reader stalls): when a queue is full and another event arrives, its *oldest* event is
+/// dropped and counted in [`crate::Stats::dropped_events`]; the stream then yields
+/// `Err(Lagged(n))` (`n` events dropped since it last read) before continuing with the oldest
+/// event kept, as tokio's broadcast channel does. The newest events, including a resource's
+/// final one, are always kept. `?` turns it into [`Error::Lagged`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lagged(pub u64);
 

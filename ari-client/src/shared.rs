@@ -653,7 +653,7 @@ impl<T> Future for SlotFuture<T> {
 
 // ---- bounded queue --------------------------------------------------------------------------
 
-/// One item of a [`Queue`]: an event, or the marker of events dropped at that point.
+/// One item of a [`Queue`]: an event, or the number of events dropped before it.
 pub(crate) enum QueueItem {
     Event(Arc<Event>),
     Lagged(u64),
@@ -661,10 +661,12 @@ pub(crate) enum QueueItem {
 
 /// The bounded queue behind a stream or an awaited event.
 ///
-/// Overflow policy: when `capacity` events are queued, a new event is dropped (the consumer
-/// keeps what it has, in order), counted in the client's `dropped_events`, and a
-/// [`Lagged`] marker takes its place at the end of the queue (consecutive drops add to one
-/// marker). The reader of the socket is never blocked.
+/// Overflow policy (as tokio's broadcast channel): when `capacity` events are queued and
+/// another arrives, the *oldest* queued event is dropped, counted in the client's
+/// `dropped_events`, and the consumer's next item is a [`Lagged`] with the number dropped
+/// since it last read; then it continues with the oldest event kept. The newest events,
+/// including a resource's final one, are always kept. The reader of the socket is never
+/// blocked.
 pub(crate) struct Queue {
     inner: Mutex<QueueInner>,
     capacity: usize,
@@ -672,8 +674,8 @@ pub(crate) struct Queue {
 }
 
 struct QueueInner {
-    items: VecDeque<QueueItem>,
-    events: usize,
+    items: VecDeque<Arc<Event>>,
+    lagged: u64,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
 }
@@ -683,7 +685,7 @@ impl Queue {
         Arc::new(Queue {
             inner: Mutex::new(QueueInner {
                 items: VecDeque::new(),
-                events: 0,
+                lagged: 0,
                 closed: None,
                 waker: None,
             }),
@@ -696,17 +698,18 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next item; `Ready(None)` once closed and drained (with the reason).
+    /// The next item; `Err(reason)` once closed and drained.
     pub(crate) fn poll_next(
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<QueueItem, Option<CloseReason>>> {
         let mut g = self.lock();
-        if let Some(item) = g.items.pop_front() {
-            if matches!(item, QueueItem::Event(_)) {
-                g.events -= 1;
-            }
-            return Poll::Ready(Ok(item));
+        if g.lagged > 0 {
+            let n = std::mem::take(&mut g.lagged);
+            return Poll::Ready(Ok(QueueItem::Lagged(n)));
+        }
+        if let Some(e) = g.items.pop_front() {
+            return Poll::Ready(Ok(QueueItem::Event(e)));
         }
         if let Some(reason) = g.closed {
             return Poll::Ready(Err(Some(reason)));
@@ -716,7 +719,7 @@ impl Queue {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().events
+        self.lock().items.len()
     }
 }
 
@@ -727,18 +730,14 @@ impl Sink for Queue {
             if g.closed.is_some() {
                 return;
             }
-            if g.events >= self.capacity {
-                match g.items.back_mut() {
-                    Some(QueueItem::Lagged(n)) => *n += 1,
-                    _ => g.items.push_back(QueueItem::Lagged(1)),
-                }
+            if g.items.len() >= self.capacity {
+                g.items.pop_front();
+                g.lagged += 1;
                 if let Some(s) = self.shared.upgrade() {
                     s.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
                 }
-            } else {
-                g.items.push_back(QueueItem::Event(event.clone()));
-                g.events += 1;
             }
+            g.items.push_back(event.clone());
             g.waker.take()
         };
         if let Some(w) = waker {
