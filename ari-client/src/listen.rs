@@ -641,10 +641,10 @@ impl ConnSink for ConnQueue {
                 return false;
             }
             if g.items.len() >= CONN_QUEUE {
+                g.items.pop_front();
                 g.lagged += 1;
-            } else {
-                g.items.push_back(event.clone());
             }
+            g.items.push_back(event.clone());
             g.waker.take()
         };
         if let Some(w) = waker {
@@ -667,8 +667,8 @@ impl ConnSink for ConnQueue {
 /// The connection events of the client as a stream ([`Client::connection_events`]):
 /// `Connected` (node's `WebSocketConnected`), `Reconnecting { attempt, delay, .. }`
 /// (`WebSocketReconnecting`), `MaxRetries { attempts, .. }` (`WebSocketMaxRetries`) and
-/// `Closed`. Ends when the client is closed. Bounded (256); on overflow yields
-/// `Err(Lagged(n))`.
+/// `Closed`. Ends when the client is closed. Bounded (256, oldest dropped first); after an
+/// overflow yields `Err(Lagged(n))` before the events it kept.
 pub struct ConnectionStream {
     queue: Arc<ConnQueue>,
     sink: Arc<dyn ConnSink>,
