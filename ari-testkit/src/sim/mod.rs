@@ -16,6 +16,36 @@
 //! Time never comes from a clock: every entry point takes `now`, a [`Duration`] since the
 //! server started, and timestamps are `SimConfig::wall_clock_base_ms + now`.
 //!
+//! # The run loop
+//!
+//! After every input (`handle_request`, `app_connected`, `place_call`, `handle_timeout` …)
+//! drain [`Sim::drain_events`]; then sleep until [`Sim::poll_timeout`] and call
+//! [`Sim::handle_timeout`] (a spurious or early call is a no-op; time never goes back).
+//!
+//! ```
+//! use std::time::Duration;
+//! use ari_testkit::sim::{PlaceCall, Sim, SimConfig, SimRequest};
+//!
+//! let mut sim = Sim::new(SimConfig::default());
+//! let mut now = Duration::ZERO;
+//! sim.app_connected(now, "ivr", false);
+//! let mut call = PlaceCall::new("PJSIP/alice", "ivr");
+//! call.dtmf = "1".to_string();
+//! let chan = sim.place_call(now, call);
+//! let segments = vec!["channels".to_string(), chan.clone(), "answer".to_string()];
+//! let answer = SimRequest { method: "POST", segments: &segments, query: &[], body: None, read_only: false };
+//! assert_eq!(sim.handle_request(now, &answer).status, 204);
+//! let mut types = Vec::new();
+//! loop {
+//!     types.extend(sim.drain_events().into_iter().map(|o| o.event["type"].to_string()));
+//!     match sim.poll_timeout() {
+//!         Some(t) if t < Duration::from_secs(5) => { now = now.max(t); sim.handle_timeout(now); }
+//!         _ => break,
+//!     }
+//! }
+//! assert_eq!(types, ["\"StasisStart\"", "\"ChannelStateChange\"", "\"ChannelDtmfReceived\""]);
+//! ```
+//!
 //! # Behaviour worth knowing
 //!
 //! * **Routing.** An application receives events for channels in its Stasis, channels it
@@ -2115,9 +2145,16 @@ impl Sim {
                             .insert("STASISSTATUS".to_string(), "TIMEOUT".to_string());
                         c.broadcast_open = true;
                     }
+                    let (caller, called) = self
+                        .channels
+                        .get(id)
+                        .map(|c| (c.caller.1.clone(), c.exten.clone()))
+                        .unwrap_or_default();
                     for t in targets {
                         let mut ev = self.event("CallBroadcast");
                         ev.insert("channel".to_string(), self.chan_json(id));
+                        ev.insert("caller".to_string(), json!(caller));
+                        ev.insert("called".to_string(), json!(called));
                         self.deliver(&t, ev);
                     }
                     self.wait_then_continue(id, Duration::from_millis(timeout));

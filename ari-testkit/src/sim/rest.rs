@@ -986,7 +986,18 @@ impl Sim {
                     .map(|s| s.split(',').map(|a| a.to_string()).collect())
                     .unwrap_or_default();
                 if !self.app_is_connected(&app) {
-                    // Accepted, but the channel stays where it is.
+                    // Accepted, but the channel stays where it is; its application hears
+                    // about it.
+                    let cur = self
+                        .channels
+                        .get(id)
+                        .and_then(|c| c.stasis.as_ref().map(|(a, _)| a.clone()))
+                        .unwrap_or_default();
+                    let mut ev = self.event("ApplicationMoveFailed");
+                    ev.insert("channel".to_string(), self.chan_json(id));
+                    ev.insert("destination".to_string(), json!(app));
+                    ev.insert("args".to_string(), json!(args));
+                    self.deliver(&cur, ev);
                     return R::no_content();
                 }
                 self.leave_stasis(id);
@@ -2061,6 +2072,18 @@ impl Sim {
                 }
                 if let Some(c) = self.channels.get_mut(&chan) {
                     c.broadcast_open = false;
+                }
+                let others: Vec<String> = self
+                    .apps
+                    .iter()
+                    .filter(|(n, a)| a.connected && **n != app)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for o in others {
+                    let mut ev = self.event("CallClaimed");
+                    ev.insert("channel".to_string(), self.chan_json(&chan));
+                    ev.insert("winner_app".to_string(), json!(app));
+                    self.deliver(&o, ev);
                 }
                 self.enter_stasis(&chan, &app, Vec::new());
                 R::no_content()

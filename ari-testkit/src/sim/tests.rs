@@ -2524,3 +2524,92 @@ fn originate_to_sip_phone_rings_then_answers() {
     );
     assert_eq!(h.req("GET", "channels/o2", &[], None).status, 404);
 }
+
+/// `move` hands a channel to another application; to an unknown one it stays and its
+/// application gets ApplicationMoveFailed. A claimed broadcast tells the losers.
+#[test]
+fn move_between_apps_and_broadcast_claimed() {
+    let mut h = H::new("[ctx]\nexten => s,1,NoOp()\n same => n,StasisBroadcast(5000)\n[echo]\nexten => s,1,Answer()\n same => n,Echo()\n");
+    h.connect("a", false);
+    h.connect("b", false);
+    let id = h.sim.place_call(h.now, PlaceCall::new("PJSIP/alice", "a"));
+    h.pump();
+    h.events.clear();
+    assert_eq!(
+        h.req(
+            "POST",
+            &format!("channels/{id}/move"),
+            &[("app", "nope"), ("appArgs", "x")],
+            None
+        )
+        .status,
+        204
+    );
+    let mf = &h.events[0];
+    assert_eq!(
+        (mf.app.as_str(), mf.event["type"].as_str()),
+        ("a", Some("ApplicationMoveFailed"))
+    );
+    assert_eq!(
+        (mf.event["destination"].clone(), mf.event["args"].clone()),
+        (json!("nope"), json!(["x"]))
+    );
+    h.events.clear();
+    assert_eq!(
+        h.req(
+            "POST",
+            &format!("channels/{id}/move"),
+            &[("app", "b"), ("appArgs", "1,2")],
+            None
+        )
+        .status,
+        204
+    );
+    let got: Vec<String> = h
+        .events
+        .iter()
+        .map(|o| format!("{} {}", o.app, o.event["type"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(got, vec!["a StasisEnd", "b StasisStart"]);
+    assert_eq!(h.events[1].event["args"], json!(["1", "2"]));
+    // broadcast: the loser hears CallClaimed
+    h.events.clear();
+    h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "Local/s@ctx"),
+            ("context", "echo"),
+            ("extension", "s"),
+        ],
+        None,
+    );
+    h.ms(10);
+    let offer = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "CallBroadcast")
+        .map(|o| o.event.clone())
+        .expect("offer");
+    assert!(offer.get("caller").is_some() && offer["called"] == "s");
+    let chan = offer["channel"]["id"].as_str().unwrap_or("").to_string();
+    h.req(
+        "POST",
+        "events/claim",
+        &[("channelId", &chan), ("application", "b")],
+        None,
+    );
+    let claimed: Vec<&Outgoing> = h
+        .events
+        .iter()
+        .filter(|o| o.event["type"] == "CallClaimed")
+        .collect();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (
+            claimed[0].app.as_str(),
+            claimed[0].event["winner_app"].as_str()
+        ),
+        ("a", Some("b"))
+    );
+}
