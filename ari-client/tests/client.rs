@@ -983,3 +983,29 @@ fn start_with_other_apps_reconnects_with_the_new_set() {
     );
     assert!(client.is_connected());
 }
+
+#[test]
+fn start_waits_through_failed_attempts_until_connected() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    rt.refuse_websockets(true);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_secs(1))
+                .jitter(0.0),
+        );
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    let start = rt.start(async move { c.start(&["hello"]).await });
+    rt.advance(Duration::from_secs(1));
+    rt.advance(Duration::from_secs(2));
+    assert!(!start.is_done());
+    assert_eq!(rt.upgrades().len(), 3, "first try and two retries");
+    rt.refuse_websockets(false);
+    rt.advance(Duration::from_secs(4));
+    start.take().expect("connected").expect("no error");
+    assert!(client.is_connected());
+    assert_eq!(client.stats().session.reconnects, 3);
+}
