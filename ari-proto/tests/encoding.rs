@@ -251,7 +251,9 @@ fn path_param(resource: &str, nickname: &str, index: usize) -> &'static str {
 fn refused<O: Operation>(op: &O, name: &str) {
     let err = build_request(&endpoint(), op).expect_err("an unsafe value is refused");
     match &err {
-        BuildError::InvalidParameter { name: n, reason, .. } => {
+        BuildError::InvalidParameter {
+            name: n, reason, ..
+        } => {
             assert_eq!(*n, name);
             assert!(!reason.is_empty());
         }

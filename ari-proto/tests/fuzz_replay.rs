@@ -65,6 +65,50 @@ fn session_actions_corpus() {
     replay("session_actions", checks::session_actions, 10);
 }
 
+/// The session corpus is worth replaying: together its inputs reach every path that matters.
+#[test]
+fn session_corpus_reaches_every_interesting_path() {
+    let mut total = ari_proto::session::Stats::default();
+    let mut runs = 0;
+    for (_, bytes) in corpus("session_actions") {
+        if let Some(s) = checks::run_session(&bytes) {
+            runs += 1;
+            total.connects += s.connects;
+            total.events += s.events;
+            total.responses += s.responses;
+            total.request_timeouts += s.request_timeouts;
+            total.requests_failed += s.requests_failed;
+            total.unmatched_responses += s.unmatched_responses;
+            total.subscriptions_ended += s.subscriptions_ended;
+            total.dropped_outputs += s.dropped_outputs;
+            total.keepalive_timeouts += s.keepalive_timeouts;
+            total.reconnects += s.reconnects;
+            total.schema_errors += s.schema_errors;
+            total.decode_errors += s.decode_errors;
+            total.oversized_frames += s.oversized_frames;
+        }
+    }
+    assert!(runs > 0);
+    let reached = [
+        ("connects", total.connects),
+        ("events", total.events),
+        ("responses", total.responses),
+        ("request_timeouts", total.request_timeouts),
+        ("requests_failed", total.requests_failed),
+        ("unmatched_responses", total.unmatched_responses),
+        ("subscriptions_ended", total.subscriptions_ended),
+        ("dropped_outputs", total.dropped_outputs),
+        ("keepalive_timeouts", total.keepalive_timeouts),
+        ("reconnects", total.reconnects),
+        ("schema_errors", total.schema_errors),
+        ("decode_errors", total.decode_errors),
+        ("oversized_frames", total.oversized_frames),
+    ];
+    for (name, n) in reached {
+        assert!(n > 0, "no session corpus input reaches {name}: {total:?}");
+    }
+}
+
 #[test]
 fn the_dispatch_covers_every_operation_of_the_catalog() {
     for op in ari_proto::catalog::OPERATIONS {

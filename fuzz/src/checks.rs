@@ -18,8 +18,8 @@ use ari_proto::events::{DecodeError, Event, ResourceKind};
 use ari_proto::rest::{parse_response, AriError, Credentials, Endpoint, ErrorKind, ResponseError};
 use ari_proto::session::{
     ConnectionEvent, ConnectionState, EndReason, Filter, Keepalive, Limits, Output,
-    ReconnectPolicy, RequestError, SendError, Session, SessionConfig, SubscriptionId, Transmit,
-    WsAuth,
+    ReconnectPolicy, RequestError, SendError, Session, SessionConfig, Stats, SubscriptionId,
+    Transmit, WsAuth,
 };
 use ari_proto::Operation;
 use serde_json::Value;
@@ -718,13 +718,27 @@ struct Model {
 /// events stay within the limit and every drop is announced; `Text`/`Ping` only go to an open
 /// socket; after `handle_timeout(now)`, `poll_timeout` is in the future; and the stats agree.
 pub fn session_actions(data: &[u8]) {
+    let _ = run_session(data);
+}
+
+/// The configuration and actions an input of [`session_actions`] decodes to, for debugging a
+/// crash (`cargo test … describe` or a scratch `main`).
+pub fn describe_session(data: &[u8]) -> String {
     let mut u = Unstructured::new(data);
     let Ok(config) = Config::arbitrary(&mut u) else {
-        return;
+        return "too short for a configuration".into();
     };
-    let Ok(actions) = Vec::<Action>::arbitrary_take_rest(u) else {
-        return;
-    };
+    let actions = Vec::<Action>::arbitrary_take_rest(u);
+    format!("{config:#?}\n{actions:#?}")
+}
+
+/// Runs [`session_actions`] and returns the session's counters before the final `stop` (the
+/// replay test checks that the corpus reaches every interesting path), or `None` when the
+/// bytes are too short for a configuration.
+pub fn run_session(data: &[u8]) -> Option<Stats> {
+    let mut u = Unstructured::new(data);
+    let config = Config::arbitrary(&mut u).ok()?;
+    let actions = Vec::<Action>::arbitrary_take_rest(u).ok()?;
     let config = config.build();
     let endpoint = Endpoint::new(
         "http://127.0.0.1:8088",
@@ -817,16 +831,27 @@ pub fn session_actions(data: &[u8]) {
         }
         drain(&mut session, &mut model, event_frame.as_deref(), &config);
         if after_timeout {
-            if let Some(t) = session.poll_timeout() {
+            // Never in the past; a deadline at `now` itself (a zero reconnect delay set by the
+            // timeout just handled) is due at once, and handling it must make progress: a few
+            // more calls at the same instant leave nothing due, or the driver would spin.
+            let mut spins = 0;
+            while let Some(t) = session.poll_timeout() {
+                assert!(t >= now, "poll_timeout {:?} in the past", t - start);
+                if t > now {
+                    break;
+                }
+                spins += 1;
                 assert!(
-                    t > now,
-                    "poll_timeout {:?} not after handle_timeout",
-                    t - start
+                    spins <= 3,
+                    "poll_timeout stays at now: the driver would spin"
                 );
+                session.handle_timeout(now);
+                drain(&mut session, &mut model, None, &config);
             }
         }
         check_state(&session, &model, &config);
     }
+    let stats = session.stats();
     // Stopping fails every pending request and leaves nothing scheduled.
     session.stop(now);
     drain(&mut session, &mut model, None, &config);
@@ -834,13 +859,19 @@ pub fn session_actions(data: &[u8]) {
     assert!(model.pending.is_empty(), "requests never answered");
     assert_eq!(session.poll_timeout(), None, "timers after stop");
     check_state(&session, &model, &config);
+    Some(stats)
 }
 
 fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c: &SessionConfig) {
     use ari_proto::ops::{asterisk, bridges, channels, recordings};
     let connected = session.is_connected();
     let pending = session.pending_requests();
-    let (result, kind, empty_id) = match req {
+    // Whether the request must be refused: an empty id, or a NUL anywhere (see
+    // `BuildError::InvalidParameter`).
+    let refused = |values: &[&str], id: Option<&str>| {
+        id.is_some_and(str::is_empty) || values.iter().chain(&id).any(|v| v.contains('\0'))
+    };
+    let (result, kind, must_refuse) = match req {
         Request::Answer(c) => (
             session.send_request(now, &channels::Answer::new(id(c))),
             OpKind::Answer,
@@ -855,25 +886,28 @@ fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c:
             channel,
             name,
             value,
-        } => (
-            session.send_request(
-                now,
-                &channels::SetChannelVar::new(id(channel), name).value(value),
-            ),
-            OpKind::SetChannelVar,
-            false,
-        ),
+        } => {
+            let bad = refused(&[&name, &value], None);
+            (
+                session.send_request(
+                    now,
+                    &channels::SetChannelVar::new(id(channel), name).value(value),
+                ),
+                OpKind::SetChannelVar,
+                bad,
+            )
+        }
         Request::ListBridges => (
             session.send_request(now, &bridges::List::new()),
             OpKind::ListBridges,
             false,
         ),
         Request::GetStoredRecording(name) => {
-            let empty = name.is_empty();
+            let bad = refused(&[], Some(&name));
             (
                 session.send_request(now, &recordings::GetStored::new(name)),
                 OpKind::GetStoredRecording,
-                empty,
+                bad,
             )
         }
         Request::Ping => (
@@ -886,7 +920,7 @@ fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c:
         Ok(id) => {
             assert!(connected, "request accepted while not connected");
             assert!(pending < c.limits.max_pending_requests);
-            assert!(!empty_id);
+            assert!(!must_refuse);
             assert!(id.as_u64() > model.last_request, "request ids grow");
             model.last_request = id.as_u64();
             model.pending.insert(id.as_u64(), kind);
@@ -899,7 +933,7 @@ fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c:
             assert!(pending >= limit);
         }
         Err(SendError::Build(e)) => {
-            assert!(empty_id, "unexpected build error {e}");
+            assert!(must_refuse, "unexpected build error {e}");
         }
         Err(e) => panic!("unexpected send error {e}"),
     }
