@@ -768,29 +768,15 @@ impl Sim {
                 .split_once('/')
                 .map(|(t, _)| t.to_string())
                 .unwrap_or_else(|| "PJSIP".to_string());
-            let endpoint = format!("{tech_name}/{resource}");
-            self.endpoints.insert(endpoint.clone());
             let id = call.channel_id.clone().unwrap_or_else(|| self.next_uid());
-            self.local_seq += 1;
-            let name = format!("{endpoint}-{:08x}", self.local_seq);
-            let mut c = self.new_channel(&id, &name, Tech::Sip, "Ring");
-            c.protocol_id = format!(
-                "{:016x}@127.0.0.1",
-                self.local_seq.wrapping_mul(0x9e37_79b9)
-            );
+            let mut c = self.new_sip_channel(&id, &format!("{tech_name}/{resource}"), "Ring");
             c.caller = (call.caller_name.clone(), call.caller_number.clone());
             c.context = call.context.clone();
             c.exten = call.exten.clone();
-            c.endpoint = Some(endpoint);
             c.script = Some(script);
             self.insert_channel(c);
             self.emit_created(&id);
-            let data = std::iter::once(call.app.clone())
-                .chain(call.args.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(",");
-            self.set_dialplan_app(&id, "Stasis", &data);
-            self.emit_dialplan(&id);
+            self.announce_stasis(&id, &call.app, &call.args);
             self.enter_stasis(&id, &call.app, call.args.clone());
             id
         };
@@ -1409,6 +1395,26 @@ impl Sim {
         }
     }
 
+    /// A channel of the simulated SIP phone `endpoint` (`PJSIP/alice`), which becomes known.
+    fn new_sip_channel(&mut self, id: &str, endpoint: &str, state: &'static str) -> Channel {
+        self.endpoints.insert(endpoint.to_string());
+        self.local_seq += 1;
+        let name = format!("{endpoint}-{:08x}", self.local_seq);
+        let mut c = self.new_channel(id, &name, Tech::Sip, state);
+        c.endpoint = Some(endpoint.to_string());
+        c.protocol_id = format!(
+            "{:016x}@127.0.0.1",
+            self.local_seq.wrapping_mul(0x9e37_79b9)
+        );
+        c
+    }
+
+    /// The channel's dialplan location becomes `Stasis(app,args…)` (ChannelDialplan).
+    fn announce_stasis(&mut self, id: &str, app: &str, args: &[String]) {
+        self.set_dialplan_app(id, "Stasis", &stasis_app_data(app, args));
+        self.emit_dialplan(id);
+    }
+
     fn insert_channel(&mut self, c: Channel) {
         self.chan_order.push(c.id.clone());
         self.channels.insert(c.id.clone(), c);
@@ -1583,14 +1589,7 @@ impl Sim {
             .unwrap_or(OnAnswer::Nothing);
         match on {
             OnAnswer::Nothing => {}
-            OnAnswer::Stasis(app, args) => {
-                let data = std::iter::once(app.clone())
-                    .chain(args.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                self.set_dialplan_app(id, "Stasis", &data);
-                self.enter_stasis(id, &app, args);
-            }
+            OnAnswer::Stasis(app, args) => self.enter_stasis(id, &app, args),
             OnAnswer::Dialplan(ctx, exten, prio) => {
                 if let Some(c) = self.channels.get_mut(id) {
                     c.context = ctx;
@@ -1633,11 +1632,7 @@ impl Sim {
         if !self.channels.contains_key(id) {
             return;
         }
-        let data = std::iter::once(app.to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(",");
-        self.set_dialplan_app(id, "Stasis", &data);
+        self.set_dialplan_app(id, "Stasis", &stasis_app_data(app, &args));
         if !active {
             // Stasis() fails for an unregistered application and the dialplan goes on.
             if let Some(c) = self.channels.get_mut(id) {
@@ -2297,11 +2292,7 @@ impl Sim {
             }
             "PJSIP" | "SIP" if !rest.is_empty() => {
                 let ep = format!("{tech}/{}", rest.split('@').next().unwrap_or(rest));
-                self.endpoints.insert(ep.clone());
-                self.local_seq += 1;
-                let name = format!("{ep}-{:08x}", self.local_seq);
-                let mut c = self.new_channel(&callee, &name, Tech::Sip, "Down");
-                c.endpoint = Some(ep);
+                let c = self.new_sip_channel(&callee, &ep, "Down");
                 self.insert_channel(c);
                 self.emit_created(&callee);
             }
@@ -3250,6 +3241,14 @@ impl Sim {
             a.bridge_refs.remove(b);
         }
     }
+}
+
+/// `app,arg1,arg2`: the data of `Stasis()`.
+fn stasis_app_data(app: &str, args: &[String]) -> String {
+    std::iter::once(app)
+        .chain(args.iter().map(|a| a.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Evaluates `$[a = b]` / `$[a != b]` expressions (1 or 0); other expressions yield their text.

@@ -58,6 +58,14 @@ impl P<'_> {
             Some(_) => Err(R::error(400, &format!("{name}: Invalid boolean value"))),
         }
     }
+    /// `appArgs`, comma-separated.
+    fn app_args(&self) -> Vec<String> {
+        self.get("appArgs")
+            .filter(|s| !s.is_empty())
+            .map(|s| s.split(',').map(|a| a.to_string()).collect())
+            .unwrap_or_default()
+    }
+
     /// The body's `variables`: name (trimmed) → value, and whether it has `report_events`.
     fn vars(&self) -> Vec<(String, String, bool)> {
         match self.body.and_then(|b| b.get("variables")) {
@@ -524,11 +532,7 @@ impl Sim {
             Ok(x) => x,
             Err(e) => return e,
         };
-        let args: Vec<String> = p
-            .get("appArgs")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.split(',').map(|a| a.to_string()).collect())
-            .unwrap_or_default();
+        let args = p.app_args();
         let on_answer = match &app {
             Some(a) => OnAnswer::Stasis(a.clone(), args),
             None => {
@@ -599,16 +603,7 @@ impl Sim {
                 if resource.is_empty() {
                     return R::error(400, "Invalid endpoint specified");
                 }
-                let ep = format!("{tech}/{resource}");
-                self.endpoints.insert(ep.clone());
-                self.local_seq += 1;
-                let name = format!("{ep}-{:08x}", self.local_seq);
-                let mut c = self.new_channel(&id1, &name, Tech::Sip, "Down");
-                c.endpoint = Some(ep);
-                c.protocol_id = format!(
-                    "{:016x}@127.0.0.1",
-                    self.local_seq.wrapping_mul(0x9e37_79b9)
-                );
+                let mut c = self.new_sip_channel(&id1, &format!("{tech}/{resource}"), "Down");
                 c.base_app = ("AppDial2".to_string(), "(Outgoing Line)".to_string());
                 c.app_name = c.base_app.0.clone();
                 c.app_data = c.base_app.1.clone();
@@ -724,11 +719,7 @@ impl Sim {
             Ok(x) => x,
             Err(e) => return e,
         };
-        let args: Vec<String> = p
-            .get("appArgs")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.split(',').map(|a| a.to_string()).collect())
-            .unwrap_or_default();
+        let args = p.app_args();
         let (tech, rest) = endpoint.split_once('/').unwrap_or((endpoint.as_str(), ""));
         let vars = p.vars();
         let originator = p.nonempty("originator");
@@ -748,16 +739,7 @@ impl Sim {
                 if resource.is_empty() {
                     return R::error(400, "Invalid endpoint specified");
                 }
-                let ep = format!("{tech}/{resource}");
-                self.endpoints.insert(ep.clone());
-                self.local_seq += 1;
-                let name = format!("{ep}-{:08x}", self.local_seq);
-                let mut c = self.new_channel(&id1, &name, Tech::Sip, "Down");
-                c.endpoint = Some(ep);
-                c.protocol_id = format!(
-                    "{:016x}@127.0.0.1",
-                    self.local_seq.wrapping_mul(0x9e37_79b9)
-                );
+                let c = self.new_sip_channel(&id1, &format!("{tech}/{resource}"), "Down");
                 self.insert_channel(c);
                 self.emit_created(&id1);
             }
@@ -787,12 +769,7 @@ impl Sim {
         }
         let resp = self.chan_json(&id1);
         // The created channel sits in Stasis (state Down) until dialed.
-        let data = std::iter::once(app.clone())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(",");
-        self.set_dialplan_app(&id1, "Stasis", &data);
-        self.emit_dialplan(&id1);
+        self.announce_stasis(&id1, &app, &args);
         self.enter_stasis(&id1, &app, args);
         R::json(200, &resp)
     }
@@ -980,11 +957,7 @@ impl Sim {
                 let Some(app) = p.nonempty("app") else {
                     return R::error(400, "Missing parameter app");
                 };
-                let args: Vec<String> = p
-                    .get("appArgs")
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.split(',').map(|a| a.to_string()).collect())
-                    .unwrap_or_default();
+                let args = p.app_args();
                 if !self.app_is_connected(&app) {
                     // Accepted, but the channel stays where it is; its application hears
                     // about it.
@@ -1245,11 +1218,7 @@ impl Sim {
         if self.channels.contains_key(&sid) {
             return R::error(409, "Channel with given unique ID already exists");
         }
-        let args: Vec<String> = p
-            .get("appArgs")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.split(',').map(|a| a.to_string()).collect())
-            .unwrap_or_default();
+        let args = p.app_args();
         let name = format!("Snoop/{id}-{:08x}", self.snoop_seq);
         self.snoop_seq += 1;
         let mut c = self.new_channel(&sid, &name, Tech::Snoop, "Up");
@@ -1260,12 +1229,7 @@ impl Sim {
         }
         self.emit_created(&sid);
         let resp = self.chan_json(&sid);
-        let data = std::iter::once(app.clone())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(",");
-        self.set_dialplan_app(&sid, "Stasis", &data);
-        self.emit_dialplan(&sid);
+        self.announce_stasis(&sid, &app, &args);
         self.enter_stasis(&sid, &app, args);
         R::json(200, &resp)
     }
