@@ -23,8 +23,9 @@ use crate::{Client, Error, Runtime};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Events dropped because a subscriber's queue was full (each also announced to that
-    /// subscriber as a `Lagged` item), plus any the session had to drop.
+    /// Events dropped because a subscriber fell behind: a stream's full queue (announced to
+    /// it as a `Lagged` item), a handler with too many calls still running (logged), or the
+    /// session's own queue.
     pub dropped_events: u64,
     /// Live subscriptions (handlers, streams, awaited events, watched playbacks/recordings).
     pub live_subscriptions: usize,
@@ -138,7 +139,9 @@ impl<R: Runtime> Client<R> {
     ///
     /// Each call runs as its own task, so a handler that lasts a whole call never holds up
     /// the next event; for strictly ordered processing use [`Client::stream`]. The handler
-    /// may return `()` or `Result<(), Error>` (errors are logged and counted).
+    /// may return `()` or `Result<(), Error>` (errors are logged and counted). At most
+    /// [`ClientBuilder::event_queue_capacity`] calls of one handler run at once; events
+    /// beyond that are dropped for it, counted in [`Stats::dropped_events`] and logged.
     pub fn on<T: ClientEvent<R>>(&self, handler: impl EventHandler<T, T::Instances>) -> Listener {
         let shared = self.inner.shared.clone();
         let sink = typed_handler::<R, T, _>(self, handler);

@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -226,18 +226,65 @@ where
     type Future = Fut;
 }
 
-/// Runs a handler future as its own task, reporting its outcome.
-pub(crate) fn spawn_handler<R: Runtime, O: HandlerOutput>(
+/// Bounds the calls of one handler running at once.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    running: AtomicUsize,
+    overflowing: AtomicBool,
+}
+
+/// Decrements the running count when the handler's task ends (or is dropped).
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs a handler future as its own task, reporting its outcome. At most the event queue
+/// capacity of calls of one handler run at once: beyond that the event is dropped for this
+/// handler, counted in `dropped_events` and logged (once per overflow episode), so a stuck
+/// handler cannot grow memory without bound and never slows the socket reader.
+pub(crate) fn spawn_handler<R, Fut>(
     client: &Client<R>,
+    in_flight: &Arc<InFlight>,
     event_type: &'static str,
-    fut: impl Future<Output = O> + Send + 'static,
-) {
+    make: impl FnOnce() -> Option<Fut>,
+) where
+    R: Runtime,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
     let shared = client.inner.shared.clone();
+    if in_flight.running.load(Ordering::Acquire) >= shared.queue_capacity {
+        shared
+            .counters
+            .dropped_events
+            .fetch_add(1, Ordering::Relaxed);
+        if !in_flight.overflowing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                target: "ari_client",
+                event = event_type,
+                limit = shared.queue_capacity,
+                "event handler overloaded: its calls still running reached the limit; \
+                 dropping events for it (counted in Stats::dropped_events)"
+            );
+        }
+        return;
+    }
+    in_flight.overflowing.store(false, Ordering::Release);
+    let Some(fut) = make() else {
+        return;
+    };
+    in_flight.running.fetch_add(1, Ordering::AcqRel);
+    let guard = InFlightGuard(in_flight.clone());
     shared
         .counters
         .handler_calls
         .fetch_add(1, Ordering::Relaxed);
     client.inner.runtime.spawn(async move {
+        let _guard = guard;
         if let Err(e) = fut.await.into_outcome() {
             shared.counters.handler_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: "ari_client", event = event_type, error = %e, "event handler failed");
@@ -266,13 +313,14 @@ where
     H: EventHandler<T, T::Instances>,
 {
     let client = client.clone();
+    let in_flight = Arc::new(InFlight::default());
     Arc::new(HandlerSink {
         call: move |event: &Arc<Event>| {
-            if let Some(t) = T::from_ref(event) {
-                let t = t.clone();
+            spawn_handler(&client, &in_flight, T::TYPE, || {
+                let t = T::from_ref(event)?.clone();
                 let instances = t.instances(&client);
-                spawn_handler(&client, T::TYPE, handler(t, instances));
-            }
+                Some(handler(t, instances))
+            });
         },
     })
 }
@@ -285,10 +333,13 @@ where
     Fut::Output: HandlerOutput,
 {
     let client = client.clone();
+    let in_flight = Arc::new(InFlight::default());
     Arc::new(HandlerSink {
         call: move |event: &Arc<Event>| {
-            let e: Event = (**event).clone();
-            spawn_handler(&client, "event", handler(e));
+            spawn_handler(&client, &in_flight, "event", || {
+                let e: Event = (**event).clone();
+                Some(handler(e))
+            });
         },
     })
 }

@@ -1009,3 +1009,32 @@ fn start_waits_through_failed_attempts_until_connected() {
     assert!(client.is_connected());
     assert_eq!(client.stats().session.reconnects, 3);
 }
+
+#[test]
+fn a_stuck_handler_is_bounded_and_its_drops_are_counted() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .event_queue_capacity(2);
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let tx = Arc::new(Mutex::new(0));
+    let t = tx.clone();
+    client.on::<ChannelDtmfReceived>(move |_e, _c| {
+        *t.lock().unwrap() += 1;
+        std::future::pending::<()>()
+    });
+    for i in 0..5 {
+        rt.socket(0).send(dtmf("c1", &i.to_string()));
+    }
+    rt.run();
+    assert_eq!(*tx.lock().unwrap(), 2, "two calls running, never finishing");
+    let stats = client.stats();
+    assert_eq!(stats.handler_calls, 2);
+    assert_eq!(stats.dropped_events, 3);
+}
