@@ -1508,6 +1508,14 @@ impl Sim {
         }
     }
 
+    /// Ids of the channels in bridge `b` (none if it does not exist).
+    fn members(&self, b: &str) -> Vec<String> {
+        self.bridges
+            .get(b)
+            .map(|br| br.channels.clone())
+            .unwrap_or_default()
+    }
+
     fn device_state_named(&mut self, name: &str, state: &str) {
         let mut ev = self.event("DeviceStateChanged");
         ev.insert(
@@ -2229,12 +2237,7 @@ impl Sim {
         }
         for n in &near {
             if let Some(b) = self.channels.get(n).and_then(|x| x.bridge.clone()) {
-                for m in self
-                    .bridges
-                    .get(&b)
-                    .map(|x| x.channels.clone())
-                    .unwrap_or_default()
-                {
+                for m in self.members(&b) {
                     if !near.contains(&m) {
                         sources.push(m);
                     }
@@ -2645,12 +2648,7 @@ impl Sim {
             }
             Some(("bridge", b)) => {
                 sources.insert(format!("bridge:{b}"));
-                for m in self
-                    .bridges
-                    .get(b)
-                    .map(|x| x.channels.clone())
-                    .unwrap_or_default()
-                {
+                for m in self.members(b) {
                     if let Some(p) = self.channels.get(&m).and_then(|x| x.peer.clone()) {
                         sources.insert(format!("channel:{p}"));
                     }
@@ -2661,12 +2659,7 @@ impl Sim {
         for n in &near {
             if let Some(b) = self.channels.get(n).and_then(|x| x.bridge.clone()) {
                 sources.insert(format!("bridge:{b}"));
-                for m in self
-                    .bridges
-                    .get(&b)
-                    .map(|x| x.channels.clone())
-                    .unwrap_or_default()
-                {
+                for m in self.members(&b) {
                     if near.contains(&m) {
                         continue;
                     }
@@ -2907,11 +2900,7 @@ impl Sim {
     }
 
     fn set_bridgepeers(&mut self, b: &str) {
-        let members: Vec<String> = self
-            .bridges
-            .get(b)
-            .map(|br| br.channels.clone())
-            .unwrap_or_default();
+        let members: Vec<String> = self.members(b);
         if members.len() < 2 {
             return;
         }
@@ -2955,11 +2944,7 @@ impl Sim {
         self.update_technology(b);
         self.bridge_event("ChannelEnteredBridge", b, Some(c), json!({}));
         self.set_bridgepeers(b);
-        let members: Vec<String> = self
-            .bridges
-            .get(b)
-            .map(|br| br.channels.clone())
-            .unwrap_or_default();
+        let members: Vec<String> = self.members(b);
         let mixing = self
             .bridges
             .get(b)
@@ -3015,11 +3000,7 @@ impl Sim {
     /// An announcer channel (`Announcer/ARI…;2`) joins or leaves a bridge for a bridge
     /// playback or music on hold: members see BRIDGEPEER change.
     fn announcer(&mut self, b: &str, name: Option<&str>) {
-        let members: Vec<String> = self
-            .bridges
-            .get(b)
-            .map(|br| br.channels.clone())
-            .unwrap_or_default();
+        let members: Vec<String> = self.members(b);
         for m in &members {
             let mut peers: Vec<String> = members
                 .iter()
@@ -3088,11 +3069,7 @@ impl Sim {
             .get(b)
             .is_some_and(|br| br.class == "basic" && !br.dissolving && br.channels.len() < 2);
         if dissolve {
-            let rest: Vec<String> = self
-                .bridges
-                .get(b)
-                .map(|br| br.channels.clone())
-                .unwrap_or_default();
+            let rest: Vec<String> = self.members(b);
             if let Some(br) = self.bridges.get_mut(b) {
                 br.dissolving = true;
             }
@@ -3189,12 +3166,7 @@ impl Sim {
             _ => name,
         };
         for _ in 0..times {
-            let mut ev = self.event("DeviceStateChanged");
-            ev.insert(
-                "device_state".to_string(),
-                json!({"name": name, "state": state}),
-            );
-            self.emit(ev, &[Res::Device(name.clone())]);
+            self.device_state_named(&name, state);
         }
     }
 
@@ -3214,11 +3186,7 @@ impl Sim {
     }
 
     fn destroy_bridge(&mut self, b: &str) {
-        let members: Vec<String> = self
-            .bridges
-            .get(b)
-            .map(|br| br.channels.clone())
-            .unwrap_or_default();
+        let members: Vec<String> = self.members(b);
         for m in members {
             self.bridge_remove_by_ari(b, &m);
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{
-    time, Channel, Exec, LiveRec, OnAnswer, PbState, Res, Sim, SimRequest, SimResponse, Tech, Timer,
+    time, Channel, Exec, LiveRec, OnAnswer, PbState, Sim, SimRequest, SimResponse, Tech, Timer,
 };
 
 type R = SimResponse;
@@ -1994,12 +1994,7 @@ impl Sim {
                     return R::error(404, "Device not found");
                 }
                 self.devices.insert(name.to_string(), st.clone());
-                let mut ev = self.event("DeviceStateChanged");
-                ev.insert(
-                    "device_state".to_string(),
-                    json!({"name": name, "state": st}),
-                );
-                self.emit(ev, &[Res::Device(name.to_string())]);
+                self.device_state_named(name, &st);
                 R::no_content()
             }
             ("DELETE", [name]) => {
