@@ -140,8 +140,9 @@ impl<R: Runtime> Client<R> {
     /// Each call runs as its own task, so a handler that lasts a whole call never holds up
     /// the next event; for strictly ordered processing use [`Client::stream`]. The handler
     /// may return `()` or `Result<(), Error>` (errors are logged and counted). At most
-    /// [`ClientBuilder::event_queue_capacity`] calls of one handler run at once; events
-    /// beyond that are dropped for it, counted in [`Stats::dropped_events`] and logged.
+    /// [`ClientBuilder::max_running_handlers`] calls of one handler run at once (default
+    /// 100 000, far above any switch's concurrent calls); events beyond that are dropped for
+    /// it, counted in [`Stats::dropped_events`] and logged.
     pub fn on<T: ClientEvent<R>>(&self, handler: impl EventHandler<T, T::Instances>) -> Listener {
         let shared = self.inner.shared.clone();
         let sink = typed_handler::<R, T, _>(self, handler);
@@ -279,6 +280,15 @@ impl<R: Runtime> ClientBuilder<R> {
     /// delay, and ends with `ChannelDestroyed` as usual.
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.events.stasis_end_linger = linger;
+        self
+    }
+
+    /// How many calls of one handler may run at once (default 100 000). A handler that
+    /// never finishes cannot grow memory without bound: beyond this, events are dropped for
+    /// it, counted in [`Stats::dropped_events`] and logged. Keep it above the number of
+    /// concurrent calls when a handler lasts a whole call.
+    pub fn max_running_handlers(mut self, n: usize) -> Self {
+        self.events.max_running_handlers = n.max(1);
         self
     }
 

@@ -242,10 +242,10 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Runs a handler future as its own task, reporting its outcome. At most the event queue
-/// capacity of calls of one handler run at once: beyond that the event is dropped for this
-/// handler, counted in `dropped_events` and logged (once per overflow episode), so a stuck
-/// handler cannot grow memory without bound and never slows the socket reader.
+/// Runs a handler future as its own task, reporting its outcome. At most
+/// `max_running_handlers` calls of one handler run at once: beyond that the event is dropped
+/// for this handler, counted in `dropped_events` and logged (once per overflow episode), so a
+/// stuck handler cannot grow memory without bound and never slows the socket reader.
 pub(crate) fn spawn_handler<R, Fut>(
     client: &Client<R>,
     in_flight: &Arc<InFlight>,
@@ -257,7 +257,7 @@ pub(crate) fn spawn_handler<R, Fut>(
     Fut::Output: HandlerOutput,
 {
     let shared = client.inner.shared.clone();
-    if in_flight.running.load(Ordering::Acquire) >= shared.queue_capacity {
+    if in_flight.running.load(Ordering::Acquire) >= shared.max_running_handlers {
         shared
             .counters
             .dropped_events
@@ -266,7 +266,7 @@ pub(crate) fn spawn_handler<R, Fut>(
             tracing::warn!(
                 target: "ari_client",
                 event = event_type,
-                limit = shared.queue_capacity,
+                limit = shared.max_running_handlers,
                 "event handler overloaded: its calls still running reached the limit; \
                  dropping events for it (counted in Stats::dropped_events)"
             );

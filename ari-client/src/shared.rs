@@ -36,6 +36,7 @@ pub(crate) struct EventOptions {
     pub(crate) rng_seed: Option<u64>,
     pub(crate) queue_capacity: usize,
     pub(crate) stasis_end_linger: Option<Duration>,
+    pub(crate) max_running_handlers: usize,
 }
 
 impl Default for EventOptions {
@@ -49,6 +50,7 @@ impl Default for EventOptions {
             rng_seed: None,
             queue_capacity: 1024,
             stasis_end_linger: Some(Duration::from_secs(2)),
+            max_running_handlers: 100_000,
         }
     }
 }
@@ -116,6 +118,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) queue_capacity: usize,
+    pub(crate) max_running_handlers: usize,
     watches: Mutex<HashMap<(ResourceKind, String), Weak<Watch>>>,
     linger: Option<Duration>,
 }
@@ -153,6 +156,7 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
             queue_capacity: opts.queue_capacity.max(1),
+            max_running_handlers: opts.max_running_handlers.max(1),
             watches: Mutex::new(HashMap::new()),
             linger: opts.stasis_end_linger,
         })

@@ -1016,7 +1016,7 @@ fn a_stuck_handler_is_bounded_and_its_drops_are_counted() {
     info_only(&rt);
     let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
         .keepalive(None)
-        .event_queue_capacity(2);
+        .max_running_handlers(2);
     let client = rt.block_on(b.connect()).unwrap().unwrap();
     let c = client.clone();
     rt.start(async move { c.start(&["hello"]).await })
