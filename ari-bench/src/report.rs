@@ -124,7 +124,7 @@ pub(crate) fn table(r: &Value) -> String {
     if let Some(ev) = r["events"].as_array() {
         let _ = writeln!(
             o,
-            "\nEVENTS: {} events over {} channels (flood, bulk), six per-instance handlers on every channel; best of {} runs by CPU",
+            "\nEVENTS: {} events over {} channels (flood, bulk), six per-instance handlers on every channel; best of {} interleaved runs by CPU",
             r["sizes"]["events"], r["sizes"]["channels"], r["sizes"]["repeat"]
         );
         let _ = writeln!(
@@ -152,8 +152,8 @@ pub(crate) fn table(r: &Value) -> String {
     if let Some(rest) = r["rest"].as_array() {
         let _ = writeln!(
             o,
-            "\nREST: {} operations per row on 64 simulated channels",
-            r["sizes"]["rest_ops"]
+            "\nREST: {} operations per row on 64 simulated channels; best of {} interleaved runs by CPU",
+            r["sizes"]["rest_ops"], r["sizes"]["repeat"]
         );
         let _ = writeln!(
             o,

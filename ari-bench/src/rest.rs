@@ -86,7 +86,12 @@ pub(crate) async fn client<R: Runtime + Default>(
         for in_flight in IN_FLIGHT {
             let per = (ops / in_flight).max(1);
             // Warm-up: opens the pooled connections.
-            join_all((0..in_flight).map(|w| client_op(&client, op, &ids[w % ids.len()]))).await;
+            for round in 0..4 {
+                join_all(
+                    (0..in_flight).map(|w| client_op(&client, op, &ids[(w + round) % ids.len()])),
+                )
+                .await;
+            }
             let cpu0 = cpu_now();
             let t0 = Instant::now();
             let lats = join_all((0..in_flight).map(|w| {
@@ -163,8 +168,10 @@ pub(crate) fn hyper_baseline(addr: SocketAddr, ids: &[String], ops: usize) -> Ve
                 for _ in 0..in_flight {
                     senders.push(hyper_conn(addr).await);
                 }
-                for (w, s) in senders.iter_mut().enumerate() {
-                    hyper_op(s, addr, &auth, op, &ids[w % ids.len()]).await;
+                for round in 0..4 {
+                    for (w, s) in senders.iter_mut().enumerate() {
+                        hyper_op(s, addr, &auth, op, &ids[(w + round) % ids.len()]).await;
+                    }
                 }
                 let cpu0 = cpu_now();
                 let t0 = Instant::now();
