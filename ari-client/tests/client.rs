@@ -1038,3 +1038,25 @@ fn a_stuck_handler_is_bounded_and_its_drops_are_counted() {
     assert_eq!(stats.handler_calls, 2);
     assert_eq!(stats.dropped_events, 3);
 }
+
+#[test]
+fn recordings_report_finished_and_failed() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let ok = client.live_recording();
+    let bad = client.live_recording();
+    let ok_done = rt.start(ok.finished());
+    let bad_done = rt.start(bad.finished());
+    ws.send(recording_event("RecordingStarted", ok.name(), "recording"));
+    ws.send(recording_event("RecordingFinished", ok.name(), "done"));
+    ws.send(recording_event("RecordingFailed", bad.name(), "failed"));
+    rt.run();
+    ok_done.take().unwrap().unwrap();
+    let err = bad_done.take().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Ended { resource } if resource.contains("disk full")),
+        "{err:?}"
+    );
+    drop((ok, bad));
+    assert_eq!(client.live_subscriptions(), 0);
+}

@@ -483,3 +483,17 @@ pub fn state_change(chan: &str) -> String {
         &format!(r#""channel":{}"#, channel_json(chan)),
     )
 }
+
+pub fn recording_json(name: &str, state: &str) -> String {
+    format!(
+        r#"{{"name":"{name}","format":"wav","target_uri":"channel:c1","state":"{state}","cause":"{}"}}"#,
+        if state == "failed" { "disk full" } else { "" }
+    )
+}
+
+pub fn recording_event(ty: &str, name: &str, state: &str) -> String {
+    event(
+        ty,
+        &format!(r#""recording":{}"#, recording_json(name, state)),
+    )
+}
