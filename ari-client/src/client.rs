@@ -315,7 +315,7 @@ impl<R: Runtime> ClientBuilder<R> {
             user: user.to_string(),
             password: password.to_string(),
             runtime,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
             transport: TransportOptions::default(),
             rest_transport: RestTransport::default(),
             verify: true,

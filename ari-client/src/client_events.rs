@@ -184,13 +184,18 @@ impl<R: Runtime> Client<R> {
     /// `WebSocketConnected`), `Reconnecting { attempt, delay, .. }`
     /// (`WebSocketReconnecting`), `MaxRetries { attempts, .. }` (`WebSocketMaxRetries`),
     /// `Closed`. Each call runs as its own task.
-    pub fn on_connection<F, Fut>(&self, handler: F)
+    pub fn on_connection<F, Fut>(&self, handler: F) -> ConnectionListener
     where
         F: Fn(crate::ConnectionEvent) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
-        self.inner.shared.add_conn_sink(conn_handler(self, handler));
+        let sink = conn_handler(self, handler);
+        self.inner.shared.add_conn_sink(sink.clone());
+        ConnectionListener {
+            shared: self.inner.shared.clone(),
+            sink,
+        }
     }
 
     /// The connection events as a stream (see [`Client::on_connection`]).
@@ -226,6 +231,26 @@ impl<R: Runtime> Client<R> {
             websocket_fallbacks: c.ws_fallbacks.load(Ordering::Relaxed),
             session,
         }
+    }
+}
+
+/// A registered connection handler ([`Client::on_connection`]); dropping it keeps the
+/// handler, [`ConnectionListener::remove`] removes it.
+pub struct ConnectionListener {
+    shared: Arc<crate::shared::Shared>,
+    sink: Arc<dyn ConnSink>,
+}
+
+impl ConnectionListener {
+    /// Removes the handler.
+    pub fn remove(self) {
+        self.shared.remove_conn_sink(&self.sink);
+    }
+}
+
+impl std::fmt::Debug for ConnectionListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionListener").finish_non_exhaustive()
     }
 }
 
