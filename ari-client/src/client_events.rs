@@ -174,6 +174,19 @@ impl<R: Runtime> Client<R> {
         EventStream::new(&self.inner.shared, Filter::all())
     }
 
+    /// The events matching a session [`Filter`](ari_proto::session::Filter) (a resource, a
+    /// type, both, one-shot), as a stream: the general form of the other streams.
+    ///
+    /// ```no_run
+    /// # fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
+    /// use ari_client::Filter;
+    /// let _alice = client.subscribe(Filter::resource(ari_client::events::ResourceKind::Endpoint, "PJSIP/alice"));
+    /// # }
+    /// ```
+    pub fn subscribe(&self, filter: Filter) -> EventStream {
+        EventStream::new(&self.inner.shared, filter)
+    }
+
     /// The events of type `T` with their instance objects, as a stream:
     /// `Ok((event, instances))` or `Err(Lagged(n))`.
     pub fn stream<T: ClientEvent<R>>(&self) -> ClientStream<R, T> {

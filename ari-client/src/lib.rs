@@ -110,6 +110,7 @@ pub use runtime::{
 };
 
 pub use ari_proto::session::{
-    ConnectionEvent, ConnectionState, Keepalive, Limits, ReconnectPolicy, SubscriptionId, WsAuth,
+    ConnectionEvent, ConnectionState, Filter, Keepalive, Limits, ReconnectPolicy, SubscriptionId,
+    WsAuth,
 };
 pub use ari_proto::{self as proto, events, models, AriError, ErrorKind, Event};
