@@ -1,0 +1,66 @@
+//! The hello-world IVR of node-ari-client's README: answer a call into the `hello` app and
+//! play `sound:hello-world`; each key plays `sound:digits/<key>`, `*` plays
+//! `sound:tt-monkeys`, `#` plays `sound:vm-goodbye`, hangs up and exits.
+//!
+//! ```text
+//! cargo run -p ari-tokio --example hello      # simulated Asterisk and caller, in-process
+//! ARI_URL=http://pbx:8088 ARI_USER=asterisk ARI_PASSWORD=secret cargo run -p ari-tokio --example hello
+//! ```
+
+use ari_tokio::events::StasisStart;
+use ari_tokio::{Channel, Client, Event};
+use futures_util::StreamExt;
+
+mod support;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let ari = support::ari("hello", "tokio", "hello", Some("1*#"));
+
+    let client = Client::connect(&ari.url, &ari.user, &ari.password).await?;
+    let incoming = client.once::<StasisStart>();
+    client.start(&[&ari.app]).await?;
+    let (start, channel) = incoming.await?;
+    println!("← StasisStart channel={channel} args={:?}", start.args);
+    let mut events = channel.events(); // keys, playbacks, hangup: everything about this call
+    println!("→ answer");
+    channel.answer().await?;
+    play(&channel, "sound:hello-world").await?;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        println!("← {}", show(&event));
+        match event {
+            Event::ChannelDtmfReceived(e) => match e.digit.as_str() {
+                "#" => play(&channel, "sound:vm-goodbye").await?,
+                "*" => play(&channel, "sound:tt-monkeys").await?,
+                digit => play(&channel, &format!("sound:digits/{digit}")).await?,
+            },
+            Event::PlaybackFinished(e) if e.playback.media_uri == "sound:vm-goodbye" => {
+                println!("→ hangup");
+                channel.hangup().await?;
+            }
+            Event::StasisEnd(_) => return Ok(()),
+            _ => {}
+        }
+    }
+    Err("the events connection closed".into())
+}
+
+// ---- printing ----------------------------------------------------------------------------
+
+/// `channel.play(media)`, printed. (The playback runs on; its events arrive on `events`.)
+async fn play(channel: &Channel, media: &str) -> Result<(), ari_tokio::Error> {
+    println!("→ play {media}");
+    channel.play(media).await.map(drop)
+}
+
+/// An event on one line: its type and what matters in it.
+fn show(event: &Event) -> String {
+    match event {
+        Event::ChannelDtmfReceived(e) => format!("ChannelDtmfReceived digit={}", e.digit),
+        Event::ChannelStateChange(e) => format!("ChannelStateChange state={}", e.channel.state),
+        Event::PlaybackStarted(e) => format!("PlaybackStarted {}", e.playback.media_uri),
+        Event::PlaybackFinished(e) => format!("PlaybackFinished {}", e.playback.media_uri),
+        other => other.type_name().to_string(),
+    }
+}
