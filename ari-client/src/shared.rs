@@ -489,6 +489,11 @@ impl State {
         if self.lingering.is_empty() {
             return;
         }
+        if let Event::StasisStart(e) = event {
+            // Back in Stasis (moved to another application of this connection).
+            self.lingering.remove(e.channel.id.as_str());
+            return;
+        }
         for r in event.resources().iter() {
             if r.kind == ResourceKind::Channel && self.lingering.contains(r.id) {
                 if let Some(at) = now.checked_add(linger) {

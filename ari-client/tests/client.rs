@@ -1060,3 +1060,19 @@ fn recordings_report_finished_and_failed() {
     drop((ok, bad));
     assert_eq!(client.live_subscriptions(), 0);
 }
+
+#[test]
+fn a_channel_moved_to_another_app_keeps_its_listeners() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let channel = client.channel_with_id("mv1");
+    channel.on::<ChannelDtmfReceived>(|_e, _c| async {});
+    ws.send(stasis_start("mv1"));
+    ws.send(stasis_end("mv1"));
+    ws.send(stasis_start("mv1")); // channel.move(..) to another app on this connection
+    rt.advance(Duration::from_secs(30));
+    assert_eq!(client.live_subscriptions(), 1);
+    ws.send(destroyed("mv1"));
+    rt.run();
+    assert_eq!(client.live_subscriptions(), 0);
+}
