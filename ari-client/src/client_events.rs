@@ -315,7 +315,11 @@ impl<R: Runtime> ClientBuilder<R> {
     /// awaited events end once it has left Stasis and no event of it came for this long
     /// (an awaited event then fails with [`Error::Ended`]). A channel the application still
     /// follows (originated by it, or subscribed) keeps sending events, each restarting the
-    /// delay, and ends with `ChannelDestroyed` as usual.
+    /// delay, and ends with `ChannelDestroyed` as usual; one that re-enters Stasis (moved to
+    /// another application of this connection) is no longer lingering. A followed channel
+    /// that stays silent for longer than this after leaving Stasis (waiting in the dialplan)
+    /// loses its listeners: raise the delay, or set `None` when you follow channels outside
+    /// Stasis.
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.events.stasis_end_linger = linger;
         self
