@@ -101,7 +101,27 @@ impl<R: Runtime> Driver<R> {
                 self.outbox.clear();
                 self.needs_flush = false;
                 self.close_after_flush = false;
-                self.connecting = Some(Box::pin(self.runtime.ws_connect(req, &self.opts)));
+                // The adapter applies the connect timeout; this deadline makes sure a connect
+                // attempt can never hang the session whatever the adapter does.
+                let connect = self.runtime.ws_connect(req, &self.opts);
+                let limit = self.opts.connect_timeout;
+                let now = self.runtime.now();
+                let deadline = now
+                    .checked_add(limit)
+                    .or_else(|| now.checked_add(std::time::Duration::from_secs(3600)))
+                    .unwrap_or(now);
+                let sleep = self.runtime.sleep_until(deadline);
+                self.connecting = Some(Box::pin(async move {
+                    let connect = std::pin::pin!(connect);
+                    let sleep = std::pin::pin!(sleep);
+                    match futures_util::future::select(connect, sleep).await {
+                        futures_util::future::Either::Left((res, _)) => res,
+                        futures_util::future::Either::Right(_) => Err(TransportError::new(
+                            crate::TransportErrorKind::Timeout,
+                            format!("WebSocket connect took longer than {limit:?}"),
+                        )),
+                    }
+                }));
             }
             Transmit::Text(text) => self.outbox.push_back(WsMessage::Text(text)),
             Transmit::Ping(payload) => self.outbox.push_back(WsMessage::Ping(payload)),

@@ -1076,3 +1076,26 @@ fn a_channel_moved_to_another_app_keeps_its_listeners() {
     rt.run();
     assert_eq!(client.live_subscriptions(), 0);
 }
+
+#[test]
+fn a_websocket_connect_that_never_completes_is_cut_at_the_connect_timeout() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    rt.hang_websockets(true);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .connect_timeout(Duration::from_secs(2))
+        .reconnect(ReconnectPolicy::never());
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    let start = rt.start(async move { c.start(&["hello"]).await });
+    rt.advance(Duration::from_secs(1));
+    assert!(!start.is_done());
+    rt.advance(Duration::from_secs(1));
+    let err = start.take().expect("gave up").unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(
+        client.connection_state(),
+        ari_client::ConnectionState::GaveUp
+    );
+}

@@ -50,6 +50,7 @@ struct Inner {
     sockets: Mutex<Vec<WsHandle>>,
     ws_upgrades: Mutex<Vec<http::Request<()>>>,
     refuse_ws: AtomicBool,
+    hang_ws: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -88,6 +89,11 @@ impl FakeRt {
             .iter()
             .map(|r| (r.method().clone(), r.uri().to_string(), r.body().clone()))
             .collect()
+    }
+
+    /// WebSocket connects never complete (a firewall dropping packets).
+    pub fn hang_websockets(&self, on: bool) {
+        self.inner.hang_ws.store(on, Ordering::SeqCst);
     }
 
     pub fn refuse_websockets(&self, on: bool) {
@@ -289,6 +295,7 @@ impl Runtime for FakeRt {
         _opts: &TransportOptions,
     ) -> impl Future<Output = Result<Self::Ws, TransportError>> + Send + 'static {
         self.inner.ws_upgrades.lock().unwrap().push(req);
+        let hang = self.inner.hang_ws.load(Ordering::SeqCst);
         let res = if self.inner.refuse_ws.load(Ordering::SeqCst) {
             Err(TransportError::new(TransportErrorKind::Connect, "refused"))
         } else {
@@ -300,7 +307,12 @@ impl Runtime for FakeRt {
                 .push(WsHandle(shared.clone()));
             Ok(FakeWs(shared))
         };
-        async move { res }
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            res
+        }
     }
 }
 
