@@ -309,10 +309,14 @@ impl<R: Runtime> Future for Driver<R> {
             // REST-over-WebSocket requests) left transmits and outputs in the session.
             progress |= this.with_session(|_| {});
             progress |= this.poll_write(cx);
+            // Closed: finish once the close frame is out, or as soon as nothing more can be
+            // done now (a peer that stopped reading cannot hold the task).
             if this.shared.shutdown.load(Ordering::Acquire)
-                && this.connecting.is_none()
-                && (this.ws.is_none() || (this.outbox.is_empty() && !this.close_after_flush))
+                && (this.ws.is_none()
+                    || (this.outbox.is_empty() && !this.close_after_flush)
+                    || !progress)
             {
+                this.connecting = None;
                 this.ws = None;
                 this.timer = None;
                 tracing::debug!(target: "ari_client", "driver finished");
