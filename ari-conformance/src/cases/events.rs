@@ -1,0 +1,345 @@
+//! Instance objects, listeners and their lifecycle, streams and the overflow policy, and the
+//! node README's IVR.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ari_client::events::{
+    ChannelDestroyed, ChannelDtmfReceived, ChannelHangupRequest, ChannelUserevent, StasisEnd,
+    StasisStart,
+};
+use ari_client::{Error, Event, Runtime};
+use ari_testkit::{PlaceCall, Transport};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::Harness;
+
+/// Instance operations: `channel.answer()`, `bridge.add_channel([&channel])`,
+/// `channel.play(..)` awaited to its end, `channel.hangup()` — no id passed again; the
+/// requests Asterisk receives carry the instances' ids.
+pub async fn instance_operations_never_repeat_ids<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-instances";
+    let c = h.started(&[app]).await;
+    let channel = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.server().clear_requests();
+    h.live("answer", channel.answer()).await.unwrap();
+    let bridge = c.bridge();
+    h.live("create", bridge.create()).await.unwrap();
+    h.live("add", bridge.add_channel([&channel])).await.unwrap();
+    let playback = h
+        .live("play", channel.play("sound:hello-world"))
+        .await
+        .unwrap();
+    h.live("finished", playback.finished()).await.unwrap();
+    // Awaiting the end again completes at once.
+    h.live("finished again", playback.finished()).await.unwrap();
+    let ended = channel.once::<StasisEnd>();
+    h.live("hangup", channel.hangup()).await.unwrap();
+    h.live("StasisEnd", ended).await.unwrap();
+    h.live("destroy", bridge.destroy()).await.unwrap();
+
+    let log: Vec<(String, String)> = h
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.transport == Transport::Http)
+        .map(|r| (r.method, r.path))
+        .collect();
+    let (cid, bid, pid) = (channel.id(), bridge.id(), playback.id());
+    for expected in [
+        ("POST", format!("channels/{cid}/answer")),
+        ("POST", format!("bridges/{bid}")),
+        ("POST", format!("bridges/{bid}/addChannel")),
+        ("POST", format!("channels/{cid}/play/{pid}")),
+        ("DELETE", format!("channels/{cid}")),
+        ("DELETE", format!("bridges/{bid}")),
+    ] {
+        assert!(
+            log.iter().any(|(m, p)| m == expected.0 && *p == expected.1),
+            "{expected:?} in {log:?}"
+        );
+    }
+    let add = h
+        .server()
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/addChannel"))
+        .unwrap();
+    assert_eq!(add.query_param("channel"), Some(cid));
+}
+
+/// Listeners attached to `client.channel()` before `originate` receive its `StasisStart`
+/// (handler and awaited event), then every later event, then end with it.
+pub async fn listeners_attached_before_creation_receive_stasis_start<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-early";
+    let c = h.started(&[app]).await;
+    let ch = c.channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let listener = ch.on(move |ev: StasisStart, channel| {
+        let seen = seen.clone();
+        async move {
+            assert_eq!(ev.channel.id, channel.id());
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let started = ch.once::<StasisStart>();
+    let hangup_requested = ch.once::<ChannelHangupRequest>();
+    let destroyed = ch.once::<ChannelDestroyed>();
+    let originated = h
+        .live("originate", ch.originate("PJSIP/alice").app(app))
+        .await
+        .unwrap();
+    assert_eq!(originated.id(), ch.id());
+    let ev = h.live("StasisStart", started).await.unwrap();
+    assert_eq!(ev.channel.id, ch.id());
+    assert_eq!(ev.application, app);
+    h.eventually("the handler ran once", || calls.load(Ordering::SeqCst) == 1)
+        .await;
+    assert!(listener.is_active());
+
+    h.live("hangup", ch.hangup()).await.unwrap();
+    h.live("ChannelHangupRequest", hangup_requested)
+        .await
+        .unwrap();
+    h.live("ChannelDestroyed", destroyed).await.unwrap();
+    h.eventually("the listener ends with the channel", || {
+        !listener.is_active()
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// 1,000 calls, each with a handler, an awaited event and a stream on its channel: after
+/// they hang up, the live subscription count is back to its baseline.
+pub async fn listeners_released_after_1000_calls<R: Runtime>(h: &Harness<R>) {
+    const CALLS: usize = 1000;
+    const BATCH: usize = 50;
+    let app = "conf-release";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let dtmf_calls = Arc::new(AtomicUsize::new(0));
+    for batch in 0..CALLS / BATCH {
+        let calls = (0..BATCH).map(|i| {
+            let c = c.clone();
+            let dtmf_calls = dtmf_calls.clone();
+            async move {
+                let ch = c.channel();
+                let n = dtmf_calls.clone();
+                ch.on(move |_: ChannelDtmfReceived, _| {
+                    let n = n.clone();
+                    async move {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                let _events = ch.events();
+                let started = ch.once::<StasisStart>();
+                let destroyed = ch.once::<ChannelDestroyed>();
+                let endpoint = if (batch * BATCH + i) % 2 == 0 {
+                    "PJSIP/alice"
+                } else {
+                    "PJSIP/bob"
+                };
+                ch.originate(endpoint).app(app).await?;
+                started.await?;
+                ch.hangup().await?;
+                destroyed.await?;
+                Ok::<_, Error>(())
+            }
+        });
+        let results = h
+            .live("a batch of calls", futures::future::join_all(calls))
+            .await;
+        for r in results {
+            r.unwrap();
+        }
+    }
+    h.eventually("subscriptions back to the baseline", || {
+        c.live_subscriptions() == baseline
+    })
+    .await;
+    assert_eq!(c.stats().live_subscriptions, baseline);
+    assert!(h
+        .live("channels", c.channels().list())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The node README's IVR with a scripted caller: `StasisStart` → answer → play
+/// `hello-world` → for each DTMF digit play `digits/N` → `#` plays `vm-goodbye` and hangs
+/// up.
+pub async fn hello_ivr_end_to_end<R: Runtime>(h: &Harness<R>) {
+    let app = "hello";
+    let c = h.started(&[app]).await;
+    let transcript = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (done_tx, done_rx) = futures::channel::oneshot::channel::<Result<(), Error>>();
+    let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+    let log = transcript.clone();
+    c.on(move |event: StasisStart, channel| {
+        let log = log.clone();
+        let done_tx = done_tx.clone();
+        async move {
+            let say = |s: String| log.lock().unwrap().push(s);
+            say(format!("StasisStart {}", event.application));
+            let result = async {
+                let mut keys = channel.stream::<ChannelDtmfReceived>();
+                channel.answer().await?;
+                say("answer".into());
+                channel.play("sound:hello-world").await?.finished().await?;
+                say("played hello-world".into());
+                while let Some(dtmf) = keys.next().await {
+                    let dtmf = dtmf?;
+                    say(format!("dtmf {}", dtmf.digit));
+                    if dtmf.digit == "#" {
+                        channel.play("sound:vm-goodbye").await?.finished().await?;
+                        say("played vm-goodbye".into());
+                        channel.hangup().await?;
+                        say("hangup".into());
+                        break;
+                    }
+                    let media = if dtmf.digit == "*" {
+                        "sound:tt-monkeys".to_string()
+                    } else {
+                        format!("sound:digits/{}", dtmf.digit)
+                    };
+                    channel.play(media.as_str()).await?.finished().await?;
+                    say(format!("played {}", &media["sound:".len()..]));
+                }
+                Ok(())
+            }
+            .await;
+            if let Some(tx) = done_tx.lock().unwrap().take() {
+                let _ = tx.send(result);
+            }
+        }
+    });
+    let mut call = PlaceCall::new("PJSIP/alice", app);
+    call.caller_name = "Alice".into();
+    call.caller_number = "100".into();
+    call.dtmf = "12#".into();
+    // The caller presses keys after the greeting; each key after the previous prompt.
+    call.dtmf_delay = Duration::from_millis(300);
+    call.dtmf_interval = Duration::from_millis(200);
+    let id = h.server().place_call(call).unwrap();
+    h.live("the IVR finishes", done_rx)
+        .await
+        .expect("the handler reports")
+        .expect("the IVR ran without error");
+    assert_eq!(
+        *transcript.lock().unwrap(),
+        vec![
+            "StasisStart hello",
+            "answer",
+            "played hello-world",
+            "dtmf 1",
+            "played digits/1",
+            "dtmf 2",
+            "played digits/2",
+            "dtmf #",
+            "played vm-goodbye",
+            "hangup",
+        ]
+    );
+    // What Asterisk was asked to do, in order.
+    let media: Vec<String> = h
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&format!("channels/{id}/play/")))
+        .filter_map(|r| r.query_param("media").map(str::to_string))
+        .collect();
+    assert_eq!(
+        media,
+        vec![
+            "sound:hello-world",
+            "sound:digits/1",
+            "sound:digits/2",
+            "sound:vm-goodbye"
+        ]
+    );
+    let err = h
+        .live("the call is gone", c.channels().get(id.as_str()))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found());
+}
+
+/// The overflow policy: a stream nobody polls while the server pushes many events keeps
+/// the newest `capacity` events, drops the older ones (counted in `Stats::dropped_events`)
+/// and yields `Err(Lagged(n))` before the events it kept; meanwhile the socket keeps being read (another
+/// listener gets every event, the server never drops the connection for a write timeout).
+pub async fn slow_consumer_lags_while_the_socket_is_read<R: Runtime>(h: &Harness<R>) {
+    const CAPACITY: usize = 16;
+    const EVENTS: usize = 3000;
+    let app = "conf-slow";
+    let server = ari_testkit::MockServer::builder()
+        .sim_config(crate::fast_sim_config())
+        .write_timeout(Duration::from_millis(100))
+        .send_buffer_size(4096)
+        .start();
+    let c = h
+        .builder_for(&server)
+        .event_queue_capacity(CAPACITY)
+        .connect()
+        .await
+        .unwrap();
+    h.live("start", c.start(&[app])).await.unwrap();
+    let mut slow = c.event_stream();
+    let received = Arc::new(AtomicUsize::new(0));
+    let n = received.clone();
+    c.on(move |_: ChannelUserevent, _| {
+        let n = n.clone();
+        async move {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    for i in 0..EVENTS {
+        server.push_event(
+            app,
+            json!({"type": "ChannelUserevent", "eventname": format!("flood-{i}"), "userevent": {"seq": i}}),
+        );
+    }
+    h.eventually("every event was read from the socket", || {
+        received.load(Ordering::Relaxed) == EVENTS
+    })
+    .await;
+    assert!(
+        server.closed_connections().is_empty(),
+        "the server never dropped the client: {:?}",
+        server.closed_connections()
+    );
+    assert!(c.is_connected());
+    let dropped = (EVENTS - CAPACITY) as u64;
+    assert!(c.stats().dropped_events >= dropped, "{:?}", c.stats());
+
+    // The slow stream: the lag marker first, then the `CAPACITY` events it kept (the newest:
+    // the oldest were dropped, as tokio's broadcast channel does), then live again.
+    match h.live("lag marker", slow.next()).await {
+        Some(Err(lagged)) => assert_eq!(lagged.0, dropped),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    for i in 0..CAPACITY {
+        match h.live("queued event", slow.next()).await {
+            Some(Ok(Event::ChannelUserevent(e))) => {
+                assert_eq!(e.eventname, format!("flood-{}", EVENTS - CAPACITY + i))
+            }
+            other => panic!("queued event {i}: {other:?}"),
+        }
+    }
+    server.push_event(
+        app,
+        json!({"type": "ChannelUserevent", "eventname": "after", "userevent": {}}),
+    );
+    match h.live("event after the lag", slow.next()).await {
+        Some(Ok(Event::ChannelUserevent(e))) => assert_eq!(e.eventname, "after"),
+        other => panic!("expected the next event, got {other:?}"),
+    }
+    // `?` turns the marker into `Error::Lagged`.
+    let as_error: Error = ari_client::Lagged(3).into();
+    assert_eq!(as_error, Error::Lagged(3));
+}

@@ -1,0 +1,25 @@
+//! The cases of the suite. Each is `pub async fn name<R: Runtime>(h: &Harness<R>)`, uses only
+//! the public API of `ari-client` against the harness's [`MockServer`](ari_testkit::MockServer)
+//! (or one it starts), and panics on a failed assertion.
+
+mod events;
+mod faults;
+mod resources;
+
+pub use events::*;
+pub use faults::*;
+pub use resources::*;
+
+use ari_client::{Error, ErrorKind};
+
+/// Asserts `err` is an Asterisk error with this status, kind and message.
+#[track_caller]
+fn assert_ari(err: &Error, status: u16, kind: ErrorKind, message: &str) {
+    let ari = err
+        .ari()
+        .unwrap_or_else(|| panic!("expected an ARI {status} error, got {err:?}"));
+    assert_eq!(ari.status, status, "{err:?}");
+    assert_eq!(ari.kind, kind, "{err:?}");
+    assert_eq!(ari.message, message, "{err:?}");
+    assert_eq!(err.status(), Some(status));
+}

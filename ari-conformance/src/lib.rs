@@ -1,0 +1,140 @@
+//! # ari-conformance
+//!
+//! One end-to-end conformance suite for the ARI client, written once against the
+//! runtime-generic API of [`ari_client`] and run against every adapter (`ari-tokio`,
+//! `ari-smol`): each case is a generic `async fn case<R: Runtime>(h: &Harness<R>)` in
+//! [`cases`] that drives a real client over real sockets (HTTP and the events WebSocket)
+//! against a [`MockServer`] of `ari-testkit` (the simulated Asterisk, faults, request log).
+//!
+//! An adapter's test file invokes [`conformance_suite!`] with its runtime constructor and a
+//! `block_on`, which generates one `#[test]` per case:
+//!
+//! ```ignore
+//! // ari-smol/tests/conformance.rs
+//! ari_conformance::conformance_suite! {
+//!     runtime: ari_smol::SmolRuntime::new,
+//!     block_on: smol::block_on,
+//! }
+//! ```
+//!
+//! ```ignore
+//! // ari-tokio/tests/conformance.rs
+//! fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+//!     tokio::runtime::Builder::new_multi_thread()
+//!         .worker_threads(2)
+//!         .enable_all()
+//!         .build()
+//!         .expect("a tokio runtime")
+//!         .block_on(fut)
+//! }
+//! ari_conformance::conformance_suite! {
+//!     runtime: ari_tokio::TokioRuntime::new,
+//!     block_on: block_on,
+//! }
+//! ```
+//!
+//! `block_on` must leave the client's background tasks running on other threads while the
+//! case's future runs (a multi-threaded tokio runtime; smol's global executor), because
+//! some [`MockServer`] calls block the calling thread briefly.
+//!
+//! Every case finishes within [`CASE_LIVENESS`] or fails (a liveness bound, not a timing
+//! assertion): a hang is a failure, never a stuck CI job.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+pub mod capture;
+pub mod cases;
+mod harness;
+
+pub use harness::{fast_sim_config, Harness, CASE_LIVENESS, DIALPLAN, LIVENESS};
+
+/// The names of every case of the suite, in the order [`conformance_suite!`] generates them.
+pub const CASES: &[&str] = &[
+    "asterisk_info_ping_and_variables",
+    "applications_list_get_subscribe_unsubscribe",
+    "channels_every_operation",
+    "bridges_every_operation",
+    "playbacks_get_control_stop",
+    "recordings_live_and_stored",
+    "endpoints_list_and_get",
+    "device_states_update_get_list_delete",
+    "sounds_list_and_get",
+    "mailboxes_answer_like_asterisk_without_the_module",
+    "user_event_reaches_the_application",
+    "instance_operations_never_repeat_ids",
+    "listeners_attached_before_creation_receive_stasis_start",
+    "listeners_released_after_1000_calls",
+    "rest_over_websocket_equals_http",
+    "errors_are_typed_404_409_422",
+    "unreachable_host_fails_within_the_request_timeout",
+    "reconnect_in_the_middle_of_a_call",
+    "max_retries_when_reconnection_is_refused",
+    "slow_consumer_lags_while_the_socket_is_read",
+    "hello_ivr_end_to_end",
+    "websocket_dropped_every_few_hundred_of_10000_events",
+    "asterisk_down_longer_than_the_retry_budget",
+    "rest_calls_during_an_outage_fail_within_their_timeout",
+    "secrets_never_appear_in_tracing_debug_or_errors",
+];
+
+/// Generates one `#[test]` per conformance case for an adapter.
+///
+/// `runtime` is an expression callable with no argument that returns the adapter's
+/// [`ari_client::Runtime`] (called inside `block_on`); `block_on` is an expression callable
+/// with one future that runs it to completion (a generic function such as `smol::block_on`,
+/// or a closure).
+///
+/// ```ignore
+/// ari_conformance::conformance_suite! {
+///     runtime: ari_smol::SmolRuntime::new,
+///     block_on: smol::block_on,
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    (runtime: $runtime:expr, block_on: $block_on:expr $(,)?) => {
+        $crate::conformance_suite!(@cases ($runtime) ($block_on)
+            asterisk_info_ping_and_variables,
+            applications_list_get_subscribe_unsubscribe,
+            channels_every_operation,
+            bridges_every_operation,
+            playbacks_get_control_stop,
+            recordings_live_and_stored,
+            endpoints_list_and_get,
+            device_states_update_get_list_delete,
+            sounds_list_and_get,
+            mailboxes_answer_like_asterisk_without_the_module,
+            user_event_reaches_the_application,
+            instance_operations_never_repeat_ids,
+            listeners_attached_before_creation_receive_stasis_start,
+            listeners_released_after_1000_calls,
+            rest_over_websocket_equals_http,
+            errors_are_typed_404_409_422,
+            unreachable_host_fails_within_the_request_timeout,
+            reconnect_in_the_middle_of_a_call,
+            max_retries_when_reconnection_is_refused,
+            slow_consumer_lags_while_the_socket_is_read,
+            hello_ivr_end_to_end,
+            websocket_dropped_every_few_hundred_of_10000_events,
+            asterisk_down_longer_than_the_retry_budget,
+            rest_calls_during_an_outage_fail_within_their_timeout,
+            secrets_never_appear_in_tracing_debug_or_errors,
+        );
+    };
+    (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let block_on = $block_on;
+                block_on(async {
+                    let runtime = ($runtime)();
+                    let harness = $crate::Harness::new(runtime);
+                    harness
+                        .run_case(stringify!($case), $crate::cases::$case(&harness))
+                        .await;
+                });
+            }
+        )*
+    };
+}

@@ -1,0 +1,7 @@
+//! The conformance suite of `ari-conformance` on `SmolRuntime` (smol's global executor runs
+//! the client's tasks while `smol::block_on` runs the case).
+
+ari_conformance::conformance_suite! {
+    runtime: ari_smol::SmolRuntime::new,
+    block_on: smol::block_on,
+}

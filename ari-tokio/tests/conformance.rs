@@ -1,0 +1,17 @@
+//! The conformance suite of `ari-conformance` on `TokioRuntime`.
+
+/// A multi-threaded runtime per test: the client's tasks run on its workers while the case
+/// runs on the test thread.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(fut)
+}
+
+ari_conformance::conformance_suite! {
+    runtime: ari_tokio::TokioRuntime::new,
+    block_on: block_on,
+}
