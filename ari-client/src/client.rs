@@ -241,6 +241,36 @@ impl<R: Runtime> Client<R> {
         }
     }
 
+    /// Runs `fut` for at most `after` on the client's runtime: [`Error::Timeout`] past it.
+    /// Handy for IVR steps such as waiting for a key:
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
+    /// use std::time::Duration;
+    /// use ari_client::events::ChannelDtmfReceived;
+    /// match client.timeout(Duration::from_secs(5), channel.once::<ChannelDtmfReceived>()).await {
+    ///     Ok(dtmf) => println!("pressed {}", dtmf?.digit),
+    ///     Err(_) => println!("no key within 5 s"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn timeout<F: std::future::Future>(
+        &self,
+        after: Duration,
+        fut: F,
+    ) -> Result<F::Output, Error> {
+        let deadline = self.deadline(after);
+        with_deadline(&self.inner.runtime, deadline, "timeout", after, fut).await
+    }
+
+    /// Completes after `d`, on the client's runtime.
+    pub async fn sleep(&self, d: Duration) {
+        let deadline = self.deadline(d);
+        if self.inner.runtime.now() < deadline {
+            self.inner.runtime.sleep_until(deadline).await;
+        }
+    }
+
     pub(crate) fn deadline(&self, timeout: Duration) -> Instant {
         let now = self.inner.runtime.now();
         now.checked_add(timeout)

@@ -1099,3 +1099,39 @@ fn a_websocket_connect_that_never_completes_is_cut_at_the_connect_timeout() {
         ari_client::ConnectionState::GaveUp
     );
 }
+
+#[test]
+fn waiting_for_a_key_with_a_timeout() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let channel = client.channel_with_id("c1");
+    let c = client.clone();
+    let ch = channel.clone();
+    let waiting = rt.start(async move {
+        c.timeout(Duration::from_secs(5), ch.once::<ChannelDtmfReceived>())
+            .await
+    });
+    rt.advance(Duration::from_secs(5));
+    assert!(waiting.take().unwrap().unwrap_err().is_timeout());
+    assert_eq!(
+        client.live_subscriptions(),
+        0,
+        "the abandoned wait unsubscribed"
+    );
+    let c = client.clone();
+    let waiting = rt.start(async move {
+        c.timeout(
+            Duration::from_secs(5),
+            channel.once::<ChannelDtmfReceived>(),
+        )
+        .await
+    });
+    ws.send(dtmf("c1", "7"));
+    rt.run();
+    assert_eq!(waiting.take().unwrap().unwrap().unwrap().digit, "7");
+    let c = client.clone();
+    let slept = rt.start(async move { c.sleep(Duration::from_secs(1)).await });
+    assert!(!slept.is_done());
+    rt.advance(Duration::from_secs(1));
+    assert!(slept.is_done());
+}
