@@ -1,6 +1,6 @@
-//! Two calls in a bridge: originate two channels into the app, wait for both to enter it,
-//! create a bridge, add both, play `sound:hello-world` to the bridge, then hang up both and
-//! destroy the bridge.
+//! Two calls in a bridge: originate two client-side channels into the app, wait for both
+//! to enter it, create a bridge, add both, play `sound:hello-world` to the bridge and wait for
+//! it to finish, then hang up both and destroy the bridge.
 //!
 //! ```text
 //! cargo run -p ari-smol --example bridge_smol     # simulated Asterisk, in-process
@@ -8,7 +8,7 @@
 //!     ARI_ENDPOINT=PJSIP/1000 ARI_ENDPOINT2=PJSIP/1001 cargo run -p ari-smol --example bridge_smol
 //! ```
 
-use ari_smol::events::{ChannelEnteredBridge, StasisStart};
+use ari_smol::events::{BridgeDestroyed, ChannelDestroyed, ChannelEnteredBridge, StasisStart};
 use ari_smol::Client;
 use futures_util::StreamExt;
 
@@ -30,41 +30,53 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&ari.url, &ari.user, &ari.password).await?;
     client.start(&[&ari.app]).await?;
 
-    let (alice, bob) = (client.channel(), client.channel());
-    let started = (alice.once::<StasisStart>(), bob.once::<StasisStart>());
-    for (channel, endpoint) in [&alice, &bob].into_iter().zip(&endpoints) {
+    // Two client-side channels, listened to before they exist.
+    let calls = [client.channel(), client.channel()];
+    let started = calls.each_ref().map(|call| call.once::<StasisStart>());
+    for (call, endpoint) in calls.iter().zip(&endpoints) {
         println!("→ originate {endpoint}");
-        channel.originate(endpoint).app(&ari.app).await?;
+        call.originate(endpoint).app(&ari.app).await?;
     }
-    started.0.await?;
-    println!("← StasisStart {}", endpoints[0]);
-    started.1.await?;
-    println!("← StasisStart {}", endpoints[1]);
+    let mut names = Vec::new();
+    for start in started {
+        let name = start.await?.channel.name;
+        println!("← StasisStart {name}");
+        names.push(name);
+    }
 
     let bridge = client.bridge();
     println!("→ create bridge");
     bridge.create().await?;
     let mut entered = bridge.stream::<ChannelEnteredBridge>();
     println!("→ add both channels to the bridge");
-    bridge.add_channel([&alice, &bob]).await?;
-    for _ in 0..2 {
-        if let Some(e) = entered.next().await.transpose()? {
-            let name = e.channel.map(|c| c.name).unwrap_or_default();
-            println!("← ChannelEnteredBridge {name}");
-        }
+    bridge.add_channel(&calls).await?;
+    for _ in &calls {
+        let event = entered.next().await.ok_or("the bridge is gone")??;
+        let name = event.channel.map(|c| c.name).unwrap_or_default();
+        println!("← ChannelEnteredBridge {name}");
     }
 
     println!("→ play sound:hello-world to the bridge");
     bridge.play("sound:hello-world").await?.finished().await?;
     println!("← PlaybackFinished sound:hello-world");
 
-    for channel in [&alice, &bob] {
-        println!("→ hangup {}", channel.id());
-        channel.hangup().await?;
+    let destroyed = calls.each_ref().map(|call| call.once::<ChannelDestroyed>());
+    for (call, name) in calls.iter().zip(&names) {
+        println!("→ hangup {name}");
+        call.hangup().await?;
     }
+    for end in destroyed {
+        let end = end.await?;
+        println!(
+            "← ChannelDestroyed {} cause={}",
+            end.channel.name, end.cause_txt
+        );
+    }
+    let gone = bridge.once::<BridgeDestroyed>();
     println!("→ destroy bridge");
     bridge.destroy().await?;
-    println!("done");
+    gone.await?;
+    println!("← BridgeDestroyed");
     client.close().await;
     Ok(())
 }

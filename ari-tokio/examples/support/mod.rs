@@ -8,7 +8,7 @@ use std::{env, process, thread};
 use ari_testkit::{MockServer, PlaceCall, SimConfig};
 
 /// An example in the embedded-sim mode that has not finished by then exits with status 1.
-const DEADLINE: Duration = Duration::from_secs(20);
+const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Where to connect.
 pub(crate) struct Ari {
@@ -50,7 +50,7 @@ pub(crate) fn ari(example: &str, runtime: &str, default_app: &str, dtmf: Option<
     }
     for digit in 0..=9 {
         sim.media_durations
-            .insert(format!("digits/{digit}"), Duration::from_millis(300));
+            .insert(format!("digits/{digit}"), Duration::from_millis(250));
     }
     let server = MockServer::builder().sim_config(sim).start();
     let ari = Ari {
@@ -77,7 +77,7 @@ pub(crate) fn ari(example: &str, runtime: &str, default_app: &str, dtmf: Option<
             let call = PlaceCall {
                 dtmf: keys,
                 dtmf_delay: Duration::from_millis(1300), // after the 1 s greeting
-                dtmf_interval: Duration::from_millis(300),
+                dtmf_interval: Duration::from_millis(400),
                 ..PlaceCall::new("PJSIP/alice", &app)
             };
             if let Err(e) = server.place_call(call) {
