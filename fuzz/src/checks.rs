@@ -40,9 +40,11 @@ pub fn event_decode(data: &[u8]) {
         (Err(DecodeError::Schema { type_name, .. }), Ok((Event::Unknown(u), true))) => {
             assert_eq!(&u.type_name, type_name)
         }
-        (Err(DecodeError::Malformed { .. }), Err(DecodeError::Malformed { .. })) => {}
+        // Any other error (malformed, too deep, …) is the same error from both.
+        (Err(e), Err(f)) if !matches!(e, DecodeError::Schema { .. }) => assert_eq!(e, &f),
         (a, b) => panic!("decode {a:?} but decode_lenient {b:?}"),
     }
+    check_depth_limit(data, &decoded);
     match decoded {
         Ok(event) => {
             exercise_event(&event);
@@ -84,6 +86,37 @@ pub fn event_decode(data: &[u8]) {
                     .into_unknown()
                     .expect("schema errors keep the message");
                 assert_eq!(&u.type_name, type_name);
+            }
+        }
+    }
+}
+
+/// The nesting limit: `json_depth_exceeds` is exact on valid JSON (the top-level object is
+/// level 1), and `decode_with_max_depth` is `TooDeep` or exactly `decode`.
+fn check_depth_limit(data: &[u8], decoded: &Result<Event, DecodeError>) {
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let actual = serde_json::from_slice::<Value>(data)
+        .ok()
+        .map(|v| depth(&v));
+    for max in [0, 1, 3, 4, 32] {
+        let exceeds = ari_proto::events::json_depth_exceeds(data, max);
+        if let Some(d) = actual {
+            assert_eq!(exceeds, d > max, "depth {d} against the limit {max}");
+        }
+        match Event::decode_with_max_depth(data, max) {
+            Err(DecodeError::TooDeep { max: m }) => {
+                assert!(exceeds);
+                assert_eq!(m, max);
+            }
+            other => {
+                assert!(!exceeds, "a frame over the limit {max} was decoded");
+                assert_eq!(&other, decoded, "decode_with_max_depth differs from decode");
             }
         }
     }
@@ -417,6 +450,16 @@ struct Config {
 }
 
 impl Config {
+    /// One input in 16 gets a small nesting limit (0 to 7). Taken from the seed's top bits
+    /// rather than a field of its own, so the committed corpus keeps decoding as it did.
+    fn max_json_depth(&self) -> usize {
+        if self.seed >> 60 == 0 {
+            ((self.seed >> 56) & 7) as usize
+        } else {
+            32
+        }
+    }
+
     fn build(&self) -> SessionConfig {
         let ms = |v: u16| Duration::from_millis(u64::from(v));
         let policy = ReconnectPolicy::default()
@@ -440,7 +483,8 @@ impl Config {
                 Limits::default()
                     .max_frame_bytes(usize::from(self.max_frame_bytes).max(64) * 4)
                     .max_pending_requests(usize::from(self.max_pending % 16))
-                    .max_queued_outputs(usize::from(self.max_queued % 32)),
+                    .max_queued_outputs(usize::from(self.max_queued % 32))
+                    .max_json_depth(self.max_json_depth()),
             )
             .rng_seed(self.seed)
     }
