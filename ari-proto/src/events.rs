@@ -135,6 +135,17 @@ impl Event {
     /// [`DecodeError::Schema`] (which keeps the JSON). The frame is scanned once for its
     /// `type` (without allocating) and then decoded straight into the event's struct.
     pub fn decode(frame: &[u8]) -> Result<Event, DecodeError> {
+        // serde's derived structs also accept a JSON array (fields by position): `["X"]` would
+        // otherwise decode as an event of type `X`.
+        if frame
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            != Some(&b'{')
+        {
+            return Err(DecodeError::Malformed {
+                error: "not a JSON object".into(),
+            });
+        }
         let tag: TypeTag<'_> =
             serde_json::from_slice(frame).map_err(|e| DecodeError::Malformed {
                 error: e.to_string(),

@@ -120,3 +120,22 @@ fn the_dispatch_covers_every_operation_of_the_catalog() {
     }
     assert_eq!(checks::OP_NAMES.len(), ari_proto::catalog::OPERATIONS.len());
 }
+
+/// Found by `rest_response_frame`: serde's derived structs accept a JSON array (fields by
+/// position), so `["X"]` decoded as an event of type `X`.
+#[test]
+fn arrays_are_not_events() {
+    use ari_proto::events::{DecodeError, Event};
+    for frame in [
+        &br#"["p&"]"#[..],
+        br#"["ApplicationReplaced",null,"app","2026-11-26T11:14:38.299+0000"]"#,
+        br#"  ["StasisStart"]"#,
+    ] {
+        assert!(
+            matches!(Event::decode(frame), Err(DecodeError::Malformed { .. })),
+            "{}",
+            String::from_utf8_lossy(frame)
+        );
+    }
+    assert!(Event::decode(b" \r\n\t{\"type\":\"X\"}").is_ok());
+}
