@@ -9,7 +9,7 @@
 //! An adapter's test file invokes [`conformance_suite!`] with its runtime constructor and a
 //! `block_on`, which generates one `#[test]` per case:
 //!
-//! ```ignore
+//! ```text
 //! // ari-smol/tests/conformance.rs
 //! ari_conformance::conformance_suite! {
 //!     runtime: ari_smol::SmolRuntime::new,
@@ -17,7 +17,7 @@
 //! }
 //! ```
 //!
-//! ```ignore
+//! ```text
 //! // ari-tokio/tests/conformance.rs
 //! fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 //!     tokio::runtime::Builder::new_multi_thread()
@@ -85,7 +85,7 @@ pub const CASES: &[&str] = &[
 /// with one future that runs it to completion (a generic function such as `smol::block_on`,
 /// or a closure).
 ///
-/// ```ignore
+/// ```text
 /// ari_conformance::conformance_suite! {
 ///     runtime: ari_smol::SmolRuntime::new,
 ///     block_on: smol::block_on,

@@ -114,16 +114,52 @@ pub async fn listeners_attached_before_creation_receive_stasis_start<R: Runtime>
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-/// 1,000 calls, each with a handler, an awaited event and a stream on its channel: after
-/// they hang up, the live subscription count is back to its baseline.
+/// 1,000 calls, each with a handler, an awaited event and a stream on its channel — half
+/// originated by the client (they end with `ChannelDestroyed`), half incoming calls handled
+/// by a client-wide `StasisStart` handler (they end with `StasisEnd` only): after they hang
+/// up, the live subscription count is back to its baseline.
 pub async fn listeners_released_after_1000_calls<R: Runtime>(h: &Harness<R>) {
     const CALLS: usize = 1000;
     const BATCH: usize = 50;
     let app = "conf-release";
     let c = h.started(&[app]).await;
     let baseline = c.live_subscriptions();
+
+    // Incoming calls: the handler listens on the channel, answers and hangs up.
+    let incoming_done = Arc::new(AtomicUsize::new(0));
+    let done = incoming_done.clone();
+    let handler = c.on(move |event: StasisStart, channel| {
+        let done = done.clone();
+        async move {
+            if event.args != ["incoming"] {
+                return Ok(()); // an originated call: handled by its own task
+            }
+            channel.on(|_: ChannelDtmfReceived, _| async {});
+            let _events = channel.events();
+            let ended = channel.once::<StasisEnd>();
+            channel.answer().await?;
+            channel.hangup().await?;
+            ended.await?;
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(())
+        }
+    });
+
     let dtmf_calls = Arc::new(AtomicUsize::new(0));
     for batch in 0..CALLS / BATCH {
+        if batch % 2 == 1 {
+            for _ in 0..BATCH {
+                let mut call = PlaceCall::new("PJSIP/alice", app);
+                call.args = vec!["incoming".to_string()];
+                h.server().place_call(call).unwrap();
+            }
+            let want = (batch / 2 + 1) * BATCH;
+            h.eventually("a batch of incoming calls", || {
+                incoming_done.load(Ordering::SeqCst) == want
+            })
+            .await;
+            continue;
+        }
         let calls = (0..BATCH).map(|i| {
             let c = c.clone();
             let dtmf_calls = dtmf_calls.clone();
@@ -139,13 +175,15 @@ pub async fn listeners_released_after_1000_calls<R: Runtime>(h: &Harness<R>) {
                 let _events = ch.events();
                 let started = ch.once::<StasisStart>();
                 let destroyed = ch.once::<ChannelDestroyed>();
-                let endpoint = if (batch * BATCH + i) % 2 == 0 {
+                let endpoint = if i % 2 == 0 {
                     "PJSIP/alice"
                 } else {
                     "PJSIP/bob"
                 };
                 ch.originate(endpoint).app(app).await?;
                 started.await?;
+                // This call's handler, stream and awaited event are live.
+                assert!(c.live_subscriptions() >= baseline + 3);
                 ch.hangup().await?;
                 destroyed.await?;
                 Ok::<_, Error>(())
@@ -158,6 +196,9 @@ pub async fn listeners_released_after_1000_calls<R: Runtime>(h: &Harness<R>) {
             r.unwrap();
         }
     }
+    assert_eq!(incoming_done.load(Ordering::SeqCst), CALLS / 2);
+    assert_eq!(c.stats().handler_errors, 0);
+    handler.remove();
     h.eventually("subscriptions back to the baseline", || {
         c.live_subscriptions() == baseline
     })
