@@ -77,7 +77,7 @@ pub(crate) fn ari(example: &str, runtime: &str, default_app: &str, dtmf: Option<
             let call = PlaceCall {
                 dtmf: keys,
                 dtmf_delay: Duration::from_millis(1300), // after the 1 s greeting
-                dtmf_interval: Duration::from_millis(400),
+                dtmf_interval: Duration::from_millis(600),
                 ..PlaceCall::new("PJSIP/alice", &app)
             };
             if let Err(e) = server.place_call(call) {
