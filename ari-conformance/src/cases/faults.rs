@@ -449,7 +449,8 @@ pub async fn reconnect_in_the_middle_of_a_call<R: Runtime>(h: &Harness<R>) {
 }
 
 /// The server refuses reconnections beyond the reconnect budget: `Reconnecting` for each
-/// attempt, then `MaxRetries` once; `start` again works when the server is back.
+/// attempt, then `MaxRetries` once; `start` again works when the server is back; `stop`
+/// reports `Closed`.
 pub async fn max_retries_when_reconnection_is_refused<R: Runtime>(h: &Harness<R>) {
     let app = "conf-maxretries";
     let c = h
@@ -487,6 +488,73 @@ pub async fn max_retries_when_reconnection_is_refused<R: Runtime>(h: &Harness<R>
     assert!(server.wait_for_app(app, Duration::from_secs(5)));
     let ch = h.answered_call(&c, app).await;
     h.live("hangup", ch.hangup()).await.unwrap();
+
+    // `stop` closes the connection for good: `Closed`, the app unregistered, no reconnect.
+    c.stop().await;
+    match next_conn(h, &mut conn).await {
+        ConnectionEvent::Closed => {}
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    h.eventually("the app is unregistered", || {
+        server.connected_apps().is_empty()
+    })
+    .await;
+    assert_eq!(c.connection_state(), ConnectionState::Stopped);
+}
+
+/// `close` ends everything: streams end, awaited events and `start` fail with `Closed`,
+/// requests fail with `Closed`, and the server sees the WebSocket go.
+pub async fn close_ends_streams_listeners_and_requests<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-close";
+    let c = h.started(&[app]).await;
+    let ch = h.answered_call(&c, app).await;
+    let mut all = c.event_stream();
+    let mut chan_events = ch.events();
+    let awaited = ch.once::<ChannelDtmfReceived>();
+    let client_awaited = c.once::<ChannelUserevent>();
+    let mut conn = c.connection_events();
+    c.close().await;
+    // Streams hand out what they had queued, then end.
+    h.live("client stream ends", async {
+        while let Some(item) = all.next().await {
+            item.expect("queued events, no lag");
+        }
+    })
+    .await;
+    h.live("channel stream ends", async {
+        while let Some(item) = chan_events.next().await {
+            item.expect("queued events, no lag");
+        }
+    })
+    .await;
+    let err = h.live("awaited event", awaited).await.unwrap_err();
+    assert!(matches!(err, Error::Closed { .. }), "{err:?}");
+    let err = h
+        .live("client awaited event", client_awaited)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed { .. }), "{err:?}");
+    // The connection stream reports the end, then ends.
+    loop {
+        match h.live("connection stream", conn.next()).await {
+            None => break,
+            Some(Ok(ConnectionEvent::Closed)) => {}
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let err = h.live("request after close", ch.get()).await.unwrap_err();
+    assert!(matches!(err, Error::Closed { .. }), "{err:?}");
+    let err = h
+        .live("start after close", c.start(&[app]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed { .. }), "{err:?}");
+    let server = h.server();
+    h.eventually("the server sees the WebSocket closed", || {
+        server.connected_apps().is_empty()
+    })
+    .await;
+    assert_eq!(c.live_subscriptions(), 0);
 }
 
 /// Over 10,000 events the WebSocket is dropped every few hundred events while calls are

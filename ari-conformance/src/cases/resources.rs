@@ -318,7 +318,7 @@ pub async fn channels_every_operation<R: Runtime>(h: &Harness<R>) {
 }
 
 /// `bridges`: create (server id, instance id, explicit id), list, get, add/remove a
-/// channel, play, music on hold, destroy.
+/// channel, play, record, music on hold, destroy.
 pub async fn bridges_every_operation<R: Runtime>(h: &Harness<R>) {
     let app = "conf-bridges";
     let c = h.started(&[app]).await;
@@ -364,6 +364,27 @@ pub async fn bridges_every_operation<R: Runtime>(h: &Harness<R>) {
     let pb = h.live("play", b2.play("sound:beep")).await.unwrap();
     assert_eq!(pb.data().unwrap().target_uri, format!("bridge:{}", b2.id()));
     h.live("playback finished", pb.finished()).await.unwrap();
+
+    // Recording the bridge.
+    let rec = c.live_recording();
+    let rec_started = rec.once::<RecordingStarted>();
+    let live = h
+        .live(
+            "record bridge",
+            b2.record(&rec, "wav").if_exists(IfExists::Overwrite),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        live.data().unwrap().target_uri,
+        format!("bridge:{}", b2.id())
+    );
+    h.live("RecordingStarted", rec_started).await.unwrap();
+    h.live("stop recording", rec.stop()).await.unwrap();
+    h.live("recording finished", rec.finished()).await.unwrap();
+    h.live("delete stored", c.recordings().delete_stored(rec.name()))
+        .await
+        .unwrap();
 
     h.live("moh", b2.start_moh()).await.unwrap();
     h.live("stop moh", c.bridges().stop_moh(b2.id()))
@@ -447,6 +468,22 @@ pub async fn playbacks_get_control_stop<R: Runtime>(h: &Harness<R>) {
         .await
         .unwrap_err();
     assert_ari(&err, 404, ErrorKind::NotFound, "Playback not found");
+    // A playback with a server-side id (`play`, not `playWithId`): `finished` subscribes,
+    // then asks Asterisk, so it completes whether the end came before or after.
+    let server_side = h
+        .live(
+            "play (server id)",
+            c.channels().play(ch.id(), ["sound:beep"]),
+        )
+        .await
+        .unwrap();
+    assert!(!server_side.id().is_empty());
+    h.live("finished (server id)", server_side.finished())
+        .await
+        .unwrap();
+    h.live("finished again (server id)", server_side.finished())
+        .await
+        .unwrap();
     h.live("hangup", ch.hangup()).await.unwrap();
 }
 
