@@ -4,7 +4,7 @@
 //! runtime-generic API of [`ari_client`] and run against every adapter (`ari-tokio`,
 //! `ari-smol`): each case is a generic `async fn case<R: Runtime>(h: &Harness<R>)` in
 //! [`cases`] that drives a real client over real sockets (HTTP and the events WebSocket)
-//! against a [`MockServer`] of `ari-testkit` (the simulated Asterisk, faults, request log).
+//! against a [`MockServer`](ari_testkit::MockServer) of `ari-testkit` (the simulated Asterisk, faults, request log).
 //!
 //! An adapter's test file invokes [`conformance_suite!`] with its runtime constructor and a
 //! `block_on`, which generates one `#[test]` per case:
@@ -35,7 +35,7 @@
 //!
 //! `block_on` must leave the client's background tasks running on other threads while the
 //! case's future runs (a multi-threaded tokio runtime; smol's global executor), because
-//! some [`MockServer`] calls block the calling thread briefly.
+//! some [`MockServer`](ari_testkit::MockServer) calls block the calling thread briefly.
 //!
 //! Every case finishes within [`CASE_LIVENESS`] or fails (a liveness bound, not a timing
 //! assertion): a hang is a failure, never a stuck CI job.
