@@ -835,7 +835,19 @@ impl MockServer {
 
     /// Blocks until some connection holds `app`, or `timeout` passes. Returns whether it does.
     pub fn wait_for_app(&self, app: &str, timeout: Duration) -> bool {
-        self.wait_registry(timeout, |r| r.apps.contains_key(app))
+        let deadline = Instant::now() + timeout;
+        if !self.wait_registry(timeout, |r| r.apps.contains_key(app)) {
+            return false;
+        }
+        // The connection is registered before the simulator hears of the app: wait for both,
+        // so a call placed right after this returns reaches the app.
+        loop {
+            match self.with_sim(|sim, _| sim.app_is_connected(app)) {
+                None | Some(true) => return true,
+                Some(false) if Instant::now() >= deadline => return false,
+                Some(false) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
     }
 
     /// Blocks until at least `n` connections have ended, or `timeout` passes.
