@@ -39,6 +39,60 @@ pub struct Stats {
     pub session: ari_proto::session::Stats,
 }
 
+/// One Stasis application name or several, for [`Client::start`].
+pub trait Apps {
+    /// The names.
+    fn into_apps(self) -> Vec<String>;
+}
+
+impl Apps for &str {
+    fn into_apps(self) -> Vec<String> {
+        vec![self.to_owned()]
+    }
+}
+
+impl Apps for String {
+    fn into_apps(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl Apps for &String {
+    fn into_apps(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl<S: AsRef<str>> Apps for &[S] {
+    fn into_apps(self) -> Vec<String> {
+        self.iter().map(|a| a.as_ref().to_owned()).collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> Apps for &[S; N] {
+    fn into_apps(self) -> Vec<String> {
+        self.iter().map(|a| a.as_ref().to_owned()).collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> Apps for [S; N] {
+    fn into_apps(self) -> Vec<String> {
+        self.iter().map(|a| a.as_ref().to_owned()).collect()
+    }
+}
+
+impl<S: AsRef<str>> Apps for Vec<S> {
+    fn into_apps(self) -> Vec<String> {
+        self.iter().map(|a| a.as_ref().to_owned()).collect()
+    }
+}
+
+impl<S: AsRef<str>> Apps for &Vec<S> {
+    fn into_apps(self) -> Vec<String> {
+        self.iter().map(|a| a.as_ref().to_owned()).collect()
+    }
+}
+
 impl<R: Runtime> Client<R> {
     /// Registers Stasis applications and opens the events WebSocket for them (several apps
     /// share one connection, like node's `start(apps)`). Completes when connected; fails
@@ -47,12 +101,15 @@ impl<R: Runtime> Client<R> {
     /// [`Client::stop`]).
     ///
     /// Calling it again with other applications reconnects with the new set.
-    pub async fn start<S: AsRef<str>>(&self, apps: &[S]) -> Result<(), Error> {
+    ///
+    /// Takes one name or several: `client.start("hello")`, `client.start(&["a", "b"])`,
+    /// `client.start(vec![name])`.
+    pub async fn start(&self, apps: impl Apps) -> Result<(), Error> {
         let shared = &self.inner.shared;
         if shared.is_closed() {
             return Err(Error::closed("the client was closed"));
         }
-        let apps: Vec<String> = apps.iter().map(|a| a.as_ref().to_string()).collect();
+        let apps: Vec<String> = apps.into_apps();
         let waiter = StartWaiter::new();
         let already = {
             let mut st = shared.lock();

@@ -2780,8 +2780,8 @@ impl<R: Runtime> Call<R, ops::channels::ExternalMedia> {
 /// Optional parameters of `bridges.create`.
 impl<R: Runtime> Call<R, ops::bridges::Create> {
     /// Sets `type`: Comma separated list of bridge type attributes (mixing, holding, dtmf\_events, proxy\_media, video\_sfu, video\_single, sdp\_label).
-    pub fn r#type(self, value: impl Into<String>) -> Self {
-        self.map(|op| op.r#type(value))
+    pub fn bridge_type(self, value: impl Into<String>) -> Self {
+        self.map(|op| op.bridge_type(value))
     }
 
     /// Sets `bridgeId`: Unique ID to give to the bridge being created.
@@ -2811,8 +2811,8 @@ impl<R: Runtime> Call<R, ops::bridges::Create> {
 /// Optional parameters of `bridges.createWithId`.
 impl<R: Runtime> Call<R, ops::bridges::CreateWithId> {
     /// Sets `type`: Comma separated list of bridge type attributes (mixing, holding, dtmf\_events, proxy\_media, video\_sfu, video\_single, sdp\_label) to set.
-    pub fn r#type(self, value: impl Into<String>) -> Self {
-        self.map(|op| op.r#type(value))
+    pub fn bridge_type(self, value: impl Into<String>) -> Self {
+        self.map(|op| op.bridge_type(value))
     }
 
     /// Sets `name`: Set the name of the bridge.

@@ -98,7 +98,7 @@ mod shared;
 
 pub use call::{Call, Wrap};
 pub use client::{Client, ClientBuilder, RestTransport};
-pub use client_events::{ConnectionListener, Stats, DEFAULT_REQUEST_TIMEOUT};
+pub use client_events::{Apps, ConnectionListener, Stats, DEFAULT_REQUEST_TIMEOUT};
 pub use error::{Error, Lagged};
 pub use generated::*;
 pub use instances::{

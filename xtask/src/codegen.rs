@@ -731,7 +731,7 @@ impl<'a> Gen<'a> {
         let mut setters = String::new();
         for p in &params {
             let pn = p["name"].as_str().unwrap_or_default();
-            let id = field_ident(&snake(pn));
+            let id = param_ident(pn);
             let ty = self.param_rust_type(o, p)?;
             let required = p.get("required").and_then(Value::as_bool).unwrap_or(false)
                 || p["paramType"] == "path";
@@ -819,7 +819,7 @@ impl<'a> Gen<'a> {
         let mut body_code = String::new();
         for p in &params {
             let pn = p["name"].as_str().unwrap_or_default();
-            let id = field_ident(&snake(pn));
+            let id = param_ident(pn);
             let required = p.get("required").and_then(Value::as_bool).unwrap_or(false);
             match p["paramType"].as_str() {
                 Some("query") => {
@@ -946,7 +946,7 @@ impl<'a> Gen<'a> {
             let mut setters = String::new();
             for p in &params {
                 let pn = p["name"].as_str().unwrap_or_default();
-                let id = field_ident(&snake(pn));
+                let id = param_ident(pn);
                 let ty = self.param_rust_type(o, p).unwrap_or_default();
                 let val = sample_value(&ty, &self.enums);
                 let required = p.get("required").and_then(Value::as_bool).unwrap_or(false)
@@ -1177,7 +1177,7 @@ impl Gen<'_> {
                 let required = p.get("required").and_then(Value::as_bool).unwrap_or(false)
                     || p["paramType"] == "path";
                 let pn = p["name"].as_str().unwrap_or_default();
-                let id = field_ident(&snake(pn));
+                let id = param_ident(pn);
                 let ty = self.param_rust_type(o, p)?;
                 let (arg_ty, _) = arg_conversion(&ty);
                 let pdoc = first_sentence(&doc_text(
@@ -1257,7 +1257,7 @@ impl Gen<'_> {
                 init.push(v.clone());
                 continue;
             }
-            let id = field_ident(&snake(pn));
+            let id = param_ident(pn);
             let ty = self.param_rust_type(o, p)?;
             let (arg_ty, _) = arg_conversion(&ty);
             let _ = write!(args, ", {id}: {arg_ty}");
@@ -1451,6 +1451,15 @@ const KEYWORDS: &[&str] = &[
     "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
     "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
 ];
+
+/// The Rust name of an operation parameter. `type` (the bridge type of `bridges.create`) is
+/// `bridge_type`, not the raw identifier `r#type`.
+fn param_ident(name: &str) -> String {
+    match name {
+        "type" => "bridge_type".to_string(),
+        _ => field_ident(&snake(name)),
+    }
+}
 
 fn field_ident(name: &str) -> String {
     let s = snake(name);

@@ -4882,7 +4882,7 @@ pub mod bridges {
         /// Comma separated list of bridge type attributes (mixing, holding, dtmf\_events, proxy\_media, video\_sfu, video\_single, sdp\_label).
         ///
         /// `type`, query parameter.
-        pub r#type: Option<String>,
+        pub bridge_type: Option<String>,
         /// Unique ID to give to the bridge being created.
         ///
         /// `bridgeId`, query parameter.
@@ -4902,7 +4902,7 @@ pub mod bridges {
         /// methods of the same name.
         pub fn new() -> Self {
             Self {
-                r#type: None,
+                bridge_type: None,
                 bridge_id: None,
                 name: None,
                 variables: None,
@@ -4910,8 +4910,8 @@ pub mod bridges {
         }
 
         /// Sets `type`: Comma separated list of bridge type attributes (mixing, holding, dtmf\_events, proxy\_media, video\_sfu, video\_single, sdp\_label).
-        pub fn r#type(mut self, value: impl Into<String>) -> Self {
-            self.r#type = Some(value.into());
+        pub fn bridge_type(mut self, value: impl Into<String>) -> Self {
+            self.bridge_type = Some(value.into());
             self
         }
 
@@ -4960,7 +4960,7 @@ pub mod bridges {
             path.literal("bridges");
         }
         fn write_query(&self, query: &mut crate::rest::QueryWriter) {
-            if let Some(v) = &self.r#type {
+            if let Some(v) = &self.bridge_type {
                 query.push("type", v);
             }
             if let Some(v) = &self.bridge_id {
@@ -5011,7 +5011,7 @@ pub mod bridges {
         /// Comma separated list of bridge type attributes (mixing, holding, dtmf\_events, proxy\_media, video\_sfu, video\_single, sdp\_label) to set.
         ///
         /// `type`, query parameter.
-        pub r#type: Option<String>,
+        pub bridge_type: Option<String>,
         /// Unique ID to give to the bridge being created.
         ///
         /// `bridgeId`, path parameter.
@@ -5031,7 +5031,7 @@ pub mod bridges {
         /// methods of the same name.
         pub fn new(bridge_id: impl Into<String>) -> Self {
             Self {
-                r#type: None,
+                bridge_type: None,
                 bridge_id: bridge_id.into(),
                 name: None,
                 variables: None,
@@ -5039,8 +5039,8 @@ pub mod bridges {
         }
 
         /// Sets `type`: Comma separated list of bridge type attributes (mixing, holding, dtmf\_events, proxy\_media, video\_sfu, video\_single, sdp\_label) to set.
-        pub fn r#type(mut self, value: impl Into<String>) -> Self {
-            self.r#type = Some(value.into());
+        pub fn bridge_type(mut self, value: impl Into<String>) -> Self {
+            self.bridge_type = Some(value.into());
             self
         }
 
@@ -5084,7 +5084,7 @@ pub mod bridges {
             path.param(&self.bridge_id);
         }
         fn write_query(&self, query: &mut crate::rest::QueryWriter) {
-            if let Some(v) = &self.r#type {
+            if let Some(v) = &self.bridge_type {
                 query.push("type", v);
             }
             if let Some(v) = &self.name {

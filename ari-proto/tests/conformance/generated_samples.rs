@@ -412,7 +412,7 @@ pub fn build_all(
         build_request(
             ep,
             &ops::bridges::Create::new()
-                .r#type(sample)
+                .bridge_type(sample)
                 .bridge_id(sample)
                 .name(sample)
                 .variables([("CALLERID(name)", sample)]),
@@ -423,7 +423,7 @@ pub fn build_all(
         build_request(
             ep,
             &ops::bridges::CreateWithId::new(sample)
-                .r#type(sample)
+                .bridge_type(sample)
                 .name(sample)
                 .variables([("CALLERID(name)", sample)]),
         ),
