@@ -1,6 +1,7 @@
 //! Transports, errors and faults: REST over HTTP vs over the WebSocket, typed errors,
 //! unreachable hosts, reconnects, outages, and secrets.
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -759,6 +760,50 @@ pub async fn rest_calls_during_an_outage_fail_within_their_timeout<R: Runtime>(h
     }
     h.server().set_response_delay(None);
     let pong = h.live("ping after", http.asterisk().ping()).await.unwrap();
+    assert_eq!(pong.ping, "pong");
+
+    // A REST-over-WebSocket request pending when the WebSocket drops fails with a
+    // transport error at once (not at its timeout), and the client reconnects.
+    let slow = h
+        .builder()
+        .request_timeout(Duration::from_secs(20))
+        .rest_transport(RestTransport::WebSocket)
+        .connect()
+        .await
+        .unwrap();
+    h.live("start", slow.start(&["conf-outage-2"]))
+        .await
+        .unwrap();
+    h.server().set_response_delay(Some(Duration::from_secs(3)));
+    let sent_before = slow.stats().session.requests_sent;
+    let pending = slow.asterisk().ping().into_future();
+    let server = h.server();
+    let dropper = async {
+        h.eventually("the request is sent on the WebSocket", || {
+            slow.stats().session.requests_sent > sent_before
+        })
+        .await;
+        server.drop_websocket("conf-outage-2");
+    };
+    let (result, ()) = h
+        .within(
+            "a pending request when the WebSocket drops",
+            Duration::from_secs(10),
+            futures::future::join(pending, dropper),
+        )
+        .await;
+    h.server().set_response_delay(None);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(t) if t.kind == TransportErrorKind::Closed),
+        "{err:?}"
+    );
+    h.eventually("the client reconnects", || slow.is_connected())
+        .await;
+    let pong = h
+        .live("ping over the new WebSocket", slow.asterisk().ping())
+        .await
+        .unwrap();
     assert_eq!(pong.ping, "pong");
 
     // Asterisk gone altogether.

@@ -325,14 +325,14 @@ pub async fn bridges_every_operation<R: Runtime>(h: &Harness<R>) {
     let b1 = h
         .live(
             "create",
-            c.bridges().create().r#type("mixing").name("conf-b1"),
+            c.bridges().create().bridge_type("mixing").name("conf-b1"),
         )
         .await
         .unwrap();
     assert_eq!(b1.data().unwrap().name, "conf-b1");
     let b2 = c.bridge();
     let created = h
-        .live("create (instance)", b2.create().r#type("mixing"))
+        .live("create (instance)", b2.create().bridge_type("mixing"))
         .await
         .unwrap();
     assert_eq!(created.id(), b2.id());
