@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ari_client::events::{
-    ChannelDestroyed, ChannelDtmfReceived, ChannelHangupRequest, ChannelUserevent, StasisEnd,
-    StasisStart,
+    ApplicationReplaced, ChannelDestroyed, ChannelDtmfReceived, ChannelHangupRequest,
+    ChannelUserevent, StasisEnd, StasisStart,
 };
 use ari_client::{Error, Event, Runtime};
 use ari_testkit::{PlaceCall, Transport};
@@ -383,4 +383,68 @@ pub async fn slow_consumer_lags_while_the_socket_is_read<R: Runtime>(h: &Harness
     // `?` turns the marker into `Error::Lagged`.
     let as_error: Error = ari_client::Lagged(3).into();
     assert_eq!(as_error, Error::Lagged(3));
+}
+
+/// A second client registering the same application takes it over, as in Asterisk: the
+/// first gets `ApplicationReplaced` and does not fight back (no reconnect), the calls go to
+/// the second.
+pub async fn application_replaced_moves_the_app_to_the_new_client<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-replaced";
+    let first = h.started(&[app]).await;
+    let replaced = first.once::<ApplicationReplaced>();
+    let second = h.started(&[app]).await;
+    let (ev, ()) = h.live("ApplicationReplaced", replaced).await.unwrap();
+    assert_eq!(ev.application, app);
+    let mut first_starts = first.stream::<StasisStart>();
+    let ch = h
+        .incoming_call(&second, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer", ch.answer()).await.unwrap();
+    h.live("hangup", ch.hangup()).await.unwrap();
+    let server = h.server();
+    let holders: Vec<_> = server
+        .connections()
+        .into_iter()
+        .filter(|c| c.apps.iter().any(|a| a == app))
+        .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(
+        first.stats().session.connects,
+        1,
+        "the first client did not reconnect"
+    );
+    assert_eq!(second.stats().session.connects, 1);
+    assert!(
+        futures::FutureExt::now_or_never(first_starts.next()).is_none(),
+        "the first client got no call"
+    );
+}
+
+/// `subscribe_all(true)`: the client receives the events of channels in other
+/// applications (not their `StasisStart`, which goes to their own application only).
+pub async fn subscribe_all_receives_other_applications_events<R: Runtime>(h: &Harness<R>) {
+    let watcher = h.builder().subscribe_all(true).connect().await.unwrap();
+    h.live("start watcher", watcher.start(&["conf-watcher"]))
+        .await
+        .unwrap();
+    let other = h.started(&["conf-other"]).await;
+    let mut seen = watcher.event_stream();
+    let ch = h.answered_call(&other, "conf-other").await;
+    h.live("hangup", ch.hangup()).await.unwrap();
+    let mut types = Vec::new();
+    h.live("the watcher sees the call end", async {
+        while let Some(item) = seen.next().await {
+            let ev = item.expect("no lag");
+            if ev.resources().iter().any(|r| r.id == ch.id()) {
+                types.push(ev.type_name().to_string());
+                assert_eq!(ev.application(), Some("conf-watcher"));
+                if ev.type_name() == "ChannelDestroyed" {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(types.iter().any(|t| t == "ChannelStateChange"), "{types:?}");
+    assert!(!types.iter().any(|t| t == "StasisStart"), "{types:?}");
 }
