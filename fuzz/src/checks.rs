@@ -94,16 +94,7 @@ pub fn event_decode(data: &[u8]) {
 /// The nesting limit: `json_depth_exceeds` is exact on valid JSON (the top-level object is
 /// level 1), and `decode_with_max_depth` is `TooDeep` or exactly `decode`.
 fn check_depth_limit(data: &[u8], decoded: &Result<Event, DecodeError>) {
-    fn depth(v: &Value) -> usize {
-        match v {
-            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-            Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    let actual = serde_json::from_slice::<Value>(data)
-        .ok()
-        .map(|v| depth(&v));
+    let actual = serde_json::from_slice::<Depth>(data).ok().map(|d| d.0);
     for max in [0, 1, 3, 4, 32] {
         let exceeds = ari_proto::events::json_depth_exceeds(data, max);
         if let Some(d) = actual {
@@ -119,6 +110,55 @@ fn check_depth_limit(data: &[u8], decoded: &Result<Event, DecodeError>) {
                 assert_eq!(&other, decoded, "decode_with_max_depth differs from decode");
             }
         }
+    }
+}
+
+/// The nesting depth of a JSON text, counting every value (a `Value` would keep only the
+/// last of duplicate keys and hide a deeper one).
+struct Depth(usize);
+
+impl<'de> serde::Deserialize<'de> for Depth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Depth;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_unit<E>(self) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Depth, A::Error> {
+                let mut max = 0;
+                while let Some(Depth(d)) = a.next_element()? {
+                    max = max.max(d);
+                }
+                Ok(Depth(max + 1))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Depth, A::Error> {
+                let mut max = 0;
+                while let Some((serde::de::IgnoredAny, Depth(d))) = a.next_entry()? {
+                    max = max.max(d);
+                }
+                Ok(Depth(max + 1))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
