@@ -978,3 +978,70 @@ pub async fn secrets_never_appear_in_tracing_debug_or_errors<R: Runtime>(h: &Har
     let leaks = capture::leaks();
     assert!(leaks.is_empty(), "secrets in tracing output: {leaks:#?}");
 }
+
+/// Bad input on the events WebSocket never crashes the client: a malformed frame, a
+/// binary frame and an unknown event type are counted and skipped, and the next event is
+/// delivered on the same connection; a frame over the size limit is refused (counted, or
+/// the connection is reopened) and events flow again afterwards.
+pub async fn bad_frames_are_counted_and_skipped<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-badframes";
+    let limit = 64 * 1024;
+    let c = h
+        .builder()
+        .limits(ari_client::Limits::default().max_frame_bytes(limit))
+        .connect()
+        .await
+        .unwrap();
+    h.live("start", c.start(&[app])).await.unwrap();
+    let mut events = c.event_stream();
+    let server = h.server();
+    let marker =
+        |name: &str| json!({"type": "ChannelUserevent", "eventname": name, "userevent": {}});
+    async fn next_marker(
+        h: &Harness<impl Runtime>,
+        events: &mut ari_client::EventStream,
+    ) -> String {
+        h.live("next event", async {
+            loop {
+                match events.next().await.expect("stream lives").expect("no lag") {
+                    ari_client::Event::ChannelUserevent(e) => return e.eventname,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+    }
+
+    server.push_malformed_frame(app);
+    server.push_binary_frame(app, b"\x00\x01binary");
+    server.push_event(app, json!({"type": "SomethingNew", "detail": 1}));
+    server.push_event(app, marker("after-bad"));
+    assert_eq!(next_marker(h, &mut events).await, "after-bad");
+    let stats = c.stats().session;
+    assert_eq!(stats.decode_errors, 1, "{stats:?}");
+    assert_eq!(stats.unknown_events, 1, "{stats:?}");
+    assert_eq!(stats.connects, 1, "the same connection");
+
+    server.push_oversized_frame(app, limit * 2);
+    // Either the frame is dropped and counted, or the transport refuses it and the client
+    // reconnects.
+    h.eventually("the oversized frame is refused", || {
+        let st = c.stats().session;
+        st.oversized_frames == 1 || st.connects == 2
+    })
+    .await;
+    h.eventually("connected", || {
+        c.is_connected() && server.connected_apps() == vec![app.to_string()]
+    })
+    .await;
+    server.push_event(app, marker("later"));
+    let mut got = Vec::new();
+    while !got.iter().any(|n: &String| n == "later") {
+        got.push(next_marker(h, &mut events).await);
+    }
+    let stats = c.stats().session;
+    assert!(
+        stats.oversized_frames == 1 || stats.connects == 2,
+        "the oversized frame was refused: {stats:?}"
+    );
+}
