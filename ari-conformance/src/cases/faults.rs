@@ -230,6 +230,29 @@ pub async fn rest_over_websocket_equals_http<R: Runtime>(h: &Harness<R>) {
     h.live("hangup (ws)", ws.channels().hangup(ch.id()))
         .await
         .unwrap();
+
+    // Without the WebSocket (stopped), the WebSocket transport falls back to HTTP with the
+    // same results, and counts it.
+    ws.stop().await;
+    h.eventually("stopped", || !ws.is_connected()).await;
+    let before = ws.stats().websocket_fallbacks;
+    h.server().clear_requests();
+    let info = h
+        .live("info (fallback)", ws.asterisk().get_info())
+        .await
+        .unwrap();
+    assert_eq!(format!("info: {info:?}"), over_http.values[0]);
+    let err = h
+        .live("404 (fallback)", ws.channels().get("no-such-channel"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, over_http.errors[0]);
+    assert_eq!(ws.stats().websocket_fallbacks, before + 2);
+    assert!(h
+        .server()
+        .requests()
+        .iter()
+        .all(|r| r.transport == Transport::Http));
 }
 
 /// Errors are typed: status, kind and Asterisk's message, for 404, 409, 412, 422 and 400,
