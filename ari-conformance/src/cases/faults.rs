@@ -1068,3 +1068,45 @@ pub async fn bad_frames_are_counted_and_skipped<R: Runtime>(h: &Harness<R>) {
         "the oversized frame was refused: {stats:?}"
     );
 }
+
+/// `start` again with another set of applications reconnects with the new set (the same
+/// set is a no-op); keepalive pings are sent and answered without dropping the connection.
+pub async fn restart_with_other_apps_and_keepalive<R: Runtime>(h: &Harness<R>) {
+    let c = h
+        .builder()
+        .keepalive(Some(ari_client::Keepalive::new(
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+        )))
+        .connect()
+        .await
+        .unwrap();
+    h.live("start a", c.start(&["conf-a"])).await.unwrap();
+    let server = h.server();
+    assert_eq!(server.connected_apps(), vec!["conf-a".to_string()]);
+    h.live("start a again", c.start(&["conf-a"])).await.unwrap();
+    assert_eq!(c.stats().session.connects, 1, "the same set is a no-op");
+
+    h.live("start a, b", c.start(&["conf-a", "conf-b"]))
+        .await
+        .unwrap();
+    h.eventually("both apps registered", || {
+        server.connected_apps() == vec!["conf-a".to_string(), "conf-b".to_string()]
+    })
+    .await;
+    let ch = h.answered_call(&c, "conf-b").await;
+    h.live("hangup", ch.hangup()).await.unwrap();
+
+    // Many pong timeouts' worth of pings: each was answered in time.
+    h.eventually("keepalive pings", || c.stats().session.pings >= 75)
+        .await;
+    let st = c.stats().session;
+    assert_eq!(st.keepalive_timeouts, 0, "{st:?}");
+    assert!(c.is_connected());
+    assert_eq!(
+        server.connections().len(),
+        1,
+        "one connection: {:?}",
+        server.connections()
+    );
+}
