@@ -320,7 +320,10 @@ pub async fn slow_consumer_lags_while_the_socket_is_read<R: Runtime>(h: &Harness
     let app = "conf-slow";
     let server = ari_testkit::MockServer::builder()
         .sim_config(crate::fast_sim_config())
-        .write_timeout(Duration::from_millis(100))
+        // Asterisk drops a reader stalled this long (100 ms by default; more here so a
+        // loaded CI machine does not trip it, while a reader blocked by the unpolled stream
+        // still would).
+        .write_timeout(Duration::from_secs(1))
         .send_buffer_size(4096)
         .start();
     let c = h
