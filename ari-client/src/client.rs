@@ -169,7 +169,7 @@ impl<R: Runtime> Client<R> {
         );
         let started = self.inner.runtime.now();
         let result = self
-            .execute_parts(O::NAME, parts)
+            .execute_parts(O::NAME, O::BINARY_OUTPUT, parts)
             .instrument(span.clone())
             .await;
         let latency = self.inner.runtime.now().saturating_duration_since(started);
@@ -189,18 +189,22 @@ impl<R: Runtime> Client<R> {
     async fn execute_parts(
         &self,
         operation: &'static str,
+        binary_output: bool,
         parts: rest::RequestParts,
     ) -> Result<(u16, bytes::Bytes), Error> {
         let timeout = self.inner.request_timeout;
         let deadline = self.deadline(timeout);
+        let over_http = |parts| async move {
+            let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
+            let fut = self.inner.runtime.http(req, &self.inner.transport);
+            let resp =
+                with_deadline(&self.inner.runtime, deadline, operation, timeout, fut).await??;
+            Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
+        };
         match self.inner.rest_transport {
-            RestTransport::Http => {
-                let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
-                let fut = self.inner.runtime.http(req, &self.inner.transport);
-                let resp =
-                    with_deadline(&self.inner.runtime, deadline, operation, timeout, fut).await??;
-                Ok((resp.status().as_u16(), resp.into_body()))
-            }
+            // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
+            RestTransport::Http => over_http(parts).await,
+            RestTransport::WebSocket if binary_output => over_http(parts).await,
             RestTransport::WebSocket => {
                 let now = self.inner.runtime.now();
                 match self.inner.shared.send_request(now, &parts)? {
@@ -229,12 +233,7 @@ impl<R: Runtime> Client<R> {
                         // The WebSocket is not open (not started yet, or reconnecting) or
                         // saturated: HTTP gives the same result.
                         tracing::debug!("events WebSocket not available; sending over HTTP");
-                        let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
-                        let fut = self.inner.runtime.http(req, &self.inner.transport);
-                        let resp =
-                            with_deadline(&self.inner.runtime, deadline, operation, timeout, fut)
-                                .await??;
-                        Ok((resp.status().as_u16(), resp.into_body()))
+                        over_http(parts).await
                     }
                 }
             }
@@ -401,7 +400,9 @@ impl<R: Runtime> ClientBuilder<R> {
         }
         let credentials = Credentials::new(self.user, self.password)?;
         let endpoint = Endpoint::new(&self.url, credentials)?;
-        self.transport.max_frame_bytes = self.events.limits.max_frame_bytes;
+        // The transport refuses (and drops the connection on) frames above twice the session's
+        // limit; frames between the two are read, skipped and counted by the session.
+        self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
         let now = self.runtime.now();
         let shared = Shared::new(
             endpoint.clone(),

@@ -41,6 +41,10 @@ pub trait Operation {
     const PATH: &'static str;
     /// First Asterisk branch that has the operation.
     const SINCE: crate::Since;
+    /// Whether the result is raw bytes (`binary`, e.g. a recording's file) rather than JSON.
+    /// Such a result cannot travel in a `RESTResponse` frame (its body is a JSON string), so
+    /// clients send these operations over HTTP.
+    const BINARY_OUTPUT: bool = false;
     /// Writes the path segments below `/ari`.
     fn write_path(&self, path: &mut PathWriter);
     /// Writes the query parameters.

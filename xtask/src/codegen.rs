@@ -864,7 +864,7 @@ impl<'a> Gen<'a> {
     const NAME: &'static str = \"{}.{}\";
     const METHOD: http::Method = http::Method::{method};
     const PATH: &'static str = \"{}\";
-    const SINCE: crate::Since = crate::Since::{};
+    const SINCE: crate::Since = crate::Since::{};{}
     fn write_path(&self, path: &mut crate::rest::PathWriter) {{
 {path_code}    }}
 {query_fn}{body_fn}    fn parse_output(body: &[u8]) -> Result<Self::Output, serde_json::Error> {{ {parse} }}
@@ -873,7 +873,8 @@ impl<'a> Gen<'a> {
             o.resource,
             nick,
             o.path,
-            BRANCHES[osince].1
+            BRANCHES[osince].1,
+            if resp == "binary" { "\n    const BINARY_OUTPUT: bool = true;" } else { "" }
         );
         Ok(())
     }

@@ -213,16 +213,16 @@ pub async fn rest_over_websocket_equals_http<R: Runtime>(h: &Harness<R>) {
     assert_eq!(over_http.errors, over_ws.errors);
     assert!(over_http.file.starts_with(b"RIFF"));
     // Binary bodies (a WAV file) cannot travel losslessly in a RESTResponse's JSON string
-    // `message_body`; `getStoredFile` over the WebSocket transport currently returns the
-    // file with invalid UTF-8 replaced (reported; not asserted equal here).
-    assert!(over_ws.file.starts_with(b"RIFF"));
+    // `message_body`: the WebSocket transport sends such operations over HTTP, so the bytes
+    // are identical.
+    assert_eq!(over_ws.file, over_http.file);
     assert!(http_requests.iter().all(|r| r.transport == Transport::Http));
     assert_eq!(http_requests.len(), ws_requests.len());
     assert!(
         ws_requests
             .iter()
-            .all(|r| r.transport == Transport::WebSocket),
-        "{ws_requests:?}"
+            .all(|r| (r.transport == Transport::WebSocket) != r.path.ends_with("/file")),
+        "JSON results over the WebSocket, the binary file over HTTP: {ws_requests:?}"
     );
     assert_eq!(ws.stats().websocket_fallbacks, fallbacks);
     assert!(ws.stats().session.requests_sent >= ws_requests.len() as u64);

@@ -6544,6 +6544,7 @@ pub mod recordings {
         const METHOD: http::Method = http::Method::GET;
         const PATH: &'static str = "/recordings/stored/{recordingName}/file";
         const SINCE: crate::Since = crate::Since::Asterisk18;
+        const BINARY_OUTPUT: bool = true;
         fn write_path(&self, path: &mut crate::rest::PathWriter) {
             path.literal("recordings");
             path.literal("stored");

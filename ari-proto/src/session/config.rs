@@ -176,7 +176,9 @@ impl Default for Keepalive {
 pub struct Limits {
     /// A text frame longer than this is not decoded: it is counted
     /// ([`Stats::oversized_frames`](super::Stats::oversized_frames)) and reported with
-    /// [`Warning::FrameTooLarge`](super::Warning::FrameTooLarge). Default 4 MiB.
+    /// [`Warning::FrameTooLarge`](super::Warning::FrameTooLarge). Default 4 MiB. (`ari-client`
+    /// lets its transport read frames up to twice this size, so that such a frame is skipped
+    /// and counted; a larger one resets the connection.)
     pub max_frame_bytes: usize,
     /// REST-over-WebSocket requests awaiting their response; one more is refused with
     /// [`SendError::TooManyPending`](super::SendError::TooManyPending). Default 1024.
