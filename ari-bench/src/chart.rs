@@ -77,14 +77,18 @@ fn panel(
 pub(crate) fn write(path: &Path, r: &Value) -> Result<(), Box<dyn std::error::Error>> {
     let name = |v: &Value| v["client"].as_str().unwrap_or_default().to_owned();
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
-    let ev: Vec<Bar> = r["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| ("per event".to_owned(), name(e), f(e, "cpu_us_per_event")))
-                .collect()
+    let ev: Vec<Bar> = ["events_few_channels", "events"]
+        .iter()
+        .filter_map(|k| r[*k].as_array())
+        .flatten()
+        .map(|e| {
+            (
+                format!("{} channels", e["channels"]),
+                name(e),
+                f(e, "cpu_us_per_event"),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     let rest: Vec<Bar> = r["rest"]
         .as_array()
         .map(|a| {

@@ -245,13 +245,24 @@ impl Drop for ServerChild {
 
 /// Runs one measurement in a child process and returns its JSON line.
 fn measure(args: &Args, port: u16, scenario: &str, extra: &[String]) -> Value {
+    measure_with(args, port, scenario, extra, Sizes::of(args).channels)
+}
+
+/// [`measure`] with another number of flood channels.
+fn measure_with(
+    args: &Args,
+    port: u16,
+    scenario: &str,
+    extra: &[String],
+    channels: usize,
+) -> Value {
     let exe = std::env::current_exe().expect("current exe");
     let mut cmd = Command::new(exe);
     cmd.args(["--role", "client", "--scenario", scenario])
         .args(["--port", &port.to_string()]);
     let s = Sizes::of(args);
     cmd.args(["--events", &s.events.to_string()])
-        .args(["--channels", &s.channels.to_string()])
+        .args(["--channels", &channels.to_string()])
         .args(["--rest-ops", &s.rest_ops.to_string()])
         .args(["--lifecycles", &s.lifecycles.to_string()])
         .args(extra);
@@ -307,6 +318,25 @@ fn orchestrate(args: &Args) {
             }
         }
         results["events"] = Value::Array(best.into_iter().flatten().collect());
+
+        // The same flood over 100 channels: how the cost per event depends on the number of
+        // live channels (the floor does not depend on it).
+        let few = 100.min(sizes.channels);
+        let mut best: Vec<Option<Value>> = vec![None; scenarios.len()];
+        for rep in 0..sizes.repeat {
+            for (i, scenario) in scenarios.iter().enumerate() {
+                eprintln!(
+                    "ari-bench: {scenario} over {few} channels (run {}) ...",
+                    rep + 1
+                );
+                let r = measure_with(args, port, scenario, &[], few);
+                let cpu = |v: &Value| v["cpu_seconds"].as_f64().unwrap_or(f64::MAX);
+                if best[i].as_ref().is_none_or(|b| cpu(&r) < cpu(b)) {
+                    best[i] = Some(r);
+                }
+            }
+        }
+        results["events_few_channels"] = Value::Array(best.into_iter().flatten().collect());
     }
 
     if wanted(args, "rest") {

@@ -59,6 +59,23 @@ pub(crate) fn targets(r: &Value) -> Value {
             }
         }
     }
+    if let (Some(many), Some(few)) = (r["events"].as_array(), r["events_few_channels"].as_array()) {
+        for (a, b) in few.iter().zip(many) {
+            if a["channels"] == b["channels"] || s(a, "client").starts_with("floor") {
+                continue;
+            }
+            out.push(target(
+                format!(
+                    "CPU per event, {} / {} live channels",
+                    b["channels"], a["channels"]
+                ),
+                a["client"].as_str().unwrap_or_default(),
+                f(b, "cpu_us_per_event") / f(a, "cpu_us_per_event"),
+                1.1,
+                "x",
+            ));
+        }
+    }
     if let Some(rest) = r["rest"].as_array() {
         let is_base = |e: &Value| {
             e["client"]
@@ -149,6 +166,24 @@ pub(crate) fn table(r: &Value) -> String {
             );
         }
     }
+    if let (Some(many), Some(few)) = (r["events"].as_array(), r["events_few_channels"].as_array()) {
+        let _ = writeln!(
+            o,
+            "\nEVENTS vs LIVE CHANNELS: CPU us per event, same flood over {} and over {} channels",
+            few.first().map_or(Value::Null, |e| e["channels"].clone()),
+            r["sizes"]["channels"],
+        );
+        for (a, b) in few.iter().zip(many) {
+            let _ = writeln!(
+                o,
+                "{:<46} {:>8.2} -> {:<8.2} ({:+.0}%)",
+                s(a, "client"),
+                f(a, "cpu_us_per_event"),
+                f(b, "cpu_us_per_event"),
+                (f(b, "cpu_us_per_event") / f(a, "cpu_us_per_event") - 1.0) * 100.0,
+            );
+        }
+    }
     if let Some(rest) = r["rest"].as_array() {
         let _ = writeln!(
             o,
@@ -227,7 +262,7 @@ pub(crate) fn table(r: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "  routing flat from 100 to 10,000 live channels: see `cargo bench -p ari-proto --bench route`"
+            "  routing flat from 100 to 10,000 live channels: `cargo bench -p ari-proto --bench route` (decode + route only); end to end: EVENTS vs LIVE CHANNELS above"
         );
     }
     o
