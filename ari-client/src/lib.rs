@@ -81,6 +81,11 @@
 //! [`Client::live_subscriptions`] returns to its baseline after every call.
 //!
 //! Credentials never appear in logs (`tracing`), `Debug` output or errors.
+//!
+//! # Features
+//!
+//! - `rustls` (off by default): the `tls` module, the rustls client configuration (web PKI
+//!   roots, extra roots, a custom configuration) that the adapters' runtime builders share.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -95,6 +100,8 @@ mod instances;
 mod listen;
 pub mod runtime;
 mod shared;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use call::{Call, Wrap};
 pub use client::{Client, ClientBuilder, RestTransport};

@@ -4,8 +4,7 @@
 //! `Content-Length`, chunked, or read-until-close framing. One connection carries one request
 //! at a time; idle connections are pooled per (scheme, host, port).
 
-use crate::io::{connect, with_timeout, Stream, Target};
-use crate::tls::Tls;
+use crate::io::{connect, with_timeout, Stream, Target, Tls};
 use ari_client::{TransportError, TransportErrorKind, TransportOptions};
 use bytes::Bytes;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,13 +1,14 @@
 //! Connecting: TCP (async-net), optional TLS (futures-rustls), connect timeout.
 
-use crate::tls::Tls;
 use ari_client::{TransportError, TransportErrorKind};
 use async_net::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use rustls_pki_types::ServerName;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,37 @@ impl Target {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// The TLS side of a runtime: the rustls configuration (built by
+/// [`ari_client::tls::TlsSettings`]) and its futures-rustls connector.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    connector: futures_rustls::TlsConnector,
+}
+
+impl Tls {
+    pub(crate) fn new(config: Arc<rustls::ClientConfig>) -> Tls {
+        Tls {
+            connector: futures_rustls::TlsConnector::from(config.clone()),
+            config,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.config
+    }
+
+    pub(crate) fn connector(&self) -> &futures_rustls::TlsConnector {
+        &self.connector
+    }
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
     }
 }
 

@@ -85,12 +85,11 @@
 mod h1;
 mod io;
 mod smol_runtime;
-mod tls;
 mod ws;
 
 pub use crate::smol_runtime::{SmolRuntime, SmolRuntimeBuilder};
-pub use crate::tls::TlsSetupError;
 pub use crate::ws::SmolWs;
+pub use ari_client::tls::TlsSetupError;
 
 /// The runtime-generic client crate, for the generic types these aliases fill in.
 pub use ari_client;

@@ -1,8 +1,9 @@
 //! [`SmolRuntime`]: the [`Runtime`] for smol.
 
 use crate::h1::{Pool, PoolOptions};
-use crate::tls::{build_config, ExtraRoot, Tls, TlsSetupError};
+use crate::io::Tls;
 use crate::ws::SmolWs;
+use ari_client::tls::{TlsSettings, TlsSetupError};
 use ari_client::{Runtime, TransportError, TransportOptions};
 use bytes::Bytes;
 use std::fmt;
@@ -55,11 +56,7 @@ impl SmolRuntime {
     /// A runtime with the defaults: smol's global executor, the webpki roots, the default
     /// pool limits.
     pub fn new() -> SmolRuntime {
-        // Cannot fail: no extra roots to parse, and the `ring` provider supports the default
-        // protocol versions.
-        #[allow(clippy::expect_used)]
-        let config = build_config(&[], true).expect("the default TLS configuration builds");
-        SmolRuntime::from_parts(Arc::new(config), SmolRuntimeBuilder::default())
+        SmolRuntime::from_parts(TlsSettings::default_config(), SmolRuntimeBuilder::default())
     }
 
     /// A builder for extra root certificates, a custom TLS configuration, an executor and
@@ -152,33 +149,19 @@ impl Runtime for SmolRuntime {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SmolRuntimeBuilder {
-    extra_roots: Vec<ExtraRoot>,
-    built_in_roots: bool,
-    tls_config: Option<Arc<rustls::ClientConfig>>,
+    tls: TlsSettings,
     executor: Option<Arc<smol::Executor<'static>>>,
     pool: PoolOptions,
-}
-
-impl Default for SmolRuntimeBuilder {
-    fn default() -> Self {
-        SmolRuntimeBuilder {
-            extra_roots: Vec::new(),
-            built_in_roots: true,
-            tls_config: None,
-            executor: None,
-            pool: PoolOptions::default(),
-        }
-    }
 }
 
 impl fmt::Debug for SmolRuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SmolRuntimeBuilder")
-            .field("extra_roots", &self.extra_roots.len())
-            .field("built_in_roots", &self.built_in_roots)
-            .field("custom_tls_config", &self.tls_config.is_some())
+            .field("extra_roots", &self.tls.extra_root_count())
+            .field("built_in_roots", &self.tls.uses_built_in_roots())
+            .field("custom_tls_config", &self.tls.custom_config().is_some())
             .field("custom_executor", &self.executor.is_some())
             .field("pool_idle_timeout", &self.pool.idle_timeout)
             .field("pool_max_idle_per_host", &self.pool.max_idle_per_host)
@@ -194,20 +177,20 @@ impl SmolRuntimeBuilder {
     /// Trusts the certificates of a PEM file's content (one or more `CERTIFICATE` sections) as
     /// extra roots, besides the built-in ones. Parsed by [`build`](Self::build).
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.extra_roots.push(ExtraRoot::Pem(pem.as_ref().to_vec()));
+        self.tls.add_root_certificate_pem(pem);
         self
     }
 
     /// Trusts one DER-encoded certificate as an extra root. Parsed by [`build`](Self::build).
     pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots.push(ExtraRoot::Der(der.into()));
+        self.tls.add_root_certificate_der(der);
         self
     }
 
     /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`). With
     /// `false` only the added roots are.
     pub fn built_in_roots(mut self, enabled: bool) -> Self {
-        self.built_in_roots = enabled;
+        self.tls.built_in_roots(enabled);
         self
     }
 
@@ -215,7 +198,7 @@ impl SmolRuntimeBuilder {
     /// for `https://` and `wss://`; added roots and [`built_in_roots`](Self::built_in_roots)
     /// are then ignored. Its ALPN list must not offer `h2` (this client speaks HTTP/1.1).
     pub fn tls_config(mut self, config: impl Into<Arc<rustls::ClientConfig>>) -> Self {
-        self.tls_config = Some(config.into());
+        self.tls.tls_config(config);
         self
     }
 
@@ -249,11 +232,8 @@ impl SmolRuntimeBuilder {
     }
 
     /// Builds the runtime; fails if an added root certificate cannot be parsed.
-    pub fn build(mut self) -> Result<SmolRuntime, TlsSetupError> {
-        let tls = match self.tls_config.take() {
-            Some(config) => config,
-            None => Arc::new(build_config(&self.extra_roots, self.built_in_roots)?),
-        };
+    pub fn build(self) -> Result<SmolRuntime, TlsSetupError> {
+        let tls = self.tls.build()?;
         Ok(SmolRuntime::from_parts(tls, self))
     }
 }

@@ -1,7 +1,6 @@
 //! WebSocket client: async-tungstenite over the connection from [`crate::io`].
 
-use crate::io::{connect, with_timeout, Stream, Target};
-use crate::tls::Tls;
+use crate::io::{connect, with_timeout, Stream, Target, Tls};
 use ari_client::{TransportError, TransportErrorKind, TransportOptions, WsMessage};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ari_client::tls::{TlsSettings, TlsSetupError};
 use ari_client::{Runtime, TransportError, TransportOptions};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use crate::pool::Pool;
-use crate::tls::{self, ExtraRoot, TlsSetupError};
 use crate::ws::TokioWs;
 
 /// The tokio runtime and transport for the ARI client: tokio tasks and timers, a pooled
@@ -94,11 +94,10 @@ impl TokioRuntime {
     /// The defaults: built-in web PKI roots, connections idle at most 10 s, at most 16 idle
     /// connections per host, tasks spawned with `tokio::spawn`.
     pub fn new() -> Self {
-        // Cannot fail: no extra roots to parse, and the `ring` provider supports the default
-        // protocol versions.
-        #[allow(clippy::expect_used)]
-        let tls = tls::build_config(&[], true).expect("the default TLS configuration builds");
-        TokioRuntime::from_parts(tls, TokioRuntimeBuilder::default())
+        TokioRuntime::from_parts(
+            TlsSettings::default_config(),
+            TokioRuntimeBuilder::default(),
+        )
     }
 
     /// A builder for TLS roots, a custom rustls configuration, pool settings and a runtime
@@ -140,9 +139,7 @@ impl TokioRuntime {
 /// ```
 #[derive(Clone)]
 pub struct TokioRuntimeBuilder {
-    extra_roots: Vec<ExtraRoot>,
-    built_in_roots: bool,
-    tls_config: Option<Arc<rustls::ClientConfig>>,
+    tls: TlsSettings,
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     handle: Option<Handle>,
@@ -151,9 +148,7 @@ pub struct TokioRuntimeBuilder {
 impl Default for TokioRuntimeBuilder {
     fn default() -> Self {
         TokioRuntimeBuilder {
-            extra_roots: Vec::new(),
-            built_in_roots: true,
-            tls_config: None,
+            tls: TlsSettings::default(),
             pool_idle_timeout: Duration::from_secs(10),
             pool_max_idle_per_host: 16,
             handle: None,
@@ -164,9 +159,9 @@ impl Default for TokioRuntimeBuilder {
 impl fmt::Debug for TokioRuntimeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokioRuntimeBuilder")
-            .field("extra_roots", &self.extra_roots.len())
-            .field("built_in_roots", &self.built_in_roots)
-            .field("custom_tls_config", &self.tls_config.is_some())
+            .field("extra_roots", &self.tls.extra_root_count())
+            .field("built_in_roots", &self.tls.uses_built_in_roots())
+            .field("custom_tls_config", &self.tls.custom_config().is_some())
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("handle", &self.handle.is_some())
@@ -178,27 +173,27 @@ impl TokioRuntimeBuilder {
     /// Trusts the certificates of a PEM file's content (one or more `CERTIFICATE` sections) as
     /// extra roots, besides the built-in ones. Parsed by [`build`](Self::build).
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.extra_roots.push(ExtraRoot::Pem(pem.as_ref().to_vec()));
+        self.tls.add_root_certificate_pem(pem);
         self
     }
 
     /// Trusts one DER-encoded certificate as an extra root. Parsed by [`build`](Self::build).
     pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots.push(ExtraRoot::Der(der.into()));
+        self.tls.add_root_certificate_der(der);
         self
     }
 
     /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`). With
     /// `false` only the added roots are.
     pub fn built_in_roots(mut self, enabled: bool) -> Self {
-        self.built_in_roots = enabled;
+        self.tls.built_in_roots(enabled);
         self
     }
 
     /// Uses this rustls configuration as it is (roots, client certificates, verifier, ALPN);
     /// added roots and [`built_in_roots`](Self::built_in_roots) are then ignored.
     pub fn tls_config(mut self, config: impl Into<Arc<rustls::ClientConfig>>) -> Self {
-        self.tls_config = Some(config.into());
+        self.tls.tls_config(config);
         self
     }
 
@@ -223,11 +218,8 @@ impl TokioRuntimeBuilder {
     }
 
     /// Builds the runtime; fails if an added root certificate cannot be parsed.
-    pub fn build(mut self) -> Result<TokioRuntime, TlsSetupError> {
-        let tls = match self.tls_config.take() {
-            Some(config) => config,
-            None => tls::build_config(&self.extra_roots, self.built_in_roots)?,
-        };
+    pub fn build(self) -> Result<TokioRuntime, TlsSetupError> {
+        let tls = self.tls.build()?;
         Ok(TokioRuntime::from_parts(tls, self))
     }
 }

@@ -102,12 +102,11 @@
 mod adapter;
 mod net;
 mod pool;
-mod tls;
 mod ws;
 
 pub use crate::adapter::{TokioRuntime, TokioRuntimeBuilder};
-pub use crate::tls::TlsSetupError;
 pub use crate::ws::TokioWs;
+pub use ari_client::tls::TlsSetupError;
 
 /// The runtime-generic client crate, for the generic types these aliases fill in.
 pub use ari_client;
