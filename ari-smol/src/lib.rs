@@ -23,7 +23,7 @@
 //! fn main() -> Result<(), ari_smol::Error> {
 //!     smol::block_on(async {
 //!         let client = Client::connect("http://localhost:8088", "asterisk", "secret").await?;
-//!         client.on::<StasisStart, _, _>(|event, channel: Channel| async move {
+//!         client.on::<StasisStart>(|event, channel: Channel| async move {
 //!             println!("{} entered {}", channel.id(), event.application);
 //!             Ok(())
 //!         });
