@@ -173,3 +173,107 @@ pub trait Runtime: Clone + Send + Sync + fmt::Debug + 'static {
         opts: &TransportOptions,
     ) -> impl Future<Output = Result<Self::Ws, TransportError>> + Send + 'static;
 }
+
+/// Where a transport connects, read from a request's absolute URI: host, port and whether TLS
+/// is spoken. For adapters (connection pools key on it); printing it (`host:port`, an IPv6
+/// host in brackets) never shows the path or the query of the URI, which may carry an
+/// `api_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Target {
+    /// The host, without IPv6 brackets.
+    pub host: String,
+    /// The port: the URI's, or 80 (plain) / 443 (TLS).
+    pub port: u16,
+    /// Whether the scheme is `https` (or `wss`).
+    pub tls: bool,
+}
+
+impl Target {
+    /// Reads the target from an absolute URI: `http` is plain, `https` is TLS; with `ws` (a
+    /// WebSocket upgrade) `ws` and `wss` are accepted as well. Schemes are case-insensitive.
+    /// Anything else, or no host, is a [`TransportErrorKind::Protocol`] error.
+    pub fn from_uri(uri: &http::Uri, ws: bool) -> Result<Target, TransportError> {
+        let scheme = uri.scheme_str().unwrap_or("");
+        let (tls, default_port) = match (ws, scheme.to_ascii_lowercase().as_str()) {
+            (_, "http") | (true, "ws") => (false, 80),
+            (_, "https") | (true, "wss") => (true, 443),
+            _ => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    if ws {
+                        "the WebSocket URI must be absolute with scheme ws or wss (or http, https)"
+                    } else {
+                        "the request URI must be absolute with scheme http or https"
+                    },
+                ))
+            }
+        };
+        let host = uri.host().unwrap_or("");
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                "the request URI has no host",
+            ));
+        }
+        Ok(Target {
+            host: host.to_owned(),
+            port: uri.port_u16().unwrap_or(default_port),
+            tls,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str, ws: bool) -> Result<Target, TransportError> {
+        Target::from_uri(&uri.parse().expect("uri"), ws)
+    }
+
+    #[test]
+    fn targets_from_uris() {
+        let t = target("http://127.0.0.1:8088/ari/x?api_key=u:p", false).expect("ok");
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 8088, false));
+        assert_eq!(t.to_string(), "127.0.0.1:8088");
+        let t = target("https://pbx.example.com/ari", false).expect("ok");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("pbx.example.com", 443, true)
+        );
+        let t = target("ws://[::1]:8088/ari/events", true).expect("ok");
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("::1", 8088, false));
+        assert_eq!(t.to_string(), "[::1]:8088");
+        let t = target("WSS://h/ari/events", true).expect("ok");
+        assert_eq!((t.port, t.tls), (443, true));
+        let t = target("https://h/ari/events", true).expect("ok");
+        assert_eq!((t.port, t.tls), (443, true));
+        let t = target("http://h/", false).expect("ok");
+        assert_eq!(t.port, 80);
+        for (bad, ws) in [
+            ("/ari/x", false),
+            ("/ari/x", true),
+            ("ftp://h/x", true),
+            ("unix://h/x", false),
+            ("ws://h/x", false),
+        ] {
+            let e = target(bad, ws).expect_err(bad);
+            assert_eq!(e.kind, TransportErrorKind::Protocol);
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //! `Content-Length`, chunked, or read-until-close framing. One connection carries one request
 //! at a time; idle connections are pooled per (scheme, host, port).
 
-use crate::io::{connect, with_timeout, Stream, Target, Tls};
+use crate::io::{connect, with_timeout, Stream, Tls};
+use ari_client::runtime::Target;
 use ari_client::{TransportError, TransportErrorKind, TransportOptions};
 use bytes::Bytes;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,7 +170,7 @@ pub(crate) async fn send(
                     && (failure.stage == Stage::Write
                         || (failure.stage == Stage::NothingRead && idempotent)) =>
             {
-                tracing::debug!(peer = %target.display(), "stale pooled connection; retrying on a new one");
+                tracing::debug!(peer = %target, "stale pooled connection; retrying on a new one");
                 fresh_only = true;
             }
             Err(failure) => return Err(failure.error),
@@ -646,11 +647,7 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port: 8088,
-        }
+        Target::from_uri(&http::Uri::from_static("http://127.0.0.1:8088/"), false).unwrap()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Connecting: TCP (async-net), optional TLS (futures-rustls), connect timeout.
 
+use ari_client::runtime::Target;
 use ari_client::{TransportError, TransportErrorKind};
 use async_net::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -11,61 +12,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-/// Where to connect: scheme class, host (without IPv6 brackets) and port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Target {
-    pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
-
-impl Target {
-    /// Reads the target from an absolute URI. `ws` selects the WebSocket schemes.
-    pub(crate) fn from_uri(uri: &http::Uri, ws: bool) -> Result<Target, TransportError> {
-        let scheme = uri.scheme_str().unwrap_or("");
-        let (tls, default_port) = match (ws, scheme.to_ascii_lowercase().as_str()) {
-            // A WebSocket URI may also be given with the `http`/`https` scheme.
-            (_, "http") | (true, "ws") => (false, 80),
-            (_, "https") | (true, "wss") => (true, 443),
-            _ => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Protocol,
-                    if ws {
-                        "the WebSocket URI must be absolute with scheme ws or wss (or http, https)"
-                    } else {
-                        "the request URI must be absolute with scheme http or https"
-                    },
-                ))
-            }
-        };
-        let host = uri.host().unwrap_or("");
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() {
-            return Err(TransportError::new(
-                TransportErrorKind::Protocol,
-                "the request URI has no host",
-            ));
-        }
-        Ok(Target {
-            tls,
-            host: host.to_owned(),
-            port: uri.port_u16().unwrap_or(default_port),
-        })
-    }
-
-    /// `host:port` for messages (IPv6 hosts in brackets). Never carries credentials.
-    pub(crate) fn display(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// The TLS side of a runtime: the rustls configuration (built by
 /// [`ari_client::tls::TlsSettings`]) and its futures-rustls connector.
@@ -176,7 +122,7 @@ pub(crate) async fn connect(target: &Target, tls: &Tls) -> Result<Stream, Transp
         .map_err(|e| {
             TransportError::new(
                 TransportErrorKind::Connect,
-                format!("could not connect to {}: {e}", target.display()),
+                format!("could not connect to {target}: {e}"),
             )
         })?;
     // Small request/response exchanges: do not wait for Nagle.
@@ -187,13 +133,13 @@ pub(crate) async fn connect(target: &Target, tls: &Tls) -> Result<Stream, Transp
     let name = ServerName::try_from(target.host.clone()).map_err(|_| {
         TransportError::new(
             TransportErrorKind::Tls,
-            format!("{} is not a valid TLS server name", target.display()),
+            format!("{target} is not a valid TLS server name"),
         )
     })?;
     let stream = tls.connector().connect(name, tcp).await.map_err(|e| {
         TransportError::new(
             TransportErrorKind::Tls,
-            format!("TLS handshake with {} failed: {e}", target.display()),
+            format!("TLS handshake with {target} failed: {e}"),
         )
     })?;
     Ok(Stream::Tls(Box::new(stream)))

@@ -1,6 +1,7 @@
 //! WebSocket client: async-tungstenite over the connection from [`crate::io`].
 
-use crate::io::{connect, with_timeout, Stream, Target, Tls};
+use crate::io::{connect, with_timeout, Stream, Tls};
+use ari_client::runtime::Target;
 use ari_client::{TransportError, TransportErrorKind, TransportOptions, WsMessage};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ari_client::runtime::Target;
 use ari_client::{TransportError, TransportErrorKind};
 use http::Uri;
 use rustls::pki_types::ServerName;
@@ -13,59 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-/// Where to connect: host, port and whether TLS is spoken. Printing it never shows the path or
-/// the query of the URI (a query may carry an `api_key`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Target {
-    /// Host without IPv6 brackets.
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) tls: bool,
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl Target {
-    /// Reads scheme, host and port from an absolute URI. `http`/`ws` are plain, `https`/`wss`
-    /// are TLS.
-    pub(crate) fn from_uri(uri: &Uri) -> Result<Target, TransportError> {
-        let tls = match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => false,
-            Some(s) if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => true,
-            Some(_) => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Protocol,
-                    "unsupported URI scheme (expected http, https, ws or wss)",
-                ))
-            }
-            None => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Protocol,
-                    "the request URI is not absolute (no scheme)",
-                ))
-            }
-        };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| {
-            TransportError::new(TransportErrorKind::Protocol, "the request URI has no host")
-        })?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        Ok(Target { host, port, tls })
-    }
-}
 
 /// The `Host` header value for `uri` (its authority without any `user:password@`).
 pub(crate) fn host_header(uri: &Uri) -> Option<http::HeaderValue> {
@@ -192,33 +140,6 @@ pub(crate) fn connect_timeout_error(target: &Target, timeout: Duration) -> Trans
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn target(uri: &str) -> Result<Target, TransportError> {
-        Target::from_uri(&uri.parse().expect("uri"))
-    }
-
-    #[test]
-    fn targets_from_uris() {
-        let t = target("http://127.0.0.1:8088/ari/x?api_key=u:p").expect("ok");
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 8088, false));
-        assert_eq!(t.to_string(), "127.0.0.1:8088");
-        let t = target("https://pbx.example.com/ari").expect("ok");
-        assert_eq!(
-            (t.host.as_str(), t.port, t.tls),
-            ("pbx.example.com", 443, true)
-        );
-        let t = target("ws://[::1]:8088/ari/events").expect("ok");
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("::1", 8088, false));
-        assert_eq!(t.to_string(), "[::1]:8088");
-        let t = target("WSS://h/ari/events").expect("ok");
-        assert_eq!((t.port, t.tls), (443, true));
-        let t = target("http://h/").expect("ok");
-        assert_eq!(t.port, 80);
-        for bad in ["/ari/x", "ftp://h/x", "unix://h/x"] {
-            let e = target(bad).expect_err(bad);
-            assert_eq!(e.kind, TransportErrorKind::Protocol);
-        }
-    }
 
     #[test]
     fn host_header_never_carries_userinfo() {

@@ -23,7 +23,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::adapter::Shared;
-use crate::net::{self, Target};
+use crate::net;
+use ari_client::runtime::Target;
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -96,7 +97,7 @@ pub(crate) async fn send(
     req: Request<Vec<u8>>,
     opts: TransportOptions,
 ) -> Result<Response<Bytes>, TransportError> {
-    let target = Target::from_uri(req.uri())?;
+    let target = Target::from_uri(req.uri(), false)?;
     let (mut parts, body) = req.into_parts();
     // HTTP/1.1 to an origin server: origin-form request target (`/ari/...`).
     let path = parts

@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::adapter::Shared;
-use crate::net::{self, MaybeTls, Target};
+use crate::net::{self, MaybeTls};
+use ari_client::runtime::Target;
 
 /// A connected ARI WebSocket: a [`Stream`] of [`WsMessage`]s and a [`Sink`] for them.
 ///
@@ -42,7 +43,7 @@ pub(crate) async fn connect(
     req: Request<()>,
     opts: TransportOptions,
 ) -> Result<TokioWs, TransportError> {
-    let target = Target::from_uri(req.uri())?;
+    let target = Target::from_uri(req.uri(), true)?;
     let req = prepare(req, &target)?;
     let config = WebSocketConfig::default()
         .max_frame_size(Some(opts.max_frame_bytes))
@@ -246,7 +247,7 @@ mod tests {
             .header("authorization", "Basic x")
             .body(())
             .expect("request");
-        let target = Target::from_uri(req.uri()).expect("target");
+        let target = Target::from_uri(req.uri(), true).expect("target");
         let req = prepare(req, &target).expect("prepared");
         assert_eq!(req.uri().to_string(), "wss://h:8089/ari/events?app=a");
         let h = req.headers();
@@ -266,7 +267,7 @@ mod tests {
             .header("connection", "Upgrade")
             .body(())
             .expect("request");
-        let target = Target::from_uri(req.uri()).expect("target");
+        let target = Target::from_uri(req.uri(), true).expect("target");
         let req = prepare(req, &target).expect("prepared");
         let h = req.headers();
         assert_eq!(h.get_all(HOST).iter().count(), 1);
