@@ -71,6 +71,13 @@ impl FloodMode {
 }
 
 /// What to flood; see [`MockServer::flood`](crate::MockServer::flood).
+///
+/// Every channel (`bench-0` … `bench-{K-1}`) goes through a realistic lifecycle, each event
+/// carrying a full `Channel` object shaped like the recorded fixtures: `StasisStart` first;
+/// then `ChannelStateChange` (to `Up`), then `ChannelVarset` and `ChannelDtmfReceived` in
+/// turn; then `StasisEnd` and `ChannelDestroyed` last (with two events, `StasisStart` then
+/// `ChannelDestroyed`). Channels are interleaved round-robin, so all of them are live at
+/// once. A final `ChannelUserevent` whose `eventname` is [`FLOOD_DONE_EVENT`] ends the flood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FloodSpec {

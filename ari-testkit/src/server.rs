@@ -923,8 +923,8 @@ impl MockServer {
     /// Sends `spec.events` realistic events over `spec.channels` channels to the connection
     /// holding `spec.app`, then a `ChannelUserevent` named `bench-done`, and blocks until
     /// they have been written (so the client must be reading on another thread). The frames
-    /// are built before the first write. See the [`bench`](crate::FloodSpec) docs for the
-    /// event sequence; `POST /_bench/flood` does the same over HTTP without blocking.
+    /// are built before the first write. See [`FloodSpec`] for the event sequence;
+    /// `POST /_bench/flood` does the same over HTTP without blocking.
     ///
     /// ```no_run
     /// use ari_testkit::{FloodSpec, MockServer};
