@@ -21,9 +21,58 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
+use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+
+/// The rustls client configuration type (a re-export), as taken by
+/// [`TlsSettings::tls_config`] and returned by [`TlsSettings::build`].
+pub use rustls::ClientConfig;
+
+/// Writes a runtime builder's TLS methods (`add_root_certificate_pem`,
+/// `add_root_certificate_der`, `built_in_roots`, `tls_config`), each delegating to the
+/// builder's [`TlsSettings`] field named by the argument, so that every adapter offers the
+/// same methods with the same documentation. Use it inside the builder's `impl` block:
+/// `ari_client::tls_builder_methods!(tls);`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! tls_builder_methods {
+    ($field:ident) => {
+        /// Trusts the certificates of a PEM file's content (one or more `CERTIFICATE`
+        /// sections) as extra roots, besides the built-in ones. Parsed by
+        /// [`build`](Self::build).
+        pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+            self.$field.add_root_certificate_pem(pem);
+            self
+        }
+
+        /// Trusts one DER-encoded certificate as an extra root. Parsed by
+        /// [`build`](Self::build).
+        pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+            self.$field.add_root_certificate_der(der);
+            self
+        }
+
+        /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`).
+        /// With `false` only the added roots are.
+        pub fn built_in_roots(mut self, enabled: bool) -> Self {
+            self.$field.built_in_roots(enabled);
+            self
+        }
+
+        /// Uses this rustls configuration as it is (roots, client certificates, verifier,
+        /// ALPN) for `https://` and `wss://`; added roots and
+        /// [`built_in_roots`](Self::built_in_roots) are then ignored. Its ALPN list must not
+        /// offer `h2` (this client speaks HTTP/1.1).
+        pub fn tls_config(
+            mut self,
+            config: impl Into<::std::sync::Arc<$crate::tls::ClientConfig>>,
+        ) -> Self {
+            self.$field.tls_config(config);
+            self
+        }
+    };
+}
 
 /// Why a runtime builder (`TokioRuntimeBuilder`, `SmolRuntimeBuilder`) or
 /// [`TlsSettings::build`] could not build the TLS configuration (an added root certificate

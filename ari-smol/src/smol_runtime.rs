@@ -174,33 +174,7 @@ impl fmt::Debug for SmolRuntimeBuilder {
 }
 
 impl SmolRuntimeBuilder {
-    /// Trusts the certificates of a PEM file's content (one or more `CERTIFICATE` sections) as
-    /// extra roots, besides the built-in ones. Parsed by [`build`](Self::build).
-    pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.tls.add_root_certificate_pem(pem);
-        self
-    }
-
-    /// Trusts one DER-encoded certificate as an extra root. Parsed by [`build`](Self::build).
-    pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.tls.add_root_certificate_der(der);
-        self
-    }
-
-    /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`). With
-    /// `false` only the added roots are.
-    pub fn built_in_roots(mut self, enabled: bool) -> Self {
-        self.tls.built_in_roots(enabled);
-        self
-    }
-
-    /// Uses this rustls configuration as it is (roots, client certificates, verifier, ALPN)
-    /// for `https://` and `wss://`; added roots and [`built_in_roots`](Self::built_in_roots)
-    /// are then ignored. Its ALPN list must not offer `h2` (this client speaks HTTP/1.1).
-    pub fn tls_config(mut self, config: impl Into<Arc<rustls::ClientConfig>>) -> Self {
-        self.tls.tls_config(config);
-        self
-    }
+    ari_client::tls_builder_methods!(tls);
 
     /// How long an idle keep-alive connection may be reused (default 10 s; Asterisk closes
     /// idle HTTP sessions after `session_keep_alive`, 15 s by default).
