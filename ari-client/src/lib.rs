@@ -90,6 +90,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+mod aliases;
 mod call;
 mod client;
 mod client_events;

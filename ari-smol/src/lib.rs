@@ -101,34 +101,9 @@ pub use ari_client::*;
 #[doc(no_inline)]
 pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, Operation};
 
-/// The ARI client on smol; see [`ari_client::Client`].
-pub type Client = ari_client::Client<SmolRuntime>;
-/// Configures and connects a [`Client`]; see [`ari_client::ClientBuilder`].
-pub type ClientBuilder = ari_client::ClientBuilder<SmolRuntime>;
-/// A REST call to `.await`, with its optional parameters as setters; see [`ari_client::Call`].
-pub type Call<O> = ari_client::Call<SmolRuntime, O>;
-/// A channel bound to the client; see [`ari_client::Channel`].
-pub type Channel = ari_client::Channel<SmolRuntime>;
-/// A bridge bound to the client; see [`ari_client::Bridge`].
-pub type Bridge = ari_client::Bridge<SmolRuntime>;
-/// A playback bound to the client; see [`ari_client::Playback`].
-pub type Playback = ari_client::Playback<SmolRuntime>;
-/// A live recording bound to the client; see [`ari_client::LiveRecording`].
-pub type LiveRecording = ari_client::LiveRecording<SmolRuntime>;
-/// A stored recording bound to the client; see [`ari_client::StoredRecording`].
-pub type StoredRecording = ari_client::StoredRecording<SmolRuntime>;
-/// An endpoint bound to the client; see [`ari_client::Endpoint`].
-pub type Endpoint = ari_client::Endpoint<SmolRuntime>;
-/// A device state bound to the client; see [`ari_client::DeviceState`].
-pub type DeviceState = ari_client::DeviceState<SmolRuntime>;
-/// A Stasis application bound to the client; see [`ari_client::Application`].
-pub type Application = ari_client::Application<SmolRuntime>;
-/// The two channels of a `Dial` event; see [`ari_client::DialParties`].
-pub type DialParties = ari_client::DialParties<SmolRuntime>;
-/// A stream of typed events with their instance objects; see [`ari_client::ClientStream`].
-pub type ClientStream<T> = ari_client::ClientStream<SmolRuntime, T>;
-/// The next typed event with its instance objects; see [`ari_client::ClientOnce`].
-pub type ClientOnce<T> = ari_client::ClientOnce<SmolRuntime, T>;
+// Aliases of ari-client's generic types with `SmolRuntime` filled in. Being items of this crate,
+// they shadow the generic names of the `ari_client::*` glob above.
+ari_client::runtime_aliases!(SmolRuntime);
 
 /// The rustls crate this adapter is built on, for [`SmolRuntimeBuilder::tls_config`].
 pub use rustls;

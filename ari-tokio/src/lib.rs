@@ -121,61 +121,6 @@ pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, 
 /// The rustls crate this adapter is built on, for [`TokioRuntimeBuilder::tls_config`].
 pub use rustls;
 
-// Aliases of ari-client's generic types with `TokioRuntime` filled in. Being items of this
-// crate, they shadow the generic names of the `ari_client::*` glob above.
-
-/// The ARI client on tokio (see [`ari_client::Client`]).
-pub type Client = ari_client::Client<TokioRuntime>;
-/// Options for a [`Client`] (see [`ari_client::ClientBuilder`]).
-pub type ClientBuilder = ari_client::ClientBuilder<TokioRuntime>;
-/// A pending REST call, to `.await` (see [`ari_client::Call`]).
-pub type Call<O> = ari_client::Call<TokioRuntime, O>;
-
-/// A channel instance (see [`ari_client::Channel`]).
-pub type Channel = ari_client::Channel<TokioRuntime>;
-/// A bridge instance (see [`ari_client::Bridge`]).
-pub type Bridge = ari_client::Bridge<TokioRuntime>;
-/// A playback instance (see [`ari_client::Playback`]).
-pub type Playback = ari_client::Playback<TokioRuntime>;
-/// A live recording instance (see [`ari_client::LiveRecording`]).
-pub type LiveRecording = ari_client::LiveRecording<TokioRuntime>;
-/// A stored recording instance (see [`ari_client::StoredRecording`]).
-pub type StoredRecording = ari_client::StoredRecording<TokioRuntime>;
-/// An endpoint instance (see [`ari_client::Endpoint`]).
-pub type Endpoint = ari_client::Endpoint<TokioRuntime>;
-/// A device state instance (see [`ari_client::DeviceState`]).
-pub type DeviceState = ari_client::DeviceState<TokioRuntime>;
-/// A Stasis application instance (see [`ari_client::Application`]).
-pub type Application = ari_client::Application<TokioRuntime>;
-
-/// The two channels of a `Dial` event (see [`ari_client::DialParties`]).
-pub type DialParties = ari_client::DialParties<TokioRuntime>;
-/// A stream of client-wide events of one type with their instances (see
-/// [`ari_client::ClientStream`]).
-pub type ClientStream<T> = ari_client::ClientStream<TokioRuntime, T>;
-/// The next client-wide event of one type with its instances (see
-/// [`ari_client::ClientOnce`]).
-pub type ClientOnce<T> = ari_client::ClientOnce<TokioRuntime, T>;
-
-/// `client.asterisk()`: operations on the Asterisk system (see [`ari_client::Asterisk`]).
-pub type Asterisk = ari_client::Asterisk<TokioRuntime>;
-/// `client.endpoints()` (see [`ari_client::Endpoints`]).
-pub type Endpoints = ari_client::Endpoints<TokioRuntime>;
-/// `client.channels()` (see [`ari_client::Channels`]).
-pub type Channels = ari_client::Channels<TokioRuntime>;
-/// `client.bridges()` (see [`ari_client::Bridges`]).
-pub type Bridges = ari_client::Bridges<TokioRuntime>;
-/// `client.recordings()` (see [`ari_client::Recordings`]).
-pub type Recordings = ari_client::Recordings<TokioRuntime>;
-/// `client.sounds()` (see [`ari_client::Sounds`]).
-pub type Sounds = ari_client::Sounds<TokioRuntime>;
-/// `client.playbacks()` (see [`ari_client::Playbacks`]).
-pub type Playbacks = ari_client::Playbacks<TokioRuntime>;
-/// `client.device_states()` (see [`ari_client::DeviceStates`]).
-pub type DeviceStates = ari_client::DeviceStates<TokioRuntime>;
-/// `client.mailboxes()` (see [`ari_client::Mailboxes`]).
-pub type Mailboxes = ari_client::Mailboxes<TokioRuntime>;
-/// `client.events()`: user events and the event stream (see [`ari_client::Events`]).
-pub type Events = ari_client::Events<TokioRuntime>;
-/// `client.applications()` (see [`ari_client::Applications`]).
-pub type Applications = ari_client::Applications<TokioRuntime>;
+// Aliases of ari-client's generic types with `TokioRuntime` filled in. Being items of this crate,
+// they shadow the generic names of the `ari_client::*` glob above.
+ari_client::runtime_aliases!(TokioRuntime);
