@@ -127,13 +127,78 @@ struct TypeTag<'a> {
     ty: Cow<'a, str>,
 }
 
+/// A frame's JSON text, as UTF-8 checked once (`&str`) or as bytes: what
+/// `Event::decode_known` (generated) parses the event's struct from.
+pub(crate) trait JsonInput: Copy {
+    /// Parses the whole input as `T`.
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error>;
+}
+
+impl JsonInput for &str {
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self)
+    }
+}
+
+impl JsonInput for &[u8] {
+    fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(self)
+    }
+}
+
+/// The top-level `type` of a frame, reading only the members before it; `None` when that is not
+/// enough to be sure of it (no string `type` before the first error or the end; or the text
+/// could hold a second top-level `type` key, written plainly or with escapes), and the caller
+/// then takes the full path.
+fn find_type_fast(text: &str) -> Option<Cow<'_, str>> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    // A second `type` key needs a second `"type"` or an escape somewhere in the text.
+    let bytes = text.as_bytes();
+    let first = memchr::memmem::find(bytes, b"\"type\"")?;
+    if memchr::memmem::find(&bytes[first + 1..], b"\"type\"").is_some()
+        || memchr::memchr(b'\\', bytes).is_some()
+    {
+        return None;
+    }
+    struct V<'a, 'de>(&'a mut Option<Cow<'de, str>>);
+    impl<'de> Visitor<'de> for V<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            while let Some(k) = m.next_key_seed(CowSeed)? {
+                if k == "type" {
+                    *self.0 = Some(m.next_value_seed(CowSeed)?);
+                    return Ok(());
+                }
+                m.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    struct CowSeed;
+    impl<'de> serde::de::DeserializeSeed<'de> for CowSeed {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            crate::macros::deserialize_cow_str(d)
+        }
+    }
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    // Once the type is found, the error for the unread rest (`expected ,`) is not ours.
+    let _ = (&mut de).deserialize_map(V(&mut found));
+    found
+}
+
 impl Event {
     /// Decodes one WebSocket text frame.
     ///
     /// Never panics: a type this version does not know becomes [`Event::Unknown`], malformed
     /// JSON is [`DecodeError::Malformed`], a known type with missing required fields is
-    /// [`DecodeError::Schema`] (which keeps the JSON). The frame is scanned once for its
-    /// `type` (without allocating) and then decoded straight into the event's struct.
+    /// [`DecodeError::Schema`] (which keeps the JSON). The frame's UTF-8 is checked once, its
+    /// `type` is read from the members before it (without allocating), and the frame is then
+    /// decoded straight into the event's struct.
     pub fn decode(frame: &[u8]) -> Result<Event, DecodeError> {
         // serde's derived structs also accept a JSON array (fields by position): `["X"]` would
         // otherwise decode as an event of type `X`.
@@ -146,6 +211,23 @@ impl Event {
                 error: "not a JSON object".into(),
             });
         }
+        // The fast path: an event of a known type that decodes. A decoded struct means the whole
+        // text is JSON without trailing characters, so the full path would have read the same
+        // `type` (it is the only top-level one) and decoded the same struct.
+        if let Ok(text) = std::str::from_utf8(frame) {
+            if let Some(ty) = find_type_fast(text) {
+                if let Some(Ok(ev)) = Event::decode_known(&ty, text) {
+                    return Ok(ev);
+                }
+            }
+        }
+        Event::decode_full(frame)
+    }
+
+    /// The full path (unknown types, mismatches, malformed frames): the whole frame is read for
+    /// its `type`, then decoded.
+    #[cold]
+    fn decode_full(frame: &[u8]) -> Result<Event, DecodeError> {
         let tag: TypeTag<'_> =
             serde_json::from_slice(frame).map_err(|e| DecodeError::Malformed {
                 error: e.to_string(),
@@ -248,21 +330,28 @@ impl Event {
 /// text is not validated otherwise). One pass, no allocation.
 pub fn json_depth_exceeds(text: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                // Skip the string: jump to the next quote or backslash (an escape skips the
+                // byte after the backslash). An unterminated string ends the scan.
+                i += 1;
+                loop {
+                    let Some(rest) = text.get(i..) else {
+                        return false;
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(j) if rest[j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
+            }
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -272,6 +361,7 @@ pub fn json_depth_exceeds(text: &[u8], max: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -478,5 +568,122 @@ impl<'a> IntoIterator for Resources<'a> {
         std::iter::Flatten<std::array::IntoIter<Option<ResourceRef<'a>>, MAX_RESOURCES>>;
     fn into_iter(self) -> Self::IntoIter {
         self.items.into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::{json_depth_exceeds, Event};
+    use std::path::PathBuf;
+
+    /// The byte-by-byte depth scan the memchr one replaced.
+    fn depth_exceeds_reference(text: &[u8], max: usize) -> bool {
+        let mut depth = 0usize;
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in text {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// The fuzz corpus of event frames, the recorded fixtures' frames, and hand-made edge cases.
+    fn frames() -> Vec<Vec<u8>> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(root.join("fuzz/corpus/event_decode")) {
+            for entry in dir.flatten() {
+                if let Ok(bytes) = std::fs::read(entry.path()) {
+                    out.push(bytes);
+                }
+            }
+        }
+        for version in ["asterisk-20", "asterisk-master"] {
+            let path = root.join("fixtures").join(version).join("events.jsonl");
+            for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if let Some(f) = v.get("frame").and_then(|f| f.as_str()) {
+                        out.push(f.as_bytes().to_vec());
+                    }
+                }
+            }
+        }
+        let dtmf = r#"{"type":"ChannelDtmfReceived","timestamp":"2026-11-26T11:14:38.299+0000","application":"a","digit":"5","duration_ms":1,"channel":{"id":"c1","name":"n","state":"Up","protocol_id":"","caller":{"name":"","number":""},"connected":{"name":"","number":""},"accountcode":"","dialplan":{"context":"d","exten":"s","priority":1,"app_name":"","app_data":""},"creationtime":"2026-11-26T11:14:30.000+0000","language":"en"}}"#;
+        let tail = &dtmf[r#"{"type":"ChannelDtmfReceived""#.len()..];
+        for edge in [
+            dtmf.to_owned(),
+            format!(r#"{{"type":"ChannelDtmfReceived","type":"Other"{tail}"#),
+            format!(r#"{{"type":"ChannelDtmfReceived","typ\u0065":"Other"{tail}"#),
+            format!(r#"{{"typ\u0065":"ChannelDtmfReceived"{tail}"#),
+            format!("{dtmf} x"),
+            format!("{dtmf}}}"),
+            dtmf[..dtmf.len() - 1].to_owned(),
+            format!(r#"{{"type":"Nope"{tail}"#),
+            format!(r#"{{"type":5{tail}"#),
+            r#"{"type":"ChannelDtmfReceived"}"#.to_owned(),
+            r#"{"type":"ChannelDtmfReceived","#.to_owned(),
+            r#"["ChannelDtmfReceived"]"#.to_owned(),
+            r#"{}"#.to_owned(),
+            format!(r#"{{"x":1e400,"type":"ChannelDtmfReceived"{tail}"#),
+        ] {
+            out.push(edge.into_bytes());
+        }
+        let mut bad = dtmf.as_bytes().to_vec();
+        bad[r#"{"type":"ChannelDtmfReceived","timestamp":"2026-11-26T11:14:38.299+0000","application":""#.len()] = 0xff;
+        out.push(bad);
+        let mut extra = dtmf.as_bytes().to_vec();
+        extra.pop();
+        extra.extend_from_slice(b",\"zz\":\"\xff\"}");
+        out.push(extra);
+        out
+    }
+
+    /// The fast path answers exactly as the full path (the former `decode`) does, on every frame.
+    #[test]
+    fn fast_decode_agrees_with_the_full_path() {
+        let frames = frames();
+        assert!(frames.len() > 100, "{} frames", frames.len());
+        let mut fast = 0;
+        for f in &frames {
+            let full = if f
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                == Some(&b'{')
+            {
+                Event::decode_full(f)
+            } else {
+                Event::decode(f)
+            };
+            assert_eq!(Event::decode(f), full, "{}", String::from_utf8_lossy(f));
+            fast += usize::from(full.is_ok());
+            for max in [0, 1, 2, 3, 4, 8, 32] {
+                assert_eq!(
+                    json_depth_exceeds(f, max),
+                    depth_exceeds_reference(f, max),
+                    "max {max}: {}",
+                    String::from_utf8_lossy(f)
+                );
+            }
+        }
+        assert!(fast > 50);
     }
 }

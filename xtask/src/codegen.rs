@@ -512,14 +512,14 @@ impl<'a> Gen<'a> {
         }
         s.push_str("    /// Error message sent when required parameters are missing.\n    MissingParams(MissingParams),\n    /// An event type this version does not know; its type name and JSON are kept.\n    Unknown(UnknownEvent),\n}\n\n");
         // decode_known
-        s.push_str("impl Event {\n    /// Decodes `bytes` as the event type `type_name`, or `None` when the type is not known.\n    pub(crate) fn decode_known(type_name: &str, bytes: &[u8]) -> Option<Result<Event, serde_json::Error>> {\n        Some(match type_name {\n");
+        s.push_str("impl Event {\n    /// Decodes `input` as the event type `type_name`, or `None` when the type is not known.\n    pub(crate) fn decode_known<I: crate::events::JsonInput>(type_name: &str, input: I) -> Option<Result<Event, serde_json::Error>> {\n        Some(match type_name {\n");
         for name in &all {
             let _ = writeln!(
                 s,
-                "            \"{name}\" => serde_json::from_slice(bytes).map(Event::{name}),"
+                "            \"{name}\" => input.parse().map(Event::{name}),"
             );
         }
-        s.push_str("            \"MissingParams\" => serde_json::from_slice(bytes).map(Event::MissingParams),\n            _ => return None,\n        })\n    }\n\n");
+        s.push_str("            \"MissingParams\" => input.parse().map(Event::MissingParams),\n            _ => return None,\n        })\n    }\n\n");
         // type_name
         s.push_str("    /// The event's `type` as sent on the wire.\n    pub fn type_name(&self) -> &str {\n        match self {\n");
         for name in &all {

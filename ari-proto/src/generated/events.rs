@@ -1142,78 +1142,58 @@ pub enum Event {
 }
 
 impl Event {
-    /// Decodes `bytes` as the event type `type_name`, or `None` when the type is not known.
-    pub(crate) fn decode_known(
+    /// Decodes `input` as the event type `type_name`, or `None` when the type is not known.
+    pub(crate) fn decode_known<I: crate::events::JsonInput>(
         type_name: &str,
-        bytes: &[u8],
+        input: I,
     ) -> Option<Result<Event, serde_json::Error>> {
         Some(match type_name {
-            "ApplicationMoveFailed" => {
-                serde_json::from_slice(bytes).map(Event::ApplicationMoveFailed)
-            }
-            "ApplicationRegistered" => {
-                serde_json::from_slice(bytes).map(Event::ApplicationRegistered)
-            }
-            "ApplicationReplaced" => serde_json::from_slice(bytes).map(Event::ApplicationReplaced),
-            "ApplicationUnregistered" => {
-                serde_json::from_slice(bytes).map(Event::ApplicationUnregistered)
-            }
-            "BridgeAttendedTransfer" => {
-                serde_json::from_slice(bytes).map(Event::BridgeAttendedTransfer)
-            }
-            "BridgeBlindTransfer" => serde_json::from_slice(bytes).map(Event::BridgeBlindTransfer),
-            "BridgeCreated" => serde_json::from_slice(bytes).map(Event::BridgeCreated),
-            "BridgeDestroyed" => serde_json::from_slice(bytes).map(Event::BridgeDestroyed),
-            "BridgeMerged" => serde_json::from_slice(bytes).map(Event::BridgeMerged),
-            "BridgeVideoSourceChanged" => {
-                serde_json::from_slice(bytes).map(Event::BridgeVideoSourceChanged)
-            }
-            "CallBroadcast" => serde_json::from_slice(bytes).map(Event::CallBroadcast),
-            "CallClaimed" => serde_json::from_slice(bytes).map(Event::CallClaimed),
-            "ChannelCallerId" => serde_json::from_slice(bytes).map(Event::ChannelCallerId),
-            "ChannelConnectedLine" => {
-                serde_json::from_slice(bytes).map(Event::ChannelConnectedLine)
-            }
-            "ChannelCreated" => serde_json::from_slice(bytes).map(Event::ChannelCreated),
-            "ChannelDestroyed" => serde_json::from_slice(bytes).map(Event::ChannelDestroyed),
-            "ChannelDialplan" => serde_json::from_slice(bytes).map(Event::ChannelDialplan),
-            "ChannelDtmfReceived" => serde_json::from_slice(bytes).map(Event::ChannelDtmfReceived),
-            "ChannelEnteredBridge" => {
-                serde_json::from_slice(bytes).map(Event::ChannelEnteredBridge)
-            }
-            "ChannelHangupRequest" => {
-                serde_json::from_slice(bytes).map(Event::ChannelHangupRequest)
-            }
-            "ChannelHold" => serde_json::from_slice(bytes).map(Event::ChannelHold),
-            "ChannelLeftBridge" => serde_json::from_slice(bytes).map(Event::ChannelLeftBridge),
-            "ChannelStateChange" => serde_json::from_slice(bytes).map(Event::ChannelStateChange),
-            "ChannelTalkingFinished" => {
-                serde_json::from_slice(bytes).map(Event::ChannelTalkingFinished)
-            }
-            "ChannelTalkingStarted" => {
-                serde_json::from_slice(bytes).map(Event::ChannelTalkingStarted)
-            }
-            "ChannelToneDetected" => serde_json::from_slice(bytes).map(Event::ChannelToneDetected),
-            "ChannelTransfer" => serde_json::from_slice(bytes).map(Event::ChannelTransfer),
-            "ChannelUnhold" => serde_json::from_slice(bytes).map(Event::ChannelUnhold),
-            "ChannelUserevent" => serde_json::from_slice(bytes).map(Event::ChannelUserevent),
-            "ChannelVarset" => serde_json::from_slice(bytes).map(Event::ChannelVarset),
-            "ContactStatusChange" => serde_json::from_slice(bytes).map(Event::ContactStatusChange),
-            "DeviceStateChanged" => serde_json::from_slice(bytes).map(Event::DeviceStateChanged),
-            "Dial" => serde_json::from_slice(bytes).map(Event::Dial),
-            "EndpointStateChange" => serde_json::from_slice(bytes).map(Event::EndpointStateChange),
-            "PeerStatusChange" => serde_json::from_slice(bytes).map(Event::PeerStatusChange),
-            "PlaybackContinuing" => serde_json::from_slice(bytes).map(Event::PlaybackContinuing),
-            "PlaybackFinished" => serde_json::from_slice(bytes).map(Event::PlaybackFinished),
-            "PlaybackStarted" => serde_json::from_slice(bytes).map(Event::PlaybackStarted),
-            "RESTResponse" => serde_json::from_slice(bytes).map(Event::RESTResponse),
-            "RecordingFailed" => serde_json::from_slice(bytes).map(Event::RecordingFailed),
-            "RecordingFinished" => serde_json::from_slice(bytes).map(Event::RecordingFinished),
-            "RecordingStarted" => serde_json::from_slice(bytes).map(Event::RecordingStarted),
-            "StasisEnd" => serde_json::from_slice(bytes).map(Event::StasisEnd),
-            "StasisStart" => serde_json::from_slice(bytes).map(Event::StasisStart),
-            "TextMessageReceived" => serde_json::from_slice(bytes).map(Event::TextMessageReceived),
-            "MissingParams" => serde_json::from_slice(bytes).map(Event::MissingParams),
+            "ApplicationMoveFailed" => input.parse().map(Event::ApplicationMoveFailed),
+            "ApplicationRegistered" => input.parse().map(Event::ApplicationRegistered),
+            "ApplicationReplaced" => input.parse().map(Event::ApplicationReplaced),
+            "ApplicationUnregistered" => input.parse().map(Event::ApplicationUnregistered),
+            "BridgeAttendedTransfer" => input.parse().map(Event::BridgeAttendedTransfer),
+            "BridgeBlindTransfer" => input.parse().map(Event::BridgeBlindTransfer),
+            "BridgeCreated" => input.parse().map(Event::BridgeCreated),
+            "BridgeDestroyed" => input.parse().map(Event::BridgeDestroyed),
+            "BridgeMerged" => input.parse().map(Event::BridgeMerged),
+            "BridgeVideoSourceChanged" => input.parse().map(Event::BridgeVideoSourceChanged),
+            "CallBroadcast" => input.parse().map(Event::CallBroadcast),
+            "CallClaimed" => input.parse().map(Event::CallClaimed),
+            "ChannelCallerId" => input.parse().map(Event::ChannelCallerId),
+            "ChannelConnectedLine" => input.parse().map(Event::ChannelConnectedLine),
+            "ChannelCreated" => input.parse().map(Event::ChannelCreated),
+            "ChannelDestroyed" => input.parse().map(Event::ChannelDestroyed),
+            "ChannelDialplan" => input.parse().map(Event::ChannelDialplan),
+            "ChannelDtmfReceived" => input.parse().map(Event::ChannelDtmfReceived),
+            "ChannelEnteredBridge" => input.parse().map(Event::ChannelEnteredBridge),
+            "ChannelHangupRequest" => input.parse().map(Event::ChannelHangupRequest),
+            "ChannelHold" => input.parse().map(Event::ChannelHold),
+            "ChannelLeftBridge" => input.parse().map(Event::ChannelLeftBridge),
+            "ChannelStateChange" => input.parse().map(Event::ChannelStateChange),
+            "ChannelTalkingFinished" => input.parse().map(Event::ChannelTalkingFinished),
+            "ChannelTalkingStarted" => input.parse().map(Event::ChannelTalkingStarted),
+            "ChannelToneDetected" => input.parse().map(Event::ChannelToneDetected),
+            "ChannelTransfer" => input.parse().map(Event::ChannelTransfer),
+            "ChannelUnhold" => input.parse().map(Event::ChannelUnhold),
+            "ChannelUserevent" => input.parse().map(Event::ChannelUserevent),
+            "ChannelVarset" => input.parse().map(Event::ChannelVarset),
+            "ContactStatusChange" => input.parse().map(Event::ContactStatusChange),
+            "DeviceStateChanged" => input.parse().map(Event::DeviceStateChanged),
+            "Dial" => input.parse().map(Event::Dial),
+            "EndpointStateChange" => input.parse().map(Event::EndpointStateChange),
+            "PeerStatusChange" => input.parse().map(Event::PeerStatusChange),
+            "PlaybackContinuing" => input.parse().map(Event::PlaybackContinuing),
+            "PlaybackFinished" => input.parse().map(Event::PlaybackFinished),
+            "PlaybackStarted" => input.parse().map(Event::PlaybackStarted),
+            "RESTResponse" => input.parse().map(Event::RESTResponse),
+            "RecordingFailed" => input.parse().map(Event::RecordingFailed),
+            "RecordingFinished" => input.parse().map(Event::RecordingFinished),
+            "RecordingStarted" => input.parse().map(Event::RecordingStarted),
+            "StasisEnd" => input.parse().map(Event::StasisEnd),
+            "StasisStart" => input.parse().map(Event::StasisStart),
+            "TextMessageReceived" => input.parse().map(Event::TextMessageReceived),
+            "MissingParams" => input.parse().map(Event::MissingParams),
             _ => return None,
         })
     }
