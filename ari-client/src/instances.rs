@@ -157,7 +157,8 @@ macro_rules! instance_wrap {
         impl<R: Runtime> Wrap<R> for models::$model {
             type Out = $name<R>;
             fn wrap(self, client: &Client<R>) -> $name<R> {
-                let id: String = $idexpr(&self);
+                // The id straight into the instance's `Arc<str>` (no intermediate `String`).
+                let id: Arc<str> = $idexpr(&self);
                 $name::from_parts(client.clone(), id, Some(Arc::new(self)))
             }
         }
@@ -205,27 +206,32 @@ instance_events!(LiveRecording, ResourceKind::Recording);
 instance_events!(Endpoint, ResourceKind::Endpoint);
 instance_events!(DeviceState, ResourceKind::DeviceState);
 
-instance_wrap!(Channel, Channel, |m: &models::Channel| m.id.clone());
-instance_wrap!(Bridge, Bridge, |m: &models::Bridge| m.id.clone());
-instance_wrap!(Playback, Playback, |m: &models::Playback| m.id.clone());
-instance_wrap!(LiveRecording, LiveRecording, |m: &models::LiveRecording| m
-    .name
-    .clone());
+instance_wrap!(Channel, Channel, |m: &models::Channel| Arc::from(
+    m.id.as_str()
+));
+instance_wrap!(Bridge, Bridge, |m: &models::Bridge| Arc::from(
+    m.id.as_str()
+));
+instance_wrap!(Playback, Playback, |m: &models::Playback| Arc::from(
+    m.id.as_str()
+));
+instance_wrap!(LiveRecording, LiveRecording, |m: &models::LiveRecording| {
+    Arc::from(m.name.as_str())
+});
 instance_wrap!(
     StoredRecording,
     StoredRecording,
-    |m: &models::StoredRecording| m.name.clone()
+    |m: &models::StoredRecording| Arc::from(m.name.as_str())
 );
-instance_wrap!(Endpoint, Endpoint, |m: &models::Endpoint| format!(
-    "{}/{}",
-    m.technology, m.resource
+instance_wrap!(Endpoint, Endpoint, |m: &models::Endpoint| Arc::from(
+    format!("{}/{}", m.technology, m.resource)
 ));
-instance_wrap!(DeviceState, DeviceState, |m: &models::DeviceState| m
-    .name
-    .clone());
-instance_wrap!(Application, Application, |m: &models::Application| m
-    .name
-    .clone());
+instance_wrap!(DeviceState, DeviceState, |m: &models::DeviceState| {
+    Arc::from(m.name.as_str())
+});
+instance_wrap!(Application, Application, |m: &models::Application| {
+    Arc::from(m.name.as_str())
+});
 
 macro_rules! plain_from_parts {
     ($($name:ident),*) => {
@@ -233,7 +239,7 @@ macro_rules! plain_from_parts {
             impl<R: Runtime> $name<R> {
                 pub(crate) fn from_parts(
                     client: Client<R>,
-                    id: String,
+                    id: impl Into<Arc<str>>,
                     data: Option<Arc<models::$name>>,
                 ) -> Self {
                     $name { client, id: id.into(), data, watch: None }
@@ -255,15 +261,16 @@ plain_from_parts!(
 impl<R: Runtime> Playback<R> {
     pub(crate) fn from_parts(
         client: Client<R>,
-        id: String,
+        id: impl Into<Arc<str>>,
         data: Option<Arc<models::Playback>>,
     ) -> Self {
+        let id: Arc<str> = id.into();
         // Share the early watch of a playback made with `client.playback()`, if it still
         // exists (a `playWithId` response for it).
         let watch = client.inner.shared.find_watch(ResourceKind::Playback, &id);
         Playback {
             client,
-            id: id.into(),
+            id,
             data,
             watch,
         }
@@ -326,13 +333,14 @@ impl<R: Runtime> Playback<R> {
 impl<R: Runtime> LiveRecording<R> {
     pub(crate) fn from_parts(
         client: Client<R>,
-        id: String,
+        id: impl Into<Arc<str>>,
         data: Option<Arc<models::LiveRecording>>,
     ) -> Self {
+        let id: Arc<str> = id.into();
         let watch = client.inner.shared.find_watch(ResourceKind::Recording, &id);
         LiveRecording {
             client,
-            id: id.into(),
+            id,
             data,
             watch,
         }

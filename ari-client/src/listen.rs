@@ -296,8 +296,8 @@ struct HandlerSink<F> {
     call: F,
 }
 
-impl<F: Fn(&Arc<Event>) + Send + Sync> Sink for HandlerSink<F> {
-    fn deliver(&self, event: &Arc<Event>) {
+impl<F: Fn(Arc<Event>) + Send + Sync> Sink for HandlerSink<F> {
+    fn deliver(&self, event: Arc<Event>) {
         (self.call)(event)
     }
     fn close(&self, _reason: CloseReason) {}
@@ -315,9 +315,13 @@ where
     let client = client.clone();
     let in_flight = Arc::new(InFlight::default());
     Arc::new(HandlerSink {
-        call: move |event: &Arc<Event>| {
+        call: move |event: Arc<Event>| {
             spawn_handler(&client, &in_flight, T::TYPE, || {
-                let t = T::from_ref(event)?.clone();
+                // The last subscriber of the event takes it out of the `Arc`; others clone.
+                let t = match Arc::try_unwrap(event) {
+                    Ok(event) => T::from_event(event).ok()?,
+                    Err(event) => T::from_ref(&event)?.clone(),
+                };
                 let instances = t.instances(&client);
                 Some(handler(t, instances))
             });
@@ -335,9 +339,9 @@ where
     let client = client.clone();
     let in_flight = Arc::new(InFlight::default());
     Arc::new(HandlerSink {
-        call: move |event: &Arc<Event>| {
+        call: move |event: Arc<Event>| {
             spawn_handler(&client, &in_flight, "event", || {
-                let e: Event = (**event).clone();
+                let e: Event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
                 Some(handler(e))
             });
         },

@@ -7,6 +7,10 @@
 //! (handler sinks hold one) is dropped after the lock is released.
 
 use std::collections::{HashMap, VecDeque};
+
+/// The maps looked up on every delivered event: foldhash (randomly seeded per map) instead of
+/// SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,7 +81,9 @@ pub(crate) enum CloseReason {
 
 /// Where the events of one subscription go. Never blocks.
 pub(crate) trait Sink: Send + Sync {
-    fn deliver(&self, event: &Arc<Event>);
+    /// Takes the event's `Arc` by value: the last subscriber of an event then holds the only
+    /// reference and can take the event out of it without cloning.
+    fn deliver(&self, event: Arc<Event>);
     fn close(&self, reason: CloseReason);
 }
 
@@ -90,11 +96,11 @@ pub(crate) trait ConnSink: Send + Sync {
 
 pub(crate) struct State {
     pub(crate) session: Session,
-    sinks: HashMap<SubscriptionId, Arc<dyn Sink>>,
+    sinks: FastMap<SubscriptionId, Arc<dyn Sink>>,
     /// Subscriptions following a channel, by channel id (for the StasisEnd linger).
-    by_channel: HashMap<Box<str>, Vec<SubscriptionId>>,
+    by_channel: FastMap<Box<str>, Vec<SubscriptionId>>,
     /// The channel each of those follows.
-    channel_of: HashMap<SubscriptionId, Box<str>>,
+    channel_of: FastMap<SubscriptionId, Box<str>>,
     /// Channels that left Stasis: when their subscriptions end unless another event comes.
     lingering: Linger,
     pending: HashMap<RequestId, Arc<Slot<Result<RawResponse, RequestError>>>>,
@@ -144,12 +150,12 @@ impl Shared {
         Arc::new(Shared {
             state: Mutex::new(State {
                 session,
-                sinks: HashMap::new(),
+                sinks: FastMap::default(),
                 pending: HashMap::new(),
                 conn_sinks: Vec::new(),
                 closed: false,
-                by_channel: HashMap::new(),
-                channel_of: HashMap::new(),
+                by_channel: FastMap::default(),
+                channel_of: FastMap::default(),
                 lingering: Linger::default(),
             }),
             driver: AtomicWaker::new(),
@@ -385,7 +391,7 @@ impl Shared {
         let mut dead_conns: Vec<Arc<dyn ConnSink>> = Vec::new();
         for item in items.drain(..) {
             match item {
-                Dispatch::Event(sink, event) => sink.deliver(&event),
+                Dispatch::Event(sink, event) => sink.deliver(event),
                 Dispatch::Ended(sink, reason) => sink.close(CloseReason::Ended(reason)),
                 Dispatch::Response(slot, result) => slot.fill(result),
                 Dispatch::Connection(sinks, ev) => {
@@ -733,7 +739,7 @@ impl Queue {
 }
 
 impl Sink for Queue {
-    fn deliver(&self, event: &Arc<Event>) {
+    fn deliver(&self, event: Arc<Event>) {
         let waker = {
             let mut g = self.lock();
             if g.closed.is_some() {
@@ -746,7 +752,7 @@ impl Sink for Queue {
                     s.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            g.items.push_back(event.clone());
+            g.items.push_back(event);
             g.waker.take()
         };
         if let Some(w) = waker {
@@ -864,12 +870,12 @@ impl Latch {
 }
 
 impl Sink for Latch {
-    fn deliver(&self, event: &Arc<Event>) {
+    fn deliver(&self, event: Arc<Event>) {
         if event.ended_resource().is_some() {
             // Routed to this resource's subscription and final: it is this resource's end
             // (the session checks the id; other resources' final events, e.g. a playback's
             // channel being destroyed, do not end it).
-            self.set(LatchOutcome::Final(event.clone()));
+            self.set(LatchOutcome::Final(event));
         }
     }
 

@@ -9,6 +9,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
+/// The routing maps' hasher: foldhash (randomly seeded per map), far cheaper than SipHash for
+/// the short keys routed on every event (channel ids, type names, subscription ids).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use smallvec::SmallVec;
 
 use crate::events::{Event, ResourceKind, ResourceRef};
@@ -201,13 +205,38 @@ fn kind_index(kind: ResourceKind) -> usize {
 
 pub(crate) type Matches = SmallVec<[SubscriptionId; 4]>;
 
+/// A subscription as its index lists hold it: what routing needs is kept together with the id
+/// (its type restriction and whether it is one-shot), so routing reads no other map.
+struct Listed {
+    id: SubscriptionId,
+    event_type: Option<Cow<'static, str>>,
+    once: bool,
+}
+
+impl Listed {
+    fn of(id: SubscriptionId, filter: &Filter) -> Listed {
+        Listed {
+            id,
+            event_type: filter.event_type.clone(),
+            once: filter.once,
+        }
+    }
+}
+
+/// Ids grow, so a list in push order is sorted by id.
+fn remove_listed(v: &mut Vec<Listed>, id: SubscriptionId) {
+    if let Ok(i) = v.binary_search_by_key(&id, |l| l.id) {
+        v.remove(i);
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Router {
     next_id: u64,
-    entries: HashMap<SubscriptionId, Entry>,
-    all: Vec<SubscriptionId>,
-    by_type: HashMap<Box<str>, Vec<SubscriptionId>>,
-    by_resource: [HashMap<Box<str>, Vec<SubscriptionId>>; KINDS],
+    entries: FastMap<SubscriptionId, Entry>,
+    all: Vec<Listed>,
+    by_type: FastMap<Box<str>, Vec<Listed>>,
+    by_resource: [FastMap<Box<str>, Vec<Listed>>; KINDS],
     per_kind: [usize; KINDS],
 }
 
@@ -226,12 +255,20 @@ impl Router {
     pub(crate) fn subscribe(&mut self, filter: Filter) -> SubscriptionId {
         self.next_id += 1;
         let id = SubscriptionId(self.next_id);
+        let listed = Listed::of(id, &filter);
         match (&filter.target, &filter.event_type) {
-            (Target::All, None) => self.all.push(id),
-            (Target::All, Some(t)) => self.by_type.entry(t.as_ref().into()).or_default().push(id),
+            (Target::All, None) => self.all.push(listed),
+            (Target::All, Some(t)) => self
+                .by_type
+                .entry(t.as_ref().into())
+                .or_default()
+                .push(listed),
             (Target::Resource(kind, rid), _) => {
                 let k = kind_index(*kind);
-                self.by_resource[k].entry(rid.clone()).or_default().push(id);
+                self.by_resource[k]
+                    .entry(rid.clone())
+                    .or_default()
+                    .push(listed);
                 self.per_kind[k] += 1;
             }
         }
@@ -243,16 +280,11 @@ impl Router {
         let Some(entry) = self.entries.remove(&id) else {
             return false;
         };
-        fn remove_from(v: &mut Vec<SubscriptionId>, id: SubscriptionId) {
-            if let Ok(i) = v.binary_search(&id) {
-                v.remove(i);
-            }
-        }
         match (&entry.filter.target, &entry.filter.event_type) {
-            (Target::All, None) => remove_from(&mut self.all, id),
+            (Target::All, None) => remove_listed(&mut self.all, id),
             (Target::All, Some(t)) => {
                 if let Some(v) = self.by_type.get_mut(t.as_ref()) {
-                    remove_from(v, id);
+                    remove_listed(v, id);
                     if v.is_empty() {
                         self.by_type.remove(t.as_ref());
                     }
@@ -261,7 +293,7 @@ impl Router {
             (Target::Resource(kind, rid), _) => {
                 let k = kind_index(*kind);
                 if let Some(v) = self.by_resource[k].get_mut(rid) {
-                    remove_from(v, id);
+                    remove_listed(v, id);
                     if v.is_empty() {
                         self.by_resource[k].remove(rid);
                     }
@@ -284,7 +316,7 @@ impl Router {
         self.entries.contains_key(&id)
     }
 
-    fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&Vec<SubscriptionId>> {
+    fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&Vec<Listed>> {
         let map = &self.by_resource[kind_index(r.kind)];
         if map.is_empty() {
             return None;
@@ -309,27 +341,25 @@ impl Router {
         ended: &mut Vec<(SubscriptionId, EndReason)>,
     ) -> Matches {
         let mut out = Matches::new();
+        let mut has_once = false;
         let type_name = event.type_name();
-        out.extend(self.all.iter().copied());
+        for l in &self.all {
+            has_once |= l.once;
+            out.push(l.id);
+        }
         if let Some(v) = self.by_type.get(type_name) {
-            out.extend(v.iter().copied());
+            for l in v {
+                has_once |= l.once;
+                out.push(l.id);
+            }
         }
         let resources = event.resources();
         for r in resources.iter() {
             if let Some(v) = self.resource_list(&r) {
-                for id in v {
-                    let typed_ok = self
-                        .entries
-                        .get(id)
-                        .map(|e| {
-                            e.filter
-                                .event_type
-                                .as_deref()
-                                .is_none_or(|t| t == type_name)
-                        })
-                        .unwrap_or(false);
-                    if typed_ok {
-                        out.push(*id);
+                for l in v {
+                    if l.event_type.as_deref().is_none_or(|t| t == type_name) {
+                        has_once |= l.once;
+                        out.push(l.id);
                     }
                 }
             }
@@ -339,13 +369,6 @@ impl Router {
             out.dedup();
         }
         // One-shot subscriptions that received the event end now.
-        let mut has_once = false;
-        for id in &out {
-            if self.entries.get(id).is_some_and(|e| e.filter.once) {
-                has_once = true;
-                break;
-            }
-        }
         if has_once {
             let once: SmallVec<[SubscriptionId; 4]> = out
                 .iter()
@@ -360,7 +383,7 @@ impl Router {
         // Every subscription following a resource that has just ended ends with it.
         if let Some(r) = event.ended_resource() {
             if let Some(v) = self.resource_list(&r) {
-                let gone: SmallVec<[SubscriptionId; 4]> = v.iter().copied().collect();
+                let gone: SmallVec<[SubscriptionId; 4]> = v.iter().map(|l| l.id).collect();
                 for id in gone {
                     self.unsubscribe(id);
                     ended.push((id, EndReason::ResourceEnded));
