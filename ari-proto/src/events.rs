@@ -153,11 +153,11 @@ impl JsonInput for &[u8] {
 fn find_type_fast(text: &str) -> Option<Cow<'_, str>> {
     use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
     // A second `type` key needs a second `"type"` or an escape somewhere in the text.
+    static TYPE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"type\""));
     let bytes = text.as_bytes();
-    let first = memchr::memmem::find(bytes, b"\"type\"")?;
-    if memchr::memmem::find(&bytes[first + 1..], b"\"type\"").is_some()
-        || memchr::memchr(b'\\', bytes).is_some()
-    {
+    let first = TYPE_KEY.find(bytes)?;
+    if TYPE_KEY.find(&bytes[first + 1..]).is_some() || memchr::memchr(b'\\', bytes).is_some() {
         return None;
     }
     struct V<'a, 'de>(&'a mut Option<Cow<'de, str>>);

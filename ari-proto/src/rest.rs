@@ -224,6 +224,9 @@ impl QueryWriter {
 pub struct Credentials {
     user: String,
     password: String,
+    /// `Authorization: Basic …`, encoded once (sent with every request); derived from the
+    /// two fields above, so it changes nothing in comparisons.
+    basic: HeaderValue,
 }
 
 impl Credentials {
@@ -242,7 +245,12 @@ impl Credentials {
                 "the password must not contain control characters",
             ));
         }
-        Ok(Credentials { user, password })
+        let basic = encode_basic(&user, &password);
+        Ok(Credentials {
+            user,
+            password,
+            basic,
+        })
     }
 
     /// The user name.
@@ -255,20 +263,25 @@ impl Credentials {
         &self.password
     }
 
-    /// The `Authorization: Basic …` header value, marked sensitive.
+    /// The `Authorization: Basic …` header value, marked sensitive (encoded once, when the
+    /// credentials were made; this is a cheap clone).
     pub fn basic_header(&self) -> HeaderValue {
-        let raw = format!("{}:{}", self.user, self.password);
-        let enc = base64::engine::general_purpose::STANDARD.encode(raw);
-        let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
-        v.set_sensitive(true);
-        v
+        self.basic.clone()
     }
 
     /// `user:password` percent-encoded for an `api_key` query parameter.
     pub fn api_key_query_value(&self) -> String {
         utf8_percent_encode(&format!("{}:{}", self.user, self.password), ENCODE).to_string()
     }
+}
+
+fn encode_basic(user: &str, password: &str) -> HeaderValue {
+    let raw = format!("{user}:{password}");
+    let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+    let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    v.set_sensitive(true);
+    v
 }
 
 impl fmt::Debug for Credentials {
