@@ -54,6 +54,15 @@ impl Spec {
     }
 }
 
+/// Event variants held in a `Box`: each is several times larger than the common events
+/// (`StasisStart`, under 1 KB), and every move of an `Event` copies its largest variant.
+const BOXED_EVENTS: &[&str] = &[
+    "BridgeAttendedTransfer",
+    "ChannelTransfer",
+    "BridgeBlindTransfer",
+    "Dial",
+];
+
 fn load(dir: &Path) -> Result<Spec, String> {
     let res_path = dir.join("resources.json");
     let res: Value = read_json(&res_path)?;
@@ -508,16 +517,27 @@ impl<'a> Gen<'a> {
             let m = self.spec.model(name).ok_or("model")?;
             let d = doc_text(m.get("description").and_then(Value::as_str).unwrap_or(name));
             write_doc(&mut s, &first_sentence(&d), "    ");
-            let _ = writeln!(s, "    {name}({name}),");
+            if BOXED_EVENTS.contains(&name.as_str()) {
+                let _ = writeln!(s, "    ///\n    /// Boxed: it is several times larger than the other events, and an `Event` is as\n    /// large as its largest variant.\n    {name}(Box<{name}>),");
+            } else {
+                let _ = writeln!(s, "    {name}({name}),");
+            }
         }
         s.push_str("    /// Error message sent when required parameters are missing.\n    MissingParams(MissingParams),\n    /// An event type this version does not know; its type name and JSON are kept.\n    Unknown(UnknownEvent),\n}\n\n");
         // decode_known
         s.push_str("impl Event {\n    /// Decodes `input` as the event type `type_name`, or `None` when the type is not known.\n    pub(crate) fn decode_known<I: crate::events::JsonInput>(type_name: &str, input: I) -> Option<Result<Event, serde_json::Error>> {\n        Some(match type_name {\n");
         for name in &all {
-            let _ = writeln!(
-                s,
-                "            \"{name}\" => input.parse().map(Event::{name}),"
-            );
+            if BOXED_EVENTS.contains(&name.as_str()) {
+                let _ = writeln!(
+                    s,
+                    "            \"{name}\" => input.parse().map(|e| Event::{name}(Box::new(e))),"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "            \"{name}\" => input.parse().map(Event::{name}),"
+                );
+            }
         }
         s.push_str("            \"MissingParams\" => input.parse().map(Event::MissingParams),\n            _ => return None,\n        })\n    }\n\n");
         // type_name
@@ -590,17 +610,23 @@ impl<'a> Gen<'a> {
             .iter()
             .chain(std::iter::once(&"MissingParams".to_string()))
         {
+            let boxed = BOXED_EVENTS.contains(&name.as_str());
+            let (take, borrow, wrap) = if boxed {
+                ("*e", "&**e", "Box::new(self)")
+            } else {
+                ("e", "e", "self")
+            };
             let _ = writeln!(
                 s,
                 "impl EventType for {name} {{
     const TYPE: &'static str = \"{name}\";
     fn from_event(event: Event) -> Result<Self, Event> {{
-        match event {{ Event::{name}(e) => Ok(e), other => Err(other) }}
+        match event {{ Event::{name}(e) => Ok({take}), other => Err(other) }}
     }}
     fn from_ref(event: &Event) -> Option<&Self> {{
-        match event {{ Event::{name}(e) => Some(e), _ => None }}
+        match event {{ Event::{name}(e) => Some({borrow}), _ => None }}
     }}
-    fn into_event(self) -> Event {{ Event::{name}(self) }}
+    fn into_event(self) -> Event {{ Event::{name}({wrap}) }}
 }}
 "
             );

@@ -1054,9 +1054,15 @@ pub enum Event {
     /// Notification that a Stasis app has been unregistered.
     ApplicationUnregistered(ApplicationUnregistered),
     /// Notification that an attended transfer has occurred.
-    BridgeAttendedTransfer(BridgeAttendedTransfer),
+    ///
+    /// Boxed: it is several times larger than the other events, and an `Event` is as
+    /// large as its largest variant.
+    BridgeAttendedTransfer(Box<BridgeAttendedTransfer>),
     /// Notification that a blind transfer has occurred.
-    BridgeBlindTransfer(BridgeBlindTransfer),
+    ///
+    /// Boxed: it is several times larger than the other events, and an `Event` is as
+    /// large as its largest variant.
+    BridgeBlindTransfer(Box<BridgeBlindTransfer>),
     /// Notification that a bridge has been created.
     BridgeCreated(BridgeCreated),
     /// Notification that a bridge has been destroyed.
@@ -1098,7 +1104,10 @@ pub enum Event {
     /// Tone was detected on the channel.
     ChannelToneDetected(ChannelToneDetected),
     /// transfer on a channel.
-    ChannelTransfer(ChannelTransfer),
+    ///
+    /// Boxed: it is several times larger than the other events, and an `Event` is as
+    /// large as its largest variant.
+    ChannelTransfer(Box<ChannelTransfer>),
     /// A channel initiated a media unhold.
     ChannelUnhold(ChannelUnhold),
     /// User-generated event with additional user-defined fields in the object.
@@ -1110,7 +1119,10 @@ pub enum Event {
     /// Notification that a device state has changed.
     DeviceStateChanged(DeviceStateChanged),
     /// Dialing state has changed.
-    Dial(Dial),
+    ///
+    /// Boxed: it is several times larger than the other events, and an `Event` is as
+    /// large as its largest variant.
+    Dial(Box<Dial>),
     /// Endpoint state changed.
     EndpointStateChange(EndpointStateChange),
     /// The state of a peer associated with an endpoint has changed.
@@ -1152,8 +1164,12 @@ impl Event {
             "ApplicationRegistered" => input.parse().map(Event::ApplicationRegistered),
             "ApplicationReplaced" => input.parse().map(Event::ApplicationReplaced),
             "ApplicationUnregistered" => input.parse().map(Event::ApplicationUnregistered),
-            "BridgeAttendedTransfer" => input.parse().map(Event::BridgeAttendedTransfer),
-            "BridgeBlindTransfer" => input.parse().map(Event::BridgeBlindTransfer),
+            "BridgeAttendedTransfer" => input
+                .parse()
+                .map(|e| Event::BridgeAttendedTransfer(Box::new(e))),
+            "BridgeBlindTransfer" => input
+                .parse()
+                .map(|e| Event::BridgeBlindTransfer(Box::new(e))),
             "BridgeCreated" => input.parse().map(Event::BridgeCreated),
             "BridgeDestroyed" => input.parse().map(Event::BridgeDestroyed),
             "BridgeMerged" => input.parse().map(Event::BridgeMerged),
@@ -1174,13 +1190,13 @@ impl Event {
             "ChannelTalkingFinished" => input.parse().map(Event::ChannelTalkingFinished),
             "ChannelTalkingStarted" => input.parse().map(Event::ChannelTalkingStarted),
             "ChannelToneDetected" => input.parse().map(Event::ChannelToneDetected),
-            "ChannelTransfer" => input.parse().map(Event::ChannelTransfer),
+            "ChannelTransfer" => input.parse().map(|e| Event::ChannelTransfer(Box::new(e))),
             "ChannelUnhold" => input.parse().map(Event::ChannelUnhold),
             "ChannelUserevent" => input.parse().map(Event::ChannelUserevent),
             "ChannelVarset" => input.parse().map(Event::ChannelVarset),
             "ContactStatusChange" => input.parse().map(Event::ContactStatusChange),
             "DeviceStateChanged" => input.parse().map(Event::DeviceStateChanged),
-            "Dial" => input.parse().map(Event::Dial),
+            "Dial" => input.parse().map(|e| Event::Dial(Box::new(e))),
             "EndpointStateChange" => input.parse().map(Event::EndpointStateChange),
             "PeerStatusChange" => input.parse().map(Event::PeerStatusChange),
             "PlaybackContinuing" => input.parse().map(Event::PlaybackContinuing),
@@ -2019,18 +2035,18 @@ impl EventType for BridgeAttendedTransfer {
     const TYPE: &'static str = "BridgeAttendedTransfer";
     fn from_event(event: Event) -> Result<Self, Event> {
         match event {
-            Event::BridgeAttendedTransfer(e) => Ok(e),
+            Event::BridgeAttendedTransfer(e) => Ok(*e),
             other => Err(other),
         }
     }
     fn from_ref(event: &Event) -> Option<&Self> {
         match event {
-            Event::BridgeAttendedTransfer(e) => Some(e),
+            Event::BridgeAttendedTransfer(e) => Some(&**e),
             _ => None,
         }
     }
     fn into_event(self) -> Event {
-        Event::BridgeAttendedTransfer(self)
+        Event::BridgeAttendedTransfer(Box::new(self))
     }
 }
 
@@ -2038,18 +2054,18 @@ impl EventType for BridgeBlindTransfer {
     const TYPE: &'static str = "BridgeBlindTransfer";
     fn from_event(event: Event) -> Result<Self, Event> {
         match event {
-            Event::BridgeBlindTransfer(e) => Ok(e),
+            Event::BridgeBlindTransfer(e) => Ok(*e),
             other => Err(other),
         }
     }
     fn from_ref(event: &Event) -> Option<&Self> {
         match event {
-            Event::BridgeBlindTransfer(e) => Some(e),
+            Event::BridgeBlindTransfer(e) => Some(&**e),
             _ => None,
         }
     }
     fn into_event(self) -> Event {
-        Event::BridgeBlindTransfer(self)
+        Event::BridgeBlindTransfer(Box::new(self))
     }
 }
 
@@ -2437,18 +2453,18 @@ impl EventType for ChannelTransfer {
     const TYPE: &'static str = "ChannelTransfer";
     fn from_event(event: Event) -> Result<Self, Event> {
         match event {
-            Event::ChannelTransfer(e) => Ok(e),
+            Event::ChannelTransfer(e) => Ok(*e),
             other => Err(other),
         }
     }
     fn from_ref(event: &Event) -> Option<&Self> {
         match event {
-            Event::ChannelTransfer(e) => Some(e),
+            Event::ChannelTransfer(e) => Some(&**e),
             _ => None,
         }
     }
     fn into_event(self) -> Event {
-        Event::ChannelTransfer(self)
+        Event::ChannelTransfer(Box::new(self))
     }
 }
 
@@ -2551,18 +2567,18 @@ impl EventType for Dial {
     const TYPE: &'static str = "Dial";
     fn from_event(event: Event) -> Result<Self, Event> {
         match event {
-            Event::Dial(e) => Ok(e),
+            Event::Dial(e) => Ok(*e),
             other => Err(other),
         }
     }
     fn from_ref(event: &Event) -> Option<&Self> {
         match event {
-            Event::Dial(e) => Some(e),
+            Event::Dial(e) => Some(&**e),
             _ => None,
         }
     }
     fn into_event(self) -> Event {
-        Event::Dial(self)
+        Event::Dial(Box::new(self))
     }
 }
 
