@@ -514,7 +514,7 @@ impl State {
 /// each operation is O(log n) however many channels linger.
 #[derive(Default)]
 struct Linger {
-    by_id: HashMap<Box<str>, (Instant, u64)>,
+    by_id: FastMap<Box<str>, (Instant, u64)>,
     queue: std::collections::BTreeMap<(Instant, u64), Box<str>>,
     seq: u64,
 }
