@@ -4,7 +4,7 @@
 /// runtime filled in (`Client`, `Channel`, `Channels`, …), so that every adapter offers exactly
 /// the same names.
 ///
-/// ```ignore
+/// ```text
 /// ari_client::runtime_aliases!(TokioRuntime);
 /// ```
 #[macro_export]

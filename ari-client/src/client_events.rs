@@ -110,6 +110,7 @@ impl<R: Runtime> Client<R> {
             return Err(Error::closed("the client was closed"));
         }
         let apps: Vec<String> = apps.into_apps();
+        ari_proto::session::check_apps(&apps)?;
         let waiter = StartWaiter::new();
         let already = {
             let mut st = shared.lock();

@@ -67,7 +67,7 @@ fn websocket_request_for_http_and_https() {
     let t0 = epoch();
     let mut s = Session::new(
         endpoint("http://pbx:8088"),
-        SessionConfig::new(["hello", "a,b", "x y"]).subscribe_all(true),
+        SessionConfig::new(["hello", "x y"]).subscribe_all(true),
         t0,
     );
     s.start(t0);
@@ -76,7 +76,7 @@ fn websocket_request_for_http_and_https() {
     };
     assert_eq!(
         req.uri(),
-        "ws://pbx:8088/ari/events?app=hello,a%2Cb,x%20y&subscribeAll=true"
+        "ws://pbx:8088/ari/events?app=hello,x%20y&subscribeAll=true"
     );
     let h = req.headers();
     assert_eq!(h["host"], "pbx:8088");
@@ -595,4 +595,48 @@ fn jittered_schedule_is_reproducible_from_the_seed() {
     assert!(a.iter().all(|d| *d <= secs(30)));
     // The cap is reached: the last delays are in [15 s, 30 s].
     assert!(a[9] >= secs(15));
+}
+
+#[test]
+fn application_names_that_cannot_be_sent_are_refused() {
+    use ari_proto::session::{check_app_name, check_apps};
+    assert!(check_app_name("hello").is_ok());
+    assert!(check_app_name("a,b").is_err());
+    assert!(check_app_name("").is_err());
+    assert!(check_app_name("x\0y").is_err());
+    assert!(check_apps::<&str>(&[]).is_err());
+    assert!(check_apps(&["a", "b"]).is_ok());
+    let err = check_app_name("a,b").unwrap_err().to_string();
+    assert!(err.contains("app"), "{err}");
+}
+
+#[test]
+fn connect_request_debug_never_shows_the_api_key() {
+    use ari_proto::rest::{Credentials, Endpoint};
+    use ari_proto::session::{Session, SessionConfig, Transmit, WsAuth};
+    let ep = Endpoint::new(
+        "http://pbx:8088",
+        Credentials::new("asterisk", "s3cr3t-pw").unwrap(),
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut config = SessionConfig::default();
+    config.apps = vec!["hello".into()];
+    config.auth = WsAuth::ApiKey;
+    let mut s = Session::new(ep, config, t0);
+    s.start(t0);
+    let mut seen = false;
+    while let Some(t) = s.poll_transmit() {
+        if let Transmit::Connect(req) = &t {
+            assert!(
+                req.uri().to_string().contains("api_key="),
+                "the key is sent"
+            );
+            let shown = format!("{t:?}");
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+            assert!(shown.contains("api_key=<redacted>"), "{shown}");
+            seen = true;
+        }
+    }
+    assert!(seen);
 }

@@ -164,7 +164,9 @@ impl fmt::Display for RequestId {
 }
 
 /// What the adapter must do on the network.
-#[derive(Debug)]
+///
+/// Its `Debug` output never shows credentials: the `api_key` of a [`WsAuth::ApiKey`] request
+/// and the `Authorization` header are redacted.
 #[non_exhaustive]
 pub enum Transmit {
     /// Open the events WebSocket with this request (replacing any previous socket). It carries
@@ -180,6 +182,63 @@ pub enum Transmit {
     Ping(Vec<u8>),
     /// Close the WebSocket (or abandon the connection attempt). Report nothing more about it.
     Close,
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transmit::Connect(req) => {
+                let uri = req.uri().to_string();
+                let shown = match uri.find("api_key=") {
+                    Some(at) => {
+                        let end = uri[at..].find('&').map_or(uri.len(), |e| at + e);
+                        format!("{}api_key=<redacted>{}", &uri[..at], &uri[end..])
+                    }
+                    None => uri,
+                };
+                let headers: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+                f.debug_struct("Connect")
+                    .field("method", req.method())
+                    .field("uri", &shown)
+                    .field("headers", &headers)
+                    .finish()
+            }
+            Transmit::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Transmit::Ping(p) => f.debug_tuple("Ping").field(p).finish(),
+            Transmit::Close => f.write_str("Close"),
+        }
+    }
+}
+
+/// Checks that a Stasis application name can be sent on the events WebSocket: not empty, no
+/// `,` (Asterisk splits the `app` parameter on commas after decoding it), no control
+/// characters (NUL would cut it short).
+pub fn check_app_name(name: &str) -> Result<(), BuildError> {
+    let reason = if name.is_empty() {
+        "an application name must not be empty"
+    } else if name.contains(',') {
+        "an application name must not contain ',' (Asterisk would read two applications)"
+    } else if name.chars().any(char::is_control) {
+        "an application name must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(BuildError::InvalidParameter {
+        name: "app",
+        reason,
+    })
+}
+
+/// Checks a set of application names for the events WebSocket: at least one, each passing
+/// [`check_app_name`].
+pub fn check_apps<S: AsRef<str>>(apps: &[S]) -> Result<(), BuildError> {
+    if apps.is_empty() {
+        return Err(BuildError::InvalidParameter {
+            name: "app",
+            reason: "at least one application name is needed",
+        });
+    }
+    apps.iter().try_for_each(|a| check_app_name(a.as_ref()))
 }
 
 /// The subscriptions an event goes to, in subscription order, each once.
@@ -1036,6 +1095,7 @@ impl Session {
 
     /// The WebSocket upgrade request.
     fn connect_request(&mut self) -> Result<http::Request<()>, BuildError> {
+        check_apps(&self.config.apps)?;
         let ep = &self.endpoint;
         let scheme = if ep.is_tls() { "wss" } else { "ws" };
         let mut uri = format!("{scheme}://{}{}/events?app=", ep.authority(), ep.prefix());
