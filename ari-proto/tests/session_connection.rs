@@ -619,7 +619,7 @@ fn connect_request_debug_never_shows_the_api_key() {
         Credentials::new("asterisk", "s3cr3t-pw").unwrap(),
     )
     .unwrap();
-    let t0 = std::time::Instant::now();
+    let t0 = epoch();
     let mut config = SessionConfig::default();
     config.apps = vec!["hello".into()];
     config.auth = WsAuth::ApiKey;
