@@ -5,13 +5,8 @@ use ari_proto::events::Event;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
-fn frames() -> Vec<Vec<u8>> {
-    let text = include_str!("../../fixtures/asterisk-master/events.jsonl");
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["frame"].as_str().map(|s| s.as_bytes().to_vec()))
-        .collect()
-}
+mod common;
+use common::recorded_frames as frames;
 
 fn decode(c: &mut Criterion) {
     let frames = frames();

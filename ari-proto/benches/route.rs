@@ -15,13 +15,8 @@ use ari_proto::rest::{Credentials, Endpoint};
 use ari_proto::session::{Filter, Limits, Session, SessionConfig, Transmit};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-fn frames() -> Vec<Vec<u8>> {
-    let text = include_str!("../../fixtures/asterisk-master/events.jsonl");
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["frame"].as_str().map(|s| s.as_bytes().to_vec()))
-        .collect()
-}
+mod common;
+use common::recorded_frames as frames;
 
 fn resources(frames: &[Vec<u8>]) -> Vec<(ResourceKind, String)> {
     let mut out = std::collections::BTreeSet::new();

@@ -39,6 +39,17 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// The names of the query parameters a built request sends.
+fn query_names(req: &http::Request<Vec<u8>>) -> BTreeSet<String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| kv.split('=').next().unwrap_or("").to_string())
+        .collect()
+}
+
 struct SpecOp {
     method: String,
     path: String,
@@ -144,14 +155,7 @@ fn every_operation_of_every_branch_builds_as_declared() {
             }
             assert_eq!(req.uri().path(), want, "{branch} {name}: path");
             // Query: every parameter of this branch is sent, and nothing outside master's list.
-            let sent: BTreeSet<String> = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .filter(|s| !s.is_empty())
-                .map(|kv| kv.split('=').next().unwrap_or("").to_string())
-                .collect();
+            let sent = query_names(req);
             for q in &op.query {
                 assert!(
                     sent.contains(q),
@@ -192,15 +196,7 @@ fn every_operation_of_every_branch_builds_as_declared() {
             // Master: exactly the query parameters it declares.
             for (name, op) in &ops {
                 let req = &built[name.as_str()];
-                let sent: BTreeSet<String> = req
-                    .uri()
-                    .query()
-                    .unwrap_or("")
-                    .split('&')
-                    .filter(|s| !s.is_empty())
-                    .map(|kv| kv.split('=').next().unwrap_or("").to_string())
-                    .collect();
-                assert_eq!(sent, op.query, "master {name}: query names");
+                assert_eq!(query_names(req), op.query, "master {name}: query names");
             }
             assert_eq!(
                 ops.len(),
