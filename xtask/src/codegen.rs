@@ -542,28 +542,25 @@ impl<'a> Gen<'a> {
         s.push_str("            \"MissingParams\" => input.parse().map(Event::MissingParams),\n            _ => return None,\n        })\n    }\n\n");
         // type_name
         s.push_str("    /// The event's `type` as sent on the wire.\n    pub fn type_name(&self) -> &str {\n        match self {\n");
-        for name in &all {
-            let _ = writeln!(s, "            Event::{name}(_) => \"{name}\",");
-        }
+        s.push_str(&arms(&all, |name| {
+            format!("Event::{name}(_) => \"{name}\",")
+        }));
         s.push_str("            Event::MissingParams(_) => \"MissingParams\",\n            Event::Unknown(u) => &u.type_name,\n        }\n    }\n\n");
         // application / timestamp / asterisk_id
         s.push_str("    /// The application the event was sent to (`None` for `MissingParams`).\n    pub fn application(&self) -> Option<&str> {\n        match self {\n");
-        for name in &all {
-            let _ = writeln!(s, "            Event::{name}(e) => Some(&e.application),");
-        }
+        s.push_str(&arms(&all, |name| {
+            format!("Event::{name}(e) => Some(&e.application),")
+        }));
         s.push_str("            Event::MissingParams(_) => None,\n            Event::Unknown(u) => u.raw.get(\"application\").and_then(serde_json::Value::as_str),\n        }\n    }\n\n");
         s.push_str("    /// When Asterisk raised the event (`None` for `MissingParams` and unknown events).\n    pub fn timestamp(&self) -> Option<&crate::Timestamp> {\n        match self {\n");
-        for name in &all {
-            let _ = writeln!(s, "            Event::{name}(e) => Some(&e.timestamp),");
-        }
+        s.push_str(&arms(&all, |name| {
+            format!("Event::{name}(e) => Some(&e.timestamp),")
+        }));
         s.push_str("            Event::MissingParams(_) | Event::Unknown(_) => None,\n        }\n    }\n\n");
         s.push_str("    /// The id of the Asterisk instance that raised the event, when it says.\n    pub fn asterisk_id(&self) -> Option<&str> {\n        match self {\n");
-        for name in &all {
-            let _ = writeln!(
-                s,
-                "            Event::{name}(e) => e.asterisk_id.as_deref(),"
-            );
-        }
+        s.push_str(&arms(&all, |name| {
+            format!("Event::{name}(e) => e.asterisk_id.as_deref(),")
+        }));
         s.push_str("            Event::MissingParams(e) => e.asterisk_id.as_deref(),\n            Event::Unknown(u) => u.raw.get(\"asterisk_id\").and_then(serde_json::Value::as_str),\n        }\n    }\n\n");
         // resources
         s.push_str("    /// The resources this event concerns (channel, bridge, playback, recording, endpoint,\n    /// device state), in field order; a playback's or recording's target (`target_uri`) is\n    /// included too.\n    pub fn resources(&self) -> Resources<'_> {\n        let mut r = Resources::new();\n        match self {\n");
@@ -1292,6 +1289,14 @@ impl Gen<'_> {
         }
         Ok((args, init.join(", ")))
     }
+}
+
+/// One match arm a line, for every event type.
+fn arms(names: &[String], arm: impl Fn(&str) -> String) -> String {
+    names
+        .iter()
+        .map(|name| format!("            {}\n", arm(name)))
+        .collect()
 }
 
 fn sample_value(ty: &str, enums: &[EnumDef]) -> String {
