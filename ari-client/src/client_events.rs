@@ -29,7 +29,7 @@ pub struct Stats {
     pub dropped_events: u64,
     /// Live subscriptions (handlers, streams, awaited events, watched playbacks/recordings).
     pub live_subscriptions: usize,
-    /// Event handler calls spawned.
+    /// Event handler calls made.
     pub handler_calls: u64,
     /// Event handlers that returned an error.
     pub handler_errors: u64,
@@ -195,10 +195,14 @@ impl<R: Runtime> Client<R> {
     /// # }
     /// ```
     ///
-    /// Each call runs as its own task, so a handler that lasts a whole call never holds up
-    /// the next event; for strictly ordered processing use [`Client::stream`]. The handler
+    /// Each call's future is polled once at once, on the task reading the events; if it is
+    /// not done (it awaits a request, an event, a timer) it continues as its own task, so a
+    /// handler that lasts a whole call never holds up the next event; for strictly ordered
+    /// processing use [`Client::stream`]. Keep blocking work out of handlers (as in any
+    /// async code): it would delay the reading of the socket. A panicking handler is caught,
+    /// counted in [`Stats::handler_errors`] and logged. The handler
     /// may return `()` or `Result<(), Error>` (errors are logged and counted). At most
-    /// [`ClientBuilder::max_running_handlers`] calls of one handler run at once (default
+    /// [`ClientBuilder::max_running_handlers`] calls of one handler wait at once (default
     /// 100 000, far above any switch's concurrent calls); events beyond that are dropped for
     /// it, counted in [`Stats::dropped_events`] and logged.
     pub fn on<T: ClientEvent<R>>(&self, handler: impl EventHandler<T, T::Instances>) -> Listener {
@@ -383,7 +387,8 @@ impl<R: Runtime> ClientBuilder<R> {
         self
     }
 
-    /// How many calls of one handler may run at once (default 100 000). A handler that
+    /// How many calls of one handler may wait at once (default 100 000; a call that
+    /// completes in its first poll does not count). A handler that
     /// never finishes cannot grow memory without bound: beyond this, events are dropped for
     /// it, counted in [`Stats::dropped_events`] and logged. Keep it above the number of
     /// concurrent calls when a handler lasts a whole call.

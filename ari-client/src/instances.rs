@@ -114,7 +114,8 @@ macro_rules! instance_events {
 
             /// Calls `handler(event, instances)` for every event of type `T` concerning this
             /// resource (node's `instance.on(type, handler)`). Registered before this returns,
-            /// so attach it before creating the resource. Each call runs as its own task.
+            /// so attach it before creating the resource. Each call runs as with
+            /// [`Client::on`](crate::Client::on): a call that waits continues as its own task.
             /// Removed by itself after the resource's final event, or with
             /// [`Listener::remove`].
             pub fn on<T: ClientEvent<R>>(

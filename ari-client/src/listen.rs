@@ -8,6 +8,7 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::task::{Context, Poll};
 use ari_proto::events::{self as ev, Event, EventType};
 use ari_proto::session::{ConnectionEvent, EndReason, Filter, SubscriptionId};
 use futures_core::Stream;
+use futures_util::FutureExt;
 
 use crate::error::{Error, Lagged};
 use crate::instances::{Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback};
@@ -242,10 +244,40 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Runs a handler future as its own task, reporting its outcome. At most
-/// `max_running_handlers` calls of one handler run at once: beyond that the event is dropped
-/// for this handler, counted in `dropped_events` and logged (once per overflow episode), so a
-/// stuck handler cannot grow memory without bound and never slows the socket reader.
+/// Reports a handler's outcome: an error or a panic is counted in `handler_errors` and logged.
+fn report_outcome(shared: &Shared, event_type: &'static str, outcome: Result<(), String>) {
+    if let Err(e) = outcome {
+        shared
+            .counters
+            .handler_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "ari_client", event = event_type, error = %e, "event handler failed");
+    }
+}
+
+/// The text of a caught panic.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic payload");
+    format!("the handler panicked: {text}")
+}
+
+/// Runs one call of a handler, reporting its outcome.
+///
+/// The handler's future is polled once right here, on the task that reads the events: a
+/// call that completes at once (counting, sending on a channel, spawning work of its own)
+/// costs no task of its own; a call that waits (a REST request, an awaited event, a timer)
+/// continues as its own task, so a handler that lasts a whole call never holds up the next
+/// event. A panic, in that first poll or later, is caught, counted as a handler error and
+/// logged: it never reaches the task reading the socket.
+///
+/// At most `max_running_handlers` calls of one handler wait at once: beyond that the event
+/// is dropped for this handler, counted in `dropped_events` and logged (once per overflow
+/// episode), so a stuck handler cannot grow memory without bound and never slows the socket
+/// reader.
 pub(crate) fn spawn_handler<R, Fut>(
     client: &Client<R>,
     in_flight: &Arc<InFlight>,
@@ -256,7 +288,7 @@ pub(crate) fn spawn_handler<R, Fut>(
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
 {
-    let shared = client.inner.shared.clone();
+    let shared = &client.inner.shared;
     if in_flight.running.load(Ordering::Acquire) >= shared.max_running_handlers {
         shared
             .counters
@@ -274,21 +306,51 @@ pub(crate) fn spawn_handler<R, Fut>(
         return;
     }
     in_flight.overflowing.store(false, Ordering::Release);
-    let Some(fut) = make() else {
-        return;
+    // The first poll uses a waker that does nothing: if the future is not done it is moved
+    // into a task, whose first poll registers the task's waker (futures re-register theirs
+    // on every poll), so no wake-up is lost.
+    let first = catch_unwind(AssertUnwindSafe(|| {
+        let mut fut = Box::pin(make()?);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Some(match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => Ok(out.into_outcome()),
+            Poll::Pending => Err(fut),
+        })
+    }));
+    let fut = match first {
+        Ok(None) => return,
+        Ok(Some(Ok(outcome))) => {
+            shared
+                .counters
+                .handler_calls
+                .fetch_add(1, Ordering::Relaxed);
+            report_outcome(shared, event_type, outcome);
+            return;
+        }
+        Ok(Some(Err(fut))) => fut,
+        Err(payload) => {
+            shared
+                .counters
+                .handler_calls
+                .fetch_add(1, Ordering::Relaxed);
+            report_outcome(shared, event_type, Err(panic_text(&*payload)));
+            return;
+        }
     };
-    in_flight.running.fetch_add(1, Ordering::AcqRel);
-    let guard = InFlightGuard(in_flight.clone());
     shared
         .counters
         .handler_calls
         .fetch_add(1, Ordering::Relaxed);
+    in_flight.running.fetch_add(1, Ordering::AcqRel);
+    let guard = InFlightGuard(in_flight.clone());
+    let shared = shared.clone();
     client.inner.runtime.spawn(async move {
         let _guard = guard;
-        if let Err(e) = fut.await.into_outcome() {
-            shared.counters.handler_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "ari_client", event = event_type, error = %e, "event handler failed");
-        }
+        let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(out) => out.into_outcome(),
+            Err(payload) => Err(panic_text(&*payload)),
+        };
+        report_outcome(&shared, event_type, outcome);
     });
 }
 
@@ -304,8 +366,9 @@ impl<F: Fn(Arc<Event>) + Send + Sync> Sink for HandlerSink<F> {
 }
 
 /// A typed handler as a sink: each matching event is converted, its instances built, and the
-/// handler's future spawned as its own task (so a long handler, e.g. a whole call, never holds
-/// up the next event; use a stream to process events strictly one after another).
+/// handler called through [`spawn_handler`] (a call that waits continues as its own task, so
+/// a long handler, e.g. a whole call, never holds up the next event; use a stream to process
+/// events strictly one after another).
 pub(crate) fn typed_handler<R, T, H>(client: &Client<R>, handler: H) -> Arc<dyn Sink>
 where
     R: Runtime,

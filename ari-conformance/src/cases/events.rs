@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ari_client::events::{
     ApplicationReplaced, ChannelDestroyed, ChannelDtmfReceived, ChannelHangupRequest,
@@ -450,4 +450,73 @@ pub async fn subscribe_all_receives_other_applications_events<R: Runtime>(h: &Ha
     .await;
     assert!(types.iter().any(|t| t == "ChannelStateChange"), "{types:?}");
     assert!(!types.iter().any(|t| t == "StasisStart"), "{types:?}");
+}
+
+/// Handlers that panic (building their future, in its first poll, or after it waited) are
+/// counted as handler errors; the socket keeps being read and every other handler still
+/// receives every event. Handlers that complete at once and handlers that wait both run.
+pub async fn handler_panics_are_counted_and_events_keep_flowing<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-panics";
+    let c = h.started(&[app]).await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let waited = Arc::new(AtomicUsize::new(0));
+    let n = seen.clone();
+    let counting = c.on(move |_: ChannelUserevent, _| {
+        n.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    let panics_building = c.on(|e: ChannelUserevent, _| {
+        assert_ne!(
+            e.eventname, "panic-now",
+            "deliberate panic building the future"
+        );
+        async {}
+    });
+    let panics_polling = c.on(|e: ChannelUserevent, _| async move {
+        assert_ne!(
+            e.eventname, "panic-now",
+            "deliberate panic in the first poll"
+        );
+    });
+    let rt = c.runtime().clone();
+    let w = waited.clone();
+    let panics_later = c.on(move |e: ChannelUserevent, _| {
+        let (rt, w) = (rt.clone(), w.clone());
+        async move {
+            rt.sleep_until(Instant::now() + Duration::from_millis(5))
+                .await;
+            assert_ne!(e.eventname, "panic-later", "deliberate panic after waiting");
+            w.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    for name in ["panic-now", "panic-later", "fine", "fine"] {
+        h.live("user event", c.events().user_event(name, app))
+            .await
+            .unwrap();
+    }
+    h.eventually("every event seen and every waiting call done", || {
+        seen.load(Ordering::SeqCst) == 4
+            && waited.load(Ordering::SeqCst) == 3
+            && c.stats().handler_errors == 3
+    })
+    .await;
+    let stats = c.stats();
+    // Four events, four handlers each.
+    assert_eq!(stats.handler_calls, 16);
+    assert_eq!(stats.handler_errors, 3);
+    assert_eq!(stats.dropped_events, 0);
+    // The client is still whole: REST works and events still arrive.
+    let next = c.once::<ChannelUserevent>();
+    h.live(
+        "user event after the panics",
+        c.events().user_event("after", app),
+    )
+    .await
+    .unwrap();
+    let (ev, _) = h.live("the next event", next).await.unwrap();
+    assert_eq!(ev.eventname, "after");
+    for l in [counting, panics_building, panics_polling, panics_later] {
+        assert!(l.is_active());
+        l.remove();
+    }
 }
