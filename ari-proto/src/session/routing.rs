@@ -206,20 +206,55 @@ fn kind_index(kind: ResourceKind) -> usize {
 pub(crate) type Matches = SmallVec<[SubscriptionId; 4]>;
 
 /// A subscription as its index lists hold it: what routing needs is kept together with the id
-/// (its type restriction and whether it is one-shot), so routing reads no other map.
+/// (its type restriction as an interned number, and whether it is one-shot), 16 bytes, so
+/// routing reads no other map and the subscriptions of one resource share a cache line or two.
 struct Listed {
     id: SubscriptionId,
-    event_type: Option<Cow<'static, str>>,
+    /// [`TypeNames`] number of the type restriction; [`ANY_TYPE`] for none.
+    ty: u32,
     once: bool,
 }
 
-impl Listed {
-    fn of(id: SubscriptionId, filter: &Filter) -> Listed {
-        Listed {
-            id,
-            event_type: filter.event_type.clone(),
-            once: filter.once,
+/// The `ty` of a subscription without a type restriction.
+const ANY_TYPE: u32 = 0;
+
+/// The event type names of live filters, interned as small numbers (never [`ANY_TYPE`]), each
+/// with the number of filters using it. A number is freed with the last such filter and
+/// reused, so the table is as large as the set of type names in use.
+#[derive(Default)]
+struct TypeNames {
+    ids: FastMap<Box<str>, (u32, usize)>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl TypeNames {
+    fn acquire(&mut self, name: &str) -> u32 {
+        if let Some((id, uses)) = self.ids.get_mut(name) {
+            *uses += 1;
+            return *id;
         }
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next
+        });
+        self.ids.insert(name.into(), (id, 1));
+        id
+    }
+
+    fn release(&mut self, name: &str) {
+        if let Some((id, uses)) = self.ids.get_mut(name) {
+            *uses -= 1;
+            if *uses == 0 {
+                self.free.push(*id);
+                self.ids.remove(name);
+            }
+        }
+    }
+
+    /// The number of `name`, or `None` when no live filter has that type.
+    fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).map(|(id, _)| *id)
     }
 }
 
@@ -238,6 +273,7 @@ pub(crate) struct Router {
     by_type: FastMap<Box<str>, Vec<Listed>>,
     by_resource: [FastMap<Box<str>, Vec<Listed>>; KINDS],
     per_kind: [usize; KINDS],
+    types: TypeNames,
 }
 
 impl fmt::Debug for Router {
@@ -255,7 +291,14 @@ impl Router {
     pub(crate) fn subscribe(&mut self, filter: Filter) -> SubscriptionId {
         self.next_id += 1;
         let id = SubscriptionId(self.next_id);
-        let listed = Listed::of(id, &filter);
+        let listed = Listed {
+            id,
+            ty: filter
+                .event_type
+                .as_deref()
+                .map_or(ANY_TYPE, |t| self.types.acquire(t)),
+            once: filter.once,
+        };
         match (&filter.target, &filter.event_type) {
             (Target::All, None) => self.all.push(listed),
             (Target::All, Some(t)) => self
@@ -280,6 +323,9 @@ impl Router {
         let Some(entry) = self.entries.remove(&id) else {
             return false;
         };
+        if let Some(t) = entry.filter.event_type.as_deref() {
+            self.types.release(t);
+        }
         match (&entry.filter.target, &entry.filter.event_type) {
             (Target::All, None) => remove_listed(&mut self.all, id),
             (Target::All, Some(t)) => {
@@ -353,11 +399,18 @@ impl Router {
                 out.push(l.id);
             }
         }
+        // The event's type number, looked up once, and only if a resource list needs it.
+        let mut event_ty = None;
         let resources = event.resources();
         for r in resources.iter() {
             if let Some(v) = self.resource_list(&r) {
                 for l in v {
-                    if l.event_type.as_deref().is_none_or(|t| t == type_name) {
+                    if l.ty == ANY_TYPE
+                        || l.ty
+                            == *event_ty.get_or_insert_with(|| {
+                                self.types.get(type_name).unwrap_or(ANY_TYPE)
+                            })
+                    {
                         has_once |= l.once;
                         out.push(l.id);
                     }
