@@ -265,13 +265,107 @@ fn remove_listed(v: &mut Vec<Listed>, id: SubscriptionId) {
     }
 }
 
+/// The longest resource id kept inside its index entry (Asterisk's `1700000000.123` ids,
+/// UUIDs, endpoint names); longer ones are allocated.
+const INLINE_KEY: usize = 38;
+
+/// A resource id as an index entry holds it: inline up to [`INLINE_KEY`] bytes.
+enum ResourceKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl ResourceKey {
+    fn new(key: &[u8]) -> Self {
+        let mut bytes = [0u8; INLINE_KEY];
+        match (bytes.get_mut(..key.len()), u8::try_from(key.len())) {
+            (Some(head), Ok(len)) => {
+                head.copy_from_slice(key);
+                ResourceKey::Inline { len, bytes }
+            }
+            _ => ResourceKey::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            ResourceKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(&[]),
+            ResourceKey::Heap(b) => b,
+        }
+    }
+}
+
+struct ResourceEntry {
+    key: ResourceKey,
+    subs: Vec<Listed>,
+}
+
+/// The subscriptions of one resource kind, by resource id: a hash table whose entries hold
+/// the id inline next to the list (64 bytes), so a lookup reads the control bytes, one entry
+/// and the list, not a separate key allocation. Entries are removed with their last
+/// subscription.
+#[derive(Default)]
+struct ResourceIndex {
+    table: hashbrown::HashTable<ResourceEntry>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl ResourceIndex {
+    fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<Listed>> {
+        self.table
+            .find(self.hash(key), |e| e.key.as_bytes() == key)
+            .map(|e| &e.subs)
+    }
+
+    /// The list of `key`, created empty if absent.
+    fn list_mut(&mut self, key: &[u8]) -> &mut Vec<Listed> {
+        let hash = self.hash(key);
+        let hasher = &self.hasher;
+        let entry = self.table.entry(
+            hash,
+            |e| e.key.as_bytes() == key,
+            |e| {
+                use std::hash::BuildHasher;
+                hasher.hash_one(e.key.as_bytes())
+            },
+        );
+        &mut entry
+            .or_insert_with(|| ResourceEntry {
+                key: ResourceKey::new(key),
+                subs: Vec::new(),
+            })
+            .into_mut()
+            .subs
+    }
+
+    /// Removes subscription `id` from the list of `key`, and the list once empty.
+    fn remove(&mut self, key: &[u8], id: SubscriptionId) {
+        let hash = self.hash(key);
+        if let Ok(mut entry) = self.table.find_entry(hash, |e| e.key.as_bytes() == key) {
+            remove_listed(&mut entry.get_mut().subs, id);
+            if entry.get().subs.is_empty() {
+                entry.remove();
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Router {
     next_id: u64,
     entries: FastMap<SubscriptionId, Entry>,
     all: Vec<Listed>,
     by_type: FastMap<Box<str>, Vec<Listed>>,
-    by_resource: [FastMap<Box<str>, Vec<Listed>>; KINDS],
+    by_resource: [ResourceIndex; KINDS],
     per_kind: [usize; KINDS],
     types: TypeNames,
 }
@@ -308,10 +402,7 @@ impl Router {
                 .push(listed),
             (Target::Resource(kind, rid), _) => {
                 let k = kind_index(*kind);
-                self.by_resource[k]
-                    .entry(rid.clone())
-                    .or_default()
-                    .push(listed);
+                self.by_resource[k].list_mut(rid.as_bytes()).push(listed);
                 self.per_kind[k] += 1;
             }
         }
@@ -338,12 +429,7 @@ impl Router {
             }
             (Target::Resource(kind, rid), _) => {
                 let k = kind_index(*kind);
-                if let Some(v) = self.by_resource[k].get_mut(rid) {
-                    remove_listed(v, id);
-                    if v.is_empty() {
-                        self.by_resource[k].remove(rid);
-                    }
-                }
+                self.by_resource[k].remove(rid.as_bytes(), id);
                 self.per_kind[k] -= 1;
             }
         }
@@ -372,9 +458,9 @@ impl Router {
             key.push_str(r.technology);
             key.push('/');
             key.push_str(r.id);
-            map.get(key.as_str())
+            map.get(key.as_bytes())
         } else {
-            map.get(r.id)
+            map.get(r.id.as_bytes())
         }
     }
 
@@ -444,5 +530,59 @@ impl Router {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_keys_inline_and_allocated_round_trip() {
+        for len in [0, 1, 15, 36, INLINE_KEY, INLINE_KEY + 1, 200] {
+            let key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let k = ResourceKey::new(&key);
+            assert_eq!(k.as_bytes(), key.as_slice(), "length {len}");
+            assert_eq!(
+                matches!(k, ResourceKey::Inline { .. }),
+                len <= INLINE_KEY,
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn resource_index_finds_adds_and_removes_by_id() {
+        let mut index = ResourceIndex::default();
+        let long = "x".repeat(INLINE_KEY + 10);
+        let ids = ["1700000000.1", "1700000000.10", long.as_str(), ""];
+        for (n, id) in ids.iter().enumerate() {
+            for s in 0..2u64 {
+                index.list_mut(id.as_bytes()).push(Listed {
+                    id: SubscriptionId(n as u64 * 10 + s),
+                    ty: ANY_TYPE,
+                    once: false,
+                });
+            }
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let got: Vec<u64> = index
+                .get(id.as_bytes())
+                .map(|v| v.iter().map(|l| l.id.0).collect())
+                .unwrap_or_default();
+            assert_eq!(got, vec![n as u64 * 10, n as u64 * 10 + 1], "{id:?}");
+        }
+        assert!(index.get(b"1700000000.100").is_none());
+        // Removing the last subscription of an id removes its entry; others stay.
+        index.remove(long.as_bytes(), SubscriptionId(20));
+        assert_eq!(index.get(long.as_bytes()).map(Vec::len), Some(1));
+        index.remove(long.as_bytes(), SubscriptionId(21));
+        assert!(index.get(long.as_bytes()).is_none());
+        assert_eq!(index.table.len(), 3);
+        for (n, id) in ids.iter().enumerate() {
+            index.remove(id.as_bytes(), SubscriptionId(n as u64 * 10));
+            index.remove(id.as_bytes(), SubscriptionId(n as u64 * 10 + 1));
+        }
+        assert!(index.is_empty());
     }
 }
