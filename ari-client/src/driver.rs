@@ -21,7 +21,7 @@ use futures_sink::Sink as _;
 
 use crate::client::Client;
 use crate::runtime::{Runtime, TransportError, TransportOptions, WsMessage};
-use crate::shared::{Dispatch, Shared};
+use crate::shared::{ClientSession, Dispatch, Shared};
 
 /// Frames read per wake before yielding to other tasks (the driver re-wakes itself).
 const MAX_FRAMES_PER_WAKE: usize = 256;
@@ -67,9 +67,10 @@ struct Driver<R: Runtime> {
 impl<R: Runtime> Unpin for Driver<R> {}
 
 impl<R: Runtime> Driver<R> {
-    /// Runs `f` on the session, then drains its transmits and outputs and delivers them.
-    /// Returns whether the session had anything to perform or deliver.
-    fn with_session(&mut self, f: impl FnOnce(&mut ari_proto::Session)) -> bool {
+    /// Runs `f` on the session, then drains its transmits and outputs and delivers them;
+    /// `now` is the time `f` was given (read once per frame). Returns whether the session
+    /// had anything to perform or deliver.
+    fn with_session(&mut self, now: Instant, f: impl FnOnce(&mut ClientSession)) -> bool {
         let mut transmits = std::mem::take(&mut self.tx_scratch);
         {
             let mut st = self.shared.lock();
@@ -77,7 +78,6 @@ impl<R: Runtime> Driver<R> {
             while let Some(t) = Shared::take_transmit(&mut st) {
                 transmits.push(t);
             }
-            let now = self.runtime.now();
             self.shared.drain_outputs(&mut st, now, &mut self.scratch);
             self.shared
                 .expire_lingering(&mut st, now, &mut self.scratch);
@@ -146,7 +146,7 @@ impl<R: Runtime> Driver<R> {
             self.close_after_flush = false;
             return;
         }
-        self.with_session(|s| s.handle_disconnected(now, &reason));
+        self.with_session(now, |s| s.handle_disconnected(now, &reason));
     }
 
     /// Polls the pending connect. Returns whether something happened.
@@ -162,11 +162,11 @@ impl<R: Runtime> Driver<R> {
         match res {
             Ok(ws) => {
                 self.ws = Some(ws);
-                self.with_session(|s| s.handle_connected(now));
+                self.with_session(now, |s| s.handle_connected(now));
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.with_session(|s| s.handle_connect_failed(now, &reason));
+                self.with_session(now, |s| s.handle_connect_failed(now, &reason));
             }
         }
         true
@@ -188,10 +188,10 @@ impl<R: Runtime> Driver<R> {
             let now = self.runtime.now();
             match item {
                 Some(Ok(WsMessage::Text(text))) => {
-                    self.with_session(|s| s.handle_frame(now, text.as_bytes()));
+                    self.with_session(now, |s| s.handle_frame(now, text.as_bytes()));
                 }
                 Some(Ok(WsMessage::Pong(_))) => {
-                    self.with_session(|s| s.handle_pong(now));
+                    self.with_session(now, |s| s.handle_pong(now));
                 }
                 Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
                 Some(Ok(WsMessage::Close)) => {
@@ -275,7 +275,7 @@ impl<R: Runtime> Driver<R> {
         let now = self.runtime.now();
         if now >= deadline {
             self.timer = None;
-            self.with_session(|s| s.handle_timeout(now));
+            self.with_session(now, |s| s.handle_timeout(now));
             return true;
         }
         if self.timer.as_ref().map(|(d, _)| *d) != Some(deadline) {
@@ -285,7 +285,7 @@ impl<R: Runtime> Driver<R> {
             if sleep.as_mut().poll(cx).is_ready() {
                 self.timer = None;
                 let now = self.runtime.now().max(deadline);
-                self.with_session(|s| s.handle_timeout(now));
+                self.with_session(now, |s| s.handle_timeout(now));
                 return true;
             }
         }
@@ -307,7 +307,8 @@ impl<R: Runtime> Future for Driver<R> {
             progress |= this.poll_timer(cx);
             // Commands issued by client handles since the last round (start, stop,
             // REST-over-WebSocket requests) left transmits and outputs in the session.
-            progress |= this.with_session(|_| {});
+            let now = this.runtime.now();
+            progress |= this.with_session(now, |_| {});
             progress |= this.poll_write(cx);
             // Closed: finish once the close frame is out, or as soon as nothing more can be
             // done now (a peer that stopped reading cannot hold the task).

@@ -94,9 +94,22 @@ pub(crate) trait ConnSink: Send + Sync {
     fn close(&self);
 }
 
+/// A subscription's sink, kept by the session with the subscription: routing hands it out
+/// with each event, no lookup by id.
+#[derive(Clone)]
+pub(crate) struct SinkRef(pub(crate) Arc<dyn Sink>);
+
+impl std::fmt::Debug for SinkRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkRef")
+    }
+}
+
+/// The session as the client drives it: each subscription carries its sink.
+pub(crate) type ClientSession = Session<SinkRef>;
+
 pub(crate) struct State {
-    pub(crate) session: Session,
-    sinks: FastMap<SubscriptionId, Arc<dyn Sink>>,
+    pub(crate) session: ClientSession,
     /// Subscriptions following a channel, by channel id (for the StasisEnd linger).
     by_channel: FastMap<Box<str>, Vec<SubscriptionId>>,
     /// The channel each of those follows.
@@ -146,11 +159,10 @@ impl Shared {
             .request_timeout(request_timeout)
             .limits(opts.limits)
             .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
-        let session = Session::new(endpoint, config, now);
+        let session = Session::with_subscription_data(endpoint, config, now);
         Arc::new(Shared {
             state: Mutex::new(State {
                 session,
-                sinks: FastMap::default(),
                 pending: HashMap::new(),
                 conn_sinks: Vec::new(),
                 closed: false,
@@ -194,14 +206,13 @@ impl Shared {
             drop(st);
             sink.close(CloseReason::Shutdown);
             // A subscription that is already over; never live.
-            return self.dead_subscription();
+            return self.dead_subscription(sink);
         }
         let channel = match filter.resource_ref() {
             Some((ResourceKind::Channel, c)) => Some(Box::<str>::from(c)),
             _ => None,
         };
-        let id = st.session.subscribe(filter);
-        st.sinks.insert(id, sink);
+        let id = st.session.subscribe_with(filter, SinkRef(sink));
         if let Some(c) = channel {
             st.by_channel.entry(c.clone()).or_default().push(id);
             st.channel_of.insert(id, c);
@@ -209,11 +220,16 @@ impl Shared {
         id
     }
 
-    fn dead_subscription(&self) -> SubscriptionId {
+    fn dead_subscription(&self, sink: Arc<dyn Sink>) -> SubscriptionId {
         // Subscribe and unsubscribe at once so the id is valid and never reused.
-        let mut st = self.lock();
-        let id = st.session.subscribe(Filter::event_type("\u{0}closed"));
-        st.session.unsubscribe(id);
+        let (id, sink) = {
+            let mut st = self.lock();
+            let id = st
+                .session
+                .subscribe_with(Filter::event_type("\u{0}closed"), SinkRef(sink));
+            (id, st.session.remove_subscription(id))
+        };
+        drop(sink);
         id
     }
 
@@ -221,9 +237,8 @@ impl Shared {
     pub(crate) fn unsubscribe(&self, id: SubscriptionId) {
         let sink = {
             let mut st = self.lock();
-            st.session.unsubscribe(id);
             st.forget_channel_sub(id);
-            st.sinks.remove(&id)
+            st.session.remove_subscription(id)
         };
         drop(sink);
     }
@@ -293,7 +308,7 @@ impl Shared {
     }
 
     /// Runs a command on the session and wakes the driver to perform what it emits.
-    pub(crate) fn command<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+    pub(crate) fn command<T>(&self, f: impl FnOnce(&mut ClientSession) -> T) -> T {
         let out = f(&mut self.lock().session);
         self.wake_driver();
         out
@@ -313,11 +328,12 @@ impl Shared {
             }
             st.closed = true;
             st.session.stop(now);
-            let ids: Vec<SubscriptionId> = st.sinks.keys().copied().collect();
-            for id in ids {
-                st.session.unsubscribe(id);
-            }
-            let sinks: Vec<_> = st.sinks.drain().map(|(_, s)| s).collect();
+            let sinks: Vec<Arc<dyn Sink>> = st
+                .session
+                .remove_all_subscriptions()
+                .into_iter()
+                .map(|(_, s)| s.0)
+                .collect();
             st.by_channel.clear();
             st.channel_of.clear();
             st.lingering.clear();
@@ -349,10 +365,9 @@ impl Shared {
                     if let Some(linger) = self.linger {
                         st.track_linger(&delivery.event, now, linger);
                     }
-                    for id in delivery.subscribers.iter() {
-                        if let Some(sink) = st.sinks.get(id) {
-                            out.push(Dispatch::Event(sink.clone(), delivery.event.clone()));
-                        }
+                    let event = delivery.event;
+                    for sink in delivery.subscribers.into_data() {
+                        out.push(Dispatch::Event(sink.0, event.clone()));
                     }
                 }
                 Output::Connection(ev) => {
@@ -363,11 +378,11 @@ impl Shared {
                         out.push(Dispatch::Response(slot, result));
                     }
                 }
-                Output::SubscriptionEnded { id, reason, .. } => {
+                Output::SubscriptionEnded {
+                    id, reason, data, ..
+                } => {
                     st.forget_channel_sub(id);
-                    if let Some(sink) = st.sinks.remove(&id) {
-                        out.push(Dispatch::Ended(sink, reason));
-                    }
+                    out.push(Dispatch::Ended(data.0, reason));
                 }
                 Output::Overflow { dropped, .. } => {
                     self.counters
@@ -423,9 +438,8 @@ impl Shared {
             let subs = st.by_channel.remove(&c).unwrap_or_default();
             for id in subs {
                 st.channel_of.remove(&id);
-                st.session.unsubscribe(id);
-                if let Some(sink) = st.sinks.remove(&id) {
-                    out.push(Dispatch::Ended(sink, EndReason::ResourceEnded));
+                if let Some(sink) = st.session.remove_subscription(id) {
+                    out.push(Dispatch::Ended(sink.0, EndReason::ResourceEnded));
                 }
             }
             tracing::debug!(target: "ari_client", channel = %c, "channel left Stasis: its listeners ended");

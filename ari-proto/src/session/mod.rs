@@ -130,6 +130,7 @@ use crate::events::{DecodeError, Event, ResourceKind};
 use crate::rest::{self, BuildError, Endpoint, Operation, RequestParts, ResponseError};
 use rng::Rng;
 use routing::{Matches, Router};
+use smallvec::SmallVec;
 
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -241,46 +242,79 @@ pub fn check_apps<S: AsRef<str>>(apps: &[S]) -> Result<(), BuildError> {
     apps.iter().try_for_each(|a| check_app_name(a.as_ref()))
 }
 
-/// The subscriptions an event goes to, in subscription order, each once.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Subscribers(Matches);
+/// The subscriptions an event goes to, in subscription order, each once, with each one's
+/// data (see [`Session::with_subscription_data`]; `()` for a plain [`Session`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Subscribers<T = ()> {
+    ids: SmallVec<[SubscriptionId; 4]>,
+    data: SmallVec<[T; 4]>,
+}
 
-impl Subscribers {
+impl<T> Default for Subscribers<T> {
+    fn default() -> Self {
+        Subscribers {
+            ids: SmallVec::new(),
+            data: SmallVec::new(),
+        }
+    }
+}
+
+impl<T> Subscribers<T> {
+    fn from_matches(matches: Matches<T>) -> Self {
+        let (ids, data) = matches.into_iter().unzip();
+        Subscribers { ids, data }
+    }
+
     /// As a slice.
     pub fn as_slice(&self) -> &[SubscriptionId] {
-        &self.0
+        &self.ids
+    }
+
+    /// The data of each subscription, in the same order as the ids.
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+
+    /// Each subscription with its data.
+    pub fn iter_with_data(&self) -> impl Iterator<Item = (SubscriptionId, &T)> + '_ {
+        self.ids.iter().copied().zip(self.data.iter())
+    }
+
+    /// Takes the data of each subscription, in the same order as the ids.
+    pub fn into_data(self) -> impl Iterator<Item = T> {
+        self.data.into_iter()
     }
 }
 
-impl std::ops::Deref for Subscribers {
+impl<T> std::ops::Deref for Subscribers<T> {
     type Target = [SubscriptionId];
     fn deref(&self) -> &[SubscriptionId] {
-        &self.0
+        &self.ids
     }
 }
 
-impl fmt::Debug for Subscribers {
+impl<T> fmt::Debug for Subscribers<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
+        f.debug_list().entries(self.ids.iter()).finish()
     }
 }
 
-impl<'a> IntoIterator for &'a Subscribers {
+impl<'a, T> IntoIterator for &'a Subscribers<T> {
     type Item = &'a SubscriptionId;
     type IntoIter = std::slice::Iter<'a, SubscriptionId>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.ids.iter()
     }
 }
 
 /// One event and the subscriptions it matched.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Delivery {
+pub struct Delivery<T = ()> {
     /// The event, decoded once and shared.
     pub event: Arc<Event>,
     /// The matching subscriptions; may be empty.
-    pub subscribers: Subscribers,
+    pub subscribers: Subscribers<T>,
 }
 
 /// The state of the events connection, as reported to the application.
@@ -471,9 +505,9 @@ impl fmt::Display for Warning {
 /// What the session tells the application.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum Output {
+pub enum Output<T = ()> {
     /// An event and the subscriptions it goes to (see the module docs, "Delivery").
-    Event(Delivery),
+    Event(Delivery<T>),
     /// The connection changed state.
     Connection(ConnectionEvent),
     /// The outcome of a REST-over-WebSocket request. Parse a success with
@@ -492,6 +526,8 @@ pub enum Output {
         id: SubscriptionId,
         /// Why.
         reason: EndReason,
+        /// Its data, given back.
+        data: T,
     },
     /// `dropped` undelivered events/warnings were discarded (oldest first) because the queue
     /// was full; returned before the oldest remaining output.
@@ -648,8 +684,14 @@ fn deadline(now: Instant, d: Duration) -> Option<Instant> {
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 
 /// The sans-IO ARI session. See the [module docs](self) for the drive loop.
+///
+/// `T` is data the application keeps with each subscription
+/// ([`Session::subscribe_with`]) and gets back with each delivery
+/// ([`Subscribers::into_data`]) and when the subscription ends: an adapter stores its
+/// handler there instead of looking it up by id for every event. `()` by default
+/// ([`Session::new`]).
 #[derive(Debug)]
-pub struct Session {
+pub struct Session<T = ()> {
     endpoint: Endpoint,
     config: SessionConfig,
     state: State,
@@ -657,22 +699,49 @@ pub struct Session {
     attempts: u32,
     rng: Rng,
     timers: TimerTable,
-    router: Router,
+    router: Router<T>,
     next_request: u64,
     pending: HashMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
     transmits: VecDeque<Transmit>,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<Output<T>>,
     queued_droppable: usize,
     overflow: u64,
     ping_seq: u64,
-    ended_scratch: Vec<(SubscriptionId, EndReason)>,
+    ended_scratch: Vec<(SubscriptionId, EndReason, T)>,
     stats: Stats,
 }
 
 impl Session {
     /// A session for `endpoint`, not connected yet (call [`Session::start`]).
     pub fn new(endpoint: Endpoint, config: SessionConfig, now: Instant) -> Session {
+        Session::with_subscription_data(endpoint, config, now)
+    }
+}
+
+impl<T: Clone> Session<T> {
+    /// A session whose subscriptions each carry data of type `T`
+    /// ([`Session::subscribe_with`]), not connected yet (call [`Session::start`]).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use ari_proto::rest::{Credentials, Endpoint};
+    /// use ari_proto::session::{Filter, Session, SessionConfig};
+    /// let credentials = Credentials::new("u", "p").unwrap();
+    /// let endpoint = Endpoint::new("http://127.0.0.1:8088", credentials).unwrap();
+    /// let mut s = Session::<&'static str>::with_subscription_data(
+    ///     endpoint,
+    ///     SessionConfig::default(),
+    ///     Instant::now(),
+    /// );
+    /// let id = s.subscribe_with(Filter::channel("1700000000.1"), "the call's handler");
+    /// assert_eq!(s.remove_subscription(id), Some("the call's handler"));
+    /// ```
+    pub fn with_subscription_data(
+        endpoint: Endpoint,
+        config: SessionConfig,
+        now: Instant,
+    ) -> Session<T> {
         let _ = now;
         let rng = Rng::new(config.rng_seed);
         Session {
@@ -797,13 +866,33 @@ impl Session {
     }
 
     /// Adds a subscription; it receives the events matching `filter` from now on.
-    pub fn subscribe(&mut self, filter: Filter) -> SubscriptionId {
-        self.router.subscribe(filter)
+    pub fn subscribe(&mut self, filter: Filter) -> SubscriptionId
+    where
+        T: Default,
+    {
+        self.router.subscribe(filter, T::default())
+    }
+
+    /// Adds a subscription carrying `data`, handed back with each event it receives
+    /// ([`Delivery::subscribers`]) and when it ends ([`Output::SubscriptionEnded`],
+    /// [`Session::remove_subscription`]).
+    pub fn subscribe_with(&mut self, filter: Filter, data: T) -> SubscriptionId {
+        self.router.subscribe(filter, data)
     }
 
     /// Removes a subscription; false if it was not live (already ended or removed).
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
+        self.router.unsubscribe(id).is_some()
+    }
+
+    /// Removes a subscription and gives its data back; `None` if it was not live.
+    pub fn remove_subscription(&mut self, id: SubscriptionId) -> Option<T> {
         self.router.unsubscribe(id)
+    }
+
+    /// Removes every subscription, giving back their data in subscription order.
+    pub fn remove_all_subscriptions(&mut self) -> Vec<(SubscriptionId, T)> {
+        self.router.unsubscribe_all()
     }
 
     /// A fresh client-side id (UUID-v4 text from the session's PRNG) for a resource created
@@ -1066,7 +1155,7 @@ impl Session {
     }
 
     /// The next thing to tell the application.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<Output<T>> {
         if self.overflow > 0 {
             let dropped = std::mem::take(&mut self.overflow);
             return Some(Output::Overflow { dropped });
@@ -1222,23 +1311,23 @@ impl Session {
         }
         self.stats.events += 1;
         let mut ended = std::mem::take(&mut self.ended_scratch);
-        let subscribers = Subscribers(self.router.route(&event, &mut ended));
+        let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
         self.push_droppable(Output::Event(Delivery {
             event: Arc::new(event),
             subscribers,
         }));
-        for (id, reason) in ended.drain(..) {
+        for (id, reason, data) in ended.drain(..) {
             self.stats.subscriptions_ended += 1;
-            self.push_control(Output::SubscriptionEnded { id, reason });
+            self.push_control(Output::SubscriptionEnded { id, reason, data });
         }
         self.ended_scratch = ended;
     }
 
-    fn push_control(&mut self, out: Output) {
+    fn push_control(&mut self, out: Output<T>) {
         self.outputs.push_back(out);
     }
 
-    fn push_droppable(&mut self, out: Output) {
+    fn push_droppable(&mut self, out: Output<T>) {
         let max = self.config.limits.max_queued_outputs.max(1);
         while self.queued_droppable >= max {
             match self.outputs.iter().position(is_droppable) {
@@ -1259,6 +1348,6 @@ impl Session {
     }
 }
 
-fn is_droppable(o: &Output) -> bool {
+fn is_droppable<T>(o: &Output<T>) -> bool {
     matches!(o, Output::Event(_) | Output::Warning(_))
 }

@@ -203,16 +203,19 @@ fn kind_index(kind: ResourceKind) -> usize {
     }
 }
 
-pub(crate) type Matches = SmallVec<[SubscriptionId; 4]>;
+/// The subscriptions an event goes to, each with its data.
+pub(crate) type Matches<T> = SmallVec<[(SubscriptionId, T); 4]>;
 
 /// A subscription as its index lists hold it: what routing needs is kept together with the id
 /// (its type restriction as an interned number, and whether it is one-shot), 16 bytes, so
 /// routing reads no other map and the subscriptions of one resource share a cache line or two.
-struct Listed {
+struct Listed<T> {
     id: SubscriptionId,
     /// [`TypeNames`] number of the type restriction; [`ANY_TYPE`] for none.
     ty: u32,
     once: bool,
+    /// The application's data of the subscription, handed out with each delivery.
+    data: T,
 }
 
 /// The `ty` of a subscription without a type restriction.
@@ -259,10 +262,9 @@ impl TypeNames {
 }
 
 /// Ids grow, so a list in push order is sorted by id.
-fn remove_listed(v: &mut Vec<Listed>, id: SubscriptionId) {
-    if let Ok(i) = v.binary_search_by_key(&id, |l| l.id) {
-        v.remove(i);
-    }
+fn remove_listed<T>(v: &mut Vec<Listed<T>>, id: SubscriptionId) -> Option<T> {
+    let i = v.binary_search_by_key(&id, |l| l.id).ok()?;
+    Some(v.remove(i).data)
 }
 
 /// The longest resource id kept inside its index entry (Asterisk's `1700000000.123` ids,
@@ -295,22 +297,30 @@ impl ResourceKey {
     }
 }
 
-struct ResourceEntry {
+struct ResourceEntry<T> {
     key: ResourceKey,
-    subs: Vec<Listed>,
+    subs: Vec<Listed<T>>,
 }
 
 /// The subscriptions of one resource kind, by resource id: a hash table whose entries hold
 /// the id inline next to the list (64 bytes), so a lookup reads the control bytes, one entry
 /// and the list, not a separate key allocation. Entries are removed with their last
 /// subscription.
-#[derive(Default)]
-struct ResourceIndex {
-    table: hashbrown::HashTable<ResourceEntry>,
+struct ResourceIndex<T> {
+    table: hashbrown::HashTable<ResourceEntry<T>>,
     hasher: foldhash::fast::RandomState,
 }
 
-impl ResourceIndex {
+impl<T> Default for ResourceIndex<T> {
+    fn default() -> Self {
+        ResourceIndex {
+            table: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<T> ResourceIndex<T> {
     fn hash(&self, key: &[u8]) -> u64 {
         use std::hash::BuildHasher;
         self.hasher.hash_one(key)
@@ -320,14 +330,14 @@ impl ResourceIndex {
         self.table.is_empty()
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Vec<Listed>> {
+    fn get(&self, key: &[u8]) -> Option<&Vec<Listed<T>>> {
         self.table
             .find(self.hash(key), |e| e.key.as_bytes() == key)
             .map(|e| &e.subs)
     }
 
     /// The list of `key`, created empty if absent.
-    fn list_mut(&mut self, key: &[u8]) -> &mut Vec<Listed> {
+    fn list_mut(&mut self, key: &[u8]) -> &mut Vec<Listed<T>> {
         let hash = self.hash(key);
         let hasher = &self.hasher;
         let entry = self.table.entry(
@@ -347,30 +357,49 @@ impl ResourceIndex {
             .subs
     }
 
-    /// Removes subscription `id` from the list of `key`, and the list once empty.
-    fn remove(&mut self, key: &[u8], id: SubscriptionId) {
+    /// Removes subscription `id` from the list of `key`, and the list once empty; returns
+    /// the subscription's data.
+    fn remove(&mut self, key: &[u8], id: SubscriptionId) -> Option<T> {
         let hash = self.hash(key);
-        if let Ok(mut entry) = self.table.find_entry(hash, |e| e.key.as_bytes() == key) {
-            remove_listed(&mut entry.get_mut().subs, id);
-            if entry.get().subs.is_empty() {
-                entry.remove();
-            }
+        let mut entry = self
+            .table
+            .find_entry(hash, |e| e.key.as_bytes() == key)
+            .ok()?;
+        let data = remove_listed(&mut entry.get_mut().subs, id);
+        if entry.get().subs.is_empty() {
+            entry.remove();
         }
+        data
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Router {
+/// The subscriptions, each with the application's data `T` (see
+/// [`Session::with_subscription_data`](super::Session::with_subscription_data)).
+pub(crate) struct Router<T> {
     next_id: u64,
     entries: FastMap<SubscriptionId, Entry>,
-    all: Vec<Listed>,
-    by_type: FastMap<Box<str>, Vec<Listed>>,
-    by_resource: [ResourceIndex; KINDS],
+    all: Vec<Listed<T>>,
+    by_type: FastMap<Box<str>, Vec<Listed<T>>>,
+    by_resource: [ResourceIndex<T>; KINDS],
     per_kind: [usize; KINDS],
     types: TypeNames,
 }
 
-impl fmt::Debug for Router {
+impl<T> Default for Router<T> {
+    fn default() -> Self {
+        Router {
+            next_id: 0,
+            entries: FastMap::default(),
+            all: Vec::new(),
+            by_type: FastMap::default(),
+            by_resource: std::array::from_fn(|_| ResourceIndex::default()),
+            per_kind: [0; KINDS],
+            types: TypeNames::default(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Router<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
             .field("live", &self.entries.len())
@@ -381,8 +410,8 @@ impl fmt::Debug for Router {
     }
 }
 
-impl Router {
-    pub(crate) fn subscribe(&mut self, filter: Filter) -> SubscriptionId {
+impl<T: Clone> Router<T> {
+    pub(crate) fn subscribe(&mut self, filter: Filter, data: T) -> SubscriptionId {
         self.next_id += 1;
         let id = SubscriptionId(self.next_id);
         let listed = Listed {
@@ -392,6 +421,7 @@ impl Router {
                 .as_deref()
                 .map_or(ANY_TYPE, |t| self.types.acquire(t)),
             once: filter.once,
+            data,
         };
         match (&filter.target, &filter.event_type) {
             (Target::All, None) => self.all.push(listed),
@@ -410,30 +440,37 @@ impl Router {
         id
     }
 
-    pub(crate) fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
-        let Some(entry) = self.entries.remove(&id) else {
-            return false;
-        };
+    /// Removes a subscription; its data, or `None` if it was not live.
+    pub(crate) fn unsubscribe(&mut self, id: SubscriptionId) -> Option<T> {
+        let entry = self.entries.remove(&id)?;
         if let Some(t) = entry.filter.event_type.as_deref() {
             self.types.release(t);
         }
         match (&entry.filter.target, &entry.filter.event_type) {
             (Target::All, None) => remove_listed(&mut self.all, id),
             (Target::All, Some(t)) => {
-                if let Some(v) = self.by_type.get_mut(t.as_ref()) {
-                    remove_listed(v, id);
-                    if v.is_empty() {
-                        self.by_type.remove(t.as_ref());
-                    }
+                let v = self.by_type.get_mut(t.as_ref())?;
+                let data = remove_listed(v, id);
+                if v.is_empty() {
+                    self.by_type.remove(t.as_ref());
                 }
+                data
             }
             (Target::Resource(kind, rid), _) => {
                 let k = kind_index(*kind);
-                self.by_resource[k].remove(rid.as_bytes(), id);
                 self.per_kind[k] -= 1;
+                self.by_resource[k].remove(rid.as_bytes(), id)
             }
         }
-        true
+    }
+
+    /// Removes every subscription, returning their data in creation order.
+    pub(crate) fn unsubscribe_all(&mut self) -> Vec<(SubscriptionId, T)> {
+        let mut ids: Vec<SubscriptionId> = self.entries.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| Some((id, self.unsubscribe(id)?)))
+            .collect()
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -448,7 +485,7 @@ impl Router {
         self.entries.contains_key(&id)
     }
 
-    fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&Vec<Listed>> {
+    fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&Vec<Listed<T>>> {
         let map = &self.by_resource[kind_index(r.kind)];
         if map.is_empty() {
             return None;
@@ -470,20 +507,21 @@ impl Router {
     pub(crate) fn route(
         &mut self,
         event: &Event,
-        ended: &mut Vec<(SubscriptionId, EndReason)>,
-    ) -> Matches {
+        ended: &mut Vec<(SubscriptionId, EndReason, T)>,
+    ) -> Matches<T> {
         let mut out = Matches::new();
-        let mut has_once = false;
-        let type_name = event.type_name();
-        for l in &self.all {
-            has_once |= l.once;
-            out.push(l.id);
-        }
-        if let Some(v) = self.by_type.get(type_name) {
-            for l in v {
-                has_once |= l.once;
-                out.push(l.id);
+        // One-shot subscriptions among them.
+        let mut once: SmallVec<[SubscriptionId; 2]> = SmallVec::new();
+        let mut take = |l: &Listed<T>| {
+            if l.once {
+                once.push(l.id);
             }
+            out.push((l.id, l.data.clone()));
+        };
+        let type_name = event.type_name();
+        self.all.iter().for_each(&mut take);
+        if let Some(v) = self.by_type.get(type_name) {
+            v.iter().for_each(&mut take);
         }
         // The event's type number, looked up once, and only if a resource list needs it.
         let mut event_ty = None;
@@ -497,26 +535,23 @@ impl Router {
                                 self.types.get(type_name).unwrap_or(ANY_TYPE)
                             })
                     {
-                        has_once |= l.once;
-                        out.push(l.id);
+                        take(l);
                     }
                 }
             }
         }
         if out.len() > 1 {
-            out.sort_unstable();
-            out.dedup();
+            out.sort_unstable_by_key(|(id, _)| *id);
+            out.dedup_by_key(|(id, _)| *id);
         }
-        // One-shot subscriptions that received the event end now.
-        if has_once {
-            let once: SmallVec<[SubscriptionId; 4]> = out
-                .iter()
-                .copied()
-                .filter(|id| self.entries.get(id).is_some_and(|e| e.filter.once))
-                .collect();
-            for id in once {
-                self.unsubscribe(id);
-                ended.push((id, EndReason::Once));
+        // One-shot subscriptions that received the event end now, in subscription order.
+        if once.len() > 1 {
+            once.sort_unstable();
+            once.dedup();
+        }
+        for id in once {
+            if let Some(data) = self.unsubscribe(id) {
+                ended.push((id, EndReason::Once, data));
             }
         }
         // Every subscription following a resource that has just ended ends with it.
@@ -524,8 +559,9 @@ impl Router {
             if let Some(v) = self.resource_list(&r) {
                 let gone: SmallVec<[SubscriptionId; 4]> = v.iter().map(|l| l.id).collect();
                 for id in gone {
-                    self.unsubscribe(id);
-                    ended.push((id, EndReason::ResourceEnded));
+                    if let Some(data) = self.unsubscribe(id) {
+                        ended.push((id, EndReason::ResourceEnded, data));
+                    }
                 }
             }
         }
@@ -562,6 +598,7 @@ mod tests {
                     id: SubscriptionId(n as u64 * 10 + s),
                     ty: ANY_TYPE,
                     once: false,
+                    data: (),
                 });
             }
         }
@@ -584,5 +621,54 @@ mod tests {
             index.remove(id.as_bytes(), SubscriptionId(n as u64 * 10 + 1));
         }
         assert!(index.is_empty());
+    }
+
+    fn channel_event(type_name: &str, channel: &str) -> Event {
+        let frame = format!(
+            r#"{{"type":"{type_name}","timestamp":"2026-11-26T11:14:38.299+0000","application":"a",
+            "channel":{{"id":"{channel}","name":"PJSIP/x","state":"Up","protocol_id":"",
+            "caller":{{"name":"","number":""}},"connected":{{"name":"","number":""}},
+            "accountcode":"","dialplan":{{"context":"default","exten":"s","priority":1,
+            "app_name":"Stasis","app_data":"a"}},"creationtime":"2026-11-26T11:14:38.299+0000",
+            "language":"en"}},"cause":16,"cause_txt":"Normal Clearing","args":[]}}"#
+        );
+        Event::decode(frame.as_bytes()).expect("test frame decodes")
+    }
+
+    #[test]
+    fn each_delivery_and_each_end_carries_the_subscriptions_data() {
+        let mut r: Router<&'static str> = Router::default();
+        let all = r.subscribe(Filter::all(), "all");
+        let typed = r.subscribe(Filter::event_type("ChannelStateChange"), "typed");
+        let chan = r.subscribe(Filter::channel("c1"), "chan");
+        let once = r.subscribe(
+            Filter::channel("c1").with_type("ChannelStateChange").once(),
+            "once",
+        );
+        let other = r.subscribe(Filter::channel("c2"), "other");
+        let mut ended = Vec::new();
+        let got = r.route(&channel_event("ChannelStateChange", "c1"), &mut ended);
+        assert_eq!(
+            got.to_vec(),
+            vec![
+                (all, "all"),
+                (typed, "typed"),
+                (chan, "chan"),
+                (once, "once")
+            ]
+        );
+        assert_eq!(ended, vec![(once, EndReason::Once, "once")]);
+        ended.clear();
+        let got = r.route(&channel_event("ChannelDestroyed", "c1"), &mut ended);
+        assert_eq!(got.to_vec(), vec![(all, "all"), (chan, "chan")]);
+        assert_eq!(ended, vec![(chan, EndReason::ResourceEnded, "chan")]);
+        assert_eq!(r.unsubscribe(typed), Some("typed"));
+        assert_eq!(r.unsubscribe(typed), None);
+        assert_eq!(r.unsubscribe_all(), vec![(all, "all"), (other, "other")]);
+        assert_eq!(r.live(), 0);
+        assert!(
+            r.types.ids.is_empty(),
+            "type names released with their filters"
+        );
     }
 }
