@@ -82,7 +82,8 @@ where
 
 /// Turns what an operation returns into what the caller gets: a resource model into its
 /// instance object (`models::Channel` → [`crate::Channel`]), lists element-wise, everything
-/// else unchanged.
+/// else unchanged. An `Arc<models::Channel>` (an event's snapshot) is wrapped without a copy:
+/// the instance shares it.
 pub trait Wrap<R: Runtime> {
     /// What the caller gets.
     type Out;

@@ -16,14 +16,86 @@ use crate::listen::{
 use crate::shared::{LatchOutcome, Watch};
 use crate::{Client, Error, Runtime, Wrap};
 
+/// A resource model with an instance object: where its id comes from.
+trait InstanceModel {
+    /// The id when it is a field of the model (`Channel.id`, `LiveRecording.name`, …); `None`
+    /// when it is computed (an endpoint's `technology/resource`).
+    fn own_id(&self) -> Option<&str>;
+    /// The id when it is computed; only called when [`InstanceModel::own_id`] is `None`.
+    fn computed_id(&self) -> Arc<str>;
+}
+
+/// An instance's id and snapshot. A snapshot whose own field is the id is kept alone, so an
+/// instance built from an event's `Arc` snapshot costs a reference count, no allocation.
+#[derive(Debug)]
+enum Ident<M> {
+    /// Only an id (no snapshot).
+    Id(Arc<str>),
+    /// A snapshot whose [`InstanceModel::own_id`] is the id.
+    Snapshot(Arc<M>),
+    /// An id and a snapshot (a computed id, or one given along with the snapshot).
+    Both(Arc<str>, Arc<M>),
+}
+
+impl<M> Clone for Ident<M> {
+    fn clone(&self) -> Self {
+        match self {
+            Ident::Id(id) => Ident::Id(id.clone()),
+            Ident::Snapshot(m) => Ident::Snapshot(m.clone()),
+            Ident::Both(id, m) => Ident::Both(id.clone(), m.clone()),
+        }
+    }
+}
+
+impl<M: InstanceModel> Ident<M> {
+    /// From a snapshot alone: its id is read from it.
+    fn from_snapshot(m: Arc<M>) -> Self {
+        if m.own_id().is_some() {
+            Ident::Snapshot(m)
+        } else {
+            Ident::Both(m.computed_id(), m)
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Ident::Id(id) | Ident::Both(id, _) => id,
+            // Always `Some` here (see `from_snapshot`).
+            Ident::Snapshot(m) => m.own_id().unwrap_or_default(),
+        }
+    }
+
+    fn data(&self) -> Option<&M> {
+        match self {
+            Ident::Id(_) => None,
+            Ident::Snapshot(m) | Ident::Both(_, m) => Some(m),
+        }
+    }
+
+    fn data_arc(&self) -> Option<Arc<M>> {
+        match self {
+            Ident::Id(_) => None,
+            Ident::Snapshot(m) | Ident::Both(_, m) => Some(m.clone()),
+        }
+    }
+
+    /// Replaces the snapshot, keeping the id.
+    fn with_data(self, m: Arc<M>) -> Self {
+        let id = match self {
+            Ident::Id(id) | Ident::Both(id, _) => id,
+            Ident::Snapshot(_) => Arc::from(self.id()),
+        };
+        Ident::Both(id, m)
+    }
+}
+
 macro_rules! instance_common {
     ($(#[$doc:meta])* $name:ident, $model:ident, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone)]
         pub struct $name<R: Runtime> {
             client: Client<R>,
-            id: Arc<str>,
-            data: Option<Arc<models::$model>>,
+            ident: Ident<models::$model>,
             #[allow(dead_code)]
             watch: Option<Arc<Watch>>,
         }
@@ -36,40 +108,41 @@ macro_rules! instance_common {
 
             #[doc = concat!("The ", $what, ".")]
             pub fn id(&self) -> &str {
-                &self.id
+                self.ident.id()
             }
 
             /// The snapshot it came with (from a REST response or an event), if any. It is
             /// not updated: fetch a fresh one with the generated `get()`.
             pub fn data(&self) -> Option<&models::$model> {
-                self.data.as_deref()
+                self.ident.data()
             }
 
-            /// The snapshot, as an `Arc` shared with clones of this instance.
+            /// The snapshot, as an `Arc` shared with clones of this instance (and, for an
+            /// instance built from an event, with the event's own field).
             pub fn data_arc(&self) -> Option<Arc<models::$model>> {
-                self.data.clone()
+                self.ident.data_arc()
             }
         }
 
         impl<R: Runtime> fmt::Debug for $name<R> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field("id", &&*self.id)
-                    .field("data", &self.data)
+                    .field("id", &self.id())
+                    .field("data", &self.data())
                     .finish()
             }
         }
 
         impl<R: Runtime> fmt::Display for $name<R> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.id)
+                f.write_str(self.id())
             }
         }
 
         /// Equal when they name the same resource.
         impl<R: Runtime> PartialEq for $name<R> {
             fn eq(&self, other: &Self) -> bool {
-                self.id == other.id
+                self.id() == other.id()
             }
         }
 
@@ -77,25 +150,25 @@ macro_rules! instance_common {
 
         impl<R: Runtime> std::hash::Hash for $name<R> {
             fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                self.id.hash(state)
+                self.id().hash(state)
             }
         }
 
         impl<R: Runtime> From<&$name<R>> for String {
             fn from(i: &$name<R>) -> String {
-                i.id.to_string()
+                i.id().to_string()
             }
         }
 
         impl<R: Runtime> From<$name<R>> for String {
             fn from(i: $name<R>) -> String {
-                i.id.to_string()
+                i.id().to_string()
             }
         }
 
         impl<R: Runtime> AsRef<str> for $name<R> {
             fn as_ref(&self) -> &str {
-                &self.id
+                self.id()
             }
         }
     };
@@ -105,11 +178,11 @@ macro_rules! instance_events {
     ($name:ident, $kind:expr) => {
         impl<R: Runtime> $name<R> {
             fn filter(&self) -> Filter {
-                Filter::resource($kind, &*self.id)
+                Filter::resource($kind, self.id())
             }
 
             fn source(&self) -> String {
-                format!("{}:{}", $kind.as_str(), self.id)
+                format!("{}:{}", $kind.as_str(), self.id())
             }
 
             /// Calls `handler(event, instances)` for every event of type `T` concerning this
@@ -154,13 +227,37 @@ macro_rules! instance_events {
 }
 
 macro_rules! instance_wrap {
-    ($name:ident, $model:ident, $idexpr:expr) => {
+    ($name:ident, $model:ident, own: |$m:ident| $own:expr) => {
+        instance_wrap!(@impl $name, $model, |$m| Some($own), |$m| Arc::from($own));
+    };
+    ($name:ident, $model:ident, computed: |$m:ident| $computed:expr) => {
+        instance_wrap!(@impl $name, $model, |$m| { let _ = $m; None }, |$m| Arc::from($computed));
+    };
+    (@impl $name:ident, $model:ident, |$m:ident| $own:expr, |$m2:ident| $computed:expr) => {
+        impl InstanceModel for models::$model {
+            fn own_id(&self) -> Option<&str> {
+                let $m = self;
+                $own
+            }
+            fn computed_id(&self) -> Arc<str> {
+                let $m2 = self;
+                $computed
+            }
+        }
+
+        /// Shares the snapshot: the instance holds this `Arc` (an event's field, for
+        /// instance), and its id is read from it.
+        impl<R: Runtime> Wrap<R> for Arc<models::$model> {
+            type Out = $name<R>;
+            fn wrap(self, client: &Client<R>) -> $name<R> {
+                $name::from_ident(client.clone(), Ident::from_snapshot(self))
+            }
+        }
+
         impl<R: Runtime> Wrap<R> for models::$model {
             type Out = $name<R>;
             fn wrap(self, client: &Client<R>) -> $name<R> {
-                // The id straight into the instance's `Arc<str>` (no intermediate `String`).
-                let id: Arc<str> = $idexpr(&self);
-                $name::from_parts(client.clone(), id, Some(Arc::new(self)))
+                Arc::new(self).wrap(client)
             }
         }
     };
@@ -207,43 +304,25 @@ instance_events!(LiveRecording, ResourceKind::Recording);
 instance_events!(Endpoint, ResourceKind::Endpoint);
 instance_events!(DeviceState, ResourceKind::DeviceState);
 
-instance_wrap!(Channel, Channel, |m: &models::Channel| Arc::from(
-    m.id.as_str()
-));
-instance_wrap!(Bridge, Bridge, |m: &models::Bridge| Arc::from(
-    m.id.as_str()
-));
-instance_wrap!(Playback, Playback, |m: &models::Playback| Arc::from(
-    m.id.as_str()
-));
-instance_wrap!(LiveRecording, LiveRecording, |m: &models::LiveRecording| {
-    Arc::from(m.name.as_str())
-});
-instance_wrap!(
-    StoredRecording,
-    StoredRecording,
-    |m: &models::StoredRecording| Arc::from(m.name.as_str())
-);
-instance_wrap!(Endpoint, Endpoint, |m: &models::Endpoint| Arc::from(
-    format!("{}/{}", m.technology, m.resource)
-));
-instance_wrap!(DeviceState, DeviceState, |m: &models::DeviceState| {
-    Arc::from(m.name.as_str())
-});
-instance_wrap!(Application, Application, |m: &models::Application| {
-    Arc::from(m.name.as_str())
-});
+instance_wrap!(Channel, Channel, own: |m| m.id.as_str());
+instance_wrap!(Bridge, Bridge, own: |m| m.id.as_str());
+instance_wrap!(Playback, Playback, own: |m| m.id.as_str());
+instance_wrap!(LiveRecording, LiveRecording, own: |m| m.name.as_str());
+instance_wrap!(StoredRecording, StoredRecording, own: |m| m.name.as_str());
+instance_wrap!(Endpoint, Endpoint, computed: |m| format!("{}/{}", m.technology, m.resource));
+instance_wrap!(DeviceState, DeviceState, own: |m| m.name.as_str());
+instance_wrap!(Application, Application, own: |m| m.name.as_str());
 
 macro_rules! plain_from_parts {
     ($($name:ident),*) => {
         $(
             impl<R: Runtime> $name<R> {
-                pub(crate) fn from_parts(
-                    client: Client<R>,
-                    id: impl Into<Arc<str>>,
-                    data: Option<Arc<models::$name>>,
-                ) -> Self {
-                    $name { client, id: id.into(), data, watch: None }
+                pub(crate) fn from_parts(client: Client<R>, id: impl Into<Arc<str>>) -> Self {
+                    Self::from_ident(client, Ident::Id(id.into()))
+                }
+
+                fn from_ident(client: Client<R>, ident: Ident<models::$name>) -> Self {
+                    $name { client, ident, watch: None }
                 }
             }
         )*
@@ -260,19 +339,16 @@ plain_from_parts!(
 );
 
 impl<R: Runtime> Playback<R> {
-    pub(crate) fn from_parts(
-        client: Client<R>,
-        id: impl Into<Arc<str>>,
-        data: Option<Arc<models::Playback>>,
-    ) -> Self {
-        let id: Arc<str> = id.into();
+    fn from_ident(client: Client<R>, ident: Ident<models::Playback>) -> Self {
         // Share the early watch of a playback made with `client.playback()`, if it still
         // exists (a `playWithId` response for it).
-        let watch = client.inner.shared.find_watch(ResourceKind::Playback, &id);
+        let watch = client
+            .inner
+            .shared
+            .find_watch(ResourceKind::Playback, ident.id());
         Playback {
             client,
-            id,
-            data,
+            ident,
             watch,
         }
     }
@@ -281,8 +357,7 @@ impl<R: Runtime> Playback<R> {
         let watch = Some(client.inner.shared.watch(ResourceKind::Playback, &id));
         Playback {
             client,
-            id: id.into(),
-            data: None,
+            ident: Ident::Id(id.into()),
             watch,
         }
     }
@@ -314,10 +389,10 @@ impl<R: Runtime> Playback<R> {
         };
         async move {
             if let Some(w) = early {
-                return wait_watch(&w, format!("playback:{}", this.id)).await;
+                return wait_watch(&w, format!("playback:{}", this.id())).await;
             }
             if let Some(once) = late {
-                let op = ari_proto::ops::playbacks::Get::new(&*this.id);
+                let op = ari_proto::ops::playbacks::Get::new(this.id());
                 match this.client.execute(&op).await {
                     Err(e) if e.is_not_found() => return Ok(()),
                     Err(e) => return Err(e),
@@ -332,17 +407,14 @@ impl<R: Runtime> Playback<R> {
 }
 
 impl<R: Runtime> LiveRecording<R> {
-    pub(crate) fn from_parts(
-        client: Client<R>,
-        id: impl Into<Arc<str>>,
-        data: Option<Arc<models::LiveRecording>>,
-    ) -> Self {
-        let id: Arc<str> = id.into();
-        let watch = client.inner.shared.find_watch(ResourceKind::Recording, &id);
+    fn from_ident(client: Client<R>, ident: Ident<models::LiveRecording>) -> Self {
+        let watch = client
+            .inner
+            .shared
+            .find_watch(ResourceKind::Recording, ident.id());
         LiveRecording {
             client,
-            id,
-            data,
+            ident,
             watch,
         }
     }
@@ -351,15 +423,14 @@ impl<R: Runtime> LiveRecording<R> {
         let watch = Some(client.inner.shared.watch(ResourceKind::Recording, &id));
         LiveRecording {
             client,
-            id: id.into(),
-            data: None,
+            ident: Ident::Id(id.into()),
             watch,
         }
     }
 
     /// The recording name (same as [`LiveRecording::id`]).
     pub fn name(&self) -> &str {
-        &self.id
+        self.id()
     }
 
     /// Completes when the recording has ended: `Ok` on `RecordingFinished`, an error on
@@ -376,10 +447,10 @@ impl<R: Runtime> LiveRecording<R> {
         };
         async move {
             if let Some(w) = early {
-                return wait_watch(&w, format!("recording:{}", this.id)).await;
+                return wait_watch(&w, format!("recording:{}", this.id())).await;
             }
             if let Some(mut events) = late {
-                let op = ari_proto::ops::recordings::GetLive::new(&*this.id);
+                let op = ari_proto::ops::recordings::GetLive::new(this.id());
                 match this.client.execute(&op).await {
                     Err(e) if e.is_not_found() => return Ok(()),
                     Err(e) => return Err(e),
@@ -388,7 +459,7 @@ impl<R: Runtime> LiveRecording<R> {
                 use futures_util::StreamExt;
                 while let Some(item) = events.next().await {
                     if let Ok(ev) = item {
-                        if let Some(r) = recording_outcome(&ev, &this.id) {
+                        if let Some(r) = recording_outcome(&ev, this.id()) {
                             return r;
                         }
                     }
@@ -440,33 +511,36 @@ async fn wait_watch(w: &Arc<Watch>, resource: String) -> Result<(), Error> {
 impl<R: Runtime> Endpoint<R> {
     /// The technology (`PJSIP`).
     pub fn technology(&self) -> &str {
-        self.id.split_once('/').map(|(t, _)| t).unwrap_or(&self.id)
+        self.id()
+            .split_once('/')
+            .map(|(t, _)| t)
+            .unwrap_or(self.id())
     }
 
     /// The resource (`alice`).
     pub fn resource(&self) -> &str {
-        self.id.split_once('/').map(|(_, r)| r).unwrap_or("")
+        self.id().split_once('/').map(|(_, r)| r).unwrap_or("")
     }
 }
 
 impl<R: Runtime> Application<R> {
     /// The application name (same as [`Application::id`]).
     pub fn name(&self) -> &str {
-        &self.id
+        self.id()
     }
 }
 
 impl<R: Runtime> StoredRecording<R> {
     /// The recording name (same as [`StoredRecording::id`]).
     pub fn name(&self) -> &str {
-        &self.id
+        self.id()
     }
 }
 
 impl<R: Runtime> DeviceState<R> {
     /// The device name (same as [`DeviceState::id`]).
     pub fn name(&self) -> &str {
-        &self.id
+        self.id()
     }
 }
 
@@ -478,23 +552,23 @@ impl<R: Runtime> Client<R> {
     /// `StasisStart` reaches them.
     pub fn channel(&self) -> Channel<R> {
         let id = self.inner.shared.new_resource_id(ResourceKind::Channel);
-        Channel::from_parts(self.clone(), id, None)
+        Channel::from_parts(self.clone(), id)
     }
 
     /// The channel with this id (no request is sent).
     pub fn channel_with_id(&self, id: impl Into<String>) -> Channel<R> {
-        Channel::from_parts(self.clone(), id.into(), None)
+        Channel::from_parts(self.clone(), id.into())
     }
 
     /// A bridge with a fresh client-side id, for `bridge.create()` (`createWithId`).
     pub fn bridge(&self) -> Bridge<R> {
         let id = self.inner.shared.new_resource_id(ResourceKind::Bridge);
-        Bridge::from_parts(self.clone(), id, None)
+        Bridge::from_parts(self.clone(), id)
     }
 
     /// The bridge with this id.
     pub fn bridge_with_id(&self, id: impl Into<String>) -> Bridge<R> {
-        Bridge::from_parts(self.clone(), id.into(), None)
+        Bridge::from_parts(self.clone(), id.into())
     }
 
     /// A playback with a fresh client-side id, for `channel.play_with_id(&playback, media)`.
@@ -528,29 +602,30 @@ impl<R: Runtime> Client<R> {
     }
 
     /// Wraps a model into what operations return: a resource model (e.g. the `channel` of
-    /// an event from [`Client::event_stream`]) into its instance object.
+    /// an event from [`Client::event_stream`]) into its instance object. Wrapping an event's
+    /// `Arc` snapshot (`client.wrap(event.channel.clone())`) shares it with the instance.
     pub fn wrap<M: Wrap<R>>(&self, model: M) -> M::Out {
         model.wrap(self)
     }
 
     /// The stored recording with this name.
     pub fn stored_recording(&self, name: impl Into<String>) -> StoredRecording<R> {
-        StoredRecording::from_parts(self.clone(), name.into(), None)
+        StoredRecording::from_parts(self.clone(), name.into())
     }
 
     /// The endpoint `technology/resource`.
     pub fn endpoint(&self, technology: &str, resource: &str) -> Endpoint<R> {
-        Endpoint::from_parts(self.clone(), format!("{technology}/{resource}"), None)
+        Endpoint::from_parts(self.clone(), format!("{technology}/{resource}"))
     }
 
     /// The device state of this device (`Stasis:foo`).
     pub fn device_state(&self, name: impl Into<String>) -> DeviceState<R> {
-        DeviceState::from_parts(self.clone(), name.into(), None)
+        DeviceState::from_parts(self.clone(), name.into())
     }
 
     /// The Stasis application with this name.
     pub fn application(&self, name: impl Into<String>) -> Application<R> {
-        Application::from_parts(self.clone(), name.into(), None)
+        Application::from_parts(self.clone(), name.into())
     }
 }
 
@@ -659,7 +734,7 @@ where
         Box::pin(async move {
             let model = fut.await?;
             Ok(Playback {
-                data: Some(Arc::new(model)),
+                ident: playback.ident.with_data(Arc::new(model)),
                 ..playback
             })
         })
@@ -672,7 +747,7 @@ impl<R: Runtime> Channel<R> {
     pub fn play(&self, media: impl IntoMedia) -> Play<R, ari_proto::ops::channels::PlayWithId> {
         let playback = self.client.playback();
         let op =
-            ari_proto::ops::channels::PlayWithId::new(&*self.id, playback.id(), media.into_media());
+            ari_proto::ops::channels::PlayWithId::new(self.id(), playback.id(), media.into_media());
         Play {
             call: crate::Call::new(self.client.clone(), op),
             playback,
@@ -685,7 +760,7 @@ impl<R: Runtime> Bridge<R> {
     pub fn play(&self, media: impl IntoMedia) -> Play<R, ari_proto::ops::bridges::PlayWithId> {
         let playback = self.client.playback();
         let op =
-            ari_proto::ops::bridges::PlayWithId::new(&*self.id, playback.id(), media.into_media());
+            ari_proto::ops::bridges::PlayWithId::new(self.id(), playback.id(), media.into_media());
         Play {
             call: crate::Call::new(self.client.clone(), op),
             playback,

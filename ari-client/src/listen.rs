@@ -48,7 +48,7 @@ use crate::{Client, Runtime, Wrap};
 pub trait ClientEvent<R: Runtime>: EventType + Clone + Send + Sync + 'static {
     /// The instance objects handed to handlers.
     type Instances: Send + 'static;
-    /// Builds them from the event's snapshots.
+    /// Builds them from the event's snapshots, which they share (no copy).
     fn instances(&self, client: &Client<R>) -> Self::Instances;
 }
 

@@ -1135,3 +1135,80 @@ fn waiting_for_a_key_with_a_timeout() {
     rt.advance(Duration::from_secs(1));
     assert!(slept.is_done());
 }
+
+fn decoded<T: ari_proto::events::EventType>(frame: &str) -> T {
+    T::from_event(ari_client::Event::decode(frame.as_bytes()).expect("decodes")).expect("type")
+}
+
+#[test]
+fn instances_share_the_event_snapshots() {
+    use ari_client::events::{EndpointStateChange, RecordingStarted};
+    use ari_client::ClientEvent;
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+
+    let start: StasisStart = decoded(&stasis_start("c1"));
+    let channel = start.instances(&client);
+    let data = channel.data_arc().expect("a snapshot");
+    assert!(Arc::ptr_eq(&start.channel, &data));
+    assert_eq!(channel.id(), start.channel.id);
+    assert_eq!(channel.id(), "c1");
+    assert_eq!(channel.to_string(), "c1");
+    assert_eq!(String::from(&channel), "c1");
+    assert_eq!(channel, client.channel_with_id("c1"));
+    // Clones of the instance share it too.
+    assert!(Arc::ptr_eq(
+        &channel.clone().data_arc().unwrap(),
+        &start.channel
+    ));
+
+    let entered: ChannelEnteredBridge = decoded(&entered_bridge("b1", "c2"));
+    let (bridge, channel) = entered.instances(&client);
+    let channel = channel.expect("a channel");
+    assert!(Arc::ptr_eq(&entered.bridge, &bridge.data_arc().unwrap()));
+    assert!(Arc::ptr_eq(
+        entered.channel.as_ref().unwrap(),
+        &channel.data_arc().unwrap()
+    ));
+    assert_eq!((bridge.id(), channel.id()), ("b1", "c2"));
+
+    let rec: RecordingStarted = decoded(&recording_event("RecordingStarted", "r1", "recording"));
+    let recording = rec.instances(&client);
+    assert!(Arc::ptr_eq(&rec.recording, &recording.data_arc().unwrap()));
+    assert_eq!(recording.id(), rec.recording.name);
+    assert_eq!(recording.name(), "r1");
+
+    // An endpoint's id is computed (`technology/resource`); the snapshot is shared all the same.
+    let ep: EndpointStateChange = decoded(&event(
+        "EndpointStateChange",
+        r#""endpoint":{"technology":"PJSIP","resource":"alice","state":"online","channel_ids":[]}"#,
+    ));
+    let endpoint = ep.instances(&client);
+    assert!(Arc::ptr_eq(&ep.endpoint, &endpoint.data_arc().unwrap()));
+    assert_eq!(endpoint.id(), "PJSIP/alice");
+    assert_eq!(
+        (endpoint.technology(), endpoint.resource()),
+        ("PJSIP", "alice")
+    );
+}
+
+#[test]
+fn handlers_get_instances_sharing_the_event_snapshot() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    client.on::<StasisStart>(move |event, channel| {
+        let s = s.clone();
+        async move {
+            let shared = Arc::ptr_eq(&event.channel, &channel.data_arc().unwrap());
+            s.lock()
+                .unwrap()
+                .push((shared, channel.id() == event.channel.id));
+        }
+    });
+    ws.send(stasis_start("c1"));
+    rt.run();
+    assert_eq!(*seen.lock().unwrap(), vec![(true, true)]);
+}

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut names = Vec::new();
     for start in started {
-        let name = start.await?.channel.name;
+        let name = start.await?.channel.name.clone();
         println!("← StasisStart {name}");
         names.push(name);
     }
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bridge.add_channel(&calls).await?;
     for _ in &calls {
         let event = entered.next().await.ok_or("the bridge is gone")??;
-        let name = event.channel.map(|c| c.name).unwrap_or_default();
+        let name = event.channel.map(|c| c.name.clone()).unwrap_or_default();
         println!("← ChannelEnteredBridge {name}");
     }
 

@@ -23,6 +23,19 @@ const RESOURCE_MODELS: &[(&str, &str)] = &[
     ("DeviceState", "device_state"),
 ];
 
+/// Models with an instance object in ari-client (`Channel<R>`, …). In events they are held as
+/// `Arc<Model>` so the instance objects built from an event share its snapshot (no clone).
+const SHARED_SNAPSHOT_MODELS: &[&str] = &[
+    "Channel",
+    "Bridge",
+    "Playback",
+    "LiveRecording",
+    "StoredRecording",
+    "Endpoint",
+    "DeviceState",
+    "Application",
+];
+
 struct Op {
     resource: String,
     path: String,
@@ -442,7 +455,10 @@ impl<'a> Gen<'a> {
                 .to_string();
             let ty = p["type"].as_str().unwrap_or("string");
             let en = self.field_enums.get(&(owner.clone(), f.clone()));
-            let rty = self.rust_type(ty, en)?;
+            let mut rty = self.rust_type(ty, en)?;
+            if self.is_event(name) && en.is_none() && SHARED_SNAPSHOT_MODELS.contains(&ty) {
+                rty = format!("std::sync::Arc<{rty}>");
+            }
             let required = p.get("required").and_then(Value::as_bool).unwrap_or(false);
             let mut fdoc = doc_text(p.get("description").and_then(Value::as_str).unwrap_or(""));
             if fdoc.is_empty() {

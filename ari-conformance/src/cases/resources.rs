@@ -674,7 +674,7 @@ pub async fn user_event_reaches_the_application<R: Runtime>(h: &Harness<R>) {
     .unwrap();
     let ev = h.live("ChannelUserevent", second).await.unwrap();
     assert_eq!(ev.eventname, "conf-chan");
-    assert_eq!(ev.channel.map(|c| c.id), Some(ch.id().to_string()));
+    assert_eq!(ev.channel.map(|c| c.id.clone()), Some(ch.id().to_string()));
 
     let err = h
         .live("unknown app", c.events().user_event("x", "no-such-app"))

@@ -20,7 +20,7 @@ pub struct ApplicationMoveFailed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// `destination`.
     #[serde(default)]
     pub destination: String,
@@ -94,18 +94,18 @@ pub struct BridgeAttendedTransfer {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// First leg of the transferer
-    pub transferer_first_leg: crate::models::Channel,
+    pub transferer_first_leg: std::sync::Arc<crate::models::Channel>,
     /// Second leg of the transferer
-    pub transferer_second_leg: crate::models::Channel,
+    pub transferer_second_leg: std::sync::Arc<crate::models::Channel>,
     /// The channel that is replacing transferer\_first\_leg in the swap
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replace_channel: Option<crate::models::Channel>,
+    pub replace_channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// The channel that is being transferred
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transferee: Option<crate::models::Channel>,
+    pub transferee: Option<std::sync::Arc<crate::models::Channel>>,
     /// The channel that is being transferred to
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer_target: Option<crate::models::Channel>,
+    pub transfer_target: Option<std::sync::Arc<crate::models::Channel>>,
     /// The result of the transfer attempt
     #[serde(default)]
     pub result: String,
@@ -114,10 +114,10 @@ pub struct BridgeAttendedTransfer {
     pub is_external: bool,
     /// Bridge the transferer first leg is in
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transferer_first_leg_bridge: Option<crate::models::Bridge>,
+    pub transferer_first_leg_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// Bridge the transferer second leg is in
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transferer_second_leg_bridge: Option<crate::models::Bridge>,
+    pub transferer_second_leg_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// How the transfer was accomplished
     #[serde(default)]
     pub destination_type: String,
@@ -129,16 +129,16 @@ pub struct BridgeAttendedTransfer {
     pub destination_application: Option<String>,
     /// First leg of a link transfer result
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_link_first_leg: Option<crate::models::Channel>,
+    pub destination_link_first_leg: Option<std::sync::Arc<crate::models::Channel>>,
     /// Second leg of a link transfer result
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_link_second_leg: Option<crate::models::Channel>,
+    pub destination_link_second_leg: Option<std::sync::Arc<crate::models::Channel>>,
     /// Transferer channel that survived the threeway result
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_threeway_channel: Option<crate::models::Channel>,
+    pub destination_threeway_channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// Bridge that survived the threeway result
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_threeway_bridge: Option<crate::models::Bridge>,
+    pub destination_threeway_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
 }
 
 /// Notification that a blind transfer has occurred.
@@ -156,13 +156,13 @@ pub struct BridgeBlindTransfer {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel performing the blind transfer
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// The channel that is replacing transferer when the transferee(s) can not be transferred directly
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replace_channel: Option<crate::models::Channel>,
+    pub replace_channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// The channel that is being transferred
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transferee: Option<crate::models::Channel>,
+    pub transferee: Option<std::sync::Arc<crate::models::Channel>>,
     /// The extension transferred to
     #[serde(default)]
     pub exten: String,
@@ -177,7 +177,7 @@ pub struct BridgeBlindTransfer {
     pub is_external: bool,
     /// The bridge being transferred
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<crate::models::Bridge>,
+    pub bridge: Option<std::sync::Arc<crate::models::Bridge>>,
 }
 
 /// Notification that a bridge has been created.
@@ -195,7 +195,7 @@ pub struct BridgeCreated {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
-    pub bridge: crate::models::Bridge,
+    pub bridge: std::sync::Arc<crate::models::Bridge>,
 }
 
 /// Notification that a bridge has been destroyed.
@@ -213,7 +213,7 @@ pub struct BridgeDestroyed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
-    pub bridge: crate::models::Bridge,
+    pub bridge: std::sync::Arc<crate::models::Bridge>,
 }
 
 /// Notification that one bridge has merged into another.
@@ -231,9 +231,9 @@ pub struct BridgeMerged {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
-    pub bridge: crate::models::Bridge,
+    pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `bridge_from`.
-    pub bridge_from: crate::models::Bridge,
+    pub bridge_from: std::sync::Arc<crate::models::Bridge>,
 }
 
 /// Notification that the source of video in a bridge has changed.
@@ -251,7 +251,7 @@ pub struct BridgeVideoSourceChanged {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
-    pub bridge: crate::models::Bridge,
+    pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `old_video_source_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_video_source_id: Option<String>,
@@ -272,7 +272,7 @@ pub struct CallBroadcast {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel being broadcast.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// The caller ID number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
@@ -296,7 +296,7 @@ pub struct CallClaimed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that was claimed.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// The name of the ARI application that claimed the channel.
     #[serde(default)]
     pub winner_app: String,
@@ -323,7 +323,7 @@ pub struct ChannelCallerId {
     #[serde(default)]
     pub caller_presentation_txt: String,
     /// The channel that changed Caller ID.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Channel changed Connected Line.
@@ -341,7 +341,7 @@ pub struct ChannelConnectedLine {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel whose connected line has changed.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Notification that a channel has been created.
@@ -359,7 +359,7 @@ pub struct ChannelCreated {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Notification that a channel has been destroyed.
@@ -388,7 +388,7 @@ pub struct ChannelDestroyed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tech_cause: Option<i64>,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Channel changed location in the dialplan.
@@ -406,7 +406,7 @@ pub struct ChannelDialplan {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that changed dialplan location.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// The application about to be executed.
     #[serde(default)]
     pub dialplan_app: String,
@@ -438,7 +438,7 @@ pub struct ChannelDtmfReceived {
     #[serde(default)]
     pub duration_ms: i64,
     /// The channel on which DTMF was received
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Notification that a channel has entered a bridge.
@@ -456,10 +456,10 @@ pub struct ChannelEnteredBridge {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
-    pub bridge: crate::models::Bridge,
+    pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `channel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<crate::models::Channel>,
+    pub channel: Option<std::sync::Arc<crate::models::Channel>>,
 }
 
 /// A hangup was requested on the channel.
@@ -488,7 +488,7 @@ pub struct ChannelHangupRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft: Option<bool>,
     /// The channel on which the hangup was requested.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// A channel initiated a media hold.
@@ -506,7 +506,7 @@ pub struct ChannelHold {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that initiated the hold event.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// The music on hold class that the initiator requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub musicclass: Option<String>,
@@ -527,9 +527,9 @@ pub struct ChannelLeftBridge {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
-    pub bridge: crate::models::Bridge,
+    pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Notification of a channel's state change.
@@ -547,7 +547,7 @@ pub struct ChannelStateChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Talking is no longer detected on the channel.
@@ -565,7 +565,7 @@ pub struct ChannelTalkingFinished {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel on which talking completed.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// The length of time, in milliseconds, that talking was detected on the channel
     #[serde(default)]
     pub duration: i64,
@@ -586,7 +586,7 @@ pub struct ChannelTalkingStarted {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel on which talking started.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Tone was detected on the channel.
@@ -604,7 +604,7 @@ pub struct ChannelToneDetected {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel the tone was detected on.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// transfer on a channel.
@@ -645,7 +645,7 @@ pub struct ChannelUnhold {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that initiated the unhold event.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// User-generated event with additional user-defined fields in the object.
@@ -667,13 +667,13 @@ pub struct ChannelUserevent {
     pub eventname: String,
     /// A channel that is signaled with the user event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<crate::models::Channel>,
+    pub channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// A bridge that is signaled with the user event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<crate::models::Bridge>,
+    pub bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// A endpoint that is signaled with the user event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<crate::models::Endpoint>,
+    pub endpoint: Option<std::sync::Arc<crate::models::Endpoint>>,
     /// Custom Userevent data
     #[serde(default)]
     pub userevent: serde_json::Value,
@@ -703,7 +703,7 @@ pub struct ChannelVarset {
     ///
     /// If missing, the variable is a global variable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<crate::models::Channel>,
+    pub channel: Option<std::sync::Arc<crate::models::Channel>>,
 }
 
 /// The state of a contact on an endpoint has changed.
@@ -721,7 +721,7 @@ pub struct ContactStatusChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
-    pub endpoint: crate::models::Endpoint,
+    pub endpoint: std::sync::Arc<crate::models::Endpoint>,
     /// `contact_info`.
     pub contact_info: crate::models::ContactInfo,
 }
@@ -741,7 +741,7 @@ pub struct DeviceStateChanged {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Device state object
-    pub device_state: crate::models::DeviceState,
+    pub device_state: std::sync::Arc<crate::models::DeviceState>,
 }
 
 /// Dialing state has changed.
@@ -760,15 +760,15 @@ pub struct Dial {
     pub timestamp: crate::Timestamp,
     /// The calling channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller: Option<crate::models::Channel>,
+    pub caller: Option<std::sync::Arc<crate::models::Channel>>,
     /// The dialed channel.
-    pub peer: crate::models::Channel,
+    pub peer: std::sync::Arc<crate::models::Channel>,
     /// Forwarding target requested by the original dialed channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<String>,
     /// Channel that the caller has been forwarded to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarded: Option<crate::models::Channel>,
+    pub forwarded: Option<std::sync::Arc<crate::models::Channel>>,
     /// The dial string for calling the peer channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialstring: Option<String>,
@@ -792,7 +792,7 @@ pub struct EndpointStateChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
-    pub endpoint: crate::models::Endpoint,
+    pub endpoint: std::sync::Arc<crate::models::Endpoint>,
 }
 
 /// The state of a peer associated with an endpoint has changed.
@@ -810,7 +810,7 @@ pub struct PeerStatusChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
-    pub endpoint: crate::models::Endpoint,
+    pub endpoint: std::sync::Arc<crate::models::Endpoint>,
     /// `peer`.
     pub peer: crate::models::Peer,
 }
@@ -830,7 +830,7 @@ pub struct PlaybackContinuing {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
-    pub playback: crate::models::Playback,
+    pub playback: std::sync::Arc<crate::models::Playback>,
 }
 
 /// Event showing the completion of a media playback operation.
@@ -848,7 +848,7 @@ pub struct PlaybackFinished {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
-    pub playback: crate::models::Playback,
+    pub playback: std::sync::Arc<crate::models::Playback>,
 }
 
 /// Event showing the start of a media playback operation.
@@ -866,7 +866,7 @@ pub struct PlaybackStarted {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
-    pub playback: crate::models::Playback,
+    pub playback: std::sync::Arc<crate::models::Playback>,
 }
 
 /// REST over Websocket Response.
@@ -921,7 +921,7 @@ pub struct RecordingFailed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
-    pub recording: crate::models::LiveRecording,
+    pub recording: std::sync::Arc<crate::models::LiveRecording>,
 }
 
 /// Event showing the completion of a recording operation.
@@ -939,7 +939,7 @@ pub struct RecordingFinished {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
-    pub recording: crate::models::LiveRecording,
+    pub recording: std::sync::Arc<crate::models::LiveRecording>,
 }
 
 /// Event showing the start of a recording operation.
@@ -957,7 +957,7 @@ pub struct RecordingStarted {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
-    pub recording: crate::models::LiveRecording,
+    pub recording: std::sync::Arc<crate::models::LiveRecording>,
 }
 
 /// Notification that a channel has left a Stasis application.
@@ -975,7 +975,7 @@ pub struct StasisEnd {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
 /// Notification that a channel has entered a Stasis application.
@@ -996,10 +996,10 @@ pub struct StasisStart {
     #[serde(default)]
     pub args: Vec<String>,
     /// `channel`.
-    pub channel: crate::models::Channel,
+    pub channel: std::sync::Arc<crate::models::Channel>,
     /// `replace_channel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replace_channel: Option<crate::models::Channel>,
+    pub replace_channel: Option<std::sync::Arc<crate::models::Channel>>,
 }
 
 /// A text message was received from an endpoint.
@@ -1020,7 +1020,7 @@ pub struct TextMessageReceived {
     pub message: crate::models::TextMessage,
     /// `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<crate::models::Endpoint>,
+    pub endpoint: Option<std::sync::Arc<crate::models::Endpoint>>,
 }
 
 /// Error event sent when required params are missing.
