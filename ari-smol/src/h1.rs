@@ -26,6 +26,13 @@ const MAX_LINE_BYTES: usize = 8 * 1024;
 /// Read granularity.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// An idle connection is checked (a non-blocking read: no EOF, no stray bytes) before reuse
+/// when it has been idle this long. A server closes a kept-alive connection after seconds of
+/// idleness, not within milliseconds of a response, so a busy pool skips the check (a system
+/// call per request); a connection closed in that window fails like one closed while the
+/// request is under way.
+const PROBE_AFTER: Duration = Duration::from_millis(50);
+
 /// Pool limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolOptions {
@@ -83,13 +90,15 @@ impl Pool {
             .clone()
     }
 
-    /// The most recently used idle connection that has not expired.
-    fn take_idle(&self, target: &Target) -> Option<Conn> {
+    /// The most recently used idle connection that has not expired, and whether it has been
+    /// idle long enough to be probed before use (see [`PROBE_AFTER`]).
+    fn take_idle(&self, target: &Target) -> Option<(Conn, bool)> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         let host = hosts.get_mut(target)?;
         while let Some(idle) = host.idle.pop() {
-            if idle.since.elapsed() < self.opts.idle_timeout {
-                return Some(idle.conn);
+            let idle_for = idle.since.elapsed();
+            if idle_for < self.opts.idle_timeout {
+                return Some((idle.conn, idle_for >= PROBE_AFTER));
             }
         }
         None
@@ -141,8 +150,8 @@ pub(crate) async fn send(
     let mut fresh_only = false;
     loop {
         let (mut conn, reused) = match (!fresh_only).then(|| pool.take_idle(&target)).flatten() {
-            Some(mut conn) => {
-                if !conn.is_alive().await {
+            Some((mut conn, probe)) => {
+                if probe && !conn.is_alive().await {
                     continue; // dead: dropped, try the next idle one
                 }
                 (conn, true)
@@ -287,7 +296,11 @@ enum Framing {
 #[derive(Debug)]
 struct Conn {
     io: Stream,
+    /// Bytes read and not consumed yet.
     buf: Vec<u8>,
+    /// Where the socket is read into (zeroed once, when the connection opens; `buf` takes
+    /// what each read brought).
+    scratch: Vec<u8>,
 }
 
 impl Conn {
@@ -295,6 +308,7 @@ impl Conn {
         Conn {
             io,
             buf: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
         }
     }
 
@@ -311,12 +325,9 @@ impl Conn {
 
     /// Reads more bytes into the buffer; `Ok(false)` at EOF.
     async fn fill(&mut self) -> io::Result<bool> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let res = self.io.read(&mut self.buf[start..]).await;
-        let n = *res.as_ref().unwrap_or(&0);
-        self.buf.truncate(start + n);
-        res.map(|n| n > 0)
+        let n = self.io.read(&mut self.scratch).await?;
+        self.buf.extend_from_slice(self.scratch.get(..n).unwrap_or_default());
+        Ok(n > 0)
     }
 
     async fn roundtrip(
