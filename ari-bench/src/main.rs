@@ -15,7 +15,9 @@
 //!   the client on tokio and on smol with six per-instance handlers on every channel;
 //! - REST: `channels.get` and `channels.answer` on channels placed in the simulator, 1 and 64
 //!   in flight, through the client and through a bare hyper loop (the baseline);
-//! - memory: RSS after a first batch of call lifecycles and after all of them.
+//! - memory: RSS after a first batch of call lifecycles and after all of them;
+//! - routing: the sans-IO session alone decoding and routing a flood spread over 100 and over
+//!   10,000 live channels (six typed subscriptions each), beside a decode-only pass.
 //!
 //! `--quick` runs small sizes (CI); no thresholds are checked, ratios are only reported.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ mod events;
 mod life;
 mod report;
 mod rest;
+mod route;
 mod util;
 
 use std::io::{BufRead, BufReader, Read};
@@ -65,7 +68,7 @@ struct Args {
     /// kept (default 3; 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
-    /// Only these parts (comma-separated: events, rest, memory).
+    /// Only these parts (comma-separated: events, rest, memory, routing).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: run as a child process.
@@ -206,6 +209,7 @@ fn client(a: &Args) -> Value {
             a.first.unwrap_or(sizes.first),
             sizes.lifecycles,
         )),
+        "routing" => route::run(n, &[100.min(k), k], sizes.repeat),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -387,6 +391,11 @@ fn orchestrate(args: &Args) {
             mem.push(measure(args, port, scenario, &extra));
         }
         results["memory"] = Value::Array(mem);
+    }
+
+    if wanted(args, "routing") {
+        eprintln!("ari-bench: routing ...");
+        results["routing"] = measure(args, port, "routing", &[]);
     }
 
     results["targets"] = report::targets(&results);

@@ -59,21 +59,20 @@ pub(crate) fn targets(r: &Value) -> Value {
             }
         }
     }
-    if let (Some(many), Some(few)) = (r["events"].as_array(), r["events_few_channels"].as_array()) {
-        for (a, b) in few.iter().zip(many) {
-            if a["channels"] == b["channels"] || s(a, "client").starts_with("floor") {
-                continue;
+    if let Some(rows) = r["routing"].as_array() {
+        if let (Some(few), Some(many)) = (rows.first(), rows.last()) {
+            if few["channels"] != many["channels"] {
+                out.push(target(
+                    format!(
+                        "decode + route per event, {} / {} live channels",
+                        many["channels"], few["channels"]
+                    ),
+                    "ari-proto session",
+                    f(many, "decode_route_us_per_event") / f(few, "decode_route_us_per_event"),
+                    1.1,
+                    "x",
+                ));
             }
-            out.push(target(
-                format!(
-                    "CPU per event, {} / {} live channels",
-                    b["channels"], a["channels"]
-                ),
-                a["client"].as_str().unwrap_or_default(),
-                f(b, "cpu_us_per_event") / f(a, "cpu_us_per_event"),
-                1.1,
-                "x",
-            ));
         }
     }
     if let Some(rest) = r["rest"].as_array() {
@@ -169,7 +168,8 @@ pub(crate) fn table(r: &Value) -> String {
     if let (Some(many), Some(few)) = (r["events"].as_array(), r["events_few_channels"].as_array()) {
         let _ = writeln!(
             o,
-            "\nEVENTS vs LIVE CHANNELS: CPU us per event, same flood over {} and over {} channels",
+            "\nEVENTS vs LIVE CHANNELS: CPU us per event, same flood over {} and over {} channels \
+             (end to end, the handlers' per-channel state included; the routing target is ROUTING below)",
             few.first().map_or(Value::Null, |e| e["channels"].clone()),
             r["sizes"]["channels"],
         );
@@ -247,8 +247,45 @@ pub(crate) fn table(r: &Value) -> String {
             );
         }
     }
+    if let Some(rows) = r["routing"].as_array() {
+        let _ = writeln!(
+            o,
+            "\nROUTING: the ari-proto session alone, ChannelDtmfReceived frames round-robin over the live channels, six typed subscriptions each; least CPU of {} runs",
+            r["sizes"]["repeat"]
+        );
+        let _ = writeln!(
+            o,
+            "{:>9} {:>8} {:>14} {:>22} {:>16} {:>16}",
+            "channels",
+            "events",
+            "subscriptions",
+            "decode+route us/ev",
+            "decode us/ev",
+            "route us/ev"
+        );
+        for e in rows {
+            let _ = writeln!(
+                o,
+                "{:>9} {:>8} {:>14} {:>22.3} {:>16.3} {:>16.3}",
+                e["channels"].as_u64().unwrap_or_default(),
+                e["events"].as_u64().unwrap_or_default(),
+                e["subscriptions"].as_u64().unwrap_or_default(),
+                f(e, "decode_route_us_per_event"),
+                f(e, "decode_us_per_event"),
+                f(e, "route_us_per_event"),
+            );
+        }
+    }
     if let Some(t) = r["targets"].as_array() {
-        let _ = writeln!(o, "\nTARGETS (ratios measured in this run)");
+        let _ = writeln!(
+            o,
+            "\nTARGETS (ratios measured in this run){}",
+            if r["mode"] == "quick" {
+                "; quick mode: sizes too small for the ratios to mean anything (connection setup and warm-up dominate), run without --quick"
+            } else {
+                ""
+            }
+        );
         for e in t {
             let _ = writeln!(
                 o,
@@ -260,10 +297,6 @@ pub(crate) fn table(r: &Value) -> String {
                 e["target"],
             );
         }
-        let _ = writeln!(
-            o,
-            "  routing flat from 100 to 10,000 live channels: `cargo bench -p ari-proto --bench route` (decode + route only); end to end: EVENTS vs LIVE CHANNELS above"
-        );
     }
     o
 }

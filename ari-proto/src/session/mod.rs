@@ -91,6 +91,12 @@
 //! request (late, after its deadline) is counted in [`Stats::unmatched_responses`] and
 //! delivered as an ordinary event.
 //!
+//! A session made with [`Session::with_subscription_data`] keeps a value with each
+//! subscription ([`Session::subscribe_with`]), typically the adapter's handler or queue: each
+//! [`Delivery`] carries a clone of it per subscriber ([`Subscribers::into_data`]), and
+//! [`Output::SubscriptionEnded`] gives it back, so an adapter never looks a handler up by id.
+//! Routing reads it from the same index entry as the subscription itself.
+//!
 //! # Bounds and overflow
 //!
 //! Undelivered events and warnings are bounded by [`Limits::max_queued_outputs`]: when the
