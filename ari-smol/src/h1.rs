@@ -326,7 +326,8 @@ impl Conn {
     /// Reads more bytes into the buffer; `Ok(false)` at EOF.
     async fn fill(&mut self) -> io::Result<bool> {
         let n = self.io.read(&mut self.scratch).await?;
-        self.buf.extend_from_slice(self.scratch.get(..n).unwrap_or_default());
+        self.buf
+            .extend_from_slice(self.scratch.get(..n).unwrap_or_default());
         Ok(n > 0)
     }
 
