@@ -235,12 +235,17 @@ pub(crate) struct InFlight {
     overflowing: AtomicBool,
 }
 
-/// Decrements the running count when the handler's task ends (or is dropped).
-struct InFlightGuard(Arc<InFlight>);
+/// A sink that counts its handler's waiting calls.
+pub(crate) trait HasInFlight: Send + Sync + 'static {
+    fn in_flight(&self) -> &InFlight;
+}
 
-impl Drop for InFlightGuard {
+/// Decrements the waiting count when the handler's task ends (or is dropped).
+struct InFlightGuard<S: HasInFlight>(Arc<S>);
+
+impl<S: HasInFlight> Drop for InFlightGuard<S> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight().running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -278,17 +283,19 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// is dropped for this handler, counted in `dropped_events` and logged (once per overflow
 /// episode), so a stuck handler cannot grow memory without bound and never slows the socket
 /// reader.
-pub(crate) fn spawn_handler<R, Fut>(
+pub(crate) fn spawn_handler<R, S, Fut>(
     client: &Client<R>,
-    in_flight: &Arc<InFlight>,
+    sink: &Arc<S>,
     event_type: &'static str,
     make: impl FnOnce() -> Option<Fut>,
 ) where
     R: Runtime,
+    S: HasInFlight,
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
 {
     let shared = &client.inner.shared;
+    let in_flight = sink.in_flight();
     if in_flight.running.load(Ordering::Acquire) >= shared.max_running_handlers {
         shared
             .counters
@@ -305,7 +312,9 @@ pub(crate) fn spawn_handler<R, Fut>(
         }
         return;
     }
-    in_flight.overflowing.store(false, Ordering::Release);
+    if in_flight.overflowing.load(Ordering::Relaxed) {
+        in_flight.overflowing.store(false, Ordering::Release);
+    }
     // The first poll uses a waker that does nothing: if the future is not done it is moved
     // into a task, whose first poll registers the task's waker (futures re-register theirs
     // on every poll), so no wake-up is lost.
@@ -342,7 +351,7 @@ pub(crate) fn spawn_handler<R, Fut>(
         .handler_calls
         .fetch_add(1, Ordering::Relaxed);
     in_flight.running.fetch_add(1, Ordering::AcqRel);
-    let guard = InFlightGuard(in_flight.clone());
+    let guard = InFlightGuard(sink.clone());
     let shared = shared.clone();
     client.inner.runtime.spawn(async move {
         let _guard = guard;
@@ -354,13 +363,37 @@ pub(crate) fn spawn_handler<R, Fut>(
     });
 }
 
-struct HandlerSink<F> {
-    call: F,
+/// A typed handler as a sink: the client, the handler and the count of its waiting calls in
+/// one allocation (the one routing hands out), so delivering an event reads no other.
+struct TypedSink<R: Runtime, T, H> {
+    client: Client<R>,
+    handler: H,
+    in_flight: InFlight,
+    _event: PhantomData<fn(T)>,
 }
 
-impl<F: Fn(Arc<Event>) + Send + Sync> Sink for HandlerSink<F> {
-    fn deliver(&self, event: Arc<Event>) {
-        (self.call)(event)
+impl<R: Runtime, T: 'static, H: Send + Sync + 'static> HasInFlight for TypedSink<R, T, H> {
+    fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+}
+
+impl<R, T, H> Sink for TypedSink<R, T, H>
+where
+    R: Runtime,
+    T: ClientEvent<R>,
+    H: EventHandler<T, T::Instances>,
+{
+    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+        spawn_handler(&self.client, &self, T::TYPE, || {
+            // The last subscriber of the event takes it out of the `Arc`; others clone.
+            let t = match Arc::try_unwrap(event) {
+                Ok(event) => T::from_event(event).ok()?,
+                Err(event) => T::from_ref(&event)?.clone(),
+            };
+            let instances = t.instances(&self.client);
+            Some((self.handler)(t, instances))
+        });
     }
     fn close(&self, _reason: CloseReason) {}
 }
@@ -375,21 +408,41 @@ where
     T: ClientEvent<R>,
     H: EventHandler<T, T::Instances>,
 {
-    let client = client.clone();
-    let in_flight = Arc::new(InFlight::default());
-    Arc::new(HandlerSink {
-        call: move |event: Arc<Event>| {
-            spawn_handler(&client, &in_flight, T::TYPE, || {
-                // The last subscriber of the event takes it out of the `Arc`; others clone.
-                let t = match Arc::try_unwrap(event) {
-                    Ok(event) => T::from_event(event).ok()?,
-                    Err(event) => T::from_ref(&event)?.clone(),
-                };
-                let instances = t.instances(&client);
-                Some(handler(t, instances))
-            });
-        },
+    Arc::new(TypedSink {
+        client: client.clone(),
+        handler,
+        in_flight: InFlight::default(),
+        _event: PhantomData::<fn(T)>,
     })
+}
+
+/// A handler of every event as a sink (see [`TypedSink`]).
+struct AnySink<R: Runtime, F> {
+    client: Client<R>,
+    handler: F,
+    in_flight: InFlight,
+}
+
+impl<R: Runtime, F: Send + Sync + 'static> HasInFlight for AnySink<R, F> {
+    fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+}
+
+impl<R, F, Fut> Sink for AnySink<R, F>
+where
+    R: Runtime,
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerOutput,
+{
+    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+        spawn_handler(&self.client, &self, "event", || {
+            let e: Event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
+            Some((self.handler)(e))
+        });
+    }
+    fn close(&self, _reason: CloseReason) {}
 }
 
 pub(crate) fn any_handler<R, F, Fut>(client: &Client<R>, handler: F) -> Arc<dyn Sink>
@@ -399,15 +452,10 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
 {
-    let client = client.clone();
-    let in_flight = Arc::new(InFlight::default());
-    Arc::new(HandlerSink {
-        call: move |event: Arc<Event>| {
-            spawn_handler(&client, &in_flight, "event", || {
-                let e: Event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
-                Some(handler(e))
-            });
-        },
+    Arc::new(AnySink {
+        client: client.clone(),
+        handler,
+        in_flight: InFlight::default(),
     })
 }
 

@@ -82,8 +82,9 @@ pub(crate) enum CloseReason {
 /// Where the events of one subscription go. Never blocks.
 pub(crate) trait Sink: Send + Sync {
     /// Takes the event's `Arc` by value: the last subscriber of an event then holds the only
-    /// reference and can take the event out of it without cloning.
-    fn deliver(&self, event: Arc<Event>);
+    /// reference and can take the event out of it without cloning. Takes the sink's own `Arc`
+    /// too (the one routing handed out), which a handler keeps while its call waits.
+    fn deliver(self: Arc<Self>, event: Arc<Event>);
     fn close(&self, reason: CloseReason);
 }
 
@@ -753,7 +754,7 @@ impl Queue {
 }
 
 impl Sink for Queue {
-    fn deliver(&self, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>) {
         let waker = {
             let mut g = self.lock();
             if g.closed.is_some() {
@@ -884,7 +885,7 @@ impl Latch {
 }
 
 impl Sink for Latch {
-    fn deliver(&self, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>) {
         if event.ended_resource().is_some() {
             // Routed to this resource's subscription and final: it is this resource's end
             // (the session checks the id; other resources' final events, e.g. a playback's
