@@ -71,10 +71,11 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'static>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let fut = self.client.execute(&self.op);
-        let client = self.client;
+        let Call { client, op } = self;
+        // The request is made inside the box (not made outside and moved in), so the box
+        // holds the operation's future once.
         Box::pin(async move {
-            let out = fut.await?;
+            let out = client.execute(&op).await?;
             Ok(out.wrap(&client))
         })
     }

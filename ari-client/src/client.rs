@@ -196,7 +196,9 @@ impl<R: Runtime> Client<R> {
         let deadline = self.deadline(timeout);
         let over_http = |parts| async move {
             let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
-            let fut = self.inner.runtime.http(req, &self.inner.transport);
+            // Boxed where it is made: the transport's future is large (kilobytes), and the
+            // layers above (deadline, tracing, the call) would otherwise copy it at each move.
+            let fut = Box::pin(self.inner.runtime.http(req, &self.inner.transport));
             let resp =
                 with_deadline(&self.inner.runtime, deadline, operation, timeout, fut).await??;
             Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
