@@ -69,15 +69,15 @@
 //!
 //! # How events flow
 //!
-//! A background task (spawned on the runtime) owns the events WebSocket and drives the
-//! sans-IO [`ari_proto::Session`], which decodes each frame once and routes it by type and
-//! resource id through hash maps. Each subscription has a bounded queue (streams, awaited
-//! events) or calls its handler per event (a call that waits continues as its own task): the socket is always read, a slow consumer
-//! loses its oldest queued events (counted in [`Stats::dropped_events`] and announced with
-//! [`Lagged`]) rather than stalling the connection. Listeners on an instance end by
-//! themselves after its final event (`ChannelDestroyed`, `BridgeDestroyed`,
-//! `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`, or `StasisEnd` of a channel
-//! the application no longer follows, see [`ClientBuilder::stasis_end_linger`]), so
+//! A background task (spawned on the runtime) owns the events WebSocket and drives the sans-IO
+//! [`ari_proto::Session`], which decodes each frame once and routes it by type and resource id
+//! through hash maps. Each subscription has a bounded queue (streams, awaited events) or calls
+//! its handler per event (a call that waits continues as its own task): the socket is always
+//! read, a slow consumer loses its oldest queued events (counted in [`Stats::dropped_events`]
+//! and announced with [`Lagged`]) rather than stalling the connection. Listeners on an instance
+//! end by themselves after its final event (`ChannelDestroyed`, `BridgeDestroyed`,
+//! `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`, or `StasisEnd` of a channel the
+//! application no longer follows, see [`ClientBuilder::stasis_end_linger`]), so
 //! [`Client::live_subscriptions`] returns to its baseline after every call.
 //!
 //! Credentials never appear in logs (`tracing`), `Debug` output or errors.
