@@ -195,8 +195,10 @@ impl<R: Runtime> Client<R> {
     /// # }
     /// ```
     ///
-    /// Each call's future is polled once at once, on the task reading the events; if it is
-    /// not done (it awaits a request, an event, a timer) it continues as its own task, so a
+    /// Each call's future is polled once at once, on the task reading the events, before the
+    /// next event is routed: what the handler subscribes to before its first `.await` (e.g.
+    /// `channel.once::<ChannelDtmfReceived>()`) receives the very next event. If it is not
+    /// done (it awaits a request, an event, a timer) it continues as its own task, so a
     /// handler that lasts a whole call never holds up the next event; for strictly ordered
     /// processing use [`Client::stream`]. Keep blocking work out of handlers (as in any
     /// async code): it would delay the reading of the socket. A panicking handler is caught,

@@ -1212,3 +1212,30 @@ fn handlers_get_instances_sharing_the_event_snapshot() {
     rt.run();
     assert_eq!(*seen.lock().unwrap(), vec![(true, true)]);
 }
+
+/// A handler's first poll runs before the next frame is routed: an awaited event it
+/// subscribes to before its first `.await` receives an event that arrived right behind the
+/// one that started it (in the same read of the socket), as in node where listeners added in a
+/// callback see the next event.
+#[test]
+fn a_handler_subscribing_before_its_first_await_sees_the_very_next_event() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let digits = Arc::new(Mutex::new(Vec::new()));
+    let d = digits.clone();
+    client.on::<StasisStart>(move |_event, channel| {
+        let d = d.clone();
+        async move {
+            let first = channel.once::<ChannelDtmfReceived>();
+            let dtmf = first.await?;
+            d.lock().unwrap().push(dtmf.digit);
+            Ok::<(), Error>(())
+        }
+    });
+    ws.send(stasis_start("c1"));
+    ws.send(dtmf("c1", "7"));
+    rt.run();
+    assert_eq!(*digits.lock().unwrap(), vec!["7".to_string()]);
+    let stats = client.stats();
+    assert_eq!((stats.handler_calls, stats.handler_errors), (1, 0));
+}
