@@ -582,6 +582,37 @@ impl<'a> IntoIterator for Resources<'a> {
 }
 
 #[cfg(test)]
+mod size_tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Every move of an `Event` (into its `Arc`, through queues) copies its largest variant:
+    /// resource snapshots are `Arc`s and only the two transfer events that carry several
+    /// resources by value are boxed, so an `Event` stays about the size of its common events.
+    #[test]
+    fn an_event_is_as_small_as_its_common_variants() {
+        let common = size_of::<StasisStart>().max(size_of::<ChannelVarset>());
+        assert!(
+            size_of::<Event>() <= common + 128,
+            "Event is {} bytes, its common variants {common}",
+            size_of::<Event>()
+        );
+        for (name, size) in [
+            ("Dial", size_of::<Dial>()),
+            ("BridgeBlindTransfer", size_of::<BridgeBlindTransfer>()),
+            ("ChannelUserevent", size_of::<ChannelUserevent>()),
+        ] {
+            assert!(
+                size < size_of::<Event>(),
+                "{name} ({size} bytes) must fit in an Event unboxed"
+            );
+        }
+        assert!(size_of::<BridgeAttendedTransfer>() > size_of::<Event>());
+        assert!(size_of::<ChannelTransfer>() > size_of::<Event>());
+    }
+}
+
+#[cfg(test)]
 mod fast_path_tests {
     use super::{json_depth_exceeds, Event};
     use std::path::PathBuf;

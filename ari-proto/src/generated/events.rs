@@ -1059,10 +1059,7 @@ pub enum Event {
     /// large as its largest variant.
     BridgeAttendedTransfer(Box<BridgeAttendedTransfer>),
     /// Notification that a blind transfer has occurred.
-    ///
-    /// Boxed: it is several times larger than the other events, and an `Event` is as
-    /// large as its largest variant.
-    BridgeBlindTransfer(Box<BridgeBlindTransfer>),
+    BridgeBlindTransfer(BridgeBlindTransfer),
     /// Notification that a bridge has been created.
     BridgeCreated(BridgeCreated),
     /// Notification that a bridge has been destroyed.
@@ -1119,10 +1116,7 @@ pub enum Event {
     /// Notification that a device state has changed.
     DeviceStateChanged(DeviceStateChanged),
     /// Dialing state has changed.
-    ///
-    /// Boxed: it is several times larger than the other events, and an `Event` is as
-    /// large as its largest variant.
-    Dial(Box<Dial>),
+    Dial(Dial),
     /// Endpoint state changed.
     EndpointStateChange(EndpointStateChange),
     /// The state of a peer associated with an endpoint has changed.
@@ -1167,9 +1161,7 @@ impl Event {
             "BridgeAttendedTransfer" => input
                 .parse()
                 .map(|e| Event::BridgeAttendedTransfer(Box::new(e))),
-            "BridgeBlindTransfer" => input
-                .parse()
-                .map(|e| Event::BridgeBlindTransfer(Box::new(e))),
+            "BridgeBlindTransfer" => input.parse().map(Event::BridgeBlindTransfer),
             "BridgeCreated" => input.parse().map(Event::BridgeCreated),
             "BridgeDestroyed" => input.parse().map(Event::BridgeDestroyed),
             "BridgeMerged" => input.parse().map(Event::BridgeMerged),
@@ -1196,7 +1188,7 @@ impl Event {
             "ChannelVarset" => input.parse().map(Event::ChannelVarset),
             "ContactStatusChange" => input.parse().map(Event::ContactStatusChange),
             "DeviceStateChanged" => input.parse().map(Event::DeviceStateChanged),
-            "Dial" => input.parse().map(|e| Event::Dial(Box::new(e))),
+            "Dial" => input.parse().map(Event::Dial),
             "EndpointStateChange" => input.parse().map(Event::EndpointStateChange),
             "PeerStatusChange" => input.parse().map(Event::PeerStatusChange),
             "PlaybackContinuing" => input.parse().map(Event::PlaybackContinuing),
@@ -2054,18 +2046,18 @@ impl EventType for BridgeBlindTransfer {
     const TYPE: &'static str = "BridgeBlindTransfer";
     fn from_event(event: Event) -> Result<Self, Event> {
         match event {
-            Event::BridgeBlindTransfer(e) => Ok(*e),
+            Event::BridgeBlindTransfer(e) => Ok(e),
             other => Err(other),
         }
     }
     fn from_ref(event: &Event) -> Option<&Self> {
         match event {
-            Event::BridgeBlindTransfer(e) => Some(&**e),
+            Event::BridgeBlindTransfer(e) => Some(e),
             _ => None,
         }
     }
     fn into_event(self) -> Event {
-        Event::BridgeBlindTransfer(Box::new(self))
+        Event::BridgeBlindTransfer(self)
     }
 }
 
@@ -2567,18 +2559,18 @@ impl EventType for Dial {
     const TYPE: &'static str = "Dial";
     fn from_event(event: Event) -> Result<Self, Event> {
         match event {
-            Event::Dial(e) => Ok(*e),
+            Event::Dial(e) => Ok(e),
             other => Err(other),
         }
     }
     fn from_ref(event: &Event) -> Option<&Self> {
         match event {
-            Event::Dial(e) => Some(&**e),
+            Event::Dial(e) => Some(e),
             _ => None,
         }
     }
     fn into_event(self) -> Event {
-        Event::Dial(Box::new(self))
+        Event::Dial(self)
     }
 }
 
