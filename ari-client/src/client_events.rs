@@ -151,19 +151,30 @@ impl<R: Runtime> Client<R> {
 
     /// Closes the events WebSocket and stops reconnecting (node's `stop()`). Pending
     /// REST-over-WebSocket requests fail; listeners stay registered for a later
-    /// [`Client::start`].
+    /// [`Client::start`]. Returns once the close frame is sent (or there was no open
+    /// WebSocket).
     pub async fn stop(&self) {
+        let shared = &self.inner.shared;
         let now = self.inner.runtime.now();
-        self.inner.shared.command(|s| s.stop(now));
+        shared.command(|s| s.stop(now));
+        let n = shared.request_stop();
+        shared.wake_driver();
+        std::future::poll_fn(|cx| shared.poll_stop_done(n, cx)).await;
     }
 
     /// Closes the client: stops the events connection, ends every stream, listener and
     /// awaited event (with [`Error::Closed`]) and ends the background task; later requests
-    /// fail with [`Error::Closed`]. Dropping the
-    /// last handle does the same, but a handler holding an instance object holds the client:
-    /// call this to shut down.
+    /// fail with [`Error::Closed`]. Returns once the close frame is sent (a peer that does
+    /// not read gets one second) and the background task has exited.
+    ///
+    /// Dropping the last handle does the same, without waiting: handlers, streams and
+    /// awaited events of the client do not keep it alive (instance objects such as a
+    /// [`Channel`](crate::Channel) are handles: a handler still running with one keeps the
+    /// client until it returns).
     pub async fn close(&self) {
-        self.inner.shared.shutdown(self.inner.runtime.now());
+        let shared = &self.inner.shared;
+        shared.shutdown(self.inner.runtime.now());
+        std::future::poll_fn(|cx| shared.poll_exited(cx)).await;
     }
 
     /// Whether the events WebSocket is open.

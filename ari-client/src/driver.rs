@@ -27,6 +27,9 @@ use crate::shared::{ClientSession, Dispatch, Shared};
 const MAX_FRAMES_PER_WAKE: usize = 256;
 /// Rounds of the whole loop per wake.
 const MAX_ROUNDS_PER_WAKE: usize = 64;
+/// How long a closing client waits for its close frame to be sent (a peer that stopped
+/// reading cannot hold the task longer).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -45,6 +48,8 @@ pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
         timer: None,
         scratch: Vec::new(),
         tx_scratch: Vec::new(),
+        stops_acked: 0,
+        close_grace: None,
     };
     inner.runtime.spawn(driver);
 }
@@ -61,6 +66,17 @@ struct Driver<R: Runtime> {
     timer: Option<(Instant, BoxFuture<()>)>,
     scratch: Vec<Dispatch>,
     tx_scratch: Vec<Transmit>,
+    /// The last `stop` whose close frame was sent.
+    stops_acked: u64,
+    /// The deadline of the close frame once the client is closed.
+    close_grace: Option<BoxFuture<()>>,
+}
+
+impl<R: Runtime> Drop for Driver<R> {
+    fn drop(&mut self) {
+        // Exited, or dropped by a runtime shutting down: `close` waits no more.
+        self.shared.driver_exited();
+    }
 }
 
 // Every field is either `Unpin` or boxed; the runtime value is only cloned and called.
@@ -293,12 +309,35 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
+impl<R: Runtime> Driver<R> {
+    /// Whether a closed client's driver may finish: its close frame is out, or the grace
+    /// period passed.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.ws.is_none() || (self.outbox.is_empty() && !self.close_after_flush) {
+            return true;
+        }
+        let grace = self.close_grace.get_or_insert_with(|| {
+            let now = self.runtime.now();
+            let at = now.checked_add(CLOSE_GRACE).unwrap_or(now);
+            Box::pin(self.runtime.sleep_until(at))
+        });
+        if grace.as_mut().poll(cx).is_ready() {
+            tracing::debug!(target: "ari_client", "the close frame could not be sent in time");
+            return true;
+        }
+        false
+    }
+}
+
 impl<R: Runtime> Future for Driver<R> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.shared.driver.register(cx.waker());
+        // `stop` numbers its call after giving the session its command: the commands of the
+        // calls counted here are performed in this poll.
+        let stops = this.shared.stops_requested();
         for _ in 0..MAX_ROUNDS_PER_WAKE {
             let mut progress = false;
             progress |= this.poll_connecting(cx);
@@ -310,17 +349,20 @@ impl<R: Runtime> Future for Driver<R> {
             let now = this.runtime.now();
             progress |= this.with_session(now, |_| {});
             progress |= this.poll_write(cx);
-            // Closed: finish once the close frame is out, or as soon as nothing more can be
-            // done now (a peer that stopped reading cannot hold the task).
-            if this.shared.shutdown.load(Ordering::Acquire)
-                && (this.ws.is_none()
-                    || (this.outbox.is_empty() && !this.close_after_flush)
-                    || !progress)
-            {
+            if stops > this.stops_acked && !this.close_after_flush {
+                // The close frame of those stops is out (or there was no socket to close).
+                this.stops_acked = stops;
+                this.shared.stops_done(stops);
+            }
+            // Closed: finish once the close frame is out, or after a grace period (a peer
+            // that stopped reading cannot hold the task).
+            if this.shared.shutdown.load(Ordering::Acquire) && this.poll_closed(cx) {
                 this.connecting = None;
                 this.ws = None;
                 this.timer = None;
+                this.close_grace = None;
                 tracing::debug!(target: "ari_client", "driver finished");
+                this.shared.driver_exited();
                 return Poll::Ready(());
             }
             if exhausted {

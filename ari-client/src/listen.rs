@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use ari_proto::events::{self as ev, Event, EventType};
@@ -22,7 +22,24 @@ use futures_util::FutureExt;
 use crate::error::{Error, Lagged};
 use crate::instances::{Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback};
 use crate::shared::{CloseReason, ConnSink, QueueSub, Shared, Sink, Slot};
+use crate::client::Inner;
 use crate::{Client, Runtime, Wrap};
+
+/// A client reference that does not keep the client alive: what handler sinks, client streams
+/// and client awaited events hold, so dropping the last user handle shuts the client down
+/// whatever is still registered (as the connection handlers already did).
+pub(crate) struct WeakClient<R: Runtime>(Weak<Inner<R>>);
+
+impl<R: Runtime> WeakClient<R> {
+    pub(crate) fn new(client: &Client<R>) -> Self {
+        WeakClient(Arc::downgrade(&client.inner))
+    }
+
+    /// The client, while some user handle keeps it alive.
+    pub(crate) fn upgrade(&self) -> Option<Client<R>> {
+        self.0.upgrade().map(|inner| Client { inner })
+    }
+}
 
 /// An event type handlers and streams can be typed with, and the live instance objects it
 /// hands to handlers next to the event, as node-ari-client's `function (event, channel)`.
@@ -366,7 +383,7 @@ pub(crate) fn spawn_handler<R, S, Fut>(
 /// A typed handler as a sink: the client, the handler and the count of its waiting calls in
 /// one allocation (the one routing hands out), so delivering an event reads no other.
 struct TypedSink<R: Runtime, T, H> {
-    client: Client<R>,
+    client: WeakClient<R>,
     handler: H,
     in_flight: InFlight,
     _event: PhantomData<fn(T)>,
@@ -385,13 +402,17 @@ where
     H: EventHandler<T, T::Instances>,
 {
     fn deliver(self: Arc<Self>, event: Arc<Event>) {
-        spawn_handler(&self.client, &self, T::TYPE, || {
+        // Every user handle gone: the client is shutting down, no more calls.
+        let Some(client) = self.client.upgrade() else {
+            return;
+        };
+        spawn_handler(&client, &self, T::TYPE, || {
             // The last subscriber of the event takes it out of the `Arc`; others clone.
             let t = match Arc::try_unwrap(event) {
                 Ok(event) => T::from_event(event).ok()?,
                 Err(event) => T::from_ref(&event)?.clone(),
             };
-            let instances = t.instances(&self.client);
+            let instances = t.instances(&client);
             Some((self.handler)(t, instances))
         });
     }
@@ -409,7 +430,7 @@ where
     H: EventHandler<T, T::Instances>,
 {
     Arc::new(TypedSink {
-        client: client.clone(),
+        client: WeakClient::new(client),
         handler,
         in_flight: InFlight::default(),
         _event: PhantomData::<fn(T)>,
@@ -418,7 +439,7 @@ where
 
 /// A handler of every event as a sink (see [`TypedSink`]).
 struct AnySink<R: Runtime, F> {
-    client: Client<R>,
+    client: WeakClient<R>,
     handler: F,
     in_flight: InFlight,
 }
@@ -437,7 +458,10 @@ where
     Fut::Output: HandlerOutput,
 {
     fn deliver(self: Arc<Self>, event: Arc<Event>) {
-        spawn_handler(&self.client, &self, "event", || {
+        let Some(client) = self.client.upgrade() else {
+            return;
+        };
+        spawn_handler(&client, &self, "event", || {
             let e: Event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
             Some((self.handler)(e))
         });
@@ -453,7 +477,7 @@ where
     Fut::Output: HandlerOutput,
 {
     Arc::new(AnySink {
-        client: client.clone(),
+        client: WeakClient::new(client),
         handler,
         in_flight: InFlight::default(),
     })
@@ -604,7 +628,7 @@ impl<T: EventType + Clone> Stream for TypedStream<T> {
 /// ([`Client::stream`]): `Ok((event, instances))` or `Err(Lagged(n))`.
 pub struct ClientStream<R: Runtime, T> {
     inner: TypedStream<T>,
-    client: Client<R>,
+    client: WeakClient<R>,
 }
 
 impl<R: Runtime, T> fmt::Debug for ClientStream<R, T> {
@@ -619,10 +643,14 @@ impl<R: Runtime, T: ClientEvent<R>> Stream for ClientStream<R, T> {
     type Item = Result<(T, T::Instances), Lagged>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(t))) => {
-                let i = t.instances(&self.client);
-                Poll::Ready(Some(Ok((t, i))))
-            }
+            Poll::Ready(Some(Ok(t))) => match self.client.upgrade() {
+                Some(client) => {
+                    let i = t.instances(&client);
+                    Poll::Ready(Some(Ok((t, i))))
+                }
+                // Every client handle was dropped: the client is shut down.
+                None => Poll::Ready(None),
+            },
             Poll::Ready(Some(Err(l))) => Poll::Ready(Some(Err(l))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -634,7 +662,7 @@ impl<R: Runtime, T: ClientEvent<R>> ClientStream<R, T> {
     pub(crate) fn new(client: &Client<R>, filter: Filter) -> Self {
         ClientStream {
             inner: TypedStream::new(&client.inner.shared, filter),
-            client: client.clone(),
+            client: WeakClient::new(client),
         }
     }
 }
@@ -706,14 +734,14 @@ impl<T: EventType + Clone> Future for Once<T> {
 #[must_use = "an awaited event does nothing unless awaited"]
 pub struct ClientOnce<R: Runtime, T> {
     inner: Once<T>,
-    client: Client<R>,
+    client: WeakClient<R>,
 }
 
 impl<R: Runtime, T: ClientEvent<R>> ClientOnce<R, T> {
     pub(crate) fn new(client: &Client<R>) -> Self {
         ClientOnce {
             inner: Once::new(&client.inner.shared, Filter::all(), None),
-            client: client.clone(),
+            client: WeakClient::new(client),
         }
     }
 }
@@ -728,10 +756,13 @@ impl<R: Runtime, T: ClientEvent<R>> Future for ClientOnce<R, T> {
     type Output = Result<(T, T::Instances), Error>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.inner).poll(cx) {
-            Poll::Ready(Ok(t)) => {
-                let i = t.instances(&self.client);
-                Poll::Ready(Ok((t, i)))
-            }
+            Poll::Ready(Ok(t)) => match self.client.upgrade() {
+                Some(client) => {
+                    let i = t.instances(&client);
+                    Poll::Ready(Ok((t, i)))
+                }
+                None => Poll::Ready(Err(Error::closed("the client was closed"))),
+            },
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }

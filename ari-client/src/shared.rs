@@ -141,6 +141,20 @@ pub(crate) struct Shared {
     pub(crate) max_running_handlers: usize,
     watches: Mutex<HashMap<(ResourceKind, String), Weak<Watch>>>,
     linger: Option<Duration>,
+    /// What `stop` and `close` wait for: the driver's progress on closing.
+    lifecycle: Mutex<Lifecycle>,
+}
+
+/// The driver's progress on stopping and closing, and who waits for it.
+#[derive(Default)]
+struct Lifecycle {
+    /// `stop` calls made (each one numbered).
+    stops_requested: u64,
+    /// The last `stop` whose close frame the driver has sent (or that had no socket to close).
+    stops_done: u64,
+    /// The driver has exited (or was dropped by its runtime).
+    exited: bool,
+    wakers: Vec<Waker>,
 }
 
 impl Shared {
@@ -178,7 +192,69 @@ impl Shared {
             max_running_handlers: opts.max_running_handlers.max(1),
             watches: Mutex::new(HashMap::new()),
             linger: opts.stasis_end_linger,
+            lifecycle: Mutex::new(Lifecycle::default()),
         })
+    }
+
+    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+        self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Numbers a `stop` whose command was just given to the session; wait for it with
+    /// [`Shared::poll_stop_done`].
+    pub(crate) fn request_stop(&self) -> u64 {
+        let mut g = self.lifecycle();
+        g.stops_requested += 1;
+        g.stops_requested
+    }
+
+    /// The `stop` calls the driver has seen so far (read before it processes commands).
+    pub(crate) fn stops_requested(&self) -> u64 {
+        self.lifecycle().stops_requested
+    }
+
+    /// The driver has sent the close frame of every `stop` up to `n` (or had no socket).
+    pub(crate) fn stops_done(&self, n: u64) {
+        let wakers = {
+            let mut g = self.lifecycle();
+            if n <= g.stops_done {
+                return;
+            }
+            g.stops_done = n;
+            std::mem::take(&mut g.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The driver is gone: every waiter completes.
+    pub(crate) fn driver_exited(&self) {
+        let wakers = {
+            let mut g = self.lifecycle();
+            g.exited = true;
+            std::mem::take(&mut g.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    fn poll_lifecycle(&self, cx: &mut Context<'_>, done: impl Fn(&Lifecycle) -> bool) -> Poll<()> {
+        let mut g = self.lifecycle();
+        if g.exited || done(&g) {
+            return Poll::Ready(());
+        }
+        if !g.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            g.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Ready once stop `n`'s close frame is sent, or the driver has exited.
+    pub(crate) fn poll_stop_done(&self, n: u64, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_lifecycle(cx, |g| g.stops_done >= n)
+    }
+
+    /// Ready once the driver has exited.
+    pub(crate) fn poll_exited(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_lifecycle(cx, |_| false)
     }
 
     /// Locks the state; a poisoned lock (a panic elsewhere) is recovered: the state is only

@@ -45,7 +45,10 @@
 
 pub mod capture;
 pub mod cases;
+mod counted;
 mod harness;
+
+pub use counted::CountedRuntime;
 
 pub use harness::{fast_sim_config, Harness, CASE_LIVENESS, DIALPLAN, LIVENESS};
 
@@ -82,6 +85,8 @@ pub const CASES: &[&str] = &[
     "asterisk_down_longer_than_the_retry_budget",
     "rest_calls_during_an_outage_fail_within_their_timeout",
     "secrets_never_appear_in_tracing_debug_or_errors",
+    "dropping_the_last_handle_shuts_the_client_down",
+    "stop_and_close_wait_for_the_close_frame",
 ];
 
 /// Generates one `#[test]` per conformance case for an adapter.
@@ -132,6 +137,8 @@ macro_rules! conformance_suite {
             asterisk_down_longer_than_the_retry_budget,
             rest_calls_during_an_outage_fail_within_their_timeout,
             secrets_never_appear_in_tracing_debug_or_errors,
+            dropping_the_last_handle_shuts_the_client_down,
+            stop_and_close_wait_for_the_close_frame,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

@@ -4,10 +4,12 @@
 
 mod events;
 mod faults;
+mod lifecycle;
 mod resources;
 
 pub use events::*;
 pub use faults::*;
+pub use lifecycle::*;
 pub use resources::*;
 
 use ari_client::{Error, ErrorKind};
