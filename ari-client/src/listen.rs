@@ -19,10 +19,10 @@ use ari_proto::session::{ConnectionEvent, EndReason, Filter, SubscriptionId};
 use futures_core::Stream;
 use futures_util::FutureExt;
 
+use crate::client::Inner;
 use crate::error::{Error, Lagged};
 use crate::instances::{Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback};
 use crate::shared::{CloseReason, ConnSink, QueueSub, Shared, Sink, Slot};
-use crate::client::Inner;
 use crate::{Client, Runtime, Wrap};
 
 /// A client reference that does not keep the client alive: what handler sinks, client streams
