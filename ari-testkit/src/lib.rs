@@ -57,6 +57,8 @@
 #![deny(missing_debug_implementations)]
 
 mod bench;
+#[cfg(feature = "check")]
+pub mod check;
 mod control;
 mod fault;
 mod http;

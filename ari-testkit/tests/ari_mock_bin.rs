@@ -124,3 +124,41 @@ async fn places_calls_on_a_timer() {
         }
     }
 }
+
+#[test]
+fn check_passes_the_fixtures_and_fails_a_broken_recording() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_ari-mock"))
+        .args(["check", fixtures])
+        .output()
+        .expect("run ari-mock check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("asterisk-master/events.jsonl"), "{stdout}");
+    assert!(stdout.contains("no problem"), "{stdout}");
+
+    let dir = std::env::temp_dir().join(format!("ari-mock-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // A recorded channel without its required `state`.
+    let line = serde_json::json!({"kind": "rest", "method": "GET", "path": "channels/c1",
+        "query": {}, "status": 200, "content_type": "application/json",
+        "response": "{\"id\":\"c1\"}"});
+    std::fs::write(dir.join("rest.jsonl"), format!("{line}\n")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ari-mock"))
+        .args(["check".as_ref(), dir.as_os_str()])
+        .output()
+        .expect("run ari-mock check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("PROBLEM rest.jsonl:1: GET channels/c1"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_ari-mock"))
+        .args(["check", "/nonexistent/recordings"])
+        .output()
+        .expect("run ari-mock check");
+    assert_eq!(missing.status.code(), Some(2));
+}

@@ -6,6 +6,9 @@
 //!     --call-every 10 --call-app hello --call-dtmf '1*#'
 //! ```
 //!
+//! Subcommands: `ari-mock check DIR` checks recorded traffic against ari-proto's types
+//! (see `ari_testkit::check`; exits 1 on any problem).
+//!
 //! It logs one line per request, connection, event sent and call placed, prints
 //! `ari-mock listening on http://127.0.0.1:PORT/ari` once ready, and runs until killed.
 //! Calls can also be placed on request: `curl -X POST 'http://127.0.0.1:8088/_sim/call?app=hello&dtmf=1%23'`
@@ -21,7 +24,32 @@ use clap::Parser;
 
 /// A mock Asterisk ARI server backed by a simulated Asterisk.
 #[derive(Debug, Parser)]
-#[command(name = "ari-mock", version, about)]
+#[command(
+    name = "ari-mock",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check recorded ARI traffic (*.jsonl below DIR, the format of ari-fixtures) against
+    /// ari-proto's types: prints a table, exits 1 on any problem.
+    #[cfg(feature = "check")]
+    Check {
+        /// Directory of recordings.
+        dir: PathBuf,
+    },
+}
+
+/// Serving options (no subcommand).
+#[derive(Debug, clap::Args)]
 struct Args {
     /// TCP port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8088)]
@@ -77,7 +105,44 @@ fn secs(s: f64) -> Option<Duration> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        #[cfg(feature = "check")]
+        Some(Command::Check { dir }) => check(&dir),
+        None => serve(cli.serve),
+    }
+}
+
+#[cfg(feature = "check")]
+fn check(dir: &std::path::Path) -> ! {
+    match ari_testkit::check::check_dir(dir) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_clean() {
+                println!(
+                    "ari-mock check: {} items checked, no problem",
+                    report.checked()
+                );
+                std::process::exit(0);
+            }
+            println!(
+                "ari-mock check: {} problem(s) in {} items",
+                report.problems.len(),
+                report.checked()
+            );
+            std::process::exit(1);
+        }
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("ari-mock check: {e}{cause}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn serve(args: Args) {
     let mut builder = MockServer::builder()
         .bind(SocketAddr::new(args.bind, args.port))
         .user(&args.user, &args.password);
