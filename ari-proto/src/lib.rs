@@ -11,6 +11,10 @@
 //! - [`ops`]: one struct per REST operation; [`rest::build_request`] turns one into an
 //!   `http::Request`, [`rest::parse_response`] turns the response into its typed result.
 //! - [`catalog`]: the API description as data, with the first Asterisk branch of each item.
+//! - [`session`]: the session state machine, dialing Asterisk ([`Session::new`]) or serving a
+//!   WebSocket Asterisk opened ([`Session::accepted`]).
+//! - [`outbound`]: the upgrade check and answer for Asterisk's outbound WebSocket
+//!   (`ari.conf` `type=outbound_websocket`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -20,6 +24,7 @@ pub mod macros;
 pub mod catalog;
 pub mod events;
 mod generated;
+pub mod outbound;
 pub mod rest;
 pub mod session;
 mod time;

@@ -5,3 +5,6 @@
 
 #[path = "checks.rs"]
 pub mod checks;
+
+#[path = "outbound.rs"]
+pub mod outbound;

@@ -115,6 +115,7 @@
 //! target can build a `Vec` of operations (`start`, `stop`, `handle_frame(bytes)`,
 //! `handle_timeout(now + d)`, …) and apply them in order. No input panics.
 
+mod accepted;
 mod config;
 mod rng;
 mod routing;
@@ -356,6 +357,16 @@ pub enum ConnectionEvent {
     },
     /// [`Session::stop`] closed the session; it does not reconnect.
     Closed,
+    /// An [accepted](Session::accepted) session lost the connection Asterisk opened. The
+    /// session does not reconnect (Asterisk does): it waits for the next
+    /// [`Session::handle_accepted`]. A persistent outbound connection comes back by itself
+    /// and Asterisk sends the events it queued meanwhile first; a per-call one comes back
+    /// only while the channel is still in Stasis.
+    #[non_exhaustive]
+    Disconnected {
+        /// Why the connection ended.
+        reason: String,
+    },
 }
 
 /// A REST-over-WebSocket response, as Asterisk sent it.
@@ -588,6 +599,9 @@ pub struct Stats {
     pub unmatched_responses: u64,
     /// Subscriptions the session ended by itself.
     pub subscriptions_ended: u64,
+    /// Connections of an [accepted](Session::accepted) session replaced by a newer one from
+    /// Asterisk while still open ([`Session::handle_accepted`]).
+    pub replaced_connections: u64,
 }
 
 /// Where the connection stands.
@@ -606,16 +620,23 @@ pub enum ConnectionState {
     Stopped,
     /// Gave up after the maximum number of attempts.
     GaveUp,
+    /// An [accepted](Session::accepted) session without a connection: waiting for Asterisk
+    /// to connect (again).
+    AwaitingPeer,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum State {
     Idle,
     Connecting,
-    Connected { since: Instant },
+    Connected {
+        since: Instant,
+    },
     Waiting,
     Stopped,
     GaveUp,
+    /// Accepted mode, no connection: Asterisk owns (re)connecting.
+    AwaitingPeer,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -698,7 +719,12 @@ const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// ([`Session::new`]).
 #[derive(Debug)]
 pub struct Session<T = ()> {
-    endpoint: Endpoint,
+    /// `None` for an [accepted](Session::accepted) session.
+    endpoint: Option<Endpoint>,
+    /// Accepted mode: the connection comes from Asterisk (outbound WebSocket).
+    accepted: bool,
+    /// What the frames of an accepted session told about the peer.
+    peer: accepted::PeerInfo,
     config: SessionConfig,
     state: State,
     ever_connected: bool,
@@ -748,10 +774,21 @@ impl<T: Clone> Session<T> {
         config: SessionConfig,
         now: Instant,
     ) -> Session<T> {
+        Session::build(Some(endpoint), false, config, now)
+    }
+
+    fn build(
+        endpoint: Option<Endpoint>,
+        accepted: bool,
+        config: SessionConfig,
+        now: Instant,
+    ) -> Session<T> {
         let _ = now;
         let rng = Rng::new(config.rng_seed);
         Session {
             endpoint,
+            accepted,
+            peer: accepted::PeerInfo::default(),
             config,
             state: State::Idle,
             ever_connected: false,
@@ -779,9 +816,9 @@ impl<T: Clone> Session<T> {
         &self.config
     }
 
-    /// The endpoint.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+    /// The endpoint; `None` for an [accepted](Session::accepted) session.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.as_ref()
     }
 
     /// Where the connection stands.
@@ -793,6 +830,7 @@ impl<T: Clone> Session<T> {
             State::Waiting => ConnectionState::WaitingToReconnect,
             State::Stopped => ConnectionState::Stopped,
             State::GaveUp => ConnectionState::GaveUp,
+            State::AwaitingPeer => ConnectionState::AwaitingPeer,
         }
     }
 
@@ -833,13 +871,18 @@ impl<T: Clone> Session<T> {
     /// connecting, connected or waiting to reconnect, it does nothing.
     ///
     /// At least one application name is needed: Asterisk refuses a connection without one.
+    ///
+    /// An [accepted](Session::accepted) session never connects: `start` does nothing there.
     pub fn start(&mut self, now: Instant) {
+        if self.accepted {
+            return;
+        }
         match self.state {
             State::Idle | State::Stopped | State::GaveUp => {
                 self.attempts = 0;
                 self.connect(now);
             }
-            State::Connecting | State::Connected { .. } | State::Waiting => {}
+            State::Connecting | State::Connected { .. } | State::Waiting | State::AwaitingPeer => {}
         }
     }
 
@@ -861,7 +904,7 @@ impl<T: Clone> Session<T> {
                 self.clear_socket_transmits();
                 self.transmits.push_back(Transmit::Close);
             }
-            State::Idle | State::Waiting | State::GaveUp => {}
+            State::Idle | State::Waiting | State::GaveUp | State::AwaitingPeer => {}
         }
         self.state = State::Stopped;
         for t in TIMERS {
@@ -973,10 +1016,15 @@ impl<T: Clone> Session<T> {
 
     /// The WebSocket opened (answer to [`Transmit::Connect`]).
     pub fn handle_connected(&mut self, now: Instant) {
-        if !matches!(self.state, State::Connecting) {
+        if self.accepted || !matches!(self.state, State::Connecting) {
             self.stats.stale_inputs += 1;
             return;
         }
+        self.open(now);
+    }
+
+    /// The socket is open: start the keepalive and tell the application.
+    fn open(&mut self, now: Instant) {
         self.state = State::Connected { since: now };
         let reconnected = self.ever_connected;
         self.ever_connected = true;
@@ -1191,7 +1239,10 @@ impl<T: Clone> Session<T> {
     /// The WebSocket upgrade request.
     fn connect_request(&mut self) -> Result<http::Request<()>, BuildError> {
         check_apps(&self.config.apps)?;
-        let ep = &self.endpoint;
+        let ep = self.endpoint.as_ref().ok_or(BuildError::InvalidParameter {
+            name: "endpoint",
+            reason: "an accepted session has no endpoint to connect to",
+        })?;
         let scheme = if ep.is_tls() { "wss" } else { "ws" };
         let mut uri = format!("{scheme}://{}{}/events?app=", ep.authority(), ep.prefix());
         for (i, app) in self.config.apps.iter().enumerate() {
@@ -1243,6 +1294,13 @@ impl<T: Clone> Session<T> {
         self.fail_pending(|| RequestError::Disconnected {
             reason: reason.to_string(),
         });
+        if self.accepted {
+            self.state = State::AwaitingPeer;
+            self.push_control(Output::Connection(ConnectionEvent::Disconnected {
+                reason: reason.to_string(),
+            }));
+            return;
+        }
         let policy = &self.config.reconnect;
         if policy.max_attempts.is_some_and(|max| self.attempts >= max) {
             self.state = State::GaveUp;
@@ -1314,6 +1372,9 @@ impl<T: Clone> Session<T> {
     fn deliver(&mut self, event: Event) {
         if matches!(event, Event::Unknown(_)) {
             self.stats.unknown_events += 1;
+        }
+        if self.accepted {
+            self.peer.learn(&event);
         }
         self.stats.events += 1;
         let mut ended = std::mem::take(&mut self.ended_scratch);
