@@ -14,7 +14,7 @@ use ari_proto::session::{
 use crate::client::{with_deadline, ClientBuilder};
 use crate::listen::{
     any_handler, conn_handler, typed_handler, ClientEvent, ClientOnce, ClientStream,
-    ConnectionStream, EventHandler, EventStream, HandlerOutput, Listener, StartWaiter,
+    ConnectionStream, EventHandler, EventStream, HandlerOutput, Incoming, Listener, StartWaiter,
 };
 use crate::shared::ConnSink;
 use crate::{Client, Error, Runtime};
@@ -242,6 +242,32 @@ impl<R: Runtime> Client<R> {
     /// `let (start, channel) = client.once::<StasisStart>().await?;`. Subscribed when called.
     pub fn once<T: ClientEvent<R>>(&self) -> ClientOnce<R, T> {
         ClientOnce::new(self)
+    }
+
+    /// The calls entering Stasis, each with its channel and the channel's event stream,
+    /// subscribed while its `StasisStart` is routed: the race-free way to take calls. Every
+    /// event of the channel after its `StasisStart` is in its stream, however soon it comes
+    /// (awaiting `client.once::<StasisStart>()` and then calling `channel.events()` misses
+    /// those routed in between), and the stream ends with the channel (after its
+    /// `ChannelDestroyed`, or [`ClientBuilder::stasis_end_linger`] after its `StasisEnd`).
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) -> Result<(), ari_client::Error> {
+    /// use futures_util::StreamExt;
+    /// client.start("hello").await?;
+    /// let mut incoming = client.incoming();
+    /// while let Some(call) = incoming.next().await {
+    ///     let Ok((start, channel, mut events)) = call else { continue }; // Lagged: calls dropped
+    ///     println!("{} called {}", start.channel.caller.number, start.application);
+    ///     channel.answer().await?;
+    ///     while let Some(event) = events.next().await {
+    ///         println!("{}", event?.type_name());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn incoming(&self) -> Incoming<R> {
+        Incoming::new(self)
     }
 
     /// Every event, as a stream (bounded; see [`crate::Lagged`]). Dropping it unsubscribes.

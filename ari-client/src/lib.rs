@@ -114,7 +114,7 @@ pub use instances::{
 };
 pub use listen::{
     ClientEvent, ClientOnce, ClientStream, ConnectionStream, DialParties, EventHandler,
-    EventStream, HandlerOutput, Listener, Once, TypedStream,
+    EventStream, HandlerOutput, Incoming, Listener, Once, TypedStream,
 };
 pub use runtime::{
     Runtime, TransportError, TransportErrorKind, TransportOptions, WsConnection, WsMessage,

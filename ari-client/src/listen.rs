@@ -22,7 +22,7 @@ use futures_util::FutureExt;
 use crate::client::Inner;
 use crate::error::{Error, Lagged};
 use crate::instances::{Bridge, Channel, DeviceState, Endpoint, LiveRecording, Playback};
-use crate::shared::{CloseReason, ConnSink, QueueSub, Shared, Sink, Slot};
+use crate::shared::{CloseReason, ConnSink, QueueSub, Shared, Sink, Slot, SubGuard};
 use crate::{Client, Runtime, Wrap};
 
 /// A client reference that does not keep the client alive: what handler sinks, client streams
@@ -664,6 +664,169 @@ impl<R: Runtime, T: ClientEvent<R>> ClientStream<R, T> {
             inner: TypedStream::new(&client.inner.shared, filter),
             client: WeakClient::new(client),
         }
+    }
+}
+
+// ---- incoming calls ------------------------------------------------------------------------
+
+/// One call waiting in an [`Incoming`] stream: its `StasisStart` and the event stream of its
+/// channel, subscribed while the `StasisStart` was routed.
+struct IncomingItem {
+    start: ev::StasisStart,
+    events: EventStream,
+}
+
+struct IncomingQueue {
+    items: std::collections::VecDeque<IncomingItem>,
+    lagged: u64,
+    closed: bool,
+    waker: Option<std::task::Waker>,
+}
+
+/// The sink behind [`Incoming`]: on each `StasisStart` it subscribes the channel's event
+/// stream at once, on the task routing the event, so no later event of the channel can be
+/// routed before the subscription exists.
+struct IncomingSink {
+    shared: Weak<Shared>,
+    capacity: usize,
+    queue: std::sync::Mutex<IncomingQueue>,
+}
+
+impl IncomingSink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IncomingQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Sink for IncomingSink {
+    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+        let Some(start) = take::<ev::StasisStart>(event) else {
+            return;
+        };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        // Subscribed before this returns: the driver routes the channel's next event after.
+        let events = EventStream::new(
+            &shared,
+            Filter::resource(ev::ResourceKind::Channel, start.channel.id.as_str()),
+        );
+        let (dropped, waker) = {
+            let mut g = self.lock();
+            if g.closed {
+                return;
+            }
+            let dropped = if g.items.len() >= self.capacity {
+                g.lagged += 1;
+                shared
+                    .counters
+                    .dropped_events
+                    .fetch_add(1, Ordering::Relaxed);
+                g.items.pop_front()
+            } else {
+                None
+            };
+            g.items.push_back(IncomingItem { start, events });
+            (dropped, g.waker.take())
+        };
+        // Its channel subscription is removed outside the queue's lock.
+        drop(dropped);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn close(&self, _reason: CloseReason) {
+        let (items, waker) = {
+            let mut g = self.lock();
+            g.closed = true;
+            // Calls not taken yet: their streams end with the client (they hold its state).
+            (std::mem::take(&mut g.items), g.waker.take())
+        };
+        drop(items);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The calls entering Stasis ([`Client::incoming`]): for each `StasisStart`, the event, its
+/// channel and the channel's event stream, subscribed while the `StasisStart` was routed, so
+/// the stream has every later event of the channel however soon it comes (a `StasisEnd`
+/// right after the `StasisStart` included) and ends with the channel.
+///
+/// Bounded like the other streams (the client's queue capacity): if calls are not taken fast
+/// enough the oldest waiting call is dropped (counted in `dropped_events`) and the stream
+/// yields `Err(Lagged(n))`. Ends when the client is closed or every client handle is dropped.
+/// Dropping it removes its subscription and those of the calls not taken yet.
+pub struct Incoming<R: Runtime> {
+    sink: Arc<IncomingSink>,
+    guard: SubGuard,
+    client: WeakClient<R>,
+}
+
+impl<R: Runtime> Incoming<R> {
+    pub(crate) fn new(client: &Client<R>) -> Self {
+        let shared = &client.inner.shared;
+        let sink = Arc::new(IncomingSink {
+            shared: Arc::downgrade(shared),
+            capacity: shared.queue_capacity,
+            queue: std::sync::Mutex::new(IncomingQueue {
+                items: Default::default(),
+                lagged: 0,
+                closed: false,
+                waker: None,
+            }),
+        });
+        let id = shared.subscribe(Filter::of::<ev::StasisStart>(), sink.clone());
+        Incoming {
+            sink,
+            guard: SubGuard {
+                shared: shared.clone(),
+                id,
+            },
+            client: WeakClient::new(client),
+        }
+    }
+
+    /// Calls waiting to be taken.
+    pub fn queued(&self) -> usize {
+        self.sink.lock().items.len()
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Incoming<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("subscription", &self.guard.id)
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl<R: Runtime> Stream for Incoming<R> {
+    type Item = Result<(ev::StasisStart, Channel<R>, EventStream), Lagged>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = {
+            let mut g = self.sink.lock();
+            if g.lagged > 0 {
+                let n = std::mem::take(&mut g.lagged);
+                return Poll::Ready(Some(Err(Lagged(n))));
+            }
+            match g.items.pop_front() {
+                Some(item) => item,
+                None if g.closed => return Poll::Ready(None),
+                None => {
+                    g.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        };
+        let Some(client) = self.client.upgrade() else {
+            return Poll::Ready(None);
+        };
+        let channel = item.start.channel.clone().wrap(&client);
+        Poll::Ready(Some(Ok((item.start, channel, item.events))))
     }
 }
 

@@ -1239,3 +1239,104 @@ fn a_handler_subscribing_before_its_first_await_sees_the_very_next_event() {
     let stats = client.stats();
     assert_eq!((stats.handler_calls, stats.handler_errors), (1, 0));
 }
+
+#[test]
+fn incoming_hands_out_each_call_with_every_event_after_its_stasis_start() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let mut incoming = client.incoming();
+    // Each call's events come back to back right after its StasisStart, and the client reads
+    // them all in one batch before the consumer runs: the channel streams must be subscribed
+    // while each StasisStart is routed.
+    for id in ["in1", "in2", "in3"] {
+        ws.send(stasis_start(id));
+        ws.send(dtmf(id, "1"));
+        ws.send(state_change(id));
+        ws.send(hangup_request(id));
+        ws.send(stasis_end(id));
+    }
+    rt.run();
+    assert_eq!(incoming.queued(), 3);
+    let (calls, incoming) = rt
+        .block_on(async move {
+            let mut calls = Vec::new();
+            for _ in 0..2 {
+                let (start, channel, events) = incoming.next().await.unwrap().unwrap();
+                assert_eq!(start.channel.id, channel.id());
+                assert_eq!(start.args, ["a"]);
+                calls.push((channel.id().to_string(), events));
+            }
+            (calls, incoming)
+        })
+        .unwrap();
+    assert_eq!(
+        calls.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["in1", "in2"]
+    );
+    // The streams end after the StasisEnd linger (no ChannelDestroyed for an incoming call).
+    rt.advance(Duration::from_millis(2100));
+    for (id, mut events) in calls {
+        let types = rt
+            .block_on(async move {
+                let mut v = Vec::new();
+                while let Some(e) = events.next().await {
+                    v.push(e.unwrap().type_name().to_string());
+                }
+                v
+            })
+            .unwrap();
+        assert_eq!(
+            types,
+            [
+                "ChannelDtmfReceived",
+                "ChannelStateChange",
+                "ChannelHangupRequest",
+                "StasisEnd"
+            ],
+            "{id}"
+        );
+    }
+    // The incoming subscription; the third call's stream, not taken, ended with its channel.
+    assert_eq!(client.live_subscriptions(), 1);
+    assert_eq!(incoming.queued(), 1);
+    drop(incoming);
+    assert_eq!(client.live_subscriptions(), 0);
+    assert_eq!(client.stats().dropped_events, 0);
+}
+
+#[test]
+fn incoming_ends_when_the_client_is_closed_and_counts_calls_it_had_to_drop() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s3cret", rt.clone())
+        .keepalive(None)
+        .event_queue_capacity(2);
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let c = client.clone();
+    rt.start(async move { c.start("hello").await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let ws = rt.socket(rt.sockets() - 1);
+    let mut incoming = client.incoming();
+    for id in ["a1", "a2", "a3"] {
+        ws.send(stasis_start(id));
+    }
+    rt.run();
+    assert_eq!(client.stats().dropped_events, 1);
+    let c = client.clone();
+    let ids = rt
+        .block_on(async move {
+            assert_eq!(incoming.next().await.unwrap().unwrap_err(), Lagged(1));
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let (_, ch, _) = incoming.next().await.unwrap().unwrap();
+                ids.push(ch.id().to_string());
+            }
+            c.close().await;
+            assert!(incoming.next().await.is_none());
+            ids
+        })
+        .unwrap();
+    assert_eq!(ids, ["a2", "a3"]);
+}

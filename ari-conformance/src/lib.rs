@@ -87,6 +87,7 @@ pub const CASES: &[&str] = &[
     "secrets_never_appear_in_tracing_debug_or_errors",
     "dropping_the_last_handle_shuts_the_client_down",
     "stop_and_close_wait_for_the_close_frame",
+    "incoming_calls_miss_no_event_after_stasis_start",
 ];
 
 /// Generates one `#[test]` per conformance case for an adapter.
@@ -139,6 +140,7 @@ macro_rules! conformance_suite {
             secrets_never_appear_in_tracing_debug_or_errors,
             dropping_the_last_handle_shuts_the_client_down,
             stop_and_close_wait_for_the_close_frame,
+            incoming_calls_miss_no_event_after_stasis_start,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

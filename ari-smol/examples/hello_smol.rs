@@ -7,7 +7,6 @@
 //! ARI_URL=http://pbx:8088 ARI_USER=asterisk ARI_PASSWORD=secret cargo run -p ari-smol --example hello_smol
 //! ```
 
-use ari_smol::events::StasisStart;
 use ari_smol::{Channel, Client, Event};
 use futures_util::StreamExt;
 
@@ -22,11 +21,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let ari = support::ari("hello", "smol", "hello", Some("1*#"));
 
     let client = Client::connect(&ari.url, &ari.user, &ari.password).await?;
-    let incoming = client.once::<StasisStart>();
+    let mut incoming = client.incoming(); // each call with its events, none missed
     client.start(&[&ari.app]).await?;
-    let (start, channel) = incoming.await?;
+    let (start, channel, mut events) = incoming.next().await.ok_or("the client closed")??;
     println!("← StasisStart channel={channel} args={:?}", start.args);
-    let mut events = channel.events(); // keys, playbacks, hangup: everything about this call
     println!("→ answer");
     channel.answer().await?;
     play(&channel, "sound:hello-world").await?;

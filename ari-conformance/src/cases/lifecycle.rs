@@ -146,3 +146,86 @@ pub async fn stop_and_close_wait_for_the_close_frame<R: Runtime>(h: &Harness<R>)
     h.live("close again", c.close()).await;
     h.live("stop after close", c.stop()).await;
 }
+
+/// A channel as Asterisk sends it in events.
+fn channel_json(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "name": format!("PJSIP/alice-{id}"), "state": "Up", "protocol_id": "",
+        "caller": {"name": "Alice", "number": "100"}, "connected": {"name": "", "number": ""},
+        "accountcode": "",
+        "dialplan": {"context": "default", "exten": "s", "priority": 1, "app_name": "Stasis",
+                     "app_data": ""},
+        "creationtime": "2026-11-26T12:14:21.059+0000", "language": "en"
+    })
+}
+
+/// `client.incoming()` against a server that writes each call's events back to back right
+/// after its `StasisStart` (three calls, the last event of each a `StasisEnd`, nothing awaited
+/// in between): each call's stream has every event after its `StasisStart`, in order, and
+/// ends (the `StasisEnd` linger).
+pub async fn incoming_calls_miss_no_event_after_stasis_start<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-incoming";
+    // Only the frames the case pushes: no simulator (so no `GET /asterisk/info` either).
+    let server = MockServer::builder().without_simulator().start();
+    let c = h
+        .live(
+            "connect",
+            h.builder_for(&server).verify_on_connect(false).connect(),
+        )
+        .await
+        .unwrap();
+    h.live("start", c.start(app)).await.unwrap();
+    let mut incoming = c.incoming();
+    let ids = ["in-1", "in-2", "in-3"];
+    for id in ids {
+        let ch = channel_json(id);
+        server.push_event(
+            app,
+            serde_json::json!({"type": "StasisStart", "args": [], "channel": ch}),
+        );
+        for digit in ["1", "2", "3"] {
+            server.push_event(
+                app,
+                serde_json::json!({"type": "ChannelDtmfReceived", "digit": digit,
+                                   "duration_ms": 100, "channel": ch}),
+            );
+        }
+        server.push_event(
+            app,
+            serde_json::json!({"type": "ChannelHangupRequest", "cause": 16, "channel": ch}),
+        );
+        server.push_event(app, serde_json::json!({"type": "StasisEnd", "channel": ch}));
+    }
+    for id in ids {
+        let (start, channel, events) = h
+            .live("an incoming call", incoming.next())
+            .await
+            .expect("the stream lives")
+            .expect("no call dropped");
+        assert_eq!(start.channel.id, id);
+        assert_eq!(channel.id(), id);
+        let types: Vec<String> = h
+            .live(
+                "the call's stream ends",
+                events
+                    .map(|e| e.expect("no lag").type_name().to_string())
+                    .collect(),
+            )
+            .await;
+        assert_eq!(
+            types,
+            [
+                "ChannelDtmfReceived",
+                "ChannelDtmfReceived",
+                "ChannelDtmfReceived",
+                "ChannelHangupRequest",
+                "StasisEnd"
+            ],
+            "{id}"
+        );
+    }
+    assert_eq!(c.stats().dropped_events, 0);
+    drop(incoming);
+    assert_eq!(c.live_subscriptions(), 0);
+    c.close().await;
+}
