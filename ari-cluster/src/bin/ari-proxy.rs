@@ -1,0 +1,80 @@
+//! `ari-proxy`: bridges one Asterisk's ARI to NATS (see the `ari_cluster` crate docs).
+//!
+//! ```text
+//! ari-proxy --ari-url http://localhost:8088 --user asterisk --password secret \
+//!           --nats nats://127.0.0.1:4222 --app hello [--app other] [--prefix ari]
+//! ```
+//!
+//! Every flag can be given as an environment variable instead (`ARI_URL`, `ARI_USER`,
+//! `ARI_PASSWORD`, `NATS_URL`, `ARI_APP` (comma-separated), `ARI_PREFIX`). Counters are
+//! answered on `{prefix}.health.{node}`; SIGINT/ctrl-c announces the node down and stops.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ari_cluster::{Proxy, ProxyConfig};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ari-proxy",
+    version,
+    about = "Bridges one Asterisk's ARI to NATS"
+)]
+struct Args {
+    /// Asterisk's HTTP server.
+    #[arg(long, env = "ARI_URL", default_value = "http://localhost:8088")]
+    ari_url: String,
+    /// ARI user (ari.conf).
+    #[arg(long, env = "ARI_USER", default_value = "asterisk")]
+    user: String,
+    /// ARI password.
+    #[arg(long, env = "ARI_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Stasis application(s) to serve (repeat, or comma-separate).
+    #[arg(long = "app", env = "ARI_APP", value_delimiter = ',', required = true)]
+    apps: Vec<String>,
+    /// Subject prefix.
+    #[arg(long, env = "ARI_PREFIX", default_value = "ari")]
+    prefix: String,
+    /// Seconds between announcements.
+    #[arg(long, env = "ARI_ANNOUNCE_SECS", default_value_t = 1.0)]
+    announce_secs: f64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = ProxyConfig::new(
+        &args.ari_url,
+        &args.user,
+        &args.password,
+        &args.nats,
+        &args.apps,
+    );
+    config.prefix = args.prefix;
+    config.announce_interval = Duration::from_secs_f64(args.announce_secs.clamp(0.05, 3600.0));
+    let proxy = match Proxy::start(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ari-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "ari-proxy: serving node {} for {:?}",
+        proxy.node(),
+        args.apps
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = proxy.stats();
+    proxy.stop().await;
+    eprintln!(
+        "ari-proxy: stopped ({} events in, {} out, {} dropped, {} REST requests)",
+        stats.events_in, stats.events_out, stats.events_dropped, stats.rest_requests
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,942 @@
+//! The client side: the typed [`ari_client::Client`] with NATS as its transport.
+//!
+//! [`NatsRuntime`] implements [`Runtime`]: tokio for tasks and time, and instead of HTTP and
+//! a WebSocket, NATS. Its `http` turns each request into Asterisk's `RESTRequest` envelope and
+//! sends it to the node owning the resource (learned from events and responses) or, for
+//! creations and lists, to any node (the proxies' queue group); its events connection takes
+//! new calls from the application's queue group and receives the events of the resources this
+//! instance owns. Every operation of the generated API works, with no per-operation code.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ari_client::{Runtime, TransportError, TransportErrorKind, TransportOptions, WsMessage};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::StreamExt;
+use percent_encoding::percent_decode_str;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::wire::{self, Announce, RestRequest, RestResponse, Subjects};
+
+/// The typed ARI client over NATS.
+pub type Client = ari_client::Client<NatsRuntime>;
+/// A channel of a [`Client`] over NATS.
+pub type Channel = ari_client::Channel<NatsRuntime>;
+/// A bridge of a [`Client`] over NATS.
+pub type Bridge = ari_client::Bridge<NatsRuntime>;
+
+/// The base URL the client over NATS is built with (never contacted: NATS carries
+/// everything).
+const PLACEHOLDER_URL: &str = "http://ari-cluster.invalid";
+
+/// A live or lost node, as its announcements tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeInfo {
+    /// The node id (Asterisk's entity id).
+    pub id: String,
+    /// The applications its proxy serves.
+    pub apps: Vec<String>,
+    /// Asterisk's version.
+    pub asterisk_version: String,
+    /// Whether the proxy's events connection to Asterisk is up.
+    pub connected: bool,
+}
+
+/// A node coming or going, from [`Cluster::node_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A node announced itself for the first time, or again after being down.
+    Up(NodeInfo),
+    /// A node stopped (its proxy said so) or stopped announcing (three intervals).
+    Down {
+        /// The node id.
+        id: String,
+        /// Why it is considered down.
+        reason: String,
+    },
+}
+
+/// Why [`Cluster::connect`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// NATS could not be reached.
+    Nats(async_nats::ConnectError),
+    /// A NATS subscription failed.
+    Subscribe(async_nats::SubscribeError),
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::Nats(e) => write!(f, "cannot connect to NATS: {e}"),
+            ClusterError::Subscribe(e) => write!(f, "NATS subscription failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClusterError::Nats(e) => Some(e),
+            ClusterError::Subscribe(e) => Some(e),
+        }
+    }
+}
+
+/// Counters of this instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// New calls this instance took from its application's queue group.
+    pub calls_taken: u64,
+    /// Event frames received (owned and unowned).
+    pub events: u64,
+    /// Frames dropped because the events connection's queue was full.
+    pub events_dropped: u64,
+    /// REST requests sent over NATS.
+    pub rest_requests: u64,
+    /// REST requests refused at once because their node is down.
+    pub rest_node_down: u64,
+    /// Resources whose node is known.
+    pub known_resources: u64,
+    /// Resources not recorded because the table was full.
+    pub resources_refused: u64,
+}
+
+#[derive(Debug)]
+struct Node {
+    info: NodeInfo,
+    last_seen: Instant,
+    interval: Duration,
+    up: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls_taken: AtomicU64,
+    events: AtomicU64,
+    events_dropped: AtomicU64,
+    rest_requests: AtomicU64,
+    rest_node_down: AtomicU64,
+    resources_refused: AtomicU64,
+}
+
+/// Largest resource → node table.
+const MAX_RESOURCES: usize = 1_000_000;
+/// Frames queued between NATS and the client's session.
+const EVENTS_QUEUE: usize = 65_536;
+
+struct Shared {
+    nats: async_nats::Client,
+    subjects: Subjects,
+    instance: String,
+    nodes: Mutex<HashMap<String, Node>>,
+    /// Resource id (`c:ID`) → node.
+    resources: Mutex<HashMap<String, Arc<str>>>,
+    node_tx: broadcast::Sender<NodeEvent>,
+    nats_up: watch::Receiver<bool>,
+    counters: Counters,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn node_of(&self, key: &str) -> Option<Arc<str>> {
+        lock(&self.resources).get(key).cloned()
+    }
+
+    fn learn(&self, key: String, node: &Arc<str>) {
+        let mut map = lock(&self.resources);
+        if map.len() >= MAX_RESOURCES && !map.contains_key(&key) {
+            self.counters
+                .resources_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        map.insert(key, node.clone());
+    }
+
+    fn forget(&self, key: &str) {
+        lock(&self.resources).remove(key);
+    }
+
+    /// Records what an event's headers say: its resources live on its node; the final ones
+    /// end.
+    fn learn_headers(&self, headers: Option<&async_nats::HeaderMap>) {
+        let Some(h) = headers else { return };
+        let Some(node) = h.get(wire::NODE_HEADER) else {
+            return;
+        };
+        let node: Arc<str> = Arc::from(node.as_str());
+        if let Some(res) = h.get(wire::RESOURCES_HEADER) {
+            for key in res.as_str().split(' ').filter(|k| !k.is_empty()) {
+                self.learn(key.to_string(), &node);
+            }
+        }
+        if let Some(fin) = h.get(wire::FINAL_HEADER) {
+            for key in fin.as_str().split(' ').filter(|k| !k.is_empty()) {
+                self.forget(key);
+            }
+        }
+    }
+
+    fn is_down(&self, node: &str) -> Option<String> {
+        let nodes = lock(&self.nodes);
+        match nodes.get(node) {
+            Some(n) if !n.up => Some(format!(
+                "node {node} is down (its proxy stopped announcing itself)"
+            )),
+            _ => None,
+        }
+    }
+
+    fn handle_announce(&self, a: Announce, now: Instant) {
+        let mut nodes = lock(&self.nodes);
+        let info = NodeInfo {
+            id: a.node.clone(),
+            apps: a.apps.clone(),
+            asterisk_version: a.asterisk_version.clone(),
+            connected: a.connected,
+        };
+        let interval = Duration::from_millis(a.interval_ms.clamp(10, 3_600_000));
+        if !a.up {
+            if let Some(n) = nodes.get_mut(&a.node) {
+                if n.up {
+                    n.up = false;
+                    let _ = self.node_tx.send(NodeEvent::Down {
+                        id: a.node.clone(),
+                        reason: "its proxy stopped".into(),
+                    });
+                }
+            }
+            return;
+        }
+        let entry = nodes.entry(a.node.clone()).or_insert_with(|| Node {
+            info: info.clone(),
+            last_seen: now,
+            interval,
+            up: false,
+        });
+        entry.info = info.clone();
+        entry.last_seen = now;
+        entry.interval = interval;
+        if !entry.up {
+            entry.up = true;
+            let _ = self.node_tx.send(NodeEvent::Up(info));
+        }
+    }
+
+    fn expire_nodes(&self, now: Instant) {
+        let mut nodes = lock(&self.nodes);
+        for (id, n) in nodes.iter_mut() {
+            if n.up && now.saturating_duration_since(n.last_seen) > n.interval * 3 {
+                n.up = false;
+                let _ = self.node_tx.send(NodeEvent::Down {
+                    id: id.clone(),
+                    reason: format!(
+                        "no announcement for {} ms",
+                        now.saturating_duration_since(n.last_seen).as_millis()
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// A connection to the cluster: nodes, and typed clients over NATS.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use ari_cluster::Cluster;
+/// use ari_client::events::StasisStart;
+///
+/// let cluster = Cluster::connect("nats://127.0.0.1:4222").await?;
+/// let client = cluster.client()?;
+/// client.on(|_start: StasisStart, channel| async move {
+///     channel.answer().await?;
+///     channel.play("sound:hello-world").await?.finished().await?;
+///     channel.hangup().await?;
+///     Ok(())
+/// });
+/// // This instance now takes its share of the new calls of `hello` on every node.
+/// client.start(&["hello"]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    runtime: NatsRuntime,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("instance", &self.runtime.shared.instance)
+            .field("prefix", &self.runtime.shared.subjects.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    nats_url: String,
+    prefix: String,
+    instance: Option<String>,
+}
+
+impl ClusterBuilder {
+    /// Subject prefix (default `ari`; the proxies' `--prefix`).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    /// This instance's id (default: a fresh unique id). Two live instances must not share one.
+    pub fn instance_id(mut self, id: &str) -> Self {
+        self.instance = Some(id.to_string());
+        self
+    }
+
+    /// Connects to NATS, listens to the nodes' announcements and asks them to announce now.
+    /// Must run inside a tokio runtime.
+    pub async fn connect(self) -> Result<Cluster, ClusterError> {
+        let instance = self.instance.unwrap_or_else(|| nuid::next().to_string());
+        let (up_tx, up_rx) = watch::channel(false);
+        let nats = crate::connect_nats(
+            &self.nats_url,
+            &format!("ari-cluster {instance}"),
+            Some(up_tx),
+        )
+        .await
+        .map_err(ClusterError::Nats)?;
+        let subjects = Subjects::new(&self.prefix);
+        let announce = nats
+            .subscribe(subjects.announce())
+            .await
+            .map_err(ClusterError::Subscribe)?;
+        let (node_tx, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            nats,
+            subjects,
+            instance,
+            nodes: Mutex::new(HashMap::new()),
+            resources: Mutex::new(HashMap::new()),
+            node_tx,
+            nats_up: up_rx,
+            counters: Counters::default(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&shared);
+        let task = tokio::spawn(watch_nodes(weak, announce));
+        lock(&shared.tasks).push(task);
+        let _ = shared
+            .nats
+            .publish(shared.subjects.ping(), Bytes::new())
+            .await;
+        Ok(Cluster {
+            runtime: NatsRuntime { shared, pin: None },
+        })
+    }
+}
+
+async fn watch_nodes(shared: std::sync::Weak<Shared>, mut announce: async_nats::Subscriber) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = announce.next() => {
+                let Some(msg) = msg else { return };
+                let Some(shared) = shared.upgrade() else { return };
+                match serde_json::from_slice::<Announce>(&msg.payload) {
+                    Ok(a) => shared.handle_announce(a, Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "bad announcement ignored"),
+                }
+            }
+            _ = tick.tick() => {
+                let Some(shared) = shared.upgrade() else { return };
+                shared.expire_nodes(Instant::now());
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Connects with the defaults (prefix `ari`, a fresh instance id).
+    pub async fn connect(nats_url: &str) -> Result<Cluster, ClusterError> {
+        Cluster::builder(nats_url).connect().await
+    }
+
+    /// A builder for the options.
+    pub fn builder(nats_url: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            nats_url: nats_url.to_string(),
+            prefix: "ari".to_string(),
+            instance: None,
+        }
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.runtime.shared.instance
+    }
+
+    /// The runtime: give it to [`ari_client::Client::builder_with_runtime`] for more options.
+    pub fn runtime(&self) -> &NatsRuntime {
+        &self.runtime
+    }
+
+    /// A typed client over NATS: operations on a resource go to its node, creations and
+    /// lists to any node; [`ari_client::Client::start`] makes this instance take its share
+    /// of the application's new calls.
+    pub fn client(&self) -> Result<Client, ari_client::Error> {
+        ari_client::Client::builder_with_runtime(
+            PLACEHOLDER_URL,
+            "cluster",
+            "cluster",
+            self.runtime.clone(),
+        )
+        .build()
+    }
+
+    /// A typed client whose every request goes to `node` (originate there, list its
+    /// channels). Its events connection is the same as [`Cluster::client`]'s.
+    pub fn client_on(&self, node: &str) -> Result<Client, ari_client::Error> {
+        let runtime = NatsRuntime {
+            shared: self.runtime.shared.clone(),
+            pin: Some(Arc::from(node)),
+        };
+        ari_client::Client::builder_with_runtime(PLACEHOLDER_URL, "cluster", "cluster", runtime)
+            .build()
+    }
+
+    /// The nodes up now.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let nodes = lock(&self.runtime.shared.nodes);
+        let mut v: Vec<NodeInfo> = nodes
+            .values()
+            .filter(|n| n.up)
+            .map(|n| n.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Nodes coming up and going down, from now on (bounded: a receiver far behind gets
+    /// [`broadcast::error::RecvError::Lagged`]).
+    pub fn node_events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.runtime.shared.node_tx.subscribe()
+    }
+
+    /// Waits until at least `n` nodes are up, or `timeout` passes; whether they are.
+    pub async fn wait_for_nodes(&self, n: usize, timeout: Duration) -> bool {
+        let mut events = self.node_events();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.nodes().len() >= n {
+                return true;
+            }
+            let _ = self
+                .runtime
+                .shared
+                .nats
+                .publish(self.runtime.shared.subjects.ping(), Bytes::new())
+                .await;
+            let wait = tokio::time::sleep(Duration::from_millis(200));
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = wait => {}
+                _ = tokio::time::sleep_until(deadline) => return self.nodes().len() >= n,
+            }
+        }
+    }
+
+    /// This instance's counters.
+    pub fn stats(&self) -> ClusterStats {
+        let s = &self.runtime.shared;
+        let c = &s.counters;
+        ClusterStats {
+            calls_taken: c.calls_taken.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+            events_dropped: c.events_dropped.load(Ordering::Relaxed),
+            rest_requests: c.rest_requests.load(Ordering::Relaxed),
+            rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
+            known_resources: lock(&s.resources).len() as u64,
+            resources_refused: c.resources_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The node a resource lives on, if known (`kind` as in events: channel, bridge, …).
+    pub fn node_of(&self, kind: ari_proto::events::ResourceKind, id: &str) -> Option<String> {
+        let l = wire::kind_letter(kind)?;
+        self.runtime
+            .shared
+            .node_of(&format!("{l}:{id}"))
+            .map(|n| n.to_string())
+    }
+}
+
+/// The [`Runtime`] of a client over NATS (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct NatsRuntime {
+    shared: Arc<Shared>,
+    pin: Option<Arc<str>>,
+}
+
+impl fmt::Debug for NatsRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsRuntime")
+            .field("instance", &self.shared.instance)
+            .field("pinned_node", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request goes.
+enum Route {
+    Node(Arc<str>),
+    Any,
+}
+
+/// The resource a REST path addresses (`c:ID`), if it addresses an existing one.
+fn addressed_resource(method: &http::Method, segs: &[String]) -> Option<String> {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let creation = method == http::Method::POST && s.len() == 2;
+    match s.as_slice() {
+        ["channels", "create" | "externalMedia", ..] => None,
+        ["channels", id, ..] if !(creation) => Some(format!("c:{id}")),
+        ["bridges", id, ..] if !(creation) => Some(format!("b:{id}")),
+        ["playbacks", id, ..] => Some(format!("p:{id}")),
+        ["recordings", "live", name, ..] => Some(format!("r:{name}")),
+        _ => None,
+    }
+}
+
+impl NatsRuntime {
+    fn route(&self, method: &http::Method, path: &str) -> Result<Route, TransportError> {
+        if let Some(node) = &self.pin {
+            return Ok(Route::Node(node.clone()));
+        }
+        let segs: Vec<String> = path
+            .split('/')
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let Some(key) = addressed_resource(method, &segs) else {
+            return Ok(Route::Any);
+        };
+        match self.shared.node_of(&key) {
+            Some(node) => {
+                if let Some(reason) = self.shared.is_down(&node) {
+                    self.shared
+                        .counters
+                        .rest_node_down
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(TransportError::new(TransportErrorKind::Closed, reason));
+                }
+                Ok(Route::Node(node))
+            }
+            None => Ok(Route::Any),
+        }
+    }
+
+    fn rest(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let full = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            // Everything below the `/ari/` prefix.
+            let uri = match full.find("/ari/") {
+                Some(i) => &full[i + 5..],
+                None => full.trim_start_matches('/'),
+            };
+            let path = uri.split('?').next().unwrap_or("");
+            let route = this.route(&parts.method, path)?;
+            let envelope = RestRequest {
+                kind: "RESTRequest".into(),
+                method: parts.method.as_str().to_string(),
+                uri: uri.to_string(),
+                content_type: (!body.is_empty()).then(|| {
+                    parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("application/json")
+                        .to_string()
+                }),
+                message_body: (!body.is_empty())
+                    .then(|| String::from_utf8_lossy(&body).into_owned()),
+                ..RestRequest::default()
+            };
+            let shared = &this.shared;
+            shared
+                .counters
+                .rest_requests
+                .fetch_add(1, Ordering::Relaxed);
+            let subject = match &route {
+                Route::Node(n) => shared.subjects.rest_node(n),
+                Route::Any => shared.subjects.rest_any(),
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
+            let payload = serde_json::to_vec(&envelope)
+                .map_err(|e| TransportError::new(TransportErrorKind::Protocol, e.to_string()))?;
+            let request = async_nats::Request::new()
+                .payload(payload.into())
+                .headers(headers)
+                .timeout(None);
+            let reply = shared
+                .nats
+                .send_request(subject, request)
+                .await
+                .map_err(|e| match e.kind() {
+                    async_nats::RequestErrorKind::NoResponders => TransportError::new(
+                        TransportErrorKind::Connect,
+                        match &route {
+                            Route::Node(n) => {
+                                format!("no ari-proxy serves node {n} (stopped, or not started)")
+                            }
+                            Route::Any => {
+                                "no ari-proxy is running (none serves the cluster's REST subject)"
+                                    .to_string()
+                            }
+                        },
+                    ),
+                    async_nats::RequestErrorKind::TimedOut => {
+                        TransportError::new(TransportErrorKind::Timeout, e.to_string())
+                    }
+                    async_nats::RequestErrorKind::Other => {
+                        TransportError::new(TransportErrorKind::Io, e.to_string())
+                    }
+                })?;
+            let resp: RestResponse = serde_json::from_slice(&reply.payload).map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!("the proxy's answer is not a RESTResponse: {e}"),
+                )
+            })?;
+            let headers = reply.headers.as_ref();
+            let binary = headers
+                .and_then(|h| h.get(wire::BODY_ENCODING_HEADER))
+                .is_some_and(|v| v.as_str() == "base64");
+            let node: Option<Arc<str>> = headers
+                .and_then(|h| h.get(wire::NODE_HEADER))
+                .map(|v| Arc::from(v.as_str()));
+            let body = match resp.message_body {
+                Some(b) if binary => Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b.as_bytes())
+                        .map_err(|e| {
+                            TransportError::new(TransportErrorKind::Protocol, e.to_string())
+                        })?,
+                ),
+                Some(b) => Bytes::from(b),
+                None => Bytes::new(),
+            };
+            if let (Some(node), true) = (&node, (200..300).contains(&resp.status_code)) {
+                if body.first() == Some(&b'{') {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                        if let Some((kind, id)) = crate::proxy::created_resource(&v) {
+                            if let Some(l) = wire::kind_letter(kind) {
+                                shared.learn(format!("{l}:{id}"), node);
+                            }
+                        }
+                    }
+                }
+            }
+            let mut builder = http::Response::builder().status(resp.status_code);
+            if let Some(ct) = &resp.content_type {
+                builder = builder.header(http::header::CONTENT_TYPE, ct.as_str());
+            }
+            builder
+                .body(body)
+                .map_err(|e| TransportError::new(TransportErrorKind::Protocol, e.to_string()))
+        }
+    }
+
+    /// Opens the events "connection": subscriptions for the apps of the upgrade request.
+    async fn events(shared: Arc<Shared>, uri: http::Uri) -> Result<NatsWs, TransportError> {
+        let mut up = shared.nats_up.clone();
+        if !*up.borrow() {
+            tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u))
+                .await
+                .map_err(|_| {
+                    TransportError::new(TransportErrorKind::Connect, "NATS is not connected")
+                })?
+                .map_err(|_| TransportError::new(TransportErrorKind::Closed, "NATS closed"))?;
+        }
+        let apps: Vec<String> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("app="))
+            .flat_map(|v| {
+                percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .split(',')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|a| !a.is_empty())
+            .collect();
+        let sub_err = |e: async_nats::SubscribeError| {
+            TransportError::new(TransportErrorKind::Io, e.to_string())
+        };
+        let nats = &shared.nats;
+        let s = &shared.subjects;
+        let mut subs = Vec::new();
+        subs.push((
+            false,
+            nats.subscribe(s.instance(&shared.instance))
+                .await
+                .map_err(sub_err)?,
+        ));
+        for app in &apps {
+            subs.push((
+                true,
+                nats.queue_subscribe(s.claim(app), wire::token(app))
+                    .await
+                    .map_err(sub_err)?,
+            ));
+            subs.push((
+                false,
+                nats.subscribe(s.event_any_node(app))
+                    .await
+                    .map_err(sub_err)?,
+            ));
+        }
+        nats.flush()
+            .await
+            .map_err(|e| TransportError::new(TransportErrorKind::Io, e.to_string()))?;
+        let (tx, rx) = mpsc::channel(EVENTS_QUEUE);
+        let merged = futures_util::stream::select_all(
+            subs.into_iter()
+                .map(|(claim, sub)| sub.map(move |m| (claim, m))),
+        );
+        let task = tokio::spawn(feed(shared.clone(), merged, tx.clone(), up));
+        Ok(NatsWs {
+            rx,
+            tx,
+            shared,
+            task,
+        })
+    }
+}
+
+/// Moves messages from the subscriptions to the events connection; answers claims.
+async fn feed(
+    shared: Arc<Shared>,
+    mut merged: impl futures_util::Stream<Item = (bool, async_nats::Message)> + Unpin,
+    tx: mpsc::Sender<Result<WsMessage, TransportError>>,
+    mut up: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = up.changed() => {
+                if changed.is_err() || !*up.borrow() {
+                    let _ = tx
+                        .send(Err(TransportError::new(TransportErrorKind::Io, "NATS connection lost")))
+                        .await;
+                    return;
+                }
+            }
+            msg = merged.next() => {
+                let Some((claim, msg)) = msg else { return };
+                if claim {
+                    // Taken: the proxy now sends this call's events (the StasisStart first)
+                    // to this instance's subject.
+                    if let Some(reply) = msg.reply {
+                        if shared
+                            .nats
+                            .publish(reply, Bytes::from(shared.instance.clone()))
+                            .await
+                            .is_ok()
+                        {
+                            shared.counters.calls_taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
+                shared.counters.events.fetch_add(1, Ordering::Relaxed);
+                shared.learn_headers(msg.headers.as_ref());
+                let text = match String::from_utf8(msg.payload.to_vec()) {
+                    Ok(t) => t,
+                    Err(_) => continue,
+                };
+                if tx.try_send(Ok(WsMessage::Text(text))).is_err() {
+                    shared.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// The events connection over NATS (the client's "WebSocket").
+pub struct NatsWs {
+    rx: mpsc::Receiver<Result<WsMessage, TransportError>>,
+    tx: mpsc::Sender<Result<WsMessage, TransportError>>,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl fmt::Debug for NatsWs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsWs")
+            .field("instance", &self.shared.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NatsWs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stream for NatsWs {
+    type Item = Result<WsMessage, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Sink<WsMessage> for NatsWs {
+    type Error = TransportError;
+
+    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+        match item {
+            WsMessage::Ping(p) => {
+                // Keepalive: NATS has its own; answer as a WebSocket peer would.
+                let _ = self.tx.try_send(Ok(WsMessage::Pong(p)));
+                Ok(())
+            }
+            WsMessage::Close => Ok(()),
+            WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Pong(_) => {
+                // REST over the events connection is not used over NATS: the client's HTTP
+                // path already travels as RESTRequest envelopes.
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.task.abort();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Runtime for NatsRuntime {
+    type Ws = NatsWs;
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(fut);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep_until(deadline.into())
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn http(
+        &self,
+        req: http::Request<Vec<u8>>,
+        _opts: &TransportOptions,
+    ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static {
+        self.rest(req)
+    }
+
+    fn ws_connect(
+        &self,
+        req: http::Request<()>,
+        _opts: &TransportOptions,
+    ) -> impl Future<Output = Result<Self::Ws, TransportError>> + Send + 'static {
+        NatsRuntime::events(self.shared.clone(), req.uri().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<String> {
+        p.split('/').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn paths_name_their_resource() {
+        let get = http::Method::GET;
+        let post = http::Method::POST;
+        assert_eq!(
+            addressed_resource(&post, &segs("channels/1.2/answer")),
+            Some("c:1.2".into())
+        );
+        assert_eq!(
+            addressed_resource(&get, &segs("channels/1.2")),
+            Some("c:1.2".into())
+        );
+        assert_eq!(addressed_resource(&post, &segs("channels/1.2")), None);
+        assert_eq!(addressed_resource(&post, &segs("channels")), None);
+        assert_eq!(addressed_resource(&post, &segs("channels/create")), None);
+        assert_eq!(
+            addressed_resource(&post, &segs("bridges/b1/addChannel")),
+            Some("b:b1".into())
+        );
+        assert_eq!(addressed_resource(&post, &segs("bridges/b1")), None);
+        assert_eq!(
+            addressed_resource(&post, &segs("playbacks/p/control")),
+            Some("p:p".into())
+        );
+        assert_eq!(
+            addressed_resource(&post, &segs("recordings/live/r/stop")),
+            Some("r:r".into())
+        );
+        assert_eq!(addressed_resource(&get, &segs("recordings/stored")), None);
+        assert_eq!(addressed_resource(&get, &segs("asterisk/info")), None);
+    }
+}

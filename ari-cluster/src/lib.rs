@@ -1,0 +1,90 @@
+//! # ari-cluster
+//!
+//! ARI over NATS: many Asterisk nodes, several instances of one application, the same typed
+//! client API.
+//!
+//! ```text
+//!  Asterisk A ── ari-proxy A ─┐                  ┌─ instance 1 (ari_cluster::Client)
+//!                             ├──── NATS ────────┤
+//!  Asterisk B ── ari-proxy B ─┘                  └─ instance 2 (ari_cluster::Client)
+//! ```
+//!
+//! - [`Proxy`] (binary `ari-proxy`) runs beside one Asterisk. It publishes every event frame
+//!   as Asterisk sent it, answers REST requests carried in Asterisk's own `RESTRequest`
+//!   envelope (so every operation of every Asterisk version works with no per-operation
+//!   code), and announces its node (Asterisk's entity id).
+//! - [`Cluster`] gives an application instance the typed [`ari_client::Client`] over NATS
+//!   ([`Client`]): instance objects, `on`/`once`/streams, every operation. Operations on a
+//!   resource go to the node that has it; creations and lists to any node (or to one picked
+//!   with [`Cluster::client_on`]).
+//! - Several instances of one application share its calls: each new call (`StasisStart`) is
+//!   offered to the application's NATS queue group and taken by exactly one instance, and
+//!   every later event of that call's resources (its channel, the playbacks, recordings,
+//!   bridges and channels it creates or dials) goes to that instance only.
+//!
+//! The subjects and payloads are in [`wire`]. A node that stops announcing itself is reported
+//! down ([`NodeEvent::Down`]) and operations on its resources fail at once with a
+//! [`ari_client::TransportError`] of kind `Closed` naming the node.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+mod cluster;
+pub mod nats_server;
+mod owners;
+mod proxy;
+mod tap;
+pub mod wire;
+
+pub use cluster::{
+    Bridge, Channel, Client, Cluster, ClusterBuilder, ClusterError, ClusterStats, NatsRuntime,
+    NatsWs, NodeEvent, NodeInfo,
+};
+pub use proxy::{Proxy, ProxyConfig, ProxyError};
+pub use wire::ProxyStats;
+
+/// Connects to NATS with what both sides need: reconnect forever, report the connection state
+/// to `up` when given.
+pub(crate) async fn connect_nats(
+    url: &str,
+    name: &str,
+    up: Option<tokio::sync::watch::Sender<bool>>,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let up = up.map(std::sync::Arc::new);
+    let cb_up = up.clone();
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis((50 * attempts as u64).min(1000))
+        })
+        .event_callback(move |event| {
+            let up = cb_up.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("NATS connected");
+                        if let Some(up) = &up {
+                            let _ = up.send(true);
+                        }
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS disconnected; reconnecting");
+                        if let Some(up) = &up {
+                            let _ = up.send(false);
+                        }
+                    }
+                    async_nats::Event::SlowConsumer(sid) => {
+                        tracing::warn!(sid, "NATS slow consumer: messages dropped");
+                    }
+                    other => tracing::debug!(event = %other, "NATS"),
+                }
+            }
+        })
+        .connect(url)
+        .await?;
+    if let Some(up) = &up {
+        let _ = up.send(true);
+    }
+    Ok(client)
+}

@@ -1,0 +1,143 @@
+//! Which application instance owns which resource, as the proxy sees it.
+//!
+//! An instance owns a channel it took the `StasisStart` of (a claim), or a resource it created
+//! (from the REST request's path and query before it is sent, from the response after), and
+//! the resources an event pairs with one it owns (the peer of its `Dial`, a bridge its channel
+//! entered). Ownership ends with the resource's final event, or a linger after `StasisEnd`
+//! (Asterisk may send nothing more for the channel). The table is bounded.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ari_proto::events::ResourceKind;
+
+/// How long a channel stays owned after its `StasisEnd` (a `continue` may bring it back).
+pub(crate) const STASIS_END_LINGER: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    kind: u8,
+    id: Box<str>,
+}
+
+impl Key {
+    pub(crate) fn new(kind: ResourceKind, id: &str) -> Option<Key> {
+        let kind = match kind {
+            ResourceKind::Channel => 0,
+            ResourceKind::Bridge => 1,
+            ResourceKind::Playback => 2,
+            ResourceKind::Recording => 3,
+            _ => return None,
+        };
+        Some(Key {
+            kind,
+            id: id.into(),
+        })
+    }
+}
+
+/// The table.
+#[derive(Debug)]
+pub(crate) struct Owners {
+    map: HashMap<Key, Arc<str>>,
+    ending: VecDeque<(Instant, Key)>,
+    max: usize,
+    pub(crate) refused: u64,
+}
+
+impl Owners {
+    pub(crate) fn new(max: usize) -> Owners {
+        Owners {
+            map: HashMap::new(),
+            ending: VecDeque::new(),
+            max,
+            refused: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn get(&self, kind: ResourceKind, id: &str) -> Option<&Arc<str>> {
+        self.map.get(&Key::new(kind, id)?)
+    }
+
+    /// Records `owner` for the resource unless it has one.
+    pub(crate) fn claim(&mut self, kind: ResourceKind, id: &str, owner: &Arc<str>) {
+        let Some(key) = Key::new(kind, id) else {
+            return;
+        };
+        if self.map.contains_key(&key) {
+            return;
+        }
+        if self.map.len() >= self.max {
+            self.refused += 1;
+            return;
+        }
+        self.map.insert(key, owner.clone());
+    }
+
+    pub(crate) fn remove(&mut self, kind: ResourceKind, id: &str) {
+        if let Some(key) = Key::new(kind, id) {
+            self.map.remove(&key);
+        }
+    }
+
+    /// The channel left the application: forgotten after [`STASIS_END_LINGER`].
+    pub(crate) fn ending(&mut self, now: Instant, id: &str) {
+        if let Some(key) = Key::new(ResourceKind::Channel, id) {
+            if self.map.contains_key(&key) {
+                self.ending.push_back((now + STASIS_END_LINGER, key));
+            }
+        }
+    }
+
+    /// Forgets the channels whose linger has passed.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.ending.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.ending.pop_front() {
+                self.map.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_owner_wins_and_the_table_is_bounded() {
+        let mut o = Owners::new(2);
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        o.claim(ResourceKind::Channel, "1", &a);
+        o.claim(ResourceKind::Channel, "1", &b);
+        assert_eq!(o.get(ResourceKind::Channel, "1").map(|s| &**s), Some("a"));
+        o.claim(ResourceKind::Bridge, "1", &b);
+        assert_eq!(o.get(ResourceKind::Bridge, "1").map(|s| &**s), Some("b"));
+        o.claim(ResourceKind::Playback, "p", &b);
+        assert_eq!(o.refused, 1);
+        assert!(o.get(ResourceKind::Playback, "p").is_none());
+        o.claim(ResourceKind::Endpoint, "PJSIP/x", &a);
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn stasis_end_lingers() {
+        let mut o = Owners::new(10);
+        let a: Arc<str> = "a".into();
+        let t0 = Instant::now();
+        o.claim(ResourceKind::Channel, "1", &a);
+        o.ending(t0, "1");
+        o.expire(t0);
+        assert!(o.get(ResourceKind::Channel, "1").is_some());
+        o.expire(t0 + STASIS_END_LINGER);
+        assert!(o.get(ResourceKind::Channel, "1").is_none());
+    }
+}

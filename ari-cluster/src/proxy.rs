@@ -1,0 +1,905 @@
+//! The proxy beside one Asterisk: events out to NATS, REST in from NATS.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ari_cluster::ProxyError> {
+//! use ari_cluster::{Proxy, ProxyConfig};
+//! let config = ProxyConfig::new("http://localhost:8088", "asterisk", "secret", "nats://127.0.0.1:4222", ["hello"]);
+//! let proxy = Proxy::start(config).await?;
+//! println!("serving node {}", proxy.node());
+//! proxy.stop().await;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ari_client::{Client, ConnectionEvent, Runtime, TransportOptions};
+use ari_proto::events::{ResourceKind, ResourceRef};
+use ari_proto::rest::{Credentials, Endpoint};
+use ari_proto::Event;
+use ari_tokio::TokioRuntime;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::owners::Owners;
+use crate::tap::TapRuntime;
+use crate::wire::{self, Announce, ProxyStats, RestRequest, RestResponse, Subjects};
+
+/// Query values are encoded as Asterisk decodes them: everything but unreserved characters.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What a proxy needs; [`ProxyConfig::new`] fills in the defaults.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ProxyConfig {
+    /// Asterisk's HTTP server (`http://localhost:8088`).
+    pub ari_url: String,
+    /// ARI user.
+    pub user: String,
+    /// ARI password.
+    pub password: String,
+    /// NATS server URL(s), comma-separated (`nats://127.0.0.1:4222`).
+    pub nats_url: String,
+    /// Applications to register on Asterisk and serve.
+    pub apps: Vec<String>,
+    /// Subject prefix (default `ari`).
+    pub prefix: String,
+    /// How often the proxy announces itself (default 1 s).
+    pub announce_interval: Duration,
+    /// How long a new call waits for an instance to take it (default 2 s); then it is
+    /// published unowned and counted in [`ProxyStats::calls_unclaimed`].
+    pub claim_timeout: Duration,
+    /// Deadline of one REST request to Asterisk (default 10 s).
+    pub request_timeout: Duration,
+    /// REST requests in flight at most (default 512); more are answered 503 at once.
+    pub max_in_flight: usize,
+    /// Event frames queued between Asterisk and NATS at most (default 65536); more are
+    /// dropped and counted in [`ProxyStats::events_dropped`].
+    pub queue_capacity: usize,
+    /// Resources with an owner at most (default 1 000 000).
+    pub max_owned: usize,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("ari_url", &self.ari_url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("nats_url", &self.nats_url)
+            .field("apps", &self.apps)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyConfig {
+    /// A configuration with the defaults.
+    pub fn new<S: AsRef<str>>(
+        ari_url: &str,
+        user: &str,
+        password: &str,
+        nats_url: &str,
+        apps: impl IntoIterator<Item = S>,
+    ) -> ProxyConfig {
+        ProxyConfig {
+            ari_url: ari_url.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            nats_url: nats_url.to_string(),
+            apps: apps.into_iter().map(|a| a.as_ref().to_string()).collect(),
+            prefix: "ari".to_string(),
+            announce_interval: Duration::from_secs(1),
+            claim_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 512,
+            queue_capacity: 65_536,
+            max_owned: 1_000_000,
+        }
+    }
+}
+
+/// Why a proxy could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The configuration is unusable (no application, a bad URL or credentials).
+    Config(String),
+    /// NATS could not be reached.
+    Nats(async_nats::ConnectError),
+    /// A NATS subscription failed.
+    Subscribe(async_nats::SubscribeError),
+    /// Asterisk could not be reached or refused the credentials.
+    Ari(ari_client::Error),
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::Config(m) => write!(f, "invalid proxy configuration: {m}"),
+            ProxyError::Nats(e) => write!(f, "cannot connect to NATS: {e}"),
+            ProxyError::Subscribe(e) => write!(f, "NATS subscription failed: {e}"),
+            ProxyError::Ari(e) => write!(f, "cannot use Asterisk's ARI: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProxyError::Config(_) => None,
+            ProxyError::Nats(e) => Some(e),
+            ProxyError::Subscribe(e) => Some(e),
+            ProxyError::Ari(e) => Some(e),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    events_in: AtomicU64,
+    events_out: AtomicU64,
+    undecodable: AtomicU64,
+    calls_claimed: AtomicU64,
+    calls_unclaimed: AtomicU64,
+    rest_requests: AtomicU64,
+    rest_refused: AtomicU64,
+    rest_failed: AtomicU64,
+    publish_errors: AtomicU64,
+}
+
+struct State {
+    config: ProxyConfig,
+    node: String,
+    asterisk_version: String,
+    subjects: Subjects,
+    nats: async_nats::Client,
+    runtime: TapRuntime,
+    endpoint: Endpoint,
+    transport: TransportOptions,
+    owners: Mutex<Owners>,
+    counters: Counters,
+    connected: AtomicBool,
+    in_flight: Arc<Semaphore>,
+}
+
+impl State {
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        // A panic while holding the lock leaves a consistent table (plain inserts/removes).
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats(&self) -> ProxyStats {
+        let c = &self.counters;
+        let (owned, refused) = {
+            let o = self.owners();
+            (o.len() as u64, o.refused)
+        };
+        ProxyStats {
+            node: self.node.clone(),
+            connected: self.connected.load(Ordering::Relaxed),
+            events_in: c.events_in.load(Ordering::Relaxed),
+            events_out: c.events_out.load(Ordering::Relaxed),
+            events_dropped: self.runtime.tap().dropped.load(Ordering::Relaxed),
+            undecodable: c.undecodable.load(Ordering::Relaxed),
+            calls_claimed: c.calls_claimed.load(Ordering::Relaxed),
+            calls_unclaimed: c.calls_unclaimed.load(Ordering::Relaxed),
+            rest_requests: c.rest_requests.load(Ordering::Relaxed),
+            rest_refused: c.rest_refused.load(Ordering::Relaxed),
+            rest_failed: c.rest_failed.load(Ordering::Relaxed),
+            publish_errors: c.publish_errors.load(Ordering::Relaxed),
+            owned_resources: owned,
+            ownership_refused: refused,
+        }
+    }
+
+    fn announcement(&self, up: bool) -> Bytes {
+        let a = Announce {
+            node: self.node.clone(),
+            apps: self.config.apps.clone(),
+            asterisk_version: self.asterisk_version.clone(),
+            proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            interval_ms: self.config.announce_interval.as_millis() as u64,
+            connected: self.connected.load(Ordering::Relaxed),
+            up,
+        };
+        Bytes::from(serde_json::to_vec(&a).unwrap_or_default())
+    }
+
+    async fn publish(&self, subject: String, headers: async_nats::HeaderMap, payload: Bytes) {
+        match self
+            .nats
+            .publish_with_headers(subject, headers, payload)
+            .await
+        {
+            Ok(()) => {
+                self.counters.events_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "publish failed");
+            }
+        }
+    }
+}
+
+/// A running proxy. Dropping it stops it without a goodbye (as a crash would); prefer
+/// [`Proxy::stop`].
+pub struct Proxy {
+    state: Arc<State>,
+    client: Client<TapRuntime>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("node", &self.state.node)
+            .field("config", &self.state.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Connects to NATS and to Asterisk (reads its entity id: the node id), registers the
+    /// applications and starts serving. Must run inside a tokio runtime.
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        if config.apps.is_empty() {
+            return Err(ProxyError::Config(
+                "at least one application (--app)".into(),
+            ));
+        }
+        ari_proto::session::check_apps(&config.apps)
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let credentials = Credentials::new(config.user.clone(), config.password.clone())
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let endpoint = Endpoint::new(&config.ari_url, credentials)
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let (runtime, frames) = TapRuntime::new(TokioRuntime::new(), config.queue_capacity);
+        let client = Client::builder_with_runtime(
+            &config.ari_url,
+            &config.user,
+            &config.password,
+            runtime.clone(),
+        )
+        .request_timeout(config.request_timeout)
+        .build()
+        .map_err(ProxyError::Ari)?;
+        let info = client
+            .asterisk()
+            .get_info()
+            .await
+            .map_err(ProxyError::Ari)?;
+        let (node, version) = match info.system {
+            Some(system) if !system.entity_id.is_empty() => (system.entity_id, system.version),
+            _ => {
+                return Err(ProxyError::Config(
+                    "Asterisk reported no entity id (system.entity_id of GET asterisk/info)".into(),
+                ))
+            }
+        };
+        let nats = crate::connect_nats(&config.nats_url, &format!("ari-proxy {node}"), None)
+            .await
+            .map_err(ProxyError::Nats)?;
+        let state = Arc::new(State {
+            subjects: Subjects::new(&config.prefix),
+            node,
+            asterisk_version: version,
+            nats,
+            runtime,
+            endpoint,
+            transport: TransportOptions::default(),
+            owners: Mutex::new(Owners::new(config.max_owned)),
+            counters: Counters::default(),
+            connected: AtomicBool::new(false),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+        });
+        let s = &state.subjects;
+        let nats = &state.nats;
+        let rest_node = nats
+            .subscribe(s.rest_node(&state.node))
+            .await
+            .map_err(ProxyError::Subscribe)?;
+        let rest_any = nats
+            .queue_subscribe(s.rest_any(), wire::PROXY_QUEUE.to_string())
+            .await
+            .map_err(ProxyError::Subscribe)?;
+        let ping = nats
+            .subscribe(s.ping())
+            .await
+            .map_err(ProxyError::Subscribe)?;
+        let health = nats
+            .subscribe(s.health(&state.node))
+            .await
+            .map_err(ProxyError::Subscribe)?;
+
+        let tasks = vec![
+            tokio::spawn(watch_connection(state.clone(), client.connection_events())),
+            tokio::spawn(pump_events(state.clone(), frames)),
+            tokio::spawn(serve_rest(
+                state.clone(),
+                futures_util::stream::select(rest_node, rest_any),
+            )),
+            tokio::spawn(announce(state.clone(), ping)),
+            tokio::spawn(serve_health(state.clone(), health)),
+        ];
+        client
+            .start(&state.config.apps)
+            .await
+            .map_err(ProxyError::Ari)?;
+        tracing::info!(node = %state.node, apps = ?state.config.apps, "ari-proxy serving");
+        Ok(Proxy {
+            state,
+            client,
+            tasks,
+        })
+    }
+
+    /// The node id (Asterisk's entity id).
+    pub fn node(&self) -> &str {
+        &self.state.node
+    }
+
+    /// The counters (also answered on `{prefix}.health.{node}`).
+    pub fn stats(&self) -> ProxyStats {
+        self.state.stats()
+    }
+
+    /// Announces the node down, unregisters the applications and stops.
+    pub async fn stop(mut self) {
+        let s = &self.state;
+        let _ = s
+            .nats
+            .publish(s.subjects.announce(), s.announcement(false))
+            .await;
+        let _ = s.nats.flush().await;
+        self.client.stop().await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+async fn watch_connection(state: Arc<State>, mut events: ari_client::ConnectionStream) {
+    while let Some(ev) = events.next().await {
+        let Ok(ev) = ev else { continue };
+        let up = matches!(ev, ConnectionEvent::Connected { .. });
+        let was = state.connected.swap(up, Ordering::Relaxed);
+        if was != up {
+            tracing::info!(node = %state.node, connected = up, "Asterisk events connection");
+            let _ = state
+                .nats
+                .publish(state.subjects.announce(), state.announcement(true))
+                .await;
+        }
+    }
+}
+
+async fn announce(state: Arc<State>, mut ping: async_nats::Subscriber) {
+    let mut tick = tokio::time::interval(state.config.announce_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reply = tokio::select! {
+            _ = tick.tick() => None,
+            msg = ping.next() => match msg {
+                Some(m) => m.reply,
+                None => return,
+            },
+        };
+        let payload = state.announcement(true);
+        let _ = state
+            .nats
+            .publish(state.subjects.announce(), payload.clone())
+            .await;
+        if let Some(reply) = reply {
+            let _ = state.nats.publish(reply, payload).await;
+        }
+    }
+}
+
+async fn serve_health(state: Arc<State>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        if let Some(reply) = msg.reply {
+            let body = serde_json::to_vec(&state.stats()).unwrap_or_default();
+            let _ = state.nats.publish(reply, body.into()).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------
+
+async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = frames.recv().await {
+        state.counters.events_in.fetch_add(1, Ordering::Relaxed);
+        route_event(&state, frame).await;
+    }
+}
+
+/// `c:ID b:ID …` for the header.
+fn refs_header<'a>(refs: impl Iterator<Item = ResourceRef<'a>>) -> String {
+    let mut out = String::new();
+    for r in refs {
+        if let Some(l) = wire::kind_letter(r.kind) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push(l);
+            out.push(':');
+            out.push_str(r.id);
+        }
+    }
+    out
+}
+
+fn event_headers(node: &str, resources: &str, finals: &str) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(wire::NODE_HEADER, node);
+    if !resources.is_empty() {
+        h.insert(wire::RESOURCES_HEADER, resources);
+    }
+    if !finals.is_empty() {
+        h.insert(wire::FINAL_HEADER, finals);
+    }
+    h
+}
+
+/// Publishes one frame: to the instances owning a resource it names, else unowned; a new
+/// call is first offered to the application's queue group.
+async fn route_event(state: &Arc<State>, frame: Bytes) {
+    let event = match Event::decode(&frame) {
+        Ok(e) => e,
+        Err(e) => {
+            state.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "undecodable frame published unowned");
+            let app = state.config.apps.first().map(String::as_str).unwrap_or("");
+            let subject = state.subjects.event(app, &state.node);
+            state
+                .publish(subject, event_headers(&state.node, "", ""), frame)
+                .await;
+            return;
+        }
+    };
+    let app = event
+        .application()
+        .or(state.config.apps.first().map(String::as_str))
+        .unwrap_or("")
+        .to_string();
+    let resources = refs_header(event.resources().iter());
+    let finals = refs_header(event.resources().iter().filter(|r| event.is_final_for(*r)));
+    let headers = event_headers(&state.node, &resources, &finals);
+
+    // Owners of the resources named, in order, without repeats.
+    let mut owners: Vec<Arc<str>> = Vec::new();
+    {
+        let mut table = state.owners();
+        table.expire(Instant::now());
+        for r in event.resources().iter() {
+            if let Some(o) = table.get(r.kind, r.id) {
+                if !owners.contains(o) {
+                    owners.push(o.clone());
+                }
+            }
+        }
+    }
+
+    if owners.is_empty() {
+        if let Event::StasisStart(start) = &event {
+            let channel = start.channel.id.clone();
+            match claim(state, &app, &frame).await {
+                Some(owner) => {
+                    state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
+                    {
+                        let mut table = state.owners();
+                        for r in event.resources().iter() {
+                            table.claim(r.kind, r.id, &owner);
+                        }
+                        table.claim(ResourceKind::Channel, &channel, &owner);
+                    }
+                    owners.push(owner);
+                }
+                None => {
+                    state
+                        .counters
+                        .calls_unclaimed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    } else {
+        // Resources paired with an owned one follow it (a Dial's peer, a bridge entered).
+        let mut table = state.owners();
+        for r in event.resources().iter() {
+            if !event.is_final_for(r) {
+                table.claim(r.kind, r.id, &owners[0]);
+            }
+        }
+    }
+
+    if owners.is_empty() {
+        let subject = state.subjects.event(&app, &state.node);
+        state.publish(subject, headers, frame).await;
+    } else {
+        for owner in &owners {
+            let subject = state.subjects.instance(owner);
+            state.publish(subject, headers.clone(), frame.clone()).await;
+        }
+    }
+
+    let mut table = state.owners();
+    for r in event.resources().iter() {
+        if event.is_final_for(r) {
+            table.remove(r.kind, r.id);
+        }
+    }
+    if let Event::StasisEnd(end) = &event {
+        table.ending(Instant::now(), &end.channel.id);
+    }
+}
+
+/// Offers a new call to the application's queue group; the instance that takes it answers
+/// with its id.
+async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>> {
+    let subject = state.subjects.claim(app);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::NODE_HEADER, state.node.as_str());
+    let request = async_nats::Request::new()
+        .payload(frame.clone())
+        .headers(headers)
+        .timeout(Some(state.config.claim_timeout));
+    match state.nats.send_request(subject, request).await {
+        Ok(reply) => match std::str::from_utf8(&reply.payload) {
+            Ok(id) if !id.is_empty() => Some(Arc::from(id)),
+            _ => {
+                tracing::warn!("an instance answered a claim without its id");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(app, error = %e, "no instance took a new call; published unowned");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// REST
+// ---------------------------------------------------------------------------------------
+
+async fn serve_rest(
+    state: Arc<State>,
+    mut requests: impl futures_util::Stream<Item = async_nats::Message> + Unpin,
+) {
+    while let Some(msg) = requests.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        match state.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let (resp, binary) = forward(&state, &msg).await;
+                    respond(&state, reply, resp, binary).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
+                let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
+                respond(&state, reply, resp, false).await;
+            }
+        }
+    }
+}
+
+async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, binary: bool) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::NODE_HEADER, state.node.as_str());
+    if binary {
+        headers.insert(wire::BODY_ENCODING_HEADER, "base64");
+    }
+    let body = serde_json::to_vec(&resp).unwrap_or_default();
+    if let Err(e) = state
+        .nats
+        .publish_with_headers(reply, headers, body.into())
+        .await
+    {
+        state
+            .counters
+            .publish_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "REST reply not sent");
+    }
+}
+
+/// Sends one `RESTRequest` to Asterisk; the `RESTResponse` and whether its body is base64.
+async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse, bool) {
+    state.counters.rest_requests.fetch_add(1, Ordering::Relaxed);
+    let mut req: RestRequest = match serde_json::from_slice(&msg.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                RestResponse::local(400, "", &format!("not a RESTRequest: {e}")),
+                false,
+            )
+        }
+    };
+    let instance: Option<Arc<str>> = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(wire::INSTANCE_HEADER))
+        .map(|v| Arc::from(v.as_str()));
+    let (path, mut query) = split_uri(&req.uri);
+    query.extend(req.query_strings.drain(..).map(|q| (q.name, q.value)));
+    if let Some(owner) = &instance {
+        if req.method.eq_ignore_ascii_case("POST") {
+            preassign(state, &path, &mut query, owner);
+        }
+    }
+    let mut uri = format!(
+        "{}://{}{}/{}",
+        state.endpoint.scheme(),
+        state.endpoint.authority(),
+        state.endpoint.prefix(),
+        path
+    );
+    for (i, (name, value)) in query.iter().enumerate() {
+        uri.push(if i == 0 { '?' } else { '&' });
+        uri.extend(utf8_percent_encode(name, QUERY).map(|s| s.to_string()));
+        uri.push('=');
+        uri.extend(utf8_percent_encode(value, QUERY).map(|s| s.to_string()));
+    }
+    let method = match http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return (RestResponse::local(400, &req.uri, "bad method"), false),
+    };
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .header(http::header::HOST, state.endpoint.authority().as_str())
+        .header(
+            http::header::AUTHORIZATION,
+            state.endpoint.credentials().basic_header(),
+        );
+    let body = match req.message_body.take() {
+        Some(b) if !b.is_empty() => {
+            builder = builder.header(
+                http::header::CONTENT_TYPE,
+                req.content_type.as_deref().unwrap_or("application/json"),
+            );
+            b.into_bytes()
+        }
+        _ => Vec::new(),
+    };
+    let http_req = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                RestResponse::local(400, &req.uri, &format!("bad request: {e}")),
+                false,
+            )
+        }
+    };
+    let sent = tokio::time::timeout(
+        state.config.request_timeout,
+        state.runtime.http(http_req, &state.transport),
+    )
+    .await;
+    let resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            state.counters.rest_failed.fetch_add(1, Ordering::Relaxed);
+            return (
+                RestResponse::local(502, &req.uri, &format!("ari-proxy: Asterisk: {e}")),
+                false,
+            );
+        }
+        Err(_) => {
+            state.counters.rest_failed.fetch_add(1, Ordering::Relaxed);
+            return (
+                RestResponse::local(504, &req.uri, "ari-proxy: Asterisk did not answer in time"),
+                false,
+            );
+        }
+    };
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.into_body();
+    if let (Some(owner), true) = (&instance, status.is_success()) {
+        learn_from_response(state, &body, owner);
+    }
+    let (message_body, binary) = if body.is_empty() {
+        (None, false)
+    } else {
+        match std::str::from_utf8(&body) {
+            Ok(s) => (Some(s.to_string()), false),
+            Err(_) => (
+                Some(base64::engine::general_purpose::STANDARD.encode(&body)),
+                true,
+            ),
+        }
+    };
+    (
+        RestResponse {
+            kind: "RESTResponse".into(),
+            request_id: req.request_id,
+            transaction_id: req.transaction_id,
+            status_code: status.as_u16(),
+            reason_phrase: status.canonical_reason().unwrap_or("").to_string(),
+            uri: req.uri,
+            content_type,
+            message_body,
+        },
+        binary,
+    )
+}
+
+/// `channels/x?a=b` → (`channels/x`, [(a, b)]), values decoded.
+fn split_uri(uri: &str) -> (String, Vec<(String, String)>) {
+    let uri = uri.trim_start_matches('/');
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (uri, ""),
+    };
+    let decode = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pairs = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(kv), String::new()),
+        })
+        .collect();
+    (path.to_string(), pairs)
+}
+
+/// Gives the resources a creation will make to `owner` before it is sent, so their first
+/// events (a `StasisStart` right after an originate) reach it. Where Asterisk would pick the
+/// id itself, the proxy picks one (`channelId`, `playbackId`, `bridgeId`, `snoopId`).
+fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner: &Arc<str>) {
+    let segs: Vec<String> = path
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let ensure = |query: &mut Vec<(String, String)>, name: &str| -> String {
+        if let Some((_, v)) = query.iter().find(|(k, v)| k == name && !v.is_empty()) {
+            return v.clone();
+        }
+        let id = nuid::next().to_string();
+        query.push((name.to_string(), id.clone()));
+        id
+    };
+    let mut owned: Vec<(ResourceKind, String)> = Vec::new();
+    match segs.as_slice() {
+        ["channels"] | ["channels", "create"] | ["channels", "externalMedia"] => {
+            owned.push((ResourceKind::Channel, ensure(query, "channelId")));
+            if let Some((_, v)) = query.iter().find(|(k, _)| k == "otherChannelId") {
+                owned.push((ResourceKind::Channel, v.clone()));
+            }
+        }
+        ["channels", id] => {
+            owned.push((ResourceKind::Channel, id.to_string()));
+            if let Some((_, v)) = query.iter().find(|(k, _)| k == "otherChannelId") {
+                owned.push((ResourceKind::Channel, v.clone()));
+            }
+        }
+        ["bridges"] => owned.push((ResourceKind::Bridge, ensure(query, "bridgeId"))),
+        ["bridges", id] => owned.push((ResourceKind::Bridge, id.to_string())),
+        ["channels" | "bridges", _, "play"] => {
+            owned.push((ResourceKind::Playback, ensure(query, "playbackId")))
+        }
+        ["channels" | "bridges", _, "play", pid] => {
+            owned.push((ResourceKind::Playback, pid.to_string()))
+        }
+        ["channels" | "bridges", _, "record"] => {
+            if let Some((_, v)) = query.iter().find(|(k, _)| k == "name") {
+                owned.push((ResourceKind::Recording, v.clone()));
+            }
+        }
+        ["channels", _, "snoop"] => owned.push((ResourceKind::Channel, ensure(query, "snoopId"))),
+        ["channels", _, "snoop", sid] => owned.push((ResourceKind::Channel, sid.to_string())),
+        _ => {}
+    }
+    if !owned.is_empty() {
+        let mut table = state.owners();
+        for (kind, id) in owned {
+            table.claim(kind, &id, owner);
+        }
+    }
+}
+
+/// A created resource in a response body (a Channel, Bridge, Playback or LiveRecording
+/// object) becomes the requester's.
+fn learn_from_response(state: &State, body: &[u8], owner: &Arc<str>) {
+    if body.first() != Some(&b'{') {
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    if let Some((kind, id)) = created_resource(&v) {
+        state.owners().claim(kind, id, owner);
+    }
+}
+
+/// The kind and id of a resource object, told by its fields.
+pub(crate) fn created_resource(v: &serde_json::Value) -> Option<(ResourceKind, &str)> {
+    let obj = v.as_object()?;
+    let id = obj.get("id").and_then(|v| v.as_str());
+    if let Some(id) = id {
+        if obj.contains_key("caller") && obj.contains_key("state") {
+            return Some((ResourceKind::Channel, id));
+        }
+        if obj.contains_key("bridge_type") {
+            return Some((ResourceKind::Bridge, id));
+        }
+        if obj.contains_key("media_uri") {
+            return Some((ResourceKind::Playback, id));
+        }
+    }
+    let name = obj.get("name").and_then(|v| v.as_str())?;
+    if obj.contains_key("format") && obj.contains_key("target_uri") {
+        return Some((ResourceKind::Recording, name));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_split_and_decode() {
+        let (p, q) = split_uri("channels/a%2Fb/variable?variable=CALLERID%28name%29&x");
+        assert_eq!(p, "channels/a%2Fb/variable");
+        assert_eq!(
+            q,
+            vec![
+                ("variable".to_string(), "CALLERID(name)".to_string()),
+                ("x".to_string(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn created_resources_are_recognised() {
+        let ch = serde_json::json!({"id": "1.1", "caller": {}, "state": "Up", "name": "PJSIP/a"});
+        assert_eq!(created_resource(&ch), Some((ResourceKind::Channel, "1.1")));
+        let br = serde_json::json!({"id": "b", "bridge_type": "mixing"});
+        assert_eq!(created_resource(&br), Some((ResourceKind::Bridge, "b")));
+        let pb = serde_json::json!({"id": "p", "media_uri": "sound:x", "state": "queued"});
+        assert_eq!(created_resource(&pb), Some((ResourceKind::Playback, "p")));
+        let rec = serde_json::json!({"name": "r", "format": "wav", "target_uri": "channel:1", "state": "queued"});
+        assert_eq!(created_resource(&rec), Some((ResourceKind::Recording, "r")));
+        assert_eq!(created_resource(&serde_json::json!({"ping": "pong"})), None);
+    }
+}
