@@ -15,6 +15,7 @@
 //!   WebSocket Asterisk opened ([`Session::accepted`]).
 //! - [`outbound`]: the upgrade check and answer for Asterisk's outbound WebSocket
 //!   (`ari.conf` `type=outbound_websocket`).
+//! - [`media`]: audio in and out of calls: chan_websocket and AudioSocket, sans-IO.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -25,6 +26,7 @@ pub mod catalog;
 pub mod events;
 mod generated;
 pub mod outbound;
+pub mod media;
 pub mod rest;
 pub mod session;
 mod time;

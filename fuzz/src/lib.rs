@@ -8,3 +8,5 @@ pub mod checks;
 
 #[path = "outbound.rs"]
 pub mod outbound;
+#[path = "media_checks.rs"]
+pub mod media_checks;

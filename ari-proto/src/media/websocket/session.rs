@@ -1,0 +1,800 @@
+//! The state machine of one chan_websocket media socket.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::control::{Command, CommandError, ControlFormat, MediaEvent, MediaStart, ParseError};
+use super::reframe::Reframer;
+
+/// Asterisk sends `MEDIA_XOFF` when its queue reaches this many frames.
+pub const ASTERISK_XOFF_LEVEL: u32 = 900;
+/// Asterisk sends `MEDIA_XON` when its queue falls below this many frames.
+pub const ASTERISK_XON_LEVEL: u32 = 800;
+/// A message arriving while Asterisk's queue holds this many frames is dropped whole.
+pub const ASTERISK_QUEUE_LIMIT: u32 = 1000;
+
+/// The settings of a [`MediaSession`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MediaConfig {
+    /// The control format to use until `MEDIA_START` shows the one Asterisk speaks (it never
+    /// mixes them). Default: plain text.
+    pub control_format: ControlFormat,
+    /// Frames the session holds locally while it may not send (flow control, pacing), and
+    /// the bound on commands waiting behind them. Default 500 (10 s at 20 ms).
+    pub queue_frames: usize,
+    /// Cut the application's audio into frames of `optimal_frame_size` (default true). When
+    /// false, each chunk is sent as one message, and a chunk shorter than one frame outside
+    /// buffering mode is refused ([`SendError::ShortMessage`]), since Asterisk would drop it.
+    pub reframe: bool,
+    /// How many frames the session lets Asterisk's playout queue hold, by its own estimate
+    /// (frames sent minus one per ptime played, frozen while paused). Frames beyond that wait
+    /// locally, so the application may hand audio over as fast as it likes and it still goes
+    /// out at real-time pace. Default 10 (200 ms ahead); at most 899, below Asterisk's XOFF
+    /// level. A larger value lowers the risk of gaps, a smaller one the latency of marks.
+    pub send_ahead: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            control_format: ControlFormat::PlainText,
+            queue_frames: 500,
+            reframe: true,
+            send_ahead: 10,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The defaults.
+    pub fn new() -> MediaConfig {
+        MediaConfig::default()
+    }
+
+    /// Sets [`control_format`](Self::control_format).
+    pub fn control_format(mut self, format: ControlFormat) -> Self {
+        self.control_format = format;
+        self
+    }
+
+    /// Sets [`queue_frames`](Self::queue_frames) (at least 1).
+    pub fn queue_frames(mut self, frames: usize) -> Self {
+        self.queue_frames = frames.max(1);
+        self
+    }
+
+    /// Sets [`reframe`](Self::reframe).
+    pub fn reframe(mut self, reframe: bool) -> Self {
+        self.reframe = reframe;
+        self
+    }
+
+    /// Sets [`send_ahead`](Self::send_ahead) (clamped to 1..=899).
+    pub fn send_ahead(mut self, frames: u32) -> Self {
+        self.send_ahead = frames.clamp(1, ASTERISK_XOFF_LEVEL - 1);
+        self
+    }
+}
+
+/// Where a media socket is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaState {
+    /// Connected, `MEDIA_START` not seen yet.
+    AwaitingStart,
+    /// `MEDIA_START` seen: audio flows.
+    Started,
+    /// The application sent `HANGUP` or a CLOSE: no more audio goes out.
+    Closing,
+    /// The socket is closed.
+    Closed,
+}
+
+/// Something to send on the media socket, in the order [`MediaSession::poll_transmit`] hands
+/// them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transmit {
+    /// A text (control) message.
+    Text(String),
+    /// A binary (audio) message.
+    Binary(Bytes),
+    /// A PONG answering a PING (only ever in reply: an unsolicited PONG crashes Asterisk
+    /// 20.21, 22.11 and 23.5).
+    Pong(Bytes),
+    /// A CLOSE frame; nothing follows it.
+    Close {
+        /// The status code (1000: normal).
+        code: u16,
+        /// The reason text.
+        reason: String,
+    },
+}
+
+/// What the session hands to the application, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaOutput {
+    /// A control event from Asterisk (every one, unknown ones included).
+    Event(MediaEvent),
+    /// One audio message from Asterisk: raw media in the negotiated format (no header).
+    Audio(Bytes),
+    /// Audio the application handed over did not fit in the local queue: this many frames
+    /// were dropped since the previous `Overflow` (also counted in
+    /// [`MediaStats::overflow_frames`]).
+    Overflow {
+        /// Frames dropped.
+        dropped_frames: u64,
+    },
+    /// A text message from Asterisk that could not be parsed (counted in
+    /// [`MediaStats::malformed`]).
+    Malformed(ParseError),
+    /// `FLUSH_MEDIA` discarded markers: their `MEDIA_MARK_PROCESSED` /
+    /// `MEDIA_BUFFERING_COMPLETED` events will never come.
+    MarkersDiscarded {
+        /// Correlation ids of the discarded `MARK_MEDIA` markers, oldest first.
+        marks: Vec<Option<String>>,
+        /// Correlation ids of the discarded `STOP_MEDIA_BUFFERING` markers.
+        buffering: Vec<Option<String>>,
+    },
+    /// The socket closed (the last output).
+    Closed {
+        /// The close code Asterisk sent, if any (1000 after `HANGUP`).
+        code: Option<u16>,
+        /// The close reason.
+        reason: String,
+        /// Frames still queued locally, never sent.
+        unsent_frames: usize,
+        /// Bytes of a partial frame held by the re-framer, never sent.
+        unsent_bytes: usize,
+    },
+}
+
+/// Why audio or a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Audio before `MEDIA_START`: the frame size is not known yet.
+    NotStarted,
+    /// The session is closing or closed.
+    Closed,
+    /// With re-framing off, a message shorter than one frame outside buffering mode: Asterisk
+    /// would drop it.
+    ShortMessage {
+        /// The message length.
+        len: usize,
+        /// The frame size.
+        frame_size: usize,
+    },
+    /// The command could not be built.
+    Command(CommandError),
+    /// Too many commands wait behind held-back audio ([`MediaConfig::queue_frames`]).
+    QueueFull,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotStarted => {
+                f.write_str("media not started yet: wait for MEDIA_START before sending audio")
+            }
+            SendError::Closed => f.write_str("the media session is closed"),
+            SendError::ShortMessage { len, frame_size } => write!(
+                f,
+                "a {len}-byte audio message is shorter than one {frame_size}-byte frame: \
+                 Asterisk would drop it (enable re-framing or use buffering mode)"
+            ),
+            SendError::Command(_) => f.write_str("invalid media command"),
+            SendError::QueueFull => f.write_str(
+                "too many media commands wait behind held-back audio (the local queue is full)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Command(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<CommandError> for SendError {
+    fn from(e: CommandError) -> Self {
+        SendError::Command(e)
+    }
+}
+
+/// What [`MediaSession::send_audio`] did with a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Queued {
+    /// Frames (messages) queued for sending.
+    pub frames: usize,
+    /// Frames dropped because the local queue was full.
+    pub dropped: usize,
+}
+
+/// Counters of a [`MediaSession`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct MediaStats {
+    /// Audio messages received.
+    pub frames_in: u64,
+    /// Audio bytes received.
+    pub bytes_in: u64,
+    /// Audio messages handed out to send.
+    pub frames_out: u64,
+    /// Audio bytes handed out to send.
+    pub bytes_out: u64,
+    /// Control events received (unknown ones included).
+    pub events: u64,
+    /// Unknown control events received.
+    pub unknown_events: u64,
+    /// Text messages that could not be parsed.
+    pub malformed: u64,
+    /// `MEDIA_XOFF` events received.
+    pub xoff: u64,
+    /// Frames dropped because the local queue was full.
+    pub overflow_frames: u64,
+    /// Frames dropped locally by `FLUSH_MEDIA`.
+    pub flushed_frames: u64,
+    /// Commands handed out to send.
+    pub commands: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    None,
+    Pause,
+    Continue,
+    Flush,
+}
+
+#[derive(Debug)]
+enum Item {
+    Frame(Bytes),
+    Command(Command, String),
+}
+
+/// The state machine of one chan_websocket media socket (sans-IO).
+///
+/// The adapter owns the WebSocket. It reports what arrives
+/// ([`handle_text`](Self::handle_text), [`handle_binary`](Self::handle_binary),
+/// [`handle_ping`](Self::handle_ping), [`handle_close`](Self::handle_close)); the application
+/// hands over audio ([`send_audio`](Self::send_audio)) and commands
+/// ([`send_command`](Self::send_command), [`close`](Self::close)). After each of those the
+/// adapter drains [`poll_transmit`](Self::poll_transmit) (sending each [`Transmit`] in order)
+/// and [`poll_output`](Self::poll_output), then waits for the socket or for
+/// [`poll_timeout`](Self::poll_timeout), whichever comes first, and polls again. `now` never
+/// goes backwards.
+///
+/// **Flow control.** Audio goes out as binary messages of exactly `optimal_frame_size` bytes
+/// (a sub-frame tail waits for more audio: Asterisk would drop a short message). The session
+/// keeps Asterisk's queue near [`MediaConfig::send_ahead`] frames by its own estimate, stops
+/// handing out audio on `MEDIA_XOFF` and resumes on `MEDIA_XON`. Audio that cannot go out
+/// waits in a bounded local queue ([`MediaConfig::queue_frames`]); what does not fit is
+/// dropped, counted ([`MediaStats::overflow_frames`]), reported by `send_audio` and signalled
+/// with [`MediaOutput::Overflow`]: never silently. Commands that act on Asterisk's queue
+/// (marks, buffering, `REPORT_QUEUE_DRAINED`) wait in order with the audio; the others go out
+/// at once. `FLUSH_MEDIA` empties the local queue as well as Asterisk's.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use ari_proto::media::websocket::{MediaConfig, MediaEvent, MediaOutput, MediaSession, Transmit};
+/// use bytes::Bytes;
+///
+/// let mut now = Instant::now(); // the adapter's clock
+/// let mut media = MediaSession::new(MediaConfig::new());
+/// media.handle_text("MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 \
+///     channel_id:em-1 format:ulaw optimal_frame_size:160 ptime:20");
+/// assert!(matches!(media.poll_output(), Some(MediaOutput::Event(MediaEvent::MediaStart(_)))));
+///
+/// // Audio in: hand it to the application.
+/// media.handle_binary(Bytes::from(vec![0xff; 160]));
+/// let Some(MediaOutput::Audio(frame)) = media.poll_output() else { unreachable!() };
+///
+/// // Audio out, in any chunk size: it leaves as whole 160-byte frames.
+/// media.send_audio(Bytes::from(vec![0x7f; 400]))?;
+/// while let Some(t) = media.poll_transmit(now) {
+///     assert!(matches!(t, Transmit::Binary(ref b) if b.len() == 160));
+/// }
+/// assert_eq!(media.stats().frames_out, 2); // 80 bytes wait for more audio
+///
+/// // Audio beyond `send_ahead` waits for Asterisk's queue to drain.
+/// media.send_audio(Bytes::from(vec![0x7f; 160 * 30]))?;
+/// while media.poll_transmit(now).is_some() {}
+/// now = media.poll_timeout().expect("frames wait");
+/// assert!(media.poll_transmit(now).is_some());
+/// # Ok::<(), ari_proto::media::websocket::SendError>(())
+/// ```
+#[derive(Debug)]
+pub struct MediaSession {
+    config: MediaConfig,
+    state: MediaState,
+    format: ControlFormat,
+    start: Option<MediaStart>,
+    frame_size: usize,
+    ptime: Duration,
+    reframer: Reframer,
+    buffering: bool,
+    xoff: bool,
+    /// Commands that go out at once (and PONG/CLOSE).
+    immediate: VecDeque<(Transmit, Effect)>,
+    /// Audio and queue-ordered commands, in order.
+    queue: VecDeque<Item>,
+    queued_frames: usize,
+    queued_commands: usize,
+    /// Markers submitted and not yet processed (local or at Asterisk).
+    pending_marks: VecDeque<Option<String>>,
+    pending_buffering: VecDeque<Option<String>>,
+    /// Estimate of Asterisk's playout queue, in frames.
+    remote_frames: u32,
+    remote_paused: bool,
+    drain_base: Option<Instant>,
+    outputs: VecDeque<MediaOutput>,
+    pending_overflow: u64,
+    close_sent: bool,
+    stats: MediaStats,
+}
+
+impl MediaSession {
+    /// A session for a socket that has just connected.
+    pub fn new(config: MediaConfig) -> MediaSession {
+        let config = MediaConfig {
+            queue_frames: config.queue_frames.max(1),
+            send_ahead: config.send_ahead.clamp(1, ASTERISK_XOFF_LEVEL - 1),
+            ..config
+        };
+        MediaSession {
+            format: config.control_format,
+            config,
+            state: MediaState::AwaitingStart,
+            start: None,
+            frame_size: 0,
+            ptime: Duration::from_millis(20),
+            reframer: Reframer::new(0),
+            buffering: false,
+            xoff: false,
+            immediate: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_frames: 0,
+            queued_commands: 0,
+            pending_marks: VecDeque::new(),
+            pending_buffering: VecDeque::new(),
+            remote_frames: 0,
+            remote_paused: false,
+            drain_base: None,
+            outputs: VecDeque::new(),
+            pending_overflow: 0,
+            close_sent: false,
+            stats: MediaStats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Where the socket is in its life.
+    pub fn state(&self) -> MediaState {
+        self.state
+    }
+
+    /// The `MEDIA_START` parameters, once received.
+    pub fn media_start(&self) -> Option<&MediaStart> {
+        self.start.as_ref()
+    }
+
+    /// The control format in use (the one `MEDIA_START` came in, once it has).
+    pub fn control_format(&self) -> ControlFormat {
+        self.format
+    }
+
+    /// The bytes per frame (0 before `MEDIA_START` and in passthrough mode).
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// The frame duration (20 ms until `MEDIA_START` says otherwise).
+    pub fn ptime(&self) -> Duration {
+        self.ptime
+    }
+
+    /// Whether Asterisk said `MEDIA_XOFF` (and not yet `MEDIA_XON`): no audio goes out.
+    pub fn is_xoff(&self) -> bool {
+        self.xoff
+    }
+
+    /// Whether buffering mode is on (as requested by this side).
+    pub fn is_buffering(&self) -> bool {
+        self.buffering
+    }
+
+    /// Frames waiting in the local queue.
+    pub fn queued_frames(&self) -> usize {
+        self.queued_frames
+    }
+
+    /// Frames the local queue can still take before it overflows.
+    pub fn queue_room(&self) -> usize {
+        self.config.queue_frames.saturating_sub(self.queued_frames)
+    }
+
+    /// The session's estimate of Asterisk's playout queue, in frames.
+    pub fn remote_queue_estimate(&self) -> u32 {
+        self.remote_frames
+    }
+
+    /// `MARK_MEDIA` markers submitted and not yet reported processed, oldest first.
+    pub fn pending_marks(&self) -> impl Iterator<Item = Option<&str>> {
+        self.pending_marks.iter().map(Option::as_deref)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> MediaStats {
+        self.stats
+    }
+
+    // ---- inputs ----
+
+    /// A text message arrived.
+    pub fn handle_text(&mut self, text: &str) {
+        if self.state == MediaState::Closed {
+            return;
+        }
+        let event = match MediaEvent::parse(text) {
+            Ok(event) => event,
+            Err(e) => {
+                self.stats.malformed += 1;
+                self.outputs.push_back(MediaOutput::Malformed(e));
+                return;
+            }
+        };
+        self.stats.events += 1;
+        match &event {
+            MediaEvent::MediaStart(start) => {
+                self.format = ControlFormat::detect(text);
+                self.frame_size = start.optimal_frame_size as usize;
+                self.ptime = Duration::from_millis(u64::from(start.ptime.clamp(1, 1000)));
+                let reframe_size = if self.config.reframe {
+                    self.frame_size
+                } else {
+                    0
+                };
+                if self.reframer.frame_size() != reframe_size {
+                    self.reframer = Reframer::new(reframe_size);
+                }
+                self.start = Some(start.clone());
+                if self.state == MediaState::AwaitingStart {
+                    self.state = MediaState::Started;
+                }
+            }
+            MediaEvent::MediaXoff { .. } => {
+                self.stats.xoff += 1;
+                self.xoff = true;
+                self.remote_frames = self.remote_frames.max(ASTERISK_XOFF_LEVEL);
+            }
+            MediaEvent::MediaXon { .. } => {
+                self.xoff = false;
+                self.remote_frames = self.remote_frames.min(ASTERISK_XON_LEVEL - 1);
+            }
+            MediaEvent::MediaMarkProcessed { correlation_id, .. } => {
+                remove_marker(&mut self.pending_marks, correlation_id);
+            }
+            MediaEvent::MediaBufferingCompleted { correlation_id, .. } => {
+                remove_marker(&mut self.pending_buffering, correlation_id);
+            }
+            MediaEvent::Unknown(_) => self.stats.unknown_events += 1,
+            _ => {}
+        }
+        self.outputs.push_back(MediaOutput::Event(event));
+    }
+
+    /// A binary (audio) message arrived.
+    pub fn handle_binary(&mut self, audio: Bytes) {
+        if self.state == MediaState::Closed {
+            return;
+        }
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += audio.len() as u64;
+        self.outputs.push_back(MediaOutput::Audio(audio));
+    }
+
+    /// A PING arrived: the session answers it with a PONG carrying the same payload. (An
+    /// adapter whose WebSocket library answers pings itself, as tungstenite does, need not
+    /// call this. Nothing else ever produces a PONG.)
+    pub fn handle_ping(&mut self, payload: Bytes) {
+        if self.state != MediaState::Closed && !self.close_sent {
+            self.immediate
+                .push_back((Transmit::Pong(payload), Effect::None));
+        }
+    }
+
+    /// The socket closed: a CLOSE arrived (`code` and `reason` from it) or the connection
+    /// dropped (`None`). Ends the session; [`MediaOutput::Closed`] is the last output.
+    pub fn handle_close(&mut self, code: Option<u16>, reason: &str) {
+        if self.state == MediaState::Closed {
+            return;
+        }
+        self.state = MediaState::Closed;
+        self.flush_overflow();
+        let unsent_frames = self.queued_frames;
+        self.queue.clear();
+        self.queued_frames = 0;
+        self.queued_commands = 0;
+        self.immediate.clear();
+        self.outputs.push_back(MediaOutput::Closed {
+            code,
+            reason: reason.to_owned(),
+            unsent_frames,
+            unsent_bytes: self.reframer.clear(),
+        });
+    }
+
+    // ---- commands ----
+
+    /// Hands audio over to send. With re-framing (the default) any chunk size is fine:
+    /// whole frames are queued, a sub-frame tail waits for the next chunk.
+    ///
+    /// Frames that do not fit in the local queue are dropped and counted
+    /// ([`Queued::dropped`], [`MediaStats::overflow_frames`], [`MediaOutput::Overflow`]).
+    pub fn send_audio(&mut self, audio: Bytes) -> Result<Queued, SendError> {
+        match self.state {
+            MediaState::AwaitingStart => return Err(SendError::NotStarted),
+            MediaState::Closing | MediaState::Closed => return Err(SendError::Closed),
+            MediaState::Started => {}
+        }
+        if self.reframer.frame_size() == 0
+            && self.frame_size > 0
+            && !self.buffering
+            && audio.len() < self.frame_size
+        {
+            return Err(SendError::ShortMessage {
+                len: audio.len(),
+                frame_size: self.frame_size,
+            });
+        }
+        let mut queued = Queued::default();
+        let capacity = self.config.queue_frames;
+        let queue = &mut self.queue;
+        let queued_frames = &mut self.queued_frames;
+        self.reframer.push(audio, |frame| {
+            if *queued_frames < capacity {
+                queue.push_back(Item::Frame(frame));
+                *queued_frames += 1;
+                queued.frames += 1;
+            } else {
+                queued.dropped += 1;
+            }
+        });
+        if queued.dropped > 0 {
+            self.stats.overflow_frames += queued.dropped as u64;
+            self.pending_overflow += queued.dropped as u64;
+        }
+        Ok(queued)
+    }
+
+    /// Sends a command. Commands that act on Asterisk's queue wait in order behind the audio
+    /// held locally ([`Command::is_queued`]); the others go out at the next
+    /// [`poll_transmit`](Self::poll_transmit). `FLUSH_MEDIA` also empties the local queue
+    /// and the re-framer's tail; `STOP_MEDIA_BUFFERING` first queues that tail (Asterisk plays
+    /// a short final frame in buffering mode). `HANGUP` ends the sending side: audio still
+    /// queued is dropped (reported in [`MediaOutput::Closed`]).
+    pub fn send_command(&mut self, command: Command) -> Result<(), SendError> {
+        if matches!(self.state, MediaState::Closing | MediaState::Closed) {
+            return Err(SendError::Closed);
+        }
+        let text = command.encode(self.format)?;
+        if command.is_queued() {
+            if self.queued_commands >= self.config.queue_frames {
+                return Err(SendError::QueueFull);
+            }
+            match &command {
+                Command::StartMediaBuffering => self.buffering = true,
+                Command::StopMediaBuffering { correlation_id } => {
+                    if let Some(tail) = self.reframer.take_tail() {
+                        // The tail is part of the buffered block: it is never dropped.
+                        self.queue.push_back(Item::Frame(tail));
+                        self.queued_frames += 1;
+                    }
+                    self.buffering = false;
+                    self.pending_buffering.push_back(correlation_id.clone());
+                }
+                Command::MarkMedia { correlation_id } => {
+                    self.pending_marks.push_back(correlation_id.clone());
+                }
+                _ => {}
+            }
+            self.queued_commands += 1;
+            self.queue.push_back(Item::Command(command, text));
+            return Ok(());
+        }
+        let effect = match command {
+            Command::PauseMedia => Effect::Pause,
+            Command::ContinueMedia => Effect::Continue,
+            Command::FlushMedia => Effect::Flush,
+            _ => Effect::None,
+        };
+        if effect == Effect::Flush {
+            self.flush_local();
+        }
+        let is_hangup = command == Command::Hangup;
+        self.immediate.push_back((Transmit::Text(text), effect));
+        if is_hangup {
+            self.state = MediaState::Closing;
+        }
+        Ok(())
+    }
+
+    /// Closes the socket (CLOSE with `code`, 1000 for a normal end). Asterisk answers with a
+    /// CLOSE and hangs the channel up; report that with [`handle_close`](Self::handle_close).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if self.state == MediaState::Closed || self.close_sent {
+            return;
+        }
+        self.state = MediaState::Closing;
+        self.close_sent = true;
+        self.immediate.push_back((
+            Transmit::Close {
+                code,
+                reason: reason.to_owned(),
+            },
+            Effect::None,
+        ));
+    }
+
+    fn flush_local(&mut self) {
+        let mut drained_reports = 0usize;
+        let mut flushed = 0u64;
+        for item in self.queue.drain(..) {
+            match item {
+                Item::Frame(_) => flushed += 1,
+                Item::Command(Command::ReportQueueDrained, _) => drained_reports += 1,
+                Item::Command(..) => {}
+            }
+        }
+        self.stats.flushed_frames += flushed;
+        self.queued_frames = 0;
+        self.queued_commands = 0;
+        self.reframer.clear();
+        self.buffering = false;
+        if !self.pending_marks.is_empty() || !self.pending_buffering.is_empty() {
+            self.outputs.push_back(MediaOutput::MarkersDiscarded {
+                marks: self.pending_marks.drain(..).collect(),
+                buffering: self.pending_buffering.drain(..).collect(),
+            });
+        }
+        // A REPORT_QUEUE_DRAINED that waited behind flushed audio still wants its answer: it
+        // goes out right after the FLUSH_MEDIA (immediate commands go first).
+        for _ in 0..drained_reports {
+            if let Ok(text) = Command::ReportQueueDrained.encode(self.format) {
+                self.queue.push_back(Item::Command(Command::ReportQueueDrained, text));
+                self.queued_commands += 1;
+            }
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next message to send, if one may go out at `now`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.drain(now);
+        if let Some((transmit, effect)) = self.immediate.pop_front() {
+            match effect {
+                Effect::Pause => self.remote_paused = true,
+                Effect::Continue => self.remote_paused = false,
+                Effect::Flush => self.remote_frames = 0,
+                Effect::None => {}
+            }
+            if let Transmit::Text(_) = transmit {
+                self.stats.commands += 1;
+            }
+            return Some(transmit);
+        }
+        if self.state != MediaState::Started {
+            return None;
+        }
+        match self.queue.front()? {
+            Item::Command(..) => {
+                let Some(Item::Command(_, text)) = self.queue.pop_front() else {
+                    return None;
+                };
+                self.queued_commands -= 1;
+                self.stats.commands += 1;
+                Some(Transmit::Text(text))
+            }
+            Item::Frame(frame) => {
+                if self.xoff || self.remote_frames >= self.config.send_ahead {
+                    return None;
+                }
+                let frames = self.frames_in_message(frame.len());
+                let Some(Item::Frame(frame)) = self.queue.pop_front() else {
+                    return None;
+                };
+                self.queued_frames -= 1;
+                if self.remote_frames == 0 {
+                    self.drain_base = Some(now);
+                }
+                self.remote_frames = self.remote_frames.saturating_add(frames);
+                self.stats.frames_out += 1;
+                self.stats.bytes_out += frame.len() as u64;
+                Some(Transmit::Binary(frame))
+            }
+        }
+    }
+
+    /// The next output for the application.
+    pub fn poll_output(&mut self) -> Option<MediaOutput> {
+        self.flush_overflow();
+        self.outputs.pop_front()
+    }
+
+    /// When [`poll_transmit`](Self::poll_transmit) may next have audio to hand out (held back
+    /// by pacing), or `None` if nothing waits for time (empty queue, XOFF, paused playout, or
+    /// something to send right now).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.immediate.is_empty() || self.state != MediaState::Started {
+            return None;
+        }
+        match self.queue.front()? {
+            Item::Frame(_)
+                if !self.xoff
+                    && !self.remote_paused
+                    && self.remote_frames >= self.config.send_ahead =>
+            {
+                self.drain_base.map(|base| base + self.ptime)
+            }
+            _ => None,
+        }
+    }
+
+    fn flush_overflow(&mut self) {
+        if self.pending_overflow > 0 {
+            let dropped_frames = std::mem::take(&mut self.pending_overflow);
+            self.outputs
+                .push_back(MediaOutput::Overflow { dropped_frames });
+        }
+    }
+
+    fn frames_in_message(&self, len: usize) -> u32 {
+        match len.checked_div(self.frame_size) {
+            None => 1,
+            Some(n) => u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Advances the estimate of Asterisk's queue: one frame played per ptime, none while
+    /// paused.
+    fn drain(&mut self, now: Instant) {
+        let Some(base) = self.drain_base else {
+            self.drain_base = Some(now);
+            return;
+        };
+        if now <= base {
+            return;
+        }
+        if self.remote_paused || self.remote_frames == 0 {
+            self.drain_base = Some(now);
+            return;
+        }
+        let ticks = (now - base).as_nanos() / self.ptime.as_nanos().max(1);
+        let played = u32::try_from(ticks).unwrap_or(u32::MAX).min(self.remote_frames);
+        self.remote_frames -= played;
+        self.drain_base = Some(if self.remote_frames == 0 {
+            now
+        } else {
+            base + self.ptime * played
+        });
+    }
+}
+
+fn remove_marker(pending: &mut VecDeque<Option<String>>, id: &Option<String>) {
+    if let Some(i) = pending.iter().position(|p| p == id) {
+        pending.remove(i);
+    }
+}

@@ -1,0 +1,481 @@
+//! The chan_websocket state machine: framing, flow control, pacing, marks, buffering,
+//! hangup/close, and a property test of the local queue.
+
+use std::time::{Duration, Instant};
+
+use ari_proto::media::websocket::{
+    Command, CommandError, ControlFormat, Direction, MediaConfig, MediaEvent, MediaOutput,
+    MediaSession, MediaState, SendError, Transmit,
+};
+use bytes::Bytes;
+use proptest::prelude::*;
+
+const START_ULAW: &str = "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 \
+                          channel_id:em-1 format:ulaw optimal_frame_size:160 ptime:20";
+const MS20: Duration = Duration::from_millis(20);
+
+fn started(config: MediaConfig) -> MediaSession {
+    let mut m = MediaSession::new(config);
+    m.handle_text(START_ULAW);
+    assert!(matches!(
+        m.poll_output(),
+        Some(MediaOutput::Event(MediaEvent::MediaStart(_)))
+    ));
+    assert_eq!(m.state(), MediaState::Started);
+    m
+}
+
+fn drain(m: &mut MediaSession, now: Instant) -> Vec<Transmit> {
+    std::iter::from_fn(|| m.poll_transmit(now)).collect()
+}
+
+fn outputs(m: &mut MediaSession) -> Vec<MediaOutput> {
+    std::iter::from_fn(|| m.poll_output()).collect()
+}
+
+fn counting(len: usize, from: u8) -> Bytes {
+    Bytes::from((0..len).map(|i| from.wrapping_add(i as u8)).collect::<Vec<_>>())
+}
+
+#[test]
+fn audio_goes_out_in_whole_frames_and_the_tail_waits() {
+    let now = Instant::now();
+    let mut m = started(MediaConfig::new());
+    let q = m.send_audio(counting(100, 0)).expect("queued");
+    assert_eq!((q.frames, q.dropped), (0, 0));
+    assert!(drain(&mut m, now).is_empty(), "a short frame is never sent");
+    let q = m.send_audio(counting(250, 100)).expect("queued");
+    assert_eq!(q.frames, 2);
+    let sent = drain(&mut m, now);
+    let bytes: Vec<u8> = sent
+        .iter()
+        .flat_map(|t| match t {
+            Transmit::Binary(b) => {
+                assert_eq!(b.len(), 160);
+                b.to_vec()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(bytes, counting(320, 0).to_vec(), "in order, nothing lost");
+    assert_eq!(m.stats().frames_out, 2);
+}
+
+#[test]
+fn audio_before_media_start_and_after_hangup_is_refused() {
+    let now = Instant::now();
+    let mut m = MediaSession::new(MediaConfig::new());
+    assert_eq!(
+        m.send_audio(counting(160, 0)),
+        Err(SendError::NotStarted)
+    );
+    m.handle_text(START_ULAW);
+    m.send_audio(counting(1600, 0)).expect("queued");
+    m.send_command(Command::Hangup).expect("hangup");
+    assert_eq!(m.state(), MediaState::Closing);
+    assert_eq!(drain(&mut m, now), [Transmit::Text("HANGUP".into())]);
+    assert_eq!(m.send_audio(counting(160, 0)), Err(SendError::Closed));
+    m.handle_close(Some(1000), "");
+    let out = outputs(&mut m);
+    assert!(matches!(
+        out.last(),
+        Some(MediaOutput::Closed { code: Some(1000), unsent_frames: 10, .. })
+    ));
+    assert_eq!(m.state(), MediaState::Closed);
+    assert!(drain(&mut m, now).is_empty());
+}
+
+#[test]
+fn the_control_format_follows_media_start() {
+    let mut m = MediaSession::new(MediaConfig::new());
+    m.handle_text(
+        r#"{"event":"MEDIA_START","connection_id":"c","channel":"WebSocket/INCOMING/0x1","channel_id":"e","format":"slin16","optimal_frame_size":640,"ptime":20,"channel_variables":{"A":"b"}}"#,
+    );
+    assert_eq!(m.control_format(), ControlFormat::Json);
+    assert_eq!(m.frame_size(), 640);
+    m.send_command(Command::GetStatus).expect("ok");
+    m.send_command(Command::SetMediaDirection(Direction::In))
+        .expect("json only, and this is json");
+    assert_eq!(
+        drain(&mut m, Instant::now()),
+        [
+            Transmit::Text(r#"{"command":"GET_STATUS"}"#.into()),
+            Transmit::Text(r#"{"command":"SET_MEDIA_DIRECTION","direction":"in"}"#.into())
+        ]
+    );
+}
+
+#[test]
+fn commands_asterisk_would_ignore_are_typed_errors() {
+    let mut m = started(MediaConfig::new());
+    assert_eq!(
+        m.send_command(Command::SetMediaDirection(Direction::Out)),
+        Err(SendError::Command(CommandError::JsonOnly {
+            command: "SET_MEDIA_DIRECTION"
+        }))
+    );
+    let long = Command::MarkMedia {
+        correlation_id: Some("x".repeat(118)),
+    };
+    assert_eq!(
+        long.encode(ControlFormat::PlainText),
+        Err(CommandError::TooLong {
+            command: "MARK_MEDIA",
+            len: 129
+        })
+    );
+    assert!(matches!(
+        m.send_command(long),
+        Err(SendError::Command(CommandError::TooLong { len: 129, .. }))
+    ));
+    let fits = Command::MarkMedia {
+        correlation_id: Some("x".repeat(117)),
+    };
+    assert_eq!(fits.encode(ControlFormat::PlainText).map(|s| s.len()), Ok(128));
+    assert!(matches!(
+        Command::StopMediaBuffering {
+            correlation_id: Some("a b".into())
+        }
+        .encode(ControlFormat::PlainText),
+        Err(CommandError::InvalidCorrelationId { .. })
+    ));
+    // JSON escapes count: a quote becomes two bytes.
+    let quoted = Command::MarkMedia {
+        correlation_id: Some("\"".repeat(50)),
+    };
+    assert!(matches!(
+        quoted.encode(ControlFormat::Json),
+        Err(CommandError::TooLong { .. })
+    ));
+    let e = m
+        .send_command(Command::SetMediaDirection(Direction::Both))
+        .unwrap_err();
+    assert!(std::error::Error::source(&e).is_some());
+    assert!(drain(&mut m, Instant::now()).is_empty(), "nothing was sent");
+}
+
+#[test]
+fn xoff_stops_audio_and_xon_resumes_it() {
+    let mut now = Instant::now();
+    let mut m = started(MediaConfig::new().send_ahead(899));
+    m.send_audio(counting(160 * 5, 0)).expect("queued");
+    m.handle_text("MEDIA_XOFF");
+    assert!(m.is_xoff());
+    assert!(drain(&mut m, now).is_empty());
+    assert_eq!(m.poll_timeout(), None, "nothing waits for time under XOFF");
+    now += Duration::from_secs(5);
+    assert!(drain(&mut m, now).is_empty());
+    m.handle_text("MEDIA_XON");
+    assert_eq!(drain(&mut m, now).len(), 5);
+    assert_eq!(m.stats().xoff, 1);
+}
+
+#[test]
+fn overflow_is_counted_and_signalled() {
+    let now = Instant::now();
+    let mut m = started(MediaConfig::new().queue_frames(4).send_ahead(899));
+    m.handle_text("MEDIA_XOFF");
+    let q = m.send_audio(counting(160 * 6 + 10, 0)).expect("partly queued");
+    assert_eq!((q.frames, q.dropped), (4, 2));
+    let q = m.send_audio(counting(150, 0)).expect("queued");
+    assert_eq!((q.frames, q.dropped), (0, 1));
+    assert_eq!(m.stats().overflow_frames, 3);
+    let out = outputs(&mut m);
+    assert!(matches!(out[0], MediaOutput::Event(MediaEvent::MediaXoff { .. })));
+    assert_eq!(
+        out.last(),
+        Some(&MediaOutput::Overflow { dropped_frames: 3 })
+    );
+    m.handle_text("MEDIA_XON");
+    assert_eq!(drain(&mut m, now).len(), 4);
+}
+
+#[test]
+fn marks_wait_behind_audio_and_flush_discards_them() {
+    let now = Instant::now();
+    let mut m = started(MediaConfig::new().send_ahead(2));
+    m.send_audio(counting(160 * 4, 0)).expect("queued");
+    m.send_command(Command::MarkMedia {
+        correlation_id: Some("m1".into()),
+    })
+    .expect("mark");
+    m.send_command(Command::GetStatus).expect("status");
+    let sent = drain(&mut m, now);
+    assert_eq!(sent[0], Transmit::Text("GET_STATUS".into()), "not queued");
+    assert_eq!(sent.len(), 3, "two frames, then pacing holds the rest");
+    assert!(sent[1..].iter().all(|t| matches!(t, Transmit::Binary(_))));
+    // The mark must not overtake the two frames still held.
+    let later = now + MS20 * 2;
+    let sent = drain(&mut m, later);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2], Transmit::Text("MARK_MEDIA m1".into()));
+    assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("m1")]);
+
+    // A second mark still queued locally behind audio; then FLUSH_MEDIA.
+    m.send_audio(counting(160 * 10, 0)).expect("queued");
+    m.send_command(Command::MarkMedia { correlation_id: None }).expect("mark");
+    m.send_command(Command::ReportQueueDrained).expect("report");
+    m.send_command(Command::FlushMedia).expect("flush");
+    assert_eq!(m.queued_frames(), 0);
+    assert_eq!(m.stats().flushed_frames, 10);
+    let out = outputs(&mut m);
+    assert_eq!(
+        out,
+        [MediaOutput::MarkersDiscarded {
+            marks: vec![Some("m1".into()), None],
+            buffering: vec![]
+        }]
+    );
+    assert_eq!(
+        drain(&mut m, later),
+        [
+            Transmit::Text("FLUSH_MEDIA".into()),
+            Transmit::Text("REPORT_QUEUE_DRAINED".into())
+        ],
+        "the drain report survives the flush"
+    );
+    assert_eq!(m.remote_queue_estimate(), 0);
+}
+
+#[test]
+fn a_processed_mark_leaves_the_pending_list() {
+    let mut m = started(MediaConfig::new());
+    for id in ["a", "b"] {
+        m.send_command(Command::MarkMedia {
+            correlation_id: Some(id.into()),
+        })
+        .expect("mark");
+    }
+    m.handle_text("MEDIA_MARK_PROCESSED a");
+    assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("b")]);
+}
+
+#[test]
+fn stop_buffering_sends_the_tail_as_a_short_frame_then_the_command() {
+    let now = Instant::now();
+    let mut m = started(MediaConfig::new().send_ahead(899));
+    m.send_command(Command::StartMediaBuffering).expect("start");
+    assert!(m.is_buffering());
+    m.send_audio(counting(8050, 0)).expect("queued");
+    m.send_command(Command::StopMediaBuffering {
+        correlation_id: Some("b1".into()),
+    })
+    .expect("stop");
+    let sent = drain(&mut m, now);
+    assert_eq!(sent[0], Transmit::Text("START_MEDIA_BUFFERING".into()));
+    let lens: Vec<usize> = sent[1..sent.len() - 1]
+        .iter()
+        .map(|t| match t {
+            Transmit::Binary(b) => b.len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(lens.len(), 51);
+    assert!(lens[..50].iter().all(|l| *l == 160));
+    assert_eq!(lens[50], 50, "the tail is sent at the end of the block");
+    assert_eq!(
+        sent.last(),
+        Some(&Transmit::Text("STOP_MEDIA_BUFFERING b1".into()))
+    );
+    assert!(!m.is_buffering());
+}
+
+#[test]
+fn without_reframing_a_short_message_is_refused_outside_buffering() {
+    let mut m = started(MediaConfig::new().reframe(false));
+    assert_eq!(
+        m.send_audio(counting(100, 0)),
+        Err(SendError::ShortMessage {
+            len: 100,
+            frame_size: 160
+        })
+    );
+    assert_eq!(m.send_audio(counting(480, 0)).map(|q| q.frames), Ok(1));
+    m.send_command(Command::StartMediaBuffering).expect("start");
+    assert_eq!(m.send_audio(counting(100, 0)).map(|q| q.frames), Ok(1));
+    let sent = drain(&mut m, Instant::now());
+    assert!(matches!(&sent[0], Transmit::Binary(b) if b.len() == 480));
+    assert!(matches!(&sent[2], Transmit::Binary(b) if b.len() == 100));
+    assert_eq!(
+        m.remote_queue_estimate(),
+        4,
+        "480 bytes are 3 frames at Asterisk, a short buffered one 1"
+    );
+}
+
+#[test]
+fn pacing_keeps_asterisk_queue_near_send_ahead_in_simulated_time() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut m = started(MediaConfig::new().send_ahead(5));
+    m.send_audio(counting(160 * 100, 0)).expect("queued");
+    let mut sent = drain(&mut m, now).len() as u64;
+    assert_eq!(sent, 5);
+    while sent < 100 {
+        let next = m.poll_timeout().expect("frames wait for the queue to drain");
+        assert!(next > now);
+        now = next;
+        let n = drain(&mut m, now).len() as u64;
+        assert!(n >= 1);
+        sent += n;
+        let ticks = ((now - start).as_millis() / 20) as u64;
+        assert!(sent <= 5 + ticks, "sent {sent} after {ticks} ticks");
+        assert!(m.remote_queue_estimate() <= 5);
+    }
+    assert_eq!(now - start, MS20 * 95);
+    assert_eq!(m.poll_timeout(), None);
+
+    // Paused playout does not drain: nothing more goes out until CONTINUE_MEDIA.
+    m.send_command(Command::PauseMedia).expect("pause");
+    assert_eq!(drain(&mut m, now), [Transmit::Text("PAUSE_MEDIA".into())]);
+    m.send_audio(counting(160 * 10, 0)).expect("queued");
+    now += Duration::from_secs(10);
+    assert!(drain(&mut m, now).is_empty());
+    assert_eq!(m.poll_timeout(), None);
+    m.send_command(Command::ContinueMedia).expect("continue");
+    assert_eq!(drain(&mut m, now), [Transmit::Text("CONTINUE_MEDIA".into())]);
+    assert!(m.poll_timeout().is_some());
+    now += MS20 * 5;
+    assert_eq!(drain(&mut m, now).len(), 5);
+}
+
+#[test]
+fn a_pong_only_ever_answers_a_ping() {
+    let now = Instant::now();
+    let mut m = started(MediaConfig::new());
+    m.send_audio(counting(1600, 0)).expect("queued");
+    m.send_command(Command::GetStatus).expect("ok");
+    m.handle_text("STATUS channel_id:em-1 queue_length:0 xon_level:800 xoff_level:900 queue_full:false bulk_media:false media_paused:false");
+    m.handle_binary(counting(160, 0));
+    let sent = drain(&mut m, now + Duration::from_secs(1));
+    assert!(!sent.iter().any(|t| matches!(t, Transmit::Pong(_))));
+    m.handle_ping(Bytes::from_static(b"app-ping"));
+    assert_eq!(
+        drain(&mut m, now + Duration::from_secs(1)),
+        [Transmit::Pong(Bytes::from_static(b"app-ping"))]
+    );
+}
+
+#[test]
+fn close_sends_one_close_frame_and_ends_sending() {
+    let now = Instant::now();
+    let mut m = started(MediaConfig::new());
+    m.close(1000, "done");
+    m.close(1000, "again");
+    assert_eq!(
+        drain(&mut m, now),
+        [Transmit::Close {
+            code: 1000,
+            reason: "done".into()
+        }]
+    );
+    m.handle_ping(Bytes::new());
+    assert!(drain(&mut m, now).is_empty(), "nothing after CLOSE");
+    assert_eq!(m.send_command(Command::GetStatus), Err(SendError::Closed));
+    m.handle_close(Some(1000), "");
+    m.handle_close(None, "");
+    let closes = outputs(&mut m)
+        .into_iter()
+        .filter(|o| matches!(o, MediaOutput::Closed { .. }))
+        .count();
+    assert_eq!(closes, 1);
+}
+
+#[test]
+fn unknown_and_malformed_messages_are_reported_not_dropped() {
+    let mut m = started(MediaConfig::new());
+    m.handle_text("MEDIA_FUTURE something:1");
+    m.handle_text("STATUS queue_length:lots");
+    m.handle_text(r#"{"event":"NEW_THING","x":[1,2]}"#);
+    m.handle_text(r#"{"event":"#);
+    let out = outputs(&mut m);
+    assert!(matches!(&out[0], MediaOutput::Event(MediaEvent::Unknown(u)) if u.name == "MEDIA_FUTURE"));
+    assert!(matches!(&out[1], MediaOutput::Malformed(_)));
+    assert!(matches!(&out[2], MediaOutput::Event(MediaEvent::Unknown(u)) if u.name == "NEW_THING"));
+    assert!(matches!(&out[3], MediaOutput::Malformed(_)));
+    assert_eq!((m.stats().unknown_events, m.stats().malformed), (2, 2));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send(usize),
+    Xoff,
+    Xon,
+    Advance(u64),
+    Poll,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..1200).prop_map(Op::Send),
+        1 => Just(Op::Xoff),
+        1 => Just(Op::Xon),
+        2 => (0u64..120).prop_map(Op::Advance),
+        3 => Just(Op::Poll),
+    ]
+}
+
+proptest! {
+    /// The local queue never loses or reorders a frame while it has room; every frame that
+    /// did not fit is counted exactly, in the return value, the stats and the Overflow
+    /// outputs; nothing goes out under XOFF; pacing never lets the estimate pass send_ahead.
+    #[test]
+    fn the_flow_control_queue_loses_nothing_while_it_has_room(
+        ops in proptest::collection::vec(op(), 1..120),
+        capacity in 1usize..40,
+        ahead in 1u32..20,
+    ) {
+        let mut now = Instant::now();
+        let mut m = started(MediaConfig::new().queue_frames(capacity).send_ahead(ahead));
+        let mut counter = 0u8;
+        // Model: a tail, a queue of frame contents, and what must come out.
+        let mut tail: Vec<u8> = Vec::new();
+        let mut queued: std::collections::VecDeque<Vec<u8>> = Default::default();
+        let mut dropped = 0u64;
+        let mut xoff = false;
+        let mut overflow_outputs = 0u64;
+        for op in ops {
+            match op {
+                Op::Send(len) => {
+                    let chunk = counting(len, counter);
+                    counter = counter.wrapping_add(len as u8);
+                    tail.extend_from_slice(&chunk);
+                    let mut want = (0usize, 0usize);
+                    while tail.len() >= 160 {
+                        let frame: Vec<u8> = tail.drain(..160).collect();
+                        if queued.len() < capacity {
+                            queued.push_back(frame);
+                            want.0 += 1;
+                        } else {
+                            want.1 += 1;
+                            dropped += 1;
+                        }
+                    }
+                    let q = m.send_audio(chunk).expect("started");
+                    prop_assert_eq!((q.frames, q.dropped), want);
+                }
+                Op::Xoff => { m.handle_text("MEDIA_XOFF"); xoff = true; }
+                Op::Xon => { m.handle_text("MEDIA_XON"); xoff = false; }
+                Op::Advance(ms) => now += Duration::from_millis(ms),
+                Op::Poll => {}
+            }
+            while let Some(t) = m.poll_transmit(now) {
+                prop_assert!(m.remote_queue_estimate() <= ahead, "{} queued at Asterisk", m.remote_queue_estimate());
+                let Transmit::Binary(frame) = t else {
+                    return Err(TestCaseError::fail(format!("unexpected {t:?}")));
+                };
+                prop_assert!(!xoff, "audio went out under XOFF");
+                let expected = queued.pop_front().expect("a frame the model queued");
+                prop_assert_eq!(frame.to_vec(), expected, "lost or reordered");
+            }
+            prop_assert_eq!(m.queued_frames(), queued.len());
+            while let Some(o) = m.poll_output() {
+                if let MediaOutput::Overflow { dropped_frames } = o {
+                    overflow_outputs += dropped_frames;
+                }
+            }
+        }
+        prop_assert_eq!(m.stats().overflow_frames, dropped);
+        prop_assert_eq!(overflow_outputs, dropped);
+    }
+}
