@@ -102,7 +102,9 @@ fn every_recorded_plain_text_event_is_typed() {
         let digits: String = events
             .iter()
             .filter_map(|e| match e {
-                MediaEvent::DtmfEnd { digit, channel_id, .. } => {
+                MediaEvent::DtmfEnd {
+                    digit, channel_id, ..
+                } => {
                     assert_eq!(channel_id.as_deref(), Some("mc-em-1"));
                     Some(*digit)
                 }
@@ -122,8 +124,12 @@ fn every_recorded_plain_text_event_is_typed() {
             (full.queue_length, full.xon_level, full.xoff_level),
             (1000, 800, 900)
         );
-        assert!(events.iter().any(|e| matches!(e, MediaEvent::Status(s) if s.bulk_media)));
-        assert!(events.iter().any(|e| matches!(e, MediaEvent::Status(s) if s.media_paused)));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::Status(s) if s.bulk_media)));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::Status(s) if s.media_paused)));
         assert!(events.iter().any(|e| matches!(e,
             MediaEvent::MediaMarkProcessed { correlation_id: Some(id), .. } if id == "m1")));
         assert!(events.iter().any(|e| matches!(e,
@@ -136,8 +142,7 @@ fn every_recorded_plain_text_event_is_typed() {
             })
             .expect("ERROR");
         assert_eq!(
-            error.error_text,
-            "SET_MEDIA_DIRECTION only supports JSON format.\n",
+            error.error_text, "SET_MEDIA_DIRECTION only supports JSON format.\n",
             "the trailing newline is kept"
         );
         assert_eq!(
@@ -308,7 +313,10 @@ fn replaying_a_recorded_session_tracks_its_state() {
         assert_eq!(media.stats().xoff, 1);
         assert_eq!(media.stats().malformed, 0);
         assert_eq!(media.frame_size(), 160);
-        assert_eq!(media.state(), ari_proto::media::websocket::MediaState::Closed);
+        assert_eq!(
+            media.state(),
+            ari_proto::media::websocket::MediaState::Closed
+        );
     }
 }
 
@@ -322,7 +330,10 @@ fn audiosocket_stream(name: &str) -> (Vec<u8>, Vec<Value>) {
             continue;
         }
         let kind = u8::from_str_radix(
-            line["kind"].as_str().expect("kind").trim_start_matches("0x"),
+            line["kind"]
+                .as_str()
+                .expect("kind")
+                .trim_start_matches("0x"),
             16,
         )
         .expect("hex kind");

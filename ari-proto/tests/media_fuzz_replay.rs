@@ -72,3 +72,80 @@ fn edge_inputs_hold_the_invariants() {
         media_checks::audiosocket_decode(data);
     }
 }
+
+mod generated {
+    use super::media_checks;
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "MEDIA_START",
+            "DTMF_END",
+            "STATUS",
+            "MEDIA_XOFF",
+            "MEDIA_XON",
+            "QUEUE_DRAINED",
+            "MEDIA_BUFFERING_COMPLETED",
+            "MEDIA_MARK_PROCESSED",
+            "ERROR",
+            "MARK_MEDIA",
+            "STOP_MEDIA_BUFFERING",
+            "SET_MEDIA_DIRECTION",
+            "GET_STATUS",
+            " ",
+            "  ",
+            "\n",
+            "\t",
+            ":",
+            "format:",
+            "optimal_frame_size:",
+            "ptime:",
+            "digit:",
+            "channel_id:",
+            "error_text:",
+            "queue_length:",
+            "queue_full:",
+            "true",
+            "false",
+            "0",
+            "160",
+            "99999999999",
+            "-1",
+            "x",
+            "é",
+            "\u{2003}",
+            "{",
+            "}",
+            "\"",
+            "\"event\"",
+            "\"command\"",
+            "\"correlation_id\"",
+            "\"direction\"",
+            "\"in\"",
+            ",",
+            "[",
+            "]",
+            "null",
+            "\\",
+            "\"channel_variables\"",
+            "{\"A\":\"b\"}",
+            "\\u0000",
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn generated_control_messages_hold_the_invariants(
+            tokens in prop::collection::vec(token(), 0..24)
+        ) {
+            media_checks::media_control(tokens.concat().as_bytes());
+        }
+
+        #[test]
+        fn generated_audiosocket_streams_hold_the_invariants(
+            data in prop::collection::vec(any::<u8>(), 0..400)
+        ) {
+            media_checks::audiosocket_decode(&data);
+        }
+    }
+}

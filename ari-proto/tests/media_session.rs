@@ -12,6 +12,12 @@ use proptest::prelude::*;
 
 const START_ULAW: &str = "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 \
                           channel_id:em-1 format:ulaw optimal_frame_size:160 ptime:20";
+/// The origin of simulated time; nothing here waits on the real clock.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 const MS20: Duration = Duration::from_millis(20);
 
 fn started(config: MediaConfig) -> MediaSession {
@@ -34,12 +40,16 @@ fn outputs(m: &mut MediaSession) -> Vec<MediaOutput> {
 }
 
 fn counting(len: usize, from: u8) -> Bytes {
-    Bytes::from((0..len).map(|i| from.wrapping_add(i as u8)).collect::<Vec<_>>())
+    Bytes::from(
+        (0..len)
+            .map(|i| from.wrapping_add(i as u8))
+            .collect::<Vec<_>>(),
+    )
 }
 
 #[test]
 fn audio_goes_out_in_whole_frames_and_the_tail_waits() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = started(MediaConfig::new());
     let q = m.send_audio(counting(100, 0)).expect("queued");
     assert_eq!((q.frames, q.dropped), (0, 0));
@@ -63,12 +73,9 @@ fn audio_goes_out_in_whole_frames_and_the_tail_waits() {
 
 #[test]
 fn audio_before_media_start_and_after_hangup_is_refused() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = MediaSession::new(MediaConfig::new());
-    assert_eq!(
-        m.send_audio(counting(160, 0)),
-        Err(SendError::NotStarted)
-    );
+    assert_eq!(m.send_audio(counting(160, 0)), Err(SendError::NotStarted));
     m.handle_text(START_ULAW);
     m.send_audio(counting(1600, 0)).expect("queued");
     m.send_command(Command::Hangup).expect("hangup");
@@ -79,7 +86,11 @@ fn audio_before_media_start_and_after_hangup_is_refused() {
     let out = outputs(&mut m);
     assert!(matches!(
         out.last(),
-        Some(MediaOutput::Closed { code: Some(1000), unsent_frames: 10, .. })
+        Some(MediaOutput::Closed {
+            code: Some(1000),
+            unsent_frames: 10,
+            ..
+        })
     ));
     assert_eq!(m.state(), MediaState::Closed);
     assert!(drain(&mut m, now).is_empty());
@@ -97,7 +108,7 @@ fn the_control_format_follows_media_start() {
     m.send_command(Command::SetMediaDirection(Direction::In))
         .expect("json only, and this is json");
     assert_eq!(
-        drain(&mut m, Instant::now()),
+        drain(&mut m, epoch()),
         [
             Transmit::Text(r#"{"command":"GET_STATUS"}"#.into()),
             Transmit::Text(r#"{"command":"SET_MEDIA_DIRECTION","direction":"in"}"#.into())
@@ -131,7 +142,10 @@ fn commands_asterisk_would_ignore_are_typed_errors() {
     let fits = Command::MarkMedia {
         correlation_id: Some("x".repeat(117)),
     };
-    assert_eq!(fits.encode(ControlFormat::PlainText).map(|s| s.len()), Ok(128));
+    assert_eq!(
+        fits.encode(ControlFormat::PlainText).map(|s| s.len()),
+        Ok(128)
+    );
     assert!(matches!(
         Command::StopMediaBuffering {
             correlation_id: Some("a b".into())
@@ -151,12 +165,12 @@ fn commands_asterisk_would_ignore_are_typed_errors() {
         .send_command(Command::SetMediaDirection(Direction::Both))
         .unwrap_err();
     assert!(std::error::Error::source(&e).is_some());
-    assert!(drain(&mut m, Instant::now()).is_empty(), "nothing was sent");
+    assert!(drain(&mut m, epoch()).is_empty(), "nothing was sent");
 }
 
 #[test]
 fn xoff_stops_audio_and_xon_resumes_it() {
-    let mut now = Instant::now();
+    let mut now = epoch();
     let mut m = started(MediaConfig::new().send_ahead(899));
     m.send_audio(counting(160 * 5, 0)).expect("queued");
     m.handle_text("MEDIA_XOFF");
@@ -172,16 +186,21 @@ fn xoff_stops_audio_and_xon_resumes_it() {
 
 #[test]
 fn overflow_is_counted_and_signalled() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = started(MediaConfig::new().queue_frames(4).send_ahead(899));
     m.handle_text("MEDIA_XOFF");
-    let q = m.send_audio(counting(160 * 6 + 10, 0)).expect("partly queued");
+    let q = m
+        .send_audio(counting(160 * 6 + 10, 0))
+        .expect("partly queued");
     assert_eq!((q.frames, q.dropped), (4, 2));
     let q = m.send_audio(counting(150, 0)).expect("queued");
     assert_eq!((q.frames, q.dropped), (0, 1));
     assert_eq!(m.stats().overflow_frames, 3);
     let out = outputs(&mut m);
-    assert!(matches!(out[0], MediaOutput::Event(MediaEvent::MediaXoff { .. })));
+    assert!(matches!(
+        out[0],
+        MediaOutput::Event(MediaEvent::MediaXoff { .. })
+    ));
     assert_eq!(
         out.last(),
         Some(&MediaOutput::Overflow { dropped_frames: 3 })
@@ -192,7 +211,7 @@ fn overflow_is_counted_and_signalled() {
 
 #[test]
 fn marks_wait_behind_audio_and_flush_discards_them() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = started(MediaConfig::new().send_ahead(2));
     m.send_audio(counting(160 * 4, 0)).expect("queued");
     m.send_command(Command::MarkMedia {
@@ -213,7 +232,10 @@ fn marks_wait_behind_audio_and_flush_discards_them() {
 
     // A second mark still queued locally behind audio; then FLUSH_MEDIA.
     m.send_audio(counting(160 * 10, 0)).expect("queued");
-    m.send_command(Command::MarkMedia { correlation_id: None }).expect("mark");
+    m.send_command(Command::MarkMedia {
+        correlation_id: None,
+    })
+    .expect("mark");
     m.send_command(Command::ReportQueueDrained).expect("report");
     m.send_command(Command::FlushMedia).expect("flush");
     assert_eq!(m.queued_frames(), 0);
@@ -252,7 +274,7 @@ fn a_processed_mark_leaves_the_pending_list() {
 
 #[test]
 fn stop_buffering_sends_the_tail_as_a_short_frame_then_the_command() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = started(MediaConfig::new().send_ahead(899));
     m.send_command(Command::StartMediaBuffering).expect("start");
     assert!(m.is_buffering());
@@ -293,7 +315,7 @@ fn without_reframing_a_short_message_is_refused_outside_buffering() {
     assert_eq!(m.send_audio(counting(480, 0)).map(|q| q.frames), Ok(1));
     m.send_command(Command::StartMediaBuffering).expect("start");
     assert_eq!(m.send_audio(counting(100, 0)).map(|q| q.frames), Ok(1));
-    let sent = drain(&mut m, Instant::now());
+    let sent = drain(&mut m, epoch());
     assert!(matches!(&sent[0], Transmit::Binary(b) if b.len() == 480));
     assert!(matches!(&sent[2], Transmit::Binary(b) if b.len() == 100));
     assert_eq!(
@@ -305,14 +327,16 @@ fn without_reframing_a_short_message_is_refused_outside_buffering() {
 
 #[test]
 fn pacing_keeps_asterisk_queue_near_send_ahead_in_simulated_time() {
-    let start = Instant::now();
+    let start = epoch();
     let mut now = start;
     let mut m = started(MediaConfig::new().send_ahead(5));
     m.send_audio(counting(160 * 100, 0)).expect("queued");
     let mut sent = drain(&mut m, now).len() as u64;
     assert_eq!(sent, 5);
     while sent < 100 {
-        let next = m.poll_timeout().expect("frames wait for the queue to drain");
+        let next = m
+            .poll_timeout()
+            .expect("frames wait for the queue to drain");
         assert!(next > now);
         now = next;
         let n = drain(&mut m, now).len() as u64;
@@ -333,7 +357,10 @@ fn pacing_keeps_asterisk_queue_near_send_ahead_in_simulated_time() {
     assert!(drain(&mut m, now).is_empty());
     assert_eq!(m.poll_timeout(), None);
     m.send_command(Command::ContinueMedia).expect("continue");
-    assert_eq!(drain(&mut m, now), [Transmit::Text("CONTINUE_MEDIA".into())]);
+    assert_eq!(
+        drain(&mut m, now),
+        [Transmit::Text("CONTINUE_MEDIA".into())]
+    );
     assert!(m.poll_timeout().is_some());
     now += MS20 * 5;
     assert_eq!(drain(&mut m, now).len(), 5);
@@ -341,7 +368,7 @@ fn pacing_keeps_asterisk_queue_near_send_ahead_in_simulated_time() {
 
 #[test]
 fn a_pong_only_ever_answers_a_ping() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = started(MediaConfig::new());
     m.send_audio(counting(1600, 0)).expect("queued");
     m.send_command(Command::GetStatus).expect("ok");
@@ -358,7 +385,7 @@ fn a_pong_only_ever_answers_a_ping() {
 
 #[test]
 fn close_sends_one_close_frame_and_ends_sending() {
-    let now = Instant::now();
+    let now = epoch();
     let mut m = started(MediaConfig::new());
     m.close(1000, "done");
     m.close(1000, "again");
@@ -389,7 +416,9 @@ fn unknown_and_malformed_messages_are_reported_not_dropped() {
     m.handle_text(r#"{"event":"NEW_THING","x":[1,2]}"#);
     m.handle_text(r#"{"event":"#);
     let out = outputs(&mut m);
-    assert!(matches!(&out[0], MediaOutput::Event(MediaEvent::Unknown(u)) if u.name == "MEDIA_FUTURE"));
+    assert!(
+        matches!(&out[0], MediaOutput::Event(MediaEvent::Unknown(u)) if u.name == "MEDIA_FUTURE")
+    );
     assert!(matches!(&out[1], MediaOutput::Malformed(_)));
     assert!(matches!(&out[2], MediaOutput::Event(MediaEvent::Unknown(u)) if u.name == "NEW_THING"));
     assert!(matches!(&out[3], MediaOutput::Malformed(_)));
@@ -425,7 +454,7 @@ proptest! {
         capacity in 1usize..40,
         ahead in 1u32..20,
     ) {
-        let mut now = Instant::now();
+        let mut now = epoch();
         let mut m = started(MediaConfig::new().queue_frames(capacity).send_ahead(ahead));
         let mut counter = 0u8;
         // Model: a tail, a queue of frame contents, and what must come out.

@@ -29,7 +29,9 @@ pub fn media_control(data: &[u8]) {
             let _ = event.name();
             let _ = event.channel_id();
         }
-        Err(ParseError::Empty) => assert!(text.trim().is_empty() || format == ControlFormat::PlainText),
+        Err(ParseError::Empty) => {
+            assert!(text.trim().is_empty() || format == ControlFormat::PlainText)
+        }
         Err(e) => {
             let _ = e.to_string();
         }
@@ -98,10 +100,17 @@ pub fn audiosocket_decode(data: &[u8]) {
     if decoder.buffered() >= HEADER_LEN {
         let rest = &stream[consumed..];
         let len = usize::from(u16::from_be_bytes([rest[1], rest[2]]));
-        assert!(rest.len() < HEADER_LEN + len, "a whole message was left in the decoder");
+        assert!(
+            rest.len() < HEADER_LEN + len,
+            "a whole message was left in the decoder"
+        );
     }
     // Building: any payload up to 65,535 bytes encodes; longer ones are refused.
     let payload = Bytes::copy_from_slice(stream);
-    let built = Message::Other { kind: 0x42, payload: payload.clone() }.to_bytes();
+    let built = Message::Other {
+        kind: 0x42,
+        payload: payload.clone(),
+    }
+    .to_bytes();
     assert_eq!(built.is_ok(), payload.len() <= usize::from(u16::MAX));
 }

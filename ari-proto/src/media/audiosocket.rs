@@ -240,8 +240,8 @@ impl Message {
             Message::Audio { data, .. } => data,
             Message::Error(p) | Message::Other { payload: p, .. } => p,
         };
-        let len =
-            u16::try_from(payload.len()).map_err(|_| AudioSocketError::TooLarge { len: payload.len() })?;
+        let len = u16::try_from(payload.len())
+            .map_err(|_| AudioSocketError::TooLarge { len: payload.len() })?;
         out.reserve(HEADER_LEN + payload.len());
         out.put_u8(self.kind());
         out.put_u16(len);

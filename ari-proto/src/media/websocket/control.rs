@@ -194,7 +194,10 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::Empty => f.write_str("empty media control message"),
             ParseError::NotAnObject { reason } => {
-                write!(f, "media control message is not a JSON object with a name: {reason}")
+                write!(
+                    f,
+                    "media control message is not a JSON object with a name: {reason}"
+                )
             }
             ParseError::Malformed { name, reason } => {
                 write!(f, "malformed {name} media control message: {reason}")
@@ -428,8 +431,10 @@ impl MediaEvent {
             }
         };
         let name = raw.event.as_str();
-        let need = |v: Option<u32>, key: &str| v.ok_or_else(|| malformed(name, format!("no {key}")));
-        let flag = |v: Option<bool>, key: &str| v.ok_or_else(|| malformed(name, format!("no {key}")));
+        let need =
+            |v: Option<u32>, key: &str| v.ok_or_else(|| malformed(name, format!("no {key}")));
+        let flag =
+            |v: Option<bool>, key: &str| v.ok_or_else(|| malformed(name, format!("no {key}")));
         Ok(match name {
             "MEDIA_START" => MediaEvent::MediaStart(MediaStart {
                 connection_id: raw.connection_id.unwrap_or_default(),
@@ -521,8 +526,10 @@ impl MediaEvent {
     /// The event as Asterisk would write it in `format` (what a simulated Asterisk sends).
     ///
     /// The plain-text form has no place for `channel_variables` (MEDIA_START), nor for the
-    /// channel id of the XOFF/XON/drained/completed/processed events: they are left out, as
-    /// Asterisk does. An unknown event is written back as received.
+    /// channel id of `MEDIA_BUFFERING_COMPLETED`/`MEDIA_MARK_PROCESSED`: they are left out,
+    /// as Asterisk does (Asterisk sends the bare `MEDIA_XOFF`/`MEDIA_XON`/`QUEUE_DRAINED`;
+    /// a channel id is written only if the event has one). An unknown event is written back
+    /// as received.
     pub fn to_text(&self, format: ControlFormat) -> String {
         match format {
             ControlFormat::Json => self.to_json(),
@@ -567,9 +574,9 @@ impl MediaEvent {
                 ));
                 out
             }
-            MediaEvent::MediaXoff { .. } => "MEDIA_XOFF".to_owned(),
-            MediaEvent::MediaXon { .. } => "MEDIA_XON".to_owned(),
-            MediaEvent::QueueDrained { .. } => "QUEUE_DRAINED".to_owned(),
+            MediaEvent::MediaXoff { channel_id } => with_id("MEDIA_XOFF", channel_id),
+            MediaEvent::MediaXon { channel_id } => with_id("MEDIA_XON", channel_id),
+            MediaEvent::QueueDrained { channel_id } => with_id("QUEUE_DRAINED", channel_id),
             MediaEvent::MediaBufferingCompleted { correlation_id, .. } => {
                 with_corr("MEDIA_BUFFERING_COMPLETED", correlation_id)
             }

@@ -673,7 +673,8 @@ impl MediaSession {
         // goes out right after the FLUSH_MEDIA (immediate commands go first).
         for _ in 0..drained_reports {
             if let Ok(text) = Command::ReportQueueDrained.encode(self.format) {
-                self.queue.push_back(Item::Command(Command::ReportQueueDrained, text));
+                self.queue
+                    .push_back(Item::Command(Command::ReportQueueDrained, text));
                 self.queued_commands += 1;
             }
         }
@@ -783,7 +784,9 @@ impl MediaSession {
             return;
         }
         let ticks = (now - base).as_nanos() / self.ptime.as_nanos().max(1);
-        let played = u32::try_from(ticks).unwrap_or(u32::MAX).min(self.remote_frames);
+        let played = u32::try_from(ticks)
+            .unwrap_or(u32::MAX)
+            .min(self.remote_frames);
         self.remote_frames -= played;
         self.drain_base = Some(if self.remote_frames == 0 {
             now
