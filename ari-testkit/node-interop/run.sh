@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs the hello-world IVR of node-ari-client's README (installed from npm) against ari-mock.
+# Runs the hello-world IVR of node-ari-client's README (installed from npm) against ari-mock,
+# then bench.js: node-ari-client as a benchmark consumer of the /_bench/ control contract.
 #
 # usage: ari-testkit/node-interop/run.sh [SPEC_DIR]
 #   SPEC_DIR  ARI spec directory (resources.json + api-docs/); default $ARI_SPEC_DIR, else
 #             ../shared/ari-spec/asterisk-master relative to the repository root.
 # env: ARI_MOCK (a prebuilt ari-mock binary; default: cargo build), NODE_ARI_CLIENT_VERSION
 #      (default 2.2.0), IVR_DTMF (default '12#').
-# Exits 0 only if the IVR ran to the end (see hello.js).
+# Exits 0 only if the IVR ran to the end (see hello.js) and both floods arrived complete
+# (see bench.js).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,7 +34,7 @@ trap cleanup EXIT
 echo "node-interop: installing ari-client@$version from npm"
 (cd "$work" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "ari-client@$version" >"$work/npm.log" 2>&1) || {
   cat "$work/npm.log" >&2; echo "node-interop: npm install failed" >&2; exit 1; }
-cp "$here/hello.js" "$work/hello.js"
+cp "$here/hello.js" "$here/bench.js" "$work/"
 
 if [[ -z "${ARI_MOCK:-}" ]]; then
   (cd "$root" && cargo build -q -p ari-testkit --bin ari-mock)
@@ -55,6 +57,9 @@ echo "node-interop: ari-mock on port $port"
 
 status=0
 (cd "$work" && node hello.js "http://127.0.0.1:$port" asterisk asterisk "$dtmf") || status=$?
+if [[ $status -eq 0 ]]; then
+  (cd "$work" && node bench.js "http://127.0.0.1:$port" asterisk asterisk) || status=$?
+fi
 if [[ $status -ne 0 ]]; then
   echo "---- ari-mock log ----" >&2; cat "$work/mock.log" >&2
   echo "node-interop: FAILED" >&2

@@ -1,15 +1,19 @@
 //! Flood mode: a burst of realistic, pre-serialised events to measure how fast an ARI client
 //! reads, decodes and routes them.
 //!
+//! The full contract, for benchmark clients in any language, is in
+//! `ari-testkit/docs/BENCH-CONTRACT.md`:
+//!
 //! | request | effect | answer |
 //! |---|---|---|
-//! | `POST /_bench/flood?n=N&channels=K&app=NAME&mode=bulk\|frame` | sends `N` events over `K` channels (`bench-0` … `bench-{K-1}`) to the connection holding `NAME`, then a `ChannelUserevent` named `bench-done`; the frames are built before the first one is written. Answers once the frames are queued, before they are written | `202 {"app", "mode", "events", "channels", "frames", "connections"}` |
-//! | `GET /_bench/stats` | the last flood: what was sent and how fast | `200 {"app", "mode", "events", "channels", "frames", "connections", "bytes", "seconds", "events_per_sec", "bytes_per_sec", "done"}` (`404` before any flood) |
+//! | `POST /_bench/flood?n=N&channels=K&app=NAME&mode=bulk\|frame&mix=full\|stasis` | sends `N` events over `K` channels (`bench-0` … `bench-{K-1}`) to the connection holding `NAME`, then a `ChannelUserevent` named `bench-done`; the frames are built before the first one is written. Answers once the frames are queued, before they are written | `202 {"app", "mode", "mix", "n", "events", "channels", "frames", "bytes", "counts", "connections"}` |
+//! | `GET /_bench/stats` | always answers | `200 {"apps", "rest_requests", "connections_accepted", "cpu_seconds", "peak_rss_bytes", "floods_total", "floods": [...]}` |
 //!
 //! Every channel goes through a realistic lifecycle: `StasisStart` first; then
 //! `ChannelStateChange` (to `Up`), `ChannelVarset`, `ChannelDtmfReceived` in turn; then
 //! `StasisEnd` and `ChannelDestroyed` last (with fewer than three events, `StasisStart` then
-//! `ChannelDestroyed`). Channels are interleaved round-robin, so all `K` are live at once.
+//! `ChannelDestroyed`; `mix=stasis` has no `ChannelDestroyed`, `StasisEnd` is last). Channels
+//! are interleaved round-robin, so all `K` are live at once.
 //! Every event carries a full `Channel` object shaped like the recorded fixtures.
 //!
 //! `mode=bulk` (default) writes frames back to back and flushes at the end (and whenever the
@@ -19,7 +23,9 @@
 //! write may block for up to [`FLOOD_WRITE_TIMEOUT`] (not the Asterisk-like write timeout),
 //! so a briefly descheduled client is not dropped mid-measurement.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,14 +76,47 @@ impl FloodMode {
     }
 }
 
+/// Which events a flood's channels go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FloodMix {
+    /// Every channel ends with `StasisEnd` then `ChannelDestroyed`, as an application
+    /// subscribed to the channels (or with `subscribeAll`) sees it.
+    #[default]
+    Full,
+    /// No `ChannelDestroyed`: every channel ends with `StasisEnd`, as an application that only
+    /// has the channels in Stasis sees it (Asterisk ends that subscription with `StasisEnd`).
+    Stasis,
+}
+
+impl FloodMix {
+    /// `full` or `stasis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloodMix::Full => "full",
+            FloodMix::Stasis => "stasis",
+        }
+    }
+
+    /// Parses `full` or `stasis`.
+    pub fn parse(s: &str) -> Option<FloodMix> {
+        match s {
+            "full" => Some(FloodMix::Full),
+            "stasis" => Some(FloodMix::Stasis),
+            _ => None,
+        }
+    }
+}
+
 /// What to flood; see [`MockServer::flood`](crate::MockServer::flood).
 ///
 /// Every channel (`bench-0` … `bench-{K-1}`) goes through a realistic lifecycle, each event
 /// carrying a full `Channel` object shaped like the recorded fixtures: `StasisStart` first;
 /// then `ChannelStateChange` (to `Up`), then `ChannelVarset` and `ChannelDtmfReceived` in
 /// turn; then `StasisEnd` and `ChannelDestroyed` last (with two events, `StasisStart` then
-/// `ChannelDestroyed`). Channels are interleaved round-robin, so all of them are live at
-/// once. A final `ChannelUserevent` whose `eventname` is [`FLOOD_DONE_EVENT`] ends the flood.
+/// `ChannelDestroyed`; with [`FloodMix::Stasis`] no `ChannelDestroyed`, `StasisEnd` last).
+/// Channels are interleaved round-robin, so all of them are live at once. A final
+/// `ChannelUserevent` whose `eventname` is [`FLOOD_DONE_EVENT`] ends the flood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FloodSpec {
@@ -89,6 +128,8 @@ pub struct FloodSpec {
     pub channels: usize,
     /// How the frames are written.
     pub mode: FloodMode,
+    /// Which events the channels go through.
+    pub mix: FloodMix,
 }
 
 impl FloodSpec {
@@ -99,7 +140,14 @@ impl FloodSpec {
             events,
             channels,
             mode: FloodMode::Bulk,
+            mix: FloodMix::Full,
         }
+    }
+
+    /// Sets the event mix.
+    pub fn mix(mut self, mix: FloodMix) -> FloodSpec {
+        self.mix = mix;
+        self
     }
 
     /// Sets the write mode.
@@ -117,6 +165,8 @@ pub struct FloodReport {
     pub app: String,
     /// How the frames were written.
     pub mode: FloodMode,
+    /// Which events the channels went through.
+    pub mix: FloodMix,
     /// Events per connection, without the final `bench-done` event.
     pub events: u64,
     /// Channels the events were spread over.
@@ -135,14 +185,20 @@ pub struct FloodReport {
     pub bytes_per_sec: f64,
     /// Whether every connection has finished (or failed).
     pub done: bool,
+    /// Frames per event type, per connection, the final `ChannelUserevent` included.
+    pub counts: BTreeMap<String, u64>,
 }
 
 impl FloodReport {
-    /// The report as JSON (the body of `GET /_bench/stats`).
+    /// The report as JSON (one entry of `floods` in `GET /_bench/stats`).
     pub fn to_json(&self) -> Value {
         json!({
             "app": self.app,
             "mode": self.mode.as_str(),
+            "mix": self.mix.as_str(),
+            "n": self.events,
+            "counts": self.counts,
+            "send_seconds": self.seconds,
             "events": self.events,
             "channels": self.channels,
             "frames": self.frames,
@@ -226,14 +282,23 @@ impl FloodJob {
     }
 }
 
-/// The last flood, for `GET /_bench/stats`.
+/// Floods kept for `GET /_bench/stats`.
+const FLOODS_KEPT: usize = 64;
+
+/// The floods, for `GET /_bench/stats`: the last [`FLOODS_KEPT`], and how many there were.
 #[derive(Debug, Default)]
 pub(crate) struct BenchState {
-    last: Option<Arc<FloodJob>>,
+    floods: VecDeque<Arc<FloodJob>>,
+    total: u64,
 }
 
-/// Builds the frames of a flood: `spec.events` events, then the `bench-done` event.
-pub(crate) fn build_frames(spec: &FloodSpec, timestamp: &str, asterisk_id: &str) -> Vec<String> {
+/// Builds the frames of a flood: `spec.events` events, then the `bench-done` event; and the
+/// number of frames of each type.
+pub(crate) fn build_frames(
+    spec: &FloodSpec,
+    timestamp: &str,
+    asterisk_id: &str,
+) -> (Vec<String>, BTreeMap<String, u64>) {
     let channels = spec.channels.max(1);
     let n = spec.events;
     let app = Value::from(spec.app.as_str()).to_string();
@@ -253,6 +318,8 @@ pub(crate) fn build_frames(spec: &FloodSpec, timestamp: &str, asterisk_id: &str)
         )
     };
     let mut frames = Vec::with_capacity(n + 1);
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let stasis_only = spec.mix == FloodMix::Stasis;
     for r in 0..rounds {
         for k in 0..channels {
             let c = count(k);
@@ -262,9 +329,11 @@ pub(crate) fn build_frames(spec: &FloodSpec, timestamp: &str, asterisk_id: &str)
             }
             let kind = if r == 0 {
                 0
+            } else if r + 1 == c && stasis_only {
+                usize::MAX - 1 // StasisEnd
             } else if r + 1 == c {
                 usize::MAX // ChannelDestroyed
-            } else if r + 2 == c && c >= 3 {
+            } else if r + 2 == c && c >= 3 && !stasis_only {
                 usize::MAX - 1 // StasisEnd
             } else {
                 r
@@ -298,21 +367,29 @@ pub(crate) fn build_frames(spec: &FloodSpec, timestamp: &str, asterisk_id: &str)
                     ),
                 },
             };
+            let ty = match kind {
+                0 => "StasisStart",
+                usize::MAX => "ChannelDestroyed",
+                m if m == usize::MAX - 1 => "StasisEnd",
+                1 => "ChannelStateChange",
+                m if m % 2 == 0 => "ChannelVarset",
+                _ => "ChannelDtmfReceived",
+            };
+            *counts.entry(ty.to_owned()).or_default() += 1;
             frames.push(frame);
         }
     }
     frames.push(format!(
         "{{\"type\":\"ChannelUserevent\",\"timestamp\":{ts},\"eventname\":\"{FLOOD_DONE_EVENT}\",\"userevent\":{{\"eventname\":\"{FLOOD_DONE_EVENT}\",\"events\":{n}}}{tail}"
     ));
-    frames
+    *counts.entry("ChannelUserevent".to_owned()).or_default() += 1;
+    (frames, counts)
 }
 
 /// Prepares a flood and queues it on the connection holding the app; returns the job.
 pub(crate) fn start(shared: &Shared, spec: &FloodSpec) -> Result<Arc<FloodJob>, FloodError> {
-    let frames: Vec<Utf8Bytes> = build_frames(spec, &shared.timestamp(), &shared.asterisk_id)
-        .into_iter()
-        .map(Utf8Bytes::from)
-        .collect();
+    let (frames, counts) = build_frames(spec, &shared.timestamp(), &shared.asterisk_id);
+    let frames: Vec<Utf8Bytes> = frames.into_iter().map(Utf8Bytes::from).collect();
     let frame_count = frames.len() as u64;
     let job = Arc::new(FloodJob {
         frames,
@@ -321,6 +398,7 @@ pub(crate) fn start(shared: &Shared, spec: &FloodSpec) -> Result<Arc<FloodJob>, 
             report: FloodReport {
                 app: spec.app.clone(),
                 mode: spec.mode,
+                mix: spec.mix,
                 events: spec.events as u64,
                 channels: spec.channels.max(1) as u64,
                 frames: frame_count,
@@ -330,6 +408,7 @@ pub(crate) fn start(shared: &Shared, spec: &FloodSpec) -> Result<Arc<FloodJob>, 
                 events_per_sec: 0.0,
                 bytes_per_sec: 0.0,
                 done: false,
+                counts,
             },
             pending: 1,
         }),
@@ -355,7 +434,12 @@ pub(crate) fn start(shared: &Shared, spec: &FloodSpec) -> Result<Arc<FloodJob>, 
             spec.mode.as_str()
         )
     });
-    lock(&shared.bench).last = Some(job.clone());
+    let mut bench = lock(&shared.bench);
+    if bench.floods.len() == FLOODS_KEPT {
+        bench.floods.pop_front();
+    }
+    bench.floods.push_back(job.clone());
+    bench.total += 1;
     Ok(job)
 }
 
@@ -366,7 +450,30 @@ pub(crate) fn run_blocking(shared: &Shared, spec: &FloodSpec) -> Result<FloodRep
 
 /// The last flood's report.
 pub(crate) fn last_report(shared: &Shared) -> Option<FloodReport> {
-    lock(&shared.bench).last.as_ref().map(|j| j.report())
+    lock(&shared.bench).floods.back().map(|j| j.report())
+}
+
+/// The body of `GET /_bench/stats`.
+pub(crate) fn stats_json(shared: &Shared) -> Value {
+    let (floods, total): (Vec<Value>, u64) = {
+        let bench = lock(&shared.bench);
+        (
+            bench.floods.iter().map(|j| j.report().to_json()).collect(),
+            bench.total,
+        )
+    };
+    let mut apps: Vec<String> = lock(&shared.registry).apps.keys().cloned().collect();
+    apps.sort();
+    let usage = crate::util::process_usage();
+    json!({
+        "apps": apps,
+        "rest_requests": shared.rest_requests.load(Ordering::Relaxed),
+        "connections_accepted": shared.connections_accepted.load(Ordering::Relaxed),
+        "cpu_seconds": usage.map(|u| u.cpu_seconds),
+        "peak_rss_bytes": usage.map(|u| u.peak_rss_bytes),
+        "floods_total": total,
+        "floods": floods,
+    })
 }
 
 fn error(status: u16, msg: &str) -> Response<Full<Bytes>> {
@@ -412,19 +519,29 @@ pub(crate) fn handle(
                 Some(Some(m)) => m,
                 Some(None) => return error(400, "invalid parameter mode: bulk or frame"),
             };
-            let spec = FloodSpec::new(app, n, k).mode(mode);
+            let mix = match param("mix").map(FloodMix::parse) {
+                None => FloodMix::Full,
+                Some(Some(m)) => m,
+                Some(None) => return error(400, "invalid parameter mix: full or stasis"),
+            };
+            let spec = FloodSpec::new(app, n, k).mode(mode).mix(mix);
             match start(shared, &spec) {
                 Ok(job) => {
                     let r = job.report();
+                    let bytes: u64 = job.frames.iter().map(|f| f.len() as u64).sum();
                     response(
                         202,
                         "application/json",
                         json!({
                             "app": r.app,
                             "mode": r.mode.as_str(),
+                            "mix": r.mix.as_str(),
+                            "n": r.events,
                             "events": r.events,
                             "channels": r.channels,
                             "frames": r.frames,
+                            "bytes": bytes,
+                            "counts": r.counts,
                             "connections": r.connections,
                         })
                         .to_string()
@@ -434,14 +551,11 @@ pub(crate) fn handle(
                 Err(e) => error(404, &e.to_string()),
             }
         }
-        ("GET", "stats") => match last_report(shared) {
-            Some(r) => response(
-                200,
-                "application/json",
-                r.to_json().to_string().into_bytes(),
-            ),
-            None => error(404, "no flood yet"),
-        },
+        ("GET", "stats") => response(
+            200,
+            "application/json",
+            stats_json(shared).to_string().into_bytes(),
+        ),
         _ => response(404, "text/plain", b"404: Not Found".to_vec()),
     }
 }
@@ -500,7 +614,8 @@ mod tests {
     #[test]
     fn lifecycle_order_per_channel() {
         for (n, k) in [(20, 2), (7, 3), (5, 5), (3, 5), (100, 7), (0, 3)] {
-            let frames = build_frames(&FloodSpec::new("a\"pp", n, k), "T", "id");
+            let (frames, counts) = build_frames(&FloodSpec::new("a\"pp", n, k), "T", "id");
+            assert_eq!(counts.values().sum::<u64>(), n as u64 + 1);
             assert_eq!(frames.len(), n + 1);
             let t = types(&frames);
             assert_eq!(t.last().map(|x| x.0.as_str()), Some("ChannelUserevent"));

@@ -50,8 +50,11 @@
 //! | `POST /_sim/advance?ms=N` | simulated time only: moves the clock | `204` (`409` in real time) |
 //! | `GET /_sim/requests` | the request log | `200 [...]` |
 //! | `GET /_sim/connections` | open events WebSockets | `200 [...]` |
-//! | `POST /_bench/flood?n=N&channels=K&app=NAME&mode=bulk\|frame` | floods the connection holding `NAME` with `N` realistic events over `K` channels, then a `ChannelUserevent` named `bench-done` (see [`MockServer::flood`]) | `202 {...}` |
-//! | `GET /_bench/stats` | what the last flood sent and how fast | `200 {"events", "bytes", "seconds", "events_per_sec", ...}` |
+//! | `POST /_bench/flood?n=N&channels=K&app=NAME&mode=bulk\|frame&mix=full\|stasis` | floods the connection holding `NAME` with `N` realistic events over `K` channels, then a `ChannelUserevent` named `bench-done` (see [`MockServer::flood`]) | `202 {"n", "frames", "bytes", "counts", ...}` |
+//! | `GET /_bench/stats` | always: connected apps, REST requests, accepted connections, the server's CPU and peak RSS, the floods | `200 {"apps", "rest_requests", "connections_accepted", "cpu_seconds", "peak_rss_bytes", "floods", ...}` |
+//!
+//! The `/_bench/` contract, for benchmark clients in any language, is
+//! `ari-testkit/docs/BENCH-CONTRACT.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -71,7 +74,7 @@ mod util;
 mod ws;
 
 pub use bench::{
-    FloodError, FloodMode, FloodReport, FloodSpec, FLOOD_DONE_EVENT, FLOOD_WRITE_TIMEOUT,
+    FloodError, FloodMix, FloodMode, FloodReport, FloodSpec, FLOOD_DONE_EVENT, FLOOD_WRITE_TIMEOUT,
 };
 pub use fault::Refusal;
 pub use script::{ExpectBuilder, ExpectationHandle, RecordedRequest, Transport};

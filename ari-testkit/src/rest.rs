@@ -73,6 +73,9 @@ impl RestAnswer {
 
 /// Appends to the request log.
 pub(crate) fn record(shared: &Shared, r: RecordedRequest) {
+    shared
+        .rest_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.log(|| {
         format!(
             "{} {} {}{}{} -> {} ({})",

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -368,6 +368,8 @@ impl MockServerBuilder {
             faults: Mutex::new(Faults::new(self.write_timeout)),
             logger: self.logger,
             next_conn: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            rest_requests: AtomicU64::new(0),
             bench: Mutex::new(Default::default()),
         });
         shared.log(|| format!("listening on http://{addr}/ari"));
@@ -441,6 +443,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: onesh
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                shared.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 if lock(&shared.faults).take_refusal(Refusal::Close) {
                     shared.log(|| format!("refused connection from {peer} (fault: close)"));
                     drop(stream);
@@ -936,6 +939,17 @@ impl MockServer {
     /// ```
     pub fn flood(&self, spec: FloodSpec) -> Result<FloodReport, FloodError> {
         crate::bench::run_blocking(&self.shared, &spec)
+    }
+
+    /// TCP connections accepted so far (also those then refused by a fault), as in
+    /// `GET /_bench/stats`.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.connections_accepted.load(Ordering::Relaxed)
+    }
+
+    /// REST requests answered so far, over HTTP and over WebSocket (`GET /_bench/stats`).
+    pub fn rest_requests(&self) -> u64 {
+        self.shared.rest_requests.load(Ordering::Relaxed)
     }
 
     /// The last flood's report (`GET /_bench/stats`), `done` or still being written.

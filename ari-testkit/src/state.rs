@@ -140,6 +140,10 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<Faults>,
     pub(crate) logger: Option<Logger>,
     pub(crate) next_conn: AtomicU64,
+    /// TCP connections accepted (refused ones included).
+    pub(crate) connections_accepted: AtomicU64,
+    /// REST requests answered, over HTTP and over WebSocket.
+    pub(crate) rest_requests: AtomicU64,
     pub(crate) bench: Mutex<crate::bench::BenchState>,
 }
 

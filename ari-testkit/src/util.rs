@@ -106,6 +106,41 @@ pub(crate) fn normalise_script_path(path: &str) -> Vec<String> {
     split_segments(path)
 }
 
+/// The server process's own resource use, for `GET /_bench/stats`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ProcessUsage {
+    /// User plus system CPU time of the whole process.
+    pub(crate) cpu_seconds: f64,
+    /// Peak resident set size.
+    pub(crate) peak_rss_bytes: u64,
+}
+
+/// `getrusage(RUSAGE_SELF)`; `None` where it is not available.
+#[cfg(unix)]
+pub(crate) fn process_usage() -> Option<ProcessUsage> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike;
+    let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let micros = u.user_time().num_microseconds() + u.system_time().num_microseconds();
+    // ru_maxrss is in KiB on Linux and the BSDs, in bytes on macOS.
+    let max_rss = u64::try_from(u.max_rss()).unwrap_or(0);
+    let peak_rss_bytes = if cfg!(target_os = "macos") {
+        max_rss
+    } else {
+        max_rss.saturating_mul(1024)
+    };
+    Some(ProcessUsage {
+        cpu_seconds: micros as f64 / 1e6,
+        peak_rss_bytes,
+    })
+}
+
+/// `getrusage(RUSAGE_SELF)`; `None` where it is not available.
+#[cfg(not(unix))]
+pub(crate) fn process_usage() -> Option<ProcessUsage> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,8 +82,20 @@ fn check(frames: &[Value], app: &str, n: usize, k: usize) {
 async fn http_flood_then_stats() {
     let server = MockServer::start();
     let mut ws = ws_connect(server.addr(), "app=bench").await;
+    // Self-describing before any flood: the connected app, no flood yet.
     let before = request(server.addr(), "GET", "/_bench/stats", None, None).await;
-    assert_eq!(before.status, 404);
+    assert_eq!(before.status, 200);
+    let before = before.json();
+    assert_eq!(before["apps"], serde_json::json!(["bench"]));
+    assert_eq!(before["floods"], serde_json::json!([]));
+    assert_eq!(before["floods_total"], 0);
+    // The WebSocket and this request so far.
+    assert!(before["connections_accepted"].as_u64().expect("accepted") >= 2);
+    let rest_before = before["rest_requests"].as_u64().expect("rest_requests");
+    assert!(before["cpu_seconds"].as_f64().expect("cpu") > 0.0);
+    assert!(before["peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
+    let ping = common::get(server.addr(), "/ari/asterisk/ping").await;
+    assert_eq!(ping.status, 200);
 
     let r = request(
         server.addr(),
@@ -96,22 +108,45 @@ async fn http_flood_then_stats() {
     assert_eq!(r.status, 202, "{}", r.text());
     let accepted = r.json();
     assert_eq!(accepted["events"], 2000);
+    assert_eq!(accepted["n"], 2000);
     assert_eq!(accepted["frames"], 2001);
     assert_eq!(accepted["connections"], 1);
+    assert_eq!(accepted["mix"], "full");
 
     let frames = read_flood(&mut ws).await;
     check(&frames, "bench", 2000, 100);
+    // The announced counts and bytes are what arrived.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for f in &frames {
+        *seen
+            .entry(f["type"].as_str().expect("type").to_owned())
+            .or_default() += 1;
+    }
+    let announced: HashMap<String, u64> =
+        serde_json::from_value(accepted["counts"].clone()).expect("counts");
+    assert_eq!(announced, seen);
+    assert_eq!(seen["ChannelDestroyed"], 100);
 
     // The stats are final once the connection task has flushed; poll until done.
-    let stats = loop {
+    let (all, stats) = loop {
         let s = request(server.addr(), "GET", "/_bench/stats", None, None)
             .await
             .json();
-        if s["done"] == true {
-            break s;
+        let last = s["floods"][0].clone();
+        if last["done"] == true {
+            break (s, last);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
+    assert_eq!(all["floods_total"], 1);
+    assert_eq!(
+        all["rest_requests"].as_u64().expect("rest_requests"),
+        rest_before + 1
+    );
+    assert_eq!(stats["counts"], accepted["counts"]);
+    assert_eq!(stats["bytes"], accepted["bytes"]);
+    assert_eq!(stats["n"], 2000);
+    assert!(stats["send_seconds"].as_f64().expect("send_seconds") >= 0.0);
     assert_eq!(stats["events"], 2000);
     assert_eq!(stats["frames"], 2001);
     assert_eq!(stats["mode"], "frame");
@@ -192,4 +227,42 @@ async fn more_channels_than_events_and_errors() {
     // The connection is still usable afterwards.
     server.push_event("bench", serde_json::json!({"type": "Ping"}));
     assert_eq!(next_json(&mut ws).await["type"], "Ping");
+}
+
+#[tokio::test]
+async fn stasis_mix_has_no_channel_destroyed() {
+    let server = MockServer::start();
+    let mut ws = ws_connect(server.addr(), "app=bench").await;
+    let r = request(
+        server.addr(),
+        "POST",
+        "/_bench/flood?n=40&channels=4&app=bench&mix=stasis",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["mix"], "stasis");
+    let frames = read_flood(&mut ws).await;
+    assert_eq!(frames.len(), 41);
+    let mut last: HashMap<String, String> = HashMap::new();
+    for f in &frames[..40] {
+        assert_ne!(f["type"], "ChannelDestroyed");
+        last.insert(
+            f["channel"]["id"].as_str().expect("id").to_owned(),
+            f["type"].as_str().expect("type").to_owned(),
+        );
+    }
+    assert_eq!(last.len(), 4);
+    assert!(last.values().all(|t| t == "StasisEnd"), "{last:?}");
+    assert_eq!(r.json()["counts"]["StasisEnd"], 4);
+    let bad = request(
+        server.addr(),
+        "POST",
+        "/_bench/flood?n=4&app=bench&mix=odd",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
 }
