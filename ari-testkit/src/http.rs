@@ -87,6 +87,11 @@ pub(crate) async fn serve(
         return Ok(crate::bench::handle(&shared, &method, rest, &query));
     }
 
+    if let Some(id) = path.strip_prefix("/media/") {
+        // chan_websocket server mode: no authentication, the connection id is the secret.
+        return Ok(crate::media_ws::upgrade(&shared, req, id));
+    }
+
     let rel = if path == "/ari" {
         Some(String::new())
     } else {

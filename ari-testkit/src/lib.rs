@@ -65,6 +65,7 @@ pub mod check;
 mod control;
 mod fault;
 mod http;
+mod media_ws;
 mod rest;
 mod script;
 mod server;
@@ -77,6 +78,7 @@ pub use bench::{
     FloodError, FloodMix, FloodMode, FloodReport, FloodSpec, FLOOD_DONE_EVENT, FLOOD_WRITE_TIMEOUT,
 };
 pub use fault::Refusal;
+pub use media_ws::{test_frame, MediaSessionReport};
 pub use script::{ExpectBuilder, ExpectationHandle, RecordedRequest, Transport};
 pub use server::{
     ConnectionInfo, MockServer, MockServerBuilder, StartError, Target, DEFAULT_USER,

@@ -371,6 +371,8 @@ impl MockServerBuilder {
             connections_accepted: AtomicU64::new(0),
             rest_requests: AtomicU64::new(0),
             bench: Mutex::new(Default::default()),
+            media_conns: Mutex::new(HashMap::new()),
+            media_done: Mutex::new(Vec::new()),
         });
         shared.log(|| format!("listening on http://{addr}/ari"));
         if shared_tx.send(shared.clone()).is_err() {
@@ -877,6 +879,12 @@ impl MockServer {
     }
 
     // ----- simulator -----
+
+    /// Reports of the chan_websocket media sockets (`/media/<id>`) that have closed, in
+    /// closing order: frames sent and played, drops, XOFFs.
+    pub fn media_sessions(&self) -> Vec<crate::MediaSessionReport> {
+        crate::media_ws::reports(&self.shared)
+    }
 
     /// Runs `f` on the simulated Asterisk with the current time, then delivers the events it
     /// produced. Returns `None` when the server runs without simulator.

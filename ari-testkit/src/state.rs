@@ -145,6 +145,11 @@ pub(crate) struct Shared {
     /// REST requests answered, over HTTP and over WebSocket.
     pub(crate) rest_requests: AtomicU64,
     pub(crate) bench: Mutex<crate::bench::BenchState>,
+    /// Open media sockets (`/media/<id>`) by connection id.
+    pub(crate) media_conns:
+        Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<crate::sim::MediaSignal>>>,
+    /// Reports of closed media sockets.
+    pub(crate) media_done: Mutex<Vec<crate::media_ws::MediaSessionReport>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -192,6 +197,18 @@ impl Shared {
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard, now))).map_err(panic_message);
         let events = catch_unwind(AssertUnwindSafe(|| guard.drain_events())).unwrap_or_default();
         self.dispatch(events);
+        let signals =
+            catch_unwind(AssertUnwindSafe(|| guard.drain_media_signals())).unwrap_or_default();
+        if !signals.is_empty() {
+            let conns = lock(&self.media_conns);
+            for signal in signals {
+                let (crate::sim::MediaSignal::Dtmf { connection_id, .. }
+                | crate::sim::MediaSignal::Close { connection_id }) = &signal;
+                if let Some(tx) = conns.get(connection_id) {
+                    let _ = tx.send(signal);
+                }
+            }
+        }
         drop(guard);
         self.sim_notify.notify_one();
         Some(result)

@@ -312,7 +312,7 @@ impl Sim {
                     .unwrap_or_else(|| c.name.clone()),
                 1,
             ),
-            Tech::Snoop => return,
+            Tech::Snoop | Tech::WebSocket => return,
         };
         // Local channels are named after where they were dialed, not where they are now.
         let name = match (c.tech, c.name.rsplit_once('-')) {

@@ -530,6 +530,7 @@ impl Sim {
         if !self.channels.by_id.contains_key(id) {
             return;
         }
+        self.media_ws_destroyed(id);
         self.hangup_snoops(id);
         // A callee that goes away unanswered ends its caller's Dial().
         let unanswered_caller = self

@@ -513,6 +513,7 @@ impl Sim {
             id,
             json!({"digit": digit.to_string(), "duration_ms": dur}),
         );
+        self.media_ws_dtmf(id, digit);
         // terminateOn of a recording on this channel
         if let Some(r) = self
             .channels

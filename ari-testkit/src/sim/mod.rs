@@ -66,7 +66,10 @@
 //!   up unless `unknown_extension_answers` is off (then both halves die with cause 0).
 //! * **SIP**: [`Sim::place_call`] brings a ringing `PJSIP/…` call into an application;
 //!   originating/dialing `PJSIP/…` rings for [`SimConfig::sip_answer_delay`] and
-//!   answers. `UnicastRTP` channels come from `channels/externalMedia`.
+//!   answers. `UnicastRTP` channels come from `channels/externalMedia`; with
+//!   `transport=websocket`, `encapsulation=none`, `connection_type=server`, a
+//!   `WebSocket/INCOMING/…` channel that waits (Down) for the application's media socket
+//!   ([`Sim::media_reserve`], [`Sim::media_connect`], [`MediaSignal`]).
 //! * **Media**: playbacks queue per channel/bridge, take their length from
 //!   [`SimConfig::media_durations`] (`silence/N` is N s, `digits:`/`number:` 0.6 s a
 //!   character, `tone:` plays until stopped, `recording:` the stored duration); an unknown
@@ -100,6 +103,7 @@ mod dialplan;
 mod exec;
 mod json;
 mod media;
+mod media_ws;
 mod model;
 mod rest;
 mod routing;
@@ -117,6 +121,8 @@ use bridges::Bridges;
 use channels::Channels;
 use dialplan::Dialplan;
 use media::Media;
+use media_ws::MediaWs;
+pub use media_ws::{MediaConnectError, MediaConnectInfo, MediaSignal};
 use model::{
     App, Bridge, Channel, Exec, LiveRec, OnAnswer, PbState, Playback, Res, Script, StoredRec, Tech,
     Timer,
@@ -352,6 +358,7 @@ pub struct Sim {
     channels: Channels,
     bridges: Bridges,
     media: Media,
+    media_ws: MediaWs,
     routing: Routing,
     system: System,
 }
@@ -415,6 +422,7 @@ impl Sim {
             channels: Channels::default(),
             bridges: Bridges::default(),
             media: Media::default(),
+            media_ws: MediaWs::default(),
             routing: Routing::default(),
             system: System {
                 devices: BTreeMap::new(),

@@ -13,6 +13,8 @@ pub(super) enum Tech {
     Sip,
     Snoop,
     UnicastRtp,
+    /// chan_websocket (externalMedia `transport=websocket`).
+    WebSocket,
 }
 
 /// What a channel does once the far end answers (originate / dial).

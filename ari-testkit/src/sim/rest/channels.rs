@@ -204,7 +204,7 @@ impl Sim {
     /// Caller id (`callerId`, `CALLERID(…)` variables) and channel variables of an
     /// originate. The `;1` half announces its caller id before its variables, the `;2`
     /// half after them (as the recording shows).
-    pub(super) fn apply_caller_and_vars(
+    pub(in crate::sim) fn apply_caller_and_vars(
         &mut self,
         id: &str,
         caller: Option<&(String, String)>,
@@ -339,6 +339,18 @@ impl Sim {
     }
 
     pub(super) fn external_media(&mut self, p: &P<'_>) -> R {
+        if p.nonempty("transport").as_deref() == Some("websocket") {
+            return self.external_media_websocket(super::super::media_ws::WsRequest {
+                app: p.nonempty("app"),
+                encapsulation: p.nonempty("encapsulation"),
+                connection_type: p.nonempty("connection_type"),
+                format: p.nonempty("format"),
+                channel_id: p.nonempty("channelId"),
+                transport_data: p.nonempty("transport_data"),
+                data: p.nonempty("data"),
+                vars: p.vars(),
+            });
+        }
         let Some(app) = p.nonempty("app") else {
             return R::error(400, "app cannot be empty");
         };

@@ -1,0 +1,584 @@
+//! The simulated chan_websocket media socket (server mode): `GET /media/<connection id>`.
+//!
+//! [`AsteriskMedia`] models Asterisk's side of one socket without I/O: the control commands
+//! (plain text or JSON, 128-byte limit, errors as Asterisk words them), the playout queue
+//! (one frame per 20 ms tick; `MEDIA_XOFF` at 900 frames, `MEDIA_XON` below 800, a message
+//! arriving at 1,000 dropped whole; normal-mode remainders dropped, buffering mode joining
+//! them), marks, pause, flush and drained reports. The socket task around it sends
+//! `MEDIA_START`, then a frame of [`test_frame`] every 20 ms, and relays DTMF and hangups
+//! from the simulator.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::http::response;
+use crate::sim::{MediaConnectError, MediaConnectInfo, MediaSignal};
+use crate::state::{lock, Shared};
+
+/// Asterisk's XOFF level.
+const XOFF: usize = 900;
+/// Asterisk's XON level.
+const XON: usize = 800;
+/// A message arriving while the queue holds this many frames is dropped.
+const LIMIT: usize = 1000;
+/// Control messages longer than this are ignored.
+const MAX_CONTROL: usize = 128;
+
+/// What one media socket did, kept after it closes ([`crate::MockServer::media_sessions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MediaSessionReport {
+    /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+    pub connection_id: String,
+    /// The channel id.
+    pub channel_id: String,
+    /// The media format.
+    pub format: String,
+    /// Frames sent to the application.
+    pub frames_sent: u64,
+    /// Binary messages received from the application.
+    pub messages_received: u64,
+    /// Frames played out of the queue.
+    pub frames_played: u64,
+    /// Played frames equal to [`test_frame`] (an echo of what was sent).
+    pub frames_played_test_signal: u64,
+    /// Messages dropped whole because the queue was full.
+    pub messages_dropped: u64,
+    /// Bytes dropped as a normal-mode remainder (short messages).
+    pub remainder_bytes_dropped: u64,
+    /// `MEDIA_XOFF` sent.
+    pub xoff_sent: u64,
+    /// Control messages ignored (over 128 bytes, or unknown).
+    pub ignored_commands: u64,
+}
+
+/// The known test signal: 20 ms of a 1 kHz sine at amplitude 8000 (a whole number of periods,
+/// so every frame is the same), in `format` (`ulaw`, `alaw`, `slin*`; zeros for others).
+pub fn test_frame(format: &str) -> Vec<u8> {
+    let (rate, bytes_per_sample) = match format {
+        "ulaw" | "alaw" => (8000, 1),
+        "slin" => (8000, 2),
+        "slin16" => (16000, 2),
+        "slin48" => (48000, 2),
+        _ => return vec![0; 160],
+    };
+    let samples = rate / 50;
+    let mut out = Vec::with_capacity(samples * bytes_per_sample);
+    for n in 0..samples {
+        let phase = 2.0 * std::f64::consts::PI * 1000.0 * n as f64 / rate as f64;
+        let s = (8000.0 * phase.sin()).round() as i16;
+        match format {
+            "ulaw" => out.push(linear_to_ulaw(s)),
+            "alaw" => out.push(linear_to_alaw(s)),
+            _ => out.extend_from_slice(&s.to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// G.711 µ-law encoding of one sample.
+fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    let s = s.min(CLIP) + BIAS;
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && s & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !((sign | (exponent << 4) | mantissa) as u8)
+}
+
+/// G.711 A-law encoding of one sample.
+fn linear_to_alaw(sample: i16) -> u8 {
+    const SEG_END: [i32; 8] = [0x1f, 0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff];
+    let mut pcm = i32::from(sample) >> 3;
+    let mask = if pcm >= 0 {
+        0xd5
+    } else {
+        pcm = -pcm - 1;
+        0x55
+    };
+    let Some(seg) = SEG_END.iter().position(|end| pcm <= *end) else {
+        return (0x7f ^ mask) as u8;
+    };
+    let shift = if seg < 2 { 1 } else { seg };
+    let aval = ((seg as i32) << 4) | ((pcm >> shift) & 0x0f);
+    (aval ^ mask) as u8
+}
+
+#[derive(Debug)]
+enum Queued {
+    Frame(bool),
+    Mark(Option<String>),
+    BufferEnd(Option<String>),
+}
+
+/// What the model wants done besides sending text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    Text(String),
+    Hangup,
+}
+
+/// Asterisk's side of one media socket, sans-IO.
+#[derive(Debug)]
+pub(crate) struct AsteriskMedia {
+    frame_size: usize,
+    json: bool,
+    channel_id: String,
+    test: Vec<u8>,
+    queue: VecDeque<Queued>,
+    frames: usize,
+    leftover: Vec<u8>,
+    buffering: bool,
+    paused: bool,
+    xoff: bool,
+    report_drained: bool,
+    /// `both`, `in` (app only receives) or `out` (app only sends).
+    direction: &'static str,
+    actions: VecDeque<Action>,
+    pub(crate) report: MediaSessionReport,
+}
+
+impl AsteriskMedia {
+    pub(crate) fn new(connection_id: &str, info: &MediaConnectInfo) -> AsteriskMedia {
+        AsteriskMedia {
+            frame_size: info.optimal_frame_size as usize,
+            json: info.json,
+            channel_id: info.channel_id.clone(),
+            test: test_frame(&info.format),
+            queue: VecDeque::new(),
+            frames: 0,
+            leftover: Vec::new(),
+            buffering: false,
+            paused: false,
+            xoff: false,
+            report_drained: false,
+            direction: "both",
+            actions: VecDeque::new(),
+            report: MediaSessionReport {
+                connection_id: connection_id.to_owned(),
+                channel_id: info.channel_id.clone(),
+                format: info.format.clone(),
+                ..MediaSessionReport::default()
+            },
+        }
+    }
+
+    /// The `MEDIA_START` text.
+    pub(crate) fn media_start(&self, info: &MediaConnectInfo) -> String {
+        if self.json {
+            json!({
+                "event": "MEDIA_START",
+                "connection_id": self.report.connection_id,
+                "channel": info.channel_name,
+                "channel_id": info.channel_id,
+                "format": info.format,
+                "optimal_frame_size": info.optimal_frame_size,
+                "ptime": 20,
+                "channel_variables": info.variables,
+            })
+            .to_string()
+        } else {
+            format!(
+                "MEDIA_START connection_id:{} channel:{} channel_id:{} format:{} optimal_frame_size:{} ptime:20",
+                self.report.connection_id, info.channel_name, info.channel_id, info.format, info.optimal_frame_size
+            )
+        }
+    }
+
+    pub(crate) fn next_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// An event: `fields` in plain-text order; `bare` events carry nothing in plain text.
+    fn event(&mut self, name: &str, fields: &[(&str, Value)], bare: bool) {
+        let text = if self.json {
+            let mut m = serde_json::Map::new();
+            m.insert("event".into(), json!(name));
+            m.insert("channel_id".into(), json!(self.channel_id));
+            for (k, v) in fields {
+                m.insert((*k).to_owned(), v.clone());
+            }
+            Value::Object(m).to_string()
+        } else if bare {
+            match fields.first() {
+                Some((_, Value::String(id))) if !id.is_empty() => format!("{name} {id}"),
+                _ => name.to_owned(),
+            }
+        } else {
+            let mut s = format!("{name} channel_id:{}", self.channel_id);
+            for (k, v) in fields {
+                match v {
+                    Value::String(x) => s.push_str(&format!(" {k}:{x}")),
+                    other => s.push_str(&format!(" {k}:{other}")),
+                }
+            }
+            s
+        };
+        self.actions.push_back(Action::Text(text));
+    }
+
+    fn error(&mut self, text: &str) {
+        self.event("ERROR", &[("error_text", json!(text))], false);
+    }
+
+    /// `DTMF_END` for a digit received by a bridged channel.
+    pub(crate) fn dtmf(&mut self, digit: char) {
+        if self.json {
+            self.event("DTMF_END", &[("digit", json!(digit.to_string()))], false);
+        } else {
+            let text = format!("DTMF_END digit:{digit} channel_id:{}", self.channel_id);
+            self.actions.push_back(Action::Text(text));
+        }
+    }
+
+    pub(crate) fn handle_text(&mut self, text: &str) {
+        if text.len() > MAX_CONTROL {
+            self.report.ignored_commands += 1;
+            return;
+        }
+        let text = text.trim();
+        let (name, arg, direction) = if self.json {
+            let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text) else {
+                self.error("Unable to parse JSON command");
+                return;
+            };
+            let get = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+            let Some(name) = get("command") else {
+                self.error("Unable to parse JSON command");
+                return;
+            };
+            (name, get("correlation_id"), get("direction"))
+        } else {
+            let (n, a) = match text.split_once(' ') {
+                Some((n, a)) => (n, Some(a.trim().to_owned())),
+                None => (text, None),
+            };
+            (n.to_owned(), a.filter(|a| !a.is_empty()), None)
+        };
+        match name.as_str() {
+            "ANSWER" => {}
+            "HANGUP" => self.actions.push_back(Action::Hangup),
+            "GET_STATUS" => {
+                let fields = [
+                    ("queue_length", json!(self.frames)),
+                    ("xon_level", json!(XON)),
+                    ("xoff_level", json!(XOFF)),
+                    ("queue_full", json!(self.frames >= LIMIT)),
+                    ("bulk_media", json!(self.buffering)),
+                    ("media_paused", json!(self.paused)),
+                ];
+                self.event("STATUS", &fields, false);
+            }
+            "START_MEDIA_BUFFERING" if self.direction == "in" => {
+                self.error("START_MEDIA_BUFFERING not supported while media direction is 'in'");
+            }
+            "START_MEDIA_BUFFERING" => self.buffering = true,
+            "STOP_MEDIA_BUFFERING" => {
+                if !self.leftover.is_empty() {
+                    let short = std::mem::take(&mut self.leftover);
+                    self.push_frame(&short);
+                }
+                self.buffering = false;
+                self.queue.push_back(Queued::BufferEnd(arg));
+            }
+            "MARK_MEDIA" => self.queue.push_back(Queued::Mark(arg)),
+            "FLUSH_MEDIA" => {
+                self.queue.clear();
+                self.frames = 0;
+                self.leftover.clear();
+                self.buffering = false;
+            }
+            "PAUSE_MEDIA" => self.paused = true,
+            "CONTINUE_MEDIA" => self.paused = false,
+            "REPORT_QUEUE_DRAINED" => self.report_drained = true,
+            "SET_MEDIA_DIRECTION" if !self.json => {
+                self.error("SET_MEDIA_DIRECTION only supports JSON format.\n");
+            }
+            "SET_MEDIA_DIRECTION" => match direction.as_deref() {
+                Some("both") => self.direction = "both",
+                Some("in") => self.direction = "in",
+                Some("out") => self.direction = "out",
+                other => {
+                    let d = other.unwrap_or("");
+                    self.error(&format!(
+                        "'{d}' is not a valid direction for SET_MEDIA_DIRECTION.\n"
+                    ));
+                }
+            },
+            _ => self.report.ignored_commands += 1,
+        }
+    }
+
+    fn push_frame(&mut self, frame: &[u8]) {
+        self.queue.push_back(Queued::Frame(frame == &self.test[..]));
+        self.frames += 1;
+    }
+
+    pub(crate) fn handle_binary(&mut self, data: &[u8]) {
+        self.report.messages_received += 1;
+        if self.direction == "in" {
+            return;
+        }
+        if self.frames >= LIMIT {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let fs = self.frame_size.max(1);
+        if self.buffering {
+            let mut joined = std::mem::take(&mut self.leftover);
+            joined.extend_from_slice(data);
+            let whole = joined.len() / fs * fs;
+            for f in joined[..whole].chunks(fs) {
+                self.push_frame(f);
+            }
+            self.leftover = joined[whole..].to_vec();
+        } else {
+            let whole = data.len() / fs * fs;
+            for f in data[..whole].chunks(fs) {
+                self.push_frame(f);
+            }
+            self.report.remainder_bytes_dropped += (data.len() - whole) as u64;
+        }
+        if self.frames >= XOFF && !self.xoff {
+            self.xoff = true;
+            self.report.xoff_sent += 1;
+            self.event("MEDIA_XOFF", &[], true);
+        }
+    }
+
+    fn pop_markers(&mut self) {
+        while let Some(Queued::Mark(_) | Queued::BufferEnd(_)) = self.queue.front() {
+            match self.queue.pop_front() {
+                Some(Queued::Mark(id)) => self.event(
+                    "MEDIA_MARK_PROCESSED",
+                    &[("correlation_id", json!(id.unwrap_or_default()))],
+                    true,
+                ),
+                Some(Queued::BufferEnd(id)) => self.event(
+                    "MEDIA_BUFFERING_COMPLETED",
+                    &[("correlation_id", json!(id.unwrap_or_default()))],
+                    true,
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// One 20 ms tick: plays one queued frame, and returns the frame to send the application
+    /// (none while the direction is `out`).
+    pub(crate) fn tick(&mut self) -> Option<Vec<u8>> {
+        if !self.paused {
+            self.pop_markers();
+            if let Some(Queued::Frame(test)) = self.queue.pop_front() {
+                self.frames -= 1;
+                self.report.frames_played += 1;
+                self.report.frames_played_test_signal += u64::from(test);
+            }
+            self.pop_markers();
+        }
+        if self.xoff && self.frames < XON {
+            self.xoff = false;
+            self.event("MEDIA_XON", &[], true);
+        }
+        if self.report_drained && self.frames == 0 {
+            self.report_drained = false;
+            self.event("QUEUE_DRAINED", &[], true);
+        }
+        (self.direction != "out").then(|| {
+            self.report.frames_sent += 1;
+            self.test.clone()
+        })
+    }
+}
+
+fn error_page(status: u16, title: &str, text: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\r\n<html><head>\r\n<title>{status} {title}</title>\r\n</head><body>\r\n<h1>{title}</h1>\r\n<p>{text}</p>\r\n<hr />\r\n</body></html>\r\n"
+    );
+    response(status, "text/html", body.into_bytes())
+}
+
+/// Answers `GET /media/<connection_id>`: 404 for an unknown id, 409 for a second socket,
+/// else 101 and a task running the socket.
+pub(crate) fn upgrade(
+    shared: &Arc<Shared>,
+    mut req: Request<Incoming>,
+    connection_id: &str,
+) -> Response<Full<Bytes>> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return error_page(400, "Bad Request", "Not a WebSocket upgrade");
+    };
+    let reserved = shared.with_sim(|sim, now| sim.media_reserve(now, connection_id));
+    let info = match reserved {
+        Some(Ok(Ok(info))) => info,
+        Some(Ok(Err(MediaConnectError::Duplicate))) => {
+            return error_page(
+                409,
+                "Conflict",
+                "Another websocket connection exists for this connection id",
+            )
+        }
+        _ => return error_page(404, "Not found", "WebSocket instance not found"),
+    };
+    let offers_media = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == "media"));
+    let (tx, rx) = mpsc::unbounded_channel();
+    lock(&shared.media_conns).insert(connection_id.to_owned(), tx);
+    shared.log(|| format!("media socket {connection_id} connected ({})", info.format));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_shared = shared.clone();
+    let id = connection_id.to_owned();
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            run(&task_shared, &id, info, ws, rx).await;
+        } else {
+            task_shared.with_sim(|sim, now| sim.media_hangup(now, &id, 1001));
+        }
+        lock(&task_shared.media_conns).remove(&id);
+    });
+    let mut r = response(101, "", Vec::new());
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if offers_media {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("media"),
+        );
+    }
+    r
+}
+
+async fn run<S>(
+    shared: &Arc<Shared>,
+    id: &str,
+    info: MediaConnectInfo,
+    mut ws: WebSocketStream<S>,
+    mut rx: mpsc::UnboundedReceiver<MediaSignal>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut model = AsteriskMedia::new(id, &info);
+    if ws
+        .send(Message::Text(model.media_start(&info).into()))
+        .await
+        .is_err()
+    {
+        shared.with_sim(|sim, now| sim.media_hangup(now, id, 1001));
+        return;
+    }
+    shared.with_sim(|sim, now| sim.media_connect(now, id));
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.tick().await;
+    let mut app_closed = false;
+    'run: loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Some(frame) = model.tick() {
+                    if ws.feed(Message::Binary(frame.into())).await.is_err() {
+                        app_closed = true;
+                        break 'run;
+                    }
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => model.handle_text(t.as_str()),
+                Some(Ok(Message::Binary(b))) => model.handle_binary(&b),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    app_closed = true;
+                    break 'run;
+                }
+            },
+            signal = rx.recv() => match signal {
+                Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
+                Some(MediaSignal::Close { .. }) | None => break 'run,
+            },
+        }
+        while let Some(action) = model.next_action() {
+            match action {
+                Action::Text(t) => {
+                    if ws.feed(Message::Text(t.into())).await.is_err() {
+                        app_closed = true;
+                        break 'run;
+                    }
+                }
+                Action::Hangup => {
+                    shared.with_sim(|sim, now| sim.media_hangup(now, id, 1000));
+                }
+            }
+        }
+        if ws.flush().await.is_err() {
+            app_closed = true;
+            break;
+        }
+    }
+    if app_closed {
+        shared.with_sim(|sim, now| sim.media_hangup(now, id, 1001));
+    } else {
+        let _ = ws
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
+        // Let the application's close answer arrive, as Asterisk does.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+    shared.log(|| {
+        format!(
+            "media socket {id} closed: sent {} played {} (test signal {}) dropped {} xoff {}",
+            model.report.frames_sent,
+            model.report.frames_played,
+            model.report.frames_played_test_signal,
+            model.report.messages_dropped,
+            model.report.xoff_sent
+        )
+    });
+    lock(&shared.media_done).push(model.report);
+}
+
+/// The reports of closed media sockets, and the variables a test may want.
+pub(crate) fn reports(shared: &Shared) -> Vec<MediaSessionReport> {
+    lock(&shared.media_done).clone()
+}

@@ -1,0 +1,297 @@
+//! chan_websocket channels: `POST channels/externalMedia` with `transport=websocket`,
+//! `encapsulation=none`, `connection_type=server`.
+//!
+//! The channel is created `Down` and not in Stasis; its `channelvars` carry
+//! `MEDIA_WEBSOCKET_CONNECTION_ID`. When the application connects to `/media/<id>` (the
+//! server's media socket, `crate::media_ws`), [`Sim::media_connect`] answers it and it enters
+//! Stasis (after `MEDIA_START`, which the socket sends first). DTMF received by a channel
+//! bridged with it becomes [`MediaSignal::Dtmf`]; its destruction [`MediaSignal::Close`].
+//! Audio itself is the socket's business.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::model::{OnAnswer, Tech};
+use super::{Sim, SimResponse};
+
+/// The externalMedia parameters that matter for a WebSocket channel.
+#[derive(Debug, Default)]
+pub(super) struct WsRequest {
+    pub(super) app: Option<String>,
+    pub(super) encapsulation: Option<String>,
+    pub(super) connection_type: Option<String>,
+    pub(super) format: Option<String>,
+    pub(super) channel_id: Option<String>,
+    pub(super) transport_data: Option<String>,
+    pub(super) data: Option<String>,
+    pub(super) vars: Vec<(String, String, bool)>,
+}
+
+/// What the simulator tells a media socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaSignal {
+    /// A channel bridged with the media channel received this DTMF digit: `DTMF_END`.
+    Dtmf {
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        connection_id: String,
+        /// The digit.
+        digit: char,
+    },
+    /// The media channel is gone: close the socket (1000).
+    Close {
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        connection_id: String,
+    },
+}
+
+/// What the media socket needs to know about its channel (for `MEDIA_START`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MediaConnectInfo {
+    /// The channel id.
+    pub channel_id: String,
+    /// The channel name, `WebSocket/INCOMING/0x…`.
+    pub channel_name: String,
+    /// The media format (`ulaw`, `slin16`, …).
+    pub format: String,
+    /// Bytes per 20 ms frame.
+    pub optimal_frame_size: u32,
+    /// Control messages in JSON (`transport_data` containing `f(json)`).
+    pub json: bool,
+    /// The channel's variables (JSON `MEDIA_START` carries them).
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Why [`Sim::media_connect`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaConnectError {
+    /// No such connection id: HTTP 404 "WebSocket instance not found".
+    NotFound,
+    /// A socket is already connected for it: HTTP 409.
+    Duplicate,
+}
+
+#[derive(Debug)]
+pub(super) struct WsChan {
+    channel: String,
+    format: String,
+    frame_size: u32,
+    json: bool,
+    connected: bool,
+}
+
+/// The chan_websocket channels, by connection id.
+#[derive(Debug, Default)]
+pub(super) struct MediaWs {
+    by_conn: BTreeMap<String, WsChan>,
+    signals: VecDeque<MediaSignal>,
+    seq: u64,
+}
+
+/// Bytes per 20 ms frame of a format, as chan_websocket computes `optimal_frame_size`.
+pub(super) fn frame_size(format: &str) -> Option<u32> {
+    Some(match format {
+        "ulaw" | "alaw" | "g722" => 160,
+        "slin" => 320,
+        "slin16" => 640,
+        "slin48" => 1920,
+        _ => return None,
+    })
+}
+
+impl Sim {
+    pub(super) fn external_media_websocket(&mut self, p: WsRequest) -> SimResponse {
+        let Some(app) = p.app else {
+            return SimResponse::error(400, "app cannot be empty");
+        };
+        if p.encapsulation.as_deref() != Some("none") {
+            return SimResponse::error(400, "encapsulation must be 'none' for websocket transport");
+        }
+        if p.connection_type.as_deref() != Some("server") {
+            // No websocket_client is configured in the simulator.
+            return SimResponse::error(
+                400,
+                "external_host must be a valid websocket_client connection id.",
+            );
+        }
+        let Some(format) = p.format else {
+            return SimResponse::error(400, "format cannot be empty");
+        };
+        let Some(frame) = frame_size(&format) else {
+            return SimResponse::error(400, "format not found");
+        };
+        let id = p.channel_id.unwrap_or_else(|| self.next_uid());
+        if self.channels.by_id.contains_key(&id) {
+            return SimResponse::error(409, "Channel with given unique ID already exists");
+        }
+        let json_control = p.transport_data.is_some_and(|d| d.contains("f(json)"));
+        self.media_ws.seq += 1;
+        let seq = self.media_ws.seq;
+        let connection_id = format!("5e6d1a2b-{:04x}-4000-8000-{:012x}", seq & 0xffff, seq);
+        self.ids.local_seq += 1;
+        let name = format!("WebSocket/INCOMING/0x7f6ab80{:05x}", self.ids.local_seq);
+        let mut c = self.new_channel(&id, &name, Tech::WebSocket, "Down");
+        c.base_app = ("AppDial2".to_string(), "(Outgoing Line)".to_string());
+        c.app_name = c.base_app.0.clone();
+        c.app_data = c.base_app.1.clone();
+        c.dialing = Some("INCOMING".to_string());
+        c.vars.insert(
+            "MEDIA_WEBSOCKET_CONNECTION_ID".to_string(),
+            connection_id.clone(),
+        );
+        c.vars.insert(
+            "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE".to_string(),
+            frame.to_string(),
+        );
+        let args: Vec<String> = p.data.into_iter().collect();
+        c.on_answer = OnAnswer::Stasis(app.clone(), args);
+        self.insert_channel(c);
+        self.emit_created(&id);
+        self.apply_caller_and_vars(&id, None, &p.vars, false);
+        self.emit_varset(Some(&id), "MEDIA_WEBSOCKET_CONNECTION_ID", &connection_id);
+        self.emit_varset(
+            Some(&id),
+            "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE",
+            &frame.to_string(),
+        );
+        if let Some(ap) = self.routing.apps.get_mut(&app) {
+            ap.channels.insert(id.clone());
+        }
+        let mut resp = self.chan_json(&id);
+        resp["channelvars"] = json!({
+            "MEDIA_WEBSOCKET_CONNECTION_ID": connection_id,
+            "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": frame.to_string(),
+        });
+        self.emit_dial(&id, "");
+        self.media_ws.by_conn.insert(
+            connection_id,
+            WsChan {
+                channel: id,
+                format,
+                frame_size: frame,
+                json: json_control,
+                connected: false,
+            },
+        );
+        SimResponse::json(200, &resp)
+    }
+
+    /// Whether a media socket may connect to `connection_id` (the HTTP answer before the
+    /// upgrade): reserves it, so a second attempt gets [`MediaConnectError::Duplicate`].
+    pub fn media_reserve(
+        &mut self,
+        now: Duration,
+        connection_id: &str,
+    ) -> Result<MediaConnectInfo, MediaConnectError> {
+        self.advance(now);
+        let Some(w) = self.media_ws.by_conn.get_mut(connection_id) else {
+            return Err(MediaConnectError::NotFound);
+        };
+        if w.connected {
+            return Err(MediaConnectError::Duplicate);
+        }
+        w.connected = true;
+        let Some(c) = self.channels.by_id.get(&w.channel) else {
+            return Err(MediaConnectError::NotFound);
+        };
+        Ok(MediaConnectInfo {
+            channel_id: w.channel.clone(),
+            channel_name: c.name.clone(),
+            format: w.format.clone(),
+            optimal_frame_size: w.frame_size,
+            json: w.json,
+            variables: c.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        })
+    }
+
+    /// The media socket sent `MEDIA_START`: the channel is answered and enters Stasis.
+    pub fn media_connect(&mut self, now: Duration, connection_id: &str) {
+        self.advance(now);
+        let Some(id) = self
+            .media_ws
+            .by_conn
+            .get(connection_id)
+            .map(|w| w.channel.clone())
+        else {
+            return;
+        };
+        if let Some(c) = self.channels.by_id.get_mut(&id) {
+            c.state = "Up";
+        }
+        self.emit_state(&id);
+        self.dial_answered(&id);
+    }
+
+    /// The media socket ended the call: `HANGUP` (`tech_cause` 1000) or a CLOSE or dropped
+    /// connection (1001).
+    pub fn media_hangup(&mut self, now: Duration, connection_id: &str, tech_cause: i64) {
+        self.advance(now);
+        let Some(id) = self
+            .media_ws
+            .by_conn
+            .get(connection_id)
+            .map(|w| w.channel.clone())
+        else {
+            return;
+        };
+        if !self.channels.by_id.contains_key(&id) {
+            return;
+        }
+        self.chan_event(
+            "ChannelHangupRequest",
+            &id,
+            json!({"cause": 16, "tech_cause": tech_cause}),
+        );
+        self.teardown(&id, 16, false);
+    }
+
+    /// What the media sockets must do, in order; drain after every input.
+    pub fn drain_media_signals(&mut self) -> Vec<MediaSignal> {
+        self.media_ws.signals.drain(..).collect()
+    }
+
+    /// Hook: a channel was destroyed.
+    pub(super) fn media_ws_destroyed(&mut self, id: &str) {
+        let gone: Vec<String> = self
+            .media_ws
+            .by_conn
+            .iter()
+            .filter(|(_, w)| w.channel == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for connection_id in gone {
+            self.media_ws.by_conn.remove(&connection_id);
+            self.media_ws
+                .signals
+                .push_back(MediaSignal::Close { connection_id });
+        }
+    }
+
+    /// Hook: a channel received a DTMF digit; media channels bridged with it report it.
+    pub(super) fn media_ws_dtmf(&mut self, id: &str, digit: char) {
+        if self.media_ws.by_conn.is_empty() {
+            return;
+        }
+        let Some(bridge) = self.channels.by_id.get(id).and_then(|c| c.bridge.clone()) else {
+            return;
+        };
+        let members: Vec<String> = self
+            .bridges
+            .by_id
+            .get(&bridge)
+            .map(|b| b.channels.to_vec())
+            .unwrap_or_default();
+        for (conn, w) in &self.media_ws.by_conn {
+            if w.connected && w.channel != id && members.contains(&w.channel) {
+                self.media_ws.signals.push_back(MediaSignal::Dtmf {
+                    connection_id: conn.clone(),
+                    digit,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The simulated chan_websocket (server mode): externalMedia over WebSocket, `/media/<id>`
+//! (404, 409), MEDIA_START then StasisStart, paced frames of the test signal, the queue model
+//! (XOFF at 900, XON below 800, drop at 1,000), marks, DTMF_END, HANGUP and CLOSE.
+
+mod common;
+
+use std::time::Duration;
+
+use ari_testkit::{test_frame, MockServer, PlaceCall};
+use common::{basic, next_json, next_msg, request, send_text, ws_connect, Ws, PATIENCE};
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn until(ws: &mut Ws, ty: &str) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] == ty {
+            return v;
+        }
+    }
+}
+
+async fn external_media(server: &MockServer, query: &str) -> (u16, Value) {
+    let r = request(
+        server.addr(),
+        "POST",
+        &format!("/ari/channels/externalMedia?{query}"),
+        Some(&basic("asterisk", "asterisk")),
+        None,
+    )
+    .await;
+    let status = r.status;
+    (status, if status == 200 { r.json() } else { Value::Null })
+}
+
+async fn media_connect(
+    server: &MockServer,
+    id: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{}/media/{id}", server.addr()).into_client_request()?;
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "media".parse().expect("header"));
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("media")
+    );
+    Ok(ws)
+}
+
+/// The next text message on the media socket, skipping audio; counts the audio frames.
+async fn next_control(ws: &mut Ws, frames: &mut usize, frame: &[u8]) -> String {
+    loop {
+        match next_msg(ws).await {
+            Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+            Some(Ok(Message::Binary(b))) => {
+                assert_eq!(&b[..], frame, "every frame is the test signal");
+                *frames += 1;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("media socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_mode_media_socket_follows_asterisk() {
+    let server = MockServer::start();
+    let mut events = ws_connect(server.addr(), "app=media").await;
+    let (status, _) = external_media(
+        &server,
+        "app=media&transport=websocket&encapsulation=rtp&connection_type=server&format=ulaw",
+    )
+    .await;
+    assert_eq!(status, 400, "websocket needs encapsulation=none");
+    let (status, chan) = external_media(
+        &server,
+        "app=media&transport=websocket&encapsulation=none&connection_type=server&format=ulaw&channelId=em-1&data=emdata",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(chan["state"], "Down");
+    assert!(chan["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("WebSocket/INCOMING/"));
+    assert_eq!(
+        chan["channelvars"]["MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE"],
+        "160"
+    );
+    let id = chan["channelvars"]["MEDIA_WEBSOCKET_CONNECTION_ID"]
+        .as_str()
+        .expect("connection id")
+        .to_owned();
+
+    let err = media_connect(&server, "nonexistent-id").await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let mut media = media_connect(&server, &id).await.expect("connects");
+    let err = media_connect(&server, &id).await.unwrap_err();
+    assert!(err.to_string().contains("409"), "{err}");
+
+    let frame = test_frame("ulaw");
+    assert_eq!(frame.len(), 160);
+    let mut frames = 0usize;
+    let start = next_control(&mut media, &mut frames, &frame).await;
+    assert_eq!(
+        start,
+        format!("MEDIA_START connection_id:{id} channel:{} channel_id:em-1 format:ulaw optimal_frame_size:160 ptime:20", chan["name"].as_str().unwrap())
+    );
+    let ss = until(&mut events, "StasisStart").await;
+    assert_eq!(ss["channel"]["id"], "em-1");
+    assert_eq!(ss["args"][0], "emdata");
+    assert_eq!(ss["channel"]["state"], "Up");
+
+    // DTMF from a caller bridged with the media channel.
+    let mut call = PlaceCall::new("PJSIP/alice", "media");
+    call.channel_id = Some("caller".into());
+    call.dtmf = "12#".into();
+    call.dtmf_delay = Duration::from_millis(100);
+    call.dtmf_interval = Duration::from_millis(50);
+    server.place_call(call).expect("call");
+    until(&mut events, "StasisStart").await;
+    for path in [
+        "/ari/bridges/br?type=mixing",
+        "/ari/bridges/br/addChannel?channel=em-1,caller",
+        "/ari/channels/caller/answer",
+    ] {
+        let r = request(
+            server.addr(),
+            "POST",
+            path,
+            Some(&basic("asterisk", "asterisk")),
+            None,
+        )
+        .await;
+        assert!(r.status < 300, "{path}: {}", r.status);
+    }
+    let mut digits = String::new();
+    while digits.len() < 3 {
+        let t = next_control(&mut media, &mut frames, &frame).await;
+        let d = t
+            .strip_prefix("DTMF_END digit:")
+            .and_then(|r| r.strip_suffix(" channel_id:em-1"))
+            .unwrap_or_else(|| panic!("{t}"));
+        digits.push_str(d);
+    }
+    assert_eq!(digits, "12#");
+    assert!(frames > 0, "frames arrive every 20 ms");
+
+    // The queue: a burst past 1,000 frames.
+    send_text(&mut media, "PAUSE_MEDIA").await;
+    for _ in 0..1100 {
+        media
+            .feed(Message::Binary(frame.clone().into()))
+            .await
+            .expect("feed");
+    }
+    media.flush().await.expect("flush");
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "MEDIA_XOFF"
+    );
+    send_text(&mut media, "GET_STATUS").await;
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "STATUS channel_id:em-1 queue_length:1000 xon_level:800 xoff_level:900 queue_full:true bulk_media:false media_paused:true"
+    );
+    // Marks come when playout reaches them; FLUSH_MEDIA discards them.
+    send_text(&mut media, "MARK_MEDIA lost").await;
+    send_text(&mut media, "FLUSH_MEDIA").await;
+    send_text(&mut media, "CONTINUE_MEDIA").await;
+    media
+        .send(Message::Binary(frame.repeat(3).into()))
+        .await
+        .expect("send");
+    media
+        .send(Message::Binary(vec![0; 100].into()))
+        .await
+        .expect("send");
+    send_text(&mut media, "MARK_MEDIA m1").await;
+    send_text(&mut media, "REPORT_QUEUE_DRAINED").await;
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "MEDIA_XON"
+    );
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "MEDIA_MARK_PROCESSED m1"
+    );
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "QUEUE_DRAINED"
+    );
+    // Over 128 bytes: ignored. Plain-text SET_MEDIA_DIRECTION: an ERROR.
+    send_text(&mut media, &format!("MARK_MEDIA {}", "x".repeat(150))).await;
+    send_text(&mut media, "SET_MEDIA_DIRECTION").await;
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "ERROR channel_id:em-1 error_text:SET_MEDIA_DIRECTION only supports JSON format.\n"
+    );
+
+    // HANGUP: the channel goes (tech_cause 1000), then CLOSE 1000.
+    send_text(&mut media, "HANGUP").await;
+    let hr = until(&mut events, "ChannelHangupRequest").await;
+    assert_eq!(hr["channel"]["id"], "em-1");
+    assert_eq!(hr["tech_cause"], 1000);
+    loop {
+        match next_msg(&mut media).await {
+            Some(Ok(Message::Close(Some(c)))) => {
+                assert_eq!(u16::from(c.code), 1000);
+                break;
+            }
+            Some(Ok(Message::Binary(_) | Message::Text(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let reports = loop {
+        let r = server.media_sessions();
+        if !r.is_empty() || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!((r.channel_id.as_str(), r.format.as_str()), ("em-1", "ulaw"));
+    assert_eq!(r.messages_dropped, 100, "1100 sent, 1000 queued");
+    assert_eq!(r.xoff_sent, 1);
+    assert_eq!(r.remainder_bytes_dropped, 100);
+    assert_eq!(r.frames_played, 3);
+    assert_eq!(r.frames_played_test_signal, 3);
+    assert_eq!(r.ignored_commands, 1);
+}
+
+#[tokio::test]
+async fn json_control_and_close_from_the_app() {
+    let server = MockServer::start();
+    let mut events = ws_connect(server.addr(), "app=media").await;
+    let (status, chan) = external_media(
+        &server,
+        "app=media&transport=websocket&encapsulation=none&connection_type=server&format=slin16&transport_data=f(json)&channelId=em-2",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = chan["channelvars"]["MEDIA_WEBSOCKET_CONNECTION_ID"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut media = media_connect(&server, &id).await.expect("connects");
+    let frame = test_frame("slin16");
+    assert_eq!(frame.len(), 640);
+    let mut frames = 0;
+    let start: Value =
+        serde_json::from_str(&next_control(&mut media, &mut frames, &frame).await).expect("json");
+    assert_eq!(start["event"], "MEDIA_START");
+    assert_eq!(start["optimal_frame_size"], 640);
+    assert_eq!(
+        start["channel_variables"]["MEDIA_WEBSOCKET_CONNECTION_ID"],
+        id.as_str()
+    );
+    send_text(
+        &mut media,
+        r#"{"command":"SET_MEDIA_DIRECTION","direction":"sideways"}"#,
+    )
+    .await;
+    let err: Value =
+        serde_json::from_str(&next_control(&mut media, &mut frames, &frame).await).expect("json");
+    assert_eq!(
+        err["error_text"],
+        "'sideways' is not a valid direction for SET_MEDIA_DIRECTION.\n"
+    );
+    send_text(&mut media, "GET_STATUS").await;
+    let err: Value =
+        serde_json::from_str(&next_control(&mut media, &mut frames, &frame).await).expect("json");
+    assert_eq!(err["error_text"], "Unable to parse JSON command");
+    media.close(None).await.expect("close");
+    let hr = until(&mut events, "ChannelHangupRequest").await;
+    assert_eq!(hr["tech_cause"], 1001);
+    until(&mut events, "ChannelDestroyed").await;
+}
