@@ -115,6 +115,7 @@ pub(crate) async fn serve(
         return Ok(from_answer(RestAnswer::not_found_text()));
     };
     let segments = split_segments(&rel);
+    let cors = Cors::of(&shared, req.headers());
     let user = authenticate(&shared, req.headers(), &query);
     let query: Vec<(String, String)> = query.into_iter().filter(|(k, _)| k != "api_key").collect();
 
@@ -138,6 +139,7 @@ pub(crate) async fn serve(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"Asterisk REST Interface\""),
         );
+        cors.apply(&mut r, None);
         return Ok(r);
     };
 
@@ -175,6 +177,8 @@ pub(crate) async fn serve(
             )));
         }
     };
+    let options = method == "OPTIONS";
+    let allow = crate::sim::allowed_methods(&segments);
     let answer = rest::handle(
         &shared,
         RestRequest {
@@ -190,5 +194,76 @@ pub(crate) async fn serve(
         Box::new(|_| {}),
     )
     .await;
-    Ok(from_answer(answer))
+    let preflight = options && answer.status == 204;
+    let mut r = from_answer(answer);
+    let allow = allow.filter(|_| preflight);
+    if let Some(methods) = allow {
+        let value = std::iter::once("OPTIONS")
+            .chain(methods.iter().copied())
+            .collect::<Vec<_>>()
+            .join(",");
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(header::ALLOW, v);
+        }
+    }
+    cors.apply(&mut r, allow);
+    Ok(r)
+}
+
+/// The CORS headers of a request whose `Origin` is in `allowed_origins` (Asterisk's
+/// `process_cors_request` and the preflight part of `handle_options`).
+struct Cors {
+    /// The allowed origin, `None` when absent or not allowed.
+    origin: Option<HeaderValue>,
+    request_method: Option<String>,
+    request_headers: Option<HeaderValue>,
+}
+
+impl Cors {
+    fn of(shared: &Shared, headers: &http::HeaderMap) -> Cors {
+        let origin = headers.get(header::ORIGIN).filter(|o| {
+            o.to_str()
+                .is_ok_and(|o| shared.allowed_origins.iter().any(|a| a == "*" || a == o))
+        });
+        Cors {
+            origin: origin.cloned(),
+            request_method: headers
+                .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            request_headers: headers
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .filter(|v| !v.is_empty())
+                .cloned(),
+        }
+    }
+
+    /// Adds the headers; `preflight` is the resource's methods for a successful `OPTIONS`.
+    fn apply(&self, r: &mut Response<Full<Bytes>>, preflight: Option<&[&str]>) {
+        let Some(origin) = &self.origin else {
+            return;
+        };
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        let (Some(methods), Some(asked)) = (preflight, &self.request_method) else {
+            return;
+        };
+        if !methods.contains(&asked.as_str()) {
+            return;
+        }
+        let value = std::iter::once("OPTIONS")
+            .chain(methods.iter().copied())
+            .collect::<Vec<_>>()
+            .join(",");
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+        }
+        if let Some(hs) = &self.request_headers {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, hs.clone());
+        }
+    }
 }

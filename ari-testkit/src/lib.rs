@@ -9,7 +9,9 @@
 //!   password answers `401 {"message":"Authentication required"}`, a `read_only` user writing
 //!   `403 {"message":"Write access denied"}`; a path outside the known resources answers `404`
 //!   with the `text/plain` body `404: Not Found`; `void` operations answer `204` without body;
-//!   every response has a `Content-Length`, connections are kept alive;
+//!   every response has a `Content-Length`, connections are kept alive; `OPTIONS` (any user,
+//!   read-only too) answers `204` with `Allow`, and CORS headers are sent only for origins
+//!   added with [`MockServerBuilder::allowed_origin`], as Asterisk's `allowed_origins`;
 //! - the events WebSocket at `/ari/events?app=a,b&subscribeAll=true` (subprotocol `ari`
 //!   accepted): an app registered by a second connection moves there and the first one gets
 //!   `ApplicationReplaced`; text frames `{"type":"RESTRequest",...}` are answered by

@@ -114,6 +114,7 @@ pub struct ConnectionInfo {
 pub struct MockServerBuilder {
     addr: SocketAddr,
     users: Vec<User>,
+    allowed_origins: Vec<String>,
     api_docs: Option<PathBuf>,
     simulated_time: bool,
     simulator: bool,
@@ -143,6 +144,7 @@ impl Default for MockServerBuilder {
         MockServerBuilder {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             users: Vec::new(),
+            allowed_origins: Vec::new(),
             api_docs: None,
             simulated_time: false,
             simulator: true,
@@ -188,6 +190,18 @@ impl MockServerBuilder {
             password: password.to_owned(),
             read_only: true,
         });
+        self
+    }
+
+    /// Adds an origin to `allowed_origins` (as in `ari.conf` `[general]`; `*` allows any).
+    /// A request whose `Origin` is allowed gets `Access-Control-Allow-Origin` (that origin)
+    /// and `Access-Control-Allow-Credentials: true`; a CORS preflight (`OPTIONS` with
+    /// `Access-Control-Request-Method` naming a method of the resource) also gets
+    /// `Access-Control-Allow-Methods` and, when requested, `Access-Control-Allow-Headers`.
+    /// Without any, as in a default Asterisk, no `Access-Control-*` header is ever sent;
+    /// `OPTIONS` answers 204 with `Allow` either way.
+    pub fn allowed_origin(mut self, origin: &str) -> Self {
+        self.allowed_origins.push(origin.to_owned());
         self
     }
 
@@ -354,6 +368,7 @@ impl MockServerBuilder {
         let shared = Arc::new(Shared {
             addr,
             users,
+            allowed_origins: self.allowed_origins,
             asterisk_id,
             api_docs,
             clock,

@@ -126,6 +126,8 @@ pub(crate) struct Registry {
 pub(crate) struct Shared {
     pub(crate) addr: SocketAddr,
     pub(crate) users: Vec<User>,
+    /// `allowed_origins` for CORS (`*` allows any).
+    pub(crate) allowed_origins: Vec<String>,
     pub(crate) asterisk_id: String,
     pub(crate) api_docs: HashMap<String, Vec<u8>>,
     pub(crate) clock: Clock,

@@ -66,6 +66,9 @@ struct Args {
     /// An extra read-only user, as NAME:PASSWORD (repeatable).
     #[arg(long = "read-only-user", value_name = "NAME:PASSWORD")]
     read_only_users: Vec<String>,
+    /// An origin allowed for CORS, as ari.conf's allowed_origins (repeatable; `*` allows any).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     /// Serve /ari/api-docs/*.json from this spec directory (resources.json + api-docs/).
     #[arg(long, value_name = "DIR")]
     api_docs: Option<PathBuf>,
@@ -154,6 +157,9 @@ fn serve(args: Args) {
                 std::process::exit(2);
             }
         }
+    }
+    for origin in &args.allowed_origins {
+        builder = builder.allowed_origin(origin);
     }
     if let Some(dir) = &args.api_docs {
         builder = builder.api_docs(dir);

@@ -89,8 +89,8 @@
 //! oracle the client is tested against.
 //!
 //! Not modelled: audio itself (DTMF and "speech" are events and timers), `maxSilence`
-//! auto-stop, mailboxes (404 like an Asterisk without `res_ari_mailboxes`), dynamic
-//! configuration, external-media transport checks, ChannelTalking events, transfers.
+//! auto-stop, dynamic configuration, connecting external media to its host, ChannelTalking
+//! events, transfers.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -169,6 +169,9 @@ pub struct SimConfig {
     /// With this many channels, new ones fail to allocate (originate answers 500
     /// `Allocation failed`, Dial() gives CHANUNAVAIL): stops runaway dialplans.
     pub max_channels: usize,
+    /// `res_ari_mailboxes` is loaded: `/mailboxes` works (default). Off, it answers 404
+    /// `Resource not found`, as the recorded servers (built without it) did.
+    pub mailboxes: bool,
 }
 
 impl Default for SimConfig {
@@ -221,6 +224,7 @@ impl Default for SimConfig {
                 .map(|s| s.to_string())
                 .collect(),
             max_channels: 50_000,
+            mailboxes: true,
         }
     }
 }
@@ -372,6 +376,22 @@ struct System {
     /// name → (description, support level, running)
     modules: BTreeMap<String, (String, String, bool)>,
     log_channels: Vec<(String, String, String)>,
+    /// External MWI mailboxes: name → (old messages, new messages).
+    mailboxes: BTreeMap<String, (i64, i64)>,
+}
+
+/// The methods ARI (Asterisk master) has for a path below `/ari/`, in Asterisk's order
+/// (`GET`, `POST`, `PUT`, `DELETE`): what an `OPTIONS` answer's `Allow` header lists after
+/// `OPTIONS`. `None` for a path no resource has.
+///
+/// ```
+/// let segs = |p: &str| p.split('/').map(str::to_owned).collect::<Vec<_>>();
+/// assert_eq!(ari_testkit::sim::allowed_methods(&segs("channels/abc/ring")), Some(&["POST", "DELETE"][..]));
+/// assert_eq!(ari_testkit::sim::allowed_methods(&segs("channels/abc/nope")), None);
+/// ```
+pub fn allowed_methods(segments: &[String]) -> Option<&'static [&'static str]> {
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    rest::allowed_methods(&s)
 }
 
 fn cause_txt(cause: i64) -> &'static str {
@@ -429,6 +449,7 @@ impl Sim {
                 globals: BTreeMap::new(),
                 endpoints,
                 modules,
+                mailboxes: BTreeMap::new(),
                 log_channels: vec![
                     (
                         "/var/log/asterisk/messages.log".to_string(),

@@ -45,6 +45,20 @@ pub(super) fn pct_decode(s: &str) -> String {
 }
 
 impl H {
+    /// Configured like the recorded servers (no `res_ari_mailboxes`).
+    fn like_recorded(dialplan: &str) -> H {
+        let cfg = SimConfig {
+            dialplan: dialplan.to_string(),
+            mailboxes: false,
+            ..SimConfig::default()
+        };
+        H {
+            sim: Sim::new(cfg),
+            now: Duration::ZERO,
+            events: Vec::new(),
+        }
+    }
+
     pub(super) fn new(dialplan: &str) -> H {
         let cfg = SimConfig {
             dialplan: dialplan.to_string(),
@@ -1291,7 +1305,7 @@ fn external_media_matches_fixture() {
 fn errors_for_unknown_ids_match_fixture() {
     // Every error the recorded Asterisk answered for something that does not exist.
     let text = std::fs::read_to_string(REST).expect("rest.jsonl");
-    let mut h = H::new("");
+    let mut h = H::like_recorded("");
     h.connect("test", false);
     let mut checked = 0;
     for d in text
@@ -2214,7 +2228,7 @@ fn bridge_recording_cancel_and_failed_recording() {
 #[test]
 fn fixture_rest_script_replays_with_the_same_answers() {
     let text = std::fs::read_to_string(REST).expect("rest.jsonl");
-    let mut h = H::new(FIXTURE_DIALPLAN);
+    let mut h = H::like_recorded(FIXTURE_DIALPLAN);
     h.sim.cfg.unknown_extension_answers = false;
     for app in ["hello", "test"] {
         h.connect(app, false);

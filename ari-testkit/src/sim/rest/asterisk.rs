@@ -175,7 +175,8 @@ impl Sim {
                 _ => R::error(404, "Module not found in running modules"),
             },
             "PUT" => match entry {
-                Some(_) if running => R::no_content(),
+                Some(_) if running && supports_reload(name) => R::no_content(),
+                Some(_) if running => R::error(409, "Module does not support reloading"),
                 _ => R::error(404, "Module not found in running modules"),
             },
             _ => method_not_allowed(),
@@ -202,4 +203,51 @@ impl Sim {
         json!({"name": name, "description": d, "use_count": use_count,
                "status": if running { "Running" } else { "Not Running" }, "support_level": sl})
     }
+}
+
+/// Whether a module has a reload callback (`ast_module_reload` answers
+/// `AST_MODULE_RELOAD_NOT_IMPLEMENTED` otherwise, which ARI turns into 409). Modules built with
+/// `AST_MODULE_INFO_STANDARD` have none: most dialplan applications, functions, codecs,
+/// formats, bridge technologies, format attributes, the media channel drivers and the Stasis
+/// and per-resource ARI modules. The applications that read a configuration file reload.
+/// Core built-ins, other resources, channel drivers, PBX, CDR and CEL modules reload. This
+/// is the rule, not Asterisk's per-module truth: a module it misjudges answers 204 or 409
+/// where Asterisk answers the other.
+fn supports_reload(name: &str) -> bool {
+    const APPS_WITH_RELOAD: [&str; 9] = [
+        "app_agent_pool.so",
+        "app_amd.so",
+        "app_confbridge.so",
+        "app_followme.so",
+        "app_minivm.so",
+        "app_playback.so",
+        "app_queue.so",
+        "app_sla.so",
+        "app_voicemail.so",
+    ];
+    const WITHOUT_RELOAD: [&str; 6] = [
+        "chan_audiosocket.so",
+        "chan_bridge_media.so",
+        "chan_rtp.so",
+        "pbx_loopback.so",
+        "pbx_realtime.so",
+        "pbx_spool.so",
+    ];
+    if name.starts_with("app_") {
+        return APPS_WITH_RELOAD.contains(&name);
+    }
+    if WITHOUT_RELOAD.contains(&name) {
+        return false;
+    }
+    ![
+        "func_",
+        "codec_",
+        "format_",
+        "bridge_",
+        "res_format_attr_",
+        "res_stasis",
+        "res_ari_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }

@@ -351,26 +351,38 @@ impl Sim {
                 vars: p.vars(),
             });
         }
+        // Other transports: Asterisk's checks, in its order (res/ari/resource_channels.c).
         let Some(app) = p.nonempty("app") else {
             return R::error(400, "app cannot be empty");
-        };
-        let enc = p
-            .nonempty("encapsulation")
-            .unwrap_or_else(|| "rtp".to_string());
-        let Some(host) = p.nonempty("external_host") else {
-            return R::error(400, "external_host is required");
         };
         let Some(format) = p.nonempty("format") else {
             return R::error(400, "format cannot be empty");
         };
+        let enc = p
+            .nonempty("encapsulation")
+            .unwrap_or_else(|| "rtp".to_string());
+        let transport = p.nonempty("transport").unwrap_or_else(|| "udp".to_string());
+        let direction = p
+            .nonempty("direction")
+            .unwrap_or_else(|| "both".to_string());
+        if !["both", "in", "out"].contains(&direction.as_str()) {
+            return R::error(400, "Invalid direction specified");
+        }
+        match (enc.as_str(), transport.as_str()) {
+            ("rtp", "udp") | ("audiosocket", "tcp") => {}
+            _ => return R::error(501, "The encapsulation and/or transport is not supported"),
+        }
+        let Some(host) = p.nonempty("external_host") else {
+            return R::error(400, "external_host is required");
+        };
+        if enc == "audiosocket" && p.nonempty("data").is_none() {
+            return R::error(400, "data can not be empty");
+        }
         if !["ulaw", "alaw", "slin", "slin16", "g722", "gsm", "opus"].contains(&format.as_str()) {
             return R::error(400, "format not found");
         }
         if !host.contains(':') {
             return R::error(400, "external_host must be <host>:<port>");
-        }
-        if !["rtp", "audiosocket"].contains(&enc.as_str()) {
-            return R::error(501, "Unsupported encapsulation");
         }
         let id = p.nonempty("channelId").unwrap_or_else(|| self.next_uid());
         if self.channels.by_id.contains_key(&id) {

@@ -12,9 +12,13 @@ mod applications;
 mod asterisk;
 mod bridges;
 mod channels;
+mod mailboxes;
 mod misc;
 mod playbacks;
 mod recordings;
+mod routes;
+
+pub(in crate::sim) use routes::allowed_methods;
 
 type R = SimResponse;
 
@@ -131,7 +135,7 @@ impl Sim {
     /// events it causes. Never panics: bad input gets the error Asterisk gives.
     pub fn handle_request(&mut self, now: Duration, req: &SimRequest<'_>) -> SimResponse {
         self.advance(now);
-        if req.read_only && req.method != "GET" {
+        if req.read_only && req.method != "GET" && req.method != "OPTIONS" {
             return R::error(403, "Write access denied");
         }
         let p = P {
@@ -140,6 +144,13 @@ impl Sim {
         };
         let s: Vec<&str> = req.segments.iter().map(|s| s.as_str()).collect();
         let m = req.method;
+        if m == "OPTIONS" {
+            // The `Allow` header (and CORS) are the server's; see `allowed_methods`.
+            return match allowed_methods(&s) {
+                Some(_) => R::no_content(),
+                None => not_found_resource(),
+            };
+        }
         match s.first().copied() {
             Some("asterisk") => self.r_asterisk(m, &s[1..], &p),
             Some("applications") => self.r_applications(m, &s[1..], &p),
@@ -151,6 +162,7 @@ impl Sim {
             Some("endpoints") => self.r_endpoints(m, &s[1..], &p),
             Some("deviceStates") => self.r_device_states(m, &s[1..], &p),
             Some("events") => self.r_events(m, &s[1..], &p),
+            Some("mailboxes") if self.cfg.mailboxes => self.r_mailboxes(m, &s[1..], &p),
             _ => not_found_resource(),
         }
     }
