@@ -39,6 +39,13 @@
 //! assert_eq!(ping.hits(), 1);
 //! ```
 //!
+//! The simulated Asterisk can also dial the application, as an ARI outbound WebSocket does
+//! (`websocket_client.conf` + `ari.conf` `type=outbound_websocket`):
+//! [`MockServerBuilder::outbound`] with an [`OutboundConfig`], `persistent` or per call
+//! (`<app>:<channel name>` applications), with Asterisk's reconnects, queued events and
+//! timings, and faults (an unreachable app, a slow handshake; drops with
+//! [`MockServer::drop_websocket`]).
+//!
 //! The `ari-mock` binary runs the same server standalone (see `src/bin/ari-mock.rs`), with
 //! test controls over HTTP under `/_sim/` (see [HTTP controls](#http-controls)).
 //!
@@ -68,6 +75,7 @@ mod control;
 mod fault;
 mod http;
 mod media_ws;
+mod outbound;
 mod rest;
 mod script;
 mod server;
@@ -81,6 +89,7 @@ pub use bench::{
 };
 pub use fault::Refusal;
 pub use media_ws::{test_frame, MediaSessionReport};
+pub use outbound::{ConnectionType, OutboundConfig, OutboundStats};
 pub use script::{ExpectBuilder, ExpectationHandle, RecordedRequest, Transport};
 pub use server::{
     ConnectionInfo, MockServer, MockServerBuilder, StartError, Target, DEFAULT_USER,

@@ -123,6 +123,7 @@ pub struct MockServerBuilder {
     send_buffer_size: Option<u32>,
     logger: Option<Logger>,
     asterisk_id: Option<String>,
+    outbound: Vec<crate::outbound::OutboundConfig>,
 }
 
 impl fmt::Debug for MockServerBuilder {
@@ -153,6 +154,7 @@ impl Default for MockServerBuilder {
             send_buffer_size: None,
             logger: None,
             asterisk_id: None,
+            outbound: Vec::new(),
         }
     }
 }
@@ -263,6 +265,16 @@ impl MockServerBuilder {
         self
     }
 
+    /// Makes the simulated Asterisk dial the application over an ARI outbound WebSocket, as
+    /// `websocket_client.conf` + `ari.conf` `type=outbound_websocket` do (see
+    /// [`OutboundConfig`](crate::OutboundConfig)); may be called several times. Persistent
+    /// connections are opened when the server starts; per-call ones when a channel enters
+    /// Stasis for one of their apps.
+    pub fn outbound(mut self, cfg: crate::outbound::OutboundConfig) -> Self {
+        self.outbound.push(cfg);
+        self
+    }
+
     /// Starts the server.
     ///
     /// # Panics
@@ -364,7 +376,12 @@ impl MockServerBuilder {
         let start_wall =
             SystemTime::UNIX_EPOCH + Duration::from_millis(sim_config.wall_clock_base_ms);
         let asterisk_id = sim_config.asterisk_id.clone();
-        let sim = self.simulator.then(|| Mutex::new(Sim::new(sim_config)));
+        let per_call_apps = crate::outbound::Outbound::new(self.outbound.clone()).per_call_apps();
+        let sim = self.simulator.then(|| {
+            let mut sim = Sim::new(sim_config);
+            sim.set_per_call_apps(&per_call_apps);
+            Mutex::new(sim)
+        });
         let shared = Arc::new(Shared {
             addr,
             users,
@@ -388,8 +405,10 @@ impl MockServerBuilder {
             bench: Mutex::new(Default::default()),
             media_conns: Mutex::new(HashMap::new()),
             media_done: Mutex::new(Vec::new()),
+            outbound: crate::outbound::Outbound::new(self.outbound),
         });
         shared.log(|| format!("listening on http://{addr}/ari"));
+        crate::outbound::load(&shared);
         if shared_tx.send(shared.clone()).is_err() {
             let _ = thread.join();
             return Err(StartError::Io(std::io::Error::other(
@@ -451,6 +470,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: onesh
     if matches!(shared.clock, Clock::Real(_)) && shared.sim.is_some() {
         tokio::spawn(sim_timer(shared.clone()));
     }
+    crate::outbound::start(&shared);
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -973,6 +993,11 @@ impl MockServer {
     /// REST requests answered so far, over HTTP and over WebSocket (`GET /_bench/stats`).
     pub fn rest_requests(&self) -> u64 {
         self.shared.rest_requests.load(Ordering::Relaxed)
+    }
+
+    /// Counters of the outbound connections (see [`MockServerBuilder::outbound`]).
+    pub fn outbound_stats(&self) -> crate::outbound::OutboundStats {
+        self.shared.outbound.stats()
     }
 
     /// The last flood's report (`GET /_bench/stats`), `done` or still being written.

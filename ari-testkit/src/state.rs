@@ -152,6 +152,8 @@ pub(crate) struct Shared {
         Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<crate::sim::MediaSignal>>>,
     /// Reports of closed media sockets.
     pub(crate) media_done: Mutex<Vec<crate::media_ws::MediaSessionReport>>,
+    /// The outbound WebSocket side (the simulated Asterisk dialing the application).
+    pub(crate) outbound: crate::outbound::Outbound,
 }
 
 impl std::fmt::Debug for Shared {
@@ -221,13 +223,23 @@ impl Shared {
         if events.is_empty() {
             return;
         }
-        let reg = lock(&self.registry);
+        let mut reg = lock(&self.registry);
         for o in events {
             let text = o.event.to_string();
-            match reg.apps.get(&o.app).and_then(|id| reg.conns.get(id)) {
-                Some(c) => {
-                    let _ = c.tx.send(ConnCmd::Send(Frame::Event(text)));
+            let ty = event_type(&o.event);
+            let tx = reg
+                .apps
+                .get(&o.app)
+                .and_then(|id| reg.conns.get(id))
+                .map(|c| c.tx.clone());
+            match tx {
+                Some(tx) => {
+                    let _ = tx.send(ConnCmd::Send(Frame::Event(text)));
+                    if ty == "StasisEnd" {
+                        crate::outbound::stasis_end(self, &o.app);
+                    }
                 }
+                None if crate::outbound::unrouted(self, &mut reg, &o.app, ty, text) => {}
                 None => self.log(|| {
                     format!(
                         "event {} for app {} dropped: no connection holds it",

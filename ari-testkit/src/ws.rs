@@ -11,7 +11,6 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -27,7 +26,12 @@ use crate::script::Transport;
 use crate::state::{event_type, lock, CloseReason, ConnCmd, ConnEntry, Frame, Shared, User};
 use crate::util::{parse_query, reason_phrase, split_segments};
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// The byte stream under a WebSocket: an upgraded HTTP connection (inbound), or a TCP
+/// connection the simulated Asterisk opened (outbound, see `crate::outbound`).
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Whether the request asks for a WebSocket upgrade.
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -109,10 +113,10 @@ pub(crate) fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
-                run(task_shared, id, ws, rx, tx, first_app, user).await;
+                let io: Box<dyn Io> = Box::new(TokioIo::new(upgraded));
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                let (reason, _rx) = run(task_shared.clone(), id, ws, rx, tx, first_app, user).await;
+                task_shared.connection_closed(id, reason);
             }
             Err(_) => task_shared.connection_closed(id, CloseReason::Error),
         }
@@ -139,7 +143,7 @@ pub(crate) fn upgrade(
 
 /// Adds the connection to the registry; apps held elsewhere move here, and their old holder
 /// gets `ApplicationReplaced`.
-fn register(
+pub(crate) fn register(
     shared: &Shared,
     id: u64,
     apps: &[String],
@@ -236,8 +240,10 @@ fn close_reason(e: &WsError) -> CloseReason {
     }
 }
 
-/// The connection task.
-async fn run(
+/// The connection task: until the socket ends, sends what `rx` brings and answers
+/// REST-over-WebSocket requests. Returns why it ended and `rx` (an outbound connection
+/// keeps its queue across reconnects); the caller records the end.
+pub(crate) async fn run(
     shared: Arc<Shared>,
     id: u64,
     ws: Ws,
@@ -245,7 +251,7 @@ async fn run(
     tx: mpsc::UnboundedSender<ConnCmd>,
     first_app: Option<String>,
     user: User,
-) {
+) -> (CloseReason, mpsc::UnboundedReceiver<ConnCmd>) {
     let (sink, mut stream) = ws.split();
     let mut w = Writer {
         sink,
@@ -261,8 +267,7 @@ async fn run(
                 reason: "".into(),
             })))
             .await;
-        shared.connection_closed(id, CloseReason::MissingParams);
-        return;
+        return (CloseReason::MissingParams, rx);
     };
     let mut paused = false;
     let mut queue: VecDeque<Frame> = VecDeque::new();
@@ -323,8 +328,8 @@ async fn run(
             }
         }
     };
-    shared.connection_closed(id, reason);
     // Dropping both halves closes the TCP connection (no close frame unless sent above).
+    (reason, rx)
 }
 
 /// Answers one text frame received on the events WebSocket with a `RESTResponse` frame,

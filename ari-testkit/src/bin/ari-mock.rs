@@ -6,6 +6,11 @@
 //!     --call-every 10 --call-app hello --call-dtmf '1*#'
 //! ```
 //!
+//! With `--outbound-uri ws://HOST:PORT/PATH` the simulated Asterisk also dials the
+//! application over an ARI outbound WebSocket (`--outbound-type persistent|per_call_config`,
+//! `--outbound-apps`, `--outbound-credentials USER:PASSWORD`, reconnect and timing options:
+//! see `--help`), as `websocket_client.conf` + `ari.conf` `type=outbound_websocket` do.
+//!
 //! Subcommands: `ari-mock check DIR` checks recorded traffic against ari-proto's types
 //! (see `ari_testkit::check`; exits 1 on any problem).
 //!
@@ -19,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use ari_testkit::{MockServer, PlaceCall, SimConfig};
+use ari_testkit::{MockServer, OutboundConfig, PlaceCall, SimConfig};
 use clap::Parser;
 
 /// A mock Asterisk ARI server backed by a simulated Asterisk.
@@ -96,6 +101,76 @@ struct Args {
     /// Print nothing but the "listening" line.
     #[arg(long)]
     quiet: bool,
+    /// ARI outbound WebSocket: the simulated Asterisk dials the application at this
+    /// `ws://host:port/path` (websocket_client.conf `uri`).
+    #[arg(long, value_name = "URI")]
+    outbound_uri: Option<String>,
+    /// `connection_type`: `persistent` or `per_call_config`.
+    #[arg(long, default_value = "persistent", value_parser = ["persistent", "per_call_config"])]
+    outbound_type: String,
+    /// `apps` of the outbound_websocket, comma-separated.
+    #[arg(long, default_value = "hello")]
+    outbound_apps: String,
+    /// `username` and `password` sent as Basic credentials, as USER:PASSWORD.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    outbound_credentials: Option<String>,
+    /// `protocols` (empty: no Sec-WebSocket-Protocol header).
+    #[arg(long, default_value = "ari")]
+    outbound_protocols: String,
+    /// `connection_timeout` in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    outbound_connection_timeout_ms: u64,
+    /// `reconnect_interval` in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    outbound_reconnect_interval_ms: u64,
+    /// `reconnect_attempts` (per call; persistent retries forever).
+    #[arg(long, default_value_t = 4)]
+    outbound_reconnect_attempts: u32,
+    /// Per call: milliseconds from ApplicationRegistered to StasisStart (Asterisk: ~500).
+    #[arg(long, default_value_t = 500)]
+    outbound_stasis_start_delay_ms: u64,
+    /// Per call: milliseconds from StasisEnd to the close frame (Asterisk: ~3500).
+    #[arg(long, default_value_t = 3500)]
+    outbound_close_after_ms: u64,
+    /// Fault: milliseconds between TCP connect and the upgrade request.
+    #[arg(long, value_name = "MS")]
+    outbound_handshake_delay_ms: Option<u64>,
+}
+
+fn outbound_config(args: &Args) -> Result<Option<OutboundConfig>, String> {
+    let Some(uri) = &args.outbound_uri else {
+        return Ok(None);
+    };
+    let apps: Vec<&str> = args
+        .outbound_apps
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut cfg = if args.outbound_type == "per_call_config" {
+        OutboundConfig::per_call(uri, apps)
+    } else {
+        OutboundConfig::persistent(uri, apps)
+    };
+    if let Some(c) = &args.outbound_credentials {
+        let (u, p) = c
+            .split_once(':')
+            .ok_or_else(|| format!("--outbound-credentials wants USER:PASSWORD, got {c:?}"))?;
+        cfg = cfg.credentials(u, p);
+    }
+    cfg = cfg
+        .protocols(&args.outbound_protocols)
+        .connection_timeout(Duration::from_millis(args.outbound_connection_timeout_ms))
+        .reconnect(
+            Duration::from_millis(args.outbound_reconnect_interval_ms),
+            args.outbound_reconnect_attempts,
+        )
+        .stasis_start_delay(Duration::from_millis(args.outbound_stasis_start_delay_ms))
+        .close_after_stasis_end(Duration::from_millis(args.outbound_close_after_ms));
+    if let Some(ms) = args.outbound_handshake_delay_ms {
+        cfg = cfg.handshake_delay(Duration::from_millis(ms));
+    }
+    Ok(Some(cfg))
 }
 
 fn stamp() -> String {
@@ -180,6 +255,14 @@ fn serve(args: Args) {
                 eprintln!("ari-mock: cannot read {}: {e}", file.display());
                 std::process::exit(2);
             }
+        }
+    }
+    match outbound_config(&args) {
+        Ok(Some(cfg)) => builder = builder.outbound(cfg),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("ari-mock: {e}");
+            std::process::exit(2);
         }
     }
     if !args.quiet {

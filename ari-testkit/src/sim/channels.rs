@@ -324,6 +324,7 @@ impl Sim {
 
     /// Puts a channel into Stasis(app, args): STASISSTATUS, StasisStart.
     pub(super) fn enter_stasis(&mut self, id: &str, app: &str, args: Vec<String>) {
+        let app = &self.stasis_target(id, app);
         let active = self.routing.apps.get(app).is_some_and(|a| a.connected);
         if !self.channels.by_id.contains_key(id) {
             return;

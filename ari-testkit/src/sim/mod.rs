@@ -105,6 +105,7 @@ mod json;
 mod media;
 mod media_ws;
 mod model;
+mod outbound;
 mod rest;
 mod routing;
 mod time;

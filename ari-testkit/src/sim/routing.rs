@@ -7,6 +7,8 @@ use super::*;
 pub(super) struct Routing {
     pub(super) apps: BTreeMap<String, App>,
     pub(super) out: Vec<Outgoing>,
+    /// Applications served by per-call outbound connections (see `outbound.rs`).
+    pub(super) per_call_apps: BTreeSet<String>,
 }
 
 impl Sim {
