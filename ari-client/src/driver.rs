@@ -139,8 +139,8 @@ impl<R: Runtime> Driver<R> {
                     }
                 }));
             }
-            Transmit::Text(text) => self.outbox.push_back(WsMessage::Text(text)),
-            Transmit::Ping(payload) => self.outbox.push_back(WsMessage::Ping(payload)),
+            Transmit::Text(text) => self.outbox.push_back(WsMessage::Text(text.into())),
+            Transmit::Ping(payload) => self.outbox.push_back(WsMessage::Ping(payload.into())),
             Transmit::Close => {
                 self.connecting = None;
                 if self.ws.is_some() {

@@ -84,8 +84,11 @@
 //!
 //! # Features
 //!
-//! - `rustls` (off by default): the `tls` module, the rustls client configuration (web PKI
-//!   roots, extra roots, a custom configuration) that the adapters' runtime builders share.
+//! - `rustls` (off by default): TLS for `https://` and `wss://` in [`stack`], and
+//!   [`tls::TlsSettings`] (web PKI roots, extra roots, a custom configuration). Pick a crypto
+//!   provider with `rustls-ring` or `rustls-aws-lc` (the adapters enable `rustls-ring` by
+//!   default); `native-roots` adds the operating system's roots (`rustls-native-certs`).
+//!   Without TLS, `https://` fails with [`TransportErrorKind::Unsupported`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -101,7 +104,7 @@ mod instances;
 mod listen;
 pub mod runtime;
 mod shared;
-#[cfg(feature = "rustls")]
+pub mod stack;
 pub mod tls;
 
 pub use call::{Call, Wrap};
@@ -117,8 +120,15 @@ pub use listen::{
     EventStream, HandlerOutput, Incoming, Listener, Once, TypedStream,
 };
 pub use runtime::{
-    Runtime, TransportError, TransportErrorKind, TransportOptions, WsConnection, WsMessage,
+    Connector, CustomRuntime, Executor, Runtime, Transport, TransportError, TransportErrorKind,
+    TransportOptions, WsConnection, WsMessage,
 };
+pub use stack::{Stack, StackBuilder};
+
+/// The rustls crate the TLS layer is built on, for
+/// [`StackBuilder::tls_config`] and [`stack::tls_accept`].
+#[cfg(feature = "rustls")]
+pub use rustls;
 
 pub use ari_proto::session::{
     ConnectionEvent, ConnectionState, Filter, Keepalive, Limits, ReconnectPolicy, SubscriptionId,

@@ -1,31 +1,56 @@
-//! What an adapter supplies: spawning, time, HTTP and WebSocket transport. Nothing else.
+//! The runtime seam: what differs per runtime, and what is written once above it.
 //!
-//! `ari-tokio` implements [`Runtime`] with tokio + hyper, `ari-smol` with smol + async-io +
-//! async-tungstenite; a custom transport (a proxy, WASM) implements it too and gets the whole
-//! typed client.
+//! A runtime is split in two:
+//!
+//! - an [`Executor`]: spawning tasks, timers, the monotonic clock and the wall clock (the
+//!   only source of time in this crate);
+//! - a [`Connector`]: byte streams (futures-io [`AsyncRead`] + [`AsyncWrite`]): outgoing TCP
+//!   connections and, through [`Connector::bind`], a [`Listener`] accepting incoming ones.
+//!
+//! Everything above the bytes is written once, in [`crate::stack`]: TLS (rustls), the pooled
+//! HTTP/1.1 client (hyper 1.x), the WebSocket client and server handshakes
+//! (async-tungstenite). [`Stack`](crate::stack::Stack) joins an executor and a connector
+//! into a [`Runtime`]; `ari-tokio` and `ari-smol` supply only the two halves.
+//!
+//! A transport that is not made of byte streams (a message bus, a browser's `fetch`)
+//! implements the message-level [`Transport`] instead ("send this request, get the
+//! response" and "open the events WebSocket") and pairs it with an executor in a
+//! [`CustomRuntime`].
 
 use bytes::Bytes;
+use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-/// A WebSocket message as the client sees it.
+pub use futures_io::{AsyncRead, AsyncWrite};
+/// UTF-8 text backed by [`Bytes`]: the payload of [`WsMessage::Text`], handed from the socket
+/// to the session without a copy. `From<String>`, `From<&'static str>` and
+/// `TryFrom<Bytes>` (which checks the encoding) build one.
+pub use tungstenite::Utf8Bytes;
+
+/// A WebSocket message as the client sees it. Payloads are reference-counted buffers: a
+/// frame read from the socket reaches the event parser without being copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WsMessage {
     /// A text frame (every ARI event is one).
-    Text(String),
-    /// A binary frame (ARI sends none; ignored).
-    Binary(Vec<u8>),
-    /// A ping; the transport may answer it itself.
-    Ping(Vec<u8>),
-    /// A pong.
-    Pong(Vec<u8>),
+    Text(Utf8Bytes),
+    /// A binary frame (ARI sends none; ignored by the events connection).
+    Binary(Bytes),
+    /// A ping. The WebSocket layer answers it itself.
+    Ping(Bytes),
+    /// A pong. Only ever received: the WebSocket layer sends a pong solely in answer to a
+    /// ping (an unsolicited pong crashes some Asterisk releases), so sending one is an error.
+    Pong(Bytes),
     /// A close frame.
     Close,
 }
 
-/// Options an adapter honours when it opens connections.
+/// Options a transport honours when it opens connections.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransportOptions {
@@ -67,10 +92,15 @@ pub enum TransportErrorKind {
     Closed,
     /// A deadline passed.
     Timeout,
+    /// This build cannot do what was asked (e.g. an `https://` URL in a build without TLS:
+    /// enable the adapter's `rustls-ring` or `rustls-aws-lc` feature).
+    Unsupported,
 }
 
-/// A transport error: kind plus a message for people. Never contains credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A transport error: kind plus a message for people, and the underlying error as
+/// [`source`](StdError::source). Never contains credentials.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TransportError {
     /// What kind of failure.
     pub kind: TransportErrorKind,
@@ -78,7 +108,17 @@ pub struct TransportError {
     pub message: String,
     /// HTTP status, for a refused WebSocket upgrade.
     pub status: Option<u16>,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
+
+impl PartialEq for TransportError {
+    /// Kind, message and status (the sources are not compared).
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message && self.status == other.status
+    }
+}
+
+impl Eq for TransportError {}
 
 impl TransportError {
     /// A new error.
@@ -87,16 +127,22 @@ impl TransportError {
             kind,
             message: message.into(),
             status: None,
+            source: None,
         }
     }
 
     /// A refused WebSocket upgrade with its status.
     pub fn rejected(status: u16, message: impl Into<String>) -> Self {
         TransportError {
-            kind: TransportErrorKind::Rejected,
-            message: message.into(),
             status: Some(status),
+            ..TransportError::new(TransportErrorKind::Rejected, message)
         }
+    }
+
+    /// The same error with `source` as its cause (returned by [`StdError::source`]).
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 }
 
@@ -111,12 +157,19 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Rejected => "WebSocket upgrade refused",
             TransportErrorKind::Closed => "connection closed",
             TransportErrorKind::Timeout => "timed out",
+            TransportErrorKind::Unsupported => "not supported by this build",
         };
         write!(f, "{what}: {}", self.message)
     }
 }
 
-impl std::error::Error for TransportError {}
+impl StdError for TransportError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
 
 /// A connected WebSocket: a stream of incoming messages and a sink for outgoing ones.
 pub trait WsConnection:
@@ -137,26 +190,111 @@ impl<T> WsConnection for T where
 {
 }
 
-/// The runtime and transport an adapter supplies.
+/// Tasks and time: what the client needs from an async runtime besides sockets.
 ///
-/// Requests come fully built from `ari-proto` (absolute URI, `Host`, `Authorization`); the
-/// adapter sends them (HTTP/1.1, keep-alive, pooled), enforcing
-/// [`TransportOptions::max_body_bytes`]. Timeouts of whole requests are applied by the client
-/// with [`Runtime::sleep_until`], so an adapter needs no timeout logic beyond connect.
-pub trait Runtime: Clone + Send + Sync + fmt::Debug + 'static {
-    /// The WebSocket connection type.
-    type Ws: WsConnection;
-
-    /// Runs a future in the background.
+/// The client reads the time only through this trait (`Instant::now` and `SystemTime::now`
+/// are disallowed elsewhere in this crate), so an executor for a target without a system
+/// clock (WASM in a browser) or a test executor with a virtual clock supplies both.
+pub trait Executor: Clone + Send + Sync + fmt::Debug + 'static {
+    /// Runs a future in the background (detached).
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static;
 
-    /// Completes at `deadline`.
+    /// Completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
 
-    /// The current time.
+    /// The current time of the clock [`sleep_until`](Executor::sleep_until) uses.
     fn now(&self) -> Instant;
+
+    /// The wall-clock time (for timestamps people read).
+    fn wall_clock(&self) -> SystemTime;
+}
+
+/// Byte streams: outgoing TCP connections and a listener for incoming ones.
+///
+/// TLS, HTTP and WebSocket are layered on these streams by [`crate::stack`]; a connector
+/// moves bytes only. Connections should have `TCP_NODELAY` set (requests and responses are
+/// small).
+pub trait Connector: Clone + Send + Sync + fmt::Debug + 'static {
+    /// A connected TCP stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// A bound TCP listener.
+    type Listener: Listener<Stream = Self::Stream>;
+
+    /// Connects to `host` (a name or an IP address, without brackets) and `port`.
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
+
+    /// Binds a listener to `addr` (port 0 picks a free port; see [`Listener::local_addr`]).
+    ///
+    /// Accepting is how Asterisk reaches an application (an outbound WebSocket, a media
+    /// connection): bind, then loop on [`Listener::accept`], spawning a task per connection
+    /// that runs [`tls_accept`](crate::stack::tls_accept) (for TLS) and
+    /// [`accept_websocket`](crate::stack::accept_websocket) (for a WebSocket) on the stream:
+    ///
+    /// ```no_run
+    /// # async fn demo<E: ari_client::runtime::Executor, C: ari_client::runtime::Connector>(
+    /// #     executor: E, connector: C,
+    /// # ) -> std::io::Result<()> {
+    /// use ari_client::runtime::{Connector, Executor, Listener, TransportOptions};
+    /// use futures_util::StreamExt;
+    ///
+    /// let listener = connector.bind("127.0.0.1:0".parse().unwrap()).await?;
+    /// println!("listening on {}", listener.local_addr()?);
+    /// loop {
+    ///     let (stream, peer) = listener.accept().await?;
+    ///     executor.spawn(async move {
+    ///         let accepted = ari_client::stack::accept_websocket(
+    ///             stream,
+    ///             &TransportOptions::default(),
+    ///             |_request| Ok(http::HeaderMap::new()),
+    ///         )
+    ///         .await;
+    ///         if let Ok((mut ws, request)) = accepted {
+    ///             println!("{peer} opened {}", request.uri());
+    ///             while let Some(Ok(message)) = ws.next().await {
+    ///                 println!("{message:?}");
+    ///             }
+    ///         }
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    fn bind(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Listener>> + Send + 'static;
+}
+
+/// A bound TCP listener (see [`Connector::bind`]).
+pub trait Listener: Send + Sync + fmt::Debug + 'static {
+    /// An accepted TCP stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+
+    /// Waits for the next connection; returns it with the peer's address.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + '_;
+
+    /// The address the listener is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// The message-level transport: HTTP exchanges and the events WebSocket.
+///
+/// [`Stack`](crate::stack::Stack) implements it for any [`Connector`]. Implement it yourself
+/// for a transport that is not made of byte streams, and pair it with an [`Executor`] in a
+/// [`CustomRuntime`].
+///
+/// Requests come fully built from `ari-proto` (absolute URI, `Host`, `Authorization`); the
+/// transport sends them (HTTP/1.1 semantics), enforcing [`TransportOptions::max_body_bytes`].
+/// Timeouts of whole requests are applied by the client with [`Executor::sleep_until`] (the
+/// future is dropped when they pass), so a transport needs no timeout logic beyond connect.
+pub trait Transport: Clone + Send + Sync + fmt::Debug + 'static {
+    /// The WebSocket connection type.
+    type Ws: WsConnection;
 
     /// Sends one HTTP request and reads the whole response body.
     fn http(
@@ -165,13 +303,100 @@ pub trait Runtime: Clone + Send + Sync + fmt::Debug + 'static {
         opts: &TransportOptions,
     ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static;
 
-    /// Opens a WebSocket with the given upgrade request (`ws://` or `wss://` URI, headers to
-    /// send). A non-101 answer is [`TransportErrorKind::Rejected`] with its status.
+    /// Opens a WebSocket with the given upgrade request (`ws://` or `wss://` URI, or `http`,
+    /// `https`; headers to send). A non-101 answer is [`TransportErrorKind::Rejected`] with
+    /// its status.
     fn ws_connect(
         &self,
         req: http::Request<()>,
         opts: &TransportOptions,
     ) -> impl Future<Output = Result<Self::Ws, TransportError>> + Send + 'static;
+}
+
+/// What the client runs on: an [`Executor`] and a [`Transport`]. Implemented for every type
+/// that is both: [`Stack`](crate::stack::Stack) (executor + connector, what `ari-tokio` and
+/// `ari-smol` use) and [`CustomRuntime`] (executor + your own transport).
+pub trait Runtime: Executor + Transport {}
+
+impl<T: Executor + Transport> Runtime for T {}
+
+/// An [`Executor`] paired with a custom [`Transport`]: a [`Runtime`] for a transport that is
+/// not made of byte streams.
+///
+/// ```
+/// # fn demo<E: ari_client::runtime::Executor, T: ari_client::runtime::Transport>(executor: E, transport: T) {
+/// use ari_client::runtime::CustomRuntime;
+///
+/// let runtime = CustomRuntime::new(executor, transport);
+/// let client = ari_client::Client::builder_with_runtime("http://pbx:8088", "user", "secret", runtime);
+/// # let _ = client;
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CustomRuntime<E, T> {
+    executor: E,
+    transport: T,
+}
+
+impl<E: Executor, T: Transport> CustomRuntime<E, T> {
+    /// Pairs `executor` with `transport`.
+    pub fn new(executor: E, transport: T) -> Self {
+        CustomRuntime {
+            executor,
+            transport,
+        }
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &E {
+        &self.executor
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+}
+
+impl<E: Executor, T: Transport> Executor for CustomRuntime<E, T> {
+    fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.executor.spawn(fut);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        self.executor.sleep_until(deadline)
+    }
+
+    fn now(&self) -> Instant {
+        self.executor.now()
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        self.executor.wall_clock()
+    }
+}
+
+impl<E: Executor, T: Transport> Transport for CustomRuntime<E, T> {
+    type Ws = T::Ws;
+
+    fn http(
+        &self,
+        req: http::Request<Vec<u8>>,
+        opts: &TransportOptions,
+    ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static {
+        self.transport.http(req, opts)
+    }
+
+    fn ws_connect(
+        &self,
+        req: http::Request<()>,
+        opts: &TransportOptions,
+    ) -> impl Future<Output = Result<Self::Ws, TransportError>> + Send + 'static {
+        self.transport.ws_connect(req, opts)
+    }
 }
 
 /// Where a transport connects, read from a request's absolute URI: host, port and whether TLS

@@ -1,81 +1,47 @@
-//! TLS settings shared by the runtime adapters (feature `rustls`): the rustls client
-//! configuration used for `https://` and `wss://`.
+//! TLS settings (feature `rustls`): the rustls client configuration used for `https://`
+//! and `wss://`, and [`TlsSetupError`] (always present: [`StackBuilder::build`] returns it).
 //!
-//! `ari-tokio`'s `TokioRuntimeBuilder` and `ari-smol`'s `SmolRuntimeBuilder` keep a
-//! [`TlsSettings`] and delegate their `add_root_certificate_pem`, `add_root_certificate_der`,
-//! `built_in_roots` and `tls_config` methods to it; their `build` fails with a
-//! [`TlsSetupError`].
+//! [`StackBuilder`] keeps a `TlsSettings` and offers its methods
+//! (`add_root_certificate_pem`, `built_in_roots`, `tls_config`, …).
 //!
-//! ```
-//! # fn demo(my_ca_pem: &[u8]) -> Result<(), ari_client::tls::TlsSetupError> {
-//! use ari_client::tls::TlsSettings;
+//! The crypto provider: `ring` with the `rustls-ring` feature (the adapters' default),
+//! `aws-lc-rs` with `rustls-aws-lc` (`ring` wins if both are on); with neither, the process
+//! default installed with `rustls::crypto::CryptoProvider::install_default`.
 //!
-//! let mut settings = TlsSettings::new();
-//! settings.add_root_certificate_pem(my_ca_pem); // e.g. the certificate of your Asterisk
-//! let config = settings.build()?; // an `Arc<rustls::ClientConfig>`
-//! # let _ = config;
-//! # Ok(())
-//! # }
-//! ```
+//! [`StackBuilder`]: crate::stack::StackBuilder
+//! [`StackBuilder::build`]: crate::stack::StackBuilder::build
+//!
+#![cfg_attr(feature = "rustls", doc = r##"
+```
+# fn demo(my_ca_pem: &[u8]) -> Result<(), ari_client::tls::TlsSetupError> {
+use ari_client::tls::TlsSettings;
+
+let mut settings = TlsSettings::new();
+settings.add_root_certificate_pem(my_ca_pem); // e.g. the certificate of your Asterisk
+let config = settings.build()?; // an `Arc<rustls::ClientConfig>`
+# let _ = config;
+# Ok(())
+# }
+```
+"##)]
 
 use std::fmt;
+#[cfg(feature = "rustls")]
 use std::sync::Arc;
 
+#[cfg(feature = "rustls")]
 use rustls::RootCertStore;
+#[cfg(feature = "rustls")]
 use rustls_pki_types::pem::PemObject;
+#[cfg(feature = "rustls")]
 use rustls_pki_types::CertificateDer;
 
 /// The rustls client configuration type (a re-export), as taken by
 /// [`TlsSettings::tls_config`] and returned by [`TlsSettings::build`].
+#[cfg(feature = "rustls")]
 pub use rustls::ClientConfig;
 
-/// Writes a runtime builder's TLS methods (`add_root_certificate_pem`,
-/// `add_root_certificate_der`, `built_in_roots`, `tls_config`), each delegating to the
-/// builder's [`TlsSettings`] field named by the argument, so that every adapter offers the
-/// same methods with the same documentation. Use it inside the builder's `impl` block:
-/// `ari_client::tls_builder_methods!(tls);`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! tls_builder_methods {
-    ($field:ident) => {
-        /// Trusts the certificates of a PEM file's content (one or more `CERTIFICATE`
-        /// sections) as extra roots, besides the built-in ones. Parsed by
-        /// [`build`](Self::build).
-        pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-            self.$field.add_root_certificate_pem(pem);
-            self
-        }
-
-        /// Trusts one DER-encoded certificate as an extra root. Parsed by
-        /// [`build`](Self::build).
-        pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
-            self.$field.add_root_certificate_der(der);
-            self
-        }
-
-        /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`).
-        /// With `false` only the added roots are.
-        pub fn built_in_roots(mut self, enabled: bool) -> Self {
-            self.$field.built_in_roots(enabled);
-            self
-        }
-
-        /// Uses this rustls configuration as it is (roots, client certificates, verifier,
-        /// ALPN) for `https://` and `wss://`; added roots and
-        /// [`built_in_roots`](Self::built_in_roots) are then ignored. Its ALPN list must not
-        /// offer `h2` (this client speaks HTTP/1.1).
-        pub fn tls_config(
-            mut self,
-            config: impl Into<::std::sync::Arc<$crate::tls::ClientConfig>>,
-        ) -> Self {
-            self.$field.tls_config(config);
-            self
-        }
-    };
-}
-
-/// Why a runtime builder (`TokioRuntimeBuilder`, `SmolRuntimeBuilder`) or
-/// [`TlsSettings::build`] could not build the TLS configuration (an added root certificate
+/// Why a [`StackBuilder`](crate::stack::StackBuilder) (or `TlsSettings::build`) could not build the TLS configuration (an added root certificate
 /// that does not parse, for instance).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -85,6 +51,7 @@ pub struct TlsSetupError {
 }
 
 impl TlsSetupError {
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
     fn new(message: impl Into<String>) -> Self {
         TlsSetupError {
             message: message.into(),
@@ -100,6 +67,7 @@ impl fmt::Display for TlsSetupError {
 
 impl std::error::Error for TlsSetupError {}
 
+#[cfg(feature = "rustls")]
 /// An extra root certificate as the user handed it in.
 #[derive(Clone)]
 enum ExtraRoot {
@@ -107,6 +75,7 @@ enum ExtraRoot {
     Der(Vec<u8>),
 }
 
+#[cfg(feature = "rustls")]
 /// What a runtime trusts for `https://` and `wss://`: the built-in web PKI roots
 /// (`webpki-roots`, unless disabled), extra roots, or a whole [`ClientConfig`] handed over
 /// as it is.
@@ -116,19 +85,23 @@ enum ExtraRoot {
 pub struct TlsSettings {
     extra_roots: Vec<ExtraRoot>,
     built_in_roots: bool,
+    platform_roots: bool,
     config: Option<Arc<ClientConfig>>,
 }
 
+#[cfg(feature = "rustls")]
 impl Default for TlsSettings {
     fn default() -> Self {
         TlsSettings {
             extra_roots: Vec::new(),
             built_in_roots: true,
+            platform_roots: false,
             config: None,
         }
     }
 }
 
+#[cfg(feature = "rustls")]
 impl fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsSettings")
@@ -139,6 +112,7 @@ impl fmt::Debug for TlsSettings {
     }
 }
 
+#[cfg(feature = "rustls")]
 impl TlsSettings {
     /// The defaults (see [`TlsSettings`]).
     pub fn new() -> Self {
@@ -162,6 +136,14 @@ impl TlsSettings {
     /// `false` only the added roots are.
     pub fn built_in_roots(&mut self, enabled: bool) -> &mut Self {
         self.built_in_roots = enabled;
+        self
+    }
+
+    /// Whether the operating system's trusted roots are trusted too (default `false`; feature
+    /// `native-roots`, through `rustls-native-certs`). Loaded by [`build`](Self::build).
+    #[cfg(feature = "native-roots")]
+    pub fn platform_roots(&mut self, enabled: bool) -> &mut Self {
+        self.platform_roots = enabled;
         self
     }
 
@@ -200,6 +182,9 @@ impl TlsSettings {
         if self.built_in_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
+        if self.platform_roots {
+            load_platform_roots(&mut roots)?;
+        }
         for (index, root) in self.extra_roots.iter().enumerate() {
             match root {
                 ExtraRoot::Der(der) => {
@@ -226,7 +211,7 @@ impl TlsSettings {
                 }
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crypto_provider()?;
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError::new(e.to_string()))?
@@ -236,24 +221,15 @@ impl TlsSettings {
         Ok(Arc::new(config))
     }
 
-    /// The default configuration ([`TlsSettings::default`] built), which cannot fail: there
-    /// are no extra roots to parse, and the `ring` provider supports the default protocol
-    /// versions.
-    pub fn default_config() -> Arc<ClientConfig> {
-        #[allow(clippy::expect_used)]
-        TlsSettings::default()
-            .build()
-            .expect("the default TLS configuration builds")
-    }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "rustls-ring"))]
 mod tests {
     use super::*;
 
     #[test]
     fn default_config_trusts_the_web_pki_and_speaks_http1() {
-        let config = TlsSettings::default_config();
+        let config = TlsSettings::default().build().expect("the default builds");
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
@@ -276,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_custom_config_is_used_as_it_is() {
-        let custom = TlsSettings::default_config();
+        let custom = TlsSettings::default().build().expect("the default builds");
         let mut settings = TlsSettings::new();
         settings
             .add_root_certificate_pem("ignored")
@@ -287,5 +263,48 @@ mod tests {
             format!("{settings:?}"),
             "TlsSettings { extra_roots: 1, built_in_roots: false, custom_tls_config: true }"
         );
+    }
+}
+
+/// The crypto provider (see the module documentation).
+#[cfg(feature = "rustls")]
+fn crypto_provider() -> Result<Arc<rustls::crypto::CryptoProvider>, TlsSetupError> {
+    #[cfg(feature = "rustls-ring")]
+    return Ok(Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(all(feature = "rustls-aws-lc", not(feature = "rustls-ring")))]
+    return Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    #[cfg(not(any(feature = "rustls-ring", feature = "rustls-aws-lc")))]
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .ok_or_else(|| {
+            TlsSetupError::new(
+                "no crypto provider: enable the `rustls-ring` or `rustls-aws-lc` feature, or \
+                 install a process default with `CryptoProvider::install_default`",
+            )
+        })
+}
+
+/// Adds the operating system's trusted roots; fails only if none could be loaded.
+#[cfg(feature = "rustls")]
+fn load_platform_roots(roots: &mut RootCertStore) -> Result<(), TlsSetupError> {
+    #[cfg(feature = "native-roots")]
+    {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(|| "none found".to_owned(), ToString::to_string);
+            return Err(TlsSetupError::new(format!(
+                "the platform's root certificates could not be loaded: {why}"
+            )));
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "native-roots"))]
+    {
+        let _ = roots;
+        Ok(())
     }
 }

@@ -4,11 +4,20 @@
 //! the dependency tree. The typed API is `ari-client`'s, re-exported here with the runtime
 //! filled in ([`SmolRuntime`]); `ari-tokio` offers the same names on tokio.
 //!
-//! The transport: HTTP/1.1 with a keep-alive connection pool (a small client codec over
-//! async-net), WebSocket through async-tungstenite, TLS through futures-rustls (rustls with
-//! the `ring` provider, certificate verification on, Mozilla's roots from webpki-roots),
-//! timers from async-io, background tasks on smol's global executor (or one you pass to
-//! [`SmolRuntimeBuilder::executor`]).
+//! This crate supplies only smol's half: tasks and timers in [`SmolExecutor`] (smol's global
+//! executor, or one you pass to [`SmolExecutor::with_executor`]; async-io timers) and TCP in
+//! [`SmolConnector`] (async-net). The HTTP/1.1 client (hyper 1.x over futures-io, one
+//! keep-alive pool), the WebSockets (async-tungstenite) and TLS (rustls, certificate
+//! verification on, Mozilla's roots from webpki-roots) are [`ari_client::stack`]'s, shared
+//! with `ari-tokio`. No tokio runtime runs: hyper depends on the `tokio` crate for its `sync`
+//! primitives only (no reactor, no threads, no timers; CI checks it).
+//!
+//! ## Features
+//!
+//! - `rustls-ring` (default): TLS with rustls and the `ring` provider;
+//!   `rustls-aws-lc`: with `aws-lc-rs` instead. Without either, `https://` fails with
+//!   [`TransportErrorKind::Unsupported`].
+//! - `native-roots`: the operating system's roots too (`StackBuilder::platform_roots`).
 //!
 //! Depend on this crate only: it re-exports the whole client API, the generated models,
 //! events and operations of [`ari_proto`] ([`models`], [`events`], [`ops`]), and aliases
@@ -40,7 +49,7 @@
 //! `https://` and `wss://` URLs verify the server certificate against the web PKI roots
 //! (`webpki-roots`). To trust your own CA or a self-signed Asterisk certificate, add it as a
 //! root; for anything else (client certificates, a custom verifier) hand over a whole
-//! `rustls::ClientConfig` with [`SmolRuntimeBuilder::tls_config`]:
+//! `rustls::ClientConfig` with [`StackBuilder::tls_config`]:
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,10 +70,10 @@
 //!
 //! ## The transport alone
 //!
-//! [`SmolRuntime`] implements [`Runtime`]; its `http` and `ws_connect` can be used directly:
+//! [`SmolRuntime`] implements [`Transport`]; its `http` and `ws_connect` can be used directly:
 //!
 //! ```no_run
-//! use ari_smol::{Runtime, SmolRuntime, TransportOptions};
+//! use ari_smol::{SmolRuntime, Transport, TransportOptions};
 //!
 //! smol::block_on(async {
 //!     let runtime = SmolRuntime::new();
@@ -82,13 +91,31 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
-mod h1;
-mod io;
-mod smol_runtime;
-mod ws;
+mod rt;
 
-pub use crate::smol_runtime::{SmolRuntime, SmolRuntimeBuilder};
-pub use crate::ws::SmolWs;
+pub use crate::rt::{SmolConnector, SmolExecutor, SmolListener};
+
+/// The smol runtime for the ARI client: [`SmolExecutor`] (smol tasks, async-io timers) and
+/// [`SmolConnector`] (async-net TCP) under [`ari_client::stack`]'s HTTP/1.1 pool, WebSockets
+/// and TLS. `SmolRuntime::new()` gives the defaults; `SmolRuntime::builder()` a
+/// [`StackBuilder`] (TLS roots, pool limits, an executor).
+///
+/// Cheap to clone: clones share the connection pool and TLS configuration.
+///
+/// ```
+/// # fn demo(my_ca_pem: &[u8]) -> Result<(), ari_smol::TlsSetupError> {
+/// let runtime = ari_smol::SmolRuntime::builder()
+///     .add_root_certificate_pem(my_ca_pem) // e.g. the certificate of your Asterisk
+///     .build()?;
+/// # let _ = runtime;
+/// # Ok(())
+/// # }
+/// ```
+pub type SmolRuntime = ari_client::Stack<SmolExecutor, SmolConnector>;
+
+/// A WebSocket opened by [`SmolRuntime`].
+pub type SmolWs = ari_client::stack::WebSocket<ari_client::stack::MaybeTlsStream<async_net::TcpStream>>;
+
 pub use ari_client::tls::TlsSetupError;
 
 /// The runtime-generic client crate, for the generic types these aliases fill in.
@@ -104,6 +131,3 @@ pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, 
 // Aliases of ari-client's generic types with `SmolRuntime` filled in. Being items of this crate,
 // they shadow the generic names of the `ari_client::*` glob above.
 ari_client::runtime_aliases!(SmolRuntime);
-
-/// The rustls crate this adapter is built on, for [`SmolRuntimeBuilder::tls_config`].
-pub use rustls;

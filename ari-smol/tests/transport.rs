@@ -1,7 +1,9 @@
 //! Transport tests for `SmolRuntime` against small local servers (HTTP/1.1, WebSocket, TLS)
 //! written with async-net, async-tungstenite and futures-rustls. Everything on 127.0.0.1.
 
-use ari_smol::{Runtime, SmolRuntime, TransportErrorKind, TransportOptions, WsMessage};
+use ari_smol::{
+    Executor, SmolExecutor, SmolRuntime, Transport, TransportErrorKind, TransportOptions, WsMessage,
+};
 use async_net::{TcpListener, TcpStream};
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::Message;
@@ -680,7 +682,7 @@ fn spawn_sleep_and_now() {
 fn spawn_on_a_custom_executor() {
     let executor = Arc::new(smol::Executor::new());
     let rt = SmolRuntime::builder()
-        .executor(executor.clone())
+        .executor(SmolExecutor::with_executor(executor.clone()))
         .build()
         .unwrap();
     let (tx, rx) = smol::channel::bounded(1);
@@ -799,10 +801,10 @@ fn websocket_connect_echo_and_close() {
             ws.next().await.unwrap().unwrap(),
             WsMessage::Text(r#"{"type":"Ping"}"#.into())
         );
-        ws.send(WsMessage::Binary(vec![1, 2, 3])).await.unwrap();
+        ws.send(WsMessage::Binary(vec![1, 2, 3].into())).await.unwrap();
         assert_eq!(
             ws.next().await.unwrap().unwrap(),
-            WsMessage::Binary(vec![1, 2, 3])
+            WsMessage::Binary(vec![1, 2, 3].into())
         );
         ws.close().await.unwrap();
         // After the close handshake the stream ends.
@@ -828,7 +830,7 @@ fn websocket_pings_are_delivered_and_answered() {
             .unwrap();
         assert_eq!(
             ws.next().await.unwrap().unwrap(),
-            WsMessage::Ping(b"p".to_vec())
+            WsMessage::Ping(b"p".to_vec().into())
         );
         assert_eq!(
             ws.next().await.unwrap().unwrap(),
@@ -1124,7 +1126,7 @@ fn only_added_roots_without_built_in_ones() {
             .add_root_certificate_der(cert.der.clone())
             .build()
             .unwrap();
-        assert_eq!(rt.tls_config().alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert_eq!(rt.tls_config().expect("built").alpn_protocols, vec![b"http/1.1".to_vec()]);
         rt.http(get(&server.url("https", "/ari/x")), &opts())
             .await
             .unwrap();

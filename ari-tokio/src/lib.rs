@@ -1,9 +1,10 @@
 //! # ari-tokio
 //!
 //! An Asterisk REST Interface (ARI) client for [tokio]: the typed API of [`ari_client`] with
-//! its runtime filled in by [`TokioRuntime`] (tokio tasks and timers, a pooled keep-alive
-//! HTTP/1.1 client on hyper 1.x, WebSockets on tokio-tungstenite, TLS with rustls and
-//! certificate verification on by default).
+//! its runtime filled in by [`TokioRuntime`]. This crate supplies only tokio's half (tasks
+//! and timers in [`TokioExecutor`], TCP in [`TokioConnector`]); the HTTP/1.1 client (hyper
+//! 1.x, one keep-alive pool), the WebSockets (async-tungstenite) and TLS (rustls,
+//! certificate verification on) are [`ari_client::stack`]'s, shared with `ari-smol`.
 //!
 //! Depend on this crate only: it re-exports the whole client API, the generated models,
 //! events and operations of [`ari_proto`] ([`models`], [`events`], [`ops`]), and aliases
@@ -50,7 +51,15 @@
 //!
 //! The client spawns its background task (the events WebSocket) and HTTP connections with
 //! `tokio::spawn`: create and use it inside a runtime with I/O and time enabled
-//! (`#[tokio::main]`), or give the runtime's handle with [`TokioRuntimeBuilder::handle`].
+//! (`#[tokio::main]`), or give the runtime's handle with [`TokioExecutor::with_handle`]:
+//! `TokioRuntime::builder().executor(TokioExecutor::with_handle(handle)).build()`.
+//!
+//! ## Features
+//!
+//! - `rustls-ring` (default): TLS with rustls and the `ring` provider;
+//!   `rustls-aws-lc`: with `aws-lc-rs` instead. Without either, `https://` fails with
+//!   [`TransportErrorKind::Unsupported`].
+//! - `native-roots`: the operating system's roots too (`StackBuilder::platform_roots`).
 //!
 //! ## TLS
 //!
@@ -77,10 +86,10 @@
 //!
 //! ## The transport alone
 //!
-//! [`TokioRuntime`] implements [`Runtime`]; its `http` and `ws_connect` can be used directly:
+//! [`TokioRuntime`] implements [`Transport`]; its `http` and `ws_connect` can be used directly:
 //!
 //! ```no_run
-//! use ari_tokio::{Runtime, TokioRuntime, TransportOptions};
+//! use ari_tokio::{TokioRuntime, Transport, TransportOptions};
 //!
 //! # async fn demo() -> Result<(), ari_tokio::TransportError> {
 //! let runtime = TokioRuntime::new();
@@ -99,13 +108,35 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
-mod adapter;
-mod net;
-mod pool;
-mod ws;
+mod rt;
 
-pub use crate::adapter::{TokioRuntime, TokioRuntimeBuilder};
-pub use crate::ws::TokioWs;
+pub use crate::rt::{TokioConnector, TokioExecutor, TokioListener};
+
+/// The tokio runtime for the ARI client: [`TokioExecutor`] (tokio tasks and timers) and
+/// [`TokioConnector`] (tokio TCP) under [`ari_client::stack`]'s HTTP/1.1 pool, WebSockets and
+/// TLS. `TokioRuntime::new()` gives the defaults; `TokioRuntime::builder()` a
+/// [`StackBuilder`] (TLS roots, pool limits, a runtime handle).
+///
+/// Cloning is cheap and clones share the connection pool.
+///
+/// ```
+/// use ari_tokio::{TokioExecutor, TokioRuntime};
+///
+/// let default = TokioRuntime::new();
+/// let custom = TokioRuntime::builder()
+///     .pool_max_connections_per_host(16)
+///     .pool_idle_timeout(std::time::Duration::from_secs(5))
+///     .build()
+///     .expect("no extra roots to parse");
+/// # let _ = (default, custom);
+/// ```
+pub type TokioRuntime = ari_client::Stack<TokioExecutor, TokioConnector>;
+
+/// A WebSocket opened by [`TokioRuntime`].
+pub type TokioWs = ari_client::stack::WebSocket<
+    ari_client::stack::MaybeTlsStream<tokio_util::compat::Compat<tokio::net::TcpStream>>,
+>;
+
 pub use ari_client::tls::TlsSetupError;
 
 /// The runtime-generic client crate, for the generic types these aliases fill in.
@@ -118,8 +149,6 @@ pub use ari_client::*;
 #[doc(no_inline)]
 pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, Operation};
 
-/// The rustls crate this adapter is built on, for [`TokioRuntimeBuilder::tls_config`].
-pub use rustls;
 
 // Aliases of ari-client's generic types with `TokioRuntime` filled in. Being items of this crate,
 // they shadow the generic names of the `ari_client::*` glob above.

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ari_tokio::{
-    Runtime, TokioRuntime, TransportError, TransportErrorKind, TransportOptions, WsMessage,
+    Executor, TokioRuntime, Transport, TransportError, TransportErrorKind, TransportOptions,
+    WsMessage,
 };
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -564,7 +565,7 @@ async fn ws_exchange(rt: &TokioRuntime, url: &str) {
     let mut ws = expect_ok(rt.ws_connect(ws_request(url), &opts())).await;
     // The server's ping comes first and is yielded; the pong goes back by itself.
     match tokio::time::timeout(LIVENESS, ws.next()).await {
-        Ok(Some(Ok(WsMessage::Ping(p)))) => assert_eq!(p, b"hi"),
+        Ok(Some(Ok(WsMessage::Ping(p)))) => assert_eq!(p, &b"hi"[..]),
         other => panic!("expected the server's ping, got {other:?}"),
     }
     assert_eq!(
@@ -577,7 +578,7 @@ async fn ws_exchange(rt: &TokioRuntime, url: &str) {
         WsMessage::Text("hello ARI".into())
     );
     // Our ping is answered by the server's WebSocket layer.
-    expect_ok(ws.send(WsMessage::Ping(b"p1".to_vec()))).await;
+    expect_ok(ws.send(WsMessage::Ping(Bytes::from_static(b"p1")))).await;
     let pong = loop {
         match tokio::time::timeout(LIVENESS, ws.next()).await {
             Ok(Some(Ok(WsMessage::Pong(p)))) => break p,
@@ -585,7 +586,7 @@ async fn ws_exchange(rt: &TokioRuntime, url: &str) {
             other => panic!("expected a pong, got {other:?}"),
         }
     };
-    assert_eq!(pong, b"p1");
+    assert_eq!(pong, &b"p1"[..]);
     expect_ok(ws.close()).await;
 }
 

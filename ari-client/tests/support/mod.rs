@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use ari_client::{Runtime, TransportError, TransportErrorKind, TransportOptions, WsMessage};
+use ari_client::{Executor, Transport, TransportError, TransportErrorKind, TransportOptions, WsMessage};
 use bytes::Bytes;
 use futures_util::task::{waker, ArcWake};
 
@@ -69,6 +69,7 @@ impl Default for FakeRt {
     fn default() -> Self {
         FakeRt {
             inner: Arc::new(Inner::default()),
+            #[allow(clippy::disallowed_methods)] // the fake clock's origin
             base: Instant::now(),
         }
     }
@@ -241,9 +242,7 @@ impl Future for Sleep {
     }
 }
 
-impl Runtime for FakeRt {
-    type Ws = FakeWs;
-
+impl Executor for FakeRt {
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -265,6 +264,14 @@ impl Runtime for FakeRt {
     fn now(&self) -> Instant {
         self.base + *self.inner.offset.lock().unwrap()
     }
+
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + *self.inner.offset.lock().unwrap()
+    }
+}
+
+impl Transport for FakeRt {
+    type Ws = FakeWs;
 
     fn http(
         &self,
@@ -383,7 +390,7 @@ impl WsHandle {
 
     /// Sends a text frame to the client.
     pub fn send(&self, text: impl Into<String>) {
-        self.push(Some(WsMessage::Text(text.into())));
+        self.push(Some(WsMessage::Text(text.into().into())));
     }
 
     /// Ends the connection (as a lost TCP connection).

@@ -1,0 +1,393 @@
+//! The HTTP/1.1 client: `hyper::client::conn::http1` over the connector's streams, and one
+//! keep-alive pool.
+//!
+//! Pool semantics (per target: scheme, host, port):
+//! - at most `max_connections_per_host` connections are open at once (in use or idle);
+//! - a request takes the most recently used idle connection that is still open and younger
+//!   than the idle timeout, else opens one if under the cap, else waits in a FIFO queue for a
+//!   connection to be handed back (bounded by the client's request timeout, which drops the
+//!   waiting request): never a connection beyond the cap;
+//! - a connection goes back to the pool only after its response was read in full and its
+//!   framing was unambiguous; a response with both `Transfer-Encoding` and `Content-Length`,
+//!   an unread or failed body, or a cancelled request closes it;
+//! - a request is retried (on another connection) only if it was never written: a reused
+//!   connection that the server had closed meanwhile.
+
+use std::collections::{HashMap, VecDeque};
+use std::error::Error as StdError;
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::client::conn::http1::SendRequest;
+
+use super::io::{connect, with_timeout, HyperIo};
+use super::Stack;
+use crate::runtime::{Connector, Executor, Target, TransportError, TransportErrorKind};
+use crate::runtime::TransportOptions;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Pool limits (see [`StackBuilder`](super::StackBuilder)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSettings {
+    pub(crate) max_connections_per_host: usize,
+    pub(crate) max_idle_per_host: usize,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The keep-alive pool.
+pub(crate) struct Pool {
+    settings: PoolSettings,
+    hosts: Mutex<HashMap<Target, Host>>,
+}
+
+#[derive(Default)]
+struct Host {
+    /// Connections open (in use, idle or being opened).
+    open: usize,
+    /// Idle connections, most recently used last.
+    idle: Vec<(Sender, Instant)>,
+    /// Requests waiting for a connection, oldest first.
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+}
+
+/// What a waiting request is handed.
+enum Grant {
+    /// An idle connection.
+    Reuse(Sender, Slot),
+    /// Permission to open a connection.
+    Open(Slot),
+}
+
+/// One of a target's `open` connections. Dropping it frees the place (and hands it to the
+/// oldest waiting request).
+struct Slot {
+    pool: Option<Arc<Pool>>,
+    target: Target,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts = self.lock();
+        let open: usize = hosts.values().map(|h| h.open).sum();
+        let idle: usize = hosts.values().map(|h| h.idle.len()).sum();
+        f.debug_struct("Pool")
+            .field("settings", &self.settings)
+            .field("open", &open)
+            .field("idle", &idle)
+            .finish()
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(settings: PoolSettings) -> Self {
+        Pool {
+            settings,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Target, Host>> {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection, or the right to open one, waiting for it if the target is at its
+    /// cap.
+    async fn acquire(self: &Arc<Self>, target: &Target, now: Instant) -> Grant {
+        let slot = || Slot::new(self, target);
+        let waiting = {
+            let mut hosts = self.lock();
+            let host = hosts.entry(target.clone()).or_default();
+            while let Some((sender, since)) = host.idle.pop() {
+                if !sender.is_closed() && now.saturating_duration_since(since) < self.settings.idle_timeout {
+                    return Grant::Reuse(sender, slot());
+                }
+                host.open -= 1; // dropped: its connection task ends
+            }
+            if host.open < self.settings.max_connections_per_host {
+                host.open += 1;
+                return Grant::Open(slot());
+            }
+            let (tx, rx) = oneshot::channel();
+            host.waiters.push_back(tx);
+            rx
+        };
+        match waiting.await {
+            Ok(grant) => grant,
+            // The pool never drops a waiter without granting it; should it happen, open.
+            Err(oneshot::Canceled) => {
+                self.lock().entry(target.clone()).or_default().open += 1;
+                Grant::Open(slot())
+            }
+        }
+    }
+
+    /// Hands a connection whose response was read in full to the oldest waiting request, or
+    /// keeps it idle.
+    fn release(&self, sender: Sender, slot: Slot, now: Instant) {
+        let mut grant = Grant::Reuse(sender, slot);
+        loop {
+            let waiter = {
+                let mut hosts = self.lock();
+                let host = hosts.entry(grant.slot().target.clone()).or_default();
+                match pop_waiter(host) {
+                    Some(w) => w,
+                    None => {
+                        let Grant::Reuse(sender, slot) = grant else {
+                            return;
+                        };
+                        if !sender.is_closed() && host.idle.len() < self.settings.max_idle_per_host
+                        {
+                            host.idle.push((sender, now));
+                            slot.keep(); // the idle entry holds the place
+                            return;
+                        }
+                        drop(hosts);
+                        drop(sender);
+                        drop(slot); // frees the place
+                        return;
+                    }
+                }
+            };
+            match waiter.send(grant) {
+                Ok(()) => return,
+                Err(back) => grant = back, // that request gave up meanwhile: the next one
+            }
+        }
+    }
+}
+
+fn pop_waiter(host: &mut Host) -> Option<oneshot::Sender<Grant>> {
+    while let Some(w) = host.waiters.pop_front() {
+        if !w.is_canceled() {
+            return Some(w);
+        }
+    }
+    None
+}
+
+impl Grant {
+    fn slot(&self) -> &Slot {
+        match self {
+            Grant::Reuse(_, slot) | Grant::Open(slot) => slot,
+        }
+    }
+}
+
+impl Slot {
+    fn new(pool: &Arc<Pool>, target: &Target) -> Slot {
+        Slot {
+            pool: Some(Arc::clone(pool)),
+            target: target.clone(),
+        }
+    }
+
+    /// Keeps the place counted without this slot (an idle entry holds it).
+    fn keep(mut self) {
+        self.pool = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        let waiter = {
+            let mut hosts = pool.lock();
+            let Some(host) = hosts.get_mut(&self.target) else {
+                return;
+            };
+            match pop_waiter(host) {
+                Some(w) => w,
+                None => {
+                    host.open = host.open.saturating_sub(1);
+                    if host.open == 0 && host.idle.is_empty() {
+                        hosts.remove(&self.target);
+                    }
+                    return;
+                }
+            }
+        };
+        // The place goes to the oldest waiting request, which opens a connection. Sent
+        // outside the lock: if that request gave up meanwhile, the grant comes back and its
+        // slot, dropped here, passes the place on again.
+        let _ = waiter.send(Grant::Open(Slot::new(&pool, &self.target)));
+    }
+}
+
+/// Sends `req` (absolute URI) and reads the whole body within `opts.max_body_bytes`.
+pub(crate) async fn send<E: Executor, C: Connector>(
+    stack: Stack<E, C>,
+    req: Request<Vec<u8>>,
+    opts: TransportOptions,
+) -> Result<Response<Bytes>, TransportError> {
+    let target = Target::from_uri(req.uri(), false)?;
+    let mut req = origin_form(req);
+    let pool = &stack.inner.pool;
+    let (sender, slot, response) = loop {
+        let (mut sender, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
+            Grant::Reuse(sender, slot) => (sender, slot, true),
+            Grant::Open(slot) => (open(&stack, &target, opts.connect_timeout).await?, slot, false),
+        };
+        if reused && sender.ready().await.is_err() {
+            continue; // closed meanwhile; its slot is freed
+        }
+        match sender.try_send_request(req).await {
+            Ok(response) => break (sender, slot, response),
+            Err(mut e) => match e.take_message() {
+                Some(back) if reused => {
+                    tracing::debug!(%target, "pooled connection unusable; retrying on another");
+                    req = back;
+                }
+                _ => return Err(hyper_error(&target, e.into_error())),
+            },
+        }
+    };
+
+    let (parts, body) = response.into_parts();
+    let max = opts.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        // Not reading the body: the connection is dropped, not pooled.
+        return Err(too_large(&target, max));
+    }
+    let body = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                return Err(too_large(&target, max));
+            }
+            return Err(match e.downcast::<hyper::Error>() {
+                Ok(h) => hyper_error(&target, *h),
+                Err(e) => TransportError::new(
+                    TransportErrorKind::Io,
+                    format!("reading the response from {target} failed: {e}"),
+                ),
+            });
+        }
+    };
+    // RFC 9112 §6.3: with both, the framing is ambiguous; never reuse such a connection.
+    let ambiguous =
+        parts.headers.contains_key(TRANSFER_ENCODING) && parts.headers.contains_key(CONTENT_LENGTH);
+    if ambiguous {
+        tracing::debug!(%target, "response with Transfer-Encoding and Content-Length: closing");
+        drop((sender, slot));
+    } else {
+        pool.release(sender, slot, stack.executor.now());
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The request with an origin-form target (`/ari/...`), a `Host` header and HTTP/1.1.
+fn origin_form(req: Request<Vec<u8>>) -> Request<Full<Bytes>> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !parts.headers.contains_key(HOST) {
+        if let Some(v) = host_header(&parts.uri) {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+    // hyper sends no length for an empty body; say it (Asterisk reads bodies by length).
+    let sends_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    if sends_body && body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+    }
+    Request::from_parts(parts, Full::new(Bytes::from(body)))
+}
+
+/// The `Host` header value for `uri` (its authority without any `user:password@`).
+pub(crate) fn host_header(uri: &Uri) -> Option<http::HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    http::HeaderValue::from_str(host).ok()
+}
+
+/// Opens a new connection (TCP, TLS, HTTP/1.1 handshake) within `timeout` and spawns its task.
+async fn open<E: Executor, C: Connector>(
+    stack: &Stack<E, C>,
+    target: &Target,
+    timeout: Duration,
+) -> Result<Sender, TransportError> {
+    let connecting = async {
+        let io = connect(&stack.connector, &stack.inner.tls, target).await?;
+        hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Full<Bytes>>(HyperIo::new(io))
+            .await
+            .map_err(|e| hyper_error(target, e))
+    };
+    let what = || format!("connecting to {target}");
+    let (sender, conn) = with_timeout(&stack.executor, timeout, what, connecting).await?;
+    let shown = target.clone();
+    stack.executor.spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(target = %shown, error = %e, "HTTP connection ended with an error");
+        }
+    });
+    tracing::trace!(%target, "new HTTP connection");
+    Ok(sender)
+}
+
+fn too_large(target: &Target, max: usize) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::TooLarge,
+        format!("the response body from {target} exceeds {max} bytes"),
+    )
+}
+
+/// Maps a hyper error to a transport error, keeping it as the source. hyper's messages carry
+/// no header values.
+fn hyper_error(target: &Target, e: hyper::Error) -> TransportError {
+    let mut io_kind = None;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+            break;
+        }
+        cause = c.source();
+    }
+    let kind = if e.is_timeout() {
+        TransportErrorKind::Timeout
+    } else if e.is_parse() || e.is_parse_status() || e.is_user() {
+        TransportErrorKind::Protocol
+    } else if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        TransportErrorKind::Closed
+    } else {
+        use std::io::ErrorKind as K;
+        match io_kind {
+            // A bad chunk size line, say.
+            Some(K::InvalidData | K::InvalidInput) => TransportErrorKind::Protocol,
+            Some(K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe) => {
+                TransportErrorKind::Closed
+            }
+            _ => TransportErrorKind::Io,
+        }
+    };
+    let mut message = format!("HTTP exchange with {target}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(message, ": {s}");
+        source = s.source();
+    }
+    TransportError::new(kind, message).with_source(e)
+}
