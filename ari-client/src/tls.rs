@@ -11,7 +11,9 @@
 //! [`StackBuilder`]: crate::stack::StackBuilder
 //! [`StackBuilder::build`]: crate::stack::StackBuilder::build
 //!
-#![cfg_attr(feature = "rustls", doc = r##"
+#![cfg_attr(
+    feature = "rustls",
+    doc = r##"
 ```
 # fn demo(my_ca_pem: &[u8]) -> Result<(), ari_client::tls::TlsSetupError> {
 use ari_client::tls::TlsSettings;
@@ -23,7 +25,8 @@ let config = settings.build()?; // an `Arc<rustls::ClientConfig>`
 # Ok(())
 # }
 ```
-"##)]
+"##
+)]
 
 use std::fmt;
 #[cfg(feature = "rustls")]
@@ -220,7 +223,6 @@ impl TlsSettings {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-
 }
 
 #[cfg(all(test, feature = "rustls-ring"))]

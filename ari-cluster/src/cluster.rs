@@ -14,9 +14,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use ari_client::{Runtime, TransportError, TransportErrorKind, TransportOptions, WsMessage};
+use ari_client::{
+    Executor, Transport, TransportError, TransportErrorKind, TransportOptions, WsMessage,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_core::Stream;
@@ -789,7 +791,8 @@ async fn feed(
                 }
                 shared.counters.events.fetch_add(1, Ordering::Relaxed);
                 shared.learn_headers(msg.headers.as_ref());
-                let text = match String::from_utf8(msg.payload.to_vec()) {
+                // Checked once, not copied: the session reads the payload's own bytes.
+                let text = match ari_client::runtime::Utf8Bytes::try_from(msg.payload.clone()) {
                     Ok(t) => t,
                     Err(_) => continue,
                 };
@@ -865,9 +868,7 @@ impl Sink<WsMessage> for NatsWs {
     }
 }
 
-impl Runtime for NatsRuntime {
-    type Ws = NatsWs;
-
+impl Executor for NatsRuntime {
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -882,6 +883,14 @@ impl Runtime for NatsRuntime {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+impl Transport for NatsRuntime {
+    type Ws = NatsWs;
 
     fn http(
         &self,

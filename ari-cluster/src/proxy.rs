@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ari_client::{Client, ConnectionEvent, Runtime, TransportOptions};
+use ari_client::{Client, ConnectionEvent, Transport, TransportOptions};
 use ari_proto::events::{ResourceKind, ResourceRef};
 use ari_proto::rest::{Credentials, Endpoint};
 use ari_proto::Event;

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use ari_client::{Runtime, TransportError, TransportOptions, WsMessage};
+use ari_client::{Executor, Transport, TransportError, TransportOptions, WsMessage};
 use ari_tokio::TokioRuntime;
 use bytes::Bytes;
 use futures_core::Stream;
@@ -99,9 +99,7 @@ where
     }
 }
 
-impl Runtime for TapRuntime {
-    type Ws = TapWs<<TokioRuntime as Runtime>::Ws>;
-
+impl Executor for TapRuntime {
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -116,6 +114,14 @@ impl Runtime for TapRuntime {
     fn now(&self) -> Instant {
         self.inner.now()
     }
+
+    fn wall_clock(&self) -> SystemTime {
+        self.inner.wall_clock()
+    }
+}
+
+impl Transport for TapRuntime {
+    type Ws = TapWs<<TokioRuntime as Transport>::Ws>;
 
     fn http(
         &self,

@@ -5,9 +5,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use ari_client::{Runtime, TransportError, TransportOptions};
+use ari_client::{Executor, Runtime, Transport, TransportError, TransportOptions};
 
 /// Wraps an adapter's runtime: every future spawned through it holds a guard that counts it
 /// alive until the future is dropped (finished, or dropped by the executor).
@@ -57,9 +57,7 @@ impl Drop for AliveGuard {
     }
 }
 
-impl<R: Runtime> Runtime for CountedRuntime<R> {
-    type Ws = R::Ws;
-
+impl<R: Runtime> Executor for CountedRuntime<R> {
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -80,6 +78,14 @@ impl<R: Runtime> Runtime for CountedRuntime<R> {
     fn now(&self) -> Instant {
         self.inner.now()
     }
+
+    fn wall_clock(&self) -> SystemTime {
+        self.inner.wall_clock()
+    }
+}
+
+impl<R: Runtime> Transport for CountedRuntime<R> {
+    type Ws = R::Ws;
 
     fn http(
         &self,

@@ -114,7 +114,8 @@ pub use crate::rt::{SmolConnector, SmolExecutor, SmolListener};
 pub type SmolRuntime = ari_client::Stack<SmolExecutor, SmolConnector>;
 
 /// A WebSocket opened by [`SmolRuntime`].
-pub type SmolWs = ari_client::stack::WebSocket<ari_client::stack::MaybeTlsStream<async_net::TcpStream>>;
+pub type SmolWs =
+    ari_client::stack::WebSocket<ari_client::stack::MaybeTlsStream<async_net::TcpStream>>;
 
 pub use ari_client::tls::TlsSetupError;
 

@@ -19,7 +19,11 @@ pub struct SmolExecutor {
 
 impl fmt::Debug for SmolExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let which = if self.executor.is_some() { "custom" } else { "smol global" };
+        let which = if self.executor.is_some() {
+            "custom"
+        } else {
+            "smol global"
+        };
         f.debug_tuple("SmolExecutor").field(&which).finish()
     }
 }

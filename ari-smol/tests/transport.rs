@@ -801,7 +801,9 @@ fn websocket_connect_echo_and_close() {
             ws.next().await.unwrap().unwrap(),
             WsMessage::Text(r#"{"type":"Ping"}"#.into())
         );
-        ws.send(WsMessage::Binary(vec![1, 2, 3].into())).await.unwrap();
+        ws.send(WsMessage::Binary(vec![1, 2, 3].into()))
+            .await
+            .unwrap();
         assert_eq!(
             ws.next().await.unwrap().unwrap(),
             WsMessage::Binary(vec![1, 2, 3].into())
@@ -1126,7 +1128,10 @@ fn only_added_roots_without_built_in_ones() {
             .add_root_certificate_der(cert.der.clone())
             .build()
             .unwrap();
-        assert_eq!(rt.tls_config().expect("built").alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert_eq!(
+            rt.tls_config().expect("built").alpn_protocols,
+            vec![b"http/1.1".to_vec()]
+        );
         rt.http(get(&server.url("https", "/ari/x")), &opts())
             .await
             .unwrap();

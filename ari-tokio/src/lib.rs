@@ -149,7 +149,6 @@ pub use ari_client::*;
 #[doc(no_inline)]
 pub use ari_proto::{events, models, ops, AriError, ErrorKind, Event, EventType, Operation};
 
-
 // Aliases of ari-client's generic types with `TokioRuntime` filled in. Being items of this crate,
 // they shadow the generic names of the `ari_client::*` glob above.
 ari_client::runtime_aliases!(TokioRuntime);

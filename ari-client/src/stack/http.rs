@@ -29,8 +29,8 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::io::{connect, with_timeout, HyperIo};
 use super::Stack;
-use crate::runtime::{Connector, Executor, Target, TransportError, TransportErrorKind};
 use crate::runtime::TransportOptions;
+use crate::runtime::{Connector, Executor, Target, TransportError, TransportErrorKind};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -106,7 +106,9 @@ impl Pool {
             let mut hosts = self.lock();
             let host = hosts.entry(target.clone()).or_default();
             while let Some((sender, since)) = host.idle.pop() {
-                if !sender.is_closed() && now.saturating_duration_since(since) < self.settings.idle_timeout {
+                if !sender.is_closed()
+                    && now.saturating_duration_since(since) < self.settings.idle_timeout
+                {
                     return Grant::Reuse(sender, slot());
                 }
                 host.open -= 1; // dropped: its connection task ends
@@ -235,7 +237,11 @@ pub(crate) async fn send<E: Executor, C: Connector>(
     let (sender, slot, response) = loop {
         let (mut sender, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
             Grant::Reuse(sender, slot) => (sender, slot, true),
-            Grant::Open(slot) => (open(&stack, &target, opts.connect_timeout).await?, slot, false),
+            Grant::Open(slot) => (
+                open(&stack, &target, opts.connect_timeout).await?,
+                slot,
+                false,
+            ),
         };
         if reused && sender.ready().await.is_err() {
             continue; // closed meanwhile; its slot is freed

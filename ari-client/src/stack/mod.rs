@@ -45,16 +45,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-pub use self::io::MaybeTlsStream;
+use self::http::{Pool, PoolSettings};
 #[cfg(feature = "rustls")]
 pub use self::io::tls_accept;
-pub use self::ws::{accept_websocket, WebSocket};
-use self::http::{Pool, PoolSettings};
+pub use self::io::MaybeTlsStream;
 use self::io::TlsClient;
+pub use self::ws::{accept_websocket, WebSocket};
 use crate::runtime::{Connector, Executor, Transport, TransportError, TransportOptions};
-use crate::tls::TlsSetupError;
 #[cfg(feature = "rustls")]
 use crate::tls::TlsSettings;
+use crate::tls::TlsSetupError;
 
 /// The default cap on connections per host (see [the pool](self#the-connection-pool)).
 pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 32;
@@ -334,7 +334,8 @@ impl<E: Executor, C: Connector> Transport for Stack<E, C> {
         &self,
         req: ::http::Request<Vec<u8>>,
         opts: &TransportOptions,
-    ) -> impl Future<Output = Result<::http::Response<Bytes>, TransportError>> + Send + 'static {
+    ) -> impl Future<Output = Result<::http::Response<Bytes>, TransportError>> + Send + 'static
+    {
         self::http::send(self.clone(), req, opts.clone())
     }
 

@@ -7,7 +7,9 @@ use std::task::{ready, Context, Poll};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
-use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
+use async_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
@@ -74,7 +76,11 @@ fn upgrade_request(req: Request<()>, target: &Target) -> Result<Request<()>, Tra
     let invalid = || TransportError::new(TransportErrorKind::Protocol, "invalid WebSocket URI");
     let (parts, ()) = req.into_parts();
     let mut uri = parts.uri.into_parts();
-    uri.scheme = Some(if target.tls { "wss" } else { "ws" }.parse().map_err(|_| invalid())?);
+    uri.scheme = Some(
+        if target.tls { "wss" } else { "ws" }
+            .parse()
+            .map_err(|_| invalid())?,
+    );
     let uri = Uri::from_parts(uri).map_err(|_| invalid())?;
     let mut request = uri.into_client_request().map_err(|_| invalid())?;
     for name in parts.headers.keys() {
@@ -123,9 +129,12 @@ where
             }
         }
     };
-    let inner = async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config(opts)))
-        .await
-        .map_err(|e| message_error(e).context("the WebSocket handshake with a client failed"))?;
+    let inner =
+        async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config(opts)))
+            .await
+            .map_err(|e| {
+                message_error(e).context("the WebSocket handshake with a client failed")
+            })?;
     let request = seen.unwrap_or_else(|| Request::new(()));
     Ok((WebSocket { inner, done: false }, request))
 }
@@ -187,13 +196,18 @@ fn message_error(e: WsError) -> TransportError {
         }
         WsError::Protocol(p) => TransportError::new(K::Protocol, p.to_string()).with_source(p),
         WsError::WriteBufferFull(_) => TransportError::new(K::Io, "write buffer is full"),
-        WsError::Utf8(_) => TransportError::new(K::Protocol, "invalid UTF-8 (in a frame or a header)"),
+        WsError::Utf8(_) => {
+            TransportError::new(K::Protocol, "invalid UTF-8 (in a frame or a header)")
+        }
         WsError::AttackAttempt => TransportError::new(K::Protocol, e.to_string()),
         WsError::Url(u) => TransportError::new(K::Protocol, format!("URL error: {u}")),
-        WsError::Http(r) => {
-            TransportError::rejected(r.status().as_u16(), format!("unexpected HTTP response {}", r.status().as_u16()))
+        WsError::Http(r) => TransportError::rejected(
+            r.status().as_u16(),
+            format!("unexpected HTTP response {}", r.status().as_u16()),
+        ),
+        WsError::HttpFormat(_) => {
+            TransportError::new(K::Protocol, "invalid HTTP request or response")
         }
-        WsError::HttpFormat(_) => TransportError::new(K::Protocol, "invalid HTTP request or response"),
         _ => TransportError::new(K::Io, "WebSocket error"),
     }
 }
@@ -250,21 +264,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<WsMessage> for WebSocket<S> {
     type Error = TransportError;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.inner).poll_ready(cx).map_err(message_error)
+        Pin::new(&mut self.inner)
+            .poll_ready(cx)
+            .map_err(message_error)
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
         let msg = to_tungstenite(item)?;
-        Pin::new(&mut self.inner).start_send(msg).map_err(message_error)
+        Pin::new(&mut self.inner)
+            .start_send(msg)
+            .map_err(message_error)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.inner).poll_flush(cx).map_err(message_error)
+        Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(message_error)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match Pin::new(&mut self.inner).poll_close(cx) {
-            Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                Poll::Ready(Ok(()))
+            }
             other => other.map_err(message_error),
         }
     }
@@ -294,15 +316,21 @@ mod tests {
 
     #[test]
     fn utf8_errors_never_show_their_text() {
-        let e = message_error(WsError::Utf8("header 'authorization' value: Basic c2VjcmV0".into()));
+        let e = message_error(WsError::Utf8(
+            "header 'authorization' value: Basic c2VjcmV0".into(),
+        ));
         assert_eq!(e.kind, TransportErrorKind::Protocol);
         assert!(!e.to_string().contains("c2VjcmV0"));
     }
 
     #[test]
     fn pongs_are_never_sent_unsolicited() {
-        let e = to_tungstenite(WsMessage::Pong(bytes::Bytes::from_static(b"x"))).expect_err("refused");
+        let e =
+            to_tungstenite(WsMessage::Pong(bytes::Bytes::from_static(b"x"))).expect_err("refused");
         assert_eq!(e.kind, TransportErrorKind::Protocol);
-        assert!(matches!(to_tungstenite(WsMessage::Ping(bytes::Bytes::new())), Ok(Message::Ping(_))));
+        assert!(matches!(
+            to_tungstenite(WsMessage::Ping(bytes::Bytes::new())),
+            Ok(Message::Ping(_))
+        ));
     }
 }

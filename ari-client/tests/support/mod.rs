@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use ari_client::{Executor, Transport, TransportError, TransportErrorKind, TransportOptions, WsMessage};
+use ari_client::{
+    Executor, Transport, TransportError, TransportErrorKind, TransportOptions, WsMessage,
+};
 use bytes::Bytes;
 use futures_util::task::{waker, ArcWake};
 
@@ -266,7 +268,9 @@ impl Executor for FakeRt {
     }
 
     fn wall_clock(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + *self.inner.offset.lock().unwrap()
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(1_700_000_000)
+            + *self.inner.offset.lock().unwrap()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ari_client::events::{ChannelDtmfReceived, ChannelUserevent, StasisStart};
-use ari_client::{Error, Runtime};
+use ari_client::{Error, Executor, Runtime};
 use ari_testkit::{CloseReason as ServerCloseReason, ClosedConnection, MockServer};
 use futures::StreamExt;
 
