@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the examples of ari-tokio and ari-smol once, runs each of the six against the
+# Builds the examples of ari-tokio, ari-smol and ari-cluster once, runs each against the
 # simulated Asterisk they embed (ARI_URL unset), and checks that each exits 0, prints the
 # lines of its conversation, and that the smol version says the same as the tokio one.
 #
@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --examples -p ari-tokio -p ari-smol
+cargo build --quiet --examples -p ari-tokio -p ari-smol -p ari-cluster
 bin="${CARGO_TARGET_DIR:-target}/debug/examples"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -25,7 +25,7 @@ run() {
     local name="$1"
     shift
     local start=$SECONDS rc=0
-    env -u ARI_URL -u ARI_APP timeout 60 "$bin/$name" >"$out/$name.out" 2>&1 || rc=$?
+    env -u ARI_URL -u ARI_APP -u NATS_URL -u ARI_CALLS timeout 60 "$bin/$name" >"$out/$name.out" 2>&1 || rc=$?
     if [ "$rc" -ne 0 ]; then
         fail "$name" "exit status $rc"
         return
@@ -117,6 +117,13 @@ run bridge "bridge on tokio" "${bridge[@]}"
 run bridge_smol "bridge on smol" "${bridge[@]}"
 run originate "originate on tokio" "${originate[@]}"
 run originate_smol "originate on smol" "${originate[@]}"
+# ari-cluster: nats-server, two simulated nodes with a proxy each, two instances, four calls.
+run cluster_hello \
+    "call node-a-call-1 node node-a handled by instance " \
+    "call node-a-call-2 node node-a handled by instance " \
+    "call node-b-call-1 node node-b handled by instance " \
+    "call node-b-call-2 node node-b handled by instance " \
+    "4 calls done"
 same hello hello_smol
 same bridge bridge_smol
 same originate originate_smol

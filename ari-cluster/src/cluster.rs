@@ -477,6 +477,15 @@ impl Cluster {
         }
     }
 
+    /// Stops this instance's share of the cluster: unsubscribes everything (new calls go to
+    /// the other instances at once) and closes the NATS connection after what is in flight.
+    /// Clients made from this cluster fail their requests afterwards.
+    pub async fn close(&self) {
+        if let Err(e) = self.runtime.shared.nats.drain().await {
+            tracing::debug!(error = %e, "NATS drain");
+        }
+    }
+
     /// This instance's counters.
     pub fn stats(&self) -> ClusterStats {
         let s = &self.runtime.shared;

@@ -56,9 +56,14 @@ pub struct ProxyConfig {
     pub prefix: String,
     /// How often the proxy announces itself (default 1 s).
     pub announce_interval: Duration,
-    /// How long a new call waits for an instance to take it (default 2 s); then it is
-    /// published unowned and counted in [`ProxyStats::calls_unclaimed`].
+    /// How long one offer of a new call waits for an instance to take it (default 500 ms).
+    /// An offer is made up to [`ProxyConfig::claim_attempts`] times (the queue group may pick
+    /// another instance); then the call is published on `{p}.unclaimed.{app}.{node}` and
+    /// counted in [`ProxyStats::calls_unclaimed`]. The node's events wait meanwhile, so that
+    /// they stay in order.
     pub claim_timeout: Duration,
+    /// Offers of a new call at most (default 3).
+    pub claim_attempts: u32,
     /// Deadline of one REST request to Asterisk (default 10 s).
     pub request_timeout: Duration,
     /// REST requests in flight at most (default 512); more are answered 503 at once.
@@ -100,7 +105,8 @@ impl ProxyConfig {
             apps: apps.into_iter().map(|a| a.as_ref().to_string()).collect(),
             prefix: "ari".to_string(),
             announce_interval: Duration::from_secs(1),
-            claim_timeout: Duration::from_secs(2),
+            claim_timeout: Duration::from_millis(500),
+            claim_attempts: 3,
             request_timeout: Duration::from_secs(10),
             max_in_flight: 512,
             queue_capacity: 65_536,
@@ -356,15 +362,19 @@ impl Proxy {
         self.state.stats()
     }
 
-    /// Announces the node down, unregisters the applications and stops.
+    /// Announces the node down, unregisters the applications and stops (each step bounded to
+    /// a second: NATS or Asterisk may be gone).
     pub async fn stop(mut self) {
         let s = &self.state;
-        let _ = s
-            .nats
-            .publish(s.subjects.announce(), s.announcement(false))
-            .await;
-        let _ = s.nats.flush().await;
-        self.client.stop().await;
+        let bye = async {
+            let _ = s
+                .nats
+                .publish(s.subjects.announce(), s.announcement(false))
+                .await;
+            let _ = s.nats.flush().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.stop()).await;
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -537,7 +547,11 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     }
 
     if owners.is_empty() {
-        let subject = state.subjects.event(&app, &state.node);
+        let subject = if matches!(event, Event::StasisStart(_)) {
+            state.subjects.unclaimed(&app, &state.node)
+        } else {
+            state.subjects.event(&app, &state.node)
+        };
         state.publish(subject, headers, frame).await;
     } else {
         for owner in &owners {
@@ -563,23 +577,24 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
     let subject = state.subjects.claim(app);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
-    let request = async_nats::Request::new()
-        .payload(frame.clone())
-        .headers(headers)
-        .timeout(Some(state.config.claim_timeout));
-    match state.nats.send_request(subject, request).await {
-        Ok(reply) => match std::str::from_utf8(&reply.payload) {
-            Ok(id) if !id.is_empty() => Some(Arc::from(id)),
-            _ => {
-                tracing::warn!("an instance answered a claim without its id");
-                None
+    for attempt in 1..=state.config.claim_attempts.max(1) {
+        let request = async_nats::Request::new()
+            .payload(frame.clone())
+            .headers(headers.clone())
+            .timeout(Some(state.config.claim_timeout));
+        match state.nats.send_request(subject.clone(), request).await {
+            Ok(reply) => match std::str::from_utf8(&reply.payload) {
+                Ok(id) if !id.is_empty() => return Some(Arc::from(id)),
+                _ => tracing::warn!("an instance answered a claim without its id"),
+            },
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tracing::warn!(app, "no instance of the application is running");
+                return None;
             }
-        },
-        Err(e) => {
-            tracing::warn!(app, error = %e, "no instance took a new call; published unowned");
-            None
+            Err(e) => tracing::warn!(app, attempt, error = %e, "a new call was not taken"),
         }
     }
+    None
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 //! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | the event frame as Asterisk sent it |
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | the event frame as Asterisk sent it |
+//! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | the `StasisStart` frame |
 //! | `{p}.health.{node}` | request/reply to one proxy | [`ProxyStats`] JSON |
 //!
 //! Node ids (Asterisk's entity id, `02:fc:00:00:00:01`) and instance ids are made subject-safe
@@ -102,6 +103,12 @@ impl Subjects {
     /// `{p}.event.{app}.*`: the unowned events of every node.
     pub fn event_any_node(&self, app: &str) -> String {
         format!("{}.event.{}.*", self.prefix, token(app))
+    }
+
+    /// `{p}.unclaimed.{app}.{node}`: new calls no instance took (instances do not subscribe:
+    /// a call must not be handled twice).
+    pub fn unclaimed(&self, app: &str, node: &str) -> String {
+        format!("{}.unclaimed.{}.{}", self.prefix, token(app), token(node))
     }
 
     /// `{p}.health.{node}`.
@@ -241,7 +248,7 @@ pub struct ProxyStats {
     /// New calls taken by an instance.
     pub calls_claimed: u64,
     /// New calls no instance took (no instance running, or none answered in time): published
-    /// unowned.
+    /// on `{p}.unclaimed.{app}.{node}`, which instances do not read.
     pub calls_unclaimed: u64,
     /// REST requests served.
     pub rest_requests: u64,

@@ -7,7 +7,8 @@
 //!
 //! Every flag can be given as an environment variable instead (`ARI_URL`, `ARI_USER`,
 //! `ARI_PASSWORD`, `NATS_URL`, `ARI_APP` (comma-separated), `ARI_PREFIX`). Counters are
-//! answered on `{prefix}.health.{node}`; SIGINT/ctrl-c announces the node down and stops.
+//! answered on `{prefix}.health.{node}`; SIGINT (ctrl-c) or SIGTERM announces the node down and
+//! stops.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -45,6 +46,29 @@ struct Args {
     announce_secs: f64,
 }
 
+/// SIGINT (ctrl-c) or SIGTERM (service managers, containers).
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -69,7 +93,7 @@ async fn main() -> ExitCode {
         proxy.node(),
         args.apps
     );
-    let _ = tokio::signal::ctrl_c().await;
+    wait_for_stop_signal().await;
     let stats = proxy.stats();
     proxy.stop().await;
     eprintln!(
