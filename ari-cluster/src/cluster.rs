@@ -61,7 +61,8 @@ pub struct NodeInfo {
 pub enum NodeEvent {
     /// A node announced itself for the first time, or again after being down.
     Up(NodeInfo),
-    /// A node stopped (its proxy said so) or stopped announcing (three intervals).
+    /// A node stopped (its proxy said so) or stopped announcing (three intervals, at least
+    /// [`ClusterBuilder::node_silence`]).
     Down {
         /// The node id.
         id: String,
@@ -149,6 +150,8 @@ struct Shared {
     /// Resource id (`c:ID`) → node.
     resources: Mutex<HashMap<String, Arc<str>>>,
     node_tx: broadcast::Sender<NodeEvent>,
+    /// A node is down when silent for three intervals and at least this long.
+    min_silence: Duration,
     nats_up: watch::Receiver<bool>,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -256,7 +259,8 @@ impl Shared {
     fn expire_nodes(&self, now: Instant) {
         let mut nodes = lock(&self.nodes);
         for (id, n) in nodes.iter_mut() {
-            if n.up && now.saturating_duration_since(n.last_seen) > n.interval * 3 {
+            let limit = (n.interval * 3).max(self.min_silence);
+            if n.up && now.saturating_duration_since(n.last_seen) > limit {
                 n.up = false;
                 let _ = self.node_tx.send(NodeEvent::Down {
                     id: id.clone(),
@@ -309,12 +313,21 @@ pub struct ClusterBuilder {
     nats_url: String,
     prefix: String,
     instance: Option<String>,
+    min_silence: Duration,
 }
 
 impl ClusterBuilder {
     /// Subject prefix (default `ari`; the proxies' `--prefix`).
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_string();
+        self
+    }
+
+    /// A node is down when it has not announced itself for three of its intervals, and at
+    /// least this long (default 2 s, so that a loaded machine delaying one announcement does
+    /// not take a node down).
+    pub fn node_silence(mut self, min: Duration) -> Self {
+        self.min_silence = min;
         self
     }
 
@@ -349,6 +362,7 @@ impl ClusterBuilder {
             nodes: Mutex::new(HashMap::new()),
             resources: Mutex::new(HashMap::new()),
             node_tx,
+            min_silence: self.min_silence,
             nats_up: up_rx,
             counters: Counters::default(),
             tasks: Mutex::new(Vec::new()),
@@ -399,6 +413,7 @@ impl Cluster {
             nats_url: nats_url.to_string(),
             prefix: "ari".to_string(),
             instance: None,
+            min_silence: Duration::from_secs(2),
         }
     }
 

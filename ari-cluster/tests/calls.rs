@@ -102,15 +102,28 @@ async fn three_instances_share_300_calls_of_two_nodes() {
     }
 
     // Nothing lost, nothing duplicated: what the proxies read is what the instances got
-    // (waited for: the last StasisEnd may still be on its way).
+    // (waited for: the StasisEnds follow the hangups that ended the handlers).
     let read = || -> u64 { [&pa, &pb].iter().map(|p| p.stats().events_in).sum() };
     let got = || -> u64 {
         all.iter()
             .map(|i| i.seen.lock().unwrap().events.len() as u64)
             .sum()
     };
+    let ended = || -> usize {
+        all.iter()
+            .map(|i| {
+                i.seen
+                    .lock()
+                    .unwrap()
+                    .events
+                    .iter()
+                    .filter(|(kind, _)| kind == "StasisEnd")
+                    .count()
+            })
+            .sum()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while got() < read() && tokio::time::Instant::now() < deadline {
+    while (ended() < calls.len() || got() < read()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(got(), read());

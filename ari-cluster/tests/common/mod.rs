@@ -51,6 +51,8 @@ pub struct Seen {
     pub events: Vec<(String, Vec<String>)>,
     /// Calls whose handler finished (played, hung up).
     pub done: BTreeSet<String>,
+    /// Handler errors, for the failure message.
+    pub errors: Vec<String>,
 }
 
 /// One application instance: answers, plays a beep to its end, hangs up.
@@ -86,13 +88,22 @@ pub async fn instance(n: usize, nats: &str) -> Instance {
     client.on(move |_start: StasisStart, channel| {
         let s = s.clone();
         async move {
-            s.lock().unwrap().handled.insert(channel.id().to_string());
-            channel.answer().await?;
-            let playback = channel.play("sound:beep").await?;
-            playback.finished().await?;
-            channel.hangup().await?;
-            s.lock().unwrap().done.insert(channel.id().to_string());
-            Ok::<(), ari_client::Error>(())
+            let id = channel.id().to_string();
+            s.lock().unwrap().handled.insert(id.clone());
+            let run = async {
+                channel.answer().await?;
+                let playback = channel.play("sound:beep").await?;
+                playback.finished().await?;
+                channel.hangup().await?;
+                Ok::<(), ari_client::Error>(())
+            };
+            match run.await {
+                Ok(()) => s.lock().unwrap().done.insert(id),
+                Err(e) => {
+                    s.lock().unwrap().errors.push(format!("{id}: {e}"));
+                    false
+                }
+            };
         }
     });
     client.start(&[APP]).await.expect("instance starts");
@@ -128,6 +139,28 @@ pub async fn wait_done(instances: &[&Instance], calls: &[String], within: Durati
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
+            let missing: Vec<&String> = calls.iter().filter(|c| !done.contains(*c)).collect();
+            eprintln!("calls not done: {missing:?}");
+            for i in instances {
+                let seen = i.seen.lock().unwrap();
+                eprintln!(
+                    "instance {}: {:?}; errors {:?}",
+                    i.n,
+                    i.cluster.stats(),
+                    seen.errors
+                );
+                for m in &missing {
+                    let evs: Vec<&String> = seen
+                        .events
+                        .iter()
+                        .filter(|(_, ch)| ch.contains(m))
+                        .map(|(k, _)| k)
+                        .collect();
+                    if !evs.is_empty() {
+                        eprintln!("  {m}: {evs:?}");
+                    }
+                }
+            }
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
