@@ -111,6 +111,13 @@ originate=(
     "live subscriptions after: 0"
 )
 
+media=(
+    "← StasisStart channel="
+    "→ answer"
+    "→ media session format=slin16"
+    "media format=slin16 frames_in="
+)
+
 run hello "hello on tokio" "${hello[@]}"
 run hello_smol "hello on smol" "${hello[@]}"
 run bridge "bridge on tokio" "${bridge[@]}"
@@ -124,6 +131,8 @@ run cluster_hello \
     "call node-b-call-1 node node-b handled by instance " \
     "call node-b-call-2 node node-b handled by instance " \
     "4 calls done"
+run media_echo "media_echo on tokio" "${media[@]}"
+run media_echo_smol "media_echo on smol" "${media[@]}"
 same hello hello_smol
 same bridge bridge_smol
 same originate originate_smol

@@ -102,6 +102,7 @@ mod error;
 mod generated;
 mod instances;
 mod listen;
+pub mod media;
 pub mod runtime;
 mod shared;
 pub mod stack;

@@ -522,7 +522,13 @@ async fn run<S>(
                 Some(Ok(Message::Text(t))) => model.handle_text(t.as_str()),
                 Some(Ok(Message::Binary(b))) => model.handle_binary(&b),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued the CLOSE answer: send it, as Asterisk does.
+                    let _ = ws.flush().await;
+                    app_closed = true;
+                    break 'run;
+                }
+                Some(Err(_)) | None => {
                     app_closed = true;
                     break 'run;
                 }

@@ -24,6 +24,7 @@ pub(crate) struct Ari {
 /// process with status 1 if the example has not finished within [`DEADLINE`]. With `dtmf`,
 /// once the app is registered a caller (`PJSIP/alice`) calls it and, after the greeting,
 /// presses those keys.
+#[allow(dead_code)] // not every example uses it
 pub(crate) fn ari(example: &str, runtime: &str, default_app: &str, dtmf: Option<&str>) -> Ari {
     let app = env::var("ARI_APP").unwrap_or_else(|_| default_app.to_string());
     if let Ok(url) = env::var("ARI_URL") {
@@ -83,6 +84,55 @@ pub(crate) fn ari(example: &str, runtime: &str, default_app: &str, dtmf: Option<
             if let Err(e) = server.place_call(call) {
                 fail(&example, &format!("could not place the call: {e}"));
             }
+        }
+        thread::sleep(DEADLINE);
+        fail(&example, &format!("did not finish within {DEADLINE:?}"));
+    });
+    ari
+}
+
+/// Like [`ari`], for the media examples: without `ARI_URL`, once the app is registered a
+/// caller (`PJSIP/alice`) calls it and hangs up `hangup_after` after the answer.
+#[allow(dead_code)] // not every example uses it
+pub(crate) fn media_call(
+    example: &str,
+    runtime: &str,
+    default_app: &str,
+    hangup_after: Duration,
+) -> Ari {
+    let app = env::var("ARI_APP").unwrap_or_else(|_| default_app.to_string());
+    if let Ok(url) = env::var("ARI_URL") {
+        println!("{example} on {runtime} · {url} · app {app}");
+        let var = |name, default: &str| env::var(name).unwrap_or_else(|_| default.to_string());
+        return Ari {
+            url,
+            user: var("ARI_USER", "asterisk"),
+            password: var("ARI_PASSWORD", "asterisk"),
+            app,
+        };
+    }
+    let server = MockServer::builder().start();
+    let ari = Ari {
+        url: server.base_url(),
+        user: server.username().to_string(),
+        password: server.password().to_string(),
+        app: app.clone(),
+    };
+    println!(
+        "{example} on {runtime} · simulated Asterisk at {} · app {app} · PJSIP/alice will call and hang up after {hangup_after:?}",
+        ari.url
+    );
+    let example = example.to_string();
+    thread::spawn(move || {
+        while server.with_sim(|sim, _| sim.app_is_connected(&app)) != Some(true) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let call = PlaceCall {
+            hangup_after_answer: Some(hangup_after),
+            ..PlaceCall::new("PJSIP/alice", &app)
+        };
+        if let Err(e) = server.place_call(call) {
+            fail(&example, &format!("could not place the call: {e}"));
         }
         thread::sleep(DEADLINE);
         fail(&example, &format!("did not finish within {DEADLINE:?}"));

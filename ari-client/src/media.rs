@@ -1,0 +1,795 @@
+//! Audio in and out of a call over chan_websocket: [`Channel::media`](crate::Channel::media)
+//! gives a [`MediaSession`].
+//!
+//! One call creates the external-media channel (`POST channels/externalMedia`,
+//! `transport=websocket`, `encapsulation=none`, `connection_type=server`), connects to
+//! Asterisk's `/media/<MEDIA_WEBSOCKET_CONNECTION_ID>` with the runtime's WebSocket, waits for
+//! `MEDIA_START`, and bridges the media channel with the call. The session is a `Stream` of
+//! [`MediaItem`]s (audio frames and typed control events) plus a [`MediaSender`] for audio
+//! ([`Bytes`], any chunk size: it goes out as whole frames at real-time pace) and commands. It
+//! ends when the call leaves the application or the socket closes; [`MediaSession::close`]
+//! (or dropping every handle) tears the media channel and the bridge down.
+//!
+//! The protocol work is [`ari_proto::media::websocket::MediaSession`]'s: flow control
+//! (XOFF/XON), a bounded local queue whose overflow is reported ([`MediaItem::Overflow`]),
+//! marks, buffering. Audio from Asterisk waits in a bounded queue too: a consumer that falls
+//! behind loses the oldest frames, counted and announced with [`MediaItem::Lagged`].
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ari_proto::media::websocket::{
+    Command, ControlFormat, MediaConfig, MediaEvent, MediaOutput, MediaSession as Core, MediaStart,
+    MediaStats, SendError, Transmit,
+};
+use ari_proto::models::{
+    ExternalMediaConnectionType, ExternalMediaEncapsulation, ExternalMediaTransport,
+};
+use ari_proto::ops;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::task::AtomicWaker;
+
+use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsMessage};
+use crate::{Channel, Client, Error};
+
+/// How to open a media session.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MediaOptions {
+    /// The Stasis application the media channel enters (it must be one this client
+    /// started).
+    pub app: String,
+    /// The media format (`ulaw`, `slin16`, …): the audio Asterisk sends and expects.
+    pub format: String,
+    /// Control messages in JSON (`transport_data=f(json)`, Asterisk 20.18+); plain text
+    /// otherwise (works on every chan_websocket release).
+    pub json: bool,
+    /// The sans-IO session's settings (re-framing, send-ahead, local queue).
+    pub config: MediaConfig,
+    /// Audio frames and events waiting for the consumer before the oldest frames are dropped.
+    pub inbox_frames: usize,
+    /// Bridge the media channel with the call (default true). When false, the application
+    /// does it itself ([`MediaSession::media_channel_id`]).
+    pub bridge: bool,
+    /// Time allowed for `MEDIA_START` after connecting.
+    pub start_timeout: Duration,
+}
+
+impl MediaOptions {
+    /// Options for `app` and `format`, with the defaults: plain-text control, re-framing on,
+    /// 200 ms send-ahead, 500-frame queues, bridged.
+    pub fn new(app: impl Into<String>, format: impl Into<String>) -> MediaOptions {
+        MediaOptions {
+            app: app.into(),
+            format: format.into(),
+            json: false,
+            config: MediaConfig::new(),
+            inbox_frames: 500,
+            bridge: true,
+            start_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets [`json`](Self::json).
+    pub fn json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
+    }
+
+    /// Sets [`config`](Self::config).
+    pub fn config(mut self, config: MediaConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets [`bridge`](Self::bridge).
+    pub fn bridge(mut self, bridge: bool) -> Self {
+        self.bridge = bridge;
+        self
+    }
+}
+
+/// What a [`MediaSession`] yields, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaItem {
+    /// One audio frame from Asterisk (raw media in the session's format).
+    Audio(Bytes),
+    /// A control event (DTMF, status, XOFF/XON, marks, errors, unknown ones).
+    Event(MediaEvent),
+    /// Audio handed to [`MediaSender::send_audio`] did not fit in the local queue.
+    Overflow {
+        /// Frames dropped.
+        dropped_frames: u64,
+    },
+    /// The consumer fell behind: this many audio frames from Asterisk were dropped.
+    Lagged {
+        /// Frames dropped.
+        dropped_frames: u64,
+    },
+    /// `FLUSH_MEDIA` discarded markers whose events will never come.
+    MarkersDiscarded {
+        /// `MARK_MEDIA` correlation ids.
+        marks: Vec<Option<String>>,
+        /// `STOP_MEDIA_BUFFERING` correlation ids.
+        buffering: Vec<Option<String>>,
+    },
+    /// A control message from Asterisk that could not be parsed.
+    Malformed(String),
+    /// The session ended (the last item).
+    Closed {
+        /// The close code Asterisk sent, if any.
+        code: Option<u16>,
+        /// Frames the application handed over that were never sent.
+        unsent_frames: usize,
+    },
+}
+
+/// Counters of a media session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MediaSessionStats {
+    /// The sans-IO session's counters (frames in/out, XOFF, overflow, …).
+    pub protocol: MediaStats,
+    /// Audio frames dropped because the consumer fell behind.
+    pub lagged_frames: u64,
+}
+
+enum Cmd {
+    Audio(Bytes),
+    Command(Command),
+    Close,
+}
+
+/// State shared by the driver task and the handles.
+struct Shared {
+    state: Mutex<SharedState>,
+    /// Wakes the consumer of the inbox.
+    consumer: AtomicWaker,
+    /// Wakes the driver.
+    driver: AtomicWaker,
+    /// Set once the media channel and the bridge have been torn down.
+    torn_down: std::sync::atomic::AtomicBool,
+    /// Wakes [`MediaSession::shutdown`].
+    teardown: AtomicWaker,
+}
+
+#[derive(Default)]
+struct SharedState {
+    inbox: VecDeque<MediaItem>,
+    inbox_audio: usize,
+    lagged: u64,
+    pending_lagged: u64,
+    commands: VecDeque<Cmd>,
+    closed: bool,
+    stats: MediaSessionStats,
+    handles: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn command(&self, cmd: Cmd) -> Result<(), SendError> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(SendError::Closed);
+            }
+            st.commands.push_back(cmd);
+        }
+        self.driver.wake();
+        Ok(())
+    }
+}
+
+/// Sends audio and commands to a media session; cheap to clone.
+pub struct MediaSender {
+    shared: Arc<Shared>,
+    format: ControlFormat,
+}
+
+impl Clone for MediaSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().handles += 1;
+        MediaSender {
+            shared: self.shared.clone(),
+            format: self.format,
+        }
+    }
+}
+
+impl Drop for MediaSender {
+    fn drop(&mut self) {
+        release(&self.shared);
+    }
+}
+
+fn release(shared: &Shared) {
+    let last = {
+        let mut st = shared.lock();
+        st.handles = st.handles.saturating_sub(1);
+        st.handles == 0 && !st.closed
+    };
+    if last {
+        let _ = shared.command(Cmd::Close);
+    }
+}
+
+impl std::fmt::Debug for MediaSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSender").finish_non_exhaustive()
+    }
+}
+
+impl MediaSender {
+    /// Hands audio over, in any chunk size: it leaves as whole frames at real-time pace.
+    /// Frames that do not fit in the local queue are dropped and reported
+    /// ([`MediaItem::Overflow`]).
+    pub fn send_audio(&self, audio: Bytes) -> Result<(), SendError> {
+        self.shared.command(Cmd::Audio(audio))
+    }
+
+    /// Sends a command. Errors Asterisk would answer with silence (over 128 bytes, JSON-only
+    /// commands in plain text) are refused here.
+    pub fn command(&self, command: Command) -> Result<(), SendError> {
+        command.encode(self.format)?;
+        self.shared.command(Cmd::Command(command))
+    }
+
+    /// `MARK_MEDIA`: [`MediaEvent::MediaMarkProcessed`] comes when everything sent before it
+    /// has been played.
+    pub fn mark(&self, correlation_id: impl Into<String>) -> Result<(), SendError> {
+        self.command(Command::MarkMedia {
+            correlation_id: Some(correlation_id.into()),
+        })
+    }
+
+    /// `FLUSH_MEDIA`: drops the audio queued here and at Asterisk (barge-in).
+    pub fn flush(&self) -> Result<(), SendError> {
+        self.command(Command::FlushMedia)
+    }
+
+    /// Ends the session: closes the socket (Asterisk hangs the media channel up) and
+    /// destroys the bridge.
+    pub fn close(&self) {
+        let _ = self.shared.command(Cmd::Close);
+    }
+}
+
+/// An open media session: a `Stream` of [`MediaItem`]s; see the [module docs](self).
+pub struct MediaSession {
+    shared: Arc<Shared>,
+    sender: MediaSender,
+    start: MediaStart,
+    media_channel_id: String,
+    bridge_id: Option<String>,
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession")
+            .field("format", &self.start.format)
+            .field("media_channel_id", &self.media_channel_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaSession {
+    /// A sender for audio and commands (clone it freely).
+    pub fn sender(&self) -> MediaSender {
+        self.sender.clone()
+    }
+
+    /// The `MEDIA_START` parameters: format, frame size, ptime, ids.
+    pub fn media_start(&self) -> &MediaStart {
+        &self.start
+    }
+
+    /// The negotiated format (`ulaw`, `slin16`, …).
+    pub fn format(&self) -> &str {
+        &self.start.format
+    }
+
+    /// The media channel's id.
+    pub fn media_channel_id(&self) -> &str {
+        &self.media_channel_id
+    }
+
+    /// The bridge joining the media channel and the call, if the session made one.
+    pub fn bridge_id(&self) -> Option<&str> {
+        self.bridge_id.as_deref()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> MediaSessionStats {
+        self.shared.lock().stats
+    }
+
+    /// Hands audio over (see [`MediaSender::send_audio`]).
+    pub fn send_audio(&self, audio: Bytes) -> Result<(), SendError> {
+        self.sender.send_audio(audio)
+    }
+
+    /// Ends the session (see [`MediaSender::close`]); the stream then yields what is left and
+    /// [`MediaItem::Closed`].
+    pub fn close(&self) {
+        self.sender.close();
+    }
+
+    /// Ends the session and waits until the media channel is hung up and the bridge
+    /// destroyed (each request bounded by the client's request timeout).
+    pub async fn shutdown(self) {
+        self.sender.close();
+        let shared = self.shared.clone();
+        drop(self);
+        std::future::poll_fn(|cx| {
+            shared.teardown.register(cx.waker());
+            if shared.torn_down.load(std::sync::atomic::Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        release(&self.shared);
+    }
+}
+
+impl Stream for MediaSession {
+    type Item = MediaItem;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MediaItem>> {
+        self.shared.consumer.register(cx.waker());
+        let mut st = self.shared.lock();
+        if st.pending_lagged > 0 {
+            let dropped_frames = std::mem::take(&mut st.pending_lagged);
+            return Poll::Ready(Some(MediaItem::Lagged { dropped_frames }));
+        }
+        match st.inbox.pop_front() {
+            Some(item) => {
+                if matches!(item, MediaItem::Audio(_)) {
+                    st.inbox_audio -= 1;
+                }
+                drop(st);
+                self.shared.driver.wake();
+                Poll::Ready(Some(item))
+            }
+            None if st.closed => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+fn media_error(message: String) -> Error {
+    Error::Transport(TransportError::new(TransportErrorKind::Protocol, message))
+}
+
+impl<R: Runtime> Channel<R> {
+    /// Opens a media session on this call (chan_websocket, server connection type): see
+    /// [`crate::media`].
+    ///
+    /// ```no_run
+    /// # async fn echo<R: ari_client::Runtime>(channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
+    /// use ari_client::media::{MediaItem, MediaOptions};
+    /// use futures_util::StreamExt;
+    /// let mut media = channel.media(MediaOptions::new("media", "slin16")).await?;
+    /// let tx = media.sender();
+    /// while let Some(item) = media.next().await {
+    ///     if let MediaItem::Audio(frame) = item {
+    ///         let _ = tx.send_audio(frame); // an echo
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn media(&self, options: MediaOptions) -> Result<MediaSession, Error> {
+        open(self.client().clone(), self.clone(), options).await
+    }
+}
+
+async fn open<R: Runtime>(
+    client: Client<R>,
+    call: Channel<R>,
+    options: MediaOptions,
+) -> Result<MediaSession, Error> {
+    let media_id = client.new_resource_id();
+    // Follow the call before anything can end it.
+    let call_ended = call.once::<ari_proto::events::StasisEnd>();
+    let media_channel = client.channel_with_id(media_id.clone());
+    let media_destroyed = media_channel.once::<ari_proto::events::ChannelDestroyed>();
+    let mut op = ops::channels::ExternalMedia::new(options.app.clone(), options.format.clone())
+        .channel_id(media_id.clone())
+        .transport(ExternalMediaTransport::Websocket)
+        .encapsulation(ExternalMediaEncapsulation::None)
+        .connection_type(ExternalMediaConnectionType::Server);
+    if options.json {
+        op = op.transport_data("f(json)");
+    }
+    let created = client.send(&op).await?;
+    let connection_id = created
+        .channelvars
+        .as_ref()
+        .and_then(|v| v.get("MEDIA_WEBSOCKET_CONNECTION_ID"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            media_error(
+                "the externalMedia answer has no MEDIA_WEBSOCKET_CONNECTION_ID (is chan_websocket \
+                 loaded? Asterisk 20.16+, 22.6+, 23.0+)"
+                    .to_owned(),
+            )
+        })?;
+    let result = connect_and_start(&client, &call, &options, &connection_id, &media_id).await;
+    let (ws, core, bridge_id) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = media_channel.hangup().await;
+            return Err(e);
+        }
+    };
+    let start = core
+        .media_start()
+        .cloned()
+        .ok_or_else(|| media_error("no MEDIA_START".to_owned()))?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(SharedState {
+            handles: 2, // the session and its sender
+            ..SharedState::default()
+        }),
+        consumer: AtomicWaker::new(),
+        driver: AtomicWaker::new(),
+        torn_down: std::sync::atomic::AtomicBool::new(false),
+        teardown: AtomicWaker::new(),
+    });
+    let format = core.control_format();
+    let ended = Box::pin(async move {
+        let a = std::pin::pin!(call_ended);
+        let b = std::pin::pin!(media_destroyed);
+        let _ = futures_util::future::select(a, b).await;
+    });
+    let driver = Driver {
+        runtime: client.runtime().clone(),
+        ws,
+        core,
+        shared: shared.clone(),
+        inbox_frames: options.inbox_frames.max(1),
+        ended: Some(ended),
+        sleep: None,
+        sleep_at: None,
+        outbox: VecDeque::new(),
+        ws_open: true,
+    };
+    let teardown_shared = shared.clone();
+    let teardown_client = client.clone();
+    let teardown_bridge = bridge_id.clone();
+    let teardown_media = media_id.clone();
+    client.runtime().spawn(async move {
+        driver.await;
+        // The socket is closed: Asterisk hangs the media channel up; make sure of it, and
+        // remove the bridge.
+        let _ = teardown_client
+            .channel_with_id(teardown_media)
+            .hangup()
+            .await;
+        if let Some(b) = teardown_bridge {
+            let _ = teardown_client.bridge_with_id(b).destroy().await;
+        }
+        teardown_shared
+            .torn_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        teardown_shared.teardown.wake();
+    });
+    Ok(MediaSession {
+        sender: MediaSender {
+            shared: shared.clone(),
+            format,
+        },
+        shared,
+        start,
+        media_channel_id: media_id,
+        bridge_id,
+    })
+}
+
+type Started<R> = (<R as Runtime>::Ws, Core, Option<String>);
+
+async fn connect_and_start<R: Runtime>(
+    client: &Client<R>,
+    call: &Channel<R>,
+    options: &MediaOptions,
+    connection_id: &str,
+    media_id: &str,
+) -> Result<Started<R>, Error> {
+    let base = client.base_url();
+    let ws_base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base
+    };
+    // `/media/` hangs off the HTTP server's prefix (http.conf), not off `/ari`.
+    let http_prefix = ws_base.strip_suffix("/ari").unwrap_or(&ws_base);
+    let uri = format!(
+        "{}/media/{connection_id}",
+        http_prefix.trim_end_matches('/')
+    );
+    let req = http::Request::get(uri)
+        .header(http::header::SEC_WEBSOCKET_PROTOCOL, "media")
+        .body(())
+        .map_err(|e| media_error(format!("media socket request: {e}")))?;
+    let opts = crate::runtime::TransportOptions::default();
+    let runtime = client.runtime().clone();
+    let mut ws = runtime
+        .ws_connect(req, &opts)
+        .await
+        .map_err(Error::Transport)?;
+    let mut core = Core::new(options.config.clone().control_format(if options.json {
+        ControlFormat::Json
+    } else {
+        ControlFormat::PlainText
+    }));
+    // MEDIA_START is the first message.
+    let deadline = runtime.now() + options.start_timeout;
+    let first = {
+        let next = futures_util::StreamExt::next(&mut ws);
+        let sleep = runtime.sleep_until(deadline);
+        let next = std::pin::pin!(next);
+        let sleep = std::pin::pin!(sleep);
+        match futures_util::future::select(next, sleep).await {
+            futures_util::future::Either::Left((msg, _)) => msg,
+            futures_util::future::Either::Right(_) => {
+                return Err(Error::Timeout {
+                    operation: "MEDIA_START",
+                    after: options.start_timeout,
+                })
+            }
+        }
+    };
+    match first {
+        Some(Ok(WsMessage::Text(text))) => core.handle_text(&text),
+        Some(Err(e)) => return Err(Error::Transport(e)),
+        other => {
+            return Err(media_error(format!(
+                "expected MEDIA_START as the first media message, got {other:?}"
+            )))
+        }
+    }
+    if core.media_start().is_none() {
+        return Err(media_error(
+            "the first media message is not MEDIA_START".to_owned(),
+        ));
+    }
+    let bridge_id = if options.bridge {
+        let bridge = client.bridge();
+        bridge
+            .create()
+            .map(|op| op.bridge_type("mixing"))
+            .await
+            .map_err(|e| {
+                tracing::debug!(target: "ari_client", error = %e, "media bridge");
+                e
+            })?;
+        bridge
+            .add_channel([call.id().to_owned(), media_id.to_owned()])
+            .await?;
+        Some(bridge.id().to_owned())
+    } else {
+        None
+    };
+    Ok((ws, core, bridge_id))
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The task that owns the media socket and drives the sans-IO session.
+struct Driver<R: Runtime> {
+    runtime: R,
+    ws: R::Ws,
+    core: Core,
+    shared: Arc<Shared>,
+    inbox_frames: usize,
+    ended: Option<BoxFuture>,
+    sleep: Option<BoxFuture>,
+    sleep_at: Option<Instant>,
+    outbox: VecDeque<WsMessage>,
+    ws_open: bool,
+}
+
+impl<R: Runtime> Driver<R> {
+    fn deliver(&mut self) {
+        let mut st = self.shared.lock();
+        while let Some(out) = self.core.poll_output() {
+            let item = match out {
+                MediaOutput::Audio(a) => {
+                    if st.inbox_audio >= self.inbox_frames {
+                        // Drop the oldest frame: the consumer is behind.
+                        if let Some(i) = st
+                            .inbox
+                            .iter()
+                            .position(|x| matches!(x, MediaItem::Audio(_)))
+                        {
+                            st.inbox.remove(i);
+                            st.inbox_audio -= 1;
+                            st.lagged += 1;
+                            st.pending_lagged += 1;
+                            st.stats.lagged_frames += 1;
+                        }
+                    }
+                    st.inbox_audio += 1;
+                    MediaItem::Audio(a)
+                }
+                MediaOutput::Event(e) => MediaItem::Event(e),
+                MediaOutput::Overflow { dropped_frames } => MediaItem::Overflow { dropped_frames },
+                MediaOutput::Malformed(e) => MediaItem::Malformed(e.to_string()),
+                MediaOutput::MarkersDiscarded { marks, buffering } => {
+                    MediaItem::MarkersDiscarded { marks, buffering }
+                }
+                MediaOutput::Closed {
+                    code,
+                    unsent_frames,
+                    ..
+                } => {
+                    st.closed = true;
+                    MediaItem::Closed {
+                        code,
+                        unsent_frames,
+                    }
+                }
+                _ => continue,
+            };
+            st.inbox.push_back(item);
+        }
+        st.stats.protocol = self.core.stats();
+        drop(st);
+        self.shared.consumer.wake();
+    }
+}
+
+// Nothing in the driver is pinned structurally (the futures it holds are boxed).
+impl<R: Runtime> Unpin for Driver<R> {}
+
+impl<R: Runtime> Future for Driver<R> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.shared.driver.register(cx.waker());
+        for _ in 0..64 {
+            let mut progress = false;
+            let now = this.runtime.now();
+            // Commands from the handles.
+            let cmds: Vec<Cmd> = this.shared.lock().commands.drain(..).collect();
+            for cmd in cmds {
+                progress = true;
+                match cmd {
+                    Cmd::Audio(a) => {
+                        let _ = this.core.send_audio(a);
+                    }
+                    Cmd::Command(c) => {
+                        let _ = this.core.send_command(c);
+                    }
+                    Cmd::Close => this.core.close(1000, ""),
+                }
+            }
+            // The call left the application, or the media channel is gone.
+            if let Some(ended) = this.ended.as_mut() {
+                if ended.as_mut().poll(cx).is_ready() {
+                    this.ended = None;
+                    this.core.close(1000, "");
+                    progress = true;
+                }
+            }
+            // Incoming messages (bounded per wake).
+            let mut budget = 32;
+            while this.ws_open && budget > 0 {
+                budget -= 1;
+                match Pin::new(&mut this.ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(msg))) => {
+                        progress = true;
+                        match msg {
+                            WsMessage::Text(t) => this.core.handle_text(&t),
+                            WsMessage::Binary(b) => this.core.handle_binary(Bytes::from(b)),
+                            WsMessage::Close => {
+                                this.core.handle_close(Some(1000), "");
+                                this.ws_open = false;
+                            }
+                            // The WebSocket library answers pings itself; never a PONG of
+                            // our own (an unsolicited PONG crashes Asterisk 20.21/22.11/23.5).
+                            _ => {}
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                        progress = true;
+                        this.core.handle_close(None, "");
+                        this.ws_open = false;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            // Outgoing.
+            while let Some(t) = this.core.poll_transmit(now) {
+                progress = true;
+                match t {
+                    Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s)),
+                    Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b.into())),
+                    Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p.into())),
+                    Transmit::Close { .. } => this.outbox.push_back(WsMessage::Close),
+                    _ => {}
+                }
+            }
+            if this.ws_open && !this.outbox.is_empty() {
+                let mut sent = false;
+                while !this.outbox.is_empty() {
+                    match Pin::new(&mut this.ws).poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let msg = this.outbox.pop_front().expect("not empty");
+                            if Pin::new(&mut this.ws).start_send(msg).is_err() {
+                                this.core.handle_close(None, "");
+                                this.ws_open = false;
+                                break;
+                            }
+                            sent = true;
+                        }
+                        Poll::Ready(Err(_)) => {
+                            this.core.handle_close(None, "");
+                            this.ws_open = false;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if sent && this.ws_open {
+                    if let Poll::Ready(Err(_)) = Pin::new(&mut this.ws).poll_flush(cx) {
+                        this.core.handle_close(None, "");
+                        this.ws_open = false;
+                    }
+                }
+            } else if !this.ws_open {
+                this.outbox.clear();
+            }
+            this.deliver();
+            if this.shared.lock().closed {
+                return Poll::Ready(());
+            }
+            // Pacing timer.
+            match this.core.poll_timeout() {
+                Some(at) => {
+                    if this.sleep_at != Some(at) {
+                        this.sleep_at = Some(at);
+                        this.sleep = Some(Box::pin(this.runtime.sleep_until(at)));
+                    }
+                    if let Some(s) = this.sleep.as_mut() {
+                        if s.as_mut().poll(cx).is_ready() {
+                            this.sleep = None;
+                            this.sleep_at = None;
+                            progress = true;
+                        }
+                    }
+                }
+                None => {
+                    this.sleep = None;
+                    this.sleep_at = None;
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Work remains: yield and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
