@@ -503,7 +503,7 @@ async fn open<R: Runtime>(
     })
 }
 
-type Started<R> = (<R as Runtime>::Ws, Core, Option<String>);
+type Started<R> = (<R as crate::runtime::Transport>::Ws, Core, Option<String>);
 
 async fn connect_and_start<R: Runtime>(
     client: &Client<R>,
@@ -723,7 +723,7 @@ impl<R: Runtime> Future for Driver<R> {
             while let Some(t) = this.core.poll_transmit(now) {
                 progress = true;
                 match t {
-                    Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s)),
+                    Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
                     Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b.into())),
                     Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p.into())),
                     Transmit::Close { .. } => this.outbox.push_back(WsMessage::Close),
