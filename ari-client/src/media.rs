@@ -701,7 +701,7 @@ impl<R: Runtime> Future for Driver<R> {
                         progress = true;
                         match msg {
                             WsMessage::Text(t) => this.core.handle_text(&t),
-                            WsMessage::Binary(b) => this.core.handle_binary(Bytes::from(b)),
+                            WsMessage::Binary(b) => this.core.handle_binary(b),
                             WsMessage::Close => {
                                 this.core.handle_close(Some(1000), "");
                                 this.ws_open = false;
@@ -724,8 +724,8 @@ impl<R: Runtime> Future for Driver<R> {
                 progress = true;
                 match t {
                     Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
-                    Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b.into())),
-                    Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p.into())),
+                    Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b)),
+                    Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p)),
                     Transmit::Close { .. } => this.outbox.push_back(WsMessage::Close),
                     _ => {}
                 }
