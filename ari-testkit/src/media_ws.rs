@@ -536,6 +536,7 @@ async fn run<S>(
             signal = rx.recv() => match signal {
                 Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
                 Some(MediaSignal::Close { .. }) | None => break 'run,
+                Some(MediaSignal::AudioSocketConnect { .. }) => {}
             },
         }
         while let Some(action) = model.next_action() {
@@ -587,4 +588,142 @@ async fn run<S>(
 /// The reports of closed media sockets, and the variables a test may want.
 pub(crate) fn reports(shared: &Shared) -> Vec<MediaSessionReport> {
     lock(&shared.media_done).clone()
+}
+
+/// Starts the AudioSocket dialer: the simulated Asterisk connects to the application's TCP
+/// address for each AudioSocket channel.
+pub(crate) fn start(shared: &Arc<Shared>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    *lock(&shared.audiosocket_tx) = Some(tx);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        while let Some(signal) = rx.recv().await {
+            if let MediaSignal::AudioSocketConnect {
+                connection_id,
+                host,
+                channel_id,
+            } = signal
+            {
+                tokio::spawn(audiosocket_run(
+                    shared.clone(),
+                    connection_id,
+                    host,
+                    channel_id,
+                ));
+            }
+        }
+    });
+}
+
+/// Hands an AudioSocket connection to the dialer.
+pub(crate) fn audiosocket_connect(shared: &Shared, signal: MediaSignal) {
+    if let Some(tx) = lock(&shared.audiosocket_tx).as_ref() {
+        let _ = tx.send(signal);
+    }
+}
+
+fn parse_uuid(text: &str) -> [u8; 16] {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).take(16).enumerate() {
+        out[i] = std::str::from_utf8(pair)
+            .ok()
+            .and_then(|s| u8::from_str_radix(s, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+fn audiosocket_message(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(3 + payload.len());
+    m.push(kind);
+    m.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+/// One AudioSocket call: connect, UUID first, a slin frame of the test signal every 20 ms,
+/// DTMF of bridged channels as kind 0x03; the application's audio is counted, its kind 0x00
+/// (or any kind Asterisk does not accept, or EOF) hangs the channel up; the channel's end
+/// closes TCP.
+async fn audiosocket_run(shared: Arc<Shared>, uuid: String, host: String, channel_id: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    lock(&shared.media_conns).insert(uuid.clone(), tx);
+    let mut report = MediaSessionReport {
+        connection_id: uuid.clone(),
+        channel_id,
+        format: "slin".to_owned(),
+        ..MediaSessionReport::default()
+    };
+    let Ok(mut stream) = tokio::net::TcpStream::connect(&host).await else {
+        shared.log(|| format!("AudioSocket {uuid}: cannot connect to {host}"));
+        shared.with_sim(|sim, now| sim.audiosocket_hangup(now, &uuid));
+        lock(&shared.media_conns).remove(&uuid);
+        return;
+    };
+    let frame = test_frame("slin");
+    let mut hang_up = stream
+        .write_all(&audiosocket_message(0x01, &parse_uuid(&uuid)))
+        .await
+        .is_err();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.tick().await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !hang_up {
+        tokio::select! {
+            _ = ticker.tick() => {
+                report.frames_sent += 1;
+                if stream.write_all(&audiosocket_message(0x10, &frame)).await.is_err() {
+                    hang_up = true;
+                }
+            }
+            read = stream.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => hang_up = true,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while buf.len() >= 3 {
+                        let len = usize::from(u16::from_be_bytes([buf[1], buf[2]]));
+                        if buf.len() < 3 + len {
+                            break;
+                        }
+                        let kind = buf[0];
+                        let payload: Vec<u8> = buf.drain(..3 + len).skip(3).collect();
+                        match kind {
+                            0x10..=0x18 => {
+                                report.messages_received += 1;
+                                report.frames_played += 1;
+                                report.frames_played_test_signal += u64::from(payload == frame);
+                            }
+                            // 0x00, or a kind Asterisk does not accept: the channel hangs up.
+                            _ => hang_up = true,
+                        }
+                    }
+                }
+            },
+            signal = rx.recv() => match signal {
+                Some(MediaSignal::Dtmf { digit, .. }) => {
+                    let mut d = [0u8; 4];
+                    let digit = digit.encode_utf8(&mut d);
+                    if stream.write_all(&audiosocket_message(0x03, digit.as_bytes())).await.is_err() {
+                        hang_up = true;
+                    }
+                }
+                _ => break,
+            },
+        }
+    }
+    if hang_up {
+        shared.with_sim(|sim, now| sim.audiosocket_hangup(now, &uuid));
+    }
+    let _ = stream.shutdown().await;
+    lock(&shared.media_conns).remove(&uuid);
+    shared.log(|| {
+        format!(
+            "AudioSocket {uuid} closed: sent {} received {}",
+            report.frames_sent, report.messages_received
+        )
+    });
+    lock(&shared.media_done).push(report);
 }

@@ -405,6 +405,7 @@ impl MockServerBuilder {
             bench: Mutex::new(Default::default()),
             media_conns: Mutex::new(HashMap::new()),
             media_done: Mutex::new(Vec::new()),
+            audiosocket_tx: Mutex::new(None),
             outbound: crate::outbound::Outbound::new(self.outbound),
         });
         shared.log(|| format!("listening on http://{addr}/ari"));
@@ -471,6 +472,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: onesh
         tokio::spawn(sim_timer(shared.clone()));
     }
     crate::outbound::start(&shared);
+    crate::media_ws::start(&shared);
     loop {
         tokio::select! {
             _ = &mut stop => break,

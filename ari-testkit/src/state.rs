@@ -152,6 +152,9 @@ pub(crate) struct Shared {
         Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<crate::sim::MediaSignal>>>,
     /// Reports of closed media sockets.
     pub(crate) media_done: Mutex<Vec<crate::media_ws::MediaSessionReport>>,
+    /// Where AudioSocket connections to make are sent (the dialer task).
+    pub(crate) audiosocket_tx:
+        Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::sim::MediaSignal>>>,
     /// The outbound WebSocket side (the simulated Asterisk dialing the application).
     pub(crate) outbound: crate::outbound::Outbound,
 }
@@ -204,11 +207,12 @@ impl Shared {
         let signals =
             catch_unwind(AssertUnwindSafe(|| guard.drain_media_signals())).unwrap_or_default();
         if !signals.is_empty() {
-            let conns = lock(&self.media_conns);
             for signal in signals {
-                let (crate::sim::MediaSignal::Dtmf { connection_id, .. }
-                | crate::sim::MediaSignal::Close { connection_id }) = &signal;
-                if let Some(tx) = conns.get(connection_id) {
+                if let crate::sim::MediaSignal::AudioSocketConnect { .. } = &signal {
+                    crate::media_ws::audiosocket_connect(self, signal);
+                    continue;
+                }
+                if let Some(tx) = lock(&self.media_conns).get(signal.connection_id()) {
                     let _ = tx.send(signal);
                 }
             }

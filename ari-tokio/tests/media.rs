@@ -160,3 +160,133 @@ async fn the_session_ends_when_the_caller_hangs_up() {
     assert!(frames > 10, "{frames}");
     assert!(media.next().await.is_none(), "Closed is the last item");
 }
+
+/// AudioSocket against the simulator: it connects to our TCP address, sends the UUID first,
+/// then 8 kHz slin frames and DTMF, plays what we send, and hangs up on kind 0x00. Decoded
+/// with ari-proto's streaming decoder.
+#[tokio::test]
+async fn audiosocket_calls_the_application_and_hangs_up_on_0x00() {
+    use ari_tokio::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
+    use ari_tokio::proto::media::audiosocket::{format_uuid, Decoder, Message, Rate};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = MockServer::start();
+    let client = Client::connect(&server.base_url(), server.username(), server.password())
+        .await
+        .expect("connect");
+    client.start(&["media"]).await.expect("start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let uuid = "add79572-dd67-4767-bc41-af8b247685f9";
+    let chan = client
+        .channels()
+        .external_media("media", "slin")
+        .map(|op| {
+            op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
+                .transport(ExternalMediaTransport::Tcp)
+                .external_host(addr.to_string())
+                .data(uuid)
+                .channel_id("as-1")
+        })
+        .await
+        .expect("externalMedia");
+    assert_eq!(
+        chan.data()
+            .and_then(|c| c.channelvars.as_ref())
+            .and_then(|v| v.get("AUDIOSOCKET_UUID"))
+            .and_then(|v| v.as_str()),
+        Some(uuid)
+    );
+    let (mut tcp, _) = tokio::time::timeout(PATIENCE, listener.accept())
+        .await
+        .expect("Asterisk connects")
+        .expect("accept");
+
+    // A caller in a bridge with the AudioSocket channel presses 7.
+    server
+        .place_call(PlaceCall {
+            channel_id: Some("caller".into()),
+            dtmf: "7".into(),
+            dtmf_delay: Duration::from_millis(300),
+            ..PlaceCall::new("PJSIP/alice", "media")
+        })
+        .expect("call");
+    let bridge = client.bridge();
+    bridge.create().await.expect("bridge");
+    let caller = client.channel_with_id("caller");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while caller.answer().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bridge.add_channel(["as-1", "caller"]).await.expect("add");
+
+    let mut decoder = Decoder::new();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut echoed = 0;
+    let mut digit = None;
+    while digit.is_none() || echoed < 20 {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .expect("data")
+            .expect("read");
+        assert!(n > 0, "closed early");
+        decoder.push(&buf[..n]);
+        while let Some(m) = decoder.next_message().expect("valid AudioSocket") {
+            match &m {
+                Message::Audio { rate, data } => {
+                    assert_eq!((*rate, data.len()), (Rate::Slin8, 320));
+                    if echoed < 20 {
+                        tcp.write_all(&m.to_bytes().expect("encodes"))
+                            .await
+                            .expect("write");
+                        echoed += 1;
+                    }
+                }
+                Message::Dtmf(d) => digit = Some(*d),
+                _ => {}
+            }
+            messages.push(m);
+        }
+    }
+    match &messages[0] {
+        Message::Uuid(u) => assert_eq!(format_uuid(u), uuid, "the UUID comes first"),
+        other => panic!("first message {other:?}"),
+    }
+    assert_eq!(digit, Some(b'7'));
+    tcp.write_all(&Message::Hangup.to_bytes().expect("encodes"))
+        .await
+        .expect("hangup");
+    // Asterisk hangs up and closes TCP.
+    loop {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .expect("closes")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let report = loop {
+        if let Some(r) = server.media_sessions().into_iter().next() {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no report");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(report.messages_received, 20);
+    assert_eq!(report.frames_played_test_signal, 20);
+    let err = client
+        .channels()
+        .get("as-1")
+        .await
+        .expect_err("channel hung up");
+    assert_eq!(err.status(), Some(404));
+}

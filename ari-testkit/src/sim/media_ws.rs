@@ -40,11 +40,32 @@ pub enum MediaSignal {
         /// The digit.
         digit: char,
     },
-    /// The media channel is gone: close the socket (1000).
+    /// The media channel is gone: close the socket (1000) or the AudioSocket connection.
     Close {
-        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`, or the AudioSocket UUID.
         connection_id: String,
     },
+    /// An AudioSocket channel was created: connect to the application at `host` over TCP
+    /// and send the UUID first.
+    AudioSocketConnect {
+        /// The AudioSocket UUID (the externalMedia `data`).
+        connection_id: String,
+        /// `external_host`, `host:port`.
+        host: String,
+        /// The channel id.
+        channel_id: String,
+    },
+}
+
+impl MediaSignal {
+    /// The connection (media socket id or AudioSocket UUID) it concerns.
+    pub fn connection_id(&self) -> &str {
+        match self {
+            MediaSignal::Dtmf { connection_id, .. }
+            | MediaSignal::Close { connection_id }
+            | MediaSignal::AudioSocketConnect { connection_id, .. } => connection_id,
+        }
+    }
 }
 
 /// What the media socket needs to know about its channel (for `MEDIA_START`).
@@ -246,6 +267,40 @@ impl Sim {
             &id,
             json!({"cause": 16, "tech_cause": tech_cause}),
         );
+        self.teardown(&id, 16, false);
+    }
+
+    pub(super) fn audiosocket_created(&mut self, id: &str, host: &str, uuid: &str) {
+        self.media_ws.by_conn.insert(
+            uuid.to_owned(),
+            WsChan {
+                channel: id.to_owned(),
+                format: "slin".to_owned(),
+                frame_size: 320,
+                json: false,
+                connected: true,
+            },
+        );
+        self.media_ws
+            .signals
+            .push_back(MediaSignal::AudioSocketConnect {
+                connection_id: uuid.to_owned(),
+                host: host.to_owned(),
+                channel_id: id.to_owned(),
+            });
+    }
+
+    /// The AudioSocket application sent a hangup (kind 0x00) or closed TCP: the channel
+    /// is hung up (cause 16).
+    pub fn audiosocket_hangup(&mut self, now: Duration, uuid: &str) {
+        self.advance(now);
+        let Some(id) = self.media_ws.by_conn.get(uuid).map(|w| w.channel.clone()) else {
+            return;
+        };
+        if !self.channels.by_id.contains_key(&id) {
+            return;
+        }
+        self.chan_event("ChannelHangupRequest", &id, json!({"cause": 16}));
         self.teardown(&id, 16, false);
     }
 

@@ -69,7 +69,9 @@
 //!   answers. `UnicastRTP` channels come from `channels/externalMedia`; with
 //!   `transport=websocket`, `encapsulation=none`, `connection_type=server`, a
 //!   `WebSocket/INCOMING/…` channel that waits (Down) for the application's media socket
-//!   ([`Sim::media_reserve`], [`Sim::media_connect`], [`MediaSignal`]).
+//!   ([`Sim::media_reserve`], [`Sim::media_connect`], [`MediaSignal`]); with
+//!   `encapsulation=audiosocket` an `AudioSocket/<host>-<uuid>` channel whose TCP connection
+//!   to the application the server makes ([`MediaSignal::AudioSocketConnect`]).
 //! * **Media**: playbacks queue per channel/bridge, take their length from
 //!   [`SimConfig::media_durations`] (`silence/N` is N s, `digits:`/`number:` 0.6 s a
 //!   character, `tone:` plays until stopped, `recording:` the stored duration); an unknown

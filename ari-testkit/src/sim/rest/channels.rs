@@ -389,7 +389,11 @@ impl Sim {
             return R::error(409, "Channel with given unique ID already exists");
         }
         self.ids.local_seq += 1;
-        let name = format!("UnicastRTP/{host}-0x7f77f80{:05x}", self.ids.local_seq);
+        let audiosocket = (enc == "audiosocket").then(|| p.nonempty("data").unwrap_or_default());
+        let name = match &audiosocket {
+            Some(uuid) => format!("AudioSocket/{host}-{uuid}"),
+            None => format!("UnicastRTP/{host}-0x7f77f80{:05x}", self.ids.local_seq),
+        };
         let mut c = self.new_channel(&id, &name, Tech::UnicastRtp, "Down");
         c.base_app = ("AppDial2".to_string(), "(Outgoing Line)".to_string());
         c.app_name = c.base_app.0.clone();
@@ -417,10 +421,17 @@ impl Sim {
         let mut resp = self.chan_json(&id);
         resp["channelvars"] =
             json!({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": port});
+        let mut args = Vec::new();
+        if let Some(uuid) = audiosocket {
+            // Asterisk connects to the application over TCP (see sim::media_ws).
+            resp["channelvars"] = json!({"AUDIOSOCKET_SERVICE": host, "AUDIOSOCKET_UUID": uuid});
+            self.audiosocket_created(&id, &host, &uuid);
+            args.push(uuid);
+        }
         self.emit_dial(&id, "");
         if let Some(c) = self.channels.by_id.get_mut(&id) {
             c.state = "Up";
-            c.on_answer = OnAnswer::Stasis(app.clone(), Vec::new());
+            c.on_answer = OnAnswer::Stasis(app.clone(), args);
         }
         self.emit_state(&id);
         self.dial_answered(&id);
