@@ -43,6 +43,8 @@ pub(crate) struct Inner<R: Runtime> {
     pub(crate) request_timeout: Duration,
     pub(crate) rest_transport: RestTransport,
     pub(crate) shared: Arc<Shared>,
+    /// The connection was opened by Asterisk (outbound WebSocket): REST only over it.
+    pub(crate) accepted: bool,
 }
 
 impl<R: Runtime> Clone for Client<R> {
@@ -206,6 +208,15 @@ impl<R: Runtime> Client<R> {
         match self.inner.rest_transport {
             // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
             RestTransport::Http => over_http(parts).await,
+            RestTransport::WebSocket if binary_output && self.inner.accepted => {
+                Err(Error::Transport(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!(
+                        "{operation} returns a file, which Asterisk only serves over HTTP; \
+                         an outbound WebSocket client has no HTTP access"
+                    ),
+                )))
+            }
             RestTransport::WebSocket if binary_output => over_http(parts).await,
             RestTransport::WebSocket => {
                 let now = self.inner.runtime.now();
@@ -231,6 +242,11 @@ impl<R: Runtime> Client<R> {
                             Err(_) => Err(Error::closed("the events connection was stopped")),
                         }
                     }
+                    None if self.inner.accepted => Err(Error::Transport(TransportError::new(
+                        TransportErrorKind::Closed,
+                        "the outbound WebSocket from Asterisk is not connected (a persistent \
+                         connection comes back by itself) or has too many requests pending",
+                    ))),
                     None => {
                         // The WebSocket is not open (not started yet, or reconnecting) or
                         // saturated: HTTP gives the same result.
@@ -420,6 +436,32 @@ impl<R: Runtime> ClientBuilder<R> {
             request_timeout: self.request_timeout,
             rest_transport: self.rest_transport,
             shared,
+            accepted: false,
+        };
+        let client = Client {
+            inner: Arc::new(inner),
+        };
+        crate::driver::spawn(&client);
+        Ok(client)
+    }
+
+    /// Builds a client for a connection Asterisk opened (outbound WebSocket) from `peer`:
+    /// an accepted session (no dialing, no reconnect) and REST only over that connection.
+    /// The URL and credentials of the builder are not used; the socket is handed over
+    /// with `Shared::attach`.
+    pub(crate) fn build_accepted(mut self, peer: std::net::SocketAddr) -> Result<Client<R>, Error> {
+        let endpoint = Endpoint::new(&format!("http://{peer}"), Credentials::new("asterisk", "")?)?;
+        self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
+        let now = self.runtime.now();
+        let shared = Shared::new_accepted(self.events, self.request_timeout, now);
+        let inner = Inner {
+            runtime: self.runtime,
+            endpoint,
+            transport: self.transport,
+            request_timeout: self.request_timeout,
+            rest_transport: RestTransport::WebSocket,
+            shared,
+            accepted: true,
         };
         let client = Client {
             inner: Arc::new(inner),

@@ -188,6 +188,25 @@ impl<R: Runtime> Driver<R> {
         true
     }
 
+    /// Accepted mode: takes a socket Asterisk opened (replacing the current one, which is
+    /// dropped and so closed). Returns whether one was taken.
+    fn poll_attached(&mut self) -> bool {
+        let Some(any) = self.shared.take_attached() else {
+            return false;
+        };
+        let Ok(ws) = any.downcast::<R::Ws>() else {
+            tracing::warn!(target: "ari_client", "an attached socket of another runtime was ignored");
+            return false;
+        };
+        self.ws = Some(*ws);
+        self.outbox.clear();
+        self.needs_flush = false;
+        self.close_after_flush = false;
+        let now = self.runtime.now();
+        self.with_session(now, |s| s.handle_accepted(now));
+        true
+    }
+
     /// Reads what the socket has (bounded). Returns whether something was read and whether
     /// the budget ran out.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
@@ -340,6 +359,7 @@ impl<R: Runtime> Future for Driver<R> {
         let stops = this.shared.stops_requested();
         for _ in 0..MAX_ROUNDS_PER_WAKE {
             let mut progress = false;
+            progress |= this.poll_attached();
             progress |= this.poll_connecting(cx);
             let (read, exhausted) = this.poll_read(cx);
             progress |= read;

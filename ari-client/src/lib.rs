@@ -103,7 +103,9 @@ mod generated;
 mod instances;
 mod listen;
 pub mod media;
+mod outbound;
 pub mod runtime;
+
 mod shared;
 pub mod stack;
 pub mod tls;
@@ -119,6 +121,10 @@ pub use instances::{
 pub use listen::{
     ClientEvent, ClientOnce, ClientStream, ConnectionStream, DialParties, EventHandler,
     EventStream, HandlerOutput, Incoming, Listener, Once, TypedStream,
+};
+pub use outbound::{
+    ConnectionType, OutboundCall, OutboundConnection, OutboundOptions, OutboundServer,
+    OutboundStats, UpgradeFailure,
 };
 pub use runtime::{
     Connector, CustomRuntime, Executor, Runtime, Transport, TransportError, TransportErrorKind,

@@ -140,6 +140,9 @@ pub(crate) struct Shared {
     linger: Option<Duration>,
     /// What `stop` and `close` wait for: the driver's progress on closing.
     lifecycle: Mutex<Lifecycle>,
+    /// Accepted mode (outbound WebSocket): a socket Asterisk opened, waiting for the driver
+    /// (the runtime's `Ws`, type-erased: `Shared` is not generic).
+    attach: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 /// The driver's progress on stopping and closing, and who waits for it.
@@ -166,12 +169,33 @@ impl Shared {
         let config = SessionConfig::default()
             .subscribe_all(opts.subscribe_all)
             .auth(opts.ws_auth)
-            .reconnect(opts.reconnect)
+            .reconnect(opts.reconnect.clone())
             .keepalive(opts.keepalive)
             .request_timeout(request_timeout)
             .limits(opts.limits)
             .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
         let session = Session::with_subscription_data(endpoint, config, now);
+        Shared::from_session(session, opts)
+    }
+
+    /// The state of a client whose connection Asterisk opens (outbound WebSocket): an
+    /// accepted session, which never dials.
+    pub(crate) fn new_accepted(
+        opts: EventOptions,
+        request_timeout: Duration,
+        now: Instant,
+    ) -> Arc<Shared> {
+        let config = SessionConfig::default()
+            .subscribe_all(opts.subscribe_all)
+            .keepalive(opts.keepalive)
+            .request_timeout(request_timeout)
+            .limits(opts.limits)
+            .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
+        let session = Session::accepted_with_subscription_data(config, now);
+        Shared::from_session(session, opts)
+    }
+
+    fn from_session(session: ClientSession, opts: EventOptions) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State {
                 session,
@@ -190,7 +214,20 @@ impl Shared {
             watches: Mutex::new(HashMap::new()),
             linger: opts.stasis_end_linger,
             lifecycle: Mutex::new(Lifecycle::default()),
+            attach: Mutex::new(None),
         })
+    }
+
+    /// Hands a socket Asterisk opened to the driver (accepted mode); a socket not taken yet
+    /// is replaced (dropped, which closes it).
+    pub(crate) fn attach(&self, ws: Box<dyn std::any::Any + Send>) {
+        *self.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(ws);
+        self.driver.wake();
+    }
+
+    /// The socket waiting for the driver, if any.
+    pub(crate) fn take_attached(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.attach.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {

@@ -1,0 +1,688 @@
+//! Serving ARI outbound WebSockets: Asterisk dials the application.
+//!
+//! With `ari.conf` `type=outbound_websocket` (Asterisk 20.15+, 21.10+, 22.5+, 23), Asterisk
+//! connects **to** the application, as set in `websocket_client.conf`, and REST travels over
+//! that same WebSocket: the application needs no route to Asterisk's HTTP port. An
+//! [`OutboundServer`] binds an address, checks each upgrade request
+//! ([`ari_proto::outbound::UpgradeCheck`]: path, `ari` subprotocol, the Basic credentials of
+//! the `websocket_client.conf` section compared in constant time; a wrong one is answered
+//! `401` and counted, the password never logged), answers exactly as Asterisk requires, and
+//! gives one [`Client`] per connection with the whole typed API; REST goes over the
+//! connection.
+//!
+//! - **persistent** ([`ConnectionType::Persistent`]): one long-lived client per Asterisk,
+//!   yielded once by [`OutboundServer::next`]. When that Asterisk reconnects (same address,
+//!   user and path), the new socket replaces the old one in the same client: its
+//!   subscriptions and instance objects go on, and connection listeners see
+//!   `Connected { reconnected: true }`. Asterisk sends the events it queued meanwhile first.
+//! - **per_call_config** ([`ConnectionType::PerCall`]): one connection per channel; the unit
+//!   is the call, [`OutboundServer::next_call`] gives `(client, StasisStart, channel,
+//!   events)` as [`OutboundCall`]. The application is named `<app>:<channel name>`.
+//!
+//! [`OutboundServer::shutdown`] stops accepting, lets live calls finish up to a deadline,
+//! then closes what is left.
+//!
+//! It runs on [`Stack`] (what `ari-tokio` and `ari-smol` are): the connector's listener,
+//! TLS with [`OutboundOptions::tls`] (feature `rustls`), and the stack's server handshake.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use ari_proto::outbound::{Accepted, Refused, UpgradeCheck};
+use ari_proto::rest::Credentials;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+
+use crate::client::{Client, ClientBuilder, Inner};
+use crate::error::Error;
+use crate::instances::Channel;
+use crate::listen::EventStream;
+use crate::runtime::{
+    Connector, Executor, Listener, Runtime, TransportError, TransportErrorKind, TransportOptions,
+};
+use crate::stack::{accept_websocket, MaybeTlsStream, Stack, WebSocket};
+
+/// Why an upgrade from Asterisk did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpgradeFailure {
+    /// The check refused it (and the refusal was answered).
+    Refused(Refused),
+    /// The connection failed before or during the upgrade.
+    Transport(TransportError),
+}
+
+impl fmt::Display for UpgradeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpgradeFailure::Refused(r) => write!(f, "upgrade refused: {r}"),
+            UpgradeFailure::Transport(e) => write!(f, "upgrade failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UpgradeFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpgradeFailure::Refused(r) => Some(r),
+            UpgradeFailure::Transport(e) => Some(e),
+        }
+    }
+}
+
+/// `connection_type` of the `websocket_client.conf` section that dials this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConnectionType {
+    /// One long-lived connection per Asterisk (`persistent`).
+    #[default]
+    Persistent,
+    /// One connection per call (`per_call_config`).
+    PerCall,
+}
+
+type Configure<E, C> =
+    Arc<dyn Fn(ClientBuilder<Stack<E, C>>) -> ClientBuilder<Stack<E, C>> + Send + Sync>;
+
+/// Options of an [`OutboundServer`].
+///
+/// ```
+/// # fn demo<E: ari_client::runtime::Executor, C: ari_client::runtime::Connector>(runtime: ari_client::Stack<E, C>) -> Result<(), ari_client::Error> {
+/// use std::time::Duration;
+/// use ari_client::{ConnectionType, OutboundOptions};
+/// let options = OutboundOptions::new(runtime)
+///     .credentials("obuser", "obsecret")?
+///     .path("/ari-ob/percall")
+///     .connection_type(ConnectionType::PerCall)
+///     .client(|b| b.request_timeout(Duration::from_secs(5)));
+/// # let _ = options; Ok(()) }
+/// ```
+pub struct OutboundOptions<E: Executor, C: Connector> {
+    runtime: Stack<E, C>,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
+    check: UpgradeCheck,
+    connection_type: ConnectionType,
+    handshake_timeout: Duration,
+    transport: TransportOptions,
+    configure: Configure<E, C>,
+}
+
+impl<E: Executor, C: Connector> fmt::Debug for OutboundOptions<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundOptions")
+            .field("check", &self.check)
+            .field("connection_type", &self.connection_type)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Executor, C: Connector> OutboundOptions<E, C> {
+    /// Defaults: any path, no credentials required (set them!), persistent, upgrade within
+    /// 5 s, clients with the default options.
+    pub fn new(runtime: Stack<E, C>) -> Self {
+        OutboundOptions {
+            runtime,
+            #[cfg(feature = "rustls")]
+            tls: None,
+            check: UpgradeCheck::new(),
+            connection_type: ConnectionType::Persistent,
+            handshake_timeout: Duration::from_secs(5),
+            transport: TransportOptions::default(),
+            configure: Arc::new(|b| b),
+        }
+    }
+
+    /// The credentials Asterisk must present: `username` and `password` of the
+    /// `websocket_client.conf` section.
+    pub fn credentials(mut self, user: &str, password: &str) -> Result<Self, Error> {
+        self.check = self.check.credentials(Credentials::new(user, password)?);
+        Ok(self)
+    }
+
+    /// Accepts only this path (the path of the section's `uri`).
+    pub fn path(mut self, path: &str) -> Self {
+        self.check = self.check.path(path);
+        self
+    }
+
+    /// Requires `protocols = ari`.
+    pub fn require_subprotocol(mut self, on: bool) -> Self {
+        self.check = self.check.require_subprotocol(on);
+        self
+    }
+
+    /// Serves `wss://` with this certificate and key (feature `rustls`).
+    #[cfg(feature = "rustls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The section's `connection_type`.
+    pub fn connection_type(mut self, t: ConnectionType) -> Self {
+        self.connection_type = t;
+        self
+    }
+
+    /// How long a connection may take to send its upgrade request (default 5 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Options of each connection's client (request timeout, keepalive, limits, …); the URL
+    /// and credentials of the builder are not used.
+    pub fn client(
+        mut self,
+        f: impl Fn(ClientBuilder<Stack<E, C>>) -> ClientBuilder<Stack<E, C>> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Arc::new(f);
+        self
+    }
+
+    /// Binds `addr` and starts accepting.
+    pub async fn bind(self, addr: SocketAddr) -> Result<OutboundServer<E, C>, Error> {
+        OutboundServer::bind(self, addr).await
+    }
+}
+
+/// A connection Asterisk opened, with its client.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OutboundConnection<R: Runtime> {
+    /// The client of the connection: the whole typed API, REST over this connection.
+    pub client: Client<R>,
+    /// Asterisk's address.
+    pub peer: SocketAddr,
+    /// The user of its Basic credentials, if it sent any.
+    pub user: Option<String>,
+    /// The request path.
+    pub path: String,
+}
+
+/// One call of a per-call connection: its client, the `StasisStart` that began it, the
+/// channel, and its events.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct OutboundCall<R: Runtime> {
+    /// The client of the call's connection.
+    pub client: Client<R>,
+    /// The `StasisStart` (its `application` is `<app>:<channel name>`).
+    pub start: crate::events::StasisStart,
+    /// The channel.
+    pub channel: Channel<R>,
+    /// The channel's events from the StasisStart on.
+    pub events: EventStream,
+    /// Asterisk's address.
+    pub peer: SocketAddr,
+}
+
+/// Counters of an [`OutboundServer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboundStats {
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// Upgrades accepted.
+    pub accepted: u64,
+    /// Upgrades refused (any reason).
+    pub refused: u64,
+    /// Of those, refused for missing or wrong credentials (401).
+    pub unauthorized: u64,
+    /// Persistent connections that replaced an earlier one of the same Asterisk.
+    pub replaced: u64,
+    /// Connections that failed or timed out before completing the upgrade.
+    pub failed: u64,
+    /// Calls yielded by [`OutboundServer::next_call`]'s queue.
+    pub calls: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    unauthorized: AtomicU64,
+    replaced: AtomicU64,
+    failed: AtomicU64,
+    calls: AtomicU64,
+}
+
+struct Queues<R: Runtime> {
+    connections: VecDeque<OutboundConnection<R>>,
+    calls: VecDeque<OutboundCall<R>>,
+    conn_waker: Option<Waker>,
+    call_waker: Option<Waker>,
+    /// Persistent clients by Asterisk (address, user, path and query).
+    persistent: HashMap<(std::net::IpAddr, Option<String>, String), Weak<Inner<R>>>,
+    /// Every client made, for shutdown.
+    live: Vec<Weak<Inner<R>>>,
+    stop_waker: Option<Waker>,
+}
+
+struct ServerShared<E: Executor, C: Connector> {
+    runtime: Stack<E, C>,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
+    check: Arc<UpgradeCheck>,
+    connection_type: ConnectionType,
+    handshake_timeout: Duration,
+    transport: TransportOptions,
+    configure: Configure<E, C>,
+    counters: Counters,
+    queues: Mutex<Queues<Stack<E, C>>>,
+    stopping: AtomicBool,
+}
+
+impl<E: Executor, C: Connector> ServerShared<E, C> {
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues<Stack<E, C>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Accepts the ARI outbound WebSockets Asterisk opens; see the [module docs](self).
+///
+/// ```no_run
+/// # async fn demo<E: ari_client::runtime::Executor, C: ari_client::runtime::Connector>(runtime: ari_client::Stack<E, C>) -> Result<(), ari_client::Error> {
+/// use ari_client::{ConnectionType, OutboundOptions};
+/// let server = OutboundOptions::new(runtime)
+///     .credentials("obuser", "obsecret")?
+///     .connection_type(ConnectionType::PerCall)
+///     .bind("0.0.0.0:8765".parse().unwrap())
+///     .await?;
+/// while let Some(call) = server.next_call().await {
+///     call.channel.answer().await?;
+///     call.channel.hangup().await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct OutboundServer<E: Executor, C: Connector> {
+    shared: Arc<ServerShared<E, C>>,
+    local_addr: SocketAddr,
+}
+
+impl<E: Executor, C: Connector> fmt::Debug for OutboundServer<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundServer")
+            .field("local_addr", &self.local_addr)
+            .field("connection_type", &self.shared.connection_type)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Executor, C: Connector> OutboundServer<E, C> {
+    async fn bind(options: OutboundOptions<E, C>, addr: SocketAddr) -> Result<Self, Error> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::Transport(TransportError::new(
+                TransportErrorKind::Io,
+                format!("{what} {addr}: {e}"),
+            ))
+        };
+        let listener = options
+            .runtime
+            .connector()
+            .bind(addr)
+            .await
+            .map_err(|e| io("binding", e))?;
+        let local_addr = listener.local_addr().map_err(|e| io("binding", e))?;
+        let listener = Arc::new(listener);
+        let shared = Arc::new(ServerShared {
+            runtime: options.runtime,
+            #[cfg(feature = "rustls")]
+            tls: options.tls,
+            check: Arc::new(options.check),
+            connection_type: options.connection_type,
+            handshake_timeout: options.handshake_timeout,
+            transport: options.transport,
+            configure: options.configure,
+            counters: Counters::default(),
+            queues: Mutex::new(Queues {
+                connections: VecDeque::new(),
+                calls: VecDeque::new(),
+                conn_waker: None,
+                call_waker: None,
+                persistent: HashMap::new(),
+                live: Vec::new(),
+                stop_waker: None,
+            }),
+            stopping: AtomicBool::new(false),
+        });
+        shared
+            .runtime
+            .spawn(accept_loop(Arc::downgrade(&shared), listener));
+        Ok(OutboundServer { shared, local_addr })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> OutboundStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        OutboundStats {
+            connections: get(&c.connections),
+            accepted: get(&c.accepted),
+            refused: get(&c.refused),
+            unauthorized: get(&c.unauthorized),
+            replaced: get(&c.replaced),
+            failed: get(&c.failed),
+            calls: get(&c.calls),
+        }
+    }
+
+    /// The next new Asterisk of a persistent server (its reconnects go to the same client
+    /// and are not yielded again). A per-call server yields its calls with
+    /// [`OutboundServer::next_call`] instead. `None` once shut down.
+    pub async fn next(&self) -> Option<OutboundConnection<Stack<E, C>>> {
+        futures_util::future::poll_fn(|cx| {
+            let mut q = self.shared.queues();
+            if let Some(c) = q.connections.pop_front() {
+                return Poll::Ready(Some(c));
+            }
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            q.conn_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next call of a per-call server (its connection, StasisStart, channel and
+    /// events). `None` once shut down.
+    pub async fn next_call(&self) -> Option<OutboundCall<Stack<E, C>>> {
+        futures_util::future::poll_fn(|cx| {
+            let mut q = self.shared.queues();
+            if let Some(c) = q.calls.pop_front() {
+                return Poll::Ready(Some(c));
+            }
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            q.call_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Stops accepting, waits until every connection has ended (Asterisk closes a per-call
+    /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
+    /// Returns how many were closed that way.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.shared.stopping.store(true, Ordering::Release);
+        let wakers: Vec<Waker> = {
+            let mut q = self.shared.queues();
+            [
+                q.conn_waker.take(),
+                q.call_waker.take(),
+                q.stop_waker.take(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        let rt = &self.shared.runtime;
+        let deadline = rt.now().checked_add(grace).unwrap_or_else(|| rt.now());
+        loop {
+            let open = self.open_clients();
+            if open.is_empty() {
+                return 0;
+            }
+            if rt.now() >= deadline {
+                let n = open.len();
+                for c in open {
+                    c.close().await;
+                }
+                return n;
+            }
+            let step = rt
+                .now()
+                .checked_add(Duration::from_millis(20))
+                .unwrap_or(deadline)
+                .min(deadline);
+            rt.sleep_until(step).await;
+        }
+    }
+
+    /// Clients whose connection is open.
+    fn open_clients(&self) -> Vec<Client<Stack<E, C>>> {
+        let mut q = self.shared.queues();
+        q.live.retain(|w| w.strong_count() > 0);
+        q.live
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|inner| Client { inner })
+            .filter(|c| !c.inner.shared.is_closed() && c.inner.shared.lock().session.is_connected())
+            .collect()
+    }
+}
+
+impl<E: Executor, C: Connector> Drop for OutboundServer<E, C> {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(w) = self.shared.queues().stop_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+async fn accept_loop<E: Executor, C: Connector>(
+    shared: Weak<ServerShared<E, C>>,
+    listener: Arc<C::Listener>,
+) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let accept = std::pin::pin!(listener.accept());
+        let stop = std::pin::pin!(stopped(&s));
+        let accepted = match select(accept, stop).await {
+            Either::Left((res, _)) => res,
+            Either::Right(_) => return,
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                s.counters.connections.fetch_add(1, Ordering::Relaxed);
+                let runtime = s.runtime.clone();
+                runtime.spawn(handshake(s.clone(), conn, peer));
+            }
+            Err(e) => {
+                tracing::warn!(target: "ari_client", error = %e, "outbound: accept failed");
+                let _ = &e;
+                let at = s
+                    .runtime
+                    .now()
+                    .checked_add(Duration::from_millis(10))
+                    .unwrap_or_else(|| s.runtime.now());
+                s.runtime.sleep_until(at).await;
+            }
+        }
+    }
+}
+
+/// Completes when the server stops.
+fn stopped<E: Executor, C: Connector>(s: &ServerShared<E, C>) -> impl Future<Output = ()> + '_ {
+    futures_util::future::poll_fn(move |cx| {
+        if s.stopping.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        s.queues().stop_waker = Some(cx.waker().clone());
+        if s.stopping.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+}
+
+/// TLS (when configured), then the WebSocket upgrade answered as the check decides.
+async fn upgrade<E: Executor, C: Connector>(
+    s: &ServerShared<E, C>,
+    conn: C::Stream,
+) -> Result<(WebSocket<MaybeTlsStream<C::Stream>>, Accepted), UpgradeFailure> {
+    #[cfg(feature = "rustls")]
+    let stream = match &s.tls {
+        Some(config) => crate::stack::tls_accept(conn, config.clone())
+            .await
+            .map_err(UpgradeFailure::Transport)?,
+        None => MaybeTlsStream::Plain(conn),
+    };
+    #[cfg(not(feature = "rustls"))]
+    let stream = MaybeTlsStream::Plain(conn);
+    let mut verdict: Option<Result<Accepted, Refused>> = None;
+    let check = &s.check;
+    let answered = accept_websocket(stream, &s.transport, |request| {
+        let v = check.check(request);
+        let answer = match &v {
+            Ok(accepted) => {
+                // tungstenite writes Upgrade, Connection: Upgrade and the accept key; the
+                // subprotocol is the one header to add. It negotiates no extension.
+                let mut headers = http::HeaderMap::new();
+                if let Some(p) = accepted.response().headers().get("sec-websocket-protocol") {
+                    headers.insert("sec-websocket-protocol", p.clone());
+                }
+                Ok(headers)
+            }
+            Err(refused) => Err(refused.status()),
+        };
+        verdict = Some(v);
+        answer
+    })
+    .await;
+    match (answered, verdict) {
+        (Ok((ws, _)), Some(Ok(accepted))) => Ok((ws, accepted)),
+        (_, Some(Err(refused))) => Err(UpgradeFailure::Refused(refused)),
+        (Err(e), _) => Err(UpgradeFailure::Transport(e)),
+        (Ok(_), None) => Err(UpgradeFailure::Transport(TransportError::new(
+            TransportErrorKind::Protocol,
+            "the upgrade completed without a request",
+        ))),
+    }
+}
+
+async fn handshake<E: Executor, C: Connector>(
+    s: Arc<ServerShared<E, C>>,
+    conn: C::Stream,
+    peer: SocketAddr,
+) {
+    let upgrade = std::pin::pin!(upgrade(&s, conn));
+    let deadline = s
+        .runtime
+        .now()
+        .checked_add(s.handshake_timeout)
+        .unwrap_or_else(|| s.runtime.now());
+    let timeout = std::pin::pin!(s.runtime.sleep_until(deadline));
+    let result = match select(upgrade, timeout).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(UpgradeFailure::Transport(TransportError::new(
+            TransportErrorKind::Timeout,
+            format!("no upgrade request within {:?}", s.handshake_timeout),
+        ))),
+    };
+    let (ws, accepted) = match result {
+        Ok(ok) => ok,
+        Err(UpgradeFailure::Refused(r)) => {
+            s.counters.refused.fetch_add(1, Ordering::Relaxed);
+            if r.is_unauthorized() {
+                s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            }
+            // The refusal names the user at most, never the password.
+            tracing::warn!(target: "ari_client", %peer, reason = %r, "outbound: upgrade refused");
+            return;
+        }
+        Err(UpgradeFailure::Transport(e)) => {
+            s.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "ari_client", %peer, error = %e, "outbound: upgrade failed");
+            return;
+        }
+    };
+    s.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let user = accepted.user().map(str::to_string);
+    let path = match accepted.query() {
+        Some(q) => format!("{}?{q}", accepted.path()),
+        None => accepted.path().to_string(),
+    };
+    if s.connection_type == ConnectionType::Persistent {
+        let key = (peer.ip(), user.clone(), path.clone());
+        let existing = s.queues().persistent.get(&key).and_then(Weak::upgrade);
+        if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
+            s.counters.replaced.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "ari_client", %peer, "outbound: Asterisk reconnected");
+            inner.shared.attach(Box::new(ws));
+            return;
+        }
+    }
+    let builder = (s.configure)(Client::builder_with_runtime(
+        "http://127.0.0.1",
+        "asterisk",
+        "",
+        s.runtime.clone(),
+    ));
+    let client = match builder.build_accepted(peer) {
+        Ok(c) => c,
+        Err(e) => {
+            s.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "ari_client", %peer, error = %e, "outbound: no client");
+            return;
+        }
+    };
+    // Subscribed before the socket is attached: the first StasisStart cannot be missed.
+    let incoming = (s.connection_type == ConnectionType::PerCall).then(|| client.incoming());
+    client.inner.shared.attach(Box::new(ws));
+    let connection = OutboundConnection {
+        client: client.clone(),
+        peer,
+        user: user.clone(),
+        path: path.clone(),
+    };
+    let waker = {
+        let mut q = s.queues();
+        q.live.push(Arc::downgrade(&client.inner));
+        if s.connection_type == ConnectionType::Persistent {
+            q.persistent
+                .insert((peer.ip(), user, path), Arc::downgrade(&client.inner));
+        }
+        if s.connection_type == ConnectionType::Persistent {
+            q.connections.push_back(connection);
+            q.conn_waker.take()
+        } else {
+            None
+        }
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+    if let Some(mut incoming) = incoming {
+        // The call: its first StasisStart.
+        if let Some(Ok((start, channel, events))) = incoming.next().await {
+            s.counters.calls.fetch_add(1, Ordering::Relaxed);
+            let waker = {
+                let mut q = s.queues();
+                q.calls.push_back(OutboundCall {
+                    client,
+                    start,
+                    channel,
+                    events,
+                    peer,
+                });
+                q.call_waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
