@@ -56,7 +56,7 @@ pub struct ProxyConfig {
     pub prefix: String,
     /// How often the proxy announces itself (default 1 s).
     pub announce_interval: Duration,
-    /// How long one offer of a new call waits for an instance to take it (default 500 ms).
+    /// How long one offer of a new call waits for an instance to take it (default 1 s).
     /// An offer is made up to [`ProxyConfig::claim_attempts`] times (the queue group may pick
     /// another instance); then the call is published on `{p}.unclaimed.{app}.{node}` and
     /// counted in [`ProxyStats::calls_unclaimed`]. The node's events wait meanwhile, so that
@@ -105,7 +105,7 @@ impl ProxyConfig {
             apps: apps.into_iter().map(|a| a.as_ref().to_string()).collect(),
             prefix: "ari".to_string(),
             announce_interval: Duration::from_secs(1),
-            claim_timeout: Duration::from_millis(500),
+            claim_timeout: Duration::from_secs(1),
             claim_attempts: 3,
             request_timeout: Duration::from_secs(10),
             max_in_flight: 512,
