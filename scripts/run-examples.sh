@@ -25,7 +25,7 @@ run() {
     local name="$1"
     shift
     local start=$SECONDS rc=0
-    env -u ARI_URL -u ARI_APP -u NATS_URL -u ARI_CALLS timeout 60 "$bin/$name" >"$out/$name.out" 2>&1 || rc=$?
+    env -u ARI_URL -u ARI_APP -u NATS_URL -u ARI_CALLS -u ARI_LISTEN -u ARI_CONNECTION timeout 60 "$bin/$name" >"$out/$name.out" 2>&1 || rc=$?
     if [ "$rc" -ne 0 ]; then
         fail "$name" "exit status $rc"
         return
@@ -120,6 +120,20 @@ media=(
 
 run hello "hello on tokio" "${hello[@]}"
 run hello_smol "hello on smol" "${hello[@]}"
+
+outbound=(
+    "← StasisStart application=hello:<channel name>"
+    "→ answer"
+    "→ play sound:hello-world"
+    "← PlaybackFinished sound:hello-world"
+    "← ChannelDtmfReceived digit=#"
+    "→ hangup"
+    "← StasisEnd"
+    "· 1 connection(s) accepted, 0 refused, REST over the outbound WebSocket"
+)
+run outbound "outbound on tokio" "${outbound[@]}"
+run outbound_smol "outbound on smol" "${outbound[@]}"
+same outbound outbound_smol
 run bridge "bridge on tokio" "${bridge[@]}"
 run bridge_smol "bridge on smol" "${bridge[@]}"
 run originate "originate on tokio" "${originate[@]}"

@@ -23,7 +23,7 @@
 //! then closes what is left.
 //!
 //! It runs on [`Stack`] (what `ari-tokio` and `ari-smol` are): the connector's listener,
-//! TLS with [`OutboundOptions::tls`] (feature `rustls`), and the stack's server handshake.
+//! TLS with `OutboundOptions::tls` (feature `rustls`), and the stack's server handshake.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -288,7 +288,13 @@ impl<E: Executor, C: Connector> ServerShared<E, C> {
     }
 }
 
-/// Accepts the ARI outbound WebSockets Asterisk opens; see the [module docs](self).
+/// Accepts the ARI outbound WebSockets Asterisk opens (`ari.conf` `type=outbound_websocket`):
+/// checks each upgrade (credentials in constant time, 401 counted, the password never
+/// logged), answers exactly as Asterisk requires, and gives one [`Client`] per connection
+/// with REST over it. Persistent: [`OutboundServer::next`] yields each Asterisk once; its
+/// reconnects replace the socket inside the same client (`Connected { reconnected: true }`).
+/// Per call: [`OutboundServer::next_call`] yields each call. [`OutboundServer::shutdown`]
+/// stops accepting, lets live calls finish up to a deadline, then closes the rest.
 ///
 /// ```no_run
 /// # async fn demo<E: ari_client::runtime::Executor, C: ari_client::runtime::Connector>(runtime: ari_client::Stack<E, C>) -> Result<(), ari_client::Error> {

@@ -144,3 +144,66 @@ fn fail(example: &str, why: &str) -> ! {
     eprintln!("{example}: {why}");
     process::exit(1);
 }
+
+/// For the outbound examples: `ARI_USER`, `ARI_PASSWORD` (the credentials Asterisk must
+/// present, default `asterisk`/`asterisk`) and `ARI_APP`. With `simulate` (no
+/// `ARI_LISTEN`), starts ari-testkit's simulated Asterisk configured to dial `listen` per
+/// call (`websocket_client.conf` `connection_type = per_call_config`, `uri
+/// ws://<listen>/ari-ob`), then places one call from `PJSIP/alice` that presses `dtmf` after
+/// the greeting; ends the process with status 1 if the example has not finished within
+/// [`DEADLINE`].
+#[allow(dead_code)] // not every example uses it
+pub(crate) fn outbound_sim(
+    example: &str,
+    runtime: &str,
+    listen: std::net::SocketAddr,
+    dtmf: &str,
+) -> Ari {
+    let var = |name, default: &str| env::var(name).unwrap_or_else(|_| default.to_string());
+    let ari = Ari {
+        url: format!("ws://{listen}/ari-ob"),
+        user: var("ARI_USER", "asterisk"),
+        password: var("ARI_PASSWORD", "asterisk"),
+        app: var("ARI_APP", "hello"),
+    };
+    let mut sim = SimConfig {
+        sip_answer_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    };
+    for (sound, ms) in [
+        ("hello-world", 1000),
+        ("tt-monkeys", 800),
+        ("vm-goodbye", 500),
+    ] {
+        sim.media_durations
+            .insert(sound.to_string(), Duration::from_millis(ms));
+    }
+    for digit in 0..=9 {
+        sim.media_durations
+            .insert(format!("digits/{digit}"), Duration::from_millis(250));
+    }
+    let dial = ari_testkit::OutboundConfig::per_call(&ari.url, [ari.app.as_str()])
+        .credentials(&ari.user, &ari.password)
+        .stasis_start_delay(Duration::from_millis(100))
+        .close_after_stasis_end(Duration::from_millis(200));
+    let server = MockServer::builder().sim_config(sim).outbound(dial).start();
+    println!(
+        "{example} on {runtime} · listening on {listen} · simulated Asterisk dials {} per call · app {} · PJSIP/alice will call and press {dtmf}",
+        ari.url, ari.app
+    );
+    let (app, dtmf, example) = (ari.app.clone(), dtmf.to_string(), example.to_string());
+    thread::spawn(move || {
+        let call = PlaceCall {
+            dtmf,
+            dtmf_delay: Duration::from_millis(1300), // after the 1 s greeting
+            dtmf_interval: Duration::from_millis(600),
+            ..PlaceCall::new("PJSIP/alice", &app)
+        };
+        if let Err(e) = server.place_call(call) {
+            fail(&example, &format!("could not place the call: {e}"));
+        }
+        thread::sleep(DEADLINE);
+        fail(&example, &format!("did not finish within {DEADLINE:?}"));
+    });
+    ari
+}
