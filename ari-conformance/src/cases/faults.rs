@@ -140,7 +140,11 @@ async fn rest_snapshot<R: Runtime>(
             .await
             .unwrap_err(),
     );
-    errors.push(h.live("mailboxes", c.mailboxes().list()).await.unwrap_err());
+    errors.push(
+        h.live("mailbox 404", c.mailboxes().get("no-such-mailbox"))
+            .await
+            .unwrap_err(),
+    );
     errors.push(
         h.live("400", c.bridges().add_channel(bridge, ["no-such-channel"]))
             .await

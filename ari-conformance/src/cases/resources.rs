@@ -621,20 +621,33 @@ pub async fn sounds_list_and_get<R: Runtime>(h: &Harness<R>) {
     assert!(!hello.formats.is_empty());
 }
 
-/// `mailboxes`: the simulator answers like an Asterisk without `res_ari_mailboxes`
-/// (404 on every operation); the client reports it as a typed 404.
-pub async fn mailboxes_answer_like_asterisk_without_the_module<R: Runtime>(h: &Harness<R>) {
+/// `mailboxes` (`res_ari_mailboxes`): update creates, get and list read, delete removes; a
+/// mailbox that is gone is a typed 404.
+pub async fn mailboxes_update_get_list_delete<R: Runtime>(h: &Harness<R>) {
     let c = h.client().await;
-    let err = h.live("list", c.mailboxes().list()).await.unwrap_err();
-    assert_eq!(err.status(), Some(404), "{err:?}");
-    assert_eq!(err.ari_kind(), Some(ErrorKind::NotFound));
+    let name = "conf-1000@default";
+    h.live("update", c.mailboxes().update(name, 1, 2))
+        .await
+        .unwrap();
+    h.live("update again", c.mailboxes().update(name, 3, 4))
+        .await
+        .unwrap();
+    let m = h.live("get", c.mailboxes().get(name)).await.unwrap();
+    assert_eq!(
+        (m.name.as_str(), m.old_messages, m.new_messages),
+        (name, 3, 4)
+    );
+    let all = h.live("list", c.mailboxes().list()).await.unwrap();
+    assert!(all.iter().any(|m| m.name == name), "{all:?}");
+    h.live("delete", c.mailboxes().delete(name)).await.unwrap();
     let err = h
-        .live("update", c.mailboxes().update("1000@default", 1, 2))
+        .live("get gone", c.mailboxes().get(name))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err:?}");
+    assert_eq!(err.ari_kind(), Some(ErrorKind::NotFound));
     let err = h
-        .live("get", c.mailboxes().get("1000@default"))
+        .live("delete gone", c.mailboxes().delete(name))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err:?}");
