@@ -420,7 +420,8 @@ impl<R: Runtime> ClientBuilder<R> {
     /// another application of this connection) is no longer lingering. A followed channel
     /// that stays silent for longer than this after leaving Stasis (waiting in the dialplan)
     /// loses its listeners: raise the delay, or set `None` when you follow channels outside
-    /// Stasis.
+    /// Stasis. (The session applies it:
+    /// [`SessionConfig::stasis_end_linger`](ari_proto::session::SessionConfig::stasis_end_linger).)
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.events.stasis_end_linger = linger;
         self

@@ -83,10 +83,10 @@ impl<R: Runtime> Drop for Driver<R> {
 impl<R: Runtime> Unpin for Driver<R> {}
 
 impl<R: Runtime> Driver<R> {
-    /// Runs `f` on the session, then drains its transmits and outputs and delivers them;
-    /// `now` is the time `f` was given (read once per frame). Returns whether the session
-    /// had anything to perform or deliver.
-    fn with_session(&mut self, now: Instant, f: impl FnOnce(&mut ClientSession)) -> bool {
+    /// Runs `f` on the session (which passes it the time, read once per frame), then drains
+    /// its transmits and outputs and delivers them. Returns whether the session had anything
+    /// to perform or deliver.
+    fn with_session(&mut self, f: impl FnOnce(&mut ClientSession)) -> bool {
         let mut transmits = std::mem::take(&mut self.tx_scratch);
         {
             let mut st = self.shared.lock();
@@ -94,9 +94,7 @@ impl<R: Runtime> Driver<R> {
             while let Some(t) = Shared::take_transmit(&mut st) {
                 transmits.push(t);
             }
-            self.shared.drain_outputs(&mut st, now, &mut self.scratch);
-            self.shared
-                .expire_lingering(&mut st, now, &mut self.scratch);
+            self.shared.drain_outputs(&mut st, &mut self.scratch);
         }
         let busy = !transmits.is_empty() || !self.scratch.is_empty();
         for t in transmits.drain(..) {
@@ -162,7 +160,7 @@ impl<R: Runtime> Driver<R> {
             self.close_after_flush = false;
             return;
         }
-        self.with_session(now, |s| s.handle_disconnected(now, &reason));
+        self.with_session(|s| s.handle_disconnected(now, &reason));
     }
 
     /// Polls the pending connect. Returns whether something happened.
@@ -178,11 +176,11 @@ impl<R: Runtime> Driver<R> {
         match res {
             Ok(ws) => {
                 self.ws = Some(ws);
-                self.with_session(now, |s| s.handle_connected(now));
+                self.with_session(|s| s.handle_connected(now));
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.with_session(now, |s| s.handle_connect_failed(now, &reason));
+                self.with_session(|s| s.handle_connect_failed(now, &reason));
             }
         }
         true
@@ -203,7 +201,7 @@ impl<R: Runtime> Driver<R> {
         self.needs_flush = false;
         self.close_after_flush = false;
         let now = self.runtime.now();
-        self.with_session(now, |s| s.handle_accepted(now));
+        self.with_session(|s| s.handle_accepted(now));
         true
     }
 
@@ -223,10 +221,10 @@ impl<R: Runtime> Driver<R> {
             let now = self.runtime.now();
             match item {
                 Some(Ok(WsMessage::Text(text))) => {
-                    self.with_session(now, |s| s.handle_frame(now, text.as_bytes()));
+                    self.with_session(|s| s.handle_frame(now, text.as_bytes()));
                 }
                 Some(Ok(WsMessage::Pong(_))) => {
-                    self.with_session(now, |s| s.handle_pong(now));
+                    self.with_session(|s| s.handle_pong(now));
                 }
                 Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
                 Some(Ok(WsMessage::Close)) => {
@@ -298,10 +296,7 @@ impl<R: Runtime> Driver<R> {
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let next = {
             let st = self.shared.lock();
-            match (st.session.poll_timeout(), Shared::next_linger(&st)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            st.session.poll_timeout()
         };
         let Some(deadline) = next else {
             self.timer = None;
@@ -310,7 +305,7 @@ impl<R: Runtime> Driver<R> {
         let now = self.runtime.now();
         if now >= deadline {
             self.timer = None;
-            self.with_session(now, |s| s.handle_timeout(now));
+            self.with_session(|s| s.handle_timeout(now));
             return true;
         }
         if self.timer.as_ref().map(|(d, _)| *d) != Some(deadline) {
@@ -320,7 +315,7 @@ impl<R: Runtime> Driver<R> {
             if sleep.as_mut().poll(cx).is_ready() {
                 self.timer = None;
                 let now = self.runtime.now().max(deadline);
-                self.with_session(now, |s| s.handle_timeout(now));
+                self.with_session(|s| s.handle_timeout(now));
                 return true;
             }
         }
@@ -366,8 +361,7 @@ impl<R: Runtime> Future for Driver<R> {
             progress |= this.poll_timer(cx);
             // Commands issued by client handles since the last round (start, stop,
             // REST-over-WebSocket requests) left transmits and outputs in the session.
-            let now = this.runtime.now();
-            progress |= this.with_session(now, |_| {});
+            progress |= this.with_session(|_| {});
             progress |= this.poll_write(cx);
             if stops > this.stops_acked && !this.close_after_flush {
                 // The close frame of those stops is out (or there was no socket to close).

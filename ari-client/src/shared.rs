@@ -8,9 +8,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// The maps looked up on every delivered event: foldhash (randomly seeded per map) instead of
-/// SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -108,12 +105,6 @@ pub(crate) type ClientSession = Session<SinkRef>;
 
 pub(crate) struct State {
     pub(crate) session: ClientSession,
-    /// Subscriptions following a channel, by channel id (for the StasisEnd linger).
-    by_channel: FastMap<Box<str>, Vec<SubscriptionId>>,
-    /// The channel each of those follows.
-    channel_of: FastMap<SubscriptionId, Box<str>>,
-    /// Channels that left Stasis: when their subscriptions end unless another event comes.
-    lingering: Linger,
     pending: HashMap<RequestId, Arc<Slot<Result<RawResponse, RequestError>>>>,
     conn_sinks: Vec<Arc<dyn ConnSink>>,
     closed: bool,
@@ -137,7 +128,6 @@ pub(crate) struct Shared {
     pub(crate) queue_capacity: usize,
     pub(crate) max_running_handlers: usize,
     watches: Mutex<HashMap<(ResourceKind, String), Weak<Watch>>>,
-    linger: Option<Duration>,
     /// What `stop` and `close` wait for: the driver's progress on closing.
     lifecycle: Mutex<Lifecycle>,
     /// Accepted mode (outbound WebSocket): a socket Asterisk opened, waiting for the driver
@@ -173,6 +163,7 @@ impl Shared {
             .keepalive(opts.keepalive)
             .request_timeout(request_timeout)
             .limits(opts.limits)
+            .stasis_end_linger(opts.stasis_end_linger)
             .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
         let session = Session::with_subscription_data(endpoint, config, now);
         Shared::from_session(session, opts)
@@ -202,9 +193,6 @@ impl Shared {
                 pending: HashMap::new(),
                 conn_sinks: Vec::new(),
                 closed: false,
-                by_channel: FastMap::default(),
-                channel_of: FastMap::default(),
-                lingering: Linger::default(),
             }),
             driver: AtomicWaker::new(),
             shutdown: AtomicBool::new(false),
@@ -212,7 +200,6 @@ impl Shared {
             queue_capacity: opts.queue_capacity.max(1),
             max_running_handlers: opts.max_running_handlers.max(1),
             watches: Mutex::new(HashMap::new()),
-            linger: opts.stasis_end_linger,
             lifecycle: Mutex::new(Lifecycle::default()),
             attach: Mutex::new(None),
         })
@@ -319,16 +306,7 @@ impl Shared {
             // A subscription that is already over; never live.
             return self.dead_subscription(sink);
         }
-        let channel = match filter.resource_ref() {
-            Some((ResourceKind::Channel, c)) => Some(Box::<str>::from(c)),
-            _ => None,
-        };
-        let id = st.session.subscribe_with(filter, SinkRef(sink));
-        if let Some(c) = channel {
-            st.by_channel.entry(c.clone()).or_default().push(id);
-            st.channel_of.insert(id, c);
-        }
-        id
+        st.session.subscribe_with(filter, SinkRef(sink))
     }
 
     fn dead_subscription(&self, sink: Arc<dyn Sink>) -> SubscriptionId {
@@ -348,7 +326,6 @@ impl Shared {
     pub(crate) fn unsubscribe(&self, id: SubscriptionId) {
         let sink = {
             let mut st = self.lock();
-            st.forget_channel_sub(id);
             st.session.remove_subscription(id)
         };
         drop(sink);
@@ -445,9 +422,6 @@ impl Shared {
                 .into_iter()
                 .map(|(_, s)| s.0)
                 .collect();
-            st.by_channel.clear();
-            st.channel_of.clear();
-            st.lingering.clear();
             let conns = std::mem::take(&mut st.conn_sinks);
             let pending: Vec<_> = st.pending.drain().map(|(_, s)| s).collect();
             (sinks, conns, pending)
@@ -469,13 +443,10 @@ impl Shared {
 
     /// Drains the session's outputs into deliveries; call with the lock held, deliver after
     /// releasing it.
-    pub(crate) fn drain_outputs(&self, st: &mut State, now: Instant, out: &mut Vec<Dispatch>) {
+    pub(crate) fn drain_outputs(&self, st: &mut State, out: &mut Vec<Dispatch>) {
         while let Some(o) = st.session.poll_output() {
             match o {
                 Output::Event(delivery) => {
-                    if let Some(linger) = self.linger {
-                        st.track_linger(&delivery.event, now, linger);
-                    }
                     let event = delivery.event;
                     for sink in delivery.subscribers.into_data() {
                         out.push(Dispatch::Event(sink.0, event.clone()));
@@ -489,10 +460,7 @@ impl Shared {
                         out.push(Dispatch::Response(slot, result));
                     }
                 }
-                Output::SubscriptionEnded {
-                    id, reason, data, ..
-                } => {
-                    st.forget_channel_sub(id);
+                Output::SubscriptionEnded { reason, data, .. } => {
                     out.push(Dispatch::Ended(data.0, reason));
                 }
                 Output::Overflow { dropped, .. } => {
@@ -536,27 +504,6 @@ impl Shared {
         }
     }
 
-    /// The next StasisEnd linger deadline.
-    pub(crate) fn next_linger(st: &State) -> Option<Instant> {
-        st.lingering.next()
-    }
-
-    /// Ends the subscriptions of channels that left Stasis and stayed silent for the linger
-    /// time (Asterisk sends no `ChannelDestroyed` after `StasisEnd` for a channel the
-    /// application only followed because it was in Stasis).
-    pub(crate) fn expire_lingering(&self, st: &mut State, now: Instant, out: &mut Vec<Dispatch>) {
-        while let Some(c) = st.lingering.pop_due(now) {
-            let subs = st.by_channel.remove(&c).unwrap_or_default();
-            for id in subs {
-                st.channel_of.remove(&id);
-                if let Some(sink) = st.session.remove_subscription(id) {
-                    out.push(Dispatch::Ended(sink.0, EndReason::ResourceEnded));
-                }
-            }
-            tracing::debug!(target: "ari_client", channel = %c, "channel left Stasis: its listeners ended");
-        }
-    }
-
     pub(crate) fn take_transmit(st: &mut State) -> Option<Transmit> {
         st.session.poll_transmit()
     }
@@ -587,104 +534,6 @@ impl Shared {
     pub(crate) fn find_watch(&self, kind: ResourceKind, id: &str) -> Option<Arc<Watch>> {
         let map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(kind, id.to_string())).and_then(Weak::upgrade)
-    }
-}
-
-impl State {
-    fn forget_channel_sub(&mut self, id: SubscriptionId) {
-        if let Some(c) = self.channel_of.remove(&id) {
-            if let Some(v) = self.by_channel.get_mut(&c) {
-                v.retain(|s| *s != id);
-                if v.is_empty() {
-                    self.by_channel.remove(&c);
-                    self.lingering.remove(&c);
-                }
-            }
-        }
-    }
-
-    /// `StasisEnd` of a followed channel starts its linger; any later event of it restarts
-    /// the linger (the channel is still followed, e.g. originated by the application).
-    fn track_linger(&mut self, event: &Event, now: Instant, linger: Duration) {
-        if self.by_channel.is_empty() {
-            return;
-        }
-        if let Event::StasisEnd(e) = event {
-            if self.by_channel.contains_key(e.channel.id.as_str()) {
-                if let Some(at) = now.checked_add(linger) {
-                    self.lingering.set(e.channel.id.as_str(), at);
-                }
-            }
-            return;
-        }
-        if self.lingering.is_empty() {
-            return;
-        }
-        if let Event::StasisStart(e) = event {
-            // Back in Stasis (moved to another application of this connection).
-            self.lingering.remove(e.channel.id.as_str());
-            return;
-        }
-        for r in event.resources().iter() {
-            if r.kind == ResourceKind::Channel && self.lingering.contains(r.id) {
-                if let Some(at) = now.checked_add(linger) {
-                    self.lingering.set(r.id, at);
-                }
-            }
-        }
-    }
-}
-
-/// Deadlines of lingering channels: a map for lookups and an ordered queue for expiry, so
-/// each operation is O(log n) however many channels linger.
-#[derive(Default)]
-struct Linger {
-    by_id: FastMap<Box<str>, (Instant, u64)>,
-    queue: std::collections::BTreeMap<(Instant, u64), Box<str>>,
-    seq: u64,
-}
-
-impl Linger {
-    fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
-    }
-
-    fn set(&mut self, id: &str, at: Instant) {
-        self.remove(id);
-        self.seq += 1;
-        let key = (at, self.seq);
-        let id: Box<str> = id.into();
-        self.queue.insert(key, id.clone());
-        self.by_id.insert(id, key);
-    }
-
-    fn remove(&mut self, id: &str) {
-        if let Some(key) = self.by_id.remove(id) {
-            self.queue.remove(&key);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.by_id.clear();
-        self.queue.clear();
-    }
-
-    fn next(&self) -> Option<Instant> {
-        self.queue.first_key_value().map(|((at, _), _)| *at)
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<Box<str>> {
-        let (&key, _) = self.queue.first_key_value()?;
-        if key.0 > now {
-            return None;
-        }
-        let id = self.queue.remove(&key)?;
-        self.by_id.remove(&id);
-        Some(id)
     }
 }
 

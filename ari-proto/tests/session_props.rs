@@ -60,6 +60,7 @@ impl Target {
 #[derive(Debug, Clone)]
 enum Ev {
     StasisStart(usize),
+    StasisEnd(usize),
     Dtmf(usize),
     Entered(usize, usize),
     Left(usize, usize),
@@ -116,6 +117,7 @@ impl Ev {
     fn type_name(&self) -> &'static str {
         match self {
             Ev::StasisStart(_) => "StasisStart",
+            Ev::StasisEnd(_) => "StasisEnd",
             Ev::Dtmf(_) => "ChannelDtmfReceived",
             Ev::Entered(..) => "ChannelEnteredBridge",
             Ev::Left(..) => "ChannelLeftBridge",
@@ -138,7 +140,9 @@ impl Ev {
     fn resources(&self) -> Vec<(ResourceKind, String)> {
         use ResourceKind::*;
         match self {
-            Ev::StasisStart(c) | Ev::Dtmf(c) | Ev::ChannelDestroyed(c) => vec![(Channel, cid(*c))],
+            Ev::StasisStart(c) | Ev::StasisEnd(c) | Ev::Dtmf(c) | Ev::ChannelDestroyed(c) => {
+                vec![(Channel, cid(*c))]
+            }
             Ev::Entered(b, c) | Ev::Left(b, c) => vec![(Bridge, bid(*b)), (Channel, cid(*c))],
             Ev::Dial(caller, peer) => {
                 let mut v: Vec<_> = caller.iter().map(|c| (Channel, cid(*c))).collect();
@@ -207,6 +211,9 @@ impl Ev {
                 o.insert("channel".into(), chan(*c));
                 o.insert("args".into(), json!([]));
             }
+            Ev::StasisEnd(c) => {
+                o.insert("channel".into(), chan(*c));
+            }
             Ev::Dtmf(c) => {
                 o.insert("channel".into(), chan(*c));
                 o.insert("digit".into(), json!("5"));
@@ -274,6 +281,7 @@ fn target() -> impl Strategy<Value = Target> {
 fn event() -> impl Strategy<Value = Ev> {
     prop_oneof![
         (0..CHANNELS).prop_map(Ev::StasisStart),
+        (0..CHANNELS).prop_map(Ev::StasisEnd),
         (0..CHANNELS).prop_map(Ev::Dtmf),
         (0..BRIDGES, 0..CHANNELS).prop_map(|(b, c)| Ev::Entered(b, c)),
         (0..BRIDGES, 0..CHANNELS).prop_map(|(b, c)| Ev::Left(b, c)),
@@ -524,6 +532,97 @@ proptest! {
         }
     }
 
+    /// The StasisEnd linger against a model: a followed channel that leaves Stasis loses its
+    /// subscriptions once no event of it came for the linger (each event restarts it, a
+    /// `StasisStart` cancels it, removing its last subscription or `ChannelDestroyed` forgets
+    /// it); `poll_timeout` is exactly the next linger deadline.
+    #[test]
+    fn stasis_end_linger_matches_model(ops in proptest::collection::vec(linger_op(), 0..150)) {
+        const LINGER: Duration = Duration::from_millis(1000);
+        let t = templates();
+        let t0 = epoch();
+        let config = SessionConfig::new(["app"]).keepalive(None).stasis_end_linger(Some(LINGER));
+        let mut s = connected(config, t0);
+        let mut now = t0;
+        let mut subs: Vec<(SubscriptionId, usize)> = Vec::new();
+        let mut created: Vec<SubscriptionId> = Vec::new();
+        let mut lingering: std::collections::BTreeMap<usize, std::time::Instant> = Default::default();
+        let follows = |subs: &[(SubscriptionId, usize)], c: usize| subs.iter().any(|(_, x)| *x == c);
+        for op in ops {
+            let mut expected_end: Vec<SubscriptionId> = Vec::new();
+            match op {
+                LingerOp::Subscribe(c, typed) => {
+                    let f = Filter::channel(cid(c));
+                    let f = if typed { f.with_type("ChannelDtmfReceived") } else { f };
+                    let id = s.subscribe(f);
+                    created.push(id);
+                    subs.push((id, c));
+                }
+                LingerOp::Unsubscribe(i) => {
+                    if created.is_empty() { continue; }
+                    let id = created[i % created.len()];
+                    let gone = subs.iter().find(|(m, _)| *m == id).map(|(_, c)| *c);
+                    prop_assert_eq!(s.unsubscribe(id), gone.is_some());
+                    subs.retain(|(m, _)| *m != id);
+                    if let Some(c) = gone {
+                        if !follows(&subs, c) { lingering.remove(&c); }
+                    }
+                }
+                LingerOp::Event(ev) => {
+                    s.handle_frame(now, ev.frame(&t).as_bytes());
+                    if let Ev::ChannelDestroyed(c) = ev {
+                        expected_end.extend(subs.iter().filter(|(_, x)| *x == c).map(|(id, _)| *id));
+                        subs.retain(|(_, x)| *x != c);
+                    }
+                    let channels: Vec<usize> = (0..CHANNELS)
+                        .filter(|c| ev.resources().contains(&(ResourceKind::Channel, cid(*c))))
+                        .collect();
+                    if subs.is_empty() {
+                        lingering.clear();
+                    } else {
+                        match ev {
+                            Ev::StasisEnd(c) if follows(&subs, c) => { lingering.insert(c, now + LINGER); }
+                            Ev::StasisEnd(c) | Ev::StasisStart(c) => { lingering.remove(&c); }
+                            _ if lingering.is_empty() => {}
+                            _ => {
+                                for c in channels {
+                                    if !follows(&subs, c) {
+                                        lingering.remove(&c);
+                                    } else if let Some(at) = lingering.get_mut(&c) {
+                                        *at = now + LINGER;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                LingerOp::Advance(ms) => {
+                    now += Duration::from_millis(ms);
+                    s.handle_timeout(now);
+                    let due: Vec<usize> = lingering.iter().filter(|(_, at)| **at <= now).map(|(c, _)| *c).collect();
+                    for c in due {
+                        lingering.remove(&c);
+                        expected_end.extend(subs.iter().filter(|(_, x)| *x == c).map(|(id, _)| *id));
+                        subs.retain(|(_, x)| *x != c);
+                    }
+                }
+            }
+            let mut ended: Vec<SubscriptionId> = Vec::new();
+            for o in drain(&mut s) {
+                if let Output::SubscriptionEnded { id, reason, .. } = o {
+                    prop_assert_eq!(reason, EndReason::ResourceEnded);
+                    ended.push(id);
+                }
+            }
+            ended.sort_unstable();
+            expected_end.sort_unstable();
+            prop_assert_eq!(ended, expected_end);
+            prop_assert_eq!(s.live_subscriptions(), subs.len());
+            prop_assert_eq!(s.lingering_channels(), lingering.len());
+            prop_assert_eq!(s.poll_timeout(), lingering.values().min().copied());
+        }
+    }
+
     /// Arbitrary inputs in arbitrary order never panic, never leave a due deadline behind,
     /// and keep every queue within its bound.
     #[test]
@@ -581,6 +680,31 @@ proptest! {
         }
         prop_assert!(droppable <= 5);
     }
+}
+
+#[derive(Debug, Clone)]
+enum LingerOp {
+    Subscribe(usize, bool),
+    Unsubscribe(usize),
+    Event(Ev),
+    Advance(u64),
+}
+
+fn linger_op() -> impl Strategy<Value = LingerOp> {
+    let ev = prop_oneof![
+        1 => (0..CHANNELS).prop_map(Ev::StasisStart),
+        2 => (0..CHANNELS).prop_map(Ev::StasisEnd),
+        1 => (0..CHANNELS).prop_map(Ev::Dtmf),
+        1 => (0..CHANNELS).prop_map(Ev::ChannelDestroyed),
+        1 => (0..BRIDGES, 0..CHANNELS).prop_map(|(b, c)| Ev::Entered(b, c)),
+        1 => (proptest::option::of(0..CHANNELS), 0..CHANNELS).prop_map(|(a, b)| Ev::Dial(a, b)),
+    ];
+    prop_oneof![
+        3 => (0..CHANNELS, any::<bool>()).prop_map(|(c, t)| LingerOp::Subscribe(c, t)),
+        1 => any::<usize>().prop_map(LingerOp::Unsubscribe),
+        5 => ev.prop_map(LingerOp::Event),
+        3 => (0u64..1500).prop_map(LingerOp::Advance),
+    ]
 }
 
 #[derive(Debug, Clone)]

@@ -504,6 +504,16 @@ impl Config {
         }
     }
 
+    /// The StasisEnd linger, from other bits of the seed (for the same reason): none in one
+    /// input of 16, otherwise 0 to 4 s.
+    fn stasis_end_linger(&self) -> Option<Duration> {
+        if (self.seed >> 52) & 0xf == 0 {
+            None
+        } else {
+            Some(Duration::from_millis((self.seed >> 40) & 0xfff))
+        }
+    }
+
     fn build(&self) -> SessionConfig {
         let ms = |v: u16| Duration::from_millis(u64::from(v));
         let policy = ReconnectPolicy::default()
@@ -530,6 +540,7 @@ impl Config {
                     .max_queued_outputs(usize::from(self.max_queued % 32))
                     .max_json_depth(self.max_json_depth()),
             )
+            .stasis_end_linger(self.stasis_end_linger())
             .rng_seed(self.seed)
     }
 }
@@ -556,6 +567,8 @@ enum Template {
     SchemaMismatch,
     /// A `RESTResponse` whose request id is not pending.
     StrayResponse(u16),
+    /// The channel leaves Stasis (its subscriptions linger, then end).
+    StasisEnd(u8),
 }
 
 fn channel_json(id: &str) -> Value {
@@ -632,6 +645,9 @@ impl Template {
             }),
             Template::Unknown(c) => serde_json::json!({
                 "type": "ChannelTeleported", "channel": {"id": id(*c)}
+            }),
+            Template::StasisEnd(c) => serde_json::json!({
+                "type": "StasisEnd", "channel": channel_json(id(*c))
             }),
             Template::SchemaMismatch => serde_json::json!({"type": "StasisStart"}),
             Template::StrayResponse(n) => serde_json::json!({
@@ -794,6 +810,9 @@ struct Model {
     last_request: u64,
     /// Whether a `Connect` transmit is outstanding (not yet answered or closed).
     connecting: bool,
+    /// The first `StasisEnd` frame of each channel: a subscription ended by a timeout (the
+    /// linger) follows a channel whose first `StasisEnd` came at least the linger ago.
+    stasis_ends: BTreeMap<String, Instant>,
 }
 
 /// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
@@ -917,7 +936,18 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 assert!(!id.is_empty() && id.is_ascii());
             }
         }
-        drain(&mut session, &mut model, event_frame.as_deref(), &config);
+        if let Some(Ok((Event::StasisEnd(e), _))) =
+            event_frame.as_deref().map(Event::decode_lenient)
+        {
+            model.stasis_ends.entry(e.channel.id.clone()).or_insert(now);
+        }
+        drain(
+            &mut session,
+            &mut model,
+            event_frame.as_deref(),
+            now,
+            &config,
+        );
         if after_timeout {
             // Never in the past; a deadline at `now` itself (a zero reconnect delay set by the
             // timeout just handled) is due at once, and handling it must make progress: a few
@@ -934,18 +964,29 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     "poll_timeout stays at now: the driver would spin"
                 );
                 session.handle_timeout(now);
-                drain(&mut session, &mut model, None, &config);
+                drain(&mut session, &mut model, None, now, &config);
             }
         }
         check_state(&session, &model, &config);
     }
     let stats = session.stats();
-    // Stopping fails every pending request and leaves nothing scheduled.
+    // Stopping fails every pending request and leaves nothing scheduled but the linger of
+    // channels that left Stasis, which still ends their subscriptions.
     session.stop(now);
-    drain(&mut session, &mut model, None, &config);
+    drain(&mut session, &mut model, None, now, &config);
     assert_eq!(session.pending_requests(), 0);
     assert!(model.pending.is_empty(), "requests never answered");
-    assert_eq!(session.poll_timeout(), None, "timers after stop");
+    let mut lingering = session.lingering_channels();
+    while let Some(t) = session.poll_timeout() {
+        assert!(lingering > 0, "timers after stop");
+        now = now.max(t);
+        session.handle_timeout(now);
+        drain(&mut session, &mut model, None, now, &config);
+        let left = session.lingering_channels();
+        assert!(left < lingering, "a due linger did not end");
+        lingering = left;
+    }
+    assert_eq!(session.lingering_channels(), 0);
     check_state(&session, &model, &config);
     Some(stats)
 }
@@ -1028,7 +1069,13 @@ fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c:
 }
 
 /// Drains transmits then outputs, checking each against the model.
-fn drain(session: &mut Session, model: &mut Model, frame: Option<&[u8]>, c: &SessionConfig) {
+fn drain(
+    session: &mut Session,
+    model: &mut Model,
+    frame: Option<&[u8]>,
+    now: Instant,
+    c: &SessionConfig,
+) {
     let mut texts = 0;
     let mut last_socket = None;
     while let Some(t) = session.poll_transmit() {
@@ -1112,10 +1159,23 @@ fn drain(session: &mut Session, model: &mut Model, frame: Option<&[u8]>, c: &Ses
                     EndReason::Once => assert!(filter.is_once(), "{id} is not one-shot"),
                     EndReason::ResourceEnded => {
                         let (kind, rid) = filter.resource_ref().expect("a resource filter");
-                        let e = event.as_ref().expect("ended by a frame");
-                        let r = e.ended_resource().expect("a final event");
-                        assert_eq!(r.kind, kind);
-                        assert_eq!(r.id, rid);
+                        match event.as_ref() {
+                            Some(e) => {
+                                let r = e.ended_resource().expect("a final event");
+                                assert_eq!(r.kind, kind);
+                                assert_eq!(r.id, rid);
+                            }
+                            None => {
+                                // A timeout: the linger of a channel that left Stasis.
+                                assert_eq!(kind, ResourceKind::Channel, "{id} lingered");
+                                let linger = c.stasis_end_linger.expect("a linger is set");
+                                let left = model
+                                    .stasis_ends
+                                    .get(rid)
+                                    .unwrap_or_else(|| panic!("{rid} never left Stasis"));
+                                assert!(*left + linger <= now, "{rid} ended before its linger");
+                            }
+                        }
                     }
                     _ => {}
                 }

@@ -270,6 +270,10 @@ pub struct SessionConfig {
     /// The default is a fixed constant, so two sessions with the default seed create the same
     /// ids: an adapter must seed it from OS randomness (`getrandom`, `RandomState`, …).
     pub rng_seed: u64,
+    /// How long the subscriptions of a channel outlive its `StasisEnd` when no other event
+    /// of it comes (default 2 s; `None`: until `ChannelDestroyed` or removal). See
+    /// [`SessionConfig::stasis_end_linger`].
+    pub stasis_end_linger: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -284,6 +288,7 @@ impl Default for SessionConfig {
             request_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             rng_seed: 0x0A21_5E55_1011_D5EE,
+            stasis_end_linger: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -334,6 +339,24 @@ impl SessionConfig {
     /// Sets the REST-over-WebSocket request deadline.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = d;
+        self
+    }
+
+    /// How long the subscriptions of a channel outlive its `StasisEnd` (default 2 s; `None`:
+    /// until `ChannelDestroyed` or removal).
+    ///
+    /// Asterisk sends no `ChannelDestroyed` to an application for a channel it only followed
+    /// because the channel was in its Stasis (an incoming call that hung up or went back to
+    /// the dialplan): its last event is `StasisEnd`. So once a followed channel has left
+    /// Stasis and no event of it came for this long, the session ends its subscriptions
+    /// ([`Output::SubscriptionEnded`](super::Output::SubscriptionEnded) with
+    /// [`EndReason::ResourceEnded`](super::EndReason::ResourceEnded)), on its timers
+    /// ([`Session::poll_timeout`](super::Session::poll_timeout)). A channel the application
+    /// still follows (originated by it, or subscribed) keeps sending events, each restarting
+    /// the delay, and ends with `ChannelDestroyed` as usual; one that re-enters Stasis
+    /// (moved to another application of this connection) stops lingering.
+    pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
+        self.stasis_end_linger = linger;
         self
     }
 

@@ -117,6 +117,7 @@
 
 mod accepted;
 mod config;
+mod linger;
 mod rng;
 mod routing;
 
@@ -741,6 +742,8 @@ pub struct Session<T = ()> {
     overflow: u64,
     ping_seq: u64,
     ended_scratch: Vec<(SubscriptionId, EndReason, T)>,
+    /// Followed channels that left Stasis (see [`SessionConfig::stasis_end_linger`]).
+    linger: linger::Linger,
     stats: Stats,
 }
 
@@ -805,6 +808,7 @@ impl<T: Clone> Session<T> {
             overflow: 0,
             ping_seq: 0,
             ended_scratch: Vec::new(),
+            linger: linger::Linger::default(),
             stats: Stats::default(),
         }
     }
@@ -931,17 +935,38 @@ impl<T: Clone> Session<T> {
 
     /// Removes a subscription; false if it was not live (already ended or removed).
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
-        self.router.unsubscribe(id).is_some()
+        self.remove_subscription(id).is_some()
     }
 
     /// Removes a subscription and gives its data back; `None` if it was not live.
     pub fn remove_subscription(&mut self, id: SubscriptionId) -> Option<T> {
-        self.router.unsubscribe(id)
+        let channel = if self.linger.is_empty() {
+            None
+        } else {
+            self.router
+                .channel_of(id)
+                .map(|c| Box::<str>::from(c.to_owned()))
+        };
+        let data = self.router.unsubscribe(id);
+        if let Some(c) = channel {
+            if !self.router.follows(ResourceKind::Channel, &c) {
+                // Its last subscription is gone: nothing left to end.
+                self.linger.remove(&c);
+            }
+        }
+        data
     }
 
     /// Removes every subscription, giving back their data in subscription order.
     pub fn remove_all_subscriptions(&mut self) -> Vec<(SubscriptionId, T)> {
+        self.linger.clear();
         self.router.unsubscribe_all()
+    }
+
+    /// Followed channels that left Stasis and whose subscriptions end after
+    /// [`SessionConfig::stasis_end_linger`] unless another event of them comes.
+    pub fn lingering_channels(&self) -> usize {
+        self.linger.len()
     }
 
     /// A fresh client-side id (UUID-v4 text from the session's PRNG) for a resource created
@@ -1118,7 +1143,7 @@ impl<T: Clone> Session<T> {
             }
             other => other,
         };
-        self.deliver(event);
+        self.deliver(now, event);
     }
 
     /// A pong arrived: the connection is alive.
@@ -1176,6 +1201,7 @@ impl<T: Clone> Session<T> {
                     .set(Timer::Ping, deadline(now, k.interval.max(MIN_PERIOD)));
             }
         }
+        self.expire_linger(now);
         while let Some(&(at, n)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -1199,13 +1225,17 @@ impl<T: Clone> Session<T> {
     }
 
     /// When [`handle_timeout`](Session::handle_timeout) is next due (reconnect, ping, pong
-    /// deadline, request deadlines), if anything is scheduled.
+    /// deadline, request deadlines, the end of a channel's
+    /// [linger](SessionConfig::stasis_end_linger)), if anything is scheduled.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let req = self.deadlines.first().map(|&(at, _)| at);
-        match (self.timers.next(), req) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next(),
+            self.deadlines.first().map(|&(at, _)| at),
+            self.linger.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next thing to tell the application.
@@ -1369,7 +1399,7 @@ impl<T: Clone> Session<T> {
         });
     }
 
-    fn deliver(&mut self, event: Event) {
+    fn deliver(&mut self, now: Instant, event: Event) {
         if matches!(event, Event::Unknown(_)) {
             self.stats.unknown_events += 1;
         }
@@ -1379,6 +1409,9 @@ impl<T: Clone> Session<T> {
         self.stats.events += 1;
         let mut ended = std::mem::take(&mut self.ended_scratch);
         let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
+        if let Some(after) = self.config.stasis_end_linger {
+            self.track_linger(&event, now, after);
+        }
         self.push_droppable(Output::Event(Delivery {
             event: Arc::new(event),
             subscribers,
@@ -1388,6 +1421,57 @@ impl<T: Clone> Session<T> {
             self.push_control(Output::SubscriptionEnded { id, reason, data });
         }
         self.ended_scratch = ended;
+    }
+
+    /// After routing `event`: a followed channel that left Stasis starts lingering, one back
+    /// in Stasis stops, and any other event of a lingering channel restarts its linger (the
+    /// channel is still followed, e.g. originated by the application). A channel no longer
+    /// followed (its `ChannelDestroyed` ended its subscriptions) stops lingering.
+    fn track_linger(&mut self, event: &Event, now: Instant, after: Duration) {
+        if self.router.live_for_kind(ResourceKind::Channel) == 0 {
+            self.linger.clear();
+            return;
+        }
+        match event {
+            Event::StasisEnd(e) => {
+                let id = e.channel.id.as_str();
+                match deadline(now, after) {
+                    Some(at) if self.router.follows(ResourceKind::Channel, id) => {
+                        self.linger.set(id, at)
+                    }
+                    _ => self.linger.remove(id),
+                }
+            }
+            Event::StasisStart(e) => self.linger.remove(e.channel.id.as_str()),
+            _ if self.linger.is_empty() => {}
+            _ => {
+                for r in event.resources().iter() {
+                    if r.kind != ResourceKind::Channel {
+                        continue;
+                    }
+                    match deadline(now, after) {
+                        Some(at) if self.router.follows(ResourceKind::Channel, r.id) => {
+                            self.linger.touch(r.id, at)
+                        }
+                        _ => self.linger.remove(r.id),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the subscriptions of the channels whose linger is over.
+    fn expire_linger(&mut self, now: Instant) {
+        while let Some(c) = self.linger.pop_due(now) {
+            for (id, data) in self.router.unsubscribe_resource(ResourceKind::Channel, &c) {
+                self.stats.subscriptions_ended += 1;
+                self.push_control(Output::SubscriptionEnded {
+                    id,
+                    reason: EndReason::ResourceEnded,
+                    data,
+                });
+            }
+        }
     }
 
     fn push_control(&mut self, out: Output<T>) {

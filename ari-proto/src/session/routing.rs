@@ -182,7 +182,8 @@ fn key_matches(r: &ResourceRef<'_>, id: &str) -> bool {
 pub enum EndReason {
     /// A one-shot subscription received its event.
     Once,
-    /// The resource it followed received its final event.
+    /// The resource it followed received its final event (for a channel that left Stasis
+    /// without one: its [linger](super::SessionConfig::stasis_end_linger) ended).
     ResourceEnded,
 }
 
@@ -498,6 +499,38 @@ impl<T: Clone> Router<T> {
 
     pub(crate) fn is_live(&self, id: SubscriptionId) -> bool {
         self.entries.contains_key(&id)
+    }
+
+    /// The channel a live subscription follows, if it follows one.
+    pub(crate) fn channel_of(&self, id: SubscriptionId) -> Option<&str> {
+        match self.entries.get(&id)?.filter.resource_ref()? {
+            (ResourceKind::Channel, c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether some subscription follows this resource (not an endpoint).
+    pub(crate) fn follows(&self, kind: ResourceKind, id: &str) -> bool {
+        self.by_resource[kind_index(kind)]
+            .get(id.as_bytes())
+            .is_some_and(|v| !v.is_empty())
+    }
+
+    /// Removes every subscription following this resource (not an endpoint), in
+    /// subscription order.
+    pub(crate) fn unsubscribe_resource(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Vec<(SubscriptionId, T)> {
+        let ids: SmallVec<[SubscriptionId; 4]> =
+            match self.by_resource[kind_index(kind)].get(id.as_bytes()) {
+                Some(v) => v.iter().map(|l| l.id).collect(),
+                None => return Vec::new(),
+            };
+        ids.into_iter()
+            .filter_map(|s| Some((s, self.unsubscribe(s)?)))
+            .collect()
     }
 
     fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&SubList<T>> {
