@@ -14,7 +14,8 @@ use ari_proto::session::{
 use crate::client::{with_deadline, ClientBuilder};
 use crate::listen::{
     any_handler, conn_handler, typed_handler, ClientEvent, ClientOnce, ClientStream,
-    ConnectionStream, EventHandler, EventStream, HandlerOutput, Incoming, Listener, StartWaiter,
+    ConnectionStream, EventHandler, EventStream, HandlerOutput, Incoming, Listener, Start,
+    StartWaiter,
 };
 use crate::shared::ConnSink;
 use crate::{Client, Error, Runtime};
@@ -35,6 +36,11 @@ pub struct Stats {
     pub handler_errors: u64,
     /// REST requests sent over HTTP because the WebSocket transport was not available.
     pub websocket_fallbacks: u64,
+    /// Handler calls whose first poll (the code before the first `.await`, run on the task
+    /// reading the events) took over 1 ms, holding up every event behind it; each handler's
+    /// first few are also logged (`tracing` warning). Register such a handler with
+    /// [`Client::on_spawned`].
+    pub slow_first_polls: u64,
     /// The session's counters (frames, events, reconnects, pings, requests…).
     pub session: ari_proto::session::Stats,
 }
@@ -212,7 +218,9 @@ impl<R: Runtime> Client<R> {
     /// done (it awaits a request, an event, a timer) it continues as its own task, so a
     /// handler that lasts a whole call never holds up the next event; for strictly ordered
     /// processing use [`Client::stream`]. Keep blocking work out of handlers (as in any
-    /// async code): it would delay the reading of the socket. A panicking handler is caught,
+    /// async code): it would delay the reading of the socket (a first poll over 1 ms is
+    /// logged and counted in [`Stats::slow_first_polls`]; [`Client::on_spawned`] runs every
+    /// call as a task of its own). A panicking handler is caught,
     /// counted in [`Stats::handler_errors`] and logged. The handler
     /// may return `()` or `Result<(), Error>` (errors are logged and counted). At most
     /// [`ClientBuilder::max_running_handlers`] calls of one handler wait at once (default
@@ -220,7 +228,21 @@ impl<R: Runtime> Client<R> {
     /// it, counted in [`Stats::dropped_events`] and logged.
     pub fn on<T: ClientEvent<R>>(&self, handler: impl EventHandler<T, T::Instances>) -> Listener {
         let shared = self.inner.shared.clone();
-        let sink = typed_handler::<R, T, _>(self, handler);
+        let sink = typed_handler::<R, T, _>(self, handler, Start::Inline);
+        let id = shared.subscribe(Filter::of::<T>(), sink);
+        Listener::new(shared, id)
+    }
+
+    /// As [`Client::on`], but each call is a task of its own from the start: nothing of the
+    /// handler runs on the task reading the events. For a handler that does synchronous work
+    /// before its first `.await` (a [`Stats::slow_first_polls`] warning names it). What it
+    /// subscribes to may then miss events routed before the task first runs.
+    pub fn on_spawned<T: ClientEvent<R>>(
+        &self,
+        handler: impl EventHandler<T, T::Instances>,
+    ) -> Listener {
+        let shared = self.inner.shared.clone();
+        let sink = typed_handler::<R, T, _>(self, handler, Start::Spawn);
         let id = shared.subscribe(Filter::of::<T>(), sink);
         Listener::new(shared, id)
     }
@@ -343,6 +365,7 @@ impl<R: Runtime> Client<R> {
             handler_calls: c.handler_calls.load(Ordering::Relaxed),
             handler_errors: c.handler_errors.load(Ordering::Relaxed),
             websocket_fallbacks: c.ws_fallbacks.load(Ordering::Relaxed),
+            slow_first_polls: c.slow_first_polls.load(Ordering::Relaxed),
             session,
         }
     }

@@ -11,7 +11,7 @@ use ari_proto::models;
 use ari_proto::session::Filter;
 
 use crate::listen::{
-    typed_handler, ClientEvent, EventHandler, EventStream, Listener, Once, TypedStream,
+    typed_handler, ClientEvent, EventHandler, EventStream, Listener, Once, Start, TypedStream,
 };
 use crate::shared::{LatchOutcome, Watch};
 use crate::{Client, Error, Runtime, Wrap};
@@ -196,7 +196,19 @@ macro_rules! instance_events {
                 handler: impl EventHandler<T, T::Instances>,
             ) -> Listener {
                 let shared = self.client.inner.shared.clone();
-                let sink = typed_handler::<R, T, _>(&self.client, handler);
+                let sink = typed_handler::<R, T, _>(&self.client, handler, Start::Inline);
+                let id = shared.subscribe(self.filter().with_type(T::TYPE), sink);
+                Listener::new(shared, id)
+            }
+
+            /// As `on`, but each call is a task of its own from the start (see
+            /// [`Client::on_spawned`](crate::Client::on_spawned)).
+            pub fn on_spawned<T: ClientEvent<R>>(
+                &self,
+                handler: impl EventHandler<T, T::Instances>,
+            ) -> Listener {
+                let shared = self.client.inner.shared.clone();
+                let sink = typed_handler::<R, T, _>(&self.client, handler, Start::Spawn);
                 let id = shared.subscribe(self.filter().with_type(T::TYPE), sink);
                 Listener::new(shared, id)
             }

@@ -245,12 +245,25 @@ where
     type Future = Fut;
 }
 
-/// Bounds the calls of one handler running at once.
+/// Bounds the calls of one handler running at once, and counts its slow first polls.
 #[derive(Default)]
 pub(crate) struct InFlight {
     running: AtomicUsize,
     overflowing: AtomicBool,
+    slow_first_polls: std::sync::atomic::AtomicU64,
 }
+
+/// How a handler's call starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Polled once on the task routing the events, a task of its own only if it waits.
+    Inline,
+    /// A task of its own at once ([`Client::on_spawned`]).
+    Spawn,
+}
+
+/// A first poll longer than this holds up the reading of the socket: warned and counted.
+pub(crate) const SLOW_FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A sink that counts its handler's waiting calls.
 pub(crate) trait HasInFlight: Send + Sync + 'static {
@@ -287,6 +300,32 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     format!("the handler panicked: {text}")
 }
 
+/// Counts a first poll that held up the reading of the socket; warns on the first few of each
+/// handler (then at every power of two, so a handler that is always slow cannot flood the log).
+fn slow_first_poll(
+    shared: &Shared,
+    in_flight: &InFlight,
+    event_type: &'static str,
+    took: std::time::Duration,
+) {
+    shared
+        .counters
+        .slow_first_polls
+        .fetch_add(1, Ordering::Relaxed);
+    let n = in_flight.slow_first_polls.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(
+            target: "ari_client",
+            event = event_type,
+            took_us = took.as_micros() as u64,
+            slow_calls = n,
+            "event handler: its first poll (the code before its first .await) took over 1 ms \
+             on the task reading the events; move blocking work out of it or register it \
+             with on_spawned (counted in Stats::slow_first_polls)"
+        );
+    }
+}
+
 /// Runs one call of a handler, reporting its outcome.
 ///
 /// The handler's future is polled once right here, on the task that reads the events: a
@@ -304,6 +343,7 @@ pub(crate) fn spawn_handler<R, S, Fut>(
     client: &Client<R>,
     sink: &Arc<S>,
     event_type: &'static str,
+    start: Start,
     make: impl FnOnce() -> Option<Fut>,
 ) where
     R: Runtime,
@@ -332,35 +372,60 @@ pub(crate) fn spawn_handler<R, S, Fut>(
     if in_flight.overflowing.load(Ordering::Relaxed) {
         in_flight.overflowing.store(false, Ordering::Release);
     }
-    // The first poll uses a waker that does nothing: if the future is not done it is moved
-    // into a task, whose first poll registers the task's waker (futures re-register theirs
-    // on every poll), so no wake-up is lost.
-    let first = catch_unwind(AssertUnwindSafe(|| {
-        let mut fut = Box::pin(make()?);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        Some(match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(out) => Ok(out.into_outcome()),
-            Poll::Pending => Err(fut),
-        })
-    }));
-    let fut = match first {
-        Ok(None) => return,
-        Ok(Some(Ok(outcome))) => {
-            shared
-                .counters
-                .handler_calls
-                .fetch_add(1, Ordering::Relaxed);
-            report_outcome(shared, event_type, outcome);
-            return;
-        }
-        Ok(Some(Err(fut))) => fut,
-        Err(payload) => {
-            shared
-                .counters
-                .handler_calls
-                .fetch_add(1, Ordering::Relaxed);
-            report_outcome(shared, event_type, Err(panic_text(&*payload)));
-            return;
+    let fut = match start {
+        Start::Spawn => match catch_unwind(AssertUnwindSafe(make)) {
+            Ok(Some(fut)) => Box::pin(fut),
+            Ok(None) => return,
+            Err(payload) => {
+                shared
+                    .counters
+                    .handler_calls
+                    .fetch_add(1, Ordering::Relaxed);
+                report_outcome(shared, event_type, Err(panic_text(&*payload)));
+                return;
+            }
+        },
+        Start::Inline => {
+            let started = client.inner.runtime.now();
+            // The first poll uses a waker that does nothing: if the future is not done it is
+            // moved into a task, whose first poll registers the task's waker (futures
+            // re-register theirs on every poll), so no wake-up is lost.
+            let first = catch_unwind(AssertUnwindSafe(|| {
+                let mut fut = Box::pin(make()?);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                Some(match fut.as_mut().poll(&mut cx) {
+                    Poll::Ready(out) => Ok(out.into_outcome()),
+                    Poll::Pending => Err(fut),
+                })
+            }));
+            let took = client
+                .inner
+                .runtime
+                .now()
+                .saturating_duration_since(started);
+            if took > SLOW_FIRST_POLL {
+                slow_first_poll(shared, in_flight, event_type, took);
+            }
+            match first {
+                Ok(None) => return,
+                Ok(Some(Ok(outcome))) => {
+                    shared
+                        .counters
+                        .handler_calls
+                        .fetch_add(1, Ordering::Relaxed);
+                    report_outcome(shared, event_type, outcome);
+                    return;
+                }
+                Ok(Some(Err(fut))) => fut,
+                Err(payload) => {
+                    shared
+                        .counters
+                        .handler_calls
+                        .fetch_add(1, Ordering::Relaxed);
+                    report_outcome(shared, event_type, Err(panic_text(&*payload)));
+                    return;
+                }
+            }
         }
     };
     shared
@@ -385,6 +450,7 @@ pub(crate) fn spawn_handler<R, S, Fut>(
 struct TypedSink<R: Runtime, T, H> {
     client: WeakClient<R>,
     handler: H,
+    start: Start,
     in_flight: InFlight,
     _event: PhantomData<fn(T)>,
 }
@@ -406,7 +472,7 @@ where
         let Some(client) = self.client.upgrade() else {
             return;
         };
-        spawn_handler(&client, &self, T::TYPE, || {
+        spawn_handler(&client, &self, T::TYPE, self.start, || {
             // The last subscriber of the event takes it out of the `Arc`; others clone.
             let t = match Arc::try_unwrap(event) {
                 Ok(event) => T::from_event(event).ok()?,
@@ -423,7 +489,7 @@ where
 /// handler called through [`spawn_handler`] (a call that waits continues as its own task, so
 /// a long handler, e.g. a whole call, never holds up the next event; use a stream to process
 /// events strictly one after another).
-pub(crate) fn typed_handler<R, T, H>(client: &Client<R>, handler: H) -> Arc<dyn Sink>
+pub(crate) fn typed_handler<R, T, H>(client: &Client<R>, handler: H, start: Start) -> Arc<dyn Sink>
 where
     R: Runtime,
     T: ClientEvent<R>,
@@ -432,6 +498,7 @@ where
     Arc::new(TypedSink {
         client: WeakClient::new(client),
         handler,
+        start,
         in_flight: InFlight::default(),
         _event: PhantomData::<fn(T)>,
     })
@@ -461,7 +528,7 @@ where
         let Some(client) = self.client.upgrade() else {
             return;
         };
-        spawn_handler(&client, &self, "event", || {
+        spawn_handler(&client, &self, "event", Start::Inline, || {
             let e: Event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
             Some((self.handler)(e))
         });

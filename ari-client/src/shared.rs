@@ -118,6 +118,7 @@ pub(crate) struct Counters {
     pub(crate) handler_calls: AtomicU64,
     pub(crate) handler_errors: AtomicU64,
     pub(crate) ws_fallbacks: AtomicU64,
+    pub(crate) slow_first_polls: AtomicU64,
 }
 
 pub(crate) struct Shared {

@@ -1340,3 +1340,37 @@ fn incoming_ends_when_the_client_is_closed_and_counts_calls_it_had_to_drop() {
         .unwrap();
     assert_eq!(ids, ["a2", "a3"]);
 }
+
+#[test]
+fn slow_first_polls_are_counted_and_on_spawned_keeps_handlers_off_the_reader() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    // Synchronous work before the first `.await`: 5 ms of (virtual) time on the reader.
+    let r = rt.clone();
+    client.on(move |_e: StasisStart, _c: Channel<FakeRt>| {
+        let r = r.clone();
+        async move { r.spend(Duration::from_millis(5)) }
+    });
+    // The same work in a handler registered with `on_spawned`: its own task from the start.
+    let r = rt.clone();
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let n = spawned.clone();
+    client.on_spawned(move |_e: StasisStart, _c: Channel<FakeRt>| {
+        let r = r.clone();
+        let n = n.clone();
+        async move {
+            r.spend(Duration::from_millis(5));
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // A quick handler is not counted.
+    client.on(|_e: StasisStart, _c: Channel<FakeRt>| async {});
+    ws.send(stasis_start("c1"));
+    ws.send(stasis_start("c2"));
+    rt.run();
+    assert_eq!(spawned.load(Ordering::SeqCst), 2);
+    let stats = client.stats();
+    assert_eq!(stats.handler_calls, 6);
+    assert_eq!(stats.slow_first_polls, 2);
+    assert_eq!(stats.handler_errors, 0);
+}
