@@ -86,7 +86,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The trimmed value of a header line in a raw head (first match, case-insensitive name).
 fn header(head: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(head);
-    text.split("\r\n").skip(1).find_map(|line| {
+    // httparse accepts bare `\n` line ends too.
+    text.split('\n').skip(1).find_map(|line| {
         let (n, v) = line.split_once(':')?;
         n.trim()
             .eq_ignore_ascii_case(name)
