@@ -141,6 +141,8 @@ macro_rules! conformance_suite {
             dropping_the_last_handle_shuts_the_client_down,
             stop_and_close_wait_for_the_close_frame,
             incoming_calls_miss_no_event_after_stasis_start,
+            thousand_concurrent_requests_stay_under_the_session_limit,
+            a_second_burst_opens_no_new_connection,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

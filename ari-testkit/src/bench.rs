@@ -469,6 +469,8 @@ pub(crate) fn stats_json(shared: &Shared) -> Value {
         "apps": apps,
         "rest_requests": shared.rest_requests.load(Ordering::Relaxed),
         "connections_accepted": shared.connections_accepted.load(Ordering::Relaxed),
+        "sessions_peak": shared.sessions.peak.load(Ordering::Relaxed),
+        "sessions_refused": shared.sessions.refused.load(Ordering::Relaxed),
         "cpu_seconds": usage.map(|u| u.cpu_seconds),
         "peak_rss_bytes": usage.map(|u| u.peak_rss_bytes),
         "floods_total": total,

@@ -92,8 +92,8 @@ pub use media_ws::{test_frame, MediaSessionReport};
 pub use outbound::{ConnectionType, OutboundConfig, OutboundStats};
 pub use script::{ExpectBuilder, ExpectationHandle, RecordedRequest, Transport};
 pub use server::{
-    ConnectionInfo, MockServer, MockServerBuilder, StartError, Target, DEFAULT_USER,
-    DEFAULT_WRITE_TIMEOUT,
+    ConnectionInfo, MockServer, MockServerBuilder, StartError, Target, DEFAULT_SESSION_LIMIT,
+    DEFAULT_USER, DEFAULT_WRITE_TIMEOUT,
 };
 pub use sim::{PlaceCall, SimConfig};
 pub use state::{CloseReason, ClosedConnection};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -124,6 +124,7 @@ pub struct MockServerBuilder {
     logger: Option<Logger>,
     asterisk_id: Option<String>,
     outbound: Vec<crate::outbound::OutboundConfig>,
+    session_limit: usize,
 }
 
 impl fmt::Debug for MockServerBuilder {
@@ -155,6 +156,7 @@ impl Default for MockServerBuilder {
             logger: None,
             asterisk_id: None,
             outbound: Vec::new(),
+            session_limit: DEFAULT_SESSION_LIMIT,
         }
     }
 }
@@ -238,6 +240,15 @@ impl MockServerBuilder {
     }
 
     /// How long one WebSocket write may block before the server drops the client, as
+    /// Asterisk's `sessionlimit` (`http.conf`, default [`DEFAULT_SESSION_LIMIT`] = 100): HTTP
+    /// sessions (keep-alive connections and WebSockets) open at once. A connection beyond it
+    /// is closed at once without an answer, as Asterisk does ("HTTP session count exceeded");
+    /// counted in [`MockServer::sessions_refused`].
+    pub fn session_limit(mut self, limit: usize) -> Self {
+        self.session_limit = limit;
+        self
+    }
+
     /// Asterisk's `websocket_write_timeout` (default 100 ms).
     pub fn write_timeout(mut self, d: Duration) -> Self {
         self.write_timeout = d;
@@ -401,6 +412,8 @@ impl MockServerBuilder {
             logger: self.logger,
             next_conn: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
+            session_limit: self.session_limit,
+            sessions: Sessions::default(),
             rest_requests: AtomicU64::new(0),
             bench: Mutex::new(Default::default()),
             media_conns: Mutex::new(HashMap::new()),
@@ -467,6 +480,95 @@ fn load_api_docs(dir: &Path, addr: SocketAddr) -> Result<HashMap<String, Vec<u8>
     Ok(docs)
 }
 
+/// Asterisk's default `sessionlimit` (`http.conf`).
+pub const DEFAULT_SESSION_LIMIT: usize = 100;
+
+/// HTTP sessions: open now, the most open at once, refused at the limit.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    live: Arc<AtomicUsize>,
+    pub(crate) peak: AtomicUsize,
+    pub(crate) refused: AtomicU64,
+}
+
+impl Sessions {
+    /// A session if fewer than `limit` are open, as Asterisk's `httpd_helper_thread` counts.
+    fn open(&self, limit: usize) -> Option<SessionGuard> {
+        let live = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        if live > limit {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.peak.fetch_max(live, Ordering::Relaxed);
+        Some(SessionGuard(Arc::clone(&self.live)))
+    }
+}
+
+/// One open session; closing the socket (dropping it, also after a WebSocket upgrade) ends it.
+#[derive(Debug)]
+struct SessionGuard(Arc<AtomicUsize>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection's stream holding its session: the session lasts as long as the socket, through
+/// a WebSocket upgrade too.
+#[derive(Debug)]
+struct SessionStream {
+    stream: tokio::net::TcpStream,
+    _session: SessionGuard,
+}
+
+impl tokio::io::AsyncRead for SessionStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SessionStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
     if matches!(shared.clock, Clock::Real(_)) && shared.sim.is_some() {
         tokio::spawn(sim_timer(shared.clone()));
@@ -483,6 +585,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: onesh
                     continue;
                 };
                 shared.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                let Some(session) = shared.sessions.open(shared.session_limit) else {
+                    shared.log(|| format!(
+                        "refused connection from {peer}: HTTP session count exceeded {} sessions",
+                        shared.session_limit
+                    ));
+                    drop(stream);
+                    continue;
+                };
                 if lock(&shared.faults).take_refusal(Refusal::Close) {
                     shared.log(|| format!("refused connection from {peer} (fault: close)"));
                     drop(stream);
@@ -494,7 +604,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: onesh
                     let svc = service_fn(move |req| crate::http::serve(conn_shared.clone(), req));
                     let _ = http1::Builder::new()
                         .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection(TokioIo::new(SessionStream { stream, _session: session }), svc)
                         .with_upgrades()
                         .await;
                 });
@@ -990,6 +1100,18 @@ impl MockServer {
     /// `GET /_bench/stats`.
     pub fn connections_accepted(&self) -> u64 {
         self.shared.connections_accepted.load(Ordering::Relaxed)
+    }
+
+    /// HTTP sessions open at once at most so far (keep-alive connections and WebSockets), as
+    /// in `GET /_bench/stats` (`sessions_peak`).
+    pub fn sessions_peak(&self) -> usize {
+        self.shared.sessions.peak.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because [`MockServerBuilder::session_limit`] sessions were
+    /// open (`GET /_bench/stats`: `sessions_refused`).
+    pub fn sessions_refused(&self) -> u64 {
+        self.shared.sessions.refused.load(Ordering::Relaxed)
     }
 
     /// REST requests answered so far, over HTTP and over WebSocket (`GET /_bench/stats`).

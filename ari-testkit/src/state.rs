@@ -144,6 +144,11 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     /// TCP connections accepted (refused ones included).
     pub(crate) connections_accepted: AtomicU64,
+    /// HTTP sessions (connections, WebSockets included) open at once at most, like Asterisk's
+    /// `sessionlimit` (`http.conf`, 100 by default): one more is closed at once.
+    pub(crate) session_limit: usize,
+    /// HTTP sessions open now, and the most ever open at once.
+    pub(crate) sessions: crate::server::Sessions,
     /// REST requests answered, over HTTP and over WebSocket.
     pub(crate) rest_requests: AtomicU64,
     pub(crate) bench: Mutex<crate::bench::BenchState>,

@@ -5,11 +5,13 @@
 mod events;
 mod faults;
 mod lifecycle;
+mod pool;
 mod resources;
 
 pub use events::*;
 pub use faults::*;
 pub use lifecycle::*;
+pub use pool::*;
 pub use resources::*;
 
 use ari_client::{Error, ErrorKind};

@@ -62,6 +62,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
+    /// HTTP sessions open at once at most (keep-alive connections and WebSockets), like
+    /// Asterisk's `sessionlimit` in `http.conf`; one more is closed at once.
+    #[arg(long = "session-limit", value_name = "N", default_value_t = ari_testkit::DEFAULT_SESSION_LIMIT)]
+    session_limit: usize,
     /// ARI user name.
     #[arg(long, default_value = "asterisk")]
     user: String,
@@ -223,6 +227,7 @@ fn check(dir: &std::path::Path) -> ! {
 fn serve(args: Args) {
     let mut builder = MockServer::builder()
         .bind(SocketAddr::new(args.bind, args.port))
+        .session_limit(args.session_limit)
         .user(&args.user, &args.password);
     for ro in &args.read_only_users {
         match ro.split_once(':') {
