@@ -312,7 +312,8 @@ async fn events_for_an_app_reach_its_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_at_once() {
-    let server = MockServer::start();
+    // 20 WebSockets and 100 connections at once: over Asterisk's default `sessionlimit`.
+    let server = MockServer::builder().session_limit(200).start();
     let addr = server.addr();
     let mut sockets = Vec::new();
     for i in 0..20 {
