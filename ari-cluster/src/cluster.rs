@@ -429,7 +429,9 @@ impl Cluster {
 
     /// A typed client over NATS: operations on a resource go to its node, creations and
     /// lists to any node; [`ari_client::Client::start`] makes this instance take its share
-    /// of the application's new calls.
+    /// of the application's new calls. Keep the default `RestTransport::Http` (requests
+    /// already travel as `RESTRequest` envelopes; `RestTransport::WebSocket` is not supported
+    /// over NATS).
     pub fn client(&self) -> Result<Client, ari_client::Error> {
         ari_client::Client::builder_with_runtime(
             PLACEHOLDER_URL,
