@@ -1,6 +1,6 @@
 //! The client side: the typed [`ari_client::Client`] with NATS as its transport.
 //!
-//! [`NatsRuntime`] implements [`Runtime`]: tokio for tasks and time, and instead of HTTP and
+//! [`NatsRuntime`] implements [`Runtime`](ari_client::Runtime): tokio for tasks and time, and instead of HTTP and
 //! a WebSocket, NATS. Its `http` turns each request into Asterisk's `RESTRequest` envelope and
 //! sends it to the node owning the resource (learned from events and responses) or, for
 //! creations and lists, to any node (the proxies' queue group); its events connection takes
@@ -528,7 +528,7 @@ impl Cluster {
     }
 }
 
-/// The [`Runtime`] of a client over NATS (see the module docs). Cheap to clone.
+/// The [`Runtime`](ari_client::Runtime) of a client over NATS (see the module docs). Cheap to clone.
 #[derive(Clone)]
 pub struct NatsRuntime {
     shared: Arc<Shared>,

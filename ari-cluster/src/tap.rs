@@ -1,4 +1,4 @@
-//! The proxy's hook on the raw event frames: a [`Runtime`] wrapping [`TokioRuntime`] whose
+//! The proxy's hook on the raw event frames: a [`Runtime`](ari_client::Runtime) wrapping [`TokioRuntime`] whose
 //! WebSocket hands a copy of every text frame, exactly as received, to a bounded queue before
 //! the client's session decodes it. Nothing in ari-client changes: the proxy's client keeps
 //! its reconnects, keepalive and REST; the proxy publishes the copies.
