@@ -143,7 +143,7 @@ pub(crate) async fn client<R: Runtime + Default>(
     let handled = Arc::new(AtomicU64::new(0));
     let mut listeners = Vec::with_capacity(k * 6);
     for i in 0..k {
-        let ch = client.channel_with_id(format!("bench-{i}"));
+        let ch = client.channel(format!("bench-{i}"));
         count_on!(
             ch,
             handled,

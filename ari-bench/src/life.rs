@@ -24,7 +24,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn lifecycle<R: Runtime>(client: &Client<R>, app: &str, seen: &Arc<AtomicU64>) {
     let rt = client.runtime();
-    let ch = client.channel();
+    let ch = client.new_channel();
     for l in [
         {
             let s = seen.clone();

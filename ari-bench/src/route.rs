@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ari_proto::events::Event;
-use ari_proto::rest::{Credentials, Endpoint};
+use ari_proto::rest::{BaseUrl, Credentials};
 use ari_proto::session::{Filter, Limits, Output, Session, SessionConfig};
 use serde_json::{json, Value};
 
@@ -36,7 +36,7 @@ fn frame(id: &str) -> Vec<u8> {
 /// A connected session with six typed subscriptions on each of `k` channels.
 fn session(ids: &[String], now: Instant) -> Session {
     let credentials = Credentials::new(USER, USER).expect("credentials");
-    let endpoint = Endpoint::new("http://127.0.0.1:8088", credentials).expect("endpoint");
+    let endpoint = BaseUrl::new("http://127.0.0.1:8088", credentials).expect("endpoint");
     let config = SessionConfig::new(["bench"])
         .keepalive(None)
         .limits(Limits::default());

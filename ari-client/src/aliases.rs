@@ -63,8 +63,8 @@ macro_rules! runtime_aliases {
         pub type DeviceStates = $crate::DeviceStates<$rt>;
         /// `client.mailboxes()` (see [`ari_client::Mailboxes`]).
         pub type Mailboxes = $crate::Mailboxes<$rt>;
-        /// `client.events()`: user events (see [`ari_client::Events`]).
-        pub type Events = $crate::Events<$rt>;
+        /// `client.user_events()`: user events (see [`ari_client::UserEvents`]).
+        pub type UserEvents = $crate::UserEvents<$rt>;
         /// `client.applications()` (see [`ari_client::Applications`]).
         pub type Applications = $crate::Applications<$rt>;
     };

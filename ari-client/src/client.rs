@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ari_proto::rest::{self, Credentials, Endpoint};
+use ari_proto::rest::{self, BaseUrl, Credentials};
 use ari_proto::Operation;
 use futures_util::future::{select, Either};
 use tracing::Instrument;
@@ -30,15 +30,31 @@ pub enum RestTransport {
 ///
 /// Made with [`Client::connect`] or [`Client::builder`]. Resources are reached through the
 /// generated accessors (`client.channels()`, `client.bridges()`, …), instance objects through
-/// the factories ([`Client::channel`], [`Client::bridge`], …), events through
-/// [`Client::start`], [`Client::on`] and the streams.
+/// the factories below, events through [`Client::start`], [`Client::on`] and the streams.
+///
+/// # Instance factories
+///
+/// One naming scheme for every instance type:
+///
+/// - `client.<type>(id)` is the resource with this id: [`Client::channel`],
+///   [`Client::bridge`], [`Client::playback`], [`Client::live_recording`] and
+///   [`Client::stored_recording`] (a recording's id is its name), [`Client::device_state`],
+///   [`Client::application`], and [`Client::endpoint`] (technology and resource). No request
+///   is sent and nothing is checked: operations on it fail with a 404 if Asterisk does not
+///   know it.
+/// - `client.new_<type>()` makes a fresh client-side id (node-ari-client's `ari.Channel()`):
+///   [`Client::new_channel`], [`Client::new_bridge`], [`Client::new_playback`] and
+///   [`Client::new_live_recording`], the resources whose id the client may choose when
+///   creating them. Nothing is created in Asterisk until the creating operation
+///   (`originate`, `create`, `play_with_id`, `record`) is sent, so listeners can be attached
+///   first and see every event of the resource.
 pub struct Client<R: Runtime> {
     pub(crate) inner: Arc<Inner<R>>,
 }
 
 pub(crate) struct Inner<R: Runtime> {
     pub(crate) runtime: R,
-    pub(crate) endpoint: Endpoint,
+    pub(crate) endpoint: BaseUrl,
     pub(crate) transport: TransportOptions,
     pub(crate) request_timeout: Duration,
     pub(crate) rest_transport: RestTransport,
@@ -417,7 +433,7 @@ impl<R: Runtime> ClientBuilder<R> {
             )));
         }
         let credentials = Credentials::new(self.user, self.password)?;
-        let endpoint = Endpoint::new(&self.url, credentials)?;
+        let endpoint = BaseUrl::new(&self.url, credentials)?;
         // The transport refuses (and drops the connection on) frames above twice the session's
         // limit; frames between the two are read, skipped and counted by the session.
         self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);

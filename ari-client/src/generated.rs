@@ -1288,22 +1288,22 @@ impl<R: Runtime> Mailboxes<R> {
     }
 }
 
-/// The operations of the `events` resource, as node-ari-client's `ari.events`: `client.events()`.
+/// The operations of the `events` resource, as node-ari-client's `ari.events`: `client.user_events()`.
 #[derive(Debug, Clone)]
-pub struct Events<R: Runtime> {
+pub struct UserEvents<R: Runtime> {
     client: Client<R>,
 }
 
 impl<R: Runtime> Client<R> {
     /// The operations of the `events` resource (`ari.events` in node-ari-client).
-    pub fn events(&self) -> Events<R> {
-        Events {
+    pub fn user_events(&self) -> UserEvents<R> {
+        UserEvents {
             client: self.clone(),
         }
     }
 }
 
-impl<R: Runtime> Events<R> {
+impl<R: Runtime> UserEvents<R> {
     /// Generate a user event.
     ///
     /// `POST /ari/events/user/{eventName}` · since Asterisk 18+ · see [`ari_proto::ops::events::UserEvent`] for the parameters.

@@ -352,7 +352,7 @@ plain_from_parts!(
 
 impl<R: Runtime> Playback<R> {
     fn from_ident(client: Client<R>, ident: Ident<models::Playback>) -> Self {
-        // Share the early watch of a playback made with `client.playback()`, if it still
+        // Share the early watch of a playback made with `client.new_playback()`, if it still
         // exists (a `playWithId` response for it).
         let watch = client
             .inner
@@ -377,14 +377,14 @@ impl<R: Runtime> Playback<R> {
     /// Completes when the playback has finished (`PlaybackFinished`), at once if it already
     /// has.
     ///
-    /// A playback made with [`Client::playback`] is watched from its creation (before
+    /// A playback made with [`Client::new_playback`] is watched from its creation (before
     /// `playWithId` is sent), so its end cannot be missed. For one created by Asterisk (with
     /// a server-side id) this subscribes, then asks Asterisk for the playback: a 404 means it
     /// has already finished.
     ///
     /// ```no_run
     /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
-    /// let playback = client.playback(); // watched from here on
+    /// let playback = client.new_playback(); // watched from here on
     /// channel.play_with_id(&playback, ["sound:hello-world"]).await?;
     /// playback.finished().await?;
     /// // Or in one line:
@@ -447,7 +447,7 @@ impl<R: Runtime> LiveRecording<R> {
 
     /// Completes when the recording has ended: `Ok` on `RecordingFinished`, an error on
     /// `RecordingFailed`. Like [`Playback::finished`], a recording made with
-    /// [`Client::live_recording`] is watched from its creation; otherwise this subscribes and
+    /// [`Client::new_live_recording`] is watched from its creation; otherwise this subscribes and
     /// then asks Asterisk (a 404 means it has already ended).
     pub fn finished(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let this = self.clone();
@@ -558,59 +558,76 @@ impl<R: Runtime> DeviceState<R> {
 
 // ---- factories -----------------------------------------------------------------------------
 
+/// Instance factories: see "Instance factories" on [`Client`].
 impl<R: Runtime> Client<R> {
     /// A channel with a fresh client-side id, not created yet: attach listeners, then
     /// `channel.originate(..)` (which uses `originateWithId` with this id), so even its
     /// `StasisStart` reaches them.
-    pub fn channel(&self) -> Channel<R> {
+    pub fn new_channel(&self) -> Channel<R> {
         let id = self.inner.shared.new_resource_id(ResourceKind::Channel);
         Channel::from_parts(self.clone(), id)
     }
 
     /// The channel with this id (no request is sent).
-    pub fn channel_with_id(&self, id: impl Into<String>) -> Channel<R> {
+    pub fn channel(&self, id: impl Into<String>) -> Channel<R> {
         Channel::from_parts(self.clone(), id.into())
     }
 
     /// A bridge with a fresh client-side id, for `bridge.create()` (`createWithId`).
-    pub fn bridge(&self) -> Bridge<R> {
+    pub fn new_bridge(&self) -> Bridge<R> {
         let id = self.inner.shared.new_resource_id(ResourceKind::Bridge);
         Bridge::from_parts(self.clone(), id)
     }
 
-    /// The bridge with this id.
-    pub fn bridge_with_id(&self, id: impl Into<String>) -> Bridge<R> {
+    /// The bridge with this id (no request is sent).
+    pub fn bridge(&self, id: impl Into<String>) -> Bridge<R> {
         Bridge::from_parts(self.clone(), id.into())
     }
 
     /// A playback with a fresh client-side id, for `channel.play_with_id(&playback, media)`.
     /// Its end is watched from now on, so [`Playback::finished`] cannot miss it.
-    pub fn playback(&self) -> Playback<R> {
+    pub fn new_playback(&self) -> Playback<R> {
         let id = self.inner.shared.new_resource_id(ResourceKind::Playback);
         Playback::new_watched(self.clone(), id)
     }
 
-    /// The playback with this id. If it is not created yet, its end is watched from now on.
-    pub fn playback_with_id(&self, id: impl Into<String>) -> Playback<R> {
+    /// The playback with this id (no request is sent). If it is not created yet, its end is
+    /// watched from now on.
+    pub fn playback(&self, id: impl Into<String>) -> Playback<R> {
         Playback::new_watched(self.clone(), id.into())
     }
 
     /// A live recording with a fresh client-side name, for `channel.record(&recording, ..)`.
     /// Its end is watched from now on.
-    pub fn live_recording(&self) -> LiveRecording<R> {
+    pub fn new_live_recording(&self) -> LiveRecording<R> {
         let id = self.inner.shared.new_resource_id(ResourceKind::Recording);
         LiveRecording::new_watched(self.clone(), id)
     }
 
-    /// The live recording with this name. If it is not created yet, its end is watched from
-    /// now on.
-    pub fn live_recording_with_name(&self, name: impl Into<String>) -> LiveRecording<R> {
+    /// The live recording with this name (its id; no request is sent). If it is not created
+    /// yet, its end is watched from now on.
+    pub fn live_recording(&self, name: impl Into<String>) -> LiveRecording<R> {
         LiveRecording::new_watched(self.clone(), name.into())
     }
 
-    /// Same as [`Client::live_recording_with_name`] (a live recording's id is its name).
-    pub fn live_recording_with_id(&self, name: impl Into<String>) -> LiveRecording<R> {
-        self.live_recording_with_name(name)
+    /// The stored recording with this name (its id; no request is sent).
+    pub fn stored_recording(&self, name: impl Into<String>) -> StoredRecording<R> {
+        StoredRecording::from_parts(self.clone(), name.into())
+    }
+
+    /// The endpoint `technology/resource` (no request is sent).
+    pub fn endpoint(&self, technology: &str, resource: &str) -> Endpoint<R> {
+        Endpoint::from_parts(self.clone(), format!("{technology}/{resource}"))
+    }
+
+    /// The device state of this device (`Stasis:foo`; no request is sent).
+    pub fn device_state(&self, name: impl Into<String>) -> DeviceState<R> {
+        DeviceState::from_parts(self.clone(), name.into())
+    }
+
+    /// The Stasis application with this name (no request is sent).
+    pub fn application(&self, name: impl Into<String>) -> Application<R> {
+        Application::from_parts(self.clone(), name.into())
     }
 
     /// Wraps a model into what operations return: a resource model (e.g. the `channel` of
@@ -618,26 +635,6 @@ impl<R: Runtime> Client<R> {
     /// `Arc` snapshot (`client.wrap(event.channel.clone())`) shares it with the instance.
     pub fn wrap<M: Wrap<R>>(&self, model: M) -> M::Out {
         model.wrap(self)
-    }
-
-    /// The stored recording with this name.
-    pub fn stored_recording(&self, name: impl Into<String>) -> StoredRecording<R> {
-        StoredRecording::from_parts(self.clone(), name.into())
-    }
-
-    /// The endpoint `technology/resource`.
-    pub fn endpoint(&self, technology: &str, resource: &str) -> Endpoint<R> {
-        Endpoint::from_parts(self.clone(), format!("{technology}/{resource}"))
-    }
-
-    /// The device state of this device (`Stasis:foo`).
-    pub fn device_state(&self, name: impl Into<String>) -> DeviceState<R> {
-        DeviceState::from_parts(self.clone(), name.into())
-    }
-
-    /// The Stasis application with this name.
-    pub fn application(&self, name: impl Into<String>) -> Application<R> {
-        Application::from_parts(self.clone(), name.into())
     }
 }
 
@@ -757,7 +754,7 @@ impl<R: Runtime> Channel<R> {
     /// Plays media to the channel (`playWithId` with a fresh client-side playback id, watched
     /// before the request is sent): `channel.play("sound:hello-world").await?.finished().await?`.
     pub fn play(&self, media: impl IntoMedia) -> Play<R, ari_proto::ops::channels::PlayWithId> {
-        let playback = self.client.playback();
+        let playback = self.client.new_playback();
         let op =
             ari_proto::ops::channels::PlayWithId::new(self.id(), playback.id(), media.into_media());
         Play {
@@ -770,7 +767,7 @@ impl<R: Runtime> Channel<R> {
 impl<R: Runtime> Bridge<R> {
     /// Plays media to everyone in the bridge (`playWithId`, like [`Channel::play`]).
     pub fn play(&self, media: impl IntoMedia) -> Play<R, ari_proto::ops::bridges::PlayWithId> {
-        let playback = self.client.playback();
+        let playback = self.client.new_playback();
         let op =
             ari_proto::ops::bridges::PlayWithId::new(self.id(), playback.id(), media.into_media());
         Play {

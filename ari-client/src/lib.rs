@@ -55,7 +55,8 @@
 //! | `ari.channels.list()` | `client.channels().list().await?` |
 //! | `ari.bridges.get({bridgeId})` | `client.bridges().get(id).await?` |
 //! | `bridge.addChannel({channel})` | `bridge.add_channel([&channel]).await?` |
-//! | `ari.Channel()`, `ari.Bridge()`, `ari.Playback()`, `ari.LiveRecording()` | `client.channel()`, `client.bridge()`, `client.playback()`, `client.live_recording()` |
+//! | `ari.Channel()`, `ari.Bridge()`, `ari.Playback()`, `ari.LiveRecording()` | `client.new_channel()`, `client.new_bridge()`, `client.new_playback()`, `client.new_live_recording()` |
+//! | `ari.Channel(id)`, `ari.Bridge(id)`, … (an existing resource) | `client.channel(id)`, `client.bridge(id)`, … (see [`Client::channel`]) |
 //! | `channel.originate({endpoint, app})` | `channel.originate(endpoint).app("hello").await?` |
 //! | `channel.play({media}, playback)` | `channel.play_with_id(&playback, [media]).await?` |
 //! | play, then `playback.once('PlaybackFinished')` | `channel.play(media).await?.finished().await?` |

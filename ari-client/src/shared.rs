@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ari_proto::events::{Event, ResourceKind};
-use ari_proto::rest::{Endpoint, RequestParts};
+use ari_proto::rest::{BaseUrl, RequestParts};
 use ari_proto::session::{
     ConnectionEvent, EndReason, Filter, Keepalive, Limits, Output, RawResponse, ReconnectPolicy,
     RequestError, RequestId, SendError, Session, SessionConfig, SubscriptionId, Transmit, WsAuth,
@@ -150,7 +150,7 @@ struct Lifecycle {
 
 impl Shared {
     pub(crate) fn new(
-        endpoint: Endpoint,
+        endpoint: BaseUrl,
         opts: EventOptions,
         request_timeout: Duration,
         transport: TransportOptions,

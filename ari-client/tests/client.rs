@@ -232,7 +232,7 @@ fn listeners_attached_before_originate_receive_stasis_start_and_are_released() {
     let baseline = client.live_subscriptions();
     let count = Arc::new(AtomicUsize::new(0));
     for _ in 0..1000 {
-        let channel = client.channel();
+        let channel = client.new_channel();
         let c = count.clone();
         channel.on(move |_e: StasisStart, _ch: Channel<FakeRt>| {
             c.fetch_add(1, Ordering::SeqCst);
@@ -282,7 +282,7 @@ fn listeners_attached_before_originate_receive_stasis_start_and_are_released() {
 fn once_fails_with_ended_when_the_channel_goes_first() {
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
-    let channel = client.channel_with_id("c9");
+    let channel = client.channel("c9");
     let dtmf = channel.once::<ChannelDtmfReceived>();
     ws.send(destroyed("c9"));
     let err = rt.block_on(dtmf).unwrap().unwrap_err();
@@ -377,7 +377,7 @@ fn playback_finished_cannot_be_missed() {
     let (client, ws) = started(&rt);
     // Client-side id, watched before `playWithId` is sent; the event arrives even before
     // the REST response.
-    let playback = client.playback();
+    let playback = client.new_playback();
     let id = playback.id().to_string();
     assert_eq!(client.live_subscriptions(), 1);
     ws.send(playback_finished(&id, "c1"));
@@ -506,7 +506,7 @@ fn reconnects_with_node_style_connection_events_and_keeps_listeners() {
         .take()
         .unwrap()
         .unwrap();
-    let channel = client.channel_with_id("c1");
+    let channel = client.channel("c1");
     let digits = Arc::new(Mutex::new(String::new()));
     let d = digits.clone();
     channel.on(move |e: ChannelDtmfReceived, _c: Channel<FakeRt>| {
@@ -591,7 +591,7 @@ fn max_retries_fails_start_and_is_reported() {
 fn close_ends_streams_and_awaited_events() {
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
-    let chan = client.channel_with_id("c1");
+    let chan = client.channel("c1");
     let once = chan.once::<ChannelDestroyed>();
     let mut stream = client.event_stream();
     let c = client.clone();
@@ -636,8 +636,8 @@ fn handles_are_send_and_sync() {
     info_only(&rt);
     let client = connect(&rt);
     send(&Call::new(client.clone(), ops::channels::List::new()).into_future_boxed());
-    send(&client.channel().once::<StasisStart>());
-    send(&client.playback().finished());
+    send(&client.new_channel().once::<StasisStart>());
+    send(&client.new_playback().finished());
     let ep = client.endpoint("PJSIP", "alice");
     assert_eq!(
         (ep.technology(), ep.resource(), ep.id()),
@@ -700,7 +700,7 @@ fn one_line_play_and_wait_even_when_the_event_beats_the_response() {
             _ => Reply::Respond(404, r#"{"message":"nope"}"#.into()),
         }
     });
-    let channel = client.channel_with_id("c1");
+    let channel = client.channel("c1");
     let c = channel.clone();
     let played = rt
         .block_on(async move {
@@ -720,12 +720,7 @@ fn one_line_play_and_wait_even_when_the_event_beats_the_response() {
     );
     // Failure (no such channel) is an ordinary error and leaks nothing.
     let err = rt
-        .block_on(
-            client
-                .channel_with_id("zz")
-                .play("sound:x")
-                .into_future_boxed(),
-        )
+        .block_on(client.channel("zz").play("sound:x").into_future_boxed())
         .unwrap()
         .unwrap_err();
     assert!(err.is_not_found());
@@ -740,7 +735,7 @@ fn ten_thousand_channels_each_get_only_their_own_events() {
     let wrong = Arc::new(AtomicUsize::new(0));
     let right = Arc::new(AtomicUsize::new(0));
     let channels: Vec<_> = (0..10_000)
-        .map(|i| client.channel_with_id(format!("ch{i}")))
+        .map(|i| client.channel(format!("ch{i}")))
         .collect();
     for ch in &channels {
         let id = ch.id().to_string();
@@ -774,7 +769,7 @@ fn listeners_of_an_incoming_call_end_after_stasis_end_without_channel_destroyed(
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
     // An incoming call: Asterisk's last event for it is StasisEnd.
-    let channel = client.channel_with_id("in1");
+    let channel = client.channel("in1");
     channel.on(|_e: ChannelDtmfReceived, _c| async {});
     let never = channel.once::<ChannelDtmfReceived>();
     let mut events = channel.events();
@@ -807,7 +802,7 @@ fn listeners_of_an_incoming_call_end_after_stasis_end_without_channel_destroyed(
 fn a_channel_still_followed_after_stasis_end_keeps_its_listeners_until_destroyed() {
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
-    let channel = client.channel_with_id("out1");
+    let channel = client.channel("out1");
     let gone = channel.once::<ChannelDestroyed>();
     ws.send(stasis_start("out1"));
     ws.send(stasis_end("out1"));
@@ -834,7 +829,7 @@ fn the_linger_can_be_turned_off() {
         .take()
         .unwrap()
         .unwrap();
-    let channel = client.channel_with_id("in1");
+    let channel = client.channel("in1");
     channel.on(|_e: ChannelDtmfReceived, _c| async {});
     rt.socket(0).send(stasis_end("in1"));
     rt.advance(Duration::from_secs(60));
@@ -1043,8 +1038,8 @@ fn a_stuck_handler_is_bounded_and_its_drops_are_counted() {
 fn recordings_report_finished_and_failed() {
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
-    let ok = client.live_recording();
-    let bad = client.live_recording();
+    let ok = client.new_live_recording();
+    let bad = client.new_live_recording();
     let ok_done = rt.start(ok.finished());
     let bad_done = rt.start(bad.finished());
     ws.send(recording_event("RecordingStarted", ok.name(), "recording"));
@@ -1065,7 +1060,7 @@ fn recordings_report_finished_and_failed() {
 fn a_channel_moved_to_another_app_keeps_its_listeners() {
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
-    let channel = client.channel_with_id("mv1");
+    let channel = client.channel("mv1");
     channel.on::<ChannelDtmfReceived>(|_e, _c| async {});
     ws.send(stasis_start("mv1"));
     ws.send(stasis_end("mv1"));
@@ -1104,7 +1099,7 @@ fn a_websocket_connect_that_never_completes_is_cut_at_the_connect_timeout() {
 fn waiting_for_a_key_with_a_timeout() {
     let rt = FakeRt::default();
     let (client, ws) = started(&rt);
-    let channel = client.channel_with_id("c1");
+    let channel = client.channel("c1");
     let c = client.clone();
     let ch = channel.clone();
     let waiting = rt.start(async move {
@@ -1156,7 +1151,7 @@ fn instances_share_the_event_snapshots() {
     assert_eq!(channel.id(), "c1");
     assert_eq!(channel.to_string(), "c1");
     assert_eq!(String::from(&channel), "c1");
-    assert_eq!(channel, client.channel_with_id("c1"));
+    assert_eq!(channel, client.channel("c1"));
     // Clones of the instance share it too.
     assert!(Arc::ptr_eq(
         &channel.clone().data_arc().unwrap(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ari_client::{Client, ConnectionEvent, Transport, TransportOptions};
 use ari_proto::events::{ResourceKind, ResourceRef};
-use ari_proto::rest::{Credentials, Endpoint};
+use ari_proto::rest::{BaseUrl, Credentials};
 use ari_proto::Event;
 use ari_tokio::TokioRuntime;
 use base64::Engine as _;
@@ -171,7 +171,7 @@ struct State {
     subjects: Subjects,
     nats: async_nats::Client,
     runtime: TapRuntime,
-    endpoint: Endpoint,
+    endpoint: BaseUrl,
     transport: TransportOptions,
     owners: Mutex<Owners>,
     counters: Counters,
@@ -269,7 +269,7 @@ impl Proxy {
             .map_err(|e| ProxyError::Config(e.to_string()))?;
         let credentials = Credentials::new(config.user.clone(), config.password.clone())
             .map_err(|e| ProxyError::Config(e.to_string()))?;
-        let endpoint = Endpoint::new(&config.ari_url, credentials)
+        let endpoint = BaseUrl::new(&config.ari_url, credentials)
             .map_err(|e| ProxyError::Config(e.to_string()))?;
         let (runtime, frames) = TapRuntime::new(TokioRuntime::new(), config.queue_capacity);
         let client = Client::builder_with_runtime(

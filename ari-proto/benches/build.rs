@@ -5,14 +5,14 @@
 use std::hint::black_box;
 
 use ari_proto::ops::{bridges, channels};
-use ari_proto::rest::{build_request, request_parts, Credentials, Endpoint};
+use ari_proto::rest::{build_request, request_parts, BaseUrl, Credentials};
 use ari_proto::Operation;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const CHANNEL: &str = "1732612345.42";
 const BRIDGE: &str = "3f0a6c1e-6a5b-4a8e-9d55-0c2f5a3c1b7e";
 
-fn bench_op<O: Operation>(c: &mut Criterion, name: &str, ep: &Endpoint, make: impl Fn() -> O) {
+fn bench_op<O: Operation>(c: &mut Criterion, name: &str, ep: &BaseUrl, make: impl Fn() -> O) {
     let mut g = c.benchmark_group(name);
     g.bench_function("build_request", |b| {
         b.iter(|| build_request(ep, &make()).map(|r| black_box(r.into_body().len())))
@@ -24,7 +24,7 @@ fn bench_op<O: Operation>(c: &mut Criterion, name: &str, ep: &Endpoint, make: im
 }
 
 fn build(c: &mut Criterion) {
-    let ep = Endpoint::new(
+    let ep = BaseUrl::new(
         "http://127.0.0.1:8088",
         Credentials::new("asterisk", "asterisk").expect("credentials"),
     )

@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use ari_proto::events::{Event, ResourceKind};
-use ari_proto::rest::{Credentials, Endpoint};
+use ari_proto::rest::{BaseUrl, Credentials};
 use ari_proto::session::{Filter, Limits, Session, SessionConfig, Transmit};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -48,7 +48,7 @@ fn epoch() -> Instant {
 }
 
 fn session(live_channels: usize, now: Instant) -> Session {
-    let ep = Endpoint::new(
+    let ep = BaseUrl::new(
         "http://127.0.0.1:8088",
         Credentials::new("asterisk", "asterisk").expect("credentials"),
     )

@@ -2,9 +2,9 @@
 //!
 //! ```
 //! use ari_proto::ops::channels;
-//! use ari_proto::rest::{build_request, parse_response, Credentials, Endpoint};
+//! use ari_proto::rest::{build_request, parse_response, Credentials, BaseUrl};
 //!
-//! let ep = Endpoint::new("http://pbx.example:8088", Credentials::new("asterisk", "secret")?)?;
+//! let ep = BaseUrl::new("http://pbx.example:8088", Credentials::new("asterisk", "secret")?)?;
 //! let req = build_request(&ep, &channels::Answer::new("chan/1"))?;
 //! assert_eq!(req.method(), http::Method::POST);
 //! assert_eq!(req.uri(), "http://pbx.example:8088/ari/channels/chan%2F1/answer");
@@ -296,7 +296,7 @@ impl fmt::Debug for Credentials {
 /// Where Asterisk is and who we are: the base URL (`http://host:8088`, with or without a
 /// trailing `/ari`) and the credentials.
 #[derive(Clone, Debug)]
-pub struct Endpoint {
+pub struct BaseUrl {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// Path prefix, always ending in `/ari`.
@@ -304,7 +304,7 @@ pub struct Endpoint {
     credentials: Credentials,
 }
 
-impl Endpoint {
+impl BaseUrl {
     /// Parses the base URL. Only `http` and `https` are accepted.
     pub fn new(base_url: &str, credentials: Credentials) -> Result<Self, BuildError> {
         let uri: http::Uri = base_url
@@ -330,7 +330,7 @@ impl Endpoint {
         if !prefix.ends_with("/ari") {
             prefix.push_str("/ari");
         }
-        Ok(Endpoint {
+        Ok(BaseUrl {
             scheme,
             authority,
             prefix,
@@ -460,7 +460,7 @@ fn path_param_name(template: &'static str, index: usize) -> &'static str {
 /// The URI is in absolute form; a transport talking HTTP/1.1 directly to Asterisk sends its
 /// path and query (see [`origin_form`]).
 pub fn build_request<O: Operation>(
-    ep: &Endpoint,
+    ep: &BaseUrl,
     op: &O,
 ) -> Result<http::Request<Vec<u8>>, BuildError> {
     build_request_from_parts(ep, request_parts(op)?)
@@ -468,7 +468,7 @@ pub fn build_request<O: Operation>(
 
 /// Builds the HTTP request from [`RequestParts`].
 pub fn build_request_from_parts(
-    ep: &Endpoint,
+    ep: &BaseUrl,
     parts: RequestParts,
 ) -> Result<http::Request<Vec<u8>>, BuildError> {
     let uri = format!(

@@ -8,7 +8,7 @@
 #[path = "conformance/generated_samples.rs"]
 mod generated_samples;
 
-use ari_proto::rest::{Credentials, Endpoint};
+use ari_proto::rest::{BaseUrl, Credentials};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -120,7 +120,7 @@ fn every_operation_of_every_branch_builds_as_declared() {
         eprintln!("spec not found at {}; set ARI_SPEC_ROOT", root.display());
         return;
     }
-    let ep = Endpoint::new(
+    let ep = BaseUrl::new(
         "http://pbx.invalid:8088",
         Credentials::new("u", "p").expect("creds"),
     )

@@ -11,7 +11,7 @@ use ari_proto::catalog;
 use ari_proto::models::DeviceStateValue;
 use ari_proto::ops::{bridges, channels, device_states, endpoints, events, recordings};
 use ari_proto::rest::{
-    build_request, build_request_from_parts, request_parts, BuildError, Credentials, Endpoint,
+    build_request, build_request_from_parts, request_parts, BaseUrl, BuildError, Credentials,
 };
 use ari_proto::session::{Output, Session, SessionConfig, Transmit};
 use ari_proto::Operation;
@@ -23,8 +23,8 @@ use serde_json::Value;
 const USER: &str = "asterisk";
 const PASSWORD: &str = "s3cr3t-p4ss";
 
-fn endpoint() -> Endpoint {
-    Endpoint::new(
+fn endpoint() -> BaseUrl {
+    BaseUrl::new(
         "http://pbx.example:8088",
         Credentials::new(USER, PASSWORD).expect("credentials"),
     )
@@ -578,7 +578,7 @@ fn passwords_never_show_in_debug_or_display() {
         "//asterisk:s3cr3t-p4ss@pbx",
         "http://[asterisk:s3cr3t-p4ss@pbx",
     ] {
-        let err = Endpoint::new(url, creds.clone()).expect_err(url);
+        let err = BaseUrl::new(url, creds.clone()).expect_err(url);
         shown.push(format!("{err:?}"));
         shown.push(err.to_string());
     }

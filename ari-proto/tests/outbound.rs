@@ -684,7 +684,7 @@ fn a_new_connection_replaces_an_open_one_and_fails_its_pending_requests() {
     let now = Instant::now();
     let mut s = Session::accepted(SessionConfig::default(), now);
     assert!(s.is_accepted());
-    assert!(s.endpoint().is_none());
+    assert!(s.base_url().is_none());
     s.handle_connected(now);
     assert_eq!(
         s.stats().stale_inputs,

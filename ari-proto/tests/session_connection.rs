@@ -612,9 +612,9 @@ fn application_names_that_cannot_be_sent_are_refused() {
 
 #[test]
 fn connect_request_debug_never_shows_the_api_key() {
-    use ari_proto::rest::{Credentials, Endpoint};
+    use ari_proto::rest::{BaseUrl, Credentials};
     use ari_proto::session::{Session, SessionConfig, Transmit, WsAuth};
-    let ep = Endpoint::new(
+    let ep = BaseUrl::new(
         "http://pbx:8088",
         Credentials::new("asterisk", "s3cr3t-pw").unwrap(),
     )

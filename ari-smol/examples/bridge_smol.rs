@@ -31,7 +31,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     client.start(&[&ari.app]).await?;
 
     // Two client-side channels, listened to before they exist.
-    let calls = [client.channel(), client.channel()];
+    let calls = [client.new_channel(), client.new_channel()];
     let started = calls.each_ref().map(|call| call.once::<StasisStart>());
     for (call, endpoint) in calls.iter().zip(&endpoints) {
         println!("→ originate {endpoint}");
@@ -44,7 +44,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         names.push(name);
     }
 
-    let bridge = client.bridge();
+    let bridge = client.new_bridge();
     println!("→ create bridge");
     bridge.create().await?;
     let mut entered = bridge.stream::<ChannelEnteredBridge>();

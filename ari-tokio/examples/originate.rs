@@ -1,4 +1,4 @@
-//! A client-side channel (`client.channel()`, node's `ari.Channel()`): listeners attached
+//! A client-side channel (`client.new_channel()`, node's `ari.Channel()`): listeners attached
 //! before it exists, then `originate` with its id, so even its `StasisStart` reaches them.
 //! The StasisStart listener answers, plays `sound:hello-world` and hangs up; the listeners are
 //! released by themselves when the channel is destroyed (`live_subscriptions` back to 0).
@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.start(&[&ari.app]).await?;
     println!("live subscriptions before: {}", client.live_subscriptions());
 
-    let channel = client.channel();
+    let channel = client.new_channel();
     channel.on(|_: StasisStart, channel| async move {
         println!("← StasisStart channel={channel}");
         let call = async {

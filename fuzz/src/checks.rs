@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use ari_proto::catalog::OPERATIONS;
 use ari_proto::events::{DecodeError, Event, ResourceKind};
-use ari_proto::rest::{parse_response, AriError, Credentials, Endpoint, ErrorKind, ResponseError};
+use ari_proto::rest::{parse_response, AriError, BaseUrl, Credentials, ErrorKind, ResponseError};
 use ari_proto::session::{
     ConnectionEvent, ConnectionState, EndReason, Filter, Keepalive, Limits, Output,
     ReconnectPolicy, RequestError, SendError, Session, SessionConfig, Stats, SubscriptionId,
@@ -847,7 +847,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     let config = Config::arbitrary(&mut u).ok()?;
     let actions = Vec::<Action>::arbitrary_take_rest(u).ok()?;
     let config = config.build();
-    let endpoint = Endpoint::new(
+    let endpoint = BaseUrl::new(
         "http://127.0.0.1:8088",
         Credentials::new("asterisk", "fuzz-secret").expect("credentials"),
     )

@@ -973,7 +973,7 @@ impl<'a> Gen<'a> {
     /// A test helper that builds every operation with every parameter set from sample values.
     fn samples_rs(&self) -> String {
         let mut s = String::from(HEADER);
-        s.push_str("#![allow(dead_code, unreachable_pub, clippy::all)]\n\nuse ari_proto::ops;\nuse ari_proto::rest::{build_request, BuildError, Endpoint};\n\n/// Builds every operation with all of its parameters set: strings are `sample`, numbers 7,\n/// booleans true, lists two items, enums their first value, body maps one entry.\npub fn build_all(ep: &Endpoint, sample: &str) -> Vec<(&'static str, Result<http::Request<Vec<u8>>, BuildError>)> {\n    let mut out = Vec::new();\n");
+        s.push_str("#![allow(dead_code, unreachable_pub, clippy::all)]\n\nuse ari_proto::ops;\nuse ari_proto::rest::{build_request, BuildError, BaseUrl};\n\n/// Builds every operation with all of its parameters set: strings are `sample`, numbers 7,\n/// booleans true, lists two items, enums their first value, body maps one entry.\npub fn build_all(ep: &BaseUrl, sample: &str) -> Vec<(&'static str, Result<http::Request<Vec<u8>>, BuildError>)> {\n    let mut out = Vec::new();\n");
         for o in &self.spec.ops {
             if o.v.get("upgrade").is_some() {
                 continue;
@@ -1083,6 +1083,20 @@ const INSTANCES: &[Instance] = &[
     },
 ];
 
+/// Resource accessors on the client named apart from their resource, because the plain name
+/// would read as something else: `client.user_events()` would look like an event stream (as
+/// `channel.events()` is), so the REST resource that sends user events is `client.user_events()`.
+const ACCESSOR_RENAMES: &[(&str, &str)] = &[("events", "user_events")];
+
+/// The type and method names of the client accessor of resource `res`.
+fn accessor_names(res: &str) -> (String, String) {
+    let name = ACCESSOR_RENAMES
+        .iter()
+        .find(|(r, _)| *r == res)
+        .map_or(res, |(_, n)| n);
+    (pascal(name), snake(name))
+}
+
 /// Instance methods written by hand in `ari-client` (richer than the plain operation).
 const HAND_WRITTEN: &[(&str, &str)] = &[("Channel", "play"), ("Bridge", "play")];
 
@@ -1098,8 +1112,7 @@ impl Gen<'_> {
         }
         // Resource accessors.
         for res in &resources {
-            let ty = pascal(res);
-            let method = snake(res);
+            let (ty, method) = accessor_names(res);
             let _ = writeln!(
                 s,
                 "/// The operations of the `{res}` resource, as node-ari-client's `ari.{res}`: `client.{method}()`.\n#[derive(Debug, Clone)]\npub struct {ty}<R: Runtime> {{\n    client: Client<R>,\n}}\n\nimpl<R: Runtime> Client<R> {{\n    /// The operations of the `{res}` resource (`ari.{res}` in node-ari-client).\n    pub fn {method}(&self) -> {ty}<R> {{\n        {ty} {{ client: self.clone() }}\n    }}\n}}\n"

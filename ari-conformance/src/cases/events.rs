@@ -27,7 +27,7 @@ pub async fn instance_operations_never_repeat_ids<R: Runtime>(h: &Harness<R>) {
         .await;
     h.server().clear_requests();
     h.live("answer", channel.answer()).await.unwrap();
-    let bridge = c.bridge();
+    let bridge = c.new_bridge();
     h.live("create", bridge.create()).await.unwrap();
     h.live("add", bridge.add_channel([&channel])).await.unwrap();
     let playback = h
@@ -72,12 +72,12 @@ pub async fn instance_operations_never_repeat_ids<R: Runtime>(h: &Harness<R>) {
     assert_eq!(add.query_param("channel"), Some(cid));
 }
 
-/// Listeners attached to `client.channel()` before `originate` receive its `StasisStart`
+/// Listeners attached to `client.new_channel()` before `originate` receive its `StasisStart`
 /// (handler and awaited event), then every later event, then end with it.
 pub async fn listeners_attached_before_creation_receive_stasis_start<R: Runtime>(h: &Harness<R>) {
     let app = "conf-early";
     let c = h.started(&[app]).await;
-    let ch = c.channel();
+    let ch = c.new_channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
     let listener = ch.on(move |ev: StasisStart, channel| {
@@ -164,7 +164,7 @@ pub async fn listeners_released_after_1000_calls<R: Runtime>(h: &Harness<R>) {
             let c = c.clone();
             let dtmf_calls = dtmf_calls.clone();
             async move {
-                let ch = c.channel();
+                let ch = c.new_channel();
                 let n = dtmf_calls.clone();
                 ch.on(move |_: ChannelDtmfReceived, _| {
                     let n = n.clone();
@@ -490,7 +490,7 @@ pub async fn handler_panics_are_counted_and_events_keep_flowing<R: Runtime>(h: &
         }
     });
     for name in ["panic-now", "panic-later", "fine", "fine"] {
-        h.live("user event", c.events().user_event(name, app))
+        h.live("user event", c.user_events().user_event(name, app))
             .await
             .unwrap();
     }
@@ -509,7 +509,7 @@ pub async fn handler_panics_are_counted_and_events_keep_flowing<R: Runtime>(h: &
     let next = c.once::<ChannelUserevent>();
     h.live(
         "user event after the panics",
-        c.events().user_event("after", app),
+        c.user_events().user_event("after", app),
     )
     .await
     .unwrap();

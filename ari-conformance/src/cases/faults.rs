@@ -188,9 +188,9 @@ pub async fn rest_over_websocket_equals_http<R: Runtime>(h: &Harness<R>) {
     )
     .await
     .unwrap();
-    let bridge = http.bridge();
+    let bridge = http.new_bridge();
     h.live("create bridge", bridge.create()).await.unwrap();
-    let rec = http.live_recording();
+    let rec = http.new_live_recording();
     let rec_started = rec.once::<RecordingStarted>();
     h.live(
         "record",
@@ -295,7 +295,7 @@ pub async fn errors_are_typed_404_409_422<R: Runtime>(h: &Harness<R>) {
         ErrorKind::Conflict,
         "Channel not in Stasis application",
     );
-    let bridge = c.bridge();
+    let bridge = c.new_bridge();
     h.live("create bridge", bridge.create()).await.unwrap();
     let err = h
         .live("add outside channel", bridge.add_channel([&outside]))
@@ -327,7 +327,7 @@ pub async fn errors_are_typed_404_409_422<R: Runtime>(h: &Harness<R>) {
         "Bridge with id already exists",
     );
     // A created (not dialed) channel cannot be answered: 412.
-    let created = c.channel();
+    let created = c.new_channel();
     h.live("create", created.create("PJSIP/bob", app))
         .await
         .unwrap();

@@ -87,7 +87,7 @@ pub async fn applications_list_get_subscribe_unsubscribe<R: Runtime>(h: &Harness
     assert_eq!(got.name(), app);
     assert_eq!(got.data().expect("snapshot").name, app);
 
-    let bridge = c.bridge();
+    let bridge = c.new_bridge();
     h.live("create bridge", bridge.create()).await.unwrap();
     let source = format!("bridge:{}", bridge.id());
     let application = c.application(app);
@@ -179,7 +179,7 @@ pub async fn channels_every_operation<R: Runtime>(h: &Harness<R>) {
     stasis_start(h, &mut starts, "conf-owid").await;
 
     // create + dial.
-    let d = c.channel();
+    let d = c.new_channel();
     let created = h.live("create", d.create("PJSIP/bob", app)).await.unwrap();
     assert_eq!(created.id(), d.id());
     stasis_start(h, &mut starts, d.id()).await;
@@ -330,7 +330,7 @@ pub async fn bridges_every_operation<R: Runtime>(h: &Harness<R>) {
         .await
         .unwrap();
     assert_eq!(b1.data().unwrap().name, "conf-b1");
-    let b2 = c.bridge();
+    let b2 = c.new_bridge();
     let created = h
         .live("create (instance)", b2.create().bridge_type("mixing"))
         .await
@@ -366,7 +366,7 @@ pub async fn bridges_every_operation<R: Runtime>(h: &Harness<R>) {
     h.live("playback finished", pb.finished()).await.unwrap();
 
     // Recording the bridge.
-    let rec = c.live_recording();
+    let rec = c.new_live_recording();
     let rec_started = rec.once::<RecordingStarted>();
     let live = h
         .live(
@@ -429,7 +429,7 @@ pub async fn playbacks_get_control_stop<R: Runtime>(h: &Harness<R>) {
     let app = "conf-playbacks";
     let c = h.started(&[app]).await;
     let ch = h.answered_call(&c, app).await;
-    let pb = c.playback();
+    let pb = c.new_playback();
     let started = pb.once::<PlaybackStarted>();
     let played = h
         .live("play with id", ch.play_with_id(&pb, ["sound:tt-monkeys"]))
@@ -493,7 +493,7 @@ pub async fn recordings_live_and_stored<R: Runtime>(h: &Harness<R>) {
     let app = "conf-recordings";
     let c = h.started(&[app]).await;
     let ch = h.answered_call(&c, app).await;
-    let rec = c.live_recording();
+    let rec = c.new_live_recording();
     let started = rec.once::<RecordingStarted>();
     let live = h
         .live(
@@ -661,7 +661,7 @@ pub async fn user_event_reaches_the_application<R: Runtime>(h: &Harness<R>) {
     let first = c.once::<ChannelUserevent>();
     h.live(
         "user event",
-        c.events()
+        c.user_events()
             .user_event("conf-ping", app)
             .variable("k", "v")
             .variable("n", "1"),
@@ -679,7 +679,7 @@ pub async fn user_event_reaches_the_application<R: Runtime>(h: &Harness<R>) {
     let second = ch.once::<ChannelUserevent>();
     h.live(
         "user event with source",
-        c.events()
+        c.user_events()
             .user_event("conf-chan", app)
             .source([format!("channel:{}", ch.id())]),
     )
@@ -690,7 +690,10 @@ pub async fn user_event_reaches_the_application<R: Runtime>(h: &Harness<R>) {
     assert_eq!(ev.channel.map(|c| c.id.clone()), Some(ch.id().to_string()));
 
     let err = h
-        .live("unknown app", c.events().user_event("x", "no-such-app"))
+        .live(
+            "unknown app",
+            c.user_events().user_event("x", "no-such-app"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err:?}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WsAuth {
-    /// `Authorization: Basic …` header with the endpoint's credentials (the default).
+    /// `Authorization: Basic …` header with the base URL's credentials (the default).
     #[default]
     Basic,
     /// `api_key=user:password` (percent-encoded) in the query string, for WebSocket stacks
@@ -231,7 +231,7 @@ impl Limits {
     }
 }
 
-/// Everything a [`Session`](super::Session) needs besides the endpoint.
+/// Everything a [`Session`](super::Session) needs besides the base URL ([`BaseUrl`](crate::rest::BaseUrl)).
 ///
 /// ```
 /// use std::time::Duration;

@@ -32,12 +32,12 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use ari_proto::rest::{Credentials, Endpoint};
+//! use ari_proto::rest::{Credentials, BaseUrl};
 //! use ari_proto::session::{ConnectionEvent, Filter, Output, Session, SessionConfig, Transmit};
 //!
-//! let endpoint = Endpoint::new("http://pbx:8088", Credentials::new("asterisk", "secret")?)?;
+//! let base_url = BaseUrl::new("http://pbx:8088", Credentials::new("asterisk", "secret")?)?;
 //! let mut now = Instant::now(); // the adapter's clock; the session never reads one
-//! let mut session = Session::new(endpoint, SessionConfig::new(["hello"]).rng_seed(42), now);
+//! let mut session = Session::new(base_url, SessionConfig::new(["hello"]).rng_seed(42), now);
 //!
 //! // Client-side id: subscribe before the channel exists, then originate with this id.
 //! let chan = session.new_resource_id(ari_proto::events::ResourceKind::Channel);
@@ -135,7 +135,7 @@ use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::events::{DecodeError, Event, ResourceKind};
-use crate::rest::{self, BuildError, Endpoint, Operation, RequestParts, ResponseError};
+use crate::rest::{self, BaseUrl, BuildError, Operation, RequestParts, ResponseError};
 use rng::Rng;
 use routing::{Matches, Router};
 use smallvec::SmallVec;
@@ -721,7 +721,7 @@ const MIN_PERIOD: Duration = Duration::from_millis(1);
 #[derive(Debug)]
 pub struct Session<T = ()> {
     /// `None` for an [accepted](Session::accepted) session.
-    endpoint: Option<Endpoint>,
+    base_url: Option<BaseUrl>,
     /// Accepted mode: the connection comes from Asterisk (outbound WebSocket).
     accepted: bool,
     /// What the frames of an accepted session told about the peer.
@@ -748,9 +748,9 @@ pub struct Session<T = ()> {
 }
 
 impl Session {
-    /// A session for `endpoint`, not connected yet (call [`Session::start`]).
-    pub fn new(endpoint: Endpoint, config: SessionConfig, now: Instant) -> Session {
-        Session::with_subscription_data(endpoint, config, now)
+    /// A session talking to `base_url`, not connected yet (call [`Session::start`]).
+    pub fn new(base_url: BaseUrl, config: SessionConfig, now: Instant) -> Session {
+        Session::with_subscription_data(base_url, config, now)
     }
 }
 
@@ -760,12 +760,12 @@ impl<T: Clone> Session<T> {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use ari_proto::rest::{Credentials, Endpoint};
+    /// use ari_proto::rest::{Credentials, BaseUrl};
     /// use ari_proto::session::{Filter, Session, SessionConfig};
     /// let credentials = Credentials::new("u", "p").unwrap();
-    /// let endpoint = Endpoint::new("http://127.0.0.1:8088", credentials).unwrap();
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", credentials).unwrap();
     /// let mut s = Session::<&'static str>::with_subscription_data(
-    ///     endpoint,
+    ///     base_url,
     ///     SessionConfig::default(),
     ///     Instant::now(),
     /// );
@@ -773,15 +773,15 @@ impl<T: Clone> Session<T> {
     /// assert_eq!(s.remove_subscription(id), Some("the call's handler"));
     /// ```
     pub fn with_subscription_data(
-        endpoint: Endpoint,
+        base_url: BaseUrl,
         config: SessionConfig,
         now: Instant,
     ) -> Session<T> {
-        Session::build(Some(endpoint), false, config, now)
+        Session::build(Some(base_url), false, config, now)
     }
 
     fn build(
-        endpoint: Option<Endpoint>,
+        base_url: Option<BaseUrl>,
         accepted: bool,
         config: SessionConfig,
         now: Instant,
@@ -789,7 +789,7 @@ impl<T: Clone> Session<T> {
         let _ = now;
         let rng = Rng::new(config.rng_seed);
         Session {
-            endpoint,
+            base_url,
             accepted,
             peer: accepted::PeerInfo::default(),
             config,
@@ -820,9 +820,9 @@ impl<T: Clone> Session<T> {
         &self.config
     }
 
-    /// The endpoint; `None` for an [accepted](Session::accepted) session.
-    pub fn endpoint(&self) -> Option<&Endpoint> {
-        self.endpoint.as_ref()
+    /// The base URL and credentials; `None` for an [accepted](Session::accepted) session.
+    pub fn base_url(&self) -> Option<&BaseUrl> {
+        self.base_url.as_ref()
     }
 
     /// Where the connection stands.
@@ -1269,9 +1269,9 @@ impl<T: Clone> Session<T> {
     /// The WebSocket upgrade request.
     fn connect_request(&mut self) -> Result<http::Request<()>, BuildError> {
         check_apps(&self.config.apps)?;
-        let ep = self.endpoint.as_ref().ok_or(BuildError::InvalidParameter {
-            name: "endpoint",
-            reason: "an accepted session has no endpoint to connect to",
+        let ep = self.base_url.as_ref().ok_or(BuildError::InvalidParameter {
+            name: "base_url",
+            reason: "an accepted session has no base URL to connect to",
         })?;
         let scheme = if ep.is_tls() { "wss" } else { "ws" };
         let mut uri = format!("{scheme}://{}{}/events?app=", ep.authority(), ep.prefix());

@@ -4,12 +4,12 @@
 #![allow(dead_code, unreachable_pub, clippy::all)]
 
 use ari_proto::ops;
-use ari_proto::rest::{build_request, BuildError, Endpoint};
+use ari_proto::rest::{build_request, BaseUrl, BuildError};
 
 /// Builds every operation with all of its parameters set: strings are `sample`, numbers 7,
 /// booleans true, lists two items, enums their first value, body maps one entry.
 pub fn build_all(
-    ep: &Endpoint,
+    ep: &BaseUrl,
     sample: &str,
 ) -> Vec<(&'static str, Result<http::Request<Vec<u8>>, BuildError>)> {
     let mut out = Vec::new();

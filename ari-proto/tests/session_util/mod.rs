@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ari_proto::events::Event;
-use ari_proto::rest::{Credentials, Endpoint};
+use ari_proto::rest::{BaseUrl, Credentials};
 use ari_proto::session::{Output, Session, SessionConfig, Transmit};
 
 /// One recorded frame.
@@ -50,8 +50,8 @@ pub(crate) fn frames_of(run: u64, conn: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn endpoint(base: &str) -> Endpoint {
-    Endpoint::new(
+pub(crate) fn endpoint(base: &str) -> BaseUrl {
+    BaseUrl::new(
         base,
         Credentials::new("asterisk", "s3cret").expect("credentials"),
     )
