@@ -407,7 +407,7 @@ async fn open<R: Runtime>(
     let media_id = client.new_resource_id();
     // Follow the call before anything can end it.
     let call_ended = call.once::<ari_proto::events::StasisEnd>();
-    let media_channel = client.channel_with_id(media_id.clone());
+    let media_channel = client.channel(media_id.clone());
     let media_destroyed = media_channel.once::<ari_proto::events::ChannelDestroyed>();
     let mut op = ops::channels::ExternalMedia::new(options.app.clone(), options.format.clone())
         .channel_id(media_id.clone())
@@ -479,12 +479,9 @@ async fn open<R: Runtime>(
         driver.await;
         // The socket is closed: Asterisk hangs the media channel up; make sure of it, and
         // remove the bridge.
-        let _ = teardown_client
-            .channel_with_id(teardown_media)
-            .hangup()
-            .await;
+        let _ = teardown_client.channel(teardown_media).hangup().await;
         if let Some(b) = teardown_bridge {
-            let _ = teardown_client.bridge_with_id(b).destroy().await;
+            let _ = teardown_client.bridge(b).destroy().await;
         }
         teardown_shared
             .torn_down
@@ -573,7 +570,7 @@ async fn connect_and_start<R: Runtime>(
         ));
     }
     let bridge_id = if options.bridge {
-        let bridge = client.bridge();
+        let bridge = client.new_bridge();
         bridge
             .create()
             .map(|op| op.bridge_type("mixing"))
