@@ -466,7 +466,7 @@ impl<R: Runtime> ClientBuilder<R> {
     /// The URL and credentials of the builder are not used; the socket is handed over
     /// with `Shared::attach`.
     pub(crate) fn build_accepted(mut self, peer: std::net::SocketAddr) -> Result<Client<R>, Error> {
-        let endpoint = Endpoint::new(&format!("http://{peer}"), Credentials::new("asterisk", "")?)?;
+        let endpoint = BaseUrl::new(&format!("http://{peer}"), Credentials::new("asterisk", "")?)?;
         self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
         let now = self.runtime.now();
         let shared = Shared::new_accepted(self.events, self.request_timeout, now);

@@ -213,9 +213,9 @@ async fn audiosocket_calls_the_application_and_hangs_up_on_0x00() {
             ..PlaceCall::new("PJSIP/alice", "media")
         })
         .expect("call");
-    let bridge = client.bridge();
+    let bridge = client.new_bridge();
     bridge.create().await.expect("bridge");
-    let caller = client.channel_with_id("caller");
+    let caller = client.channel("caller");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while caller.answer().await.is_err() {
         assert!(
