@@ -279,8 +279,8 @@ impl<E: Executor, C: Connector> StackBuilder<E, C> {
     }
 
     /// Whether the built-in web PKI roots (`webpki-roots`) are trusted (default `true`). With
-    /// `false` only the added roots (and the platform's, with
-    /// [`platform_roots`](Self::platform_roots)) are.
+    /// `false` only the added roots (and the platform's, with `platform_roots` and the
+    /// `native-roots` feature) are.
     pub fn built_in_roots(mut self, enabled: bool) -> Self {
         self.tls.built_in_roots(enabled);
         self
