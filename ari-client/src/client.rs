@@ -21,7 +21,7 @@ pub enum RestTransport {
     /// HTTP/1.1 with keep-alive connections (the default).
     #[default]
     Http,
-    /// As `RESTRequest` messages over the events WebSocket (Asterisk 20.7+, 21.2+): one
+    /// As `RESTRequest` messages over the events WebSocket (Asterisk 20.14+, 22.4+ and 23): one
     /// connection for everything. Results and errors are identical to [`RestTransport::Http`].
     WebSocket,
 }

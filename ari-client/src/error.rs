@@ -67,11 +67,21 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status of an [`Error::Ari`].
+    /// The HTTP error status Asterisk answered with: that of an [`Error::Ari`] (a REST
+    /// error, e.g. 404), or of an [`Error::Transport`] for a refused WebSocket upgrade (e.g.
+    /// 401 for wrong credentials). `None` for every other error, including
+    /// [`Error::Decode`], whose status is a success status (it is in the variant).
+    ///
+    /// ```
+    /// use ari_client::{AriError, Error};
+    /// let err = Error::from(AriError::from_body(404, br#"{"message":"Channel not found"}"#));
+    /// assert_eq!(err.status(), Some(404));
+    /// assert_eq!(Error::Lagged(3).status(), None);
+    /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Ari(e) => Some(e.status),
-            Error::Decode { status, .. } => Some(*status),
+            Error::Transport(t) => t.status,
             _ => None,
         }
     }
@@ -212,3 +222,38 @@ impl fmt::Display for Lagged {
 }
 
 impl std::error::Error for Lagged {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransportErrorKind;
+
+    #[test]
+    fn status_is_the_error_status_asterisk_answered_with() {
+        let ari = Error::from(AriError::from_body(
+            409,
+            br#"{"message":"Channel not in Stasis"}"#,
+        ));
+        assert_eq!(ari.status(), Some(409));
+        let refused = Error::from(TransportError::rejected(401, "upgrade refused"));
+        assert_eq!(refused.status(), Some(401));
+        let lost = Error::from(TransportError::new(TransportErrorKind::Closed, "reset"));
+        assert_eq!(lost.status(), None);
+        let decode = Error::Decode {
+            operation: "channels.get",
+            status: 200,
+            message: "expected a JSON object".into(),
+        };
+        assert_eq!(
+            decode.status(),
+            None,
+            "a success status is not an error status"
+        );
+        let timeout = Error::Timeout {
+            operation: "channels.answer",
+            after: Duration::from_secs(10),
+        };
+        assert_eq!(timeout.status(), None);
+        assert_eq!(Error::closed("stopped").status(), None);
+    }
+}
