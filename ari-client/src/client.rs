@@ -438,13 +438,7 @@ impl<R: Runtime> ClientBuilder<R> {
         // limit; frames between the two are read, skipped and counted by the session.
         self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
         let now = self.runtime.now();
-        let shared = Shared::new(
-            endpoint.clone(),
-            self.events,
-            self.request_timeout,
-            self.transport.clone(),
-            now,
-        );
+        let shared = Shared::new(endpoint.clone(), self.events, self.request_timeout, now);
         let inner = Inner {
             runtime: self.runtime,
             endpoint,

@@ -514,7 +514,6 @@ async fn wait_watch(w: &Arc<Watch>, resource: String) -> Result<(), Error> {
         LatchOutcome::Closed(_) => {
             // Ended without a final event being delivered to us (e.g. it was dropped): the
             // resource is over either way.
-            let _ = resource;
             Ok(())
         }
     }

@@ -24,7 +24,6 @@ use ari_proto::session::{
 use futures_util::task::AtomicWaker;
 
 use crate::error::{Error, Lagged};
-use crate::runtime::TransportOptions;
 
 /// Options of the events side, set on the builder.
 #[derive(Debug, Clone)]
@@ -153,10 +152,8 @@ impl Shared {
         endpoint: BaseUrl,
         opts: EventOptions,
         request_timeout: Duration,
-        transport: TransportOptions,
         now: Instant,
     ) -> Arc<Shared> {
-        let _ = transport;
         let config = SessionConfig::default()
             .subscribe_all(opts.subscribe_all)
             .auth(opts.ws_auth)
