@@ -88,6 +88,13 @@ pub const CASES: &[&str] = &[
     "dropping_the_last_handle_shuts_the_client_down",
     "stop_and_close_wait_for_the_close_frame",
     "incoming_calls_miss_no_event_after_stasis_start",
+    "thousand_concurrent_requests_stay_under_the_session_limit",
+    "a_second_burst_opens_no_new_connection",
+    "outbound_per_call_connection_is_a_call_with_rest_over_it",
+    "outbound_wrong_credentials_are_refused_with_401_and_counted",
+    "outbound_reconnecting_asterisk_goes_on_in_the_same_client",
+    "outbound_hundred_concurrent_per_call_connections",
+    "outbound_shutdown_closes_live_calls_at_the_deadline",
 ];
 
 /// Generates one `#[test]` per conformance case for an adapter.
@@ -143,6 +150,11 @@ macro_rules! conformance_suite {
             incoming_calls_miss_no_event_after_stasis_start,
             thousand_concurrent_requests_stay_under_the_session_limit,
             a_second_burst_opens_no_new_connection,
+            outbound_per_call_connection_is_a_call_with_rest_over_it,
+            outbound_wrong_credentials_are_refused_with_401_and_counted,
+            outbound_reconnecting_asterisk_goes_on_in_the_same_client,
+            outbound_hundred_concurrent_per_call_connections,
+            outbound_shutdown_closes_live_calls_at_the_deadline,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

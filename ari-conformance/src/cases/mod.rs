@@ -1,16 +1,19 @@
-//! The cases of the suite. Each is `pub async fn name<R: Runtime>(h: &Harness<R>)`, uses only
+//! The cases of the suite. Each is `pub async fn name<R: Runtime>(h: &Harness<R>)` (the
+//! outbound cases, which need the stack's server side: `Harness<Stack<E, C>>`), uses only
 //! the public API of `ari-client` against the harness's [`MockServer`](ari_testkit::MockServer)
 //! (or one it starts), and panics on a failed assertion.
 
 mod events;
 mod faults;
 mod lifecycle;
+mod outbound;
 mod pool;
 mod resources;
 
 pub use events::*;
 pub use faults::*;
 pub use lifecycle::*;
+pub use outbound::*;
 pub use pool::*;
 pub use resources::*;
 

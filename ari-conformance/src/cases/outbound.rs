@@ -1,0 +1,290 @@
+//! ARI outbound WebSocket: the simulated Asterisk (`MockServerBuilder::outbound`) dials an
+//! [`OutboundServer`] of the adapter's runtime. Per-call calls with REST over the connection,
+//! wrong credentials (401, counted), a persistent Asterisk reconnecting into the same client,
+//! 100 concurrent per-call connections, and shutdown with calls live.
+//!
+//! These cases need the server side of the shared stack, so they take a
+//! `Harness<Stack<E, C>>` (what every adapter's runtime is) rather than any [`Runtime`].
+//!
+//! [`Runtime`]: ari_client::Runtime
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use ari_client::runtime::{Connector, Executor};
+use ari_client::{ConnectionType, OutboundOptions, OutboundServer, Stack};
+use ari_testkit::{MockServer, OutboundConfig, PlaceCall, Transport};
+use futures::future::join_all;
+use futures::StreamExt;
+
+use crate::Harness;
+
+const USER: &str = "obuser";
+const SECRET: &str = "obsecret";
+const PATH: &str = "/ari-ob";
+
+/// An outbound server of the harness's runtime on a free loopback port, requiring
+/// [`USER`]/[`SECRET`], [`PATH`] and the `ari` subprotocol.
+async fn server<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    t: ConnectionType,
+) -> OutboundServer<E, C> {
+    let options = OutboundOptions::new(h.runtime().clone())
+        .credentials(USER, SECRET)
+        .expect("valid credentials")
+        .path(PATH)
+        .require_subprotocol(true)
+        .connection_type(t);
+    h.live("bind", options.bind(loopback()))
+        .await
+        .expect("the outbound server binds")
+}
+
+fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn uri<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> String {
+    format!("ws://{}{PATH}", s.local_addr())
+}
+
+/// A `per_call_config` section dialling `s` for the app `hello`, with short delays.
+fn per_call<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> OutboundConfig {
+    OutboundConfig::per_call(&uri(s), ["hello"])
+        .credentials(USER, SECRET)
+        .stasis_start_delay(Duration::from_millis(20))
+        .close_after_stasis_end(Duration::from_millis(50))
+}
+
+/// One call on a per-call connection: the call arrives as `(client, StasisStart, channel,
+/// events)` with the application named `<app>:<channel name>`; answer, a REST GET and the
+/// hangup all travel over the outbound socket (the simulator logs them as WebSocket
+/// requests); the server counts one accepted connection and one call.
+pub async fn outbound_per_call_connection_is_a_call_with_rest_over_it<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let channel_id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(
+        call.start.application.starts_with("hello:PJSIP/alice-"),
+        "{}",
+        call.start.application
+    );
+    assert_eq!(call.channel.id(), channel_id);
+    assert_eq!(call.start.channel.id, channel_id);
+    assert!(call.peer.ip().is_loopback(), "{}", call.peer);
+    h.live("answer", call.channel.answer())
+        .await
+        .expect("answer over the outbound socket");
+    let info = h
+        .live("asterisk info", call.client.asterisk().get_info())
+        .await
+        .expect("REST over the socket");
+    assert!(info.system.is_some());
+    h.live("hangup", call.channel.hangup())
+        .await
+        .expect("hangup");
+    let requests = mock.requests();
+    let answers: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/answer"))
+        .collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].transport, Transport::WebSocket);
+    assert!(
+        requests.iter().all(|r| r.transport == Transport::WebSocket),
+        "every request of the call went over the outbound socket: {requests:?}"
+    );
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.refused, stats.failed),
+        (1, 1, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// Asterisk presenting the wrong password is answered 401 (Asterisk sees the status and
+/// keeps retrying), each refusal counted as unauthorized; no connection is accepted.
+pub async fn outbound_wrong_credentials_are_refused_with_401_and_counted<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = MockServer::builder()
+        .outbound(
+            OutboundConfig::persistent(&uri(&ob), ["hello"])
+                .credentials(USER, "not-the-secret")
+                .reconnect(Duration::from_millis(20), 3),
+        )
+        .start();
+    h.eventually("two refusals counted", || ob.stats().unauthorized >= 2)
+        .await;
+    let stats = ob.stats();
+    assert_eq!(stats.accepted, 0, "{stats:?}");
+    assert!(stats.refused >= stats.unauthorized, "{stats:?}");
+    // Asterisk saw the 401 answers: failed attempts, and it keeps retrying.
+    h.eventually("Asterisk saw two refusals", || {
+        mock.outbound_stats().refused >= 2
+    })
+    .await;
+    let seen = mock.outbound_stats();
+    assert_eq!(seen.last_refused_status, 401, "{seen:?}");
+    assert_eq!(seen.connected, 0, "{seen:?}");
+}
+
+/// A persistent Asterisk that drops its connection reconnects into the same client: a call
+/// placed while it was away reaches the client (queued by Asterisk, flushed on reconnect),
+/// the server counts the replacement, and REST goes over the new socket.
+pub async fn outbound_reconnecting_asterisk_goes_on_in_the_same_client<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = MockServer::builder()
+        .outbound(
+            OutboundConfig::persistent(&uri(&ob), ["hello"])
+                .credentials(USER, SECRET)
+                .reconnect(Duration::from_millis(20), 3),
+        )
+        .start();
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    assert_eq!(conn.user.as_deref(), Some(USER));
+    assert_eq!(conn.path, PATH);
+    let client = conn.client;
+    let mut incoming = client.incoming();
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (first, _, _) = h
+        .live("first call", incoming.next())
+        .await
+        .expect("the stream lives")
+        .expect("no lag");
+    assert_eq!(first.application, "hello");
+    assert_eq!(mock.drop_websocket("hello"), 1);
+    let second = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, channel, _) = h
+        .live("second call", incoming.next())
+        .await
+        .expect("the stream lives")
+        .expect("no lag");
+    assert_eq!(start.channel.id, second);
+    h.eventually("the reconnect replaced the connection", || {
+        ob.stats().replaced >= 1
+    })
+    .await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("REST over the new socket");
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (2, 1), "{stats:?}");
+    // The reconnect was not yielded as a new Asterisk (the replacement is counted after
+    // the socket went to the existing client, so the queue is final here).
+    assert!(
+        futures::FutureExt::now_or_never(ob.next()).is_none(),
+        "a reconnect is not a new Asterisk"
+    );
+}
+
+/// 100 calls at once, each on its own connection: every one is yielded once, answered and
+/// hung up over its own socket; the simulator is left with no channel.
+pub async fn outbound_hundred_concurrent_per_call_connections<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let mut placed = std::collections::HashSet::new();
+    for i in 0..100 {
+        placed.insert(
+            mock.place_call(PlaceCall::new(&format!("PJSIP/c{i}"), "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        calls.push(
+            h.live("a call", ob.next_call())
+                .await
+                .expect("a call before shutdown"),
+        );
+    }
+    let yielded: std::collections::HashSet<String> =
+        calls.iter().map(|c| c.channel.id().to_string()).collect();
+    assert_eq!(yielded, placed, "each call yielded exactly once");
+    let handled = calls.iter().map(|call| async move {
+        call.channel.answer().await?;
+        call.channel.hangup().await
+    });
+    for r in h
+        .live("answer and hang up 100 calls", join_all(handled))
+        .await
+    {
+        r.expect("answer and hang up");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.failed),
+        (100, 100, 0),
+        "{stats:?}"
+    );
+    assert!(mock
+        .with_sim(|sim, _| sim.channel_ids().is_empty())
+        .expect("the simulator runs"));
+}
+
+/// Shutdown with two calls: the one that ended has its connection closed by Asterisk (after
+/// StasisEnd) within the grace period; the live one is closed by the server at the
+/// deadline (counted); no call is yielded afterwards.
+pub async fn outbound_shutdown_closes_live_calls_at_the_deadline<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    mock.place_call(PlaceCall::new("PJSIP/done", "hello"))
+        .expect("the simulator places the call");
+    mock.place_call(PlaceCall::new("PJSIP/live", "hello"))
+        .expect("the simulator places the call");
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        calls.push(
+            h.live("a call", ob.next_call())
+                .await
+                .expect("a call before shutdown"),
+        );
+    }
+    let done = calls
+        .iter()
+        .find(|c| c.start.channel.name.starts_with("PJSIP/done"))
+        .expect("the call that ends");
+    h.live("hangup", done.channel.hangup())
+        .await
+        .expect("hangup");
+    let closed = h
+        .live(
+            "shutdown",
+            ob.shutdown(Duration::from_millis(500)).into_future(),
+        )
+        .await;
+    assert_eq!(closed, 1, "only the live call was closed by the shutdown");
+    assert!(
+        h.live("next_call after shutdown", ob.next_call())
+            .await
+            .is_none(),
+        "no calls after shutdown"
+    );
+}
