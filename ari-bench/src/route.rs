@@ -40,7 +40,7 @@ fn session(ids: &[String], now: Instant) -> Session {
     let config = SessionConfig::new(["bench"])
         .keepalive(None)
         .limits(Limits::default());
-    let mut s = Session::new(endpoint, config, now);
+    let mut s = Session::new(endpoint, config);
     s.start(now);
     while s.poll_transmit().is_some() {}
     s.handle_connected(now);

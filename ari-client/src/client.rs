@@ -134,9 +134,7 @@ impl<R: Runtime> Client<R> {
     /// `createWithId`, `playWithId`, `recordWithId`, … so listeners can be attached before the
     /// resource exists.
     pub fn new_resource_id(&self) -> String {
-        self.inner
-            .shared
-            .new_resource_id(ari_proto::events::ResourceKind::Channel)
+        self.inner.shared.new_resource_id()
     }
 
     /// Sends one operation and decodes its result, without wrapping it into instance
@@ -437,8 +435,7 @@ impl<R: Runtime> ClientBuilder<R> {
         // The transport refuses (and drops the connection on) frames above twice the session's
         // limit; frames between the two are read, skipped and counted by the session.
         self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
-        let now = self.runtime.now();
-        let shared = Shared::new(endpoint.clone(), self.events, self.request_timeout, now);
+        let shared = Shared::new(endpoint.clone(), self.events, self.request_timeout);
         let inner = Inner {
             runtime: self.runtime,
             endpoint,
@@ -462,8 +459,7 @@ impl<R: Runtime> ClientBuilder<R> {
     pub(crate) fn build_accepted(mut self, peer: std::net::SocketAddr) -> Result<Client<R>, Error> {
         let endpoint = BaseUrl::new(&format!("http://{peer}"), Credentials::new("asterisk", "")?)?;
         self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
-        let now = self.runtime.now();
-        let shared = Shared::new_accepted(self.events, self.request_timeout, now);
+        let shared = Shared::new_accepted(self.events, self.request_timeout);
         let inner = Inner {
             runtime: self.runtime,
             endpoint,
@@ -488,7 +484,7 @@ impl<R: Runtime> ClientBuilder<R> {
         if verify {
             let op = ari_proto::ops::asterisk::GetInfo::new();
             if let Err(e) = client.execute(&op).await {
-                client.inner.shared.shutdown(client.inner.runtime.now());
+                client.inner.shared.shutdown();
                 return Err(e);
             }
         }
@@ -498,7 +494,7 @@ impl<R: Runtime> ClientBuilder<R> {
 
 impl<R: Runtime> Drop for Inner<R> {
     fn drop(&mut self) {
-        self.shared.shutdown(self.runtime.now());
+        self.shared.shutdown();
     }
 }
 

@@ -131,7 +131,7 @@ impl<R: Runtime> Client<R> {
                         state,
                         ConnectionState::Idle | ConnectionState::Stopped | ConnectionState::GaveUp
                     ) {
-                        st.session.stop(self.inner.runtime.now());
+                        st.session.stop();
                     }
                 }
                 false
@@ -161,8 +161,7 @@ impl<R: Runtime> Client<R> {
     /// WebSocket).
     pub async fn stop(&self) {
         let shared = &self.inner.shared;
-        let now = self.inner.runtime.now();
-        shared.command(|s| s.stop(now));
+        shared.command(|s| s.stop());
         let n = shared.request_stop();
         shared.wake_driver();
         std::future::poll_fn(|cx| shared.poll_stop_done(n, cx)).await;
@@ -179,7 +178,7 @@ impl<R: Runtime> Client<R> {
     /// client until it returns).
     pub async fn close(&self) {
         let shared = &self.inner.shared;
-        shared.shutdown(self.inner.runtime.now());
+        shared.shutdown();
         std::future::poll_fn(|cx| shared.poll_exited(cx)).await;
     }
 

@@ -224,7 +224,7 @@ impl<R: Runtime> Driver<R> {
                     self.with_session(|s| s.handle_frame(now, text.as_bytes()));
                 }
                 Some(Ok(WsMessage::Pong(_))) => {
-                    self.with_session(|s| s.handle_pong(now));
+                    self.with_session(|s| s.handle_pong());
                 }
                 Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
                 Some(Ok(WsMessage::Close)) => {

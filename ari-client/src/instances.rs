@@ -563,7 +563,7 @@ impl<R: Runtime> Client<R> {
     /// `channel.originate(..)` (which uses `originateWithId` with this id), so even its
     /// `StasisStart` reaches them.
     pub fn new_channel(&self) -> Channel<R> {
-        let id = self.inner.shared.new_resource_id(ResourceKind::Channel);
+        let id = self.inner.shared.new_resource_id();
         Channel::from_parts(self.clone(), id)
     }
 
@@ -574,7 +574,7 @@ impl<R: Runtime> Client<R> {
 
     /// A bridge with a fresh client-side id, for `bridge.create()` (`createWithId`).
     pub fn new_bridge(&self) -> Bridge<R> {
-        let id = self.inner.shared.new_resource_id(ResourceKind::Bridge);
+        let id = self.inner.shared.new_resource_id();
         Bridge::from_parts(self.clone(), id)
     }
 
@@ -586,7 +586,7 @@ impl<R: Runtime> Client<R> {
     /// A playback with a fresh client-side id, for `channel.play_with_id(&playback, media)`.
     /// Its end is watched from now on, so [`Playback::finished`] cannot miss it.
     pub fn new_playback(&self) -> Playback<R> {
-        let id = self.inner.shared.new_resource_id(ResourceKind::Playback);
+        let id = self.inner.shared.new_resource_id();
         Playback::new_watched(self.clone(), id)
     }
 
@@ -599,7 +599,7 @@ impl<R: Runtime> Client<R> {
     /// A live recording with a fresh client-side name, for `channel.record(&recording, ..)`.
     /// Its end is watched from now on.
     pub fn new_live_recording(&self) -> LiveRecording<R> {
-        let id = self.inner.shared.new_resource_id(ResourceKind::Recording);
+        let id = self.inner.shared.new_resource_id();
         LiveRecording::new_watched(self.clone(), id)
     }
 

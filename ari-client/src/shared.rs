@@ -152,7 +152,6 @@ impl Shared {
         endpoint: BaseUrl,
         opts: EventOptions,
         request_timeout: Duration,
-        now: Instant,
     ) -> Arc<Shared> {
         let config = SessionConfig::default()
             .subscribe_all(opts.subscribe_all)
@@ -163,24 +162,20 @@ impl Shared {
             .limits(opts.limits)
             .stasis_end_linger(opts.stasis_end_linger)
             .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
-        let session = Session::with_subscription_data(endpoint, config, now);
+        let session = Session::with_subscription_data(endpoint, config);
         Shared::from_session(session, opts)
     }
 
     /// The state of a client whose connection Asterisk opens (outbound WebSocket): an
     /// accepted session, which never dials.
-    pub(crate) fn new_accepted(
-        opts: EventOptions,
-        request_timeout: Duration,
-        now: Instant,
-    ) -> Arc<Shared> {
+    pub(crate) fn new_accepted(opts: EventOptions, request_timeout: Duration) -> Arc<Shared> {
         let config = SessionConfig::default()
             .subscribe_all(opts.subscribe_all)
             .keepalive(opts.keepalive)
             .request_timeout(request_timeout)
             .limits(opts.limits)
             .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
-        let session = Session::accepted_with_subscription_data(config, now);
+        let session = Session::accepted_with_subscription_data(config);
         Shared::from_session(session, opts)
     }
 
@@ -286,8 +281,8 @@ impl Shared {
         self.driver.wake();
     }
 
-    pub(crate) fn new_resource_id(&self, kind: ResourceKind) -> String {
-        self.lock().session.new_resource_id(kind)
+    pub(crate) fn new_resource_id(&self) -> String {
+        self.lock().session.new_resource_id()
     }
 
     pub(crate) fn live_subscriptions(&self) -> usize {
@@ -406,14 +401,14 @@ impl Shared {
 
     /// Closes everything: stops the session, ends every subscription and listener. The driver
     /// performs the final close and exits.
-    pub(crate) fn shutdown(&self, now: Instant) {
+    pub(crate) fn shutdown(&self) {
         let (sinks, conns, pending) = {
             let mut st = self.lock();
             if st.closed {
                 return;
             }
             st.closed = true;
-            st.session.stop(now);
+            st.session.stop();
             let sinks: Vec<Arc<dyn Sink>> = st
                 .session
                 .remove_all_subscriptions()

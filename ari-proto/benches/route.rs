@@ -56,7 +56,7 @@ fn session(live_channels: usize, now: Instant) -> Session {
     let config = SessionConfig::new(["test", "hello"])
         .keepalive(None)
         .limits(Limits::default().max_queued_outputs(1 << 20));
-    let mut s = Session::new(ep, config, now);
+    let mut s = Session::new(ep, config);
     s.start(now);
     while let Some(t) = s.poll_transmit() {
         assert!(matches!(t, Transmit::Connect(_)));

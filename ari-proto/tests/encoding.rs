@@ -187,7 +187,7 @@ fn check<O: Operation>(op: &O, expect: &Expect) {
 
     // REST over the events WebSocket: the RESTRequest frame carries the same request.
     let t0 = now();
-    let mut session = Session::new(endpoint(), SessionConfig::new(["app"]).rng_seed(7), t0);
+    let mut session = Session::new(endpoint(), SessionConfig::new(["app"]).rng_seed(7));
     session.start(t0);
     assert!(matches!(
         session.poll_transmit(),
@@ -593,7 +593,7 @@ fn passwords_never_show_in_debug_or_display() {
 
     // The session's WebSocket request with Basic auth, and the session itself.
     let t0 = now();
-    let mut session = Session::new(ep.clone(), SessionConfig::new(["app"]), t0);
+    let mut session = Session::new(ep.clone(), SessionConfig::new(["app"]));
     session.start(t0);
     let Some(t) = session.poll_transmit() else {
         panic!("connect")

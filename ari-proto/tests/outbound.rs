@@ -442,7 +442,7 @@ fn replay(file: &str) -> Replay {
     let mut now = Instant::now();
     let config = SessionConfig::default().keepalive(None);
     let persistent = file.starts_with("persistent");
-    let mut session = Session::accepted(config.clone(), now);
+    let mut session = Session::accepted(config.clone());
     let mut out = Replay::default();
     let mut sent_ids: Vec<u64> = Vec::new();
     let mut open_conn: Option<String> = None;
@@ -459,7 +459,7 @@ fn replay(file: &str) -> Replay {
                     out.asterisk_ids
                         .push(session.asterisk_id().map(str::to_string));
                     out.unmatched += session.stats().unmatched_responses;
-                    session = Session::accepted(config.clone(), now);
+                    session = Session::accepted(config.clone());
                     sent_ids.clear();
                 }
                 session.handle_accepted(now);
@@ -645,7 +645,7 @@ fn queued_events_after_a_reconnect_reach_instance_subscriptions() {
     let file = "persistent-master";
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
-    let mut session = Session::accepted(SessionConfig::default().keepalive(None), now);
+    let mut session = Session::accepted(SessionConfig::default().keepalive(None));
     let sub = session.subscribe(Filter::channel("mc-ob-2"));
     let mut conn = None;
     let mut got = Vec::new();
@@ -682,7 +682,7 @@ fn queued_events_after_a_reconnect_reach_instance_subscriptions() {
 fn a_new_connection_replaces_an_open_one_and_fails_its_pending_requests() {
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
-    let mut s = Session::accepted(SessionConfig::default(), now);
+    let mut s = Session::accepted(SessionConfig::default());
     assert!(s.is_accepted());
     assert!(s.base_url().is_none());
     s.handle_connected(now);
@@ -717,7 +717,7 @@ fn a_new_connection_replaces_an_open_one_and_fails_its_pending_requests() {
     assert_eq!(s.stats().replaced_connections, 1);
     assert_eq!(s.stats().reconnects, 0);
     // Stopped: closes, and no later connection is taken.
-    s.stop(now);
+    s.stop();
     assert!(matches!(s.poll_transmit(), Some(Transmit::Close)));
     s.handle_accepted(now);
     assert_eq!(s.state(), ConnectionState::Stopped);
@@ -728,7 +728,7 @@ fn keepalive_runs_on_an_accepted_connection_and_a_dead_one_is_not_redialed() {
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let keepalive = Keepalive::new(Duration::from_secs(20), Duration::from_secs(10));
-    let mut s = Session::accepted(SessionConfig::default().keepalive(Some(keepalive)), start);
+    let mut s = Session::accepted(SessionConfig::default().keepalive(Some(keepalive)));
     s.handle_accepted(start);
     while s.poll_output().is_some() {}
     let ping_at = s.poll_timeout().expect("ping scheduled");

@@ -68,7 +68,6 @@ fn websocket_request_for_http_and_https() {
     let mut s = Session::new(
         endpoint("http://pbx:8088"),
         SessionConfig::new(["hello", "x y"]).subscribe_all(true),
-        t0,
     );
     s.start(t0);
     let Some(Transmit::Connect(req)) = s.poll_transmit() else {
@@ -93,7 +92,6 @@ fn websocket_request_for_http_and_https() {
         SessionConfig::new(["hello"])
             .auth(WsAuth::ApiKey)
             .offer_subprotocol(true),
-        t0,
     );
     s.start(t0);
     let Some(Transmit::Connect(req)) = s.poll_transmit() else {
@@ -114,7 +112,7 @@ fn reconnect_schedule_transcript_until_max_retries() {
     let config = SessionConfig::new(["app"])
         .keepalive(None)
         .reconnect(no_jitter().max_attempts(Some(5)));
-    let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+    let mut s = Session::new(endpoint("http://h:8088"), config);
     let mut out = Vec::new();
     let mut now = t0;
     s.start(now);
@@ -166,7 +164,7 @@ fn attempts_reset_after_a_stable_connection() {
     let config = SessionConfig::new(["app"])
         .keepalive(None)
         .reconnect(no_jitter());
-    let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+    let mut s = Session::new(endpoint("http://h:8088"), config);
     let mut out = Vec::new();
     let mut now = t0;
     s.start(now);
@@ -215,7 +213,7 @@ fn user_stop_never_reconnects() {
         .send_request(t0, &ops::asterisk::Ping::new())
         .expect("sent");
     drain_transmits(&mut s);
-    s.stop(t0);
+    s.stop();
     let mut out = Vec::new();
     transcript(&mut s, t0, t0, &mut out);
     assert_eq!(
@@ -230,7 +228,7 @@ fn user_stop_never_reconnects() {
     s.handle_disconnected(t0 + secs(1), "eof");
     s.handle_connect_failed(t0 + secs(1), "refused");
     s.handle_timeout(t0 + secs(100));
-    s.stop(t0 + secs(100));
+    s.stop();
     assert!(s.poll_transmit().is_none());
     assert!(s.poll_output().is_none());
     assert_eq!(s.state(), ConnectionState::Stopped);
@@ -244,7 +242,7 @@ fn user_stop_never_reconnects() {
     let mut s = connected(SessionConfig::new(["app"]).reconnect(no_jitter()), t0);
     s.handle_disconnected(t0, "eof");
     drain(&mut s);
-    s.stop(t0);
+    s.stop();
     assert!(s.poll_transmit().is_none(), "no socket to close");
     assert_eq!(s.poll_timeout(), None);
     s.handle_timeout(t0 + secs(60));
@@ -267,7 +265,7 @@ fn keepalive_transcript() {
     s.handle_timeout(now);
     transcript(&mut s, t0, now, &mut out);
     now += ms(30);
-    s.handle_pong(now);
+    s.handle_pong();
     // Second ping unanswered; a request is pending when the connection is declared dead.
     now = s.poll_timeout().expect("ping due");
     s.handle_timeout(now);
@@ -469,7 +467,7 @@ fn oversized_malformed_and_mismatched_frames_are_signalled() {
         (5, 1, 2, 1, 2, 2)
     );
     // Frames while not connected are stale, not events.
-    s.stop(t0);
+    s.stop();
     drain(&mut s);
     s.handle_frame(t0, br#"{"type":"BrandNew"}"#);
     assert!(s.poll_output().is_none());
@@ -478,18 +476,10 @@ fn oversized_malformed_and_mismatched_frames_are_signalled() {
 
 #[test]
 fn client_side_ids_are_deterministic_uuids() {
-    let t0 = epoch();
-    let mk = || {
-        Session::new(
-            endpoint("http://h"),
-            SessionConfig::new(["a"]).rng_seed(99),
-            t0,
-        )
-    };
+    let mk = || Session::new(endpoint("http://h"), SessionConfig::new(["a"]).rng_seed(99));
     let (mut a, mut b) = (mk(), mk());
-    let kind = ari_proto::events::ResourceKind::Channel;
-    let ids: Vec<String> = (0..100).map(|_| a.new_resource_id(kind)).collect();
-    let again: Vec<String> = (0..100).map(|_| b.new_resource_id(kind)).collect();
+    let ids: Vec<String> = (0..100).map(|_| a.new_resource_id()).collect();
+    let again: Vec<String> = (0..100).map(|_| b.new_resource_id()).collect();
     assert_eq!(ids, again);
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), 100);
@@ -500,9 +490,8 @@ fn client_side_ids_are_deterministic_uuids() {
     let mut c = Session::new(
         endpoint("http://h"),
         SessionConfig::new(["a"]).rng_seed(100),
-        t0,
     );
-    assert_ne!(c.new_resource_id(kind), ids[0]);
+    assert_ne!(c.new_resource_id(), ids[0]);
 }
 
 /// Zero durations in the configuration never make the session ask to be woken at `now`
@@ -568,7 +557,7 @@ fn jittered_schedule_is_reproducible_from_the_seed() {
             .keepalive(None)
             .reconnect(policy.clone())
             .rng_seed(seed);
-        let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+        let mut s = Session::new(endpoint("http://h:8088"), config);
         let mut now = t0;
         s.start(now);
         let mut delays = Vec::new();
@@ -623,7 +612,7 @@ fn connect_request_debug_never_shows_the_api_key() {
     let mut config = SessionConfig::default();
     config.apps = vec!["hello".into()];
     config.auth = WsAuth::ApiKey;
-    let mut s = Session::new(ep, config, t0);
+    let mut s = Session::new(ep, config);
     s.start(t0);
     let mut seen = false;
     while let Some(t) = s.poll_transmit() {

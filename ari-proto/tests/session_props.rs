@@ -492,7 +492,7 @@ proptest! {
         let cap = policy.max_delay;
         let config = SessionConfig::new(["app"]).reconnect(policy.clone()).keepalive(None).rng_seed(seed);
         let t0 = epoch();
-        let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+        let mut s = Session::new(endpoint("http://h:8088"), config);
         let mut now = t0;
         s.start(now);
         let mut attempts = 0u32;
@@ -638,7 +638,7 @@ proptest! {
             .request_timeout(Duration::from_millis(900))
             .reconnect(ReconnectPolicy::default().initial_delay(Duration::from_millis(50)).max_attempts(Some(6)));
         let t0 = epoch();
-        let mut s = Session::new(endpoint("http://h:8088"), config, t0);
+        let mut s = Session::new(endpoint("http://h:8088"), config);
         let mut now = t0;
         for f in &frames_first {
             s.handle_frame(now, f);
@@ -646,11 +646,11 @@ proptest! {
         for input in inputs {
             match input {
                 Input::Start => s.start(now),
-                Input::Stop => s.stop(now),
+                Input::Stop => s.stop(),
                 Input::Connected => s.handle_connected(now),
                 Input::ConnectFailed => s.handle_connect_failed(now, "x"),
                 Input::Disconnected => s.handle_disconnected(now, "x"),
-                Input::Pong => s.handle_pong(now),
+                Input::Pong => s.handle_pong(),
                 Input::Bytes(b) => s.handle_frame(now, &b),
                 Input::Event(ev) => s.handle_frame(now, ev.frame(&t).as_bytes()),
                 Input::Response(n) => {

@@ -855,14 +855,14 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     #[allow(clippy::disallowed_methods)] // the harness is the adapter: it owns the clock
     let start = Instant::now();
     let mut now = start;
-    let mut session = Session::new(endpoint, config.clone(), now);
+    let mut session = Session::new(endpoint, config.clone());
     let mut model = Model::default();
     for action in actions.into_iter().take(512) {
         let mut event_frame = None;
         let mut after_timeout = false;
         match action {
             Action::Start => session.start(now),
-            Action::Stop => session.stop(now),
+            Action::Stop => session.stop(),
             Action::Connected => session.handle_connected(now),
             Action::ConnectFailed => session.handle_connect_failed(now, "refused"),
             Action::Frame(bytes) => {
@@ -874,7 +874,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 event_frame = Some(bytes.clone());
                 session.handle_frame(now, &bytes);
             }
-            Action::Pong => session.handle_pong(now),
+            Action::Pong => session.handle_pong(),
             Action::Disconnected => session.handle_disconnected(now, "reset"),
             Action::AdvanceTime(ms) => {
                 now += Duration::from_millis(u64::from(ms));
@@ -932,7 +932,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 session.handle_frame(now, &bytes);
             }
             Action::NewResourceId => {
-                let id = session.new_resource_id(ResourceKind::Channel);
+                let id = session.new_resource_id();
                 assert!(!id.is_empty() && id.is_ascii());
             }
         }
@@ -972,7 +972,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     let stats = session.stats();
     // Stopping fails every pending request and leaves nothing scheduled but the linger of
     // channels that left Stasis, which still ends their subscriptions.
-    session.stop(now);
+    session.stop();
     drain(&mut session, &mut model, None, now, &config);
     assert_eq!(session.pending_requests(), 0);
     assert!(model.pending.is_empty(), "requests never answered");

@@ -173,7 +173,7 @@ pub fn accepted_session(data: &[u8]) {
         .request_timeout(Duration::from_secs(5));
     #[allow(clippy::disallowed_methods)] // the harness is the adapter: it owns the clock
     let mut now = Instant::now();
-    let mut s = Session::accepted(config, now);
+    let mut s = Session::accepted(config);
     let mut accepted = 0u64;
     let mut stopped = false;
     let mut connected_events = 0u64;
@@ -205,7 +205,7 @@ pub fn accepted_session(data: &[u8]) {
                 }
             }
             2 => s.handle_disconnected(now, "fuzz: gone"),
-            3 => s.handle_pong(now),
+            3 => s.handle_pong(),
             4 => {
                 now += Duration::from_millis(u64::from(input.u16().unwrap_or(0)));
                 s.handle_timeout(now);
@@ -238,7 +238,7 @@ pub fn accepted_session(data: &[u8]) {
             }
             8 => {
                 stopped = true;
-                s.stop(now);
+                s.stop();
             }
             9 => s.start(now),
             10 => {
@@ -317,7 +317,7 @@ pub fn accepted_session(data: &[u8]) {
             }
         }
     }
-    s.stop(now);
+    s.stop();
     while s.poll_transmit().is_some() {}
     while let Some(o) = s.poll_output() {
         if let Output::Response { id, .. } = o {

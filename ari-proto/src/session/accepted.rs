@@ -61,7 +61,7 @@ impl Session {
     /// use std::time::Instant;
     /// use ari_proto::session::{ConnectionEvent, ConnectionState, Output, Session, SessionConfig};
     /// let now = Instant::now();
-    /// let mut s = Session::accepted(SessionConfig::default(), now);
+    /// let mut s = Session::accepted(SessionConfig::default());
     /// s.start(now); // does nothing: Asterisk connects
     /// assert!(s.poll_transmit().is_none());
     /// s.handle_accepted(now);
@@ -78,16 +78,16 @@ impl Session {
     /// assert!(s.poll_transmit().is_none()); // no reconnect: Asterisk does that
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn accepted(config: SessionConfig, now: Instant) -> Session {
-        Session::accepted_with_subscription_data(config, now)
+    pub fn accepted(config: SessionConfig) -> Session {
+        Session::accepted_with_subscription_data(config)
     }
 }
 
 impl<T: Clone> Session<T> {
     /// [`Session::accepted`] with data kept per subscription, as
     /// [`Session::with_subscription_data`].
-    pub fn accepted_with_subscription_data(config: SessionConfig, now: Instant) -> Session<T> {
-        Session::build(None, true, config, now)
+    pub fn accepted_with_subscription_data(config: SessionConfig) -> Session<T> {
+        Session::build(None, true, config)
     }
 
     /// Whether the session serves connections Asterisk opens ([`Session::accepted`]).

@@ -8,8 +8,8 @@
 //! - **commands**: [`start`](Session::start), [`stop`](Session::stop),
 //!   [`subscribe`](Session::subscribe), [`unsubscribe`](Session::unsubscribe),
 //!   [`send_request`](Session::send_request), [`new_resource_id`](Session::new_resource_id);
-//! - **inputs** `handle_*(now, …)`: what happened on the WebSocket, and
-//!   [`handle_timeout`](Session::handle_timeout) when the deadline passed;
+//! - **inputs** `handle_*(now, …)` (and [`handle_pong`](Session::handle_pong)): what happened
+//!   on the WebSocket, and [`handle_timeout`](Session::handle_timeout) when the deadline passed;
 //! - **outputs** `poll_*`: [`poll_transmit`](Session::poll_transmit) (what to send),
 //!   [`poll_output`](Session::poll_output) (what to deliver), and
 //!   [`poll_timeout`](Session::poll_timeout) (when to wake);
@@ -37,10 +37,10 @@
 //!
 //! let base_url = BaseUrl::new("http://pbx:8088", Credentials::new("asterisk", "secret")?)?;
 //! let mut now = Instant::now(); // the adapter's clock; the session never reads one
-//! let mut session = Session::new(base_url, SessionConfig::new(["hello"]).rng_seed(42), now);
+//! let mut session = Session::new(base_url, SessionConfig::new(["hello"]).rng_seed(42));
 //!
 //! // Client-side id: subscribe before the channel exists, then originate with this id.
-//! let chan = session.new_resource_id(ari_proto::events::ResourceKind::Channel);
+//! let chan = session.new_resource_id();
 //! let sub = session.subscribe(Filter::channel(chan.clone()));
 //!
 //! session.start(now);
@@ -749,8 +749,8 @@ pub struct Session<T = ()> {
 
 impl Session {
     /// A session talking to `base_url`, not connected yet (call [`Session::start`]).
-    pub fn new(base_url: BaseUrl, config: SessionConfig, now: Instant) -> Session {
-        Session::with_subscription_data(base_url, config, now)
+    pub fn new(base_url: BaseUrl, config: SessionConfig) -> Session {
+        Session::with_subscription_data(base_url, config)
     }
 }
 
@@ -759,34 +759,19 @@ impl<T: Clone> Session<T> {
     /// ([`Session::subscribe_with`]), not connected yet (call [`Session::start`]).
     ///
     /// ```
-    /// use std::time::Instant;
     /// use ari_proto::rest::{Credentials, BaseUrl};
     /// use ari_proto::session::{Filter, Session, SessionConfig};
     /// let credentials = Credentials::new("u", "p").unwrap();
     /// let base_url = BaseUrl::new("http://127.0.0.1:8088", credentials).unwrap();
-    /// let mut s = Session::<&'static str>::with_subscription_data(
-    ///     base_url,
-    ///     SessionConfig::default(),
-    ///     Instant::now(),
-    /// );
+    /// let mut s = Session::<&'static str>::with_subscription_data(base_url, SessionConfig::default());
     /// let id = s.subscribe_with(Filter::channel("1700000000.1"), "the call's handler");
     /// assert_eq!(s.remove_subscription(id), Some("the call's handler"));
     /// ```
-    pub fn with_subscription_data(
-        base_url: BaseUrl,
-        config: SessionConfig,
-        now: Instant,
-    ) -> Session<T> {
-        Session::build(Some(base_url), false, config, now)
+    pub fn with_subscription_data(base_url: BaseUrl, config: SessionConfig) -> Session<T> {
+        Session::build(Some(base_url), false, config)
     }
 
-    fn build(
-        base_url: Option<BaseUrl>,
-        accepted: bool,
-        config: SessionConfig,
-        now: Instant,
-    ) -> Session<T> {
-        let _ = now;
+    fn build(base_url: Option<BaseUrl>, accepted: bool, config: SessionConfig) -> Session<T> {
         let rng = Rng::new(config.rng_seed);
         Session {
             base_url,
@@ -900,8 +885,7 @@ impl<T: Clone> Session<T> {
     /// every pending request fails with [`RequestError::Closed`], no reconnect, and
     /// [`ConnectionEvent::Closed`]. Calling it again does nothing; [`start`](Session::start)
     /// reopens.
-    pub fn stop(&mut self, now: Instant) {
-        let _ = now;
+    pub fn stop(&mut self) {
         match self.state {
             State::Stopped => return,
             State::Connected { .. } | State::Connecting => {
@@ -973,8 +957,7 @@ impl<T: Clone> Session<T> {
     /// with an id (`originateWithId`, `bridges.createWithId`, `playWithId`, `snoopWithId`,
     /// a recording name…). Subscribe with it before creating the resource so the very first
     /// event (e.g. `StasisStart`) is routed.
-    pub fn new_resource_id(&mut self, kind: ResourceKind) -> String {
-        let _ = kind;
+    pub fn new_resource_id(&mut self) -> String {
         self.rng.uuid_v4()
     }
 
@@ -1147,8 +1130,7 @@ impl<T: Clone> Session<T> {
     }
 
     /// A pong arrived: the connection is alive.
-    pub fn handle_pong(&mut self, now: Instant) {
-        let _ = now;
+    pub fn handle_pong(&mut self) {
         if self.is_connected() {
             self.timers.stop(Timer::Pong);
         } else {

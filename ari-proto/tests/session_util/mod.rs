@@ -60,7 +60,7 @@ pub(crate) fn endpoint(base: &str) -> BaseUrl {
 
 /// A session that has connected once at `t0` (its outputs drained).
 pub(crate) fn connected(config: SessionConfig, t0: Instant) -> Session {
-    let mut s = Session::new(endpoint("http://127.0.0.1:8088"), config, t0);
+    let mut s = Session::new(endpoint("http://127.0.0.1:8088"), config);
     s.start(t0);
     assert!(matches!(s.poll_transmit(), Some(Transmit::Connect(_))));
     s.handle_connected(t0);
