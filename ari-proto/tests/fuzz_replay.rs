@@ -115,7 +115,7 @@ fn the_dispatch_covers_every_operation_of_the_catalog() {
         let name = format!("{}.{}", op.resource, op.nickname);
         assert!(
             checks::OP_NAMES.contains(&name.as_str()),
-            "{name} missing from fuzz/src/ops_list.rs: run python3 fuzz/tools/gen_ops_list.py"
+            "{name} missing from fuzz/src/ops_list.rs: run cargo run -p xtask -- codegen"
         );
     }
     assert_eq!(checks::OP_NAMES.len(), ari_proto::catalog::OPERATIONS.len());

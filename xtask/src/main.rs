@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `codegen` reads the ARI API description (Swagger 1.1 JSON as Asterisk ships it) of
-//! `asterisk-master` and writes `ari-proto/src/generated/*.rs`; it also reads the older branches
+//! `asterisk-master` and writes `ari-proto/src/generated/*.rs`, `ari-client/src/generated.rs`,
+//! the conformance test's samples and `fuzz/src/ops_list.rs`; it also reads the older branches
 //! (18, 20, 22, 23) to record the first branch that has each operation, model, event, field and
 //! parameter. `--check` fails when the committed code differs from what would be generated.
 
