@@ -189,10 +189,10 @@ impl<R: Runtime> Driver<R> {
     /// Accepted mode: takes a socket Asterisk opened (replacing the current one, which is
     /// dropped and so closed). Returns whether one was taken.
     fn poll_attached(&mut self) -> bool {
-        let Some(any) = self.shared.take_attached() else {
+        let Some(attached) = self.shared.take_attached() else {
             return false;
         };
-        let Ok(ws) = any.downcast::<R::Ws>() else {
+        let Ok(ws) = attached.ws.downcast::<R::Ws>() else {
             tracing::warn!(target: "ari_client", "an attached socket of another runtime was ignored");
             return false;
         };
@@ -202,6 +202,9 @@ impl<R: Runtime> Driver<R> {
         self.close_after_flush = false;
         let now = self.runtime.now();
         self.with_session(|s| s.handle_accepted(now));
+        for text in attached.first {
+            self.with_session(|s| s.handle_frame(now, text.as_bytes()));
+        }
         true
     }
 

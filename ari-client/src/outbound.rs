@@ -18,6 +18,17 @@
 //! - **per_call_config** ([`ConnectionType::PerCall`]): one connection per channel; the unit
 //!   is the call, [`OutboundServer::next_call`] gives `(client, StasisStart, channel,
 //!   events)` as [`OutboundCall`]. The application is named `<app>:<channel name>`.
+//!   When a per-call connection is lost while its channel is still in Stasis, Asterisk
+//!   redials at once with the same request and names the same `<app>:<channel name>` in
+//!   its first frame (recorded on 20 and master); the server reads that frame and hands the
+//!   new socket to the call's existing client, so the call goes on: the same
+//!   [`OutboundCall`], channel and event stream, connection listeners see
+//!   `Connected { reconnected: true }`, requests in flight on the lost socket fail as
+//!   disconnected and requests made before the redial as not connected (retry them), and
+//!   the redial is not yielded as a new call
+//!   ([`OutboundStats::resumed`] counts it). If Asterisk cannot reach the application within
+//!   its `reconnect_attempts`, it takes the channel out of Stasis (the dialplan continues):
+//!   that call is over for the application.
 //!
 //! [`OutboundServer::shutdown`] stops accepting, lets live calls finish up to a deadline,
 //! then closes what is left.
@@ -45,6 +56,7 @@ use crate::instances::Channel;
 use crate::listen::EventStream;
 use crate::runtime::{
     Connector, Executor, Listener, Runtime, TransportError, TransportErrorKind, TransportOptions,
+    WsMessage,
 };
 use crate::stack::{accept_websocket, MaybeTlsStream, Stack, WebSocket};
 
@@ -239,6 +251,9 @@ pub struct OutboundStats {
     pub unauthorized: u64,
     /// Persistent connections that replaced an earlier one of the same Asterisk.
     pub replaced: u64,
+    /// Per-call connections Asterisk redialled after losing one mid-call (same
+    /// `<app>:<channel>`), handed to that call's client: the call went on.
+    pub resumed: u64,
     /// Connections that failed or timed out before completing the upgrade.
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
@@ -252,6 +267,7 @@ struct Counters {
     refused: AtomicU64,
     unauthorized: AtomicU64,
     replaced: AtomicU64,
+    resumed: AtomicU64,
     failed: AtomicU64,
     calls: AtomicU64,
 }
@@ -262,11 +278,35 @@ struct Queues<R: Runtime> {
     conn_waker: Option<Waker>,
     call_waker: Option<Waker>,
     /// Persistent clients by Asterisk (address, user, path and query).
-    persistent: HashMap<(std::net::IpAddr, Option<String>, String), Weak<Inner<R>>>,
+    persistent: HashMap<PeerKey, Weak<Inner<R>>>,
+    /// Per-call clients by Asterisk and call (`<app>:<channel name>`).
+    per_call: HashMap<(PeerKey, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
     live: Vec<Weak<Inner<R>>>,
+    /// `live` and the maps are rid of dropped clients when `live` reaches this length.
+    prune_at: usize,
     stop_waker: Option<Waker>,
 }
+
+/// Which Asterisk a connection comes from: its address, the user of its credentials, and
+/// the request path (with query).
+type PeerKey = (std::net::IpAddr, Option<String>, String);
+
+impl<R: Runtime> Queues<R> {
+    /// Forgets dropped clients, amortised: `live` and the maps stay proportional to the
+    /// clients alive, however many calls came and went.
+    fn prune(&mut self) {
+        if self.live.len() < self.prune_at {
+            return;
+        }
+        self.live.retain(|w| w.strong_count() > 0);
+        self.persistent.retain(|_, w| w.strong_count() > 0);
+        self.per_call.retain(|_, w| w.strong_count() > 0);
+        self.prune_at = self.live.len().saturating_mul(2).max(PRUNE_MIN);
+    }
+}
+
+const PRUNE_MIN: usize = 64;
 
 struct ServerShared<E: Executor, C: Connector> {
     runtime: Stack<E, C>,
@@ -293,7 +333,8 @@ impl<E: Executor, C: Connector> ServerShared<E, C> {
 /// logged), answers exactly as Asterisk requires, and gives one [`Client`] per connection
 /// with REST over it. Persistent: [`OutboundServer::next`] yields each Asterisk once; its
 /// reconnects replace the socket inside the same client (`Connected { reconnected: true }`).
-/// Per call: [`OutboundServer::next_call`] yields each call. [`OutboundServer::shutdown`]
+/// Per call: [`OutboundServer::next_call`] yields each call; Asterisk redialling a call it
+/// lost mid-call goes on in that call's client. [`OutboundServer::shutdown`]
 /// stops accepting, lets live calls finish up to a deadline, then closes the rest.
 ///
 /// ```no_run
@@ -357,7 +398,9 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 conn_waker: None,
                 call_waker: None,
                 persistent: HashMap::new(),
+                per_call: HashMap::new(),
                 live: Vec::new(),
+                prune_at: PRUNE_MIN,
                 stop_waker: None,
             }),
             stopping: AtomicBool::new(false),
@@ -383,6 +426,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             refused: get(&c.refused),
             unauthorized: get(&c.unauthorized),
             replaced: get(&c.replaced),
+            resumed: get(&c.resumed),
             failed: get(&c.failed),
             calls: get(&c.calls),
         }
@@ -621,15 +665,46 @@ async fn handshake<E: Executor, C: Connector>(
         Some(q) => format!("{}?{q}", accepted.path()),
         None => accepted.path().to_string(),
     };
-    if s.connection_type == ConnectionType::Persistent {
-        let key = (peer.ip(), user.clone(), path.clone());
-        let existing = s.queues().persistent.get(&key).and_then(Weak::upgrade);
-        if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
+    let key: PeerKey = (peer.ip(), user.clone(), path.clone());
+    let mut ws = ws;
+    // Per call: the first frame names the call (`<app>:<channel name>`); a connection
+    // Asterisk redials after losing one mid-call names a call already going on.
+    let (first, call_app) = if s.connection_type == ConnectionType::PerCall {
+        match first_frame(&s, &mut ws).await {
+            Ok(first) => {
+                let app = application_of(&first);
+                (vec![first], app)
+            }
+            Err(e) => {
+                s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(target: "ari_client", %peer, error = %e, "outbound: no first frame");
+                return;
+            }
+        }
+    } else {
+        (Vec::new(), None)
+    };
+    let existing = {
+        let q = s.queues();
+        match (&s.connection_type, &call_app) {
+            (ConnectionType::Persistent, _) => q.persistent.get(&key).and_then(Weak::upgrade),
+            (ConnectionType::PerCall, Some(app)) => q
+                .per_call
+                .get(&(key.clone(), app.clone()))
+                .and_then(Weak::upgrade),
+            (ConnectionType::PerCall, None) => None,
+        }
+    };
+    if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
+        if s.connection_type == ConnectionType::Persistent {
             s.counters.replaced.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "ari_client", %peer, "outbound: Asterisk reconnected");
-            inner.shared.attach(Box::new(ws));
-            return;
+        } else {
+            s.counters.resumed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
         }
+        inner.shared.attach(Box::new(ws), first);
+        return;
     }
     let builder = (s.configure)(Client::builder_with_runtime(
         "http://127.0.0.1",
@@ -647,7 +722,7 @@ async fn handshake<E: Executor, C: Connector>(
     };
     // Subscribed before the socket is attached: the first StasisStart cannot be missed.
     let incoming = (s.connection_type == ConnectionType::PerCall).then(|| client.incoming());
-    client.inner.shared.attach(Box::new(ws));
+    client.inner.shared.attach(Box::new(ws), first);
     let connection = OutboundConnection {
         client: client.clone(),
         peer,
@@ -656,10 +731,16 @@ async fn handshake<E: Executor, C: Connector>(
     };
     let waker = {
         let mut q = s.queues();
+        q.prune();
         q.live.push(Arc::downgrade(&client.inner));
-        if s.connection_type == ConnectionType::Persistent {
-            q.persistent
-                .insert((peer.ip(), user, path), Arc::downgrade(&client.inner));
+        match (s.connection_type, call_app) {
+            (ConnectionType::Persistent, _) => {
+                q.persistent.insert(key, Arc::downgrade(&client.inner));
+            }
+            (ConnectionType::PerCall, Some(app)) => {
+                q.per_call.insert((key, app), Arc::downgrade(&client.inner));
+            }
+            (ConnectionType::PerCall, None) => {}
         }
         if s.connection_type == ConnectionType::Persistent {
             q.connections.push_back(connection);
@@ -691,4 +772,47 @@ async fn handshake<E: Executor, C: Connector>(
             }
         }
     }
+}
+
+/// The first text frame of a per-call connection (Asterisk sends `ApplicationRegistered` at
+/// once), within the handshake timeout. Pings and pongs before it are skipped.
+async fn first_frame<E: Executor, C: Connector>(
+    s: &ServerShared<E, C>,
+    ws: &mut WebSocket<MaybeTlsStream<C::Stream>>,
+) -> Result<String, TransportError> {
+    let read = std::pin::pin!(async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => return Ok(text.to_string()),
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Binary(_))) => {}
+                Some(Ok(WsMessage::Close)) | None => {
+                    return Err(TransportError::new(
+                        TransportErrorKind::Closed,
+                        "closed before its first frame",
+                    ))
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+    });
+    let deadline = s
+        .runtime
+        .now()
+        .checked_add(s.handshake_timeout)
+        .unwrap_or_else(|| s.runtime.now());
+    let timeout = std::pin::pin!(s.runtime.sleep_until(deadline));
+    match select(read, timeout).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(TransportError::new(
+            TransportErrorKind::Timeout,
+            format!("no first frame within {:?}", s.handshake_timeout),
+        )),
+    }
+}
+
+/// The `application` of a frame (every frame Asterisk sends on an ARI socket names one).
+fn application_of(frame: &str) -> Option<String> {
+    let value = serde_json::from_str::<serde_json::Value>(frame).ok()?;
+    let app = value.get("application")?.as_str()?;
+    (!app.is_empty()).then(|| app.to_string())
 }

@@ -120,6 +120,14 @@ pub(crate) struct Counters {
     pub(crate) slow_first_polls: AtomicU64,
 }
 
+/// A socket Asterisk opened, handed to the driver with the text frames already read from it.
+pub(crate) struct Attached {
+    /// The runtime's `Ws`, type-erased.
+    pub(crate) ws: Box<dyn std::any::Any + Send>,
+    /// Text frames read before the handover, handled first.
+    pub(crate) first: Vec<String>,
+}
+
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) driver: AtomicWaker,
@@ -132,7 +140,7 @@ pub(crate) struct Shared {
     lifecycle: Mutex<Lifecycle>,
     /// Accepted mode (outbound WebSocket): a socket Asterisk opened, waiting for the driver
     /// (the runtime's `Ws`, type-erased: `Shared` is not generic).
-    attach: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    attach: Mutex<Option<Attached>>,
 }
 
 /// The driver's progress on stopping and closing, and who waits for it.
@@ -199,14 +207,16 @@ impl Shared {
     }
 
     /// Hands a socket Asterisk opened to the driver (accepted mode); a socket not taken yet
-    /// is replaced (dropped, which closes it).
-    pub(crate) fn attach(&self, ws: Box<dyn std::any::Any + Send>) {
-        *self.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(ws);
+    /// is replaced (dropped, which closes it). `first` holds text frames already read from
+    /// it (the adapter may read the first one to learn which call it belongs to): the
+    /// session handles them before anything else the socket brings.
+    pub(crate) fn attach(&self, ws: Box<dyn std::any::Any + Send>, first: Vec<String>) {
+        *self.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attached { ws, first });
         self.driver.wake();
     }
 
     /// The socket waiting for the driver, if any.
-    pub(crate) fn take_attached(&self) -> Option<Box<dyn std::any::Any + Send>> {
+    pub(crate) fn take_attached(&self) -> Option<Attached> {
         self.attach.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 

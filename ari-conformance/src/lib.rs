@@ -95,6 +95,8 @@ pub const CASES: &[&str] = &[
     "outbound_reconnecting_asterisk_goes_on_in_the_same_client",
     "outbound_hundred_concurrent_per_call_connections",
     "outbound_shutdown_closes_live_calls_at_the_deadline",
+    "outbound_per_call_redial_mid_call_goes_on_in_the_same_call",
+    "outbound_tls_call_with_rest_over_wss",
 ];
 
 /// Generates one `#[test]` per conformance case for an adapter.
@@ -155,6 +157,8 @@ macro_rules! conformance_suite {
             outbound_reconnecting_asterisk_goes_on_in_the_same_client,
             outbound_hundred_concurrent_per_call_connections,
             outbound_shutdown_closes_live_calls_at_the_deadline,
+            outbound_per_call_redial_mid_call_goes_on_in_the_same_call,
+            outbound_tls_call_with_rest_over_wss,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

@@ -19,7 +19,9 @@
 //! subprotocol within `protocols`, no `Sec-WebSocket-Extensions`. A refused answer counts as
 //! a failed attempt ([`OutboundStats::refused`], with the reason in the log).
 //!
-//! `ws://` only (no TLS) and no proxy.
+//! `ws://`, and `wss://` with the server certificate verified (chain and host name) against
+//! the certificates of [`OutboundConfig::ca_list`] (Asterisk's `ca_list_file`; rustls with
+//! the `ring` provider). No proxy, no client certificate.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,8 +68,11 @@ pub enum ConnectionType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutboundConfig {
-    /// `uri`: `ws://host:port/path?query` (path and query sent as they are).
+    /// `uri`: `ws://host:port/path?query` or `wss://…` (path and query sent as they are).
     pub uri: String,
+    /// `ca_list_file`: the DER certificates a `wss://` server's chain must lead to (the
+    /// certificate itself for a self-signed one). Required for `wss://`.
+    pub ca_list: Vec<Vec<u8>>,
     /// `username` (sent as Basic credentials when both it and `password` are set).
     pub username: Option<String>,
     /// `password`.
@@ -100,6 +105,7 @@ impl OutboundConfig {
     fn new(uri: &str, connection_type: ConnectionType, apps: Vec<String>) -> Self {
         OutboundConfig {
             uri: uri.to_string(),
+            ca_list: Vec::new(),
             username: None,
             password: None,
             protocols: "ari".to_string(),
@@ -137,6 +143,12 @@ impl OutboundConfig {
     pub fn credentials(mut self, username: &str, password: &str) -> Self {
         self.username = Some(username.to_string());
         self.password = Some(password.to_string());
+        self
+    }
+
+    /// Trusts this DER certificate for a `wss://` uri (adds to `ca_list`).
+    pub fn trust_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.ca_list.push(der.into());
         self
     }
 
@@ -567,22 +579,41 @@ async fn dial(shared: &Shared, cfg: &OutboundConfig) -> Result<Ws, String> {
         ob.count(|s| s.failed += 1);
         e
     };
-    let rest = cfg
-        .uri
-        .strip_prefix("ws://")
-        .ok_or_else(|| fail(format!("unsupported uri {:?} (ws:// only)", cfg.uri)))?;
+    let (tls, rest) = match (
+        cfg.uri.strip_prefix("ws://"),
+        cfg.uri.strip_prefix("wss://"),
+    ) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err(fail(format!(
+                "unsupported uri {:?} (ws:// or wss://)",
+                cfg.uri
+            )))
+        }
+    };
     let (authority, target) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_string()),
     };
     let connect = TcpStream::connect(authority);
-    let mut tcp = match tokio::time::timeout(cfg.connection_timeout, connect).await {
+    let tcp = match tokio::time::timeout(cfg.connection_timeout, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(fail(format!("connect to {authority}: {e}"))),
         Err(_) => return Err(fail(format!("connect to {authority}: timed out"))),
     };
     let _ = tcp.set_nodelay(true);
+    let mut tcp: Box<dyn Io> = if tls {
+        let handshake = tls_connect(cfg, authority, tcp);
+        match tokio::time::timeout(cfg.connection_timeout, handshake).await {
+            Ok(Ok(s)) => Box::new(s),
+            Ok(Err(e)) => return Err(fail(format!("TLS with {authority}: {e}"))),
+            Err(_) => return Err(fail(format!("TLS with {authority}: timed out"))),
+        }
+    } else {
+        Box::new(tcp)
+    };
     if let Some(d) = cfg.handshake_delay {
         tokio::time::sleep(d).await;
     }
@@ -636,8 +667,43 @@ async fn dial(shared: &Shared, cfg: &OutboundConfig) -> Result<Ws, String> {
     }
     ob.count(|s| s.connected += 1);
     let leftover = buf[head_end..].to_vec();
-    let io: Box<dyn Io> = Box::new(tcp);
-    Ok(WebSocketStream::from_partially_read(io, leftover, Role::Client, None).await)
+    Ok(WebSocketStream::from_partially_read(tcp, leftover, Role::Client, None).await)
+}
+
+/// The TLS client handshake of a `wss://` uri: the server's certificate must chain to one
+/// of `cfg.ca_list` and name the uri's host.
+async fn tls_connect(
+    cfg: &OutboundConfig,
+    authority: &str,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    use tokio_rustls::rustls;
+    if cfg.ca_list.is_empty() {
+        return Err("wss:// needs a certificate to trust (ca_list)".to_string());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for der in &cfg.ca_list {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| format!("ca_list: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("server name {host:?}: {e}"))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Asterisk's client checks of the upgrade answer; `Err((status, why))`.

@@ -288,3 +288,190 @@ pub async fn outbound_shutdown_closes_live_calls_at_the_deadline<E: Executor, C:
         "no calls after shutdown"
     );
 }
+
+/// A per-call connection Asterisk loses mid-call is redialled at once for the same channel
+/// (`<app>:<channel name>` in its first frame): the server hands it to the call's client,
+/// so the same [`OutboundCall`](ari_client::OutboundCall) goes on — its connection
+/// listeners see `Connected { reconnected: true }`, REST goes over the new socket, the
+/// call's event stream gets the `StasisEnd` of the hangup — and no new call is yielded.
+pub async fn outbound_per_call_redial_mid_call_goes_on_in_the_same_call<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let channel_id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let mut call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    h.live("answer", call.channel.answer())
+        .await
+        .expect("answer over the first socket");
+    let mut connection = call.client.connection_events();
+    assert_eq!(
+        mock.drop_websocket(call.start.application.as_str()),
+        1,
+        "the call's connection is dropped"
+    );
+    h.live("Connected { reconnected: true }", async {
+        loop {
+            match connection.next().await {
+                Some(Ok(ari_client::ConnectionEvent::Connected { reconnected, .. })) => {
+                    assert!(reconnected, "the redial is a reconnection of the call");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(lagged)) => panic!("connection events lagged: {lagged:?}"),
+                None => panic!("the client closed instead of going on"),
+            }
+        }
+    })
+    .await;
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.resumed, stats.calls, stats.failed),
+        (2, 1, 1, 0),
+        "{stats:?}"
+    );
+    assert!(
+        futures::FutureExt::now_or_never(ob.next_call()).is_none(),
+        "the redial is not a new call"
+    );
+    let info = h
+        .live("asterisk info", call.client.asterisk().get_info())
+        .await
+        .expect("REST over the redialled socket");
+    assert!(info.system.is_some());
+    h.live("hangup", call.channel.hangup())
+        .await
+        .expect("hangup over the redialled socket");
+    h.live("StasisEnd on the call's stream", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::StasisEnd(end))) => {
+                    assert_eq!(end.channel.id, channel_id);
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(lagged)) => panic!("the call's events lagged: {lagged:?}"),
+                None => panic!("the call's events ended before StasisEnd"),
+            }
+        }
+    })
+    .await;
+    let requests = mock.requests();
+    assert!(
+        requests.iter().all(|r| r.transport == Transport::WebSocket),
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path.contains(&channel_id))
+            .count(),
+        1
+    );
+    assert_eq!(mock.outbound_stats().gave_up, 0);
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`: the server's TLS
+/// configuration and the certificate (DER) a client must trust.
+fn self_signed() -> (std::sync::Arc<ari_client::rustls::ServerConfig>, Vec<u8>) {
+    use ari_client::rustls;
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("a self-signed certificate");
+    let der = ck.cert.der().to_vec();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .expect("a server configuration");
+    (std::sync::Arc::new(config), der)
+}
+
+/// `wss://`: an outbound server with a rustls configuration (a self-signed certificate made
+/// here); Asterisk dialling `ws://` to it fails the handshake (counted, nothing accepted);
+/// Asterisk dialling `wss://` and trusting the certificate completes a call with REST over
+/// the TLS socket.
+pub async fn outbound_tls_call_with_rest_over_wss<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (tls, der) = self_signed();
+    let options = OutboundOptions::new(h.runtime().clone())
+        .credentials(USER, SECRET)
+        .expect("valid credentials")
+        .path(PATH)
+        .require_subprotocol(true)
+        .connection_type(ConnectionType::PerCall)
+        .tls(tls);
+    let ob = h
+        .live("bind", options.bind(loopback()))
+        .await
+        .expect("the outbound server binds");
+
+    // Plain WebSocket to a TLS server: no upgrade.
+    let plain = MockServer::builder()
+        .outbound(per_call(&ob).reconnect(Duration::from_millis(10), 1))
+        .start();
+    plain
+        .place_call(PlaceCall::new("PJSIP/plain", "hello"))
+        .expect("the simulator places the call");
+    h.eventually("Asterisk gives the plain call up", || {
+        plain.outbound_stats().gave_up == 1
+    })
+    .await;
+    h.eventually("the failed handshake is counted", || ob.stats().failed >= 1)
+        .await;
+    assert_eq!(ob.stats().accepted, 0, "{:?}", ob.stats());
+    assert_eq!(plain.outbound_stats().connected, 0);
+
+    let wss = format!("wss://{}{PATH}", ob.local_addr());
+    let mock = MockServer::builder()
+        .outbound(
+            OutboundConfig::per_call(&wss, ["hello"])
+                .credentials(USER, SECRET)
+                .trust_certificate(der)
+                .stasis_start_delay(Duration::from_millis(20))
+                .close_after_stasis_end(Duration::from_millis(50)),
+        )
+        .start();
+    let channel_id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h
+        .live("the call over wss", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert_eq!(call.channel.id(), channel_id);
+    assert!(call.start.application.starts_with("hello:PJSIP/alice-"));
+    h.live("answer", call.channel.answer())
+        .await
+        .expect("answer over wss");
+    let info = h
+        .live("asterisk info", call.client.asterisk().get_info())
+        .await
+        .expect("REST over wss");
+    assert!(info.system.is_some());
+    h.live("hangup", call.channel.hangup())
+        .await
+        .expect("hangup over wss");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests.iter().all(|r| r.transport == Transport::WebSocket));
+    let seen = mock.outbound_stats();
+    assert_eq!(
+        (seen.connected, seen.failed, seen.refused),
+        (1, 0, 0),
+        "{seen:?}"
+    );
+    assert_eq!((ob.stats().accepted, ob.stats().calls), (1, 1));
+}
