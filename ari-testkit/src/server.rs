@@ -451,13 +451,23 @@ async fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<Tcp
     socket.listen(1024)
 }
 
-/// Reads the spec directory, rewriting `basePath` to this server's address.
+/// Reads the spec directory, rewriting `basePath` to this server's address. The files are
+/// otherwise served as they are, in their own key order (as Asterisk does): a generator reading
+/// them (`xtask codegen --from-url`) gets the same structs, fields and operations, in the same
+/// order, as from the files on disk.
 fn load_api_docs(dir: &Path, addr: SocketAddr) -> Result<HashMap<String, Vec<u8>>, String> {
     let base = format!("http://{addr}/ari");
+    let base_path =
+        regex::Regex::new(r#""basePath"\s*:\s*"(?:[^"\\]|\\.)*""#).map_err(|e| e.to_string())?;
     let load = |path: &Path| -> Result<Vec<u8>, String> {
-        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut v: Value =
-            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if base_path.is_match(&text) {
+            let replaced =
+                base_path.replace(&text, regex::NoExpand(&format!("\"basePath\": \"{base}\"")));
+            return Ok(replaced.into_owned().into_bytes());
+        }
         if let Some(obj) = v.as_object_mut() {
             obj.insert("basePath".to_owned(), Value::from(base.as_str()));
         }

@@ -74,8 +74,14 @@ impl Spec {
 const BOXED_EVENTS: &[&str] = &["BridgeAttendedTransfer", "ChannelTransfer"];
 
 fn load(dir: &Path) -> Result<Spec, String> {
-    let res_path = dir.join("resources.json");
-    let res: Value = read_json(&res_path)?;
+    load_with(&mut |name| read_json(&dir.join(name)))
+}
+
+/// Reads an API description through `read`, which gets `resources.json`, then
+/// `api-docs/<name>.json` for each API it lists (paths relative to a spec directory, or to
+/// `<server>/ari/` for [`Fetcher`]).
+fn load_with(read: &mut dyn FnMut(&str) -> Result<Value, String>) -> Result<Spec, String> {
+    let res: Value = read("resources.json")?;
     let mut models = Vec::new();
     let mut ops = Vec::new();
     let apis = res["apis"].as_array().ok_or("resources.json: no apis")?;
@@ -87,7 +93,10 @@ fn load(dir: &Path) -> Result<Spec, String> {
             .trim_start_matches("/api-docs/")
             .trim_end_matches(".{format}")
             .to_string();
-        let doc: Value = read_json(&dir.join("api-docs").join(format!("{stem}.json")))?;
+        if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("resources.json: unexpected API path `{p}`"));
+        }
+        let doc: Value = read(&format!("api-docs/{stem}.json"))?;
         if let Some(ms) = doc["models"].as_object() {
             for (name, m) in ms {
                 if let Some(m) = m.as_object() {
@@ -153,11 +162,139 @@ fn op_key(o: &Op) -> String {
     format!("{}.{}", o.resource, o.nickname())
 }
 
-pub(crate) fn run(root: &Path, spec_root: &Path, check: bool) -> Result<(), String> {
+/// A running Asterisk (or `ari-mock --api-docs`) to read the API description from.
+pub(crate) struct FromUrl {
+    /// The server's base URL (`http://pbx:8088`, with `/ari` or without).
+    pub url: String,
+    /// An ARI user of `ari.conf` (Asterisk answers `api-docs` only to one).
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+}
+
+/// Reads `resources.json` and the API files it lists from `<server>/ari/api-docs/`.
+struct Fetcher {
+    agent: ureq::Agent,
+    base: String,
+    authorization: Option<String>,
+}
+
+impl Fetcher {
+    fn new(from: &FromUrl) -> Result<Fetcher, String> {
+        let base = ari_base(&from.url)?;
+        let authorization = match (&from.user, &from.password) {
+            (Some(u), p) => {
+                use base64::Engine as _;
+                let p = p.as_deref().unwrap_or("");
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                Some(format!("Basic {token}"))
+            }
+            (None, Some(_)) => return Err("--password needs --user".into()),
+            (None, None) => None,
+        };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Ok(Fetcher {
+            agent,
+            base,
+            authorization,
+        })
+    }
+
+    fn get(&self, name: &str) -> Result<Value, String> {
+        let url = format!(
+            "{}/api-docs/{}",
+            self.base,
+            name.trim_start_matches("api-docs/")
+        );
+        let mut req = self.agent.get(&url);
+        if let Some(a) = &self.authorization {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.call().map_err(|e| match e {
+            ureq::Error::StatusCode(401) => format!(
+                "{url}: 401 Unauthorized (give an ARI user of ari.conf with --user/--password)"
+            ),
+            ureq::Error::StatusCode(404) => {
+                format!("{url}: 404 Not Found (is this the address of Asterisk's HTTP server?)")
+            }
+            ureq::Error::StatusCode(s) => format!("{url}: HTTP status {s}"),
+            e => format!("{url}: {e}"),
+        })?;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(16 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
+    }
+}
+
+/// `<server>/ari` from what a user gives: `http://pbx:8088`, `http://pbx:8088/ari`, or the
+/// URL of `resources.json` itself. Credentials in the URL are refused (never echoed back).
+fn ari_base(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("--from-url: `{url}` is not an http:// or https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "--from-url: credentials in the URL are not accepted; pass --user/--password".into(),
+        );
+    }
+    if authority.is_empty() {
+        return Err(format!("--from-url: `{url}` has no host"));
+    }
+    let u = url.trim_end_matches('/');
+    let u = u.strip_suffix("/api-docs/resources.json").unwrap_or(u);
+    let u = u.strip_suffix("/api-docs").unwrap_or(u);
+    Ok(if u.ends_with("/ari") {
+        u.to_string()
+    } else {
+        format!("{u}/ari")
+    })
+}
+
+/// Generates the code into `out_root` (the workspace root, or another directory holding the
+/// same relative paths). The API description is `spec_root/asterisk-master`, or the one a
+/// running server answers with (`from_url`); the older branches under `spec_root` give the
+/// `since` data (without them, with `from_url`, everything is marked as in the newest branch).
+pub(crate) fn run(
+    out_root: &Path,
+    spec_root: &Path,
+    from_url: Option<&FromUrl>,
+    check: bool,
+) -> Result<(), String> {
+    let fetcher = from_url.map(Fetcher::new).transpose()?;
     let mut since = Since::default();
     let mut master = None;
     for (i, (dir, _)) in BRANCHES.iter().enumerate() {
-        let spec = load(&spec_root.join(dir))?;
+        let last = i == BRANCHES.len() - 1;
+        let spec = match &fetcher {
+            Some(f) if last => {
+                let spec = load_with(&mut |name| f.get(name))?;
+                println!(
+                    "read {} operations and {} models from {}",
+                    spec.ops.len(),
+                    spec.models.len(),
+                    f.base
+                );
+                spec
+            }
+            Some(_) if !spec_root.join(dir).is_dir() => {
+                eprintln!(
+                    "xtask: {} not found: `since` tags leave out {}",
+                    spec_root.join(dir).display(),
+                    BRANCHES[i].1
+                );
+                continue;
+            }
+            _ => load(&spec_root.join(dir))?,
+        };
         for o in &spec.ops {
             since.ops.entry(op_key(o)).or_insert(i);
             for p in o.params() {
@@ -176,7 +313,7 @@ pub(crate) fn run(root: &Path, spec_root: &Path, check: bool) -> Result<(), Stri
                 since.fields.entry((name.clone(), f.clone())).or_insert(i);
             }
         }
-        if i == BRANCHES.len() - 1 {
+        if last {
             master = Some(spec);
         }
     }
@@ -189,6 +326,7 @@ pub(crate) fn run(root: &Path, spec_root: &Path, check: bool) -> Result<(), Stri
         ("ops.rs", g.ops_rs()?),
         ("catalog.rs", g.catalog_rs()),
     ];
+    let root = out_root;
     let out_dir = root.join("ari-proto/src/generated");
     let samples_path = root.join("ari-proto/tests/conformance/generated_samples.rs");
     let mut outputs: Vec<(PathBuf, String)> = files
@@ -1579,5 +1717,34 @@ fn variant_ident(v: &str) -> String {
                 p
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ari_base;
+
+    #[test]
+    fn the_server_url_is_taken_in_the_forms_users_write_it() {
+        for url in [
+            "http://pbx:8088",
+            "http://pbx:8088/",
+            "http://pbx:8088/ari",
+            "http://pbx:8088/ari/",
+            "http://pbx:8088/ari/api-docs/resources.json",
+        ] {
+            assert_eq!(ari_base(url).as_deref(), Ok("http://pbx:8088/ari"), "{url}");
+        }
+        assert_eq!(
+            ari_base("https://pbx.example/asterisk").as_deref(),
+            Ok("https://pbx.example/asterisk/ari")
+        );
+        assert!(ari_base("pbx:8088").unwrap_err().contains("not an http"));
+        assert!(ari_base("http:///ari").unwrap_err().contains("no host"));
+        let err = ari_base("http://u:secret@pbx:8088").unwrap_err();
+        assert!(
+            err.contains("--user/--password") && !err.contains("secret"),
+            "{err}"
+        );
     }
 }
