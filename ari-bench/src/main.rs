@@ -25,6 +25,7 @@
 mod chart;
 mod events;
 mod life;
+mod outbound;
 mod report;
 mod rest;
 mod route;
@@ -68,7 +69,7 @@ struct Args {
     /// kept (default 3; 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
-    /// Only these parts (comma-separated: events, rest, memory, routing).
+    /// Only these parts (comma-separated: events, rest, memory, routing, outbound).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: run as a child process.
@@ -86,6 +87,9 @@ struct Args {
     /// Internal: first checkpoint of the memory run.
     #[arg(long, hide = true)]
     first: Option<usize>,
+    /// Internal: the port an outbound child listens on.
+    #[arg(long, hide = true)]
+    listen: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,6 +214,11 @@ fn client(a: &Args) -> Value {
             sizes.lifecycles,
         )),
         "routing" => route::run(n, &[100.min(k), k], sizes.repeat),
+        // Per-call connections: 1,000 (100 with --quick).
+        s if s.starts_with("outbound-") => {
+            let calls = (sizes.lifecycles / 100).clamp(100, 1_000);
+            outbound::client(s, addr, a.listen, n, k, calls)
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -396,6 +405,10 @@ fn orchestrate(args: &Args) {
     if wanted(args, "routing") {
         eprintln!("ari-bench: routing ...");
         results["routing"] = measure(args, port, "routing", &[]);
+    }
+
+    if wanted(args, "outbound") {
+        results["outbound"] = outbound::run(args);
     }
 
     results["targets"] = report::targets(&results);
