@@ -76,6 +76,8 @@ mod fault;
 mod http;
 mod media_ws;
 mod outbound;
+pub mod record;
+pub mod replay;
 mod rest;
 mod script;
 mod server;

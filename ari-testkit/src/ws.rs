@@ -46,7 +46,7 @@ fn header_has_token(headers: &http::HeaderMap, name: header::HeaderName, token: 
 }
 
 /// Asterisk's `ast_true`.
-fn ast_true(v: &str) -> bool {
+pub(crate) fn ast_true(v: &str) -> bool {
     matches!(
         v.to_ascii_lowercase().as_str(),
         "yes" | "true" | "y" | "t" | "1" | "on"

@@ -6,6 +6,9 @@
 //! cargo run -p ari-tokio --example hello      # simulated Asterisk and caller, in-process
 //! ARI_URL=http://pbx:8088 ARI_USER=asterisk ARI_PASSWORD=secret cargo run -p ari-tokio --example hello
 //! ```
+//!
+//! `ARI_SEED=N` seeds the client-side ids (playback ids), so two runs ask the same requests:
+//! what `ari-mock record` / `ari-mock replay` need to replay a recorded run offline.
 
 use ari_tokio::{Channel, Client, Event};
 use futures_util::StreamExt;
@@ -16,7 +19,11 @@ mod support;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ari = support::ari("hello", "tokio", "hello", Some("1*#"));
 
-    let client = Client::connect(&ari.url, &ari.user, &ari.password).await?;
+    let mut builder = Client::builder(&ari.url, &ari.user, &ari.password);
+    if let Some(seed) = support::seed() {
+        builder = builder.rng_seed(seed); // the same client-side ids on every run
+    }
+    let client = builder.connect().await?;
     let mut incoming = client.incoming(); // each call with its events, none missed
     client.start(&[&ari.app]).await?;
     let (start, channel, mut events) = incoming.next().await.ok_or("the client closed")??;

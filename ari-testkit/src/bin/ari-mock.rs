@@ -12,7 +12,10 @@
 //! see `--help`), as `websocket_client.conf` + `ari.conf` `type=outbound_websocket` do.
 //!
 //! Subcommands: `ari-mock check DIR` checks recorded traffic against ari-proto's types
-//! (see `ari_testkit::check`; exits 1 on any problem).
+//! (see `ari_testkit::check`; exits 1 on any problem); `ari-mock record --upstream URL
+//! --port N --out DIR` records a client's traffic with a real Asterisk through a transparent
+//! proxy (`ari_testkit::record`); `ari-mock replay DIR --port N [--speed X]` serves it back
+//! offline (`ari_testkit::replay`). The format is `ari-testkit/docs/RECORDINGS.md`.
 //!
 //! It logs one line per request, connection, event sent and call placed, prints
 //! `ari-mock listening on http://127.0.0.1:PORT/ari` once ready, and runs until killed.
@@ -50,6 +53,49 @@ enum Command {
     Check {
         /// Directory of recordings.
         dir: PathBuf,
+    },
+    /// Record: a transparent proxy in front of a real Asterisk (or ari-mock) that writes
+    /// every REST exchange and WebSocket frame, with timing, into DIR (credentials never).
+    Record {
+        /// Asterisk's base URL, as a client would use it (http://host:port).
+        #[arg(long)]
+        upstream: String,
+        /// User sent upstream when a client sends no credentials (a client's own are passed
+        /// through).
+        #[arg(long)]
+        user: Option<String>,
+        /// Password for --user (never written to DIR).
+        #[arg(long)]
+        password: Option<String>,
+        /// TCP port to listen on (0 picks a free one).
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+        bind: IpAddr,
+        /// Directory to write the recording into (created; its files are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print nothing but the "listening" line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Replay a recording made by `record` to the program that made it, offline.
+    Replay {
+        /// Directory of the recording.
+        dir: PathBuf,
+        /// TCP port to listen on (0 picks a free one).
+        #[arg(long, default_value_t = 8088)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+        bind: IpAddr,
+        /// Recorded gaps and latencies are divided by this (2: twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Print nothing but the "listening" line and mismatches.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -105,6 +151,11 @@ struct Args {
     /// Print nothing but the "listening" line.
     #[arg(long)]
     quiet: bool,
+    /// Fixed seed: the simulated wall clock starts at this many milliseconds since the Unix
+    /// epoch, and every id and timestamp derives from it (default: now). Two runs with the
+    /// same seed and the same requests at the same times answer the same.
+    #[arg(long, value_name = "MS")]
+    seed: Option<u64>,
     /// ARI outbound WebSocket: the simulated Asterisk dials the application at this
     /// `ws://host:port/path` (websocket_client.conf `uri`).
     #[arg(long, value_name = "URI")]
@@ -191,7 +242,107 @@ fn main() {
     match cli.command {
         #[cfg(feature = "check")]
         Some(Command::Check { dir }) => check(&dir),
+        Some(Command::Record {
+            upstream,
+            user,
+            password,
+            port,
+            bind,
+            out,
+            quiet,
+        }) => record(&upstream, user, password, SocketAddr::new(bind, port), &out, quiet),
+        Some(Command::Replay {
+            dir,
+            port,
+            bind,
+            speed,
+            quiet,
+        }) => replay(&dir, SocketAddr::new(bind, port), speed, quiet),
         None => serve(cli.serve),
+    }
+}
+
+fn record(
+    upstream: &str,
+    user: Option<String>,
+    password: Option<String>,
+    addr: SocketAddr,
+    out: &std::path::Path,
+    quiet: bool,
+) -> ! {
+    let mut builder = ari_testkit::record::Recorder::builder(upstream, out).bind(addr);
+    match (&user, &password) {
+        (Some(u), Some(p)) => builder = builder.credentials(u, p),
+        (None, None) => {}
+        _ => {
+            eprintln!("ari-mock record: --user and --password go together");
+            std::process::exit(2);
+        }
+    }
+    if !quiet {
+        builder = builder.on_log(|line| println!("{} {line}", stamp()));
+    }
+    match builder.start() {
+        Ok(recorder) => {
+            println!(
+                "ari-mock record listening on {}/ari → {upstream}, writing {}",
+                recorder.base_url(),
+                out.display()
+            );
+            // Every line is written as it happens: the recording is complete when killed.
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("ari-mock record: {e}{cause}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn replay(dir: &std::path::Path, addr: SocketAddr, speed: f64, quiet: bool) -> ! {
+    use ari_testkit::replay::{Recording, ReplayServer};
+    let started = Recording::load(dir).and_then(|rec| {
+        let summary = format!(
+            "{} REST exchanges, {} WebSockets, {} events",
+            rec.exchanges(),
+            rec.websockets(),
+            rec.events()
+        );
+        let mut builder = ReplayServer::builder(rec).bind(addr).speed(speed);
+        builder = if quiet {
+            builder.on_log(|line| {
+                if line.starts_with("UNMATCHED") {
+                    eprintln!("{} {line}", stamp());
+                }
+            })
+        } else {
+            builder.on_log(|line| println!("{} {line}", stamp()))
+        };
+        builder.start().map(|s| (s, summary))
+    });
+    match started {
+        Ok((server, summary)) => {
+            println!(
+                "ari-mock replay listening on {}/ari · {} · {summary} · speed {speed} · counts at /_replay/stats",
+                server.base_url(),
+                dir.display()
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("ari-mock replay: {e}{cause}");
+            std::process::exit(2);
+        }
     }
 }
 
@@ -244,12 +395,20 @@ fn serve(args: Args) {
     if let Some(dir) = &args.api_docs {
         builder = builder.api_docs(dir);
     }
+    if let Some(seed) = args.seed {
+        builder = builder.sim_config(SimConfig {
+            wall_clock_base_ms: seed,
+            ..SimConfig::default()
+        });
+    }
     if let Some(file) = &args.dialplan {
         match std::fs::read_to_string(file) {
             Ok(text) => {
-                let now_ms = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let now_ms = args.seed.unwrap_or_else(|| {
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                });
                 builder = builder.sim_config(SimConfig {
                     dialplan: text,
                     wall_clock_base_ms: now_ms,

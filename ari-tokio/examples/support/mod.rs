@@ -140,6 +140,16 @@ pub(crate) fn media_call(
     ari
 }
 
+/// `ARI_SEED`: a seed for the client-side ids, for reproducible runs (record and replay).
+#[allow(dead_code)] // not every example uses it
+pub(crate) fn seed() -> Option<u64> {
+    let text = env::var("ARI_SEED").ok()?;
+    match text.parse() {
+        Ok(seed) => Some(seed),
+        Err(e) => fail("ARI_SEED", &format!("{text:?} is not a number: {e}")),
+    }
+}
+
 fn fail(example: &str, why: &str) -> ! {
     eprintln!("{example}: {why}");
     process::exit(1);

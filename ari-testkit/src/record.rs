@@ -1,0 +1,790 @@
+//! `ari-mock record`: a transparent recording proxy between an ARI client and Asterisk.
+//!
+//! [`Recorder`] listens on loopback and forwards every request to the upstream Asterisk (or
+//! the simulated one) unchanged: same paths, the client's own credentials passed through,
+//! `api-docs` included; WebSocket upgrades on `/ari/events` are forwarded too, and every
+//! frame is relayed both ways. Clients connect to it exactly as to Asterisk. Meanwhile it
+//! writes each exchange and each frame, with its time, into a directory in the format of
+//! `ari-fixtures` (see `ari-testkit/docs/RECORDINGS.md`):
+//!
+//! | file | lines |
+//! |---|---|
+//! | `rest.jsonl` | one HTTP exchange: `kind` `rest`, `t_ms`, `ms`, `method`, `path` (below `/ari/`), `query`, `body`, `status`, `content_type`, `response`, `response_len` |
+//! | `events.jsonl` | one text frame Asterisk sent on an events WebSocket: `t_ms`, `ws`, `conn`, `frame` |
+//! | `ws-sent.jsonl` | one text frame the client sent on it (`RESTRequest`): same fields |
+//! | `connections.jsonl` | `ws-open` / `ws-close` of each events WebSocket |
+//!
+//! Credentials are never written: no header is recorded, `api_key` is removed from every
+//! recorded query, and the upstream URL is not written.
+//!
+//! ```no_run
+//! use ari_testkit::record::Recorder;
+//! let asterisk = ari_testkit::MockServer::start();
+//! let recorder = Recorder::builder(&asterisk.base_url(), "/tmp/rec").start()?;
+//! // ... point the client under test at recorder.base_url() ...
+//! let stats = recorder.finish();
+//! assert_eq!(stats.write_errors, 0);
+//! # Ok::<(), ari_testkit::record::RecordError>(())
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::fs::File;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client_http1;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Map, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::state::{lock, Logger};
+use crate::util::parse_query;
+
+/// Files a recording consists of.
+pub const RECORDING_FILES: [&str; 4] = [
+    "rest.jsonl",
+    "events.jsonl",
+    "ws-sent.jsonl",
+    "connections.jsonl",
+];
+
+/// Why a recorder could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The upstream URL is not `http://host[:port][/prefix]`.
+    Upstream(String),
+    /// A recording file could not be created.
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Binding the listener or starting its thread failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Upstream(why) => write!(f, "bad upstream URL: {why}"),
+            RecordError::Output { path, .. } => write!(f, "cannot create {}", path.display()),
+            RecordError::Io(e) => write!(f, "cannot start the recorder: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecordError::Upstream(_) => None,
+            RecordError::Output { source, .. } => Some(source),
+            RecordError::Io(e) => Some(e),
+        }
+    }
+}
+
+/// Counts of what a [`Recorder`] relayed and wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordStats {
+    /// HTTP exchanges written to `rest.jsonl` (api-docs included).
+    pub rest: u64,
+    /// Events WebSockets opened through the recorder.
+    pub websockets: u64,
+    /// Text frames from upstream written to `events.jsonl`.
+    pub events: u64,
+    /// Text frames from the client written to `ws-sent.jsonl`.
+    pub sent: u64,
+    /// Binary frames relayed (not written: ARI sends none).
+    pub binary_frames: u64,
+    /// Requests outside `/ari/` relayed without being written.
+    pub not_ari: u64,
+    /// Requests answered `502` because upstream could not be reached or failed mid-way.
+    pub upstream_errors: u64,
+    /// Lines that could not be written (disk full …); each one is logged.
+    pub write_errors: u64,
+}
+
+/// Configures and starts a [`Recorder`].
+pub struct RecorderBuilder {
+    upstream: String,
+    out: PathBuf,
+    addr: SocketAddr,
+    credentials: Option<(String, String)>,
+    logger: Option<Logger>,
+}
+
+impl fmt::Debug for RecorderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecorderBuilder")
+            .field("upstream", &self.upstream)
+            .field("out", &self.out)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecorderBuilder {
+    /// Listen on `127.0.0.1:port` (default: an ephemeral port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        self
+    }
+
+    /// Listen on this address.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Credentials sent upstream (HTTP Basic) when a client sends none. A client's own
+    /// `Authorization` header or `api_key` is always passed through unchanged. Never written.
+    pub fn credentials(mut self, user: &str, password: &str) -> Self {
+        self.credentials = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Called with one line per exchange, WebSocket and problem.
+    pub fn on_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.logger = Some(Arc::new(f));
+        self
+    }
+
+    /// Creates the directory and its files (truncating a previous recording), binds, and
+    /// runs the proxy on its own thread with its own tokio runtime.
+    pub fn start(self) -> Result<Recorder, RecordError> {
+        let upstream = Upstream::parse(&self.upstream)?;
+        let output = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RecordError::Output { path, source }
+        };
+        std::fs::create_dir_all(&self.out).map_err(output(&self.out))?;
+        let mut files = Vec::new();
+        for name in RECORDING_FILES {
+            let path = self.out.join(name);
+            files.push(File::create(&path).map_err(output(&path))?);
+        }
+        let default_auth = self.credentials.as_ref().and_then(|(u, p)| {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            HeaderValue::from_str(&format!("Basic {token}")).ok()
+        });
+        let state = Arc::new(RecState {
+            upstream,
+            start: Instant::now(),
+            files: Mutex::new(files),
+            next_ws: AtomicU64::new(0),
+            stats: Mutex::new(RecordStats::default()),
+            default_auth,
+            logger: self.logger,
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let addr = self.addr;
+        let thread_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ari-record-{}", addr.port()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let listener = match rt.block_on(TcpListener::bind(addr)) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(listener.local_addr());
+                rt.block_on(accept_loop(thread_state, listener, stop_rx));
+            })
+            .map_err(RecordError::Io)?;
+        let addr = match ready_rx.recv() {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(RecordError::Io(e));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(RecordError::Io(std::io::Error::other(
+                    "recorder thread ended early",
+                )));
+            }
+        };
+        Ok(Recorder {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running recording proxy (see the [module documentation](self)). Dropping it (or
+/// [`finish`](Recorder::finish)) stops it and closes every connection; each line is written
+/// as it happens, so the files are complete at any time.
+pub struct Recorder {
+    addr: SocketAddr,
+    state: Arc<RecState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A recorder forwarding to `upstream` (`http://host:port`, as a client's base URL; a
+    /// trailing `/ari` is ignored) and writing into `out`.
+    pub fn builder(upstream: &str, out: impl AsRef<Path>) -> RecorderBuilder {
+        RecorderBuilder {
+            upstream: upstream.to_owned(),
+            out: out.as_ref().to_path_buf(),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            credentials: None,
+            logger: None,
+        }
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: the base URL a client uses instead of Asterisk's.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What was relayed and written so far.
+    pub fn stats(&self) -> RecordStats {
+        lock(&self.state.stats).clone()
+    }
+
+    /// Stops the proxy (closing every connection) and returns the final counts.
+    pub fn finish(mut self) -> RecordStats {
+        self.shutdown();
+        self.stats()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Where requests go: `host:port` to connect to, and a path prefix put before `/ari/...`.
+#[derive(Debug)]
+struct Upstream {
+    authority: String,
+    prefix: String,
+}
+
+impl Upstream {
+    fn parse(url: &str) -> Result<Upstream, RecordError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| RecordError::Upstream(format!("{url:?}: {e}")))?;
+        match uri.scheme_str() {
+            Some("http" | "ws") => {}
+            Some(other) => {
+                return Err(RecordError::Upstream(format!(
+                    "scheme {other:?} is not supported (plain http:// only)"
+                )))
+            }
+            None => {
+                return Err(RecordError::Upstream(format!(
+                    "{url:?} has no scheme (expected http://host:port)"
+                )))
+            }
+        }
+        let auth = uri
+            .authority()
+            .ok_or_else(|| RecordError::Upstream(format!("{url:?} has no host")))?;
+        if auth.as_str().contains('@') {
+            return Err(RecordError::Upstream(
+                "credentials in the URL are not accepted: use --user/--password".to_owned(),
+            ));
+        }
+        let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        let mut prefix = uri.path().trim_end_matches('/').to_owned();
+        if prefix.ends_with("/ari") {
+            prefix.truncate(prefix.len() - 4);
+        }
+        Ok(Upstream { authority, prefix })
+    }
+}
+
+struct RecState {
+    upstream: Upstream,
+    start: Instant,
+    /// In the order of [`RECORDING_FILES`].
+    files: Mutex<Vec<File>>,
+    next_ws: AtomicU64,
+    stats: Mutex<RecordStats>,
+    default_auth: Option<HeaderValue>,
+    logger: Option<Logger>,
+}
+
+#[derive(Clone, Copy)]
+enum Out {
+    Rest = 0,
+    Events = 1,
+    Sent = 2,
+    Connections = 3,
+}
+
+impl RecState {
+    fn t_ms(&self) -> f64 {
+        (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
+    }
+
+    fn log(&self, line: impl FnOnce() -> String) {
+        if let Some(l) = &self.logger {
+            l(&line());
+        }
+    }
+
+    fn write(&self, out: Out, line: &Value) {
+        let mut text = line.to_string();
+        text.push('\n');
+        let result = lock(&self.files)[out as usize].write_all(text.as_bytes());
+        if let Err(e) = result {
+            lock(&self.stats).write_errors += 1;
+            self.log(|| format!("cannot write {}: {e}", RECORDING_FILES[out as usize]));
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut RecordStats)) {
+        f(&mut lock(&self.stats));
+    }
+}
+
+async fn accept_loop(state: Arc<RecState>, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    // One upstream connection per client connection, opened on first use.
+                    let conn = Arc::new(tokio::sync::Mutex::new(None));
+                    let svc = service_fn(move |req| proxy(state.clone(), conn.clone(), req));
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+type Sender = client_http1::SendRequest<Full<Bytes>>;
+
+fn bad_gateway(state: &RecState, why: String) -> Response<Full<Bytes>> {
+    state.count(|s| s.upstream_errors += 1);
+    state.log(|| format!("502: {why}"));
+    let body = json!({ "message": format!("ari-mock record: {why}") }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the framing
+/// headers hyper sets itself for a full body.
+fn strip_hop_headers(h: &mut HeaderMap, keep_upgrade: bool) {
+    for name in [
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::TE,
+        header::TRAILER,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+    if !keep_upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+}
+
+async fn connect(state: &RecState, upgrades: bool) -> Result<Sender, String> {
+    let stream = TcpStream::connect(&state.upstream.authority)
+        .await
+        .map_err(|e| format!("cannot connect to upstream: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = client_http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("upstream handshake failed: {e}"))?;
+    if upgrades {
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+    } else {
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    Ok(sender)
+}
+
+/// The part of a request that is recorded, and the upstream request built from it.
+struct Forward {
+    method: String,
+    /// Raw path below `/ari/` (`None`: outside `/ari/`).
+    rel: Option<String>,
+    query: Vec<(String, String)>,
+    upstream_method: http::Method,
+    upstream_uri: Uri,
+    upstream_headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Forward {
+    fn upstream(&self) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(self.body.clone()));
+        *r.method_mut() = self.upstream_method.clone();
+        *r.uri_mut() = self.upstream_uri.clone();
+        *r.headers_mut() = self.upstream_headers.clone();
+        r
+    }
+}
+
+fn forward(state: &RecState, parts: http::request::Parts, body: Bytes, upgrade: bool) -> Forward {
+    let path = parts.uri.path().to_owned();
+    let raw_query = parts.uri.query().map(str::to_owned);
+    let query = parse_query(raw_query.as_deref().unwrap_or(""));
+    let rel = if path == "/ari" {
+        Some(String::new())
+    } else {
+        path.strip_prefix("/ari/").map(str::to_owned)
+    };
+    let target = match &raw_query {
+        Some(q) => format!("{}{path}?{q}", state.upstream.prefix),
+        None => format!("{}{path}", state.upstream.prefix),
+    };
+    let mut headers = parts.headers;
+    strip_hop_headers(&mut headers, upgrade);
+    let has_key = query.iter().any(|(k, _)| k == "api_key");
+    if !headers.contains_key(header::AUTHORIZATION) && !has_key {
+        if let Some(auth) = &state.default_auth {
+            headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+    }
+    Forward {
+        method: parts.method.as_str().to_owned(),
+        rel,
+        query,
+        upstream_method: parts.method,
+        upstream_uri: target.parse().unwrap_or_else(|_| Uri::from_static("/")),
+        upstream_headers: headers,
+        body,
+    }
+}
+
+/// The recorded `query`: decoded pairs without `api_key`; a repeated key becomes an array.
+pub(crate) fn query_json(query: &[(String, String)]) -> Value {
+    let mut map = Map::new();
+    for (k, v) in query.iter().filter(|(k, _)| k != "api_key") {
+        match map.get_mut(k) {
+            None => {
+                map.insert(k.clone(), Value::String(v.clone()));
+            }
+            Some(Value::Array(a)) => a.push(Value::String(v.clone())),
+            Some(prev) => {
+                let first = prev.take();
+                *prev = Value::Array(vec![first, Value::String(v.clone())]);
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+/// The recorded request body: its JSON, its text, or `null` when empty.
+pub(crate) fn body_json(body: &[u8]) -> Value {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+async fn proxy(
+    state: Arc<RecState>,
+    conn: Arc<tokio::sync::Mutex<Option<Sender>>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let upgrade = crate::ws::is_upgrade(&req);
+    let t_ms = state.t_ms();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(bad_gateway(&state, format!("reading the request body: {e}"))),
+    };
+    let fwd = forward(&state, parts, body, upgrade);
+    let sent = Instant::now();
+    let response = if upgrade {
+        match connect(&state, true).await {
+            Ok(mut s) => s.send_request(fwd.upstream()).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        }
+    } else {
+        let mut guard = conn.lock().await;
+        let mut result = Err(String::new());
+        // A kept-alive upstream connection may have been closed meanwhile: retry once on a
+        // fresh one when the old one is not ready.
+        for _ in 0..2 {
+            let ready = match guard.as_mut() {
+                Some(s) => s.ready().await.is_ok(),
+                None => false,
+            };
+            if !ready {
+                match connect(&state, false).await {
+                    Ok(s) => *guard = Some(s),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(s) = guard.as_mut() {
+                result = s
+                    .send_request(fwd.upstream())
+                    .await
+                    .map_err(|e| format!("upstream request failed: {e}"));
+                break;
+            }
+        }
+        result
+    };
+    let mut response = match response {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_gateway(&state, e)),
+    };
+    if let (Some(client_upgrade), true) = (
+        client_upgrade,
+        response.status() == StatusCode::SWITCHING_PROTOCOLS,
+    ) {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        strip_hop_headers(&mut parts.headers, true);
+        let ws = state.next_ws.fetch_add(1, Ordering::Relaxed) + 1;
+        let apps: Vec<String> = fwd
+            .query
+            .iter()
+            .filter(|(k, _)| k == "app")
+            .flat_map(|(_, v)| v.split(',').map(|a| a.trim().to_owned()))
+            .filter(|a| !a.is_empty())
+            .collect();
+        let conn_name = apps.join(",");
+        state.write(
+            Out::Connections,
+            &json!({
+                "type": "ws-open", "t_ms": t_ms, "ws": ws, "conn": conn_name,
+                "path": fwd.rel.clone().unwrap_or_default(),
+                "query": query_json(&fwd.query), "status": 101,
+            }),
+        );
+        state.count(|s| s.websockets += 1);
+        state.log(|| format!("ws#{ws} open: {conn_name}"));
+        let task_state = state.clone();
+        tokio::spawn(async move {
+            let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(c), Ok(u)) => (c, u),
+                (c, u) => {
+                    let why = c.err().or(u.err()).map(|e| e.to_string()).unwrap_or_default();
+                    task_state.log(|| format!("ws#{ws}: upgrade failed: {why}"));
+                    return;
+                }
+            };
+            let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None);
+            let upstream =
+                WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None);
+            let (client, upstream) = tokio::join!(client, upstream);
+            relay(task_state, ws, conn_name, client, upstream).await;
+        });
+        let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        return Ok(r);
+    }
+    let ms = (sent.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let (mut parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(bad_gateway(&state, format!("reading the upstream body: {e}"))),
+    };
+    strip_hop_headers(&mut parts.headers, false);
+    let status = parts.status.as_u16();
+    match &fwd.rel {
+        Some(rel) => {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let api_docs = rel.starts_with("api-docs");
+            let response = if content_type.contains("json") || body.is_empty() {
+                String::from_utf8_lossy(&body).into_owned()
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(&body)
+            };
+            let mut line = json!({
+                "kind": if api_docs { "api-docs" } else { "rest" },
+                "run": 1, "t_ms": t_ms, "ms": ms,
+                "method": fwd.method, "path": rel, "query": query_json(&fwd.query),
+                "body": body_json(&fwd.body), "status": status, "content_type": content_type,
+                "response": response, "response_len": body.len(),
+            });
+            if api_docs {
+                line["type"] = Value::String("api-docs".to_owned());
+            }
+            state.write(Out::Rest, &line);
+            state.count(|s| s.rest += 1);
+            state.log(|| format!("{} /ari/{rel} → {status}", fwd.method));
+        }
+        None => {
+            state.count(|s| s.not_ari += 1);
+            state.log(|| format!("{} outside /ari/ relayed, not recorded", fwd.method));
+        }
+    }
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Relays frames both ways until either side closes, writing text frames.
+async fn relay(state: Arc<RecState>, ws: u64, conn: String, client: Ws, upstream: Ws) {
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_upstream, mut from_upstream) = upstream.split();
+    let closed = |by: &str, code: Option<u16>| {
+        state.write(
+            Out::Connections,
+            &json!({"type": "ws-close", "t_ms": state.t_ms(), "ws": ws, "conn": conn, "by": by, "code": code}),
+        );
+        state.log(|| format!("ws#{ws} closed by {by}"));
+    };
+    let up = async {
+        let mut saw_close = false;
+        while let Some(msg) = from_client.next().await {
+            let Ok(msg) = msg else { break };
+            match &msg {
+                Message::Text(t) => {
+                    state.write(
+                        Out::Sent,
+                        &json!({"run": 1, "t_ms": state.t_ms(), "ws": ws, "conn": conn, "frame": t.as_str()}),
+                    );
+                    state.count(|s| s.sent += 1);
+                }
+                Message::Binary(_) => state.count(|s| s.binary_frames += 1),
+                // Each hop answers pings itself.
+                Message::Pong(_) => continue,
+                Message::Close(f) => {
+                    saw_close = true;
+                    closed("client", f.as_ref().map(|f| u16::from(f.code)));
+                }
+                _ => {}
+            }
+            let close = matches!(msg, Message::Close(_));
+            if to_upstream.send(msg).await.is_err() || close {
+                break;
+            }
+        }
+        if !saw_close {
+            closed("client-eof", None);
+        }
+        let _ = to_upstream.close().await;
+    };
+    let down = async {
+        let mut saw_close = false;
+        while let Some(msg) = from_upstream.next().await {
+            let Ok(msg) = msg else { break };
+            match &msg {
+                Message::Text(t) => {
+                    state.write(
+                        Out::Events,
+                        &json!({"run": 1, "t_ms": state.t_ms(), "ws": ws, "conn": conn, "frame": t.as_str()}),
+                    );
+                    state.count(|s| s.events += 1);
+                }
+                Message::Binary(_) => state.count(|s| s.binary_frames += 1),
+                Message::Pong(_) => continue,
+                Message::Close(f) => {
+                    saw_close = true;
+                    closed("upstream", f.as_ref().map(|f| u16::from(f.code)));
+                }
+                _ => {}
+            }
+            let close = matches!(msg, Message::Close(_));
+            if to_client.send(msg).await.is_err() || close {
+                break;
+            }
+        }
+        if !saw_close {
+            closed("upstream-eof", None);
+        }
+        let _ = to_client.close().await;
+    };
+    // Either side ending ends the relay (the other one is closed above).
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}

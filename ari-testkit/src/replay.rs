@@ -1,0 +1,1031 @@
+//! `ari-mock replay`: serves a recording made by [`record`](crate::record) back to the
+//! program that made it, offline.
+//!
+//! - **REST** (HTTP, and `RESTRequest` frames over the events WebSocket): a request is
+//!   answered with the first not yet used recorded exchange with the same method, path and
+//!   parameters (query, and JSON body); ids are the recorded ones, so a program that takes
+//!   its ids from the answers and events (and seeds its own client-side ids the same way)
+//!   asks exactly what it asked when recorded. The answer comes after the recorded latency.
+//! - **Events**: an events WebSocket is matched to a recorded one by its applications and
+//!   `subscribeAll`; its recorded frames are pushed in order, each after its recorded gap
+//!   (divided by the speed), and never before the requests that preceded it in the
+//!   recording have been made: an event a request caused comes after that request.
+//! - **Unmatched** requests are answered `404` (nothing with that method and path was
+//!   recorded) or `500` (recorded with other parameters, or used up), with a JSON body
+//!   saying what the recording expected; they are counted in [`ReplayStats`] and logged.
+//!   `GET /_replay/stats` answers the counts as JSON.
+//!
+//! Authentication is not checked (the recording holds no credentials); recorded `401`s are
+//! replayed like any other answer.
+//!
+//! ```no_run
+//! use ari_testkit::replay::{Recording, ReplayServer};
+//! let recording = Recording::load(std::path::Path::new("/tmp/rec"))?;
+//! let server = ReplayServer::builder(recording).speed(2.0).start()?;
+//! // ... run the program against server.base_url() ...
+//! let stats = server.stats();
+//! assert_eq!(stats.unmatched, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::record::{body_json, query_json};
+use crate::state::{lock, Logger};
+use crate::util::parse_query;
+
+/// Why a recording could not be loaded or served.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// A file could not be read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A line is not what `ari-mock record` writes.
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The directory holds none of the recording files.
+    Empty(PathBuf),
+    /// The speed is not a positive finite number.
+    Speed(f64),
+    /// Binding the listener or starting its thread failed.
+    Start(std::io::Error),
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Io { path, .. } => write!(f, "cannot read {}", path.display()),
+            ReplayError::Format {
+                path,
+                line,
+                message,
+            } => write!(f, "{}:{line}: {message}", path.display()),
+            ReplayError::Empty(p) => write!(
+                f,
+                "no recording in {} (expected rest.jsonl / events.jsonl from `ari-mock record`)",
+                p.display()
+            ),
+            ReplayError::Speed(s) => write!(f, "speed must be a positive number, got {s}"),
+            ReplayError::Start(e) => write!(f, "cannot start the replay server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReplayError::Io { source, .. } => Some(source),
+            ReplayError::Start(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded HTTP exchange.
+#[derive(Debug, Clone)]
+struct Exchange {
+    t_ms: f64,
+    ms: f64,
+    method: String,
+    path: String,
+    query: Value,
+    body: Value,
+    status: u16,
+    content_type: String,
+    response: Vec<u8>,
+}
+
+impl Exchange {
+    fn describe(&self) -> String {
+        describe(&self.method, &self.path, &self.query, &self.body)
+    }
+}
+
+fn describe(method: &str, path: &str, query: &Value, body: &Value) -> String {
+    let mut s = format!("{method} {path}");
+    if query.as_object().is_some_and(|q| !q.is_empty()) {
+        s.push_str(&format!(" query {query}"));
+    }
+    if !body.is_null() {
+        s.push_str(&format!(" body {body}"));
+    }
+    s
+}
+
+/// A recorded text frame.
+#[derive(Debug, Clone)]
+struct RecFrame {
+    t_ms: f64,
+    text: String,
+    /// For a `RESTResponse`: the recorded `request_id` it answers.
+    answers: Option<String>,
+}
+
+/// A recorded `RESTRequest` frame.
+#[derive(Debug, Clone)]
+struct SentRequest {
+    t_ms: f64,
+    request_id: String,
+    method: String,
+    path: String,
+    query: Value,
+    body: Value,
+}
+
+/// A recorded events WebSocket.
+#[derive(Debug, Clone, Default)]
+struct RecSocket {
+    ws: u64,
+    apps: BTreeSet<String>,
+    subscribe_all: bool,
+    t_open: f64,
+    frames: Vec<RecFrame>,
+    sent: Vec<SentRequest>,
+    /// Closed by upstream at this time with this code.
+    upstream_close: Option<(f64, u16)>,
+}
+
+/// A recording loaded from a directory written by [`record`](crate::record).
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    rest: Vec<Exchange>,
+    sockets: Vec<RecSocket>,
+}
+
+impl Recording {
+    /// Loads `rest.jsonl`, `events.jsonl`, `ws-sent.jsonl` and `connections.jsonl` from
+    /// `dir` (each optional, at least one present). Lines without `t_ms` (the hand-made
+    /// fixtures) replay without gaps.
+    pub fn load(dir: &Path) -> Result<Recording, ReplayError> {
+        let mut rec = Recording::default();
+        let mut any = false;
+        let mut read = |name: &str| -> Result<Vec<(usize, Value)>, ReplayError> {
+            let path = dir.join(name);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(source) => return Err(ReplayError::Io { path, source }),
+            };
+            any = true;
+            let mut lines = Vec::new();
+            for (i, l) in text.lines().enumerate() {
+                if l.trim().is_empty() {
+                    continue;
+                }
+                let v = serde_json::from_str(l).map_err(|e| ReplayError::Format {
+                    path: path.clone(),
+                    line: i + 1,
+                    message: format!("not JSON: {e}"),
+                })?;
+                lines.push((i + 1, v));
+            }
+            Ok(lines)
+        };
+        let rest = read("rest.jsonl")?;
+        let connections = read("connections.jsonl")?;
+        let events = read("events.jsonl")?;
+        let sent = read("ws-sent.jsonl")?;
+        if !any {
+            return Err(ReplayError::Empty(dir.to_path_buf()));
+        }
+        let bad = |file: &str, line: usize, message: String| ReplayError::Format {
+            path: dir.join(file),
+            line,
+            message,
+        };
+        for (line, v) in rest {
+            let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+            let status = v["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| bad("rest.jsonl", line, "no status".to_owned()))?;
+            let content_type = text("content_type");
+            let raw = text("response");
+            let response = if content_type.contains("json") || raw.is_empty() {
+                raw.into_bytes()
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(&raw)
+                    .map_err(|e| bad("rest.jsonl", line, format!("response not base64: {e}")))?
+            };
+            rec.rest.push(Exchange {
+                t_ms: v["t_ms"].as_f64().unwrap_or(0.0),
+                ms: v["ms"].as_f64().unwrap_or(0.0),
+                method: text("method").to_ascii_uppercase(),
+                path: text("path"),
+                query: normalise_query(&v["query"]),
+                body: v["body"].clone(),
+                status,
+                content_type,
+                response,
+            });
+        }
+        let socket = |rec: &mut Recording, v: &Value| -> usize {
+            let ws = v["ws"].as_u64().unwrap_or(0);
+            let conn = v["conn"].as_str().unwrap_or("");
+            if let Some(i) = rec
+                .sockets
+                .iter()
+                .position(|s| s.ws == ws && (ws != 0 || apps_of(conn) == s.apps))
+            {
+                return i;
+            }
+            rec.sockets.push(RecSocket {
+                ws,
+                apps: apps_of(conn),
+                t_open: v["t_ms"].as_f64().unwrap_or(0.0),
+                ..RecSocket::default()
+            });
+            rec.sockets.len() - 1
+        };
+        for (_, v) in connections {
+            let i = socket(&mut rec, &v);
+            let s = &mut rec.sockets[i];
+            match v["type"].as_str() {
+                Some("ws-open") => {
+                    s.t_open = v["t_ms"].as_f64().unwrap_or(0.0);
+                    s.subscribe_all = v["query"]["subscribeAll"]
+                        .as_str()
+                        .is_some_and(crate::ws::ast_true);
+                }
+                Some("ws-close") if v["by"] == "upstream" => {
+                    let code = v["code"].as_u64().and_then(|c| u16::try_from(c).ok());
+                    s.upstream_close = Some((v["t_ms"].as_f64().unwrap_or(0.0), code.unwrap_or(1000)));
+                }
+                _ => {}
+            }
+        }
+        for (line, v) in events {
+            let text = v["frame"]
+                .as_str()
+                .ok_or_else(|| bad("events.jsonl", line, "no frame".to_owned()))?
+                .to_owned();
+            let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let answers = (parsed["type"] == "RESTResponse")
+                .then(|| parsed["request_id"].as_str().unwrap_or("").to_owned());
+            let i = socket(&mut rec, &v);
+            rec.sockets[i].frames.push(RecFrame {
+                t_ms: v["t_ms"].as_f64().unwrap_or(0.0),
+                text,
+                answers,
+            });
+        }
+        for (line, v) in sent {
+            let frame = v["frame"]
+                .as_str()
+                .ok_or_else(|| bad("ws-sent.jsonl", line, "no frame".to_owned()))?;
+            let parsed: Value = serde_json::from_str(frame).unwrap_or(Value::Null);
+            if parsed["type"] != "RESTRequest" {
+                continue;
+            }
+            let i = socket(&mut rec, &v);
+            let (method, path, query, body) = ws_request_key(&parsed);
+            rec.sockets[i].sent.push(SentRequest {
+                t_ms: v["t_ms"].as_f64().unwrap_or(0.0),
+                request_id: parsed["request_id"].as_str().unwrap_or("").to_owned(),
+                method,
+                path,
+                query,
+                body,
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Recorded HTTP exchanges.
+    pub fn exchanges(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// Recorded events WebSockets.
+    pub fn websockets(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Recorded frames pushed by the server (events; `RESTResponse` frames excluded).
+    pub fn events(&self) -> usize {
+        self.sockets
+            .iter()
+            .map(|s| s.frames.iter().filter(|f| f.answers.is_none()).count())
+            .sum()
+    }
+}
+
+fn apps_of(conn: &str) -> BTreeSet<String> {
+    conn.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Query values as strings (the fixtures hold some numbers and booleans).
+fn normalise_query(q: &Value) -> Value {
+    let Some(map) = q.as_object() else {
+        return json!({});
+    };
+    let one = |v: &Value| match v {
+        Value::String(s) => Value::String(s.clone()),
+        other => Value::String(other.to_string()),
+    };
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Array(a) => Value::Array(a.iter().map(one).collect()),
+                    v => one(v),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+    )
+}
+
+/// Method, path, query and body of a `RESTRequest` frame, in the form HTTP exchanges use.
+fn ws_request_key(f: &Value) -> (String, String, Value, Value) {
+    let method = f["method"].as_str().unwrap_or("").to_ascii_uppercase();
+    let uri = f["uri"].as_str().unwrap_or("");
+    let (path, q) = uri.split_once('?').unwrap_or((uri, ""));
+    let mut pairs = parse_query(q);
+    if let Some(list) = f["query_strings"].as_array() {
+        for p in list {
+            pairs.push((
+                p["name"].as_str().unwrap_or("").to_owned(),
+                p["value"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    let body = match f.get("message_body") {
+        Some(Value::String(s)) => body_json(s.as_bytes()),
+        _ => Value::Null,
+    };
+    (
+        method,
+        path.trim_start_matches('/').to_owned(),
+        query_json(&pairs),
+        body,
+    )
+}
+
+/// Counts of a replay so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayStats {
+    /// HTTP requests answered from the recording.
+    pub rest_matched: u64,
+    /// `RESTRequest` frames answered from the recording.
+    pub ws_requests_matched: u64,
+    /// Events WebSockets matched to a recorded one.
+    pub websockets_matched: u64,
+    /// Recorded events pushed.
+    pub events_sent: u64,
+    /// Requests (HTTP, WebSocket upgrades, `RESTRequest` frames) the recording had no
+    /// answer for.
+    pub unmatched: u64,
+    /// One line per unmatched request: what came, and what the recording expected.
+    pub unmatched_requests: Vec<String>,
+    /// Recorded HTTP exchanges not asked for (yet).
+    pub rest_remaining: u64,
+    /// Recorded events not pushed (yet).
+    pub events_remaining: u64,
+}
+
+/// Configures and starts a [`ReplayServer`].
+pub struct ReplayBuilder {
+    recording: Recording,
+    addr: SocketAddr,
+    speed: f64,
+    logger: Option<Logger>,
+}
+
+impl fmt::Debug for ReplayBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayBuilder")
+            .field("addr", &self.addr)
+            .field("speed", &self.speed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayBuilder {
+    /// Listen on `127.0.0.1:port` (default: an ephemeral port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        self
+    }
+
+    /// Listen on this address.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Recorded gaps and latencies are divided by `speed` (default 1: real time).
+    pub fn speed(mut self, speed: f64) -> Self {
+        self.speed = speed;
+        self
+    }
+
+    /// Called with one line per request, WebSocket and mismatch.
+    pub fn on_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.logger = Some(Arc::new(f));
+        self
+    }
+
+    /// Binds and serves on its own thread with its own tokio runtime.
+    pub fn start(self) -> Result<ReplayServer, ReplayError> {
+        if !(self.speed.is_finite() && self.speed > 0.0) {
+            return Err(ReplayError::Speed(self.speed));
+        }
+        // Every request, in recorded order: the gates of the events.
+        let mut requests: Vec<(f64, ReqRef)> = Vec::new();
+        for (i, e) in self.recording.rest.iter().enumerate() {
+            requests.push((e.t_ms, ReqRef::Rest(i)));
+        }
+        for (s, sock) in self.recording.sockets.iter().enumerate() {
+            for (j, r) in sock.sent.iter().enumerate() {
+                requests.push((r.t_ms, ReqRef::Sent(s, j)));
+            }
+        }
+        requests.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let state = Arc::new(ReplayState {
+            inner: Mutex::new(Inner {
+                rest_used: vec![false; self.recording.rest.len()],
+                sockets_used: vec![false; self.recording.sockets.len()],
+                sent_used: self
+                    .recording
+                    .sockets
+                    .iter()
+                    .map(|s| vec![false; s.sent.len()])
+                    .collect(),
+                consumed: vec![None; requests.len()],
+                stats: ReplayStats {
+                    rest_remaining: self.recording.rest.len() as u64,
+                    events_remaining: self.recording.events() as u64,
+                    ..ReplayStats::default()
+                },
+            }),
+            requests,
+            recording: self.recording,
+            speed: self.speed,
+            changed: Notify::new(),
+            logger: self.logger,
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let addr = self.addr;
+        let thread_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ari-replay-{}", addr.port()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let listener = match rt.block_on(TcpListener::bind(addr)) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(listener.local_addr());
+                rt.block_on(accept_loop(thread_state, listener, stop_rx));
+            })
+            .map_err(ReplayError::Start)?;
+        let addr = match ready_rx.recv() {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(ReplayError::Start(e));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(ReplayError::Start(std::io::Error::other(
+                    "replay thread ended early",
+                )));
+            }
+        };
+        Ok(ReplayServer {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running replay (see the [module documentation](self)); dropping it stops it.
+pub struct ReplayServer {
+    addr: SocketAddr,
+    state: Arc<ReplayState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ReplayServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayServer {
+    /// A replay of `recording`.
+    pub fn builder(recording: Recording) -> ReplayBuilder {
+        ReplayBuilder {
+            recording,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            speed: 1.0,
+            logger: None,
+        }
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: the base URL the program uses.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> ReplayStats {
+        lock(&self.state.inner).stats.clone()
+    }
+}
+
+impl Drop for ReplayServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ReqRef {
+    Rest(usize),
+    Sent(usize, usize),
+}
+
+struct ReplayState {
+    recording: Recording,
+    /// Every recorded request by time.
+    requests: Vec<(f64, ReqRef)>,
+    speed: f64,
+    inner: Mutex<Inner>,
+    /// Signalled whenever a request is consumed.
+    changed: Notify,
+    logger: Option<Logger>,
+}
+
+struct Inner {
+    rest_used: Vec<bool>,
+    sockets_used: Vec<bool>,
+    sent_used: Vec<Vec<bool>>,
+    /// When each request of `ReplayState::requests` was made in this replay.
+    consumed: Vec<Option<Instant>>,
+    stats: ReplayStats,
+}
+
+impl ReplayState {
+    fn log(&self, line: impl FnOnce() -> String) {
+        if let Some(l) = &self.logger {
+            l(&line());
+        }
+    }
+
+    fn scaled(&self, ms: f64) -> Duration {
+        Duration::try_from_secs_f64((ms / self.speed / 1000.0).max(0.0)).unwrap_or(Duration::ZERO)
+    }
+
+    fn consume(&self, inner: &mut Inner, r: ReqRef) {
+        if let Some(i) = self.requests.iter().position(|(_, x)| *x == r) {
+            inner.consumed[i] = Some(Instant::now());
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn unmatched(&self, inner: &mut Inner, line: String) {
+        self.log(|| format!("UNMATCHED {line}"));
+        inner.stats.unmatched += 1;
+        inner.stats.unmatched_requests.push(line);
+    }
+
+    /// Whether every request recorded before `t_ms` was made; if so, the latest of them
+    /// (recorded time, replay instant).
+    fn gate(&self, t_ms: f64) -> Option<Option<(f64, Instant)>> {
+        let inner = lock(&self.inner);
+        let mut latest = None;
+        for (i, (t, _)) in self.requests.iter().enumerate() {
+            if *t >= t_ms {
+                break;
+            }
+            let at = inner.consumed[i]?;
+            latest = Some((*t, at));
+        }
+        Some(latest)
+    }
+}
+
+async fn accept_loop(
+    state: Arc<ReplayState>,
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| serve(state.clone(), req));
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    crate::http::response(status, "application/json", body.to_string().into_bytes())
+}
+
+async fn serve(
+    state: Arc<ReplayState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path == "/_replay/stats" {
+        let s = lock(&state.inner).stats.clone();
+        return Ok(json_response(
+            200,
+            &json!({
+                "rest_matched": s.rest_matched, "ws_requests_matched": s.ws_requests_matched,
+                "websockets_matched": s.websockets_matched, "events_sent": s.events_sent,
+                "unmatched": s.unmatched, "unmatched_requests": s.unmatched_requests,
+                "rest_remaining": s.rest_remaining, "events_remaining": s.events_remaining,
+            }),
+        ));
+    }
+    let rel = if path == "/ari" {
+        String::new()
+    } else if let Some(r) = path.strip_prefix("/ari/") {
+        r.to_owned()
+    } else {
+        let mut inner = lock(&state.inner);
+        state.unmatched(&mut inner, format!("{} {path}: outside /ari/", req.method()));
+        return Ok(json_response(
+            404,
+            &json!({"message": format!("ari-mock replay: {path} is outside /ari/")}),
+        ));
+    };
+    let query = query_json(&parse_query(req.uri().query().unwrap_or("")));
+    if rel == "events" && crate::ws::is_upgrade(&req) {
+        return Ok(upgrade(&state, req, &query));
+    }
+    let method = req.method().as_str().to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(b) => body_json(&b.to_bytes()),
+        Err(_) => Value::Null,
+    };
+    let found = {
+        let mut inner = lock(&state.inner);
+        let hit = state.recording.rest.iter().enumerate().position(|(i, e)| {
+            !inner.rest_used[i]
+                && e.method == method
+                && e.path == rel
+                && e.query == query
+                && e.body == body
+        });
+        match hit {
+            Some(i) => {
+                inner.rest_used[i] = true;
+                inner.stats.rest_matched += 1;
+                inner.stats.rest_remaining -= 1;
+                state.consume(&mut inner, ReqRef::Rest(i));
+                Ok(state.recording.rest[i].clone())
+            }
+            None => {
+                let asked = describe(&method, &rel, &query, &body);
+                let same_path: Vec<&Exchange> = state
+                    .recording
+                    .rest
+                    .iter()
+                    .filter(|e| e.method == method && e.path == rel)
+                    .collect();
+                let next = state
+                    .recording
+                    .rest
+                    .iter()
+                    .enumerate()
+                    .find(|(i, _)| !inner.rest_used[*i])
+                    .map(|(_, e)| e.describe());
+                let (status, why) = if same_path.is_empty() {
+                    (
+                        404,
+                        format!(
+                            "no {method} {rel} in the recording; the next recorded request not yet made is {}",
+                            next.as_deref().unwrap_or("(none: every recorded request was made)")
+                        ),
+                    )
+                } else {
+                    let recorded: Vec<String> = same_path.iter().map(|e| e.describe()).collect();
+                    (
+                        500,
+                        format!(
+                            "{asked} does not match the recording (used up, or other parameters); recorded: {}",
+                            recorded.join(" | ")
+                        ),
+                    )
+                };
+                state.unmatched(&mut inner, format!("{asked}: {why}"));
+                Err((status, why, next))
+            }
+        }
+    };
+    match found {
+        Ok(e) => {
+            tokio::time::sleep(state.scaled(e.ms)).await;
+            state.log(|| format!("{} {} → {}", e.method, e.path, e.status));
+            Ok(crate::http::response(e.status, &e.content_type, e.response))
+        }
+        Err((status, why, next)) => Ok(json_response(
+            status,
+            &json!({"message": format!("ari-mock replay: {why}"), "expected": next}),
+        )),
+    }
+}
+
+fn upgrade(state: &Arc<ReplayState>, mut req: Request<Incoming>, query: &Value) -> Response<Full<Bytes>> {
+    let apps = query["app"]
+        .as_str()
+        .map(apps_of)
+        .unwrap_or_default();
+    let subscribe_all = query["subscribeAll"]
+        .as_str()
+        .is_some_and(crate::ws::ast_true);
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return json_response(400, &json!({"message": "Missing Sec-WebSocket-Key"}));
+    };
+    let i = {
+        let mut inner = lock(&state.inner);
+        let hit = state.recording.sockets.iter().enumerate().position(|(i, s)| {
+            !inner.sockets_used[i] && s.apps == apps && s.subscribe_all == subscribe_all
+        });
+        match hit {
+            Some(i) => {
+                inner.sockets_used[i] = true;
+                inner.stats.websockets_matched += 1;
+                i
+            }
+            None => {
+                let recorded: Vec<String> = state
+                    .recording
+                    .sockets
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "app={}{}",
+                            s.apps.iter().cloned().collect::<Vec<_>>().join(","),
+                            if s.subscribe_all { "&subscribeAll=true" } else { "" }
+                        )
+                    })
+                    .collect();
+                let line = format!(
+                    "events WebSocket app={} subscribeAll={subscribe_all}: no such WebSocket left in the recording (recorded: {})",
+                    apps.iter().cloned().collect::<Vec<_>>().join(","),
+                    if recorded.is_empty() { "none".to_owned() } else { recorded.join(" | ") }
+                );
+                state.unmatched(&mut inner, line.clone());
+                return json_response(500, &json!({"message": format!("ari-mock replay: {line}")}));
+            }
+        }
+    };
+    let offers_ari = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim() == "ari")));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_state = state.clone();
+    let opened = Instant::now();
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            run_socket(task_state, i, opened, ws).await;
+        }
+    });
+    state.log(|| format!("ws open: app={}", apps.iter().cloned().collect::<Vec<_>>().join(",")));
+    let mut r = crate::http::response(101, "", Vec::new());
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if offers_ari {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("ari"));
+    }
+    r
+}
+
+/// Pushes the recorded frames of socket `i` and answers `RESTRequest` frames.
+async fn run_socket(
+    state: Arc<ReplayState>,
+    i: usize,
+    opened: Instant,
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let writer = async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+    };
+    let timeline_tx = tx.clone();
+    let timeline_state = state.clone();
+    let timeline = async move {
+        let state = timeline_state;
+        let sock = &state.recording.sockets[i];
+        let mut prev = (sock.t_open, opened);
+        for f in sock.frames.iter().filter(|f| f.answers.is_none()) {
+            let latest = loop {
+                let changed = state.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(latest) = state.gate(f.t_ms) {
+                    break latest;
+                }
+                changed.await;
+            };
+            let anchor = match latest {
+                Some(req) if req.0 > prev.0 => req,
+                _ => prev,
+            };
+            tokio::time::sleep_until((anchor.1 + state.scaled(f.t_ms - anchor.0)).into()).await;
+            if timeline_tx.send(Message::text(f.text.clone())).is_err() {
+                return;
+            }
+            {
+                let mut inner = lock(&state.inner);
+                inner.stats.events_sent += 1;
+                inner.stats.events_remaining -= 1;
+            }
+            prev = (f.t_ms, Instant::now());
+        }
+        if let Some((t, code)) = sock.upstream_close {
+            tokio::time::sleep_until((prev.1 + state.scaled(t - prev.0)).into()).await;
+            let _ = timeline_tx.send(Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            })));
+        }
+        // Keep the connection until the client ends it.
+        std::future::pending::<()>().await;
+    };
+    let reader = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Text(t) => answer_request(&state, i, t.as_str(), &tx),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = writer => {}
+        () = timeline => {}
+        () = reader => {}
+    }
+}
+
+/// Answers a `RESTRequest` frame with the recorded `RESTResponse` (ids replaced by the
+/// request's), after the recorded latency.
+fn answer_request(state: &Arc<ReplayState>, i: usize, text: &str, tx: &mpsc::UnboundedSender<Message>) {
+    let parsed: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let (method, path, query, body) = ws_request_key(&parsed);
+    let sock = &state.recording.sockets[i];
+    let hit = {
+        let mut inner = lock(&state.inner);
+        let hit = sock.sent.iter().enumerate().position(|(j, r)| {
+            !inner.sent_used[i][j]
+                && r.method == method
+                && r.path == path
+                && r.query == query
+                && r.body == body
+        });
+        match hit {
+            Some(j) => {
+                inner.sent_used[i][j] = true;
+                inner.stats.ws_requests_matched += 1;
+                state.consume(&mut inner, ReqRef::Sent(i, j));
+                Some(j)
+            }
+            None => {
+                let asked = describe(&method, &path, &query, &body);
+                state.unmatched(
+                    &mut inner,
+                    format!("RESTRequest {asked}: not in the recording of this WebSocket"),
+                );
+                None
+            }
+        }
+    };
+    let request_id = parsed["request_id"].clone();
+    let transaction_id = parsed["transaction_id"].clone();
+    let answer = hit.and_then(|j| {
+        let r = &sock.sent[j];
+        let f = sock
+            .frames
+            .iter()
+            .find(|f| f.answers.as_deref() == Some(r.request_id.as_str()))?;
+        let mut v: Value = serde_json::from_str(&f.text).ok()?;
+        v["request_id"] = request_id.clone();
+        if !transaction_id.is_null() {
+            v["transaction_id"] = transaction_id.clone();
+        }
+        Some((v.to_string(), state.scaled(f.t_ms - r.t_ms)))
+    });
+    let (text, delay) = answer.unwrap_or_else(|| {
+        let message = format!(
+            "ari-mock replay: RESTRequest {} does not match the recording",
+            describe(&method, &path, &query, &body)
+        );
+        let v = json!({
+            "type": "RESTResponse", "transaction_id": transaction_id, "request_id": request_id,
+            "status_code": 500, "reason_phrase": "Internal Server Error",
+            "uri": parsed["uri"], "content_type": "application/json",
+            "message_body": json!({"message": message}).to_string(),
+        });
+        (v.to_string(), Duration::ZERO)
+    });
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tx.send(Message::text(text));
+    });
+}

@@ -1,0 +1,355 @@
+//! `ari-mock record` / `ari-mock replay` with the tokio client: a program recorded against
+//! the simulated Asterisk (fixed seed, the recording proxy in front), the recording checked
+//! with `ari-mock check`, then replayed offline to the same program with the same client
+//! seed, which must see exactly what it saw when recorded.
+//!
+//! Servers listen on ephemeral loopback ports and are started by the tests themselves. The
+//! child process guard (`HANG_GUARD`) only stops a hung example; it asserts nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ari_testkit::record::{Recorder, RECORDING_FILES};
+use ari_testkit::replay::{Recording, ReplayServer};
+use ari_testkit::{MockServer, PlaceCall, SimConfig};
+use ari_tokio::{Client, Event, RestTransport, WsAuth};
+use futures_util::StreamExt;
+
+/// The simulated Asterisk's seed: its wall clock starts here, ids and timestamps derive from it.
+const SIM_SEED_MS: u64 = 1_767_225_600_000;
+/// The client's seed (`ARI_SEED` for the example): its client-side ids derive from it.
+const CLIENT_SEED: u64 = 17;
+const USER: &str = "recorder-user";
+/// A password that must never reach the recording.
+const PASSWORD: &str = "Rec0rd-s3cr3t-pw";
+/// A hung example is killed after this long (a liveness bound, not a timing assertion).
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// The simulated Asterisk of the examples (`examples/support`): short sounds, quick answer.
+fn sim_config() -> SimConfig {
+    let mut sim = SimConfig {
+        sip_answer_delay: Duration::from_millis(300),
+        wall_clock_base_ms: SIM_SEED_MS,
+        ..SimConfig::default()
+    };
+    for (sound, ms) in [
+        ("hello-world", 1000),
+        ("tt-monkeys", 800),
+        ("vm-goodbye", 500),
+        ("beep", 200),
+    ] {
+        sim.media_durations
+            .insert(sound.to_string(), Duration::from_millis(ms));
+    }
+    for digit in 0..=9 {
+        sim.media_durations
+            .insert(format!("digits/{digit}"), Duration::from_millis(250));
+    }
+    sim
+}
+
+fn simulated_asterisk() -> Arc<MockServer> {
+    Arc::new(
+        MockServer::builder()
+            .user(USER, PASSWORD)
+            .sim_config(sim_config())
+            .start(),
+    )
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ari-record-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Once `app` is registered with the simulator, a caller calls it (and presses `dtmf`).
+fn call_when_registered(sim: &Arc<MockServer>, app: &str, dtmf: &str) -> std::thread::JoinHandle<()> {
+    let (sim, app, dtmf) = (sim.clone(), app.to_string(), dtmf.to_string());
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while sim.with_sim(|s, _| s.app_is_connected(&app)) != Some(true) {
+            assert!(start.elapsed() < HANG_GUARD, "{app} never registered");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let call = PlaceCall {
+            dtmf,
+            dtmf_delay: Duration::from_millis(1300),
+            dtmf_interval: Duration::from_millis(600),
+            ..PlaceCall::new("PJSIP/alice", &app)
+        };
+        sim.place_call(call).expect("the simulator places the call");
+    })
+}
+
+/// Nothing in the recording carries the credentials.
+fn assert_no_credentials(dir: &Path) {
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    for name in RECORDING_FILES {
+        let text = std::fs::read_to_string(dir.join(name)).expect("recording file");
+        for secret in [PASSWORD, basic.as_str(), "api_key", "Authorization", "authorization"] {
+            assert!(!text.contains(secret), "{name} contains {secret:?}");
+        }
+    }
+}
+
+fn assert_checks_clean(dir: &Path) -> ari_testkit::check::CheckReport {
+    let report = ari_testkit::check::check_dir(dir).expect("the recording is readable");
+    assert!(report.problems.is_empty(), "ari-mock check:\n{report}");
+    assert!(report.is_clean(), "ari-mock check found nothing to check:\n{report}");
+    report
+}
+
+// ---- the hello example ------------------------------------------------------------------
+
+/// Builds the hello example (a no-op when up to date) and returns its path.
+fn hello_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new(cargo);
+    // The variables cargo sets for this test's package would make the build scripts of the
+    // dependencies look changed (and rebuild them): the nested build gets the outer
+    // environment without them.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_package = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if per_package {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let out = command
+        .args([
+            "build",
+            "-p",
+            "ari-tokio",
+            "--example",
+            "hello",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(&workspace)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "cargo build --example hello failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "hello")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the hello executable")
+}
+
+/// Runs the example against `url` with the fixed client seed; returns its output lines.
+fn run_hello(bin: &Path, url: &str) -> Vec<String> {
+    let mut child = Command::new(bin)
+        .env("ARI_URL", url)
+        .env("ARI_USER", USER)
+        .env("ARI_PASSWORD", PASSWORD)
+        .env("ARI_SEED", CLIENT_SEED.to_string())
+        .env_remove("ARI_APP")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > HANG_GUARD {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        status.success(),
+        "hello against {url} failed ({status}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn hello_recorded_against_the_simulator_replays_line_for_line() {
+    let bin = hello_binary();
+    let dir = fresh_dir("hello");
+
+    // Record: the example → the recording proxy → the simulated Asterisk.
+    let sim = simulated_asterisk();
+    let recorder = Recorder::builder(&sim.base_url(), &dir)
+        .start()
+        .expect("the recorder starts");
+    let caller = call_when_registered(&sim, "hello", "1*#");
+    let recorded = run_hello(&bin, &recorder.base_url());
+    caller.join().expect("the caller thread");
+    let stats = recorder.finish();
+    drop(sim);
+    assert_eq!(stats.websockets, 1, "{stats:?}");
+    assert!(stats.rest >= 6, "connect, answer, four plays, hangup: {stats:?}");
+    assert!(stats.events >= 10, "{stats:?}");
+    assert_eq!((stats.upstream_errors, stats.write_errors), (0, 0), "{stats:?}");
+
+    // The conversation took place as the example's own check expects.
+    for line in [
+        "→ answer",
+        "→ play sound:hello-world",
+        "← ChannelDtmfReceived digit=1",
+        "→ play sound:digits/1",
+        "← ChannelDtmfReceived digit=*",
+        "→ play sound:tt-monkeys",
+        "← ChannelDtmfReceived digit=#",
+        "→ play sound:vm-goodbye",
+        "→ hangup",
+        "← StasisEnd",
+    ] {
+        assert!(recorded.iter().any(|l| l == line), "no {line:?} in {recorded:#?}");
+    }
+
+    let report = assert_checks_clean(&dir);
+    assert!(report.checked() >= 16, "{report}");
+    assert_no_credentials(&dir);
+
+    // Replay, offline: the same example, the same client seed, no simulator.
+    let recording = Recording::load(&dir).expect("the recording loads");
+    let replay = ReplayServer::builder(recording)
+        .start()
+        .expect("the replay starts");
+    let replayed = run_hello(&bin, &replay.base_url());
+    let stats = replay.stats();
+    assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
+    assert_eq!(stats.rest_remaining, 0, "every recorded request was made again");
+    assert_eq!(stats.websockets_matched, 1);
+
+    // Line for line; the first line names the server's URL, which differs.
+    let banner = "hello on tokio · http://127.0.0.1:";
+    assert!(recorded[0].starts_with(banner), "{}", recorded[0]);
+    assert!(replayed[0].starts_with(banner), "{}", replayed[0]);
+    assert_eq!(recorded[1..], replayed[1..]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the tokio client, REST over HTTP and over the WebSocket ------------------------------
+
+/// A short conversation; returns what the program saw.
+async fn conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> {
+    let client = Client::builder(url, USER, PASSWORD)
+        .rng_seed(CLIENT_SEED)
+        .rest_transport(RestTransport::WebSocket)
+        .ws_auth(WsAuth::ApiKey)
+        .connect()
+        .await?;
+    let mut seen = Vec::new();
+    let info = client.asterisk().get_info().await?;
+    seen.push(format!(
+        "version {:?}",
+        info.system.as_ref().map(|s| s.version.clone())
+    ));
+    let mut incoming = client.incoming();
+    client.start(&["rt"]).await?;
+    let Some(call) = incoming.next().await else {
+        return Ok(seen);
+    };
+    let (start, channel, mut events) = call?;
+    seen.push(format!("StasisStart {channel} args={:?}", start.args));
+    let missing = client.channel("no-such-channel").answer().await;
+    seen.push(format!("answer no-such-channel: {:?}", missing.err().map(|e| e.to_string())));
+    channel.answer().await?;
+    let playback = channel.play("sound:beep").await?;
+    seen.push(format!("playback {} {:?}", playback.id(), playback.data().map(|p| p.media_uri.clone())));
+    playback.finished().await?;
+    seen.push("playback finished".to_string());
+    let channels = client.channels().list().await?;
+    seen.push(format!("channels {}", channels.len()));
+    channel.hangup().await?;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        seen.push(event.type_name().to_string());
+        if matches!(event, Event::StasisEnd(_)) {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_conversation_records_checks_and_replays() {
+    let dir = fresh_dir("client");
+    let sim = simulated_asterisk();
+    let recorder = Recorder::builder(&sim.base_url(), &dir)
+        .start()
+        .expect("the recorder starts");
+    let caller = call_when_registered(&sim, "rt", "");
+    let recorded = conversation(&recorder.base_url())
+        .await
+        .expect("the recorded conversation");
+    caller.join().expect("the caller thread");
+    let stats = recorder.finish();
+    drop(sim);
+    assert!(stats.sent >= 4, "REST over the WebSocket was recorded: {stats:?}");
+    assert!(stats.events >= stats.sent, "{stats:?}");
+    assert!(recorded.iter().any(|l| l == "StasisEnd"), "{recorded:#?}");
+    assert!(
+        recorded.iter().any(|l| l.contains("no-such-channel") && l.contains("Some(")),
+        "the 404 was seen: {recorded:#?}"
+    );
+    let report = assert_checks_clean(&dir);
+    assert!(report.files.iter().any(|f| f.requests >= 4), "{report}");
+    assert_no_credentials(&dir);
+
+    let replay = ReplayServer::builder(Recording::load(&dir).expect("loads"))
+        .speed(4.0)
+        .start()
+        .expect("the replay starts");
+    let replayed = conversation(&replay.base_url())
+        .await
+        .expect("the replayed conversation");
+    assert_eq!(recorded, replayed);
+    let stats = replay.stats();
+    assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
+    assert!(stats.ws_requests_matched >= 4, "{stats:?}");
+    assert_eq!(stats.rest_remaining, 0, "{stats:?}");
+
+    // A request the recording does not have: a clear answer, counted.
+    let replay = ReplayServer::builder(Recording::load(&dir).expect("loads"))
+        .start()
+        .expect("the replay starts");
+    let client = Client::builder(&replay.base_url(), USER, PASSWORD)
+        .connect()
+        .await
+        .expect("GET asterisk/info is in the recording");
+    let err = client
+        .channel("never-recorded")
+        .hangup()
+        .await
+        .expect_err("not in the recording");
+    let stats = replay.stats();
+    assert_eq!(stats.unmatched, 1, "{stats:?}");
+    assert!(
+        stats.unmatched_requests[0].starts_with("DELETE channels/never-recorded"),
+        "{:?}",
+        stats.unmatched_requests
+    );
+    assert!(
+        err.to_string().contains("no DELETE channels/never-recorded in the recording"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
