@@ -49,6 +49,11 @@
 //! The `ari-mock` binary runs the same server standalone (see `src/bin/ari-mock.rs`), with
 //! test controls over HTTP under `/_sim/` (see [HTTP controls](#http-controls)).
 //!
+//! [`record`] records a client's traffic with a real Asterisk through a transparent proxy,
+//! [`replay`] serves such a recording back offline, and [`check`] checks a recording against
+//! the typed API (`ari-mock record`, `ari-mock replay`, `ari-mock check`; the format is
+//! `ari-testkit/docs/RECORDINGS.md`).
+//!
 //! # HTTP controls
 //!
 //! | request | effect | answer |

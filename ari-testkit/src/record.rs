@@ -576,13 +576,21 @@ async fn proxy(
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(bad_gateway(&state, format!("reading the request body: {e}"))),
+        Err(e) => {
+            return Ok(bad_gateway(
+                &state,
+                format!("reading the request body: {e}"),
+            ))
+        }
     };
     let fwd = forward(&state, parts, body, upgrade);
     let sent = Instant::now();
     let response = if upgrade {
         match connect(&state, true).await {
-            Ok(mut s) => s.send_request(fwd.upstream()).await.map_err(|e| e.to_string()),
+            Ok(mut s) => s
+                .send_request(fwd.upstream())
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         }
     } else {
@@ -649,7 +657,11 @@ async fn proxy(
             let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(c), Ok(u)) => (c, u),
                 (c, u) => {
-                    let why = c.err().or(u.err()).map(|e| e.to_string()).unwrap_or_default();
+                    let why = c
+                        .err()
+                        .or(u.err())
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
                     task_state.log(|| format!("ws#{ws}: upgrade failed: {why}"));
                     return;
                 }
@@ -668,7 +680,12 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(bad_gateway(&state, format!("reading the upstream body: {e}"))),
+        Err(e) => {
+            return Ok(bad_gateway(
+                &state,
+                format!("reading the upstream body: {e}"),
+            ))
+        }
     };
     strip_hop_headers(&mut parts.headers, false);
     let status = parts.status.as_u16();

@@ -287,7 +287,8 @@ impl Recording {
                 }
                 Some("ws-close") if v["by"] == "upstream" => {
                     let code = v["code"].as_u64().and_then(|c| u16::try_from(c).ok());
-                    s.upstream_close = Some((v["t_ms"].as_f64().unwrap_or(0.0), code.unwrap_or(1000)));
+                    s.upstream_close =
+                        Some((v["t_ms"].as_f64().unwrap_or(0.0), code.unwrap_or(1000)));
                 }
                 _ => {}
             }
@@ -733,7 +734,10 @@ async fn serve(
         r.to_owned()
     } else {
         let mut inner = lock(&state.inner);
-        state.unmatched(&mut inner, format!("{} {path}: outside /ari/", req.method()));
+        state.unmatched(
+            &mut inner,
+            format!("{} {path}: outside /ari/", req.method()),
+        );
         return Ok(json_response(
             404,
             &json!({"message": format!("ari-mock replay: {path} is outside /ari/")}),
@@ -784,7 +788,7 @@ async fn serve(
                     (
                         404,
                         format!(
-                            "no {method} {rel} in the recording; the next recorded request not yet made is {}",
+                            "{asked}: no {method} {rel} in the recording; the next recorded request not yet made is {}",
                             next.as_deref().unwrap_or("(none: every recorded request was made)")
                         ),
                     )
@@ -793,12 +797,12 @@ async fn serve(
                     (
                         500,
                         format!(
-                            "{asked} does not match the recording (used up, or other parameters); recorded: {}",
+                            "{asked}: does not match the recording (used up, or recorded with other parameters); recorded: {}",
                             recorded.join(" | ")
                         ),
                     )
                 };
-                state.unmatched(&mut inner, format!("{asked}: {why}"));
+                state.unmatched(&mut inner, why.clone());
                 Err((status, why, next))
             }
         }
@@ -816,11 +820,12 @@ async fn serve(
     }
 }
 
-fn upgrade(state: &Arc<ReplayState>, mut req: Request<Incoming>, query: &Value) -> Response<Full<Bytes>> {
-    let apps = query["app"]
-        .as_str()
-        .map(apps_of)
-        .unwrap_or_default();
+fn upgrade(
+    state: &Arc<ReplayState>,
+    mut req: Request<Incoming>,
+    query: &Value,
+) -> Response<Full<Bytes>> {
+    let apps = query["app"].as_str().map(apps_of).unwrap_or_default();
     let subscribe_all = query["subscribeAll"]
         .as_str()
         .is_some_and(crate::ws::ast_true);
@@ -829,9 +834,14 @@ fn upgrade(state: &Arc<ReplayState>, mut req: Request<Incoming>, query: &Value) 
     };
     let i = {
         let mut inner = lock(&state.inner);
-        let hit = state.recording.sockets.iter().enumerate().position(|(i, s)| {
-            !inner.sockets_used[i] && s.apps == apps && s.subscribe_all == subscribe_all
-        });
+        let hit = state
+            .recording
+            .sockets
+            .iter()
+            .enumerate()
+            .position(|(i, s)| {
+                !inner.sockets_used[i] && s.apps == apps && s.subscribe_all == subscribe_all
+            });
         match hit {
             Some(i) => {
                 inner.sockets_used[i] = true;
@@ -847,7 +857,11 @@ fn upgrade(state: &Arc<ReplayState>, mut req: Request<Incoming>, query: &Value) 
                         format!(
                             "app={}{}",
                             s.apps.iter().cloned().collect::<Vec<_>>().join(","),
-                            if s.subscribe_all { "&subscribeAll=true" } else { "" }
+                            if s.subscribe_all {
+                                "&subscribeAll=true"
+                            } else {
+                                ""
+                            }
                         )
                     })
                     .collect();
@@ -865,17 +879,26 @@ fn upgrade(state: &Arc<ReplayState>, mut req: Request<Incoming>, query: &Value) 
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim() == "ari")));
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim() == "ari"))
+        });
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_state = state.clone();
     let opened = Instant::now();
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             run_socket(task_state, i, opened, ws).await;
         }
     });
-    state.log(|| format!("ws open: app={}", apps.iter().cloned().collect::<Vec<_>>().join(",")));
+    state.log(|| {
+        format!(
+            "ws open: app={}",
+            apps.iter().cloned().collect::<Vec<_>>().join(",")
+        )
+    });
     let mut r = crate::http::response(101, "", Vec::new());
     let h = r.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -884,7 +907,10 @@ fn upgrade(state: &Arc<ReplayState>, mut req: Request<Incoming>, query: &Value) 
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     if offers_ari {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("ari"));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("ari"),
+        );
     }
     r
 }
@@ -965,7 +991,12 @@ async fn run_socket(
 
 /// Answers a `RESTRequest` frame with the recorded `RESTResponse` (ids replaced by the
 /// request's), after the recorded latency.
-fn answer_request(state: &Arc<ReplayState>, i: usize, text: &str, tx: &mpsc::UnboundedSender<Message>) {
+fn answer_request(
+    state: &Arc<ReplayState>,
+    i: usize,
+    text: &str,
+    tx: &mpsc::UnboundedSender<Message>,
+) {
     let parsed: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let (method, path, query, body) = ws_request_key(&parsed);
     let sock = &state.recording.sockets[i];

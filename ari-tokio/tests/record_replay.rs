@@ -66,7 +66,11 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 /// Once `app` is registered with the simulator, a caller calls it (and presses `dtmf`).
-fn call_when_registered(sim: &Arc<MockServer>, app: &str, dtmf: &str) -> std::thread::JoinHandle<()> {
+fn call_when_registered(
+    sim: &Arc<MockServer>,
+    app: &str,
+    dtmf: &str,
+) -> std::thread::JoinHandle<()> {
     let (sim, app, dtmf) = (sim.clone(), app.to_string(), dtmf.to_string());
     std::thread::spawn(move || {
         let start = Instant::now();
@@ -90,7 +94,13 @@ fn assert_no_credentials(dir: &Path) {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     for name in RECORDING_FILES {
         let text = std::fs::read_to_string(dir.join(name)).expect("recording file");
-        for secret in [PASSWORD, basic.as_str(), "api_key", "Authorization", "authorization"] {
+        for secret in [
+            PASSWORD,
+            basic.as_str(),
+            "api_key",
+            "Authorization",
+            "authorization",
+        ] {
             assert!(!text.contains(secret), "{name} contains {secret:?}");
         }
     }
@@ -99,7 +109,10 @@ fn assert_no_credentials(dir: &Path) {
 fn assert_checks_clean(dir: &Path) -> ari_testkit::check::CheckReport {
     let report = ari_testkit::check::check_dir(dir).expect("the recording is readable");
     assert!(report.problems.is_empty(), "ari-mock check:\n{report}");
-    assert!(report.is_clean(), "ari-mock check found nothing to check:\n{report}");
+    assert!(
+        report.is_clean(),
+        "ari-mock check found nothing to check:\n{report}"
+    );
     report
 }
 
@@ -203,9 +216,16 @@ fn hello_recorded_against_the_simulator_replays_line_for_line() {
     let stats = recorder.finish();
     drop(sim);
     assert_eq!(stats.websockets, 1, "{stats:?}");
-    assert!(stats.rest >= 6, "connect, answer, four plays, hangup: {stats:?}");
+    assert!(
+        stats.rest >= 6,
+        "connect, answer, four plays, hangup: {stats:?}"
+    );
     assert!(stats.events >= 10, "{stats:?}");
-    assert_eq!((stats.upstream_errors, stats.write_errors), (0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.upstream_errors, stats.write_errors),
+        (0, 0),
+        "{stats:?}"
+    );
 
     // The conversation took place as the example's own check expects.
     for line in [
@@ -220,7 +240,10 @@ fn hello_recorded_against_the_simulator_replays_line_for_line() {
         "→ hangup",
         "← StasisEnd",
     ] {
-        assert!(recorded.iter().any(|l| l == line), "no {line:?} in {recorded:#?}");
+        assert!(
+            recorded.iter().any(|l| l == line),
+            "no {line:?} in {recorded:#?}"
+        );
     }
 
     let report = assert_checks_clean(&dir);
@@ -235,7 +258,10 @@ fn hello_recorded_against_the_simulator_replays_line_for_line() {
     let replayed = run_hello(&bin, &replay.base_url());
     let stats = replay.stats();
     assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
-    assert_eq!(stats.rest_remaining, 0, "every recorded request was made again");
+    assert_eq!(
+        stats.rest_remaining, 0,
+        "every recorded request was made again"
+    );
     assert_eq!(stats.websockets_matched, 1);
 
     // Line for line; the first line names the server's URL, which differs.
@@ -270,10 +296,17 @@ async fn conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> {
     let (start, channel, mut events) = call?;
     seen.push(format!("StasisStart {channel} args={:?}", start.args));
     let missing = client.channel("no-such-channel").answer().await;
-    seen.push(format!("answer no-such-channel: {:?}", missing.err().map(|e| e.to_string())));
+    seen.push(format!(
+        "answer no-such-channel: {:?}",
+        missing.err().map(|e| e.to_string())
+    ));
     channel.answer().await?;
     let playback = channel.play("sound:beep").await?;
-    seen.push(format!("playback {} {:?}", playback.id(), playback.data().map(|p| p.media_uri.clone())));
+    seen.push(format!(
+        "playback {} {:?}",
+        playback.id(),
+        playback.data().map(|p| p.media_uri.clone())
+    ));
     playback.finished().await?;
     seen.push("playback finished".to_string());
     let channels = client.channels().list().await?;
@@ -303,11 +336,16 @@ async fn client_conversation_records_checks_and_replays() {
     caller.join().expect("the caller thread");
     let stats = recorder.finish();
     drop(sim);
-    assert!(stats.sent >= 4, "REST over the WebSocket was recorded: {stats:?}");
+    assert!(
+        stats.sent >= 4,
+        "REST over the WebSocket was recorded: {stats:?}"
+    );
     assert!(stats.events >= stats.sent, "{stats:?}");
     assert!(recorded.iter().any(|l| l == "StasisEnd"), "{recorded:#?}");
     assert!(
-        recorded.iter().any(|l| l.contains("no-such-channel") && l.contains("Some(")),
+        recorded
+            .iter()
+            .any(|l| l.contains("no-such-channel") && l.contains("Some(")),
         "the 404 was seen: {recorded:#?}"
     );
     let report = assert_checks_clean(&dir);
@@ -348,7 +386,8 @@ async fn client_conversation_records_checks_and_replays() {
         stats.unmatched_requests
     );
     assert!(
-        err.to_string().contains("no DELETE channels/never-recorded in the recording"),
+        err.to_string()
+            .contains("no DELETE channels/never-recorded in the recording"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -250,7 +250,14 @@ fn main() {
             bind,
             out,
             quiet,
-        }) => record(&upstream, user, password, SocketAddr::new(bind, port), &out, quiet),
+        }) => record(
+            &upstream,
+            user,
+            password,
+            SocketAddr::new(bind, port),
+            &out,
+            quiet,
+        ),
         Some(Command::Replay {
             dir,
             port,
