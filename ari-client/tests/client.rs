@@ -1369,3 +1369,197 @@ fn slow_first_polls_are_counted_and_on_spawned_keeps_handlers_off_the_reader() {
     assert_eq!(stats.slow_first_polls, 2);
     assert_eq!(stats.handler_errors, 0);
 }
+
+/// Events naming two resources hand both to the handler as live instances, in the order the
+/// event names them (the bridge kept and the one merged into it, both legs of a transfer…).
+#[test]
+fn two_resource_events_hand_both_instances_to_handlers() {
+    use ari_client::events::{
+        BridgeAttendedTransfer, BridgeBlindTransfer, BridgeMerged, ChannelLeftBridge,
+    };
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s = seen.clone();
+    client.on(
+        move |_e: BridgeMerged, (into, from): (Bridge<FakeRt>, Bridge<FakeRt>)| {
+            s.lock()
+                .unwrap()
+                .push(format!("merged {} <- {}", into.id(), from.id()));
+            async {}
+        },
+    );
+    let s = seen.clone();
+    client.on(
+        move |_e: ChannelLeftBridge, (bridge, channel): (Bridge<FakeRt>, Channel<FakeRt>)| {
+            s.lock()
+                .unwrap()
+                .push(format!("left {} {}", bridge.id(), channel.id()));
+            async {}
+        },
+    );
+    let s = seen.clone();
+    client.on(
+        move |e: BridgeBlindTransfer,
+              (channel, bridge): (Channel<FakeRt>, Option<Bridge<FakeRt>>)| {
+            s.lock().unwrap().push(format!(
+                "blind {} to {} via {:?}",
+                channel.id(),
+                e.exten,
+                bridge.map(|b| b.id().to_string())
+            ));
+            async {}
+        },
+    );
+    let s = seen.clone();
+    client.on(
+        move |_e: BridgeAttendedTransfer, (first, second): (Channel<FakeRt>, Channel<FakeRt>)| {
+            s.lock()
+                .unwrap()
+                .push(format!("attended {} + {}", first.id(), second.id()));
+            async {}
+        },
+    );
+    let (b1, b2, c1, c2) = (
+        bridge_json("b1"),
+        bridge_json("b2"),
+        channel_json("c1"),
+        channel_json("c2"),
+    );
+    ws.send(event(
+        "BridgeMerged",
+        &format!(r#""bridge":{b1},"bridge_from":{b2}"#),
+    ));
+    ws.send(event(
+        "ChannelLeftBridge",
+        &format!(r#""bridge":{b1},"channel":{c1}"#),
+    ));
+    ws.send(event(
+        "BridgeBlindTransfer",
+        &format!(
+            r#""channel":{c1},"bridge":{b1},"exten":"200","context":"default","result":"Success","is_external":false"#
+        ),
+    ));
+    ws.send(event(
+        "BridgeBlindTransfer",
+        &format!(
+            r#""channel":{c2},"exten":"300","context":"default","result":"Success","is_external":true"#
+        ),
+    ));
+    ws.send(event(
+        "BridgeAttendedTransfer",
+        &format!(
+            r#""transferer_first_leg":{c1},"transferer_second_leg":{c2},"result":"Success","is_external":false,"destination_type":"bridge""#
+        ),
+    ));
+    rt.run();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "merged b1 <- b2",
+            "left b1 c1",
+            "blind c1 to 200 via Some(\"b1\")",
+            "blind c2 to 300 via None",
+            "attended c1 + c2",
+        ]
+    );
+    assert_eq!(client.stats().handler_calls, 5);
+    assert_eq!(client.stats().session.decode_errors, 0);
+}
+
+/// `start` takes the application names in every form a caller has them; each form registers
+/// exactly those applications, and a different set reconnects with it.
+#[test]
+fn start_takes_the_app_names_in_every_usual_form() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+    let names = vec!["ivr".to_string(), "queue".to_string()];
+    let one = String::from("solo");
+    let start = |apps: Vec<String>, f: &dyn Fn(C) -> Pending<Result<(), Error>>| {
+        f(client.clone())
+            .take()
+            .expect("start completed")
+            .expect("started");
+        let uri = rt.upgrades().last().expect("an upgrade").uri().to_string();
+        assert!(
+            uri.ends_with(&format!("app={}", apps.join(","))),
+            "{uri} registers {apps:?}"
+        );
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    start(s(&["solo"]), &|c| {
+        let one = one.clone();
+        rt.start(async move { c.start(one).await })
+    });
+    start(s(&["hello"]), &|c| {
+        let one = String::from("hello");
+        rt.start(async move { c.start(&one).await })
+    });
+    start(s(&["ivr", "queue"]), &|c| {
+        let names = names.clone();
+        rt.start(async move { c.start(names).await })
+    });
+    start(s(&["queue", "ivr"]), &|c| {
+        let names = vec!["queue".to_string(), "ivr".to_string()];
+        rt.start(async move { c.start(&names).await })
+    });
+    start(s(&["a", "b"]), &|c| {
+        rt.start(async move { c.start(["a", "b"]).await })
+    });
+    start(s(&["b"]), &|c| {
+        let v = ["b"];
+        rt.start(async move { c.start(&v[..]).await })
+    });
+    assert_eq!(rt.upgrades().len(), 6, "each new set reconnected once");
+    // The same set again keeps the open connection.
+    let c = client.clone();
+    rt.start(async move { c.start(vec!["b"]).await })
+        .take()
+        .expect("start completed")
+        .expect("started");
+    assert_eq!(rt.upgrades().len(), 6);
+}
+
+/// A removed connection handler hears nothing more; subscriptions report whether they live.
+#[test]
+fn a_removed_connection_handler_is_not_called_again() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_secs(1))
+                .jitter(0.0),
+        );
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    let listener = client.on_connection(move |_e| {
+        n.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    assert!(format!("{listener:?}").starts_with("ConnectionListener"));
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    rt.run();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "Connected");
+    listener.remove();
+    rt.socket(0).end();
+    rt.run();
+    rt.advance(Duration::from_secs(1));
+    assert!(client.is_connected(), "reconnected");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing after remove()");
+
+    let listener = client
+        .channel("c9")
+        .on(|_e: ChannelDtmfReceived, _c: Channel<FakeRt>| async {});
+    let id = listener.id();
+    assert!(client.is_subscribed(id) && listener.is_active());
+    listener.remove();
+    assert!(!client.is_subscribed(id));
+}
