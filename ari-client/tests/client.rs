@@ -1563,3 +1563,68 @@ fn a_removed_connection_handler_is_not_called_again() {
     listener.remove();
     assert!(!client.is_subscribed(id));
 }
+
+/// A REST-over-WebSocket request whose socket drops before the answer fails at once with a
+/// `Closed` transport error (never waits for the timeout); a file (binary result) always goes
+/// over HTTP; the builder's timeout is the client's.
+#[test]
+fn rest_over_websocket_fails_at_once_when_the_socket_drops() {
+    let rt = FakeRt::default();
+    rt.respond(|req| {
+        let path = req.uri().path();
+        if path.ends_with("/asterisk/info") {
+            Reply::Respond(200, INFO.into())
+        } else if path.ends_with("/recordings/stored/r1/file") {
+            Reply::Respond(200, "RIFF....WAVE".into())
+        } else {
+            Reply::Respond(404, r#"{"message":"Not found"}"#.into())
+        }
+    });
+    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s", rt.clone())
+        .keepalive(None)
+        .request_timeout(Duration::from_secs(3))
+        .rest_transport(RestTransport::WebSocket)
+        .reconnect(ReconnectPolicy::default().initial_delay(Duration::from_secs(60)));
+    let client = rt.block_on(b.connect()).unwrap().unwrap();
+    assert_eq!(client.request_timeout(), Duration::from_secs(3));
+    assert_eq!(client.rest_transport(), RestTransport::WebSocket);
+    let c = client.clone();
+    rt.start(async move { c.start(&["hello"]).await })
+        .take()
+        .unwrap()
+        .unwrap();
+    let ws = rt.socket(0);
+
+    let http_before = rt.requests().len();
+    let call = Call::new(client.clone(), ops::recordings::GetStoredFile::new("r1"));
+    let file = rt
+        .start(call.into_future_boxed())
+        .take()
+        .expect("answered over HTTP")
+        .expect("the file");
+    assert_eq!(&file[..], b"RIFF....WAVE");
+    assert_eq!(
+        rt.requests().len(),
+        http_before + 1,
+        "the file came over HTTP"
+    );
+
+    let call = Call::new(client.clone(), ops::channels::Get::new("c1"));
+    let pending = rt.start(call.into_future_boxed());
+    assert!(
+        matches!(ws.sent().last(), Some(WsMessage::Text(_))),
+        "sent on the socket"
+    );
+    assert!(!pending.is_done());
+    ws.end();
+    rt.run();
+    let err = pending
+        .take()
+        .expect("failed without waiting for the timeout")
+        .expect_err("no answer");
+    assert!(!err.is_timeout(), "{err}");
+    match &err {
+        Error::Transport(t) => assert_eq!(t.kind, ari_client::TransportErrorKind::Closed),
+        other => panic!("expected a Closed transport error, got {other:?}"),
+    }
+}
