@@ -1628,3 +1628,51 @@ fn rest_over_websocket_fails_at_once_when_the_socket_drops() {
         other => panic!("expected a Closed transport error, got {other:?}"),
     }
 }
+
+/// `play` takes its media in every form a caller has them, in order, and the playback id is
+/// client-side (known before the request); factories name existing resources by their id.
+#[test]
+fn play_takes_media_in_every_usual_form_and_factories_keep_ids() {
+    let rt = FakeRt::default();
+    let (client, _ws) = started(&rt);
+    let channel = client.channel("c1");
+    let media = |p: &dyn std::fmt::Debug| format!("{p:?}");
+    let one = String::from("sound:one");
+    let forms = [
+        media(channel.play("sound:one").op()),
+        media(channel.play(one.clone()).op()),
+        media(channel.play(&one).op()),
+    ];
+    for f in &forms {
+        assert!(f.contains("\"sound:one\""), "{f}");
+    }
+    let list = [String::from("sound:a"), String::from("digits:42")];
+    for f in [
+        media(channel.play(vec!["sound:a", "digits:42"]).op()),
+        media(channel.play(["sound:a", "digits:42"]).op()),
+        media(channel.play(&list[..]).op()),
+    ] {
+        assert!(f.contains(r#"["sound:a", "digits:42"]"#), "{f}");
+    }
+    let play = channel
+        .play("sound:tt-monkeys")
+        .map(|op| op.lang("en").skipms(3000));
+    let op = format!("{:?}", play.op());
+    assert!(op.contains("\"en\"") && op.contains("3000"), "{op}");
+    let id = play.playback().id().to_string();
+    assert_eq!(id.len(), 36, "a client-side UUID: {id}");
+    assert!(format!("{play:?}").contains(&id));
+    assert_eq!(
+        rt.requests().len(),
+        1,
+        "nothing sent before awaiting (only connect's)"
+    );
+
+    assert_eq!(client.playback("p1").id(), "p1");
+    assert_eq!(client.live_recording("rec").id(), "rec");
+    assert_eq!(client.new_live_recording().id().len(), 36);
+    assert_eq!(client.stored_recording("old").id(), "old");
+    assert_eq!(client.endpoint("PJSIP", "alice").id(), "PJSIP/alice");
+    assert_eq!(client.device_state("Stasis:lamp").id(), "Stasis:lamp");
+    assert_eq!(client.application("hello").id(), "hello");
+}
