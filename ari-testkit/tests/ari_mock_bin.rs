@@ -162,3 +162,132 @@ fn check_passes_the_fixtures_and_fails_a_broken_recording() {
         .expect("run ari-mock check");
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Starts `ari-mock` with exactly these arguments and waits for the line announcing
+/// `http://ADDR` after `announce`.
+fn spawn_announcing(args: &[&str], announce: &str) -> Mock {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ari-mock"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ari-mock");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addr = None;
+    while let Ok(line) = rx.recv_timeout(common::PATIENCE) {
+        if let Some(rest) = line.strip_prefix(announce) {
+            let a = rest.split('/').next().expect("address");
+            addr = Some(a.parse().expect("socket address"));
+            break;
+        }
+    }
+    Mock {
+        child,
+        addr: addr.expect("ari-mock announced its address"),
+        lines: rx,
+    }
+}
+
+#[tokio::test]
+async fn record_check_and_replay_subcommands() {
+    let dir = std::env::temp_dir().join(format!("ari-mock-bin-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().expect("UTF-8 temp dir");
+    let asterisk = spawn(&["--seed", "1767225600000", "--quiet"]);
+    let upstream = format!("http://{}", asterisk.addr);
+
+    // Record: no credentials (the recorder's --user/--password go upstream), an api_key.
+    let recorder = spawn_announcing(
+        &[
+            "record",
+            "--upstream",
+            &upstream,
+            "--port",
+            "0",
+            "--out",
+            dir_arg,
+            "--user",
+            "asterisk",
+            "--password",
+            "asterisk",
+            "--quiet",
+        ],
+        "ari-mock record listening on http://",
+    );
+    let info = request(recorder.addr, "GET", "/ari/asterisk/info", None, None).await;
+    assert_eq!(info.status, 200);
+    let key = "/ari/channels?api_key=asterisk:asterisk";
+    let listed = request(recorder.addr, "GET", key, None, None).await;
+    assert_eq!(listed.status, 200);
+    let bad = "/ari/channels?api_key=asterisk:wrong";
+    assert_eq!(
+        request(recorder.addr, "GET", bad, None, None).await.status,
+        401
+    );
+    drop(recorder);
+    drop(asterisk);
+    let report = ari_testkit::check::check_dir(&dir).expect("readable");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        (report.checked(), report.problems.len()),
+        (3, 0),
+        "{report}"
+    );
+    let rest = std::fs::read_to_string(dir.join("rest.jsonl")).expect("rest.jsonl");
+    assert_eq!(rest.lines().count(), 3);
+    assert!(
+        !rest.contains("api_key") && !rest.contains("wrong"),
+        "{rest}"
+    );
+
+    // Replay: the same answers in the same order (api_key is not part of the match).
+    let replay = spawn_announcing(
+        &["replay", dir_arg, "--port", "0", "--speed", "2", "--quiet"],
+        "ari-mock replay listening on http://",
+    );
+    let again = request(replay.addr, "GET", "/ari/asterisk/info", None, None).await;
+    assert_eq!((again.status, again.json()), (200, info.json()));
+    assert_eq!(
+        request(replay.addr, "GET", "/ari/channels", None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        request(replay.addr, "GET", "/ari/channels", None, None)
+            .await
+            .status,
+        401
+    );
+    let used_up = request(replay.addr, "GET", "/ari/channels", None, None).await;
+    assert_eq!(used_up.status, 500);
+    let message = used_up.json()["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.contains("does not match the recording"),
+        "{message}"
+    );
+    let stats = request(replay.addr, "GET", "/_replay/stats", None, None)
+        .await
+        .json();
+    assert_eq!(stats["rest_matched"], 3);
+    assert_eq!(stats["unmatched"], 1);
+    assert_eq!(stats["rest_remaining"], 0);
+    drop(replay);
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_ari-mock"))
+        .args(["replay", dir_arg, "--port", "0", "--speed", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("speed must be a positive number"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
