@@ -16,6 +16,8 @@
 //! - REST: `channels.get` and `channels.answer` on channels placed in the simulator, 1 and 64
 //!   in flight, through the client and through a bare hyper loop (the baseline);
 //! - memory: RSS after a first batch of call lifecycles and after all of them;
+//! - cluster: events and REST through `ari-proxy` + NATS beside the direct client and a
+//!   bare NATS floor (see `cluster.rs`; skipped without `nats-server`);
 //! - routing: the sans-IO session alone decoding and routing a flood spread over 100 and over
 //!   10,000 live channels (six typed subscriptions each), beside a decode-only pass.
 //!
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod chart;
+mod cluster;
 mod events;
 mod life;
 mod outbound;
@@ -69,7 +72,7 @@ struct Args {
     /// kept (default 3; 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
-    /// Only these parts (comma-separated: events, rest, memory, routing, outbound).
+    /// Only these parts (comma-separated: events, rest, memory, routing, outbound, cluster).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: run as a child process.
@@ -219,6 +222,7 @@ fn client(a: &Args) -> Value {
             let calls = (sizes.lifecycles / 100).clamp(100, 1_000);
             outbound::client(s, addr, a.listen, n, k, calls)
         }
+        "cluster" => cluster::run(addr, n, k, sizes.rest_ops),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -411,9 +415,15 @@ fn orchestrate(args: &Args) {
         results["outbound"] = outbound::run(args);
     }
 
+    if wanted(args, "cluster") {
+        results["cluster"] =
+            cluster::orchestrate(|| measure(args, port, "cluster", &[]), sizes.repeat);
+    }
+
     results["targets"] = report::targets(&results);
     results["total_seconds"] = json!(started.elapsed().as_secs_f64());
     print!("{}", report::table(&results));
+    print!("{}", cluster::table(&results["cluster"]));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results).expect("JSON");
         std::fs::write(path, text + "\n").expect("write the JSON file");
