@@ -232,23 +232,37 @@ fn count_handlers<R: ari_client::Runtime>(
 }
 
 /// Waits for `bench-done`, then for the handlers to have counted `n` (they run as tasks).
+/// Gives up when nothing more is handled for 10 s (events lost): `false`.
 async fn finish<R: ari_client::Runtime>(
     client: &ari_client::Client<R>,
     done: ari_client::ClientOnce<R, ChannelUserevent>,
     handled: &AtomicU64,
     n: usize,
-) {
+) -> bool {
     let rt = client.runtime().clone();
-    let got = timeout(&rt, PATIENCE, done).await;
-    assert!(
-        matches!(got, Some(Ok(_))),
-        "bench-done did not arrive ({} of {n} events handled)",
-        handled.load(Ordering::Relaxed)
-    );
+    let mut done = std::pin::pin!(done);
+    let mut last = (0u64, Instant::now());
+    let started = Instant::now();
+    loop {
+        if timeout(&rt, Duration::from_millis(200), done.as_mut())
+            .await
+            .is_some()
+        {
+            break;
+        }
+        let now = handled.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) || started.elapsed() > PATIENCE {
+            eprintln!("ari-bench: bench-done did not arrive ({now} of {n} events handled)");
+            return false;
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while handled.load(Ordering::Relaxed) < n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    handled.load(Ordering::Relaxed) == n as u64
 }
 
 /// The direct client, as in the events table (on this thread).
@@ -264,7 +278,7 @@ async fn events_direct(addr: SocketAddr, n: usize, k: usize, meter: impl Fn() ->
     let m = meter();
     flood(addr, "bench-direct", n, k);
     let t0 = Instant::now();
-    finish(&client, done, &handled, n).await;
+    let complete = finish(&client, done, &handled, n).await;
     let (wall, cpu) = (t0.elapsed(), m.stop());
     let stats = client.stats();
     drop(subs);
@@ -276,7 +290,7 @@ async fn events_direct(addr: SocketAddr, n: usize, k: usize, meter: impl Fn() ->
         handled.load(Ordering::Relaxed),
         wall,
         cpu,
-        json!({ "dropped_events": stats.dropped_events }),
+        json!({ "dropped_events": stats.dropped_events, "complete": complete }),
     )
 }
 
@@ -300,7 +314,7 @@ async fn events_cluster(
     let m = meter();
     flood(addr, APP, n, k);
     let t0 = Instant::now();
-    finish(&client, done, &handled, n).await;
+    let complete = finish(&client, done, &handled, n).await;
     let (wall, cpu) = (t0.elapsed(), m.stop());
     let after = proxy_stats(&cluster, nats, node).await;
     let stats = client.stats();
@@ -316,8 +330,10 @@ async fn events_cluster(
         wall,
         cpu,
         json!({
+            "complete": complete,
             "dropped_events": stats.dropped_events,
             "cluster_events_dropped": cstats.events_dropped,
+            "nats_slow_consumer": cstats.slow_consumer,
             "proxy_events_dropped": after.events_dropped - before.events_dropped,
             "proxy_publish_errors": after.publish_errors - before.publish_errors,
             "calls_claimed": after.calls_claimed - before.calls_claimed,

@@ -162,6 +162,40 @@ impl<R: Runtime> Client<R> {
         async move { client.execute_split::<O>(parts?).await }
     }
 
+    /// Sends a request given by its method, path below `/ari/` with its query string (both
+    /// percent-encoded: `channels/ID/variable?variable=X`) and JSON body, through this
+    /// client's REST transport (over the events WebSocket with [`RestTransport::WebSocket`]
+    /// while it is connected, else HTTP), within the request timeout. Returns the status and
+    /// body as Asterisk sent them, whatever the status. For proxies and gateways forwarding
+    /// requests they have no type for (`ari-proxy`); typed code uses the operations. A body
+    /// that is not text (a recording's file) needs HTTP: use [`RestTransport::Http`] for it.
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) -> Result<(), ari_client::Error> {
+    /// let (status, body) = client
+    ///     .send_raw(http::Method::GET, "channels/1712345678.42/variable?variable=CALLERID%28num%29", None)
+    ///     .await?;
+    /// println!("{status}: {}", String::from_utf8_lossy(&body));
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_raw(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        json_body: Option<String>,
+    ) -> Result<(u16, bytes::Bytes), Error> {
+        if self
+            .inner
+            .shared
+            .shutdown
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Error::closed("the client was closed"));
+        }
+        let parts = rest::RequestParts::raw(method, path_and_query, json_body);
+        self.execute_parts("raw", false, parts).await
+    }
+
     async fn execute_split<O: Operation>(
         &self,
         parts: rest::RequestParts,

@@ -71,6 +71,71 @@ pub enum NodeEvent {
     },
 }
 
+/// Why an operation failed at once without being sent: the node that has its resource is
+/// down. It is the [`source`](std::error::Error::source) of the
+/// [`ari_client::TransportError`] (kind `Connect`: nothing was sent) the operation returns;
+/// [`NodeDown::find`] gets it from an [`ari_client::Error`].
+///
+/// ```no_run
+/// # async fn demo(client: ari_cluster::Client) {
+/// use ari_cluster::NodeDown;
+/// if let Err(e) = client.channels().get("1712345678.42").await {
+///     match NodeDown::find(&e) {
+///         Some(down) => println!("{} is down since {:?}: {}", down.node, down.since, down.reason),
+///         None => println!("failed: {e}"),
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeDown {
+    /// The node (Asterisk's entity id).
+    pub node: String,
+    /// When this instance saw it go down (its proxy's goodbye, the end of its announcements'
+    /// silence limit, or the request nobody answered).
+    pub since: SystemTime,
+    /// Why it is considered down.
+    pub reason: String,
+}
+
+impl fmt::Display for NodeDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ago = SystemTime::now()
+            .duration_since(self.since)
+            .unwrap_or_default();
+        write!(
+            f,
+            "node {} is down ({}) since {} ms ago; its resources are unreachable until its proxy announces it again",
+            self.node,
+            self.reason,
+            ago.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for NodeDown {}
+
+impl NodeDown {
+    /// The [`NodeDown`] an error of a [`Client`] over NATS was caused by, if any (found in
+    /// its [`source`](std::error::Error::source) chain).
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a NodeDown> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = cur {
+            if let Some(down) = e.downcast_ref::<NodeDown>() {
+                return Some(down);
+            }
+            cur = e.source();
+        }
+        None
+    }
+
+    /// This error as the transport error an operation returns.
+    fn into_transport(self) -> TransportError {
+        TransportError::new(TransportErrorKind::Connect, self.to_string()).with_source(self)
+    }
+}
+
 /// Why [`Cluster::connect`] failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -107,8 +172,11 @@ pub struct ClusterStats {
     pub calls_taken: u64,
     /// Event frames received (owned and unowned).
     pub events: u64,
-    /// Frames dropped because the events connection's queue was full.
+    /// Frames received after the events connection was closed (not delivered).
     pub events_dropped: u64,
+    /// Slow-consumer reports of NATS: messages dropped because this instance read them
+    /// slower than they came, beyond its subscriptions' buffers.
+    pub slow_consumer: u64,
     /// REST requests sent over NATS.
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
@@ -125,6 +193,8 @@ struct Node {
     last_seen: Instant,
     interval: Duration,
     up: bool,
+    /// When and why it went down (while `!up`).
+    down: Option<(SystemTime, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +202,7 @@ struct Counters {
     calls_taken: AtomicU64,
     events: AtomicU64,
     events_dropped: AtomicU64,
+    slow_consumer: Arc<AtomicU64>,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
     resources_refused: AtomicU64,
@@ -210,12 +281,22 @@ impl Shared {
         }
     }
 
-    fn is_down(&self, node: &str) -> Option<String> {
+    fn is_down(&self, node: &str) -> Option<NodeDown> {
         let nodes = lock(&self.nodes);
         match nodes.get(node) {
-            Some(n) if !n.up => Some(format!(
-                "node {node} is down (its proxy stopped announcing itself)"
-            )),
+            Some(n) if !n.up => {
+                let (since, reason) = n.down.clone().unwrap_or_else(|| {
+                    (
+                        SystemTime::now(),
+                        "its proxy stopped announcing itself".into(),
+                    )
+                });
+                Some(NodeDown {
+                    node: node.to_string(),
+                    since,
+                    reason,
+                })
+            }
             _ => None,
         }
     }
@@ -233,9 +314,11 @@ impl Shared {
             if let Some(n) = nodes.get_mut(&a.node) {
                 if n.up {
                     n.up = false;
+                    let reason = "its proxy stopped".to_string();
+                    n.down = Some((SystemTime::now(), reason.clone()));
                     let _ = self.node_tx.send(NodeEvent::Down {
                         id: a.node.clone(),
-                        reason: "its proxy stopped".into(),
+                        reason,
                     });
                 }
             }
@@ -246,12 +329,14 @@ impl Shared {
             last_seen: now,
             interval,
             up: false,
+            down: None,
         });
         entry.info = info.clone();
         entry.last_seen = now;
         entry.interval = interval;
         if !entry.up {
             entry.up = true;
+            entry.down = None;
             let _ = self.node_tx.send(NodeEvent::Up(info));
         }
     }
@@ -262,12 +347,14 @@ impl Shared {
             let limit = (n.interval * 3).max(self.min_silence);
             if n.up && now.saturating_duration_since(n.last_seen) > limit {
                 n.up = false;
+                let reason = format!(
+                    "no announcement for {} ms",
+                    now.saturating_duration_since(n.last_seen).as_millis()
+                );
+                n.down = Some((SystemTime::now(), reason.clone()));
                 let _ = self.node_tx.send(NodeEvent::Down {
                     id: id.clone(),
-                    reason: format!(
-                        "no announcement for {} ms",
-                        now.saturating_duration_since(n.last_seen).as_millis()
-                    ),
+                    reason,
                 });
             }
         }
@@ -342,10 +429,12 @@ impl ClusterBuilder {
     pub async fn connect(self) -> Result<Cluster, ClusterError> {
         let instance = self.instance.unwrap_or_else(|| nuid::next().to_string());
         let (up_tx, up_rx) = watch::channel(false);
+        let counters = Counters::default();
         let nats = crate::connect_nats(
             &self.nats_url,
             &format!("ari-cluster {instance}"),
             Some(up_tx),
+            counters.slow_consumer.clone(),
         )
         .await
         .map_err(ClusterError::Nats)?;
@@ -364,7 +453,7 @@ impl ClusterBuilder {
             node_tx,
             min_silence: self.min_silence,
             nats_up: up_rx,
-            counters: Counters::default(),
+            counters,
             tasks: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&shared);
@@ -511,6 +600,7 @@ impl Cluster {
             calls_taken: c.calls_taken.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
+            slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
@@ -566,29 +656,30 @@ fn addressed_resource(method: &http::Method, segs: &[String]) -> Option<String> 
 
 impl NatsRuntime {
     fn route(&self, method: &http::Method, path: &str) -> Result<Route, TransportError> {
-        if let Some(node) = &self.pin {
-            return Ok(Route::Node(node.clone()));
-        }
-        let segs: Vec<String> = path
-            .split('/')
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-            .collect();
-        let Some(key) = addressed_resource(method, &segs) else {
-            return Ok(Route::Any);
-        };
-        match self.shared.node_of(&key) {
-            Some(node) => {
-                if let Some(reason) = self.shared.is_down(&node) {
-                    self.shared
-                        .counters
-                        .rest_node_down
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(TransportError::new(TransportErrorKind::Closed, reason));
+        let node = match &self.pin {
+            Some(node) => node.clone(),
+            None => {
+                let segs: Vec<String> = path
+                    .split('/')
+                    .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+                    .collect();
+                let Some(key) = addressed_resource(method, &segs) else {
+                    return Ok(Route::Any);
+                };
+                match self.shared.node_of(&key) {
+                    Some(node) => node,
+                    None => return Ok(Route::Any),
                 }
-                Ok(Route::Node(node))
             }
-            None => Ok(Route::Any),
+        };
+        if let Some(down) = self.shared.is_down(&node) {
+            self.shared
+                .counters
+                .rest_node_down
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(down.into_transport());
         }
+        Ok(Route::Node(node))
     }
 
     fn rest(
@@ -648,18 +739,19 @@ impl NatsRuntime {
                 .send_request(subject, request)
                 .await
                 .map_err(|e| match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => TransportError::new(
-                        TransportErrorKind::Connect,
-                        match &route {
-                            Route::Node(n) => {
-                                format!("no ari-proxy serves node {n} (stopped, or not started)")
-                            }
-                            Route::Any => {
-                                "no ari-proxy is running (none serves the cluster's REST subject)"
-                                    .to_string()
-                            }
-                        },
-                    ),
+                    async_nats::RequestErrorKind::NoResponders => match &route {
+                        // Gone before its silence limit: down all the same.
+                        Route::Node(n) => NodeDown {
+                            node: n.to_string(),
+                            since: SystemTime::now(),
+                            reason: "no ari-proxy serves it (stopped, or not started)".into(),
+                        }
+                        .into_transport(),
+                        Route::Any => TransportError::new(
+                            TransportErrorKind::Connect,
+                            "no ari-proxy is running (none serves the cluster's REST subject)",
+                        ),
+                    },
                     async_nats::RequestErrorKind::TimedOut => {
                         TransportError::new(TransportErrorKind::Timeout, e.to_string())
                     }
@@ -822,8 +914,11 @@ async fn feed(
                     Ok(t) => t,
                     Err(_) => continue,
                 };
-                if tx.try_send(Ok(WsMessage::Text(text))).is_err() {
+                // Waits for room: the subscriptions' own buffers take the burst meanwhile
+                // (beyond them NATS counts the drops as a slow consumer).
+                if tx.send(Ok(WsMessage::Text(text))).await.is_err() {
                     shared.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
             }
         }

@@ -24,7 +24,8 @@
 //!
 //! The subjects and payloads are in [`wire`]. A node that stops announcing itself is reported
 //! down ([`NodeEvent::Down`]) and operations on its resources fail at once with a
-//! [`ari_client::TransportError`] of kind `Closed` naming the node.
+//! [`NodeDown`] error (the node, since when, why), the source of the
+//! [`ari_client::TransportError`] they return.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -38,17 +39,18 @@ pub mod wire;
 
 pub use cluster::{
     Bridge, Channel, Client, Cluster, ClusterBuilder, ClusterError, ClusterStats, NatsRuntime,
-    NatsWs, NodeEvent, NodeInfo,
+    NatsWs, NodeDown, NodeEvent, NodeInfo,
 };
 pub use proxy::{Proxy, ProxyConfig, ProxyError};
 pub use wire::ProxyStats;
 
 /// Connects to NATS with what both sides need: reconnect forever, report the connection state
-/// to `up` when given.
+/// to `up` when given, count the slow-consumer reports (messages NATS dropped) in `slow`.
 pub(crate) async fn connect_nats(
     url: &str,
     name: &str,
     up: Option<tokio::sync::watch::Sender<bool>>,
+    slow: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let up = up.map(std::sync::Arc::new);
     let cb_up = up.clone();
@@ -60,6 +62,7 @@ pub(crate) async fn connect_nats(
         })
         .event_callback(move |event| {
             let up = cb_up.clone();
+            let slow = slow.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
@@ -75,6 +78,7 @@ pub(crate) async fn connect_nats(
                         }
                     }
                     async_nats::Event::SlowConsumer(sid) => {
+                        slow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(sid, "NATS slow consumer: messages dropped");
                     }
                     other => tracing::debug!(event = %other, "NATS"),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ari_client::{Client, ConnectionEvent, Transport, TransportOptions};
+use ari_client::{Client, ConnectionEvent, RestTransport, Transport, TransportOptions};
 use ari_proto::events::{ResourceKind, ResourceRef};
 use ari_proto::rest::{BaseUrl, Credentials};
 use ari_proto::Event;
@@ -73,6 +73,11 @@ pub struct ProxyConfig {
     pub queue_capacity: usize,
     /// Resources with an owner at most (default 1 000 000).
     pub max_owned: usize,
+    /// Send REST requests to Asterisk as `RESTRequest` frames on the events WebSocket where
+    /// Asterisk has REST over WebSocket (20.14, 21.9, 22.4 and later; default `true`): one
+    /// connection for everything. Recordings' files, an older Asterisk and the moments the
+    /// WebSocket is reconnecting use HTTP. Answers are the same either way.
+    pub rest_over_websocket: bool,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -84,6 +89,7 @@ impl fmt::Debug for ProxyConfig {
             .field("nats_url", &self.nats_url)
             .field("apps", &self.apps)
             .field("prefix", &self.prefix)
+            .field("rest_over_websocket", &self.rest_over_websocket)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +117,7 @@ impl ProxyConfig {
             max_in_flight: 512,
             queue_capacity: 65_536,
             max_owned: 1_000_000,
+            rest_over_websocket: true,
         }
     }
 }
@@ -161,6 +168,7 @@ struct Counters {
     rest_requests: AtomicU64,
     rest_refused: AtomicU64,
     rest_failed: AtomicU64,
+    rest_over_websocket: AtomicU64,
     publish_errors: AtomicU64,
 }
 
@@ -171,6 +179,10 @@ struct State {
     subjects: Subjects,
     nats: async_nats::Client,
     runtime: TapRuntime,
+    /// The client the events come through; with `ws_rest`, REST goes through it too.
+    client: Client<TapRuntime>,
+    /// REST over the events WebSocket (configured, and Asterisk has it).
+    ws_rest: bool,
     endpoint: BaseUrl,
     transport: TransportOptions,
     owners: Mutex<Owners>,
@@ -203,6 +215,7 @@ impl State {
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_refused: c.rest_refused.load(Ordering::Relaxed),
             rest_failed: c.rest_failed.load(Ordering::Relaxed),
+            rest_over_websocket: c.rest_over_websocket.load(Ordering::Relaxed),
             publish_errors: c.publish_errors.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
@@ -294,15 +307,37 @@ impl Proxy {
                 ))
             }
         };
-        let nats = crate::connect_nats(&config.nats_url, &format!("ari-proxy {node}"), None)
-            .await
-            .map_err(ProxyError::Nats)?;
+        let ws_rest = config.rest_over_websocket && rest_over_websocket_available(&version);
+        let client = if ws_rest {
+            Client::builder_with_runtime(
+                &config.ari_url,
+                &config.user,
+                &config.password,
+                runtime.clone(),
+            )
+            .request_timeout(config.request_timeout)
+            .rest_transport(RestTransport::WebSocket)
+            .build()
+            .map_err(ProxyError::Ari)?
+        } else {
+            client
+        };
+        let nats = crate::connect_nats(
+            &config.nats_url,
+            &format!("ari-proxy {node}"),
+            None,
+            Arc::default(),
+        )
+        .await
+        .map_err(ProxyError::Nats)?;
         let state = Arc::new(State {
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
             nats,
             runtime,
+            client: client.clone(),
+            ws_rest,
             endpoint,
             transport: TransportOptions::default(),
             owners: Mutex::new(Owners::new(config.max_owned)),
@@ -365,6 +400,11 @@ impl Proxy {
     /// Announces the node down, unregisters the applications and stops (each step bounded to
     /// a second: NATS or Asterisk may be gone).
     pub async fn stop(mut self) {
+        // The tasks first: a periodic announcement sent after the goodbye would bring the
+        // node back up.
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
         let s = &self.state;
         let bye = async {
             let _ = s
@@ -375,9 +415,8 @@ impl Proxy {
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.stop()).await;
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
+        // Unsubscribes: requests to the node are refused by NATS at once from now on.
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.nats.drain()).await;
     }
 }
 
@@ -441,7 +480,6 @@ async fn serve_health(state: Arc<State>, mut sub: async_nats::Subscriber) {
 
 async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
     while let Some(frame) = frames.recv().await {
-        state.counters.events_in.fetch_add(1, Ordering::Relaxed);
         route_event(&state, frame).await;
     }
 }
@@ -480,6 +518,7 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     let event = match Event::decode(&frame) {
         Ok(e) => e,
         Err(e) => {
+            state.counters.events_in.fetch_add(1, Ordering::Relaxed);
             state.counters.undecodable.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "undecodable frame published unowned");
             let app = state.config.apps.first().map(String::as_str).unwrap_or("");
@@ -490,6 +529,12 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
             return;
         }
     };
+    if let Event::RESTResponse(_) = event {
+        // The answer to one of the proxy's own requests (REST over the WebSocket): the
+        // client's session takes it; it is no event to publish.
+        return;
+    }
+    state.counters.events_in.fetch_add(1, Ordering::Relaxed);
     let app = event
         .application()
         .or(state.config.apps.first().map(String::as_str))
@@ -671,79 +716,54 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
             preassign(state, &path, &mut query, owner);
         }
     }
-    let mut uri = format!(
-        "{}://{}{}/{}",
-        state.endpoint.scheme(),
-        state.endpoint.authority(),
-        state.endpoint.prefix(),
-        path
-    );
+    let mut path_and_query = path.clone();
     for (i, (name, value)) in query.iter().enumerate() {
-        uri.push(if i == 0 { '?' } else { '&' });
-        uri.extend(utf8_percent_encode(name, QUERY).map(|s| s.to_string()));
-        uri.push('=');
-        uri.extend(utf8_percent_encode(value, QUERY).map(|s| s.to_string()));
+        path_and_query.push(if i == 0 { '?' } else { '&' });
+        path_and_query.extend(utf8_percent_encode(name, QUERY));
+        path_and_query.push('=');
+        path_and_query.extend(utf8_percent_encode(value, QUERY));
     }
     let method = match http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) {
         Ok(m) => m,
         Err(_) => return (RestResponse::local(400, &req.uri, "bad method"), false),
     };
-    let mut builder = http::Request::builder()
-        .method(method)
-        .uri(&uri)
-        .header(http::header::HOST, state.endpoint.authority().as_str())
-        .header(
-            http::header::AUTHORIZATION,
-            state.endpoint.credentials().basic_header(),
-        );
-    let body = match req.message_body.take() {
-        Some(b) if !b.is_empty() => {
-            builder = builder.header(
-                http::header::CONTENT_TYPE,
-                req.content_type.as_deref().unwrap_or("application/json"),
-            );
-            b.into_bytes()
+    let body = req.message_body.take().filter(|b| !b.is_empty());
+    // A recording's file is binary: HTTP only. Bodies are JSON in ARI; another content type
+    // goes over HTTP as sent.
+    let file = method == http::Method::GET
+        && path.starts_with("recordings/stored/")
+        && path.ends_with("/file");
+    let json = req
+        .content_type
+        .as_deref()
+        .is_none_or(|c| c.starts_with("application/json"));
+    let sent = if state.ws_rest && !file && json {
+        match state.client.send_raw(method, &path_and_query, body).await {
+            Ok((status, body)) => {
+                state
+                    .counters
+                    .rest_over_websocket
+                    .fetch_add(1, Ordering::Relaxed);
+                let content_type = (!body.is_empty()).then(|| "application/json".to_string());
+                Ok((status, content_type, body))
+            }
+            Err(e) if e.is_timeout() => Err((504, "Asterisk did not answer in time".to_string())),
+            Err(e) => Err((502, format!("Asterisk: {e}"))),
         }
-        _ => Vec::new(),
+    } else {
+        over_http(state, method, &path_and_query, &req, body).await
     };
-    let http_req = match builder.body(body) {
+    let (status, content_type, body) = match sent {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                RestResponse::local(400, &req.uri, &format!("bad request: {e}")),
-                false,
-            )
-        }
-    };
-    let sent = tokio::time::timeout(
-        state.config.request_timeout,
-        state.runtime.http(http_req, &state.transport),
-    )
-    .await;
-    let resp = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+        Err((code, message)) => {
             state.counters.rest_failed.fetch_add(1, Ordering::Relaxed);
             return (
-                RestResponse::local(502, &req.uri, &format!("ari-proxy: Asterisk: {e}")),
-                false,
-            );
-        }
-        Err(_) => {
-            state.counters.rest_failed.fetch_add(1, Ordering::Relaxed);
-            return (
-                RestResponse::local(504, &req.uri, "ari-proxy: Asterisk did not answer in time"),
+                RestResponse::local(code, &req.uri, &format!("ari-proxy: {message}")),
                 false,
             );
         }
     };
-    let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = resp.into_body();
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     if let (Some(owner), true) = (&instance, status.is_success()) {
         learn_from_response(state, &body, owner);
     }
@@ -771,6 +791,78 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         },
         binary,
     )
+}
+
+/// Sends one request to Asterisk over HTTP: the status, content type and body, or the status
+/// and message to answer with when Asterisk could not be asked.
+async fn over_http(
+    state: &State,
+    method: http::Method,
+    path_and_query: &str,
+    req: &RestRequest,
+    body: Option<String>,
+) -> Result<(u16, Option<String>, Bytes), (u16, String)> {
+    let uri = format!(
+        "{}://{}{}/{}",
+        state.endpoint.scheme(),
+        state.endpoint.authority(),
+        state.endpoint.prefix(),
+        path_and_query
+    );
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .header(http::header::HOST, state.endpoint.authority().as_str())
+        .header(
+            http::header::AUTHORIZATION,
+            state.endpoint.credentials().basic_header(),
+        );
+    if body.is_some() {
+        builder = builder.header(
+            http::header::CONTENT_TYPE,
+            req.content_type.as_deref().unwrap_or("application/json"),
+        );
+    }
+    let http_req = builder
+        .body(body.map(String::into_bytes).unwrap_or_default())
+        .map_err(|e| (400, format!("bad request: {e}")))?;
+    let sent = tokio::time::timeout(
+        state.config.request_timeout,
+        state.runtime.http(http_req, &state.transport),
+    )
+    .await;
+    let resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err((502, format!("Asterisk: {e}"))),
+        Err(_) => return Err((504, "Asterisk did not answer in time".to_string())),
+    };
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((resp.status().as_u16(), content_type, resp.into_body()))
+}
+
+/// Whether an Asterisk of this version (`system.version`) has REST over the events WebSocket:
+/// 20.14, 21.9, 22.4 and later, and development builds (`GIT-master-…`).
+fn rest_over_websocket_available(version: &str) -> bool {
+    if version.starts_with("GIT-master") {
+        return true;
+    }
+    let mut nums = version
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (nums.next(), nums.next()) else {
+        return false;
+    };
+    match major {
+        20 => minor >= 14,
+        21 => minor >= 9,
+        22 => minor >= 4,
+        m => m >= 23,
+    }
 }
 
 /// `channels/x?a=b` → (`channels/x`, [(a, b)]), values decoded.
@@ -903,6 +995,34 @@ mod tests {
                 ("x".to_string(), String::new())
             ]
         );
+    }
+
+    #[test]
+    fn rest_over_websocket_by_version() {
+        for v in [
+            "20.14.0",
+            "20.15.1",
+            "21.9.0",
+            "22.4.0",
+            "22.5.2",
+            "23.0.0",
+            "24.1.0",
+            "GIT-master-f0c1c1a7b7",
+            "certified/22.8-cert1",
+        ] {
+            assert!(rest_over_websocket_available(v), "{v}");
+        }
+        for v in [
+            "18.26.0",
+            "20.13.0",
+            "21.8.1",
+            "22.3.0",
+            "",
+            "SVN-trunk",
+            "certified/20.7-cert5",
+        ] {
+            assert!(!rest_over_websocket_available(v), "{v}");
+        }
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! WebSocket hands a copy of every text frame, exactly as received, to a bounded queue before
 //! the client's session decodes it. Nothing in ari-client changes: the proxy's client keeps
 //! its reconnects, keepalive and REST; the proxy publishes the copies.
+//!
+//! A frame is read from Asterisk only once the queue has room for it: a proxy publishing
+//! slower than Asterisk sends holds Asterisk back as a slow client would (TCP backpressure),
+//! instead of dropping events. The copy shares the frame's bytes (no copy).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +20,10 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
 
-/// Where the copies go; full → the frame is counted in `dropped` and not published.
+/// Where the copies go; a frame read while the queue's reader is gone is counted in
+/// `dropped`.
 #[derive(Debug)]
 pub(crate) struct Tap {
     tx: mpsc::Sender<Bytes>,
@@ -52,6 +58,7 @@ impl TapRuntime {
 pub(crate) struct TapWs<W> {
     inner: W,
     tap: Arc<Tap>,
+    tx: PollSender<Bytes>,
 }
 
 impl<W> Stream for TapWs<W>
@@ -61,14 +68,14 @@ where
     type Item = Result<WsMessage, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Room for the copy first; the reader gone (the proxy stopping) reads on.
+        if let Poll::Pending = self.tx.poll_reserve(cx) {
+            return Poll::Pending;
+        }
         let item = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(WsMessage::Text(text)))) = &item {
-            if self
-                .tap
-                .tx
-                .try_send(Bytes::copy_from_slice(text.as_bytes()))
-                .is_err()
-            {
+            let copy = Bytes::from(text.clone());
+            if self.tx.send_item(copy).is_err() {
                 self.tap.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -138,6 +145,12 @@ impl Transport for TapRuntime {
     ) -> impl Future<Output = Result<Self::Ws, TransportError>> + Send + 'static {
         let fut = self.inner.ws_connect(req, opts);
         let tap = self.tap.clone();
-        async move { fut.await.map(|inner| TapWs { inner, tap }) }
+        async move {
+            fut.await.map(|inner| TapWs {
+                inner,
+                tx: PollSender::new(tap.tx.clone()),
+                tap,
+            })
+        }
     }
 }

@@ -256,6 +256,11 @@ pub struct ProxyStats {
     pub rest_refused: u64,
     /// REST requests that failed to reach Asterisk (answered 502/504).
     pub rest_failed: u64,
+    /// REST requests sent to Asterisk as `RESTRequest` frames on the events WebSocket (the
+    /// others went over HTTP: an Asterisk without REST over WebSocket, a recording's file,
+    /// the WebSocket reconnecting).
+    #[serde(default)]
+    pub rest_over_websocket: u64,
     /// NATS publishes that failed.
     pub publish_errors: u64,
     /// Resources with an owning instance now.

@@ -2,8 +2,10 @@
 //! typed client over NATS: the harness's simulated Asterisk gets a proxy, the client's runtime
 //! is a [`NatsRuntime`](ari_cluster::NatsRuntime). Every operation these cases call travels as
 //! a `RESTRequest` through the proxy; no case knows it is not talking to Asterisk directly.
-//! (Cases about the WebSocket itself — reconnects, bad frames, REST over WebSocket — concern the
-//! proxy's own connection to Asterisk and stay with the adapters' suites.)
+//! The proxy sends them on to the simulator as `RESTRequest` frames on its events WebSocket
+//! (REST over WebSocket), except in the one case that reads the simulator's HTTP log.
+//! (Cases about the WebSocket itself — reconnects, bad frames — concern the proxy's own
+//! connection to Asterisk and stay with the adapters' suites.)
 
 mod common;
 
@@ -27,7 +29,7 @@ const APPS: &[&str] = &[
     "hello",
 ];
 
-fn run<F, Fut>(apps: &[&str], case: F)
+fn run<F, Fut>(apps: &[&str], ws_rest: bool, case: F)
 where
     F: FnOnce(Harness<ari_cluster::NatsRuntime>) -> Fut,
     Fut: Future<Output = ()>,
@@ -50,24 +52,29 @@ where
             apps,
         );
         config.announce_interval = Duration::from_millis(100);
+        config.rest_over_websocket = ws_rest;
         let proxy = Proxy::start(config).await.expect("proxy");
         assert!(cluster.wait_for_nodes(1, Duration::from_secs(10)).await);
         case(h).await;
         let stats = proxy.stats();
         assert_eq!((stats.events_dropped, stats.publish_errors), (0, 0));
         assert!(stats.rest_requests > 0);
+        assert_eq!(stats.rest_over_websocket > 0, ws_rest, "{stats:?}");
         proxy.stop().await;
     });
 }
 
 macro_rules! over_nats {
-    ($($name:ident $(: $apps:expr)?),* $(,)?) => {$(
+    ($($name:ident $(: $apps:expr)? $(; over $http:ident)?),* $(,)?) => {$(
         #[test]
         fn $name() {
             #[allow(unused_variables)]
             let apps: &[&str] = APPS;
             $(let apps: &[&str] = $apps;)?
-            run(apps, |h| async move { cases::$name(&h).await });
+            #[allow(unused_mut)]
+            let mut ws_rest = true;
+            $(let _ = stringify!($http); ws_rest = false;)?
+            run(apps, ws_rest, |h| async move { cases::$name(&h).await });
         }
     )*};
 }
@@ -85,7 +92,8 @@ over_nats!(
     sounds_list_and_get,
     user_event_reaches_the_application,
     errors_are_typed_404_409_422,
-    instance_operations_never_repeat_ids,
+    // The case reads the requests the simulator logged as HTTP: the proxy uses HTTP for it.
+    instance_operations_never_repeat_ids; over http,
     listeners_attached_before_creation_receive_stasis_start,
     hello_ivr_end_to_end,
 );

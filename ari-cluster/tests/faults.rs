@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use ari_client::{ConnectionEvent, TransportErrorKind};
-use ari_cluster::NodeEvent;
+use ari_cluster::{NodeDown, NodeEvent};
 use common::*;
 use futures_util::StreamExt;
 
@@ -34,6 +34,7 @@ async fn a_killed_proxy_is_reported_down_and_the_other_node_goes_on() {
         Some("node-b")
     );
 
+    let killed_at = std::time::SystemTime::now();
     drop(pb); // killed: no goodbye, its announcements just stop
     let down = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -63,14 +64,33 @@ async fn a_killed_proxy_is_reported_down_and_the_other_node_goes_on() {
         .get(bridge.id())
         .await
         .expect_err("node b is down");
+    let down = NodeDown::find(&err).expect("a NodeDown error");
+    assert_eq!(down.node, "node-b");
+    assert!(
+        down.reason.contains("no announcement"),
+        "the reason says why: {down}"
+    );
+    assert!(
+        down.since >= killed_at && down.since <= std::time::SystemTime::now(),
+        "down since after the kill"
+    );
     match &err {
         ari_client::Error::Transport(t) => {
-            assert_eq!(t.kind, TransportErrorKind::Closed);
+            assert_eq!(t.kind, TransportErrorKind::Connect, "nothing was sent");
             assert!(t.message.contains("node-b"), "{t}");
+            let source = std::error::Error::source(t).expect("the NodeDown is kept as source");
+            assert_eq!(source.downcast_ref::<NodeDown>(), Some(down));
         }
         other => panic!("unexpected error {other:?}"),
     }
     assert_eq!(inst.cluster.stats().rest_node_down, 1);
+    // A client pinned to the node is refused the same way, creations included.
+    let err = on_b.bridges().create().await.expect_err("node b is down");
+    assert_eq!(
+        NodeDown::find(&err).map(|d| d.node.as_str()),
+        Some("node-b")
+    );
+    assert_eq!(inst.cluster.stats().rest_node_down, 2);
 
     // Calls on node a go on.
     let calls = place_calls(&a, "a", 10);
@@ -141,4 +161,69 @@ async fn nats_restart_reconnects_and_resubscribes() {
         "calls after the restart are taken and served"
     );
     assert_eq!(pa.stats().calls_claimed, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_proxy_or_an_unserved_node_fails_with_node_down() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let inst = instance(1, &nats.url()).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(10))
+            .await
+    );
+    let on_a = inst.cluster.client_on("node-a").expect("client for node a");
+    let bridge = on_a.bridges().create().await.expect("bridge on a");
+    let mut node_events = inst.cluster.node_events();
+
+    // A goodbye: the node is down at once, the reason says the proxy stopped.
+    let stopped_at = std::time::SystemTime::now();
+    pa.stop().await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match node_events.recv().await {
+                Ok(NodeEvent::Down { id, reason }) => {
+                    assert_eq!(id, "node-a");
+                    assert!(reason.contains("stopped"), "{reason}");
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("node events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("node a reported down");
+    let err = inst
+        .client
+        .bridges()
+        .get(bridge.id())
+        .await
+        .expect_err("node a is down");
+    let down = NodeDown::find(&err).unwrap_or_else(|| panic!("not a NodeDown: {err:?}"));
+    assert_eq!(down.node, "node-a");
+    assert!(down.reason.contains("its proxy stopped"), "{down}");
+    assert!(down.since >= stopped_at, "down since the goodbye");
+    assert!(err.to_string().contains("node node-a is down"), "{err}");
+
+    // A node nobody serves (never announced): refused by NATS at once, the same error.
+    let nowhere = inst.cluster.client_on("node-z").expect("client for node z");
+    let err = nowhere
+        .asterisk()
+        .get_info()
+        .await
+        .expect_err("no proxy serves node z");
+    let down = NodeDown::find(&err).expect("a NodeDown error");
+    assert_eq!(down.node, "node-z");
+    assert!(down.reason.contains("no ari-proxy serves it"), "{down}");
+
+    // An error of another cause is not one.
+    let err = inst
+        .client
+        .timeout(Duration::ZERO, std::future::pending::<()>())
+        .await
+        .expect_err("times out");
+    assert!(NodeDown::find(&err).is_none());
 }

@@ -404,6 +404,19 @@ pub struct RequestParts {
 }
 
 impl RequestParts {
+    /// A request known only by its method, its path below `/ari/` with its query string,
+    /// both already percent-encoded (`channels/ID/variable?variable=X`), and its JSON body:
+    /// for a proxy forwarding requests it has no type for. Its operation is `"raw"`.
+    pub fn raw(method: http::Method, path_and_query: &str, body: Option<String>) -> RequestParts {
+        RequestParts {
+            method,
+            path: path_and_query.trim_start_matches('/').to_string(),
+            query: Vec::new(),
+            body,
+            operation: "raw",
+        }
+    }
+
     /// The path and encoded query string, without leading slash: `channels?endpoint=PJSIP%2F1`.
     pub fn path_and_query(&self) -> String {
         let mut s = self.path.clone();

@@ -44,6 +44,9 @@ struct Args {
     /// Seconds between announcements.
     #[arg(long, env = "ARI_ANNOUNCE_SECS", default_value_t = 1.0)]
     announce_secs: f64,
+    /// Send REST to Asterisk over HTTP only, even where it has REST over the events WebSocket.
+    #[arg(long, env = "ARI_REST_OVER_HTTP")]
+    rest_over_http: bool,
 }
 
 /// SIGINT (ctrl-c) or SIGTERM (service managers, containers).
@@ -80,6 +83,7 @@ async fn main() -> ExitCode {
         &args.apps,
     );
     config.prefix = args.prefix;
+    config.rest_over_websocket = !args.rest_over_http;
     config.announce_interval = Duration::from_secs_f64(args.announce_secs.clamp(0.05, 3600.0));
     let proxy = match Proxy::start(config).await {
         Ok(p) => p,
