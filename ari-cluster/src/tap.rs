@@ -69,7 +69,7 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // Room for the copy first; the reader gone (the proxy stopping) reads on.
-        if let Poll::Pending = self.tx.poll_reserve(cx) {
+        if self.tx.poll_reserve(cx).is_pending() {
             return Poll::Pending;
         }
         let item = Pin::new(&mut self.inner).poll_next(cx);

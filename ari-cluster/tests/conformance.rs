@@ -71,9 +71,9 @@ macro_rules! over_nats {
             #[allow(unused_variables)]
             let apps: &[&str] = APPS;
             $(let apps: &[&str] = $apps;)?
-            #[allow(unused_mut)]
-            let mut ws_rest = true;
-            $(let _ = stringify!($http); ws_rest = false;)?
+            #[allow(unused_variables)]
+            let ws_rest = true;
+            $(let _ = stringify!($http); let ws_rest = false;)?
             run(apps, ws_rest, |h| async move { cases::$name(&h).await });
         }
     )*};
