@@ -29,6 +29,7 @@ mod cluster;
 mod events;
 mod life;
 mod outbound;
+mod media;
 mod report;
 mod rest;
 mod route;
@@ -72,7 +73,13 @@ struct Args {
     /// kept (default 3; 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
-    /// Only these parts (comma-separated: events, rest, memory, routing, outbound, cluster).
+    /// Concurrent media sessions per media run (default 100,1000; 20 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    media_sessions: Vec<usize>,
+    /// Seconds each media run measures (default 10; 2 with --quick).
+    #[arg(long)]
+    media_seconds: Option<f64>,
+    /// Only these parts (comma-separated: events, rest, memory, routing, outbound, cluster, media).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: run as a child process.
@@ -223,6 +230,23 @@ fn client(a: &Args) -> Value {
             outbound::client(s, addr, a.listen, n, k, calls)
         }
         "cluster" => cluster::run(addr, n, k, sizes.rest_ops),
+        "media-tokio" | "media-smol" => {
+            let (m, secs) = (a.media_sessions[0], a.media_seconds.unwrap_or(10.0));
+            match scenario {
+                "media-tokio" => tokio_rt().block_on(media::client::<ari_tokio::TokioRuntime>(
+                    "tokio: ari-tokio client",
+                    addr,
+                    m,
+                    secs,
+                )),
+                _ => smol::block_on(media::client::<ari_smol::SmolRuntime>(
+                    "smol: ari-smol client",
+                    addr,
+                    m,
+                    secs,
+                )),
+            }
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -413,6 +437,8 @@ fn orchestrate(args: &Args) {
 
     if wanted(args, "outbound") {
         results["outbound"] = outbound::run(args);
+    if wanted(args, "media") {
+        results["media"] = media::run(args, port);
     }
 
     if wanted(args, "cluster") {
@@ -424,6 +450,9 @@ fn orchestrate(args: &Args) {
     results["total_seconds"] = json!(started.elapsed().as_secs_f64());
     print!("{}", report::table(&results));
     print!("{}", cluster::table(&results["cluster"]));
+    if let Some(rows) = results["media"].as_array() {
+        print!("{}", media::table(rows));
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results).expect("JSON");
         std::fs::write(path, text + "\n").expect("write the JSON file");

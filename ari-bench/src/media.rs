@@ -1,0 +1,345 @@
+//! Media: `n` concurrent chan_websocket media sessions (`Channel::media`, `slin`, 8 kHz,
+//! 20 ms frames) against the simulated Asterisk, audio both ways.
+//!
+//! Every session receives the simulator's test signal (one 320-byte frame every 20 ms) and
+//! sends its own: the application paces itself with the runtime's timer (absolute deadlines
+//! 20 ms apart) and hands one frame to the session at each, which sends it at once (it is
+//! within the send-ahead window). After all sessions are open and a second of warm-up, the
+//! measurement window reports:
+//!
+//! - CPU per frame handled (the process's user + system time over frames in + frames out);
+//! - CPU as a share of one core per 250 sessions, and peak RSS;
+//! - pacing: the gaps between consecutive frames each session hands over, as the distance
+//!   from 20 ms (p50, p99, max), and the receive gaps of the simulator's frames;
+//! - losses: frames the consumer lagged behind on, local-queue overflow, frames short of the
+//!   real-time count.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ari_client::media::{MediaItem, MediaOptions, MediaSession};
+use ari_client::{Client, Runtime};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::events::timeout;
+use crate::util::{control, cpu_now, peak_rss_kb, percentile, rss_kb, USER};
+
+/// The calls' application.
+const CALLS_APP: &str = "bench-media";
+/// The media channels' application.
+const MEDIA_APP: &str = "bench-media-em";
+/// The media format: 8 kHz signed linear, 320 bytes per 20 ms.
+const FORMAT: &str = "slin";
+/// One frame's duration.
+const PTIME: Duration = Duration::from_millis(20);
+/// Sessions opened at once.
+const OPENING: usize = 32;
+/// Longest wait for one step of the setup.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What one session counted inside the window.
+#[derive(Default)]
+struct Counts {
+    frames_in: u64,
+    frames_out: u64,
+    /// |gap − 20 ms| between consecutive frames handed over, in µs.
+    send_jitter_us: Vec<u32>,
+    /// |gap − 20 ms| between consecutive frames received, in µs.
+    recv_jitter_us: Vec<u32>,
+    late_wakeups: u64,
+}
+
+fn jitter_us(gap: Duration) -> u32 {
+    let d = if gap > PTIME {
+        gap - PTIME
+    } else {
+        PTIME - gap
+    };
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// One session for the whole run: sends paced frames, counts what comes, until `end`.
+async fn run_session<R: Runtime>(
+    rt: R,
+    mut media: MediaSession,
+    frame: Bytes,
+    window: (Instant, Instant),
+    total: Arc<Mutex<Counts>>,
+) -> MediaSession {
+    let (from, to) = window;
+    let in_window = |t: Instant| t >= from && t < to;
+    let tx = media.sender();
+    let sender = {
+        let rt = rt.clone();
+        async move {
+            let mut c = Counts::default();
+            let start = rt.now();
+            let mut prev: Option<Instant> = None;
+            for k in 1u32.. {
+                let due = start + PTIME * k;
+                if due >= to {
+                    break;
+                }
+                rt.sleep_until(due).await;
+                let now = rt.now();
+                if tx.send_audio(frame.clone()).is_err() {
+                    break;
+                }
+                if in_window(now) {
+                    c.frames_out += 1;
+                    if let Some(p) = prev.filter(|p| in_window(*p)) {
+                        c.send_jitter_us.push(jitter_us(now - p));
+                    }
+                    if now - due > PTIME {
+                        c.late_wakeups += 1;
+                    }
+                }
+                prev = Some(now);
+            }
+            c
+        }
+    };
+    let receiver = async {
+        let mut c = Counts::default();
+        let mut prev: Option<Instant> = None;
+        loop {
+            let left = to.saturating_duration_since(rt.now());
+            if left.is_zero() {
+                break;
+            }
+            match timeout(&rt, left, media.next()).await {
+                Some(Some(MediaItem::Audio(_))) => {
+                    let now = rt.now();
+                    if in_window(now) {
+                        c.frames_in += 1;
+                        if let Some(p) = prev.filter(|p| in_window(*p)) {
+                            c.recv_jitter_us.push(jitter_us(now - p));
+                        }
+                    }
+                    prev = Some(now);
+                }
+                Some(Some(MediaItem::Closed { .. }) | None) => break,
+                Some(Some(_)) => {}
+                None => break,
+            }
+        }
+        c
+    };
+    let (s, r) = futures_util::future::join(sender, receiver).await;
+    let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+    t.frames_out += s.frames_out;
+    t.late_wakeups += s.late_wakeups;
+    t.send_jitter_us.extend(s.send_jitter_us);
+    t.frames_in += r.frames_in;
+    t.recv_jitter_us.extend(r.recv_jitter_us);
+    drop(t);
+    media
+}
+
+fn pct(v: &mut [u32]) -> Value {
+    v.sort_unstable();
+    let d: Vec<Duration> = v.iter().map(|&u| Duration::from_micros(u.into())).collect();
+    let us = |p: f64| percentile(&d, p).as_secs_f64() * 1e6;
+    json!({
+        "samples": v.len(),
+        "p50_us": us(50.0),
+        "p99_us": us(99.0),
+        "max_us": v.last().copied().unwrap_or(0),
+    })
+}
+
+/// Opens `n` sessions, runs them for `seconds` of measurement, and reports.
+pub(crate) async fn client<R: Runtime + Default>(
+    name: &str,
+    addr: SocketAddr,
+    n: usize,
+    seconds: f64,
+) -> Value {
+    let client = Client::<R>::builder(&format!("http://{addr}"), USER, USER)
+        .connect()
+        .await
+        .expect("connect");
+    let rt = client.runtime().clone();
+    let mut incoming = client.incoming();
+    client
+        .start(&[CALLS_APP, MEDIA_APP])
+        .await
+        .expect("start the apps");
+    // Calls placed from a thread (the control client blocks), taken as they arrive.
+    let placer = std::thread::spawn(move || {
+        for _ in 0..n {
+            let (status, body) =
+                control(addr, "POST", &format!("/_sim/call?app={CALLS_APP}")).expect("call");
+            assert_eq!(status, 200, "place a call: {body}");
+        }
+    });
+    let setup0 = Instant::now();
+    let calls = futures_util::stream::poll_fn(|cx| incoming.poll_next_unpin(cx))
+        .filter_map(|c| {
+            let c = c.expect("no lagged calls");
+            std::future::ready((c.0.application == CALLS_APP).then_some(c.1))
+        })
+        .take(n);
+    let sessions: Vec<MediaSession> = calls
+        .map(|channel| async move {
+            channel.answer().await.expect("answer");
+            let options = MediaOptions::new(MEDIA_APP, FORMAT);
+            timeout(channel.client().runtime(), PATIENCE, channel.media(options))
+                .await
+                .expect("media session in time")
+                .expect("media session")
+        })
+        .buffer_unordered(OPENING)
+        .collect()
+        .await;
+    placer.join().expect("calls placed");
+    let setup_seconds = setup0.elapsed().as_secs_f64();
+    assert_eq!(sessions.len(), n);
+    let frame = Bytes::from(ari_testkit::test_frame(FORMAT));
+    assert_eq!(
+        frame.len(),
+        sessions[0].media_start().optimal_frame_size as usize
+    );
+
+    let from = rt.now() + Duration::from_secs(1);
+    let to = from + Duration::from_secs_f64(seconds);
+    let total = Arc::new(Mutex::new(Counts::default()));
+    let rss0 = rss_kb();
+    let cpu_box = Arc::new(AtomicU64::new(0));
+    // The CPU clock starts and stops with the window.
+    let clock = {
+        let rt = rt.clone();
+        let cpu_box = cpu_box.clone();
+        async move {
+            rt.sleep_until(from).await;
+            let c0 = cpu_now();
+            rt.sleep_until(to).await;
+            let c = cpu_now() - c0;
+            cpu_box.store(u64::try_from(c.as_micros()).unwrap_or(0), Ordering::Relaxed);
+        }
+    };
+    let runs = futures_util::future::join_all(
+        sessions
+            .into_iter()
+            .map(|m| run_session(rt.clone(), m, frame.clone(), (from, to), total.clone())),
+    );
+    let (sessions, ()) = futures_util::future::join(runs, clock).await;
+    let cpu = Duration::from_micros(cpu_box.load(Ordering::Relaxed));
+    let (mut lagged, mut overflow, mut xoff) = (0, 0, 0);
+    for m in &sessions {
+        let st = m.stats();
+        lagged += st.lagged_frames;
+        overflow += st.protocol.overflow_frames;
+        xoff += st.protocol.xoff;
+    }
+    let mut t = std::mem::take(&mut *total.lock().unwrap_or_else(|p| p.into_inner()));
+    let expected = (seconds / PTIME.as_secs_f64()) * n as f64;
+    let frames = t.frames_in + t.frames_out;
+    let out = json!({
+        "client": name,
+        "sessions": n,
+        "seconds": seconds,
+        "setup_seconds": setup_seconds,
+        "frames_in": t.frames_in,
+        "frames_out": t.frames_out,
+        "frames_expected_each_way": expected,
+        "cpu_seconds": cpu.as_secs_f64(),
+        "cpu_us_per_frame": cpu.as_secs_f64() * 1e6 / frames.max(1) as f64,
+        "core_share_per_250": cpu.as_secs_f64() / seconds * 250.0 / n as f64,
+        "rss_kb_before_window": rss0,
+        "peak_rss_kb": peak_rss_kb(),
+        "send_jitter": pct(&mut t.send_jitter_us),
+        "recv_jitter": pct(&mut t.recv_jitter_us),
+        "late_wakeups": t.late_wakeups,
+        "lagged_frames": lagged,
+        "overflow_frames": overflow,
+        "xoff": xoff,
+    });
+    // Hang the media channels up (outside the window); the process ends right after.
+    futures_util::stream::iter(sessions)
+        .for_each_concurrent(OPENING, |m| {
+            let rt = rt.clone();
+            async move {
+                let _ = timeout(&rt, PATIENCE, m.shutdown()).await;
+            }
+        })
+        .await;
+    out
+}
+
+/// Runs the media scenarios (100 and 1,000 sessions; `--quick`: 20) on both runtimes.
+pub(crate) fn run(args: &crate::Args, port: u16) -> Value {
+    let sizes: Vec<usize> = match args.media_sessions.as_slice() {
+        [] if args.quick => vec![20],
+        [] => vec![100, 1_000],
+        s => s.to_vec(),
+    };
+    let seconds = args
+        .media_seconds
+        .unwrap_or(if args.quick { 2.0 } else { 10.0 });
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for scenario in ["media-tokio", "media-smol"] {
+            eprintln!("ari-bench: {scenario} with {n} sessions ...");
+            let extra = vec![
+                "--media-sessions".to_owned(),
+                n.to_string(),
+                "--media-seconds".to_owned(),
+                seconds.to_string(),
+            ];
+            rows.push(crate::measure(args, port, scenario, &extra));
+        }
+    }
+    Value::Array(rows)
+}
+
+/// The media table.
+pub(crate) fn table(rows: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\nMEDIA: concurrent chan_websocket sessions ({FORMAT}, 20 ms frames both ways, the app \
+         pacing its own); jitter = |gap between consecutive frames - 20 ms|"
+    );
+    let _ = writeln!(
+        o,
+        "{:<24} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "client",
+        "sess",
+        "frames",
+        "CPU us/fr",
+        "core/250",
+        "peak RSS",
+        "send p50",
+        "send p99",
+        "send max",
+        "recv p99",
+        "lost"
+    );
+    for r in rows {
+        let lost =
+            r["lagged_frames"].as_u64().unwrap_or(0) + r["overflow_frames"].as_u64().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "{:<24} {:>6} {:>10} {:>10.2} {:>8.1}% {:>6.1}MiB {:>8.0}us {:>7.0}us {:>7.0}us {:>7.0}us {:>7}",
+            r["client"].as_str().unwrap_or_default(),
+            r["sessions"],
+            r["frames_in"].as_u64().unwrap_or(0) + r["frames_out"].as_u64().unwrap_or(0),
+            f(r, "cpu_us_per_frame"),
+            f(r, "core_share_per_250") * 100.0,
+            f(r, "peak_rss_kb") / 1024.0,
+            f(&r["send_jitter"], "p50_us"),
+            f(&r["send_jitter"], "p99_us"),
+            f(&r["send_jitter"], "max_us"),
+            f(&r["recv_jitter"], "p99_us"),
+            lost,
+        );
+    }
+    o
+}
