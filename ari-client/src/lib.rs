@@ -95,6 +95,7 @@
 #![deny(missing_debug_implementations)]
 
 mod aliases;
+pub mod audiosocket;
 mod call;
 mod client;
 mod client_events;
@@ -104,6 +105,7 @@ mod generated;
 mod instances;
 mod listen;
 pub mod media;
+mod media_server;
 mod outbound;
 pub mod runtime;
 

@@ -35,6 +35,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::AtomicWaker;
 
+pub use crate::media_server::{MediaServer, MediaServerStats, TOKEN_PARAM};
 use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsMessage};
 use crate::{Channel, Client, Error};
 
@@ -395,14 +396,26 @@ impl<R: Runtime> Channel<R> {
     /// # Ok(()) }
     /// ```
     pub async fn media(&self, options: MediaOptions) -> Result<MediaSession, Error> {
-        open(self.client().clone(), self.clone(), options).await
+        open(self.client().clone(), self.clone(), options, None).await
     }
 }
 
-async fn open<R: Runtime>(
+/// Client connection type: Asterisk dials the application's media server, which hands the
+/// socket over once `MEDIA_START` has come.
+pub(crate) struct Dialled<R: Runtime> {
+    /// The websocket_client id (`external_host`).
+    pub(crate) websocket_client: String,
+    /// `transport_data` options that let the server recognise the socket (`v(…)`).
+    pub(crate) transport_data: String,
+    /// Completes with the socket and the session that has seen `MEDIA_START`.
+    pub(crate) socket: Pin<Box<dyn Future<Output = Result<(R::Ws, Core), Error>> + Send>>,
+}
+
+pub(crate) async fn open<R: Runtime>(
     client: Client<R>,
     call: Channel<R>,
     options: MediaOptions,
+    dialled: Option<Dialled<R>>,
 ) -> Result<MediaSession, Error> {
     let media_id = client.new_resource_id();
     // Follow the call before anything can end it.
@@ -412,10 +425,26 @@ async fn open<R: Runtime>(
     let mut op = ops::channels::ExternalMedia::new(options.app.clone(), options.format.clone())
         .channel_id(media_id.clone())
         .transport(ExternalMediaTransport::Websocket)
-        .encapsulation(ExternalMediaEncapsulation::None)
-        .connection_type(ExternalMediaConnectionType::Server);
+        .encapsulation(ExternalMediaEncapsulation::None);
+    let mut transport_data = String::new();
     if options.json {
-        op = op.transport_data("f(json)");
+        transport_data.push_str("f(json)");
+    }
+    let socket = match dialled {
+        None => {
+            op = op.connection_type(ExternalMediaConnectionType::Server);
+            None
+        }
+        Some(d) => {
+            transport_data.push_str(&d.transport_data);
+            op = op
+                .connection_type(ExternalMediaConnectionType::Client)
+                .external_host(d.websocket_client);
+            Some(d.socket)
+        }
+    };
+    if !transport_data.is_empty() {
+        op = op.transport_data(transport_data);
     }
     let created = client.send(&op).await?;
     let connection_id = created
@@ -431,7 +460,16 @@ async fn open<R: Runtime>(
                     .to_owned(),
             )
         })?;
-    let result = connect_and_start(&client, &call, &options, &connection_id, &media_id).await;
+    let result = match socket {
+        None => connect_and_start(&client, &options, &connection_id).await,
+        Some(socket) => wait_dialled(&client, &options, socket).await,
+    };
+    let result = match result {
+        Ok((ws, core)) => bridge(&client, &call, &options, &media_id)
+            .await
+            .map(|b| (ws, core, b)),
+        Err(e) => Err(e),
+    };
     let (ws, core, bridge_id) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -500,14 +538,29 @@ async fn open<R: Runtime>(
     })
 }
 
-type Started<R> = (<R as crate::runtime::Transport>::Ws, Core, Option<String>);
+type Started<R> = (<R as crate::runtime::Transport>::Ws, Core);
+
+/// Client mode: waits (up to `start_timeout`) for the media server to hand the socket over.
+async fn wait_dialled<R: Runtime>(
+    client: &Client<R>,
+    options: &MediaOptions,
+    socket: Pin<Box<dyn Future<Output = Result<Started<R>, Error>> + Send>>,
+) -> Result<Started<R>, Error> {
+    let runtime = client.runtime();
+    let sleep = runtime.sleep_until(runtime.now() + options.start_timeout);
+    match futures_util::future::select(socket, std::pin::pin!(sleep)).await {
+        futures_util::future::Either::Left((r, _)) => r,
+        futures_util::future::Either::Right(_) => Err(Error::Timeout {
+            operation: "media connection from Asterisk",
+            after: options.start_timeout,
+        }),
+    }
+}
 
 async fn connect_and_start<R: Runtime>(
     client: &Client<R>,
-    call: &Channel<R>,
     options: &MediaOptions,
     connection_id: &str,
-    media_id: &str,
 ) -> Result<Started<R>, Error> {
     let base = client.base_url();
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {
@@ -569,6 +622,16 @@ async fn connect_and_start<R: Runtime>(
             "the first media message is not MEDIA_START".to_owned(),
         ));
     }
+    Ok((ws, core))
+}
+
+/// Bridges the media channel with the call (when asked to).
+async fn bridge<R: Runtime>(
+    client: &Client<R>,
+    call: &Channel<R>,
+    options: &MediaOptions,
+    media_id: &str,
+) -> Result<Option<String>, Error> {
     let bridge_id = if options.bridge {
         let bridge = client.new_bridge();
         bridge
@@ -586,7 +649,7 @@ async fn connect_and_start<R: Runtime>(
     } else {
         None
     };
-    Ok((ws, core, bridge_id))
+    Ok(bridge_id)
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -159,6 +159,10 @@ macro_rules! conformance_suite {
             outbound_shutdown_closes_live_calls_at_the_deadline,
             outbound_per_call_redial_mid_call_goes_on_in_the_same_call,
             outbound_tls_call_with_rest_over_wss,
+            media_session_echoes_and_tears_down,
+            media_session_ends_when_the_caller_hangs_up,
+            audiosocket_server_serves_a_call,
+            media_client_mode_asterisk_dials_the_app,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

@@ -143,6 +143,7 @@ enum Queued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
     Text(String),
+    Answer,
     Hangup,
 }
 
@@ -162,12 +163,14 @@ pub(crate) struct AsteriskMedia {
     report_drained: bool,
     /// `both`, `in` (app only receives) or `out` (app only sends).
     direction: &'static str,
+    /// No media flows before the answer (dial option `n`).
+    answered: bool,
     actions: VecDeque<Action>,
     pub(crate) report: MediaSessionReport,
 }
 
 impl AsteriskMedia {
-    pub(crate) fn new(connection_id: &str, info: &MediaConnectInfo) -> AsteriskMedia {
+    pub(crate) fn new(info: &MediaConnectInfo) -> AsteriskMedia {
         AsteriskMedia {
             frame_size: info.optimal_frame_size as usize,
             json: info.json,
@@ -180,10 +183,15 @@ impl AsteriskMedia {
             paused: false,
             xoff: false,
             report_drained: false,
-            direction: "both",
+            direction: match info.direction.as_str() {
+                "in" => "in",
+                "out" => "out",
+                _ => "both",
+            },
+            answered: info.auto_answer,
             actions: VecDeque::new(),
             report: MediaSessionReport {
-                connection_id: connection_id.to_owned(),
+                connection_id: info.connection_id.clone(),
                 channel_id: info.channel_id.clone(),
                 format: info.format.clone(),
                 ..MediaSessionReport::default()
@@ -284,7 +292,12 @@ impl AsteriskMedia {
             (n.to_owned(), a.filter(|a| !a.is_empty()), None)
         };
         match name.as_str() {
-            "ANSWER" => {}
+            "ANSWER" => {
+                if !self.answered {
+                    self.answered = true;
+                    self.actions.push_back(Action::Answer);
+                }
+            }
             "HANGUP" => self.actions.push_back(Action::Hangup),
             "GET_STATUS" => {
                 let fields = [
@@ -412,7 +425,7 @@ impl AsteriskMedia {
             self.report_drained = false;
             self.event("QUEUE_DRAINED", &[], true);
         }
-        (self.direction != "out").then(|| {
+        (self.answered && self.direction != "out").then(|| {
             self.report.frames_sent += 1;
             self.test.clone()
         })
@@ -495,7 +508,7 @@ async fn run<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut model = AsteriskMedia::new(id, &info);
+    let mut model = AsteriskMedia::new(&info);
     if ws
         .send(Message::Text(model.media_start(&info).into()))
         .await
@@ -536,7 +549,7 @@ async fn run<S>(
             signal = rx.recv() => match signal {
                 Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
                 Some(MediaSignal::Close { .. }) | None => break 'run,
-                Some(MediaSignal::AudioSocketConnect { .. }) => {}
+                Some(MediaSignal::AudioSocketConnect { .. } | MediaSignal::WebSocketConnect { .. }) => {}
             },
         }
         while let Some(action) = model.next_action() {
@@ -546,6 +559,9 @@ async fn run<S>(
                         app_closed = true;
                         break 'run;
                     }
+                }
+                Action::Answer => {
+                    shared.with_sim(|sim, now| sim.media_answer(now, id));
                 }
                 Action::Hangup => {
                     shared.with_sim(|sim, now| sim.media_hangup(now, id, 1000));
@@ -598,21 +614,73 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     let shared = shared.clone();
     tokio::spawn(async move {
         while let Some(signal) = rx.recv().await {
-            if let MediaSignal::AudioSocketConnect {
-                connection_id,
-                host,
-                channel_id,
-            } = signal
-            {
-                tokio::spawn(audiosocket_run(
-                    shared.clone(),
+            match signal {
+                MediaSignal::AudioSocketConnect {
                     connection_id,
                     host,
                     channel_id,
-                ));
+                } => {
+                    tokio::spawn(audiosocket_run(
+                        shared.clone(),
+                        connection_id,
+                        host,
+                        channel_id,
+                    ));
+                }
+                MediaSignal::WebSocketConnect { connection_id, uri } => {
+                    tokio::spawn(websocket_client_run(shared.clone(), connection_id, uri));
+                }
+                _ => {}
             }
         }
     });
+}
+
+/// Client mode: connects to the application's media WebSocket server (protocol `media`),
+/// then runs the socket as in server mode. An unreachable application gets the channel
+/// destroyed with cause 3.
+async fn websocket_client_run(shared: Arc<Shared>, key: String, uri: String) {
+    let reserved = shared.with_sim(|sim, now| sim.media_reserve(now, &key));
+    let Some(Ok(Ok(info))) = reserved else {
+        return;
+    };
+    let request = http::Request::get(&uri)
+        .header(header::HOST, host_of(&uri))
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(
+            header::SEC_WEBSOCKET_KEY,
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, "media")
+        .body(());
+    let connected = match request {
+        Ok(req) => tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok),
+        Err(_) => None,
+    };
+    let Some((ws, _)) = connected else {
+        shared.log(|| format!("media client {key}: cannot connect to {uri}"));
+        shared.with_sim(|sim, now| sim.media_unreachable(now, &key));
+        return;
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    lock(&shared.media_conns).insert(key.clone(), tx);
+    shared.log(|| format!("media client {key} connected to {uri} ({})", info.format));
+    run(&shared, &key, info, ws, rx).await;
+    lock(&shared.media_conns).remove(&key);
+}
+
+/// `host[:port]` of a `ws://` URI.
+fn host_of(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
 }
 
 /// Hands an AudioSocket connection to the dialer.

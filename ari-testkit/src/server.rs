@@ -1037,6 +1037,14 @@ impl MockServer {
 
     // ----- simulator -----
 
+    /// Configures a websocket_client (`websocket_client.conf` `[id]`, `uri = ...`): an
+    /// externalMedia channel with `connection_type=client` and `external_host=<id>` makes the
+    /// simulated Asterisk connect to `uri` (chan_websocket client mode), with the `v()` dial
+    /// option's parameters appended. Does nothing without the simulator.
+    pub fn set_websocket_client(&self, id: &str, uri: &str) {
+        let _ = self.with_sim(|sim, _| sim.set_websocket_client(id, uri));
+    }
+
     /// Reports of the chan_websocket media sockets (`/media/<id>`) that have closed, in
     /// closing order: frames sent and played, drops, XOFFs.
     pub fn media_sessions(&self) -> Vec<crate::MediaSessionReport> {

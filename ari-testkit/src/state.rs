@@ -213,7 +213,9 @@ impl Shared {
             catch_unwind(AssertUnwindSafe(|| guard.drain_media_signals())).unwrap_or_default();
         if !signals.is_empty() {
             for signal in signals {
-                if let crate::sim::MediaSignal::AudioSocketConnect { .. } = &signal {
+                if let crate::sim::MediaSignal::AudioSocketConnect { .. }
+                | crate::sim::MediaSignal::WebSocketConnect { .. } = &signal
+                {
                     crate::media_ws::audiosocket_connect(self, signal);
                     continue;
                 }

@@ -7,6 +7,7 @@ mod events;
 mod faults;
 mod lifecycle;
 mod outbound;
+mod media;
 mod pool;
 mod resources;
 
@@ -14,6 +15,7 @@ pub use events::*;
 pub use faults::*;
 pub use lifecycle::*;
 pub use outbound::*;
+pub use media::*;
 pub use pool::*;
 pub use resources::*;
 

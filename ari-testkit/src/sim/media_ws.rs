@@ -1,5 +1,6 @@
 //! chan_websocket channels: `POST channels/externalMedia` with `transport=websocket`,
-//! `encapsulation=none`, `connection_type=server`.
+//! `encapsulation=none`, `connection_type=server` (the application connects) or `client`
+//! (the simulator connects to a websocket_client's URI, [`Sim::set_websocket_client`]).
 //!
 //! The channel is created `Down` and not in Stasis; its `channelvars` carry
 //! `MEDIA_WEBSOCKET_CONNECTION_ID`. When the application connects to `/media/<id>` (the
@@ -22,9 +23,11 @@ pub(super) struct WsRequest {
     pub(super) app: Option<String>,
     pub(super) encapsulation: Option<String>,
     pub(super) connection_type: Option<String>,
+    pub(super) external_host: Option<String>,
     pub(super) format: Option<String>,
     pub(super) channel_id: Option<String>,
     pub(super) transport_data: Option<String>,
+    pub(super) direction: Option<String>,
     pub(super) data: Option<String>,
     pub(super) vars: Vec<(String, String, bool)>,
 }
@@ -45,6 +48,14 @@ pub enum MediaSignal {
         /// `MEDIA_WEBSOCKET_CONNECTION_ID`, or the AudioSocket UUID.
         connection_id: String,
     },
+    /// A chan_websocket channel in client mode was created: connect to `uri` (protocol
+    /// `media`), then run the media socket as in server mode.
+    WebSocketConnect {
+        /// The simulator's key of the connection (unique per call).
+        connection_id: String,
+        /// The websocket_client's URI, with the `v()` parameters appended.
+        uri: String,
+    },
     /// An AudioSocket channel was created: connect to the application at `host` over TCP
     /// and send the UUID first.
     AudioSocketConnect {
@@ -63,7 +74,8 @@ impl MediaSignal {
         match self {
             MediaSignal::Dtmf { connection_id, .. }
             | MediaSignal::Close { connection_id }
-            | MediaSignal::AudioSocketConnect { connection_id, .. } => connection_id,
+            | MediaSignal::AudioSocketConnect { connection_id, .. }
+            | MediaSignal::WebSocketConnect { connection_id, .. } => connection_id,
         }
     }
 }
@@ -72,6 +84,9 @@ impl MediaSignal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MediaConnectInfo {
+    /// `MEDIA_WEBSOCKET_CONNECTION_ID` as `MEDIA_START` shows it (the websocket_client's
+    /// name in client mode).
+    pub connection_id: String,
     /// The channel id.
     pub channel_id: String,
     /// The channel name, `WebSocket/INCOMING/0x…`.
@@ -82,6 +97,12 @@ pub struct MediaConnectInfo {
     pub optimal_frame_size: u32,
     /// Control messages in JSON (`transport_data` containing `f(json)`).
     pub json: bool,
+    /// Answer on connect (no `n` dial option); otherwise the application's `ANSWER` does.
+    pub auto_answer: bool,
+    /// The media direction from the application's point of view (`d()`, externalMedia
+    /// `direction`): `both`, `in` (Asterisk drops the application's media) or `out`
+    /// (Asterisk sends none).
+    pub direction: String,
     /// The channel's variables (JSON `MEDIA_START` carries them).
     pub variables: BTreeMap<String, String>,
 }
@@ -99,6 +120,9 @@ pub enum MediaConnectError {
 #[derive(Debug)]
 pub(super) struct WsChan {
     channel: String,
+    shown_id: String,
+    auto_answer: bool,
+    direction: String,
     format: String,
     frame_size: u32,
     json: bool,
@@ -111,6 +135,43 @@ pub(super) struct MediaWs {
     by_conn: BTreeMap<String, WsChan>,
     signals: VecDeque<MediaSignal>,
     seq: u64,
+    /// websocket_client.conf: id → URI.
+    clients: BTreeMap<String, String>,
+}
+
+/// The dial options of `transport_data` (`c(slin16)nf(json)d(in)`): the argument of
+/// option `letter`, and whether the bare flag `n` is present.
+fn dial_option(transport_data: Option<&str>, letter: char) -> Option<String> {
+    let mut rest = transport_data?;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        if let Some(inner) = rest.strip_prefix('(') {
+            let (arg, after) = inner.split_once(')').unwrap_or((inner, ""));
+            if c == letter {
+                return Some(arg.to_owned());
+            }
+            rest = after;
+        } else if c == letter {
+            return Some(String::new());
+        }
+    }
+    None
+}
+
+/// `uri` with the `v(n1=v1,n2=v2)` dial option of `transport_data` appended as query
+/// parameters (`?` or `&`), as chan_websocket does.
+fn uri_with_params(uri: &str, transport_data: Option<&str>) -> String {
+    let Some(params) = dial_option(transport_data, 'v') else {
+        return uri.to_owned();
+    };
+    let query = params.replace(',', "&");
+    if query.is_empty() {
+        uri.to_owned()
+    } else if uri.contains('?') {
+        format!("{uri}&{query}")
+    } else {
+        format!("{uri}?{query}")
+    }
 }
 
 /// Bytes per 20 ms frame of a format, as chan_websocket computes `optimal_frame_size`.
@@ -125,6 +186,13 @@ pub(super) fn frame_size(format: &str) -> Option<u32> {
 }
 
 impl Sim {
+    /// Configures a websocket_client (`websocket_client.conf`): externalMedia with
+    /// `connection_type=client` and `external_host=<id>` makes the simulator connect to
+    /// `uri` (a `ws://` URI) for each call.
+    pub fn set_websocket_client(&mut self, id: &str, uri: &str) {
+        self.media_ws.clients.insert(id.to_owned(), uri.to_owned());
+    }
+
     pub(super) fn external_media_websocket(&mut self, p: WsRequest) -> SimResponse {
         let Some(app) = p.app else {
             return SimResponse::error(400, "app cannot be empty");
@@ -132,13 +200,24 @@ impl Sim {
         if p.encapsulation.as_deref() != Some("none") {
             return SimResponse::error(400, "encapsulation must be 'none' for websocket transport");
         }
-        if p.connection_type.as_deref() != Some("server") {
-            // No websocket_client is configured in the simulator.
-            return SimResponse::error(
-                400,
-                "external_host must be a valid websocket_client connection id.",
-            );
-        }
+        // `client` is the default.
+        let client = match p.connection_type.as_deref() {
+            Some("server") => None,
+            _ => match p.external_host.as_ref().and_then(|h| {
+                self.media_ws
+                    .clients
+                    .get(h)
+                    .map(|uri| (h.clone(), uri.clone()))
+            }) {
+                Some(c) => Some(c),
+                None => {
+                    return SimResponse::error(
+                        400,
+                        "external_host must be a valid websocket_client connection id.",
+                    )
+                }
+            },
+        };
         let Some(format) = p.format else {
             return SimResponse::error(400, "format cannot be empty");
         };
@@ -149,17 +228,35 @@ impl Sim {
         if self.channels.by_id.contains_key(&id) {
             return SimResponse::error(409, "Channel with given unique ID already exists");
         }
-        let json_control = p.transport_data.is_some_and(|d| d.contains("f(json)"));
+        let options = p.transport_data.as_deref();
+        let json_control = dial_option(options, 'f').as_deref() == Some("json");
+        let auto_answer = dial_option(options, 'n').is_none();
+        let direction = p
+            .direction
+            .clone()
+            .or_else(|| dial_option(options, 'd'))
+            .unwrap_or_else(|| "both".to_owned());
+        if !["both", "in", "out"].contains(&direction.as_str()) {
+            return SimResponse::error(400, "Invalid direction specified");
+        }
         self.media_ws.seq += 1;
         let seq = self.media_ws.seq;
-        let connection_id = format!("5e6d1a2b-{:04x}-4000-8000-{:012x}", seq & 0xffff, seq);
+        // Server mode: a fresh UUID. Client mode: the client's name is what Asterisk shows;
+        // the simulator keys the connection by name and sequence.
+        let (key, connection_id, dialing) = match &client {
+            None => {
+                let id = format!("5e6d1a2b-{:04x}-4000-8000-{:012x}", seq & 0xffff, seq);
+                (id.clone(), id, "INCOMING".to_owned())
+            }
+            Some((name, _)) => (format!("{name}/{seq}"), name.clone(), name.clone()),
+        };
         self.ids.local_seq += 1;
-        let name = format!("WebSocket/INCOMING/0x7f6ab80{:05x}", self.ids.local_seq);
+        let name = format!("WebSocket/{dialing}/0x7f6ab80{:05x}", self.ids.local_seq);
         let mut c = self.new_channel(&id, &name, Tech::WebSocket, "Down");
         c.base_app = ("AppDial2".to_string(), "(Outgoing Line)".to_string());
         c.app_name = c.base_app.0.clone();
         c.app_data = c.base_app.1.clone();
-        c.dialing = Some("INCOMING".to_string());
+        c.dialing = Some(dialing);
         c.vars.insert(
             "MEDIA_WEBSOCKET_CONNECTION_ID".to_string(),
             connection_id.clone(),
@@ -189,15 +286,27 @@ impl Sim {
         });
         self.emit_dial(&id, "");
         self.media_ws.by_conn.insert(
-            connection_id,
+            key.clone(),
             WsChan {
                 channel: id,
+                shown_id: connection_id,
+                auto_answer,
+                direction,
                 format,
                 frame_size: frame,
                 json: json_control,
                 connected: false,
             },
         );
+        if let Some((_, uri)) = client {
+            // Asterisk connects while dialing: the socket may open before this answer.
+            self.media_ws
+                .signals
+                .push_back(MediaSignal::WebSocketConnect {
+                    connection_id: key,
+                    uri: uri_with_params(&uri, p.transport_data.as_deref()),
+                });
+        }
         SimResponse::json(200, &resp)
     }
 
@@ -220,17 +329,36 @@ impl Sim {
             return Err(MediaConnectError::NotFound);
         };
         Ok(MediaConnectInfo {
+            connection_id: w.shown_id.clone(),
             channel_id: w.channel.clone(),
             channel_name: c.name.clone(),
             format: w.format.clone(),
             optimal_frame_size: w.frame_size,
             json: w.json,
+            auto_answer: w.auto_answer,
+            direction: w.direction.clone(),
             variables: c.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         })
     }
 
-    /// The media socket sent `MEDIA_START`: the channel is answered and enters Stasis.
+    /// The media socket sent `MEDIA_START`: the channel is answered and enters Stasis,
+    /// unless the dial options had `n` (then [`Sim::media_answer`] does it).
     pub fn media_connect(&mut self, now: Duration, connection_id: &str) {
+        let auto = self
+            .media_ws
+            .by_conn
+            .get(connection_id)
+            .is_some_and(|w| w.auto_answer);
+        if auto {
+            self.media_answer(now, connection_id);
+        } else {
+            self.advance(now);
+        }
+    }
+
+    /// The application sent `ANSWER` (or the channel auto-answers): it goes `Up` and enters
+    /// Stasis. Nothing happens when it is already up.
+    pub fn media_answer(&mut self, now: Duration, connection_id: &str) {
         self.advance(now);
         let Some(id) = self
             .media_ws
@@ -240,8 +368,9 @@ impl Sim {
         else {
             return;
         };
-        if let Some(c) = self.channels.by_id.get_mut(&id) {
-            c.state = "Up";
+        match self.channels.by_id.get_mut(&id) {
+            Some(c) if c.state != "Up" => c.state = "Up",
+            _ => return,
         }
         self.emit_state(&id);
         self.dial_answered(&id);
@@ -270,11 +399,33 @@ impl Sim {
         self.teardown(&id, 16, false);
     }
 
+    /// The websocket_client could not be reached: the channel is destroyed with cause 3
+    /// ("No route to destination"), as Asterisk does after its reconnect attempts.
+    pub fn media_unreachable(&mut self, now: Duration, connection_id: &str) {
+        self.advance(now);
+        let Some(id) = self
+            .media_ws
+            .by_conn
+            .get(connection_id)
+            .map(|w| w.channel.clone())
+        else {
+            return;
+        };
+        if !self.channels.by_id.contains_key(&id) {
+            return;
+        }
+        self.chan_event("ChannelHangupRequest", &id, json!({"cause": 3}));
+        self.teardown(&id, 3, false);
+    }
+
     pub(super) fn audiosocket_created(&mut self, id: &str, host: &str, uuid: &str) {
         self.media_ws.by_conn.insert(
             uuid.to_owned(),
             WsChan {
                 channel: id.to_owned(),
+                shown_id: uuid.to_owned(),
+                auto_answer: true,
+                direction: "both".to_owned(),
                 format: "slin".to_owned(),
                 frame_size: 320,
                 json: false,

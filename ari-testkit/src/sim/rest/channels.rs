@@ -344,9 +344,11 @@ impl Sim {
                 app: p.nonempty("app"),
                 encapsulation: p.nonempty("encapsulation"),
                 connection_type: p.nonempty("connection_type"),
+                external_host: p.nonempty("external_host"),
                 format: p.nonempty("format"),
                 channel_id: p.nonempty("channelId"),
                 transport_data: p.nonempty("transport_data"),
+                direction: p.nonempty("direction"),
                 data: p.nonempty("data"),
                 vars: p.vars(),
             });

@@ -1,0 +1,626 @@
+//! AudioSocket, application side: Asterisk connects to the application over TCP.
+//!
+//! With `POST /channels/externalMedia` (`encapsulation=audiosocket`, `transport=tcp`,
+//! `external_host=<host:port>`, `data=<UUID>`), the `AudioSocket()` dialplan application or
+//! a `Dial(AudioSocket/<host:port>/<UUID>)`, Asterisk dials `host:port`. An
+//! [`AudioSocketServer`] listens there (on the runtime's [`Connector`]) and gives one
+//! [`AudioSocketSession`] per connection, once its first message (the call's UUID, which
+//! correlates it with the externalMedia request) has arrived.
+//!
+//! A session is a `Stream` of [`AudioSocketItem`]s (audio frames, DTMF digits, errors; the
+//! last one is [`AudioSocketItem::Closed`]) plus an [`AudioSocketSender`] for audio and the
+//! hangup. AudioSocket has no playout queue at Asterisk's side: what arrives is played at
+//! once. So the sender cuts the application's audio (any chunk size) into 20 ms frames and
+//! writes them at real-time pace, a little ahead ([`AudioSocketOptions::send_ahead`]); audio
+//! that does not fit in its bounded queue is refused and counted, never dropped silently.
+//!
+//! The wire format is [`ari_proto::media::audiosocket`]'s (sans-IO: typed messages and a
+//! streaming decoder). Asterisk hangs the channel up when the application sends a hangup
+//! ([`AudioSocketSender::hangup`]) or closes the connection (dropping the session and every
+//! sender), and closes the connection itself when the call ends.
+//!
+//! ```no_run
+//! # async fn demo<E: ari_client::Executor, C: ari_client::Connector>(runtime: ari_client::Stack<E, C>) -> Result<(), ari_client::Error> {
+//! use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
+//! use futures_util::StreamExt;
+//! let server = AudioSocketServer::bind(runtime, "0.0.0.0:9092".parse().unwrap()).await?;
+//! // externalMedia with external_host=<this host>:9092 and data=<a UUID> dials it.
+//! let mut call = server.accept().await?;
+//! println!("call {}", call.uuid());
+//! let tx = call.sender();
+//! while let Some(item) = call.next().await {
+//!     match item {
+//!         AudioSocketItem::Audio { data, .. } => drop(tx.send_audio(data)), // an echo
+//!         AudioSocketItem::Dtmf(d) => println!("DTMF {d}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ari_proto::media::audiosocket::{format_uuid, Decoder, Message, Rate};
+use ari_proto::media::websocket::Reframer;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::task::AtomicWaker;
+
+use crate::error::Error;
+use crate::runtime::{
+    AsyncRead, AsyncWrite, Connector, Executor, Listener, TransportError, TransportErrorKind,
+};
+use crate::stack::Stack;
+
+/// Options of an [`AudioSocketServer`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AudioSocketOptions {
+    /// Time allowed for a new connection's UUID message (default 5 s).
+    pub uuid_timeout: Duration,
+    /// The rate the application's audio is labelled with (default [`Rate::Slin8`]; Asterisk
+    /// labels non-slin audio as 8 kHz too).
+    pub rate: Rate,
+    /// Frames (20 ms) waiting to be sent before more audio is refused (default 500: 10 s).
+    pub queue_frames: usize,
+    /// How far ahead of real time audio is written (default 40 ms).
+    pub send_ahead: Duration,
+}
+
+impl Default for AudioSocketOptions {
+    fn default() -> Self {
+        AudioSocketOptions {
+            uuid_timeout: Duration::from_secs(5),
+            rate: Rate::Slin8,
+            queue_frames: 500,
+            send_ahead: Duration::from_millis(40),
+        }
+    }
+}
+
+impl AudioSocketOptions {
+    /// The defaults.
+    pub fn new() -> AudioSocketOptions {
+        AudioSocketOptions::default()
+    }
+
+    /// Sets [`rate`](Self::rate).
+    pub fn rate(mut self, rate: Rate) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Sets [`queue_frames`](Self::queue_frames) (at least 1).
+    pub fn queue_frames(mut self, frames: usize) -> Self {
+        self.queue_frames = frames.max(1);
+        self
+    }
+
+    /// Sets [`send_ahead`](Self::send_ahead).
+    pub fn send_ahead(mut self, ahead: Duration) -> Self {
+        self.send_ahead = ahead;
+        self
+    }
+
+    /// Sets [`uuid_timeout`](Self::uuid_timeout).
+    pub fn uuid_timeout(mut self, timeout: Duration) -> Self {
+        self.uuid_timeout = timeout;
+        self
+    }
+}
+
+/// Listens for Asterisk's AudioSocket connections; see the [module docs](self).
+pub struct AudioSocketServer<E: Executor, C: Connector> {
+    runtime: Stack<E, C>,
+    listener: C::Listener,
+    local_addr: SocketAddr,
+    options: AudioSocketOptions,
+}
+
+impl<E: Executor, C: Connector> fmt::Debug for AudioSocketServer<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AudioSocketServer")
+            .field("local_addr", &self.local_addr)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(what: String, e: std::io::Error) -> Error {
+    Error::Transport(TransportError::new(
+        TransportErrorKind::Io,
+        format!("{what}: {e}"),
+    ))
+}
+
+fn protocol_error(message: String) -> Error {
+    Error::Transport(TransportError::new(TransportErrorKind::Protocol, message))
+}
+
+impl<E: Executor, C: Connector> AudioSocketServer<E, C> {
+    /// Binds `addr` with the default options.
+    pub async fn bind(runtime: Stack<E, C>, addr: SocketAddr) -> Result<Self, Error> {
+        Self::bind_with(runtime, addr, AudioSocketOptions::default()).await
+    }
+
+    /// Binds `addr` with `options`.
+    pub async fn bind_with(
+        runtime: Stack<E, C>,
+        addr: SocketAddr,
+        options: AudioSocketOptions,
+    ) -> Result<Self, Error> {
+        let listener = runtime
+            .connector()
+            .bind(addr)
+            .await
+            .map_err(|e| io_error(format!("bind {addr}"), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| io_error(format!("local address of {addr}"), e))?;
+        Ok(AudioSocketServer {
+            runtime,
+            listener,
+            local_addr,
+            options,
+        })
+    }
+
+    /// The bound address (give it to Asterisk as `external_host`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for the next connection and its UUID message.
+    ///
+    /// A connection that fails before its UUID (closed, timed out, another first message)
+    /// is closed and returned as an error naming the peer; keep calling `accept` after one.
+    pub async fn accept(&self) -> Result<AudioSocketSession, Error> {
+        let (stream, peer) = self
+            .listener
+            .accept()
+            .await
+            .map_err(|e| io_error(format!("accept on {}", self.local_addr), e))?;
+        let (mut reader, writer) = stream.split();
+        let mut decoder = Decoder::new();
+        let mut buf = vec![0u8; 4096].into_boxed_slice();
+        let first = {
+            let read = async {
+                loop {
+                    match decoder.next_message() {
+                        Ok(Some(m)) => return Ok(m),
+                        Ok(None) => {}
+                        Err(e) => {
+                            return Err(protocol_error(format!("AudioSocket from {peer}: {e}")))
+                        }
+                    }
+                    let n = reader
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| io_error(format!("AudioSocket from {peer}"), e))?;
+                    if n == 0 {
+                        return Err(protocol_error(format!(
+                            "AudioSocket from {peer}: closed before its UUID"
+                        )));
+                    }
+                    decoder.push(&buf[..n]);
+                }
+            };
+            let deadline = self.runtime.now() + self.options.uuid_timeout;
+            let sleep = self.runtime.sleep_until(deadline);
+            match futures_util::future::select(std::pin::pin!(read), std::pin::pin!(sleep)).await {
+                futures_util::future::Either::Left((r, _)) => r?,
+                futures_util::future::Either::Right(_) => {
+                    return Err(Error::Timeout {
+                        operation: "AudioSocket UUID",
+                        after: self.options.uuid_timeout,
+                    })
+                }
+            }
+        };
+        let uuid = match first {
+            Message::Uuid(u) => u,
+            other => {
+                return Err(protocol_error(format!(
+                    "AudioSocket from {peer}: the first message is kind {:#04x}, not the UUID",
+                    other.kind()
+                )))
+            }
+        };
+        let shared = Arc::new(SendShared {
+            state: Mutex::new(SendState {
+                queue: VecDeque::new(),
+                reframer: Reframer::new(self.options.rate.frame_bytes_20ms()),
+                hangup: false,
+                closed: false,
+                handles: 2, // the session and its sender
+                stats: AudioSocketStats::default(),
+            }),
+            writer: AtomicWaker::new(),
+            queue_frames: self.options.queue_frames.max(1),
+        });
+        self.runtime.spawn(write_loop(
+            self.runtime.clone(),
+            Box::new(writer),
+            shared.clone(),
+            self.options.rate,
+            self.options.send_ahead,
+        ));
+        Ok(AudioSocketSession {
+            uuid,
+            peer,
+            reader: Box::pin(reader),
+            decoder,
+            buf,
+            done: false,
+            sender: AudioSocketSender { shared },
+        })
+    }
+}
+
+/// What an [`AudioSocketSession`] yields, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AudioSocketItem {
+    /// Audio from Asterisk: 16-bit signed little-endian PCM at `rate`.
+    Audio {
+        /// The rate the message's kind announces.
+        rate: Rate,
+        /// The samples.
+        data: Bytes,
+    },
+    /// A DTMF digit (`0-9`, `*`, `#`, `A-D`).
+    Dtmf(char),
+    /// Asterisk reported an error (kind `0xff`); the payload is its error code, if any.
+    Error(Bytes),
+    /// A message of a kind Asterisk does not send to applications (kept as received).
+    Unexpected(Message),
+    /// The connection ended (the last item): Asterisk closed it (the call ended), or it
+    /// failed (`error`).
+    Closed {
+        /// Why it failed (an I/O or protocol error), if it did.
+        error: Option<String>,
+    },
+}
+
+/// Counters of the sending side of a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AudioSocketStats {
+    /// Audio frames written.
+    pub frames_sent: u64,
+    /// Audio frames refused because the queue was full.
+    pub overflow_frames: u64,
+}
+
+/// Why audio or a hangup was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AudioSocketSendError {
+    /// The queue was full: this many frames of the chunk were refused (the ones before
+    /// them are queued). Also counted in [`AudioSocketStats::overflow_frames`].
+    Full {
+        /// Frames refused.
+        dropped_frames: u64,
+    },
+    /// The connection is closed, or a hangup was sent.
+    Closed,
+}
+
+impl fmt::Display for AudioSocketSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AudioSocketSendError::Full { dropped_frames } => write!(
+                f,
+                "AudioSocket send queue full: {dropped_frames} frames refused (send at real-time \
+                 pace or raise AudioSocketOptions::queue_frames)"
+            ),
+            AudioSocketSendError::Closed => f.write_str("the AudioSocket connection is closed"),
+        }
+    }
+}
+
+impl std::error::Error for AudioSocketSendError {}
+
+struct SendState {
+    queue: VecDeque<Bytes>,
+    reframer: Reframer,
+    hangup: bool,
+    closed: bool,
+    handles: usize,
+    stats: AudioSocketStats,
+}
+
+struct SendShared {
+    state: Mutex<SendState>,
+    writer: AtomicWaker,
+    queue_frames: usize,
+}
+
+impl SendShared {
+    fn lock(&self) -> MutexGuard<'_, SendState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sends audio and the hangup on an AudioSocket connection; cheap to clone.
+pub struct AudioSocketSender {
+    shared: Arc<SendShared>,
+}
+
+impl fmt::Debug for AudioSocketSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AudioSocketSender")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for AudioSocketSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().handles += 1;
+        AudioSocketSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for AudioSocketSender {
+    fn drop(&mut self) {
+        self.shared.lock().handles -= 1;
+        self.shared.writer.wake();
+    }
+}
+
+impl AudioSocketSender {
+    /// Hands audio over, in any chunk size: it leaves as 20 ms frames at real-time pace (a
+    /// partial frame waits for the rest). Frames beyond the queue's room are refused,
+    /// counted, and reported as [`AudioSocketSendError::Full`].
+    pub fn send_audio(&self, audio: Bytes) -> Result<(), AudioSocketSendError> {
+        let dropped = {
+            let mut guard = self.shared.lock();
+            let st = &mut *guard;
+            if st.closed || st.hangup {
+                return Err(AudioSocketSendError::Closed);
+            }
+            let room = self.shared.queue_frames;
+            let mut dropped = 0u64;
+            let queue = &mut st.queue;
+            st.reframer.push(audio, |frame| {
+                if queue.len() < room {
+                    queue.push_back(frame);
+                } else {
+                    dropped += 1;
+                }
+            });
+            st.stats.overflow_frames += dropped;
+            dropped
+        };
+        self.shared.writer.wake();
+        if dropped > 0 {
+            Err(AudioSocketSendError::Full {
+                dropped_frames: dropped,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends the hangup (kind `0x00`) after the audio already queued: Asterisk hangs the
+    /// channel up and closes the connection.
+    pub fn hangup(&self) -> Result<(), AudioSocketSendError> {
+        {
+            let mut st = self.shared.lock();
+            if st.closed || st.hangup {
+                return Err(AudioSocketSendError::Closed);
+            }
+            st.hangup = true;
+        }
+        self.shared.writer.wake();
+        Ok(())
+    }
+
+    /// Frames waiting to be sent.
+    pub fn queued_frames(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> AudioSocketStats {
+        self.shared.lock().stats
+    }
+}
+
+enum Work {
+    Frame(Bytes),
+    Hangup,
+    Done,
+}
+
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Writes the queued frames at real-time pace, then the hangup; ends when the connection
+/// fails, after a hangup, or when every handle is gone and the queue is empty.
+async fn write_loop<E: Executor, C: Connector>(
+    runtime: Stack<E, C>,
+    mut writer: BoxWrite,
+    shared: Arc<SendShared>,
+    rate: Rate,
+    ahead: Duration,
+) {
+    let bytes_per_second = rate.hz() as u64 * 2;
+    let mut next_at: Option<Instant> = None;
+    loop {
+        let work = std::future::poll_fn(|cx| {
+            shared.writer.register(cx.waker());
+            let mut st = shared.lock();
+            if st.closed {
+                Poll::Ready(Work::Done)
+            } else if let Some(frame) = st.queue.pop_front() {
+                Poll::Ready(Work::Frame(frame))
+            } else if st.hangup {
+                Poll::Ready(Work::Hangup)
+            } else if st.handles == 0 {
+                Poll::Ready(Work::Done)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let ok = match work {
+            Work::Done => break,
+            Work::Frame(data) => {
+                let now = runtime.now();
+                // After a pause in the audio, start again from now.
+                let at = next_at.filter(|t| *t > now).unwrap_or(now);
+                if at > now + ahead {
+                    runtime.sleep_until(at - ahead).await;
+                }
+                let micros = data.len() as u64 * 1_000_000 / bytes_per_second;
+                next_at = Some(at + Duration::from_micros(micros));
+                let wire = Message::Audio { rate, data }.to_bytes();
+                match wire {
+                    Ok(w) => {
+                        let ok = writer.write_all(&w).await.is_ok() && writer.flush().await.is_ok();
+                        if ok {
+                            shared.lock().stats.frames_sent += 1;
+                        }
+                        ok
+                    }
+                    // A 20 ms frame always fits in one message.
+                    Err(_) => false,
+                }
+            }
+            Work::Hangup => {
+                if let Ok(w) = Message::Hangup.to_bytes() {
+                    let _ = writer.write_all(&w).await;
+                    let _ = writer.flush().await;
+                }
+                false
+            }
+        };
+        if !ok {
+            break;
+        }
+    }
+    {
+        let mut st = shared.lock();
+        st.closed = true;
+        st.queue.clear();
+    }
+    let _ = writer.close().await;
+}
+
+type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+
+/// One AudioSocket connection: a `Stream` of [`AudioSocketItem`]s; see the
+/// [module docs](self).
+pub struct AudioSocketSession {
+    uuid: [u8; 16],
+    peer: SocketAddr,
+    reader: BoxRead,
+    decoder: Decoder,
+    buf: Box<[u8]>,
+    done: bool,
+    sender: AudioSocketSender,
+}
+
+impl fmt::Debug for AudioSocketSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AudioSocketSession")
+            .field("uuid", &self.uuid())
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AudioSocketSession {
+    /// The call's UUID (the externalMedia `data`), formatted `8-4-4-4-12`.
+    pub fn uuid(&self) -> String {
+        format_uuid(&self.uuid)
+    }
+
+    /// The UUID's 16 raw bytes.
+    pub fn uuid_bytes(&self) -> [u8; 16] {
+        self.uuid
+    }
+
+    /// Asterisk's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// A sender for audio and the hangup (clone it freely).
+    pub fn sender(&self) -> AudioSocketSender {
+        self.sender.clone()
+    }
+
+    /// Hands audio over (see [`AudioSocketSender::send_audio`]).
+    pub fn send_audio(&self, audio: Bytes) -> Result<(), AudioSocketSendError> {
+        self.sender.send_audio(audio)
+    }
+
+    /// Sends the hangup (see [`AudioSocketSender::hangup`]).
+    pub fn hangup(&self) -> Result<(), AudioSocketSendError> {
+        self.sender.hangup()
+    }
+
+    /// The sending side's counters.
+    pub fn stats(&self) -> AudioSocketStats {
+        self.sender.stats()
+    }
+
+    fn finish(&mut self, error: Option<String>) -> Poll<Option<AudioSocketItem>> {
+        self.done = true;
+        self.sender.shared.lock().closed = true;
+        self.sender.shared.writer.wake();
+        Poll::Ready(Some(AudioSocketItem::Closed { error }))
+    }
+}
+
+impl Stream for AudioSocketSession {
+    type Item = AudioSocketItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AudioSocketItem>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.decoder.next_message() {
+                Ok(Some(m)) => {
+                    let item = match m {
+                        Message::Audio { rate, data } => AudioSocketItem::Audio { rate, data },
+                        Message::Dtmf(d) => AudioSocketItem::Dtmf(char::from(d)),
+                        Message::Error(e) => AudioSocketItem::Error(e),
+                        other => AudioSocketItem::Unexpected(other),
+                    };
+                    return Poll::Ready(Some(item));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let peer = this.peer;
+                    return this.finish(Some(format!("AudioSocket from {peer}: {e}")));
+                }
+            }
+            match this.reader.as_mut().poll_read(cx, &mut this.buf) {
+                Poll::Ready(Ok(0)) => return this.finish(None),
+                Poll::Ready(Ok(n)) => this.decoder.push(&this.buf[..n]),
+                Poll::Ready(Err(e)) => {
+                    let peer = this.peer;
+                    return this.finish(Some(format!("AudioSocket from {peer}: {e}")));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+// The reader half is only used through `Pin<Box<_>>`.
+impl Unpin for AudioSocketSession {}

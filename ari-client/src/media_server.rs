@@ -1,0 +1,340 @@
+//! chan_websocket's client connection type: Asterisk dials the application's media server.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use ari_proto::media::websocket::{ControlFormat, MediaConfig, MediaSession as Core};
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+
+use crate::error::Error;
+use crate::instances::Channel;
+use crate::media::{open, Dialled, MediaOptions, MediaSession};
+use crate::runtime::{
+    Connector, Executor, Listener, TransportError, TransportErrorKind, TransportOptions, WsMessage,
+};
+use crate::stack::{accept_websocket, MaybeTlsStream, Stack, WebSocket};
+
+/// The query parameter that carries a session's token in Asterisk's request URI (added with
+/// the `v()` dial option).
+pub const TOKEN_PARAM: &str = "ari_media";
+
+type Socket<C> = WebSocket<MaybeTlsStream<<C as Connector>::Stream>>;
+type Handover<C> = oneshot::Sender<(Socket<C>, String)>;
+
+/// Counters of a [`MediaServer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MediaServerStats {
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// Sessions handed over.
+    pub sessions: u64,
+    /// Upgrades refused with 404: no token, or one no session waits for.
+    pub unknown: u64,
+    /// Connections that failed: upgrade, no `MEDIA_START` in time, or the session had
+    /// given up waiting.
+    pub failed: u64,
+}
+
+struct Shared<E: Executor, C: Connector> {
+    runtime: Stack<E, C>,
+    waiting: Mutex<HashMap<String, Handover<C>>>,
+    stopping: AtomicBool,
+    stop_waker: Mutex<Option<Waker>>,
+    handshake_timeout: Duration,
+    connections: AtomicU64,
+    sessions: AtomicU64,
+    unknown: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl<E: Executor, C: Connector> Shared<E, C> {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Handover<C>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The application's media WebSocket server, for chan_websocket's **client** connection
+/// type: Asterisk connects to it (`websocket_client.conf`: `uri =
+/// ws://<this address>/<any path>`, `protocols = media`) for each media channel.
+///
+/// [`MediaServer::open`] is [`Channel::media`] in that mode: it makes the externalMedia
+/// channel with `connection_type=client`, `external_host=<websocket_client id>` and the
+/// dial option `v(ari_media=<token>)`, so Asterisk's request URI carries a token this
+/// server recognises (the socket may arrive before the externalMedia answer; the server
+/// listens first). Connections with no or an unknown token are refused with 404 and
+/// counted. The session is the same [`MediaSession`] as in server mode.
+///
+/// ```no_run
+/// # async fn demo<E: ari_client::Executor, C: ari_client::Connector>(runtime: ari_client::Stack<E, C>, call: ari_client::Channel<ari_client::Stack<E, C>>) -> Result<(), ari_client::Error> {
+/// use ari_client::media::{MediaOptions, MediaServer};
+/// let server = MediaServer::bind(runtime, "0.0.0.0:8787".parse().unwrap()).await?;
+/// // websocket_client.conf: [media_app] type=websocket_client uri=ws://app:8787/media protocols=media
+/// let media = server
+///     .open(&call, "media_app", MediaOptions::new("media", "slin16"))
+///     .await?;
+/// # let _ = media; Ok(()) }
+/// ```
+pub struct MediaServer<E: Executor, C: Connector> {
+    shared: Arc<Shared<E, C>>,
+    local_addr: SocketAddr,
+}
+
+impl<E: Executor, C: Connector> fmt::Debug for MediaServer<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaServer")
+            .field("local_addr", &self.local_addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Executor, C: Connector> Drop for MediaServer<E, C> {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let waker = self
+            .shared
+            .stop_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+fn io_error(what: String, e: std::io::Error) -> Error {
+    Error::Transport(TransportError::new(
+        TransportErrorKind::Io,
+        format!("{what}: {e}"),
+    ))
+}
+
+impl<E: Executor, C: Connector> MediaServer<E, C> {
+    /// Binds `addr` and starts accepting.
+    pub async fn bind(runtime: Stack<E, C>, addr: SocketAddr) -> Result<Self, Error> {
+        let listener = runtime
+            .connector()
+            .bind(addr)
+            .await
+            .map_err(|e| io_error(format!("bind {addr}"), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| io_error(format!("local address of {addr}"), e))?;
+        let shared = Arc::new(Shared {
+            runtime: runtime.clone(),
+            waiting: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            stop_waker: Mutex::new(None),
+            handshake_timeout: Duration::from_secs(10),
+            connections: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        runtime.spawn(accept_loop(Arc::downgrade(&shared), listener));
+        Ok(MediaServer { shared, local_addr })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> MediaServerStats {
+        let s = &self.shared;
+        MediaServerStats {
+            connections: s.connections.load(Ordering::Relaxed),
+            sessions: s.sessions.load(Ordering::Relaxed),
+            unknown: s.unknown.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Opens a media session on `call` with Asterisk connecting to this server through the
+    /// websocket_client `websocket_client` (see the type's docs). Waits up to
+    /// [`MediaOptions::start_timeout`] for the connection and its `MEDIA_START`.
+    pub async fn open(
+        &self,
+        call: &Channel<Stack<E, C>>,
+        websocket_client: &str,
+        options: MediaOptions,
+    ) -> Result<MediaSession, Error> {
+        let client = call.client().clone();
+        let token = client.new_resource_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.waiting().insert(token.clone(), tx);
+        // Gone from the map however `open` ends.
+        let _guard = Unregister {
+            shared: &self.shared,
+            token: &token,
+        };
+        let format = if options.json {
+            ControlFormat::Json
+        } else {
+            ControlFormat::PlainText
+        };
+        let config = options.config.clone().control_format(format);
+        let socket = Box::pin(async move {
+            let (ws, first) = rx.await.map_err(|_| {
+                Error::Transport(TransportError::new(
+                    TransportErrorKind::Closed,
+                    "the media server stopped",
+                ))
+            })?;
+            let mut core = Core::new(config);
+            core.handle_text(&first);
+            Ok((ws, core))
+        });
+        let dialled = Dialled {
+            websocket_client: websocket_client.to_owned(),
+            transport_data: format!("v({TOKEN_PARAM}={token})"),
+            socket,
+        };
+        open(client, call.clone(), options, Some(dialled)).await
+    }
+}
+
+struct Unregister<'a, E: Executor, C: Connector> {
+    shared: &'a Shared<E, C>,
+    token: &'a str,
+}
+
+impl<E: Executor, C: Connector> Drop for Unregister<'_, E, C> {
+    fn drop(&mut self) {
+        self.shared.waiting().remove(self.token);
+    }
+}
+
+fn stopped<E: Executor, C: Connector>(
+    s: &Shared<E, C>,
+) -> impl std::future::Future<Output = ()> + '_ {
+    futures_util::future::poll_fn(move |cx| {
+        if s.stopping.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *s.stop_waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        if s.stopping.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+}
+
+async fn accept_loop<E: Executor, C: Connector>(shared: Weak<Shared<E, C>>, listener: C::Listener) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let accepted = {
+            let accept = std::pin::pin!(listener.accept());
+            let stop = std::pin::pin!(stopped(&s));
+            match select(accept, stop).await {
+                Either::Left((res, _)) => res,
+                Either::Right(_) => return,
+            }
+        };
+        match accepted {
+            Ok((conn, _peer)) => {
+                s.connections.fetch_add(1, Ordering::Relaxed);
+                let runtime = s.runtime.clone();
+                runtime.spawn(handshake(s.clone(), conn));
+            }
+            Err(e) => {
+                tracing::warn!(target: "ari_client", error = %e, "media server: accept failed");
+                let at = s.runtime.now() + Duration::from_millis(10);
+                s.runtime.sleep_until(at).await;
+            }
+        }
+    }
+}
+
+/// The token in a request URI's query, if any.
+fn token_of(uri: &http::Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == TOKEN_PARAM && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Stream) {
+    let deadline = s.runtime.now() + s.handshake_timeout;
+    let work = async {
+        let mut token = None;
+        let known = |t: &Option<String>| t.as_ref().is_some_and(|t| s.waiting().contains_key(t));
+        let answered = accept_websocket(
+            MaybeTlsStream::Plain(conn),
+            &TransportOptions::default(),
+            |request| {
+                token = token_of(request.uri());
+                if !known(&token) {
+                    return Err(http::StatusCode::NOT_FOUND);
+                }
+                let mut headers = http::HeaderMap::new();
+                let offers_media = request
+                    .headers()
+                    .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.split(',').any(|p| p.trim() == "media"));
+                if offers_media {
+                    headers.insert(
+                        http::header::SEC_WEBSOCKET_PROTOCOL,
+                        http::HeaderValue::from_static("media"),
+                    );
+                }
+                Ok(headers)
+            },
+        )
+        .await;
+        let Ok((mut ws, _)) = answered else {
+            return Err(!known(&token));
+        };
+        let Some(token) = token else {
+            return Err(true);
+        };
+        // MEDIA_START is the first message; it tells the control format too.
+        let first = ws.next().await;
+        let Some(Ok(WsMessage::Text(text))) = first else {
+            return Err(false);
+        };
+        let mut probe = Core::new(MediaConfig::new().control_format(ControlFormat::detect(&text)));
+        probe.handle_text(&text);
+        if probe.media_start().is_none() {
+            return Err(false);
+        }
+        Ok((token, ws, text.to_string()))
+    };
+    let timeout = s.runtime.sleep_until(deadline);
+    let result = match select(std::pin::pin!(work), std::pin::pin!(timeout)).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(false),
+    };
+    match result {
+        Ok((token, ws, first)) => {
+            let handover = s.waiting().remove(&token);
+            match handover.map(|tx| tx.send((ws, first))) {
+                Some(Ok(())) => {
+                    s.sessions.fetch_add(1, Ordering::Relaxed);
+                }
+                // The session gave up meanwhile: the socket closes (Asterisk hangs up).
+                _ => {
+                    s.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Err(true) => {
+            s.unknown.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(false) => {
+            s.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Media: chan_websocket sessions (`Channel::media`) and the application-side AudioSocket
+//! server, against the simulated Asterisk, written once for every runtime.
+
+use std::time::Duration;
+
+use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
+use ari_client::media::{MediaItem, MediaOptions};
+use ari_client::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
+use ari_client::runtime::{Connector, Executor};
+use ari_client::{Runtime, Stack};
+use ari_proto::media::audiosocket::Rate;
+use ari_proto::media::websocket::MediaEvent;
+use ari_testkit::{MediaSessionReport, PlaceCall};
+use futures::StreamExt;
+
+use crate::Harness;
+
+/// The simulator's report of its one media session, once the socket has closed.
+async fn media_report<R: Runtime>(h: &Harness<R>) -> MediaSessionReport {
+    h.eventually("the simulator's media report", || {
+        !h.server().media_sessions().is_empty()
+    })
+    .await;
+    h.server().media_sessions().remove(0)
+}
+
+/// A chan_websocket session opens (externalMedia, `/media/<id>`, a bridge with the call),
+/// audio flows both ways (the simulator plays our echo of its test signal and recognises
+/// it), DTMF and a mark arrive typed, and shutdown removes the media channel and the bridge.
+pub async fn media_session_echoes_and_tears_down<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let call = PlaceCall {
+        channel_id: Some("caller".into()),
+        dtmf: "5".into(),
+        dtmf_delay: Duration::from_millis(600),
+        ..PlaceCall::new("PJSIP/alice", "media")
+    };
+    let channel = h.incoming_call(&client, call).await;
+    h.live("answer", channel.answer()).await.expect("answer");
+
+    let mut media = h
+        .live("media", channel.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("media session");
+    assert_eq!(media.format(), "slin16");
+    assert_eq!(media.media_start().optimal_frame_size, 640);
+    let bridge = media.bridge_id().expect("bridged").to_owned();
+    let b = h
+        .live("bridge", client.bridges().get(bridge.clone()))
+        .await
+        .expect("bridge");
+    let members = &b.data().expect("bridge snapshot").channels;
+    assert_eq!(members.len(), 2);
+    assert!(members.contains(&"caller".to_string()));
+    assert!(members.contains(&media.media_channel_id().to_string()));
+
+    let tx = media.sender();
+    let mut echoed = 0u64;
+    let mut dtmf = None;
+    let mut marked = false;
+    while echoed < 60 || dtmf.is_none() || !marked {
+        let item = h
+            .live("media keeps flowing", media.next())
+            .await
+            .expect("session open");
+        match item {
+            MediaItem::Audio(frame) => {
+                assert_eq!(frame.len(), 640);
+                tx.send_audio(frame).expect("send");
+                echoed += 1;
+                if echoed == 30 {
+                    tx.mark("half").expect("mark");
+                }
+            }
+            MediaItem::Event(MediaEvent::DtmfEnd { digit, .. }) => dtmf = Some(digit),
+            MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
+                assert_eq!(correlation_id.as_deref(), Some("half"));
+                marked = true;
+            }
+            MediaItem::Event(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(dtmf, Some('5'));
+    // Every echoed frame goes out (the driver hands them over as they come).
+    while media.stats().protocol.frames_out < echoed {
+        let item = h.live("the echo goes out", media.next()).await;
+        assert!(item.is_some(), "the session ended early");
+    }
+    let stats = media.stats();
+    assert_eq!(stats.lagged_frames, 0);
+    assert_eq!(stats.protocol.overflow_frames, 0);
+    assert_eq!(stats.protocol.frames_out, echoed);
+    let media_channel = media.media_channel_id().to_owned();
+    h.live("shutdown", media.shutdown()).await;
+
+    // The simulator played what we echoed: its own test signal, nothing dropped.
+    let report = media_report(h).await;
+    assert_eq!(report.messages_received, echoed);
+    assert_eq!(report.messages_dropped, 0);
+    assert_eq!(report.remainder_bytes_dropped, 0);
+    assert!(report.frames_played >= 30, "{report:?}");
+    assert_eq!(report.frames_played, report.frames_played_test_signal);
+    let err = h
+        .live("bridge get", client.bridges().get(bridge))
+        .await
+        .expect_err("bridge destroyed");
+    assert_eq!(err.status(), Some(404));
+    let err = h
+        .live("channel get", client.channels().get(media_channel))
+        .await
+        .expect_err("media channel gone");
+    assert_eq!(err.status(), Some(404));
+}
+
+/// When the caller hangs up, the session (JSON control, ulaw) yields `Closed` with
+/// Asterisk's close code as its last item.
+pub async fn media_session_ends_when_the_caller_hangs_up<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let call = PlaceCall {
+        hangup_after_answer: Some(Duration::from_millis(800)),
+        ..PlaceCall::new("PJSIP/alice", "media")
+    };
+    let channel = h.incoming_call(&client, call).await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let mut media = h
+        .live(
+            "media",
+            channel.media(MediaOptions::new("media", "ulaw").json(true)),
+        )
+        .await
+        .expect("media session");
+    assert_eq!(media.media_start().optimal_frame_size, 160);
+    let mut frames = 0;
+    let closed = loop {
+        match h.live("the session ends", media.next()).await {
+            Some(MediaItem::Audio(_)) => frames += 1,
+            Some(MediaItem::Closed { code, .. }) => break code,
+            Some(_) => {}
+            None => panic!("ended without Closed"),
+        }
+    };
+    assert_eq!(closed, Some(1000));
+    assert!(frames > 10, "{frames}");
+    assert!(media.next().await.is_none(), "Closed is the last item");
+}
+
+/// The application-side AudioSocket server: externalMedia (`audiosocket`, `tcp`) makes the
+/// simulator dial it; the session starts with the call's UUID, yields 8 kHz frames and the
+/// caller's DTMF, sends our echo back (played by the simulator as its own test signal), and
+/// the hangup ends the call and the connection.
+pub async fn audiosocket_server_serves_a_call<E: Executor, C: Connector>(h: &Harness<Stack<E, C>>) {
+    let client = h.started(&["media"]).await;
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let uuid = "add79572-dd67-4767-bc41-af8b247685f9";
+    let created = h
+        .live(
+            "externalMedia",
+            client.channels().external_media("media", "slin").map(|op| {
+                op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
+                    .transport(ExternalMediaTransport::Tcp)
+                    .external_host(server.local_addr().to_string())
+                    .data(uuid)
+                    .channel_id("as-1")
+            }),
+        )
+        .await
+        .expect("externalMedia");
+    assert_eq!(created.id(), "as-1");
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    assert_eq!(session.uuid(), uuid, "the UUID comes first");
+
+    // A caller in a bridge with the AudioSocket channel presses 7.
+    let caller = h
+        .incoming_call(
+            &client,
+            PlaceCall {
+                channel_id: Some("caller".into()),
+                dtmf: "7".into(),
+                dtmf_delay: Duration::from_millis(300),
+                ..PlaceCall::new("PJSIP/alice", "media")
+            },
+        )
+        .await;
+    h.live("answer", caller.answer()).await.expect("answer");
+    let bridge = client.new_bridge();
+    h.live("bridge", bridge.create()).await.expect("bridge");
+    h.live("add", bridge.add_channel(["as-1", "caller"]))
+        .await
+        .expect("add");
+
+    let tx = session.sender();
+    let mut echoed = 0u64;
+    let mut digit = None;
+    while digit.is_none() || echoed < 20 {
+        match h.live("AudioSocket data", session.next()).await {
+            Some(AudioSocketItem::Audio { rate, data }) => {
+                assert_eq!((rate, data.len()), (Rate::Slin8, 320));
+                if echoed < 20 {
+                    tx.send_audio(data).expect("send");
+                    echoed += 1;
+                }
+            }
+            Some(AudioSocketItem::Dtmf(d)) => digit = Some(d),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(digit, Some('7'));
+    tx.hangup().expect("hangup");
+    assert_eq!(
+        tx.send_audio(bytes::Bytes::from_static(&[0; 320])),
+        Err(ari_client::audiosocket::AudioSocketSendError::Closed),
+        "nothing is accepted after the hangup"
+    );
+    // Asterisk hangs up and closes the connection: Closed is the last item.
+    loop {
+        match h.live("the connection closes", session.next()).await {
+            Some(AudioSocketItem::Audio { .. }) => {}
+            Some(AudioSocketItem::Closed { error }) => {
+                assert_eq!(error, None);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(session.next().await.is_none(), "Closed is the last item");
+    assert_eq!(session.stats().frames_sent, echoed);
+    assert_eq!(session.stats().overflow_frames, 0);
+    let report = media_report(h).await;
+    assert_eq!(report.messages_received, echoed);
+    assert_eq!(report.frames_played_test_signal, echoed);
+    let err = h
+        .live("channel get", client.channels().get("as-1"))
+        .await
+        .expect_err("channel hung up");
+    assert_eq!(err.status(), Some(404));
+}
+
+/// chan_websocket's client connection type: the simulated Asterisk dials the application's
+/// [`MediaServer`](ari_client::media::MediaServer) (websocket_client `media_app`); the
+/// session carries the client's name as connection id, audio flows both ways, and a
+/// connection without a known token is refused (404) and counted, its channel destroyed.
+pub async fn media_client_mode_asterisk_dials_the_app<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    use ari_client::media::MediaServer;
+    let client = h.started(&["media"]).await;
+    let server = h
+        .live(
+            "bind",
+            MediaServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let uri = format!("ws://{}/media-in?static=1", server.local_addr());
+    h.server().set_websocket_client("media_app", &uri);
+
+    let channel = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let mut media = h
+        .live(
+            "media (client mode)",
+            server.open(&channel, "media_app", MediaOptions::new("media", "ulaw")),
+        )
+        .await
+        .expect("media session");
+    assert_eq!(media.media_start().connection_id, "media_app");
+    assert_eq!(media.media_start().optimal_frame_size, 160);
+    assert!(media.bridge_id().is_some());
+    let tx = media.sender();
+    let mut echoed = 0u64;
+    while echoed < 25 {
+        match h.live("media keeps flowing", media.next()).await {
+            Some(MediaItem::Audio(frame)) => {
+                assert_eq!(frame.len(), 160);
+                tx.send_audio(frame).expect("send");
+                echoed += 1;
+            }
+            Some(MediaItem::Event(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    while media.stats().protocol.frames_out < echoed {
+        let item = h.live("the echo goes out", media.next()).await;
+        assert!(item.is_some(), "the session ended early");
+    }
+    let media_channel = media.media_channel_id().to_owned();
+    h.live("shutdown", media.shutdown()).await;
+    let report = media_report(h).await;
+    assert_eq!(report.connection_id, "media_app");
+    assert_eq!(report.messages_received, echoed);
+    assert_eq!(report.frames_played_test_signal, report.frames_played);
+    let err = h
+        .live("channel get", client.channels().get(media_channel))
+        .await
+        .expect_err("media channel gone");
+    assert_eq!(err.status(), Some(404));
+    let stats = server.stats();
+    assert_eq!((stats.sessions, stats.unknown), (1, 0));
+
+    // A media channel nobody asked the server for: refused, and Asterisk gives up on it.
+    let stray = h
+        .live(
+            "externalMedia (client mode, no token)",
+            client.channels().external_media("media", "ulaw").map(|op| {
+                op.transport(ExternalMediaTransport::Websocket)
+                    .encapsulation(ExternalMediaEncapsulation::None)
+                    .connection_type(ari_client::models::ExternalMediaConnectionType::Client)
+                    .external_host("media_app")
+                    .channel_id("stray")
+            }),
+        )
+        .await
+        .expect("externalMedia");
+    assert_eq!(stray.id(), "stray");
+    h.eventually("the stray connection is refused", || {
+        server.stats().unknown == 1
+    })
+    .await;
+    h.eventually("the stray channel is destroyed", || {
+        h.server()
+            .with_sim(|sim, _| sim.channel_ids().iter().any(|c| c == "stray"))
+            == Some(false)
+    })
+    .await;
+    assert_eq!(server.stats().sessions, 1);
+}
