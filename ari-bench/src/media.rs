@@ -54,11 +54,7 @@ struct Counts {
 }
 
 fn jitter_us(gap: Duration) -> u32 {
-    let d = if gap > PTIME {
-        gap - PTIME
-    } else {
-        PTIME - gap
-    };
+    let d = gap.abs_diff(PTIME);
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 

@@ -400,6 +400,9 @@ impl<R: Runtime> Channel<R> {
     }
 }
 
+/// Completes with a media socket that has seen `MEDIA_START`, and its session.
+pub(crate) type SocketFuture<R> = Pin<Box<dyn Future<Output = Result<Started<R>, Error>> + Send>>;
+
 /// Client connection type: Asterisk dials the application's media server, which hands the
 /// socket over once `MEDIA_START` has come.
 pub(crate) struct Dialled<R: Runtime> {
@@ -408,7 +411,7 @@ pub(crate) struct Dialled<R: Runtime> {
     /// `transport_data` options that let the server recognise the socket (`v(…)`).
     pub(crate) transport_data: String,
     /// Completes with the socket and the session that has seen `MEDIA_START`.
-    pub(crate) socket: Pin<Box<dyn Future<Output = Result<(R::Ws, Core), Error>> + Send>>,
+    pub(crate) socket: SocketFuture<R>,
 }
 
 pub(crate) async fn open<R: Runtime>(
@@ -544,7 +547,7 @@ type Started<R> = (<R as crate::runtime::Transport>::Ws, Core);
 async fn wait_dialled<R: Runtime>(
     client: &Client<R>,
     options: &MediaOptions,
-    socket: Pin<Box<dyn Future<Output = Result<Started<R>, Error>> + Send>>,
+    socket: SocketFuture<R>,
 ) -> Result<Started<R>, Error> {
     let runtime = client.runtime();
     let sleep = runtime.sleep_until(runtime.now() + options.start_timeout);

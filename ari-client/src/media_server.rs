@@ -26,7 +26,7 @@ use crate::stack::{accept_websocket, MaybeTlsStream, Stack, WebSocket};
 pub const TOKEN_PARAM: &str = "ari_media";
 
 type Socket<C> = WebSocket<MaybeTlsStream<<C as Connector>::Stream>>;
-type Handover<C> = oneshot::Sender<(Socket<C>, String)>;
+type Handover<C> = oneshot::Sender<Box<(Socket<C>, String)>>;
 
 /// Counters of a [`MediaServer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -185,12 +185,13 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
         };
         let config = options.config.clone().control_format(format);
         let socket = Box::pin(async move {
-            let (ws, first) = rx.await.map_err(|_| {
+            let handed = rx.await.map_err(|_| {
                 Error::Transport(TransportError::new(
                     TransportErrorKind::Closed,
                     "the media server stopped",
                 ))
             })?;
+            let (ws, first) = *handed;
             let mut core = Core::new(config);
             core.handle_text(&first);
             Ok((ws, core))
@@ -320,7 +321,7 @@ async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Str
     match result {
         Ok((token, ws, first)) => {
             let handover = s.waiting().remove(&token);
-            match handover.map(|tx| tx.send((ws, first))) {
+            match handover.map(|tx| tx.send(Box::new((ws, first)))) {
                 Some(Ok(())) => {
                     s.sessions.fetch_add(1, Ordering::Relaxed);
                 }
