@@ -163,6 +163,8 @@ fn server() {
         .sim_config(cfg)
         // Generous: the machine is shared, a descheduled client must not be dropped.
         .write_timeout(Duration::from_secs(10))
+        // Media sockets are HTTP sessions too (as in Asterisk): room for 1,000 of them.
+        .session_limit(5_000)
         .start();
     println!("{}", server.port());
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
@@ -233,12 +235,18 @@ fn client(a: &Args) -> Value {
         "media-tokio" | "media-smol" => {
             let (m, secs) = (a.media_sessions[0], a.media_seconds.unwrap_or(10.0));
             match scenario {
-                "media-tokio" => tokio_rt().block_on(media::client::<ari_tokio::TokioRuntime>(
-                    "tokio: ari-tokio client",
-                    addr,
-                    m,
-                    secs,
-                )),
+                // Two workers: the target is real time on 2 cores.
+                "media-tokio" => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime")
+                    .block_on(media::client::<ari_tokio::TokioRuntime>(
+                        "tokio: ari-tokio client",
+                        addr,
+                        m,
+                        secs,
+                    )),
                 _ => smol::block_on(media::client::<ari_smol::SmolRuntime>(
                     "smol: ari-smol client",
                     addr,

@@ -218,11 +218,16 @@ pub(crate) async fn client<R: Runtime + Default>(
             cpu_box.store(u64::try_from(c.as_micros()).unwrap_or(0), Ordering::Relaxed);
         }
     };
-    let runs = futures_util::future::join_all(
-        sessions
-            .into_iter()
-            .map(|m| run_session(rt.clone(), m, frame.clone(), (from, to), total.clone())),
-    );
+    // Each session on the runtime's executor (its worker threads), not on the thread that
+    // waits for them.
+    let runs = futures_util::future::join_all(sessions.into_iter().map(|m| {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let run = run_session(rt.clone(), m, frame.clone(), (from, to), total.clone());
+        rt.spawn(async move {
+            let _ = tx.send(run.await);
+        });
+        async move { rx.await.expect("the session's task ends") }
+    }));
     let (sessions, ()) = futures_util::future::join(runs, clock).await;
     let cpu = Duration::from_micros(cpu_box.load(Ordering::Relaxed));
     let (mut lagged, mut overflow, mut xoff) = (0, 0, 0);
