@@ -6,16 +6,16 @@
 mod events;
 mod faults;
 mod lifecycle;
-mod outbound;
 mod media;
+mod outbound;
 mod pool;
 mod resources;
 
 pub use events::*;
 pub use faults::*;
 pub use lifecycle::*;
-pub use outbound::*;
 pub use media::*;
+pub use outbound::*;
 pub use pool::*;
 pub use resources::*;
 
