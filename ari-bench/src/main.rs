@@ -28,8 +28,8 @@ mod chart;
 mod cluster;
 mod events;
 mod life;
-mod outbound;
 mod media;
+mod outbound;
 mod report;
 mod rest;
 mod route;
@@ -445,6 +445,8 @@ fn orchestrate(args: &Args) {
 
     if wanted(args, "outbound") {
         results["outbound"] = outbound::run(args);
+    }
+
     if wanted(args, "media") {
         results["media"] = media::run(args, port);
     }
