@@ -1,5 +1,10 @@
 //! REST: `channels.get` and `channels.answer` on channels placed in the simulator, 1 and 64
 //! in flight, through the client or a bare hyper loop.
+//!
+//! Each row also says how many TCP connections the mock accepted during its warm-up and
+//! during the measurement (`connections_accepted` of `/_bench/stats`, a difference, the
+//! stats request's own connection not counted): a pool that keeps its connections opens
+//! none while measuring.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,7 +16,38 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use crate::util::{basic_auth, cpu_now, percentile, USER};
+use crate::util::{basic_auth, control, cpu_now, percentile, USER};
+
+/// The client's cap on connections per host (ari-client's default), which the capped hyper
+/// floor shares.
+const CLIENT_CAP: usize = ari_client::stack::DEFAULT_MAX_CONNECTIONS_PER_HOST;
+
+/// Connections the mock has accepted so far, this request's own included.
+fn accepted(addr: SocketAddr) -> u64 {
+    let (status, body) = control(addr, "GET", "/_bench/stats").expect("bench stats");
+    assert_eq!(status, 200, "bench stats: {body}");
+    let v: Value = serde_json::from_str(&body).expect("bench stats JSON");
+    v["connections_accepted"]
+        .as_u64()
+        .expect("connections_accepted in /_bench/stats")
+}
+
+/// Connections accepted during a warm-up and a measurement: from three readings of
+/// [`accepted`], each later reading counting its own request's connection.
+#[derive(Debug, Clone, Copy)]
+struct Conns {
+    warm_up: u64,
+    measured: u64,
+}
+
+impl Conns {
+    fn of(before: u64, warmed: u64, after: u64) -> Conns {
+        Conns {
+            warm_up: warmed.saturating_sub(before + 1),
+            measured: after.saturating_sub(warmed + 1),
+        }
+    }
+}
 
 /// The operations measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +70,14 @@ impl Op {
 /// In-flight levels measured.
 pub(crate) const IN_FLIGHT: [usize; 2] = [1, 64];
 
+/// One row. `cap`: the connections the client may open (at most `in_flight` are used).
+#[allow(clippy::too_many_arguments)] // one row's fields
 fn summarize(
     client: &str,
     op: Op,
     in_flight: usize,
+    cap: usize,
+    conns: Conns,
     mut lat: Vec<Duration>,
     wall: Duration,
     cpu: Duration,
@@ -45,15 +85,20 @@ fn summarize(
     lat.sort_unstable();
     let n = lat.len();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (p50, p99) = (percentile(&lat, 50.0), percentile(&lat, 99.0));
     json!({
         "client": client,
         "op": op.name(),
         "in_flight": in_flight,
+        "connection_cap": cap,
+        "connections_warm_up": conns.warm_up,
+        "connections_measured": conns.measured,
+        "p99_over_p50": p99.as_secs_f64() / p50.as_secs_f64().max(1e-9),
         "ops": n,
         "seconds": wall.as_secs_f64(),
         "ops_per_sec": n as f64 / wall.as_secs_f64().max(1e-9),
-        "p50_us": us(percentile(&lat, 50.0)),
-        "p99_us": us(percentile(&lat, 99.0)),
+        "p50_us": us(p50),
+        "p99_us": us(p99),
         "max_us": us(lat.last().copied().unwrap_or_default()),
         "cpu_seconds": cpu.as_secs_f64(),
         "cpu_us_per_op": cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
@@ -85,6 +130,7 @@ pub(crate) async fn client<R: Runtime + Default>(
     for op in Op::ALL {
         for in_flight in IN_FLIGHT {
             let per = (ops / in_flight).max(1);
+            let before = accepted(addr);
             // Warm-up: opens the pooled connections.
             for round in 0..4 {
                 join_all(
@@ -92,6 +138,7 @@ pub(crate) async fn client<R: Runtime + Default>(
                 )
                 .await;
             }
+            let warmed = accepted(addr);
             let cpu0 = cpu_now();
             let t0 = Instant::now();
             let lats = join_all((0..in_flight).map(|w| {
@@ -109,7 +156,17 @@ pub(crate) async fn client<R: Runtime + Default>(
             }))
             .await;
             let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
-            out.push(summarize(name, op, in_flight, lats.concat(), wall, cpu));
+            let conns = Conns::of(before, warmed, accepted(addr));
+            out.push(summarize(
+                name,
+                op,
+                in_flight,
+                CLIENT_CAP,
+                conns,
+                lats.concat(),
+                wall,
+                cpu,
+            ));
         }
     }
     out
@@ -151,8 +208,10 @@ async fn hyper_op(sender: &mut Sender, addr: SocketAddr, auth: &str, op: Op, id:
     }
 }
 
-/// The baseline: one hyper HTTP/1.1 keep-alive connection per in-flight slot, the same
-/// requests, the body collected and parsed into `serde_json::Value`.
+/// The baselines: bare hyper with one HTTP/1.1 keep-alive connection per in-flight slot, and
+/// at 64 in flight also with the client's cap of connections (32), shared first come, first
+/// served (what queueing behind the cap costs, without the client); the same requests, the
+/// body collected and parsed into `serde_json::Value`.
 pub(crate) fn hyper_baseline(addr: SocketAddr, ids: &[String], ops: usize) -> Vec<Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,43 +222,86 @@ pub(crate) fn hyper_baseline(addr: SocketAddr, ids: &[String], ops: usize) -> Ve
         let mut out = Vec::new();
         for op in Op::ALL {
             for in_flight in IN_FLIGHT {
-                let per = (ops / in_flight).max(1);
-                let mut senders = Vec::new();
-                for _ in 0..in_flight {
-                    senders.push(hyper_conn(addr).await);
+                let mut caps = vec![in_flight];
+                if in_flight > CLIENT_CAP {
+                    caps.push(CLIENT_CAP);
                 }
-                for round in 0..4 {
-                    for (w, s) in senders.iter_mut().enumerate() {
-                        hyper_op(s, addr, &auth, op, &ids[(w + round) % ids.len()]).await;
-                    }
+                for cap in caps {
+                    out.push(hyper_row(addr, &auth, ids, ops, op, in_flight, cap).await);
                 }
-                let cpu0 = cpu_now();
-                let t0 = Instant::now();
-                let lats = join_all(senders.iter_mut().enumerate().map(|(w, s)| {
-                    let auth = &auth;
-                    async move {
-                        let mut lat = Vec::with_capacity(per);
-                        for i in 0..per {
-                            let id = &ids[(w + i * in_flight) % ids.len()];
-                            let t = Instant::now();
-                            hyper_op(s, addr, auth, op, id).await;
-                            lat.push(t.elapsed());
-                        }
-                        lat
-                    }
-                }))
-                .await;
-                let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
-                out.push(summarize(
-                    "baseline: bare hyper",
-                    op,
-                    in_flight,
-                    lats.concat(),
-                    wall,
-                    cpu,
-                ));
             }
         }
         out
     })
+}
+
+/// One bare hyper row: `in_flight` workers sharing `cap` connections (FIFO).
+async fn hyper_row(
+    addr: SocketAddr,
+    auth: &str,
+    ids: &[String],
+    ops: usize,
+    op: Op,
+    in_flight: usize,
+    cap: usize,
+) -> Value {
+    let per = (ops / in_flight).max(1);
+    let before = accepted(addr);
+    let mut senders = Vec::new();
+    for w in 0..cap {
+        let mut s = hyper_conn(addr).await;
+        for round in 0..4 {
+            hyper_op(&mut s, addr, auth, op, &ids[(w + round) % ids.len()]).await;
+        }
+        senders.push(s);
+    }
+    let warmed = accepted(addr);
+    let cpu0 = cpu_now();
+    let t0 = Instant::now();
+    let lats = if cap == in_flight {
+        // One connection per worker.
+        join_all(senders.iter_mut().enumerate().map(|(w, s)| async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let id = &ids[(w + i * in_flight) % ids.len()];
+                let t = Instant::now();
+                hyper_op(s, addr, auth, op, id).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }))
+        .await
+    } else {
+        // Workers share the connections: a queue of idle ones behind a fair (FIFO) lock,
+        // so waiting workers take them in arrival order.
+        let (tx, rx) = tokio::sync::mpsc::channel(cap);
+        for s in senders {
+            tx.send(s).await.expect("pool");
+        }
+        let rx = tokio::sync::Mutex::new(rx);
+        join_all((0..in_flight).map(|w| {
+            let (tx, rx) = (&tx, &rx);
+            async move {
+                let mut lat = Vec::with_capacity(per);
+                for i in 0..per {
+                    let id = &ids[(w + i * in_flight) % ids.len()];
+                    let t = Instant::now();
+                    let mut s = rx.lock().await.recv().await.expect("pooled connection");
+                    hyper_op(&mut s, addr, auth, op, id).await;
+                    tx.send(s).await.expect("pool");
+                    lat.push(t.elapsed());
+                }
+                lat
+            }
+        }))
+        .await
+    };
+    let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
+    let conns = Conns::of(before, warmed, accepted(addr));
+    let name = if cap == in_flight {
+        "baseline: bare hyper".to_owned()
+    } else {
+        format!("floor: hyper, {cap} conns")
+    };
+    summarize(&name, op, in_flight, cap, conns, lats.concat(), wall, cpu)
 }
