@@ -420,19 +420,20 @@ impl Target {
     /// Anything else, or no host, is a [`TransportErrorKind::Protocol`] error.
     pub fn from_uri(uri: &http::Uri, ws: bool) -> Result<Target, TransportError> {
         let scheme = uri.scheme_str().unwrap_or("");
-        let (tls, default_port) = match (ws, scheme.to_ascii_lowercase().as_str()) {
-            (_, "http") | (true, "ws") => (false, 80),
-            (_, "https") | (true, "wss") => (true, 443),
-            _ => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Protocol,
-                    if ws {
-                        "the WebSocket URI must be absolute with scheme ws or wss (or http, https)"
-                    } else {
-                        "the request URI must be absolute with scheme http or https"
-                    },
-                ))
-            }
+        let is = |name: &str| scheme.eq_ignore_ascii_case(name);
+        let (tls, default_port) = if is("http") || (ws && is("ws")) {
+            (false, 80)
+        } else if is("https") || (ws && is("wss")) {
+            (true, 443)
+        } else {
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                if ws {
+                    "the WebSocket URI must be absolute with scheme ws or wss (or http, https)"
+                } else {
+                    "the request URI must be absolute with scheme http or https"
+                },
+            ));
         };
         let host = uri.host().unwrap_or("");
         let host = host

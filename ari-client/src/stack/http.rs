@@ -12,15 +12,27 @@
 //!   an unread or failed body, or a cancelled request closes it;
 //! - a request is retried (on another connection) only if it was never written: a reused
 //!   connection that the server had closed meanwhile.
+//!
+//! No task per connection: hyper's connection future is polled by the request that holds the
+//! connection (an HTTP/1.1 connection carries one exchange at a time), so a request costs no
+//! wake-up of another task, nor of another thread on executors with several (smol's global
+//! executor runs its tasks on threads of its own). An idle connection is not polled; a
+//! request that takes it notices a close by the server when it polls it (and, the request
+//! being unwritten, retries on another).
 
 use std::collections::{HashMap, VecDeque};
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
+use futures_util::task::AtomicWaker;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
@@ -34,6 +46,95 @@ use crate::runtime::{Connector, Executor, Target, TransportError, TransportError
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// hyper's connection future (reads and writes the bytes), boxed: the pool holds connections
+/// of any connector's stream type.
+type ConnIo = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// A connection of the pool: the request side and the connection future, which whoever holds
+/// the connection polls (see [`Driver::drive`]).
+struct Conn {
+    sender: Sender,
+    driver: Driver,
+}
+
+impl Conn {
+    /// Whether the connection is known to be closed.
+    fn is_closed(&self) -> bool {
+        self.driver.io.is_none() || self.sender.is_closed()
+    }
+}
+
+/// hyper's connection future with a waker of its own, so that it is polled only when it asked
+/// to be: polling it otherwise would try the socket again (a system call on runtimes whose
+/// streams do not remember readiness, async-io's among them).
+struct Driver {
+    /// `None` once the connection future has ended (closed or failed).
+    io: Option<ConnIo>,
+    wake: Arc<ConnWake>,
+    /// `wake` as a waker (made once).
+    waker: Waker,
+}
+
+/// What the connection future's waker does: note that it asked to be polled, and wake the
+/// task of the request holding the connection.
+struct ConnWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Driver {
+    fn new(io: ConnIo) -> Self {
+        let wake = Arc::new(ConnWake {
+            woken: AtomicBool::new(true), // polled first thing
+            task: AtomicWaker::new(),
+        });
+        Driver {
+            io: Some(io),
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
+        }
+    }
+
+    /// Runs `fut` while polling the connection future when it asked for it (first, so that
+    /// a response it reads is seen by `fut` in the same poll). The connection future is
+    /// dropped once it ends: its pending exchanges then fail, so `fut` cannot wait forever.
+    async fn drive<F: Future>(&mut self, target: &Target, fut: F) -> F::Output {
+        let mut fut = pin!(fut);
+        std::future::poll_fn(|cx| {
+            self.wake.task.register(cx.waker());
+            if let Some(conn) = &mut self.io {
+                if self.wake.woken.swap(false, Ordering::AcqRel) {
+                    let mut conn_cx = Context::from_waker(&self.waker);
+                    if let Poll::Ready(res) = conn.as_mut().poll(&mut conn_cx) {
+                        self.io = None;
+                        match res {
+                            Ok(()) => tracing::trace!(%target, "HTTP connection closed"),
+                            Err(e) => tracing::debug!(
+                                %target,
+                                error = %e,
+                                "HTTP connection ended with an error"
+                            ),
+                        }
+                    }
+                }
+            }
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
 /// Pool limits (see [`StackBuilder`](super::StackBuilder)).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolSettings {
@@ -45,7 +146,8 @@ pub(crate) struct PoolSettings {
 /// The keep-alive pool.
 pub(crate) struct Pool {
     settings: PoolSettings,
-    hosts: Mutex<HashMap<Target, Host>>,
+    /// Keyed by a shared target: a request's slot refers to its key without copying it.
+    hosts: Mutex<HashMap<Arc<Target>, Host>>,
 }
 
 #[derive(Default)]
@@ -53,7 +155,7 @@ struct Host {
     /// Connections open (in use, idle or being opened).
     open: usize,
     /// Idle connections, most recently used last.
-    idle: Vec<(Sender, Instant)>,
+    idle: Vec<(Conn, Instant)>,
     /// Requests waiting for a connection, oldest first.
     waiters: VecDeque<oneshot::Sender<Grant>>,
 }
@@ -61,7 +163,7 @@ struct Host {
 /// What a waiting request is handed.
 enum Grant {
     /// An idle connection.
-    Reuse(Sender, Slot),
+    Reuse(Conn, Slot),
     /// Permission to open a connection.
     Open(Slot),
 }
@@ -70,7 +172,7 @@ enum Grant {
 /// oldest waiting request).
 struct Slot {
     pool: Option<Arc<Pool>>,
-    target: Target,
+    target: Arc<Target>,
 }
 
 impl fmt::Debug for Pool {
@@ -94,22 +196,22 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Target, Host>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<Target>, Host>> {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An idle connection, or the right to open one, waiting for it if the target is at its
     /// cap.
-    async fn acquire(self: &Arc<Self>, target: &Target, now: Instant) -> Grant {
+    async fn acquire(self: &Arc<Self>, target: &Arc<Target>, now: Instant) -> Grant {
         let slot = || Slot::new(self, target);
         let waiting = {
             let mut hosts = self.lock();
-            let host = hosts.entry(target.clone()).or_default();
-            while let Some((sender, since)) = host.idle.pop() {
-                if !sender.is_closed()
+            let host = hosts.entry(Arc::clone(target)).or_default();
+            while let Some((conn, since)) = host.idle.pop() {
+                if !conn.is_closed()
                     && now.saturating_duration_since(since) < self.settings.idle_timeout
                 {
-                    return Grant::Reuse(sender, slot());
+                    return Grant::Reuse(conn, slot());
                 }
                 host.open -= 1; // dropped: its connection task ends
             }
@@ -125,7 +227,7 @@ impl Pool {
             Ok(grant) => grant,
             // The pool never drops a waiter without granting it; should it happen, open.
             Err(oneshot::Canceled) => {
-                self.lock().entry(target.clone()).or_default().open += 1;
+                self.lock().entry(Arc::clone(target)).or_default().open += 1;
                 Grant::Open(slot())
             }
         }
@@ -133,26 +235,25 @@ impl Pool {
 
     /// Hands a connection whose response was read in full to the oldest waiting request, or
     /// keeps it idle.
-    fn release(&self, sender: Sender, slot: Slot, now: Instant) {
-        let mut grant = Grant::Reuse(sender, slot);
+    fn release(&self, conn: Conn, slot: Slot, now: Instant) {
+        let mut grant = Grant::Reuse(conn, slot);
         loop {
             let waiter = {
                 let mut hosts = self.lock();
-                let host = hosts.entry(grant.slot().target.clone()).or_default();
+                let host = hosts.entry(Arc::clone(&grant.slot().target)).or_default();
                 match pop_waiter(host) {
                     Some(w) => w,
                     None => {
-                        let Grant::Reuse(sender, slot) = grant else {
+                        let Grant::Reuse(conn, slot) = grant else {
                             return;
                         };
-                        if !sender.is_closed() && host.idle.len() < self.settings.max_idle_per_host
-                        {
-                            host.idle.push((sender, now));
+                        if !conn.is_closed() && host.idle.len() < self.settings.max_idle_per_host {
+                            host.idle.push((conn, now));
                             slot.keep(); // the idle entry holds the place
                             return;
                         }
                         drop(hosts);
-                        drop(sender);
+                        drop(conn);
                         drop(slot); // frees the place
                         return;
                     }
@@ -184,10 +285,10 @@ impl Grant {
 }
 
 impl Slot {
-    fn new(pool: &Arc<Pool>, target: &Target) -> Slot {
+    fn new(pool: &Arc<Pool>, target: &Arc<Target>) -> Slot {
         Slot {
             pool: Some(Arc::clone(pool)),
-            target: target.clone(),
+            target: Arc::clone(target),
         }
     }
 
@@ -231,23 +332,26 @@ pub(crate) async fn send<E: Executor, C: Connector>(
     req: Request<Vec<u8>>,
     opts: TransportOptions,
 ) -> Result<Response<Bytes>, TransportError> {
-    let target = Target::from_uri(req.uri(), false)?;
+    let target = Arc::new(Target::from_uri(req.uri(), false)?);
     let mut req = origin_form(req);
     let pool = &stack.inner.pool;
-    let (sender, slot, response) = loop {
-        let (mut sender, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
-            Grant::Reuse(sender, slot) => (sender, slot, true),
+    let (mut conn, slot, response) = loop {
+        let (mut conn, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
+            Grant::Reuse(conn, slot) => (conn, slot, true),
             Grant::Open(slot) => (
                 open(&stack, &target, opts.connect_timeout).await?,
                 slot,
                 false,
             ),
         };
-        if reused && sender.ready().await.is_err() {
+        let Conn { sender, driver } = &mut conn;
+        let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
+        if reused && driver.drive(&target, ready).await.is_err() {
             continue; // closed meanwhile; its slot is freed
         }
-        match sender.try_send_request(req).await {
-            Ok(response) => break (sender, slot, response),
+        let sending = sender.try_send_request(req);
+        match driver.drive(&target, sending).await {
+            Ok(response) => break (conn, slot, response),
             Err(mut e) => match e.take_message() {
                 Some(back) if reused => {
                     tracing::debug!(%target, "pooled connection unusable; retrying on another");
@@ -269,7 +373,8 @@ pub(crate) async fn send<E: Executor, C: Connector>(
         // Not reading the body: the connection is dropped, not pooled.
         return Err(too_large(&target, max));
     }
-    let body = match Limited::new(body, max).collect().await {
+    let collecting = Limited::new(body, max).collect();
+    let body = match conn.driver.drive(&target, collecting).await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<LengthLimitError>().is_some() {
@@ -289,9 +394,9 @@ pub(crate) async fn send<E: Executor, C: Connector>(
         parts.headers.contains_key(TRANSFER_ENCODING) && parts.headers.contains_key(CONTENT_LENGTH);
     if ambiguous {
         tracing::debug!(%target, "response with Transfer-Encoding and Content-Length: closing");
-        drop((sender, slot));
+        drop((conn, slot));
     } else {
-        pool.release(sender, slot, stack.executor.now());
+        pool.release(conn, slot, stack.executor.now());
     }
     Ok(Response::from_parts(parts, body))
 }
@@ -328,12 +433,12 @@ pub(crate) fn host_header(uri: &Uri) -> Option<http::HeaderValue> {
     http::HeaderValue::from_str(host).ok()
 }
 
-/// Opens a new connection (TCP, TLS, HTTP/1.1 handshake) within `timeout` and spawns its task.
+/// Opens a new connection (TCP, TLS, HTTP/1.1 handshake) within `timeout`.
 async fn open<E: Executor, C: Connector>(
     stack: &Stack<E, C>,
     target: &Target,
     timeout: Duration,
-) -> Result<Sender, TransportError> {
+) -> Result<Conn, TransportError> {
     let connecting = async {
         let io = connect(&stack.connector, &stack.inner.tls, target).await?;
         hyper::client::conn::http1::Builder::new()
@@ -342,15 +447,12 @@ async fn open<E: Executor, C: Connector>(
             .map_err(|e| hyper_error(target, e))
     };
     let what = || format!("connecting to {target}");
-    let (sender, conn) = with_timeout(&stack.executor, timeout, what, connecting).await?;
-    let shown = target.clone();
-    stack.executor.spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(target = %shown, error = %e, "HTTP connection ended with an error");
-        }
-    });
+    let (sender, io) = with_timeout(&stack.executor, timeout, what, connecting).await?;
     tracing::trace!(%target, "new HTTP connection");
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        driver: Driver::new(Box::pin(io)),
+    })
 }
 
 fn too_large(target: &Target, max: usize) -> TransportError {
