@@ -484,30 +484,36 @@ pub fn build_request_from_parts(
     ep: &BaseUrl,
     parts: RequestParts,
 ) -> Result<http::Request<Vec<u8>>, BuildError> {
-    let uri = format!(
-        "{}://{}{}/{}",
-        ep.scheme,
-        ep.authority,
-        ep.prefix,
-        parts.path_and_query()
-    );
-    let mut b = http::Request::builder()
-        .method(parts.method)
-        .uri(uri)
-        .header(
-            HOST,
-            HeaderValue::from_str(ep.authority.as_str())
-                .map_err(|_| BuildError::InvalidBaseUrl(ep.authority.to_string()))?,
-        )
-        .header(AUTHORIZATION, ep.credentials.basic_header());
-    let body = match parts.body {
-        Some(text) => {
-            b = b.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            text.into_bytes()
-        }
-        None => Vec::new(),
+    // The scheme and authority were parsed once, with the base URL; only the path and
+    // query are new (and checked by `PathAndQuery`).
+    let tail = parts.path_and_query();
+    let mut path = String::with_capacity(ep.prefix.len() + 1 + tail.len());
+    path.push_str(&ep.prefix);
+    path.push('/');
+    path.push_str(&tail);
+    let uri = http::Uri::builder()
+        .scheme(ep.scheme.clone())
+        .authority(ep.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    let host = HeaderValue::from_str(ep.authority.as_str())
+        .map_err(|_| BuildError::InvalidBaseUrl(ep.authority.to_string()))?;
+    let (body, json) = match parts.body {
+        Some(text) => (text.into_bytes(), true),
+        None => (Vec::new(), false),
     };
-    b.body(body).map_err(|e| BuildError::Http(e.to_string()))
+    let mut req = http::Request::new(body);
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.reserve(3);
+    headers.insert(HOST, host);
+    headers.insert(AUTHORIZATION, ep.credentials.basic_header());
+    if json {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(req)
 }
 
 /// The origin-form request target (`/ari/channels?…`) of a request URI.
