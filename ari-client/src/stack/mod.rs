@@ -50,7 +50,7 @@ use self::http::{Pool, PoolSettings};
 pub use self::io::tls_accept;
 pub use self::io::MaybeTlsStream;
 use self::io::TlsClient;
-pub use self::ws::{accept_websocket, WebSocket};
+pub use self::ws::{accept_websocket, connect_websocket, WebSocket};
 use crate::runtime::{Connector, Executor, Transport, TransportError, TransportOptions};
 #[cfg(feature = "rustls")]
 use crate::tls::TlsSettings;

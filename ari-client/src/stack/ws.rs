@@ -59,15 +59,54 @@ pub(crate) async fn ws_connect<E: Executor, C: Connector>(
     let request = upgrade_request(req, &target)?;
     let open = async {
         let stream = connect(&stack.connector, &stack.inner.tls, &target).await?;
-        let (inner, _response) =
-            async_tungstenite::client_async_with_config(request, stream, Some(config(&opts)))
-                .await
-                .map_err(|e| handshake_error(&target, e))?;
-        tracing::trace!(%target, "WebSocket connected");
-        Ok(WebSocket { inner, done: false })
+        handshake(stream, request, &target, &opts).await
     };
     let what = || format!("opening the WebSocket to {target}");
     with_timeout(&stack.executor, opts.connect_timeout, what, open).await
+}
+
+/// The client side of a WebSocket on a stream opened by the caller (plain TCP, or TLS over
+/// it): sends the upgrade request for `req` and checks the server's answer (`101 Switching
+/// Protocols` with `Upgrade: websocket`, `Connection: Upgrade` and the `Sec-WebSocket-Accept`
+/// matching the key sent). `req`'s URI must be absolute (`ws://`, `wss://`, `http://` or
+/// `https://`, with a host); its headers are sent as they are and win over the standard
+/// ones (a `Sec-WebSocket-Key` of the caller's included). A refusal (any other status) fails
+/// with [`TransportErrorKind::Rejected`] and the status in [`TransportError::status`]; errors
+/// never show header values. Frames are
+/// limited to [`TransportOptions::max_frame_bytes`]; the handshake has no timeout (wrap it in
+/// one of your executor's).
+///
+/// [`Transport::ws_connect`](crate::runtime::Transport::ws_connect) of a [`Stack`] is this
+/// function over a stream of its connector, within the connect timeout.
+pub async fn connect_websocket<S>(
+    stream: S,
+    req: Request<()>,
+    opts: &TransportOptions,
+) -> Result<WebSocket<S>, TransportError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let target = Target::from_uri(req.uri(), true)?;
+    let request = upgrade_request(req, &target)?;
+    handshake(stream, request, &target, opts).await
+}
+
+/// The client handshake of a prepared upgrade request.
+async fn handshake<S>(
+    stream: S,
+    request: Request<()>,
+    target: &Target,
+    opts: &TransportOptions,
+) -> Result<WebSocket<S>, TransportError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (inner, _response) =
+        async_tungstenite::client_async_with_config(request, stream, Some(config(opts)))
+            .await
+            .map_err(|e| handshake_error(target, e))?;
+    tracing::trace!(%target, "WebSocket connected");
+    Ok(WebSocket { inner, done: false })
 }
 
 /// The upgrade request: the standard WebSocket headers, then the caller's headers (which
