@@ -18,6 +18,8 @@
 //! - memory: RSS after a first batch of call lifecycles and after all of them;
 //! - cluster: events and REST through `ari-proxy` + NATS beside the direct client and a
 //!   bare NATS floor (see `cluster.rs`; skipped without `nats-server`);
+//! - streams: one `event_stream()` consumer that only counts, under the same flood, on tokio
+//!   (current-thread and multi-thread) and smol: events lost (target 0) and CPU per event;
 //! - routing: the sans-IO session alone decoding and routing a flood spread over 100 and over
 //!   10,000 live channels (six typed subscriptions each), beside a decode-only pass.
 //!
@@ -33,6 +35,7 @@ mod outbound;
 mod report;
 mod rest;
 mod route;
+mod streams;
 mod util;
 
 use std::io::{BufRead, BufReader, Read};
@@ -79,7 +82,7 @@ struct Args {
     /// Seconds each media run measures (default 10; 2 with --quick).
     #[arg(long)]
     media_seconds: Option<f64>,
-    /// Only these parts (comma-separated: events, rest, memory, routing, outbound, cluster, media).
+    /// Only these parts (comma-separated: events, rest, memory, routing, streams, outbound, cluster, media).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: run as a child process.
@@ -255,6 +258,7 @@ fn client(a: &Args) -> Value {
                 )),
             }
         }
+        s if s.starts_with("stream-") => streams::child(s, addr, n, k),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -438,6 +442,10 @@ fn orchestrate(args: &Args) {
         results["memory"] = Value::Array(mem);
     }
 
+    if wanted(args, "streams") {
+        results["streams"] = streams::run(sizes.repeat, |s| measure(args, port, s, &[]));
+    }
+
     if wanted(args, "routing") {
         eprintln!("ari-bench: routing ...");
         results["routing"] = measure(args, port, "routing", &[]);
@@ -463,6 +471,7 @@ fn orchestrate(args: &Args) {
     if let Some(rows) = results["media"].as_array() {
         print!("{}", media::table(rows));
     }
+    print!("{}", streams::table(&results));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results).expect("JSON");
         std::fs::write(path, text + "\n").expect("write the JSON file");

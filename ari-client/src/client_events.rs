@@ -41,6 +41,12 @@ pub struct Stats {
     /// first few are also logged (`tracing` warning). Register such a handler with
     /// [`Client::on_spawned`].
     pub slow_first_polls: u64,
+    /// Times the reader of the events WebSocket waited the whole
+    /// [`ClientBuilder::stream_wait`](crate::ClientBuilder::stream_wait) for an event
+    /// stream's consumer that did not drain its half-full queue, then read on (that
+    /// stream's overflow is then dropped: counted in `dropped_events`, announced to it as a
+    /// `Lagged` item). A consumer that keeps up on average never stalls.
+    pub stream_stalls: u64,
     /// The session's counters (frames, events, reconnects, pings, requests…).
     pub session: ari_proto::session::Stats,
 }
@@ -365,6 +371,7 @@ impl<R: Runtime> Client<R> {
             handler_errors: c.handler_errors.load(Ordering::Relaxed),
             websocket_fallbacks: c.ws_fallbacks.load(Ordering::Relaxed),
             slow_first_polls: c.slow_first_polls.load(Ordering::Relaxed),
+            stream_stalls: c.stream_stalls.load(Ordering::Relaxed),
             session,
         }
     }
@@ -461,9 +468,34 @@ impl<R: Runtime> ClientBuilder<R> {
 
     /// Capacity of each stream's and awaited event's queue (default 1024 events). When full,
     /// its oldest events are dropped and counted, and the stream yields [`crate::Lagged`]
-    /// before the events it kept; the WebSocket is never slowed down.
+    /// before the events it kept (see [`ClientBuilder::stream_wait`] for how the reader
+    /// gives consumers time first).
     pub fn event_queue_capacity(mut self, n: usize) -> Self {
         self.events.queue_capacity = n.max(1);
+        self
+    }
+
+    /// How long the reader of the events WebSocket waits for an event stream's consumer
+    /// when the stream's queue is half full (default 50 ms, on the runtime's clock).
+    ///
+    /// Events arrive faster than a consumer task is scheduled (a flood fills a queue of
+    /// 1,024 in well under a millisecond, before a task on the same thread runs): the reader
+    /// stops reading until the consumer has drained the queue to a quarter, which costs a
+    /// consumer that keeps up on average nothing. A consumer that does not drain it within
+    /// this wait truly stalls: the reader reads on (until the socket is empty before it
+    /// waits again, so it never stops reading for longer than this; Asterisk drops a client
+    /// whose socket is not read for about 100 ms), counts the stall in
+    /// [`Stats::stream_stalls`], and that stream's overflow is dropped as without a wait.
+    /// `Duration::ZERO` never waits. Handlers, awaited events and connection streams never
+    /// hold the reader.
+    ///
+    /// ```no_run
+    /// # fn demo<R: ari_client::Runtime>(b: ari_client::ClientBuilder<R>) -> ari_client::ClientBuilder<R> {
+    /// b.stream_wait(std::time::Duration::from_millis(20))
+    /// # }
+    /// ```
+    pub fn stream_wait(mut self, wait: Duration) -> Self {
+        self.events.stream_wait = wait;
         self
     }
 }

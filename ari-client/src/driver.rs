@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ari_proto::session::Transmit;
 use futures_core::Stream;
@@ -50,6 +50,9 @@ pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
         tx_scratch: Vec::new(),
         stops_acked: 0,
         close_grace: None,
+        consumer_wait: None,
+        waited: Duration::ZERO,
+        frames_since_wait: 0,
     };
     inner.runtime.spawn(driver);
 }
@@ -70,6 +73,14 @@ struct Driver<R: Runtime> {
     stops_acked: u64,
     /// The deadline of the close frame once the client is closed.
     close_grace: Option<BoxFuture<()>>,
+    /// While a stream queue presses: when the reader began waiting for its consumer, and
+    /// the end of that wait.
+    consumer_wait: Option<(Instant, BoxFuture<()>)>,
+    /// Time spent waiting for consumers since the reader last read the socket empty or read
+    /// [`MAX_FRAMES_PER_WAKE`] frames without waiting: at most `stream_wait`.
+    waited: Duration,
+    /// Frames read since the last wait ended.
+    frames_since_wait: usize,
 }
 
 impl<R: Runtime> Drop for Driver<R> {
@@ -208,19 +219,79 @@ impl<R: Runtime> Driver<R> {
         true
     }
 
+    /// Whether the reader waits for a stream consumer now: a stream queue is past its
+    /// high-water mark and the budget (`stream_wait` on the runtime's clock, shared by every
+    /// wait until the socket is read empty or [`MAX_FRAMES_PER_WAKE`] frames are read without
+    /// waiting) is not spent. When it runs out, the queues still pressing are stalled
+    /// consumers: they press no more until drained (their overflow is counted and
+    /// signalled as before) and the socket is read on.
+    fn waits_for_consumers(&mut self, cx: &mut Context<'_>) -> bool {
+        let budget = self.shared.stream_wait;
+        if !self.shared.under_pressure() {
+            if let Some((start, _)) = self.consumer_wait.take() {
+                // The consumers drained their queues in time.
+                let now = self.runtime.now();
+                self.waited += now.saturating_duration_since(start);
+                self.frames_since_wait = 0;
+            }
+            return false;
+        }
+        if self.waited >= budget {
+            return false;
+        }
+        let left = budget - self.waited;
+        let (_, wait) = self.consumer_wait.get_or_insert_with(|| {
+            let now = self.runtime.now();
+            let at = now.checked_add(left).unwrap_or(now);
+            (now, Box::pin(self.runtime.sleep_until(at)))
+        });
+        if wait.as_mut().poll(cx).is_pending() {
+            return true;
+        }
+        self.consumer_wait = None;
+        self.waited = budget;
+        self.frames_since_wait = 0;
+        let stalled = self.shared.stall_pressing();
+        if stalled > 0 {
+            tracing::warn!(
+                target: "ari_client",
+                streams = stalled,
+                "event stream consumers did not keep up within {:?}: reading on, their overflow \
+                 is dropped (counted in Stats::dropped_events and Stats::stream_stalls)",
+                self.shared.stream_wait
+            );
+        }
+        false
+    }
+
     /// Reads what the socket has (bounded). Returns whether something was read and whether
     /// the budget ran out.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
         let mut read = false;
         for _ in 0..MAX_FRAMES_PER_WAKE {
+            if self.ws.is_none() {
+                return (read, false);
+            }
+            if self.waits_for_consumers(cx) {
+                // Woken when a consumer drains its queue, or when the wait runs out.
+                return (read, false);
+            }
             let Some(ws) = self.ws.as_mut() else {
                 return (read, false);
             };
             let item = match Pin::new(ws).poll_next(cx) {
                 Poll::Ready(item) => item,
-                Poll::Pending => return (read, false),
+                Poll::Pending => {
+                    // Read empty: the budget of waits for consumers starts afresh.
+                    self.waited = Duration::ZERO;
+                    return (read, false);
+                }
             };
             read = true;
+            self.frames_since_wait += 1;
+            if self.frames_since_wait >= MAX_FRAMES_PER_WAKE {
+                self.waited = Duration::ZERO;
+            }
             let now = self.runtime.now();
             match item {
                 Some(Ok(WsMessage::Text(text))) => {

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -37,7 +37,12 @@ pub(crate) struct EventOptions {
     pub(crate) queue_capacity: usize,
     pub(crate) stasis_end_linger: Option<Duration>,
     pub(crate) max_running_handlers: usize,
+    pub(crate) stream_wait: Duration,
 }
+
+/// How long the reader waits by default for a stream consumer whose queue is half full
+/// (half of Asterisk's 100 ms write timeout).
+pub(crate) const DEFAULT_STREAM_WAIT: Duration = Duration::from_millis(50);
 
 impl Default for EventOptions {
     fn default() -> Self {
@@ -51,6 +56,7 @@ impl Default for EventOptions {
             queue_capacity: 1024,
             stasis_end_linger: Some(Duration::from_secs(2)),
             max_running_handlers: 100_000,
+            stream_wait: DEFAULT_STREAM_WAIT,
         }
     }
 }
@@ -118,6 +124,7 @@ pub(crate) struct Counters {
     pub(crate) handler_errors: AtomicU64,
     pub(crate) ws_fallbacks: AtomicU64,
     pub(crate) slow_first_polls: AtomicU64,
+    pub(crate) stream_stalls: AtomicU64,
 }
 
 /// A socket Asterisk opened, handed to the driver with the text frames already read from it.
@@ -135,6 +142,12 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) queue_capacity: usize,
     pub(crate) max_running_handlers: usize,
+    /// How long the reader waits for stream consumers under pressure (zero: never).
+    pub(crate) stream_wait: Duration,
+    /// Stream queues past their high-water mark whose consumer the reader waits for.
+    pressure: Mutex<Vec<Weak<Queue>>>,
+    /// `pressure.len()`, read by the reader before each frame without the lock.
+    pressing: AtomicUsize,
     watches: Mutex<HashMap<(ResourceKind, String), Weak<Watch>>>,
     /// What `stop` and `close` wait for: the driver's progress on closing.
     lifecycle: Mutex<Lifecycle>,
@@ -200,6 +213,9 @@ impl Shared {
             counters: Counters::default(),
             queue_capacity: opts.queue_capacity.max(1),
             max_running_handlers: opts.max_running_handlers.max(1),
+            stream_wait: opts.stream_wait,
+            pressure: Mutex::new(Vec::new()),
+            pressing: AtomicUsize::new(0),
             watches: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(Lifecycle::default()),
             attach: Mutex::new(None),
@@ -507,6 +523,76 @@ impl Shared {
         }
     }
 
+    // ---- backpressure: the reader waits (boundedly) for stream consumers ---------------------
+
+    /// Whether a stream queue is past its high-water mark with a consumer the reader should
+    /// wait for.
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.pressing.load(Ordering::SeqCst) > 0
+    }
+
+    fn pressure_list(&self) -> MutexGuard<'_, Vec<Weak<Queue>>> {
+        self.pressure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reader's wait ran out: every queue still under pressure has a consumer that truly
+    /// stalls. They press no more until drained (their overflow is counted as before).
+    /// Returns how many there were.
+    pub(crate) fn stall_pressing(&self) -> usize {
+        // The queues are dropped after the lock is released (a queue's drop takes it).
+        let stalled: Vec<Arc<Queue>> = {
+            let mut list = self.pressure_list();
+            let queues: Vec<Arc<Queue>> = list.drain(..).filter_map(|w| w.upgrade()).collect();
+            for q in &queues {
+                let _ = q.pressure.compare_exchange(
+                    PRESSING,
+                    STALLED,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+            self.pressing.store(0, Ordering::SeqCst);
+            queues
+        };
+        let n = stalled.len();
+        drop(stalled);
+        self.counters
+            .stream_stalls
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    fn press(&self, q: &Arc<Queue>) {
+        let mut list = self.pressure_list();
+        if q
+            .pressure
+            .compare_exchange(NO_PRESSURE, PRESSING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        // The consumer may have drained it meanwhile (seeing no pressure yet): then it does
+        // not press.
+        if q.len() <= q.low {
+            q.pressure.store(NO_PRESSURE, Ordering::SeqCst);
+            return;
+        }
+        list.push(Arc::downgrade(q));
+        self.pressing.store(list.len(), Ordering::SeqCst);
+    }
+
+    /// `q` was drained below its low-water mark (or ended): it presses no more. Returns
+    /// whether the reader was waiting for it.
+    fn release(&self, q: &Queue) -> bool {
+        let mut list = self.pressure_list();
+        if q.pressure.swap(NO_PRESSURE, Ordering::SeqCst) != PRESSING {
+            return false;
+        }
+        list.retain(|w| !std::ptr::eq(w.as_ptr(), q));
+        self.pressing.store(list.len(), Ordering::SeqCst);
+        true
+    }
+
     pub(crate) fn take_transmit(st: &mut State) -> Option<Transmit> {
         st.session.poll_transmit()
     }
@@ -663,7 +749,21 @@ pub(crate) struct Queue {
     inner: Mutex<QueueInner>,
     capacity: usize,
     shared: Weak<Shared>,
+    /// Past `high` events the queue presses: the reader waits (boundedly) for its consumer
+    /// to drain it to `low` before reading on. Zero: never presses (one-shot queues).
+    high: usize,
+    low: usize,
+    /// [`NO_PRESSURE`], [`PRESSING`] or [`STALLED`]; changed under `Shared::pressure`.
+    pressure: AtomicU8,
 }
+
+/// The queue is below its high-water mark (or was drained back to its low-water mark).
+const NO_PRESSURE: u8 = 0;
+/// Past the high-water mark: the reader waits for the consumer.
+const PRESSING: u8 = 1;
+/// The consumer did not drain it within the reader's wait: the reader no longer waits for
+/// it until it is drained to the low-water mark.
+const STALLED: u8 = 2;
 
 struct QueueInner {
     items: VecDeque<Arc<Event>>,
@@ -673,7 +773,15 @@ struct QueueInner {
 }
 
 impl Queue {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Arc<Queue> {
+    /// A queue of the client's capacity; `backpressure`: the reader waits for its consumer
+    /// when it is half full (not for one-shot queues, which hold one event).
+    pub(crate) fn new(shared: &Arc<Shared>, backpressure: bool) -> Arc<Queue> {
+        let capacity = shared.queue_capacity;
+        let high = if backpressure && !shared.stream_wait.is_zero() {
+            capacity.div_ceil(2)
+        } else {
+            0
+        };
         Arc::new(Queue {
             inner: Mutex::new(QueueInner {
                 items: VecDeque::new(),
@@ -681,8 +789,11 @@ impl Queue {
                 closed: None,
                 waker: None,
             }),
-            capacity: shared.queue_capacity,
+            capacity,
             shared: Arc::downgrade(shared),
+            high,
+            low: capacity / 4,
+            pressure: AtomicU8::new(NO_PRESSURE),
         })
     }
 
@@ -701,6 +812,11 @@ impl Queue {
             return Poll::Ready(Ok(QueueItem::Lagged(n)));
         }
         if let Some(e) = g.items.pop_front() {
+            let drained = g.items.len() <= self.low;
+            drop(g);
+            if drained {
+                self.drained();
+            }
             return Poll::Ready(Ok(QueueItem::Event(e)));
         }
         if let Some(reason) = g.closed {
@@ -708,6 +824,18 @@ impl Queue {
         }
         g.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// Drained to the low-water mark: presses no more; wakes the reader if it waited.
+    fn drained(&self) {
+        if self.pressure.load(Ordering::SeqCst) == NO_PRESSURE {
+            return;
+        }
+        if let Some(s) = self.shared.upgrade() {
+            if s.release(self) {
+                s.wake_driver();
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -730,8 +858,17 @@ impl Sink for Queue {
                 }
             }
             g.items.push_back(event);
-            g.waker.take()
+            let press = self.high > 0
+                && g.items.len() >= self.high
+                && self.pressure.load(Ordering::SeqCst) == NO_PRESSURE;
+            (g.waker.take(), press)
         };
+        let (waker, press) = waker;
+        if press {
+            if let Some(s) = self.shared.upgrade() {
+                s.press(&self);
+            }
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -743,9 +880,18 @@ impl Sink for Queue {
             g.closed.get_or_insert(reason);
             g.waker.take()
         };
+        // Nothing more arrives: the reader need not wait for this consumer.
+        self.drained();
         if let Some(w) = waker {
             w.wake();
         }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A stream dropped while pressing: the reader must not wait for it.
+        self.drained();
     }
 }
 
@@ -772,7 +918,8 @@ pub(crate) struct QueueSub {
 
 impl QueueSub {
     pub(crate) fn new(shared: &Arc<Shared>, filter: Filter) -> QueueSub {
-        let queue = Queue::new(shared);
+        let backpressure = !filter.is_once();
+        let queue = Queue::new(shared, backpressure);
         let id = shared.subscribe(filter, queue.clone());
         QueueSub {
             queue,

@@ -97,6 +97,8 @@ pub const CASES: &[&str] = &[
     "outbound_shutdown_closes_live_calls_at_the_deadline",
     "outbound_per_call_redial_mid_call_goes_on_in_the_same_call",
     "outbound_tls_call_with_rest_over_wss",
+    "stream_consumer_that_keeps_up_loses_no_event_of_a_flood",
+    "stream_consumer_that_stalls_lags_while_the_socket_is_read",
 ];
 
 /// Generates one `#[test]` per conformance case for an adapter.
@@ -163,6 +165,8 @@ macro_rules! conformance_suite {
             media_session_ends_when_the_caller_hangs_up,
             audiosocket_server_serves_a_call,
             media_client_mode_asterisk_dials_the_app,
+            stream_consumer_that_keeps_up_loses_no_event_of_a_flood,
+            stream_consumer_that_stalls_lags_while_the_socket_is_read,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

@@ -10,6 +10,7 @@ mod media;
 mod outbound;
 mod pool;
 mod resources;
+mod streams;
 
 pub use events::*;
 pub use faults::*;
@@ -18,6 +19,7 @@ pub use media::*;
 pub use outbound::*;
 pub use pool::*;
 pub use resources::*;
+pub use streams::*;
 
 use ari_client::{Error, ErrorKind};
 
