@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ari_proto::rest::{self, BaseUrl, Credentials};
+use ari_proto::version::AsteriskVersion;
 use ari_proto::Operation;
 use futures_util::future::{select, Either};
 use tracing::Instrument;
@@ -61,6 +62,10 @@ pub(crate) struct Inner<R: Runtime> {
     pub(crate) shared: Arc<Shared>,
     /// The connection was opened by Asterisk (outbound WebSocket): REST only over it.
     pub(crate) accepted: bool,
+    /// The server's version, learnt at connect (`GET /asterisk/info`).
+    pub(crate) server_version: std::sync::OnceLock<AsteriskVersion>,
+    /// The server has no REST over WebSocket: requests go over HTTP (counted).
+    pub(crate) rest_ws_unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl<R: Runtime> Clone for Client<R> {
@@ -125,6 +130,27 @@ impl<R: Runtime> Client<R> {
         self.inner.rest_transport
     }
 
+    /// The server's version (`system.version` of `GET /asterisk/info`), learnt by
+    /// [`ClientBuilder::connect`]; `None` if the client was built without contacting the
+    /// server ([`ClientBuilder::build`], `verify_on_connect(false)`, an outbound
+    /// connection) or the server did not say.
+    ///
+    /// Once known, every request is checked against it before it is sent: an operation or
+    /// a parameter newer than the server fails at once with [`Error::Build`] and
+    /// [`BuildError::Unsupported`](ari_proto::rest::BuildError::Unsupported) (the operation,
+    /// the parameter, the first branch that has it, the server's version).
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
+    /// if let Some(v) = client.server_version() {
+    ///     println!("{v} (checked as {:?}); REST over WebSocket: {}", v.branch(), v.has_rest_over_websocket());
+    /// }
+    /// # }
+    /// ```
+    pub fn server_version(&self) -> Option<&AsteriskVersion> {
+        self.inner.server_version.get()
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
@@ -157,7 +183,12 @@ impl<R: Runtime> Client<R> {
     where
         O::Output: Send,
     {
-        let parts = rest::request_parts(op);
+        let parts = rest::request_parts(op).and_then(|parts| {
+            if let Some(v) = self.inner.server_version.get() {
+                ari_proto::version::check(&parts, v)?;
+            }
+            Ok(parts)
+        });
         let client = self.clone();
         async move { client.execute_split::<O>(parts?).await }
     }
@@ -266,6 +297,20 @@ impl<R: Runtime> Client<R> {
                 )))
             }
             RestTransport::WebSocket if binary_output => over_http(parts).await,
+            RestTransport::WebSocket
+                if self
+                    .inner
+                    .rest_ws_unavailable
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                // The server has no REST over WebSocket (warned at connect).
+                self.inner
+                    .shared
+                    .counters
+                    .ws_fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                over_http(parts).await
+            }
             RestTransport::WebSocket => {
                 let now = self.inner.runtime.now();
                 match self.inner.shared.send_request(now, &parts)? {
@@ -385,6 +430,7 @@ pub struct ClientBuilder<R: Runtime> {
     request_timeout: Duration,
     transport: TransportOptions,
     rest_transport: RestTransport,
+    require_rest_transport: bool,
     verify: bool,
     pub(crate) events: crate::shared::EventOptions,
 }
@@ -413,6 +459,7 @@ impl<R: Runtime> ClientBuilder<R> {
             request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
             transport: TransportOptions::default(),
             rest_transport: RestTransport::default(),
+            require_rest_transport: false,
             verify: true,
             events: crate::shared::EventOptions::default(),
         }
@@ -440,6 +487,16 @@ impl<R: Runtime> ClientBuilder<R> {
     /// How REST requests travel (default [`RestTransport::Http`]).
     pub fn rest_transport(mut self, transport: RestTransport) -> Self {
         self.rest_transport = transport;
+        self
+    }
+
+    /// With [`RestTransport::WebSocket`]: fail [`ClientBuilder::connect`] with
+    /// [`Error::Unsupported`] (naming the versions that have it: Asterisk 20.14+, 22.4+,
+    /// 23+) when the server has no REST over WebSocket, instead of the default: sending
+    /// every request over HTTP, with a `tracing` warning at connect and each request counted
+    /// in [`Stats::websocket_fallbacks`](crate::Stats::websocket_fallbacks).
+    pub fn require_rest_transport(mut self, required: bool) -> Self {
+        self.require_rest_transport = required;
         self
     }
 
@@ -478,6 +535,8 @@ impl<R: Runtime> ClientBuilder<R> {
             rest_transport: self.rest_transport,
             shared,
             accepted: false,
+            server_version: std::sync::OnceLock::new(),
+            rest_ws_unavailable: std::sync::atomic::AtomicBool::new(false),
         };
         let client = Client {
             inner: Arc::new(inner),
@@ -502,6 +561,8 @@ impl<R: Runtime> ClientBuilder<R> {
             rest_transport: RestTransport::WebSocket,
             shared,
             accepted: true,
+            server_version: std::sync::OnceLock::new(),
+            rest_ws_unavailable: std::sync::atomic::AtomicBool::new(false),
         };
         let client = Client {
             inner: Arc::new(inner),
@@ -511,18 +572,71 @@ impl<R: Runtime> ClientBuilder<R> {
     }
 
     /// Builds the client and verifies the server and the credentials
-    /// (`GET /ari/asterisk/info`) within the request timeout.
+    /// (`GET /ari/asterisk/info`) within the request timeout, learning the server's
+    /// version ([`Client::server_version`]).
     pub async fn connect(self) -> Result<Client<R>, Error> {
         let verify = self.verify;
+        let required = self.require_rest_transport;
         let client = self.build()?;
         if verify {
             let op = ari_proto::ops::asterisk::GetInfo::new();
-            if let Err(e) = client.execute(&op).await {
+            let info = match client.execute(&op).await {
+                Ok(info) => info,
+                Err(e) => {
+                    client.inner.shared.shutdown();
+                    return Err(e);
+                }
+            };
+            if let Err(e) = client.learn_version(info, required) {
                 client.inner.shared.shutdown();
                 return Err(e);
             }
         }
         Ok(client)
+    }
+}
+
+impl<R: Runtime> Client<R> {
+    /// Keeps the server's version and decides how REST requests travel on it.
+    fn learn_version(
+        &self,
+        info: ari_proto::models::AsteriskInfo,
+        required: bool,
+    ) -> Result<(), Error> {
+        let Some(version) = info
+            .system
+            .map(|s| s.version)
+            .filter(|v| !v.trim().is_empty())
+        else {
+            tracing::debug!(target: "ari_client", "the server did not report its version");
+            return Ok(());
+        };
+        let version = AsteriskVersion::parse(&version);
+        tracing::debug!(target: "ari_client", version = %version.as_str(), branch = ?version.branch(), "server version");
+        if self.inner.rest_transport == RestTransport::WebSocket
+            && !self.inner.accepted
+            && !version.has_rest_over_websocket()
+        {
+            if required {
+                return Err(Error::Unsupported {
+                    feature: "REST over the events WebSocket",
+                    needs: ari_proto::version::REST_OVER_WEBSOCKET_VERSIONS,
+                    server: version.as_str().to_owned(),
+                });
+            }
+            tracing::warn!(
+                target: "ari_client",
+                "Asterisk {} has no REST over WebSocket (it needs {}): REST requests go over \
+                 HTTP (counted in Stats::websocket_fallbacks)",
+                version.as_str(),
+                ari_proto::version::REST_OVER_WEBSOCKET_VERSIONS
+            );
+            self.inner
+                .rest_ws_unavailable
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let _ = self.inner.server_version.set(version);
+        Ok(())
     }
 }
 

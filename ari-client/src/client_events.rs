@@ -34,7 +34,8 @@ pub struct Stats {
     pub handler_calls: u64,
     /// Event handlers that returned an error.
     pub handler_errors: u64,
-    /// REST requests sent over HTTP because the WebSocket transport was not available.
+    /// REST requests sent over HTTP because the WebSocket transport was not available (not
+    /// connected, saturated, or a server without REST over WebSocket).
     pub websocket_fallbacks: u64,
     /// Handler calls whose first poll (the code before the first `.await`, run on the task
     /// reading the events) took over 1 ms, holding up every event behind it; each handler's

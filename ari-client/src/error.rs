@@ -64,6 +64,18 @@ pub enum Error {
     /// An event stream fell behind and this many events were dropped for it (see
     /// [`Lagged`]).
     Lagged(u64),
+    /// The server lacks a feature the client was told to rely on (for example REST over the
+    /// events WebSocket with [`crate::ClientBuilder::require_rest_transport`]). An operation
+    /// or parameter newer than the server is an [`Error::Build`] with
+    /// [`BuildError::Unsupported`] instead.
+    Unsupported {
+        /// The feature.
+        feature: &'static str,
+        /// The Asterisk versions that have it.
+        needs: &'static str,
+        /// The server's version, as it reported it.
+        server: String,
+    },
 }
 
 impl Error {
@@ -139,6 +151,14 @@ impl fmt::Display for Error {
             Error::Lagged(n) => write!(
                 f,
                 "the event stream fell behind: {n} events were dropped for it"
+            ),
+            Error::Unsupported {
+                feature,
+                needs,
+                server,
+            } => write!(
+                f,
+                "{feature} needs {needs}; the server runs Asterisk {server}"
             ),
         }
     }

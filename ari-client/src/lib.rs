@@ -144,4 +144,5 @@ pub use ari_proto::session::{
     ConnectionEvent, ConnectionState, Filter, Keepalive, Limits, ReconnectPolicy, SubscriptionId,
     WsAuth,
 };
+pub use ari_proto::version::AsteriskVersion;
 pub use ari_proto::{self as proto, events, models, AriError, ErrorKind, Event};

@@ -99,6 +99,8 @@ pub const CASES: &[&str] = &[
     "outbound_tls_call_with_rest_over_wss",
     "stream_consumer_that_keeps_up_loses_no_event_of_a_flood",
     "stream_consumer_that_stalls_lags_while_the_socket_is_read",
+    "operations_newer_than_the_server_fail_at_once_with_a_typed_error",
+    "rest_over_websocket_falls_back_on_a_server_without_it",
 ];
 
 /// Generates one `#[test]` per conformance case for an adapter.
@@ -167,6 +169,8 @@ macro_rules! conformance_suite {
             media_client_mode_asterisk_dials_the_app,
             stream_consumer_that_keeps_up_loses_no_event_of_a_flood,
             stream_consumer_that_stalls_lags_while_the_socket_is_read,
+            operations_newer_than_the_server_fail_at_once_with_a_typed_error,
+            rest_over_websocket_falls_back_on_a_server_without_it,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

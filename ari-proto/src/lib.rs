@@ -30,6 +30,7 @@ pub mod outbound;
 pub mod rest;
 pub mod session;
 mod time;
+pub mod version;
 
 /// Every model of the ARI API description and the enums of their allowed values.
 pub mod models {

@@ -543,6 +543,19 @@ pub enum BuildError {
     },
     /// The `http` crate refused the request.
     Http(String),
+    /// The operation, or one of the parameters given, is newer than the server (see
+    /// [`crate::version::check`]): sending it would get a 404 or be ignored.
+    #[non_exhaustive]
+    Unsupported {
+        /// The operation (`channels.progress`).
+        operation: &'static str,
+        /// The parameter, when the operation exists but this parameter does not.
+        parameter: Option<&'static str>,
+        /// The first Asterisk branch that has it.
+        since: crate::Since,
+        /// The server's version, as it reported it (`18.20.2`).
+        server: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -560,6 +573,27 @@ impl fmt::Display for BuildError {
                 write!(f, "parameter {name:?} cannot be sent: {reason}")
             }
             BuildError::Http(e) => write!(f, "could not build the HTTP request: {e}"),
+            BuildError::Unsupported {
+                operation,
+                parameter: None,
+                since,
+                server,
+            } => write!(
+                f,
+                "{operation} needs {since} (ARI {}); the server runs Asterisk {server}",
+                since.api_version()
+            ),
+            BuildError::Unsupported {
+                operation,
+                parameter: Some(p),
+                since,
+                server,
+            } => write!(
+                f,
+                "parameter {p:?} of {operation} needs {since} (ARI {}); the server runs \
+                 Asterisk {server} (leave it unset there)",
+                since.api_version()
+            ),
         }
     }
 }

@@ -89,6 +89,7 @@ mod server;
 pub mod sim;
 mod state;
 mod util;
+mod version;
 mod ws;
 
 pub use bench::{

@@ -194,6 +194,9 @@ async fn answer(
     if first == "api-docs" {
         return api_docs(shared, req);
     }
+    if shared.pretend.as_ref().is_some_and(|p| p.lacks(&req.segments)) {
+        return RestAnswer::json_message(404, "Resource not found");
+    }
     let sim_req = SimRequest {
         method: &req.method,
         segments: &req.segments,
@@ -235,11 +238,16 @@ fn api_docs(shared: &Shared, req: &RestRequest) -> RestAnswer {
         [_, name] => name.as_str(),
         _ => return RestAnswer::json_message(404, "Resource not found"),
     };
-    match shared.api_docs.get(name) {
+    let pretended = || {
+        let p = shared.pretend.as_ref()?;
+        (name == "resources.json")
+            .then(|| p.resources_json(&format!("http://{}/ari", shared.addr)))
+    };
+    match shared.api_docs.get(name).cloned().or_else(pretended) {
         Some(doc) => RestAnswer {
             status: 200,
             content_type: "application/json".into(),
-            body: doc.clone(),
+            body: doc,
         },
         None => RestAnswer::json_message(404, "Resource not found"),
     }

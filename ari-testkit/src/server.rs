@@ -123,6 +123,7 @@ pub struct MockServerBuilder {
     send_buffer_size: Option<u32>,
     logger: Option<Logger>,
     asterisk_id: Option<String>,
+    asterisk_version: Option<crate::version::Pretend>,
     outbound: Vec<crate::outbound::OutboundConfig>,
     session_limit: usize,
 }
@@ -155,6 +156,7 @@ impl Default for MockServerBuilder {
             send_buffer_size: None,
             logger: None,
             asterisk_id: None,
+            asterisk_version: None,
             outbound: Vec::new(),
             session_limit: DEFAULT_SESSION_LIMIT,
         }
@@ -276,6 +278,19 @@ impl MockServerBuilder {
         self
     }
 
+    /// Pretends to be this Asterisk release (`"18"`, `"20.13.0"`, `"22.4.0"`): `GET
+    /// /asterisk/info` reports it as `system.version`, `/ari/api-docs/resources.json` has its
+    /// branch's `apiVersion` (6.0.1 for 18, 8.0.0 for 20, 10.0.0 for 22, 11.0.0 for 23),
+    /// `RESTRequest` frames on the events WebSocket are ignored as those releases do before
+    /// 20.14, 22.4 and 23 (no `RESTResponse` ever comes), and the REST routes its branch
+    /// lacks answer 404 (before 20: `channels/{id}/progress`, `channels/{id}/variables`,
+    /// `channels/{id}/transfer_progress`, `bridges/{id}/variable(s)`, `events/claim`).
+    /// A string that does not start with a number is ignored. `ari-mock --asterisk-version`.
+    pub fn asterisk_version(mut self, version: &str) -> Self {
+        self.asterisk_version = crate::version::Pretend::parse(version);
+        self
+    }
+
     /// Makes the simulated Asterisk dial the application over an ARI outbound WebSocket, as
     /// `websocket_client.conf` + `ari.conf` `type=outbound_websocket` do (see
     /// [`OutboundConfig`](crate::OutboundConfig)); may be called several times. Persistent
@@ -384,6 +399,9 @@ impl MockServerBuilder {
         if let Some(id) = self.asterisk_id {
             sim_config.asterisk_id = id;
         }
+        if let Some(p) = &self.asterisk_version {
+            sim_config.version = p.version.clone();
+        }
         let start_wall =
             SystemTime::UNIX_EPOCH + Duration::from_millis(sim_config.wall_clock_base_ms);
         let asterisk_id = sim_config.asterisk_id.clone();
@@ -399,6 +417,7 @@ impl MockServerBuilder {
             allowed_origins: self.allowed_origins,
             asterisk_id,
             api_docs,
+            pretend: self.asterisk_version,
             clock,
             start_wall,
             sim,

@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) asterisk_id: String,
     pub(crate) api_docs: HashMap<String, Vec<u8>>,
+    /// The older Asterisk the server pretends to be, if any.
+    pub(crate) pretend: Option<crate::version::Pretend>,
     pub(crate) clock: Clock,
     pub(crate) start_wall: SystemTime,
     pub(crate) sim: Option<Mutex<Sim>>,

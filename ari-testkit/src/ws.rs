@@ -274,6 +274,10 @@ pub(crate) async fn run(
     let reason = loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(_))) if shared.pretend.as_ref().is_some_and(|p| !p.rest_over_websocket()) => {
+                    // Releases before REST over WebSocket read and ignore client frames.
+                    shared.log(|| "a text frame from the client was ignored (no REST over WebSocket in this release)".to_owned());
+                }
                 Some(Ok(Message::Text(t))) => {
                     let (shared, tx, app, user) = (shared.clone(), tx.clone(), app.clone(), user.clone());
                     let text = t.as_str().to_owned();

@@ -11,6 +11,7 @@ mod outbound;
 mod pool;
 mod resources;
 mod streams;
+mod version;
 
 pub use events::*;
 pub use faults::*;
@@ -20,6 +21,7 @@ pub use outbound::*;
 pub use pool::*;
 pub use resources::*;
 pub use streams::*;
+pub use version::*;
 
 use ari_client::{Error, ErrorKind};
 

@@ -127,6 +127,11 @@ struct Args {
     /// Serve /ari/api-docs/*.json from this spec directory (resources.json + api-docs/).
     #[arg(long, value_name = "DIR")]
     api_docs: Option<PathBuf>,
+    /// Pretend to be this Asterisk release (`18`, `20.13.0`, `22.4.0`): its version in
+    /// asterisk/info, its branch's apiVersion, REST over WebSocket only from 20.14, 22.4 and
+    /// 23, 404 for the routes its branch lacks.
+    #[arg(long, value_name = "VERSION")]
+    asterisk_version: Option<String>,
     /// Dialplan (extensions.conf syntax) for Local channels.
     #[arg(long, value_name = "FILE")]
     dialplan: Option<PathBuf>,
@@ -401,6 +406,9 @@ fn serve(args: Args) {
     }
     if let Some(dir) = &args.api_docs {
         builder = builder.api_docs(dir);
+    }
+    if let Some(v) = &args.asterisk_version {
+        builder = builder.asterisk_version(v);
     }
     if let Some(seed) = args.seed {
         builder = builder.sim_config(SimConfig {
