@@ -69,10 +69,7 @@ async fn consume<R: Runtime + Default>(name: &str, addr: SocketAddr, n: usize, k
     {
         builder = builder.stream_wait(Duration::from_millis(ms));
     }
-    let client = builder
-        .connect()
-        .await
-        .expect("connect");
+    let client = builder.connect().await.expect("connect");
     let mut stream = client.event_stream();
     client.start(&[app.as_str()]).await.expect("start");
     let cpu0 = cpu_now();

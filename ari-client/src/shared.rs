@@ -564,8 +564,7 @@ impl Shared {
 
     fn press(&self, q: &Arc<Queue>) {
         let mut list = self.pressure_list();
-        if q
-            .pressure
+        if q.pressure
             .compare_exchange(NO_PRESSURE, PRESSING, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {

@@ -170,14 +170,24 @@ mod tests {
             ("16.30.0", Some((16, 30, 0)), Since::Asterisk18, false),
             ("20.13.0", Some((20, 13, 0)), Since::Asterisk20, false),
             ("20.14.0-rc1", Some((20, 14, 0)), Since::Asterisk20, true),
-            ("certified-20.7-cert5", Some((20, 7, 0)), Since::Asterisk20, false),
+            (
+                "certified-20.7-cert5",
+                Some((20, 7, 0)),
+                Since::Asterisk20,
+                false,
+            ),
             ("21.9.0", Some((21, 9, 0)), Since::Asterisk20, false),
             ("22.3.0", Some((22, 3, 0)), Since::Asterisk22, false),
             ("22.4.0", Some((22, 4, 0)), Since::Asterisk22, true),
             ("23.0.0", Some((23, 0, 0)), Since::Asterisk23, true),
             ("24.1.0", Some((24, 1, 0)), Since::Master, true),
             ("GIT-master-f0c1c1a7b7", None, Since::Master, true),
-            ("GIT-20-516d2c60ac", Some((20, u32::MAX, u32::MAX)), Since::Asterisk20, true),
+            (
+                "GIT-20-516d2c60ac",
+                Some((20, u32::MAX, u32::MAX)),
+                Since::Asterisk20,
+                true,
+            ),
             ("", None, Since::Master, true),
         ];
         for (s, numbers, branch, ws) in cases {
@@ -213,8 +223,9 @@ mod tests {
         assert!(err.contains("Asterisk 20"), "{err}");
         assert!(err.contains("18.20.2"), "{err}");
         // Without the new parameter it goes through; on 20 with it too.
-        let plain = crate::rest::request_parts(&crate::ops::channels::SetChannelVar::new("c1", "X"))
-            .unwrap();
+        let plain =
+            crate::rest::request_parts(&crate::ops::channels::SetChannelVar::new("c1", "X"))
+                .unwrap();
         assert!(check(&plain, &v18).is_ok());
         assert!(check(&parts, &AsteriskVersion::parse("20.1.0")).is_ok());
     }
@@ -226,7 +237,10 @@ mod tests {
         let v18 = AsteriskVersion::parse("18.9.0");
         assert!(matches!(
             check(&parts, &v18),
-            Err(BuildError::Unsupported { parameter: Some("variables"), .. })
+            Err(BuildError::Unsupported {
+                parameter: Some("variables"),
+                ..
+            })
         ));
         let without = crate::rest::request_parts(&crate::ops::bridges::Create::new()).unwrap();
         assert!(check(&without, &v18).is_ok());

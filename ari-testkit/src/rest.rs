@@ -194,7 +194,11 @@ async fn answer(
     if first == "api-docs" {
         return api_docs(shared, req);
     }
-    if shared.pretend.as_ref().is_some_and(|p| p.lacks(&req.segments)) {
+    if shared
+        .pretend
+        .as_ref()
+        .is_some_and(|p| p.lacks(&req.segments))
+    {
         return RestAnswer::json_message(404, "Resource not found");
     }
     let sim_req = SimRequest {
@@ -240,8 +244,7 @@ fn api_docs(shared: &Shared, req: &RestRequest) -> RestAnswer {
     };
     let pretended = || {
         let p = shared.pretend.as_ref()?;
-        (name == "resources.json")
-            .then(|| p.resources_json(&format!("http://{}/ari", shared.addr)))
+        (name == "resources.json").then(|| p.resources_json(&format!("http://{}/ari", shared.addr)))
     };
     match shared.api_docs.get(name).cloned().or_else(pretended) {
         Some(doc) => RestAnswer {

@@ -74,8 +74,11 @@ impl Pretend {
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         matches!(
             s.as_slice(),
-            ["channels", _, "progress" | "variables" | "transfer_progress"]
-                | ["bridges", _, "variable" | "variables"]
+            [
+                "channels",
+                _,
+                "progress" | "variables" | "transfer_progress"
+            ] | ["bridges", _, "variable" | "variables"]
                 | ["events", "claim"]
         )
     }

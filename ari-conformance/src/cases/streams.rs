@@ -37,9 +37,7 @@ fn is_done(e: &Event) -> bool {
 /// queue (1,024) whose consumer yields to the executor after every event: it loses none
 /// (no `Lagged`, nothing dropped, no stall), and Asterisk never drops the client. Without
 /// the reader waiting for it, the reader fills the queue before such a consumer runs.
-pub async fn stream_consumer_that_keeps_up_loses_no_event_of_a_flood<R: Runtime>(
-    h: &Harness<R>,
-) {
+pub async fn stream_consumer_that_keeps_up_loses_no_event_of_a_flood<R: Runtime>(h: &Harness<R>) {
     const EVENTS: usize = 20_000;
     let app = "conf-flood-keeps-up";
     let server = Arc::new(
@@ -106,9 +104,7 @@ pub async fn stream_consumer_that_keeps_up_loses_no_event_of_a_flood<R: Runtime>
 /// (`stream_stalls`), the overflow is counted (`dropped_events`) and signalled to the
 /// stalled stream (`Lagged` with the number dropped, then the newest events it kept, the
 /// flood's last one included).
-pub async fn stream_consumer_that_stalls_lags_while_the_socket_is_read<R: Runtime>(
-    h: &Harness<R>,
-) {
+pub async fn stream_consumer_that_stalls_lags_while_the_socket_is_read<R: Runtime>(h: &Harness<R>) {
     const EVENTS: usize = 20_000;
     const CAPACITY: usize = 1024;
     let app = "conf-flood-stalls";

@@ -1,12 +1,12 @@
 //! The server's version: learnt at connect, and what the client does with it on an older
 //! Asterisk (the simulator pretending to be one).
 
+use ari_client::events::StasisStart;
 use ari_client::proto::rest::BuildError;
 use ari_client::proto::Since;
-use ari_client::events::StasisStart;
 use ari_client::{Error, RestTransport, Runtime};
-use futures::StreamExt;
 use ari_testkit::{MockServer, Transport};
+use futures::StreamExt;
 
 use crate::Harness;
 
@@ -65,13 +65,17 @@ pub async fn operations_newer_than_the_server_fail_at_once_with_a_typed_error<R:
     }
     let text = err.to_string();
     assert!(
-        text.contains("channels.progress") && text.contains("Asterisk 20") && text.contains("18.20.2"),
+        text.contains("channels.progress")
+            && text.contains("Asterisk 20")
+            && text.contains("18.20.2"),
         "{text}"
     );
     let err = h
         .live(
             "setChannelVar with report_events",
-            channel.set_channel_var("X").map(|o| o.value("1").report_events(true)),
+            channel
+                .set_channel_var("X")
+                .map(|o| o.value("1").report_events(true)),
         )
         .await
         .unwrap_err();
@@ -97,12 +101,18 @@ pub async fn operations_newer_than_the_server_fail_at_once_with_a_typed_error<R:
     .unwrap();
 
     // The oracle: a client that never asked the version gets Asterisk 18's 404.
-    let blind = h.builder_for(&server).verify_on_connect(false).build().unwrap();
+    let blind = h
+        .builder_for(&server)
+        .verify_on_connect(false)
+        .build()
+        .unwrap();
     assert!(blind.server_version().is_none());
     let err = h
         .live(
             "progress unchecked",
-            blind.send(&ari_client::proto::ops::channels::Progress::new(channel.id())),
+            blind.send(&ari_client::proto::ops::channels::Progress::new(
+                channel.id(),
+            )),
         )
         .await
         .unwrap_err();
@@ -177,7 +187,10 @@ pub async fn rest_over_websocket_falls_back_on_a_server_without_it<R: Runtime>(h
         )
         .await
         .unwrap();
-    assert_eq!(c.server_version().map(|v| v.branch()), Some(Since::Asterisk22));
+    assert_eq!(
+        c.server_version().map(|v| v.branch()),
+        Some(Since::Asterisk22)
+    );
     h.live("start", c.start(&[app])).await.unwrap();
     server.clear_requests();
     h.live("asterisk.getInfo", c.asterisk().get_info())
