@@ -346,7 +346,14 @@ fn a_slow_stream_loses_events_visibly_and_never_blocks_the_reader() {
         ws.send(dtmf("c1", &i.to_string()));
     }
     rt.run();
-    // The reader kept going: the handler saw all five.
+    // The stream's queue is half full: the reader waits for its consumer, at most
+    // `stream_wait` (50 ms) on the runtime's clock.
+    assert!(fast.load(Ordering::SeqCst) < 5);
+    rt.advance(Duration::from_millis(50));
+    rt.run();
+    // The consumer stalled past the wait: counted, and the reader kept going (the handler
+    // saw all five).
+    assert_eq!(client.stats().stream_stalls, 1);
     assert_eq!(fast.load(Ordering::SeqCst), 5);
     assert_eq!(all.queued(), 2);
     let items = rt

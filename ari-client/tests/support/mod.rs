@@ -501,7 +501,8 @@ pub fn entered_bridge(bridge: &str, chan: &str) -> String {
     )
 }
 
-pub const INFO: &str = r#"{"system":{"version":"20.7.0","entity_id":"02:fc:00:00:00:01"}}"#;
+/// A release with REST over WebSocket (20.14+).
+pub const INFO: &str = r#"{"system":{"version":"20.14.0","entity_id":"02:fc:00:00:00:01"}}"#;
 
 pub fn stasis_end(chan: &str) -> String {
     event("StasisEnd", &format!(r#""channel":{}"#, channel_json(chan)))
