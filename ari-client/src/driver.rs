@@ -203,8 +203,10 @@ impl<R: Runtime> Driver<R> {
         let Some(attached) = self.shared.take_attached() else {
             return false;
         };
+        let n = attached.n;
         let Ok(ws) = attached.ws.downcast::<R::Ws>() else {
             tracing::warn!(target: "ari_client", "an attached socket of another runtime was ignored");
+            self.shared.attach_done(n);
             return false;
         };
         self.ws = Some(*ws);
@@ -216,6 +218,7 @@ impl<R: Runtime> Driver<R> {
         for text in attached.first {
             self.with_session(|s| s.handle_frame(now, text.as_bytes()));
         }
+        self.shared.attach_done(n);
         true
     }
 

@@ -722,7 +722,10 @@ async fn handshake<E: Executor, C: Connector>(
     };
     // Subscribed before the socket is attached: the first StasisStart cannot be missed.
     let incoming = (s.connection_type == ConnectionType::PerCall).then(|| client.incoming());
-    client.inner.shared.attach(Box::new(ws), first);
+    let handover = client.inner.shared.attach(Box::new(ws), first);
+    // Handed out only once the driver uses the socket: a request made right away goes
+    // over it instead of failing as "not connected".
+    futures_util::future::poll_fn(|cx| client.inner.shared.poll_attached(handover, cx)).await;
     let connection = OutboundConnection {
         client: client.clone(),
         peer,

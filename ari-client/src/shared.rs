@@ -133,6 +133,8 @@ pub(crate) struct Attached {
     pub(crate) ws: Box<dyn std::any::Any + Send>,
     /// Text frames read before the handover, handled first.
     pub(crate) first: Vec<String>,
+    /// The handover's number (see [`Shared::poll_attached`]).
+    pub(crate) n: u64,
 }
 
 pub(crate) struct Shared {
@@ -159,6 +161,10 @@ pub(crate) struct Shared {
 /// The driver's progress on stopping and closing, and who waits for it.
 #[derive(Default)]
 struct Lifecycle {
+    /// Sockets handed to the driver in accepted mode (each one numbered).
+    attaches_requested: u64,
+    /// The last handover the driver has completed (socket taken, session told).
+    attaches_done: u64,
     /// `stop` calls made (each one numbered).
     stops_requested: u64,
     /// The last `stop` whose close frame the driver has sent (or that had no socket to close).
@@ -226,9 +232,36 @@ impl Shared {
     /// is replaced (dropped, which closes it). `first` holds text frames already read from
     /// it (the adapter may read the first one to learn which call it belongs to): the
     /// session handles them before anything else the socket brings.
-    pub(crate) fn attach(&self, ws: Box<dyn std::any::Any + Send>, first: Vec<String>) {
-        *self.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attached { ws, first });
+    ///
+    /// Returns the handover's number: [`Shared::poll_attached`] with it is ready once the
+    /// driver uses the socket (requests made from then on go over it).
+    pub(crate) fn attach(&self, ws: Box<dyn std::any::Any + Send>, first: Vec<String>) -> u64 {
+        let n = {
+            let mut g = self.lifecycle();
+            g.attaches_requested += 1;
+            g.attaches_requested
+        };
+        *self.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attached { ws, first, n });
         self.driver.wake();
+        n
+    }
+
+    /// The driver has taken over handover `n` (and every earlier one).
+    pub(crate) fn attach_done(&self, n: u64) {
+        let wakers = {
+            let mut g = self.lifecycle();
+            if n <= g.attaches_done {
+                return;
+            }
+            g.attaches_done = n;
+            std::mem::take(&mut g.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Ready once the driver uses the socket of handover `n` (or a later one), or has exited.
+    pub(crate) fn poll_attached(&self, n: u64, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_lifecycle(cx, |g| g.attaches_done >= n)
     }
 
     /// The socket waiting for the driver, if any.

@@ -54,6 +54,13 @@ pub fn fast_sim_config() -> SimConfig {
 pub struct Harness<R: Runtime> {
     runtime: R,
     server: MockServer,
+    /// Set by [`Harness::over_outbound`]: the client of the connection the simulated
+    /// Asterisk opened, handed out by [`Harness::client`] and [`Harness::started`].
+    outbound: Option<Client<R>>,
+    /// The applications Asterisk registers on that connection.
+    outbound_apps: Vec<String>,
+    /// What must live as long as the harness (the outbound server).
+    keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<R: Runtime> fmt::Debug for Harness<R> {
@@ -61,6 +68,7 @@ impl<R: Runtime> fmt::Debug for Harness<R> {
         f.debug_struct("Harness")
             .field("runtime", &self.runtime)
             .field("server", &self.server)
+            .field("outbound", &self.outbound.is_some())
             .finish()
     }
 }
@@ -69,7 +77,37 @@ impl<R: Runtime> Harness<R> {
     /// A harness with a fresh mock server (simulator on, real time, [`fast_sim_config`]).
     pub fn new(runtime: R) -> Self {
         let server = MockServer::builder().sim_config(fast_sim_config()).start();
-        Harness { runtime, server }
+        Harness::with_server(runtime, server)
+    }
+
+    /// A harness around a mock server of the caller's (e.g. one that dials the application).
+    pub(crate) fn with_server(runtime: R, server: MockServer) -> Self {
+        Harness {
+            runtime,
+            server,
+            outbound: None,
+            outbound_apps: Vec::new(),
+            keep: None,
+        }
+    }
+
+    /// Makes [`Harness::client`] and [`Harness::started`] hand out `client` (a client the
+    /// application did not connect itself) on which Asterisk registered `apps`, keeping `keep` alive as long as the harness.
+    pub(crate) fn set_outbound(
+        &mut self,
+        client: Client<R>,
+        apps: &[&str],
+        keep: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        self.outbound = Some(client);
+        self.outbound_apps = apps.iter().map(|a| a.to_string()).collect();
+        self.keep = Some(keep);
+    }
+
+    /// Whether the harness's client is one the simulated Asterisk dialled (see
+    /// [`Harness::over_outbound`]).
+    pub fn is_outbound(&self) -> bool {
+        self.outbound.is_some()
     }
 
     /// The mock server.
@@ -115,7 +153,13 @@ impl<R: Runtime> Harness<R> {
     }
 
     /// A connected client of the harness's server.
+    ///
+    /// Over an outbound connection ([`Harness::over_outbound`]) this is the client of the
+    /// connection the simulated Asterisk opened.
     pub async fn client(&self) -> Client<R> {
+        if let Some(client) = &self.outbound {
+            return client.clone();
+        }
         let b = self.builder();
         self.within("connect", LIVENESS, b.connect())
             .await
@@ -123,7 +167,20 @@ impl<R: Runtime> Harness<R> {
     }
 
     /// A connected client with `apps` started (events WebSocket open).
+    ///
+    /// Over an outbound connection ([`Harness::over_outbound`]) Asterisk registered the
+    /// applications of its configuration when it connected: `apps` must be among them.
     pub async fn started(&self, apps: &[&str]) -> Client<R> {
+        if let Some(client) = &self.outbound {
+            let registered = &self.outbound_apps;
+            for app in apps {
+                assert!(
+                    registered.iter().any(|r| r == app),
+                    "{app} is not among the applications Asterisk dials for: {registered:?}"
+                );
+            }
+            return client.clone();
+        }
         let client = self.client().await;
         self.within("start", LIVENESS, client.start(apps))
             .await

@@ -103,6 +103,72 @@ pub const CASES: &[&str] = &[
     "rest_over_websocket_falls_back_on_a_server_without_it",
 ];
 
+/// The cases [`outbound_conformance_suite!`] runs over an outbound connection: every case
+/// about operations and events. (Cases about the application's own connection — connect,
+/// reconnect, restart, close, REST over WebSocket versus HTTP, the HTTP pool — concern a
+/// client that dials Asterisk and stay in [`conformance_suite!`].)
+pub const OUTBOUND_CASES: &[&str] = &[
+    "asterisk_info_ping_and_variables",
+    "channels_every_operation",
+    "bridges_every_operation",
+    "playbacks_get_control_stop",
+    "recordings_live_and_stored",
+    "endpoints_list_and_get",
+    "device_states_update_get_list_delete",
+    "sounds_list_and_get",
+    "user_event_reaches_the_application",
+    "errors_are_typed_404_409_422",
+    "instance_operations_never_repeat_ids",
+    "listeners_attached_before_creation_receive_stasis_start",
+    "hello_ivr_end_to_end",
+    "incoming_calls_miss_no_event_after_stasis_start",
+];
+
+/// Generates one `#[test]` per case of [`OUTBOUND_CASES`], each run with a client of an
+/// outbound connection: the simulated Asterisk dials an
+/// [`OutboundServer`](ari_client::OutboundServer) of the adapter's runtime
+/// ([`Harness::over_outbound`]) and every request travels over that WebSocket.
+///
+/// Same arguments as [`conformance_suite!`]; the runtime must be a
+/// [`Stack`](ari_client::Stack) (what every adapter's runtime is).
+#[macro_export]
+macro_rules! outbound_conformance_suite {
+    (runtime: $runtime:expr, block_on: $block_on:expr $(,)?) => {
+        $crate::outbound_conformance_suite!(@cases ($runtime) ($block_on)
+            asterisk_info_ping_and_variables,
+            channels_every_operation,
+            bridges_every_operation,
+            playbacks_get_control_stop,
+            recordings_live_and_stored,
+            endpoints_list_and_get,
+            device_states_update_get_list_delete,
+            sounds_list_and_get,
+            user_event_reaches_the_application,
+            errors_are_typed_404_409_422,
+            instance_operations_never_repeat_ids,
+            listeners_attached_before_creation_receive_stasis_start,
+            hello_ivr_end_to_end,
+            incoming_calls_miss_no_event_after_stasis_start,
+        );
+    };
+    (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let block_on = $block_on;
+                block_on(async {
+                    let runtime = ($runtime)();
+                    let harness = $crate::Harness::over_outbound(runtime).await;
+                    harness
+                        .run_case(stringify!($case), $crate::cases::$case(&harness))
+                        .await;
+                    harness.assert_everything_went_over_the_outbound_socket();
+                });
+            }
+        )*
+    };
+}
+
 /// Generates one `#[test]` per conformance case for an adapter.
 ///
 /// `runtime` is an expression callable with no argument that returns the adapter's

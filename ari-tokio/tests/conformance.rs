@@ -15,3 +15,14 @@ ari_conformance::conformance_suite! {
     runtime: ari_tokio::TokioRuntime::new,
     block_on: block_on,
 }
+
+/// The operation and event cases again with the client of an outbound connection: the
+/// simulated Asterisk dials the application and every request goes over that WebSocket.
+mod over_outbound {
+    use super::block_on;
+
+    ari_conformance::outbound_conformance_suite! {
+        runtime: ari_tokio::TokioRuntime::new,
+        block_on: block_on,
+    }
+}

@@ -42,11 +42,17 @@ pub async fn instance_operations_never_repeat_ids<R: Runtime>(h: &Harness<R>) {
     h.live("StasisEnd", ended).await.unwrap();
     h.live("destroy", bridge.destroy()).await.unwrap();
 
+    // Over HTTP, or over the WebSocket Asterisk dialled (outbound).
+    let transport = if h.is_outbound() {
+        Transport::WebSocket
+    } else {
+        Transport::Http
+    };
     let log: Vec<(String, String)> = h
         .server()
         .requests()
         .into_iter()
-        .filter(|r| r.transport == Transport::Http)
+        .filter(|r| r.transport == transport)
         .map(|r| (r.method, r.path))
         .collect();
     let (cid, bid, pid) = (channel.id(), bridge.id(), playback.id());

@@ -475,3 +475,73 @@ pub async fn outbound_tls_call_with_rest_over_wss<E: Executor, C: Connector>(
     );
     assert_eq!((ob.stats().accepted, ob.stats().calls), (1, 1));
 }
+
+/// Every application the cases run [`Harness::over_outbound`] use.
+pub const OUTBOUND_SUITE_APPS: &[&str] = &[
+    "conf-apps",
+    "conf-channels",
+    "conf-bridges",
+    "conf-playbacks",
+    "conf-recordings",
+    "conf-userevent",
+    "conf-instances",
+    "conf-early",
+    "conf-errors",
+    "hello",
+];
+
+impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
+    /// A harness whose simulated Asterisk dials the application over a persistent
+    /// outbound WebSocket (`websocket_client.conf` + `ari.conf` `type=outbound_websocket`)
+    /// registering [`OUTBOUND_SUITE_APPS`]; [`Harness::client`] and [`Harness::started`]
+    /// then hand out that connection's client (with the fast options of
+    /// [`Harness::builder_for`]), so a case written for a client that connected itself runs
+    /// unchanged with REST over the outbound socket.
+    pub async fn over_outbound(runtime: Stack<E, C>) -> Self {
+        let options = OutboundOptions::new(runtime.clone())
+            .credentials(USER, SECRET)
+            .expect("valid credentials")
+            .path(PATH)
+            .require_subprotocol(true)
+            .connection_type(ConnectionType::Persistent)
+            .client(|b| {
+                b.request_timeout(Duration::from_secs(5))
+                    .keepalive(None::<ari_client::Keepalive>)
+                    .stasis_end_linger(Some(Duration::from_millis(100)))
+            });
+        let ob = options
+            .bind(loopback())
+            .await
+            .expect("the outbound server binds");
+        let server = MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .outbound(
+                OutboundConfig::persistent(&uri(&ob), OUTBOUND_SUITE_APPS.iter().copied())
+                    .credentials(USER, SECRET)
+                    .reconnect(Duration::from_millis(20), 50),
+            )
+            .start();
+        let mut h = Harness::with_server(runtime, server);
+        let conn = h
+            .live("Asterisk connects to the application", ob.next())
+            .await
+            .expect("a connection");
+        assert_eq!(conn.user.as_deref(), Some(USER));
+        h.set_outbound(conn.client, OUTBOUND_SUITE_APPS, Box::new(ob));
+        h
+    }
+
+    /// After a case run over [`Harness::over_outbound`]: Asterisk connected once (the
+    /// connection never dropped) and every ARI request of the case travelled over the
+    /// outbound socket, none over HTTP.
+    pub fn assert_everything_went_over_the_outbound_socket(&self) {
+        let stats = self.server().outbound_stats();
+        assert_eq!(stats.connected, 1, "one outbound connection: {stats:?}");
+        let requests = self.server().requests();
+        let http: Vec<_> = requests
+            .iter()
+            .filter(|r| r.transport != Transport::WebSocket && !r.path.starts_with("/_"))
+            .collect();
+        assert!(http.is_empty(), "requests over HTTP: {http:?}");
+    }
+}
