@@ -122,7 +122,9 @@ impl<R: Runtime> Harness<R> {
 
     /// A client builder for `server` with fast options: 5 s request timeout, 2 s connect
     /// timeout, reconnects after 20 ms doubling to 200 ms (no jitter, unlimited), keepalive
-    /// off, channel listeners lingering 100 ms after `StasisEnd`.
+    /// off, channel listeners lingering 500 ms after `StasisEnd` (long enough that a
+    /// starved reader on a loaded machine does not end them before a `ChannelDestroyed` already
+    /// sent).
     pub fn builder_for(&self, server: &MockServer) -> ClientBuilder<R> {
         self.builder_with(&server.base_url(), server.username(), server.password())
     }
@@ -134,7 +136,7 @@ impl<R: Runtime> Harness<R> {
             .connect_timeout(Duration::from_secs(2))
             .reconnect(Self::fast_reconnect(None))
             .keepalive(None::<Keepalive>)
-            .stasis_end_linger(Some(Duration::from_millis(100)))
+            .stasis_end_linger(Some(Duration::from_millis(500)))
     }
 
     /// A client builder for the harness's server (see [`Harness::builder_for`]).

@@ -507,7 +507,7 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
             .client(|b| {
                 b.request_timeout(Duration::from_secs(5))
                     .keepalive(None::<ari_client::Keepalive>)
-                    .stasis_end_linger(Some(Duration::from_millis(100)))
+                    .stasis_end_linger(Some(Duration::from_millis(500)))
             });
         let ob = options
             .bind(loopback())
