@@ -596,6 +596,40 @@ async fn rest(
     out
 }
 
+/// The proxy on a thread of its own, for ever (the process ends after the measurements): its
+/// thread id and node.
+fn spawn_proxy(addr: SocketAddr, url: &str) -> (String, String) {
+    let url = url.to_string();
+    spawn_part("proxy", move |ready| async move {
+        let config = ProxyConfig::new(&format!("http://{addr}"), USER, USER, &url, [APP]);
+        let proxy = Proxy::start(config).await.expect("proxy starts");
+        let _ = ready.send(proxy.node().to_string());
+        std::future::pending::<()>().await;
+        drop(proxy);
+    })
+}
+
+/// The scenario `cluster-events`: only the events through the cluster (the proxy on its
+/// thread `proxy`, the client on the main thread), for counting each thread's instructions
+/// with a profiler (`perf record -e instructions:u` sorted by thread name, or callgrind).
+pub(crate) fn run_events(addr: SocketAddr, n: usize, k: usize) -> Value {
+    let nats = match NatsServer::start() {
+        Ok(s) => s,
+        Err(e) => return json!({ "skipped": e.to_string() }),
+    };
+    let url = nats.url();
+    let pid = nats_pid(&nats);
+    let me = tid();
+    let (proxy_tid, node) = spawn_proxy(addr, &url);
+    let meter = || {
+        Meter::start(
+            vec![("client", me.clone()), ("proxy", proxy_tid.clone())],
+            pid,
+        )
+    };
+    runtime().block_on(events_cluster(addr, &url, &node, n, k, meter))
+}
+
 /// The child's work: every measurement once, in one process. `{"skipped": why}` without
 /// `nats-server`.
 pub(crate) fn run(addr: SocketAddr, n: usize, k: usize, rest_ops: usize) -> Value {
@@ -607,15 +641,7 @@ pub(crate) fn run(addr: SocketAddr, n: usize, k: usize, rest_ops: usize) -> Valu
     let pid = nats_pid(&nats);
     let me = tid();
 
-    // The proxy on its own thread, for ever (the process ends after the measurements).
-    let purl = url.clone();
-    let (proxy_tid, node) = spawn_part("proxy", move |ready| async move {
-        let config = ProxyConfig::new(&format!("http://{addr}"), USER, USER, &purl, [APP]);
-        let proxy = Proxy::start(config).await.expect("proxy starts");
-        let _ = ready.send(proxy.node().to_string());
-        std::future::pending::<()>().await;
-        drop(proxy);
-    });
+    let (proxy_tid, node) = spawn_proxy(addr, &url);
 
     let rt = runtime();
     let proxy_part = ("proxy", proxy_tid.clone());
@@ -657,8 +683,19 @@ pub(crate) fn ratios(v: &Value) -> Value {
             .and_then(|r| r["p50_us"].as_f64())
             .unwrap_or(0.0)
     };
+    let us = |i: usize, part: &str| {
+        v["events"][i][format!("{part}_cpu_us_per_event")]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
     json!({
         "cluster_events_per_sec_vs_direct": eps(2) / eps(1).max(1e-9),
+        "direct_client_cpu_us_per_event": us(1, "client"),
+        "cluster_client_cpu_us_per_event": us(2, "client"),
+        "cluster_proxy_cpu_us_per_event": us(2, "proxy"),
+        "cluster_nats_server_cpu_us_per_event": us(2, "nats_server"),
+        "cluster_events_lost": v["events"][2]["events"].as_u64().unwrap_or(0)
+            .saturating_sub(v["events"][2]["received"].as_u64().unwrap_or(0)),
         "floor_events_per_sec_vs_direct": eps(0) / eps(1).max(1e-9),
         "cluster_events_per_sec_vs_floor": eps(2) / eps(0).max(1e-9),
         "rest_added_p50_us_1_in_flight": p50("cluster", 1) - p50("direct", 1),
@@ -684,16 +721,20 @@ pub(crate) fn table(v: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<78} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "events", "events/s", "client µs", "proxy µs", "pub µs", "nats µs"
+        "{:<78} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "events", "events/s", "lost", "client µs", "proxy µs", "pub µs", "nats µs"
     );
     for r in best["events"].as_array().into_iter().flatten() {
         let f = |k: &str| r[k].as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
         let _ = writeln!(
             s,
-            "{:<78} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
+            "{:<78} {:>10.0} {:>8} {:>9} {:>9} {:>9} {:>9}",
             r["client"].as_str().unwrap_or(""),
             r["events_per_sec"].as_f64().unwrap_or(0.0),
+            r["events"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(r["received"].as_u64().unwrap_or(0)),
             f("client_cpu_us_per_event"),
             f("proxy_cpu_us_per_event"),
             f("publisher_cpu_us_per_event"),
@@ -720,6 +761,21 @@ pub(crate) fn table(v: &Value) -> String {
         );
     }
     for (i, r) in v["ratios"].as_array().into_iter().flatten().enumerate() {
+        let ratio = r["cluster_events_per_sec_vs_direct"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "run {}: events through the cluster {:.2}× direct events/s: target ≥ 0.50× {}; {} lost; CPU per event: direct client {:.2} µs, cluster client {:.2} µs, proxy {:.2} µs, nats-server {:.2} µs",
+            i + 1,
+            ratio,
+            if ratio >= 0.5 { "met" } else { "MISSED" },
+            r["cluster_events_lost"].as_u64().unwrap_or(0),
+            r["direct_client_cpu_us_per_event"].as_f64().unwrap_or(0.0),
+            r["cluster_client_cpu_us_per_event"].as_f64().unwrap_or(0.0),
+            r["cluster_proxy_cpu_us_per_event"].as_f64().unwrap_or(0.0),
+            r["cluster_nats_server_cpu_us_per_event"].as_f64().unwrap_or(0.0),
+        );
         let _ = writeln!(
             s,
             "run {}: cluster/direct events/s {:.2} (target ≥ 0.50), floor/direct {:.2}, cluster/floor {:.2}; REST added p50 {:.0} µs at 1 in flight (target < 300), {:.0} µs at 64; NATS request/reply floor p50 {:.0} µs",

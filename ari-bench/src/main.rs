@@ -235,6 +235,7 @@ fn client(a: &Args) -> Value {
             outbound::client(s, addr, a.listen, n, k, calls)
         }
         "cluster" => cluster::run(addr, n, k, sizes.rest_ops),
+        "cluster-events" => cluster::run_events(addr, n, k),
         "media-tokio" | "media-smol" => {
             let (m, secs) = (a.media_sessions[0], a.media_seconds.unwrap_or(10.0));
             match scenario {

@@ -248,17 +248,20 @@ impl Shared {
 
     fn learn(&self, key: String, node: &Arc<str>) {
         let mut map = lock(&self.resources);
+        Shared::learn_in(&mut map, &self.counters, key, node);
+    }
+
+    fn learn_in(
+        map: &mut HashMap<String, Arc<str>>,
+        counters: &Counters,
+        key: String,
+        node: &Arc<str>,
+    ) {
         if map.len() >= MAX_RESOURCES && !map.contains_key(&key) {
-            self.counters
-                .resources_refused
-                .fetch_add(1, Ordering::Relaxed);
+            counters.resources_refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
         map.insert(key, node.clone());
-    }
-
-    fn forget(&self, key: &str) {
-        lock(&self.resources).remove(key);
     }
 
     /// Records what an event's headers say: its resources live on its node; the final ones
@@ -268,15 +271,25 @@ impl Shared {
         let Some(node) = h.get(wire::NODE_HEADER) else {
             return;
         };
-        let node: Arc<str> = Arc::from(node.as_str());
+        let node = node.as_str();
+        let mut map = lock(&self.resources);
         if let Some(res) = h.get(wire::RESOURCES_HEADER) {
+            // Most events concern resources already known on this node: a lookup, no
+            // allocation.
+            let mut known: Option<Arc<str>> = None;
             for key in res.as_str().split(' ').filter(|k| !k.is_empty()) {
-                self.learn(key.to_string(), &node);
+                match map.get(key) {
+                    Some(n) if &**n == node => {}
+                    _ => {
+                        let node = known.get_or_insert_with(|| Arc::from(node)).clone();
+                        Shared::learn_in(&mut map, &self.counters, key.to_string(), &node);
+                    }
+                }
             }
         }
         if let Some(fin) = h.get(wire::FINAL_HEADER) {
             for key in fin.as_str().split(' ').filter(|k| !k.is_empty()) {
-                self.forget(key);
+                map.remove(key);
             }
         }
     }

@@ -15,33 +15,22 @@ use ari_proto::events::ResourceKind;
 /// How long a channel stays owned after its `StasisEnd` (a `continue` may bring it back).
 pub(crate) const STASIS_END_LINGER: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
-    kind: u8,
-    id: Box<str>,
-}
-
-impl Key {
-    pub(crate) fn new(kind: ResourceKind, id: &str) -> Option<Key> {
-        let kind = match kind {
-            ResourceKind::Channel => 0,
-            ResourceKind::Bridge => 1,
-            ResourceKind::Playback => 2,
-            ResourceKind::Recording => 3,
-            _ => return None,
-        };
-        Some(Key {
-            kind,
-            id: id.into(),
-        })
+/// The kinds with owners, as an index into [`Owners`]' maps.
+fn slot(kind: ResourceKind) -> Option<usize> {
+    match kind {
+        ResourceKind::Channel => Some(0),
+        ResourceKind::Bridge => Some(1),
+        ResourceKind::Playback => Some(2),
+        ResourceKind::Recording => Some(3),
+        _ => None,
     }
 }
 
-/// The table.
+/// The table: one map per kind, so that a lookup borrows the id (no allocation per event).
 #[derive(Debug)]
 pub(crate) struct Owners {
-    map: HashMap<Key, Arc<str>>,
-    ending: VecDeque<(Instant, Key)>,
+    maps: [HashMap<Box<str>, Arc<str>>; 4],
+    ending: VecDeque<(Instant, Box<str>)>,
     max: usize,
     pub(crate) refused: u64,
 }
@@ -49,7 +38,7 @@ pub(crate) struct Owners {
 impl Owners {
     pub(crate) fn new(max: usize) -> Owners {
         Owners {
-            map: HashMap::new(),
+            maps: Default::default(),
             ending: VecDeque::new(),
             max,
             refused: 0,
@@ -57,40 +46,38 @@ impl Owners {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.maps.iter().map(HashMap::len).sum()
     }
 
     pub(crate) fn get(&self, kind: ResourceKind, id: &str) -> Option<&Arc<str>> {
-        self.map.get(&Key::new(kind, id)?)
+        self.maps[slot(kind)?].get(id)
     }
 
     /// Records `owner` for the resource unless it has one.
     pub(crate) fn claim(&mut self, kind: ResourceKind, id: &str, owner: &Arc<str>) {
-        let Some(key) = Key::new(kind, id) else {
+        let Some(i) = slot(kind) else {
             return;
         };
-        if self.map.contains_key(&key) {
+        if self.maps[i].contains_key(id) {
             return;
         }
-        if self.map.len() >= self.max {
+        if self.len() >= self.max {
             self.refused += 1;
             return;
         }
-        self.map.insert(key, owner.clone());
+        self.maps[i].insert(id.into(), owner.clone());
     }
 
     pub(crate) fn remove(&mut self, kind: ResourceKind, id: &str) {
-        if let Some(key) = Key::new(kind, id) {
-            self.map.remove(&key);
+        if let Some(i) = slot(kind) {
+            self.maps[i].remove(id);
         }
     }
 
     /// The channel left the application: forgotten after [`STASIS_END_LINGER`].
     pub(crate) fn ending(&mut self, now: Instant, id: &str) {
-        if let Some(key) = Key::new(ResourceKind::Channel, id) {
-            if self.map.contains_key(&key) {
-                self.ending.push_back((now + STASIS_END_LINGER, key));
-            }
+        if self.maps[0].contains_key(id) {
+            self.ending.push_back((now + STASIS_END_LINGER, id.into()));
         }
     }
 
@@ -100,8 +87,8 @@ impl Owners {
             if *at > now {
                 break;
             }
-            if let Some((_, key)) = self.ending.pop_front() {
-                self.map.remove(&key);
+            if let Some((_, id)) = self.ending.pop_front() {
+                self.maps[0].remove(&id);
             }
         }
     }

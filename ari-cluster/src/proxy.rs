@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -189,12 +190,35 @@ struct State {
     counters: Counters,
     connected: AtomicBool,
     in_flight: Arc<Semaphore>,
+    /// `{p}.inst.{instance}` of the owners seen, built once each (instances are few; the
+    /// cache is emptied past [`MAX_CACHED_SUBJECTS`]).
+    instance_subjects: Mutex<HashMap<Arc<str>, async_nats::Subject>>,
 }
+
+/// Instance subjects cached at most.
+const MAX_CACHED_SUBJECTS: usize = 4096;
 
 impl State {
     fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
         // A panic while holding the lock leaves a consistent table (plain inserts/removes).
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subject of the events `owner` owns.
+    fn instance_subject(&self, owner: &Arc<str>) -> async_nats::Subject {
+        let mut cache = self
+            .instance_subjects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(owner) {
+            return s.clone();
+        }
+        if cache.len() >= MAX_CACHED_SUBJECTS {
+            cache.clear();
+        }
+        let s = async_nats::Subject::from(self.subjects.instance(owner));
+        cache.insert(owner.clone(), s.clone());
+        s
     }
 
     fn stats(&self) -> ProxyStats {
@@ -235,7 +259,12 @@ impl State {
         Bytes::from(serde_json::to_vec(&a).unwrap_or_default())
     }
 
-    async fn publish(&self, subject: String, headers: async_nats::HeaderMap, payload: Bytes) {
+    async fn publish(
+        &self,
+        subject: async_nats::Subject,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) {
         match self
             .nats
             .publish_with_headers(subject, headers, payload)
@@ -344,6 +373,7 @@ impl Proxy {
             counters: Counters::default(),
             connected: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            instance_subjects: Mutex::new(HashMap::new()),
             config,
         });
         let s = &state.subjects;
@@ -524,7 +554,7 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
             let app = state.config.apps.first().map(String::as_str).unwrap_or("");
             let subject = state.subjects.event(app, &state.node);
             state
-                .publish(subject, event_headers(&state.node, "", ""), frame)
+                .publish(subject.into(), event_headers(&state.node, "", ""), frame)
                 .await;
             return;
         }
@@ -538,8 +568,7 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     let app = event
         .application()
         .or(state.config.apps.first().map(String::as_str))
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
     let resources = refs_header(event.resources().iter());
     let finals = refs_header(event.resources().iter().filter(|r| event.is_final_for(*r)));
     let headers = event_headers(&state.node, &resources, &finals);
@@ -561,7 +590,7 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     if owners.is_empty() {
         if let Event::StasisStart(start) = &event {
             let channel = start.channel.id.clone();
-            match claim(state, &app, &frame).await {
+            match claim(state, app, &frame).await {
                 Some(owner) => {
                     state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
                     {
@@ -593,14 +622,18 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
 
     if owners.is_empty() {
         let subject = if matches!(event, Event::StasisStart(_)) {
-            state.subjects.unclaimed(&app, &state.node)
+            state.subjects.unclaimed(app, &state.node)
         } else {
-            state.subjects.event(&app, &state.node)
+            state.subjects.event(app, &state.node)
         };
+        state.publish(subject.into(), headers, frame).await;
+    } else if let [owner] = owners.as_slice() {
+        // The usual case: one owner, the headers and frame moved, not copied.
+        let subject = state.instance_subject(owner);
         state.publish(subject, headers, frame).await;
     } else {
         for owner in &owners {
-            let subject = state.subjects.instance(owner);
+            let subject = state.instance_subject(owner);
             state.publish(subject, headers.clone(), frame.clone()).await;
         }
     }

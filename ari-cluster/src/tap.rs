@@ -1,7 +1,8 @@
 //! The proxy's hook on the raw event frames: a [`Runtime`](ari_client::Runtime) wrapping [`TokioRuntime`] whose
-//! WebSocket hands a copy of every text frame, exactly as received, to a bounded queue before
-//! the client's session decodes it. Nothing in ari-client changes: the proxy's client keeps
-//! its reconnects, keepalive and REST; the proxy publishes the copies.
+//! WebSocket hands every text frame, exactly as received, to a bounded queue. Nothing in
+//! ari-client changes: the proxy's client keeps its reconnects, keepalive and REST (the
+//! `RESTResponse` frames still reach its session); the proxy publishes the frames, and only
+//! the proxy's routing decodes an event (once).
 //!
 //! A frame is read from Asterisk only once the queue has room for it: a proxy publishing
 //! slower than Asterisk sends holds Asterisk back as a slow client would (TCP backpressure),
@@ -61,25 +62,52 @@ pub(crate) struct TapWs<W> {
     tx: PollSender<Bytes>,
 }
 
+/// Frames read in one poll at most before yielding to the other tasks.
+const FRAMES_PER_POLL: usize = 64;
+
+/// Whether a frame may be Asterisk's answer to one of the proxy's own requests (REST over
+/// the WebSocket): it holds `RESTResponse`. An event holding that text somewhere (a variable's
+/// value) is only decoded once more by the session, which delivers it to nobody.
+pub(crate) fn may_be_response(frame: &[u8]) -> bool {
+    static NEEDLE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"RESTResponse"));
+    NEEDLE.find(frame).is_some()
+}
+
 impl<W> Stream for TapWs<W>
 where
     W: Stream<Item = Result<WsMessage, TransportError>> + Unpin,
 {
     type Item = Result<WsMessage, TransportError>;
 
+    /// Every text frame goes to the tap. Only the frames that may be a `RESTResponse` go on
+    /// to the client's session as well: the proxy's client delivers events to nobody, and
+    /// its session would otherwise decode and route every event a second time.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // Room for the copy first; the reader gone (the proxy stopping) reads on.
-        if self.tx.poll_reserve(cx).is_pending() {
-            return Poll::Pending;
-        }
-        let item = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(WsMessage::Text(text)))) = &item {
+        for _ in 0..FRAMES_PER_POLL {
+            // Room for the copy first; the reader gone (the proxy stopping) reads on.
+            if self.tx.poll_reserve(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let item = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(item) => item,
+                Poll::Pending => return Poll::Pending,
+            };
+            let Some(Ok(WsMessage::Text(text))) = item else {
+                return Poll::Ready(item);
+            };
+            let response = may_be_response(text.as_bytes());
+            // The frame's own bytes, shared (no copy).
             let copy = Bytes::from(text.clone());
             if self.tx.send_item(copy).is_err() {
                 self.tap.dropped.fetch_add(1, Ordering::Relaxed);
             }
+            if response {
+                return Poll::Ready(Some(Ok(WsMessage::Text(text))));
+            }
         }
-        item
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
