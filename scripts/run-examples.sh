@@ -147,13 +147,16 @@ run cluster_hello \
     "4 calls done"
 run media_echo "media_echo on tokio" "${media[@]}"
 run media_echo_smol "media_echo on smol" "${media[@]}"
-run audiosocket_echo "audiosocket_echo on tokio" \
-    "← StasisStart channel=" \
-    "→ answer" \
-    "← AudioSocket connection uuid=" \
-    "← StasisEnd (the caller hung up)" \
-    "→ AudioSocket hangup" \
+audiosocket=(
+    "← StasisStart channel="
+    "→ answer"
+    "← AudioSocket connection uuid="
+    "← StasisEnd (the caller hung up)"
+    "→ AudioSocket hangup"
     "audiosocket uuid="
+)
+run audiosocket_echo "audiosocket_echo on tokio" "${audiosocket[@]}"
+run audiosocket_echo_smol "audiosocket_echo on smol" "${audiosocket[@]}"
 same hello hello_smol
 same bridge bridge_smol
 same originate originate_smol

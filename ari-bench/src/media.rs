@@ -2,9 +2,10 @@
 //! 20 ms frames) against the simulated Asterisk, audio both ways.
 //!
 //! Every session receives the simulator's test signal (one 320-byte frame every 20 ms) and
-//! sends its own: the application paces itself with the runtime's timer (absolute deadlines
-//! 20 ms apart) and hands one frame to the session at each, which sends it at once (it is
-//! within the send-ahead window). After all sessions are open and a second of warm-up, the
+//! sends its own: the application paces all sessions from one tick of the runtime's timer
+//! (absolute deadlines 20 ms apart) and hands one frame to each session at each tick, which
+//! sends it at once (it is within the send-ahead window). The simulator runs in another
+//! process: the CPU measured is the application's and the client's alone. After all sessions are open and a second of warm-up, the
 //! measurement window reports:
 //!
 //! - CPU per frame handled (the process's user + system time over frames in + frames out);
@@ -19,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ari_client::media::{MediaItem, MediaOptions, MediaSession};
+use ari_client::media::{MediaItem, MediaOptions, MediaSender, MediaSession};
 use ari_client::{Client, Runtime};
 use bytes::Bytes;
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -58,82 +60,90 @@ fn jitter_us(gap: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// One session for the whole run: sends paced frames, counts what comes, until `end`.
-async fn run_session<R: Runtime>(
+/// One session's receiving side for the whole run: counts the frames that come, until the
+/// window ends (one timer for the whole run, not one per frame).
+async fn receive<R: Runtime>(
     rt: R,
     mut media: MediaSession,
-    frame: Bytes,
     window: (Instant, Instant),
     total: Arc<Mutex<Counts>>,
 ) -> MediaSession {
     let (from, to) = window;
     let in_window = |t: Instant| t >= from && t < to;
-    let tx = media.sender();
-    let sender = {
-        let rt = rt.clone();
-        async move {
-            let mut c = Counts::default();
-            let start = rt.now();
-            let mut prev: Option<Instant> = None;
-            for k in 1u32.. {
-                let due = start + PTIME * k;
-                if due >= to {
-                    break;
-                }
-                rt.sleep_until(due).await;
+    let mut c = Counts::default();
+    let mut prev: Option<Instant> = None;
+    let mut end = std::pin::pin!(rt.sleep_until(to));
+    loop {
+        match select(media.next(), end.as_mut()).await {
+            Either::Left((Some(MediaItem::Audio(_)), _)) => {
                 let now = rt.now();
-                if tx.send_audio(frame.clone()).is_err() {
-                    break;
-                }
                 if in_window(now) {
-                    c.frames_out += 1;
+                    c.frames_in += 1;
                     if let Some(p) = prev.filter(|p| in_window(*p)) {
-                        c.send_jitter_us.push(jitter_us(now - p));
-                    }
-                    if now - due > PTIME {
-                        c.late_wakeups += 1;
+                        c.recv_jitter_us.push(jitter_us(now - p));
                     }
                 }
                 prev = Some(now);
             }
-            c
+            Either::Left((Some(MediaItem::Closed { .. }) | None, _)) => break,
+            Either::Left((Some(_), _)) => {}
+            Either::Right(_) => break,
         }
-    };
-    let receiver = async {
-        let mut c = Counts::default();
-        let mut prev: Option<Instant> = None;
-        loop {
-            let left = to.saturating_duration_since(rt.now());
-            if left.is_zero() {
-                break;
-            }
-            match timeout(&rt, left, media.next()).await {
-                Some(Some(MediaItem::Audio(_))) => {
-                    let now = rt.now();
-                    if in_window(now) {
-                        c.frames_in += 1;
-                        if let Some(p) = prev.filter(|p| in_window(*p)) {
-                            c.recv_jitter_us.push(jitter_us(now - p));
-                        }
-                    }
-                    prev = Some(now);
-                }
-                Some(Some(MediaItem::Closed { .. }) | None) => break,
-                Some(Some(_)) => {}
-                None => break,
-            }
-        }
-        c
-    };
-    let (s, r) = futures_util::future::join(sender, receiver).await;
+    }
     let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
-    t.frames_out += s.frames_out;
-    t.late_wakeups += s.late_wakeups;
-    t.send_jitter_us.extend(s.send_jitter_us);
-    t.frames_in += r.frames_in;
-    t.recv_jitter_us.extend(r.recv_jitter_us);
+    t.frames_in += c.frames_in;
+    t.recv_jitter_us.extend(c.recv_jitter_us);
     drop(t);
     media
+}
+
+/// The application's pacing: one 20 ms tick (absolute deadlines) for every session, at
+/// which each session is handed one frame; the hand-over time of every frame is taken, so
+/// the jitter is each session's own.
+async fn pace<R: Runtime>(
+    rt: R,
+    senders: Vec<MediaSender>,
+    frame: Bytes,
+    window: (Instant, Instant),
+    total: Arc<Mutex<Counts>>,
+) {
+    let (from, to) = window;
+    let in_window = |t: Instant| t >= from && t < to;
+    let mut c = Counts::default();
+    let mut prev: Vec<Option<Instant>> = vec![None; senders.len()];
+    let mut open = vec![true; senders.len()];
+    let start = rt.now();
+    for k in 1u32.. {
+        let due = start + PTIME * k;
+        if due >= to {
+            break;
+        }
+        rt.sleep_until(due).await;
+        if rt.now() - due > PTIME {
+            c.late_wakeups += 1;
+        }
+        for (i, tx) in senders.iter().enumerate() {
+            if !open[i] {
+                continue;
+            }
+            let now = rt.now();
+            if tx.send_audio(frame.clone()).is_err() {
+                open[i] = false;
+                continue;
+            }
+            if in_window(now) {
+                c.frames_out += 1;
+                if let Some(p) = prev[i].filter(|p| in_window(*p)) {
+                    c.send_jitter_us.push(jitter_us(now - p));
+                }
+            }
+            prev[i] = Some(now);
+        }
+    }
+    let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+    t.frames_out += c.frames_out;
+    t.late_wakeups += c.late_wakeups;
+    t.send_jitter_us.extend(c.send_jitter_us);
 }
 
 fn pct(v: &mut [u32]) -> Value {
@@ -218,17 +228,33 @@ pub(crate) async fn client<R: Runtime + Default>(
             cpu_box.store(u64::try_from(c.as_micros()).unwrap_or(0), Ordering::Relaxed);
         }
     };
-    // Each session on the runtime's executor (its worker threads), not on the thread that
-    // waits for them.
+    // Each session's receiver on the runtime's executor (its worker threads), and one
+    // pacing task for all of them, not on the thread that waits for them.
+    let senders: Vec<MediaSender> = sessions.iter().map(MediaSession::sender).collect();
+    let paced = {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let run = pace(
+            rt.clone(),
+            senders,
+            frame.clone(),
+            (from, to),
+            total.clone(),
+        );
+        rt.spawn(async move {
+            run.await;
+            let _ = tx.send(());
+        });
+        async move { rx.await.expect("the pacing task ends") }
+    };
     let runs = futures_util::future::join_all(sessions.into_iter().map(|m| {
         let (tx, rx) = futures_channel::oneshot::channel();
-        let run = run_session(rt.clone(), m, frame.clone(), (from, to), total.clone());
+        let run = receive(rt.clone(), m, (from, to), total.clone());
         rt.spawn(async move {
             let _ = tx.send(run.await);
         });
         async move { rx.await.expect("the session's task ends") }
     }));
-    let (sessions, ()) = futures_util::future::join(runs, clock).await;
+    let (sessions, (), ()) = futures_util::future::join3(runs, clock, paced).await;
     let cpu = Duration::from_micros(cpu_box.load(Ordering::Relaxed));
     let (mut lagged, mut overflow, mut xoff) = (0, 0, 0);
     for m in &sessions {
@@ -342,5 +368,62 @@ pub(crate) fn table(rows: &[Value]) -> String {
             lost,
         );
     }
+    let _ = writeln!(o, "\nMEDIA TARGETS (issue 15)");
+    for t in targets(rows) {
+        let _ = writeln!(o, "  {t}");
+    }
     o
+}
+
+/// Share of one core per 250 sessions the process may use.
+const CORE_SHARE_PER_250: f64 = 0.25;
+/// p99 of the send-side pacing jitter.
+const SEND_P99_US: f64 = 2_000.0;
+/// Frames each way, as a share of the real-time count, for "keeps real time".
+const REAL_TIME_SHARE: f64 = 0.99;
+
+/// The issue's targets, one line each, `ok` or `MISS` with the figure measured.
+pub(crate) fn targets(rows: &[Value]) -> Vec<String> {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let mark = |ok: bool| if ok { "ok  " } else { "MISS" };
+    let mut out = Vec::new();
+    for r in rows {
+        let who = format!(
+            "{:<24} {:>5} sessions",
+            r["client"].as_str().unwrap_or_default(),
+            r["sessions"]
+        );
+        let share = f(r, "core_share_per_250");
+        out.push(format!(
+            "{} {who}  CPU per 250 sessions {:>6.1}% of a core (target < {:.0}%; {:.2} us per frame in + out)",
+            mark(share < CORE_SHARE_PER_250),
+            share * 100.0,
+            CORE_SHARE_PER_250 * 100.0,
+            f(r, "cpu_us_per_frame"),
+        ));
+        let expected = f(r, "frames_expected_each_way");
+        let fin = r["frames_in"].as_f64().unwrap_or(0.0);
+        let fout = r["frames_out"].as_f64().unwrap_or(0.0);
+        let kept = fin.min(fout) / expected;
+        out.push(format!(
+            "{} {who}  real time: frames each way {:>6.1}% of the real-time count (target >= {:.0}%)",
+            mark(kept >= REAL_TIME_SHARE),
+            kept * 100.0,
+            REAL_TIME_SHARE * 100.0,
+        ));
+        let p99 = f(&r["send_jitter"], "p99_us");
+        out.push(format!(
+            "{} {who}  send pacing jitter p99 {:>8.0} us (target < {:.0} us)",
+            mark(p99 < SEND_P99_US),
+            p99,
+            SEND_P99_US,
+        ));
+        let lost =
+            r["lagged_frames"].as_u64().unwrap_or(0) + r["overflow_frames"].as_u64().unwrap_or(0);
+        out.push(format!(
+            "{} {who}  frames lost (lagged + overflow) {lost:>7} (target 0)",
+            mark(lost == 0),
+        ));
+    }
+    out
 }

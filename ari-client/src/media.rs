@@ -22,12 +22,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+pub use ari_proto::media::websocket::Direction;
 use ari_proto::media::websocket::{
     Command, ControlFormat, MediaConfig, MediaEvent, MediaOutput, MediaSession as Core, MediaStart,
     MediaStats, SendError, Transmit,
 };
 use ari_proto::models::{
-    ExternalMediaConnectionType, ExternalMediaEncapsulation, ExternalMediaTransport,
+    ExternalMediaConnectionType, ExternalMediaDirection, ExternalMediaEncapsulation,
+    ExternalMediaTransport,
 };
 use ari_proto::ops;
 use bytes::Bytes;
@@ -60,6 +62,17 @@ pub struct MediaOptions {
     pub bridge: bool,
     /// Time allowed for `MEDIA_START` after connecting.
     pub start_timeout: Duration,
+    /// Passthrough mode (dial option `p`): Asterisk queues each audio message as one frame,
+    /// as-is, and refuses the queue commands (marks, buffering, flush, pause); the
+    /// application frames and sizes its audio itself. For codecs whose frames cannot be cut
+    /// on arbitrary bytes. Asterisk forces it for opus, speex and g729 (then
+    /// `optimal_frame_size` is 0). Default false.
+    pub passthrough: bool,
+    /// The media direction from the application's point of view (externalMedia
+    /// `direction`, Asterisk 20.19+): [`Direction::In`] receives only (Asterisk drops the
+    /// application's audio), [`Direction::Out`] sends only. `None` (default): both, and the
+    /// parameter is not sent (older servers reject it).
+    pub direction: Option<Direction>,
 }
 
 impl MediaOptions {
@@ -74,7 +87,21 @@ impl MediaOptions {
             inbox_frames: 500,
             bridge: true,
             start_timeout: Duration::from_secs(5),
+            passthrough: false,
+            direction: None,
         }
+    }
+
+    /// Sets [`passthrough`](Self::passthrough).
+    pub fn passthrough(mut self, passthrough: bool) -> Self {
+        self.passthrough = passthrough;
+        self
+    }
+
+    /// Sets [`direction`](Self::direction).
+    pub fn direction(mut self, direction: Direction) -> Self {
+        self.direction = Some(direction);
+        self
     }
 
     /// Sets [`json`](Self::json).
@@ -364,8 +391,7 @@ impl Stream for MediaSession {
                 if matches!(item, MediaItem::Audio(_)) {
                     st.inbox_audio -= 1;
                 }
-                drop(st);
-                self.shared.driver.wake();
+                // (The driver never waits for room in the inbox: no wake-up for it.)
                 Poll::Ready(Some(item))
             }
             None if st.closed => Poll::Ready(None),
@@ -432,6 +458,12 @@ pub(crate) async fn open<R: Runtime>(
     let mut transport_data = String::new();
     if options.json {
         transport_data.push_str("f(json)");
+    }
+    if options.passthrough {
+        transport_data.push('p');
+    }
+    if let Some(direction) = options.direction {
+        op = op.direction(ExternalMediaDirection::from_wire(direction.as_str()));
     }
     let socket = match dialled {
         None => {
@@ -511,6 +543,10 @@ pub(crate) async fn open<R: Runtime>(
         sleep_at: None,
         outbox: VecDeque::new(),
         ws_open: true,
+        unflushed: false,
+        commands: VecDeque::new(),
+        published: MediaStats::default(),
+        closed: false,
     };
     let teardown_shared = shared.clone();
     let teardown_client = client.clone();
@@ -583,17 +619,23 @@ async fn connect_and_start<R: Runtime>(
         .header(http::header::SEC_WEBSOCKET_PROTOCOL, "media")
         .body(())
         .map_err(|e| media_error(format!("media socket request: {e}")))?;
-    let opts = crate::runtime::TransportOptions::default();
+    let opts = media_transport_options();
     let runtime = client.runtime().clone();
     let mut ws = runtime
         .ws_connect(req, &opts)
         .await
         .map_err(Error::Transport)?;
-    let mut core = Core::new(options.config.clone().control_format(if options.json {
-        ControlFormat::Json
-    } else {
-        ControlFormat::PlainText
-    }));
+    let mut core = Core::new(
+        options
+            .config
+            .clone()
+            .control_format(if options.json {
+                ControlFormat::Json
+            } else {
+                ControlFormat::PlainText
+            })
+            .passthrough(options.passthrough || options.config.passthrough),
+    );
     // MEDIA_START is the first message.
     let deadline = runtime.now() + options.start_timeout;
     let first = {
@@ -626,6 +668,18 @@ async fn connect_and_start<R: Runtime>(
         ));
     }
     Ok((ws, core))
+}
+
+/// Bytes a media socket reads at once: a few frames (a 20 ms frame is 160–1,920 bytes). The
+/// WebSocket layer zero-fills its read buffer before every read, and the 128 KiB default
+/// made that fill most of the CPU a frame cost.
+const MEDIA_READ_BUFFER: usize = 4096;
+
+/// The transport options of a media socket.
+pub(crate) fn media_transport_options() -> crate::runtime::TransportOptions {
+    let mut opts = crate::runtime::TransportOptions::default();
+    opts.ws_read_buffer_bytes = MEDIA_READ_BUFFER;
+    opts
 }
 
 /// Bridges the media channel with the call (when asked to).
@@ -669,12 +723,31 @@ struct Driver<R: Runtime> {
     sleep_at: Option<Instant>,
     outbox: VecDeque<WsMessage>,
     ws_open: bool,
+    /// Messages written since the last completed flush.
+    unflushed: bool,
+    /// The handles' commands, swapped out of the shared state.
+    commands: VecDeque<Cmd>,
+    /// The counters last published to the handles.
+    published: MediaStats,
+    /// `Closed` was delivered: the driver ends.
+    closed: bool,
 }
 
 impl<R: Runtime> Driver<R> {
+    /// Hands the session's outputs to the consumer and publishes the counters. Takes the
+    /// lock only when there is something new, and wakes the consumer only for new items.
     fn deliver(&mut self) {
+        let first = self.core.poll_output();
+        let stats = self.core.stats();
+        if first.is_none() && stats == self.published {
+            return;
+        }
+        self.published = stats;
+        let mut delivered = false;
         let mut st = self.shared.lock();
-        while let Some(out) = self.core.poll_output() {
+        let mut next = first;
+        while let Some(out) = next.take() {
+            next = self.core.poll_output();
             let item = match out {
                 MediaOutput::Audio(a) => {
                     if st.inbox_audio >= self.inbox_frames {
@@ -706,6 +779,7 @@ impl<R: Runtime> Driver<R> {
                     ..
                 } => {
                     st.closed = true;
+                    self.closed = true;
                     MediaItem::Closed {
                         code,
                         unsent_frames,
@@ -714,10 +788,21 @@ impl<R: Runtime> Driver<R> {
                 _ => continue,
             };
             st.inbox.push_back(item);
+            delivered = true;
         }
+        // The counters of items delivered before are final: publish them with the items.
         st.stats.protocol = self.core.stats();
+        self.published = st.stats.protocol;
         drop(st);
-        self.shared.consumer.wake();
+        if delivered {
+            self.shared.consumer.wake();
+        }
+    }
+
+    /// Fails the socket: the session ends with `Closed`.
+    fn socket_failed(&mut self) {
+        self.core.handle_close(None, "");
+        self.ws_open = false;
     }
 }
 
@@ -727,16 +812,50 @@ impl<R: Runtime> Unpin for Driver<R> {}
 impl<R: Runtime> Future for Driver<R> {
     type Output = ();
 
+    /// One pass does everything that is ready: the socket is read until it would block
+    /// (bounded), the handles' commands and audio are taken in one swap, what may go out is
+    /// written and flushed once, and the outputs are delivered. Every source registered the
+    /// waker when it said `Pending`, so a pass ends the poll unless the pacing timer fired
+    /// or the read budget ran out.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         this.shared.driver.register(cx.waker());
         for _ in 0..64 {
-            let mut progress = false;
+            let mut again = false;
             let now = this.runtime.now();
-            // Commands from the handles.
-            let cmds: Vec<Cmd> = this.shared.lock().commands.drain(..).collect();
-            for cmd in cmds {
-                progress = true;
+            // Incoming messages (bounded per pass).
+            let mut budget = 32;
+            while this.ws_open {
+                if budget == 0 {
+                    again = true;
+                    break;
+                }
+                budget -= 1;
+                match Pin::new(&mut this.ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(msg))) => match msg {
+                        WsMessage::Text(t) => this.core.handle_text(&t),
+                        WsMessage::Binary(b) => this.core.handle_binary(b),
+                        WsMessage::Close => {
+                            this.core.handle_close(Some(1000), "");
+                            this.ws_open = false;
+                        }
+                        // The WebSocket library answers pings itself; never a PONG of our
+                        // own (an unsolicited PONG crashes Asterisk 20.21/22.11/23.5).
+                        _ => {}
+                    },
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.socket_failed(),
+                    Poll::Pending => break,
+                }
+            }
+            // Audio and commands from the handles, all at once (the buffers keep their
+            // capacity: no allocation per frame).
+            {
+                let mut st = this.shared.lock();
+                if !st.commands.is_empty() {
+                    std::mem::swap(&mut st.commands, &mut this.commands);
+                }
+            }
+            for cmd in this.commands.drain(..) {
                 match cmd {
                     Cmd::Audio(a) => {
                         let _ = this.core.send_audio(a);
@@ -752,39 +871,10 @@ impl<R: Runtime> Future for Driver<R> {
                 if ended.as_mut().poll(cx).is_ready() {
                     this.ended = None;
                     this.core.close(1000, "");
-                    progress = true;
                 }
             }
-            // Incoming messages (bounded per wake).
-            let mut budget = 32;
-            while this.ws_open && budget > 0 {
-                budget -= 1;
-                match Pin::new(&mut this.ws).poll_next(cx) {
-                    Poll::Ready(Some(Ok(msg))) => {
-                        progress = true;
-                        match msg {
-                            WsMessage::Text(t) => this.core.handle_text(&t),
-                            WsMessage::Binary(b) => this.core.handle_binary(b),
-                            WsMessage::Close => {
-                                this.core.handle_close(Some(1000), "");
-                                this.ws_open = false;
-                            }
-                            // The WebSocket library answers pings itself; never a PONG of
-                            // our own (an unsolicited PONG crashes Asterisk 20.21/22.11/23.5).
-                            _ => {}
-                        }
-                    }
-                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                        progress = true;
-                        this.core.handle_close(None, "");
-                        this.ws_open = false;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-            // Outgoing.
+            // Outgoing: everything that may go out now, then one flush.
             while let Some(t) = this.core.poll_transmit(now) {
-                progress = true;
                 match t {
                     Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
                     Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b)),
@@ -793,38 +883,32 @@ impl<R: Runtime> Future for Driver<R> {
                     _ => {}
                 }
             }
-            if this.ws_open && !this.outbox.is_empty() {
-                let mut sent = false;
-                while !this.outbox.is_empty() {
-                    match Pin::new(&mut this.ws).poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let msg = this.outbox.pop_front().expect("not empty");
-                            if Pin::new(&mut this.ws).start_send(msg).is_err() {
-                                this.core.handle_close(None, "");
-                                this.ws_open = false;
-                                break;
-                            }
-                            sent = true;
+            while this.ws_open && !this.outbox.is_empty() {
+                match Pin::new(&mut this.ws).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let msg = this.outbox.pop_front().expect("not empty");
+                        if Pin::new(&mut this.ws).start_send(msg).is_err() {
+                            this.socket_failed();
+                        } else {
+                            this.unflushed = true;
                         }
-                        Poll::Ready(Err(_)) => {
-                            this.core.handle_close(None, "");
-                            this.ws_open = false;
-                            break;
-                        }
-                        Poll::Pending => break,
                     }
+                    Poll::Ready(Err(_)) => this.socket_failed(),
+                    Poll::Pending => break,
                 }
-                if sent && this.ws_open {
-                    if let Poll::Ready(Err(_)) = Pin::new(&mut this.ws).poll_flush(cx) {
-                        this.core.handle_close(None, "");
-                        this.ws_open = false;
-                    }
+            }
+            if this.ws_open && this.unflushed {
+                match Pin::new(&mut this.ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => this.unflushed = false,
+                    Poll::Ready(Err(_)) => this.socket_failed(),
+                    Poll::Pending => {}
                 }
-            } else if !this.ws_open {
+            }
+            if !this.ws_open {
                 this.outbox.clear();
             }
             this.deliver();
-            if this.shared.lock().closed {
+            if this.closed {
                 return Poll::Ready(());
             }
             // Pacing timer.
@@ -838,7 +922,7 @@ impl<R: Runtime> Future for Driver<R> {
                         if s.as_mut().poll(cx).is_ready() {
                             this.sleep = None;
                             this.sleep_at = None;
-                            progress = true;
+                            again = true;
                         }
                     }
                 }
@@ -847,7 +931,7 @@ impl<R: Runtime> Future for Driver<R> {
                     this.sleep_at = None;
                 }
             }
-            if !progress {
+            if !again {
                 return Poll::Pending;
             }
         }

@@ -9,6 +9,8 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use ari_proto::media::websocket::{ControlFormat, MediaConfig, MediaSession as Core};
+use ari_proto::outbound::check_basic;
+use ari_proto::rest::Credentials;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -17,7 +19,7 @@ use crate::error::Error;
 use crate::instances::Channel;
 use crate::media::{open, Dialled, MediaOptions, MediaSession};
 use crate::runtime::{
-    Connector, Executor, Listener, TransportError, TransportErrorKind, TransportOptions, WsMessage,
+    Connector, Executor, Listener, TransportError, TransportErrorKind, WsMessage,
 };
 use crate::stack::{accept_websocket, MaybeTlsStream, Stack, WebSocket};
 
@@ -38,6 +40,9 @@ pub struct MediaServerStats {
     pub sessions: u64,
     /// Upgrades refused with 404: no token, or one no session waits for.
     pub unknown: u64,
+    /// Upgrades refused with 401: credentials required
+    /// ([`MediaServer::credentials`]) and missing or wrong.
+    pub unauthorized: u64,
     /// Connections that failed: upgrade, no `MEDIA_START` in time, or the session had
     /// given up waiting.
     pub failed: u64,
@@ -49,9 +54,12 @@ struct Shared<E: Executor, C: Connector> {
     stopping: AtomicBool,
     stop_waker: Mutex<Option<Waker>>,
     handshake_timeout: Duration,
+    /// The Basic credentials Asterisk must present, if any.
+    credentials: Mutex<Option<Credentials>>,
     connections: AtomicU64,
     sessions: AtomicU64,
     unknown: AtomicU64,
+    unauthorized: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -135,13 +143,41 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
             stopping: AtomicBool::new(false),
             stop_waker: Mutex::new(None),
             handshake_timeout: Duration::from_secs(10),
+            credentials: Mutex::new(None),
             connections: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
         runtime.spawn(accept_loop(Arc::downgrade(&shared), listener));
         Ok(MediaServer { shared, local_addr })
+    }
+
+    /// Requires Basic credentials on every upgrade: the `username` and `password` of the
+    /// `websocket_client.conf` entry Asterisk dials with (it sends `Authorization: Basic …`
+    /// when both are set). A connection with missing or wrong credentials is refused with
+    /// 401 before its token is looked at, and counted
+    /// ([`MediaServerStats::unauthorized`]); the password never appears in logs or errors.
+    /// Without this call any connection with a known token is accepted.
+    ///
+    /// ```no_run
+    /// # async fn demo<E: ari_client::Executor, C: ari_client::Connector>(runtime: ari_client::Stack<E, C>) -> Result<(), ari_client::Error> {
+    /// use ari_client::media::MediaServer;
+    /// // websocket_client.conf: [media_app] … username = media  password = s3cret
+    /// let server = MediaServer::bind(runtime, "0.0.0.0:8787".parse().unwrap())
+    ///     .await?
+    ///     .credentials("media", "s3cret")?;
+    /// # let _ = server; Ok(()) }
+    /// ```
+    pub fn credentials(self, user: &str, password: &str) -> Result<Self, Error> {
+        let credentials = Credentials::new(user, password).map_err(Error::Build)?;
+        *self
+            .shared
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(credentials);
+        Ok(self)
     }
 
     /// The bound address.
@@ -156,6 +192,7 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
             connections: s.connections.load(Ordering::Relaxed),
             sessions: s.sessions.load(Ordering::Relaxed),
             unknown: s.unknown.load(Ordering::Relaxed),
+            unauthorized: s.unauthorized.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
         }
     }
@@ -183,7 +220,11 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
         } else {
             ControlFormat::PlainText
         };
-        let config = options.config.clone().control_format(format);
+        let config = options
+            .config
+            .clone()
+            .control_format(format)
+            .passthrough(options.passthrough || options.config.passthrough);
         let socket = Box::pin(async move {
             let handed = rx.await.map_err(|_| {
                 Error::Transport(TransportError::new(
@@ -257,6 +298,17 @@ async fn accept_loop<E: Executor, C: Connector>(shared: Weak<Shared<E, C>>, list
     }
 }
 
+/// Why a connection did not become a session.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// 404: no token, or one nobody waits for.
+    Unknown,
+    /// 401: missing or wrong credentials.
+    Unauthorized,
+    /// The upgrade, `MEDIA_START` or the deadline failed.
+    Failed,
+}
+
 /// The token in a request URI's query, if any.
 fn token_of(uri: &http::Uri) -> Option<String> {
     uri.query()?.split('&').find_map(|pair| {
@@ -267,15 +319,29 @@ fn token_of(uri: &http::Uri) -> Option<String> {
 
 async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Stream) {
     let deadline = s.runtime.now() + s.handshake_timeout;
+    let credentials = s
+        .credentials
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let work = async {
         let mut token = None;
+        let mut refused = Refusal::Failed;
         let known = |t: &Option<String>| t.as_ref().is_some_and(|t| s.waiting().contains_key(t));
         let answered = accept_websocket(
             MaybeTlsStream::Plain(conn),
-            &TransportOptions::default(),
+            &crate::media::media_transport_options(),
             |request| {
+                if let Some(expected) = &credentials {
+                    if let Err(e) = check_basic(request.headers(), expected) {
+                        tracing::debug!(target: "ari_client", reason = %e.reason(), "media server: upgrade refused");
+                        refused = Refusal::Unauthorized;
+                        return Err(http::StatusCode::UNAUTHORIZED);
+                    }
+                }
                 token = token_of(request.uri());
                 if !known(&token) {
+                    refused = Refusal::Unknown;
                     return Err(http::StatusCode::NOT_FOUND);
                 }
                 let mut headers = http::HeaderMap::new();
@@ -296,27 +362,27 @@ async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Str
         )
         .await;
         let Ok((mut ws, _)) = answered else {
-            return Err(!known(&token));
+            return Err(refused);
         };
         let Some(token) = token else {
-            return Err(true);
+            return Err(Refusal::Unknown);
         };
         // MEDIA_START is the first message; it tells the control format too.
         let first = ws.next().await;
         let Some(Ok(WsMessage::Text(text))) = first else {
-            return Err(false);
+            return Err(Refusal::Failed);
         };
         let mut probe = Core::new(MediaConfig::new().control_format(ControlFormat::detect(&text)));
         probe.handle_text(&text);
         if probe.media_start().is_none() {
-            return Err(false);
+            return Err(Refusal::Failed);
         }
         Ok((token, ws, text.to_string()))
     };
     let timeout = s.runtime.sleep_until(deadline);
     let result = match select(std::pin::pin!(work), std::pin::pin!(timeout)).await {
         Either::Left((r, _)) => r,
-        Either::Right(_) => Err(false),
+        Either::Right(_) => Err(Refusal::Failed),
     };
     match result {
         Ok((token, ws, first)) => {
@@ -331,10 +397,13 @@ async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Str
                 }
             }
         }
-        Err(true) => {
+        Err(Refusal::Unknown) => {
             s.unknown.fetch_add(1, Ordering::Relaxed);
         }
-        Err(false) => {
+        Err(Refusal::Unauthorized) => {
+            s.unauthorized.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(Refusal::Failed) => {
             s.failed.fetch_add(1, Ordering::Relaxed);
         }
     }

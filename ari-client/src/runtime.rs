@@ -60,6 +60,11 @@ pub struct TransportOptions {
     pub max_body_bytes: usize,
     /// Largest WebSocket frame/message accepted (bytes).
     pub max_frame_bytes: usize,
+    /// Most bytes a WebSocket reads from the socket at once (default 128 KiB). The WebSocket
+    /// layer zero-fills this much of its buffer before every read, so a socket of small,
+    /// frequent messages (media: a 20 ms frame is 160–1,920 bytes) wants a small one; a
+    /// message larger than this still arrives whole.
+    pub ws_read_buffer_bytes: usize,
 }
 
 impl Default for TransportOptions {
@@ -68,6 +73,7 @@ impl Default for TransportOptions {
             connect_timeout: Duration::from_secs(5),
             max_body_bytes: 16 * 1024 * 1024,
             max_frame_bytes: 4 * 1024 * 1024,
+            ws_read_buffer_bytes: 128 * 1024,
         }
     }
 }

@@ -233,6 +233,7 @@ macro_rules! conformance_suite {
             media_session_ends_when_the_caller_hangs_up,
             audiosocket_server_serves_a_call,
             media_client_mode_asterisk_dials_the_app,
+            media_server_checks_basic_credentials,
             stream_consumer_that_keeps_up_loses_no_event_of_a_flood,
             stream_consumer_that_stalls_lags_while_the_socket_is_read,
             operations_newer_than_the_server_fail_at_once_with_a_typed_error,

@@ -651,6 +651,27 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     String::from_utf8(raw[..colon].to_vec()).ok()
 }
 
+/// Checks the `Authorization: Basic …` header of a request against `expected`, the way
+/// [`UpgradeCheck`] does (user and password compared in constant time for equal lengths), for
+/// a server that checks an upgrade of another subprotocol (chan_websocket's `media`, whose
+/// `websocket_client.conf` entry sends the same header). Returns the user; refuses with
+/// [`RefuseReason::MissingCredentials`], [`RefuseReason::MalformedCredentials`] or
+/// [`RefuseReason::WrongCredentials`] (all 401).
+///
+/// ```
+/// use ari_proto::outbound::{check_basic, RefuseReason};
+/// use ari_proto::rest::Credentials;
+/// let expected = Credentials::new("media", "s3cret").unwrap();
+/// let mut headers = http::HeaderMap::new();
+/// assert!(matches!(check_basic(&headers, &expected).unwrap_err().reason(),
+///                  RefuseReason::MissingCredentials));
+/// headers.insert("authorization", "Basic bWVkaWE6czNjcmV0".parse().unwrap()); // media:s3cret
+/// assert_eq!(check_basic(&headers, &expected).unwrap(), "media");
+/// ```
+pub fn check_basic(headers: &HeaderMap, expected: &Credentials) -> Result<String, Refused> {
+    check_credentials(headers, expected)
+}
+
 /// Compares the presented `user:password` with the expected one in constant time (for
 /// equal lengths; a length difference is not hidden).
 fn check_credentials(headers: &HeaderMap, expected: &Credentials) -> Result<String, Refused> {

@@ -326,6 +326,71 @@ fn without_reframing_a_short_message_is_refused_outside_buffering() {
 }
 
 #[test]
+fn passthrough_sends_each_chunk_as_one_message_and_refuses_queue_commands() {
+    let now = epoch();
+    // The `p` option: MEDIA_START still shows the codec's frame size.
+    let mut m = started(MediaConfig::new().passthrough(true));
+    assert!(m.is_passthrough());
+    for len in [100, 250, 480] {
+        assert_eq!(m.send_audio(counting(len, 0)).map(|q| q.frames), Ok(1));
+    }
+    let sent: Vec<usize> = drain(&mut m, now)
+        .iter()
+        .map(|t| match t {
+            Transmit::Binary(b) => b.len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [100, 250, 480],
+        "as-is: no re-framing, nothing held back"
+    );
+    assert_eq!(m.remote_queue_estimate(), 3, "one frame per message");
+    for command in [
+        Command::MarkMedia {
+            correlation_id: Some("m1".into()),
+        },
+        Command::FlushMedia,
+        Command::PauseMedia,
+        Command::StartMediaBuffering,
+        Command::ReportQueueDrained,
+    ] {
+        let name = command.name();
+        assert_eq!(
+            m.send_command(command),
+            Err(SendError::Passthrough { command: name })
+        );
+    }
+    m.send_command(Command::GetStatus)
+        .expect("GET_STATUS works");
+    m.send_command(Command::Answer).expect("ANSWER works");
+    assert_eq!(
+        drain(&mut m, now),
+        [
+            Transmit::Text("GET_STATUS".into()),
+            Transmit::Text("ANSWER".into())
+        ]
+    );
+}
+
+#[test]
+fn a_zero_optimal_frame_size_is_forced_passthrough() {
+    let mut m = MediaSession::new(MediaConfig::new());
+    m.handle_text(
+        "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 channel_id:em-1 \
+         format:opus optimal_frame_size:0 ptime:20",
+    );
+    assert!(m.is_passthrough());
+    assert_eq!(m.send_audio(counting(37, 0)).map(|q| q.frames), Ok(1));
+    assert!(matches!(&drain(&mut m, epoch())[..], [Transmit::Binary(b)] if b.len() == 37));
+    assert!(matches!(
+        m.send_command(Command::FlushMedia),
+        Err(SendError::Passthrough { .. })
+    ));
+}
+
+#[test]
 fn pacing_keeps_asterisk_queue_near_send_ahead_in_simulated_time() {
     let start = epoch();
     let mut now = start;

@@ -54,6 +54,9 @@ pub struct MediaSessionReport {
     pub frames_sent: u64,
     /// Binary messages received from the application.
     pub messages_received: u64,
+    /// Frames put in the playout queue (whole frames cut from the messages; one per
+    /// message in passthrough mode).
+    pub frames_queued: u64,
     /// Frames played out of the queue.
     pub frames_played: u64,
     /// Played frames equal to [`test_frame`] (an echo of what was sent).
@@ -161,6 +164,8 @@ pub(crate) struct AsteriskMedia {
     paused: bool,
     xoff: bool,
     report_drained: bool,
+    /// Passthrough: messages queued as-is, queue commands refused.
+    passthrough: bool,
     /// `both`, `in` (app only receives) or `out` (app only sends).
     direction: &'static str,
     /// No media flows before the answer (dial option `n`).
@@ -183,6 +188,7 @@ impl AsteriskMedia {
             paused: false,
             xoff: false,
             report_drained: false,
+            passthrough: info.passthrough,
             direction: match info.direction.as_str() {
                 "in" => "in",
                 "out" => "out",
@@ -291,6 +297,20 @@ impl AsteriskMedia {
             };
             (n.to_owned(), a.filter(|a| !a.is_empty()), None)
         };
+        const REFUSED_IN_PASSTHROUGH: [&str; 8] = [
+            "START_MEDIA_BUFFERING",
+            "STOP_MEDIA_BUFFERING",
+            "MARK_MEDIA",
+            "FLUSH_MEDIA",
+            "PAUSE_MEDIA",
+            "CONTINUE_MEDIA",
+            "REPORT_QUEUE_DRAINED",
+            "SET_MEDIA_DIRECTION",
+        ];
+        if self.passthrough && REFUSED_IN_PASSTHROUGH.contains(&name.as_str()) {
+            self.error(&format!("{name} not supported in passthrough mode"));
+            return;
+        }
         match name.as_str() {
             "ANSWER" => {
                 if !self.answered {
@@ -353,6 +373,7 @@ impl AsteriskMedia {
     fn push_frame(&mut self, frame: &[u8]) {
         self.queue.push_back(Queued::Frame(frame == &self.test[..]));
         self.frames += 1;
+        self.report.frames_queued += 1;
     }
 
     pub(crate) fn handle_binary(&mut self, data: &[u8]) {
@@ -365,7 +386,10 @@ impl AsteriskMedia {
             return;
         }
         let fs = self.frame_size.max(1);
-        if self.buffering {
+        if self.passthrough {
+            // One frame per message, whatever its size.
+            self.push_frame(data);
+        } else if self.buffering {
             let mut joined = std::mem::take(&mut self.leftover);
             joined.extend_from_slice(data);
             let whole = joined.len() / fs * fs;
@@ -644,7 +668,14 @@ async fn websocket_client_run(shared: Arc<Shared>, key: String, uri: String) {
     let Some(Ok(Ok(info))) = reserved else {
         return;
     };
-    let request = http::Request::get(&uri)
+    // `ws://user:password@host/…`: Asterisk sends the userinfo as Basic credentials (it
+    // takes precedence over the entry's username/password).
+    let (uri, authorization) = split_userinfo(&uri);
+    let mut request = http::Request::get(&uri);
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value);
+    }
+    let request = request
         .header(header::HOST, host_of(&uri))
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
@@ -675,6 +706,23 @@ async fn websocket_client_run(shared: Arc<Shared>, key: String, uri: String) {
     shared.log(|| format!("media client {key} connected to {uri} ({})", info.format));
     run(&shared, &key, info, ws, rx).await;
     lock(&shared.media_conns).remove(&key);
+}
+
+/// `uri` without its `user:password@`, and the `Basic …` header value made of it.
+fn split_userinfo(uri: &str) -> (String, Option<String>) {
+    use base64::Engine as _;
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return (uri.to_owned(), None);
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
+        return (uri.to_owned(), None);
+    };
+    let basic = base64::engine::general_purpose::STANDARD.encode(userinfo);
+    (
+        format!("{scheme}://{host}{}", &rest[authority_end..]),
+        Some(format!("Basic {basic}")),
+    )
 }
 
 /// `host[:port]` of a `ws://` URI.

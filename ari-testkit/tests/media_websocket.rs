@@ -283,3 +283,227 @@ async fn json_control_and_close_from_the_app() {
     assert_eq!(hr["tech_cause"], 1001);
     until(&mut events, "ChannelDestroyed").await;
 }
+
+/// HANGUP, then the CLOSE Asterisk sends, then the simulator's report of that socket.
+async fn hangup_and_report(
+    server: &MockServer,
+    media: &mut Ws,
+    channel_id: &str,
+) -> ari_testkit::MediaSessionReport {
+    send_text(media, "HANGUP").await;
+    loop {
+        match next_msg(media).await {
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(r) = server
+            .media_sessions()
+            .into_iter()
+            .find(|r| r.channel_id == channel_id)
+        {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no report for {channel_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates a server-mode WebSocket channel with `extra` parameters and connects to it;
+/// returns the socket and its MEDIA_START.
+async fn open_media(server: &MockServer, extra: &str) -> (Ws, Value, String) {
+    let (status, chan) = external_media(
+        server,
+        &format!("app=media&transport=websocket&encapsulation=none&connection_type=server&{extra}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{extra}");
+    let id = chan["channelvars"]["MEDIA_WEBSOCKET_CONNECTION_ID"]
+        .as_str()
+        .expect("connection id")
+        .to_owned();
+    let mut media = media_connect(server, &id).await.expect("connects");
+    let start = match next_msg(&mut media).await {
+        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+        other => panic!("MEDIA_START first, got {other:?}"),
+    };
+    (media, chan, start)
+}
+
+/// Sends `frames` test frames in one message, then `MARK_MEDIA <mark>`, and waits for the
+/// mark: at least `frames` 20 ms ticks. Returns how many frames Asterisk sent meanwhile.
+async fn frames_during_playout(media: &mut Ws, format: &str, frames: usize, mark: &str) -> usize {
+    let frame = test_frame(format);
+    media
+        .send(Message::Binary(frame.repeat(frames).into()))
+        .await
+        .expect("send");
+    send_text(media, &format!("MARK_MEDIA {mark}")).await;
+    let mut received = 0;
+    let text = next_control(media, &mut received, &frame).await;
+    assert_eq!(text, format!("MEDIA_MARK_PROCESSED {mark}"));
+    received
+}
+
+#[tokio::test]
+async fn passthrough_queues_each_message_as_is_and_refuses_queue_commands() {
+    let server = MockServer::start();
+    let _events = ws_connect(server.addr(), "app=media").await;
+    // The `p` option: MEDIA_START still shows the codec's frame size.
+    let (mut media, chan, start) =
+        open_media(&server, "format=ulaw&transport_data=p&channelId=em-p").await;
+    assert!(start.ends_with("channel_id:em-p format:ulaw optimal_frame_size:160 ptime:20"));
+    assert_eq!(
+        chan["channelvars"]["MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE"],
+        "160"
+    );
+    for len in [100, 250, 480] {
+        media
+            .send(Message::Binary(vec![0x55; len].into()))
+            .await
+            .expect("send");
+    }
+    let frame = test_frame("ulaw");
+    let mut frames = 0;
+    for command in [
+        "MARK_MEDIA m1",
+        "FLUSH_MEDIA",
+        "PAUSE_MEDIA",
+        "START_MEDIA_BUFFERING",
+    ] {
+        send_text(&mut media, command).await;
+        let name = command.split(' ').next().unwrap_or_default();
+        assert_eq!(
+            next_control(&mut media, &mut frames, &frame).await,
+            format!("ERROR channel_id:em-p error_text:{name} not supported in passthrough mode")
+        );
+    }
+    send_text(&mut media, "GET_STATUS").await;
+    let status = next_control(&mut media, &mut frames, &frame).await;
+    assert!(status.starts_with("STATUS channel_id:em-p "), "{status}");
+    let r = hangup_and_report(&server, &mut media, "em-p").await;
+    assert_eq!(r.messages_received, 3);
+    assert_eq!(
+        r.frames_queued, 3,
+        "one frame per message, whatever its size"
+    );
+    assert_eq!(r.remainder_bytes_dropped, 0);
+
+    // Forced for codecs with tiny frames: optimal_frame_size 0.
+    let (mut media, chan, start) = open_media(&server, "format=opus&channelId=em-opus").await;
+    assert!(
+        start.ends_with("format:opus optimal_frame_size:0 ptime:20"),
+        "{start}"
+    );
+    assert_eq!(
+        chan["channelvars"]["MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE"],
+        "0"
+    );
+    media
+        .send(Message::Binary(vec![0x11; 37].into()))
+        .await
+        .expect("send");
+    send_text(&mut media, "REPORT_QUEUE_DRAINED").await;
+    let frame = test_frame("opus");
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "ERROR channel_id:em-opus error_text:REPORT_QUEUE_DRAINED not supported in passthrough mode"
+    );
+    let r = hangup_and_report(&server, &mut media, "em-opus").await;
+    assert_eq!((r.messages_received, r.frames_queued), (1, 1));
+}
+
+#[tokio::test]
+async fn no_answer_option_holds_the_channel_and_its_media_until_answer() {
+    let server = MockServer::start();
+    let mut events = ws_connect(server.addr(), "app=media").await;
+    let (mut media, _, start) =
+        open_media(&server, "format=ulaw&transport_data=n&channelId=em-n").await;
+    assert!(start.starts_with("MEDIA_START "), "{start}");
+    // Ten ticks at least (the mark waits behind ten frames): no audio, still Down.
+    assert_eq!(
+        frames_during_playout(&mut media, "ulaw", 10, "held").await,
+        0
+    );
+    let chan = request(
+        server.addr(),
+        "GET",
+        "/ari/channels/em-n",
+        Some(&basic("asterisk", "asterisk")),
+        None,
+    )
+    .await;
+    assert_eq!(chan.status, 200);
+    assert_eq!(chan.json()["state"], "Down", "not answered before ANSWER");
+    send_text(&mut media, "ANSWER").await;
+    let ss = until(&mut events, "StasisStart").await;
+    assert_eq!(ss["channel"]["id"], "em-n");
+    assert_eq!(ss["channel"]["state"], "Up");
+    assert!(
+        frames_during_playout(&mut media, "ulaw", 10, "answered").await > 0,
+        "audio flows once answered"
+    );
+    let r = hangup_and_report(&server, &mut media, "em-n").await;
+    assert!(r.frames_sent > 0);
+    assert_eq!(r.frames_played, 20, "the app's audio is played either way");
+}
+
+#[tokio::test]
+async fn direction_option_sends_media_one_way_only() {
+    let server = MockServer::start();
+    let _events = ws_connect(server.addr(), "app=media").await;
+    // Not a direction: 400, as Asterisk answers.
+    let (status, _) = external_media(
+        &server,
+        "app=media&transport=websocket&encapsulation=none&connection_type=server&format=ulaw&direction=sideways",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // `out` (the externalMedia parameter): the app only sends; Asterisk plays it and sends
+    // nothing.
+    let (mut media, _, _) = open_media(&server, "format=ulaw&direction=out&channelId=em-out").await;
+    assert_eq!(frames_during_playout(&mut media, "ulaw", 10, "o").await, 0);
+    let r = hangup_and_report(&server, &mut media, "em-out").await;
+    assert_eq!(r.frames_sent, 0, "no audio toward the app");
+    assert_eq!(r.frames_played, 10, "the app's audio is played");
+
+    // `in` (the d() dial option): the app only receives; Asterisk drops its audio and
+    // refuses buffering.
+    let (mut media, _, _) =
+        open_media(&server, "format=ulaw&transport_data=d(in)&channelId=em-in").await;
+    let frame = test_frame("ulaw");
+    media
+        .send(Message::Binary(frame.repeat(10).into()))
+        .await
+        .expect("send");
+    let mut frames = 0;
+    send_text(&mut media, "START_MEDIA_BUFFERING").await;
+    assert_eq!(
+        next_control(&mut media, &mut frames, &frame).await,
+        "ERROR channel_id:em-in error_text:START_MEDIA_BUFFERING not supported while media direction is 'in'"
+    );
+    // Ten marks processed: ten ticks at least, with audio toward the app on each.
+    for i in 0..10 {
+        send_text(&mut media, &format!("MARK_MEDIA t{i}")).await;
+        assert_eq!(
+            next_control(&mut media, &mut frames, &frame).await,
+            format!("MEDIA_MARK_PROCESSED t{i}")
+        );
+    }
+    assert!(frames > 0, "audio toward the app");
+    let r = hangup_and_report(&server, &mut media, "em-in").await;
+    assert_eq!(r.messages_received, 1);
+    assert_eq!(
+        (r.frames_queued, r.frames_played),
+        (0, 0),
+        "the app's audio is dropped"
+    );
+    assert!(r.frames_sent >= 10, "{r:?}");
+}

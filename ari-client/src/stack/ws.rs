@@ -47,6 +47,7 @@ fn config(opts: &TransportOptions) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_frame_size(Some(opts.max_frame_bytes))
         .max_message_size(Some(opts.max_frame_bytes))
+        .read_buffer_size(opts.ws_read_buffer_bytes.max(1024))
 }
 
 /// Opens a WebSocket: TCP, TLS for `wss`, then the upgrade, all within the connect timeout.

@@ -336,3 +336,86 @@ pub async fn media_client_mode_asterisk_dials_the_app<E: Executor, C: Connector>
     .await;
     assert_eq!(server.stats().sessions, 1);
 }
+
+/// A [`MediaServer`](ari_client::media::MediaServer) that requires Basic credentials (the
+/// `username`/`password` of the websocket_client entry): connections with wrong or no
+/// credentials are refused with 401 before their token is looked at, counted, and
+/// Asterisk gives their channels up; the right ones get a session.
+pub async fn media_server_checks_basic_credentials<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    use ari_client::media::MediaServer;
+    use ari_client::models::ExternalMediaConnectionType;
+    let client = h.started(&["media"]).await;
+    let server = h
+        .live(
+            "bind",
+            MediaServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind")
+        .credentials("media", "s3cret")
+        .expect("credentials");
+    let addr = server.local_addr();
+    h.server()
+        .set_websocket_client("media_wrong", &format!("ws://media:wrong@{addr}/media-in"));
+    h.server()
+        .set_websocket_client("media_none", &format!("ws://{addr}/media-in"));
+    h.server()
+        .set_websocket_client("media_ok", &format!("ws://media:s3cret@{addr}/media-in"));
+
+    for (n, websocket_client) in [(1, "media_wrong"), (2, "media_none")] {
+        let id = format!("refused-{n}");
+        h.live(
+            "externalMedia (client mode)",
+            client.channels().external_media("media", "ulaw").map(|op| {
+                op.transport(ExternalMediaTransport::Websocket)
+                    .encapsulation(ExternalMediaEncapsulation::None)
+                    .connection_type(ExternalMediaConnectionType::Client)
+                    .external_host(websocket_client)
+                    .channel_id(id.clone())
+            }),
+        )
+        .await
+        .expect("externalMedia");
+        h.eventually("the connection is refused with 401", || {
+            server.stats().unauthorized == n
+        })
+        .await;
+        h.eventually("its channel is destroyed", || {
+            h.server()
+                .with_sim(|sim, _| sim.channel_ids().iter().any(|c| *c == id))
+                == Some(false)
+        })
+        .await;
+    }
+
+    let channel = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let mut media = h
+        .live(
+            "media (client mode, right credentials)",
+            server.open(&channel, "media_ok", MediaOptions::new("media", "ulaw")),
+        )
+        .await
+        .expect("media session");
+    loop {
+        match h.live("audio arrives", media.next()).await {
+            Some(MediaItem::Audio(frame)) => {
+                assert_eq!(frame.len(), 160);
+                break;
+            }
+            Some(MediaItem::Event(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    h.live("shutdown", media.shutdown()).await;
+    let stats = server.stats();
+    assert_eq!(
+        (stats.sessions, stats.unauthorized, stats.unknown),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+}

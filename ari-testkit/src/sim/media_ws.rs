@@ -99,6 +99,10 @@ pub struct MediaConnectInfo {
     pub json: bool,
     /// Answer on connect (no `n` dial option); otherwise the application's `ANSWER` does.
     pub auto_answer: bool,
+    /// Passthrough mode (the `p` dial option, or forced for opus, speex and g729): every
+    /// binary message is queued as one frame, as-is, and every command but `ANSWER`,
+    /// `HANGUP` and `GET_STATUS` is refused with an `ERROR`.
+    pub passthrough: bool,
     /// The media direction from the application's point of view (`d()`, externalMedia
     /// `direction`): `both`, `in` (Asterisk drops the application's media) or `out`
     /// (Asterisk sends none).
@@ -122,6 +126,7 @@ pub(super) struct WsChan {
     channel: String,
     shown_id: String,
     auto_answer: bool,
+    passthrough: bool,
     direction: String,
     format: String,
     frame_size: u32,
@@ -174,13 +179,16 @@ fn uri_with_params(uri: &str, transport_data: Option<&str>) -> String {
     }
 }
 
-/// Bytes per 20 ms frame of a format, as chan_websocket computes `optimal_frame_size`.
+/// Bytes per 20 ms frame of a format, as chan_websocket computes `optimal_frame_size`: 0 for
+/// the codecs whose minimum frame is 10 bytes or less (opus, speex, g729), which Asterisk
+/// always runs in passthrough mode.
 pub(super) fn frame_size(format: &str) -> Option<u32> {
     Some(match format {
         "ulaw" | "alaw" | "g722" => 160,
         "slin" => 320,
         "slin16" => 640,
         "slin48" => 1920,
+        "opus" | "speex" | "speex16" | "speex32" | "g729" => 0,
         _ => return None,
     })
 }
@@ -231,6 +239,8 @@ impl Sim {
         let options = p.transport_data.as_deref();
         let json_control = dial_option(options, 'f').as_deref() == Some("json");
         let auto_answer = dial_option(options, 'n').is_none();
+        // `p`, or forced: the codec's frames are too small to cut.
+        let passthrough = dial_option(options, 'p').is_some() || frame == 0;
         let direction = p
             .direction
             .clone()
@@ -291,6 +301,7 @@ impl Sim {
                 channel: id,
                 shown_id: connection_id,
                 auto_answer,
+                passthrough,
                 direction,
                 format,
                 frame_size: frame,
@@ -336,6 +347,7 @@ impl Sim {
             optimal_frame_size: w.frame_size,
             json: w.json,
             auto_answer: w.auto_answer,
+            passthrough: w.passthrough,
             direction: w.direction.clone(),
             variables: c.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         })
@@ -425,6 +437,7 @@ impl Sim {
                 channel: id.to_owned(),
                 shown_id: uuid.to_owned(),
                 auto_answer: true,
+                passthrough: false,
                 direction: "both".to_owned(),
                 format: "slin".to_owned(),
                 frame_size: 320,

@@ -36,6 +36,14 @@ pub struct MediaConfig {
     /// out at real-time pace. Default 10 (200 ms ahead); at most 899, below Asterisk's XOFF
     /// level. A larger value lowers the risk of gaps, a smaller one the latency of marks.
     pub send_ahead: u32,
+    /// Passthrough mode (the `p` dial option; forced by Asterisk for opus, speex and g729,
+    /// whose `MEDIA_START` shows an `optimal_frame_size` of 0): Asterisk queues every binary
+    /// message as one frame, as-is, and refuses every command but `ANSWER`, `HANGUP` and
+    /// `GET_STATUS`. The session then sends each chunk the application hands over as one
+    /// message (no re-framing; the application frames and sizes its media itself), counts
+    /// it as one frame of Asterisk's queue, and refuses those commands locally
+    /// ([`SendError::Passthrough`]). Default false; an `optimal_frame_size` of 0 turns it on.
+    pub passthrough: bool,
 }
 
 impl Default for MediaConfig {
@@ -45,6 +53,7 @@ impl Default for MediaConfig {
             queue_frames: 500,
             reframe: true,
             send_ahead: 10,
+            passthrough: false,
         }
     }
 }
@@ -70,6 +79,12 @@ impl MediaConfig {
     /// Sets [`reframe`](Self::reframe).
     pub fn reframe(mut self, reframe: bool) -> Self {
         self.reframe = reframe;
+        self
+    }
+
+    /// Sets [`passthrough`](Self::passthrough).
+    pub fn passthrough(mut self, passthrough: bool) -> Self {
+        self.passthrough = passthrough;
         self
     }
 
@@ -174,6 +189,12 @@ pub enum SendError {
     Command(CommandError),
     /// Too many commands wait behind held-back audio ([`MediaConfig::queue_frames`]).
     QueueFull,
+    /// In passthrough mode Asterisk refuses every command but `ANSWER`, `HANGUP` and
+    /// `GET_STATUS` (it would answer `ERROR "<command> not supported in passthrough mode"`).
+    Passthrough {
+        /// The command name.
+        command: &'static str,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -191,6 +212,12 @@ impl fmt::Display for SendError {
             SendError::Command(_) => f.write_str("invalid media command"),
             SendError::QueueFull => f.write_str(
                 "too many media commands wait behind held-back audio (the local queue is full)",
+            ),
+            SendError::Passthrough { command } => write!(
+                f,
+                "{command} is not supported in passthrough mode (only ANSWER, HANGUP and \
+                 GET_STATUS are; create the channel without the p option and with a codec \
+                 other than opus, speex or g729)"
             ),
         }
     }
@@ -395,9 +422,15 @@ impl MediaSession {
         self.format
     }
 
-    /// The bytes per frame (0 before `MEDIA_START` and in passthrough mode).
+    /// The bytes per frame (0 before `MEDIA_START`, and when Asterisk forces passthrough).
     pub fn frame_size(&self) -> usize {
         self.frame_size
+    }
+
+    /// Whether the socket is in passthrough mode ([`MediaConfig::passthrough`], or an
+    /// `optimal_frame_size` of 0 in `MEDIA_START`).
+    pub fn is_passthrough(&self) -> bool {
+        self.config.passthrough
     }
 
     /// The frame duration (20 ms until `MEDIA_START` says otherwise).
@@ -461,7 +494,11 @@ impl MediaSession {
                 self.format = ControlFormat::detect(text);
                 self.frame_size = start.optimal_frame_size as usize;
                 self.ptime = Duration::from_millis(u64::from(start.ptime.clamp(1, 1000)));
-                let reframe_size = if self.config.reframe {
+                if self.frame_size == 0 {
+                    // Asterisk forces passthrough for codecs with tiny frames.
+                    self.config.passthrough = true;
+                }
+                let reframe_size = if self.config.reframe && !self.config.passthrough {
                     self.frame_size
                 } else {
                     0
@@ -551,6 +588,7 @@ impl MediaSession {
         }
         if self.reframer.frame_size() == 0
             && self.frame_size > 0
+            && !self.config.passthrough
             && !self.buffering
             && audio.len() < self.frame_size
         {
@@ -588,6 +626,16 @@ impl MediaSession {
     pub fn send_command(&mut self, command: Command) -> Result<(), SendError> {
         if matches!(self.state, MediaState::Closing | MediaState::Closed) {
             return Err(SendError::Closed);
+        }
+        if self.config.passthrough
+            && !matches!(
+                command,
+                Command::Answer | Command::Hangup | Command::GetStatus
+            )
+        {
+            return Err(SendError::Passthrough {
+                command: command.name(),
+            });
         }
         let text = command.encode(self.format)?;
         if command.is_queued() {
@@ -763,6 +811,9 @@ impl MediaSession {
     }
 
     fn frames_in_message(&self, len: usize) -> u32 {
+        if self.config.passthrough {
+            return 1;
+        }
         match len.checked_div(self.frame_size) {
             None => 1,
             Some(n) => u32::try_from(n.max(1)).unwrap_or(u32::MAX),

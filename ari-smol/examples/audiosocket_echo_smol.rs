@@ -1,0 +1,111 @@
+//! AudioSocket echo on smol: answers a call into the `media` app, has Asterisk connect an
+//! AudioSocket channel to this process (`POST channels/externalMedia`,
+//! `encapsulation=audiosocket`, `transport=tcp`), bridges it with the call, sends back every
+//! 8 kHz frame it receives, and when the caller hangs up sends the AudioSocket hangup and
+//! prints `audiosocket uuid=<uuid> frames_in=<n> frames_out=<m>`. The same program as
+//! ari-tokio's `audiosocket_echo`, without a tokio runtime.
+//!
+//! ```text
+//! cargo run -p ari-smol --example audiosocket_echo_smol      # simulated Asterisk, a 2 s call
+//! ARI_URL=http://pbx:8088 AUDIOSOCKET_BIND=0.0.0.0:9092 AUDIOSOCKET_HOST=app-host:9092 \
+//!     cargo run -p ari-smol --example audiosocket_echo_smol
+//! ```
+//!
+//! On a real Asterisk: chan_audiosocket loaded, and `AUDIOSOCKET_HOST` an address of this
+//! process that Asterisk can reach.
+
+use std::time::{Duration, SystemTime};
+
+use ari_smol::audiosocket::{AudioSocketItem, AudioSocketServer};
+use ari_smol::events::StasisEnd;
+use ari_smol::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
+use ari_smol::{Client, SmolRuntime};
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+
+#[path = "../../ari-tokio/examples/support/mod.rs"]
+mod support;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    smol::block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let ari = support::media_call("audiosocket_echo", "smol", "media", Duration::from_secs(2));
+    let bind = std::env::var("AUDIOSOCKET_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let server = AudioSocketServer::bind(SmolRuntime::new(), bind.parse()?).await?;
+    let host =
+        std::env::var("AUDIOSOCKET_HOST").unwrap_or_else(|_| server.local_addr().to_string());
+
+    let client = Client::connect(&ari.url, &ari.user, &ari.password).await?;
+    let mut incoming = client.incoming();
+    client.start(&[&ari.app]).await?;
+    let (_start, caller, _events) = incoming.next().await.ok_or("the client closed")??;
+    drop(incoming);
+    println!("← StasisStart channel={caller}");
+    let hung_up = caller.once::<StasisEnd>();
+    println!("→ answer");
+    caller.answer().await?;
+
+    // Asterisk dials us; the UUID (externalMedia `data`) says which call it is.
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_nanos();
+    let uuid = format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        nanos >> 48 & 0xffff_ffff,
+        nanos & 0xffff_ffff_ffff
+    );
+    let audiosocket = client
+        .channels()
+        .external_media(&ari.app, "slin")
+        .map(|op| {
+            op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
+                .transport(ExternalMediaTransport::Tcp)
+                .external_host(host.clone())
+                .data(uuid.clone())
+        })
+        .await?;
+    let mut call = server.accept().await?;
+    println!("← AudioSocket connection uuid={}", call.uuid());
+    let bridge = client.new_bridge();
+    bridge.create().await?;
+    bridge.add_channel([caller.id(), audiosocket.id()]).await?;
+
+    // The echo, until the caller hangs up.
+    let tx = call.sender();
+    let mut frames_in = 0u64;
+    let mut hung_up = std::pin::pin!(hung_up);
+    loop {
+        match select(call.next(), hung_up.as_mut()).await {
+            Either::Left((item, _)) => match item {
+                Some(AudioSocketItem::Audio { data, .. }) => {
+                    frames_in += 1;
+                    drop(tx.send_audio(data));
+                }
+                Some(AudioSocketItem::Dtmf(d)) => println!("← DTMF {d}"),
+                Some(AudioSocketItem::Closed { .. }) | None => break,
+                Some(_) => {}
+            },
+            Either::Right(_) => {
+                println!("← StasisEnd (the caller hung up)");
+                println!("→ AudioSocket hangup");
+                drop(tx.hangup());
+                // Asterisk hangs the AudioSocket channel up and closes the connection.
+                while let Some(item) = call.next().await {
+                    if let AudioSocketItem::Audio { .. } = item {
+                        frames_in += 1;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    bridge.destroy().await?;
+    println!(
+        "audiosocket uuid={} frames_in={frames_in} frames_out={}",
+        call.uuid(),
+        call.stats().frames_sent
+    );
+    Ok(())
+}
