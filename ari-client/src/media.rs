@@ -677,9 +677,10 @@ const MEDIA_READ_BUFFER: usize = 4096;
 
 /// The transport options of a media socket.
 pub(crate) fn media_transport_options() -> crate::runtime::TransportOptions {
-    let mut opts = crate::runtime::TransportOptions::default();
-    opts.ws_read_buffer_bytes = MEDIA_READ_BUFFER;
-    opts
+    crate::runtime::TransportOptions {
+        ws_read_buffer_bytes: MEDIA_READ_BUFFER,
+        ..Default::default()
+    }
 }
 
 /// Bridges the media channel with the call (when asked to).

@@ -384,7 +384,7 @@ pub async fn media_server_checks_basic_credentials<E: Executor, C: Connector>(
         .await;
         h.eventually("its channel is destroyed", || {
             h.server()
-                .with_sim(|sim, _| sim.channel_ids().iter().any(|c| *c == id))
+                .with_sim(|sim, _| sim.channel_ids().contains(&id))
                 == Some(false)
         })
         .await;
