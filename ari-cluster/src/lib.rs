@@ -34,6 +34,7 @@ mod cluster;
 pub mod nats_server;
 mod owners;
 mod proxy;
+mod scan;
 mod tap;
 pub mod wire;
 

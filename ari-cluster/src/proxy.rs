@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::owners::Owners;
+use crate::scan;
 use crate::tap::TapRuntime;
 use crate::wire::{self, Announce, ProxyStats, RestRequest, RestResponse, Subjects};
 
@@ -542,44 +543,114 @@ fn event_headers(node: &str, resources: &str, finals: &str) -> async_nats::Heade
     h
 }
 
-/// Publishes one frame: to the instances owning a resource it names, else unowned; a new
-/// call is first offered to the application's queue group.
-async fn route_event(state: &Arc<State>, frame: Bytes) {
-    let event = match Event::decode(&frame) {
-        Ok(e) => e,
-        Err(e) => {
-            state.counters.events_in.fetch_add(1, Ordering::Relaxed);
-            state.counters.undecodable.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "undecodable frame published unowned");
-            let app = state.config.apps.first().map(String::as_str).unwrap_or("");
-            let subject = state.subjects.event(app, &state.node);
-            state
-                .publish(subject.into(), event_headers(&state.node, "", ""), frame)
-                .await;
-            return;
+/// What routing needs of one event: from the raw frame ([`scan`]) for the frequent types,
+/// else from the typed event.
+struct Routing<'a> {
+    /// A `StasisStart`: a new call (its channel), offered to the application's instances
+    /// when nothing it names has an owner.
+    start: Option<&'a str>,
+    /// A `StasisEnd`: its channel.
+    end: Option<&'a str>,
+    /// The application.
+    app: &'a str,
+    /// The resources the event concerns (owned kinds only, in `Event::resources` order),
+    /// and whether the event is their last.
+    resources: Vec<(ResourceKind, &'a str, bool)>,
+}
+
+impl<'a> Routing<'a> {
+    fn from_scan(s: &'a scan::Scanned<'a>, default_app: &'a str) -> Routing<'a> {
+        let first = s.resources.first().map(|(_, id)| &**id);
+        Routing {
+            start: (s.ty == "StasisStart").then_some(first.unwrap_or("")),
+            end: (s.ty == "StasisEnd").then_some(first.unwrap_or("")),
+            app: s.application.as_deref().unwrap_or(default_app),
+            resources: s
+                .resources
+                .iter()
+                .enumerate()
+                .map(|(i, (k, id))| (*k, &**id, s.is_final_for(i)))
+                .collect(),
         }
-    };
-    if let Event::RESTResponse(_) = event {
-        // The answer to one of the proxy's own requests (REST over the WebSocket): the
-        // client's session takes it; it is no event to publish.
-        return;
     }
+
+    fn from_event(event: &'a Event, default_app: &'a str) -> Routing<'a> {
+        Routing {
+            start: match event {
+                Event::StasisStart(e) => Some(&e.channel.id),
+                _ => None,
+            },
+            end: match event {
+                Event::StasisEnd(e) => Some(&e.channel.id),
+                _ => None,
+            },
+            app: event.application().unwrap_or(default_app),
+            resources: event
+                .resources()
+                .iter()
+                .filter(|r| wire::kind_letter(r.kind).is_some())
+                .map(|r| (r.kind, r.id, event.is_final_for(r)))
+                .collect(),
+        }
+    }
+}
+
+/// Publishes one frame: to the instances owning a resource it names, else unowned; a new
+/// call is first offered to the application's queue group. The frequent event types are
+/// routed from the raw frame ([`scan`], no typed event built); the others are decoded.
+async fn route_event(state: &Arc<State>, frame: Bytes) {
+    let default_app = state.config.apps.first().map(String::as_str).unwrap_or("");
+    let scanned;
+    let event;
+    let routing = match scan::scan(&frame) {
+        Some(s) => {
+            scanned = s;
+            Routing::from_scan(&scanned, default_app)
+        }
+        None => match Event::decode(&frame) {
+            // The answer to one of the proxy's own requests (REST over the WebSocket): the
+            // client's session takes it; it is no event to publish.
+            Ok(Event::RESTResponse(_)) => return,
+            Ok(e) => {
+                event = e;
+                Routing::from_event(&event, default_app)
+            }
+            Err(e) => {
+                state.counters.events_in.fetch_add(1, Ordering::Relaxed);
+                state.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "undecodable frame published unowned");
+                let subject = state.subjects.event(default_app, &state.node);
+                state
+                    .publish(subject.into(), event_headers(&state.node, "", ""), frame)
+                    .await;
+                return;
+            }
+        },
+    };
+    route(state, &frame, routing).await;
+}
+
+async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>) {
     state.counters.events_in.fetch_add(1, Ordering::Relaxed);
-    let app = event
-        .application()
-        .or(state.config.apps.first().map(String::as_str))
-        .unwrap_or("");
-    let resources = refs_header(event.resources().iter());
-    let finals = refs_header(event.resources().iter().filter(|r| event.is_final_for(*r)));
-    let headers = event_headers(&state.node, &resources, &finals);
+    let refs = |finals: bool| {
+        r.resources
+            .iter()
+            .filter(move |(_, _, last)| !finals || *last)
+            .map(|(k, id, _)| ResourceRef::new(*k, id))
+    };
+    let headers = event_headers(
+        &state.node,
+        &refs_header(refs(false)),
+        &refs_header(refs(true)),
+    );
 
     // Owners of the resources named, in order, without repeats.
     let mut owners: Vec<Arc<str>> = Vec::new();
     {
         let mut table = state.owners();
         table.expire(Instant::now());
-        for r in event.resources().iter() {
-            if let Some(o) = table.get(r.kind, r.id) {
+        for (kind, id, _) in &r.resources {
+            if let Some(o) = table.get(*kind, id) {
                 if !owners.contains(o) {
                     owners.push(o.clone());
                 }
@@ -588,17 +659,16 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     }
 
     if owners.is_empty() {
-        if let Event::StasisStart(start) = &event {
-            let channel = start.channel.id.clone();
-            match claim(state, app, &frame).await {
+        if let Some(channel) = r.start {
+            match claim(state, r.app, frame).await {
                 Some(owner) => {
                     state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
                     {
                         let mut table = state.owners();
-                        for r in event.resources().iter() {
-                            table.claim(r.kind, r.id, &owner);
+                        for (kind, id, _) in &r.resources {
+                            table.claim(*kind, id, &owner);
                         }
-                        table.claim(ResourceKind::Channel, &channel, &owner);
+                        table.claim(ResourceKind::Channel, channel, &owner);
                     }
                     owners.push(owner);
                 }
@@ -613,24 +683,24 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     } else {
         // Resources paired with an owned one follow it (a Dial's peer, a bridge entered).
         let mut table = state.owners();
-        for r in event.resources().iter() {
-            if !event.is_final_for(r) {
-                table.claim(r.kind, r.id, &owners[0]);
+        for (kind, id, last) in &r.resources {
+            if !last {
+                table.claim(*kind, id, &owners[0]);
             }
         }
     }
 
     if owners.is_empty() {
-        let subject = if matches!(event, Event::StasisStart(_)) {
-            state.subjects.unclaimed(app, &state.node)
+        let subject = if r.start.is_some() {
+            state.subjects.unclaimed(r.app, &state.node)
         } else {
-            state.subjects.event(app, &state.node)
+            state.subjects.event(r.app, &state.node)
         };
-        state.publish(subject.into(), headers, frame).await;
+        state.publish(subject.into(), headers, frame.clone()).await;
     } else if let [owner] = owners.as_slice() {
-        // The usual case: one owner, the headers and frame moved, not copied.
+        // The usual case: one owner, the headers moved, the frame shared (not copied).
         let subject = state.instance_subject(owner);
-        state.publish(subject, headers, frame).await;
+        state.publish(subject, headers, frame.clone()).await;
     } else {
         for owner in &owners {
             let subject = state.instance_subject(owner);
@@ -639,13 +709,13 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
     }
 
     let mut table = state.owners();
-    for r in event.resources().iter() {
-        if event.is_final_for(r) {
-            table.remove(r.kind, r.id);
+    for (kind, id, last) in &r.resources {
+        if *last {
+            table.remove(*kind, id);
         }
     }
-    if let Event::StasisEnd(end) = &event {
-        table.ending(Instant::now(), &end.channel.id);
+    if let Some(channel) = r.end {
+        table.ending(Instant::now(), channel);
     }
 }
 
