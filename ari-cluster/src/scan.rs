@@ -280,7 +280,10 @@ mod tests {
 
     /// The typed event's view, as the proxy used it before the scan: type, application,
     /// owned-kind resources in order, and which is final.
-    fn typed(frame: &str) -> (String, Option<String>, Vec<(ResourceKind, String, bool)>) {
+    /// Type, application, and resources with whether each is final.
+    type View = (String, Option<String>, Vec<(ResourceKind, String, bool)>);
+
+    fn typed(frame: &str) -> View {
         let e = Event::decode(frame.as_bytes()).expect("fixture decodes");
         let res = e
             .resources()
@@ -295,7 +298,7 @@ mod tests {
         )
     }
 
-    fn scanned(frame: &str) -> Option<(String, Option<String>, Vec<(ResourceKind, String, bool)>)> {
+    fn scanned(frame: &str) -> Option<View> {
         let s = scan(frame.as_bytes())?;
         let res = s
             .resources
