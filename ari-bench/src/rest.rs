@@ -70,6 +70,20 @@ impl Op {
 /// In-flight levels measured.
 pub(crate) const IN_FLIGHT: [usize; 2] = [1, 64];
 
+/// Whether a row is measured: all of them, or those `ARI_BENCH_REST_ROWS` names (for counting
+/// one row's instructions in a `--role client` child: `get@1`, `answer@64`, comma-separated).
+fn wanted(op: Op, in_flight: usize) -> bool {
+    let Ok(rows) = std::env::var("ARI_BENCH_REST_ROWS") else {
+        return true;
+    };
+    let short = match op {
+        Op::Get => "get",
+        Op::Answer => "answer",
+    };
+    rows.split(',')
+        .any(|r| r.trim() == format!("{short}@{in_flight}"))
+}
+
 /// One row. `cap`: the connections the client may open (at most `in_flight` are used).
 #[allow(clippy::too_many_arguments)] // one row's fields
 fn summarize(
@@ -129,6 +143,9 @@ pub(crate) async fn client<R: Runtime + Default>(
     let mut out = Vec::new();
     for op in Op::ALL {
         for in_flight in IN_FLIGHT {
+            if !wanted(op, in_flight) {
+                continue;
+            }
             let per = (ops / in_flight).max(1);
             let before = accepted(addr);
             // Warm-up: opens the pooled connections.
@@ -222,6 +239,9 @@ pub(crate) fn hyper_baseline(addr: SocketAddr, ids: &[String], ops: usize) -> Ve
         let mut out = Vec::new();
         for op in Op::ALL {
             for in_flight in IN_FLIGHT {
+                if !wanted(op, in_flight) {
+                    continue;
+                }
                 let mut caps = vec![in_flight];
                 if in_flight > CLIENT_CAP {
                     caps.push(CLIENT_CAP);

@@ -10,6 +10,7 @@ use ari_proto::Operation;
 use futures_util::future::{select, Either};
 use tracing::Instrument;
 
+use crate::deadlines::{Deadlines, Expired};
 use crate::error::Error;
 use crate::runtime::{Runtime, TransportError, TransportErrorKind, TransportOptions};
 use crate::shared::Shared;
@@ -66,6 +67,8 @@ pub(crate) struct Inner<R: Runtime> {
     pub(crate) server_version: std::sync::OnceLock<AsteriskVersion>,
     /// The server has no REST over WebSocket: requests go over HTTP (counted).
     pub(crate) rest_ws_unavailable: std::sync::atomic::AtomicBool,
+    /// The request timeouts (one timer for all requests).
+    pub(crate) deadlines: Deadlines,
 }
 
 impl<R: Runtime> Clone for Client<R> {
@@ -280,8 +283,15 @@ impl<R: Runtime> Client<R> {
             // Boxed where it is made: the transport's future is large (kilobytes), and the
             // layers above (deadline, tracing, the call) would otherwise copy it at each move.
             let fut = Box::pin(self.inner.runtime.http(req, &self.inner.transport));
-            let resp =
-                with_deadline(&self.inner.runtime, deadline, operation, timeout, fut).await??;
+            let resp = self
+                .inner
+                .deadlines
+                .run(&self.inner.runtime, deadline, fut)
+                .await
+                .map_err(|Expired| Error::Timeout {
+                    operation,
+                    after: timeout,
+                })??;
             Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
         };
         match self.inner.rest_transport {
@@ -315,14 +325,15 @@ impl<R: Runtime> Client<R> {
                 let now = self.inner.runtime.now();
                 match self.inner.shared.send_request(now, &parts)? {
                     Some(pending) => {
-                        let res = with_deadline(
-                            &self.inner.runtime,
-                            deadline,
-                            operation,
-                            timeout,
-                            pending,
-                        )
-                        .await?;
+                        let res = self
+                            .inner
+                            .deadlines
+                            .run(&self.inner.runtime, deadline, pending)
+                            .await
+                            .map_err(|Expired| Error::Timeout {
+                                operation,
+                                after: timeout,
+                            })?;
                         match res {
                             Ok(raw) => Ok((raw.status, raw.body)),
                             Err(RequestError::Timeout) => Err(Error::Timeout {
@@ -537,6 +548,7 @@ impl<R: Runtime> ClientBuilder<R> {
             accepted: false,
             server_version: std::sync::OnceLock::new(),
             rest_ws_unavailable: std::sync::atomic::AtomicBool::new(false),
+            deadlines: Deadlines::default(),
         };
         let client = Client {
             inner: Arc::new(inner),
@@ -563,6 +575,7 @@ impl<R: Runtime> ClientBuilder<R> {
             accepted: true,
             server_version: std::sync::OnceLock::new(),
             rest_ws_unavailable: std::sync::atomic::AtomicBool::new(false),
+            deadlines: Deadlines::default(),
         };
         let client = Client {
             inner: Arc::new(inner),

@@ -186,6 +186,7 @@ impl<R: Runtime> Client<R> {
     pub async fn close(&self) {
         let shared = &self.inner.shared;
         shared.shutdown();
+        self.inner.deadlines.close();
         std::future::poll_fn(|cx| shared.poll_exited(cx)).await;
     }
 

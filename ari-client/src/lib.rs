@@ -99,6 +99,7 @@ pub mod audiosocket;
 mod call;
 mod client;
 mod client_events;
+mod deadlines;
 mod driver;
 mod error;
 mod generated;

@@ -274,6 +274,17 @@ pub trait Connector: Clone + Send + Sync + fmt::Debug + 'static {
         &self,
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<Self::Listener>> + Send + 'static;
+
+    /// Called by the HTTP pool on a kept-alive connection's stream before it carries another
+    /// request. A stream that skips reads it expects to fail (one that remembers the socket
+    /// had no data, saving a system call) must try the socket at its next read: the pool
+    /// relies on that read to see a close by the server while the connection sat idle before
+    /// writing the request (a request never written is retried on another connection; one
+    /// written is not). The default does nothing: a stream that always tries the socket, or
+    /// whose readiness comes from a reactor that already saw the close, needs nothing.
+    fn before_reuse(stream: &mut Self::Stream) {
+        let _ = stream;
+    }
 }
 
 /// A bound TCP listener (see [`Connector::bind`]).

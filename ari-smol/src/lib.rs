@@ -93,7 +93,7 @@
 
 mod rt;
 
-pub use crate::rt::{SmolConnector, SmolExecutor, SmolListener};
+pub use crate::rt::{SmolConnector, SmolExecutor, SmolListener, SmolStream};
 
 /// The smol runtime for the ARI client: [`SmolExecutor`] (smol tasks, async-io timers) and
 /// [`SmolConnector`] (async-net TCP) under [`ari_client::stack`]'s HTTP/1.1 pool, WebSockets
@@ -114,8 +114,7 @@ pub use crate::rt::{SmolConnector, SmolExecutor, SmolListener};
 pub type SmolRuntime = ari_client::Stack<SmolExecutor, SmolConnector>;
 
 /// A WebSocket opened by [`SmolRuntime`].
-pub type SmolWs =
-    ari_client::stack::WebSocket<ari_client::stack::MaybeTlsStream<async_net::TcpStream>>;
+pub type SmolWs = ari_client::stack::WebSocket<ari_client::stack::MaybeTlsStream<SmolStream>>;
 
 pub use ari_client::tls::TlsSetupError;
 

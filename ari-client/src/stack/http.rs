@@ -39,7 +39,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::client::conn::http1::SendRequest;
 
-use super::io::{connect, with_timeout, HyperIo};
+use super::io::{before_reuse, connect, with_timeout, HyperIo};
 use super::Stack;
 use crate::runtime::TransportOptions;
 use crate::runtime::{Connector, Executor, Target, TransportError, TransportErrorKind};
@@ -55,6 +55,8 @@ type ConnIo = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 struct Conn {
     sender: Sender,
     driver: Driver,
+    /// Makes the stream's next read try the socket (see [`Connector::before_reuse`]).
+    reused: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -337,14 +339,19 @@ pub(crate) async fn send<E: Executor, C: Connector>(
     let pool = &stack.inner.pool;
     let (mut conn, slot, response) = loop {
         let (mut conn, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
-            Grant::Reuse(conn, slot) => (conn, slot, true),
+            Grant::Reuse(conn, slot) => {
+                // A close by the server while it sat idle is seen by the first read, before
+                // the request is written.
+                conn.reused.store(true, Ordering::Release);
+                (conn, slot, true)
+            }
             Grant::Open(slot) => (
                 open(&stack, &target, opts.connect_timeout).await?,
                 slot,
                 false,
             ),
         };
-        let Conn { sender, driver } = &mut conn;
+        let Conn { sender, driver, .. } = &mut conn;
         let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
         if reused && driver.drive(&target, ready).await.is_err() {
             continue; // closed meanwhile; its slot is freed
@@ -441,17 +448,20 @@ async fn open<E: Executor, C: Connector>(
 ) -> Result<Conn, TransportError> {
     let connecting = async {
         let io = connect(&stack.connector, &stack.inner.tls, target).await?;
-        hyper::client::conn::http1::Builder::new()
-            .handshake::<_, Full<Bytes>>(HyperIo::new(io))
+        let (shim, reused) = HyperIo::new(io, before_reuse::<C>);
+        let (sender, io) = hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Full<Bytes>>(shim)
             .await
-            .map_err(|e| hyper_error(target, e))
+            .map_err(|e| hyper_error(target, e))?;
+        Ok((sender, io, reused))
     };
     let what = || format!("connecting to {target}");
-    let (sender, io) = with_timeout(&stack.executor, timeout, what, connecting).await?;
+    let (sender, io, reused) = with_timeout(&stack.executor, timeout, what, connecting).await?;
     tracing::trace!(%target, "new HTTP connection");
     Ok(Conn {
         sender,
         driver: Driver::new(Box::pin(io)),
+        reused,
     })
 }
 

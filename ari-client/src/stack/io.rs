@@ -3,6 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -83,15 +85,41 @@ const SHIM_BUF: usize = 8 * 1024;
 pub(crate) struct HyperIo<S> {
     io: S,
     buf: Box<[u8]>,
+    /// Set by the pool when the connection is handed to another request: the next read
+    /// first calls `before_reuse` on the stream.
+    reused: Arc<AtomicBool>,
+    before_reuse: fn(&mut S),
 }
 
 impl<S> HyperIo<S> {
-    pub(crate) fn new(io: S) -> Self {
-        HyperIo {
+    /// The shim, and the flag that makes its next read call `before_reuse` (see
+    /// [`Connector::before_reuse`]).
+    pub(crate) fn new(io: S, before_reuse: fn(&mut S)) -> (Self, Arc<AtomicBool>) {
+        let reused = Arc::new(AtomicBool::new(false));
+        let shim = HyperIo {
             io,
             buf: vec![0; SHIM_BUF].into_boxed_slice(),
+            reused: Arc::clone(&reused),
+            before_reuse,
+        };
+        (shim, reused)
+    }
+}
+
+impl<S> MaybeTlsStream<S> {
+    /// The TCP stream (under TLS, if any).
+    fn tcp_mut(&mut self) -> &mut S {
+        match self {
+            MaybeTlsStream::Plain(s) => s,
+            #[cfg(feature = "rustls")]
+            MaybeTlsStream::Tls(s) => s.get_mut().0,
         }
     }
+}
+
+/// [`Connector::before_reuse`] on the TCP stream under a [`MaybeTlsStream`].
+pub(crate) fn before_reuse<C: Connector>(stream: &mut MaybeTlsStream<C::Stream>) {
+    C::before_reuse(stream.tcp_mut());
 }
 
 impl<S: AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
@@ -101,6 +129,10 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
         mut cursor: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.reused.load(Ordering::Acquire) {
+            this.reused.store(false, Ordering::Relaxed);
+            (this.before_reuse)(&mut this.io);
+        }
         let want = cursor.remaining().min(this.buf.len());
         let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.buf[..want]))?;
         cursor.put_slice(&this.buf[..n]);
