@@ -210,6 +210,8 @@ struct Counters {
 
 /// Largest resource → node table.
 const MAX_RESOURCES: usize = 1_000_000;
+/// Event messages each subscription of an instance buffers by default.
+const DEFAULT_EVENTS_BUFFER: usize = 262_144;
 /// Frames queued between NATS and the client's session.
 const EVENTS_QUEUE: usize = 65_536;
 
@@ -414,6 +416,7 @@ pub struct ClusterBuilder {
     prefix: String,
     instance: Option<String>,
     min_silence: Duration,
+    events_buffer: usize,
 }
 
 impl ClusterBuilder {
@@ -428,6 +431,16 @@ impl ClusterBuilder {
     /// not take a node down).
     pub fn node_silence(mut self, min: Duration) -> Self {
         self.min_silence = min;
+        self
+    }
+
+    /// Event messages buffered between NATS and this instance at most (default 262,144, in
+    /// each of the instance's event subscriptions). Core NATS does not slow a publisher down
+    /// for a slow subscriber: a proxy publishing a burst faster than the application handles
+    /// it is absorbed here, and beyond it NATS drops messages, counted in
+    /// [`ClusterStats::slow_consumer`]. Memory is only used while a backlog lasts.
+    pub fn events_buffer(mut self, messages: usize) -> Self {
+        self.events_buffer = messages;
         self
     }
 
@@ -448,6 +461,7 @@ impl ClusterBuilder {
             &format!("ari-cluster {instance}"),
             Some(up_tx),
             counters.slow_consumer.clone(),
+            self.events_buffer,
         )
         .await
         .map_err(ClusterError::Nats)?;
@@ -516,6 +530,7 @@ impl Cluster {
             prefix: "ari".to_string(),
             instance: None,
             min_silence: Duration::from_secs(2),
+            events_buffer: DEFAULT_EVENTS_BUFFER,
         }
     }
 

@@ -46,17 +46,20 @@ pub use proxy::{Proxy, ProxyConfig, ProxyError};
 pub use wire::ProxyStats;
 
 /// Connects to NATS with what both sides need: reconnect forever, report the connection state
-/// to `up` when given, count the slow-consumer reports (messages NATS dropped) in `slow`.
+/// to `up` when given, count the slow-consumer reports (messages NATS dropped) in `slow`;
+/// each subscription buffers `capacity` messages at most.
 pub(crate) async fn connect_nats(
     url: &str,
     name: &str,
     up: Option<tokio::sync::watch::Sender<bool>>,
     slow: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    capacity: usize,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let up = up.map(std::sync::Arc::new);
     let cb_up = up.clone();
     let client = async_nats::ConnectOptions::new()
         .name(name)
+        .subscription_capacity(capacity.max(1))
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
             std::time::Duration::from_millis((50 * attempts as u64).min(1000))

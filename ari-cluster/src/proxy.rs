@@ -196,6 +196,9 @@ struct State {
     instance_subjects: Mutex<HashMap<Arc<str>, async_nats::Subject>>,
 }
 
+/// Messages each of the proxy's subscriptions (REST requests, pings, health) buffers.
+const PROXY_SUBSCRIPTION_CAPACITY: usize = 65_536;
+
 /// Instance subjects cached at most.
 const MAX_CACHED_SUBJECTS: usize = 4096;
 
@@ -357,6 +360,7 @@ impl Proxy {
             &format!("ari-proxy {node}"),
             None,
             Arc::default(),
+            PROXY_SUBSCRIPTION_CAPACITY,
         )
         .await
         .map_err(ProxyError::Nats)?;
