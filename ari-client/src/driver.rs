@@ -97,7 +97,9 @@ impl<R: Runtime> Driver<R> {
     /// Runs `f` on the session (which passes it the time, read once per frame), then drains
     /// its transmits and outputs and delivers them. Returns whether the session had anything
     /// to perform or deliver.
-    fn with_session(&mut self, f: impl FnOnce(&mut ClientSession)) -> bool {
+    ///
+    /// `now`: the time just read, if any (handlers called inline are timed from it).
+    fn with_session(&mut self, now: Option<Instant>, f: impl FnOnce(&mut ClientSession)) -> bool {
         let mut transmits = std::mem::take(&mut self.tx_scratch);
         {
             let mut st = self.shared.lock();
@@ -113,7 +115,7 @@ impl<R: Runtime> Driver<R> {
         }
         self.tx_scratch = transmits;
         let mut items = std::mem::take(&mut self.scratch);
-        self.shared.dispatch(&mut items);
+        self.shared.dispatch(&mut items, now);
         self.scratch = items;
         busy
     }
@@ -171,7 +173,7 @@ impl<R: Runtime> Driver<R> {
             self.close_after_flush = false;
             return;
         }
-        self.with_session(|s| s.handle_disconnected(now, &reason));
+        self.with_session(Some(now), |s| s.handle_disconnected(now, &reason));
     }
 
     /// Polls the pending connect. Returns whether something happened.
@@ -187,11 +189,11 @@ impl<R: Runtime> Driver<R> {
         match res {
             Ok(ws) => {
                 self.ws = Some(ws);
-                self.with_session(|s| s.handle_connected(now));
+                self.with_session(Some(now), |s| s.handle_connected(now));
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.with_session(|s| s.handle_connect_failed(now, &reason));
+                self.with_session(Some(now), |s| s.handle_connect_failed(now, &reason));
             }
         }
         true
@@ -214,9 +216,10 @@ impl<R: Runtime> Driver<R> {
         self.needs_flush = false;
         self.close_after_flush = false;
         let now = self.runtime.now();
-        self.with_session(|s| s.handle_accepted(now));
+        self.with_session(Some(now), |s| s.handle_accepted(now));
         for text in attached.first {
-            self.with_session(|s| s.handle_frame(now, text.as_bytes()));
+            let now = self.runtime.now();
+            self.with_session(Some(now), |s| s.handle_frame(now, text.as_bytes()));
         }
         self.shared.attach_done(n);
         true
@@ -298,10 +301,10 @@ impl<R: Runtime> Driver<R> {
             let now = self.runtime.now();
             match item {
                 Some(Ok(WsMessage::Text(text))) => {
-                    self.with_session(|s| s.handle_frame(now, text.as_bytes()));
+                    self.with_session(Some(now), |s| s.handle_frame(now, text.as_bytes()));
                 }
                 Some(Ok(WsMessage::Pong(_))) => {
-                    self.with_session(|s| s.handle_pong());
+                    self.with_session(Some(now), |s| s.handle_pong());
                 }
                 Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
                 Some(Ok(WsMessage::Close)) => {
@@ -382,7 +385,7 @@ impl<R: Runtime> Driver<R> {
         let now = self.runtime.now();
         if now >= deadline {
             self.timer = None;
-            self.with_session(|s| s.handle_timeout(now));
+            self.with_session(Some(now), |s| s.handle_timeout(now));
             return true;
         }
         if self.timer.as_ref().map(|(d, _)| *d) != Some(deadline) {
@@ -392,7 +395,7 @@ impl<R: Runtime> Driver<R> {
             if sleep.as_mut().poll(cx).is_ready() {
                 self.timer = None;
                 let now = self.runtime.now().max(deadline);
-                self.with_session(|s| s.handle_timeout(now));
+                self.with_session(Some(now), |s| s.handle_timeout(now));
                 return true;
             }
         }
@@ -438,7 +441,7 @@ impl<R: Runtime> Future for Driver<R> {
             progress |= this.poll_timer(cx);
             // Commands issued by client handles since the last round (start, stop,
             // REST-over-WebSocket requests) left transmits and outputs in the session.
-            progress |= this.with_session(|_| {});
+            progress |= this.with_session(None, |_| {});
             progress |= this.poll_write(cx);
             if stops > this.stops_acked && !this.close_after_flush {
                 // The close frame of those stops is out (or there was no socket to close).

@@ -344,6 +344,7 @@ pub(crate) fn spawn_handler<R, S, Fut>(
     sink: &Arc<S>,
     event_type: &'static str,
     start: Start,
+    clock: &mut Option<std::time::Instant>,
     make: impl FnOnce() -> Option<Fut>,
 ) where
     R: Runtime,
@@ -386,7 +387,12 @@ pub(crate) fn spawn_handler<R, S, Fut>(
             }
         },
         Start::Inline => {
-            let started = client.inner.runtime.now();
+            // Timed from the end of the reader's previous step (see `Sink::deliver`): one
+            // clock read per call.
+            let started = match *clock {
+                Some(t) => t,
+                None => client.inner.runtime.now(),
+            };
             // The first poll uses a waker that does nothing: if the future is not done it is
             // moved into a task, whose first poll registers the task's waker (futures
             // re-register theirs on every poll), so no wake-up is lost.
@@ -398,11 +404,9 @@ pub(crate) fn spawn_handler<R, S, Fut>(
                     Poll::Pending => Err(fut),
                 })
             }));
-            let took = client
-                .inner
-                .runtime
-                .now()
-                .saturating_duration_since(started);
+            let ended = client.inner.runtime.now();
+            *clock = Some(ended);
+            let took = ended.saturating_duration_since(started);
             if took > SLOW_FIRST_POLL {
                 slow_first_poll(shared, in_flight, event_type, took);
             }
@@ -467,12 +471,12 @@ where
     T: ClientEvent<R>,
     H: EventHandler<T, T::Instances>,
 {
-    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>, clock: &mut Option<std::time::Instant>) {
         // Every user handle gone: the client is shutting down, no more calls.
         let Some(client) = self.client.upgrade() else {
             return;
         };
-        spawn_handler(&client, &self, T::TYPE, self.start, || {
+        spawn_handler(&client, &self, T::TYPE, self.start, clock, || {
             // The last subscriber of the event takes it out of the `Arc`; others clone.
             let t = match Arc::try_unwrap(event) {
                 Ok(event) => T::from_event(event).ok()?,
@@ -524,11 +528,11 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: HandlerOutput,
 {
-    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>, clock: &mut Option<std::time::Instant>) {
         let Some(client) = self.client.upgrade() else {
             return;
         };
-        spawn_handler(&client, &self, "event", Start::Inline, || {
+        spawn_handler(&client, &self, "event", Start::Inline, clock, || {
             let e: Event = Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
             Some((self.handler)(e))
         });
@@ -766,7 +770,7 @@ impl IncomingSink {
 }
 
 impl Sink for IncomingSink {
-    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>, _clock: &mut Option<std::time::Instant>) {
         let Some(start) = take::<ev::StasisStart>(event) else {
             return;
         };

@@ -83,7 +83,12 @@ pub(crate) trait Sink: Send + Sync {
     /// Takes the event's `Arc` by value: the last subscriber of an event then holds the only
     /// reference and can take the event out of it without cloning. Takes the sink's own `Arc`
     /// too (the one routing handed out), which a handler keeps while its call waits.
-    fn deliver(self: Arc<Self>, event: Arc<Event>);
+    ///
+    /// `clock` is the runtime's time when the previous call on the reader ended (the frame
+    /// was read, or the last handler's first poll returned), if known: a handler's first
+    /// poll is timed from it and leaves its own end there, so each handler call reads the
+    /// clock once.
+    fn deliver(self: Arc<Self>, event: Arc<Event>, clock: &mut Option<Instant>);
     fn close(&self, reason: CloseReason);
 }
 
@@ -533,11 +538,13 @@ impl Shared {
     }
 
     /// Delivers drained outputs (without the lock).
-    pub(crate) fn dispatch(&self, items: &mut Vec<Dispatch>) {
+    /// `now` is the time the driver read (see [`Sink::deliver`]).
+    pub(crate) fn dispatch(&self, items: &mut Vec<Dispatch>, now: Option<Instant>) {
         let mut dead_conns: Vec<Arc<dyn ConnSink>> = Vec::new();
+        let mut clock = now;
         for item in items.drain(..) {
             match item {
-                Dispatch::Event(sink, event) => sink.deliver(event),
+                Dispatch::Event(sink, event) => sink.deliver(event, &mut clock),
                 Dispatch::Ended(sink, reason) => sink.close(CloseReason::Ended(reason)),
                 Dispatch::Response(slot, result) => slot.fill(result),
                 Dispatch::Connection(sinks, ev) => {
@@ -876,7 +883,7 @@ impl Queue {
 }
 
 impl Sink for Queue {
-    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>, _clock: &mut Option<Instant>) {
         let waker = {
             let mut g = self.lock();
             if g.closed.is_some() {
@@ -1026,7 +1033,7 @@ impl Latch {
 }
 
 impl Sink for Latch {
-    fn deliver(self: Arc<Self>, event: Arc<Event>) {
+    fn deliver(self: Arc<Self>, event: Arc<Event>, _clock: &mut Option<Instant>) {
         if event.ended_resource().is_some() {
             // Routed to this resource's subscription and final: it is this resource's end
             // (the session checks the id; other resources' final events, e.g. a playback's
