@@ -86,6 +86,7 @@ pub mod replay;
 mod rest;
 mod script;
 mod server;
+mod server_thread;
 pub mod sim;
 mod state;
 mod util;

@@ -35,7 +35,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -56,6 +55,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::server_thread::ServerThread;
 use crate::state::{lock, Logger};
 use crate::util::parse_query;
 
@@ -198,52 +198,17 @@ impl RecorderBuilder {
             default_auth,
             logger: self.logger,
         });
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let addr = self.addr;
         let thread_state = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("ari-record-{}", addr.port()))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let listener = match rt.block_on(TcpListener::bind(addr)) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(listener.local_addr());
-                rt.block_on(accept_loop(thread_state, listener, stop_rx));
-            })
-            .map_err(RecordError::Io)?;
-        let addr = match ready_rx.recv() {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(RecordError::Io(e));
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(RecordError::Io(std::io::Error::other(
-                    "recorder thread ended early",
-                )));
-            }
-        };
+        let (addr, thread) = ServerThread::spawn(
+            format!("ari-record-{}", self.addr.port()),
+            TcpListener::bind(self.addr),
+            move |listener, stop| accept_loop(thread_state, listener, stop),
+        )
+        .map_err(RecordError::Io)?;
         Ok(Recorder {
             addr,
             state,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            thread,
         })
     }
 }
@@ -254,8 +219,7 @@ impl RecorderBuilder {
 pub struct Recorder {
     addr: SocketAddr,
     state: Arc<RecState>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: ServerThread,
 }
 
 impl fmt::Debug for Recorder {
@@ -301,12 +265,7 @@ impl Recorder {
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.stop();
     }
 }
 

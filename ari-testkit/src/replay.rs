@@ -34,7 +34,6 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -57,6 +56,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::record::{body_json, query_json};
+use crate::server_thread::ServerThread;
 use crate::state::{lock, Logger};
 use crate::util::parse_query;
 
@@ -509,52 +509,17 @@ impl ReplayBuilder {
             changed: Notify::new(),
             logger: self.logger,
         });
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let addr = self.addr;
         let thread_state = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("ari-replay-{}", addr.port()))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let listener = match rt.block_on(TcpListener::bind(addr)) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(listener.local_addr());
-                rt.block_on(accept_loop(thread_state, listener, stop_rx));
-            })
-            .map_err(ReplayError::Start)?;
-        let addr = match ready_rx.recv() {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(ReplayError::Start(e));
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(ReplayError::Start(std::io::Error::other(
-                    "replay thread ended early",
-                )));
-            }
-        };
+        let (addr, thread) = ServerThread::spawn(
+            format!("ari-replay-{}", self.addr.port()),
+            TcpListener::bind(self.addr),
+            move |listener, stop| accept_loop(thread_state, listener, stop),
+        )
+        .map_err(ReplayError::Start)?;
         Ok(ReplayServer {
             addr,
             state,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _thread: thread,
         })
     }
 }
@@ -563,8 +528,7 @@ impl ReplayBuilder {
 pub struct ReplayServer {
     addr: SocketAddr,
     state: Arc<ReplayState>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: ServerThread,
 }
 
 impl fmt::Debug for ReplayServer {
@@ -599,17 +563,6 @@ impl ReplayServer {
     /// The counts so far.
     pub fn stats(&self) -> ReplayStats {
         lock(&self.state.inner).stats.clone()
-    }
-}
-
-impl Drop for ReplayServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -6,7 +6,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::server::conn::http1;
@@ -19,6 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::bench::{FloodError, FloodReport, FloodSpec};
 use crate::fault::{Faults, Refusal};
 use crate::script::{unmet, ExpectBuilder, RecordedRequest};
+use crate::server_thread::ServerThread;
 use crate::sim::{PlaceCall, Sim, SimConfig};
 use crate::state::{lock, Clock, ClosedConnection, ConnCmd, Frame, Logger, Registry, Shared, User};
 
@@ -327,58 +327,21 @@ impl MockServerBuilder {
         }
         // Bind on the server thread (its runtime must not be entered from the caller, which
         // may itself be inside a runtime), then hand the listener's address back.
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
         let (shared_tx, shared_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (bind_addr, send_buffer) = (self.addr, self.send_buffer_size);
-        let thread = std::thread::Builder::new()
-            .name(format!("ari-testkit-{}", bind_addr.port()))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
+        let (addr, thread) = ServerThread::spawn(
+            format!("ari-testkit-{}", self.addr.port()),
+            bind(self.addr, self.send_buffer_size),
+            move |listener, stop| {
+                // The shared state needs the bound address: it comes once the caller has it.
+                let shared = shared_rx.recv().ok();
+                async move {
+                    if let Some(shared) = shared {
+                        accept_loop(shared, listener, stop).await;
                     }
-                };
-                let listener = match rt.block_on(bind(bind_addr, send_buffer)) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let addr = match listener.local_addr() {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(addr));
-                let Ok(shared) = shared_rx.recv() else {
-                    return;
-                };
-                rt.block_on(accept_loop(shared, listener, stop_rx));
-                // Dropping the runtime cancels every connection task, closing their sockets.
-                drop(rt);
-            })?;
-        let addr = match ready_rx.recv() {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(StartError::Io(e));
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(StartError::Io(std::io::Error::other(
-                    "server thread ended early",
-                )));
-            }
-        };
+                }
+            },
+        )
+        .map_err(StartError::Io)?;
         // Dropping `shared_tx` on an early return ends the thread.
         let api_docs = match &self.api_docs {
             Some(dir) => load_api_docs(dir, addr).map_err(StartError::ApiDocs)?,
@@ -443,15 +406,14 @@ impl MockServerBuilder {
         shared.log(|| format!("listening on http://{addr}/ari"));
         crate::outbound::load(&shared);
         if shared_tx.send(shared.clone()).is_err() {
-            let _ = thread.join();
+            drop(thread);
             return Err(StartError::Io(std::io::Error::other(
                 "server thread ended early",
             )));
         }
         Ok(MockServer {
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _thread: thread,
         })
     }
 }
@@ -684,8 +646,8 @@ async fn sim_timer(shared: Arc<Shared>) {
 /// ```
 pub struct MockServer {
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stopped and joined when the server is dropped.
+    _thread: ServerThread,
 }
 
 impl fmt::Debug for MockServer {
@@ -693,17 +655,6 @@ impl fmt::Debug for MockServer {
         f.debug_struct("MockServer")
             .field("addr", &self.shared.addr)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for MockServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -23,21 +23,63 @@ const USER: &str = "obuser";
 const SECRET: &str = "obsecret";
 const PATH: &str = "/ari-ob";
 
-/// An outbound server of the harness's runtime on a free loopback port, requiring
-/// [`USER`]/[`SECRET`], [`PATH`] and the `ari` subprotocol.
-async fn server<E: Executor, C: Connector>(
-    h: &Harness<Stack<E, C>>,
+/// The options every case starts from: [`USER`]/[`SECRET`], [`PATH`] and the `ari`
+/// subprotocol required, connection type `t`.
+fn options<E: Executor, C: Connector>(
+    runtime: &Stack<E, C>,
     t: ConnectionType,
-) -> OutboundServer<E, C> {
-    let options = OutboundOptions::new(h.runtime().clone())
+) -> OutboundOptions<E, C> {
+    OutboundOptions::new(runtime.clone())
         .credentials(USER, SECRET)
         .expect("valid credentials")
         .path(PATH)
         .require_subprotocol(true)
-        .connection_type(t);
+        .connection_type(t)
+}
+
+/// Binds `options` on a free loopback port with the harness's runtime.
+async fn bind<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    options: OutboundOptions<E, C>,
+) -> OutboundServer<E, C> {
     h.live("bind", options.bind(loopback()))
         .await
         .expect("the outbound server binds")
+}
+
+/// An outbound server of the harness's runtime on a free loopback port (see [`options`]).
+async fn server<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    t: ConnectionType,
+) -> OutboundServer<E, C> {
+    bind(h, options(h.runtime(), t)).await
+}
+
+/// A per-call outbound server and a simulated Asterisk dialling it for each call of `hello`
+/// (see [`per_call`]).
+async fn per_call_setup<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) -> (OutboundServer<E, C>, MockServer) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    (ob, mock)
+}
+
+/// A persistent outbound server and a simulated Asterisk dialling it for `hello` with
+/// `password`, retrying every 20 ms, 3 times.
+async fn persistent_setup<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    password: &str,
+) -> (OutboundServer<E, C>, MockServer) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = MockServer::builder()
+        .outbound(
+            OutboundConfig::persistent(&uri(&ob), ["hello"])
+                .credentials(USER, password)
+                .reconnect(Duration::from_millis(20), 3),
+        )
+        .start();
+    (ob, mock)
 }
 
 fn loopback() -> std::net::SocketAddr {
@@ -63,8 +105,7 @@ fn per_call<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> OutboundConf
 pub async fn outbound_per_call_connection_is_a_call_with_rest_over_it<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::PerCall).await;
-    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let (ob, mock) = per_call_setup(h).await;
     let channel_id = mock
         .place_call(PlaceCall::new("PJSIP/alice", "hello"))
         .expect("the simulator places the call");
@@ -118,14 +159,7 @@ pub async fn outbound_wrong_credentials_are_refused_with_401_and_counted<
 >(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::Persistent).await;
-    let mock = MockServer::builder()
-        .outbound(
-            OutboundConfig::persistent(&uri(&ob), ["hello"])
-                .credentials(USER, "not-the-secret")
-                .reconnect(Duration::from_millis(20), 3),
-        )
-        .start();
+    let (ob, mock) = persistent_setup(h, "not-the-secret").await;
     h.eventually("two refusals counted", || ob.stats().unauthorized >= 2)
         .await;
     let stats = ob.stats();
@@ -150,14 +184,7 @@ pub async fn outbound_reconnecting_asterisk_goes_on_in_the_same_client<
 >(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::Persistent).await;
-    let mock = MockServer::builder()
-        .outbound(
-            OutboundConfig::persistent(&uri(&ob), ["hello"])
-                .credentials(USER, SECRET)
-                .reconnect(Duration::from_millis(20), 3),
-        )
-        .start();
+    let (ob, mock) = persistent_setup(h, SECRET).await;
     let conn = h
         .live("Asterisk connects", ob.next())
         .await
@@ -206,8 +233,7 @@ pub async fn outbound_reconnecting_asterisk_goes_on_in_the_same_client<
 pub async fn outbound_hundred_concurrent_per_call_connections<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::PerCall).await;
-    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let (ob, mock) = per_call_setup(h).await;
     let mut placed = std::collections::HashSet::new();
     for i in 0..100 {
         placed.insert(
@@ -253,8 +279,7 @@ pub async fn outbound_hundred_concurrent_per_call_connections<E: Executor, C: Co
 pub async fn outbound_shutdown_closes_live_calls_at_the_deadline<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::PerCall).await;
-    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let (ob, mock) = per_call_setup(h).await;
     mock.place_call(PlaceCall::new("PJSIP/done", "hello"))
         .expect("the simulator places the call");
     mock.place_call(PlaceCall::new("PJSIP/live", "hello"))
@@ -300,8 +325,7 @@ pub async fn outbound_per_call_redial_mid_call_goes_on_in_the_same_call<
 >(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::PerCall).await;
-    let mock = MockServer::builder().outbound(per_call(&ob)).start();
+    let (ob, mock) = per_call_setup(h).await;
     let channel_id = mock
         .place_call(PlaceCall::new("PJSIP/alice", "hello"))
         .expect("the simulator places the call");
@@ -406,17 +430,7 @@ pub async fn outbound_tls_call_with_rest_over_wss<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) {
     let (tls, der) = self_signed();
-    let options = OutboundOptions::new(h.runtime().clone())
-        .credentials(USER, SECRET)
-        .expect("valid credentials")
-        .path(PATH)
-        .require_subprotocol(true)
-        .connection_type(ConnectionType::PerCall)
-        .tls(tls);
-    let ob = h
-        .live("bind", options.bind(loopback()))
-        .await
-        .expect("the outbound server binds");
+    let ob = bind(h, options(h.runtime(), ConnectionType::PerCall).tls(tls)).await;
 
     // Plain WebSocket to a TLS server: no upgrade.
     let plain = MockServer::builder()
@@ -498,17 +512,11 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
     /// [`Harness::builder_for`]), so a case written for a client that connected itself runs
     /// unchanged with REST over the outbound socket.
     pub async fn over_outbound(runtime: Stack<E, C>) -> Self {
-        let options = OutboundOptions::new(runtime.clone())
-            .credentials(USER, SECRET)
-            .expect("valid credentials")
-            .path(PATH)
-            .require_subprotocol(true)
-            .connection_type(ConnectionType::Persistent)
-            .client(|b| {
-                b.request_timeout(Duration::from_secs(5))
-                    .keepalive(None::<ari_client::Keepalive>)
-                    .stasis_end_linger(Some(Duration::from_millis(500)))
-            });
+        let options = options(&runtime, ConnectionType::Persistent).client(|b| {
+            b.request_timeout(Duration::from_secs(5))
+                .keepalive(None::<ari_client::Keepalive>)
+                .stasis_end_linger(Some(Duration::from_millis(500)))
+        });
         let ob = options
             .bind(loopback())
             .await
