@@ -76,6 +76,7 @@
 mod bench;
 #[cfg(feature = "check")]
 pub mod check;
+pub mod conform;
 mod control;
 mod fault;
 mod http;

@@ -15,7 +15,9 @@
 //! (see `ari_testkit::check`; exits 1 on any problem); `ari-mock record --upstream URL
 //! --port N --out DIR` records a client's traffic with a real Asterisk through a transparent
 //! proxy (`ari_testkit::record`); `ari-mock replay DIR --port N [--speed X]` serves it back
-//! offline (`ari_testkit::replay`). The format is `ari-testkit/docs/RECORDINGS.md`.
+//! offline (`ari_testkit::replay`); `ari-mock conform DIR` replays a recording's REST
+//! exchanges against the simulator and compares status and body shape (`ari_testkit::conform`;
+//! exits 1 on a difference not allowed). The format is `ari-testkit/docs/RECORDINGS.md`.
 //!
 //! It logs one line per request, connection, event sent and call placed, prints
 //! `ari-mock listening on http://127.0.0.1:PORT/ari` once ready, and runs until killed.
@@ -53,6 +55,20 @@ enum Command {
     Check {
         /// Directory of recordings.
         dir: PathBuf,
+    },
+    /// Conformance of the simulator to recordings of a real Asterisk (every directory with a
+    /// rest.jsonl below DIR): sends each recorded REST exchange to a fresh simulator and
+    /// compares status and body shape; prints a table, exits 1 on a difference not allowed.
+    Conform {
+        /// Directory of recordings.
+        dir: PathBuf,
+        /// The recorded Asterisk's extensions.conf, for recordings without their own.
+        #[arg(long)]
+        dialplan: Option<PathBuf>,
+        /// Accepted differences, one a line: METHOD PATH-REGEX REASON (as a recording's own
+        /// conform.allow).
+        #[arg(long)]
+        allow: Option<PathBuf>,
     },
     /// Record: a transparent proxy in front of a real Asterisk (or ari-mock) that writes
     /// every REST exchange and WebSocket frame, with timing, into DIR (credentials never).
@@ -247,6 +263,11 @@ fn main() {
     match cli.command {
         #[cfg(feature = "check")]
         Some(Command::Check { dir }) => check(&dir),
+        Some(Command::Conform {
+            dir,
+            dialplan,
+            allow,
+        }) => conform(&dir, dialplan.as_deref(), allow.as_deref()),
         Some(Command::Record {
             upstream,
             user,
@@ -382,6 +403,54 @@ fn check(dir: &std::path::Path) -> ! {
                 .map(|s| format!(": {s}"))
                 .unwrap_or_default();
             eprintln!("ari-mock check: {e}{cause}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn conform(
+    dir: &std::path::Path,
+    dialplan: Option<&std::path::Path>,
+    allow: Option<&std::path::Path>,
+) -> ! {
+    use ari_testkit::conform::{conform_dir_with, ConformOptions};
+    let mut options = ConformOptions::default();
+    if let Some(path) = dialplan {
+        match std::fs::read_to_string(path) {
+            Ok(text) => options = options.dialplan(&text),
+            Err(e) => {
+                eprintln!("ari-mock conform: cannot read {}: {e}", path.display());
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(path) = allow {
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                options
+                    .clone()
+                    .allow_lines(&text)
+                    .map_err(|(line, e)| format!("line {line}: {e}"))
+            });
+        match parsed {
+            Ok(o) => options = o,
+            Err(e) => {
+                eprintln!("ari-mock conform: {}: {e}", path.display());
+                std::process::exit(2);
+            }
+        }
+    }
+    match conform_dir_with(dir, &options) {
+        Ok(report) => {
+            print!("{report}");
+            std::process::exit(if report.is_clean() { 0 } else { 1 });
+        }
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("ari-mock conform: {e}{cause}");
             std::process::exit(2);
         }
     }
