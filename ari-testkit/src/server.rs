@@ -342,7 +342,9 @@ impl MockServerBuilder {
             },
         )
         .map_err(StartError::Io)?;
-        // Dropping `shared_tx` on an early return ends the thread.
+        // On an early return `shared_tx` must be dropped before `thread` (whose drop joins the
+        // thread, waiting in `recv`): locals drop in reverse order, so move it after `thread`.
+        let shared_tx = shared_tx;
         let api_docs = match &self.api_docs {
             Some(dir) => load_api_docs(dir, addr).map_err(StartError::ApiDocs)?,
             None => HashMap::new(),
