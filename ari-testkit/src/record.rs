@@ -17,6 +17,10 @@
 //! Credentials are never written: no header is recorded, `api_key` is removed from every
 //! recorded query, and the upstream URL is not written.
 //!
+//! The upstream may be `https://` (and the events WebSocket then `wss://`): rustls, trusting
+//! the Mozilla roots of `webpki-roots` and the certificates of
+//! [`RecorderBuilder::upstream_ca`] (a private CA, PEM).
+//!
 //! ```no_run
 //! use ari_testkit::record::Recorder;
 //! let asterisk = ari_testkit::MockServer::start();
@@ -51,6 +55,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -71,7 +76,8 @@ pub const RECORDING_FILES: [&str; 4] = [
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RecordError {
-    /// The upstream URL is not `http://host[:port][/prefix]`.
+    /// The upstream URL is not `http(s)://host[:port][/prefix]`, or its CA file cannot be
+    /// read.
     Upstream(String),
     /// A recording file could not be created.
     Output {
@@ -132,6 +138,7 @@ pub struct RecorderBuilder {
     out: PathBuf,
     addr: SocketAddr,
     credentials: Option<(String, String)>,
+    upstream_ca: Vec<PathBuf>,
     logger: Option<Logger>,
 }
 
@@ -165,6 +172,13 @@ impl RecorderBuilder {
         self
     }
 
+    /// Also trust the certificates in this PEM file for an `https://` upstream (a private
+    /// CA, or the server's own self-signed certificate); the Mozilla roots stay trusted.
+    pub fn upstream_ca(mut self, pem_file: impl AsRef<Path>) -> Self {
+        self.upstream_ca.push(pem_file.as_ref().to_path_buf());
+        self
+    }
+
     /// Called with one line per exchange, WebSocket and problem.
     pub fn on_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.logger = Some(Arc::new(f));
@@ -174,7 +188,7 @@ impl RecorderBuilder {
     /// Creates the directory and its files (truncating a previous recording), binds, and
     /// runs the proxy on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<Recorder, RecordError> {
-        let upstream = Upstream::parse(&self.upstream)?;
+        let upstream = Upstream::parse(&self.upstream, &self.upstream_ca)?;
         let output = |path: &Path| {
             let path = path.to_path_buf();
             move |source| RecordError::Output { path, source }
@@ -231,14 +245,15 @@ impl fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// A recorder forwarding to `upstream` (`http://host:port`, as a client's base URL; a
-    /// trailing `/ari` is ignored) and writing into `out`.
+    /// A recorder forwarding to `upstream` (`http://host:port` or `https://host:port`, as a
+    /// client's base URL; a trailing `/ari` is ignored) and writing into `out`.
     pub fn builder(upstream: &str, out: impl AsRef<Path>) -> RecorderBuilder {
         RecorderBuilder {
             upstream: upstream.to_owned(),
             out: out.as_ref().to_path_buf(),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             credentials: None,
+            upstream_ca: Vec::new(),
             logger: None,
         }
     }
@@ -275,23 +290,63 @@ impl Drop for Recorder {
     }
 }
 
-/// Where requests go: `host:port` to connect to, and a path prefix put before `/ari/...`.
-#[derive(Debug)]
+/// Where requests go: `host:port` to connect to, TLS (https) or not, and a path prefix put
+/// before `/ari/...`.
 struct Upstream {
     authority: String,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     prefix: String,
 }
 
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .field("tls", &self.tls.is_some())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// A rustls client trusting the Mozilla roots and the certificates of `ca_files` (PEM).
+fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, RecordError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::CertificateDer;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for file in ca_files {
+        let bad = |e: String| RecordError::Upstream(format!("CA file {}: {e}", file.display()));
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("no certificate in it".to_owned()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RecordError::Upstream(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 impl Upstream {
-    fn parse(url: &str) -> Result<Upstream, RecordError> {
+    fn parse(url: &str, ca_files: &[PathBuf]) -> Result<Upstream, RecordError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| RecordError::Upstream(format!("{url:?}: {e}")))?;
-        match uri.scheme_str() {
-            Some("http" | "ws") => {}
+        let tls = match uri.scheme_str() {
+            Some("http" | "ws") => false,
+            Some("https" | "wss") => true,
             Some(other) => {
                 return Err(RecordError::Upstream(format!(
-                    "scheme {other:?} is not supported (plain http:// only)"
+                    "scheme {other:?} is not supported (http:// or https://)"
                 )))
             }
             None => {
@@ -299,7 +354,7 @@ impl Upstream {
                     "{url:?} has no scheme (expected http://host:port)"
                 )))
             }
-        }
+        };
         let auth = uri
             .authority()
             .ok_or_else(|| RecordError::Upstream(format!("{url:?} has no host")))?;
@@ -308,12 +363,35 @@ impl Upstream {
                 "credentials in the URL are not accepted: use --user/--password".to_owned(),
             ));
         }
-        let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        let default_port = if tls { 443 } else { 80 };
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+        let authority = format!(
+            "{}:{}",
+            auth.host(),
+            auth.port_u16().unwrap_or(default_port)
+        );
+        let tls = if tls {
+            let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+                RecordError::Upstream(format!("{host:?} is not a TLS server name: {e}"))
+            })?;
+            Some((tls_connector(ca_files)?, name))
+        } else {
+            if !ca_files.is_empty() {
+                return Err(RecordError::Upstream(
+                    "a CA file is only used with an https:// upstream".to_owned(),
+                ));
+            }
+            None
+        };
         let mut prefix = uri.path().trim_end_matches('/').to_owned();
         if prefix.ends_with("/ari") {
             prefix.truncate(prefix.len() - 4);
         }
-        Ok(Upstream { authority, prefix })
+        Ok(Upstream {
+            authority,
+            tls,
+            prefix,
+        })
     }
 }
 
@@ -428,7 +506,23 @@ async fn connect(state: &RecState, upgrades: bool) -> Result<Sender, String> {
         .await
         .map_err(|e| format!("cannot connect to upstream: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = client_http1::handshake(TokioIo::new(stream))
+    match &state.upstream.tls {
+        None => handshake(stream, upgrades).await,
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| format!("upstream TLS handshake failed: {e}"))?;
+            handshake(stream, upgrades).await
+        }
+    }
+}
+
+async fn handshake<I>(io: I, upgrades: bool) -> Result<Sender, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = client_http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("upstream handshake failed: {e}"))?;
     if upgrades {

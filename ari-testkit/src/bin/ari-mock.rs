@@ -73,9 +73,14 @@ enum Command {
     /// Record: a transparent proxy in front of a real Asterisk (or ari-mock) that writes
     /// every REST exchange and WebSocket frame, with timing, into DIR (credentials never).
     Record {
-        /// Asterisk's base URL, as a client would use it (http://host:port).
+        /// Asterisk's base URL, as a client would use it (http://host:port or
+        /// https://host:port).
         #[arg(long)]
         upstream: String,
+        /// PEM file of certificates to trust for an https:// upstream (a private CA), besides
+        /// the Mozilla roots.
+        #[arg(long)]
+        upstream_ca: Option<PathBuf>,
         /// User sent upstream when a client sends no credentials (a client's own are passed
         /// through).
         #[arg(long)]
@@ -270,6 +275,7 @@ fn main() {
         }) => conform(&dir, dialplan.as_deref(), allow.as_deref()),
         Some(Command::Record {
             upstream,
+            upstream_ca,
             user,
             password,
             port,
@@ -278,6 +284,7 @@ fn main() {
             quiet,
         }) => record(
             &upstream,
+            upstream_ca.as_deref(),
             user,
             password,
             SocketAddr::new(bind, port),
@@ -297,6 +304,7 @@ fn main() {
 
 fn record(
     upstream: &str,
+    upstream_ca: Option<&std::path::Path>,
     user: Option<String>,
     password: Option<String>,
     addr: SocketAddr,
@@ -304,6 +312,9 @@ fn record(
     quiet: bool,
 ) -> ! {
     let mut builder = ari_testkit::record::Recorder::builder(upstream, out).bind(addr);
+    if let Some(ca) = upstream_ca {
+        builder = builder.upstream_ca(ca);
+    }
     match (&user, &password) {
         (Some(u), Some(p)) => builder = builder.credentials(u, p),
         (None, None) => {}
