@@ -45,6 +45,16 @@ pub use cluster::{
 pub use proxy::{Proxy, ProxyConfig, ProxyError};
 pub use wire::ProxyStats;
 
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Checks the proxy's raw-frame routing scan against the typed decode on one frame: `Err`
+    /// describes a disagreement (an event the proxy would route differently from its type).
+    pub fn route_scan(frame: &[u8]) -> Result<(), String> {
+        crate::scan::check(frame)
+    }
+}
+
 /// Connects to NATS with what both sides need: reconnect forever, report the connection state
 /// to `up` when given, count the slow-consumer reports (messages NATS dropped) in `slow`;
 /// each subscription buffers `capacity` messages at most.

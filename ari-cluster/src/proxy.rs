@@ -568,7 +568,11 @@ impl<'a> Routing<'a> {
         Routing {
             start: (s.ty == "StasisStart").then_some(first.unwrap_or("")),
             end: (s.ty == "StasisEnd").then_some(first.unwrap_or("")),
-            app: s.application.as_deref().unwrap_or(default_app),
+            app: s
+                .application
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .unwrap_or(default_app),
             resources: s
                 .resources
                 .iter()
@@ -588,7 +592,12 @@ impl<'a> Routing<'a> {
                 Event::StasisEnd(e) => Some(&e.channel.id),
                 _ => None,
             },
-            app: event.application().unwrap_or(default_app),
+            // A frame without one (the typed event then holds "") is the default app's, as
+            // in `from_scan`.
+            app: event
+                .application()
+                .filter(|a| !a.is_empty())
+                .unwrap_or(default_app),
             resources: event
                 .resources()
                 .iter()
