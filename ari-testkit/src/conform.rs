@@ -35,8 +35,12 @@
 //! Every difference is a [`Mismatch`]. Differences explained by the recording rather than by
 //! the simulator are accepted with a reason, one a line (`METHOD PATH-REGEX REASON`), in the
 //! recording's `conform.allow` or with [`ConformOptions::allow`]: they are listed but do not
-//! fail the check. Exchanges not sent (`api-docs`, the `RESTRequest` frames of
-//! `ws-sent.jsonl`) are counted as skipped.
+//! fail the check. The REST-over-WebSocket requests (`ws-sent.jsonl`) are sent as recorded
+//! on the events WebSocket of their connection, just before their run's HTTP `DELETE` of the
+//! resource they name, else after the run's HTTP exchanges (the fixtures carry no timing
+//! between the two), and compared with the `RESTResponse` recorded
+//! for their `request_id` (status and message body shape). Exchanges not sent (`api-docs`, a
+//! request without a recorded answer) are counted as skipped.
 //!
 //! ```no_run
 //! let report = ari_testkit::conform::conform_dir(std::path::Path::new("../shared/ari-fixtures"))?;
@@ -52,7 +56,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use http::{header, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1 as client_http1;
@@ -425,8 +429,13 @@ fn find_recordings(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConformErro
 /// One recorded HTTP exchange to send.
 #[derive(Debug)]
 struct Exchange {
+    /// `rest.jsonl` or `ws-sent.jsonl`.
+    file: &'static str,
     line: usize,
     run: u64,
+    /// Sent as a `RESTRequest` frame on the events WebSocket of these applications (the
+    /// recording's `conn`), not over HTTP.
+    ws: Option<WsRequest>,
     method: String,
     path: String,
     query: Vec<(String, String)>,
@@ -435,6 +444,17 @@ struct Exchange {
     response: Body,
     /// When the request was received and how long the answer took (recorder's `t_ms`, `ms`).
     at: Option<(f64, f64)>,
+}
+
+/// A recorded REST-over-WebSocket request.
+#[derive(Debug)]
+struct WsRequest {
+    /// The applications of its WebSocket, comma-separated (the recording's `conn`).
+    conn: String,
+    /// The frame, as sent.
+    frame: String,
+    /// Its `request_id`, which the answer carries.
+    request_id: String,
 }
 
 /// A body, as far as its shape goes.
@@ -597,6 +617,8 @@ fn load(dir: &Path, rel: &Path) -> Result<Loaded, ConformError> {
         loaded.exchanges.push(Exchange {
             line,
             run: v.get("run").and_then(Value::as_u64).unwrap_or(1),
+            file: "rest.jsonl",
+            ws: None,
             method,
             path,
             query,
@@ -639,13 +661,102 @@ fn load(dir: &Path, rel: &Path) -> Result<Loaded, ConformError> {
             }
         }
     }
-    if let Some(lines) = read_lines(&dir.join("ws-sent.jsonl"))? {
-        *loaded
-            .skipped
-            .entry("RESTRequest (ws-sent)".to_owned())
-            .or_default() += lines.len();
-    }
+    load_ws_requests(dir, &mut loaded)?;
     Ok(loaded)
+}
+
+/// The REST-over-WebSocket requests (`ws-sent.jsonl`) with their recorded answers (the
+/// `RESTResponse` frames of `events.jsonl` with the same run, connection and `request_id`).
+/// Where they go among the HTTP exchanges: [`in_order`]. A request without a recorded answer is counted as skipped.
+fn load_ws_requests(dir: &Path, loaded: &mut Loaded) -> Result<(), ConformError> {
+    let Some(sent) = read_lines(&dir.join("ws-sent.jsonl"))? else {
+        return Ok(());
+    };
+    let mut answers: BTreeMap<(u64, String, String), Value> = BTreeMap::new();
+    for (_, v) in read_lines(&dir.join("events.jsonl"))?.unwrap_or_default() {
+        let Some(frame) = v.get("frame").and_then(Value::as_str) else {
+            continue;
+        };
+        let Ok(f) = serde_json::from_str::<Value>(frame) else {
+            continue;
+        };
+        if f.get("type").and_then(Value::as_str) != Some("RESTResponse") {
+            continue;
+        }
+        let key = (
+            v.get("run").and_then(Value::as_u64).unwrap_or(1),
+            v.get("conn")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            f.get("request_id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        );
+        answers.entry(key).or_insert(f);
+    }
+    let path = dir.join("ws-sent.jsonl");
+    for (line, v) in sent {
+        let bad = |message: &str| ConformError::Format {
+            path: path.clone(),
+            line,
+            message: message.to_owned(),
+        };
+        let frame = v
+            .get("frame")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no frame"))?
+            .to_owned();
+        let f: Value = serde_json::from_str(&frame).map_err(|e| bad(&e.to_string()))?;
+        let run = v.get("run").and_then(Value::as_u64).unwrap_or(1);
+        let conn = v
+            .get("conn")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let request_id = f
+            .get("request_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let Some(answer) = answers.get(&(run, conn.clone(), request_id.clone())) else {
+            *loaded
+                .skipped
+                .entry("RESTRequest without a recorded answer".to_owned())
+                .or_default() += 1;
+            continue;
+        };
+        let status = answer
+            .get("status_code")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .ok_or_else(|| bad("its recorded RESTResponse has no status_code"))?;
+        let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        loaded.exchanges.push(Exchange {
+            file: "ws-sent.jsonl",
+            line,
+            run,
+            ws: Some(WsRequest {
+                conn,
+                frame,
+                request_id,
+            }),
+            method: text("method"),
+            path: text("uri"),
+            query: Vec::new(),
+            body: Value::Null,
+            status,
+            response: Body::of_text(
+                answer
+                    .get("message_body")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ),
+            at: None,
+        });
+    }
+    Ok(())
 }
 
 fn scalar_text(v: &Value) -> String {
@@ -713,19 +824,25 @@ async fn conform_recording(
         authority: server.addr().to_string(),
         user: (server.username().to_owned(), server.password().to_owned()),
     };
-    let mut sockets = Vec::new();
+    let mut sockets: BTreeMap<String, EventsSocket> = BTreeMap::new();
     for query in &loaded.websockets {
         if let Some(ws) = client.open_events(query).await {
-            sockets.push(ws);
+            sockets.insert(apps_of(query), ws);
         }
     }
     for run in runs {
         let mut previous: Option<&Exchange> = None;
-        for ex in loaded.exchanges.iter().filter(|e| e.run == run) {
+        for ex in in_order(&loaded.exchanges, run) {
             summary.exchanges += 1;
             server.advance(gap(previous, ex));
             previous = Some(ex);
-            let (status, body) = client.send_until_like(ex).await;
+            let (status, body) = match &ex.ws {
+                None => client.send_until_like(ex).await,
+                Some(w) => match sockets.get_mut(&w.conn) {
+                    Some(socket) => socket.request(w).await,
+                    None => (0, Body::Opaque),
+                },
+            };
             let mut differences = Vec::new();
             if status != ex.status {
                 differences.push(format!(
@@ -750,7 +867,7 @@ async fn conform_recording(
                 summary.mismatched += 1;
             }
             mismatches.push(Mismatch {
-                file: loaded.rel.join("rest.jsonl"),
+                file: loaded.rel.join(ex.file),
                 line: ex.line,
                 run,
                 method: ex.method.clone(),
@@ -762,12 +879,51 @@ async fn conform_recording(
             });
         }
     }
-    for ws in sockets {
-        ws.abort();
+    for ws in sockets.into_values() {
+        ws.reader.abort();
     }
     drop(client);
     drop(server);
     Ok((summary, mismatches))
+}
+
+/// The exchanges of `run` in the order to send them: the HTTP ones as recorded, each
+/// REST-over-WebSocket one just before the run's first HTTP `DELETE` of the resource its URI
+/// names (`channels/<id>` …), where the resource was still there, else after the HTTP ones
+/// (the fixtures carry no timing between the two; a resource the recording shows gone before
+/// that is a difference to allow with its reason).
+fn in_order(exchanges: &[Exchange], run: u64) -> Vec<&Exchange> {
+    let http: Vec<&Exchange> = exchanges
+        .iter()
+        .filter(|e| e.run == run && e.ws.is_none())
+        .collect();
+    let mut ws: Vec<(usize, &Exchange)> = exchanges
+        .iter()
+        .filter(|e| e.run == run && e.ws.is_some())
+        .map(|e| {
+            let resource: Vec<&str> = e.path.split(['/', '?']).take(2).collect();
+            let before = http
+                .iter()
+                .position(|h| {
+                    resource.len() == 2
+                        && h.method == "DELETE"
+                        && h.path.split('/').collect::<Vec<_>>() == resource
+                })
+                .unwrap_or(http.len());
+            (before, e)
+        })
+        .collect();
+    ws.sort_by_key(|(before, _)| *before);
+    let mut out = Vec::with_capacity(http.len() + ws.len());
+    let mut pending = ws.into_iter().peekable();
+    for (i, h) in http.into_iter().enumerate() {
+        while let Some((_, e)) = pending.next_if(|(before, _)| *before == i) {
+            out.push(e);
+        }
+        out.push(h);
+    }
+    out.extend(pending.map(|(_, e)| e));
+    out
 }
 
 /// The simulated time to let pass before sending `ex`: the recorded time between the end of
@@ -867,7 +1023,7 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    async fn open_events(&self, query: &[(String, String)]) -> Option<tokio::task::JoinHandle<()>> {
+    async fn open_events(&self, query: &[(String, String)]) -> Option<EventsSocket> {
         let mut q = encode_query(query);
         if !q.is_empty() {
             q.push('&');
@@ -880,11 +1036,27 @@ impl Client<'_> {
             )
         ));
         let url = format!("ws://{}/ari/events?{q}", self.authority);
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
-        // Drain the simulator's events for as long as the run lasts.
-        Some(tokio::spawn(
-            async move { while ws.next().await.is_some() {} },
-        ))
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        let (sink, mut stream) = ws.split();
+        let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+        // Read the simulator's events for as long as the run lasts; hand on the answers to
+        // REST-over-WebSocket requests.
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Ok(text) = msg.to_text() else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text) else {
+                    continue;
+                };
+                if v.get("type").and_then(Value::as_str) == Some("RESTResponse") {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Some(EventsSocket {
+            sink,
+            answers,
+            reader,
+        })
     }
 
     /// Sends `ex`; a 4xx answer where the recording has another status is sent again until
@@ -969,6 +1141,68 @@ impl Client<'_> {
         Ok((status, body))
     }
 }
+
+/// The applications of an events WebSocket's query, as the recorder names its connection.
+fn apps_of(query: &[(String, String)]) -> String {
+    query
+        .iter()
+        .filter(|(k, _)| k == "app")
+        .flat_map(|(_, v)| v.split(',').map(str::trim))
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+type WsSink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    tokio_tungstenite::tungstenite::Message,
+>;
+
+/// An events WebSocket of the replay: its reader task, and the answers to the
+/// REST-over-WebSocket requests sent on it.
+struct EventsSocket {
+    sink: WsSink,
+    answers: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl EventsSocket {
+    /// Sends the recorded frame and waits (up to [`WS_ANSWER_WAIT`]) for the answer with its
+    /// `request_id`: its status and message body. No answer: status 0.
+    async fn request(&mut self, w: &WsRequest) -> (u16, Body) {
+        let sent = self
+            .sink
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                w.frame.clone(),
+            ))
+            .await;
+        if sent.is_err() {
+            return (0, Body::Opaque);
+        }
+        let wait = async {
+            while let Some(v) = self.answers.recv().await {
+                if v.get("request_id").and_then(Value::as_str) != Some(w.request_id.as_str()) {
+                    continue;
+                }
+                let status = v
+                    .get("status_code")
+                    .and_then(Value::as_u64)
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(0);
+                let body =
+                    Body::of_text(v.get("message_body").and_then(Value::as_str).unwrap_or(""));
+                return (status, body);
+            }
+            (0, Body::Opaque)
+        };
+        tokio::time::timeout(WS_ANSWER_WAIT, wait)
+            .await
+            .unwrap_or((0, Body::Opaque))
+    }
+}
+
+/// How long a REST-over-WebSocket request waits for its answer (real time).
+const WS_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 fn encode_query(pairs: &[(String, String)]) -> String {
     pairs

@@ -21,8 +21,84 @@ fn the_simulator_answers_every_recorded_exchange_as_the_real_asterisk() {
     for r in &report.recordings {
         assert!(r.exchanges > 0, "{}: no exchange sent", r.dir.display());
         assert_eq!(r.exchanges, r.matched + r.allowed + r.mismatched);
+        // Every line was sent: the HTTP exchanges and the REST-over-WebSocket requests.
+        assert!(
+            r.skipped.is_empty(),
+            "{}: skipped {:?}",
+            r.dir.display(),
+            r.skipped
+        );
+        let dir = recordings().join(&r.dir);
+        let lines = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
+        };
+        assert_eq!(
+            r.exchanges,
+            lines("rest.jsonl") + lines("ws-sent.jsonl"),
+            "{}",
+            r.dir.display()
+        );
     }
     assert!(report.is_clean(), "{report}");
+}
+
+/// A REST-over-WebSocket request is sent on the events WebSocket of its connection and its
+/// answer compared with the `RESTResponse` recorded for its `request_id`; one whose recorded
+/// answer differs from the simulator's is a mismatch located in `ws-sent.jsonl`.
+#[test]
+fn rest_over_websocket_requests_are_replayed_and_compared() {
+    let dir = recording(
+        "ws",
+        &[exchange(
+            "GET",
+            "asterisk/ping",
+            200,
+            r#"{"ping":"pong","timestamp":"2020-01-01T00:00:00.000+0000","asterisk_id":"x"}"#,
+        )],
+    );
+    let request = |id: &str, uri: &str| {
+        serde_json::json!({"run": 1, "conn": "test", "frame": serde_json::json!({
+            "type": "RESTRequest", "request_id": id, "method": "GET", "uri": uri
+        }).to_string()})
+    };
+    let answer = |id: &str, status: u16, body: &str| {
+        serde_json::json!({"run": 1, "conn": "test", "frame": serde_json::json!({
+            "type": "RESTResponse", "request_id": id, "status_code": status,
+            "reason_phrase": "", "uri": "", "content_type": "application/json",
+            "message_body": body
+        }).to_string()})
+    };
+    let sent = [
+        request("r1", "asterisk/ping"),
+        request("r2", "channels/nope"),
+    ];
+    let events = [
+        answer(
+            "r1",
+            200,
+            r#"{"ping":"pong","timestamp":"2020-01-01T00:00:00.000+0000","asterisk_id":"x"}"#,
+        ),
+        // Asterisk answers 404 for a channel it does not have; recorded here as 200.
+        answer("r2", 200, r#"{"id":"nope"}"#),
+    ];
+    let write = |f: &str, lines: &[serde_json::Value]| {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join("rec").join(f), text).expect("written");
+    };
+    write("ws-sent.jsonl", &sent);
+    write("events.jsonl", &events);
+    let report = conform_dir(&dir).expect("the recording loads");
+    print!("{report}");
+    let r = &report.recordings[0];
+    assert_eq!(r.exchanges, 3, "{report}");
+    assert_eq!(r.matched, 2, "{report}");
+    assert_eq!(r.mismatched, 1, "{report}");
+    let m = &report.mismatches[0];
+    assert!(m.file.ends_with("ws-sent.jsonl"), "{}", m.file.display());
+    assert_eq!((m.recorded, m.simulated), (200, 404), "{report}");
+    assert_eq!(m.path, "channels/nope");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A scratch directory holding one recording with these `rest.jsonl` lines.
