@@ -7,10 +7,13 @@ mod common;
 use std::time::Duration;
 
 use ari_testkit::{test_frame, MockServer, PlaceCall};
-use common::{basic, next_json, next_msg, request, send_text, ws_connect, Ws, PATIENCE};
+use common::{
+    basic, next_json, next_msg, request, send_binary, send_text, ws_connect, Ws, PATIENCE,
+};
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn until(ws: &mut Ws, ty: &str) -> Value {
@@ -50,6 +53,19 @@ async fn media_connect(
         Some("media")
     );
     Ok(ws)
+}
+
+/// Reads the media socket, skipping audio and text, up to Asterisk's CLOSE (its frame, `None`
+/// when the socket ended without one).
+async fn until_close(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        match next_msg(ws).await {
+            Some(Ok(Message::Close(frame))) => return frame,
+            None => return None,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("media socket failed before CLOSE: {e}"),
+        }
+    }
 }
 
 /// The next text message on the media socket, skipping audio; counts the audio frames.
@@ -173,14 +189,8 @@ async fn server_mode_media_socket_follows_asterisk() {
     send_text(&mut media, "MARK_MEDIA lost").await;
     send_text(&mut media, "FLUSH_MEDIA").await;
     send_text(&mut media, "CONTINUE_MEDIA").await;
-    media
-        .send(Message::Binary(frame.repeat(3).into()))
-        .await
-        .expect("send");
-    media
-        .send(Message::Binary(vec![0; 100].into()))
-        .await
-        .expect("send");
+    send_binary(&mut media, frame.repeat(3)).await;
+    send_binary(&mut media, vec![0; 100]).await;
     send_text(&mut media, "MARK_MEDIA m1").await;
     send_text(&mut media, "REPORT_QUEUE_DRAINED").await;
     assert_eq!(
@@ -208,16 +218,8 @@ async fn server_mode_media_socket_follows_asterisk() {
     let hr = until(&mut events, "ChannelHangupRequest").await;
     assert_eq!(hr["channel"]["id"], "em-1");
     assert_eq!(hr["tech_cause"], 1000);
-    loop {
-        match next_msg(&mut media).await {
-            Some(Ok(Message::Close(Some(c)))) => {
-                assert_eq!(u16::from(c.code), 1000);
-                break;
-            }
-            Some(Ok(Message::Binary(_) | Message::Text(_))) => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    let close = until_close(&mut media).await;
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1000));
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let reports = loop {
         let r = server.media_sessions();
@@ -291,13 +293,7 @@ async fn hangup_and_report(
     channel_id: &str,
 ) -> ari_testkit::MediaSessionReport {
     send_text(media, "HANGUP").await;
-    loop {
-        match next_msg(media).await {
-            Some(Ok(Message::Close(_))) | None => break,
-            Some(Ok(_)) => {}
-            Some(Err(e)) => panic!("{e}"),
-        }
-    }
+    until_close(media).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         if let Some(r) = server
@@ -340,10 +336,7 @@ async fn open_media(server: &MockServer, extra: &str) -> (Ws, Value, String) {
 /// mark: at least `frames` 20 ms ticks. Returns how many frames Asterisk sent meanwhile.
 async fn frames_during_playout(media: &mut Ws, format: &str, frames: usize, mark: &str) -> usize {
     let frame = test_frame(format);
-    media
-        .send(Message::Binary(frame.repeat(frames).into()))
-        .await
-        .expect("send");
+    send_binary(media, frame.repeat(frames)).await;
     send_text(media, &format!("MARK_MEDIA {mark}")).await;
     let mut received = 0;
     let text = next_control(media, &mut received, &frame).await;
@@ -364,10 +357,7 @@ async fn passthrough_queues_each_message_as_is_and_refuses_queue_commands() {
         "160"
     );
     for len in [100, 250, 480] {
-        media
-            .send(Message::Binary(vec![0x55; len].into()))
-            .await
-            .expect("send");
+        send_binary(&mut media, vec![0x55; len]).await;
     }
     let frame = test_frame("ulaw");
     let mut frames = 0;
@@ -405,10 +395,7 @@ async fn passthrough_queues_each_message_as_is_and_refuses_queue_commands() {
         chan["channelvars"]["MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE"],
         "0"
     );
-    media
-        .send(Message::Binary(vec![0x11; 37].into()))
-        .await
-        .expect("send");
+    send_binary(&mut media, vec![0x11; 37]).await;
     send_text(&mut media, "REPORT_QUEUE_DRAINED").await;
     let frame = test_frame("opus");
     assert_eq!(
@@ -479,10 +466,7 @@ async fn direction_option_sends_media_one_way_only() {
     let (mut media, _, _) =
         open_media(&server, "format=ulaw&transport_data=d(in)&channelId=em-in").await;
     let frame = test_frame("ulaw");
-    media
-        .send(Message::Binary(frame.repeat(10).into()))
-        .await
-        .expect("send");
+    send_binary(&mut media, frame.repeat(10)).await;
     let mut frames = 0;
     send_text(&mut media, "START_MEDIA_BUFFERING").await;
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
-use ari_client::media::{MediaItem, MediaOptions};
+use ari_client::media::{MediaItem, MediaOptions, MediaServer, MediaSession};
 use ari_client::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
@@ -22,6 +22,42 @@ async fn media_report<R: Runtime>(h: &Harness<R>) -> MediaSessionReport {
     })
     .await;
     h.server().media_sessions().remove(0)
+}
+
+/// A [`MediaServer`] for chan_websocket's client connections, on a free loopback port.
+async fn bind_media_server<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) -> MediaServer<E, C> {
+    h.live(
+        "bind",
+        MediaServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+    )
+    .await
+    .expect("bind")
+}
+
+/// An answered incoming call whose media Asterisk sends to `server` through the
+/// `websocket_client` entry (client mode).
+async fn answered_call_media<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    client: &ari_client::Client<Stack<E, C>>,
+    server: &MediaServer<E, C>,
+    websocket_client: &str,
+) -> MediaSession {
+    let channel = h
+        .incoming_call(client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    h.live(
+        "media (client mode)",
+        server.open(
+            &channel,
+            websocket_client,
+            MediaOptions::new("media", "ulaw"),
+        ),
+    )
+    .await
+    .expect("media session")
 }
 
 /// A chan_websocket session opens (externalMedia, `/media/<id>`, a bridge with the call),
@@ -252,29 +288,12 @@ pub async fn audiosocket_server_serves_a_call<E: Executor, C: Connector>(h: &Har
 pub async fn media_client_mode_asterisk_dials_the_app<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) {
-    use ari_client::media::MediaServer;
     let client = h.started(&["media"]).await;
-    let server = h
-        .live(
-            "bind",
-            MediaServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
-        )
-        .await
-        .expect("bind");
+    let server = bind_media_server(h).await;
     let uri = format!("ws://{}/media-in?static=1", server.local_addr());
     h.server().set_websocket_client("media_app", &uri);
 
-    let channel = h
-        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
-        .await;
-    h.live("answer", channel.answer()).await.expect("answer");
-    let mut media = h
-        .live(
-            "media (client mode)",
-            server.open(&channel, "media_app", MediaOptions::new("media", "ulaw")),
-        )
-        .await
-        .expect("media session");
+    let mut media = answered_call_media(h, &client, &server, "media_app").await;
     assert_eq!(media.media_start().connection_id, "media_app");
     assert_eq!(media.media_start().optimal_frame_size, 160);
     assert!(media.bridge_id().is_some());
@@ -344,16 +363,10 @@ pub async fn media_client_mode_asterisk_dials_the_app<E: Executor, C: Connector>
 pub async fn media_server_checks_basic_credentials<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) {
-    use ari_client::media::MediaServer;
     use ari_client::models::ExternalMediaConnectionType;
     let client = h.started(&["media"]).await;
-    let server = h
-        .live(
-            "bind",
-            MediaServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
-        )
+    let server = bind_media_server(h)
         .await
-        .expect("bind")
         .credentials("media", "s3cret")
         .expect("credentials");
     let addr = server.local_addr();
@@ -390,17 +403,7 @@ pub async fn media_server_checks_basic_credentials<E: Executor, C: Connector>(
         .await;
     }
 
-    let channel = h
-        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
-        .await;
-    h.live("answer", channel.answer()).await.expect("answer");
-    let mut media = h
-        .live(
-            "media (client mode, right credentials)",
-            server.open(&channel, "media_ok", MediaOptions::new("media", "ulaw")),
-        )
-        .await
-        .expect("media session");
+    let mut media = answered_call_media(h, &client, &server, "media_ok").await;
     loop {
         match h.live("audio arrives", media.next()).await {
             Some(MediaItem::Audio(frame)) => {

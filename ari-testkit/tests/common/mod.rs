@@ -180,3 +180,7 @@ pub async fn next_msg(
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text.to_owned())).await.expect("send");
 }
+
+pub async fn send_binary(ws: &mut Ws, data: Vec<u8>) {
+    ws.send(Message::Binary(data.into())).await.expect("send");
+}
