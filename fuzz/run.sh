@@ -18,7 +18,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(event_decode response_decode rest_response_frame session_actions upgrade_check accepted_session media_control audiosocket_decode ws_handshake route_scan)
+  targets=(event_decode response_decode rest_response_frame session_actions upgrade_check accepted_session media_control audiosocket_decode ws_handshake route_scan batch_decode)
 fi
 
 export RUSTC_BOOTSTRAP=1

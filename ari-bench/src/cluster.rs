@@ -337,6 +337,10 @@ async fn events_cluster(
             "proxy_events_dropped": after.events_dropped - before.events_dropped,
             "proxy_publish_errors": after.publish_errors - before.publish_errors,
             "calls_claimed": after.calls_claimed - before.calls_claimed,
+            "proxy_nats_messages": after.event_messages - before.event_messages,
+            "nats_messages_per_event":
+                (after.event_messages - before.event_messages) as f64 / n.max(1) as f64,
+            "cluster_malformed": cstats.malformed,
         }),
     )
 }
@@ -694,6 +698,9 @@ pub(crate) fn ratios(v: &Value) -> Value {
         "cluster_client_cpu_us_per_event": us(2, "client"),
         "cluster_proxy_cpu_us_per_event": us(2, "proxy"),
         "cluster_nats_server_cpu_us_per_event": us(2, "nats_server"),
+        "cluster_nats_messages_per_event": v["events"][2]["nats_messages_per_event"]
+            .as_f64()
+            .unwrap_or(0.0),
         "cluster_events_lost": v["events"][2]["events"].as_u64().unwrap_or(0)
             .saturating_sub(v["events"][2]["received"].as_u64().unwrap_or(0)),
         "floor_events_per_sec_vs_direct": eps(0) / eps(1).max(1e-9),
@@ -766,11 +773,12 @@ pub(crate) fn table(v: &Value) -> String {
             .unwrap_or(0.0);
         let _ = writeln!(
             s,
-            "run {}: events through the cluster {:.2}× direct events/s: target ≥ 0.50× {}; {} lost; CPU per event: direct client {:.2} µs, cluster client {:.2} µs, proxy {:.2} µs, nats-server {:.2} µs",
+            "run {}: events through the cluster {:.2}× direct events/s: target ≥ 0.50× {}; {} lost; {:.3} NATS messages per event; CPU per event: direct client {:.2} µs, cluster client {:.2} µs, proxy {:.2} µs, nats-server {:.2} µs",
             i + 1,
             ratio,
             if ratio >= 0.5 { "met" } else { "MISSED" },
             r["cluster_events_lost"].as_u64().unwrap_or(0),
+            r["cluster_nats_messages_per_event"].as_f64().unwrap_or(0.0),
             r["direct_client_cpu_us_per_event"].as_f64().unwrap_or(0.0),
             r["cluster_client_cpu_us_per_event"].as_f64().unwrap_or(0.0),
             r["cluster_proxy_cpu_us_per_event"].as_f64().unwrap_or(0.0),

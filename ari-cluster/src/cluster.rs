@@ -174,6 +174,9 @@ pub struct ClusterStats {
     pub events: u64,
     /// Frames received after the events connection was closed (not delivered).
     pub events_dropped: u64,
+    /// Event messages dropped because they did not decode: a batch that does not parse
+    /// (dropped whole: its frames cannot be told apart) or a frame that is not UTF-8.
+    pub malformed: u64,
     /// Slow-consumer reports of NATS: messages dropped because this instance read them
     /// slower than they came, beyond its subscriptions' buffers.
     pub slow_consumer: u64,
@@ -202,6 +205,7 @@ struct Counters {
     calls_taken: AtomicU64,
     events: AtomicU64,
     events_dropped: AtomicU64,
+    malformed: AtomicU64,
     slow_consumer: Arc<AtomicU64>,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
@@ -266,33 +270,62 @@ impl Shared {
         map.insert(key, node.clone());
     }
 
-    /// Records what an event's headers say: its resources live on its node; the final ones
-    /// end.
+    /// Records what one frame's resource lists say (the [`wire::RESOURCES_HEADER`] format):
+    /// its resources live on `node` (`node_arc` caches it as an `Arc`); the final ones end.
+    fn learn_refs_in(
+        map: &mut HashMap<String, Arc<str>>,
+        counters: &Counters,
+        node: &str,
+        node_arc: &mut Option<Arc<str>>,
+        resources: &str,
+        finals: &str,
+    ) {
+        // Most events concern resources already known on this node: a lookup, no
+        // allocation.
+        for key in resources.split(' ').filter(|k| !k.is_empty()) {
+            match map.get(key) {
+                Some(n) if &**n == node => {}
+                _ => {
+                    let node = node_arc.get_or_insert_with(|| Arc::from(node)).clone();
+                    Shared::learn_in(map, counters, key.to_string(), &node);
+                }
+            }
+        }
+        for key in finals.split(' ').filter(|k| !k.is_empty()) {
+            map.remove(key);
+        }
+    }
+
+    /// Records what a single event's headers say.
     fn learn_headers(&self, headers: Option<&async_nats::HeaderMap>) {
         let Some(h) = headers else { return };
         let Some(node) = h.get(wire::NODE_HEADER) else {
             return;
         };
-        let node = node.as_str();
+        let text = |name| h.get(name).map(|v| v.as_str()).unwrap_or("");
+        Shared::learn_refs_in(
+            &mut lock(&self.resources),
+            &self.counters,
+            node.as_str(),
+            &mut None,
+            text(wire::RESOURCES_HEADER),
+            text(wire::FINAL_HEADER),
+        );
+    }
+
+    /// Records what a batch's records say (one lock for the batch).
+    fn learn_batch(&self, node: &str, records: &[wire::BatchRecord<'_>]) {
         let mut map = lock(&self.resources);
-        if let Some(res) = h.get(wire::RESOURCES_HEADER) {
-            // Most events concern resources already known on this node: a lookup, no
-            // allocation.
-            let mut known: Option<Arc<str>> = None;
-            for key in res.as_str().split(' ').filter(|k| !k.is_empty()) {
-                match map.get(key) {
-                    Some(n) if &**n == node => {}
-                    _ => {
-                        let node = known.get_or_insert_with(|| Arc::from(node)).clone();
-                        Shared::learn_in(&mut map, &self.counters, key.to_string(), &node);
-                    }
-                }
-            }
-        }
-        if let Some(fin) = h.get(wire::FINAL_HEADER) {
-            for key in fin.as_str().split(' ').filter(|k| !k.is_empty()) {
-                map.remove(key);
-            }
+        let mut node_arc = None;
+        for r in records {
+            Shared::learn_refs_in(
+                &mut map,
+                &self.counters,
+                node,
+                &mut node_arc,
+                r.resources,
+                r.finals,
+            );
         }
     }
 
@@ -628,6 +661,7 @@ impl Cluster {
             calls_taken: c.calls_taken.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
             slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
@@ -935,22 +969,63 @@ async fn feed(
                     }
                     continue;
                 }
-                shared.counters.events.fetch_add(1, Ordering::Relaxed);
-                shared.learn_headers(msg.headers.as_ref());
-                // Checked once, not copied: the session reads the payload's own bytes.
-                let text = match ari_client::runtime::Utf8Bytes::try_from(msg.payload.clone()) {
-                    Ok(t) => t,
-                    Err(_) => continue,
+                let headers = msg.headers.as_ref();
+                let batch = headers.and_then(|h| h.get(wire::BATCH_HEADER));
+                let Some(count) = batch else {
+                    // One frame, its resources in headers.
+                    shared.counters.events.fetch_add(1, Ordering::Relaxed);
+                    shared.learn_headers(headers);
+                    if !deliver(&shared, &tx, msg.payload).await {
+                        return;
+                    }
+                    continue;
                 };
-                // Waits for room: the subscriptions' own buffers take the burst meanwhile
-                // (beyond them NATS counts the drops as a slow consumer).
-                if tx.send(Ok(WsMessage::Text(text))).await.is_err() {
-                    shared.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                let records = match wire::decode_batch(count.as_str(), &msg.payload) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(subject = %msg.subject, error = %e, "event batch dropped");
+                        continue;
+                    }
+                };
+                shared
+                    .counters
+                    .events
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
+                    shared.learn_batch(node.as_str(), &records);
+                }
+                for r in records {
+                    if !deliver(&shared, &tx, r.frame).await {
+                        return;
+                    }
                 }
             }
         }
     }
+}
+
+/// Hands one frame to the client's session, waiting for room (the subscriptions' own buffers
+/// take the burst meanwhile; beyond them NATS counts the drops as a slow consumer). `false`
+/// when the events connection is closed.
+async fn deliver(
+    shared: &Shared,
+    tx: &mpsc::Sender<Result<WsMessage, TransportError>>,
+    frame: Bytes,
+) -> bool {
+    // Checked once, not copied: the session reads the payload's own bytes.
+    let Ok(text) = ari_client::runtime::Utf8Bytes::try_from(frame) else {
+        shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        return true;
+    };
+    if tx.send(Ok(WsMessage::Text(text))).await.is_err() {
+        shared
+            .counters
+            .events_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    true
 }
 
 /// The events connection over NATS (the client's "WebSocket").

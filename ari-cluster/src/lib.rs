@@ -53,6 +53,36 @@ pub mod fuzzing {
     pub fn route_scan(frame: &[u8]) -> Result<(), String> {
         crate::scan::check(frame)
     }
+
+    /// Decodes an event batch: the input's first line is the [`crate::wire::BATCH_HEADER`]
+    /// value, the rest the payload. Never panics; `Err` describes a batch that decoded but does
+    /// not write back to the same bytes (a frame or resource list read wrongly).
+    pub fn batch_decode(data: &[u8]) -> Result<(), String> {
+        let (count, payload) = match data.iter().position(|b| *b == b'\n') {
+            Some(i) => (&data[..i], &data[i + 1..]),
+            None => (data, &[][..]),
+        };
+        let count = String::from_utf8_lossy(count);
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        let Ok(records) = crate::wire::decode_batch(&count, &payload) else {
+            return Ok(());
+        };
+        let mut w = crate::wire::BatchWriter::new();
+        for r in &records {
+            w.push(&r.frame, r.resources, r.finals)
+                .map_err(|e| format!("a decoded record does not write back: {e}"))?;
+        }
+        let (n, again) = w.take();
+        if n != records.len() || again != payload {
+            return Err(format!(
+                "{} records decoded from {} bytes write back as {n} records, {} bytes",
+                records.len(),
+                payload.len(),
+                again.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Connects to NATS with what both sides need: reconnect forever, report the connection state

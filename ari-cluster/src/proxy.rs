@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::owners::Owners;
 use crate::scan;
 use crate::tap::TapRuntime;
-use crate::wire::{self, Announce, ProxyStats, RestRequest, RestResponse, Subjects};
+use crate::wire::{self, Announce, BatchWriter, ProxyStats, RestRequest, RestResponse, Subjects};
 
 /// Query values are encoded as Asterisk decodes them: everything but unreserved characters.
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
@@ -164,6 +164,7 @@ impl std::error::Error for ProxyError {
 struct Counters {
     events_in: AtomicU64,
     events_out: AtomicU64,
+    event_messages: AtomicU64,
     undecodable: AtomicU64,
     calls_claimed: AtomicU64,
     calls_unclaimed: AtomicU64,
@@ -236,6 +237,7 @@ impl State {
             connected: self.connected.load(Ordering::Relaxed),
             events_in: c.events_in.load(Ordering::Relaxed),
             events_out: c.events_out.load(Ordering::Relaxed),
+            event_messages: c.event_messages.load(Ordering::Relaxed),
             events_dropped: self.runtime.tap().dropped.load(Ordering::Relaxed),
             undecodable: c.undecodable.load(Ordering::Relaxed),
             calls_claimed: c.calls_claimed.load(Ordering::Relaxed),
@@ -263,11 +265,21 @@ impl State {
         Bytes::from(serde_json::to_vec(&a).unwrap_or_default())
     }
 
+    /// Publishes a batch of `frames` frames ([`wire::BATCH_HEADER`]).
+    async fn publish_batch(&self, subject: async_nats::Subject, frames: usize, payload: Bytes) {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(wire::NODE_HEADER, self.node.as_str());
+        h.insert(wire::BATCH_HEADER, frames.to_string().as_str());
+        self.publish(subject, h, payload, frames).await;
+    }
+
+    /// Publishes an event message carrying `frames` frames.
     async fn publish(
         &self,
         subject: async_nats::Subject,
         headers: async_nats::HeaderMap,
         payload: Bytes,
+        frames: usize,
     ) {
         match self
             .nats
@@ -275,7 +287,10 @@ impl State {
             .await
         {
             Ok(()) => {
-                self.counters.events_out.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .events_out
+                    .fetch_add(frames as u64, Ordering::Relaxed);
+                self.counters.event_messages.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -513,15 +528,74 @@ async fn serve_health(state: Arc<State>, mut sub: async_nats::Subscriber) {
 // Events
 // ---------------------------------------------------------------------------------------
 
+/// Reads the frames of the events WebSocket in bursts: every frame already read joins its
+/// subject's batch ([`Outbox`]); the batches are published as soon as nothing more is ready
+/// (or one is full), so batching adds no wait.
 async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
+    let mut out = Outbox::default();
     while let Some(frame) = frames.recv().await {
-        route_event(&state, frame).await;
+        route_event(&state, frame, &mut out).await;
+        while let Ok(frame) = frames.try_recv() {
+            route_event(&state, frame, &mut out).await;
+        }
+        out.flush_all(&state).await;
     }
 }
 
-/// `c:ID b:ID …` for the header.
-fn refs_header<'a>(refs: impl Iterator<Item = ResourceRef<'a>>) -> String {
-    let mut out = String::new();
+/// The batches being filled, one per subject (a burst names few: the owning instances and
+/// the unowned events' subject), in the order their subjects first came.
+#[derive(Default)]
+struct Outbox {
+    batches: Vec<(async_nats::Subject, BatchWriter)>,
+    /// Scratch for a frame's resource lists (kept to spare an allocation per frame).
+    resources: String,
+    finals: String,
+}
+
+impl Outbox {
+    /// Adds `frame` to `subject`'s batch (publishing the batch when full); a frame that does
+    /// not fit a record is published alone, its resources in headers.
+    async fn add(&mut self, state: &State, subject: async_nats::Subject, frame: &[u8]) {
+        let i = match self.batches.iter().position(|(s, _)| *s == subject) {
+            Some(i) => i,
+            None => {
+                self.batches.push((subject, BatchWriter::new()));
+                self.batches.len() - 1
+            }
+        };
+        let (subject, batch) = &mut self.batches[i];
+        if batch.push(frame, &self.resources, &self.finals).is_err() {
+            // After what the subject's batch holds, to keep the order.
+            if !batch.is_empty() {
+                let (n, payload) = batch.take();
+                state.publish_batch(subject.clone(), n, payload).await;
+            }
+            let headers = event_headers(&state.node, &self.resources, &self.finals);
+            state
+                .publish(subject.clone(), headers, Bytes::copy_from_slice(frame), 1)
+                .await;
+            return;
+        }
+        if batch.is_full() {
+            let (n, payload) = batch.take();
+            state.publish_batch(subject.clone(), n, payload).await;
+        }
+    }
+
+    /// Publishes every batch not empty, in the order their subjects first came.
+    async fn flush_all(&mut self, state: &State) {
+        for (subject, mut batch) in self.batches.drain(..) {
+            if !batch.is_empty() {
+                let (n, payload) = batch.take();
+                state.publish_batch(subject, n, payload).await;
+            }
+        }
+    }
+}
+
+/// `c:ID b:ID …` (the [`wire::RESOURCES_HEADER`] format) into `out`.
+fn refs_header<'a>(out: &mut String, refs: impl Iterator<Item = ResourceRef<'a>>) {
+    out.clear();
     for r in refs {
         if let Some(l) = wire::kind_letter(r.kind) {
             if !out.is_empty() {
@@ -532,7 +606,6 @@ fn refs_header<'a>(refs: impl Iterator<Item = ResourceRef<'a>>) -> String {
             out.push_str(r.id);
         }
     }
-    out
 }
 
 fn event_headers(node: &str, resources: &str, finals: &str) -> async_nats::HeaderMap {
@@ -608,10 +681,11 @@ impl<'a> Routing<'a> {
     }
 }
 
-/// Publishes one frame: to the instances owning a resource it names, else unowned; a new
-/// call is first offered to the application's queue group. The frequent event types are
-/// routed from the raw frame ([`scan`], no typed event built); the others are decoded.
-async fn route_event(state: &Arc<State>, frame: Bytes) {
+/// Adds one frame to the batches of the instances owning a resource it names, else to the
+/// unowned events' batch; a new call is first offered to the application's queue group. The
+/// frequent event types are routed from the raw frame ([`scan`], no typed event built); the
+/// others are decoded.
+async fn route_event(state: &Arc<State>, frame: Bytes, out: &mut Outbox) {
     let default_app = state.config.apps.first().map(String::as_str).unwrap_or("");
     let scanned;
     let event;
@@ -633,17 +707,17 @@ async fn route_event(state: &Arc<State>, frame: Bytes) {
                 state.counters.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "undecodable frame published unowned");
                 let subject = state.subjects.event(default_app, &state.node);
-                state
-                    .publish(subject.into(), event_headers(&state.node, "", ""), frame)
-                    .await;
+                out.resources.clear();
+                out.finals.clear();
+                out.add(state, subject.into(), &frame).await;
                 return;
             }
         },
     };
-    route(state, &frame, routing).await;
+    route(state, &frame, routing, out).await;
 }
 
-async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>) {
+async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>, out: &mut Outbox) {
     state.counters.events_in.fetch_add(1, Ordering::Relaxed);
     let refs = |finals: bool| {
         r.resources
@@ -651,11 +725,6 @@ async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>) {
             .filter(move |(_, _, last)| !finals || *last)
             .map(|(k, id, _)| ResourceRef::new(*k, id))
     };
-    let headers = event_headers(
-        &state.node,
-        &refs_header(refs(false)),
-        &refs_header(refs(true)),
-    );
 
     // Owners of the resources named, in order, without repeats.
     let mut owners: Vec<Arc<str>> = Vec::new();
@@ -673,6 +742,8 @@ async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>) {
 
     if owners.is_empty() {
         if let Some(channel) = r.start {
+            // What was read before the new call goes out first, as it came.
+            out.flush_all(state).await;
             match claim(state, r.app, frame).await {
                 Some(owner) => {
                     state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
@@ -703,21 +774,19 @@ async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>) {
         }
     }
 
+    refs_header(&mut out.resources, refs(false));
+    refs_header(&mut out.finals, refs(true));
     if owners.is_empty() {
         let subject = if r.start.is_some() {
             state.subjects.unclaimed(r.app, &state.node)
         } else {
             state.subjects.event(r.app, &state.node)
         };
-        state.publish(subject.into(), headers, frame.clone()).await;
-    } else if let [owner] = owners.as_slice() {
-        // The usual case: one owner, the headers moved, the frame shared (not copied).
-        let subject = state.instance_subject(owner);
-        state.publish(subject, headers, frame.clone()).await;
+        out.add(state, subject.into(), frame).await;
     } else {
         for owner in &owners {
             let subject = state.instance_subject(owner);
-            state.publish(subject, headers.clone(), frame.clone()).await;
+            out.add(state, subject, frame).await;
         }
     }
 

@@ -7,15 +7,36 @@
 //! | `{p}.rest.{node}` | a client, request/reply, to one node | Asterisk's `RESTRequest` → `RESTResponse` |
 //! | `{p}.rest` (queue group `ari-proxy`) | a client, request/reply, to any one node | the same |
 //! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
-//! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | the event frame as Asterisk sent it |
-//! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | the event frame as Asterisk sent it |
+//! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
+//! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
 //! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | the `StasisStart` frame |
 //! | `{p}.health.{node}` | request/reply to one proxy | [`ProxyStats`] JSON |
 //!
 //! Node ids (Asterisk's entity id, `02:fc:00:00:00:01`) and instance ids are made subject-safe
 //! with [`token`]. `{p}` is the prefix, `ari` by default.
+//!
+//! ## Event batches
+//!
+//! The proxy groups the frames it has read from Asterisk and not yet published by subject,
+//! and publishes each group as one NATS message with the header [`BATCH_HEADER`] (the number
+//! of frames) and [`NODE_HEADER`]. Its payload is the frames in the order Asterisk sent them,
+//! each as one record (integers big-endian):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 4 | length of the frame |
+//! | 2 | length of the resources (the [`RESOURCES_HEADER`] format) |
+//! | 2 | length of the final resources (the [`FINAL_HEADER`] format) |
+//! | … | the resources, the final resources, then the frame, byte for byte as received |
+//!
+//! A batch holds at most [`MAX_BATCH_FRAMES`] frames and about [`MAX_BATCH_BYTES`] bytes (a
+//! larger frame travels alone); it is published as soon as the proxy has nothing more read, so
+//! batching adds no wait. A message without [`BATCH_HEADER`] is one frame, its resources in
+//! the headers. [`BatchWriter`] writes batches, [`decode_batch`] reads them.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Header naming the node (Asterisk entity id) a reply or an event comes from.
 pub const NODE_HEADER: &str = "Ari-Node";
@@ -30,6 +51,13 @@ pub const BODY_ENCODING_HEADER: &str = "Ari-Body-Encoding";
 pub const RESOURCES_HEADER: &str = "Ari-Resources";
 /// Header on an event listing the resources it ends (same format as [`RESOURCES_HEADER`]).
 pub const FINAL_HEADER: &str = "Ari-Final";
+/// Header on an event message whose payload is a batch of frames: their number (see the
+/// module's documentation).
+pub const BATCH_HEADER: &str = "Ari-Batch";
+/// Most frames a proxy puts in one batch.
+pub const MAX_BATCH_FRAMES: usize = 256;
+/// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// The queue group of the proxies on `{p}.rest`.
 pub const PROXY_QUEUE: &str = "ari-proxy";
 
@@ -239,8 +267,11 @@ pub struct ProxyStats {
     pub connected: bool,
     /// Event frames received from Asterisk.
     pub events_in: u64,
-    /// Event messages published (one per owning instance, or one unowned).
+    /// Event frames published (one per owning instance, or one unowned).
     pub events_out: u64,
+    /// NATS messages those frames travelled in (batches: see [`BatchWriter`]).
+    #[serde(default)]
+    pub event_messages: u64,
     /// Event frames dropped because the proxy's queue was full.
     pub events_dropped: u64,
     /// Frames that did not decode (still published, unowned).
@@ -281,9 +312,318 @@ pub(crate) fn kind_letter(kind: ari_proto::events::ResourceKind) -> Option<char>
     }
 }
 
+/// Bytes of a record's lengths.
+const RECORD_HEAD: usize = 8;
+
+/// Writes an event batch (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct BatchWriter {
+    buf: BytesMut,
+    frames: usize,
+}
+
+impl BatchWriter {
+    /// An empty batch.
+    pub fn new() -> BatchWriter {
+        BatchWriter::default()
+    }
+
+    /// Appends one frame with the resources it concerns and those it ends (both in the
+    /// [`RESOURCES_HEADER`] format). Refused (nothing appended) when a length does not fit its
+    /// field: the frame then travels alone, its resources in headers.
+    pub fn push(&mut self, frame: &[u8], resources: &str, finals: &str) -> Result<(), BatchError> {
+        let (Ok(f), Ok(r), Ok(x)) = (
+            u32::try_from(frame.len()),
+            u16::try_from(resources.len()),
+            u16::try_from(finals.len()),
+        ) else {
+            return Err(BatchError::TooLarge);
+        };
+        self.buf
+            .reserve(RECORD_HEAD + resources.len() + finals.len() + frame.len());
+        self.buf.put_u32(f);
+        self.buf.put_u16(r);
+        self.buf.put_u16(x);
+        self.buf.put_slice(resources.as_bytes());
+        self.buf.put_slice(finals.as_bytes());
+        self.buf.put_slice(frame);
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Frames in the batch.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Bytes of the batch so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Whether the batch should be published before more is added ([`MAX_BATCH_FRAMES`],
+    /// [`MAX_BATCH_BYTES`]).
+    pub fn is_full(&self) -> bool {
+        self.frames >= MAX_BATCH_FRAMES || self.buf.len() >= MAX_BATCH_BYTES
+    }
+
+    /// Takes the batch (its number of frames and payload), leaving this one empty.
+    pub fn take(&mut self) -> (usize, Bytes) {
+        let frames = std::mem::take(&mut self.frames);
+        (frames, self.buf.split().freeze())
+    }
+}
+
+/// One frame of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchRecord<'a> {
+    /// The resources the frame concerns ([`RESOURCES_HEADER`] format).
+    pub resources: &'a str,
+    /// The resources it ends ([`FINAL_HEADER`] format).
+    pub finals: &'a str,
+    /// The frame as Asterisk sent it (a slice of the payload, not a copy).
+    pub frame: Bytes,
+}
+
+/// Why a batch did not decode (or a frame did not fit one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The [`BATCH_HEADER`] is not a number.
+    BadCount,
+    /// The payload ends inside a record (at this offset).
+    Truncated {
+        /// Offset of the record.
+        at: usize,
+    },
+    /// A record's resources are not UTF-8 (the record at this offset).
+    NotUtf8 {
+        /// Offset of the record.
+        at: usize,
+    },
+    /// The payload holds another number of frames than its header says.
+    CountMismatch {
+        /// Frames the header announces.
+        declared: usize,
+        /// Frames found (counting stops past the announced number).
+        found: usize,
+    },
+    /// A frame or its resources are too long for a record (writing only).
+    TooLarge,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::BadCount => {
+                write!(f, "event batch: the {BATCH_HEADER} header is not a number")
+            }
+            BatchError::Truncated { at } => {
+                write!(
+                    f,
+                    "event batch: the payload ends inside the record at byte {at}"
+                )
+            }
+            BatchError::NotUtf8 { at } => {
+                write!(
+                    f,
+                    "event batch: the resources of the record at byte {at} are not UTF-8"
+                )
+            }
+            BatchError::CountMismatch { declared, found } => write!(
+                f,
+                "event batch: {BATCH_HEADER} announces {declared} frames, the payload holds {found}"
+            ),
+            BatchError::TooLarge => {
+                write!(
+                    f,
+                    "event batch: a frame or its resource list is too long for a record"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Reads a batch: `count` is the value of its [`BATCH_HEADER`]. The whole payload is checked
+/// before anything is returned, so a malformed batch yields no frame at all.
+pub fn decode_batch<'a>(
+    count: &str,
+    payload: &'a Bytes,
+) -> Result<Vec<BatchRecord<'a>>, BatchError> {
+    let declared: usize = count.trim().parse().map_err(|_| BatchError::BadCount)?;
+    // Every record takes at least its head: a count the payload cannot hold is refused before
+    // anything is allocated for it.
+    if declared > payload.len() / RECORD_HEAD {
+        return Err(BatchError::CountMismatch {
+            declared,
+            found: payload.len() / RECORD_HEAD,
+        });
+    }
+    let mut out = Vec::with_capacity(declared);
+    let mut at = 0;
+    while at < payload.len() {
+        if out.len() == declared {
+            return Err(BatchError::CountMismatch {
+                declared,
+                found: declared + 1,
+            });
+        }
+        let head = payload
+            .get(at..at + RECORD_HEAD)
+            .ok_or(BatchError::Truncated { at })?;
+        let f = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let r = u16::from_be_bytes([head[4], head[5]]) as usize;
+        let x = u16::from_be_bytes([head[6], head[7]]) as usize;
+        let start = at + RECORD_HEAD;
+        let end = start
+            .checked_add(r + x)
+            .and_then(|e| e.checked_add(f))
+            .filter(|e| *e <= payload.len())
+            .ok_or(BatchError::Truncated { at })?;
+        let text = |from: usize, len: usize| {
+            std::str::from_utf8(&payload[from..from + len]).map_err(|_| BatchError::NotUtf8 { at })
+        };
+        out.push(BatchRecord {
+            resources: text(start, r)?,
+            finals: text(start + r, x)?,
+            frame: payload.slice(start + r + x..end),
+        });
+        at = end;
+    }
+    if out.len() != declared {
+        return Err(BatchError::CountMismatch {
+            declared,
+            found: out.len(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_round_trip_in_order() {
+        let mut w = BatchWriter::new();
+        assert!(w.is_empty());
+        let frames: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"type":"ChannelVarset","n":{i}}}"#))
+            .collect();
+        for (i, f) in frames.iter().enumerate() {
+            let finals = if i == 4 { "c:1" } else { "" };
+            w.push(f.as_bytes(), "c:1 b:2", finals).expect("fits");
+        }
+        w.push(b"", "", "").expect("an empty frame fits");
+        assert_eq!(w.frames(), 6);
+        let (n, payload) = w.take();
+        assert!(w.is_empty() && w.bytes() == 0);
+        let records = decode_batch(&n.to_string(), &payload).expect("decodes");
+        assert_eq!(records.len(), 6);
+        for (i, r) in records.iter().take(5).enumerate() {
+            assert_eq!(&r.frame[..], frames[i].as_bytes());
+            assert_eq!(r.resources, "c:1 b:2");
+            assert_eq!(r.finals, if i == 4 { "c:1" } else { "" });
+        }
+        assert_eq!((records[5].frame.len(), records[5].resources), (0, ""));
+        assert_eq!(decode_batch("0", &Bytes::new()).expect("empty"), vec![]);
+    }
+
+    #[test]
+    fn batches_fill_up_by_frames_and_by_bytes() {
+        let mut w = BatchWriter::new();
+        for _ in 0..MAX_BATCH_FRAMES - 1 {
+            w.push(b"{}", "", "").expect("fits");
+        }
+        assert!(!w.is_full());
+        w.push(b"{}", "", "").expect("fits");
+        assert!(w.is_full());
+        w.take();
+        w.push(&vec![b'x'; MAX_BATCH_BYTES], "", "").expect("fits");
+        assert!(w.is_full());
+        assert_eq!(
+            w.push(b"{}", &"c".repeat(70_000), ""),
+            Err(BatchError::TooLarge)
+        );
+        assert_eq!(w.frames(), 1, "a refused frame is not appended");
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_whole() {
+        let mut w = BatchWriter::new();
+        w.push(b"{\"type\":\"A\"}", "c:1", "").expect("fits");
+        w.push(b"{\"type\":\"B\"}", "c:2", "").expect("fits");
+        let (_, payload) = w.take();
+        assert_eq!(decode_batch("two", &payload), Err(BatchError::BadCount));
+        assert_eq!(
+            decode_batch("3", &payload),
+            Err(BatchError::CountMismatch {
+                declared: 3,
+                found: 2
+            })
+        );
+        assert_eq!(
+            decode_batch("1", &payload),
+            Err(BatchError::CountMismatch {
+                declared: 1,
+                found: 2
+            })
+        );
+        assert_eq!(
+            decode_batch("99999999999", &payload).map(|_| ()),
+            Err(BatchError::CountMismatch {
+                declared: 99_999_999_999,
+                found: payload.len() / 8
+            })
+        );
+        let cut = payload.slice(..payload.len() - 1);
+        assert_eq!(
+            decode_batch("2", &cut),
+            Err(BatchError::Truncated { at: 23 })
+        );
+        let mut bad = payload.to_vec();
+        bad[8] = 0xff; // first byte of the first record's resources
+        assert_eq!(
+            decode_batch("2", &Bytes::from(bad)),
+            Err(BatchError::NotUtf8 { at: 0 })
+        );
+        let mut huge = payload.to_vec();
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            decode_batch("2", &Bytes::from(huge)),
+            Err(BatchError::Truncated { at: 0 })
+        );
+        assert!(BatchError::Truncated { at: 23 }
+            .to_string()
+            .contains("byte 23"));
+    }
+
+    /// The seed corpus of the fuzz target `batch_decode` (valid batches of recorded frames,
+    /// malformed ones): every seed returns, and the valid ones write back byte for byte.
+    #[test]
+    fn the_batch_decode_fuzz_corpus_round_trips() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/batch_decode");
+        let (mut seeds, mut valid) = (0, 0);
+        for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/batch_decode") {
+            let data = std::fs::read(entry.expect("entry").path()).expect("seed");
+            crate::fuzzing::batch_decode(&data).expect("round trip");
+            let nl = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+            let payload = Bytes::copy_from_slice(data.get(nl + 1..).unwrap_or(&[]));
+            let count = String::from_utf8_lossy(&data[..nl]).into_owned();
+            valid += usize::from(decode_batch(&count, &payload).is_ok());
+            seeds += 1;
+        }
+        assert!(seeds >= 9 && valid >= 4, "{seeds} seeds, {valid} valid");
+    }
 
     #[test]
     fn tokens_are_subject_safe() {
