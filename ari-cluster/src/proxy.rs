@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,8 +61,8 @@ pub struct ProxyConfig {
     /// How long one offer of a new call waits for an instance to take it (default 1 s).
     /// An offer is made up to [`ProxyConfig::claim_attempts`] times (the queue group may pick
     /// another instance); then the call is published on `{p}.unclaimed.{app}.{node}` and
-    /// counted in [`ProxyStats::calls_unclaimed`]. The node's events wait meanwhile, so that
-    /// they stay in order.
+    /// counted in [`ProxyStats::calls_unclaimed`]. The call's events (and those of resources
+    /// they name) wait meanwhile, so that they stay in order; other calls' events go on.
     pub claim_timeout: Duration,
     /// Offers of a new call at most (default 3).
     pub claim_attempts: u32,
@@ -165,6 +165,7 @@ struct Counters {
     events_in: AtomicU64,
     events_out: AtomicU64,
     event_messages: AtomicU64,
+    events_held: AtomicU64,
     undecodable: AtomicU64,
     calls_claimed: AtomicU64,
     calls_unclaimed: AtomicU64,
@@ -238,6 +239,7 @@ impl State {
             events_in: c.events_in.load(Ordering::Relaxed),
             events_out: c.events_out.load(Ordering::Relaxed),
             event_messages: c.event_messages.load(Ordering::Relaxed),
+            events_held: c.events_held.load(Ordering::Relaxed),
             events_dropped: self.runtime.tap().dropped.load(Ordering::Relaxed),
             undecodable: c.undecodable.load(Ordering::Relaxed),
             calls_claimed: c.calls_claimed.load(Ordering::Relaxed),
@@ -528,17 +530,130 @@ async fn serve_health(state: Arc<State>, mut sub: async_nats::Subscriber) {
 // Events
 // ---------------------------------------------------------------------------------------
 
+/// Frames at most waiting for new calls' offers (see [`Holding`]); past it the proxy stops
+/// reading from Asterisk until offers are answered.
+const MAX_HELD: usize = 65_536;
+
 /// Reads the frames of the events WebSocket in bursts: every frame already read joins its
 /// subject's batch ([`Outbox`]); the batches are published as soon as nothing more is ready
-/// (or one is full), so batching adds no wait.
+/// (or one is full), so batching adds no wait. New calls are offered to the instances without
+/// stopping the other calls' events ([`Holding`]).
 async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
+    let (claims_tx, mut claims) = mpsc::channel(MAX_HELD);
     let mut out = Outbox::default();
-    while let Some(frame) = frames.recv().await {
-        route_event(&state, frame, &mut out).await;
-        while let Ok(frame) = frames.try_recv() {
-            route_event(&state, frame, &mut out).await;
+    let mut holding = Holding::new(claims_tx);
+    loop {
+        tokio::select! {
+            biased;
+            Some((id, owner)) = claims.recv() => {
+                holding.resolved.insert(id, owner);
+                while let Ok((id, owner)) = claims.try_recv() {
+                    holding.resolved.insert(id, owner);
+                }
+                holding.release(&state, &mut out).await;
+            }
+            frame = frames.recv(), if holding.held.len() < MAX_HELD => {
+                let Some(frame) = frame else { break };
+                route_event(&state, frame, &mut out, Some(&mut holding), None).await;
+                while holding.held.len() < MAX_HELD {
+                    let Ok(frame) = frames.try_recv() else { break };
+                    route_event(&state, frame, &mut out, Some(&mut holding), None).await;
+                }
+            }
         }
         out.flush_all(&state).await;
+    }
+}
+
+/// The frames waiting for new calls' offers. A new call's `StasisStart` is offered to the
+/// application's instances at once and waits here for the answer, with every later frame
+/// naming a resource of a waiting frame (so each resource's frames keep their order); the
+/// other calls' frames go on meanwhile. Frames leave in the order they came, each as soon as
+/// the offers before it are answered.
+struct Holding {
+    held: VecDeque<Held>,
+    /// Resource id → frames held that name it (ids only: a channel and a bridge with the
+    /// same id would only make a frame wait that need not).
+    ids: HashMap<String, usize>,
+    /// Answered offers not yet at the front.
+    resolved: HashMap<u64, Option<Arc<str>>>,
+    next: u64,
+    claims_tx: mpsc::Sender<(u64, Option<Arc<str>>)>,
+}
+
+struct Held {
+    frame: Bytes,
+    ids: Vec<String>,
+    /// The offer of a new call's `StasisStart`.
+    offer: Option<u64>,
+}
+
+impl Holding {
+    fn new(claims_tx: mpsc::Sender<(u64, Option<Arc<str>>)>) -> Holding {
+        Holding {
+            held: VecDeque::new(),
+            ids: HashMap::new(),
+            resolved: HashMap::new(),
+            next: 0,
+            claims_tx,
+        }
+    }
+
+    /// Whether `r` names a resource of a frame held.
+    fn holds(&self, r: &Routing<'_>) -> bool {
+        !self.held.is_empty() && r.ids().any(|id| self.ids.contains_key(id))
+    }
+
+    fn hold(&mut self, state: &State, frame: Bytes, r: &Routing<'_>, offer: Option<u64>) {
+        state.counters.events_held.fetch_add(1, Ordering::Relaxed);
+        let ids: Vec<String> = r.ids().map(str::to_string).collect();
+        for id in &ids {
+            *self.ids.entry(id.clone()).or_default() += 1;
+        }
+        self.held.push_back(Held { frame, ids, offer });
+    }
+
+    /// Offers the new call of `frame` to the instances (answered through `claims_tx`) and
+    /// holds the frame meanwhile.
+    fn offer(&mut self, state: &Arc<State>, frame: Bytes, r: &Routing<'_>) {
+        let id = self.next;
+        self.next += 1;
+        let (state2, app, frame2, tx) = (
+            state.clone(),
+            r.app.to_string(),
+            frame.clone(),
+            self.claims_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let owner = claim(&state2, &app, &frame2).await;
+            let _ = tx.send((id, owner)).await;
+        });
+        self.hold(state, frame, r, Some(id));
+    }
+
+    /// Routes the frames at the front whose offers (and the offers before them) are answered.
+    async fn release(&mut self, state: &Arc<State>, out: &mut Outbox) {
+        while let Some(front) = self.held.front() {
+            let taken = match front.offer {
+                Some(id) => match self.resolved.remove(&id) {
+                    Some(owner) => Some(owner),
+                    None => break,
+                },
+                None => None,
+            };
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            for id in &h.ids {
+                if let Some(n) = self.ids.get_mut(id.as_str()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.ids.remove(id.as_str());
+                    }
+                }
+            }
+            route_event(state, h.frame, out, None, taken).await;
+        }
     }
 }
 
@@ -636,6 +751,15 @@ struct Routing<'a> {
 }
 
 impl<'a> Routing<'a> {
+    /// The ids of the resources it names (the new or ended channel among them).
+    fn ids(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.resources
+            .iter()
+            .map(|(_, id, _)| *id)
+            .chain(self.start)
+            .chain(self.end)
+    }
+
     fn from_scan(s: &'a scan::Scanned<'a>, default_app: &'a str) -> Routing<'a> {
         let first = s.resources.first().map(|(_, id)| &**id);
         Routing {
@@ -684,8 +808,16 @@ impl<'a> Routing<'a> {
 /// Adds one frame to the batches of the instances owning a resource it names, else to the
 /// unowned events' batch; a new call is first offered to the application's queue group. The
 /// frequent event types are routed from the raw frame ([`scan`], no typed event built); the
-/// others are decoded.
-async fn route_event(state: &Arc<State>, frame: Bytes, out: &mut Outbox) {
+/// others are decoded. A frame just read (`holding` given) waits in it when it is a new call
+/// or names a resource of a frame waiting there; `taken` is the answer to a held new call's
+/// offer.
+async fn route_event(
+    state: &Arc<State>,
+    frame: Bytes,
+    out: &mut Outbox,
+    holding: Option<&mut Holding>,
+    taken: Option<Option<Arc<str>>>,
+) {
     let default_app = state.config.apps.first().map(String::as_str).unwrap_or("");
     let scanned;
     let event;
@@ -714,10 +846,35 @@ async fn route_event(state: &Arc<State>, frame: Bytes, out: &mut Outbox) {
             }
         },
     };
-    route(state, &frame, routing, out).await;
+    if let Some(holding) = holding {
+        if holding.holds(&routing) {
+            holding.hold(state, frame.clone(), &routing, None);
+            return;
+        }
+        if routing.start.is_some() && !has_owner(state, &routing) {
+            holding.offer(state, frame.clone(), &routing);
+            return;
+        }
+    }
+    route(state, &frame, routing, taken, out).await;
 }
 
-async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>, out: &mut Outbox) {
+/// Whether a resource `r` names has an owning instance.
+fn has_owner(state: &State, r: &Routing<'_>) -> bool {
+    let table = state.owners();
+    r.resources
+        .iter()
+        .any(|(kind, id, _)| table.get(*kind, id).is_some())
+}
+
+/// Routes one frame; `taken` is the answer to its offer when it is a new call already offered.
+async fn route(
+    state: &Arc<State>,
+    frame: &Bytes,
+    r: Routing<'_>,
+    taken: Option<Option<Arc<str>>>,
+    out: &mut Outbox,
+) {
     state.counters.events_in.fetch_add(1, Ordering::Relaxed);
     let refs = |finals: bool| {
         r.resources
@@ -742,9 +899,13 @@ async fn route(state: &Arc<State>, frame: &Bytes, r: Routing<'_>, out: &mut Outb
 
     if owners.is_empty() {
         if let Some(channel) = r.start {
-            // What was read before the new call goes out first, as it came.
-            out.flush_all(state).await;
-            match claim(state, r.app, frame).await {
+            let taken = match taken {
+                Some(taken) => taken,
+                // A new call that waited behind another (it names a resource of a held
+                // frame) and is offered only now.
+                None => claim(state, r.app, frame).await,
+            };
+            match taken {
                 Some(owner) => {
                     state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
                     {

@@ -272,6 +272,10 @@ pub struct ProxyStats {
     /// NATS messages those frames travelled in (batches: see [`BatchWriter`]).
     #[serde(default)]
     pub event_messages: u64,
+    /// Event frames that waited for a new call's offer to be answered: the `StasisStart`
+    /// and the frames after it naming its resources (the other calls' frames do not wait).
+    #[serde(default)]
+    pub events_held: u64,
     /// Event frames dropped because the proxy's queue was full.
     pub events_dropped: u64,
     /// Frames that did not decode (still published, unowned).

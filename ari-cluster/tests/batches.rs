@@ -325,3 +325,126 @@ async fn a_burst_reaches_each_owner_in_order_across_batch_boundaries() {
     two.client.close().await;
     proxy.stop().await;
 }
+
+/// The next offer of a new call.
+async fn next_offer(offers: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(Duration::from_secs(30), offers.next())
+        .await
+        .expect("an offer within 30 s")
+        .expect("subscribed")
+}
+
+/// The frames of the next event message on `sub` (a batch or a single frame), as
+/// (type, channel id, value).
+async fn next_frames(sub: &mut async_nats::Subscriber) -> Vec<(String, String, String)> {
+    let msg = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("an event message within 30 s")
+        .expect("subscribed");
+    let frames: Vec<Bytes> = match msg.headers.as_ref().and_then(|h| h.get(wire::BATCH_HEADER)) {
+        Some(n) => wire::decode_batch(n.as_str(), &msg.payload)
+            .expect("a batch")
+            .into_iter()
+            .map(|r| r.frame)
+            .collect(),
+        None => vec![msg.payload.clone()],
+    };
+    frames
+        .iter()
+        .map(|f| {
+            let v: serde_json::Value = serde_json::from_slice(f).expect("JSON frame");
+            let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+            (s(&v["type"]), s(&v["channel"]["id"]), s(&v["value"]))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_offer_holds_only_its_own_call() {
+    let nats = nats();
+    let server = node("node-a");
+    let mut config = ari_cluster::ProxyConfig::new(
+        &server.base_url(),
+        server.username(),
+        server.password(),
+        &nats.url(),
+        [APP],
+    );
+    // Long enough that a proxy holding every event behind an offer would show it.
+    config.claim_timeout = Duration::from_secs(120);
+    let proxy = ari_cluster::Proxy::start(config)
+        .await
+        .expect("proxy starts");
+    assert!(server.wait_for_app(APP, Duration::from_secs(10)));
+
+    // A hand-driven instance "raw-1": it takes offers when this test answers them.
+    let bus = async_nats::connect(nats.url()).await.expect("NATS");
+    let subjects = Subjects::default();
+    let mut offers = bus
+        .queue_subscribe(subjects.claim(APP), wire::token(APP))
+        .await
+        .expect("offers");
+    let mut mine = bus
+        .subscribe(subjects.instance("raw-1"))
+        .await
+        .expect("events");
+    bus.flush().await.expect("flushed");
+    server.push_event(
+        APP,
+        serde_json::json!({"type": "StasisStart", "args": [], "channel": channel_json("call-a")}),
+    );
+    let a = next_offer(&mut offers).await;
+    bus.publish(a.reply.expect("reply subject"), "raw-1".into())
+        .await
+        .expect("answered");
+    assert_eq!(
+        next_frames(&mut mine).await,
+        vec![("StasisStart".into(), "call-a".into(), String::new())]
+    );
+
+    // Call B is offered and not answered; call A's events go on meanwhile, B's wait.
+    server.push_event(
+        APP,
+        serde_json::json!({"type": "StasisStart", "args": [], "channel": channel_json("call-b")}),
+    );
+    let b = next_offer(&mut offers).await;
+    server.push_event(APP, varset("call-b", 1, 0));
+    server.push_event(APP, varset("call-a", 1, 0));
+    server.push_event(APP, varset("call-a", 2, 0));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(next_frames(&mut mine).await);
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("ChannelVarset".into(), "call-a".into(), "1".into()),
+            ("ChannelVarset".into(), "call-a".into(), "2".into()),
+        ],
+        "only call A's events, while B's offer is unanswered"
+    );
+    assert_eq!(
+        proxy.stats().events_held,
+        3,
+        "A's StasisStart, B's and B's event"
+    );
+
+    // Answered: B's StasisStart, then its event.
+    bus.publish(b.reply.expect("reply subject"), "raw-1".into())
+        .await
+        .expect("answered");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(next_frames(&mut mine).await);
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("StasisStart".into(), "call-b".into(), String::new()),
+            ("ChannelVarset".into(), "call-b".into(), "1".into()),
+        ]
+    );
+    let stats = proxy.stats();
+    assert_eq!((stats.calls_claimed, stats.calls_unclaimed), (2, 0));
+    proxy.stop().await;
+}
