@@ -239,7 +239,7 @@ impl<E: Executor, C: Connector> AudioSocketServer<E, C> {
                 reframer: Reframer::new(self.options.rate.frame_bytes_20ms()),
                 hangup: false,
                 closed: false,
-                handles: 2, // the session and its sender
+                handles: 1, // the session's sender; each clone adds one
                 stats: AudioSocketStats::default(),
             }),
             writer: AtomicWaker::new(),

@@ -283,8 +283,8 @@ impl<R: Runtime> Client<R> {
     /// ```no_run
     /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) -> Result<(), ari_client::Error> {
     /// use futures_util::StreamExt;
+    /// let mut incoming = client.incoming(); // before start: no call is missed
     /// client.start("hello").await?;
-    /// let mut incoming = client.incoming();
     /// while let Some(call) = incoming.next().await {
     ///     let Ok((start, channel, mut events)) = call else { continue }; // Lagged: calls dropped
     ///     println!("{} called {}", start.channel.caller.number, start.application);
