@@ -19,38 +19,6 @@ use ari_proto::ops;
 use futures_util::StreamExt;
 use support::*;
 
-type C = Client<FakeRt>;
-
-fn info_only(rt: &FakeRt) {
-    rt.respond(|req| {
-        if req.uri().path().ends_with("/asterisk/info") {
-            Reply::Respond(200, INFO.into())
-        } else {
-            Reply::Respond(404, r#"{"message":"Not found"}"#.into())
-        }
-    });
-}
-
-fn connect(rt: &FakeRt) -> C {
-    let b = Client::builder_with_runtime("http://pbx:8088", "asterisk", "s3cret", rt.clone())
-        .rng_seed(7)
-        .keepalive(None);
-    rt.block_on(b.connect())
-        .expect("settles")
-        .expect("connects")
-}
-
-/// A connected client with `start(["hello"])` done; returns the server side of its socket.
-fn started(rt: &FakeRt) -> (C, WsHandle) {
-    info_only(rt);
-    let client = connect(rt);
-    let c = client.clone();
-    let start = rt.start(async move { c.start(&["hello"]).await });
-    assert!(rt.sockets() >= 1);
-    start.take().expect("start completed").expect("started");
-    (client, rt.socket(rt.sockets() - 1))
-}
-
 #[test]
 fn connect_verifies_and_keeps_credentials_out_of_debug() {
     let rt = FakeRt::default();

@@ -528,3 +528,43 @@ pub fn recording_event(ty: &str, name: &str, state: &str) -> String {
         &format!(r#""recording":{}"#, recording_json(name, state)),
     )
 }
+
+/// The client over the fake runtime.
+pub type C = ari_client::Client<FakeRt>;
+
+/// Answers `GET /asterisk/info` with [`INFO`], everything else with 404.
+pub fn info_only(rt: &FakeRt) {
+    rt.respond(|req| {
+        if req.uri().path().ends_with("/asterisk/info") {
+            Reply::Respond(200, INFO.into())
+        } else {
+            Reply::Respond(404, r#"{"message":"Not found"}"#.into())
+        }
+    });
+}
+
+/// A connected client (no keepalive, a fixed seed).
+pub fn connect(rt: &FakeRt) -> C {
+    let b = ari_client::Client::builder_with_runtime(
+        "http://pbx:8088",
+        "asterisk",
+        "s3cret",
+        rt.clone(),
+    )
+    .rng_seed(7)
+    .keepalive(None);
+    rt.block_on(b.connect())
+        .expect("settles")
+        .expect("connects")
+}
+
+/// A connected client with `start(["hello"])` done; returns the server side of its socket.
+pub fn started(rt: &FakeRt) -> (C, WsHandle) {
+    info_only(rt);
+    let client = connect(rt);
+    let c = client.clone();
+    let start = rt.start(async move { c.start(&["hello"]).await });
+    assert!(rt.sockets() >= 1);
+    start.take().expect("start completed").expect("started");
+    (client, rt.socket(rt.sockets() - 1))
+}
