@@ -1,0 +1,145 @@
+//! The outbound WebSocket server (Asterisk dials the application) against connections that
+//! go wrong before they become a client: silence, bytes that are not HTTP, a per-call
+//! connection that closes or says nothing after its upgrade. Each one is counted as failed
+//! and the server goes on serving. A plain TCP socket or tokio-tungstenite plays Asterisk.
+//!
+//! Waits are bounded by a generous limit only so that a hang fails the test (never a timing
+//! assertion).
+
+use std::time::Duration;
+
+use ari_tokio::{ConnectionType, OutboundOptions, OutboundServer, OutboundStats};
+use ari_tokio::{TokioConnector, TokioExecutor, TokioRuntime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Generous bound for liveness checks (never a timing assertion).
+const LIVENESS: Duration = Duration::from_secs(30);
+
+type Server = OutboundServer<TokioExecutor, TokioConnector>;
+
+async fn server(t: ConnectionType) -> Server {
+    OutboundOptions::new(TokioRuntime::new())
+        .credentials("asterisk", "s3cret")
+        .expect("credentials")
+        .path("/ari/events")
+        .connection_type(t)
+        .handshake_timeout(Duration::from_millis(100))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind")
+}
+
+/// Waits until the server's counters satisfy `done`.
+async fn stats_until(server: &Server, what: &str, done: impl Fn(&OutboundStats) -> bool) {
+    let end = tokio::time::Instant::now() + LIVENESS;
+    loop {
+        let s = server.stats();
+        if done(&s) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{what}: not within {LIVENESS:?} ({s:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The server closes `socket` (end of stream, or a reset).
+async fn closed_by_server(socket: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(LIVENESS, socket.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection");
+}
+
+async fn upgrade(
+    server: &Server,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let mut req = format!("ws://{}/ari/events", server.local_addr())
+        .into_client_request()
+        .expect("request");
+    let headers = req.headers_mut();
+    headers.insert(
+        "authorization",
+        // Basic base64("asterisk:s3cret")
+        "Basic YXN0ZXJpc2s6czNjcmV0".parse().expect("header"),
+    );
+    headers.insert("sec-websocket-protocol", "ari".parse().expect("header"));
+    let (ws, resp) = tokio::time::timeout(LIVENESS, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("the upgrade is answered")
+        .expect("accepted");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[tokio::test]
+async fn silence_and_garbage_before_the_upgrade_are_counted_as_failed() {
+    let server = server(ConnectionType::Persistent).await;
+    let dbg = format!("{server:?}");
+    assert!(dbg.contains(&server.local_addr().to_string()), "{dbg}");
+    assert!(!dbg.contains("s3cret"), "{dbg}");
+
+    // Connects and says nothing: cut at the handshake timeout.
+    let mut silent = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    closed_by_server(&mut silent).await;
+    stats_until(&server, "the silent connection fails", |s| s.failed == 1).await;
+
+    // Bytes that are no HTTP request.
+    let mut garbage = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    garbage
+        .write_all(b"\x16\x03\x01\x02\x00 not an upgrade\r\n\r\n")
+        .await
+        .expect("write");
+    closed_by_server(&mut garbage).await;
+    stats_until(&server, "the garbage connection fails", |s| s.failed == 2).await;
+
+    // The server still accepts a proper connection afterwards.
+    let _ws = upgrade(&server).await;
+    let conn = tokio::time::timeout(LIVENESS, server.next())
+        .await
+        .expect("a connection")
+        .expect("the server is open");
+    let s = server.stats();
+    assert_eq!(
+        (s.connections, s.accepted, s.failed, s.refused),
+        (3, 1, 2, 0)
+    );
+    drop(conn);
+}
+
+#[tokio::test]
+async fn a_per_call_connection_without_its_first_frame_is_counted_as_failed() {
+    let server = server(ConnectionType::PerCall).await;
+
+    // Upgraded, then closed before naming its call.
+    let ws = upgrade(&server).await;
+    drop(ws);
+    stats_until(&server, "closed before the first frame", |s| s.failed == 1).await;
+
+    // Upgraded, then silent: cut at the handshake timeout.
+    let mut ws = upgrade(&server).await;
+    {
+        use futures_util::StreamExt;
+        let end = tokio::time::timeout(LIVENESS, ws.next())
+            .await
+            .expect("the server ends the silent connection");
+        assert!(
+            !matches!(
+                end,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
+            ),
+            "{end:?}"
+        );
+    }
+    stats_until(&server, "no first frame in time", |s| s.failed == 2).await;
+    let s = server.stats();
+    assert_eq!((s.accepted, s.calls), (2, 0), "no call was handed out");
+}
