@@ -302,6 +302,8 @@ pub struct BaseUrl {
     /// Path prefix, always ending in `/ari`.
     prefix: String,
     credentials: Credentials,
+    /// The `Host` header (the authority), checked once.
+    host: HeaderValue,
 }
 
 impl BaseUrl {
@@ -330,11 +332,14 @@ impl BaseUrl {
         if !prefix.ends_with("/ari") {
             prefix.push_str("/ari");
         }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| BuildError::InvalidBaseUrl(truncate(base_url)))?;
         Ok(BaseUrl {
             scheme,
             authority,
             prefix,
             credentials,
+            host,
         })
     }
 
@@ -420,13 +425,18 @@ impl RequestParts {
     /// The path and encoded query string, without leading slash: `channels?endpoint=PJSIP%2F1`.
     pub fn path_and_query(&self) -> String {
         let mut s = self.path.clone();
+        self.push_query(&mut s);
+        s
+    }
+
+    /// Appends the encoded query string (`?a=1&b=2`, nothing without parameters).
+    fn push_query(&self, s: &mut String) {
         for (i, (k, v)) in self.query.iter().enumerate() {
             s.push(if i == 0 { '?' } else { '&' });
             s.extend(utf8_percent_encode(k, ENCODE_QUERY));
             s.push('=');
             s.extend(utf8_percent_encode(v, ENCODE_QUERY));
         }
-        s
     }
 }
 
@@ -449,9 +459,13 @@ pub fn request_parts<O: Operation>(op: &O) -> Result<RequestParts, BuildError> {
         return Err(e);
     }
     let body = op.body().map(|b| b.to_string());
+    // Without the leading slash, in place (no second allocation).
+    let mut path = path.path;
+    let slashes = path.len() - path.trim_start_matches('/').len();
+    path.drain(..slashes);
     Ok(RequestParts {
         method: O::METHOD,
-        path: path.path.trim_start_matches('/').to_string(),
+        path,
         query: query.pairs,
         body,
         operation: O::NAME,
@@ -484,21 +498,21 @@ pub fn build_request_from_parts(
     ep: &BaseUrl,
     parts: RequestParts,
 ) -> Result<http::Request<Vec<u8>>, BuildError> {
-    // The scheme and authority were parsed once, with the base URL; only the path and
-    // query are new (and checked by `PathAndQuery`).
-    let tail = parts.path_and_query();
-    let mut path = String::with_capacity(ep.prefix.len() + 1 + tail.len());
+    // The scheme, authority and `Host` value were parsed and checked once, with the base
+    // URL; only the path and query are new (and checked by `PathAndQuery`), written into one
+    // buffer that the URI then owns.
+    let mut path = String::with_capacity(ep.prefix.len() + 1 + parts.path.len() + 16);
     path.push_str(&ep.prefix);
     path.push('/');
-    path.push_str(&tail);
-    let uri = http::Uri::builder()
-        .scheme(ep.scheme.clone())
-        .authority(ep.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| BuildError::Http(e.to_string()))?;
-    let host = HeaderValue::from_str(ep.authority.as_str())
-        .map_err(|_| BuildError::InvalidBaseUrl(ep.authority.to_string()))?;
+    path.push_str(&parts.path);
+    parts.push_query(&mut path);
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(ep.scheme.clone());
+    uri.authority = Some(ep.authority.clone());
+    uri.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(path).map_err(|e| BuildError::Http(e.to_string()))?);
+    let uri = http::Uri::from_parts(uri).map_err(|e| BuildError::Http(e.to_string()))?;
+    let host = ep.host.clone();
     let (body, json) = match parts.body {
         Some(text) => (text.into_bytes(), true),
         None => (Vec::new(), false),

@@ -20,7 +20,7 @@
 //! request that takes it notices a close by the server when it polls it (and, the request
 //! being unwritten, retries on another).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 use std::future::Future;
@@ -148,12 +148,17 @@ pub(crate) struct PoolSettings {
 /// The keep-alive pool.
 pub(crate) struct Pool {
     settings: PoolSettings,
-    /// Keyed by a shared target: a request's slot refers to its key without copying it.
-    hosts: Mutex<HashMap<Arc<Target>, Host>>,
+    /// One entry per target (a client talks to one or a few): found by the request URI's
+    /// scheme and authority as written, without parsing or hashing per request; a request's
+    /// slot refers to its entry by the shared target.
+    hosts: Mutex<Vec<Host>>,
 }
 
-#[derive(Default)]
 struct Host {
+    target: Arc<Target>,
+    /// The scheme and authority of the URIs that led here (the lookup key).
+    scheme: Box<str>,
+    authority: Box<str>,
     /// Connections open (in use, idle or being opened).
     open: usize,
     /// Idle connections, most recently used last.
@@ -180,8 +185,8 @@ struct Slot {
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hosts = self.lock();
-        let open: usize = hosts.values().map(|h| h.open).sum();
-        let idle: usize = hosts.values().map(|h| h.idle.len()).sum();
+        let open: usize = hosts.iter().map(|h| h.open).sum();
+        let idle: usize = hosts.iter().map(|h| h.idle.len()).sum();
         f.debug_struct("Pool")
             .field("settings", &self.settings)
             .field("open", &open)
@@ -194,12 +199,38 @@ impl Pool {
     pub(crate) fn new(settings: PoolSettings) -> Self {
         Pool {
             settings,
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Vec::new()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<Target>, Host>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Host>> {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The target of an absolute request URI, shared with its pool entry (made if new).
+    fn target(&self, uri: &Uri) -> Result<Arc<Target>, TransportError> {
+        let scheme = uri.scheme_str().unwrap_or("");
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let mut hosts = self.lock();
+        if let Some(h) = hosts
+            .iter()
+            .find(|h| *h.authority == *authority && *h.scheme == *scheme)
+        {
+            return Ok(Arc::clone(&h.target));
+        }
+        // New, or the same target written another way (`LOCALHOST`, `:80`): parsed.
+        let target = Target::from_uri(uri, false)?;
+        if let Some(h) = hosts.iter_mut().find(|h| *h.target == target) {
+            if h.scheme.is_empty() {
+                // Made again by `host_mut`: give it its key back.
+                h.scheme = scheme.into();
+                h.authority = authority.into();
+            }
+            return Ok(Arc::clone(&h.target));
+        }
+        let target = Arc::new(target);
+        hosts.push(Host::new(Arc::clone(&target), scheme, authority));
+        Ok(target)
     }
 
     /// An idle connection, or the right to open one, waiting for it if the target is at its
@@ -208,7 +239,7 @@ impl Pool {
         let slot = || Slot::new(self, target);
         let waiting = {
             let mut hosts = self.lock();
-            let host = hosts.entry(Arc::clone(target)).or_default();
+            let host = host_mut(&mut hosts, target);
             while let Some((conn, since)) = host.idle.pop() {
                 if !conn.is_closed()
                     && now.saturating_duration_since(since) < self.settings.idle_timeout
@@ -229,7 +260,7 @@ impl Pool {
             Ok(grant) => grant,
             // The pool never drops a waiter without granting it; should it happen, open.
             Err(oneshot::Canceled) => {
-                self.lock().entry(Arc::clone(target)).or_default().open += 1;
+                host_mut(&mut self.lock(), target).open += 1;
                 Grant::Open(slot())
             }
         }
@@ -242,7 +273,7 @@ impl Pool {
         loop {
             let waiter = {
                 let mut hosts = self.lock();
-                let host = hosts.entry(Arc::clone(&grant.slot().target)).or_default();
+                let host = host_mut(&mut hosts, &grant.slot().target);
                 match pop_waiter(host) {
                     Some(w) => w,
                     None => {
@@ -267,6 +298,40 @@ impl Pool {
             }
         }
     }
+}
+
+impl Host {
+    fn new(target: Arc<Target>, scheme: &str, authority: &str) -> Host {
+        Host {
+            target,
+            scheme: scheme.into(),
+            authority: authority.into(),
+            open: 0,
+            idle: Vec::new(),
+            waiters: VecDeque::new(),
+        }
+    }
+}
+
+/// The entry of `target` (made by [`Pool::target`]; made again should it have been removed).
+fn host_mut<'a>(hosts: &'a mut Vec<Host>, target: &Arc<Target>) -> &'a mut Host {
+    let i = match hosts.iter().position(|h| Arc::ptr_eq(&h.target, target)) {
+        Some(i) => i,
+        None => {
+            let authority = target.to_string();
+            hosts.push(Host::new(Arc::clone(target), "", &authority));
+            hosts.len() - 1
+        }
+    };
+    &mut hosts[i]
+}
+
+/// The entry of `target`, if it has one.
+fn host_of<'a>(hosts: &'a mut [Host], target: &Arc<Target>) -> Option<(usize, &'a mut Host)> {
+    hosts
+        .iter_mut()
+        .enumerate()
+        .find(|(_, h)| Arc::ptr_eq(&h.target, target))
 }
 
 fn pop_waiter(host: &mut Host) -> Option<oneshot::Sender<Grant>> {
@@ -307,7 +372,7 @@ impl Drop for Slot {
         };
         let waiter = {
             let mut hosts = pool.lock();
-            let Some(host) = hosts.get_mut(&self.target) else {
+            let Some((i, host)) = host_of(&mut hosts, &self.target) else {
                 return;
             };
             match pop_waiter(host) {
@@ -315,7 +380,7 @@ impl Drop for Slot {
                 None => {
                     host.open = host.open.saturating_sub(1);
                     if host.open == 0 && host.idle.is_empty() {
-                        hosts.remove(&self.target);
+                        hosts.swap_remove(i);
                     }
                     return;
                 }
@@ -334,9 +399,9 @@ pub(crate) async fn send<E: Executor, C: Connector>(
     req: Request<Vec<u8>>,
     opts: TransportOptions,
 ) -> Result<Response<Bytes>, TransportError> {
-    let target = Arc::new(Target::from_uri(req.uri(), false)?);
-    let mut req = origin_form(req);
     let pool = &stack.inner.pool;
+    let target = pool.target(req.uri())?;
+    let mut req = origin_form(req);
     let (mut conn, slot, response) = loop {
         let (mut conn, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
             Grant::Reuse(conn, slot) => {
@@ -345,8 +410,10 @@ pub(crate) async fn send<E: Executor, C: Connector>(
                 conn.reused.store(true, Ordering::Release);
                 (conn, slot, true)
             }
+            // Boxed: opening (TCP, TLS, handshake) is rare and its future large; inline, it
+            // would be copied with this future at every move, for every request.
             Grant::Open(slot) => (
-                open(&stack, &target, opts.connect_timeout).await?,
+                Box::pin(open(&stack, &target, opts.connect_timeout)).await?,
                 slot,
                 false,
             ),
