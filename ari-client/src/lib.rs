@@ -106,6 +106,7 @@ mod generated;
 mod instances;
 mod listen;
 pub mod media;
+mod media_pacer;
 mod media_server;
 mod outbound;
 pub mod runtime;

@@ -37,6 +37,10 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::AtomicWaker;
 
+pub use crate::media_pacer::{
+    MediaPacer, PaceError, PacedQueued, PacedSender, PacedStats, PacerConfig, PacerStats,
+    PacingHistogram,
+};
 pub use crate::media_server::{MediaServer, MediaServerStats, TOKEN_PARAM};
 use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsMessage};
 use crate::{Channel, Client, Error};
@@ -169,15 +173,24 @@ pub struct MediaSessionStats {
     pub lagged_frames: u64,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Audio(Bytes),
+    /// One frame from a [`MediaPacer`], due at `due`: it goes out as soon as the driver
+    /// runs, and the driver records how late that was.
+    Paced {
+        frame: Bytes,
+        due: Instant,
+        metrics: Arc<crate::media_pacer::PaceMetrics>,
+    },
     Command(Command),
     Close,
 }
 
 /// State shared by the driver task and the handles.
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<SharedState>,
+    /// Asterisk said `MEDIA_XOFF` (and not yet `MEDIA_XON`): a pacer holds the frames back.
+    pub(crate) xoff: std::sync::atomic::AtomicBool,
     /// Wakes the consumer of the inbox.
     consumer: AtomicWaker,
     /// Wakes the driver.
@@ -189,7 +202,7 @@ struct Shared {
 }
 
 #[derive(Default)]
-struct SharedState {
+pub(crate) struct SharedState {
     inbox: VecDeque<MediaItem>,
     inbox_audio: usize,
     lagged: u64,
@@ -205,7 +218,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn command(&self, cmd: Cmd) -> Result<(), SendError> {
+    pub(crate) fn command(&self, cmd: Cmd) -> Result<(), SendError> {
         {
             let mut st = self.lock();
             if st.closed {
@@ -294,9 +307,9 @@ impl MediaSender {
 
 /// An open media session: a `Stream` of [`MediaItem`]s; see the [module docs](self).
 pub struct MediaSession {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     sender: MediaSender,
-    start: MediaStart,
+    pub(crate) start: MediaStart,
     media_channel_id: String,
     bridge_id: Option<String>,
 }
@@ -521,6 +534,7 @@ pub(crate) async fn open<R: Runtime>(
             handles: 2, // the session and its sender
             ..SharedState::default()
         }),
+        xoff: std::sync::atomic::AtomicBool::new(false),
         consumer: AtomicWaker::new(),
         driver: AtomicWaker::new(),
         torn_down: std::sync::atomic::AtomicBool::new(false),
@@ -547,6 +561,8 @@ pub(crate) async fn open<R: Runtime>(
         commands: VecDeque::new(),
         published: MediaStats::default(),
         closed: false,
+        last_paced: None,
+        paced: Vec::new(),
     };
     let teardown_shared = shared.clone();
     let teardown_client = client.clone();
@@ -732,6 +748,10 @@ struct Driver<R: Runtime> {
     published: MediaStats,
     /// `Closed` was delivered: the driver ends.
     closed: bool,
+    /// The due time and lateness of the last paced frame written.
+    last_paced: Option<(Instant, Duration)>,
+    /// Paced frames handed to the session in this pass, to time when they go out.
+    paced: Vec<(Instant, Arc<crate::media_pacer::PaceMetrics>)>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -856,10 +876,22 @@ impl<R: Runtime> Future for Driver<R> {
                     std::mem::swap(&mut st.commands, &mut this.commands);
                 }
             }
+            this.shared
+                .xoff
+                .store(this.core.is_xoff(), std::sync::atomic::Ordering::Relaxed);
             for cmd in this.commands.drain(..) {
                 match cmd {
                     Cmd::Audio(a) => {
                         let _ = this.core.send_audio(a);
+                    }
+                    Cmd::Paced {
+                        frame,
+                        due,
+                        metrics,
+                    } => {
+                        if this.core.send_audio(frame).is_ok() {
+                            this.paced.push((due, metrics));
+                        }
                     }
                     Cmd::Command(c) => {
                         let _ = this.core.send_command(c);
@@ -882,6 +914,24 @@ impl<R: Runtime> Future for Driver<R> {
                     Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p)),
                     Transmit::Close { .. } => this.outbox.push_back(WsMessage::Close),
                     _ => {}
+                }
+            }
+            // Paced frames are timed when they go out in this pass (nothing held back by flow
+            // control): the time is read once, just before the writes.
+            if !this.paced.is_empty() {
+                if this.core.queued_frames() == 0 && this.ws_open {
+                    let now = this.runtime.now();
+                    let ptime = this.core.ptime();
+                    for (due, metrics) in this.paced.drain(..) {
+                        let late = now.saturating_duration_since(due);
+                        let prev = this
+                            .last_paced
+                            .filter(|(d, _)| due.checked_duration_since(*d) == Some(ptime));
+                        metrics.record(late, prev.map(|(_, l)| l));
+                        this.last_paced = Some((due, late));
+                    }
+                } else {
+                    this.paced.clear();
                 }
             }
             while this.ws_open && !this.outbox.is_empty() {
@@ -939,5 +989,64 @@ impl<R: Runtime> Future for Driver<R> {
         // Work remains: yield and come back.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A media session without a socket: the commands its driver would get are inspected.
+
+    use super::*;
+
+    /// A started session of `frame_size`-byte frames every `ptime_ms`, and its shared state.
+    pub(crate) fn session(frame_size: u32, ptime_ms: u32) -> (MediaSession, Arc<Shared>) {
+        let text = format!(
+            "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 channel_id:em-1 \
+             format:slin optimal_frame_size:{frame_size} ptime:{ptime_ms}"
+        );
+        let Ok(MediaEvent::MediaStart(start)) = MediaEvent::parse(&text) else {
+            panic!("MEDIA_START parses")
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SharedState {
+                handles: 2,
+                ..SharedState::default()
+            }),
+            xoff: std::sync::atomic::AtomicBool::new(false),
+            consumer: AtomicWaker::new(),
+            driver: AtomicWaker::new(),
+            torn_down: std::sync::atomic::AtomicBool::new(false),
+            teardown: AtomicWaker::new(),
+        });
+        let session = MediaSession {
+            sender: MediaSender {
+                shared: shared.clone(),
+                format: ControlFormat::PlainText,
+            },
+            shared: shared.clone(),
+            start,
+            media_channel_id: "em-1".to_owned(),
+            bridge_id: None,
+        };
+        (session, shared)
+    }
+
+    /// The paced frames handed to the session's driver since the last call: (due, frame).
+    pub(crate) fn paced(shared: &Shared) -> Vec<(Instant, Bytes)> {
+        let mut st = shared.lock();
+        let mut out = Vec::new();
+        st.commands.retain(|c| match c {
+            Cmd::Paced { frame, due, .. } => {
+                out.push((*due, frame.clone()));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// Marks the session ended, as its driver does when the socket closes.
+    pub(crate) fn end(shared: &Shared) {
+        shared.lock().closed = true;
     }
 }

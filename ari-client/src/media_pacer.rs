@@ -1,0 +1,1081 @@
+//! [`MediaPacer`]: one timer that sends many media sessions' audio at real-time pace.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use ari_proto::media::websocket::{Reframer, SendError};
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use futures_util::task::AtomicWaker;
+
+use crate::media::{Cmd, MediaSession, Shared};
+use crate::runtime::Executor;
+
+/// Width of one bucket of a [`PacingHistogram`].
+const BUCKET: Duration = Duration::from_micros(50);
+/// Buckets of a [`PacingHistogram`] below its overflow bucket (50 µs × 400 = 20 ms).
+const BUCKETS: usize = 400;
+
+/// The settings of a [`MediaPacer`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PacerConfig {
+    /// The frame duration: every attached session gets one frame per `ptime` (default 20 ms,
+    /// the `ptime` of `MEDIA_START` for the usual codecs). Sessions of another `ptime` are
+    /// refused ([`PaceError::Ptime`]).
+    pub ptime: Duration,
+    /// Sending phases within one `ptime` (default 20: 1 ms apart at 20 ms). Sessions are
+    /// spread over them (each to the least used), so a thousand sessions do not all write at
+    /// the same instant: each phase's writes are a small burst the executor gets through
+    /// before the next one. 1 sends every session's frame at the same tick.
+    pub phases: u32,
+    /// Frames each session may hold waiting for its turn (default 500: 10 s at 20 ms); the
+    /// audio that does not fit is dropped and counted ([`PacedStats::overflow_frames`]).
+    pub queue_frames: usize,
+}
+
+impl Default for PacerConfig {
+    fn default() -> Self {
+        PacerConfig {
+            ptime: Duration::from_millis(20),
+            phases: 20,
+            queue_frames: 500,
+        }
+    }
+}
+
+impl PacerConfig {
+    /// The defaults.
+    pub fn new() -> PacerConfig {
+        PacerConfig::default()
+    }
+
+    /// Sets [`ptime`](Self::ptime) (at least 1 ms).
+    pub fn ptime(mut self, ptime: Duration) -> Self {
+        self.ptime = ptime.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets [`phases`](Self::phases) (1 to 1,000).
+    pub fn phases(mut self, phases: u32) -> Self {
+        self.phases = phases.clamp(1, 1_000);
+        self
+    }
+
+    /// Sets [`queue_frames`](Self::queue_frames) (at least 1).
+    pub fn queue_frames(mut self, frames: usize) -> Self {
+        self.queue_frames = frames.max(1);
+        self
+    }
+}
+
+/// Why [`MediaPacer::attach`] refused a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PaceError {
+    /// The pacer was closed.
+    Closed,
+    /// The session's `ptime` (from `MEDIA_START`) is not the pacer's.
+    Ptime {
+        /// The pacer's `ptime`.
+        pacer: Duration,
+        /// The session's `ptime`.
+        session: Duration,
+    },
+}
+
+impl fmt::Display for PaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaceError::Closed => f.write_str("the media pacer is closed"),
+            PaceError::Ptime { pacer, session } => write!(
+                f,
+                "the session's ptime is {} ms and the pacer's {} ms: use a pacer made with \
+                 PacerConfig::ptime of the session's",
+                session.as_millis(),
+                pacer.as_millis()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PaceError {}
+
+/// What [`PacedSender::send`] did with a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PacedQueued {
+    /// Whole frames queued.
+    pub frames: usize,
+    /// Frames dropped because the queue was full.
+    pub dropped: usize,
+}
+
+/// Counters of one [`PacedSender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PacedStats {
+    /// Frames handed to the session at their tick.
+    pub frames_sent: u64,
+    /// Frames dropped because the queue was full.
+    pub overflow_frames: u64,
+    /// Ticks with nothing to send (after the first frame): gaps in the audio.
+    pub underruns: u64,
+    /// Ticks skipped because Asterisk said `MEDIA_XOFF` (the frames wait).
+    pub paused_ticks: u64,
+    /// Frames dropped by [`PacedSender::clear`] or left when the sender was closed.
+    pub discarded_frames: u64,
+}
+
+/// A distribution of durations in 50 µs buckets up to 20 ms (and one bucket above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PacingHistogram {
+    /// Samples per bucket: bucket `i` holds `[i × 50 µs, (i + 1) × 50 µs)`; the last one
+    /// everything from 20 ms.
+    pub counts: Vec<u64>,
+    /// The largest sample.
+    pub max: Duration,
+}
+
+impl PacingHistogram {
+    /// The width of a bucket (50 µs).
+    pub const BUCKET: Duration = BUCKET;
+
+    /// The number of samples.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// An upper bound of the `p`-th percentile (0–100): the upper edge of the bucket that
+    /// holds it (at most [`max`](Self::max)); zero without samples.
+    pub fn percentile(&self, p: f64) -> Duration {
+        let n = self.count();
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        // The rank of the sample, 1-based (nearest rank).
+        let rank = ((p.clamp(0.0, 100.0) / 100.0) * n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                if i == BUCKETS {
+                    return self.max;
+                }
+                let edge = BUCKET * u32::try_from(i + 1).unwrap_or(u32::MAX);
+                return edge.min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// The samples recorded since `earlier` (a snapshot of the same histogram), for
+    /// a measurement window. Its [`max`](Self::max) is an upper bound: the upper edge of the
+    /// highest bucket with a sample (the latest maximum if that is the overflow bucket).
+    pub fn since(&self, earlier: &PacingHistogram) -> PacingHistogram {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+            .collect();
+        let max = match counts.iter().rposition(|&c| c > 0) {
+            None => Duration::ZERO,
+            Some(i) if i >= BUCKETS => self.max,
+            Some(i) => (BUCKET * u32::try_from(i + 1).unwrap_or(u32::MAX)).min(self.max),
+        };
+        PacingHistogram { counts, max }
+    }
+}
+
+struct Histogram {
+    counts: Box<[AtomicU64]>,
+    max_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            counts: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, d: Duration) {
+        let i = usize::try_from(d.as_nanos() / BUCKET.as_nanos())
+            .unwrap_or(usize::MAX)
+            .min(BUCKETS);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> PacingHistogram {
+        PacingHistogram {
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            max: Duration::from_nanos(self.max_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// The timing of paced frames, recorded by the sessions' socket tasks as they write them.
+pub(crate) struct PaceMetrics {
+    lateness: Histogram,
+    jitter: Histogram,
+    written: AtomicU64,
+}
+
+impl PaceMetrics {
+    /// A paced frame went out `late` after its tick; `previous` is the lateness of the same
+    /// session's frame of the tick before, if that one went out too.
+    pub(crate) fn record(&self, late: Duration, previous: Option<Duration>) {
+        self.written.fetch_add(1, Ordering::Relaxed);
+        self.lateness.record(late);
+        if let Some(p) = previous {
+            self.jitter.record(late.abs_diff(p));
+        }
+    }
+}
+
+/// Counters and timing of a [`MediaPacer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PacerStats {
+    /// Sessions attached now.
+    pub sessions: usize,
+    /// Ticks (phases) the pacer ran.
+    pub ticks: u64,
+    /// Ticks that ran more than one `ptime` after their time (the executor was overloaded).
+    pub late_ticks: u64,
+    /// Frames handed to sessions.
+    pub frames_sent: u64,
+    /// Ticks a session had nothing to send (after its first frame): gaps in its audio.
+    pub underruns: u64,
+    /// Ticks a session skipped because Asterisk said `MEDIA_XOFF`.
+    pub paused_ticks: u64,
+    /// Frames the sessions' socket tasks wrote at once (the timed ones; frames held back by
+    /// flow control are not timed).
+    pub frames_timed: u64,
+    /// Frames dropped because a session's queue was full (all sessions).
+    pub overflow_frames: u64,
+    /// How late each timed frame was written: the write's time minus the frame's scheduled
+    /// time (the session's phase plus a whole number of `ptime`s), by the executor's clock.
+    pub send_lateness: PacingHistogram,
+    /// Send-time jitter: for consecutive frames of one session, the difference of their
+    /// lateness (the distance of the gap between their writes from `ptime`).
+    pub send_jitter: PacingHistogram,
+}
+
+/// One attached session.
+struct Paced {
+    session: Arc<Shared>,
+    state: Mutex<PacedState>,
+}
+
+struct PacedState {
+    queue: VecDeque<Bytes>,
+    reframer: Reframer,
+    capacity: usize,
+    /// Detached (the sender closed or dropped) or the session ended.
+    closed: bool,
+    /// A frame has been sent: later empty ticks are underruns.
+    started: bool,
+    stats: PacedStats,
+}
+
+impl Paced {
+    fn lock(&self) -> MutexGuard<'_, PacedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct PacerState {
+    /// The sessions of each phase.
+    phases: Vec<Vec<Arc<Paced>>>,
+    sessions: usize,
+    closed: bool,
+    /// `MediaPacer` handles alive.
+    handles: usize,
+    ticks: u64,
+    late_ticks: u64,
+    frames_sent: u64,
+    underruns: u64,
+    paused_ticks: u64,
+}
+
+struct PacerInner {
+    config: PacerConfig,
+    /// One phase's duration (`ptime / phases`).
+    step: Duration,
+    state: Mutex<PacerState>,
+    /// Something changed (a session attached, the pacer closed): the task looks again.
+    changed: AtomicBool,
+    task: AtomicWaker,
+    overflow_frames: AtomicU64,
+    metrics: Arc<PaceMetrics>,
+    /// The pacer's task ended.
+    ended: AtomicBool,
+}
+
+impl PacerInner {
+    fn lock(&self) -> MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// One timer that sends many media sessions' audio at real-time pace: the library's way for
+/// an application that produces audio (text-to-speech, a voice model, a file) to play it
+/// without a timer of its own per call.
+///
+/// [`attach`](Self::attach) a [`MediaSession`] to get a [`PacedSender`]; audio handed to it
+/// (any chunk size, any amount ahead) is cut into the session's frames and handed to the
+/// session one frame per `ptime`, at absolute times of the executor's clock (no drift). One
+/// task on the executor serves every attached session: the sessions are spread over
+/// [`PacerConfig::phases`] phases of the `ptime`, so each tick wakes a small share of the
+/// sessions' socket tasks. While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
+/// lost); frames beyond [`PacerConfig::queue_frames`] are dropped and counted. The timing of
+/// every frame as written is in [`stats`](Self::stats).
+///
+/// ```no_run
+/// # async fn play<R: ari_client::Runtime>(channel: ari_client::Channel<R>, pacer: ari_client::media::MediaPacer, speech: Vec<bytes::Bytes>) -> Result<(), Box<dyn std::error::Error>> {
+/// use ari_client::media::MediaOptions;
+/// // let pacer = MediaPacer::new(client.runtime()); // one for the whole application
+/// let media = channel.media(MediaOptions::new("media", "slin16")).await?;
+/// let paced = pacer.attach(&media)?;
+/// for chunk in speech {
+///     paced.send(chunk)?; // leaves as 20 ms frames, one per 20 ms
+/// }
+/// # Ok(()) }
+/// ```
+pub struct MediaPacer {
+    inner: Arc<PacerInner>,
+}
+
+impl fmt::Debug for MediaPacer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaPacer")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for MediaPacer {
+    fn clone(&self) -> Self {
+        self.inner.lock().handles += 1;
+        MediaPacer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for MediaPacer {
+    fn drop(&mut self) {
+        self.inner.lock().handles -= 1;
+        self.inner.notify();
+    }
+}
+
+impl MediaPacer {
+    /// A pacer with the default settings (20 ms, 20 phases), its task spawned on `executor`
+    /// (the client's runtime: [`Client::runtime`](crate::Client::runtime)).
+    pub fn new<E: Executor>(executor: &E) -> MediaPacer {
+        MediaPacer::with_config(executor, PacerConfig::new())
+    }
+
+    /// A pacer with `config`.
+    pub fn with_config<E: Executor>(executor: &E, config: PacerConfig) -> MediaPacer {
+        let phases = config.phases.clamp(1, 1_000);
+        let config = PacerConfig { phases, ..config };
+        let inner = Arc::new(PacerInner {
+            step: config.ptime / phases,
+            state: Mutex::new(PacerState {
+                phases: (0..phases).map(|_| Vec::new()).collect(),
+                sessions: 0,
+                closed: false,
+                handles: 1,
+                ticks: 0,
+                late_ticks: 0,
+                frames_sent: 0,
+                underruns: 0,
+                paused_ticks: 0,
+            }),
+            config,
+            changed: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            overflow_frames: AtomicU64::new(0),
+            metrics: Arc::new(PaceMetrics {
+                lateness: Histogram::new(),
+                jitter: Histogram::new(),
+                written: AtomicU64::new(0),
+            }),
+            ended: AtomicBool::new(false),
+        });
+        executor.spawn(run(executor.clone(), inner.clone()));
+        MediaPacer { inner }
+    }
+
+    /// Paces `session`'s audio: the returned sender's audio leaves one frame per `ptime`.
+    /// Give the session its audio only through it (audio sent with
+    /// [`MediaSender::send_audio`](crate::media::MediaSender::send_audio) besides goes out
+    /// at once, between the paced frames).
+    pub fn attach(&self, session: &MediaSession) -> Result<PacedSender, PaceError> {
+        let ptime = Duration::from_millis(u64::from(session.start.ptime));
+        if ptime != self.inner.config.ptime {
+            return Err(PaceError::Ptime {
+                pacer: self.inner.config.ptime,
+                session: ptime,
+            });
+        }
+        let paced = Arc::new(Paced {
+            session: session.shared.clone(),
+            state: Mutex::new(PacedState {
+                queue: VecDeque::new(),
+                reframer: Reframer::new(session.start.optimal_frame_size as usize),
+                capacity: self.inner.config.queue_frames,
+                closed: false,
+                started: false,
+                stats: PacedStats::default(),
+            }),
+        });
+        {
+            let mut st = self.inner.lock();
+            if st.closed {
+                return Err(PaceError::Closed);
+            }
+            let phase = st
+                .phases
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, p)| p.len())
+                .map_or(0, |(i, _)| i);
+            st.phases[phase].push(paced.clone());
+            st.sessions += 1;
+        }
+        self.inner.notify();
+        Ok(PacedSender {
+            paced,
+            pacer: self.inner.clone(),
+        })
+    }
+
+    /// The counters and the timing of the frames written so far.
+    pub fn stats(&self) -> PacerStats {
+        let st = self.inner.lock();
+        PacerStats {
+            sessions: st.sessions,
+            ticks: st.ticks,
+            late_ticks: st.late_ticks,
+            frames_sent: st.frames_sent,
+            underruns: st.underruns,
+            paused_ticks: st.paused_ticks,
+            frames_timed: self.inner.metrics.written.load(Ordering::Relaxed),
+            overflow_frames: self.inner.overflow_frames.load(Ordering::Relaxed),
+            send_lateness: self.inner.metrics.lateness.snapshot(),
+            send_jitter: self.inner.metrics.jitter.snapshot(),
+        }
+    }
+
+    /// Stops the pacer: its task ends, its senders refuse audio ([`SendError::Closed`]) and
+    /// their queued frames are dropped (counted in [`PacedStats::discarded_frames`]). The
+    /// sessions stay open.
+    pub fn close(&self) {
+        self.inner.lock().closed = true;
+        self.inner.notify();
+    }
+
+    /// Whether the pacer's task has ended (after [`close`](Self::close)).
+    pub fn is_closed(&self) -> bool {
+        self.inner.ended.load(Ordering::Acquire)
+    }
+}
+
+/// Audio for one session, sent one frame per `ptime` by a [`MediaPacer`]. Dropping it
+/// detaches the session from the pacer.
+pub struct PacedSender {
+    paced: Arc<Paced>,
+    pacer: Arc<PacerInner>,
+}
+
+impl fmt::Debug for PacedSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacedSender")
+            .field("queued_frames", &self.queued_frames())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PacedSender {
+    /// Queues audio, in any chunk size: it is cut into the session's frames (a sub-frame tail
+    /// waits for the next chunk) which leave one per `ptime`. Frames that do not fit in the
+    /// queue are dropped and counted ([`PacedQueued::dropped`],
+    /// [`PacedStats::overflow_frames`]).
+    pub fn send(&self, audio: Bytes) -> Result<PacedQueued, SendError> {
+        let mut st = self.paced.lock();
+        if st.closed {
+            return Err(SendError::Closed);
+        }
+        let mut queued = PacedQueued::default();
+        let PacedState {
+            queue,
+            reframer,
+            capacity,
+            ..
+        } = &mut *st;
+        reframer.push(audio, |frame| {
+            if queue.len() < *capacity {
+                queue.push_back(frame);
+                queued.frames += 1;
+            } else {
+                queued.dropped += 1;
+            }
+        });
+        if queued.dropped > 0 {
+            st.stats.overflow_frames += queued.dropped as u64;
+            self.pacer
+                .overflow_frames
+                .fetch_add(queued.dropped as u64, Ordering::Relaxed);
+        }
+        Ok(queued)
+    }
+
+    /// Frames waiting for their tick.
+    pub fn queued_frames(&self) -> usize {
+        self.paced.lock().queue.len()
+    }
+
+    /// Drops the frames waiting (and a sub-frame tail), for barge-in; returns how many
+    /// frames. Audio already handed to the session is not recalled
+    /// ([`MediaSender::flush`](crate::media::MediaSender::flush) does that at Asterisk).
+    pub fn clear(&self) -> usize {
+        let mut st = self.paced.lock();
+        let n = st.queue.len();
+        st.queue.clear();
+        st.reframer.clear();
+        st.stats.discarded_frames += n as u64;
+        n
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PacedStats {
+        self.paced.lock().stats
+    }
+
+    /// Detaches the session from the pacer: queued frames are dropped (counted in
+    /// [`PacedStats::discarded_frames`]) and later audio refused. The session stays open.
+    pub fn close(&self) {
+        let mut st = self.paced.lock();
+        if !st.closed {
+            close_paced(&mut st);
+        }
+    }
+}
+
+impl Drop for PacedSender {
+    fn drop(&mut self) {
+        self.close();
+        self.pacer.notify();
+    }
+}
+
+fn close_paced(st: &mut PacedState) {
+    st.closed = true;
+    st.stats.discarded_frames += st.queue.len() as u64;
+    st.queue.clear();
+    st.reframer.clear();
+}
+
+/// What one phase's tick did.
+#[derive(Default)]
+struct Tick {
+    sent: u64,
+    detached: usize,
+    underruns: u64,
+    paused: u64,
+}
+
+/// Hands each session of `list` its next frame, due at `due`; drops the sessions that ended.
+fn tick(list: &mut Vec<Arc<Paced>>, due: Instant, metrics: &Arc<PaceMetrics>) -> Tick {
+    let mut t = Tick::default();
+    list.retain(|p| {
+        let mut st = p.lock();
+        if st.closed {
+            t.detached += 1;
+            return false;
+        }
+        if p.session.xoff.load(Ordering::Relaxed) {
+            st.stats.paused_ticks += 1;
+            t.paused += 1;
+            return true;
+        }
+        let Some(frame) = st.queue.pop_front() else {
+            if st.started {
+                st.stats.underruns += 1;
+                t.underruns += 1;
+            }
+            return true;
+        };
+        let cmd = Cmd::Paced {
+            frame,
+            due,
+            metrics: metrics.clone(),
+        };
+        if p.session.command(cmd).is_err() {
+            // The session ended: nothing more goes out.
+            st.stats.discarded_frames += 1;
+            close_paced(&mut st);
+            t.detached += 1;
+            return false;
+        }
+        st.started = true;
+        st.stats.frames_sent += 1;
+        t.sent += 1;
+        true
+    });
+    t
+}
+
+/// Completes when something changed (or at once if it has).
+fn changed(inner: &PacerInner) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        inner.task.register(cx.waker());
+        if inner.changed.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+/// The pacer's task: phase `k` runs at `origin + k × step`.
+async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
+    let phases = inner.config.phases as u64;
+    let step = inner.step;
+    let origin = executor.now();
+    let index_of = |t: Instant| -> u64 {
+        let since = t.saturating_duration_since(origin).as_nanos();
+        u64::try_from(since.div_ceil(step.as_nanos().max(1))).unwrap_or(u64::MAX)
+    };
+    let step_ns = u64::try_from(step.as_nanos()).unwrap_or(u64::MAX);
+    let due_of = |k: u64| origin + Duration::from_nanos(step_ns.saturating_mul(k));
+    // The next phase to run.
+    let mut k: u64 = 0;
+    loop {
+        // The next phase with sessions, within one ptime.
+        let next = {
+            let st = inner.lock();
+            if st.closed || (st.handles == 0 && st.sessions == 0) {
+                break;
+            }
+            (k..k + phases).find(|j| !st.phases[(j % phases) as usize].is_empty())
+        };
+        let Some(j) = next else {
+            // No session: wait for one, then start from the present.
+            changed(&inner).await;
+            k = k.max(index_of(executor.now()));
+            continue;
+        };
+        let due = due_of(j);
+        {
+            let sleep = pin!(executor.sleep_until(due));
+            let notified = pin!(changed(&inner));
+            if let Either::Right(_) = select(sleep, notified).await {
+                // Look again (a session may have come on an earlier phase, or the end), from
+                // the present: the phases passed meanwhile had no session.
+                k = k.max(index_of(executor.now()));
+                continue;
+            }
+        }
+        let mut st = inner.lock();
+        if st.closed {
+            break;
+        }
+        let slot = (j % phases) as usize;
+        let mut list = std::mem::take(&mut st.phases[slot]);
+        drop(st);
+        let late = executor.now().saturating_duration_since(due) > inner.config.ptime;
+        let t = tick(&mut list, due, &inner.metrics);
+        let mut st = inner.lock();
+        // Sessions attached meanwhile on this phase join the list.
+        list.append(&mut st.phases[slot]);
+        st.phases[slot] = list;
+        st.sessions -= t.detached;
+        st.ticks += 1;
+        st.late_ticks += u64::from(late);
+        st.frames_sent += t.sent;
+        st.underruns += t.underruns;
+        st.paused_ticks += t.paused;
+        drop(st);
+        k = j + 1;
+    }
+    // Closed: the senders refuse audio from now on.
+    let mut st = inner.lock();
+    st.closed = true;
+    for list in &mut st.phases {
+        for p in list.drain(..) {
+            let mut ps = p.lock();
+            if !ps.closed {
+                close_paced(&mut ps);
+            }
+        }
+    }
+    st.sessions = 0;
+    drop(st);
+    inner.ended.store(true, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::Context;
+    use std::time::SystemTime;
+
+    use futures_util::task::noop_waker_ref;
+
+    use super::*;
+    use crate::media::testing::{end, paced, session};
+
+    type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// An executor driven by hand: a clock moved by the test, tasks polled by `run`.
+    #[derive(Clone)]
+    struct Manual {
+        clock: Arc<Mutex<Instant>>,
+        tasks: Arc<Mutex<Vec<Task>>>,
+    }
+
+    impl fmt::Debug for Manual {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Manual")
+        }
+    }
+
+    impl Manual {
+        #[allow(clippy::disallowed_methods)] // the hand-moved clock starts anywhere
+        fn new() -> Self {
+            Manual {
+                clock: Arc::new(Mutex::new(Instant::now())),
+                tasks: Arc::default(),
+            }
+        }
+
+        fn advance(&self, d: Duration) {
+            *self.clock.lock().unwrap() += d;
+        }
+
+        /// Polls every task until none makes progress; returns how many are left.
+        fn run(&self) -> usize {
+            for _ in 0..4 {
+                let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+                let mut cx = Context::from_waker(noop_waker_ref());
+                tasks.retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
+                self.tasks.lock().unwrap().extend(tasks);
+            }
+            self.tasks.lock().unwrap().len()
+        }
+    }
+
+    impl Executor for Manual {
+        fn spawn<F>(&self, fut: F)
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            self.tasks.lock().unwrap().push(Box::pin(fut));
+        }
+
+        fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+            let clock = Arc::clone(&self.clock);
+            std::future::poll_fn(move |_| {
+                if *clock.lock().unwrap() >= deadline {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+        }
+
+        fn now(&self) -> Instant {
+            *self.clock.lock().unwrap()
+        }
+
+        fn wall_clock(&self) -> SystemTime {
+            SystemTime::UNIX_EPOCH
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+    const PTIME: Duration = Duration::from_millis(20);
+
+    /// `n` frames of 160 bytes, frame `i` filled with byte `first + i`.
+    fn frames(first: u8, n: u8) -> Bytes {
+        let mut v = Vec::new();
+        for i in 0..n {
+            v.extend(std::iter::repeat_n(first + i, 160));
+        }
+        Bytes::from(v)
+    }
+
+    fn first_bytes(sent: &[(Instant, Bytes)]) -> Vec<u8> {
+        sent.iter().map(|(_, f)| f[0]).collect()
+    }
+
+    #[test]
+    fn frames_leave_in_order_one_per_ptime_at_their_ticks() {
+        let ex = Manual::new();
+        let origin = ex.now();
+        let pacer = MediaPacer::new(&ex);
+        let (a, a_shared) = session(160, 20);
+        let (b, b_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach a");
+        let pb = pacer.attach(&b).expect("attach b");
+        // Any chunk size: 3.5 frames, then the other half.
+        let mut chunk = frames(1, 4).to_vec();
+        chunk.truncate(160 * 3 + 80);
+        let q = pa.send(Bytes::from(chunk)).expect("send");
+        assert_eq!((q.frames, q.dropped), (3, 0));
+        assert_eq!(pa.send(frames(4, 1).slice(80..)).expect("send").frames, 1);
+        pb.send(frames(10, 2)).expect("send");
+        assert_eq!(pa.queued_frames(), 4);
+
+        let mut got_a = Vec::new();
+        let mut got_b = Vec::new();
+        for _ in 0..(6 * 20) {
+            ex.run();
+            got_a.extend(paced(&a_shared));
+            got_b.extend(paced(&b_shared));
+            ex.advance(MS);
+        }
+        // In order, whole frames, one per ptime at absolute ticks; the second session on the
+        // next phase (1 ms later).
+        assert_eq!(first_bytes(&got_a), [1, 2, 3, 4]);
+        assert!(got_a.iter().all(|(_, f)| f.len() == 160));
+        let due_a: Vec<Instant> = got_a.iter().map(|(d, _)| *d).collect();
+        assert_eq!(
+            due_a,
+            (0..4).map(|k| origin + PTIME * k).collect::<Vec<_>>()
+        );
+        assert_eq!(first_bytes(&got_b), [10, 11]);
+        let due_b: Vec<Instant> = got_b.iter().map(|(d, _)| *d).collect();
+        assert_eq!(due_b, [origin + MS, origin + MS + PTIME]);
+        // Nothing before its time: each frame was taken at the millisecond it was due.
+        assert_eq!(pa.stats().frames_sent, 4);
+        assert_eq!(pa.stats().underruns, 2, "two empty ticks after the audio");
+        assert_eq!(pb.stats().underruns, 4);
+        assert_eq!(pacer.stats().underruns, 6, "both sessions' empty ticks");
+        assert_eq!(pb.stats().frames_sent, 2);
+        let st = pacer.stats();
+        assert_eq!((st.sessions, st.frames_sent, st.late_ticks), (2, 6, 0));
+        assert_eq!(pa.queued_frames(), 0);
+    }
+
+    #[test]
+    fn a_frame_is_not_handed_over_before_its_tick() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        pa.send(frames(1, 3)).expect("send");
+        ex.run();
+        assert_eq!(paced(&a_shared).len(), 1, "the first at once");
+        ex.advance(PTIME - Duration::from_nanos(1));
+        ex.run();
+        assert!(paced(&a_shared).is_empty(), "not a nanosecond early");
+        ex.advance(Duration::from_nanos(1));
+        ex.run();
+        assert_eq!(first_bytes(&paced(&a_shared)), [2]);
+    }
+
+    #[test]
+    fn xoff_pauses_the_pacer_without_losing_frames() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        pa.send(frames(1, 5)).expect("send");
+        ex.run();
+        assert_eq!(first_bytes(&paced(&a_shared)), [1]);
+        a_shared.xoff.store(true, Ordering::Relaxed);
+        for _ in 0..3 {
+            ex.advance(PTIME);
+            ex.run();
+        }
+        assert!(paced(&a_shared).is_empty(), "nothing while XOFF");
+        assert_eq!(pa.stats().paused_ticks, 3);
+        assert_eq!(pacer.stats().paused_ticks, 3);
+        assert_eq!(pa.queued_frames(), 4);
+        a_shared.xoff.store(false, Ordering::Relaxed);
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            ex.advance(PTIME);
+            ex.run();
+            got.extend(paced(&a_shared));
+        }
+        assert_eq!(first_bytes(&got), [2, 3, 4, 5], "all of them, in order");
+        let st = pa.stats();
+        assert_eq!(
+            (st.frames_sent, st.overflow_frames, st.discarded_frames),
+            (5, 0, 0)
+        );
+    }
+
+    #[test]
+    fn overflow_is_counted_and_the_rest_goes_out() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1).queue_frames(3));
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        let q = pa.send(frames(1, 5)).expect("send");
+        assert_eq!((q.frames, q.dropped), (3, 2));
+        assert_eq!(pa.stats().overflow_frames, 2);
+        assert_eq!(pacer.stats().overflow_frames, 2);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            ex.run();
+            got.extend(paced(&a_shared));
+            ex.advance(PTIME);
+        }
+        assert_eq!(
+            first_bytes(&got),
+            [1, 2, 3],
+            "the first three, the rest counted"
+        );
+    }
+
+    #[test]
+    fn close_stops_the_pacer_and_its_senders() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        pa.send(frames(1, 4)).expect("send");
+        assert_eq!(ex.run(), 1, "the pacer's task runs");
+        assert_eq!(paced(&a_shared).len(), 1);
+        pacer.close();
+        assert_eq!(ex.run(), 0, "closed: the task ended");
+        assert!(pacer.is_closed());
+        ex.advance(PTIME * 5);
+        ex.run();
+        assert!(paced(&a_shared).is_empty(), "nothing after close");
+        assert_eq!(pa.send(frames(9, 1)), Err(SendError::Closed));
+        assert_eq!(pa.stats().discarded_frames, 3, "the queued frames, counted");
+        let (b, _) = session(160, 20);
+        assert_eq!(pacer.attach(&b).err(), Some(PaceError::Closed));
+    }
+
+    #[test]
+    fn a_session_that_ends_or_a_dropped_sender_is_detached() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let (b, b_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        let pb = pacer.attach(&b).expect("attach");
+        pa.send(frames(1, 3)).expect("send");
+        pb.send(frames(1, 3)).expect("send");
+        ex.run();
+        assert_eq!(paced(&a_shared).len() + paced(&b_shared).len(), 2);
+        end(&a_shared);
+        drop(pb);
+        ex.advance(PTIME);
+        ex.run();
+        assert!(paced(&a_shared).is_empty() && paced(&b_shared).is_empty());
+        assert_eq!(pacer.stats().sessions, 0);
+        let st = pa.stats();
+        assert_eq!((st.frames_sent, st.discarded_frames), (1, 2));
+        assert_eq!(pa.send(frames(1, 1)), Err(SendError::Closed));
+        // The last handle gone and no session: the task ends.
+        drop(pacer);
+        assert_eq!(ex.run(), 0);
+    }
+
+    #[test]
+    fn a_session_of_another_ptime_is_refused() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::new(&ex);
+        let (a, _) = session(240, 30);
+        let e = pacer.attach(&a).expect_err("30 ms");
+        assert_eq!(
+            e,
+            PaceError::Ptime {
+                pacer: PTIME,
+                session: Duration::from_millis(30)
+            }
+        );
+        assert!(e.to_string().contains("30 ms"));
+    }
+
+    #[test]
+    fn late_ticks_catch_up_in_order_and_are_counted() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        pa.send(frames(1, 5)).expect("send");
+        ex.run();
+        assert_eq!(first_bytes(&paced(&a_shared)), [1]);
+        // The executor stalls for 65 ms: the three ticks missed run at once, in order, with
+        // their own due times, and count as late (more than one ptime after their time).
+        ex.advance(Duration::from_millis(65));
+        ex.run();
+        let got = paced(&a_shared);
+        assert_eq!(first_bytes(&got), [2, 3, 4]);
+        assert_eq!(got[2].0 - got[0].0, PTIME * 2);
+        assert_eq!(pacer.stats().late_ticks, 2);
+    }
+
+    #[test]
+    fn the_histograms_bound_their_percentiles() {
+        let m = PaceMetrics {
+            lateness: Histogram::new(),
+            jitter: Histogram::new(),
+            written: AtomicU64::new(0),
+        };
+        for us in 0..99 {
+            m.record(Duration::from_micros(us * 10), Some(Duration::ZERO));
+        }
+        m.record(Duration::from_millis(30), None);
+        let h = m.lateness.snapshot();
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.max, Duration::from_millis(30));
+        // 99 of 100 are below 1 ms (980 µs at most): the p99's bucket ends at 1 ms.
+        assert_eq!(h.percentile(99.0), Duration::from_micros(1_000));
+        assert_eq!(h.percentile(100.0), Duration::from_millis(30));
+        assert_eq!(h.percentile(50.0), Duration::from_micros(500));
+        assert_eq!(
+            m.jitter.snapshot().count(),
+            99,
+            "no jitter without a previous frame"
+        );
+        assert_eq!(m.written.load(Ordering::Relaxed), 100);
+        // A window: only what came after the snapshot.
+        let before = m.lateness.snapshot();
+        m.record(Duration::from_micros(120), None);
+        let w = m.lateness.snapshot().since(&before);
+        assert_eq!(w.count(), 1);
+        assert_eq!(w.max, Duration::from_micros(150), "the bucket's upper edge");
+        assert_eq!(w.percentile(99.0), Duration::from_micros(150));
+        assert_eq!(
+            PacingHistogram {
+                counts: vec![0; 3],
+                max: Duration::ZERO
+            }
+            .percentile(99.0),
+            Duration::ZERO
+        );
+    }
+}
