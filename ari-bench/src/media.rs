@@ -5,7 +5,7 @@
 //! sends its own the way the README shows: the application attaches every session to one
 //! [`MediaPacer`] (one timer on the runtime's executor, the sessions spread over its 20
 //! phases of 1 ms) and hands each session's audio to its [`PacedSender`] as it produces it
-//! (here: it tops the session's queue up to a few frames whenever a frame comes in). The
+//! (here: it tops the session's queue up to 200 ms whenever a frame comes in). The
 //! pacer hands each session one frame per 20 ms at absolute times; each session's socket
 //! task writes it. The simulator runs in another process: the CPU measured is the
 //! application's and the client's alone. After all sessions are open and a second of
@@ -60,8 +60,9 @@ struct Counts {
 }
 
 /// Frames each session's pacing queue is topped up to when a frame comes in: the audio the
-/// application has produced ahead of its playing time (60 ms).
-const AHEAD_FRAMES: usize = 3;
+/// application has produced ahead of its playing time (200 ms, as a speech synthesizer
+/// or a voice model hands it over; [`PacedSender::clear`] drops it on barge-in).
+const AHEAD_FRAMES: usize = 10;
 
 fn jitter_us(gap: Duration) -> u32 {
     let d = gap.abs_diff(PTIME);

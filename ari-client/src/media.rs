@@ -14,6 +14,10 @@
 //! (XOFF/XON), a bounded local queue whose overflow is reported ([`MediaItem::Overflow`]),
 //! marks, buffering. Audio from Asterisk waits in a bounded queue too: a consumer that falls
 //! behind loses the oldest frames, counted and announced with [`MediaItem::Lagged`].
+//!
+//! To play audio at real-time pace (speech synthesis, a voice model), attach the session to
+//! a [`MediaPacer`] shared by every call: one task on the runtime hands each session one
+//! frame per `ptime` at absolute times, sessions spread over the phases of the `ptime`.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -231,6 +231,7 @@ macro_rules! conformance_suite {
             outbound_tls_call_with_rest_over_wss,
             media_session_echoes_and_tears_down,
             media_session_ends_when_the_caller_hangs_up,
+            media_pacer_plays_audio_handed_over_at_once,
             audiosocket_server_serves_a_call,
             media_client_mode_asterisk_dials_the_app,
             media_server_checks_basic_credentials,

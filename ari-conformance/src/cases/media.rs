@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
-use ari_client::media::{MediaItem, MediaOptions, MediaServer, MediaSession};
+use ari_client::media::{MediaItem, MediaOptions, MediaPacer, MediaServer, MediaSession};
 use ari_client::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
@@ -147,6 +147,61 @@ pub async fn media_session_echoes_and_tears_down<R: Runtime>(h: &Harness<R>) {
         .await
         .expect_err("media channel gone");
     assert_eq!(err.status(), Some(404));
+}
+
+/// A `MediaPacer` plays audio handed over in one chunk (25 frames of the test signal): it
+/// leaves as 25 whole frames, every one handed over at its tick and timed by the socket
+/// task as it is written, and the simulator receives and plays them, nothing dropped.
+pub async fn media_pacer_plays_audio_handed_over_at_once<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let channel = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let media = h
+        .live("media", channel.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("media session");
+    let pacer = MediaPacer::new(client.runtime());
+    let paced = pacer.attach(&media).expect("attach");
+    let frame = ari_testkit::test_frame("slin16");
+    let q = paced
+        .send(bytes::Bytes::from(frame.repeat(25)))
+        .expect("send");
+    assert_eq!((q.frames, q.dropped), (25, 0));
+    h.eventually("the pacer hands every frame over", || {
+        paced.stats().frames_sent == 25
+    })
+    .await;
+    h.eventually("the socket task writes them", || {
+        media.stats().protocol.frames_out == 25
+    })
+    .await;
+    let stats = pacer.stats();
+    assert_eq!(stats.frames_sent, 25);
+    assert_eq!(stats.overflow_frames, 0);
+    assert_eq!(stats.sessions, 1);
+    // Every frame written at once is timed (one held back by flow control would not be).
+    assert!(
+        stats.frames_timed > 0 && stats.frames_timed <= 25,
+        "{stats:?}"
+    );
+    assert_eq!(stats.send_lateness.count(), stats.frames_timed);
+    assert!(stats.send_jitter.count() < stats.frames_timed);
+    assert_eq!(paced.queued_frames(), 0);
+    assert_eq!(media.stats().protocol.overflow_frames, 0);
+    drop(paced);
+    pacer.close();
+    h.live("shutdown", media.shutdown()).await;
+    h.eventually("the pacer's task ends", || pacer.is_closed())
+        .await;
+
+    let report = media_report(h).await;
+    assert_eq!(report.messages_received, 25);
+    assert_eq!(report.frames_queued, 25);
+    assert_eq!(report.messages_dropped, 0);
+    assert_eq!(report.remainder_bytes_dropped, 0);
+    assert_eq!(report.frames_played, report.frames_played_test_signal);
 }
 
 /// When the caller hangs up, the session (JSON control, ulaw) yields `Closed` with
