@@ -10,7 +10,7 @@ use ari_proto::Operation;
 use futures_util::future::{select, Either};
 use tracing::Instrument;
 
-use crate::deadlines::{Deadlines, Expired};
+use crate::deadlines::Deadlines;
 use crate::error::Error;
 use crate::runtime::{Runtime, TransportError, TransportErrorKind, TransportOptions};
 use crate::shared::Shared;
@@ -293,10 +293,7 @@ impl<R: Runtime> Client<R> {
                 .deadlines
                 .run(&self.inner.runtime, deadline, fut)
                 .await
-                .map_err(|Expired| Error::Timeout {
-                    operation,
-                    after: timeout,
-                })??;
+                .map_err(|stopped| stopped.into_error(operation, timeout))??;
             Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
         };
         match self.inner.rest_transport {
@@ -335,10 +332,7 @@ impl<R: Runtime> Client<R> {
                             .deadlines
                             .run(&self.inner.runtime, deadline, pending)
                             .await
-                            .map_err(|Expired| Error::Timeout {
-                                operation,
-                                after: timeout,
-                            })?;
+                            .map_err(|stopped| stopped.into_error(operation, timeout))?;
                         match res {
                             Ok(raw) => Ok((raw.status, raw.body)),
                             Err(RequestError::Timeout) => Err(Error::Timeout {

@@ -175,8 +175,8 @@ impl<R: Runtime> Client<R> {
     }
 
     /// Closes the client: stops the events connection, ends every stream, listener and
-    /// awaited event (with [`Error::Closed`]) and ends the background task; later requests
-    /// fail with [`Error::Closed`]. Returns once the close frame is sent (a peer that does
+    /// awaited event (with [`Error::Closed`]) and ends the background task; requests still
+    /// in flight and later ones fail with [`Error::Closed`]. Returns once the close frame is sent (a peer that does
     /// not read gets one second) and the background task has exited.
     ///
     /// Dropping the last handle does the same, without waiting: handlers, streams and

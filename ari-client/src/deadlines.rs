@@ -12,8 +12,9 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::error::Error;
 use crate::runtime::Executor;
 
 /// The request deadlines of one client (see the module docs). Dropping it ends its task.
@@ -153,20 +154,46 @@ impl Drop for Deadlines {
 }
 
 /// Why [`Deadlines::run`] returned without the future's output.
-pub(crate) struct Expired;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// The deadline passed.
+    Expired,
+    /// The deadlines were closed (the client was closed) before the future completed.
+    Closed,
+}
+
+impl Stopped {
+    /// The error of a request `operation` with this `timeout` that stopped so.
+    pub(crate) fn into_error(self, operation: &'static str, timeout: Duration) -> Error {
+        match self {
+            Stopped::Expired => Error::Timeout {
+                operation,
+                after: timeout,
+            },
+            Stopped::Closed => Error::closed("the client was closed while the request was pending"),
+        }
+    }
+}
 
 impl Deadlines {
-    /// Ends the timer task; requests then run without a deadline (the client is closed: new
-    /// requests fail before they get here).
+    /// Ends the timer task and the requests still pending: they return
+    /// [`Stopped::Closed`] (the client is closed: a request left running would have no
+    /// deadline any more, and new requests fail before they get here).
     pub(crate) fn close(&self) {
-        let task = {
+        let (task, pending) = {
             let mut inner = self.state.lock();
             inner.closed = true;
-            inner.task.take()
+            let pending: Vec<Waker> = inner
+                .slots
+                .iter_mut()
+                .filter_map(|s| s.entry.as_mut()?.waker.take())
+                .collect();
+            (inner.task.take(), pending)
         };
         if let Some(task) = task {
             task.wake();
         }
+        pending.into_iter().for_each(Waker::wake);
     }
 
     /// Runs `fut` until `deadline` (which must not come before the deadline of any request
@@ -176,7 +203,7 @@ impl Deadlines {
         executor: &E,
         deadline: Instant,
         fut: F,
-    ) -> Result<F::Output, Expired> {
+    ) -> Result<F::Output, Stopped> {
         let key = {
             let mut inner = self.state.lock();
             inner.prune();
@@ -198,11 +225,14 @@ impl Deadlines {
                 return Poll::Ready(Ok(out));
             }
             let mut inner = guard.state.lock();
+            if inner.closed {
+                return Poll::Ready(Err(Stopped::Closed));
+            }
             let Some(entry) = inner.get_mut(guard.key) else {
                 return Poll::Pending; // not reached: removed only by the guard
             };
             if entry.expired {
-                return Poll::Ready(Err(Expired));
+                return Poll::Ready(Err(Stopped::Expired));
             }
             match &entry.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -295,7 +325,7 @@ mod tests {
 
     use futures_util::task::noop_waker_ref;
 
-    use super::{Deadlines, Expired};
+    use super::{Deadlines, Stopped};
     use crate::runtime::Executor;
 
     type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -390,12 +420,18 @@ mod tests {
 
         ex.advance(Duration::from_secs(5));
         assert_eq!(ex.run(), 1, "the later request is still pending");
-        assert!(matches!(poll(slow.as_mut()), Poll::Ready(Err(Expired))));
+        assert!(matches!(
+            poll(slow.as_mut()),
+            Poll::Ready(Err(Stopped::Expired))
+        ));
         assert!(poll(later.as_mut()).is_pending());
 
         ex.advance(Duration::from_secs(5));
         assert_eq!(ex.run(), 0, "nothing pending: the task ended");
-        assert!(matches!(poll(later.as_mut()), Poll::Ready(Err(Expired))));
+        assert!(matches!(
+            poll(later.as_mut()),
+            Poll::Ready(Err(Stopped::Expired))
+        ));
         assert_eq!(d.state.lock().pending, 0);
         assert!(d.state.lock().order.is_empty());
     }
@@ -410,6 +446,10 @@ mod tests {
         assert_eq!(ex.run(), 1);
         d.close();
         assert_eq!(ex.run(), 0, "closed: the task ended");
+        assert!(
+            matches!(poll(waiting.as_mut()), Poll::Ready(Err(Stopped::Closed))),
+            "the pending request ends with the deadlines, instead of running without one"
+        );
 
         let ex = Manual::new();
         let d = Deadlines::default();

@@ -333,3 +333,24 @@ fn handles_print_what_they_wait_for() {
         "the resource it waits on"
     );
 }
+
+#[test]
+fn a_request_in_flight_when_the_client_closes_does_not_outlive_it() {
+    let rt = FakeRt::default();
+    info_only(&rt);
+    let client = connect(&rt);
+    // Asterisk stops answering (an unreachable host that swallows packets).
+    rt.respond(|_| Reply::Hang);
+    let channel = client.channel("c1");
+    let answer = rt.start(async move { channel.answer().await });
+    assert!(!answer.is_done());
+    let c = client.clone();
+    rt.block_on(async move { c.close().await }).expect("closes");
+    // Past the request timeout at the latest, the request has its answer: closed.
+    rt.advance(client.request_timeout());
+    let err = answer
+        .take()
+        .expect("the request ended with the client")
+        .expect_err("no answer");
+    assert!(matches!(err, Error::Closed { .. }), "{err:?}");
+}
