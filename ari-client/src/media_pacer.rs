@@ -31,13 +31,18 @@ pub struct PacerConfig {
     /// refused ([`PaceError::Ptime`]).
     pub ptime: Duration,
     /// Sending phases within one `ptime` (default 20: 1 ms apart at 20 ms). Sessions are
-    /// spread over them (each to the least used), so a thousand sessions do not all write at
-    /// the same instant: each phase's writes are a small burst the executor gets through
-    /// before the next one. 1 sends every session's frame at the same tick.
+    /// spread over them ([`phase_sessions`](Self::phase_sessions)), so a thousand sessions do
+    /// not all write at the same instant: each phase's writes are a small burst the executor
+    /// gets through before the next one. 1 sends every session's frame at the same tick.
     pub phases: u32,
     /// Frames each session may hold waiting for its turn (default 500: 10 s at 20 ms); the
     /// audio that does not fit is dropped and counted ([`PacedStats::overflow_frames`]).
     pub queue_frames: usize,
+    /// Sessions a phase takes before the next phase is used (default 50): a few sessions
+    /// share one tick (one wake-up of the pacer per `ptime`, not one per phase), many are
+    /// spread over every phase, evenly spaced. Once every phase has this many, each new
+    /// session goes to the least used.
+    pub phase_sessions: usize,
 }
 
 impl Default for PacerConfig {
@@ -46,6 +51,7 @@ impl Default for PacerConfig {
             ptime: Duration::from_millis(20),
             phases: 20,
             queue_frames: 500,
+            phase_sessions: 50,
         }
     }
 }
@@ -73,6 +79,34 @@ impl PacerConfig {
         self.queue_frames = frames.max(1);
         self
     }
+
+    /// Sets [`phase_sessions`](Self::phase_sessions) (at least 1).
+    pub fn phase_sessions(mut self, sessions: usize) -> Self {
+        self.phase_sessions = sessions.max(1);
+        self
+    }
+}
+
+/// The phases in the order they are taken into use: each next one as far as can be from
+/// those before it (0, then the middle, then the quarters, …).
+fn spread_order(phases: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(phases);
+    // The circular distance of each phase to the nearest one taken.
+    let mut distance = vec![usize::MAX; phases];
+    let mut next = 0;
+    for _ in 0..phases {
+        order.push(next);
+        distance[next] = 0;
+        for (i, d) in distance.iter_mut().enumerate() {
+            let gap = i.abs_diff(next);
+            *d = (*d).min(gap.min(phases - gap));
+        }
+        // The farthest (the first of equals).
+        next = (0..phases)
+            .max_by_key(|&i| (distance[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+    }
+    order
 }
 
 /// Why [`MediaPacer::attach`] refused a session.
@@ -316,6 +350,8 @@ struct PacerState {
 
 struct PacerInner {
     config: PacerConfig,
+    /// The phases in the order they are taken into use.
+    order: Vec<usize>,
     /// One phase's duration (`ptime / phases`).
     step: Duration,
     state: Mutex<PacerState>,
@@ -346,9 +382,10 @@ impl PacerInner {
 /// [`attach`](Self::attach) a [`MediaSession`] to get a [`PacedSender`]; audio handed to it
 /// (any chunk size, any amount ahead) is cut into the session's frames and handed to the
 /// session one frame per `ptime`, at absolute times of the executor's clock (no drift). One
-/// task on the executor serves every attached session: the sessions are spread over
-/// [`PacerConfig::phases`] phases of the `ptime`, so each tick wakes a small share of the
-/// sessions' socket tasks. While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
+/// task on the executor serves every attached session: the sessions are spread over up to
+/// [`PacerConfig::phases`] phases of the `ptime` ([`PacerConfig::phase_sessions`] on a phase
+/// before the next is used), so each tick wakes a small share of the sessions' socket tasks,
+/// and a few sessions share one tick. While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
 /// lost); frames beyond [`PacerConfig::queue_frames`] are dropped and counted. The timing of
 /// every frame as written is in [`stats`](Self::stats).
 ///
@@ -403,6 +440,7 @@ impl MediaPacer {
         let phases = config.phases.clamp(1, 1_000);
         let config = PacerConfig { phases, ..config };
         let inner = Arc::new(PacerInner {
+            order: spread_order(phases as usize),
             step: config.ptime / phases,
             state: Mutex::new(PacerState {
                 phases: (0..phases).map(|_| Vec::new()).collect(),
@@ -458,12 +496,22 @@ impl MediaPacer {
             if st.closed {
                 return Err(PaceError::Closed);
             }
-            let phase = st
-                .phases
+            let fill = self.inner.config.phase_sessions.max(1);
+            let phase = self
+                .inner
+                .order
                 .iter()
-                .enumerate()
-                .min_by_key(|(_, p)| p.len())
-                .map_or(0, |(i, _)| i);
+                .copied()
+                .find(|&i| st.phases[i].len() < fill)
+                .unwrap_or_else(|| {
+                    // Every phase is full: the least used, in spread order.
+                    self.inner
+                        .order
+                        .iter()
+                        .copied()
+                        .min_by_key(|&i| st.phases[i].len())
+                        .unwrap_or(0)
+                });
             st.phases[phase].push(paced.clone());
             st.sessions += 1;
         }
@@ -838,7 +886,8 @@ mod tests {
     fn frames_leave_in_order_one_per_ptime_at_their_ticks() {
         let ex = Manual::new();
         let origin = ex.now();
-        let pacer = MediaPacer::new(&ex);
+        // One session per phase: the second session goes to the middle phase (10 ms later).
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phase_sessions(1));
         let (a, a_shared) = session(160, 20);
         let (b, b_shared) = session(160, 20);
         let pa = pacer.attach(&a).expect("attach a");
@@ -861,7 +910,7 @@ mod tests {
             ex.advance(MS);
         }
         // In order, whole frames, one per ptime at absolute ticks; the second session on the
-        // next phase (1 ms later).
+        // middle phase.
         assert_eq!(first_bytes(&got_a), [1, 2, 3, 4]);
         assert!(got_a.iter().all(|(_, f)| f.len() == 160));
         let due_a: Vec<Instant> = got_a.iter().map(|(d, _)| *d).collect();
@@ -871,7 +920,7 @@ mod tests {
         );
         assert_eq!(first_bytes(&got_b), [10, 11]);
         let due_b: Vec<Instant> = got_b.iter().map(|(d, _)| *d).collect();
-        assert_eq!(due_b, [origin + MS, origin + MS + PTIME]);
+        assert_eq!(due_b, [origin + MS * 10, origin + MS * 10 + PTIME]);
         // Nothing before its time: each frame was taken at the millisecond it was due.
         assert_eq!(pa.stats().frames_sent, 4);
         assert_eq!(pa.stats().underruns, 2, "two empty ticks after the audio");
@@ -1001,6 +1050,36 @@ mod tests {
         // The last handle gone and no session: the task ends.
         drop(pacer);
         assert_eq!(ex.run(), 0);
+    }
+
+    #[test]
+    fn phases_fill_up_then_spread_evenly() {
+        assert_eq!(spread_order(4), [0, 2, 1, 3]);
+        assert_eq!(&spread_order(20)[..4], [0, 10, 5, 15]);
+        let mut all = spread_order(20);
+        all.sort_unstable();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+
+        let ex = Manual::new();
+        let origin = ex.now();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(4).phase_sessions(2));
+        let mut sessions = Vec::new();
+        for _ in 0..10 {
+            let (m, shared) = session(160, 20);
+            let p = pacer.attach(&m).expect("attach");
+            p.send(frames(1, 1)).expect("send");
+            sessions.push((m, shared, p));
+        }
+        for _ in 0..20 {
+            ex.run();
+            ex.advance(MS);
+        }
+        let due: Vec<Duration> = sessions
+            .iter()
+            .map(|(_, shared, _)| paced(shared)[0].0 - origin)
+            .collect();
+        // Two per phase in spread order (0, 10, 5, 15 ms), then the least used.
+        assert_eq!(due, [0, 0, 10, 10, 5, 5, 15, 15, 0, 10].map(|ms| MS * ms));
     }
 
     #[test]
