@@ -305,10 +305,78 @@ const INLINE_SUBS: usize = 6;
 /// A list of subscriptions, in subscription order.
 type SubList<T> = SmallVec<[Listed<T>; INLINE_SUBS]>;
 
+/// The type tag of a subscription in a [`BlockHead`] whose `ty` does not fit in 16 bits: its
+/// [`Listed`] entry is read instead.
+const TY_ELSEWHERE: u16 = u16::MAX;
+
+/// What routing reads first of a resource's block, in one cache line: the id, how many
+/// subscriptions there are (up to [`INLINE_SUBS`]; more spill) and the type restriction of each
+/// of the first [`INLINE_SUBS`]. Routing an event reads this line and then only the
+/// subscriptions that match it, not every subscription of the resource.
+#[repr(C, align(64))]
+struct BlockHead {
+    key: ResourceKey,
+    /// `ty` of the first `cached` subscriptions (or [`TY_ELSEWHERE`]).
+    tys: [u16; INLINE_SUBS],
+    /// `min(subs.len(), INLINE_SUBS)`.
+    cached: u8,
+    /// Whether there are more than [`INLINE_SUBS`] subscriptions.
+    more: bool,
+}
+
 /// A resource's id and subscriptions, in one allocation.
 struct ResourceBlock<T> {
-    key: ResourceKey,
+    head: BlockHead,
     subs: SubList<T>,
+}
+
+impl<T> ResourceBlock<T> {
+    /// Brings the head's copy of the first subscriptions' types up to date after a change.
+    fn refresh_head(&mut self) {
+        let head = &mut self.head;
+        head.cached = 0;
+        for (slot, l) in head.tys.iter_mut().zip(self.subs.iter()) {
+            *slot = u16::try_from(l.ty)
+                .ok()
+                .filter(|t| *t != TY_ELSEWHERE)
+                .unwrap_or(TY_ELSEWHERE);
+            head.cached += 1;
+        }
+        head.more = self.subs.len() > INLINE_SUBS;
+    }
+
+    /// Calls `take` with each subscription whose type restriction admits the event: none,
+    /// or the one numbered `event_ty()` (looked up only if needed, at most once).
+    fn for_each_match(
+        &self,
+        event_ty: &mut impl FnMut() -> u32,
+        take: &mut impl FnMut(&Listed<T>),
+    ) {
+        let head = &self.head;
+        let cached = usize::from(head.cached);
+        for (i, &t) in head.tys.iter().take(cached).enumerate() {
+            let admits = match t {
+                0 => true,
+                TY_ELSEWHERE => match self.subs.get(i) {
+                    Some(l) => l.ty == ANY_TYPE || l.ty == event_ty(),
+                    None => false,
+                },
+                t => u32::from(t) == event_ty(),
+            };
+            if admits {
+                if let Some(l) = self.subs.get(i) {
+                    take(l);
+                }
+            }
+        }
+        if head.more {
+            for l in self.subs.iter().skip(INLINE_SUBS) {
+                if l.ty == ANY_TYPE || l.ty == event_ty() {
+                    take(l);
+                }
+            }
+        }
+    }
 }
 
 /// A table entry: the full hash (resizing and mismatches never read the block) and the block.
@@ -345,32 +413,40 @@ impl<T> ResourceIndex<T> {
         self.table.is_empty()
     }
 
-    fn get(&self, key: &[u8]) -> Option<&SubList<T>> {
+    fn get(&self, key: &[u8]) -> Option<&ResourceBlock<T>> {
         let hash = self.hash(key);
         self.table
-            .find(hash, |e| e.hash == hash && e.block.key.as_bytes() == key)
-            .map(|e| &e.block.subs)
+            .find(hash, |e| {
+                e.hash == hash && e.block.head.key.as_bytes() == key
+            })
+            .map(|e| &*e.block)
     }
 
-    /// The list of `key`, created empty if absent.
-    fn list_mut(&mut self, key: &[u8]) -> &mut SubList<T> {
+    /// Adds a subscription to the list of `key`, created if absent.
+    fn push(&mut self, key: &[u8], listed: Listed<T>) {
         let hash = self.hash(key);
         let entry = self.table.entry(
             hash,
-            |e| e.hash == hash && e.block.key.as_bytes() == key,
+            |e| e.hash == hash && e.block.head.key.as_bytes() == key,
             |e| e.hash,
         );
-        &mut entry
+        let block = &mut entry
             .or_insert_with(|| ResourceEntry {
                 hash,
                 block: Box::new(ResourceBlock {
-                    key: ResourceKey::new(key),
+                    head: BlockHead {
+                        key: ResourceKey::new(key),
+                        tys: [ANY_TYPE as u16; INLINE_SUBS],
+                        cached: 0,
+                        more: false,
+                    },
                     subs: SubList::new(),
                 }),
             })
             .into_mut()
-            .block
-            .subs
+            .block;
+        block.subs.push(listed);
+        block.refresh_head();
     }
 
     /// Removes subscription `id` from the list of `key`, and the list once empty; returns
@@ -379,9 +455,13 @@ impl<T> ResourceIndex<T> {
         let hash = self.hash(key);
         let mut entry = self
             .table
-            .find_entry(hash, |e| e.hash == hash && e.block.key.as_bytes() == key)
+            .find_entry(hash, |e| {
+                e.hash == hash && e.block.head.key.as_bytes() == key
+            })
             .ok()?;
-        let data = remove_listed(&mut entry.get_mut().block.subs, id);
+        let block = &mut entry.get_mut().block;
+        let data = remove_listed(&mut block.subs, id);
+        block.refresh_head();
         if entry.get().block.subs.is_empty() {
             entry.remove();
         }
@@ -448,7 +528,7 @@ impl<T: Clone> Router<T> {
                 .push(listed),
             (Target::Resource(kind, rid), _) => {
                 let k = kind_index(*kind);
-                self.by_resource[k].list_mut(rid.as_bytes()).push(listed);
+                self.by_resource[k].push(rid.as_bytes(), listed);
                 self.per_kind[k] += 1;
             }
         }
@@ -513,7 +593,7 @@ impl<T: Clone> Router<T> {
     pub(crate) fn follows(&self, kind: ResourceKind, id: &str) -> bool {
         self.by_resource[kind_index(kind)]
             .get(id.as_bytes())
-            .is_some_and(|v| !v.is_empty())
+            .is_some_and(|b| !b.subs.is_empty())
     }
 
     /// Removes every subscription following this resource (not an endpoint), in
@@ -525,7 +605,7 @@ impl<T: Clone> Router<T> {
     ) -> Vec<(SubscriptionId, T)> {
         let ids: SmallVec<[SubscriptionId; 4]> =
             match self.by_resource[kind_index(kind)].get(id.as_bytes()) {
-                Some(v) => v.iter().map(|l| l.id).collect(),
+                Some(b) => b.subs.iter().map(|l| l.id).collect(),
                 None => return Vec::new(),
             };
         ids.into_iter()
@@ -533,7 +613,7 @@ impl<T: Clone> Router<T> {
             .collect()
     }
 
-    fn resource_list(&self, r: &ResourceRef<'_>) -> Option<&SubList<T>> {
+    fn resource_block(&self, r: &ResourceRef<'_>) -> Option<&ResourceBlock<T>> {
         let map = &self.by_resource[kind_index(r.kind)];
         if map.is_empty() {
             return None;
@@ -573,19 +653,13 @@ impl<T: Clone> Router<T> {
         }
         // The event's type number, looked up once, and only if a resource list needs it.
         let mut event_ty = None;
+        let types = &self.types;
+        let mut event_ty =
+            || *event_ty.get_or_insert_with(|| types.get(type_name).unwrap_or(ANY_TYPE));
         let resources = event.resources();
         for r in resources.iter() {
-            if let Some(v) = self.resource_list(&r) {
-                for l in v {
-                    if l.ty == ANY_TYPE
-                        || l.ty
-                            == *event_ty.get_or_insert_with(|| {
-                                self.types.get(type_name).unwrap_or(ANY_TYPE)
-                            })
-                    {
-                        take(l);
-                    }
-                }
+            if let Some(b) = self.resource_block(&r) {
+                b.for_each_match(&mut event_ty, &mut take);
             }
         }
         if out.len() > 1 {
@@ -604,8 +678,8 @@ impl<T: Clone> Router<T> {
         }
         // Every subscription following a resource that has just ended ends with it.
         if let Some(r) = event.ended_resource() {
-            if let Some(v) = self.resource_list(&r) {
-                let gone: SmallVec<[SubscriptionId; 4]> = v.iter().map(|l| l.id).collect();
+            if let Some(b) = self.resource_block(&r) {
+                let gone: SmallVec<[SubscriptionId; 4]> = b.subs.iter().map(|l| l.id).collect();
                 for id in gone {
                     if let Some(data) = self.unsubscribe(id) {
                         ended.push((id, EndReason::ResourceEnded, data));
@@ -642,25 +716,28 @@ mod tests {
         let ids = ["1700000000.1", "1700000000.10", long.as_str(), ""];
         for (n, id) in ids.iter().enumerate() {
             for s in 0..2u64 {
-                index.list_mut(id.as_bytes()).push(Listed {
-                    id: SubscriptionId(n as u64 * 10 + s),
-                    ty: ANY_TYPE,
-                    once: false,
-                    data: (),
-                });
+                index.push(
+                    id.as_bytes(),
+                    Listed {
+                        id: SubscriptionId(n as u64 * 10 + s),
+                        ty: ANY_TYPE,
+                        once: false,
+                        data: (),
+                    },
+                );
             }
         }
         for (n, id) in ids.iter().enumerate() {
             let got: Vec<u64> = index
                 .get(id.as_bytes())
-                .map(|v| v.iter().map(|l| l.id.0).collect())
+                .map(|b| b.subs.iter().map(|l| l.id.0).collect())
                 .unwrap_or_default();
             assert_eq!(got, vec![n as u64 * 10, n as u64 * 10 + 1], "{id:?}");
         }
         assert!(index.get(b"1700000000.100").is_none());
         // Removing the last subscription of an id removes its entry; others stay.
         index.remove(long.as_bytes(), SubscriptionId(20));
-        assert_eq!(index.get(long.as_bytes()).map(|v| v.len()), Some(1));
+        assert_eq!(index.get(long.as_bytes()).map(|b| b.subs.len()), Some(1));
         index.remove(long.as_bytes(), SubscriptionId(21));
         assert!(index.get(long.as_bytes()).is_none());
         assert_eq!(index.table.len(), 3);
@@ -669,6 +746,70 @@ mod tests {
             index.remove(id.as_bytes(), SubscriptionId(n as u64 * 10 + 1));
         }
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_block_head_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<BlockHead>(), 64);
+        assert_eq!(std::mem::align_of::<BlockHead>(), 64);
+    }
+
+    /// More subscriptions on one channel than its block head caches, mixed type restrictions,
+    /// and type numbers too large for the head's 16-bit tags: routing agrees with
+    /// [`Filter::matches`], in subscription order, before and after removals.
+    #[test]
+    fn routing_through_block_heads_agrees_with_filters() {
+        let mut r: Router<usize> = Router::default();
+        // The next type numbers do not fit in 16 bits.
+        r.types.next = u32::from(u16::MAX) - 2;
+        let types = [
+            "ChannelStateChange",
+            "ChannelVarset",
+            "ChannelDestroyed",
+            "ChannelDtmfReceived",
+        ];
+        let mut filters = Vec::new();
+        for i in 0..(INLINE_SUBS * 2 + 1) {
+            let f = match i % 5 {
+                0 => Filter::channel("c1"),
+                n => Filter::channel("c1").with_type(types[n - 1]),
+            };
+            let id = r.subscribe(f.clone(), i);
+            filters.push((id, f));
+        }
+        let expect = |filters: &[(SubscriptionId, Filter)], e: &Event| -> Vec<SubscriptionId> {
+            filters
+                .iter()
+                .filter(|(_, f)| f.matches(e))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for round in 0..3 {
+            for t in ["ChannelStateChange", "ChannelVarset", "ChannelDtmfReceived"] {
+                let e = channel_event(t, "c1");
+                let mut ended = Vec::new();
+                let got: Vec<SubscriptionId> =
+                    r.route(&e, &mut ended).iter().map(|(id, _)| *id).collect();
+                assert_eq!(got, expect(&filters, &e), "{t}, round {round}");
+                assert!(!got.is_empty(), "{t}, round {round}");
+                assert!(ended.is_empty());
+                let other = channel_event(t, "c2");
+                assert!(r.route(&other, &mut ended).is_empty());
+            }
+            // Remove the first and a spilled subscription; the heads follow.
+            for at in [0, INLINE_SUBS] {
+                if at < filters.len() {
+                    let (id, _) = filters.remove(at);
+                    assert!(r.unsubscribe(id).is_some());
+                }
+            }
+        }
+        let mut ended = Vec::new();
+        let e = channel_event("ChannelDestroyed", "c1");
+        let got: Vec<SubscriptionId> = r.route(&e, &mut ended).iter().map(|(id, _)| *id).collect();
+        assert_eq!(got, expect(&filters, &e));
+        assert_eq!(ended.len(), filters.len(), "every subscription of c1 ended");
+        assert_eq!(r.live(), 0);
     }
 
     fn channel_event(type_name: &str, channel: &str) -> Event {
