@@ -9,7 +9,7 @@
 //! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
-//! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | the `StasisStart` frame |
+//! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | a batch holding its `StasisStart` frame |
 //! | `{p}.health.{node}` | request/reply to one proxy | [`ProxyStats`] JSON |
 //!
 //! Node ids (Asterisk's entity id, `02:fc:00:00:00:01`) and instance ids are made subject-safe
