@@ -442,7 +442,11 @@ impl RequestParts {
 
 /// Splits an operation into its transport-neutral parts.
 pub fn request_parts<O: Operation>(op: &O) -> Result<RequestParts, BuildError> {
-    let mut path = PathWriter::default();
+    // Room for the template's literal segments and a few ids: written without regrowing.
+    let mut path = PathWriter {
+        path: String::with_capacity(O::PATH.len() + 64),
+        ..PathWriter::default()
+    };
     op.write_path(&mut path);
     if let Some(e) = path.error {
         return Err(match e {

@@ -438,9 +438,9 @@ pub(crate) async fn send<E: Executor, C: Connector>(
 
     let (parts, body) = response.into_parts();
     let max = opts.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
+    let content_length = parts.headers.get(CONTENT_LENGTH);
+    let has_content_length = content_length.is_some();
+    let declared = content_length
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
@@ -464,8 +464,7 @@ pub(crate) async fn send<E: Executor, C: Connector>(
         }
     };
     // RFC 9112 §6.3: with both, the framing is ambiguous; never reuse such a connection.
-    let ambiguous =
-        parts.headers.contains_key(TRANSFER_ENCODING) && parts.headers.contains_key(CONTENT_LENGTH);
+    let ambiguous = has_content_length && parts.headers.contains_key(TRANSFER_ENCODING);
     if ambiguous {
         tracing::debug!(%target, "response with Transfer-Encoding and Content-Length: closing");
         drop((conn, slot));
@@ -478,16 +477,16 @@ pub(crate) async fn send<E: Executor, C: Connector>(
 /// The request with an origin-form target (`/ari/...`), a `Host` header and HTTP/1.1.
 fn origin_form(req: Request<Vec<u8>>) -> Request<Full<Bytes>> {
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     if !parts.headers.contains_key(HOST) {
         if let Some(v) = host_header(&parts.uri) {
             parts.headers.insert(HOST, v);
         }
     }
+    // Moved out, not cloned: a clone of the path's buffer may allocate.
+    let path = std::mem::take(&mut parts.uri)
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     // hyper sends no length for an empty body; say it (Asterisk reads bodies by length).
