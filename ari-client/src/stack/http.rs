@@ -534,7 +534,10 @@ async fn open<E: Executor, C: Connector>(
 fn too_large(target: &Target, max: usize) -> TransportError {
     TransportError::new(
         TransportErrorKind::TooLarge,
-        format!("the response body from {target} exceeds {max} bytes"),
+        format!(
+            "the response body from {target} exceeds {max} bytes (raise \
+             ClientBuilder::max_body_bytes / TransportOptions::max_body_bytes)"
+        ),
     )
 }
 
