@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ari_tokio::audiosocket::{
     AudioSocketItem, AudioSocketOptions, AudioSocketSendError, AudioSocketServer,
+    AudioSocketSession,
 };
 use ari_tokio::{Error, TokioRuntime, TransportErrorKind};
 use bytes::Bytes;
@@ -37,9 +38,9 @@ async fn live<F: std::future::Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what} did not happen within {LIVENESS:?}"))
 }
 
-async fn server(
-    options: AudioSocketOptions,
-) -> AudioSocketServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector> {
+type Server = AudioSocketServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector>;
+
+async fn server(options: AudioSocketOptions) -> Server {
     AudioSocketServer::bind_with(
         TokioRuntime::new(),
         "127.0.0.1:0".parse().expect("addr"),
@@ -57,6 +58,19 @@ fn protocol_message(err: &Error) -> String {
         }
         other => panic!("a protocol error expected, got {other:?}"),
     }
+}
+
+/// Asterisk connects and sends the call's UUID; the application accepts the session.
+async fn call(server: &Server) -> (TcpStream, AudioSocketSession) {
+    let mut asterisk = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    asterisk
+        .write_all(&message(0x01, &UUID))
+        .await
+        .expect("write");
+    let session = live("accept", server.accept()).await.expect("session");
+    (asterisk, session)
 }
 
 /// Reads what the application writes until it closes the connection.
@@ -213,14 +227,7 @@ async fn a_full_queue_refuses_frames_and_counts_them() {
             .send_ahead(Duration::ZERO),
     )
     .await;
-    let mut asterisk = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    asterisk
-        .write_all(&message(0x01, &UUID))
-        .await
-        .expect("write");
-    let session = live("accept", server.accept()).await.expect("session");
+    let (_asterisk, session) = call(&server).await;
     let err = session
         .send_audio(Bytes::from(vec![0u8; 320 * 5]))
         .expect_err("five frames do not fit a queue of one");
@@ -240,14 +247,7 @@ async fn a_full_queue_refuses_frames_and_counts_them() {
 #[tokio::test]
 async fn dropping_the_session_and_its_senders_closes_the_connection() {
     let server = server(AudioSocketOptions::new()).await;
-    let mut asterisk = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    asterisk
-        .write_all(&message(0x01, &UUID))
-        .await
-        .expect("write");
-    let session = live("accept", server.accept()).await.expect("session");
+    let (mut asterisk, session) = call(&server).await;
     let tx = session.sender();
     tx.send_audio(Bytes::from(vec![2u8; 320])).expect("queued");
     drop(session);
