@@ -319,81 +319,15 @@ async fn timer_task<E: Executor>(executor: E, state: Weak<State>) {
 mod tests {
     use std::future::{pending, ready, Future};
     use std::pin::{pin, Pin};
-    use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll};
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::Duration;
 
     use futures_util::task::noop_waker_ref;
 
     use super::{Deadlines, Stopped};
     use crate::runtime::Executor;
 
-    type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-    /// An executor driven by hand: a clock moved by the test, tasks polled by `run`.
-    #[derive(Clone)]
-    struct Manual {
-        clock: Arc<Mutex<Instant>>,
-        tasks: Arc<Mutex<Vec<Task>>>,
-    }
-
-    impl std::fmt::Debug for Manual {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Manual")
-        }
-    }
-
-    impl Manual {
-        #[allow(clippy::disallowed_methods)] // the hand-moved clock starts anywhere
-        fn new() -> Self {
-            Manual {
-                clock: Arc::new(Mutex::new(Instant::now())),
-                tasks: Arc::default(),
-            }
-        }
-
-        fn advance(&self, d: Duration) {
-            *self.clock.lock().unwrap() += d;
-        }
-
-        /// Polls every task once; returns how many are left.
-        fn run(&self) -> usize {
-            let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
-            let mut cx = Context::from_waker(noop_waker_ref());
-            tasks.retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
-            let mut all = self.tasks.lock().unwrap();
-            all.extend(tasks);
-            all.len()
-        }
-    }
-
-    impl Executor for Manual {
-        fn spawn<F>(&self, fut: F)
-        where
-            F: Future<Output = ()> + Send + 'static,
-        {
-            self.tasks.lock().unwrap().push(Box::pin(fut));
-        }
-
-        fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
-            let clock = Arc::clone(&self.clock);
-            std::future::poll_fn(move |_| {
-                if *clock.lock().unwrap() >= deadline {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-        }
-
-        fn now(&self) -> Instant {
-            *self.clock.lock().unwrap()
-        }
-
-        fn wall_clock(&self) -> SystemTime {
-            SystemTime::UNIX_EPOCH
-        }
-    }
+    use crate::manual_executor::Manual;
 
     fn poll<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(noop_waker_ref()))

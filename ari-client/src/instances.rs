@@ -375,10 +375,11 @@ impl<R: Runtime> Playback<R> {
     }
 
     /// Completes when the playback has finished (`PlaybackFinished`), at once if it already
-    /// has.
+    /// has (for a handle made from Asterisk's answer or event; see below for ids).
     ///
     /// A playback made with [`Client::new_playback`] is watched from its creation (before
-    /// `playWithId` is sent), so its end cannot be missed. For one created by Asterisk (with
+    /// `playWithId` is sent), so its end cannot be missed; one made with [`Client::playback`]
+    /// is watched from that call on (an end before it is not seen). For one created by Asterisk (with
     /// a server-side id) this subscribes, then asks Asterisk for the playback: a 404 means it
     /// has already finished.
     ///
@@ -592,6 +593,12 @@ impl<R: Runtime> Client<R> {
 
     /// The playback with this id (no request is sent). If it is not created yet, its end is
     /// watched from now on.
+    ///
+    /// Its [`Playback::finished`] waits for the end seen from now on: for a playback that may
+    /// already have ended (an id from an earlier event), ask Asterisk instead —
+    /// `client.playbacks().get(id)` answers 404 once it has ended, and the handle it returns
+    /// checks that in its `finished()`. Asterisk's 404 cannot tell "ended" from "not created yet",
+    /// which is why this handle, meant for ids about to be used, does not ask.
     pub fn playback(&self, id: impl Into<String>) -> Playback<R> {
         Playback::new_watched(self.clone(), id.into())
     }
@@ -605,6 +612,10 @@ impl<R: Runtime> Client<R> {
 
     /// The live recording with this name (its id; no request is sent). If it is not created
     /// yet, its end is watched from now on.
+    ///
+    /// As for [`Client::playback`], its [`LiveRecording::finished`] waits for the end seen from
+    /// now on; for a recording that may already have ended, use the handle returned by
+    /// `client.recordings().get_live(name)`, whose `finished()` asks Asterisk first.
     pub fn live_recording(&self, name: impl Into<String>) -> LiveRecording<R> {
         LiveRecording::new_watched(self.clone(), name.into())
     }

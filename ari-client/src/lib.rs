@@ -105,6 +105,8 @@ mod error;
 mod generated;
 mod instances;
 mod listen;
+#[cfg(test)]
+mod manual_executor;
 pub mod media;
 mod media_pacer;
 mod media_server;

@@ -205,6 +205,23 @@ pub(crate) struct Shared {
     teardown: AtomicWaker,
 }
 
+impl Shared {
+    /// The state of a new session, held by two handles: the session and its sender.
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(SharedState {
+                handles: 2,
+                ..SharedState::default()
+            }),
+            xoff: std::sync::atomic::AtomicBool::new(false),
+            consumer: AtomicWaker::new(),
+            driver: AtomicWaker::new(),
+            torn_down: std::sync::atomic::AtomicBool::new(false),
+            teardown: AtomicWaker::new(),
+        })
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct SharedState {
     inbox: VecDeque<MediaItem>,
@@ -533,17 +550,7 @@ pub(crate) async fn open<R: Runtime>(
         .media_start()
         .cloned()
         .ok_or_else(|| media_error("no MEDIA_START".to_owned()))?;
-    let shared = Arc::new(Shared {
-        state: Mutex::new(SharedState {
-            handles: 2, // the session and its sender
-            ..SharedState::default()
-        }),
-        xoff: std::sync::atomic::AtomicBool::new(false),
-        consumer: AtomicWaker::new(),
-        driver: AtomicWaker::new(),
-        torn_down: std::sync::atomic::AtomicBool::new(false),
-        teardown: AtomicWaker::new(),
-    });
+    let shared = Shared::new();
     let format = core.control_format();
     let ended = Box::pin(async move {
         let a = std::pin::pin!(call_ended);
@@ -1011,17 +1018,7 @@ pub(crate) mod testing {
         let Ok(MediaEvent::MediaStart(start)) = MediaEvent::parse(&text) else {
             panic!("MEDIA_START parses")
         };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SharedState {
-                handles: 2,
-                ..SharedState::default()
-            }),
-            xoff: std::sync::atomic::AtomicBool::new(false),
-            consumer: AtomicWaker::new(),
-            driver: AtomicWaker::new(),
-            torn_down: std::sync::atomic::AtomicBool::new(false),
-            teardown: AtomicWaker::new(),
-        });
+        let shared = Shared::new();
         let session = MediaSession {
             sender: MediaSender {
                 shared: shared.clone(),

@@ -789,82 +789,10 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::Context;
-    use std::time::SystemTime;
-
-    use futures_util::task::noop_waker_ref;
-
     use super::*;
     use crate::media::testing::{end, paced, session};
 
-    type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-    /// An executor driven by hand: a clock moved by the test, tasks polled by `run`.
-    #[derive(Clone)]
-    struct Manual {
-        clock: Arc<Mutex<Instant>>,
-        tasks: Arc<Mutex<Vec<Task>>>,
-    }
-
-    impl fmt::Debug for Manual {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("Manual")
-        }
-    }
-
-    impl Manual {
-        #[allow(clippy::disallowed_methods)] // the hand-moved clock starts anywhere
-        fn new() -> Self {
-            Manual {
-                clock: Arc::new(Mutex::new(Instant::now())),
-                tasks: Arc::default(),
-            }
-        }
-
-        fn advance(&self, d: Duration) {
-            *self.clock.lock().unwrap() += d;
-        }
-
-        /// Polls every task until none makes progress; returns how many are left.
-        fn run(&self) -> usize {
-            for _ in 0..4 {
-                let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
-                let mut cx = Context::from_waker(noop_waker_ref());
-                tasks.retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
-                self.tasks.lock().unwrap().extend(tasks);
-            }
-            self.tasks.lock().unwrap().len()
-        }
-    }
-
-    impl Executor for Manual {
-        fn spawn<F>(&self, fut: F)
-        where
-            F: Future<Output = ()> + Send + 'static,
-        {
-            self.tasks.lock().unwrap().push(Box::pin(fut));
-        }
-
-        fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
-            let clock = Arc::clone(&self.clock);
-            std::future::poll_fn(move |_| {
-                if *clock.lock().unwrap() >= deadline {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-        }
-
-        fn now(&self) -> Instant {
-            *self.clock.lock().unwrap()
-        }
-
-        fn wall_clock(&self) -> SystemTime {
-            SystemTime::UNIX_EPOCH
-        }
-    }
+    use crate::manual_executor::Manual;
 
     const MS: Duration = Duration::from_millis(1);
     const PTIME: Duration = Duration::from_millis(20);
@@ -904,7 +832,7 @@ mod tests {
         let mut got_a = Vec::new();
         let mut got_b = Vec::new();
         for _ in 0..(6 * 20) {
-            ex.run();
+            ex.settle();
             got_a.extend(paced(&a_shared));
             got_b.extend(paced(&b_shared));
             ex.advance(MS);
@@ -939,13 +867,13 @@ mod tests {
         let (a, a_shared) = session(160, 20);
         let pa = pacer.attach(&a).expect("attach");
         pa.send(frames(1, 3)).expect("send");
-        ex.run();
+        ex.settle();
         assert_eq!(paced(&a_shared).len(), 1, "the first at once");
         ex.advance(PTIME - Duration::from_nanos(1));
-        ex.run();
+        ex.settle();
         assert!(paced(&a_shared).is_empty(), "not a nanosecond early");
         ex.advance(Duration::from_nanos(1));
-        ex.run();
+        ex.settle();
         assert_eq!(first_bytes(&paced(&a_shared)), [2]);
     }
 
@@ -956,12 +884,12 @@ mod tests {
         let (a, a_shared) = session(160, 20);
         let pa = pacer.attach(&a).expect("attach");
         pa.send(frames(1, 5)).expect("send");
-        ex.run();
+        ex.settle();
         assert_eq!(first_bytes(&paced(&a_shared)), [1]);
         a_shared.xoff.store(true, Ordering::Relaxed);
         for _ in 0..3 {
             ex.advance(PTIME);
-            ex.run();
+            ex.settle();
         }
         assert!(paced(&a_shared).is_empty(), "nothing while XOFF");
         assert_eq!(pa.stats().paused_ticks, 3);
@@ -971,7 +899,7 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..6 {
             ex.advance(PTIME);
-            ex.run();
+            ex.settle();
             got.extend(paced(&a_shared));
         }
         assert_eq!(first_bytes(&got), [2, 3, 4, 5], "all of them, in order");
@@ -994,7 +922,7 @@ mod tests {
         assert_eq!(pacer.stats().overflow_frames, 2);
         let mut got = Vec::new();
         for _ in 0..4 {
-            ex.run();
+            ex.settle();
             got.extend(paced(&a_shared));
             ex.advance(PTIME);
         }
@@ -1012,13 +940,13 @@ mod tests {
         let (a, a_shared) = session(160, 20);
         let pa = pacer.attach(&a).expect("attach");
         pa.send(frames(1, 4)).expect("send");
-        assert_eq!(ex.run(), 1, "the pacer's task runs");
+        assert_eq!(ex.settle(), 1, "the pacer's task runs");
         assert_eq!(paced(&a_shared).len(), 1);
         pacer.close();
-        assert_eq!(ex.run(), 0, "closed: the task ended");
+        assert_eq!(ex.settle(), 0, "closed: the task ended");
         assert!(pacer.is_closed());
         ex.advance(PTIME * 5);
-        ex.run();
+        ex.settle();
         assert!(paced(&a_shared).is_empty(), "nothing after close");
         assert_eq!(pa.send(frames(9, 1)), Err(SendError::Closed));
         assert_eq!(pa.stats().discarded_frames, 3, "the queued frames, counted");
@@ -1036,12 +964,12 @@ mod tests {
         let pb = pacer.attach(&b).expect("attach");
         pa.send(frames(1, 3)).expect("send");
         pb.send(frames(1, 3)).expect("send");
-        ex.run();
+        ex.settle();
         assert_eq!(paced(&a_shared).len() + paced(&b_shared).len(), 2);
         end(&a_shared);
         drop(pb);
         ex.advance(PTIME);
-        ex.run();
+        ex.settle();
         assert!(paced(&a_shared).is_empty() && paced(&b_shared).is_empty());
         assert_eq!(pacer.stats().sessions, 0);
         let st = pa.stats();
@@ -1049,7 +977,7 @@ mod tests {
         assert_eq!(pa.send(frames(1, 1)), Err(SendError::Closed));
         // The last handle gone and no session: the task ends.
         drop(pacer);
-        assert_eq!(ex.run(), 0);
+        assert_eq!(ex.settle(), 0);
     }
 
     #[test]
@@ -1071,7 +999,7 @@ mod tests {
             sessions.push((m, shared, p));
         }
         for _ in 0..20 {
-            ex.run();
+            ex.settle();
             ex.advance(MS);
         }
         let due: Vec<Duration> = sessions
@@ -1105,12 +1033,12 @@ mod tests {
         let (a, a_shared) = session(160, 20);
         let pa = pacer.attach(&a).expect("attach");
         pa.send(frames(1, 5)).expect("send");
-        ex.run();
+        ex.settle();
         assert_eq!(first_bytes(&paced(&a_shared)), [1]);
         // The executor stalls for 65 ms: the three ticks missed run at once, in order, with
         // their own due times, and count as late (more than one ptime after their time).
         ex.advance(Duration::from_millis(65));
-        ex.run();
+        ex.settle();
         let got = paced(&a_shared);
         assert_eq!(first_bytes(&got), [2, 3, 4]);
         assert_eq!(got[2].0 - got[0].0, PTIME * 2);
