@@ -806,6 +806,22 @@ mod tests {
         Bytes::from(v)
     }
 
+    /// A pacer of one phase with one attached session.
+    fn one_session_pacer(ex: &Manual) -> (MediaPacer, PacedSender, Arc<Shared>) {
+        let pacer = MediaPacer::with_config(ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        (pacer, pa, a_shared)
+    }
+
+    /// [`one_session_pacer`] with `n` frames handed over and the first tick run.
+    fn one_session_sending(ex: &Manual, n: u8) -> (MediaPacer, PacedSender, Arc<Shared>) {
+        let (pacer, pa, a_shared) = one_session_pacer(ex);
+        pa.send(frames(1, n)).expect("send");
+        ex.settle();
+        (pacer, pa, a_shared)
+    }
+
     fn first_bytes(sent: &[(Instant, Bytes)]) -> Vec<u8> {
         sent.iter().map(|(_, f)| f[0]).collect()
     }
@@ -863,11 +879,7 @@ mod tests {
     #[test]
     fn a_frame_is_not_handed_over_before_its_tick() {
         let ex = Manual::new();
-        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
-        let (a, a_shared) = session(160, 20);
-        let pa = pacer.attach(&a).expect("attach");
-        pa.send(frames(1, 3)).expect("send");
-        ex.settle();
+        let (_pacer, _pa, a_shared) = one_session_sending(&ex, 3);
         assert_eq!(paced(&a_shared).len(), 1, "the first at once");
         ex.advance(PTIME - Duration::from_nanos(1));
         ex.settle();
@@ -880,11 +892,7 @@ mod tests {
     #[test]
     fn xoff_pauses_the_pacer_without_losing_frames() {
         let ex = Manual::new();
-        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
-        let (a, a_shared) = session(160, 20);
-        let pa = pacer.attach(&a).expect("attach");
-        pa.send(frames(1, 5)).expect("send");
-        ex.settle();
+        let (pacer, pa, a_shared) = one_session_sending(&ex, 5);
         assert_eq!(first_bytes(&paced(&a_shared)), [1]);
         a_shared.xoff.store(true, Ordering::Relaxed);
         for _ in 0..3 {
@@ -936,9 +944,7 @@ mod tests {
     #[test]
     fn close_stops_the_pacer_and_its_senders() {
         let ex = Manual::new();
-        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
-        let (a, a_shared) = session(160, 20);
-        let pa = pacer.attach(&a).expect("attach");
+        let (pacer, pa, a_shared) = one_session_pacer(&ex);
         pa.send(frames(1, 4)).expect("send");
         assert_eq!(ex.settle(), 1, "the pacer's task runs");
         assert_eq!(paced(&a_shared).len(), 1);
@@ -1029,11 +1035,7 @@ mod tests {
     #[test]
     fn late_ticks_catch_up_in_order_and_are_counted() {
         let ex = Manual::new();
-        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
-        let (a, a_shared) = session(160, 20);
-        let pa = pacer.attach(&a).expect("attach");
-        pa.send(frames(1, 5)).expect("send");
-        ex.settle();
+        let (pacer, _pa, a_shared) = one_session_sending(&ex, 5);
         assert_eq!(first_bytes(&paced(&a_shared)), [1]);
         // The executor stalls for 65 ms: the three ticks missed run at once, in order, with
         // their own due times, and count as late (more than one ptime after their time).

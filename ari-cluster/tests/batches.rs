@@ -334,6 +334,18 @@ async fn next_offer(offers: &mut async_nats::Subscriber) -> async_nats::Message 
         .expect("subscribed")
 }
 
+/// The frames of the next event messages, until at least `n` have come.
+async fn at_least_frames(
+    sub: &mut async_nats::Subscriber,
+    n: usize,
+) -> Vec<(String, String, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.extend(next_frames(sub).await);
+    }
+    got
+}
+
 /// The frames of the next event message on `sub` (a batch or a single frame), as
 /// (type, channel id, value).
 async fn next_frames(sub: &mut async_nats::Subscriber) -> Vec<(String, String, String)> {
@@ -411,10 +423,7 @@ async fn an_unanswered_offer_holds_only_its_own_call() {
     server.push_event(APP, varset("call-b", 1, 0));
     server.push_event(APP, varset("call-a", 1, 0));
     server.push_event(APP, varset("call-a", 2, 0));
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        got.extend(next_frames(&mut mine).await);
-    }
+    let got = at_least_frames(&mut mine, 2).await;
     assert_eq!(
         got,
         vec![
@@ -433,10 +442,7 @@ async fn an_unanswered_offer_holds_only_its_own_call() {
     bus.publish(b.reply.expect("reply subject"), "raw-1".into())
         .await
         .expect("answered");
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        got.extend(next_frames(&mut mine).await);
-    }
+    let got = at_least_frames(&mut mine, 2).await;
     assert_eq!(
         got,
         vec![
