@@ -587,17 +587,7 @@ fn load(dir: &Path, rel: &Path) -> Result<Loaded, ConformError> {
             .and_then(Value::as_u64)
             .and_then(|s| u16::try_from(s).ok())
             .ok_or_else(|| bad("no status"))?;
-        let mut query = Vec::new();
-        if let Some(q) = v.get("query").and_then(Value::as_object) {
-            for (k, value) in q {
-                match value {
-                    Value::Array(items) => {
-                        query.extend(items.iter().map(|i| (k.clone(), scalar_text(i))));
-                    }
-                    other => query.push((k.clone(), scalar_text(other))),
-                }
-            }
-        }
+        let query = recorded_query(&v);
         let response = Body::of_text(v.get("response").and_then(Value::as_str).unwrap_or(""));
         if loaded.version.is_none() && method == "GET" && path == "asterisk/info" {
             if let Body::Json(info) = &response {
@@ -638,17 +628,7 @@ fn load(dir: &Path, rel: &Path) -> Result<Loaded, ConformError> {
             if v.get("type").and_then(Value::as_str) != Some("ws-open") {
                 continue;
             }
-            let mut query: Vec<(String, String)> = Vec::new();
-            if let Some(q) = v.get("query").and_then(Value::as_object) {
-                for (k, value) in q {
-                    match value {
-                        Value::Array(items) => {
-                            query.extend(items.iter().map(|i| (k.clone(), scalar_text(i))));
-                        }
-                        other => query.push((k.clone(), scalar_text(other))),
-                    }
-                }
-            }
+            let mut query = recorded_query(&v);
             query.retain(|(k, _)| k != "api_key");
             loaded.websockets.insert(query);
         }
@@ -757,6 +737,23 @@ fn load_ws_requests(dir: &Path, loaded: &mut Loaded) -> Result<(), ConformError>
         });
     }
     Ok(())
+}
+
+/// The `query` object of a recorded line as name/value pairs (a repeated parameter recorded
+/// as an array gives one pair per value), in recorded order.
+fn recorded_query(v: &Value) -> Vec<(String, String)> {
+    let mut query = Vec::new();
+    if let Some(q) = v.get("query").and_then(Value::as_object) {
+        for (k, value) in q {
+            match value {
+                Value::Array(items) => {
+                    query.extend(items.iter().map(|i| (k.clone(), scalar_text(i))));
+                }
+                other => query.push((k.clone(), scalar_text(other))),
+            }
+        }
+    }
+    query
 }
 
 fn scalar_text(v: &Value) -> String {
