@@ -27,10 +27,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub use ari_proto::media::websocket::Direction;
-use ari_proto::media::websocket::{
-    Command, ControlFormat, MediaConfig, MediaEvent, MediaOutput, MediaSession as Core, MediaStart,
-    MediaStats, SendError, Transmit,
+/// The protocol types a media session's user meets: its settings, events, commands, errors
+/// and counters (from `ari_proto::media::websocket`).
+pub use ari_proto::media::websocket::{
+    Command, ControlFormat, MediaConfig, MediaEvent, MediaStart, MediaStats, SendError,
 };
+use ari_proto::media::websocket::{MediaOutput, MediaSession as Core, Transmit};
 use ari_proto::models::{
     ExternalMediaConnectionType, ExternalMediaDirection, ExternalMediaEncapsulation,
     ExternalMediaTransport,
@@ -256,6 +258,8 @@ impl Shared {
 pub struct MediaSender {
     shared: Arc<Shared>,
     format: ControlFormat,
+    /// Asterisk takes only `ANSWER`, `HANGUP` and `GET_STATUS` on this socket.
+    passthrough: bool,
 }
 
 impl Clone for MediaSender {
@@ -264,6 +268,7 @@ impl Clone for MediaSender {
         MediaSender {
             shared: self.shared.clone(),
             format: self.format,
+            passthrough: self.passthrough,
         }
     }
 }
@@ -300,8 +305,19 @@ impl MediaSender {
     }
 
     /// Sends a command. Errors Asterisk would answer with silence (over 128 bytes, JSON-only
-    /// commands in plain text) are refused here.
+    /// commands in plain text) or with `ERROR` (in passthrough mode, every command but
+    /// `ANSWER`, `HANGUP` and `GET_STATUS`: [`SendError::Passthrough`]) are refused here.
     pub fn command(&self, command: Command) -> Result<(), SendError> {
+        if self.passthrough
+            && !matches!(
+                command,
+                Command::Answer | Command::Hangup | Command::GetStatus
+            )
+        {
+            return Err(SendError::Passthrough {
+                command: command.name(),
+            });
+        }
         command.encode(self.format)?;
         self.shared.command(Cmd::Command(command))
     }
@@ -552,6 +568,7 @@ pub(crate) async fn open<R: Runtime>(
         .ok_or_else(|| media_error("no MEDIA_START".to_owned()))?;
     let shared = Shared::new();
     let format = core.control_format();
+    let passthrough = core.is_passthrough();
     let ended = Box::pin(async move {
         let a = std::pin::pin!(call_ended);
         let b = std::pin::pin!(media_destroyed);
@@ -596,6 +613,7 @@ pub(crate) async fn open<R: Runtime>(
         sender: MediaSender {
             shared: shared.clone(),
             format,
+            passthrough,
         },
         shared,
         start,
@@ -727,9 +745,15 @@ async fn bridge<R: Runtime>(
                 tracing::debug!(target: "ari_client", error = %e, "media bridge");
                 e
             })?;
-        bridge
+        if let Err(e) = bridge
             .add_channel([call.id().to_owned(), media_id.to_owned()])
-            .await?;
+            .await
+        {
+            // The call is gone (or cannot be bridged): the bridge made for it must not stay
+            // behind in Asterisk.
+            let _ = bridge.destroy().await;
+            return Err(e);
+        }
         Some(bridge.id().to_owned())
     } else {
         None
@@ -1023,6 +1047,7 @@ pub(crate) mod testing {
             sender: MediaSender {
                 shared: shared.clone(),
                 format: ControlFormat::PlainText,
+                passthrough: false,
             },
             shared: shared.clone(),
             start,

@@ -1,0 +1,270 @@
+//! Media sessions as a voice-bot author meets them: barge-in, overflow, passthrough, a call
+//! gone before the session opens, handles dropped without `close`, the client closed with a
+//! session live. Written once for every runtime, against the simulated Asterisk.
+
+use ari_client::media::{MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaSession, SendError};
+use ari_client::{Channel, Client, Runtime};
+use ari_testkit::PlaceCall;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::Harness;
+
+/// An answered call into `media` and a media session on it (slin16, 640-byte frames).
+async fn session<R: Runtime>(
+    h: &Harness<R>,
+    client: &Client<R>,
+    options: MediaOptions,
+) -> (Channel<R>, MediaSession) {
+    let channel = h
+        .incoming_call(client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let media = h
+        .live("media", channel.media(options))
+        .await
+        .expect("media session");
+    (channel, media)
+}
+
+/// `frames` frames of the simulator's test signal in one chunk.
+fn audio(format: &str, frames: usize) -> Bytes {
+    Bytes::from(ari_testkit::test_frame(format).repeat(frames))
+}
+
+/// Reads the session until `pick` returns something, failing if it ends first.
+async fn next_matching<R: Runtime, T>(
+    h: &Harness<R>,
+    media: &mut MediaSession,
+    what: &str,
+    mut pick: impl FnMut(MediaItem) -> Option<T>,
+) -> T {
+    h.live(what, async {
+        loop {
+            let item = media.next().await.unwrap_or_else(|| panic!("{what}: ended"));
+            if let Some(t) = pick(item) {
+                return t;
+            }
+        }
+    })
+    .await
+}
+
+/// Asserts the simulator no longer has the media channel nor the session's bridge.
+async fn assert_torn_down<R: Runtime>(
+    h: &Harness<R>,
+    client: &Client<R>,
+    media_channel: &str,
+    bridge: &str,
+) {
+    let err = h
+        .live("channel get", client.channels().get(media_channel.to_owned()))
+        .await
+        .expect_err("the media channel is gone");
+    assert_eq!(err.status(), Some(404), "{err}");
+    let err = h
+        .live("bridge get", client.bridges().get(bridge.to_owned()))
+        .await
+        .expect_err("the bridge is gone");
+    assert_eq!(err.status(), Some(404), "{err}");
+}
+
+/// Barge-in: `flush` drops the audio still held locally (counted in `flushed_frames`),
+/// reports the mark queued behind it as discarded (its `MediaMarkProcessed` never comes),
+/// and the session goes on: audio and a mark sent afterwards are played and processed.
+/// Every frame handed over is accounted for: sent or flushed.
+pub async fn media_flush_is_a_barge_in_that_discards_pending_marks<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let (_call, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+    let tx = media.sender();
+    // Two seconds of speech: at most ten frames go out at once (send-ahead), the rest wait
+    // here.
+    tx.send_audio(audio("slin16", 100)).expect("send");
+    tx.mark("sentence-end").expect("mark");
+    tx.flush().expect("flush");
+    let (marks, buffering) = next_matching(h, &mut media, "MarkersDiscarded", |item| match item {
+        MediaItem::MarkersDiscarded { marks, buffering } => Some((marks, buffering)),
+        MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
+            panic!("the flushed mark was processed: {correlation_id:?}")
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(marks, vec![Some("sentence-end".to_owned())]);
+    assert!(buffering.is_empty());
+    let flushed = media.stats().protocol.flushed_frames;
+    assert!((90..=100).contains(&flushed), "flushed {flushed}");
+
+    // The answer after the barge-in plays, and its mark comes back.
+    tx.send_audio(audio("slin16", 3)).expect("send");
+    tx.mark("answer-end").expect("mark");
+    let id = next_matching(h, &mut media, "the mark after the flush", |item| match item {
+        MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
+            Some(correlation_id)
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(id.as_deref(), Some("answer-end"));
+    let stats = media.stats().protocol;
+    assert_eq!(stats.frames_out + stats.flushed_frames, 103, "{stats:?}");
+    assert_eq!(stats.overflow_frames, 0);
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_eq!(report.messages_received, stats.frames_out);
+    assert_eq!(report.messages_dropped, 0);
+}
+
+/// Audio handed over faster than the local queue holds is dropped, counted exactly in
+/// `overflow_frames` and announced with `MediaItem::Overflow`; what fitted goes out whole.
+pub async fn media_overflow_is_counted_and_announced<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let options =
+        MediaOptions::new("media", "slin16").config(MediaConfig::new().queue_frames(20));
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    tx.send_audio(audio("slin16", 50)).expect("send");
+    let dropped = next_matching(h, &mut media, "Overflow", |item| match item {
+        MediaItem::Overflow { dropped_frames } => Some(dropped_frames),
+        _ => None,
+    })
+    .await;
+    assert_eq!(dropped, 30);
+    h.eventually("what fitted goes out", || {
+        media.stats().protocol.frames_out == 20
+    })
+    .await;
+    assert_eq!(media.stats().protocol.overflow_frames, 30);
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_eq!(report.messages_received, 20);
+    assert_eq!(report.frames_played_test_signal, report.frames_played);
+}
+
+/// In passthrough mode Asterisk refuses every command but ANSWER, HANGUP and GET_STATUS:
+/// the sender refuses them at once with a typed error (a mark that Asterisk would answer
+/// with `ERROR` must not look sent), and audio still flows.
+pub async fn media_passthrough_refuses_commands_at_the_sender<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let options = MediaOptions::new("media", "slin16").passthrough(true);
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    let err = tx.mark("m1").expect_err("MARK_MEDIA is refused in passthrough");
+    assert!(
+        matches!(err, SendError::Passthrough { command: "MARK_MEDIA" }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("passthrough"), "{err}");
+    let err = tx.flush().expect_err("FLUSH_MEDIA is refused in passthrough");
+    assert!(matches!(err, SendError::Passthrough { .. }), "{err:?}");
+    assert!(
+        std::error::Error::source(&err).is_none(),
+        "a refusal has no cause"
+    );
+    let frame = Bytes::from(ari_testkit::test_frame("slin16"));
+    for _ in 0..5 {
+        tx.send_audio(frame.clone()).expect("audio");
+    }
+    h.eventually("the audio goes out", || media.stats().protocol.frames_out == 5)
+        .await;
+    // Asterisk never had to refuse anything.
+    while let Some(item) = futures::FutureExt::now_or_never(media.next()).flatten() {
+        assert!(
+            !matches!(item, MediaItem::Event(MediaEvent::Error { .. })),
+            "{item:?}"
+        );
+    }
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_eq!(report.messages_received, 5);
+    assert_eq!(report.ignored_commands, 0);
+}
+
+/// `channel.media(…)` on a call that hung up meanwhile fails, and leaves nothing behind in
+/// Asterisk: no media channel, no bridge.
+pub async fn media_on_a_call_gone_meanwhile_fails_and_leaves_nothing_behind<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let channel = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    h.live("hangup", channel.hangup()).await.expect("hangup");
+    let err = h
+        .live("media", channel.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect_err("no call to bridge with");
+    assert_eq!(err.status(), Some(400), "{err}");
+    let bridges = h.live("bridges", client.bridges().list()).await.expect("list");
+    assert!(bridges.is_empty(), "a bridge was left behind: {bridges:?}");
+    let channels = h
+        .live("channels", client.channels().list())
+        .await
+        .expect("list");
+    assert!(channels.is_empty(), "channels were left behind: {channels:?}");
+}
+
+/// Dropping the session and every sender without `close` ends it as `close` would: the
+/// socket closes, the media channel is hung up and the bridge destroyed; the call goes on.
+pub async fn media_handles_dropped_without_close_tear_the_session_down<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let (call, media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+    let media_channel = media.media_channel_id().to_owned();
+    let bridge = media.bridge_id().expect("bridged").to_owned();
+    let tx = media.sender();
+    let tx2 = tx.clone();
+    drop(media);
+    tx.send_audio(audio("slin16", 1))
+        .expect("a sender outlives the session");
+    drop(tx);
+    drop(tx2);
+    h.eventually("the media socket closes", || {
+        !h.server().media_sessions().is_empty()
+    })
+    .await;
+    let deadline = h.runtime().now() + crate::LIVENESS;
+    loop {
+        let bridges = h.live("bridges", client.bridges().list()).await.expect("list");
+        if bridges.is_empty() {
+            break;
+        }
+        assert!(h.runtime().now() < deadline, "the bridge stays: {bridges:?}");
+        h.sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_torn_down(h, &client, &media_channel, &bridge).await;
+    let live = h.live("the call", call.get()).await.expect("the call goes on");
+    assert_eq!(live.data().expect("snapshot").id, call.id());
+}
+
+/// Closing the client with a media session live ends the session: its stream yields
+/// `Closed` and then ends, and the media socket is closed (Asterisk hangs the media channel
+/// up).
+pub async fn client_close_ends_live_media_sessions<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let (_call, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+    let media_channel = media.media_channel_id().to_owned();
+    h.live("close", client.close()).await;
+    let closed = next_matching(h, &mut media, "Closed after client.close()", |item| match item {
+        MediaItem::Closed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(closed, ());
+    assert!(h.live("the end", media.next()).await.is_none());
+    h.eventually("the media socket closes", || {
+        h.server()
+            .media_sessions()
+            .iter()
+            .any(|r| r.channel_id == media_channel)
+    })
+    .await;
+    let other = h.client().await;
+    let err = h
+        .live("channel get", other.channels().get(media_channel))
+        .await
+        .expect_err("Asterisk hung the media channel up");
+    assert_eq!(err.status(), Some(404), "{err}");
+}
