@@ -2,7 +2,9 @@
 //! gone before the session opens, handles dropped without `close`, the client closed with a
 //! session live. Written once for every runtime, against the simulated Asterisk.
 
-use ari_client::media::{MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaSession, SendError};
+use ari_client::media::{
+    MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaSession, SendError,
+};
 use ari_client::{Channel, Client, Runtime};
 use ari_testkit::PlaceCall;
 use bytes::Bytes;
@@ -41,7 +43,10 @@ async fn next_matching<R: Runtime, T>(
 ) -> T {
     h.live(what, async {
         loop {
-            let item = media.next().await.unwrap_or_else(|| panic!("{what}: ended"));
+            let item = media
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("{what}: ended"));
             if let Some(t) = pick(item) {
                 return t;
             }
@@ -58,7 +63,10 @@ async fn assert_torn_down<R: Runtime>(
     bridge: &str,
 ) {
     let err = h
-        .live("channel get", client.channels().get(media_channel.to_owned()))
+        .live(
+            "channel get",
+            client.channels().get(media_channel.to_owned()),
+        )
         .await
         .expect_err("the media channel is gone");
     assert_eq!(err.status(), Some(404), "{err}");
@@ -98,12 +106,17 @@ pub async fn media_flush_is_a_barge_in_that_discards_pending_marks<R: Runtime>(h
     // The answer after the barge-in plays, and its mark comes back.
     tx.send_audio(audio("slin16", 3)).expect("send");
     tx.mark("answer-end").expect("mark");
-    let id = next_matching(h, &mut media, "the mark after the flush", |item| match item {
-        MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
-            Some(correlation_id)
-        }
-        _ => None,
-    })
+    let id = next_matching(
+        h,
+        &mut media,
+        "the mark after the flush",
+        |item| match item {
+            MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
+                Some(correlation_id)
+            }
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(id.as_deref(), Some("answer-end"));
     let stats = media.stats().protocol;
@@ -119,8 +132,7 @@ pub async fn media_flush_is_a_barge_in_that_discards_pending_marks<R: Runtime>(h
 /// `overflow_frames` and announced with `MediaItem::Overflow`; what fitted goes out whole.
 pub async fn media_overflow_is_counted_and_announced<R: Runtime>(h: &Harness<R>) {
     let client = h.started(&["media"]).await;
-    let options =
-        MediaOptions::new("media", "slin16").config(MediaConfig::new().queue_frames(20));
+    let options = MediaOptions::new("media", "slin16").config(MediaConfig::new().queue_frames(20));
     let (_call, mut media) = session(h, &client, options).await;
     let tx = media.sender();
     tx.send_audio(audio("slin16", 50)).expect("send");
@@ -149,13 +161,22 @@ pub async fn media_passthrough_refuses_commands_at_the_sender<R: Runtime>(h: &Ha
     let options = MediaOptions::new("media", "slin16").passthrough(true);
     let (_call, mut media) = session(h, &client, options).await;
     let tx = media.sender();
-    let err = tx.mark("m1").expect_err("MARK_MEDIA is refused in passthrough");
+    let err = tx
+        .mark("m1")
+        .expect_err("MARK_MEDIA is refused in passthrough");
     assert!(
-        matches!(err, SendError::Passthrough { command: "MARK_MEDIA" }),
+        matches!(
+            err,
+            SendError::Passthrough {
+                command: "MARK_MEDIA"
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("passthrough"), "{err}");
-    let err = tx.flush().expect_err("FLUSH_MEDIA is refused in passthrough");
+    let err = tx
+        .flush()
+        .expect_err("FLUSH_MEDIA is refused in passthrough");
     assert!(matches!(err, SendError::Passthrough { .. }), "{err:?}");
     assert!(
         std::error::Error::source(&err).is_none(),
@@ -165,8 +186,10 @@ pub async fn media_passthrough_refuses_commands_at_the_sender<R: Runtime>(h: &Ha
     for _ in 0..5 {
         tx.send_audio(frame.clone()).expect("audio");
     }
-    h.eventually("the audio goes out", || media.stats().protocol.frames_out == 5)
-        .await;
+    h.eventually("the audio goes out", || {
+        media.stats().protocol.frames_out == 5
+    })
+    .await;
     // Asterisk never had to refuse anything.
     while let Some(item) = futures::FutureExt::now_or_never(media.next()).flatten() {
         assert!(
@@ -196,20 +219,24 @@ pub async fn media_on_a_call_gone_meanwhile_fails_and_leaves_nothing_behind<R: R
         .await
         .expect_err("no call to bridge with");
     assert_eq!(err.status(), Some(400), "{err}");
-    let bridges = h.live("bridges", client.bridges().list()).await.expect("list");
+    let bridges = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list");
     assert!(bridges.is_empty(), "a bridge was left behind: {bridges:?}");
     let channels = h
         .live("channels", client.channels().list())
         .await
         .expect("list");
-    assert!(channels.is_empty(), "channels were left behind: {channels:?}");
+    assert!(
+        channels.is_empty(),
+        "channels were left behind: {channels:?}"
+    );
 }
 
 /// Dropping the session and every sender without `close` ends it as `close` would: the
 /// socket closes, the media channel is hung up and the bridge destroyed; the call goes on.
-pub async fn media_handles_dropped_without_close_tear_the_session_down<R: Runtime>(
-    h: &Harness<R>,
-) {
+pub async fn media_handles_dropped_without_close_tear_the_session_down<R: Runtime>(h: &Harness<R>) {
     let client = h.started(&["media"]).await;
     let (call, media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
     let media_channel = media.media_channel_id().to_owned();
@@ -227,15 +254,24 @@ pub async fn media_handles_dropped_without_close_tear_the_session_down<R: Runtim
     .await;
     let deadline = h.runtime().now() + crate::LIVENESS;
     loop {
-        let bridges = h.live("bridges", client.bridges().list()).await.expect("list");
+        let bridges = h
+            .live("bridges", client.bridges().list())
+            .await
+            .expect("list");
         if bridges.is_empty() {
             break;
         }
-        assert!(h.runtime().now() < deadline, "the bridge stays: {bridges:?}");
+        assert!(
+            h.runtime().now() < deadline,
+            "the bridge stays: {bridges:?}"
+        );
         h.sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_torn_down(h, &client, &media_channel, &bridge).await;
-    let live = h.live("the call", call.get()).await.expect("the call goes on");
+    let live = h
+        .live("the call", call.get())
+        .await
+        .expect("the call goes on");
     assert_eq!(live.data().expect("snapshot").id, call.id());
 }
 
@@ -247,12 +283,17 @@ pub async fn client_close_ends_live_media_sessions<R: Runtime>(h: &Harness<R>) {
     let (_call, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
     let media_channel = media.media_channel_id().to_owned();
     h.live("close", client.close()).await;
-    let closed = next_matching(h, &mut media, "Closed after client.close()", |item| match item {
-        MediaItem::Closed { .. } => Some(()),
-        _ => None,
-    })
+    let unsent = next_matching(
+        h,
+        &mut media,
+        "Closed after client.close()",
+        |item| match item {
+            MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
+            _ => None,
+        },
+    )
     .await;
-    assert_eq!(closed, ());
+    assert_eq!(unsent, 0, "nothing was handed over to send");
     assert!(h.live("the end", media.next()).await.is_none());
     h.eventually("the media socket closes", || {
         h.server()
