@@ -204,6 +204,7 @@ fn client(a: &Args) -> Value {
             k,
         )),
         "rest-hyper" => Value::Array(rest::hyper_baseline(addr, &a.ids, sizes.rest_ops)),
+        "rest-hyper-smol" => Value::Array(rest::hyper_smol_floor(addr, &a.ids, sizes.rest_ops)),
         "rest-tokio" => Value::Array(tokio_rt().block_on(rest::client::<ari_tokio::TokioRuntime>(
             "tokio: ari-tokio client",
             addr,
@@ -410,7 +411,7 @@ fn orchestrate(args: &Args) {
         // One row per (client, op, in flight): the run with the least CPU per op.
         let mut rows: Vec<Value> = Vec::new();
         for rep in 0..sizes.repeat {
-            for scenario in ["rest-hyper", "rest-tokio", "rest-smol"] {
+            for scenario in ["rest-hyper", "rest-hyper-smol", "rest-tokio", "rest-smol"] {
                 eprintln!("ari-bench: {scenario} (run {}) ...", rep + 1);
                 let Value::Array(v) = measure(args, port, scenario, &extra) else {
                     continue;

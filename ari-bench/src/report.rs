@@ -204,12 +204,15 @@ pub(crate) fn table(r: &Value) -> String {
             "\nREST: {} operations per row on 64 simulated channels; best of {} interleaved runs by CPU. \
              conns: TCP connections the mock accepted during the warm-up / the measurement \
              (cap: connections allowed; the client's pool is capped at 32, and the capped hyper \
-             floor shows what waiting behind that cap costs by itself)",
+             floor shows what waiting behind that cap costs by itself). vs hyper: CPU per op / the \
+             bare hyper baseline (on tokio; the targets); vs same rt: a client's CPU per op / bare \
+             hyper on its own runtime (tokio: the baseline; smol: the `floor: smol, bare hyper` \
+             row, hyper over the smol adapter's async-io streams), information only",
             r["sizes"]["rest_ops"], r["sizes"]["repeat"]
         );
         let _ = writeln!(
             o,
-            "{:<26} {:<16} {:>4} {:>4} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8} {:>9} {:>9}",
+            "{:<30} {:<16} {:>4} {:>4} {:>8} {:>9} {:>8} {:>8} {:>7} {:>8} {:>9} {:>9} {:>11}",
             "client",
             "op",
             "in",
@@ -221,7 +224,8 @@ pub(crate) fn table(r: &Value) -> String {
             "p99/50",
             "max us",
             "CPU us/op",
-            "vs hyper"
+            "vs hyper",
+            "vs same rt"
         );
         for e in rest {
             let base = rest.iter().find(|b| {
@@ -230,9 +234,26 @@ pub(crate) fn table(r: &Value) -> String {
                     && b["in_flight"] == e["in_flight"]
             });
             let ratio = base.map_or(f64::NAN, |b| f(e, "cpu_us_per_op") / f(b, "cpu_us_per_op"));
+            // The same runtime's bare hyper row, for the clients' rows.
+            let same_rt = match s(e, "client").split(':').next() {
+                Some("tokio") => Some("baseline: bare hyper"),
+                Some("smol") => Some("floor: smol, bare hyper"),
+                _ => None,
+            }
+            .and_then(|floor| {
+                rest.iter().find(|b| {
+                    s(b, "client") == floor
+                        && b["op"] == e["op"]
+                        && b["in_flight"] == e["in_flight"]
+                })
+            })
+            .map_or_else(
+                || "-".to_owned(),
+                |b| format!("{:.2}x", f(e, "cpu_us_per_op") / f(b, "cpu_us_per_op")),
+            );
             let _ = writeln!(
                 o,
-                "{:<26} {:<16} {:>4} {:>4} {:>8} {:>9.0} {:>8.0} {:>8.0} {:>6.2}x {:>8.0} {:>9.1} {:>8.2}x",
+                "{:<30} {:<16} {:>4} {:>4} {:>8} {:>9.0} {:>8.0} {:>8.0} {:>6.2}x {:>8.0} {:>9.1} {:>8.2}x {:>11}",
                 s(e, "client"),
                 s(e, "op"),
                 e["in_flight"],
@@ -245,6 +266,7 @@ pub(crate) fn table(r: &Value) -> String {
                 f(e, "max_us"),
                 f(e, "cpu_us_per_op"),
                 ratio,
+                same_rt,
             );
         }
     }

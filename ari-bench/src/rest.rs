@@ -6,9 +6,13 @@
 //! stats request's own connection not counted): a pool that keeps its connections opens
 //! none while measuring.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use ari_client::runtime::Connector;
 use ari_client::{Client, Runtime};
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -191,6 +195,10 @@ pub(crate) async fn client<R: Runtime + Default>(
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
+/// Opens one bare hyper connection, its connection future run as a task of its own.
+type Connect<'a> = &'a dyn Fn(SocketAddr) -> Pin<Box<dyn Future<Output = Sender> + 'a>>;
+
+/// On tokio: a tokio TCP stream, the connection task on the current-thread runtime.
 async fn hyper_conn(addr: SocketAddr) -> Sender {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = stream.set_nodelay(true);
@@ -201,6 +209,66 @@ async fn hyper_conn(addr: SocketAddr) -> Sender {
         let _ = conn.await;
     });
     sender
+}
+
+/// On smol: the smol adapter's stream (async-io, `TCP_NODELAY`), through a futures-io shim
+/// like ari-client's (a read buffer of its own, 8 KiB), the connection task on `ex`.
+async fn hyper_conn_smol(ex: &smol::LocalExecutor<'_>, addr: SocketAddr) -> Sender {
+    let stream = ari_smol::SmolConnector
+        .connect(&addr.ip().to_string(), addr.port())
+        .await
+        .expect("connect");
+    let io = SmolIo {
+        io: stream,
+        buf: vec![0; 8 * 1024].into_boxed_slice(),
+    };
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    ex.spawn(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    sender
+}
+
+/// A futures-io stream as hyper's `rt::Read` + `rt::Write` (read through a buffer: hyper's
+/// cursor is uninitialised memory).
+struct SmolIo<S> {
+    io: S,
+    buf: Box<[u8]>,
+}
+
+impl<S: smol::io::AsyncRead + Unpin> hyper::rt::Read for SmolIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut cursor: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let want = cursor.remaining().min(this.buf.len());
+        let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.buf[..want]))?;
+        cursor.put_slice(&this.buf[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: smol::io::AsyncWrite + Unpin> hyper::rt::Write for SmolIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
 }
 
 async fn hyper_op(sender: &mut Sender, addr: SocketAddr, auth: &str, op: Op, id: &str) {
@@ -235,24 +303,56 @@ pub(crate) fn hyper_baseline(addr: SocketAddr, ids: &[String], ops: usize) -> Ve
         .build()
         .expect("tokio runtime");
     let auth = basic_auth();
-    rt.block_on(async {
-        let mut out = Vec::new();
-        for op in Op::ALL {
-            for in_flight in IN_FLIGHT {
-                if !wanted(op, in_flight) {
-                    continue;
-                }
-                let mut caps = vec![in_flight];
-                if in_flight > CLIENT_CAP {
-                    caps.push(CLIENT_CAP);
-                }
-                for cap in caps {
-                    out.push(hyper_row(addr, &auth, ids, ops, op, in_flight, cap).await);
-                }
+    let connect: Connect<'_> = &|addr| Box::pin(hyper_conn(addr));
+    rt.block_on(hyper_rows(addr, &auth, ids, ops, connect, ""))
+}
+
+/// The same bare hyper rows on smol (`floor: smol, …`): hyper over the smol adapter's
+/// async-io streams, its connection tasks on a smol executor in the measuring thread (as the
+/// tokio baseline's are on a current-thread runtime): what the runtime costs by itself,
+/// beside the client on smol.
+pub(crate) fn hyper_smol_floor(addr: SocketAddr, ids: &[String], ops: usize) -> Vec<Value> {
+    let ex = smol::LocalExecutor::new();
+    let auth = basic_auth();
+    let connect: Connect<'_> = &|addr| Box::pin(hyper_conn_smol(&ex, addr));
+    smol::block_on(ex.run(hyper_rows(addr, &auth, ids, ops, connect, "smol, ")))
+}
+
+/// Every bare hyper row, connections opened by `connect`; `runtime` goes into the floor
+/// rows' names.
+async fn hyper_rows(
+    addr: SocketAddr,
+    auth: &str,
+    ids: &[String],
+    ops: usize,
+    connect: Connect<'_>,
+    runtime: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for op in Op::ALL {
+        for in_flight in IN_FLIGHT {
+            if !wanted(op, in_flight) {
+                continue;
+            }
+            let mut caps = vec![in_flight];
+            if in_flight > CLIENT_CAP {
+                caps.push(CLIENT_CAP);
+            }
+            for cap in caps {
+                let row = HyperRow { op, in_flight, cap };
+                out.push(hyper_row(addr, auth, ids, ops, row, connect, runtime).await);
             }
         }
-        out
-    })
+    }
+    out
+}
+
+/// What one bare hyper row measures.
+#[derive(Debug, Clone, Copy)]
+struct HyperRow {
+    op: Op,
+    in_flight: usize,
+    cap: usize,
 }
 
 /// One bare hyper row: `in_flight` workers sharing `cap` connections (FIFO).
@@ -261,15 +361,16 @@ async fn hyper_row(
     auth: &str,
     ids: &[String],
     ops: usize,
-    op: Op,
-    in_flight: usize,
-    cap: usize,
+    row: HyperRow,
+    connect: Connect<'_>,
+    runtime: &str,
 ) -> Value {
+    let HyperRow { op, in_flight, cap } = row;
     let per = (ops / in_flight).max(1);
     let before = accepted(addr);
     let mut senders = Vec::new();
     for w in 0..cap {
-        let mut s = hyper_conn(addr).await;
+        let mut s = connect(addr).await;
         for round in 0..4 {
             hyper_op(&mut s, addr, auth, op, &ids[(w + round) % ids.len()]).await;
         }
@@ -318,10 +419,10 @@ async fn hyper_row(
     };
     let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
     let conns = Conns::of(before, warmed, accepted(addr));
-    let name = if cap == in_flight {
-        "baseline: bare hyper".to_owned()
-    } else {
-        format!("floor: hyper, {cap} conns")
+    let name = match (runtime, cap == in_flight) {
+        ("", true) => "baseline: bare hyper".to_owned(),
+        (_, true) => format!("floor: {runtime}bare hyper"),
+        (_, false) => format!("floor: {runtime}hyper, {cap} conns"),
     };
     summarize(&name, op, in_flight, cap, conns, lats.concat(), wall, cpu)
 }
