@@ -531,6 +531,12 @@ pub(crate) async fn open<R: Runtime>(
     if !transport_data.is_empty() {
         op = op.transport_data(transport_data);
     }
+    // From here on, an abandoned opening (this future dropped) hangs the media channel up.
+    let mut abandoned = Abandoned {
+        client: client.clone(),
+        media_id: Some(media_id.clone()),
+        bridge_id: None,
+    };
     let created = client.send(&op).await?;
     let connection_id = created
         .channelvars
@@ -550,7 +556,7 @@ pub(crate) async fn open<R: Runtime>(
         Some(socket) => wait_dialled(&client, &options, socket).await,
     };
     let result = match result {
-        Ok((ws, core)) => bridge(&client, &call, &options, &media_id)
+        Ok((ws, core)) => bridge(&client, &call, &options, &media_id, &mut abandoned)
             .await
             .map(|b| (ws, core, b)),
         Err(e) => Err(e),
@@ -559,6 +565,7 @@ pub(crate) async fn open<R: Runtime>(
         Ok(x) => x,
         Err(e) => {
             let _ = media_channel.hangup().await;
+            abandoned.media_id = None;
             return Err(e);
         }
     };
@@ -566,6 +573,9 @@ pub(crate) async fn open<R: Runtime>(
         .media_start()
         .cloned()
         .ok_or_else(|| media_error("no MEDIA_START".to_owned()))?;
+    // The driver's task tears the session down from now on.
+    abandoned.media_id = None;
+    abandoned.bridge_id = None;
     let shared = Shared::new();
     let format = core.control_format();
     let passthrough = core.is_passthrough();
@@ -728,12 +738,41 @@ pub(crate) fn media_transport_options() -> crate::runtime::TransportOptions {
     }
 }
 
+/// Undoes a half-opened session when [`open`] is abandoned (its future dropped before it
+/// completed): the media channel would wait in Asterisk, unanswered, for a connection that
+/// never comes, and the bridge would stay. Disarmed once the session's own task owns them.
+struct Abandoned<R: Runtime> {
+    client: Client<R>,
+    media_id: Option<String>,
+    bridge_id: Option<String>,
+}
+
+impl<R: Runtime> Drop for Abandoned<R> {
+    fn drop(&mut self) {
+        let media_id = self.media_id.take();
+        let bridge_id = self.bridge_id.take();
+        if media_id.is_none() && bridge_id.is_none() {
+            return;
+        }
+        let client = self.client.clone();
+        self.client.runtime().spawn(async move {
+            if let Some(id) = media_id {
+                let _ = client.channel(id).hangup().await;
+            }
+            if let Some(id) = bridge_id {
+                let _ = client.bridge(id).destroy().await;
+            }
+        });
+    }
+}
+
 /// Bridges the media channel with the call (when asked to).
 async fn bridge<R: Runtime>(
     client: &Client<R>,
     call: &Channel<R>,
     options: &MediaOptions,
     media_id: &str,
+    abandoned: &mut Abandoned<R>,
 ) -> Result<Option<String>, Error> {
     let bridge_id = if options.bridge {
         let bridge = client.new_bridge();
@@ -745,6 +784,7 @@ async fn bridge<R: Runtime>(
                 tracing::debug!(target: "ari_client", error = %e, "media bridge");
                 e
             })?;
+        abandoned.bridge_id = Some(bridge.id().to_owned());
         if let Err(e) = bridge
             .add_channel([call.id().to_owned(), media_id.to_owned()])
             .await
@@ -752,6 +792,7 @@ async fn bridge<R: Runtime>(
             // The call is gone (or cannot be bridged): the bridge made for it must not stay
             // behind in Asterisk.
             let _ = bridge.destroy().await;
+            abandoned.bridge_id = None;
             return Err(e);
         }
         Some(bridge.id().to_owned())

@@ -309,3 +309,47 @@ pub async fn client_close_ends_live_media_sessions<R: Runtime>(h: &Harness<R>) {
         .expect_err("Asterisk hung the media channel up");
     assert_eq!(err.status(), Some(404), "{err}");
 }
+
+/// `channel.media(…)` abandoned half-way (a `select!` on the caller's hangup, a timeout of
+/// the application's own) leaves nothing behind: the media channel it created (which would
+/// wait unanswered in Asterisk for a connection that never comes) is hung up, and no bridge
+/// stays.
+pub async fn media_open_abandoned_midway_leaves_nothing_behind<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let call = h.answered_call(&client, "media").await;
+    let channels = || {
+        h.server()
+            .with_sim(|sim, _| sim.channel_ids())
+            .expect("a simulator")
+    };
+    assert_eq!(channels(), vec![call.id().to_owned()]);
+    let mut open = Box::pin(call.media(MediaOptions::new("media", "slin16")));
+    // Drive the opening by hand until Asterisk has the media channel, then give up on it.
+    h.live("externalMedia reaches Asterisk", async {
+        while channels().len() < 2 {
+            if let std::task::Poll::Ready(r) = futures::poll!(open.as_mut()) {
+                panic!(
+                    "opened before the media channel showed: {:?}",
+                    r.map(|_| ())
+                );
+            }
+            h.sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    drop(open);
+    h.eventually("the media channel is hung up", || {
+        channels() == vec![call.id().to_owned()]
+    })
+    .await;
+    let bridges = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list");
+    assert!(bridges.is_empty(), "a bridge was left behind: {bridges:?}");
+    let live = h
+        .live("the call", call.get())
+        .await
+        .expect("the call goes on");
+    assert_eq!(live.data().expect("snapshot").id, call.id());
+}
