@@ -134,10 +134,9 @@ impl<E: Executor, C: Connector> fmt::Debug for AudioSocketServer<E, C> {
 }
 
 fn io_error(what: String, e: std::io::Error) -> Error {
-    Error::Transport(TransportError::new(
-        TransportErrorKind::Io,
-        format!("{what}: {e}"),
-    ))
+    Error::Transport(
+        TransportError::new(TransportErrorKind::Io, format!("{what}: {e}")).with_source(e),
+    )
 }
 
 fn protocol_error(message: String) -> Error {
@@ -197,7 +196,11 @@ impl<E: Executor, C: Connector> AudioSocketServer<E, C> {
                         Ok(Some(m)) => return Ok(m),
                         Ok(None) => {}
                         Err(e) => {
-                            return Err(protocol_error(format!("AudioSocket from {peer}: {e}")))
+                            let message = format!("AudioSocket from {peer}: {e}");
+                            return Err(Error::Transport(
+                                TransportError::new(TransportErrorKind::Protocol, message)
+                                    .with_source(e),
+                            ));
                         }
                     }
                     let n = reader

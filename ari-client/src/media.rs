@@ -673,7 +673,15 @@ async fn connect_and_start<R: Runtime>(
     let req = http::Request::get(uri)
         .header(http::header::SEC_WEBSOCKET_PROTOCOL, "media")
         .body(())
-        .map_err(|e| media_error(format!("media socket request: {e}")))?;
+        .map_err(|e| {
+            Error::Transport(
+                TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!("media socket request: {e}"),
+                )
+                .with_source(e),
+            )
+        })?;
     let opts = media_transport_options();
     let runtime = client.runtime().clone();
     let mut ws = runtime

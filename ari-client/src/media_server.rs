@@ -120,10 +120,9 @@ impl<E: Executor, C: Connector> Drop for MediaServer<E, C> {
 }
 
 fn io_error(what: String, e: std::io::Error) -> Error {
-    Error::Transport(TransportError::new(
-        TransportErrorKind::Io,
-        format!("{what}: {e}"),
-    ))
+    Error::Transport(
+        TransportError::new(TransportErrorKind::Io, format!("{what}: {e}")).with_source(e),
+    )
 }
 
 impl<E: Executor, C: Connector> MediaServer<E, C> {

@@ -369,10 +369,10 @@ impl<E: Executor, C: Connector> fmt::Debug for OutboundServer<E, C> {
 impl<E: Executor, C: Connector> OutboundServer<E, C> {
     async fn bind(options: OutboundOptions<E, C>, addr: SocketAddr) -> Result<Self, Error> {
         let io = |what: &str, e: std::io::Error| {
-            Error::Transport(TransportError::new(
-                TransportErrorKind::Io,
-                format!("{what} {addr}: {e}"),
-            ))
+            Error::Transport(
+                TransportError::new(TransportErrorKind::Io, format!("{what} {addr}: {e}"))
+                    .with_source(e),
+            )
         };
         let listener = options
             .runtime
