@@ -58,3 +58,46 @@ async fn binding_a_port_in_use_names_it_and_keeps_the_io_error() {
         .expect("the port is free");
     assert_eq!(server.local_addr(), addr);
 }
+
+/// Binds `addr` with std until it succeeds (the dropped server's task closes its listener
+/// when it next runs), failing after a liveness bound.
+async fn rebind(what: &str, addr: SocketAddr) -> std::net::TcpListener {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return l,
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{what}: {e}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: the port stays taken after the server is dropped (liveness)"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_server_frees_its_port() {
+    let media = MediaServer::bind(TokioRuntime::new(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = media.local_addr();
+    drop(media);
+    drop(rebind("MediaServer", addr).await);
+
+    let audiosocket = AudioSocketServer::bind(TokioRuntime::new(), addr)
+        .await
+        .expect("bind");
+    drop(audiosocket);
+    drop(rebind("AudioSocketServer", addr).await);
+
+    let outbound = OutboundOptions::new(TokioRuntime::new())
+        .bind(addr)
+        .await
+        .expect("bind");
+    assert_eq!(outbound.local_addr(), addr);
+    drop(outbound);
+    drop(rebind("OutboundServer", addr).await);
+}
