@@ -500,7 +500,7 @@ pub(crate) async fn open<R: Runtime>(
     // Follow the call before anything can end it.
     let call_ended = call.once::<ari_proto::events::StasisEnd>();
     let media_channel = client.channel(media_id.clone());
-    let media_destroyed = media_channel.once::<ari_proto::events::ChannelDestroyed>();
+    let mut media_destroyed = Box::pin(media_channel.once::<ari_proto::events::ChannelDestroyed>());
     let mut op = ops::channels::ExternalMedia::new(options.app.clone(), options.format.clone())
         .channel_id(media_id.clone())
         .transport(ExternalMediaTransport::Websocket)
@@ -524,8 +524,8 @@ pub(crate) async fn open<R: Runtime>(
             transport_data.push_str(&d.transport_data);
             op = op
                 .connection_type(ExternalMediaConnectionType::Client)
-                .external_host(d.websocket_client);
-            Some(d.socket)
+                .external_host(d.websocket_client.clone());
+            Some((d.socket, d.websocket_client))
         }
     };
     if !transport_data.is_empty() {
@@ -553,7 +553,10 @@ pub(crate) async fn open<R: Runtime>(
         })?;
     let result = match socket {
         None => connect_and_start(&client, &options, &connection_id).await,
-        Some(socket) => wait_dialled(&client, &options, socket).await,
+        Some((socket, websocket_client)) => {
+            let destroyed = media_destroyed.as_mut();
+            wait_dialled(&client, &options, socket, &websocket_client, destroyed).await
+        }
     };
     let result = match result {
         Ok((ws, core)) => bridge(&client, &call, &options, &media_id, &mut abandoned)
@@ -634,17 +637,28 @@ pub(crate) async fn open<R: Runtime>(
 
 type Started<R> = (<R as crate::runtime::Transport>::Ws, Core);
 
-/// Client mode: waits (up to `start_timeout`) for the media server to hand the socket over.
+/// Client mode: waits (up to `start_timeout`) for the media server to hand the socket over,
+/// and fails at once if Asterisk gives the media channel up first (it could not connect).
 async fn wait_dialled<R: Runtime>(
     client: &Client<R>,
     options: &MediaOptions,
     socket: SocketFuture<R>,
+    websocket_client: &str,
+    destroyed: Pin<&mut crate::Once<ari_proto::events::ChannelDestroyed>>,
 ) -> Result<Started<R>, Error> {
+    use futures_util::future::{select, Either};
     let runtime = client.runtime();
     let sleep = runtime.sleep_until(runtime.now() + options.start_timeout);
-    match futures_util::future::select(socket, std::pin::pin!(sleep)).await {
-        futures_util::future::Either::Left((r, _)) => r,
-        futures_util::future::Either::Right(_) => Err(Error::Timeout {
+    match select(socket, select(destroyed, std::pin::pin!(sleep))).await {
+        Either::Left((r, _)) => r,
+        Either::Right((Either::Left((Ok(gone), _)), _)) => Err(media_error(format!(
+            "Asterisk could not connect to the media server: it hung the media channel up \
+             (cause {} {}) before a connection came; check that the uri of websocket_client \
+             '{websocket_client}' (websocket_client.conf) reaches this MediaServer",
+            gone.cause, gone.cause_txt
+        ))),
+        Either::Right((Either::Left((Err(e), _)), _)) => Err(e),
+        Either::Right((Either::Right(_), _)) => Err(Error::Timeout {
             operation: "media connection from Asterisk",
             after: options.start_timeout,
         }),

@@ -198,7 +198,9 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
 
     /// Opens a media session on `call` with Asterisk connecting to this server through the
     /// websocket_client `websocket_client` (see the type's docs). Waits up to
-    /// [`MediaOptions::start_timeout`] for the connection and its `MEDIA_START`.
+    /// [`MediaOptions::start_timeout`] for the connection and its `MEDIA_START`, and fails
+    /// at once, naming the entry, if Asterisk hangs the media channel up before connecting
+    /// (it could not reach this server: a wrong `uri`, a firewall).
     pub async fn open(
         &self,
         call: &Channel<Stack<E, C>>,

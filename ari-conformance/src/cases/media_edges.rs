@@ -3,9 +3,10 @@
 //! session live. Written once for every runtime, against the simulated Asterisk.
 
 use ari_client::media::{
-    MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaSession, SendError,
+    MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaServer, MediaSession, SendError,
 };
-use ari_client::{Channel, Client, Runtime};
+use ari_client::runtime::{Connector, Executor};
+use ari_client::{Channel, Client, Runtime, Stack};
 use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -352,4 +353,90 @@ pub async fn media_open_abandoned_midway_leaves_nothing_behind<R: Runtime>(h: &H
         .await
         .expect("the call goes on");
     assert_eq!(live.data().expect("snapshot").id, call.id());
+}
+
+/// The caller hangs up while the application's audio is still queued (two seconds handed
+/// over at once): the session ends with `Closed`, whose `unsent_frames` counts exactly the
+/// frames that never left; with the frames sent, that is every frame handed over.
+pub async fn media_caller_hangup_mid_stream_counts_the_unsent_audio<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let call = PlaceCall {
+        hangup_after_answer: Some(std::time::Duration::from_millis(300)),
+        ..PlaceCall::new("PJSIP/alice", "media")
+    };
+    let channel = h.incoming_call(&client, call).await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let mut media = h
+        .live("media", channel.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("media session");
+    media.send_audio(audio("slin16", 100)).expect("send");
+    let unsent = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
+        _ => None,
+    })
+    .await;
+    assert!(h.live("the end", media.next()).await.is_none());
+    let stats = media.stats().protocol;
+    assert!(
+        unsent > 0,
+        "two seconds cannot have left in 300 ms: {stats:?}"
+    );
+    assert_eq!(stats.frames_out + unsent as u64, 100, "{stats:?}");
+    assert_eq!(stats.overflow_frames + stats.flushed_frames, 0);
+    assert_eq!(
+        media.send_audio(audio("slin16", 1)),
+        Err(SendError::Closed),
+        "audio after the end is refused"
+    );
+}
+
+/// Client mode with a `websocket_client` entry Asterisk cannot reach (it points to a port
+/// nobody listens on): Asterisk gives the media channel up at once, and so does `open` —
+/// with an error naming the entry, not a timeout long after Asterisk stopped trying
+/// (`start_timeout` is set far beyond the case's liveness bound).
+pub async fn media_client_mode_fails_at_once_when_asterisk_cannot_connect<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let client = h.started(&["media"]).await;
+    let server = h
+        .live(
+            "bind",
+            MediaServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let elsewhere = nobody.local_addr().expect("its address");
+    drop(nobody);
+    h.server()
+        .set_websocket_client("media_elsewhere", &format!("ws://{elsewhere}/media-in"));
+    let call = h.answered_call(&client, "media").await;
+    let mut options = MediaOptions::new("media", "ulaw");
+    options.start_timeout = std::time::Duration::from_secs(3600);
+    let err = h
+        .live(
+            "open while Asterisk cannot connect",
+            server.open(&call, "media_elsewhere", options),
+        )
+        .await
+        .expect_err("no connection can come");
+    assert!(!err.is_timeout(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("media_elsewhere"), "{text}");
+    assert!(text.contains("could not connect"), "{text}");
+    let channels = h
+        .server()
+        .with_sim(|sim, _| sim.channel_ids())
+        .expect("a simulator");
+    assert_eq!(channels, vec![call.id().to_owned()]);
+    let bridges = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list");
+    assert!(bridges.is_empty(), "{bridges:?}");
+    assert_eq!(server.stats().sessions, 0);
 }
