@@ -31,7 +31,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_channel::oneshot;
 use futures_util::task::AtomicWaker;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
@@ -163,8 +162,39 @@ struct Host {
     open: usize,
     /// Idle connections, most recently used last.
     idle: Vec<(Conn, Instant)>,
-    /// Requests waiting for a connection, oldest first.
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// Requests waiting for a connection, oldest first (keys into `waits`; keys of requests
+    /// that gave up are skipped when popped).
+    waiters: VecDeque<WaitKey>,
+    /// The waiting requests' places: a slab reused from wait to wait, so waiting allocates
+    /// nothing once it has grown, and a freed connection is handed over under the lock the
+    /// pool takes anyway (no channel per wait).
+    waits: Vec<Wait>,
+    /// Free places in `waits`.
+    free_waits: Vec<u32>,
+}
+
+/// A place in [`Host::waits`] and its generation (bumped when the place is freed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WaitKey {
+    index: u32,
+    generation: u32,
+}
+
+#[derive(Default)]
+struct Wait {
+    generation: u32,
+    state: WaitState,
+}
+
+#[derive(Default)]
+enum WaitState {
+    #[default]
+    Free,
+    /// Waiting, with the task to wake (once polled).
+    Waiting(Option<Waker>),
+    /// Handed a connection (or the right to open one) it has not taken yet; for a connection,
+    /// when it was released (to keep it idle should the request have given up).
+    Granted(Grant, Option<Instant>),
 }
 
 /// What a waiting request is handed.
@@ -252,50 +282,96 @@ impl Pool {
                 host.open += 1;
                 return Grant::Open(slot());
             }
-            let (tx, rx) = oneshot::channel();
-            host.waiters.push_back(tx);
-            rx
-        };
-        match waiting.await {
-            Ok(grant) => grant,
-            // The pool never drops a waiter without granting it; should it happen, open.
-            Err(oneshot::Canceled) => {
-                host_mut(&mut self.lock(), target).open += 1;
-                Grant::Open(slot())
+            Waiting {
+                pool: self,
+                target,
+                key: host.wait(),
+                done: false,
             }
-        }
+        };
+        let mut waiting = waiting;
+        std::future::poll_fn(|cx| waiting.poll(cx)).await
     }
 
     /// Hands a connection whose response was read in full to the oldest waiting request, or
     /// keeps it idle.
     fn release(&self, conn: Conn, slot: Slot, now: Instant) {
-        let mut grant = Grant::Reuse(conn, slot);
-        loop {
-            let waiter = {
-                let mut hosts = self.lock();
-                let host = host_mut(&mut hosts, &grant.slot().target);
-                match pop_waiter(host) {
-                    Some(w) => w,
-                    None => {
-                        let Grant::Reuse(conn, slot) = grant else {
-                            return;
-                        };
-                        if !conn.is_closed() && host.idle.len() < self.settings.max_idle_per_host {
-                            host.idle.push((conn, now));
-                            slot.keep(); // the idle entry holds the place
-                            return;
-                        }
-                        drop(hosts);
-                        drop(conn);
-                        drop(slot); // frees the place
-                        return;
-                    }
-                }
-            };
-            match waiter.send(grant) {
-                Ok(()) => return,
-                Err(back) => grant = back, // that request gave up meanwhile: the next one
+        let mut hosts = self.lock();
+        let host = host_mut(&mut hosts, &slot.target);
+        let (conn, slot) = match host.hand_over(Grant::Reuse(conn, slot), Some(now)) {
+            Ok(task) => {
+                drop(hosts);
+                task.into_iter().for_each(Waker::wake);
+                return;
             }
+            Err(Grant::Reuse(conn, slot)) => (conn, slot),
+            Err(Grant::Open(slot)) => {
+                // Not reached: handed back as given.
+                drop(hosts);
+                drop(slot);
+                return;
+            }
+        };
+        if !conn.is_closed() && host.idle.len() < self.settings.max_idle_per_host {
+            host.idle.push((conn, now));
+            slot.keep(); // the idle entry holds the place
+            return;
+        }
+        drop(hosts);
+        drop(conn);
+        drop(slot); // frees the place
+    }
+}
+
+/// A request waiting for a connection (see [`Pool::acquire`]). Dropped before it took what it
+/// was handed (the request gave up: its timeout, or the caller dropped it), it passes that on:
+/// a connection to the next waiting request or the idle list, a place to the next request.
+struct Waiting<'a> {
+    pool: &'a Arc<Pool>,
+    target: &'a Arc<Target>,
+    key: WaitKey,
+    /// Its grant was taken.
+    done: bool,
+}
+
+impl Waiting<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Grant> {
+        let mut hosts = self.pool.lock();
+        let host = host_mut(&mut hosts, self.target);
+        match host.take_grant(self.key, cx.waker()) {
+            Some(Some(grant)) => {
+                self.done = true;
+                Poll::Ready(grant)
+            }
+            Some(None) => Poll::Pending,
+            None => {
+                // Not reached: a waiting request's place is freed only by itself. Should it
+                // happen, it opens a connection (counted), as a request under the cap does.
+                self.done = true;
+                host.open += 1;
+                Poll::Ready(Grant::Open(Slot::new(self.pool, self.target)))
+            }
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let granted = {
+            let mut hosts = self.pool.lock();
+            let Some((_, host)) = host_of(&mut hosts, self.target) else {
+                return;
+            };
+            host.remove_wait(self.key)
+        };
+        // Outside the lock: passing it on takes it again.
+        match granted {
+            Some((Grant::Reuse(conn, slot), Some(at))) => self.pool.release(conn, slot, at),
+            Some((grant, _)) => drop(grant), // a place: its slot passes it on
+            None => {}
         }
     }
 }
@@ -309,6 +385,78 @@ impl Host {
             open: 0,
             idle: Vec::new(),
             waiters: VecDeque::new(),
+            waits: Vec::new(),
+            free_waits: Vec::new(),
+        }
+    }
+
+    /// A new waiting request, last in line.
+    fn wait(&mut self) -> WaitKey {
+        let index = match self.free_waits.pop() {
+            Some(i) => i,
+            None => {
+                self.waits.push(Wait::default());
+                u32::try_from(self.waits.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let w = &mut self.waits[index as usize];
+        w.state = WaitState::Waiting(None);
+        let key = WaitKey {
+            index,
+            generation: w.generation,
+        };
+        self.waiters.push_back(key);
+        key
+    }
+
+    fn wait_mut(&mut self, key: WaitKey) -> Option<&mut Wait> {
+        self.waits
+            .get_mut(key.index as usize)
+            .filter(|w| w.generation == key.generation)
+    }
+
+    /// Hands `grant` to the oldest request still waiting (out of the line); returns its task,
+    /// to wake outside the lock, or the grant if no request waits.
+    fn hand_over(&mut self, grant: Grant, at: Option<Instant>) -> Result<Option<Waker>, Grant> {
+        while let Some(key) = self.waiters.pop_front() {
+            if let Some(w) = self.wait_mut(key) {
+                if let WaitState::Waiting(task) = &mut w.state {
+                    let task = task.take();
+                    w.state = WaitState::Granted(grant, at);
+                    return Ok(task);
+                }
+            }
+        }
+        Err(grant)
+    }
+
+    /// What request `key` was handed (`Some(Some(_))`, its place freed), or `Some(None)` if
+    /// it is still waiting (`task` noted to be woken); `None` if `key` has no place.
+    fn take_grant(&mut self, key: WaitKey, task: &Waker) -> Option<Option<Grant>> {
+        let w = self.wait_mut(key)?;
+        match &mut w.state {
+            WaitState::Waiting(t) => {
+                match t {
+                    Some(t) if t.will_wake(task) => {}
+                    _ => *t = Some(task.clone()),
+                }
+                Some(None)
+            }
+            WaitState::Granted(..) => self.remove_wait(key).map(|(grant, _)| Some(grant)),
+            WaitState::Free => None,
+        }
+    }
+
+    /// Frees the place of request `key` (its key left in the line is skipped); returns what it
+    /// had been handed and not taken.
+    fn remove_wait(&mut self, key: WaitKey) -> Option<(Grant, Option<Instant>)> {
+        let w = self.wait_mut(key)?;
+        let state = std::mem::take(&mut w.state);
+        w.generation = w.generation.wrapping_add(1);
+        self.free_waits.push(key.index);
+        match state {
+            WaitState::Granted(grant, at) => Some((grant, at)),
+            _ => None,
         }
     }
 }
@@ -334,23 +482,6 @@ fn host_of<'a>(hosts: &'a mut [Host], target: &Arc<Target>) -> Option<(usize, &'
         .find(|(_, h)| Arc::ptr_eq(&h.target, target))
 }
 
-fn pop_waiter(host: &mut Host) -> Option<oneshot::Sender<Grant>> {
-    while let Some(w) = host.waiters.pop_front() {
-        if !w.is_canceled() {
-            return Some(w);
-        }
-    }
-    None
-}
-
-impl Grant {
-    fn slot(&self) -> &Slot {
-        match self {
-            Grant::Reuse(_, slot) | Grant::Open(slot) => slot,
-        }
-    }
-}
-
 impl Slot {
     fn new(pool: &Arc<Pool>, target: &Arc<Target>) -> Slot {
         Slot {
@@ -370,26 +501,36 @@ impl Drop for Slot {
         let Some(pool) = self.pool.take() else {
             return;
         };
-        let waiter = {
-            let mut hosts = pool.lock();
-            let Some((i, host)) = host_of(&mut hosts, &self.target) else {
-                return;
-            };
-            match pop_waiter(host) {
-                Some(w) => w,
-                None => {
-                    host.open = host.open.saturating_sub(1);
-                    if host.open == 0 && host.idle.is_empty() {
-                        hosts.swap_remove(i);
-                    }
-                    return;
+        let mut hosts = pool.lock();
+        let Some((i, host)) = host_of(&mut hosts, &self.target) else {
+            return;
+        };
+        if host.waiters.is_empty() {
+            host.open = host.open.saturating_sub(1);
+            if host.open == 0 && host.idle.is_empty() {
+                hosts.swap_remove(i);
+            }
+            return;
+        }
+        // The place goes to the oldest waiting request, which opens a connection (should it
+        // give up before, it passes the place on).
+        match host.hand_over(Grant::Open(Slot::new(&pool, &self.target)), None) {
+            Ok(task) => {
+                drop(hosts);
+                task.into_iter().for_each(Waker::wake);
+            }
+            Err(grant) => {
+                // Only requests that gave up were in line: the place is free.
+                host.open = host.open.saturating_sub(1);
+                if host.open == 0 && host.idle.is_empty() {
+                    hosts.swap_remove(i);
+                }
+                drop(hosts);
+                if let Grant::Open(slot) = grant {
+                    slot.keep(); // made for the hand-over, not counted: nothing to free
                 }
             }
-        };
-        // The place goes to the oldest waiting request, which opens a connection. Sent
-        // outside the lock: if that request gave up meanwhile, the grant comes back and its
-        // slot, dropped here, passes the place on again.
-        let _ = waiter.send(Grant::Open(Slot::new(&pool, &self.target)));
+        }
     }
 }
 
@@ -577,4 +718,123 @@ fn hyper_error(target: &Target, e: hyper::Error) -> TransportError {
         source = s.source();
     }
     TransportError::new(kind, message).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A waker counting its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Acquiring<'a> = Pin<Box<dyn Future<Output = Grant> + 'a>>;
+
+    /// A request for a connection and the waker it is polled with.
+    struct Request<'a> {
+        fut: Acquiring<'a>,
+        woken: Arc<Count>,
+    }
+
+    impl<'a> Request<'a> {
+        fn new(pool: &'a Arc<Pool>, target: &'a Arc<Target>, now: Instant) -> Self {
+            Request {
+                fut: Box::pin(pool.acquire(target, now)),
+                woken: Arc::new(Count(AtomicUsize::new(0))),
+            }
+        }
+
+        fn poll(&mut self) -> Poll<Grant> {
+            let waker = Waker::from(Arc::clone(&self.woken));
+            self.fut.as_mut().poll(&mut Context::from_waker(&waker))
+        }
+
+        fn wakes(&self) -> usize {
+            self.woken.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn pool_of_one() -> (Arc<Pool>, Arc<Target>) {
+        let pool = Arc::new(Pool::new(PoolSettings {
+            max_connections_per_host: 1,
+            max_idle_per_host: 1,
+            idle_timeout: Duration::from_secs(10),
+        }));
+        let uri: Uri = "http://asterisk.example:8088/ari/channels".parse().unwrap();
+        let target = pool.target(&uri).unwrap();
+        (pool, target)
+    }
+
+    /// Any instant: the pool only compares the ones it is given.
+    #[allow(clippy::disallowed_methods)]
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn open(pool: &Pool) -> usize {
+        pool.lock().iter().map(|h| h.open).sum()
+    }
+
+    fn opened(p: Poll<Grant>) -> Slot {
+        match p {
+            Poll::Ready(Grant::Open(slot)) => slot,
+            Poll::Ready(Grant::Reuse(..)) => panic!("no connection was released"),
+            Poll::Pending => panic!("still waiting"),
+        }
+    }
+
+    #[test]
+    fn a_freed_place_goes_to_the_oldest_request_still_waiting() {
+        let (pool, target) = pool_of_one();
+        let now = now();
+        let first = opened(Request::new(&pool, &target, now).poll());
+        let mut waiting: Vec<Request<'_>> =
+            (0..3).map(|_| Request::new(&pool, &target, now)).collect();
+        for r in &mut waiting {
+            assert!(r.poll().is_pending(), "at the cap: waits");
+        }
+        let [second, third, fourth] = <[Request<'_>; 3]>::try_from(waiting).ok().unwrap();
+        // The oldest gives up while waiting: it leaves the line.
+        drop(second);
+        // The place goes to the next in line, and only its task is woken.
+        drop(first);
+        assert_eq!((third.wakes(), fourth.wakes()), (1, 0));
+        assert_eq!(open(&pool), 1, "the place is handed over, not freed");
+        // Handed the place, it gives up before taking it: the place goes on to the next.
+        drop(third);
+        assert_eq!(fourth.wakes(), 1);
+        let mut fourth = fourth;
+        let last = opened(fourth.poll());
+        assert_eq!(open(&pool), 1);
+        drop(last);
+        assert_eq!(open(&pool), 0, "nobody waits: the place is freed");
+    }
+
+    #[test]
+    fn waiting_reuses_its_places() {
+        let (pool, target) = pool_of_one();
+        let now = now();
+        let mut held = opened(Request::new(&pool, &target, now).poll());
+        for _ in 0..10 {
+            let mut next = Request::new(&pool, &target, now);
+            assert!(next.poll().is_pending());
+            drop(held);
+            assert_eq!(next.wakes(), 1);
+            held = opened(next.poll());
+        }
+        let hosts = pool.lock();
+        assert_eq!(hosts[0].waits.len(), 1, "one place, reused by every wait");
+        assert!(hosts[0].waiters.is_empty());
+        assert_eq!(hosts[0].open, 1);
+        drop(hosts);
+        drop(held);
+        assert_eq!(open(&pool), 0);
+    }
 }
