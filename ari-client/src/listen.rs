@@ -10,7 +10,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -246,11 +246,18 @@ where
 }
 
 /// Bounds the calls of one handler running at once, and counts its slow first polls.
+///
+/// 12 bytes (the limit is at most `u32::MAX`, see `Shared::max_running_handlers`), so a
+/// sink's hot fields and a small handler share one cache line more often (see
+/// [`TypedSink`]).
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct InFlight {
-    running: AtomicUsize,
+    running: AtomicU32,
+    /// Counts to warn at powers of two (wrapping after 2^32 slow polls of one handler only
+    /// spaces the warnings; `Stats::slow_first_polls` counts them all).
+    slow_first_polls: AtomicU32,
     overflowing: AtomicBool,
-    slow_first_polls: std::sync::atomic::AtomicU64,
 }
 
 /// How a handler's call starts.
@@ -354,7 +361,7 @@ pub(crate) fn spawn_handler<R, S, Fut>(
 {
     let shared = &client.inner.shared;
     let in_flight = sink.in_flight();
-    if in_flight.running.load(Ordering::Acquire) >= shared.max_running_handlers {
+    if in_flight.running.load(Ordering::Acquire) as usize >= shared.max_running_handlers {
         shared
             .counters
             .dropped_events
@@ -451,11 +458,19 @@ pub(crate) fn spawn_handler<R, S, Fut>(
 
 /// A typed handler as a sink: the client, the handler and the count of its waiting calls in
 /// one allocation (the one routing hands out), so delivering an event reads no other.
+///
+/// Laid out in declaration order, what every delivery reads first (after the `Arc`'s
+/// counts): with a handler that captures one pointer the allocation is 48 bytes, read whole
+/// by a delivery, so it lies in one cache line at half the 16-byte-aligned places the
+/// allocator may put it (a 64-byte one, at a quarter of them). With 10,000 channels of six
+/// handlers each, the sinks do not stay in the CPU's caches: every line a delivery reads is
+/// a miss.
+#[repr(C)]
 struct TypedSink<R: Runtime, T, H> {
     client: WeakClient<R>,
-    handler: H,
-    start: Start,
     in_flight: InFlight,
+    start: Start,
+    handler: H,
     _event: PhantomData<fn(T)>,
 }
 

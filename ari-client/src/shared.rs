@@ -223,7 +223,8 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
             queue_capacity: opts.queue_capacity.max(1),
-            max_running_handlers: opts.max_running_handlers.max(1),
+            // A handler's count of running calls is 32 bits (`InFlight`).
+            max_running_handlers: opts.max_running_handlers.clamp(1, u32::MAX as usize),
             stream_wait: opts.stream_wait,
             pressure: Mutex::new(Vec::new()),
             pressing: AtomicUsize::new(0),

@@ -324,10 +324,96 @@ struct BlockHead {
     more: bool,
 }
 
-/// A resource's id and subscriptions, in one allocation.
+/// A resource's subscriptions, in subscription order: the first [`INLINE_SUBS`] in fixed
+/// slots right after the block's head (no length or capacity word to read first: the head's
+/// `cached` says how many there are), the rest in `spill`. Slot `i` is `Some` exactly for
+/// `i < min(len, INLINE_SUBS)`, and `spill` is empty unless every slot is filled.
+#[repr(C)]
+struct BlockSubs<T> {
+    inline: [Option<Listed<T>>; INLINE_SUBS],
+    spill: Vec<Listed<T>>,
+}
+
+impl<T> BlockSubs<T> {
+    fn new() -> Self {
+        BlockSubs {
+            inline: std::array::from_fn(|_| None),
+            spill: Vec::new(),
+        }
+    }
+
+    /// How many slots are filled.
+    fn inline_len(&self) -> usize {
+        self.inline
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(INLINE_SUBS)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inline_len() + self.spill.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inline[0].is_none()
+    }
+
+    /// The `i`th subscription in subscription order.
+    #[cfg(test)]
+    fn get(&self, i: usize) -> Option<&Listed<T>> {
+        match self.inline.get(i) {
+            Some(slot) => slot.as_ref(),
+            None => self.spill.get(i - INLINE_SUBS),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Listed<T>> {
+        self.inline.iter().flatten().chain(self.spill.iter())
+    }
+
+    /// Appends a subscription (ids grow: the list stays in subscription order).
+    fn push(&mut self, listed: Listed<T>) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(listed),
+            None => self.spill.push(listed),
+        }
+    }
+
+    /// Removes subscription `id`, keeping the order; its data, or `None` if absent.
+    fn remove(&mut self, id: SubscriptionId) -> Option<T> {
+        let filled = self.inline_len();
+        let found = self
+            .inline
+            .iter()
+            .take(filled)
+            .position(|s| s.as_ref().is_some_and(|l| l.id == id));
+        let Some(p) = found else {
+            let i = self.spill.binary_search_by_key(&id, |l| l.id).ok()?;
+            return Some(self.spill.remove(i).data);
+        };
+        let removed = self.inline.get_mut(p).and_then(Option::take);
+        // The emptied slot moves to the end of the filled ones; the first spilled
+        // subscription (if any) fills the last slot.
+        if let Some(filled) = self.inline.get_mut(p..filled) {
+            filled.rotate_left(1);
+        }
+        if !self.spill.is_empty() {
+            if let Some(last) = self.inline.last_mut() {
+                *last = Some(self.spill.remove(0));
+            }
+        }
+        removed.map(|l| l.data)
+    }
+}
+
+/// A resource's id and subscriptions, in one allocation: the head's line, then the first
+/// [`INLINE_SUBS`] subscriptions (two to a cache line when they are 32 bytes, as with the
+/// client's sinks), then the spill list.
+#[repr(C)]
 struct ResourceBlock<T> {
     head: BlockHead,
-    subs: SubList<T>,
+    subs: BlockSubs<T>,
 }
 
 impl<T> ResourceBlock<T> {
@@ -342,7 +428,7 @@ impl<T> ResourceBlock<T> {
                 .unwrap_or(TY_ELSEWHERE);
             head.cached += 1;
         }
-        head.more = self.subs.len() > INLINE_SUBS;
+        head.more = !self.subs.spill.is_empty();
     }
 
     /// Calls `take` with each subscription whose type restriction admits the event: none,
@@ -354,23 +440,22 @@ impl<T> ResourceBlock<T> {
     ) {
         let head = &self.head;
         let cached = usize::from(head.cached);
-        for (i, &t) in head.tys.iter().take(cached).enumerate() {
+        // A slot is read only when its subscription admits the event (or its type is not in
+        // the head): the others' lines are not touched.
+        for (i, &t) in head.tys.iter().enumerate().take(cached) {
+            let slot = || self.subs.inline.get(i).and_then(Option::as_ref);
             let admits = match t {
-                0 => true,
-                TY_ELSEWHERE => match self.subs.get(i) {
-                    Some(l) => l.ty == ANY_TYPE || l.ty == event_ty(),
-                    None => false,
-                },
-                t => u32::from(t) == event_ty(),
+                0 => slot(),
+                TY_ELSEWHERE => slot().filter(|l| l.ty == ANY_TYPE || l.ty == event_ty()),
+                t if u32::from(t) == event_ty() => slot(),
+                _ => None,
             };
-            if admits {
-                if let Some(l) = self.subs.get(i) {
-                    take(l);
-                }
+            if let Some(l) = admits {
+                take(l);
             }
         }
         if head.more {
-            for l in self.subs.iter().skip(INLINE_SUBS) {
+            for l in self.subs.spill.iter() {
                 if l.ty == ANY_TYPE || l.ty == event_ty() {
                     take(l);
                 }
@@ -440,7 +525,7 @@ impl<T> ResourceIndex<T> {
                         cached: 0,
                         more: false,
                     },
-                    subs: SubList::new(),
+                    subs: BlockSubs::new(),
                 }),
             })
             .into_mut()
@@ -460,7 +545,7 @@ impl<T> ResourceIndex<T> {
             })
             .ok()?;
         let block = &mut entry.get_mut().block;
-        let data = remove_listed(&mut block.subs, id);
+        let data = block.subs.remove(id);
         block.refresh_head();
         if entry.get().block.subs.is_empty() {
             entry.remove();
@@ -752,6 +837,47 @@ mod tests {
     fn a_block_head_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<BlockHead>(), 64);
         assert_eq!(std::mem::align_of::<BlockHead>(), 64);
+    }
+
+    /// With a fat pointer as data (the client's sinks), a slot is 32 bytes and the slots
+    /// start right after the head: two subscriptions to a cache line, none straddling two.
+    #[test]
+    fn block_slots_follow_the_head_two_to_a_line() {
+        type Data = std::sync::Arc<dyn Fn() + Send + Sync>;
+        assert_eq!(std::mem::size_of::<Option<Listed<Data>>>(), 32);
+        assert_eq!(std::mem::offset_of!(ResourceBlock<Data>, subs), 64);
+        assert_eq!(std::mem::offset_of!(BlockSubs<Data>, inline), 0);
+    }
+
+    proptest::proptest! {
+        /// The slots and the spill list behave as one ordered list: pushes of growing ids and
+        /// removals (present or not) agree with a plain vector, element by element.
+        #[test]
+        fn block_subs_match_a_vector(ops in proptest::collection::vec((proptest::bool::ANY, 0u64..24), 0..200)) {
+            let mut subs = BlockSubs::new();
+            let mut model: Vec<(u64, u64)> = Vec::new();
+            let mut next = 0u64;
+            for (push, pick) in ops {
+                if push {
+                    next += 1;
+                    subs.push(Listed { id: SubscriptionId(next), ty: 0, once: false, data: next * 10 });
+                    model.push((next, next * 10));
+                } else {
+                    let id = pick % (next + 2);
+                    let expected = model.iter().position(|(i, _)| *i == id).map(|p| model.remove(p).1);
+                    proptest::prop_assert_eq!(subs.remove(SubscriptionId(id)), expected);
+                }
+                let got: Vec<(u64, u64)> = subs.iter().map(|l| (l.id.0, l.data)).collect();
+                proptest::prop_assert_eq!(&got, &model);
+                proptest::prop_assert_eq!(subs.len(), model.len());
+                proptest::prop_assert_eq!(subs.is_empty(), model.is_empty());
+                proptest::prop_assert_eq!(subs.inline_len(), model.len().min(INLINE_SUBS));
+                for (i, (id, _)) in model.iter().enumerate() {
+                    proptest::prop_assert_eq!(subs.get(i).map(|l| l.id.0), Some(*id));
+                }
+                proptest::prop_assert!(subs.get(model.len()).is_none());
+            }
+        }
     }
 
     /// More subscriptions on one channel than its block head caches, mixed type restrictions,
