@@ -440,3 +440,53 @@ pub async fn media_client_mode_fails_at_once_when_asterisk_cannot_connect<
     assert!(bridges.is_empty(), "{bridges:?}");
     assert_eq!(server.stats().sessions, 0);
 }
+
+/// A voice bot shutting down: a media session streaming audio and its client are dropped
+/// (no `close`, no `shutdown`): the media socket closes, the media channel and the bridge
+/// are removed, the events WebSocket closes, and no task spawned through the client's
+/// runtime is left.
+pub async fn media_session_and_client_dropped_leave_no_task_behind<R: Runtime>(h: &Harness<R>) {
+    let hc = Harness::new(crate::CountedRuntime::new(h.runtime().clone()));
+    let rt = hc.runtime().clone();
+    let client = hc.started(&["media"]).await;
+    let (call, mut media) = session(&hc, &client, MediaOptions::new("media", "slin16")).await;
+    let tx = media.sender();
+    tx.send_audio(audio("slin16", 50)).expect("send");
+    let frame = next_matching(&hc, &mut media, "audio", |item| match item {
+        MediaItem::Audio(frame) => Some(frame),
+        _ => None,
+    })
+    .await;
+    assert_eq!(frame.len(), 640);
+    let media_channel = media.media_channel_id().to_owned();
+    assert!(rt.alive() > 0);
+    drop(media);
+    drop(tx);
+    drop(call);
+    drop(client);
+    let server = hc.server();
+    h.eventually("the media socket closes", || {
+        server
+            .media_sessions()
+            .iter()
+            .any(|r| r.channel_id == media_channel)
+    })
+    .await;
+    h.eventually("no task of the client is left", || rt.alive() == 0)
+        .await;
+    h.eventually("the events WebSocket is closed", || {
+        server.connected_apps().is_empty()
+    })
+    .await;
+    let channels = server
+        .with_sim(|sim, _| sim.channel_ids())
+        .expect("a simulator");
+    assert!(
+        !channels.contains(&media_channel),
+        "the media channel stays: {channels:?}"
+    );
+    let bridges = server
+        .with_sim(|sim, _| sim.bridge_ids())
+        .expect("a simulator");
+    assert!(bridges.is_empty(), "a bridge stays: {bridges:?}");
+}
