@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +19,9 @@ type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) struct Manual {
     clock: Arc<Mutex<Instant>>,
     tasks: Arc<Mutex<Vec<Task>>>,
+    /// Calls of `sleep_until` and of `sleep_until_precise`.
+    plain: Arc<AtomicUsize>,
+    precise: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Manual {
@@ -32,12 +36,34 @@ impl Manual {
         Manual {
             clock: Arc::new(Mutex::new(Instant::now())),
             tasks: Arc::default(),
+            plain: Arc::default(),
+            precise: Arc::default(),
         }
     }
 
     /// Moves the clock forward.
     pub(crate) fn advance(&self, d: Duration) {
         *self.clock.lock().unwrap() += d;
+    }
+
+    /// How many sleeps were asked of the timer: `(sleep_until, sleep_until_precise)`.
+    pub(crate) fn sleeps(&self) -> (usize, usize) {
+        (
+            self.plain.load(Ordering::Relaxed),
+            self.precise.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A sleep by the hand-moved clock.
+    fn sleep(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        let clock = Arc::clone(&self.clock);
+        std::future::poll_fn(move |_| {
+            if *clock.lock().unwrap() >= deadline {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Polls every task once; returns how many are left.
@@ -71,14 +97,13 @@ impl Executor for Manual {
     }
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
-        let clock = Arc::clone(&self.clock);
-        std::future::poll_fn(move |_| {
-            if *clock.lock().unwrap() >= deadline {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
+        self.plain.fetch_add(1, Ordering::Relaxed);
+        self.sleep(deadline)
+    }
+
+    fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        self.precise.fetch_add(1, Ordering::Relaxed);
+        self.sleep(deadline)
     }
 
     fn now(&self) -> Instant {

@@ -385,7 +385,9 @@ impl PacerInner {
 /// task on the executor serves every attached session: the sessions are spread over up to
 /// [`PacerConfig::phases`] phases of the `ptime` ([`PacerConfig::phase_sessions`] on a phase
 /// before the next is used), so each tick wakes a small share of the sessions' socket tasks,
-/// and a few sessions share one tick. While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
+/// and a few sessions share one tick. The ticks wait on the executor's precise timer
+/// ([`Executor::sleep_until_precise`]: on tokio a `timerfd`, as tokio's own timer rounds to
+/// whole milliseconds). While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
 /// lost); frames beyond [`PacerConfig::queue_frames`] are dropped and counted. The timing of
 /// every frame as written is in [`stats`](Self::stats).
 ///
@@ -740,7 +742,7 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
         };
         let due = due_of(j);
         {
-            let sleep = pin!(executor.sleep_until(due));
+            let sleep = pin!(executor.sleep_until_precise(due));
             let notified = pin!(changed(&inner));
             if let Either::Right(_) = select(sleep, notified).await {
                 // Look again (a session may have come on an earlier phase, or the end), from
@@ -874,6 +876,23 @@ mod tests {
         let st = pacer.stats();
         assert_eq!((st.sessions, st.frames_sent, st.late_ticks), (2, 6, 0));
         assert_eq!(pa.queued_frames(), 0);
+    }
+
+    #[test]
+    fn the_ticks_wait_on_the_executors_precise_timer() {
+        let ex = Manual::new();
+        let (_pacer, _pa, a_shared) = one_session_sending(&ex, 3);
+        assert_eq!(paced(&a_shared).len(), 1);
+        let (plain, precise) = ex.sleeps();
+        for _ in 0..2 {
+            ex.advance(PTIME);
+            ex.settle();
+        }
+        assert_eq!(paced(&a_shared).len(), 2);
+        // A precise sleep for each tick waited for, none of the plain timer.
+        let (plain_after, precise_after) = ex.sleeps();
+        assert_eq!(plain_after, plain);
+        assert!(precise_after >= precise + 2);
     }
 
     #[test]

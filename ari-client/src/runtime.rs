@@ -210,6 +210,19 @@ pub trait Executor: Clone + Send + Sync + fmt::Debug + 'static {
     /// Completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
 
+    /// Completes at `deadline` (at once if it has passed, never before it by
+    /// [`now`](Executor::now)), as soon after it as the executor can: the timer for the few
+    /// deadlines whose lateness is heard, the [`MediaPacer`](crate::media::MediaPacer)'s ticks
+    /// (a frame every 20 ms to each of up to thousands of sessions, sent 1 ms apart).
+    ///
+    /// The default is [`sleep_until`](Executor::sleep_until). An executor whose timers round
+    /// deadlines to a coarse grid implements it with a finer timer: `ari-tokio`'s does (tokio's
+    /// timer wheel has 1 ms ticks and wakes up to 2 ms after a deadline); `ari-smol`'s
+    /// `sleep_until` is precise already. A wrapping executor forwards it.
+    fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        self.sleep_until(deadline)
+    }
+
     /// The current time of the clock [`sleep_until`](Executor::sleep_until) uses.
     fn now(&self) -> Instant;
 
@@ -385,6 +398,10 @@ impl<E: Executor, T: Transport> Executor for CustomRuntime<E, T> {
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         self.executor.sleep_until(deadline)
+    }
+
+    fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        self.executor.sleep_until_precise(deadline)
     }
 
     fn now(&self) -> Instant {

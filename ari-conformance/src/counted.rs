@@ -75,6 +75,10 @@ impl<R: Runtime> Executor for CountedRuntime<R> {
         self.inner.sleep_until(deadline)
     }
 
+    fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.sleep_until_precise(deadline)
+    }
+
     fn now(&self) -> Instant {
         self.inner.now()
     }

@@ -108,6 +108,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+mod precise;
 mod rt;
 
 pub use crate::rt::{TokioConnector, TokioExecutor, TokioListener};

@@ -56,6 +56,17 @@ impl Executor for TokioExecutor {
         }
     }
 
+    /// At `deadline` within tens of microseconds on Linux, where tokio's timer
+    /// (`sleep_until`) rounds to its 1 ms ticks and wakes 0 to 2 ms late: a `timerfd` armed
+    /// for the deadline and registered with the runtime's reactor wakes the task (one
+    /// descriptor per sleep, closed when it ends or is dropped; no thread). tokio's
+    /// `sleep_until` on other systems, under tokio's test clock once paused or advanced
+    /// (`tokio::time::pause`), and if a descriptor cannot be had. Used by the media pacer's
+    /// ticks.
+    fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        crate::precise::sleep_until(deadline)
+    }
+
     /// tokio's clock (`tokio::time::Instant::now()`), which is `Instant::now()` unless tokio's
     /// test clock is paused, so `sleep_until` and `now` always agree.
     fn now(&self) -> Instant {

@@ -315,6 +315,10 @@ impl<E: Executor, C: Connector> Executor for Stack<E, C> {
         self.executor.sleep_until(deadline)
     }
 
+    fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        self.executor.sleep_until_precise(deadline)
+    }
+
     fn now(&self) -> Instant {
         self.executor.now()
     }
