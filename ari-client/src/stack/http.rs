@@ -25,7 +25,7 @@ use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -68,71 +68,145 @@ impl Conn {
 /// hyper's connection future with a waker of its own, so that it is polled only when it asked
 /// to be: polling it otherwise would try the socket again (a system call on runtimes whose
 /// streams do not remember readiness, async-io's among them).
+///
+/// The request's own future (sending, reading the body) is polled with a waker of the driver
+/// too: an exchange wakes itself as it goes (sending a request wakes the connection, the
+/// connection reading the response wakes the request), and a wake-up while [`Driver::drive`]
+/// is polling is answered by polling again at once, not by waking the task (which would run
+/// the whole request's future again through the executor; on async-io's `block_on`, a
+/// wake-up during a poll costs a round of the reactor, five system calls).
 struct Driver {
     /// `None` once the connection future has ended (closed or failed).
     io: Option<ConnIo>,
-    wake: Arc<ConnWake>,
-    /// `wake` as a waker (made once).
-    waker: Waker,
+    wake: Arc<DriveState>,
+    /// Wakers noting that the connection future, or the request's future, asked to be
+    /// polled (made once per connection).
+    conn_waker: Waker,
+    fut_waker: Waker,
 }
 
-/// What the connection future's waker does: note that it asked to be polled, and wake the
-/// task of the request holding the connection.
-struct ConnWake {
-    woken: AtomicBool,
+/// The connection future asked to be polled.
+const CONN: u8 = 1;
+/// The request's future asked to be polled.
+const FUT: u8 = 2;
+/// [`Driver::drive`] is polling: a wake-up is seen there, the task needs none.
+const POLLING: u8 = 4;
+
+/// What the driver's wakers share: who asked to be polled, and the task of the request
+/// holding the connection.
+struct DriveState {
+    state: AtomicU8,
     task: AtomicWaker,
 }
 
-impl Wake for ConnWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
+impl DriveState {
+    fn wake(&self, who: u8) {
+        if self.state.fetch_or(who, Ordering::AcqRel) & POLLING == 0 {
+            self.task.wake();
+        }
     }
 }
 
+/// The connection future's waker.
+struct ConnWake(Arc<DriveState>);
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.0.wake(CONN);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake(CONN);
+    }
+}
+
+/// The request's future's waker.
+struct FutWake(Arc<DriveState>);
+
+impl Wake for FutWake {
+    fn wake(self: Arc<Self>) {
+        self.0.wake(FUT);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake(FUT);
+    }
+}
+
+/// Rounds of [`Driver::drive`] within one poll before it lets the executor run other tasks.
+const DRIVE_ROUNDS: usize = 8;
+
 impl Driver {
     fn new(io: ConnIo) -> Self {
-        let wake = Arc::new(ConnWake {
-            woken: AtomicBool::new(true), // polled first thing
+        let wake = Arc::new(DriveState {
+            state: AtomicU8::new(CONN), // polled first thing
             task: AtomicWaker::new(),
         });
         Driver {
             io: Some(io),
-            waker: Waker::from(Arc::clone(&wake)),
+            conn_waker: Waker::from(Arc::new(ConnWake(Arc::clone(&wake)))),
+            fut_waker: Waker::from(Arc::new(FutWake(Arc::clone(&wake)))),
             wake,
         }
     }
 
     /// Runs `fut` while polling the connection future when it asked for it (first, so that
-    /// a response it reads is seen by `fut` in the same poll). The connection future is
-    /// dropped once it ends: its pending exchanges then fail, so `fut` cannot wait forever.
+    /// a response it reads is seen by `fut` in the same poll), again while either asks to be
+    /// polled during the poll. The connection future is dropped once it ends: its pending
+    /// exchanges then fail, so `fut` cannot wait forever.
     async fn drive<F: Future>(&mut self, target: &Target, fut: F) -> F::Output {
         let mut fut = pin!(fut);
         std::future::poll_fn(|cx| {
-            self.wake.task.register(cx.waker());
-            if let Some(conn) = &mut self.io {
-                if self.wake.woken.swap(false, Ordering::AcqRel) {
-                    let mut conn_cx = Context::from_waker(&self.waker);
-                    if let Poll::Ready(res) = conn.as_mut().poll(&mut conn_cx) {
-                        self.io = None;
-                        match res {
-                            Ok(()) => tracing::trace!(%target, "HTTP connection closed"),
-                            Err(e) => tracing::debug!(
-                                %target,
-                                error = %e,
-                                "HTTP connection ended with an error"
-                            ),
-                        }
+            let Driver {
+                io,
+                wake,
+                conn_waker,
+                fut_waker,
+            } = &mut *self;
+            let state = &wake.state;
+            wake.task.register(cx.waker());
+            state.fetch_or(POLLING, Ordering::AcqRel);
+            for _ in 0..DRIVE_ROUNDS {
+                let asked = state.fetch_and(!(CONN | FUT), Ordering::AcqRel);
+                if asked & CONN != 0 {
+                    poll_conn(io, conn_waker, target);
+                }
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut Context::from_waker(fut_waker)) {
+                    // A later request on this connection polls it if it asked meanwhile.
+                    state.fetch_and(!POLLING, Ordering::AcqRel);
+                    return Poll::Ready(out);
+                }
+                if state.load(Ordering::Acquire) & (CONN | FUT) == 0 {
+                    if state.fetch_and(!POLLING, Ordering::AcqRel) & (CONN | FUT) == 0 {
+                        return Poll::Pending; // a wake-up from now on wakes the task
                     }
+                    state.fetch_or(POLLING, Ordering::AcqRel); // asked just now: again
                 }
             }
-            fut.as_mut().poll(cx)
+            // Still asked after many rounds: give the executor a turn, then go on.
+            state.fetch_and(!POLLING, Ordering::AcqRel);
+            cx.waker().wake_by_ref();
+            Poll::Pending
         })
         .await
+    }
+}
+
+/// Polls the connection future (if it has not ended) with its waker; drops it once it ends.
+fn poll_conn(io: &mut Option<ConnIo>, waker: &Waker, target: &Target) {
+    let Some(conn) = io else {
+        return;
+    };
+    if let Poll::Ready(res) = conn.as_mut().poll(&mut Context::from_waker(waker)) {
+        *io = None;
+        match res {
+            Ok(()) => tracing::trace!(%target, "HTTP connection closed"),
+            Err(e) => tracing::debug!(
+                %target,
+                error = %e,
+                "HTTP connection ended with an error"
+            ),
+        }
     }
 }
 
@@ -788,6 +862,117 @@ mod tests {
             Poll::Ready(Grant::Reuse(..)) => panic!("no connection was released"),
             Poll::Pending => panic!("still waiting"),
         }
+    }
+
+    /// A stand-in for hyper's connection future: counts its polls, keeps its waker, wakes
+    /// itself on the polls listed.
+    #[derive(Default)]
+    struct FakeConn {
+        polls: AtomicUsize,
+        waker: Mutex<Option<Waker>>,
+        wake_itself_on: Vec<usize>,
+    }
+
+    fn driver_of(conn: &Arc<FakeConn>) -> Driver {
+        let conn = Arc::clone(conn);
+        Driver::new(Box::pin(std::future::poll_fn(move |cx| {
+            let n = conn.polls.fetch_add(1, Ordering::SeqCst) + 1;
+            *conn.waker.lock().unwrap() = Some(cx.waker().clone());
+            if conn.wake_itself_on.contains(&n) {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })))
+    }
+
+    fn target() -> Target {
+        Target::from_uri(&"http://asterisk.example:8088/".parse().unwrap(), false).unwrap()
+    }
+
+    #[test]
+    fn wake_ups_during_a_drive_poll_are_answered_in_that_poll_without_waking_the_task() {
+        let conn = Arc::new(FakeConn {
+            wake_itself_on: vec![1], // as sending a request does
+            ..FakeConn::default()
+        });
+        let mut driver = driver_of(&conn);
+        let target = target();
+        // The request: wakes itself once (as hyper's response callback does), then is
+        // ready once the connection was polled twice.
+        let mut fut_polls = 0;
+        let request = std::future::poll_fn(|cx| {
+            fut_polls += 1;
+            if fut_polls == 1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if conn.polls.load(Ordering::SeqCst) >= 2 {
+                Poll::Ready("response")
+            } else {
+                Poll::Pending
+            }
+        });
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        let mut drive = pin!(driver.drive(&target, request));
+        let out = drive.as_mut().poll(&mut Context::from_waker(&waker));
+        assert_eq!(out, Poll::Ready("response"), "one poll of the task");
+        assert_eq!(task.0.load(Ordering::SeqCst), 0, "no wake-up of the task");
+        assert_eq!(conn.polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_wake_up_after_the_drive_poll_wakes_the_task_and_polls_the_connection() {
+        let conn = Arc::new(FakeConn::default());
+        let mut driver = driver_of(&conn);
+        let target = target();
+        let request = std::future::poll_fn(|_| {
+            if conn.polls.load(Ordering::SeqCst) >= 2 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        let mut drive = pin!(driver.drive(&target, request));
+        assert!(drive
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert_eq!(conn.polls.load(Ordering::SeqCst), 1);
+        // The socket becomes readable: the connection's waker is called (the reactor's).
+        let conn_waker = conn.waker.lock().unwrap().take().unwrap();
+        conn_waker.wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert!(drive
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready());
+        assert_eq!(conn.polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_request_that_keeps_asking_lets_the_executor_run() {
+        let conn = Arc::new(FakeConn::default());
+        let mut driver = driver_of(&conn);
+        let target = target();
+        let request = std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            Poll::<()>::Pending
+        });
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        let mut drive = pin!(driver.drive(&target, request));
+        assert!(drive
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            1,
+            "woken to be polled again later"
+        );
     }
 
     #[test]
