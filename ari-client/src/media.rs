@@ -160,6 +160,19 @@ pub enum MediaItem {
     },
     /// A control message from Asterisk that could not be parsed.
     Malformed(String),
+    /// Audio or a command the handles had accepted that the session refused when its turn
+    /// came: a command that waits behind held-back audio when [`MediaConfig::queue_frames`]
+    /// commands already wait there ([`SendError::QueueFull`]), or audio handed over after [`MediaSender::close`]
+    /// ([`SendError::Closed`]). Counted in [`MediaSessionStats::refused`].
+    Refused {
+        /// The command's name (`MARK_MEDIA`, …), or `None` for audio.
+        command: Option<&'static str>,
+        /// How many were refused in a row for the same reason (audio messages; 1 for a
+        /// command).
+        count: u64,
+        /// Why.
+        error: SendError,
+    },
     /// The session ended (the last item).
     Closed {
         /// The close code Asterisk sent, if any.
@@ -177,6 +190,9 @@ pub struct MediaSessionStats {
     pub protocol: MediaStats,
     /// Audio frames dropped because the consumer fell behind.
     pub lagged_frames: u64,
+    /// Audio messages and commands the session refused after the handles had accepted them
+    /// (each also reported as [`MediaItem::Refused`]).
+    pub refused: u64,
 }
 
 pub(crate) enum Cmd {
@@ -604,6 +620,7 @@ pub(crate) async fn open<R: Runtime>(
         closed: false,
         last_paced: None,
         paced: Vec::new(),
+        refused: Vec::new(),
     };
     let teardown_shared = shared.clone();
     let teardown_client = client.clone();
@@ -850,6 +867,8 @@ struct Driver<R: Runtime> {
     last_paced: Option<(Instant, Duration)>,
     /// Paced frames handed to the session in this pass, to time when they go out.
     paced: Vec<(Instant, Arc<crate::media_pacer::PaceMetrics>)>,
+    /// Audio and commands refused in this pass ([`MediaItem::Refused`]), not yet delivered.
+    refused: Vec<MediaItem>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -858,12 +877,20 @@ impl<R: Runtime> Driver<R> {
     fn deliver(&mut self) {
         let first = self.core.poll_output();
         let stats = self.core.stats();
-        if first.is_none() && stats == self.published {
+        if first.is_none() && stats == self.published && self.refused.is_empty() {
             return;
         }
         self.published = stats;
         let mut delivered = false;
         let mut st = self.shared.lock();
+        // Refusals come first: they happened in this pass, before `Closed` can be delivered.
+        for item in self.refused.drain(..) {
+            if let MediaItem::Refused { count, .. } = &item {
+                st.stats.refused += count;
+            }
+            st.inbox.push_back(item);
+            delivered = true;
+        }
         let mut next = first;
         while let Some(out) = next.take() {
             next = self.core.poll_output();
@@ -925,6 +952,28 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
+/// Records a refusal; consecutive refusals of audio for the same reason make one item.
+fn refuse(refused: &mut Vec<MediaItem>, command: Option<&'static str>, error: SendError) {
+    if command.is_none() {
+        if let Some(MediaItem::Refused {
+            command: None,
+            count,
+            error: last,
+        }) = refused.last_mut()
+        {
+            if *last == error {
+                *count += 1;
+                return;
+            }
+        }
+    }
+    refused.push(MediaItem::Refused {
+        command,
+        count: 1,
+        error,
+    });
+}
+
 // Nothing in the driver is pinned structurally (the futures it holds are boxed).
 impl<R: Runtime> Unpin for Driver<R> {}
 
@@ -980,19 +1029,23 @@ impl<R: Runtime> Future for Driver<R> {
             for cmd in this.commands.drain(..) {
                 match cmd {
                     Cmd::Audio(a) => {
-                        let _ = this.core.send_audio(a);
+                        if let Err(e) = this.core.send_audio(a) {
+                            refuse(&mut this.refused, None, e);
+                        }
                     }
                     Cmd::Paced {
                         frame,
                         due,
                         metrics,
-                    } => {
-                        if this.core.send_audio(frame).is_ok() {
-                            this.paced.push((due, metrics));
-                        }
-                    }
+                    } => match this.core.send_audio(frame) {
+                        Ok(_) => this.paced.push((due, metrics)),
+                        Err(e) => refuse(&mut this.refused, None, e),
+                    },
                     Cmd::Command(c) => {
-                        let _ = this.core.send_command(c);
+                        let name = c.name();
+                        if let Err(e) = this.core.send_command(c) {
+                            refuse(&mut this.refused, Some(name), e);
+                        }
                     }
                     Cmd::Close => this.core.close(1000, ""),
                 }

@@ -154,6 +154,76 @@ pub async fn media_overflow_is_counted_and_announced<R: Runtime>(h: &Harness<R>)
     assert_eq!(report.frames_played_test_signal, report.frames_played);
 }
 
+/// Commands the sender accepted but the session cannot queue (more than `queue_frames` wait
+/// behind held-back audio) and audio handed over after `close()` are never dropped
+/// silently: each comes back as `MediaItem::Refused` and is counted, before `Closed`.
+pub async fn media_commands_refused_after_acceptance_are_reported<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    // One frame ahead at Asterisk: ten frames are held here for about 200 ms, and marks wait
+    // behind them; at most ten commands may wait.
+    let options = MediaOptions::new("media", "slin16")
+        .config(MediaConfig::new().queue_frames(10).send_ahead(1));
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    tx.send_audio(audio("slin16", 10)).expect("audio");
+    for i in 0..30 {
+        tx.mark(format!("m{i}"))
+            .expect("the sender accepts the mark");
+    }
+    let mut refused = 0;
+    while refused < 20 {
+        let (command, count, error) = next_matching(h, &mut media, "Refused", |item| match item {
+            MediaItem::Refused {
+                command,
+                count,
+                error,
+            } => Some((command, count, error)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(command, Some("MARK_MEDIA"));
+        assert_eq!(error, SendError::QueueFull);
+        assert!(error.to_string().contains("queue is full"), "{error}");
+        refused += count;
+    }
+    assert_eq!(refused, 20, "ten marks fit behind the audio, twenty do not");
+    assert_eq!(media.stats().refused, 20);
+    // The ten accepted marks are played after the audio.
+    let mut processed = 0;
+    while processed < 10 {
+        next_matching(h, &mut media, "MediaMarkProcessed", |item| match item {
+            MediaItem::Event(MediaEvent::MediaMarkProcessed { .. }) => Some(()),
+            _ => None,
+        })
+        .await;
+        processed += 1;
+    }
+    // Audio after close(): refused at the sender or reported before Closed, never lost.
+    tx.close();
+    let refused_at_once = tx.send_audio(audio("slin16", 1)).is_err();
+    let mut reported = 0;
+    let unsent = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Refused {
+            command: None,
+            count,
+            error: SendError::Closed,
+        } => {
+            reported += count;
+            None
+        }
+        MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
+        _ => None,
+    })
+    .await;
+    assert_eq!(unsent, 0);
+    assert_eq!(
+        u64::from(refused_at_once) + reported,
+        1,
+        "the audio after close() is refused exactly once"
+    );
+    assert_eq!(media.stats().refused, 20 + reported);
+}
+
 /// In passthrough mode Asterisk refuses every command but ANSWER, HANGUP and GET_STATUS:
 /// the sender refuses them at once with a typed error (a mark that Asterisk would answer
 /// with `ERROR` must not look sent), and audio still flows.
