@@ -164,12 +164,16 @@ impl fmt::Display for Error {
     }
 }
 
+/// `Ari`, `Transport` and `Build` are transparent: their message is the inner error's, so
+/// their source is the inner error's source (a chain printer such as anyhow's `{:#}` shows
+/// each message once: `connection error: reading the response: reset by peer`). The inner
+/// error itself is the variant's field.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Ari(e) => Some(e),
-            Error::Transport(e) => Some(e),
-            Error::Build(e) => Some(e),
+            Error::Ari(e) => e.source(),
+            Error::Transport(e) => e.source(),
+            Error::Build(e) => e.source(),
             _ => None,
         }
     }

@@ -28,10 +28,9 @@ fn every_error_says_what_happened_and_keeps_its_source() {
     assert!(not_found.is_not_found());
     assert_eq!(not_found.ari_kind(), Some(ErrorKind::NotFound));
     assert!(!not_found.is_timeout());
-    let source = not_found
-        .source()
-        .expect("the Asterisk error is the source");
-    assert!(source.downcast_ref::<AriError>().is_some());
+    // Transparent: the message is Asterisk's, so the source is not that error again.
+    assert!(not_found.source().is_none(), "{:?}", not_found.source());
+    assert!(matches!(&not_found, Error::Ari(e) if e.message == "Channel not found"));
 
     let timeout = Error::Timeout {
         operation: "channels.answer",
@@ -40,7 +39,8 @@ fn every_error_says_what_happened_and_keeps_its_source() {
     assert_eq!(timeout.to_string(), "channels.answer: no answer within 10s");
     assert!(timeout.is_timeout() && timeout.source().is_none() && timeout.ari().is_none());
 
-    // A transport error keeps its cause two levels down: Error -> TransportError -> io::Error.
+    // A transport error keeps its cause: Error::Transport is transparent, so its source is
+    // the io::Error, and a chain shows each message once.
     let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
     let transport = Error::from(
         TransportError::new(TransportErrorKind::Io, "reading the response").with_source(reset),
@@ -49,16 +49,22 @@ fn every_error_says_what_happened_and_keeps_its_source() {
         transport.to_string(),
         "connection error: reading the response"
     );
-    let cause = transport
-        .source()
-        .and_then(|t| t.source())
-        .expect("the io error is kept");
+    let cause = transport.source().expect("the io error is kept");
     assert_eq!(cause.to_string(), "reset by peer");
+    assert!(cause.source().is_none());
+    assert!(matches!(&transport, Error::Transport(t) if t.kind == TransportErrorKind::Io));
     assert!(!transport.is_timeout());
     assert!(Error::from(TransportError::new(TransportErrorKind::Timeout, "connect")).is_timeout());
 
     let build = Error::from(BuildError::EmptyPathParameter);
-    assert!(build.source().is_some());
+    assert!(
+        build.source().is_none(),
+        "transparent: the message is the BuildError's"
+    );
+    assert!(matches!(
+        build,
+        Error::Build(BuildError::EmptyPathParameter)
+    ));
     assert_eq!(
         build.to_string(),
         BuildError::EmptyPathParameter.to_string()
