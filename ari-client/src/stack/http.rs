@@ -809,6 +809,13 @@ mod tests {
         }
     }
 
+    /// A task's waker that counts its wake-ups.
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        (task, waker)
+    }
+
     type Acquiring<'a> = Pin<Box<dyn Future<Output = Grant> + 'a>>;
 
     /// A request for a connection and the waker it is polled with.
@@ -912,8 +919,7 @@ mod tests {
                 Poll::Pending
             }
         });
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = counting_waker();
         let mut drive = pin!(driver.drive(&target, request));
         let out = drive.as_mut().poll(&mut Context::from_waker(&waker));
         assert_eq!(out, Poll::Ready("response"), "one poll of the task");
@@ -933,8 +939,7 @@ mod tests {
                 Poll::Pending
             }
         });
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = counting_waker();
         let mut drive = pin!(driver.drive(&target, request));
         assert!(drive
             .as_mut()
@@ -961,8 +966,7 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::<()>::Pending
         });
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = counting_waker();
         let mut drive = pin!(driver.drive(&target, request));
         assert!(drive
             .as_mut()

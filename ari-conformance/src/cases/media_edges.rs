@@ -19,9 +19,17 @@ async fn session<R: Runtime>(
     client: &Client<R>,
     options: MediaOptions,
 ) -> (Channel<R>, MediaSession) {
-    let channel = h
-        .incoming_call(client, PlaceCall::new("PJSIP/alice", "media"))
-        .await;
+    session_on(h, client, PlaceCall::new("PJSIP/alice", "media"), options).await
+}
+
+/// [`session`] on a call placed as `call` says.
+async fn session_on<R: Runtime>(
+    h: &Harness<R>,
+    client: &Client<R>,
+    call: PlaceCall,
+    options: MediaOptions,
+) -> (Channel<R>, MediaSession) {
+    let channel = h.incoming_call(client, call).await;
     h.live("answer", channel.answer()).await.expect("answer");
     let media = h
         .live("media", channel.media(options))
@@ -434,12 +442,8 @@ pub async fn media_caller_hangup_mid_stream_counts_the_unsent_audio<R: Runtime>(
         hangup_after_answer: Some(std::time::Duration::from_millis(300)),
         ..PlaceCall::new("PJSIP/alice", "media")
     };
-    let channel = h.incoming_call(&client, call).await;
-    h.live("answer", channel.answer()).await.expect("answer");
-    let mut media = h
-        .live("media", channel.media(MediaOptions::new("media", "slin16")))
-        .await
-        .expect("media session");
+    let (_channel, mut media) =
+        session_on(h, &client, call, MediaOptions::new("media", "slin16")).await;
     media.send_audio(audio("slin16", 100)).expect("send");
     let unsent = next_matching(h, &mut media, "Closed", |item| match item {
         MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
