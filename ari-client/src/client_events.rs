@@ -179,6 +179,10 @@ impl<R: Runtime> Client<R> {
     /// in flight and later ones fail with [`Error::Closed`]. Returns once the close frame is sent (a peer that does
     /// not read gets one second) and the background task has exited.
     ///
+    /// Live media sessions end too (their sockets close: Asterisk hangs their media channels
+    /// up), but a session's bridge is destroyed by a request, which a closed client no longer
+    /// makes: [`shutdown`](crate::media::MediaSession::shutdown) the sessions first.
+    ///
     /// Dropping the last handle does the same, without waiting: handlers, streams and
     /// awaited events of the client do not keep it alive (instance objects such as a
     /// [`Channel`](crate::Channel) are handles: a handler still running with one keeps the
