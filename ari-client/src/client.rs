@@ -69,6 +69,8 @@ pub(crate) struct Inner<R: Runtime> {
     pub(crate) rest_ws_unavailable: std::sync::atomic::AtomicBool,
     /// The request timeouts (one timer for all requests).
     pub(crate) deadlines: Deadlines,
+    /// The media sessions opened with this client, torn down by [`Client::close`].
+    pub(crate) media: crate::media::LiveSessions,
 }
 
 impl<R: Runtime> Clone for Client<R> {
@@ -548,6 +550,7 @@ impl<R: Runtime> ClientBuilder<R> {
             server_version: std::sync::OnceLock::new(),
             rest_ws_unavailable: std::sync::atomic::AtomicBool::new(false),
             deadlines: Deadlines::default(),
+            media: crate::media::LiveSessions::default(),
         };
         let client = Client {
             inner: Arc::new(inner),
@@ -575,6 +578,7 @@ impl<R: Runtime> ClientBuilder<R> {
             server_version: std::sync::OnceLock::new(),
             rest_ws_unavailable: std::sync::atomic::AtomicBool::new(false),
             deadlines: Deadlines::default(),
+            media: crate::media::LiveSessions::default(),
         };
         let client = Client {
             inner: Arc::new(inner),

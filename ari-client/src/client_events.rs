@@ -179,15 +179,23 @@ impl<R: Runtime> Client<R> {
     /// in flight and later ones fail with [`Error::Closed`]. Returns once the close frame is sent (a peer that does
     /// not read gets one second) and the background task has exited.
     ///
-    /// Live media sessions end too (their sockets close: Asterisk hangs their media channels
-    /// up), but a session's bridge is destroyed by a request, which a closed client no longer
-    /// makes: [`shutdown`](crate::media::MediaSession::shutdown) the sessions first.
+    /// Live media sessions are shut down first, as
+    /// [`MediaSession::shutdown`](crate::media::MediaSession::shutdown) does: each stream
+    /// yields [`Closed`](crate::media::MediaItem::Closed), the media channel is hung up and
+    /// the bridge destroyed (waiting at most about twice the request timeout in all).
     ///
     /// Dropping the last handle does the same, without waiting: handlers, streams and
     /// awaited events of the client do not keep it alive (instance objects such as a
     /// [`Channel`](crate::Channel) are handles: a handler still running with one keeps the
     /// client until it returns).
     pub async fn close(&self) {
+        // The close handshake, the hang-up and the bridge's destruction: at most about two
+        // request timeouts.
+        let limit = self.inner.request_timeout * 2 + std::time::Duration::from_secs(1);
+        self.inner
+            .media
+            .shutdown_all(&self.inner.runtime, limit)
+            .await;
         let shared = &self.inner.shared;
         shared.shutdown();
         self.inner.deadlines.close();

@@ -252,7 +252,54 @@ pub(crate) struct SharedState {
     handles: usize,
 }
 
+/// The media sessions of a client (weak: a session's handles and driver own it), so that
+/// [`Client::close`] can tear them down while it can still make requests.
+#[derive(Default)]
+pub(crate) struct LiveSessions(Mutex<Vec<std::sync::Weak<Shared>>>);
+
+impl LiveSessions {
+    fn add(&self, session: &Arc<Shared>) {
+        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|s| s.strong_count() > 0);
+        live.push(Arc::downgrade(session));
+    }
+
+    /// Closes every live session and waits until each is torn down, or `limit` (a peer
+    /// that never answers the close must not hold the client's close forever).
+    pub(crate) async fn shutdown_all<R: Runtime>(&self, runtime: &R, limit: Duration) {
+        let live: Vec<Arc<Shared>> = {
+            let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let sessions = live.iter().filter_map(std::sync::Weak::upgrade).collect();
+            live.clear();
+            sessions
+        };
+        if live.is_empty() {
+            return;
+        }
+        for session in &live {
+            let _ = session.command(Cmd::Close);
+        }
+        let all = std::pin::pin!(async {
+            for session in &live {
+                std::future::poll_fn(|cx| session.poll_torn_down(cx)).await;
+            }
+        });
+        let limit = std::pin::pin!(runtime.sleep_until(runtime.now() + limit));
+        futures_util::future::select(all, limit).await;
+    }
+}
+
 impl Shared {
+    /// Ready once the media channel is hung up and the bridge destroyed.
+    fn poll_torn_down(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.teardown.register(cx.waker());
+        if self.torn_down.load(std::sync::atomic::Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -424,15 +471,7 @@ impl MediaSession {
         self.sender.close();
         let shared = self.shared.clone();
         drop(self);
-        std::future::poll_fn(|cx| {
-            shared.teardown.register(cx.waker());
-            if shared.torn_down.load(std::sync::atomic::Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        std::future::poll_fn(|cx| shared.poll_torn_down(cx)).await;
     }
 }
 
@@ -596,6 +635,7 @@ pub(crate) async fn open<R: Runtime>(
     abandoned.media_id = None;
     abandoned.bridge_id = None;
     let shared = Shared::new();
+    client.inner.media.add(&shared);
     let format = core.control_format();
     let passthrough = core.is_passthrough();
     let ended = Box::pin(async move {
