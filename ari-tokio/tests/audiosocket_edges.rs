@@ -122,10 +122,8 @@ async fn connections_that_fail_before_their_uuid_are_errors_naming_the_peer() {
         text.starts_with("protocol error: AudioSocket from 127.0.0.1:"),
         "{text}"
     );
-    // …which stays reachable as the source, typed.
-    let decoder = std::error::Error::source(&err)
-        .and_then(std::error::Error::source)
-        .expect("the decoder's error is kept");
+    // …which stays reachable as the source (`Error::Transport` is transparent), typed.
+    let decoder = std::error::Error::source(&err).expect("the decoder's error is kept");
     assert!(
         decoder
             .downcast_ref::<ari_proto::media::audiosocket::AudioSocketError>()
