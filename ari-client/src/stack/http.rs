@@ -896,6 +896,16 @@ mod tests {
         Target::from_uri(&"http://asterisk.example:8088/".parse().unwrap(), false).unwrap()
     }
 
+    /// A request's readiness: answered once the connection was polled twice (the response
+    /// read).
+    fn answered(conn: &FakeConn) -> Poll<()> {
+        if conn.polls.load(Ordering::SeqCst) >= 2 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     #[test]
     fn wake_ups_during_a_drive_poll_are_answered_in_that_poll_without_waking_the_task() {
         let conn = Arc::new(FakeConn {
@@ -913,11 +923,7 @@ mod tests {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if conn.polls.load(Ordering::SeqCst) >= 2 {
-                Poll::Ready("response")
-            } else {
-                Poll::Pending
-            }
+            answered(&conn).map(|()| "response")
         });
         let (task, waker) = counting_waker();
         let mut drive = pin!(driver.drive(&target, request));
@@ -932,13 +938,7 @@ mod tests {
         let conn = Arc::new(FakeConn::default());
         let mut driver = driver_of(&conn);
         let target = target();
-        let request = std::future::poll_fn(|_| {
-            if conn.polls.load(Ordering::SeqCst) >= 2 {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
+        let request = std::future::poll_fn(|_| answered(&conn));
         let (task, waker) = counting_waker();
         let mut drive = pin!(driver.drive(&target, request));
         assert!(drive
