@@ -42,29 +42,21 @@
 //! }
 //! ```
 //!
-//! Every REST operation is a method on a resource accessor (`client.channels()`,
-//! `client.bridges()`, `client.asterisk()`, …) or on an instance (`channel.answer()`,
-//! `bridge.add_channel(..)`); see [`ari_client`] for the full tour and a table mapping
-//! node-ari-client calls to this API.
+//! Every REST operation is a method on a resource accessor (`client.channels()`, …) or an
+//! instance (`channel.answer()`, …); [`ari_client`] has the tour and a node-ari-client table.
 //!
 //! ## A tokio runtime must be running
 //!
-//! The client spawns its background task (the events WebSocket) and HTTP connections with
-//! `tokio::spawn`: create and use it inside a runtime with I/O and time enabled
-//! (`#[tokio::main]`), or give the runtime's handle with [`TokioExecutor::with_handle`]:
+//! The client spawns its tasks (the events WebSocket, HTTP connections) with `tokio::spawn`:
+//! use it inside a runtime with I/O and time enabled (`#[tokio::main]`), or pass a handle:
 //! `TokioRuntime::builder().executor(TokioExecutor::with_handle(handle)).build()`.
-//!
-//! ## Features
-//!
-//! - `rustls-ring` (default): TLS with rustls and the `ring` provider;
-//!   `rustls-aws-lc`: with `aws-lc-rs` instead. Without either, `https://` fails with
-//!   [`TransportErrorKind::Unsupported`].
-//! - `native-roots`: the operating system's roots too (`StackBuilder::platform_roots`).
 //!
 //! ## TLS
 //!
 //! `https://` URLs (and the `wss://` events WebSocket that goes with them) verify the server
-//! certificate against the web PKI roots (`webpki-roots`). To trust your own CA or a
+//! certificate with rustls (feature `rustls-ring`, the default, or `rustls-aws-lc`; without
+//! either, `https://` fails with [`TransportErrorKind::Unsupported`]) against the web PKI roots
+//! (`webpki-roots`; feature `native-roots` adds the system's). To trust your own CA or a
 //! self-signed Asterisk certificate, add it as a root; for anything else (client
 //! certificates, a custom verifier) hand over a whole [`rustls::ClientConfig`]:
 //!
@@ -76,32 +68,14 @@
 //! let runtime = TokioRuntime::builder()
 //!     .add_root_certificate_pem(&pem)
 //!     .build()?;
-//! let client = Client::builder_with_runtime("https://pbx.example.com:8089", "asterisk", "secret", runtime)
+//! let _client = Client::builder_with_runtime("https://pbx.example.com:8089", "asterisk", "secret", runtime)
 //!     .connect()
 //!     .await?;
-//! # let _ = client;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! ## The transport alone
-//!
-//! [`TokioRuntime`] implements [`Transport`]; its `http` and `ws_connect` can be used directly:
-//!
-//! ```no_run
-//! use ari_tokio::{TokioRuntime, Transport, TransportOptions};
-//!
-//! # async fn demo() -> Result<(), ari_tokio::TransportError> {
-//! let runtime = TokioRuntime::new();
-//! let request = http::Request::get("http://127.0.0.1:8088/ari/asterisk/info")
-//!     .header("host", "127.0.0.1:8088")
-//!     .body(Vec::new())
-//!     .expect("a valid request");
-//! let response = runtime.http(request, &TransportOptions::default()).await?;
-//! println!("{} {} bytes", response.status(), response.body().len());
-//! # Ok(())
-//! # }
-//! ```
+//! [`TokioRuntime`] also implements [`Transport`]: its `http` and `ws_connect` can be used alone.
 //!
 //! [tokio]: https://tokio.rs
 #![forbid(unsafe_code)]

@@ -1,26 +1,20 @@
 //! The precise sleep behind [`TokioExecutor::sleep_until_precise`](crate::TokioExecutor):
 //! a Linux `timerfd` on tokio's own reactor.
 //!
-//! tokio's timer wheel counts whole milliseconds from the moment its time driver started: a
-//! deadline is rounded up to the next tick of that grid, and the driver parks in `epoll_wait`
-//! with a whole-millisecond timeout from a truncated "now", so a `tokio::time::sleep_until`
-//! ends 0 to 2 ms (about 1.2 ms on average) after its deadline. That is nothing for a request
-//! timeout, and most of the budget of the media pacer, whose ticks are 1 ms apart and must
-//! each send their frames within 2 ms.
+//! tokio's timer wheel rounds a deadline up to its next whole-millisecond tick and parks in
+//! `epoll_wait` with a whole-millisecond timeout, so `tokio::time::sleep_until` ends 0 to 2 ms
+//! (about 1.2 ms on average) late: nothing for a request timeout, most of the budget of the
+//! media pacer, whose ticks are 1 ms apart and must each send their frames within 2 ms.
 //!
-//! A `timerfd` is armed with the nanoseconds left and registered with the runtime's reactor:
-//! the kernel makes it readable at the deadline (within its timer slack, 50 µs by default),
-//! which ends the worker's `epoll_wait` at once (only the wait's own timeout is rounded to
-//! milliseconds, not the readiness of a descriptor). The task is woken by the reactor like
-//! any socket's: no thread of its own, no wake-up from another thread. The descriptor lives
-//! as long as the sleep; dropping the sleep deregisters and closes it.
+//! A `timerfd` armed with the nanoseconds left and registered with the runtime's reactor
+//! becomes readable at the deadline (within the kernel's timer slack, 50 µs by default), which
+//! ends the worker's `epoll_wait` at once; the reactor wakes the task like any socket's (no
+//! thread of its own). The descriptor lives as long as the sleep.
 //!
-//! The timerfd counts the system's monotonic clock (`Instant::now()`), which is tokio's clock
-//! except under tokio's test clock once paused or advanced (`tokio::time::pause`). So tokio's
-//! own `sleep_until` is armed beside it and the sleep ends at the first of the two that has
-//! reached the deadline by tokio's clock: the timerfd on a real clock (the tokio sleep is
-//! dropped before it fires), tokio's under a paused clock or if no descriptor can be had (the
-//! process is out of them). On other systems the sleep is tokio's alone.
+//! The timerfd counts the monotonic clock (`Instant::now()`), tokio's clock except under
+//! tokio's paused test clock. So tokio's own `sleep_until` is armed beside it and the sleep
+//! ends at the first of the two that reached the deadline by tokio's clock: tokio's under a
+//! paused clock or when no descriptor can be had. On other systems the sleep is tokio's alone.
 
 use std::future::Future;
 use std::pin::pin;
