@@ -1043,6 +1043,12 @@ fn https_untrusted_by_default_trusted_with_extra_root() {
             .await
             .unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Tls, "{err}");
+        // The message says what to do about it.
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+        assert!(
+            err.to_string().contains("add_root_certificate_pem"),
+            "{err}"
+        );
 
         let rt = SmolRuntime::builder()
             .add_root_certificate_pem(&cert.pem)

@@ -240,7 +240,10 @@ pub(crate) async fn connect<C: Connector>(
             .map_err(|e| {
                 TransportError::new(
                     TransportErrorKind::Tls,
-                    format!("TLS handshake with {target} failed: {e}"),
+                    format!(
+                        "TLS handshake with {target} failed: {e}{}",
+                        tls_hint(&e, target)
+                    ),
                 )
                 .with_source(e)
             })?;
@@ -252,6 +255,34 @@ pub(crate) async fn connect<C: Connector>(
     {
         let _ = tls;
         Err(no_tls(target))
+    }
+}
+
+/// What to do about the usual reasons a handshake fails (empty when there is nothing to add):
+/// a certificate the client does not trust or that names another host, or a server that does
+/// not speak TLS on that port.
+#[cfg(feature = "rustls")]
+fn tls_hint(e: &std::io::Error, target: &Target) -> String {
+    use rustls::{CertificateError, Error, InvalidMessage};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => " (to trust a \
+            private CA or a self-signed certificate, add it with `add_root_certificate_pem` or \
+            `add_root_certificate_der` on the runtime's builder: `TokioRuntime::builder()`, \
+            `SmolRuntime::builder()`, `Stack::builder()`)"
+            .to_string(),
+        Some(Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => format!(
+            " (the certificate does not name {}: connect with a host name the certificate \
+             names, or issue one that names it)",
+            target.host
+        ),
+        Some(Error::InvalidMessage(InvalidMessage::InvalidContentType)) => format!(
+            " (nothing speaks TLS on port {}: Asterisk serves TLS on its `tlsbindaddr` port \
+             (http.conf `tlsenable = yes`, commonly 8089); use `http://` for its plain port)",
+            target.port
+        ),
+        _ => String::new(),
     }
 }
 
