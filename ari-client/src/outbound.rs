@@ -249,7 +249,8 @@ pub struct OutboundStats {
     pub refused: u64,
     /// Of those, refused for missing or wrong credentials (401).
     pub unauthorized: u64,
-    /// Persistent connections that replaced an earlier one of the same Asterisk.
+    /// Persistent connections that replaced an earlier one of the same Asterisk (same
+    /// address, user, path and query, and `asterisk_id` in its first frame).
     pub replaced: u64,
     /// Per-call connections Asterisk redialled after losing one mid-call (same
     /// `<app>:<channel>`), handed to that call's client: the call went on.
@@ -277,8 +278,9 @@ struct Queues<R: Runtime> {
     calls: VecDeque<OutboundCall<R>>,
     conn_waker: Option<Waker>,
     call_waker: Option<Waker>,
-    /// Persistent clients by Asterisk (address, user, path and query).
-    persistent: HashMap<PeerKey, Weak<Inner<R>>>,
+    /// Persistent clients by Asterisk (address, user, path and query, and the `asterisk_id`
+    /// of its first frame).
+    persistent: HashMap<(PeerKey, Option<String>), Weak<Inner<R>>>,
     /// Per-call clients by Asterisk and call (`<app>:<channel name>`).
     per_call: HashMap<(PeerKey, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
@@ -333,6 +335,9 @@ impl<E: Executor, C: Connector> ServerShared<E, C> {
 /// logged), answers exactly as Asterisk requires, and gives one [`Client`] per connection
 /// with REST over it. Persistent: [`OutboundServer::next`] yields each Asterisk once; its
 /// reconnects replace the socket inside the same client (`Connected { reconnected: true }`).
+/// An Asterisk is known by its address, the user of its credentials, the path and query, and
+/// the `asterisk_id` of the frame it sends first, so Asterisks behind one address (a NAT, a
+/// proxy) with the same settings get a client each.
 /// Per call: [`OutboundServer::next_call`] yields each call; Asterisk redialling a call it
 /// lost mid-call goes on in that call's client. [`OutboundServer::shutdown`]
 /// stops accepting, lets live calls finish up to a deadline, then closes the rest.
@@ -667,27 +672,38 @@ async fn handshake<E: Executor, C: Connector>(
     };
     let key: PeerKey = (peer.ip(), user.clone(), path.clone());
     let mut ws = ws;
-    // Per call: the first frame names the call (`<app>:<channel name>`); a connection
-    // Asterisk redials after losing one mid-call names a call already going on.
-    let (first, call_app) = if s.connection_type == ConnectionType::PerCall {
-        match first_frame(&s, &mut ws).await {
-            Ok(first) => {
-                let app = application_of(&first);
-                (vec![first], app)
-            }
-            Err(e) => {
-                s.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(target: "ari_client", %peer, error = %e, "outbound: no first frame");
-                return;
-            }
+    // Asterisk sends a frame at once on every connection (`ApplicationRegistered`, or the
+    // events it queued while away). Per call, it names the call (`<app>:<channel name>`): a
+    // connection Asterisk redials after losing one mid-call names a call already going on.
+    // Persistent, its `asterisk_id` tells a reconnecting Asterisk from another one at the
+    // same address with the same settings (a second node behind one NAT or proxy), which
+    // must not take over the first one's live client.
+    let (first, call_app, asterisk_id) = match first_frame(&s, &mut ws).await {
+        Ok(first) => {
+            let (app, asterisk_id) = names_of(&first);
+            (vec![first], app, asterisk_id)
         }
-    } else {
-        (Vec::new(), None)
+        // A persistent peer that sends nothing (not Asterisk's way) is still served, keyed
+        // by its address and settings alone.
+        Err(e)
+            if s.connection_type == ConnectionType::Persistent
+                && e.kind == TransportErrorKind::Timeout =>
+        {
+            (Vec::new(), None, None)
+        }
+        Err(e) => {
+            s.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "ari_client", %peer, error = %e, "outbound: no first frame");
+            return;
+        }
     };
     let existing = {
         let q = s.queues();
         match (&s.connection_type, &call_app) {
-            (ConnectionType::Persistent, _) => q.persistent.get(&key).and_then(Weak::upgrade),
+            (ConnectionType::Persistent, _) => q
+                .persistent
+                .get(&(key.clone(), asterisk_id.clone()))
+                .and_then(Weak::upgrade),
             (ConnectionType::PerCall, Some(app)) => q
                 .per_call
                 .get(&(key.clone(), app.clone()))
@@ -738,7 +754,8 @@ async fn handshake<E: Executor, C: Connector>(
         q.live.push(Arc::downgrade(&client.inner));
         match (s.connection_type, call_app) {
             (ConnectionType::Persistent, _) => {
-                q.persistent.insert(key, Arc::downgrade(&client.inner));
+                q.persistent
+                    .insert((key, asterisk_id), Arc::downgrade(&client.inner));
             }
             (ConnectionType::PerCall, Some(app)) => {
                 q.per_call.insert((key, app), Arc::downgrade(&client.inner));
@@ -777,8 +794,8 @@ async fn handshake<E: Executor, C: Connector>(
     }
 }
 
-/// The first text frame of a per-call connection (Asterisk sends `ApplicationRegistered` at
-/// once), within the handshake timeout. Pings and pongs before it are skipped.
+/// The first text frame of a connection (Asterisk sends `ApplicationRegistered`, or what it
+/// queued, at once), within the handshake timeout. Pings and pongs before it are skipped.
 async fn first_frame<E: Executor, C: Connector>(
     s: &ServerShared<E, C>,
     ws: &mut WebSocket<MaybeTlsStream<C::Stream>>,
@@ -813,9 +830,18 @@ async fn first_frame<E: Executor, C: Connector>(
     }
 }
 
-/// The `application` of a frame (every frame Asterisk sends on an ARI socket names one).
-fn application_of(frame: &str) -> Option<String> {
-    let value = serde_json::from_str::<serde_json::Value>(frame).ok()?;
-    let app = value.get("application")?.as_str()?;
-    (!app.is_empty()).then(|| app.to_string())
+/// The `application` and the `asterisk_id` of a frame (every frame Asterisk sends on an ARI
+/// socket names both).
+fn names_of(frame: &str) -> (Option<String>, Option<String>) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(frame) else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    (field("application"), field("asterisk_id"))
 }

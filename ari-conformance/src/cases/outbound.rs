@@ -228,6 +228,64 @@ pub async fn outbound_reconnecting_asterisk_goes_on_in_the_same_client<
     );
 }
 
+/// Two Asterisks on one host (or behind one NAT, proxy or load balancer: one address to the
+/// application) with the same `websocket_client` settings both dial a persistent server:
+/// each is a connection of its own with its own client — not one Asterisk "reconnecting"
+/// over the other's live socket, which would close that socket and make the two take turns
+/// for ever — and each one's calls reach its client and are answered over its own socket.
+pub async fn outbound_two_asterisks_on_one_host_get_a_client_each<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let asterisk = |id: &str| {
+        MockServer::builder()
+            .asterisk_id(id)
+            .outbound(
+                OutboundConfig::persistent(&uri(&ob), ["hello"])
+                    .credentials(USER, SECRET)
+                    .reconnect(Duration::from_millis(20), 3),
+            )
+            .start()
+    };
+    let mock_a = asterisk("02:00:00:00:00:0a");
+    let a = h
+        .live("the first Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mock_b = asterisk("02:00:00:00:00:0b");
+    let b = h
+        .live("the second Asterisk is a connection of its own", ob.next())
+        .await
+        .expect("a connection");
+    for (mock, conn, caller) in [(&mock_a, &a, "PJSIP/alice"), (&mock_b, &b, "PJSIP/bob")] {
+        let mut incoming = conn.client.incoming();
+        let id = mock
+            .place_call(PlaceCall::new(caller, "hello"))
+            .expect("the simulator places the call");
+        let (start, channel, _) = h
+            .live("the call reaches that Asterisk's client", incoming.next())
+            .await
+            .expect("the stream lives")
+            .expect("no lag");
+        assert_eq!(start.channel.id, id);
+        h.live("answer", channel.answer())
+            .await
+            .expect("answer over that Asterisk's socket");
+        let answers = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/answer"))
+            .count();
+        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
+    }
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (2, 0), "{stats:?}");
+    for mock in [&mock_a, &mock_b] {
+        let seen = mock.outbound_stats();
+        assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
+    }
+}
+
 /// 100 calls at once, each on its own connection: every one is yielded once, answered and
 /// hung up over its own socket; the simulator is left with no channel.
 pub async fn outbound_hundred_concurrent_per_call_connections<E: Executor, C: Connector>(
