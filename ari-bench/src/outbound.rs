@@ -272,6 +272,7 @@ async fn outbound<E: Executor, C: Connector>(
     let conn = within(&rt, "Asterisk connects", server.next())
         .await
         .expect("a connection");
+    drop(conn.incoming); // the flood's handlers take the events
     flood(name, "outbound", conn.client, addr, APP_OB, false, n, k).await
 }
 

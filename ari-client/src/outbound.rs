@@ -53,7 +53,7 @@ use futures_util::StreamExt;
 use crate::client::{Client, ClientBuilder, Inner};
 use crate::error::Error;
 use crate::instances::Channel;
-use crate::listen::EventStream;
+use crate::listen::{EventStream, Incoming};
 use crate::runtime::{
     Connector, Executor, Listener, Runtime, TransportError, TransportErrorKind, TransportOptions,
     WsMessage,
@@ -207,11 +207,19 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
 }
 
 /// A connection Asterisk opened, with its client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct OutboundConnection<R: Runtime> {
     /// The client of the connection: the whole typed API, REST over this connection.
     pub client: Client<R>,
+    /// The calls entering Stasis on this connection (see [`Client::incoming`]), subscribed
+    /// before Asterisk's first frame. Asterisk sends the events it queued while the
+    /// application was away (calls that entered Stasis meanwhile) first thing on the new
+    /// connection, before [`OutboundServer::next`] hands the client out: a subscription made
+    /// on `client` afterwards misses them, this one has them. Drop it if you take calls
+    /// otherwise (its queue is bounded like any stream's; calls nobody takes are dropped
+    /// and counted).
+    pub incoming: Incoming<R>,
     /// Asterisk's address.
     pub peer: SocketAddr,
     /// The user of its Basic credentials, if it sent any.
@@ -736,17 +744,24 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
-    // Subscribed before the socket is attached: the first StasisStart cannot be missed.
-    let incoming = (s.connection_type == ConnectionType::PerCall).then(|| client.incoming());
+    // Subscribed before the socket is attached: the first StasisStart cannot be missed (per
+    // call, the call's; persistent, those Asterisk queued while the application was away).
+    let incoming = client.incoming();
     let handover = client.inner.shared.attach(Box::new(ws), first);
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
     futures_util::future::poll_fn(|cx| client.inner.shared.poll_attached(handover, cx)).await;
-    let connection = OutboundConnection {
-        client: client.clone(),
-        peer,
-        user: user.clone(),
-        path: path.clone(),
+    let (connection, incoming) = if s.connection_type == ConnectionType::Persistent {
+        let connection = OutboundConnection {
+            client: client.clone(),
+            incoming,
+            peer,
+            user: user.clone(),
+            path: path.clone(),
+        };
+        (Some(connection), None)
+    } else {
+        (None, Some(incoming))
     };
     let waker = {
         let mut q = s.queues();
@@ -762,11 +777,12 @@ async fn handshake<E: Executor, C: Connector>(
             }
             (ConnectionType::PerCall, None) => {}
         }
-        if s.connection_type == ConnectionType::Persistent {
-            q.connections.push_back(connection);
-            q.conn_waker.take()
-        } else {
-            None
+        match connection {
+            Some(connection) => {
+                q.connections.push_back(connection);
+                q.conn_waker.take()
+            }
+            None => None,
         }
     };
     if let Some(w) = waker {

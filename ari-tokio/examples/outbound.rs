@@ -55,12 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (channel, mut events) = if persistent {
         let conn = server.next().await.ok_or("the server stopped")?;
         println!("← connection from {}", conn.peer);
-        let (start, channel, events) = conn
-            .client
-            .incoming()
-            .next()
-            .await
-            .ok_or("the connection closed")??;
+        // `conn.incoming`, subscribed before Asterisk's first frame: a call that waited while
+        // the application was away comes first thing, before `next()` returns.
+        let mut incoming = conn.incoming;
+        let (start, channel, events) = incoming.next().await.ok_or("the connection closed")??;
         println!(
             "← StasisStart application={} args={:?}",
             start.application, start.args

@@ -286,6 +286,73 @@ pub async fn outbound_two_asterisks_on_one_host_get_a_client_each<E: Executor, C
     }
 }
 
+/// The application starts (or restarts, a deploy) while a persistent Asterisk has calls
+/// waiting for it: Asterisk queued their events while nobody listened and sends them first
+/// thing on the new connection, before [`OutboundServer::next`] has handed its client out.
+/// The calls are not lost: `client.incoming()` taken from the yielded connection gets the
+/// waiting call, with its events from the `StasisStart` on, and answers it over the socket.
+pub async fn outbound_persistent_calls_queued_before_the_app_started_are_not_lost<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    // A free port where the application is not listening yet.
+    let port = std::net::TcpListener::bind(loopback())
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mock = MockServer::builder()
+        .outbound(
+            OutboundConfig::persistent(&format!("ws://{addr}{PATH}"), ["hello"])
+                .credentials(USER, SECRET)
+                .reconnect(Duration::from_millis(20), 3),
+        )
+        .start();
+    let waiting = mock
+        .place_call(PlaceCall {
+            dtmf: "4".into(),
+            dtmf_delay: Duration::from_millis(1),
+            ..PlaceCall::new("PJSIP/alice", "hello")
+        })
+        .expect("the simulator places the call (the app is registered, not connected)");
+    h.eventually("Asterisk tried and failed to connect", || {
+        mock.outbound_stats().failed >= 1
+    })
+    .await;
+    let ob = h
+        .live(
+            "bind",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the outbound server binds");
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let (start, channel, mut events) = h
+        .live("the call that waited", incoming.next())
+        .await
+        .expect("the stream lives")
+        .expect("no lag");
+    assert_eq!(start.channel.id, waiting);
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let mut names = Vec::new();
+    while !names.iter().any(|n| n == "ChannelStateChange") {
+        let event = h
+            .live("the call's events", events.next())
+            .await
+            .expect("the stream lives")
+            .expect("no lag");
+        names.push(event.type_name().to_string());
+    }
+}
+
 /// 100 calls at once, each on its own connection: every one is yielded once, answered and
 /// hung up over its own socket; the simulator is left with no channel.
 pub async fn outbound_hundred_concurrent_per_call_connections<E: Executor, C: Connector>(
