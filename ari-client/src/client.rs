@@ -600,7 +600,7 @@ impl<R: Runtime> ClientBuilder<R> {
                 Ok(info) => info,
                 Err(e) => {
                     client.inner.shared.shutdown();
-                    return Err(e);
+                    return Err(connect_hint(e, &client.base_url()));
                 }
             };
             if let Err(e) = client.learn_version(info, required) {
@@ -609,6 +609,36 @@ impl<R: Runtime> ClientBuilder<R> {
             }
         }
         Ok(client)
+    }
+}
+
+/// `connect()`'s check of the server failed: what to look at for the usual causes (wrong
+/// credentials; no ARI at that URL). The status and kind stay Asterisk's.
+fn connect_hint(e: Error, base_url: &str) -> Error {
+    match e {
+        Error::Ari(mut ari) if ari.status == 401 => {
+            ari.message = format!(
+                "{} (connecting to {base_url}: check the ARI user and its password, an ari.conf \
+                 section with `type = user`)",
+                ari.message
+            );
+            Error::Ari(ari)
+        }
+        Error::Ari(mut ari) if ari.status == 404 => {
+            // Asterisk's HTML page when nothing serves the path: not worth repeating.
+            let said = if ari.message.starts_with('<') || ari.message.is_empty() {
+                "Not Found".to_owned()
+            } else {
+                ari.message.clone()
+            };
+            ari.message = format!(
+                "{said}: no ARI at {base_url} (GET asterisk/info): check the URL's path, which \
+                 is http.conf's `prefix` (none by default), and that ARI is enabled (ari.conf \
+                 `enabled = yes`, res_ari loaded)"
+            );
+            Error::Ari(ari)
+        }
+        e => e,
     }
 }
 

@@ -44,6 +44,42 @@ fn connect_with_bad_credentials_is_an_ari_error() {
     assert_eq!(err.status(), Some(401));
     assert_eq!(err.ari_kind(), Some(ErrorKind::Unauthorized));
     assert!(!format!("{err:?} {err}").contains("wrong"));
+    // What to check, not only Asterisk's words.
+    let message = err.to_string();
+    assert!(
+        message.starts_with("Asterisk answered 401: Authentication required"),
+        "{message}"
+    );
+    assert!(message.contains("http://pbx:8088/ari"), "{message}");
+    assert!(message.contains("password"), "{message}");
+    assert!(message.contains("ari.conf"), "{message}");
+}
+
+#[test]
+fn connect_to_a_url_without_ari_says_what_to_check() {
+    // Asterisk's HTTP server without ARI at that path (a wrong `prefix`, ARI disabled or
+    // res_ari not loaded) answers its HTML 404 page.
+    let rt = FakeRt::default();
+    rt.respond(|_| {
+        Reply::Respond(
+            404,
+            "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n\
+             <title>404 Not Found</title>\n</head><body>\n<h1>Not Found</h1>\n\
+             <p>The requested URL was not found on this server.</p>\n</body></html>"
+                .into(),
+        )
+    });
+    let b = Client::builder_with_runtime("http://pbx:8088/asterisk", "u", "p", rt.clone());
+    let err = rt.block_on(b.connect()).unwrap().unwrap_err();
+    assert_eq!(err.status(), Some(404));
+    assert_eq!(err.ari_kind(), Some(ErrorKind::NotFound));
+    let message = err.to_string();
+    assert!(
+        message.contains("no ARI at http://pbx:8088/asterisk/ari"),
+        "{message}"
+    );
+    assert!(message.contains("prefix"), "{message}");
+    assert!(message.contains("enabled = yes"), "{message}");
 }
 
 #[test]
