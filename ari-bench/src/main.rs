@@ -246,18 +246,12 @@ fn client(a: &Args) -> Value {
                     .enable_all()
                     .build()
                     .expect("tokio runtime")
-                    .block_on(media::client::<ari_tokio::TokioRuntime>(
-                        "tokio: ari-tokio client",
-                        addr,
-                        m,
-                        secs,
-                    )),
-                _ => smol::block_on(media::client::<ari_smol::SmolRuntime>(
-                    "smol: ari-smol client",
-                    addr,
-                    m,
-                    secs,
-                )),
+                    .block_on(async {
+                        let rt = ari_tokio::TokioRuntime::default();
+                        media::client("tokio: ari-tokio client", rt, addr, m, secs).await
+                    }),
+                // Two executor threads, as tokio's two workers.
+                _ => media::smol_client(addr, m, secs),
             }
         }
         s if s.starts_with("stream-") => streams::child(s, addr, n, k),

@@ -139,14 +139,49 @@ fn pct(v: &mut [u32]) -> Value {
     })
 }
 
-/// Opens `n` sessions, runs them for `seconds` of measurement, and reports.
-pub(crate) async fn client<R: Runtime + Default>(
+/// Executor threads of the smol run: two, as the tokio run's two workers (smol's global
+/// executor runs one thread unless `SMOL_THREADS` says more; an application that means to
+/// use both cores runs its executor on two).
+const SMOL_THREADS: usize = 2;
+
+/// [`client`] on smol: the client's tasks on an executor run by [`SMOL_THREADS`] threads,
+/// the measurement itself under `smol::block_on` on the calling thread.
+pub(crate) fn smol_client(addr: SocketAddr, n: usize, seconds: f64) -> Value {
+    let executor = Arc::new(smol::Executor::new());
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let threads: Vec<_> = (0..SMOL_THREADS)
+        .map(|i| {
+            let executor = executor.clone();
+            let stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("smol-{i}"))
+                .spawn(move || smol::block_on(executor.run(stopped.recv())))
+                .expect("an executor thread")
+        })
+        .collect();
+    let runtime = ari_smol::SmolRuntime::builder_with(
+        ari_smol::SmolExecutor::with_executor(executor),
+        ari_smol::SmolConnector,
+    )
+    .build()
+    .expect("smol runtime");
+    let out = smol::block_on(client("smol: ari-smol client", runtime, addr, n, seconds));
+    drop(stop);
+    for t in threads {
+        let _ = t.join();
+    }
+    out
+}
+
+/// Opens `n` sessions on `runtime`, runs them for `seconds` of measurement, and reports.
+pub(crate) async fn client<R: Runtime>(
     name: &str,
+    runtime: R,
     addr: SocketAddr,
     n: usize,
     seconds: f64,
 ) -> Value {
-    let client = Client::<R>::builder(&format!("http://{addr}"), USER, USER)
+    let client = Client::<R>::builder_with_runtime(&format!("http://{addr}"), USER, USER, runtime)
         .connect()
         .await
         .expect("connect");
@@ -321,7 +356,7 @@ pub(crate) fn table(rows: &[Value]) -> String {
     let _ = writeln!(
         o,
         "\nMEDIA: concurrent chan_websocket sessions ({FORMAT}, 20 ms frames both ways, the app's \
-         audio paced by one MediaPacer)\n  send late = time each frame is written to its socket - \
+         audio paced by one MediaPacer; tokio: two workers, smol: an executor on two threads)\n  send late = time each frame is written to its socket - \
          its scheduled time; send jit = |gap between a session's consecutive writes - 20 ms| \
          (executor's clock, 50 us buckets, upper bounds); recv = |gap between frames received - 20 ms|"
     );

@@ -156,7 +156,8 @@ pub(crate) struct AsteriskMedia {
     frame_size: usize,
     json: bool,
     channel_id: String,
-    test: Vec<u8>,
+    /// The test signal's frame, shared by every tick (a reference count, no copy).
+    test: Bytes,
     queue: VecDeque<Queued>,
     frames: usize,
     leftover: Vec<u8>,
@@ -180,7 +181,7 @@ impl AsteriskMedia {
             frame_size: info.optimal_frame_size as usize,
             json: info.json,
             channel_id: info.channel_id.clone(),
-            test: test_frame(&info.format),
+            test: Bytes::from(test_frame(&info.format)),
             queue: VecDeque::new(),
             frames: 0,
             leftover: Vec::new(),
@@ -431,7 +432,7 @@ impl AsteriskMedia {
 
     /// One 20 ms tick: plays one queued frame, and returns the frame to send the application
     /// (none while the direction is `out`).
-    pub(crate) fn tick(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn tick(&mut self) -> Option<Bytes> {
         if !self.paused {
             self.pop_markers();
             if let Some(Queued::Frame(test)) = self.queue.pop_front() {
@@ -559,7 +560,7 @@ async fn run<S>(
         tokio::select! {
             _ = ticker.tick() => {
                 if let Some(frame) = model.tick() {
-                    if ws.feed(Message::Binary(frame.into())).await.is_err() {
+                    if ws.feed(Message::Binary(frame)).await.is_err() {
                         app_closed = true;
                         break 'run;
                     }
