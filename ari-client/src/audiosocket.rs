@@ -118,10 +118,128 @@ impl AudioSocketOptions {
 
 /// Listens for Asterisk's AudioSocket connections; see the [module docs](self).
 pub struct AudioSocketServer<E: Executor, C: Connector> {
+    local_addr: SocketAddr,
+    options: AudioSocketOptions,
+    accepted: Arc<Accepted>,
+    _runtime: std::marker::PhantomData<Stack<E, C>>,
+}
+
+/// What the server's accept task hands to [`AudioSocketServer::accept`]: each connection's
+/// session, or why it failed before its UUID, in the order their UUID waits ended. Each
+/// connection waits for its UUID in a task of its own, so a silent one holds up no other.
+struct Accepted {
+    state: Mutex<AcceptedState>,
+}
+
+#[derive(Default)]
+struct AcceptedState {
+    ready: VecDeque<Result<AudioSocketSession, Error>>,
+    /// Connections waiting for their UUID.
+    waiting: usize,
+    /// `accept` calls waiting for a result.
+    accept_wakers: Vec<std::task::Waker>,
+    /// The accept task, waiting for room or for the server to stop.
+    task_waker: Option<std::task::Waker>,
+    stopped: bool,
+}
+
+/// Connections accepted and not yet taken by [`AudioSocketServer::accept`] (waiting for
+/// their UUID or ready); beyond, the accept task stops accepting until `accept` takes one.
+const ACCEPTED_MAX: usize = 64;
+
+impl Accepted {
+    fn lock(&self) -> MutexGuard<'_, AcceptedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection's UUID wait ended: its result is ready for `accept`.
+    fn push(&self, result: Result<AudioSocketSession, Error>, was_waiting: bool) {
+        let wakers = {
+            let mut st = self.lock();
+            if was_waiting {
+                st.waiting -= 1;
+            }
+            if st.stopped {
+                return; // the server is gone: the session (if any) closes its connection
+            }
+            st.ready.push_back(result);
+            std::mem::take(&mut st.accept_wakers)
+        };
+        wakers.into_iter().for_each(std::task::Waker::wake);
+    }
+
+    /// Ready when there is room for one more connection (`true`) or the server stopped
+    /// (`false`).
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut st = self.lock();
+        if st.stopped {
+            return Poll::Ready(false);
+        }
+        if st.ready.len() + st.waiting < ACCEPTED_MAX {
+            return Poll::Ready(true);
+        }
+        st.task_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Ready when the server stopped.
+    fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.stopped {
+            return Poll::Ready(());
+        }
+        st.task_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Accepts connections while the server lives; each one waits for its UUID in a task of its
+/// own ([`handshake`]).
+async fn accept_loop<E: Executor, C: Connector>(
     runtime: Stack<E, C>,
     listener: C::Listener,
     local_addr: SocketAddr,
     options: AudioSocketOptions,
+    accepted: Arc<Accepted>,
+) {
+    use futures_util::future::{poll_fn, select, Either};
+    while poll_fn(|cx| accepted.poll_room(cx)).await {
+        let accept = std::pin::pin!(listener.accept());
+        let stop = std::pin::pin!(poll_fn(|cx| accepted.poll_stopped(cx)));
+        match select(accept, stop).await {
+            Either::Left((Ok((stream, peer)), _)) => {
+                accepted.lock().waiting += 1;
+                let task_runtime = runtime.clone();
+                let options = options.clone();
+                let accepted = Arc::clone(&accepted);
+                runtime.spawn(async move {
+                    let result = handshake(&task_runtime, &options, stream, peer).await;
+                    accepted.push(result, true);
+                });
+            }
+            Either::Left((Err(e), _)) => {
+                accepted.push(Err(io_error(format!("accept on {local_addr}"), e)), false);
+                // (A failing listener, e.g. out of descriptors: do not spin.)
+                let at = runtime.now() + Duration::from_millis(10);
+                runtime.sleep_until(at).await;
+            }
+            Either::Right(_) => return,
+        }
+    }
+}
+
+impl<E: Executor, C: Connector> Drop for AudioSocketServer<E, C> {
+    fn drop(&mut self) {
+        let (task, accepts) = {
+            let mut st = self.accepted.lock();
+            st.stopped = true;
+            st.ready.clear();
+            (st.task_waker.take(), std::mem::take(&mut st.accept_wakers))
+        };
+        task.into_iter()
+            .chain(accepts)
+            .for_each(std::task::Waker::wake);
+    }
 }
 
 impl<E: Executor, C: Connector> fmt::Debug for AudioSocketServer<E, C> {
@@ -163,11 +281,21 @@ impl<E: Executor, C: Connector> AudioSocketServer<E, C> {
         let local_addr = listener
             .local_addr()
             .map_err(|e| io_error(format!("local address of {addr}"), e))?;
-        Ok(AudioSocketServer {
-            runtime,
+        let accepted = Arc::new(Accepted {
+            state: Mutex::new(AcceptedState::default()),
+        });
+        runtime.spawn(accept_loop(
+            runtime.clone(),
             listener,
             local_addr,
+            options.clone(),
+            Arc::clone(&accepted),
+        ));
+        Ok(AudioSocketServer {
+            local_addr,
             options,
+            accepted,
+            _runtime: std::marker::PhantomData,
         })
     }
 
@@ -176,95 +304,120 @@ impl<E: Executor, C: Connector> AudioSocketServer<E, C> {
         self.local_addr
     }
 
-    /// Waits for the next connection and its UUID message.
+    /// Waits for the next connection whose UUID message has come.
     ///
-    /// A connection that fails before its UUID (closed, timed out, another first message)
-    /// is closed and returned as an error naming the peer; keep calling `accept` after one.
+    /// Connections wait for their UUID concurrently (a silent one holds up no other), and
+    /// are handed out in the order their UUIDs came. A connection that fails before its
+    /// UUID (closed, timed out, another first message) is closed and returned as an error
+    /// naming the peer; keep calling `accept` after one.
     pub async fn accept(&self) -> Result<AudioSocketSession, Error> {
-        let (stream, peer) = self
-            .listener
-            .accept()
-            .await
-            .map_err(|e| io_error(format!("accept on {}", self.local_addr), e))?;
-        let (mut reader, writer) = stream.split();
-        let mut decoder = Decoder::new();
-        let mut buf = vec![0u8; 4096].into_boxed_slice();
-        let first = {
-            let read = async {
-                loop {
-                    match decoder.next_message() {
-                        Ok(Some(m)) => return Ok(m),
-                        Ok(None) => {}
-                        Err(e) => {
-                            let message = format!("AudioSocket from {peer}: {e}");
-                            return Err(Error::Transport(
-                                TransportError::new(TransportErrorKind::Protocol, message)
-                                    .with_source(e),
-                            ));
+        futures_util::future::poll_fn(|cx| {
+            let (result, task) = {
+                let mut st = self.accepted.lock();
+                match st.ready.pop_front() {
+                    Some(r) => (r, st.task_waker.take()),
+                    None => {
+                        if !st.accept_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                            st.accept_wakers.push(cx.waker().clone());
                         }
+                        return Poll::Pending;
                     }
-                    let n = reader
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| io_error(format!("AudioSocket from {peer}"), e))?;
-                    if n == 0 {
-                        return Err(protocol_error(format!(
-                            "AudioSocket from {peer}: closed before its UUID"
-                        )));
-                    }
-                    decoder.push(&buf[..n]);
                 }
             };
-            let deadline = self.runtime.now() + self.options.uuid_timeout;
-            let sleep = self.runtime.sleep_until(deadline);
-            match futures_util::future::select(std::pin::pin!(read), std::pin::pin!(sleep)).await {
-                futures_util::future::Either::Left((r, _)) => r?,
-                futures_util::future::Either::Right(_) => {
-                    return Err(Error::Timeout {
-                        operation: "AudioSocket UUID",
-                        after: self.options.uuid_timeout,
-                    })
-                }
+            if let Some(w) = task {
+                w.wake(); // there is room again
             }
-        };
-        let uuid = match first {
-            Message::Uuid(u) => u,
-            other => {
-                return Err(protocol_error(format!(
-                    "AudioSocket from {peer}: the first message is kind {:#04x}, not the UUID",
-                    other.kind()
-                )))
-            }
-        };
-        let shared = Arc::new(SendShared {
-            state: Mutex::new(SendState {
-                queue: VecDeque::new(),
-                reframer: Reframer::new(self.options.rate.frame_bytes_20ms()),
-                hangup: false,
-                closed: false,
-                handles: 1, // the session's sender; each clone adds one
-                stats: AudioSocketStats::default(),
-            }),
-            writer: AtomicWaker::new(),
-            queue_frames: self.options.queue_frames.max(1),
-        });
-        self.runtime.spawn(write_loop(
-            self.runtime.clone(),
-            Box::new(writer),
-            shared.clone(),
-            self.options.rate,
-            self.options.send_ahead,
-        ));
-        Ok(AudioSocketSession {
-            uuid,
-            peer,
-            reader: Box::pin(reader),
-            decoder,
-            buf,
-            done: false,
-            sender: AudioSocketSender { shared },
+            Poll::Ready(result)
         })
+        .await
     }
+}
+
+/// A new connection's UUID wait (within `options.uuid_timeout`), then its session.
+async fn handshake<E: Executor, C: Connector>(
+    runtime: &Stack<E, C>,
+    options: &AudioSocketOptions,
+    stream: C::Stream,
+    peer: SocketAddr,
+) -> Result<AudioSocketSession, Error> {
+    let (mut reader, writer) = stream.split();
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 4096].into_boxed_slice();
+    let first = {
+        let read = async {
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(m)) => return Ok(m),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let message = format!("AudioSocket from {peer}: {e}");
+                        return Err(Error::Transport(
+                            TransportError::new(TransportErrorKind::Protocol, message)
+                                .with_source(e),
+                        ));
+                    }
+                }
+                let n = reader
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| io_error(format!("AudioSocket from {peer}"), e))?;
+                if n == 0 {
+                    return Err(protocol_error(format!(
+                        "AudioSocket from {peer}: closed before its UUID"
+                    )));
+                }
+                decoder.push(&buf[..n]);
+            }
+        };
+        let deadline = runtime.now() + options.uuid_timeout;
+        let sleep = runtime.sleep_until(deadline);
+        match futures_util::future::select(std::pin::pin!(read), std::pin::pin!(sleep)).await {
+            futures_util::future::Either::Left((r, _)) => r?,
+            futures_util::future::Either::Right(_) => {
+                return Err(Error::Timeout {
+                    operation: "AudioSocket UUID",
+                    after: options.uuid_timeout,
+                })
+            }
+        }
+    };
+    let uuid = match first {
+        Message::Uuid(u) => u,
+        other => {
+            return Err(protocol_error(format!(
+                "AudioSocket from {peer}: the first message is kind {:#04x}, not the UUID",
+                other.kind()
+            )))
+        }
+    };
+    let shared = Arc::new(SendShared {
+        state: Mutex::new(SendState {
+            queue: VecDeque::new(),
+            reframer: Reframer::new(options.rate.frame_bytes_20ms()),
+            hangup: false,
+            closed: false,
+            handles: 1, // the session's sender; each clone adds one
+            stats: AudioSocketStats::default(),
+        }),
+        writer: AtomicWaker::new(),
+        queue_frames: options.queue_frames.max(1),
+    });
+    runtime.spawn(write_loop(
+        runtime.clone(),
+        Box::new(writer),
+        shared.clone(),
+        options.rate,
+        options.send_ahead,
+    ));
+    Ok(AudioSocketSession {
+        uuid,
+        peer,
+        reader: Box::pin(reader),
+        decoder,
+        buf,
+        done: false,
+        sender: AudioSocketSender { shared },
+    })
 }
 
 /// What an [`AudioSocketSession`] yields, in order.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
+use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer};
 use ari_client::media::{MediaItem, MediaOptions, MediaPacer, MediaServer, MediaSession};
 use ari_client::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
 use ari_client::runtime::{Connector, Executor};
@@ -234,6 +234,53 @@ pub async fn media_session_ends_when_the_caller_hangs_up<R: Runtime>(h: &Harness
     assert_eq!(closed, Some(1000));
     assert!(frames > 10, "{frames}");
     assert!(media.next().await.is_none(), "Closed is the last item");
+}
+
+/// A connection that says nothing (a load balancer's or a monitor's health check holding the
+/// port open, a scanner) holds up no call: the AudioSocket server takes the call Asterisk
+/// dials meanwhile at once, not after the silent connection's UUID timeout.
+pub async fn audiosocket_a_silent_connection_holds_up_no_call<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let client = h.started(&["media"]).await;
+    // A UUID timeout far beyond the harness's liveness bound.
+    let options = AudioSocketOptions::default().uuid_timeout(Duration::from_secs(3600));
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind_with(
+                h.runtime().clone(),
+                "127.0.0.1:0".parse().expect("addr"),
+                options,
+            ),
+        )
+        .await
+        .expect("bind");
+    let _health_check = std::net::TcpStream::connect(server.local_addr()).expect("connect");
+    let uuid = "0b9d2c1e-7f3a-4e5b-9c8d-1a2b3c4d5e6f";
+    h.live(
+        "externalMedia",
+        client.channels().external_media("media", "slin").map(|op| {
+            op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
+                .transport(ExternalMediaTransport::Tcp)
+                .external_host(server.local_addr().to_string())
+                .data(uuid)
+                .channel_id("as-probe")
+        }),
+    )
+    .await
+    .expect("externalMedia");
+    let session = h
+        .live(
+            "the call, while the health check says nothing",
+            server.accept(),
+        )
+        .await
+        .expect("a session");
+    assert_eq!(session.uuid(), uuid);
+    h.live("hangup", client.channels().hangup("as-probe"))
+        .await
+        .expect("hangup");
 }
 
 /// The application-side AudioSocket server: externalMedia (`audiosocket`, `tcp`) makes the
