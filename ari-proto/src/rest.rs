@@ -429,6 +429,15 @@ impl RequestParts {
         s
     }
 
+    /// The length of the encoded query string (see [`Self::push_query`]).
+    fn query_len(&self) -> usize {
+        let encoded = |s: &str| utf8_percent_encode(s, ENCODE_QUERY).map(str::len).sum::<usize>();
+        self.query
+            .iter()
+            .map(|(k, v)| 2 + encoded(k) + encoded(v))
+            .sum()
+    }
+
     /// Appends the encoded query string (`?a=1&b=2`, nothing without parameters).
     fn push_query(&self, s: &mut String) {
         for (i, (k, v)) in self.query.iter().enumerate() {
@@ -505,11 +514,14 @@ pub fn build_request_from_parts(
     // The scheme, authority and `Host` value were parsed and checked once, with the base
     // URL; only the path and query are new (and checked by `PathAndQuery`), written into one
     // buffer that the URI then owns.
-    let mut path = String::with_capacity(ep.prefix.len() + 1 + parts.path.len() + 16);
+    // Of the exact length: a buffer with room to spare would cost `Bytes` an allocation of
+    // its own (and a free) to take it over.
+    let mut path = String::with_capacity(ep.prefix.len() + 1 + parts.path.len() + parts.query_len());
     path.push_str(&ep.prefix);
     path.push('/');
     path.push_str(&parts.path);
     parts.push_query(&mut path);
+    debug_assert_eq!(path.len(), path.capacity(), "query_len counts what push_query writes");
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(ep.scheme.clone());
     uri.authority = Some(ep.authority.clone());

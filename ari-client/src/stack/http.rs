@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{Entry, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -312,59 +312,62 @@ impl Pool {
     }
 
     /// The target of an absolute request URI, shared with its pool entry (made if new).
+    #[cfg(test)]
     fn target(&self, uri: &Uri) -> Result<Arc<Target>, TransportError> {
-        let scheme = uri.scheme_str().unwrap_or("");
-        let authority = uri.authority().map_or("", |a| a.as_str());
         let mut hosts = self.lock();
-        if let Some(h) = hosts
-            .iter()
-            .find(|h| *h.authority == *authority && *h.scheme == *scheme)
-        {
-            return Ok(Arc::clone(&h.target));
-        }
-        // New, or the same target written another way (`LOCALHOST`, `:80`): parsed.
-        let target = Target::from_uri(uri, false)?;
-        if let Some(h) = hosts.iter_mut().find(|h| *h.target == target) {
-            if h.scheme.is_empty() {
-                // Made again by `host_mut`: give it its key back.
-                h.scheme = scheme.into();
-                h.authority = authority.into();
-            }
-            return Ok(Arc::clone(&h.target));
-        }
-        let target = Arc::new(target);
-        hosts.push(Host::new(Arc::clone(&target), scheme, authority));
-        Ok(target)
+        let i = host_of_uri(&mut hosts, uri)?;
+        Ok(Arc::clone(&hosts[i].target))
+    }
+
+    /// The target of an absolute request URI (its pool entry made if new) and, under the same
+    /// lock, what [`Pool::acquire`] would take at once: an idle connection, the right to open
+    /// one, or else a place in the line.
+    fn target_and_acquire(
+        self: &Arc<Self>,
+        uri: &Uri,
+        now: Instant,
+    ) -> Result<(Arc<Target>, Result<Grant, WaitKey>), TransportError> {
+        let mut hosts = self.lock();
+        let i = host_of_uri(&mut hosts, uri)?;
+        let host = &mut hosts[i];
+        let target = Arc::clone(&host.target);
+        let taken = self.take_or_wait(host, &target, now);
+        Ok((target, taken))
     }
 
     /// An idle connection, or the right to open one, waiting for it if the target is at its
     /// cap.
     async fn acquire(self: &Arc<Self>, target: &Arc<Target>, now: Instant) -> Grant {
-        let slot = || Slot::new(self, target);
-        let waiting = {
+        let key = {
             let mut hosts = self.lock();
-            let host = host_mut(&mut hosts, target);
-            while let Some((conn, since)) = host.idle.pop() {
-                if !conn.is_closed()
-                    && now.saturating_duration_since(since) < self.settings.idle_timeout
-                {
-                    return Grant::Reuse(conn, slot());
-                }
-                host.open -= 1; // dropped: its connection task ends
-            }
-            if host.open < self.settings.max_connections_per_host {
-                host.open += 1;
-                return Grant::Open(slot());
-            }
-            Waiting {
-                pool: self,
-                target,
-                key: host.wait(),
-                done: false,
+            match self.take_or_wait(host_mut(&mut hosts, target), target, now) {
+                Ok(grant) => return grant,
+                Err(key) => key,
             }
         };
-        let mut waiting = waiting;
-        std::future::poll_fn(|cx| waiting.poll(cx)).await
+        Waiting::new(self, target, key).await
+    }
+
+    /// An idle connection still open and young enough, or the right to open one if under the
+    /// cap, else a place in the line (see [`Pool::wait`]).
+    fn take_or_wait(
+        self: &Arc<Self>,
+        host: &mut Host,
+        target: &Arc<Target>,
+        now: Instant,
+    ) -> Result<Grant, WaitKey> {
+        while let Some((conn, since)) = host.idle.pop() {
+            if !conn.is_closed() && now.saturating_duration_since(since) < self.settings.idle_timeout
+            {
+                return Ok(Grant::Reuse(conn, Slot::new(self, target)));
+            }
+            host.open -= 1; // dropped: its connection task ends
+        }
+        if host.open < self.settings.max_connections_per_host {
+            host.open += 1;
+            return Ok(Grant::Open(Slot::new(self, target)));
+        }
+        Err(host.wait())
     }
 
     /// Hands a connection whose response was read in full to the oldest waiting request, or
@@ -408,10 +411,25 @@ struct Waiting<'a> {
     done: bool,
 }
 
-impl Waiting<'_> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Grant> {
-        let mut hosts = self.pool.lock();
-        let host = host_mut(&mut hosts, self.target);
+impl<'a> Waiting<'a> {
+    /// Waits in line (place `key`, taken by [`Pool::take_or_wait`]).
+    fn new(pool: &'a Arc<Pool>, target: &'a Arc<Target>, key: WaitKey) -> Self {
+        Waiting {
+            pool,
+            target,
+            key,
+            done: false,
+        }
+    }
+}
+
+impl Future for Waiting<'_> {
+    type Output = Grant;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
+        let (pool, target) = (self.pool, self.target);
+        let mut hosts = pool.lock();
+        let host = host_mut(&mut hosts, target);
         match host.take_grant(self.key, cx.waker()) {
             Some(Some(grant)) => {
                 self.done = true;
@@ -423,7 +441,7 @@ impl Waiting<'_> {
                 // happen, it opens a connection (counted), as a request under the cap does.
                 self.done = true;
                 host.open += 1;
-                Poll::Ready(Grant::Open(Slot::new(self.pool, self.target)))
+                Poll::Ready(Grant::Open(Slot::new(pool, target)))
             }
         }
     }
@@ -548,6 +566,32 @@ fn host_mut<'a>(hosts: &'a mut Vec<Host>, target: &Arc<Target>) -> &'a mut Host 
     &mut hosts[i]
 }
 
+/// The index of the entry of an absolute request URI's target (made if new): found by the
+/// URI's scheme and authority as written, without parsing or hashing per request.
+fn host_of_uri(hosts: &mut Vec<Host>, uri: &Uri) -> Result<usize, TransportError> {
+    let scheme = uri.scheme_str().unwrap_or("");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if let Some(i) = hosts
+        .iter()
+        .position(|h| *h.authority == *authority && *h.scheme == *scheme)
+    {
+        return Ok(i);
+    }
+    // New, or the same target written another way (`LOCALHOST`, `:80`): parsed.
+    let target = Target::from_uri(uri, false)?;
+    if let Some(i) = hosts.iter().position(|h| *h.target == target) {
+        let h = &mut hosts[i];
+        if h.scheme.is_empty() {
+            // Made again by `host_mut`: give it its key back.
+            h.scheme = scheme.into();
+            h.authority = authority.into();
+        }
+        return Ok(i);
+    }
+    hosts.push(Host::new(Arc::new(target), scheme, authority));
+    Ok(hosts.len() - 1)
+}
+
 /// The entry of `target`, if it has one.
 fn host_of<'a>(hosts: &'a mut [Host], target: &Arc<Target>) -> Option<(usize, &'a mut Host)> {
     hosts
@@ -615,10 +659,18 @@ pub(crate) async fn send<E: Executor, C: Connector>(
     opts: TransportOptions,
 ) -> Result<Response<Bytes>, TransportError> {
     let pool = &stack.inner.pool;
-    let target = pool.target(req.uri())?;
+    // The target's lookup and the first try for a connection under one lock. No await
+    // before the place in line (if any) is held by its `Waiting`, which frees it if dropped.
+    let (target, first) = pool.target_and_acquire(req.uri(), stack.executor.now())?;
+    let mut first = Some(first);
     let mut req = origin_form(req);
     let (mut conn, slot, response) = loop {
-        let (mut conn, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
+        let grant = match first.take() {
+            Some(Ok(grant)) => grant,
+            Some(Err(key)) => Waiting::new(pool, &target, key).await,
+            None => pool.acquire(&target, stack.executor.now()).await, // a retry
+        };
+        let (mut conn, slot, reused) = match grant {
             Grant::Reuse(conn, slot) => {
                 // A close by the server while it sat idle is seen by the first read, before
                 // the request is written.
@@ -692,9 +744,10 @@ pub(crate) async fn send<E: Executor, C: Connector>(
 /// The request with an origin-form target (`/ari/...`), a `Host` header and HTTP/1.1.
 fn origin_form(req: Request<Vec<u8>>) -> Request<Full<Bytes>> {
     let (mut parts, body) = req.into_parts();
-    if !parts.headers.contains_key(HOST) {
+    // One lookup per header whether it is there or not.
+    if let Entry::Vacant(slot) = parts.headers.entry(HOST) {
         if let Some(v) = host_header(&parts.uri) {
-            parts.headers.insert(HOST, v);
+            slot.insert(v);
         }
     }
     // Moved out, not cloned: a clone of the path's buffer may allocate.
@@ -706,10 +759,11 @@ fn origin_form(req: Request<Vec<u8>>) -> Request<Full<Bytes>> {
     parts.version = Version::HTTP_11;
     // hyper sends no length for an empty body; say it (Asterisk reads bodies by length).
     let sends_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-    if sends_body && body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
+    if sends_body && body.is_empty() {
         parts
             .headers
-            .insert(CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+            .entry(CONTENT_LENGTH)
+            .or_insert(http::HeaderValue::from_static("0"));
     }
     Request::from_parts(parts, Full::new(Bytes::from(body)))
 }
