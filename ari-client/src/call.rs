@@ -72,12 +72,9 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         let Call { client, op } = self;
-        // The request is made inside the box (not made outside and moved in), so the box
-        // holds the operation's future once.
-        Box::pin(async move {
-            let out = client.execute(&op).await?;
-            Ok(out.wrap(&client))
-        })
+        // The request's future itself is boxed, wrapping included: no layer around it (a
+        // layer copies the future below it when it starts it).
+        Box::pin(client.execute_then(&op, |out, client| out.wrap(client)))
     }
 }
 

@@ -188,6 +188,20 @@ impl<R: Runtime> Client<R> {
     where
         O::Output: Send,
     {
+        self.execute_then(op, |out, _| out)
+    }
+
+    /// [`Client::execute`], then `then` applied to the output and the client (wrapping it
+    /// into instance objects), in the same future: each layer of futures around a request
+    /// costs a copy of the layers below it when it starts them.
+    pub(crate) fn execute_then<O: Operation, T>(
+        &self,
+        op: &O,
+        then: impl FnOnce(O::Output, &Client<R>) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send + 'static
+    where
+        O::Output: Send,
+    {
         let parts = rest::request_parts(op).and_then(|parts| {
             if let Some(v) = self.inner.server_version.get() {
                 ari_proto::version::check(&parts, v)?;
@@ -195,7 +209,55 @@ impl<R: Runtime> Client<R> {
             Ok(parts)
         });
         let client = self.clone();
-        async move { client.execute_split::<O>(parts?).await }
+        // The whole request in this one future (no `async fn` called and awaited here).
+        async move {
+            let parts = parts?;
+            if client
+                .inner
+                .shared
+                .shutdown
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(Error::closed("the client was closed"));
+            }
+            let span = tracing::debug_span!(
+                "ari.request",
+                operation = O::NAME,
+                method = %O::METHOD,
+                path = %parts.path,
+                transport = ?client.inner.rest_transport,
+                status = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            );
+            if span.is_disabled() {
+                // No subscriber wants it: no span to enter, no clock to read.
+                let (status, body) = client
+                    .execute_parts(O::NAME, O::BINARY_OUTPUT, parts)
+                    .await?;
+                return Ok(then(rest::parse_response::<O>(status, &body)?, &client));
+            }
+            let started = client.inner.runtime.now();
+            let result = client
+                .execute_parts(O::NAME, O::BINARY_OUTPUT, parts)
+                .instrument(span.clone())
+                .await;
+            let latency = client
+                .inner
+                .runtime
+                .now()
+                .saturating_duration_since(started);
+            span.record("latency_ms", latency.as_secs_f64() * 1e3);
+            let (status, body) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    span.in_scope(|| tracing::debug!(error = %e, "request failed"));
+                    return Err(e);
+                }
+            };
+            span.record("status", status);
+            span.in_scope(|| tracing::debug!(status, "response"));
+            Ok(then(rest::parse_response::<O>(status, &body)?, &client))
+        }
     }
 
     /// Sends a request given by its method, path below `/ari/` with its query string (both
@@ -230,51 +292,6 @@ impl<R: Runtime> Client<R> {
         }
         let parts = rest::RequestParts::raw(method, path_and_query, json_body);
         self.execute_parts("raw", false, parts).await
-    }
-
-    async fn execute_split<O: Operation>(
-        &self,
-        parts: rest::RequestParts,
-    ) -> Result<O::Output, Error> {
-        if self
-            .inner
-            .shared
-            .shutdown
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Err(Error::closed("the client was closed"));
-        }
-        let span = tracing::debug_span!(
-            "ari.request",
-            operation = O::NAME,
-            method = %O::METHOD,
-            path = %parts.path,
-            transport = ?self.inner.rest_transport,
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        if span.is_disabled() {
-            // No subscriber wants it: no span to enter, no clock to read.
-            let (status, body) = self.execute_parts(O::NAME, O::BINARY_OUTPUT, parts).await?;
-            return Ok(rest::parse_response::<O>(status, &body)?);
-        }
-        let started = self.inner.runtime.now();
-        let result = self
-            .execute_parts(O::NAME, O::BINARY_OUTPUT, parts)
-            .instrument(span.clone())
-            .await;
-        let latency = self.inner.runtime.now().saturating_duration_since(started);
-        span.record("latency_ms", latency.as_secs_f64() * 1e3);
-        let (status, body) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                span.in_scope(|| tracing::debug!(error = %e, "request failed"));
-                return Err(e);
-            }
-        };
-        span.record("status", status);
-        span.in_scope(|| tracing::debug!(status, "response"));
-        Ok(rest::parse_response::<O>(status, &body)?)
     }
 
     async fn execute_parts(

@@ -748,15 +748,11 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         let (client, op) = self.call.into_parts();
-        let fut = client.execute(&op);
         let playback = self.playback;
-        Box::pin(async move {
-            let model = fut.await?;
-            Ok(Playback {
-                ident: playback.ident.with_data(Arc::new(model)),
-                ..playback
-            })
-        })
+        Box::pin(client.execute_then(&op, move |model, _| Playback {
+            ident: playback.ident.with_data(Arc::new(model)),
+            ..playback
+        }))
     }
 }
 

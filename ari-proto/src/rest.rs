@@ -431,7 +431,11 @@ impl RequestParts {
 
     /// The length of the encoded query string (see [`Self::push_query`]).
     fn query_len(&self) -> usize {
-        let encoded = |s: &str| utf8_percent_encode(s, ENCODE_QUERY).map(str::len).sum::<usize>();
+        let encoded = |s: &str| {
+            utf8_percent_encode(s, ENCODE_QUERY)
+                .map(str::len)
+                .sum::<usize>()
+        };
         self.query
             .iter()
             .map(|(k, v)| 2 + encoded(k) + encoded(v))
@@ -516,12 +520,17 @@ pub fn build_request_from_parts(
     // buffer that the URI then owns.
     // Of the exact length: a buffer with room to spare would cost `Bytes` an allocation of
     // its own (and a free) to take it over.
-    let mut path = String::with_capacity(ep.prefix.len() + 1 + parts.path.len() + parts.query_len());
+    let mut path =
+        String::with_capacity(ep.prefix.len() + 1 + parts.path.len() + parts.query_len());
     path.push_str(&ep.prefix);
     path.push('/');
     path.push_str(&parts.path);
     parts.push_query(&mut path);
-    debug_assert_eq!(path.len(), path.capacity(), "query_len counts what push_query writes");
+    debug_assert_eq!(
+        path.len(),
+        path.capacity(),
+        "query_len counts what push_query writes"
+    );
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(ep.scheme.clone());
     uri.authority = Some(ep.authority.clone());

@@ -357,7 +357,8 @@ impl Pool {
         now: Instant,
     ) -> Result<Grant, WaitKey> {
         while let Some((conn, since)) = host.idle.pop() {
-            if !conn.is_closed() && now.saturating_duration_since(since) < self.settings.idle_timeout
+            if !conn.is_closed()
+                && now.saturating_duration_since(since) < self.settings.idle_timeout
             {
                 return Ok(Grant::Reuse(conn, Slot::new(self, target)));
             }
