@@ -198,7 +198,8 @@ pub struct MediaSessionStats {
 pub(crate) enum Cmd {
     Audio(Bytes),
     /// One frame from a [`MediaPacer`], due at `due`: it goes out as soon as the driver
-    /// runs, and the driver records how late that was.
+    /// runs (the pacer runs it at once, [`Shared::drive_now`]), and the driver records how
+    /// late that was.
     Paced {
         frame: Bytes,
         due: Instant,
@@ -221,6 +222,15 @@ pub(crate) struct Shared {
     torn_down: std::sync::atomic::AtomicBool,
     /// Wakes [`MediaSession::shutdown`].
     teardown: AtomicWaker,
+    /// The driver, polled by its task, or by a [`MediaPacer`] right after handing it a frame.
+    inline: Mutex<Inline>,
+}
+
+/// The driver of a session and the waker of the task that runs it.
+#[derive(Default)]
+struct Inline {
+    driver: Option<BoxFuture>,
+    task: Option<std::task::Waker>,
 }
 
 impl Shared {
@@ -236,7 +246,47 @@ impl Shared {
             driver: AtomicWaker::new(),
             torn_down: std::sync::atomic::AtomicBool::new(false),
             teardown: AtomicWaker::new(),
+            inline: Mutex::new(Inline::default()),
         })
+    }
+
+    /// Polls the driver for its task (ready once it ended).
+    fn poll_driver(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut guard = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+        let Inline { driver, task } = &mut *guard;
+        let Some(d) = driver.as_mut() else {
+            return Poll::Ready(());
+        };
+        if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *task = Some(cx.waker().clone());
+        }
+        if d.as_mut().poll(cx).is_ready() {
+            *driver = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Runs one pass of the driver now, on the caller's thread, as its task would (with the
+    /// task's waker: whatever the pass waits for wakes the task): a paced frame handed over
+    /// goes out without a task wake-up. If the task is running the driver, or has not yet,
+    /// the task is woken instead.
+    pub(crate) fn drive_now(&self) {
+        let Ok(mut guard) = self.inline.try_lock() else {
+            self.driver.wake();
+            return;
+        };
+        let Inline { driver, task } = &mut *guard;
+        let (Some(d), Some(waker)) = (driver.as_mut(), task.as_ref()) else {
+            drop(guard);
+            self.driver.wake();
+            return;
+        };
+        if d.as_mut().poll(&mut Context::from_waker(waker)).is_ready() {
+            // Ended: the task finishes the teardown.
+            *driver = None;
+            waker.wake_by_ref();
+        }
     }
 }
 
@@ -313,6 +363,22 @@ impl Shared {
             st.commands.push_back(cmd);
         }
         self.driver.wake();
+        Ok(())
+    }
+
+    /// Wakes the driver's task.
+    pub(crate) fn wake_driver(&self) {
+        self.driver.wake();
+    }
+
+    /// Queues `cmd` for the driver without waking its task: the caller runs the driver
+    /// ([`drive_now`](Self::drive_now)) or wakes its task ([`wake_driver`](Self::wake_driver)).
+    pub(crate) fn hand_over(&self, cmd: Cmd) -> Result<(), SendError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed);
+        }
+        st.commands.push_back(cmd);
         Ok(())
     }
 }
@@ -666,8 +732,13 @@ pub(crate) async fn open<R: Runtime>(
     let teardown_client = client.clone();
     let teardown_bridge = bridge_id.clone();
     let teardown_media = media_id.clone();
+    shared
+        .inline
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .driver = Some(Box::pin(driver));
     client.runtime().spawn(async move {
-        driver.await;
+        std::future::poll_fn(|cx| teardown_shared.poll_driver(cx)).await;
         // The socket is closed: Asterisk hangs the media channel up; make sure of it, and
         // remove the bridge.
         let _ = teardown_client.channel(teardown_media).hangup().await;
@@ -1230,5 +1301,39 @@ pub(crate) mod testing {
     /// Marks the session ended, as its driver does when the socket closes.
     pub(crate) fn end(shared: &Shared) {
         shared.lock().closed = true;
+    }
+
+    /// Gives the session a stand-in driver that takes the paced frames off its queue, as the
+    /// socket driver writes them; returns the first byte of each frame taken, in order.
+    /// `on_write` runs whenever it takes frames.
+    pub(crate) fn stand_in_driver(
+        shared: &Arc<Shared>,
+        mut on_write: impl FnMut() + Send + 'static,
+    ) -> Arc<Mutex<Vec<u8>>> {
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let (t, s) = (taken.clone(), shared.clone());
+        let driver = std::future::poll_fn(move |cx| {
+            s.driver.register(cx.waker());
+            let frames = paced(&s);
+            if !frames.is_empty() {
+                on_write();
+            }
+            t.lock()
+                .expect("not poisoned")
+                .extend(frames.into_iter().map(|(_, f)| f[0]));
+            Poll::Pending
+        });
+        shared.inline.lock().expect("not poisoned").driver = Some(Box::pin(driver));
+        taken
+    }
+
+    /// Polls the session's driver as its task does.
+    pub(crate) fn poll_task(shared: &Shared, cx: &mut Context<'_>) -> Poll<()> {
+        shared.poll_driver(cx)
+    }
+
+    /// Holds the driver, as its task does while it runs it.
+    pub(crate) fn hold_driver(shared: &Shared) -> MutexGuard<'_, impl Sized> {
+        shared.inline.lock().expect("not poisoned")
     }
 }

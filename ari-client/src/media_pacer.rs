@@ -384,8 +384,12 @@ impl PacerInner {
 /// session one frame per `ptime`, at absolute times of the executor's clock (no drift). One
 /// task on the executor serves every attached session: the sessions are spread over up to
 /// [`PacerConfig::phases`] phases of the `ptime` ([`PacerConfig::phase_sessions`] on a phase
-/// before the next is used), so each tick wakes a small share of the sessions' socket tasks,
-/// and a few sessions share one tick. The ticks wait on the executor's precise timer
+/// before the next is used), so each tick writes a small share of the sessions' frames, and
+/// a few sessions share one tick. The pacer's task writes the frames itself, one session
+/// after the other in a fixed order (it runs each session's socket driver, as the session's
+/// task would): no task wake-up per frame; a session whose task is busy at that moment gets
+/// its frame through its task, and so do the sessions left when writing took half a phase
+/// (an overloaded machine: their tasks write in parallel on the executor's threads). The ticks wait on the executor's precise timer
 /// ([`Executor::sleep_until_precise`]: on tokio a `timerfd`, as tokio's own timer rounds to
 /// whole milliseconds). While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
 /// lost); frames beyond [`PacerConfig::queue_frames`] are dropped and counted. The timing of
@@ -660,7 +664,14 @@ struct Tick {
 }
 
 /// Hands each session of `list` its next frame, due at `due`; drops the sessions that ended.
-fn tick(list: &mut Vec<Arc<Paced>>, due: Instant, metrics: &Arc<PaceMetrics>) -> Tick {
+/// The sessions handed a frame are put in `drive`, in `list`'s order, for their drivers to
+/// run (once the sessions' locks are released).
+fn tick(
+    list: &mut Vec<Arc<Paced>>,
+    due: Instant,
+    metrics: &Arc<PaceMetrics>,
+    drive: &mut Vec<Arc<Shared>>,
+) -> Tick {
     let mut t = Tick::default();
     list.retain(|p| {
         let mut st = p.lock();
@@ -685,13 +696,14 @@ fn tick(list: &mut Vec<Arc<Paced>>, due: Instant, metrics: &Arc<PaceMetrics>) ->
             due,
             metrics: metrics.clone(),
         };
-        if p.session.command(cmd).is_err() {
+        if p.session.hand_over(cmd).is_err() {
             // The session ended: nothing more goes out.
             st.stats.discarded_frames += 1;
             close_paced(&mut st);
             t.detached += 1;
             return false;
         }
+        drive.push(p.session.clone());
         st.started = true;
         st.stats.frames_sent += 1;
         t.sent += 1;
@@ -725,6 +737,8 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
     let due_of = |k: u64| origin + Duration::from_nanos(step_ns.saturating_mul(k));
     // The next phase to run.
     let mut k: u64 = 0;
+    // The sessions of a tick whose drivers write their frames (the allocation is kept).
+    let mut drive: Vec<Arc<Shared>> = Vec::new();
     loop {
         // The next phase with sessions, within one ptime.
         let next = {
@@ -759,7 +773,21 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
         let mut list = std::mem::take(&mut st.phases[slot]);
         drop(st);
         let late = executor.now().saturating_duration_since(due) > inner.config.ptime;
-        let t = tick(&mut list, due, &inner.metrics);
+        let t = tick(&mut list, due, &inner.metrics, &mut drive);
+        // Each frame goes out from here, in the phase's order: no task wake-up per frame (a
+        // session whose task is busy gets it through its task). For half a phase at most:
+        // past that (an overloaded machine) the other sessions' tasks write theirs, in
+        // parallel on the executor's threads, so that the pacer keeps its ticks.
+        let started = executor.now();
+        let mut inline = true;
+        for session in drive.drain(..) {
+            inline = inline && executor.now().saturating_duration_since(started) < step / 2;
+            if inline {
+                session.drive_now();
+            } else {
+                session.wake_driver();
+            }
+        }
         let mut st = inner.lock();
         // Sessions attached meanwhile on this phase join the list.
         list.append(&mut st.phases[slot]);
@@ -876,6 +904,76 @@ mod tests {
         let st = pacer.stats();
         assert_eq!((st.sessions, st.frames_sent, st.late_ticks), (2, 6, 0));
         assert_eq!(pa.queued_frames(), 0);
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicU64);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_pacer_writes_due_frames_itself_without_waking_the_sessions_task() {
+        use crate::media::testing::{hold_driver, poll_task, stand_in_driver};
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let taken = stand_in_driver(&a_shared, || {});
+        let written = || taken.lock().expect("not poisoned").clone();
+        // The session's task has run its driver once (it waits for its socket).
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let task = std::task::Waker::from(count.clone());
+        assert!(poll_task(&a_shared, &mut std::task::Context::from_waker(&task)).is_pending());
+        let pa = pacer.attach(&a).expect("attach");
+        pa.send(frames(1, 4)).expect("send");
+        ex.settle();
+        assert_eq!(written(), [1], "written by the pacer's tick");
+        ex.advance(PTIME);
+        ex.settle();
+        assert_eq!(written(), [1, 2]);
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "the task was not woken");
+        // While the task runs its driver, the frame goes through the task: it is woken.
+        let held = hold_driver(&a_shared);
+        ex.advance(PTIME);
+        ex.settle();
+        drop(held);
+        assert_eq!(written(), [1, 2], "not written by the pacer");
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "the task was woken");
+        assert!(poll_task(&a_shared, &mut std::task::Context::from_waker(&task)).is_pending());
+        assert_eq!(written(), [1, 2, 3], "written by the task, in order");
+        assert_eq!(pa.stats().frames_sent, 3);
+    }
+
+    #[test]
+    fn writes_past_half_a_phase_go_through_the_sessions_tasks() {
+        use crate::media::testing::{poll_task, stand_in_driver};
+        let ex = Manual::new();
+        // One phase: 20 ms; the pacer writes for 10 ms at most.
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().phases(1));
+        let (a, a_shared) = session(160, 20);
+        let (b, b_shared) = session(160, 20);
+        // Writing a's frame takes 11 ms.
+        let slow = ex.clone();
+        let taken_a = stand_in_driver(&a_shared, move || slow.advance(MS * 11));
+        let taken_b = stand_in_driver(&b_shared, || {});
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let task = std::task::Waker::from(count.clone());
+        for s in [&a_shared, &b_shared] {
+            assert!(poll_task(s, &mut std::task::Context::from_waker(&task)).is_pending());
+        }
+        let pa = pacer.attach(&a).expect("attach a");
+        let pb = pacer.attach(&b).expect("attach b");
+        pa.send(frames(1, 2)).expect("send");
+        pb.send(frames(5, 2)).expect("send");
+        ex.settle();
+        assert_eq!(*taken_a.lock().expect("a"), [1], "a written by the pacer");
+        assert!(taken_b.lock().expect("b").is_empty(), "b left to its task");
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "b's task woken");
+        assert!(poll_task(&b_shared, &mut std::task::Context::from_waker(&task)).is_pending());
+        assert_eq!(*taken_b.lock().expect("b"), [5], "written by its task");
     }
 
     #[test]
