@@ -682,6 +682,106 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Frames decoded away from the session (`frame_decoder().decode`, or `decode_text` for
+    /// UTF-8 ones, then `handle_decoded`
+    /// in arrival order, as ari-client's reader does in small batches) have exactly the effect
+    /// of `handle_frame`: the same outputs, transmits, deadlines and counters, whatever the
+    /// inputs around them (oversized, malformed, too deep and stale frames included).
+    #[test]
+    fn decoded_frames_act_as_handle_frame(
+        inputs in proptest::collection::vec(input(), 0..200),
+        frames_first in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4),
+    ) {
+        let t = templates();
+        let limits = Limits::default()
+            .max_pending_requests(3)
+            .max_queued_outputs(5)
+            .max_frame_bytes(300)
+            .max_json_depth(3);
+        let config = SessionConfig::new(["app"])
+            .limits(limits)
+            .keepalive(Some(Keepalive::new(Duration::from_millis(700), Duration::from_millis(300))))
+            .request_timeout(Duration::from_millis(900))
+            .reconnect(ReconnectPolicy::default().initial_delay(Duration::from_millis(50)).max_attempts(Some(6)));
+        let t0 = epoch();
+        let mut a = Session::new(endpoint("http://h:8088"), config.clone());
+        let mut b = Session::new(endpoint("http://h:8088"), config);
+        let decoder = b.frame_decoder();
+        let mut now = t0;
+        let mut out_a: Vec<String> = Vec::new();
+        let mut out_b: Vec<String> = Vec::new();
+        let frame = |a: &mut Session, b: &mut Session, now, f: &[u8]| {
+            a.handle_frame(now, f);
+            // A text frame (validated UTF-8) takes `decode_text`, as a WebSocket reader's.
+            let d = match std::str::from_utf8(f) {
+                Ok(text) => decoder.decode_text(text),
+                Err(_) => decoder.decode(f),
+            };
+            assert_eq!(d.len(), f.len());
+            b.handle_decoded(now, d);
+        };
+        for f in &frames_first {
+            frame(&mut a, &mut b, now, f);
+        }
+        for input in inputs {
+            match input {
+                Input::Bytes(f) => frame(&mut a, &mut b, now, &f),
+                Input::Event(ev) => frame(&mut a, &mut b, now, ev.frame(&t).as_bytes()),
+                Input::Response(n) => {
+                    let f = format!(r#"{{"type":"RESTResponse","request_id":"r{n}","status_code":200,"reason_phrase":"OK","uri":"x","application":"app","timestamp":"2026-11-26T11:14:38.299+0000","message_body":"{{}}"}}"#);
+                    frame(&mut a, &mut b, now, f.as_bytes());
+                }
+                Input::Advance(ms) => now += Duration::from_millis(ms),
+                Input::Timeout => {
+                    if let Some(at) = a.poll_timeout() {
+                        now = now.max(at);
+                    }
+                    a.handle_timeout(now);
+                    b.handle_timeout(now);
+                }
+                Input::Drain => {
+                    for (s, out) in [(&mut a, &mut out_a), (&mut b, &mut out_b)] {
+                        while let Some(t) = s.poll_transmit() {
+                            out.push(format!("{t:?}"));
+                        }
+                        while let Some(o) = s.poll_output() {
+                            out.push(format!("{o:?}"));
+                        }
+                    }
+                }
+                other => {
+                    for s in [&mut a, &mut b] {
+                        match &other {
+                            Input::Start => s.start(now),
+                            Input::Stop => s.stop(),
+                            Input::Connected => s.handle_connected(now),
+                            Input::ConnectFailed => s.handle_connect_failed(now, "x"),
+                            Input::Disconnected => s.handle_disconnected(now, "x"),
+                            Input::Pong => s.handle_pong(),
+                            Input::Request => { let _ = s.send_request(now, &ari_proto::ops::asterisk::Ping::new()); }
+                            Input::Subscribe(spec) => { s.subscribe(spec.filter()); }
+                            _ => unreachable!("handled above"),
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(a.stats(), b.stats());
+            prop_assert_eq!(a.poll_timeout(), b.poll_timeout());
+        }
+        for (s, out) in [(&mut a, &mut out_a), (&mut b, &mut out_b)] {
+            while let Some(t) = s.poll_transmit() {
+                out.push(format!("{t:?}"));
+            }
+            while let Some(o) = s.poll_output() {
+                out.push(format!("{o:?}"));
+            }
+        }
+        prop_assert_eq!(out_a, out_b);
+        prop_assert_eq!(a.live_subscriptions(), b.live_subscriptions());
+    }
+}
+
 #[derive(Debug, Clone)]
 enum LingerOp {
     Subscribe(usize, bool),
