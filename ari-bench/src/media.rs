@@ -139,17 +139,25 @@ fn pct(v: &mut [u32]) -> Value {
     })
 }
 
-/// Executor threads of the smol run: two, as the tokio run's two workers (smol's global
-/// executor runs one thread unless `SMOL_THREADS` says more; an application that means to
-/// use both cores runs its executor on two).
-const SMOL_THREADS: usize = 2;
+/// Executor threads of the smol run by default: one, as smol's global executor has unless
+/// `SMOL_THREADS` says more (`ARI_BENCH_SMOL_THREADS` sets another count). Measured on an
+/// idle 2-vCPU machine, two threads cost three times the CPU per frame at 100 sessions
+/// (19 against 6 µs: the threads hand the sessions' tasks back and forth) and did not make
+/// the 1,000-session pacing steadier.
+const SMOL_THREADS: usize = 1;
 
-/// [`client`] on smol: the client's tasks on an executor run by [`SMOL_THREADS`] threads,
+/// [`client`] on smol: the client's tasks on an executor run by [`SMOL_THREADS`] threads
+/// (or `ARI_BENCH_SMOL_THREADS`),
 /// the measurement itself under `smol::block_on` on the calling thread.
 pub(crate) fn smol_client(addr: SocketAddr, n: usize, seconds: f64) -> Value {
     let executor = Arc::new(smol::Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
-    let threads: Vec<_> = (0..SMOL_THREADS)
+    let n_threads = std::env::var("ARI_BENCH_SMOL_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(SMOL_THREADS);
+    let threads: Vec<_> = (0..n_threads)
         .map(|i| {
             let executor = executor.clone();
             let stopped = stopped.clone();
@@ -356,7 +364,7 @@ pub(crate) fn table(rows: &[Value]) -> String {
     let _ = writeln!(
         o,
         "\nMEDIA: concurrent chan_websocket sessions ({FORMAT}, 20 ms frames both ways, the app's \
-         audio paced by one MediaPacer; tokio: two workers, smol: an executor on two threads)\n  send late = time each frame is written to its socket - \
+         audio paced by one MediaPacer; tokio: two workers, smol: an executor on one thread)\n  send late = time each frame is written to its socket - \
          its scheduled time; send jit = |gap between a session's consecutive writes - 20 ms| \
          (executor's clock, 50 us buckets, upper bounds); recv = |gap between frames received - 20 ms|"
     );
