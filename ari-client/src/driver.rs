@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ari_proto::session::{DecodedFrame, FrameDecoder, Transmit};
+use ari_proto::session::Transmit;
 use futures_core::Stream;
 use futures_sink::Sink as _;
 
@@ -27,23 +27,6 @@ use crate::shared::{ClientSession, Dispatch, Shared};
 const MAX_FRAMES_PER_WAKE: usize = 256;
 /// Rounds of the whole loop per wake.
 const MAX_ROUNDS_PER_WAKE: usize = 64;
-/// Frames read and decoded before the first of them is routed (at most; see
-/// [`Driver::read_batch`]). Decoding a few frames in a row, then routing and delivering them
-/// in a row, runs each step's code several times while it is in the instruction cache (one
-/// frame's whole path does not fit in it).
-const MAX_READ_BATCH: usize = 4;
-
-/// A message read from the socket, waiting in a batch to be handed to the session.
-#[allow(clippy::large_enum_variant)] // frames are the common case: boxing would allocate each
-enum Read {
-    Frame(DecodedFrame),
-    Pong,
-    /// A ping (answered by the WebSocket layer) or a binary frame (Asterisk sends none).
-    Ignored,
-    Closed,
-    Failed(String),
-    Ended,
-}
 /// How long a closing client waits for its close frame to be sent (a peer that stopped
 /// reading cannot hold the task longer).
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -70,9 +53,6 @@ pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
         consumer_wait: None,
         waited: Duration::ZERO,
         frames_since_wait: 0,
-        decoder: inner.shared.lock().session.frame_decoder(),
-        read_batch: read_batch(inner.shared.queue_capacity),
-        batch: Vec::new(),
     };
     inner.runtime.spawn(driver);
 }
@@ -101,22 +81,6 @@ struct Driver<R: Runtime> {
     waited: Duration,
     /// Frames read since the last wait ended.
     frames_since_wait: usize,
-    /// The session's frame decoder (its limits do not change).
-    decoder: FrameDecoder,
-    /// Frames read before they are handed to the session (see [`read_batch`]).
-    read_batch: usize,
-    /// The frames read and not yet handed to the session (kept for its allocation).
-    batch: Vec<Read>,
-}
-
-/// How many frames the reader reads (and decodes) before handing them to the session: up to
-/// [`MAX_READ_BATCH`], and no more than a stream queue holds past its high-water mark (half
-/// its capacity). The reader checks for a pressing stream queue before each read, but a
-/// frame's events reach the queues only when the batch is handed over: a queue can thus
-/// receive up to a batch more after it starts pressing, and still never overflows because
-/// of it (a capacity of 1, 2 or 3 reads frame by frame).
-pub(crate) fn read_batch(queue_capacity: usize) -> usize {
-    (queue_capacity / 2).clamp(1, MAX_READ_BATCH)
 }
 
 impl<R: Runtime> Drop for Driver<R> {
@@ -308,99 +272,49 @@ impl<R: Runtime> Driver<R> {
 
     /// Reads what the socket has (bounded). Returns whether something was read and whether
     /// the budget ran out.
-    ///
-    /// Frames are read in batches of up to `read_batch`, each text frame decoded as it is
-    /// read (outside the session's lock), then handed to the session in the order they came,
-    /// each with the time it is handed over. A socket replaced or failed while a batch is
-    /// handed over takes the batch's later frames with it (as if never read).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
         let mut read = false;
-        let mut frames = 0;
-        let mut batch = std::mem::take(&mut self.batch);
-        let out = loop {
-            if frames >= MAX_FRAMES_PER_WAKE {
-                break (read, true);
-            }
-            let more = self.read_batch(cx, &mut batch, MAX_FRAMES_PER_WAKE - frames);
-            frames += batch.len();
-            read |= !batch.is_empty();
-            for item in batch.drain(..) {
-                if self.ws.is_none() {
-                    // Failed or replaced: the rest was the old socket's.
-                    break;
-                }
-                if matches!(item, Read::Ignored) {
-                    continue;
-                }
-                let now = self.runtime.now();
-                match item {
-                    Read::Ignored => {}
-                    Read::Frame(frame) => {
-                        self.with_session(Some(now), |s| s.handle_decoded(now, frame));
-                    }
-                    Read::Pong => {
-                        self.with_session(Some(now), |s| s.handle_pong());
-                    }
-                    Read::Closed => self.socket_failed(now, "closed by Asterisk".into()),
-                    Read::Failed(e) => self.socket_failed(now, e),
-                    Read::Ended => self.socket_failed(now, "connection ended".into()),
-                }
-            }
-            if !more {
-                break (read, false);
-            }
-        };
-        self.batch = batch;
-        out
-    }
-
-    /// Reads up to `read_batch` (and `budget`) messages into `batch`, text frames decoded.
-    /// Returns whether reading may go on: false when the socket is read empty, gone, ended
-    /// (a close, an error, its end: the batch's last item) or the reader waits for a stream
-    /// consumer.
-    fn read_batch(&mut self, cx: &mut Context<'_>, batch: &mut Vec<Read>, budget: usize) -> bool {
-        let limit = self.read_batch.min(budget);
-        while batch.len() < limit {
+        for _ in 0..MAX_FRAMES_PER_WAKE {
             if self.ws.is_none() {
-                return false;
+                return (read, false);
             }
             if self.waits_for_consumers(cx) {
                 // Woken when a consumer drains its queue, or when the wait runs out.
-                return false;
+                return (read, false);
             }
             let Some(ws) = self.ws.as_mut() else {
-                return false;
+                return (read, false);
             };
             let item = match Pin::new(ws).poll_next(cx) {
                 Poll::Ready(item) => item,
                 Poll::Pending => {
                     // Read empty: the budget of waits for consumers starts afresh.
                     self.waited = Duration::ZERO;
-                    return false;
+                    return (read, false);
                 }
             };
+            read = true;
             self.frames_since_wait += 1;
             if self.frames_since_wait >= MAX_FRAMES_PER_WAKE {
                 self.waited = Duration::ZERO;
             }
-            let (item, last) = match item {
+            let now = self.runtime.now();
+            match item {
                 Some(Ok(WsMessage::Text(text))) => {
-                    (Read::Frame(self.decoder.decode_text(text.as_str())), false)
+                    self.with_session(Some(now), |s| s.handle_frame(now, text.as_bytes()));
                 }
-                Some(Ok(WsMessage::Pong(_))) => (Read::Pong, false),
-                Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {
-                    (Read::Ignored, false)
+                Some(Ok(WsMessage::Pong(_))) => {
+                    self.with_session(Some(now), |s| s.handle_pong());
                 }
-                Some(Ok(WsMessage::Close)) => (Read::Closed, true),
-                Some(Err(e)) => (Read::Failed(e.to_string()), true),
-                None => (Read::Ended, true),
-            };
-            batch.push(item);
-            if last {
-                return false;
+                Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
+                Some(Ok(WsMessage::Close)) => {
+                    self.socket_failed(now, "closed by Asterisk".into());
+                }
+                Some(Err(e)) => self.socket_failed(now, e.to_string()),
+                None => self.socket_failed(now, "connection ended".into()),
             }
         }
-        true
+        (read, true)
     }
 
     /// Sends queued frames. Returns whether something was sent.
@@ -575,29 +489,4 @@ fn redact_uri(uri: &http::Uri) -> String {
     }
     s.push_str(uri.path());
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A stream queue presses past half its capacity, and the reader checks for pressure
-    /// before each read; a batch's frames reach the queues after it is read. So a queue that
-    /// was at its high-water mark when a batch began holds at most its capacity afterwards.
-    #[test]
-    fn a_read_batch_never_overflows_a_queue_at_its_high_water_mark() {
-        for capacity in 1..=4096 {
-            let batch = read_batch(capacity);
-            assert!(batch >= 1, "capacity {capacity}");
-            assert!(batch <= MAX_READ_BATCH, "capacity {capacity}");
-            let high = capacity.div_ceil(2);
-            assert!(
-                high + batch <= capacity.max(2),
-                "capacity {capacity}: batch {batch}"
-            );
-        }
-        assert_eq!(read_batch(1), 1);
-        assert_eq!(read_batch(3), 1);
-        assert_eq!(read_batch(1024), MAX_READ_BATCH);
-    }
 }

@@ -200,33 +200,8 @@ impl Event {
     /// `type` is read from the members before it (without allocating), and the frame is then
     /// decoded straight into the event's struct.
     pub fn decode(frame: &[u8]) -> Result<Event, DecodeError> {
-        match std::str::from_utf8(frame) {
-            Ok(text) => Event::decode_text(text),
-            Err(_) => {
-                Event::check_object(frame)?;
-                Event::decode_full(frame)
-            }
-        }
-    }
-
-    /// [`Event::decode`] of a frame known to be UTF-8 (a WebSocket text frame, which the
-    /// WebSocket layer has validated): the same result, without checking its UTF-8 again.
-    pub fn decode_text(text: &str) -> Result<Event, DecodeError> {
-        Event::check_object(text.as_bytes())?;
-        // The fast path: an event of a known type that decodes. A decoded struct means the whole
-        // text is JSON without trailing characters, so the full path would have read the same
-        // `type` (it is the only top-level one) and decoded the same struct.
-        if let Some(ty) = find_type_fast(text) {
-            if let Some(Ok(ev)) = Event::decode_known(&ty, text) {
-                return Ok(ev);
-            }
-        }
-        Event::decode_full(text.as_bytes())
-    }
-
-    /// serde's derived structs also accept a JSON array (fields by position): `["X"]` would
-    /// otherwise decode as an event of type `X`.
-    fn check_object(frame: &[u8]) -> Result<(), DecodeError> {
+        // serde's derived structs also accept a JSON array (fields by position): `["X"]` would
+        // otherwise decode as an event of type `X`.
         if frame
             .iter()
             .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
@@ -236,7 +211,17 @@ impl Event {
                 error: "not a JSON object".into(),
             });
         }
-        Ok(())
+        // The fast path: an event of a known type that decodes. A decoded struct means the whole
+        // text is JSON without trailing characters, so the full path would have read the same
+        // `type` (it is the only top-level one) and decoded the same struct.
+        if let Ok(text) = std::str::from_utf8(frame) {
+            if let Some(ty) = find_type_fast(text) {
+                if let Some(Ok(ev)) = Event::decode_known(&ty, text) {
+                    return Ok(ev);
+                }
+            }
+        }
+        Event::decode_full(frame)
     }
 
     /// The full path (unknown types, mismatches, malformed frames): the whole frame is read for
@@ -276,17 +261,7 @@ impl Event {
         if json_depth_exceeds(frame, max_depth) {
             return Err(DecodeError::TooDeep { max: max_depth });
         }
-
         Event::decode(frame)
-    }
-
-    /// [`Event::decode_with_max_depth`] of a frame known to be UTF-8 (see
-    /// [`Event::decode_text`]).
-    pub fn decode_text_with_max_depth(text: &str, max_depth: usize) -> Result<Event, DecodeError> {
-        if json_depth_exceeds(text.as_bytes(), max_depth) {
-            return Err(DecodeError::TooDeep { max: max_depth });
-        }
-        Event::decode_text(text)
     }
 
     /// Decodes a frame, turning a schema mismatch into [`Event::Unknown`] (so nothing is lost)

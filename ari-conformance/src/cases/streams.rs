@@ -38,19 +38,8 @@ fn is_done(e: &Event) -> bool {
 /// (no `Lagged`, nothing dropped, no stall), and Asterisk never drops the client. Without
 /// the reader waiting for it, the reader fills the queue before such a consumer runs.
 pub async fn stream_consumer_that_keeps_up_loses_no_event_of_a_flood<R: Runtime>(h: &Harness<R>) {
-    keeps_up(h, "conf-flood-keeps-up", 20_000, None).await;
-}
-
-/// The same with a queue of 8 events: the reader reads a few frames before routing them
-/// (a batch), and a batch never overflows a queue that started it at its high-water mark,
-/// so a consumer that keeps up still loses none.
-pub async fn stream_consumer_that_keeps_up_with_a_small_queue_loses_no_event<R: Runtime>(
-    h: &Harness<R>,
-) {
-    keeps_up(h, "conf-flood-keeps-up-small", 5_000, Some(8)).await;
-}
-
-async fn keeps_up<R: Runtime>(h: &Harness<R>, app: &str, events: usize, capacity: Option<usize>) {
+    const EVENTS: usize = 20_000;
+    let app = "conf-flood-keeps-up";
     let server = Arc::new(
         MockServer::builder()
             .sim_config(crate::fast_sim_config())
@@ -59,19 +48,19 @@ async fn keeps_up<R: Runtime>(h: &Harness<R>, app: &str, events: usize, capacity
     );
     // A generous wait: a consumer that keeps up must never be taken for a stalled one on a
     // loaded machine (the default is measured by ari-bench).
-    let mut builder = h.builder_for(&server).stream_wait(Duration::from_secs(2));
-    if let Some(n) = capacity {
-        builder = builder.event_queue_capacity(n);
-    }
-    let c = builder.connect().await.unwrap();
+    let c = h
+        .builder_for(&server)
+        .stream_wait(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
     let mut stream = c.event_stream();
     h.live("start", c.start(&[app])).await.unwrap();
     let flood = {
         let server = server.clone();
         let (tx, rx) = futures::channel::oneshot::channel();
-        let spec = FloodSpec::new(app, events, 200);
         std::thread::spawn(move || {
-            let _ = tx.send(server.flood(spec));
+            let _ = tx.send(server.flood(FloodSpec::new(app, EVENTS, 200)));
         });
         rx
     };
@@ -99,9 +88,9 @@ async fn keeps_up<R: Runtime>(h: &Harness<R>, app: &str, events: usize, capacity
         .await
         .expect("the flood thread answers")
         .expect("the flood is written");
-    assert_eq!(report.events, events as u64, "{report:?}");
+    assert_eq!(report.events, EVENTS as u64, "{report:?}");
     assert_eq!(lagged, 0, "no lag marker");
-    assert_eq!(received, events, "every event reached the consumer");
+    assert_eq!(received, EVENTS, "every event reached the consumer");
     let stats = c.stats();
     assert_eq!(stats.dropped_events, 0, "{stats:?}");
     assert_eq!(stats.stream_stalls, 0, "{stats:?}");

@@ -1063,51 +1063,24 @@ impl<T: Clone> Session<T> {
     /// or an event routed to its subscriptions. Frames are only accepted while connected
     /// (others count as [`Stats::stale_inputs`]). Asterisk sends no binary frames; an adapter
     /// ignores them, and answers pings itself (most WebSocket libraries do).
-    ///
-    /// The same as [`Session::handle_decoded`] of the frame decoded by
-    /// [`Session::frame_decoder`] (a frame arriving while not connected is not decoded).
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
-        if !self.is_connected() {
-            self.stats.frames += 1;
-            self.stats.frame_bytes += frame.len() as u64;
-            self.stats.stale_inputs += 1;
-            return;
-        }
-        let decoded = self.frame_decoder().decode(frame);
-        self.handle_decoded(now, decoded);
-    }
-
-    /// The decoder of this session's frames (its [`Limits`]), to decode frames away from the
-    /// session: e.g. a reader decodes a few frames as it reads them, then hands them to
-    /// [`Session::handle_decoded`] in the order they arrived, which has the same effect as
-    /// [`Session::handle_frame`] on each.
-    pub fn frame_decoder(&self) -> FrameDecoder {
-        FrameDecoder {
-            max_frame_bytes: self.config.limits.max_frame_bytes,
-            max_json_depth: self.config.limits.max_json_depth,
-        }
-    }
-
-    /// One text frame decoded by [`FrameDecoder::decode`] (of this session's
-    /// [`Session::frame_decoder`]): counted, then a response to a pending request or an event
-    /// routed to its subscriptions, exactly as [`Session::handle_frame`] of the frame. Hand
-    /// frames over in the order they arrived.
-    pub fn handle_decoded(&mut self, now: Instant, frame: DecodedFrame) {
+        let _ = now;
         self.stats.frames += 1;
-        self.stats.frame_bytes += frame.len as u64;
+        self.stats.frame_bytes += frame.len() as u64;
         if !self.is_connected() {
             self.stats.stale_inputs += 1;
             return;
         }
-        let Some(decoded) = frame.outcome else {
+        let max = self.config.limits.max_frame_bytes;
+        if frame.len() > max {
             self.stats.oversized_frames += 1;
             self.push_droppable(Output::Warning(Warning::FrameTooLarge {
-                len: frame.len,
-                max: frame.max_frame_bytes,
+                len: frame.len(),
+                max,
             }));
             return;
-        };
-        let event = match decoded {
+        }
+        let event = match Event::decode_with_max_depth(frame, self.config.limits.max_json_depth) {
             Ok(e) => e,
             Err(e @ DecodeError::Schema { .. }) => {
                 self.stats.schema_errors += 1;
@@ -1510,63 +1483,4 @@ impl<T: Clone> Session<T> {
 
 fn is_droppable<T>(o: &Output<T>) -> bool {
     matches!(o, Output::Event(_) | Output::Warning(_))
-}
-
-/// Decodes text frames as a [`Session`] does, without the session ([`Session::frame_decoder`]):
-/// pure and cheap to copy, so frames can be decoded before the session is reached (e.g. outside
-/// a lock, or a few at a time as they are read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameDecoder {
-    max_frame_bytes: usize,
-    max_json_depth: usize,
-}
-
-impl FrameDecoder {
-    /// Decodes one text frame (a frame over [`Limits::max_frame_bytes`] is not decoded; one
-    /// nesting deeper than [`Limits::max_json_depth`] is refused before parsing). Hand the
-    /// result to [`Session::handle_decoded`].
-    pub fn decode(&self, frame: &[u8]) -> DecodedFrame {
-        let outcome = (frame.len() <= self.max_frame_bytes)
-            .then(|| Event::decode_with_max_depth(frame, self.max_json_depth));
-        DecodedFrame {
-            len: frame.len(),
-            max_frame_bytes: self.max_frame_bytes,
-            outcome,
-        }
-    }
-
-    /// [`FrameDecoder::decode`] of a frame known to be UTF-8 (a WebSocket text frame, which
-    /// the WebSocket layer has validated): the same result, without checking its UTF-8 again.
-    pub fn decode_text(&self, frame: &str) -> DecodedFrame {
-        let outcome = (frame.len() <= self.max_frame_bytes)
-            .then(|| Event::decode_text_with_max_depth(frame, self.max_json_depth));
-        DecodedFrame {
-            len: frame.len(),
-            max_frame_bytes: self.max_frame_bytes,
-            outcome,
-        }
-    }
-}
-
-/// A text frame decoded by [`FrameDecoder::decode`], for [`Session::handle_decoded`].
-#[derive(Debug)]
-pub struct DecodedFrame {
-    /// The frame's length in bytes.
-    len: usize,
-    /// The limit it was decoded with.
-    max_frame_bytes: usize,
-    /// `None`: over the limit, not decoded.
-    outcome: Option<Result<Event, DecodeError>>,
-}
-
-impl DecodedFrame {
-    /// The frame's length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the frame was empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
