@@ -536,7 +536,9 @@ impl<R: Runtime> ClientBuilder<R> {
     }
 
     /// Whether [`ClientBuilder::connect`] checks the server and the credentials with
-    /// `GET /ari/asterisk/info` (default `true`).
+    /// `GET /ari/asterisk/info` (default `true`). That answer's `startup_time` is also what a
+    /// reconnect compares to tell that Asterisk restarted meanwhile (its calls gone): without
+    /// the check, waits on calls of a restarted Asterisk are not ended.
     pub fn verify_on_connect(mut self, on: bool) -> Self {
         self.verify = on;
         self
@@ -666,6 +668,14 @@ impl<R: Runtime> Client<R> {
         info: ari_proto::models::AsteriskInfo,
         required: bool,
     ) -> Result<(), Error> {
+        if let Some(status) = &info.status {
+            *self
+                .inner
+                .shared
+                .startup_time
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(status.startup_time);
+        }
         let Some(version) = info
             .system
             .map(|s| s.version)

@@ -53,6 +53,9 @@ pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
         consumer_wait: None,
         waited: Duration::ZERO,
         frames_since_wait: 0,
+        endpoint: (!inner.accepted).then(|| inner.endpoint.clone()),
+        connects: 0,
+        restart_check: None,
     };
     inner.runtime.spawn(driver);
 }
@@ -81,6 +84,13 @@ struct Driver<R: Runtime> {
     waited: Duration,
     /// Frames read since the last wait ended.
     frames_since_wait: usize,
+    /// Where the restart check asks (`None` in accepted mode: Asterisk dials, and a
+    /// restarted Asterisk dials again).
+    endpoint: Option<ari_proto::rest::BaseUrl>,
+    /// WebSockets opened so far.
+    connects: u64,
+    /// After a reconnect: `GET /asterisk/info?only=status`, Asterisk's startup time.
+    restart_check: Option<BoxFuture<Option<ari_proto::Timestamp>>>,
 }
 
 impl<R: Runtime> Drop for Driver<R> {
@@ -190,11 +200,77 @@ impl<R: Runtime> Driver<R> {
             Ok(ws) => {
                 self.ws = Some(ws);
                 self.with_session(Some(now), |s| s.handle_connected(now));
+                self.connects += 1;
+                if self.connects > 1 {
+                    self.restart_check = self.start_restart_check();
+                }
             }
             Err(e) => {
                 let reason = e.to_string();
                 self.with_session(Some(now), |s| s.handle_connect_failed(now, &reason));
             }
+        }
+        true
+    }
+
+    /// After a reconnect, when `connect()` learnt Asterisk's startup time: asks for it again
+    /// (a restarted Asterisk lost every channel and bridge without an event saying so).
+    fn start_restart_check(&self) -> Option<BoxFuture<Option<ari_proto::Timestamp>>> {
+        let endpoint = self.endpoint.as_ref()?;
+        self.shared
+            .startup_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()?;
+        let op =
+            ari_proto::ops::asterisk::GetInfo::new().only([ari_proto::models::InfoSection::Status]);
+        let req = ari_proto::rest::build_request(endpoint, &op).ok()?;
+        let http = self.runtime.http(req, &self.opts);
+        Some(Box::pin(async move {
+            let resp = match http.await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::warn!(target: "ari_client", error = %e, "after the reconnect: could not ask whether Asterisk restarted");
+                    return None;
+                }
+            };
+            let info = ari_proto::rest::parse_response::<ari_proto::ops::asterisk::GetInfo>(
+                resp.status().as_u16(),
+                resp.body(),
+            )
+            .ok()?;
+            info.status.map(|s| s.startup_time)
+        }))
+    }
+
+    /// The restart check's answer: a new startup time ends the subscriptions of the
+    /// resources Asterisk had before (see `Session::handle_asterisk_restarted`).
+    fn poll_restart_check(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(check) = self.restart_check.as_mut() else {
+            return false;
+        };
+        let Poll::Ready(startup) = check.as_mut().poll(cx) else {
+            return false;
+        };
+        self.restart_check = None;
+        let Some(startup) = startup else {
+            return true;
+        };
+        let before = self
+            .shared
+            .startup_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(startup);
+        if before.is_some_and(|b| b != startup) {
+            let mut ended = 0;
+            self.with_session(None, |s| ended = s.handle_asterisk_restarted());
+            tracing::warn!(
+                target: "ari_client",
+                ended,
+                "Asterisk restarted while the events WebSocket was down: the subscriptions of its \
+                 previous channels, bridges, playbacks and recordings ended"
+            );
         }
         true
     }
@@ -439,6 +515,7 @@ impl<R: Runtime> Future for Driver<R> {
             let (read, exhausted) = this.poll_read(cx);
             progress |= read;
             progress |= this.poll_timer(cx);
+            progress |= this.poll_restart_check(cx);
             // Commands issued by client handles since the last round (start, stop,
             // REST-over-WebSocket requests) left transmits and outputs in the session.
             progress |= this.with_session(None, |_| {});

@@ -161,6 +161,9 @@ pub(crate) struct Shared {
     /// Accepted mode (outbound WebSocket): a socket Asterisk opened, waiting for the driver
     /// (the runtime's `Ws`, type-erased: `Shared` is not generic).
     attach: Mutex<Option<Attached>>,
+    /// Asterisk's `status.startup_time`, learnt by `connect()`: a reconnect that finds
+    /// another one means Asterisk restarted (see [`Session::handle_asterisk_restarted`]).
+    pub(crate) startup_time: Mutex<Option<ari_proto::Timestamp>>,
 }
 
 /// The driver's progress on stopping and closing, and who waits for it.
@@ -231,6 +234,7 @@ impl Shared {
             watches: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(Lifecycle::default()),
             attach: Mutex::new(None),
+            startup_time: Mutex::new(None),
         })
     }
 

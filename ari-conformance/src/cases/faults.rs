@@ -1114,3 +1114,86 @@ pub async fn restart_with_other_apps_and_keepalive<R: Runtime>(h: &Harness<R>) {
         server.connections()
     );
 }
+
+/// Asterisk restarts under a connected application: its calls are gone and no event will
+/// ever say so. After the reconnect the client sees Asterisk's new startup time (`GET
+/// /asterisk/info`), so a wait on the old call ends with [`Error::Ended`] instead of hanging
+/// (an IVR task per call would leak), its event stream ends, its subscriptions are released,
+/// and a call on the restarted Asterisk is followed as usual.
+pub async fn asterisk_restart_ends_the_previous_runs_calls<R: Runtime>(h: &Harness<R>) {
+    let run = |base_ms: u64| {
+        let mut cfg = fast_sim_config();
+        cfg.wall_clock_base_ms = base_ms;
+        cfg
+    };
+    let first = MockServer::builder()
+        .sim_config(run(1_795_691_627_914))
+        .start();
+    let port = first.port();
+    let c = h.builder_for(&first).connect().await.unwrap();
+    h.live("start", c.start(&["restarts"])).await.unwrap();
+    let mut starts = c.stream::<ari_client::events::StasisStart>();
+    let id = first
+        .place_call(PlaceCall::new("PJSIP/alice", "restarts"))
+        .expect("the first run places the call");
+    let old = h
+        .live("the old call's StasisStart", async {
+            loop {
+                let (ev, ch) = starts.next().await.expect("stream").expect("no lag");
+                if ev.channel.id == id {
+                    return ch;
+                }
+            }
+        })
+        .await;
+    let hangup = old.once::<ari_client::events::ChannelHangupRequest>();
+    let mut old_events = old.events();
+    let live_before = c.live_subscriptions();
+
+    // Asterisk restarts on the same address: a new startup time, none of the old calls.
+    drop(first);
+    let second = MockServer::builder()
+        .sim_config(run(1_795_691_627_914 + 3_600_000))
+        .port(port)
+        .start();
+    let err = h
+        .live("the old call's wait ends", hangup.into_future())
+        .await
+        .expect_err("the old call cannot hang up any more");
+    assert!(matches!(err, Error::Ended { .. }), "{err}");
+    let end = h
+        .live("the old call's stream ends", old_events.next())
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    assert!(
+        c.live_subscriptions() < live_before,
+        "the old call's subscriptions were released: {live_before} -> {}",
+        c.live_subscriptions()
+    );
+    assert_eq!(c.stats().session.connects, 2, "one reconnect");
+
+    // The restarted Asterisk's calls are followed as usual.
+    let id2 = second
+        .place_call(PlaceCall::new("PJSIP/alice", "restarts"))
+        .expect("the second run places the call");
+    let new = h
+        .live("the new call's StasisStart", async {
+            loop {
+                let (ev, ch) = starts.next().await.expect("stream").expect("no lag");
+                if ev.channel.id == id2 {
+                    return ch;
+                }
+            }
+        })
+        .await;
+    let mut new_events = new.events();
+    h.live("answer the new call", new.answer()).await.unwrap();
+    let ev = h
+        .live("the new call's events keep coming", new_events.next())
+        .await;
+    assert!(
+        matches!(ev, Some(Ok(_))),
+        "an event of the new call: {ev:?}"
+    );
+    h.live("hang the new call up", new.hangup()).await.unwrap();
+}

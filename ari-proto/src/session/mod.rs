@@ -729,6 +729,8 @@ pub struct Session<T = ()> {
     config: SessionConfig,
     state: State,
     ever_connected: bool,
+    /// The first subscription id made after the latest connect.
+    connect_mark: SubscriptionId,
     attempts: u32,
     rng: Rng,
     timers: TimerTable,
@@ -780,6 +782,7 @@ impl<T: Clone> Session<T> {
             config,
             state: State::Idle,
             ever_connected: false,
+            connect_mark: SubscriptionId(0),
             attempts: 0,
             rng,
             timers: TimerTable::default(),
@@ -1036,6 +1039,7 @@ impl<T: Clone> Session<T> {
         self.state = State::Connected { since: now };
         let reconnected = self.ever_connected;
         self.ever_connected = true;
+        self.connect_mark = self.router.next_id();
         self.stats.connects += 1;
         self.timers.stop(Timer::Pong);
         self.timers.set(
@@ -1047,6 +1051,73 @@ impl<T: Clone> Session<T> {
         self.push_control(Output::Connection(ConnectionEvent::Connected {
             reconnected,
         }));
+    }
+
+    /// Asterisk restarted while the events WebSocket was down: the adapter learnt it after a
+    /// reconnect (for example `status.startup_time` of `GET /asterisk/info` changed). Every
+    /// channel, bridge, playback and live recording of the previous run is gone and no event
+    /// will say so, so each subscription made before the latest connect that follows one of
+    /// them ends ([`Output::SubscriptionEnded`] with [`EndReason::ResourceEnded`], counted in
+    /// [`Stats::subscriptions_ended`]). Endpoints and device states outlive a restart: their
+    /// subscriptions stay, as do subscriptions made since the connect (new calls). Returns how
+    /// many ended.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{EndReason, Filter, Output, Session, SessionConfig, Transmit};
+    ///
+    /// let base_url = BaseUrl::new("http://pbx:8088", Credentials::new("asterisk", "secret")?)?;
+    /// let mut now = Instant::now();
+    /// let mut s = Session::new(base_url, SessionConfig::new(["ivr"]).rng_seed(7));
+    /// s.start(now);
+    /// assert!(matches!(s.poll_transmit(), Some(Transmit::Connect(_))));
+    /// s.handle_connected(now);
+    /// let old_call = s.subscribe(Filter::channel("1700000000.1"));
+    /// let trunk = s.subscribe(Filter::resource(ResourceKind::Endpoint, "PJSIP/trunk"));
+    /// // The socket drops (Asterisk restarts); the session reconnects.
+    /// s.handle_disconnected(now, "connection reset");
+    /// now += Duration::from_secs(60);
+    /// s.handle_timeout(now);
+    /// assert!(matches!(s.poll_transmit(), Some(Transmit::Connect(_))));
+    /// s.handle_connected(now);
+    /// let new_call = s.subscribe(Filter::channel("1700000100.1"));
+    /// while s.poll_output().is_some() {}
+    /// // The adapter saw a new `startup_time`:
+    /// assert_eq!(s.handle_asterisk_restarted(), 1);
+    /// assert!(matches!(
+    ///     s.poll_output(),
+    ///     Some(Output::SubscriptionEnded { id, reason: EndReason::ResourceEnded, .. }) if id == old_call
+    /// ));
+    /// assert!(s.is_subscribed(trunk) && s.is_subscribed(new_call));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle_asterisk_restarted(&mut self) -> usize {
+        const GONE: [ResourceKind; 4] = [
+            ResourceKind::Channel,
+            ResourceKind::Bridge,
+            ResourceKind::Playback,
+            ResourceKind::Recording,
+        ];
+        let ended = self
+            .router
+            .unsubscribe_kinds_before(&GONE, self.connect_mark);
+        let n = ended.len();
+        for (id, filter, data) in ended {
+            if let Some((ResourceKind::Channel, c)) = filter.resource_ref() {
+                if !self.router.follows(ResourceKind::Channel, c) {
+                    self.linger.remove(c);
+                }
+            }
+            self.stats.subscriptions_ended += 1;
+            self.push_control(Output::SubscriptionEnded {
+                id,
+                reason: EndReason::ResourceEnded,
+                data,
+            });
+        }
+        n
     }
 
     /// Opening the WebSocket failed (refused, TLS, 401, …): a reconnect is scheduled per the

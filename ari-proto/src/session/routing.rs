@@ -654,6 +654,38 @@ impl<T: Clone> Router<T> {
             .collect()
     }
 
+    /// The id the next subscription will get: every live id is below it.
+    pub(crate) fn next_id(&self) -> SubscriptionId {
+        SubscriptionId(self.next_id + 1)
+    }
+
+    /// Removes the subscriptions made before `before` that follow a resource of one of
+    /// `kinds`, in creation order.
+    pub(crate) fn unsubscribe_kinds_before(
+        &mut self,
+        kinds: &[ResourceKind],
+        before: SubscriptionId,
+    ) -> Vec<(SubscriptionId, Filter, T)> {
+        let mut ids: Vec<SubscriptionId> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| {
+                **id < before
+                    && e.filter
+                        .resource_ref()
+                        .is_some_and(|(kind, _)| kinds.contains(&kind))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| {
+                let filter = self.entries.get(&id)?.filter.clone();
+                Some((id, filter, self.unsubscribe(id)?))
+            })
+            .collect()
+    }
+
     pub(crate) fn live(&self) -> usize {
         self.entries.len()
     }
