@@ -569,8 +569,38 @@ impl<R: Runtime> Client<R> {
     }
 
     /// The channel with this id (no request is sent).
+    ///
+    /// If the channel already ended (its `ChannelDestroyed` was routed before; the client
+    /// remembers the latest 1,024 ends, [`Limits::max_ended_ids`](crate::Limits::max_ended_ids)),
+    /// its `once` fails at once with [`Error::Ended`](crate::Error::Ended) and its streams
+    /// end at once. To originate a new channel under an id used before, call
+    /// [`Client::forget_ended`] first.
     pub fn channel(&self, id: impl Into<String>) -> Channel<R> {
         Channel::from_parts(self.clone(), id.into())
+    }
+
+    /// Forgets that the resource with this id ended, before creating a new one under the
+    /// same client-side id (`client.channel(id).originate(..)`, `client.bridge(id).create()`,
+    /// `play_with_id`, a recording name): listeners attached from now on wait for the new
+    /// resource's events. Without it, waits on a resource whose end the client remembers fail
+    /// at once with [`Error::Ended`](crate::Error::Ended). An event creating the resource
+    /// again (`StasisStart`, `ChannelCreated`, `BridgeCreated`, `PlaybackStarted`,
+    /// `RecordingStarted`) forgets the end too, but listeners attached before it have ended.
+    /// Returns whether the end was remembered.
+    ///
+    /// ```no_run
+    /// # async fn f<R: ari_client::Runtime>(client: ari_client::Client<R>) -> Result<(), ari_client::Error> {
+    /// use ari_client::events::{ResourceKind, StasisStart};
+    /// // "agent-7" was the id of an earlier call, now hung up.
+    /// client.forget_ended(ResourceKind::Channel, "agent-7");
+    /// let channel = client.channel("agent-7");
+    /// let started = channel.once::<StasisStart>();
+    /// channel.originate("PJSIP/agent7").app("hello").await?;
+    /// started.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn forget_ended(&self, kind: ResourceKind, id: &str) -> bool {
+        self.inner.shared.forget_ended(kind, id)
     }
 
     /// A bridge with a fresh client-side id, for `bridge.create()` (`createWithId`).
@@ -594,8 +624,10 @@ impl<R: Runtime> Client<R> {
     /// The playback with this id (no request is sent). If it is not created yet, its end is
     /// watched from now on.
     ///
-    /// Its [`Playback::finished`] waits for the end seen from now on: for a playback that may
-    /// already have ended (an id from an earlier event), ask Asterisk instead —
+    /// Its [`Playback::finished`] waits for the end seen from now on, or returns at once if
+    /// the client remembers the playback's `PlaybackFinished` (see [`Client::channel`]; to
+    /// reuse a playback id, call [`Client::forget_ended`] first). For a playback that may
+    /// have ended longer ago (an id from an earlier event), ask Asterisk instead —
     /// `client.playbacks().get(id)` answers 404 once it has ended, and the handle it returns
     /// checks that in its `finished()`. Asterisk's 404 cannot tell "ended" from "not created yet",
     /// which is why this handle, meant for ids about to be used, does not ask.

@@ -368,7 +368,22 @@ impl Shared {
             // A subscription that is already over; never live.
             return self.dead_subscription(sink);
         }
+        if filter
+            .resource_ref()
+            .is_some_and(|(kind, id)| st.session.has_ended(kind, id))
+        {
+            // Its resource already received its final event: over at once, not waiting
+            // for events that will never come.
+            drop(st);
+            sink.close(CloseReason::Ended(EndReason::ResourceEnded));
+            return self.dead_subscription(sink);
+        }
         st.session.subscribe_with(filter, SinkRef(sink))
+    }
+
+    /// See [`Session::forget_ended`](ari_proto::session::Session::forget_ended).
+    pub(crate) fn forget_ended(&self, kind: ResourceKind, id: &str) -> bool {
+        self.lock().session.forget_ended(kind, id)
     }
 
     fn dead_subscription(&self, sink: Arc<dyn Sink>) -> SubscriptionId {

@@ -177,6 +177,16 @@ impl Ev {
         }
     }
 
+    /// The resource this event creates (again, when its id was used before).
+    fn creates(&self) -> Option<(ResourceKind, String)> {
+        match self {
+            Ev::StasisStart(c) => Some((ResourceKind::Channel, cid(*c))),
+            Ev::PlaybackStarted(p, _) => Some((ResourceKind::Playback, pid(*p))),
+            Ev::RecordingStarted(r, _) => Some((ResourceKind::Recording, rid(*r))),
+            _ => None,
+        }
+    }
+
     fn frame(&self, t: &Templates) -> String {
         let chan = |i: usize| {
             let mut c = t.channel.clone();
@@ -383,7 +393,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Each subscription receives exactly the events that match it, in order, at most once
-    /// each; one-shot and instance subscriptions end exactly when the model says; once every
+    /// each; one-shot and instance subscriptions end exactly when the model says (one made
+    /// after its resource ended, at once); once every
     /// resource has ended, the live count is back to the baseline (subscriptions that follow
     /// no ending resource).
     #[test]
@@ -395,6 +406,9 @@ proptest! {
         let mut created: Vec<SubscriptionId> = Vec::new();
         let mut received: std::collections::HashMap<SubscriptionId, Vec<usize>> = Default::default();
         let mut expected_received: std::collections::HashMap<SubscriptionId, Vec<usize>> = Default::default();
+        // Resources that ended and were not created again (the session remembers far more
+        // than this test ends).
+        let mut gone: std::collections::HashSet<(ResourceKind, String)> = Default::default();
 
         // Finally every resource that can end, ends.
         let mut all_ops = ops.clone();
@@ -408,7 +422,18 @@ proptest! {
                 Op::Subscribe(spec) => {
                     let id = s.subscribe(spec.filter());
                     created.push(id);
-                    model.push((id, spec.clone()));
+                    // A subscription to a resource that ended (and was not created again)
+                    // ends at once.
+                    let outs = drain(&mut s);
+                    if spec.resource.as_ref().is_some_and(|r| gone.contains(r)) {
+                        prop_assert!(matches!(
+                            outs.as_slice(),
+                            [Output::SubscriptionEnded { id: e, reason: EndReason::ResourceEnded, .. }] if *e == id
+                        ), "{:?} after its end: {:?}", spec, outs);
+                    } else {
+                        prop_assert!(outs.is_empty(), "{:?}", outs);
+                        model.push((id, spec.clone()));
+                    }
                 }
                 Op::Unsubscribe(i) => {
                     if created.is_empty() { continue; }
@@ -418,6 +443,11 @@ proptest! {
                     model.retain(|(m, _)| *m != id);
                 }
                 Op::Event(ev) => {
+                    if let Some(r) = ev.ends() {
+                        gone.insert(r);
+                    } else if let Some(r) = ev.creates() {
+                        gone.remove(&r);
+                    }
                     let frame = ev.frame(&t);
                     let decoded = Event::decode(frame.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(decoded.type_name(), ev.type_name());
@@ -547,6 +577,7 @@ proptest! {
         let mut subs: Vec<(SubscriptionId, usize)> = Vec::new();
         let mut created: Vec<SubscriptionId> = Vec::new();
         let mut lingering: std::collections::BTreeMap<usize, std::time::Instant> = Default::default();
+        let mut destroyed: std::collections::BTreeSet<usize> = Default::default();
         let follows = |subs: &[(SubscriptionId, usize)], c: usize| subs.iter().any(|(_, x)| *x == c);
         for op in ops {
             let mut expected_end: Vec<SubscriptionId> = Vec::new();
@@ -556,7 +587,12 @@ proptest! {
                     let f = if typed { f.with_type("ChannelDtmfReceived") } else { f };
                     let id = s.subscribe(f);
                     created.push(id);
-                    subs.push((id, c));
+                    if destroyed.contains(&c) {
+                        // Subscribed after the channel's end: ends at once.
+                        expected_end.push(id);
+                    } else {
+                        subs.push((id, c));
+                    }
                 }
                 LingerOp::Unsubscribe(i) => {
                     if created.is_empty() { continue; }
@@ -570,6 +606,11 @@ proptest! {
                 }
                 LingerOp::Event(ev) => {
                     s.handle_frame(now, ev.frame(&t).as_bytes());
+                    match ev {
+                        Ev::ChannelDestroyed(c) => { destroyed.insert(c); }
+                        Ev::StasisStart(c) => { destroyed.remove(&c); }
+                        _ => {}
+                    }
                     if let Ev::ChannelDestroyed(c) = ev {
                         expected_end.extend(subs.iter().filter(|(_, x)| *x == c).map(|(id, _)| *id));
                         subs.retain(|(_, x)| *x != c);
@@ -742,4 +783,87 @@ fn input() -> impl Strategy<Value = Input> {
         2 => Just(Input::Timeout),
         1 => Just(Input::Drain),
     ]
+}
+
+fn ended_at_once(outs: &[Output], sub: SubscriptionId) -> bool {
+    matches!(
+        outs,
+        [Output::SubscriptionEnded { id, reason: EndReason::ResourceEnded, .. }] if *id == sub
+    )
+}
+
+/// A handle obtained after the hangup: subscribing to a channel whose `ChannelDestroyed` was
+/// already routed ends the subscription at once instead of leaving it waiting for ever. The
+/// id counts as alive again once `StasisStart` creates it again (a reused client-side id), or
+/// after `forget_ended`.
+#[test]
+fn a_subscription_made_after_the_resource_ended_ends_at_once() {
+    let t = templates();
+    let t0 = epoch();
+    let mut s = connected(SessionConfig::new(["app"]), t0);
+    s.handle_frame(t0, Ev::StasisStart(1).frame(&t).as_bytes());
+    s.handle_frame(t0, Ev::ChannelDestroyed(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    assert!(!s.has_ended(ResourceKind::Channel, &cid(2)));
+    assert!(!s.has_ended(ResourceKind::Bridge, &cid(1)));
+
+    let late = s.subscribe(
+        Filter::channel(cid(1))
+            .with_type("ChannelHangupRequest")
+            .once(),
+    );
+    assert!(ended_at_once(&drain(&mut s), late));
+    assert!(!s.is_subscribed(late));
+    // Another channel is not concerned.
+    let other = s.subscribe(Filter::channel(cid(2)));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(other));
+
+    // The application reuses the id: forgetting the end makes subscriptions wait again.
+    assert!(s.forget_ended(ResourceKind::Channel, &cid(1)));
+    let reused = s.subscribe(Filter::channel(cid(1)).with_type("StasisStart"));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(reused));
+    s.handle_frame(t0, Ev::StasisStart(1).frame(&t).as_bytes());
+    let outs = drain(&mut s);
+    assert!(
+        matches!(outs.as_slice(), [Output::Event(d)] if d.subscribers.to_vec().contains(&reused)),
+        "{outs:?}"
+    );
+
+    // Ended again, then created again by an event (reused without forget_ended).
+    s.handle_frame(t0, Ev::ChannelDestroyed(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    s.handle_frame(t0, Ev::StasisStart(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert!(!s.has_ended(ResourceKind::Channel, &cid(1)));
+    let live = s.subscribe(Filter::channel(cid(1)));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(live));
+}
+
+/// The record of ended resources keeps the latest `max_ended_ids` ends, no more.
+#[test]
+fn the_record_of_ended_resources_is_bounded() {
+    let t = templates();
+    let t0 = epoch();
+    let config = SessionConfig::new(["app"]).limits(Limits::default().max_ended_ids(2));
+    let mut s = connected(config, t0);
+    for c in 0..3 {
+        s.handle_frame(t0, Ev::ChannelDestroyed(c).frame(&t).as_bytes());
+    }
+    drain(&mut s);
+    assert!(
+        !s.has_ended(ResourceKind::Channel, &cid(0)),
+        "the oldest end is forgotten"
+    );
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    assert!(s.has_ended(ResourceKind::Channel, &cid(2)));
+    let forgotten = s.subscribe(Filter::channel(cid(0)));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(forgotten));
+
+    let none = SessionConfig::new(["app"]).limits(Limits::default().max_ended_ids(0));
+    let mut s = connected(none, t0);
+    s.handle_frame(t0, Ev::ChannelDestroyed(0).frame(&t).as_bytes());
+    drain(&mut s);
+    assert!(!s.has_ended(ResourceKind::Channel, &cid(0)));
 }

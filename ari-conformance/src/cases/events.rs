@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ari_client::events::{
-    ApplicationReplaced, ChannelDestroyed, ChannelDtmfReceived, ChannelHangupRequest,
-    ChannelUserevent, StasisEnd, StasisStart,
+    ApplicationReplaced, BridgeDestroyed, ChannelDestroyed, ChannelDtmfReceived,
+    ChannelHangupRequest, ChannelUserevent, PlaybackFinished, ResourceKind, StasisEnd, StasisStart,
 };
 use ari_client::{Error, Event, Runtime};
 use ari_testkit::{PlaceCall, Transport};
@@ -525,4 +525,112 @@ pub async fn handler_panics_are_counted_and_events_keep_flowing<R: Runtime>(h: &
         assert!(l.is_active());
         l.remove();
     }
+}
+
+/// Waits on a resource that has already ended (its final event routed before the wait, or
+/// the handle obtained after the hangup) fail at once with `Error::Ended`, and its streams
+/// end at once, for channels, bridges and playbacks: they never wait for events that will
+/// not come. A client-side id reused after `forget_ended` waits for the new resource again.
+pub async fn waits_on_a_resource_that_already_ended_fail_at_once<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-ended";
+    let c = h.started(&[app]).await;
+    let ch = c.new_channel();
+    let started = ch.once::<StasisStart>();
+    let destroyed = ch.once::<ChannelDestroyed>();
+    h.live("originate", ch.originate("PJSIP/alice").app(app))
+        .await
+        .unwrap();
+    h.live("StasisStart", started).await.unwrap();
+    let bridge = c.new_bridge();
+    h.live("create", bridge.create()).await.unwrap();
+    h.live("add", bridge.add_channel([&ch])).await.unwrap();
+    let playback = h
+        .live("play", bridge.play("sound:hello-world"))
+        .await
+        .unwrap();
+    h.live("finished", playback.finished()).await.unwrap();
+    h.live("hangup", ch.hangup()).await.unwrap();
+    h.live("ChannelDestroyed", destroyed).await.unwrap();
+    // (Destroyed with the channel still in it, the bridge's end would not reach the
+    // application: taking the channel out drops the application's bridge subscription.)
+    let bridge_destroyed = bridge.once::<BridgeDestroyed>();
+    h.live("destroy", bridge.destroy()).await.unwrap();
+    h.live("BridgeDestroyed", bridge_destroyed).await.unwrap();
+
+    // The same handles, and handles obtained after the end.
+    let late = c.channel(ch.id());
+    for (what, wait) in [
+        (
+            "once on the ended channel",
+            ch.once::<ChannelHangupRequest>(),
+        ),
+        (
+            "once on a handle obtained later",
+            late.once::<ChannelHangupRequest>(),
+        ),
+    ] {
+        match h.live(what, wait).await {
+            Err(Error::Ended { resource }) => assert!(resource.contains(ch.id()), "{resource}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert!(
+        h.live("the ended channel's events", late.events().next())
+            .await
+            .is_none(),
+        "a stream of an ended channel ends at once"
+    );
+    assert!(h
+        .live("typed stream", late.stream::<ChannelHangupRequest>().next())
+        .await
+        .is_none());
+    let late_bridge = c.bridge(bridge.id());
+    assert!(matches!(
+        h.live(
+            "once on the ended bridge",
+            late_bridge.once::<BridgeDestroyed>()
+        )
+        .await,
+        Err(Error::Ended { .. })
+    ));
+    assert!(h
+        .live("the ended bridge's events", late_bridge.events().next())
+        .await
+        .is_none());
+    let late_playback = c.playback(playback.id());
+    assert!(matches!(
+        h.live(
+            "once on the finished playback",
+            late_playback.once::<PlaybackFinished>()
+        )
+        .await,
+        Err(Error::Ended { .. })
+    ));
+    h.live("finished of a late handle", late_playback.finished())
+        .await
+        .unwrap();
+    h.eventually("nothing stays subscribed", || c.live_subscriptions() == 0)
+        .await;
+
+    // The application reuses the channel's id for a new call.
+    assert!(c.forget_ended(ResourceKind::Channel, ch.id()));
+    assert!(!c.forget_ended(ResourceKind::Channel, ch.id()));
+    let again = c.channel(ch.id());
+    let started = again.once::<StasisStart>();
+    let destroyed = again.once::<ChannelDestroyed>();
+    h.live(
+        "originate with the reused id",
+        again.originate("PJSIP/bob").app(app),
+    )
+    .await
+    .unwrap();
+    let ev = h
+        .live("StasisStart of the new call", started)
+        .await
+        .unwrap();
+    assert_eq!(ev.channel.id, ch.id());
+    h.live("hangup", again.hangup()).await.unwrap();
+    h.live("ChannelDestroyed of the new call", destroyed)
+        .await
+        .unwrap();
 }

@@ -192,6 +192,12 @@ pub struct Limits {
     /// [`Warning::Malformed`](super::Warning::Malformed). ARI events nest four levels at
     /// most. Default 32.
     pub max_json_depth: usize,
+    /// How many resources that received their final event (`ChannelDestroyed`,
+    /// `BridgeDestroyed`, `PlaybackFinished`, `RecordingFinished`, `RecordingFailed`) the
+    /// session remembers, the latest ones, so that a subscription to one of them made after
+    /// its end ends at once ([`Session::subscribe_with`](super::Session::subscribe_with)).
+    /// Default 1024; 0 remembers none.
+    pub max_ended_ids: usize,
 }
 
 impl Default for Limits {
@@ -201,6 +207,7 @@ impl Default for Limits {
             max_pending_requests: 1024,
             max_queued_outputs: 10_000,
             max_json_depth: 32,
+            max_ended_ids: 1024,
         }
     }
 }
@@ -221,6 +228,12 @@ impl Limits {
     /// Sets the maximum number of pending requests.
     pub fn max_pending_requests(mut self, n: usize) -> Self {
         self.max_pending_requests = n;
+        self
+    }
+
+    /// Sets how many ended resources are remembered.
+    pub fn max_ended_ids(mut self, n: usize) -> Self {
+        self.max_ended_ids = n;
         self
     }
 

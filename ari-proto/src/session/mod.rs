@@ -117,6 +117,7 @@
 
 mod accepted;
 mod config;
+mod ended;
 mod linger;
 mod rng;
 mod routing;
@@ -746,6 +747,8 @@ pub struct Session<T = ()> {
     ended_scratch: Vec<(SubscriptionId, EndReason, T)>,
     /// Followed channels that left Stasis (see [`SessionConfig::stasis_end_linger`]).
     linger: linger::Linger,
+    /// Resources that recently received their final event.
+    ended: ended::EndedIds,
     stats: Stats,
 }
 
@@ -797,6 +800,7 @@ impl<T: Clone> Session<T> {
             ping_seq: 0,
             ended_scratch: Vec::new(),
             linger: linger::Linger::default(),
+            ended: ended::EndedIds::default(),
             stats: Stats::default(),
         }
     }
@@ -910,14 +914,60 @@ impl<T: Clone> Session<T> {
     where
         T: Default,
     {
-        self.router.subscribe(filter, T::default())
+        self.subscribe_with(filter, T::default())
     }
 
     /// Adds a subscription carrying `data`, handed back with each event it receives
     /// ([`Delivery::subscribers`]) and when it ends ([`Output::SubscriptionEnded`],
     /// [`Session::remove_subscription`]).
+    ///
+    /// A subscription to a resource that has already received its final event (one of the
+    /// latest [`Limits::max_ended_ids`], see [`Session::has_ended`]) ends at once: the next
+    /// output is its [`Output::SubscriptionEnded`] with [`EndReason::ResourceEnded`].
     pub fn subscribe_with(&mut self, filter: Filter, data: T) -> SubscriptionId {
-        self.router.subscribe(filter, data)
+        let ended = filter
+            .resource_ref()
+            .is_some_and(|(kind, id)| self.ended.contains(kind, id));
+        let id = self.router.subscribe(filter, data);
+        if ended {
+            if let Some(data) = self.router.unsubscribe(id) {
+                self.stats.subscriptions_ended += 1;
+                self.push_control(Output::SubscriptionEnded {
+                    id,
+                    reason: EndReason::ResourceEnded,
+                    data,
+                });
+            }
+        }
+        id
+    }
+
+    /// Whether this resource received its final event (`ChannelDestroyed`,
+    /// `BridgeDestroyed`, `PlaybackFinished`, `RecordingFinished`, `RecordingFailed`) and has
+    /// not been created again since: the session remembers the latest
+    /// [`Limits::max_ended_ids`] such resources. An id counts as created again when an event
+    /// creating it is routed (`StasisStart`, `ChannelCreated`, `BridgeCreated`,
+    /// `PlaybackStarted`, `RecordingStarted`) or after [`Session::forget_ended`].
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let s = Session::new(base_url, SessionConfig::new(["hello"]));
+    /// assert!(!s.has_ended(ResourceKind::Channel, "1700000000.1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn has_ended(&self, kind: ResourceKind, id: &str) -> bool {
+        self.ended.contains(kind, id)
+    }
+
+    /// Forgets that this resource ended, before creating a new resource with the same
+    /// client-side id (`originateWithId`, `createWithId`, `playWithId`, a recording name):
+    /// subscriptions to it made from now on wait for its events again. Whether the id was
+    /// remembered as ended.
+    pub fn forget_ended(&mut self, kind: ResourceKind, id: &str) -> bool {
+        self.ended.forget(kind, id)
     }
 
     /// Removes a subscription; false if it was not live (already ended or removed).
@@ -1460,6 +1510,7 @@ impl<T: Clone> Session<T> {
             self.peer.learn(&event);
         }
         self.stats.events += 1;
+        self.ended.observe(&event, self.config.limits.max_ended_ids);
         let mut ended = std::mem::take(&mut self.ended_scratch);
         let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
         if let Some(after) = self.config.stasis_end_linger {

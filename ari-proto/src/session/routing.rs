@@ -86,10 +86,11 @@ impl Filter {
     /// The subscription ends by itself once the resource's final event has been delivered
     /// ([`Event::ended_resource`]): `ChannelDestroyed`, `BridgeDestroyed`, `PlaybackFinished`,
     /// `RecordingFinished`, `RecordingFailed`. Endpoints and device states have no final
-    /// event: unsubscribe from them yourself. The session keeps no record of resources that
-    /// already ended, so a subscription made after the final event waits for events that
-    /// will never come: unsubscribe it (or subscribe before creating the resource, with a
-    /// client-side id from [`Session::new_resource_id`](super::Session::new_resource_id)).
+    /// event: unsubscribe from them yourself. A subscription made after the final event
+    /// ends at once if the session still remembers that end (the latest
+    /// [`Limits::max_ended_ids`](super::Limits::max_ended_ids) ends); to reuse a client-side
+    /// id for a new resource, call [`Session::forget_ended`](super::Session::forget_ended)
+    /// before subscribing.
     pub fn resource(kind: ResourceKind, id: impl Into<String>) -> Self {
         Filter {
             target: Target::Resource(kind, id.into().into_boxed_str()),
