@@ -813,6 +813,8 @@ struct Model {
     /// The first `StasisEnd` frame of each channel: a subscription ended by a timeout (the
     /// linger) follows a channel whose first `StasisEnd` came at least the linger ago.
     stasis_ends: BTreeMap<String, Instant>,
+    /// A subscription made to a resource that had already ended, whose end is due now.
+    ended_at_subscribe: Option<SubscriptionId>,
 }
 
 /// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
@@ -890,13 +892,21 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
             }
             Action::Subscribe(spec) => {
                 let filter = spec.filter();
+                // A subscription to a resource the session remembers as ended ends at once
+                // (its `SubscriptionEnded` is the next output).
+                let ended = filter
+                    .resource_ref()
+                    .is_some_and(|(kind, rid)| session.has_ended(kind, rid));
                 let id = session.subscribe(filter.clone());
                 assert!(
                     model.subs.keys().chain(&model.gone).all(|&old| old < id),
                     "subscription ids grow"
                 );
-                assert!(session.is_subscribed(id));
+                assert_eq!(session.is_subscribed(id), !ended);
                 model.subs.insert(id, filter);
+                if ended {
+                    model.ended_at_subscribe = Some(id);
+                }
             }
             Action::Unsubscribe(n) => {
                 let known: Vec<SubscriptionId> =
@@ -1157,6 +1167,12 @@ fn drain(
                 model.gone.insert(id);
                 match reason {
                     EndReason::Once => assert!(filter.is_once(), "{id} is not one-shot"),
+                    EndReason::ResourceEnded if model.ended_at_subscribe == Some(id) => {
+                        let (kind, rid) = filter.resource_ref().expect("a resource filter");
+                        assert!(event.is_none(), "{id} ended at its subscription");
+                        assert!(session.has_ended(kind, rid));
+                        model.ended_at_subscribe = None;
+                    }
                     EndReason::ResourceEnded => {
                         let (kind, rid) = filter.resource_ref().expect("a resource filter");
                         match event.as_ref() {
@@ -1228,6 +1244,10 @@ fn drain(
     assert!(
         droppable <= c.limits.max_queued_outputs.max(1),
         "{droppable} events/warnings queued over the limit"
+    );
+    assert_eq!(
+        model.ended_at_subscribe, None,
+        "a subscription to an ended resource did not end at once"
     );
     let mut ids: Vec<_> = ended_now.iter().map(|(id, _)| *id).collect();
     ids.dedup();
