@@ -60,7 +60,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .data(uuid.clone())
         })
         .await?;
-    let mut call = server.accept().await?;
+    // A connection that fails before its UUID (a port scan, a health check, a peer that
+    // hangs up at once) or another call's is no reason to stop: log it and wait on.
+    let mut call = loop {
+        match server.accept().await {
+            Ok(call) if call.uuid() == uuid => break call,
+            Ok(other) => eprintln!(
+                "· AudioSocket connection for another call: {}",
+                other.uuid()
+            ),
+            Err(e) => eprintln!("· AudioSocket connection failed: {e}"),
+        }
+    };
     println!("← AudioSocket connection uuid={}", call.uuid());
     let bridge = client.new_bridge();
     bridge.create().await?;
