@@ -6,7 +6,9 @@ use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use ari_client::events::StasisStart;
-use ari_client::{Channel, Client, ClientBuilder, Keepalive, ReconnectPolicy, Runtime};
+use ari_client::{
+    Channel, Client, ClientBuilder, EventStream, Incoming, Keepalive, ReconnectPolicy, Runtime,
+};
 use ari_testkit::{MockServer, PlaceCall, SimConfig};
 use futures::StreamExt;
 
@@ -247,9 +249,19 @@ impl<R: Runtime> Harness<R> {
     /// Places a simulated inbound call into `call.app` and returns its channel once the
     /// client has seen its `StasisStart` (the client must have started the app).
     pub async fn incoming_call(&self, client: &Client<R>, call: PlaceCall) -> Channel<R> {
+        self.incoming_call_on(&self.server, client, call).await
+    }
+
+    /// [`Harness::incoming_call`] on another simulated Asterisk than the harness's own (one a
+    /// case started itself, e.g. a restarted one).
+    pub async fn incoming_call_on(
+        &self,
+        server: &MockServer,
+        client: &Client<R>,
+        call: PlaceCall,
+    ) -> Channel<R> {
         let mut starts = client.stream::<StasisStart>();
-        let id = self
-            .server
+        let id = server
             .place_call(call)
             .expect("the simulator places the call");
         self.live("StasisStart of the incoming call", async {
@@ -265,6 +277,18 @@ impl<R: Runtime> Harness<R> {
             }
         })
         .await
+    }
+
+    /// The next call `incoming` hands out, within the liveness bound.
+    pub async fn next_incoming(
+        &self,
+        what: &str,
+        incoming: &mut Incoming<R>,
+    ) -> (StasisStart, Channel<R>, EventStream) {
+        self.live(what, incoming.next())
+            .await
+            .expect("the stream lives")
+            .expect("no lag")
     }
 
     /// [`Harness::incoming_call`] from `PJSIP/alice`, then answered.

@@ -1,6 +1,7 @@
 //! Instance objects, listeners and their lifecycle, streams and the overflow policy, and the
 //! node README's IVR.
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -559,53 +560,49 @@ pub async fn waits_on_a_resource_that_already_ended_fail_at_once<R: Runtime>(h: 
 
     // The same handles, and handles obtained after the end.
     let late = c.channel(ch.id());
-    for (what, wait) in [
-        (
-            "once on the ended channel",
-            ch.once::<ChannelHangupRequest>(),
-        ),
-        (
-            "once on a handle obtained later",
-            late.once::<ChannelHangupRequest>(),
-        ),
-    ] {
-        match h.live(what, wait).await {
-            Err(Error::Ended { resource }) => assert!(resource.contains(ch.id()), "{resource}"),
-            other => panic!("{what}: {other:?}"),
-        }
-    }
-    assert!(
-        h.live("the ended channel's events", late.events().next())
-            .await
-            .is_none(),
-        "a stream of an ended channel ends at once"
-    );
+    let (bid, pid) = (bridge.id(), playback.id());
+    let late_bridge = c.bridge(bid);
+    let late_playback = c.playback(pid);
+    assert_ended(
+        h,
+        "once on the ended channel",
+        ch.id(),
+        ch.once::<ChannelHangupRequest>(),
+    )
+    .await;
+    assert_ended(
+        h,
+        "once on a later handle",
+        ch.id(),
+        late.once::<ChannelHangupRequest>(),
+    )
+    .await;
+    assert_ended(
+        h,
+        "once on the bridge",
+        bid,
+        late_bridge.once::<BridgeDestroyed>(),
+    )
+    .await;
+    assert_ended(
+        h,
+        "once on the playback",
+        pid,
+        late_playback.once::<PlaybackFinished>(),
+    )
+    .await;
     assert!(h
-        .live("typed stream", late.stream::<ChannelHangupRequest>().next())
+        .live("channel events", late.events().next())
         .await
         .is_none());
-    let late_bridge = c.bridge(bridge.id());
-    assert!(matches!(
-        h.live(
-            "once on the ended bridge",
-            late_bridge.once::<BridgeDestroyed>()
-        )
-        .await,
-        Err(Error::Ended { .. })
-    ));
     assert!(h
-        .live("the ended bridge's events", late_bridge.events().next())
+        .live("typed stream", late.stream::<StasisEnd>().next())
         .await
         .is_none());
-    let late_playback = c.playback(playback.id());
-    assert!(matches!(
-        h.live(
-            "once on the finished playback",
-            late_playback.once::<PlaybackFinished>()
-        )
-        .await,
-        Err(Error::Ended { .. })
-    ));
+    assert!(h
+        .live("bridge events", late_bridge.events().next())
+        .await
+        .is_none());
     h.live("finished of a late handle", late_playback.finished())
         .await
         .unwrap();
@@ -633,4 +630,17 @@ pub async fn waits_on_a_resource_that_already_ended_fail_at_once<R: Runtime>(h: 
     h.live("ChannelDestroyed of the new call", destroyed)
         .await
         .unwrap();
+}
+
+/// `wait` fails at once with [`Error::Ended`] naming resource `id`.
+async fn assert_ended<R: Runtime, T: std::fmt::Debug>(
+    h: &Harness<R>,
+    what: &str,
+    id: &str,
+    wait: impl IntoFuture<Output = Result<T, Error>>,
+) {
+    match h.live(what, wait).await {
+        Err(Error::Ended { resource }) => assert!(resource.contains(id), "{what}: {resource}"),
+        other => panic!("{what}: {other:?}"),
+    }
 }

@@ -1132,19 +1132,8 @@ pub async fn asterisk_restart_ends_the_previous_runs_calls<R: Runtime>(h: &Harne
     let port = first.port();
     let c = h.builder_for(&first).connect().await.unwrap();
     h.live("start", c.start(&["restarts"])).await.unwrap();
-    let mut starts = c.stream::<ari_client::events::StasisStart>();
-    let id = first
-        .place_call(PlaceCall::new("PJSIP/alice", "restarts"))
-        .expect("the first run places the call");
     let old = h
-        .live("the old call's StasisStart", async {
-            loop {
-                let (ev, ch) = starts.next().await.expect("stream").expect("no lag");
-                if ev.channel.id == id {
-                    return ch;
-                }
-            }
-        })
+        .incoming_call_on(&first, &c, PlaceCall::new("PJSIP/alice", "restarts"))
         .await;
     let hangup = old.once::<ari_client::events::ChannelHangupRequest>();
     let mut old_events = old.events();
@@ -1173,18 +1162,8 @@ pub async fn asterisk_restart_ends_the_previous_runs_calls<R: Runtime>(h: &Harne
     assert_eq!(c.stats().session.connects, 2, "one reconnect");
 
     // The restarted Asterisk's calls are followed as usual.
-    let id2 = second
-        .place_call(PlaceCall::new("PJSIP/alice", "restarts"))
-        .expect("the second run places the call");
     let new = h
-        .live("the new call's StasisStart", async {
-            loop {
-                let (ev, ch) = starts.next().await.expect("stream").expect("no lag");
-                if ev.channel.id == id2 {
-                    return ch;
-                }
-            }
-        })
+        .incoming_call_on(&second, &c, PlaceCall::new("PJSIP/alice", "restarts"))
         .await;
     let mut new_events = new.events();
     h.live("answer the new call", new.answer()).await.unwrap();

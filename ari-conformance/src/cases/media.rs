@@ -7,7 +7,7 @@ use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketSe
 use ari_client::media::{MediaItem, MediaOptions, MediaPacer, MediaServer, MediaSession};
 use ari_client::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
 use ari_client::runtime::{Connector, Executor};
-use ari_client::{Runtime, Stack};
+use ari_client::{Channel, Client, Runtime, Stack};
 use ari_proto::media::audiosocket::Rate;
 use ari_proto::media::websocket::MediaEvent;
 use ari_testkit::{MediaSessionReport, PlaceCall};
@@ -258,18 +258,7 @@ pub async fn audiosocket_a_silent_connection_holds_up_no_call<E: Executor, C: Co
         .expect("bind");
     let _health_check = std::net::TcpStream::connect(server.local_addr()).expect("connect");
     let uuid = "0b9d2c1e-7f3a-4e5b-9c8d-1a2b3c4d5e6f";
-    h.live(
-        "externalMedia",
-        client.channels().external_media("media", "slin").map(|op| {
-            op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
-                .transport(ExternalMediaTransport::Tcp)
-                .external_host(server.local_addr().to_string())
-                .data(uuid)
-                .channel_id("as-probe")
-        }),
-    )
-    .await
-    .expect("externalMedia");
+    audiosocket_channel(h, &client, server.local_addr(), uuid, "as-probe").await;
     let session = h
         .live(
             "the call, while the health check says nothing",
@@ -281,6 +270,29 @@ pub async fn audiosocket_a_silent_connection_holds_up_no_call<E: Executor, C: Co
     h.live("hangup", client.channels().hangup("as-probe"))
         .await
         .expect("hangup");
+}
+
+/// An externalMedia channel `channel_id` (`audiosocket` over `tcp`, slin) that makes the
+/// simulator dial the AudioSocket server at `server` with `uuid`.
+async fn audiosocket_channel<R: Runtime>(
+    h: &Harness<R>,
+    client: &Client<R>,
+    server: std::net::SocketAddr,
+    uuid: &str,
+    channel_id: &str,
+) -> Channel<R> {
+    h.live(
+        "externalMedia",
+        client.channels().external_media("media", "slin").map(|op| {
+            op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
+                .transport(ExternalMediaTransport::Tcp)
+                .external_host(server.to_string())
+                .data(uuid)
+                .channel_id(channel_id)
+        }),
+    )
+    .await
+    .expect("externalMedia")
 }
 
 /// The application-side AudioSocket server: externalMedia (`audiosocket`, `tcp`) makes the
@@ -297,19 +309,7 @@ pub async fn audiosocket_server_serves_a_call<E: Executor, C: Connector>(h: &Har
         .await
         .expect("bind");
     let uuid = "add79572-dd67-4767-bc41-af8b247685f9";
-    let created = h
-        .live(
-            "externalMedia",
-            client.channels().external_media("media", "slin").map(|op| {
-                op.encapsulation(ExternalMediaEncapsulation::Audiosocket)
-                    .transport(ExternalMediaTransport::Tcp)
-                    .external_host(server.local_addr().to_string())
-                    .data(uuid)
-                    .channel_id("as-1")
-            }),
-        )
-        .await
-        .expect("externalMedia");
+    let created = audiosocket_channel(h, &client, server.local_addr(), uuid, "as-1").await;
     assert_eq!(created.id(), "as-1");
     let mut session = h
         .live("Asterisk connects", server.accept())

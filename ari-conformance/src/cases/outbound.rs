@@ -195,21 +195,13 @@ pub async fn outbound_reconnecting_asterisk_goes_on_in_the_same_client<
     let mut incoming = client.incoming();
     mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
         .expect("the simulator places the call");
-    let (first, _, _) = h
-        .live("first call", incoming.next())
-        .await
-        .expect("the stream lives")
-        .expect("no lag");
+    let (first, _, _) = h.next_incoming("first call", &mut incoming).await;
     assert_eq!(first.application, "hello");
     assert_eq!(mock.drop_websocket("hello"), 1);
     let second = mock
         .place_call(PlaceCall::new("PJSIP/bob", "hello"))
         .expect("the simulator places the call");
-    let (start, channel, _) = h
-        .live("second call", incoming.next())
-        .await
-        .expect("the stream lives")
-        .expect("no lag");
+    let (start, channel, _) = h.next_incoming("second call", &mut incoming).await;
     assert_eq!(start.channel.id, second);
     h.eventually("the reconnect replaced the connection", || {
         ob.stats().replaced >= 1
@@ -263,10 +255,8 @@ pub async fn outbound_two_asterisks_on_one_host_get_a_client_each<E: Executor, C
             .place_call(PlaceCall::new(caller, "hello"))
             .expect("the simulator places the call");
         let (start, channel, _) = h
-            .live("the call reaches that Asterisk's client", incoming.next())
-            .await
-            .expect("the stream lives")
-            .expect("no lag");
+            .next_incoming("the call reaches that Asterisk's client", &mut incoming)
+            .await;
         assert_eq!(start.channel.id, id);
         h.live("answer", channel.answer())
             .await
@@ -333,11 +323,7 @@ pub async fn outbound_persistent_calls_queued_before_the_app_started_are_not_los
         .await
         .expect("a connection");
     let mut incoming = conn.incoming;
-    let (start, channel, mut events) = h
-        .live("the call that waited", incoming.next())
-        .await
-        .expect("the stream lives")
-        .expect("no lag");
+    let (start, channel, mut events) = h.next_incoming("the call that waited", &mut incoming).await;
     assert_eq!(start.channel.id, waiting);
     h.live("answer", channel.answer())
         .await
