@@ -643,6 +643,8 @@ proptest! {
                     let due: Vec<usize> = lingering.iter().filter(|(_, at)| **at <= now).map(|(c, _)| *c).collect();
                     for c in due {
                         lingering.remove(&c);
+                        // Over as if destroyed: later subscriptions end at once.
+                        destroyed.insert(c);
                         expected_end.extend(subs.iter().filter(|(_, x)| *x == c).map(|(id, _)| *id));
                         subs.retain(|(_, x)| *x != c);
                     }
@@ -866,4 +868,34 @@ fn the_record_of_ended_resources_is_bounded() {
     s.handle_frame(t0, Ev::ChannelDestroyed(0).frame(&t).as_bytes());
     drain(&mut s);
     assert!(!s.has_ended(ResourceKind::Channel, &cid(0)));
+}
+
+/// An incoming call that hung up gets no `ChannelDestroyed` to the application, only
+/// `StasisEnd`: once its linger is over, it counts as ended like a destroyed channel, so a
+/// handle obtained later does not wait for ever; a `StasisStart` brings it back.
+#[test]
+fn a_channel_whose_stasis_end_linger_ended_counts_as_ended() {
+    let t = templates();
+    let t0 = epoch();
+    let config = SessionConfig::new(["app"])
+        .keepalive(None)
+        .stasis_end_linger(Some(Duration::from_secs(1)));
+    let mut s = connected(config, t0);
+    let call = s.subscribe(Filter::channel(cid(1)));
+    s.handle_frame(t0, Ev::StasisStart(1).frame(&t).as_bytes());
+    s.handle_frame(t0, Ev::StasisEnd(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert!(
+        !s.has_ended(ResourceKind::Channel, &cid(1)),
+        "still lingering"
+    );
+    s.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(ended_at_once(&drain(&mut s), call));
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    let late = s.subscribe(Filter::channel(cid(1)).with_type("ChannelHangupRequest"));
+    assert!(ended_at_once(&drain(&mut s), late));
+    s.handle_frame(t0, Ev::StasisStart(1).frame(&t).as_bytes());
+    drain(&mut s);
+    let back = s.subscribe(Filter::channel(cid(1)));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(back));
 }

@@ -944,7 +944,8 @@ impl<T: Clone> Session<T> {
 
     /// Whether this resource received its final event (`ChannelDestroyed`,
     /// `BridgeDestroyed`, `PlaybackFinished`, `RecordingFinished`, `RecordingFailed`) and has
-    /// not been created again since: the session remembers the latest
+    /// not been created again since (a channel that left Stasis counts as ended once its
+    /// [linger](SessionConfig::stasis_end_linger) is over): the session remembers the latest
     /// [`Limits::max_ended_ids`] such resources. An id counts as created again when an event
     /// creating it is routed (`StasisStart`, `ChannelCreated`, `BridgeCreated`,
     /// `PlaybackStarted`, `RecordingStarted`) or after [`Session::forget_ended`].
@@ -1567,6 +1568,10 @@ impl<T: Clone> Session<T> {
     /// Ends the subscriptions of the channels whose linger is over.
     fn expire_linger(&mut self, now: Instant) {
         while let Some(c) = self.linger.pop_due(now) {
+            // Over for the application as if destroyed: a later subscription ends at once
+            // (until a `StasisStart` brings it back).
+            self.ended
+                .record(ResourceKind::Channel, &c, self.config.limits.max_ended_ids);
             for (id, data) in self.router.unsubscribe_resource(ResourceKind::Channel, &c) {
                 self.stats.subscriptions_ended += 1;
                 self.push_control(Output::SubscriptionEnded {
