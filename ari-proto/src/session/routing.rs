@@ -535,6 +535,18 @@ impl<T> ResourceIndex<T> {
         block.refresh_head();
     }
 
+    /// Removes the whole list of `key` (one lookup), if any.
+    fn take(&mut self, key: &[u8]) -> Option<Box<ResourceBlock<T>>> {
+        let hash = self.hash(key);
+        let entry = self
+            .table
+            .find_entry(hash, |e| {
+                e.hash == hash && e.block.head.key.as_bytes() == key
+            })
+            .ok()?;
+        Some(entry.remove().0.block)
+    }
+
     /// Removes subscription `id` from the list of `key`, and the list once empty; returns
     /// the subscription's data.
     fn remove(&mut self, key: &[u8], id: SubscriptionId) -> Option<T> {
@@ -721,14 +733,33 @@ impl<T: Clone> Router<T> {
         kind: ResourceKind,
         id: &str,
     ) -> Vec<(SubscriptionId, T)> {
-        let ids: SmallVec<[SubscriptionId; 4]> =
-            match self.by_resource[kind_index(kind)].get(id.as_bytes()) {
-                Some(b) => b.subs.iter().map(|l| l.id).collect(),
-                None => return Vec::new(),
+        let mut out = Vec::new();
+        self.end_resource(kind, id, |s, data| out.push((s, data)));
+        out
+    }
+
+    /// Removes every subscription following this resource (not an endpoint) and passes each
+    /// to `f`, in subscription order. The resource's list leaves its index in one removal
+    /// (a channel's `ChannelDestroyed` ends all its subscriptions at once).
+    fn end_resource(&mut self, kind: ResourceKind, id: &str, mut f: impl FnMut(SubscriptionId, T)) {
+        let k = kind_index(kind);
+        if self.by_resource[k].is_empty() {
+            return;
+        }
+        let Some(block) = self.by_resource[k].take(id.as_bytes()) else {
+            return;
+        };
+        let subs = block.subs;
+        for l in subs.inline.into_iter().flatten().chain(subs.spill) {
+            let Some(entry) = self.entries.remove(&l.id) else {
+                continue;
             };
-        ids.into_iter()
-            .filter_map(|s| Some((s, self.unsubscribe(s)?)))
-            .collect()
+            if let Some(t) = entry.filter.event_type.as_deref() {
+                self.types.release(t);
+            }
+            self.per_kind[k] -= 1;
+            f(l.id, l.data);
+        }
     }
 
     fn resource_block(&self, r: &ResourceRef<'_>) -> Option<&ResourceBlock<T>> {
@@ -796,14 +827,9 @@ impl<T: Clone> Router<T> {
         }
         // Every subscription following a resource that has just ended ends with it.
         if let Some(r) = event.ended_resource() {
-            if let Some(b) = self.resource_block(&r) {
-                let gone: SmallVec<[SubscriptionId; 4]> = b.subs.iter().map(|l| l.id).collect();
-                for id in gone {
-                    if let Some(data) = self.unsubscribe(id) {
-                        ended.push((id, EndReason::ResourceEnded, data));
-                    }
-                }
-            }
+            self.end_resource(r.kind, r.id, |id, data| {
+                ended.push((id, EndReason::ResourceEnded, data))
+            });
         }
         out
     }
