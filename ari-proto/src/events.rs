@@ -740,4 +740,67 @@ mod fast_path_tests {
         }
         assert!(fast > 50);
     }
+
+    /// What [`mutated_frames_decode_as_the_full_path_does`] inserts or writes into frames.
+    const PIECES: &[&[u8]] = &[
+        b"\"",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b":",
+        b",",
+        b"\\",
+        b" ",
+        b"x",
+        b"\"type\"",
+        b"\"type\":\"StasisStart\",",
+        b"{\"type\":\"ChannelVarset\"}",
+        b"\"a\":{\"type\":\"Dial\"},",
+        b"{\"a\":",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4_000))]
+
+        /// The fast path (the `type` read from the members before it) decodes every frame as
+        /// the full path does: recorded frames with a few bytes replaced, or JSON-significant
+        /// pieces inserted (quotes, braces, brackets, colons, commas, backslashes, `type` keys
+        /// and whole objects carrying one), so the `type` key lands in nested objects, in
+        /// strings, after broken members, twice, or is renamed while another one stays.
+        #[test]
+        fn mutated_frames_decode_as_the_full_path_does(
+            pick in proptest::prelude::any::<proptest::sample::Index>(),
+            edits in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<proptest::sample::Index>(),
+                    proptest::sample::select(PIECES),
+                    proptest::prelude::any::<bool>(),
+                ),
+                1..4,
+            ),
+        ) {
+            static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+            let frames = FRAMES.get_or_init(frames);
+            let mut f = frames[pick.index(frames.len())].clone();
+            for (at, piece, insert) in edits {
+                let i = at.index(f.len() + 1);
+                if insert || i >= f.len() {
+                    f.splice(i..i, piece.iter().copied());
+                } else {
+                    // Replaced: one byte by the piece's first.
+                    f[i] = piece[0];
+                }
+            }
+            // `decode` refuses a frame not starting with `{` before either path runs.
+            if f.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                proptest::prop_assert_eq!(
+                    Event::decode(&f),
+                    Event::decode_full(&f),
+                    "{}",
+                    String::from_utf8_lossy(&f)
+                );
+            }
+        }
+    }
 }
