@@ -55,8 +55,9 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// The resource ended (its final event arrived, e.g. `ChannelDestroyed`) before the
-    /// awaited event.
+    /// The resource ended (its final event arrived, e.g. `ChannelDestroyed`; or it had
+    /// already ended when the wait began; or Asterisk restarted) before the awaited event:
+    /// that event will not come.
     Ended {
         /// The resource, as ARI names event sources: `channel:1700000000.1`.
         resource: String,

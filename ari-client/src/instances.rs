@@ -215,7 +215,8 @@ macro_rules! instance_events {
 
             /// The next event of type `T` concerning this resource, awaitable (node's
             /// `once`). Subscribed when called: create it before the action that causes the
-            /// event. Fails with [`Error::Ended`] if the resource ends first.
+            /// event. Fails with [`Error::Ended`] if the resource ends first, at once if it
+            /// has already ended (see [`Client::channel`](crate::Client::channel)).
             pub fn once<T: EventType + Clone>(&self) -> Once<T> {
                 Once::new(
                     &self.client.inner.shared,
@@ -225,7 +226,7 @@ macro_rules! instance_events {
             }
 
             /// Every event concerning this resource, as a stream that ends after its final
-            /// event. Dropping it unsubscribes.
+            /// event (at once if the resource has already ended). Dropping it unsubscribes.
             pub fn events(&self) -> EventStream {
                 EventStream::new(&self.client.inner.shared, self.filter())
             }

@@ -929,8 +929,9 @@ impl<R: Runtime> Stream for Incoming<R> {
 /// # Ok(()) }
 /// ```
 ///
-/// Fails with [`Error::Ended`] if the resource ends first, [`Error::Closed`] if the client is
-/// closed. Dropping it removes the subscription.
+/// Fails with [`Error::Ended`] if the resource ends first (at once if it had already ended
+/// when `once` was called, see [`Client::forget_ended`](crate::Client::forget_ended)),
+/// [`Error::Closed`] if the client is closed. Dropping it removes the subscription.
 ///
 /// One event only: to follow a sequence (every key press), use a stream
 /// ([`Channel::stream`]), which keeps its subscription between events so none is missed.
