@@ -237,21 +237,23 @@ fn client(a: &Args) -> Value {
         }
         "cluster" => cluster::run(addr, n, k, sizes.rest_ops),
         "cluster-events" => cluster::run_events(addr, n, k),
-        "media-tokio" | "media-smol" => {
+        s if s.starts_with("media-") => {
             let (m, secs) = (a.media_sessions[0], a.media_seconds.unwrap_or(10.0));
-            match scenario {
+            let (pacer, label) = media::pacer_of(s);
+            if s.starts_with("media-tokio") {
                 // Two workers: the target is real time on 2 cores.
-                "media-tokio" => tokio::runtime::Builder::new_multi_thread()
+                tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()
                     .expect("tokio runtime")
                     .block_on(async {
                         let rt = ari_tokio::TokioRuntime::default();
-                        media::client("tokio: ari-tokio client", rt, addr, m, secs).await
-                    }),
-                // Two executor threads, as tokio's two workers.
-                _ => media::smol_client(addr, m, secs),
+                        let name = format!("tokio: {label}");
+                        media::client(&name, rt, addr, m, secs, pacer).await
+                    })
+            } else {
+                media::smol_client(addr, m, secs, pacer, &format!("smol: {label}"))
             }
         }
         s if s.starts_with("stream-") => streams::child(s, addr, n, k),

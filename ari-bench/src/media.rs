@@ -3,8 +3,9 @@
 //!
 //! Every session receives the simulator's test signal (one 320-byte frame every 20 ms) and
 //! sends its own the way the README shows: the application attaches every session to one
-//! [`MediaPacer`] (one timer on the runtime's executor, the sessions spread over its 20
-//! phases of 1 ms) and hands each session's audio to its [`PacedSender`] as it produces it
+//! [`MediaPacer`] (one timer, the sessions spread over its 20 phases of 1 ms; its ticks on a
+//! thread of its own at real-time priority in the `-rt` rows, as the README advises for many
+//! sessions, on the runtime's executor in the others) and hands each session's audio to its [`PacedSender`] as it produces it
 //! (here: it tops the session's queue up to 200 ms whenever a frame comes in). The
 //! pacer hands each session one frame per 20 ms at absolute times; each session's socket
 //! task writes it. The simulator runs in another process: the CPU measured is the
@@ -27,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ari_client::media::{
-    MediaItem, MediaOptions, MediaPacer, MediaSession, PacedSender, PacingHistogram,
+    MediaItem, MediaOptions, MediaPacer, MediaSession, PacedSender, PacerConfig, PacerThread,
+    PacingHistogram,
 };
 use ari_client::{Client, Runtime};
 use bytes::Bytes;
@@ -149,7 +151,13 @@ const SMOL_THREADS: usize = 1;
 /// [`client`] on smol: the client's tasks on an executor run by [`SMOL_THREADS`] threads
 /// (or `ARI_BENCH_SMOL_THREADS`),
 /// the measurement itself under `smol::block_on` on the calling thread.
-pub(crate) fn smol_client(addr: SocketAddr, n: usize, seconds: f64) -> Value {
+pub(crate) fn smol_client(
+    addr: SocketAddr,
+    n: usize,
+    seconds: f64,
+    pacer: PacerThread,
+    name: &str,
+) -> Value {
     let executor = Arc::new(smol::Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
     let n_threads = std::env::var("ARI_BENCH_SMOL_THREADS")
@@ -173,7 +181,7 @@ pub(crate) fn smol_client(addr: SocketAddr, n: usize, seconds: f64) -> Value {
     )
     .build()
     .expect("smol runtime");
-    let out = smol::block_on(client("smol: ari-smol client", runtime, addr, n, seconds));
+    let out = smol::block_on(client(name, runtime, addr, n, seconds, pacer));
     drop(stop);
     for t in threads {
         let _ = t.join();
@@ -188,6 +196,7 @@ pub(crate) async fn client<R: Runtime>(
     addr: SocketAddr,
     n: usize,
     seconds: f64,
+    pacer: PacerThread,
 ) -> Value {
     let client = Client::<R>::builder_with_runtime(&format!("http://{addr}"), USER, USER, runtime)
         .connect()
@@ -254,7 +263,7 @@ pub(crate) async fn client<R: Runtime>(
     };
     // One pacer for every session, as the README shows; each session's side of the
     // application on the runtime's executor (its worker threads).
-    let pacer = MediaPacer::new(&rt);
+    let pacer = MediaPacer::with_config(&rt, PacerConfig::new().thread(pacer));
     let paced: Vec<PacedSender> = sessions
         .iter()
         .map(|m| pacer.attach(m).expect("attach to the pacer"))
@@ -317,6 +326,7 @@ pub(crate) async fn client<R: Runtime>(
         "lagged_frames": lagged,
         "overflow_frames": overflow,
         "xoff": xoff,
+        "pacer_thread": format!("{:?}", at_to.running_on),
     });
     // Hang the media channels up (outside the window); the process ends right after.
     futures_util::stream::iter(sessions)
@@ -342,7 +352,14 @@ pub(crate) fn run(args: &crate::Args, port: u16) -> Value {
         .unwrap_or(if args.quick { 2.0 } else { 10.0 });
     let mut rows = Vec::new();
     for &n in &sizes {
-        for scenario in ["media-tokio", "media-smol"] {
+        // The pacer at real-time priority on a thread of its own (the setting the README
+        // gives for many sessions), and as a task on the executor.
+        for scenario in [
+            "media-tokio-rt",
+            "media-smol-rt",
+            "media-tokio",
+            "media-smol",
+        ] {
             eprintln!("ari-bench: {scenario} with {n} sessions ...");
             let extra = vec![
                 "--media-sessions".to_owned(),
@@ -419,6 +436,19 @@ fn lost(r: &Value) -> u64 {
 
 /// Share of one core per 250 sessions the process may use.
 const CORE_SHARE_PER_250: f64 = 0.25;
+/// Where a media scenario's pacer runs, and the row's label: `media-<rt>` on the executor,
+/// `media-<rt>-thread` on a thread of its own, `media-<rt>-rt` on one at real-time priority
+/// (`SCHED_FIFO` 10; where that is refused, the row says `running_on`).
+pub(crate) fn pacer_of(scenario: &str) -> (PacerThread, &'static str) {
+    if scenario.ends_with("-rt") {
+        (PacerThread::Realtime { priority: 10 }, "pacer RT thread")
+    } else if scenario.ends_with("-thread") {
+        (PacerThread::Dedicated, "pacer thread")
+    } else {
+        (PacerThread::Executor, "pacer on executor")
+    }
+}
+
 /// p99 of the send-side pacing jitter.
 const SEND_P99_US: f64 = 2_000.0;
 /// Frames each way, as a share of the real-time count, for "keeps real time".
@@ -463,6 +493,13 @@ pub(crate) fn targets(rows: &[Value]) -> Vec<String> {
             jit,
             SEND_P99_US,
         ));
+        let ran = r["pacer_thread"].as_str().unwrap_or_default();
+        if who.contains("RT thread") && !ran.starts_with("Realtime") {
+            out.push(format!(
+                "note {who}  real-time priority was refused (no CAP_SYS_NICE or rtprio limit): \
+                 the pacer's thread ran at normal priority ({ran})"
+            ));
+        }
         let lost = lost(r);
         out.push(format!(
             "{} {who}  frames lost (lagged + overflow) {lost:>7} (target 0)",

@@ -45,7 +45,7 @@ use futures_util::task::AtomicWaker;
 
 pub use crate::media_pacer::{
     MediaPacer, PaceError, PacedQueued, PacedSender, PacedStats, PacerConfig, PacerStats,
-    PacingHistogram,
+    PacerThread, PacingHistogram,
 };
 pub use crate::media_server::{MediaServer, MediaServerStats, TOKEN_PARAM};
 use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsMessage};

@@ -43,6 +43,35 @@ pub struct PacerConfig {
     /// spread over every phase, evenly spaced. Once every phase has this many, each new
     /// session goes to the least used.
     pub phase_sessions: usize,
+    /// Where the ticks run (default [`PacerThread::Executor`]).
+    pub thread: PacerThread,
+}
+
+/// Where a [`MediaPacer`]'s ticks run.
+///
+/// Every tick writes the due frames of its phase's sessions; a tick that starts late makes
+/// each of those frames late. On a task of the executor (the default) a tick waits for a
+/// worker thread, which on a busy machine may be running other work for the scheduler's
+/// time slice (a few ms on Linux). A thread of its own waits only for a CPU, and at
+/// real-time priority not even that: the usual setting for the media threads of a telephony
+/// server (Asterisk's `-p`, FreeSWITCH's `-rp`) when many calls share few cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PacerThread {
+    /// A task on the executor given to [`MediaPacer::with_config`].
+    #[default]
+    Executor,
+    /// An OS thread of its own (named `ari-media-pacer`), sleeping between ticks on the
+    /// executor's clock.
+    Dedicated,
+    /// An OS thread of its own at real-time priority (`SCHED_FIFO` at `priority`, 1 to 99, on
+    /// Linux and other Unix systems). It needs the right to (root, `CAP_SYS_NICE`, or an
+    /// `rtprio` limit for the user): without it, or elsewhere, the thread runs at normal
+    /// priority, [`PacerStats::running_on`] says so and a warning is logged.
+    Realtime {
+        /// The `SCHED_FIFO` priority (1 to 99; Asterisk's `-p` uses 1–2 above normal).
+        priority: u8,
+    },
 }
 
 impl Default for PacerConfig {
@@ -52,6 +81,7 @@ impl Default for PacerConfig {
             phases: 20,
             queue_frames: 500,
             phase_sessions: 50,
+            thread: PacerThread::Executor,
         }
     }
 }
@@ -83,6 +113,18 @@ impl PacerConfig {
     /// Sets [`phase_sessions`](Self::phase_sessions) (at least 1).
     pub fn phase_sessions(mut self, sessions: usize) -> Self {
         self.phase_sessions = sessions.max(1);
+        self
+    }
+
+    /// Sets [`thread`](Self::thread).
+    ///
+    /// ```
+    /// use ari_client::media::{PacerConfig, PacerThread};
+    /// let config = PacerConfig::new().thread(PacerThread::Realtime { priority: 10 });
+    /// assert_eq!(config.thread, PacerThread::Realtime { priority: 10 });
+    /// ```
+    pub fn thread(mut self, thread: PacerThread) -> Self {
+        self.thread = thread;
         self
     }
 }
@@ -309,6 +351,10 @@ pub struct PacerStats {
     /// Send-time jitter: for consecutive frames of one session, the difference of their
     /// lateness (the distance of the gap between their writes from `ptime`).
     pub send_jitter: PacingHistogram,
+    /// Where the ticks run: [`PacerConfig::thread`], or what it fell back to (a thread
+    /// refused real-time priority runs as [`PacerThread::Dedicated`]; a thread that could not
+    /// be started leaves the ticks to the executor).
+    pub running_on: PacerThread,
 }
 
 /// One attached session.
@@ -362,6 +408,8 @@ struct PacerInner {
     metrics: Arc<PaceMetrics>,
     /// The pacer's task ended.
     ended: AtomicBool,
+    /// Where the ticks run (see [`PacerStats::running_on`]).
+    running_on: Mutex<PacerThread>,
 }
 
 impl PacerInner {
@@ -389,7 +437,10 @@ impl PacerInner {
 /// after the other in a fixed order (it runs each session's socket driver, as the session's
 /// task would): no task wake-up per frame; a session whose task is busy at that moment gets
 /// its frame through its task, and so do the sessions left when writing took half a phase
-/// (an overloaded machine: their tasks write in parallel on the executor's threads). The ticks wait on the executor's precise timer
+/// (an overloaded machine: their tasks write in parallel on the executor's threads). With
+/// [`PacerConfig::thread`] the ticks run on an OS thread of its own instead, at real-time
+/// priority if allowed: the way to keep 1,000 calls' pacing within a millisecond on a busy
+/// machine of few cores. On the executor the ticks wait on its precise timer
 /// ([`Executor::sleep_until_precise`]: on tokio a `timerfd`, as tokio's own timer rounds to
 /// whole milliseconds). While Asterisk says `MEDIA_XOFF` a session's frames wait (none is
 /// lost); frames beyond [`PacerConfig::queue_frames`] are dropped and counted. The timing of
@@ -443,6 +494,15 @@ impl MediaPacer {
 
     /// A pacer with `config`.
     pub fn with_config<E: Executor>(executor: &E, config: PacerConfig) -> MediaPacer {
+        MediaPacer::start(executor, config, realtime::raise)
+    }
+
+    /// [`with_config`](Self::with_config), `raise` putting a thread at real-time priority.
+    fn start<E: Executor>(
+        executor: &E,
+        config: PacerConfig,
+        raise: fn(u8) -> Result<(), String>,
+    ) -> MediaPacer {
         let phases = config.phases.clamp(1, 1_000);
         let config = PacerConfig { phases, ..config };
         let inner = Arc::new(PacerInner {
@@ -469,8 +529,11 @@ impl MediaPacer {
                 written: AtomicU64::new(0),
             }),
             ended: AtomicBool::new(false),
+            running_on: Mutex::new(PacerThread::Executor),
         });
-        executor.spawn(run(executor.clone(), inner.clone()));
+        if inner.config.thread == PacerThread::Executor || !spawn_thread(executor, &inner, raise) {
+            executor.spawn(run(executor.clone(), inner.clone(), false));
+        }
         MediaPacer { inner }
     }
 
@@ -542,6 +605,11 @@ impl MediaPacer {
             overflow_frames: self.inner.overflow_frames.load(Ordering::Relaxed),
             send_lateness: self.inner.metrics.lateness.snapshot(),
             send_jitter: self.inner.metrics.jitter.snapshot(),
+            running_on: *self
+                .inner
+                .running_on
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
         }
     }
 
@@ -724,8 +792,150 @@ fn changed(inner: &PacerInner) -> impl Future<Output = ()> + '_ {
     })
 }
 
-/// The pacer's task: phase `k` runs at `origin + k × step`.
-async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
+/// Starts the pacer's own thread (`config.thread` is `Dedicated` or `Realtime`); `false`
+/// if the system refused a thread (the ticks then run on the executor).
+fn spawn_thread<E: Executor>(
+    executor: &E,
+    inner: &Arc<PacerInner>,
+    raise: fn(u8) -> Result<(), String>,
+) -> bool {
+    let (executor, inner2) = (executor.clone(), inner.clone());
+    // Until the thread says otherwise (real-time priority refused).
+    *inner.running_on.lock().unwrap_or_else(|p| p.into_inner()) = inner.config.thread;
+    let (ready, started) = std::sync::mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("ari-media-pacer".into())
+        .spawn(move || {
+            if let PacerThread::Realtime { priority } = inner2.config.thread {
+                if let Err(why) = raise(priority) {
+                    *inner2.running_on.lock().unwrap_or_else(|p| p.into_inner()) =
+                        PacerThread::Dedicated;
+                    tracing::warn!(
+                        target: "ari_client",
+                        priority,
+                        "media pacer: real-time priority refused ({why}); its thread runs at \
+                         normal priority (grant CAP_SYS_NICE or an rtprio limit to the process)"
+                    );
+                }
+            }
+            // `running_on` is settled: `with_config` may return.
+            let _ = ready.send(());
+            parked::block_on(&executor.clone(), run(executor, inner2, true));
+        });
+    match spawned {
+        Ok(_) => {
+            // A few microseconds: the thread only tries its priority first.
+            let _ = started.recv();
+            true
+        }
+        Err(e) => {
+            *inner.running_on.lock().unwrap_or_else(|p| p.into_inner()) = PacerThread::Executor;
+            tracing::warn!(
+                target: "ari_client",
+                error = %e,
+                "media pacer: no thread of its own could be started; its ticks run on the executor"
+            );
+            false
+        }
+    }
+}
+
+/// Running the pacer on a thread of its own: a future driven by parking the thread until
+/// its next deadline or a wake-up.
+mod parked {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::Instant;
+
+    use crate::runtime::Executor;
+
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    thread_local! {
+        /// The clock as [`block_on`] read it before its current poll.
+        static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+        /// The earliest deadline a pending [`sleep_until`] of this poll waits for.
+        static NEXT: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// Completes at `due` by the executor's clock, on a thread run by [`block_on`].
+    pub(super) fn sleep_until(due: Instant) -> impl Future<Output = ()> {
+        std::future::poll_fn(move |_| {
+            if NOW.with(Cell::get).is_some_and(|now| now >= due) {
+                return Poll::Ready(());
+            }
+            NEXT.with(|n| n.set(Some(n.get().map_or(due, |t| t.min(due)))));
+            Poll::Pending
+        })
+    }
+
+    /// Runs `fut` to completion on this thread, parked between polls until the earliest
+    /// deadline of its sleeps or a wake-up.
+    pub(super) fn block_on<E: Executor>(executor: &E, fut: impl Future<Output = ()>) {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = pin!(fut);
+        loop {
+            NEXT.with(|n| n.set(None));
+            NOW.with(|n| n.set(Some(executor.now())));
+            if fut.as_mut().poll(&mut cx).is_ready() {
+                return;
+            }
+            match NEXT.with(Cell::get) {
+                Some(due) => {
+                    let now = executor.now();
+                    if due > now {
+                        std::thread::park_timeout(due - now);
+                    }
+                }
+                None => std::thread::park(),
+            }
+        }
+    }
+}
+
+/// Real-time priority for the pacer's thread.
+mod realtime {
+    /// Puts the calling thread in `SCHED_FIFO` at `priority` (1 to 99).
+    #[cfg(unix)]
+    pub(super) fn raise(priority: u8) -> Result<(), String> {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::{ThreadPriority, ThreadPriorityValue};
+        let value = ThreadPriorityValue::try_from(priority.clamp(1, 99))
+            .map_err(|e| format!("priority {priority}: {e}"))?;
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(value),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        )
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    /// No real-time scheduling here.
+    #[cfg(not(unix))]
+    pub(super) fn raise(_priority: u8) -> Result<(), String> {
+        Err("real-time priority is only set on Unix systems".into())
+    }
+}
+
+/// The pacer's task: phase `k` runs at `origin + k × step`. `parked`: it runs on a thread of
+/// its own (driven by [`parked::block_on`]), not on the executor.
+async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>, parked: bool) {
     let phases = inner.config.phases as u64;
     let step = inner.step;
     let origin = executor.now();
@@ -756,7 +966,11 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>) {
         };
         let due = due_of(j);
         {
-            let sleep = pin!(executor.sleep_until_precise(due));
+            let sleep = pin!(if parked {
+                Either::Left(parked::sleep_until(due))
+            } else {
+                Either::Right(executor.sleep_until_precise(due))
+            });
             let notified = pin!(changed(&inner));
             if let Either::Right(_) = select(sleep, notified).await {
                 // Look again (a session may have come on an earlier phase, or the end), from
@@ -904,6 +1118,88 @@ mod tests {
         let st = pacer.stats();
         assert_eq!((st.sessions, st.frames_sent, st.late_ticks), (2, 6, 0));
         assert_eq!(pa.queued_frames(), 0);
+    }
+
+    /// Waits (up to 10 s of real time) for `cond`, which a pacer's own thread makes true.
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(MS);
+        }
+        panic!("{what}: not within 10 s");
+    }
+
+    #[test]
+    fn a_thread_of_its_own_hands_frames_over_in_order_at_their_ticks() {
+        let ex = Manual::new();
+        let origin = ex.now();
+        let config = PacerConfig::new().phases(1).thread(PacerThread::Dedicated);
+        let pacer = MediaPacer::with_config(&ex, config);
+        assert_eq!(pacer.stats().running_on, PacerThread::Dedicated);
+        let (a, a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        pa.send(frames(1, 3)).expect("send");
+        let mut got = Vec::new();
+        for k in 1..=3 {
+            // The thread sleeps by the executor's clock: each tick waits for the clock.
+            wait_for("the tick", || pacer.stats().ticks == k);
+            got.extend(paced(&a_shared));
+            assert_eq!(got.len() as u64, k, "one frame per tick");
+            ex.advance(PTIME);
+        }
+        assert_eq!(first_bytes(&got), [1, 2, 3]);
+        let due: Vec<Instant> = got.iter().map(|(d, _)| *d).collect();
+        assert_eq!(due, [origin, origin + PTIME, origin + PTIME * 2]);
+        assert_eq!(ex.sleeps(), (0, 0), "no timer of the executor's was used");
+        assert_eq!(ex.run(), 0, "no task on the executor");
+        pacer.close();
+        wait_for("the thread ends", || pacer.is_closed());
+        assert!(
+            pa.send(frames(4, 1)).is_err(),
+            "a closed pacer takes no audio"
+        );
+    }
+
+    #[test]
+    fn a_thread_refused_real_time_priority_runs_at_normal_priority_and_says_so() {
+        let ex = Manual::new();
+        let config = PacerConfig::new().thread(PacerThread::Realtime { priority: 3 });
+        let refused = MediaPacer::start(&ex, config.clone(), |_| Err("not permitted".into()));
+        assert_eq!(refused.stats().running_on, PacerThread::Dedicated);
+        let granted = MediaPacer::start(&ex, config, |p| {
+            assert_eq!(p, 3, "the priority asked for");
+            Ok(())
+        });
+        assert_eq!(
+            granted.stats().running_on,
+            PacerThread::Realtime { priority: 3 }
+        );
+        for pacer in [refused, granted] {
+            pacer.close();
+            wait_for("the thread ends", || pacer.is_closed());
+        }
+    }
+
+    #[test]
+    fn dropping_the_last_handle_ends_the_pacers_thread() {
+        let ex = Manual::new();
+        let pacer = MediaPacer::with_config(&ex, PacerConfig::new().thread(PacerThread::Dedicated));
+        let inner = pacer.inner.clone();
+        let (a, _a_shared) = session(160, 20);
+        let pa = pacer.attach(&a).expect("attach");
+        drop(pacer);
+        assert!(
+            !inner.ended.load(Ordering::Acquire),
+            "a sender still uses it"
+        );
+        drop(pa);
+        // The detached session leaves at its next tick; the thread ends then.
+        wait_for("the thread ends", || {
+            ex.advance(PTIME);
+            inner.ended.load(Ordering::Acquire)
+        });
     }
 
     /// A waker that counts its wake-ups.

@@ -283,6 +283,57 @@ async fn media_pacer_runs_as_written() {
     assert_eq!(report.messages_dropped, 0, "{report:?}");
 }
 
+/// The real-time pacer under "Many calls on few cores".
+fn media_pacer_realtime(client: &ari_tokio::Client) -> ari_tokio::media::MediaPacer {
+    // README begin: media-pacer-realtime
+    use ari_tokio::media::{MediaPacer, PacerConfig, PacerThread};
+    let pacer = MediaPacer::with_config(
+        client.runtime(),
+        PacerConfig::new().thread(PacerThread::Realtime { priority: 10 }),
+    );
+    // README end
+    pacer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_pacer_realtime_runs_as_written() {
+    use ari_tokio::media::PacerThread;
+    let (server, client, channel) = media_call(None).await;
+    let pacer = media_pacer_realtime(&client);
+    // Root or CAP_SYS_NICE gets real-time priority; otherwise the stats say what it got.
+    let on = pacer.stats().running_on;
+    assert!(
+        on == PacerThread::Realtime { priority: 10 } || on == PacerThread::Dedicated,
+        "{on:?}"
+    );
+    let media = channel
+        .media(ari_tokio::media::MediaOptions::new("media", "slin16"))
+        .await
+        .expect("media session");
+    let paced = pacer.attach(&media).expect("attach");
+    let frame = ari_testkit::test_frame("slin16");
+    paced
+        .send(bytes::Bytes::from(frame.repeat(5)))
+        .expect("send");
+    for _ in 0..1_000 {
+        if media.stats().protocol.frames_out == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(paced.stats().frames_sent, 5);
+    assert_eq!(
+        media.stats().protocol.frames_out,
+        5,
+        "written by the pacer's thread"
+    );
+    pacer.close();
+    media.shutdown().await;
+    let report = server.media_sessions().remove(0);
+    assert_eq!(report.messages_received, 5, "{report:?}");
+    assert_eq!(report.messages_dropped, 0, "{report:?}");
+}
+
 /// The AudioSocket echo server: `addr` is where it listens (the README's `0.0.0.0:9092`). It
 /// serves calls until it fails.
 async fn audiosocket_echo(addr: String) -> Result {

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer};
-use ari_client::media::{MediaItem, MediaOptions, MediaPacer, MediaServer, MediaSession};
+use ari_client::media::{
+    MediaItem, MediaOptions, MediaPacer, MediaServer, MediaSession, PacerConfig, PacerThread,
+};
 use ari_client::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Channel, Client, Runtime, Stack};
@@ -153,7 +155,32 @@ pub async fn media_session_echoes_and_tears_down<R: Runtime>(h: &Harness<R>) {
 /// leaves as 25 whole frames, every one handed over at its tick and timed by the socket
 /// task as it is written, and the simulator receives and plays them, nothing dropped.
 pub async fn media_pacer_plays_audio_handed_over_at_once<R: Runtime>(h: &Harness<R>) {
+    pacer_plays(h, PacerThread::Executor).await;
+}
+
+/// The same with the pacer's ticks on a thread of its own, at normal and at real-time
+/// priority (where the system refuses the latter, the pacer says so in its stats and runs at
+/// normal priority): the thread runs while the pacer does and ends with it.
+pub async fn media_pacer_on_a_thread_of_its_own_plays_audio<R: Runtime>(h: &Harness<R>) {
+    pacer_plays(h, PacerThread::Dedicated).await;
+    pacer_plays(h, PacerThread::Realtime { priority: 5 }).await;
+}
+
+/// The threads of this process named as a pacer's thread (Linux only; `None` elsewhere).
+fn pacer_threads() -> Option<usize> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "ari-media-pacer")
+            .count(),
+    )
+}
+
+async fn pacer_plays<R: Runtime>(h: &Harness<R>, thread: PacerThread) {
     let client = h.started(&["media"]).await;
+    // Only this case's pacers have threads of their own (other cases may run meanwhile).
+    let threads_before = pacer_threads().filter(|_| thread != PacerThread::Executor);
     let channel = h
         .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
         .await;
@@ -162,7 +189,19 @@ pub async fn media_pacer_plays_audio_handed_over_at_once<R: Runtime>(h: &Harness
         .live("media", channel.media(MediaOptions::new("media", "slin16")))
         .await
         .expect("media session");
-    let pacer = MediaPacer::new(client.runtime());
+    let pacer = MediaPacer::with_config(client.runtime(), PacerConfig::new().thread(thread));
+    let running_on = pacer.stats().running_on;
+    match thread {
+        // Real-time priority needs a right the test may not have.
+        PacerThread::Realtime { .. } => assert!(
+            running_on == thread || running_on == PacerThread::Dedicated,
+            "{running_on:?}"
+        ),
+        _ => assert_eq!(running_on, thread),
+    }
+    if let (Some(before), Some(now)) = (threads_before, pacer_threads()) {
+        assert_eq!(now, before + 1, "the pacer's own thread runs");
+    }
     let paced = pacer.attach(&media).expect("attach");
     let frame = ari_testkit::test_frame("slin16");
     let q = paced
@@ -195,6 +234,12 @@ pub async fn media_pacer_plays_audio_handed_over_at_once<R: Runtime>(h: &Harness
     h.live("shutdown", media.shutdown()).await;
     h.eventually("the pacer's task ends", || pacer.is_closed())
         .await;
+    if let Some(before) = threads_before {
+        h.eventually("the pacer's thread ends", || {
+            pacer_threads() == Some(before)
+        })
+        .await;
+    }
 
     let report = media_report(h).await;
     assert_eq!(report.messages_received, 25);
