@@ -149,4 +149,4 @@ pub use ari_proto::session::{
     WsAuth,
 };
 pub use ari_proto::version::AsteriskVersion;
-pub use ari_proto::{self as proto, events, models, AriError, ErrorKind, Event};
+pub use ari_proto::{self as proto, events, models, AriError, CompactString, ErrorKind, Event};

@@ -220,7 +220,7 @@ fn handlers_get_the_event_and_live_instances() {
     rt.run();
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![(vec!["a".to_string()], "c1".to_string())]
+        vec![(vec![ari_client::CompactString::from("a")], "c1".to_string())]
     );
     assert_eq!(
         *bridged.lock().unwrap(),
@@ -365,7 +365,7 @@ fn a_slow_stream_loses_events_visibly_and_never_blocks_the_reader() {
             let mut v = Vec::new();
             for _ in 0..3 {
                 v.push(all.next().await.unwrap().map(|e| match e {
-                    ari_client::Event::ChannelDtmfReceived(d) => d.digit,
+                    ari_client::Event::ChannelDtmfReceived(d) => d.digit.into(),
                     other => other.type_name().to_string(),
                 }));
             }

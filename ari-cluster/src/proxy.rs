@@ -350,7 +350,9 @@ impl Proxy {
             .await
             .map_err(ProxyError::Ari)?;
         let (node, version) = match info.system {
-            Some(system) if !system.entity_id.is_empty() => (system.entity_id, system.version),
+            Some(system) if !system.entity_id.is_empty() => {
+                (String::from(system.entity_id), String::from(system.version))
+            }
             _ => {
                 return Err(ProxyError::Config(
                     "Asterisk reported no entity id (system.entity_id of GET asterisk/info)".into(),

@@ -49,6 +49,19 @@ pub mod ops {
 }
 
 pub use catalog::Since;
+/// The string type of every decoded model and event field (`channel.id`, `caller.number`, …):
+/// stored inline up to 24 bytes, so decoding allocates nothing for the short strings Asterisk
+/// sends. It derefs to `&str` and compares with `&str` and `String`; `.as_str()`,
+/// `String::from(s)` and `s.into()` convert.
+///
+/// ```
+/// use ari_proto::CompactString;
+/// let id = CompactString::from("1700000000.42");
+/// assert_eq!(id, "1700000000.42");
+/// let owned: String = id.clone().into();
+/// assert_eq!(id.as_str(), owned);
+/// ```
+pub use compact_str::CompactString;
 pub use events::{Event, EventType};
 pub use rest::{AriError, ErrorKind, Operation};
 pub use session::{Session, SessionConfig};

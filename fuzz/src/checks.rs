@@ -949,7 +949,10 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
         if let Some(Ok((Event::StasisEnd(e), _))) =
             event_frame.as_deref().map(Event::decode_lenient)
         {
-            model.stasis_ends.entry(e.channel.id.clone()).or_insert(now);
+            model
+                .stasis_ends
+                .entry(String::from(e.channel.id.as_str()))
+                .or_insert(now);
         }
         drain(
             &mut session,

@@ -512,7 +512,9 @@ impl<'a> Gen<'a> {
             return Ok(format!("Vec<{}>", self.rust_type(inner, None)?));
         }
         Ok(match ty {
-            "string" => "String".into(),
+            // Decoded strings are nearly all short (ids, names, numbers, dialplan locations):
+            // inline up to 24 bytes, so decoding an event allocates nothing for them.
+            "string" => "crate::CompactString".into(),
             "boolean" => "bool".into(),
             "int" | "long" => "i64".into(),
             "double" => "f64".into(),
@@ -1550,8 +1552,10 @@ fn arg_conversion(ty: &str) -> (String, String) {
 }
 
 fn lenient_default(rty: &str) -> bool {
-    matches!(rty, "String" | "bool" | "i64" | "f64" | "serde_json::Value")
-        || rty.starts_with("Vec<")
+    matches!(
+        rty,
+        "crate::CompactString" | "bool" | "i64" | "f64" | "serde_json::Value"
+    ) || rty.starts_with("Vec<")
 }
 
 fn list_values(p: &Map<String, Value>) -> Option<Vec<String>> {

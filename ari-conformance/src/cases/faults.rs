@@ -1031,7 +1031,7 @@ pub async fn bad_frames_are_counted_and_skipped<R: Runtime>(h: &Harness<R>) {
         h.live("next event", async {
             loop {
                 match events.next().await.expect("stream lives").expect("no lag") {
-                    ari_client::Event::ChannelUserevent(e) => return e.eventname,
+                    ari_client::Event::ChannelUserevent(e) => return e.eventname.into(),
                     _ => continue,
                 }
             }

@@ -13,20 +13,20 @@ use crate::events::{EventType, Resources, UnknownEvent};
 pub struct ApplicationMoveFailed {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// `destination`.
     #[serde(default)]
-    pub destination: String,
+    pub destination: crate::CompactString,
     /// Arguments to the application
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Vec<crate::CompactString>,
 }
 
 /// Notification that a Stasis app has been registered.
@@ -37,10 +37,10 @@ pub struct ApplicationMoveFailed {
 pub struct ApplicationRegistered {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
 }
@@ -55,10 +55,10 @@ pub struct ApplicationRegistered {
 pub struct ApplicationReplaced {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
 }
@@ -71,10 +71,10 @@ pub struct ApplicationReplaced {
 pub struct ApplicationUnregistered {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
 }
@@ -87,10 +87,10 @@ pub struct ApplicationUnregistered {
 pub struct BridgeAttendedTransfer {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// First leg of the transferer
@@ -108,7 +108,7 @@ pub struct BridgeAttendedTransfer {
     pub transfer_target: Option<std::sync::Arc<crate::models::Channel>>,
     /// The result of the transfer attempt
     #[serde(default)]
-    pub result: String,
+    pub result: crate::CompactString,
     /// Whether the transfer was externally initiated or not
     #[serde(default)]
     pub is_external: bool,
@@ -120,13 +120,13 @@ pub struct BridgeAttendedTransfer {
     pub transferer_second_leg_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// How the transfer was accomplished
     #[serde(default)]
-    pub destination_type: String,
+    pub destination_type: crate::CompactString,
     /// Bridge that survived the merge result
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_bridge: Option<String>,
+    pub destination_bridge: Option<crate::CompactString>,
     /// Application that has been transferred into
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination_application: Option<String>,
+    pub destination_application: Option<crate::CompactString>,
     /// First leg of a link transfer result
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_link_first_leg: Option<std::sync::Arc<crate::models::Channel>>,
@@ -149,10 +149,10 @@ pub struct BridgeAttendedTransfer {
 pub struct BridgeBlindTransfer {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel performing the blind transfer
@@ -165,13 +165,13 @@ pub struct BridgeBlindTransfer {
     pub transferee: Option<std::sync::Arc<crate::models::Channel>>,
     /// The extension transferred to
     #[serde(default)]
-    pub exten: String,
+    pub exten: crate::CompactString,
     /// The context transferred to
     #[serde(default)]
-    pub context: String,
+    pub context: crate::CompactString,
     /// The result of the transfer attempt
     #[serde(default)]
-    pub result: String,
+    pub result: crate::CompactString,
     /// Whether the transfer was externally initiated or not
     #[serde(default)]
     pub is_external: bool,
@@ -188,10 +188,10 @@ pub struct BridgeBlindTransfer {
 pub struct BridgeCreated {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
@@ -206,10 +206,10 @@ pub struct BridgeCreated {
 pub struct BridgeDestroyed {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
@@ -224,10 +224,10 @@ pub struct BridgeDestroyed {
 pub struct BridgeMerged {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
@@ -244,17 +244,17 @@ pub struct BridgeMerged {
 pub struct BridgeVideoSourceChanged {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
     pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `old_video_source_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_video_source_id: Option<String>,
+    pub old_video_source_id: Option<crate::CompactString>,
 }
 
 /// Notification that a channel is being broadcast to ARI applications for claiming.
@@ -265,20 +265,20 @@ pub struct BridgeVideoSourceChanged {
 pub struct CallBroadcast {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel being broadcast.
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The caller ID number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller: Option<String>,
+    pub caller: Option<crate::CompactString>,
     /// The called number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub called: Option<String>,
+    pub called: Option<crate::CompactString>,
 }
 
 /// Notification that a broadcast channel has been successfully claimed by an ARI application.
@@ -289,17 +289,17 @@ pub struct CallBroadcast {
 pub struct CallClaimed {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that was claimed.
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The name of the ARI application that claimed the channel.
     #[serde(default)]
-    pub winner_app: String,
+    pub winner_app: crate::CompactString,
 }
 
 /// Channel changed Caller ID.
@@ -310,10 +310,10 @@ pub struct CallClaimed {
 pub struct ChannelCallerId {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The integer representation of the Caller Presentation value.
@@ -321,7 +321,7 @@ pub struct ChannelCallerId {
     pub caller_presentation: i64,
     /// The text representation of the Caller Presentation value.
     #[serde(default)]
-    pub caller_presentation_txt: String,
+    pub caller_presentation_txt: crate::CompactString,
     /// The channel that changed Caller ID.
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
@@ -334,10 +334,10 @@ pub struct ChannelCallerId {
 pub struct ChannelConnectedLine {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel whose connected line has changed.
@@ -352,10 +352,10 @@ pub struct ChannelConnectedLine {
 pub struct ChannelCreated {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
@@ -370,10 +370,10 @@ pub struct ChannelCreated {
 pub struct ChannelDestroyed {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Integer representation of the cause of the hangup
@@ -381,7 +381,7 @@ pub struct ChannelDestroyed {
     pub cause: i64,
     /// Text representation of the cause of the hangup
     #[serde(default)]
-    pub cause_txt: String,
+    pub cause_txt: crate::CompactString,
     /// Integer representation of the technology-specific off-nominal cause of the hangup.
     ///
     /// Since Asterisk 20+.
@@ -399,20 +399,20 @@ pub struct ChannelDestroyed {
 pub struct ChannelDialplan {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that changed dialplan location.
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The application about to be executed.
     #[serde(default)]
-    pub dialplan_app: String,
+    pub dialplan_app: crate::CompactString,
     /// The data to be passed to the application.
     #[serde(default)]
-    pub dialplan_app_data: String,
+    pub dialplan_app_data: crate::CompactString,
 }
 
 /// DTMF received on a channel.
@@ -425,15 +425,15 @@ pub struct ChannelDialplan {
 pub struct ChannelDtmfReceived {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// DTMF digit received (0-9, A-E, # or \*)
     #[serde(default)]
-    pub digit: String,
+    pub digit: crate::CompactString,
     /// Number of milliseconds DTMF was received
     #[serde(default)]
     pub duration_ms: i64,
@@ -449,10 +449,10 @@ pub struct ChannelDtmfReceived {
 pub struct ChannelEnteredBridge {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
@@ -470,10 +470,10 @@ pub struct ChannelEnteredBridge {
 pub struct ChannelHangupRequest {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Integer representation of the cause of the hangup.
@@ -499,17 +499,17 @@ pub struct ChannelHangupRequest {
 pub struct ChannelHold {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that initiated the hold event.
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The music on hold class that the initiator requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub musicclass: Option<String>,
+    pub musicclass: Option<crate::CompactString>,
 }
 
 /// Notification that a channel has left a bridge.
@@ -520,10 +520,10 @@ pub struct ChannelHold {
 pub struct ChannelLeftBridge {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
@@ -540,10 +540,10 @@ pub struct ChannelLeftBridge {
 pub struct ChannelStateChange {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
@@ -558,10 +558,10 @@ pub struct ChannelStateChange {
 pub struct ChannelTalkingFinished {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel on which talking completed.
@@ -579,10 +579,10 @@ pub struct ChannelTalkingFinished {
 pub struct ChannelTalkingStarted {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel on which talking started.
@@ -597,10 +597,10 @@ pub struct ChannelTalkingStarted {
 pub struct ChannelToneDetected {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel the tone was detected on.
@@ -615,15 +615,15 @@ pub struct ChannelToneDetected {
 pub struct ChannelTransfer {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Transfer State
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<crate::CompactString>,
     /// Refer-To information with optionally both affected channels
     pub refer_to: crate::models::ReferTo,
     /// Referred-By SIP Header according rfc3892
@@ -638,10 +638,10 @@ pub struct ChannelTransfer {
 pub struct ChannelUnhold {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that initiated the unhold event.
@@ -656,15 +656,15 @@ pub struct ChannelUnhold {
 pub struct ChannelUserevent {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The name of the user event.
     #[serde(default)]
-    pub eventname: String,
+    pub eventname: crate::CompactString,
     /// A channel that is signaled with the user event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<std::sync::Arc<crate::models::Channel>>,
@@ -687,18 +687,18 @@ pub struct ChannelUserevent {
 pub struct ChannelVarset {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The variable that changed.
     #[serde(default)]
-    pub variable: String,
+    pub variable: crate::CompactString,
     /// The new value of the variable.
     #[serde(default)]
-    pub value: String,
+    pub value: crate::CompactString,
     /// The channel on which the variable was set.
     ///
     /// If missing, the variable is a global variable.
@@ -714,10 +714,10 @@ pub struct ChannelVarset {
 pub struct ContactStatusChange {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
@@ -734,10 +734,10 @@ pub struct ContactStatusChange {
 pub struct DeviceStateChanged {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Device state object
@@ -752,10 +752,10 @@ pub struct DeviceStateChanged {
 pub struct Dial {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The calling channel.
@@ -765,16 +765,16 @@ pub struct Dial {
     pub peer: std::sync::Arc<crate::models::Channel>,
     /// Forwarding target requested by the original dialed channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward: Option<String>,
+    pub forward: Option<crate::CompactString>,
     /// Channel that the caller has been forwarded to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarded: Option<std::sync::Arc<crate::models::Channel>>,
     /// The dial string for calling the peer channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dialstring: Option<String>,
+    pub dialstring: Option<crate::CompactString>,
     /// Current status of the dialing attempt to the peer.
     #[serde(default)]
-    pub dialstatus: String,
+    pub dialstatus: crate::CompactString,
 }
 
 /// Endpoint state changed.
@@ -785,10 +785,10 @@ pub struct Dial {
 pub struct EndpointStateChange {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
@@ -803,10 +803,10 @@ pub struct EndpointStateChange {
 pub struct PeerStatusChange {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
@@ -823,10 +823,10 @@ pub struct PeerStatusChange {
 pub struct PlaybackContinuing {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
@@ -841,10 +841,10 @@ pub struct PlaybackContinuing {
 pub struct PlaybackFinished {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
@@ -859,10 +859,10 @@ pub struct PlaybackFinished {
 pub struct PlaybackStarted {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
@@ -877,33 +877,33 @@ pub struct PlaybackStarted {
 pub struct RESTResponse {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Opaque transaction id.  Will be whatever was specified on the original request.
     #[serde(default)]
-    pub transaction_id: String,
+    pub transaction_id: crate::CompactString,
     /// Opaque request id.  Will be whatever was specified on the original request.
     #[serde(default)]
-    pub request_id: String,
+    pub request_id: crate::CompactString,
     /// HTTP status code
     #[serde(default)]
     pub status_code: i64,
     /// HTTP reason phrase
     #[serde(default)]
-    pub reason_phrase: String,
+    pub reason_phrase: crate::CompactString,
     /// Original request resource URI
     #[serde(default)]
-    pub uri: String,
+    pub uri: crate::CompactString,
     /// The Content-Type of the message body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    pub content_type: Option<crate::CompactString>,
     /// Response message body
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_body: Option<String>,
+    pub message_body: Option<crate::CompactString>,
 }
 
 /// Event showing failure of a recording operation.
@@ -914,10 +914,10 @@ pub struct RESTResponse {
 pub struct RecordingFailed {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
@@ -932,10 +932,10 @@ pub struct RecordingFailed {
 pub struct RecordingFinished {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
@@ -950,10 +950,10 @@ pub struct RecordingFinished {
 pub struct RecordingStarted {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
@@ -968,10 +968,10 @@ pub struct RecordingStarted {
 pub struct StasisEnd {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
@@ -986,15 +986,15 @@ pub struct StasisEnd {
 pub struct StasisStart {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Arguments to the application
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Vec<crate::CompactString>,
     /// `channel`.
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// `replace_channel`.
@@ -1010,10 +1010,10 @@ pub struct StasisStart {
 pub struct TextMessageReceived {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// Name of the application receiving the event.
     #[serde(default)]
-    pub application: String,
+    pub application: crate::CompactString,
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `message`.
@@ -1031,10 +1031,10 @@ pub struct TextMessageReceived {
 pub struct MissingParams {
     /// The unique ID for the Asterisk instance that raised this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asterisk_id: Option<String>,
+    pub asterisk_id: Option<crate::CompactString>,
     /// A list of the missing parameters
     #[serde(default)]
-    pub params: Vec<String>,
+    pub params: Vec<crate::CompactString>,
 }
 
 /// A message received on the events WebSocket: one variant per event type of the

@@ -11,22 +11,22 @@
 pub struct BuildInfo {
     /// OS Asterisk was built on.
     #[serde(default)]
-    pub os: String,
+    pub os: crate::CompactString,
     /// Kernel version Asterisk was built on.
     #[serde(default)]
-    pub kernel: String,
+    pub kernel: crate::CompactString,
     /// Compile time options, or empty string if default.
     #[serde(default)]
-    pub options: String,
+    pub options: crate::CompactString,
     /// Machine architecture (x86\_64, i686, ppc, etc.)
     #[serde(default)]
-    pub machine: String,
+    pub machine: crate::CompactString,
     /// Date and time when Asterisk was built.
     #[serde(default)]
-    pub date: String,
+    pub date: crate::CompactString,
     /// Username that build Asterisk
     #[serde(default)]
-    pub user: String,
+    pub user: crate::CompactString,
 }
 
 /// Info about Asterisk
@@ -37,10 +37,10 @@ pub struct BuildInfo {
 pub struct SystemInfo {
     /// Asterisk version.
     #[serde(default)]
-    pub version: String,
+    pub version: crate::CompactString,
     /// `entity_id`.
     #[serde(default)]
-    pub entity_id: String,
+    pub entity_id: crate::CompactString,
 }
 
 /// Effective user/group id
@@ -51,10 +51,10 @@ pub struct SystemInfo {
 pub struct SetId {
     /// Effective user id.
     #[serde(default)]
-    pub user: String,
+    pub user: crate::CompactString,
     /// Effective group id.
     #[serde(default)]
-    pub group: String,
+    pub group: crate::CompactString,
 }
 
 /// Info about Asterisk configuration
@@ -65,10 +65,10 @@ pub struct SetId {
 pub struct ConfigInfo {
     /// Asterisk system name.
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Default language for media playback.
     #[serde(default)]
-    pub default_language: String,
+    pub default_language: crate::CompactString,
     /// Maximum number of simultaneous channels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_channels: Option<i64>,
@@ -122,13 +122,13 @@ pub struct AsteriskInfo {
 pub struct AsteriskPing {
     /// Asterisk id info
     #[serde(default)]
-    pub asterisk_id: String,
+    pub asterisk_id: crate::CompactString,
     /// Always string value is pong
     #[serde(default)]
-    pub ping: String,
+    pub ping: crate::CompactString,
     /// The timestamp string of request received time
     #[serde(default)]
-    pub timestamp: String,
+    pub timestamp: crate::CompactString,
 }
 
 /// Details of an Asterisk module
@@ -139,19 +139,19 @@ pub struct AsteriskPing {
 pub struct Module {
     /// The name of this module
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// The description of this module
     #[serde(default)]
-    pub description: String,
+    pub description: crate::CompactString,
     /// The number of times this module is being used
     #[serde(default)]
     pub use_count: i64,
     /// The running status of this module
     #[serde(default)]
-    pub status: String,
+    pub status: crate::CompactString,
     /// The support state of this module
     #[serde(default)]
-    pub support_level: String,
+    pub support_level: crate::CompactString,
 }
 
 /// Details of an Asterisk log channel
@@ -162,16 +162,16 @@ pub struct Module {
 pub struct LogChannel {
     /// The log channel path
     #[serde(default)]
-    pub channel: String,
+    pub channel: crate::CompactString,
     /// Types of logs for the log channel
     #[serde(default)]
-    pub r#type: String,
+    pub r#type: crate::CompactString,
     /// Whether or not a log type is enabled
     #[serde(default)]
-    pub status: String,
+    pub status: crate::CompactString,
     /// The various log levels
     #[serde(default)]
-    pub configuration: String,
+    pub configuration: crate::CompactString,
 }
 
 /// The value of a channel variable
@@ -182,7 +182,7 @@ pub struct LogChannel {
 pub struct Variable {
     /// The value of the variable requested
     #[serde(default)]
-    pub value: String,
+    pub value: crate::CompactString,
 }
 
 /// A dictionary of channel variables
@@ -204,10 +204,10 @@ pub struct Variables {
 pub struct ConfigTuple {
     /// A configuration object attribute.
     #[serde(default)]
-    pub attribute: String,
+    pub attribute: crate::CompactString,
     /// The value for the attribute.
     #[serde(default)]
-    pub value: String,
+    pub value: crate::CompactString,
 }
 
 /// An external device that may offer/accept calls to/from Asterisk.
@@ -220,16 +220,16 @@ pub struct ConfigTuple {
 pub struct Endpoint {
     /// Technology of the endpoint
     #[serde(default)]
-    pub technology: String,
+    pub technology: crate::CompactString,
     /// Identifier of the endpoint, specific to the given technology.
     #[serde(default)]
-    pub resource: String,
+    pub resource: crate::CompactString,
     /// Endpoint's state
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<crate::models::EndpointState>,
     /// Id's of channels associated with this endpoint
     #[serde(default)]
-    pub channel_ids: Vec<String>,
+    pub channel_ids: Vec<crate::CompactString>,
 }
 
 /// A text message.
@@ -240,13 +240,13 @@ pub struct Endpoint {
 pub struct TextMessage {
     /// A technology specific URI specifying the source of the message. For pjsip technology, any SIP URI can be specified. For xmpp, the URI must correspond to the client connection being used to send the message.
     #[serde(default)]
-    pub from: String,
+    pub from: crate::CompactString,
     /// A technology specific URI specifying the destination of the message. Valid technologies include pjsip, and xmp. The destination of a message should be an endpoint.
     #[serde(default)]
-    pub to: String,
+    pub to: crate::CompactString,
     /// The text of the message.
     #[serde(default)]
-    pub body: String,
+    pub body: crate::CompactString,
     /// Technology specific key/value pairs (JSON object) associated with the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables: Option<serde_json::Value>,
@@ -267,19 +267,19 @@ pub struct Dialed {}
 pub struct DialplanCEP {
     /// Context in the dialplan
     #[serde(default)]
-    pub context: String,
+    pub context: crate::CompactString,
     /// Extension in the dialplan
     #[serde(default)]
-    pub exten: String,
+    pub exten: crate::CompactString,
     /// Priority in the dialplan
     #[serde(default)]
     pub priority: i64,
     /// Name of current dialplan application
     #[serde(default)]
-    pub app_name: String,
+    pub app_name: crate::CompactString,
     /// Parameter of current dialplan application
     #[serde(default)]
-    pub app_data: String,
+    pub app_data: crate::CompactString,
 }
 
 /// Caller identification
@@ -290,10 +290,10 @@ pub struct DialplanCEP {
 pub struct CallerID {
     /// `name`.
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// `number`.
     #[serde(default)]
-    pub number: String,
+    pub number: crate::CompactString,
 }
 
 /// A statistics of a RTP.
@@ -397,7 +397,7 @@ pub struct RTPstat {
     pub rxoctetcount: i64,
     /// The Asterisk channel's unique ID that owns this instance.
     #[serde(default)]
-    pub channel_uniqueid: String,
+    pub channel_uniqueid: crate::CompactString,
 }
 
 /// A specific communication connection between Asterisk and an Endpoint.
@@ -410,13 +410,13 @@ pub struct Channel {
     ///
     /// This is the same as the Uniqueid field in AMI.
     #[serde(default)]
-    pub id: String,
+    pub id: crate::CompactString,
     /// Protocol id from underlying channel driver (i.e. Call-ID for chan\_pjsip; will be empty if not applicable or not implemented by driver).
     #[serde(default)]
-    pub protocol_id: String,
+    pub protocol_id: crate::CompactString,
     /// Name of the channel (i.e. SIP/foo-0000a7e3)
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// `state`.
     pub state: crate::models::ChannelState,
     /// `caller`.
@@ -425,23 +425,23 @@ pub struct Channel {
     pub connected: crate::models::CallerID,
     /// `accountcode`.
     #[serde(default)]
-    pub accountcode: String,
+    pub accountcode: crate::CompactString,
     /// Current location in the dialplan
     pub dialplan: crate::models::DialplanCEP,
     /// Timestamp when channel was created
     pub creationtime: crate::Timestamp,
     /// The default spoken language
     #[serde(default)]
-    pub language: String,
+    pub language: crate::CompactString,
     /// Channel variables
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channelvars: Option<serde_json::Value>,
     /// The Caller ID RDNIS
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_rdnis: Option<String>,
+    pub caller_rdnis: Option<crate::CompactString>,
     /// The Tenant ID for the channel
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenantid: Option<String>,
+    pub tenantid: Option<crate::CompactString>,
 }
 
 /// The merging of media from one or more channels.
@@ -454,30 +454,30 @@ pub struct Channel {
 pub struct Bridge {
     /// Unique identifier for this bridge
     #[serde(default)]
-    pub id: String,
+    pub id: crate::CompactString,
     /// Name of the current bridging technology
     #[serde(default)]
-    pub technology: String,
+    pub technology: crate::CompactString,
     /// Type of bridge technology
     pub bridge_type: crate::models::BridgeType,
     /// Bridging class
     #[serde(default)]
-    pub bridge_class: String,
+    pub bridge_class: crate::CompactString,
     /// Entity that created the bridge
     #[serde(default)]
-    pub creator: String,
+    pub creator: crate::CompactString,
     /// Name the creator gave the bridge
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Ids of channels participating in this bridge
     #[serde(default)]
-    pub channels: Vec<String>,
+    pub channels: Vec<crate::CompactString>,
     /// The video mode the bridge is using. One of 'none', 'talker', 'sfu', or 'single'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub video_mode: Option<String>,
+    pub video_mode: Option<crate::CompactString>,
     /// The ID of the channel that is the source of video in this bridge, if one exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub video_source_id: Option<String>,
+    pub video_source_id: Option<crate::CompactString>,
     /// Timestamp when bridge was created
     pub creationtime: crate::Timestamp,
     /// Bridge variables
@@ -495,10 +495,10 @@ pub struct Bridge {
 pub struct StoredRecording {
     /// `name`.
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// `format`.
     #[serde(default)]
-    pub format: String,
+    pub format: crate::CompactString,
 }
 
 /// A recording that is in progress
@@ -509,13 +509,13 @@ pub struct StoredRecording {
 pub struct LiveRecording {
     /// Base name for the recording
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Recording format (wav, gsm, etc.)
     #[serde(default)]
-    pub format: String,
+    pub format: crate::CompactString,
     /// URI for the channel or bridge being recorded
     #[serde(default)]
-    pub target_uri: String,
+    pub target_uri: crate::CompactString,
     /// `state`.
     pub state: crate::models::LiveRecordingState,
     /// Duration in seconds of the recording
@@ -529,7 +529,7 @@ pub struct LiveRecording {
     pub silence_duration: Option<i64>,
     /// Cause for recording failure if failed
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
+    pub cause: Option<crate::CompactString>,
 }
 
 /// Identifies the format and language of a sound file
@@ -540,10 +540,10 @@ pub struct LiveRecording {
 pub struct FormatLangPair {
     /// `language`.
     #[serde(default)]
-    pub language: String,
+    pub language: crate::CompactString,
     /// `format`.
     #[serde(default)]
-    pub format: String,
+    pub format: crate::CompactString,
 }
 
 /// A media file that may be played back.
@@ -554,10 +554,10 @@ pub struct FormatLangPair {
 pub struct Sound {
     /// Sound's identifier.
     #[serde(default)]
-    pub id: String,
+    pub id: crate::CompactString,
     /// Text description of the sound, usually the words spoken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
+    pub text: Option<crate::CompactString>,
     /// The formats and languages in which this sound is available.
     #[serde(default)]
     pub formats: Vec<crate::models::FormatLangPair>,
@@ -571,19 +571,19 @@ pub struct Sound {
 pub struct Playback {
     /// ID for this playback operation
     #[serde(default)]
-    pub id: String,
+    pub id: crate::CompactString,
     /// The URI for the media currently being played back.
     #[serde(default)]
-    pub media_uri: String,
+    pub media_uri: crate::CompactString,
     /// If a list of URIs is being played, the next media URI to be played back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_media_uri: Option<String>,
+    pub next_media_uri: Option<crate::CompactString>,
     /// URI for the channel or bridge to play the media on
     #[serde(default)]
-    pub target_uri: String,
+    pub target_uri: crate::CompactString,
     /// For media types that support multiple languages, the language requested for playback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
+    pub language: Option<crate::CompactString>,
     /// Current state of the playback operation.
     pub state: crate::models::PlaybackState,
 }
@@ -596,7 +596,7 @@ pub struct Playback {
 pub struct DeviceState {
     /// Name of the device.
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Device's state
     pub state: crate::models::DeviceStateValue,
 }
@@ -609,7 +609,7 @@ pub struct DeviceState {
 pub struct Mailbox {
     /// Name of the mailbox.
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Count of old messages in the mailbox.
     #[serde(default)]
     pub old_messages: i64,
@@ -626,15 +626,15 @@ pub struct Mailbox {
 pub struct ContactInfo {
     /// The location of the contact.
     #[serde(default)]
-    pub uri: String,
+    pub uri: crate::CompactString,
     /// The current status of the contact.
     pub contact_status: crate::models::ContactStatus,
     /// The Address of Record this contact belongs to.
     #[serde(default)]
-    pub aor: String,
+    pub aor: crate::CompactString,
     /// Current round trip time, in microseconds, for the contact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub roundtrip_usec: Option<String>,
+    pub roundtrip_usec: Option<crate::CompactString>,
 }
 
 /// Detailed information about a remote peer that communicates with Asterisk.
@@ -645,19 +645,19 @@ pub struct ContactInfo {
 pub struct Peer {
     /// The current state of the peer. Note that the values of the status are dependent on the underlying peer technology.
     #[serde(default)]
-    pub peer_status: String,
+    pub peer_status: crate::CompactString,
     /// An optional reason associated with the change in peer\_status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
+    pub cause: Option<crate::CompactString>,
     /// The IP address of the peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
+    pub address: Option<crate::CompactString>,
     /// The port of the peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<String>,
+    pub port: Option<crate::CompactString>,
     /// The last known time the peer was contacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
+    pub time: Option<crate::CompactString>,
 }
 
 /// transfer destination requested by transferee
@@ -703,10 +703,10 @@ pub struct ReferredBy {
 pub struct RequiredDestination {
     /// the requested protocol-id by the referee in case of SIP channel, this is a SIP Call ID, Mutually exclusive to destination
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol_id: Option<String>,
+    pub protocol_id: Option<crate::CompactString>,
     /// Destination User Part. Only for Blind transfer. Mutually exclusive to protocol\_id
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
+    pub destination: Option<crate::CompactString>,
     /// List of additional protocol specific information
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_protocol_params: Option<Vec<crate::models::AdditionalParam>>,
@@ -720,10 +720,10 @@ pub struct RequiredDestination {
 pub struct AdditionalParam {
     /// Name of the parameter
     #[serde(default)]
-    pub parameter_name: String,
+    pub parameter_name: crate::CompactString,
     /// Value of the parameter
     #[serde(default)]
-    pub parameter_value: String,
+    pub parameter_value: crate::CompactString,
 }
 
 /// REST over Websocket header
@@ -734,10 +734,10 @@ pub struct AdditionalParam {
 pub struct RESTHeader {
     /// Header name
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Header value
     #[serde(default)]
-    pub value: String,
+    pub value: crate::CompactString,
 }
 
 /// REST over Websocket Query String Parameter
@@ -748,10 +748,10 @@ pub struct RESTHeader {
 pub struct RESTQueryStringParameter {
     /// Parameter name
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Parameter value
     #[serde(default)]
-    pub value: String,
+    pub value: crate::CompactString,
 }
 
 /// REST over Websocket Request.
@@ -762,28 +762,28 @@ pub struct RESTQueryStringParameter {
 pub struct RESTRequest {
     /// Message type.  Must be 'RESTRequest'
     #[serde(default)]
-    pub r#type: String,
+    pub r#type: crate::CompactString,
     /// Opaque transaction id.  Can be any valid string.  Will be returned in any response to this request.
     #[serde(default)]
-    pub transaction_id: String,
+    pub transaction_id: crate::CompactString,
     /// Opaque request id.  Can be any valid string.  Will be returned in any response to this request.
     #[serde(default)]
-    pub request_id: String,
+    pub request_id: crate::CompactString,
     /// HTTP method (GET, PUT, POST, DELETE, etc.)
     #[serde(default)]
-    pub method: String,
+    pub method: crate::CompactString,
     /// Resource URI with optional query string parameters.
     #[serde(default)]
-    pub uri: String,
+    pub uri: crate::CompactString,
     /// The Content-Type of the message body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    pub content_type: Option<crate::CompactString>,
     /// Request query string parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_strings: Option<Vec<crate::models::RESTQueryStringParameter>>,
     /// Request message body. Only content types application/json and application/x-www-form-urlencoded are supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_body: Option<String>,
+    pub message_body: Option<crate::CompactString>,
 }
 
 /// Details of a Stasis application
@@ -794,19 +794,19 @@ pub struct RESTRequest {
 pub struct Application {
     /// Name of this application
     #[serde(default)]
-    pub name: String,
+    pub name: crate::CompactString,
     /// Id's for channels subscribed to.
     #[serde(default)]
-    pub channel_ids: Vec<String>,
+    pub channel_ids: Vec<crate::CompactString>,
     /// Id's for bridges subscribed to.
     #[serde(default)]
-    pub bridge_ids: Vec<String>,
+    pub bridge_ids: Vec<crate::CompactString>,
     /// {tech}/{resource} for endpoints subscribed to.
     #[serde(default)]
-    pub endpoint_ids: Vec<String>,
+    pub endpoint_ids: Vec<crate::CompactString>,
     /// Names of the devices subscribed to.
     #[serde(default)]
-    pub device_names: Vec<String>,
+    pub device_names: Vec<crate::CompactString>,
     /// Event types sent to the application.
     #[serde(default)]
     pub events_allowed: Vec<serde_json::Value>,

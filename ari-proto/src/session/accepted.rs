@@ -33,12 +33,14 @@ impl PeerInfo {
         match event {
             Event::ApplicationRegistered(e) => {
                 if let Some(id) = &e.asterisk_id {
-                    if self.asterisk_id.as_deref() != Some(id) {
-                        self.asterisk_id = Some(id.clone());
+                    if self.asterisk_id.as_deref() != Some(id.as_str()) {
+                        self.asterisk_id = Some(id.as_str().to_owned());
                     }
                 }
-                if !e.application.is_empty() && !self.applications.contains(&e.application) {
-                    self.applications.push(e.application.clone());
+                if !e.application.is_empty()
+                    && !self.applications.iter().any(|a| *a == e.application)
+                {
+                    self.applications.push(e.application.as_str().to_owned());
                 }
             }
             Event::ApplicationUnregistered(e) => {

@@ -1490,14 +1490,14 @@ impl<T: Clone> Session<T> {
         let status = u16::try_from(r.status_code).unwrap_or(0);
         let body = r
             .message_body
-            .map(|b| Bytes::from(b.into_bytes()))
+            .map(|b| Bytes::from(b.into_string().into_bytes()))
             .unwrap_or_default();
         self.push_control(Output::Response {
             id,
             result: Ok(RawResponse {
                 status,
-                reason_phrase: r.reason_phrase,
-                content_type: r.content_type,
+                reason_phrase: r.reason_phrase.into(),
+                content_type: r.content_type.map(String::from),
                 body,
             }),
         });
