@@ -463,7 +463,13 @@ impl<R: Runtime> ClientBuilder<R> {
     /// another application of this connection) is no longer lingering. A followed channel
     /// that stays silent for longer than this after leaving Stasis (waiting in the dialplan)
     /// loses its listeners: raise the delay, or set `None` when you follow channels outside
-    /// Stasis. (The session applies it:
+    /// Stasis. Every channel that left Stasis counts as ended once its linger is over,
+    /// whether or not the application followed it then: a handle taken later (by code that
+    /// learnt the id after the hangup) fails its waits at once with [`Error::Ended`]; one
+    /// taken during the linger (in a `StasisEnd` handler) ends with it. The later events of
+    /// a channel nobody followed when it left Stasis do not restart its linger: to follow an
+    /// originated channel you send back to the dialplan, attach a listener before, or call
+    /// [`Client::forget_ended`](crate::Client::forget_ended). (The session applies it:
     /// [`SessionConfig::stasis_end_linger`](ari_proto::session::SessionConfig::stasis_end_linger).)
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.events.stasis_end_linger = linger;

@@ -564,8 +564,10 @@ proptest! {
 
     /// The StasisEnd linger against a model: a followed channel that leaves Stasis loses its
     /// subscriptions once no event of it came for the linger (each event restarts it, a
-    /// `StasisStart` cancels it, removing its last subscription or `ChannelDestroyed` forgets
-    /// it); `poll_timeout` is exactly the next linger deadline.
+    /// `StasisStart` or `ChannelDestroyed` cancels it); a channel nobody follows then (or
+    /// whose last subscription goes away meanwhile) keeps its deadline, and is taken up
+    /// again by a subscription made before it; either way the channel counts as ended when
+    /// the linger is over. `poll_timeout` is exactly the next linger deadline.
     #[test]
     fn stasis_end_linger_matches_model(ops in proptest::collection::vec(linger_op(), 0..150)) {
         const LINGER: Duration = Duration::from_millis(1000);
@@ -577,6 +579,7 @@ proptest! {
         let mut subs: Vec<(SubscriptionId, usize)> = Vec::new();
         let mut created: Vec<SubscriptionId> = Vec::new();
         let mut lingering: std::collections::BTreeMap<usize, std::time::Instant> = Default::default();
+        let mut unfollowed: std::collections::BTreeMap<usize, std::time::Instant> = Default::default();
         let mut destroyed: std::collections::BTreeSet<usize> = Default::default();
         let follows = |subs: &[(SubscriptionId, usize)], c: usize| subs.iter().any(|(_, x)| *x == c);
         for op in ops {
@@ -592,6 +595,9 @@ proptest! {
                         expected_end.push(id);
                     } else {
                         subs.push((id, c));
+                        if let Some(at) = unfollowed.remove(&c) {
+                            lingering.insert(c, at);
+                        }
                     }
                 }
                 LingerOp::Unsubscribe(i) => {
@@ -601,7 +607,11 @@ proptest! {
                     prop_assert_eq!(s.unsubscribe(id), gone.is_some());
                     subs.retain(|(m, _)| *m != id);
                     if let Some(c) = gone {
-                        if !follows(&subs, c) { lingering.remove(&c); }
+                        if !follows(&subs, c) {
+                            if let Some(at) = lingering.remove(&c) {
+                                unfollowed.insert(c, at);
+                            }
+                        }
                     }
                 }
                 LingerOp::Event(ev) => {
@@ -618,20 +628,27 @@ proptest! {
                     let channels: Vec<usize> = (0..CHANNELS)
                         .filter(|c| ev.resources().contains(&(ResourceKind::Channel, cid(*c))))
                         .collect();
-                    if subs.is_empty() {
-                        lingering.clear();
-                    } else {
-                        match ev {
-                            Ev::StasisEnd(c) if follows(&subs, c) => { lingering.insert(c, now + LINGER); }
-                            Ev::StasisEnd(c) | Ev::StasisStart(c) => { lingering.remove(&c); }
-                            _ if lingering.is_empty() => {}
-                            _ => {
-                                for c in channels {
-                                    if !follows(&subs, c) {
-                                        lingering.remove(&c);
-                                    } else if let Some(at) = lingering.get_mut(&c) {
-                                        *at = now + LINGER;
+                    match ev {
+                        Ev::StasisEnd(c) if follows(&subs, c) => {
+                            unfollowed.remove(&c);
+                            lingering.insert(c, now + LINGER);
+                        }
+                        Ev::StasisEnd(c) => {
+                            lingering.remove(&c);
+                            unfollowed.insert(c, now + LINGER);
+                        }
+                        Ev::StasisStart(c) | Ev::ChannelDestroyed(c) => {
+                            lingering.remove(&c);
+                            unfollowed.remove(&c);
+                        }
+                        _ => {
+                            for c in channels {
+                                if !follows(&subs, c) {
+                                    if lingering.remove(&c).is_some() {
+                                        unfollowed.insert(c, now + LINGER);
                                     }
+                                } else if let Some(at) = lingering.get_mut(&c) {
+                                    *at = now + LINGER;
                                 }
                             }
                         }
@@ -648,6 +665,11 @@ proptest! {
                         expected_end.extend(subs.iter().filter(|(_, x)| *x == c).map(|(id, _)| *id));
                         subs.retain(|(_, x)| *x != c);
                     }
+                    let due: Vec<usize> = unfollowed.iter().filter(|(_, at)| **at <= now).map(|(c, _)| *c).collect();
+                    for c in due {
+                        unfollowed.remove(&c);
+                        destroyed.insert(c);
+                    }
                 }
             }
             let mut ended: Vec<SubscriptionId> = Vec::new();
@@ -661,8 +683,14 @@ proptest! {
             expected_end.sort_unstable();
             prop_assert_eq!(ended, expected_end);
             prop_assert_eq!(s.live_subscriptions(), subs.len());
-            prop_assert_eq!(s.lingering_channels(), lingering.len());
-            prop_assert_eq!(s.poll_timeout(), lingering.values().min().copied());
+            prop_assert_eq!(s.lingering_channels(), lingering.len() + unfollowed.len());
+            prop_assert_eq!(
+                s.poll_timeout(),
+                lingering.values().chain(unfollowed.values()).min().copied()
+            );
+            for c in 0..CHANNELS {
+                prop_assert_eq!(s.has_ended(ResourceKind::Channel, &cid(c)), destroyed.contains(&c), "channel {}", c);
+            }
         }
     }
 
@@ -898,4 +926,89 @@ fn a_channel_whose_stasis_end_linger_ended_counts_as_ended() {
     drain(&mut s);
     let back = s.subscribe(Filter::channel(cid(1)));
     assert!(drain(&mut s).is_empty() && s.is_subscribed(back));
+}
+
+/// A channel nobody followed when its `StasisEnd` came (an incoming call that hung up before
+/// the application took a handle on it): once its linger is over it counts as ended like a
+/// followed one, so a handle taken later (in a `StasisEnd` handler, or by code that learnt
+/// the id after the hangup) does not wait for ever. A handle taken during the linger waits
+/// and ends with it; a `StasisStart` during the linger cancels it.
+#[test]
+fn a_channel_nobody_followed_at_its_stasis_end_counts_as_ended_after_its_linger() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let config = SessionConfig::new(["app"])
+        .keepalive(None)
+        .stasis_end_linger(Some(linger));
+    let mut s = connected(config, t0);
+    for c in [1, 2, 3] {
+        s.handle_frame(t0, Ev::StasisStart(c).frame(&t).as_bytes());
+        s.handle_frame(t0, Ev::StasisEnd(c).frame(&t).as_bytes());
+    }
+    drain(&mut s);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0 + linger),
+        "the linger is scheduled"
+    );
+    // Taken during the linger (in a `StasisEnd` handler): waits, and ends with the linger.
+    let during = s.subscribe(Filter::channel(cid(1)).with_type("ChannelHangupRequest"));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(during));
+    assert_eq!(s.lingering_channels(), 3);
+    // Channel 3 comes back to Stasis (moved to another application of this connection).
+    s.handle_frame(t0, Ev::StasisStart(3).frame(&t).as_bytes());
+    drain(&mut s);
+    for c in [1, 2, 3] {
+        assert!(!s.has_ended(ResourceKind::Channel, &cid(c)), "{c} lingers");
+    }
+    s.handle_timeout(t0 + linger);
+    assert!(ended_at_once(&drain(&mut s), during));
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    assert!(s.has_ended(ResourceKind::Channel, &cid(2)));
+    assert!(
+        !s.has_ended(ResourceKind::Channel, &cid(3)),
+        "back in Stasis"
+    );
+    assert_eq!(s.poll_timeout(), None, "nothing left to wait for");
+    // Taken after the linger: ends at once.
+    let late = s.subscribe(
+        Filter::channel(cid(2))
+            .with_type("ChannelHangupRequest")
+            .once(),
+    );
+    assert!(ended_at_once(&drain(&mut s), late));
+    let live = s.subscribe(Filter::channel(cid(3)));
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(live));
+}
+
+/// A channel whose last subscription went away during its linger (a one-shot wait that got
+/// its event, a handle dropped) is still recorded as ended when the linger is over.
+#[test]
+fn a_channel_unfollowed_during_its_linger_still_counts_as_ended() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let config = SessionConfig::new(["app"])
+        .keepalive(None)
+        .stasis_end_linger(Some(linger));
+    let mut s = connected(config, t0);
+    let dropped = s.subscribe(Filter::channel(cid(1)));
+    let dtmf = s.subscribe(
+        Filter::channel(cid(2))
+            .with_type("ChannelDtmfReceived")
+            .once(),
+    );
+    for c in [1, 2] {
+        s.handle_frame(t0, Ev::StasisStart(c).frame(&t).as_bytes());
+        s.handle_frame(t0, Ev::StasisEnd(c).frame(&t).as_bytes());
+    }
+    assert!(s.unsubscribe(dropped));
+    s.handle_frame(t0, Ev::Dtmf(2).frame(&t).as_bytes());
+    drain(&mut s);
+    assert!(!s.is_subscribed(dtmf));
+    s.handle_timeout(t0 + linger);
+    drain(&mut s);
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    assert!(s.has_ended(ResourceKind::Channel, &cid(2)));
 }

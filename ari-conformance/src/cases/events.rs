@@ -632,6 +632,60 @@ pub async fn waits_on_a_resource_that_already_ended_fail_at_once<R: Runtime>(h: 
         .unwrap();
 }
 
+/// An incoming call that hangs up while nobody follows its channel: Asterisk sends it no
+/// `ChannelDestroyed` (the application's subscription ended with `StasisEnd`). A handle taken
+/// in a `StasisEnd` handler waits, and its wait fails with [`Error::Ended`] when the channel's
+/// linger is over; a handle taken after that fails at once and its streams end at once.
+pub async fn waits_on_a_channel_taken_after_its_stasis_end_end_with_its_linger<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-late-handle";
+    let c = h.started(&[app]).await;
+    let (tx, mut in_handler) = futures::channel::mpsc::unbounded();
+    let on_end = c.on(move |_: StasisEnd, channel| {
+        let wait = channel.once::<ChannelHangupRequest>();
+        let tx = tx.clone();
+        async move {
+            let _ = tx.unbounded_send((channel.id().to_string(), wait.await.map(|_| ())));
+        }
+    });
+    let started = c.once::<StasisStart>();
+    let id = h
+        .server()
+        .place_call(PlaceCall::new("PJSIP/alice", app))
+        .expect("the simulator places the call");
+    let (ev, _) = h.live("StasisStart", started).await.unwrap();
+    assert_eq!(ev.channel.id, id);
+    h.server().hangup(&id).expect("the caller hangs up");
+    let (seen, result) = h
+        .live(
+            "the wait taken in the StasisEnd handler ends",
+            in_handler.next(),
+        )
+        .await
+        .expect("the handler ran");
+    assert_eq!(seen, id);
+    match result {
+        Err(Error::Ended { resource }) => assert!(resource.contains(&id), "{resource}"),
+        other => panic!("the handler's wait: {other:?}"),
+    }
+    on_end.remove();
+    let late = c.channel(&id);
+    assert_ended(
+        h,
+        "once on a handle taken after the linger",
+        &id,
+        late.once::<ChannelHangupRequest>(),
+    )
+    .await;
+    assert!(h
+        .live("channel events", late.events().next())
+        .await
+        .is_none());
+    h.eventually("nothing stays subscribed", || c.live_subscriptions() == 0)
+        .await;
+}
+
 /// `wait` fails at once with [`Error::Ended`] naming resource `id`.
 async fn assert_ended<R: Runtime, T: std::fmt::Debug>(
     h: &Harness<R>,

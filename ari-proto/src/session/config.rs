@@ -368,6 +368,15 @@ impl SessionConfig {
     /// still follows (originated by it, or subscribed) keeps sending events, each restarting
     /// the delay, and ends with `ChannelDestroyed` as usual; one that re-enters Stasis
     /// (moved to another application of this connection) stops lingering.
+    ///
+    /// Every channel that left Stasis counts as ended once its linger is over
+    /// ([`Session::has_ended`](super::Session::has_ended)), followed or not: a subscription
+    /// to it made later ends at once, one made during the linger (a handle taken in a
+    /// `StasisEnd` handler) ends with it. The linger of a channel nobody follows is not
+    /// restarted by its later events (routing looks nothing up for them): an originated
+    /// channel sent back to the dialplan without a subscription counts as ended after this
+    /// delay; subscribe before it leaves Stasis, or call
+    /// [`Session::forget_ended`](super::Session::forget_ended), to follow it further.
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.stasis_end_linger = linger;
         self

@@ -5,6 +5,10 @@
 //! because the channel was in its Stasis (an incoming call that hung up or went back to the
 //! dialplan): its last event is `StasisEnd`. Without this, the subscriptions of such a channel
 //! would live for ever.
+//!
+//! Two of these are kept: the channels still followed (their subscriptions end with the
+//! linger) and the channels nobody followed any more (only recorded as ended when it is over,
+//! so that a handle taken late does not wait for ever).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -59,14 +63,25 @@ impl Linger {
     }
 
     pub(crate) fn remove(&mut self, id: &str) {
-        if let Some(key) = self.by_id.remove(id) {
-            self.queue.remove(&key);
-        }
+        self.take(id);
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Stops the linger of `id`; its deadline if it was lingering.
+    pub(crate) fn take(&mut self, id: &str) -> Option<Instant> {
+        if self.by_id.is_empty() {
+            return None;
+        }
+        let key = self.by_id.remove(id)?;
+        self.queue.remove(&key);
+        Some(key.0)
+    }
+
+    /// Stops every linger, giving back each id and deadline.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Box<str>, Instant)> + '_ {
         self.by_id.clear();
-        self.queue.clear();
+        std::mem::take(&mut self.queue)
+            .into_iter()
+            .map(|((at, _), id)| (id, at))
     }
 
     pub(crate) fn next(&self) -> Option<Instant> {

@@ -747,6 +747,9 @@ pub struct Session<T = ()> {
     ended_scratch: Vec<(SubscriptionId, EndReason, T)>,
     /// Followed channels that left Stasis (see [`SessionConfig::stasis_end_linger`]).
     linger: linger::Linger,
+    /// Channels that left Stasis while nobody followed them (or whose last subscription went
+    /// away while they lingered): recorded as ended when their linger is over.
+    unfollowed: linger::Linger,
     /// Resources that recently received their final event.
     ended: ended::EndedIds,
     stats: Stats,
@@ -800,6 +803,7 @@ impl<T: Clone> Session<T> {
             ping_seq: 0,
             ended_scratch: Vec::new(),
             linger: linger::Linger::default(),
+            unfollowed: linger::Linger::default(),
             ended: ended::EndedIds::default(),
             stats: Stats::default(),
         }
@@ -928,6 +932,14 @@ impl<T: Clone> Session<T> {
         let ended = filter
             .resource_ref()
             .is_some_and(|(kind, id)| self.ended.contains(kind, id));
+        if !ended && !self.unfollowed.is_empty() {
+            if let Some((ResourceKind::Channel, c)) = filter.resource_ref() {
+                // A handle taken while the channel lingers: its subscriptions end with it.
+                if let Some(at) = self.unfollowed.take(c) {
+                    self.linger.set(c, at);
+                }
+            }
+        }
         let id = self.router.subscribe(filter, data);
         if ended {
             if let Some(data) = self.router.unsubscribe(id) {
@@ -945,7 +957,8 @@ impl<T: Clone> Session<T> {
     /// Whether this resource received its final event (`ChannelDestroyed`,
     /// `BridgeDestroyed`, `PlaybackFinished`, `RecordingFinished`, `RecordingFailed`) and has
     /// not been created again since (a channel that left Stasis counts as ended once its
-    /// [linger](SessionConfig::stasis_end_linger) is over): the session remembers the latest
+    /// [linger](SessionConfig::stasis_end_linger) is over, whether or not a subscription
+    /// followed it): the session remembers the latest
     /// [`Limits::max_ended_ids`] such resources. An id counts as created again when an event
     /// creating it is routed (`StasisStart`, `ChannelCreated`, `BridgeCreated`,
     /// `PlaybackStarted`, `RecordingStarted`) or after [`Session::forget_ended`].
@@ -988,8 +1001,9 @@ impl<T: Clone> Session<T> {
         let data = self.router.unsubscribe(id);
         if let Some(c) = channel {
             if !self.router.follows(ResourceKind::Channel, &c) {
-                // Its last subscription is gone: nothing left to end.
-                self.linger.remove(&c);
+                // Its last subscription is gone: nothing left to end, but it is still
+                // recorded as ended when its linger is over.
+                self.stop_following(&c);
             }
         }
         data
@@ -997,14 +1011,17 @@ impl<T: Clone> Session<T> {
 
     /// Removes every subscription, giving back their data in subscription order.
     pub fn remove_all_subscriptions(&mut self) -> Vec<(SubscriptionId, T)> {
-        self.linger.clear();
+        for (c, at) in self.linger.drain() {
+            self.unfollowed.set(&c, at);
+        }
         self.router.unsubscribe_all()
     }
 
-    /// Followed channels that left Stasis and whose subscriptions end after
-    /// [`SessionConfig::stasis_end_linger`] unless another event of them comes.
+    /// Channels that left Stasis and are not recorded as ended yet: their
+    /// [`SessionConfig::stasis_end_linger`] is not over (for a followed channel, unless another
+    /// event of it comes; its subscriptions end with the linger).
     pub fn lingering_channels(&self) -> usize {
-        self.linger.len()
+        self.linger.len() + self.unfollowed.len()
     }
 
     /// A fresh client-side id (UUID-v4 text from the session's PRNG) for a resource created
@@ -1158,7 +1175,7 @@ impl<T: Clone> Session<T> {
         for (id, filter, data) in ended {
             if let Some((ResourceKind::Channel, c)) = filter.resource_ref() {
                 if !self.router.follows(ResourceKind::Channel, c) {
-                    self.linger.remove(c);
+                    self.stop_following(c);
                 }
             }
             self.stats.subscriptions_ended += 1;
@@ -1336,6 +1353,7 @@ impl<T: Clone> Session<T> {
             self.timers.next(),
             self.deadlines.first().map(|&(at, _)| at),
             self.linger.next(),
+            self.unfollowed.next(),
         ]
         .into_iter()
         .flatten()
@@ -1528,26 +1546,40 @@ impl<T: Clone> Session<T> {
         self.ended_scratch = ended;
     }
 
-    /// After routing `event`: a followed channel that left Stasis starts lingering, one back
-    /// in Stasis stops, and any other event of a lingering channel restarts its linger (the
-    /// channel is still followed, e.g. originated by the application). A channel no longer
-    /// followed (its `ChannelDestroyed` ended its subscriptions) stops lingering.
+    /// After routing `event`: a channel that left Stasis starts lingering (followed: its
+    /// subscriptions end with the linger; nobody following it: it is only recorded as ended
+    /// then), one back in Stasis or destroyed stops, and any other event of a followed
+    /// lingering channel restarts its linger (the channel is still followed, e.g. originated
+    /// by the application). Routing costs nothing here unless the event is a `StasisStart`,
+    /// `StasisEnd` or `ChannelDestroyed` or a followed channel lingers.
     fn track_linger(&mut self, event: &Event, now: Instant, after: Duration) {
-        if self.router.live_for_kind(ResourceKind::Channel) == 0 {
-            self.linger.clear();
-            return;
-        }
         match event {
             Event::StasisEnd(e) => {
                 let id = e.channel.id.as_str();
                 match deadline(now, after) {
                     Some(at) if self.router.follows(ResourceKind::Channel, id) => {
-                        self.linger.set(id, at)
+                        self.unfollowed.remove(id);
+                        self.linger.set(id, at);
                     }
-                    _ => self.linger.remove(id),
+                    Some(at) => {
+                        self.linger.remove(id);
+                        self.unfollowed.set(id, at);
+                    }
+                    None => {
+                        self.linger.remove(id);
+                        self.unfollowed.remove(id);
+                    }
                 }
             }
-            Event::StasisStart(e) => self.linger.remove(e.channel.id.as_str()),
+            Event::StasisStart(e) => {
+                self.linger.remove(e.channel.id.as_str());
+                self.unfollowed.remove(e.channel.id.as_str());
+            }
+            Event::ChannelDestroyed(e) => {
+                // Recorded as ended already; its subscriptions ended with it.
+                self.linger.remove(e.channel.id.as_str());
+                self.unfollowed.remove(e.channel.id.as_str());
+            }
             _ if self.linger.is_empty() => {}
             _ => {
                 for r in event.resources().iter() {
@@ -1558,20 +1590,38 @@ impl<T: Clone> Session<T> {
                         Some(at) if self.router.follows(ResourceKind::Channel, r.id) => {
                             self.linger.touch(r.id, at)
                         }
-                        _ => self.linger.remove(r.id),
+                        // Its one-shot subscriptions ended with this event: it is recorded as
+                        // ended a linger from now unless it comes back.
+                        Some(at) => {
+                            if self.linger.take(r.id).is_some() {
+                                self.unfollowed.set(r.id, at);
+                            }
+                        }
+                        None => self.linger.remove(r.id),
                     }
                 }
             }
         }
     }
 
-    /// Ends the subscriptions of the channels whose linger is over.
+    /// A lingering channel lost its last subscription: it keeps its deadline, to be recorded
+    /// as ended then.
+    fn stop_following(&mut self, channel: &str) {
+        if let Some(at) = self.linger.take(channel) {
+            self.unfollowed.set(channel, at);
+        }
+    }
+
+    /// Ends the subscriptions of the channels whose linger is over and records them as ended
+    /// (as if destroyed: a later subscription ends at once, until a `StasisStart` brings the
+    /// channel back), followed or not.
     fn expire_linger(&mut self, now: Instant) {
+        let cap = self.config.limits.max_ended_ids;
+        while let Some(c) = self.unfollowed.pop_due(now) {
+            self.ended.record(ResourceKind::Channel, &c, cap);
+        }
         while let Some(c) = self.linger.pop_due(now) {
-            // Over for the application as if destroyed: a later subscription ends at once
-            // (until a `StasisStart` brings it back).
-            self.ended
-                .record(ResourceKind::Channel, &c, self.config.limits.max_ended_ids);
+            self.ended.record(ResourceKind::Channel, &c, cap);
             for (id, data) in self.router.unsubscribe_resource(ResourceKind::Channel, &c) {
                 self.stats.subscriptions_ended += 1;
                 self.push_control(Output::SubscriptionEnded {
