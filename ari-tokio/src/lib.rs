@@ -42,14 +42,13 @@
 //! }
 //! ```
 //!
-//! Every REST operation is a method on a resource accessor (`client.channels()`, …) or an
-//! instance (`channel.answer()`, …); [`ari_client`] has the tour and a node-ari-client table.
+//! Every REST operation is a method on a resource accessor or an instance; [`ari_client`] has
+//! the tour and a node-ari-client table.
 //!
 //! ## A tokio runtime must be running
 //!
-//! The client spawns its tasks (the events WebSocket, HTTP connections) with `tokio::spawn`:
-//! use it inside a runtime with I/O and time enabled (`#[tokio::main]`), or pass a handle:
-//! `TokioRuntime::builder().executor(TokioExecutor::with_handle(handle)).build()`.
+//! The client's tasks run on the runtime its [`TokioExecutor`] was made in (`#[tokio::main]`,
+//! with I/O and time), or pass a handle: `TokioExecutor::with_handle(handle)`.
 //!
 //! ## TLS
 //!

@@ -10,19 +10,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-/// Tasks and timers on tokio: `tokio::spawn` (or [`Handle::spawn`] with
-/// [`TokioExecutor::with_handle`]) and `tokio::time`.
-///
-/// Timers and sockets need tokio's time and I/O drivers: use it inside a tokio runtime built
-/// with `enable_all()` (`#[tokio::main]` does this). Without a handle, spawning outside a
-/// runtime panics, as `tokio::spawn` does.
-#[derive(Debug, Clone, Default)]
+/// Tasks and `tokio::time` timers on the runtime it was made in (or given with
+/// [`TokioExecutor::with_handle`]), from any thread (a `MediaPacer`'s own thread too). The
+/// runtime needs time and I/O (`enable_all()`, as `#[tokio::main]`). Made outside any runtime
+/// with no handle, it uses the one current at each call (panics outside one, as `tokio::spawn`).
+#[derive(Debug, Clone)]
 pub struct TokioExecutor {
     handle: Option<Handle>,
 }
 
+impl Default for TokioExecutor {
+    fn default() -> Self {
+        TokioExecutor {
+            handle: Handle::try_current().ok(),
+        }
+    }
+}
+
 impl TokioExecutor {
-    /// Spawns on the current runtime (`tokio::spawn`).
+    /// On the current runtime, if any (see above).
     pub fn new() -> Self {
         TokioExecutor::default()
     }
@@ -49,20 +55,21 @@ impl Executor for TokioExecutor {
     /// `tokio::time::sleep_until`; completes at once if `deadline` has passed.
     #[allow(clippy::manual_async_fn)] // an `async fn` would borrow `self`; this is `'static`
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        let handle = self.handle.clone();
         async move {
             if tokio::time::Instant::now().into_std() < deadline {
-                tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                let sleep = {
+                    let _in = handle.as_ref().map(Handle::enter); // from a thread outside it
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))
+                };
+                sleep.await;
             }
         }
     }
 
-    /// At `deadline` within tens of microseconds on Linux, where tokio's timer
-    /// (`sleep_until`) rounds to its 1 ms ticks and wakes 0 to 2 ms late: a `timerfd` armed
-    /// for the deadline and registered with the runtime's reactor wakes the task (one
-    /// descriptor per sleep, closed when it ends or is dropped; no thread). tokio's
-    /// `sleep_until` on other systems, under tokio's test clock once paused or advanced
-    /// (`tokio::time::pause`), and if a descriptor cannot be had. Used by the media pacer's
-    /// ticks.
+    /// Within tens of µs on Linux (tokio's timer wakes 0–2 ms late): a `timerfd` per sleep on
+    /// the runtime's reactor; elsewhere, under tokio's test clock or without a descriptor,
+    /// `sleep_until`. For the media pacer's ticks.
     fn sleep_until_precise(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
         crate::precise::sleep_until(deadline)
     }

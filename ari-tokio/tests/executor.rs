@@ -58,3 +58,50 @@ fn inside_a_runtime_new_spawns_on_it_and_a_past_deadline_completes_at_once() {
     assert!(matches!(ran, Ok(Ok(()))), "the spawned task completed");
     assert!(wall >= before, "wall_clock is the system clock");
 }
+
+/// Made inside a runtime (as `Client::connect` makes its runtime), the executor keeps working
+/// on threads outside it: a `MediaPacer`'s own thread runs sessions' socket drivers, which
+/// may start timers and tasks there.
+#[test]
+fn made_inside_a_runtime_its_timers_and_tasks_work_from_other_threads() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let executor = runtime.block_on(async { TokioExecutor::new() });
+    let outside = std::thread::spawn(move || {
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        // A timer polled on this thread, as the pacer's thread does.
+        let deadline = executor.now() + Duration::from_millis(20);
+        block_on(executor.sleep_until(deadline));
+        let woke_in_time = executor.now() >= deadline;
+        let (tx, rx) = mpsc::channel();
+        executor.spawn(async move {
+            let _ = tx.send(());
+        });
+        (woke_in_time, rx.recv_timeout(LIVENESS))
+    });
+    let (woke_in_time, spawned) = outside.join().expect("no panic on the other thread");
+    assert!(woke_in_time, "the timer never wakes before its deadline");
+    assert_eq!(spawned, Ok(()), "the task ran on the runtime");
+}
+
+/// Runs `fut` on this thread, parked until woken.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
