@@ -295,7 +295,7 @@ impl<R: Runtime> Driver<R> {
         self.with_session(Some(now), |s| s.handle_accepted(now));
         for text in attached.first {
             let now = self.runtime.now();
-            self.with_session(Some(now), |s| s.handle_frame(now, text.as_bytes()));
+            self.with_session(Some(now), |s| s.handle_text_frame(now, &text));
         }
         self.shared.attach_done(n);
         true
@@ -377,7 +377,7 @@ impl<R: Runtime> Driver<R> {
             let now = self.runtime.now();
             match item {
                 Some(Ok(WsMessage::Text(text))) => {
-                    self.with_session(Some(now), |s| s.handle_frame(now, text.as_bytes()));
+                    self.with_session(Some(now), |s| s.handle_text_frame(now, &text));
                 }
                 Some(Ok(WsMessage::Pong(_))) => {
                     self.with_session(Some(now), |s| s.handle_pong());

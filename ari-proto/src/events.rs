@@ -146,6 +146,33 @@ impl JsonInput for &[u8] {
     }
 }
 
+/// The `"type"`.
+const TYPE_KEY: &[u8] = b"\"type\"";
+
+/// Where the text's only `"type"` starts; `None` when it has none, more than one, or any
+/// backslash (an escape could spell another `type` key). A second `type` key needs a second
+/// `"type"` or an escape somewhere in the text; one vectorised pass finds both: every `"type"`
+/// has a `y` two bytes in, so looking at each `y` (a rare letter in ARI's JSON) finds every
+/// `"type"`, and every backslash is a hit too.
+fn sole_type_key(bytes: &[u8]) -> Option<usize> {
+    let mut first = None;
+    for i in memchr::memchr2_iter(b'\\', b'y', bytes) {
+        if bytes.get(i) == Some(&b'\\') {
+            return None;
+        }
+        let Some(start) = i.checked_sub(2) else {
+            continue;
+        };
+        if bytes.get(start..start + TYPE_KEY.len()) == Some(TYPE_KEY) {
+            if first.is_some() {
+                return None;
+            }
+            first = Some(start);
+        }
+    }
+    first
+}
+
 /// The top-level `type` of a frame, found without parsing; `None` when a quick look cannot be
 /// sure of it, and the caller then takes the full path.
 ///
@@ -156,15 +183,9 @@ impl JsonInput for &[u8] {
 /// and the caller takes the full path anyway. Only the bytes before the key are walked, and no
 /// parse error is built (a partial serde pass ends on one: ~1,000 instructions per frame).
 fn find_type_fast(text: &str) -> Option<&str> {
-    // A second `type` key needs a second `"type"` or an escape somewhere in the text.
-    static TYPE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"type\""));
     let bytes = text.as_bytes();
-    let first = TYPE_KEY.find(bytes)?;
-    let after = first + b"\"type\"".len();
-    if TYPE_KEY.find(bytes.get(first + 1..)?).is_some() || memchr::memchr(b'\\', bytes).is_some() {
-        return None;
-    }
+    let first = sole_type_key(bytes)?;
+    let after = first + TYPE_KEY.len();
     let mut depth = 0usize;
     let mut in_string = false;
     for &b in bytes.get(..first)? {
@@ -202,8 +223,37 @@ impl Event {
     /// `type` is read from the members before it (without allocating), and the frame is then
     /// decoded straight into the event's struct.
     pub fn decode(frame: &[u8]) -> Result<Event, DecodeError> {
-        // serde's derived structs also accept a JSON array (fields by position): `["X"]` would
-        // otherwise decode as an event of type `X`.
+        Event::refuse_non_object(frame)?;
+        if let Ok(text) = std::str::from_utf8(frame) {
+            if let Some(ev) = Event::decode_fast(text) {
+                return Ok(ev);
+            }
+        }
+        Event::decode_full(frame)
+    }
+
+    /// Decodes one WebSocket text frame whose UTF-8 was already checked (a WebSocket library
+    /// validates every text frame): as [`Event::decode`] without checking it again.
+    ///
+    /// ```
+    /// use ari_proto::Event;
+    /// let text = r#"{"type":"ChannelUserevent","eventname":"ping","userevent":{},
+    ///     "timestamp":"2026-12-05T22:32:45.355+0000","application":"app"}"#;
+    /// let ev = Event::decode_str(text).unwrap();
+    /// assert_eq!(ev, Event::decode(text.as_bytes()).unwrap());
+    /// assert_eq!(ev.type_name(), "ChannelUserevent");
+    /// ```
+    pub fn decode_str(text: &str) -> Result<Event, DecodeError> {
+        Event::refuse_non_object(text.as_bytes())?;
+        if let Some(ev) = Event::decode_fast(text) {
+            return Ok(ev);
+        }
+        Event::decode_full(text.as_bytes())
+    }
+
+    /// serde's derived structs also accept a JSON array (fields by position): `["X"]` would
+    /// otherwise decode as an event of type `X`.
+    fn refuse_non_object(frame: &[u8]) -> Result<(), DecodeError> {
         if frame
             .iter()
             .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
@@ -213,17 +263,15 @@ impl Event {
                 error: "not a JSON object".into(),
             });
         }
-        // The fast path: an event of a known type that decodes. A decoded struct means the whole
-        // text is JSON without trailing characters, so the full path would have read the same
-        // `type` (it is the only top-level one) and decoded the same struct.
-        if let Ok(text) = std::str::from_utf8(frame) {
-            if let Some(ty) = find_type_fast(text) {
-                if let Some(Ok(ev)) = Event::decode_known(ty, text) {
-                    return Ok(ev);
-                }
-            }
-        }
-        Event::decode_full(frame)
+        Ok(())
+    }
+
+    /// The fast path: an event of a known type that decodes. A decoded struct means the whole
+    /// text is JSON without trailing characters, so the full path would have read the same
+    /// `type` (it is the only top-level one) and decoded the same struct.
+    fn decode_fast(text: &str) -> Option<Event> {
+        let ty = find_type_fast(text)?;
+        Event::decode_known(ty, text)?.ok()
     }
 
     /// The full path (unknown types, mismatches, malformed frames): the whole frame is read for
@@ -616,7 +664,7 @@ mod size_tests {
 
 #[cfg(test)]
 mod fast_path_tests {
-    use super::{json_depth_exceeds, Event};
+    use super::{json_depth_exceeds, sole_type_key, Event};
     use std::path::PathBuf;
 
     /// The byte-by-byte depth scan the memchr one replaced.
@@ -728,6 +776,15 @@ mod fast_path_tests {
                 Event::decode(f)
             };
             assert_eq!(Event::decode(f), full, "{}", String::from_utf8_lossy(f));
+            assert_eq!(
+                sole_type_key(f),
+                type_key_reference(f),
+                "{}",
+                String::from_utf8_lossy(f)
+            );
+            if let Ok(text) = std::str::from_utf8(f) {
+                assert_eq!(Event::decode_str(text), full, "{text}");
+            }
             fast += usize::from(full.is_ok());
             for max in [0, 1, 2, 3, 4, 8, 32] {
                 assert_eq!(
@@ -739,6 +796,18 @@ mod fast_path_tests {
             }
         }
         assert!(fast > 50);
+    }
+
+    /// The former key search of [`find_type_fast`] (two searches for `"type"`, one for a
+    /// backslash), which [`sole_type_key`]'s single pass must agree with.
+    fn type_key_reference(bytes: &[u8]) -> Option<usize> {
+        let finder = memchr::memmem::Finder::new(b"\"type\"");
+        let first = finder.find(bytes)?;
+        if finder.find(bytes.get(first + 1..)?).is_some() || memchr::memchr(b'\\', bytes).is_some()
+        {
+            return None;
+        }
+        Some(first)
     }
 
     /// What [`mutated_frames_decode_as_the_full_path_does`] inserts or writes into frames.
@@ -794,9 +863,19 @@ mod fast_path_tests {
             }
             // `decode` refuses a frame not starting with `{` before either path runs.
             if f.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                let full = Event::decode_full(&f);
+                proptest::prop_assert_eq!(
+                    sole_type_key(&f),
+                    type_key_reference(&f),
+                    "{}",
+                    String::from_utf8_lossy(&f)
+                );
+                if let Ok(text) = std::str::from_utf8(&f) {
+                    proptest::prop_assert_eq!(&Event::decode_str(text), &full, "{}", text);
+                }
                 proptest::prop_assert_eq!(
                     Event::decode(&f),
-                    Event::decode_full(&f),
+                    full,
                     "{}",
                     String::from_utf8_lossy(&f)
                 );

@@ -1203,7 +1203,18 @@ impl<T: Clone> Session<T> {
     /// (others count as [`Stats::stale_inputs`]). Asterisk sends no binary frames; an adapter
     /// ignores them, and answers pings itself (most WebSocket libraries do).
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
-        let _ = now;
+        self.handle_input(now, frame, None);
+    }
+
+    /// As [`handle_frame`](Session::handle_frame), for a text frame whose UTF-8 the WebSocket
+    /// library already checked (as every library does for text frames): it is not checked
+    /// again.
+    pub fn handle_text_frame(&mut self, now: Instant, text: &str) {
+        self.handle_input(now, text.as_bytes(), Some(text));
+    }
+
+    /// A frame, with its text when its UTF-8 is known to be valid.
+    fn handle_input(&mut self, now: Instant, frame: &[u8], text: Option<&str>) {
         self.stats.frames += 1;
         self.stats.frame_bytes += frame.len() as u64;
         if !self.is_connected() {
@@ -1219,7 +1230,16 @@ impl<T: Clone> Session<T> {
             }));
             return;
         }
-        let event = match Event::decode_with_max_depth(frame, self.config.limits.max_json_depth) {
+        let max_depth = self.config.limits.max_json_depth;
+        let decoded = if crate::events::json_depth_exceeds(frame, max_depth) {
+            Err(DecodeError::TooDeep { max: max_depth })
+        } else {
+            match text {
+                Some(text) => Event::decode_str(text),
+                None => Event::decode(frame),
+            }
+        };
+        let event = match decoded {
             Ok(e) => e,
             Err(e @ DecodeError::Schema { .. }) => {
                 self.stats.schema_errors += 1;
