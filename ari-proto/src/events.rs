@@ -146,6 +146,25 @@ impl JsonInput for &[u8] {
     }
 }
 
+/// Decodes a snapshot shared by `Arc` (an event's `channel`, `bridge`, …) straight into its
+/// allocation: serde's own `Arc<T>` decodes a `Box<T>` and copies it into a new one.
+pub(crate) fn decode_arc<'de, D, T>(de: D) -> Result<std::sync::Arc<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(de).map(std::sync::Arc::new)
+}
+
+/// [`decode_arc`] for an optional snapshot.
+pub(crate) fn decode_option_arc<'de, D, T>(de: D) -> Result<Option<std::sync::Arc<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize<'de>>::deserialize(de).map(|o| o.map(std::sync::Arc::new))
+}
+
 /// The `"type"`.
 const TYPE_KEY: &[u8] = b"\"type\"";
 

@@ -594,7 +594,9 @@ impl<'a> Gen<'a> {
             let ty = p["type"].as_str().unwrap_or("string");
             let en = self.field_enums.get(&(owner.clone(), f.clone()));
             let mut rty = self.rust_type(ty, en)?;
-            if self.is_event(name) && en.is_none() && SHARED_SNAPSHOT_MODELS.contains(&ty) {
+            let shared =
+                self.is_event(name) && en.is_none() && SHARED_SNAPSHOT_MODELS.contains(&ty);
+            if shared {
                 rty = format!("std::sync::Arc<{rty}>");
             }
             let required = p.get("required").and_then(Value::as_bool).unwrap_or(false);
@@ -611,6 +613,14 @@ impl<'a> Gen<'a> {
             let mut attrs: Vec<String> = Vec::new();
             if rname.trim_start_matches("r#") != f {
                 attrs.push(format!("rename = \"{f}\""));
+            }
+            if shared {
+                // Decoded in place (serde's own `Arc` decodes a `Box` and copies it into a new
+                // allocation).
+                let with = if required { "arc" } else { "option_arc" };
+                attrs.push(format!(
+                    "deserialize_with = \"crate::events::decode_{with}\""
+                ));
             }
             let full_ty = if required {
                 if lenient_default(&rty) {

@@ -20,6 +20,7 @@ pub struct ApplicationMoveFailed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// `destination`.
     #[serde(default)]
@@ -94,17 +95,31 @@ pub struct BridgeAttendedTransfer {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// First leg of the transferer
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub transferer_first_leg: std::sync::Arc<crate::models::Channel>,
     /// Second leg of the transferer
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub transferer_second_leg: std::sync::Arc<crate::models::Channel>,
     /// The channel that is replacing transferer\_first\_leg in the swap
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub replace_channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// The channel that is being transferred
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transferee: Option<std::sync::Arc<crate::models::Channel>>,
     /// The channel that is being transferred to
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transfer_target: Option<std::sync::Arc<crate::models::Channel>>,
     /// The result of the transfer attempt
     #[serde(default)]
@@ -113,10 +128,18 @@ pub struct BridgeAttendedTransfer {
     #[serde(default)]
     pub is_external: bool,
     /// Bridge the transferer first leg is in
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transferer_first_leg_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// Bridge the transferer second leg is in
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transferer_second_leg_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// How the transfer was accomplished
     #[serde(default)]
@@ -128,16 +151,32 @@ pub struct BridgeAttendedTransfer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_application: Option<crate::CompactString>,
     /// First leg of a link transfer result
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_link_first_leg: Option<std::sync::Arc<crate::models::Channel>>,
     /// Second leg of a link transfer result
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_link_second_leg: Option<std::sync::Arc<crate::models::Channel>>,
     /// Transferer channel that survived the threeway result
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_threeway_channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// Bridge that survived the threeway result
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_threeway_bridge: Option<std::sync::Arc<crate::models::Bridge>>,
 }
 
@@ -156,12 +195,21 @@ pub struct BridgeBlindTransfer {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel performing the blind transfer
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The channel that is replacing transferer when the transferee(s) can not be transferred directly
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub replace_channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// The channel that is being transferred
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transferee: Option<std::sync::Arc<crate::models::Channel>>,
     /// The extension transferred to
     #[serde(default)]
@@ -176,7 +224,11 @@ pub struct BridgeBlindTransfer {
     #[serde(default)]
     pub is_external: bool,
     /// The bridge being transferred
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bridge: Option<std::sync::Arc<crate::models::Bridge>>,
 }
 
@@ -195,6 +247,7 @@ pub struct BridgeCreated {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge: std::sync::Arc<crate::models::Bridge>,
 }
 
@@ -213,6 +266,7 @@ pub struct BridgeDestroyed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge: std::sync::Arc<crate::models::Bridge>,
 }
 
@@ -231,8 +285,10 @@ pub struct BridgeMerged {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `bridge_from`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge_from: std::sync::Arc<crate::models::Bridge>,
 }
 
@@ -251,6 +307,7 @@ pub struct BridgeVideoSourceChanged {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `old_video_source_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +329,7 @@ pub struct CallBroadcast {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel being broadcast.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The caller ID number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +354,7 @@ pub struct CallClaimed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that was claimed.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The name of the ARI application that claimed the channel.
     #[serde(default)]
@@ -323,6 +382,7 @@ pub struct ChannelCallerId {
     #[serde(default)]
     pub caller_presentation_txt: crate::CompactString,
     /// The channel that changed Caller ID.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -341,6 +401,7 @@ pub struct ChannelConnectedLine {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel whose connected line has changed.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -359,6 +420,7 @@ pub struct ChannelCreated {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -388,6 +450,7 @@ pub struct ChannelDestroyed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tech_cause: Option<i64>,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -406,6 +469,7 @@ pub struct ChannelDialplan {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that changed dialplan location.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The application about to be executed.
     #[serde(default)]
@@ -438,6 +502,7 @@ pub struct ChannelDtmfReceived {
     #[serde(default)]
     pub duration_ms: i64,
     /// The channel on which DTMF was received
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -456,9 +521,14 @@ pub struct ChannelEnteredBridge {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `channel`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: Option<std::sync::Arc<crate::models::Channel>>,
 }
 
@@ -488,6 +558,7 @@ pub struct ChannelHangupRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft: Option<bool>,
     /// The channel on which the hangup was requested.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -506,6 +577,7 @@ pub struct ChannelHold {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that initiated the hold event.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The music on hold class that the initiator requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -527,8 +599,10 @@ pub struct ChannelLeftBridge {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `bridge`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub bridge: std::sync::Arc<crate::models::Bridge>,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -547,6 +621,7 @@ pub struct ChannelStateChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -565,6 +640,7 @@ pub struct ChannelTalkingFinished {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel on which talking completed.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// The length of time, in milliseconds, that talking was detected on the channel
     #[serde(default)]
@@ -586,6 +662,7 @@ pub struct ChannelTalkingStarted {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel on which talking started.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -604,6 +681,7 @@ pub struct ChannelToneDetected {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel the tone was detected on.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -645,6 +723,7 @@ pub struct ChannelUnhold {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The channel that initiated the unhold event.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -666,13 +745,25 @@ pub struct ChannelUserevent {
     #[serde(default)]
     pub eventname: crate::CompactString,
     /// A channel that is signaled with the user event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: Option<std::sync::Arc<crate::models::Channel>>,
     /// A bridge that is signaled with the user event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bridge: Option<std::sync::Arc<crate::models::Bridge>>,
     /// A endpoint that is signaled with the user event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub endpoint: Option<std::sync::Arc<crate::models::Endpoint>>,
     /// Custom Userevent data
     #[serde(default)]
@@ -702,7 +793,11 @@ pub struct ChannelVarset {
     /// The channel on which the variable was set.
     ///
     /// If missing, the variable is a global variable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: Option<std::sync::Arc<crate::models::Channel>>,
 }
 
@@ -721,6 +816,7 @@ pub struct ContactStatusChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub endpoint: std::sync::Arc<crate::models::Endpoint>,
     /// `contact_info`.
     pub contact_info: crate::models::ContactInfo,
@@ -741,6 +837,7 @@ pub struct DeviceStateChanged {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Device state object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub device_state: std::sync::Arc<crate::models::DeviceState>,
 }
 
@@ -759,15 +856,24 @@ pub struct Dial {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// The calling channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub caller: Option<std::sync::Arc<crate::models::Channel>>,
     /// The dialed channel.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub peer: std::sync::Arc<crate::models::Channel>,
     /// Forwarding target requested by the original dialed channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<crate::CompactString>,
     /// Channel that the caller has been forwarded to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub forwarded: Option<std::sync::Arc<crate::models::Channel>>,
     /// The dial string for calling the peer channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -792,6 +898,7 @@ pub struct EndpointStateChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub endpoint: std::sync::Arc<crate::models::Endpoint>,
 }
 
@@ -810,6 +917,7 @@ pub struct PeerStatusChange {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `endpoint`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub endpoint: std::sync::Arc<crate::models::Endpoint>,
     /// `peer`.
     pub peer: crate::models::Peer,
@@ -830,6 +938,7 @@ pub struct PlaybackContinuing {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub playback: std::sync::Arc<crate::models::Playback>,
 }
 
@@ -848,6 +957,7 @@ pub struct PlaybackFinished {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub playback: std::sync::Arc<crate::models::Playback>,
 }
 
@@ -866,6 +976,7 @@ pub struct PlaybackStarted {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Playback control object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub playback: std::sync::Arc<crate::models::Playback>,
 }
 
@@ -921,6 +1032,7 @@ pub struct RecordingFailed {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub recording: std::sync::Arc<crate::models::LiveRecording>,
 }
 
@@ -939,6 +1051,7 @@ pub struct RecordingFinished {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub recording: std::sync::Arc<crate::models::LiveRecording>,
 }
 
@@ -957,6 +1070,7 @@ pub struct RecordingStarted {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// Recording control object
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub recording: std::sync::Arc<crate::models::LiveRecording>,
 }
 
@@ -975,6 +1089,7 @@ pub struct StasisEnd {
     /// Time at which this event was created.
     pub timestamp: crate::Timestamp,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
 }
 
@@ -996,9 +1111,14 @@ pub struct StasisStart {
     #[serde(default)]
     pub args: Vec<crate::CompactString>,
     /// `channel`.
+    #[serde(deserialize_with = "crate::events::decode_arc")]
     pub channel: std::sync::Arc<crate::models::Channel>,
     /// `replace_channel`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub replace_channel: Option<std::sync::Arc<crate::models::Channel>>,
 }
 
@@ -1019,7 +1139,11 @@ pub struct TextMessageReceived {
     /// `message`.
     pub message: crate::models::TextMessage,
     /// `endpoint`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "crate::events::decode_option_arc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub endpoint: Option<std::sync::Arc<crate::models::Endpoint>>,
 }
 
