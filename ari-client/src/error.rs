@@ -62,6 +62,24 @@ pub enum Error {
         /// The resource, as ARI names event sources: `channel:1700000000.1`.
         resource: String,
     },
+    /// A live recording failed (`RecordingFailed`, e.g. the channel hung up before the
+    /// recording started), as [`LiveRecording::finished`](crate::LiveRecording::finished)
+    /// reports it.
+    RecordingFailed {
+        /// The recording's name.
+        name: String,
+        /// Why, as Asterisk said (the recording's `cause`), if it said.
+        cause: Option<String>,
+    },
+    /// Whether a live recording finished or failed cannot be known: it had already ended
+    /// when [`LiveRecording::finished`](crate::LiveRecording::finished) asked (Asterisk
+    /// answered 404), this client did not see its end (it came before the handle was made
+    /// and is no longer remembered, or to another client), and no stored recording has its
+    /// name (it failed, was cancelled, or was deleted since).
+    RecordingOutcomeUnknown {
+        /// The recording's name.
+        name: String,
+    },
     /// An event stream fell behind and this many events were dropped for it (see
     /// [`Lagged`]).
     Lagged(u64),
@@ -149,6 +167,15 @@ impl fmt::Display for Error {
             Error::Ended { resource } => {
                 write!(f, "{resource} ended before the awaited event")
             }
+            Error::RecordingFailed { name, cause } => match cause {
+                Some(cause) => write!(f, "recording {name} failed: {cause}"),
+                None => write!(f, "recording {name} failed"),
+            },
+            Error::RecordingOutcomeUnknown { name } => write!(
+                f,
+                "recording {name} had already ended and whether it finished or failed is \
+                 unknown: this client did not see its end and no stored recording has its name"
+            ),
             Error::Lagged(n) => write!(
                 f,
                 "the event stream fell behind: {n} events were dropped for it"

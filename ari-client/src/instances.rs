@@ -403,7 +403,7 @@ impl<R: Runtime> Playback<R> {
         };
         async move {
             if let Some(w) = early {
-                return wait_watch(&w, format!("playback:{}", this.id())).await;
+                return wait_watch(&w).await;
             }
             if let Some(once) = late {
                 let op = ari_proto::ops::playbacks::Get::new(this.id());
@@ -447,10 +447,35 @@ impl<R: Runtime> LiveRecording<R> {
         self.id()
     }
 
-    /// Completes when the recording has ended: `Ok` on `RecordingFinished`, an error on
-    /// `RecordingFailed`. Like [`Playback::finished`], a recording made with
-    /// [`Client::new_live_recording`] is watched from its creation; otherwise this subscribes and
-    /// then asks Asterisk (a 404 means it has already ended).
+    /// Completes when the recording has ended: `Ok(())` if it finished
+    /// (`RecordingFinished`), [`Error::RecordingFailed`] with the cause Asterisk gave if it
+    /// failed (`RecordingFailed`, e.g. the channel hung up during the beep). Like
+    /// [`Playback::finished`], a recording made with [`Client::new_live_recording`] is
+    /// watched from its creation; otherwise this subscribes and then asks Asterisk for the
+    /// live recording.
+    ///
+    /// When it had already ended (Asterisk answers 404), the outcome comes from what this
+    /// client saw: its end if routed meanwhile, or the client's record of the latest
+    /// [`Limits::max_ended_ids`](ari_proto::session::Limits::max_ended_ids) ends, which keeps
+    /// failures and their causes. If the client did not see the end (it came before the
+    /// client connected, or is no longer remembered), a stored recording of that name means
+    /// it finished (`Ok`); without one, the outcome cannot be known and this fails with
+    /// [`Error::RecordingOutcomeUnknown`] rather than report a success it cannot vouch for.
+    /// (A stored recording left by an earlier recording of the same name counts as
+    /// finished: give recordings fresh names.)
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
+    /// use ari_client::Error;
+    /// let rec = client.new_live_recording(); // watched from here on
+    /// channel.record(&rec, "wav").beep(true).await?;
+    /// match rec.finished().await {
+    ///     Ok(()) => println!("stored as {}", rec.name()),
+    ///     Err(Error::RecordingFailed { cause, .. }) => println!("failed: {cause:?}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn finished(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let this = self.clone();
         let early = this.watch.clone();
@@ -460,29 +485,70 @@ impl<R: Runtime> LiveRecording<R> {
             None
         };
         async move {
+            use futures_util::{FutureExt, StreamExt};
             if let Some(w) = early {
-                return wait_watch(&w, format!("recording:{}", this.id())).await;
+                let outcome = std::future::poll_fn(|cx| w.latch.poll_outcome(cx)).await;
+                return match outcome {
+                    LatchOutcome::Final(ev) => recording_outcome(&ev, this.id()).unwrap_or(Ok(())),
+                    LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
+                        Err(Error::closed("the client was closed"))
+                    }
+                    // Ended without its final event reaching the watch.
+                    LatchOutcome::Closed(_) => this.unseen_outcome().await,
+                };
             }
-            if let Some(mut events) = late {
-                let op = ari_proto::ops::recordings::GetLive::new(this.id());
-                match this.client.execute(&op).await {
-                    Err(e) if e.is_not_found() => return Ok(()),
-                    Err(e) => return Err(e),
-                    Ok(_) => {}
-                }
-                use futures_util::StreamExt;
-                while let Some(item) = events.next().await {
-                    if let Ok(ev) = item {
-                        if let Some(r) = recording_outcome(&ev, this.id()) {
+            let Some(mut events) = late else {
+                return Ok(());
+            };
+            let op = ari_proto::ops::recordings::GetLive::new(this.id());
+            match this.client.execute(&op).await {
+                Err(e) if e.is_not_found() => {
+                    // Already over: its end may have been routed while we asked.
+                    while let Some(Some(item)) = events.next().now_or_never() {
+                        if let Some(r) = item.ok().and_then(|ev| recording_outcome(&ev, this.id()))
+                        {
                             return r;
                         }
                     }
+                    return this.unseen_outcome().await;
                 }
-                Err(Error::closed("the client was closed"))
-            } else {
-                Ok(())
+                Err(e) => return Err(e),
+                Ok(_) => {}
             }
+            while let Some(item) = events.next().await {
+                if let Some(r) = item.ok().and_then(|ev| recording_outcome(&ev, this.id())) {
+                    return r;
+                }
+            }
+            // The stream ended without the final event (the end was already remembered, or
+            // Asterisk restarted, or the client closed: then the request below says so).
+            this.unseen_outcome().await
         }
+    }
+
+    /// The outcome of a recording whose final event this wait did not receive: the client's
+    /// record of ended resources, else whether a stored recording has its name.
+    async fn unseen_outcome(&self) -> Result<(), Error> {
+        match self.client.inner.shared.recording_end(self.id()) {
+            Some(None) => return Ok(()),
+            Some(Some(cause)) => return Err(recording_failed(self.id(), &cause)),
+            None => {}
+        }
+        let op = ari_proto::ops::recordings::GetStored::new(self.id());
+        match self.client.execute(&op).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Err(Error::RecordingOutcomeUnknown {
+                name: self.id().to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn recording_failed(name: &str, cause: &str) -> Error {
+    Error::RecordingFailed {
+        name: name.to_string(),
+        cause: (!cause.is_empty()).then(|| cause.to_string()),
     }
 }
 
@@ -490,26 +556,19 @@ fn recording_outcome(ev: &ari_proto::Event, name: &str) -> Option<Result<(), Err
     use ari_proto::Event;
     match ev {
         Event::RecordingFinished(e) if e.recording.name == name => Some(Ok(())),
-        Event::RecordingFailed(e) if e.recording.name == name => {
-            let cause = e.recording.cause.clone().unwrap_or_default();
-            Some(Err(Error::Ended {
-                resource: format!("recording:{name} (failed: {cause})"),
-            }))
-        }
+        Event::RecordingFailed(e) if e.recording.name == name => Some(Err(recording_failed(
+            name,
+            e.recording.cause.as_deref().unwrap_or(""),
+        ))),
         _ => None,
     }
 }
 
-async fn wait_watch(w: &Arc<Watch>, resource: String) -> Result<(), Error> {
+/// A playback's watch: over once it has ended, however that was learnt.
+async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
     let outcome = std::future::poll_fn(|cx| w.latch.poll_outcome(cx)).await;
     match outcome {
-        LatchOutcome::Final(ev) => match w.kind() {
-            ResourceKind::Recording => {
-                let name = resource.trim_start_matches("recording:");
-                recording_outcome(&ev, name).unwrap_or(Ok(()))
-            }
-            _ => Ok(()),
-        },
+        LatchOutcome::Final(_) => Ok(()),
         LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
             Err(Error::closed("the client was closed"))
         }

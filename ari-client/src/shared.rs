@@ -678,6 +678,17 @@ impl Shared {
         w
     }
 
+    /// How the live recording `name` ended, as far as the session remembers: `None` if it
+    /// is not remembered as ended, `Some(None)` if it finished, `Some(Some(cause))` if it
+    /// failed (`cause` empty when Asterisk gave none).
+    pub(crate) fn recording_end(&self, name: &str) -> Option<Option<String>> {
+        let st = self.lock();
+        if !st.session.has_ended(ResourceKind::Recording, name) {
+            return None;
+        }
+        Some(st.session.recording_failure(name).map(str::to_string))
+    }
+
     /// The existing watch of a resource, if any.
     pub(crate) fn find_watch(&self, kind: ResourceKind, id: &str) -> Option<Arc<Watch>> {
         let map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
@@ -1074,12 +1085,6 @@ pub(crate) struct Watch {
     key: (ResourceKind, String),
     sub: SubscriptionId,
     pub(crate) latch: Arc<Latch>,
-}
-
-impl Watch {
-    pub(crate) fn kind(&self) -> ResourceKind {
-        self.key.0
-    }
 }
 
 impl Drop for Watch {

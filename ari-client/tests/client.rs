@@ -1060,7 +1060,7 @@ fn recordings_report_finished_and_failed() {
     ok_done.take().unwrap().unwrap();
     let err = bad_done.take().unwrap().unwrap_err();
     assert!(
-        matches!(&err, Error::Ended { resource } if resource.contains("disk full")),
+        matches!(&err, Error::RecordingFailed { name, cause } if name == bad.name() && cause.as_deref().is_some_and(|c| c.contains("disk full"))),
         "{err:?}"
     );
     drop((ok, bad));

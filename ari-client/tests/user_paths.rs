@@ -179,8 +179,10 @@ fn a_recording_followed_after_it_started_reports_its_end() {
     let (client, ws) = started(&rt);
     rt.respond(|req| {
         let path = req.uri().path();
-        if path == "/ari/recordings/live/gone" {
+        if path == "/ari/recordings/live/gone" || path == "/ari/recordings/live/kept" {
             Reply::Respond(404, r#"{"message":"Recording not found"}"#.into())
+        } else if path == "/ari/recordings/stored/kept" {
+            Reply::Respond(200, r#"{"name":"kept","format":"wav"}"#.into())
         } else if path == "/ari/recordings/live/broken" {
             Reply::Respond(500, r#"{"message":"Internal Server Error"}"#.into())
         } else if let Some(name) = path.strip_prefix("/ari/recordings/live/") {
@@ -205,12 +207,26 @@ fn a_recording_followed_after_it_started_reports_its_end() {
     ok.take().expect("settled").expect("finished");
     let err = failed.take().expect("settled").expect_err("failed");
     assert!(
-        matches!(&err, Error::Ended { resource } if resource.contains("failed: disk full")),
+        matches!(&err, Error::RecordingFailed { name, cause }
+            if name == "failed" && cause.as_deref() == Some("disk full")),
         "{err:?}"
     );
-    // Already over when asked: Asterisk's 404 says so.
+    // Already over when asked (Asterisk's 404), its end unseen by this client: a stored
+    // recording of that name means it finished; without one the outcome is unknown.
+    let kept = rt.start(live("kept").finished());
+    kept.take().expect("settled").expect("finished: stored");
     let gone = rt.start(live("gone").finished());
-    gone.take().expect("settled").expect("already ended");
+    let err = gone.take().expect("settled").expect_err("unknown");
+    assert_eq!(
+        err,
+        Error::RecordingOutcomeUnknown {
+            name: "gone".to_string()
+        }
+    );
+    // Over when asked, its failure seen by this client: the failure, not a success.
+    let failed_again = rt.start(live("failed").finished());
+    let err = failed_again.take().expect("settled").expect_err("failed");
+    assert!(matches!(&err, Error::RecordingFailed { .. }), "{err:?}");
     // Asterisk failing the question is the caller's error, with its status.
     let broken = rt.start(live("broken").finished());
     let err = broken.take().expect("settled").expect_err("500");

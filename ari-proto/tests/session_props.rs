@@ -1012,3 +1012,50 @@ fn a_channel_unfollowed_during_its_linger_still_counts_as_ended() {
     assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
     assert!(s.has_ended(ResourceKind::Channel, &cid(2)));
 }
+
+/// The record of ended resources keeps how a live recording ended: `RecordingFailed` with
+/// Asterisk's cause (empty when it gave none), `RecordingFinished` as no failure; a recording
+/// created again (`RecordingStarted`, the same name reused) is no longer remembered.
+#[test]
+fn a_failed_recording_is_remembered_with_its_cause() {
+    let t = templates();
+    let t0 = epoch();
+    let mut s = connected(SessionConfig::new(["app"]), t0);
+    let frame = |ev: Ev, cause: Option<&str>| {
+        let mut v: serde_json::Value = serde_json::from_str(&ev.frame(&t)).expect("json");
+        match cause {
+            Some(c) => v["recording"]["cause"] = json!(c),
+            None => {
+                if let Some(r) = v["recording"].as_object_mut() {
+                    r.remove("cause");
+                }
+            }
+        }
+        serde_json::to_vec(&v).expect("serializes")
+    };
+    let on = Target::Channel(1);
+    s.handle_frame(
+        t0,
+        &frame(
+            Ev::RecordingFailed(1, on),
+            Some("Channel hung up before recording started"),
+        ),
+    );
+    s.handle_frame(t0, &frame(Ev::RecordingFailed(2, on), None));
+    s.handle_frame(t0, &frame(Ev::RecordingFinished(3, on), None));
+    drain(&mut s);
+    assert_eq!(
+        s.recording_failure(&rid(1)),
+        Some("Channel hung up before recording started")
+    );
+    assert_eq!(s.recording_failure(&rid(2)), Some(""));
+    assert!(s.has_ended(ResourceKind::Recording, &rid(3)));
+    assert_eq!(s.recording_failure(&rid(3)), None, "finished, not failed");
+    assert_eq!(s.recording_failure(&rid(4)), None, "never seen");
+    s.handle_frame(t0, &frame(Ev::RecordingStarted(1, on), None));
+    drain(&mut s);
+    assert_eq!(s.recording_failure(&rid(1)), None, "the name was reused");
+    s.handle_frame(t0, &frame(Ev::RecordingFinished(1, on), None));
+    drain(&mut s);
+    assert_eq!(s.recording_failure(&rid(1)), None, "the new one finished");
+}

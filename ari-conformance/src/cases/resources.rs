@@ -12,6 +12,7 @@ use ari_client::models::{
     SnoopDirection,
 };
 use ari_client::{Channel, ClientStream, ErrorKind, Runtime};
+use ari_testkit::PlaceCall;
 use futures::StreamExt;
 
 use super::assert_ari;
@@ -487,6 +488,131 @@ pub async fn playbacks_get_control_stop<R: Runtime>(h: &Harness<R>) {
         .await
         .unwrap();
     h.live("hangup", ch.hangup()).await.unwrap();
+}
+
+/// `finished()` of a live recording tells a failure from a success, whenever the handle was
+/// made: a recording that fails (the caller hangs up during the beep: `RecordingFailed`)
+/// fails with `Error::RecordingFailed` and Asterisk's cause, on the handle made before
+/// (watched from creation), on one made by name after the failure, and on one that asks
+/// Asterisk (`recordings().get_live`, made while it was live: Asterisk then answers 404); a
+/// recording that finished is `Ok` on each. A client that did not see the end answers from
+/// the stored recordings: one of that name means it finished; none means the outcome is
+/// unknown (`Error::RecordingOutcomeUnknown`), never a silent `Ok`.
+pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_made<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-rec-failed";
+    let mut cfg = crate::fast_sim_config();
+    // A beep long enough for the hangup to come during it.
+    cfg.media_durations
+        .insert("beep".to_string(), Duration::from_secs(30));
+    let server = ari_testkit::MockServer::builder().sim_config(cfg).start();
+    let c = h.builder_for(&server).connect().await.unwrap();
+    h.live("start", c.start(app)).await.unwrap();
+    // Another application's client: it receives none of these recordings' events.
+    let other = h.builder_for(&server).connect().await.unwrap();
+    h.live("start", other.start("conf-rec-other"))
+        .await
+        .unwrap();
+
+    // Watched from creation, and by name after the failure.
+    let call = h
+        .incoming_call_on(&server, &c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer", call.answer()).await.unwrap();
+    let failed = c.new_live_recording();
+    h.live("record", call.record(&failed, "wav").beep(true))
+        .await
+        .unwrap();
+    h.live("the caller hangs up during the beep", call.hangup())
+        .await
+        .unwrap();
+    let cause = Some("Channel hung up before recording started".to_string());
+    let failure = |name: &str| {
+        Err(ari_client::Error::RecordingFailed {
+            name: name.to_string(),
+            cause: cause.clone(),
+        })
+    };
+    assert_eq!(
+        h.live("finished (watched)", failed.finished()).await,
+        failure(failed.name())
+    );
+    let late = c.live_recording(failed.name());
+    assert_eq!(
+        h.live("finished (by name, after)", late.finished()).await,
+        failure(failed.name())
+    );
+
+    // Handles that ask Asterisk (no watch: the recording's handles are dropped first),
+    // made while it was live; Asterisk answers 404 by the time `finished()` asks.
+    let call = h
+        .incoming_call_on(&server, &c, PlaceCall::new("PJSIP/bob", app))
+        .await;
+    h.live("answer", call.answer()).await.unwrap();
+    let rec = c.new_live_recording();
+    h.live("record", call.record(&rec, "wav").beep(true))
+        .await
+        .unwrap();
+    let name = rec.name().to_string();
+    drop(rec);
+    let asked = h
+        .live("get live", c.recordings().get_live(name.as_str()))
+        .await
+        .unwrap();
+    let unseen = h
+        .live("get live", other.recordings().get_live(name.as_str()))
+        .await
+        .unwrap();
+    h.live("the caller hangs up during the beep", call.hangup())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.live("finished (asks Asterisk)", asked.finished()).await,
+        failure(&name)
+    );
+    assert_eq!(
+        h.live(
+            "finished (not seen: no stored recording)",
+            unseen.finished()
+        )
+        .await,
+        Err(ari_client::Error::RecordingOutcomeUnknown { name: name.clone() })
+    );
+
+    // A recording that finished: Ok on each kind of handle.
+    let call = h
+        .incoming_call_on(&server, &c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer", call.answer()).await.unwrap();
+    let done = c.new_live_recording();
+    let started = done.once::<RecordingStarted>();
+    h.live("record", call.record(&done, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    let name = done.name().to_string();
+    drop(done);
+    let asked = h
+        .live("get live", c.recordings().get_live(name.as_str()))
+        .await
+        .unwrap();
+    let unseen = h
+        .live("get live", other.recordings().get_live(name.as_str()))
+        .await
+        .unwrap();
+    h.live("stop", asked.stop()).await.unwrap();
+    h.live("finished (asks Asterisk)", asked.finished())
+        .await
+        .unwrap();
+    h.live(
+        "finished (by name, after)",
+        c.live_recording(name.as_str()).finished(),
+    )
+    .await
+    .unwrap();
+    h.live("finished (not seen: a stored recording)", unseen.finished())
+        .await
+        .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
 }
 
 /// `recordings`: a live recording (record, get, stop, finished), then the stored one

@@ -18,6 +18,9 @@ struct Entry {
     /// recorded again later.
     seq: u64,
     hash: u64,
+    /// For a live recording that ended with `RecordingFailed`: Asterisk's cause (empty when
+    /// it gave none).
+    failure: Option<Box<str>>,
 }
 
 /// The record: a hash table for lookups and the recording order for eviction.
@@ -60,17 +63,31 @@ impl EndedIds {
     }
 
     pub(crate) fn contains(&self, kind: ResourceKind, id: &str) -> bool {
+        self.get(kind, id).is_some()
+    }
+
+    fn get(&self, kind: ResourceKind, id: &str) -> Option<&Entry> {
         if self.table.is_empty() {
-            return false;
+            return None;
         }
         let hash = self.hash(kind, id);
         self.table
             .find(hash, |e| e.hash == hash && e.kind == kind && *e.id == *id)
-            .is_some()
+    }
+
+    /// Asterisk's cause (empty if none) when `kind`/`id` is recorded as ended by a failure
+    /// (`RecordingFailed`).
+    pub(crate) fn failure(&self, kind: ResourceKind, id: &str) -> Option<&str> {
+        self.get(kind, id)?.failure.as_deref()
     }
 
     /// Records that `kind`/`id` ended, keeping at most `cap` recordings (0: none).
     pub(crate) fn record(&mut self, kind: ResourceKind, id: &str, cap: usize) {
+        self.record_end(kind, id, cap, None);
+    }
+
+    /// [`EndedIds::record`], with the cause of a failure (`RecordingFailed`).
+    fn record_end(&mut self, kind: ResourceKind, id: &str, cap: usize, failure: Option<&str>) {
         if cap == 0 {
             return;
         }
@@ -92,6 +109,7 @@ impl EndedIds {
                 id: id.into(),
                 seq,
                 hash,
+                failure: failure.map(Box::from),
             },
             |e| e.hash,
         );
@@ -120,7 +138,11 @@ impl EndedIds {
     /// creates again (a reused id) is forgotten.
     pub(crate) fn observe(&mut self, event: &Event, cap: usize) {
         if let Some(r) = event.ended_resource() {
-            self.record(r.kind, r.id, cap);
+            let failure = match event {
+                Event::RecordingFailed(e) => Some(e.recording.cause.as_deref().unwrap_or("")),
+                _ => None,
+            };
+            self.record_end(r.kind, r.id, cap, failure);
             return;
         }
         if self.table.is_empty() {

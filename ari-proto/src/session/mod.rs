@@ -976,6 +976,22 @@ impl<T: Clone> Session<T> {
         self.ended.contains(kind, id)
     }
 
+    /// If the live recording `name` is remembered as ended ([`Session::has_ended`]) by a
+    /// `RecordingFailed`: the cause Asterisk gave (empty if it gave none). `None` if it is
+    /// not remembered as ended, or ended with `RecordingFinished`.
+    ///
+    /// ```
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let s = Session::new(base_url, SessionConfig::new(["hello"]));
+    /// assert_eq!(s.recording_failure("greeting"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recording_failure(&self, name: &str) -> Option<&str> {
+        self.ended.failure(ResourceKind::Recording, name)
+    }
+
     /// Forgets that this resource ended, before creating a new resource with the same
     /// client-side id (`originateWithId`, `createWithId`, `playWithId`, a recording name):
     /// subscriptions to it made from now on wait for its events again. Whether the id was

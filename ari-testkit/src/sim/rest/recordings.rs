@@ -93,8 +93,14 @@ impl Sim {
             _ => {}
         }
         let resp = self.live_json(&name);
+        // The beep is the `beep` sound (450 ms by default), then the recording starts.
         let delay = if beep {
-            Duration::from_millis(500)
+            self.cfg
+                .media_durations
+                .get("beep")
+                .copied()
+                .unwrap_or(Duration::from_millis(450))
+                + Duration::from_millis(50)
         } else {
             Duration::from_millis(20)
         };
