@@ -2627,3 +2627,73 @@ fn move_between_apps_and_broadcast_claimed() {
         ("a", Some("b"))
     );
 }
+
+/// Deleting a bridge that still holds channels, as recorded from real Asterisk
+/// (`ari-fixtures/asterisk-20` run 1 and `asterisk-master` run 2: `DELETE /bridges/{id}` with
+/// a channel still in it): each channel leaves (`ChannelLeftBridge`, to the application of
+/// the channels), then the bridge is destroyed, but `BridgeDestroyed` reaches only the
+/// applications still subscribed to the bridge: one subscribed to it explicitly (as
+/// Asterisk's own `bridges/delete` test does) and subscribeAll watchers. The application that
+/// only followed the bridge through its channels is not: taking them out dropped that
+/// subscription, so it gets no `BridgeDestroyed`.
+#[test]
+fn deleting_a_bridge_with_channels_in_it_destroys_it_for_its_subscribers_only() {
+    let mut h = H::new("[ctx]\nexten => s,1,Answer()\n same => n,Echo()\n");
+    h.connect("test", false);
+    h.connect("sub", false);
+    h.connect("watcher", true);
+    for id in ["c1", "c2"] {
+        let r = h.req(
+            "POST",
+            "channels",
+            &[
+                ("endpoint", "Local/s@ctx"),
+                ("app", "test"),
+                ("channelId", id),
+            ],
+            None,
+        );
+        assert_eq!(r.status, 200);
+    }
+    h.ms(100);
+    assert_eq!(h.req("POST", "bridges/b1", &[], None).status, 200);
+    for id in ["c1", "c2"] {
+        let r = h.req("POST", "bridges/b1/addChannel", &[("channel", id)], None);
+        assert_eq!(r.status, 204);
+    }
+    let r = h.req(
+        "POST",
+        "applications/sub/subscription",
+        &[("eventSource", "bridge:b1")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    h.events.clear();
+    assert_eq!(h.req("DELETE", "bridges/b1", &[], None).status, 204);
+    h.ms(100);
+    let ends = |app: &str| -> Vec<String> {
+        h.for_app(app)
+            .iter()
+            .filter(|f| f["bridge"]["id"] == "b1")
+            .filter_map(|f| match f["type"].as_str() {
+                Some("ChannelLeftBridge") => Some(format!(
+                    "left:{}",
+                    f["channel"]["id"].as_str().unwrap_or("")
+                )),
+                Some("BridgeDestroyed") => Some("destroyed".to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(ends("test"), vec!["left:c1", "left:c2"]);
+    assert_eq!(ends("sub"), vec!["left:c1", "left:c2", "destroyed"]);
+    assert_eq!(ends("watcher"), vec!["left:c1", "left:c2", "destroyed"]);
+    // The channels survive the bridge.
+    for id in ["c1", "c2"] {
+        assert_eq!(
+            h.req("GET", &format!("channels/{id}"), &[], None).status,
+            200
+        );
+    }
+    assert_eq!(h.req("GET", "bridges/b1", &[], None).status, 404);
+}
