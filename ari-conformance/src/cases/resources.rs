@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use ari_client::events::{
     BridgeDestroyed, ChannelDestroyed, ChannelDtmfReceived, ChannelEnteredBridge,
-    ChannelLeftBridge, ChannelUserevent, PlaybackStarted, RecordingStarted, StasisEnd, StasisStart,
+    ChannelLeftBridge, ChannelUserevent, PlaybackStarted, RecordingFailed, RecordingStarted,
+    StasisEnd, StasisStart,
 };
 use ari_client::models::{
     ChannelState, DeviceStateValue, IfExists, MuteDirection, PlaybackOperation, PlaybackState,
@@ -564,9 +565,13 @@ pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_m
         .live("get live", other.recordings().get_live(name.as_str()))
         .await
         .unwrap();
+    // The failure reaches this client on its events connection, the 404 below on an HTTP
+    // one: wait until the client has seen it (what `finished()` then reports is the point).
+    let seen = c.once::<RecordingFailed>();
     h.live("the caller hangs up during the beep", call.hangup())
         .await
         .unwrap();
+    h.live("the client sees the failure", seen).await.unwrap();
     assert_eq!(
         h.live("finished (asks Asterisk)", asked.finished()).await,
         failure(&name)
