@@ -459,8 +459,10 @@ impl<R: Runtime> LiveRecording<R> {
     /// [`Limits::max_ended_ids`](ari_proto::session::Limits::max_ended_ids) ends, which keeps
     /// failures and their causes. If the client did not see the end (it came before the
     /// client connected, or is no longer remembered), a stored recording of that name means
-    /// it finished (`Ok`); without one, the outcome cannot be known and this fails with
-    /// [`Error::RecordingOutcomeUnknown`] rather than report a success it cannot vouch for.
+    /// it finished (`Ok`); without one, and no final event within a second (it may still be
+    /// on its way: the events and the REST answer travel on different connections), the
+    /// outcome cannot be known and this fails with [`Error::RecordingOutcomeUnknown`] rather
+    /// than report a success it cannot vouch for.
     /// (A stored recording left by an earlier recording of the same name counts as
     /// finished: give recordings fresh names.)
     ///
@@ -510,6 +512,32 @@ impl<R: Runtime> LiveRecording<R> {
                             return r;
                         }
                     }
+                    let outcome = this.unseen_outcome().await;
+                    if !matches!(outcome, Err(Error::RecordingOutcomeUnknown { .. })) {
+                        return outcome;
+                    }
+                    // Or its final event is still on its way: it and this answer travel on
+                    // different connections. Wait for it a little before giving up.
+                    let rt = this.client.runtime().clone();
+                    let grace = rt.sleep_until(rt.now() + END_IN_FLIGHT);
+                    let end = async {
+                        while let Some(item) = events.next().await {
+                            if let Some(r) =
+                                item.ok().and_then(|ev| recording_outcome(&ev, this.id()))
+                            {
+                                return Some(r);
+                            }
+                        }
+                        None
+                    };
+                    let (end, grace) = (std::pin::pin!(end), std::pin::pin!(grace));
+                    let seen = match futures_util::future::select(end, grace).await {
+                        futures_util::future::Either::Left((seen, _)) => seen,
+                        futures_util::future::Either::Right(_) => None,
+                    };
+                    if let Some(r) = seen {
+                        return r;
+                    }
                     return this.unseen_outcome().await;
                 }
                 Err(e) => return Err(e),
@@ -544,6 +572,10 @@ impl<R: Runtime> LiveRecording<R> {
         }
     }
 }
+
+/// How long [`LiveRecording::finished`] waits for a recording's final event after Asterisk
+/// answered that it is no longer live and the client has not seen its end.
+const END_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn recording_failed(name: &str, cause: &str) -> Error {
     Error::RecordingFailed {

@@ -1067,6 +1067,48 @@ fn recordings_report_finished_and_failed() {
     assert_eq!(client.live_subscriptions(), 0);
 }
 
+/// `finished()` on a recording handle taken by name, when Asterisk already answers 404 and the
+/// `RecordingFailed` is still on its way (the event and the answer travel on different
+/// connections): the failure, not `RecordingOutcomeUnknown`; with no event at all, unknown
+/// once the grace is over.
+#[test]
+fn a_recording_failure_still_in_flight_after_the_404_is_waited_for() {
+    let rt = FakeRt::default();
+    let (client, ws) = started(&rt);
+    rt.respond(|req| match req.uri().path() {
+        "/ari/recordings/live/r1"
+        | "/ari/recordings/stored/r1"
+        | "/ari/recordings/live/r2"
+        | "/ari/recordings/stored/r2" => {
+            Reply::Respond(404, r#"{"message":"Recording not found"}"#.into())
+        }
+        _ => Reply::Respond(500, String::new()),
+    });
+    // Known from Asterisk's answers (no watch: `finished()` asks Asterisk).
+    let live = |name: &str| {
+        let model: ari_client::models::LiveRecording =
+            serde_json::from_str(&recording_json(name, "recording")).expect("a recording");
+        client.wrap(model)
+    };
+    let fin = rt.start(live("r1").finished());
+    assert!(!fin.is_done(), "waits for an end that may be in flight");
+    ws.send(recording_event("RecordingFailed", "r1", "failed"));
+    rt.run();
+    let err = fin.take().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::RecordingFailed { name, .. } if name == "r1"),
+        "{err:?}"
+    );
+    let fin = rt.start(live("r2").finished());
+    assert!(!fin.is_done());
+    rt.advance(Duration::from_secs(1));
+    let err = fin.take().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::RecordingOutcomeUnknown { name } if name == "r2"),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn a_channel_moved_to_another_app_keeps_its_listeners() {
     let rt = FakeRt::default();

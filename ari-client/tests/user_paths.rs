@@ -216,6 +216,11 @@ fn a_recording_followed_after_it_started_reports_its_end() {
     let kept = rt.start(live("kept").finished());
     kept.take().expect("settled").expect("finished: stored");
     let gone = rt.start(live("gone").finished());
+    assert!(
+        !gone.is_done(),
+        "waits a second for an end still on its way"
+    );
+    rt.advance(Duration::from_secs(1));
     let err = gone.take().expect("settled").expect_err("unknown");
     assert_eq!(
         err,
