@@ -422,6 +422,38 @@ impl RequestParts {
         }
     }
 
+    /// The bridge this request destroys if it succeeds: the id (decoded) of a
+    /// `DELETE bridges/{bridgeId}`, typed ([`crate::ops::bridges::Destroy`]) or
+    /// [raw](RequestParts::raw); `None` for any other request. An adapter tells the session
+    /// of the success ([`Session::bridge_destroyed`](crate::session::Session::bridge_destroyed)).
+    ///
+    /// ```
+    /// use ari_proto::ops::bridges;
+    /// use ari_proto::rest::{request_parts, RequestParts};
+    /// let parts = request_parts(&bridges::Destroy::new("conf/1"))?;
+    /// assert_eq!(parts.destroyed_bridge().as_deref(), Some("conf/1"));
+    /// let raw = RequestParts::raw(http::Method::DELETE, "/bridges/conf%2F1", None);
+    /// assert_eq!(raw.destroyed_bridge().as_deref(), Some("conf/1"));
+    /// let get = request_parts(&bridges::Get::new("conf/1"))?;
+    /// assert_eq!(get.destroyed_bridge(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn destroyed_bridge(&self) -> Option<String> {
+        if self.method != http::Method::DELETE {
+            return None;
+        }
+        // A raw request keeps its query string in the path.
+        let path = self.path.split(['?', '#']).next().unwrap_or_default();
+        let id = path.strip_prefix("bridges/")?;
+        if id.is_empty() || id.contains('/') {
+            return None;
+        }
+        let id = percent_encoding::percent_decode_str(id)
+            .decode_utf8()
+            .ok()?;
+        (!id.is_empty()).then(|| id.into_owned())
+    }
+
     /// The path and encoded query string, without leading slash: `channels?endpoint=PJSIP%2F1`.
     pub fn path_and_query(&self) -> String {
         let mut s = self.path.clone();

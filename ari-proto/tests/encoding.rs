@@ -12,6 +12,7 @@ use ari_proto::models::DeviceStateValue;
 use ari_proto::ops::{bridges, channels, device_states, endpoints, events, recordings};
 use ari_proto::rest::{
     build_request, build_request_from_parts, request_parts, BaseUrl, BuildError, Credentials,
+    RequestParts,
 };
 use ari_proto::session::{Output, Session, SessionConfig, Transmit};
 use ari_proto::Operation;
@@ -605,4 +606,46 @@ fn passwords_never_show_in_debug_or_display() {
         assert!(!s.contains(PASSWORD), "password in {s}");
         assert!(!s.contains(&basic), "encoded credentials in {s}");
     }
+}
+
+proptest! {
+    /// Whatever its id, a `DELETE bridges/{id}` names the bridge it destroys, typed or raw
+    /// (the session is told of it when it succeeds, `Session::bridge_destroyed`).
+    #[test]
+    fn destroying_a_bridge_names_it_whatever_its_id(id in value()) {
+        prop_assume!(!id.is_empty() && !has_nul(&id));
+        let parts = request_parts(&bridges::Destroy::new(id.clone())).expect("parts");
+        prop_assert_eq!(parts.destroyed_bridge(), Some(id.clone()));
+        let raw = RequestParts::raw(http::Method::DELETE, &format!("/{}?x=1", parts.path), None);
+        prop_assert_eq!(raw.destroyed_bridge(), Some(id));
+    }
+}
+
+/// Only the bridge's own `DELETE` destroys it: not its other `DELETE`s (music on hold, video
+/// source), not another method on its path, not another resource.
+#[test]
+fn other_requests_destroy_no_bridge() {
+    let others = [
+        request_parts(&bridges::StopMoh::new("b1")),
+        request_parts(&bridges::ClearVideoSource::new("b1")),
+        request_parts(&bridges::Get::new("b1")),
+        request_parts(&bridges::CreateWithId::new("b1")),
+        request_parts(&channels::Hangup::new("b1")),
+    ];
+    for parts in others {
+        let parts = parts.expect("parts");
+        assert_eq!(parts.destroyed_bridge(), None, "{parts:?}");
+    }
+    for path in [
+        "bridges/",
+        "bridges",
+        "bridges/b1/moh",
+        "channels/b1",
+        "bridges//b1",
+    ] {
+        let raw = RequestParts::raw(http::Method::DELETE, path, None);
+        assert_eq!(raw.destroyed_bridge(), None, "{path}");
+    }
+    let raw = RequestParts::raw(http::Method::POST, "bridges/b1", None);
+    assert_eq!(raw.destroyed_bridge(), None);
 }

@@ -1059,3 +1059,213 @@ fn a_failed_recording_is_remembered_with_its_cause() {
     drain(&mut s);
     assert_eq!(s.recording_failure(&rid(1)), None, "the new one finished");
 }
+
+/// A bridge the application destroyed (`DELETE /bridges/{id}` answered 204) while it only
+/// followed it through its channels: Asterisk sends it the `ChannelLeftBridge` of each
+/// channel and no `BridgeDestroyed` (recorded traffic: `asterisk-20` run 1, `asterisk-master`
+/// run 2). Its subscriptions end when the linger is over (each event of the bridge restarting
+/// it), it counts as ended, and `poll_timeout` wakes the adapter for it. Another bridge is
+/// untouched.
+#[test]
+fn a_bridge_the_application_destroyed_ends_its_subscriptions_after_the_linger() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let config = SessionConfig::new(["app"])
+        .keepalive(None)
+        .stasis_end_linger(Some(linger));
+    let mut s = connected(config, t0);
+    let wait = s.subscribe(Filter::bridge(bid(0)).with_type("BridgeDestroyed").once());
+    let stream = s.subscribe(Filter::bridge(bid(0)));
+    let other_wait = s.subscribe(Filter::bridge(bid(1)).with_type("BridgeDestroyed").once());
+    let other = s.subscribe(Filter::bridge(bid(1)));
+    s.handle_frame(t0, Ev::Entered(0, 1).frame(&t).as_bytes());
+    s.handle_frame(t0, Ev::Entered(1, 2).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(
+        s.poll_timeout(),
+        None,
+        "nothing scheduled before the DELETE"
+    );
+
+    s.bridge_destroyed(t0, &bid(0));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0 + linger),
+        "the linger wakes the adapter"
+    );
+    assert!(!s.has_ended(ResourceKind::Bridge, &bid(0)), "lingering");
+    // The channel's `ChannelLeftBridge`, late on the events connection: delivered, and the
+    // linger starts again.
+    let left_at = t0 + Duration::from_millis(300);
+    s.handle_frame(left_at, Ev::Left(0, 1).frame(&t).as_bytes());
+    match &drain(&mut s)[..] {
+        [Output::Event(d)] => assert_eq!(d.subscribers.as_slice(), &[stream]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.poll_timeout(), Some(left_at + linger));
+    s.handle_timeout(t0 + linger);
+    assert!(drain(&mut s).is_empty(), "not over yet");
+    assert!(s.is_subscribed(wait) && s.is_subscribed(stream));
+
+    s.handle_timeout(left_at + linger);
+    let outs = drain(&mut s);
+    let ended: Vec<SubscriptionId> = outs
+        .iter()
+        .map(|o| match o {
+            Output::SubscriptionEnded {
+                id,
+                reason: EndReason::ResourceEnded,
+                ..
+            } => *id,
+            other => panic!("only ends, no made-up event: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ended, vec![wait, stream]);
+    assert!(s.has_ended(ResourceKind::Bridge, &bid(0)));
+    assert_eq!(s.poll_timeout(), None, "nothing left to wait for");
+    // The other bridge is untouched.
+    assert!(s.is_subscribed(other_wait) && s.is_subscribed(other));
+    assert!(!s.has_ended(ResourceKind::Bridge, &bid(1)));
+    // A handle taken later ends at once; telling the session again changes nothing.
+    let late = s.subscribe(Filter::bridge(bid(0)));
+    assert!(ended_at_once(&drain(&mut s), late));
+    s.bridge_destroyed(left_at + linger, &bid(0));
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.live_subscriptions(), 2);
+}
+
+/// A `BridgeDestroyed` arriving during the linger (the application subscribed to the bridge,
+/// or `subscribeAll`) is delivered once to every subscription of the bridge and ends them as
+/// usual; the linger is over with it. One arriving before the response leaves nothing to
+/// linger.
+#[test]
+fn a_bridge_destroyed_arriving_during_the_linger_is_delivered_once_and_ends_it() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let config = SessionConfig::new(["app"])
+        .keepalive(None)
+        .stasis_end_linger(Some(linger));
+    let mut s = connected(config, t0);
+    let wait = s.subscribe(Filter::bridge(bid(0)).with_type("BridgeDestroyed").once());
+    let stream = s.subscribe(Filter::bridge(bid(0)));
+    let other = s.subscribe(Filter::bridge(bid(1)));
+    s.bridge_destroyed(t0, &bid(0));
+    assert_eq!(s.poll_timeout(), Some(t0 + linger), "lingering");
+    let at = t0 + Duration::from_millis(100);
+    s.handle_frame(at, Ev::BridgeDestroyed(0).frame(&t).as_bytes());
+    let outs = drain(&mut s);
+    let events: Vec<&Output> = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Event(_)))
+        .collect();
+    match &events[..] {
+        [Output::Event(d)] => {
+            assert_eq!(d.event.type_name(), "BridgeDestroyed");
+            assert_eq!(d.subscribers.as_slice(), &[wait, stream]);
+        }
+        other => panic!("one delivery: {other:?}"),
+    }
+    let ended: Vec<(SubscriptionId, EndReason)> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::SubscriptionEnded { id, reason, .. } => Some((*id, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        vec![(wait, EndReason::Once), (stream, EndReason::ResourceEnded)]
+    );
+    assert_eq!(s.poll_timeout(), None, "the linger is over with the event");
+    s.handle_timeout(at + linger * 2);
+    assert!(drain(&mut s).is_empty(), "nothing ends twice");
+    assert!(s.has_ended(ResourceKind::Bridge, &bid(0)));
+    assert!(s.is_subscribed(other));
+
+    // The event before the response: the bridge is already recorded as ended.
+    s.handle_frame(at, Ev::BridgeDestroyed(1).frame(&t).as_bytes());
+    drain(&mut s);
+    s.bridge_destroyed(at, &bid(1));
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.live_subscriptions(), 0);
+}
+
+/// Without a linger (`None`) a destroyed bridge's subscriptions last until its
+/// `BridgeDestroyed` or removal, as before; `forget_ended` (the id reused for a new bridge)
+/// stops a linger.
+#[test]
+fn a_destroyed_bridge_lingers_only_with_a_linger_and_until_its_id_is_reused() {
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let mut off = connected(
+        SessionConfig::new(["app"])
+            .keepalive(None)
+            .stasis_end_linger(None),
+        t0,
+    );
+    let kept = off.subscribe(Filter::bridge(bid(0)));
+    off.bridge_destroyed(t0, &bid(0));
+    assert_eq!(off.poll_timeout(), None);
+    off.handle_timeout(t0 + linger * 10);
+    assert!(drain(&mut off).is_empty() && off.is_subscribed(kept));
+
+    let mut s = connected(
+        SessionConfig::new(["app"])
+            .keepalive(None)
+            .stasis_end_linger(Some(linger)),
+        t0,
+    );
+    let sub = s.subscribe(Filter::bridge(bid(0)));
+    s.bridge_destroyed(t0, &bid(0));
+    assert!(s.forget_ended(ResourceKind::Bridge, &bid(0)), "it lingered");
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(t0 + linger);
+    assert!(drain(&mut s).is_empty() && s.is_subscribed(sub));
+    assert!(!s.has_ended(ResourceKind::Bridge, &bid(0)));
+}
+
+/// The bridge's linger is one of the session's deadlines: the earliest of it and the others
+/// (a channel's linger, a request's deadline) is `poll_timeout`.
+#[test]
+fn poll_timeout_includes_the_linger_of_a_destroyed_bridge() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(2);
+    let config = SessionConfig::new(["app"])
+        .keepalive(None)
+        .request_timeout(Duration::from_secs(10))
+        .stasis_end_linger(Some(linger));
+    let mut s = connected(config, t0);
+    let _call = s.subscribe(Filter::channel(cid(1)));
+    s.handle_frame(t0, Ev::StasisStart(1).frame(&t).as_bytes());
+    s.send_request(t0, &ari_proto::ops::asterisk::Ping::new())
+        .expect("sent");
+    drain(&mut s);
+    drain_transmits(&mut s);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    let t1 = t0 + Duration::from_secs(1);
+    s.bridge_destroyed(t1, &bid(0));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t1 + linger),
+        "before the request's deadline"
+    );
+    let t2 = t0 + Duration::from_millis(1500);
+    s.handle_frame(t2, Ev::StasisEnd(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t1 + linger),
+        "the earlier of the two lingers"
+    );
+    s.handle_timeout(t1 + linger);
+    drain(&mut s);
+    assert!(s.has_ended(ResourceKind::Bridge, &bid(0)));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t2 + linger),
+        "the channel's linger is next"
+    );
+}

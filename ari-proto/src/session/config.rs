@@ -284,8 +284,9 @@ pub struct SessionConfig {
     /// ids: an adapter must seed it from OS randomness (`getrandom`, `RandomState`, …).
     pub rng_seed: u64,
     /// How long the subscriptions of a channel outlive its `StasisEnd` when no other event
-    /// of it comes (default 2 s; `None`: until `ChannelDestroyed` or removal). See
-    /// [`SessionConfig::stasis_end_linger`].
+    /// of it comes (default 2 s; `None`: until `ChannelDestroyed` or removal), and those of a
+    /// bridge the application destroyed outlive the `DELETE` when no `BridgeDestroyed` comes.
+    /// See [`SessionConfig::stasis_end_linger`].
     pub stasis_end_linger: Option<Duration>,
 }
 
@@ -377,6 +378,11 @@ impl SessionConfig {
     /// channel sent back to the dialplan without a subscription counts as ended after this
     /// delay; subscribe before it leaves Stasis, or call
     /// [`Session::forget_ended`](super::Session::forget_ended), to follow it further.
+    ///
+    /// A bridge the application destroyed (`DELETE /bridges/{id}` succeeded,
+    /// [`Session::bridge_destroyed`](super::Session::bridge_destroyed)) lingers as long: its
+    /// `BridgeDestroyed` reaches only applications subscribed to the bridge, so without it
+    /// the bridge's subscriptions end, and the bridge counts as ended, when this delay is over.
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.stasis_end_linger = linger;
         self

@@ -9,6 +9,10 @@
 //! Two of these are kept: the channels still followed (their subscriptions end with the
 //! linger) and the channels nobody followed any more (only recorded as ended when it is over,
 //! so that a handle taken late does not wait for ever).
+//!
+//! A third one holds the bridges the application destroyed
+//! ([`Session::bridge_destroyed`](super::Session::bridge_destroyed)): Asterisk sends their
+//! `BridgeDestroyed` only to applications subscribed to the bridge.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -32,6 +36,10 @@ impl Linger {
 
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        !self.by_id.is_empty() && self.by_id.contains_key(id)
     }
 
     pub(crate) fn set(&mut self, id: &str, at: Instant) {

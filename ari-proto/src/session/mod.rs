@@ -750,6 +750,10 @@ pub struct Session<T = ()> {
     /// Channels that left Stasis while nobody followed them (or whose last subscription went
     /// away while they lingered): recorded as ended when their linger is over.
     unfollowed: linger::Linger,
+    /// Bridges the application destroyed ([`Session::bridge_destroyed`]) whose
+    /// `BridgeDestroyed` has not come: recorded as ended, and their subscriptions ended,
+    /// when their linger is over.
+    bridges: linger::Linger,
     /// Resources that recently received their final event.
     ended: ended::EndedIds,
     stats: Stats,
@@ -804,6 +808,7 @@ impl<T: Clone> Session<T> {
             ended_scratch: Vec::new(),
             linger: linger::Linger::default(),
             unfollowed: linger::Linger::default(),
+            bridges: linger::Linger::default(),
             ended: ended::EndedIds::default(),
             stats: Stats::default(),
         }
@@ -958,7 +963,9 @@ impl<T: Clone> Session<T> {
     /// `BridgeDestroyed`, `PlaybackFinished`, `RecordingFinished`, `RecordingFailed`) and has
     /// not been created again since (a channel that left Stasis counts as ended once its
     /// [linger](SessionConfig::stasis_end_linger) is over, whether or not a subscription
-    /// followed it): the session remembers the latest
+    /// followed it, and so does a bridge the application destroyed,
+    /// [`Session::bridge_destroyed`], when no `BridgeDestroyed` came during its linger):
+    /// the session remembers the latest
     /// [`Limits::max_ended_ids`] such resources. An id counts as created again when an event
     /// creating it is routed (`StasisStart`, `ChannelCreated`, `BridgeCreated`,
     /// `PlaybackStarted`, `RecordingStarted`) or after [`Session::forget_ended`].
@@ -994,10 +1001,69 @@ impl<T: Clone> Session<T> {
 
     /// Forgets that this resource ended, before creating a new resource with the same
     /// client-side id (`originateWithId`, `createWithId`, `playWithId`, a recording name):
-    /// subscriptions to it made from now on wait for its events again. Whether the id was
-    /// remembered as ended.
+    /// subscriptions to it made from now on wait for its events again. A bridge the
+    /// application destroyed that is still lingering ([`Session::bridge_destroyed`]) stops
+    /// lingering: it is not recorded as ended and its subscriptions stay. Whether the id was
+    /// remembered as ended (or, for a bridge, lingering).
     pub fn forget_ended(&mut self, kind: ResourceKind, id: &str) -> bool {
-        self.ended.forget(kind, id)
+        let lingered = kind == ResourceKind::Bridge && self.bridges.take(id).is_some();
+        self.ended.forget(kind, id) || lingered
+    }
+
+    /// The application's own `DELETE /bridges/{id}` succeeded (a 2xx response, over HTTP or
+    /// the events WebSocket; [`RequestParts::destroyed_bridge`] recognizes the request): the
+    /// bridge is gone. The adapter calls this when the response arrives.
+    ///
+    /// Asterisk sends `BridgeDestroyed` only to the applications subscribed to the bridge
+    /// (`applications/{app}/subscription` with `bridge:{id}`, or `subscribeAll`): an
+    /// application that followed the bridge only through its channels gets the
+    /// `ChannelLeftBridge` of each channel and nothing more, so without this the bridge's
+    /// subscriptions would live for ever. The bridge lingers for
+    /// [`SessionConfig::stasis_end_linger`]: a `BridgeDestroyed` arriving meanwhile (it
+    /// travels on the events connection, the response possibly on another) is delivered and
+    /// ends the subscriptions as usual; otherwise, when the linger is over (each event of the
+    /// bridge restarting it), the bridge is recorded as ended ([`Session::has_ended`]) and
+    /// each of its subscriptions ends ([`Output::SubscriptionEnded`] with
+    /// [`EndReason::ResourceEnded`]), on the session's timers
+    /// ([`poll_timeout`](Session::poll_timeout)). No event is made up.
+    ///
+    /// Nothing changes for a bridge already recorded as ended or already lingering, nor
+    /// when the linger is off (`None`: its subscriptions last until `BridgeDestroyed` or
+    /// removal). A `BridgeCreated` of the id, or [`Session::forget_ended`], stops the linger.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{EndReason, Filter, Output, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let config = SessionConfig::new(["hello"]).stasis_end_linger(Some(Duration::from_secs(2)));
+    /// let mut s = Session::new(base_url, config);
+    /// let now = Instant::now();
+    /// let sub = s.subscribe(Filter::bridge("conference").with_type("BridgeDestroyed").once());
+    /// // `DELETE /bridges/conference` answered 204:
+    /// s.bridge_destroyed(now, "conference");
+    /// assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(2)));
+    /// // No `BridgeDestroyed` came (the application was not subscribed to the bridge).
+    /// s.handle_timeout(now + Duration::from_secs(2));
+    /// assert!(matches!(
+    ///     s.poll_output(),
+    ///     Some(Output::SubscriptionEnded { id, reason: EndReason::ResourceEnded, .. }) if id == sub
+    /// ));
+    /// assert!(s.has_ended(ResourceKind::Bridge, "conference"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bridge_destroyed(&mut self, now: Instant, id: &str) {
+        if self.bridges.contains(id) || self.ended.contains(ResourceKind::Bridge, id) {
+            return;
+        }
+        if let Some(at) = self
+            .config
+            .stasis_end_linger
+            .and_then(|after| deadline(now, after))
+        {
+            self.bridges.set(id, at);
+        }
     }
 
     /// Removes a subscription; false if it was not live (already ended or removed).
@@ -1383,13 +1449,15 @@ impl<T: Clone> Session<T> {
 
     /// When [`handle_timeout`](Session::handle_timeout) is next due (reconnect, ping, pong
     /// deadline, request deadlines, the end of a channel's
-    /// [linger](SessionConfig::stasis_end_linger)), if anything is scheduled.
+    /// [linger](SessionConfig::stasis_end_linger) or of a destroyed bridge's
+    /// ([`Session::bridge_destroyed`])), if anything is scheduled.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.timers.next(),
             self.deadlines.first().map(|&(at, _)| at),
             self.linger.next(),
             self.unfollowed.next(),
+            self.bridges.next(),
         ]
         .into_iter()
         .flatten()
@@ -1570,6 +1638,9 @@ impl<T: Clone> Session<T> {
         let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
         if let Some(after) = self.config.stasis_end_linger {
             self.track_linger(&event, now, after);
+            if !self.bridges.is_empty() {
+                self.track_bridge_linger(&event, now, after);
+            }
         }
         self.push_droppable(Output::Event(Delivery {
             event: Arc::new(event),
@@ -1640,6 +1711,28 @@ impl<T: Clone> Session<T> {
         }
     }
 
+    /// After routing `event` while destroyed bridges linger: a bridge's `BridgeDestroyed`
+    /// (which ended its subscriptions) or `BridgeCreated` (the id is used again) stops its
+    /// linger, any other event of it (a `ChannelLeftBridge` of the destruction, late on the
+    /// events connection) restarts it.
+    fn track_bridge_linger(&mut self, event: &Event, now: Instant, after: Duration) {
+        match event {
+            Event::BridgeDestroyed(e) => self.bridges.remove(e.bridge.id.as_str()),
+            Event::BridgeCreated(e) => self.bridges.remove(e.bridge.id.as_str()),
+            _ => {
+                for r in event.resources().iter() {
+                    if r.kind != ResourceKind::Bridge {
+                        continue;
+                    }
+                    match deadline(now, after) {
+                        Some(at) => self.bridges.touch(r.id, at),
+                        None => self.bridges.remove(r.id),
+                    }
+                }
+            }
+        }
+    }
+
     /// A lingering channel lost its last subscription: it keeps its deadline, to be recorded
     /// as ended then.
     fn stop_following(&mut self, channel: &str) {
@@ -1650,22 +1743,31 @@ impl<T: Clone> Session<T> {
 
     /// Ends the subscriptions of the channels whose linger is over and records them as ended
     /// (as if destroyed: a later subscription ends at once, until a `StasisStart` brings the
-    /// channel back), followed or not.
+    /// channel back), followed or not; and likewise the bridges the application destroyed
+    /// whose `BridgeDestroyed` did not come.
     fn expire_linger(&mut self, now: Instant) {
         let cap = self.config.limits.max_ended_ids;
         while let Some(c) = self.unfollowed.pop_due(now) {
             self.ended.record(ResourceKind::Channel, &c, cap);
         }
         while let Some(c) = self.linger.pop_due(now) {
-            self.ended.record(ResourceKind::Channel, &c, cap);
-            for (id, data) in self.router.unsubscribe_resource(ResourceKind::Channel, &c) {
-                self.stats.subscriptions_ended += 1;
-                self.push_control(Output::SubscriptionEnded {
-                    id,
-                    reason: EndReason::ResourceEnded,
-                    data,
-                });
-            }
+            self.end_resource(ResourceKind::Channel, &c, cap);
+        }
+        while let Some(b) = self.bridges.pop_due(now) {
+            self.end_resource(ResourceKind::Bridge, &b, cap);
+        }
+    }
+
+    /// Records `kind`/`id` as ended and ends its subscriptions, without an event.
+    fn end_resource(&mut self, kind: ResourceKind, id: &str, cap: usize) {
+        self.ended.record(kind, id, cap);
+        for (id, data) in self.router.unsubscribe_resource(kind, id) {
+            self.stats.subscriptions_ended += 1;
+            self.push_control(Output::SubscriptionEnded {
+                id,
+                reason: EndReason::ResourceEnded,
+                data,
+            });
         }
     }
 

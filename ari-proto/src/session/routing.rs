@@ -85,8 +85,11 @@ impl Filter {
     ///
     /// The subscription ends by itself once the resource's final event has been delivered
     /// ([`Event::ended_resource`]): `ChannelDestroyed`, `BridgeDestroyed`, `PlaybackFinished`,
-    /// `RecordingFinished`, `RecordingFailed`. Endpoints and device states have no final
-    /// event: unsubscribe from them yourself. A subscription made after the final event
+    /// `RecordingFinished`, `RecordingFailed`. A channel that left Stasis without
+    /// `ChannelDestroyed`, and a bridge the application destroyed without a `BridgeDestroyed`
+    /// reaching it ([`Session::bridge_destroyed`](super::Session::bridge_destroyed)), end when
+    /// their [linger](super::SessionConfig::stasis_end_linger) is over. Endpoints and device
+    /// states have no final event: unsubscribe from them yourself. A subscription made after the final event
     /// ends at once if the session still remembers that end (the latest
     /// [`Limits::max_ended_ids`](super::Limits::max_ended_ids) ends); to reuse a client-side
     /// id for a new resource, call [`Session::forget_ended`](super::Session::forget_ended)
@@ -184,7 +187,8 @@ pub enum EndReason {
     /// A one-shot subscription received its event.
     Once,
     /// The resource it followed received its final event (for a channel that left Stasis
-    /// without one: its [linger](super::SessionConfig::stasis_end_linger) ended).
+    /// without one, or a bridge the application destroyed without a `BridgeDestroyed`
+    /// reaching it: its [linger](super::SessionConfig::stasis_end_linger) ended).
     ResourceEnded,
 }
 
