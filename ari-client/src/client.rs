@@ -315,7 +315,10 @@ impl<R: Runtime> Client<R> {
                 .map_err(|stopped| stopped.into_error(operation, timeout))??;
             Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
         };
-        match self.inner.rest_transport {
+        // Asterisk tells only the bridge's subscribers that it is destroyed: the session
+        // learns it from the response (see `Session::bridge_destroyed`).
+        let destroyed_bridge = parts.destroyed_bridge();
+        let result = match self.inner.rest_transport {
             // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
             RestTransport::Http => over_http(parts).await,
             RestTransport::WebSocket if binary_output && self.inner.accepted => {
@@ -377,7 +380,13 @@ impl<R: Runtime> Client<R> {
                     }
                 }
             }
+        };
+        if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
+            self.inner
+                .shared
+                .bridge_destroyed(self.inner.runtime.now(), &id);
         }
+        result
     }
 
     /// Runs `fut` for at most `after` on the client's runtime: [`Error::Timeout`] past it.

@@ -469,8 +469,16 @@ impl<R: Runtime> ClientBuilder<R> {
     /// taken during the linger (in a `StasisEnd` handler) ends with it. The later events of
     /// a channel nobody followed when it left Stasis do not restart its linger: to follow an
     /// originated channel you send back to the dialplan, attach a listener before, or call
-    /// [`Client::forget_ended`](crate::Client::forget_ended). (The session applies it:
-    /// [`SessionConfig::stasis_end_linger`](ari_proto::session::SessionConfig::stasis_end_linger).)
+    /// [`Client::forget_ended`](crate::Client::forget_ended).
+    ///
+    /// A bridge the application destroys (`bridge.destroy()` or any other
+    /// `DELETE /bridges/{id}` answered with success) lingers as long: Asterisk sends its
+    /// `BridgeDestroyed` only to applications subscribed to the bridge
+    /// (`applications/{app}/subscription` with `bridge:{id}`, or `subscribeAll`), so when
+    /// none arrives within the delay the bridge's listeners, streams and awaited events end
+    /// (an awaited `BridgeDestroyed` fails with [`Error::Ended`]) and the bridge counts as
+    /// ended. With `None` they last until `BridgeDestroyed` or removal. (The session applies
+    /// it: [`SessionConfig::stasis_end_linger`](ari_proto::session::SessionConfig::stasis_end_linger).)
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.events.stasis_end_linger = linger;
         self

@@ -777,6 +777,16 @@ impl<R: Runtime> Bridges<R> {
     /// Shut down a bridge.
     ///
     /// `DELETE /ari/bridges/{bridgeId}` · since Asterisk 18+ · see [`ari_proto::ops::bridges::Destroy`] for the parameters.
+    ///
+    /// Asterisk sends `BridgeDestroyed` only to applications subscribed to the bridge
+    /// (`applications/{app}/subscription` with `bridge:{id}`, or `subscribeAll`), not to
+    /// one that only followed it through its channels. So once this succeeds, the bridge
+    /// lingers as a channel does after `StasisEnd`
+    /// ([`ClientBuilder::stasis_end_linger`](crate::ClientBuilder::stasis_end_linger),
+    /// 2 s by default): a `BridgeDestroyed` arriving meanwhile is delivered as usual;
+    /// otherwise, when the linger is over, the bridge counts as ended, its waits (`once`)
+    /// fail with [`Error::Ended`](crate::Error::Ended) and its streams end. No
+    /// `BridgeDestroyed` is made up.
     pub fn destroy(&self, bridge_id: impl Into<String>) -> Call<R, ops::bridges::Destroy> {
         Call::new(self.client.clone(), ops::bridges::Destroy::new(bridge_id))
     }
@@ -1764,6 +1774,16 @@ impl<R: Runtime> crate::Bridge<R> {
     /// Shut down a bridge.
     ///
     /// `DELETE /ari/bridges/{bridgeId}` · since Asterisk 18+ · see [`ari_proto::ops::bridges::Destroy`] for the parameters.
+    ///
+    /// Asterisk sends `BridgeDestroyed` only to applications subscribed to the bridge
+    /// (`applications/{app}/subscription` with `bridge:{id}`, or `subscribeAll`), not to
+    /// one that only followed it through its channels. So once this succeeds, the bridge
+    /// lingers as a channel does after `StasisEnd`
+    /// ([`ClientBuilder::stasis_end_linger`](crate::ClientBuilder::stasis_end_linger),
+    /// 2 s by default): a `BridgeDestroyed` arriving meanwhile is delivered as usual;
+    /// otherwise, when the linger is over, the bridge counts as ended, its waits (`once`)
+    /// fail with [`Error::Ended`](crate::Error::Ended) and its streams end. No
+    /// `BridgeDestroyed` is made up.
     pub fn destroy(&self) -> Call<R, ops::bridges::Destroy> {
         Call::new(self.client().clone(), ops::bridges::Destroy::new(self.id()))
     }

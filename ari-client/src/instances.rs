@@ -282,6 +282,12 @@ instance_common!(
 );
 instance_common!(
     /// A bridge: `bridge.add_channel(..)`, `bridge.play(..)`, `bridge.on::<ChannelEnteredBridge>(..)`.
+    ///
+    /// Its listeners, streams and awaited events end with its `BridgeDestroyed`. Asterisk
+    /// sends that event only to applications subscribed to the bridge, so after the
+    /// application's own [`Bridge::destroy`] they end within the linger
+    /// ([`ClientBuilder::stasis_end_linger`](crate::ClientBuilder::stasis_end_linger)) even
+    /// when it does not come (an awaited event then fails with [`Error::Ended`](crate::Error::Ended)).
     Bridge, Bridge, "bridge id"
 );
 instance_common!(

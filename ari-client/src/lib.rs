@@ -78,7 +78,8 @@
 //! and announced with [`Lagged`]) rather than stalling the connection. Listeners on an instance
 //! end by themselves after its final event (`ChannelDestroyed`, `BridgeDestroyed`,
 //! `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`, or `StasisEnd` of a channel the
-//! application no longer follows, see [`ClientBuilder::stasis_end_linger`]), so
+//! application no longer follows, or the application's own successful `DELETE` of a bridge
+//! whose `BridgeDestroyed` it is not sent: see [`ClientBuilder::stasis_end_linger`]), so
 //! [`Client::live_subscriptions`] returns to its baseline after every call.
 //!
 //! Credentials never appear in logs (`tracing`), `Debug` output or errors.

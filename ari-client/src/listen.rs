@@ -573,7 +573,8 @@ where
 /// removed); [`Listener::remove`] removes it. Handlers on an instance are removed by
 /// themselves after the resource's final event (`ChannelDestroyed`, `BridgeDestroyed`,
 /// `PlaybackFinished`, `RecordingFinished`/`RecordingFailed`; for a channel that leaves
-/// Stasis without `ChannelDestroyed`, after its `StasisEnd`, see
+/// Stasis without `ChannelDestroyed`, after its `StasisEnd`, and for a bridge the
+/// application destroyed without a `BridgeDestroyed` reaching it, after its `DELETE`: see
 /// [`ClientBuilder::stasis_end_linger`](crate::ClientBuilder::stasis_end_linger)).
 pub struct Listener {
     shared: Arc<Shared>,

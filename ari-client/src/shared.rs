@@ -386,6 +386,13 @@ impl Shared {
         self.lock().session.forget_ended(kind, id)
     }
 
+    /// The application's `DELETE /bridges/{id}` succeeded: see
+    /// [`Session::bridge_destroyed`](ari_proto::session::Session::bridge_destroyed). Wakes
+    /// the driver, whose next deadline may now be the bridge's linger.
+    pub(crate) fn bridge_destroyed(&self, now: Instant, id: &str) {
+        self.command(|s| s.bridge_destroyed(now, id));
+    }
+
     fn dead_subscription(&self, sink: Arc<dyn Sink>) -> SubscriptionId {
         // Subscribe and unsubscribe at once so the id is valid and never reused.
         let (id, sink) = {

@@ -158,6 +158,24 @@ impl Since {
     }
 }
 
+/// What the client does beyond sending the request, said on the operation's methods.
+fn call_note(op_key: &str) -> Option<&'static str> {
+    match op_key {
+        "bridges.destroy" => Some(
+            "Asterisk sends `BridgeDestroyed` only to applications subscribed to the bridge\n\
+             (`applications/{app}/subscription` with `bridge:{id}`, or `subscribeAll`), not to\n\
+             one that only followed it through its channels. So once this succeeds, the bridge\n\
+             lingers as a channel does after `StasisEnd`\n\
+             ([`ClientBuilder::stasis_end_linger`](crate::ClientBuilder::stasis_end_linger),\n\
+             2 s by default): a `BridgeDestroyed` arriving meanwhile is delivered as usual;\n\
+             otherwise, when the linger is over, the bridge counts as ended, its waits (`once`)\n\
+             fail with [`Error::Ended`](crate::Error::Ended) and its streams end. No\n\
+             `BridgeDestroyed` is made up.",
+        ),
+        _ => None,
+    }
+}
+
 fn op_key(o: &Op) -> String {
     format!("{}.{}", o.resource, o.nickname())
 }
@@ -1471,6 +1489,9 @@ impl Gen<'_> {
             ),
             indent,
         );
+        if let Some(note) = call_note(&op_key(o)) {
+            write_doc(&mut d, &format!("\n{note}"), indent);
+        }
         d.trim_end().to_string()
     }
 
