@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use ari_client::events::{
     ApplicationReplaced, BridgeDestroyed, ChannelDestroyed, ChannelDtmfReceived,
-    ChannelHangupRequest, ChannelUserevent, PlaybackFinished, ResourceKind, StasisEnd, StasisStart,
+    ChannelEnteredBridge, ChannelHangupRequest, ChannelUserevent, PlaybackFinished, ResourceKind,
+    StasisEnd, StasisStart,
 };
-use ari_client::{Error, Event, Runtime};
+use ari_client::{Error, Event, RestTransport, Runtime};
 use ari_testkit::{PlaceCall, Transport};
 use futures::StreamExt;
 use serde_json::json;
@@ -682,6 +683,148 @@ pub async fn waits_on_a_channel_taken_after_its_stasis_end_end_with_its_linger<R
         .live("channel events", late.events().next())
         .await
         .is_none());
+    h.eventually("nothing stays subscribed", || c.live_subscriptions() == 0)
+        .await;
+}
+
+/// What a user does: create a bridge, put a call in it, wait for the bridge's end through
+/// the bridge instance (`once::<BridgeDestroyed>()`, its event stream, a listener), destroy
+/// it. Asterisk sends `BridgeDestroyed` only to applications subscribed to the bridge; this
+/// one only followed it through its channel, so it gets the channel's `ChannelLeftBridge`
+/// and no `BridgeDestroyed` (recorded traffic, and the simulator, behave so). The waits end
+/// with the bridge's linger instead of hanging: the awaited event fails with
+/// [`Error::Ended`], the stream ends after the `ChannelLeftBridge`, the listener is removed
+/// — over HTTP and over REST on the events WebSocket. A handle taken later fails at once;
+/// the call survives its bridge.
+pub async fn destroying_a_bridge_ends_its_waits_within_the_linger<R: Runtime>(h: &Harness<R>) {
+    let (app, ws_app) = ("conf-bridge-end", "conf-bridge-end-ws");
+    let http = h.started(&[app]).await;
+    let ws = h
+        .builder()
+        .rest_transport(RestTransport::WebSocket)
+        .connect()
+        .await
+        .unwrap();
+    h.live("start", ws.start(&[ws_app])).await.unwrap();
+    for (c, app) in [(&http, app), (&ws, ws_app)] {
+        let channel = h.incoming_call(c, PlaceCall::new("PJSIP/alice", app)).await;
+        let bridge = c.new_bridge();
+        h.live("create", bridge.create()).await.unwrap();
+        let entered = bridge.once::<ChannelEnteredBridge>();
+        h.live("add", bridge.add_channel([&channel])).await.unwrap();
+        h.live("ChannelEnteredBridge", entered).await.unwrap();
+        let destroyed = bridge.once::<BridgeDestroyed>();
+        let mut events = bridge.events();
+        let listener = bridge.on(|_: BridgeDestroyed, _| async {});
+        h.live("destroy", bridge.destroy()).await.unwrap();
+        // Well within the liveness bound, however loaded the machine: the linger is 500 ms.
+        let ended = h
+            .within(
+                "the wait on BridgeDestroyed ends with the linger",
+                Duration::from_secs(10),
+                destroyed,
+            )
+            .await;
+        match ended {
+            Err(Error::Ended { resource }) => assert!(resource.contains(bridge.id()), "{resource}"),
+            other => panic!("the wait on BridgeDestroyed: {other:?}"),
+        }
+        let seen: Vec<String> = h
+            .within(
+                "the bridge's stream ends with the linger",
+                Duration::from_secs(10),
+                events
+                    .by_ref()
+                    .map(|e| e.expect("no lag").type_name().to_string())
+                    .collect(),
+            )
+            .await;
+        assert!(
+            seen.iter().any(|t| t == "ChannelLeftBridge"),
+            "the channel left the bridge: {seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|t| t == "BridgeDestroyed"),
+            "no BridgeDestroyed is made up: {seen:?}"
+        );
+        h.eventually("the listener is removed", || !listener.is_active())
+            .await;
+        assert_ended(
+            h,
+            "once on a handle taken after the linger",
+            bridge.id(),
+            c.bridge(bridge.id()).once::<BridgeDestroyed>(),
+        )
+        .await;
+        // The call survives its bridge.
+        h.live("the channel is still there", channel.get())
+            .await
+            .unwrap();
+        let gone = channel.once::<StasisEnd>();
+        h.live("hangup", channel.hangup()).await.unwrap();
+        h.live("StasisEnd", gone).await.unwrap();
+        h.eventually("nothing stays subscribed", || c.live_subscriptions() == 0)
+            .await;
+    }
+}
+
+/// The same, with the application subscribed to the bridge (as Asterisk's own
+/// `bridges/delete` test does): Asterisk sends it `BridgeDestroyed`, which reaches the
+/// bridge's waits as the real event (not the linger's end): the awaited event is it, the
+/// stream's last item is it, and the bridge counts as ended.
+pub async fn destroying_a_bridge_the_application_subscribed_to_delivers_its_bridge_destroyed<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    let app = "conf-bridge-sub";
+    let c = h.started(&[app]).await;
+    let channel = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    let bridge = c.new_bridge();
+    h.live("create", bridge.create()).await.unwrap();
+    h.live("add", bridge.add_channel([&channel])).await.unwrap();
+    h.live(
+        "subscribe to the bridge",
+        c.applications()
+            .subscribe(app, [format!("bridge:{}", bridge.id())]),
+    )
+    .await
+    .unwrap();
+    let destroyed = bridge.once::<BridgeDestroyed>();
+    let mut events = bridge.events();
+    h.live("destroy", bridge.destroy()).await.unwrap();
+    let ev = h
+        .live("BridgeDestroyed", destroyed)
+        .await
+        .expect("the real event, not the linger's end");
+    assert_eq!(ev.bridge.id, bridge.id());
+    let seen: Vec<String> = h
+        .live(
+            "the bridge's stream ends with BridgeDestroyed",
+            events
+                .by_ref()
+                .map(|e| e.expect("no lag").type_name().to_string())
+                .collect(),
+        )
+        .await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("BridgeDestroyed"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.iter().filter(|t| *t == "BridgeDestroyed").count(), 1);
+    assert_ended(
+        h,
+        "once on a later handle",
+        bridge.id(),
+        c.bridge(bridge.id()).once::<BridgeDestroyed>(),
+    )
+    .await;
+    let gone = channel.once::<StasisEnd>();
+    h.live("hangup", channel.hangup()).await.unwrap();
+    h.live("StasisEnd", gone).await.unwrap();
     h.eventually("nothing stays subscribed", || c.live_subscriptions() == 0)
         .await;
 }
