@@ -386,3 +386,66 @@ fn rest_over_websocket_correlates_recorded_responses() {
         assert!(ping_at > t0);
     }
 }
+
+/// Recorded `asterisk-master` run 2: the application deleted bridge `br-04bc6c7e` with two
+/// channels in it (`DELETE /bridges/br-04bc6c7e` answered 204). The application's connection
+/// (`test,hello`) got each channel's `ChannelLeftBridge` and no `BridgeDestroyed`: the
+/// bridge's subscriptions outlive the traffic, and end with the linger once the session is
+/// told of the 204. The `subscribeAll` watcher got `BridgeDestroyed`, which ended them as the
+/// traffic went; the 204 changes nothing there.
+#[test]
+fn recorded_bridge_deleted_with_channels_in_it_ends_with_the_linger() {
+    const BRIDGE: &str = "br-04bc6c7e";
+    let linger = secs(2);
+    for (conn, destroyed_seen) in [("test,hello", false), ("watcher", true)] {
+        let t0 = epoch();
+        let mut s = connected(
+            SessionConfig::new(["test", "hello"])
+                .keepalive(None)
+                .stasis_end_linger(Some(linger)),
+            t0,
+        );
+        let wait = s.subscribe(Filter::bridge(BRIDGE).with_type("BridgeDestroyed").once());
+        let stream = s.subscribe(Filter::bridge(BRIDGE));
+        let mut destroyed = 0;
+        for f in frames_of(2, conn) {
+            s.handle_frame(t0, f.as_bytes());
+            for o in drain(&mut s) {
+                if let Output::Event(d) = o {
+                    if d.event.type_name() == "BridgeDestroyed" {
+                        assert_eq!(d.subscribers.as_slice(), &[wait, stream], "{conn}");
+                        destroyed += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(destroyed, usize::from(destroyed_seen), "{conn}");
+        assert_eq!(
+            s.is_subscribed(stream),
+            !destroyed_seen,
+            "{conn}: only BridgeDestroyed ended them so far"
+        );
+        let before = s.poll_timeout();
+        s.bridge_destroyed(t0, BRIDGE);
+        if destroyed_seen {
+            assert_eq!(s.poll_timeout(), before, "{conn}: nothing to linger");
+            continue;
+        }
+        assert_eq!(s.poll_timeout(), Some(t0 + linger), "{conn}");
+        s.handle_timeout(t0 + linger);
+        let ended: Vec<SubscriptionId> = drain(&mut s)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::SubscriptionEnded {
+                    id,
+                    reason: EndReason::ResourceEnded,
+                    ..
+                } => Some(id),
+                _ => None,
+            })
+            .filter(|id| [wait, stream].contains(id))
+            .collect();
+        assert_eq!(ended, vec![wait, stream], "{conn}");
+        assert!(s.has_ended(ResourceKind::Bridge, BRIDGE), "{conn}");
+    }
+}
