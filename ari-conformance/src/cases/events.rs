@@ -11,11 +11,12 @@ use ari_client::events::{
     ChannelEnteredBridge, ChannelHangupRequest, ChannelUserevent, PlaybackFinished, ResourceKind,
     StasisEnd, StasisStart,
 };
-use ari_client::{Error, Event, RestTransport, Runtime};
+use ari_client::{Error, ErrorKind, Event, RestTransport, Runtime};
 use ari_testkit::{PlaceCall, Transport};
 use futures::StreamExt;
 use serde_json::json;
 
+use super::assert_ari;
 use crate::Harness;
 
 /// Instance operations: `channel.answer()`, `bridge.add_channel([&channel])`,
@@ -766,6 +767,24 @@ pub async fn destroying_a_bridge_ends_its_waits_within_the_linger<R: Runtime>(h:
         h.eventually("nothing stays subscribed", || c.live_subscriptions() == 0)
             .await;
     }
+    // A DELETE that fails changes nothing: the waits on a bridge that does not exist
+    // (Asterisk's 404) stay, past the linger.
+    let mut ghosts = Vec::new();
+    for c in [&http, &ws] {
+        let ghost = c.bridge("conf-no-such-bridge");
+        let events = ghost.events();
+        let err = h
+            .live("destroy a bridge that does not exist", ghost.destroy())
+            .await
+            .unwrap_err();
+        assert_ari(&err, 404, ErrorKind::NotFound, "Bridge not found");
+        ghosts.push(events);
+    }
+    h.sleep(Duration::from_secs(1)).await;
+    for c in [&http, &ws] {
+        assert_eq!(c.live_subscriptions(), 1, "the failed DELETE ended nothing");
+    }
+    drop(ghosts);
 }
 
 /// The same, with the application subscribed to the bridge (as Asterisk's own
