@@ -89,8 +89,8 @@ impl Filter {
     /// `ChannelDestroyed`, and a bridge the application destroyed without a `BridgeDestroyed`
     /// reaching it ([`Session::bridge_destroyed`](super::Session::bridge_destroyed)), end when
     /// their [linger](super::SessionConfig::stasis_end_linger) is over. Endpoints and device
-    /// states have no final event: unsubscribe from them yourself. A subscription made after the final event
-    /// ends at once if the session still remembers that end (the latest
+    /// states have no final event: unsubscribe from them yourself. A subscription made after
+    /// the final event ends at once if the session still remembers that end (the latest
     /// [`Limits::max_ended_ids`](super::Limits::max_ended_ids) ends); to reuse a client-side
     /// id for a new resource, call [`Session::forget_ended`](super::Session::forget_ended)
     /// before subscribing.
