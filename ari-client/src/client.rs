@@ -317,7 +317,11 @@ impl<R: Runtime> Client<R> {
         };
         // Asterisk tells only the bridge's subscribers that it is destroyed: the session
         // learns it from the response (see `Session::bridge_destroyed`).
+        // And it tells only applications subscribed to every bridge that one was created: a
+        // bridge id the session recorded as ended is forgotten when the application creates
+        // a bridge with that id again.
         let destroyed_bridge = parts.destroyed_bridge();
+        let created_bridge = parts.created_bridge();
         let result = match self.inner.rest_transport {
             // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
             RestTransport::Http => over_http(parts).await,
@@ -385,6 +389,11 @@ impl<R: Runtime> Client<R> {
             self.inner
                 .shared
                 .bridge_destroyed(self.inner.runtime.now(), &id);
+        }
+        if let (Some(id), Ok((200..=299, _))) = (created_bridge, &result) {
+            self.inner
+                .shared
+                .forget_ended(ari_proto::events::ResourceKind::Bridge, &id);
         }
         result
     }

@@ -442,6 +442,64 @@ impl RequestParts {
         if self.method != http::Method::DELETE {
             return None;
         }
+        self.bridge_in_path()
+    }
+
+    /// The bridge id this request creates (or updates) if it succeeds, when the application
+    /// chose it: the id (decoded) of a `POST bridges/{bridgeId}`
+    /// ([`crate::ops::bridges::CreateWithId`]) or of a `POST bridges` with a `bridgeId`
+    /// parameter ([`crate::ops::bridges::Create`]), typed or [raw](RequestParts::raw); `None`
+    /// for any other request. A bridge the session recorded as ended (after
+    /// [`Session::bridge_destroyed`](crate::session::Session::bridge_destroyed), say) exists
+    /// again then: an adapter tells the session
+    /// ([`Session::forget_ended`](crate::session::Session::forget_ended)), since Asterisk
+    /// sends `BridgeCreated` only to applications subscribed to every bridge.
+    ///
+    /// ```
+    /// use ari_proto::ops::bridges;
+    /// use ari_proto::rest::{request_parts, RequestParts};
+    /// let parts = request_parts(&bridges::CreateWithId::new("conf/1"))?;
+    /// assert_eq!(parts.created_bridge().as_deref(), Some("conf/1"));
+    /// let parts = request_parts(&bridges::Create::new().bridge_id("conf-2"))?;
+    /// assert_eq!(parts.created_bridge().as_deref(), Some("conf-2"));
+    /// let raw = RequestParts::raw(http::Method::POST, "/bridges?type=mixing&bridgeId=conf%2F3", None);
+    /// assert_eq!(raw.created_bridge().as_deref(), Some("conf/3"));
+    /// assert_eq!(request_parts(&bridges::Create::new())?.created_bridge(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn created_bridge(&self) -> Option<String> {
+        if self.method != http::Method::POST {
+            return None;
+        }
+        if let Some(id) = self.bridge_in_path() {
+            return Some(id);
+        }
+        let (path, query) = self.path.split_once('?').unwrap_or((&self.path, ""));
+        if path != "bridges" {
+            return None;
+        }
+        let typed = self
+            .query
+            .iter()
+            .find(|(k, _)| *k == "bridgeId")
+            .map(|(_, v)| v.clone());
+        // A raw request keeps its query string (encoded) in the path.
+        let raw = || {
+            let query = query.split('#').next().unwrap_or_default();
+            query.split('&').find_map(|kv| {
+                let v = kv.strip_prefix("bridgeId=")?;
+                let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8()
+                    .ok()?
+                    .into_owned();
+                Some(v)
+            })
+        };
+        typed.or_else(raw).filter(|id| !id.is_empty())
+    }
+
+    /// The decoded `{id}` of a path `bridges/{id}` (nothing after it).
+    fn bridge_in_path(&self) -> Option<String> {
         // A raw request keeps its query string in the path.
         let path = self.path.split(['?', '#']).next().unwrap_or_default();
         let id = path.strip_prefix("bridges/")?;

@@ -619,6 +619,53 @@ proptest! {
         let raw = RequestParts::raw(http::Method::DELETE, &format!("/{}?x=1", parts.path), None);
         prop_assert_eq!(raw.destroyed_bridge(), Some(id));
     }
+
+    /// Whatever its id, a bridge created with an id the application chose names it, by path
+    /// (`createWithId`) or by parameter (`create` with `bridgeId`), typed or raw (the session
+    /// forgets that the id ended when it succeeds).
+    #[test]
+    fn creating_a_bridge_with_an_id_names_it_whatever_its_id(id in value()) {
+        prop_assume!(!id.is_empty() && !has_nul(&id));
+        let by_path = request_parts(&bridges::CreateWithId::new(id.clone())).expect("parts");
+        prop_assert_eq!(by_path.created_bridge(), Some(id.clone()));
+        let by_param = request_parts(&bridges::Create::new().bridge_id(id.clone())).expect("parts");
+        prop_assert_eq!(by_param.created_bridge(), Some(id.clone()));
+        for parts in [by_path, by_param] {
+            let raw = RequestParts::raw(http::Method::POST, &format!("/{}", parts.path_and_query()), None);
+            prop_assert_eq!(raw.created_bridge(), Some(id.clone()));
+            prop_assert_eq!(parts.destroyed_bridge(), None);
+        }
+    }
+}
+
+/// Only a `POST` creating a bridge with a chosen id names one: not a bridge with an id
+/// Asterisk makes up, not the bridge's other `POST`s, not another method or resource.
+#[test]
+fn other_requests_create_no_bridge_with_an_id() {
+    let others = [
+        request_parts(&bridges::Create::new()),
+        request_parts(&bridges::Create::new().name("b1")),
+        request_parts(&bridges::AddChannel::new("b1", ["c1"])),
+        request_parts(&bridges::Destroy::new("b1")),
+        request_parts(&channels::OriginateWithId::new("b1", "PJSIP/alice")),
+    ];
+    for parts in others {
+        let parts = parts.expect("parts");
+        assert_eq!(parts.created_bridge(), None, "{parts:?}");
+    }
+    for path in [
+        "bridges",
+        "bridges?bridgeId=",
+        "bridges?name=b1",
+        "bridges/b1/addChannel?channel=c1",
+        "channels?channelId=b1",
+        "bridges//b1",
+    ] {
+        let raw = RequestParts::raw(http::Method::POST, path, None);
+        assert_eq!(raw.created_bridge(), None, "{path}");
+    }
+    let raw = RequestParts::raw(http::Method::DELETE, "bridges/b1", None);
+    assert_eq!(raw.created_bridge(), None);
 }
 
 /// Only the bridge's own `DELETE` destroys it: not its other `DELETE`s (music on hold, video

@@ -757,6 +757,19 @@ pub async fn destroying_a_bridge_ends_its_waits_within_the_linger<R: Runtime>(h:
             c.bridge(bridge.id()).once::<BridgeDestroyed>(),
         )
         .await;
+        // The application creates a bridge with the same id again: it exists again (Asterisk
+        // tells only applications subscribed to every bridge of its BridgeCreated), and
+        // waits on it work as on any new bridge.
+        let again = c.bridge(bridge.id());
+        h.live("create again", again.create()).await.unwrap();
+        let entered = again.once::<ChannelEnteredBridge>();
+        h.live("add again", again.add_channel([&channel]))
+            .await
+            .unwrap();
+        h.live("ChannelEnteredBridge on the bridge created again", entered)
+            .await
+            .unwrap();
+        h.live("destroy again", again.destroy()).await.unwrap();
         // The call survives its bridge.
         h.live("the channel is still there", channel.get())
             .await

@@ -1029,7 +1029,10 @@ impl<T: Clone> Session<T> {
     ///
     /// Nothing changes for a bridge already recorded as ended or already lingering, nor
     /// when the linger is off (`None`: its subscriptions last until `BridgeDestroyed` or
-    /// removal). A `BridgeCreated` of the id, or [`Session::forget_ended`], stops the linger.
+    /// removal). A `BridgeCreated` of the id, or [`Session::forget_ended`], stops the linger;
+    /// an adapter calls the latter when the application creates a bridge with the same id
+    /// again ([`RequestParts::created_bridge`]), as Asterisk sends `BridgeCreated` only to
+    /// applications subscribed to every bridge.
     ///
     /// ```
     /// use std::time::{Duration, Instant};
