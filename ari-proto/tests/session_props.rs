@@ -75,6 +75,7 @@ enum Ev {
     EndpointState,
     ChannelDestroyed(usize),
     BridgeDestroyed(usize),
+    BridgeCreated(usize),
     UserEvent,
 }
 
@@ -132,6 +133,7 @@ impl Ev {
             Ev::EndpointState => "EndpointStateChange",
             Ev::ChannelDestroyed(_) => "ChannelDestroyed",
             Ev::BridgeDestroyed(_) => "BridgeDestroyed",
+            Ev::BridgeCreated(_) => "BridgeCreated",
             Ev::UserEvent => "ChannelUserevent",
         }
     }
@@ -160,7 +162,7 @@ impl Ev {
             }
             Ev::DeviceState => vec![(DeviceState, "Stasis:dev".into())],
             Ev::EndpointState => vec![(Endpoint, "PJSIP/alice".into())],
-            Ev::BridgeDestroyed(b) => vec![(Bridge, bid(*b))],
+            Ev::BridgeDestroyed(b) | Ev::BridgeCreated(b) => vec![(Bridge, bid(*b))],
             Ev::UserEvent => vec![],
         }
     }
@@ -181,6 +183,7 @@ impl Ev {
     fn creates(&self) -> Option<(ResourceKind, String)> {
         match self {
             Ev::StasisStart(c) => Some((ResourceKind::Channel, cid(*c))),
+            Ev::BridgeCreated(b) => Some((ResourceKind::Bridge, bid(*b))),
             Ev::PlaybackStarted(p, _) => Some((ResourceKind::Playback, pid(*p))),
             Ev::RecordingStarted(r, _) => Some((ResourceKind::Recording, rid(*r))),
             _ => None,
@@ -269,7 +272,7 @@ impl Ev {
                 o.insert("cause".into(), json!(16));
                 o.insert("cause_txt".into(), json!("Normal Clearing"));
             }
-            Ev::BridgeDestroyed(b) => {
+            Ev::BridgeDestroyed(b) | Ev::BridgeCreated(b) => {
                 o.insert("bridge".into(), bridge(*b));
             }
             Ev::UserEvent => {
@@ -306,6 +309,7 @@ fn event() -> impl Strategy<Value = Ev> {
         Just(Ev::EndpointState),
         (0..CHANNELS).prop_map(Ev::ChannelDestroyed),
         (0..BRIDGES).prop_map(Ev::BridgeDestroyed),
+        (0..BRIDGES).prop_map(Ev::BridgeCreated),
         Just(Ev::UserEvent),
     ]
 }
@@ -379,6 +383,12 @@ enum Op {
     Subscribe(Spec),
     Unsubscribe(usize),
     Event(Ev),
+    /// Time passes by this many milliseconds (lingers may end), then `handle_timeout`.
+    Advance(u64),
+    /// The application's `DELETE /bridges/{id}` succeeded: `Session::bridge_destroyed`.
+    DestroyBridge(usize),
+    /// The application creates a bridge with this id again: `Session::forget_ended`.
+    ForgetBridge(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -386,8 +396,15 @@ fn op() -> impl Strategy<Value = Op> {
         3 => spec().prop_map(Op::Subscribe),
         1 => any::<usize>().prop_map(Op::Unsubscribe),
         6 => event().prop_map(Op::Event),
+        1 => (0u64..1500).prop_map(Op::Advance),
+        1 => (0..BRIDGES).prop_map(Op::DestroyBridge),
+        1 => (0..BRIDGES).prop_map(Op::ForgetBridge),
     ]
 }
+
+/// The linger of [`routing_matches_naive_model`] (for channels that left Stasis and bridges
+/// the application destroyed).
+const ROUTING_LINGER: Duration = Duration::from_millis(1000);
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
@@ -397,11 +414,24 @@ proptest! {
     /// after its resource ended, at once); once every
     /// resource has ended, the live count is back to the baseline (subscriptions that follow
     /// no ending resource).
+    ///
+    /// With time and the linger: a channel that left Stasis and a bridge the application
+    /// destroyed (`bridge_destroyed`) linger, each event of them restarting it (a
+    /// `StasisStart`/`ChannelDestroyed`, a `BridgeDestroyed`/`BridgeCreated` or
+    /// `forget_ended` stopping it); when it is over the resource counts as ended and its
+    /// subscriptions end, without an event. `has_ended`, `forget_ended`'s answer,
+    /// `lingering_channels` and `poll_timeout` agree with the model after every step.
     #[test]
     fn routing_matches_naive_model(ops in proptest::collection::vec(op(), 0..120)) {
+        use std::collections::BTreeMap;
+        use std::time::Instant;
         let t = templates();
         let t0 = epoch();
-        let mut s = connected(SessionConfig::new(["app"]), t0);
+        let config = SessionConfig::new(["app"])
+            .keepalive(None)
+            .stasis_end_linger(Some(ROUTING_LINGER));
+        let mut s = connected(config, t0);
+        let mut now = t0;
         let mut model: Vec<(SubscriptionId, Spec)> = Vec::new();
         let mut created: Vec<SubscriptionId> = Vec::new();
         let mut received: std::collections::HashMap<SubscriptionId, Vec<usize>> = Default::default();
@@ -409,6 +439,17 @@ proptest! {
         // Resources that ended and were not created again (the session remembers far more
         // than this test ends).
         let mut gone: std::collections::HashSet<(ResourceKind, String)> = Default::default();
+        // Lingers, with their deadlines: channels that left Stasis and are followed (their
+        // subscriptions end with it), or not followed (only recorded as ended then); bridges
+        // the application destroyed.
+        let mut followed: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut unfollowed: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut bridges: BTreeMap<String, Instant> = BTreeMap::new();
+        let follows = |model: &[(SubscriptionId, Spec)], c: &str| {
+            model.iter().any(|(_, sp)| {
+                sp.resource.as_ref().is_some_and(|(k, id)| *k == ResourceKind::Channel && id == c)
+            })
+        };
 
         // Finally every resource that can end, ends.
         let mut all_ops = ops.clone();
@@ -433,14 +474,29 @@ proptest! {
                     } else {
                         prop_assert!(outs.is_empty(), "{:?}", outs);
                         model.push((id, spec.clone()));
+                        // A channel taken up again during its linger: it ends with it.
+                        if let Some((ResourceKind::Channel, c)) = &spec.resource {
+                            if let Some(at) = unfollowed.remove(c) {
+                                followed.insert(c.clone(), at);
+                            }
+                        }
                     }
                 }
                 Op::Unsubscribe(i) => {
                     if created.is_empty() { continue; }
                     let id = created[i % created.len()];
-                    let live = model.iter().any(|(m, _)| *m == id);
-                    prop_assert_eq!(s.unsubscribe(id), live);
+                    let removed = model.iter().find(|(m, _)| *m == id).map(|(_, sp)| sp.clone());
+                    prop_assert_eq!(s.unsubscribe(id), removed.is_some());
                     model.retain(|(m, _)| *m != id);
+                    // A lingering channel's last subscription gone: it keeps its deadline.
+                    if let Some((ResourceKind::Channel, c)) = removed.and_then(|sp| sp.resource) {
+                        if !follows(&model, &c) {
+                            if let Some(at) = followed.remove(&c) {
+                                unfollowed.insert(c, at);
+                            }
+                        }
+                    }
+                    prop_assert!(drain(&mut s).is_empty());
                 }
                 Op::Event(ev) => {
                     if let Some(r) = ev.ends() {
@@ -451,7 +507,7 @@ proptest! {
                     let frame = ev.frame(&t);
                     let decoded = Event::decode(frame.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(decoded.type_name(), ev.type_name());
-                    s.handle_frame(t0, frame.as_bytes());
+                    s.handle_frame(now, frame.as_bytes());
                     let matching: Vec<SubscriptionId> = model.iter().filter(|(_, sp)| sp.matches(ev)).map(|(id, _)| *id).collect();
                     for id in &matching {
                         expected_received.entry(*id).or_default().push(n);
@@ -466,6 +522,46 @@ proptest! {
                             if ends { expected_end.push((*id, EndReason::ResourceEnded)); }
                             !ends
                         });
+                    }
+                    // The lingers after the event.
+                    let until = now + ROUTING_LINGER;
+                    match ev {
+                        Ev::StasisEnd(c) if follows(&model, &cid(*c)) => {
+                            unfollowed.remove(&cid(*c));
+                            followed.insert(cid(*c), until);
+                        }
+                        Ev::StasisEnd(c) => {
+                            followed.remove(&cid(*c));
+                            unfollowed.insert(cid(*c), until);
+                        }
+                        Ev::StasisStart(c) | Ev::ChannelDestroyed(c) => {
+                            followed.remove(&cid(*c));
+                            unfollowed.remove(&cid(*c));
+                        }
+                        _ => {
+                            for (_, c) in ev.resources().into_iter().filter(|(k, _)| *k == ResourceKind::Channel) {
+                                if follows(&model, &c) {
+                                    if let Some(at) = followed.get_mut(&c) {
+                                        *at = until;
+                                    }
+                                } else if followed.remove(&c).is_some() {
+                                    // Its one-shot subscriptions ended with this event.
+                                    unfollowed.insert(c, until);
+                                }
+                            }
+                        }
+                    }
+                    match ev {
+                        Ev::BridgeDestroyed(b) | Ev::BridgeCreated(b) => {
+                            bridges.remove(&bid(*b));
+                        }
+                        _ => {
+                            for (_, b) in ev.resources().into_iter().filter(|(k, _)| *k == ResourceKind::Bridge) {
+                                if let Some(at) = bridges.get_mut(&b) {
+                                    *at = until;
+                                }
+                            }
+                        }
                     }
                     let mut ended = Vec::new();
                     let mut events = 0;
@@ -484,8 +580,72 @@ proptest! {
                     prop_assert_eq!(events, 1);
                     prop_assert_eq!(ended, expected_end);
                 }
+                Op::Advance(ms) => {
+                    now += Duration::from_millis(*ms);
+                    s.handle_timeout(now);
+                    let mut expected_end: Vec<SubscriptionId> = Vec::new();
+                    let due = |m: &BTreeMap<String, Instant>| -> Vec<String> {
+                        m.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect()
+                    };
+                    for c in due(&unfollowed) {
+                        unfollowed.remove(&c);
+                        gone.insert((ResourceKind::Channel, c));
+                    }
+                    for (kind, lingering) in [(ResourceKind::Channel, &mut followed), (ResourceKind::Bridge, &mut bridges)] {
+                        for r in due(lingering) {
+                            lingering.remove(&r);
+                            let r = (kind, r);
+                            model.retain(|(id, sp)| {
+                                let ends = sp.resource.as_ref() == Some(&r);
+                                if ends { expected_end.push(*id); }
+                                !ends
+                            });
+                            gone.insert(r);
+                        }
+                    }
+                    let mut ended = Vec::new();
+                    for o in drain(&mut s) {
+                        match o {
+                            Output::SubscriptionEnded { id, reason: EndReason::ResourceEnded, .. } => ended.push(id),
+                            other => prop_assert!(false, "unexpected {:?} at the end of a linger", other),
+                        }
+                    }
+                    ended.sort_unstable();
+                    expected_end.sort_unstable();
+                    prop_assert_eq!(ended, expected_end);
+                }
+                Op::DestroyBridge(b) => {
+                    // Lingers unless it already does (its deadline stays) or counts as ended.
+                    let r = (ResourceKind::Bridge, bid(*b));
+                    s.bridge_destroyed(now, &r.1);
+                    if !gone.contains(&r) && !bridges.contains_key(&r.1) {
+                        bridges.insert(r.1, now + ROUTING_LINGER);
+                    }
+                    prop_assert!(drain(&mut s).is_empty());
+                }
+                Op::ForgetBridge(b) => {
+                    // Forgets its end, or stops its linger (its subscriptions stay).
+                    let r = (ResourceKind::Bridge, bid(*b));
+                    let ended = gone.remove(&r);
+                    let lingered = bridges.remove(&r.1).is_some();
+                    prop_assert_eq!(s.forget_ended(r.0, &r.1), ended || lingered, "forget_ended({:?})", r);
+                    prop_assert!(drain(&mut s).is_empty());
+                }
             }
             prop_assert_eq!(s.live_subscriptions(), model.len());
+            prop_assert_eq!(s.lingering_channels(), followed.len() + unfollowed.len());
+            prop_assert_eq!(
+                s.poll_timeout(),
+                followed.values().chain(unfollowed.values()).chain(bridges.values()).min().copied(),
+                "after {:?}", op
+            );
+            let world = (0..CHANNELS).map(|i| (ResourceKind::Channel, cid(i)))
+                .chain((0..BRIDGES).map(|i| (ResourceKind::Bridge, bid(i))))
+                .chain((0..PLAYBACKS).map(|i| (ResourceKind::Playback, pid(i))))
+                .chain((0..RECORDINGS).map(|i| (ResourceKind::Recording, rid(i))));
+            for r in world {
+                prop_assert_eq!(s.has_ended(r.0, &r.1), gone.contains(&r), "has_ended({:?}) after {:?}", r, op);
+            }
         }
         prop_assert_eq!(&received, &expected_received);
         // Baseline: what is left follows no resource that ends.
@@ -499,6 +659,8 @@ proptest! {
         prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Bridge), 0);
         prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Playback), 0);
         prop_assert_eq!(s.live_subscriptions_for(ResourceKind::Recording), 0);
+        // Every resource ended, so nothing lingers any more.
+        prop_assert_eq!(s.poll_timeout(), None);
     }
 
     /// Backoff: every delay lies within the policy's jitter bounds, never exceeds the cap,
