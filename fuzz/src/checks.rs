@@ -571,6 +571,40 @@ enum Template {
     StasisEnd(u8),
 }
 
+/// More bridge events, in an enum of their own so that adding them left the decoding of
+/// [`Template`] (and of the committed corpus) as it was.
+#[derive(Debug, Arbitrary)]
+enum BridgeTemplate {
+    /// A channel leaves a bridge (restarts the linger of a bridge the application destroyed).
+    ChannelLeftBridge(u8, u8),
+    /// The bridge is created (again): it no longer counts as ended, and stops lingering.
+    BridgeCreated(u8),
+    /// The bridge is destroyed (ends its subscriptions and its linger).
+    BridgeDestroyed(u8),
+}
+
+impl BridgeTemplate {
+    fn frame(&self) -> Vec<u8> {
+        let mut v = match self {
+            BridgeTemplate::ChannelLeftBridge(b, c) => serde_json::json!({
+                "type": "ChannelLeftBridge", "bridge": bridge_json(id(*b)),
+                "channel": channel_json(id(*c))
+            }),
+            BridgeTemplate::BridgeCreated(b) => serde_json::json!({
+                "type": "BridgeCreated", "bridge": bridge_json(id(*b))
+            }),
+            BridgeTemplate::BridgeDestroyed(b) => serde_json::json!({
+                "type": "BridgeDestroyed", "bridge": bridge_json(id(*b))
+            }),
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert("application".into(), "app".into());
+            m.insert("timestamp".into(), "2026-11-26T11:14:38.299+0000".into());
+        }
+        serde_json::to_vec(&v).expect("a Value serializes")
+    }
+}
+
 fn channel_json(id: &str) -> Value {
     serde_json::json!({
         "id": id, "name": "PJSIP/alice-1", "state": "Up", "protocol_id": "",
@@ -788,7 +822,44 @@ enum Action {
         status: u16,
         body: String,
     },
+    /// `NewResourceId`, or an action added later (see [`More`]).
+    More(More),
+}
+
+/// The last variant of [`Action`]: `NewResourceId`, unless the next byte is
+/// [`BRIDGE_ACTION`], then a [`BridgeAction`]. Adding actions as variants of their own would
+/// have changed how every input decodes (the derived `Arbitrary` picks a variant by scaling a
+/// `u32` by their count); this way an input decodes as it did unless a `NewResourceId` of it
+/// is followed by that byte, so the committed corpus keeps its meaning.
+#[derive(Debug)]
+enum More {
     NewResourceId,
+    Bridge(BridgeAction),
+}
+
+/// The byte after [`Action::More`]'s discriminant that makes it a [`BridgeAction`].
+const BRIDGE_ACTION: u8 = 0xb7;
+
+impl<'a> Arbitrary<'a> for More {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        if u.peek_bytes(1) == Some(&[BRIDGE_ACTION][..]) {
+            u.bytes(1)?;
+            Ok(More::Bridge(BridgeAction::arbitrary(u)?))
+        } else {
+            Ok(More::NewResourceId)
+        }
+    }
+}
+
+/// Bridges the application destroys or creates again, and their events.
+#[derive(Debug, Arbitrary)]
+enum BridgeAction {
+    /// The application's `DELETE /bridges/{id}` succeeded: `Session::bridge_destroyed`.
+    Destroyed(u8),
+    /// A bridge is created again with this id: `Session::forget_ended` of a bridge.
+    Forget(u8),
+    /// A bridge event for the ids the other actions use.
+    Event(BridgeTemplate),
 }
 
 /// What the test knows the session must hold.
@@ -815,6 +886,13 @@ struct Model {
     stasis_ends: BTreeMap<String, Instant>,
     /// A subscription made to a resource that had already ended, whose end is due now.
     ended_at_subscribe: Option<SubscriptionId>,
+    /// Bridges the application destroyed (`Action::DestroyBridge`) that linger, and when
+    /// their linger is over (each routed event of the bridge restarts it; its
+    /// `BridgeDestroyed` or `BridgeCreated`, or `forget_ended`, stops it).
+    bridges: BTreeMap<String, Instant>,
+    /// Bridges whose linger the last `handle_timeout` ended: their subscriptions end without
+    /// an event, and they count as ended.
+    bridges_due: BTreeSet<String>,
 }
 
 /// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
@@ -825,7 +903,11 @@ struct Model {
 /// exactly the live subscriptions whose filter matches it, in subscription order; every
 /// request gets exactly one response and pending requests stay within the limit; undelivered
 /// events stay within the limit and every drop is announced; `Text`/`Ping` only go to an open
-/// socket; after `handle_timeout(now)`, `poll_timeout` is in the future; and the stats agree.
+/// socket; after `handle_timeout(now)`, `poll_timeout` is in the future; the subscriptions
+/// of a bridge the application destroyed (`bridge_destroyed`) end without an event only when
+/// its linger is over (each routed event of it restarting it; its `BridgeDestroyed` or
+/// `BridgeCreated`, or `forget_ended`, stopping it), it counts as ended only then, and
+/// `poll_timeout` wakes up for it; and the stats agree.
 pub fn session_actions(data: &[u8]) {
     let _ = run_session(data);
 }
@@ -876,18 +958,23 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 event_frame = Some(bytes.clone());
                 session.handle_frame(now, &bytes);
             }
+            Action::More(More::Bridge(BridgeAction::Event(t))) => {
+                let bytes = t.frame();
+                event_frame = Some(bytes.clone());
+                session.handle_frame(now, &bytes);
+            }
             Action::Pong => session.handle_pong(),
             Action::Disconnected => session.handle_disconnected(now, "reset"),
             Action::AdvanceTime(ms) => {
                 now += Duration::from_millis(u64::from(ms));
-                session.handle_timeout(now);
+                timeout(&mut session, &mut model, now);
                 after_timeout = true;
             }
             Action::FireTimer => {
                 if let Some(t) = session.poll_timeout() {
                     now = now.max(t);
                 }
-                session.handle_timeout(now);
+                timeout(&mut session, &mut model, now);
                 after_timeout = true;
             }
             Action::Subscribe(spec) => {
@@ -941,9 +1028,35 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 event_frame = Some(bytes.clone());
                 session.handle_frame(now, &bytes);
             }
-            Action::NewResourceId => {
+            Action::More(More::NewResourceId) => {
                 let id = session.new_resource_id();
                 assert!(!id.is_empty() && id.is_ascii());
+            }
+            Action::More(More::Bridge(BridgeAction::Destroyed(b))) => {
+                // Lingers unless already lingering (its deadline stays), recorded as ended,
+                // or the linger is off; nothing ends now.
+                let b = id(b);
+                let ended = session.has_ended(ResourceKind::Bridge, b);
+                session.bridge_destroyed(now, b);
+                if let Some(linger) = config.stasis_end_linger {
+                    if !ended && !model.bridges.contains_key(b) {
+                        model.bridges.insert(b.into(), now + linger);
+                    }
+                }
+                assert_eq!(session.has_ended(ResourceKind::Bridge, b), ended);
+            }
+            Action::More(More::Bridge(BridgeAction::Forget(b))) => {
+                // Forgets the end, or stops the linger (the bridge's subscriptions stay).
+                let b = id(b);
+                let ended = session.has_ended(ResourceKind::Bridge, b);
+                let lingered = model.bridges.remove(b).is_some();
+                assert!(!(ended && lingered), "{b} lingers and counts as ended");
+                assert_eq!(
+                    session.forget_ended(ResourceKind::Bridge, b),
+                    ended || lingered,
+                    "forget_ended of bridge {b}"
+                );
+                assert!(!session.has_ended(ResourceKind::Bridge, b));
             }
         }
         if let Some(Ok((Event::StasisEnd(e), _))) =
@@ -976,7 +1089,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     spins <= 3,
                     "poll_timeout stays at now: the driver would spin"
                 );
-                session.handle_timeout(now);
+                timeout(&mut session, &mut model, now);
                 drain(&mut session, &mut model, None, now, &config);
             }
         }
@@ -984,24 +1097,46 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     }
     let stats = session.stats();
     // Stopping fails every pending request and leaves nothing scheduled but the linger of
-    // channels that left Stasis, which still ends their subscriptions.
+    // channels that left Stasis and of bridges the application destroyed, which still ends
+    // their subscriptions.
     session.stop();
     drain(&mut session, &mut model, None, now, &config);
     assert_eq!(session.pending_requests(), 0);
     assert!(model.pending.is_empty(), "requests never answered");
-    let mut lingering = session.lingering_channels();
+    let mut lingering = session.lingering_channels() + model.bridges.len();
     while let Some(t) = session.poll_timeout() {
         assert!(lingering > 0, "timers after stop");
         now = now.max(t);
-        session.handle_timeout(now);
+        timeout(&mut session, &mut model, now);
         drain(&mut session, &mut model, None, now, &config);
-        let left = session.lingering_channels();
+        let left = session.lingering_channels() + model.bridges.len();
         assert!(left < lingering, "a due linger did not end");
         lingering = left;
     }
     assert_eq!(session.lingering_channels(), 0);
+    assert!(
+        model.bridges.is_empty(),
+        "bridges still linger: {:?}",
+        model.bridges
+    );
     check_state(&session, &model, &config);
     Some(stats)
+}
+
+/// `handle_timeout(now)`, and the model's bridges whose linger is over by `now` become due:
+/// their subscriptions end in the next drain.
+fn timeout(session: &mut Session, model: &mut Model, now: Instant) {
+    session.handle_timeout(now);
+    let due: Vec<String> = model
+        .bridges
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(b, _)| b.clone())
+        .collect();
+    for b in due {
+        model.bridges.remove(&b);
+        model.bridges_due.insert(b);
+    }
 }
 
 fn send(session: &mut Session, model: &mut Model, now: Instant, req: Request, c: &SessionConfig) {
@@ -1152,6 +1287,7 @@ fn drain(
                 if let Some(e) = &event {
                     assert_eq!(e.type_name(), d.event.type_name());
                 }
+                track_bridges(model, &d.event, now, c);
             }
             Output::Warning(w) => {
                 droppable += 1;
@@ -1183,6 +1319,13 @@ fn drain(
                                 let r = e.ended_resource().expect("a final event");
                                 assert_eq!(r.kind, kind);
                                 assert_eq!(r.id, rid);
+                            }
+                            None if kind == ResourceKind::Bridge => {
+                                // A timeout: the linger of a bridge the application destroyed.
+                                assert!(
+                                    model.bridges_due.contains(rid),
+                                    "{id} ended: bridge {rid} was not due"
+                                );
                             }
                             None => {
                                 // A timeout: the linger of a channel that left Stasis.
@@ -1255,6 +1398,45 @@ fn drain(
     let mut ids: Vec<_> = ended_now.iter().map(|(id, _)| *id).collect();
     ids.dedup();
     assert_eq!(ids.len(), ended_now.len(), "a subscription ended twice");
+    // A bridge whose linger is over counts as ended, and none of its subscriptions is left.
+    for b in std::mem::take(&mut model.bridges_due) {
+        assert!(
+            session.has_ended(ResourceKind::Bridge, &b),
+            "bridge {b} lingered but does not count as ended"
+        );
+        let left: Vec<_> = model
+            .subs
+            .iter()
+            .filter(|(_, f)| f.resource_ref() == Some((ResourceKind::Bridge, b.as_str())))
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(left.is_empty(), "{left:?} outlived bridge {b}'s linger");
+    }
+}
+
+/// After `event` was routed at `now`: a lingering bridge's `BridgeDestroyed` (which ended its
+/// subscriptions) or `BridgeCreated` stops its linger, any other event of it restarts it.
+fn track_bridges(model: &mut Model, event: &Event, now: Instant, c: &SessionConfig) {
+    let Some(linger) = c.stasis_end_linger else {
+        return;
+    };
+    match event {
+        Event::BridgeDestroyed(e) => {
+            model.bridges.remove(e.bridge.id.as_str());
+        }
+        Event::BridgeCreated(e) => {
+            model.bridges.remove(e.bridge.id.as_str());
+        }
+        other => {
+            for r in other.resources().iter() {
+                if r.kind == ResourceKind::Bridge {
+                    if let Some(at) = model.bridges.get_mut(r.id) {
+                        *at = now + linger;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn check_state(session: &Session, model: &Model, c: &SessionConfig) {
@@ -1290,6 +1472,19 @@ fn check_state(session: &Session, model: &Model, c: &SessionConfig) {
             session.pending_requests(),
             0,
             "pending requests without a socket"
+        );
+    }
+    // A lingering bridge does not count as ended yet, and the session wakes up for it.
+    for b in model.bridges.keys() {
+        assert!(
+            !session.has_ended(ResourceKind::Bridge, b),
+            "bridge {b} counts as ended while it lingers"
+        );
+    }
+    if let Some(next) = model.bridges.values().min() {
+        assert!(
+            session.poll_timeout().is_some_and(|t| t <= *next),
+            "no timer for the linger of a destroyed bridge"
         );
     }
 }
