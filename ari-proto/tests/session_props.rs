@@ -15,6 +15,17 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use util::*;
 
+/// A connected session of app `app` without keepalive whose channels (and destroyed bridges)
+/// linger for `linger`.
+fn lingering(linger: Duration, t0: std::time::Instant) -> ari_proto::session::Session {
+    connected(
+        SessionConfig::new(["app"])
+            .keepalive(None)
+            .stasis_end_linger(Some(linger)),
+        t0,
+    )
+}
+
 // ---- a small world of resources -----------------------------------------------------------
 
 const CHANNELS: usize = 4;
@@ -1100,10 +1111,7 @@ fn a_channel_nobody_followed_at_its_stasis_end_counts_as_ended_after_its_linger(
     let t = templates();
     let t0 = epoch();
     let linger = Duration::from_secs(1);
-    let config = SessionConfig::new(["app"])
-        .keepalive(None)
-        .stasis_end_linger(Some(linger));
-    let mut s = connected(config, t0);
+    let mut s = lingering(linger, t0);
     for c in [1, 2, 3] {
         s.handle_frame(t0, Ev::StasisStart(c).frame(&t).as_bytes());
         s.handle_frame(t0, Ev::StasisEnd(c).frame(&t).as_bytes());
@@ -1151,10 +1159,7 @@ fn a_channel_unfollowed_during_its_linger_still_counts_as_ended() {
     let t = templates();
     let t0 = epoch();
     let linger = Duration::from_secs(1);
-    let config = SessionConfig::new(["app"])
-        .keepalive(None)
-        .stasis_end_linger(Some(linger));
-    let mut s = connected(config, t0);
+    let mut s = lingering(linger, t0);
     let dropped = s.subscribe(Filter::channel(cid(1)));
     let dtmf = s.subscribe(
         Filter::channel(cid(2))
@@ -1233,10 +1238,7 @@ fn a_bridge_the_application_destroyed_ends_its_subscriptions_after_the_linger() 
     let t = templates();
     let t0 = epoch();
     let linger = Duration::from_secs(1);
-    let config = SessionConfig::new(["app"])
-        .keepalive(None)
-        .stasis_end_linger(Some(linger));
-    let mut s = connected(config, t0);
+    let mut s = lingering(linger, t0);
     let wait = s.subscribe(Filter::bridge(bid(0)).with_type("BridgeDestroyed").once());
     let stream = s.subscribe(Filter::bridge(bid(0)));
     let other_wait = s.subscribe(Filter::bridge(bid(1)).with_type("BridgeDestroyed").once());
@@ -1306,10 +1308,7 @@ fn a_bridge_destroyed_arriving_during_the_linger_is_delivered_once_and_ends_it()
     let t = templates();
     let t0 = epoch();
     let linger = Duration::from_secs(1);
-    let config = SessionConfig::new(["app"])
-        .keepalive(None)
-        .stasis_end_linger(Some(linger));
-    let mut s = connected(config, t0);
+    let mut s = lingering(linger, t0);
     let wait = s.subscribe(Filter::bridge(bid(0)).with_type("BridgeDestroyed").once());
     let stream = s.subscribe(Filter::bridge(bid(0)));
     let other = s.subscribe(Filter::bridge(bid(1)));
@@ -1373,12 +1372,7 @@ fn a_destroyed_bridge_lingers_only_with_a_linger_and_until_its_id_is_reused() {
     off.handle_timeout(t0 + linger * 10);
     assert!(drain(&mut off).is_empty() && off.is_subscribed(kept));
 
-    let mut s = connected(
-        SessionConfig::new(["app"])
-            .keepalive(None)
-            .stasis_end_linger(Some(linger)),
-        t0,
-    );
+    let mut s = lingering(linger, t0);
     let sub = s.subscribe(Filter::bridge(bid(0)));
     s.bridge_destroyed(t0, &bid(0));
     assert!(s.forget_ended(ResourceKind::Bridge, &bid(0)), "it lingered");
