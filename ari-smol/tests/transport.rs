@@ -355,6 +355,51 @@ fn keep_alive_reuses_one_connection_for_sequential_requests() {
     });
 }
 
+/// A waker that counts its wake-ups.
+struct CountWakes(AtomicUsize);
+
+impl std::task::Wake for CountWakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn handing_a_request_to_a_kept_alive_connection_does_not_wake_the_task() {
+    // The hand-over of a request to hyper wakes the connection's future; the stack polls
+    // that future in the same poll. Waking the task instead would poll the whole request
+    // again through the executor (on async-io's `block_on`, a round of the reactor: five
+    // system calls per request).
+    run(async {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let n = answered.clone();
+        let server = http_server(None, move |_| {
+            let mut r = ok_json("{}");
+            if n.fetch_add(1, Ordering::SeqCst) > 0 {
+                r.delay = Some(LIVENESS * 2); // the second request is never answered
+            }
+            r
+        })
+        .await;
+        let rt = SmolRuntime::new();
+        let url = server.url("http", "/ari/asterisk/info");
+        rt.http(get(&url), &opts()).await.unwrap(); // opens the connection, pooled after
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut second = std::pin::pin!(rt.http(get(&url), &opts()));
+        let polled = second
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending(), "the server does not answer");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a wake-up during the poll");
+        // That one poll wrote the request on the kept-alive connection.
+        while server.seen().len() < 2 {
+            async_io::Timer::after(Duration::from_millis(1)).await;
+        }
+        assert_eq!(server.connections(), 1);
+    });
+}
+
 #[test]
 fn concurrent_requests_open_more_connections_then_reuse_them() {
     run(async {

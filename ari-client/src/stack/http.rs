@@ -691,7 +691,10 @@ pub(crate) async fn send<E: Executor, C: Connector>(
         if reused && driver.drive(&target, ready).await.is_err() {
             continue; // closed meanwhile; its slot is freed
         }
-        let sending = sender.try_send_request(req);
+        // Handed over inside the drive: the hand-over wakes the connection future, which
+        // the drive then polls in the same poll (outside it, the wake-up would wake this task
+        // and cost a round of the executor; on async-io's `block_on`, of the reactor).
+        let sending = async move { sender.try_send_request(req).await };
         match driver.drive(&target, sending).await {
             Ok(response) => break (conn, slot, response),
             Err(mut e) => match e.take_message() {
