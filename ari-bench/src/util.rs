@@ -75,6 +75,17 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The median of sorted values (the mean of the two middle ones for an even count); `None`
+/// for none.
+pub(crate) fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// `Basic ...` header value for the mock server's user.
 pub(crate) fn basic_auth() -> String {
     use base64::Engine as _;
