@@ -664,3 +664,59 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
         assert!(http.is_empty(), "requests over HTTP: {http:?}");
     }
 }
+
+/// A simulated Asterisk ([`crate::fast_sim_config`], started `base_ms` after the epoch)
+/// dialling `cfg`.
+fn asterisk(cfg: OutboundConfig, base_ms: Option<u64>) -> MockServer {
+    let mut sim = crate::fast_sim_config();
+    if let Some(base) = base_ms {
+        sim.wall_clock_base_ms = base;
+    }
+    MockServer::builder().sim_config(sim).outbound(cfg).start()
+}
+
+/// The client options of an outbound server apply to its clients: with
+/// `stasis_end_linger(Some(Duration::ZERO))`, a channel that left Stasis counts as ended at
+/// once, so a wait taken on it after its `StasisEnd` (and one more round trip on the
+/// socket) fails at once with [`Error::Ended`](ari_client::Error::Ended) instead of
+/// lingering the default 2 s.
+pub async fn outbound_clients_follow_the_stasis_end_linger_option<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::PerCall)
+            .client(|b| b.stasis_end_linger(Some(Duration::ZERO))),
+    )
+    .await;
+    let mock = asterisk(per_call(&ob), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let mut call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    mock.hangup(&id).expect("the caller hangs up");
+    h.live("StasisEnd", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::StasisEnd(_))) => return,
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended before StasisEnd: {other:?}"),
+            }
+        }
+    })
+    .await;
+    h.live("a round trip", call.client.asterisk().ping())
+        .await
+        .expect("REST over the socket");
+    let late = call.client.channel(&id);
+    let wait = late.once::<ari_client::events::ChannelHangupRequest>();
+    match futures::FutureExt::now_or_never(wait.into_future()) {
+        Some(Err(ari_client::Error::Ended { resource })) => {
+            assert!(resource.contains(&id), "{resource}")
+        }
+        other => panic!("the wait on the ended channel: {other:?}"),
+    }
+}
