@@ -15,6 +15,10 @@
 //!   user and path), the new socket replaces the old one in the same client: its
 //!   subscriptions and instance objects go on, and connection listeners see
 //!   `Connected { reconnected: true }`. Asterisk sends the events it queued meanwhile first.
+//!   The server asks Asterisk's startup time over each persistent connection
+//!   (`GET asterisk/info?only=status`): after a reconnect from an Asterisk that restarted
+//!   meanwhile, the waits, streams and listeners of its previous run's channels, bridges,
+//!   playbacks and recordings end ([`Error::Ended`]) instead of waiting for ever.
 //! - **per_call_config** ([`ConnectionType::PerCall`]): one connection per channel; the unit
 //!   is the call, [`OutboundServer::next_call`] gives `(client, StasisStart, channel,
 //!   events)` as [`OutboundCall`]. The application is named `<app>:<channel name>`.
@@ -727,7 +731,11 @@ async fn handshake<E: Executor, C: Connector>(
             s.counters.resumed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
         }
-        inner.shared.attach(Box::new(ws), first);
+        let handover = inner.shared.attach(Box::new(ws), first);
+        if s.connection_type == ConnectionType::Persistent {
+            futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx)).await;
+            check_startup(&Client { inner }).await;
+        }
         return;
     }
     let builder = (s.configure)(Client::builder_with_runtime(
@@ -788,6 +796,10 @@ async fn handshake<E: Executor, C: Connector>(
     if let Some(w) = waker {
         w.wake();
     }
+    if s.connection_type == ConnectionType::Persistent {
+        // Learn Asterisk's startup time, so that a reconnect tells a restart.
+        check_startup(&client).await;
+    }
     if let Some(mut incoming) = incoming {
         // The call: its first StasisStart.
         if let Some(Ok((start, channel, events))) = incoming.next().await {
@@ -807,6 +819,42 @@ async fn handshake<E: Executor, C: Connector>(
                 w.wake();
             }
         }
+    }
+}
+
+/// Persistent: asks Asterisk's startup time over the connection (`GET
+/// asterisk/info?only=status`). The first answer is remembered; a different one after a
+/// reconnect means Asterisk restarted while the connection was down (same address,
+/// credentials and `asterisk_id`): every channel, bridge, playback and recording of its
+/// previous run is gone and no event will say so, so their subscriptions made before this
+/// connection end ([`Error::Ended`] for their waits) instead of waiting for ever.
+async fn check_startup<R: Runtime>(client: &Client<R>) {
+    let op =
+        ari_proto::ops::asterisk::GetInfo::new().only([ari_proto::models::InfoSection::Status]);
+    let startup = match client.execute(&op).await {
+        Ok(info) => match info.status {
+            Some(status) => status.startup_time,
+            None => return,
+        },
+        Err(e) => {
+            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk's startup time (a restart of Asterisk would go unnoticed)");
+            return;
+        }
+    };
+    let shared = &client.inner.shared;
+    let before = shared
+        .startup_time
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(startup);
+    if before.is_some_and(|b| b != startup) {
+        let ended = shared.command(|s| s.handle_asterisk_restarted());
+        tracing::warn!(
+            target: "ari_client",
+            ended,
+            "outbound: Asterisk restarted while its connection was down: the subscriptions of \
+             its previous channels, bridges, playbacks and recordings ended"
+        );
     }
 }
 

@@ -675,6 +675,77 @@ fn asterisk(cfg: OutboundConfig, base_ms: Option<u64>) -> MockServer {
     MockServer::builder().sim_config(sim).outbound(cfg).start()
 }
 
+/// Asterisk restarts (a crash, `core restart now`) while a persistent application has a
+/// call: the restarted Asterisk has none of the old calls and no event will ever say so,
+/// then dials the application again — same address, credentials and `asterisk_id`, so the
+/// new socket goes on in the same client. A wait on the old call ends with
+/// [`Error::Ended`](ari_client::Error::Ended) instead of hanging (an IVR task per call would
+/// leak), its event stream ends, and a call on the restarted Asterisk is served as usual.
+pub async fn outbound_persistent_asterisk_restart_ends_the_previous_runs_calls<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    const BOOT: u64 = 1_795_691_627_914;
+    let ob = server(h, ConnectionType::Persistent).await;
+    let config = OutboundConfig::persistent(&uri(&ob), ["hello"])
+        .credentials(USER, SECRET)
+        .reconnect(Duration::from_millis(20), 3);
+    let first = asterisk(config.clone(), Some(BOOT));
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    let mut incoming = conn.incoming;
+    first
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, old, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", old.answer())
+        .await
+        .expect("answer over the socket");
+    let hangup = old.once::<ari_client::events::ChannelHangupRequest>();
+    let mut old_events = old.events();
+
+    // Asterisk restarts: a new startup time, none of the old calls; it dials again.
+    drop(first);
+    let second = asterisk(config, Some(BOOT + 3_600_000));
+    let err = h
+        .live("the old call's wait ends", hangup.into_future())
+        .await
+        .expect_err("the old call cannot hang up any more");
+    assert!(
+        matches!(err, ari_client::Error::Ended { .. }),
+        "the old call's wait: {err}"
+    );
+    let end = h
+        .live("the old call's stream ends", async {
+            loop {
+                match old_events.next().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (2, 1), "{stats:?}");
+
+    // The restarted Asterisk's calls are served as usual.
+    let id = second
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, new, _) = h.next_incoming("the new run's call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+    h.live("answer the new call", new.answer())
+        .await
+        .expect("answer over the new socket");
+    drop(client);
+}
+
 /// The client options of an outbound server apply to its clients: with
 /// `stasis_end_linger(Some(Duration::ZERO))`, a channel that left Stasis counts as ended at
 /// once, so a wait taken on it after its `StasisEnd` (and one more round trip on the
