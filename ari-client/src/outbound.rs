@@ -371,6 +371,25 @@ impl<E: Executor, C: Connector> ServerShared<E, C> {
 pub struct OutboundServer<E: Executor, C: Connector> {
     shared: Arc<ServerShared<E, C>>,
     local_addr: SocketAddr,
+    listening: Arc<Listening>,
+}
+
+/// Whether the accept loop still holds the listening socket, and who waits for it to let go.
+#[derive(Default)]
+struct Listening {
+    closed: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+/// Held by the accept loop: dropped after the listener (loop ended, or task dropped by its
+/// executor), it tells [`OutboundServer::shutdown`] that the port is free.
+struct ListenerGuard(Arc<Listening>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
 }
 
 impl<E: Executor, C: Connector> fmt::Debug for OutboundServer<E, C> {
@@ -399,6 +418,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             .map_err(|e| io("binding", e))?;
         let local_addr = listener.local_addr().map_err(|e| io("binding", e))?;
         let listener = Arc::new(listener);
+        let listening = Arc::new(Listening::default());
         let shared = Arc::new(ServerShared {
             runtime: options.runtime,
             #[cfg(feature = "rustls")]
@@ -422,10 +442,16 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             }),
             stopping: AtomicBool::new(false),
         });
-        shared
-            .runtime
-            .spawn(accept_loop(Arc::downgrade(&shared), listener));
-        Ok(OutboundServer { shared, local_addr })
+        shared.runtime.spawn(accept_loop(
+            Arc::downgrade(&shared),
+            listener,
+            ListenerGuard(listening.clone()),
+        ));
+        Ok(OutboundServer {
+            shared,
+            local_addr,
+            listening,
+        })
     }
 
     /// The address the server listens on.
@@ -484,7 +510,9 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         .await
     }
 
-    /// Stops accepting, waits until every connection has ended (Asterisk closes a per-call
+    /// Stops accepting (the listening socket is closed: once this returns, the port can be
+    /// bound again; connections whose upgrade was still in progress are not served, a failed
+    /// attempt for Asterisk), waits until every connection has ended (Asterisk closes a per-call
     /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
     /// Returns how many were closed that way.
     pub async fn shutdown(&self, grace: Duration) -> usize {
@@ -501,6 +529,19 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             .collect()
         };
         wakers.into_iter().for_each(Waker::wake);
+        // The accept loop lets the listening socket go: the port is free once this returns
+        // (a new run of the application can bind it at once).
+        futures_util::future::poll_fn(|cx| {
+            if self.listening.closed.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.listening.waker.register(cx.waker());
+            if self.listening.closed.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
         let rt = &self.shared.runtime;
         let deadline = rt.now().checked_add(grace).unwrap_or_else(|| rt.now());
         loop {
@@ -549,7 +590,11 @@ impl<E: Executor, C: Connector> Drop for OutboundServer<E, C> {
 async fn accept_loop<E: Executor, C: Connector>(
     shared: Weak<ServerShared<E, C>>,
     listener: Arc<C::Listener>,
+    guard: ListenerGuard,
 ) {
+    // Dropped in reverse order: the listener, then the guard saying the port is free.
+    let _guard = guard;
+    let listener = listener;
     loop {
         let Some(s) = shared.upgrade() else { return };
         if s.stopping.load(Ordering::Acquire) {

@@ -746,6 +746,79 @@ pub async fn outbound_persistent_asterisk_restart_ends_the_previous_runs_calls<
     drop(client);
 }
 
+/// The application is redeployed: [`OutboundServer::shutdown`] with a call still going
+/// (closed at the deadline), then the new version binds the same port at once — the port
+/// is free once `shutdown` returned — and takes Asterisk's next call.
+pub async fn outbound_shutdown_frees_the_port_for_the_next_run<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(per_call(&ob), None);
+    let alice = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    h.live("answer", call.channel.answer())
+        .await
+        .expect("answer");
+    let closed = h
+        .live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    // (Asterisk may have given the first call back to the dialplan already.)
+    let _ = mock.hangup(&alice);
+    assert_eq!(closed, 1, "the live call was closed at the deadline");
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::PerCall).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    assert_eq!(again.local_addr(), addr);
+    drop(ob);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let next = h
+        .live("the next run's call", async {
+            loop {
+                let call = again.next_call().await.expect("a call");
+                if call.channel.id() == id {
+                    return call;
+                }
+            }
+        })
+        .await;
+    h.live("answer", next.channel.answer())
+        .await
+        .expect("answer on the next run");
+    h.live("hangup", next.channel.hangup())
+        .await
+        .expect("hangup on the next run");
+    h.eventually("Asterisk closes the call's connection", || {
+        !next.client.is_connected()
+    })
+    .await;
+    // Shut down again and again, with nothing or little left to close (Asterisk may have
+    // redialled the first call here): the port is free each time shutdown returns.
+    let mut run = again;
+    for _ in 0..20 {
+        h.live("shutdown", run.shutdown(Duration::ZERO).into_future())
+            .await;
+        run = h
+            .live(
+                "bind the same port",
+                options(h.runtime(), ConnectionType::PerCall).bind(addr),
+            )
+            .await
+            .expect("the port is free once shutdown returned");
+    }
+}
+
 /// The client options of an outbound server apply to its clients: with
 /// `stasis_end_linger(Some(Duration::ZERO))`, a channel that left Stasis counts as ended at
 /// once, so a wait taken on it after its `StasisEnd` (and one more round trip on the
