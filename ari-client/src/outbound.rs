@@ -267,7 +267,8 @@ pub struct OutboundStats {
     /// Per-call connections Asterisk redialled after losing one mid-call (same
     /// `<app>:<channel>`), handed to that call's client: the call went on.
     pub resumed: u64,
-    /// Connections that failed or timed out before completing the upgrade.
+    /// Connections that failed or timed out before completing the upgrade, came while the
+    /// server was shutting down, or (per call) ended before their call's `StasisStart`.
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
     pub calls: u64,
@@ -655,8 +656,15 @@ async fn upgrade<E: Executor, C: Connector>(
     #[cfg(not(feature = "rustls"))]
     let stream = MaybeTlsStream::Plain(conn);
     let mut verdict: Option<Result<Accepted, Refused>> = None;
+    let mut stopping = false;
     let check = &s.check;
     let answered = accept_websocket(stream, &s.transport, |request| {
+        if s.stopping.load(Ordering::Acquire) {
+            // Shutting down: nobody would serve the connection. A failed attempt for
+            // Asterisk, which gives a per-call channel back to the dialplan.
+            stopping = true;
+            return Err(http::StatusCode::SERVICE_UNAVAILABLE);
+        }
         let v = check.check(request);
         let answer = match &v {
             Ok(accepted) => {
@@ -674,6 +682,9 @@ async fn upgrade<E: Executor, C: Connector>(
         answer
     })
     .await;
+    if stopping {
+        return Err(UpgradeFailure::Transport(shutting_down()));
+    }
     match (answered, verdict) {
         (Ok((ws, _)), Some(Ok(accepted))) => Ok((ws, accepted)),
         (_, Some(Err(refused))) => Err(UpgradeFailure::Refused(refused)),
@@ -754,6 +765,13 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
+    if s.stopping.load(Ordering::Acquire) {
+        // The server stopped during the upgrade: the connection is dropped (closed), a
+        // failed attempt for Asterisk.
+        s.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ari_client", %peer, error = %shutting_down(), "outbound: connection not served");
+        return;
+    }
     let existing = {
         let q = s.queues();
         match (&s.connection_type, &call_app) {
@@ -865,6 +883,13 @@ async fn handshake<E: Executor, C: Connector>(
             }
         }
     }
+}
+
+fn shutting_down() -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Closed,
+        "the outbound server is shutting down",
+    )
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET

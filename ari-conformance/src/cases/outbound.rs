@@ -665,6 +665,20 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
     }
 }
 
+/// The harness's runtime with its executor wrapped in a [`CountedRuntime`]: the tasks the
+/// outbound server and its clients spawn are counted while alive.
+///
+/// [`CountedRuntime`]: crate::CountedRuntime
+fn counted<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) -> (crate::CountedRuntime<E>, Stack<crate::CountedRuntime<E>, C>) {
+    let counted = crate::CountedRuntime::new(h.runtime().executor().clone());
+    let stack = Stack::builder_with(counted.clone(), h.runtime().connector().clone())
+        .build()
+        .expect("a stack");
+    (counted, stack)
+}
+
 /// A simulated Asterisk ([`crate::fast_sim_config`], started `base_ms` after the epoch)
 /// dialling `cfg`.
 fn asterisk(cfg: OutboundConfig, base_ms: Option<u64>) -> MockServer {
@@ -817,6 +831,63 @@ pub async fn outbound_shutdown_frees_the_port_for_the_next_run<E: Executor, C: C
             .await
             .expect("the port is free once shutdown returned");
     }
+}
+
+/// A call that arrives while the application shuts down (its connection accepted, its
+/// upgrade still in progress when `shutdown` is called) is not taken on: the server serves
+/// no connection once stopping — nobody would handle the call, and Asterisk must get it
+/// back (its attempts fail, the channel leaves Stasis and the dialplan goes on) — and
+/// counts it as failed; no task is left behind.
+pub async fn outbound_a_call_arriving_during_shutdown_is_handed_back_to_asterisk<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (tasks, stack) = counted(h);
+    let ob = options(&stack, ConnectionType::PerCall)
+        .bind(loopback())
+        .await
+        .expect("the outbound server binds");
+    let mock = asterisk(
+        per_call(&ob)
+            .handshake_delay(Duration::from_millis(300))
+            .reconnect(Duration::from_millis(20), 2),
+        None,
+    );
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    h.eventually("the connection is accepted", || ob.stats().connections >= 1)
+        .await;
+    let closed = h
+        .live(
+            "shutdown",
+            ob.shutdown(Duration::from_millis(100)).into_future(),
+        )
+        .await;
+    assert_eq!(closed, 0, "no call was live");
+    h.eventually("Asterisk gets the call back", || {
+        mock.outbound_stats().gave_up == 1
+    })
+    .await;
+    assert!(
+        h.live("next_call after shutdown", ob.next_call())
+            .await
+            .is_none(),
+        "no call is handed out after shutdown"
+    );
+    let stats = ob.stats();
+    assert_eq!(stats.calls, 0, "{stats:?}");
+    assert!(
+        !mock
+            .with_sim(|sim, _| sim.channel_ids())
+            .expect("the simulator runs")
+            .contains(&id),
+        "the channel left Stasis and the dialplan hung it up"
+    );
+    drop(ob);
+    h.eventually("no task is left", || tasks.alive() == 0).await;
 }
 
 /// The client options of an outbound server apply to its clients: with
