@@ -30,7 +30,9 @@
 //!   `Connected { reconnected: true }`, requests in flight on the lost socket fail as
 //!   disconnected and requests made before the redial as not connected (retry them), and
 //!   the redial is not yielded as a new call
-//!   ([`OutboundStats::resumed`] counts it). If Asterisk cannot reach the application within
+//!   ([`OutboundStats::resumed`] counts it). A per-call connection lost for good before its
+//!   `StasisStart` (not redialled within the handshake timeout) is closed and counted in
+//!   [`OutboundStats::failed`]. If Asterisk cannot reach the application within
 //!   its `reconnect_attempts`, it takes the channel out of Stasis (the dialplan continues):
 //!   that call is over for the application.
 //!
@@ -818,6 +820,8 @@ async fn handshake<E: Executor, C: Connector>(
     // Subscribed before the socket is attached: the first StasisStart cannot be missed (per
     // call, the call's; persistent, those Asterisk queued while the application was away).
     let incoming = client.incoming();
+    // Per call: tells a connection lost for good before its StasisStart.
+    let states = (s.connection_type == ConnectionType::PerCall).then(|| client.connection_events());
     let handover = client.inner.shared.attach(Box::new(ws), first);
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
@@ -863,9 +867,16 @@ async fn handshake<E: Executor, C: Connector>(
         // Learn Asterisk's startup time, so that a reconnect tells a restart.
         check_startup(&client).await;
     }
-    if let Some(mut incoming) = incoming {
+    if let (Some(mut incoming), Some(mut states)) = (incoming, states) {
         // The call: its first StasisStart.
-        if let Some(Ok((start, channel, events))) = incoming.next().await {
+        let Some((start, channel, events)) = first_call(&s, &mut incoming, &mut states).await
+        else {
+            s.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "ari_client", %peer, "outbound: per-call connection ended before its StasisStart");
+            client.close().await;
+            return;
+        };
+        {
             s.counters.calls.fetch_add(1, Ordering::Relaxed);
             let waker = {
                 let mut q = s.queues();
@@ -890,6 +901,45 @@ fn shutting_down() -> TransportError {
         TransportErrorKind::Closed,
         "the outbound server is shutting down",
     )
+}
+
+/// Per call: the call's `StasisStart` (Asterisk sends it about 500 ms after the first frame).
+/// `None` if the client closes first (the server's shutdown closes it), or if the connection
+/// is lost and Asterisk does not redial within the handshake timeout (it redials at once
+/// while the channel is in Stasis: the channel left Stasis, or Asterisk gave up).
+async fn first_call<E: Executor, C: Connector>(
+    s: &ServerShared<E, C>,
+    incoming: &mut Incoming<Stack<E, C>>,
+    connection: &mut crate::listen::ConnectionStream,
+) -> Option<(
+    crate::events::StasisStart,
+    Channel<Stack<E, C>>,
+    EventStream,
+)> {
+    type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    let mut gone: Option<Sleep> = None;
+    futures_util::future::poll_fn(|cx| {
+        if let Poll::Ready(item) = incoming.poll_next_unpin(cx) {
+            return Poll::Ready(item.and_then(Result::ok));
+        }
+        while let Poll::Ready(event) = connection.poll_next_unpin(cx) {
+            match event {
+                Some(Ok(crate::ConnectionEvent::Disconnected { .. })) => {
+                    let now = s.runtime.now();
+                    let at = now.checked_add(s.handshake_timeout).unwrap_or(now);
+                    gone = Some(Box::pin(s.runtime.sleep_until(at)));
+                }
+                Some(Ok(crate::ConnectionEvent::Connected { .. })) => gone = None,
+                Some(_) => {}
+                None => return Poll::Ready(None),
+            }
+        }
+        match gone.as_mut().map(|g| g.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET
