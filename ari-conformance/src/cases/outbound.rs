@@ -890,6 +890,75 @@ pub async fn outbound_a_call_arriving_during_shutdown_is_handed_back_to_asterisk
     h.eventually("no task is left", || tasks.alive() == 0).await;
 }
 
+/// Hundreds of calls at once, each on its own connection, each answered, played to and
+/// hung up by the application's task for the call, which then drops it: afterwards nothing
+/// is left — every connection closed on both sides, no channel, no task but the accept
+/// loop; after `shutdown`, none at all.
+pub async fn outbound_hundreds_of_per_call_calls_leave_nothing_behind<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    const CALLS: usize = 300;
+    let (tasks, stack) = counted(h);
+    let ob = options(&stack, ConnectionType::PerCall)
+        .bind(loopback())
+        .await
+        .expect("the outbound server binds");
+    let mock = asterisk(per_call(&ob), None);
+    for i in 0..CALLS {
+        mock.place_call(PlaceCall::new(&format!("PJSIP/c{i}"), "hello"))
+            .expect("the simulator places the call");
+    }
+    let serve = async {
+        let mut handled = Vec::new();
+        for _ in 0..CALLS {
+            let call = ob.next_call().await.expect("a call before shutdown");
+            handled.push(async move {
+                call.channel.answer().await?;
+                let playback = call.channel.play("sound:hello-world").await?;
+                playback.finished().await?;
+                call.channel.hangup().await?;
+                let mut events = call.events;
+                while let Some(event) = events.next().await {
+                    if matches!(event, Ok(ari_client::Event::StasisEnd(_))) {
+                        break;
+                    }
+                }
+                Ok::<_, ari_client::Error>(())
+            });
+        }
+        join_all(handled).await
+    };
+    for r in h.live("serve the calls", serve).await {
+        r.expect("answer, play, hang up");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.failed, stats.resumed),
+        (CALLS as u64, CALLS as u64, 0, 0),
+        "{stats:?}"
+    );
+    h.eventually("every channel is gone", || {
+        mock.with_sim(|sim, _| sim.channel_ids().is_empty())
+            .expect("the simulator runs")
+    })
+    .await;
+    h.eventually("Asterisk closed every connection", || {
+        mock.connected_apps().is_empty()
+    })
+    .await;
+    h.eventually("only the accept loop is left", || tasks.alive() == 1)
+        .await;
+    assert_eq!(mock.outbound_stats().gave_up, 0);
+    assert_eq!(
+        h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+            .await,
+        0,
+        "no connection left to close"
+    );
+    drop(ob);
+    h.eventually("no task is left", || tasks.alive() == 0).await;
+}
+
 /// The client options of an outbound server apply to its clients: with
 /// `stasis_end_linger(Some(Duration::ZERO))`, a channel that left Stasis counts as ended at
 /// once, so a wait taken on it after its `StasisEnd` (and one more round trip on the
