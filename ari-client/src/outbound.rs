@@ -98,7 +98,9 @@ impl std::error::Error for UpgradeFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ConnectionType {
-    /// One long-lived connection per Asterisk (`persistent`).
+    /// One long-lived connection per Asterisk (`persistent`). Should Asterisk dial per call
+    /// anyway (`per_call_config` in its section), each call is a connection of its own,
+    /// yielded by [`OutboundServer::next`] with its call on `incoming` (warned once).
     #[default]
     Persistent,
     /// One connection per call (`per_call_config`).
@@ -294,8 +296,9 @@ struct Queues<R: Runtime> {
     conn_waker: Option<Waker>,
     call_waker: Option<Waker>,
     /// Persistent clients by Asterisk (address, user, path and query, and the `asterisk_id`
-    /// of its first frame).
-    persistent: HashMap<(PeerKey, Option<String>), Weak<Inner<R>>>,
+    /// of its first frame) and, for a connection Asterisk made per call although the server
+    /// expects persistent ones, the call (`<app>:<channel name>`).
+    persistent: HashMap<PersistentKey, Weak<Inner<R>>>,
     /// Per-call clients by Asterisk and call (`<app>:<channel name>`).
     per_call: HashMap<(PeerKey, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
@@ -308,6 +311,10 @@ struct Queues<R: Runtime> {
 /// Which Asterisk a connection comes from: its address, the user of its credentials, and
 /// the request path (with query).
 type PeerKey = (std::net::IpAddr, Option<String>, String);
+
+/// A persistent connection's Asterisk: [`PeerKey`], the `asterisk_id` of its first frame,
+/// and the call it names if Asterisk dialled per call (`<app>:<channel name>`).
+type PersistentKey = (PeerKey, Option<String>, Option<String>);
 
 impl<R: Runtime> Queues<R> {
     /// Forgets dropped clients, amortised: `live` and the maps stay proportional to the
@@ -337,6 +344,8 @@ struct ServerShared<E: Executor, C: Connector> {
     counters: Counters,
     queues: Mutex<Queues<Stack<E, C>>>,
     stopping: AtomicBool,
+    /// A persistent server dialled per call warned about it.
+    warned_per_call: AtomicBool,
 }
 
 impl<E: Executor, C: Connector> ServerShared<E, C> {
@@ -444,6 +453,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 stop_waker: None,
             }),
             stopping: AtomicBool::new(false),
+            warned_per_call: AtomicBool::new(false),
         });
         shared.runtime.spawn(accept_loop(
             Arc::downgrade(&shared),
@@ -767,6 +777,18 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
+    // A persistent server that Asterisk dials per call (its section says
+    // `per_call_config`): each call's connection is one of its own, never a reconnect of
+    // another call's (which it would close: Asterisk would redial that call, for ever).
+    let one_call = match (s.connection_type, call_app.as_deref()) {
+        (ConnectionType::Persistent, Some(app)) if is_call_app(app) => {
+            if !s.warned_per_call.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "ari_client", %peer, app, "outbound: Asterisk dials this persistent server per call (per_call_config): each call is served as a connection of its own; use ConnectionType::PerCall and next_call()");
+            }
+            Some(app.to_string())
+        }
+        _ => None,
+    };
     if s.stopping.load(Ordering::Acquire) {
         // The server stopped during the upgrade: the connection is dropped (closed), a
         // failed attempt for Asterisk.
@@ -779,7 +801,7 @@ async fn handshake<E: Executor, C: Connector>(
         match (&s.connection_type, &call_app) {
             (ConnectionType::Persistent, _) => q
                 .persistent
-                .get(&(key.clone(), asterisk_id.clone()))
+                .get(&(key.clone(), asterisk_id.clone(), one_call.clone()))
                 .and_then(Weak::upgrade),
             (ConnectionType::PerCall, Some(app)) => q
                 .per_call
@@ -797,7 +819,7 @@ async fn handshake<E: Executor, C: Connector>(
             tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
         }
         let handover = inner.shared.attach(Box::new(ws), first);
-        if s.connection_type == ConnectionType::Persistent {
+        if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
             futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx)).await;
             check_startup(&Client { inner }).await;
         }
@@ -844,8 +866,10 @@ async fn handshake<E: Executor, C: Connector>(
         q.live.push(Arc::downgrade(&client.inner));
         match (s.connection_type, call_app) {
             (ConnectionType::Persistent, _) => {
-                q.persistent
-                    .insert((key, asterisk_id), Arc::downgrade(&client.inner));
+                q.persistent.insert(
+                    (key, asterisk_id, one_call.clone()),
+                    Arc::downgrade(&client.inner),
+                );
             }
             (ConnectionType::PerCall, Some(app)) => {
                 q.per_call.insert((key, app), Arc::downgrade(&client.inner));
@@ -863,7 +887,7 @@ async fn handshake<E: Executor, C: Connector>(
     if let Some(w) = waker {
         w.wake();
     }
-    if s.connection_type == ConnectionType::Persistent {
+    if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
         // Learn Asterisk's startup time, so that a reconnect tells a restart.
         check_startup(&client).await;
     }
@@ -894,6 +918,13 @@ async fn handshake<E: Executor, C: Connector>(
             }
         }
     }
+}
+
+/// Whether `app` is the application of a per-call connection: Asterisk names it
+/// `<app>:<channel name>`, and a channel name is `<technology>/<resource>`.
+fn is_call_app(app: &str) -> bool {
+    app.split_once(':')
+        .is_some_and(|(base, channel)| !base.is_empty() && channel.contains('/'))
 }
 
 fn shutting_down() -> TransportError {

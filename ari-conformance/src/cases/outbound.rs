@@ -1004,3 +1004,44 @@ pub async fn outbound_clients_follow_the_stasis_end_linger_option<E: Executor, C
         other => panic!("the wait on the ended channel: {other:?}"),
     }
 }
+
+/// A persistent server (the default connection type) that Asterisk dials per call (its
+/// `websocket_client.conf` section says `per_call_config`): every call's connection comes
+/// from the same address with the same credentials and path, but it is not a reconnect of
+/// the previous one. Each call is a connection of its own with its call on its `incoming`,
+/// answered over its own socket; none replaces another (which would close a live call's
+/// socket and make Asterisk redial it, the calls taking turns for ever).
+pub async fn outbound_persistent_server_dialled_per_call_keeps_each_call<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(per_call(&ob), None);
+    let mut placed = std::collections::HashSet::new();
+    for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
+        placed.insert(
+            mock.place_call(PlaceCall::new(caller, "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut calls = Vec::new();
+    for _ in 0..placed.len() {
+        let mut conn = h
+            .live("a connection per call", ob.next())
+            .await
+            .expect("a connection");
+        let (start, channel, _) = h.next_incoming("its call", &mut conn.incoming).await;
+        h.live("answer", channel.answer())
+            .await
+            .expect("answer over the call's socket");
+        answered.insert(start.channel.id.to_string());
+        calls.push((conn, channel));
+    }
+    assert_eq!(answered, placed);
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (3, 0), "{stats:?}");
+    assert_eq!(mock.outbound_stats().connected, 3, "no call was redialled");
+}
