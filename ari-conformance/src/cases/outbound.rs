@@ -1045,3 +1045,65 @@ pub async fn outbound_persistent_server_dialled_per_call_keeps_each_call<
     assert_eq!((stats.accepted, stats.replaced), (3, 0), "{stats:?}");
     assert_eq!(mock.outbound_stats().connected, 3, "no call was redialled");
 }
+
+/// A per-call connection lost while a request is on it (Asterisk is slow to answer, and the
+/// network drops the socket): the request fails at once with a typed transport error
+/// (`Closed`: the request may or may not have run) instead of waiting for its timeout;
+/// Asterisk redials the call, and the same request made again goes over the new socket.
+pub async fn outbound_per_call_request_in_flight_when_the_connection_drops_fails_typed<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::PerCall)
+            .client(|b| b.request_timeout(Duration::from_secs(600))),
+    )
+    .await;
+    let mock = asterisk(per_call(&ob), None);
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    let mut connection = call.client.connection_events();
+    mock.set_response_delay(Some(Duration::from_secs(600)));
+    let answer = call.channel.answer().into_future();
+    let mut answer = std::pin::pin!(answer);
+    assert!(
+        futures::FutureExt::now_or_never(answer.as_mut()).is_none(),
+        "sent, not answered"
+    );
+    // (Whether it reached Asterisk or still waits to be written, it is on the socket.)
+    h.sleep(Duration::from_millis(100)).await;
+    assert_eq!(mock.drop_websocket(call.start.application.as_str()), 1);
+    let err = h
+        .live("the request in flight ends", answer)
+        .await
+        .expect_err("no answer came");
+    match &err {
+        ari_client::Error::Transport(t) => {
+            assert_eq!(t.kind, ari_client::TransportErrorKind::Closed, "{err}")
+        }
+        other => panic!("a transport error, not {other:?}"),
+    }
+    mock.set_response_delay(None);
+    h.live("Connected { reconnected: true }", async {
+        loop {
+            if let Some(Ok(ari_client::ConnectionEvent::Connected {
+                reconnected: true, ..
+            })) = connection.next().await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    h.live("answer again", call.channel.answer())
+        .await
+        .expect("answer over the redialled socket");
+    assert_eq!(ob.stats().resumed, 1);
+}
