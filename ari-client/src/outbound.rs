@@ -103,7 +103,9 @@ pub enum ConnectionType {
     /// yielded by [`OutboundServer::next`] with its call on `incoming` (warned once).
     #[default]
     Persistent,
-    /// One connection per call (`per_call_config`).
+    /// One connection per call (`per_call_config`). Should Asterisk dial once for all calls
+    /// anyway (`persistent` in its section), every call of that connection is yielded by
+    /// [`OutboundServer::next_call`] (warned once).
     PerCall,
 }
 
@@ -346,6 +348,8 @@ struct ServerShared<E: Executor, C: Connector> {
     stopping: AtomicBool,
     /// A persistent server dialled per call warned about it.
     warned_per_call: AtomicBool,
+    /// A per-call server dialled once for all calls warned about it.
+    warned_persistent: AtomicBool,
 }
 
 impl<E: Executor, C: Connector> ServerShared<E, C> {
@@ -454,6 +458,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             }),
             stopping: AtomicBool::new(false),
             warned_per_call: AtomicBool::new(false),
+            warned_persistent: AtomicBool::new(false),
         });
         shared.runtime.spawn(accept_loop(
             Arc::downgrade(&shared),
@@ -789,6 +794,17 @@ async fn handshake<E: Executor, C: Connector>(
         }
         _ => None,
     };
+    // A per-call server that Asterisk dials once for all calls (its section says
+    // `persistent`): the connection carries every call, each one yielded by `next_call`.
+    let many_calls = match (s.connection_type, call_app.as_deref()) {
+        (ConnectionType::PerCall, Some(app)) if !is_call_app(app) => {
+            if !s.warned_persistent.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "ari_client", %peer, app, "outbound: Asterisk dials this per-call server once for all calls (persistent): every call of the connection is yielded by next_call(); use ConnectionType::Persistent and next()");
+            }
+            true
+        }
+        _ => false,
+    };
     if s.stopping.load(Ordering::Acquire) {
         // The server stopped during the upgrade: the connection is dropped (closed), a
         // failed attempt for Asterisk.
@@ -892,20 +908,24 @@ async fn handshake<E: Executor, C: Connector>(
         check_startup(&client).await;
     }
     if let (Some(mut incoming), Some(mut states)) = (incoming, states) {
-        // The call: its first StasisStart.
-        let Some((start, channel, events)) = first_call(&s, &mut incoming, &mut states).await
-        else {
-            s.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, "outbound: per-call connection ended before its StasisStart");
-            client.close().await;
-            return;
-        };
-        {
+        // The call: its first StasisStart (every one, if the connection carries all calls).
+        let mut yielded = false;
+        loop {
+            let Some((start, channel, events)) = first_call(&s, &mut incoming, &mut states).await
+            else {
+                if !yielded {
+                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(target: "ari_client", %peer, "outbound: per-call connection ended before its StasisStart");
+                    client.close().await;
+                }
+                return;
+            };
+            yielded = true;
             s.counters.calls.fetch_add(1, Ordering::Relaxed);
             let waker = {
                 let mut q = s.queues();
                 q.calls.push_back(OutboundCall {
-                    client,
+                    client: client.clone(),
                     start,
                     channel,
                     events,
@@ -915,6 +935,9 @@ async fn handshake<E: Executor, C: Connector>(
             };
             if let Some(w) = waker {
                 w.wake();
+            }
+            if !many_calls {
+                return;
             }
         }
     }

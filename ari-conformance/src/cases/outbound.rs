@@ -1107,3 +1107,44 @@ pub async fn outbound_per_call_request_in_flight_when_the_connection_drops_fails
         .expect("answer over the redialled socket");
     assert_eq!(ob.stats().resumed, 1);
 }
+
+/// A per-call server that Asterisk dials once for all calls (its `websocket_client.conf`
+/// section says `persistent`): every call on that connection is yielded by `next_call` and
+/// answered over it — not only the first one, the others left in Stasis unseen.
+pub async fn outbound_per_call_server_dialled_persistent_yields_every_call<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = asterisk(
+        OutboundConfig::persistent(&uri(&ob), ["hello"])
+            .credentials(USER, SECRET)
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let mut placed = std::collections::HashSet::new();
+    for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
+        placed.insert(
+            mock.place_call(PlaceCall::new(caller, "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut calls = Vec::new();
+    for _ in 0..placed.len() {
+        let call = h
+            .live("every call of the connection", ob.next_call())
+            .await
+            .expect("a call before shutdown");
+        h.live("answer", call.channel.answer())
+            .await
+            .expect("answer over the connection");
+        answered.insert(call.channel.id().to_string());
+        calls.push(call);
+    }
+    assert_eq!(answered, placed);
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.calls), (1, 3), "{stats:?}");
+}
