@@ -851,7 +851,8 @@ pub async fn outbound_a_call_arriving_during_shutdown_is_handed_back_to_asterisk
         .expect("the outbound server binds");
     let mock = asterisk(
         per_call(&ob)
-            .handshake_delay(Duration::from_millis(300))
+            // Long enough that shutdown comes first even on a loaded machine.
+            .handshake_delay(Duration::from_millis(1500))
             .reconnect(Duration::from_millis(20), 2),
         None,
     );
