@@ -157,6 +157,10 @@ pub const OUTBOUND_CASES: &[&str] = &[
     "listeners_attached_before_creation_receive_stasis_start",
     "hello_ivr_end_to_end",
     "incoming_calls_miss_no_event_after_stasis_start",
+    "handler_panics_are_counted_and_events_keep_flowing",
+    "waits_on_a_resource_that_already_ended_fail_at_once",
+    "waits_on_a_channel_taken_after_its_stasis_end_end_with_its_linger",
+    "listeners_released_after_1000_calls",
 ];
 
 /// Generates one `#[test]` per case of [`OUTBOUND_CASES`], each run with a client of an
@@ -184,6 +188,10 @@ macro_rules! outbound_conformance_suite {
             listeners_attached_before_creation_receive_stasis_start,
             hello_ivr_end_to_end,
             incoming_calls_miss_no_event_after_stasis_start,
+            handler_panics_are_counted_and_events_keep_flowing,
+            waits_on_a_resource_that_already_ended_fail_at_once,
+            waits_on_a_channel_taken_after_its_stasis_end_end_with_its_linger,
+            listeners_released_after_1000_calls,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

@@ -612,6 +612,10 @@ pub const OUTBOUND_SUITE_APPS: &[&str] = &[
     "conf-instances",
     "conf-early",
     "conf-errors",
+    "conf-panics",
+    "conf-ended",
+    "conf-late-handle",
+    "conf-release",
     "hello",
 ];
 
