@@ -1153,3 +1153,58 @@ pub async fn outbound_per_call_server_dialled_persistent_yields_every_call<
     let stats = ob.stats();
     assert_eq!((stats.accepted, stats.calls), (1, 3), "{stats:?}");
 }
+
+/// Asterisk drops and redials a persistent connection in the middle of a call: the call's
+/// wait taken before the drop is not ended by it and gets the key the caller pressed
+/// meanwhile (Asterisk queues it, or sends it on the new socket), and the call is hung up
+/// over the new socket as usual.
+pub async fn outbound_persistent_redial_mid_call_keeps_the_calls_waits<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(
+        OutboundConfig::persistent(&uri(&ob), ["hello"])
+            .credentials(USER, SECRET)
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let key = channel.once::<ari_client::events::ChannelDtmfReceived>();
+    let mut ended = channel.once::<ari_client::events::StasisEnd>();
+    assert_eq!(mock.drop_websocket("hello"), 1);
+    mock.send_dtmf(&id, "5").expect("the caller presses 5");
+    let dtmf = h
+        .live("the key pressed across the redial", key.into_future())
+        .await
+        .expect("the wait survives the redial");
+    assert_eq!(dtmf.digit, "5");
+    assert!(
+        futures::FutureExt::now_or_never(&mut ended).is_none(),
+        "the call's other wait goes on"
+    );
+    h.eventually("the redial replaced the connection", || {
+        ob.stats().replaced == 1
+    })
+    .await;
+    h.live("hangup", channel.hangup())
+        .await
+        .expect("hangup over the new socket");
+    h.live("StasisEnd", ended.into_future())
+        .await
+        .expect("StasisEnd of the hangup");
+    drop(conn.client);
+}
