@@ -15,6 +15,10 @@
 //!   user and path), the new socket replaces the old one in the same client: its
 //!   subscriptions and instance objects go on, and connection listeners see
 //!   `Connected { reconnected: true }`. Asterisk sends the events it queued meanwhile first.
+//!   The server asks Asterisk's startup time over each persistent connection
+//!   (`GET asterisk/info?only=status`): after a reconnect from an Asterisk that restarted
+//!   meanwhile, the waits, streams and listeners of its previous run's channels, bridges,
+//!   playbacks and recordings end ([`Error::Ended`]) instead of waiting for ever.
 //! - **per_call_config** ([`ConnectionType::PerCall`]): one connection per channel; the unit
 //!   is the call, [`OutboundServer::next_call`] gives `(client, StasisStart, channel,
 //!   events)` as [`OutboundCall`]. The application is named `<app>:<channel name>`.
@@ -26,7 +30,9 @@
 //!   `Connected { reconnected: true }`, requests in flight on the lost socket fail as
 //!   disconnected and requests made before the redial as not connected (retry them), and
 //!   the redial is not yielded as a new call
-//!   ([`OutboundStats::resumed`] counts it). If Asterisk cannot reach the application within
+//!   ([`OutboundStats::resumed`] counts it). A per-call connection lost for good before its
+//!   `StasisStart` (not redialled within the handshake timeout) is closed and counted in
+//!   [`OutboundStats::failed`]. If Asterisk cannot reach the application within
 //!   its `reconnect_attempts`, it takes the channel out of Stasis (the dialplan continues):
 //!   that call is over for the application.
 //!
@@ -92,10 +98,14 @@ impl std::error::Error for UpgradeFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ConnectionType {
-    /// One long-lived connection per Asterisk (`persistent`).
+    /// One long-lived connection per Asterisk (`persistent`). Should Asterisk dial per call
+    /// anyway (`per_call_config` in its section), each call is a connection of its own,
+    /// yielded by [`OutboundServer::next`] with its call on `incoming` (warned once).
     #[default]
     Persistent,
-    /// One connection per call (`per_call_config`).
+    /// One connection per call (`per_call_config`). Should Asterisk dial once for all calls
+    /// anyway (`persistent` in its section), every call of that connection is yielded by
+    /// [`OutboundServer::next_call`] (warned once).
     PerCall,
 }
 
@@ -263,7 +273,8 @@ pub struct OutboundStats {
     /// Per-call connections Asterisk redialled after losing one mid-call (same
     /// `<app>:<channel>`), handed to that call's client: the call went on.
     pub resumed: u64,
-    /// Connections that failed or timed out before completing the upgrade.
+    /// Connections that failed or timed out before completing the upgrade, came while the
+    /// server was shutting down, or (per call) ended before their call's `StasisStart`.
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
     pub calls: u64,
@@ -287,8 +298,9 @@ struct Queues<R: Runtime> {
     conn_waker: Option<Waker>,
     call_waker: Option<Waker>,
     /// Persistent clients by Asterisk (address, user, path and query, and the `asterisk_id`
-    /// of its first frame).
-    persistent: HashMap<(PeerKey, Option<String>), Weak<Inner<R>>>,
+    /// of its first frame) and, for a connection Asterisk made per call although the server
+    /// expects persistent ones, the call (`<app>:<channel name>`).
+    persistent: HashMap<PersistentKey, Weak<Inner<R>>>,
     /// Per-call clients by Asterisk and call (`<app>:<channel name>`).
     per_call: HashMap<(PeerKey, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
@@ -301,6 +313,10 @@ struct Queues<R: Runtime> {
 /// Which Asterisk a connection comes from: its address, the user of its credentials, and
 /// the request path (with query).
 type PeerKey = (std::net::IpAddr, Option<String>, String);
+
+/// A persistent connection's Asterisk: [`PeerKey`], the `asterisk_id` of its first frame,
+/// and the call it names if Asterisk dialled per call (`<app>:<channel name>`).
+type PersistentKey = (PeerKey, Option<String>, Option<String>);
 
 impl<R: Runtime> Queues<R> {
     /// Forgets dropped clients, amortised: `live` and the maps stay proportional to the
@@ -330,6 +346,10 @@ struct ServerShared<E: Executor, C: Connector> {
     counters: Counters,
     queues: Mutex<Queues<Stack<E, C>>>,
     stopping: AtomicBool,
+    /// A persistent server dialled per call warned about it.
+    warned_per_call: AtomicBool,
+    /// A per-call server dialled once for all calls warned about it.
+    warned_persistent: AtomicBool,
 }
 
 impl<E: Executor, C: Connector> ServerShared<E, C> {
@@ -367,6 +387,25 @@ impl<E: Executor, C: Connector> ServerShared<E, C> {
 pub struct OutboundServer<E: Executor, C: Connector> {
     shared: Arc<ServerShared<E, C>>,
     local_addr: SocketAddr,
+    listening: Arc<Listening>,
+}
+
+/// Whether the accept loop still holds the listening socket, and who waits for it to let go.
+#[derive(Default)]
+struct Listening {
+    closed: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+/// Held by the accept loop: dropped after the listener (loop ended, or task dropped by its
+/// executor), it tells [`OutboundServer::shutdown`] that the port is free.
+struct ListenerGuard(Arc<Listening>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
 }
 
 impl<E: Executor, C: Connector> fmt::Debug for OutboundServer<E, C> {
@@ -395,6 +434,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             .map_err(|e| io("binding", e))?;
         let local_addr = listener.local_addr().map_err(|e| io("binding", e))?;
         let listener = Arc::new(listener);
+        let listening = Arc::new(Listening::default());
         let shared = Arc::new(ServerShared {
             runtime: options.runtime,
             #[cfg(feature = "rustls")]
@@ -417,11 +457,19 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 stop_waker: None,
             }),
             stopping: AtomicBool::new(false),
+            warned_per_call: AtomicBool::new(false),
+            warned_persistent: AtomicBool::new(false),
         });
-        shared
-            .runtime
-            .spawn(accept_loop(Arc::downgrade(&shared), listener));
-        Ok(OutboundServer { shared, local_addr })
+        shared.runtime.spawn(accept_loop(
+            Arc::downgrade(&shared),
+            listener,
+            ListenerGuard(listening.clone()),
+        ));
+        Ok(OutboundServer {
+            shared,
+            local_addr,
+            listening,
+        })
     }
 
     /// The address the server listens on.
@@ -480,7 +528,9 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         .await
     }
 
-    /// Stops accepting, waits until every connection has ended (Asterisk closes a per-call
+    /// Stops accepting (the listening socket is closed: once this returns, the port can be
+    /// bound again; connections whose upgrade was still in progress are not served, a failed
+    /// attempt for Asterisk), waits until every connection has ended (Asterisk closes a per-call
     /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
     /// Returns how many were closed that way.
     pub async fn shutdown(&self, grace: Duration) -> usize {
@@ -497,6 +547,19 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             .collect()
         };
         wakers.into_iter().for_each(Waker::wake);
+        // The accept loop lets the listening socket go: the port is free once this returns
+        // (a new run of the application can bind it at once).
+        futures_util::future::poll_fn(|cx| {
+            if self.listening.closed.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.listening.waker.register(cx.waker());
+            if self.listening.closed.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
         let rt = &self.shared.runtime;
         let deadline = rt.now().checked_add(grace).unwrap_or_else(|| rt.now());
         loop {
@@ -545,7 +608,11 @@ impl<E: Executor, C: Connector> Drop for OutboundServer<E, C> {
 async fn accept_loop<E: Executor, C: Connector>(
     shared: Weak<ServerShared<E, C>>,
     listener: Arc<C::Listener>,
+    guard: ListenerGuard,
 ) {
+    // Dropped in reverse order: the listener, then the guard saying the port is free.
+    let _guard = guard;
+    let listener = listener;
     loop {
         let Some(s) = shared.upgrade() else { return };
         if s.stopping.load(Ordering::Acquire) {
@@ -606,8 +673,15 @@ async fn upgrade<E: Executor, C: Connector>(
     #[cfg(not(feature = "rustls"))]
     let stream = MaybeTlsStream::Plain(conn);
     let mut verdict: Option<Result<Accepted, Refused>> = None;
+    let mut stopping = false;
     let check = &s.check;
     let answered = accept_websocket(stream, &s.transport, |request| {
+        if s.stopping.load(Ordering::Acquire) {
+            // Shutting down: nobody would serve the connection. A failed attempt for
+            // Asterisk, which gives a per-call channel back to the dialplan.
+            stopping = true;
+            return Err(http::StatusCode::SERVICE_UNAVAILABLE);
+        }
         let v = check.check(request);
         let answer = match &v {
             Ok(accepted) => {
@@ -625,6 +699,9 @@ async fn upgrade<E: Executor, C: Connector>(
         answer
     })
     .await;
+    if stopping {
+        return Err(UpgradeFailure::Transport(shutting_down()));
+    }
     match (answered, verdict) {
         (Ok((ws, _)), Some(Ok(accepted))) => Ok((ws, accepted)),
         (_, Some(Err(refused))) => Err(UpgradeFailure::Refused(refused)),
@@ -705,12 +782,42 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
+    // A persistent server that Asterisk dials per call (its section says
+    // `per_call_config`): each call's connection is one of its own, never a reconnect of
+    // another call's (which it would close: Asterisk would redial that call, for ever).
+    let one_call = match (s.connection_type, call_app.as_deref()) {
+        (ConnectionType::Persistent, Some(app)) if is_call_app(app) => {
+            if !s.warned_per_call.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "ari_client", %peer, app, "outbound: Asterisk dials this persistent server per call (per_call_config): each call is served as a connection of its own; use ConnectionType::PerCall and next_call()");
+            }
+            Some(app.to_string())
+        }
+        _ => None,
+    };
+    // A per-call server that Asterisk dials once for all calls (its section says
+    // `persistent`): the connection carries every call, each one yielded by `next_call`.
+    let many_calls = match (s.connection_type, call_app.as_deref()) {
+        (ConnectionType::PerCall, Some(app)) if !is_call_app(app) => {
+            if !s.warned_persistent.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "ari_client", %peer, app, "outbound: Asterisk dials this per-call server once for all calls (persistent): every call of the connection is yielded by next_call(); use ConnectionType::Persistent and next()");
+            }
+            true
+        }
+        _ => false,
+    };
+    if s.stopping.load(Ordering::Acquire) {
+        // The server stopped during the upgrade: the connection is dropped (closed), a
+        // failed attempt for Asterisk.
+        s.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ari_client", %peer, error = %shutting_down(), "outbound: connection not served");
+        return;
+    }
     let existing = {
         let q = s.queues();
         match (&s.connection_type, &call_app) {
             (ConnectionType::Persistent, _) => q
                 .persistent
-                .get(&(key.clone(), asterisk_id.clone()))
+                .get(&(key.clone(), asterisk_id.clone(), one_call.clone()))
                 .and_then(Weak::upgrade),
             (ConnectionType::PerCall, Some(app)) => q
                 .per_call
@@ -727,7 +834,11 @@ async fn handshake<E: Executor, C: Connector>(
             s.counters.resumed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
         }
-        inner.shared.attach(Box::new(ws), first);
+        let handover = inner.shared.attach(Box::new(ws), first);
+        if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
+            futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx)).await;
+            check_startup(&Client { inner }).await;
+        }
         return;
     }
     let builder = (s.configure)(Client::builder_with_runtime(
@@ -747,6 +858,8 @@ async fn handshake<E: Executor, C: Connector>(
     // Subscribed before the socket is attached: the first StasisStart cannot be missed (per
     // call, the call's; persistent, those Asterisk queued while the application was away).
     let incoming = client.incoming();
+    // Per call: tells a connection lost for good before its StasisStart.
+    let states = (s.connection_type == ConnectionType::PerCall).then(|| client.connection_events());
     let handover = client.inner.shared.attach(Box::new(ws), first);
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
@@ -769,8 +882,10 @@ async fn handshake<E: Executor, C: Connector>(
         q.live.push(Arc::downgrade(&client.inner));
         match (s.connection_type, call_app) {
             (ConnectionType::Persistent, _) => {
-                q.persistent
-                    .insert((key, asterisk_id), Arc::downgrade(&client.inner));
+                q.persistent.insert(
+                    (key, asterisk_id, one_call.clone()),
+                    Arc::downgrade(&client.inner),
+                );
             }
             (ConnectionType::PerCall, Some(app)) => {
                 q.per_call.insert((key, app), Arc::downgrade(&client.inner));
@@ -788,14 +903,29 @@ async fn handshake<E: Executor, C: Connector>(
     if let Some(w) = waker {
         w.wake();
     }
-    if let Some(mut incoming) = incoming {
-        // The call: its first StasisStart.
-        if let Some(Ok((start, channel, events))) = incoming.next().await {
+    if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
+        // Learn Asterisk's startup time, so that a reconnect tells a restart.
+        check_startup(&client).await;
+    }
+    if let (Some(mut incoming), Some(mut states)) = (incoming, states) {
+        // The call: its first StasisStart (every one, if the connection carries all calls).
+        let mut yielded = false;
+        loop {
+            let Some((start, channel, events)) = first_call(&s, &mut incoming, &mut states).await
+            else {
+                if !yielded {
+                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(target: "ari_client", %peer, "outbound: per-call connection ended before its StasisStart");
+                    client.close().await;
+                }
+                return;
+            };
+            yielded = true;
             s.counters.calls.fetch_add(1, Ordering::Relaxed);
             let waker = {
                 let mut q = s.queues();
                 q.calls.push_back(OutboundCall {
-                    client,
+                    client: client.clone(),
                     start,
                     channel,
                     events,
@@ -806,7 +936,99 @@ async fn handshake<E: Executor, C: Connector>(
             if let Some(w) = waker {
                 w.wake();
             }
+            if !many_calls {
+                return;
+            }
         }
+    }
+}
+
+/// Whether `app` is the application of a per-call connection: Asterisk names it
+/// `<app>:<channel name>`, and a channel name is `<technology>/<resource>`.
+fn is_call_app(app: &str) -> bool {
+    app.split_once(':')
+        .is_some_and(|(base, channel)| !base.is_empty() && channel.contains('/'))
+}
+
+fn shutting_down() -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Closed,
+        "the outbound server is shutting down",
+    )
+}
+
+/// Per call: the call's `StasisStart` (Asterisk sends it about 500 ms after the first frame).
+/// `None` if the client closes first (the server's shutdown closes it), or if the connection
+/// is lost and Asterisk does not redial within the handshake timeout (it redials at once
+/// while the channel is in Stasis: the channel left Stasis, or Asterisk gave up).
+async fn first_call<E: Executor, C: Connector>(
+    s: &ServerShared<E, C>,
+    incoming: &mut Incoming<Stack<E, C>>,
+    connection: &mut crate::listen::ConnectionStream,
+) -> Option<(
+    crate::events::StasisStart,
+    Channel<Stack<E, C>>,
+    EventStream,
+)> {
+    type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    let mut gone: Option<Sleep> = None;
+    futures_util::future::poll_fn(|cx| {
+        if let Poll::Ready(item) = incoming.poll_next_unpin(cx) {
+            return Poll::Ready(item.and_then(Result::ok));
+        }
+        while let Poll::Ready(event) = connection.poll_next_unpin(cx) {
+            match event {
+                Some(Ok(crate::ConnectionEvent::Disconnected { .. })) => {
+                    let now = s.runtime.now();
+                    let at = now.checked_add(s.handshake_timeout).unwrap_or(now);
+                    gone = Some(Box::pin(s.runtime.sleep_until(at)));
+                }
+                Some(Ok(crate::ConnectionEvent::Connected { .. })) => gone = None,
+                Some(_) => {}
+                None => return Poll::Ready(None),
+            }
+        }
+        match gone.as_mut().map(|g| g.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Persistent: asks Asterisk's startup time over the connection (`GET
+/// asterisk/info?only=status`). The first answer is remembered; a different one after a
+/// reconnect means Asterisk restarted while the connection was down (same address,
+/// credentials and `asterisk_id`): every channel, bridge, playback and recording of its
+/// previous run is gone and no event will say so, so their subscriptions made before this
+/// connection end ([`Error::Ended`] for their waits) instead of waiting for ever.
+async fn check_startup<R: Runtime>(client: &Client<R>) {
+    let op =
+        ari_proto::ops::asterisk::GetInfo::new().only([ari_proto::models::InfoSection::Status]);
+    let startup = match client.execute(&op).await {
+        Ok(info) => match info.status {
+            Some(status) => status.startup_time,
+            None => return,
+        },
+        Err(e) => {
+            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk's startup time (a restart of Asterisk would go unnoticed)");
+            return;
+        }
+    };
+    let shared = &client.inner.shared;
+    let before = shared
+        .startup_time
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(startup);
+    if before.is_some_and(|b| b != startup) {
+        let ended = shared.command(|s| s.handle_asterisk_restarted());
+        tracing::warn!(
+            target: "ari_client",
+            ended,
+            "outbound: Asterisk restarted while its connection was down: the subscriptions of \
+             its previous channels, bridges, playbacks and recordings ended"
+        );
     }
 }
 

@@ -209,6 +209,7 @@ impl Shared {
             .keepalive(opts.keepalive)
             .request_timeout(request_timeout)
             .limits(opts.limits)
+            .stasis_end_linger(opts.stasis_end_linger)
             .rng_seed(opts.rng_seed.unwrap_or_else(os_seed));
         let session = Session::accepted_with_subscription_data(config);
         Shared::from_session(session, opts)

@@ -57,7 +57,7 @@ impl Drop for AliveGuard {
     }
 }
 
-impl<R: Runtime> Executor for CountedRuntime<R> {
+impl<R: Executor> Executor for CountedRuntime<R> {
     fn spawn<F>(&self, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,

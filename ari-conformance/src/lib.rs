@@ -105,6 +105,15 @@ pub const CASES: &[&str] = &[
     "outbound_shutdown_closes_live_calls_at_the_deadline",
     "outbound_per_call_redial_mid_call_goes_on_in_the_same_call",
     "outbound_tls_call_with_rest_over_wss",
+    "outbound_persistent_asterisk_restart_ends_the_previous_runs_calls",
+    "outbound_shutdown_frees_the_port_for_the_next_run",
+    "outbound_a_call_arriving_during_shutdown_is_handed_back_to_asterisk",
+    "outbound_hundreds_of_per_call_calls_leave_nothing_behind",
+    "outbound_clients_follow_the_stasis_end_linger_option",
+    "outbound_persistent_server_dialled_per_call_keeps_each_call",
+    "outbound_per_call_request_in_flight_when_the_connection_drops_fails_typed",
+    "outbound_per_call_server_dialled_persistent_yields_every_call",
+    "outbound_persistent_redial_mid_call_keeps_the_calls_waits",
     "media_session_echoes_and_tears_down",
     "media_session_ends_when_the_caller_hangs_up",
     "media_pacer_plays_audio_handed_over_at_once",
@@ -149,6 +158,10 @@ pub const OUTBOUND_CASES: &[&str] = &[
     "listeners_attached_before_creation_receive_stasis_start",
     "hello_ivr_end_to_end",
     "incoming_calls_miss_no_event_after_stasis_start",
+    "handler_panics_are_counted_and_events_keep_flowing",
+    "waits_on_a_resource_that_already_ended_fail_at_once",
+    "waits_on_a_channel_taken_after_its_stasis_end_end_with_its_linger",
+    "listeners_released_after_1000_calls",
 ];
 
 /// Generates one `#[test]` per case of [`OUTBOUND_CASES`], each run with a client of an
@@ -176,6 +189,10 @@ macro_rules! outbound_conformance_suite {
             listeners_attached_before_creation_receive_stasis_start,
             hello_ivr_end_to_end,
             incoming_calls_miss_no_event_after_stasis_start,
+            handler_panics_are_counted_and_events_keep_flowing,
+            waits_on_a_resource_that_already_ended_fail_at_once,
+            waits_on_a_channel_taken_after_its_stasis_end_end_with_its_linger,
+            listeners_released_after_1000_calls,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {
@@ -264,6 +281,15 @@ macro_rules! conformance_suite {
             outbound_shutdown_closes_live_calls_at_the_deadline,
             outbound_per_call_redial_mid_call_goes_on_in_the_same_call,
             outbound_tls_call_with_rest_over_wss,
+            outbound_persistent_asterisk_restart_ends_the_previous_runs_calls,
+            outbound_shutdown_frees_the_port_for_the_next_run,
+            outbound_a_call_arriving_during_shutdown_is_handed_back_to_asterisk,
+            outbound_hundreds_of_per_call_calls_leave_nothing_behind,
+            outbound_clients_follow_the_stasis_end_linger_option,
+            outbound_persistent_server_dialled_per_call_keeps_each_call,
+            outbound_per_call_request_in_flight_when_the_connection_drops_fails_typed,
+            outbound_per_call_server_dialled_persistent_yields_every_call,
+            outbound_persistent_redial_mid_call_keeps_the_calls_waits,
             media_session_echoes_and_tears_down,
             media_session_ends_when_the_caller_hangs_up,
             media_pacer_plays_audio_handed_over_at_once,

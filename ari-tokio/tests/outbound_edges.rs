@@ -143,3 +143,74 @@ async fn a_per_call_connection_without_its_first_frame_is_counted_as_failed() {
     let s = server.stats();
     assert_eq!((s.accepted, s.calls), (2, 0), "no call was handed out");
 }
+
+/// A per-call connection that names its call (`ApplicationRegistered` for
+/// `<app>:<channel name>`) and then ends for good before the call's `StasisStart` (the
+/// channel left Stasis while Asterisk set the connection up, or Asterisk gave up
+/// redialling): the server stops waiting for the call, counts the connection as failed, and
+/// no client or task stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_call_connection_lost_before_its_call_leaves_nothing() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let tasks = ari_conformance::CountedRuntime::new(TokioExecutor::default());
+    let runtime = ari_tokio::ari_client::Stack::builder_with(tasks.clone(), TokioConnector)
+        .build()
+        .expect("a stack");
+    let server = OutboundOptions::new(runtime)
+        .credentials("asterisk", "s3cret")
+        .expect("credentials")
+        .path("/ari/events")
+        .connection_type(ConnectionType::PerCall)
+        .handshake_timeout(Duration::from_millis(100))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    let mut ws = {
+        let mut req = format!("ws://{addr}/ari/events")
+            .into_client_request()
+            .expect("request");
+        let headers = req.headers_mut();
+        headers.insert(
+            "authorization",
+            "Basic YXN0ZXJpc2s6czNjcmV0".parse().expect("header"),
+        );
+        headers.insert("sec-websocket-protocol", "ari".parse().expect("header"));
+        tokio::time::timeout(LIVENESS, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("the upgrade is answered")
+            .expect("accepted")
+            .0
+    };
+    ws.send(Message::text(
+        r#"{"type":"ApplicationRegistered","timestamp":"2026-12-05T22:44:38.796+0000","application":"hello:PJSIP/alice-00000001","asterisk_id":"02:fc:00:00:00:01"}"#,
+    ))
+    .await
+    .expect("the first frame");
+    drop(ws);
+    let end = tokio::time::Instant::now() + LIVENESS;
+    loop {
+        let s = server.stats();
+        if s.failed == 1 && tasks.alive() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "not counted as failed, or tasks left ({} alive): {s:?}",
+            tasks.alive()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.stats().calls, 0);
+    drop(server);
+    let end = tokio::time::Instant::now() + LIVENESS;
+    while tasks.alive() > 0 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{} tasks left",
+            tasks.alive()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

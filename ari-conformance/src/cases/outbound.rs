@@ -612,6 +612,10 @@ pub const OUTBOUND_SUITE_APPS: &[&str] = &[
     "conf-instances",
     "conf-early",
     "conf-errors",
+    "conf-panics",
+    "conf-ended",
+    "conf-late-handle",
+    "conf-release",
     "hello",
 ];
 
@@ -663,4 +667,544 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
             .collect();
         assert!(http.is_empty(), "requests over HTTP: {http:?}");
     }
+}
+
+/// The harness's runtime with its executor wrapped in a [`CountedRuntime`]: the tasks the
+/// outbound server and its clients spawn are counted while alive.
+///
+/// [`CountedRuntime`]: crate::CountedRuntime
+fn counted<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) -> (crate::CountedRuntime<E>, Stack<crate::CountedRuntime<E>, C>) {
+    let counted = crate::CountedRuntime::new(h.runtime().executor().clone());
+    let stack = Stack::builder_with(counted.clone(), h.runtime().connector().clone())
+        .build()
+        .expect("a stack");
+    (counted, stack)
+}
+
+/// A simulated Asterisk ([`crate::fast_sim_config`], started `base_ms` after the epoch)
+/// dialling `cfg`.
+fn asterisk(cfg: OutboundConfig, base_ms: Option<u64>) -> MockServer {
+    let mut sim = crate::fast_sim_config();
+    if let Some(base) = base_ms {
+        sim.wall_clock_base_ms = base;
+    }
+    MockServer::builder().sim_config(sim).outbound(cfg).start()
+}
+
+/// Asterisk restarts (a crash, `core restart now`) while a persistent application has a
+/// call: the restarted Asterisk has none of the old calls and no event will ever say so,
+/// then dials the application again — same address, credentials and `asterisk_id`, so the
+/// new socket goes on in the same client. A wait on the old call ends with
+/// [`Error::Ended`](ari_client::Error::Ended) instead of hanging (an IVR task per call would
+/// leak), its event stream ends, and a call on the restarted Asterisk is served as usual.
+pub async fn outbound_persistent_asterisk_restart_ends_the_previous_runs_calls<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    const BOOT: u64 = 1_795_691_627_914;
+    let ob = server(h, ConnectionType::Persistent).await;
+    let config = OutboundConfig::persistent(&uri(&ob), ["hello"])
+        .credentials(USER, SECRET)
+        .reconnect(Duration::from_millis(20), 3);
+    let first = asterisk(config.clone(), Some(BOOT));
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    let mut incoming = conn.incoming;
+    first
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, old, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", old.answer())
+        .await
+        .expect("answer over the socket");
+    let hangup = old.once::<ari_client::events::ChannelHangupRequest>();
+    let mut old_events = old.events();
+
+    // Asterisk restarts: a new startup time, none of the old calls; it dials again.
+    drop(first);
+    let second = asterisk(config, Some(BOOT + 3_600_000));
+    let err = h
+        .live("the old call's wait ends", hangup.into_future())
+        .await
+        .expect_err("the old call cannot hang up any more");
+    assert!(
+        matches!(err, ari_client::Error::Ended { .. }),
+        "the old call's wait: {err}"
+    );
+    let end = h
+        .live("the old call's stream ends", async {
+            loop {
+                match old_events.next().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (2, 1), "{stats:?}");
+
+    // The restarted Asterisk's calls are served as usual.
+    let id = second
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, new, _) = h.next_incoming("the new run's call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+    h.live("answer the new call", new.answer())
+        .await
+        .expect("answer over the new socket");
+    drop(client);
+}
+
+/// The application is redeployed: [`OutboundServer::shutdown`] with a call still going
+/// (closed at the deadline), then the new version binds the same port at once — the port
+/// is free once `shutdown` returned — and takes Asterisk's next call.
+pub async fn outbound_shutdown_frees_the_port_for_the_next_run<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(per_call(&ob), None);
+    let alice = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    h.live("answer", call.channel.answer())
+        .await
+        .expect("answer");
+    let closed = h
+        .live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    // (Asterisk may have given the first call back to the dialplan already.)
+    let _ = mock.hangup(&alice);
+    assert_eq!(closed, 1, "the live call was closed at the deadline");
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::PerCall).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    assert_eq!(again.local_addr(), addr);
+    drop(ob);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let next = h
+        .live("the next run's call", async {
+            loop {
+                let call = again.next_call().await.expect("a call");
+                if call.channel.id() == id {
+                    return call;
+                }
+            }
+        })
+        .await;
+    h.live("answer", next.channel.answer())
+        .await
+        .expect("answer on the next run");
+    h.live("hangup", next.channel.hangup())
+        .await
+        .expect("hangup on the next run");
+    h.eventually("Asterisk closes the call's connection", || {
+        !next.client.is_connected()
+    })
+    .await;
+    // Shut down again and again, with nothing or little left to close (Asterisk may have
+    // redialled the first call here): the port is free each time shutdown returns.
+    let mut run = again;
+    for _ in 0..20 {
+        h.live("shutdown", run.shutdown(Duration::ZERO).into_future())
+            .await;
+        run = h
+            .live(
+                "bind the same port",
+                options(h.runtime(), ConnectionType::PerCall).bind(addr),
+            )
+            .await
+            .expect("the port is free once shutdown returned");
+    }
+}
+
+/// A call that arrives while the application shuts down (its connection accepted, its
+/// upgrade still in progress when `shutdown` is called) is not taken on: the server serves
+/// no connection once stopping — nobody would handle the call, and Asterisk must get it
+/// back (its attempts fail, the channel leaves Stasis and the dialplan goes on) — and
+/// counts it as failed; no task is left behind.
+pub async fn outbound_a_call_arriving_during_shutdown_is_handed_back_to_asterisk<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (tasks, stack) = counted(h);
+    let ob = options(&stack, ConnectionType::PerCall)
+        .bind(loopback())
+        .await
+        .expect("the outbound server binds");
+    let mock = asterisk(
+        per_call(&ob)
+            // Long enough that shutdown comes first even on a loaded machine.
+            .handshake_delay(Duration::from_millis(1500))
+            .reconnect(Duration::from_millis(20), 2),
+        None,
+    );
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    h.eventually("the connection is accepted", || ob.stats().connections >= 1)
+        .await;
+    let closed = h
+        .live(
+            "shutdown",
+            ob.shutdown(Duration::from_millis(100)).into_future(),
+        )
+        .await;
+    assert_eq!(closed, 0, "no call was live");
+    h.eventually("Asterisk gets the call back", || {
+        mock.outbound_stats().gave_up == 1
+    })
+    .await;
+    assert!(
+        h.live("next_call after shutdown", ob.next_call())
+            .await
+            .is_none(),
+        "no call is handed out after shutdown"
+    );
+    let stats = ob.stats();
+    assert_eq!(stats.calls, 0, "{stats:?}");
+    assert!(
+        !mock
+            .with_sim(|sim, _| sim.channel_ids())
+            .expect("the simulator runs")
+            .contains(&id),
+        "the channel left Stasis and the dialplan hung it up"
+    );
+    drop(ob);
+    h.eventually("no task is left", || tasks.alive() == 0).await;
+}
+
+/// Hundreds of calls at once, each on its own connection, each answered, played to and
+/// hung up by the application's task for the call, which then drops it: afterwards nothing
+/// is left — every connection closed on both sides, no channel, no task but the accept
+/// loop; after `shutdown`, none at all.
+pub async fn outbound_hundreds_of_per_call_calls_leave_nothing_behind<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    const CALLS: usize = 300;
+    let (tasks, stack) = counted(h);
+    let ob = options(&stack, ConnectionType::PerCall)
+        .bind(loopback())
+        .await
+        .expect("the outbound server binds");
+    let mock = asterisk(per_call(&ob), None);
+    for i in 0..CALLS {
+        mock.place_call(PlaceCall::new(&format!("PJSIP/c{i}"), "hello"))
+            .expect("the simulator places the call");
+    }
+    let serve = async {
+        let mut handled = Vec::new();
+        for _ in 0..CALLS {
+            let call = ob.next_call().await.expect("a call before shutdown");
+            handled.push(async move {
+                call.channel.answer().await?;
+                let playback = call.channel.play("sound:hello-world").await?;
+                playback.finished().await?;
+                call.channel.hangup().await?;
+                let mut events = call.events;
+                while let Some(event) = events.next().await {
+                    if matches!(event, Ok(ari_client::Event::StasisEnd(_))) {
+                        break;
+                    }
+                }
+                Ok::<_, ari_client::Error>(())
+            });
+        }
+        join_all(handled).await
+    };
+    for r in h.live("serve the calls", serve).await {
+        r.expect("answer, play, hang up");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.failed, stats.resumed),
+        (CALLS as u64, CALLS as u64, 0, 0),
+        "{stats:?}"
+    );
+    h.eventually("every channel is gone", || {
+        mock.with_sim(|sim, _| sim.channel_ids().is_empty())
+            .expect("the simulator runs")
+    })
+    .await;
+    h.eventually("Asterisk closed every connection", || {
+        mock.connected_apps().is_empty()
+    })
+    .await;
+    h.eventually("only the accept loop is left", || tasks.alive() == 1)
+        .await;
+    assert_eq!(mock.outbound_stats().gave_up, 0);
+    assert_eq!(
+        h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+            .await,
+        0,
+        "no connection left to close"
+    );
+    drop(ob);
+    h.eventually("no task is left", || tasks.alive() == 0).await;
+}
+
+/// The client options of an outbound server apply to its clients: with
+/// `stasis_end_linger(Some(Duration::ZERO))`, a channel that left Stasis counts as ended at
+/// once, so a wait taken on it after its `StasisEnd` (and one more round trip on the
+/// socket) fails at once with [`Error::Ended`](ari_client::Error::Ended) instead of
+/// lingering the default 2 s.
+pub async fn outbound_clients_follow_the_stasis_end_linger_option<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::PerCall)
+            .client(|b| b.stasis_end_linger(Some(Duration::ZERO))),
+    )
+    .await;
+    let mock = asterisk(per_call(&ob), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let mut call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    mock.hangup(&id).expect("the caller hangs up");
+    h.live("StasisEnd", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::StasisEnd(_))) => return,
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended before StasisEnd: {other:?}"),
+            }
+        }
+    })
+    .await;
+    h.live("a round trip", call.client.asterisk().ping())
+        .await
+        .expect("REST over the socket");
+    let late = call.client.channel(&id);
+    let wait = late.once::<ari_client::events::ChannelHangupRequest>();
+    match futures::FutureExt::now_or_never(wait.into_future()) {
+        Some(Err(ari_client::Error::Ended { resource })) => {
+            assert!(resource.contains(&id), "{resource}")
+        }
+        other => panic!("the wait on the ended channel: {other:?}"),
+    }
+}
+
+/// A persistent server (the default connection type) that Asterisk dials per call (its
+/// `websocket_client.conf` section says `per_call_config`): every call's connection comes
+/// from the same address with the same credentials and path, but it is not a reconnect of
+/// the previous one. Each call is a connection of its own with its call on its `incoming`,
+/// answered over its own socket; none replaces another (which would close a live call's
+/// socket and make Asterisk redial it, the calls taking turns for ever).
+pub async fn outbound_persistent_server_dialled_per_call_keeps_each_call<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(per_call(&ob), None);
+    let mut placed = std::collections::HashSet::new();
+    for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
+        placed.insert(
+            mock.place_call(PlaceCall::new(caller, "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut calls = Vec::new();
+    for _ in 0..placed.len() {
+        let mut conn = h
+            .live("a connection per call", ob.next())
+            .await
+            .expect("a connection");
+        let (start, channel, _) = h.next_incoming("its call", &mut conn.incoming).await;
+        h.live("answer", channel.answer())
+            .await
+            .expect("answer over the call's socket");
+        answered.insert(start.channel.id.to_string());
+        calls.push((conn, channel));
+    }
+    assert_eq!(answered, placed);
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (3, 0), "{stats:?}");
+    assert_eq!(mock.outbound_stats().connected, 3, "no call was redialled");
+}
+
+/// A per-call connection lost while a request is on it (Asterisk is slow to answer, and the
+/// network drops the socket): the request fails at once with a typed transport error
+/// (`Closed`: the request may or may not have run) instead of waiting for its timeout;
+/// Asterisk redials the call, and the same request made again goes over the new socket.
+pub async fn outbound_per_call_request_in_flight_when_the_connection_drops_fails_typed<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::PerCall)
+            .client(|b| b.request_timeout(Duration::from_secs(600))),
+    )
+    .await;
+    let mock = asterisk(per_call(&ob), None);
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    let mut connection = call.client.connection_events();
+    mock.set_response_delay(Some(Duration::from_secs(600)));
+    let answer = call.channel.answer().into_future();
+    let mut answer = std::pin::pin!(answer);
+    assert!(
+        futures::FutureExt::now_or_never(answer.as_mut()).is_none(),
+        "sent, not answered"
+    );
+    // (Whether it reached Asterisk or still waits to be written, it is on the socket.)
+    h.sleep(Duration::from_millis(100)).await;
+    assert_eq!(mock.drop_websocket(call.start.application.as_str()), 1);
+    let err = h
+        .live("the request in flight ends", answer)
+        .await
+        .expect_err("no answer came");
+    match &err {
+        ari_client::Error::Transport(t) => {
+            assert_eq!(t.kind, ari_client::TransportErrorKind::Closed, "{err}")
+        }
+        other => panic!("a transport error, not {other:?}"),
+    }
+    mock.set_response_delay(None);
+    h.live("Connected { reconnected: true }", async {
+        loop {
+            if let Some(Ok(ari_client::ConnectionEvent::Connected {
+                reconnected: true, ..
+            })) = connection.next().await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    h.live("answer again", call.channel.answer())
+        .await
+        .expect("answer over the redialled socket");
+    assert_eq!(ob.stats().resumed, 1);
+}
+
+/// A per-call server that Asterisk dials once for all calls (its `websocket_client.conf`
+/// section says `persistent`): every call on that connection is yielded by `next_call` and
+/// answered over it — not only the first one, the others left in Stasis unseen.
+pub async fn outbound_per_call_server_dialled_persistent_yields_every_call<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = asterisk(
+        OutboundConfig::persistent(&uri(&ob), ["hello"])
+            .credentials(USER, SECRET)
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let mut placed = std::collections::HashSet::new();
+    for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
+        placed.insert(
+            mock.place_call(PlaceCall::new(caller, "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut calls = Vec::new();
+    for _ in 0..placed.len() {
+        let call = h
+            .live("every call of the connection", ob.next_call())
+            .await
+            .expect("a call before shutdown");
+        h.live("answer", call.channel.answer())
+            .await
+            .expect("answer over the connection");
+        answered.insert(call.channel.id().to_string());
+        calls.push(call);
+    }
+    assert_eq!(answered, placed);
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.calls), (1, 3), "{stats:?}");
+}
+
+/// Asterisk drops and redials a persistent connection in the middle of a call: the call's
+/// wait taken before the drop is not ended by it and gets the key the caller pressed
+/// meanwhile (Asterisk queues it, or sends it on the new socket), and the call is hung up
+/// over the new socket as usual.
+pub async fn outbound_persistent_redial_mid_call_keeps_the_calls_waits<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(
+        OutboundConfig::persistent(&uri(&ob), ["hello"])
+            .credentials(USER, SECRET)
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let key = channel.once::<ari_client::events::ChannelDtmfReceived>();
+    let mut ended = channel.once::<ari_client::events::StasisEnd>();
+    assert_eq!(mock.drop_websocket("hello"), 1);
+    mock.send_dtmf(&id, "5").expect("the caller presses 5");
+    let dtmf = h
+        .live("the key pressed across the redial", key.into_future())
+        .await
+        .expect("the wait survives the redial");
+    assert_eq!(dtmf.digit, "5");
+    assert!(
+        futures::FutureExt::now_or_never(&mut ended).is_none(),
+        "the call's other wait goes on"
+    );
+    h.eventually("the redial replaced the connection", || {
+        ob.stats().replaced == 1
+    })
+    .await;
+    h.live("hangup", channel.hangup())
+        .await
+        .expect("hangup over the new socket");
+    h.live("StasisEnd", ended.into_future())
+        .await
+        .expect("StasisEnd of the hangup");
+    drop(conn.client);
 }
