@@ -429,7 +429,18 @@ impl MediaSender {
     /// Hands audio over, in any chunk size: it leaves as whole frames at real-time pace.
     /// Frames that do not fit in the local queue are dropped and reported
     /// ([`MediaItem::Overflow`]).
+    ///
+    /// In passthrough mode each chunk is one message: one longer than Asterisk reads
+    /// ([`ASTERISK_MAX_MESSAGE`](ari_proto::media::websocket::ASTERISK_MAX_MESSAGE)) is
+    /// refused at once ([`SendError::MessageTooLarge`]).
     pub fn send_audio(&self, audio: Bytes) -> Result<(), SendError> {
+        let max = ari_proto::media::websocket::ASTERISK_MAX_MESSAGE;
+        if self.passthrough && audio.len() > max {
+            return Err(SendError::MessageTooLarge {
+                len: audio.len(),
+                max,
+            });
+        }
         self.shared.command(Cmd::Audio(audio))
     }
 

@@ -562,3 +562,60 @@ pub async fn media_session_and_client_dropped_leave_no_task_behind<R: Runtime>(h
         .expect("a simulator");
     assert!(bridges.is_empty(), "a bridge stays: {bridges:?}");
 }
+
+/// A text-to-speech bot in buffering mode without re-framing (`reframe(false)`: each chunk
+/// one message, Asterisk joins them): the engine returns 2.1 s of slin16 (67,200 bytes) at
+/// once. Asterisk cannot read a WebSocket frame over 65,535 bytes (it would close the socket
+/// with 1009 and hang up): the session sends it as two messages, every frame is played, and
+/// the block's `MEDIA_BUFFERING_COMPLETED` comes. In passthrough mode such a chunk is
+/// refused at the sender with a typed error.
+pub async fn media_a_chunk_longer_than_asterisk_reads_is_split_or_refused<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::media::Command;
+    let client = h.started(&["media"]).await;
+    let options = MediaOptions::new("media", "slin16").config(MediaConfig::new().reframe(false));
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    tx.command(Command::StartMediaBuffering).expect("start");
+    tx.send_audio(audio("slin16", 105)).expect("speech");
+    tx.command(Command::StopMediaBuffering {
+        correlation_id: Some("tts-1".into()),
+    })
+    .expect("stop");
+    let id = next_matching(
+        h,
+        &mut media,
+        "MEDIA_BUFFERING_COMPLETED",
+        |item| match item {
+            MediaItem::Event(MediaEvent::MediaBufferingCompleted { correlation_id, .. }) => {
+                Some(correlation_id)
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(id.as_deref(), Some("tts-1"));
+    let stats = media.stats().protocol;
+    assert_eq!(stats.frames_out, 2, "two messages: {stats:?}");
+    assert_eq!(stats.bytes_out, 105 * 640);
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_ne!(report.close_code, Some(1009), "{report:?}");
+    assert_eq!(report.messages_received, 2);
+    assert_eq!(report.frames_played_test_signal, 105);
+
+    // Passthrough: one chunk is one frame at Asterisk; one this long is refused at once.
+    let options = MediaOptions::new("media", "slin16").passthrough(true);
+    let (_call, media) = session(h, &client, options).await;
+    let err = media
+        .send_audio(audio("slin16", 105))
+        .expect_err("too long for one message");
+    assert!(
+        matches!(err, SendError::MessageTooLarge { len: 67_200, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("1009"), "{err}");
+    assert_eq!(media.stats().refused, 0, "refused at the sender, not later");
+    h.live("shutdown", media.shutdown()).await;
+}

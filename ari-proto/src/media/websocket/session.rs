@@ -15,6 +15,10 @@ pub const ASTERISK_XOFF_LEVEL: u32 = 900;
 pub const ASTERISK_XON_LEVEL: u32 = 800;
 /// A message arriving while Asterisk's queue holds this many frames is dropped whole.
 pub const ASTERISK_QUEUE_LIMIT: u32 = 1000;
+/// The largest audio message Asterisk reads: its WebSocket frame (8 header bytes for a
+/// masked message of this size) must fit in 65,535 bytes, or Asterisk closes the socket with
+/// 1009 and hangs the channel up.
+pub const ASTERISK_MAX_MESSAGE: usize = 65_527;
 
 /// The settings of a [`MediaSession`].
 #[derive(Debug, Clone)]
@@ -195,6 +199,15 @@ pub enum SendError {
         /// The command name.
         command: &'static str,
     },
+    /// In passthrough mode, an audio message longer than Asterisk reads
+    /// ([`ASTERISK_MAX_MESSAGE`]): it would close the socket with 1009 and hang the call up.
+    /// (Outside passthrough mode long chunks are split into several messages.)
+    MessageTooLarge {
+        /// The message length.
+        len: usize,
+        /// The largest message Asterisk reads.
+        max: usize,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -218,6 +231,12 @@ impl fmt::Display for SendError {
                 "{command} is not supported in passthrough mode (only ANSWER, HANGUP and \
                  GET_STATUS are; create the channel without the p option and with a codec \
                  other than opus, speex or g729)"
+            ),
+            SendError::MessageTooLarge { len, max } => write!(
+                f,
+                "a {len}-byte audio message is longer than the {max} bytes Asterisk reads: it \
+                 would close the media socket (1009) and hang the call up; in passthrough \
+                 mode send one frame per message"
             ),
         }
     }
@@ -597,11 +616,17 @@ impl MediaSession {
                 frame_size: self.frame_size,
             });
         }
+        if self.config.passthrough && audio.len() > ASTERISK_MAX_MESSAGE {
+            return Err(SendError::MessageTooLarge {
+                len: audio.len(),
+                max: ASTERISK_MAX_MESSAGE,
+            });
+        }
         let mut queued = Queued::default();
         let capacity = self.config.queue_frames;
         let queue = &mut self.queue;
         let queued_frames = &mut self.queued_frames;
-        self.reframer.push(audio, |frame| {
+        let mut push = |frame: Bytes| {
             if *queued_frames < capacity {
                 queue.push_back(Item::Frame(frame));
                 *queued_frames += 1;
@@ -609,7 +634,22 @@ impl MediaSession {
             } else {
                 queued.dropped += 1;
             }
-        });
+        };
+        if self.reframer.frame_size() == 0 && audio.len() > ASTERISK_MAX_MESSAGE {
+            // Without re-framing a chunk is one message, and Asterisk cannot read one this
+            // long: split it on frame boundaries, which Asterisk cuts and joins the same way.
+            let piece = match ASTERISK_MAX_MESSAGE / self.frame_size.max(1) * self.frame_size {
+                0 => ASTERISK_MAX_MESSAGE,
+                n => n,
+            };
+            let mut rest = audio;
+            while rest.len() > ASTERISK_MAX_MESSAGE {
+                push(rest.split_to(piece));
+            }
+            push(rest);
+        } else {
+            self.reframer.push(audio, push);
+        }
         if queued.dropped > 0 {
             self.stats.overflow_frames += queued.dropped as u64;
             self.pending_overflow += queued.dropped as u64;
