@@ -569,3 +569,102 @@ pub async fn media_server_checks_basic_credentials<E: Executor, C: Connector>(
         "{stats:?}"
     );
 }
+
+/// An AudioSocket voice bot: it hands five seconds of speech over at once; the caller barges
+/// in, and `flush` drops what waits (counted), so the answer handed over next follows at
+/// once; every frame is accounted for (sent or flushed) and the simulator received exactly
+/// the frames sent. On a second call the caller hangs up mid-speech: the session ends with
+/// `Closed`, the frames that never left are counted in `unsent_frames`, and later audio is
+/// refused.
+pub async fn audiosocket_barge_in_and_hangup_mid_speech_account_for_every_frame<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    use ari_client::audiosocket::AudioSocketSendError;
+    let client = h.started(&["media"]).await;
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let speech = || bytes::Bytes::from(ari_testkit::test_frame("slin").repeat(250));
+    let uuid = "0b5b3bd6-52f4-4a49-9d4e-2c1f5a3c7e01";
+    audiosocket_channel(h, &client, server.local_addr(), uuid, "as-barge").await;
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    let tx = session.sender();
+    tx.send_audio(speech()).expect("speech");
+    h.eventually("the speech starts", || tx.stats().frames_sent >= 3)
+        .await;
+    let flushed = tx.flush();
+    assert!(flushed > 0, "five seconds cannot all have left");
+    assert_eq!(tx.queued_frames(), 0);
+    assert_eq!(tx.stats().flushed_frames, flushed as u64);
+    tx.send_audio(bytes::Bytes::from(
+        ari_testkit::test_frame("slin").repeat(2),
+    ))
+    .expect("the answer");
+    h.eventually("the answer goes out", || {
+        let s = tx.stats();
+        s.frames_sent + s.flushed_frames == 252
+    })
+    .await;
+    tx.hangup().expect("hangup");
+    loop {
+        match h.live("the connection closes", session.next()).await {
+            Some(AudioSocketItem::Audio { .. }) => {}
+            Some(AudioSocketItem::Closed { error }) => {
+                assert_eq!(error, None);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stats = tx.stats();
+    assert_eq!(
+        (stats.overflow_frames, stats.unsent_frames),
+        (0, 0),
+        "{stats:?}"
+    );
+    let report = media_report(h).await;
+    assert_eq!(report.messages_received, stats.frames_sent);
+
+    // The caller hangs up while the bot speaks.
+    let uuid = "6f1d2a8e-3b7c-4e59-8a1f-0c2d4e6f8a10";
+    let media = audiosocket_channel(h, &client, server.local_addr(), uuid, "as-gone").await;
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    let tx = session.sender();
+    tx.send_audio(speech()).expect("speech");
+    h.eventually("the speech starts", || tx.stats().frames_sent >= 3)
+        .await;
+    h.live("hangup", media.hangup()).await.expect("hangup");
+    loop {
+        match h.live("the connection closes", session.next()).await {
+            Some(AudioSocketItem::Audio { .. }) => {}
+            Some(AudioSocketItem::Closed { .. }) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(h.live("the end", session.next()).await.is_none());
+    h.eventually("every frame is accounted for", || {
+        let s = tx.stats();
+        s.frames_sent + s.unsent_frames == 250
+    })
+    .await;
+    let stats = tx.stats();
+    assert!(stats.unsent_frames > 0, "{stats:?}");
+    assert_eq!(stats.flushed_frames + stats.overflow_frames, 0);
+    assert_eq!(
+        tx.send_audio(bytes::Bytes::from(ari_testkit::test_frame("slin"))),
+        Err(AudioSocketSendError::Closed)
+    );
+}
