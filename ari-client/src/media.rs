@@ -214,6 +214,9 @@ pub(crate) struct Shared {
     state: Mutex<SharedState>,
     /// Asterisk said `MEDIA_XOFF` (and not yet `MEDIA_XON`): a pacer holds the frames back.
     pub(crate) xoff: std::sync::atomic::AtomicBool,
+    /// The session ended (`Closed` delivered): a pacer detaches it at its next tick, even
+    /// with no frame to hand over.
+    pub(crate) ended: std::sync::atomic::AtomicBool,
     /// Wakes the consumer of the inbox.
     consumer: AtomicWaker,
     /// Wakes the driver.
@@ -242,6 +245,7 @@ impl Shared {
                 ..SharedState::default()
             }),
             xoff: std::sync::atomic::AtomicBool::new(false),
+            ended: std::sync::atomic::AtomicBool::new(false),
             consumer: AtomicWaker::new(),
             driver: AtomicWaker::new(),
             torn_down: std::sync::atomic::AtomicBool::new(false),
@@ -1047,6 +1051,9 @@ impl<R: Runtime> Driver<R> {
                     ..
                 } => {
                     st.closed = true;
+                    self.shared
+                        .ended
+                        .store(true, std::sync::atomic::Ordering::Release);
                     self.closed = true;
                     MediaItem::Closed {
                         code,
@@ -1312,6 +1319,9 @@ pub(crate) mod testing {
     /// Marks the session ended, as its driver does when the socket closes.
     pub(crate) fn end(shared: &Shared) {
         shared.lock().closed = true;
+        shared
+            .ended
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Gives the session a stand-in driver that takes the paced frames off its queue, as the

@@ -649,6 +649,9 @@ impl PacedSender {
     /// [`PacedStats::overflow_frames`]).
     pub fn send(&self, audio: Bytes) -> Result<PacedQueued, SendError> {
         let mut st = self.paced.lock();
+        if !st.closed && self.paced.session.ended.load(Ordering::Acquire) {
+            close_paced(&mut st);
+        }
         if st.closed {
             return Err(SendError::Closed);
         }
@@ -743,6 +746,11 @@ fn tick(
     let mut t = Tick::default();
     list.retain(|p| {
         let mut st = p.lock();
+        if !st.closed && p.session.ended.load(Ordering::Acquire) {
+            // The call ended while its queue was empty: detach it now, not at its next
+            // frame (its empty ticks are no underruns, and later audio is refused).
+            close_paced(&mut st);
+        }
         if st.closed {
             t.detached += 1;
             return false;
@@ -1408,6 +1416,34 @@ mod tests {
         // The last handle gone and no session: the task ends.
         drop(pacer);
         assert_eq!(ex.settle(), 0);
+    }
+
+    /// A voice bot between two answers (nothing queued) when the caller hangs up: the
+    /// pacer detaches the session at its next tick (no underruns counted for a call that is
+    /// gone), and audio handed over afterwards is refused, not accepted and discarded later.
+    #[test]
+    fn a_session_that_ends_while_idle_is_detached_and_refuses_audio() {
+        let ex = Manual::new();
+        let (pacer, pa, a_shared) = one_session_sending(&ex, 1);
+        assert_eq!(paced(&a_shared).len(), 1);
+        ex.advance(PTIME);
+        ex.settle();
+        assert_eq!(
+            pa.stats().underruns,
+            1,
+            "one empty tick while the call lives"
+        );
+        end(&a_shared);
+        for _ in 0..3 {
+            ex.advance(PTIME);
+            ex.settle();
+        }
+        assert_eq!(pacer.stats().sessions, 0, "detached");
+        let st = pa.stats();
+        assert_eq!((st.underruns, st.discarded_frames), (1, 0), "{st:?}");
+        assert_eq!(pacer.stats().underruns, 1);
+        assert_eq!(pa.send(frames(1, 2)), Err(SendError::Closed));
+        assert_eq!(pa.stats().discarded_frames, 0, "refused, not discarded");
     }
 
     #[test]
