@@ -10,6 +10,7 @@ use ari_client::{Channel, Client, Runtime, Stack};
 use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
+use std::future::IntoFuture;
 
 use crate::Harness;
 
@@ -618,4 +619,64 @@ pub async fn media_a_chunk_longer_than_asterisk_reads_is_split_or_refused<R: Run
     assert!(err.to_string().contains("1009"), "{err}");
     assert_eq!(media.stats().refused, 0, "refused at the sender, not later");
     h.live("shutdown", media.shutdown()).await;
+}
+
+/// Eight calls, each with a bot speaking (two seconds queued), all end at once (the callers
+/// hang up together, as when a trunk drops): every session yields `Closed` accounting for
+/// each frame (sent or unsent), and Asterisk is left with no media channel, no bridge and no
+/// media socket.
+pub async fn media_many_sessions_ending_at_once_leave_nothing_behind<R: Runtime>(h: &Harness<R>) {
+    const CALLS: usize = 8;
+    let client = h.started(&["media"]).await;
+    let mut calls = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..CALLS {
+        let (call, media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+        media.send_audio(audio("slin16", 100)).expect("speech");
+        calls.push(call);
+        sessions.push(media);
+    }
+    let hangups = futures::future::join_all(calls.iter().map(|c| c.hangup().into_future()));
+    for r in h.live("the callers hang up", hangups).await {
+        r.expect("hangup");
+    }
+    let ends = futures::future::join_all(sessions.iter_mut().map(|media| async move {
+        loop {
+            match media.next().await {
+                Some(MediaItem::Closed { unsent_frames, .. }) => break unsent_frames,
+                Some(_) => {}
+                None => panic!("ended without Closed"),
+            }
+        }
+    }));
+    let unsent = h.live("every session ends", ends).await;
+    for (media, unsent) in sessions.iter_mut().zip(unsent) {
+        let stats = media.stats().protocol;
+        assert_eq!(stats.frames_out + unsent as u64, 100, "{stats:?}");
+        assert!(h.live("the end", media.next()).await.is_none());
+    }
+    drop(sessions);
+    let deadline = h.runtime().now() + crate::LIVENESS;
+    loop {
+        let channels = h
+            .live("channels", client.channels().list())
+            .await
+            .expect("list");
+        let bridges = h
+            .live("bridges", client.bridges().list())
+            .await
+            .expect("list");
+        if channels.is_empty() && bridges.is_empty() {
+            break;
+        }
+        assert!(
+            h.runtime().now() < deadline,
+            "left behind: {channels:?} {bridges:?}"
+        );
+        h.sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.eventually("every media socket closed", || {
+        h.server().media_sessions().len() == CALLS
+    })
+    .await;
 }
