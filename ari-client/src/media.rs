@@ -618,6 +618,9 @@ pub(crate) type SocketFuture<R> = Pin<Box<dyn Future<Output = Result<Started<R>,
 /// Client connection type: Asterisk dials the application's media server, which hands the
 /// socket over once `MEDIA_START` has come.
 pub(crate) struct Dialled<R: Runtime> {
+    /// The id of the media channel to create: the server recognises its socket by the
+    /// `channel_id` of `MEDIA_START`.
+    pub(crate) media_id: String,
     /// The websocket_client id (`external_host`).
     pub(crate) websocket_client: String,
     /// `transport_data` options that let the server recognise the socket (`v(…)`).
@@ -632,7 +635,10 @@ pub(crate) async fn open<R: Runtime>(
     options: MediaOptions,
     dialled: Option<Dialled<R>>,
 ) -> Result<MediaSession, Error> {
-    let media_id = client.new_resource_id();
+    let media_id = match &dialled {
+        Some(d) => d.media_id.clone(),
+        None => client.new_resource_id(),
+    };
     // Follow the call before anything can end it.
     let call_ended = call.once::<ari_proto::events::StasisEnd>();
     let media_channel = client.channel(media_id.clone());

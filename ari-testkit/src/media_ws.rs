@@ -705,6 +705,23 @@ pub(crate) fn start(shared: &Arc<Shared>) {
 /// then runs the socket as in server mode. An unreachable application gets the channel
 /// destroyed with cause 3.
 async fn websocket_client_run(shared: Arc<Shared>, key: String, uri: String) {
+    let mut hold = shared.media_hold.subscribe();
+    if *hold.borrow() {
+        shared
+            .media_held
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = hold.wait_for(|held| !held).await;
+        shared
+            .media_held
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    // The URI as the client object has it when dialing (B1: another call's `v()` may have
+    // changed its parameters since this channel was dialed).
+    let uri = shared
+        .with_sim(|sim, _| sim.websocket_client_uri(&key))
+        .and_then(Result::ok)
+        .flatten()
+        .unwrap_or(uri);
     let reserved = shared.with_sim(|sim, now| sim.media_reserve(now, &key));
     let Some(Ok(Ok(info))) = reserved else {
         return;

@@ -668,3 +668,60 @@ pub async fn audiosocket_barge_in_and_hangup_mid_speech_account_for_every_frame<
         Err(AudioSocketSendError::Closed)
     );
 }
+
+/// Two calls open media sessions through the same websocket_client at once. Asterisk keeps
+/// the `v()` parameters in the shared client object (bug B1), so both connections can carry
+/// the second call's token: each session must still get its own call's media channel (the
+/// `channel_id` of `MEDIA_START`), never the other call's audio.
+pub async fn media_client_mode_concurrent_opens_each_get_their_own_channel<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let client = h.started(&["media"]).await;
+    let server = bind_media_server(h).await;
+    let uri = format!("ws://{}/media-in", server.local_addr());
+    h.server().set_websocket_client("media_app", &uri);
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let call = h
+            .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+            .await;
+        h.live("answer", call.answer()).await.expect("answer");
+        calls.push(call);
+    }
+    // Both channels are dialed before either connection is made.
+    h.server().hold_media_connections(true);
+    let opens = futures::future::join(
+        server.open(&calls[0], "media_app", MediaOptions::new("media", "ulaw")),
+        server.open(&calls[1], "media_app", MediaOptions::new("media", "ulaw")),
+    );
+    let release = async {
+        h.eventually("both connections wait", || {
+            h.server().held_media_connections() == 2
+        })
+        .await;
+        h.server().hold_media_connections(false);
+    };
+    let ((a, b), ()) = h
+        .live("both sessions open", futures::future::join(opens, release))
+        .await;
+    let a = a.expect("the first call's session");
+    let b = b.expect("the second call's session");
+    assert_ne!(a.media_channel_id(), b.media_channel_id());
+    for media in [&a, &b] {
+        assert_eq!(
+            media.media_start().channel_id.as_deref(),
+            Some(media.media_channel_id()),
+            "the socket is the session's own media channel's"
+        );
+    }
+    // (The server counts a session just after handing its socket over.)
+    h.eventually("both sessions counted", || server.stats().sessions == 2)
+        .await;
+    let stats = server.stats();
+    assert_eq!((stats.unknown, stats.failed), (0, 0), "{stats:?}");
+    h.live("shutdown", a.shutdown()).await;
+    h.live("shutdown", b.shutdown()).await;
+}
