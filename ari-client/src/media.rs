@@ -162,8 +162,9 @@ pub enum MediaItem {
     Malformed(String),
     /// Audio or a command the handles had accepted that the session refused when its turn
     /// came: a command that waits behind held-back audio when [`MediaConfig::queue_frames`]
-    /// commands already wait there ([`SendError::QueueFull`]), or audio handed over after [`MediaSender::close`]
-    /// ([`SendError::Closed`]). Counted in [`MediaSessionStats::refused`].
+    /// commands already wait there ([`SendError::QueueFull`]), audio handed over after [`MediaSender::close`]
+    /// ([`SendError::Closed`]), or audio while the media direction is `in`
+    /// ([`SendError::DirectionIn`]: Asterisk would drop it). Counted in [`MediaSessionStats::refused`].
     Refused {
         /// The command's name (`MARK_MEDIA`, …), or `None` for audio.
         command: Option<&'static str>,
@@ -860,7 +861,8 @@ async fn connect_and_start<R: Runtime>(
             } else {
                 ControlFormat::PlainText
             })
-            .passthrough(options.passthrough || options.config.passthrough),
+            .passthrough(options.passthrough || options.config.passthrough)
+            .direction(options.direction.unwrap_or(options.config.direction)),
     );
     // MEDIA_START is the first message.
     let deadline = runtime.now() + options.start_timeout;

@@ -285,7 +285,8 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
             .config
             .clone()
             .control_format(format)
-            .passthrough(options.passthrough || options.config.passthrough);
+            .passthrough(options.passthrough || options.config.passthrough)
+            .direction(options.direction.unwrap_or(options.config.direction));
         let socket = Box::pin(async move {
             let handed = rx.await.map_err(|_| {
                 Error::Transport(TransportError::new(

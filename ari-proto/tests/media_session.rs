@@ -361,6 +361,22 @@ fn without_reframing_a_chunk_longer_than_asterisk_reads_goes_out_as_several_mess
 }
 
 #[test]
+fn audio_is_refused_while_the_direction_is_in() {
+    let mut m = MediaSession::new(MediaConfig::new().direction(Direction::In));
+    m.handle_text(
+        r#"{"event":"MEDIA_START","connection_id":"c1","channel":"WebSocket/INCOMING/0x1","channel_id":"em-1","format":"ulaw","optimal_frame_size":160,"ptime":20}"#,
+    );
+    assert_eq!(m.send_audio(counting(160, 0)), Err(SendError::DirectionIn));
+    m.send_command(Command::SetMediaDirection(Direction::Out))
+        .expect("json");
+    assert_eq!(m.send_audio(counting(160, 0)).map(|q| q.frames), Ok(1));
+    m.send_command(Command::SetMediaDirection(Direction::In))
+        .expect("json");
+    assert_eq!(m.send_audio(counting(160, 0)), Err(SendError::DirectionIn));
+    assert_eq!(m.stats().overflow_frames, 0);
+}
+
+#[test]
 fn passthrough_refuses_a_message_longer_than_asterisk_reads() {
     let mut m = started(MediaConfig::new().passthrough(true));
     let err = m

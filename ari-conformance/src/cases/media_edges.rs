@@ -680,3 +680,49 @@ pub async fn media_many_sessions_ending_at_once_leave_nothing_behind<R: Runtime>
     })
     .await;
 }
+
+/// A transcription bot that listens first (`direction(In)`: Asterisk drops the
+/// application's audio) and speaks later: audio handed over while listening is not dropped
+/// silently but refused (`MediaItem::Refused` with `SendError::DirectionIn`, counted); after
+/// `SET_MEDIA_DIRECTION both` it is played.
+pub async fn media_audio_while_the_direction_is_in_is_refused_not_lost<R: Runtime>(h: &Harness<R>) {
+    use ari_client::media::{Command, Direction};
+    let client = h.started(&["media"]).await;
+    let options = MediaOptions::new("media", "slin16")
+        .json(true)
+        .direction(Direction::In);
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    tx.send_audio(audio("slin16", 5)).expect("handed over");
+    let (count, error) = next_matching(h, &mut media, "Refused", |item| match item {
+        MediaItem::Refused {
+            command: None,
+            count,
+            error,
+        } => Some((count, error)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((count, error.clone()), (1, SendError::DirectionIn));
+    assert!(error.to_string().contains("SET_MEDIA_DIRECTION"), "{error}");
+    assert_eq!(media.stats().refused, 1);
+    assert_eq!(media.stats().protocol.frames_out, 0);
+
+    tx.command(Command::SetMediaDirection(Direction::Both))
+        .expect("direction");
+    tx.send_audio(audio("slin16", 5)).expect("speech");
+    tx.mark("spoken").expect("mark");
+    let id = next_matching(h, &mut media, "the mark", |item| match item {
+        MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
+            Some(correlation_id)
+        }
+        MediaItem::Refused { error, .. } => panic!("refused: {error}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(id.as_deref(), Some("spoken"));
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_eq!(report.messages_received, 5, "{report:?}");
+    assert_eq!(report.frames_played_test_signal, 5);
+}

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::control::{Command, CommandError, ControlFormat, MediaEvent, MediaStart, ParseError};
+use super::control::{
+    Command, CommandError, ControlFormat, Direction, MediaEvent, MediaStart, ParseError,
+};
 use super::reframe::Reframer;
 
 /// Asterisk sends `MEDIA_XOFF` when its queue reaches this many frames.
@@ -48,6 +50,12 @@ pub struct MediaConfig {
     /// it as one frame of Asterisk's queue, and refuses those commands locally
     /// ([`SendError::Passthrough`]). Default false; an `optimal_frame_size` of 0 turns it on.
     pub passthrough: bool,
+    /// The media direction the channel was created with (externalMedia `direction`, dial
+    /// option `d()`), from the application's point of view. While it is
+    /// [`Direction::In`] (as created, or after [`Command::SetMediaDirection`]) Asterisk drops
+    /// the application's audio, so the session refuses it ([`SendError::DirectionIn`]).
+    /// Default [`Direction::Both`].
+    pub direction: Direction,
 }
 
 impl Default for MediaConfig {
@@ -58,6 +66,7 @@ impl Default for MediaConfig {
             reframe: true,
             send_ahead: 10,
             passthrough: false,
+            direction: Direction::Both,
         }
     }
 }
@@ -89,6 +98,12 @@ impl MediaConfig {
     /// Sets [`passthrough`](Self::passthrough).
     pub fn passthrough(mut self, passthrough: bool) -> Self {
         self.passthrough = passthrough;
+        self
+    }
+
+    /// Sets [`direction`](Self::direction).
+    pub fn direction(mut self, direction: Direction) -> Self {
+        self.direction = direction;
         self
     }
 
@@ -208,6 +223,9 @@ pub enum SendError {
         /// The largest message Asterisk reads.
         max: usize,
     },
+    /// The media direction is `in` (the application only receives): Asterisk would drop
+    /// the audio.
+    DirectionIn,
 }
 
 impl fmt::Display for SendError {
@@ -231,6 +249,10 @@ impl fmt::Display for SendError {
                 "{command} is not supported in passthrough mode (only ANSWER, HANGUP and \
                  GET_STATUS are; create the channel without the p option and with a codec \
                  other than opus, speex or g729)"
+            ),
+            SendError::DirectionIn => f.write_str(
+                "the media direction is 'in' (the application only receives): Asterisk would \
+                 drop this audio; send SET_MEDIA_DIRECTION with 'both' or 'out' first",
             ),
             SendError::MessageTooLarge { len, max } => write!(
                 f,
@@ -616,6 +638,9 @@ impl MediaSession {
                 frame_size: self.frame_size,
             });
         }
+        if self.config.direction == Direction::In {
+            return Err(SendError::DirectionIn);
+        }
         if self.config.passthrough && audio.len() > ASTERISK_MAX_MESSAGE {
             return Err(SendError::MessageTooLarge {
                 len: audio.len(),
@@ -710,6 +735,9 @@ impl MediaSession {
         };
         if effect == Effect::Flush {
             self.flush_local();
+        }
+        if let Command::SetMediaDirection(direction) = command {
+            self.config.direction = direction;
         }
         let is_hangup = command == Command::Hangup;
         self.immediate.push_back((Transmit::Text(text), effect));
