@@ -391,9 +391,9 @@ impl Shared {
 /// Sends audio and commands to a media session; cheap to clone.
 pub struct MediaSender {
     shared: Arc<Shared>,
-    format: ControlFormat,
+    pub(crate) format: ControlFormat,
     /// Asterisk takes only `ANSWER`, `HANGUP` and `GET_STATUS` on this socket.
-    passthrough: bool,
+    pub(crate) passthrough: bool,
 }
 
 impl Clone for MediaSender {
@@ -490,7 +490,7 @@ impl MediaSender {
 /// An open media session: a `Stream` of [`MediaItem`]s; see the [module docs](self).
 pub struct MediaSession {
     pub(crate) shared: Arc<Shared>,
-    sender: MediaSender,
+    pub(crate) sender: MediaSender,
     pub(crate) start: MediaStart,
     media_channel_id: String,
     bridge_id: Option<String>,
@@ -1322,6 +1322,23 @@ pub(crate) mod testing {
             _ => true,
         });
         out
+    }
+
+    /// Everything handed to the session's driver since the last call, in order: `frame <first
+    /// byte>` for audio, `mark <id>` for a `MARK_MEDIA`, `command <name>` for the others.
+    pub(crate) fn taken(shared: &Shared) -> Vec<String> {
+        let mut st = shared.lock();
+        st.commands
+            .drain(..)
+            .map(|c| match c {
+                Cmd::Audio(f) | Cmd::Paced { frame: f, .. } => format!("frame {}", f[0]),
+                Cmd::Command(Command::MarkMedia { correlation_id }) => {
+                    format!("mark {}", correlation_id.unwrap_or_default())
+                }
+                Cmd::Command(c) => format!("command {}", c.name()),
+                Cmd::Close => "close".to_owned(),
+            })
+            .collect()
     }
 
     /// Marks the session ended, as its driver does when the socket closes.

@@ -725,3 +725,45 @@ pub async fn media_client_mode_concurrent_opens_each_get_their_own_channel<
     h.live("shutdown", a.shutdown()).await;
     h.live("shutdown", b.shutdown()).await;
 }
+
+/// A voice bot plays a prompt through a `MediaPacer` and marks its end with
+/// `PacedSender::mark`: the `MEDIA_MARK_PROCESSED` comes once the whole prompt has gone out
+/// and been played (the simulator played all 25 frames before the mark), not at once.
+pub async fn media_pacer_mark_comes_after_the_prompt_is_played<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let channel = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let mut media = h
+        .live("media", channel.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("media session");
+    let pacer = MediaPacer::new(client.runtime());
+    let paced = pacer.attach(&media).expect("attach");
+    let frame = ari_testkit::test_frame("slin16");
+    paced
+        .send(bytes::Bytes::from(frame.repeat(25)))
+        .expect("prompt");
+    paced.mark("prompt-end").expect("mark");
+    let id = loop {
+        match h.live("the mark", media.next()).await {
+            Some(MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. })) => {
+                break correlation_id
+            }
+            Some(MediaItem::Closed { .. }) | None => panic!("ended"),
+            Some(_) => {}
+        }
+    };
+    assert_eq!(id.as_deref(), Some("prompt-end"));
+    assert_eq!(
+        media.stats().protocol.frames_out,
+        25,
+        "the whole prompt went out before the mark came back"
+    );
+    drop(paced);
+    pacer.close();
+    h.live("shutdown", media.shutdown()).await;
+    let report = media_report(h).await;
+    assert_eq!(report.frames_played_test_signal, 25);
+}
