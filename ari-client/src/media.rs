@@ -180,6 +180,9 @@ pub enum MediaItem {
         code: Option<u16>,
         /// Frames the application handed over that were never sent.
         unsent_frames: usize,
+        /// Bytes of a partial frame (less than one frame, held for the rest of it) that were
+        /// never sent.
+        unsent_bytes: usize,
     },
 }
 
@@ -1056,6 +1059,7 @@ impl<R: Runtime> Driver<R> {
                 MediaOutput::Closed {
                     code,
                     unsent_frames,
+                    unsent_bytes,
                     ..
                 } => {
                     st.closed = true;
@@ -1066,6 +1070,7 @@ impl<R: Runtime> Driver<R> {
                     MediaItem::Closed {
                         code,
                         unsent_frames,
+                        unsent_bytes,
                     }
                 }
                 _ => continue,

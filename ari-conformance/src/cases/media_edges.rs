@@ -432,9 +432,10 @@ pub async fn media_open_abandoned_midway_leaves_nothing_behind<R: Runtime>(h: &H
     assert_eq!(live.data().expect("snapshot").id, call.id());
 }
 
-/// The caller hangs up while the application's audio is still queued (two seconds handed
-/// over at once): the session ends with `Closed`, whose `unsent_frames` counts exactly the
-/// frames that never left; with the frames sent, that is every frame handed over.
+/// The caller hangs up while the application's audio is still queued (two seconds and half
+/// a frame handed over at once): the session ends with `Closed`, whose `unsent_frames`
+/// counts exactly the frames that never left (with the frames sent, that is every frame
+/// handed over) and `unsent_bytes` the half frame held for the rest of it.
 pub async fn media_caller_hangup_mid_stream_counts_the_unsent_audio<R: Runtime>(h: &Harness<R>) {
     let client = h.started(&["media"]).await;
     let call = PlaceCall {
@@ -444,11 +445,19 @@ pub async fn media_caller_hangup_mid_stream_counts_the_unsent_audio<R: Runtime>(
     let (_channel, mut media) =
         session_on(h, &client, call, MediaOptions::new("media", "slin16")).await;
     media.send_audio(audio("slin16", 100)).expect("send");
-    let unsent = next_matching(h, &mut media, "Closed", |item| match item {
-        MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
+    media
+        .send_audio(audio("slin16", 1).slice(..320))
+        .expect("half a frame");
+    let (unsent, unsent_bytes) = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed {
+            unsent_frames,
+            unsent_bytes,
+            ..
+        } => Some((unsent_frames, unsent_bytes)),
         _ => None,
     })
     .await;
+    assert_eq!(unsent_bytes, 320, "the half frame never left");
     assert!(h.live("the end", media.next()).await.is_none());
     let stats = media.stats().protocol;
     assert!(
