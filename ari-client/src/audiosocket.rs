@@ -13,6 +13,7 @@
 //! once. So the sender cuts the application's audio (any chunk size) into 20 ms frames and
 //! writes them at real-time pace, a little ahead ([`AudioSocketOptions::send_ahead`]); audio
 //! that does not fit in its bounded queue is refused and counted, never dropped silently.
+//! When the caller barges in, [`AudioSocketSender::flush`] drops the audio still queued.
 //!
 //! The wire format is [`ari_proto::media::audiosocket`]'s (sans-IO: typed messages and a
 //! streaming decoder). Asterisk hangs the channel up when the application sends a hangup
@@ -438,7 +439,8 @@ pub enum AudioSocketItem {
     /// A message of a kind Asterisk does not send to applications (kept as received).
     Unexpected(Message),
     /// The connection ended (the last item): Asterisk closed it (the call ended), or it
-    /// failed (`error`).
+    /// failed (`error`). Audio still queued is dropped and counted in
+    /// [`AudioSocketStats::unsent_frames`].
     Closed {
         /// Why it failed (an I/O or protocol error), if it did.
         error: Option<String>,
@@ -453,6 +455,12 @@ pub struct AudioSocketStats {
     pub frames_sent: u64,
     /// Audio frames refused because the queue was full.
     pub overflow_frames: u64,
+    /// Audio frames dropped by [`AudioSocketSender::flush`] (barge-in).
+    pub flushed_frames: u64,
+    /// Audio frames still queued when the connection ended (the call hung up, the
+    /// connection failed), never sent. With [`frames_sent`](Self::frames_sent) and
+    /// [`flushed_frames`](Self::flushed_frames), every frame accepted is accounted for.
+    pub unsent_frames: u64,
 }
 
 /// Why audio or a hangup was not accepted.
@@ -502,6 +510,16 @@ struct SendShared {
 impl SendShared {
     fn lock(&self) -> MutexGuard<'_, SendState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SendState {
+    /// The connection ended: nothing more goes out; the frames still queued are counted as
+    /// unsent.
+    fn close(&mut self) {
+        self.closed = true;
+        self.stats.unsent_frames += self.queue.len() as u64;
+        self.queue.clear();
     }
 }
 
@@ -582,6 +600,22 @@ impl AudioSocketSender {
         Ok(())
     }
 
+    /// Barge-in: drops the audio waiting to be sent (and a partial frame), so that the
+    /// next audio handed over follows at once; returns how many frames were dropped (also
+    /// counted in [`AudioSocketStats::flushed_frames`]). Asterisk plays what it receives at
+    /// once, so only the frame being written (at most
+    /// [`send_ahead`](AudioSocketOptions::send_ahead) ahead) still plays. A hangup already
+    /// asked for stays asked for.
+    pub fn flush(&self) -> usize {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        let n = st.queue.len();
+        st.queue.clear();
+        st.reframer.clear();
+        st.stats.flushed_frames += n as u64;
+        n
+    }
+
     /// Frames waiting to be sent.
     pub fn queued_frames(&self) -> usize {
         self.shared.lock().queue.len()
@@ -644,13 +678,19 @@ async fn write_loop<E: Executor, C: Connector>(
                 match wire {
                     Ok(w) => {
                         let ok = writer.write_all(&w).await.is_ok() && writer.flush().await.is_ok();
+                        let mut st = shared.lock();
                         if ok {
-                            shared.lock().stats.frames_sent += 1;
+                            st.stats.frames_sent += 1;
+                        } else {
+                            st.stats.unsent_frames += 1;
                         }
                         ok
                     }
                     // A 20 ms frame always fits in one message.
-                    Err(_) => false,
+                    Err(_) => {
+                        shared.lock().stats.unsent_frames += 1;
+                        false
+                    }
                 }
             }
             Work::Hangup => {
@@ -665,11 +705,7 @@ async fn write_loop<E: Executor, C: Connector>(
             break;
         }
     }
-    {
-        let mut st = shared.lock();
-        st.closed = true;
-        st.queue.clear();
-    }
+    shared.lock().close();
     let _ = writer.close().await;
 }
 
@@ -734,7 +770,7 @@ impl AudioSocketSession {
 
     fn finish(&mut self, error: Option<String>) -> Poll<Option<AudioSocketItem>> {
         self.done = true;
-        self.sender.shared.lock().closed = true;
+        self.sender.shared.lock().close();
         self.sender.shared.writer.wake();
         Poll::Ready(Some(AudioSocketItem::Closed { error }))
     }

@@ -162,8 +162,9 @@ pub enum MediaItem {
     Malformed(String),
     /// Audio or a command the handles had accepted that the session refused when its turn
     /// came: a command that waits behind held-back audio when [`MediaConfig::queue_frames`]
-    /// commands already wait there ([`SendError::QueueFull`]), or audio handed over after [`MediaSender::close`]
-    /// ([`SendError::Closed`]). Counted in [`MediaSessionStats::refused`].
+    /// commands already wait there ([`SendError::QueueFull`]), audio handed over after [`MediaSender::close`]
+    /// ([`SendError::Closed`]), or audio while the media direction is `in`
+    /// ([`SendError::DirectionIn`]: Asterisk would drop it). Counted in [`MediaSessionStats::refused`].
     Refused {
         /// The command's name (`MARK_MEDIA`, …), or `None` for audio.
         command: Option<&'static str>,
@@ -179,6 +180,9 @@ pub enum MediaItem {
         code: Option<u16>,
         /// Frames the application handed over that were never sent.
         unsent_frames: usize,
+        /// Bytes of a partial frame (less than one frame, held for the rest of it) that were
+        /// never sent.
+        unsent_bytes: usize,
     },
 }
 
@@ -214,6 +218,9 @@ pub(crate) struct Shared {
     state: Mutex<SharedState>,
     /// Asterisk said `MEDIA_XOFF` (and not yet `MEDIA_XON`): a pacer holds the frames back.
     pub(crate) xoff: std::sync::atomic::AtomicBool,
+    /// The session ended (`Closed` delivered): a pacer detaches it at its next tick, even
+    /// with no frame to hand over.
+    pub(crate) ended: std::sync::atomic::AtomicBool,
     /// Wakes the consumer of the inbox.
     consumer: AtomicWaker,
     /// Wakes the driver.
@@ -242,6 +249,7 @@ impl Shared {
                 ..SharedState::default()
             }),
             xoff: std::sync::atomic::AtomicBool::new(false),
+            ended: std::sync::atomic::AtomicBool::new(false),
             consumer: AtomicWaker::new(),
             driver: AtomicWaker::new(),
             torn_down: std::sync::atomic::AtomicBool::new(false),
@@ -386,9 +394,9 @@ impl Shared {
 /// Sends audio and commands to a media session; cheap to clone.
 pub struct MediaSender {
     shared: Arc<Shared>,
-    format: ControlFormat,
+    pub(crate) format: ControlFormat,
     /// Asterisk takes only `ANSWER`, `HANGUP` and `GET_STATUS` on this socket.
-    passthrough: bool,
+    pub(crate) passthrough: bool,
 }
 
 impl Clone for MediaSender {
@@ -429,7 +437,18 @@ impl MediaSender {
     /// Hands audio over, in any chunk size: it leaves as whole frames at real-time pace.
     /// Frames that do not fit in the local queue are dropped and reported
     /// ([`MediaItem::Overflow`]).
+    ///
+    /// In passthrough mode each chunk is one message: one longer than Asterisk reads
+    /// ([`ASTERISK_MAX_MESSAGE`](ari_proto::media::websocket::ASTERISK_MAX_MESSAGE)) is
+    /// refused at once ([`SendError::MessageTooLarge`]).
     pub fn send_audio(&self, audio: Bytes) -> Result<(), SendError> {
+        let max = ari_proto::media::websocket::ASTERISK_MAX_MESSAGE;
+        if self.passthrough && audio.len() > max {
+            return Err(SendError::MessageTooLarge {
+                len: audio.len(),
+                max,
+            });
+        }
         self.shared.command(Cmd::Audio(audio))
     }
 
@@ -474,7 +493,7 @@ impl MediaSender {
 /// An open media session: a `Stream` of [`MediaItem`]s; see the [module docs](self).
 pub struct MediaSession {
     pub(crate) shared: Arc<Shared>,
-    sender: MediaSender,
+    pub(crate) sender: MediaSender,
     pub(crate) start: MediaStart,
     media_channel_id: String,
     bridge_id: Option<String>,
@@ -603,6 +622,9 @@ pub(crate) type SocketFuture<R> = Pin<Box<dyn Future<Output = Result<Started<R>,
 /// Client connection type: Asterisk dials the application's media server, which hands the
 /// socket over once `MEDIA_START` has come.
 pub(crate) struct Dialled<R: Runtime> {
+    /// The id of the media channel to create: the server recognises its socket by the
+    /// `channel_id` of `MEDIA_START`.
+    pub(crate) media_id: String,
     /// The websocket_client id (`external_host`).
     pub(crate) websocket_client: String,
     /// `transport_data` options that let the server recognise the socket (`v(…)`).
@@ -617,7 +639,10 @@ pub(crate) async fn open<R: Runtime>(
     options: MediaOptions,
     dialled: Option<Dialled<R>>,
 ) -> Result<MediaSession, Error> {
-    let media_id = client.new_resource_id();
+    let media_id = match &dialled {
+        Some(d) => d.media_id.clone(),
+        None => client.new_resource_id(),
+    };
     // Follow the call before anything can end it.
     let call_ended = call.once::<ari_proto::events::StasisEnd>();
     let media_channel = client.channel(media_id.clone());
@@ -839,7 +864,8 @@ async fn connect_and_start<R: Runtime>(
             } else {
                 ControlFormat::PlainText
             })
-            .passthrough(options.passthrough || options.config.passthrough),
+            .passthrough(options.passthrough || options.config.passthrough)
+            .direction(options.direction.unwrap_or(options.config.direction)),
     );
     // MEDIA_START is the first message.
     let deadline = runtime.now() + options.start_timeout;
@@ -1033,13 +1059,18 @@ impl<R: Runtime> Driver<R> {
                 MediaOutput::Closed {
                     code,
                     unsent_frames,
+                    unsent_bytes,
                     ..
                 } => {
                     st.closed = true;
+                    self.shared
+                        .ended
+                        .store(true, std::sync::atomic::Ordering::Release);
                     self.closed = true;
                     MediaItem::Closed {
                         code,
                         unsent_frames,
+                        unsent_bytes,
                     }
                 }
                 _ => continue,
@@ -1298,9 +1329,29 @@ pub(crate) mod testing {
         out
     }
 
+    /// Everything handed to the session's driver since the last call, in order: `frame <first
+    /// byte>` for audio, `mark <id>` for a `MARK_MEDIA`, `command <name>` for the others.
+    pub(crate) fn taken(shared: &Shared) -> Vec<String> {
+        let mut st = shared.lock();
+        st.commands
+            .drain(..)
+            .map(|c| match c {
+                Cmd::Audio(f) | Cmd::Paced { frame: f, .. } => format!("frame {}", f[0]),
+                Cmd::Command(Command::MarkMedia { correlation_id }) => {
+                    format!("mark {}", correlation_id.unwrap_or_default())
+                }
+                Cmd::Command(c) => format!("command {}", c.name()),
+                Cmd::Close => "close".to_owned(),
+            })
+            .collect()
+    }
+
     /// Marks the session ended, as its driver does when the socket closes.
     pub(crate) fn end(shared: &Shared) {
         shared.lock().closed = true;
+        shared
+            .ended
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Gives the session a stand-in driver that takes the paced frames off its queue, as the

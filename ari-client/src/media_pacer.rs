@@ -360,6 +360,9 @@ pub struct PacerStats {
 /// One attached session.
 struct Paced {
     session: Arc<Shared>,
+    /// The session's control format and passthrough mode, to check a mark as its sender does.
+    format: ari_proto::media::websocket::ControlFormat,
+    passthrough: bool,
     state: Mutex<PacedState>,
 }
 
@@ -372,6 +375,9 @@ struct PacedState {
     /// A frame has been sent: later empty ticks are underruns.
     started: bool,
     stats: PacedStats,
+    /// Marks waiting for their audio: each goes to the session once `stats.frames_sent`
+    /// reaches its count (right after the last frame queued before it).
+    marks: VecDeque<(u64, ari_proto::media::websocket::Command)>,
 }
 
 impl Paced {
@@ -551,6 +557,8 @@ impl MediaPacer {
         }
         let paced = Arc::new(Paced {
             session: session.shared.clone(),
+            format: session.sender.format,
+            passthrough: session.sender.passthrough,
             state: Mutex::new(PacedState {
                 queue: VecDeque::new(),
                 reframer: Reframer::new(session.start.optimal_frame_size as usize),
@@ -558,6 +566,7 @@ impl MediaPacer {
                 closed: false,
                 started: false,
                 stats: PacedStats::default(),
+                marks: VecDeque::new(),
             }),
         });
         {
@@ -649,6 +658,9 @@ impl PacedSender {
     /// [`PacedStats::overflow_frames`]).
     pub fn send(&self, audio: Bytes) -> Result<PacedQueued, SendError> {
         let mut st = self.paced.lock();
+        if !st.closed && self.paced.session.ended.load(Ordering::Acquire) {
+            close_paced(&mut st);
+        }
         if st.closed {
             return Err(SendError::Closed);
         }
@@ -676,6 +688,43 @@ impl PacedSender {
         Ok(queued)
     }
 
+    /// `MARK_MEDIA` after the audio queued here so far: the mark goes to the session right
+    /// after that audio's last frame, so [`MediaEvent::MediaMarkProcessed`] comes when it has
+    /// been played (the end of a prompt). A mark sent with
+    /// [`MediaSender::mark`](crate::media::MediaSender::mark) would pass the frames still
+    /// waiting here and come back at once. Refused as the sender refuses it (passthrough
+    /// mode, an id the control format cannot carry) and once the session ended. After
+    /// [`clear`](Self::clear) the marks waiting go to the session at once.
+    ///
+    /// [`MediaEvent::MediaMarkProcessed`]: crate::media::MediaEvent::MediaMarkProcessed
+    pub fn mark(&self, correlation_id: impl Into<String>) -> Result<(), SendError> {
+        use ari_proto::media::websocket::Command;
+        let command = Command::MarkMedia {
+            correlation_id: Some(correlation_id.into()),
+        };
+        if self.paced.passthrough {
+            return Err(SendError::Passthrough {
+                command: command.name(),
+            });
+        }
+        command.encode(self.paced.format)?;
+        let mut st = self.paced.lock();
+        if !st.closed && self.paced.session.ended.load(Ordering::Acquire) {
+            close_paced(&mut st);
+        }
+        if st.closed {
+            return Err(SendError::Closed);
+        }
+        if st.queue.is_empty() && st.marks.is_empty() {
+            // Nothing waits here: the mark goes now, behind what the session holds.
+            drop(st);
+            return self.paced.session.command(Cmd::Command(command));
+        }
+        let due = st.stats.frames_sent + st.queue.len() as u64;
+        st.marks.push_back((due, command));
+        Ok(())
+    }
+
     /// Frames waiting for their tick.
     pub fn queued_frames(&self) -> usize {
         self.paced.lock().queue.len()
@@ -690,6 +739,11 @@ impl PacedSender {
         st.queue.clear();
         st.reframer.clear();
         st.stats.discarded_frames += n as u64;
+        // Their audio is gone: the marks waiting go now (a `flush` of the session then
+        // reports them discarded).
+        hand_over_marks(&self.paced, &mut st, u64::MAX);
+        drop(st);
+        self.paced.session.wake_driver();
         n
     }
 
@@ -703,7 +757,11 @@ impl PacedSender {
     pub fn close(&self) {
         let mut st = self.paced.lock();
         if !st.closed {
+            // The session goes on: the marks waiting go to it (their audio is dropped).
+            hand_over_marks(&self.paced, &mut st, u64::MAX);
             close_paced(&mut st);
+            drop(st);
+            self.paced.session.wake_driver();
         }
     }
 }
@@ -715,8 +773,19 @@ impl Drop for PacedSender {
     }
 }
 
+/// Hands the session the marks due once `frames_sent` frames have gone (in order). A
+/// session that ended refuses them: its marks would never be processed anyway.
+fn hand_over_marks(paced: &Paced, st: &mut PacedState, frames_sent: u64) {
+    while st.marks.front().is_some_and(|(due, _)| *due <= frames_sent) {
+        if let Some((_, command)) = st.marks.pop_front() {
+            let _ = paced.session.hand_over(Cmd::Command(command));
+        }
+    }
+}
+
 fn close_paced(st: &mut PacedState) {
     st.closed = true;
+    st.marks.clear();
     st.stats.discarded_frames += st.queue.len() as u64;
     st.queue.clear();
     st.reframer.clear();
@@ -743,6 +812,11 @@ fn tick(
     let mut t = Tick::default();
     list.retain(|p| {
         let mut st = p.lock();
+        if !st.closed && p.session.ended.load(Ordering::Acquire) {
+            // The call ended while its queue was empty: detach it now, not at its next
+            // frame (its empty ticks are no underruns, and later audio is refused).
+            close_paced(&mut st);
+        }
         if st.closed {
             t.detached += 1;
             return false;
@@ -775,6 +849,8 @@ fn tick(
         st.started = true;
         st.stats.frames_sent += 1;
         t.sent += 1;
+        let sent = st.stats.frames_sent;
+        hand_over_marks(p, &mut st, sent);
         true
     });
     t
@@ -1022,7 +1098,9 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>, parked: bool) {
         for p in list.drain(..) {
             let mut ps = p.lock();
             if !ps.closed {
+                hand_over_marks(&p, &mut ps, u64::MAX);
                 close_paced(&mut ps);
+                p.session.wake_driver();
             }
         }
     }
@@ -1034,7 +1112,7 @@ async fn run<E: Executor>(executor: E, inner: Arc<PacerInner>, parked: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::testing::{end, paced, session};
+    use crate::media::testing::{end, paced, session, taken};
 
     use crate::manual_executor::Manual;
 
@@ -1408,6 +1486,85 @@ mod tests {
         // The last handle gone and no session: the task ends.
         drop(pacer);
         assert_eq!(ex.settle(), 0);
+    }
+
+    /// A voice bot between two answers (nothing queued) when the caller hangs up: the
+    /// pacer detaches the session at its next tick (no underruns counted for a call that is
+    /// gone), and audio handed over afterwards is refused, not accepted and discarded later.
+    #[test]
+    fn a_session_that_ends_while_idle_is_detached_and_refuses_audio() {
+        let ex = Manual::new();
+        let (pacer, pa, a_shared) = one_session_sending(&ex, 1);
+        assert_eq!(paced(&a_shared).len(), 1);
+        ex.advance(PTIME);
+        ex.settle();
+        assert_eq!(
+            pa.stats().underruns,
+            1,
+            "one empty tick while the call lives"
+        );
+        end(&a_shared);
+        for _ in 0..3 {
+            ex.advance(PTIME);
+            ex.settle();
+        }
+        assert_eq!(pacer.stats().sessions, 0, "detached");
+        let st = pa.stats();
+        assert_eq!((st.underruns, st.discarded_frames), (1, 0), "{st:?}");
+        assert_eq!(pacer.stats().underruns, 1);
+        assert_eq!(pa.send(frames(1, 2)), Err(SendError::Closed));
+        assert_eq!(pa.stats().discarded_frames, 0, "refused, not discarded");
+    }
+
+    /// A voice bot marks the end of a prompt it hands to the pacer: the mark reaches the
+    /// session right after the prompt's last frame (so Asterisk reports it when the prompt
+    /// has been played), not before the frames still waiting in the pacer. A mark with
+    /// nothing waiting goes at once; after `clear` (barge-in) the waiting marks go at once.
+    #[test]
+    fn a_mark_follows_the_audio_queued_before_it() {
+        let ex = Manual::new();
+        let (_pacer, pa, a_shared) = one_session_pacer(&ex);
+        // (The test's session handle is gone: its close is not what is looked at.)
+        let take = || -> Vec<String> {
+            taken(&a_shared)
+                .into_iter()
+                .filter(|c| c != "close")
+                .collect()
+        };
+        pa.mark("before").expect("mark");
+        assert_eq!(take(), ["mark before"], "nothing waits: at once");
+        pa.send(frames(1, 3)).expect("prompt");
+        pa.mark("prompt-end").expect("mark");
+        pa.send(frames(7, 1)).expect("more");
+        pa.mark("more-end").expect("mark");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            ex.settle();
+            seen.extend(take());
+            ex.advance(PTIME);
+        }
+        assert_eq!(
+            seen,
+            [
+                "frame 1",
+                "frame 2",
+                "frame 3",
+                "mark prompt-end",
+                "frame 7",
+                "mark more-end"
+            ]
+        );
+        // Barge-in: the frames waiting are dropped, their mark goes at once.
+        pa.send(frames(1, 5)).expect("prompt");
+        pa.mark("cut").expect("mark");
+        ex.settle();
+        assert_eq!(take(), ["frame 1"]);
+        assert_eq!(pa.clear(), 4);
+        assert_eq!(take(), ["mark cut"]);
+        // Refused as the sender refuses it.
+        assert!(matches!(pa.mark("two words"), Err(SendError::Command(_))));
+        end(&a_shared);
+        assert_eq!(pa.mark("late"), Err(SendError::Closed));
     }
 
     #[test]

@@ -30,6 +30,18 @@ pub const TOKEN_PARAM: &str = "ari_media";
 type Socket<C> = WebSocket<MaybeTlsStream<<C as Connector>::Stream>>;
 type Handover<C> = oneshot::Sender<Box<(Socket<C>, String)>>;
 
+/// A session waiting for its socket: the media channel it created, and where the socket
+/// goes.
+struct Waiting<C: Connector> {
+    media_id: String,
+    handover: Handover<C>,
+}
+
+/// Tokens issued recently that a connection may still carry: Asterisk keeps the `v()`
+/// parameters in the shared websocket_client object (bug B1), so a connection can carry the
+/// token of another call, one that may have got its socket already.
+const RECENT_TOKENS: usize = 256;
+
 /// Counters of a [`MediaServer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,7 +50,9 @@ pub struct MediaServerStats {
     pub connections: u64,
     /// Sessions handed over.
     pub sessions: u64,
-    /// Upgrades refused with 404: no token, or one no session waits for.
+    /// Connections that belong to no waiting session: refused with 404 (no token, or one
+    /// this server did not issue recently), or closed after `MEDIA_START` named a media
+    /// channel no session waits for.
     pub unknown: u64,
     /// Upgrades refused with 401: credentials required
     /// ([`MediaServer::credentials`]) and missing or wrong.
@@ -50,7 +64,10 @@ pub struct MediaServerStats {
 
 struct Shared<E: Executor, C: Connector> {
     runtime: Stack<E, C>,
-    waiting: Mutex<HashMap<String, Handover<C>>>,
+    /// By token.
+    waiting: Mutex<HashMap<String, Waiting<C>>>,
+    /// The last [`RECENT_TOKENS`] tokens issued, oldest first.
+    recent: Mutex<std::collections::VecDeque<String>>,
     stopping: AtomicBool,
     stop_waker: Mutex<Option<Waker>>,
     handshake_timeout: Duration,
@@ -64,8 +81,33 @@ struct Shared<E: Executor, C: Connector> {
 }
 
 impl<E: Executor, C: Connector> Shared<E, C> {
-    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Handover<C>>> {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Waiting<C>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent(&self) -> MutexGuard<'_, std::collections::VecDeque<String>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a connection carrying `token` may be upgraded: a session waits for it, or
+    /// this server issued it recently (B1: the connection may be another call's).
+    fn known(&self, token: &str) -> bool {
+        self.waiting().contains_key(token) || self.recent().iter().any(|t| t == token)
+    }
+
+    /// Takes the waiting session a connection belongs to: the one whose media channel
+    /// `MEDIA_START` names, whatever the token; by the token only when `MEDIA_START` names
+    /// no channel (before Asterisk 20.17).
+    fn take_waiting(&self, token: &str, channel_id: Option<&str>) -> Option<Handover<C>> {
+        let mut waiting = self.waiting();
+        let key = match channel_id {
+            Some(id) => waiting
+                .iter()
+                .find(|(_, w)| w.media_id == id)
+                .map(|(k, _)| k.clone())?,
+            None => token.to_owned(),
+        };
+        waiting.remove(&key).map(|w| w.handover)
     }
 }
 
@@ -78,7 +120,10 @@ impl<E: Executor, C: Connector> Shared<E, C> {
 /// dial option `v(ari_media=<token>)`, so Asterisk's request URI carries a token this
 /// server recognises (the socket may arrive before the externalMedia answer; the server
 /// listens first). Connections with no or an unknown token are refused with 404 and
-/// counted. The session is the same [`MediaSession`] as in server mode.
+/// counted. Asterisk keeps `v()` parameters in the shared websocket_client object (bug B1),
+/// so concurrent calls' connections can carry each other's token: a socket goes to the
+/// session whose media channel its `MEDIA_START` names (`channel_id`, Asterisk 20.17+),
+/// whatever its token. The session is the same [`MediaSession`] as in server mode.
 ///
 /// ```no_run
 /// # async fn demo<E: ari_client::Executor, C: ari_client::Connector>(runtime: ari_client::Stack<E, C>, call: ari_client::Channel<ari_client::Stack<E, C>>) -> Result<(), ari_client::Error> {
@@ -139,6 +184,7 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
         let shared = Arc::new(Shared {
             runtime: runtime.clone(),
             waiting: Mutex::new(HashMap::new()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             stopping: AtomicBool::new(false),
             stop_waker: Mutex::new(None),
             handshake_timeout: Duration::from_secs(10),
@@ -209,8 +255,22 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
     ) -> Result<MediaSession, Error> {
         let client = call.client().clone();
         let token = client.new_resource_id();
+        let media_id = client.new_resource_id();
         let (tx, rx) = oneshot::channel();
-        self.shared.waiting().insert(token.clone(), tx);
+        self.shared.waiting().insert(
+            token.clone(),
+            Waiting {
+                media_id: media_id.clone(),
+                handover: tx,
+            },
+        );
+        {
+            let mut recent = self.shared.recent();
+            if recent.len() == RECENT_TOKENS {
+                recent.pop_front();
+            }
+            recent.push_back(token.clone());
+        }
         // Gone from the map however `open` ends.
         let _guard = Unregister {
             shared: &self.shared,
@@ -225,7 +285,8 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
             .config
             .clone()
             .control_format(format)
-            .passthrough(options.passthrough || options.config.passthrough);
+            .passthrough(options.passthrough || options.config.passthrough)
+            .direction(options.direction.unwrap_or(options.config.direction));
         let socket = Box::pin(async move {
             let handed = rx.await.map_err(|_| {
                 Error::Transport(TransportError::new(
@@ -239,6 +300,7 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
             Ok((ws, core))
         });
         let dialled = Dialled {
+            media_id,
             websocket_client: websocket_client.to_owned(),
             transport_data: format!("v({TOKEN_PARAM}={token})"),
             socket,
@@ -328,7 +390,7 @@ async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Str
     let work = async {
         let mut token = None;
         let mut refused = Refusal::Failed;
-        let known = |t: &Option<String>| t.as_ref().is_some_and(|t| s.waiting().contains_key(t));
+        let known = |t: &Option<String>| t.as_ref().is_some_and(|t| s.known(t));
         let answered = accept_websocket(
             MaybeTlsStream::Plain(conn),
             &crate::media::media_transport_options(),
@@ -375,10 +437,11 @@ async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Str
         };
         let mut probe = Core::new(MediaConfig::new().control_format(ControlFormat::detect(&text)));
         probe.handle_text(&text);
-        if probe.media_start().is_none() {
+        let Some(start) = probe.media_start() else {
             return Err(Refusal::Failed);
-        }
-        Ok((token, ws, text.to_string()))
+        };
+        let channel_id = start.channel_id.clone().filter(|c| !c.is_empty());
+        Ok((token, channel_id, ws, text.to_string()))
     };
     let timeout = s.runtime.sleep_until(deadline);
     let result = match select(std::pin::pin!(work), std::pin::pin!(timeout)).await {
@@ -386,15 +449,23 @@ async fn handshake<E: Executor, C: Connector>(s: Arc<Shared<E, C>>, conn: C::Str
         Either::Right(_) => Err(Refusal::Failed),
     };
     match result {
-        Ok((token, ws, first)) => {
-            let handover = s.waiting().remove(&token);
-            match handover.map(|tx| tx.send(Box::new((ws, first)))) {
-                Some(Ok(())) => {
-                    s.sessions.fetch_add(1, Ordering::Relaxed);
-                }
-                // The session gave up meanwhile: the socket closes (Asterisk hangs up).
-                _ => {
-                    s.failed.fetch_add(1, Ordering::Relaxed);
+        Ok((token, channel_id, ws, first)) => {
+            match s.take_waiting(&token, channel_id.as_deref()) {
+                Some(tx) => match tx.send(Box::new((ws, first))) {
+                    Ok(()) => {
+                        s.sessions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The session gave up meanwhile: the socket closes (Asterisk hangs up).
+                    Err(_) => {
+                        s.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                // A recent token, but no session waits for this media channel (a channel
+                // nobody asked this server for, or one whose session gave up): the socket
+                // closes and Asterisk hangs the channel up.
+                None => {
+                    tracing::debug!(target: "ari_client", channel_id = ?channel_id, "media server: no session waits for this media channel");
+                    s.unknown.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ari_proto::media::websocket::{
     Command, CommandError, ControlFormat, Direction, MediaConfig, MediaEvent, MediaOutput,
-    MediaSession, MediaState, SendError, Transmit,
+    MediaSession, MediaState, SendError, Transmit, ASTERISK_MAX_MESSAGE,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -322,6 +322,79 @@ fn without_reframing_a_short_message_is_refused_outside_buffering() {
         m.remote_queue_estimate(),
         4,
         "480 bytes are 3 frames at Asterisk, a short buffered one 1"
+    );
+}
+
+#[test]
+fn without_reframing_a_chunk_longer_than_asterisk_reads_goes_out_as_several_messages() {
+    // Almost 19 seconds of ulaw handed over at once, as a text-to-speech engine returns
+    // them: in one message Asterisk would close the socket (1009) and hang up.
+    let mut m = started(MediaConfig::new().reframe(false).send_ahead(899));
+    let audio = counting(150_000, 0);
+    let q = m.send_audio(audio.clone()).expect("queued");
+    assert_eq!((q.frames, q.dropped), (3, 0), "messages");
+    let sent: Vec<Bytes> = drain(&mut m, epoch())
+        .into_iter()
+        .map(|t| match t {
+            Transmit::Binary(b) => b,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let lens: Vec<usize> = sent.iter().map(Bytes::len).collect();
+    assert_eq!(lens, [65_440, 65_440, 19_120], "whole 160-byte frames");
+    assert!(lens.iter().all(|&l| l <= ASTERISK_MAX_MESSAGE));
+    assert_eq!(sent.concat(), audio, "nothing lost, in order");
+    assert_eq!(m.remote_queue_estimate(), 409 + 409 + 119);
+
+    // In buffering mode too (Asterisk joins the pieces; the tail of the last is kept).
+    let mut m = started(MediaConfig::new().reframe(false).send_ahead(899));
+    m.send_command(Command::StartMediaBuffering).expect("start");
+    m.send_audio(counting(70_050, 0)).expect("queued");
+    let lens: Vec<usize> = drain(&mut m, epoch())
+        .into_iter()
+        .filter_map(|t| match t {
+            Transmit::Binary(b) => Some(b.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lens, [65_440, 4_610]);
+}
+
+#[test]
+fn audio_is_refused_while_the_direction_is_in() {
+    let mut m = MediaSession::new(MediaConfig::new().direction(Direction::In));
+    m.handle_text(
+        r#"{"event":"MEDIA_START","connection_id":"c1","channel":"WebSocket/INCOMING/0x1","channel_id":"em-1","format":"ulaw","optimal_frame_size":160,"ptime":20}"#,
+    );
+    assert_eq!(m.send_audio(counting(160, 0)), Err(SendError::DirectionIn));
+    m.send_command(Command::SetMediaDirection(Direction::Out))
+        .expect("json");
+    assert_eq!(m.send_audio(counting(160, 0)).map(|q| q.frames), Ok(1));
+    m.send_command(Command::SetMediaDirection(Direction::In))
+        .expect("json");
+    assert_eq!(m.send_audio(counting(160, 0)), Err(SendError::DirectionIn));
+    assert_eq!(m.stats().overflow_frames, 0);
+}
+
+#[test]
+fn passthrough_refuses_a_message_longer_than_asterisk_reads() {
+    let mut m = started(MediaConfig::new().passthrough(true));
+    let err = m
+        .send_audio(counting(ASTERISK_MAX_MESSAGE + 1, 0))
+        .expect_err("refused");
+    assert_eq!(
+        err,
+        SendError::MessageTooLarge {
+            len: ASTERISK_MAX_MESSAGE + 1,
+            max: ASTERISK_MAX_MESSAGE
+        }
+    );
+    assert!(err.to_string().contains("1009"), "{err}");
+    assert_eq!(
+        m.send_audio(counting(ASTERISK_MAX_MESSAGE, 0))
+            .map(|q| q.frames),
+        Ok(1),
+        "the largest message Asterisk reads is taken"
     );
 }
 

@@ -39,6 +39,19 @@ const XON: usize = 800;
 const LIMIT: usize = 1000;
 /// Control messages longer than this are ignored.
 const MAX_CONTROL: usize = 128;
+/// The largest WebSocket frame Asterisk reads (header included): a larger one makes it close
+/// the socket with 1009 and hang the channel up (res_http_websocket `MAXIMUM_FRAME_SIZE`).
+const MAX_FRAME: usize = 65_535;
+
+/// The size of the frame a client (masking) sends for a `payload`-byte message.
+fn client_frame_len(payload: usize) -> usize {
+    let length = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    2 + length + 4 + payload
+}
 
 /// What one media socket did, kept after it closes ([`crate::MockServer::media_sessions`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +82,9 @@ pub struct MediaSessionReport {
     pub xoff_sent: u64,
     /// Control messages ignored (over 128 bytes, or unknown).
     pub ignored_commands: u64,
+    /// The close code the simulator sent when it ended the socket itself, if it did: 1000
+    /// for a hangup, 1009 for a message whose frame exceeds 65,535 bytes.
+    pub close_code: Option<u16>,
 }
 
 /// The known test signal: 20 ms of a 1 kHz sine at amplitude 8000 (a whole number of periods,
@@ -556,6 +572,7 @@ async fn run<S>(
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.tick().await;
     let mut app_closed = false;
+    let mut too_big = false;
     'run: loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -568,6 +585,12 @@ async fn run<S>(
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => model.handle_text(t.as_str()),
+                Some(Ok(Message::Binary(b))) if client_frame_len(b.len()) > MAX_FRAME => {
+                    // Asterisk cannot read the frame: it closes with 1009 and hangs up.
+                    shared.log(|| format!("media socket {id}: {}-byte message, too big", b.len()));
+                    too_big = true;
+                    break 'run;
+                }
                 Some(Ok(Message::Binary(b))) => model.handle_binary(&b),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) => {
@@ -611,9 +634,16 @@ async fn run<S>(
     if app_closed {
         shared.with_sim(|sim, now| sim.media_hangup(now, id, 1001));
     } else {
+        let code = if too_big {
+            shared.with_sim(|sim, now| sim.media_hangup(now, id, 1009));
+            CloseCode::Size
+        } else {
+            CloseCode::Normal
+        };
+        model.report.close_code = Some(code.into());
         let _ = ws
             .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
+                code,
                 reason: "".into(),
             })))
             .await;
@@ -675,6 +705,23 @@ pub(crate) fn start(shared: &Arc<Shared>) {
 /// then runs the socket as in server mode. An unreachable application gets the channel
 /// destroyed with cause 3.
 async fn websocket_client_run(shared: Arc<Shared>, key: String, uri: String) {
+    let mut hold = shared.media_hold.subscribe();
+    if *hold.borrow() {
+        shared
+            .media_held
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = hold.wait_for(|held| !held).await;
+        shared
+            .media_held
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    // The URI as the client object has it when dialing (B1: another call's `v()` may have
+    // changed its parameters since this channel was dialed).
+    let uri = shared
+        .with_sim(|sim, _| sim.websocket_client_uri(&key))
+        .and_then(Result::ok)
+        .flatten()
+        .unwrap_or(uri);
     let reserved = shared.with_sim(|sim, now| sim.media_reserve(now, &key));
     let Some(Ok(Ok(info))) = reserved else {
         return;

@@ -403,6 +403,8 @@ impl MockServerBuilder {
             media_conns: Mutex::new(HashMap::new()),
             media_done: Mutex::new(Vec::new()),
             audiosocket_tx: Mutex::new(None),
+            media_hold: tokio::sync::watch::Sender::new(false),
+            media_held: std::sync::atomic::AtomicUsize::new(0),
             outbound: crate::outbound::Outbound::new(self.outbound),
         });
         shared.log(|| format!("listening on http://{addr}/ari"));
@@ -1015,6 +1017,24 @@ impl MockServer {
     /// option's parameters appended. Does nothing without the simulator.
     pub fn set_websocket_client(&self, id: &str, uri: &str) {
         let _ = self.with_sim(|sim, _| sim.set_websocket_client(id, uri));
+    }
+
+    /// Holds (`true`) or releases chan_websocket client connections: while held, the
+    /// connections Asterisk is to make wait before dialing; released, they dial (in no set
+    /// order). A connection's URI is read when it dials, with the `v()`
+    /// parameters last set on its websocket_client (Asterisk keeps them in the shared client
+    /// object: bug B1), so holding two calls' connections makes both carry the second call's
+    /// parameters, as concurrent calls can in Asterisk.
+    pub fn hold_media_connections(&self, hold: bool) {
+        self.shared.media_hold.send_replace(hold);
+    }
+
+    /// Client connections waiting while [`hold_media_connections`](Self::hold_media_connections)
+    /// holds them.
+    pub fn held_media_connections(&self) -> usize {
+        self.shared
+            .media_held
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Reports of the chan_websocket media sockets (`/media/<id>`) that have closed, in

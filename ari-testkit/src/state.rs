@@ -162,6 +162,11 @@ pub(crate) struct Shared {
     /// Where AudioSocket connections to make are sent (the dialer task).
     pub(crate) audiosocket_tx:
         Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::sim::MediaSignal>>>,
+    /// While `true`, chan_websocket client connections wait before dialing
+    /// ([`crate::MockServer::hold_media_connections`]).
+    pub(crate) media_hold: tokio::sync::watch::Sender<bool>,
+    /// Client connections waiting on [`Shared::media_hold`].
+    pub(crate) media_held: std::sync::atomic::AtomicUsize,
     /// The outbound WebSocket side (the simulated Asterisk dialing the application).
     pub(crate) outbound: crate::outbound::Outbound,
 }

@@ -254,6 +254,7 @@ async fn media_pacer(
     let media = channel.media(MediaOptions::new("media", "slin16")).await?;
     let paced = pacer.attach(&media)?;
     paced.send(speech_chunk)?; // any size, any amount ahead: leaves as 20 ms frames, one per 20 ms
+    paced.mark("prompt-end")?; // MediaMarkProcessed once everything queued before it has played
     paced.clear(); // barge-in: drop what has not left yet (and `sender().flush()` at Asterisk)
                    // README end
     let left = paced.stats().frames_sent as usize;

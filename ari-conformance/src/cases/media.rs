@@ -569,3 +569,201 @@ pub async fn media_server_checks_basic_credentials<E: Executor, C: Connector>(
         "{stats:?}"
     );
 }
+
+/// An AudioSocket voice bot: it hands five seconds of speech over at once; the caller barges
+/// in, and `flush` drops what waits (counted), so the answer handed over next follows at
+/// once; every frame is accounted for (sent or flushed) and the simulator received exactly
+/// the frames sent. On a second call the caller hangs up mid-speech: the session ends with
+/// `Closed`, the frames that never left are counted in `unsent_frames`, and later audio is
+/// refused.
+pub async fn audiosocket_barge_in_and_hangup_mid_speech_account_for_every_frame<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    use ari_client::audiosocket::AudioSocketSendError;
+    let client = h.started(&["media"]).await;
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let speech = || bytes::Bytes::from(ari_testkit::test_frame("slin").repeat(250));
+    let uuid = "0b5b3bd6-52f4-4a49-9d4e-2c1f5a3c7e01";
+    audiosocket_channel(h, &client, server.local_addr(), uuid, "as-barge").await;
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    let tx = session.sender();
+    tx.send_audio(speech()).expect("speech");
+    h.eventually("the speech starts", || tx.stats().frames_sent >= 3)
+        .await;
+    let flushed = tx.flush();
+    assert!(flushed > 0, "five seconds cannot all have left");
+    assert_eq!(tx.queued_frames(), 0);
+    assert_eq!(tx.stats().flushed_frames, flushed as u64);
+    tx.send_audio(bytes::Bytes::from(
+        ari_testkit::test_frame("slin").repeat(2),
+    ))
+    .expect("the answer");
+    h.eventually("the answer goes out", || {
+        let s = tx.stats();
+        s.frames_sent + s.flushed_frames == 252
+    })
+    .await;
+    tx.hangup().expect("hangup");
+    loop {
+        match h.live("the connection closes", session.next()).await {
+            Some(AudioSocketItem::Audio { .. }) => {}
+            Some(AudioSocketItem::Closed { error }) => {
+                assert_eq!(error, None);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stats = tx.stats();
+    assert_eq!(
+        (stats.overflow_frames, stats.unsent_frames),
+        (0, 0),
+        "{stats:?}"
+    );
+    let report = media_report(h).await;
+    assert_eq!(report.messages_received, stats.frames_sent);
+
+    // The caller hangs up while the bot speaks.
+    let uuid = "6f1d2a8e-3b7c-4e59-8a1f-0c2d4e6f8a10";
+    let media = audiosocket_channel(h, &client, server.local_addr(), uuid, "as-gone").await;
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    let tx = session.sender();
+    tx.send_audio(speech()).expect("speech");
+    h.eventually("the speech starts", || tx.stats().frames_sent >= 3)
+        .await;
+    h.live("hangup", media.hangup()).await.expect("hangup");
+    loop {
+        match h.live("the connection closes", session.next()).await {
+            Some(AudioSocketItem::Audio { .. }) => {}
+            Some(AudioSocketItem::Closed { .. }) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(h.live("the end", session.next()).await.is_none());
+    h.eventually("every frame is accounted for", || {
+        let s = tx.stats();
+        s.frames_sent + s.unsent_frames == 250
+    })
+    .await;
+    let stats = tx.stats();
+    assert!(stats.unsent_frames > 0, "{stats:?}");
+    assert_eq!(stats.flushed_frames + stats.overflow_frames, 0);
+    assert_eq!(
+        tx.send_audio(bytes::Bytes::from(ari_testkit::test_frame("slin"))),
+        Err(AudioSocketSendError::Closed)
+    );
+}
+
+/// Two calls open media sessions through the same websocket_client at once. Asterisk keeps
+/// the `v()` parameters in the shared client object (bug B1), so both connections can carry
+/// the second call's token: each session must still get its own call's media channel (the
+/// `channel_id` of `MEDIA_START`), never the other call's audio.
+pub async fn media_client_mode_concurrent_opens_each_get_their_own_channel<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let client = h.started(&["media"]).await;
+    let server = bind_media_server(h).await;
+    let uri = format!("ws://{}/media-in", server.local_addr());
+    h.server().set_websocket_client("media_app", &uri);
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let call = h
+            .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+            .await;
+        h.live("answer", call.answer()).await.expect("answer");
+        calls.push(call);
+    }
+    // Both channels are dialed before either connection is made.
+    h.server().hold_media_connections(true);
+    let opens = futures::future::join(
+        server.open(&calls[0], "media_app", MediaOptions::new("media", "ulaw")),
+        server.open(&calls[1], "media_app", MediaOptions::new("media", "ulaw")),
+    );
+    let release = async {
+        h.eventually("both connections wait", || {
+            h.server().held_media_connections() == 2
+        })
+        .await;
+        h.server().hold_media_connections(false);
+    };
+    let ((a, b), ()) = h
+        .live("both sessions open", futures::future::join(opens, release))
+        .await;
+    let a = a.expect("the first call's session");
+    let b = b.expect("the second call's session");
+    assert_ne!(a.media_channel_id(), b.media_channel_id());
+    for media in [&a, &b] {
+        assert_eq!(
+            media.media_start().channel_id.as_deref(),
+            Some(media.media_channel_id()),
+            "the socket is the session's own media channel's"
+        );
+    }
+    // (The server counts a session just after handing its socket over.)
+    h.eventually("both sessions counted", || server.stats().sessions == 2)
+        .await;
+    let stats = server.stats();
+    assert_eq!((stats.unknown, stats.failed), (0, 0), "{stats:?}");
+    h.live("shutdown", a.shutdown()).await;
+    h.live("shutdown", b.shutdown()).await;
+}
+
+/// A voice bot plays a prompt through a `MediaPacer` and marks its end with
+/// `PacedSender::mark`: the `MEDIA_MARK_PROCESSED` comes once the whole prompt has gone out
+/// and been played (the simulator played all 25 frames before the mark), not at once.
+pub async fn media_pacer_mark_comes_after_the_prompt_is_played<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let channel = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    let mut media = h
+        .live("media", channel.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("media session");
+    let pacer = MediaPacer::new(client.runtime());
+    let paced = pacer.attach(&media).expect("attach");
+    let frame = ari_testkit::test_frame("slin16");
+    paced
+        .send(bytes::Bytes::from(frame.repeat(25)))
+        .expect("prompt");
+    paced.mark("prompt-end").expect("mark");
+    let id = loop {
+        match h.live("the mark", media.next()).await {
+            Some(MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. })) => {
+                break correlation_id
+            }
+            Some(MediaItem::Closed { .. }) | None => panic!("ended"),
+            Some(_) => {}
+        }
+    };
+    assert_eq!(id.as_deref(), Some("prompt-end"));
+    assert_eq!(
+        media.stats().protocol.frames_out,
+        25,
+        "the whole prompt went out before the mark came back"
+    );
+    drop(paced);
+    pacer.close();
+    h.live("shutdown", media.shutdown()).await;
+    let report = media_report(h).await;
+    assert_eq!(report.frames_played_test_signal, 25);
+}

@@ -10,6 +10,7 @@ use ari_client::{Channel, Client, Runtime, Stack};
 use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
+use std::future::IntoFuture;
 
 use crate::Harness;
 
@@ -431,9 +432,10 @@ pub async fn media_open_abandoned_midway_leaves_nothing_behind<R: Runtime>(h: &H
     assert_eq!(live.data().expect("snapshot").id, call.id());
 }
 
-/// The caller hangs up while the application's audio is still queued (two seconds handed
-/// over at once): the session ends with `Closed`, whose `unsent_frames` counts exactly the
-/// frames that never left; with the frames sent, that is every frame handed over.
+/// The caller hangs up while the application's audio is still queued (two seconds and half
+/// a frame handed over at once): the session ends with `Closed`, whose `unsent_frames`
+/// counts exactly the frames that never left (with the frames sent, that is every frame
+/// handed over) and `unsent_bytes` the half frame held for the rest of it.
 pub async fn media_caller_hangup_mid_stream_counts_the_unsent_audio<R: Runtime>(h: &Harness<R>) {
     let client = h.started(&["media"]).await;
     let call = PlaceCall {
@@ -443,11 +445,19 @@ pub async fn media_caller_hangup_mid_stream_counts_the_unsent_audio<R: Runtime>(
     let (_channel, mut media) =
         session_on(h, &client, call, MediaOptions::new("media", "slin16")).await;
     media.send_audio(audio("slin16", 100)).expect("send");
-    let unsent = next_matching(h, &mut media, "Closed", |item| match item {
-        MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
+    media
+        .send_audio(audio("slin16", 1).slice(..320))
+        .expect("half a frame");
+    let (unsent, unsent_bytes) = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed {
+            unsent_frames,
+            unsent_bytes,
+            ..
+        } => Some((unsent_frames, unsent_bytes)),
         _ => None,
     })
     .await;
+    assert_eq!(unsent_bytes, 320, "the half frame never left");
     assert!(h.live("the end", media.next()).await.is_none());
     let stats = media.stats().protocol;
     assert!(
@@ -561,4 +571,167 @@ pub async fn media_session_and_client_dropped_leave_no_task_behind<R: Runtime>(h
         .with_sim(|sim, _| sim.bridge_ids())
         .expect("a simulator");
     assert!(bridges.is_empty(), "a bridge stays: {bridges:?}");
+}
+
+/// A text-to-speech bot in buffering mode without re-framing (`reframe(false)`: each chunk
+/// one message, Asterisk joins them): the engine returns 2.1 s of slin16 (67,200 bytes) at
+/// once. Asterisk cannot read a WebSocket frame over 65,535 bytes (it would close the socket
+/// with 1009 and hang up): the session sends it as two messages, every frame is played, and
+/// the block's `MEDIA_BUFFERING_COMPLETED` comes. In passthrough mode such a chunk is
+/// refused at the sender with a typed error.
+pub async fn media_a_chunk_longer_than_asterisk_reads_is_split_or_refused<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::media::Command;
+    let client = h.started(&["media"]).await;
+    let options = MediaOptions::new("media", "slin16").config(MediaConfig::new().reframe(false));
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    tx.command(Command::StartMediaBuffering).expect("start");
+    tx.send_audio(audio("slin16", 105)).expect("speech");
+    tx.command(Command::StopMediaBuffering {
+        correlation_id: Some("tts-1".into()),
+    })
+    .expect("stop");
+    let id = next_matching(
+        h,
+        &mut media,
+        "MEDIA_BUFFERING_COMPLETED",
+        |item| match item {
+            MediaItem::Event(MediaEvent::MediaBufferingCompleted { correlation_id, .. }) => {
+                Some(correlation_id)
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(id.as_deref(), Some("tts-1"));
+    let stats = media.stats().protocol;
+    assert_eq!(stats.frames_out, 2, "two messages: {stats:?}");
+    assert_eq!(stats.bytes_out, 105 * 640);
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_ne!(report.close_code, Some(1009), "{report:?}");
+    assert_eq!(report.messages_received, 2);
+    assert_eq!(report.frames_played_test_signal, 105);
+
+    // Passthrough: one chunk is one frame at Asterisk; one this long is refused at once.
+    let options = MediaOptions::new("media", "slin16").passthrough(true);
+    let (_call, media) = session(h, &client, options).await;
+    let err = media
+        .send_audio(audio("slin16", 105))
+        .expect_err("too long for one message");
+    assert!(
+        matches!(err, SendError::MessageTooLarge { len: 67_200, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("1009"), "{err}");
+    assert_eq!(media.stats().refused, 0, "refused at the sender, not later");
+    h.live("shutdown", media.shutdown()).await;
+}
+
+/// Eight calls, each with a bot speaking (two seconds queued), all end at once (the callers
+/// hang up together, as when a trunk drops): every session yields `Closed` accounting for
+/// each frame (sent or unsent), and Asterisk is left with no media channel, no bridge and no
+/// media socket.
+pub async fn media_many_sessions_ending_at_once_leave_nothing_behind<R: Runtime>(h: &Harness<R>) {
+    const CALLS: usize = 8;
+    let client = h.started(&["media"]).await;
+    let mut calls = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..CALLS {
+        let (call, media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+        media.send_audio(audio("slin16", 100)).expect("speech");
+        calls.push(call);
+        sessions.push(media);
+    }
+    let hangups = futures::future::join_all(calls.iter().map(|c| c.hangup().into_future()));
+    for r in h.live("the callers hang up", hangups).await {
+        r.expect("hangup");
+    }
+    let ends = futures::future::join_all(sessions.iter_mut().map(|media| async move {
+        loop {
+            match media.next().await {
+                Some(MediaItem::Closed { unsent_frames, .. }) => break unsent_frames,
+                Some(_) => {}
+                None => panic!("ended without Closed"),
+            }
+        }
+    }));
+    let unsent = h.live("every session ends", ends).await;
+    for (media, unsent) in sessions.iter_mut().zip(unsent) {
+        let stats = media.stats().protocol;
+        assert_eq!(stats.frames_out + unsent as u64, 100, "{stats:?}");
+        assert!(h.live("the end", media.next()).await.is_none());
+    }
+    drop(sessions);
+    let deadline = h.runtime().now() + crate::LIVENESS;
+    loop {
+        let channels = h
+            .live("channels", client.channels().list())
+            .await
+            .expect("list");
+        let bridges = h
+            .live("bridges", client.bridges().list())
+            .await
+            .expect("list");
+        if channels.is_empty() && bridges.is_empty() {
+            break;
+        }
+        assert!(
+            h.runtime().now() < deadline,
+            "left behind: {channels:?} {bridges:?}"
+        );
+        h.sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.eventually("every media socket closed", || {
+        h.server().media_sessions().len() == CALLS
+    })
+    .await;
+}
+
+/// A transcription bot that listens first (`direction(In)`: Asterisk drops the
+/// application's audio) and speaks later: audio handed over while listening is not dropped
+/// silently but refused (`MediaItem::Refused` with `SendError::DirectionIn`, counted); after
+/// `SET_MEDIA_DIRECTION both` it is played.
+pub async fn media_audio_while_the_direction_is_in_is_refused_not_lost<R: Runtime>(h: &Harness<R>) {
+    use ari_client::media::{Command, Direction};
+    let client = h.started(&["media"]).await;
+    let options = MediaOptions::new("media", "slin16")
+        .json(true)
+        .direction(Direction::In);
+    let (_call, mut media) = session(h, &client, options).await;
+    let tx = media.sender();
+    tx.send_audio(audio("slin16", 5)).expect("handed over");
+    let (count, error) = next_matching(h, &mut media, "Refused", |item| match item {
+        MediaItem::Refused {
+            command: None,
+            count,
+            error,
+        } => Some((count, error)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((count, error.clone()), (1, SendError::DirectionIn));
+    assert!(error.to_string().contains("SET_MEDIA_DIRECTION"), "{error}");
+    assert_eq!(media.stats().refused, 1);
+    assert_eq!(media.stats().protocol.frames_out, 0);
+
+    tx.command(Command::SetMediaDirection(Direction::Both))
+        .expect("direction");
+    tx.send_audio(audio("slin16", 5)).expect("speech");
+    tx.mark("spoken").expect("mark");
+    let id = next_matching(h, &mut media, "the mark", |item| match item {
+        MediaItem::Event(MediaEvent::MediaMarkProcessed { correlation_id, .. }) => {
+            Some(correlation_id)
+        }
+        MediaItem::Refused { error, .. } => panic!("refused: {error}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(id.as_deref(), Some("spoken"));
+    h.live("shutdown", media.shutdown()).await;
+    let report = h.server().media_sessions().remove(0);
+    assert_eq!(report.messages_received, 5, "{report:?}");
+    assert_eq!(report.frames_played_test_signal, 5);
 }

@@ -142,6 +142,10 @@ pub(super) struct MediaWs {
     seq: u64,
     /// websocket_client.conf: id → URI.
     clients: BTreeMap<String, String>,
+    /// The `v()` parameters last set on each websocket_client: Asterisk writes them into the
+    /// shared client object and never clears them (bug B1), so every later connection
+    /// through that client carries them, with or without `v()` of its own.
+    client_params: BTreeMap<String, String>,
 }
 
 /// The dial options of `transport_data` (`c(slin16)nf(json)d(in)`): the argument of
@@ -163,13 +167,12 @@ fn dial_option(transport_data: Option<&str>, letter: char) -> Option<String> {
     None
 }
 
-/// `uri` with the `v(n1=v1,n2=v2)` dial option of `transport_data` appended as query
-/// parameters (`?` or `&`), as chan_websocket does.
-fn uri_with_params(uri: &str, transport_data: Option<&str>) -> String {
-    let Some(params) = dial_option(transport_data, 'v') else {
+/// `uri` with the query `query` (the `v(n1=v1,n2=v2)` dial option's parameters as
+/// `n1=v1&n2=v2`) appended (`?` or `&`), as chan_websocket does.
+fn uri_with_params(uri: &str, query: Option<&str>) -> String {
+    let Some(query) = query else {
         return uri.to_owned();
     };
-    let query = params.replace(',', "&");
     if query.is_empty() {
         uri.to_owned()
     } else if uri.contains('?') {
@@ -199,6 +202,19 @@ impl Sim {
     /// `uri` (a `ws://` URI) for each call.
     pub fn set_websocket_client(&mut self, id: &str, uri: &str) {
         self.media_ws.clients.insert(id.to_owned(), uri.to_owned());
+        self.media_ws.client_params.remove(id);
+    }
+
+    /// The URI a client-mode connection (`key`, from its [`MediaSignal::WebSocketConnect`])
+    /// dials now: its websocket_client's URI with the `v()` parameters last set on that
+    /// client, whichever call set them (bug B1).
+    pub fn websocket_client_uri(&self, key: &str) -> Option<String> {
+        let (name, _) = key.rsplit_once('/')?;
+        let uri = self.media_ws.clients.get(name)?;
+        Some(uri_with_params(
+            uri,
+            self.media_ws.client_params.get(name).map(String::as_str),
+        ))
     }
 
     pub(super) fn external_media_websocket(&mut self, p: WsRequest) -> SimResponse {
@@ -309,13 +325,20 @@ impl Sim {
                 connected: false,
             },
         );
-        if let Some((_, uri)) = client {
+        if let Some((name, _)) = client {
+            // B1: `v()` writes its parameters into the shared websocket_client object.
+            if let Some(params) = dial_option(p.transport_data.as_deref(), 'v') {
+                self.media_ws
+                    .client_params
+                    .insert(name.clone(), params.replace(',', "&"));
+            }
             // Asterisk connects while dialing: the socket may open before this answer.
+            let uri = self.websocket_client_uri(&key).unwrap_or_default();
             self.media_ws
                 .signals
                 .push_back(MediaSignal::WebSocketConnect {
                     connection_id: key,
-                    uri: uri_with_params(&uri, p.transport_data.as_deref()),
+                    uri,
                 });
         }
         SimResponse::json(200, &resp)

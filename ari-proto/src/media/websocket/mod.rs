@@ -17,6 +17,9 @@
 //!   sends whole frames only ([`Reframer`]).
 //! - Asterisk's queue sends `MEDIA_XOFF` at 900 frames, `MEDIA_XON` below 800, and drops a
 //!   message whole while it holds 1,000. The session paces audio and honours XOFF.
+//! - A message whose WebSocket frame exceeds 65,535 bytes makes Asterisk close the socket
+//!   (1009) and hang up: longer chunks go out as several messages
+//!   ([`ASTERISK_MAX_MESSAGE`]).
 //! - A control message over 128 bytes is ignored without a reply: [`Command::encode`]
 //!   refuses to build one.
 //! - An unsolicited WebSocket PONG crashes Asterisk 20.21, 22.11 and 23.5: the session only
@@ -33,5 +36,5 @@ pub use control::{
 pub use reframe::Reframer;
 pub use session::{
     MediaConfig, MediaOutput, MediaSession, MediaState, MediaStats, Queued, SendError, Transmit,
-    ASTERISK_QUEUE_LIMIT, ASTERISK_XOFF_LEVEL, ASTERISK_XON_LEVEL,
+    ASTERISK_MAX_MESSAGE, ASTERISK_QUEUE_LIMIT, ASTERISK_XOFF_LEVEL, ASTERISK_XON_LEVEL,
 };

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::control::{Command, CommandError, ControlFormat, MediaEvent, MediaStart, ParseError};
+use super::control::{
+    Command, CommandError, ControlFormat, Direction, MediaEvent, MediaStart, ParseError,
+};
 use super::reframe::Reframer;
 
 /// Asterisk sends `MEDIA_XOFF` when its queue reaches this many frames.
@@ -15,6 +17,10 @@ pub const ASTERISK_XOFF_LEVEL: u32 = 900;
 pub const ASTERISK_XON_LEVEL: u32 = 800;
 /// A message arriving while Asterisk's queue holds this many frames is dropped whole.
 pub const ASTERISK_QUEUE_LIMIT: u32 = 1000;
+/// The largest audio message Asterisk reads: its WebSocket frame (8 header bytes for a
+/// masked message of this size) must fit in 65,535 bytes, or Asterisk closes the socket with
+/// 1009 and hangs the channel up.
+pub const ASTERISK_MAX_MESSAGE: usize = 65_527;
 
 /// The settings of a [`MediaSession`].
 #[derive(Debug, Clone)]
@@ -44,6 +50,12 @@ pub struct MediaConfig {
     /// it as one frame of Asterisk's queue, and refuses those commands locally
     /// ([`SendError::Passthrough`]). Default false; an `optimal_frame_size` of 0 turns it on.
     pub passthrough: bool,
+    /// The media direction the channel was created with (externalMedia `direction`, dial
+    /// option `d()`), from the application's point of view. While it is
+    /// [`Direction::In`] (as created, or after [`Command::SetMediaDirection`]) Asterisk drops
+    /// the application's audio, so the session refuses it ([`SendError::DirectionIn`]).
+    /// Default [`Direction::Both`].
+    pub direction: Direction,
 }
 
 impl Default for MediaConfig {
@@ -54,6 +66,7 @@ impl Default for MediaConfig {
             reframe: true,
             send_ahead: 10,
             passthrough: false,
+            direction: Direction::Both,
         }
     }
 }
@@ -85,6 +98,12 @@ impl MediaConfig {
     /// Sets [`passthrough`](Self::passthrough).
     pub fn passthrough(mut self, passthrough: bool) -> Self {
         self.passthrough = passthrough;
+        self
+    }
+
+    /// Sets [`direction`](Self::direction).
+    pub fn direction(mut self, direction: Direction) -> Self {
+        self.direction = direction;
         self
     }
 
@@ -195,6 +214,18 @@ pub enum SendError {
         /// The command name.
         command: &'static str,
     },
+    /// In passthrough mode, an audio message longer than Asterisk reads
+    /// ([`ASTERISK_MAX_MESSAGE`]): it would close the socket with 1009 and hang the call up.
+    /// (Outside passthrough mode long chunks are split into several messages.)
+    MessageTooLarge {
+        /// The message length.
+        len: usize,
+        /// The largest message Asterisk reads.
+        max: usize,
+    },
+    /// The media direction is `in` (the application only receives): Asterisk would drop
+    /// the audio.
+    DirectionIn,
 }
 
 impl fmt::Display for SendError {
@@ -218,6 +249,16 @@ impl fmt::Display for SendError {
                 "{command} is not supported in passthrough mode (only ANSWER, HANGUP and \
                  GET_STATUS are; create the channel without the p option and with a codec \
                  other than opus, speex or g729)"
+            ),
+            SendError::DirectionIn => f.write_str(
+                "the media direction is 'in' (the application only receives): Asterisk would \
+                 drop this audio; send SET_MEDIA_DIRECTION with 'both' or 'out' first",
+            ),
+            SendError::MessageTooLarge { len, max } => write!(
+                f,
+                "a {len}-byte audio message is longer than the {max} bytes Asterisk reads: it \
+                 would close the media socket (1009) and hang the call up; in passthrough \
+                 mode send one frame per message"
             ),
         }
     }
@@ -597,11 +638,20 @@ impl MediaSession {
                 frame_size: self.frame_size,
             });
         }
+        if self.config.direction == Direction::In {
+            return Err(SendError::DirectionIn);
+        }
+        if self.config.passthrough && audio.len() > ASTERISK_MAX_MESSAGE {
+            return Err(SendError::MessageTooLarge {
+                len: audio.len(),
+                max: ASTERISK_MAX_MESSAGE,
+            });
+        }
         let mut queued = Queued::default();
         let capacity = self.config.queue_frames;
         let queue = &mut self.queue;
         let queued_frames = &mut self.queued_frames;
-        self.reframer.push(audio, |frame| {
+        let mut push = |frame: Bytes| {
             if *queued_frames < capacity {
                 queue.push_back(Item::Frame(frame));
                 *queued_frames += 1;
@@ -609,7 +659,22 @@ impl MediaSession {
             } else {
                 queued.dropped += 1;
             }
-        });
+        };
+        if self.reframer.frame_size() == 0 && audio.len() > ASTERISK_MAX_MESSAGE {
+            // Without re-framing a chunk is one message, and Asterisk cannot read one this
+            // long: split it on frame boundaries, which Asterisk cuts and joins the same way.
+            let piece = match ASTERISK_MAX_MESSAGE / self.frame_size.max(1) * self.frame_size {
+                0 => ASTERISK_MAX_MESSAGE,
+                n => n,
+            };
+            let mut rest = audio;
+            while rest.len() > ASTERISK_MAX_MESSAGE {
+                push(rest.split_to(piece));
+            }
+            push(rest);
+        } else {
+            self.reframer.push(audio, push);
+        }
         if queued.dropped > 0 {
             self.stats.overflow_frames += queued.dropped as u64;
             self.pending_overflow += queued.dropped as u64;
@@ -670,6 +735,9 @@ impl MediaSession {
         };
         if effect == Effect::Flush {
             self.flush_local();
+        }
+        if let Command::SetMediaDirection(direction) = command {
+            self.config.direction = direction;
         }
         let is_hangup = command == Command::Hangup;
         self.immediate.push_back((Transmit::Text(text), effect));
