@@ -128,6 +128,14 @@ pub const CASES: &[&str] = &[
     "stream_consumer_that_stalls_lags_while_the_socket_is_read",
     "operations_newer_than_the_server_fail_at_once_with_a_typed_error",
     "rest_over_websocket_falls_back_on_a_server_without_it",
+    "call_queue_ends_every_wait_and_leaves_nothing",
+    "voicemail_records_to_its_limit_then_files_the_message",
+    "a_spy_ends_with_the_call_it_spies_on",
+    "dialplan_continue_ends_the_applications_waits",
+    "a_playback_on_a_call_that_hangs_up_finishes",
+    "handlers_that_call_rest_inside_finish",
+    "handlers_registered_after_the_end_are_released",
+    "incoming_calls_of_two_applications",
 ];
 
 /// The cases [`outbound_conformance_suite!`] runs over an outbound connection: every case
@@ -287,6 +295,14 @@ macro_rules! conformance_suite {
             stream_consumer_that_stalls_lags_while_the_socket_is_read,
             operations_newer_than_the_server_fail_at_once_with_a_typed_error,
             rest_over_websocket_falls_back_on_a_server_without_it,
+            call_queue_ends_every_wait_and_leaves_nothing,
+            voicemail_records_to_its_limit_then_files_the_message,
+            a_spy_ends_with_the_call_it_spies_on,
+            dialplan_continue_ends_the_applications_waits,
+            a_playback_on_a_call_that_hangs_up_finishes,
+            handlers_that_call_rest_inside_finish,
+            handlers_registered_after_the_end_are_released,
+            incoming_calls_of_two_applications,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

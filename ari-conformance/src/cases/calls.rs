@@ -1,0 +1,416 @@
+//! Everyday call control as a telephony application writes it: a call queue (holding bridge
+//! with music on hold, an agent originated with a client-side id, a mixing bridge, teardown),
+//! a voicemail recording, a spy, dialplan hand-offs, playback control, handlers that call
+//! REST, two applications on one connection. Each asserts that every wait ends and that no
+//! subscription is left behind.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ari_client::events::{
+    BridgeDestroyed, ChannelDestroyed, ChannelEnteredBridge, ChannelHangupRequest,
+    ChannelLeftBridge, ChannelStateChange, PlaybackFinished, RecordingFinished, StasisEnd,
+    StasisStart,
+};
+use ari_client::models::{PlaybackOperation, SnoopDirection};
+use ari_client::{Error, Runtime};
+use ari_testkit::PlaceCall;
+use futures::StreamExt;
+
+use crate::Harness;
+
+/// Drains `events` until it ends, returning the type names seen.
+async fn drain<R: Runtime>(
+    h: &Harness<R>,
+    what: &str,
+    events: ari_client::EventStream,
+) -> Vec<String> {
+    h.live(
+        what,
+        events
+            .map(|e| e.map(|e| e.type_name().to_string()).unwrap_or_default())
+            .collect::<Vec<_>>(),
+    )
+    .await
+}
+
+/// A call queue: the caller waits in a holding bridge with music on hold; an agent is
+/// originated with a client-side id, its listeners attached before the originate; both are
+/// moved into a mixing bridge; the agent hangs up, the application hangs the caller up and
+/// destroys both bridges. Every wait (streams, awaited events, listeners) ends, and the
+/// client's live subscriptions come back to what they were before the call.
+pub async fn call_queue_ends_every_wait_and_leaves_nothing<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-queue";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let mut incoming = c.incoming();
+
+    // The caller.
+    h.server()
+        .place_call(PlaceCall::new("PJSIP/alice", app))
+        .unwrap();
+    let (_, caller, caller_events) = h.next_incoming("the caller", &mut incoming).await;
+    h.live("answer the caller", caller.answer()).await.unwrap();
+    let holding = c.new_bridge();
+    let holding_destroyed = holding.once::<BridgeDestroyed>();
+    h.live("holding bridge", holding.create().bridge_type("holding"))
+        .await
+        .unwrap();
+    h.live("caller on hold", holding.add_channel([&caller]))
+        .await
+        .unwrap();
+    h.live("music on hold", holding.start_moh()).await.unwrap();
+
+    // The agent: a client-side id, listeners before the originate.
+    let agent = c.new_channel();
+    let agent_started = agent.once::<StasisStart>();
+    let agent_hangup = agent.once::<ChannelHangupRequest>();
+    let agent_end = agent.once::<StasisEnd>();
+    let agent_destroyed = agent.once::<ChannelDestroyed>();
+    let states = Arc::new(AtomicUsize::new(0));
+    let state_listener = agent.on({
+        let states = states.clone();
+        move |_: ChannelStateChange, _| {
+            let states = states.clone();
+            async move {
+                states.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(())
+            }
+        }
+    });
+    let agent_events = agent.events();
+    h.live(
+        "originate the agent",
+        agent.originate("PJSIP/bob").app(app).app_args("agent"),
+    )
+    .await
+    .unwrap();
+    let started = h.live("agent StasisStart", agent_started).await.unwrap();
+    assert_eq!(started.args, ["agent"]);
+    // The agent's StasisStart also reaches `incoming` (node apps check the args).
+    let (start, agent_in, _agent_in_events) = h.next_incoming("the agent", &mut incoming).await;
+    assert_eq!(agent_in.id(), agent.id());
+    assert_eq!(start.args, ["agent"]);
+    drop(_agent_in_events);
+
+    // Both into a mixing bridge.
+    let mixing = c.new_bridge();
+    let mixing_destroyed = mixing.once::<BridgeDestroyed>();
+    let mut entered = mixing.stream::<ChannelEnteredBridge>();
+    h.live("mixing bridge", mixing.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    let left_hold = holding.once::<ChannelLeftBridge>();
+    h.live("off hold", holding.remove_channel([&caller]))
+        .await
+        .unwrap();
+    h.live("ChannelLeftBridge (holding)", left_hold)
+        .await
+        .unwrap();
+    h.live("both in", mixing.add_channel([&caller, &agent]))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        h.live("ChannelEnteredBridge", entered.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    h.live("destroy the holding bridge", holding.destroy())
+        .await
+        .unwrap();
+
+    // The agent hangs up; the application hangs up the caller and tears down.
+    h.server().hangup(agent.id()).unwrap();
+    h.live("agent hangup request", agent_hangup).await.unwrap();
+    h.live("agent StasisEnd", agent_end).await.unwrap();
+    h.live("hang up the caller", caller.hangup()).await.unwrap();
+    h.live("destroy the mixing bridge", mixing.destroy())
+        .await
+        .unwrap();
+
+    // Every wait ends.
+    h.live("agent ChannelDestroyed", agent_destroyed)
+        .await
+        .unwrap();
+    let agent_types = drain(h, "the agent's stream ends", agent_events).await;
+    assert!(
+        agent_types.iter().any(|t| t == "StasisEnd"),
+        "{agent_types:?}"
+    );
+    let caller_types = drain(h, "the caller's stream ends", caller_events).await;
+    // An incoming call's application is unsubscribed from it with its `StasisEnd` (as
+    // Asterisk does): its stream ends with the linger.
+    assert_eq!(
+        caller_types.last().map(String::as_str),
+        Some("StasisEnd"),
+        "{caller_types:?}"
+    );
+    for (what, wait) in [("holding", holding_destroyed), ("mixing", mixing_destroyed)] {
+        match h.live(what, wait).await {
+            Ok(_) | Err(Error::Ended { .. }) => {}
+            Err(e) => panic!("{what} BridgeDestroyed: {e:?}"),
+        }
+    }
+    assert!(
+        h.live("ChannelEnteredBridge stream ends", entered.next())
+            .await
+            .is_none(),
+        "the destroyed bridge's stream ended"
+    );
+    assert!(
+        states.load(Ordering::SeqCst) >= 1,
+        "the agent's answer was seen"
+    );
+    h.eventually("the agent's listener is released", || {
+        !state_listener.is_active()
+    })
+    .await;
+    drop(entered);
+    drop(incoming);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+    assert_eq!(c.stats().dropped_events, 0);
+}
+
+/// A voicemail: the greeting, then a recording that stops by itself at its maximum duration
+/// (or after the caller's silence), then the stored message is fetched, copied to the
+/// mailbox's folder and deleted.
+pub async fn voicemail_records_to_its_limit_then_files_the_message<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-voicemail";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    h.live("greeting", call.play("sound:vm-intro"))
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    let rec = c.new_live_recording();
+    let finished = rec.once::<RecordingFinished>();
+    h.live(
+        "record",
+        call.record(&rec, "wav")
+            .max_duration_seconds(1)
+            .max_silence_seconds(5)
+            .beep(true),
+    )
+    .await
+    .unwrap();
+    h.live("the recording stops at its maximum", rec.finished())
+        .await
+        .unwrap();
+    let ev = h.live("RecordingFinished", finished).await.unwrap();
+    assert_eq!(ev.recording.name, rec.name());
+    assert_eq!(ev.recording.duration, Some(1), "{ev:?}");
+
+    let stored = c.stored_recording(rec.name());
+    h.live("get stored", stored.get_stored()).await.unwrap();
+    let folder = format!("voicemail/1000/INBOX/{}", rec.name());
+    let copy = h
+        .live("copy to the mailbox", stored.copy_stored(folder.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(copy.name(), folder);
+    h.live("delete the original", stored.delete_stored())
+        .await
+        .unwrap();
+    h.live("delete the copy", copy.delete_stored())
+        .await
+        .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A supervisor spies on a call: the snoop channel enters the application; when the caller
+/// hangs up, the snoop channel ends too and every wait on it ends.
+pub async fn a_spy_ends_with_the_call_it_spies_on<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-spy";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let spy = c.new_channel();
+    let spy_started = spy.once::<StasisStart>();
+    let spy_end = spy.once::<StasisEnd>();
+    let spy_events = spy.events();
+    h.live(
+        "snoop",
+        call.snoop_channel_with_id(spy.id(), app)
+            .spy(SnoopDirection::Both)
+            .app_args("spy"),
+    )
+    .await
+    .unwrap();
+    h.live("the spy's StasisStart", spy_started).await.unwrap();
+    h.server().hangup(call.id()).unwrap();
+    h.live("the spy's StasisEnd", spy_end).await.unwrap();
+    drain(h, "the spy's stream ends", spy_events).await;
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// Channel variables, then the call leaves the application for the dialplan
+/// (`continue`), and another one is redirected: the application's waits on them end with
+/// their `StasisEnd`.
+pub async fn dialplan_continue_ends_the_applications_waits<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-continue";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    h.live("set var", call.set_channel_var("QUEUE").value("sales"))
+        .await
+        .unwrap();
+    let v = h
+        .live("get var", call.get_channel_var("QUEUE"))
+        .await
+        .unwrap();
+    assert_eq!(v.value, "sales");
+    let end = call.once::<StasisEnd>();
+    let dtmf = call.once::<ari_client::events::ChannelDtmfReceived>();
+    let events = call.events();
+    h.live(
+        "continue",
+        call.continue_in_dialplan()
+            .context("conformance")
+            .extension("wait")
+            .priority(1),
+    )
+    .await
+    .unwrap();
+    h.live("StasisEnd", end).await.unwrap();
+    let types = drain(h, "the stream ends with the StasisEnd", events).await;
+    assert_eq!(types.last().map(String::as_str), Some("StasisEnd"));
+    match h.live("a wait for a key", dtmf).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("the key wait ends with the call's StasisEnd: {other:?}"),
+    }
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+    let _ = c.channels().hangup(call.id()).await;
+}
+
+/// Playback control (pause, restart, stop), and a playback on a call whose caller hangs up
+/// in the middle: `finished()` ends, as does every wait on the playback.
+pub async fn a_playback_on_a_call_that_hangs_up_finishes<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-pb-hangup";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let pb = c.new_playback();
+    let pb_finished = pb.once::<PlaybackFinished>();
+    let pb_events = pb.events();
+    h.live("play", call.play_with_id(&pb, ["sound:tt-monkeys"]))
+        .await
+        .unwrap();
+    for op in [
+        PlaybackOperation::Pause,
+        PlaybackOperation::Unpause,
+        PlaybackOperation::Restart,
+    ] {
+        h.live("control", pb.control(op)).await.unwrap();
+    }
+    h.server().hangup(call.id()).unwrap();
+    h.live("finished() after the hangup", pb.finished())
+        .await
+        .unwrap();
+    match h.live("PlaybackFinished", pb_finished).await {
+        Ok(_) | Err(Error::Ended { .. }) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+    drain(h, "the playback's stream ends", pb_events).await;
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// Handlers that call REST inside (answer, play and wait, hang up), over HTTP and over the
+/// events WebSocket: no deadlock, every call handled.
+pub async fn handlers_that_call_rest_inside_finish<R: Runtime>(h: &Harness<R>) {
+    for transport in [
+        ari_client::RestTransport::Http,
+        ari_client::RestTransport::WebSocket,
+    ] {
+        let app = "conf-handler-rest";
+        let c = h
+            .live("connect", h.builder().rest_transport(transport).connect())
+            .await
+            .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let _l = c.on({
+            let done = done.clone();
+            move |_: StasisStart, ch: ari_client::Channel<R>| {
+                let done = done.clone();
+                async move {
+                    ch.answer().await?;
+                    ch.set_channel_var("X").value("1").await?;
+                    ch.play("sound:beep").await?.finished().await?;
+                    let _ = ch.once::<ChannelStateChange>();
+                    ch.hangup().await?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>(())
+                }
+            }
+        });
+        h.live("start", c.start(app)).await.unwrap();
+        for _ in 0..5 {
+            h.server()
+                .place_call(PlaceCall::new("PJSIP/alice", app))
+                .unwrap();
+        }
+        h.eventually("every handler finished", || {
+            done.load(Ordering::SeqCst) == 5
+        })
+        .await;
+        assert_eq!(c.stats().handler_errors, 0, "{transport:?}");
+        c.close().await;
+    }
+}
+
+/// Handlers and waits registered on a call after it ended: the waits fail at once with
+/// `Error::Ended`, and the handlers are released at once (nothing left behind).
+pub async fn handlers_registered_after_the_end_are_released<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-late-handler";
+    let c = h.started(&[app]).await;
+    let call = h.answered_call(&c, app).await;
+    let events = call.events();
+    h.live("hangup", call.hangup()).await.unwrap();
+    drain(h, "the call's stream ends with its linger", events).await;
+    let baseline = c.live_subscriptions();
+    let late = call.on(|_: ChannelHangupRequest, _| async { Ok::<_, Error>(()) });
+    let late_spawned = call.on_spawned(|_: StasisEnd, _| async { Ok::<_, Error>(()) });
+    match h.live("a late wait", call.once::<StasisEnd>()).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    h.eventually("the late handlers are released", || {
+        !late.is_active() && !late_spawned.is_active()
+    })
+    .await;
+    assert_eq!(c.live_subscriptions(), baseline);
+}
+
+/// `client.incoming()` with two applications started on one connection: calls of both come
+/// out, each with its application named.
+pub async fn incoming_calls_of_two_applications<R: Runtime>(h: &Harness<R>) {
+    let (a, b) = ("conf-two-a", "conf-two-b");
+    let c = h.started(&[a, b]).await;
+    let mut incoming = c.incoming();
+    h.server()
+        .place_call(PlaceCall::new("PJSIP/alice", a))
+        .unwrap();
+    h.server()
+        .place_call(PlaceCall::new("PJSIP/bob", b))
+        .unwrap();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (start, ch, events) = h.next_incoming("a call", &mut incoming).await;
+        apps.push(start.application.to_string());
+        h.live("hangup", ch.hangup()).await.unwrap();
+        let types = drain(h, "the call's stream ends", events).await;
+        assert!(types.iter().any(|t| t == "StasisEnd"), "{types:?}");
+    }
+    apps.sort();
+    assert_eq!(apps, [a, b]);
+}
+
