@@ -382,7 +382,12 @@ impl<R: Runtime> Playback<R> {
     }
 
     /// Completes when the playback has finished (`PlaybackFinished`), at once if it already
-    /// has (for a handle made from Asterisk's answer or event; see below for ids).
+    /// has (for a handle made from Asterisk's answer or event; see below for ids). A playback
+    /// Asterisk could not play (its final state is `failed`: a sound file that does not exist,
+    /// a bad media URI) fails with [`Error::PlaybackFailed`]; one that played, or that was
+    /// stopped, is `Ok`. (A playback whose end this client did not see — it ended before a
+    /// handle made with a server-side id asked Asterisk, whose 404 says only that it is over —
+    /// is `Ok`.)
     ///
     /// A playback made with [`Client::new_playback`] is watched from its creation (before
     /// `playWithId` is sent), so its end cannot be missed; one made with [`Client::playback`]
@@ -418,7 +423,7 @@ impl<R: Runtime> Playback<R> {
                     Err(e) => return Err(e),
                     Ok(_) => {}
                 }
-                once.await.map(|_| ())
+                once.await.and_then(|e| playback_outcome(&e.playback))
             } else {
                 Ok(())
             }
@@ -602,11 +607,27 @@ fn recording_outcome(ev: &ari_proto::Event, name: &str) -> Option<Result<(), Err
     }
 }
 
+/// How a playback ended, from its final `PlaybackFinished`: state `failed` (Asterisk could
+/// not play the media) is [`Error::PlaybackFailed`]; `done` (played, stopped, or cancelled
+/// before it started) is `Ok`.
+fn playback_outcome(p: &models::Playback) -> Result<(), Error> {
+    match p.state {
+        models::PlaybackState::Failed => Err(Error::PlaybackFailed {
+            id: p.id.to_string(),
+            media_uri: p.media_uri.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A playback's watch: over once it has ended, however that was learnt.
 async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
     let outcome = std::future::poll_fn(|cx| w.latch.poll_outcome(cx)).await;
     match outcome {
-        LatchOutcome::Final(_) => Ok(()),
+        LatchOutcome::Final(ev) => match &*ev {
+            ari_proto::Event::PlaybackFinished(e) => playback_outcome(&e.playback),
+            _ => Ok(()),
+        },
         LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
             Err(Error::closed("the client was closed"))
         }

@@ -136,6 +136,7 @@ pub const CASES: &[&str] = &[
     "handlers_that_call_rest_inside_finish",
     "handlers_registered_after_the_end_are_released",
     "incoming_calls_of_two_applications",
+    "a_prompt_that_cannot_be_played_fails_finished",
 ];
 
 /// The cases [`outbound_conformance_suite!`] runs over an outbound connection: every case
@@ -303,6 +304,7 @@ macro_rules! conformance_suite {
             handlers_that_call_rest_inside_finish,
             handlers_registered_after_the_end_are_released,
             incoming_calls_of_two_applications,
+            a_prompt_that_cannot_be_played_fails_finished,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

@@ -414,3 +414,70 @@ pub async fn incoming_calls_of_two_applications<R: Runtime>(h: &Harness<R>) {
     assert_eq!(apps, [a, b]);
 }
 
+/// A prompt Asterisk cannot play (a sound file that does not exist: the playback ends with
+/// state `failed`) fails `finished()` with `Error::PlaybackFailed`, naming the playback and
+/// its media, on every kind of handle (client-side id, server-side id); a playback that
+/// played is `Ok`, as is one stopped by the application.
+pub async fn a_prompt_that_cannot_be_played_fails_finished<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-pb-failed";
+    let c = h.started(&[app]).await;
+    let call = h.answered_call(&c, app).await;
+    let failed = |id: &str| {
+        Err(Error::PlaybackFailed {
+            id: id.to_string(),
+            media_uri: "sound:no-such-prompt".to_string(),
+        })
+    };
+    // A client-side id: watched from creation.
+    let pb = c.new_playback();
+    h.live("play", call.play_with_id(&pb, ["sound:no-such-prompt"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.live("finished (client id)", pb.finished()).await,
+        failed(pb.id())
+    );
+    // The handle `play` returns, and one made by id while it was live.
+    let played = h
+        .live("play", call.play("sound:no-such-prompt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.live("finished (play)", played.finished()).await,
+        failed(played.id())
+    );
+    // A server-side id (`channels().play`): subscribes, then asks Asterisk.
+    let server_side = h
+        .live(
+            "play (server id)",
+            c.channels().play(call.id(), ["sound:no-such-prompt"]),
+        )
+        .await
+        .unwrap();
+    let outcome = h.live("finished (server id)", server_side.finished()).await;
+    // Asterisk may have ended it before `finished()` asked (its 404 says only "over").
+    assert!(
+        outcome == failed(server_side.id()) || outcome == Ok(()),
+        "{outcome:?}"
+    );
+    // What played, and what the application stopped, are Ok.
+    h.live("beep", call.play("sound:beep"))
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    let long = h
+        .live("monkeys", call.play("sound:tt-monkeys"))
+        .await
+        .unwrap();
+    h.live("stop", long.stop()).await.unwrap();
+    h.live("finished (stopped)", long.finished()).await.unwrap();
+    let err = failed("pb-1").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "playback pb-1 of sound:no-such-prompt failed (Asterisk could not play it: a missing \
+         sound file or a bad media URI)"
+    );
+    h.live("hangup", call.hangup()).await.unwrap();
+}
