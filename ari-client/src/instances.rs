@@ -631,6 +631,12 @@ async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
         LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
             Err(Error::closed("the client was closed"))
         }
+        // Asterisk refused to create it (`play_with_id` failed): it never played.
+        LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+            ari_proto::session::EndReason::NotCreated,
+        )) => Err(Error::Ended {
+            resource: format!("playback:{}", w.key.1),
+        }),
         LatchOutcome::Closed(_) => {
             // Ended without a final event being delivered to us (e.g. it was dropped): the
             // resource is over either way.

@@ -1089,7 +1089,7 @@ impl Sink for Latch {
 /// of that resource; removed when the last one is dropped.
 pub(crate) struct Watch {
     shared: Weak<Shared>,
-    key: (ResourceKind, String),
+    pub(crate) key: (ResourceKind, String),
     sub: SubscriptionId,
     pub(crate) latch: Arc<Latch>,
 }

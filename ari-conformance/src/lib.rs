@@ -137,6 +137,7 @@ pub const CASES: &[&str] = &[
     "handlers_registered_after_the_end_are_released",
     "incoming_calls_of_two_applications",
     "a_prompt_that_cannot_be_played_fails_finished",
+    "a_refused_originate_or_play_ends_the_waits_set_up_for_it",
 ];
 
 /// The cases [`outbound_conformance_suite!`] runs over an outbound connection: every case
@@ -305,6 +306,7 @@ macro_rules! conformance_suite {
             handlers_registered_after_the_end_are_released,
             incoming_calls_of_two_applications,
             a_prompt_that_cannot_be_played_fails_finished,
+            a_refused_originate_or_play_ends_the_waits_set_up_for_it,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

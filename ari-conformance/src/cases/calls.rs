@@ -345,7 +345,6 @@ pub async fn handlers_that_call_rest_inside_finish<R: Runtime>(h: &Harness<R>) {
                     ch.answer().await?;
                     ch.set_channel_var("X").value("1").await?;
                     ch.play("sound:beep").await?.finished().await?;
-                    let _ = ch.once::<ChannelStateChange>();
                     ch.hangup().await?;
                     done.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, Error>(())
@@ -480,4 +479,77 @@ pub async fn a_prompt_that_cannot_be_played_fails_finished<R: Runtime>(h: &Harne
          sound file or a bad media URI)"
     );
     h.live("hangup", call.hangup()).await.unwrap();
+}
+
+/// Listeners attached to a client-side id before a request that would create the resource
+/// (node's `ari.Channel()` then `channel.originate`; `client.new_playback()` then
+/// `play_with_id`) end when Asterisk refuses the request: the resource will never exist, so
+/// no event will ever end them. Awaited events fail with `Error::Ended`, listeners are
+/// released, and the client's live subscriptions come back to their baseline. The same
+/// handle can try again. A 409 (the id belongs to an existing resource) ends nothing.
+pub async fn a_refused_originate_or_play_ends_the_waits_set_up_for_it<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-refused";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+
+    // An agent whose endpoint is misconfigured: Asterisk answers 400.
+    let agent = c.new_channel();
+    let started = agent.once::<StasisStart>();
+    let listener = agent.on(|_: ChannelStateChange, _| async { Ok::<_, Error>(()) });
+    let err = h
+        .live("originate", agent.originate("Bogus/agent").app(app))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    match h.live("the StasisStart wait", started).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("channel:{}", agent.id())),
+        other => panic!("the wait ends: {other:?}"),
+    }
+    h.eventually("the listener is released", || !listener.is_active())
+        .await;
+    assert_eq!(c.live_subscriptions(), baseline);
+
+    // The same handle tries again with a good endpoint.
+    let started = agent.once::<StasisStart>();
+    h.live("originate again", agent.originate("PJSIP/bob").app(app))
+        .await
+        .unwrap();
+    h.live("StasisStart", started).await.unwrap();
+
+    // A 409: the id is the live agent's; its waits go on.
+    let hangup = agent.once::<ChannelHangupRequest>();
+    let err = h
+        .live(
+            "originate with a taken id",
+            agent.originate("PJSIP/alice").app(app),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+
+    // A prompt on a call that has just gone: 404; its waits end.
+    let call = h.answered_call(&c, app).await;
+    let ended = call.once::<StasisEnd>();
+    h.server().hangup(call.id()).unwrap();
+    h.live("StasisEnd", ended).await.unwrap();
+    let pb = c.new_playback();
+    let pb_started = pb.once::<ari_client::events::PlaybackStarted>();
+    let err = h
+        .live(
+            "play on the gone call",
+            call.play_with_id(&pb, ["sound:beep"]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err:?}");
+    assert!(matches!(
+        h.live("the PlaybackStarted wait", pb_started).await,
+        Err(Error::Ended { .. })
+    ));
+    h.live("finished() of the refused playback", pb.finished())
+        .await
+        .unwrap_err();
+
+    h.live("hang up the agent", agent.hangup()).await.unwrap();
+    h.live("the agent's hangup wait", hangup).await.unwrap();
 }
