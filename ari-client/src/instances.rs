@@ -385,7 +385,8 @@ impl<R: Runtime> Playback<R> {
     /// has (for a handle made from Asterisk's answer or event; see below for ids). A playback
     /// Asterisk could not play (its final state is `failed`: a sound file that does not exist,
     /// a bad media URI) fails with [`Error::PlaybackFailed`]; one that played, or that was
-    /// stopped, is `Ok`. (A playback whose end this client did not see — it ended before a
+    /// stopped, is `Ok`. One cut off by a restart of Asterisk (the client learns it when it
+    /// reconnects) fails with [`Error::Ended`]: it did not finish. (A playback whose end this client did not see — it ended before a
     /// handle made with a server-side id asked Asterisk, whose 404 says only that it is over —
     /// is `Ok`.)
     ///
@@ -638,9 +639,20 @@ async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
             resource: format!("playback:{}", w.key.1),
         }),
         LatchOutcome::Closed(_) => {
-            // Ended without a final event being delivered to us (e.g. it was dropped): the
-            // resource is over either way.
-            Ok(())
+            // Over without its final event reaching this watch. If the session saw it (the
+            // handle was made after it, or its delivery was dropped), the playback finished;
+            // otherwise it was cut off (Asterisk restarted): it did not finish.
+            let seen = w
+                .shared
+                .upgrade()
+                .is_some_and(|s| s.has_ended(w.key.0, &w.key.1));
+            if seen {
+                Ok(())
+            } else {
+                Err(Error::Ended {
+                    resource: format!("playback:{}", w.key.1),
+                })
+            }
         }
     }
 }

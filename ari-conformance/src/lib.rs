@@ -138,6 +138,7 @@ pub const CASES: &[&str] = &[
     "incoming_calls_of_two_applications",
     "a_prompt_that_cannot_be_played_fails_finished",
     "a_refused_originate_or_play_ends_the_waits_set_up_for_it",
+    "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
 /// The cases [`outbound_conformance_suite!`] runs over an outbound connection: every case
@@ -307,6 +308,7 @@ macro_rules! conformance_suite {
             incoming_calls_of_two_applications,
             a_prompt_that_cannot_be_played_fails_finished,
             a_refused_originate_or_play_ends_the_waits_set_up_for_it,
+            asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

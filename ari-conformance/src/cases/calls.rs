@@ -553,3 +553,84 @@ pub async fn a_refused_originate_or_play_ends_the_waits_set_up_for_it<R: Runtime
     h.live("hang up the agent", agent.hangup()).await.unwrap();
     h.live("the agent's hangup wait", hangup).await.unwrap();
 }
+
+/// Asterisk restarts in the middle of a bridged call with a prompt playing to the bridge and
+/// the call being recorded: every wait on the previous run's bridge, playback and recording
+/// ends (none hangs): the bridge's awaited events fail with `Error::Ended`, its stream ends,
+/// the playback's `finished()` fails with `Error::Ended` (it was cut off, not played), the
+/// recording's `finished()` says its outcome is unknown; the client's live subscriptions come
+/// back to their baseline, and the restarted Asterisk's calls are handled as usual.
+pub async fn asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-restart-bridge";
+    let run = |base_ms: u64| {
+        let mut cfg = crate::fast_sim_config();
+        cfg.wall_clock_base_ms = base_ms;
+        cfg
+    };
+    let first = ari_testkit::MockServer::builder()
+        .sim_config(run(1_795_691_627_914))
+        .start();
+    let port = first.port();
+    let c = h.builder_for(&first).connect().await.unwrap();
+    h.live("start", c.start(app)).await.unwrap();
+    let baseline = c.live_subscriptions();
+    let call = h
+        .incoming_call_on(&first, &c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer", call.answer()).await.unwrap();
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("add", bridge.add_channel([&call])).await.unwrap();
+    let left = bridge.once::<ChannelLeftBridge>();
+    let bridge_events = bridge.events();
+    let prompt = h
+        .live("play to the bridge", bridge.play("sound:tt-monkeys"))
+        .await
+        .unwrap();
+    let rec = c.new_live_recording();
+    let rec_started = rec.once::<ari_client::events::RecordingStarted>();
+    h.live("record the call", call.record(&rec, "wav"))
+        .await
+        .unwrap();
+    h.live("RecordingStarted", rec_started).await.unwrap();
+
+    drop(first);
+    let second = ari_testkit::MockServer::builder()
+        .sim_config(run(1_795_691_627_914 + 3_600_000))
+        .port(port)
+        .start();
+    match h.live("the bridge's wait ends", left).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    drain(h, "the bridge's stream ends", bridge_events).await;
+    match h.live("the prompt's finished() ends", prompt.finished()).await {
+        Err(Error::Ended { resource }) => {
+            assert_eq!(resource, format!("playback:{}", prompt.id()))
+        }
+        other => panic!("cut off by the restart, not played: {other:?}"),
+    }
+    match h.live("the recording's finished() ends", rec.finished()).await {
+        Err(Error::RecordingOutcomeUnknown { name }) => assert_eq!(name, rec.name()),
+        other => panic!("{other:?}"),
+    }
+    drop((prompt, rec, call, bridge));
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+
+    let new = h
+        .incoming_call_on(&second, &c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer the new call", new.answer()).await.unwrap();
+    h.live("play on the new call", new.play("sound:beep"))
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    h.live("hang up the new call", new.hangup()).await.unwrap();
+}
