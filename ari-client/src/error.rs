@@ -72,7 +72,7 @@ pub enum Error {
         cause: Option<String>,
     },
     /// A playback failed: Asterisk ended it with state `failed` (it could not play the
-    /// media: a sound file that does not exist, a bad media URI), as
+    /// media, e.g. a sound file that does not exist or a bad media URI), as
     /// [`Playback::finished`](crate::Playback::finished) reports it.
     PlaybackFailed {
         /// The playback's id.
@@ -182,8 +182,8 @@ impl fmt::Display for Error {
             },
             Error::PlaybackFailed { id, media_uri } => write!(
                 f,
-                "playback {id} of {media_uri} failed (Asterisk could not play it: a missing \
-                 sound file or a bad media URI)"
+                "playback {id} of {media_uri} failed: Asterisk could not play it (state \
+                 `failed`, e.g. a missing sound file)"
             ),
             Error::RecordingOutcomeUnknown { name } => write!(
                 f,

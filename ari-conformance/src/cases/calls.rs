@@ -475,8 +475,8 @@ pub async fn a_prompt_that_cannot_be_played_fails_finished<R: Runtime>(h: &Harne
     let err = failed("pb-1").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "playback pb-1 of sound:no-such-prompt failed (Asterisk could not play it: a missing \
-         sound file or a bad media URI)"
+        "playback pb-1 of sound:no-such-prompt failed: Asterisk could not play it (state \
+         `failed`, e.g. a missing sound file)"
     );
     h.live("hangup", call.hangup()).await.unwrap();
 }
