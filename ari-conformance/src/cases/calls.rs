@@ -608,13 +608,19 @@ pub async fn asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits<
         other => panic!("{other:?}"),
     }
     drain(h, "the bridge's stream ends", bridge_events).await;
-    match h.live("the prompt's finished() ends", prompt.finished()).await {
+    match h
+        .live("the prompt's finished() ends", prompt.finished())
+        .await
+    {
         Err(Error::Ended { resource }) => {
             assert_eq!(resource, format!("playback:{}", prompt.id()))
         }
         other => panic!("cut off by the restart, not played: {other:?}"),
     }
-    match h.live("the recording's finished() ends", rec.finished()).await {
+    match h
+        .live("the recording's finished() ends", rec.finished())
+        .await
+    {
         Err(Error::RecordingOutcomeUnknown { name }) => assert_eq!(name, rec.name()),
         other => panic!("{other:?}"),
     }
