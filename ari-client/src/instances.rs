@@ -476,7 +476,9 @@ impl<R: Runtime> LiveRecording<R> {
     /// outcome cannot be known and this fails with [`Error::RecordingOutcomeUnknown`] rather
     /// than report a success it cannot vouch for.
     /// (A stored recording left by an earlier recording of the same name counts as
-    /// finished: give recordings fresh names.)
+    /// finished: give recordings fresh names.) A recording Asterisk refused to start (the
+    /// `record` request failed, e.g. 422 for a format it cannot write) fails with
+    /// [`Error::Ended`].
     ///
     /// ```no_run
     /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
@@ -507,6 +509,13 @@ impl<R: Runtime> LiveRecording<R> {
                     LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
                         Err(Error::closed("the client was closed"))
                     }
+                    // Asterisk refused to start it (`record` failed): it never existed, and
+                    // a stored recording of that name is not this one.
+                    LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+                        ari_proto::session::EndReason::NotCreated,
+                    )) => Err(Error::Ended {
+                        resource: format!("recording:{}", this.id()),
+                    }),
                     // Ended without its final event reaching the watch.
                     LatchOutcome::Closed(_) => this.unseen_outcome().await,
                 };

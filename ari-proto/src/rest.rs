@@ -498,11 +498,12 @@ impl RequestParts {
         typed.or_else(raw).filter(|id| !id.is_empty())
     }
 
-    /// The channel or playback this request creates under an id the application chose, if
-    /// it succeeds: `POST channels/{channelId}` (originate with id), `POST channels`,
-    /// `channels/create` or `channels/externalMedia` with a `channelId` parameter, a snoop
-    /// with a `snoopId` (in the path or as a parameter), and a play on a channel or bridge
-    /// with a `playbackId` (in the path or as a parameter); typed or
+    /// The channel, playback or live recording this request creates under an id the
+    /// application chose, if it succeeds: `POST channels/{channelId}` (originate with id),
+    /// `POST channels`, `channels/create` or `channels/externalMedia` with a `channelId`
+    /// parameter, a snoop with a `snoopId` (in the path or as a parameter), a play on a
+    /// channel or bridge with a `playbackId` (in the path or as a parameter), and a record of
+    /// a channel or bridge (its `name`); typed or
     /// [raw](RequestParts::raw). `None` for any other request. When Asterisk refuses it
     /// (an error other than 409), the resource does not exist: an adapter tells the session
     /// ([`Session::not_created`](crate::session::Session::not_created)), which ends the
@@ -516,13 +517,15 @@ impl RequestParts {
     /// assert_eq!(parts.created_resource(), Some((ResourceKind::Channel, "agent/7".to_string())));
     /// let parts = request_parts(&channels::PlayWithId::new("c1", "pb-1", ["sound:beep"]))?;
     /// assert_eq!(parts.created_resource(), Some((ResourceKind::Playback, "pb-1".to_string())));
+    /// let parts = request_parts(&channels::Record::new("c1", "vm/1000/msg1", "wav"))?;
+    /// assert_eq!(parts.created_resource(), Some((ResourceKind::Recording, "vm/1000/msg1".to_string())));
     /// let raw = RequestParts::raw(http::Method::POST, "/channels?endpoint=PJSIP%2F7&channelId=a%2F1", None);
     /// assert_eq!(raw.created_resource(), Some((ResourceKind::Channel, "a/1".to_string())));
     /// assert_eq!(request_parts(&channels::Answer::new("c1"))?.created_resource(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn created_resource(&self) -> Option<(crate::events::ResourceKind, String)> {
-        use crate::events::ResourceKind::{Channel, Playback};
+        use crate::events::ResourceKind::{Channel, Playback, Recording};
         if self.method != http::Method::POST {
             return None;
         }
@@ -545,6 +548,7 @@ impl RequestParts {
                 self.param("playbackId").map(|id| (Playback, id))
             }
             ["channels" | "bridges", _, "play", id] => decode(id).map(|id| (Playback, id)),
+            ["channels" | "bridges", _, "record"] => self.param("name").map(|id| (Recording, id)),
             _ => None,
         };
         found.filter(|(_, id)| !id.is_empty())

@@ -550,6 +550,28 @@ pub async fn a_refused_originate_or_play_ends_the_waits_set_up_for_it<R: Runtime
         .await
         .unwrap_err();
 
+    // A recording in a format Asterisk cannot write: 422; its waits end, and `finished()`
+    // does not report a recording that never existed as finished.
+    h.live("answer the agent", agent.answer()).await.unwrap();
+    let rec = c.new_live_recording();
+    let rec_started = rec.once::<ari_client::events::RecordingStarted>();
+    let err = h
+        .live("record as mp3", agent.record(&rec, "mp3"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err:?}");
+    assert!(matches!(
+        h.live("the RecordingStarted wait", rec_started).await,
+        Err(Error::Ended { .. })
+    ));
+    match h
+        .live("finished() of the refused recording", rec.finished())
+        .await
+    {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("recording:{}", rec.name())),
+        other => panic!("{other:?}"),
+    }
+
     h.live("hang up the agent", agent.hangup()).await.unwrap();
     h.live("the agent's hangup wait", hangup).await.unwrap();
 }

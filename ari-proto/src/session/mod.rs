@@ -1073,7 +1073,7 @@ impl<T: Clone> Session<T> {
     /// id the application chose ([`RequestParts::created_resource`](crate::rest::RequestParts::created_resource)),
     /// with an error other than 409 (which says the id belongs to an existing resource): the
     /// resource does not exist, so nothing will ever come for the subscriptions made for it
-    /// beforehand (listeners attached before `originateWithId` or `playWithId`). Each ends
+    /// beforehand (listeners attached before `originateWithId`, `playWithId` or `record`). Each ends
     /// now ([`Output::SubscriptionEnded`] with [`EndReason::NotCreated`], counted in
     /// [`Stats::subscriptions_ended`]). The id is not recorded as ended: a new attempt under
     /// it is followed as usual. Returns how many ended.
