@@ -322,6 +322,9 @@ impl<R: Runtime> Client<R> {
         // a bridge with that id again.
         let destroyed_bridge = parts.destroyed_bridge();
         let created_bridge = parts.created_bridge();
+        // A channel or playback the application named, refused by Asterisk: it will never
+        // exist, so the waits set up for it beforehand end (`Session::not_created`).
+        let created = parts.created_resource();
         let result = match self.inner.rest_transport {
             // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
             RestTransport::Http => over_http(parts).await,
@@ -389,6 +392,11 @@ impl<R: Runtime> Client<R> {
             self.inner
                 .shared
                 .bridge_destroyed(self.inner.runtime.now(), &id);
+        }
+        if let (Some((kind, id)), Ok((400.., _))) = (created, &result) {
+            if !matches!(&result, Ok((409, _))) {
+                self.inner.shared.command(|s| s.not_created(kind, &id));
+            }
         }
         if let (Some(id), Ok((200..=299, _))) = (created_bridge, &result) {
             self.inner

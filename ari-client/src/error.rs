@@ -71,6 +71,15 @@ pub enum Error {
         /// Why, as Asterisk said (the recording's `cause`), if it said.
         cause: Option<String>,
     },
+    /// A playback failed: Asterisk ended it with state `failed` (it could not play the
+    /// media, e.g. a sound file that does not exist or a bad media URI), as
+    /// [`Playback::finished`](crate::Playback::finished) reports it.
+    PlaybackFailed {
+        /// The playback's id.
+        id: String,
+        /// The media it could not play (the playback's `media_uri` in its final event).
+        media_uri: String,
+    },
     /// Whether a live recording finished or failed cannot be known: it had already ended
     /// when [`LiveRecording::finished`](crate::LiveRecording::finished) asked (Asterisk
     /// answered 404), this client did not see its end (it came before the handle was made
@@ -171,6 +180,11 @@ impl fmt::Display for Error {
                 Some(cause) => write!(f, "recording {name} failed: {cause}"),
                 None => write!(f, "recording {name} failed"),
             },
+            Error::PlaybackFailed { id, media_uri } => write!(
+                f,
+                "playback {id} of {media_uri} failed: Asterisk could not play it (state \
+                 `failed`, e.g. a missing sound file)"
+            ),
             Error::RecordingOutcomeUnknown { name } => write!(
                 f,
                 "recording {name} had already ended and whether it finished or failed is \

@@ -382,7 +382,13 @@ impl<R: Runtime> Playback<R> {
     }
 
     /// Completes when the playback has finished (`PlaybackFinished`), at once if it already
-    /// has (for a handle made from Asterisk's answer or event; see below for ids).
+    /// has (for a handle made from Asterisk's answer or event; see below for ids). A playback
+    /// Asterisk could not play (its final state is `failed`: a sound file that does not exist,
+    /// a bad media URI) fails with [`Error::PlaybackFailed`]; one that played, or that was
+    /// stopped, is `Ok`. One cut off by a restart of Asterisk (the client learns it when it
+    /// reconnects) fails with [`Error::Ended`]: it did not finish. (A playback whose end this client did not see — it ended before a
+    /// handle made with a server-side id asked Asterisk, whose 404 says only that it is over —
+    /// is `Ok`.)
     ///
     /// A playback made with [`Client::new_playback`] is watched from its creation (before
     /// `playWithId` is sent), so its end cannot be missed; one made with [`Client::playback`]
@@ -418,7 +424,7 @@ impl<R: Runtime> Playback<R> {
                     Err(e) => return Err(e),
                     Ok(_) => {}
                 }
-                once.await.map(|_| ())
+                once.await.and_then(|e| playback_outcome(&e.playback))
             } else {
                 Ok(())
             }
@@ -470,7 +476,9 @@ impl<R: Runtime> LiveRecording<R> {
     /// outcome cannot be known and this fails with [`Error::RecordingOutcomeUnknown`] rather
     /// than report a success it cannot vouch for.
     /// (A stored recording left by an earlier recording of the same name counts as
-    /// finished: give recordings fresh names.)
+    /// finished: give recordings fresh names.) A recording Asterisk refused to start (the
+    /// `record` request failed, e.g. 422 for a format it cannot write) fails with
+    /// [`Error::Ended`].
     ///
     /// ```no_run
     /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
@@ -501,6 +509,13 @@ impl<R: Runtime> LiveRecording<R> {
                     LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
                         Err(Error::closed("the client was closed"))
                     }
+                    // Asterisk refused to start it (`record` failed): it never existed, and
+                    // a stored recording of that name is not this one.
+                    LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+                        ari_proto::session::EndReason::NotCreated,
+                    )) => Err(Error::Ended {
+                        resource: format!("recording:{}", this.id()),
+                    }),
                     // Ended without its final event reaching the watch.
                     LatchOutcome::Closed(_) => this.unseen_outcome().await,
                 };
@@ -602,18 +617,51 @@ fn recording_outcome(ev: &ari_proto::Event, name: &str) -> Option<Result<(), Err
     }
 }
 
+/// How a playback ended, from its final `PlaybackFinished`: state `failed` (Asterisk could
+/// not play the media) is [`Error::PlaybackFailed`]; `done` (played, stopped, or cancelled
+/// before it started) is `Ok`.
+fn playback_outcome(p: &models::Playback) -> Result<(), Error> {
+    match p.state {
+        models::PlaybackState::Failed => Err(Error::PlaybackFailed {
+            id: p.id.to_string(),
+            media_uri: p.media_uri.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A playback's watch: over once it has ended, however that was learnt.
 async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
     let outcome = std::future::poll_fn(|cx| w.latch.poll_outcome(cx)).await;
     match outcome {
-        LatchOutcome::Final(_) => Ok(()),
+        LatchOutcome::Final(ev) => match &*ev {
+            ari_proto::Event::PlaybackFinished(e) => playback_outcome(&e.playback),
+            _ => Ok(()),
+        },
         LatchOutcome::Closed(crate::shared::CloseReason::Shutdown) => {
             Err(Error::closed("the client was closed"))
         }
+        // Asterisk refused to create it (`play_with_id` failed): it never played.
+        LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+            ari_proto::session::EndReason::NotCreated,
+        )) => Err(Error::Ended {
+            resource: format!("playback:{}", w.key.1),
+        }),
         LatchOutcome::Closed(_) => {
-            // Ended without a final event being delivered to us (e.g. it was dropped): the
-            // resource is over either way.
-            Ok(())
+            // Over without its final event reaching this watch. If the session saw it (the
+            // handle was made after it, or its delivery was dropped), the playback finished;
+            // otherwise it was cut off (Asterisk restarted): it did not finish.
+            let seen = w
+                .shared
+                .upgrade()
+                .is_some_and(|s| s.has_ended(w.key.0, &w.key.1));
+            if seen {
+                Ok(())
+            } else {
+                Err(Error::Ended {
+                    resource: format!("playback:{}", w.key.1),
+                })
+            }
         }
     }
 }

@@ -612,9 +612,11 @@ impl fmt::Debug for Listener {
 
 fn end_error(reason: Option<CloseReason>, resource: &Option<String>) -> Error {
     match reason {
-        Some(CloseReason::Ended(EndReason::ResourceEnded)) => Error::Ended {
-            resource: resource.clone().unwrap_or_default(),
-        },
+        Some(CloseReason::Ended(EndReason::ResourceEnded | EndReason::NotCreated)) => {
+            Error::Ended {
+                resource: resource.clone().unwrap_or_default(),
+            }
+        }
         Some(CloseReason::Shutdown) => Error::closed("the client was closed"),
         _ => Error::closed("the subscription ended"),
     }

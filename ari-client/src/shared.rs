@@ -686,6 +686,11 @@ impl Shared {
         w
     }
 
+    /// Whether the session remembers the resource as ended (its final event was routed).
+    pub(crate) fn has_ended(&self, kind: ResourceKind, id: &str) -> bool {
+        self.lock().session.has_ended(kind, id)
+    }
+
     /// How the live recording `name` ended, as far as the session remembers: `None` if it
     /// is not remembered as ended, `Some(None)` if it finished, `Some(Some(cause))` if it
     /// failed (`cause` empty when Asterisk gave none).
@@ -1089,8 +1094,8 @@ impl Sink for Latch {
 /// An early subscription to a playback's or recording's end, shared by every instance object
 /// of that resource; removed when the last one is dropped.
 pub(crate) struct Watch {
-    shared: Weak<Shared>,
-    key: (ResourceKind, String),
+    pub(crate) shared: Weak<Shared>,
+    pub(crate) key: (ResourceKind, String),
     sub: SubscriptionId,
     pub(crate) latch: Arc<Latch>,
 }

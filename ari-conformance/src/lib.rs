@@ -143,6 +143,17 @@ pub const CASES: &[&str] = &[
     "stream_consumer_that_stalls_lags_while_the_socket_is_read",
     "operations_newer_than_the_server_fail_at_once_with_a_typed_error",
     "rest_over_websocket_falls_back_on_a_server_without_it",
+    "call_queue_ends_every_wait_and_leaves_nothing",
+    "voicemail_records_to_its_limit_then_files_the_message",
+    "a_spy_ends_with_the_call_it_spies_on",
+    "dialplan_continue_ends_the_applications_waits",
+    "a_playback_on_a_call_that_hangs_up_finishes",
+    "handlers_that_call_rest_inside_finish",
+    "handlers_registered_after_the_end_are_released",
+    "incoming_calls_of_two_applications",
+    "a_prompt_that_cannot_be_played_fails_finished",
+    "a_refused_originate_or_play_ends_the_waits_set_up_for_it",
+    "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
 /// The cases [`outbound_conformance_suite!`] runs over an outbound connection: every case
@@ -325,6 +336,17 @@ macro_rules! conformance_suite {
             stream_consumer_that_stalls_lags_while_the_socket_is_read,
             operations_newer_than_the_server_fail_at_once_with_a_typed_error,
             rest_over_websocket_falls_back_on_a_server_without_it,
+            call_queue_ends_every_wait_and_leaves_nothing,
+            voicemail_records_to_its_limit_then_files_the_message,
+            a_spy_ends_with_the_call_it_spies_on,
+            dialplan_continue_ends_the_applications_waits,
+            a_playback_on_a_call_that_hangs_up_finishes,
+            handlers_that_call_rest_inside_finish,
+            handlers_registered_after_the_end_are_released,
+            incoming_calls_of_two_applications,
+            a_prompt_that_cannot_be_played_fails_finished,
+            a_refused_originate_or_play_ends_the_waits_set_up_for_it,
+            asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };
     (@cases ($runtime:expr) ($block_on:expr) $($case:ident),* $(,)?) => {

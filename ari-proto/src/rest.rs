@@ -498,6 +498,81 @@ impl RequestParts {
         typed.or_else(raw).filter(|id| !id.is_empty())
     }
 
+    /// The channel, playback or live recording this request creates under an id the
+    /// application chose, if it succeeds: `POST channels/{channelId}` (originate with id),
+    /// `POST channels`, `channels/create` or `channels/externalMedia` with a `channelId`
+    /// parameter, a snoop with a `snoopId` (in the path or as a parameter), a play on a
+    /// channel or bridge with a `playbackId` (in the path or as a parameter), and a record of
+    /// a channel or bridge (its `name`); typed or
+    /// [raw](RequestParts::raw). `None` for any other request. When Asterisk refuses it
+    /// (an error other than 409), the resource does not exist: an adapter tells the session
+    /// ([`Session::not_created`](crate::session::Session::not_created)), which ends the
+    /// subscriptions made for it beforehand.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::ops::channels;
+    /// use ari_proto::rest::{request_parts, RequestParts};
+    /// let parts = request_parts(&channels::OriginateWithId::new("agent/7", "PJSIP/7"))?;
+    /// assert_eq!(parts.created_resource(), Some((ResourceKind::Channel, "agent/7".to_string())));
+    /// let parts = request_parts(&channels::PlayWithId::new("c1", "pb-1", ["sound:beep"]))?;
+    /// assert_eq!(parts.created_resource(), Some((ResourceKind::Playback, "pb-1".to_string())));
+    /// let parts = request_parts(&channels::Record::new("c1", "vm/1000/msg1", "wav"))?;
+    /// assert_eq!(parts.created_resource(), Some((ResourceKind::Recording, "vm/1000/msg1".to_string())));
+    /// let raw = RequestParts::raw(http::Method::POST, "/channels?endpoint=PJSIP%2F7&channelId=a%2F1", None);
+    /// assert_eq!(raw.created_resource(), Some((ResourceKind::Channel, "a/1".to_string())));
+    /// assert_eq!(request_parts(&channels::Answer::new("c1"))?.created_resource(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn created_resource(&self) -> Option<(crate::events::ResourceKind, String)> {
+        use crate::events::ResourceKind::{Channel, Playback, Recording};
+        if self.method != http::Method::POST {
+            return None;
+        }
+        let path = self.path.split(['?', '#']).next().unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').collect();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        };
+        let found = match segments.as_slice() {
+            ["channels"] | ["channels", "create"] | ["channels", "externalMedia"] => {
+                self.param("channelId").map(|id| (Channel, id))
+            }
+            ["channels", id] => decode(id).map(|id| (Channel, id)),
+            ["channels", _, "snoop"] => self.param("snoopId").map(|id| (Channel, id)),
+            ["channels", _, "snoop", id] => decode(id).map(|id| (Channel, id)),
+            ["channels" | "bridges", _, "play"] => {
+                self.param("playbackId").map(|id| (Playback, id))
+            }
+            ["channels" | "bridges", _, "play", id] => decode(id).map(|id| (Playback, id)),
+            ["channels" | "bridges", _, "record"] => self.param("name").map(|id| (Recording, id)),
+            _ => None,
+        };
+        found.filter(|(_, id)| !id.is_empty())
+    }
+
+    /// The value of the query parameter `name`: typed, or from a raw request's encoded query
+    /// string (kept in its path).
+    fn param(&self, name: &str) -> Option<String> {
+        if let Some((_, v)) = self.query.iter().find(|(k, _)| *k == name) {
+            return Some(v.clone());
+        }
+        let query = self.path.split_once('?')?.1.split('#').next()?;
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            if k != name {
+                return None;
+            }
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8()
+                .ok()
+                .map(|v| v.into_owned())
+        })
+    }
+
     /// The decoded `{id}` of a path `bridges/{id}` (nothing after it).
     fn bridge_in_path(&self) -> Option<String> {
         // A raw request keeps its query string in the path.

@@ -26,3 +26,34 @@ mod over_outbound {
         block_on: block_on,
     }
 }
+
+/// The everyday call-control cases on a current-thread runtime (what `#[tokio::main(flavor =
+/// "current_thread")]` gives an application): the client's tasks and the case share one
+/// thread.
+mod current_thread {
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(fut)
+    }
+
+    ari_conformance::conformance_suite! {
+        @cases (ari_tokio::TokioRuntime::new) (block_on)
+        call_queue_ends_every_wait_and_leaves_nothing,
+        voicemail_records_to_its_limit_then_files_the_message,
+        a_spy_ends_with_the_call_it_spies_on,
+        dialplan_continue_ends_the_applications_waits,
+        a_playback_on_a_call_that_hangs_up_finishes,
+        handlers_that_call_rest_inside_finish,
+        handlers_registered_after_the_end_are_released,
+        incoming_calls_of_two_applications,
+        hello_ivr_end_to_end,
+        reconnect_in_the_middle_of_a_call,
+        asterisk_restart_ends_the_previous_runs_calls,
+        destroying_a_bridge_ends_its_waits_within_the_linger,
+        playbacks_get_control_stop,
+        recordings_live_and_stored,
+    }
+}

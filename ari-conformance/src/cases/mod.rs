@@ -3,6 +3,7 @@
 //! the public API of `ari-client` against the harness's [`MockServer`](ari_testkit::MockServer)
 //! (or one it starts), and panics on a failed assertion.
 
+mod calls;
 mod events;
 mod faults;
 mod lifecycle;
@@ -14,6 +15,7 @@ mod resources;
 mod streams;
 mod version;
 
+pub use calls::*;
 pub use events::*;
 pub use faults::*;
 pub use lifecycle::*;

@@ -1069,6 +1069,45 @@ impl<T: Clone> Session<T> {
         }
     }
 
+    /// Asterisk refused a request that would have created the resource `kind`/`id` under an
+    /// id the application chose ([`RequestParts::created_resource`](crate::rest::RequestParts::created_resource)),
+    /// with an error other than 409 (which says the id belongs to an existing resource): the
+    /// resource does not exist, so nothing will ever come for the subscriptions made for it
+    /// beforehand (listeners attached before `originateWithId`, `playWithId` or `record`). Each ends
+    /// now ([`Output::SubscriptionEnded`] with [`EndReason::NotCreated`], counted in
+    /// [`Stats::subscriptions_ended`]). The id is not recorded as ended: a new attempt under
+    /// it is followed as usual. Returns how many ended.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{EndReason, Filter, Output, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["queue"]));
+    /// let started = s.subscribe(Filter::channel("agent-7").with_type("StasisStart").once());
+    /// // `POST /channels/agent-7?endpoint=Bogus/7` answered 400:
+    /// assert_eq!(s.not_created(ResourceKind::Channel, "agent-7"), 1);
+    /// assert!(matches!(
+    ///     s.poll_output(),
+    ///     Some(Output::SubscriptionEnded { id, reason: EndReason::NotCreated, .. }) if id == started
+    /// ));
+    /// assert!(!s.has_ended(ResourceKind::Channel, "agent-7"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn not_created(&mut self, kind: ResourceKind, id: &str) -> usize {
+        let ended = self.router.unsubscribe_resource(kind, id);
+        let n = ended.len();
+        for (id, data) in ended {
+            self.stats.subscriptions_ended += 1;
+            self.push_control(Output::SubscriptionEnded {
+                id,
+                reason: EndReason::NotCreated,
+                data,
+            });
+        }
+        n
+    }
+
     /// Removes a subscription; false if it was not live (already ended or removed).
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
         self.remove_subscription(id).is_some()

@@ -190,6 +190,10 @@ pub enum EndReason {
     /// without one, or a bridge the application destroyed without a `BridgeDestroyed`
     /// reaching it: its [linger](super::SessionConfig::stasis_end_linger) ended).
     ResourceEnded,
+    /// Asterisk refused the request that would have created the resource under the
+    /// application's id (see [`Session::not_created`](super::Session::not_created)): it does
+    /// not exist, and no event will come for it.
+    NotCreated,
 }
 
 struct Entry {

@@ -1,0 +1,664 @@
+//! Everyday call control as a telephony application writes it: a call queue (holding bridge
+//! with music on hold, an agent originated with a client-side id, a mixing bridge, teardown),
+//! a voicemail recording, a spy, dialplan hand-offs, playback control, handlers that call
+//! REST, two applications on one connection. Each asserts that every wait ends and that no
+//! subscription is left behind.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ari_client::events::{
+    BridgeDestroyed, ChannelDestroyed, ChannelEnteredBridge, ChannelHangupRequest,
+    ChannelLeftBridge, ChannelStateChange, PlaybackFinished, RecordingFinished, StasisEnd,
+    StasisStart,
+};
+use ari_client::models::{PlaybackOperation, SnoopDirection};
+use ari_client::{Error, Runtime};
+use ari_testkit::PlaceCall;
+use futures::StreamExt;
+
+use crate::Harness;
+
+/// Drains `events` until it ends, returning the type names seen.
+async fn drain<R: Runtime>(
+    h: &Harness<R>,
+    what: &str,
+    events: ari_client::EventStream,
+) -> Vec<String> {
+    h.live(
+        what,
+        events
+            .map(|e| e.map(|e| e.type_name().to_string()).unwrap_or_default())
+            .collect::<Vec<_>>(),
+    )
+    .await
+}
+
+/// A call queue: the caller waits in a holding bridge with music on hold; an agent is
+/// originated with a client-side id, its listeners attached before the originate; both are
+/// moved into a mixing bridge; the agent hangs up, the application hangs the caller up and
+/// destroys both bridges. Every wait (streams, awaited events, listeners) ends, and the
+/// client's live subscriptions come back to what they were before the call.
+pub async fn call_queue_ends_every_wait_and_leaves_nothing<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-queue";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let mut incoming = c.incoming();
+
+    // The caller.
+    h.server()
+        .place_call(PlaceCall::new("PJSIP/alice", app))
+        .unwrap();
+    let (_, caller, caller_events) = h.next_incoming("the caller", &mut incoming).await;
+    h.live("answer the caller", caller.answer()).await.unwrap();
+    let holding = c.new_bridge();
+    let holding_destroyed = holding.once::<BridgeDestroyed>();
+    h.live("holding bridge", holding.create().bridge_type("holding"))
+        .await
+        .unwrap();
+    h.live("caller on hold", holding.add_channel([&caller]))
+        .await
+        .unwrap();
+    h.live("music on hold", holding.start_moh()).await.unwrap();
+
+    // The agent: a client-side id, listeners before the originate.
+    let agent = c.new_channel();
+    let agent_started = agent.once::<StasisStart>();
+    let agent_hangup = agent.once::<ChannelHangupRequest>();
+    let agent_end = agent.once::<StasisEnd>();
+    let agent_destroyed = agent.once::<ChannelDestroyed>();
+    let states = Arc::new(AtomicUsize::new(0));
+    let state_listener = agent.on({
+        let states = states.clone();
+        move |_: ChannelStateChange, _| {
+            let states = states.clone();
+            async move {
+                states.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(())
+            }
+        }
+    });
+    let agent_events = agent.events();
+    h.live(
+        "originate the agent",
+        agent.originate("PJSIP/bob").app(app).app_args("agent"),
+    )
+    .await
+    .unwrap();
+    let started = h.live("agent StasisStart", agent_started).await.unwrap();
+    assert_eq!(started.args, ["agent"]);
+    // The agent's StasisStart also reaches `incoming` (node apps check the args).
+    let (start, agent_in, _agent_in_events) = h.next_incoming("the agent", &mut incoming).await;
+    assert_eq!(agent_in.id(), agent.id());
+    assert_eq!(start.args, ["agent"]);
+    drop(_agent_in_events);
+
+    // Both into a mixing bridge.
+    let mixing = c.new_bridge();
+    let mixing_destroyed = mixing.once::<BridgeDestroyed>();
+    let mut entered = mixing.stream::<ChannelEnteredBridge>();
+    h.live("mixing bridge", mixing.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    let left_hold = holding.once::<ChannelLeftBridge>();
+    h.live("off hold", holding.remove_channel([&caller]))
+        .await
+        .unwrap();
+    h.live("ChannelLeftBridge (holding)", left_hold)
+        .await
+        .unwrap();
+    h.live("both in", mixing.add_channel([&caller, &agent]))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        h.live("ChannelEnteredBridge", entered.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    h.live("destroy the holding bridge", holding.destroy())
+        .await
+        .unwrap();
+
+    // The agent hangs up; the application hangs up the caller and tears down.
+    h.server().hangup(agent.id()).unwrap();
+    h.live("agent hangup request", agent_hangup).await.unwrap();
+    h.live("agent StasisEnd", agent_end).await.unwrap();
+    h.live("hang up the caller", caller.hangup()).await.unwrap();
+    h.live("destroy the mixing bridge", mixing.destroy())
+        .await
+        .unwrap();
+
+    // Every wait ends.
+    h.live("agent ChannelDestroyed", agent_destroyed)
+        .await
+        .unwrap();
+    let agent_types = drain(h, "the agent's stream ends", agent_events).await;
+    assert!(
+        agent_types.iter().any(|t| t == "StasisEnd"),
+        "{agent_types:?}"
+    );
+    let caller_types = drain(h, "the caller's stream ends", caller_events).await;
+    // An incoming call's application is unsubscribed from it with its `StasisEnd` (as
+    // Asterisk does): its stream ends with the linger.
+    assert_eq!(
+        caller_types.last().map(String::as_str),
+        Some("StasisEnd"),
+        "{caller_types:?}"
+    );
+    for (what, wait) in [("holding", holding_destroyed), ("mixing", mixing_destroyed)] {
+        match h.live(what, wait).await {
+            Ok(_) | Err(Error::Ended { .. }) => {}
+            Err(e) => panic!("{what} BridgeDestroyed: {e:?}"),
+        }
+    }
+    assert!(
+        h.live("ChannelEnteredBridge stream ends", entered.next())
+            .await
+            .is_none(),
+        "the destroyed bridge's stream ended"
+    );
+    assert!(
+        states.load(Ordering::SeqCst) >= 1,
+        "the agent's answer was seen"
+    );
+    h.eventually("the agent's listener is released", || {
+        !state_listener.is_active()
+    })
+    .await;
+    drop(entered);
+    drop(incoming);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+    assert_eq!(c.stats().dropped_events, 0);
+}
+
+/// A voicemail: the greeting, then a recording that stops by itself at its maximum duration
+/// (or after the caller's silence), then the stored message is fetched, copied to the
+/// mailbox's folder and deleted.
+pub async fn voicemail_records_to_its_limit_then_files_the_message<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-voicemail";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    h.live("greeting", call.play("sound:vm-intro"))
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    let rec = c.new_live_recording();
+    let finished = rec.once::<RecordingFinished>();
+    h.live(
+        "record",
+        call.record(&rec, "wav")
+            .max_duration_seconds(1)
+            .max_silence_seconds(5)
+            .beep(true),
+    )
+    .await
+    .unwrap();
+    h.live("the recording stops at its maximum", rec.finished())
+        .await
+        .unwrap();
+    let ev = h.live("RecordingFinished", finished).await.unwrap();
+    assert_eq!(ev.recording.name, rec.name());
+    assert_eq!(ev.recording.duration, Some(1), "{ev:?}");
+
+    let stored = c.stored_recording(rec.name());
+    h.live("get stored", stored.get_stored()).await.unwrap();
+    let folder = format!("voicemail/1000/INBOX/{}", rec.name());
+    let copy = h
+        .live("copy to the mailbox", stored.copy_stored(folder.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(copy.name(), folder);
+    h.live("delete the original", stored.delete_stored())
+        .await
+        .unwrap();
+    h.live("delete the copy", copy.delete_stored())
+        .await
+        .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A supervisor spies on a call: the snoop channel enters the application; when the caller
+/// hangs up, the snoop channel ends too and every wait on it ends.
+pub async fn a_spy_ends_with_the_call_it_spies_on<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-spy";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let spy = c.new_channel();
+    let spy_started = spy.once::<StasisStart>();
+    let spy_end = spy.once::<StasisEnd>();
+    let spy_events = spy.events();
+    h.live(
+        "snoop",
+        call.snoop_channel_with_id(spy.id(), app)
+            .spy(SnoopDirection::Both)
+            .app_args("spy"),
+    )
+    .await
+    .unwrap();
+    h.live("the spy's StasisStart", spy_started).await.unwrap();
+    h.server().hangup(call.id()).unwrap();
+    h.live("the spy's StasisEnd", spy_end).await.unwrap();
+    drain(h, "the spy's stream ends", spy_events).await;
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// Channel variables, then the call leaves the application for the dialplan
+/// (`continue`), and another one is redirected: the application's waits on them end with
+/// their `StasisEnd`.
+pub async fn dialplan_continue_ends_the_applications_waits<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-continue";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    h.live("set var", call.set_channel_var("QUEUE").value("sales"))
+        .await
+        .unwrap();
+    let v = h
+        .live("get var", call.get_channel_var("QUEUE"))
+        .await
+        .unwrap();
+    assert_eq!(v.value, "sales");
+    let end = call.once::<StasisEnd>();
+    let dtmf = call.once::<ari_client::events::ChannelDtmfReceived>();
+    let events = call.events();
+    h.live(
+        "continue",
+        call.continue_in_dialplan()
+            .context("conformance")
+            .extension("wait")
+            .priority(1),
+    )
+    .await
+    .unwrap();
+    h.live("StasisEnd", end).await.unwrap();
+    let types = drain(h, "the stream ends with the StasisEnd", events).await;
+    assert_eq!(types.last().map(String::as_str), Some("StasisEnd"));
+    match h.live("a wait for a key", dtmf).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("the key wait ends with the call's StasisEnd: {other:?}"),
+    }
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+    let _ = c.channels().hangup(call.id()).await;
+}
+
+/// Playback control (pause, restart, stop), and a playback on a call whose caller hangs up
+/// in the middle: `finished()` ends, as does every wait on the playback.
+pub async fn a_playback_on_a_call_that_hangs_up_finishes<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-pb-hangup";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let pb = c.new_playback();
+    let pb_finished = pb.once::<PlaybackFinished>();
+    let pb_events = pb.events();
+    h.live("play", call.play_with_id(&pb, ["sound:tt-monkeys"]))
+        .await
+        .unwrap();
+    for op in [
+        PlaybackOperation::Pause,
+        PlaybackOperation::Unpause,
+        PlaybackOperation::Restart,
+    ] {
+        h.live("control", pb.control(op)).await.unwrap();
+    }
+    h.server().hangup(call.id()).unwrap();
+    h.live("finished() after the hangup", pb.finished())
+        .await
+        .unwrap();
+    match h.live("PlaybackFinished", pb_finished).await {
+        Ok(_) | Err(Error::Ended { .. }) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+    drain(h, "the playback's stream ends", pb_events).await;
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// Handlers that call REST inside (answer, play and wait, hang up), over HTTP and over the
+/// events WebSocket: no deadlock, every call handled.
+pub async fn handlers_that_call_rest_inside_finish<R: Runtime>(h: &Harness<R>) {
+    for transport in [
+        ari_client::RestTransport::Http,
+        ari_client::RestTransport::WebSocket,
+    ] {
+        let app = "conf-handler-rest";
+        let c = h
+            .live("connect", h.builder().rest_transport(transport).connect())
+            .await
+            .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let _l = c.on({
+            let done = done.clone();
+            move |_: StasisStart, ch: ari_client::Channel<R>| {
+                let done = done.clone();
+                async move {
+                    ch.answer().await?;
+                    ch.set_channel_var("X").value("1").await?;
+                    ch.play("sound:beep").await?.finished().await?;
+                    ch.hangup().await?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>(())
+                }
+            }
+        });
+        h.live("start", c.start(app)).await.unwrap();
+        for _ in 0..5 {
+            h.server()
+                .place_call(PlaceCall::new("PJSIP/alice", app))
+                .unwrap();
+        }
+        h.eventually("every handler finished", || {
+            done.load(Ordering::SeqCst) == 5
+        })
+        .await;
+        assert_eq!(c.stats().handler_errors, 0, "{transport:?}");
+        c.close().await;
+    }
+}
+
+/// Handlers and waits registered on a call after it ended: the waits fail at once with
+/// `Error::Ended`, and the handlers are released at once (nothing left behind).
+pub async fn handlers_registered_after_the_end_are_released<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-late-handler";
+    let c = h.started(&[app]).await;
+    let call = h.answered_call(&c, app).await;
+    let events = call.events();
+    h.live("hangup", call.hangup()).await.unwrap();
+    drain(h, "the call's stream ends with its linger", events).await;
+    let baseline = c.live_subscriptions();
+    let late = call.on(|_: ChannelHangupRequest, _| async { Ok::<_, Error>(()) });
+    let late_spawned = call.on_spawned(|_: StasisEnd, _| async { Ok::<_, Error>(()) });
+    match h.live("a late wait", call.once::<StasisEnd>()).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    h.eventually("the late handlers are released", || {
+        !late.is_active() && !late_spawned.is_active()
+    })
+    .await;
+    assert_eq!(c.live_subscriptions(), baseline);
+}
+
+/// `client.incoming()` with two applications started on one connection: calls of both come
+/// out, each with its application named.
+pub async fn incoming_calls_of_two_applications<R: Runtime>(h: &Harness<R>) {
+    let (a, b) = ("conf-two-a", "conf-two-b");
+    let c = h.started(&[a, b]).await;
+    let mut incoming = c.incoming();
+    h.server()
+        .place_call(PlaceCall::new("PJSIP/alice", a))
+        .unwrap();
+    h.server()
+        .place_call(PlaceCall::new("PJSIP/bob", b))
+        .unwrap();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (start, ch, events) = h.next_incoming("a call", &mut incoming).await;
+        apps.push(start.application.to_string());
+        h.live("hangup", ch.hangup()).await.unwrap();
+        let types = drain(h, "the call's stream ends", events).await;
+        assert!(types.iter().any(|t| t == "StasisEnd"), "{types:?}");
+    }
+    apps.sort();
+    assert_eq!(apps, [a, b]);
+}
+
+/// A prompt Asterisk cannot play (a sound file that does not exist: the playback ends with
+/// state `failed`) fails `finished()` with `Error::PlaybackFailed`, naming the playback and
+/// its media, on every kind of handle (client-side id, server-side id); a playback that
+/// played is `Ok`, as is one stopped by the application.
+pub async fn a_prompt_that_cannot_be_played_fails_finished<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-pb-failed";
+    let c = h.started(&[app]).await;
+    let call = h.answered_call(&c, app).await;
+    let failed = |id: &str| {
+        Err(Error::PlaybackFailed {
+            id: id.to_string(),
+            media_uri: "sound:no-such-prompt".to_string(),
+        })
+    };
+    // A client-side id: watched from creation.
+    let pb = c.new_playback();
+    h.live("play", call.play_with_id(&pb, ["sound:no-such-prompt"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.live("finished (client id)", pb.finished()).await,
+        failed(pb.id())
+    );
+    // The handle `play` returns, and one made by id while it was live.
+    let played = h
+        .live("play", call.play("sound:no-such-prompt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.live("finished (play)", played.finished()).await,
+        failed(played.id())
+    );
+    // A server-side id (`channels().play`): subscribes, then asks Asterisk.
+    let server_side = h
+        .live(
+            "play (server id)",
+            c.channels().play(call.id(), ["sound:no-such-prompt"]),
+        )
+        .await
+        .unwrap();
+    let outcome = h.live("finished (server id)", server_side.finished()).await;
+    // Asterisk may have ended it before `finished()` asked (its 404 says only "over").
+    assert!(
+        outcome == failed(server_side.id()) || outcome == Ok(()),
+        "{outcome:?}"
+    );
+    // What played, and what the application stopped, are Ok.
+    h.live("beep", call.play("sound:beep"))
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    let long = h
+        .live("monkeys", call.play("sound:tt-monkeys"))
+        .await
+        .unwrap();
+    h.live("stop", long.stop()).await.unwrap();
+    h.live("finished (stopped)", long.finished()).await.unwrap();
+    let err = failed("pb-1").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "playback pb-1 of sound:no-such-prompt failed: Asterisk could not play it (state \
+         `failed`, e.g. a missing sound file)"
+    );
+    h.live("hangup", call.hangup()).await.unwrap();
+}
+
+/// Listeners attached to a client-side id before a request that would create the resource
+/// (node's `ari.Channel()` then `channel.originate`; `client.new_playback()` then
+/// `play_with_id`) end when Asterisk refuses the request: the resource will never exist, so
+/// no event will ever end them. Awaited events fail with `Error::Ended`, listeners are
+/// released, and the client's live subscriptions come back to their baseline. The same
+/// handle can try again. A 409 (the id belongs to an existing resource) ends nothing.
+pub async fn a_refused_originate_or_play_ends_the_waits_set_up_for_it<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-refused";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+
+    // An agent whose endpoint is misconfigured: Asterisk answers 400.
+    let agent = c.new_channel();
+    let started = agent.once::<StasisStart>();
+    let listener = agent.on(|_: ChannelStateChange, _| async { Ok::<_, Error>(()) });
+    let err = h
+        .live("originate", agent.originate("Bogus/agent").app(app))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    match h.live("the StasisStart wait", started).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("channel:{}", agent.id())),
+        other => panic!("the wait ends: {other:?}"),
+    }
+    h.eventually("the listener is released", || !listener.is_active())
+        .await;
+    assert_eq!(c.live_subscriptions(), baseline);
+
+    // The same handle tries again with a good endpoint.
+    let started = agent.once::<StasisStart>();
+    h.live("originate again", agent.originate("PJSIP/bob").app(app))
+        .await
+        .unwrap();
+    h.live("StasisStart", started).await.unwrap();
+
+    // A 409: the id is the live agent's; its waits go on.
+    let hangup = agent.once::<ChannelHangupRequest>();
+    let err = h
+        .live(
+            "originate with a taken id",
+            agent.originate("PJSIP/alice").app(app),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+
+    // A prompt on a call that has just gone: 404; its waits end.
+    let call = h.answered_call(&c, app).await;
+    let ended = call.once::<StasisEnd>();
+    h.server().hangup(call.id()).unwrap();
+    h.live("StasisEnd", ended).await.unwrap();
+    let pb = c.new_playback();
+    let pb_started = pb.once::<ari_client::events::PlaybackStarted>();
+    let err = h
+        .live(
+            "play on the gone call",
+            call.play_with_id(&pb, ["sound:beep"]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err:?}");
+    assert!(matches!(
+        h.live("the PlaybackStarted wait", pb_started).await,
+        Err(Error::Ended { .. })
+    ));
+    h.live("finished() of the refused playback", pb.finished())
+        .await
+        .unwrap_err();
+
+    // A recording in a format Asterisk cannot write: 422; its waits end, and `finished()`
+    // does not report a recording that never existed as finished.
+    h.live("answer the agent", agent.answer()).await.unwrap();
+    let rec = c.new_live_recording();
+    let rec_started = rec.once::<ari_client::events::RecordingStarted>();
+    let err = h
+        .live("record as mp3", agent.record(&rec, "mp3"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err:?}");
+    assert!(matches!(
+        h.live("the RecordingStarted wait", rec_started).await,
+        Err(Error::Ended { .. })
+    ));
+    match h
+        .live("finished() of the refused recording", rec.finished())
+        .await
+    {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("recording:{}", rec.name())),
+        other => panic!("{other:?}"),
+    }
+
+    h.live("hang up the agent", agent.hangup()).await.unwrap();
+    h.live("the agent's hangup wait", hangup).await.unwrap();
+}
+
+/// Asterisk restarts in the middle of a bridged call with a prompt playing to the bridge and
+/// the call being recorded: every wait on the previous run's bridge, playback and recording
+/// ends (none hangs): the bridge's awaited events fail with `Error::Ended`, its stream ends,
+/// the playback's `finished()` fails with `Error::Ended` (it was cut off, not played), the
+/// recording's `finished()` says its outcome is unknown; the client's live subscriptions come
+/// back to their baseline, and the restarted Asterisk's calls are handled as usual.
+pub async fn asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-restart-bridge";
+    let run = |base_ms: u64| {
+        let mut cfg = crate::fast_sim_config();
+        cfg.wall_clock_base_ms = base_ms;
+        cfg
+    };
+    let first = ari_testkit::MockServer::builder()
+        .sim_config(run(1_795_691_627_914))
+        .start();
+    let port = first.port();
+    let c = h.builder_for(&first).connect().await.unwrap();
+    h.live("start", c.start(app)).await.unwrap();
+    let baseline = c.live_subscriptions();
+    let call = h
+        .incoming_call_on(&first, &c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer", call.answer()).await.unwrap();
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("add", bridge.add_channel([&call])).await.unwrap();
+    let left = bridge.once::<ChannelLeftBridge>();
+    let bridge_events = bridge.events();
+    let prompt = h
+        .live("play to the bridge", bridge.play("sound:tt-monkeys"))
+        .await
+        .unwrap();
+    let rec = c.new_live_recording();
+    let rec_started = rec.once::<ari_client::events::RecordingStarted>();
+    h.live("record the call", call.record(&rec, "wav"))
+        .await
+        .unwrap();
+    h.live("RecordingStarted", rec_started).await.unwrap();
+
+    drop(first);
+    let second = ari_testkit::MockServer::builder()
+        .sim_config(run(1_795_691_627_914 + 3_600_000))
+        .port(port)
+        .start();
+    match h.live("the bridge's wait ends", left).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    drain(h, "the bridge's stream ends", bridge_events).await;
+    match h
+        .live("the prompt's finished() ends", prompt.finished())
+        .await
+    {
+        Err(Error::Ended { resource }) => {
+            assert_eq!(resource, format!("playback:{}", prompt.id()))
+        }
+        other => panic!("cut off by the restart, not played: {other:?}"),
+    }
+    match h
+        .live("the recording's finished() ends", rec.finished())
+        .await
+    {
+        Err(Error::RecordingOutcomeUnknown { name }) => assert_eq!(name, rec.name()),
+        other => panic!("{other:?}"),
+    }
+    drop((prompt, rec, call, bridge));
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+
+    let new = h
+        .incoming_call_on(&second, &c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer the new call", new.answer()).await.unwrap();
+    h.live("play on the new call", new.play("sound:beep"))
+        .await
+        .unwrap()
+        .finished()
+        .await
+        .unwrap();
+    h.live("hang up the new call", new.hangup()).await.unwrap();
+}
