@@ -1021,6 +1021,13 @@ async fn feed(
                     continue;
                 }
                 let headers = msg.headers.as_ref();
+                if headers.is_some_and(|h| h.get(wire::PROBE_HEADER).is_some()) {
+                    // A proxy asking whether this instance is still there.
+                    if let Some(reply) = msg.reply {
+                        let _ = shared.nats.publish(reply, Bytes::new()).await;
+                    }
+                    continue;
+                }
                 let batch = headers.and_then(|h| h.get(wire::BATCH_HEADER));
                 let Some(count) = batch else {
                     // One frame, its resources in headers.
