@@ -329,6 +329,18 @@ impl Shared {
         }
     }
 
+    /// The nodes up now, by id.
+    fn up_nodes(&self) -> Vec<Arc<str>> {
+        let nodes = lock(&self.nodes);
+        let mut v: Vec<Arc<str>> = nodes
+            .values()
+            .filter(|n| n.up)
+            .map(|n| Arc::from(n.info.id.as_str()))
+            .collect();
+        v.sort();
+        v
+    }
+
     fn is_down(&self, node: &str) -> Option<NodeDown> {
         let nodes = lock(&self.nodes);
         match nodes.get(node) {
@@ -717,7 +729,13 @@ fn addressed_resource(method: &http::Method, segs: &[String]) -> Option<String> 
 }
 
 impl NatsRuntime {
-    fn route(&self, method: &http::Method, path: &str) -> Result<Route, TransportError> {
+    /// Where a request goes, and the resource it addresses when its node is not known (the
+    /// request then goes to any node, and to the others if that one does not have it).
+    fn route(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<(Route, Option<String>), TransportError> {
         let node = match &self.pin {
             Some(node) => node.clone(),
             None => {
@@ -726,11 +744,11 @@ impl NatsRuntime {
                     .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
                     .collect();
                 let Some(key) = addressed_resource(method, &segs) else {
-                    return Ok(Route::Any);
+                    return Ok((Route::Any, None));
                 };
                 match self.shared.node_of(&key) {
                     Some(node) => node,
-                    None => return Ok(Route::Any),
+                    None => return Ok((Route::Any, Some(key))),
                 }
             }
         };
@@ -741,7 +759,7 @@ impl NatsRuntime {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(down.into_transport());
         }
-        Ok(Route::Node(node))
+        Ok((Route::Node(node), None))
     }
 
     fn rest(
@@ -762,7 +780,7 @@ impl NatsRuntime {
                 None => full.trim_start_matches('/'),
             };
             let path = uri.split('?').next().unwrap_or("");
-            let route = this.route(&parts.method, path)?;
+            let (route, unknown) = this.route(&parts.method, path)?;
             let envelope = RestRequest {
                 kind: "RESTRequest".into(),
                 method: parts.method.as_str().to_string(),
@@ -784,67 +802,33 @@ impl NatsRuntime {
                 .counters
                 .rest_requests
                 .fetch_add(1, Ordering::Relaxed);
-            let subject = match &route {
-                Route::Node(n) => shared.subjects.rest_node(n),
-                Route::Any => shared.subjects.rest_any(),
-            };
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
-            let payload = serde_json::to_vec(&envelope)
-                .map_err(|e| TransportError::new(TransportErrorKind::Protocol, e.to_string()))?;
-            let request = async_nats::Request::new()
-                .payload(payload.into())
-                .headers(headers)
-                .timeout(None);
-            let reply = shared
-                .nats
-                .send_request(subject, request)
-                .await
-                .map_err(|e| match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => match &route {
-                        // Gone before its silence limit: down all the same.
-                        Route::Node(n) => NodeDown {
-                            node: n.to_string(),
-                            since: SystemTime::now(),
-                            reason: "no ari-proxy serves it (stopped, or not started)".into(),
+            let payload: Bytes = serde_json::to_vec(&envelope)
+                .map_err(|e| TransportError::new(TransportErrorKind::Protocol, e.to_string()))?
+                .into();
+            let (mut resp, mut node, mut body) = exchange(shared, &route, payload.clone()).await?;
+            if let (Some(key), 404) = (&unknown, resp.status_code) {
+                // Sent to any node, which does not have it: ask the others, one at a time
+                // (a 404 did nothing there, so an operation is not done twice).
+                for other in shared.up_nodes() {
+                    if node.as_deref() == Some(&*other) {
+                        continue;
+                    }
+                    let route = Route::Node(other);
+                    match exchange(shared, &route, payload.clone()).await {
+                        Ok((r, n, b)) if r.status_code != 404 => {
+                            (resp, node, body) = (r, n, b);
+                            break;
                         }
-                        .into_transport(),
-                        Route::Any => TransportError::new(
-                            TransportErrorKind::Connect,
-                            "no ari-proxy is running (none serves the cluster's REST subject)",
-                        ),
-                    },
-                    async_nats::RequestErrorKind::TimedOut => {
-                        TransportError::new(TransportErrorKind::Timeout, e.to_string())
+                        // Not there either, or gone meanwhile: the next one.
+                        Ok(_) | Err(_) => {}
                     }
-                    async_nats::RequestErrorKind::Other => {
-                        TransportError::new(TransportErrorKind::Io, e.to_string())
+                }
+                if let (Some(n), true) = (&node, (200..300).contains(&resp.status_code)) {
+                    if parts.method != http::Method::DELETE {
+                        shared.learn(key.clone(), n);
                     }
-                })?;
-            let resp: RestResponse = serde_json::from_slice(&reply.payload).map_err(|e| {
-                TransportError::new(
-                    TransportErrorKind::Protocol,
-                    format!("the proxy's answer is not a RESTResponse: {e}"),
-                )
-            })?;
-            let headers = reply.headers.as_ref();
-            let binary = headers
-                .and_then(|h| h.get(wire::BODY_ENCODING_HEADER))
-                .is_some_and(|v| v.as_str() == "base64");
-            let node: Option<Arc<str>> = headers
-                .and_then(|h| h.get(wire::NODE_HEADER))
-                .map(|v| Arc::from(v.as_str()));
-            let body = match resp.message_body {
-                Some(b) if binary => Bytes::from(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b.as_bytes())
-                        .map_err(|e| {
-                            TransportError::new(TransportErrorKind::Protocol, e.to_string())
-                        })?,
-                ),
-                Some(b) => Bytes::from(b),
-                None => Bytes::new(),
-            };
+                }
+            }
             if let (Some(node), true) = (&node, (200..300).contains(&resp.status_code)) {
                 if body.first() == Some(&b'{') {
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
@@ -935,6 +919,73 @@ impl NatsRuntime {
     }
 }
 
+/// Sends one `RESTRequest` envelope where `route` says; the answer, the node that gave it
+/// and its body.
+async fn exchange(
+    shared: &Shared,
+    route: &Route,
+    payload: Bytes,
+) -> Result<(RestResponse, Option<Arc<str>>, Bytes), TransportError> {
+    let subject = match route {
+        Route::Node(n) => shared.subjects.rest_node(n),
+        Route::Any => shared.subjects.rest_any(),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
+    let request = async_nats::Request::new()
+        .payload(payload)
+        .headers(headers)
+        .timeout(None);
+    let reply = shared
+        .nats
+        .send_request(subject, request)
+        .await
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => match route {
+                // Gone before its silence limit: down all the same.
+                Route::Node(n) => NodeDown {
+                    node: n.to_string(),
+                    since: SystemTime::now(),
+                    reason: "no ari-proxy serves it (stopped, or not started)".into(),
+                }
+                .into_transport(),
+                Route::Any => TransportError::new(
+                    TransportErrorKind::Connect,
+                    "no ari-proxy is running (none serves the cluster's REST subject)",
+                ),
+            },
+            async_nats::RequestErrorKind::TimedOut => {
+                TransportError::new(TransportErrorKind::Timeout, e.to_string())
+            }
+            async_nats::RequestErrorKind::Other => {
+                TransportError::new(TransportErrorKind::Io, e.to_string())
+            }
+        })?;
+    let mut resp: RestResponse = serde_json::from_slice(&reply.payload).map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("the proxy's answer is not a RESTResponse: {e}"),
+        )
+    })?;
+    let headers = reply.headers.as_ref();
+    let binary = headers
+        .and_then(|h| h.get(wire::BODY_ENCODING_HEADER))
+        .is_some_and(|v| v.as_str() == "base64");
+    let node: Option<Arc<str>> = headers
+        .and_then(|h| h.get(wire::NODE_HEADER))
+        .map(|v| Arc::from(v.as_str()));
+    let body = match resp.message_body.take() {
+        Some(b) if binary => Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|e| TransportError::new(TransportErrorKind::Protocol, e.to_string()))?,
+        ),
+        Some(b) => Bytes::from(b),
+        None => Bytes::new(),
+    };
+    Ok((resp, node, body))
+}
+
 /// Moves messages from the subscriptions to the events connection; answers claims.
 async fn feed(
     shared: Arc<Shared>,
@@ -970,6 +1021,13 @@ async fn feed(
                     continue;
                 }
                 let headers = msg.headers.as_ref();
+                if headers.is_some_and(|h| h.get(wire::PROBE_HEADER).is_some()) {
+                    // A proxy asking whether this instance is still there.
+                    if let Some(reply) = msg.reply {
+                        let _ = shared.nats.publish(reply, Bytes::new()).await;
+                    }
+                    continue;
+                }
                 let batch = headers.and_then(|h| h.get(wire::BATCH_HEADER));
                 let Some(count) = batch else {
                     // One frame, its resources in headers.

@@ -74,6 +74,17 @@ impl Owners {
         }
     }
 
+    /// Forgets every resource `owner` owns; how many.
+    pub(crate) fn release(&mut self, owner: &str) -> usize {
+        let mut n = 0;
+        for map in &mut self.maps {
+            let before = map.len();
+            map.retain(|_, o| &**o != owner);
+            n += before - map.len();
+        }
+        n
+    }
+
     /// The channel left the application: forgotten after [`STASIS_END_LINGER`].
     pub(crate) fn ending(&mut self, now: Instant, id: &str) {
         if self.maps[0].contains_key(id) {
@@ -126,5 +137,20 @@ mod tests {
         assert!(o.get(ResourceKind::Channel, "1").is_some());
         o.expire(t0 + STASIS_END_LINGER);
         assert!(o.get(ResourceKind::Channel, "1").is_none());
+    }
+
+    #[test]
+    fn releasing_an_owner_forgets_only_its_resources() {
+        let mut o = Owners::new(10);
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        o.claim(ResourceKind::Channel, "1", &a);
+        o.claim(ResourceKind::Bridge, "x", &a);
+        o.claim(ResourceKind::Channel, "2", &b);
+        assert_eq!(o.release("a"), 2);
+        assert!(o.get(ResourceKind::Channel, "1").is_none());
+        assert!(o.get(ResourceKind::Bridge, "x").is_none());
+        assert_eq!(o.get(ResourceKind::Channel, "2").map(|s| &**s), Some("b"));
+        assert_eq!(o.release("a"), 0);
     }
 }

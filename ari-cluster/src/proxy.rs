@@ -174,6 +174,8 @@ struct Counters {
     rest_failed: AtomicU64,
     rest_over_websocket: AtomicU64,
     publish_errors: AtomicU64,
+    instances_lost: AtomicU64,
+    resources_released: AtomicU64,
 }
 
 struct State {
@@ -195,8 +197,12 @@ struct State {
     in_flight: Arc<Semaphore>,
     /// `{p}.inst.{instance}` of the owners seen, built once each (instances are few; the
     /// cache is emptied past [`MAX_CACHED_SUBJECTS`]).
-    instance_subjects: Mutex<HashMap<Arc<str>, async_nats::Subject>>,
+    /// Each owner's subject, how many probes in a row found nobody there, and since when.
+    instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
 }
+
+/// An owner's subject, how many probes in a row found nobody there, and since when.
+type InstanceSubject = (async_nats::Subject, u32, Option<Instant>);
 
 /// Messages each of the proxy's subscriptions (REST requests, pings, health) buffers.
 const PROXY_SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -216,14 +222,14 @@ impl State {
             .instance_subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = cache.get(owner) {
+        if let Some((s, _, _)) = cache.get(owner) {
             return s.clone();
         }
         if cache.len() >= MAX_CACHED_SUBJECTS {
             cache.clear();
         }
         let s = async_nats::Subject::from(self.subjects.instance(owner));
-        cache.insert(owner.clone(), s.clone());
+        cache.insert(owner.clone(), (s.clone(), 0, None));
         s
     }
 
@@ -249,6 +255,8 @@ impl State {
             rest_failed: c.rest_failed.load(Ordering::Relaxed),
             rest_over_websocket: c.rest_over_websocket.load(Ordering::Relaxed),
             publish_errors: c.publish_errors.load(Ordering::Relaxed),
+            instances_lost: c.instances_lost.load(Ordering::Relaxed),
+            resources_released: c.resources_released.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -428,6 +436,7 @@ impl Proxy {
             )),
             tokio::spawn(announce(state.clone(), ping)),
             tokio::spawn(serve_health(state.clone(), health)),
+            tokio::spawn(watch_instances(state.clone())),
         ];
         client
             .start(&state.config.apps)
@@ -515,6 +524,85 @@ async fn announce(state: Arc<State>, mut ping: async_nats::Subscriber) {
             .await;
         if let Some(reply) = reply {
             let _ = state.nats.publish(reply, payload).await;
+        }
+    }
+}
+
+/// Probes missed in a row before an instance counts as gone...
+const PROBES_MISSED: u32 = 3;
+/// ... over at least this long (an instance resubscribing after a NATS reconnect on a loaded
+/// machine is not gone).
+const MIN_ABSENCE: Duration = Duration::from_secs(2);
+
+/// Asks each instance the proxy sends events to whether it is still there, once per
+/// announcement interval. One with nothing listening on its subject three times in a row and
+/// for at least 2 s (NATS answers "no responders" at once) is gone: its resources are released, so that their
+/// later events reach the application's other instances instead of nobody, counted in
+/// [`ProxyStats::instances_lost`] and [`ProxyStats::resources_released`]. (Not at the first miss: an
+/// instance resubscribing after a NATS reconnect is briefly absent.)
+async fn watch_instances(state: Arc<State>) {
+    let mut tick = tokio::time::interval(state.config.announce_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let instances: Vec<(Arc<str>, async_nats::Subject)> = state
+            .instance_subjects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, (s, _, _))| (id.clone(), s.clone()))
+            .collect();
+        let probes = instances.into_iter().map(|(id, subject)| {
+            let state = state.clone();
+            async move {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(wire::PROBE_HEADER, "1");
+                let request = async_nats::Request::new()
+                    .headers(headers)
+                    .timeout(Some(state.config.claim_timeout));
+                let absent = matches!(
+                    state.nats.send_request(subject, request).await,
+                    Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders
+                );
+                (id, absent)
+            }
+        });
+        for (id, absent) in futures_util::future::join_all(probes).await {
+            let gone = {
+                let mut cache = state
+                    .instance_subjects
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let Some((_, missed, since)) = cache.get_mut(&id) else {
+                    continue;
+                };
+                if absent {
+                    *missed += 1;
+                    since.get_or_insert_with(Instant::now);
+                } else {
+                    (*missed, *since) = (0, None);
+                }
+                let gone =
+                    *missed >= PROBES_MISSED && since.is_some_and(|t| t.elapsed() >= MIN_ABSENCE);
+                if gone {
+                    cache.remove(&id);
+                }
+                gone
+            };
+            if gone {
+                let released = state.owners().release(&id);
+                if released > 0 {
+                    state
+                        .counters
+                        .instances_lost
+                        .fetch_add(1, Ordering::Relaxed);
+                    state
+                        .counters
+                        .resources_released
+                        .fetch_add(released as u64, Ordering::Relaxed);
+                }
+                tracing::warn!(node = %state.node, instance = %id, released, "instance gone; its resources' events now go to the other instances");
+            }
         }
     }
 }

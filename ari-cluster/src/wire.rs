@@ -54,6 +54,12 @@ pub const FINAL_HEADER: &str = "Ari-Final";
 /// Header on an event message whose payload is a batch of frames: their number (see the
 /// module's documentation).
 pub const BATCH_HEADER: &str = "Ari-Batch";
+
+/// Header of a proxy's request on an instance's subject asking whether it is alive: the
+/// instance answers it (an empty reply) and delivers nothing. A proxy that finds no
+/// instance listening there three times in a row, over 2 s at least, releases that instance's resources (their
+/// events go to `{p}.event.{app}.{node}` from then on).
+pub const PROBE_HEADER: &str = "Ari-Probe";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
@@ -298,6 +304,16 @@ pub struct ProxyStats {
     pub rest_over_websocket: u64,
     /// NATS publishes that failed.
     pub publish_errors: u64,
+    /// Instances found gone (nothing listening on their subject, three probes in a row over
+    /// 2 s at least)
+    /// while they owned resources of this node.
+    #[serde(default)]
+    pub instances_lost: u64,
+    /// Resources released because their owner was found gone: their later events are
+    /// published unowned (`{p}.event.{app}.{node}`, which every instance reads) instead of
+    /// to nobody.
+    #[serde(default)]
+    pub resources_released: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.

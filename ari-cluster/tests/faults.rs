@@ -161,6 +161,8 @@ async fn nats_restart_reconnects_and_resubscribes() {
         "calls after the restart are taken and served"
     );
     assert_eq!(pa.stats().calls_claimed, 10);
+    // The instance, absent while it resubscribed, was not taken for gone.
+    assert_eq!(pa.stats().instances_lost, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

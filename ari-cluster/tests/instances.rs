@@ -1,0 +1,81 @@
+//! An instance that dies in the middle of its calls.
+
+mod common;
+
+use std::time::Duration;
+
+use ari_client::events::{ChannelDtmfReceived, StasisStart};
+use ari_cluster::Cluster;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+
+    // Instance 1 takes three calls and waits for a digit on each.
+    let c1 = Cluster::connect(&nats.url()).await.expect("instance 1");
+    let cl1 = c1.client().expect("client");
+    cl1.on(|_s: StasisStart, channel| async move {
+        let _ = channel.once::<ChannelDtmfReceived>().await;
+    });
+    cl1.start(&[APP]).await.expect("instance 1 starts");
+    let calls = place_calls(&a, "k", 3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c1.stats().calls_taken < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 1 takes the calls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Instance 2 starts while those calls are in progress; then instance 1 dies.
+    let i2 = instance(2, &nats.url()).await;
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+
+    // The proxy finds it gone (three probes at its 100 ms announcement interval, over 2 s) and releases
+    // its calls: counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pa.stats().instances_lost == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead instance is noticed: {:?}",
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 1);
+    assert!(stats.resources_released >= 3, "{stats:?}");
+
+    // The calls' later events reach the live instance instead of nobody.
+    for c in &calls {
+        a.hangup(c).expect("hangup");
+    }
+    let seen = |kind: &str, call: &str| {
+        i2.seen
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .any(|(k, ch)| k == kind && ch.iter().any(|c| c == call))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !calls
+        .iter()
+        .all(|c| seen("ChannelHangupRequest", c) && seen("StasisEnd", c))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 2 gets the dead instance's calls' events: {:?}",
+            i2.seen.lock().unwrap().events
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A live instance is not released.
+    assert_eq!(pa.stats().instances_lost, 1);
+}
