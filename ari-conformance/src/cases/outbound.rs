@@ -937,9 +937,11 @@ pub async fn outbound_hundreds_of_per_call_calls_leave_nothing_behind<E: Executo
         r.expect("answer, play, hang up");
     }
     let stats = ob.stats();
+    // (On a starved machine Asterisk may drop a connection whose reader stalls past its
+    // write timeout and redial it: a resumed call, still one call.)
     assert_eq!(
-        (stats.accepted, stats.calls, stats.failed, stats.resumed),
-        (CALLS as u64, CALLS as u64, 0, 0),
+        (stats.accepted, stats.calls, stats.failed),
+        (CALLS as u64 + stats.resumed, CALLS as u64, 0),
         "{stats:?}"
     );
     h.eventually("every channel is gone", || {
