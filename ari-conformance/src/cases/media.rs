@@ -693,9 +693,10 @@ pub async fn media_client_mode_concurrent_opens_each_get_their_own_channel<
     }
     // Both channels are dialed before either connection is made.
     h.server().hold_media_connections(true);
+    // Boxed: two opens side by side overflowed a test thread's stack in a debug build.
     let opens = futures::future::join(
-        server.open(&calls[0], "media_app", MediaOptions::new("media", "ulaw")),
-        server.open(&calls[1], "media_app", MediaOptions::new("media", "ulaw")),
+        Box::pin(server.open(&calls[0], "media_app", MediaOptions::new("media", "ulaw"))),
+        Box::pin(server.open(&calls[1], "media_app", MediaOptions::new("media", "ulaw"))),
     );
     let release = async {
         h.eventually("both connections wait", || {
