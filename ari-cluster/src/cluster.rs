@@ -944,9 +944,26 @@ impl NatsRuntime {
                     .map_err(sub_err)?,
             ));
         }
-        nats.flush()
+        // A flush only writes the subscriptions out; a message of our own coming back through
+        // the server shows that it has them (it handles a connection's commands in order), so
+        // a call offered once this returns finds this instance in the queue group.
+        let io = |e: &dyn fmt::Display| TransportError::new(TransportErrorKind::Io, e.to_string());
+        let inbox = nats.new_inbox();
+        let mut echo = nats.subscribe(inbox.clone()).await.map_err(sub_err)?;
+        nats.publish(inbox, Bytes::new())
             .await
-            .map_err(|e| TransportError::new(TransportErrorKind::Io, e.to_string()))?;
+            .map_err(|e| io(&e))?;
+        nats.flush().await.map_err(|e| io(&e))?;
+        match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    "NATS did not confirm this instance's subscriptions within 10 s",
+                ))
+            }
+        }
+        drop(echo);
         let (tx, rx) = mpsc::channel(EVENTS_QUEUE);
         let merged = futures_util::stream::select_all(
             subs.into_iter()
