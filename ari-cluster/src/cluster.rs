@@ -61,6 +61,16 @@ pub struct NodeInfo {
 pub enum NodeEvent {
     /// A node announced itself for the first time, or again after being down.
     Up(NodeInfo),
+    /// A live node's proxy lost (`connected: false`) or regained its events connection to
+    /// Asterisk. While lost, the node's events do not arrive; if Asterisk restarted
+    /// meanwhile, its calls are gone without an event (waits on them do not end by
+    /// themselves).
+    Asterisk {
+        /// The node id.
+        id: String,
+        /// Whether the proxy's events connection to Asterisk is up now.
+        connected: bool,
+    },
     /// A node stopped (its proxy said so) or stopped announcing (three intervals, at least
     /// [`ClusterBuilder::node_silence`]).
     Down {
@@ -432,8 +442,15 @@ impl Shared {
             up: false,
             down: None,
         });
+        let link_changed = entry.up && entry.info.connected != info.connected;
         entry.info = info.clone();
         entry.last_seen = now;
+        if link_changed {
+            let _ = self.node_tx.send(NodeEvent::Asterisk {
+                id: info.id.clone(),
+                connected: info.connected,
+            });
+        }
         entry.interval = interval;
         if !entry.up {
             entry.up = true;

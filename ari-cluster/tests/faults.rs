@@ -312,3 +312,40 @@ async fn events_lost_in_a_nats_outage_are_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_losing_asterisk_is_reported_to_the_instances() {
+    let nats = nats();
+    let a = node("node-a");
+    let _pa = proxy(&a, &nats.url()).await;
+    let inst = instance(1, &nats.url()).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+    );
+    let mut node_events = inst.cluster.node_events();
+
+    // The proxy's events WebSocket drops; it reconnects.
+    assert_eq!(a.drop_websocket(APP), 1);
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match node_events.recv().await {
+                Ok(NodeEvent::Asterisk { id, connected }) => {
+                    assert_eq!(id, "node-a");
+                    seen.push(connected);
+                    if connected {
+                        return;
+                    }
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("node events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the link's loss and return are reported");
+    assert_eq!(seen, vec![false, true]);
+    assert!(inst.cluster.nodes()[0].connected);
+}
