@@ -61,6 +61,16 @@ pub struct NodeInfo {
 pub enum NodeEvent {
     /// A node announced itself for the first time, or again after being down.
     Up(NodeInfo),
+    /// A live node's proxy lost (`connected: false`) or regained its events connection to
+    /// Asterisk. While lost, the node's events do not arrive; if Asterisk restarted
+    /// meanwhile, its calls are gone without an event (waits on them do not end by
+    /// themselves).
+    Asterisk {
+        /// The node id.
+        id: String,
+        /// Whether the proxy's events connection to Asterisk is up now.
+        connected: bool,
+    },
     /// A node stopped (its proxy said so) or stopped announcing (three intervals, at least
     /// [`ClusterBuilder::node_silence`]).
     Down {
@@ -180,6 +190,12 @@ pub struct ClusterStats {
     /// Slow-consumer reports of NATS: messages dropped because this instance read them
     /// slower than they came, beyond its subscriptions' buffers.
     pub slow_consumer: u64,
+    /// Event messages a proxy published for this instance that never arrived: a gap in the
+    /// proxy's numbering ([`wire::SEQ_HEADER`]) of its messages on a subject, seen at the
+    /// next message on it. Published while NATS was down or this instance was resubscribing
+    /// after a NATS restart, or dropped by NATS. Each may have carried many frames; waits on
+    /// the events they carried do not end by themselves.
+    pub event_messages_lost: u64,
     /// REST requests sent over NATS.
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
@@ -207,6 +223,7 @@ struct Counters {
     events_dropped: AtomicU64,
     malformed: AtomicU64,
     slow_consumer: Arc<AtomicU64>,
+    event_messages_lost: AtomicU64,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
     resources_refused: AtomicU64,
@@ -232,6 +249,8 @@ struct Shared {
     nats_up: watch::Receiver<bool>,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The last [`wire::SEQ_HEADER`] seen per proxy and subject.
+    seqs: Mutex<HashMap<String, u64>>,
 }
 
 impl Drop for Shared {
@@ -329,6 +348,38 @@ impl Shared {
         }
     }
 
+    /// Counts the messages missing before this one on its subject from its proxy.
+    fn check_seq(&self, msg: &async_nats::Message) {
+        let Some(h) = msg.headers.as_ref() else {
+            return;
+        };
+        let (Some(node), Some(seq)) = (h.get(wire::NODE_HEADER), h.get(wire::SEQ_HEADER)) else {
+            return;
+        };
+        let Ok(seq) = seq.as_str().parse::<u64>() else {
+            return;
+        };
+        let key = format!("{} {}", node.as_str(), msg.subject.as_str());
+        let mut seqs = lock(&self.seqs);
+        let missing = match seqs.get(&key) {
+            Some(&last) if seq > last => seq - last - 1,
+            // Numbered again from 1: the proxy restarted.
+            Some(_) => 0,
+            // The first on this instance's own subject: every message there was for it.
+            None if msg.subject.as_str() == self.subjects.instance(&self.instance) => seq - 1,
+            // The first on a subject every instance reads: it may have started late.
+            None => 0,
+        };
+        seqs.insert(key, seq);
+        drop(seqs);
+        if missing > 0 {
+            self.counters
+                .event_messages_lost
+                .fetch_add(missing, Ordering::Relaxed);
+            tracing::warn!(node = %node, subject = %msg.subject, missing, "event messages lost");
+        }
+    }
+
     /// The nodes up now, by id.
     fn up_nodes(&self) -> Vec<Arc<str>> {
         let nodes = lock(&self.nodes);
@@ -391,8 +442,15 @@ impl Shared {
             up: false,
             down: None,
         });
+        let link_changed = entry.up && entry.info.connected != info.connected;
         entry.info = info.clone();
         entry.last_seen = now;
+        if link_changed {
+            let _ = self.node_tx.send(NodeEvent::Asterisk {
+                id: info.id.clone(),
+                connected: info.connected,
+            });
+        }
         entry.interval = interval;
         if !entry.up {
             entry.up = true;
@@ -527,6 +585,7 @@ impl ClusterBuilder {
             nats_up: up_rx,
             counters,
             tasks: Mutex::new(Vec::new()),
+            seqs: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         let task = tokio::spawn(watch_nodes(weak, announce));
@@ -675,6 +734,7 @@ impl Cluster {
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
             slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
+            event_messages_lost: c.event_messages_lost.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
@@ -901,9 +961,26 @@ impl NatsRuntime {
                     .map_err(sub_err)?,
             ));
         }
-        nats.flush()
+        // A flush only writes the subscriptions out; a message of our own coming back through
+        // the server shows that it has them (it handles a connection's commands in order), so
+        // a call offered once this returns finds this instance in the queue group.
+        let io = |e: &dyn fmt::Display| TransportError::new(TransportErrorKind::Io, e.to_string());
+        let inbox = nats.new_inbox();
+        let mut echo = nats.subscribe(inbox.clone()).await.map_err(sub_err)?;
+        nats.publish(inbox, Bytes::new())
             .await
-            .map_err(|e| TransportError::new(TransportErrorKind::Io, e.to_string()))?;
+            .map_err(|e| io(&e))?;
+        nats.flush().await.map_err(|e| io(&e))?;
+        match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    "NATS did not confirm this instance's subscriptions within 10 s",
+                ))
+            }
+        }
+        drop(echo);
         let (tx, rx) = mpsc::channel(EVENTS_QUEUE);
         let merged = futures_util::stream::select_all(
             subs.into_iter()
@@ -1028,6 +1105,7 @@ async fn feed(
                     }
                     continue;
                 }
+                shared.check_seq(&msg);
                 let batch = headers.and_then(|h| h.get(wire::BATCH_HEADER));
                 let Some(count) = batch else {
                     // One frame, its resources in headers.

@@ -197,6 +197,8 @@ struct State {
     in_flight: Arc<Semaphore>,
     /// `{p}.inst.{instance}` of the owners seen, built once each (instances are few; the
     /// cache is emptied past [`MAX_CACHED_SUBJECTS`]).
+    /// The number of the last event message published on each subject ([`wire::SEQ_HEADER`]).
+    seqs: Mutex<HashMap<String, u64>>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
 }
@@ -291,6 +293,25 @@ impl State {
         payload: Bytes,
         frames: usize,
     ) {
+        let mut headers = headers;
+        let seq = {
+            let mut seqs = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+            match seqs.get_mut(subject.as_str()) {
+                Some(n) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    if seqs.len() >= MAX_CACHED_SUBJECTS {
+                        // Receivers see the numbers start again, as after a restart.
+                        seqs.clear();
+                    }
+                    seqs.insert(subject.to_string(), 1);
+                    1
+                }
+            }
+        };
+        headers.insert(wire::SEQ_HEADER, seq.to_string().as_str());
         match self
             .nats
             .publish_with_headers(subject, headers, payload)
@@ -406,6 +427,7 @@ impl Proxy {
             connected: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             instance_subjects: Mutex::new(HashMap::new()),
+            seqs: Mutex::new(HashMap::new()),
             config,
         });
         let s = &state.subjects;

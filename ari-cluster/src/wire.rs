@@ -55,6 +55,12 @@ pub const FINAL_HEADER: &str = "Ari-Final";
 /// module's documentation).
 pub const BATCH_HEADER: &str = "Ari-Batch";
 
+/// Header of an event message: its number among the messages the proxy published on that
+/// subject (from 1), so that a receiver sees a gap (messages lost: published while NATS was
+/// down, or dropped by NATS). A receiver that sees a smaller number starts counting again
+/// (the proxy restarted).
+pub const SEQ_HEADER: &str = "Ari-Seq";
+
 /// Header of a proxy's request on an instance's subject asking whether it is alive: the
 /// instance answers it (an empty reply) and delivers nothing. A proxy that finds no
 /// instance listening there three times in a row, over 2 s at least, releases that instance's resources (their

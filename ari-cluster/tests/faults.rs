@@ -229,3 +229,123 @@ async fn a_stopped_proxy_or_an_unserved_node_fails_with_node_down() {
         .expect_err("times out");
     assert!(NodeDown::find(&err).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_lost_in_a_nats_outage_are_counted() {
+    use ari_client::events::{ChannelHangupRequest, StasisStart};
+    use std::sync::{Arc, Mutex};
+
+    let mut nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let cluster = ari_cluster::Cluster::connect(&nats.url())
+        .await
+        .expect("instance connects");
+    let client = cluster.client().expect("client");
+    let ended: Arc<Mutex<Vec<String>>> = Arc::default();
+    let e = ended.clone();
+    client.on(move |_s: StasisStart, channel| {
+        let e = e.clone();
+        async move {
+            // Ends when the hangup arrives (or the channel's events end).
+            let _ = channel.once::<ChannelHangupRequest>().await;
+            e.lock().unwrap().push(channel.id().to_string());
+        }
+    });
+    client.start(&[APP]).await.expect("instance starts");
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    let calls = place_calls(&a, "x", 3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while cluster.stats().calls_taken < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calls taken: {:?} {:?}",
+            cluster.stats(),
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The calls hang up while NATS is down: the proxy publishes their events to nobody.
+    let mut conn = client.connection_events();
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for call in &calls {
+        a.hangup(call).expect("hangup");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.restart().expect("nats-server restarts");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = conn.next().await {
+            if let Ok(ConnectionEvent::Connected {
+                reconnected: true, ..
+            }) = ev
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the instance reconnects");
+
+    // The next message from the proxy on the instance's subject shows the gap: a new call
+    // (placed again until one is taken: one offered while the instance resubscribes is
+    // unclaimed, counted by the proxy).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut placed = 0;
+    loop {
+        let arrived = ended.lock().unwrap().len() == calls.len();
+        let s = cluster.stats();
+        if s.calls_taken > 3 && (arrived || s.event_messages_lost > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hangups arrive or their loss is counted: {s:?}, waits ended {:?}, {:?}",
+            ended.lock().unwrap(),
+            pa.stats()
+        );
+        if s.calls_taken == 3 && pa.stats().calls_unclaimed >= placed {
+            place_calls(&a, &format!("y{placed}"), 1);
+            placed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_losing_asterisk_is_reported_to_the_instances() {
+    let nats = nats();
+    let a = node("node-a");
+    let _pa = proxy(&a, &nats.url()).await;
+    let inst = instance(1, &nats.url()).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+    );
+    let mut node_events = inst.cluster.node_events();
+
+    // The proxy's events WebSocket drops; it reconnects.
+    assert_eq!(a.drop_websocket(APP), 1);
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match node_events.recv().await {
+                Ok(NodeEvent::Asterisk { id, connected }) => {
+                    assert_eq!(id, "node-a");
+                    seen.push(connected);
+                    if connected {
+                        return;
+                    }
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("node events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the link's loss and return are reported");
+    assert_eq!(seen, vec![false, true]);
+    assert!(inst.cluster.nodes()[0].connected);
+}

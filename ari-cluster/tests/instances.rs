@@ -79,3 +79,37 @@ async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
     // A live instance is not released.
     assert_eq!(pa.stats().instances_lost, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_arriving_as_start_returns_is_taken() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    for round in 0..20u64 {
+        let cluster = Cluster::connect(&nats.url()).await.expect("instance");
+        let client = cluster.client().expect("client");
+        client.on(|_s: StasisStart, channel| async move {
+            let _ = channel.hangup().await;
+        });
+        client.start(&[APP]).await.expect("instance starts");
+        // At once: start() returned, so this instance is in the queue group.
+        place_calls(&a, &format!("r{round}"), 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = pa.stats();
+            assert_eq!(
+                s.calls_unclaimed, 0,
+                "round {round}: a call offered after start() returned found no instance"
+            );
+            if s.calls_claimed == round + 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cluster.close().await;
+    }
+}
