@@ -391,7 +391,11 @@ fn handing_a_request_to_a_kept_alive_connection_does_not_wake_the_task() {
             .as_mut()
             .poll(&mut std::task::Context::from_waker(&waker));
         assert!(polled.is_pending(), "the server does not answer");
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a wake-up during the poll");
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "a wake-up during the poll"
+        );
         // That one poll wrote the request on the kept-alive connection.
         while server.seen().len() < 2 {
             async_io::Timer::after(Duration::from_millis(1)).await;
