@@ -90,6 +90,14 @@ fn uri<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> String {
     format!("ws://{}{PATH}", s.local_addr())
 }
 
+/// A `websocket_client.conf` section dialling `s` once for the app `hello`, redialling a
+/// dropped connection after 20 ms, 3 times at most.
+fn persistent<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> OutboundConfig {
+    OutboundConfig::persistent(&uri(s), ["hello"])
+        .credentials(USER, SECRET)
+        .reconnect(Duration::from_millis(20), 3)
+}
+
 /// A `per_call_config` section dialling `s` for the app `hello`, with short delays.
 fn per_call<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> OutboundConfig {
     OutboundConfig::per_call(&uri(s), ["hello"])
@@ -232,11 +240,7 @@ pub async fn outbound_two_asterisks_on_one_host_get_a_client_each<E: Executor, C
     let asterisk = |id: &str| {
         MockServer::builder()
             .asterisk_id(id)
-            .outbound(
-                OutboundConfig::persistent(&uri(&ob), ["hello"])
-                    .credentials(USER, SECRET)
-                    .reconnect(Duration::from_millis(20), 3),
-            )
+            .outbound(persistent(&ob))
             .start()
     };
     let mock_a = asterisk("02:00:00:00:00:0a");
@@ -707,9 +711,7 @@ pub async fn outbound_persistent_asterisk_restart_ends_the_previous_runs_calls<
 ) {
     const BOOT: u64 = 1_795_691_627_914;
     let ob = server(h, ConnectionType::Persistent).await;
-    let config = OutboundConfig::persistent(&uri(&ob), ["hello"])
-        .credentials(USER, SECRET)
-        .reconnect(Duration::from_millis(20), 3);
+    let config = persistent(&ob);
     let first = asterisk(config.clone(), Some(BOOT));
     let conn = h
         .live("Asterisk connects", ob.next())
@@ -1125,12 +1127,7 @@ pub async fn outbound_per_call_server_dialled_persistent_yields_every_call<
     h: &Harness<Stack<E, C>>,
 ) {
     let ob = server(h, ConnectionType::PerCall).await;
-    let mock = asterisk(
-        OutboundConfig::persistent(&uri(&ob), ["hello"])
-            .credentials(USER, SECRET)
-            .reconnect(Duration::from_millis(20), 3),
-        None,
-    );
+    let mock = asterisk(persistent(&ob), None);
     let mut placed = std::collections::HashSet::new();
     for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
         placed.insert(
@@ -1167,12 +1164,7 @@ pub async fn outbound_persistent_redial_mid_call_keeps_the_calls_waits<
     h: &Harness<Stack<E, C>>,
 ) {
     let ob = server(h, ConnectionType::Persistent).await;
-    let mock = asterisk(
-        OutboundConfig::persistent(&uri(&ob), ["hello"])
-            .credentials(USER, SECRET)
-            .reconnect(Duration::from_millis(20), 3),
-        None,
-    );
+    let mock = asterisk(persistent(&ob), None);
     let conn = h
         .live("Asterisk connects", ob.next())
         .await
