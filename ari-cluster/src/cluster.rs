@@ -361,15 +361,8 @@ impl Shared {
         };
         let key = format!("{} {}", node.as_str(), msg.subject.as_str());
         let mut seqs = lock(&self.seqs);
-        let missing = match seqs.get(&key) {
-            Some(&last) if seq > last => seq - last - 1,
-            // Numbered again from 1: the proxy restarted.
-            Some(_) => 0,
-            // The first on this instance's own subject: every message there was for it.
-            None if msg.subject.as_str() == self.subjects.instance(&self.instance) => seq - 1,
-            // The first on a subject every instance reads: it may have started late.
-            None => 0,
-        };
+        let own = msg.subject.as_str() == self.subjects.instance(&self.instance);
+        let missing = missing_before(seqs.get(&key).copied(), seq, own);
         seqs.insert(key, seq);
         drop(seqs);
         if missing > 0 {
@@ -1269,6 +1262,22 @@ impl Transport for NatsRuntime {
     }
 }
 
+/// Event messages missing before the one numbered `seq` ([`wire::SEQ_HEADER`]) on a subject
+/// whose last message seen was numbered `last`; `own`: the instance's own subject (every
+/// message there was for it, from 1). The number comes from the network: any value is
+/// counted without overflow (0, or a number not above the last, counts nothing).
+fn missing_before(last: Option<u64>, seq: u64, own: bool) -> u64 {
+    match last {
+        Some(last) if seq > last => seq - last - 1,
+        // Numbered again from 1: the proxy restarted.
+        Some(_) => 0,
+        // The first on this instance's own subject: every message there was for it.
+        None if own => seq.saturating_sub(1),
+        // The first on a subject every instance reads: it may have started late.
+        None => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1307,5 +1316,21 @@ mod tests {
         );
         assert_eq!(addressed_resource(&get, &segs("recordings/stored")), None);
         assert_eq!(addressed_resource(&get, &segs("asterisk/info")), None);
+    }
+
+    #[test]
+    fn missing_messages_are_counted_from_any_number_without_overflow() {
+        assert_eq!(missing_before(Some(4), 5, true), 0);
+        assert_eq!(missing_before(Some(4), 8, false), 3);
+        assert_eq!(missing_before(Some(9), 1, true), 0, "the proxy restarted");
+        assert_eq!(missing_before(Some(9), 9, true), 0, "the same number again");
+        assert_eq!(missing_before(None, 3, true), 2);
+        assert_eq!(missing_before(None, 3, false), 0);
+        // Numbers a broken or hostile peer may send.
+        assert_eq!(missing_before(None, 0, true), 0);
+        assert_eq!(missing_before(Some(0), 0, true), 0);
+        assert_eq!(missing_before(None, u64::MAX, true), u64::MAX - 1);
+        assert_eq!(missing_before(Some(0), u64::MAX, true), u64::MAX - 1);
+        assert_eq!(missing_before(Some(u64::MAX), 0, true), 0);
     }
 }
