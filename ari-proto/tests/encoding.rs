@@ -740,16 +740,31 @@ fn method() -> impl Strategy<Value = http::Method> {
     ]
 }
 
-/// A raw path and query below `/ari`: any text, or segments and parameters near the ones
-/// that create resources, with stray `/`, `?`, `#`, `%`, `+` and bad percent-encodings.
-fn raw_uri() -> impl Strategy<Value = String> {
-    let segment = prop_oneof![
+/// Text with percent signs followed by anything: valid, truncated, not hex, not UTF-8.
+const PERCENTS: &str = "([a-zA-Z0-9/?#&=+.]|%[0-9a-fA-FgG]{0,2}|%C3|%E9|%FF){0,6}";
+
+/// A path segment near the ones that create resources, or with bad percent-encodings.
+fn raw_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
         3 => prop::sample::select(vec![
             "channels", "bridges", "create", "externalMedia", "snoop", "play", "record", "",
             "c1", "%", "%FF", "%e9", "%C3%A9", "%2F", "..", "answer", "recordings", "ari",
         ])
         .prop_map(str::to_string),
+        2 => PERCENTS,
         2 => value(),
+    ]
+}
+
+/// A raw path and query below `/ari`: any text, or segments and parameters near the ones
+/// that create resources, with stray `/`, `?`, `#`, `%`, `+` and bad percent-encodings.
+fn raw_uri() -> impl Strategy<Value = String> {
+    let percents = PERCENTS;
+    let segment = raw_segment();
+    let first = prop_oneof![
+        4 => prop::sample::select(vec!["channels", "bridges", "/channels", "//bridges"])
+            .prop_map(str::to_string),
+        1 => raw_segment(),
     ];
     let key = prop::sample::select(vec![
         "channelId",
@@ -761,7 +776,11 @@ fn raw_uri() -> impl Strategy<Value = String> {
         "",
         "channelid",
     ]);
-    let pair = (key, value(), any::<bool>()).prop_map(|(k, v, raw)| {
+    let pair_value = prop_oneof![
+        2 => percents.prop_map(|v| (v, true)),
+        1 => (value(), any::<bool>()),
+    ];
+    let pair = (key, pair_value).prop_map(|(k, (v, raw))| {
         if raw {
             format!("{k}={v}")
         } else {
@@ -769,12 +788,17 @@ fn raw_uri() -> impl Strategy<Value = String> {
         }
     });
     let built = (
-        prop::collection::vec(segment, 0..6),
+        first,
+        prop::collection::vec(segment, 0..5),
         prop::option::of(prop::collection::vec(pair, 0..4)),
         prop::option::of(value()),
     )
-        .prop_map(|(segments, query, fragment)| {
-            let mut s = segments.join("/");
+        .prop_map(|(first, segments, query, fragment)| {
+            let mut s = first;
+            for seg in segments {
+                s.push('/');
+                s.push_str(&seg);
+            }
             if let Some(q) = query {
                 s.push('?');
                 s.push_str(&q.join("&"));
