@@ -1180,6 +1180,40 @@ fn a_channel_unfollowed_during_its_linger_still_counts_as_ended() {
     assert!(s.has_ended(ResourceKind::Channel, &cid(2)));
 }
 
+/// `not_created` of a channel that lingers (it left Stasis while followed) ends its
+/// subscriptions and leaves it unfollowed, as removing its last subscription would: its
+/// deadline stays (a later event of it does not restart it), and it counts as ended then.
+/// Found by `routing_matches_naive_model` (a `Dial` after it restarted the linger).
+#[test]
+fn a_lingering_channel_not_created_keeps_its_deadline() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let mut s = lingering(linger, t0);
+    let sub = s.subscribe(Filter::channel(cid(1)));
+    s.handle_frame(t0, Ev::StasisEnd(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(s.not_created(ResourceKind::Channel, &cid(1)), 1);
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Output::SubscriptionEnded { id, reason: EndReason::NotCreated, .. }] if *id == sub
+    ));
+    assert_eq!(s.lingering_channels(), 1);
+    let later = t0 + Duration::from_millis(500);
+    s.handle_frame(later, Ev::Dtmf(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0 + linger),
+        "the event restarted the linger"
+    );
+    assert!(!s.has_ended(ResourceKind::Channel, &cid(1)));
+    s.handle_timeout(t0 + linger);
+    assert!(drain(&mut s).is_empty());
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    assert_eq!(s.lingering_channels(), 0);
+}
+
 /// The record of ended resources keeps how a live recording ended: `RecordingFailed` with
 /// Asterisk's cause (empty when it gave none), `RecordingFinished` as no failure; a recording
 /// created again (`RecordingStarted`, the same name reused) is no longer remembered.
