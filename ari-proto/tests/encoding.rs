@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ari_proto::catalog;
+use ari_proto::events::ResourceKind;
 use ari_proto::models::DeviceStateValue;
 use ari_proto::ops::{bridges, channels, device_states, endpoints, events, recordings};
 use ari_proto::rest::{
@@ -695,4 +696,319 @@ fn other_requests_destroy_no_bridge() {
     }
     let raw = RequestParts::raw(http::Method::POST, "bridges/b1", None);
     assert_eq!(raw.destroyed_bridge(), None);
+}
+
+/// The resource kind and the parameter naming the id of each operation that creates a
+/// resource under an id the application chose (`RequestParts::created_resource`).
+fn creates(resource: &str, nickname: &str) -> Option<(ResourceKind, &'static str)> {
+    use ResourceKind::{Channel, Playback, Recording};
+    Some(match (resource, nickname) {
+        ("channels", "originate" | "create" | "originateWithId" | "externalMedia") => {
+            (Channel, "channelId")
+        }
+        ("channels", "snoopChannel" | "snoopChannelWithId") => (Channel, "snoopId"),
+        ("channels" | "bridges", "play" | "playWithId") => (Playback, "playbackId"),
+        ("channels" | "bridges", "record") => (Recording, "name"),
+        _ => return None,
+    })
+}
+
+/// `value` percent-encoded as strictly as can be (every byte but ASCII letters and digits),
+/// and in a query value a space as `+` when `plus`.
+fn strict_encode(value: &str, plus: bool) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    if plus {
+        encoded.replace("%20", "+")
+    } else {
+        encoded
+    }
+}
+
+/// A method, mostly `POST`, sometimes one no operation uses.
+fn method() -> impl Strategy<Value = http::Method> {
+    prop_oneof![
+        4 => Just(http::Method::POST),
+        1 => prop::sample::select(vec![
+            http::Method::GET,
+            http::Method::PUT,
+            http::Method::DELETE,
+            http::Method::PATCH,
+            http::Method::OPTIONS,
+            http::Method::from_bytes(b"post").expect("a method"),
+        ]),
+    ]
+}
+
+/// Text with percent signs followed by anything: valid, truncated, not hex, not UTF-8.
+const PERCENTS: &str = "([a-zA-Z0-9/?#&=+.]|%[0-9a-fA-FgG]{0,2}|%C3|%E9|%FF){0,6}";
+
+/// A path segment near the ones that create resources, or with bad percent-encodings.
+fn raw_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "channels", "bridges", "create", "externalMedia", "snoop", "play", "record", "",
+            "c1", "%", "%FF", "%e9", "%C3%A9", "%2F", "..", "answer", "recordings", "ari",
+        ])
+        .prop_map(str::to_string),
+        2 => PERCENTS,
+        2 => value(),
+    ]
+}
+
+/// A raw path and query below `/ari`: any text, or segments and parameters near the ones
+/// that create resources, with stray `/`, `?`, `#`, `%`, `+` and bad percent-encodings.
+fn raw_uri() -> impl Strategy<Value = String> {
+    let percents = PERCENTS;
+    let segment = raw_segment();
+    let first = prop_oneof![
+        4 => prop::sample::select(vec!["channels", "bridges", "/channels", "//bridges"])
+            .prop_map(str::to_string),
+        1 => raw_segment(),
+    ];
+    let key = prop::sample::select(vec![
+        "channelId",
+        "snoopId",
+        "playbackId",
+        "name",
+        "bridgeId",
+        "endpoint",
+        "",
+        "channelid",
+    ]);
+    let pair_value = prop_oneof![
+        2 => percents.prop_map(|v| (v, true)),
+        1 => (value(), any::<bool>()),
+    ];
+    let pair = (key, pair_value).prop_map(|(k, (v, raw))| {
+        if raw {
+            format!("{k}={v}")
+        } else {
+            format!("{k}={}", strict_encode(&v, false))
+        }
+    });
+    let built = (
+        first,
+        prop::collection::vec(segment, 0..5),
+        prop::option::of(prop::collection::vec(pair, 0..4)),
+        prop::option::of(value()),
+    )
+        .prop_map(|(first, segments, query, fragment)| {
+            let mut s = first;
+            for seg in segments {
+                s.push('/');
+                s.push_str(&seg);
+            }
+            if let Some(q) = query {
+                s.push('?');
+                s.push_str(&q.join("&"));
+            }
+            if let Some(f) = fragment {
+                s.push('#');
+                s.push_str(&f);
+            }
+            s
+        });
+    prop_oneof![4 => built, 1 => any::<String>(), 1 => value()]
+}
+
+proptest! {
+    /// Whatever the ids, each typed request that creates a channel, playback or live recording
+    /// under an id the application chose names exactly that kind and id, and so does the same
+    /// request forwarded raw (its encoded path and query). The other ids of the request (the
+    /// channel snooped on or played to, the bridge, the endpoint, the media) never leak in.
+    #[test]
+    fn creating_a_resource_with_an_id_names_it_whatever_its_id(
+        id in value(),
+        other in value(),
+        endpoint in value(),
+    ) {
+        prop_assume!(!id.is_empty() && !has_nul(&id));
+        prop_assume!(!other.is_empty() && !has_nul(&other) && !has_nul(&endpoint));
+        // `POST /channels/create` and `/channels/externalMedia` are other operations.
+        let path_id = id != "create" && id != "externalMedia";
+        let media = ["sound:beep"];
+        use ResourceKind::{Channel, Playback, Recording};
+        let mut cases = vec![
+            (request_parts(&channels::Originate::new(endpoint.clone()).channel_id(id.clone())), Channel),
+            (request_parts(&channels::Originate::new(endpoint.clone()).channel_id(id.clone()).other_channel_id(other.clone())), Channel),
+            (request_parts(&channels::Create::new(endpoint.clone(), other.clone()).channel_id(id.clone())), Channel),
+            (request_parts(&channels::ExternalMedia::new(other.clone(), "ulaw").channel_id(id.clone())), Channel),
+            (request_parts(&channels::SnoopChannel::new(other.clone(), "app").snoop_id(id.clone())), Channel),
+            (request_parts(&channels::SnoopChannelWithId::new(other.clone(), id.clone(), "app")), Channel),
+            (request_parts(&channels::Play::new(other.clone(), media).playback_id(id.clone())), Playback),
+            (request_parts(&channels::PlayWithId::new(other.clone(), id.clone(), media)), Playback),
+            (request_parts(&bridges::Play::new(other.clone(), media).playback_id(id.clone())), Playback),
+            (request_parts(&bridges::PlayWithId::new(other.clone(), id.clone(), media)), Playback),
+            (request_parts(&channels::Record::new(other.clone(), id.clone(), "wav")), Recording),
+            (request_parts(&bridges::Record::new(other.clone(), id.clone(), "wav")), Recording),
+        ];
+        if path_id {
+            cases.push((request_parts(&channels::OriginateWithId::new(id.clone(), endpoint.clone())), Channel));
+        }
+        let expected = |kind| Some((kind, id.clone()));
+        for (parts, kind) in cases {
+            let parts = parts.expect("parts");
+            prop_assert_eq!(parts.created_resource(), expected(kind), "{:?}", parts);
+            let uri = format!("/{}", parts.path_and_query());
+            let raw = RequestParts::raw(http::Method::POST, &uri, parts.body.clone());
+            prop_assert_eq!(raw.created_resource(), expected(kind), "{}", uri);
+            // The same request under another method creates nothing.
+            let get = RequestParts::raw(http::Method::GET, &uri, None);
+            prop_assert_eq!(get.created_resource(), None, "GET {}", uri);
+            // Neither is it a bridge the application creates or destroys.
+            prop_assert_eq!(parts.created_bridge(), None);
+            prop_assert_eq!(parts.destroyed_bridge(), None);
+        }
+    }
+
+    /// Every operation of the API, sent raw with any ids (encoded as strictly as can be, a
+    /// space in a query value sometimes as `+`) and with or without its query parameters,
+    /// names the resource it creates exactly when it is one of the operations that create a
+    /// resource under an id the application chose and that id is given: its kind and the id,
+    /// decoded. Every other operation (other methods, other paths, a bridge's, or a channel
+    /// or playback whose id Asterisk makes up) names none.
+    #[test]
+    fn only_requests_creating_a_resource_with_an_id_name_one(
+        ids in prop::collection::vec(value(), 8),
+        with_query in any::<bool>(),
+        plus in any::<bool>(),
+    ) {
+        prop_assume!(ids.iter().all(|v| v != "create" && v != "externalMedia"));
+        let mut created = 0;
+        for (n, op) in catalog::OPERATIONS.iter().enumerate() {
+            let mut given = BTreeMap::new();
+            let mut next = n;
+            let mut value = |name: &'static str| {
+                next += 1;
+                let v = ids[next % ids.len()].clone();
+                given.insert(name, v.clone());
+                v
+            };
+            let path: Vec<String> = op.path.trim_start_matches('/').split('/').map(|s| {
+                match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => {
+                        let name = op.params.iter().find(|p| p.name == name).expect("a path parameter").name;
+                        strict_encode(&value(name), false)
+                    }
+                    None => s.to_string(),
+                }
+            }).collect();
+            let mut uri = path.join("/");
+            if with_query {
+                for (i, p) in op.params.iter().filter(|p| p.location == "query").enumerate() {
+                    uri.push(if i == 0 { '?' } else { '&' });
+                    uri.push_str(p.name);
+                    uri.push('=');
+                    uri.push_str(&strict_encode(&value(p.name), plus));
+                }
+            }
+            let method = http::Method::from_bytes(op.method.as_bytes()).expect("a method");
+            let raw = RequestParts::raw(method, &format!("/{uri}"), None);
+            let expected = creates(op.resource, op.nickname)
+                .and_then(|(kind, name)| given.get(name).map(|id| (kind, id.clone())))
+                .filter(|(_, id)| !id.is_empty());
+            created += usize::from(expected.is_some());
+            prop_assert_eq!(raw.created_resource(), expected, "{} {}.{}: {}", op.method, op.resource, op.nickname, uri);
+        }
+        if with_query && ids.iter().all(|v| !v.is_empty()) {
+            // Every one of them: originate, originateWithId, create, externalMedia, snoop (2),
+            // play (4: channel or bridge, id in the path or not), record (2).
+            prop_assert_eq!(created, 12);
+        }
+    }
+
+    /// Any method, path and query (invalid percent-encodings, stray `?`, `#` and `/`, any
+    /// text): `created_resource` never panics, and what it names is a channel, playback or
+    /// recording with a non-empty id created by a `POST` below `channels/` or `bridges/`.
+    #[test]
+    fn created_resource_never_panics_on_any_uri(method in method(), uri in raw_uri()) {
+        let raw = RequestParts::raw(method.clone(), &uri, None);
+        if let Some((kind, id)) = raw.created_resource() {
+            prop_assert_eq!(&method, &http::Method::POST);
+            prop_assert!(!id.is_empty());
+            prop_assert!(matches!(kind, ResourceKind::Channel | ResourceKind::Playback | ResourceKind::Recording));
+            let path = uri.trim_start_matches('/');
+            prop_assert!(path.starts_with("channels") || path.starts_with("bridges"), "{}", uri);
+        }
+        // The leading slash makes no difference.
+        let slashed = RequestParts::raw(method, &format!("/{uri}"), None);
+        prop_assert_eq!(slashed.created_resource(), raw.created_resource());
+    }
+}
+
+/// Requests that create no resource under an id the application chose: a channel, snoop or
+/// playback whose id Asterisk makes up, an empty id, the bridges' own creations, the other
+/// `POST`s of a channel or bridge, other methods, other resources, malformed paths.
+#[test]
+fn other_requests_create_no_resource_with_an_id() {
+    let media = ["sound:beep"];
+    let others = [
+        request_parts(&channels::Originate::new("PJSIP/alice")),
+        request_parts(&channels::Originate::new("PJSIP/alice").channel_id("")),
+        request_parts(&channels::Create::new("PJSIP/alice", "app")),
+        request_parts(&channels::ExternalMedia::new("app", "ulaw")),
+        request_parts(&channels::SnoopChannel::new("c1", "app")),
+        request_parts(&channels::SnoopChannel::new("c1", "app").snoop_id("")),
+        request_parts(&channels::Play::new("c1", media)),
+        request_parts(&bridges::Play::new("b1", media)),
+        request_parts(&channels::Record::new("c1", "", "wav")),
+        request_parts(&bridges::Create::new().bridge_id("c1")),
+        request_parts(&bridges::CreateWithId::new("c1")),
+        request_parts(&bridges::AddChannel::new("b1", ["c1"])),
+        request_parts(&channels::Answer::new("c1")),
+        request_parts(&channels::Get::new("c1")),
+        request_parts(&channels::Hangup::new("c1")),
+        request_parts(&channels::ContinueInDialplan::new("c1")),
+        request_parts(&recordings::GetStored::new("c1")),
+    ];
+    for parts in others {
+        let parts = parts.expect("parts");
+        assert_eq!(parts.created_resource(), None, "{parts:?}");
+    }
+    // `POST /channels/create` is `create`, not an originate with the id `create`.
+    let parts =
+        request_parts(&channels::OriginateWithId::new("create", "PJSIP/alice")).expect("parts");
+    assert_eq!(parts.created_resource(), None);
+    for path in [
+        "channels",
+        "channels?channelId=",
+        "channels?otherChannelId=c1",
+        "channels?channelid=c1",
+        "channels/",
+        "channels//c1",
+        "channels/c1/",
+        "channels/%FF",
+        "channels?channelId=%FF",
+        "channels/c1/answer?channelId=c1",
+        "channels/c1/play?channelId=c1",
+        "channels/c1/play/",
+        "channels/c1/snoop/",
+        "channels/c1/record?name=",
+        "channels/c1/record/r1",
+        "channels/c1/variable?variable=X",
+        "bridges?channelId=c1",
+        "bridges/b1",
+        "bridges/b1/record/r1",
+        "bridges/b1/snoop/s1",
+        "playbacks/p1/control?operation=pause",
+        "recordings/live/r1/stop",
+        "ari/channels/c1",
+        "c1",
+        "",
+    ] {
+        let raw = RequestParts::raw(http::Method::POST, path, None);
+        assert_eq!(raw.created_resource(), None, "{path}");
+    }
+    for method in [http::Method::GET, http::Method::PUT, http::Method::DELETE] {
+        for path in [
+            "channels/c1",
+            "channels?channelId=c1",
+            "channels/c1/play/p1",
+            "channels/c1/record?name=r1",
+        ] {
+            let raw = RequestParts::raw(method.clone(), path, None);
+            assert_eq!(raw.created_resource(), None, "{method} {path}");
+        }
+    }
 }

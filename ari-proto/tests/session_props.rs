@@ -400,6 +400,20 @@ enum Op {
     DestroyBridge(usize),
     /// The application creates a bridge with this id again: `Session::forget_ended`.
     ForgetBridge(usize),
+    /// Asterisk refused a request that would have created this resource under the
+    /// application's id (`RequestParts::created_resource`): `Session::not_created`.
+    NotCreated(ResourceKind, String),
+}
+
+/// A resource the application may create under an id of its own (a bridge too: the session
+/// takes any kind).
+fn creatable() -> impl Strategy<Value = (ResourceKind, String)> {
+    prop_oneof![
+        (0..CHANNELS).prop_map(|i| (ResourceKind::Channel, cid(i))),
+        (0..BRIDGES).prop_map(|i| (ResourceKind::Bridge, bid(i))),
+        (0..PLAYBACKS).prop_map(|i| (ResourceKind::Playback, pid(i))),
+        (0..RECORDINGS).prop_map(|i| (ResourceKind::Recording, rid(i))),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -410,6 +424,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..1500).prop_map(Op::Advance),
         1 => (0..BRIDGES).prop_map(Op::DestroyBridge),
         1 => (0..BRIDGES).prop_map(Op::ForgetBridge),
+        1 => creatable().prop_map(|(k, id)| Op::NotCreated(k, id)),
     ]
 }
 
@@ -432,6 +447,10 @@ proptest! {
     /// `forget_ended` stopping it); when it is over the resource counts as ended and its
     /// subscriptions end, without an event. `has_ended`, `forget_ended`'s answer,
     /// `lingering_channels` and `poll_timeout` agree with the model after every step.
+    ///
+    /// A resource Asterisk refused to create under the application's id (`not_created`): its
+    /// subscriptions end at once with `NotCreated` and no event, it does not count as ended
+    /// (a subscription to it afterwards lives), and its lingers go on as after an unsubscribe.
     #[test]
     fn routing_matches_naive_model(ops in proptest::collection::vec(op(), 0..120)) {
         use std::collections::BTreeMap;
@@ -641,6 +660,36 @@ proptest! {
                     let lingered = bridges.remove(&r.1).is_some();
                     prop_assert_eq!(s.forget_ended(r.0, &r.1), ended || lingered, "forget_ended({:?})", r);
                     prop_assert!(drain(&mut s).is_empty());
+                }
+                Op::NotCreated(kind, id) => {
+                    // Its subscriptions end now, in subscription order, with NotCreated; it is
+                    // not recorded as ended (nor forgotten if it was), and a bridge's linger
+                    // stays. A lingering channel left with no subscription keeps its deadline,
+                    // as when its last one is removed.
+                    let r = (*kind, id.clone());
+                    let mut expected_end: Vec<SubscriptionId> = Vec::new();
+                    model.retain(|(sid, sp)| {
+                        let ends = sp.resource.as_ref() == Some(&r);
+                        if ends { expected_end.push(*sid); }
+                        !ends
+                    });
+                    if r.0 == ResourceKind::Channel {
+                        if let Some(at) = followed.remove(&r.1) {
+                            unfollowed.insert(r.1.clone(), at);
+                        }
+                    }
+                    let counted = s.stats().subscriptions_ended;
+                    prop_assert_eq!(s.not_created(r.0, &r.1), expected_end.len(), "not_created({:?})", r);
+                    let mut ended = Vec::new();
+                    for o in drain(&mut s) {
+                        match o {
+                            Output::SubscriptionEnded { id, reason: EndReason::NotCreated, .. } => ended.push(id),
+                            other => prop_assert!(false, "unexpected {:?} after not_created", other),
+                        }
+                    }
+                    let n = expected_end.len() as u64;
+                    prop_assert_eq!(ended, expected_end);
+                    prop_assert_eq!(s.stats().subscriptions_ended, counted + n);
                 }
             }
             prop_assert_eq!(s.live_subscriptions(), model.len());
@@ -1178,6 +1227,40 @@ fn a_channel_unfollowed_during_its_linger_still_counts_as_ended() {
     drain(&mut s);
     assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
     assert!(s.has_ended(ResourceKind::Channel, &cid(2)));
+}
+
+/// `not_created` of a channel that lingers (it left Stasis while followed) ends its
+/// subscriptions and leaves it unfollowed, as removing its last subscription would: its
+/// deadline stays (a later event of it does not restart it), and it counts as ended then.
+/// Found by `routing_matches_naive_model` (a `Dial` after it restarted the linger).
+#[test]
+fn a_lingering_channel_not_created_keeps_its_deadline() {
+    let t = templates();
+    let t0 = epoch();
+    let linger = Duration::from_secs(1);
+    let mut s = lingering(linger, t0);
+    let sub = s.subscribe(Filter::channel(cid(1)));
+    s.handle_frame(t0, Ev::StasisEnd(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(s.not_created(ResourceKind::Channel, &cid(1)), 1);
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Output::SubscriptionEnded { id, reason: EndReason::NotCreated, .. }] if *id == sub
+    ));
+    assert_eq!(s.lingering_channels(), 1);
+    let later = t0 + Duration::from_millis(500);
+    s.handle_frame(later, Ev::Dtmf(1).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0 + linger),
+        "the event restarted the linger"
+    );
+    assert!(!s.has_ended(ResourceKind::Channel, &cid(1)));
+    s.handle_timeout(t0 + linger);
+    assert!(drain(&mut s).is_empty());
+    assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
+    assert_eq!(s.lingering_channels(), 0);
 }
 
 /// The record of ended resources keeps how a live recording ended: `RecordingFailed` with

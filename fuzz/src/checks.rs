@@ -827,27 +827,59 @@ enum Action {
 }
 
 /// The last variant of [`Action`]: `NewResourceId`, unless the next byte is
-/// [`BRIDGE_ACTION`], then a [`BridgeAction`]. Adding actions as variants of their own would
-/// have changed how every input decodes (the derived `Arbitrary` picks a variant by scaling a
-/// `u32` by their count); this way an input decodes as it did unless a `NewResourceId` of it
-/// is followed by that byte, so the committed corpus keeps its meaning.
+/// [`BRIDGE_ACTION`], then a [`BridgeAction`], or [`NOT_CREATED_ACTION`], then a
+/// [`NotCreated`]. Adding actions as variants of their own would have changed how every input
+/// decodes (the derived `Arbitrary` picks a variant by scaling a `u32` by their count); this
+/// way an input decodes as it did unless a `NewResourceId` of it is followed by one of those
+/// bytes, so the committed corpus keeps its meaning (no committed input had either byte there
+/// when its action was added).
 #[derive(Debug)]
 enum More {
     NewResourceId,
     Bridge(BridgeAction),
+    NotCreated(NotCreated),
 }
 
 /// The byte after [`Action::More`]'s discriminant that makes it a [`BridgeAction`].
 const BRIDGE_ACTION: u8 = 0xb7;
 
+/// The byte after [`Action::More`]'s discriminant that makes it a [`NotCreated`].
+const NOT_CREATED_ACTION: u8 = 0x9c;
+
 impl<'a> Arbitrary<'a> for More {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        if u.peek_bytes(1) == Some(&[BRIDGE_ACTION][..]) {
-            u.bytes(1)?;
-            Ok(More::Bridge(BridgeAction::arbitrary(u)?))
-        } else {
-            Ok(More::NewResourceId)
+        match u.peek_bytes(1) {
+            Some(&[BRIDGE_ACTION]) => {
+                u.bytes(1)?;
+                Ok(More::Bridge(BridgeAction::arbitrary(u)?))
+            }
+            Some(&[NOT_CREATED_ACTION]) => {
+                u.bytes(1)?;
+                Ok(More::NotCreated(NotCreated::arbitrary(u)?))
+            }
+            _ => Ok(More::NewResourceId),
         }
+    }
+}
+
+/// Asterisk refused a request that would have created a resource under the application's id
+/// (`RequestParts::created_resource`): `Session::not_created` of a channel, bridge, playback or
+/// recording of [`IDS`].
+#[derive(Debug, Arbitrary)]
+struct NotCreated {
+    kind: u8,
+    id: u8,
+}
+
+impl NotCreated {
+    fn resource(&self) -> (ResourceKind, &'static str) {
+        let kinds = [
+            ResourceKind::Channel,
+            ResourceKind::Bridge,
+            ResourceKind::Playback,
+            ResourceKind::Recording,
+        ];
+        (kinds[usize::from(self.kind) % kinds.len()], id(self.id))
     }
 }
 
@@ -893,6 +925,9 @@ struct Model {
     /// Bridges whose linger the last `handle_timeout` ended: their subscriptions end without
     /// an event, and they count as ended.
     bridges_due: BTreeSet<String>,
+    /// The subscriptions the last `not_created` ended, in subscription order: each ends with
+    /// `EndReason::NotCreated` in the next drain, in that order, and no other does.
+    not_created: std::collections::VecDeque<SubscriptionId>,
 }
 
 /// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
@@ -907,7 +942,9 @@ struct Model {
 /// of a bridge the application destroyed (`bridge_destroyed`) end without an event only when
 /// its linger is over (each routed event of it restarting it; its `BridgeDestroyed` or
 /// `BridgeCreated`, or `forget_ended`, stopping it), it counts as ended only then, and
-/// `poll_timeout` wakes up for it; and the stats agree.
+/// `poll_timeout` wakes up for it; `not_created` ends exactly the live subscriptions of its
+/// resource, in order, with `EndReason::NotCreated`, without changing whether it counts as
+/// ended; and the stats agree.
 pub fn session_actions(data: &[u8]) {
     let _ = run_session(data);
 }
@@ -1044,6 +1081,29 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     }
                 }
                 assert_eq!(session.has_ended(ResourceKind::Bridge, b), ended);
+            }
+            Action::More(More::NotCreated(nc)) => {
+                // Ends the resource's live subscriptions (in the next drain, with NotCreated);
+                // does not change whether it counts as ended, nor a bridge's linger.
+                let (kind, rid) = nc.resource();
+                let ended = session.has_ended(kind, rid);
+                let following: Vec<SubscriptionId> = model
+                    .subs
+                    .iter()
+                    .filter(|(_, f)| f.resource_ref() == Some((kind, rid)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                assert_eq!(
+                    session.not_created(kind, rid),
+                    following.len(),
+                    "not_created({kind:?}, {rid})"
+                );
+                assert_eq!(
+                    session.has_ended(kind, rid),
+                    ended,
+                    "not_created changed whether {kind:?} {rid} ended"
+                );
+                model.not_created.extend(following);
             }
             Action::More(More::Bridge(BridgeAction::Forget(b))) => {
                 // Forgets the end, or stops the linger (the bridge's subscriptions stay).
@@ -1306,6 +1366,11 @@ fn drain(
                 model.gone.insert(id);
                 match reason {
                     EndReason::Once => assert!(filter.is_once(), "{id} is not one-shot"),
+                    EndReason::NotCreated => assert_eq!(
+                        model.not_created.pop_front(),
+                        Some(id),
+                        "{id} ended with NotCreated"
+                    ),
                     EndReason::ResourceEnded if model.ended_at_subscribe == Some(id) => {
                         let (kind, rid) = filter.resource_ref().expect("a resource filter");
                         assert!(event.is_none(), "{id} ended at its subscription");
@@ -1394,6 +1459,11 @@ fn drain(
     assert_eq!(
         model.ended_at_subscribe, None,
         "a subscription to an ended resource did not end at once"
+    );
+    assert!(
+        model.not_created.is_empty(),
+        "not_created left {:?} live",
+        model.not_created
     );
     let mut ids: Vec<_> = ended_now.iter().map(|(id, _)| *id).collect();
     ids.dedup();

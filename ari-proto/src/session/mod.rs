@@ -1097,6 +1097,11 @@ impl<T: Clone> Session<T> {
     pub fn not_created(&mut self, kind: ResourceKind, id: &str) -> usize {
         let ended = self.router.unsubscribe_resource(kind, id);
         let n = ended.len();
+        if kind == ResourceKind::Channel {
+            // A lingering channel no longer followed: its deadline stays, as after the removal
+            // of its last subscription (later events of it do not restart it).
+            self.stop_following(id);
+        }
         for (id, data) in ended {
             self.stats.subscriptions_ended += 1;
             self.push_control(Output::SubscriptionEnded {
