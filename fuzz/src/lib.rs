@@ -7,9 +7,9 @@
 #[path = "checks.rs"]
 pub mod checks;
 
-#[path = "outbound.rs"]
-pub mod outbound;
 #[path = "media_checks.rs"]
 pub mod media_checks;
+#[path = "outbound.rs"]
+pub mod outbound;
 #[path = "ws_handshake.rs"]
 pub mod ws_handshake;
