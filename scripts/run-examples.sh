@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --examples -p ari-tokio -p ari-smol -p ari-cluster
+cargo build --quiet --examples -p ari-tokio -p ari-smol -p ari-cluster -p ari-proto
 bin="${CARGO_TARGET_DIR:-target}/debug/examples"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -120,6 +120,7 @@ media=(
 
 run hello "hello on tokio" "${hello[@]}"
 run hello_smol "hello on smol" "${hello[@]}"
+run hello_blocking "hello_blocking on std (sans-IO core)" "${hello[@]}"
 
 outbound=(
     "← StasisStart application=hello:<channel name>"
