@@ -109,6 +109,12 @@ pub enum ConnectionType {
     PerCall,
 }
 
+/// Default of [`OutboundOptions::peer_timeout`].
+const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of [`OutboundOptions::resume_after`].
+const DEFAULT_RESUME_AFTER: Duration = Duration::from_secs(1);
+
 type Configure<E, C> =
     Arc<dyn Fn(ClientBuilder<Stack<E, C>>) -> ClientBuilder<Stack<E, C>> + Send + Sync>;
 
@@ -132,6 +138,8 @@ pub struct OutboundOptions<E: Executor, C: Connector> {
     check: UpgradeCheck,
     connection_type: ConnectionType,
     handshake_timeout: Duration,
+    peer_timeout: Option<Duration>,
+    resume_after: Duration,
     transport: TransportOptions,
     configure: Configure<E, C>,
 }
@@ -142,13 +150,16 @@ impl<E: Executor, C: Connector> fmt::Debug for OutboundOptions<E, C> {
             .field("check", &self.check)
             .field("connection_type", &self.connection_type)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("peer_timeout", &self.peer_timeout)
+            .field("resume_after", &self.resume_after)
             .finish_non_exhaustive()
     }
 }
 
 impl<E: Executor, C: Connector> OutboundOptions<E, C> {
     /// Defaults: any path, no credentials required (set them!), persistent, upgrade within
-    /// 5 s, clients with the default options.
+    /// 5 s, calls given up 60 s after their connection was lost for good
+    /// ([`OutboundOptions::peer_timeout`]), clients with the default options.
     pub fn new(runtime: Stack<E, C>) -> Self {
         OutboundOptions {
             runtime,
@@ -157,6 +168,8 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
             check: UpgradeCheck::new(),
             connection_type: ConnectionType::Persistent,
             handshake_timeout: Duration::from_secs(5),
+            peer_timeout: Some(DEFAULT_PEER_TIMEOUT),
+            resume_after: DEFAULT_RESUME_AFTER,
             transport: TransportOptions::default(),
             configure: Arc::new(|b| b),
         }
@@ -197,6 +210,39 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
     /// How long a connection may take to send its upgrade request (default 5 s).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
+        self
+    }
+
+    /// How long a client waits for Asterisk to open a new connection after losing its one
+    /// (default 60 s; `None`: for ever).
+    ///
+    /// Asterisk redials at once: a persistent connection, and a per-call one while its
+    /// channel is in Stasis. When nothing comes back within this delay (Asterisk stopped,
+    /// crashed for good, or is cut off), no event will ever end the calls of the lost
+    /// connection: the waits of every channel, bridge, playback and recording of that client
+    /// fail with [`Error::AsteriskGone`], their streams and listeners end, connection
+    /// listeners see [`ConnectionEvent::PeerGone`](crate::ConnectionEvent::PeerGone), and
+    /// the client's [`Stats`](crate::Stats) count it in `session.peers_gone`. The client
+    /// stays usable: a connection Asterisk opens later is served as usual. Time is the
+    /// executor's.
+    pub fn peer_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
+    /// Per call: how long a connection naming a call this server does not know waits for
+    /// its `StasisStart` before the server asks Asterisk, over the connection, whether the
+    /// call is already in Stasis (default 1 s; Asterisk sends `StasisStart` about 500 ms
+    /// after the connection).
+    ///
+    /// Asterisk redials a per-call connection at once while its channel is in Stasis, also
+    /// when the application restarted meanwhile, and then sends no `StasisStart` (only
+    /// `ApplicationRegistered`): such a call is found with `GET applications` (the
+    /// connection's application lists the channel once it is in Stasis) and
+    /// `GET channels/{id}`, and yielded by [`OutboundServer::next_call`] with
+    /// [`OutboundCall::resumed`] set, counted in [`OutboundStats::adopted`].
+    pub fn resume_after(mut self, d: Duration) -> Self {
+        self.resume_after = d;
         self
     }
 
@@ -253,6 +299,11 @@ pub struct OutboundCall<R: Runtime> {
     pub events: EventStream,
     /// Asterisk's address.
     pub peer: SocketAddr,
+    /// The call was already in Stasis when this server got it: Asterisk redialled its
+    /// connection after the application restarted (see [`OutboundOptions::resume_after`]),
+    /// sending no `StasisStart`. `start` is made up from the channel as it was then (its
+    /// `args` are empty: Asterisk does not send them again) and `events` run from then on.
+    pub resumed: bool,
 }
 
 /// Counters of an [`OutboundServer`].
@@ -278,6 +329,9 @@ pub struct OutboundStats {
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
     pub calls: u64,
+    /// Of those, calls already in Stasis on a connection Asterisk redialled to this server
+    /// (the application restarted), found by asking Asterisk ([`OutboundCall::resumed`]).
+    pub adopted: u64,
 }
 
 #[derive(Default)]
@@ -290,6 +344,7 @@ struct Counters {
     resumed: AtomicU64,
     failed: AtomicU64,
     calls: AtomicU64,
+    adopted: AtomicU64,
 }
 
 struct Queues<R: Runtime> {
@@ -301,8 +356,10 @@ struct Queues<R: Runtime> {
     /// of its first frame) and, for a connection Asterisk made per call although the server
     /// expects persistent ones, the call (`<app>:<channel name>`).
     persistent: HashMap<PersistentKey, Weak<Inner<R>>>,
-    /// Per-call clients by Asterisk and call (`<app>:<channel name>`).
-    per_call: HashMap<(PeerKey, String), Weak<Inner<R>>>,
+    /// Per-call clients by Asterisk (address, user, path and query, and the `asterisk_id`
+    /// of the first frame: two Asterisks behind one address name their channels alike) and
+    /// call (`<app>:<channel name>`).
+    per_call: HashMap<(PeerKey, Option<String>, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
     live: Vec<Weak<Inner<R>>>,
     /// `live` and the maps are rid of dropped clients when `live` reaches this length.
@@ -341,6 +398,8 @@ struct ServerShared<E: Executor, C: Connector> {
     check: Arc<UpgradeCheck>,
     connection_type: ConnectionType,
     handshake_timeout: Duration,
+    peer_timeout: Option<Duration>,
+    resume_after: Duration,
     transport: TransportOptions,
     configure: Configure<E, C>,
     counters: Counters,
@@ -442,6 +501,8 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             check: Arc::new(options.check),
             connection_type: options.connection_type,
             handshake_timeout: options.handshake_timeout,
+            peer_timeout: options.peer_timeout,
+            resume_after: options.resume_after,
             transport: options.transport,
             configure: options.configure,
             counters: Counters::default(),
@@ -490,6 +551,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             resumed: get(&c.resumed),
             failed: get(&c.failed),
             calls: get(&c.calls),
+            adopted: get(&c.adopted),
         }
     }
 
@@ -763,10 +825,11 @@ async fn handshake<E: Executor, C: Connector>(
     // Persistent, its `asterisk_id` tells a reconnecting Asterisk from another one at the
     // same address with the same settings (a second node behind one NAT or proxy), which
     // must not take over the first one's live client.
-    let (first, call_app, asterisk_id) = match first_frame(&s, &mut ws).await {
+    let (first, call_app, asterisk_id, first_registered) = match first_frame(&s, &mut ws).await {
         Ok(first) => {
             let (app, asterisk_id) = names_of(&first);
-            (vec![first], app, asterisk_id)
+            let registered = registered_of(&first);
+            (vec![first], app, asterisk_id, registered)
         }
         // A persistent peer that sends nothing (not Asterisk's way) is still served, keyed
         // by its address and settings alone.
@@ -774,7 +837,7 @@ async fn handshake<E: Executor, C: Connector>(
             if s.connection_type == ConnectionType::Persistent
                 && e.kind == TransportErrorKind::Timeout =>
         {
-            (Vec::new(), None, None)
+            (Vec::new(), None, None, None)
         }
         Err(e) => {
             s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -821,7 +884,7 @@ async fn handshake<E: Executor, C: Connector>(
                 .and_then(Weak::upgrade),
             (ConnectionType::PerCall, Some(app)) => q
                 .per_call
-                .get(&(key.clone(), app.clone()))
+                .get(&(key.clone(), asterisk_id.clone(), app.clone()))
                 .and_then(Weak::upgrade),
             (ConnectionType::PerCall, None) => None,
         }
@@ -847,7 +910,7 @@ async fn handshake<E: Executor, C: Connector>(
         "",
         s.runtime.clone(),
     ));
-    let client = match builder.build_accepted(peer) {
+    let client = match builder.build_accepted(peer, s.peer_timeout) {
         Ok(c) => c,
         Err(e) => {
             s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -880,7 +943,7 @@ async fn handshake<E: Executor, C: Connector>(
         let mut q = s.queues();
         q.prune();
         q.live.push(Arc::downgrade(&client.inner));
-        match (s.connection_type, call_app) {
+        match (s.connection_type, call_app.clone()) {
             (ConnectionType::Persistent, _) => {
                 q.persistent.insert(
                     (key, asterisk_id, one_call.clone()),
@@ -888,7 +951,8 @@ async fn handshake<E: Executor, C: Connector>(
                 );
             }
             (ConnectionType::PerCall, Some(app)) => {
-                q.per_call.insert((key, app), Arc::downgrade(&client.inner));
+                q.per_call
+                    .insert((key, asterisk_id, app), Arc::downgrade(&client.inner));
             }
             (ConnectionType::PerCall, None) => {}
         }
@@ -909,9 +973,20 @@ async fn handshake<E: Executor, C: Connector>(
     }
     if let (Some(mut incoming), Some(mut states)) = (incoming, states) {
         // The call: its first StasisStart (every one, if the connection carries all calls).
+        // A connection naming one call may be Asterisk redialling a call already in Stasis
+        // (the application restarted): no StasisStart comes, Asterisk is asked.
+        let probe = match (&call_app, many_calls) {
+            (Some(app), false) if is_call_app(app) => Some(Probe {
+                client: &client,
+                app: app.as_str(),
+                registered: first_registered.as_ref(),
+            }),
+            _ => None,
+        };
         let mut yielded = false;
         loop {
-            let Some((start, channel, events)) = first_call(&s, &mut incoming, &mut states).await
+            let Some((start, channel, events, resumed)) =
+                first_call(&s, &mut incoming, &mut states, probe.as_ref()).await
             else {
                 if !yielded {
                     s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -922,6 +997,10 @@ async fn handshake<E: Executor, C: Connector>(
             };
             yielded = true;
             s.counters.calls.fetch_add(1, Ordering::Relaxed);
+            if resumed {
+                s.counters.adopted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "ari_client", %peer, app = ?call_app, "outbound: a call already in Stasis (redialled by Asterisk after the application restarted) is handed out");
+            }
             let waker = {
                 let mut q = s.queues();
                 q.calls.push_back(OutboundCall {
@@ -930,6 +1009,7 @@ async fn handshake<E: Executor, C: Connector>(
                     channel,
                     events,
                     peer,
+                    resumed,
                 });
                 q.call_waker.take()
             };
@@ -957,7 +1037,23 @@ fn shutting_down() -> TransportError {
     )
 }
 
+/// What a per-call connection needs to find a call Asterisk redialled without a
+/// `StasisStart`: its client, its application (`<app>:<channel name>`), and its first frame
+/// when that was an `ApplicationRegistered`.
+struct Probe<'a, R: Runtime> {
+    client: &'a Client<R>,
+    app: &'a str,
+    registered: Option<&'a serde_json::Value>,
+}
+
+/// A call found: its `StasisStart` (made up from the channel for a call already in Stasis),
+/// channel, events, and whether it was already in Stasis.
+type Found<R> = (crate::events::StasisStart, Channel<R>, EventStream, bool);
+
 /// Per call: the call's `StasisStart` (Asterisk sends it about 500 ms after the first frame).
+/// With a `probe`, when none came within [`OutboundOptions::resume_after`], Asterisk is asked
+/// whether the connection's call is already in Stasis (redialled after the application
+/// restarted: no `StasisStart` will come), and again after each such delay.
 /// `None` if the client closes first (the server's shutdown closes it), or if the connection
 /// is lost and Asterisk does not redial within the handshake timeout (it redials at once
 /// while the channel is in Stasis: the channel left Stasis, or Asterisk gave up).
@@ -965,27 +1061,58 @@ async fn first_call<E: Executor, C: Connector>(
     s: &ServerShared<E, C>,
     incoming: &mut Incoming<Stack<E, C>>,
     connection: &mut crate::listen::ConnectionStream,
-) -> Option<(
-    crate::events::StasisStart,
-    Channel<Stack<E, C>>,
-    EventStream,
-)> {
+    probe: Option<&Probe<'_, Stack<E, C>>>,
+) -> Option<Found<Stack<E, C>>> {
     type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    type Asking<'a, R> = std::pin::Pin<Box<dyn Future<Output = Option<Found<R>>> + Send + 'a>>;
     let mut gone: Option<Sleep> = None;
+    let after = |d: Duration| -> Sleep {
+        let now = s.runtime.now();
+        Box::pin(s.runtime.sleep_until(now.checked_add(d).unwrap_or(now)))
+    };
+    let mut ask_at: Option<Sleep> = probe.map(|_| after(s.resume_after));
+    let mut asking: Option<Asking<'_, Stack<E, C>>> = None;
     futures_util::future::poll_fn(|cx| {
         if let Poll::Ready(item) = incoming.poll_next_unpin(cx) {
-            return Poll::Ready(item.and_then(Result::ok));
+            return Poll::Ready(
+                item.and_then(Result::ok)
+                    .map(|(start, channel, events)| (start, channel, events, false)),
+            );
         }
         while let Poll::Ready(event) = connection.poll_next_unpin(cx) {
             match event {
                 Some(Ok(crate::ConnectionEvent::Disconnected { .. })) => {
-                    let now = s.runtime.now();
-                    let at = now.checked_add(s.handshake_timeout).unwrap_or(now);
-                    gone = Some(Box::pin(s.runtime.sleep_until(at)));
+                    gone = Some(after(s.handshake_timeout));
                 }
                 Some(Ok(crate::ConnectionEvent::Connected { .. })) => gone = None,
                 Some(_) => {}
                 None => return Poll::Ready(None),
+            }
+        }
+        if let Some(a) = asking.as_mut() {
+            if let Poll::Ready(found) = a.as_mut().poll(cx) {
+                asking = None;
+                match found {
+                    Some(found) => return Poll::Ready(Some(found)),
+                    None => ask_at = Some(after(s.resume_after)),
+                }
+            }
+        }
+        if let (Some(at), Some(p)) = (ask_at.as_mut(), probe) {
+            if at.as_mut().poll(cx).is_ready() {
+                ask_at = None;
+                let mut a: Asking<'_, Stack<E, C>> = Box::pin(in_stasis(p));
+                if let Poll::Ready(found) = a.as_mut().poll(cx) {
+                    match found {
+                        Some(found) => return Poll::Ready(Some(found)),
+                        None => {
+                            ask_at = Some(after(s.resume_after));
+                            let _ = ask_at.as_mut().map(|at| at.as_mut().poll(cx));
+                        }
+                    }
+                } else {
+                    asking = Some(a);
+                }
             }
         }
         match gone.as_mut().map(|g| g.as_mut().poll(cx)) {
@@ -994,6 +1121,67 @@ async fn first_call<E: Executor, C: Connector>(
         }
     })
     .await
+}
+
+/// Whether the call of a per-call connection is already in Stasis (Asterisk redialled it
+/// after the application restarted): `GET applications` over the connection lists the
+/// channel under the connection's application once the channel is in Stasis (not while
+/// Stasis() still waits for the connection). The channel is then subscribed to before
+/// `GET channels/{id}`, and its `StasisStart` made up from the answer: the application, the
+/// channel as it is now, the time and `asterisk_id` of the connection's
+/// `ApplicationRegistered`, no `args` (Asterisk does not send them again).
+async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
+    let apps = match p
+        .client
+        .execute(&ari_proto::ops::applications::List::new())
+        .await
+    {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: could not ask whether the call is in Stasis");
+            return None;
+        }
+    };
+    let id = apps
+        .into_iter()
+        .find(|a| a.name == p.app)?
+        .channel_ids
+        .into_iter()
+        .next()?;
+    let channel = p.client.channel(id.as_str());
+    let events = channel.events();
+    let snapshot = match p
+        .client
+        .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+        .await
+    {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: the call in Stasis could not be read");
+            return None;
+        }
+    };
+    let field = |name: &str| p.registered.and_then(|r| r.get(name)).cloned();
+    let mut start = serde_json::json!({
+        "type": "StasisStart",
+        "application": p.app,
+        "args": [],
+        "channel": serde_json::to_value(&snapshot).ok()?,
+    });
+    start["timestamp"] = field("timestamp").unwrap_or_else(|| {
+        serde_json::to_value(&snapshot.creationtime).unwrap_or(serde_json::Value::Null)
+    });
+    if let Some(id) = field("asterisk_id") {
+        start["asterisk_id"] = id;
+    }
+    let start: crate::events::StasisStart = match serde_json::from_value(start) {
+        Ok(start) => start,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: the call in Stasis could not be described");
+            return None;
+        }
+    };
+    Some((start, channel, events, true))
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET
@@ -1066,6 +1254,13 @@ async fn first_frame<E: Executor, C: Connector>(
             format!("no first frame within {:?}", s.handshake_timeout),
         )),
     }
+}
+
+/// The first frame, when it is an `ApplicationRegistered` (a per-call connection's, naming
+/// its call).
+fn registered_of(frame: &str) -> Option<serde_json::Value> {
+    let value = serde_json::from_str::<serde_json::Value>(frame).ok()?;
+    (value.get("type")?.as_str()? == "ApplicationRegistered").then_some(value)
 }
 
 /// The `application` and the `asterisk_id` of a frame (every frame Asterisk sends on an ARI

@@ -203,8 +203,13 @@ impl Shared {
 
     /// The state of a client whose connection Asterisk opens (outbound WebSocket): an
     /// accepted session, which never dials.
-    pub(crate) fn new_accepted(opts: EventOptions, request_timeout: Duration) -> Arc<Shared> {
+    pub(crate) fn new_accepted(
+        opts: EventOptions,
+        request_timeout: Duration,
+        peer_timeout: Option<Duration>,
+    ) -> Arc<Shared> {
         let config = SessionConfig::default()
+            .peer_timeout(peer_timeout)
             .subscribe_all(opts.subscribe_all)
             .keepalive(opts.keepalive)
             .request_timeout(request_timeout)

@@ -1202,3 +1202,229 @@ pub async fn outbound_persistent_redial_mid_call_keeps_the_calls_waits<
         .expect("StasisEnd of the hangup");
     drop(conn.client);
 }
+
+/// The application restarts (a deploy, a crash) while a per-call call is in Stasis:
+/// Asterisk redials the call's connection to the new instance at once, sending only
+/// `ApplicationRegistered` for `<app>:<channel name>` — no `StasisStart`, the channel is
+/// already in Stasis (recorded on 20 and master). The new instance's `next_call` hands the
+/// call out all the same (`resumed`, counted as adopted), found by asking Asterisk over the
+/// connection, and controls it: the caller's key reaches its event stream, and its hangup
+/// goes over the new socket.
+pub async fn outbound_per_call_call_redialled_to_a_restarted_application_is_handed_out<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let restartable = |runtime: &Stack<E, C>| {
+        options(runtime, ConnectionType::PerCall).resume_after(Duration::from_millis(50))
+    };
+    let ob = bind(h, restartable(h.runtime())).await;
+    let addr = ob.local_addr();
+    // Asterisk retries for 2 s, long enough for the new instance to bind.
+    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(50), 40), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let first = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(!first.resumed, "a call with its StasisStart");
+    h.live("answer", first.channel.answer())
+        .await
+        .expect("answer over the first instance's socket");
+    let application = first.start.application.to_string();
+
+    // The first instance goes away with the call in Stasis; the next one binds the port.
+    let closed = h
+        .live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    assert_eq!(closed, 1, "the live call's connection was closed");
+    drop(first);
+    drop(ob);
+    let again = h
+        .live("bind the same port", restartable(h.runtime()).bind(addr))
+        .await
+        .expect("the port is free once shutdown returned");
+    let mut call = h
+        .live("the redialled call is handed out", again.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(call.resumed, "the call was already in Stasis");
+    assert_eq!(call.channel.id(), id);
+    assert_eq!(call.start.channel.id, id);
+    assert_eq!(call.start.application, application);
+    let stats = again.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.adopted, stats.resumed),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
+
+    // The new instance controls the call.
+    mock.send_dtmf(&id, "7").expect("the caller presses 7");
+    h.live("the key on the call's stream", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::ChannelDtmfReceived(k))) => {
+                    assert_eq!(k.digit, "7");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    h.live("hangup", call.channel.hangup())
+        .await
+        .expect("hangup over the redialled socket");
+    h.live("StasisEnd on the call's stream", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::StasisEnd(end))) => {
+                    assert_eq!(end.channel.id, id);
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended before StasisEnd: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(mock.outbound_stats().gave_up, 0);
+}
+
+/// Asterisk goes away and never comes back (stopped, crashed for good, cut off) under a
+/// persistent connection with a call: after the server's `peer_timeout` the call's wait
+/// fails with [`Error::AsteriskGone`](ari_client::Error::AsteriskGone), its event stream
+/// ends, connection listeners see `PeerGone`, and the client counts it — instead of all of
+/// them waiting for ever.
+pub async fn outbound_persistent_asterisk_gone_for_good_ends_the_calls_waits<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::Persistent)
+            .peer_timeout(Some(Duration::from_millis(200))),
+    )
+    .await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let hangup = channel.once::<ari_client::events::ChannelHangupRequest>();
+    let mut events = channel.events();
+    let mut connection = client.connection_events();
+
+    drop(mock);
+    let err = h
+        .live("the call's wait ends", hangup.into_future())
+        .await
+        .expect_err("Asterisk is gone");
+    assert!(
+        matches!(&err, ari_client::Error::AsteriskGone { resource } if resource.contains(channel.id())),
+        "the call's wait: {err}"
+    );
+    let end = h
+        .live("the call's stream ends", async {
+            loop {
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    h.live("PeerGone", async {
+        loop {
+            match connection.next().await {
+                Some(Ok(ari_client::ConnectionEvent::PeerGone { ended, .. })) => {
+                    assert!(ended >= 2, "the wait and the stream ended: {ended}");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(client.stats().session.peers_gone, 1);
+    // The application-wide stream is still there for an Asterisk that comes back.
+    assert!(futures::FutureExt::now_or_never(incoming.next()).is_none());
+}
+
+/// Two Asterisks behind one address (one host, a NAT, a proxy) with the same
+/// `websocket_client` settings dial a per-call server, and each places a call from
+/// `PJSIP/alice`: both channels are named `PJSIP/alice-00000001`-alike (each Asterisk numbers
+/// its own), so both connections name the same `<app>:<channel name>`. Each is a call of its
+/// own — not the second taken for a redial of the first, which would close the first call's
+/// live socket and make the two calls take turns for ever — and each is answered over its
+/// own socket.
+pub async fn outbound_per_call_calls_of_two_asterisks_with_the_same_channel_name_are_two_calls<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let asterisk = |id: &str| {
+        MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_id(id)
+            .outbound(per_call(&ob))
+            .start()
+    };
+    let mocks = [asterisk("02:00:00:00:00:0a"), asterisk("02:00:00:00:00:0b")];
+    let mut calls = Vec::new();
+    for mock in &mocks {
+        let id = mock
+            .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+            .expect("the simulator places the call");
+        let call = h
+            .live("each Asterisk's call", ob.next_call())
+            .await
+            .expect("a call before shutdown");
+        assert_eq!(call.channel.id(), id);
+        calls.push(call);
+    }
+    assert_eq!(
+        calls[0].start.application, calls[1].start.application,
+        "both connections name the same call"
+    );
+    for (mock, call) in mocks.iter().zip(&calls) {
+        h.live("answer", call.channel.answer())
+            .await
+            .expect("answer over the call's own socket");
+        let answers = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/answer"))
+            .count();
+        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.resumed),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    for mock in &mocks {
+        let seen = mock.outbound_stats();
+        assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
+    }
+}
