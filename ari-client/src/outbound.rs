@@ -845,6 +845,14 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
+    // Per call, a first frame naming no application is not Asterisk's (it names the call,
+    // `<app>:<channel name>`, or for a persistent section the app): no call would ever come
+    // on it, and a client would wait for one as long as the peer keeps it open.
+    if s.connection_type == ConnectionType::PerCall && call_app.is_none() {
+        s.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "ari_client", %peer, "outbound: a per-call connection's first frame names no application (not an ARI frame from Asterisk): closed");
+        return;
+    }
     // A persistent server that Asterisk dials per call (its section says
     // `per_call_config`): each call's connection is one of its own, never a reconnect of
     // another call's (which it would close: Asterisk would redial that call, for ever).

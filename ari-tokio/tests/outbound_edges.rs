@@ -214,3 +214,31 @@ async fn a_per_call_connection_lost_before_its_call_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A per-call connection whose first frame names no application (bytes that are not an ARI
+/// frame: a misrouted client, a broken proxy) and that then stays open: no call will ever
+/// come on it, so the server closes it and counts it as failed instead of keeping a client
+/// waiting for a `StasisStart` as long as the peer likes; the server goes on serving.
+#[tokio::test]
+async fn a_per_call_connection_whose_first_frame_is_not_ari_is_closed_and_counted() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = server(ConnectionType::PerCall).await;
+    for garbage in ["not json at all", r#"{"type":"Hello","greeting":"hi"}"#] {
+        let mut ws = upgrade(&server).await;
+        ws.send(Message::text(garbage)).await.expect("the frame");
+        let end = tokio::time::timeout(LIVENESS, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the server closes the connection ({garbage})");
+    }
+    stats_until(&server, "both counted as failed", |s| s.failed == 2).await;
+    let s = server.stats();
+    assert_eq!((s.accepted, s.calls), (2, 0), "{s:?}");
+}
