@@ -1428,3 +1428,34 @@ pub async fn outbound_per_call_calls_of_two_asterisks_with_the_same_channel_name
         assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
     }
 }
+
+/// Credentials written into the `websocket_client.conf` `uri` (`ws://user:pass@host/…`) are
+/// what Asterisk sends, ahead of the section's `username`/`password` (here wrong): the
+/// connection is accepted as that user, nothing is refused, and a call is answered over it.
+pub async fn outbound_credentials_in_the_uri_take_precedence<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let uri = format!("ws://{USER}:{SECRET}@{}{PATH}", ob.local_addr());
+    let mock = asterisk(
+        OutboundConfig::persistent(&uri, ["hello"])
+            .credentials(USER, "not-the-secret")
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    assert_eq!(conn.user.as_deref(), Some(USER));
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.refused), (1, 0), "{stats:?}");
+    assert_eq!(mock.outbound_stats().refused, 0);
+}
