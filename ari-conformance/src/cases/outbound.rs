@@ -1459,3 +1459,69 @@ pub async fn outbound_credentials_in_the_uri_take_precedence<E: Executor, C: Con
     assert_eq!((stats.accepted, stats.refused), (1, 0), "{stats:?}");
     assert_eq!(mock.outbound_stats().refused, 0);
 }
+
+/// Asterisk comes back with another `asterisk_id` (its `entityid` changed, or it moved to
+/// another machine behind the same address) while a persistent application has a call: the
+/// new connection cannot be told from a second Asterisk, so it gets a client of its own and
+/// its calls are served there; the previous client's call, whose Asterisk never comes back
+/// under its old id, has its wait ended after the server's `peer_timeout` instead of
+/// waiting for ever.
+pub async fn outbound_persistent_asterisk_id_change_serves_the_new_and_ends_the_old<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::Persistent)
+            .peer_timeout(Some(Duration::from_millis(200))),
+    )
+    .await;
+    let asterisk = |id: &str| {
+        MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_id(id)
+            .outbound(persistent(&ob))
+            .start()
+    };
+    let before = asterisk("02:00:00:00:00:0a");
+    let old = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut old_incoming = old.incoming;
+    before
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, old_call, _) = h.next_incoming("the call", &mut old_incoming).await;
+    let hangup = old_call.once::<ari_client::events::ChannelHangupRequest>();
+
+    drop(before);
+    let after = asterisk("02:00:00:00:00:0b");
+    let new = h
+        .live("the Asterisk with its new id connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = new.incoming;
+    let id = after
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, channel, _) = h.next_incoming("the new call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the new connection");
+    let err = h
+        .live("the old call's wait ends", hangup.into_future())
+        .await
+        .expect_err("the old Asterisk is gone");
+    assert!(
+        matches!(err, ari_client::Error::AsteriskGone { .. }),
+        "the old call's wait: {err}"
+    );
+    assert_eq!(old.client.stats().session.peers_gone, 1);
+    assert_eq!(new.client.stats().session.peers_gone, 0);
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (2, 0), "{stats:?}");
+}
