@@ -276,6 +276,15 @@ pub struct OutboundConnection<R: Runtime> {
     /// otherwise (its queue is bounded like any stream's; calls nobody takes are dropped
     /// and counted).
     pub incoming: Incoming<R>,
+    /// The calls already in Stasis of the connection's applications that no `StasisStart`
+    /// on `incoming` announces: the application restarted while they were in Stasis, and
+    /// Asterisk, reconnecting, sends no `StasisStart` for them again. Found by asking
+    /// Asterisk over the connection (`GET applications`: the channels of its applications,
+    /// then `GET channels/{id}`) once the events it queued were read; each comes as
+    /// [`Incoming`] gives a call, with a `StasisStart` made up from the channel as it is now
+    /// (no `args`: Asterisk does not send them again), and is counted in
+    /// [`OutboundStats::adopted`]. Empty on a first start with nothing in Stasis.
+    pub in_stasis: Vec<(crate::events::StasisStart, Channel<R>, EventStream)>,
     /// Asterisk's address.
     pub peer: SocketAddr,
     /// The user of its Basic credentials, if it sent any.
@@ -329,8 +338,10 @@ pub struct OutboundStats {
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
     pub calls: u64,
-    /// Of those, calls already in Stasis on a connection Asterisk redialled to this server
-    /// (the application restarted), found by asking Asterisk ([`OutboundCall::resumed`]).
+    /// Calls already in Stasis when Asterisk dialled this server (the application restarted
+    /// with calls in Stasis), found by asking Asterisk: per call, yielded by `next_call` with
+    /// [`OutboundCall::resumed`] (also counted in `calls`); persistent, handed out in
+    /// [`OutboundConnection::in_stasis`].
     pub adopted: u64,
 }
 
@@ -929,16 +940,37 @@ async fn handshake<E: Executor, C: Connector>(
     // Subscribed before the socket is attached: the first StasisStart cannot be missed (per
     // call, the call's; persistent, those Asterisk queued while the application was away).
     let incoming = client.incoming();
+    // Persistent: the StasisStarts of this connection, to tell the calls already in Stasis
+    // that none announced (the application restarted while they were in Stasis).
+    let persistent_new = s.connection_type == ConnectionType::Persistent && one_call.is_none();
+    let mut started = persistent_new.then(|| {
+        EventStream::new(
+            &client.inner.shared,
+            ari_proto::session::Filter::all().with_type("StasisStart"),
+        )
+    });
     // Per call: tells a connection lost for good before its StasisStart.
     let states = (s.connection_type == ConnectionType::PerCall).then(|| client.connection_events());
     let handover = client.inner.shared.attach(Box::new(ws), first);
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
     futures_util::future::poll_fn(|cx| client.inner.shared.poll_attached(handover, cx)).await;
+    let in_stasis = match started.as_mut() {
+        Some(started) => already_in_stasis(&client, started, call_app.as_deref()).await,
+        None => Vec::new(),
+    };
+    drop(started);
+    if !in_stasis.is_empty() {
+        s.counters
+            .adopted
+            .fetch_add(in_stasis.len() as u64, Ordering::Relaxed);
+        tracing::info!(target: "ari_client", %peer, calls = in_stasis.len(), "outbound: calls already in Stasis (the application restarted) are handed out with the connection");
+    }
     let (connection, incoming) = if s.connection_type == ConnectionType::Persistent {
         let connection = OutboundConnection {
             client: client.clone(),
             incoming,
+            in_stasis,
             peer,
             user: user.clone(),
             path: path.clone(),
@@ -1169,12 +1201,24 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
             return None;
         }
     };
-    let field = |name: &str| p.registered.and_then(|r| r.get(name)).cloned();
+    let start = made_up_start(p.app, &snapshot, p.registered)?;
+    Some((start, channel, events, true))
+}
+
+/// A `StasisStart` for a call already in Stasis, from its channel as it is now: the
+/// application, no `args`, the time and `asterisk_id` of `registered` (the connection's
+/// `ApplicationRegistered`) or else the channel's creation time.
+fn made_up_start(
+    app: &str,
+    snapshot: &ari_proto::models::Channel,
+    registered: Option<&serde_json::Value>,
+) -> Option<crate::events::StasisStart> {
+    let field = |name: &str| registered.and_then(|r| r.get(name)).cloned();
     let mut start = serde_json::json!({
         "type": "StasisStart",
-        "application": p.app,
+        "application": app,
         "args": [],
-        "channel": serde_json::to_value(&snapshot).ok()?,
+        "channel": serde_json::to_value(snapshot).ok()?,
     });
     start["timestamp"] = field("timestamp").unwrap_or_else(|| {
         serde_json::to_value(&snapshot.creationtime).unwrap_or(serde_json::Value::Null)
@@ -1182,14 +1226,65 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
     if let Some(id) = field("asterisk_id") {
         start["asterisk_id"] = id;
     }
-    let start: crate::events::StasisStart = match serde_json::from_value(start) {
-        Ok(start) => start,
+    match serde_json::from_value(start) {
+        Ok(start) => Some(start),
         Err(e) => {
-            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: the call in Stasis could not be described");
-            return None;
+            tracing::debug!(target: "ari_client", app, error = %e, "outbound: a call in Stasis could not be described");
+            None
+        }
+    }
+}
+
+/// Persistent, a new client: the channels in Stasis of the connection's applications (its
+/// first frame's, and those it registered) that no `StasisStart` on the connection announced.
+/// `GET applications` is answered after the events Asterisk queued, so `started` holds every
+/// StasisStart among them by then.
+async fn already_in_stasis<R: Runtime>(
+    client: &Client<R>,
+    started: &mut EventStream,
+    first_app: Option<&str>,
+) -> Vec<(crate::events::StasisStart, Channel<R>, EventStream)> {
+    let apps = match client
+        .execute(&ari_proto::ops::applications::List::new())
+        .await
+    {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
+            return Vec::new();
         }
     };
-    Some((start, channel, events, true))
+    let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
+    names.extend(first_app.map(str::to_string));
+    let mut seen = std::collections::HashSet::new();
+    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(started.next()) {
+        if let crate::Event::StasisStart(start) = event {
+            seen.insert(start.channel.id.to_string());
+        }
+    }
+    let mut found = Vec::new();
+    for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
+        for id in &app.channel_ids {
+            // (`__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel.)
+            if id.starts_with("__AST_") || !seen.insert(id.to_string()) {
+                continue;
+            }
+            let channel = client.channel(id.as_str());
+            let events = channel.events();
+            let snapshot = match client
+                .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+                .await
+            {
+                Ok(snapshot) => snapshot,
+                // Gone meanwhile.
+                Err(_) => continue,
+            };
+            if let Some(start) = made_up_start(&app.name, &snapshot, None) {
+                found.push((start, channel, events));
+            }
+        }
+    }
+    found
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET

@@ -1525,3 +1525,81 @@ pub async fn outbound_persistent_asterisk_id_change_serves_the_new_and_ends_the_
     let stats = ob.stats();
     assert_eq!((stats.accepted, stats.replaced), (2, 0), "{stats:?}");
 }
+
+/// The application restarts (a deploy, a crash) while a persistent Asterisk has a call in
+/// its Stasis: Asterisk reconnects to the new instance and sends no `StasisStart` for the
+/// call again — it is in Stasis already. The new instance gets it all the same, in
+/// [`OutboundConnection::in_stasis`](ari_client::OutboundConnection::in_stasis) (counted as
+/// adopted), and controls it: the caller's key reaches its event stream and the hangup goes
+/// over the new socket. A call placed afterwards comes on `incoming` as usual.
+pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_are_handed_out<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    assert!(conn.in_stasis.is_empty(), "nothing in Stasis yet");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the first instance's socket");
+
+    // The first instance goes away with the call in Stasis; the next one binds the port.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((channel, incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    assert_eq!(conn.in_stasis.len(), 1, "the call in Stasis is handed out");
+    let mut in_stasis = conn.in_stasis;
+    let (start, channel, mut events) = in_stasis.remove(0);
+    assert_eq!(channel.id(), id);
+    assert_eq!(start.channel.id, id);
+    assert_eq!(start.application, "hello");
+    assert_eq!(again.stats().adopted, 1);
+
+    mock.send_dtmf(&id, "7").expect("the caller presses 7");
+    h.live("the key on the call's stream", async {
+        loop {
+            match events.next().await {
+                Some(Ok(ari_client::Event::ChannelDtmfReceived(k))) => {
+                    assert_eq!(k.digit, "7");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    h.live("hangup", channel.hangup())
+        .await
+        .expect("hangup over the new socket");
+    let mut incoming = conn.incoming;
+    let next = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("a new call", &mut incoming).await;
+    assert_eq!(start.channel.id, next);
+    assert_eq!(again.stats().adopted, 1, "a new call is not adopted");
+}
