@@ -1221,7 +1221,7 @@ fn made_up_start(
         "channel": serde_json::to_value(snapshot).ok()?,
     });
     start["timestamp"] = field("timestamp").unwrap_or_else(|| {
-        serde_json::to_value(&snapshot.creationtime).unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(snapshot.creationtime).unwrap_or(serde_json::Value::Null)
     });
     if let Some(id) = field("asterisk_id") {
         start["asterisk_id"] = id;

@@ -326,6 +326,10 @@ pub async fn outbound_persistent_calls_queued_before_the_app_started_are_not_los
         .live("Asterisk connects", ob.next())
         .await
         .expect("a connection");
+    assert!(
+        conn.in_stasis.is_empty(),
+        "the waiting call comes with its StasisStart, not again as already in Stasis"
+    );
     let mut incoming = conn.incoming;
     let (start, channel, mut events) = h.next_incoming("the call that waited", &mut incoming).await;
     assert_eq!(start.channel.id, waiting);

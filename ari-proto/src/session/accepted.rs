@@ -156,6 +156,7 @@ mod tests {
     /// and a later connection is served as usual. Without a timeout nothing ends.
     #[test]
     fn a_peer_that_never_comes_back_ends_the_calls_after_the_timeout() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
         let t0 = Instant::now();
         let mut s = Session::accepted(
             SessionConfig::default()
@@ -206,6 +207,7 @@ mod tests {
 
     #[test]
     fn without_a_peer_timeout_the_calls_wait_for_ever() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
         let t0 = Instant::now();
         let mut s = Session::accepted(SessionConfig::default().keepalive(None));
         s.start(t0);
