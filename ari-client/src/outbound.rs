@@ -36,6 +36,15 @@
 //!   its `reconnect_attempts`, it takes the channel out of Stasis (the dialplan continues):
 //!   that call is over for the application.
 //!
+//! When the application restarts with calls in Stasis, Asterisk dials the new instance and
+//! sends no `StasisStart` for them again: the server asks Asterisk over the connection and
+//! hands them out all the same — per call by [`OutboundServer::next_call`] with
+//! [`OutboundCall::resumed`] (after [`OutboundOptions::resume_after`] without a
+//! `StasisStart`), persistent in [`OutboundConnection::in_stasis`] — counted in
+//! [`OutboundStats::adopted`]. When Asterisk never comes back after losing a connection,
+//! the waits of that client's channels, bridges, playbacks and recordings fail with
+//! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default).
+//!
 //! [`OutboundServer::shutdown`] stops accepting, lets live calls finish up to a deadline,
 //! then closes what is left.
 //!
@@ -808,12 +817,18 @@ async fn handshake<E: Executor, C: Connector>(
     let (ws, accepted) = match result {
         Ok(ok) => ok,
         Err(UpgradeFailure::Refused(r)) => {
-            s.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let refused = s.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
             if r.is_unauthorized() {
                 s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
             }
-            // The refusal names the user at most, never the password.
-            tracing::warn!(target: "ari_client", %peer, reason = %r, "outbound: upgrade refused");
+            // The refusal names the user at most, never the password. A misconfigured
+            // Asterisk retries every `reconnect_interval`, for ever: warned at the 1st,
+            // 2nd, 4th, 8th… refusal (with the count so far), the others at debug.
+            if refused.is_power_of_two() {
+                tracing::warn!(target: "ari_client", %peer, reason = %r, refused, "outbound: upgrade refused (warned at refusal 1, 2, 4, 8, …; all are counted in OutboundStats::refused)");
+            } else {
+                tracing::debug!(target: "ari_client", %peer, reason = %r, refused, "outbound: upgrade refused");
+            }
             return;
         }
         Err(UpgradeFailure::Transport(e)) => {

@@ -242,3 +242,87 @@ async fn a_per_call_connection_whose_first_frame_is_not_ari_is_closed_and_counte
     let s = server.stats();
     assert_eq!((s.accepted, s.calls), (2, 0), "{s:?}");
 }
+
+/// Counts the WARN events of this thread whose fields mention `needle`.
+struct Warnings {
+    needle: &'static str,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        if *event.metadata().level() != tracing::Level::WARN {
+            return;
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        if text.0.contains(self.needle) {
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// An Asterisk with the wrong password retries for ever (every `reconnect_interval`, 500 ms
+/// by default): every refusal is answered 401 and counted, but the log is not flooded with a
+/// warning per attempt — warned at the 1st, 2nd, 4th, 8th… refusal (with the count), the
+/// rest at debug.
+#[tokio::test] // one thread: the server's tasks log to this thread's subscriber
+async fn refused_upgrades_are_all_counted_and_warned_at_powers_of_two() {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _log = tracing::subscriber::set_default(Warnings {
+        needle: "flood",
+        count: count.clone(),
+    });
+    let server = server(ConnectionType::Persistent).await;
+    for attempt in 1..=64u64 {
+        let mut req = format!("ws://{}/ari/events", server.local_addr())
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            // Basic base64("flood:guess")
+            "Basic Zmxvb2Q6Z3Vlc3M=".parse().expect("header"),
+        );
+        let answer = tokio::time::timeout(LIVENESS, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("the upgrade is answered");
+        match answer {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401)
+            }
+            other => panic!("refused with 401, not {other:?}"),
+        }
+        stats_until(&server, "the refusal counted", |s| {
+            s.unauthorized == attempt
+        })
+        .await;
+    }
+    let s = server.stats();
+    assert_eq!(
+        (s.refused, s.unauthorized, s.accepted),
+        (64, 64, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        7,
+        "warned at refusals 1, 2, 4, 8, 16, 32 and 64"
+    );
+}
