@@ -832,8 +832,15 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
         Err(UpgradeFailure::Transport(e)) => {
-            s.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, error = %e, "outbound: upgrade failed");
+            // A TLS listener dialled with `ws://` (or a certificate Asterisk does not trust),
+            // a peer that never sends its request: visible, but not once per attempt (a
+            // misconfigured Asterisk retries for ever): at the 1st, 2nd, 4th… failure.
+            let failed = s.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if failed.is_power_of_two() {
+                tracing::warn!(target: "ari_client", %peer, error = %e, failed, "outbound: upgrade failed (warned at failure 1, 2, 4, 8, …; all are counted in OutboundStats::failed)");
+            } else {
+                tracing::debug!(target: "ari_client", %peer, error = %e, failed, "outbound: upgrade failed");
+            }
             return;
         }
     };

@@ -326,3 +326,50 @@ async fn refused_upgrades_are_all_counted_and_warned_at_powers_of_two() {
         "warned at refusals 1, 2, 4, 8, 16, 32 and 64"
     );
 }
+
+/// A `wss://` listener dialled with `ws://` (Asterisk's `uri` says `ws://`, or its TLS
+/// settings fail): the handshake fails every attempt, counted in `failed`, and — the
+/// operator's only clue on the application's side — warned, at the 1st, 2nd, 4th…
+/// failure (Asterisk retries for ever), not only logged at debug.
+#[tokio::test] // one thread: the server's tasks log to this thread's subscriber
+async fn plain_websocket_to_a_tls_listener_is_counted_and_warned() {
+    use ari_tokio::ari_client::rustls;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _log = tracing::subscriber::set_default(Warnings {
+        needle: "upgrade failed",
+        count: count.clone(),
+    });
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .expect("a server configuration");
+    let server = OutboundOptions::new(TokioRuntime::new())
+        .credentials("asterisk", "s3cret")
+        .expect("credentials")
+        .tls(std::sync::Arc::new(tls))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    for attempt in 1..=4u64 {
+        let req = format!("ws://{}/ari/events", server.local_addr())
+            .into_client_request()
+            .expect("request");
+        let answer = tokio::time::timeout(LIVENESS, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("the attempt ends");
+        assert!(answer.is_err(), "no plain upgrade on a TLS listener");
+        stats_until(&server, "the failure counted", |s| s.failed == attempt).await;
+    }
+    assert_eq!(server.stats().accepted, 0);
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "warned at failures 1, 2 and 4"
+    );
+}
