@@ -130,6 +130,7 @@ pub(crate) struct Counters {
     pub(crate) ws_fallbacks: AtomicU64,
     pub(crate) slow_first_polls: AtomicU64,
     pub(crate) stream_stalls: AtomicU64,
+    pub(crate) binary_frames: AtomicU64,
 }
 
 /// A socket Asterisk opened, handed to the driver with the text frames already read from it.

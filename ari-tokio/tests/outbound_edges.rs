@@ -373,3 +373,52 @@ async fn plain_websocket_to_a_tls_listener_is_counted_and_warned() {
         "warned at failures 1, 2 and 4"
     );
 }
+
+/// A connection that sends binary frames among its ARI frames (Asterisk sends none: a peer
+/// that is not Asterisk, or something between that garbles the stream): each one is
+/// ignored and counted in the client's `Stats::binary_frames` — not dropped unseen — and the
+/// text frames around them are handled as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_on_an_accepted_connection_are_counted() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = OutboundOptions::new(TokioRuntime::new())
+        .credentials("asterisk", "s3cret")
+        .expect("credentials")
+        .path("/ari/events")
+        // Nobody answers the server's own requests here: let them fail fast.
+        .client(|b| b.request_timeout(Duration::from_millis(100)))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let mut ws = upgrade(&server).await;
+    let frame = |ty: &str| {
+        format!(
+            r#"{{"type":"{ty}","timestamp":"2026-12-05T22:32:45.355+0000","application":"hello","asterisk_id":"02:fc:00:00:00:01"}}"#
+        )
+    };
+    ws.send(Message::text(frame("ApplicationRegistered")))
+        .await
+        .expect("the first frame");
+    let conn = tokio::time::timeout(LIVENESS, server.next())
+        .await
+        .expect("the connection is handed out")
+        .expect("a connection");
+    for _ in 0..3 {
+        ws.send(Message::binary(vec![0xde, 0xad, 0xbe, 0xef]))
+            .await
+            .expect("a binary frame");
+    }
+    ws.send(Message::text(frame("ApplicationReplaced")))
+        .await
+        .expect("a text frame");
+    let end = tokio::time::Instant::now() + LIVENESS;
+    loop {
+        let s = conn.client.stats();
+        if s.binary_frames == 3 && s.session.frames >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "not counted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
