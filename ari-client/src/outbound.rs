@@ -352,6 +352,11 @@ pub struct OutboundStats {
     /// [`OutboundCall::resumed`] (also counted in `calls`); persistent, handed out in
     /// [`OutboundConnection::in_stasis`].
     pub adopted: u64,
+    /// Calls and connections handed out but not taken yet: waiting in the queues of
+    /// [`OutboundServer::next_call`] and [`OutboundServer::next`]. Each is in Stasis with
+    /// nobody controlling it; a number that grows means the application takes them too
+    /// slowly (nothing is dropped: the queues hold what Asterisk sends).
+    pub waiting: u64,
 }
 
 #[derive(Default)]
@@ -572,6 +577,10 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             failed: get(&c.failed),
             calls: get(&c.calls),
             adopted: get(&c.adopted),
+            waiting: {
+                let q = self.shared.queues();
+                (q.calls.len() + q.connections.len()) as u64
+            },
         }
     }
 

@@ -741,6 +741,13 @@ fn log_connection(ev: &ConnectionEvent) {
             "events WebSocket: giving up reconnecting"
         ),
         ConnectionEvent::Closed => tracing::info!(target: "ari_client", "events WebSocket closed"),
+        ConnectionEvent::PeerGone { waited, ended, .. } => tracing::warn!(
+            target: "ari_client",
+            waited_ms = waited.as_millis() as u64,
+            ended,
+            "Asterisk did not open a new connection in time: the waits of the lost \
+             connection's calls ended"
+        ),
         _ => tracing::info!(target: "ari_client", event = ?ev, "events WebSocket"),
     }
 }

@@ -1607,3 +1607,39 @@ pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_a
     assert_eq!(start.channel.id, next);
     assert_eq!(again.stats().adopted, 1, "a new call is not adopted");
 }
+
+/// An application slower to take calls than Asterisk sends them (its loop on `next_call`
+/// is busy elsewhere): the calls wait in the server's queue, none lost, and how many wait
+/// is visible in `OutboundStats::waiting`, down again as they are taken.
+pub async fn outbound_calls_waiting_for_a_slow_application_are_visible<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (ob, mock) = per_call_setup(h).await;
+    let mut placed = std::collections::HashSet::new();
+    for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
+        placed.insert(
+            mock.place_call(PlaceCall::new(caller, "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    h.eventually("three calls wait", || ob.stats().waiting == 3)
+        .await;
+    let mut taken = std::collections::HashSet::new();
+    for left in (0..3).rev() {
+        let call = h
+            .live("a waiting call", ob.next_call())
+            .await
+            .expect("a call before shutdown");
+        assert_eq!(ob.stats().waiting, left);
+        h.live("answer", call.channel.answer())
+            .await
+            .expect("a call that waited is still served");
+        taken.insert(call.channel.id().to_string());
+    }
+    assert_eq!(taken, placed);
+    let stats = ob.stats();
+    assert_eq!((stats.calls, stats.failed), (3, 0), "{stats:?}");
+}
