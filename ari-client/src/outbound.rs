@@ -623,7 +623,9 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
     /// bound again; connections whose upgrade was still in progress are not served, a failed
     /// attempt for Asterisk), waits until every connection has ended (Asterisk closes a per-call
     /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
-    /// Returns how many were closed that way.
+    /// Returns how many were closed that way. Calls and connections still queued (never taken
+    /// by [`OutboundServer::next_call`] or [`OutboundServer::next`]) are handed out during
+    /// the grace period, and dropped when it returns (warned): afterwards both give `None`.
     pub async fn shutdown(&self, grace: Duration) -> usize {
         self.shared.stopping.store(true, Ordering::Release);
         let wakers: Vec<Waker> = {
@@ -656,6 +658,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         loop {
             let open = self.open_clients();
             if open.is_empty() {
+                self.forget_waiting();
                 return 0;
             }
             if rt.now() >= deadline {
@@ -663,6 +666,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 for c in open {
                     c.close().await;
                 }
+                self.forget_waiting();
                 return n;
             }
             let step = rt
@@ -671,6 +675,22 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 .unwrap_or(deadline)
                 .min(deadline);
             rt.sleep_until(step).await;
+        }
+    }
+
+    /// Once shut down, calls and connections never taken are dropped from the queues (their
+    /// clients are closed by now: counted in what `shutdown` returned, or closed by
+    /// Asterisk), so that `next_call` and `next` give `None` rather than a dead call.
+    fn forget_waiting(&self) {
+        let (calls, connections) = {
+            let mut q = self.shared.queues();
+            (
+                std::mem::take(&mut q.calls),
+                std::mem::take(&mut q.connections),
+            )
+        };
+        if !calls.is_empty() || !connections.is_empty() {
+            tracing::warn!(target: "ari_client", calls = calls.len(), connections = connections.len(), "outbound: shut down with calls never taken by the application");
         }
     }
 

@@ -1643,3 +1643,33 @@ pub async fn outbound_calls_waiting_for_a_slow_application_are_visible<
     let stats = ob.stats();
     assert_eq!((stats.calls, stats.failed), (3, 0), "{stats:?}");
 }
+
+/// The application shuts down with calls it never took (its loop on `next_call` had
+/// stopped): `shutdown` closes their connections at the deadline (counted in what it
+/// returns; Asterisk gets the calls back), and `next_call` afterwards gives `None` — not a
+/// call whose connection is already closed.
+pub async fn outbound_shutdown_with_calls_never_taken_hands_out_none_afterwards<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (ob, mock) = per_call_setup(h).await;
+    for caller in ["PJSIP/alice", "PJSIP/bob"] {
+        mock.place_call(PlaceCall::new(caller, "hello"))
+            .expect("the simulator places the call");
+    }
+    h.eventually("two calls wait", || ob.stats().waiting == 2)
+        .await;
+    let closed = h
+        .live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    assert_eq!(closed, 2, "both calls' connections were closed");
+    let next = h.live("next_call after shutdown", ob.next_call()).await;
+    assert!(
+        next.is_none(),
+        "no call after shutdown, got one: {:?}",
+        next.map(|c| c.client.is_connected())
+    );
+    assert_eq!(ob.stats().waiting, 0);
+}
