@@ -608,10 +608,14 @@ impl<R: Runtime> ClientBuilder<R> {
     /// an accepted session (no dialing, no reconnect) and REST only over that connection.
     /// The URL and credentials of the builder are not used; the socket is handed over
     /// with `Shared::attach`.
-    pub(crate) fn build_accepted(mut self, peer: std::net::SocketAddr) -> Result<Client<R>, Error> {
+    pub(crate) fn build_accepted(
+        mut self,
+        peer: std::net::SocketAddr,
+        peer_timeout: Option<Duration>,
+    ) -> Result<Client<R>, Error> {
         let endpoint = BaseUrl::new(&format!("http://{peer}"), Credentials::new("asterisk", "")?)?;
         self.transport.max_frame_bytes = self.events.limits.max_frame_bytes.saturating_mul(2);
-        let shared = Shared::new_accepted(self.events, self.request_timeout);
+        let shared = Shared::new_accepted(self.events, self.request_timeout, peer_timeout);
         let inner = Inner {
             runtime: self.runtime,
             endpoint,

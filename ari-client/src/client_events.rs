@@ -48,6 +48,10 @@ pub struct Stats {
     /// stream's overflow is then dropped: counted in `dropped_events`, announced to it as a
     /// `Lagged` item). A consumer that keeps up on average never stalls.
     pub stream_stalls: u64,
+    /// Binary frames received on the events WebSocket and ignored: Asterisk sends none on an
+    /// ARI socket, so a peer that does is not Asterisk, or something between garbles the
+    /// stream (the first one is also logged).
+    pub binary_frames: u64,
     /// The session's counters (frames, events, reconnects, pings, requests…).
     pub session: ari_proto::session::Stats,
 }
@@ -386,6 +390,7 @@ impl<R: Runtime> Client<R> {
             websocket_fallbacks: c.ws_fallbacks.load(Ordering::Relaxed),
             slow_first_polls: c.slow_first_polls.load(Ordering::Relaxed),
             stream_stalls: c.stream_stalls.load(Ordering::Relaxed),
+            binary_frames: c.binary_frames.load(Ordering::Relaxed),
             session,
         }
     }

@@ -382,7 +382,17 @@ impl<R: Runtime> Driver<R> {
                 Some(Ok(WsMessage::Pong(_))) => {
                     self.with_session(Some(now), |s| s.handle_pong());
                 }
-                Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
+                Some(Ok(WsMessage::Ping(_))) => {}
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    let before = self
+                        .shared
+                        .counters
+                        .binary_frames
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if before == 0 {
+                        tracing::warn!(target: "ari_client", bytes = bytes.len(), "a binary frame on the events WebSocket (Asterisk sends none): ignored, counted in Stats::binary_frames");
+                    }
+                }
                 Some(Ok(WsMessage::Close)) => {
                     self.socket_failed(now, "closed by Asterisk".into());
                 }

@@ -62,6 +62,14 @@ pub enum Error {
         /// The resource, as ARI names event sources: `channel:1700000000.1`.
         resource: String,
     },
+    /// The outbound WebSocket Asterisk had opened to the application (an
+    /// [`OutboundServer`](crate::OutboundServer)'s client) was lost and Asterisk did not open
+    /// a new one within [`OutboundOptions::peer_timeout`](crate::OutboundOptions::peer_timeout):
+    /// the resource's awaited event will not come over it.
+    AsteriskGone {
+        /// The resource, as ARI names event sources: `channel:1700000000.1`.
+        resource: String,
+    },
     /// A live recording failed (`RecordingFailed`, e.g. the channel hung up before the
     /// recording started), as [`LiveRecording::finished`](crate::LiveRecording::finished)
     /// reports it.
@@ -176,6 +184,11 @@ impl fmt::Display for Error {
             Error::Ended { resource } => {
                 write!(f, "{resource} ended before the awaited event")
             }
+            Error::AsteriskGone { resource } => write!(
+                f,
+                "{resource}: Asterisk's outbound connection stayed down past the peer timeout; \
+                 the awaited event will not come"
+            ),
             Error::RecordingFailed { name, cause } => match cause {
                 Some(cause) => write!(f, "recording {name} failed: {cause}"),
                 None => write!(f, "recording {name} failed"),

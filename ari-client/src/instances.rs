@@ -516,6 +516,12 @@ impl<R: Runtime> LiveRecording<R> {
                     )) => Err(Error::Ended {
                         resource: format!("recording:{}", this.id()),
                     }),
+                    // Asterisk's outbound connection is gone: nothing more will be known.
+                    LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+                        ari_proto::session::EndReason::PeerGone,
+                    )) => Err(Error::AsteriskGone {
+                        resource: format!("recording:{}", this.id()),
+                    }),
                     // Ended without its final event reaching the watch.
                     LatchOutcome::Closed(_) => this.unseen_outcome().await,
                 };
@@ -645,6 +651,11 @@ async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
         LatchOutcome::Closed(crate::shared::CloseReason::Ended(
             ari_proto::session::EndReason::NotCreated,
         )) => Err(Error::Ended {
+            resource: format!("playback:{}", w.key.1),
+        }),
+        LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+            ari_proto::session::EndReason::PeerGone,
+        )) => Err(Error::AsteriskGone {
             resource: format!("playback:{}", w.key.1),
         }),
         LatchOutcome::Closed(_) => {

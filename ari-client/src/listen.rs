@@ -617,6 +617,9 @@ fn end_error(reason: Option<CloseReason>, resource: &Option<String>) -> Error {
                 resource: resource.clone().unwrap_or_default(),
             }
         }
+        Some(CloseReason::Ended(EndReason::PeerGone)) => Error::AsteriskGone {
+            resource: resource.clone().unwrap_or_default(),
+        },
         Some(CloseReason::Shutdown) => Error::closed("the client was closed"),
         _ => Error::closed("the subscription ended"),
     }

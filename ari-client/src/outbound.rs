@@ -36,6 +36,15 @@
 //!   its `reconnect_attempts`, it takes the channel out of Stasis (the dialplan continues):
 //!   that call is over for the application.
 //!
+//! When the application restarts with calls in Stasis, Asterisk dials the new instance and
+//! sends no `StasisStart` for them again: the server asks Asterisk over the connection and
+//! hands them out all the same — per call by [`OutboundServer::next_call`] with
+//! [`OutboundCall::resumed`] (after [`OutboundOptions::resume_after`] without a
+//! `StasisStart`), persistent in [`OutboundConnection::in_stasis`] — counted in
+//! [`OutboundStats::adopted`]. When Asterisk never comes back after losing a connection,
+//! the waits of that client's channels, bridges, playbacks and recordings fail with
+//! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default).
+//!
 //! [`OutboundServer::shutdown`] stops accepting, lets live calls finish up to a deadline,
 //! then closes what is left.
 //!
@@ -109,6 +118,12 @@ pub enum ConnectionType {
     PerCall,
 }
 
+/// Default of [`OutboundOptions::peer_timeout`].
+const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of [`OutboundOptions::resume_after`].
+const DEFAULT_RESUME_AFTER: Duration = Duration::from_secs(1);
+
 type Configure<E, C> =
     Arc<dyn Fn(ClientBuilder<Stack<E, C>>) -> ClientBuilder<Stack<E, C>> + Send + Sync>;
 
@@ -132,6 +147,8 @@ pub struct OutboundOptions<E: Executor, C: Connector> {
     check: UpgradeCheck,
     connection_type: ConnectionType,
     handshake_timeout: Duration,
+    peer_timeout: Option<Duration>,
+    resume_after: Duration,
     transport: TransportOptions,
     configure: Configure<E, C>,
 }
@@ -142,13 +159,16 @@ impl<E: Executor, C: Connector> fmt::Debug for OutboundOptions<E, C> {
             .field("check", &self.check)
             .field("connection_type", &self.connection_type)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("peer_timeout", &self.peer_timeout)
+            .field("resume_after", &self.resume_after)
             .finish_non_exhaustive()
     }
 }
 
 impl<E: Executor, C: Connector> OutboundOptions<E, C> {
     /// Defaults: any path, no credentials required (set them!), persistent, upgrade within
-    /// 5 s, clients with the default options.
+    /// 5 s, calls given up 60 s after their connection was lost for good
+    /// ([`OutboundOptions::peer_timeout`]), clients with the default options.
     pub fn new(runtime: Stack<E, C>) -> Self {
         OutboundOptions {
             runtime,
@@ -157,6 +177,8 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
             check: UpgradeCheck::new(),
             connection_type: ConnectionType::Persistent,
             handshake_timeout: Duration::from_secs(5),
+            peer_timeout: Some(DEFAULT_PEER_TIMEOUT),
+            resume_after: DEFAULT_RESUME_AFTER,
             transport: TransportOptions::default(),
             configure: Arc::new(|b| b),
         }
@@ -200,6 +222,39 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
         self
     }
 
+    /// How long a client waits for Asterisk to open a new connection after losing its one
+    /// (default 60 s; `None`: for ever).
+    ///
+    /// Asterisk redials at once: a persistent connection, and a per-call one while its
+    /// channel is in Stasis. When nothing comes back within this delay (Asterisk stopped,
+    /// crashed for good, or is cut off), no event will ever end the calls of the lost
+    /// connection: the waits of every channel, bridge, playback and recording of that client
+    /// fail with [`Error::AsteriskGone`], their streams and listeners end, connection
+    /// listeners see [`ConnectionEvent::PeerGone`](crate::ConnectionEvent::PeerGone), and
+    /// the client's [`Stats`](crate::Stats) count it in `session.peers_gone`. The client
+    /// stays usable: a connection Asterisk opens later is served as usual. Time is the
+    /// executor's.
+    pub fn peer_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.peer_timeout = timeout;
+        self
+    }
+
+    /// Per call: how long a connection naming a call this server does not know waits for
+    /// its `StasisStart` before the server asks Asterisk, over the connection, whether the
+    /// call is already in Stasis (default 1 s; Asterisk sends `StasisStart` about 500 ms
+    /// after the connection).
+    ///
+    /// Asterisk redials a per-call connection at once while its channel is in Stasis, also
+    /// when the application restarted meanwhile, and then sends no `StasisStart` (only
+    /// `ApplicationRegistered`): such a call is found with `GET applications` (the
+    /// connection's application lists the channel once it is in Stasis) and
+    /// `GET channels/{id}`, and yielded by [`OutboundServer::next_call`] with
+    /// [`OutboundCall::resumed`] set, counted in [`OutboundStats::adopted`].
+    pub fn resume_after(mut self, d: Duration) -> Self {
+        self.resume_after = d;
+        self
+    }
+
     /// Options of each connection's client (request timeout, keepalive, limits, …); the URL
     /// and credentials of the builder are not used.
     pub fn client(
@@ -230,6 +285,15 @@ pub struct OutboundConnection<R: Runtime> {
     /// otherwise (its queue is bounded like any stream's; calls nobody takes are dropped
     /// and counted).
     pub incoming: Incoming<R>,
+    /// The calls already in Stasis of the connection's applications that no `StasisStart`
+    /// on `incoming` announces: the application restarted while they were in Stasis, and
+    /// Asterisk, reconnecting, sends no `StasisStart` for them again. Found by asking
+    /// Asterisk over the connection (`GET applications`: the channels of its applications,
+    /// then `GET channels/{id}`) once the events it queued were read; each comes as
+    /// [`Incoming`] gives a call, with a `StasisStart` made up from the channel as it is now
+    /// (no `args`: Asterisk does not send them again), and is counted in
+    /// [`OutboundStats::adopted`]. Empty on a first start with nothing in Stasis.
+    pub in_stasis: Vec<(crate::events::StasisStart, Channel<R>, EventStream)>,
     /// Asterisk's address.
     pub peer: SocketAddr,
     /// The user of its Basic credentials, if it sent any.
@@ -253,6 +317,11 @@ pub struct OutboundCall<R: Runtime> {
     pub events: EventStream,
     /// Asterisk's address.
     pub peer: SocketAddr,
+    /// The call was already in Stasis when this server got it: Asterisk redialled its
+    /// connection after the application restarted (see [`OutboundOptions::resume_after`]),
+    /// sending no `StasisStart`. `start` is made up from the channel as it was then (its
+    /// `args` are empty: Asterisk does not send them again) and `events` run from then on.
+    pub resumed: bool,
 }
 
 /// Counters of an [`OutboundServer`].
@@ -278,6 +347,16 @@ pub struct OutboundStats {
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
     pub calls: u64,
+    /// Calls already in Stasis when Asterisk dialled this server (the application restarted
+    /// with calls in Stasis), found by asking Asterisk: per call, yielded by `next_call` with
+    /// [`OutboundCall::resumed`] (also counted in `calls`); persistent, handed out in
+    /// [`OutboundConnection::in_stasis`].
+    pub adopted: u64,
+    /// Calls and connections handed out but not taken yet: waiting in the queues of
+    /// [`OutboundServer::next_call`] and [`OutboundServer::next`]. Each is in Stasis with
+    /// nobody controlling it; a number that grows means the application takes them too
+    /// slowly (nothing is dropped: the queues hold what Asterisk sends).
+    pub waiting: u64,
 }
 
 #[derive(Default)]
@@ -290,6 +369,7 @@ struct Counters {
     resumed: AtomicU64,
     failed: AtomicU64,
     calls: AtomicU64,
+    adopted: AtomicU64,
 }
 
 struct Queues<R: Runtime> {
@@ -301,8 +381,10 @@ struct Queues<R: Runtime> {
     /// of its first frame) and, for a connection Asterisk made per call although the server
     /// expects persistent ones, the call (`<app>:<channel name>`).
     persistent: HashMap<PersistentKey, Weak<Inner<R>>>,
-    /// Per-call clients by Asterisk and call (`<app>:<channel name>`).
-    per_call: HashMap<(PeerKey, String), Weak<Inner<R>>>,
+    /// Per-call clients by Asterisk (address, user, path and query, and the `asterisk_id`
+    /// of the first frame: two Asterisks behind one address name their channels alike) and
+    /// call (`<app>:<channel name>`).
+    per_call: HashMap<(PeerKey, Option<String>, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
     live: Vec<Weak<Inner<R>>>,
     /// `live` and the maps are rid of dropped clients when `live` reaches this length.
@@ -341,6 +423,8 @@ struct ServerShared<E: Executor, C: Connector> {
     check: Arc<UpgradeCheck>,
     connection_type: ConnectionType,
     handshake_timeout: Duration,
+    peer_timeout: Option<Duration>,
+    resume_after: Duration,
     transport: TransportOptions,
     configure: Configure<E, C>,
     counters: Counters,
@@ -442,6 +526,8 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             check: Arc::new(options.check),
             connection_type: options.connection_type,
             handshake_timeout: options.handshake_timeout,
+            peer_timeout: options.peer_timeout,
+            resume_after: options.resume_after,
             transport: options.transport,
             configure: options.configure,
             counters: Counters::default(),
@@ -490,6 +576,11 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             resumed: get(&c.resumed),
             failed: get(&c.failed),
             calls: get(&c.calls),
+            adopted: get(&c.adopted),
+            waiting: {
+                let q = self.shared.queues();
+                (q.calls.len() + q.connections.len()) as u64
+            },
         }
     }
 
@@ -532,7 +623,9 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
     /// bound again; connections whose upgrade was still in progress are not served, a failed
     /// attempt for Asterisk), waits until every connection has ended (Asterisk closes a per-call
     /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
-    /// Returns how many were closed that way.
+    /// Returns how many were closed that way. Calls and connections still queued (never taken
+    /// by [`OutboundServer::next_call`] or [`OutboundServer::next`]) are handed out during
+    /// the grace period, and dropped when it returns (warned): afterwards both give `None`.
     pub async fn shutdown(&self, grace: Duration) -> usize {
         self.shared.stopping.store(true, Ordering::Release);
         let wakers: Vec<Waker> = {
@@ -565,6 +658,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         loop {
             let open = self.open_clients();
             if open.is_empty() {
+                self.forget_waiting();
                 return 0;
             }
             if rt.now() >= deadline {
@@ -572,6 +666,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 for c in open {
                     c.close().await;
                 }
+                self.forget_waiting();
                 return n;
             }
             let step = rt
@@ -580,6 +675,22 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 .unwrap_or(deadline)
                 .min(deadline);
             rt.sleep_until(step).await;
+        }
+    }
+
+    /// Once shut down, calls and connections never taken are dropped from the queues (their
+    /// clients are closed by now: counted in what `shutdown` returned, or closed by
+    /// Asterisk), so that `next_call` and `next` give `None` rather than a dead call.
+    fn forget_waiting(&self) {
+        let (calls, connections) = {
+            let mut q = self.shared.queues();
+            (
+                std::mem::take(&mut q.calls),
+                std::mem::take(&mut q.connections),
+            )
+        };
+        if !calls.is_empty() || !connections.is_empty() {
+            tracing::warn!(target: "ari_client", calls = calls.len(), connections = connections.len(), "outbound: shut down with calls never taken by the application");
         }
     }
 
@@ -735,17 +846,30 @@ async fn handshake<E: Executor, C: Connector>(
     let (ws, accepted) = match result {
         Ok(ok) => ok,
         Err(UpgradeFailure::Refused(r)) => {
-            s.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let refused = s.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
             if r.is_unauthorized() {
                 s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
             }
-            // The refusal names the user at most, never the password.
-            tracing::warn!(target: "ari_client", %peer, reason = %r, "outbound: upgrade refused");
+            // The refusal names the user at most, never the password. A misconfigured
+            // Asterisk retries every `reconnect_interval`, for ever: warned at the 1st,
+            // 2nd, 4th, 8th… refusal (with the count so far), the others at debug.
+            if refused.is_power_of_two() {
+                tracing::warn!(target: "ari_client", %peer, reason = %r, refused, "outbound: upgrade refused (warned at refusal 1, 2, 4, 8, …; all are counted in OutboundStats::refused)");
+            } else {
+                tracing::debug!(target: "ari_client", %peer, reason = %r, refused, "outbound: upgrade refused");
+            }
             return;
         }
         Err(UpgradeFailure::Transport(e)) => {
-            s.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, error = %e, "outbound: upgrade failed");
+            // A TLS listener dialled with `ws://` (or a certificate Asterisk does not trust),
+            // a peer that never sends its request: visible, but not once per attempt (a
+            // misconfigured Asterisk retries for ever): at the 1st, 2nd, 4th… failure.
+            let failed = s.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if failed.is_power_of_two() {
+                tracing::warn!(target: "ari_client", %peer, error = %e, failed, "outbound: upgrade failed (warned at failure 1, 2, 4, 8, …; all are counted in OutboundStats::failed)");
+            } else {
+                tracing::debug!(target: "ari_client", %peer, error = %e, failed, "outbound: upgrade failed");
+            }
             return;
         }
     };
@@ -763,10 +887,11 @@ async fn handshake<E: Executor, C: Connector>(
     // Persistent, its `asterisk_id` tells a reconnecting Asterisk from another one at the
     // same address with the same settings (a second node behind one NAT or proxy), which
     // must not take over the first one's live client.
-    let (first, call_app, asterisk_id) = match first_frame(&s, &mut ws).await {
+    let (first, call_app, asterisk_id, first_registered) = match first_frame(&s, &mut ws).await {
         Ok(first) => {
             let (app, asterisk_id) = names_of(&first);
-            (vec![first], app, asterisk_id)
+            let registered = registered_of(&first);
+            (vec![first], app, asterisk_id, registered)
         }
         // A persistent peer that sends nothing (not Asterisk's way) is still served, keyed
         // by its address and settings alone.
@@ -774,7 +899,7 @@ async fn handshake<E: Executor, C: Connector>(
             if s.connection_type == ConnectionType::Persistent
                 && e.kind == TransportErrorKind::Timeout =>
         {
-            (Vec::new(), None, None)
+            (Vec::new(), None, None, None)
         }
         Err(e) => {
             s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -782,6 +907,14 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
+    // Per call, a first frame naming no application is not Asterisk's (it names the call,
+    // `<app>:<channel name>`, or for a persistent section the app): no call would ever come
+    // on it, and a client would wait for one as long as the peer keeps it open.
+    if s.connection_type == ConnectionType::PerCall && call_app.is_none() {
+        s.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "ari_client", %peer, "outbound: a per-call connection's first frame names no application (not an ARI frame from Asterisk): closed");
+        return;
+    }
     // A persistent server that Asterisk dials per call (its section says
     // `per_call_config`): each call's connection is one of its own, never a reconnect of
     // another call's (which it would close: Asterisk would redial that call, for ever).
@@ -821,7 +954,7 @@ async fn handshake<E: Executor, C: Connector>(
                 .and_then(Weak::upgrade),
             (ConnectionType::PerCall, Some(app)) => q
                 .per_call
-                .get(&(key.clone(), app.clone()))
+                .get(&(key.clone(), asterisk_id.clone(), app.clone()))
                 .and_then(Weak::upgrade),
             (ConnectionType::PerCall, None) => None,
         }
@@ -847,7 +980,7 @@ async fn handshake<E: Executor, C: Connector>(
         "",
         s.runtime.clone(),
     ));
-    let client = match builder.build_accepted(peer) {
+    let client = match builder.build_accepted(peer, s.peer_timeout) {
         Ok(c) => c,
         Err(e) => {
             s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -858,16 +991,37 @@ async fn handshake<E: Executor, C: Connector>(
     // Subscribed before the socket is attached: the first StasisStart cannot be missed (per
     // call, the call's; persistent, those Asterisk queued while the application was away).
     let incoming = client.incoming();
+    // Persistent: the StasisStarts of this connection, to tell the calls already in Stasis
+    // that none announced (the application restarted while they were in Stasis).
+    let persistent_new = s.connection_type == ConnectionType::Persistent && one_call.is_none();
+    let mut started = persistent_new.then(|| {
+        EventStream::new(
+            &client.inner.shared,
+            ari_proto::session::Filter::all().with_type("StasisStart"),
+        )
+    });
     // Per call: tells a connection lost for good before its StasisStart.
     let states = (s.connection_type == ConnectionType::PerCall).then(|| client.connection_events());
     let handover = client.inner.shared.attach(Box::new(ws), first);
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
     futures_util::future::poll_fn(|cx| client.inner.shared.poll_attached(handover, cx)).await;
+    let in_stasis = match started.as_mut() {
+        Some(started) => already_in_stasis(&client, started, call_app.as_deref()).await,
+        None => Vec::new(),
+    };
+    drop(started);
+    if !in_stasis.is_empty() {
+        s.counters
+            .adopted
+            .fetch_add(in_stasis.len() as u64, Ordering::Relaxed);
+        tracing::info!(target: "ari_client", %peer, calls = in_stasis.len(), "outbound: calls already in Stasis (the application restarted) are handed out with the connection");
+    }
     let (connection, incoming) = if s.connection_type == ConnectionType::Persistent {
         let connection = OutboundConnection {
             client: client.clone(),
             incoming,
+            in_stasis,
             peer,
             user: user.clone(),
             path: path.clone(),
@@ -880,7 +1034,7 @@ async fn handshake<E: Executor, C: Connector>(
         let mut q = s.queues();
         q.prune();
         q.live.push(Arc::downgrade(&client.inner));
-        match (s.connection_type, call_app) {
+        match (s.connection_type, call_app.clone()) {
             (ConnectionType::Persistent, _) => {
                 q.persistent.insert(
                     (key, asterisk_id, one_call.clone()),
@@ -888,7 +1042,8 @@ async fn handshake<E: Executor, C: Connector>(
                 );
             }
             (ConnectionType::PerCall, Some(app)) => {
-                q.per_call.insert((key, app), Arc::downgrade(&client.inner));
+                q.per_call
+                    .insert((key, asterisk_id, app), Arc::downgrade(&client.inner));
             }
             (ConnectionType::PerCall, None) => {}
         }
@@ -909,9 +1064,20 @@ async fn handshake<E: Executor, C: Connector>(
     }
     if let (Some(mut incoming), Some(mut states)) = (incoming, states) {
         // The call: its first StasisStart (every one, if the connection carries all calls).
+        // A connection naming one call may be Asterisk redialling a call already in Stasis
+        // (the application restarted): no StasisStart comes, Asterisk is asked.
+        let probe = match (&call_app, many_calls) {
+            (Some(app), false) if is_call_app(app) => Some(Probe {
+                client: &client,
+                app: app.as_str(),
+                registered: first_registered.as_ref(),
+            }),
+            _ => None,
+        };
         let mut yielded = false;
         loop {
-            let Some((start, channel, events)) = first_call(&s, &mut incoming, &mut states).await
+            let Some((start, channel, events, resumed)) =
+                first_call(&s, &mut incoming, &mut states, probe.as_ref()).await
             else {
                 if !yielded {
                     s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -922,6 +1088,10 @@ async fn handshake<E: Executor, C: Connector>(
             };
             yielded = true;
             s.counters.calls.fetch_add(1, Ordering::Relaxed);
+            if resumed {
+                s.counters.adopted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "ari_client", %peer, app = ?call_app, "outbound: a call already in Stasis (redialled by Asterisk after the application restarted) is handed out");
+            }
             let waker = {
                 let mut q = s.queues();
                 q.calls.push_back(OutboundCall {
@@ -930,6 +1100,7 @@ async fn handshake<E: Executor, C: Connector>(
                     channel,
                     events,
                     peer,
+                    resumed,
                 });
                 q.call_waker.take()
             };
@@ -957,7 +1128,23 @@ fn shutting_down() -> TransportError {
     )
 }
 
+/// What a per-call connection needs to find a call Asterisk redialled without a
+/// `StasisStart`: its client, its application (`<app>:<channel name>`), and its first frame
+/// when that was an `ApplicationRegistered`.
+struct Probe<'a, R: Runtime> {
+    client: &'a Client<R>,
+    app: &'a str,
+    registered: Option<&'a serde_json::Value>,
+}
+
+/// A call found: its `StasisStart` (made up from the channel for a call already in Stasis),
+/// channel, events, and whether it was already in Stasis.
+type Found<R> = (crate::events::StasisStart, Channel<R>, EventStream, bool);
+
 /// Per call: the call's `StasisStart` (Asterisk sends it about 500 ms after the first frame).
+/// With a `probe`, when none came within [`OutboundOptions::resume_after`], Asterisk is asked
+/// whether the connection's call is already in Stasis (redialled after the application
+/// restarted: no `StasisStart` will come), and again after each such delay.
 /// `None` if the client closes first (the server's shutdown closes it), or if the connection
 /// is lost and Asterisk does not redial within the handshake timeout (it redials at once
 /// while the channel is in Stasis: the channel left Stasis, or Asterisk gave up).
@@ -965,27 +1152,58 @@ async fn first_call<E: Executor, C: Connector>(
     s: &ServerShared<E, C>,
     incoming: &mut Incoming<Stack<E, C>>,
     connection: &mut crate::listen::ConnectionStream,
-) -> Option<(
-    crate::events::StasisStart,
-    Channel<Stack<E, C>>,
-    EventStream,
-)> {
+    probe: Option<&Probe<'_, Stack<E, C>>>,
+) -> Option<Found<Stack<E, C>>> {
     type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    type Asking<'a, R> = std::pin::Pin<Box<dyn Future<Output = Option<Found<R>>> + Send + 'a>>;
     let mut gone: Option<Sleep> = None;
+    let after = |d: Duration| -> Sleep {
+        let now = s.runtime.now();
+        Box::pin(s.runtime.sleep_until(now.checked_add(d).unwrap_or(now)))
+    };
+    let mut ask_at: Option<Sleep> = probe.map(|_| after(s.resume_after));
+    let mut asking: Option<Asking<'_, Stack<E, C>>> = None;
     futures_util::future::poll_fn(|cx| {
         if let Poll::Ready(item) = incoming.poll_next_unpin(cx) {
-            return Poll::Ready(item.and_then(Result::ok));
+            return Poll::Ready(
+                item.and_then(Result::ok)
+                    .map(|(start, channel, events)| (start, channel, events, false)),
+            );
         }
         while let Poll::Ready(event) = connection.poll_next_unpin(cx) {
             match event {
                 Some(Ok(crate::ConnectionEvent::Disconnected { .. })) => {
-                    let now = s.runtime.now();
-                    let at = now.checked_add(s.handshake_timeout).unwrap_or(now);
-                    gone = Some(Box::pin(s.runtime.sleep_until(at)));
+                    gone = Some(after(s.handshake_timeout));
                 }
                 Some(Ok(crate::ConnectionEvent::Connected { .. })) => gone = None,
                 Some(_) => {}
                 None => return Poll::Ready(None),
+            }
+        }
+        if let Some(a) = asking.as_mut() {
+            if let Poll::Ready(found) = a.as_mut().poll(cx) {
+                asking = None;
+                match found {
+                    Some(found) => return Poll::Ready(Some(found)),
+                    None => ask_at = Some(after(s.resume_after)),
+                }
+            }
+        }
+        if let (Some(at), Some(p)) = (ask_at.as_mut(), probe) {
+            if at.as_mut().poll(cx).is_ready() {
+                ask_at = None;
+                let mut a: Asking<'_, Stack<E, C>> = Box::pin(in_stasis(p));
+                if let Poll::Ready(found) = a.as_mut().poll(cx) {
+                    match found {
+                        Some(found) => return Poll::Ready(Some(found)),
+                        None => {
+                            ask_at = Some(after(s.resume_after));
+                            let _ = ask_at.as_mut().map(|at| at.as_mut().poll(cx));
+                        }
+                    }
+                } else {
+                    asking = Some(a);
+                }
             }
         }
         match gone.as_mut().map(|g| g.as_mut().poll(cx)) {
@@ -994,6 +1212,130 @@ async fn first_call<E: Executor, C: Connector>(
         }
     })
     .await
+}
+
+/// Whether the call of a per-call connection is already in Stasis (Asterisk redialled it
+/// after the application restarted): `GET applications` over the connection lists the
+/// channel under the connection's application once the channel is in Stasis (not while
+/// Stasis() still waits for the connection). The channel is then subscribed to before
+/// `GET channels/{id}`, and its `StasisStart` made up from the answer: the application, the
+/// channel as it is now, the time and `asterisk_id` of the connection's
+/// `ApplicationRegistered`, no `args` (Asterisk does not send them again).
+async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
+    let apps = match p
+        .client
+        .execute(&ari_proto::ops::applications::List::new())
+        .await
+    {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: could not ask whether the call is in Stasis");
+            return None;
+        }
+    };
+    let id = apps
+        .into_iter()
+        .find(|a| a.name == p.app)?
+        .channel_ids
+        .into_iter()
+        .next()?;
+    let channel = p.client.channel(id.as_str());
+    let events = channel.events();
+    let snapshot = match p
+        .client
+        .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+        .await
+    {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: the call in Stasis could not be read");
+            return None;
+        }
+    };
+    let start = made_up_start(p.app, &snapshot, p.registered)?;
+    Some((start, channel, events, true))
+}
+
+/// A `StasisStart` for a call already in Stasis, from its channel as it is now: the
+/// application, no `args`, the time and `asterisk_id` of `registered` (the connection's
+/// `ApplicationRegistered`) or else the channel's creation time.
+fn made_up_start(
+    app: &str,
+    snapshot: &ari_proto::models::Channel,
+    registered: Option<&serde_json::Value>,
+) -> Option<crate::events::StasisStart> {
+    let field = |name: &str| registered.and_then(|r| r.get(name)).cloned();
+    let mut start = serde_json::json!({
+        "type": "StasisStart",
+        "application": app,
+        "args": [],
+        "channel": serde_json::to_value(snapshot).ok()?,
+    });
+    start["timestamp"] = field("timestamp").unwrap_or_else(|| {
+        serde_json::to_value(snapshot.creationtime).unwrap_or(serde_json::Value::Null)
+    });
+    if let Some(id) = field("asterisk_id") {
+        start["asterisk_id"] = id;
+    }
+    match serde_json::from_value(start) {
+        Ok(start) => Some(start),
+        Err(e) => {
+            tracing::debug!(target: "ari_client", app, error = %e, "outbound: a call in Stasis could not be described");
+            None
+        }
+    }
+}
+
+/// Persistent, a new client: the channels in Stasis of the connection's applications (its
+/// first frame's, and those it registered) that no `StasisStart` on the connection announced.
+/// `GET applications` is answered after the events Asterisk queued, so `started` holds every
+/// StasisStart among them by then.
+async fn already_in_stasis<R: Runtime>(
+    client: &Client<R>,
+    started: &mut EventStream,
+    first_app: Option<&str>,
+) -> Vec<(crate::events::StasisStart, Channel<R>, EventStream)> {
+    let apps = match client
+        .execute(&ari_proto::ops::applications::List::new())
+        .await
+    {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
+            return Vec::new();
+        }
+    };
+    let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
+    names.extend(first_app.map(str::to_string));
+    let mut seen = std::collections::HashSet::new();
+    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(started.next()) {
+        if let crate::Event::StasisStart(start) = event {
+            seen.insert(start.channel.id.to_string());
+        }
+    }
+    let mut found = Vec::new();
+    for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
+        for id in &app.channel_ids {
+            // (`__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel.)
+            if id.starts_with("__AST_") || !seen.insert(id.to_string()) {
+                continue;
+            }
+            let channel = client.channel(id.as_str());
+            let events = channel.events();
+            let snapshot = match client
+                .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+                .await
+            {
+                Ok(snapshot) => snapshot,
+                // Gone meanwhile.
+                Err(_) => continue,
+            };
+            if let Some(start) = made_up_start(&app.name, &snapshot, None) {
+                found.push((start, channel, events));
+            }
+        }
+    }
+    found
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET
@@ -1066,6 +1408,13 @@ async fn first_frame<E: Executor, C: Connector>(
             format!("no first frame within {:?}", s.handshake_timeout),
         )),
     }
+}
+
+/// The first frame, when it is an `ApplicationRegistered` (a per-call connection's, naming
+/// its call).
+fn registered_of(frame: &str) -> Option<serde_json::Value> {
+    let value = serde_json::from_str::<serde_json::Value>(frame).ok()?;
+    (value.get("type")?.as_str()? == "ApplicationRegistered").then_some(value)
 }
 
 /// The `application` and the `asterisk_id` of a frame (every frame Asterisk sends on an ARI

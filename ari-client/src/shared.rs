@@ -130,6 +130,7 @@ pub(crate) struct Counters {
     pub(crate) ws_fallbacks: AtomicU64,
     pub(crate) slow_first_polls: AtomicU64,
     pub(crate) stream_stalls: AtomicU64,
+    pub(crate) binary_frames: AtomicU64,
 }
 
 /// A socket Asterisk opened, handed to the driver with the text frames already read from it.
@@ -203,8 +204,13 @@ impl Shared {
 
     /// The state of a client whose connection Asterisk opens (outbound WebSocket): an
     /// accepted session, which never dials.
-    pub(crate) fn new_accepted(opts: EventOptions, request_timeout: Duration) -> Arc<Shared> {
+    pub(crate) fn new_accepted(
+        opts: EventOptions,
+        request_timeout: Duration,
+        peer_timeout: Option<Duration>,
+    ) -> Arc<Shared> {
         let config = SessionConfig::default()
+            .peer_timeout(peer_timeout)
             .subscribe_all(opts.subscribe_all)
             .keepalive(opts.keepalive)
             .request_timeout(request_timeout)
@@ -735,6 +741,13 @@ fn log_connection(ev: &ConnectionEvent) {
             "events WebSocket: giving up reconnecting"
         ),
         ConnectionEvent::Closed => tracing::info!(target: "ari_client", "events WebSocket closed"),
+        ConnectionEvent::PeerGone { waited, ended, .. } => tracing::warn!(
+            target: "ari_client",
+            waited_ms = waited.as_millis() as u64,
+            ended,
+            "Asterisk did not open a new connection in time: the waits of the lost \
+             connection's calls ended"
+        ),
         _ => tracing::info!(target: "ari_client", event = ?ev, "events WebSocket"),
     }
 }

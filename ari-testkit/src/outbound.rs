@@ -68,7 +68,9 @@ pub enum ConnectionType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutboundConfig {
-    /// `uri`: `ws://host:port/path?query` or `wss://…` (path and query sent as they are).
+    /// `uri`: `ws://host:port/path?query` or `wss://…` (path and query sent as they are). A
+    /// `user:password@` before the host is sent as the Basic credentials, ahead of
+    /// [`username`](OutboundConfig::username) and [`password`](OutboundConfig::password).
     pub uri: String,
     /// `ca_list_file`: the DER certificates a `wss://` server's chain must lead to (the
     /// certificate itself for a self-signed one). Required for `wss://`.
@@ -597,6 +599,12 @@ async fn dial(shared: &Shared, cfg: &OutboundConfig) -> Result<Ws, String> {
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_string()),
     };
+    // `ws://user:pass@host:port/…`: the user info is not part of the address, and Asterisk
+    // sends it as the Basic credentials, ahead of `username`/`password`.
+    let (userinfo, authority) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host),
+        None => (None, authority),
+    };
     let connect = TcpStream::connect(authority);
     let tcp = match tokio::time::timeout(cfg.connection_timeout, connect).await {
         Ok(Ok(s)) => s,
@@ -625,8 +633,13 @@ async fn dial(shared: &Shared, cfg: &OutboundConfig) -> Result<Ws, String> {
     let mut req = format!(
         "GET {target} HTTP/1.1\r\nSec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nHost: {authority}\r\n"
     );
-    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+    let credentials = match (userinfo, &cfg.username, &cfg.password) {
+        (Some(userinfo), _, _) => Some(userinfo.to_string()),
+        (None, Some(u), Some(p)) => Some(format!("{u}:{p}")),
+        _ => None,
+    };
+    if let Some(credentials) = credentials {
+        let auth = base64::engine::general_purpose::STANDARD.encode(credentials);
         req.push_str(&format!("Authorization: Basic {auth}\r\n"));
     }
     if !cfg.protocols.is_empty() {

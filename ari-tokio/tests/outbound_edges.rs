@@ -214,3 +214,211 @@ async fn a_per_call_connection_lost_before_its_call_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A per-call connection whose first frame names no application (bytes that are not an ARI
+/// frame: a misrouted client, a broken proxy) and that then stays open: no call will ever
+/// come on it, so the server closes it and counts it as failed instead of keeping a client
+/// waiting for a `StasisStart` as long as the peer likes; the server goes on serving.
+#[tokio::test]
+async fn a_per_call_connection_whose_first_frame_is_not_ari_is_closed_and_counted() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = server(ConnectionType::PerCall).await;
+    for garbage in ["not json at all", r#"{"type":"Hello","greeting":"hi"}"#] {
+        let mut ws = upgrade(&server).await;
+        ws.send(Message::text(garbage)).await.expect("the frame");
+        let end = tokio::time::timeout(LIVENESS, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the server closes the connection ({garbage})");
+    }
+    stats_until(&server, "both counted as failed", |s| s.failed == 2).await;
+    let s = server.stats();
+    assert_eq!((s.accepted, s.calls), (2, 0), "{s:?}");
+}
+
+/// Counts the WARN events of this thread whose fields mention `needle`.
+struct Warnings {
+    needle: &'static str,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        if *event.metadata().level() != tracing::Level::WARN {
+            return;
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        if text.0.contains(self.needle) {
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// An Asterisk with the wrong password retries for ever (every `reconnect_interval`, 500 ms
+/// by default): every refusal is answered 401 and counted, but the log is not flooded with a
+/// warning per attempt — warned at the 1st, 2nd, 4th, 8th… refusal (with the count), the
+/// rest at debug.
+#[tokio::test] // one thread: the server's tasks log to this thread's subscriber
+async fn refused_upgrades_are_all_counted_and_warned_at_powers_of_two() {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _log = tracing::subscriber::set_default(Warnings {
+        needle: "flood",
+        count: count.clone(),
+    });
+    let server = server(ConnectionType::Persistent).await;
+    for attempt in 1..=64u64 {
+        let mut req = format!("ws://{}/ari/events", server.local_addr())
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            // Basic base64("flood:guess")
+            "Basic Zmxvb2Q6Z3Vlc3M=".parse().expect("header"),
+        );
+        let answer = tokio::time::timeout(LIVENESS, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("the upgrade is answered");
+        match answer {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401)
+            }
+            other => panic!("refused with 401, not {other:?}"),
+        }
+        stats_until(&server, "the refusal counted", |s| {
+            s.unauthorized == attempt
+        })
+        .await;
+    }
+    let s = server.stats();
+    assert_eq!(
+        (s.refused, s.unauthorized, s.accepted),
+        (64, 64, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        7,
+        "warned at refusals 1, 2, 4, 8, 16, 32 and 64"
+    );
+}
+
+/// A `wss://` listener dialled with `ws://` (Asterisk's `uri` says `ws://`, or its TLS
+/// settings fail): the handshake fails every attempt, counted in `failed`, and — the
+/// operator's only clue on the application's side — warned, at the 1st, 2nd, 4th…
+/// failure (Asterisk retries for ever), not only logged at debug.
+#[tokio::test] // one thread: the server's tasks log to this thread's subscriber
+async fn plain_websocket_to_a_tls_listener_is_counted_and_warned() {
+    use ari_tokio::ari_client::rustls;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _log = tracing::subscriber::set_default(Warnings {
+        needle: "upgrade failed",
+        count: count.clone(),
+    });
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .expect("a server configuration");
+    let server = OutboundOptions::new(TokioRuntime::new())
+        .credentials("asterisk", "s3cret")
+        .expect("credentials")
+        .tls(std::sync::Arc::new(tls))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    for attempt in 1..=4u64 {
+        let req = format!("ws://{}/ari/events", server.local_addr())
+            .into_client_request()
+            .expect("request");
+        let answer = tokio::time::timeout(LIVENESS, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("the attempt ends");
+        assert!(answer.is_err(), "no plain upgrade on a TLS listener");
+        stats_until(&server, "the failure counted", |s| s.failed == attempt).await;
+    }
+    assert_eq!(server.stats().accepted, 0);
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "warned at failures 1, 2 and 4"
+    );
+}
+
+/// A connection that sends binary frames among its ARI frames (Asterisk sends none: a peer
+/// that is not Asterisk, or something between that garbles the stream): each one is
+/// ignored and counted in the client's `Stats::binary_frames` — not dropped unseen — and the
+/// text frames around them are handled as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_on_an_accepted_connection_are_counted() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = OutboundOptions::new(TokioRuntime::new())
+        .credentials("asterisk", "s3cret")
+        .expect("credentials")
+        .path("/ari/events")
+        // Nobody answers the server's own requests here: let them fail fast.
+        .client(|b| b.request_timeout(Duration::from_millis(100)))
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let mut ws = upgrade(&server).await;
+    let frame = |ty: &str| {
+        format!(
+            r#"{{"type":"{ty}","timestamp":"2026-12-05T22:32:45.355+0000","application":"hello","asterisk_id":"02:fc:00:00:00:01"}}"#
+        )
+    };
+    ws.send(Message::text(frame("ApplicationRegistered")))
+        .await
+        .expect("the first frame");
+    let conn = tokio::time::timeout(LIVENESS, server.next())
+        .await
+        .expect("the connection is handed out")
+        .expect("a connection");
+    for _ in 0..3 {
+        ws.send(Message::binary(vec![0xde, 0xad, 0xbe, 0xef]))
+            .await
+            .expect("a binary frame");
+    }
+    ws.send(Message::text(frame("ApplicationReplaced")))
+        .await
+        .expect("a text frame");
+    let end = tokio::time::Instant::now() + LIVENESS;
+    loop {
+        let s = conn.client.stats();
+        if s.binary_frames == 3 && s.session.frames >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "not counted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -326,6 +326,10 @@ pub async fn outbound_persistent_calls_queued_before_the_app_started_are_not_los
         .live("Asterisk connects", ob.next())
         .await
         .expect("a connection");
+    assert!(
+        conn.in_stasis.is_empty(),
+        "the waiting call comes with its StasisStart, not again as already in Stasis"
+    );
     let mut incoming = conn.incoming;
     let (start, channel, mut events) = h.next_incoming("the call that waited", &mut incoming).await;
     assert_eq!(start.channel.id, waiting);
@@ -1201,4 +1205,471 @@ pub async fn outbound_persistent_redial_mid_call_keeps_the_calls_waits<
         .await
         .expect("StasisEnd of the hangup");
     drop(conn.client);
+}
+
+/// The application restarts (a deploy, a crash) while a per-call call is in Stasis:
+/// Asterisk redials the call's connection to the new instance at once, sending only
+/// `ApplicationRegistered` for `<app>:<channel name>` — no `StasisStart`, the channel is
+/// already in Stasis (recorded on 20 and master). The new instance's `next_call` hands the
+/// call out all the same (`resumed`, counted as adopted), found by asking Asterisk over the
+/// connection, and controls it: the caller's key reaches its event stream, and its hangup
+/// goes over the new socket.
+pub async fn outbound_per_call_call_redialled_to_a_restarted_application_is_handed_out<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let restartable = |runtime: &Stack<E, C>| {
+        options(runtime, ConnectionType::PerCall).resume_after(Duration::from_millis(50))
+    };
+    let ob = bind(h, restartable(h.runtime())).await;
+    let addr = ob.local_addr();
+    // Asterisk retries for 2 s, long enough for the new instance to bind.
+    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(50), 40), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let first = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(!first.resumed, "a call with its StasisStart");
+    h.live("answer", first.channel.answer())
+        .await
+        .expect("answer over the first instance's socket");
+    let application = first.start.application.to_string();
+
+    // The first instance goes away with the call in Stasis; the next one binds the port.
+    let closed = h
+        .live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    assert_eq!(closed, 1, "the live call's connection was closed");
+    drop(first);
+    drop(ob);
+    let again = h
+        .live("bind the same port", restartable(h.runtime()).bind(addr))
+        .await
+        .expect("the port is free once shutdown returned");
+    let mut call = h
+        .live("the redialled call is handed out", again.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(call.resumed, "the call was already in Stasis");
+    assert_eq!(call.channel.id(), id);
+    assert_eq!(call.start.channel.id, id);
+    assert_eq!(call.start.application, application);
+    let stats = again.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.adopted, stats.resumed),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
+
+    // The new instance controls the call.
+    mock.send_dtmf(&id, "7").expect("the caller presses 7");
+    h.live("the key on the call's stream", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::ChannelDtmfReceived(k))) => {
+                    assert_eq!(k.digit, "7");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    h.live("hangup", call.channel.hangup())
+        .await
+        .expect("hangup over the redialled socket");
+    h.live("StasisEnd on the call's stream", async {
+        loop {
+            match call.events.next().await {
+                Some(Ok(ari_client::Event::StasisEnd(end))) => {
+                    assert_eq!(end.channel.id, id);
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended before StasisEnd: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(mock.outbound_stats().gave_up, 0);
+}
+
+/// Asterisk goes away and never comes back (stopped, crashed for good, cut off) under a
+/// persistent connection with a call: after the server's `peer_timeout` the call's wait
+/// fails with [`Error::AsteriskGone`](ari_client::Error::AsteriskGone), its event stream
+/// ends, connection listeners see `PeerGone`, and the client counts it — instead of all of
+/// them waiting for ever.
+pub async fn outbound_persistent_asterisk_gone_for_good_ends_the_calls_waits<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::Persistent)
+            .peer_timeout(Some(Duration::from_millis(200))),
+    )
+    .await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let hangup = channel.once::<ari_client::events::ChannelHangupRequest>();
+    let mut events = channel.events();
+    let mut connection = client.connection_events();
+
+    drop(mock);
+    let err = h
+        .live("the call's wait ends", hangup.into_future())
+        .await
+        .expect_err("Asterisk is gone");
+    assert!(
+        matches!(&err, ari_client::Error::AsteriskGone { resource } if resource.contains(channel.id())),
+        "the call's wait: {err}"
+    );
+    let end = h
+        .live("the call's stream ends", async {
+            loop {
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    h.live("PeerGone", async {
+        loop {
+            match connection.next().await {
+                Some(Ok(ari_client::ConnectionEvent::PeerGone { ended, .. })) => {
+                    assert!(ended >= 2, "the wait and the stream ended: {ended}");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(client.stats().session.peers_gone, 1);
+    // The application-wide stream is still there for an Asterisk that comes back.
+    assert!(futures::FutureExt::now_or_never(incoming.next()).is_none());
+}
+
+/// Two Asterisks behind one address (one host, a NAT, a proxy) with the same
+/// `websocket_client` settings dial a per-call server, and each places a call from
+/// `PJSIP/alice`: both channels are named `PJSIP/alice-00000001`-alike (each Asterisk numbers
+/// its own), so both connections name the same `<app>:<channel name>`. Each is a call of its
+/// own — not the second taken for a redial of the first, which would close the first call's
+/// live socket and make the two calls take turns for ever — and each is answered over its
+/// own socket.
+pub async fn outbound_per_call_calls_of_two_asterisks_with_the_same_channel_name_are_two_calls<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let asterisk = |id: &str| {
+        MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_id(id)
+            .outbound(per_call(&ob))
+            .start()
+    };
+    let mocks = [asterisk("02:00:00:00:00:0a"), asterisk("02:00:00:00:00:0b")];
+    let mut calls = Vec::new();
+    for mock in &mocks {
+        let id = mock
+            .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+            .expect("the simulator places the call");
+        let call = h
+            .live("each Asterisk's call", ob.next_call())
+            .await
+            .expect("a call before shutdown");
+        assert_eq!(call.channel.id(), id);
+        calls.push(call);
+    }
+    assert_eq!(
+        calls[0].start.application, calls[1].start.application,
+        "both connections name the same call"
+    );
+    for (mock, call) in mocks.iter().zip(&calls) {
+        h.live("answer", call.channel.answer())
+            .await
+            .expect("answer over the call's own socket");
+        let answers = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/answer"))
+            .count();
+        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.calls, stats.resumed),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    for mock in &mocks {
+        let seen = mock.outbound_stats();
+        assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
+    }
+}
+
+/// Credentials written into the `websocket_client.conf` `uri` (`ws://user:pass@host/…`) are
+/// what Asterisk sends, ahead of the section's `username`/`password` (here wrong): the
+/// connection is accepted as that user, nothing is refused, and a call is answered over it.
+pub async fn outbound_credentials_in_the_uri_take_precedence<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let uri = format!("ws://{USER}:{SECRET}@{}{PATH}", ob.local_addr());
+    let mock = asterisk(
+        OutboundConfig::persistent(&uri, ["hello"])
+            .credentials(USER, "not-the-secret")
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    assert_eq!(conn.user.as_deref(), Some(USER));
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.refused), (1, 0), "{stats:?}");
+    assert_eq!(mock.outbound_stats().refused, 0);
+}
+
+/// Asterisk comes back with another `asterisk_id` (its `entityid` changed, or it moved to
+/// another machine behind the same address) while a persistent application has a call: the
+/// new connection cannot be told from a second Asterisk, so it gets a client of its own and
+/// its calls are served there; the previous client's call, whose Asterisk never comes back
+/// under its old id, has its wait ended after the server's `peer_timeout` instead of
+/// waiting for ever.
+pub async fn outbound_persistent_asterisk_id_change_serves_the_new_and_ends_the_old<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::Persistent)
+            .peer_timeout(Some(Duration::from_millis(200))),
+    )
+    .await;
+    let asterisk = |id: &str| {
+        MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_id(id)
+            .outbound(persistent(&ob))
+            .start()
+    };
+    let before = asterisk("02:00:00:00:00:0a");
+    let old = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut old_incoming = old.incoming;
+    before
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, old_call, _) = h.next_incoming("the call", &mut old_incoming).await;
+    let hangup = old_call.once::<ari_client::events::ChannelHangupRequest>();
+
+    drop(before);
+    let after = asterisk("02:00:00:00:00:0b");
+    let new = h
+        .live("the Asterisk with its new id connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = new.incoming;
+    let id = after
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, channel, _) = h.next_incoming("the new call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the new connection");
+    let err = h
+        .live("the old call's wait ends", hangup.into_future())
+        .await
+        .expect_err("the old Asterisk is gone");
+    assert!(
+        matches!(err, ari_client::Error::AsteriskGone { .. }),
+        "the old call's wait: {err}"
+    );
+    assert_eq!(old.client.stats().session.peers_gone, 1);
+    assert_eq!(new.client.stats().session.peers_gone, 0);
+    let stats = ob.stats();
+    assert_eq!((stats.accepted, stats.replaced), (2, 0), "{stats:?}");
+}
+
+/// The application restarts (a deploy, a crash) while a persistent Asterisk has a call in
+/// its Stasis: Asterisk reconnects to the new instance and sends no `StasisStart` for the
+/// call again — it is in Stasis already. The new instance gets it all the same, in
+/// [`OutboundConnection::in_stasis`](ari_client::OutboundConnection::in_stasis) (counted as
+/// adopted), and controls it: the caller's key reaches its event stream and the hangup goes
+/// over the new socket. A call placed afterwards comes on `incoming` as usual.
+pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_are_handed_out<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    assert!(conn.in_stasis.is_empty(), "nothing in Stasis yet");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the first instance's socket");
+
+    // The first instance goes away with the call in Stasis; the next one binds the port.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((channel, incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    assert_eq!(conn.in_stasis.len(), 1, "the call in Stasis is handed out");
+    let mut in_stasis = conn.in_stasis;
+    let (start, channel, mut events) = in_stasis.remove(0);
+    assert_eq!(channel.id(), id);
+    assert_eq!(start.channel.id, id);
+    assert_eq!(start.application, "hello");
+    assert_eq!(again.stats().adopted, 1);
+
+    mock.send_dtmf(&id, "7").expect("the caller presses 7");
+    h.live("the key on the call's stream", async {
+        loop {
+            match events.next().await {
+                Some(Ok(ari_client::Event::ChannelDtmfReceived(k))) => {
+                    assert_eq!(k.digit, "7");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the call's events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    h.live("hangup", channel.hangup())
+        .await
+        .expect("hangup over the new socket");
+    let mut incoming = conn.incoming;
+    let next = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("a new call", &mut incoming).await;
+    assert_eq!(start.channel.id, next);
+    assert_eq!(again.stats().adopted, 1, "a new call is not adopted");
+}
+
+/// An application slower to take calls than Asterisk sends them (its loop on `next_call`
+/// is busy elsewhere): the calls wait in the server's queue, none lost, and how many wait
+/// is visible in `OutboundStats::waiting`, down again as they are taken.
+pub async fn outbound_calls_waiting_for_a_slow_application_are_visible<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (ob, mock) = per_call_setup(h).await;
+    let mut placed = std::collections::HashSet::new();
+    for caller in ["PJSIP/alice", "PJSIP/bob", "PJSIP/carol"] {
+        placed.insert(
+            mock.place_call(PlaceCall::new(caller, "hello"))
+                .expect("the simulator places the call"),
+        );
+    }
+    h.eventually("three calls wait", || ob.stats().waiting == 3)
+        .await;
+    let mut taken = std::collections::HashSet::new();
+    for left in (0..3).rev() {
+        let call = h
+            .live("a waiting call", ob.next_call())
+            .await
+            .expect("a call before shutdown");
+        assert_eq!(ob.stats().waiting, left);
+        h.live("answer", call.channel.answer())
+            .await
+            .expect("a call that waited is still served");
+        taken.insert(call.channel.id().to_string());
+    }
+    assert_eq!(taken, placed);
+    let stats = ob.stats();
+    assert_eq!((stats.calls, stats.failed), (3, 0), "{stats:?}");
+}
+
+/// The application shuts down with calls it never took (its loop on `next_call` had
+/// stopped): `shutdown` closes their connections at the deadline (counted in what it
+/// returns; Asterisk gets the calls back), and `next_call` afterwards gives `None` — not a
+/// call whose connection is already closed.
+pub async fn outbound_shutdown_with_calls_never_taken_hands_out_none_afterwards<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (ob, mock) = per_call_setup(h).await;
+    for caller in ["PJSIP/alice", "PJSIP/bob"] {
+        mock.place_call(PlaceCall::new(caller, "hello"))
+            .expect("the simulator places the call");
+    }
+    h.eventually("two calls wait", || ob.stats().waiting == 2)
+        .await;
+    let closed = h
+        .live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    assert_eq!(closed, 2, "both calls' connections were closed");
+    let next = h.live("next_call after shutdown", ob.next_call()).await;
+    assert!(
+        next.is_none(),
+        "no call after shutdown, got one: {:?}",
+        next.map(|c| c.client.is_connected())
+    );
+    assert_eq!(ob.stats().waiting, 0);
 }

@@ -137,3 +137,86 @@ impl<T: Clone> Session<T> {
         self.open(now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::events::ResourceKind;
+    use crate::session::{
+        ConnectionEvent, ConnectionState, EndReason, Filter, Output, Session, SessionConfig,
+    };
+
+    fn drain(s: &mut Session) -> Vec<Output<()>> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    /// Asterisk never comes back: after `peer_timeout` (the session's own clock, passed in)
+    /// the calls' subscriptions end with `PeerGone`, counted; the application-wide ones stay,
+    /// and a later connection is served as usual. Without a timeout nothing ends.
+    #[test]
+    fn a_peer_that_never_comes_back_ends_the_calls_after_the_timeout() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
+        let t0 = Instant::now();
+        let mut s = Session::accepted(
+            SessionConfig::default()
+                .keepalive(None)
+                .peer_timeout(Some(Duration::from_secs(60))),
+        );
+        s.start(t0);
+        s.handle_accepted(t0);
+        let call = s.subscribe(Filter::channel("1700000000.1"));
+        let bridge = s.subscribe(Filter::resource(ResourceKind::Bridge, "b1"));
+        let all = s.subscribe(Filter::all());
+        drain(&mut s);
+        s.handle_disconnected(t0, "connection reset");
+        assert_eq!(s.state(), ConnectionState::AwaitingPeer);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        s.handle_timeout(t0 + Duration::from_secs(59));
+        assert!(s.is_subscribed(call));
+        s.handle_timeout(t0 + Duration::from_secs(60));
+        let out = drain(&mut s);
+        let ended: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::SubscriptionEnded { id, reason, .. } => Some((*id, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ended,
+            [(call, EndReason::PeerGone), (bridge, EndReason::PeerGone)]
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Connection(ConnectionEvent::PeerGone { ended: 2, .. })
+        )));
+        assert!(s.is_subscribed(all));
+        assert_eq!(s.stats().peers_gone, 1);
+        assert_eq!(s.poll_timeout(), None);
+        // Asterisk comes back after all: served as usual, nothing more ends.
+        s.handle_accepted(t0 + Duration::from_secs(120));
+        assert!(s.is_connected());
+        let later = s.subscribe(Filter::channel("1700000000.2"));
+        s.handle_disconnected(t0 + Duration::from_secs(121), "reset");
+        s.handle_accepted(t0 + Duration::from_secs(122));
+        s.handle_timeout(t0 + Duration::from_secs(400));
+        assert!(s.is_subscribed(later), "a peer back in time ends nothing");
+        assert_eq!(s.stats().peers_gone, 1);
+    }
+
+    #[test]
+    fn without_a_peer_timeout_the_calls_wait_for_ever() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
+        let t0 = Instant::now();
+        let mut s = Session::accepted(SessionConfig::default().keepalive(None));
+        s.start(t0);
+        s.handle_accepted(t0);
+        let call = s.subscribe(Filter::channel("1700000000.1"));
+        s.handle_disconnected(t0, "connection reset");
+        assert_eq!(s.poll_timeout(), None);
+        s.handle_timeout(t0 + Duration::from_secs(86_400));
+        assert!(s.is_subscribed(call));
+        assert_eq!(s.stats().peers_gone, 0);
+    }
+}

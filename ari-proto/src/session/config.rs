@@ -288,6 +288,10 @@ pub struct SessionConfig {
     /// bridge the application destroyed outlive the `DELETE` when no `BridgeDestroyed` comes.
     /// See [`SessionConfig::stasis_end_linger`].
     pub stasis_end_linger: Option<Duration>,
+    /// [Accepted](super::Session::accepted) sessions: how long the session waits for
+    /// Asterisk to open a new connection after losing one before it gives the previous
+    /// connection's calls up (default `None`: for ever). See [`SessionConfig::peer_timeout`].
+    pub peer_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -303,6 +307,7 @@ impl Default for SessionConfig {
             limits: Limits::default(),
             rng_seed: 0x0A21_5E55_1011_D5EE,
             stasis_end_linger: Some(Duration::from_secs(2)),
+            peer_timeout: None,
         }
     }
 }
@@ -385,6 +390,28 @@ impl SessionConfig {
     /// the bridge's subscriptions end, and the bridge counts as ended, when this delay is over.
     pub fn stasis_end_linger(mut self, linger: Option<Duration>) -> Self {
         self.stasis_end_linger = linger;
+        self
+    }
+
+    /// [Accepted](super::Session::accepted) sessions: how long to wait for Asterisk to open
+    /// a new connection after losing one (default `None`: for ever).
+    ///
+    /// Asterisk redials a persistent outbound connection at once, and retries every
+    /// `reconnect_interval` while the application is unreachable; a per-call one is redialled
+    /// at once while its channel is in Stasis. When no connection comes back within this
+    /// delay (Asterisk is gone: stopped, crashed for good, cut off by the network), nothing
+    /// will ever end the calls of the lost connection: the session ends the subscriptions of
+    /// every channel, bridge, playback and recording
+    /// ([`Output::SubscriptionEnded`](super::Output::SubscriptionEnded) with
+    /// [`EndReason::PeerGone`](super::EndReason::PeerGone)), reports
+    /// [`ConnectionEvent::PeerGone`](super::ConnectionEvent::PeerGone) and counts it in
+    /// [`Stats::peers_gone`](super::Stats::peers_gone). Subscriptions not tied to one such
+    /// resource (every event, an application's calls, endpoints) stay: a connection that
+    /// comes later is served as usual. The time is the `now` of
+    /// [`Session::handle_disconnected`](super::Session::handle_disconnected) and
+    /// [`Session::handle_timeout`](super::Session::handle_timeout).
+    pub fn peer_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.peer_timeout = timeout;
         self
     }
 

@@ -369,6 +369,17 @@ pub enum ConnectionEvent {
         /// Why the connection ended.
         reason: String,
     },
+    /// An [accepted](Session::accepted) session's connection stayed down for
+    /// [`SessionConfig::peer_timeout`]: the subscriptions of every channel, bridge, playback
+    /// and recording ended ([`EndReason::PeerGone`]). A later connection from Asterisk is
+    /// still served.
+    #[non_exhaustive]
+    PeerGone {
+        /// How long the session waited.
+        waited: Duration,
+        /// How many subscriptions ended.
+        ended: usize,
+    },
 }
 
 /// A REST-over-WebSocket response, as Asterisk sent it.
@@ -604,6 +615,10 @@ pub struct Stats {
     /// Connections of an [accepted](Session::accepted) session replaced by a newer one from
     /// Asterisk while still open ([`Session::handle_accepted`]).
     pub replaced_connections: u64,
+    /// Times an [accepted](Session::accepted) session gave its lost connection's calls up:
+    /// Asterisk did not come back within [`SessionConfig::peer_timeout`]
+    /// ([`ConnectionEvent::PeerGone`]).
+    pub peers_gone: u64,
 }
 
 /// Where the connection stands.
@@ -646,12 +661,14 @@ enum Timer {
     Reconnect = 0,
     Ping = 1,
     Pong = 2,
+    /// Accepted mode: the end of the wait for Asterisk's next connection.
+    PeerGone = 3,
 }
 
-const TIMERS: [Timer; 3] = [Timer::Reconnect, Timer::Ping, Timer::Pong];
+const TIMERS: [Timer; 4] = [Timer::Reconnect, Timer::Ping, Timer::Pong, Timer::PeerGone];
 
 #[derive(Debug, Default)]
-struct TimerTable([Option<Instant>; 3]);
+struct TimerTable([Option<Instant>; 4]);
 
 impl TimerTable {
     fn set(&mut self, t: Timer, at: Option<Instant>) {
@@ -1239,6 +1256,7 @@ impl<T: Clone> Session<T> {
         self.connect_mark = self.router.next_id();
         self.stats.connects += 1;
         self.timers.stop(Timer::Pong);
+        self.timers.stop(Timer::PeerGone);
         self.timers.set(
             Timer::Ping,
             self.config
@@ -1315,6 +1333,39 @@ impl<T: Clone> Session<T> {
             });
         }
         n
+    }
+
+    /// Accepted mode: Asterisk did not come back within [`SessionConfig::peer_timeout`].
+    fn peer_gone(&mut self) {
+        const GONE: [ResourceKind; 4] = [
+            ResourceKind::Channel,
+            ResourceKind::Bridge,
+            ResourceKind::Playback,
+            ResourceKind::Recording,
+        ];
+        let ended = self
+            .router
+            .unsubscribe_kinds_before(&GONE, self.router.next_id());
+        let n = ended.len();
+        for (id, filter, data) in ended {
+            if let Some((ResourceKind::Channel, c)) = filter.resource_ref() {
+                if !self.router.follows(ResourceKind::Channel, c) {
+                    self.stop_following(c);
+                }
+            }
+            self.stats.subscriptions_ended += 1;
+            self.push_control(Output::SubscriptionEnded {
+                id,
+                reason: EndReason::PeerGone,
+                data,
+            });
+        }
+        self.stats.peers_gone += 1;
+        let waited = self.config.peer_timeout.unwrap_or_default();
+        self.push_control(Output::Connection(ConnectionEvent::PeerGone {
+            waited,
+            ended: n,
+        }));
     }
 
     /// Opening the WebSocket failed (refused, TLS, 401, …): a reconnect is scheduled per the
@@ -1471,6 +1522,9 @@ impl<T: Clone> Session<T> {
                     .set(Timer::Ping, deadline(now, k.interval.max(MIN_PERIOD)));
             }
         }
+        if self.timers.expired(Timer::PeerGone, now) && matches!(self.state, State::AwaitingPeer) {
+            self.peer_gone();
+        }
         self.expire_linger(now);
         while let Some(&(at, n)) = self.deadlines.first() {
             if at > now {
@@ -1599,6 +1653,8 @@ impl<T: Clone> Session<T> {
         });
         if self.accepted {
             self.state = State::AwaitingPeer;
+            let give_up = self.config.peer_timeout.and_then(|d| deadline(now, d));
+            self.timers.set(Timer::PeerGone, give_up);
             self.push_control(Output::Connection(ConnectionEvent::Disconnected {
                 reason: reason.to_string(),
             }));

@@ -194,6 +194,10 @@ pub enum EndReason {
     /// application's id (see [`Session::not_created`](super::Session::not_created)): it does
     /// not exist, and no event will come for it.
     NotCreated,
+    /// An [accepted](super::Session::accepted) session's connection stayed down longer than
+    /// [`SessionConfig::peer_timeout`](super::SessionConfig::peer_timeout): Asterisk did not
+    /// come back, and the event will not come over this session.
+    PeerGone,
 }
 
 struct Entry {
