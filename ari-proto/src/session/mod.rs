@@ -1309,15 +1309,24 @@ impl<T: Clone> Session<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn handle_asterisk_restarted(&mut self) -> usize {
+        self.end_resource_subscriptions_before(self.connect_mark, EndReason::ResourceEnded)
+    }
+
+    /// Ends the subscriptions to a channel, bridge, playback or recording made before the
+    /// subscription id `mark` (every one: the router's next id), all with `reason`; returns
+    /// how many ended.
+    fn end_resource_subscriptions_before(
+        &mut self,
+        mark: SubscriptionId,
+        reason: EndReason,
+    ) -> usize {
         const GONE: [ResourceKind; 4] = [
             ResourceKind::Channel,
             ResourceKind::Bridge,
             ResourceKind::Playback,
             ResourceKind::Recording,
         ];
-        let ended = self
-            .router
-            .unsubscribe_kinds_before(&GONE, self.connect_mark);
+        let ended = self.router.unsubscribe_kinds_before(&GONE, mark);
         let n = ended.len();
         for (id, filter, data) in ended {
             if let Some((ResourceKind::Channel, c)) = filter.resource_ref() {
@@ -1326,40 +1335,14 @@ impl<T: Clone> Session<T> {
                 }
             }
             self.stats.subscriptions_ended += 1;
-            self.push_control(Output::SubscriptionEnded {
-                id,
-                reason: EndReason::ResourceEnded,
-                data,
-            });
+            self.push_control(Output::SubscriptionEnded { id, reason, data });
         }
         n
     }
 
     /// Accepted mode: Asterisk did not come back within [`SessionConfig::peer_timeout`].
     fn peer_gone(&mut self) {
-        const GONE: [ResourceKind; 4] = [
-            ResourceKind::Channel,
-            ResourceKind::Bridge,
-            ResourceKind::Playback,
-            ResourceKind::Recording,
-        ];
-        let ended = self
-            .router
-            .unsubscribe_kinds_before(&GONE, self.router.next_id());
-        let n = ended.len();
-        for (id, filter, data) in ended {
-            if let Some((ResourceKind::Channel, c)) = filter.resource_ref() {
-                if !self.router.follows(ResourceKind::Channel, c) {
-                    self.stop_following(c);
-                }
-            }
-            self.stats.subscriptions_ended += 1;
-            self.push_control(Output::SubscriptionEnded {
-                id,
-                reason: EndReason::PeerGone,
-                data,
-            });
-        }
+        let n = self.end_resource_subscriptions_before(self.router.next_id(), EndReason::PeerGone);
         self.stats.peers_gone += 1;
         let waited = self.config.peer_timeout.unwrap_or_default();
         self.push_control(Output::Connection(ConnectionEvent::PeerGone {
