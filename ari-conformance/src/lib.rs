@@ -153,6 +153,8 @@ pub const CASES: &[&str] = &[
     "incoming_calls_of_two_applications",
     "a_prompt_that_cannot_be_played_fails_finished",
     "a_refused_originate_or_play_ends_the_waits_set_up_for_it",
+    "a_refused_local_originate_or_bridge_ends_the_waits_of_every_id",
+    "a_recording_refused_with_409_ends_its_waits_unless_one_is_live",
     "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
@@ -346,6 +348,8 @@ macro_rules! conformance_suite {
             incoming_calls_of_two_applications,
             a_prompt_that_cannot_be_played_fails_finished,
             a_refused_originate_or_play_ends_the_waits_set_up_for_it,
+            a_refused_local_originate_or_bridge_ends_the_waits_of_every_id,
+            a_recording_refused_with_409_ends_its_waits_unless_one_is_live,
             asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };

@@ -51,6 +51,8 @@ mod current_thread {
         incoming_calls_of_two_applications,
         a_prompt_that_cannot_be_played_fails_finished,
         a_refused_originate_or_play_ends_the_waits_set_up_for_it,
+        a_refused_local_originate_or_bridge_ends_the_waits_of_every_id,
+        a_recording_refused_with_409_ends_its_waits_unless_one_is_live,
         asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         hello_ivr_end_to_end,
         reconnect_in_the_middle_of_a_call,

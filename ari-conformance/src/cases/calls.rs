@@ -662,3 +662,178 @@ pub async fn asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits<
         .unwrap();
     h.live("hang up the new call", new.hangup()).await.unwrap();
 }
+
+/// Waits set up on every id a refused request would have created end: both halves of a
+/// Local channel (`channelId` and `otherChannelId`, or the `{channelId};2` Asterisk gives
+/// the second half without one) and a bridge created with the application's id. A 409
+/// because one half's id belongs to a live channel keeps that channel's waits and ends the
+/// other half's (it was never created).
+pub async fn a_refused_local_originate_or_bridge_ends_the_waits_of_every_id<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-refused-local";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let expect_ended = |what: &'static str, r: Result<_, Error>, id: &str| match r {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("channel:{id}"), "{what}"),
+        other => panic!("{what}: the wait ends: {other:?}"),
+    };
+
+    // A Local channel with no extension: 400. Waits on both halves end.
+    let first = c.new_channel();
+    let second = c.new_channel();
+    let first_started = first.once::<StasisStart>();
+    let second_started = second.once::<StasisStart>();
+    let listener = second.on(|_: ChannelStateChange, _| async { Ok::<_, Error>(()) });
+    let err = h
+        .live(
+            "originate",
+            first
+                .originate("Local/@nowhere")
+                .app(app)
+                .other_channel_id(second.id()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    let r = h.live("the first half's wait", first_started).await;
+    expect_ended("first half", r, first.id());
+    let r = h.live("the second half's wait", second_started).await;
+    expect_ended("second half", r, second.id());
+    h.eventually("the second half's listener is released", || {
+        !listener.is_active()
+    })
+    .await;
+    assert_eq!(c.live_subscriptions(), baseline);
+
+    // Without `otherChannelId`, the second half is `{channelId};2`.
+    let implicit = c.channel(format!("{};2", first.id()));
+    let implicit_started = implicit.once::<StasisStart>();
+    let err = h
+        .live(
+            "originate without otherChannelId",
+            c.channels()
+                .originate("Local/@nowhere")
+                .app(app)
+                .channel_id(first.id()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    let r = h
+        .live("the implicit second half's wait", implicit_started)
+        .await;
+    expect_ended("implicit second half", r, implicit.id());
+    assert_eq!(c.live_subscriptions(), baseline);
+
+    // A 409: the second half's id is a live call's. Its waits go on; the first half's end.
+    let call = h.answered_call(&c, app).await;
+    let call_end = call.once::<StasisEnd>();
+    let fresh = c.new_channel();
+    let fresh_started = fresh.once::<StasisStart>();
+    let err = h
+        .live(
+            "originate with a taken second id",
+            fresh
+                .originate("Local/1@default")
+                .app(app)
+                .other_channel_id(call.id()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    let r = h.live("the fresh half's wait", fresh_started).await;
+    expect_ended("fresh half", r, fresh.id());
+    // (The call's StasisEnd wait is checked below: it receives the event.)
+
+    // A bridge of a type Asterisk does not know: 400; its waits end.
+    let bridge = c.new_bridge();
+    let destroyed = bridge.once::<BridgeDestroyed>();
+    let err = h
+        .live("bridge create", bridge.create().bridge_type("bogus"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    match h.live("the bridge's wait", destroyed).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("bridge:{}", bridge.id())),
+        other => panic!("the bridge's wait ends: {other:?}"),
+    }
+
+    h.live("hang up the call", call.hangup()).await.unwrap();
+    h.live("the call's StasisEnd", call_end).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A recording refused with 409: when a recording under that name is in progress, the
+/// waits on it are its own and go on (it finishes as usual); when only the stored recording
+/// exists and `ifExists` is `fail` (the default), nothing was created and its waits end, as
+/// Asterisk answers both with the same message. `ifExists=overwrite` then records.
+pub async fn a_recording_refused_with_409_ends_its_waits_unless_one_is_live<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::{RecordingStarted, ResourceKind};
+    use ari_client::models::IfExists;
+    let app = "conf-rec-409";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+
+    let rec = c.new_live_recording();
+    let started = rec.once::<RecordingStarted>();
+    h.live("record", call.record(&rec, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    // In progress: a second record under the name is refused; the live one's waits stay.
+    let finished = rec.once::<RecordingFinished>();
+    let err = h
+        .live(
+            "record the same name again",
+            call.record(&rec, "wav").if_exists(IfExists::Overwrite),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    h.live("stop", rec.stop()).await.unwrap();
+    let ev = h
+        .live("the live recording's RecordingFinished", finished)
+        .await
+        .unwrap();
+    assert_eq!(ev.recording.name, rec.name());
+
+    // Stored, and `ifExists=fail` (the default): nothing is created; the waits end. (The
+    // name of a recording that finished is remembered as ended: forgotten to reuse it.)
+    assert!(c.forget_ended(ResourceKind::Recording, rec.name()));
+    let started = rec.once::<RecordingStarted>();
+    let err = h
+        .live("record over the stored one", call.record(&rec, "wav"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    match h.live("the RecordingStarted wait", started).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("recording:{}", rec.name())),
+        other => panic!("the wait ends: {other:?}"),
+    }
+
+    // Overwrite: recorded again, and followed as usual.
+    // (The refusal did not record the name as ended: this wait is live.)
+    let started = rec.once::<RecordingStarted>();
+    let finished = rec.once::<RecordingFinished>();
+    h.live(
+        "record with overwrite",
+        call.record(&rec, "wav").if_exists(IfExists::Overwrite),
+    )
+    .await
+    .unwrap();
+    h.live("RecordingStarted again", started).await.unwrap();
+    h.live("stop again", rec.stop()).await.unwrap();
+    h.live("RecordingFinished", finished).await.unwrap();
+    h.live(
+        "delete the stored recording",
+        c.stored_recording(rec.name()).delete_stored(),
+    )
+    .await
+    .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
