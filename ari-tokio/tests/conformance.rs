@@ -53,6 +53,7 @@ mod current_thread {
         a_refused_originate_or_play_ends_the_waits_set_up_for_it,
         a_refused_local_originate_or_bridge_ends_the_waits_of_every_id,
         a_recording_refused_with_409_ends_its_waits_unless_one_is_live,
+        a_call_moved_to_another_application_keeps_its_waits,
         asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         hello_ivr_end_to_end,
         reconnect_in_the_middle_of_a_call,

@@ -837,3 +837,50 @@ pub async fn a_recording_refused_with_409_ends_its_waits_unless_one_is_live<R: R
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// A call moved between two applications of one client (`POST channels/{id}/move`, Asterisk
+/// 20+): its `StasisEnd` names the first, its new `StasisStart` the second with the move's
+/// arguments, and the waits set up before the move go on (the channel is still the
+/// client's). A move to an application nobody registered is accepted, leaves the call where
+/// it is, and reports `ApplicationMoveFailed` to it. Hanging up ends every wait.
+pub async fn a_call_moved_to_another_application_keeps_its_waits<R: Runtime>(h: &Harness<R>) {
+    use ari_client::events::ApplicationMoveFailed;
+    let (first, second) = ("conf-move-a", "conf-move-b");
+    let c = h.started(&[first, second]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, first).await;
+    let events = call.events();
+
+    let failed = call.once::<ApplicationMoveFailed>();
+    h.live("move nowhere", call.r#move("conf-move-nobody"))
+        .await
+        .unwrap();
+    let ev = h.live("ApplicationMoveFailed", failed).await.unwrap();
+    assert_eq!(ev.destination, "conf-move-nobody");
+    assert_eq!(ev.application, first);
+
+    let left = call.once::<StasisEnd>();
+    let arrived = call.once::<StasisStart>();
+    h.live("move", call.r#move(second).app_args("transferred,7"))
+        .await
+        .unwrap();
+    let ev = h.live("StasisEnd of the first", left).await.unwrap();
+    assert_eq!(ev.application, first);
+    let ev = h.live("StasisStart in the second", arrived).await.unwrap();
+    assert_eq!(ev.application, second);
+    assert_eq!(ev.args, ["transferred", "7"]);
+    // Still the client's call: it answers requests and its waits go on.
+    h.live("ring after the move", call.ring()).await.unwrap();
+    let end = call.once::<StasisEnd>();
+    h.live("hang up", call.hangup()).await.unwrap();
+    let ev = h.live("StasisEnd of the second", end).await.unwrap();
+    assert_eq!(ev.application, second);
+    let types = drain(h, "the call's stream ends", events).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "StasisStart").count(),
+        1,
+        "{types:?}"
+    );
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
