@@ -884,3 +884,52 @@ pub async fn a_call_moved_to_another_application_keeps_its_waits<R: Runtime>(h: 
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// A call handed to the dialplan (`continue`) that plays a prompt and comes back to the
+/// application (`Stasis(app,again)`): the waits set up before the hand-off receive its
+/// `StasisEnd` and then its new `StasisStart` (with the dialplan's arguments), the
+/// application's incoming calls offer it again, its stream goes on across the trip, and
+/// hanging it up ends every wait.
+pub async fn a_call_sent_to_the_dialplan_and_back_is_followed_again<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-back";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let mut incoming = c.incoming();
+    let events = call.events();
+    let left = call.once::<StasisEnd>();
+    let back = call.once::<StasisStart>();
+    h.live(
+        "continue",
+        call.continue_in_dialplan()
+            .context("conformance")
+            .extension("back")
+            .priority(1),
+    )
+    .await
+    .unwrap();
+    h.live("StasisEnd", left).await.unwrap();
+    let ev = h.live("StasisStart again", back).await.unwrap();
+    assert_eq!(ev.args, ["again"]);
+    let (start, again, again_events) = h.next_incoming("offered again", &mut incoming).await;
+    assert_eq!(again.id(), call.id());
+    assert_eq!(start.args, ["again"]);
+    drop(again_events);
+    drop(incoming);
+    let end = call.once::<StasisEnd>();
+    h.live("hang up", call.hangup()).await.unwrap();
+    h.live("the last StasisEnd", end).await.unwrap();
+    let types = drain(h, "the call's stream ends", events).await;
+    let trips: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with("Stasis"))
+        .collect();
+    assert_eq!(
+        trips,
+        ["StasisEnd", "StasisStart", "StasisEnd"],
+        "{types:?}"
+    );
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
