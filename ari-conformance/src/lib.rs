@@ -157,6 +157,7 @@ pub const CASES: &[&str] = &[
     "a_recording_refused_with_409_ends_its_waits_unless_one_is_live",
     "a_call_moved_to_another_application_keeps_its_waits",
     "a_call_sent_to_the_dialplan_and_back_is_followed_again",
+    "early_media_ring_and_progress_before_answering",
     "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
@@ -354,6 +355,7 @@ macro_rules! conformance_suite {
             a_recording_refused_with_409_ends_its_waits_unless_one_is_live,
             a_call_moved_to_another_application_keeps_its_waits,
             a_call_sent_to_the_dialplan_and_back_is_followed_again,
+            early_media_ring_and_progress_before_answering,
             asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };

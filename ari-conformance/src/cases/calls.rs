@@ -933,3 +933,54 @@ pub async fn a_call_sent_to_the_dialplan_and_back_is_followed_again<R: Runtime>(
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// Early media before answering an incoming call, as an IVR that plays a prompt before
+/// billing starts does: `ring` (the state goes to `Ringing`, reported by a
+/// `ChannelStateChange`), `progress` (Asterisk 20+; no state change), then `answer` (`Up`);
+/// a transfer's progress is told to the channel (`transfer_progress`). Every wait ends with
+/// the hangup.
+pub async fn early_media_ring_and_progress_before_answering<R: Runtime>(h: &Harness<R>) {
+    use ari_client::models::ChannelState;
+    let app = "conf-early-media";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    let mut states = call.stream::<ChannelStateChange>();
+    h.live("ring", call.ring()).await.unwrap();
+    let ev = h
+        .live("Ringing", states.next())
+        .await
+        .expect("the stream lives")
+        .unwrap();
+    assert_eq!(ev.channel.state, ChannelState::Ringing);
+    h.live("progress", call.progress()).await.unwrap();
+    h.live(
+        "transfer progress",
+        call.transfer_progress("channel_progress"),
+    )
+    .await
+    .unwrap();
+    let err = h
+        .live(
+            "transfer progress, bad state",
+            call.transfer_progress("bogus"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    h.live("answer", call.answer()).await.unwrap();
+    let ev = h
+        .live("Up", states.next())
+        .await
+        .expect("the stream lives")
+        .unwrap();
+    assert_eq!(ev.channel.state, ChannelState::Up);
+    let end = call.once::<StasisEnd>();
+    h.live("hang up", call.hangup()).await.unwrap();
+    h.live("StasisEnd", end).await.unwrap();
+    drop(states);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
