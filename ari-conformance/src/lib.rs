@@ -158,6 +158,7 @@ pub const CASES: &[&str] = &[
     "a_call_moved_to_another_application_keeps_its_waits",
     "a_call_sent_to_the_dialplan_and_back_is_followed_again",
     "early_media_ring_and_progress_before_answering",
+    "a_key_menu_with_timeouts_leaves_no_wait_behind",
     "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
@@ -356,6 +357,7 @@ macro_rules! conformance_suite {
             a_call_moved_to_another_application_keeps_its_waits,
             a_call_sent_to_the_dialplan_and_back_is_followed_again,
             early_media_ring_and_progress_before_answering,
+            a_key_menu_with_timeouts_leaves_no_wait_behind,
             asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };

@@ -984,3 +984,50 @@ pub async fn early_media_ring_and_progress_before_answering<R: Runtime>(h: &Harn
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// A key menu as an IVR writes it: the prompt, then a wait for a key bounded by
+/// `client.timeout`; rounds without a key time out (`Error::Timeout`) and leave no
+/// subscription behind; a key pressed is received with its digit; the caller hanging up
+/// while the menu waits ends the wait (`Error::Ended`), and nothing is left behind.
+pub async fn a_key_menu_with_timeouts_leaves_no_wait_behind<R: Runtime>(h: &Harness<R>) {
+    use ari_client::events::ChannelDtmfReceived;
+    use std::time::Duration;
+    let app = "conf-menu";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let with_call = c.live_subscriptions();
+    for round in 0..3 {
+        h.live("the prompt", call.play("sound:vm-intro"))
+            .await
+            .unwrap()
+            .finished()
+            .await
+            .unwrap();
+        // Nobody presses a key: the wait times out (what is asserted is the outcome of a
+        // wait no key can satisfy, not how long it took).
+        let wait = c.timeout(
+            Duration::from_millis(20),
+            call.once::<ChannelDtmfReceived>(),
+        );
+        match h.live("the key wait", wait).await {
+            Err(Error::Timeout { .. }) => {}
+            other => panic!("round {round}: the wait times out: {other:?}"),
+        }
+        assert_eq!(c.live_subscriptions(), with_call, "round {round}");
+    }
+    let key = call.once::<ChannelDtmfReceived>();
+    h.server().send_dtmf(call.id(), "5").unwrap();
+    let ev = h.live("the key", key).await.unwrap();
+    assert_eq!(ev.digit, "5");
+    let key = c.timeout(Duration::from_secs(600), call.once::<ChannelDtmfReceived>());
+    h.server().hangup(call.id()).unwrap();
+    match h.live("the key wait of a call that hangs up", key).await {
+        Ok(Err(Error::Ended { resource })) => {
+            assert_eq!(resource, format!("channel:{}", call.id()))
+        }
+        other => panic!("the wait ends with the call: {other:?}"),
+    }
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
