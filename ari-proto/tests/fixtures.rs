@@ -397,6 +397,7 @@ fn a_channel_transfer_concerns_the_channels_and_bridges_it_names() {
         BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p").unwrap()).unwrap();
     let mut s: Session = Session::new(base_url, SessionConfig::new(["app"]));
     let sub = s.subscribe(Filter::channel("alice").with_type("ChannelTransfer"));
+    #[allow(clippy::disallowed_methods)] // the test is the adapter: it owns the clock
     let now = std::time::Instant::now();
     s.start(now);
     while s.poll_transmit().is_some() {}
