@@ -159,6 +159,7 @@ pub const CASES: &[&str] = &[
     "a_call_sent_to_the_dialplan_and_back_is_followed_again",
     "early_media_ring_and_progress_before_answering",
     "a_key_menu_with_timeouts_leaves_no_wait_behind",
+    "an_external_media_channel_is_followed_from_before_its_creation_to_its_end",
     "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
@@ -358,6 +359,7 @@ macro_rules! conformance_suite {
             a_call_sent_to_the_dialplan_and_back_is_followed_again,
             early_media_ring_and_progress_before_answering,
             a_key_menu_with_timeouts_leaves_no_wait_behind,
+            an_external_media_channel_is_followed_from_before_its_creation_to_its_end,
             asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };

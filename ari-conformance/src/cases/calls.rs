@@ -1031,3 +1031,72 @@ pub async fn a_key_menu_with_timeouts_leaves_no_wait_behind<R: Runtime>(h: &Harn
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// An external media channel (RTP to a speech engine) bridged with a call, its waits set up
+/// on a client-side id before it exists: a format Asterisk does not know is refused (400)
+/// and those waits end; the same id then works, the channel enters the application and the
+/// bridge, and hanging both up ends every wait.
+pub async fn an_external_media_channel_is_followed_from_before_its_creation_to_its_end<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    let app = "conf-extmedia";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let em = c.new_channel();
+    let started = em.once::<StasisStart>();
+    let err = h
+        .live(
+            "external media in mp3",
+            em.external_media(app, "mp3")
+                .external_host("127.0.0.1:40000"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    match h.live("the refused channel's wait", started).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("channel:{}", em.id())),
+        other => panic!("the wait ends: {other:?}"),
+    }
+
+    let started = em.once::<StasisStart>();
+    let destroyed = em.once::<ChannelDestroyed>();
+    let events = em.events();
+    let created = h
+        .live(
+            "external media",
+            em.external_media(app, "ulaw")
+                .external_host("127.0.0.1:40000"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.id(), em.id());
+    h.live("its StasisStart", started).await.unwrap();
+    let bridge = c.new_bridge();
+    let mut entered = bridge.stream::<ChannelEnteredBridge>();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("both in", bridge.add_channel([&call, &em]))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        h.live("ChannelEnteredBridge", entered.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    h.live("hang up the call", call.hangup()).await.unwrap();
+    h.live("hang up the media", em.hangup()).await.unwrap();
+    h.live("its ChannelDestroyed", destroyed).await.unwrap();
+    let types = drain(h, "its stream ends", events).await;
+    assert_eq!(types.last().map(String::as_str), Some("ChannelDestroyed"));
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
+    drop(entered);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
