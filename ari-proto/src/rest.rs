@@ -504,8 +504,10 @@ impl RequestParts {
     /// parameter, a snoop with a `snoopId` (in the path or as a parameter), a play on a
     /// channel or bridge with a `playbackId` (in the path or as a parameter), and a record of
     /// a channel or bridge (its `name`); typed or
-    /// [raw](RequestParts::raw). `None` for any other request. When Asterisk refuses it
-    /// (an error other than 409), the resource does not exist: an adapter tells the session
+    /// [raw](RequestParts::raw). `None` for any other request. When Asterisk refuses it,
+    /// the resource does not exist (except on some 409s, see
+    /// [`created_resources`](Self::created_resources), which also names the other ids a
+    /// request creates): an adapter tells the session
     /// ([`Session::not_created`](crate::session::Session::not_created)), which ends the
     /// subscriptions made for it beforehand.
     ///
