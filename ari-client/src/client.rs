@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ari_proto::events::ResourceKind;
 use ari_proto::rest::{self, BaseUrl, Credentials};
 use ari_proto::version::AsteriskVersion;
 use ari_proto::Operation;
@@ -300,6 +301,41 @@ impl<R: Runtime> Client<R> {
         binary_output: bool,
         parts: rest::RequestParts,
     ) -> Result<(u16, bytes::Bytes), Error> {
+        // Asterisk tells only the bridge's subscribers that it is destroyed: the session
+        // learns it from the response (see `Session::bridge_destroyed`).
+        // And it tells only applications subscribed to every bridge that one was created: a
+        // bridge id the session recorded as ended is forgotten when the application creates
+        // a bridge with that id again.
+        let destroyed_bridge = parts.destroyed_bridge();
+        let created_bridge = parts.created_bridge();
+        // The channels (both halves of a Local channel), bridge, playback or recording the
+        // application named, refused by Asterisk: they will never exist, so the waits set up
+        // for them beforehand end (`Session::not_created`).
+        let created = parts.created_resources();
+        let result = self.transmit(operation, binary_output, parts).await;
+        if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
+            self.inner
+                .shared
+                .bridge_destroyed(self.inner.runtime.now(), &id);
+        }
+        if let Ok((status @ 400.., _)) = &result {
+            self.not_created(*status, created).await;
+        }
+        if let (Some(id), Ok((200..=299, _))) = (created_bridge, &result) {
+            self.inner
+                .shared
+                .forget_ended(ari_proto::events::ResourceKind::Bridge, &id);
+        }
+        result
+    }
+
+    /// Sends a request through the client's REST transport, within the request timeout.
+    async fn transmit(
+        &self,
+        operation: &'static str,
+        binary_output: bool,
+        parts: rest::RequestParts,
+    ) -> Result<(u16, bytes::Bytes), Error> {
         let timeout = self.inner.request_timeout;
         let deadline = self.deadline(timeout);
         let over_http = |parts| async move {
@@ -315,16 +351,6 @@ impl<R: Runtime> Client<R> {
                 .map_err(|stopped| stopped.into_error(operation, timeout))??;
             Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
         };
-        // Asterisk tells only the bridge's subscribers that it is destroyed: the session
-        // learns it from the response (see `Session::bridge_destroyed`).
-        // And it tells only applications subscribed to every bridge that one was created: a
-        // bridge id the session recorded as ended is forgotten when the application creates
-        // a bridge with that id again.
-        let destroyed_bridge = parts.destroyed_bridge();
-        let created_bridge = parts.created_bridge();
-        // A channel or playback the application named, refused by Asterisk: it will never
-        // exist, so the waits set up for it beforehand end (`Session::not_created`).
-        let created = parts.created_resource();
         let result = match self.inner.rest_transport {
             // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
             RestTransport::Http => over_http(parts).await,
@@ -388,22 +414,46 @@ impl<R: Runtime> Client<R> {
                 }
             }
         };
-        if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
-            self.inner
-                .shared
-                .bridge_destroyed(self.inner.runtime.now(), &id);
-        }
-        if let (Some((kind, id)), Ok((400.., _))) = (created, &result) {
-            if !matches!(&result, Ok((409, _))) {
-                self.inner.shared.command(|s| s.not_created(kind, &id));
-            }
-        }
-        if let (Some(id), Ok((200..=299, _))) = (created_bridge, &result) {
-            self.inner
-                .shared
-                .forget_ended(ari_proto::events::ResourceKind::Bridge, &id);
-        }
         result
+    }
+
+    /// Asterisk answered `status` (an error) to a request that would have created the
+    /// resources `created` under the application's ids: each that does not exist ends the
+    /// waits set up for it (`Session::not_created`). A 409 may say that an id belongs to a
+    /// live resource (a channel or bridge id in use, a recording in progress under that
+    /// name), whose waits are legitimate, or that nothing was created (the target is not in
+    /// Stasis; the stored recording exists and `ifExists=fail`; one half of a Local channel's
+    /// ids is taken): Asterisk words some of these alike, so when waits follow such an id,
+    /// Asterisk is asked whether it is live (`GET channels/{id}`, `bridges/{id}`,
+    /// `playbacks/{id}`, `recordings/live/{name}`), and they end only on a 404.
+    async fn not_created(&self, status: u16, created: Vec<(ResourceKind, String)>) {
+        for (kind, id) in created {
+            let followed = || self.inner.shared.lock().session.follows(kind, &id);
+            if status == 409 && followed() && self.is_live(kind, &id).await {
+                continue;
+            }
+            self.inner.shared.command(|s| s.not_created(kind, &id));
+        }
+    }
+
+    /// Whether Asterisk has a live channel, bridge, playback or recording `id`: anything but
+    /// a 404 (an error, a timeout) counts as live.
+    async fn is_live(&self, kind: ResourceKind, id: &str) -> bool {
+        use ari_proto::ops::{bridges, channels, playbacks, recordings};
+        let parts = match kind {
+            ResourceKind::Channel => rest::request_parts(&channels::Get::new(id)),
+            ResourceKind::Bridge => rest::request_parts(&bridges::Get::new(id)),
+            ResourceKind::Playback => rest::request_parts(&playbacks::Get::new(id)),
+            ResourceKind::Recording => rest::request_parts(&recordings::GetLive::new(id)),
+            _ => return true,
+        };
+        let Ok(parts) = parts else {
+            return true;
+        };
+        !matches!(
+            self.transmit("live check", false, parts).await,
+            Ok((404, _))
+        )
     }
 
     /// Runs `fut` for at most `after` on the client's runtime: [`Error::Timeout`] past it.

@@ -20,8 +20,10 @@ pub const LIVENESS: Duration = Duration::from_secs(30);
 pub const CASE_LIVENESS: Duration = Duration::from_secs(120);
 
 /// The simulator's dialplan: `wait@conformance` answers and waits (a channel outside
-/// Stasis).
-pub const DIALPLAN: &str = "[conformance]\nexten => wait,1,Answer()\n same => n,Wait(600)\n";
+/// Stasis); `back@conformance` plays a prompt and hands the call back to the application
+/// `conf-back` (arguments `again`).
+pub const DIALPLAN: &str = "[conformance]\nexten => wait,1,Answer()\n same => n,Wait(600)\n\
+    exten => back,1,Playback(beep)\n same => n,Stasis(conf-back,again)\n same => n,Hangup()\n";
 
 /// A simulated Asterisk tuned for fast tests: short media (every sound 40 ms, digits
 /// 30 ms), SIP phones that answer after 20 ms, the PJSIP endpoints `alice` and `bob`, and

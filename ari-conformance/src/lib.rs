@@ -161,6 +161,13 @@ pub const CASES: &[&str] = &[
     "incoming_calls_of_two_applications",
     "a_prompt_that_cannot_be_played_fails_finished",
     "a_refused_originate_or_play_ends_the_waits_set_up_for_it",
+    "a_refused_local_originate_or_bridge_ends_the_waits_of_every_id",
+    "a_recording_refused_with_409_ends_its_waits_unless_one_is_live",
+    "a_call_moved_to_another_application_keeps_its_waits",
+    "a_call_sent_to_the_dialplan_and_back_is_followed_again",
+    "early_media_ring_and_progress_before_answering",
+    "a_key_menu_with_timeouts_leaves_no_wait_behind",
+    "an_external_media_channel_is_followed_from_before_its_creation_to_its_end",
     "asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits",
 ];
 
@@ -362,6 +369,13 @@ macro_rules! conformance_suite {
             incoming_calls_of_two_applications,
             a_prompt_that_cannot_be_played_fails_finished,
             a_refused_originate_or_play_ends_the_waits_set_up_for_it,
+            a_refused_local_originate_or_bridge_ends_the_waits_of_every_id,
+            a_recording_refused_with_409_ends_its_waits_unless_one_is_live,
+            a_call_moved_to_another_application_keeps_its_waits,
+            a_call_sent_to_the_dialplan_and_back_is_followed_again,
+            early_media_ring_and_progress_before_answering,
+            a_key_menu_with_timeouts_leaves_no_wait_behind,
+            an_external_media_channel_is_followed_from_before_its_creation_to_its_end,
             asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits,
         );
     };

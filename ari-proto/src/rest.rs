@@ -504,8 +504,10 @@ impl RequestParts {
     /// parameter, a snoop with a `snoopId` (in the path or as a parameter), a play on a
     /// channel or bridge with a `playbackId` (in the path or as a parameter), and a record of
     /// a channel or bridge (its `name`); typed or
-    /// [raw](RequestParts::raw). `None` for any other request. When Asterisk refuses it
-    /// (an error other than 409), the resource does not exist: an adapter tells the session
+    /// [raw](RequestParts::raw). `None` for any other request. When Asterisk refuses it,
+    /// the resource does not exist (except on some 409s, see
+    /// [`created_resources`](Self::created_resources), which also names the other ids a
+    /// request creates): an adapter tells the session
     /// ([`Session::not_created`](crate::session::Session::not_created)), which ends the
     /// subscriptions made for it beforehand.
     ///
@@ -552,6 +554,79 @@ impl RequestParts {
             _ => None,
         };
         found.filter(|(_, id)| !id.is_empty())
+    }
+
+    /// Every resource this request creates under an id the application chose, if it
+    /// succeeds: [`created_resource`](Self::created_resource) first, then the second half of
+    /// a Local channel an originate or `channels/create` names (`otherChannelId`, when it
+    /// differs from the first; without it, for a `Local/` endpoint, `{channelId};2`, the id
+    /// Asterisk gives that half), then the bridge a `POST bridges` or `bridges/{bridgeId}`
+    /// creates ([`created_bridge`](Self::created_bridge)). Empty for any other request (no
+    /// allocation then). When Asterisk refuses the request, none of them exists: an adapter
+    /// tells the session ([`Session::not_created`](crate::session::Session::not_created)) of
+    /// each, so the waits set up for any of them end. What a refusal with 409 means depends
+    /// on the kind: for a channel or bridge, the id belongs to a live one (keep its waits);
+    /// for a playback or recording, usually that the target is not in Stasis, or that the
+    /// stored recording exists and `ifExists=fail` (nothing was created), or that a live
+    /// recording with that name is in progress (its waits are legitimate).
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind::{Bridge, Channel};
+    /// use ari_proto::ops::{bridges, channels};
+    /// use ari_proto::rest::{request_parts, RequestParts};
+    /// let parts = request_parts(
+    ///     &channels::Originate::new("Local/1@queue").channel_id("a;1").other_channel_id("a;2"),
+    /// )?;
+    /// assert_eq!(
+    ///     parts.created_resources(),
+    ///     [(Channel, "a;1".to_string()), (Channel, "a;2".to_string())]
+    /// );
+    /// let raw = RequestParts::raw(http::Method::POST, "channels/create?endpoint=Local%2F1&app=q&otherChannelId=b%2F2", None);
+    /// assert_eq!(raw.created_resources(), [(Channel, "b/2".to_string())]);
+    /// let parts = request_parts(&channels::OriginateWithId::new("q/1", "Local/1@queue"))?;
+    /// assert_eq!(
+    ///     parts.created_resources(),
+    ///     [(Channel, "q/1".to_string()), (Channel, "q/1;2".to_string())]
+    /// );
+    /// let parts = request_parts(&bridges::CreateWithId::new("conf/1"))?;
+    /// assert_eq!(parts.created_resources(), [(Bridge, "conf/1".to_string())]);
+    /// assert!(request_parts(&channels::Answer::new("c1"))?.created_resources().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn created_resources(&self) -> Vec<(crate::events::ResourceKind, String)> {
+        use crate::events::ResourceKind::{Bridge, Channel};
+        if self.method != http::Method::POST {
+            return Vec::new();
+        }
+        let mut all: Vec<_> = self.created_resource().into_iter().collect();
+        let path = self.path.split(['?', '#']).next().unwrap_or_default();
+        let originates = match path.split('/').collect::<Vec<_>>().as_slice() {
+            ["channels"] | ["channels", "create"] => true,
+            ["channels", id] => !id.is_empty() && *id != "externalMedia",
+            _ => false,
+        };
+        if originates {
+            // Without `otherChannelId`, Asterisk names the second half of a Local channel
+            // whose first half has an id after it: `{channelId};2`.
+            let local = self.param("endpoint").is_some_and(|e| {
+                e.get(..6)
+                    .is_some_and(|tech| tech.eq_ignore_ascii_case("local/"))
+            });
+            let other = match self.param("otherChannelId").filter(|id| !id.is_empty()) {
+                Some(other) => Some(other),
+                None if local => all.first().map(|(_, id)| format!("{id};2")),
+                None => None,
+            };
+            if let Some(other) = other {
+                if !all.iter().any(|(_, id)| *id == other) {
+                    all.push((Channel, other));
+                }
+            }
+        }
+        if let Some(bridge) = self.created_bridge() {
+            all.push((Bridge, bridge));
+        }
+        all
     }
 
     /// The value of the query parameter `name`: typed, or from a raw request's encoded query

@@ -775,6 +775,7 @@ fn raw_uri() -> impl Strategy<Value = String> {
         "endpoint",
         "",
         "channelid",
+        "otherChannelId",
     ]);
     let pair_value = prop_oneof![
         2 => percents.prop_map(|v| (v, true)),
@@ -1010,5 +1011,80 @@ fn other_requests_create_no_resource_with_an_id() {
             let raw = RequestParts::raw(method.clone(), path, None);
             assert_eq!(raw.created_resource(), None, "{method} {path}");
         }
+    }
+}
+
+proptest! {
+    /// Whatever the ids, `created_resources` names every id a request creates: both halves of
+    /// a Local channel (`otherChannelId`, or `{channelId};2` for a `Local/` endpoint without
+    /// it), the bridge of a bridge's creation, and otherwise exactly `created_resource`; typed
+    /// or forwarded raw alike, and nothing for another method.
+    #[test]
+    fn created_resources_names_every_id_a_request_creates(
+        id in value(),
+        other in value(),
+        endpoint in value(),
+        local in any::<bool>(),
+    ) {
+        prop_assume!(!id.is_empty() && !has_nul(&id) && id != "create" && id != "externalMedia");
+        prop_assume!(!other.is_empty() && !has_nul(&other) && !has_nul(&endpoint) && other != id);
+        use ResourceKind::{Bridge, Channel};
+        let endpoint = if local { format!("Local/{endpoint}") } else { format!("PJSIP/{endpoint}") };
+        let both = vec![(Channel, id.clone()), (Channel, other.clone())];
+        let implicit = if local {
+            vec![(Channel, id.clone()), (Channel, format!("{id};2"))]
+        } else {
+            vec![(Channel, id.clone())]
+        };
+        let cases = vec![
+            (request_parts(&channels::Originate::new(endpoint.clone()).channel_id(id.clone()).other_channel_id(other.clone())), both.clone()),
+            (request_parts(&channels::OriginateWithId::new(id.clone(), endpoint.clone()).other_channel_id(other.clone())), both.clone()),
+            (request_parts(&channels::Create::new(endpoint.clone(), "app").channel_id(id.clone()).other_channel_id(other.clone())), both.clone()),
+            (request_parts(&channels::Originate::new(endpoint.clone()).channel_id(id.clone())), implicit.clone()),
+            (request_parts(&channels::OriginateWithId::new(id.clone(), endpoint.clone())), implicit.clone()),
+            (request_parts(&channels::Create::new(endpoint.clone(), "app").channel_id(id.clone())), implicit.clone()),
+            // Only the second half named: Asterisk makes up the first's id.
+            (request_parts(&channels::Originate::new(endpoint.clone()).other_channel_id(other.clone())), vec![(Channel, other.clone())]),
+            // Not a Local channel pair.
+            (request_parts(&channels::ExternalMedia::new("app", "ulaw").channel_id(id.clone())), vec![(Channel, id.clone())]),
+            (request_parts(&channels::SnoopChannelWithId::new(other.clone(), id.clone(), "app")), vec![(Channel, id.clone())]),
+            (request_parts(&bridges::Create::new().bridge_id(id.clone())), vec![(Bridge, id.clone())]),
+            (request_parts(&bridges::CreateWithId::new(id.clone())), vec![(Bridge, id.clone())]),
+            (request_parts(&channels::Answer::new(id.clone())), vec![]),
+        ];
+        for (parts, expected) in cases {
+            let parts = parts.expect("parts");
+            prop_assert_eq!(&parts.created_resources(), &expected, "{:?}", parts);
+            if let Some(first) = parts.created_resource() {
+                prop_assert_eq!(parts.created_resources().first().cloned(), Some(first));
+            }
+            let uri = format!("/{}", parts.path_and_query());
+            let raw = RequestParts::raw(http::Method::POST, &uri, parts.body.clone());
+            prop_assert_eq!(&raw.created_resources(), &expected, "{}", uri);
+            let get = RequestParts::raw(http::Method::GET, &uri, None);
+            prop_assert!(get.created_resources().is_empty(), "GET {}", uri);
+        }
+    }
+
+    /// Any method, path and query: `created_resources` never panics, names no empty id and no
+    /// id twice, starts with `created_resource` when there is one, and names nothing but a
+    /// channel, bridge, playback or recording created by a `POST`.
+    #[test]
+    fn created_resources_never_panics_on_any_uri(method in method(), uri in raw_uri()) {
+        let raw = RequestParts::raw(method.clone(), &uri, None);
+        let all = raw.created_resources();
+        if !all.is_empty() {
+            prop_assert_eq!(&method, &http::Method::POST);
+        }
+        for (i, (kind, id)) in all.iter().enumerate() {
+            prop_assert!(!id.is_empty());
+            prop_assert!(kind != &ResourceKind::Endpoint && kind != &ResourceKind::DeviceState);
+            prop_assert!(!all[..i].contains(&(*kind, id.clone())), "{:?} twice in {}", id, uri);
+        }
+        if let Some(first) = raw.created_resource() {
+            prop_assert_eq!(all.first(), Some(&first));
+        }
+        let slashed = RequestParts::raw(method, &format!("/{uri}"), None);
+        prop_assert_eq!(slashed.created_resources(), all);
     }
 }

@@ -345,3 +345,72 @@ fn deeply_nested_frames_are_refused_before_parsing() {
         );
     }
 }
+
+/// `ChannelTransfer` (a SIP REFER on a channel in Stasis, Asterisk 20+) names its channels
+/// and bridges inside `refer_to` and `referred_by`: they are the resources it concerns, so
+/// the subscriptions of the channel that received the REFER (`referred_by.source_channel`)
+/// and of the transfer's destination receive it. It concerned none before: a listener on the
+/// channel never heard of the transfer.
+#[test]
+fn a_channel_transfer_concerns_the_channels_and_bridges_it_names() {
+    use ari_proto::rest::{BaseUrl, Credentials};
+    use ari_proto::session::{Filter, Output, Session, SessionConfig};
+    let channel = |id: &str| {
+        format!(
+            r#"{{"id":"{id}","name":"PJSIP/alice-00000001","state":"Up","protocol_id":"",
+            "caller":{{"name":"Alice","number":"100"}},"connected":{{"name":"","number":""}},
+            "accountcode":"","dialplan":{{"context":"default","exten":"s","priority":1,
+            "app_name":"Stasis","app_data":"app"}},"creationtime":"2026-11-26T11:13:59.584+0000",
+            "language":"en"}}"#
+        )
+    };
+    let bridge = r#"{"id":"br-1","technology":"simple_bridge","bridge_type":"mixing",
+        "bridge_class":"stasis","creator":"Stasis","name":"","channels":["alice"],
+        "creationtime":"2026-11-26T11:14:11.053+0000","video_mode":"talker"}"#;
+    let frame = format!(
+        r#"{{"type":"ChannelTransfer","timestamp":"2026-11-26T11:15:00.000+0000",
+        "application":"app","state":"channel_progress",
+        "refer_to":{{"requested_destination":{{"destination":"sip:carol@example.com"}},
+          "destination_channel":{},"bridge":{bridge}}},
+        "referred_by":{{"source_channel":{},"connected_channel":{}}}}}"#,
+        channel("carol"),
+        channel("alice"),
+        channel("bob"),
+    );
+    let event = Event::decode(frame.as_bytes()).expect("a ChannelTransfer");
+    let res: Vec<_> = event
+        .resources()
+        .iter()
+        .map(|r| (r.kind, r.id.to_string()))
+        .collect();
+    assert_eq!(
+        res,
+        [
+            (ResourceKind::Channel, "carol".to_string()),
+            (ResourceKind::Bridge, "br-1".to_string()),
+            (ResourceKind::Channel, "alice".to_string()),
+            (ResourceKind::Channel, "bob".to_string()),
+        ]
+    );
+    // A subscription on the channel that received the REFER gets it.
+    let base_url =
+        BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p").unwrap()).unwrap();
+    let mut s: Session = Session::new(base_url, SessionConfig::new(["app"]));
+    let sub = s.subscribe(Filter::channel("alice").with_type("ChannelTransfer"));
+    #[allow(clippy::disallowed_methods)] // the test is the adapter: it owns the clock
+    let now = std::time::Instant::now();
+    s.start(now);
+    while s.poll_transmit().is_some() {}
+    s.handle_connected(now);
+    s.handle_frame(now, frame.as_bytes());
+    let mut delivered = false;
+    while let Some(out) = s.poll_output() {
+        if let Output::Event(d) = out {
+            delivered |= d.subscribers[..].contains(&sub);
+        }
+    }
+    assert!(
+        delivered,
+        "the channel's subscription receives its ChannelTransfer"
+    );
+}

@@ -552,6 +552,44 @@ impl<'a> Gen<'a> {
     }
 
     /// Fields of a model, with inheritance flattened (base fields first); `type` is left out.
+    /// The `resources()` lines for the resource fields of the model field `f` (`p`) of an
+    /// event: `r.channel(&e.refer_to.destination_channel)`, each optional one (or all, when
+    /// `f` is optional) behind an `if let`. Empty when the field is not a model, or one
+    /// without resource fields.
+    fn nested_resources(&self, f: &str, p: &Map<String, Value>) -> String {
+        let ty = p.get("type").and_then(Value::as_str).unwrap_or("");
+        let Some(model) = self.spec.model(ty) else {
+            return String::new();
+        };
+        let outer_required = p.get("required").and_then(Value::as_bool).unwrap_or(false);
+        let outer = field_ident(f);
+        let mut lines = String::new();
+        for (g, q) in model["properties"].as_object().into_iter().flatten() {
+            let gty = q["type"].as_str().unwrap_or("");
+            let Some((_, method)) = RESOURCE_MODELS.iter().find(|(m, _)| *m == gty) else {
+                continue;
+            };
+            let inner = field_ident(g);
+            let base = if outer_required {
+                format!("e.{outer}")
+            } else {
+                "o".to_string()
+            };
+            if q.get("required").and_then(Value::as_bool).unwrap_or(false) {
+                let _ = writeln!(lines, "                r.{method}(&{base}.{inner});");
+            } else {
+                let _ = writeln!(
+                    lines,
+                    "                if let Some(x) = &{base}.{inner} {{ r.{method}(x); }}"
+                );
+            }
+        }
+        if lines.is_empty() || outer_required {
+            return lines;
+        }
+        format!("                if let Some(o) = &e.{outer} {{\n{lines}                }}\n")
+    }
+
     fn flat_fields(&self, name: &str) -> Vec<(String, Map<String, Value>)> {
         let mut chain = vec![name.to_string()];
         let mut cur = name.to_string();
@@ -752,6 +790,9 @@ impl<'a> Gen<'a> {
             for (f, p) in &fields {
                 let ty = p["type"].as_str().unwrap_or("");
                 let Some((_, method)) = RESOURCE_MODELS.iter().find(|(m, _)| *m == ty) else {
+                    // A model that names resources itself (`ChannelTransfer`'s `refer_to` and
+                    // `referred_by`): its resource fields, one level down.
+                    body.push_str(&self.nested_resources(f, p));
                     continue;
                 };
                 let required = p.get("required").and_then(Value::as_bool).unwrap_or(false);

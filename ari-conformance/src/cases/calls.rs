@@ -662,3 +662,441 @@ pub async fn asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits<
         .unwrap();
     h.live("hang up the new call", new.hangup()).await.unwrap();
 }
+
+/// Waits set up on every id a refused request would have created end: both halves of a
+/// Local channel (`channelId` and `otherChannelId`, or the `{channelId};2` Asterisk gives
+/// the second half without one) and a bridge created with the application's id. A 409
+/// because one half's id belongs to a live channel keeps that channel's waits and ends the
+/// other half's (it was never created).
+pub async fn a_refused_local_originate_or_bridge_ends_the_waits_of_every_id<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-refused-local";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let expect_ended = |what: &'static str, r: Result<_, Error>, id: &str| match r {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("channel:{id}"), "{what}"),
+        other => panic!("{what}: the wait ends: {other:?}"),
+    };
+
+    // A Local channel with no extension: 400. Waits on both halves end.
+    let first = c.new_channel();
+    let second = c.new_channel();
+    let first_started = first.once::<StasisStart>();
+    let second_started = second.once::<StasisStart>();
+    let listener = second.on(|_: ChannelStateChange, _| async { Ok::<_, Error>(()) });
+    let err = h
+        .live(
+            "originate",
+            first
+                .originate("Local/@nowhere")
+                .app(app)
+                .other_channel_id(second.id()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    let r = h.live("the first half's wait", first_started).await;
+    expect_ended("first half", r, first.id());
+    let r = h.live("the second half's wait", second_started).await;
+    expect_ended("second half", r, second.id());
+    h.eventually("the second half's listener is released", || {
+        !listener.is_active()
+    })
+    .await;
+    assert_eq!(c.live_subscriptions(), baseline);
+
+    // Without `otherChannelId`, the second half is `{channelId};2`.
+    let implicit = c.channel(format!("{};2", first.id()));
+    let implicit_started = implicit.once::<StasisStart>();
+    let err = h
+        .live(
+            "originate without otherChannelId",
+            c.channels()
+                .originate("Local/@nowhere")
+                .app(app)
+                .channel_id(first.id()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    let r = h
+        .live("the implicit second half's wait", implicit_started)
+        .await;
+    expect_ended("implicit second half", r, implicit.id());
+    assert_eq!(c.live_subscriptions(), baseline);
+
+    // A 409: the second half's id is a live call's. Its waits go on; the first half's end.
+    let call = h.answered_call(&c, app).await;
+    let call_end = call.once::<StasisEnd>();
+    let fresh = c.new_channel();
+    let fresh_started = fresh.once::<StasisStart>();
+    let err = h
+        .live(
+            "originate with a taken second id",
+            fresh
+                .originate("Local/1@default")
+                .app(app)
+                .other_channel_id(call.id()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    let r = h.live("the fresh half's wait", fresh_started).await;
+    expect_ended("fresh half", r, fresh.id());
+    // (The call's StasisEnd wait is checked below: it receives the event.)
+
+    // A bridge of a type Asterisk does not know: 400; its waits end.
+    let bridge = c.new_bridge();
+    let destroyed = bridge.once::<BridgeDestroyed>();
+    let err = h
+        .live("bridge create", bridge.create().bridge_type("bogus"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    match h.live("the bridge's wait", destroyed).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("bridge:{}", bridge.id())),
+        other => panic!("the bridge's wait ends: {other:?}"),
+    }
+
+    h.live("hang up the call", call.hangup()).await.unwrap();
+    h.live("the call's StasisEnd", call_end).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A recording refused with 409: when a recording under that name is in progress, the
+/// waits on it are its own and go on (it finishes as usual); when only the stored recording
+/// exists and `ifExists` is `fail` (the default), nothing was created and its waits end, as
+/// Asterisk answers both with the same message. `ifExists=overwrite` then records.
+pub async fn a_recording_refused_with_409_ends_its_waits_unless_one_is_live<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::{RecordingStarted, ResourceKind};
+    use ari_client::models::IfExists;
+    let app = "conf-rec-409";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+
+    let rec = c.new_live_recording();
+    let started = rec.once::<RecordingStarted>();
+    h.live("record", call.record(&rec, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    // In progress: a second record under the name is refused; the live one's waits stay.
+    let finished = rec.once::<RecordingFinished>();
+    let err = h
+        .live(
+            "record the same name again",
+            call.record(&rec, "wav").if_exists(IfExists::Overwrite),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    h.live("stop", rec.stop()).await.unwrap();
+    let ev = h
+        .live("the live recording's RecordingFinished", finished)
+        .await
+        .unwrap();
+    assert_eq!(ev.recording.name, rec.name());
+
+    // Stored, and `ifExists=fail` (the default): nothing is created; the waits end. (The
+    // name of a recording that finished is remembered as ended: forgotten to reuse it.)
+    assert!(c.forget_ended(ResourceKind::Recording, rec.name()));
+    let started = rec.once::<RecordingStarted>();
+    let err = h
+        .live("record over the stored one", call.record(&rec, "wav"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    match h.live("the RecordingStarted wait", started).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("recording:{}", rec.name())),
+        other => panic!("the wait ends: {other:?}"),
+    }
+
+    // Overwrite: recorded again, and followed as usual.
+    // (The refusal did not record the name as ended: this wait is live.)
+    let started = rec.once::<RecordingStarted>();
+    let finished = rec.once::<RecordingFinished>();
+    h.live(
+        "record with overwrite",
+        call.record(&rec, "wav").if_exists(IfExists::Overwrite),
+    )
+    .await
+    .unwrap();
+    h.live("RecordingStarted again", started).await.unwrap();
+    h.live("stop again", rec.stop()).await.unwrap();
+    h.live("RecordingFinished", finished).await.unwrap();
+    h.live(
+        "delete the stored recording",
+        c.stored_recording(rec.name()).delete_stored(),
+    )
+    .await
+    .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A call moved between two applications of one client (`POST channels/{id}/move`, Asterisk
+/// 20+): its `StasisEnd` names the first, its new `StasisStart` the second with the move's
+/// arguments, and the waits set up before the move go on (the channel is still the
+/// client's). A move to an application nobody registered is accepted, leaves the call where
+/// it is, and reports `ApplicationMoveFailed` to it. Hanging up ends every wait.
+pub async fn a_call_moved_to_another_application_keeps_its_waits<R: Runtime>(h: &Harness<R>) {
+    use ari_client::events::ApplicationMoveFailed;
+    let (first, second) = ("conf-move-a", "conf-move-b");
+    let c = h.started(&[first, second]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, first).await;
+    let events = call.events();
+
+    let failed = call.once::<ApplicationMoveFailed>();
+    h.live("move nowhere", call.r#move("conf-move-nobody"))
+        .await
+        .unwrap();
+    let ev = h.live("ApplicationMoveFailed", failed).await.unwrap();
+    assert_eq!(ev.destination, "conf-move-nobody");
+    assert_eq!(ev.application, first);
+
+    let left = call.once::<StasisEnd>();
+    let arrived = call.once::<StasisStart>();
+    h.live("move", call.r#move(second).app_args("transferred,7"))
+        .await
+        .unwrap();
+    let ev = h.live("StasisEnd of the first", left).await.unwrap();
+    assert_eq!(ev.application, first);
+    let ev = h.live("StasisStart in the second", arrived).await.unwrap();
+    assert_eq!(ev.application, second);
+    assert_eq!(ev.args, ["transferred", "7"]);
+    // Still the client's call: it answers requests and its waits go on.
+    h.live("ring after the move", call.ring()).await.unwrap();
+    let end = call.once::<StasisEnd>();
+    h.live("hang up", call.hangup()).await.unwrap();
+    let ev = h.live("StasisEnd of the second", end).await.unwrap();
+    assert_eq!(ev.application, second);
+    let types = drain(h, "the call's stream ends", events).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "StasisStart").count(),
+        1,
+        "{types:?}"
+    );
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A call handed to the dialplan (`continue`) that plays a prompt and comes back to the
+/// application (`Stasis(app,again)`): the waits set up before the hand-off receive its
+/// `StasisEnd` and then its new `StasisStart` (with the dialplan's arguments), the
+/// application's incoming calls offer it again, its stream goes on across the trip, and
+/// hanging it up ends every wait.
+pub async fn a_call_sent_to_the_dialplan_and_back_is_followed_again<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-back";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let mut incoming = c.incoming();
+    let events = call.events();
+    let left = call.once::<StasisEnd>();
+    let back = call.once::<StasisStart>();
+    h.live(
+        "continue",
+        call.continue_in_dialplan()
+            .context("conformance")
+            .extension("back")
+            .priority(1),
+    )
+    .await
+    .unwrap();
+    h.live("StasisEnd", left).await.unwrap();
+    let ev = h.live("StasisStart again", back).await.unwrap();
+    assert_eq!(ev.args, ["again"]);
+    let (start, again, again_events) = h.next_incoming("offered again", &mut incoming).await;
+    assert_eq!(again.id(), call.id());
+    assert_eq!(start.args, ["again"]);
+    drop(again_events);
+    drop(incoming);
+    let end = call.once::<StasisEnd>();
+    h.live("hang up", call.hangup()).await.unwrap();
+    h.live("the last StasisEnd", end).await.unwrap();
+    let types = drain(h, "the call's stream ends", events).await;
+    let trips: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with("Stasis"))
+        .collect();
+    assert_eq!(
+        trips,
+        ["StasisEnd", "StasisStart", "StasisEnd"],
+        "{types:?}"
+    );
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// Early media before answering an incoming call, as an IVR that plays a prompt before
+/// billing starts does: `ring` (the state goes to `Ringing`, reported by a
+/// `ChannelStateChange`), `progress` (Asterisk 20+; no state change), then `answer` (`Up`);
+/// a transfer's progress is told to the channel (`transfer_progress`). Every wait ends with
+/// the hangup.
+pub async fn early_media_ring_and_progress_before_answering<R: Runtime>(h: &Harness<R>) {
+    use ari_client::models::ChannelState;
+    let app = "conf-early-media";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    let mut states = call.stream::<ChannelStateChange>();
+    h.live("ring", call.ring()).await.unwrap();
+    let ev = h
+        .live("Ringing", states.next())
+        .await
+        .expect("the stream lives")
+        .unwrap();
+    assert_eq!(ev.channel.state, ChannelState::Ringing);
+    h.live("progress", call.progress()).await.unwrap();
+    h.live(
+        "transfer progress",
+        call.transfer_progress("channel_progress"),
+    )
+    .await
+    .unwrap();
+    let err = h
+        .live(
+            "transfer progress, bad state",
+            call.transfer_progress("bogus"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    h.live("answer", call.answer()).await.unwrap();
+    let ev = h
+        .live("Up", states.next())
+        .await
+        .expect("the stream lives")
+        .unwrap();
+    assert_eq!(ev.channel.state, ChannelState::Up);
+    let end = call.once::<StasisEnd>();
+    h.live("hang up", call.hangup()).await.unwrap();
+    h.live("StasisEnd", end).await.unwrap();
+    drop(states);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A key menu as an IVR writes it: the prompt, then a wait for a key bounded by
+/// `client.timeout`; rounds without a key time out (`Error::Timeout`) and leave no
+/// subscription behind; a key pressed is received with its digit; the caller hanging up
+/// while the menu waits ends the wait (`Error::Ended`), and nothing is left behind.
+pub async fn a_key_menu_with_timeouts_leaves_no_wait_behind<R: Runtime>(h: &Harness<R>) {
+    use ari_client::events::ChannelDtmfReceived;
+    use std::time::Duration;
+    let app = "conf-menu";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let with_call = c.live_subscriptions();
+    for round in 0..3 {
+        h.live("the prompt", call.play("sound:vm-intro"))
+            .await
+            .unwrap()
+            .finished()
+            .await
+            .unwrap();
+        // Nobody presses a key: the wait times out (what is asserted is the outcome of a
+        // wait no key can satisfy, not how long it took).
+        let wait = c.timeout(
+            Duration::from_millis(20),
+            call.once::<ChannelDtmfReceived>(),
+        );
+        match h.live("the key wait", wait).await {
+            Err(Error::Timeout { .. }) => {}
+            other => panic!("round {round}: the wait times out: {other:?}"),
+        }
+        assert_eq!(c.live_subscriptions(), with_call, "round {round}");
+    }
+    let key = call.once::<ChannelDtmfReceived>();
+    h.server().send_dtmf(call.id(), "5").unwrap();
+    let ev = h.live("the key", key).await.unwrap();
+    assert_eq!(ev.digit, "5");
+    let key = c.timeout(Duration::from_secs(600), call.once::<ChannelDtmfReceived>());
+    h.server().hangup(call.id()).unwrap();
+    match h.live("the key wait of a call that hangs up", key).await {
+        Ok(Err(Error::Ended { resource })) => {
+            assert_eq!(resource, format!("channel:{}", call.id()))
+        }
+        other => panic!("the wait ends with the call: {other:?}"),
+    }
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// An external media channel (RTP to a speech engine) bridged with a call, its waits set up
+/// on a client-side id before it exists: a format Asterisk does not know is refused (400)
+/// and those waits end; the same id then works, the channel enters the application and the
+/// bridge, and hanging both up ends every wait.
+pub async fn an_external_media_channel_is_followed_from_before_its_creation_to_its_end<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    let app = "conf-extmedia";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let em = c.new_channel();
+    let started = em.once::<StasisStart>();
+    let err = h
+        .live(
+            "external media in mp3",
+            em.external_media(app, "mp3")
+                .external_host("127.0.0.1:40000"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
+    match h.live("the refused channel's wait", started).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("channel:{}", em.id())),
+        other => panic!("the wait ends: {other:?}"),
+    }
+
+    let started = em.once::<StasisStart>();
+    let destroyed = em.once::<ChannelDestroyed>();
+    let events = em.events();
+    let created = h
+        .live(
+            "external media",
+            em.external_media(app, "ulaw")
+                .external_host("127.0.0.1:40000"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.id(), em.id());
+    h.live("its StasisStart", started).await.unwrap();
+    let bridge = c.new_bridge();
+    let mut entered = bridge.stream::<ChannelEnteredBridge>();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("both in", bridge.add_channel([&call, &em]))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        h.live("ChannelEnteredBridge", entered.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    h.live("hang up the call", call.hangup()).await.unwrap();
+    h.live("hang up the media", em.hangup()).await.unwrap();
+    h.live("its ChannelDestroyed", destroyed).await.unwrap();
+    let types = drain(h, "its stream ends", events).await;
+    assert_eq!(types.last().map(String::as_str), Some("ChannelDestroyed"));
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
+    drop(entered);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}

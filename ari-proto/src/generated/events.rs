@@ -1661,7 +1661,24 @@ impl Event {
             Event::ChannelToneDetected(e) => {
                 r.channel(&e.channel);
             }
-            Event::ChannelTransfer(_) => {}
+            Event::ChannelTransfer(e) => {
+                if let Some(x) = &e.refer_to.destination_channel {
+                    r.channel(x);
+                }
+                if let Some(x) = &e.refer_to.connected_channel {
+                    r.channel(x);
+                }
+                if let Some(x) = &e.refer_to.bridge {
+                    r.bridge(x);
+                }
+                r.channel(&e.referred_by.source_channel);
+                if let Some(x) = &e.referred_by.connected_channel {
+                    r.channel(x);
+                }
+                if let Some(x) = &e.referred_by.bridge {
+                    r.bridge(x);
+                }
+            }
             Event::ChannelUnhold(e) => {
                 r.channel(&e.channel);
             }

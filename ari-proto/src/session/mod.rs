@@ -876,6 +876,28 @@ impl<T: Clone> Session<T> {
         self.router.live_for_kind(kind)
     }
 
+    /// Whether some live subscription follows the resource `kind`/`id` (an endpoint: never).
+    /// An adapter asks before checking whether a resource Asterisk refused to create under an
+    /// id already in use is live ([`Session::not_created`]): without a subscription following
+    /// it, there is nothing to end.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{Filter, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["vm"]));
+    /// assert!(!s.follows(ResourceKind::Recording, "vm/1"));
+    /// let sub = s.subscribe(Filter::recording("vm/1"));
+    /// assert!(s.follows(ResourceKind::Recording, "vm/1"));
+    /// s.unsubscribe(sub);
+    /// assert!(!s.follows(ResourceKind::Recording, "vm/1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn follows(&self, kind: ResourceKind, id: &str) -> bool {
+        kind != ResourceKind::Endpoint && self.router.follows(kind, id)
+    }
+
     /// Whether a subscription is live.
     pub fn is_subscribed(&self, id: SubscriptionId) -> bool {
         self.router.is_live(id)
@@ -1087,10 +1109,12 @@ impl<T: Clone> Session<T> {
     }
 
     /// Asterisk refused a request that would have created the resource `kind`/`id` under an
-    /// id the application chose ([`RequestParts::created_resource`](crate::rest::RequestParts::created_resource)),
-    /// with an error other than 409 (which says the id belongs to an existing resource): the
-    /// resource does not exist, so nothing will ever come for the subscriptions made for it
-    /// beforehand (listeners attached before `originateWithId`, `playWithId` or `record`). Each ends
+    /// id the application chose ([`RequestParts::created_resources`](crate::rest::RequestParts::created_resources)),
+    /// and it does not exist (an error other than 409; for a channel or bridge, 409 says the id
+    /// belongs to a live one; for a playback or recording, whether one is live under that id
+    /// is to be checked): nothing will ever come for the subscriptions made for it
+    /// beforehand (listeners attached before `originateWithId` on either half of a Local
+    /// channel, a bridge's creation, `playWithId` or `record`). Each ends
     /// now ([`Output::SubscriptionEnded`] with [`EndReason::NotCreated`], counted in
     /// [`Stats::subscriptions_ended`]). The id is not recorded as ended: a new attempt under
     /// it is followed as usual. Returns how many ended.

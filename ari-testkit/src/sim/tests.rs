@@ -2127,6 +2127,68 @@ fn ring_changes_state_of_an_unanswered_channel() {
     );
 }
 
+/// Early media and transfer progress (Asterisk 20+): `progress` and `transfer_progress`
+/// on a channel in Stasis answer 204 (no state change: the call is not answered), as
+/// Asterisk's routes have them; `transfer_progress` needs `states`; a channel not in Stasis
+/// answers 409, an unknown one 404.
+#[test]
+fn progress_and_transfer_progress_are_answered() {
+    let mut h = H::new("[conformance]\nexten => wait,1,Answer()\n same => n,Wait(600)\n");
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.events.clear();
+    let progress = h.req("POST", &format!("channels/{id}/progress"), &[], None);
+    assert_eq!(progress.status, 204, "{:?}", progress.body_json());
+    assert_eq!(
+        h.req("GET", &format!("channels/{id}"), &[], None)
+            .body_json()["state"],
+        "Ring"
+    );
+    assert!(h.for_app("app").is_empty(), "{:?}", h.events);
+    let path = format!("channels/{id}/transfer_progress");
+    assert_eq!(h.req("POST", &path, &[], None).status, 400);
+    let r = h.req("POST", &path, &[("states", "channel_answered")], None);
+    assert_eq!(r.status, 204, "{:?}", r.body_json());
+    assert_eq!(
+        h.req("POST", "channels/nope/progress", &[], None).status,
+        404
+    );
+    assert_eq!(
+        h.req(
+            "POST",
+            "channels/nope/transfer_progress",
+            &[("states", "channel_answered")],
+            None
+        )
+        .status,
+        404
+    );
+    // Out of Stasis (in the dialplan): 409.
+    h.req(
+        "POST",
+        &format!("channels/{id}/continue"),
+        &[
+            ("context", "conformance"),
+            ("extension", "wait"),
+            ("priority", "1"),
+        ],
+        None,
+    );
+    assert_eq!(
+        h.req("POST", &format!("channels/{id}/progress"), &[], None)
+            .status,
+        409
+    );
+    assert_eq!(
+        h.req("POST", &path, &[("states", "channel_answered")], None)
+            .status,
+        409
+    );
+}
+
 /// Bridge recordings, cancelling a live recording, and a channel hanging up during the beep.
 #[test]
 fn bridge_recording_cancel_and_failed_recording() {

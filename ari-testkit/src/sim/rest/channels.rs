@@ -638,7 +638,27 @@ impl Sim {
                 }
                 R::no_content()
             }
-            ("POST", "ring", None)
+            ("POST", "transfer_progress", None) => {
+                if let Err(e) = self.control(id) {
+                    return e;
+                }
+                // Asterisk indicates the transfer's state to the channel (a REFER's NOTIFY);
+                // nothing shows on ARI.
+                match p.nonempty("states") {
+                    None => R::error(400, "states must not be empty"),
+                    Some(s)
+                        if ["channel_answered", "channel_progress", "channel_declined"]
+                            .iter()
+                            .any(|v| v.eq_ignore_ascii_case(&s)) =>
+                    {
+                        R::no_content()
+                    }
+                    Some(_) => R::error(400, "Invalid states value"),
+                }
+            }
+            // Early media (`progress`): indicated to the caller, no state change on ARI.
+            ("POST", "progress", None)
+            | ("POST", "ring", None)
             | ("DELETE", "ring", None)
             | ("POST", "mute", None)
             | ("DELETE", "mute", None)

@@ -38,7 +38,12 @@ impl Sim {
             return R::error(422, "Format not supported");
         }
         if self.media.live.contains_key(&name) {
-            return R::error(409, "Recording with the same name already in progress");
+            // Asterisk answers both conflicts (this one, and the stored recording with
+            // `ifExists=fail` below) with the same `EEXIST` message.
+            return R::error(
+                409,
+                &format!("Recording '{name}' already exists and can not be overwritten"),
+            );
         }
         if self.media.stored.contains_key(&name) && if_exists == "fail" {
             return R::error(

@@ -47,6 +47,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("channels/{channelId}/answer", &["POST"]),
     ("channels/{channelId}/ring", &["POST", "DELETE"]),
     ("channels/{channelId}/progress", &["POST"]),
+    ("channels/{channelId}/progress", &["POST"]),
     ("channels/{channelId}/dtmf", &["POST"]),
     ("channels/{channelId}/mute", &["POST", "DELETE"]),
     ("channels/{channelId}/hold", &["POST", "DELETE"]),
