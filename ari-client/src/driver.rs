@@ -166,7 +166,7 @@ impl<R: Runtime> Driver<R> {
                 self.connecting = None;
                 if self.ws.is_some() {
                     self.outbox.clear();
-                    self.outbox.push_back(WsMessage::Close);
+                    self.outbox.push_back(WsMessage::Close(None));
                     self.close_after_flush = true;
                 }
             }
@@ -383,7 +383,7 @@ impl<R: Runtime> Driver<R> {
                     self.with_session(Some(now), |s| s.handle_pong());
                 }
                 Some(Ok(WsMessage::Ping(_))) | Some(Ok(WsMessage::Binary(_))) => {}
-                Some(Ok(WsMessage::Close)) => {
+                Some(Ok(WsMessage::Close(_))) => {
                     self.socket_failed(now, "closed by Asterisk".into());
                 }
                 Some(Err(e)) => self.socket_failed(now, e.to_string()),

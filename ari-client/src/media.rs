@@ -48,7 +48,7 @@ pub use crate::media_pacer::{
     PacerThread, PacingHistogram,
 };
 pub use crate::media_server::{MediaServer, MediaServerStats, TOKEN_PARAM};
-use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsMessage};
+use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsClose, WsMessage};
 use crate::{Channel, Client, Error};
 
 /// How to open a media session.
@@ -176,8 +176,13 @@ pub enum MediaItem {
     },
     /// The session ended (the last item).
     Closed {
-        /// The close code Asterisk sent, if any.
+        /// The status code of the WebSocket close that ended the session: Asterisk's (1000 at
+        /// hangup, 1009 for a message it cannot read, 1001 when it shuts down), or the
+        /// answer to the application's own close. `None` when the connection ended without
+        /// a close frame (dropped, reset) or with one carrying no status.
         code: Option<u16>,
+        /// The close frame's reason (usually empty; Asterisk sends none).
+        reason: String,
         /// Frames the application handed over that were never sent.
         unsent_frames: usize,
         /// Bytes of a partial frame (less than one frame, held for the rest of it) that were
@@ -1058,6 +1063,7 @@ impl<R: Runtime> Driver<R> {
                 }
                 MediaOutput::Closed {
                     code,
+                    reason,
                     unsent_frames,
                     unsent_bytes,
                     ..
@@ -1069,6 +1075,7 @@ impl<R: Runtime> Driver<R> {
                     self.closed = true;
                     MediaItem::Closed {
                         code,
+                        reason,
                         unsent_frames,
                         unsent_bytes,
                     }
@@ -1145,8 +1152,11 @@ impl<R: Runtime> Future for Driver<R> {
                     Poll::Ready(Some(Ok(msg))) => match msg {
                         WsMessage::Text(t) => this.core.handle_text(&t),
                         WsMessage::Binary(b) => this.core.handle_binary(b),
-                        WsMessage::Close => {
-                            this.core.handle_close(Some(1000), "");
+                        WsMessage::Close(frame) => {
+                            match frame {
+                                Some(c) => this.core.handle_close(Some(c.code), &c.reason),
+                                None => this.core.handle_close(None, ""),
+                            }
                             this.ws_open = false;
                         }
                         // The WebSocket library answers pings itself; never a PONG of our
@@ -1205,7 +1215,9 @@ impl<R: Runtime> Future for Driver<R> {
                     Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
                     Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b)),
                     Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p)),
-                    Transmit::Close { .. } => this.outbox.push_back(WsMessage::Close),
+                    Transmit::Close { code, reason } => this
+                        .outbox
+                        .push_back(WsMessage::Close(Some(WsClose::new(code, reason)))),
                     _ => {}
                 }
             }
