@@ -440,10 +440,15 @@ pub enum AudioSocketItem {
     Unexpected(Message),
     /// The connection ended (the last item): Asterisk closed it (the call ended), or it
     /// failed (`error`). Audio still queued is dropped and counted in
-    /// [`AudioSocketStats::unsent_frames`].
+    /// [`AudioSocketStats::unsent_frames`] and [`AudioSocketStats::unsent_bytes`].
     Closed {
         /// Why it failed (an I/O or protocol error), if it did.
         error: Option<String>,
+        /// Bytes received from Asterisk and never delivered: a message cut off by the end
+        /// of the connection (its header or payload incomplete), or what followed the
+        /// message that failed the session (`error`). 0 when the connection ended between
+        /// messages.
+        truncated_bytes: usize,
     },
 }
 
@@ -461,6 +466,10 @@ pub struct AudioSocketStats {
     /// connection failed), never sent. With [`frames_sent`](Self::frames_sent) and
     /// [`flushed_frames`](Self::flushed_frames), every frame accepted is accounted for.
     pub unsent_frames: u64,
+    /// Bytes of a partial frame (less than 20 ms, held for the rest of it) still waiting
+    /// when the connection ended, never sent. (A hangup sent by the application first sends
+    /// such a tail as a short last frame: Asterisk plays audio messages of any length.)
+    pub unsent_bytes: u64,
 }
 
 /// Why audio or a hangup was not accepted.
@@ -519,6 +528,7 @@ impl SendState {
     fn close(&mut self) {
         self.closed = true;
         self.stats.unsent_frames += self.queue.len() as u64;
+        self.stats.unsent_bytes += self.reframer.clear() as u64;
         self.queue.clear();
     }
 }
@@ -593,6 +603,11 @@ impl AudioSocketSender {
             let mut st = self.shared.lock();
             if st.closed || st.hangup {
                 return Err(AudioSocketSendError::Closed);
+            }
+            // The end of the audio handed over, shorter than a frame, goes out before the
+            // hangup as a short last frame (Asterisk plays any length).
+            if let Some(tail) = st.reframer.take_tail() {
+                st.queue.push_back(tail);
             }
             st.hangup = true;
         }
@@ -772,7 +787,11 @@ impl AudioSocketSession {
         self.done = true;
         self.sender.shared.lock().close();
         self.sender.shared.writer.wake();
-        Poll::Ready(Some(AudioSocketItem::Closed { error }))
+        let truncated_bytes = self.decoder.buffered();
+        Poll::Ready(Some(AudioSocketItem::Closed {
+            error,
+            truncated_bytes,
+        }))
     }
 }
 
