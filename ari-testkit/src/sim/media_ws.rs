@@ -48,6 +48,18 @@ pub enum MediaSignal {
         /// `MEDIA_WEBSOCKET_CONNECTION_ID`, or the AudioSocket UUID.
         connection_id: String,
     },
+    /// Asterisk ends the media socket with this close status and hangs the channel up
+    /// (`tech_cause` = `code`), as it does with 1001 when its keepalive PINGs go unanswered,
+    /// 1003 for an opcode it does not take, 1009 for a frame it cannot read
+    /// ([`crate::MockServer::close_media`]).
+    CloseWith {
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        connection_id: String,
+        /// The close status code.
+        code: u16,
+        /// The close reason (Asterisk sends none).
+        reason: String,
+    },
     /// A chan_websocket channel in client mode was created: connect to `uri` (protocol
     /// `media`), then run the media socket as in server mode.
     WebSocketConnect {
@@ -74,6 +86,7 @@ impl MediaSignal {
         match self {
             MediaSignal::Dtmf { connection_id, .. }
             | MediaSignal::Close { connection_id }
+            | MediaSignal::CloseWith { connection_id, .. }
             | MediaSignal::AudioSocketConnect { connection_id, .. }
             | MediaSignal::WebSocketConnect { connection_id, .. } => connection_id,
         }
