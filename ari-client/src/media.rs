@@ -32,7 +32,7 @@ pub use ari_proto::media::websocket::Direction;
 pub use ari_proto::media::websocket::{
     Command, ControlFormat, MediaConfig, MediaEvent, MediaStart, MediaStats, SendError,
 };
-use ari_proto::media::websocket::{MediaOutput, MediaSession as Core, Transmit};
+use ari_proto::media::websocket::{MediaOutput, MediaSession as Core, MediaState, Transmit};
 use ari_proto::models::{
     ExternalMediaConnectionType, ExternalMediaDirection, ExternalMediaEncapsulation,
     ExternalMediaTransport,
@@ -83,6 +83,11 @@ pub struct MediaOptions {
     /// application's audio), [`Direction::Out`] sends only. `None` (default): both, and the
     /// parameter is not sent (older servers reject it).
     pub direction: Option<Direction>,
+    /// How long the session waits for the socket to close once it is closing (the
+    /// application's close or `HANGUP` sent, the call gone) before it gives the socket up:
+    /// Asterisk answers within milliseconds, but a peer cut off by the network never does,
+    /// and the session must still end ([`MediaItem::Closed`] with no `code`). Default 5 s.
+    pub close_timeout: Duration,
 }
 
 impl MediaOptions {
@@ -99,7 +104,14 @@ impl MediaOptions {
             start_timeout: Duration::from_secs(5),
             passthrough: false,
             direction: None,
+            close_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
     }
 
     /// Sets [`passthrough`](Self::passthrough).
@@ -746,6 +758,8 @@ pub(crate) async fn open<R: Runtime>(
         shared: shared.clone(),
         inbox_frames: options.inbox_frames.max(1),
         ended: Some(ended),
+        close_timeout: options.close_timeout,
+        close_wait: None,
         sleep: None,
         sleep_at: None,
         outbox: VecDeque::new(),
@@ -994,6 +1008,10 @@ struct Driver<R: Runtime> {
     inbox_frames: usize,
     ended: Option<BoxFuture>,
     sleep: Option<BoxFuture>,
+    /// [`MediaOptions::close_timeout`].
+    close_timeout: Duration,
+    /// Runs from when the session starts closing: the socket is given up when it fires.
+    close_wait: Option<BoxFuture>,
     sleep_at: Option<Instant>,
     outbox: VecDeque<WsMessage>,
     ws_open: bool,
@@ -1258,6 +1276,20 @@ impl<R: Runtime> Future for Driver<R> {
                     Poll::Ready(Ok(())) => this.unflushed = false,
                     Poll::Ready(Err(_)) => this.socket_failed(),
                     Poll::Pending => {}
+                }
+            }
+            // Closing (close or HANGUP sent, the call gone): a peer that never answers (cut
+            // off by the network) must not keep the session for ever.
+            if this.ws_open && this.core.state() == MediaState::Closing {
+                if this.close_wait.is_none() {
+                    let now = this.runtime.now();
+                    let at = now.checked_add(this.close_timeout).unwrap_or(now);
+                    this.close_wait = Some(Box::pin(this.runtime.sleep_until(at)));
+                }
+                if let Some(wait) = this.close_wait.as_mut() {
+                    if wait.as_mut().poll(cx).is_ready() {
+                        this.socket_failed();
+                    }
                 }
             }
             if !this.ws_open {

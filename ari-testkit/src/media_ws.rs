@@ -619,6 +619,15 @@ async fn run<S>(
                     close_with = Some((code, reason));
                     break 'run;
                 }
+                Some(MediaSignal::Stall { .. }) => {
+                    // A network cut: nothing read or written until the channel goes.
+                    while let Some(signal) = rx.recv().await {
+                        if let MediaSignal::Close { .. } | MediaSignal::CloseWith { .. } = signal {
+                            break;
+                        }
+                    }
+                    break 'run;
+                }
                 Some(MediaSignal::Close { .. }) | None => break 'run,
                 Some(MediaSignal::AudioSocketConnect { .. } | MediaSignal::WebSocketConnect { .. }) => {}
             },

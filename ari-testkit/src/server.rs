@@ -1054,6 +1054,20 @@ impl MockServer {
         })
     }
 
+    /// Makes the live media socket `connection_id` go silent, as over a network cut: the
+    /// simulated Asterisk neither reads nor writes it (the application's close is never
+    /// answered) and keeps the connection open until the channel is hung up. Returns
+    /// whether such a socket was live.
+    pub fn stall_media(&self, connection_id: &str) -> bool {
+        let conns = crate::state::lock(&self.shared.media_conns);
+        conns.get(connection_id).is_some_and(|tx| {
+            tx.send(crate::sim::MediaSignal::Stall {
+                connection_id: connection_id.to_owned(),
+            })
+            .is_ok()
+        })
+    }
+
     /// Reports of the chan_websocket media sockets (`/media/<id>`) that have closed, in
     /// closing order: frames sent and played, drops, XOFFs.
     pub fn media_sessions(&self) -> Vec<crate::MediaSessionReport> {

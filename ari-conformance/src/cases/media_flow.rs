@@ -4,6 +4,7 @@
 //! of a connection. Written once for every runtime, against the simulated Asterisk.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
 use ari_client::media::{Command, MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaPacer};
@@ -55,6 +56,38 @@ pub async fn media_close_status_from_asterisk_reaches_the_application<R: Runtime
     .await;
     assert_eq!(got, (Some(1000), String::new()));
     h.live("shutdown", media.shutdown()).await;
+}
+
+/// The network cuts the media socket off just as the bot ends the session (or the call
+/// ends): the close is never answered and the connection stays open. The session still
+/// ends, after `close_timeout`, with `Closed` and no close status, and `shutdown` tears
+/// the media channel and the bridge down (before, it waited for ever, with its socket,
+/// driver and task).
+pub async fn media_close_never_answered_ends_the_session_after_its_timeout<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let options = MediaOptions::new("media", "slin16").close_timeout(Duration::from_millis(300));
+    let (_call, mut media) = session(h, &client, options).await;
+    let id = media.media_start().connection_id.clone();
+    assert!(h.server().stall_media(&id), "the socket {id} is live");
+    media.send_audio(audio("slin16", 3)).expect("audio");
+    media.close();
+    let code = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed { code, .. } => Some(code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, None, "no close status ever came");
+    assert!(h.live("the end", media.next()).await.is_none());
+    h.live("shutdown", media.shutdown()).await;
+    h.eventually("the simulator's socket ends", || {
+        h.server()
+            .media_sessions()
+            .iter()
+            .any(|r| r.connection_id == id)
+    })
+    .await;
 }
 
 /// A text-to-speech bot pushes a long prompt in big chunks (`reframe(false)`, 50 frames a

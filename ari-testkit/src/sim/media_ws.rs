@@ -60,6 +60,13 @@ pub enum MediaSignal {
         /// The close reason (Asterisk sends none).
         reason: String,
     },
+    /// The media socket goes silent, as over a network cut: nothing is read or written
+    /// (a close is never answered) and the connection stays open until the channel goes
+    /// ([`crate::MockServer::stall_media`]).
+    Stall {
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        connection_id: String,
+    },
     /// A chan_websocket channel in client mode was created: connect to `uri` (protocol
     /// `media`), then run the media socket as in server mode.
     WebSocketConnect {
@@ -87,6 +94,7 @@ impl MediaSignal {
             MediaSignal::Dtmf { connection_id, .. }
             | MediaSignal::Close { connection_id }
             | MediaSignal::CloseWith { connection_id, .. }
+            | MediaSignal::Stall { connection_id }
             | MediaSignal::AudioSocketConnect { connection_id, .. }
             | MediaSignal::WebSocketConnect { connection_id, .. } => connection_id,
         }
