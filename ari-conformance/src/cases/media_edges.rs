@@ -24,7 +24,7 @@ pub(crate) async fn session<R: Runtime>(
 }
 
 /// [`session`] on a call placed as `call` says.
-async fn session_on<R: Runtime>(
+pub(crate) async fn session_on<R: Runtime>(
     h: &Harness<R>,
     client: &Client<R>,
     call: PlaceCall,

@@ -10,10 +10,11 @@ use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
 use ari_client::media::{Command, MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaPacer};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
+use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::media_edges::{audio, next_matching, session};
+use super::media_edges::{audio, next_matching, session, session_on};
 use crate::Harness;
 
 /// Asterisk gives a media socket up with a close status other than 1000 (1001 when its
@@ -88,6 +89,54 @@ pub async fn media_close_never_answered_ends_the_session_after_its_timeout<R: Ru
             .any(|r| r.connection_id == id)
     })
     .await;
+}
+
+/// A bot has handed a pacer five seconds of speech and half a frame when the caller hangs
+/// up: every frame is accounted for (played out by the pacer and then sent, refused or
+/// unsent by the session; or discarded by the pacer), and the half frame the pacer held is
+/// counted too, not dropped silently.
+pub async fn media_pacer_full_when_the_call_hangs_up_accounts_for_every_byte<R: Runtime>(
+    h: &Harness<R>,
+) {
+    const FRAMES: u64 = 250;
+    let client = h.started(&["media"]).await;
+    let call = PlaceCall {
+        hangup_after_answer: Some(Duration::from_millis(400)),
+        ..PlaceCall::new("PJSIP/alice", "media")
+    };
+    let (_channel, mut media) =
+        session_on(h, &client, call, MediaOptions::new("media", "slin16")).await;
+    let pacer = MediaPacer::new(client.runtime());
+    let paced = pacer.attach(&media).expect("attach");
+    paced
+        .send(audio("slin16", FRAMES as usize))
+        .expect("speech");
+    paced
+        .send(audio("slin16", 1).slice(..320))
+        .expect("half a frame");
+    let unsent = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames as u64),
+        _ => None,
+    })
+    .await;
+    assert!(h.live("the end", media.next()).await.is_none());
+    h.eventually("the pacer lets the ended call go", || {
+        paced.send(audio("slin16", 1)).is_err()
+    })
+    .await;
+    let p = paced.stats();
+    assert_eq!(p.frames_sent + p.discarded_frames, FRAMES, "{p:?}");
+    assert!(
+        p.discarded_frames > 0,
+        "five seconds cannot have played: {p:?}"
+    );
+    assert_eq!(p.discarded_bytes, 320, "the half frame is counted: {p:?}");
+    let s = media.stats();
+    assert_eq!(
+        s.protocol.frames_out + unsent + s.refused,
+        p.frames_sent,
+        "every frame the pacer handed over: {s:?}"
+    );
 }
 
 /// A text-to-speech bot pushes a long prompt in big chunks (`reframe(false)`, 50 frames a
