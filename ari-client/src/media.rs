@@ -1087,6 +1087,25 @@ impl<R: Runtime> Driver<R> {
                     ..
                 } => {
                     st.closed = true;
+                    // What the handles handed over since this pass took the commands found
+                    // the session closing: refused, never dropped silently (from here on,
+                    // `closed` refuses it at once).
+                    let mut late = Vec::new();
+                    for cmd in st.commands.drain(..) {
+                        match cmd {
+                            Cmd::Audio(_) | Cmd::Paced { .. } => {
+                                refuse(&mut late, None, SendError::Closed)
+                            }
+                            Cmd::Command(c) => refuse(&mut late, Some(c.name()), SendError::Closed),
+                            Cmd::Close => {}
+                        }
+                    }
+                    for item in late {
+                        if let MediaItem::Refused { count, .. } = &item {
+                            st.stats.refused += count;
+                        }
+                        st.inbox.push_back(item);
+                    }
                     self.shared
                         .ended
                         .store(true, std::sync::atomic::Ordering::Release);
@@ -1430,5 +1449,182 @@ pub(crate) mod testing {
     /// Holds the driver, as its task does while it runs it.
     pub(crate) fn hold_driver(shared: &Shared) -> MutexGuard<'_, impl Sized> {
         shared.inline.lock().expect("not poisoned")
+    }
+}
+
+#[cfg(test)]
+mod driver_tests {
+    //! The driver over a socket played by the test, on the hand-driven executor: what
+    //! happens within one pass, and timers, without a network or a real clock.
+
+    use super::*;
+    use crate::manual_executor::Manual;
+    use crate::runtime::{CustomRuntime, Transport, TransportOptions};
+    use futures_util::task::noop_waker_ref;
+
+    type Hook = Box<dyn FnMut() + Send>;
+
+    /// A socket that yields nothing and fails every write (a connection cut), after running
+    /// `on_write` (what another thread does meanwhile).
+    struct FakeWs {
+        on_write: Option<Hook>,
+        fail_writes: bool,
+    }
+
+    impl Stream for FakeWs {
+        type Item = Result<WsMessage, TransportError>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+
+    impl Sink<WsMessage> for FakeWs {
+        type Error = TransportError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, _: WsMessage) -> Result<(), Self::Error> {
+            if let Some(hook) = self.on_write.as_mut() {
+                hook();
+            }
+            if self.fail_writes {
+                return Err(TransportError::new(TransportErrorKind::Io, "cut"));
+            }
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    struct NoTransport;
+
+    impl Transport for NoTransport {
+        type Ws = FakeWs;
+        fn http(
+            &self,
+            _: http::Request<Vec<u8>>,
+            _: &TransportOptions,
+        ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static
+        {
+            async { Err(TransportError::new(TransportErrorKind::Unsupported, "none")) }
+        }
+        fn ws_connect(
+            &self,
+            _: http::Request<()>,
+            _: &TransportOptions,
+        ) -> impl Future<Output = Result<FakeWs, TransportError>> + Send + 'static {
+            async { Err(TransportError::new(TransportErrorKind::Unsupported, "none")) }
+        }
+    }
+
+    type TestDriver = Driver<CustomRuntime<Manual, NoTransport>>;
+
+    /// A driver of a started session (slin, 320-byte frames) over `ws`.
+    fn driver(manual: &Manual, ws: FakeWs, shared: &Arc<Shared>) -> TestDriver {
+        let mut core = Core::new(MediaConfig::new());
+        core.handle_text(
+            "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 channel_id:em-1 \
+             format:slin optimal_frame_size:320 ptime:20",
+        );
+        while core.poll_output().is_some() {}
+        Driver {
+            runtime: CustomRuntime::new(manual.clone(), NoTransport),
+            ws,
+            core,
+            shared: shared.clone(),
+            inbox_frames: 100,
+            ended: None,
+            close_timeout: Duration::from_secs(5),
+            close_wait: None,
+            sleep: None,
+            sleep_at: None,
+            outbox: VecDeque::new(),
+            ws_open: true,
+            unflushed: false,
+            commands: VecDeque::new(),
+            published: MediaStats::default(),
+            closed: false,
+            last_paced: None,
+            paced: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    fn poll(d: &mut TestDriver) -> Poll<()> {
+        Pin::new(d).poll(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    fn inbox(shared: &Shared) -> Vec<MediaItem> {
+        shared.lock().inbox.drain(..).collect()
+    }
+
+    /// Audio a handle hands over while the driver's pass is under way (after it took the
+    /// commands, before it delivers `Closed`: here while it writes to a socket that fails)
+    /// was accepted (`Ok`) and then found nobody: it is reported refused, never lost.
+    #[test]
+    fn audio_handed_over_as_the_session_closes_is_refused_not_lost() {
+        let manual = Manual::new();
+        let shared = Shared::new();
+        let late = shared.clone();
+        let ws = FakeWs {
+            on_write: Some(Box::new(move || {
+                let _ = late.hand_over(Cmd::Audio(Bytes::from(vec![0u8; 320])));
+            })),
+            fail_writes: true,
+        };
+        let mut d = driver(&manual, ws, &shared);
+        shared
+            .hand_over(Cmd::Audio(Bytes::from(vec![0u8; 320])))
+            .expect("open");
+        assert_eq!(poll(&mut d), Poll::Ready(()), "the socket failed");
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [
+                    MediaItem::Refused {
+                        command: None,
+                        count: 1,
+                        error: SendError::Closed
+                    },
+                    MediaItem::Closed { code: None, .. }
+                ]
+            ),
+            "{items:?}"
+        );
+        let st = shared.lock();
+        assert!(st.commands.is_empty());
+        assert_eq!(st.stats.refused, 1);
+    }
+
+    /// The session closes and the peer never answers (the socket stays open, silent): at
+    /// `close_timeout` by the executor's clock the driver gives the socket up and the
+    /// session ends with `Closed` and no code.
+    #[test]
+    fn a_close_never_answered_ends_the_session_at_its_timeout() {
+        let manual = Manual::new();
+        let shared = Shared::new();
+        let ws = FakeWs {
+            on_write: None,
+            fail_writes: false,
+        };
+        let mut d = driver(&manual, ws, &shared);
+        shared.command(Cmd::Close).expect("open");
+        assert_eq!(poll(&mut d), Poll::Pending);
+        manual.advance(Duration::from_millis(4_999));
+        assert_eq!(poll(&mut d), Poll::Pending, "before the timeout");
+        assert!(inbox(&shared).is_empty());
+        manual.advance(Duration::from_millis(1));
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        let items = inbox(&shared);
+        assert!(
+            matches!(items.as_slice(), [MediaItem::Closed { code: None, .. }]),
+            "{items:?}"
+        );
     }
 }
