@@ -1511,14 +1511,20 @@ mod driver_tests {
             _: &TransportOptions,
         ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static
         {
-            async { Err(TransportError::new(TransportErrorKind::Unsupported, "none")) }
+            std::future::ready(Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                "none",
+            )))
         }
         fn ws_connect(
             &self,
             _: http::Request<()>,
             _: &TransportOptions,
         ) -> impl Future<Output = Result<FakeWs, TransportError>> + Send + 'static {
-            async { Err(TransportError::new(TransportErrorKind::Unsupported, "none")) }
+            std::future::ready(Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                "none",
+            )))
         }
     }
 
