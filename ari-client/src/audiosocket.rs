@@ -73,6 +73,11 @@ pub struct AudioSocketOptions {
     pub queue_frames: usize,
     /// How far ahead of real time audio is written (default 40 ms).
     pub send_ahead: Duration,
+    /// How long a session waits, once the application's hangup is sent, for Asterisk to
+    /// close the connection (it does at once) before it gives the connection up: a peer cut
+    /// off by the network never closes it, and the session must still end (with
+    /// [`AudioSocketItem::Closed`] and an error). Default 5 s.
+    pub close_timeout: Duration,
 }
 
 impl Default for AudioSocketOptions {
@@ -82,6 +87,7 @@ impl Default for AudioSocketOptions {
             rate: Rate::Slin8,
             queue_frames: 500,
             send_ahead: Duration::from_millis(40),
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -107,6 +113,12 @@ impl AudioSocketOptions {
     /// Sets [`send_ahead`](Self::send_ahead).
     pub fn send_ahead(mut self, ahead: Duration) -> Self {
         self.send_ahead = ahead;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 
@@ -401,6 +413,8 @@ async fn handshake<E: Executor, C: Connector>(
             stats: AudioSocketStats::default(),
         }),
         writer: AtomicWaker::new(),
+        reader: AtomicWaker::new(),
+        gave_up: std::sync::atomic::AtomicBool::new(false),
         queue_frames: options.queue_frames.max(1),
     });
     runtime.spawn(write_loop(
@@ -409,6 +423,7 @@ async fn handshake<E: Executor, C: Connector>(
         shared.clone(),
         options.rate,
         options.send_ahead,
+        options.close_timeout,
     ));
     Ok(AudioSocketSession {
         uuid,
@@ -513,6 +528,10 @@ struct SendState {
 struct SendShared {
     state: Mutex<SendState>,
     writer: AtomicWaker,
+    /// Wakes the session's reader when [`gave_up`](Self::gave_up) is set.
+    reader: AtomicWaker,
+    /// The hangup was sent and the connection did not close within `close_timeout`.
+    gave_up: std::sync::atomic::AtomicBool,
     queue_frames: usize,
 }
 
@@ -658,8 +677,10 @@ async fn write_loop<E: Executor, C: Connector>(
     shared: Arc<SendShared>,
     rate: Rate,
     ahead: Duration,
+    close_timeout: Duration,
 ) {
     let bytes_per_second = rate.hz() as u64 * 2;
+    let mut hung_up = false;
     let mut next_at: Option<Instant> = None;
     loop {
         let work = std::future::poll_fn(|cx| {
@@ -713,6 +734,7 @@ async fn write_loop<E: Executor, C: Connector>(
                     let _ = writer.write_all(&w).await;
                     let _ = writer.flush().await;
                 }
+                hung_up = true;
                 false
             }
         };
@@ -722,6 +744,18 @@ async fn write_loop<E: Executor, C: Connector>(
     }
     shared.lock().close();
     let _ = writer.close().await;
+    if hung_up {
+        // Asterisk closes the connection at once; one cut off by the network never does,
+        // and the session's reader must not wait for it for ever.
+        let now = runtime.now();
+        runtime
+            .sleep_until(now.checked_add(close_timeout).unwrap_or(now))
+            .await;
+        shared
+            .gave_up
+            .store(true, std::sync::atomic::Ordering::Release);
+        shared.reader.wake();
+    }
 }
 
 type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
@@ -802,6 +836,15 @@ impl Stream for AudioSocketSession {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        let shared = &this.sender.shared;
+        shared.reader.register(cx.waker());
+        if shared.gave_up.load(std::sync::atomic::Ordering::Acquire) {
+            let peer = this.peer;
+            return this.finish(Some(format!(
+                "AudioSocket from {peer}: the connection was not closed after the hangup \
+                 (AudioSocketOptions::close_timeout)"
+            )));
         }
         loop {
             match this.decoder.next_message() {

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use ari_client::audiosocket::{AudioSocketItem, AudioSocketServer};
+use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer};
 use ari_client::media::{Command, MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaPacer};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
@@ -302,4 +302,58 @@ fn message(kind: u8, payload: &[u8]) -> Vec<u8> {
     m.extend_from_slice(&u16::try_from(payload.len()).unwrap_or(0).to_be_bytes());
     m.extend_from_slice(payload);
     m
+}
+
+/// The bot hangs an AudioSocket call up just as the network cuts Asterisk off: the hangup
+/// goes out but the connection is never closed (Asterisk closes it at once when it can).
+/// The session still ends, after `close_timeout`, with `Closed` and an error saying so
+/// (before, `next()` waited for ever).
+pub async fn audiosocket_hangup_never_answered_ends_the_session<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let options = AudioSocketOptions::new().close_timeout(Duration::from_millis(300));
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind_with(
+                h.runtime().clone(),
+                "127.0.0.1:0".parse().expect("addr"),
+                options,
+            ),
+        )
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // Asterisk, cut off: it takes the hangup in, then neither answers nor closes until the
+    // test lets it go.
+    let asterisk = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(&message(0x01, &[0x6b; 16]))?;
+        let mut got = vec![0u8; 3];
+        s.read_exact(&mut got)?;
+        let _ = released.recv();
+        Ok(got)
+    });
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    session.hangup().expect("hangup");
+    let error = loop {
+        match h.live("the session ends", session.next()).await {
+            Some(AudioSocketItem::Closed { error, .. }) => break error,
+            Some(_) => {}
+            None => panic!("ended without Closed"),
+        }
+    };
+    let error = error.expect("an error: the connection never closed");
+    assert!(error.contains("close_timeout"), "{error}");
+    assert!(h.live("the end", session.next()).await.is_none());
+    let _ = release.send(());
+    let got = asterisk
+        .join()
+        .expect("the Asterisk thread")
+        .expect("Asterisk's socket");
+    assert_eq!(got, message(0x00, &[]), "the hangup went out");
 }
