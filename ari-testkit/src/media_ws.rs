@@ -584,6 +584,27 @@ async fn run<S>(
     let mut close_with: Option<(u16, String)> = None;
     'run: loop {
         tokio::select! {
+            // Signals first: what the test or the simulator asked for before a message the
+            // application sent afterwards is acted on first (a stall before a close).
+            biased;
+            signal = rx.recv() => match signal {
+                Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
+                Some(MediaSignal::CloseWith { code, reason, .. }) => {
+                    close_with = Some((code, reason));
+                    break 'run;
+                }
+                Some(MediaSignal::Stall { .. }) => {
+                    // A network cut: nothing read or written until the channel goes.
+                    while let Some(signal) = rx.recv().await {
+                        if let MediaSignal::Close { .. } | MediaSignal::CloseWith { .. } = signal {
+                            break;
+                        }
+                    }
+                    break 'run;
+                }
+                Some(MediaSignal::Close { .. }) | None => break 'run,
+                Some(MediaSignal::AudioSocketConnect { .. } | MediaSignal::WebSocketConnect { .. }) => {}
+            },
             _ = ticker.tick() => {
                 if let Some(frame) = model.tick() {
                     if ws.feed(Message::Binary(frame)).await.is_err() {
@@ -612,24 +633,6 @@ async fn run<S>(
                     app_closed = true;
                     break 'run;
                 }
-            },
-            signal = rx.recv() => match signal {
-                Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
-                Some(MediaSignal::CloseWith { code, reason, .. }) => {
-                    close_with = Some((code, reason));
-                    break 'run;
-                }
-                Some(MediaSignal::Stall { .. }) => {
-                    // A network cut: nothing read or written until the channel goes.
-                    while let Some(signal) = rx.recv().await {
-                        if let MediaSignal::Close { .. } | MediaSignal::CloseWith { .. } = signal {
-                            break;
-                        }
-                    }
-                    break 'run;
-                }
-                Some(MediaSignal::Close { .. }) | None => break 'run,
-                Some(MediaSignal::AudioSocketConnect { .. } | MediaSignal::WebSocketConnect { .. }) => {}
             },
         }
         while let Some(action) = model.next_action() {
