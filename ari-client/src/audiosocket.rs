@@ -73,6 +73,11 @@ pub struct AudioSocketOptions {
     pub queue_frames: usize,
     /// How far ahead of real time audio is written (default 40 ms).
     pub send_ahead: Duration,
+    /// How long a session waits, once the application's hangup is sent, for Asterisk to
+    /// close the connection (it does at once) before it gives the connection up: a peer cut
+    /// off by the network never closes it, and the session must still end (with
+    /// [`AudioSocketItem::Closed`] and an error). Default 5 s.
+    pub close_timeout: Duration,
 }
 
 impl Default for AudioSocketOptions {
@@ -82,6 +87,7 @@ impl Default for AudioSocketOptions {
             rate: Rate::Slin8,
             queue_frames: 500,
             send_ahead: Duration::from_millis(40),
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -107,6 +113,12 @@ impl AudioSocketOptions {
     /// Sets [`send_ahead`](Self::send_ahead).
     pub fn send_ahead(mut self, ahead: Duration) -> Self {
         self.send_ahead = ahead;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 
@@ -401,6 +413,8 @@ async fn handshake<E: Executor, C: Connector>(
             stats: AudioSocketStats::default(),
         }),
         writer: AtomicWaker::new(),
+        reader: AtomicWaker::new(),
+        gave_up: std::sync::atomic::AtomicBool::new(false),
         queue_frames: options.queue_frames.max(1),
     });
     runtime.spawn(write_loop(
@@ -409,6 +423,7 @@ async fn handshake<E: Executor, C: Connector>(
         shared.clone(),
         options.rate,
         options.send_ahead,
+        options.close_timeout,
     ));
     Ok(AudioSocketSession {
         uuid,
@@ -440,10 +455,15 @@ pub enum AudioSocketItem {
     Unexpected(Message),
     /// The connection ended (the last item): Asterisk closed it (the call ended), or it
     /// failed (`error`). Audio still queued is dropped and counted in
-    /// [`AudioSocketStats::unsent_frames`].
+    /// [`AudioSocketStats::unsent_frames`] and [`AudioSocketStats::unsent_bytes`].
     Closed {
         /// Why it failed (an I/O or protocol error), if it did.
         error: Option<String>,
+        /// Bytes received from Asterisk and never delivered: a message cut off by the end
+        /// of the connection (its header or payload incomplete), or what followed the
+        /// message that failed the session (`error`). 0 when the connection ended between
+        /// messages.
+        truncated_bytes: usize,
     },
 }
 
@@ -461,6 +481,10 @@ pub struct AudioSocketStats {
     /// connection failed), never sent. With [`frames_sent`](Self::frames_sent) and
     /// [`flushed_frames`](Self::flushed_frames), every frame accepted is accounted for.
     pub unsent_frames: u64,
+    /// Bytes of a partial frame (less than 20 ms, held for the rest of it) still waiting
+    /// when the connection ended, never sent. (A hangup sent by the application first sends
+    /// such a tail as a short last frame: Asterisk plays audio messages of any length.)
+    pub unsent_bytes: u64,
 }
 
 /// Why audio or a hangup was not accepted.
@@ -504,6 +528,10 @@ struct SendState {
 struct SendShared {
     state: Mutex<SendState>,
     writer: AtomicWaker,
+    /// Wakes the session's reader when [`gave_up`](Self::gave_up) is set.
+    reader: AtomicWaker,
+    /// The hangup was sent and the connection did not close within `close_timeout`.
+    gave_up: std::sync::atomic::AtomicBool,
     queue_frames: usize,
 }
 
@@ -519,6 +547,7 @@ impl SendState {
     fn close(&mut self) {
         self.closed = true;
         self.stats.unsent_frames += self.queue.len() as u64;
+        self.stats.unsent_bytes += self.reframer.clear() as u64;
         self.queue.clear();
     }
 }
@@ -594,6 +623,11 @@ impl AudioSocketSender {
             if st.closed || st.hangup {
                 return Err(AudioSocketSendError::Closed);
             }
+            // The end of the audio handed over, shorter than a frame, goes out before the
+            // hangup as a short last frame (Asterisk plays any length).
+            if let Some(tail) = st.reframer.take_tail() {
+                st.queue.push_back(tail);
+            }
             st.hangup = true;
         }
         self.shared.writer.wake();
@@ -643,8 +677,10 @@ async fn write_loop<E: Executor, C: Connector>(
     shared: Arc<SendShared>,
     rate: Rate,
     ahead: Duration,
+    close_timeout: Duration,
 ) {
     let bytes_per_second = rate.hz() as u64 * 2;
+    let mut hung_up = false;
     let mut next_at: Option<Instant> = None;
     loop {
         let work = std::future::poll_fn(|cx| {
@@ -698,6 +734,7 @@ async fn write_loop<E: Executor, C: Connector>(
                     let _ = writer.write_all(&w).await;
                     let _ = writer.flush().await;
                 }
+                hung_up = true;
                 false
             }
         };
@@ -707,6 +744,18 @@ async fn write_loop<E: Executor, C: Connector>(
     }
     shared.lock().close();
     let _ = writer.close().await;
+    if hung_up {
+        // Asterisk closes the connection at once; one cut off by the network never does,
+        // and the session's reader must not wait for it for ever.
+        let now = runtime.now();
+        runtime
+            .sleep_until(now.checked_add(close_timeout).unwrap_or(now))
+            .await;
+        shared
+            .gave_up
+            .store(true, std::sync::atomic::Ordering::Release);
+        shared.reader.wake();
+    }
 }
 
 type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
@@ -772,7 +821,11 @@ impl AudioSocketSession {
         self.done = true;
         self.sender.shared.lock().close();
         self.sender.shared.writer.wake();
-        Poll::Ready(Some(AudioSocketItem::Closed { error }))
+        let truncated_bytes = self.decoder.buffered();
+        Poll::Ready(Some(AudioSocketItem::Closed {
+            error,
+            truncated_bytes,
+        }))
     }
 }
 
@@ -783,6 +836,15 @@ impl Stream for AudioSocketSession {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        let shared = &this.sender.shared;
+        shared.reader.register(cx.waker());
+        if shared.gave_up.load(std::sync::atomic::Ordering::Acquire) {
+            let peer = this.peer;
+            return this.finish(Some(format!(
+                "AudioSocket from {peer}: the connection was not closed after the hangup \
+                 (AudioSocketOptions::close_timeout)"
+            )));
         }
         loop {
             match this.decoder.next_message() {

@@ -166,7 +166,7 @@ impl<R: Runtime> Driver<R> {
                 self.connecting = None;
                 if self.ws.is_some() {
                     self.outbox.clear();
-                    self.outbox.push_back(WsMessage::Close);
+                    self.outbox.push_back(WsMessage::Close(None));
                     self.close_after_flush = true;
                 }
             }
@@ -393,8 +393,15 @@ impl<R: Runtime> Driver<R> {
                         tracing::warn!(target: "ari_client", bytes = bytes.len(), "a binary frame on the events WebSocket (Asterisk sends none): ignored, counted in Stats::binary_frames");
                     }
                 }
-                Some(Ok(WsMessage::Close)) => {
-                    self.socket_failed(now, "closed by Asterisk".into());
+                Some(Ok(WsMessage::Close(close))) => {
+                    let reason = match close {
+                        Some(c) if c.reason.is_empty() => {
+                            format!("closed by Asterisk ({})", c.code)
+                        }
+                        Some(c) => format!("closed by Asterisk ({} {})", c.code, c.reason.as_str()),
+                        None => "closed by Asterisk".to_string(),
+                    };
+                    self.socket_failed(now, reason);
                 }
                 Some(Err(e)) => self.socket_failed(now, e.to_string()),
                 None => self.socket_failed(now, "connection ended".into()),

@@ -136,7 +136,7 @@ pub use outbound::{
 };
 pub use runtime::{
     Connector, CustomRuntime, Executor, Runtime, Transport, TransportError, TransportErrorKind,
-    TransportOptions, WsConnection, WsMessage,
+    TransportOptions, WsClose, WsConnection, WsMessage,
 };
 pub use stack::{Stack, StackBuilder};
 

@@ -32,7 +32,7 @@ pub use ari_proto::media::websocket::Direction;
 pub use ari_proto::media::websocket::{
     Command, ControlFormat, MediaConfig, MediaEvent, MediaStart, MediaStats, SendError,
 };
-use ari_proto::media::websocket::{MediaOutput, MediaSession as Core, Transmit};
+use ari_proto::media::websocket::{MediaOutput, MediaSession as Core, MediaState, Transmit};
 use ari_proto::models::{
     ExternalMediaConnectionType, ExternalMediaDirection, ExternalMediaEncapsulation,
     ExternalMediaTransport,
@@ -48,7 +48,7 @@ pub use crate::media_pacer::{
     PacerThread, PacingHistogram,
 };
 pub use crate::media_server::{MediaServer, MediaServerStats, TOKEN_PARAM};
-use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsMessage};
+use crate::runtime::{Runtime, TransportError, TransportErrorKind, WsClose, WsMessage};
 use crate::{Channel, Client, Error};
 
 /// How to open a media session.
@@ -83,6 +83,11 @@ pub struct MediaOptions {
     /// application's audio), [`Direction::Out`] sends only. `None` (default): both, and the
     /// parameter is not sent (older servers reject it).
     pub direction: Option<Direction>,
+    /// How long the session waits for the socket to close once it is closing (the
+    /// application's close or `HANGUP` sent, the call gone) before it gives the socket up:
+    /// Asterisk answers within milliseconds, but a peer cut off by the network never does,
+    /// and the session must still end ([`MediaItem::Closed`] with no `code`). Default 5 s.
+    pub close_timeout: Duration,
 }
 
 impl MediaOptions {
@@ -99,7 +104,14 @@ impl MediaOptions {
             start_timeout: Duration::from_secs(5),
             passthrough: false,
             direction: None,
+            close_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
     }
 
     /// Sets [`passthrough`](Self::passthrough).
@@ -176,8 +188,13 @@ pub enum MediaItem {
     },
     /// The session ended (the last item).
     Closed {
-        /// The close code Asterisk sent, if any.
+        /// The status code of the WebSocket close that ended the session: Asterisk's (1000 at
+        /// hangup, 1009 for a message it cannot read, 1001 when it shuts down), or the
+        /// answer to the application's own close. `None` when the connection ended without
+        /// a close frame (dropped, reset) or with one carrying no status.
         code: Option<u16>,
+        /// The close frame's reason (usually empty; Asterisk sends none).
+        reason: String,
         /// Frames the application handed over that were never sent.
         unsent_frames: usize,
         /// Bytes of a partial frame (less than one frame, held for the rest of it) that were
@@ -741,6 +758,8 @@ pub(crate) async fn open<R: Runtime>(
         shared: shared.clone(),
         inbox_frames: options.inbox_frames.max(1),
         ended: Some(ended),
+        close_timeout: options.close_timeout,
+        close_wait: None,
         sleep: None,
         sleep_at: None,
         outbox: VecDeque::new(),
@@ -989,6 +1008,10 @@ struct Driver<R: Runtime> {
     inbox_frames: usize,
     ended: Option<BoxFuture>,
     sleep: Option<BoxFuture>,
+    /// [`MediaOptions::close_timeout`].
+    close_timeout: Duration,
+    /// Runs from when the session starts closing: the socket is given up when it fires.
+    close_wait: Option<BoxFuture>,
     sleep_at: Option<Instant>,
     outbox: VecDeque<WsMessage>,
     ws_open: bool,
@@ -1058,17 +1081,38 @@ impl<R: Runtime> Driver<R> {
                 }
                 MediaOutput::Closed {
                     code,
+                    reason,
                     unsent_frames,
                     unsent_bytes,
                     ..
                 } => {
                     st.closed = true;
+                    // What the handles handed over since this pass took the commands found
+                    // the session closing: refused, never dropped silently (from here on,
+                    // `closed` refuses it at once).
+                    let mut late = Vec::new();
+                    for cmd in st.commands.drain(..) {
+                        match cmd {
+                            Cmd::Audio(_) | Cmd::Paced { .. } => {
+                                refuse(&mut late, None, SendError::Closed)
+                            }
+                            Cmd::Command(c) => refuse(&mut late, Some(c.name()), SendError::Closed),
+                            Cmd::Close => {}
+                        }
+                    }
+                    for item in late {
+                        if let MediaItem::Refused { count, .. } = &item {
+                            st.stats.refused += count;
+                        }
+                        st.inbox.push_back(item);
+                    }
                     self.shared
                         .ended
                         .store(true, std::sync::atomic::Ordering::Release);
                     self.closed = true;
                     MediaItem::Closed {
                         code,
+                        reason,
                         unsent_frames,
                         unsent_bytes,
                     }
@@ -1145,8 +1189,11 @@ impl<R: Runtime> Future for Driver<R> {
                     Poll::Ready(Some(Ok(msg))) => match msg {
                         WsMessage::Text(t) => this.core.handle_text(&t),
                         WsMessage::Binary(b) => this.core.handle_binary(b),
-                        WsMessage::Close => {
-                            this.core.handle_close(Some(1000), "");
+                        WsMessage::Close(frame) => {
+                            match frame {
+                                Some(c) => this.core.handle_close(Some(c.code), &c.reason),
+                                None => this.core.handle_close(None, ""),
+                            }
                             this.ws_open = false;
                         }
                         // The WebSocket library answers pings itself; never a PONG of our
@@ -1205,7 +1252,9 @@ impl<R: Runtime> Future for Driver<R> {
                     Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
                     Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b)),
                     Transmit::Pong(p) => this.outbox.push_back(WsMessage::Pong(p)),
-                    Transmit::Close { .. } => this.outbox.push_back(WsMessage::Close),
+                    Transmit::Close { code, reason } => this
+                        .outbox
+                        .push_back(WsMessage::Close(Some(WsClose::new(code, reason)))),
                     _ => {}
                 }
             }
@@ -1246,6 +1295,20 @@ impl<R: Runtime> Future for Driver<R> {
                     Poll::Ready(Ok(())) => this.unflushed = false,
                     Poll::Ready(Err(_)) => this.socket_failed(),
                     Poll::Pending => {}
+                }
+            }
+            // Closing (close or HANGUP sent, the call gone): a peer that never answers (cut
+            // off by the network) must not keep the session for ever.
+            if this.ws_open && this.core.state() == MediaState::Closing {
+                if this.close_wait.is_none() {
+                    let now = this.runtime.now();
+                    let at = now.checked_add(this.close_timeout).unwrap_or(now);
+                    this.close_wait = Some(Box::pin(this.runtime.sleep_until(at)));
+                }
+                if let Some(wait) = this.close_wait.as_mut() {
+                    if wait.as_mut().poll(cx).is_ready() {
+                        this.socket_failed();
+                    }
                 }
             }
             if !this.ws_open {
@@ -1386,5 +1449,188 @@ pub(crate) mod testing {
     /// Holds the driver, as its task does while it runs it.
     pub(crate) fn hold_driver(shared: &Shared) -> MutexGuard<'_, impl Sized> {
         shared.inline.lock().expect("not poisoned")
+    }
+}
+
+#[cfg(test)]
+mod driver_tests {
+    //! The driver over a socket played by the test, on the hand-driven executor: what
+    //! happens within one pass, and timers, without a network or a real clock.
+
+    use super::*;
+    use crate::manual_executor::Manual;
+    use crate::runtime::{CustomRuntime, Transport, TransportOptions};
+    use futures_util::task::noop_waker_ref;
+
+    type Hook = Box<dyn FnMut() + Send>;
+
+    /// A socket that yields nothing and fails every write (a connection cut), after running
+    /// `on_write` (what another thread does meanwhile).
+    struct FakeWs {
+        on_write: Option<Hook>,
+        fail_writes: bool,
+    }
+
+    impl Stream for FakeWs {
+        type Item = Result<WsMessage, TransportError>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+
+    impl Sink<WsMessage> for FakeWs {
+        type Error = TransportError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, _: WsMessage) -> Result<(), Self::Error> {
+            if let Some(hook) = self.on_write.as_mut() {
+                hook();
+            }
+            if self.fail_writes {
+                return Err(TransportError::new(TransportErrorKind::Io, "cut"));
+            }
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    struct NoTransport;
+
+    impl Transport for NoTransport {
+        type Ws = FakeWs;
+        fn http(
+            &self,
+            _: http::Request<Vec<u8>>,
+            _: &TransportOptions,
+        ) -> impl Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'static
+        {
+            std::future::ready(Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                "none",
+            )))
+        }
+        fn ws_connect(
+            &self,
+            _: http::Request<()>,
+            _: &TransportOptions,
+        ) -> impl Future<Output = Result<FakeWs, TransportError>> + Send + 'static {
+            std::future::ready(Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                "none",
+            )))
+        }
+    }
+
+    type TestDriver = Driver<CustomRuntime<Manual, NoTransport>>;
+
+    /// A driver of a started session (slin, 320-byte frames) over `ws`.
+    fn driver(manual: &Manual, ws: FakeWs, shared: &Arc<Shared>) -> TestDriver {
+        let mut core = Core::new(MediaConfig::new());
+        core.handle_text(
+            "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 channel_id:em-1 \
+             format:slin optimal_frame_size:320 ptime:20",
+        );
+        while core.poll_output().is_some() {}
+        Driver {
+            runtime: CustomRuntime::new(manual.clone(), NoTransport),
+            ws,
+            core,
+            shared: shared.clone(),
+            inbox_frames: 100,
+            ended: None,
+            close_timeout: Duration::from_secs(5),
+            close_wait: None,
+            sleep: None,
+            sleep_at: None,
+            outbox: VecDeque::new(),
+            ws_open: true,
+            unflushed: false,
+            commands: VecDeque::new(),
+            published: MediaStats::default(),
+            closed: false,
+            last_paced: None,
+            paced: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    fn poll(d: &mut TestDriver) -> Poll<()> {
+        Pin::new(d).poll(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    fn inbox(shared: &Shared) -> Vec<MediaItem> {
+        shared.lock().inbox.drain(..).collect()
+    }
+
+    /// Audio a handle hands over while the driver's pass is under way (after it took the
+    /// commands, before it delivers `Closed`: here while it writes to a socket that fails)
+    /// was accepted (`Ok`) and then found nobody: it is reported refused, never lost.
+    #[test]
+    fn audio_handed_over_as_the_session_closes_is_refused_not_lost() {
+        let manual = Manual::new();
+        let shared = Shared::new();
+        let late = shared.clone();
+        let ws = FakeWs {
+            on_write: Some(Box::new(move || {
+                let _ = late.hand_over(Cmd::Audio(Bytes::from(vec![0u8; 320])));
+            })),
+            fail_writes: true,
+        };
+        let mut d = driver(&manual, ws, &shared);
+        shared
+            .hand_over(Cmd::Audio(Bytes::from(vec![0u8; 320])))
+            .expect("open");
+        assert_eq!(poll(&mut d), Poll::Ready(()), "the socket failed");
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [
+                    MediaItem::Refused {
+                        command: None,
+                        count: 1,
+                        error: SendError::Closed
+                    },
+                    MediaItem::Closed { code: None, .. }
+                ]
+            ),
+            "{items:?}"
+        );
+        let st = shared.lock();
+        assert!(st.commands.is_empty());
+        assert_eq!(st.stats.refused, 1);
+    }
+
+    /// The session closes and the peer never answers (the socket stays open, silent): at
+    /// `close_timeout` by the executor's clock the driver gives the socket up and the
+    /// session ends with `Closed` and no code.
+    #[test]
+    fn a_close_never_answered_ends_the_session_at_its_timeout() {
+        let manual = Manual::new();
+        let shared = Shared::new();
+        let ws = FakeWs {
+            on_write: None,
+            fail_writes: false,
+        };
+        let mut d = driver(&manual, ws, &shared);
+        shared.command(Cmd::Close).expect("open");
+        assert_eq!(poll(&mut d), Poll::Pending);
+        manual.advance(Duration::from_millis(4_999));
+        assert_eq!(poll(&mut d), Poll::Pending, "before the timeout");
+        assert!(inbox(&shared).is_empty());
+        manual.advance(Duration::from_millis(1));
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        let items = inbox(&shared);
+        assert!(
+            matches!(items.as_slice(), [MediaItem::Closed { code: None, .. }]),
+            "{items:?}"
+        );
     }
 }

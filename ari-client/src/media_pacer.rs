@@ -207,6 +207,9 @@ pub struct PacedStats {
     pub paused_ticks: u64,
     /// Frames dropped by [`PacedSender::clear`] or left when the sender was closed.
     pub discarded_frames: u64,
+    /// Bytes of a partial frame (less than one frame, held for the rest of it) dropped by
+    /// [`PacedSender::clear`], or left when the sender was closed or its session ended.
+    pub discarded_bytes: u64,
 }
 
 /// A distribution of durations in 50 µs buckets up to 20 ms (and one bucket above).
@@ -737,7 +740,7 @@ impl PacedSender {
         let mut st = self.paced.lock();
         let n = st.queue.len();
         st.queue.clear();
-        st.reframer.clear();
+        st.stats.discarded_bytes += st.reframer.clear() as u64;
         st.stats.discarded_frames += n as u64;
         // Their audio is gone: the marks waiting go now (a `flush` of the session then
         // reports them discarded).
@@ -788,7 +791,7 @@ fn close_paced(st: &mut PacedState) {
     st.marks.clear();
     st.stats.discarded_frames += st.queue.len() as u64;
     st.queue.clear();
-    st.reframer.clear();
+    st.stats.discarded_bytes += st.reframer.clear() as u64;
 }
 
 /// What one phase's tick did.

@@ -1385,7 +1385,7 @@ async fn first_frame<E: Executor, C: Connector>(
             match ws.next().await {
                 Some(Ok(WsMessage::Text(text))) => return Ok(text.to_string()),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Binary(_))) => {}
-                Some(Ok(WsMessage::Close)) | None => {
+                Some(Ok(WsMessage::Close(_))) | None => {
                     return Err(TransportError::new(
                         TransportErrorKind::Closed,
                         "closed before its first frame",

@@ -46,8 +46,30 @@ pub enum WsMessage {
     /// A pong. Only ever received: the WebSocket layer sends a pong solely in answer to a
     /// ping (an unsolicited pong crashes some Asterisk releases), so sending one is an error.
     Pong(Bytes),
-    /// A close frame.
-    Close,
+    /// A close frame, with its status code and reason (`None`: a close frame without a
+    /// status, or one sent without).
+    Close(Option<WsClose>),
+}
+
+/// The status code and reason of a WebSocket close frame (RFC 6455 section 7.4): 1000 a
+/// normal end, 1001 going away, 1009 a message too big, … Asterisk closes a media
+/// socket with 1000 at hangup and 1009 for a frame over 65,535 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsClose {
+    /// The status code.
+    pub code: u16,
+    /// The reason (often empty).
+    pub reason: Utf8Bytes,
+}
+
+impl WsClose {
+    /// A close frame with `code` and `reason`.
+    pub fn new(code: u16, reason: impl Into<Utf8Bytes>) -> WsClose {
+        WsClose {
+            code,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Options a transport honours when it opens connections.

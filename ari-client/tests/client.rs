@@ -615,7 +615,7 @@ fn close_ends_streams_and_awaited_events() {
         .block_on(async move { stream.next().await })
         .unwrap()
         .is_none());
-    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
+    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close(None)));
     assert_eq!(client.live_subscriptions(), 0);
     let after = Call::new(client.clone(), ops::channels::List::new());
     assert!(matches!(
@@ -946,7 +946,7 @@ fn stop_then_start_again_keeps_listeners() {
     let c = client.clone();
     rt.block_on(async move { c.stop().await }).unwrap();
     assert!(!client.is_connected());
-    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
+    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close(None)));
     let c = client.clone();
     rt.start(async move { c.start(&["hello", "other"]).await })
         .take()
@@ -981,7 +981,7 @@ fn start_with_other_apps_reconnects_with_the_new_set() {
         .take()
         .expect("completed")
         .expect("connected with the new apps");
-    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close));
+    assert!(ws.is_dropped() || ws.sent().contains(&WsMessage::Close(None)));
     assert_eq!(rt.sockets(), 2);
     assert_eq!(
         rt.upgrades()[1].uri(),

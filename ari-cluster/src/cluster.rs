@@ -1201,7 +1201,7 @@ impl Sink<WsMessage> for NatsWs {
                 let _ = self.tx.try_send(Ok(WsMessage::Pong(p)));
                 Ok(())
             }
-            WsMessage::Close => Ok(()),
+            WsMessage::Close(_) => Ok(()),
             WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Pong(_) => {
                 // REST over the events connection is not used over NATS: the client's HTTP
                 // path already travels as RESTRequest envelopes.

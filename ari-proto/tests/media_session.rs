@@ -272,6 +272,46 @@ fn a_processed_mark_leaves_the_pending_list() {
     assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("b")]);
 }
 
+/// In JSON an empty correlation id is allowed, and Asterisk answers it with
+/// `"correlation_id":""` exactly as a mark without one: either way the mark is processed
+/// and leaves the pending list (it stayed there for the life of the call, and a later
+/// `FLUSH_MEDIA` reported it discarded although it had been played).
+#[test]
+fn a_mark_with_an_empty_id_is_processed_like_one_without() {
+    const START_JSON: &str = r#"{"event":"MEDIA_START","connection_id":"c1","channel":"WebSocket/INCOMING/0x1","channel_id":"em-1","format":"ulaw","optimal_frame_size":160,"ptime":20}"#;
+    let mut m = MediaSession::new(MediaConfig::new());
+    m.handle_text(START_JSON);
+    for id in [Some(""), None, Some(""), Some("x")] {
+        m.send_command(Command::MarkMedia {
+            correlation_id: id.map(Into::into),
+        })
+        .expect("mark");
+    }
+    let processed = r#"{"event":"MEDIA_MARK_PROCESSED","channel_id":"em-1","correlation_id":""}"#;
+    for _ in 0..3 {
+        m.handle_text(processed);
+    }
+    assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("x")]);
+    m.send_command(Command::StartMediaBuffering).expect("start");
+    m.send_command(Command::StopMediaBuffering {
+        correlation_id: Some(String::new()),
+    })
+    .expect("stop");
+    m.send_command(Command::FlushMedia).expect("flush");
+    let discarded: Vec<_> = outputs(&mut m)
+        .into_iter()
+        .filter_map(|o| match o {
+            MediaOutput::MarkersDiscarded { marks, buffering } => Some((marks, buffering)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        discarded,
+        [(vec![Some("x".to_owned())], vec![Some(String::new())])],
+        "only the mark still pending is discarded"
+    );
+}
+
 #[test]
 fn stop_buffering_sends_the_tail_as_a_short_frame_then_the_command() {
     let now = epoch();

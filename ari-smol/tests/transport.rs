@@ -882,7 +882,7 @@ fn websocket_connect_echo_and_close() {
         loop {
             match ws.next().await {
                 None | Some(Err(_)) => break,
-                Some(Ok(WsMessage::Close)) => {}
+                Some(Ok(WsMessage::Close(_))) => {}
                 Some(Ok(other)) => panic!("unexpected {other:?}"),
             }
         }

@@ -80,10 +80,16 @@ pub struct MediaSessionReport {
     pub remainder_bytes_dropped: u64,
     /// `MEDIA_XOFF` sent.
     pub xoff_sent: u64,
+    /// `MEDIA_XON` sent.
+    pub xon_sent: u64,
+    /// The most frames the playout queue held at once (Asterisk sends `MEDIA_XOFF` at 900
+    /// and drops messages arriving at 1,000).
+    pub max_queued_frames: u64,
     /// Control messages ignored (over 128 bytes, or unknown).
     pub ignored_commands: u64,
     /// The close code the simulator sent when it ended the socket itself, if it did: 1000
-    /// for a hangup, 1009 for a message whose frame exceeds 65,535 bytes.
+    /// for a hangup, 1009 for a message whose frame exceeds 65,535 bytes, or the code given
+    /// to [`crate::MockServer::close_media`].
     pub close_code: Option<u16>,
 }
 
@@ -391,6 +397,7 @@ impl AsteriskMedia {
         self.queue.push_back(Queued::Frame(frame == &self.test[..]));
         self.frames += 1;
         self.report.frames_queued += 1;
+        self.report.max_queued_frames = self.report.max_queued_frames.max(self.frames as u64);
     }
 
     pub(crate) fn handle_binary(&mut self, data: &[u8]) {
@@ -460,6 +467,7 @@ impl AsteriskMedia {
         }
         if self.xoff && self.frames < XON {
             self.xoff = false;
+            self.report.xon_sent += 1;
             self.event("MEDIA_XON", &[], true);
         }
         if self.report_drained && self.frames == 0 {
@@ -573,8 +581,30 @@ async fn run<S>(
     ticker.tick().await;
     let mut app_closed = false;
     let mut too_big = false;
+    let mut close_with: Option<(u16, String)> = None;
     'run: loop {
         tokio::select! {
+            // Signals first: what the test or the simulator asked for before a message the
+            // application sent afterwards is acted on first (a stall before a close).
+            biased;
+            signal = rx.recv() => match signal {
+                Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
+                Some(MediaSignal::CloseWith { code, reason, .. }) => {
+                    close_with = Some((code, reason));
+                    break 'run;
+                }
+                Some(MediaSignal::Stall { .. }) => {
+                    // A network cut: nothing read or written until the channel goes.
+                    while let Some(signal) = rx.recv().await {
+                        if let MediaSignal::Close { .. } | MediaSignal::CloseWith { .. } = signal {
+                            break;
+                        }
+                    }
+                    break 'run;
+                }
+                Some(MediaSignal::Close { .. }) | None => break 'run,
+                Some(MediaSignal::AudioSocketConnect { .. } | MediaSignal::WebSocketConnect { .. }) => {}
+            },
             _ = ticker.tick() => {
                 if let Some(frame) = model.tick() {
                     if ws.feed(Message::Binary(frame)).await.is_err() {
@@ -604,11 +634,6 @@ async fn run<S>(
                     break 'run;
                 }
             },
-            signal = rx.recv() => match signal {
-                Some(MediaSignal::Dtmf { digit, .. }) => model.dtmf(digit),
-                Some(MediaSignal::Close { .. }) | None => break 'run,
-                Some(MediaSignal::AudioSocketConnect { .. } | MediaSignal::WebSocketConnect { .. }) => {}
-            },
         }
         while let Some(action) = model.next_action() {
             match action {
@@ -634,17 +659,21 @@ async fn run<S>(
     if app_closed {
         shared.with_sim(|sim, now| sim.media_hangup(now, id, 1001));
     } else {
-        let code = if too_big {
+        let (code, reason) = if too_big {
             shared.with_sim(|sim, now| sim.media_hangup(now, id, 1009));
-            CloseCode::Size
+            (CloseCode::Size, String::new())
+        } else if let Some((code, reason)) = close_with {
+            // The WebSocket close status is the hangup's tech_cause (as in Asterisk).
+            shared.with_sim(|sim, now| sim.media_hangup(now, id, i64::from(code)));
+            (CloseCode::from(code), reason)
         } else {
-            CloseCode::Normal
+            (CloseCode::Normal, String::new())
         };
         model.report.close_code = Some(code.into());
         let _ = ws
             .send(Message::Close(Some(CloseFrame {
                 code,
-                reason: "".into(),
+                reason: reason.into(),
             })))
             .await;
         // Let the application's close answer arrive, as Asterisk does.

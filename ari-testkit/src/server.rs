@@ -1037,6 +1037,37 @@ impl MockServer {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Makes the simulated Asterisk end the live media socket `connection_id` (its
+    /// `MEDIA_WEBSOCKET_CONNECTION_ID`, `MediaStart::connection_id`) with the close status
+    /// `code` and `reason`, and hang its channel up with `tech_cause` = `code`, as Asterisk
+    /// does when it gives a socket up (1001 after unanswered keepalive PINGs, 1003 for an
+    /// opcode it does not take). Returns whether such a socket was live.
+    pub fn close_media(&self, connection_id: &str, code: u16, reason: &str) -> bool {
+        let conns = crate::state::lock(&self.shared.media_conns);
+        conns.get(connection_id).is_some_and(|tx| {
+            tx.send(crate::sim::MediaSignal::CloseWith {
+                connection_id: connection_id.to_owned(),
+                code,
+                reason: reason.to_owned(),
+            })
+            .is_ok()
+        })
+    }
+
+    /// Makes the live media socket `connection_id` go silent, as over a network cut: the
+    /// simulated Asterisk neither reads nor writes it (the application's close is never
+    /// answered) and keeps the connection open until the channel is hung up. Returns
+    /// whether such a socket was live.
+    pub fn stall_media(&self, connection_id: &str) -> bool {
+        let conns = crate::state::lock(&self.shared.media_conns);
+        conns.get(connection_id).is_some_and(|tx| {
+            tx.send(crate::sim::MediaSignal::Stall {
+                connection_id: connection_id.to_owned(),
+            })
+            .is_ok()
+        })
+    }
+
     /// Reports of the chan_websocket media sockets (`/media/<id>`) that have closed, in
     /// closing order: frames sent and played, drops, XOFFs.
     pub fn media_sessions(&self) -> Vec<crate::MediaSessionReport> {

@@ -197,7 +197,8 @@ async fn items_arrive_in_order_and_the_hangup_follows_the_queued_audio() {
         Some(AudioSocketItem::Unexpected(_))
     ));
 
-    // 1.5 frames of audio: one whole 20 ms frame leaves, the half waits for the rest.
+    // 1.5 frames of audio: one whole 20 ms frame leaves, the half waits for the rest; the
+    // hangup sends it as a short last frame.
     let tx = session.sender();
     tx.send_audio(Bytes::from(vec![1u8; 480])).expect("queued");
     session.hangup().expect("hangup");
@@ -209,18 +210,23 @@ async fn items_arrive_in_order_and_the_hangup_follows_the_queued_audio() {
     );
     let written = read_to_end(&mut asterisk).await;
     let mut expected = message(0x10, &[1; 320]);
+    expected.extend(message(0x10, &[1; 160]));
     expected.extend(message(0x00, &[]));
     assert_eq!(
         written, expected,
-        "one frame, then the hangup, then the close"
+        "one frame, the half frame (never dropped), then the hangup, then the close"
     );
-    assert_eq!(tx.stats().frames_sent, 1);
+    assert_eq!(tx.stats().frames_sent, 2);
+    assert_eq!(tx.stats().unsent_bytes, 0);
 
     // Asterisk closes its side: the session ends with a clean Closed, then nothing.
     drop(asterisk);
     assert_eq!(
         live("closed", session.next()).await,
-        Some(AudioSocketItem::Closed { error: None })
+        Some(AudioSocketItem::Closed {
+            error: None,
+            truncated_bytes: 0
+        })
     );
     assert_eq!(live("end", session.next()).await, None);
 }

@@ -188,7 +188,7 @@ fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Some(Ok(WsMessage::Text(t))) => assert!(t.len() <= opts.max_frame_bytes),
             Some(Ok(WsMessage::Binary(b))) => assert!(b.len() <= opts.max_frame_bytes),
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close)) => {}
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_))) => {}
             Some(Ok(_)) => {}
         }
     }

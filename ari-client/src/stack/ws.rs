@@ -21,7 +21,8 @@ use http::{HeaderMap, Request, StatusCode, Uri};
 use super::io::{connect, with_timeout, MaybeTlsStream};
 use super::Stack;
 use crate::runtime::{
-    Connector, Executor, Target, TransportError, TransportErrorKind, TransportOptions, WsMessage,
+    Connector, Executor, Target, TransportError, TransportErrorKind, TransportOptions, WsClose,
+    WsMessage,
 };
 
 /// A WebSocket over a byte stream: a [`Stream`] of [`WsMessage`]s and a [`Sink`] for them.
@@ -257,7 +258,13 @@ fn to_tungstenite(msg: WsMessage) -> Result<Message, TransportError> {
         WsMessage::Text(s) => Message::Text(s),
         WsMessage::Binary(b) => Message::Binary(b),
         WsMessage::Ping(b) => Message::Ping(b),
-        WsMessage::Close => Message::Close(None),
+        WsMessage::Close(None) => Message::Close(None),
+        WsMessage::Close(Some(c)) => {
+            Message::Close(Some(async_tungstenite::tungstenite::protocol::CloseFrame {
+                code: c.code.into(),
+                reason: c.reason,
+            }))
+        }
         WsMessage::Pong(_) => {
             return Err(TransportError::new(
                 TransportErrorKind::Protocol,
@@ -292,7 +299,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
                 Message::Binary(b) => WsMessage::Binary(b),
                 Message::Ping(b) => WsMessage::Ping(b),
                 Message::Pong(b) => WsMessage::Pong(b),
-                Message::Close(_) => WsMessage::Close,
+                Message::Close(frame) => WsMessage::Close(frame.map(|f| WsClose {
+                    code: f.code.into(),
+                    reason: f.reason,
+                })),
                 Message::Frame(_) => continue, // only produced when writing raw frames
             };
             return Poll::Ready(Some(Ok(out)));
@@ -361,6 +371,21 @@ mod tests {
         ));
         assert_eq!(e.kind, TransportErrorKind::Protocol);
         assert!(!e.to_string().contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn close_frames_keep_their_code_and_reason() {
+        let sent =
+            to_tungstenite(WsMessage::Close(Some(WsClose::new(1009, "too big")))).expect("a close");
+        let Message::Close(Some(frame)) = sent else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(u16::from(frame.code), 1009);
+        assert_eq!(frame.reason.as_str(), "too big");
+        assert!(matches!(
+            to_tungstenite(WsMessage::Close(None)),
+            Ok(Message::Close(None))
+        ));
     }
 
     #[test]

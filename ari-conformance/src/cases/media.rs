@@ -408,7 +408,7 @@ pub async fn audiosocket_server_serves_a_call<E: Executor, C: Connector>(h: &Har
     loop {
         match h.live("the connection closes", session.next()).await {
             Some(AudioSocketItem::Audio { .. }) => {}
-            Some(AudioSocketItem::Closed { error }) => {
+            Some(AudioSocketItem::Closed { error, .. }) => {
                 assert_eq!(error, None);
                 break;
             }
@@ -619,7 +619,7 @@ pub async fn audiosocket_barge_in_and_hangup_mid_speech_account_for_every_frame<
     loop {
         match h.live("the connection closes", session.next()).await {
             Some(AudioSocketItem::Audio { .. }) => {}
-            Some(AudioSocketItem::Closed { error }) => {
+            Some(AudioSocketItem::Closed { error, .. }) => {
                 assert_eq!(error, None);
                 break;
             }

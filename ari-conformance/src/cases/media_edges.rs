@@ -15,7 +15,7 @@ use std::future::IntoFuture;
 use crate::Harness;
 
 /// An answered call into `media` and a media session on it (slin16, 640-byte frames).
-async fn session<R: Runtime>(
+pub(crate) async fn session<R: Runtime>(
     h: &Harness<R>,
     client: &Client<R>,
     options: MediaOptions,
@@ -24,7 +24,7 @@ async fn session<R: Runtime>(
 }
 
 /// [`session`] on a call placed as `call` says.
-async fn session_on<R: Runtime>(
+pub(crate) async fn session_on<R: Runtime>(
     h: &Harness<R>,
     client: &Client<R>,
     call: PlaceCall,
@@ -40,12 +40,12 @@ async fn session_on<R: Runtime>(
 }
 
 /// `frames` frames of the simulator's test signal in one chunk.
-fn audio(format: &str, frames: usize) -> Bytes {
+pub(crate) fn audio(format: &str, frames: usize) -> Bytes {
     Bytes::from(ari_testkit::test_frame(format).repeat(frames))
 }
 
 /// Reads the session until `pick` returns something, failing if it ends first.
-async fn next_matching<R: Runtime, T>(
+pub(crate) async fn next_matching<R: Runtime, T>(
     h: &Harness<R>,
     media: &mut MediaSession,
     what: &str,

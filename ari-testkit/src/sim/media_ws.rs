@@ -48,6 +48,25 @@ pub enum MediaSignal {
         /// `MEDIA_WEBSOCKET_CONNECTION_ID`, or the AudioSocket UUID.
         connection_id: String,
     },
+    /// Asterisk ends the media socket with this close status and hangs the channel up
+    /// (`tech_cause` = `code`), as it does with 1001 when its keepalive PINGs go unanswered,
+    /// 1003 for an opcode it does not take, 1009 for a frame it cannot read
+    /// ([`crate::MockServer::close_media`]).
+    CloseWith {
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        connection_id: String,
+        /// The close status code.
+        code: u16,
+        /// The close reason (Asterisk sends none).
+        reason: String,
+    },
+    /// The media socket goes silent, as over a network cut: nothing is read or written
+    /// (a close is never answered) and the connection stays open until the channel goes
+    /// ([`crate::MockServer::stall_media`]).
+    Stall {
+        /// `MEDIA_WEBSOCKET_CONNECTION_ID`.
+        connection_id: String,
+    },
     /// A chan_websocket channel in client mode was created: connect to `uri` (protocol
     /// `media`), then run the media socket as in server mode.
     WebSocketConnect {
@@ -74,6 +93,8 @@ impl MediaSignal {
         match self {
             MediaSignal::Dtmf { connection_id, .. }
             | MediaSignal::Close { connection_id }
+            | MediaSignal::CloseWith { connection_id, .. }
+            | MediaSignal::Stall { connection_id }
             | MediaSignal::AudioSocketConnect { connection_id, .. }
             | MediaSignal::WebSocketConnect { connection_id, .. } => connection_id,
         }

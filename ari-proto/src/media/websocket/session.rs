@@ -915,8 +915,14 @@ impl MediaSession {
     }
 }
 
+/// Removes the first pending marker `id` answers. Asterisk does not tell an empty id from
+/// none (JSON `"correlation_id":""` for both), so neither does this.
 fn remove_marker(pending: &mut VecDeque<Option<String>>, id: &Option<String>) {
-    if let Some(i) = pending.iter().position(|p| p == id) {
+    let id = id.as_deref().unwrap_or("");
+    if let Some(i) = pending
+        .iter()
+        .position(|p| p.as_deref().unwrap_or("") == id)
+    {
         pending.remove(i);
     }
 }
