@@ -71,6 +71,17 @@ pub enum NodeEvent {
         /// Whether the proxy's events connection to Asterisk is up now.
         connected: bool,
     },
+    /// A node's Asterisk restarted (its proxy read a new `startup_time` when its events
+    /// connection came back, or announced one): every channel, bridge, playback and
+    /// recording it had is gone without an event. The waits, streams and listeners of this
+    /// instance's clients on those resources have ended (`Error::Ended`); the other nodes'
+    /// are untouched.
+    AsteriskRestarted {
+        /// The node id.
+        id: String,
+        /// Resources of the node this instance knew, now ended.
+        resources: usize,
+    },
     /// A node stopped (its proxy said so) or stopped announcing (three intervals, at least
     /// [`ClusterBuilder::node_silence`]).
     Down {
@@ -196,6 +207,9 @@ pub struct ClusterStats {
     /// after a NATS restart, or dropped by NATS. Each may have carried many frames; waits on
     /// the events they carried do not end by themselves.
     pub event_messages_lost: u64,
+    /// Resources ended because the Asterisk of their node restarted
+    /// ([`NodeEvent::AsteriskRestarted`]).
+    pub resources_gone: u64,
     /// REST requests sent over NATS.
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
@@ -224,6 +238,7 @@ struct Counters {
     malformed: AtomicU64,
     slow_consumer: Arc<AtomicU64>,
     event_messages_lost: AtomicU64,
+    resources_gone: AtomicU64,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
     resources_refused: AtomicU64,
@@ -251,6 +266,10 @@ struct Shared {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The last [`wire::SEQ_HEADER`] seen per proxy and subject.
     seqs: Mutex<HashMap<String, u64>>,
+    /// Each node's Asterisk `startup_time`, as last announced or told.
+    startups: Mutex<HashMap<String, String>>,
+    /// The clients made from this cluster, whose waits end when a node's Asterisk restarts.
+    clients: Mutex<Vec<ari_client::WeakClient<NatsRuntime>>>,
 }
 
 impl Drop for Shared {
@@ -373,6 +392,85 @@ impl Shared {
         }
     }
 
+    /// Node `node`'s Asterisk has the startup time `startup`: when it is another one than
+    /// known (`known_only`: and one was known), Asterisk restarted and the resources on that
+    /// node are gone: those this instance maps to the node and those `listed` (the
+    /// [`wire::RESOURCES_HEADER`] format) end in every client of this cluster.
+    fn asterisk_startup(&self, node: &str, startup: &str, listed: &str, known_only: bool) {
+        if startup.is_empty() {
+            return;
+        }
+        {
+            let mut startups = lock(&self.startups);
+            match startups.get(node) {
+                // The same run, or an announcement older than the restart's message (a
+                // restart's startup time is later; one Asterisk writes them alike).
+                Some(s) if s.as_str() >= startup => return,
+                None if known_only => {
+                    startups.insert(node.to_string(), startup.to_string());
+                    return;
+                }
+                _ => {}
+            }
+            startups.insert(node.to_string(), startup.to_string());
+        }
+        let mut keys: Vec<String> = listed
+            .split(' ')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+        {
+            let mut map = lock(&self.resources);
+            map.retain(|key, n| {
+                if &**n == node {
+                    keys.push(key.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let gone: Vec<(ari_proto::events::ResourceKind, &str)> = keys
+            .iter()
+            .filter_map(|k| {
+                let (l, id) = k.split_once(':')?;
+                Some((wire::kind_of_letter(l)?, id))
+            })
+            .collect();
+        let clients: Vec<Client> = {
+            let mut clients = lock(&self.clients);
+            clients.retain(|c| c.upgrade().is_some());
+            clients.iter().filter_map(|c| c.upgrade()).collect()
+        };
+        let mut ended = 0;
+        for c in &clients {
+            ended += c.resources_gone(gone.iter().copied());
+        }
+        self.counters
+            .resources_gone
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node,
+            startup,
+            resources = gone.len(),
+            subscriptions = ended,
+            "the node's Asterisk restarted: its resources are gone"
+        );
+        let _ = self.node_tx.send(NodeEvent::AsteriskRestarted {
+            id: node.to_string(),
+            resources: gone.len(),
+        });
+    }
+
+    /// Keeps `client` to end its waits when a node's Asterisk restarts.
+    fn track(&self, client: &Client) {
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| c.upgrade().is_some());
+        clients.push(client.downgrade());
+    }
+
     /// The nodes up now, by id.
     fn up_nodes(&self) -> Vec<Arc<str>> {
         let nodes = lock(&self.nodes);
@@ -406,6 +504,11 @@ impl Shared {
     }
 
     fn handle_announce(&self, a: Announce, now: Instant) {
+        if a.up {
+            // A proxy (maybe a new one) reading another startup time than this instance
+            // knew: the restart's message was missed.
+            self.asterisk_startup(&a.node, &a.startup_time, "", true);
+        }
         let mut nodes = lock(&self.nodes);
         let info = NodeInfo {
             id: a.node.clone(),
@@ -579,6 +682,8 @@ impl ClusterBuilder {
             counters,
             tasks: Mutex::new(Vec::new()),
             seqs: Mutex::new(HashMap::new()),
+            startups: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&shared);
         let task = tokio::spawn(watch_nodes(weak, announce));
@@ -647,13 +752,24 @@ impl Cluster {
     /// already travel as `RESTRequest` envelopes; `RestTransport::WebSocket` is not supported
     /// over NATS).
     pub fn client(&self) -> Result<Client, ari_client::Error> {
-        ari_client::Client::builder_with_runtime(
+        let client = ari_client::Client::builder_with_runtime(
             PLACEHOLDER_URL,
             "cluster",
             "cluster",
             self.runtime.clone(),
         )
-        .build()
+        .build()?;
+        self.track(&client);
+        Ok(client)
+    }
+
+    /// Makes a client built from [`Cluster::runtime`] with
+    /// [`ari_client::Client::builder_with_runtime`] end its waits, streams and listeners on a
+    /// node's resources when that node's Asterisk restarts ([`NodeEvent::AsteriskRestarted`]),
+    /// as those of [`Cluster::client`] and [`Cluster::client_on`] do. Holds no reference to
+    /// it.
+    pub fn track(&self, client: &Client) {
+        self.runtime.shared.track(client);
     }
 
     /// A typed client whose every request goes to `node` (originate there, list its
@@ -663,8 +779,15 @@ impl Cluster {
             shared: self.runtime.shared.clone(),
             pin: Some(Arc::from(node)),
         };
-        ari_client::Client::builder_with_runtime(PLACEHOLDER_URL, "cluster", "cluster", runtime)
-            .build()
+        let client = ari_client::Client::builder_with_runtime(
+            PLACEHOLDER_URL,
+            "cluster",
+            "cluster",
+            runtime,
+        )
+        .build()?;
+        self.track(&client);
+        Ok(client)
     }
 
     /// The nodes up now.
@@ -728,6 +851,7 @@ impl Cluster {
             malformed: c.malformed.load(Ordering::Relaxed),
             slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
             event_messages_lost: c.event_messages_lost.load(Ordering::Relaxed),
+            resources_gone: c.resources_gone.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
@@ -1099,6 +1223,14 @@ async fn feed(
                     continue;
                 }
                 shared.check_seq(&msg);
+                if let Some(startup) = headers.and_then(|h| h.get(wire::RESTARTED_HEADER)) {
+                    // The node's Asterisk restarted: its resources are gone.
+                    if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
+                        let listed = std::str::from_utf8(&msg.payload).unwrap_or("");
+                        shared.asterisk_startup(node.as_str(), startup.as_str(), listed, false);
+                    }
+                    continue;
+                }
                 let batch = headers.and_then(|h| h.get(wire::BATCH_HEADER));
                 let Some(count) = batch else {
                     // One frame, its resources in headers.

@@ -60,8 +60,11 @@ pub struct ProxyConfig {
     pub announce_interval: Duration,
     /// How long one offer of a new call waits for an instance to take it (default 1 s).
     /// An offer is made up to [`ProxyConfig::claim_attempts`] times (the queue group may pick
-    /// another instance); then the call is published on `{p}.unclaimed.{app}.{node}` and
-    /// counted in [`ProxyStats::calls_unclaimed`]. The call's events (and those of resources
+    /// another instance); while no instance is subscribed at all (resubscribing after a NATS
+    /// reconnect, starting), it is made again every few hundred milliseconds for up to
+    /// `claim_timeout × claim_attempts` (counted in [`ProxyStats::claims_retried`]); then the
+    /// call is published on `{p}.unclaimed.{app}.{node}` and counted in
+    /// [`ProxyStats::calls_unclaimed`]. The call's events (and those of resources
     /// they name) wait meanwhile, so that they stay in order; other calls' events go on.
     pub claim_timeout: Duration,
     /// Offers of a new call at most (default 3).
@@ -169,6 +172,9 @@ struct Counters {
     undecodable: AtomicU64,
     calls_claimed: AtomicU64,
     calls_unclaimed: AtomicU64,
+    claims_retried: AtomicU64,
+    asterisk_restarts: AtomicU64,
+    events_to_lost_instances: AtomicU64,
     rest_requests: AtomicU64,
     rest_refused: AtomicU64,
     rest_failed: AtomicU64,
@@ -182,6 +188,8 @@ struct State {
     config: ProxyConfig,
     node: String,
     asterisk_version: String,
+    /// Asterisk's `status.startup_time` as last read (empty if unknown).
+    startup_time: Mutex<String>,
     subjects: Subjects,
     nats: async_nats::Client,
     runtime: TapRuntime,
@@ -203,8 +211,9 @@ struct State {
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
 }
 
-/// An owner's subject, how many probes in a row found nobody there, and since when.
-type InstanceSubject = (async_nats::Subject, u32, Option<Instant>);
+/// An owner's subject, how many probes in a row found nobody there, since when, and the
+/// event frames published there since the last probe it answered.
+type InstanceSubject = (async_nats::Subject, u32, Option<Instant>, u64);
 
 /// Messages each of the proxy's subscriptions (REST requests, pings, health) buffers.
 const PROXY_SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -224,14 +233,15 @@ impl State {
             .instance_subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((s, _, _)) = cache.get(owner) {
+        if let Some((s, _, _, sent)) = cache.get_mut(owner) {
+            *sent += 1;
             return s.clone();
         }
         if cache.len() >= MAX_CACHED_SUBJECTS {
             cache.clear();
         }
         let s = async_nats::Subject::from(self.subjects.instance(owner));
-        cache.insert(owner.clone(), (s.clone(), 0, None));
+        cache.insert(owner.clone(), (s.clone(), 0, None, 1));
         s
     }
 
@@ -252,6 +262,9 @@ impl State {
             undecodable: c.undecodable.load(Ordering::Relaxed),
             calls_claimed: c.calls_claimed.load(Ordering::Relaxed),
             calls_unclaimed: c.calls_unclaimed.load(Ordering::Relaxed),
+            claims_retried: c.claims_retried.load(Ordering::Relaxed),
+            asterisk_restarts: c.asterisk_restarts.load(Ordering::Relaxed),
+            events_to_lost_instances: c.events_to_lost_instances.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_refused: c.rest_refused.load(Ordering::Relaxed),
             rest_failed: c.rest_failed.load(Ordering::Relaxed),
@@ -273,6 +286,11 @@ impl State {
             interval_ms: self.config.announce_interval.as_millis() as u64,
             connected: self.connected.load(Ordering::Relaxed),
             up,
+            startup_time: self
+                .startup_time
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         };
         Bytes::from(serde_json::to_vec(&a).unwrap_or_default())
     }
@@ -378,6 +396,11 @@ impl Proxy {
             .get_info()
             .await
             .map_err(ProxyError::Ari)?;
+        let startup_time = info
+            .status
+            .as_ref()
+            .map(|s| s.startup_time.to_string())
+            .unwrap_or_default();
         let (node, version) = match info.system {
             Some(system) if !system.entity_id.is_empty() => {
                 (String::from(system.entity_id), String::from(system.version))
@@ -416,6 +439,7 @@ impl Proxy {
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
+            startup_time: Mutex::new(startup_time),
             nats,
             runtime,
             client: client.clone(),
@@ -572,7 +596,7 @@ async fn watch_instances(state: Arc<State>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(id, (s, _, _))| (id.clone(), s.clone()))
+            .map(|(id, (s, _, _, _))| (id.clone(), s.clone()))
             .collect();
         let probes = instances.into_iter().map(|(id, subject)| {
             let state = state.clone();
@@ -595,23 +619,30 @@ async fn watch_instances(state: Arc<State>) {
                     .instance_subjects
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let Some((_, missed, since)) = cache.get_mut(&id) else {
+                let Some((_, missed, since, sent)) = cache.get_mut(&id) else {
                     continue;
                 };
                 if absent {
                     *missed += 1;
                     since.get_or_insert_with(Instant::now);
                 } else {
-                    (*missed, *since) = (0, None);
+                    // Everything published there so far reached a live instance.
+                    (*missed, *since, *sent) = (0, None, 0);
                 }
                 let gone =
                     *missed >= PROBES_MISSED && since.is_some_and(|t| t.elapsed() >= MIN_ABSENCE);
+                let lost = *sent;
                 if gone {
                     cache.remove(&id);
                 }
-                gone
+                gone.then_some(lost)
             };
-            if gone {
+            if let Some(lost) = gone {
+                // Published to nobody since the last probe it answered.
+                state
+                    .counters
+                    .events_to_lost_instances
+                    .fetch_add(lost, Ordering::Relaxed);
                 let released = state.owners().release(&id);
                 if released > 0 {
                     state
@@ -623,7 +654,7 @@ async fn watch_instances(state: Arc<State>) {
                         .resources_released
                         .fetch_add(released as u64, Ordering::Relaxed);
                 }
-                tracing::warn!(node = %state.node, instance = %id, released, "instance gone; its resources' events now go to the other instances");
+                tracing::warn!(node = %state.node, instance = %id, released, lost, "instance gone; its resources' events now go to the other instances");
             }
         }
     }
@@ -654,6 +685,7 @@ async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
     let (claims_tx, mut claims) = mpsc::channel(MAX_HELD);
     let mut out = Outbox::default();
     let mut holding = Holding::new(claims_tx);
+    let mut connections = 0u64;
     loop {
         tokio::select! {
             biased;
@@ -665,16 +697,115 @@ async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
                 holding.release(&state, &mut out).await;
             }
             frame = frames.recv(), if holding.held.len() < MAX_HELD => {
-                let Some(frame) = frame else { break };
-                route_event(&state, frame, &mut out, Some(&mut holding), None).await;
-                while holding.held.len() < MAX_HELD {
-                    let Ok(frame) = frames.try_recv() else { break };
-                    route_event(&state, frame, &mut out, Some(&mut holding), None).await;
+                let Some(mut frame) = frame else { break };
+                loop {
+                    if frame[..] == *crate::tap::NEW_CONNECTION {
+                        connections += 1;
+                        if connections > 1 {
+                            // The previous connection's frames go out first.
+                            out.flush_all(&state).await;
+                            check_restart(&state).await;
+                        }
+                    } else {
+                        route_event(&state, frame, &mut out, Some(&mut holding), None).await;
+                    }
+                    if holding.held.len() >= MAX_HELD {
+                        break;
+                    }
+                    let Ok(next) = frames.try_recv() else { break };
+                    frame = next;
                 }
             }
         }
         out.flush_all(&state).await;
     }
+}
+
+/// Asterisk's `status.startup_time` now, over HTTP (`None` if it could not be read).
+async fn read_startup_time(state: &State) -> Option<String> {
+    let req = RestRequest {
+        kind: "RESTRequest".into(),
+        method: "GET".into(),
+        uri: "asterisk/info?only=status".into(),
+        ..RestRequest::default()
+    };
+    let (status, _, body) = over_http(
+        state,
+        http::Method::GET,
+        "asterisk/info?only=status",
+        &req,
+        None,
+    )
+    .await
+    .ok()?;
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let info: ari_proto::models::AsteriskInfo = serde_json::from_slice(&body).ok()?;
+    Some(info.status?.startup_time.to_string())
+}
+
+/// The events connection came back: if Asterisk restarted meanwhile (a new startup time),
+/// its resources are gone without an event. Before any frame of the new connection is routed,
+/// the owners table is emptied and the instances are told ([`wire::RESTARTED_HEADER`]).
+async fn check_restart(state: &Arc<State>) {
+    let Some(now) = read_startup_time(state).await else {
+        tracing::warn!(node = %state.node, "could not ask Asterisk whether it restarted");
+        return;
+    };
+    let before = std::mem::replace(
+        &mut *state.startup_time.lock().unwrap_or_else(|p| p.into_inner()),
+        now.clone(),
+    );
+    if before.is_empty() || before == now {
+        return;
+    }
+    state
+        .counters
+        .asterisk_restarts
+        .fetch_add(1, Ordering::Relaxed);
+    let owned = state.owners().take_all();
+    tracing::warn!(node = %state.node, startup_time = %now, resources = owned.len(), "Asterisk restarted: its resources are gone");
+    // Each instance the proxy sent events to, with the resources it owned here.
+    let mut lists: HashMap<Arc<str>, String> = state
+        .instance_subjects
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .map(|id| (id.clone(), String::new()))
+        .collect();
+    for (kind, id, owner) in owned {
+        let Some(l) = wire::kind_letter(kind) else {
+            continue;
+        };
+        let list = lists.entry(owner).or_default();
+        if !list.is_empty() {
+            list.push(' ');
+        }
+        list.push(l);
+        list.push(':');
+        list.push_str(&id);
+    }
+    let headers = || {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(wire::NODE_HEADER, state.node.as_str());
+        h.insert(wire::RESTARTED_HEADER, now.as_str());
+        h
+    };
+    for (instance, list) in lists {
+        let subject = async_nats::Subject::from(state.subjects.instance(&instance));
+        state
+            .publish(subject, headers(), Bytes::from(list), 0)
+            .await;
+    }
+    for app in &state.config.apps {
+        let subject = async_nats::Subject::from(state.subjects.event(app, &state.node));
+        state.publish(subject, headers(), Bytes::new(), 0).await;
+    }
+    let _ = state
+        .nats
+        .publish(state.subjects.announce(), state.announcement(true))
+        .await;
 }
 
 /// The frames waiting for new calls' offers. A new call's `StasisStart` is offered to the
@@ -1080,7 +1211,13 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
     let subject = state.subjects.claim(app);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
-    for attempt in 1..=state.config.claim_attempts.max(1) {
+    let attempts = state.config.claim_attempts.max(1);
+    // No instance subscribed (NATS answers "no responders" at once) may be a moment of
+    // resubscription: the offer is made again until the time the offers would have taken.
+    let deadline = tokio::time::Instant::now() + state.config.claim_timeout * attempts;
+    let mut attempt = 0;
+    let mut pause = NO_RESPONDERS_PAUSE;
+    while attempt < attempts {
         let request = async_nats::Request::new()
             .payload(frame.clone())
             .headers(headers.clone())
@@ -1091,14 +1228,31 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
                 _ => tracing::warn!("an instance answered a claim without its id"),
             },
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                tracing::warn!(app, "no instance of the application is running");
-                return None;
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    tracing::warn!(app, "no instance of the application is running");
+                    return None;
+                }
+                state
+                    .counters
+                    .claims_retried
+                    .fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep_until((now + pause).min(deadline)).await;
+                pause = (pause * 2).min(MAX_NO_RESPONDERS_PAUSE);
+                // Not an attempt: nobody was asked.
+                continue;
             }
             Err(e) => tracing::warn!(app, attempt, error = %e, "a new call was not taken"),
         }
+        attempt += 1;
     }
     None
 }
+
+/// First pause before a new call is offered again when no instance was subscribed...
+const NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(25);
+/// ... doubled each time up to this.
+const MAX_NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(400);
 
 // ---------------------------------------------------------------------------------------
 // REST
