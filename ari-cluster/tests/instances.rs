@@ -140,9 +140,25 @@ async fn events_sent_to_an_instance_before_it_is_found_gone_are_counted() {
 
     // It dies; its calls' digits are published to its subject, nobody listening, in the
     // seconds before the proxy finds it gone.
+    let subject = ari_cluster::wire::Subjects::default().instance(c1.instance_id());
     c1.close().await;
     drop(cl1);
     drop(c1);
+    // Gone for NATS too (nobody subscribed to its subject) before the digits come.
+    let raw = async_nats::connect(nats.url()).await.expect("nats");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = async_nats::Request::new().timeout(Some(Duration::from_secs(1)));
+        match raw.send_request(subject.clone(), probe).await {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => break,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 1 unsubscribes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for c in &calls {
         a.send_dtmf(c, "1").expect("dtmf");
     }
