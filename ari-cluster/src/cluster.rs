@@ -256,8 +256,10 @@ struct Shared {
     subjects: Subjects,
     instance: String,
     nodes: Mutex<HashMap<String, Node>>,
-    /// Resource id (`c:ID`) → node.
-    resources: Mutex<HashMap<String, Arc<str>>>,
+    /// Resource id (`c:ID`) → node, and whether this instance owns it (its events came on
+    /// this instance's subject, or this instance created it): a proxy restarting asks
+    /// ([`Subjects::owned`]).
+    resources: Mutex<HashMap<String, (Arc<str>, bool)>>,
     node_tx: broadcast::Sender<NodeEvent>,
     /// A node is down when silent for three intervals and at least this long.
     min_silence: Duration,
@@ -287,45 +289,62 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     fn node_of(&self, key: &str) -> Option<Arc<str>> {
-        lock(&self.resources).get(key).cloned()
+        lock(&self.resources).get(key).map(|(n, _)| n.clone())
     }
 
-    fn learn(&self, key: String, node: &Arc<str>) {
+    fn learn(&self, key: String, node: &Arc<str>, owned: bool) {
         let mut map = lock(&self.resources);
-        Shared::learn_in(&mut map, &self.counters, key, node);
+        Shared::learn_in(&mut map, &self.counters, key, node, owned);
     }
 
     fn learn_in(
-        map: &mut HashMap<String, Arc<str>>,
+        map: &mut HashMap<String, (Arc<str>, bool)>,
         counters: &Counters,
         key: String,
         node: &Arc<str>,
+        owned: bool,
     ) {
         if map.len() >= MAX_RESOURCES && !map.contains_key(&key) {
             counters.resources_refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        map.insert(key, node.clone());
+        map.insert(key, (node.clone(), owned));
+    }
+
+    /// The resources this instance owns on `node` (the [`wire::RESOURCES_HEADER`] format).
+    fn owned_on(&self, node: &str) -> String {
+        let map = lock(&self.resources);
+        let mut out = String::new();
+        for (key, (n, owned)) in map.iter() {
+            if *owned && &**n == node {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(key);
+            }
+        }
+        out
     }
 
     /// Records what one frame's resource lists say (the [`wire::RESOURCES_HEADER`] format):
     /// its resources live on `node` (`node_arc` caches it as an `Arc`); the final ones end.
     fn learn_refs_in(
-        map: &mut HashMap<String, Arc<str>>,
+        map: &mut HashMap<String, (Arc<str>, bool)>,
         counters: &Counters,
         node: &str,
         node_arc: &mut Option<Arc<str>>,
         resources: &str,
         finals: &str,
+        own: bool,
     ) {
         // Most events concern resources already known on this node: a lookup, no
         // allocation.
         for key in resources.split(' ').filter(|k| !k.is_empty()) {
-            match map.get(key) {
-                Some(n) if &**n == node => {}
+            match map.get_mut(key) {
+                Some((n, owned)) if &**n == node => *owned |= own,
                 _ => {
                     let node = node_arc.get_or_insert_with(|| Arc::from(node)).clone();
-                    Shared::learn_in(map, counters, key.to_string(), &node);
+                    Shared::learn_in(map, counters, key.to_string(), &node, own);
                 }
             }
         }
@@ -335,7 +354,7 @@ impl Shared {
     }
 
     /// Records what a single event's headers say.
-    fn learn_headers(&self, headers: Option<&async_nats::HeaderMap>) {
+    fn learn_headers(&self, headers: Option<&async_nats::HeaderMap>, own: bool) {
         let Some(h) = headers else { return };
         let Some(node) = h.get(wire::NODE_HEADER) else {
             return;
@@ -348,11 +367,12 @@ impl Shared {
             &mut None,
             text(wire::RESOURCES_HEADER),
             text(wire::FINAL_HEADER),
+            own,
         );
     }
 
     /// Records what a batch's records say (one lock for the batch).
-    fn learn_batch(&self, node: &str, records: &[wire::BatchRecord<'_>]) {
+    fn learn_batch(&self, node: &str, records: &[wire::BatchRecord<'_>], own: bool) {
         let mut map = lock(&self.resources);
         let mut node_arc = None;
         for r in records {
@@ -363,6 +383,7 @@ impl Shared {
                 &mut node_arc,
                 r.resources,
                 r.finals,
+                own,
             );
         }
     }
@@ -421,7 +442,7 @@ impl Shared {
             .collect();
         {
             let mut map = lock(&self.resources);
-            map.retain(|key, n| {
+            map.retain(|key, (n, _)| {
                 if &**n == node {
                     keys.push(key.clone());
                     false
@@ -669,6 +690,10 @@ impl ClusterBuilder {
             .subscribe(subjects.announce())
             .await
             .map_err(ClusterError::Subscribe)?;
+        let owned = nats
+            .subscribe(subjects.owned())
+            .await
+            .map_err(ClusterError::Subscribe)?;
         let (node_tx, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             nats,
@@ -686,7 +711,9 @@ impl ClusterBuilder {
             clients: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&shared);
-        let task = tokio::spawn(watch_nodes(weak, announce));
+        let task = tokio::spawn(watch_nodes(weak.clone(), announce));
+        lock(&shared.tasks).push(task);
+        let task = tokio::spawn(answer_owned(weak, owned));
         lock(&shared.tasks).push(task);
         let _ = shared
             .nats
@@ -695,6 +722,29 @@ impl ClusterBuilder {
         Ok(Cluster {
             runtime: NatsRuntime { shared, pin: None },
         })
+    }
+}
+
+/// Answers a starting proxy's question: which of its node's resources this instance owns
+/// (its table of owners was lost with the previous proxy).
+async fn answer_owned(shared: std::sync::Weak<Shared>, mut asks: async_nats::Subscriber) {
+    while let Some(msg) = asks.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (Some(reply), Some(node)) = (
+            msg.reply,
+            msg.headers.as_ref().and_then(|h| h.get(wire::NODE_HEADER)),
+        ) else {
+            continue;
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
+        let owned = shared.owned_on(node.as_str());
+        let _ = shared
+            .nats
+            .publish_with_headers(reply, headers, Bytes::from(owned))
+            .await;
     }
 }
 
@@ -1002,7 +1052,7 @@ impl NatsRuntime {
                 }
                 if let (Some(n), true) = (&node, (200..300).contains(&resp.status_code)) {
                     if parts.method != http::Method::DELETE {
-                        shared.learn(key.clone(), n);
+                        shared.learn(key.clone(), n, false);
                     }
                 }
             }
@@ -1011,7 +1061,8 @@ impl NatsRuntime {
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
                         if let Some((kind, id)) = crate::proxy::created_resource(&v) {
                             if let Some(l) = wire::kind_letter(kind) {
-                                shared.learn(format!("{l}:{id}"), node);
+                                // The proxy gave it to this instance (it sent the request).
+                                shared.learn(format!("{l}:{id}"), node, true);
                             }
                         }
                     }
@@ -1187,6 +1238,7 @@ async fn feed(
     tx: mpsc::Sender<Result<WsMessage, TransportError>>,
     mut up: watch::Receiver<bool>,
 ) {
+    let own_subject = shared.subjects.instance(&shared.instance);
     loop {
         tokio::select! {
             changed = up.changed() => {
@@ -1235,7 +1287,7 @@ async fn feed(
                 let Some(count) = batch else {
                     // One frame, its resources in headers.
                     shared.counters.events.fetch_add(1, Ordering::Relaxed);
-                    shared.learn_headers(headers);
+                    shared.learn_headers(headers, msg.subject.as_str() == own_subject);
                     if !deliver(&shared, &tx, msg.payload).await {
                         return;
                     }
@@ -1254,7 +1306,11 @@ async fn feed(
                     .events
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
                 if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
-                    shared.learn_batch(node.as_str(), &records);
+                    shared.learn_batch(
+                        node.as_str(),
+                        &records,
+                        msg.subject.as_str() == own_subject,
+                    );
                 }
                 for r in records {
                     if !deliver(&shared, &tx, r.frame).await {

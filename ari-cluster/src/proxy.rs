@@ -182,6 +182,7 @@ struct Counters {
     publish_errors: AtomicU64,
     instances_lost: AtomicU64,
     resources_released: AtomicU64,
+    resources_recovered: AtomicU64,
 }
 
 struct State {
@@ -272,6 +273,7 @@ impl State {
             publish_errors: c.publish_errors.load(Ordering::Relaxed),
             instances_lost: c.instances_lost.load(Ordering::Relaxed),
             resources_released: c.resources_released.load(Ordering::Relaxed),
+            resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -472,6 +474,12 @@ impl Proxy {
             .subscribe(s.health(&state.node))
             .await
             .map_err(ProxyError::Subscribe)?;
+        // Requests sent once this returns find the proxy: its subscriptions are in effect at
+        // the server (a message of its own came back through it after them).
+        confirm_subscriptions(nats).await?;
+        // A restarted proxy: the instances say which of the node's resources they own, before
+        // any event is routed.
+        recover_owners(&state).await;
 
         let tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
@@ -533,6 +541,94 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+    }
+}
+
+/// Waits until nats-server has handled this connection's subscriptions (it handles a
+/// connection's commands in order: a message of its own coming back shows it), 10 s at most.
+async fn confirm_subscriptions(nats: &async_nats::Client) -> Result<(), ProxyError> {
+    let inbox = nats.new_inbox();
+    let mut echo = nats
+        .subscribe(inbox.clone())
+        .await
+        .map_err(ProxyError::Subscribe)?;
+    let sent = async {
+        nats.publish(inbox, Bytes::new()).await.ok()?;
+        nats.flush().await.ok()?;
+        echo.next().await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), sent).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(ProxyError::Config(
+            "NATS did not confirm the proxy's subscriptions within 10 s".into(),
+        )),
+    }
+}
+
+/// Asks the instances which of this node's resources they own ([`Subjects::owned`]) and
+/// records their answers for `claim_timeout` (at most 1 s): a proxy restarted while calls
+/// were in progress keeps sending their events to their instances instead of to all.
+async fn recover_owners(state: &State) {
+    let inbox = state.nats.new_inbox();
+    let Ok(mut answers) = state.nats.subscribe(inbox.clone()).await else {
+        return;
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::NODE_HEADER, state.node.as_str());
+    if state
+        .nats
+        .publish_with_reply_and_headers(state.subjects.owned(), inbox, headers, Bytes::new())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let window = state.config.claim_timeout.min(Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        let Some(owner) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(wire::INSTANCE_HEADER))
+            .map(|v| Arc::<str>::from(v.as_str()))
+        else {
+            continue;
+        };
+        let Ok(list) = std::str::from_utf8(&msg.payload) else {
+            continue;
+        };
+        let mut n = 0;
+        {
+            let mut table = state.owners();
+            for key in list.split(' ').filter(|k| !k.is_empty()) {
+                let Some((kind, id)) = key
+                    .split_once(':')
+                    .and_then(|(l, id)| Some((wire::kind_of_letter(l)?, id)))
+                else {
+                    continue;
+                };
+                if table.get(kind, id).is_none() {
+                    table.claim(kind, id, &owner);
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            // Known as an owner: probed, and its lost events counted, as any other.
+            let mut cache = state
+                .instance_subjects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if cache.len() < MAX_CACHED_SUBJECTS {
+                let subject = async_nats::Subject::from(state.subjects.instance(&owner));
+                cache.entry(owner).or_insert((subject, 0, None, 0));
+            }
+            drop(cache);
+            state
+                .counters
+                .resources_recovered
+                .fetch_add(n, Ordering::Relaxed);
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
 //! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | a batch holding its `StasisStart` frame |
 //! | `{p}.health.{node}` | request/reply to one proxy | [`ProxyStats`] JSON |
+//! | `{p}.owned` | a starting proxy, request with many replies: which of my node's resources do you own? | empty → the resources (see [`Subjects::owned`]) |
 //!
 //! Node ids (Asterisk's entity id, `02:fc:00:00:00:01`) and instance ids are made subject-safe
 //! with [`token`]. `{p}` is the prefix, `ari` by default.
@@ -157,6 +158,16 @@ impl Subjects {
     /// a call must not be handled twice).
     pub fn unclaimed(&self, app: &str, node: &str) -> String {
         format!("{}.unclaimed.{}.{}", self.prefix, token(app), token(node))
+    }
+
+    /// `{p}.owned`: a proxy starting asks every instance which of its node's resources it
+    /// owns (request with [`NODE_HEADER`], its node; many replies). Each instance answers with
+    /// its id ([`INSTANCE_HEADER`]) and, as payload, the node's resources it owns (their events
+    /// came on its subject, or it created them) in the [`RESOURCES_HEADER`] format. The proxy
+    /// gives them back to their owners before it registers its applications, so that a
+    /// restarted proxy keeps sending each call's events to its instance only.
+    pub fn owned(&self) -> String {
+        format!("{}.owned", self.prefix)
     }
 
     /// `{p}.health.{node}`.
@@ -348,6 +359,10 @@ pub struct ProxyStats {
     /// died). Counted when the instance is found gone.
     #[serde(default)]
     pub events_to_lost_instances: u64,
+    /// Resources given back to their owners at the proxy's start (their instances answered
+    /// [`Subjects::owned`]): a restarted proxy's table of owners.
+    #[serde(default)]
+    pub resources_recovered: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.
