@@ -738,6 +738,15 @@ async fn answer_owned(shared: std::sync::Weak<Shared>, mut asks: async_nats::Sub
         ) else {
             continue;
         };
+        if let Some(startup) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(wire::STARTUP_HEADER))
+        {
+            // Asterisk restarted with its proxy (a host rebooted): the node's resources
+            // this instance knew are gone, and none is given to the new proxy.
+            shared.asterisk_startup(node.as_str(), startup.as_str(), "", true);
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
         let owned = shared.owned_on(node.as_str());

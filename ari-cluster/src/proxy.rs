@@ -576,6 +576,14 @@ async fn recover_owners(state: &State) {
     };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
+    let startup = state
+        .startup_time
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !startup.is_empty() {
+        headers.insert(wire::STARTUP_HEADER, startup.as_str());
+    }
     if state
         .nats
         .publish_with_reply_and_headers(state.subjects.owned(), inbox, headers, Bytes::new())

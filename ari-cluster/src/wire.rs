@@ -75,6 +75,11 @@ pub const PROBE_HEADER: &str = "Ari-Probe";
 /// announcements carry the startup time too ([`Announce::startup_time`]), for an instance
 /// that missed the message.
 pub const RESTARTED_HEADER: &str = "Ari-Restarted";
+/// Header of a starting proxy's question on `{p}.owned` ([`Subjects::owned`]): Asterisk's
+/// `status.startup_time` as the proxy read it. An instance that knew another (older) one for
+/// the node learns there that Asterisk restarted too (ends the node's resources, answers
+/// nothing for them).
+pub const STARTUP_HEADER: &str = "Ari-Startup";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).

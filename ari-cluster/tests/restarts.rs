@@ -197,3 +197,43 @@ async fn a_call_offered_while_no_instance_is_subscribed_is_offered_again() {
     assert_eq!(stats.calls_unclaimed, 0);
     assert!(stats.claims_retried > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rebooted_with_its_proxy_ends_its_calls_and_hands_none_back() {
+    let nats = nats();
+    let a = node("node-a");
+    let port_a = a.port();
+    let pa = proxy(&a, &nats.url()).await;
+    let (cluster, _client, outcomes) = waiting_instance(&nats.url()).await;
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    let calls = place_calls(&a, "r", 3);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        calls
+            .iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("waiting"))
+    })
+    .await;
+
+    // The host reboots: the proxy and Asterisk stop, both start again.
+    drop(pa);
+    drop(a);
+    let a2 = MockServer::builder()
+        .asterisk_id("node-a")
+        .port(port_a)
+        .start();
+    let pa2 = proxy(&a2, &nats.url()).await;
+    wait_until("the old calls' waits end", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        calls
+            .iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("ended"))
+    })
+    .await;
+    let stats = pa2.stats();
+    assert_eq!(
+        stats.resources_recovered, 0,
+        "the previous run's calls are not given to the new proxy: {stats:?}"
+    );
+    assert_eq!(stats.owned_resources, 0, "{stats:?}");
+}
