@@ -183,6 +183,7 @@ struct Counters {
     instances_lost: AtomicU64,
     resources_released: AtomicU64,
     resources_recovered: AtomicU64,
+    apps_replaced: AtomicU64,
 }
 
 struct State {
@@ -274,6 +275,7 @@ impl State {
             instances_lost: c.instances_lost.load(Ordering::Relaxed),
             resources_released: c.resources_released.load(Ordering::Relaxed),
             resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
+            apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -459,7 +461,7 @@ impl Proxy {
         let s = &state.subjects;
         let nats = &state.nats;
         let rest_node = nats
-            .subscribe(s.rest_node(&state.node))
+            .queue_subscribe(s.rest_node(&state.node), wire::PROXY_QUEUE.to_string())
             .await
             .map_err(ProxyError::Subscribe)?;
         let rest_any = nats
@@ -1177,6 +1179,14 @@ async fn route_event(
             // The answer to one of the proxy's own requests (REST over the WebSocket): the
             // client's session takes it; it is no event to publish.
             Ok(Event::RESTResponse(_)) => return,
+            // About this proxy's connection, not the application: another connection (a
+            // second proxy for this Asterisk, as in a rolling deploy) took the application;
+            // Asterisk sends this one nothing more for it.
+            Ok(Event::ApplicationReplaced(e)) => {
+                state.counters.apps_replaced.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %state.node, app = %e.application, "another connection took the application from this proxy (ApplicationReplaced): it receives no more of its events");
+                return;
+            }
             Ok(e) => {
                 event = e;
                 Routing::from_event(&event, default_app)

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `{p}.announce` | each proxy, every `interval_ms` and when pinged | [`Announce`] JSON |
 //! | `{p}.ping` | a client that wants announcements now | empty |
-//! | `{p}.rest.{node}` | a client, request/reply, to one node | Asterisk's `RESTRequest` → `RESTResponse` |
+//! | `{p}.rest.{node}` (queue group `ari-proxy`) | a client, request/reply, to one node (one of its proxies, when a rolling deploy runs two) | Asterisk's `RESTRequest` → `RESTResponse` |
 //! | `{p}.rest` (queue group `ari-proxy`) | a client, request/reply, to any one node | the same |
 //! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
@@ -368,6 +368,12 @@ pub struct ProxyStats {
     /// [`Subjects::owned`]): a restarted proxy's table of owners.
     #[serde(default)]
     pub resources_recovered: u64,
+    /// Applications another connection took from this proxy (Asterisk's
+    /// `ApplicationReplaced`: a second proxy started for the same Asterisk, as in a rolling
+    /// deploy). Not published (it concerns the proxy's connection, not the application); this
+    /// proxy receives no more events for that application, the other one does.
+    #[serde(default)]
+    pub apps_replaced: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.

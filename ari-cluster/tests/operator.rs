@@ -278,3 +278,69 @@ async fn rest_on_the_live_node_works_while_the_other_fails_over() {
     assert_eq!(ch_b.id(), on_b[0]);
     drop(pa);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_of_one_node_during_a_rolling_deploy_run_each_request_once() {
+    let nats = nats();
+    let a = node("node-a");
+    // The new proxy starts before the old one stops (a rolling deploy).
+    let old = proxy(&a, &nats.url()).await;
+    let w = waiter(&nats.url()).await;
+    assert!(w.cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // The application moves to the new proxy's connection (Asterisk sends the old one
+    // ApplicationReplaced): that is the proxies' business, not the instances'.
+    let replaced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = replaced.clone();
+    w.client
+        .on(move |_e: ari_client::events::ApplicationReplaced, ()| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    let new = proxy(&a, &nats.url()).await;
+    a.clear_requests();
+    let on_a = w.cluster.client_on("node-a").expect("client on node a");
+    for _ in 0..5 {
+        on_a.bridges().create().await.expect("bridge");
+    }
+    let created = a
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "bridges")
+        .count();
+    assert_eq!(created, 5, "each creation reached Asterisk once");
+
+    let calls = place_calls(&a, "d", 3);
+    wait_until("the calls are served", Duration::from_secs(30), || {
+        calls
+            .iter()
+            .all(|c| outcome(&w, c).as_deref() == Some("waiting"))
+    })
+    .await;
+    // The old proxy stops: the new one keeps the application.
+    let old_stats = old.stats();
+    old.stop().await;
+    for c in &calls {
+        a.send_dtmf(c, "2").expect("dtmf");
+    }
+    wait_until("the digits arrive", Duration::from_secs(30), || {
+        calls
+            .iter()
+            .all(|c| outcome(&w, c).as_deref() == Some("digit 2"))
+    })
+    .await;
+    let more = place_calls(&a, "e", 2);
+    wait_until(
+        "new calls after the old proxy stopped",
+        Duration::from_secs(30),
+        || {
+            more.iter()
+                .all(|c| outcome(&w, c).as_deref() == Some("waiting"))
+        },
+    )
+    .await;
+    assert_eq!(replaced.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(old_stats.apps_replaced, 1, "{old_stats:?}");
+    assert!(new.stats().events_in > 0);
+}
