@@ -209,6 +209,10 @@ struct State {
     /// cache is emptied past [`MAX_CACHED_SUBJECTS`]).
     /// The number of the last event message published on each subject ([`wire::SEQ_HEADER`]).
     seqs: Mutex<HashMap<String, u64>>,
+    /// The applications Asterisk moved to another connection (`ApplicationReplaced`).
+    replaced: Mutex<Vec<String>>,
+    /// Set when every application moved: the proxy stops serving REST.
+    retire: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
 }
@@ -455,6 +459,8 @@ impl Proxy {
             connected: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             instance_subjects: Mutex::new(HashMap::new()),
+            replaced: Mutex::new(Vec::new()),
+            retire: tokio::sync::watch::Sender::new(false),
             seqs: Mutex::new(HashMap::new()),
             config,
         });
@@ -486,10 +492,7 @@ impl Proxy {
         let tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
             tokio::spawn(pump_events(state.clone(), frames)),
-            tokio::spawn(serve_rest(
-                state.clone(),
-                futures_util::stream::select(rest_node, rest_any),
-            )),
+            tokio::spawn(serve_rest(state.clone(), rest_node, rest_any)),
             tokio::spawn(announce(state.clone(), ping)),
             tokio::spawn(serve_health(state.clone(), health)),
             tokio::spawn(watch_instances(state.clone())),
@@ -1184,6 +1187,7 @@ async fn route_event(
             // Asterisk sends this one nothing more for it.
             Ok(Event::ApplicationReplaced(e)) => {
                 state.counters.apps_replaced.fetch_add(1, Ordering::Relaxed);
+                retire_if_replaced(state, &e.application);
                 tracing::warn!(node = %state.node, app = %e.application, "another connection took the application from this proxy (ApplicationReplaced): it receives no more of its events");
                 return;
             }
@@ -1372,29 +1376,71 @@ const MAX_NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(400);
 // REST
 // ---------------------------------------------------------------------------------------
 
+/// Serves the REST requests of both subjects until the proxy is retired (another proxy took
+/// every application from it: see [`retire_if_replaced`]); then unsubscribes, so that the
+/// requests go to the proxy Asterisk sends the events to (which then learns what they
+/// create), and answers those already received.
 async fn serve_rest(
     state: Arc<State>,
-    mut requests: impl futures_util::Stream<Item = async_nats::Message> + Unpin,
+    mut node: async_nats::Subscriber,
+    mut any: async_nats::Subscriber,
 ) {
-    while let Some(msg) = requests.next().await {
-        let Some(reply) = msg.reply.clone() else {
-            continue;
+    let mut retire = state.retire.subscribe();
+    let (mut node_done, mut any_done, mut retired) = (false, false, false);
+    while !(node_done && any_done) {
+        let msg = tokio::select! {
+            m = node.next(), if !node_done => match m {
+                Some(m) => m,
+                None => { node_done = true; continue; }
+            },
+            m = any.next(), if !any_done => match m {
+                Some(m) => m,
+                None => { any_done = true; continue; }
+            },
+            ok = futures_util::FutureExt::map(retire.wait_for(|r| *r), |r| r.is_ok()), if !retired => {
+                retired = true;
+                if ok {
+                    tracing::warn!(node = %state.node, "every application moved to another proxy: this one stops serving REST");
+                    let _ = node.unsubscribe().await;
+                    let _ = any.unsubscribe().await;
+                }
+                continue;
+            }
         };
-        match state.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let (resp, binary) = forward(&state, &msg).await;
-                    respond(&state, reply, resp, binary).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
-                let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
-                respond(&state, reply, resp, false).await;
-            }
+        serve_one(&state, msg).await;
+    }
+}
+
+async fn serve_one(state: &Arc<State>, msg: async_nats::Message) {
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (resp, binary) = forward(&state, &msg).await;
+                respond(&state, reply, resp, binary).await;
+                drop(permit);
+            });
         }
+        Err(_) => {
+            state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
+            let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
+            respond(state, reply, resp, false).await;
+        }
+    }
+}
+
+/// Asterisk moved `app` to another connection: once every application of this proxy has
+/// moved (a second proxy for this Asterisk took over), this one is retired from REST.
+fn retire_if_replaced(state: &State, app: &str) {
+    let mut replaced = state.replaced.lock().unwrap_or_else(|p| p.into_inner());
+    if state.config.apps.iter().any(|a| a == app) && !replaced.iter().any(|a| a == app) {
+        replaced.push(app.to_string());
+    }
+    if replaced.len() >= state.config.apps.len() {
+        let _ = state.retire.send(true);
     }
 }
 

@@ -299,17 +299,33 @@ async fn two_proxies_of_one_node_during_a_rolling_deploy_run_each_request_once()
             }
         });
     let new = proxy(&a, &nats.url()).await;
+    // Asterisk moved the application to the new proxy: the old one stops serving REST, so
+    // that the proxy that gets the events learns what each request creates.
+    wait_until(
+        "the old proxy loses the application",
+        Duration::from_secs(30),
+        || old.stats().apps_replaced == 1,
+    )
+    .await;
+    let old_rest = old.stats().rest_requests;
     a.clear_requests();
     let on_a = w.cluster.client_on("node-a").expect("client on node a");
-    for _ in 0..5 {
+    for _ in 0..10 {
         on_a.bridges().create().await.expect("bridge");
+        w.client.bridges().create().await.expect("bridge");
     }
     let created = a
         .requests()
         .iter()
         .filter(|r| r.method == "POST" && r.path == "bridges")
         .count();
-    assert_eq!(created, 5, "each creation reached Asterisk once");
+    assert_eq!(created, 20, "each creation reached Asterisk once");
+    assert_eq!(
+        old.stats().rest_requests,
+        old_rest,
+        "the replaced proxy served no request"
+    );
+    assert!(new.stats().owned_resources >= 20, "{:?}", new.stats());
 
     let calls = place_calls(&a, "d", 3);
     wait_until("the calls are served", Duration::from_secs(30), || {
