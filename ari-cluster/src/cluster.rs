@@ -1205,7 +1205,7 @@ async fn exchange(
                 .into_transport(),
                 Route::Any => TransportError::new(
                     TransportErrorKind::Connect,
-                    "no ari-proxy is running (none serves the cluster's REST subject)",
+                    "no ari-proxy is running with its Asterisk connected (none serves the cluster's REST subject)",
                 ),
             },
             async_nats::RequestErrorKind::TimedOut => {

@@ -213,6 +213,9 @@ struct State {
     replaced: Mutex<Vec<String>>,
     /// Set when every application moved: the proxy stops serving REST.
     retire: tokio::sync::watch::Sender<bool>,
+    /// Whether the events connection to Asterisk is up, for the REST server: a proxy whose
+    /// Asterisk is unreachable leaves the queue group of `{p}.rest`.
+    link: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
 }
@@ -461,6 +464,7 @@ impl Proxy {
             instance_subjects: Mutex::new(HashMap::new()),
             replaced: Mutex::new(Vec::new()),
             retire: tokio::sync::watch::Sender::new(false),
+            link: tokio::sync::watch::Sender::new(false),
             seqs: Mutex::new(HashMap::new()),
             config,
         });
@@ -653,6 +657,7 @@ async fn watch_connection(state: Arc<State>, mut events: ari_client::ConnectionS
         let was = state.connected.swap(up, Ordering::Relaxed);
         if was != up {
             tracing::info!(node = %state.node, connected = up, "Asterisk events connection");
+            state.link.send_replace(up);
             let _ = state
                 .nats
                 .publish(state.subjects.announce(), state.announcement(true))
@@ -1376,34 +1381,81 @@ const MAX_NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(400);
 // REST
 // ---------------------------------------------------------------------------------------
 
-/// Serves the REST requests of both subjects until the proxy is retired (another proxy took
-/// every application from it: see [`retire_if_replaced`]); then unsubscribes, so that the
-/// requests go to the proxy Asterisk sends the events to (which then learns what they
-/// create), and answers those already received.
-async fn serve_rest(
-    state: Arc<State>,
-    mut node: async_nats::Subscriber,
-    mut any: async_nats::Subscriber,
-) {
+/// Serves the REST requests of both subjects. While the events connection to Asterisk is
+/// down (Asterisk stopped or unreachable), the proxy leaves the queue group of `{p}.rest`
+/// (creations and lists then go to the nodes whose Asterisk is up instead of failing here
+/// with 502), and joins it again when the connection is back; requests to its own node still
+/// come (and fail: only that node has their resource). Once the proxy is retired (another
+/// proxy took every application from it: see [`retire_if_replaced`]) it unsubscribes both, so
+/// that the requests go to the proxy Asterisk sends the events to. Requests already received
+/// are answered.
+async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_nats::Subscriber) {
+    /// The next message of a subscription, if there is one (never, if not).
+    async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+        match sub {
+            Some(s) => s.next().await,
+            None => std::future::pending().await,
+        }
+    }
+    /// Unsubscribes; the messages already buffered are still read (then `None`).
+    async fn leave(sub: &mut Option<async_nats::Subscriber>) {
+        if let Some(s) = sub {
+            let _ = s.unsubscribe().await;
+        }
+    }
     let mut retire = state.retire.subscribe();
-    let (mut node_done, mut any_done, mut retired) = (false, false, false);
-    while !(node_done && any_done) {
+    let mut link = state.link.subscribe();
+    let (mut node, mut any) = (Some(node), Some(any));
+    // A subscription to `{p}.rest` left while Asterisk is unreachable, being read to its end.
+    let mut leaving: Option<async_nats::Subscriber> = None;
+    let mut retired = false;
+    // The queue group is left only after the connection was up once (at the start, `start`
+    // returns once it is).
+    let mut was_up = *link.borrow();
+    while node.is_some() || any.is_some() || leaving.is_some() || !retired {
         let msg = tokio::select! {
-            m = node.next(), if !node_done => match m {
+            m = next(&mut node) => match m {
                 Some(m) => m,
-                None => { node_done = true; continue; }
+                None => { node = None; continue; }
             },
-            m = any.next(), if !any_done => match m {
+            m = next(&mut any) => match m {
                 Some(m) => m,
-                None => { any_done = true; continue; }
+                None => { any = None; continue; }
+            },
+            m = next(&mut leaving) => match m {
+                Some(m) => m,
+                None => { leaving = None; continue; }
             },
             ok = futures_util::FutureExt::map(retire.wait_for(|r| *r), |r| r.is_ok()), if !retired => {
                 retired = true;
                 if ok {
                     tracing::warn!(node = %state.node, "every application moved to another proxy: this one stops serving REST");
-                    let _ = node.unsubscribe().await;
-                    let _ = any.unsubscribe().await;
+                    leave(&mut node).await;
+                    leave(&mut any).await;
                 }
+                continue;
+            }
+            changed = link.changed(), if !retired => {
+                if changed.is_err() {
+                    retired = true;
+                    continue;
+                }
+                let up = *link.borrow_and_update();
+                if !up && was_up && any.is_some() {
+                    tracing::warn!(node = %state.node, "Asterisk unreachable: this proxy leaves the cluster's REST queue group until it is back");
+                    leave(&mut any).await;
+                    leaving = any.take();
+                } else if up && any.is_none() {
+                    match state
+                        .nats
+                        .queue_subscribe(state.subjects.rest_any(), wire::PROXY_QUEUE.to_string())
+                        .await
+                    {
+                        Ok(s) => any = Some(s),
+                        Err(e) => tracing::warn!(error = %e, "could not join the REST queue group again"),
+                    }
+                }
+                was_up |= up;
                 continue;
             }
         };

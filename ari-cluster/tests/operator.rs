@@ -360,3 +360,65 @@ async fn two_proxies_of_one_node_during_a_rolling_deploy_run_each_request_once()
     assert_eq!(old_stats.apps_replaced, 1, "{old_stats:?}");
     assert!(new.stats().events_in > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creations_go_to_a_node_whose_asterisk_is_up() {
+    let nats = nats();
+    let a = node("node-a");
+    let b = node("node-b");
+    let _pa = proxy(&a, &nats.url()).await;
+    let _pb = proxy(&b, &nats.url()).await;
+    let w = waiter(&nats.url()).await;
+    assert!(w.cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+
+    // Node b's Asterisk stops; its proxy stays up (and says so in its announcements).
+    let port_b = b.port();
+    drop(b);
+    wait_until(
+        "node b's link is reported down",
+        Duration::from_secs(30),
+        || {
+            w.cluster
+                .nodes()
+                .iter()
+                .any(|n| n.id == "node-b" && !n.connected)
+        },
+    )
+    .await;
+    for i in 0..10 {
+        let bridge = w
+            .client
+            .bridges()
+            .create()
+            .await
+            .unwrap_or_else(|e| panic!("creation {i} failed: {e}"));
+        assert_eq!(
+            w.cluster
+                .node_of(ari_client::events::ResourceKind::Bridge, bridge.id())
+                .as_deref(),
+            Some("node-a")
+        );
+    }
+
+    // Back: node b takes creations again.
+    let b2 = ari_testkit::MockServer::builder()
+        .asterisk_id("node-b")
+        .port(port_b)
+        .start();
+    assert!(b2.wait_for_app(APP, Duration::from_secs(30)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let bridge = w.client.bridges().create().await.expect("bridge");
+        if w.cluster
+            .node_of(ari_client::events::ResourceKind::Bridge, bridge.id())
+            .as_deref()
+            == Some("node-b")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node b serves creations again"
+        );
+    }
+}
