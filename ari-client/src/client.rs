@@ -74,6 +74,34 @@ pub(crate) struct Inner<R: Runtime> {
     pub(crate) media: crate::media::LiveSessions,
 }
 
+/// A [`Client`] handle that does not keep it alive ([`Client::downgrade`]).
+pub struct WeakClient<R: Runtime> {
+    inner: std::sync::Weak<Inner<R>>,
+}
+
+impl<R: Runtime> WeakClient<R> {
+    /// The client, if it still lives.
+    pub fn upgrade(&self) -> Option<Client<R>> {
+        self.inner.upgrade().map(|inner| Client { inner })
+    }
+}
+
+impl<R: Runtime> Clone for WeakClient<R> {
+    fn clone(&self) -> Self {
+        WeakClient {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for WeakClient<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakClient")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
+    }
+}
+
 impl<R: Runtime> Clone for Client<R> {
     fn clone(&self) -> Self {
         Client {
@@ -167,6 +195,40 @@ impl<R: Runtime> Client<R> {
     /// resource exists.
     pub fn new_resource_id(&self) -> String {
         self.inner.shared.new_resource_id()
+    }
+
+    /// Resources gone without an event saying so: the application's waits, streams,
+    /// listeners and handlers on each end now as after its final event (waits fail with
+    /// [`Error::Ended`], streams end), and a later wait on one ends at once. For a transport
+    /// that learns it out of band, such as a cluster node whose Asterisk restarted (its calls
+    /// gone while the other nodes' go on); a single Asterisk's restart is handled by the
+    /// client itself. Returns how many subscriptions ended (see
+    /// [`Session::end_resources`](ari_proto::session::Session::end_resources)).
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
+    /// use ari_client::events::ResourceKind;
+    /// let ended = client.resources_gone([(ResourceKind::Channel, "1712345678.42")]);
+    /// println!("{ended} waits ended");
+    /// # }
+    /// ```
+    pub fn resources_gone<I, S>(&self, resources: I) -> usize
+    where
+        I: IntoIterator<Item = (ari_proto::events::ResourceKind, S)>,
+        S: AsRef<str>,
+    {
+        self.inner
+            .shared
+            .command(|s| s.end_resources(resources, ari_proto::session::EndReason::ResourceEnded))
+    }
+
+    /// A handle that does not keep the client alive (for a transport or a registry that must
+    /// reach the client without owning it); [`WeakClient::upgrade`] gives the client back
+    /// while it lives.
+    pub fn downgrade(&self) -> WeakClient<R> {
+        WeakClient {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Sends one operation and decodes its result, without wrapping it into instance

@@ -119,7 +119,7 @@ pub mod stack;
 pub mod tls;
 
 pub use call::{Call, Wrap};
-pub use client::{Client, ClientBuilder, RestTransport};
+pub use client::{Client, ClientBuilder, RestTransport, WeakClient};
 pub use client_events::{Apps, ConnectionListener, Stats, DEFAULT_REQUEST_TIMEOUT};
 pub use error::{Error, Lagged};
 pub use generated::*;

@@ -71,6 +71,17 @@ pub enum NodeEvent {
         /// Whether the proxy's events connection to Asterisk is up now.
         connected: bool,
     },
+    /// A node's Asterisk restarted (its proxy read a new `startup_time` when its events
+    /// connection came back, or announced one): every channel, bridge, playback and
+    /// recording it had is gone without an event. The waits, streams and listeners of this
+    /// instance's clients on those resources have ended (`Error::Ended`); the other nodes'
+    /// are untouched.
+    AsteriskRestarted {
+        /// The node id.
+        id: String,
+        /// Resources of the node this instance knew, now ended.
+        resources: usize,
+    },
     /// A node stopped (its proxy said so) or stopped announcing (three intervals, at least
     /// [`ClusterBuilder::node_silence`]).
     Down {
@@ -196,6 +207,9 @@ pub struct ClusterStats {
     /// after a NATS restart, or dropped by NATS. Each may have carried many frames; waits on
     /// the events they carried do not end by themselves.
     pub event_messages_lost: u64,
+    /// Resources ended because the Asterisk of their node restarted
+    /// ([`NodeEvent::AsteriskRestarted`]).
+    pub resources_gone: u64,
     /// REST requests sent over NATS.
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
@@ -224,6 +238,7 @@ struct Counters {
     malformed: AtomicU64,
     slow_consumer: Arc<AtomicU64>,
     event_messages_lost: AtomicU64,
+    resources_gone: AtomicU64,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
     resources_refused: AtomicU64,
@@ -241,8 +256,10 @@ struct Shared {
     subjects: Subjects,
     instance: String,
     nodes: Mutex<HashMap<String, Node>>,
-    /// Resource id (`c:ID`) → node.
-    resources: Mutex<HashMap<String, Arc<str>>>,
+    /// Resource id (`c:ID`) → node, and whether this instance owns it (its events came on
+    /// this instance's subject, or this instance created it): a proxy restarting asks
+    /// ([`Subjects::owned`]).
+    resources: Mutex<HashMap<String, (Arc<str>, bool)>>,
     node_tx: broadcast::Sender<NodeEvent>,
     /// A node is down when silent for three intervals and at least this long.
     min_silence: Duration,
@@ -251,6 +268,10 @@ struct Shared {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The last [`wire::SEQ_HEADER`] seen per proxy and subject.
     seqs: Mutex<HashMap<String, u64>>,
+    /// Each node's Asterisk `startup_time`, as last announced or told.
+    startups: Mutex<HashMap<String, String>>,
+    /// The clients made from this cluster, whose waits end when a node's Asterisk restarts.
+    clients: Mutex<Vec<ari_client::WeakClient<NatsRuntime>>>,
 }
 
 impl Drop for Shared {
@@ -268,45 +289,62 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     fn node_of(&self, key: &str) -> Option<Arc<str>> {
-        lock(&self.resources).get(key).cloned()
+        lock(&self.resources).get(key).map(|(n, _)| n.clone())
     }
 
-    fn learn(&self, key: String, node: &Arc<str>) {
+    fn learn(&self, key: String, node: &Arc<str>, owned: bool) {
         let mut map = lock(&self.resources);
-        Shared::learn_in(&mut map, &self.counters, key, node);
+        Shared::learn_in(&mut map, &self.counters, key, node, owned);
     }
 
     fn learn_in(
-        map: &mut HashMap<String, Arc<str>>,
+        map: &mut HashMap<String, (Arc<str>, bool)>,
         counters: &Counters,
         key: String,
         node: &Arc<str>,
+        owned: bool,
     ) {
         if map.len() >= MAX_RESOURCES && !map.contains_key(&key) {
             counters.resources_refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        map.insert(key, node.clone());
+        map.insert(key, (node.clone(), owned));
+    }
+
+    /// The resources this instance owns on `node` (the [`wire::RESOURCES_HEADER`] format).
+    fn owned_on(&self, node: &str) -> String {
+        let map = lock(&self.resources);
+        let mut out = String::new();
+        for (key, (n, owned)) in map.iter() {
+            if *owned && &**n == node {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(key);
+            }
+        }
+        out
     }
 
     /// Records what one frame's resource lists say (the [`wire::RESOURCES_HEADER`] format):
     /// its resources live on `node` (`node_arc` caches it as an `Arc`); the final ones end.
     fn learn_refs_in(
-        map: &mut HashMap<String, Arc<str>>,
+        map: &mut HashMap<String, (Arc<str>, bool)>,
         counters: &Counters,
         node: &str,
         node_arc: &mut Option<Arc<str>>,
         resources: &str,
         finals: &str,
+        own: bool,
     ) {
         // Most events concern resources already known on this node: a lookup, no
         // allocation.
         for key in resources.split(' ').filter(|k| !k.is_empty()) {
-            match map.get(key) {
-                Some(n) if &**n == node => {}
+            match map.get_mut(key) {
+                Some((n, owned)) if &**n == node => *owned |= own,
                 _ => {
                     let node = node_arc.get_or_insert_with(|| Arc::from(node)).clone();
-                    Shared::learn_in(map, counters, key.to_string(), &node);
+                    Shared::learn_in(map, counters, key.to_string(), &node, own);
                 }
             }
         }
@@ -316,7 +354,7 @@ impl Shared {
     }
 
     /// Records what a single event's headers say.
-    fn learn_headers(&self, headers: Option<&async_nats::HeaderMap>) {
+    fn learn_headers(&self, headers: Option<&async_nats::HeaderMap>, own: bool) {
         let Some(h) = headers else { return };
         let Some(node) = h.get(wire::NODE_HEADER) else {
             return;
@@ -329,11 +367,12 @@ impl Shared {
             &mut None,
             text(wire::RESOURCES_HEADER),
             text(wire::FINAL_HEADER),
+            own,
         );
     }
 
     /// Records what a batch's records say (one lock for the batch).
-    fn learn_batch(&self, node: &str, records: &[wire::BatchRecord<'_>]) {
+    fn learn_batch(&self, node: &str, records: &[wire::BatchRecord<'_>], own: bool) {
         let mut map = lock(&self.resources);
         let mut node_arc = None;
         for r in records {
@@ -344,6 +383,7 @@ impl Shared {
                 &mut node_arc,
                 r.resources,
                 r.finals,
+                own,
             );
         }
     }
@@ -371,6 +411,85 @@ impl Shared {
                 .fetch_add(missing, Ordering::Relaxed);
             tracing::warn!(node = %node, subject = %msg.subject, missing, "event messages lost");
         }
+    }
+
+    /// Node `node`'s Asterisk has the startup time `startup`: when it is another one than
+    /// known (`known_only`: and one was known), Asterisk restarted and the resources on that
+    /// node are gone: those this instance maps to the node and those `listed` (the
+    /// [`wire::RESOURCES_HEADER`] format) end in every client of this cluster.
+    fn asterisk_startup(&self, node: &str, startup: &str, listed: &str, known_only: bool) {
+        if startup.is_empty() {
+            return;
+        }
+        {
+            let mut startups = lock(&self.startups);
+            match startups.get(node) {
+                // The same run, or an announcement older than the restart's message (a
+                // restart's startup time is later; one Asterisk writes them alike).
+                Some(s) if s.as_str() >= startup => return,
+                None if known_only => {
+                    startups.insert(node.to_string(), startup.to_string());
+                    return;
+                }
+                _ => {}
+            }
+            startups.insert(node.to_string(), startup.to_string());
+        }
+        let mut keys: Vec<String> = listed
+            .split(' ')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+        {
+            let mut map = lock(&self.resources);
+            map.retain(|key, (n, _)| {
+                if &**n == node {
+                    keys.push(key.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let gone: Vec<(ari_proto::events::ResourceKind, &str)> = keys
+            .iter()
+            .filter_map(|k| {
+                let (l, id) = k.split_once(':')?;
+                Some((wire::kind_of_letter(l)?, id))
+            })
+            .collect();
+        let clients: Vec<Client> = {
+            let mut clients = lock(&self.clients);
+            clients.retain(|c| c.upgrade().is_some());
+            clients.iter().filter_map(|c| c.upgrade()).collect()
+        };
+        let mut ended = 0;
+        for c in &clients {
+            ended += c.resources_gone(gone.iter().copied());
+        }
+        self.counters
+            .resources_gone
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node,
+            startup,
+            resources = gone.len(),
+            subscriptions = ended,
+            "the node's Asterisk restarted: its resources are gone"
+        );
+        let _ = self.node_tx.send(NodeEvent::AsteriskRestarted {
+            id: node.to_string(),
+            resources: gone.len(),
+        });
+    }
+
+    /// Keeps `client` to end its waits when a node's Asterisk restarts.
+    fn track(&self, client: &Client) {
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| c.upgrade().is_some());
+        clients.push(client.downgrade());
     }
 
     /// The nodes up now, by id.
@@ -406,6 +525,11 @@ impl Shared {
     }
 
     fn handle_announce(&self, a: Announce, now: Instant) {
+        if a.up {
+            // A proxy (maybe a new one) reading another startup time than this instance
+            // knew: the restart's message was missed.
+            self.asterisk_startup(&a.node, &a.startup_time, "", true);
+        }
         let mut nodes = lock(&self.nodes);
         let info = NodeInfo {
             id: a.node.clone(),
@@ -566,6 +690,10 @@ impl ClusterBuilder {
             .subscribe(subjects.announce())
             .await
             .map_err(ClusterError::Subscribe)?;
+        let owned = nats
+            .subscribe(subjects.owned())
+            .await
+            .map_err(ClusterError::Subscribe)?;
         let (node_tx, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             nats,
@@ -579,9 +707,13 @@ impl ClusterBuilder {
             counters,
             tasks: Mutex::new(Vec::new()),
             seqs: Mutex::new(HashMap::new()),
+            startups: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&shared);
-        let task = tokio::spawn(watch_nodes(weak, announce));
+        let task = tokio::spawn(watch_nodes(weak.clone(), announce));
+        lock(&shared.tasks).push(task);
+        let task = tokio::spawn(answer_owned(weak, owned));
         lock(&shared.tasks).push(task);
         let _ = shared
             .nats
@@ -590,6 +722,38 @@ impl ClusterBuilder {
         Ok(Cluster {
             runtime: NatsRuntime { shared, pin: None },
         })
+    }
+}
+
+/// Answers a starting proxy's question: which of its node's resources this instance owns
+/// (its table of owners was lost with the previous proxy).
+async fn answer_owned(shared: std::sync::Weak<Shared>, mut asks: async_nats::Subscriber) {
+    while let Some(msg) = asks.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (Some(reply), Some(node)) = (
+            msg.reply,
+            msg.headers.as_ref().and_then(|h| h.get(wire::NODE_HEADER)),
+        ) else {
+            continue;
+        };
+        if let Some(startup) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(wire::STARTUP_HEADER))
+        {
+            // Asterisk restarted with its proxy (a host rebooted): the node's resources
+            // this instance knew are gone, and none is given to the new proxy.
+            shared.asterisk_startup(node.as_str(), startup.as_str(), "", true);
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
+        let owned = shared.owned_on(node.as_str());
+        let _ = shared
+            .nats
+            .publish_with_headers(reply, headers, Bytes::from(owned))
+            .await;
     }
 }
 
@@ -647,13 +811,24 @@ impl Cluster {
     /// already travel as `RESTRequest` envelopes; `RestTransport::WebSocket` is not supported
     /// over NATS).
     pub fn client(&self) -> Result<Client, ari_client::Error> {
-        ari_client::Client::builder_with_runtime(
+        let client = ari_client::Client::builder_with_runtime(
             PLACEHOLDER_URL,
             "cluster",
             "cluster",
             self.runtime.clone(),
         )
-        .build()
+        .build()?;
+        self.track(&client);
+        Ok(client)
+    }
+
+    /// Makes a client built from [`Cluster::runtime`] with
+    /// [`ari_client::Client::builder_with_runtime`] end its waits, streams and listeners on a
+    /// node's resources when that node's Asterisk restarts ([`NodeEvent::AsteriskRestarted`]),
+    /// as those of [`Cluster::client`] and [`Cluster::client_on`] do. Holds no reference to
+    /// it.
+    pub fn track(&self, client: &Client) {
+        self.runtime.shared.track(client);
     }
 
     /// A typed client whose every request goes to `node` (originate there, list its
@@ -663,8 +838,15 @@ impl Cluster {
             shared: self.runtime.shared.clone(),
             pin: Some(Arc::from(node)),
         };
-        ari_client::Client::builder_with_runtime(PLACEHOLDER_URL, "cluster", "cluster", runtime)
-            .build()
+        let client = ari_client::Client::builder_with_runtime(
+            PLACEHOLDER_URL,
+            "cluster",
+            "cluster",
+            runtime,
+        )
+        .build()?;
+        self.track(&client);
+        Ok(client)
     }
 
     /// The nodes up now.
@@ -728,6 +910,7 @@ impl Cluster {
             malformed: c.malformed.load(Ordering::Relaxed),
             slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
             event_messages_lost: c.event_messages_lost.load(Ordering::Relaxed),
+            resources_gone: c.resources_gone.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
@@ -878,7 +1061,7 @@ impl NatsRuntime {
                 }
                 if let (Some(n), true) = (&node, (200..300).contains(&resp.status_code)) {
                     if parts.method != http::Method::DELETE {
-                        shared.learn(key.clone(), n);
+                        shared.learn(key.clone(), n, false);
                     }
                 }
             }
@@ -887,7 +1070,8 @@ impl NatsRuntime {
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
                         if let Some((kind, id)) = crate::proxy::created_resource(&v) {
                             if let Some(l) = wire::kind_letter(kind) {
-                                shared.learn(format!("{l}:{id}"), node);
+                                // The proxy gave it to this instance (it sent the request).
+                                shared.learn(format!("{l}:{id}"), node, true);
                             }
                         }
                     }
@@ -1021,7 +1205,7 @@ async fn exchange(
                 .into_transport(),
                 Route::Any => TransportError::new(
                     TransportErrorKind::Connect,
-                    "no ari-proxy is running (none serves the cluster's REST subject)",
+                    "no ari-proxy is running with its Asterisk connected (none serves the cluster's REST subject)",
                 ),
             },
             async_nats::RequestErrorKind::TimedOut => {
@@ -1063,6 +1247,7 @@ async fn feed(
     tx: mpsc::Sender<Result<WsMessage, TransportError>>,
     mut up: watch::Receiver<bool>,
 ) {
+    let own_subject = shared.subjects.instance(&shared.instance);
     loop {
         tokio::select! {
             changed = up.changed() => {
@@ -1099,11 +1284,19 @@ async fn feed(
                     continue;
                 }
                 shared.check_seq(&msg);
+                if let Some(startup) = headers.and_then(|h| h.get(wire::RESTARTED_HEADER)) {
+                    // The node's Asterisk restarted: its resources are gone.
+                    if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
+                        let listed = std::str::from_utf8(&msg.payload).unwrap_or("");
+                        shared.asterisk_startup(node.as_str(), startup.as_str(), listed, false);
+                    }
+                    continue;
+                }
                 let batch = headers.and_then(|h| h.get(wire::BATCH_HEADER));
                 let Some(count) = batch else {
                     // One frame, its resources in headers.
                     shared.counters.events.fetch_add(1, Ordering::Relaxed);
-                    shared.learn_headers(headers);
+                    shared.learn_headers(headers, msg.subject.as_str() == own_subject);
                     if !deliver(&shared, &tx, msg.payload).await {
                         return;
                     }
@@ -1122,7 +1315,11 @@ async fn feed(
                     .events
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
                 if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
-                    shared.learn_batch(node.as_str(), &records);
+                    shared.learn_batch(
+                        node.as_str(),
+                        &records,
+                        msg.subject.as_str() == own_subject,
+                    );
                 }
                 for r in records {
                     if !deliver(&shared, &tx, r.frame).await {

@@ -74,6 +74,22 @@ impl Owners {
         }
     }
 
+    /// Empties the table, giving back every resource with its owner (Asterisk restarted).
+    pub(crate) fn take_all(&mut self) -> Vec<(ResourceKind, Box<str>, Arc<str>)> {
+        const KINDS: [ResourceKind; 4] = [
+            ResourceKind::Channel,
+            ResourceKind::Bridge,
+            ResourceKind::Playback,
+            ResourceKind::Recording,
+        ];
+        self.ending.clear();
+        let mut out = Vec::with_capacity(self.len());
+        for (kind, map) in KINDS.into_iter().zip(&mut self.maps) {
+            out.extend(map.drain().map(|(id, owner)| (kind, id, owner)));
+        }
+        out
+    }
+
     /// Forgets every resource `owner` owns; how many.
     pub(crate) fn release(&mut self, owner: &str) -> usize {
         let mut n = 0;

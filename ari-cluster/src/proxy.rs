@@ -60,8 +60,11 @@ pub struct ProxyConfig {
     pub announce_interval: Duration,
     /// How long one offer of a new call waits for an instance to take it (default 1 s).
     /// An offer is made up to [`ProxyConfig::claim_attempts`] times (the queue group may pick
-    /// another instance); then the call is published on `{p}.unclaimed.{app}.{node}` and
-    /// counted in [`ProxyStats::calls_unclaimed`]. The call's events (and those of resources
+    /// another instance); while no instance is subscribed at all (resubscribing after a NATS
+    /// reconnect, starting), it is made again every few hundred milliseconds for up to
+    /// `claim_timeout × claim_attempts` (counted in [`ProxyStats::claims_retried`]); then the
+    /// call is published on `{p}.unclaimed.{app}.{node}` and counted in
+    /// [`ProxyStats::calls_unclaimed`]. The call's events (and those of resources
     /// they name) wait meanwhile, so that they stay in order; other calls' events go on.
     pub claim_timeout: Duration,
     /// Offers of a new call at most (default 3).
@@ -169,6 +172,9 @@ struct Counters {
     undecodable: AtomicU64,
     calls_claimed: AtomicU64,
     calls_unclaimed: AtomicU64,
+    claims_retried: AtomicU64,
+    asterisk_restarts: AtomicU64,
+    events_to_lost_instances: AtomicU64,
     rest_requests: AtomicU64,
     rest_refused: AtomicU64,
     rest_failed: AtomicU64,
@@ -176,12 +182,16 @@ struct Counters {
     publish_errors: AtomicU64,
     instances_lost: AtomicU64,
     resources_released: AtomicU64,
+    resources_recovered: AtomicU64,
+    apps_replaced: AtomicU64,
 }
 
 struct State {
     config: ProxyConfig,
     node: String,
     asterisk_version: String,
+    /// Asterisk's `status.startup_time` as last read (empty if unknown).
+    startup_time: Mutex<String>,
     subjects: Subjects,
     nats: async_nats::Client,
     runtime: TapRuntime,
@@ -199,12 +209,20 @@ struct State {
     /// cache is emptied past [`MAX_CACHED_SUBJECTS`]).
     /// The number of the last event message published on each subject ([`wire::SEQ_HEADER`]).
     seqs: Mutex<HashMap<String, u64>>,
+    /// The applications Asterisk moved to another connection (`ApplicationReplaced`).
+    replaced: Mutex<Vec<String>>,
+    /// Set when every application moved: the proxy stops serving REST.
+    retire: tokio::sync::watch::Sender<bool>,
+    /// Whether the events connection to Asterisk is up, for the REST server: a proxy whose
+    /// Asterisk is unreachable leaves the queue group of `{p}.rest`.
+    link: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
 }
 
-/// An owner's subject, how many probes in a row found nobody there, and since when.
-type InstanceSubject = (async_nats::Subject, u32, Option<Instant>);
+/// An owner's subject, how many probes in a row found nobody there, since when, and the
+/// event frames published there since the last probe it answered.
+type InstanceSubject = (async_nats::Subject, u32, Option<Instant>, u64);
 
 /// Messages each of the proxy's subscriptions (REST requests, pings, health) buffers.
 const PROXY_SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -224,14 +242,15 @@ impl State {
             .instance_subjects
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((s, _, _)) = cache.get(owner) {
+        if let Some((s, _, _, sent)) = cache.get_mut(owner) {
+            *sent += 1;
             return s.clone();
         }
         if cache.len() >= MAX_CACHED_SUBJECTS {
             cache.clear();
         }
         let s = async_nats::Subject::from(self.subjects.instance(owner));
-        cache.insert(owner.clone(), (s.clone(), 0, None));
+        cache.insert(owner.clone(), (s.clone(), 0, None, 1));
         s
     }
 
@@ -252,6 +271,9 @@ impl State {
             undecodable: c.undecodable.load(Ordering::Relaxed),
             calls_claimed: c.calls_claimed.load(Ordering::Relaxed),
             calls_unclaimed: c.calls_unclaimed.load(Ordering::Relaxed),
+            claims_retried: c.claims_retried.load(Ordering::Relaxed),
+            asterisk_restarts: c.asterisk_restarts.load(Ordering::Relaxed),
+            events_to_lost_instances: c.events_to_lost_instances.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_refused: c.rest_refused.load(Ordering::Relaxed),
             rest_failed: c.rest_failed.load(Ordering::Relaxed),
@@ -259,6 +281,8 @@ impl State {
             publish_errors: c.publish_errors.load(Ordering::Relaxed),
             instances_lost: c.instances_lost.load(Ordering::Relaxed),
             resources_released: c.resources_released.load(Ordering::Relaxed),
+            resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
+            apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -273,6 +297,11 @@ impl State {
             interval_ms: self.config.announce_interval.as_millis() as u64,
             connected: self.connected.load(Ordering::Relaxed),
             up,
+            startup_time: self
+                .startup_time
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         };
         Bytes::from(serde_json::to_vec(&a).unwrap_or_default())
     }
@@ -378,6 +407,11 @@ impl Proxy {
             .get_info()
             .await
             .map_err(ProxyError::Ari)?;
+        let startup_time = info
+            .status
+            .as_ref()
+            .map(|s| s.startup_time.to_string())
+            .unwrap_or_default();
         let (node, version) = match info.system {
             Some(system) if !system.entity_id.is_empty() => {
                 (String::from(system.entity_id), String::from(system.version))
@@ -416,6 +450,7 @@ impl Proxy {
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
+            startup_time: Mutex::new(startup_time),
             nats,
             runtime,
             client: client.clone(),
@@ -427,13 +462,16 @@ impl Proxy {
             connected: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             instance_subjects: Mutex::new(HashMap::new()),
+            replaced: Mutex::new(Vec::new()),
+            retire: tokio::sync::watch::Sender::new(false),
+            link: tokio::sync::watch::Sender::new(false),
             seqs: Mutex::new(HashMap::new()),
             config,
         });
         let s = &state.subjects;
         let nats = &state.nats;
         let rest_node = nats
-            .subscribe(s.rest_node(&state.node))
+            .queue_subscribe(s.rest_node(&state.node), wire::PROXY_QUEUE.to_string())
             .await
             .map_err(ProxyError::Subscribe)?;
         let rest_any = nats
@@ -448,14 +486,17 @@ impl Proxy {
             .subscribe(s.health(&state.node))
             .await
             .map_err(ProxyError::Subscribe)?;
+        // Requests sent once this returns find the proxy: its subscriptions are in effect at
+        // the server (a message of its own came back through it after them).
+        confirm_subscriptions(nats).await?;
+        // A restarted proxy: the instances say which of the node's resources they own, before
+        // any event is routed.
+        recover_owners(&state).await;
 
         let tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
             tokio::spawn(pump_events(state.clone(), frames)),
-            tokio::spawn(serve_rest(
-                state.clone(),
-                futures_util::stream::select(rest_node, rest_any),
-            )),
+            tokio::spawn(serve_rest(state.clone(), rest_node, rest_any)),
             tokio::spawn(announce(state.clone(), ping)),
             tokio::spawn(serve_health(state.clone(), health)),
             tokio::spawn(watch_instances(state.clone())),
@@ -513,6 +554,102 @@ impl Drop for Proxy {
     }
 }
 
+/// Waits until nats-server has handled this connection's subscriptions (it handles a
+/// connection's commands in order: a message of its own coming back shows it), 10 s at most.
+async fn confirm_subscriptions(nats: &async_nats::Client) -> Result<(), ProxyError> {
+    let inbox = nats.new_inbox();
+    let mut echo = nats
+        .subscribe(inbox.clone())
+        .await
+        .map_err(ProxyError::Subscribe)?;
+    let sent = async {
+        nats.publish(inbox, Bytes::new()).await.ok()?;
+        nats.flush().await.ok()?;
+        echo.next().await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), sent).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(ProxyError::Config(
+            "NATS did not confirm the proxy's subscriptions within 10 s".into(),
+        )),
+    }
+}
+
+/// Asks the instances which of this node's resources they own ([`Subjects::owned`]) and
+/// records their answers for `claim_timeout` (at most 1 s): a proxy restarted while calls
+/// were in progress keeps sending their events to their instances instead of to all.
+async fn recover_owners(state: &State) {
+    let inbox = state.nats.new_inbox();
+    let Ok(mut answers) = state.nats.subscribe(inbox.clone()).await else {
+        return;
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::NODE_HEADER, state.node.as_str());
+    let startup = state
+        .startup_time
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !startup.is_empty() {
+        headers.insert(wire::STARTUP_HEADER, startup.as_str());
+    }
+    if state
+        .nats
+        .publish_with_reply_and_headers(state.subjects.owned(), inbox, headers, Bytes::new())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let window = state.config.claim_timeout.min(Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        let Some(owner) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(wire::INSTANCE_HEADER))
+            .map(|v| Arc::<str>::from(v.as_str()))
+        else {
+            continue;
+        };
+        let Ok(list) = std::str::from_utf8(&msg.payload) else {
+            continue;
+        };
+        let mut n = 0;
+        {
+            let mut table = state.owners();
+            for key in list.split(' ').filter(|k| !k.is_empty()) {
+                let Some((kind, id)) = key
+                    .split_once(':')
+                    .and_then(|(l, id)| Some((wire::kind_of_letter(l)?, id)))
+                else {
+                    continue;
+                };
+                if table.get(kind, id).is_none() {
+                    table.claim(kind, id, &owner);
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            // Known as an owner: probed, and its lost events counted, as any other.
+            let mut cache = state
+                .instance_subjects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if cache.len() < MAX_CACHED_SUBJECTS {
+                let subject = async_nats::Subject::from(state.subjects.instance(&owner));
+                cache.entry(owner).or_insert((subject, 0, None, 0));
+            }
+            drop(cache);
+            state
+                .counters
+                .resources_recovered
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn watch_connection(state: Arc<State>, mut events: ari_client::ConnectionStream) {
     while let Some(ev) = events.next().await {
         let Ok(ev) = ev else { continue };
@@ -520,6 +657,7 @@ async fn watch_connection(state: Arc<State>, mut events: ari_client::ConnectionS
         let was = state.connected.swap(up, Ordering::Relaxed);
         if was != up {
             tracing::info!(node = %state.node, connected = up, "Asterisk events connection");
+            state.link.send_replace(up);
             let _ = state
                 .nats
                 .publish(state.subjects.announce(), state.announcement(true))
@@ -572,7 +710,7 @@ async fn watch_instances(state: Arc<State>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(id, (s, _, _))| (id.clone(), s.clone()))
+            .map(|(id, (s, _, _, _))| (id.clone(), s.clone()))
             .collect();
         let probes = instances.into_iter().map(|(id, subject)| {
             let state = state.clone();
@@ -595,23 +733,30 @@ async fn watch_instances(state: Arc<State>) {
                     .instance_subjects
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let Some((_, missed, since)) = cache.get_mut(&id) else {
+                let Some((_, missed, since, sent)) = cache.get_mut(&id) else {
                     continue;
                 };
                 if absent {
                     *missed += 1;
                     since.get_or_insert_with(Instant::now);
                 } else {
-                    (*missed, *since) = (0, None);
+                    // Everything published there so far reached a live instance.
+                    (*missed, *since, *sent) = (0, None, 0);
                 }
                 let gone =
                     *missed >= PROBES_MISSED && since.is_some_and(|t| t.elapsed() >= MIN_ABSENCE);
+                let lost = *sent;
                 if gone {
                     cache.remove(&id);
                 }
-                gone
+                gone.then_some(lost)
             };
-            if gone {
+            if let Some(lost) = gone {
+                // Published to nobody since the last probe it answered.
+                state
+                    .counters
+                    .events_to_lost_instances
+                    .fetch_add(lost, Ordering::Relaxed);
                 let released = state.owners().release(&id);
                 if released > 0 {
                     state
@@ -623,7 +768,7 @@ async fn watch_instances(state: Arc<State>) {
                         .resources_released
                         .fetch_add(released as u64, Ordering::Relaxed);
                 }
-                tracing::warn!(node = %state.node, instance = %id, released, "instance gone; its resources' events now go to the other instances");
+                tracing::warn!(node = %state.node, instance = %id, released, lost, "instance gone; its resources' events now go to the other instances");
             }
         }
     }
@@ -654,6 +799,7 @@ async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
     let (claims_tx, mut claims) = mpsc::channel(MAX_HELD);
     let mut out = Outbox::default();
     let mut holding = Holding::new(claims_tx);
+    let mut connections = 0u64;
     loop {
         tokio::select! {
             biased;
@@ -665,16 +811,115 @@ async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
                 holding.release(&state, &mut out).await;
             }
             frame = frames.recv(), if holding.held.len() < MAX_HELD => {
-                let Some(frame) = frame else { break };
-                route_event(&state, frame, &mut out, Some(&mut holding), None).await;
-                while holding.held.len() < MAX_HELD {
-                    let Ok(frame) = frames.try_recv() else { break };
-                    route_event(&state, frame, &mut out, Some(&mut holding), None).await;
+                let Some(mut frame) = frame else { break };
+                loop {
+                    if frame[..] == *crate::tap::NEW_CONNECTION {
+                        connections += 1;
+                        if connections > 1 {
+                            // The previous connection's frames go out first.
+                            out.flush_all(&state).await;
+                            check_restart(&state).await;
+                        }
+                    } else {
+                        route_event(&state, frame, &mut out, Some(&mut holding), None).await;
+                    }
+                    if holding.held.len() >= MAX_HELD {
+                        break;
+                    }
+                    let Ok(next) = frames.try_recv() else { break };
+                    frame = next;
                 }
             }
         }
         out.flush_all(&state).await;
     }
+}
+
+/// Asterisk's `status.startup_time` now, over HTTP (`None` if it could not be read).
+async fn read_startup_time(state: &State) -> Option<String> {
+    let req = RestRequest {
+        kind: "RESTRequest".into(),
+        method: "GET".into(),
+        uri: "asterisk/info?only=status".into(),
+        ..RestRequest::default()
+    };
+    let (status, _, body) = over_http(
+        state,
+        http::Method::GET,
+        "asterisk/info?only=status",
+        &req,
+        None,
+    )
+    .await
+    .ok()?;
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let info: ari_proto::models::AsteriskInfo = serde_json::from_slice(&body).ok()?;
+    Some(info.status?.startup_time.to_string())
+}
+
+/// The events connection came back: if Asterisk restarted meanwhile (a new startup time),
+/// its resources are gone without an event. Before any frame of the new connection is routed,
+/// the owners table is emptied and the instances are told ([`wire::RESTARTED_HEADER`]).
+async fn check_restart(state: &Arc<State>) {
+    let Some(now) = read_startup_time(state).await else {
+        tracing::warn!(node = %state.node, "could not ask Asterisk whether it restarted");
+        return;
+    };
+    let before = std::mem::replace(
+        &mut *state.startup_time.lock().unwrap_or_else(|p| p.into_inner()),
+        now.clone(),
+    );
+    if before.is_empty() || before == now {
+        return;
+    }
+    state
+        .counters
+        .asterisk_restarts
+        .fetch_add(1, Ordering::Relaxed);
+    let owned = state.owners().take_all();
+    tracing::warn!(node = %state.node, startup_time = %now, resources = owned.len(), "Asterisk restarted: its resources are gone");
+    // Each instance the proxy sent events to, with the resources it owned here.
+    let mut lists: HashMap<Arc<str>, String> = state
+        .instance_subjects
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .map(|id| (id.clone(), String::new()))
+        .collect();
+    for (kind, id, owner) in owned {
+        let Some(l) = wire::kind_letter(kind) else {
+            continue;
+        };
+        let list = lists.entry(owner).or_default();
+        if !list.is_empty() {
+            list.push(' ');
+        }
+        list.push(l);
+        list.push(':');
+        list.push_str(&id);
+    }
+    let headers = || {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(wire::NODE_HEADER, state.node.as_str());
+        h.insert(wire::RESTARTED_HEADER, now.as_str());
+        h
+    };
+    for (instance, list) in lists {
+        let subject = async_nats::Subject::from(state.subjects.instance(&instance));
+        state
+            .publish(subject, headers(), Bytes::from(list), 0)
+            .await;
+    }
+    for app in &state.config.apps {
+        let subject = async_nats::Subject::from(state.subjects.event(app, &state.node));
+        state.publish(subject, headers(), Bytes::new(), 0).await;
+    }
+    let _ = state
+        .nats
+        .publish(state.subjects.announce(), state.announcement(true))
+        .await;
 }
 
 /// The frames waiting for new calls' offers. A new call's `StasisStart` is offered to the
@@ -942,6 +1187,15 @@ async fn route_event(
             // The answer to one of the proxy's own requests (REST over the WebSocket): the
             // client's session takes it; it is no event to publish.
             Ok(Event::RESTResponse(_)) => return,
+            // About this proxy's connection, not the application: another connection (a
+            // second proxy for this Asterisk, as in a rolling deploy) took the application;
+            // Asterisk sends this one nothing more for it.
+            Ok(Event::ApplicationReplaced(e)) => {
+                state.counters.apps_replaced.fetch_add(1, Ordering::Relaxed);
+                retire_if_replaced(state, &e.application);
+                tracing::warn!(node = %state.node, app = %e.application, "another connection took the application from this proxy (ApplicationReplaced): it receives no more of its events");
+                return;
+            }
             Ok(e) => {
                 event = e;
                 Routing::from_event(&event, default_app)
@@ -1080,7 +1334,13 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
     let subject = state.subjects.claim(app);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
-    for attempt in 1..=state.config.claim_attempts.max(1) {
+    let attempts = state.config.claim_attempts.max(1);
+    // No instance subscribed (NATS answers "no responders" at once) may be a moment of
+    // resubscription: the offer is made again until the time the offers would have taken.
+    let deadline = tokio::time::Instant::now() + state.config.claim_timeout * attempts;
+    let mut attempt = 0;
+    let mut pause = NO_RESPONDERS_PAUSE;
+    while attempt < attempts {
         let request = async_nats::Request::new()
             .payload(frame.clone())
             .headers(headers.clone())
@@ -1091,42 +1351,148 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
                 _ => tracing::warn!("an instance answered a claim without its id"),
             },
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                tracing::warn!(app, "no instance of the application is running");
-                return None;
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    tracing::warn!(app, "no instance of the application is running");
+                    return None;
+                }
+                state
+                    .counters
+                    .claims_retried
+                    .fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep_until((now + pause).min(deadline)).await;
+                pause = (pause * 2).min(MAX_NO_RESPONDERS_PAUSE);
+                // Not an attempt: nobody was asked.
+                continue;
             }
             Err(e) => tracing::warn!(app, attempt, error = %e, "a new call was not taken"),
         }
+        attempt += 1;
     }
     None
 }
+
+/// First pause before a new call is offered again when no instance was subscribed...
+const NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(25);
+/// ... doubled each time up to this.
+const MAX_NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(400);
 
 // ---------------------------------------------------------------------------------------
 // REST
 // ---------------------------------------------------------------------------------------
 
-async fn serve_rest(
-    state: Arc<State>,
-    mut requests: impl futures_util::Stream<Item = async_nats::Message> + Unpin,
-) {
-    while let Some(msg) = requests.next().await {
-        let Some(reply) = msg.reply.clone() else {
-            continue;
-        };
-        match state.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let (resp, binary) = forward(&state, &msg).await;
-                    respond(&state, reply, resp, binary).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
-                let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
-                respond(&state, reply, resp, false).await;
-            }
+/// Serves the REST requests of both subjects. While the events connection to Asterisk is
+/// down (Asterisk stopped or unreachable), the proxy leaves the queue group of `{p}.rest`
+/// (creations and lists then go to the nodes whose Asterisk is up instead of failing here
+/// with 502), and joins it again when the connection is back; requests to its own node still
+/// come (and fail: only that node has their resource). Once the proxy is retired (another
+/// proxy took every application from it: see [`retire_if_replaced`]) it unsubscribes both, so
+/// that the requests go to the proxy Asterisk sends the events to. Requests already received
+/// are answered.
+async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_nats::Subscriber) {
+    /// The next message of a subscription, if there is one (never, if not).
+    async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+        match sub {
+            Some(s) => s.next().await,
+            None => std::future::pending().await,
         }
+    }
+    /// Unsubscribes; the messages already buffered are still read (then `None`).
+    async fn leave(sub: &mut Option<async_nats::Subscriber>) {
+        if let Some(s) = sub {
+            let _ = s.unsubscribe().await;
+        }
+    }
+    let mut retire = state.retire.subscribe();
+    let mut link = state.link.subscribe();
+    let (mut node, mut any) = (Some(node), Some(any));
+    // A subscription to `{p}.rest` left while Asterisk is unreachable, being read to its end.
+    let mut leaving: Option<async_nats::Subscriber> = None;
+    let mut retired = false;
+    // The queue group is left only after the connection was up once (at the start, `start`
+    // returns once it is).
+    let mut was_up = *link.borrow();
+    while node.is_some() || any.is_some() || leaving.is_some() || !retired {
+        let msg = tokio::select! {
+            m = next(&mut node) => match m {
+                Some(m) => m,
+                None => { node = None; continue; }
+            },
+            m = next(&mut any) => match m {
+                Some(m) => m,
+                None => { any = None; continue; }
+            },
+            m = next(&mut leaving) => match m {
+                Some(m) => m,
+                None => { leaving = None; continue; }
+            },
+            ok = futures_util::FutureExt::map(retire.wait_for(|r| *r), |r| r.is_ok()), if !retired => {
+                retired = true;
+                if ok {
+                    tracing::warn!(node = %state.node, "every application moved to another proxy: this one stops serving REST");
+                    leave(&mut node).await;
+                    leave(&mut any).await;
+                }
+                continue;
+            }
+            changed = link.changed(), if !retired => {
+                if changed.is_err() {
+                    retired = true;
+                    continue;
+                }
+                let up = *link.borrow_and_update();
+                if !up && was_up && any.is_some() {
+                    tracing::warn!(node = %state.node, "Asterisk unreachable: this proxy leaves the cluster's REST queue group until it is back");
+                    leave(&mut any).await;
+                    leaving = any.take();
+                } else if up && any.is_none() {
+                    match state
+                        .nats
+                        .queue_subscribe(state.subjects.rest_any(), wire::PROXY_QUEUE.to_string())
+                        .await
+                    {
+                        Ok(s) => any = Some(s),
+                        Err(e) => tracing::warn!(error = %e, "could not join the REST queue group again"),
+                    }
+                }
+                was_up |= up;
+                continue;
+            }
+        };
+        serve_one(&state, msg).await;
+    }
+}
+
+async fn serve_one(state: &Arc<State>, msg: async_nats::Message) {
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (resp, binary) = forward(&state, &msg).await;
+                respond(&state, reply, resp, binary).await;
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
+            let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
+            respond(state, reply, resp, false).await;
+        }
+    }
+}
+
+/// Asterisk moved `app` to another connection: once every application of this proxy has
+/// moved (a second proxy for this Asterisk took over), this one is retired from REST.
+fn retire_if_replaced(state: &State, app: &str) {
+    let mut replaced = state.replaced.lock().unwrap_or_else(|p| p.into_inner());
+    if state.config.apps.iter().any(|a| a == app) && !replaced.iter().any(|a| a == app) {
+        replaced.push(app.to_string());
+    }
+    if replaced.len() >= state.config.apps.len() {
+        let _ = state.retire.send(true);
     }
 }
 

@@ -4,6 +4,8 @@
 //! `RESTResponse` frames still reach its session); the proxy publishes the frames, and only
 //! the proxy's routing decodes an event (once).
 //!
+//! Each new connection puts an empty frame in the queue before its first frame ([`NEW_CONNECTION`]).
+//!
 //! A frame is read from Asterisk only once the queue has room for it: a proxy publishing
 //! slower than Asterisk sends holds Asterisk back as a slow client would (TCP backpressure),
 //! instead of dropping events. The copy shares the frame's bytes (no copy).
@@ -22,6 +24,9 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
+
+/// The queue's marker of a new events connection (before its first frame): an empty frame.
+pub(crate) const NEW_CONNECTION: &[u8] = b"";
 
 /// Where the copies go; a frame read while the queue's reader is gone is counted in
 /// `dropped`.
@@ -178,7 +183,11 @@ impl Transport for TapRuntime {
         let fut = self.inner.ws_connect(req, opts);
         let tap = self.tap.clone();
         async move {
-            fut.await.map(|inner| TapWs {
+            let inner = fut.await?;
+            // An empty frame (Asterisk sends none) before the new connection's first: the
+            // proxy checks there, in order, whether Asterisk restarted meanwhile.
+            let _ = tap.tx.send(Bytes::new()).await;
+            Ok(TapWs {
                 inner,
                 tx: PollSender::new(tap.tx.clone()),
                 tap,

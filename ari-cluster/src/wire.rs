@@ -4,13 +4,14 @@
 //! |---|---|---|
 //! | `{p}.announce` | each proxy, every `interval_ms` and when pinged | [`Announce`] JSON |
 //! | `{p}.ping` | a client that wants announcements now | empty |
-//! | `{p}.rest.{node}` | a client, request/reply, to one node | Asterisk's `RESTRequest` → `RESTResponse` |
+//! | `{p}.rest.{node}` (queue group `ari-proxy`) | a client, request/reply, to one node (one of its proxies, when a rolling deploy runs two) | Asterisk's `RESTRequest` → `RESTResponse` |
 //! | `{p}.rest` (queue group `ari-proxy`) | a client, request/reply, to any one node | the same |
 //! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
 //! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | a batch holding its `StasisStart` frame |
 //! | `{p}.health.{node}` | request/reply to one proxy | [`ProxyStats`] JSON |
+//! | `{p}.owned` | a starting proxy, request with many replies: which of my node's resources do you own? | empty → the resources (see [`Subjects::owned`]) |
 //!
 //! Node ids (Asterisk's entity id, `02:fc:00:00:00:01`) and instance ids are made subject-safe
 //! with [`token`]. `{p}` is the prefix, `ari` by default.
@@ -66,6 +67,19 @@ pub const SEQ_HEADER: &str = "Ari-Seq";
 /// instance listening there three times in a row, over 2 s at least, releases that instance's resources (their
 /// events go to `{p}.event.{app}.{node}` from then on).
 pub const PROBE_HEADER: &str = "Ari-Probe";
+/// Header of a proxy's message saying that its Asterisk restarted (its value: the new
+/// `status.startup_time`): every channel, bridge, playback and recording the node had is gone
+/// without an event. Published, before any event of the new run, on each instance's subject
+/// it sent events to (the payload: the resources that instance owned on the node, in the
+/// [`RESOURCES_HEADER`] format) and on `{p}.event.{app}.{node}` (empty payload). The
+/// announcements carry the startup time too ([`Announce::startup_time`]), for an instance
+/// that missed the message.
+pub const RESTARTED_HEADER: &str = "Ari-Restarted";
+/// Header of a starting proxy's question on `{p}.owned` ([`Subjects::owned`]): Asterisk's
+/// `status.startup_time` as the proxy read it. An instance that knew another (older) one for
+/// the node learns there that Asterisk restarted too (ends the node's resources, answers
+/// nothing for them).
+pub const STARTUP_HEADER: &str = "Ari-Startup";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
@@ -151,6 +165,16 @@ impl Subjects {
         format!("{}.unclaimed.{}.{}", self.prefix, token(app), token(node))
     }
 
+    /// `{p}.owned`: a proxy starting asks every instance which of its node's resources it
+    /// owns (request with [`NODE_HEADER`], its node; many replies). Each instance answers with
+    /// its id ([`INSTANCE_HEADER`]) and, as payload, the node's resources it owns (their events
+    /// came on its subject, or it created them) in the [`RESOURCES_HEADER`] format. The proxy
+    /// gives them back to their owners before it registers its applications, so that a
+    /// restarted proxy keeps sending each call's events to its instance only.
+    pub fn owned(&self) -> String {
+        format!("{}.owned", self.prefix)
+    }
+
     /// `{p}.health.{node}`.
     pub fn health(&self, node: &str) -> String {
         format!("{}.health.{}", self.prefix, token(node))
@@ -181,6 +205,10 @@ pub struct Announce {
     pub connected: bool,
     /// `false` in the last announcement of a proxy that stops: the node is down at once.
     pub up: bool,
+    /// Asterisk's `status.startup_time` as the proxy last read it (empty if unknown): a new
+    /// one means Asterisk restarted and the node's resources are gone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub startup_time: String,
 }
 
 /// Asterisk's `RESTRequest` envelope (REST over the events WebSocket), the payload of the
@@ -297,6 +325,17 @@ pub struct ProxyStats {
     /// New calls no instance took (no instance running, or none answered in time): published
     /// on `{p}.unclaimed.{app}.{node}`, which instances do not read.
     pub calls_unclaimed: u64,
+    /// Offers of a new call made again because no instance was subscribed (NATS answered
+    /// "no responders": the instances resubscribing after a NATS reconnect, or starting);
+    /// each call is offered again for up to `claim_timeout × claim_attempts` before it is
+    /// unclaimed.
+    #[serde(default)]
+    pub claims_retried: u64,
+    /// Times the proxy found that Asterisk restarted (a new `status.startup_time` after its
+    /// events connection came back): the instances were told its resources are gone
+    /// ([`RESTARTED_HEADER`]).
+    #[serde(default)]
+    pub asterisk_restarts: u64,
     /// REST requests served.
     pub rest_requests: u64,
     /// REST requests refused because too many were in flight (answered 503).
@@ -320,6 +359,21 @@ pub struct ProxyStats {
     /// to nobody.
     #[serde(default)]
     pub resources_released: u64,
+    /// Event frames published to an instance after the last probe it answered, when it was
+    /// then found gone: lost with it (nobody listened; some may have arrived before it
+    /// died). Counted when the instance is found gone.
+    #[serde(default)]
+    pub events_to_lost_instances: u64,
+    /// Resources given back to their owners at the proxy's start (their instances answered
+    /// [`Subjects::owned`]): a restarted proxy's table of owners.
+    #[serde(default)]
+    pub resources_recovered: u64,
+    /// Applications another connection took from this proxy (Asterisk's
+    /// `ApplicationReplaced`: a second proxy started for the same Asterisk, as in a rolling
+    /// deploy). Not published (it concerns the proxy's connection, not the application); this
+    /// proxy receives no more events for that application, the other one does.
+    #[serde(default)]
+    pub apps_replaced: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.
@@ -334,6 +388,18 @@ pub(crate) fn kind_letter(kind: ari_proto::events::ResourceKind) -> Option<char>
         K::Bridge => Some('b'),
         K::Playback => Some('p'),
         K::Recording => Some('r'),
+        _ => None,
+    }
+}
+
+/// The kind of a resource letter of the [`RESOURCES_HEADER`] format.
+pub(crate) fn kind_of_letter(letter: &str) -> Option<ari_proto::events::ResourceKind> {
+    use ari_proto::events::ResourceKind as K;
+    match letter {
+        "c" => Some(K::Channel),
+        "b" => Some(K::Bridge),
+        "p" => Some(K::Playback),
+        "r" => Some(K::Recording),
         _ => None,
     }
 }

@@ -113,3 +113,72 @@ async fn a_call_arriving_as_start_returns_is_taken() {
         cluster.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_to_an_instance_before_it_is_found_gone_are_counted() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+
+    // The only instance takes two calls and waits for digits on them.
+    let c1 = Cluster::connect(&nats.url()).await.expect("instance 1");
+    let cl1 = c1.client().expect("client");
+    cl1.on(|_s: StasisStart, channel| async move {
+        let _ = channel.once::<ChannelDtmfReceived>().await;
+    });
+    cl1.start(&[APP]).await.expect("instance 1 starts");
+    let calls = place_calls(&a, "d", 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c1.stats().calls_taken < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 1 takes the calls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let published = pa.stats().events_out;
+
+    // It dies; its calls' digits are published to its subject, nobody listening, in the
+    // seconds before the proxy finds it gone.
+    let subject = ari_cluster::wire::Subjects::default().instance(c1.instance_id());
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+    // Gone for NATS too (nobody subscribed to its subject) before the digits come.
+    let raw = async_nats::connect(nats.url()).await.expect("nats");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = async_nats::Request::new().timeout(Some(Duration::from_secs(1)));
+        match raw.send_request(subject.clone(), probe).await {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => break,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 1 unsubscribes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in &calls {
+        a.send_dtmf(c, "1").expect("dtmf");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pa.stats().events_out < published + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", pa.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pa.stats().instances_lost == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead instance is noticed: {:?}",
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = pa.stats();
+    assert!(
+        stats.events_to_lost_instances >= 2,
+        "the digits sent to nobody are counted: {stats:?}"
+    );
+}

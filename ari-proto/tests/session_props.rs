@@ -403,6 +403,9 @@ enum Op {
     /// Asterisk refused a request that would have created this resource under the
     /// application's id (`RequestParts::created_resource`): `Session::not_created`.
     NotCreated(ResourceKind, String),
+    /// `end_resources(.., ResourceEnded)`: gone without an event (a cluster node's Asterisk
+    /// restarted).
+    EndResources(Vec<(ResourceKind, String)>),
 }
 
 /// A resource the application may create under an id of its own (a bridge too: the session
@@ -425,6 +428,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..BRIDGES).prop_map(Op::DestroyBridge),
         1 => (0..BRIDGES).prop_map(Op::ForgetBridge),
         1 => creatable().prop_map(|(k, id)| Op::NotCreated(k, id)),
+        1 => proptest::collection::vec(creatable(), 0..4).prop_map(Op::EndResources),
     ]
 }
 
@@ -451,6 +455,10 @@ proptest! {
     /// A resource Asterisk refused to create under the application's id (`not_created`): its
     /// subscriptions end at once with `NotCreated` and no event, it does not count as ended
     /// (a subscription to it afterwards lives), and its lingers go on as after an unsubscribe.
+    ///
+    /// Resources gone without an event (`end_resources`, a cluster node's Asterisk
+    /// restarted): their subscriptions end at once with the reason given, they count as
+    /// ended, and their lingers stop; the other resources' subscriptions are untouched.
     #[test]
     fn routing_matches_naive_model(ops in proptest::collection::vec(op(), 0..120)) {
         use std::collections::BTreeMap;
@@ -685,6 +693,43 @@ proptest! {
                         match o {
                             Output::SubscriptionEnded { id, reason: EndReason::NotCreated, .. } => ended.push(id),
                             other => prop_assert!(false, "unexpected {:?} after not_created", other),
+                        }
+                    }
+                    let n = expected_end.len() as u64;
+                    prop_assert_eq!(ended, expected_end);
+                    prop_assert_eq!(s.stats().subscriptions_ended, counted + n);
+                }
+                Op::EndResources(rs) => {
+                    // Their subscriptions end now (resource by resource, each in
+                    // subscription order) with the reason given; each counts as ended and
+                    // stops lingering.
+                    let mut expected_end: Vec<SubscriptionId> = Vec::new();
+                    for r in rs {
+                        model.retain(|(sid, sp)| {
+                            let ends = sp.resource.as_ref() == Some(r);
+                            if ends { expected_end.push(*sid); }
+                            !ends
+                        });
+                        match r.0 {
+                            ResourceKind::Channel => {
+                                followed.remove(&r.1);
+                                unfollowed.remove(&r.1);
+                            }
+                            ResourceKind::Bridge => {
+                                bridges.remove(&r.1);
+                            }
+                            _ => {}
+                        }
+                        gone.insert(r.clone());
+                    }
+                    let counted = s.stats().subscriptions_ended;
+                    let given = rs.iter().map(|(k, id)| (*k, id.as_str()));
+                    prop_assert_eq!(s.end_resources(given, EndReason::ResourceEnded), expected_end.len());
+                    let mut ended = Vec::new();
+                    for o in drain(&mut s) {
+                        match o {
+                            Output::SubscriptionEnded { id, reason: EndReason::ResourceEnded, .. } => ended.push(id),
+                            other => prop_assert!(false, "unexpected {:?} after end_resources", other),
                         }
                     }
                     let n = expected_end.len() as u64;
@@ -1261,6 +1306,78 @@ fn a_lingering_channel_not_created_keeps_its_deadline() {
     assert!(drain(&mut s).is_empty());
     assert!(s.has_ended(ResourceKind::Channel, &cid(1)));
     assert_eq!(s.lingering_channels(), 0);
+}
+
+/// One node's resources gone (its Asterisk restarted under a cluster): only their
+/// subscriptions end, with the reason given; the other node's stay and still receive events;
+/// a lingering channel among them stops lingering (nothing left to time out); with
+/// `NotCreated` nothing is recorded as ended.
+#[test]
+fn ending_a_set_of_resources_leaves_the_others() {
+    let t = templates();
+    let t0 = epoch();
+    let mut s = lingering(Duration::from_secs(1), t0);
+    let a_call = s.subscribe(Filter::channel(cid(1)));
+    let a_play = s.subscribe(Filter::playback(pid(0)));
+    let a_ending = s.subscribe(Filter::channel(cid(2)));
+    let b_call = s.subscribe(Filter::channel(cid(3)));
+    let b_bridge = s.subscribe(Filter::bridge(bid(0)));
+    let everything = s.subscribe(Filter::all());
+    s.handle_frame(t0, Ev::StasisEnd(2).frame(&t).as_bytes());
+    drain(&mut s);
+    assert_eq!(s.lingering_channels(), 1);
+    let gone = [
+        (ResourceKind::Channel, cid(1)),
+        (ResourceKind::Playback, pid(0)),
+        (ResourceKind::Channel, cid(2)),
+    ];
+    assert_eq!(s.end_resources(gone.clone(), EndReason::ResourceEnded), 3);
+    let ended: Vec<SubscriptionId> = drain(&mut s)
+        .into_iter()
+        .map(|o| match o {
+            Output::SubscriptionEnded {
+                id,
+                reason: EndReason::ResourceEnded,
+                ..
+            } => id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(ended, vec![a_call, a_play, a_ending]);
+    assert_eq!(s.lingering_channels(), 0);
+    assert_eq!(s.poll_timeout(), None);
+    for (k, id) in &gone {
+        assert!(s.has_ended(*k, id));
+    }
+    for sub in [b_call, b_bridge, everything] {
+        assert!(s.is_subscribed(sub));
+    }
+    s.handle_frame(t0, Ev::Dtmf(3).frame(&t).as_bytes());
+    let outs = drain(&mut s);
+    assert!(
+        matches!(
+            outs.as_slice(),
+            [Output::Event(d)] if d.subscribers.as_slice() == [b_call, everything]
+        ),
+        "{outs:?}"
+    );
+    // A subscription made afterwards to a gone resource ends at once.
+    let late = s.subscribe(Filter::channel(cid(1)));
+    assert!(ended_at_once(&drain(&mut s), late));
+    // NotCreated: ended, not recorded.
+    let c4 = s.subscribe(Filter::channel(cid(4)));
+    assert_eq!(
+        s.end_resources(
+            [(ResourceKind::Channel, cid(4).as_str())],
+            EndReason::NotCreated
+        ),
+        1
+    );
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Output::SubscriptionEnded { id, reason: EndReason::NotCreated, .. }] if *id == c4
+    ));
+    assert!(!s.has_ended(ResourceKind::Channel, &cid(4)));
 }
 
 /// The record of ended resources keeps how a live recording ended: `RecordingFailed` with

@@ -1154,6 +1154,74 @@ impl<T: Clone> Session<T> {
         n
     }
 
+    /// The resources `resources` are gone without an event saying so, for `reason`: for
+    /// example every resource an application instance knows on one node of a cluster whose
+    /// Asterisk restarted (the other nodes' resources are untouched, unlike
+    /// [`Session::handle_asterisk_restarted`], which ends every resource of the previous run).
+    /// Each subscription following one of them ends now ([`Output::SubscriptionEnded`] with
+    /// `reason`, counted in [`Stats::subscriptions_ended`]), in subscription order per
+    /// resource. Unless `reason` is [`EndReason::NotCreated`] (see [`Session::not_created`]),
+    /// each resource is recorded as ended (a later subscription to it ends at once, as after
+    /// its final event) and a channel or bridge lingering after its end stops lingering.
+    /// Returns how many subscriptions ended. Endpoints and device states are ended as given
+    /// (a caller that knows they outlive the cause leaves them out).
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{EndReason, Filter, Output, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["ivr"]));
+    /// let on_a = s.subscribe(Filter::channel("node-a.1"));
+    /// let on_b = s.subscribe(Filter::channel("node-b.1"));
+    /// // Node A's Asterisk restarted: its call is gone.
+    /// let gone = [(ResourceKind::Channel, "node-a.1")];
+    /// assert_eq!(s.end_resources(gone, EndReason::ResourceEnded), 1);
+    /// assert!(matches!(
+    ///     s.poll_output(),
+    ///     Some(Output::SubscriptionEnded { id, reason: EndReason::ResourceEnded, .. }) if id == on_a
+    /// ));
+    /// assert!(s.is_subscribed(on_b));
+    /// assert!(s.has_ended(ResourceKind::Channel, "node-a.1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn end_resources<I, S>(&mut self, resources: I, reason: EndReason) -> usize
+    where
+        I: IntoIterator<Item = (ResourceKind, S)>,
+        S: AsRef<str>,
+    {
+        let cap = self.config.limits.max_ended_ids;
+        let mut n = 0;
+        for (kind, id) in resources {
+            let id = id.as_ref();
+            let record = reason != EndReason::NotCreated;
+            if record {
+                self.ended.record(kind, id, cap);
+                match kind {
+                    ResourceKind::Channel => {
+                        // Gone now: no linger left to wait for.
+                        self.linger.remove(id);
+                        self.unfollowed.remove(id);
+                    }
+                    ResourceKind::Bridge => self.bridges.remove(id),
+                    _ => {}
+                }
+            } else if kind == ResourceKind::Channel {
+                self.stop_following(id);
+            }
+            for (sub, data) in self.router.unsubscribe_resource(kind, id) {
+                n += 1;
+                self.stats.subscriptions_ended += 1;
+                self.push_control(Output::SubscriptionEnded {
+                    id: sub,
+                    reason,
+                    data,
+                });
+            }
+        }
+        n
+    }
+
     /// Removes a subscription; false if it was not live (already ended or removed).
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
         self.remove_subscription(id).is_some()

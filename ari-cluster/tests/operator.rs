@@ -1,0 +1,424 @@
+//! What an operator running several nodes and instances meets: NATS restarting with calls in
+//! flight, an instance joining mid-call, a proxy restarting, REST while a node fails over.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ari_client::events::{ChannelDtmfReceived, StasisStart};
+use ari_cluster::Cluster;
+use common::*;
+
+/// Per instance: how each call's wait for a digit ended, and every digit event its client
+/// saw (any channel).
+#[derive(Default, Debug)]
+struct Log {
+    outcomes: BTreeMap<String, String>,
+    digits_seen: Vec<String>,
+}
+
+struct Waiter {
+    cluster: Cluster,
+    client: ari_cluster::Client,
+    log: Arc<Mutex<Log>>,
+}
+
+/// An instance whose handler waits for one digit on each call; its client also logs every
+/// digit event it receives (as an application's global handler would).
+async fn waiter(nats: &str) -> Waiter {
+    let cluster = Cluster::connect(nats).await.expect("instance connects");
+    let client = cluster.client().expect("client");
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let l = log.clone();
+    client.on(move |_s: StasisStart, channel| {
+        let l = l.clone();
+        async move {
+            let id = channel.id().to_string();
+            l.lock()
+                .unwrap()
+                .outcomes
+                .insert(id.clone(), "waiting".into());
+            let how = match channel.once::<ChannelDtmfReceived>().await {
+                Ok(d) => format!("digit {}", d.digit),
+                Err(ari_client::Error::Ended { .. }) => "ended".to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            l.lock().unwrap().outcomes.insert(id, how);
+        }
+    });
+    let l = log.clone();
+    client.on(move |d: ChannelDtmfReceived, _channel| {
+        let l = l.clone();
+        async move {
+            l.lock().unwrap().digits_seen.push(d.channel.id.to_string());
+        }
+    });
+    client.start(&[APP]).await.expect("instance starts");
+    Waiter {
+        cluster,
+        client,
+        log,
+    }
+}
+
+async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn outcome(w: &Waiter, call: &str) -> Option<String> {
+    w.log.lock().unwrap().outcomes.get(call).cloned()
+}
+
+fn waiting_on<'a>(ws: &'a [&'a Waiter], call: &str) -> Vec<&'a Waiter> {
+    ws.iter()
+        .copied()
+        .filter(|w| outcome(w, call).is_some())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_survive_a_nats_restart() {
+    let mut nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let w2 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "n", 6);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        calls.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+
+    nats.restart().expect("nats-server restarts");
+    assert!(w1.cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // Both instances resubscribed: a probe-free signal is a new call being taken.
+    let after = place_calls(&a, "after", 2);
+    wait_until(
+        "calls after the restart are taken",
+        Duration::from_secs(30),
+        || after.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1),
+    )
+    .await;
+
+    for c in &calls {
+        a.send_dtmf(c, "3").expect("dtmf");
+    }
+    wait_until(
+        "the calls in flight get their digit after the restart",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w1, &w2], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 3"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(pa.stats().instances_lost, 0, "{:?}", pa.stats());
+    // Each digit reached its call's instance only.
+    for c in &calls {
+        let seen = [&w1, &w2]
+            .iter()
+            .filter(|w| w.log.lock().unwrap().digits_seen.contains(c))
+            .count();
+        assert_eq!(seen, 1, "{c}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_joining_mid_call_does_not_get_the_calls_of_the_others() {
+    let nats = nats();
+    let a = node("node-a");
+    let _pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "j", 3);
+    wait_until(
+        "instance 1 waits on every call",
+        Duration::from_secs(30),
+        || {
+            calls
+                .iter()
+                .all(|c| outcome(&w1, c).as_deref() == Some("waiting"))
+        },
+    )
+    .await;
+    let w2 = waiter(&nats.url()).await;
+    for c in &calls {
+        a.send_dtmf(c, "4").expect("dtmf");
+    }
+    wait_until(
+        "instance 1 gets its digits",
+        Duration::from_secs(30),
+        || {
+            calls
+                .iter()
+                .all(|c| outcome(&w1, c).as_deref() == Some("digit 4"))
+        },
+    )
+    .await;
+    assert!(
+        w2.log.lock().unwrap().digits_seen.is_empty(),
+        "{:?}",
+        w2.log.lock().unwrap()
+    );
+    // New calls are shared between both.
+    let more = place_calls(&a, "m", 8);
+    wait_until("new calls are taken", Duration::from_secs(30), || {
+        more.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proxy_keeps_sending_each_calls_events_to_its_instance() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let w2 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "p", 6);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        calls.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+
+    // The proxy process restarts (a deploy): a new one for the same Asterisk.
+    pa.stop().await;
+    let pa2 = proxy(&a, &nats.url()).await;
+    assert!(
+        pa2.stats().resources_recovered >= 6,
+        "the instances gave back their calls: {:?}",
+        pa2.stats()
+    );
+    assert!(w1.cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    for c in &calls {
+        a.send_dtmf(c, "6").expect("dtmf");
+    }
+    wait_until(
+        "each call's wait gets its digit",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w1, &w2], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 6"))
+            })
+        },
+    )
+    .await;
+    // Each digit reached its call's instance only, not every instance.
+    for c in &calls {
+        let seen: Vec<usize> = [&w1, &w2]
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.log.lock().unwrap().digits_seen.contains(c))
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(seen.len(), 1, "{c} seen by instances {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_on_the_live_node_works_while_the_other_fails_over() {
+    let nats = nats();
+    let a = node("node-a");
+    let b = node("node-b");
+    let pa = proxy(&a, &nats.url()).await;
+    let pb = proxy(&b, &nats.url()).await;
+    let w = waiter(&nats.url()).await;
+    assert!(w.cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+    let on_a = place_calls(&a, "fa", 1);
+    let on_b = place_calls(&b, "fb", 1);
+    wait_until("both calls wait", Duration::from_secs(30), || {
+        outcome(&w, &on_a[0]).is_some() && outcome(&w, &on_b[0]).is_some()
+    })
+    .await;
+
+    // Node b's proxy dies; while it is being found down, REST goes on.
+    drop(pb);
+    let ch_a = w.client.channels().get(&on_a[0]).await.expect("a's call");
+    assert_eq!(ch_a.id(), on_a[0]);
+    let err = w
+        .client
+        .channels()
+        .get(&on_b[0])
+        .await
+        .expect_err("b's call is unreachable");
+    assert!(
+        ari_cluster::NodeDown::find(&err).is_some()
+            || matches!(&err, ari_client::Error::Transport(_)),
+        "{err}"
+    );
+    // Creations go to the live node.
+    for _ in 0..5 {
+        let bridge = w.client.bridges().create().await.expect("bridge on a");
+        assert_eq!(
+            w.cluster
+                .node_of(ari_client::events::ResourceKind::Bridge, bridge.id())
+                .as_deref(),
+            Some("node-a")
+        );
+    }
+    // Node b's proxy comes back: its call is reachable again.
+    let _pb2 = proxy(&b, &nats.url()).await;
+    assert!(w.cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+    let ch_b = w
+        .client
+        .channels()
+        .get(&on_b[0])
+        .await
+        .expect("b's call again");
+    assert_eq!(ch_b.id(), on_b[0]);
+    drop(pa);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_of_one_node_during_a_rolling_deploy_run_each_request_once() {
+    let nats = nats();
+    let a = node("node-a");
+    // The new proxy starts before the old one stops (a rolling deploy).
+    let old = proxy(&a, &nats.url()).await;
+    let w = waiter(&nats.url()).await;
+    assert!(w.cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // The application moves to the new proxy's connection (Asterisk sends the old one
+    // ApplicationReplaced): that is the proxies' business, not the instances'.
+    let replaced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = replaced.clone();
+    w.client
+        .on(move |_e: ari_client::events::ApplicationReplaced, ()| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    let new = proxy(&a, &nats.url()).await;
+    // Asterisk moved the application to the new proxy: the old one stops serving REST, so
+    // that the proxy that gets the events learns what each request creates.
+    wait_until(
+        "the old proxy loses the application",
+        Duration::from_secs(30),
+        || old.stats().apps_replaced == 1,
+    )
+    .await;
+    let old_rest = old.stats().rest_requests;
+    a.clear_requests();
+    let on_a = w.cluster.client_on("node-a").expect("client on node a");
+    for _ in 0..10 {
+        on_a.bridges().create().await.expect("bridge");
+        w.client.bridges().create().await.expect("bridge");
+    }
+    let created = a
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "bridges")
+        .count();
+    assert_eq!(created, 20, "each creation reached Asterisk once");
+    assert_eq!(
+        old.stats().rest_requests,
+        old_rest,
+        "the replaced proxy served no request"
+    );
+    assert!(new.stats().owned_resources >= 20, "{:?}", new.stats());
+
+    let calls = place_calls(&a, "d", 3);
+    wait_until("the calls are served", Duration::from_secs(30), || {
+        calls
+            .iter()
+            .all(|c| outcome(&w, c).as_deref() == Some("waiting"))
+    })
+    .await;
+    // The old proxy stops: the new one keeps the application.
+    let old_stats = old.stats();
+    old.stop().await;
+    for c in &calls {
+        a.send_dtmf(c, "2").expect("dtmf");
+    }
+    wait_until("the digits arrive", Duration::from_secs(30), || {
+        calls
+            .iter()
+            .all(|c| outcome(&w, c).as_deref() == Some("digit 2"))
+    })
+    .await;
+    let more = place_calls(&a, "e", 2);
+    wait_until(
+        "new calls after the old proxy stopped",
+        Duration::from_secs(30),
+        || {
+            more.iter()
+                .all(|c| outcome(&w, c).as_deref() == Some("waiting"))
+        },
+    )
+    .await;
+    assert_eq!(replaced.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(old_stats.apps_replaced, 1, "{old_stats:?}");
+    assert!(new.stats().events_in > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creations_go_to_a_node_whose_asterisk_is_up() {
+    let nats = nats();
+    let a = node("node-a");
+    let b = node("node-b");
+    let _pa = proxy(&a, &nats.url()).await;
+    let _pb = proxy(&b, &nats.url()).await;
+    let w = waiter(&nats.url()).await;
+    assert!(w.cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+
+    // Node b's Asterisk stops; its proxy stays up (and says so in its announcements).
+    let port_b = b.port();
+    drop(b);
+    wait_until(
+        "node b's link is reported down",
+        Duration::from_secs(30),
+        || {
+            w.cluster
+                .nodes()
+                .iter()
+                .any(|n| n.id == "node-b" && !n.connected)
+        },
+    )
+    .await;
+    for i in 0..10 {
+        let bridge = w
+            .client
+            .bridges()
+            .create()
+            .await
+            .unwrap_or_else(|e| panic!("creation {i} failed: {e}"));
+        assert_eq!(
+            w.cluster
+                .node_of(ari_client::events::ResourceKind::Bridge, bridge.id())
+                .as_deref(),
+            Some("node-a")
+        );
+    }
+
+    // Back: node b takes creations again.
+    let b2 = ari_testkit::MockServer::builder()
+        .asterisk_id("node-b")
+        .port(port_b)
+        .start();
+    assert!(b2.wait_for_app(APP, Duration::from_secs(30)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let bridge = w.client.bridges().create().await.expect("bridge");
+        if w.cluster
+            .node_of(ari_client::events::ResourceKind::Bridge, bridge.id())
+            .as_deref()
+            == Some("node-b")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node b serves creations again"
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Asterisk restarting under one node of a cluster, and calls offered while no instance is
+//! subscribed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ari_client::events::{ChannelDtmfReceived, StasisStart};
+use ari_cluster::{Cluster, NodeEvent, ProxyConfig};
+use ari_testkit::MockServer;
+use common::*;
+
+/// How each call's wait for a digit ended, by channel id.
+type Outcomes = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// An instance whose handler waits for one digit on each call and records how that ended.
+async fn waiting_instance(nats: &str) -> (Cluster, ari_cluster::Client, Outcomes) {
+    let cluster = Cluster::connect(nats).await.expect("instance connects");
+    let client = cluster.client().expect("client");
+    let outcomes: Outcomes = Arc::default();
+    let o = outcomes.clone();
+    client.on(move |_s: StasisStart, channel| {
+        let o = o.clone();
+        async move {
+            let id = channel.id().to_string();
+            o.lock().unwrap().insert(id.clone(), "waiting".into());
+            let how = match channel.once::<ChannelDtmfReceived>().await {
+                Ok(d) => format!("digit {}", d.digit),
+                Err(ari_client::Error::Ended { .. }) => "ended".to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            o.lock().unwrap().insert(id, how);
+        }
+    });
+    client.start(&[APP]).await.expect("instance starts");
+    (cluster, client, outcomes)
+}
+
+async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_restarting_under_one_node_ends_only_that_nodes_calls() {
+    let nats = nats();
+    let a = node("node-a");
+    let b = node("node-b");
+    let port_a = a.port();
+    let pa = proxy(&a, &nats.url()).await;
+    let _pb = proxy(&b, &nats.url()).await;
+    let (cluster, client, outcomes) = waiting_instance(&nats.url()).await;
+    assert!(cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+    let mut node_events = cluster.node_events();
+
+    let on_a = place_calls(&a, "a", 3);
+    let on_b = place_calls(&b, "b", 3);
+    let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+    wait_until(
+        "every call waits for a digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            all.iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("waiting"))
+        },
+    )
+    .await;
+    let live_before = client.live_subscriptions();
+
+    // Asterisk under node a restarts on the same address: a new startup time, none of the
+    // old calls; the proxy's events connection comes back to it.
+    drop(a);
+    let a2 = MockServer::builder()
+        .asterisk_id("node-a")
+        .port(port_a)
+        .start();
+    assert!(
+        a2.wait_for_app(APP, Duration::from_secs(30)),
+        "the proxy reconnects to the restarted Asterisk"
+    );
+
+    let restarted = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match node_events.recv().await {
+                Ok(NodeEvent::AsteriskRestarted { id, resources }) => return (id, resources),
+                Ok(_) => continue,
+                Err(e) => panic!("node events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the restart is reported");
+    assert_eq!(restarted.0, "node-a");
+    assert!(restarted.1 >= 3, "node a's calls at least: {restarted:?}");
+    wait_until("node a's calls' waits end", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        on_a.iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("ended"))
+    })
+    .await;
+    assert_eq!(pa.stats().asterisk_restarts, 1);
+    assert!(cluster.stats().resources_gone >= 3, "{:?}", cluster.stats());
+    assert!(
+        client.live_subscriptions() < live_before,
+        "node a's calls' subscriptions were released"
+    );
+
+    // Node b's calls were untouched: still waiting, and their digits arrive.
+    {
+        let o = outcomes.lock().unwrap();
+        for c in &on_b {
+            assert_eq!(o.get(c).map(String::as_str), Some("waiting"), "{c}: {o:?}");
+        }
+    }
+    for c in &on_b {
+        b.send_dtmf(c, "5").expect("dtmf");
+    }
+    wait_until(
+        "node b's calls get their digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            on_b.iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("digit 5"))
+        },
+    )
+    .await;
+
+    // The restarted node takes new calls as before.
+    let again = place_calls(&a2, "a2", 2);
+    wait_until(
+        "new calls on node a are served",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            again
+                .iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("waiting"))
+        },
+    )
+    .await;
+    for c in &again {
+        a2.send_dtmf(c, "7").expect("dtmf");
+    }
+    wait_until(
+        "the new calls get their digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            again
+                .iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("digit 7"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_offered_while_no_instance_is_subscribed_is_offered_again() {
+    let nats = nats();
+    let a = node("node-a");
+    let mut config = ProxyConfig::new(
+        &a.base_url(),
+        a.username(),
+        a.password(),
+        &nats.url(),
+        [APP],
+    );
+    config.announce_interval = Duration::from_millis(100);
+    // Offers for up to 3 × 3 s while nobody is subscribed.
+    config.claim_timeout = Duration::from_secs(3);
+    let pa = ari_cluster::Proxy::start(config)
+        .await
+        .expect("proxy starts");
+    assert!(a.wait_for_app(APP, Duration::from_secs(10)));
+
+    // No instance yet (as while the instances resubscribe after a NATS reconnect).
+    let calls = place_calls(&a, "early", 1);
+    wait_until("the proxy offers the call", Duration::from_secs(30), || {
+        pa.stats().claims_retried > 0 || pa.stats().calls_unclaimed > 0
+    })
+    .await;
+    let inst = instance(1, &nats.url()).await;
+    assert!(
+        wait_done(&[&inst], &calls, Duration::from_secs(30)).await,
+        "the call is taken once an instance subscribes: {:?}",
+        pa.stats()
+    );
+    let stats = pa.stats();
+    assert_eq!(stats.calls_claimed, 1);
+    assert_eq!(stats.calls_unclaimed, 0);
+    assert!(stats.claims_retried > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rebooted_with_its_proxy_ends_its_calls_and_hands_none_back() {
+    let nats = nats();
+    let a = node("node-a");
+    let port_a = a.port();
+    let pa = proxy(&a, &nats.url()).await;
+    let (cluster, _client, outcomes) = waiting_instance(&nats.url()).await;
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    let calls = place_calls(&a, "r", 3);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        calls
+            .iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("waiting"))
+    })
+    .await;
+
+    // The host reboots: the proxy and Asterisk stop, both start again.
+    drop(pa);
+    drop(a);
+    let a2 = MockServer::builder()
+        .asterisk_id("node-a")
+        .port(port_a)
+        .start();
+    let pa2 = proxy(&a2, &nats.url()).await;
+    wait_until("the old calls' waits end", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        calls
+            .iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("ended"))
+    })
+    .await;
+    let stats = pa2.stats();
+    assert_eq!(
+        stats.resources_recovered, 0,
+        "the previous run's calls are not given to the new proxy: {stats:?}"
+    );
+    assert_eq!(stats.owned_resources, 0, "{stats:?}");
+}
