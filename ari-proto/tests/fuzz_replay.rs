@@ -139,3 +139,40 @@ fn arrays_are_not_events() {
     }
     assert!(Event::decode(b" \r\n\t{\"type\":\"X\"}").is_ok());
 }
+
+/// The seeds written for actions behind a marker byte (fuzz/seed_session_*.py) decode to those
+/// actions: a change of the action encoding that turned them into other actions would leave
+/// the fuzzer without its starting points and pass every replay.
+#[test]
+fn marker_seeds_decode_to_their_actions() {
+    let expected = [
+        ("seed-bridge-", "Bridge("),
+        ("seed-notcreated-", "NotCreated("),
+        ("seed-endresources-", "EndResources("),
+    ];
+    for (prefix, action) in expected {
+        let seeds: Vec<_> = corpus("session_actions")
+            .into_iter()
+            .filter(|(p, _)| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .collect();
+        assert!(!seeds.is_empty(), "no {prefix}* seed in the corpus");
+        for (path, bytes) in seeds {
+            let described = checks::describe_session(&bytes);
+            assert!(
+                described.contains(action),
+                "{} decodes to no {action}…: {described}",
+                path.display()
+            );
+            let stats = checks::run_session(&bytes).expect("a configuration");
+            assert!(
+                stats.subscriptions_ended > 0,
+                "{} ends no subscription",
+                path.display()
+            );
+        }
+    }
+}

@@ -838,6 +838,7 @@ enum More {
     NewResourceId,
     Bridge(BridgeAction),
     NotCreated(NotCreated),
+    EndResources(EndResources),
 }
 
 /// The byte after [`Action::More`]'s discriminant that makes it a [`BridgeAction`].
@@ -845,6 +846,9 @@ const BRIDGE_ACTION: u8 = 0xb7;
 
 /// The byte after [`Action::More`]'s discriminant that makes it a [`NotCreated`].
 const NOT_CREATED_ACTION: u8 = 0x9c;
+
+/// The byte after [`Action::More`]'s discriminant that makes it an [`EndResources`].
+const END_RESOURCES_ACTION: u8 = 0xe3;
 
 impl<'a> Arbitrary<'a> for More {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
@@ -856,6 +860,10 @@ impl<'a> Arbitrary<'a> for More {
             Some(&[NOT_CREATED_ACTION]) => {
                 u.bytes(1)?;
                 Ok(More::NotCreated(NotCreated::arbitrary(u)?))
+            }
+            Some(&[END_RESOURCES_ACTION]) => {
+                u.bytes(1)?;
+                Ok(More::EndResources(EndResources::arbitrary(u)?))
             }
             _ => Ok(More::NewResourceId),
         }
@@ -880,6 +888,25 @@ impl NotCreated {
             ResourceKind::Recording,
         ];
         (kinds[usize::from(self.kind) % kinds.len()], id(self.id))
+    }
+}
+
+/// Resources gone without an event (a cluster node's Asterisk restarted):
+/// `Session::end_resources` of up to three resources of [`IDS`] (each as a [`NotCreated`]
+/// picks it), with `EndReason::ResourceEnded`.
+#[derive(Debug, Arbitrary)]
+struct EndResources {
+    resources: [NotCreated; 3],
+    count: u8,
+}
+
+impl EndResources {
+    fn resources(&self) -> Vec<(ResourceKind, &'static str)> {
+        let n = usize::from(self.count) % (self.resources.len() + 1);
+        self.resources[..n]
+            .iter()
+            .map(NotCreated::resource)
+            .collect()
     }
 }
 
@@ -928,6 +955,9 @@ struct Model {
     /// The subscriptions the last `not_created` ended, in subscription order: each ends with
     /// `EndReason::NotCreated` in the next drain, in that order, and no other does.
     not_created: std::collections::VecDeque<SubscriptionId>,
+    /// The subscriptions the last `end_resources` ended, in its order: each ends with
+    /// `EndReason::ResourceEnded` in the next drain, in that order, before any other.
+    ended_resources: std::collections::VecDeque<SubscriptionId>,
 }
 
 /// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
@@ -1104,6 +1134,37 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     "not_created changed whether {kind:?} {rid} ended"
                 );
                 model.not_created.extend(following);
+            }
+            Action::More(More::EndResources(er)) => {
+                // Ends the resources' live subscriptions (in the next drain, in the order
+                // given, subscription order per resource), records each as ended, and stops
+                // a destroyed bridge's linger.
+                let resources = er.resources();
+                let mut following: Vec<SubscriptionId> = Vec::new();
+                for &(kind, rid) in &resources {
+                    following.extend(
+                        model
+                            .subs
+                            .iter()
+                            .filter(|(id, f)| {
+                                f.resource_ref() == Some((kind, rid)) && !following.contains(id)
+                            })
+                            .map(|(id, _)| *id)
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                assert_eq!(
+                    session.end_resources(resources.iter().copied(), EndReason::ResourceEnded),
+                    following.len(),
+                    "end_resources({resources:?})"
+                );
+                for &(kind, rid) in &resources {
+                    assert!(session.has_ended(kind, rid), "{kind:?} {rid} ended");
+                    if kind == ResourceKind::Bridge {
+                        model.bridges.remove(rid);
+                    }
+                }
+                model.ended_resources.extend(following);
             }
             Action::More(More::Bridge(BridgeAction::Forget(b))) => {
                 // Forgets the end, or stops the linger (the bridge's subscriptions stay).
@@ -1366,6 +1427,9 @@ fn drain(
                 model.gone.insert(id);
                 match reason {
                     EndReason::Once => assert!(filter.is_once(), "{id} is not one-shot"),
+                    EndReason::ResourceEnded if model.ended_resources.front() == Some(&id) => {
+                        model.ended_resources.pop_front();
+                    }
                     EndReason::NotCreated => assert_eq!(
                         model.not_created.pop_front(),
                         Some(id),
@@ -1464,6 +1528,11 @@ fn drain(
         model.not_created.is_empty(),
         "not_created left {:?} live",
         model.not_created
+    );
+    assert!(
+        model.ended_resources.is_empty(),
+        "end_resources left {:?} live",
+        model.ended_resources
     );
     let mut ids: Vec<_> = ended_now.iter().map(|(id, _)| *id).collect();
     ids.dedup();
