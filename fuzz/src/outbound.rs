@@ -138,7 +138,7 @@ fn destroyed(channel: &str) -> Vec<u8> {
 
 /// `accepted_session`: the first byte configures an [accepted](Session::accepted) session
 /// (bit 0: keepalive 20 s/10 s, bit 1: at most 4 pending requests, bit 2: at most 3 queued
-/// outputs); then one operation per byte (modulo 13), some followed by arguments: 0
+/// outputs, bit 3: a peer timeout of 3 s); then one operation per byte (modulo 13), some followed by arguments: 0
 /// `handle_accepted`, 1 a raw frame (u16 length, bytes), 2 `handle_disconnected`, 3
 /// `handle_pong`, 4 advance the clock by a u16 of ms and `handle_timeout`, 5 jump to
 /// `poll_timeout`, 6 `send_request`, 7 the `RESTResponse` for a pending request (u8 picks
@@ -151,7 +151,9 @@ fn destroyed(channel: &str) -> Vec<u8> {
 /// exactly one `Connected`, with `reconnected` false only the first time; every request gets
 /// exactly one `Response`, and pending ones stay within the limit; after `handle_timeout(now)`
 /// the next deadline lies in the future; the learned applications are exactly those
-/// registered and not unregistered, in order; every drop of an event is announced.
+/// registered and not unregistered, in order; every drop of an event is announced; `PeerGone`
+/// only with a peer timeout, while no connection is open, at least the timeout after the last
+/// one was lost (or Asterisk never came), leaving no subscription to a channel.
 pub fn accepted_session(data: &[u8]) {
     let mut input = Input(data);
     let Some(flags) = input.byte() else {
@@ -167,10 +169,12 @@ pub fn accepted_session(data: &[u8]) {
         limits = limits.max_queued_outputs(3);
     }
     let max_pending = limits.max_pending_requests;
+    let peer_timeout = (flags & 8 != 0).then_some(Duration::from_secs(3));
     let config = SessionConfig::default()
         .keepalive(keepalive)
         .limits(limits)
-        .request_timeout(Duration::from_secs(5));
+        .request_timeout(Duration::from_secs(5))
+        .peer_timeout(peer_timeout);
     #[allow(clippy::disallowed_methods)] // the harness is the adapter: it owns the clock
     let mut now = Instant::now();
     let mut s = Session::accepted(config);
@@ -184,6 +188,8 @@ pub fn accepted_session(data: &[u8]) {
     let mut seen_events = 0u64;
     let mut dropped = 0u64;
     let mut subs = BTreeMap::new();
+    // When the last open connection was lost (while none is open).
+    let mut lost_at: Option<Instant> = None;
     for _ in 0..2048 {
         let Some(op) = input.byte() else { break };
         let mut after_timeout = false;
@@ -272,6 +278,11 @@ pub fn accepted_session(data: &[u8]) {
             }
         }
         let connected = s.is_connected();
+        if connected {
+            lost_at = None;
+        } else if lost_at.is_none() {
+            lost_at = Some(now);
+        }
         while let Some(t) = s.poll_transmit() {
             match t {
                 Transmit::Connect(_) => panic!("an accepted session dialed"),
@@ -293,6 +304,22 @@ pub fn accepted_session(data: &[u8]) {
                 }
                 Output::Event(_) => seen_events += 1,
                 Output::Overflow { dropped: n, .. } => dropped += n,
+                Output::Connection(ConnectionEvent::PeerGone { waited, .. }) => {
+                    let timeout = peer_timeout.expect("PeerGone without a peer timeout");
+                    assert_eq!(waited, timeout);
+                    assert!(!connected, "PeerGone while connected");
+                    let lost = lost_at.expect("PeerGone while connected");
+                    assert!(
+                        now.duration_since(lost) >= timeout,
+                        "PeerGone {:?} after the connection was lost",
+                        now.duration_since(lost)
+                    );
+                    assert_eq!(
+                        s.live_subscriptions_for(ari_proto::events::ResourceKind::Channel),
+                        0,
+                        "a channel subscription outlived PeerGone"
+                    );
+                }
                 _ => {}
             }
         }
