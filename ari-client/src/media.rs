@@ -751,27 +751,14 @@ pub(crate) async fn open<R: Runtime>(
         let b = std::pin::pin!(media_destroyed);
         let _ = futures_util::future::select(a, b).await;
     });
-    let driver = Driver {
-        runtime: client.runtime().clone(),
+    let driver = Driver::new(
+        client.runtime().clone(),
         ws,
         core,
-        shared: shared.clone(),
-        inbox_frames: options.inbox_frames.max(1),
-        ended: Some(ended),
-        close_timeout: options.close_timeout,
-        close_wait: None,
-        sleep: None,
-        sleep_at: None,
-        outbox: VecDeque::new(),
-        ws_open: true,
-        unflushed: false,
-        commands: VecDeque::new(),
-        published: MediaStats::default(),
-        closed: false,
-        last_paced: None,
-        paced: Vec::new(),
-        refused: Vec::new(),
-    };
+        shared.clone(),
+        &options,
+        Some(ended),
+    );
     let teardown_shared = shared.clone();
     let teardown_client = client.clone();
     let teardown_bridge = bridge_id.clone();
@@ -1032,6 +1019,38 @@ struct Driver<R: Runtime> {
 }
 
 impl<R: Runtime> Driver<R> {
+    /// The driver of a started session `core` over `ws`, nothing sent or pending yet.
+    fn new(
+        runtime: R,
+        ws: R::Ws,
+        core: Core,
+        shared: Arc<Shared>,
+        options: &MediaOptions,
+        ended: Option<BoxFuture>,
+    ) -> Self {
+        Driver {
+            runtime,
+            ws,
+            core,
+            shared,
+            inbox_frames: options.inbox_frames.max(1),
+            ended,
+            close_timeout: options.close_timeout,
+            close_wait: None,
+            sleep: None,
+            sleep_at: None,
+            outbox: VecDeque::new(),
+            ws_open: true,
+            unflushed: false,
+            commands: VecDeque::new(),
+            published: MediaStats::default(),
+            closed: false,
+            last_paced: None,
+            paced: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
     /// Hands the session's outputs to the consumer and publishes the counters. Takes the
     /// lock only when there is something new, and wakes the consumer only for new items.
     fn deliver(&mut self) {
@@ -1538,27 +1557,18 @@ mod driver_tests {
              format:slin optimal_frame_size:320 ptime:20",
         );
         while core.poll_output().is_some() {}
-        Driver {
-            runtime: CustomRuntime::new(manual.clone(), NoTransport),
+        let options = MediaOptions {
+            inbox_frames: 100,
+            ..MediaOptions::new("app", "slin")
+        };
+        Driver::new(
+            CustomRuntime::new(manual.clone(), NoTransport),
             ws,
             core,
-            shared: shared.clone(),
-            inbox_frames: 100,
-            ended: None,
-            close_timeout: Duration::from_secs(5),
-            close_wait: None,
-            sleep: None,
-            sleep_at: None,
-            outbox: VecDeque::new(),
-            ws_open: true,
-            unflushed: false,
-            commands: VecDeque::new(),
-            published: MediaStats::default(),
-            closed: false,
-            last_paced: None,
-            paced: Vec::new(),
-            refused: Vec::new(),
-        }
+            shared.clone(),
+            &options,
+            None,
+        )
     }
 
     fn poll(d: &mut TestDriver) -> Poll<()> {
