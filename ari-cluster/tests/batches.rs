@@ -375,19 +375,10 @@ async fn next_frames(sub: &mut async_nats::Subscriber) -> Vec<(String, String, S
 async fn an_unanswered_offer_holds_only_its_own_call() {
     let nats = nats();
     let server = node("node-a");
-    let mut config = ari_cluster::ProxyConfig::new(
-        &server.base_url(),
-        server.username(),
-        server.password(),
-        &nats.url(),
-        [APP],
-    );
+    let mut config = proxy_config(&server, &nats.url());
     // Long enough that a proxy holding every event behind an offer would show it.
     config.claim_timeout = Duration::from_secs(120);
-    let proxy = ari_cluster::Proxy::start(config)
-        .await
-        .expect("proxy starts");
-    assert!(server.wait_for_app(APP, Duration::from_secs(10)));
+    let proxy = start_proxy(&server, config).await;
 
     // A hand-driven instance "raw-1": it takes offers when this test answers them.
     let bus = async_nats::connect(nats.url()).await.expect("NATS");

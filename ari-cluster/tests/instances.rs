@@ -15,21 +15,9 @@ async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
     let pa = proxy(&a, &nats.url()).await;
 
     // Instance 1 takes three calls and waits for a digit on each.
-    let c1 = Cluster::connect(&nats.url()).await.expect("instance 1");
-    let cl1 = c1.client().expect("client");
-    cl1.on(|_s: StasisStart, channel| async move {
-        let _ = channel.once::<ChannelDtmfReceived>().await;
-    });
-    cl1.start(&[APP]).await.expect("instance 1 starts");
+    let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
     let calls = place_calls(&a, "k", 3);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while c1.stats().calls_taken < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "instance 1 takes the calls"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_calls_taken(&c1, 3).await;
 
     // Instance 2 starts while those calls are in progress; then instance 1 dies.
     let i2 = instance(2, &nats.url()).await;
@@ -121,21 +109,9 @@ async fn events_sent_to_an_instance_before_it_is_found_gone_are_counted() {
     let pa = proxy(&a, &nats.url()).await;
 
     // The only instance takes two calls and waits for digits on them.
-    let c1 = Cluster::connect(&nats.url()).await.expect("instance 1");
-    let cl1 = c1.client().expect("client");
-    cl1.on(|_s: StasisStart, channel| async move {
-        let _ = channel.once::<ChannelDtmfReceived>().await;
-    });
-    cl1.start(&[APP]).await.expect("instance 1 starts");
+    let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
     let calls = place_calls(&a, "d", 2);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while c1.stats().calls_taken < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "instance 1 takes the calls"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_calls_taken(&c1, 2).await;
     let published = pa.stats().events_out;
 
     // It dies; its calls' digits are published to its subject, nobody listening, in the
@@ -181,4 +157,27 @@ async fn events_sent_to_an_instance_before_it_is_found_gone_are_counted() {
         stats.events_to_lost_instances >= 2,
         "the digits sent to nobody are counted: {stats:?}"
     );
+}
+
+/// An instance whose handler waits for a digit on each call it takes.
+async fn instance_waiting_for_digits(nats: &str) -> (Cluster, ari_cluster::Client) {
+    let cluster = Cluster::connect(nats).await.expect("instance 1");
+    let client = cluster.client().expect("client");
+    client.on(|_s: StasisStart, channel| async move {
+        let _ = channel.once::<ChannelDtmfReceived>().await;
+    });
+    client.start(&[APP]).await.expect("instance 1 starts");
+    (cluster, client)
+}
+
+/// Waits (20 s at most) until `cluster` took `n` calls.
+async fn wait_for_calls_taken(cluster: &Cluster, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while cluster.stats().calls_taken < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 1 takes the calls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

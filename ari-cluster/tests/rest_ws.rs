@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use ari_cluster::{Proxy, ProxyConfig};
 use ari_testkit::Transport;
 use common::*;
 
@@ -91,16 +90,9 @@ async fn rest_through_the_cluster_travels_on_the_proxys_events_websocket() {
 async fn a_proxy_told_to_use_http_sends_rest_over_http() {
     let nats = nats();
     let a = node("node-a");
-    let mut config = ProxyConfig::new(
-        &a.base_url(),
-        a.username(),
-        a.password(),
-        &nats.url(),
-        [APP],
-    );
+    let mut config = proxy_config(&a, &nats.url());
     config.rest_over_websocket = false;
-    let pa = Proxy::start(config).await.expect("proxy starts");
-    assert!(a.wait_for_app(APP, Duration::from_secs(10)));
+    let pa = start_proxy(&a, config).await;
     let inst = instance(1, &nats.url()).await;
     assert!(
         inst.cluster

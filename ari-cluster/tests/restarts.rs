@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ari_client::events::{ChannelDtmfReceived, StasisStart};
-use ari_cluster::{Cluster, NodeEvent, ProxyConfig};
+use ari_cluster::{Cluster, NodeEvent};
 use ari_testkit::MockServer;
 use common::*;
 
@@ -165,20 +165,11 @@ async fn asterisk_restarting_under_one_node_ends_only_that_nodes_calls() {
 async fn a_call_offered_while_no_instance_is_subscribed_is_offered_again() {
     let nats = nats();
     let a = node("node-a");
-    let mut config = ProxyConfig::new(
-        &a.base_url(),
-        a.username(),
-        a.password(),
-        &nats.url(),
-        [APP],
-    );
+    let mut config = proxy_config(&a, &nats.url());
     config.announce_interval = Duration::from_millis(100);
     // Offers for up to 3 × 3 s while nobody is subscribed.
     config.claim_timeout = Duration::from_secs(3);
-    let pa = ari_cluster::Proxy::start(config)
-        .await
-        .expect("proxy starts");
-    assert!(a.wait_for_app(APP, Duration::from_secs(10)));
+    let pa = start_proxy(&a, config).await;
 
     // No instance yet (as while the instances resubscribe after a NATS reconnect).
     let calls = place_calls(&a, "early", 1);

@@ -25,15 +25,26 @@ pub fn node(id: &str) -> MockServer {
     MockServer::builder().asterisk_id(id).start()
 }
 
+/// A proxy of `server` for [`APP`], announcing itself every 100 ms, started and registered.
 pub async fn proxy(server: &MockServer, nats: &str) -> Proxy {
-    let mut config = ProxyConfig::new(
+    let mut config = proxy_config(server, nats);
+    config.announce_interval = Duration::from_millis(100);
+    start_proxy(server, config).await
+}
+
+/// The configuration of a proxy of `server` for [`APP`], otherwise the defaults.
+pub fn proxy_config(server: &MockServer, nats: &str) -> ProxyConfig {
+    ProxyConfig::new(
         &server.base_url(),
         server.username(),
         server.password(),
         nats,
         [APP],
-    );
-    config.announce_interval = Duration::from_millis(100);
+    )
+}
+
+/// Starts a proxy of `server` with `config` and waits until it registered [`APP`].
+pub async fn start_proxy(server: &MockServer, config: ProxyConfig) -> Proxy {
     let proxy = Proxy::start(config).await.expect("proxy starts");
     assert!(
         server.wait_for_app(APP, Duration::from_secs(10)),
