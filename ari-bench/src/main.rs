@@ -308,7 +308,18 @@ fn measure_with(
     channels: usize,
 ) -> Value {
     let exe = std::env::current_exe().expect("current exe");
-    let mut cmd = Command::new(exe);
+    // `ARI_BENCH_CHILD_PREFIX` runs the child under a profiler (e.g. `valgrind
+    // --tool=callgrind`, `perf record -g --`): its words go before the child's command.
+    let prefix = std::env::var("ARI_BENCH_CHILD_PREFIX").unwrap_or_default();
+    let mut words = prefix.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     cmd.args(["--role", "client", "--scenario", scenario])
         .args(["--port", &port.to_string()]);
     let s = Sizes::of(args);

@@ -265,45 +265,54 @@ impl<R: Runtime> Client<R> {
     where
         O::Output: Send,
     {
+        // Boxed: each layer of the request's future keeps the place of its argument.
         let parts = rest::request_parts(op).and_then(|parts| {
             if let Some(v) = self.inner.server_version.get() {
                 ari_proto::version::check(&parts, v)?;
             }
-            Ok(parts)
+            Ok(Box::new(parts))
         });
         let client = self.clone();
-        // The whole request in this one future (no `async fn` called and awaited here).
+        // The whole request in this one future (no `async fn` called and awaited here). The
+        // request's parts are moved into the transport's future in a block of their own, so
+        // that this future keeps no copy of them.
         async move {
-            let parts = parts?;
-            if client
-                .inner
-                .shared
-                .shutdown
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
-                return Err(Error::closed("the client was closed"));
-            }
-            let span = tracing::debug_span!(
-                "ari.request",
-                operation = O::NAME,
-                method = %O::METHOD,
-                path = %parts.path,
-                transport = ?client.inner.rest_transport,
-                status = tracing::field::Empty,
-                latency_ms = tracing::field::Empty,
-            );
-            if span.is_disabled() {
+            let mut timed = None;
+            let result = {
+                let parts = parts?;
+                if client
+                    .inner
+                    .shared
+                    .shutdown
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    return Err(Error::closed("the client was closed"));
+                }
+                let span = tracing::debug_span!(
+                    "ari.request",
+                    operation = O::NAME,
+                    method = %O::METHOD,
+                    path = %parts.path,
+                    transport = ?client.inner.rest_transport,
+                    status = tracing::field::Empty,
+                    latency_ms = tracing::field::Empty,
+                );
                 // No subscriber wants it: no span to enter, no clock to read.
-                let (status, body) = client
+                let span = if span.is_disabled() {
+                    tracing::Span::none()
+                } else {
+                    timed = Some((span.clone(), client.inner.runtime.now()));
+                    span
+                };
+                client
                     .execute_parts(O::NAME, O::BINARY_OUTPUT, parts)
-                    .await?;
-                return Ok(then(rest::parse_response::<O>(status, &body)?, &client));
+                    .instrument(span)
             }
-            let started = client.inner.runtime.now();
-            let result = client
-                .execute_parts(O::NAME, O::BINARY_OUTPUT, parts)
-                .instrument(span.clone())
-                .await;
+            .await;
+            let Some((span, started)) = timed else {
+                let (status, body) = result?;
+                return Ok(then(rest::parse_response::<O>(status, &body)?, &client));
+            };
             let latency = client
                 .inner
                 .runtime
@@ -354,95 +363,106 @@ impl<R: Runtime> Client<R> {
             return Err(Error::closed("the client was closed"));
         }
         let parts = rest::RequestParts::raw(method, path_and_query, json_body);
-        self.execute_parts("raw", false, parts).await
+        self.execute_parts("raw", false, Box::new(parts)).await
     }
 
-    async fn execute_parts(
+    /// Sends `parts` ([`Client::transmit`]) and tells the session what the answer means for
+    /// the resources it names. (This and `transmit` return `async move` blocks: an `async fn`
+    /// keeps a second copy of its arguments in its future, and every request holds both.)
+    #[allow(clippy::manual_async_fn)] // an async fn would keep a second copy of its arguments
+    fn execute_parts(
         &self,
         operation: &'static str,
         binary_output: bool,
-        parts: rest::RequestParts,
-    ) -> Result<(u16, bytes::Bytes), Error> {
-        // Asterisk tells only the bridge's subscribers that it is destroyed: the session
-        // learns it from the response (see `Session::bridge_destroyed`).
-        // And it tells only applications subscribed to every bridge that one was created: a
-        // bridge id the session recorded as ended is forgotten when the application creates
-        // a bridge with that id again.
-        let destroyed_bridge = parts.destroyed_bridge();
-        let created_bridge = parts.created_bridge();
-        // The channels (both halves of a Local channel), bridge, playback or recording the
-        // application named, refused by Asterisk: they will never exist, so the waits set up
-        // for them beforehand end (`Session::not_created`).
-        let created = parts.created_resources();
-        let result = self.transmit(operation, binary_output, parts).await;
-        if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
-            self.inner
-                .shared
-                .bridge_destroyed(self.inner.runtime.now(), &id);
+        parts: Box<rest::RequestParts>,
+    ) -> impl std::future::Future<Output = Result<(u16, bytes::Bytes), Error>> + Send + '_ {
+        async move {
+            // Asterisk tells only the bridge's subscribers that it is destroyed: the session
+            // learns it from the response (see `Session::bridge_destroyed`).
+            // And it tells only applications subscribed to every bridge that one was created: a
+            // bridge id the session recorded as ended is forgotten when the application creates
+            // a bridge with that id again.
+            let destroyed_bridge = parts.destroyed_bridge();
+            let created_bridge = parts.created_bridge();
+            // The channels (both halves of a Local channel), bridge, playback or recording the
+            // application named, refused by Asterisk: they will never exist, so the waits set up
+            // for them beforehand end (`Session::not_created`).
+            let created = parts.created_resources();
+            let result = self.transmit(operation, binary_output, parts).await;
+            if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
+                self.inner
+                    .shared
+                    .bridge_destroyed(self.inner.runtime.now(), &id);
+            }
+            if let Ok((status @ 400.., _)) = &result {
+                // Boxed: rare, and it may send a request of its own (a live check), whose future
+                // would otherwise double the size of every request's future.
+                Box::pin(self.not_created(*status, created)).await;
+            }
+            if let (Some(id), Ok((200..=299, _))) = (created_bridge, &result) {
+                self.inner
+                    .shared
+                    .forget_ended(ari_proto::events::ResourceKind::Bridge, &id);
+            }
+            result
         }
-        if let Ok((status @ 400.., _)) = &result {
-            self.not_created(*status, created).await;
-        }
-        if let (Some(id), Ok((200..=299, _))) = (created_bridge, &result) {
-            self.inner
-                .shared
-                .forget_ended(ari_proto::events::ResourceKind::Bridge, &id);
-        }
-        result
     }
 
     /// Sends a request through the client's REST transport, within the request timeout.
-    async fn transmit(
+    #[allow(clippy::manual_async_fn)] // an async fn would keep a second copy of its arguments
+    fn transmit(
         &self,
         operation: &'static str,
         binary_output: bool,
-        parts: rest::RequestParts,
-    ) -> Result<(u16, bytes::Bytes), Error> {
-        let timeout = self.inner.request_timeout;
-        let deadline = self.deadline(timeout);
-        let over_http = |parts| async move {
-            let req = rest::build_request_from_parts(&self.inner.endpoint, parts)?;
-            // Boxed where it is made: the transport's future is large (kilobytes), and the
-            // layers above (deadline, tracing, the call) would otherwise copy it at each move.
-            let fut = Box::pin(self.inner.runtime.http(req, &self.inner.transport));
-            let resp = self
-                .inner
-                .deadlines
-                .run(&self.inner.runtime, deadline, fut)
-                .await
-                .map_err(|stopped| stopped.into_error(operation, timeout))??;
-            Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
-        };
-        let result = match self.inner.rest_transport {
-            // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
-            RestTransport::Http => over_http(parts).await,
-            RestTransport::WebSocket if binary_output && self.inner.accepted => {
-                Err(Error::Transport(TransportError::new(
-                    TransportErrorKind::Protocol,
-                    format!(
+        parts: Box<rest::RequestParts>,
+    ) -> impl std::future::Future<Output = Result<(u16, bytes::Bytes), Error>> + Send + '_ {
+        async move {
+            let timeout = self.inner.request_timeout;
+            let deadline = self.deadline(timeout);
+            let over_http = |parts: Box<rest::RequestParts>| async move {
+                let req = rest::build_request_from_parts(&self.inner.endpoint, *parts)?;
+                // Boxed where it is made: the transport's future is large (kilobytes), and the
+                // layers above (deadline, tracing, the call) would otherwise copy it at each move.
+                let fut = Box::pin(self.inner.runtime.http(req, &self.inner.transport));
+                let resp = self
+                    .inner
+                    .deadlines
+                    .run(&self.inner.runtime, deadline, fut)
+                    .await
+                    .map_err(|stopped| stopped.into_error(operation, timeout))??;
+                Ok::<_, Error>((resp.status().as_u16(), resp.into_body()))
+            };
+            let result =
+                match self.inner.rest_transport {
+                    // Raw bytes (a recording's file) cannot travel in a RESTResponse's JSON string.
+                    RestTransport::Http => over_http(parts).await,
+                    RestTransport::WebSocket if binary_output && self.inner.accepted => {
+                        Err(Error::Transport(TransportError::new(
+                            TransportErrorKind::Protocol,
+                            format!(
                         "{operation} returns a file, which Asterisk only serves over HTTP; \
                          an outbound WebSocket client has no HTTP access"
                     ),
-                )))
-            }
-            RestTransport::WebSocket if binary_output => over_http(parts).await,
-            RestTransport::WebSocket
-                if self
-                    .inner
-                    .rest_ws_unavailable
-                    .load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                // The server has no REST over WebSocket (warned at connect).
-                self.inner
-                    .shared
-                    .counters
-                    .ws_fallbacks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                over_http(parts).await
-            }
-            RestTransport::WebSocket => {
-                let now = self.inner.runtime.now();
-                match self.inner.shared.send_request(now, &parts)? {
+                        )))
+                    }
+                    RestTransport::WebSocket if binary_output => over_http(parts).await,
+                    RestTransport::WebSocket
+                        if self
+                            .inner
+                            .rest_ws_unavailable
+                            .load(std::sync::atomic::Ordering::Relaxed) =>
+                    {
+                        // The server has no REST over WebSocket (warned at connect).
+                        self.inner
+                            .shared
+                            .counters
+                            .ws_fallbacks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        over_http(parts).await
+                    }
+                    RestTransport::WebSocket => {
+                        let now = self.inner.runtime.now();
+                        match self.inner.shared.send_request(now, &parts)? {
                     Some(pending) => {
                         let res = self
                             .inner
@@ -474,9 +494,10 @@ impl<R: Runtime> Client<R> {
                         over_http(parts).await
                     }
                 }
-            }
-        };
-        result
+                    }
+                };
+            result
+        }
     }
 
     /// Asterisk answered `status` (an error) to a request that would have created the
@@ -513,7 +534,7 @@ impl<R: Runtime> Client<R> {
             return true;
         };
         !matches!(
-            self.transmit("live check", false, parts).await,
+            self.transmit("live check", false, Box::new(parts)).await,
             Ok((404, _))
         )
     }

@@ -904,6 +904,9 @@ fn logs_show_requests_and_connection_changes_but_never_credentials() {
     let log = Arc::new(Mutex::new(String::new()));
     let subscriber = Capture(log.clone());
     tracing::subscriber::with_default(subscriber, || {
+        // Another test's thread may have cached a callsite's interest while this subscriber
+        // was being registered (tracing's global interest cache): ask again.
+        tracing::callsite::rebuild_interest_cache();
         let rt = FakeRt::default();
         info_only(&rt);
         let b =

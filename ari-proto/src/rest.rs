@@ -408,6 +408,36 @@ pub struct RequestParts {
     pub operation: &'static str,
 }
 
+/// The `/`-separated segments of a request's path (a raw request's query string and fragment
+/// cut off), without an allocation: at most [`Segments::MAX`]; a longer path has none (no
+/// request that creates a resource has more).
+struct Segments<'a> {
+    parts: [&'a str; Segments::MAX],
+    len: usize,
+}
+
+impl<'a> Segments<'a> {
+    const MAX: usize = 5;
+
+    fn of(path: &'a str) -> Self {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let mut parts = [""; Self::MAX];
+        let mut len = 0;
+        for segment in path.split('/') {
+            if len == Self::MAX {
+                return Segments { parts, len: 0 };
+            }
+            parts[len] = segment;
+            len += 1;
+        }
+        Segments { parts, len }
+    }
+
+    fn get(&self) -> &[&'a str] {
+        &self.parts[..self.len]
+    }
+}
+
 impl RequestParts {
     /// A request known only by its method, its path below `/ari/` with its query string,
     /// both already percent-encoded (`channels/ID/variable?variable=X`), and its JSON body:
@@ -531,15 +561,14 @@ impl RequestParts {
         if self.method != http::Method::POST {
             return None;
         }
-        let path = self.path.split(['?', '#']).next().unwrap_or_default();
-        let segments: Vec<&str> = path.split('/').collect();
+        let segments = Segments::of(&self.path);
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .ok()
                 .map(|s| s.into_owned())
         };
-        let found = match segments.as_slice() {
+        let found = match segments.get() {
             ["channels"] | ["channels", "create"] | ["channels", "externalMedia"] => {
                 self.param("channelId").map(|id| (Channel, id))
             }
@@ -599,8 +628,7 @@ impl RequestParts {
             return Vec::new();
         }
         let mut all: Vec<_> = self.created_resource().into_iter().collect();
-        let path = self.path.split(['?', '#']).next().unwrap_or_default();
-        let originates = match path.split('/').collect::<Vec<_>>().as_slice() {
+        let originates = match Segments::of(&self.path).get() {
             ["channels"] | ["channels", "create"] => true,
             ["channels", id] => !id.is_empty() && *id != "externalMedia",
             _ => false,
@@ -650,9 +678,10 @@ impl RequestParts {
 
     /// The decoded `{id}` of a path `bridges/{id}` (nothing after it).
     fn bridge_in_path(&self) -> Option<String> {
+        // Most requests are not about a bridge: no scan of their path.
+        let rest = self.path.strip_prefix("bridges/")?;
         // A raw request keeps its query string in the path.
-        let path = self.path.split(['?', '#']).next().unwrap_or_default();
-        let id = path.strip_prefix("bridges/")?;
+        let id = rest.split(['?', '#']).next().unwrap_or_default();
         if id.is_empty() || id.contains('/') {
             return None;
         }

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
@@ -150,45 +150,78 @@ impl Driver {
         }
     }
 
+    /// Runs `f` (handing a request to the connection) as if within a [`Driver::drive`]: a
+    /// wake-up of the connection future it causes wakes no task; the next drive polls that
+    /// future first thing.
+    fn quietly<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let state = &self.wake.state;
+        state.fetch_or(POLLING, Ordering::AcqRel);
+        let out = f();
+        state.fetch_and(!POLLING, Ordering::AcqRel);
+        out
+    }
+
     /// Runs `fut` while polling the connection future when it asked for it (first, so that
     /// a response it reads is seen by `fut` in the same poll), again while either asks to be
     /// polled during the poll. The connection future is dropped once it ends: its pending
     /// exchanges then fail, so `fut` cannot wait forever.
-    async fn drive<F: Future>(&mut self, target: &Target, fut: F) -> F::Output {
-        let mut fut = pin!(fut);
-        std::future::poll_fn(|cx| {
-            let Driver {
-                io,
-                wake,
-                conn_waker,
-                fut_waker,
-            } = &mut *self;
-            let state = &wake.state;
-            wake.task.register(cx.waker());
-            state.fetch_or(POLLING, Ordering::AcqRel);
-            for _ in 0..DRIVE_ROUNDS {
-                let asked = state.fetch_and(!(CONN | FUT), Ordering::AcqRel);
-                if asked & CONN != 0 {
-                    poll_conn(io, conn_waker, target);
-                }
-                if let Poll::Ready(out) = fut.as_mut().poll(&mut Context::from_waker(fut_waker)) {
-                    // A later request on this connection polls it if it asked meanwhile.
-                    state.fetch_and(!POLLING, Ordering::AcqRel);
-                    return Poll::Ready(out);
-                }
-                if state.load(Ordering::Acquire) & (CONN | FUT) == 0 {
-                    if state.fetch_and(!POLLING, Ordering::AcqRel) & (CONN | FUT) == 0 {
-                        return Poll::Pending; // a wake-up from now on wakes the task
-                    }
-                    state.fetch_or(POLLING, Ordering::AcqRel); // asked just now: again
-                }
+    fn drive<'a, F: Future>(&'a mut self, target: &'a Target, fut: F) -> Drive<'a, F> {
+        Drive {
+            driver: self,
+            target,
+            fut,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Driver::drive`]'s future. A type of its own rather than an `async fn`: that would
+    /// hold `fut` twice (as its argument and pinned), and every request's future holds this.
+    struct Drive<'a, F> {
+        driver: &'a mut Driver,
+        target: &'a Target,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Drive<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mut fut = this.fut;
+        let Driver {
+            io,
+            wake,
+            conn_waker,
+            fut_waker,
+        } = &mut **this.driver;
+        let target = *this.target;
+        let state = &wake.state;
+        wake.task.register(cx.waker());
+        state.fetch_or(POLLING, Ordering::AcqRel);
+        for _ in 0..DRIVE_ROUNDS {
+            let asked = state.fetch_and(!(CONN | FUT), Ordering::AcqRel);
+            if asked & CONN != 0 {
+                poll_conn(io, conn_waker, target);
             }
-            // Still asked after many rounds: give the executor a turn, then go on.
-            state.fetch_and(!POLLING, Ordering::AcqRel);
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut Context::from_waker(fut_waker)) {
+                // A later request on this connection polls it if it asked meanwhile.
+                state.fetch_and(!POLLING, Ordering::AcqRel);
+                return Poll::Ready(out);
+            }
+            if state.load(Ordering::Acquire) & (CONN | FUT) == 0 {
+                if state.fetch_and(!POLLING, Ordering::AcqRel) & (CONN | FUT) == 0 {
+                    return Poll::Pending; // a wake-up from now on wakes the task
+                }
+                state.fetch_or(POLLING, Ordering::AcqRel); // asked just now: again
+            }
+        }
+        // Still asked after many rounds: give the executor a turn, then go on.
+        state.fetch_and(!POLLING, Ordering::AcqRel);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -319,20 +352,11 @@ impl Pool {
         Ok(Arc::clone(&hosts[i].target))
     }
 
-    /// The target of an absolute request URI (its pool entry made if new) and, under the same
-    /// lock, what [`Pool::acquire`] would take at once: an idle connection, the right to open
-    /// one, or else a place in the line.
-    fn target_and_acquire(
-        self: &Arc<Self>,
-        uri: &Uri,
-        now: Instant,
-    ) -> Result<(Arc<Target>, Result<Grant, WaitKey>), TransportError> {
+    /// The target of an absolute request URI (its pool entry made if new).
+    fn target_of(&self, uri: &Uri) -> Result<Arc<Target>, TransportError> {
         let mut hosts = self.lock();
         let i = host_of_uri(&mut hosts, uri)?;
-        let host = &mut hosts[i];
-        let target = Arc::clone(&host.target);
-        let taken = self.take_or_wait(host, &target, now);
-        Ok((target, taken))
+        Ok(Arc::clone(&hosts[i].target))
     }
 
     /// An idle connection, or the right to open one, waiting for it if the target is at its
@@ -654,95 +678,96 @@ impl Drop for Slot {
 }
 
 /// Sends `req` (absolute URI) and reads the whole body within `opts.max_body_bytes`.
-pub(crate) async fn send<E: Executor, C: Connector>(
+///
+/// A function returning an `async move` block rather than an `async fn`, which would keep a
+/// second copy of its arguments (a few hundred bytes) in every request's future.
+pub(crate) fn send<E: Executor, C: Connector>(
     stack: Stack<E, C>,
     req: Request<Vec<u8>>,
     opts: TransportOptions,
-) -> Result<Response<Bytes>, TransportError> {
-    let pool = &stack.inner.pool;
-    // The target's lookup and the first try for a connection under one lock. No await
-    // before the place in line (if any) is held by its `Waiting`, which frees it if dropped.
-    let (target, first) = pool.target_and_acquire(req.uri(), stack.executor.now())?;
-    let mut first = Some(first);
+) -> impl Future<Output = Result<Response<Bytes>, TransportError>> + Send + 'static {
+    // The target (from the absolute URI), then the request in origin form: made here, so
+    // that the future holds the request once.
+    // (Its error boxed: a place in the future as small as the target's.)
+    let target = stack.inner.pool.target_of(req.uri()).map_err(Box::new);
     let mut req = origin_form(req);
-    let (mut conn, slot, response) = loop {
-        let grant = match first.take() {
-            Some(Ok(grant)) => grant,
-            Some(Err(key)) => Waiting::new(pool, &target, key).await,
-            None => pool.acquire(&target, stack.executor.now()).await, // a retry
-        };
-        let (mut conn, slot, reused) = match grant {
-            Grant::Reuse(conn, slot) => {
-                // A close by the server while it sat idle is seen by the first read, before
-                // the request is written.
-                conn.reused.store(true, Ordering::Release);
-                (conn, slot, true)
-            }
-            // Boxed: opening (TCP, TLS, handshake) is rare and its future large; inline, it
-            // would be copied with this future at every move, for every request.
-            Grant::Open(slot) => (
-                Box::pin(open(&stack, &target, opts.connect_timeout)).await?,
-                slot,
-                false,
-            ),
-        };
-        let Conn { sender, driver, .. } = &mut conn;
-        let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
-        if reused && driver.drive(&target, ready).await.is_err() {
-            continue; // closed meanwhile; its slot is freed
-        }
-        // Handed over inside the drive: the hand-over wakes the connection future, which
-        // the drive then polls in the same poll (outside it, the wake-up would wake this task
-        // and cost a round of the executor; on async-io's `block_on`, of the reactor).
-        let sending = async move { sender.try_send_request(req).await };
-        match driver.drive(&target, sending).await {
-            Ok(response) => break (conn, slot, response),
-            Err(mut e) => match e.take_message() {
-                Some(back) if reused => {
-                    tracing::debug!(%target, "pooled connection unusable; retrying on another");
-                    req = back;
+    async move {
+        let target = target.map_err(|e| *e)?;
+        let pool = &stack.inner.pool;
+        let (mut conn, slot, response) = loop {
+            let (mut conn, slot, reused) = match pool.acquire(&target, stack.executor.now()).await {
+                Grant::Reuse(conn, slot) => {
+                    // A close by the server while it sat idle is seen by the first read, before
+                    // the request is written.
+                    conn.reused.store(true, Ordering::Release);
+                    (conn, slot, true)
                 }
-                _ => return Err(hyper_error(&target, e.into_error())),
-            },
-        }
-    };
-
-    let (parts, body) = response.into_parts();
-    let max = opts.max_body_bytes;
-    let content_length = parts.headers.get(CONTENT_LENGTH);
-    let has_content_length = content_length.is_some();
-    let declared = content_length
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        // Not reading the body: the connection is dropped, not pooled.
-        return Err(too_large(&target, max));
-    }
-    let collecting = Limited::new(body, max).collect();
-    let body = match conn.driver.drive(&target, collecting).await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                return Err(too_large(&target, max));
-            }
-            return Err(match e.downcast::<hyper::Error>() {
-                Ok(h) => hyper_error(&target, *h),
-                Err(e) => TransportError::new(
-                    TransportErrorKind::Io,
-                    format!("reading the response from {target} failed: {e}"),
+                // Boxed: opening (TCP, TLS, handshake) is rare and its future large; inline, it
+                // would be copied with this future at every move, for every request.
+                Grant::Open(slot) => (
+                    Box::pin(open(&stack, &target, opts.connect_timeout)).await?,
+                    slot,
+                    false,
                 ),
-            });
+            };
+            let Conn { sender, driver, .. } = &mut conn;
+            let ready = std::future::poll_fn(|cx| sender.poll_ready(cx));
+            if reused && driver.drive(&target, ready).await.is_err() {
+                continue; // closed meanwhile; its slot is freed
+            }
+            // The hand-over wakes the connection future: quietly, so that the drive polls it in
+            // its first poll (a wake-up of this task would cost a round of the executor; on
+            // async-io's `block_on`, of the reactor).
+            let sending = driver.quietly(|| sender.try_send_request(req));
+            match driver.drive(&target, sending).await {
+                Ok(response) => break (conn, slot, response),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => {
+                        tracing::debug!(%target, "pooled connection unusable; retrying on another");
+                        req = back;
+                    }
+                    _ => return Err(hyper_error(&target, e.into_error())),
+                },
+            }
+        };
+
+        let (parts, body) = response.into_parts();
+        let max = opts.max_body_bytes;
+        let content_length = parts.headers.get(CONTENT_LENGTH);
+        let has_content_length = content_length.is_some();
+        let declared = content_length
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            // Not reading the body: the connection is dropped, not pooled.
+            return Err(too_large(&target, max));
         }
-    };
-    // RFC 9112 §6.3: with both, the framing is ambiguous; never reuse such a connection.
-    let ambiguous = has_content_length && parts.headers.contains_key(TRANSFER_ENCODING);
-    if ambiguous {
-        tracing::debug!(%target, "response with Transfer-Encoding and Content-Length: closing");
-        drop((conn, slot));
-    } else {
-        pool.release(conn, slot, stack.executor.now());
+        let collecting = Limited::new(body, max).collect();
+        let body = match conn.driver.drive(&target, collecting).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    return Err(too_large(&target, max));
+                }
+                return Err(match e.downcast::<hyper::Error>() {
+                    Ok(h) => hyper_error(&target, *h),
+                    Err(e) => TransportError::new(
+                        TransportErrorKind::Io,
+                        format!("reading the response from {target} failed: {e}"),
+                    ),
+                });
+            }
+        };
+        // RFC 9112 §6.3: with both, the framing is ambiguous; never reuse such a connection.
+        let ambiguous = has_content_length && parts.headers.contains_key(TRANSFER_ENCODING);
+        if ambiguous {
+            tracing::debug!(%target, "response with Transfer-Encoding and Content-Length: closing");
+            drop((conn, slot));
+        } else {
+            pool.release(conn, slot, stack.executor.now());
+        }
+        Ok(Response::from_parts(parts, body))
     }
-    Ok(Response::from_parts(parts, body))
 }
 
 /// The request with an origin-form target (`/ari/...`), a `Host` header and HTTP/1.1.
@@ -854,6 +879,7 @@ fn hyper_error(target: &Target, e: hyper::Error) -> TransportError {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
