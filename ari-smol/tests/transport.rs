@@ -1321,3 +1321,15 @@ fn mutated_responses_are_answered_or_rejected_never_panic_or_hang() {
         assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
     });
 }
+
+/// The future of one HTTP exchange fits the allocator's per-thread cache (glibc's tcache
+/// serves blocks up to 1,032 bytes): the client boxes it for every request, and when it was
+/// 2.5 KiB every request paid for cold memory (see the README, Performance). A size, not a
+/// timing.
+#[test]
+fn an_http_exchange_future_fits_the_allocators_thread_cache() {
+    let rt = SmolRuntime::new();
+    let fut = rt.http(get("http://127.0.0.1:8088/ari/channels/1"), &opts());
+    let size = std::mem::size_of_val(&fut);
+    assert!(size <= 1032, "the HTTP exchange's future is {size} bytes");
+}

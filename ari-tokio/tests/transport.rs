@@ -802,3 +802,15 @@ async fn ws_request_with_upgrade_headers_already_set() {
         WsMessage::Text("pong-ok".into())
     );
 }
+
+/// The future of one HTTP exchange fits the allocator's per-thread cache (glibc's tcache
+/// serves blocks up to 1,032 bytes): the client boxes it for every request, and when it was
+/// 2.5 KiB every request paid for cold memory (see the README, Performance). A size, not a
+/// timing.
+#[test]
+fn an_http_exchange_future_fits_the_allocators_thread_cache() {
+    let rt = TokioRuntime::new();
+    let fut = rt.http(get("http://127.0.0.1:8088/ari/channels/1"), &opts());
+    let size = std::mem::size_of_val(&fut);
+    assert!(size <= 1032, "the HTTP exchange's future is {size} bytes");
+}
