@@ -280,14 +280,7 @@ impl<R: Runtime> Client<R> {
             let mut timed = None;
             let result = {
                 let parts = parts?;
-                if client
-                    .inner
-                    .shared
-                    .shutdown
-                    .load(std::sync::atomic::Ordering::Acquire)
-                {
-                    return Err(Error::closed("the client was closed"));
-                }
+                client.ensure_open()?;
                 let span = tracing::debug_span!(
                     "ari.request",
                     operation = O::NAME,
@@ -354,6 +347,13 @@ impl<R: Runtime> Client<R> {
         path_and_query: &str,
         json_body: Option<String>,
     ) -> Result<(u16, bytes::Bytes), Error> {
+        self.ensure_open()?;
+        let parts = rest::RequestParts::raw(method, path_and_query, json_body);
+        self.execute_parts("raw", false, Box::new(parts)).await
+    }
+
+    /// [`Error::Closed`] once the client was closed: no request is sent then.
+    fn ensure_open(&self) -> Result<(), Error> {
         if self
             .inner
             .shared
@@ -362,8 +362,7 @@ impl<R: Runtime> Client<R> {
         {
             return Err(Error::closed("the client was closed"));
         }
-        let parts = rest::RequestParts::raw(method, path_and_query, json_body);
-        self.execute_parts("raw", false, Box::new(parts)).await
+        Ok(())
     }
 
     /// Sends `parts` ([`Client::transmit`]) and tells the session what the answer means for
