@@ -838,6 +838,57 @@ pub async fn a_recording_refused_with_409_ends_its_waits_unless_one_is_live<R: R
         .await;
 }
 
+/// A live recording that ends between a `record` refused with 409 and the client's live
+/// check keeps its waits: the check (`GET recordings/live/{name}`) answers 404, but the
+/// waits saw the recording live (its `RecordingStarted`), and its `RecordingFinished`,
+/// published before the 404 and read after it, is delivered: `finished()` is `Ok`, not a
+/// "never created" end. Deterministic: the application's events are held while the
+/// recording ends and the name is recorded again (the stored recording and `ifExists=fail`
+/// answer 409, as a recording in progress would).
+pub async fn a_live_recording_ending_during_the_409_check_keeps_its_final_event<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::RecordingStarted;
+    let app = "conf-rec-409-race";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+
+    let rec = c.new_live_recording();
+    let started = rec.once::<RecordingStarted>();
+    let events = rec.events();
+    h.live("record", call.record(&rec, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    let finished = rec.finished();
+
+    // It ends; its RecordingFinished is held on the way to the application.
+    assert_eq!(h.server().pause_sends(app), 1);
+    h.live("stop", rec.stop()).await.unwrap();
+    let again = c.live_recording(rec.name());
+    let err = h
+        .live("record the name again", call.record(&again, "wav"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    assert_eq!(h.server().resume_sends(app), 1);
+
+    assert_eq!(h.live("finished", finished).await, Ok(()));
+    let seen = drain(h, "the recording's events", events).await;
+    assert!(
+        seen.iter().any(|t| t == "RecordingFinished"),
+        "the final event is delivered: {seen:?}"
+    );
+    h.live(
+        "delete the stored recording",
+        c.stored_recording(rec.name()).delete_stored(),
+    )
+    .await
+    .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
 /// A call moved between two applications of one client (`POST channels/{id}/move`, Asterisk
 /// 20+): its `StasisEnd` names the first, its new `StasisStart` the second with the move's
 /// arguments, and the waits set up before the move go on (the channel is still the
