@@ -890,6 +890,151 @@ pub async fn a_live_recording_ending_during_the_409_check_keeps_its_final_event<
         .await;
 }
 
+/// A blind transfer (SIP `REFER`) handed to the application (`ChannelTransfer`, Asterisk 20+
+/// with `TRANSFER_HANDLING(ari-only)`), followed as an application carries it out: the
+/// caller talks to an agent in a mixing bridge; the agent's phone refers the call to `2000`.
+/// `ChannelTransfer` reaches the agent's listeners (its channel is in `referred_by`) and the
+/// caller's (`referred_by.connected_channel`); the application tells the phone it is under
+/// way (`transfer_progress`), originates the target into the application, swaps it in for
+/// the agent, reports `channel_answered` and hangs the agent up. The caller ends up bridged
+/// with the target. Then an attended transfer: the caller's phone replaces its call with
+/// another call of its (by Call-ID): both the referring and the replaced channels' listeners
+/// get it. Every wait ends.
+pub async fn a_blind_transfer_is_followed_and_carried_out_by_the_application<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::ChannelTransfer;
+    use ari_testkit::Refer;
+    let app = "conf-transfer";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let caller = h.answered_call(&c, app).await;
+    let agent = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/agent-7", app))
+        .await;
+    h.live("answer the agent", agent.answer()).await.unwrap();
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("both in", bridge.add_channel([&caller, &agent]))
+        .await
+        .unwrap();
+
+    let on_agent = agent.once::<ChannelTransfer>();
+    let on_caller = caller.once::<ChannelTransfer>();
+    let refer = Refer::Blind {
+        destination: "2000".to_string(),
+    };
+    h.server()
+        .refer(agent.id(), refer)
+        .expect("the REFER is received");
+    let ev = h.live("ChannelTransfer (agent)", on_agent).await.unwrap();
+    assert_eq!(
+        ev.refer_to.requested_destination.destination.as_deref(),
+        Some("2000")
+    );
+    assert_eq!(ev.referred_by.source_channel.id, agent.id());
+    assert_eq!(
+        ev.referred_by
+            .connected_channel
+            .as_ref()
+            .map(|c| c.id.as_str()),
+        Some(caller.id())
+    );
+    assert_eq!(
+        ev.referred_by.bridge.as_ref().map(|b| b.id.as_str()),
+        Some(bridge.id())
+    );
+    let seen = h.live("ChannelTransfer (caller)", on_caller).await.unwrap();
+    assert_eq!(seen, ev);
+
+    // The application carries it out.
+    h.live(
+        "progress to the phone",
+        agent.transfer_progress("channel_progress"),
+    )
+    .await
+    .unwrap();
+    let destination = ev
+        .refer_to
+        .requested_destination
+        .destination
+        .clone()
+        .unwrap_or_default();
+    let target = c.new_channel();
+    let target_started = target.once::<StasisStart>();
+    h.live(
+        "originate the target",
+        target.originate(format!("PJSIP/{destination}")).app(app),
+    )
+    .await
+    .unwrap();
+    h.live("the target's StasisStart", target_started)
+        .await
+        .unwrap();
+    let agent_end = agent.once::<StasisEnd>();
+    h.live("agent out", bridge.remove_channel([&agent]))
+        .await
+        .unwrap();
+    h.live("target in", bridge.add_channel([&target]))
+        .await
+        .unwrap();
+    h.live("answered", agent.transfer_progress("channel_answered"))
+        .await
+        .unwrap();
+    h.live("hang the agent up", agent.hangup()).await.unwrap();
+    h.live("the agent's StasisEnd", agent_end).await.unwrap();
+    let now = h.live("the bridge", bridge.get()).await.unwrap();
+    let data = now.data().expect("the bridge as Asterisk has it");
+    let mut in_bridge: Vec<String> = data.channels.iter().map(|c| c.to_string()).collect();
+    in_bridge.sort();
+    let mut expected = vec![caller.id().to_string(), target.id().to_string()];
+    expected.sort();
+    assert_eq!(in_bridge, expected);
+
+    // Attended: the caller's phone replaces this call with another call of its.
+    let other = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer the other call", other.answer())
+        .await
+        .unwrap();
+    let on_caller = caller.once::<ChannelTransfer>();
+    let on_other = other.once::<ChannelTransfer>();
+    let refer = Refer::Attended {
+        replaces: other.id().to_string(),
+    };
+    h.server()
+        .refer(caller.id(), refer)
+        .expect("the REFER is received");
+    let ev = h.live("ChannelTransfer (caller)", on_caller).await.unwrap();
+    assert_eq!(
+        h.live("ChannelTransfer (replaced)", on_other)
+            .await
+            .unwrap(),
+        ev
+    );
+    let replaced = ev.refer_to.destination_channel.as_ref();
+    assert_eq!(replaced.map(|c| c.id.as_str()), Some(other.id()));
+    assert_eq!(
+        ev.refer_to.requested_destination.protocol_id,
+        replaced.map(|c| c.protocol_id.clone())
+    );
+    h.live("declined", caller.transfer_progress("channel_declined"))
+        .await
+        .unwrap();
+
+    for ch in [&caller, &target, &other] {
+        h.live("hangup", ch.hangup()).await.unwrap();
+    }
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
 /// A call moved between two applications of one client (`POST channels/{id}/move`, Asterisk
 /// 20+): its `StasisEnd` names the first, its new `StasisStart` the second with the move's
 /// arguments, and the waits set up before the move go on (the channel is still the

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{Outgoing, PlaceCall, Sim, SimConfig, SimRequest, SimResponse};
+use super::{Outgoing, PlaceCall, Refer, Sim, SimConfig, SimRequest, SimResponse};
 
 const EVENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -2150,8 +2150,18 @@ fn progress_and_transfer_progress_are_answered() {
     assert!(h.for_app("app").is_empty(), "{:?}", h.events);
     let path = format!("channels/{id}/transfer_progress");
     assert_eq!(h.req("POST", &path, &[], None).status, 400);
-    let r = h.req("POST", &path, &[("states", "channel_answered")], None);
-    assert_eq!(r.status, 204, "{:?}", r.body_json());
+    // The four states of Asterisk's transfer handling, each a NOTIFY to the phone.
+    for state in [
+        "channel_progress",
+        "channel_answered",
+        "channel_unavailable",
+        "channel_declined",
+    ] {
+        let r = h.req("POST", &path, &[("states", state)], None);
+        assert_eq!(r.status, 204, "{state}: {:?}", r.body_json());
+    }
+    let r = h.req("POST", &path, &[("states", "channel_ringing")], None);
+    assert_eq!(r.status, 400);
     assert_eq!(
         h.req("POST", "channels/nope/progress", &[], None).status,
         404
@@ -2517,6 +2527,109 @@ fn recording_a_bridged_channel_fails_when_it_would_start() {
         h.req("GET", "recordings/live/out", &[], None).body_json()["state"],
         "recording"
     );
+}
+
+/// A SIP REFER handed to ARI (`Sim::refer`): `ChannelTransfer` to the application, shaped
+/// as the API description's `ChannelTransfer`/`ReferTo`/`ReferredBy`: a blind transfer names
+/// the requested destination and the referring channel with its bridge and peer; an
+/// attended one names the replaced call by its Call-ID (`protocol_id`) and resolves its
+/// channel, bridge and peer. Nothing else happens (the application carries it out). A
+/// channel that is not SIP, or unknown, is refused.
+#[test]
+fn refer_emits_channel_transfer_shaped_like_asterisk() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let alice = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    let bob = h.sim.place_call(h.now, PlaceCall::new("PJSIP/bob", "app"));
+    let carol = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/carol", "app"));
+    h.pump();
+    h.req("POST", "bridges/b1", &[("type", "mixing")], None);
+    h.req("POST", "bridges/b2", &[("type", "mixing")], None);
+    for (b, c) in [("b1", &alice), ("b1", &bob), ("b2", &carol)] {
+        h.req("POST", &format!("channels/{c}/answer"), &[], None);
+        let r = h.req(
+            "POST",
+            &format!("bridges/{b}/addChannel"),
+            &[("channel", c)],
+            None,
+        );
+        assert_eq!(r.status, 204);
+    }
+    h.events.clear();
+    let blind = Refer::Blind {
+        destination: "2000".to_string(),
+    };
+    h.sim.refer(h.now, &bob, blind).unwrap();
+    h.pump();
+    let ev = h.for_app("app");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let t = &ev[0];
+    assert_eq!(t["type"], "ChannelTransfer");
+    assert_eq!(
+        t["refer_to"]["requested_destination"],
+        json!({"destination": "2000"})
+    );
+    assert!(t["refer_to"].get("destination_channel").is_none(), "{t}");
+    assert_eq!(t["referred_by"]["source_channel"]["id"], json!(bob));
+    assert_eq!(t["referred_by"]["connected_channel"]["id"], json!(alice));
+    assert_eq!(t["referred_by"]["bridge"]["id"], "b1");
+    assert!(
+        t["timestamp"].is_string() && t["asterisk_id"].is_string(),
+        "{t}"
+    );
+
+    // Attended: carol's phone (bob's other call in this story) replaces bob's call.
+    h.events.clear();
+    let carol_call_id = h
+        .req("GET", &format!("channels/{carol}"), &[], None)
+        .body_json()["protocol_id"]
+        .clone();
+    let attended = Refer::Attended {
+        replaces: carol.clone(),
+    };
+    h.sim.refer(h.now, &bob, attended).unwrap();
+    h.pump();
+    let ev = h.for_app("app");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let t = &ev[0];
+    assert_eq!(
+        t["refer_to"]["requested_destination"]["protocol_id"],
+        carol_call_id
+    );
+    assert_eq!(t["refer_to"]["destination_channel"]["id"], json!(carol));
+    assert_eq!(t["refer_to"]["bridge"]["id"], "b2");
+    assert!(
+        t["refer_to"].get("connected_channel").is_none(),
+        "alone in b2: {t}"
+    );
+    assert_eq!(t["referred_by"]["source_channel"]["id"], json!(bob));
+    // Nothing moved.
+    assert_eq!(
+        h.req("GET", "bridges/b1", &[], None).body_json()["channels"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // Refused: unknown channel, a channel that is not SIP.
+    let again = Refer::Blind {
+        destination: "2000".to_string(),
+    };
+    assert!(h.sim.refer(h.now, "nope", again.clone()).is_err());
+    let snoop = h.req(
+        "POST",
+        &format!("channels/{alice}/snoop"),
+        &[("app", "app"), ("spy", "in")],
+        None,
+    );
+    let snoop = snoop.body_json()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(h.sim.refer(h.now, &snoop, again).is_err());
 }
 
 /// Replays every REST request of the fixture script (run 2, in order, ids included)
