@@ -2301,6 +2301,57 @@ fn bridge_recording_cancel_and_failed_recording() {
     assert_eq!(r.status, 400);
 }
 
+/// `POST playbacks/{id}/control` follows `res_stasis_playback`'s operations table: the
+/// operations are the API description's five (`stop` is `DELETE playbacks/{id}`: 400); a
+/// queued playback takes only `restart` (nothing to do), a paused one only `pause` (nothing
+/// to do) and `unpause`; the others answer 409 "Can only OP while media is playing" and change
+/// nothing.
+#[test]
+fn playback_control_follows_the_operations_table() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    for (pb, media) in [("first", "sound:silence/10"), ("next", "sound:silence/10")] {
+        let path = format!("channels/{id}/play/{pb}");
+        assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
+    }
+    let control = |h: &mut H, pb: &str, op: &str| {
+        let r = h.req(
+            "POST",
+            &format!("playbacks/{pb}/control"),
+            &[("operation", op)],
+            None,
+        );
+        (r.status, r.body_json()["message"].clone())
+    };
+    let refused = |op: &str| (409, json!(format!("Can only {op} while media is playing")));
+    assert_eq!(control(&mut h, "first", "stop").0, 400);
+    // Queued.
+    assert_eq!(control(&mut h, "next", "restart").0, 204);
+    for op in ["pause", "unpause", "forward", "reverse"] {
+        assert_eq!(control(&mut h, "next", op), refused(op), "queued {op}");
+    }
+    // Paused.
+    h.ms(2000);
+    assert_eq!(control(&mut h, "first", "pause").0, 204);
+    assert_eq!(control(&mut h, "first", "pause").0, 204);
+    for op in ["restart", "forward", "reverse"] {
+        assert_eq!(control(&mut h, "first", op), refused(op), "paused {op}");
+    }
+    let pos = |h: &mut H| h.req("GET", "playbacks/first", &[], None).body_json()["state"].clone();
+    assert_eq!(pos(&mut h), "paused");
+    assert_eq!(control(&mut h, "first", "unpause").0, 204);
+    assert_eq!(pos(&mut h), "playing");
+    // Playing: every operation.
+    for op in ["unpause", "forward", "reverse", "restart"] {
+        assert_eq!(control(&mut h, "first", op).0, 204, "playing {op}");
+    }
+}
+
 /// A `stop` or `cancel` of a recording that has not started (queued behind the beep here)
 /// is disregarded, as in Asterisk's `res_stasis_recording` (`recording_disregard`): 204, the
 /// state turns `canceled`, no event; the recording then starts anyway and runs to its own
