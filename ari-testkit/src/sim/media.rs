@@ -279,12 +279,10 @@ impl Sim {
         };
         let was_queued = p.state == PbState::Queued;
         let target = p.target.clone();
-        let st = if was_queued && state == "done" {
-            "canceled"
-        } else {
-            state
-        };
-        self.emit_playback("PlaybackFinished", pb, Some(st));
+        // A queued playback stopped is `canceled` in Asterisk, which it reports as `done`
+        // (`res_stasis_playback`'s `state_to_string`: stopped, complete and canceled "really
+        // just mean 'done'").
+        self.emit_playback("PlaybackFinished", pb, Some(state));
         self.talk_close(pb);
         self.media.playbacks.remove(pb);
         if !was_queued {

@@ -2305,7 +2305,8 @@ fn bridge_recording_cancel_and_failed_recording() {
 /// operations are the API description's five (`stop` is `DELETE playbacks/{id}`: 400); a
 /// queued playback takes only `restart` (nothing to do), a paused one only `pause` (nothing
 /// to do) and `unpause`; the others answer 409 "Can only OP while media is playing" and change
-/// nothing.
+/// nothing. A queued playback stopped (`DELETE`) finishes with state `done`, as Asterisk
+/// reports its `canceled`.
 #[test]
 fn playback_control_follows_the_operations_table() {
     let mut h = H::new("");
@@ -2319,6 +2320,19 @@ fn playback_control_follows_the_operations_table() {
         let path = format!("channels/{id}/play/{pb}");
         assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
     }
+    // Stopping the queued one: PlaybackFinished, state `done` (Asterisk's canceled).
+    let path = format!("channels/{id}/play/dropped");
+    let r = h.req("POST", &path, &[("media", "sound:beep")], None);
+    assert_eq!(r.body_json()["state"], "queued");
+    h.events.clear();
+    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
+    let fin: Vec<Value> = h
+        .events
+        .iter()
+        .filter(|o| o.event["type"] == "PlaybackFinished")
+        .map(|o| o.event["playback"]["state"].clone())
+        .collect();
+    assert_eq!(fin, [json!("done")]);
     let control = |h: &mut H, pb: &str, op: &str| {
         let r = h.req(
             "POST",
