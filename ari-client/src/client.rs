@@ -508,13 +508,23 @@ impl<R: Runtime> Client<R> {
     /// ids is taken): Asterisk words some of these alike, so when waits follow such an id,
     /// Asterisk is asked whether it is live (`GET channels/{id}`, `bridges/{id}`,
     /// `playbacks/{id}`, `recordings/live/{name}`), and they end only on a 404.
+    /// Waits that have seen an event of the id (`Session::has_seen`) follow a resource that
+    /// exists whatever the refusal says, or one that ended meanwhile (before the 404 of the
+    /// check) and whose final event, published before, is on its way: they are left to it.
     async fn not_created(&self, status: u16, created: Vec<(ResourceKind, String)>) {
         for (kind, id) in created {
             let followed = || self.inner.shared.lock().session.follows(kind, &id);
-            if status == 409 && followed() && self.is_live(kind, &id).await {
+            let seen = || self.inner.shared.lock().session.has_seen(kind, &id);
+            if seen() || (status == 409 && followed() && self.is_live(kind, &id).await) {
                 continue;
             }
-            self.inner.shared.command(|s| s.not_created(kind, &id));
+            // Checked again with the end, under one lock: an event routed while Asterisk was
+            // asked is a live one's.
+            self.inner.shared.command(|s| {
+                if !s.has_seen(kind, &id) {
+                    s.not_created(kind, &id);
+                }
+            });
         }
     }
 

@@ -1625,3 +1625,42 @@ fn poll_timeout_includes_the_linger_of_a_destroyed_bridge() {
         "the channel's linger is next"
     );
 }
+
+/// `Session::has_seen`: set by the first event routed for a followed resource (whatever
+/// type its subscriptions take), for the subscriptions following it; never by an event of
+/// another resource, nor by one routed before any subscription; forgotten when the
+/// resource's final event ends them (a later subscription starts unseen).
+#[test]
+fn has_seen_follows_the_events_routed_for_a_followed_resource() {
+    let t = templates();
+    let t0 = epoch();
+    let mut s = lingering(Duration::from_secs(1), t0);
+    let (kind, id) = (ResourceKind::Recording, rid(1));
+    let frame = |e: Ev| e.frame(&t);
+    s.handle_frame(
+        t0,
+        frame(Ev::RecordingStarted(1, Target::Channel(1))).as_bytes(),
+    );
+    let sub = s.subscribe(Filter::recording(id.clone()).with_type("RecordingFinished"));
+    assert!(!s.has_seen(kind, &id), "routed before the subscription");
+    s.handle_frame(
+        t0,
+        frame(Ev::RecordingStarted(2, Target::Channel(1))).as_bytes(),
+    );
+    assert!(!s.has_seen(kind, &id), "another recording's event");
+    s.handle_frame(
+        t0,
+        frame(Ev::RecordingStarted(1, Target::Channel(1))).as_bytes(),
+    );
+    assert!(s.has_seen(kind, &id));
+    drain(&mut s);
+    s.handle_frame(
+        t0,
+        frame(Ev::RecordingFinished(1, Target::Channel(1))).as_bytes(),
+    );
+    drain(&mut s);
+    assert!(!s.is_subscribed(sub));
+    assert!(!s.has_seen(kind, &id), "forgotten with its subscriptions");
+    let _again = s.subscribe(Filter::recording(id.clone()));
+    assert!(!s.has_seen(kind, &id));
+}

@@ -5,6 +5,7 @@
 //! | `POST /_sim/call?app=hello&args=a,b&dtmf=1%23&endpoint=PJSIP/alice&caller=Alice%20<100>` | places a call into `app` (only `app` is required); with `dtmf`, a scripted caller presses those digits one by one after the channel is answered | `200 {"channel_id": "..."}` |
 //! | `POST /_sim/dtmf?channel=ID&digits=12` | the caller presses digits | `204` |
 //! | `POST /_sim/hangup?channel=ID` | the far end hangs up | `204` |
+//! | `POST /_sim/refer?channel=ID&destination=2000` or `&replaces=ID2` | the phone on the channel sends a SIP REFER, blind to `destination` or attended replacing its call `ID2`: `ChannelTransfer` | `204` |
 //! | `POST /_sim/advance?ms=N` | simulated time only: moves the clock | `204` (`409` in real time) |
 //! | `GET /_sim/requests` | the request log | `200 [{"method", "path", "query", "body", "user", "status", "transport"}, ...]` |
 //! | `GET /_sim/connections` | open events WebSockets | `200 [{"id", "apps", "user"}, ...]` |
@@ -149,6 +150,21 @@ pub(crate) async fn handle(
                 return error(400, "missing parameter: channel");
             };
             sim_result(shared.with_sim(|sim, now| sim.hangup(now, ch)))
+        }
+        ("POST", "refer") => {
+            let Some(ch) = param(query, "channel") else {
+                return error(400, "missing parameter: channel");
+            };
+            let refer = match (param(query, "destination"), param(query, "replaces")) {
+                (Some(d), None) => crate::Refer::Blind {
+                    destination: d.to_owned(),
+                },
+                (None, Some(r)) => crate::Refer::Attended {
+                    replaces: r.to_owned(),
+                },
+                _ => return error(400, "exactly one of destination and replaces is required"),
+            };
+            sim_result(shared.with_sim(|sim, now| sim.refer(now, ch, refer)))
         }
         ("POST", "advance") => {
             let Some(ms) = param(query, "ms").and_then(|m| m.parse::<u64>().ok()) else {

@@ -105,5 +105,5 @@ pub use server::{
     ConnectionInfo, MockServer, MockServerBuilder, StartError, Target, DEFAULT_SESSION_LIMIT,
     DEFAULT_USER, DEFAULT_WRITE_TIMEOUT,
 };
-pub use sim::{PlaceCall, SimConfig};
+pub use sim::{PlaceCall, Refer, SimConfig};
 pub use state::{CloseReason, ClosedConnection};

@@ -1103,6 +1103,13 @@ impl MockServer {
             .ok_or_else(no_sim)?
     }
 
+    /// The phone on `channel_id` sends a SIP `REFER` (a blind or attended transfer) that
+    /// Asterisk hands to ARI: `ChannelTransfer` (see [`Sim::refer`]).
+    pub fn refer(&self, channel_id: &str, refer: crate::Refer) -> Result<(), String> {
+        self.with_sim(|sim, now| sim.refer(now, channel_id, refer))
+            .ok_or_else(no_sim)?
+    }
+
     /// Time since the server started, on the simulator's clock (real or simulated).
     pub fn now(&self) -> Duration {
         self.shared.clock.now()

@@ -577,7 +577,7 @@ pub async fn a_refused_originate_or_play_ends_the_waits_set_up_for_it<R: Runtime
 }
 
 /// Asterisk restarts in the middle of a bridged call with a prompt playing to the bridge and
-/// the call being recorded: every wait on the previous run's bridge, playback and recording
+/// the bridge being recorded: every wait on the previous run's bridge, playback and recording
 /// ends (none hangs): the bridge's awaited events fail with `Error::Ended`, its stream ends,
 /// the playback's `finished()` fails with `Error::Ended` (it was cut off, not played), the
 /// recording's `finished()` says its outcome is unknown; the client's live subscriptions come
@@ -615,7 +615,8 @@ pub async fn asterisk_restart_mid_call_ends_bridge_playback_and_recording_waits<
         .unwrap();
     let rec = c.new_live_recording();
     let rec_started = rec.once::<ari_client::events::RecordingStarted>();
-    h.live("record the call", call.record(&rec, "wav"))
+    // (A bridged channel cannot be recorded: Asterisk fails it; the bridge is.)
+    h.live("record the call", bridge.record(&rec, "wav"))
         .await
         .unwrap();
     h.live("RecordingStarted", rec_started).await.unwrap();
@@ -834,6 +835,202 @@ pub async fn a_recording_refused_with_409_ends_its_waits_unless_one_is_live<R: R
     .await
     .unwrap();
     h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A live recording that ends between a `record` refused with 409 and the client's live
+/// check keeps its waits: the check (`GET recordings/live/{name}`) answers 404, but the
+/// waits saw the recording live (its `RecordingStarted`), and its `RecordingFinished`,
+/// published before the 404 and read after it, is delivered: `finished()` is `Ok`, not a
+/// "never created" end. Deterministic: the application's events are held while the
+/// recording ends and the name is recorded again (the stored recording and `ifExists=fail`
+/// answer 409, as a recording in progress would).
+pub async fn a_live_recording_ending_during_the_409_check_keeps_its_final_event<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::RecordingStarted;
+    let app = "conf-rec-409-race";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+
+    let rec = c.new_live_recording();
+    let started = rec.once::<RecordingStarted>();
+    let events = rec.events();
+    h.live("record", call.record(&rec, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    let finished = rec.finished();
+
+    // It ends; its RecordingFinished is held on the way to the application.
+    assert_eq!(h.server().pause_sends(app), 1);
+    h.live("stop", rec.stop()).await.unwrap();
+    let again = c.live_recording(rec.name());
+    let err = h
+        .live("record the name again", call.record(&again, "wav"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    assert_eq!(h.server().resume_sends(app), 1);
+
+    assert_eq!(h.live("finished", finished).await, Ok(()));
+    let seen = drain(h, "the recording's events", events).await;
+    assert!(
+        seen.iter().any(|t| t == "RecordingFinished"),
+        "the final event is delivered: {seen:?}"
+    );
+    h.live(
+        "delete the stored recording",
+        c.stored_recording(rec.name()).delete_stored(),
+    )
+    .await
+    .unwrap();
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A blind transfer (SIP `REFER`) handed to the application (`ChannelTransfer`, Asterisk 20+
+/// with `TRANSFER_HANDLING(ari-only)`), followed as an application carries it out: the
+/// caller talks to an agent in a mixing bridge; the agent's phone refers the call to `2000`.
+/// `ChannelTransfer` reaches the agent's listeners (its channel is in `referred_by`) and the
+/// caller's (`referred_by.connected_channel`); the application tells the phone it is under
+/// way (`transfer_progress`), originates the target into the application, swaps it in for
+/// the agent, reports `channel_answered` and hangs the agent up. The caller ends up bridged
+/// with the target. Then an attended transfer: the caller's phone replaces its call with
+/// another call of its (by Call-ID): both the referring and the replaced channels' listeners
+/// get it. Every wait ends.
+pub async fn a_blind_transfer_is_followed_and_carried_out_by_the_application<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::ChannelTransfer;
+    use ari_testkit::Refer;
+    let app = "conf-transfer";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let caller = h.answered_call(&c, app).await;
+    let agent = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/agent-7", app))
+        .await;
+    h.live("answer the agent", agent.answer()).await.unwrap();
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("both in", bridge.add_channel([&caller, &agent]))
+        .await
+        .unwrap();
+
+    let on_agent = agent.once::<ChannelTransfer>();
+    let on_caller = caller.once::<ChannelTransfer>();
+    let refer = Refer::Blind {
+        destination: "2000".to_string(),
+    };
+    h.server()
+        .refer(agent.id(), refer)
+        .expect("the REFER is received");
+    let ev = h.live("ChannelTransfer (agent)", on_agent).await.unwrap();
+    assert_eq!(
+        ev.refer_to.requested_destination.destination.as_deref(),
+        Some("2000")
+    );
+    assert_eq!(ev.referred_by.source_channel.id, agent.id());
+    assert_eq!(
+        ev.referred_by
+            .connected_channel
+            .as_ref()
+            .map(|c| c.id.as_str()),
+        Some(caller.id())
+    );
+    assert_eq!(
+        ev.referred_by.bridge.as_ref().map(|b| b.id.as_str()),
+        Some(bridge.id())
+    );
+    let seen = h.live("ChannelTransfer (caller)", on_caller).await.unwrap();
+    assert_eq!(seen, ev);
+
+    // The application carries it out.
+    h.live(
+        "progress to the phone",
+        agent.transfer_progress("channel_progress"),
+    )
+    .await
+    .unwrap();
+    let destination = ev
+        .refer_to
+        .requested_destination
+        .destination
+        .clone()
+        .unwrap_or_default();
+    let target = c.new_channel();
+    let target_started = target.once::<StasisStart>();
+    h.live(
+        "originate the target",
+        target.originate(format!("PJSIP/{destination}")).app(app),
+    )
+    .await
+    .unwrap();
+    h.live("the target's StasisStart", target_started)
+        .await
+        .unwrap();
+    let agent_end = agent.once::<StasisEnd>();
+    h.live("agent out", bridge.remove_channel([&agent]))
+        .await
+        .unwrap();
+    h.live("target in", bridge.add_channel([&target]))
+        .await
+        .unwrap();
+    h.live("answered", agent.transfer_progress("channel_answered"))
+        .await
+        .unwrap();
+    h.live("hang the agent up", agent.hangup()).await.unwrap();
+    h.live("the agent's StasisEnd", agent_end).await.unwrap();
+    let now = h.live("the bridge", bridge.get()).await.unwrap();
+    let data = now.data().expect("the bridge as Asterisk has it");
+    let mut in_bridge: Vec<String> = data.channels.iter().map(|c| c.to_string()).collect();
+    in_bridge.sort();
+    let mut expected = vec![caller.id().to_string(), target.id().to_string()];
+    expected.sort();
+    assert_eq!(in_bridge, expected);
+
+    // Attended: the caller's phone replaces this call with another call of its.
+    let other = h
+        .incoming_call(&c, PlaceCall::new("PJSIP/alice", app))
+        .await;
+    h.live("answer the other call", other.answer())
+        .await
+        .unwrap();
+    let on_caller = caller.once::<ChannelTransfer>();
+    let on_other = other.once::<ChannelTransfer>();
+    let refer = Refer::Attended {
+        replaces: other.id().to_string(),
+    };
+    h.server()
+        .refer(caller.id(), refer)
+        .expect("the REFER is received");
+    let ev = h.live("ChannelTransfer (caller)", on_caller).await.unwrap();
+    assert_eq!(
+        h.live("ChannelTransfer (replaced)", on_other)
+            .await
+            .unwrap(),
+        ev
+    );
+    let replaced = ev.refer_to.destination_channel.as_ref();
+    assert_eq!(replaced.map(|c| c.id.as_str()), Some(other.id()));
+    assert_eq!(
+        ev.refer_to.requested_destination.protocol_id,
+        replaced.map(|c| c.protocol_id.clone())
+    );
+    h.live("declined", caller.transfer_progress("channel_declined"))
+        .await
+        .unwrap();
+
+    for ch in [&caller, &target, &other] {
+        h.live("hangup", ch.hangup()).await.unwrap();
+    }
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }

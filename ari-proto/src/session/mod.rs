@@ -898,6 +898,40 @@ impl<T: Clone> Session<T> {
         kind != ResourceKind::Endpoint && self.router.follows(kind, id)
     }
 
+    /// Whether the subscriptions following this resource (not an endpoint) have seen it: an
+    /// event naming it was routed since the first of them was made (their set is forgotten
+    /// with its last subscription, and when the resource's final event ends them all). Such
+    /// subscriptions follow a resource that exists, or that ended and whose final event is
+    /// on its way: an adapter told by Asterisk that a request refused under that id created
+    /// nothing (even on a 404 of the live check after a 409, the resource may have ended in
+    /// between, its final event published before the 404 but not yet read) leaves them to
+    /// that event rather than call [`Session::not_created`].
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{Filter, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["vm"]));
+    /// let now = Instant::now();
+    /// s.start(now);
+    /// let _connect = s.poll_transmit();
+    /// s.handle_connected(now);
+    /// let sub = s.subscribe(Filter::recording("vm-1").with_type("RecordingFinished"));
+    /// assert!(!s.has_seen(ResourceKind::Recording, "vm-1"));
+    /// s.handle_text_frame(now, r#"{"type":"RecordingStarted","application":"vm",
+    ///     "timestamp":"2026-11-26T11:14:02.546+0000",
+    ///     "recording":{"name":"vm-1","format":"wav","state":"recording","target_uri":"channel:c1"}}"#);
+    /// assert!(s.has_seen(ResourceKind::Recording, "vm-1"));
+    /// s.unsubscribe(sub);
+    /// assert!(!s.has_seen(ResourceKind::Recording, "vm-1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn has_seen(&self, kind: ResourceKind, id: &str) -> bool {
+        kind != ResourceKind::Endpoint && self.router.seen(kind, id)
+    }
+
     /// Whether a subscription is live.
     pub fn is_subscribed(&self, id: SubscriptionId) -> bool {
         self.router.is_live(id)

@@ -335,6 +335,9 @@ struct BlockHead {
     cached: u8,
     /// Whether there are more than [`INLINE_SUBS`] subscriptions.
     more: bool,
+    /// Whether an event of this resource was routed while it was followed (see
+    /// [`Router::seen`]).
+    seen: bool,
 }
 
 /// A resource's subscriptions, in subscription order: the first [`INLINE_SUBS`] in fixed
@@ -520,6 +523,15 @@ impl<T> ResourceIndex<T> {
             .map(|e| &*e.block)
     }
 
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut ResourceBlock<T>> {
+        let hash = self.hash(key);
+        self.table
+            .find_mut(hash, |e| {
+                e.hash == hash && e.block.head.key.as_bytes() == key
+            })
+            .map(|e| &mut *e.block)
+    }
+
     /// Adds a subscription to the list of `key`, created if absent.
     fn push(&mut self, key: &[u8], listed: Listed<T>) {
         let hash = self.hash(key);
@@ -537,6 +549,7 @@ impl<T> ResourceIndex<T> {
                         tys: [ANY_TYPE as u16; INLINE_SUBS],
                         cached: 0,
                         more: false,
+                        seen: false,
                     },
                     subs: BlockSubs::new(),
                 }),
@@ -738,6 +751,15 @@ impl<T: Clone> Router<T> {
             .is_some_and(|b| !b.subs.is_empty())
     }
 
+    /// Whether an event of this resource (not an endpoint) was routed since its first
+    /// current subscription was made: the subscriptions following it then follow a resource
+    /// that exists (or existed: its final event, which ends them, is routed or on its way).
+    pub(crate) fn seen(&self, kind: ResourceKind, id: &str) -> bool {
+        self.by_resource[kind_index(kind)]
+            .get(id.as_bytes())
+            .is_some_and(|b| b.head.seen && !b.subs.is_empty())
+    }
+
     /// Removes every subscription following this resource (not an endpoint), in
     /// subscription order.
     pub(crate) fn unsubscribe_resource(
@@ -774,22 +796,6 @@ impl<T: Clone> Router<T> {
         }
     }
 
-    fn resource_block(&self, r: &ResourceRef<'_>) -> Option<&ResourceBlock<T>> {
-        let map = &self.by_resource[kind_index(r.kind)];
-        if map.is_empty() {
-            return None;
-        }
-        if r.kind == ResourceKind::Endpoint {
-            let mut key = String::with_capacity(r.technology.len() + 1 + r.id.len());
-            key.push_str(r.technology);
-            key.push('/');
-            key.push_str(r.id);
-            map.get(key.as_bytes())
-        } else {
-            map.get(r.id.as_bytes())
-        }
-    }
-
     /// The subscriptions `event` goes to, in creation order, each once; then removes the
     /// one-shot ones that matched and every subscription of a resource the event ends,
     /// reporting them through `ended`.
@@ -818,8 +824,12 @@ impl<T: Clone> Router<T> {
         let mut event_ty =
             || *event_ty.get_or_insert_with(|| types.get(type_name).unwrap_or(ANY_TYPE));
         let resources = event.resources();
+        let by_resource = &mut self.by_resource;
         for r in resources.iter() {
-            if let Some(b) = self.resource_block(&r) {
+            if let Some(b) = resource_block_mut(by_resource, &r) {
+                if !b.head.seen {
+                    b.head.seen = true;
+                }
                 b.for_each_match(&mut event_ty, &mut take);
             }
         }
@@ -844,6 +854,26 @@ impl<T: Clone> Router<T> {
             });
         }
         out
+    }
+}
+
+/// The block of the resource an event names, if it is followed.
+fn resource_block_mut<'a, T>(
+    by_resource: &'a mut [ResourceIndex<T>; KINDS],
+    r: &ResourceRef<'_>,
+) -> Option<&'a mut ResourceBlock<T>> {
+    let map = by_resource.get_mut(kind_index(r.kind))?;
+    if map.is_empty() {
+        return None;
+    }
+    if r.kind == ResourceKind::Endpoint {
+        let mut key = String::with_capacity(r.technology.len() + 1 + r.id.len());
+        key.push_str(r.technology);
+        key.push('/');
+        key.push_str(r.id);
+        map.get_mut(key.as_bytes())
+    } else {
+        map.get_mut(r.id.as_bytes())
     }
 }
 

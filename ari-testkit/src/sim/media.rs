@@ -82,9 +82,11 @@ impl Sim {
         };
         self.media.playbacks.insert(pb_id.to_string(), pb);
         let first = match target.split_once(':') {
+            // Behind a recording of the channel (its command runs until the recording ends),
+            // a playback waits for it.
             Some(("channel", c)) => self.channels.by_id.get_mut(c).map(|ch| {
                 ch.playbacks.push_back(pb_id.to_string());
-                ch.playbacks.len() == 1
+                ch.playbacks.len() == 1 && ch.recording.is_none()
             }),
             Some(("bridge", b)) => self.bridges.by_id.get_mut(b).map(|br| {
                 br.playbacks.push_back(pb_id.to_string());
@@ -277,12 +279,10 @@ impl Sim {
         };
         let was_queued = p.state == PbState::Queued;
         let target = p.target.clone();
-        let st = if was_queued && state == "done" {
-            "canceled"
-        } else {
-            state
-        };
-        self.emit_playback("PlaybackFinished", pb, Some(st));
+        // A queued playback stopped is `canceled` in Asterisk, which it reports as `done`
+        // (`res_stasis_playback`'s `state_to_string`: stopped, complete and canceled "really
+        // just mean 'done'").
+        self.emit_playback("PlaybackFinished", pb, Some(state));
         self.talk_close(pb);
         self.media.playbacks.remove(pb);
         if !was_queued {
@@ -291,15 +291,28 @@ impl Sim {
             }
         }
         let next = match target.split_once(':') {
-            Some(("channel", c)) => self.channels.by_id.get_mut(c).and_then(|ch| {
-                let head = ch.playbacks.front().map(|h| h == pb).unwrap_or(false);
-                ch.playbacks.retain(|x| x != pb);
-                if head {
-                    ch.playbacks.front().cloned()
-                } else {
-                    None
+            Some(("channel", c)) => {
+                let rec = self
+                    .channels
+                    .by_id
+                    .get(c)
+                    .and_then(|ch| ch.recording.clone());
+                let next = self.channels.by_id.get_mut(c).and_then(|ch| {
+                    let head = ch.playbacks.front().map(|h| h == pb).unwrap_or(false);
+                    ch.playbacks.retain(|x| x != pb);
+                    if head {
+                        ch.playbacks.front().cloned()
+                    } else {
+                        None
+                    }
+                });
+                match rec {
+                    // A recording of the channel was queued after `pb`: the playbacks queued
+                    // before it go first, then it, then the rest.
+                    Some(r) => self.playback_done_before_recording(&r, pb, next),
+                    None => next,
                 }
-            }),
+            }
             Some(("bridge", b)) => self.bridges.by_id.get_mut(b).and_then(|br| {
                 let head = br.playbacks.front().map(|h| h == pb).unwrap_or(false);
                 br.playbacks.retain(|x| x != pb);
@@ -365,6 +378,39 @@ impl Sim {
     }
 
     pub(super) fn recording_started(&mut self, name: &str) {
+        let playbacks = &self.media.playbacks;
+        let Some(r) = self.media.live.get_mut(name) else {
+            return;
+        };
+        r.ahead.retain(|pb| playbacks.contains_key(pb));
+        if !r.ahead.is_empty() {
+            // Its turn comes once the playbacks queued before it are over.
+            r.blocked = true;
+            return;
+        }
+        // A channel in a bridge cannot be recorded (record the bridge, or snoop): Asterisk
+        // accepted the request (201) and fails the recording when it would start.
+        let bridged = match self
+            .media
+            .live
+            .get(name)
+            .and_then(|r| r.target.split_once(':'))
+        {
+            Some(("channel", c)) => self
+                .channels
+                .by_id
+                .get(c)
+                .is_some_and(|ch| ch.bridge.is_some()),
+            _ => false,
+        };
+        if bridged {
+            self.end_recording(
+                name,
+                "failed",
+                Some("Cannot record channel while in bridge"),
+            );
+            return;
+        }
         let g = self.next_gen();
         let now = self.clock.now;
         let Some(r) = self.media.live.get_mut(name) else {
@@ -383,6 +429,31 @@ impl Sim {
         }
     }
 
+    /// `pb`, a playback of the recording `rec`'s channel, is over; `next` is the channel's
+    /// next playback. Returns the one to play now: `next` if it was queued before the
+    /// recording, else none (it waits for the recording, which starts once nothing is left
+    /// ahead of it).
+    fn playback_done_before_recording(
+        &mut self,
+        rec: &str,
+        pb: &str,
+        next: Option<String>,
+    ) -> Option<String> {
+        let Some(r) = self.media.live.get_mut(rec) else {
+            return next;
+        };
+        r.ahead.retain(|x| x != pb);
+        if next.as_ref().is_some_and(|n| r.ahead.contains(n)) {
+            return next;
+        }
+        if r.blocked && r.ahead.is_empty() {
+            r.blocked = false;
+            let (delay, g) = (r.start_delay, r.gen);
+            self.schedule(delay, Timer::RecStart(rec.to_string(), g));
+        }
+        None
+    }
+
     pub(super) fn rec_elapsed(&self, r: &LiveRec) -> Duration {
         match r.state {
             "recording" => r.accumulated + self.clock.now.saturating_sub(r.started),
@@ -392,11 +463,17 @@ impl Sim {
 
     /// Ends a live recording; `done` stores it, `canceled` discards it.
     pub(super) fn finish_recording(&mut self, name: &str, state: &'static str) {
+        self.end_recording(name, state, None);
+    }
+
+    /// Ends a live recording; a `failed` one carries `cause`.
+    pub(super) fn end_recording(&mut self, name: &str, state: &'static str, cause: Option<&str>) {
         let Some(r) = self.media.live.get(name) else {
             return;
         };
         // Ended before it could start (the channel hung up during the beep): failed.
-        let state = if r.state == "queued" && state == "done" {
+        // (`canceled` before it started is a disregarded stop: it has not started either.)
+        let state = if matches!(r.state, "queued" | "canceled") && state == "done" {
             "failed"
         } else {
             state
@@ -422,7 +499,7 @@ impl Sim {
             }
         }
         if state == "failed" {
-            rj["cause"] = json!("Channel hung up before recording started");
+            rj["cause"] = json!(cause.unwrap_or("Channel hung up before recording started"));
         }
         let mut ev = self.event(ty);
         ev.insert("recording".to_string(), rj);
@@ -440,9 +517,22 @@ impl Sim {
         }
         match target.split_once(':') {
             Some(("channel", c)) => {
+                let mut waiting = None;
                 if let Some(ch) = self.channels.by_id.get_mut(c) {
                     if ch.recording.as_deref() == Some(name) {
                         ch.recording = None;
+                        // The playbacks queued behind the recording now play.
+                        waiting = ch.playbacks.front().cloned();
+                    }
+                }
+                if let Some(pb) = waiting {
+                    if self
+                        .media
+                        .playbacks
+                        .get(&pb)
+                        .is_some_and(|p| p.state == PbState::Queued)
+                    {
+                        self.play_current(&pb);
                     }
                 }
             }

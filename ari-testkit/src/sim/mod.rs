@@ -335,6 +335,23 @@ pub struct PlaceCall {
     pub abandon_after: Option<Duration>,
 }
 
+/// A SIP `REFER` a phone sends on its call (see [`Sim::refer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refer {
+    /// Blind transfer: the phone asks for its call to go to `destination` (the user part
+    /// its user dialled, e.g. `2000`).
+    Blind {
+        /// The requested destination.
+        destination: String,
+    },
+    /// Attended transfer: the phone asks for its call to replace its other call, the
+    /// channel `replaces` (named in SIP by that call's Call-ID, its `protocol_id`).
+    Attended {
+        /// The channel of the phone's other call.
+        replaces: String,
+    },
+}
+
 impl PlaceCall {
     /// A call from `endpoint` into `app` with no arguments and no scripted caller.
     pub fn new(endpoint: &str, app: &str) -> PlaceCall {
@@ -647,6 +664,79 @@ impl Sim {
         }
         self.remote_hangup(channel_id, 16);
         Ok(())
+    }
+}
+
+impl Sim {
+    /// The phone on `channel_id` (a SIP channel) sends a `REFER` and the channel's transfers
+    /// are handed to ARI (`TRANSFER_HANDLING(ari-only)=1`, Asterisk 20+): Asterisk accepts it
+    /// and emits `ChannelTransfer`, and does nothing else: the application carries the
+    /// transfer out (bridges, originate, hangups) and reports its progress to the phone with
+    /// `POST channels/{id}/transfer_progress`.
+    ///
+    /// The event names what Asterisk resolves: `refer_to.requested_destination` holds the
+    /// blind transfer's `destination` or the attended transfer's Call-ID (`protocol_id`),
+    /// with `destination_channel` (the replaced channel), and `connected_channel` and
+    /// `bridge` (its bridge and the one other channel in it); `referred_by` holds
+    /// `source_channel` (`channel_id`) and likewise its bridge and peer. Fields that do not
+    /// resolve are left out, as Asterisk does.
+    pub fn refer(&mut self, now: Duration, channel_id: &str, refer: Refer) -> Result<(), String> {
+        self.advance(now);
+        let Some(ch) = self.channels.by_id.get(channel_id) else {
+            return Err(format!("channel {channel_id} not found"));
+        };
+        if ch.tech != Tech::Sip {
+            return Err(format!("channel {channel_id} is not a SIP channel"));
+        }
+        let mut res = vec![Res::Chan(channel_id.to_string())];
+        let mut refer_to = Map::new();
+        match &refer {
+            Refer::Blind { destination } => {
+                refer_to.insert(
+                    "requested_destination".to_string(),
+                    json!({ "destination": destination }),
+                );
+            }
+            Refer::Attended { replaces } => {
+                let Some(other) = self.channels.by_id.get(replaces) else {
+                    return Err(format!("channel {replaces} not found"));
+                };
+                refer_to.insert(
+                    "requested_destination".to_string(),
+                    json!({ "protocol_id": other.protocol_id }),
+                );
+                refer_to.insert("destination_channel".to_string(), self.chan_json(replaces));
+                self.transfer_party(replaces, &mut refer_to);
+                res.push(Res::Chan(replaces.clone()));
+            }
+        }
+        let mut referred_by = Map::new();
+        referred_by.insert("source_channel".to_string(), self.chan_json(channel_id));
+        self.transfer_party(channel_id, &mut referred_by);
+        let mut ev = self.event("ChannelTransfer");
+        ev.insert("refer_to".to_string(), Value::Object(refer_to));
+        ev.insert("referred_by".to_string(), Value::Object(referred_by));
+        self.emit(ev, &res);
+        Ok(())
+    }
+
+    /// `bridge` and `connected_channel` of a transfer party: the bridge `id` is in, and the
+    /// one other channel in it.
+    fn transfer_party(&self, id: &str, into: &mut Map<String, Value>) {
+        let Some(b) = self
+            .channels
+            .by_id
+            .get(id)
+            .and_then(|c| c.bridge.as_ref())
+            .and_then(|b| self.bridges.by_id.get(b))
+        else {
+            return;
+        };
+        let others: Vec<&String> = b.channels.iter().filter(|c| *c != id).collect();
+        if let [peer] = others.as_slice() {
+            into.insert("connected_channel".to_string(), self.chan_json(peer));
+        }
+        into.insert("bridge".to_string(), self.bridge_json(&b.id));
     }
 }
 

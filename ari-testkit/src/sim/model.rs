@@ -167,6 +167,14 @@ pub(super) struct LiveRec {
     pub(super) terminate_on: String,
     pub(super) gen: u64,
     pub(super) muted: bool,
+    /// The channel's playbacks queued before the `record`: its commands run in order, so
+    /// the recording starts once they are over.
+    pub(super) ahead: Vec<String>,
+    /// Its start came while playbacks were ahead: it starts (after `start_delay`) once they
+    /// are over.
+    pub(super) blocked: bool,
+    /// From the command's turn to `RecordingStarted` (the beep).
+    pub(super) start_delay: Duration,
 }
 
 #[derive(Debug, Clone)]

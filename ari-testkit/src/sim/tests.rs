@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{Outgoing, PlaceCall, Sim, SimConfig, SimRequest, SimResponse};
+use super::{Outgoing, PlaceCall, Refer, Sim, SimConfig, SimRequest, SimResponse};
 
 const EVENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -2150,8 +2150,18 @@ fn progress_and_transfer_progress_are_answered() {
     assert!(h.for_app("app").is_empty(), "{:?}", h.events);
     let path = format!("channels/{id}/transfer_progress");
     assert_eq!(h.req("POST", &path, &[], None).status, 400);
-    let r = h.req("POST", &path, &[("states", "channel_answered")], None);
-    assert_eq!(r.status, 204, "{:?}", r.body_json());
+    // The four states of Asterisk's transfer handling, each a NOTIFY to the phone.
+    for state in [
+        "channel_progress",
+        "channel_answered",
+        "channel_unavailable",
+        "channel_declined",
+    ] {
+        let r = h.req("POST", &path, &[("states", state)], None);
+        assert_eq!(r.status, 204, "{state}: {:?}", r.body_json());
+    }
+    let r = h.req("POST", &path, &[("states", "channel_ringing")], None);
+    assert_eq!(r.status, 400);
     assert_eq!(
         h.req("POST", "channels/nope/progress", &[], None).status,
         404
@@ -2231,7 +2241,14 @@ fn bridge_recording_cancel_and_failed_recording() {
         h.req("GET", "recordings/stored/conf-rec", &[], None).status,
         200
     );
-    // cancel: no stored recording
+    // cancel: no stored recording (a channel out of the bridge: a bridged one cannot be
+    // recorded)
+    h.req(
+        "POST",
+        "bridges/conf/removeChannel",
+        &[("channel", &a)],
+        None,
+    );
     h.req(
         "POST",
         &format!("channels/{a}/record"),
@@ -2282,6 +2299,402 @@ fn bridge_recording_cancel_and_failed_recording() {
         None,
     );
     assert_eq!(r.status, 400);
+}
+
+/// `POST playbacks/{id}/control` follows `res_stasis_playback`'s operations table: the
+/// operations are the API description's five (`stop` is `DELETE playbacks/{id}`: 400); a
+/// queued playback takes only `restart` (nothing to do), a paused one only `pause` (nothing
+/// to do) and `unpause`; the others answer 409 "Can only OP while media is playing" and change
+/// nothing. A queued playback stopped (`DELETE`) finishes with state `done`, as Asterisk
+/// reports its `canceled`.
+#[test]
+fn playback_control_follows_the_operations_table() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    for (pb, media) in [("first", "sound:silence/10"), ("next", "sound:silence/10")] {
+        let path = format!("channels/{id}/play/{pb}");
+        assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
+    }
+    // Stopping the queued one: PlaybackFinished, state `done` (Asterisk's canceled).
+    let path = format!("channels/{id}/play/dropped");
+    let r = h.req("POST", &path, &[("media", "sound:beep")], None);
+    assert_eq!(r.body_json()["state"], "queued");
+    h.events.clear();
+    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
+    let fin: Vec<Value> = h
+        .events
+        .iter()
+        .filter(|o| o.event["type"] == "PlaybackFinished")
+        .map(|o| o.event["playback"]["state"].clone())
+        .collect();
+    assert_eq!(fin, [json!("done")]);
+    let control = |h: &mut H, pb: &str, op: &str| {
+        let r = h.req(
+            "POST",
+            &format!("playbacks/{pb}/control"),
+            &[("operation", op)],
+            None,
+        );
+        (r.status, r.body_json()["message"].clone())
+    };
+    let refused = |op: &str| (409, json!(format!("Can only {op} while media is playing")));
+    assert_eq!(control(&mut h, "first", "stop").0, 400);
+    // Queued.
+    assert_eq!(control(&mut h, "next", "restart").0, 204);
+    for op in ["pause", "unpause", "forward", "reverse"] {
+        assert_eq!(control(&mut h, "next", op), refused(op), "queued {op}");
+    }
+    // Paused.
+    h.ms(2000);
+    assert_eq!(control(&mut h, "first", "pause").0, 204);
+    assert_eq!(control(&mut h, "first", "pause").0, 204);
+    for op in ["restart", "forward", "reverse"] {
+        assert_eq!(control(&mut h, "first", op), refused(op), "paused {op}");
+    }
+    let pos = |h: &mut H| h.req("GET", "playbacks/first", &[], None).body_json()["state"].clone();
+    assert_eq!(pos(&mut h), "paused");
+    assert_eq!(control(&mut h, "first", "unpause").0, 204);
+    assert_eq!(pos(&mut h), "playing");
+    // Playing: every operation.
+    for op in ["unpause", "forward", "reverse", "restart"] {
+        assert_eq!(control(&mut h, "first", op).0, 204, "playing {op}");
+    }
+}
+
+/// A `stop` or `cancel` of a recording that has not started (queued behind the beep here)
+/// is disregarded, as in Asterisk's `res_stasis_recording` (`recording_disregard`): 204, the
+/// state turns `canceled`, no event; the recording then starts anyway and runs to its own
+/// end (`maxDurationSeconds` here), stored as usual. A second `stop` while it is `canceled`
+/// has no operation: 409, as pause and mute before it starts.
+#[test]
+fn stop_or_cancel_before_a_recording_starts_is_disregarded() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    for op in ["stop", "cancel"] {
+        h.events.clear();
+        let name = format!("early-{op}");
+        let q = [
+            ("name", name.as_str()),
+            ("format", "wav"),
+            ("beep", "true"),
+            ("maxDurationSeconds", "3"),
+        ];
+        let r = h.req("POST", &format!("channels/{id}/record"), &q, None);
+        assert_eq!(r.status, 201);
+        assert_eq!(r.body_json()["state"], "queued");
+        let live = format!("recordings/live/{name}");
+        let r = match op {
+            "stop" => h.req("POST", &format!("{live}/stop"), &[], None),
+            _ => h.req("DELETE", &live, &[], None),
+        };
+        assert_eq!(r.status, 204, "{op}");
+        assert_eq!(
+            h.req("GET", &live, &[], None).body_json()["state"],
+            "canceled"
+        );
+        for again in [
+            h.req("POST", &format!("{live}/stop"), &[], None),
+            h.req("DELETE", &live, &[], None),
+            h.req("POST", &format!("{live}/pause"), &[], None),
+            h.req("POST", &format!("{live}/mute"), &[], None),
+        ] {
+            assert_eq!(again.status, 409, "{op}");
+            assert_eq!(again.body_json()["message"], "Recording not in session");
+        }
+        let types = |h: &H| -> Vec<String> {
+            h.events
+                .iter()
+                .filter_map(|o| o.event["type"].as_str())
+                .filter(|t| t.starts_with("Recording"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert!(types(&h).is_empty(), "{op}: {:?}", types(&h));
+        h.ms(1000);
+        assert_eq!(types(&h), ["RecordingStarted"], "{op}");
+        assert_eq!(
+            h.req("GET", &live, &[], None).body_json()["state"],
+            "recording"
+        );
+        h.ms(3000);
+        assert_eq!(types(&h), ["RecordingStarted", "RecordingFinished"], "{op}");
+        let fin = h
+            .events
+            .iter()
+            .find(|o| o.event["type"] == "RecordingFinished")
+            .map(|o| o.event["recording"].clone());
+        assert_eq!(
+            fin.as_ref().map(|r| r["state"].clone()),
+            Some(json!("done"))
+        );
+        assert_eq!(fin.map(|r| r["duration"].clone()), Some(json!(3)));
+        assert_eq!(h.req("GET", &live, &[], None).status, 404);
+        let stored = format!("recordings/stored/{name}");
+        assert_eq!(h.req("GET", &stored, &[], None).status, 200, "{op}");
+    }
+}
+
+/// A channel runs its commands one after the other (`res_stasis`'s control queue): a
+/// `record` issued while a prompt plays starts once the prompt is over (queued until then: a
+/// `stop` meanwhile is disregarded), and a playback issued while the channel records waits
+/// for the recording to end. (The greeting-then-record of a voicemail sent back to back.)
+#[test]
+fn a_channel_records_after_its_prompt_and_plays_after_its_recording() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    h.events.clear();
+    let play = |h: &mut H, pb: &str, media: &str| {
+        let r = h.req(
+            "POST",
+            &format!("channels/{id}/play/{pb}"),
+            &[("media", media)],
+            None,
+        );
+        assert_eq!(r.status, 201);
+    };
+    play(&mut h, "greeting", "sound:silence/2");
+    let q = [
+        ("name", "msg"),
+        ("format", "wav"),
+        ("maxDurationSeconds", "3"),
+    ];
+    assert_eq!(
+        h.req("POST", &format!("channels/{id}/record"), &q, None)
+            .status,
+        201
+    );
+    h.ms(1000);
+    assert_eq!(
+        h.req("GET", "recordings/live/msg", &[], None).body_json()["state"],
+        "queued"
+    );
+    h.ms(1500);
+    // The greeting is over; then the recording starts. A playback now waits for it.
+    play(&mut h, "bye", "sound:beep");
+    assert_eq!(
+        h.req("GET", "playbacks/bye", &[], None).body_json()["state"],
+        "queued"
+    );
+    h.ms(4000);
+    let order: Vec<String> = h
+        .events
+        .iter()
+        .filter_map(|o| {
+            let t = o.event["type"].as_str()?;
+            let what = o.event["playback"]["id"]
+                .as_str()
+                .or(o.event["recording"]["name"].as_str())?;
+            (t.starts_with("Playback") || t.starts_with("Recording")).then(|| format!("{t} {what}"))
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "PlaybackStarted greeting",
+            "PlaybackFinished greeting",
+            "RecordingStarted msg",
+            "RecordingFinished msg",
+            "PlaybackStarted bye",
+            "PlaybackFinished bye",
+        ]
+    );
+    let fin = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "RecordingFinished")
+        .map(|o| o.event["recording"]["duration"].clone());
+    assert_eq!(fin, Some(json!(3)));
+}
+
+/// Recording a channel that is in a bridge: Asterisk accepts the request (201) and fails the
+/// recording when it would start (`RecordingFailed`, cause "Cannot record channel while in
+/// bridge"; `record_file` in `res_stasis_recording`): a bridged call is recorded through its
+/// bridge (or a snoop). Nothing is stored, and the channel can be recorded once out.
+#[test]
+fn recording_a_bridged_channel_fails_when_it_would_start() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let a = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{a}/answer"), &[], None);
+    h.req("POST", "bridges/call", &[("type", "mixing")], None);
+    h.req("POST", "bridges/call/addChannel", &[("channel", &a)], None);
+    h.events.clear();
+    let q = [("name", "in-bridge"), ("format", "wav")];
+    let r = h.req("POST", &format!("channels/{a}/record"), &q, None);
+    assert_eq!(r.status, 201);
+    h.ms(500);
+    let ev: Vec<Value> = h
+        .events
+        .iter()
+        .filter(|o| {
+            o.event["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Recording"))
+        })
+        .map(|o| o.event.clone())
+        .collect();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["type"], "RecordingFailed");
+    assert_eq!(ev[0]["recording"]["state"], "failed");
+    assert_eq!(
+        ev[0]["recording"]["cause"],
+        "Cannot record channel while in bridge"
+    );
+    assert_eq!(
+        h.req("GET", "recordings/live/in-bridge", &[], None).status,
+        404
+    );
+    assert_eq!(
+        h.req("GET", "recordings/stored/in-bridge", &[], None)
+            .status,
+        404
+    );
+    // The bridge itself records.
+    let q = [("name", "the-bridge"), ("format", "wav")];
+    assert_eq!(h.req("POST", "bridges/call/record", &q, None).status, 201);
+    h.ms(500);
+    assert_eq!(
+        h.req("GET", "recordings/live/the-bridge", &[], None)
+            .body_json()["state"],
+        "recording"
+    );
+    h.req("POST", "recordings/live/the-bridge/stop", &[], None);
+    // Out of the bridge, the channel records.
+    h.req(
+        "POST",
+        "bridges/call/removeChannel",
+        &[("channel", &a)],
+        None,
+    );
+    let q = [("name", "out"), ("format", "wav")];
+    let r = h.req("POST", &format!("channels/{a}/record"), &q, None);
+    assert_eq!(r.status, 201);
+    h.ms(500);
+    assert_eq!(
+        h.req("GET", "recordings/live/out", &[], None).body_json()["state"],
+        "recording"
+    );
+}
+
+/// A SIP REFER handed to ARI (`Sim::refer`): `ChannelTransfer` to the application, shaped
+/// as the API description's `ChannelTransfer`/`ReferTo`/`ReferredBy`: a blind transfer names
+/// the requested destination and the referring channel with its bridge and peer; an
+/// attended one names the replaced call by its Call-ID (`protocol_id`) and resolves its
+/// channel, bridge and peer. Nothing else happens (the application carries it out). A
+/// channel that is not SIP, or unknown, is refused.
+#[test]
+fn refer_emits_channel_transfer_shaped_like_asterisk() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let alice = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    let bob = h.sim.place_call(h.now, PlaceCall::new("PJSIP/bob", "app"));
+    let carol = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/carol", "app"));
+    h.pump();
+    h.req("POST", "bridges/b1", &[("type", "mixing")], None);
+    h.req("POST", "bridges/b2", &[("type", "mixing")], None);
+    for (b, c) in [("b1", &alice), ("b1", &bob), ("b2", &carol)] {
+        h.req("POST", &format!("channels/{c}/answer"), &[], None);
+        let r = h.req(
+            "POST",
+            &format!("bridges/{b}/addChannel"),
+            &[("channel", c)],
+            None,
+        );
+        assert_eq!(r.status, 204);
+    }
+    h.events.clear();
+    let blind = Refer::Blind {
+        destination: "2000".to_string(),
+    };
+    h.sim.refer(h.now, &bob, blind).unwrap();
+    h.pump();
+    let ev = h.for_app("app");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let t = &ev[0];
+    assert_eq!(t["type"], "ChannelTransfer");
+    assert_eq!(
+        t["refer_to"]["requested_destination"],
+        json!({"destination": "2000"})
+    );
+    assert!(t["refer_to"].get("destination_channel").is_none(), "{t}");
+    assert_eq!(t["referred_by"]["source_channel"]["id"], json!(bob));
+    assert_eq!(t["referred_by"]["connected_channel"]["id"], json!(alice));
+    assert_eq!(t["referred_by"]["bridge"]["id"], "b1");
+    assert!(
+        t["timestamp"].is_string() && t["asterisk_id"].is_string(),
+        "{t}"
+    );
+
+    // Attended: carol's phone (bob's other call in this story) replaces bob's call.
+    h.events.clear();
+    let carol_call_id = h
+        .req("GET", &format!("channels/{carol}"), &[], None)
+        .body_json()["protocol_id"]
+        .clone();
+    let attended = Refer::Attended {
+        replaces: carol.clone(),
+    };
+    h.sim.refer(h.now, &bob, attended).unwrap();
+    h.pump();
+    let ev = h.for_app("app");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let t = &ev[0];
+    assert_eq!(
+        t["refer_to"]["requested_destination"]["protocol_id"],
+        carol_call_id
+    );
+    assert_eq!(t["refer_to"]["destination_channel"]["id"], json!(carol));
+    assert_eq!(t["refer_to"]["bridge"]["id"], "b2");
+    assert!(
+        t["refer_to"].get("connected_channel").is_none(),
+        "alone in b2: {t}"
+    );
+    assert_eq!(t["referred_by"]["source_channel"]["id"], json!(bob));
+    // Nothing moved.
+    assert_eq!(
+        h.req("GET", "bridges/b1", &[], None).body_json()["channels"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // Refused: unknown channel, a channel that is not SIP.
+    let again = Refer::Blind {
+        destination: "2000".to_string(),
+    };
+    assert!(h.sim.refer(h.now, "nope", again.clone()).is_err());
+    let snoop = h.req(
+        "POST",
+        &format!("channels/{alice}/snoop"),
+        &[("app", "app"), ("spy", "in")],
+        None,
+    );
+    let snoop = snoop.body_json()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(h.sim.refer(h.now, &snoop, again).is_err());
 }
 
 /// Replays every REST request of the fixture script (run 2, in order, ids included)
@@ -2356,6 +2769,11 @@ fn fixture_rest_script_replays_with_the_same_answers() {
         } else {
             Some(d["body"].clone())
         };
+        // the script waited for the IVR's playback to finish before recording (the channel
+        // runs its commands in order: a record sent earlier would start after it)
+        if method == "POST" && path.ends_with("/record") && d["scenario"] == "record" {
+            h.ms(3000);
+        }
         // the script waited for the recording to finish before looking at stored ones
         if path == "recordings/stored" && d["scenario"] == "record" {
             h.ms(2500);

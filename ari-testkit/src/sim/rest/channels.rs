@@ -643,16 +643,17 @@ impl Sim {
                     return e;
                 }
                 // Asterisk indicates the transfer's state to the channel (a REFER's NOTIFY);
-                // nothing shows on ARI.
+                // nothing shows on ARI. (`channel_unavailable`: the transfer target could not
+                // be reached, a final state like `channel_declined`.)
+                const STATES: [&str; 4] = [
+                    "channel_answered",
+                    "channel_progress",
+                    "channel_declined",
+                    "channel_unavailable",
+                ];
                 match p.nonempty("states") {
                     None => R::error(400, "states must not be empty"),
-                    Some(s)
-                        if ["channel_answered", "channel_progress", "channel_declined"]
-                            .iter()
-                            .any(|v| v.eq_ignore_ascii_case(&s)) =>
-                    {
-                        R::no_content()
-                    }
+                    Some(s) if STATES.iter().any(|v| v.eq_ignore_ascii_case(&s)) => R::no_content(),
                     Some(_) => R::error(400, "Invalid states value"),
                 }
             }

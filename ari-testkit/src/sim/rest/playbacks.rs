@@ -92,59 +92,52 @@ impl Sim {
                 let Some(pb) = self.media.playbacks.get(*id).cloned() else {
                     return R::error(404, "Playback not found");
                 };
-                if !["pause", "unpause", "restart", "reverse", "forward", "stop"]
-                    .contains(&op.as_str())
-                {
+                // The operations of the API description (stopping is `DELETE playbacks/{id}`).
+                if !["pause", "unpause", "restart", "reverse", "forward"].contains(&op.as_str()) {
                     return R::error(400, "operation: Invalid enum value");
                 }
+                // `res_stasis_playback`'s operations table: queued, only `restart` (nothing to
+                // do); paused, only `pause` (nothing to do) and `unpause`.
+                let allowed = match pb.state {
+                    PbState::Queued => op == "restart",
+                    PbState::Paused => op == "pause" || op == "unpause",
+                    _ => true,
+                };
+                if !allowed {
+                    return R::error(409, &format!("Can only {op} while media is playing"));
+                }
                 if pb.state == PbState::Queued {
-                    return R::error(409, "Playback not currently playing");
+                    return R::no_content();
                 }
                 let pos = self.pb_position(&pb);
                 match op.as_str() {
-                    "pause" => {
-                        if pb.state == PbState::Playing {
-                            if let Some(x) = self.media.playbacks.get_mut(*id) {
-                                x.state = PbState::Paused;
-                                x.offset = pos;
-                                x.gen += 1_000_000;
-                            }
-                            self.talk_close(id);
+                    "pause" if pb.state == PbState::Playing => {
+                        if let Some(x) = self.media.playbacks.get_mut(*id) {
+                            x.state = PbState::Paused;
+                            x.offset = pos;
+                            x.gen += 1_000_000;
                         }
+                        self.talk_close(id);
                     }
-                    "unpause" => {
-                        if pb.state == PbState::Paused {
-                            if let Some(x) = self.media.playbacks.get_mut(*id) {
-                                x.state = PbState::Playing;
-                            }
-                            self.pb_seek(id, pos);
-                            self.emit_playback("PlaybackStarted", id, None);
-                        }
-                    }
-                    "restart" => {
+                    "unpause" if pb.state == PbState::Paused => {
                         if let Some(x) = self.media.playbacks.get_mut(*id) {
                             x.state = PbState::Playing;
                         }
-                        self.pb_seek(id, Duration::ZERO);
+                        self.pb_seek(id, pos);
+                        self.emit_playback("PlaybackStarted", id, None);
                     }
+                    // `pause` of a paused one and `unpause` of a playing one: nothing to do.
+                    "pause" | "unpause" => {}
+                    "restart" => self.pb_seek(id, Duration::ZERO),
                     "reverse" => {
                         let to = pos.saturating_sub(pb.skip);
                         self.pb_seek(id, to);
                     }
                     "forward" => {
                         let to = pos.saturating_add(pb.skip);
-                        match pb.length {
-                            Some(l) if to >= l => {
-                                if pb.state == PbState::Playing {
-                                    self.pb_seek(id, l);
-                                } else if let Some(x) = self.media.playbacks.get_mut(*id) {
-                                    x.offset = l;
-                                }
-                            }
-                            _ => self.pb_seek(id, to),
-                        }
+                        self.pb_seek(id, pb.length.map_or(to, |l| to.min(l)));
                     }
-                    _ => self.finish_playback(id, "done"),
+                    _ => {}
                 }
                 R::no_content()
             }

@@ -67,6 +67,28 @@ impl Sim {
         if busy {
             return R::error(409, "Channel is already being recorded");
         }
+        // The beep is the `beep` sound (450 ms by default), then the recording starts.
+        let delay = if beep {
+            self.cfg
+                .media_durations
+                .get("beep")
+                .copied()
+                .unwrap_or(Duration::from_millis(450))
+                + Duration::from_millis(50)
+        } else {
+            Duration::from_millis(20)
+        };
+        // A channel runs its commands one after the other: the playbacks already queued on
+        // it play first.
+        let ahead: Vec<String> = match target.split_once(':') {
+            Some(("channel", c)) => self
+                .channels
+                .by_id
+                .get(c)
+                .map(|ch| ch.playbacks.iter().cloned().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let g = self.next_gen();
         self.media.live.insert(
             name.clone(),
@@ -82,6 +104,9 @@ impl Sim {
                 terminate_on,
                 gen: g,
                 muted: false,
+                ahead,
+                blocked: false,
+                start_delay: delay,
             },
         );
         match target.split_once(':') {
@@ -98,23 +123,26 @@ impl Sim {
             _ => {}
         }
         let resp = self.live_json(&name);
-        // The beep is the `beep` sound (450 ms by default), then the recording starts.
-        let delay = if beep {
-            self.cfg
-                .media_durations
-                .get("beep")
-                .copied()
-                .unwrap_or(Duration::from_millis(450))
-                + Duration::from_millis(50)
-        } else {
-            Duration::from_millis(20)
-        };
         self.schedule(delay, Timer::RecStart(name.clone(), g));
         R {
             status: 201,
             content_type: "application/json",
             body: resp.to_string().into_bytes(),
         }
+    }
+
+    /// `stop` or `cancel` of a recording that has not started yet (`queued`: its channel is
+    /// busy, e.g. playing, or the command is not picked up yet). Asterisk disregards it: the
+    /// state becomes `canceled` and nothing else happens; when its turn comes the recording
+    /// starts anyway (`RecordingStarted`, state `recording`) and runs to its own end
+    /// (`maxDurationSeconds`, silence, DTMF, hangup, or a later `stop`), as
+    /// `res_stasis_recording`'s `recording_disregard` does. A second `stop`/`cancel` before
+    /// it starts finds no operation for `canceled`: 409.
+    fn disregard_recording(&mut self, name: &str) -> R {
+        if let Some(r) = self.media.live.get_mut(name) {
+            r.state = "canceled";
+        }
+        R::no_content()
     }
 
     pub(super) fn r_recordings(&mut self, m: &str, s: &[&str], p: &P<'_>) -> R {
@@ -124,21 +152,31 @@ impl Sim {
                 false => R::error(404, "Recording not found"),
             },
             ("DELETE", ["live", name]) => {
-                if !self.media.live.contains_key(*name) {
+                let Some(state) = self.media.live.get(*name).map(|r| r.state) else {
                     return R::error(404, "Recording not found");
+                };
+                match state {
+                    "queued" => self.disregard_recording(name),
+                    "canceled" => R::error(409, "Recording not in session"),
+                    _ => {
+                        self.finish_recording(name, "canceled");
+                        R::no_content()
+                    }
                 }
-                self.finish_recording(name, "canceled");
-                R::no_content()
             }
             ("POST", ["live", name, op]) | ("DELETE", ["live", name, op]) => {
                 let Some(r) = self.media.live.get(*name).cloned() else {
                     return R::error(404, "Recording not found");
                 };
                 match (m, *op) {
-                    ("POST", "stop") => {
-                        self.finish_recording(name, "done");
-                        R::no_content()
-                    }
+                    ("POST", "stop") => match r.state {
+                        "queued" => self.disregard_recording(name),
+                        "canceled" => R::error(409, "Recording not in session"),
+                        _ => {
+                            self.finish_recording(name, "done");
+                            R::no_content()
+                        }
+                    },
                     ("POST", "pause") => {
                         if r.state == "recording" {
                             let el = self.rec_elapsed(&r);
@@ -171,6 +209,9 @@ impl Sim {
                         R::no_content()
                     }
                     ("POST", "mute") | ("DELETE", "mute") => {
+                        if !matches!(r.state, "recording" | "paused") {
+                            return R::error(409, "Recording not in session");
+                        }
                         if let Some(x) = self.media.live.get_mut(*name) {
                             x.muted = m == "POST";
                         }
