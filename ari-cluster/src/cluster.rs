@@ -1017,6 +1017,18 @@ impl NatsRuntime {
             };
             let path = uri.split('?').next().unwrap_or("");
             let (route, unknown) = this.route(&parts.method, path)?;
+            // What the request creates under ids the application chose (both halves of a
+            // Local channel, a snoop, a playback, a recording, a bridge): this instance owns
+            // them on the node that runs the request, known before it is sent when the
+            // request goes to one node, else from the proxy's answer. Their waits then end
+            // when that node's Asterisk restarts or its proxy is lost, even if no event of
+            // theirs ever came.
+            let created = created_keys(&parts.method, uri);
+            if let Route::Node(n) = &route {
+                for key in &created {
+                    this.shared.learn(key.clone(), n, true);
+                }
+            }
             let envelope = RestRequest {
                 kind: "RESTRequest".into(),
                 method: parts.method.as_str().to_string(),
@@ -1063,6 +1075,25 @@ impl NatsRuntime {
                     if parts.method != http::Method::DELETE {
                         shared.learn(key.clone(), n, false);
                     }
+                }
+            }
+            if let Some(n) = &node {
+                match resp.status_code {
+                    200..=299 => {
+                        for key in &created {
+                            shared.learn(key.clone(), n, true);
+                        }
+                    }
+                    // Refused: nothing was created (a 409 names a live one: kept).
+                    400..=408 | 410.. => {
+                        let mut map = lock(&shared.resources);
+                        for key in &created {
+                            if map.get(key).is_some_and(|(at, _)| at == n) {
+                                map.remove(key);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
             if let (Some(node), true) = (&node, (200..300).contains(&resp.status_code)) {
@@ -1173,6 +1204,19 @@ impl NatsRuntime {
     }
 }
 
+/// The resources (`c:ID`, the [`wire::RESOURCES_HEADER`] format) a request creates under
+/// ids the application chose ([`ari_proto::rest::RequestParts::created_resources`]).
+fn created_keys(method: &http::Method, uri: &str) -> Vec<String> {
+    if method != http::Method::POST {
+        return Vec::new();
+    }
+    ari_proto::rest::RequestParts::raw(method.clone(), uri, None)
+        .created_resources()
+        .into_iter()
+        .filter_map(|(kind, id)| Some(format!("{}:{id}", wire::kind_letter(kind)?)))
+        .collect()
+}
+
 /// Sends one `RESTRequest` envelope where `route` says; the answer, the node that gave it
 /// and its body.
 async fn exchange(
@@ -1280,6 +1324,17 @@ async fn feed(
                     // A proxy asking whether this instance is still there.
                     if let Some(reply) = msg.reply {
                         let _ = shared.nats.publish(reply, Bytes::new()).await;
+                    }
+                    continue;
+                }
+                if headers.is_some_and(|h| h.get(wire::CREATING_HEADER).is_some()) {
+                    // A proxy runs a creation of this instance's: its resources' node.
+                    if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
+                        let listed = std::str::from_utf8(&msg.payload).unwrap_or("");
+                        let node: Arc<str> = Arc::from(node.as_str());
+                        for key in listed.split(' ').filter(|k| !k.is_empty()) {
+                            shared.learn(key.to_string(), &node, true);
+                        }
                     }
                     continue;
                 }

@@ -1537,7 +1537,10 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
     query.extend(req.query_strings.drain(..).map(|q| (q.name, q.value)));
     if let Some(owner) = &instance {
         if req.method.eq_ignore_ascii_case("POST") {
-            preassign(state, &path, &mut query, owner);
+            let created = preassign(state, &path, &mut query, owner);
+            if !created.is_empty() && msg.subject.as_str() == state.subjects.rest_any() {
+                tell_creating(state, owner, &created).await;
+            }
         }
     }
     let mut path_and_query = path.clone();
@@ -1712,10 +1715,47 @@ fn split_uri(uri: &str) -> (String, Vec<(String, String)>) {
     (path.to_string(), pairs)
 }
 
+/// Tells the instance `owner` that this node runs its request creating `created`
+/// ([`wire::CREATING_HEADER`]).
+async fn tell_creating(state: &State, owner: &Arc<str>, created: &[(ResourceKind, String)]) {
+    let mut list = String::new();
+    for (kind, id) in created {
+        if let Some(l) = wire::kind_letter(*kind) {
+            if !list.is_empty() {
+                list.push(' ');
+            }
+            list.push(l);
+            list.push(':');
+            list.push_str(id);
+        }
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::NODE_HEADER, state.node.as_str());
+    headers.insert(wire::CREATING_HEADER, "1");
+    let subject = state.subjects.instance(owner);
+    if let Err(e) = state
+        .nats
+        .publish_with_headers(subject, headers, Bytes::from(list))
+        .await
+    {
+        state
+            .counters
+            .publish_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "creation notice not sent");
+    }
+}
+
 /// Gives the resources a creation will make to `owner` before it is sent, so their first
 /// events (a `StasisStart` right after an originate) reach it. Where Asterisk would pick the
 /// id itself, the proxy picks one (`channelId`, `playbackId`, `bridgeId`, `snoopId`).
-fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner: &Arc<str>) {
+/// Returns them.
+fn preassign(
+    state: &State,
+    path: &str,
+    query: &mut Vec<(String, String)>,
+    owner: &Arc<str>,
+) -> Vec<(ResourceKind, String)> {
     let segs: Vec<String> = path
         .split('/')
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
@@ -1732,16 +1772,15 @@ fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner
     let mut owned: Vec<(ResourceKind, String)> = Vec::new();
     match segs.as_slice() {
         ["channels"] | ["channels", "create"] | ["channels", "externalMedia"] => {
-            owned.push((ResourceKind::Channel, ensure(query, "channelId")));
-            if let Some((_, v)) = query.iter().find(|(k, _)| k == "otherChannelId") {
-                owned.push((ResourceKind::Channel, v.clone()));
+            let id = ensure(query, "channelId");
+            if segs[..] != ["channels", "externalMedia"] {
+                owned.extend(other_half(query, &id));
             }
+            owned.push((ResourceKind::Channel, id));
         }
         ["channels", id] => {
+            owned.extend(other_half(query, id));
             owned.push((ResourceKind::Channel, id.to_string()));
-            if let Some((_, v)) = query.iter().find(|(k, _)| k == "otherChannelId") {
-                owned.push((ResourceKind::Channel, v.clone()));
-            }
         }
         ["bridges"] => owned.push((ResourceKind::Bridge, ensure(query, "bridgeId"))),
         ["bridges", id] => owned.push((ResourceKind::Bridge, id.to_string())),
@@ -1762,10 +1801,34 @@ fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner
     }
     if !owned.is_empty() {
         let mut table = state.owners();
-        for (kind, id) in owned {
-            table.claim(kind, &id, owner);
+        for (kind, id) in &owned {
+            table.claim(*kind, id, owner);
         }
     }
+    owned
+}
+
+/// The second half of a Local channel an originate (or `channels/create`) with the channel id
+/// `id` makes: `otherChannelId`, or without it, for a `Local/` endpoint, `{id};2` (the id
+/// Asterisk gives that half).
+fn other_half(query: &[(String, String)], id: &str) -> Option<(ResourceKind, String)> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let other = match param("otherChannelId") {
+        Some(other) => other.to_string(),
+        None if param("endpoint")
+            .and_then(|e| e.get(..6))
+            .is_some_and(|t| t.eq_ignore_ascii_case("local/")) =>
+        {
+            format!("{id};2")
+        }
+        None => return None,
+    };
+    (other != id).then_some((ResourceKind::Channel, other))
 }
 
 /// A created resource in a response body (a Channel, Bridge, Playback or LiveRecording

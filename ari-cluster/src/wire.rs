@@ -80,6 +80,13 @@ pub const RESTARTED_HEADER: &str = "Ari-Restarted";
 /// the node learns there that Asterisk restarted too (ends the node's resources, answers
 /// nothing for them).
 pub const STARTUP_HEADER: &str = "Ari-Startup";
+/// Header of a proxy's message on an instance's subject saying that it took one of that
+/// instance's creation requests sent to any node (`{p}.rest`), before it runs it: the
+/// payload names the resources the request creates (the [`RESOURCES_HEADER`] format), with
+/// [`NODE_HEADER`]. The instance then knows their node even if neither the answer nor an
+/// event of theirs ever comes (the proxy or its Asterisk gone meanwhile), so their waits end
+/// when that node's Asterisk restarts or the node is lost. Nothing is delivered.
+pub const CREATING_HEADER: &str = "Ari-Creating";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
