@@ -28,6 +28,9 @@ use percent_encoding::percent_decode_str;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use ari_proto::session::EndReason;
+
+use crate::nodes::NodeTable;
 use crate::wire::{self, Announce, RestRequest, RestResponse, Subjects};
 
 /// The typed ARI client over NATS.
@@ -89,6 +92,17 @@ pub enum NodeEvent {
         id: String,
         /// Why it is considered down.
         reason: String,
+    },
+    /// A node stayed down for [`ClusterBuilder::node_lost_after`]: its proxy did not come
+    /// back, so the events of its resources will not come. The waits, streams and listeners
+    /// of this instance's clients on the resources it knew there have ended
+    /// ([`ari_client::Error::AsteriskGone`]); the other nodes' are untouched. Reported once
+    /// per time down.
+    Lost {
+        /// The node id.
+        id: String,
+        /// Resources of the node this instance knew, now ended.
+        resources: usize,
     },
 }
 
@@ -210,6 +224,11 @@ pub struct ClusterStats {
     /// Resources ended because the Asterisk of their node restarted
     /// ([`NodeEvent::AsteriskRestarted`]).
     pub resources_gone: u64,
+    /// Nodes lost: down for longer than [`ClusterBuilder::node_lost_after`]
+    /// ([`NodeEvent::Lost`]).
+    pub nodes_lost: u64,
+    /// Resources ended because their node was lost ([`NodeEvent::Lost`]).
+    pub resources_lost: u64,
     /// REST requests sent over NATS.
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
@@ -218,16 +237,6 @@ pub struct ClusterStats {
     pub known_resources: u64,
     /// Resources not recorded because the table was full.
     pub resources_refused: u64,
-}
-
-#[derive(Debug)]
-struct Node {
-    info: NodeInfo,
-    last_seen: Instant,
-    interval: Duration,
-    up: bool,
-    /// When and why it went down (while `!up`).
-    down: Option<(SystemTime, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -239,11 +248,15 @@ struct Counters {
     slow_consumer: Arc<AtomicU64>,
     event_messages_lost: AtomicU64,
     resources_gone: AtomicU64,
+    nodes_lost: AtomicU64,
+    resources_lost: AtomicU64,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
     resources_refused: AtomicU64,
 }
 
+/// How long a node stays down before it is lost, by default.
+const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(60);
 /// Largest resource → node table.
 const MAX_RESOURCES: usize = 1_000_000;
 /// Event messages each subscription of an instance buffers by default.
@@ -255,14 +268,12 @@ struct Shared {
     nats: async_nats::Client,
     subjects: Subjects,
     instance: String,
-    nodes: Mutex<HashMap<String, Node>>,
+    nodes: Mutex<NodeTable>,
     /// Resource id (`c:ID`) → node, and whether this instance owns it (its events came on
     /// this instance's subject, or this instance created it): a proxy restarting asks
     /// ([`Subjects::owned`]).
     resources: Mutex<HashMap<String, (Arc<str>, bool)>>,
     node_tx: broadcast::Sender<NodeEvent>,
-    /// A node is down when silent for three intervals and at least this long.
-    min_silence: Duration,
     nats_up: watch::Receiver<bool>,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -435,6 +446,45 @@ impl Shared {
             }
             startups.insert(node.to_string(), startup.to_string());
         }
+        let gone = self.end_node_resources(node, listed, EndReason::ResourceEnded);
+        self.counters
+            .resources_gone
+            .fetch_add(gone as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node,
+            startup,
+            resources = gone,
+            "the node's Asterisk restarted: its resources are gone"
+        );
+        let _ = self.node_tx.send(NodeEvent::AsteriskRestarted {
+            id: node.to_string(),
+            resources: gone,
+        });
+    }
+
+    /// Node `node` was down for longer than the lost limit: the resources this instance
+    /// knows there end ([`EndReason::PeerGone`]: their waits fail with
+    /// [`ari_client::Error::AsteriskGone`]).
+    fn node_lost(&self, node: &str) {
+        let gone = self.end_node_resources(node, "", EndReason::PeerGone);
+        self.counters.nodes_lost.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .resources_lost
+            .fetch_add(gone as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node,
+            resources = gone,
+            "node lost: its proxy stayed down past the lost limit; its resources' waits end"
+        );
+        let _ = self.node_tx.send(NodeEvent::Lost {
+            id: node.to_string(),
+            resources: gone,
+        });
+    }
+
+    /// Ends, in every client of this cluster, the resources this instance maps to `node` and
+    /// those `listed` (the [`wire::RESOURCES_HEADER`] format), forgetting them; how many.
+    fn end_node_resources(&self, node: &str, listed: &str, reason: EndReason) -> usize {
         let mut keys: Vec<String> = listed
             .split(' ')
             .filter(|k| !k.is_empty())
@@ -467,22 +517,10 @@ impl Shared {
         };
         let mut ended = 0;
         for c in &clients {
-            ended += c.resources_gone(gone.iter().copied());
+            ended += c.end_resources(gone.iter().copied(), reason);
         }
-        self.counters
-            .resources_gone
-            .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        tracing::warn!(
-            node,
-            startup,
-            resources = gone.len(),
-            subscriptions = ended,
-            "the node's Asterisk restarted: its resources are gone"
-        );
-        let _ = self.node_tx.send(NodeEvent::AsteriskRestarted {
-            id: node.to_string(),
-            resources: gone.len(),
-        });
+        tracing::debug!(node, subscriptions = ended, "subscriptions ended");
+        gone.len()
     }
 
     /// Keeps `client` to end its waits when a node's Asterisk restarts.
@@ -494,34 +532,20 @@ impl Shared {
 
     /// The nodes up now, by id.
     fn up_nodes(&self) -> Vec<Arc<str>> {
-        let nodes = lock(&self.nodes);
-        let mut v: Vec<Arc<str>> = nodes
-            .values()
-            .filter(|n| n.up)
-            .map(|n| Arc::from(n.info.id.as_str()))
-            .collect();
-        v.sort();
-        v
+        lock(&self.nodes)
+            .up()
+            .into_iter()
+            .map(|n| Arc::from(n.id.as_str()))
+            .collect()
     }
 
     fn is_down(&self, node: &str) -> Option<NodeDown> {
-        let nodes = lock(&self.nodes);
-        match nodes.get(node) {
-            Some(n) if !n.up => {
-                let (since, reason) = n.down.clone().unwrap_or_else(|| {
-                    (
-                        SystemTime::now(),
-                        "its proxy stopped announcing itself".into(),
-                    )
-                });
-                Some(NodeDown {
-                    node: node.to_string(),
-                    since,
-                    reason,
-                })
-            }
-            _ => None,
-        }
+        let (since, reason) = lock(&self.nodes).down(node)?;
+        Some(NodeDown {
+            node: node.to_string(),
+            since,
+            reason,
+        })
     }
 
     fn handle_announce(&self, a: Announce, now: Instant) {
@@ -530,68 +554,19 @@ impl Shared {
             // knew: the restart's message was missed.
             self.asterisk_startup(&a.node, &a.startup_time, "", true);
         }
-        let mut nodes = lock(&self.nodes);
-        let info = NodeInfo {
-            id: a.node.clone(),
-            apps: a.apps.clone(),
-            asterisk_version: a.asterisk_version.clone(),
-            connected: a.connected,
-        };
-        let interval = Duration::from_millis(a.interval_ms.clamp(10, 3_600_000));
-        if !a.up {
-            if let Some(n) = nodes.get_mut(&a.node) {
-                if n.up {
-                    n.up = false;
-                    let reason = "its proxy stopped".to_string();
-                    n.down = Some((SystemTime::now(), reason.clone()));
-                    let _ = self.node_tx.send(NodeEvent::Down {
-                        id: a.node.clone(),
-                        reason,
-                    });
-                }
-            }
-            return;
-        }
-        let entry = nodes.entry(a.node.clone()).or_insert_with(|| Node {
-            info: info.clone(),
-            last_seen: now,
-            interval,
-            up: false,
-            down: None,
-        });
-        let link_changed = entry.up && entry.info.connected != info.connected;
-        entry.info = info.clone();
-        entry.last_seen = now;
-        if link_changed {
-            let _ = self.node_tx.send(NodeEvent::Asterisk {
-                id: info.id.clone(),
-                connected: info.connected,
-            });
-        }
-        entry.interval = interval;
-        if !entry.up {
-            entry.up = true;
-            entry.down = None;
-            let _ = self.node_tx.send(NodeEvent::Up(info));
+        let events = lock(&self.nodes).announce(&a, now, SystemTime::now());
+        for e in events {
+            let _ = self.node_tx.send(e);
         }
     }
 
     fn expire_nodes(&self, now: Instant) {
-        let mut nodes = lock(&self.nodes);
-        for (id, n) in nodes.iter_mut() {
-            let limit = (n.interval * 3).max(self.min_silence);
-            if n.up && now.saturating_duration_since(n.last_seen) > limit {
-                n.up = false;
-                let reason = format!(
-                    "no announcement for {} ms",
-                    now.saturating_duration_since(n.last_seen).as_millis()
-                );
-                n.down = Some((SystemTime::now(), reason.clone()));
-                let _ = self.node_tx.send(NodeEvent::Down {
-                    id: id.clone(),
-                    reason,
-                });
-            }
+        let (events, lost) = lock(&self.nodes).expire(now, SystemTime::now());
+        for e in events {
+            let _ = self.node_tx.send(e);
+        }
+        for node in lost {
+            self.node_lost(&node);
         }
     }
 }
@@ -636,6 +611,7 @@ pub struct ClusterBuilder {
     prefix: String,
     instance: Option<String>,
     min_silence: Duration,
+    lost_after: Option<Duration>,
     events_buffer: usize,
 }
 
@@ -651,6 +627,18 @@ impl ClusterBuilder {
     /// not take a node down).
     pub fn node_silence(mut self, min: Duration) -> Self {
         self.min_silence = min;
+        self
+    }
+
+    /// A node down for this long (its proxy said goodbye or stopped announcing, and no
+    /// proxy of it came back) is lost (default 60 s; `None`: never): the waits, streams and
+    /// listeners of this instance's clients on its resources end with
+    /// [`ari_client::Error::AsteriskGone`] ([`NodeEvent::Lost`], [`ClusterStats::nodes_lost`],
+    /// [`ClusterStats::resources_lost`]), as they would if its Asterisk had restarted. Its
+    /// calls may still live in its Asterisk, but this instance hears nothing of them; a
+    /// proxy coming back later serves new calls and requests as before.
+    pub fn node_lost_after(mut self, after: Option<Duration>) -> Self {
+        self.lost_after = after;
         self
     }
 
@@ -699,10 +687,9 @@ impl ClusterBuilder {
             nats,
             subjects,
             instance,
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(NodeTable::new(self.min_silence, self.lost_after)),
             resources: Mutex::new(HashMap::new()),
             node_tx,
-            min_silence: self.min_silence,
             nats_up: up_rx,
             counters,
             tasks: Mutex::new(Vec::new()),
@@ -791,6 +778,7 @@ impl Cluster {
             prefix: "ari".to_string(),
             instance: None,
             min_silence: Duration::from_secs(2),
+            lost_after: Some(DEFAULT_NODE_LOST_AFTER),
             events_buffer: DEFAULT_EVENTS_BUFFER,
         }
     }
@@ -851,14 +839,7 @@ impl Cluster {
 
     /// The nodes up now.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        let nodes = lock(&self.runtime.shared.nodes);
-        let mut v: Vec<NodeInfo> = nodes
-            .values()
-            .filter(|n| n.up)
-            .map(|n| n.info.clone())
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        lock(&self.runtime.shared.nodes).up()
     }
 
     /// Nodes coming up and going down, from now on (bounded: a receiver far behind gets
@@ -911,6 +892,8 @@ impl Cluster {
             slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
             event_messages_lost: c.event_messages_lost.load(Ordering::Relaxed),
             resources_gone: c.resources_gone.load(Ordering::Relaxed),
+            nodes_lost: c.nodes_lost.load(Ordering::Relaxed),
+            resources_lost: c.resources_lost.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,

@@ -32,6 +32,7 @@
 
 mod cluster;
 pub mod nats_server;
+mod nodes;
 mod owners;
 mod proxy;
 mod scan;

@@ -341,3 +341,78 @@ async fn a_local_originates_second_half_is_known_on_its_node_from_the_answer() {
     }
     a.resume_sends(APP);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_proxy_never_returns_ends_its_calls_waits_after_the_lost_limit() {
+    let nats = nats();
+    let a = node("node-a");
+    let b = node("node-b");
+    let pa = proxy(&a, &nats.url()).await;
+    let _pb = proxy(&b, &nats.url()).await;
+    let instance = Cluster::builder(&nats.url())
+        .node_silence(Duration::from_millis(500))
+        .node_lost_after(Some(Duration::from_secs(1)))
+        .connect()
+        .await
+        .expect("instance connects");
+    let (cluster, _client, outcomes) = waiting_on(instance).await;
+    assert!(cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+    let mut node_events = cluster.node_events();
+    let on_a = place_calls(&a, "a", 3);
+    let on_b = place_calls(&b, "b", 3);
+    let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+    wait_until(
+        "every call waits for a digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            all.iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("waiting"))
+        },
+    )
+    .await;
+
+    // Node a's proxy dies (no goodbye) and never comes back; its Asterisk lives on.
+    drop(pa);
+    let (mut down, mut lost) = (false, None);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while lost.is_none() {
+            match node_events.recv().await {
+                Ok(NodeEvent::Down { id, .. }) if id == "node-a" => down = true,
+                Ok(NodeEvent::Lost { id, resources }) => lost = Some((id, resources)),
+                Ok(_) => continue,
+                Err(e) => panic!("node events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("node a is reported lost");
+    assert!(down, "down before lost");
+    let (id, resources) = lost.expect("lost");
+    assert_eq!(id, "node-a");
+    assert!(resources >= 3, "node a's calls at least: {resources}");
+    wait_until("node a's calls' waits end", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        on_a.iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("gone"))
+    })
+    .await;
+    let stats = cluster.stats();
+    assert_eq!(stats.nodes_lost, 1, "{stats:?}");
+    assert!(stats.resources_lost >= 3, "{stats:?}");
+
+    // Node b's calls were untouched: their digits arrive.
+    for c in &on_b {
+        b.send_dtmf(c, "5").expect("dtmf");
+    }
+    wait_until(
+        "node b's calls get their digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            on_b.iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("digit 5"))
+        },
+    )
+    .await;
+}
