@@ -766,7 +766,8 @@ async fn watch_nodes(shared: std::sync::Weak<Shared>, mut announce: async_nats::
 }
 
 impl Cluster {
-    /// Connects with the defaults (prefix `ari`, a fresh instance id).
+    /// Connects with the defaults (prefix `ari`, a fresh instance id). `nats_url` may list
+    /// the servers of a NATS cluster, comma-separated (`nats://a:4222,nats://b:4222`).
     pub async fn connect(nats_url: &str) -> Result<Cluster, ClusterError> {
         Cluster::builder(nats_url).connect().await
     }

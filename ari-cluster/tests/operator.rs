@@ -422,3 +422,23 @@ async fn creations_go_to_a_node_whose_asterisk_is_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comma_separated_list_of_nats_servers_is_accepted() {
+    let nats = nats();
+    // The servers of a NATS cluster, one of them down (nothing listens on its port).
+    let down = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let down_port = down.local_addr().expect("port").port();
+    drop(down);
+    let list = format!("nats://127.0.0.1:{down_port}, {}", nats.url());
+    let a = node("node-a");
+    let _pa = proxy(&a, &list).await;
+    let inst = instance(1, &list).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+    );
+    let calls = place_calls(&a, "list", 2);
+    assert!(wait_done(&[&inst], &calls, Duration::from_secs(30)).await);
+}
