@@ -184,6 +184,7 @@ struct Counters {
     resources_released: AtomicU64,
     resources_recovered: AtomicU64,
     apps_replaced: AtomicU64,
+    rest_too_large: AtomicU64,
 }
 
 struct State {
@@ -283,6 +284,7 @@ impl State {
             resources_released: c.resources_released.load(Ordering::Relaxed),
             resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
             apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
+            rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -1484,6 +1486,9 @@ async fn serve_one(state: &Arc<State>, msg: async_nats::Message) {
     }
 }
 
+/// Bytes kept for a REST answer's headers under the NATS server's max_payload.
+const REPLY_HEADROOM: usize = 1024;
+
 /// Asterisk moved `app` to another connection: once every application of this proxy has
 /// moved (a second proxy for this Asterisk took over), this one is retired from REST.
 fn retire_if_replaced(state: &State, app: &str) {
@@ -1499,10 +1504,26 @@ fn retire_if_replaced(state: &State, app: &str) {
 async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, binary: bool) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
-    if binary {
+    let mut body = serde_json::to_vec(&resp).unwrap_or_default();
+    // NATS refuses a message larger than its max_payload (the headers count too): the
+    // requester would wait for its timeout. It gets a 502 saying why at once.
+    let max = state.nats.server_info().max_payload;
+    if max > 0 && body.len().saturating_add(REPLY_HEADROOM) > max {
+        state
+            .counters
+            .rest_too_large
+            .fetch_add(1, Ordering::Relaxed);
+        let message = format!(
+            "ari-proxy: Asterisk's answer ({} bytes as a RESTResponse) is larger than the NATS \
+             server's max_payload ({max} bytes); raise max_payload in nats-server's configuration",
+            body.len()
+        );
+        tracing::warn!(uri = %resp.uri, bytes = body.len(), max_payload = max, "REST answer too large for NATS");
+        body =
+            serde_json::to_vec(&RestResponse::local(502, &resp.uri, &message)).unwrap_or_default();
+    } else if binary {
         headers.insert(wire::BODY_ENCODING_HEADER, "base64");
     }
-    let body = serde_json::to_vec(&resp).unwrap_or_default();
     if let Err(e) = state
         .nats
         .publish_with_headers(reply, headers, body.into())

@@ -381,6 +381,11 @@ pub struct ProxyStats {
     /// proxy receives no more events for that application, the other one does.
     #[serde(default)]
     pub apps_replaced: u64,
+    /// REST answers larger than the NATS server's `max_payload` (1 MB by default: a
+    /// recording's file, a long list): answered 502 saying so instead (they could not be
+    /// published, and the request would have waited for its timeout).
+    #[serde(default)]
+    pub rest_too_large: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.

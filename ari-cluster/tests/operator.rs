@@ -442,3 +442,53 @@ async fn a_comma_separated_list_of_nats_servers_is_accepted() {
     let calls = place_calls(&a, "list", 2);
     assert!(wait_done(&[&inst], &calls, Duration::from_secs(30)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_answer_larger_than_nats_max_payload_fails_at_once_saying_why() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let cluster = Cluster::connect(&nats.url())
+        .await
+        .expect("instance connects");
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // A client whose requests would wait an hour for an answer that never comes.
+    let client = ari_client::Client::builder_with_runtime(
+        "http://ari-cluster.invalid",
+        "cluster",
+        "cluster",
+        cluster.runtime().clone(),
+    )
+    .request_timeout(Duration::from_secs(3600))
+    .build()
+    .expect("client");
+    // A recording's file of 1.5 MB (over a minute of 8 kHz wav): more than NATS's default
+    // max_payload of 1 MB once in its RESTResponse.
+    let _big = a.expect("GET", "recordings/stored/long/file").respond_raw(
+        200,
+        "audio/wav",
+        vec![7u8; 1_500_000],
+    );
+    let _small = a.expect("GET", "recordings/stored/short/file").respond_raw(
+        200,
+        "audio/wav",
+        vec![7u8; 100_000],
+    );
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.recordings().get_stored_file("long"),
+    )
+    .await
+    .expect("answered, not left to its timeout")
+    .expect_err("too large for NATS");
+    assert_eq!(err.status(), Some(502), "{err}");
+    assert!(err.to_string().contains("max_payload"), "{err}");
+    assert_eq!(pa.stats().rest_too_large, 1);
+    // A file that fits arrives whole.
+    let file = client
+        .recordings()
+        .get_stored_file("short")
+        .await
+        .expect("a file under max_payload");
+    assert_eq!(file.len(), 100_000);
+}
