@@ -205,6 +205,10 @@ impl std::error::Error for ClusterError {
 pub struct ClusterStats {
     /// New calls this instance took from its application's queue group.
     pub calls_taken: u64,
+    /// New calls offered to this instance after [`Cluster::stop_taking_calls`] (already on
+    /// their way to it) and declined: their proxy offers them to another instance after its
+    /// claim timeout.
+    pub claims_declined: u64,
     /// Event frames received (owned and unowned).
     pub events: u64,
     /// Frames received after the events connection was closed (not delivered).
@@ -242,6 +246,7 @@ pub struct ClusterStats {
 #[derive(Debug, Default)]
 struct Counters {
     calls_taken: AtomicU64,
+    claims_declined: AtomicU64,
     events: AtomicU64,
     events_dropped: AtomicU64,
     malformed: AtomicU64,
@@ -275,6 +280,8 @@ struct Shared {
     resources: Mutex<HashMap<String, (Arc<str>, bool)>>,
     node_tx: broadcast::Sender<NodeEvent>,
     nats_up: watch::Receiver<bool>,
+    /// Whether this instance takes new calls ([`Cluster::stop_taking_calls`]).
+    taking: watch::Sender<bool>,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The last [`wire::SEQ_HEADER`] seen per proxy and subject.
@@ -691,6 +698,7 @@ impl ClusterBuilder {
             resources: Mutex::new(HashMap::new()),
             node_tx,
             nats_up: up_rx,
+            taking: watch::channel(true).0,
             counters,
             tasks: Mutex::new(Vec::new()),
             seqs: Mutex::new(HashMap::new()),
@@ -872,6 +880,25 @@ impl Cluster {
         }
     }
 
+    /// This instance takes no new calls from now on, for a graceful scale-down or
+    /// deploy: it leaves its applications' queue groups, so new calls go to the other
+    /// instances; an offer already on its way to it is declined (counted in
+    /// [`ClusterStats::claims_declined`]; its proxy offers it to another instance after its
+    /// claim timeout, never to none). Its calls in progress keep their events and
+    /// operations: wait for them to end, then [`close`](Self::close). For this
+    /// [`Cluster`] for good (a new one takes calls again).
+    ///
+    /// ```no_run
+    /// # async fn demo(cluster: ari_cluster::Cluster, client: ari_cluster::Client) {
+    /// cluster.stop_taking_calls();
+    /// // ... wait until this instance's calls have ended ...
+    /// cluster.close().await;
+    /// # }
+    /// ```
+    pub fn stop_taking_calls(&self) {
+        self.runtime.shared.taking.send_replace(false);
+    }
+
     /// Stops this instance's share of the cluster: unsubscribes everything (new calls go to
     /// the other instances at once) and closes the NATS connection after what is in flight.
     /// Clients made from this cluster fail their requests afterwards.
@@ -887,6 +914,7 @@ impl Cluster {
         let c = &s.counters;
         ClusterStats {
             calls_taken: c.calls_taken.load(Ordering::Relaxed),
+            claims_declined: c.claims_declined.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
@@ -1139,13 +1167,15 @@ impl NatsRuntime {
                 .await
                 .map_err(sub_err)?,
         ));
+        let mut claims = Vec::new();
         for app in &apps {
-            subs.push((
-                true,
-                nats.queue_subscribe(s.claim(app), wire::token(app))
-                    .await
-                    .map_err(sub_err)?,
-            ));
+            if *shared.taking.borrow() {
+                claims.push(
+                    nats.queue_subscribe(s.claim(app), wire::token(app))
+                        .await
+                        .map_err(sub_err)?,
+                );
+            }
             subs.push((
                 false,
                 nats.subscribe(s.event_any_node(app))
@@ -1174,10 +1204,15 @@ impl NatsRuntime {
         }
         drop(echo);
         let (tx, rx) = mpsc::channel(EVENTS_QUEUE);
-        let merged = futures_util::stream::select_all(
-            subs.into_iter()
-                .map(|(claim, sub)| sub.map(move |m| (claim, m))),
-        );
+        let events = subs
+            .into_iter()
+            .map(|(claim, sub)| sub.map(move |m| (claim, m)).boxed());
+        let claims = claims.into_iter().map(|sub| {
+            until_stopped(sub, shared.taking.subscribe())
+                .map(|m| (true, m))
+                .boxed()
+        });
+        let merged = futures_util::stream::select_all(events.chain(claims));
         let task = tokio::spawn(feed(shared.clone(), merged, tx.clone(), up));
         Ok(NatsWs {
             rx,
@@ -1199,6 +1234,42 @@ fn created_keys(method: &http::Method, uri: &str) -> Vec<String> {
         .into_iter()
         .filter_map(|(kind, id)| Some(format!("{}:{id}", wire::kind_letter(kind)?)))
         .collect()
+}
+
+/// The messages of a claim subscription until the instance stops taking calls; then it
+/// leaves the queue group and gives what was already delivered (to be declined).
+fn until_stopped(
+    sub: async_nats::Subscriber,
+    taking: watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = async_nats::Message> + Send {
+    futures_util::stream::unfold(
+        (sub, taking, false),
+        |(mut sub, mut taking, mut left)| async move {
+            if !left {
+                let next = tokio::select! {
+                    m = sub.next() => Some(m),
+                    _ = wait_stopped(&mut taking) => None,
+                };
+                match next {
+                    Some(m) => return m.map(|m| (m, (sub, taking, false))),
+                    None => {
+                        if let Err(e) = sub.unsubscribe().await {
+                            tracing::warn!(error = %e, "leaving a claim queue group");
+                        }
+                        left = true;
+                    }
+                }
+            }
+            sub.next().await.map(|m| (m, (sub, taking, left)))
+        },
+    )
+}
+
+/// Waits until the instance stops taking calls (for ever if the cluster is gone).
+async fn wait_stopped(taking: &mut watch::Receiver<bool>) {
+    if taking.wait_for(|t| !*t).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Sends one `RESTRequest` envelope where `route` says; the answer, the node that gave it
@@ -1288,6 +1359,12 @@ async fn feed(
             }
             msg = merged.next() => {
                 let Some((claim, msg)) = msg else { return };
+                if claim && !*shared.taking.borrow() {
+                    // Stopped taking calls: not answered, so the proxy offers it to another
+                    // instance.
+                    shared.counters.claims_declined.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 if claim {
                     // Taken: the proxy now sends this call's events (the StasisStart first)
                     // to this instance's subject.
