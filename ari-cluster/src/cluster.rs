@@ -280,6 +280,9 @@ struct Shared {
     resources: Mutex<HashMap<String, (Arc<str>, bool)>>,
     node_tx: broadcast::Sender<NodeEvent>,
     nats_up: watch::Receiver<bool>,
+    /// The applications this instance's events connection serves (its creations and lists
+    /// go to the proxies of the first, or of the one a request names).
+    apps: Mutex<Vec<String>>,
     /// Whether this instance takes new calls ([`Cluster::stop_taking_calls`]).
     taking: watch::Sender<bool>,
     counters: Counters,
@@ -530,6 +533,23 @@ impl Shared {
         gone.len()
     }
 
+    /// The application whose proxies take a request sent to any node: the one it names
+    /// (`app=`: an originate's Stasis application), else the first this instance serves;
+    /// `None` (every proxy) for an instance that serves none.
+    fn app_of(&self, uri: &str) -> Option<String> {
+        let named = uri.split_once('?').and_then(|(_, q)| {
+            q.split('&').find_map(|kv| {
+                let v = kv.strip_prefix("app=")?;
+                let v = percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                // `app=a,b` (a list) names no single one.
+                (!v.is_empty() && !v.contains(',')).then_some(v)
+            })
+        });
+        named.or_else(|| lock(&self.apps).first().cloned())
+    }
+
     /// Keeps `client` to end its waits when a node's Asterisk restarts.
     fn track(&self, client: &Client) {
         let mut clients = lock(&self.clients);
@@ -698,6 +718,7 @@ impl ClusterBuilder {
             resources: Mutex::new(HashMap::new()),
             node_tx,
             nats_up: up_rx,
+            apps: Mutex::new(Vec::new()),
             taking: watch::channel(true).0,
             counters,
             tasks: Mutex::new(Vec::new()),
@@ -959,7 +980,9 @@ impl fmt::Debug for NatsRuntime {
 /// Where a request goes.
 enum Route {
     Node(Arc<str>),
-    Any,
+    /// The REST queue group: of the proxies of an application (creations and lists of an
+    /// application's instance), or of every proxy.
+    Any(Option<String>),
 }
 
 /// The resource a REST path addresses (`c:ID`), if it addresses an existing one.
@@ -982,8 +1005,9 @@ impl NatsRuntime {
     fn route(
         &self,
         method: &http::Method,
-        path: &str,
+        uri: &str,
     ) -> Result<(Route, Option<String>), TransportError> {
+        let path = uri.split('?').next().unwrap_or("");
         let node = match &self.pin {
             Some(node) => node.clone(),
             None => {
@@ -991,12 +1015,13 @@ impl NatsRuntime {
                     .split('/')
                     .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
                     .collect();
+                let any = || Route::Any(self.shared.app_of(uri));
                 let Some(key) = addressed_resource(method, &segs) else {
-                    return Ok((Route::Any, None));
+                    return Ok((any(), None));
                 };
                 match self.shared.node_of(&key) {
                     Some(node) => node,
-                    None => return Ok((Route::Any, Some(key))),
+                    None => return Ok((any(), Some(key))),
                 }
             }
         };
@@ -1027,8 +1052,7 @@ impl NatsRuntime {
                 Some(i) => &full[i + 5..],
                 None => full.trim_start_matches('/'),
             };
-            let path = uri.split('?').next().unwrap_or("");
-            let (route, unknown) = this.route(&parts.method, path)?;
+            let (route, unknown) = this.route(&parts.method, uri)?;
             // What the request creates under ids the application chose (both halves of a
             // Local channel, a snoop, a playback, a recording, a bridge): this instance owns
             // them on the node that runs the request, known before it is sent when the
@@ -1155,6 +1179,7 @@ impl NatsRuntime {
             })
             .filter(|a| !a.is_empty())
             .collect();
+        *lock(&shared.apps) = apps.clone();
         let sub_err = |e: async_nats::SubscribeError| {
             TransportError::new(TransportErrorKind::Io, e.to_string())
         };
@@ -1281,7 +1306,8 @@ async fn exchange(
 ) -> Result<(RestResponse, Option<Arc<str>>, Bytes), TransportError> {
     let subject = match route {
         Route::Node(n) => shared.subjects.rest_node(n),
-        Route::Any => shared.subjects.rest_any(),
+        Route::Any(Some(app)) => shared.subjects.rest_app(app),
+        Route::Any(None) => shared.subjects.rest_any(),
     };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
@@ -1302,7 +1328,11 @@ async fn exchange(
                     reason: "no ari-proxy serves it (stopped, or not started)".into(),
                 }
                 .into_transport(),
-                Route::Any => TransportError::new(
+                Route::Any(Some(app)) => TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("no ari-proxy of application {app} is running with its Asterisk connected (none serves its REST subject)"),
+                ),
+                Route::Any(None) => TransportError::new(
                     TransportErrorKind::Connect,
                     "no ari-proxy is running with its Asterisk connected (none serves the cluster's REST subject)",
                 ),

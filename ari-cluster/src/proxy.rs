@@ -215,7 +215,7 @@ struct State {
     /// Set when every application moved: the proxy stops serving REST.
     retire: tokio::sync::watch::Sender<bool>,
     /// Whether the events connection to Asterisk is up, for the REST server: a proxy whose
-    /// Asterisk is unreachable leaves the queue group of `{p}.rest`.
+    /// Asterisk is unreachable leaves the queue group of `{p}.rest` and `{p}.restapp.{app}`.
     link: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
@@ -476,8 +476,7 @@ impl Proxy {
             .queue_subscribe(s.rest_node(&state.node), wire::PROXY_QUEUE.to_string())
             .await
             .map_err(ProxyError::Subscribe)?;
-        let rest_any = nats
-            .queue_subscribe(s.rest_any(), wire::PROXY_QUEUE.to_string())
+        let rest_any = join_rest_queue(&state)
             .await
             .map_err(ProxyError::Subscribe)?;
         let ping = nats
@@ -1383,17 +1382,38 @@ const MAX_NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(400);
 // REST
 // ---------------------------------------------------------------------------------------
 
-/// Serves the REST requests of both subjects. While the events connection to Asterisk is
-/// down (Asterisk stopped or unreachable), the proxy leaves the queue group of `{p}.rest`
-/// (creations and lists then go to the nodes whose Asterisk is up instead of failing here
-/// with 502), and joins it again when the connection is back; requests to its own node still
+/// Serves the REST requests of its node's subject and of the queue group. While the events
+/// connection to Asterisk is down (Asterisk stopped or unreachable), the proxy leaves the
+/// queue group (`{p}.rest`, `{p}.restapp.{app}`: creations and lists then go to the nodes
+/// whose Asterisk is up instead of failing here with 502), and joins it again when the connection is back; requests to its own node still
 /// come (and fail: only that node has their resource). Once the proxy is retired (another
 /// proxy took every application from it: see [`retire_if_replaced`]) it unsubscribes both, so
 /// that the requests go to the proxy Asterisk sends the events to. Requests already received
 /// are answered.
-async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_nats::Subscriber) {
+/// The REST queue group's subscriptions: `{p}.rest` and `{p}.restapp.{app}` for each
+/// application ([`Subjects::rest_queue`]).
+type RestQueue = futures_util::stream::SelectAll<async_nats::Subscriber>;
+
+/// Joins the REST queue group on each of its subjects.
+async fn join_rest_queue(state: &State) -> Result<RestQueue, async_nats::SubscribeError> {
+    let mut subs = Vec::new();
+    for subject in state.subjects.rest_queue(&state.config.apps) {
+        subs.push(
+            state
+                .nats
+                .queue_subscribe(subject, wire::PROXY_QUEUE.to_string())
+                .await?,
+        );
+    }
+    Ok(futures_util::stream::select_all(subs))
+}
+
+async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQueue) {
     /// The next message of a subscription, if there is one (never, if not).
-    async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    async fn next<S>(sub: &mut Option<S>) -> Option<async_nats::Message>
+    where
+        S: futures_util::Stream<Item = async_nats::Message> + Unpin,
+    {
         match sub {
             Some(s) => s.next().await,
             None => std::future::pending().await,
@@ -1405,11 +1425,20 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_
             let _ = s.unsubscribe().await;
         }
     }
+    /// Leaves the REST queue group on each of its subjects (as [`leave`]).
+    async fn leave_queue(queue: &mut Option<RestQueue>) {
+        if let Some(q) = queue {
+            for s in q.iter_mut() {
+                let _ = s.unsubscribe().await;
+            }
+        }
+    }
     let mut retire = state.retire.subscribe();
     let mut link = state.link.subscribe();
     let (mut node, mut any) = (Some(node), Some(any));
-    // A subscription to `{p}.rest` left while Asterisk is unreachable, being read to its end.
-    let mut leaving: Option<async_nats::Subscriber> = None;
+    // The queue group's subscriptions left while Asterisk is unreachable, being read to their
+    // end.
+    let mut leaving: Option<RestQueue> = None;
     let mut retired = false;
     // The queue group is left only after the connection was up once (at the start, `start`
     // returns once it is).
@@ -1433,7 +1462,7 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_
                 if ok {
                     tracing::warn!(node = %state.node, "every application moved to another proxy: this one stops serving REST");
                     leave(&mut node).await;
-                    leave(&mut any).await;
+                    leave_queue(&mut any).await;
                 }
                 continue;
             }
@@ -1445,14 +1474,10 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_
                 let up = *link.borrow_and_update();
                 if !up && was_up && any.is_some() {
                     tracing::warn!(node = %state.node, "Asterisk unreachable: this proxy leaves the cluster's REST queue group until it is back");
-                    leave(&mut any).await;
+                    leave_queue(&mut any).await;
                     leaving = any.take();
                 } else if up && any.is_none() {
-                    match state
-                        .nats
-                        .queue_subscribe(state.subjects.rest_any(), wire::PROXY_QUEUE.to_string())
-                        .await
-                    {
+                    match join_rest_queue(&state).await {
                         Ok(s) => any = Some(s),
                         Err(e) => tracing::warn!(error = %e, "could not join the REST queue group again"),
                     }
@@ -1559,7 +1584,10 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
     if let Some(owner) = &instance {
         if req.method.eq_ignore_ascii_case("POST") {
             let created = preassign(state, &path, &mut query, owner);
-            if !created.is_empty() && msg.subject.as_str() == state.subjects.rest_any() {
+            // Sent to the queue group (not to this node by name): the instance does not know
+            // where it runs.
+            if !created.is_empty() && msg.subject.as_str() != state.subjects.rest_node(&state.node)
+            {
                 tell_creating(state, owner, &created).await;
             }
         }
