@@ -107,8 +107,10 @@ pub enum NodeEvent {
 }
 
 /// Why an operation failed at once without being sent: the node that has its resource is
-/// down. It is the [`source`](std::error::Error::source) of the
-/// [`ari_client::TransportError`] (kind `Connect`: nothing was sent) the operation returns;
+/// down (or, for a request in flight to it, why it failed without an answer: its proxy went
+/// silent). It is the [`source`](std::error::Error::source) of the
+/// [`ari_client::TransportError`] the operation returns (kind `Connect`: nothing was sent;
+/// `Closed`: sent, and it may have run);
 /// [`NodeDown::find`] gets it from an [`ari_client::Error`].
 ///
 /// ```no_run
@@ -237,6 +239,10 @@ pub struct ClusterStats {
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
     pub rest_node_down: u64,
+    /// REST requests in flight to a node whose proxy went silent (down without a goodbye):
+    /// failed then with a [`NodeDown`] error (kind `Closed`: sent, and maybe run) instead of
+    /// waiting for their timeout.
+    pub rest_lost_in_flight: u64,
     /// Resources whose node is known.
     pub known_resources: u64,
     /// Resources not recorded because the table was full.
@@ -257,6 +263,7 @@ struct Counters {
     resources_lost: AtomicU64,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
+    rest_lost_in_flight: AtomicU64,
     resources_refused: AtomicU64,
 }
 
@@ -946,6 +953,7 @@ impl Cluster {
             resources_lost: c.resources_lost.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
+            rest_lost_in_flight: c.rest_lost_in_flight.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
             resources_refused: c.resources_refused.load(Ordering::Relaxed),
         }
@@ -1297,6 +1305,38 @@ async fn wait_stopped(taking: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Waits until `node`'s proxy goes silent (down without a goodbye); the error the request
+/// in flight to it then fails with: a [`NodeDown`] (kind `Closed`: it was sent, and may
+/// have run).
+async fn went_silent(
+    shared: &Shared,
+    events: &mut broadcast::Receiver<NodeEvent>,
+    node: &str,
+) -> TransportError {
+    loop {
+        match events.recv().await {
+            Ok(NodeEvent::Down { id, .. }) if id == node => {}
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+        if lock(&shared.nodes).went_silent(node) {
+            shared
+                .counters
+                .rest_lost_in_flight
+                .fetch_add(1, Ordering::Relaxed);
+            let down = NodeDown {
+                node: node.to_string(),
+                since: SystemTime::now(),
+                reason: "its proxy went silent with this request in flight (it may have run)"
+                    .into(),
+            };
+            return TransportError::new(TransportErrorKind::Closed, down.to_string())
+                .with_source(down);
+        }
+    }
+}
+
 /// Sends one `RESTRequest` envelope where `route` says; the answer, the node that gave it
 /// and its body.
 async fn exchange(
@@ -1315,11 +1355,19 @@ async fn exchange(
         .payload(payload)
         .headers(headers)
         .timeout(None);
-    let reply = shared
-        .nats
-        .send_request(subject, request)
-        .await
-        .map_err(|e| match e.kind() {
+    let sent = shared.nats.send_request(subject, request);
+    let sent = match route {
+        // A node whose proxy goes silent with the request in flight will not answer it.
+        Route::Node(n) => {
+            let mut events = shared.node_tx.subscribe();
+            tokio::select! {
+                r = sent => r,
+                down = went_silent(shared, &mut events, n) => return Err(down),
+            }
+        }
+        Route::Any(_) => sent.await,
+    };
+    let reply = sent.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => match route {
                 // Gone before its silence limit: down all the same.
                 Route::Node(n) => NodeDown {

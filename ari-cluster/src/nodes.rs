@@ -21,6 +21,8 @@ struct Node {
     down: Option<(Instant, SystemTime, String)>,
     /// Down for longer than the lost limit (reported once per time down).
     lost: bool,
+    /// Down because it went silent (not by its proxy's goodbye).
+    silent: bool,
 }
 
 /// The node table. See the module docs.
@@ -68,6 +70,12 @@ impl NodeTable {
         }
     }
 
+    /// Whether `node` is down because its proxy went silent (not by a goodbye: a stopping
+    /// proxy still answers the requests it received).
+    pub(crate) fn went_silent(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|n| !n.up && n.silent)
+    }
+
     /// An announcement (or a goodbye) received at `now` (`wall`: the wall clock then); the
     /// events it causes.
     pub(crate) fn announce(
@@ -88,6 +96,7 @@ impl NodeTable {
             if let Some(n) = self.nodes.get_mut(&a.node) {
                 if n.up {
                     n.up = false;
+                    n.silent = false;
                     let reason = "its proxy stopped".to_string();
                     n.down = Some((now, wall, reason.clone()));
                     out.push(NodeEvent::Down {
@@ -105,6 +114,7 @@ impl NodeTable {
             up: false,
             down: None,
             lost: false,
+            silent: false,
         });
         let link_changed = entry.up && entry.info.connected != info.connected;
         entry.info = info.clone();
@@ -141,6 +151,7 @@ impl NodeTable {
             let silent = now.saturating_duration_since(n.last_seen);
             if n.up && silent > limit {
                 n.up = false;
+                n.silent = true;
                 let reason = format!("no announcement for {} ms", silent.as_millis());
                 n.down = Some((now, wall, reason.clone()));
                 events.push(NodeEvent::Down {
@@ -200,7 +211,9 @@ mod tests {
         );
         assert!(lost.is_empty());
         assert!(table.down("a").is_some());
+        assert!(table.went_silent("a"));
         assert!(table.down("b").is_none());
+        assert!(!table.went_silent("b"));
 
         // Lost 10 s after it went down, once.
         let (ev, lost) = table.expire(t0 + s(12), wall);
@@ -222,6 +235,7 @@ mod tests {
         assert!(matches!(&ev[..], [NodeEvent::Up(_)]));
         let ev = table.announce(&announce("a", false), t0 + s(22), wall);
         assert!(matches!(&ev[..], [NodeEvent::Down { reason, .. }] if reason.contains("stopped")));
+        assert!(!table.went_silent("a"), "a goodbye");
         let (_, lost) = table.expire(t0 + s(31), wall);
         assert!(lost.is_empty());
         let (_, lost) = table.expire(t0 + s(32), wall);
