@@ -1604,6 +1604,9 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         Err(_) => return (RestResponse::local(400, &req.uri, "bad method"), false),
     };
     let body = req.message_body.take().filter(|b| !b.is_empty());
+    // Only a creation gives its resource to the requester: a read (`GET channels/{id}`) of
+    // a call not taken yet, or released, must not make the reader its owner.
+    let creation = method == http::Method::POST;
     // A recording's file is binary: HTTP only. Bodies are JSON in ARI; another content type
     // goes over HTTP as sent.
     let file = method == http::Method::GET
@@ -1640,7 +1643,7 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         }
     };
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    if let (Some(owner), true) = (&instance, status.is_success()) {
+    if let (Some(owner), true, true) = (&instance, status.is_success(), creation) {
         learn_from_response(state, &body, owner);
     }
     let (message_body, binary) = if body.is_empty() {

@@ -492,3 +492,43 @@ async fn a_rest_answer_larger_than_nats_max_payload_fails_at_once_saying_why() {
         .expect("a file under max_payload");
     assert_eq!(file.len(), 100_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_call_not_taken_yet_does_not_make_the_reader_its_owner() {
+    let nats = nats();
+    let a = node("node-a");
+    let mut config = proxy_config(&a, &nats.url());
+    config.announce_interval = Duration::from_millis(100);
+    // The call waits for an instance (offered again for up to 9 s).
+    config.claim_timeout = Duration::from_secs(3);
+    let pa = start_proxy(&a, config).await;
+    // A dashboard: an instance that only reads (it takes no calls).
+    let dashboard = Cluster::connect(&nats.url()).await.expect("connects");
+    let rest = dashboard.client().expect("client");
+    assert!(dashboard.wait_for_nodes(1, Duration::from_secs(30)).await);
+
+    // A new call no instance has taken yet; the dashboard looks at it.
+    let call = place_calls(&a, "seen", 1).remove(0);
+    let (status, _) = rest
+        .send_raw(http::Method::GET, &format!("channels/{call}"), None)
+        .await
+        .expect("the channel");
+    assert_eq!(status, 200);
+
+    // The application's instance starts: it takes the call and gets its events.
+    let w = waiter(&nats.url()).await;
+    wait_until(
+        "the call's StasisStart reaches the instance that takes it",
+        Duration::from_secs(30),
+        || outcome(&w, &call).as_deref() == Some("waiting"),
+    )
+    .await;
+    a.send_dtmf(&call, "4").expect("dtmf");
+    wait_until("its later events too", Duration::from_secs(30), || {
+        outcome(&w, &call).as_deref() == Some("digit 4")
+    })
+    .await;
+    let stats = pa.stats();
+    assert_eq!(stats.calls_claimed, 1, "{stats:?}");
+    assert_eq!(stats.instances_lost, 0, "{stats:?}");
+}
