@@ -217,9 +217,32 @@ impl<R: Runtime> Client<R> {
         I: IntoIterator<Item = (ari_proto::events::ResourceKind, S)>,
         S: AsRef<str>,
     {
+        self.end_resources(resources, ari_proto::session::EndReason::ResourceEnded)
+    }
+
+    /// As [`resources_gone`](Self::resources_gone), with the reason the subscriptions end
+    /// for (see [`Session::end_resources`](ari_proto::session::Session::end_resources)):
+    /// [`EndReason::PeerGone`](ari_proto::session::EndReason::PeerGone) makes the waits fail
+    /// with [`Error::AsteriskGone`] (the events will not come: a cluster node whose proxy
+    /// stayed away), [`EndReason::NotCreated`](ari_proto::session::EndReason::NotCreated)
+    /// does not record the resources as ended. Returns how many subscriptions ended.
+    ///
+    /// ```no_run
+    /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>) {
+    /// use ari_client::events::ResourceKind;
+    /// use ari_client::proto::session::EndReason;
+    /// let gone = [(ResourceKind::Channel, "1712345678.42")];
+    /// println!("{} waits ended", client.end_resources(gone, EndReason::PeerGone));
+    /// # }
+    /// ```
+    pub fn end_resources<I, S>(&self, resources: I, reason: ari_proto::session::EndReason) -> usize
+    where
+        I: IntoIterator<Item = (ari_proto::events::ResourceKind, S)>,
+        S: AsRef<str>,
+    {
         self.inner
             .shared
-            .command(|s| s.end_resources(resources, ari_proto::session::EndReason::ResourceEnded))
+            .command(|s| s.end_resources(resources, reason))
     }
 
     /// A handle that does not keep the client alive (for a transport or a registry that must

@@ -64,8 +64,9 @@ pub enum Error {
     },
     /// The outbound WebSocket Asterisk had opened to the application (an
     /// [`OutboundServer`](crate::OutboundServer)'s client) was lost and Asterisk did not open
-    /// a new one within [`OutboundOptions::peer_timeout`](crate::OutboundOptions::peer_timeout):
-    /// the resource's awaited event will not come over it.
+    /// a new one within [`OutboundOptions::peer_timeout`](crate::OutboundOptions::peer_timeout),
+    /// or, over a cluster (`ari-cluster`), the resource's node stayed down past its lost limit
+    /// (the node's proxy did not come back): the resource's awaited event will not come.
     AsteriskGone {
         /// The resource, as ARI names event sources: `channel:1700000000.1`.
         resource: String,
@@ -186,8 +187,9 @@ impl fmt::Display for Error {
             }
             Error::AsteriskGone { resource } => write!(
                 f,
-                "{resource}: Asterisk's outbound connection stayed down past the peer timeout; \
-                 the awaited event will not come"
+                "{resource}: Asterisk stayed unreachable past the peer timeout (its outbound \
+                 connection, or its cluster node's proxy, did not come back); the awaited event \
+                 will not come"
             ),
             Error::RecordingFailed { name, cause } => match cause {
                 Some(cause) => write!(f, "recording {name} failed: {cause}"),

@@ -28,6 +28,9 @@ use percent_encoding::percent_decode_str;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use ari_proto::session::EndReason;
+
+use crate::nodes::NodeTable;
 use crate::wire::{self, Announce, RestRequest, RestResponse, Subjects};
 
 /// The typed ARI client over NATS.
@@ -90,11 +93,24 @@ pub enum NodeEvent {
         /// Why it is considered down.
         reason: String,
     },
+    /// A node stayed down for [`ClusterBuilder::node_lost_after`]: its proxy did not come
+    /// back, so the events of its resources will not come. The waits, streams and listeners
+    /// of this instance's clients on the resources it knew there have ended
+    /// ([`ari_client::Error::AsteriskGone`]); the other nodes' are untouched. Reported once
+    /// per time down.
+    Lost {
+        /// The node id.
+        id: String,
+        /// Resources of the node this instance knew, now ended.
+        resources: usize,
+    },
 }
 
 /// Why an operation failed at once without being sent: the node that has its resource is
-/// down. It is the [`source`](std::error::Error::source) of the
-/// [`ari_client::TransportError`] (kind `Connect`: nothing was sent) the operation returns;
+/// down (or, for a request in flight to it, why it failed without an answer: its proxy went
+/// silent). It is the [`source`](std::error::Error::source) of the
+/// [`ari_client::TransportError`] the operation returns (kind `Connect`: nothing was sent;
+/// `Closed`: sent, and it may have run);
 /// [`NodeDown::find`] gets it from an [`ari_client::Error`].
 ///
 /// ```no_run
@@ -191,6 +207,10 @@ impl std::error::Error for ClusterError {
 pub struct ClusterStats {
     /// New calls this instance took from its application's queue group.
     pub calls_taken: u64,
+    /// New calls offered to this instance after [`Cluster::stop_taking_calls`] (already on
+    /// their way to it) and declined: their proxy offers them to another instance after its
+    /// claim timeout.
+    pub claims_declined: u64,
     /// Event frames received (owned and unowned).
     pub events: u64,
     /// Frames received after the events connection was closed (not delivered).
@@ -210,40 +230,45 @@ pub struct ClusterStats {
     /// Resources ended because the Asterisk of their node restarted
     /// ([`NodeEvent::AsteriskRestarted`]).
     pub resources_gone: u64,
+    /// Nodes lost: down for longer than [`ClusterBuilder::node_lost_after`]
+    /// ([`NodeEvent::Lost`]).
+    pub nodes_lost: u64,
+    /// Resources ended because their node was lost ([`NodeEvent::Lost`]).
+    pub resources_lost: u64,
     /// REST requests sent over NATS.
     pub rest_requests: u64,
     /// REST requests refused at once because their node is down.
     pub rest_node_down: u64,
+    /// REST requests in flight to a node whose proxy went silent (down without a goodbye):
+    /// failed then with a [`NodeDown`] error (kind `Closed`: sent, and maybe run) instead of
+    /// waiting for their timeout.
+    pub rest_lost_in_flight: u64,
     /// Resources whose node is known.
     pub known_resources: u64,
     /// Resources not recorded because the table was full.
     pub resources_refused: u64,
 }
 
-#[derive(Debug)]
-struct Node {
-    info: NodeInfo,
-    last_seen: Instant,
-    interval: Duration,
-    up: bool,
-    /// When and why it went down (while `!up`).
-    down: Option<(SystemTime, String)>,
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     calls_taken: AtomicU64,
+    claims_declined: AtomicU64,
     events: AtomicU64,
     events_dropped: AtomicU64,
     malformed: AtomicU64,
     slow_consumer: Arc<AtomicU64>,
     event_messages_lost: AtomicU64,
     resources_gone: AtomicU64,
+    nodes_lost: AtomicU64,
+    resources_lost: AtomicU64,
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
+    rest_lost_in_flight: AtomicU64,
     resources_refused: AtomicU64,
 }
 
+/// How long a node stays down before it is lost, by default.
+const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(60);
 /// Largest resource → node table.
 const MAX_RESOURCES: usize = 1_000_000;
 /// Event messages each subscription of an instance buffers by default.
@@ -255,15 +280,18 @@ struct Shared {
     nats: async_nats::Client,
     subjects: Subjects,
     instance: String,
-    nodes: Mutex<HashMap<String, Node>>,
+    nodes: Mutex<NodeTable>,
     /// Resource id (`c:ID`) → node, and whether this instance owns it (its events came on
     /// this instance's subject, or this instance created it): a proxy restarting asks
     /// ([`Subjects::owned`]).
     resources: Mutex<HashMap<String, (Arc<str>, bool)>>,
     node_tx: broadcast::Sender<NodeEvent>,
-    /// A node is down when silent for three intervals and at least this long.
-    min_silence: Duration,
     nats_up: watch::Receiver<bool>,
+    /// The applications this instance's events connection serves (its creations and lists
+    /// go to the proxies of the first, or of the one a request names).
+    apps: Mutex<Vec<String>>,
+    /// Whether this instance takes new calls ([`Cluster::stop_taking_calls`]).
+    taking: watch::Sender<bool>,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The last [`wire::SEQ_HEADER`] seen per proxy and subject.
@@ -435,6 +463,45 @@ impl Shared {
             }
             startups.insert(node.to_string(), startup.to_string());
         }
+        let gone = self.end_node_resources(node, listed, EndReason::ResourceEnded);
+        self.counters
+            .resources_gone
+            .fetch_add(gone as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node,
+            startup,
+            resources = gone,
+            "the node's Asterisk restarted: its resources are gone"
+        );
+        let _ = self.node_tx.send(NodeEvent::AsteriskRestarted {
+            id: node.to_string(),
+            resources: gone,
+        });
+    }
+
+    /// Node `node` was down for longer than the lost limit: the resources this instance
+    /// knows there end ([`EndReason::PeerGone`]: their waits fail with
+    /// [`ari_client::Error::AsteriskGone`]).
+    fn node_lost(&self, node: &str) {
+        let gone = self.end_node_resources(node, "", EndReason::PeerGone);
+        self.counters.nodes_lost.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .resources_lost
+            .fetch_add(gone as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node,
+            resources = gone,
+            "node lost: its proxy stayed down past the lost limit; its resources' waits end"
+        );
+        let _ = self.node_tx.send(NodeEvent::Lost {
+            id: node.to_string(),
+            resources: gone,
+        });
+    }
+
+    /// Ends, in every client of this cluster, the resources this instance maps to `node` and
+    /// those `listed` (the [`wire::RESOURCES_HEADER`] format), forgetting them; how many.
+    fn end_node_resources(&self, node: &str, listed: &str, reason: EndReason) -> usize {
         let mut keys: Vec<String> = listed
             .split(' ')
             .filter(|k| !k.is_empty())
@@ -467,22 +534,27 @@ impl Shared {
         };
         let mut ended = 0;
         for c in &clients {
-            ended += c.resources_gone(gone.iter().copied());
+            ended += c.end_resources(gone.iter().copied(), reason);
         }
-        self.counters
-            .resources_gone
-            .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        tracing::warn!(
-            node,
-            startup,
-            resources = gone.len(),
-            subscriptions = ended,
-            "the node's Asterisk restarted: its resources are gone"
-        );
-        let _ = self.node_tx.send(NodeEvent::AsteriskRestarted {
-            id: node.to_string(),
-            resources: gone.len(),
+        tracing::debug!(node, subscriptions = ended, "subscriptions ended");
+        gone.len()
+    }
+
+    /// The application whose proxies take a request sent to any node: the one it names
+    /// (`app=`: an originate's Stasis application), else the first this instance serves;
+    /// `None` (every proxy) for an instance that serves none.
+    fn app_of(&self, uri: &str) -> Option<String> {
+        let named = uri.split_once('?').and_then(|(_, q)| {
+            q.split('&').find_map(|kv| {
+                let v = kv.strip_prefix("app=")?;
+                let v = percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                // `app=a,b` (a list) names no single one.
+                (!v.is_empty() && !v.contains(',')).then_some(v)
+            })
         });
+        named.or_else(|| lock(&self.apps).first().cloned())
     }
 
     /// Keeps `client` to end its waits when a node's Asterisk restarts.
@@ -494,34 +566,20 @@ impl Shared {
 
     /// The nodes up now, by id.
     fn up_nodes(&self) -> Vec<Arc<str>> {
-        let nodes = lock(&self.nodes);
-        let mut v: Vec<Arc<str>> = nodes
-            .values()
-            .filter(|n| n.up)
-            .map(|n| Arc::from(n.info.id.as_str()))
-            .collect();
-        v.sort();
-        v
+        lock(&self.nodes)
+            .up()
+            .into_iter()
+            .map(|n| Arc::from(n.id.as_str()))
+            .collect()
     }
 
     fn is_down(&self, node: &str) -> Option<NodeDown> {
-        let nodes = lock(&self.nodes);
-        match nodes.get(node) {
-            Some(n) if !n.up => {
-                let (since, reason) = n.down.clone().unwrap_or_else(|| {
-                    (
-                        SystemTime::now(),
-                        "its proxy stopped announcing itself".into(),
-                    )
-                });
-                Some(NodeDown {
-                    node: node.to_string(),
-                    since,
-                    reason,
-                })
-            }
-            _ => None,
-        }
+        let (since, reason) = lock(&self.nodes).down(node)?;
+        Some(NodeDown {
+            node: node.to_string(),
+            since,
+            reason,
+        })
     }
 
     fn handle_announce(&self, a: Announce, now: Instant) {
@@ -530,68 +588,19 @@ impl Shared {
             // knew: the restart's message was missed.
             self.asterisk_startup(&a.node, &a.startup_time, "", true);
         }
-        let mut nodes = lock(&self.nodes);
-        let info = NodeInfo {
-            id: a.node.clone(),
-            apps: a.apps.clone(),
-            asterisk_version: a.asterisk_version.clone(),
-            connected: a.connected,
-        };
-        let interval = Duration::from_millis(a.interval_ms.clamp(10, 3_600_000));
-        if !a.up {
-            if let Some(n) = nodes.get_mut(&a.node) {
-                if n.up {
-                    n.up = false;
-                    let reason = "its proxy stopped".to_string();
-                    n.down = Some((SystemTime::now(), reason.clone()));
-                    let _ = self.node_tx.send(NodeEvent::Down {
-                        id: a.node.clone(),
-                        reason,
-                    });
-                }
-            }
-            return;
-        }
-        let entry = nodes.entry(a.node.clone()).or_insert_with(|| Node {
-            info: info.clone(),
-            last_seen: now,
-            interval,
-            up: false,
-            down: None,
-        });
-        let link_changed = entry.up && entry.info.connected != info.connected;
-        entry.info = info.clone();
-        entry.last_seen = now;
-        if link_changed {
-            let _ = self.node_tx.send(NodeEvent::Asterisk {
-                id: info.id.clone(),
-                connected: info.connected,
-            });
-        }
-        entry.interval = interval;
-        if !entry.up {
-            entry.up = true;
-            entry.down = None;
-            let _ = self.node_tx.send(NodeEvent::Up(info));
+        let events = lock(&self.nodes).announce(&a, now, SystemTime::now());
+        for e in events {
+            let _ = self.node_tx.send(e);
         }
     }
 
     fn expire_nodes(&self, now: Instant) {
-        let mut nodes = lock(&self.nodes);
-        for (id, n) in nodes.iter_mut() {
-            let limit = (n.interval * 3).max(self.min_silence);
-            if n.up && now.saturating_duration_since(n.last_seen) > limit {
-                n.up = false;
-                let reason = format!(
-                    "no announcement for {} ms",
-                    now.saturating_duration_since(n.last_seen).as_millis()
-                );
-                n.down = Some((SystemTime::now(), reason.clone()));
-                let _ = self.node_tx.send(NodeEvent::Down {
-                    id: id.clone(),
-                    reason,
-                });
-            }
+        let (events, lost) = lock(&self.nodes).expire(now, SystemTime::now());
+        for e in events {
+            let _ = self.node_tx.send(e);
+        }
+        for node in lost {
+            self.node_lost(&node);
         }
     }
 }
@@ -636,6 +645,7 @@ pub struct ClusterBuilder {
     prefix: String,
     instance: Option<String>,
     min_silence: Duration,
+    lost_after: Option<Duration>,
     events_buffer: usize,
 }
 
@@ -651,6 +661,18 @@ impl ClusterBuilder {
     /// not take a node down).
     pub fn node_silence(mut self, min: Duration) -> Self {
         self.min_silence = min;
+        self
+    }
+
+    /// A node down for this long (its proxy said goodbye or stopped announcing, and no
+    /// proxy of it came back) is lost (default 60 s; `None`: never): the waits, streams and
+    /// listeners of this instance's clients on its resources end with
+    /// [`ari_client::Error::AsteriskGone`] ([`NodeEvent::Lost`], [`ClusterStats::nodes_lost`],
+    /// [`ClusterStats::resources_lost`]), as they would if its Asterisk had restarted. Its
+    /// calls may still live in its Asterisk, but this instance hears nothing of them; a
+    /// proxy coming back later serves new calls and requests as before.
+    pub fn node_lost_after(mut self, after: Option<Duration>) -> Self {
+        self.lost_after = after;
         self
     }
 
@@ -699,11 +721,12 @@ impl ClusterBuilder {
             nats,
             subjects,
             instance,
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(NodeTable::new(self.min_silence, self.lost_after)),
             resources: Mutex::new(HashMap::new()),
             node_tx,
-            min_silence: self.min_silence,
             nats_up: up_rx,
+            apps: Mutex::new(Vec::new()),
+            taking: watch::channel(true).0,
             counters,
             tasks: Mutex::new(Vec::new()),
             seqs: Mutex::new(HashMap::new()),
@@ -779,7 +802,8 @@ async fn watch_nodes(shared: std::sync::Weak<Shared>, mut announce: async_nats::
 }
 
 impl Cluster {
-    /// Connects with the defaults (prefix `ari`, a fresh instance id).
+    /// Connects with the defaults (prefix `ari`, a fresh instance id). `nats_url` may list
+    /// the servers of a NATS cluster, comma-separated (`nats://a:4222,nats://b:4222`).
     pub async fn connect(nats_url: &str) -> Result<Cluster, ClusterError> {
         Cluster::builder(nats_url).connect().await
     }
@@ -791,6 +815,7 @@ impl Cluster {
             prefix: "ari".to_string(),
             instance: None,
             min_silence: Duration::from_secs(2),
+            lost_after: Some(DEFAULT_NODE_LOST_AFTER),
             events_buffer: DEFAULT_EVENTS_BUFFER,
         }
     }
@@ -851,14 +876,7 @@ impl Cluster {
 
     /// The nodes up now.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        let nodes = lock(&self.runtime.shared.nodes);
-        let mut v: Vec<NodeInfo> = nodes
-            .values()
-            .filter(|n| n.up)
-            .map(|n| n.info.clone())
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        lock(&self.runtime.shared.nodes).up()
     }
 
     /// Nodes coming up and going down, from now on (bounded: a receiver far behind gets
@@ -890,6 +908,25 @@ impl Cluster {
         }
     }
 
+    /// This instance takes no new calls from now on, for a graceful scale-down or
+    /// deploy: it leaves its applications' queue groups, so new calls go to the other
+    /// instances; an offer already on its way to it is declined (counted in
+    /// [`ClusterStats::claims_declined`]; its proxy offers it to another instance after its
+    /// claim timeout, never to none). Its calls in progress keep their events and
+    /// operations: wait for them to end, then [`close`](Self::close). For this
+    /// [`Cluster`] for good (a new one takes calls again).
+    ///
+    /// ```no_run
+    /// # async fn demo(cluster: ari_cluster::Cluster, client: ari_cluster::Client) {
+    /// cluster.stop_taking_calls();
+    /// // ... wait until this instance's calls have ended ...
+    /// cluster.close().await;
+    /// # }
+    /// ```
+    pub fn stop_taking_calls(&self) {
+        self.runtime.shared.taking.send_replace(false);
+    }
+
     /// Stops this instance's share of the cluster: unsubscribes everything (new calls go to
     /// the other instances at once) and closes the NATS connection after what is in flight.
     /// Clients made from this cluster fail their requests afterwards.
@@ -905,14 +942,18 @@ impl Cluster {
         let c = &s.counters;
         ClusterStats {
             calls_taken: c.calls_taken.load(Ordering::Relaxed),
+            claims_declined: c.claims_declined.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
             slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
             event_messages_lost: c.event_messages_lost.load(Ordering::Relaxed),
             resources_gone: c.resources_gone.load(Ordering::Relaxed),
+            nodes_lost: c.nodes_lost.load(Ordering::Relaxed),
+            resources_lost: c.resources_lost.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
+            rest_lost_in_flight: c.rest_lost_in_flight.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
             resources_refused: c.resources_refused.load(Ordering::Relaxed),
         }
@@ -947,7 +988,9 @@ impl fmt::Debug for NatsRuntime {
 /// Where a request goes.
 enum Route {
     Node(Arc<str>),
-    Any,
+    /// The REST queue group: of the proxies of an application (creations and lists of an
+    /// application's instance), or of every proxy.
+    Any(Option<String>),
 }
 
 /// The resource a REST path addresses (`c:ID`), if it addresses an existing one.
@@ -970,8 +1013,9 @@ impl NatsRuntime {
     fn route(
         &self,
         method: &http::Method,
-        path: &str,
+        uri: &str,
     ) -> Result<(Route, Option<String>), TransportError> {
+        let path = uri.split('?').next().unwrap_or("");
         let node = match &self.pin {
             Some(node) => node.clone(),
             None => {
@@ -979,12 +1023,13 @@ impl NatsRuntime {
                     .split('/')
                     .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
                     .collect();
+                let any = || Route::Any(self.shared.app_of(uri));
                 let Some(key) = addressed_resource(method, &segs) else {
-                    return Ok((Route::Any, None));
+                    return Ok((any(), None));
                 };
                 match self.shared.node_of(&key) {
                     Some(node) => node,
-                    None => return Ok((Route::Any, Some(key))),
+                    None => return Ok((any(), Some(key))),
                 }
             }
         };
@@ -1015,8 +1060,19 @@ impl NatsRuntime {
                 Some(i) => &full[i + 5..],
                 None => full.trim_start_matches('/'),
             };
-            let path = uri.split('?').next().unwrap_or("");
-            let (route, unknown) = this.route(&parts.method, path)?;
+            let (route, unknown) = this.route(&parts.method, uri)?;
+            // What the request creates under ids the application chose (both halves of a
+            // Local channel, a snoop, a playback, a recording, a bridge): this instance owns
+            // them on the node that runs the request, known before it is sent when the
+            // request goes to one node, else from the proxy's answer. Their waits then end
+            // when that node's Asterisk restarts or its proxy is lost, even if no event of
+            // theirs ever came.
+            let created = created_keys(&parts.method, uri);
+            if let Route::Node(n) = &route {
+                for key in &created {
+                    this.shared.learn(key.clone(), n, true);
+                }
+            }
             let envelope = RestRequest {
                 kind: "RESTRequest".into(),
                 method: parts.method.as_str().to_string(),
@@ -1063,6 +1119,25 @@ impl NatsRuntime {
                     if parts.method != http::Method::DELETE {
                         shared.learn(key.clone(), n, false);
                     }
+                }
+            }
+            if let Some(n) = &node {
+                match resp.status_code {
+                    200..=299 => {
+                        for key in &created {
+                            shared.learn(key.clone(), n, true);
+                        }
+                    }
+                    // Refused: nothing was created (a 409 names a live one: kept).
+                    400..=408 | 410.. => {
+                        let mut map = lock(&shared.resources);
+                        for key in &created {
+                            if map.get(key).is_some_and(|(at, _)| at == n) {
+                                map.remove(key);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
             if let (Some(node), true) = (&node, (200..300).contains(&resp.status_code)) {
@@ -1112,6 +1187,7 @@ impl NatsRuntime {
             })
             .filter(|a| !a.is_empty())
             .collect();
+        *lock(&shared.apps) = apps.clone();
         let sub_err = |e: async_nats::SubscribeError| {
             TransportError::new(TransportErrorKind::Io, e.to_string())
         };
@@ -1124,13 +1200,15 @@ impl NatsRuntime {
                 .await
                 .map_err(sub_err)?,
         ));
+        let mut claims = Vec::new();
         for app in &apps {
-            subs.push((
-                true,
-                nats.queue_subscribe(s.claim(app), wire::token(app))
-                    .await
-                    .map_err(sub_err)?,
-            ));
+            if *shared.taking.borrow() {
+                claims.push(
+                    nats.queue_subscribe(s.claim(app), wire::token(app))
+                        .await
+                        .map_err(sub_err)?,
+                );
+            }
             subs.push((
                 false,
                 nats.subscribe(s.event_any_node(app))
@@ -1159,10 +1237,15 @@ impl NatsRuntime {
         }
         drop(echo);
         let (tx, rx) = mpsc::channel(EVENTS_QUEUE);
-        let merged = futures_util::stream::select_all(
-            subs.into_iter()
-                .map(|(claim, sub)| sub.map(move |m| (claim, m))),
-        );
+        let events = subs
+            .into_iter()
+            .map(|(claim, sub)| sub.map(move |m| (claim, m)).boxed());
+        let claims = claims.into_iter().map(|sub| {
+            until_stopped(sub, shared.taking.subscribe())
+                .map(|m| (true, m))
+                .boxed()
+        });
+        let merged = futures_util::stream::select_all(events.chain(claims));
         let task = tokio::spawn(feed(shared.clone(), merged, tx.clone(), up));
         Ok(NatsWs {
             rx,
@@ -1170,6 +1253,87 @@ impl NatsRuntime {
             shared,
             task,
         })
+    }
+}
+
+/// The resources (`c:ID`, the [`wire::RESOURCES_HEADER`] format) a request creates under
+/// ids the application chose ([`ari_proto::rest::RequestParts::created_resources`]).
+fn created_keys(method: &http::Method, uri: &str) -> Vec<String> {
+    if method != http::Method::POST {
+        return Vec::new();
+    }
+    ari_proto::rest::RequestParts::raw(method.clone(), uri, None)
+        .created_resources()
+        .into_iter()
+        .filter_map(|(kind, id)| Some(format!("{}:{id}", wire::kind_letter(kind)?)))
+        .collect()
+}
+
+/// The messages of a claim subscription until the instance stops taking calls; then it
+/// leaves the queue group and gives what was already delivered (to be declined).
+fn until_stopped(
+    sub: async_nats::Subscriber,
+    taking: watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = async_nats::Message> + Send {
+    futures_util::stream::unfold(
+        (sub, taking, false),
+        |(mut sub, mut taking, mut left)| async move {
+            if !left {
+                let next = tokio::select! {
+                    m = sub.next() => Some(m),
+                    _ = wait_stopped(&mut taking) => None,
+                };
+                match next {
+                    Some(m) => return m.map(|m| (m, (sub, taking, false))),
+                    None => {
+                        if let Err(e) = sub.unsubscribe().await {
+                            tracing::warn!(error = %e, "leaving a claim queue group");
+                        }
+                        left = true;
+                    }
+                }
+            }
+            sub.next().await.map(|m| (m, (sub, taking, left)))
+        },
+    )
+}
+
+/// Waits until the instance stops taking calls (for ever if the cluster is gone).
+async fn wait_stopped(taking: &mut watch::Receiver<bool>) {
+    if taking.wait_for(|t| !*t).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Waits until `node`'s proxy goes silent (down without a goodbye); the error the request
+/// in flight to it then fails with: a [`NodeDown`] (kind `Closed`: it was sent, and may
+/// have run).
+async fn went_silent(
+    shared: &Shared,
+    events: &mut broadcast::Receiver<NodeEvent>,
+    node: &str,
+) -> TransportError {
+    loop {
+        match events.recv().await {
+            Ok(NodeEvent::Down { id, .. }) if id == node => {}
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+        if lock(&shared.nodes).went_silent(node) {
+            shared
+                .counters
+                .rest_lost_in_flight
+                .fetch_add(1, Ordering::Relaxed);
+            let down = NodeDown {
+                node: node.to_string(),
+                since: SystemTime::now(),
+                reason: "its proxy went silent with this request in flight (it may have run)"
+                    .into(),
+            };
+            return TransportError::new(TransportErrorKind::Closed, down.to_string())
+                .with_source(down);
+        }
     }
 }
 
@@ -1182,7 +1346,8 @@ async fn exchange(
 ) -> Result<(RestResponse, Option<Arc<str>>, Bytes), TransportError> {
     let subject = match route {
         Route::Node(n) => shared.subjects.rest_node(n),
-        Route::Any => shared.subjects.rest_any(),
+        Route::Any(Some(app)) => shared.subjects.rest_app(app),
+        Route::Any(None) => shared.subjects.rest_any(),
     };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::INSTANCE_HEADER, shared.instance.as_str());
@@ -1190,11 +1355,19 @@ async fn exchange(
         .payload(payload)
         .headers(headers)
         .timeout(None);
-    let reply = shared
-        .nats
-        .send_request(subject, request)
-        .await
-        .map_err(|e| match e.kind() {
+    let sent = shared.nats.send_request(subject, request);
+    let sent = match route {
+        // A node whose proxy goes silent with the request in flight will not answer it.
+        Route::Node(n) => {
+            let mut events = shared.node_tx.subscribe();
+            tokio::select! {
+                r = sent => r,
+                down = went_silent(shared, &mut events, n) => return Err(down),
+            }
+        }
+        Route::Any(_) => sent.await,
+    };
+    let reply = sent.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => match route {
                 // Gone before its silence limit: down all the same.
                 Route::Node(n) => NodeDown {
@@ -1203,7 +1376,11 @@ async fn exchange(
                     reason: "no ari-proxy serves it (stopped, or not started)".into(),
                 }
                 .into_transport(),
-                Route::Any => TransportError::new(
+                Route::Any(Some(app)) => TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("no ari-proxy of application {app} is running with its Asterisk connected (none serves its REST subject)"),
+                ),
+                Route::Any(None) => TransportError::new(
                     TransportErrorKind::Connect,
                     "no ari-proxy is running with its Asterisk connected (none serves the cluster's REST subject)",
                 ),
@@ -1260,6 +1437,12 @@ async fn feed(
             }
             msg = merged.next() => {
                 let Some((claim, msg)) = msg else { return };
+                if claim && !*shared.taking.borrow() {
+                    // Stopped taking calls: not answered, so the proxy offers it to another
+                    // instance.
+                    shared.counters.claims_declined.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 if claim {
                     // Taken: the proxy now sends this call's events (the StasisStart first)
                     // to this instance's subject.
@@ -1280,6 +1463,17 @@ async fn feed(
                     // A proxy asking whether this instance is still there.
                     if let Some(reply) = msg.reply {
                         let _ = shared.nats.publish(reply, Bytes::new()).await;
+                    }
+                    continue;
+                }
+                if headers.is_some_and(|h| h.get(wire::CREATING_HEADER).is_some()) {
+                    // A proxy runs a creation of this instance's: its resources' node.
+                    if let Some(node) = headers.and_then(|h| h.get(wire::NODE_HEADER)) {
+                        let listed = std::str::from_utf8(&msg.payload).unwrap_or("");
+                        let node: Arc<str> = Arc::from(node.as_str());
+                        for key in listed.split(' ').filter(|k| !k.is_empty()) {
+                            shared.learn(key.to_string(), &node, true);
+                        }
                     }
                     continue;
                 }

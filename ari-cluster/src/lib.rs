@@ -32,6 +32,7 @@
 
 mod cluster;
 pub mod nats_server;
+mod nodes;
 mod owners;
 mod proxy;
 mod scan;
@@ -87,7 +88,9 @@ pub mod fuzzing {
 
 /// Connects to NATS with what both sides need: reconnect forever, report the connection state
 /// to `up` when given, count the slow-consumer reports (messages NATS dropped) in `slow`;
-/// each subscription buffers `capacity` messages at most.
+/// each subscription buffers `capacity` messages at most. `url` may list several servers of
+/// a NATS cluster, comma-separated (`nats://a:4222,nats://b:4222`): the first reachable one
+/// is used, the others on reconnect.
 pub(crate) async fn connect_nats(
     url: &str,
     name: &str,
@@ -129,10 +132,30 @@ pub(crate) async fn connect_nats(
                 }
             }
         })
-        .connect(url)
+        .connect(nats_servers(url))
         .await?;
     if let Some(up) = &up {
         let _ = up.send(true);
     }
     Ok(client)
+}
+
+/// The servers of a comma-separated list of NATS URLs (spaces around them ignored).
+fn nats_servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nats_urls_are_split_on_commas() {
+        assert_eq!(
+            super::nats_servers("nats://a:4222, nats://b:4222,"),
+            ["nats://a:4222", "nats://b:4222"]
+        );
+        assert_eq!(super::nats_servers("nats://a:4222"), ["nats://a:4222"]);
+    }
 }

@@ -184,6 +184,7 @@ struct Counters {
     resources_released: AtomicU64,
     resources_recovered: AtomicU64,
     apps_replaced: AtomicU64,
+    rest_too_large: AtomicU64,
 }
 
 struct State {
@@ -214,7 +215,7 @@ struct State {
     /// Set when every application moved: the proxy stops serving REST.
     retire: tokio::sync::watch::Sender<bool>,
     /// Whether the events connection to Asterisk is up, for the REST server: a proxy whose
-    /// Asterisk is unreachable leaves the queue group of `{p}.rest`.
+    /// Asterisk is unreachable leaves the queue group of `{p}.rest` and `{p}.restapp.{app}`.
     link: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
@@ -283,6 +284,7 @@ impl State {
             resources_released: c.resources_released.load(Ordering::Relaxed),
             resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
             apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
+            rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -474,8 +476,7 @@ impl Proxy {
             .queue_subscribe(s.rest_node(&state.node), wire::PROXY_QUEUE.to_string())
             .await
             .map_err(ProxyError::Subscribe)?;
-        let rest_any = nats
-            .queue_subscribe(s.rest_any(), wire::PROXY_QUEUE.to_string())
+        let rest_any = join_rest_queue(&state)
             .await
             .map_err(ProxyError::Subscribe)?;
         let ping = nats
@@ -1381,17 +1382,38 @@ const MAX_NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(400);
 // REST
 // ---------------------------------------------------------------------------------------
 
-/// Serves the REST requests of both subjects. While the events connection to Asterisk is
-/// down (Asterisk stopped or unreachable), the proxy leaves the queue group of `{p}.rest`
-/// (creations and lists then go to the nodes whose Asterisk is up instead of failing here
-/// with 502), and joins it again when the connection is back; requests to its own node still
+/// Serves the REST requests of its node's subject and of the queue group. While the events
+/// connection to Asterisk is down (Asterisk stopped or unreachable), the proxy leaves the
+/// queue group (`{p}.rest`, `{p}.restapp.{app}`: creations and lists then go to the nodes
+/// whose Asterisk is up instead of failing here with 502), and joins it again when the connection is back; requests to its own node still
 /// come (and fail: only that node has their resource). Once the proxy is retired (another
 /// proxy took every application from it: see [`retire_if_replaced`]) it unsubscribes both, so
 /// that the requests go to the proxy Asterisk sends the events to. Requests already received
 /// are answered.
-async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_nats::Subscriber) {
+/// The REST queue group's subscriptions: `{p}.rest` and `{p}.restapp.{app}` for each
+/// application ([`Subjects::rest_queue`]).
+type RestQueue = futures_util::stream::SelectAll<async_nats::Subscriber>;
+
+/// Joins the REST queue group on each of its subjects.
+async fn join_rest_queue(state: &State) -> Result<RestQueue, async_nats::SubscribeError> {
+    let mut subs = Vec::new();
+    for subject in state.subjects.rest_queue(&state.config.apps) {
+        subs.push(
+            state
+                .nats
+                .queue_subscribe(subject, wire::PROXY_QUEUE.to_string())
+                .await?,
+        );
+    }
+    Ok(futures_util::stream::select_all(subs))
+}
+
+async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQueue) {
     /// The next message of a subscription, if there is one (never, if not).
-    async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    async fn next<S>(sub: &mut Option<S>) -> Option<async_nats::Message>
+    where
+        S: futures_util::Stream<Item = async_nats::Message> + Unpin,
+    {
         match sub {
             Some(s) => s.next().await,
             None => std::future::pending().await,
@@ -1403,11 +1425,20 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_
             let _ = s.unsubscribe().await;
         }
     }
+    /// Leaves the REST queue group on each of its subjects (as [`leave`]).
+    async fn leave_queue(queue: &mut Option<RestQueue>) {
+        if let Some(q) = queue {
+            for s in q.iter_mut() {
+                let _ = s.unsubscribe().await;
+            }
+        }
+    }
     let mut retire = state.retire.subscribe();
     let mut link = state.link.subscribe();
     let (mut node, mut any) = (Some(node), Some(any));
-    // A subscription to `{p}.rest` left while Asterisk is unreachable, being read to its end.
-    let mut leaving: Option<async_nats::Subscriber> = None;
+    // The queue group's subscriptions left while Asterisk is unreachable, being read to their
+    // end.
+    let mut leaving: Option<RestQueue> = None;
     let mut retired = false;
     // The queue group is left only after the connection was up once (at the start, `start`
     // returns once it is).
@@ -1431,7 +1462,7 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_
                 if ok {
                     tracing::warn!(node = %state.node, "every application moved to another proxy: this one stops serving REST");
                     leave(&mut node).await;
-                    leave(&mut any).await;
+                    leave_queue(&mut any).await;
                 }
                 continue;
             }
@@ -1443,14 +1474,10 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: async_
                 let up = *link.borrow_and_update();
                 if !up && was_up && any.is_some() {
                     tracing::warn!(node = %state.node, "Asterisk unreachable: this proxy leaves the cluster's REST queue group until it is back");
-                    leave(&mut any).await;
+                    leave_queue(&mut any).await;
                     leaving = any.take();
                 } else if up && any.is_none() {
-                    match state
-                        .nats
-                        .queue_subscribe(state.subjects.rest_any(), wire::PROXY_QUEUE.to_string())
-                        .await
-                    {
+                    match join_rest_queue(&state).await {
                         Ok(s) => any = Some(s),
                         Err(e) => tracing::warn!(error = %e, "could not join the REST queue group again"),
                     }
@@ -1484,6 +1511,9 @@ async fn serve_one(state: &Arc<State>, msg: async_nats::Message) {
     }
 }
 
+/// Bytes kept for a REST answer's headers under the NATS server's max_payload.
+const REPLY_HEADROOM: usize = 1024;
+
 /// Asterisk moved `app` to another connection: once every application of this proxy has
 /// moved (a second proxy for this Asterisk took over), this one is retired from REST.
 fn retire_if_replaced(state: &State, app: &str) {
@@ -1499,10 +1529,26 @@ fn retire_if_replaced(state: &State, app: &str) {
 async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, binary: bool) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
-    if binary {
+    let mut body = serde_json::to_vec(&resp).unwrap_or_default();
+    // NATS refuses a message larger than its max_payload (the headers count too): the
+    // requester would wait for its timeout. It gets a 502 saying why at once.
+    let max = state.nats.server_info().max_payload;
+    if max > 0 && body.len().saturating_add(REPLY_HEADROOM) > max {
+        state
+            .counters
+            .rest_too_large
+            .fetch_add(1, Ordering::Relaxed);
+        let message = format!(
+            "ari-proxy: Asterisk's answer ({} bytes as a RESTResponse) is larger than the NATS \
+             server's max_payload ({max} bytes); raise max_payload in nats-server's configuration",
+            body.len()
+        );
+        tracing::warn!(uri = %resp.uri, bytes = body.len(), max_payload = max, "REST answer too large for NATS");
+        body =
+            serde_json::to_vec(&RestResponse::local(502, &resp.uri, &message)).unwrap_or_default();
+    } else if binary {
         headers.insert(wire::BODY_ENCODING_HEADER, "base64");
     }
-    let body = serde_json::to_vec(&resp).unwrap_or_default();
     if let Err(e) = state
         .nats
         .publish_with_headers(reply, headers, body.into())
@@ -1537,7 +1583,13 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
     query.extend(req.query_strings.drain(..).map(|q| (q.name, q.value)));
     if let Some(owner) = &instance {
         if req.method.eq_ignore_ascii_case("POST") {
-            preassign(state, &path, &mut query, owner);
+            let created = preassign(state, &path, &mut query, owner);
+            // Sent to the queue group (not to this node by name): the instance does not know
+            // where it runs.
+            if !created.is_empty() && msg.subject.as_str() != state.subjects.rest_node(&state.node)
+            {
+                tell_creating(state, owner, &created).await;
+            }
         }
     }
     let mut path_and_query = path.clone();
@@ -1552,6 +1604,9 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         Err(_) => return (RestResponse::local(400, &req.uri, "bad method"), false),
     };
     let body = req.message_body.take().filter(|b| !b.is_empty());
+    // Only a creation gives its resource to the requester: a read (`GET channels/{id}`) of
+    // a call not taken yet, or released, must not make the reader its owner.
+    let creation = method == http::Method::POST;
     // A recording's file is binary: HTTP only. Bodies are JSON in ARI; another content type
     // goes over HTTP as sent.
     let file = method == http::Method::GET
@@ -1588,7 +1643,7 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         }
     };
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    if let (Some(owner), true) = (&instance, status.is_success()) {
+    if let (Some(owner), true, true) = (&instance, status.is_success(), creation) {
         learn_from_response(state, &body, owner);
     }
     let (message_body, binary) = if body.is_empty() {
@@ -1712,10 +1767,47 @@ fn split_uri(uri: &str) -> (String, Vec<(String, String)>) {
     (path.to_string(), pairs)
 }
 
+/// Tells the instance `owner` that this node runs its request creating `created`
+/// ([`wire::CREATING_HEADER`]).
+async fn tell_creating(state: &State, owner: &Arc<str>, created: &[(ResourceKind, String)]) {
+    let mut list = String::new();
+    for (kind, id) in created {
+        if let Some(l) = wire::kind_letter(*kind) {
+            if !list.is_empty() {
+                list.push(' ');
+            }
+            list.push(l);
+            list.push(':');
+            list.push_str(id);
+        }
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::NODE_HEADER, state.node.as_str());
+    headers.insert(wire::CREATING_HEADER, "1");
+    let subject = state.subjects.instance(owner);
+    if let Err(e) = state
+        .nats
+        .publish_with_headers(subject, headers, Bytes::from(list))
+        .await
+    {
+        state
+            .counters
+            .publish_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "creation notice not sent");
+    }
+}
+
 /// Gives the resources a creation will make to `owner` before it is sent, so their first
 /// events (a `StasisStart` right after an originate) reach it. Where Asterisk would pick the
 /// id itself, the proxy picks one (`channelId`, `playbackId`, `bridgeId`, `snoopId`).
-fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner: &Arc<str>) {
+/// Returns them.
+fn preassign(
+    state: &State,
+    path: &str,
+    query: &mut Vec<(String, String)>,
+    owner: &Arc<str>,
+) -> Vec<(ResourceKind, String)> {
     let segs: Vec<String> = path
         .split('/')
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
@@ -1732,16 +1824,15 @@ fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner
     let mut owned: Vec<(ResourceKind, String)> = Vec::new();
     match segs.as_slice() {
         ["channels"] | ["channels", "create"] | ["channels", "externalMedia"] => {
-            owned.push((ResourceKind::Channel, ensure(query, "channelId")));
-            if let Some((_, v)) = query.iter().find(|(k, _)| k == "otherChannelId") {
-                owned.push((ResourceKind::Channel, v.clone()));
+            let id = ensure(query, "channelId");
+            if segs[..] != ["channels", "externalMedia"] {
+                owned.extend(other_half(query, &id));
             }
+            owned.push((ResourceKind::Channel, id));
         }
         ["channels", id] => {
+            owned.extend(other_half(query, id));
             owned.push((ResourceKind::Channel, id.to_string()));
-            if let Some((_, v)) = query.iter().find(|(k, _)| k == "otherChannelId") {
-                owned.push((ResourceKind::Channel, v.clone()));
-            }
         }
         ["bridges"] => owned.push((ResourceKind::Bridge, ensure(query, "bridgeId"))),
         ["bridges", id] => owned.push((ResourceKind::Bridge, id.to_string())),
@@ -1762,10 +1853,34 @@ fn preassign(state: &State, path: &str, query: &mut Vec<(String, String)>, owner
     }
     if !owned.is_empty() {
         let mut table = state.owners();
-        for (kind, id) in owned {
-            table.claim(kind, &id, owner);
+        for (kind, id) in &owned {
+            table.claim(*kind, id, owner);
         }
     }
+    owned
+}
+
+/// The second half of a Local channel an originate (or `channels/create`) with the channel id
+/// `id` makes: `otherChannelId`, or without it, for a `Local/` endpoint, `{id};2` (the id
+/// Asterisk gives that half).
+fn other_half(query: &[(String, String)], id: &str) -> Option<(ResourceKind, String)> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let other = match param("otherChannelId") {
+        Some(other) => other.to_string(),
+        None if param("endpoint")
+            .and_then(|e| e.get(..6))
+            .is_some_and(|t| t.eq_ignore_ascii_case("local/")) =>
+        {
+            format!("{id};2")
+        }
+        None => return None,
+    };
+    (other != id).then_some((ResourceKind::Channel, other))
 }
 
 /// A created resource in a response body (a Channel, Bridge, Playback or LiveRecording

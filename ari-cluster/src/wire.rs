@@ -5,7 +5,8 @@
 //! | `{p}.announce` | each proxy, every `interval_ms` and when pinged | [`Announce`] JSON |
 //! | `{p}.ping` | a client that wants announcements now | empty |
 //! | `{p}.rest.{node}` (queue group `ari-proxy`) | a client, request/reply, to one node (one of its proxies, when a rolling deploy runs two) | Asterisk's `RESTRequest` → `RESTResponse` |
-//! | `{p}.rest` (queue group `ari-proxy`) | a client, request/reply, to any one node | the same |
+//! | `{p}.restapp.{app}` (queue group `ari-proxy`) | a client of `app`, request/reply, to any one node whose proxy serves `app` | the same |
+//! | `{p}.rest` (queue group `ari-proxy`) | a client serving no application, request/reply, to any one node | the same |
 //! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
@@ -80,11 +81,18 @@ pub const RESTARTED_HEADER: &str = "Ari-Restarted";
 /// the node learns there that Asterisk restarted too (ends the node's resources, answers
 /// nothing for them).
 pub const STARTUP_HEADER: &str = "Ari-Startup";
+/// Header of a proxy's message on an instance's subject saying that it took one of that
+/// instance's creation requests sent to any node (`{p}.rest` or `{p}.restapp.{app}`), before it runs it: the
+/// payload names the resources the request creates (the [`RESOURCES_HEADER`] format), with
+/// [`NODE_HEADER`]. The instance then knows their node even if neither the answer nor an
+/// event of theirs ever comes (the proxy or its Asterisk gone meanwhile), so their waits end
+/// when that node's Asterisk restarts or the node is lost. Nothing is delivered.
+pub const CREATING_HEADER: &str = "Ari-Creating";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
-/// The queue group of the proxies on `{p}.rest`.
+/// The queue group of the proxies on `{p}.rest` and `{p}.restapp.{app}`.
 pub const PROXY_QUEUE: &str = "ari-proxy";
 
 /// A subject-safe token: `.`, `*`, `>` and whitespace become `_`.
@@ -137,6 +145,21 @@ impl Subjects {
     /// `{p}.rest` (queue group [`PROXY_QUEUE`]).
     pub fn rest_any(&self) -> String {
         format!("{}.rest", self.prefix)
+    }
+
+    /// `{p}.restapp.{app}` (queue group [`PROXY_QUEUE`]): creations and lists of an
+    /// application's instances, served by the proxies of that application only (so that two
+    /// applications sharing one NATS do not run each other's originates on their nodes).
+    pub fn rest_app(&self, app: &str) -> String {
+        format!("{}.restapp.{}", self.prefix, token(app))
+    }
+
+    /// The subjects of the REST queue group a proxy of `apps` serves: [`Subjects::rest_any`]
+    /// and one [`Subjects::rest_app`] per application.
+    pub fn rest_queue<S: AsRef<str>>(&self, apps: &[S]) -> Vec<String> {
+        let mut v = vec![self.rest_any()];
+        v.extend(apps.iter().map(|a| self.rest_app(a.as_ref())));
+        v
     }
 
     /// `{p}.claim.{app}` (queue group `{app}`).
@@ -374,6 +397,11 @@ pub struct ProxyStats {
     /// proxy receives no more events for that application, the other one does.
     #[serde(default)]
     pub apps_replaced: u64,
+    /// REST answers larger than the NATS server's `max_payload` (1 MB by default: a
+    /// recording's file, a long list): answered 502 saying so instead (they could not be
+    /// published, and the request would have waited for its timeout).
+    #[serde(default)]
+    pub rest_too_large: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.

@@ -349,3 +349,48 @@ async fn a_node_losing_asterisk_is_reported_to_the_instances() {
     assert_eq!(seen, vec![false, true]);
     assert!(inst.cluster.nodes()[0].connected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_to_a_node_whose_proxy_dies_fails_with_node_down() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let cluster = ari_cluster::Cluster::builder(&nats.url())
+        .node_silence(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("instance connects");
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // Requests that would wait an hour for their answer.
+    let on_a = ari_client::Client::builder_with_runtime(
+        "http://ari-cluster.invalid",
+        "cluster",
+        "cluster",
+        cluster.runtime().clone(),
+    )
+    .request_timeout(Duration::from_secs(3600))
+    .build()
+    .expect("client");
+    let bridge = on_a.bridges().create().await.expect("bridge on a");
+    // Asterisk hangs with the request, then the proxy dies (no goodbye): no answer ever.
+    a.set_response_delay(Some(Duration::from_secs(3600)));
+    let before = pa.stats().rest_requests;
+    let id = bridge.id().to_string();
+    let c = on_a.clone();
+    let request = tokio::spawn(async move { c.bridges().get(&id).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while pa.stats().rest_requests == before {
+        assert!(tokio::time::Instant::now() < deadline, "the proxy takes it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pa);
+    let err = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .expect("the request ends when node a goes silent, not at its timeout")
+        .expect("task")
+        .expect_err("no answer");
+    let down = NodeDown::find(&err).unwrap_or_else(|| panic!("not a NodeDown: {err:?}"));
+    assert_eq!(down.node, "node-a");
+    assert!(down.reason.contains("in flight"), "{down}");
+    assert_eq!(cluster.stats().rest_lost_in_flight, 1);
+}

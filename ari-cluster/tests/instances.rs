@@ -181,3 +181,53 @@ async fn wait_for_calls_taken(cluster: &Cluster, n: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_and_up_under_load_loses_and_doubles_no_call() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let i1 = instance(1, &nats.url()).await;
+    let i2 = instance(2, &nats.url()).await;
+    let mut i3 = None;
+    let mut calls = Vec::new();
+    let mut after_stop = Vec::new();
+    for k in 0..36 {
+        let call = place_calls(&a, &format!("load{k}"), 1);
+        if k > 12 {
+            after_stop.extend(call.iter().cloned());
+        }
+        calls.extend(call);
+        if k == 12 {
+            // Instance 2 is scaled down: it takes no new call, finishes its own.
+            i2.cluster.stop_taking_calls();
+        }
+        if k == 24 {
+            // A new instance is scaled up meanwhile.
+            i3 = Some(instance(3, &nats.url()).await);
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let i3 = i3.expect("instance 3");
+    assert!(
+        wait_done(&[&i1, &i2, &i3], &calls, Duration::from_secs(60)).await,
+        "every call is served: {:?}",
+        pa.stats()
+    );
+    // Each call by exactly one instance (owners panics on a call handled twice).
+    let by = owners(&[&i1, &i2, &i3]);
+    assert_eq!(by.len(), calls.len());
+    for c in &after_stop {
+        assert_ne!(
+            by.get(c),
+            Some(&2),
+            "{c} went to the instance that stopped taking calls"
+        );
+    }
+    let stats = pa.stats();
+    assert_eq!(stats.calls_claimed, calls.len() as u64, "{stats:?}");
+    assert_eq!(stats.calls_unclaimed, 0, "{stats:?}");
+    // Instance 2 served its calls to their end, then leaves.
+    assert!(i2.seen.lock().unwrap().errors.is_empty());
+    i2.cluster.close().await;
+}

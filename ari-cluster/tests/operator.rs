@@ -422,3 +422,113 @@ async fn creations_go_to_a_node_whose_asterisk_is_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comma_separated_list_of_nats_servers_is_accepted() {
+    let nats = nats();
+    // The servers of a NATS cluster, one of them down (nothing listens on its port).
+    let down = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let down_port = down.local_addr().expect("port").port();
+    drop(down);
+    let list = format!("nats://127.0.0.1:{down_port}, {}", nats.url());
+    let a = node("node-a");
+    let _pa = proxy(&a, &list).await;
+    let inst = instance(1, &list).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+    );
+    let calls = place_calls(&a, "list", 2);
+    assert!(wait_done(&[&inst], &calls, Duration::from_secs(30)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_answer_larger_than_nats_max_payload_fails_at_once_saying_why() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let cluster = Cluster::connect(&nats.url())
+        .await
+        .expect("instance connects");
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // A client whose requests would wait an hour for an answer that never comes.
+    let client = ari_client::Client::builder_with_runtime(
+        "http://ari-cluster.invalid",
+        "cluster",
+        "cluster",
+        cluster.runtime().clone(),
+    )
+    .request_timeout(Duration::from_secs(3600))
+    .build()
+    .expect("client");
+    // A recording's file of 1.5 MB (over a minute of 8 kHz wav): more than NATS's default
+    // max_payload of 1 MB once in its RESTResponse.
+    let _big = a.expect("GET", "recordings/stored/long/file").respond_raw(
+        200,
+        "audio/wav",
+        vec![7u8; 1_500_000],
+    );
+    let _small = a.expect("GET", "recordings/stored/short/file").respond_raw(
+        200,
+        "audio/wav",
+        vec![7u8; 100_000],
+    );
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.recordings().get_stored_file("long"),
+    )
+    .await
+    .expect("answered, not left to its timeout")
+    .expect_err("too large for NATS");
+    assert_eq!(err.status(), Some(502), "{err}");
+    assert!(err.to_string().contains("max_payload"), "{err}");
+    assert_eq!(pa.stats().rest_too_large, 1);
+    // A file that fits arrives whole.
+    let file = client
+        .recordings()
+        .get_stored_file("short")
+        .await
+        .expect("a file under max_payload");
+    assert_eq!(file.len(), 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_call_not_taken_yet_does_not_make_the_reader_its_owner() {
+    let nats = nats();
+    let a = node("node-a");
+    let mut config = proxy_config(&a, &nats.url());
+    config.announce_interval = Duration::from_millis(100);
+    // The call waits for an instance (offered again for up to 9 s).
+    config.claim_timeout = Duration::from_secs(3);
+    let pa = start_proxy(&a, config).await;
+    // A dashboard: an instance that only reads (it takes no calls).
+    let dashboard = Cluster::connect(&nats.url()).await.expect("connects");
+    let rest = dashboard.client().expect("client");
+    assert!(dashboard.wait_for_nodes(1, Duration::from_secs(30)).await);
+
+    // A new call no instance has taken yet; the dashboard looks at it.
+    let call = place_calls(&a, "seen", 1).remove(0);
+    let (status, _) = rest
+        .send_raw(http::Method::GET, &format!("channels/{call}"), None)
+        .await
+        .expect("the channel");
+    assert_eq!(status, 200);
+
+    // The application's instance starts: it takes the call and gets its events.
+    let w = waiter(&nats.url()).await;
+    wait_until(
+        "the call's StasisStart reaches the instance that takes it",
+        Duration::from_secs(30),
+        || outcome(&w, &call).as_deref() == Some("waiting"),
+    )
+    .await;
+    a.send_dtmf(&call, "4").expect("dtmf");
+    wait_until("its later events too", Duration::from_secs(30), || {
+        outcome(&w, &call).as_deref() == Some("digit 4")
+    })
+    .await;
+    let stats = pa.stats();
+    assert_eq!(stats.calls_claimed, 1, "{stats:?}");
+    assert_eq!(stats.instances_lost, 0, "{stats:?}");
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ari_client::events::{ChannelDtmfReceived, StasisStart};
+use ari_client::events::{ChannelDtmfReceived, ResourceKind, StasisStart};
 use ari_cluster::{Cluster, NodeEvent};
 use ari_testkit::MockServer;
 use common::*;
@@ -18,6 +18,11 @@ type Outcomes = Arc<Mutex<BTreeMap<String, String>>>;
 /// An instance whose handler waits for one digit on each call and records how that ended.
 async fn waiting_instance(nats: &str) -> (Cluster, ari_cluster::Client, Outcomes) {
     let cluster = Cluster::connect(nats).await.expect("instance connects");
+    waiting_on(cluster).await
+}
+
+/// [`waiting_instance`] on a cluster connected with other options.
+async fn waiting_on(cluster: Cluster) -> (Cluster, ari_cluster::Client, Outcomes) {
     let client = cluster.client().expect("client");
     let outcomes: Outcomes = Arc::default();
     let o = outcomes.clone();
@@ -29,6 +34,7 @@ async fn waiting_instance(nats: &str) -> (Cluster, ari_cluster::Client, Outcomes
             let how = match channel.once::<ChannelDtmfReceived>().await {
                 Ok(d) => format!("digit {}", d.digit),
                 Err(ari_client::Error::Ended { .. }) => "ended".to_string(),
+                Err(ari_client::Error::AsteriskGone { .. }) => "gone".to_string(),
                 Err(e) => format!("error: {e}"),
             };
             o.lock().unwrap().insert(id, how);
@@ -227,4 +233,186 @@ async fn a_node_rebooted_with_its_proxy_ends_its_calls_and_hands_none_back() {
         "the previous run's calls are not given to the new proxy: {stats:?}"
     );
     assert_eq!(stats.owned_resources, 0, "{stats:?}");
+}
+
+/// Records how a wait for `id`'s `StasisStart` ends, under `id` in `outcomes`.
+fn wait_for_start(client: &ari_cluster::Client, id: &str, outcomes: &Outcomes) {
+    let channel = client.channel(id);
+    let o = outcomes.clone();
+    let id = id.to_string();
+    o.lock().unwrap().insert(id.clone(), "waiting".into());
+    tokio::spawn(async move {
+        let how = match channel.once::<StasisStart>().await {
+            Ok(_) => "started".to_string(),
+            Err(ari_client::Error::Ended { .. }) => "ended".to_string(),
+            Err(ari_client::Error::AsteriskGone { .. }) => "gone".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        o.lock().unwrap().insert(id, how);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creations_in_flight_when_their_node_reboots_end_their_waits() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let (cluster, client, outcomes) = waiting_instance(&nats.url()).await;
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    let on_a = cluster.client_on("node-a").expect("client on node a");
+
+    // Asterisk takes the originates but never answers them (it hangs, then the host
+    // reboots): no answer, no event. One goes to node a by name, one to any node.
+    a.set_response_delay(Some(Duration::from_secs(3600)));
+    let before = pa.stats().rest_requests;
+    for (c, id) in [(&on_a, "pinned-1"), (&client, "any-1")] {
+        // The wait on the started client (`on_a` sends only).
+        wait_for_start(&client, id, &outcomes);
+        let c = c.clone();
+        tokio::spawn(async move {
+            let _ = c
+                .channels()
+                .originate_with_id(id, "PJSIP/bob")
+                .app(APP)
+                .await;
+        });
+    }
+    wait_until(
+        "the proxy takes both originates",
+        Duration::from_secs(30),
+        || pa.stats().rest_requests >= before + 2,
+    )
+    .await;
+    wait_until(
+        "the instance knows their node",
+        Duration::from_secs(30),
+        || {
+            ["pinned-1", "any-1"]
+                .iter()
+                .all(|id| cluster.node_of(ResourceKind::Channel, id).as_deref() == Some("node-a"))
+        },
+    )
+    .await;
+
+    // The host reboots: the proxy dies with the requests in flight (never answered), and
+    // Asterisk and a proxy start again (the hung Asterisk stays behind, out of the cluster,
+    // so that nothing answers the requests).
+    drop(pa);
+    let a2 = MockServer::builder().asterisk_id("node-a").start();
+    let _pa2 = proxy(&a2, &nats.url()).await;
+    wait_until(
+        "the waits on the creations never answered end",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            ["pinned-1", "any-1"]
+                .iter()
+                .all(|c| o.get(*c).map(String::as_str) == Some("ended"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_originates_second_half_is_known_on_its_node_from_the_answer() {
+    let nats = nats();
+    let a = node("node-a");
+    let mut config = proxy_config(&a, &nats.url());
+    config.announce_interval = Duration::from_millis(100);
+    // REST over HTTP: the events connection can be held back alone.
+    config.rest_over_websocket = false;
+    let _pa = start_proxy(&a, config).await;
+    let (cluster, client, _outcomes) = waiting_instance(&nats.url()).await;
+    assert!(cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    // Its events are held back: only the answer can tell where the halves live.
+    a.pause_sends(APP);
+    client
+        .channels()
+        .originate_with_id("loc-1", "Local/100@default")
+        .app(APP)
+        .await
+        .expect("originated");
+    for id in ["loc-1", "loc-1;2"] {
+        assert_eq!(
+            cluster.node_of(ResourceKind::Channel, id).as_deref(),
+            Some("node-a"),
+            "{id}"
+        );
+    }
+    a.resume_sends(APP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_proxy_never_returns_ends_its_calls_waits_after_the_lost_limit() {
+    let nats = nats();
+    let a = node("node-a");
+    let b = node("node-b");
+    let pa = proxy(&a, &nats.url()).await;
+    let _pb = proxy(&b, &nats.url()).await;
+    let instance = Cluster::builder(&nats.url())
+        .node_silence(Duration::from_millis(500))
+        .node_lost_after(Some(Duration::from_secs(1)))
+        .connect()
+        .await
+        .expect("instance connects");
+    let (cluster, _client, outcomes) = waiting_on(instance).await;
+    assert!(cluster.wait_for_nodes(2, Duration::from_secs(30)).await);
+    let mut node_events = cluster.node_events();
+    let on_a = place_calls(&a, "a", 3);
+    let on_b = place_calls(&b, "b", 3);
+    let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+    wait_until(
+        "every call waits for a digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            all.iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("waiting"))
+        },
+    )
+    .await;
+
+    // Node a's proxy dies (no goodbye) and never comes back; its Asterisk lives on.
+    drop(pa);
+    let (mut down, mut lost) = (false, None);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while lost.is_none() {
+            match node_events.recv().await {
+                Ok(NodeEvent::Down { id, .. }) if id == "node-a" => down = true,
+                Ok(NodeEvent::Lost { id, resources }) => lost = Some((id, resources)),
+                Ok(_) => continue,
+                Err(e) => panic!("node events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("node a is reported lost");
+    assert!(down, "down before lost");
+    let (id, resources) = lost.expect("lost");
+    assert_eq!(id, "node-a");
+    assert!(resources >= 3, "node a's calls at least: {resources}");
+    wait_until("node a's calls' waits end", Duration::from_secs(30), || {
+        let o = outcomes.lock().unwrap();
+        on_a.iter()
+            .all(|c| o.get(c).map(String::as_str) == Some("gone"))
+    })
+    .await;
+    let stats = cluster.stats();
+    assert_eq!(stats.nodes_lost, 1, "{stats:?}");
+    assert!(stats.resources_lost >= 3, "{stats:?}");
+
+    // Node b's calls were untouched: their digits arrive.
+    for c in &on_b {
+        b.send_dtmf(c, "5").expect("dtmf");
+    }
+    wait_until(
+        "node b's calls get their digit",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            on_b.iter()
+                .all(|c| o.get(c).map(String::as_str) == Some("digit 5"))
+        },
+    )
+    .await;
 }

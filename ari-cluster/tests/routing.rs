@@ -76,3 +76,60 @@ async fn a_resource_on_another_node_is_found_there_and_an_unknown_one_is_a_404()
         .expect_err("no node has it");
     assert!(err.is_not_found(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_applications_sharing_one_nats_create_on_their_own_nodes() {
+    let nats = nats();
+    // Node a serves this application; node b another one, on the same NATS and prefix.
+    let a = node("node-a");
+    let b = node("node-b");
+    let _pa = proxy(&a, &nats.url()).await;
+    let mut config = ari_cluster::ProxyConfig::new(
+        &b.base_url(),
+        b.username(),
+        b.password(),
+        &nats.url(),
+        ["queue"],
+    );
+    config.announce_interval = Duration::from_millis(100);
+    let _pb = ari_cluster::Proxy::start(config).await.expect("proxy b");
+    assert!(b.wait_for_app("queue", Duration::from_secs(10)));
+    let inst = instance(1, &nats.url()).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(2, Duration::from_secs(30))
+            .await
+    );
+
+    // Its originates and bridges are made where its application is (node b's Asterisk would
+    // send their events to an application nobody serves there).
+    for _ in 0..10 {
+        let ch = inst
+            .client
+            .channels()
+            .originate("PJSIP/bob")
+            .app(APP)
+            .await
+            .expect("originate");
+        assert_eq!(
+            inst.cluster
+                .node_of(ResourceKind::Channel, ch.id())
+                .as_deref(),
+            Some("node-a"),
+            "channel {}",
+            ch.id()
+        );
+        let bridge = inst.client.bridges().create().await.expect("bridge");
+        assert_eq!(
+            inst.cluster
+                .node_of(ResourceKind::Bridge, bridge.id())
+                .as_deref(),
+            Some("node-a"),
+            "bridge {}",
+            bridge.id()
+        );
+    }
+    assert!(b
+        .with_sim(|sim, _| sim.bridge_ids().is_empty())
+        .unwrap_or(false));
+}
