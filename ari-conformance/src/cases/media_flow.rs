@@ -14,6 +14,7 @@ use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::media::{answered_call_media, bind_media_server};
 use super::media_edges::{audio, next_matching, session, session_on};
 use crate::Harness;
 
@@ -356,4 +357,69 @@ pub async fn audiosocket_hangup_never_answered_ends_the_session<E: Executor, C: 
         .expect("the Asterisk thread")
         .expect("Asterisk's socket");
     assert_eq!(got, message(0x00, &[]), "the hangup went out");
+}
+
+/// Asterisk ends a media socket (the bot's `HANGUP`, a close status of its own, in server
+/// and in client mode, where Asterisk dialled the application): the session answers the
+/// close, as RFC 6455 requires and Asterisk waits for, before it drops the connection. It
+/// dropped the socket with the answer still queued in the WebSocket layer, so Asterisk only
+/// ever saw the connection cut.
+pub async fn media_close_from_asterisk_is_answered<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let client = h.started(&["media"]).await;
+    // The bot's HANGUP: Asterisk closes with 1000.
+    let (_call, mut media) = session(h, &client, MediaOptions::new("media", "ulaw")).await;
+    media.sender().command(Command::Hangup).expect("HANGUP");
+    let reply = answered(h, media.media_channel_id().to_owned(), &mut media).await;
+    assert_eq!(reply, Some(1000), "the answer to HANGUP's close");
+    h.live("shutdown", media.shutdown()).await;
+    // A close status of Asterisk's own (unanswered keepalives).
+    let (_call, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+    let id = media.media_start().connection_id.clone();
+    assert!(
+        h.server().close_media(&id, 1001, ""),
+        "the socket {id} is live"
+    );
+    let reply = answered(h, media.media_channel_id().to_owned(), &mut media).await;
+    assert_eq!(reply, Some(1001), "the answer echoes the status");
+    h.live("shutdown", media.shutdown()).await;
+    // Client mode: the application is the WebSocket server of the connection.
+    let server = bind_media_server(h).await;
+    let uri = format!("ws://{}/media-in", server.local_addr());
+    h.server().set_websocket_client("media_app", &uri);
+    let mut media = answered_call_media(h, &client, &server, "media_app").await;
+    media.sender().command(Command::Hangup).expect("HANGUP");
+    let reply = answered(h, media.media_channel_id().to_owned(), &mut media).await;
+    assert_eq!(reply, Some(1000), "the answer in client mode");
+    h.live("shutdown", media.shutdown()).await;
+}
+
+/// Reads `media` to its end, then the simulator's report of the socket of the media channel
+/// `channel_id`: the close status of the application's answer to Asterisk's close.
+async fn answered<R: Runtime>(
+    h: &Harness<R>,
+    channel_id: String,
+    media: &mut ari_client::media::MediaSession,
+) -> Option<u16> {
+    next_matching(h, media, "Closed", |item| match item {
+        MediaItem::Closed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(h.live("the end", media.next()).await.is_none());
+    let report = || {
+        h.server()
+            .media_sessions()
+            .into_iter()
+            .find(|r| r.channel_id == channel_id)
+    };
+    h.eventually("the socket's report", || report().is_some())
+        .await;
+    let report = report().expect("the socket's report");
+    assert!(
+        report.close_code.is_some(),
+        "Asterisk closed first: {report:?}"
+    );
+    report.close_reply
 }
