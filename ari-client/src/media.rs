@@ -4,11 +4,12 @@
 //! One call creates the external-media channel (`POST channels/externalMedia`,
 //! `transport=websocket`, `encapsulation=none`, `connection_type=server`), connects to
 //! Asterisk's `/media/<MEDIA_WEBSOCKET_CONNECTION_ID>` with the runtime's WebSocket, waits for
-//! `MEDIA_START`, and bridges the media channel with the call. The session is a `Stream` of
+//! `MEDIA_START`, and bridges the media channel with the call (a call already in a bridge
+//! keeps it: the media channel joins that bridge). The session is a `Stream` of
 //! [`MediaItem`]s (audio frames and typed control events) plus a [`MediaSender`] for audio
 //! ([`Bytes`], any chunk size: it goes out as whole frames at real-time pace) and commands. It
 //! ends when the call leaves the application or the socket closes; [`MediaSession::close`]
-//! (or dropping every handle) tears the media channel and the bridge down.
+//! (or dropping every handle) tears the media channel and the bridge it made down.
 //!
 //! The protocol work is [`ari_proto::media::websocket::MediaSession`]'s: flow control
 //! (XOFF/XON), a bounded local queue whose overflow is reported ([`MediaItem::Overflow`]),
@@ -67,8 +68,10 @@ pub struct MediaOptions {
     pub config: MediaConfig,
     /// Audio frames and events waiting for the consumer before the oldest frames are dropped.
     pub inbox_frames: usize,
-    /// Bridge the media channel with the call (default true). When false, the application
-    /// does it itself ([`MediaSession::media_channel_id`]).
+    /// Bridge the media channel with the call (default true): in the bridge the call is
+    /// in, if it is in one (its other parties stay with it), or else in a mixing bridge the
+    /// session makes and destroys at its end. When false, the application does it itself
+    /// ([`MediaSession::media_channel_id`]).
     pub bridge: bool,
     /// Time allowed for `MEDIA_START` after connecting.
     pub start_timeout: Duration,
@@ -546,7 +549,9 @@ impl MediaSession {
         &self.media_channel_id
     }
 
-    /// The bridge joining the media channel and the call, if the session made one.
+    /// The bridge joining the media channel and the call ([`MediaOptions::bridge`]): the
+    /// bridge the call was already in, if it was in one (the session's end takes only the
+    /// media channel out of it), or else the one the session made (destroyed at its end).
     pub fn bridge_id(&self) -> Option<&str> {
         self.bridge_id.as_deref()
     }
@@ -727,7 +732,7 @@ pub(crate) async fn open<R: Runtime>(
             .map(|b| (ws, core, b)),
         Err(e) => Err(e),
     };
-    let (ws, core, bridge_id) = match result {
+    let (ws, core, (bridge_id, own_bridge)) = match result {
         Ok(x) => x,
         Err(e) => {
             let _ = media_channel.hangup().await;
@@ -761,7 +766,8 @@ pub(crate) async fn open<R: Runtime>(
     );
     let teardown_shared = shared.clone();
     let teardown_client = client.clone();
-    let teardown_bridge = bridge_id.clone();
+    // A bridge the call was already in is the call's: only the media channel leaves it.
+    let teardown_bridge = bridge_id.clone().filter(|_| own_bridge);
     let teardown_media = media_id.clone();
     shared
         .inline
@@ -948,15 +954,31 @@ impl<R: Runtime> Drop for Abandoned<R> {
     }
 }
 
-/// Bridges the media channel with the call (when asked to).
+/// Bridges the media channel with the call (when asked to): the bridge, and whether the
+/// session made it.
+///
+/// A call already in a bridge (with another party, a conference) joins the media channel
+/// to that bridge: adding the call to a bridge of its own would take it out of the one it is
+/// in (Asterisk moves a channel between bridges), cutting it off from the other parties.
 async fn bridge<R: Runtime>(
     client: &Client<R>,
     call: &Channel<R>,
     options: &MediaOptions,
     media_id: &str,
     abandoned: &mut Abandoned<R>,
-) -> Result<Option<String>, Error> {
-    let bridge_id = if options.bridge {
+) -> Result<(Option<String>, bool), Error> {
+    if !options.bridge {
+        return Ok((None, false));
+    }
+    let bridges = client.bridges().list().await?;
+    if let Some(existing) = bridges.iter().find(|b| {
+        b.data()
+            .is_some_and(|d| d.channels.iter().any(|c| c == call.id()))
+    }) {
+        existing.add_channel([media_id.to_owned()]).await?;
+        return Ok((Some(existing.id().to_owned()), false));
+    }
+    let bridge_id = {
         let bridge = client.new_bridge();
         bridge
             .create()
@@ -978,10 +1000,8 @@ async fn bridge<R: Runtime>(
             return Err(e);
         }
         Some(bridge.id().to_owned())
-    } else {
-        None
     };
-    Ok(bridge_id)
+    Ok((bridge_id, true))
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -735,3 +735,72 @@ pub async fn media_audio_while_the_direction_is_in_is_refused_not_lost<R: Runtim
     assert_eq!(report.messages_received, 5, "{report:?}");
     assert_eq!(report.frames_played_test_signal, 5);
 }
+
+/// A bot listens in on a call already bridged with another party (an agent assist, a
+/// transcriber): the media channel joins the call's own bridge, the two parties stay
+/// together, and the session's end takes only the media channel out. Before, the session
+/// put the call in a bridge of its own, which takes a channel out of the bridge it is in
+/// (Asterisk moves it): the caller lost the agent for as long as the bot listened, and for
+/// good once the session destroyed its bridge.
+pub async fn media_on_a_bridged_call_joins_its_bridge_and_keeps_the_parties_together<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let caller = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    let agent = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/bob", "media"))
+        .await;
+    h.live("answer", caller.answer()).await.expect("answer");
+    h.live("answer", agent.answer()).await.expect("answer");
+    let bridge = client.new_bridge();
+    h.live("bridge", bridge.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", bridge.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    let members = || async {
+        let mut ids: Vec<String> = h
+            .live("bridge get", client.bridges().get(bridge.id()))
+            .await
+            .expect("the call's bridge is there")
+            .data()
+            .expect("a snapshot")
+            .channels
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let media = h
+        .live("media", caller.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("media session");
+    assert_eq!(
+        media.bridge_id(),
+        Some(bridge.id()),
+        "the call's own bridge"
+    );
+    let mut all = vec![
+        caller.id().to_owned(),
+        agent.id().to_owned(),
+        media.media_channel_id().to_owned(),
+    ];
+    all.sort();
+    assert_eq!(members().await, all, "the parties stay together");
+    h.live("shutdown", media.shutdown()).await;
+    let mut parties = vec![caller.id().to_owned(), agent.id().to_owned()];
+    parties.sort();
+    h.eventually("the media channel leaves", || {
+        h.server().with_sim(|sim, _| sim.channel_ids().len()) == Some(2)
+    })
+    .await;
+    assert_eq!(
+        members().await,
+        parties,
+        "the call's bridge stays, with both"
+    );
+}
