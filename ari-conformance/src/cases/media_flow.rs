@@ -10,12 +10,11 @@ use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketSe
 use ari_client::media::{Command, MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaPacer};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
-use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::media::{answered_call_media, bind_media_server};
-use super::media_edges::{audio, next_matching, session, session_on};
+use super::media_edges::{audio, next_matching, session};
 use crate::Harness;
 
 /// Asterisk gives a media socket up with a close status other than 1000 (1001 when its
@@ -101,12 +100,7 @@ pub async fn media_pacer_full_when_the_call_hangs_up_accounts_for_every_byte<R: 
 ) {
     const FRAMES: u64 = 250;
     let client = h.started(&["media"]).await;
-    let call = PlaceCall {
-        hangup_after_answer: Some(Duration::from_millis(400)),
-        ..PlaceCall::new("PJSIP/alice", "media")
-    };
-    let (_channel, mut media) =
-        session_on(h, &client, call, MediaOptions::new("media", "slin16")).await;
+    let (channel, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
     let pacer = MediaPacer::new(client.runtime());
     let paced = pacer.attach(&media).expect("attach");
     paced
@@ -115,6 +109,10 @@ pub async fn media_pacer_full_when_the_call_hangs_up_accounts_for_every_byte<R: 
     paced
         .send(audio("slin16", 1).slice(..320))
         .expect("half a frame");
+    // The caller hangs up now (a hangup timed from the answer raced a slow opening).
+    h.server()
+        .hangup(channel.id())
+        .expect("the caller hangs up");
     let unsent = next_matching(h, &mut media, "Closed", |item| match item {
         MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames as u64),
         _ => None,
