@@ -682,6 +682,9 @@ async fn run<S>(
             (CloseCode::Normal, String::new(), None)
         };
         model.report.close_code = Some(code.into());
+        if let Some(cause) = hangup_cause {
+            shared.with_sim(|sim, now| sim.media_hangup_request(now, id, cause));
+        }
         let _ = ws
             .send(Message::Close(Some(CloseFrame {
                 code,
@@ -700,11 +703,12 @@ async fn run<S>(
         })
         .await;
         model.report.close_reply = reply.ok().flatten();
-        // Asterisk closes the socket, then destroys the channel (recorded: `ChannelDestroyed`
-        // comes after the close and its answer): the application sees the close first, and
-        // its answer cannot be a close of its own on the channel's end.
-        if let Some(cause) = hangup_cause {
-            shared.with_sim(|sim, now| sim.media_hangup(now, id, cause));
+        // Asterisk asks for the hangup, closes the socket, then destroys the channel
+        // (recorded: `ChannelHangupRequest`, the close and its answer, `ChannelDestroyed`):
+        // the application sees the close first, and its answer cannot be a close of its
+        // own on the channel's end.
+        if hangup_cause.is_some() {
+            shared.with_sim(|sim, now| sim.media_hangup_done(now, id));
         }
     }
     shared.log(|| {
