@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer};
+use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer, Rate};
 use ari_client::media::{Command, MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaPacer};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
@@ -420,4 +420,61 @@ async fn answered<R: Runtime>(
         "Asterisk closed first: {report:?}"
     );
     report.close_reply
+}
+
+/// An AudioSocket server left at the default rate (8 kHz) serves a `slin16` call: Asterisk
+/// labels its audio 16 kHz (kind `0x12`) while the bot's audio goes out framed, paced and
+/// labelled 8 kHz, which Asterisk plays at half speed. Nothing said so: the mismatch is now
+/// counted (`AudioSocketStats::rate_mismatches`, one per message) and warned once.
+pub async fn audiosocket_audio_at_another_rate_than_the_senders_is_counted<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    // Asterisk on a slin16 call: the UUID, two 20 ms messages of 16 kHz audio, one of 8 kHz.
+    let asterisk = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(&message(0x01, &[0x5a; 16]))?;
+        s.write_all(&message(0x12, &[0u8; 640]))?;
+        s.write_all(&message(0x12, &[0u8; 640]))?;
+        s.write_all(&message(0x10, &[0u8; 320]))?;
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)?;
+        Ok(())
+    });
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    let mut rates = Vec::new();
+    while rates.len() < 3 {
+        match h.live("audio", session.next()).await {
+            Some(AudioSocketItem::Audio { rate, data }) => rates.push((rate, data.len())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        rates,
+        [(Rate::Slin16, 640), (Rate::Slin16, 640), (Rate::Slin8, 320)]
+    );
+    assert_eq!(
+        session.stats().rate_mismatches,
+        2,
+        "the two 16 kHz messages"
+    );
+    session.hangup().expect("hangup");
+    drop(session);
+    asterisk
+        .join()
+        .expect("the Asterisk thread")
+        .expect("Asterisk's socket");
 }
