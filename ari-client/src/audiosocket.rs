@@ -47,7 +47,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ari_proto::media::audiosocket::{format_uuid, Decoder, Message, Rate};
+use ari_proto::media::audiosocket::{format_uuid, Decoder};
+/// The protocol types a session's user meets: the rate of audio ([`AudioSocketItem::Audio`],
+/// [`AudioSocketOptions::rate`]) and a message of an unexpected kind
+/// ([`AudioSocketItem::Unexpected`]) (from `ari_proto::media::audiosocket`).
+pub use ari_proto::media::audiosocket::{Message, Rate};
 use ari_proto::media::websocket::Reframer;
 use bytes::Bytes;
 use futures_core::Stream;
@@ -428,6 +432,7 @@ async fn handshake<E: Executor, C: Connector>(
     Ok(AudioSocketSession {
         uuid,
         peer,
+        rate: options.rate,
         reader: Box::pin(reader),
         decoder,
         buf,
@@ -485,6 +490,12 @@ pub struct AudioSocketStats {
     /// when the connection ended, never sent. (A hangup sent by the application first sends
     /// such a tail as a short last frame: Asterisk plays audio messages of any length.)
     pub unsent_bytes: u64,
+    /// Audio messages from Asterisk labelled with another rate than
+    /// [`AudioSocketOptions::rate`] (the first one is also logged as a warning). The
+    /// application's audio goes out framed, paced and labelled at that rate: on a call
+    /// whose audio is at another (a `slin16` channel, kind `0x12`), Asterisk plays it at the
+    /// wrong speed. Set the option to the rate of the calls' format.
+    pub rate_mismatches: u64,
 }
 
 /// Why audio or a hangup was not accepted.
@@ -765,6 +776,8 @@ type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
 pub struct AudioSocketSession {
     uuid: [u8; 16],
     peer: SocketAddr,
+    /// [`AudioSocketOptions::rate`].
+    rate: Rate,
     reader: BoxRead,
     decoder: Decoder,
     buf: Box<[u8]>,
@@ -817,6 +830,26 @@ impl AudioSocketSession {
         self.sender.stats()
     }
 
+    /// Counts audio from Asterisk at `rate`, not the session's; warns at the first.
+    fn rate_mismatch(&self, rate: Rate) {
+        let first = {
+            let mut st = self.sender.shared.lock();
+            st.stats.rate_mismatches += 1;
+            st.stats.rate_mismatches == 1
+        };
+        if first {
+            tracing::warn!(
+                target: "ari_client",
+                uuid = %self.uuid(),
+                received = rate.format(),
+                sending = self.rate.format(),
+                "AudioSocket: Asterisk sends audio at another rate than AudioSocketOptions::rate; \
+                 the application's audio goes out at the option's rate and plays at the wrong \
+                 speed (counted in AudioSocketStats::rate_mismatches)"
+            );
+        }
+    }
+
     fn finish(&mut self, error: Option<String>) -> Poll<Option<AudioSocketItem>> {
         self.done = true;
         self.sender.shared.lock().close();
@@ -850,7 +883,12 @@ impl Stream for AudioSocketSession {
             match this.decoder.next_message() {
                 Ok(Some(m)) => {
                     let item = match m {
-                        Message::Audio { rate, data } => AudioSocketItem::Audio { rate, data },
+                        Message::Audio { rate, data } => {
+                            if rate != this.rate {
+                                this.rate_mismatch(rate);
+                            }
+                            AudioSocketItem::Audio { rate, data }
+                        }
                         Message::Dtmf(d) => AudioSocketItem::Dtmf(char::from(d)),
                         Message::Error(e) => AudioSocketItem::Error(e),
                         other => AudioSocketItem::Unexpected(other),

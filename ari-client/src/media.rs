@@ -4,11 +4,12 @@
 //! One call creates the external-media channel (`POST channels/externalMedia`,
 //! `transport=websocket`, `encapsulation=none`, `connection_type=server`), connects to
 //! Asterisk's `/media/<MEDIA_WEBSOCKET_CONNECTION_ID>` with the runtime's WebSocket, waits for
-//! `MEDIA_START`, and bridges the media channel with the call. The session is a `Stream` of
+//! `MEDIA_START`, and bridges the media channel with the call (a call already in a bridge
+//! keeps it: the media channel joins that bridge). The session is a `Stream` of
 //! [`MediaItem`]s (audio frames and typed control events) plus a [`MediaSender`] for audio
 //! ([`Bytes`], any chunk size: it goes out as whole frames at real-time pace) and commands. It
 //! ends when the call leaves the application or the socket closes; [`MediaSession::close`]
-//! (or dropping every handle) tears the media channel and the bridge down.
+//! (or dropping every handle) tears the media channel and the bridge it made down.
 //!
 //! The protocol work is [`ari_proto::media::websocket::MediaSession`]'s: flow control
 //! (XOFF/XON), a bounded local queue whose overflow is reported ([`MediaItem::Overflow`]),
@@ -67,8 +68,10 @@ pub struct MediaOptions {
     pub config: MediaConfig,
     /// Audio frames and events waiting for the consumer before the oldest frames are dropped.
     pub inbox_frames: usize,
-    /// Bridge the media channel with the call (default true). When false, the application
-    /// does it itself ([`MediaSession::media_channel_id`]).
+    /// Bridge the media channel with the call (default true): in the bridge the call is
+    /// in, if it is in one (its other parties stay with it), or else in a mixing bridge the
+    /// session makes and destroys at its end. When false, the application does it itself
+    /// ([`MediaSession::media_channel_id`]).
     pub bridge: bool,
     /// Time allowed for `MEDIA_START` after connecting.
     pub start_timeout: Duration,
@@ -546,7 +549,9 @@ impl MediaSession {
         &self.media_channel_id
     }
 
-    /// The bridge joining the media channel and the call, if the session made one.
+    /// The bridge joining the media channel and the call ([`MediaOptions::bridge`]): the
+    /// bridge the call was already in, if it was in one (the session's end takes only the
+    /// media channel out of it), or else the one the session made (destroyed at its end).
     pub fn bridge_id(&self) -> Option<&str> {
         self.bridge_id.as_deref()
     }
@@ -727,7 +732,7 @@ pub(crate) async fn open<R: Runtime>(
             .map(|b| (ws, core, b)),
         Err(e) => Err(e),
     };
-    let (ws, core, bridge_id) = match result {
+    let (ws, core, (bridge_id, own_bridge)) = match result {
         Ok(x) => x,
         Err(e) => {
             let _ = media_channel.hangup().await;
@@ -761,7 +766,8 @@ pub(crate) async fn open<R: Runtime>(
     );
     let teardown_shared = shared.clone();
     let teardown_client = client.clone();
-    let teardown_bridge = bridge_id.clone();
+    // A bridge the call was already in is the call's: only the media channel leaves it.
+    let teardown_bridge = bridge_id.clone().filter(|_| own_bridge);
     let teardown_media = media_id.clone();
     shared
         .inline
@@ -948,15 +954,31 @@ impl<R: Runtime> Drop for Abandoned<R> {
     }
 }
 
-/// Bridges the media channel with the call (when asked to).
+/// Bridges the media channel with the call (when asked to): the bridge, and whether the
+/// session made it.
+///
+/// A call already in a bridge (with another party, a conference) joins the media channel
+/// to that bridge: adding the call to a bridge of its own would take it out of the one it is
+/// in (Asterisk moves a channel between bridges), cutting it off from the other parties.
 async fn bridge<R: Runtime>(
     client: &Client<R>,
     call: &Channel<R>,
     options: &MediaOptions,
     media_id: &str,
     abandoned: &mut Abandoned<R>,
-) -> Result<Option<String>, Error> {
-    let bridge_id = if options.bridge {
+) -> Result<(Option<String>, bool), Error> {
+    if !options.bridge {
+        return Ok((None, false));
+    }
+    let bridges = client.bridges().list().await?;
+    if let Some(existing) = bridges.iter().find(|b| {
+        b.data()
+            .is_some_and(|d| d.channels.iter().any(|c| c == call.id()))
+    }) {
+        existing.add_channel([media_id.to_owned()]).await?;
+        return Ok((Some(existing.id().to_owned()), false));
+    }
+    let bridge_id = {
         let bridge = client.new_bridge();
         bridge
             .create()
@@ -978,10 +1000,8 @@ async fn bridge<R: Runtime>(
             return Err(e);
         }
         Some(bridge.id().to_owned())
-    } else {
-        None
     };
-    Ok(bridge_id)
+    Ok((bridge_id, true))
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -1002,6 +1022,10 @@ struct Driver<R: Runtime> {
     sleep_at: Option<Instant>,
     outbox: VecDeque<WsMessage>,
     ws_open: bool,
+    /// The peer closed the socket: the WebSocket layer queued the close answer RFC 6455
+    /// requires (Asterisk waits for it), which still has to be written before the socket
+    /// is dropped.
+    answer_close: bool,
     /// Messages written since the last completed flush.
     unflushed: bool,
     /// The handles' commands, swapped out of the shared state.
@@ -1041,6 +1065,7 @@ impl<R: Runtime> Driver<R> {
             sleep_at: None,
             outbox: VecDeque::new(),
             ws_open: true,
+            answer_close: false,
             unflushed: false,
             commands: VecDeque::new(),
             published: MediaStats::default(),
@@ -1214,6 +1239,7 @@ impl<R: Runtime> Future for Driver<R> {
                                 None => this.core.handle_close(None, ""),
                             }
                             this.ws_open = false;
+                            this.answer_close = true;
                         }
                         // The WebSocket library answers pings itself; never a PONG of our
                         // own (an unsolicited PONG crashes Asterisk 20.21/22.11/23.5).
@@ -1333,8 +1359,25 @@ impl<R: Runtime> Future for Driver<R> {
             if !this.ws_open {
                 this.outbox.clear();
             }
+            // The peer closed: write the close answer out (closing our side) before the
+            // socket is dropped, within the close timeout (a peer that stops reading).
+            if this.answer_close {
+                match Pin::new(&mut this.ws).poll_close(cx) {
+                    Poll::Ready(_) => this.answer_close = false,
+                    Poll::Pending => {
+                        let wait = this.close_wait.get_or_insert_with(|| {
+                            let now = this.runtime.now();
+                            let at = now.checked_add(this.close_timeout).unwrap_or(now);
+                            Box::pin(this.runtime.sleep_until(at))
+                        });
+                        if wait.as_mut().poll(cx).is_ready() {
+                            this.answer_close = false;
+                        }
+                    }
+                }
+            }
             this.deliver();
-            if this.closed {
+            if this.closed && !this.answer_close {
                 return Poll::Ready(());
             }
             // Pacing timer.
@@ -1483,17 +1526,26 @@ mod driver_tests {
 
     type Hook = Box<dyn FnMut() + Send>;
 
-    /// A socket that yields nothing and fails every write (a connection cut), after running
-    /// `on_write` (what another thread does meanwhile).
+    /// A socket that yields `incoming` (then nothing) and fails every write if
+    /// `fail_writes` (a connection cut), after running `on_write` (what another thread does
+    /// meanwhile). `poll_close` counts its calls in `closes` and, if `close_blocks`, never
+    /// completes (a peer that no longer reads).
+    #[derive(Default)]
     struct FakeWs {
         on_write: Option<Hook>,
         fail_writes: bool,
+        incoming: Option<WsMessage>,
+        closes: Arc<std::sync::atomic::AtomicUsize>,
+        close_blocks: bool,
     }
 
     impl Stream for FakeWs {
         type Item = Result<WsMessage, TransportError>;
-        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            Poll::Pending
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            match self.incoming.take() {
+                Some(msg) => Poll::Ready(Some(Ok(msg))),
+                None => Poll::Pending,
+            }
         }
     }
 
@@ -1515,7 +1567,13 @@ mod driver_tests {
             Poll::Ready(Ok(()))
         }
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
+            self.closes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.close_blocks {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
@@ -1592,6 +1650,7 @@ mod driver_tests {
                 let _ = late.hand_over(Cmd::Audio(Bytes::from(vec![0u8; 320])));
             })),
             fail_writes: true,
+            ..FakeWs::default()
         };
         let mut d = driver(&manual, ws, &shared);
         shared
@@ -1625,11 +1684,7 @@ mod driver_tests {
     fn a_close_never_answered_ends_the_session_at_its_timeout() {
         let manual = Manual::new();
         let shared = Shared::new();
-        let ws = FakeWs {
-            on_write: None,
-            fail_writes: false,
-        };
-        let mut d = driver(&manual, ws, &shared);
+        let mut d = driver(&manual, FakeWs::default(), &shared);
         shared.command(Cmd::Close).expect("open");
         assert_eq!(poll(&mut d), Poll::Pending);
         manual.advance(Duration::from_millis(4_999));
@@ -1642,5 +1697,69 @@ mod driver_tests {
             matches!(items.as_slice(), [MediaItem::Closed { code: None, .. }]),
             "{items:?}"
         );
+    }
+
+    /// Asterisk closes the socket: the session ends with `Closed` (its status) at once, and
+    /// the driver closes its side, which writes the answer the WebSocket layer queued (RFC
+    /// 6455; Asterisk waits for it), before it drops the socket. It dropped it unanswered.
+    /// A peer that no longer reads keeps the driver at most `close_timeout`.
+    #[test]
+    fn a_close_from_the_peer_is_answered_before_the_socket_is_dropped() {
+        let close = || Some(WsMessage::Close(Some(WsClose::new(1000, ""))));
+        let manual = Manual::new();
+        let shared = Shared::new();
+        let ws = FakeWs {
+            incoming: close(),
+            ..FakeWs::default()
+        };
+        let closes = ws.closes.clone();
+        let mut d = driver(&manual, ws, &shared);
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        assert_eq!(
+            closes.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the answer is written out"
+        );
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [MediaItem::Closed {
+                    code: Some(1000),
+                    ..
+                }]
+            ),
+            "{items:?}"
+        );
+
+        // The peer reads no more: the answer waits, within the close timeout.
+        let shared = Shared::new();
+        let ws = FakeWs {
+            incoming: close(),
+            close_blocks: true,
+            ..FakeWs::default()
+        };
+        let mut d = driver(&manual, ws, &shared);
+        assert_eq!(
+            poll(&mut d),
+            Poll::Pending,
+            "the answer waits for the socket"
+        );
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [MediaItem::Closed {
+                    code: Some(1000),
+                    ..
+                }]
+            ),
+            "the session ended at once: {items:?}"
+        );
+        manual.advance(Duration::from_millis(4_999));
+        assert_eq!(poll(&mut d), Poll::Pending, "before the timeout");
+        manual.advance(Duration::from_millis(1));
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        assert!(inbox(&shared).is_empty());
     }
 }

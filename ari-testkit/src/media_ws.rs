@@ -53,6 +53,11 @@ fn client_frame_len(payload: usize) -> usize {
     2 + length + 4 + payload
 }
 
+/// How long the simulator waits for the application's answer to its close: long enough
+/// for a loaded test machine, and only spent by an application that keeps the connection
+/// open without answering.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(5);
+
 /// What one media socket did, kept after it closes ([`crate::MockServer::media_sessions`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -91,6 +96,10 @@ pub struct MediaSessionReport {
     /// for a hangup, 1009 for a message whose frame exceeds 65,535 bytes, or the code given
     /// to [`crate::MockServer::close_media`].
     pub close_code: Option<u16>,
+    /// The close status of the application's answer to that close, if one came: RFC 6455
+    /// requires the answer, and Asterisk waits for it before it drops the connection. `None`
+    /// when the simulator did not close first, or the application went without answering.
+    pub close_reply: Option<u16>,
 }
 
 /// The known test signal: 20 ms of a 1 kHz sine at amplitude 8000 (a whole number of periods,
@@ -582,6 +591,7 @@ async fn run<S>(
     let mut app_closed = false;
     let mut too_big = false;
     let mut close_with: Option<(u16, String)> = None;
+    let mut hangup = false;
     'run: loop {
         tokio::select! {
             // Signals first: what the test or the simulator asked for before a message the
@@ -647,7 +657,8 @@ async fn run<S>(
                     shared.with_sim(|sim, now| sim.media_answer(now, id));
                 }
                 Action::Hangup => {
-                    shared.with_sim(|sim, now| sim.media_hangup(now, id, 1000));
+                    hangup = true;
+                    break 'run;
                 }
             }
         }
@@ -659,28 +670,46 @@ async fn run<S>(
     if app_closed {
         shared.with_sim(|sim, now| sim.media_hangup(now, id, 1001));
     } else {
-        let (code, reason) = if too_big {
-            shared.with_sim(|sim, now| sim.media_hangup(now, id, 1009));
-            (CloseCode::Size, String::new())
+        // The WebSocket close status is the hangup's tech_cause (as in Asterisk).
+        let (code, reason, hangup_cause) = if too_big {
+            (CloseCode::Size, String::new(), Some(1009))
         } else if let Some((code, reason)) = close_with {
-            // The WebSocket close status is the hangup's tech_cause (as in Asterisk).
-            shared.with_sim(|sim, now| sim.media_hangup(now, id, i64::from(code)));
-            (CloseCode::from(code), reason)
+            (CloseCode::from(code), reason, Some(i64::from(code)))
+        } else if hangup {
+            (CloseCode::Normal, String::new(), Some(1000))
         } else {
-            (CloseCode::Normal, String::new())
+            // The channel is gone already (a hangup through ARI).
+            (CloseCode::Normal, String::new(), None)
         };
         model.report.close_code = Some(code.into());
+        if let Some(cause) = hangup_cause {
+            shared.with_sim(|sim, now| sim.media_hangup_request(now, id, cause));
+        }
         let _ = ws
             .send(Message::Close(Some(CloseFrame {
                 code,
                 reason: reason.into(),
             })))
             .await;
-        // Let the application's close answer arrive, as Asterisk does.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            while let Some(Ok(_)) = ws.next().await {}
+        // Let the application's close answer arrive, as Asterisk does (bounded: an
+        // application that neither answers nor drops the connection).
+        let reply = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Close(frame) = msg {
+                    return Some(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+            }
+            None
         })
         .await;
+        model.report.close_reply = reply.ok().flatten();
+        // Asterisk asks for the hangup, closes the socket, then destroys the channel
+        // (recorded: `ChannelHangupRequest`, the close and its answer, `ChannelDestroyed`):
+        // the application sees the close first, and its answer cannot be a close of its
+        // own on the channel's end.
+        if hangup_cause.is_some() {
+            shared.with_sim(|sim, now| sim.media_hangup_done(now, id));
+        }
     }
     shared.log(|| {
         format!(

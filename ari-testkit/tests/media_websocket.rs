@@ -56,11 +56,15 @@ async fn media_connect(
 }
 
 /// Reads the media socket, skipping audio and text, up to Asterisk's CLOSE (its frame, `None`
-/// when the socket ended without one).
+/// when the socket ended without one), and writes the answer tungstenite queued for it (as
+/// Asterisk waits for it).
 async fn until_close(ws: &mut Ws) -> Option<CloseFrame> {
     loop {
         match next_msg(ws).await {
-            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(Message::Close(frame))) => {
+                let _ = ws.flush().await;
+                return frame;
+            }
             None => return None,
             Some(Ok(_)) => {}
             Some(Err(e)) => panic!("media socket failed before CLOSE: {e}"),

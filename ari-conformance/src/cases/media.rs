@@ -27,7 +27,7 @@ async fn media_report<R: Runtime>(h: &Harness<R>) -> MediaSessionReport {
 }
 
 /// A [`MediaServer`] for chan_websocket's client connections, on a free loopback port.
-async fn bind_media_server<E: Executor, C: Connector>(
+pub(crate) async fn bind_media_server<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
 ) -> MediaServer<E, C> {
     h.live(
@@ -40,7 +40,7 @@ async fn bind_media_server<E: Executor, C: Connector>(
 
 /// An answered incoming call whose media Asterisk sends to `server` through the
 /// `websocket_client` entry (client mode).
-async fn answered_call_media<E: Executor, C: Connector>(
+pub(crate) async fn answered_call_media<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
     client: &ari_client::Client<Stack<E, C>>,
     server: &MediaServer<E, C>,

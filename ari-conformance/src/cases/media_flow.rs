@@ -6,15 +6,15 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer};
+use ari_client::audiosocket::{AudioSocketItem, AudioSocketOptions, AudioSocketServer, Rate};
 use ari_client::media::{Command, MediaConfig, MediaEvent, MediaItem, MediaOptions, MediaPacer};
 use ari_client::runtime::{Connector, Executor};
 use ari_client::{Runtime, Stack};
-use ari_testkit::PlaceCall;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::media_edges::{audio, next_matching, session, session_on};
+use super::media::{answered_call_media, bind_media_server};
+use super::media_edges::{audio, next_matching, session};
 use crate::Harness;
 
 /// Asterisk gives a media socket up with a close status other than 1000 (1001 when its
@@ -100,12 +100,7 @@ pub async fn media_pacer_full_when_the_call_hangs_up_accounts_for_every_byte<R: 
 ) {
     const FRAMES: u64 = 250;
     let client = h.started(&["media"]).await;
-    let call = PlaceCall {
-        hangup_after_answer: Some(Duration::from_millis(400)),
-        ..PlaceCall::new("PJSIP/alice", "media")
-    };
-    let (_channel, mut media) =
-        session_on(h, &client, call, MediaOptions::new("media", "slin16")).await;
+    let (channel, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
     let pacer = MediaPacer::new(client.runtime());
     let paced = pacer.attach(&media).expect("attach");
     paced
@@ -114,6 +109,10 @@ pub async fn media_pacer_full_when_the_call_hangs_up_accounts_for_every_byte<R: 
     paced
         .send(audio("slin16", 1).slice(..320))
         .expect("half a frame");
+    // The caller hangs up now (a hangup timed from the answer raced a slow opening).
+    h.server()
+        .hangup(channel.id())
+        .expect("the caller hangs up");
     let unsent = next_matching(h, &mut media, "Closed", |item| match item {
         MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames as u64),
         _ => None,
@@ -356,4 +355,126 @@ pub async fn audiosocket_hangup_never_answered_ends_the_session<E: Executor, C: 
         .expect("the Asterisk thread")
         .expect("Asterisk's socket");
     assert_eq!(got, message(0x00, &[]), "the hangup went out");
+}
+
+/// Asterisk ends a media socket (the bot's `HANGUP`, a close status of its own, in server
+/// and in client mode, where Asterisk dialled the application): the session answers the
+/// close, as RFC 6455 requires and Asterisk waits for, before it drops the connection. It
+/// dropped the socket with the answer still queued in the WebSocket layer, so Asterisk only
+/// ever saw the connection cut.
+pub async fn media_close_from_asterisk_is_answered<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let client = h.started(&["media"]).await;
+    // The bot's HANGUP: Asterisk closes with 1000.
+    let (_call, mut media) = session(h, &client, MediaOptions::new("media", "ulaw")).await;
+    media.sender().command(Command::Hangup).expect("HANGUP");
+    let reply = answered(h, media.media_channel_id().to_owned(), &mut media).await;
+    assert_eq!(reply, Some(1000), "the answer to HANGUP's close");
+    h.live("shutdown", media.shutdown()).await;
+    // A close status of Asterisk's own (unanswered keepalives).
+    let (_call, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+    let id = media.media_start().connection_id.clone();
+    assert!(
+        h.server().close_media(&id, 1001, ""),
+        "the socket {id} is live"
+    );
+    let reply = answered(h, media.media_channel_id().to_owned(), &mut media).await;
+    assert_eq!(reply, Some(1001), "the answer echoes the status");
+    h.live("shutdown", media.shutdown()).await;
+    // Client mode: the application is the WebSocket server of the connection.
+    let server = bind_media_server(h).await;
+    let uri = format!("ws://{}/media-in", server.local_addr());
+    h.server().set_websocket_client("media_app", &uri);
+    let mut media = answered_call_media(h, &client, &server, "media_app").await;
+    media.sender().command(Command::Hangup).expect("HANGUP");
+    let reply = answered(h, media.media_channel_id().to_owned(), &mut media).await;
+    assert_eq!(reply, Some(1000), "the answer in client mode");
+    h.live("shutdown", media.shutdown()).await;
+}
+
+/// Reads `media` to its end, then the simulator's report of the socket of the media channel
+/// `channel_id`: the close status of the application's answer to Asterisk's close.
+async fn answered<R: Runtime>(
+    h: &Harness<R>,
+    channel_id: String,
+    media: &mut ari_client::media::MediaSession,
+) -> Option<u16> {
+    next_matching(h, media, "Closed", |item| match item {
+        MediaItem::Closed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(h.live("the end", media.next()).await.is_none());
+    let report = || {
+        h.server()
+            .media_sessions()
+            .into_iter()
+            .find(|r| r.channel_id == channel_id)
+    };
+    h.eventually("the socket's report", || report().is_some())
+        .await;
+    let report = report().expect("the socket's report");
+    assert!(
+        report.close_code.is_some(),
+        "Asterisk closed first: {report:?}"
+    );
+    report.close_reply
+}
+
+/// An AudioSocket server left at the default rate (8 kHz) serves a `slin16` call: Asterisk
+/// labels its audio 16 kHz (kind `0x12`) while the bot's audio goes out framed, paced and
+/// labelled 8 kHz, which Asterisk plays at half speed. Nothing said so: the mismatch is now
+/// counted (`AudioSocketStats::rate_mismatches`, one per message) and warned once.
+pub async fn audiosocket_audio_at_another_rate_than_the_senders_is_counted<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let server = h
+        .live(
+            "bind",
+            AudioSocketServer::bind(h.runtime().clone(), "127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    // Asterisk on a slin16 call: the UUID, two 20 ms messages of 16 kHz audio, one of 8 kHz.
+    let asterisk = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(&message(0x01, &[0x5a; 16]))?;
+        s.write_all(&message(0x12, &[0u8; 640]))?;
+        s.write_all(&message(0x12, &[0u8; 640]))?;
+        s.write_all(&message(0x10, &[0u8; 320]))?;
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)?;
+        Ok(())
+    });
+    let mut session = h
+        .live("Asterisk connects", server.accept())
+        .await
+        .expect("a session");
+    let mut rates = Vec::new();
+    while rates.len() < 3 {
+        match h.live("audio", session.next()).await {
+            Some(AudioSocketItem::Audio { rate, data }) => rates.push((rate, data.len())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        rates,
+        [(Rate::Slin16, 640), (Rate::Slin16, 640), (Rate::Slin8, 320)]
+    );
+    assert_eq!(
+        session.stats().rate_mismatches,
+        2,
+        "the two 16 kHz messages"
+    );
+    session.hangup().expect("hangup");
+    drop(session);
+    asterisk
+        .join()
+        .expect("the Asterisk thread")
+        .expect("Asterisk's socket");
 }

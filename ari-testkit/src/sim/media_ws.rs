@@ -435,24 +435,41 @@ impl Sim {
     /// The media socket ended the call: `HANGUP` (`tech_cause` 1000) or a CLOSE or dropped
     /// connection (1001).
     pub fn media_hangup(&mut self, now: Duration, connection_id: &str, tech_cause: i64) {
+        self.media_hangup_request(now, connection_id, tech_cause);
+        self.media_hangup_done(now, connection_id);
+    }
+
+    /// Asterisk hangs the media channel up because of its socket (`HANGUP`, a close status
+    /// of its own: `tech_cause`): `ChannelHangupRequest`, before it closes the socket (as
+    /// recorded). [`Sim::media_hangup_done`] destroys the channel once the socket is closed.
+    pub fn media_hangup_request(&mut self, now: Duration, connection_id: &str, tech_cause: i64) {
         self.advance(now);
-        let Some(id) = self
+        if let Some(id) = self.media_channel_alive(connection_id) {
+            self.chan_event(
+                "ChannelHangupRequest",
+                &id,
+                json!({"cause": 16, "tech_cause": tech_cause}),
+            );
+        }
+    }
+
+    /// The media channel's socket is closed: the channel is destroyed (after the close and
+    /// its answer, as recorded).
+    pub fn media_hangup_done(&mut self, now: Duration, connection_id: &str) {
+        self.advance(now);
+        if let Some(id) = self.media_channel_alive(connection_id) {
+            self.teardown(&id, 16, false);
+        }
+    }
+
+    /// The media channel of `connection_id`, if it still exists.
+    fn media_channel_alive(&self, connection_id: &str) -> Option<String> {
+        let id = self
             .media_ws
             .by_conn
             .get(connection_id)
-            .map(|w| w.channel.clone())
-        else {
-            return;
-        };
-        if !self.channels.by_id.contains_key(&id) {
-            return;
-        }
-        self.chan_event(
-            "ChannelHangupRequest",
-            &id,
-            json!({"cause": 16, "tech_cause": tech_cause}),
-        );
-        self.teardown(&id, 16, false);
+            .map(|w| w.channel.clone())?;
+        self.channels.by_id.contains_key(&id).then_some(id)
     }
 
     /// The websocket_client could not be reached: the channel is destroyed with cause 3
