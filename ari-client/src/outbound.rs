@@ -1330,12 +1330,40 @@ async fn already_in_stasis<R: Runtime>(
                 // Gone meanwhile.
                 Err(_) => continue,
             };
+            // An application's channels are also those it only watches: the other half of
+            // a Local channel it originated (in the dialplan), a channel ringing before it
+            // enters Stasis, one it subscribed to. Only a channel in Stasis of one of the
+            // connection's applications is a call of the application.
+            if !in_stasis_of(&snapshot, &names) {
+                tracing::debug!(target: "ari_client", channel = %id, app = %app.name, "outbound: a channel of the application not in its Stasis is not handed out");
+                continue;
+            }
             if let Some(start) = made_up_start(&app.name, &snapshot, None) {
                 found.push((start, channel, events));
             }
         }
     }
     found
+}
+
+/// Whether the channel runs `Stasis()` for one of `apps` (its dialplan application is
+/// `Stasis`, and the first argument of it names the application; recorded: `app_data`
+/// `obapp,a1,a2` for an originate into `obapp` with arguments, `obpc` for a per-call
+/// `obpc:<channel>`). A channel moved to another application keeps its first `Stasis()`
+/// argument: it is taken only when that application is one of `apps`.
+fn in_stasis_of(snapshot: &ari_proto::models::Channel, apps: &[String]) -> bool {
+    let dialplan = &snapshot.dialplan;
+    if !dialplan.app_name.eq_ignore_ascii_case("Stasis") {
+        return false;
+    }
+    let first = dialplan
+        .app_data
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    apps.iter()
+        .any(|a| a == first || a.split_once(':').is_some_and(|(base, _)| base == first))
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET

@@ -1673,3 +1673,77 @@ pub async fn outbound_shutdown_with_calls_never_taken_hands_out_none_afterwards<
     );
     assert_eq!(ob.stats().waiting, 0);
 }
+
+/// The application restarts while a persistent Asterisk has in its Stasis a call the
+/// application originated through a Local channel: `;1` is in Stasis, `;2` runs the
+/// dialplan (Answer, Wait). Asterisk subscribes the application to both halves of an
+/// originated Local channel (recorded: the `;2` half's `ChannelDialplan` events reach the
+/// application), so `GET applications` lists both; only `;1` is a call of the application.
+/// The new instance gets `;1` in `in_stasis`, and not `;2`, which is in the dialplan.
+pub async fn outbound_persistent_restart_hands_out_only_the_channels_in_stasis<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let placed = conn.client.new_channel();
+    h.live(
+        "originate a Local channel into the application",
+        placed.originate("Local/wait@conformance").app("hello"),
+    )
+    .await
+    .expect("originate over the socket");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, placed.id());
+    let listed = h
+        .live(
+            "the application's channels",
+            conn.client.applications().get("hello"),
+        )
+        .await
+        .expect("GET applications/hello");
+    let listed = listed.data().map(|a| a.channel_ids.len());
+    assert!(
+        listed >= Some(2),
+        "both halves are the application's: {listed:?} channels"
+    );
+
+    // The first instance goes away with the call in Stasis; the next one binds the port.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((placed, incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    let ids: Vec<String> = conn
+        .in_stasis
+        .iter()
+        .map(|(start, channel, _)| {
+            assert_eq!(start.channel.id, channel.id());
+            channel.id().to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [start.channel.id.to_string()],
+        "only the channel in Stasis is handed out"
+    );
+    assert_eq!(again.stats().adopted, 1);
+    drop(mock);
+}
