@@ -289,17 +289,155 @@ pub struct OutboundConnection<R: Runtime> {
     /// on `incoming` announces: the application restarted while they were in Stasis, and
     /// Asterisk, reconnecting, sends no `StasisStart` for them again. Found by asking
     /// Asterisk over the connection (`GET applications`: the channels of its applications,
-    /// then `GET channels/{id}`) once the events it queued were read; each comes as
-    /// [`Incoming`] gives a call, with a `StasisStart` made up from the channel as it is now
-    /// (no `args`: Asterisk does not send them again), and is counted in
-    /// [`OutboundStats::adopted`]. Empty on a first start with nothing in Stasis.
-    pub in_stasis: Vec<(crate::events::StasisStart, Channel<R>, EventStream)>,
+    /// then `GET channels/{id}` for each, all at once) once the events it queued were read;
+    /// each comes as [`Incoming`] gives a call, with a `StasisStart` made up from the
+    /// channel as it is now (no `args`: Asterisk does not send them again), and is counted
+    /// in [`OutboundStats::adopted`]. A stream that ends once Asterisk answered: the
+    /// connection is handed out without waiting for it, so calls on `incoming` are not held
+    /// up by the lookup. It ends at once on a first start with nothing in Stasis.
+    pub in_stasis: InStasis<R>,
     /// Asterisk's address.
     pub peer: SocketAddr,
     /// The user of its Basic credentials, if it sent any.
     pub user: Option<String>,
     /// The request path.
     pub path: String,
+}
+
+/// The calls already in Stasis when a persistent connection came
+/// ([`OutboundConnection::in_stasis`]): a stream of `(StasisStart, channel, events)`, as
+/// [`Incoming`] gives calls, that ends once Asterisk answered the lookup (at once when
+/// nothing was in Stasis). Dropped before it ended, the calls it would have given are left
+/// to nobody: warned, with their number.
+pub struct InStasis<R: Runtime> {
+    slot: Arc<Mutex<InStasisSlot<R>>>,
+}
+
+/// A call already in Stasis: its made-up `StasisStart`, channel and events.
+type InStasisCall<R> = (crate::events::StasisStart, Channel<R>, EventStream);
+
+struct InStasisSlot<R: Runtime> {
+    calls: VecDeque<InStasisCall<R>>,
+    done: bool,
+    waker: Option<Waker>,
+    dropped: bool,
+}
+
+impl<R: Runtime> InStasis<R> {
+    fn new(done: bool) -> Self {
+        InStasis {
+            slot: Arc::new(Mutex::new(InStasisSlot {
+                calls: VecDeque::new(),
+                done,
+                waker: None,
+                dropped: false,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InStasisSlot<R>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether Asterisk answered the lookup: every call found is queued, and the stream
+    /// ends once they are taken.
+    pub fn is_done(&self) -> bool {
+        self.lock().done
+    }
+
+    /// Calls found and not taken yet.
+    pub fn queued(&self) -> usize {
+        self.lock().calls.len()
+    }
+}
+
+/// The lookup's side of an [`InStasis`].
+struct InStasisTx<R: Runtime> {
+    slot: Weak<Mutex<InStasisSlot<R>>>,
+}
+
+impl<R: Runtime> InStasisTx<R> {
+    /// Whether the application dropped the stream.
+    fn dropped(&self) -> bool {
+        self.slot
+            .upgrade()
+            .is_none_or(|s| s.lock().unwrap_or_else(|p| p.into_inner()).dropped)
+    }
+
+    /// Hands out `calls` and ends the stream. Returns the calls nobody will take (the
+    /// stream was dropped).
+    fn finish(self, calls: Vec<InStasisCall<R>>) -> usize {
+        let Some(slot) = self.slot.upgrade() else {
+            return calls.len();
+        };
+        let waker = {
+            let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if g.dropped {
+                return calls.len();
+            }
+            g.calls.extend(calls);
+            g.done = true;
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        0
+    }
+}
+
+impl<R: Runtime> Drop for InStasisTx<R> {
+    fn drop(&mut self) {
+        // Ended however the lookup went (a task dropped midway included).
+        if let Some(slot) = self.slot.upgrade() {
+            let waker = {
+                let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+                g.done = true;
+                g.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Drop for InStasis<R> {
+    fn drop(&mut self) {
+        let mut g = self.lock();
+        g.dropped = true;
+        if !g.calls.is_empty() {
+            tracing::warn!(target: "ari_client", calls = g.calls.len(), "outbound: OutboundConnection::in_stasis dropped with calls already in Stasis never taken: nobody controls them");
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for InStasis<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.lock();
+        f.debug_struct("InStasis")
+            .field("queued", &g.calls.len())
+            .field("done", &g.done)
+            .finish()
+    }
+}
+
+impl<R: Runtime> futures_util::Stream for InStasis<R> {
+    type Item = InStasisCall<R>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let mut g = self.lock();
+        if let Some(call) = g.calls.pop_front() {
+            return Poll::Ready(Some(call));
+        }
+        if g.done {
+            return Poll::Ready(None);
+        }
+        g.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
 }
 
 /// One call of a per-call connection: its client, the `StasisStart` that began it, the
@@ -994,7 +1132,7 @@ async fn handshake<E: Executor, C: Connector>(
     // Persistent: the StasisStarts of this connection, to tell the calls already in Stasis
     // that none announced (the application restarted while they were in Stasis).
     let persistent_new = s.connection_type == ConnectionType::Persistent && one_call.is_none();
-    let mut started = persistent_new.then(|| {
+    let started = persistent_new.then(|| {
         EventStream::new(
             &client.inner.shared,
             ari_proto::session::Filter::all().with_type("StasisStart"),
@@ -1006,17 +1144,21 @@ async fn handshake<E: Executor, C: Connector>(
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
     futures_util::future::poll_fn(|cx| client.inner.shared.poll_attached(handover, cx)).await;
-    let in_stasis = match started.as_mut() {
-        Some(started) => already_in_stasis(&client, started, call_app.as_deref()).await,
-        None => Vec::new(),
+    // Persistent: the calls already in Stasis are looked up while the application has the
+    // connection (calls on `incoming` are not held up by the round trips). The listing is
+    // sent before the connection is handed out: Asterisk answers requests in order, so it
+    // is answered before any request the application makes (an originate's channel, in
+    // Stasis by the time of a later answer, is announced by its StasisStart).
+    let in_stasis = InStasis::new(started.is_none());
+    let lookup = match started {
+        Some(started) => {
+            let tx = InStasisTx {
+                slot: Arc::downgrade(&in_stasis.slot),
+            };
+            Some(Lookup::start(&client, started, call_app.clone(), tx).await)
+        }
+        None => None,
     };
-    drop(started);
-    if !in_stasis.is_empty() {
-        s.counters
-            .adopted
-            .fetch_add(in_stasis.len() as u64, Ordering::Relaxed);
-        tracing::info!(target: "ari_client", %peer, calls = in_stasis.len(), "outbound: calls already in Stasis (the application restarted) are handed out with the connection");
-    }
     let (connection, incoming) = if s.connection_type == ConnectionType::Persistent {
         let connection = OutboundConnection {
             client: client.clone(),
@@ -1057,6 +1199,18 @@ async fn handshake<E: Executor, C: Connector>(
     };
     if let Some(w) = waker {
         w.wake();
+    }
+    if let Some(lookup) = lookup {
+        let (found, unseen) = lookup.finish(&client).await;
+        if found > 0 {
+            s.counters
+                .adopted
+                .fetch_add(found as u64, Ordering::Relaxed);
+            tracing::info!(target: "ari_client", %peer, calls = found, "outbound: calls already in Stasis (the application restarted) are handed out in OutboundConnection::in_stasis");
+        }
+        if unseen > 0 {
+            tracing::warn!(target: "ari_client", %peer, calls = unseen, "outbound: calls already in Stasis found after OutboundConnection::in_stasis was dropped: nobody controls them");
+        }
     }
     if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
         // Learn Asterisk's startup time, so that a reconnect tells a restart.
@@ -1286,64 +1440,153 @@ fn made_up_start(
     }
 }
 
-/// Persistent, a new client: the channels in Stasis of the connection's applications (its
-/// first frame's, and those it registered) that no `StasisStart` on the connection announced.
-/// `GET applications` is answered after the events Asterisk queued, so `started` holds every
-/// StasisStart among them by then.
-async fn already_in_stasis<R: Runtime>(
-    client: &Client<R>,
-    started: &mut EventStream,
-    first_app: Option<&str>,
-) -> Vec<(crate::events::StasisStart, Channel<R>, EventStream)> {
-    let apps = match client
-        .execute(&ari_proto::ops::applications::List::new())
-        .await
-    {
-        Ok(apps) => apps,
-        Err(e) => {
-            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
-            return Vec::new();
-        }
-    };
-    let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
-    names.extend(first_app.map(str::to_string));
-    let mut seen = std::collections::HashSet::new();
-    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(started.next()) {
-        if let crate::Event::StasisStart(start) = event {
-            seen.insert(start.channel.id.to_string());
+/// How many `GET channels/{id}` the lookup of the calls already in Stasis has pending at
+/// most.
+const READ_AT_ONCE: usize = 64;
+
+/// Persistent, a new client: the lookup of the channels in Stasis of the connection's
+/// applications (its first frame's, and those it registered) that no `StasisStart` on the
+/// connection announced, for [`OutboundConnection::in_stasis`].
+struct Lookup<R: Runtime> {
+    started: EventStream,
+    first_app: Option<String>,
+    tx: InStasisTx<R>,
+    listing: ListingResult,
+}
+
+/// What `GET applications` answered, or the request still going (sent already).
+type ListingResult = Either<
+    Result<Vec<ari_proto::models::Application>, Error>,
+    std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ari_proto::models::Application>, Error>> + Send>,
+    >,
+>;
+
+impl<R: Runtime> Lookup<R> {
+    /// Sends `GET applications` (polled once: the request is on its way when this returns).
+    async fn start(
+        client: &Client<R>,
+        started: EventStream,
+        first_app: Option<String>,
+        tx: InStasisTx<R>,
+    ) -> Self {
+        let c = client.clone();
+        let mut going: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(async move { c.execute(&ari_proto::ops::applications::List::new()).await });
+        let mut answered = None;
+        futures_util::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = going.as_mut().poll(cx) {
+                answered = Some(r);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let listing = match answered {
+            Some(r) => Either::Left(r),
+            None => Either::Right(going),
+        };
+        Lookup {
+            started,
+            first_app,
+            tx,
+            listing,
         }
     }
-    let mut found = Vec::new();
-    for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
-        for id in &app.channel_ids {
-            // (`__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel.)
-            if id.starts_with("__AST_") || !seen.insert(id.to_string()) {
-                continue;
+
+    /// Waits for the listing (answered after the events Asterisk queued, so `started` holds
+    /// every StasisStart among them by then), reads the channels not announced, all at
+    /// once, and hands out those in Stasis. Returns how many were handed out, and how many
+    /// were found after the application dropped the stream.
+    async fn finish(self, client: &Client<R>) -> (usize, usize) {
+        let Lookup {
+            mut started,
+            first_app,
+            tx,
+            listing,
+        } = self;
+        let apps = match listing {
+            Either::Left(r) => r,
+            Either::Right(going) => going.await,
+        };
+        let apps = match apps {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
+                return (0, 0);
             }
+        };
+        if tx.dropped() {
+            return (0, 0);
+        }
+        let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
+        names.extend(first_app);
+        let mut seen = std::collections::HashSet::new();
+        let mut drain = |seen: &mut std::collections::HashSet<String>| {
+            while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(started.next())
+            {
+                if let crate::Event::StasisStart(start) = event {
+                    seen.insert(start.channel.id.to_string());
+                }
+            }
+        };
+        drain(&mut seen);
+        let mut wanted = Vec::new();
+        for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
+            for id in &app.channel_ids {
+                // (`__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel.)
+                if id.starts_with("__AST_") || seen.contains(id.as_str()) {
+                    continue;
+                }
+                if wanted
+                    .iter()
+                    .any(|(_, w): &(String, String)| w == id.as_str())
+                {
+                    continue;
+                }
+                wanted.push((app.name.to_string(), id.to_string()));
+            }
+        }
+        // Many channels asked at once (Asterisk answers them in order): a round trip per
+        // READ_AT_ONCE calls in Stasis, not per call, and well under the requests a
+        // connection may have pending (the application's own go on meanwhile).
+        let reads = wanted.into_iter().map(|(app, id)| {
             let channel = client.channel(id.as_str());
             let events = channel.events();
-            let snapshot = match client
-                .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
-                .await
-            {
-                Ok(snapshot) => snapshot,
-                // Gone meanwhile.
-                Err(_) => continue,
-            };
+            let client = client.clone();
+            let read: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                let snapshot = client
+                    .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+                    .await;
+                (app, id, channel, events, snapshot)
+            });
+            read
+        });
+        let read: Vec<_> = futures_util::stream::iter(reads)
+            .buffered(READ_AT_ONCE)
+            .collect()
+            .await;
+        // A StasisStart that came meanwhile announces its call on `incoming`.
+        drain(&mut seen);
+        let mut found = Vec::new();
+        for (app, id, channel, events, snapshot) in read {
+            // Gone meanwhile.
+            let Ok(snapshot) = snapshot else { continue };
             // An application's channels are also those it only watches: the other half of
             // a Local channel it originated (in the dialplan), a channel ringing before it
             // enters Stasis, one it subscribed to. Only a channel in Stasis of one of the
             // connection's applications is a call of the application.
-            if !in_stasis_of(&snapshot, &names) {
-                tracing::debug!(target: "ari_client", channel = %id, app = %app.name, "outbound: a channel of the application not in its Stasis is not handed out");
+            if seen.contains(id.as_str()) || !in_stasis_of(&snapshot, &names) {
+                tracing::debug!(target: "ari_client", channel = %id, app = %app, "outbound: a channel of the application not in its Stasis is not handed out");
                 continue;
             }
-            if let Some(start) = made_up_start(&app.name, &snapshot, None) {
+            if let Some(start) = made_up_start(&app, &snapshot, None) {
                 found.push((start, channel, events));
             }
         }
+        let n = found.len();
+        let unseen = tx.finish(found);
+        (n - unseen, unseen)
     }
-    found
 }
 
 /// Whether the channel runs `Stasis()` for one of `apps` (its dialplan application is

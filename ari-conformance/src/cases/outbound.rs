@@ -326,8 +326,11 @@ pub async fn outbound_persistent_calls_queued_before_the_app_started_are_not_los
         .live("Asterisk connects", ob.next())
         .await
         .expect("a connection");
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
     assert!(
-        conn.in_stasis.is_empty(),
+        in_stasis.is_empty(),
         "the waiting call comes with its StasisStart, not again as already in Stasis"
     );
     let mut incoming = conn.incoming;
@@ -1549,7 +1552,10 @@ pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_a
         .live("Asterisk connects", ob.next())
         .await
         .expect("a connection");
-    assert!(conn.in_stasis.is_empty(), "nothing in Stasis yet");
+    let first: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    assert!(first.is_empty(), "nothing in Stasis yet");
     let mut incoming = conn.incoming;
     let id = mock
         .place_call(PlaceCall::new("PJSIP/alice", "hello"))
@@ -1574,8 +1580,10 @@ pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_a
         .live("Asterisk connects to the new instance", again.next())
         .await
         .expect("a connection");
-    assert_eq!(conn.in_stasis.len(), 1, "the call in Stasis is handed out");
-    let mut in_stasis = conn.in_stasis;
+    let mut in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    assert_eq!(in_stasis.len(), 1, "the call in Stasis is handed out");
     let (start, channel, mut events) = in_stasis.remove(0);
     assert_eq!(channel.id(), id);
     assert_eq!(start.channel.id, id);
@@ -1731,8 +1739,10 @@ pub async fn outbound_persistent_restart_hands_out_only_the_channels_in_stasis<
         .live("Asterisk connects to the new instance", again.next())
         .await
         .expect("a connection");
-    let ids: Vec<String> = conn
-        .in_stasis
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
         .iter()
         .map(|(start, channel, _)| {
             assert_eq!(start.channel.id, channel.id());
@@ -1746,4 +1756,70 @@ pub async fn outbound_persistent_restart_hands_out_only_the_channels_in_stasis<
     );
     assert_eq!(again.stats().adopted, 1);
     drop(mock);
+}
+
+/// The application restarts with a call in Stasis, and Asterisk is slow to answer REST (busy:
+/// the lookup of the calls already in Stasis, `GET applications`, waits). The new
+/// connection is handed out at once all the same, and a call entering Stasis meanwhile
+/// comes on `incoming` without waiting for the lookup; once Asterisk answers,
+/// `in_stasis` gives the call of the previous run (not the new one) and ends.
+pub async fn outbound_persistent_calls_are_not_held_up_by_the_in_stasis_lookup<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+
+    // The first instance goes away with the call in Stasis; Asterisk's REST side is slow.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, conn.client, ob));
+    mock.hold_responses(true);
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live(
+            "the connection is handed out before Asterisk answers the lookup",
+            again.next(),
+        )
+        .await
+        .expect("a connection");
+    assert!(!conn.in_stasis.is_done(), "Asterisk has not answered yet");
+    let mut incoming = conn.incoming;
+    let next = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h
+        .next_incoming("a new call while the lookup waits", &mut incoming)
+        .await;
+    assert_eq!(start.channel.id, next);
+
+    mock.hold_responses(false);
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(_, channel, _)| channel.id().to_string())
+        .collect();
+    assert_eq!(ids, [id], "the previous run's call, not the new one");
+    assert_eq!(again.stats().adopted, 1);
 }
