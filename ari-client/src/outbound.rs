@@ -477,6 +477,13 @@ pub struct OutboundStats {
     /// Persistent connections that replaced an earlier one of the same Asterisk (same
     /// address, user, path and query, and `asterisk_id` in its first frame).
     pub replaced: u64,
+    /// Persistent connections that came while a connection of the same identity (address,
+    /// user, path and query, `asterisk_id`) was open and stayed open: another Asterisk
+    /// (cloned hosts sharing an `entityid` behind one address, or two `outbound_websocket`
+    /// objects of one Asterisk with the same `websocket_client` URI), yielded by
+    /// [`OutboundServer::next`] with a client of its own, and warned (set `entityid`, or
+    /// make the URIs differ). They took each other's socket before, for ever.
+    pub duplicates: u64,
     /// Per-call connections Asterisk redialled after losing one mid-call (same
     /// `<app>:<channel>`), handed to that call's client: the call went on.
     pub resumed: u64,
@@ -504,6 +511,7 @@ struct Counters {
     refused: AtomicU64,
     unauthorized: AtomicU64,
     replaced: AtomicU64,
+    duplicates: AtomicU64,
     resumed: AtomicU64,
     failed: AtomicU64,
     calls: AtomicU64,
@@ -518,7 +526,9 @@ struct Queues<R: Runtime> {
     /// Persistent clients by Asterisk (address, user, path and query, and the `asterisk_id`
     /// of its first frame) and, for a connection Asterisk made per call although the server
     /// expects persistent ones, the call (`<app>:<channel name>`).
-    persistent: HashMap<PersistentKey, Weak<Inner<R>>>,
+    /// Several when Asterisks with the same identity are connected at once (cloned hosts
+    /// sharing an `entityid` behind one address): each has a client of its own.
+    persistent: HashMap<PersistentKey, Vec<Weak<Inner<R>>>>,
     /// Per-call clients by Asterisk (address, user, path and query, and the `asterisk_id`
     /// of the first frame: two Asterisks behind one address name their channels alike) and
     /// call (`<app>:<channel name>`).
@@ -546,7 +556,10 @@ impl<R: Runtime> Queues<R> {
             return;
         }
         self.live.retain(|w| w.strong_count() > 0);
-        self.persistent.retain(|_, w| w.strong_count() > 0);
+        self.persistent.retain(|_, v| {
+            v.retain(|w| w.strong_count() > 0);
+            !v.is_empty()
+        });
         self.per_call.retain(|_, w| w.strong_count() > 0);
         self.prune_at = self.live.len().saturating_mul(2).max(PRUNE_MIN);
     }
@@ -711,6 +724,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             refused: get(&c.refused),
             unauthorized: get(&c.unauthorized),
             replaced: get(&c.replaced),
+            duplicates: get(&c.duplicates),
             resumed: get(&c.resumed),
             failed: get(&c.failed),
             calls: get(&c.calls),
@@ -1025,7 +1039,8 @@ async fn handshake<E: Executor, C: Connector>(
     // Persistent, its `asterisk_id` tells a reconnecting Asterisk from another one at the
     // same address with the same settings (a second node behind one NAT or proxy), which
     // must not take over the first one's live client.
-    let (first, call_app, asterisk_id, first_registered) = match first_frame(&s, &mut ws).await {
+    let (mut first, call_app, asterisk_id, first_registered) = match first_frame(&s, &mut ws).await
+    {
         Ok(first) => {
             let (app, asterisk_id) = names_of(&first);
             let registered = registered_of(&first);
@@ -1083,33 +1098,47 @@ async fn handshake<E: Executor, C: Connector>(
         tracing::debug!(target: "ari_client", %peer, error = %shutting_down(), "outbound: connection not served");
         return;
     }
-    let existing = {
-        let q = s.queues();
-        match (&s.connection_type, &call_app) {
-            (ConnectionType::Persistent, _) => q
-                .persistent
-                .get(&(key.clone(), asterisk_id.clone(), one_call.clone()))
-                .and_then(Weak::upgrade),
-            (ConnectionType::PerCall, Some(app)) => q
-                .per_call
-                .get(&(key.clone(), asterisk_id.clone(), app.clone()))
-                .and_then(Weak::upgrade),
-            (ConnectionType::PerCall, None) => None,
+    if s.connection_type == ConnectionType::Persistent {
+        let pkey = (key.clone(), asterisk_id.clone(), one_call.clone());
+        match reconnect(&s, &pkey, ws, first).await {
+            Reconnect::Attached(inner, handover) => {
+                s.counters.replaced.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(target: "ari_client", %peer, "outbound: Asterisk reconnected");
+                if one_call.is_none() {
+                    futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx))
+                        .await;
+                    check_startup(&Client { inner }).await;
+                }
+                return;
+            }
+            Reconnect::New {
+                ws: w,
+                first: f,
+                open,
+            } => {
+                if open {
+                    let n = s.counters.duplicates.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(target: "ari_client", %peer, asterisk_id = ?asterisk_id, duplicates = n, "outbound: a persistent connection came from an Asterisk with the same address, credentials, path and asterisk_id as one whose connection is open: served as another Asterisk with a client of its own (cloned hosts sharing an entityid? set entityid in asterisk.conf; warned at 1, 2, 4, 8, …, all counted in OutboundStats::duplicates)");
+                    }
+                }
+                ws = w;
+                first = f;
+            }
         }
+    }
+    let existing = match (&s.connection_type, &call_app) {
+        (ConnectionType::PerCall, Some(app)) => s
+            .queues()
+            .per_call
+            .get(&(key.clone(), asterisk_id.clone(), app.clone()))
+            .and_then(Weak::upgrade),
+        _ => None,
     };
     if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
-        if s.connection_type == ConnectionType::Persistent {
-            s.counters.replaced.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, "outbound: Asterisk reconnected");
-        } else {
-            s.counters.resumed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
-        }
-        let handover = inner.shared.attach(Box::new(ws), first);
-        if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
-            futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx)).await;
-            check_startup(&Client { inner }).await;
-        }
+        s.counters.resumed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
+        inner.shared.attach(Box::new(ws), first);
         return;
     }
     let builder = (s.configure)(Client::builder_with_runtime(
@@ -1178,10 +1207,10 @@ async fn handshake<E: Executor, C: Connector>(
         q.live.push(Arc::downgrade(&client.inner));
         match (s.connection_type, call_app.clone()) {
             (ConnectionType::Persistent, _) => {
-                q.persistent.insert(
-                    (key, asterisk_id, one_call.clone()),
-                    Arc::downgrade(&client.inner),
-                );
+                q.persistent
+                    .entry((key, asterisk_id, one_call.clone()))
+                    .or_default()
+                    .push(Arc::downgrade(&client.inner));
             }
             (ConnectionType::PerCall, Some(app)) => {
                 q.per_call
@@ -1201,11 +1230,8 @@ async fn handshake<E: Executor, C: Connector>(
         w.wake();
     }
     if let Some(lookup) = lookup {
-        let (found, unseen) = lookup.finish(&client).await;
+        let (found, unseen) = lookup.finish(&client, &s.counters.adopted).await;
         if found > 0 {
-            s.counters
-                .adopted
-                .fetch_add(found as u64, Ordering::Relaxed);
             tracing::info!(target: "ari_client", %peer, calls = found, "outbound: calls already in Stasis (the application restarted) are handed out in OutboundConnection::in_stasis");
         }
         if unseen > 0 {
@@ -1265,6 +1291,71 @@ async fn handshake<E: Executor, C: Connector>(
                 return;
             }
         }
+    }
+}
+
+/// How long a persistent connection from an Asterisk whose previous connection still looks
+/// open waits for that one to close before it is taken for another Asterisk with the same
+/// identity: Asterisk redials within milliseconds of closing (recorded: 1–5 ms), maybe
+/// before its close was read.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What became of a new persistent connection.
+enum Reconnect<R: Runtime, W> {
+    /// Handed to the client of the same Asterisk whose connection was lost (handover number).
+    Attached(Arc<Inner<R>>, u64),
+    /// For a new client; `open`: clients of the same identity have their connection open
+    /// (another Asterisk with the same identity).
+    New {
+        ws: W,
+        first: Vec<String>,
+        open: bool,
+    },
+}
+
+/// Persistent: hands `ws` to the client of `key` whose connection was lost (Asterisk
+/// reconnecting), picked and handed over under the queues' lock (two connections never take
+/// the same client). While every client of `key` has its connection open, waits up to
+/// [`SETTLE`] for one to close; when none does, the connection is another Asterisk's.
+async fn reconnect<E: Executor, C: Connector, W: Send + 'static>(
+    s: &ServerShared<E, C>,
+    key: &PersistentKey,
+    ws: W,
+    first: Vec<String>,
+) -> Reconnect<Stack<E, C>, W> {
+    let rt = &s.runtime;
+    let deadline = rt.now().checked_add(SETTLE).unwrap_or_else(|| rt.now());
+    loop {
+        {
+            let q = s.queues();
+            let clients: Vec<Arc<Inner<Stack<E, C>>>> = q
+                .persistent
+                .get(key)
+                .map(|v| v.iter().filter_map(Weak::upgrade).collect())
+                .unwrap_or_default();
+            let clients: Vec<_> = clients
+                .into_iter()
+                .filter(|i| !i.shared.is_closed())
+                .collect();
+            let lost = clients
+                .iter()
+                .find(|i| !i.shared.attach_pending() && !i.shared.lock().session.is_connected());
+            if let Some(inner) = lost {
+                let handover = inner.shared.attach(Box::new(ws), first);
+                return Reconnect::Attached(inner.clone(), handover);
+            }
+            let now = rt.now();
+            if clients.is_empty() || now >= deadline || s.stopping.load(Ordering::Acquire) {
+                let open = !clients.is_empty();
+                return Reconnect::New { ws, first, open };
+            }
+        }
+        let step = rt
+            .now()
+            .checked_add(Duration::from_millis(10))
+            .unwrap_or(deadline)
+            .min(deadline);
+        rt.sleep_until(step).await;
     }
 }
 
@@ -1495,9 +1586,9 @@ impl<R: Runtime> Lookup<R> {
 
     /// Waits for the listing (answered after the events Asterisk queued, so `started` holds
     /// every StasisStart among them by then), reads the channels not announced, all at
-    /// once, and hands out those in Stasis. Returns how many were handed out, and how many
-    /// were found after the application dropped the stream.
-    async fn finish(self, client: &Client<R>) -> (usize, usize) {
+    /// once, and hands out those in Stasis, counted in `adopted`. Returns how many were
+    /// handed out, and how many were found after the application dropped the stream.
+    async fn finish(self, client: &Client<R>, adopted: &AtomicU64) -> (usize, usize) {
         let Lookup {
             mut started,
             first_app,
@@ -1583,8 +1674,11 @@ impl<R: Runtime> Lookup<R> {
                 found.push((start, channel, events));
             }
         }
+        // Counted before they are handed out: whoever takes them sees them counted.
         let n = found.len();
+        adopted.fetch_add(n as u64, Ordering::Relaxed);
         let unseen = tx.finish(found);
+        adopted.fetch_sub(unseen as u64, Ordering::Relaxed);
         (n - unseen, unseen)
     }
 }

@@ -661,6 +661,12 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
             .await
             .expect("a connection");
         assert_eq!(conn.user.as_deref(), Some(USER));
+        // The lookup of calls already in Stasis ends (nothing is) before the case counts
+        // subscriptions or requests.
+        let in_stasis: Vec<_> = h
+            .live("the calls already in Stasis", conn.in_stasis.collect::<Vec<_>>())
+            .await;
+        assert!(in_stasis.is_empty(), "nothing in Stasis at start");
         h.set_outbound(conn.client, OUTBOUND_SUITE_APPS, Box::new(ob));
         h
     }
@@ -1822,4 +1828,65 @@ pub async fn outbound_persistent_calls_are_not_held_up_by_the_in_stasis_lookup<
         .collect();
     assert_eq!(ids, [id], "the previous run's call, not the new one");
     assert_eq!(again.stats().adopted, 1);
+}
+
+/// Two Asterisks with the same identity dial one persistent server: same address (one host,
+/// a NAT, a proxy), same `websocket_client` settings and the same `asterisk_id` (cloned
+/// hosts sharing an `entityid`). The second one is not a reconnect of the first (whose
+/// connection is open): each gets a client of its own, yielded by `next()`, each call goes
+/// to the client of its Asterisk, and neither loses its connection (they took each other's
+/// socket, for ever). Counted in `OutboundStats::duplicates` (and warned).
+pub async fn outbound_two_asterisks_with_the_same_id_behind_one_address_get_a_client_each<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let asterisk = || {
+        MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_id("02:00:00:00:00:0c")
+            .outbound(persistent(&ob))
+            .start()
+    };
+    let mock_a = asterisk();
+    let a = h
+        .live("the first Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mock_b = asterisk();
+    let b = h
+        .live("the second Asterisk is a connection of its own", ob.next())
+        .await
+        .expect("a connection");
+    for (mock, conn, caller) in [(&mock_a, &a, "PJSIP/alice"), (&mock_b, &b, "PJSIP/bob")] {
+        let mut incoming = conn.client.incoming();
+        let id = mock
+            .place_call(PlaceCall::new(caller, "hello"))
+            .expect("the simulator places the call");
+        let (start, channel, _) = h
+            .next_incoming("the call reaches that Asterisk's client", &mut incoming)
+            .await;
+        assert_eq!(start.channel.id, id);
+        h.live("answer", channel.answer())
+            .await
+            .expect("answer over that Asterisk's socket");
+        let answers = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/answer"))
+            .count();
+        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.replaced, stats.duplicates),
+        (2, 0, 1),
+        "{stats:?}"
+    );
+    for mock in [&mock_a, &mock_b] {
+        let seen = mock.outbound_stats();
+        assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
+    }
 }
