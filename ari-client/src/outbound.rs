@@ -1124,6 +1124,12 @@ async fn handshake<E: Executor, C: Connector>(
                 }
                 ws = w;
                 first = f;
+                if s.stopping.load(Ordering::Acquire) {
+                    // The server stopped meanwhile (up to `SETTLE`): not served, as above.
+                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(target: "ari_client", %peer, error = %shutting_down(), "outbound: connection not served");
+                    return;
+                }
             }
         }
     }
@@ -1621,20 +1627,48 @@ impl<R: Runtime> Lookup<R> {
             }
         };
         drain(&mut seen);
-        let mut wanted = Vec::new();
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+        let mut subscribed_to_all = false;
         for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
             for id in &app.channel_ids {
-                // (`__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel.)
-                if id.starts_with("__AST_") || seen.contains(id.as_str()) {
+                // `__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel (`subscribe_all`);
+                // Asterisk then lists no channel of the application one by one.
+                if id.starts_with("__AST_") {
+                    subscribed_to_all |= id.starts_with("__AST_CHANNEL_ALL");
                     continue;
                 }
-                if wanted
-                    .iter()
-                    .any(|(_, w): &(String, String)| w == id.as_str())
-                {
-                    continue;
+                if !seen.contains(id.as_str()) && asked.insert(id.to_string()) {
+                    wanted.push((app.name.to_string(), id.to_string()));
                 }
-                wanted.push((app.name.to_string(), id.to_string()));
+            }
+        }
+        if subscribed_to_all {
+            // The channels in Stasis of the applications are among all of Asterisk's
+            // (read again below, once subscribed to, as the others).
+            match client.execute(&ari_proto::ops::channels::List::new()).await {
+                Ok(channels) => {
+                    for snapshot in channels {
+                        let id = snapshot.id.to_string();
+                        if seen.contains(&id)
+                            || asked.contains(&id)
+                            || !in_stasis_of(&snapshot, &names)
+                        {
+                            continue;
+                        }
+                        let first = stasis_app_of(&snapshot);
+                        let Some(app) = names.iter().find(|n| {
+                            *n == first || n.split_once(':').is_some_and(|(b, _)| b == first)
+                        }) else {
+                            continue;
+                        };
+                        asked.insert(id.clone());
+                        wanted.push((app.clone(), id));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "ari_client", error = %e, "outbound: could not list Asterisk's channels for the calls already in Stasis of an application subscribed to all (those of a previous run of the application stay unseen)");
+                }
             }
         }
         // Many channels asked at once (Asterisk answers them in order): a round trip per
@@ -1689,18 +1723,24 @@ impl<R: Runtime> Lookup<R> {
 /// `obpc:<channel>`). A channel moved to another application keeps its first `Stasis()`
 /// argument: it is taken only when that application is one of `apps`.
 fn in_stasis_of(snapshot: &ari_proto::models::Channel, apps: &[String]) -> bool {
-    let dialplan = &snapshot.dialplan;
-    if !dialplan.app_name.eq_ignore_ascii_case("Stasis") {
+    if !snapshot.dialplan.app_name.eq_ignore_ascii_case("Stasis") {
         return false;
     }
-    let first = dialplan
+    let first = stasis_app_of(snapshot);
+    apps.iter()
+        .any(|a| a == first || a.split_once(':').is_some_and(|(base, _)| base == first))
+}
+
+/// The first argument of the channel's dialplan application (for `Stasis()`, the
+/// application).
+fn stasis_app_of(snapshot: &ari_proto::models::Channel) -> &str {
+    snapshot
+        .dialplan
         .app_data
         .split(',')
         .next()
         .unwrap_or_default()
-        .trim();
-    apps.iter()
-        .any(|a| a == first || a.split_once(':').is_some_and(|(base, _)| base == first))
+        .trim()
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET

@@ -664,7 +664,10 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
         // The lookup of calls already in Stasis ends (nothing is) before the case counts
         // subscriptions or requests.
         let in_stasis: Vec<_> = h
-            .live("the calls already in Stasis", conn.in_stasis.collect::<Vec<_>>())
+            .live(
+                "the calls already in Stasis",
+                conn.in_stasis.collect::<Vec<_>>(),
+            )
             .await;
         assert!(in_stasis.is_empty(), "nothing in Stasis at start");
         h.set_outbound(conn.client, OUTBOUND_SUITE_APPS, Box::new(ob));
@@ -1889,4 +1892,57 @@ pub async fn outbound_two_asterisks_with_the_same_id_behind_one_address_get_a_cl
         let seen = mock.outbound_stats();
         assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
     }
+}
+
+/// The application restarts while a persistent Asterisk with `subscribe_all = yes` has a
+/// call in its Stasis. Such an application is subscribed to every channel at once:
+/// `GET applications` lists `__AST_CHANNEL_ALL_TOPIC` and no channel of its own (Asterisk
+/// subscribes it to no channel one by one). The new instance gets the call all the same, in
+/// `in_stasis`, found among Asterisk's channels (`GET channels`: those in its Stasis).
+pub async fn outbound_persistent_subscribe_all_restart_hands_out_the_calls_in_stasis<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob).subscribe_all(true), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(start, channel, _)| {
+            assert_eq!(start.application, "hello");
+            channel.id().to_string()
+        })
+        .collect();
+    assert_eq!(ids, [id], "the call in Stasis is handed out");
+    assert_eq!(again.stats().adopted, 1);
 }
