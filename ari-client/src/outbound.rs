@@ -1484,27 +1484,33 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
             return None;
         }
     };
-    let id = apps
-        .into_iter()
-        .find(|a| a.name == p.app)?
-        .channel_ids
-        .into_iter()
-        .next()?;
-    let channel = p.client.channel(id.as_str());
-    let events = channel.events();
-    let snapshot = match p
-        .client
-        .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
-        .await
-    {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: the call in Stasis could not be read");
-            return None;
+    // The application's channels are also those it controls besides its call (a channel
+    // it originated into itself, both halves of a Local one): the call is the channel the
+    // connection names (`<app>:<channel name>`), in Stasis.
+    let name = p.app.split_once(':').map(|(_, name)| name)?;
+    let ids = apps.into_iter().find(|a| a.name == p.app)?.channel_ids;
+    let apps = [p.app.to_string()];
+    for id in ids.into_iter().filter(|id| !id.starts_with("__AST_")) {
+        let channel = p.client.channel(id.as_str());
+        let events = channel.events();
+        let snapshot = match p
+            .client
+            .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: a channel of the call's application could not be read");
+                continue;
+            }
+        };
+        if snapshot.name != name || !in_stasis_of(&snapshot, &apps) {
+            continue;
         }
-    };
-    let start = made_up_start(p.app, &snapshot, p.registered)?;
-    Some((start, channel, events, true))
+        let start = made_up_start(p.app, &snapshot, p.registered)?;
+        return Some((start, channel, events, true));
+    }
+    None
 }
 
 /// A `StasisStart` for a call already in Stasis, from its channel as it is now: the

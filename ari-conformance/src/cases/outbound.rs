@@ -1946,3 +1946,60 @@ pub async fn outbound_persistent_subscribe_all_restart_hands_out_the_calls_in_st
     assert_eq!(ids, [id], "the call in Stasis is handed out");
     assert_eq!(again.stats().adopted, 1);
 }
+
+/// A per-call call whose application also controls another channel: it originated a Local
+/// channel into its own (per-call) application, so `GET applications` lists that channel
+/// (both halves) beside the call's, and the `;1` half is in the application's Stasis too.
+/// The application restarts; Asterisk redials the call's connection: the redialled call is
+/// the channel the connection names (`<app>:<channel name>`), not whichever channel the
+/// application lists first.
+pub async fn outbound_per_call_redialled_call_is_the_channel_its_connection_names<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let restartable = |runtime: &Stack<E, C>| {
+        options(runtime, ConnectionType::PerCall).resume_after(Duration::from_millis(50))
+    };
+    let ob = bind(h, restartable(h.runtime())).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(50), 40), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let first = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    let application = first.start.application.to_string();
+    let mut incoming = first.client.incoming();
+    // Listed before the call's own id ("0…" < the simulator's "1…" ids).
+    let other = first.client.channel("0-other-leg");
+    h.live(
+        "originate a Local channel into the call's application",
+        other.originate("Local/wait@conformance").app(&application),
+    )
+    .await
+    .expect("originate over the call's socket");
+    let (start, _, _) = h
+        .next_incoming("the other leg in Stasis", &mut incoming)
+        .await;
+    assert_eq!(start.channel.id, "0-other-leg");
+
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, other, first, ob));
+    let again = h
+        .live("bind the same port", restartable(h.runtime()).bind(addr))
+        .await
+        .expect("the port is free once shutdown returned");
+    let call = h
+        .live("the redialled call is handed out", again.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(call.resumed, "the call was already in Stasis");
+    assert_eq!(call.channel.id(), id, "the channel the connection names");
+    assert_eq!(call.start.channel.id, id);
+    assert_eq!(call.start.application, application);
+}
