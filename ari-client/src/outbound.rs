@@ -1615,10 +1615,16 @@ impl<R: Runtime> Lookup<R> {
             Ok(apps) => apps,
             Err(e) => {
                 tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
+                // The subscription goes before the stream ends (whoever waits for the end
+                // finds the client's subscriptions as they stay).
+                drop(started);
+                drop(tx);
                 return (0, 0);
             }
         };
         if tx.dropped() {
+            drop(started);
+            drop(tx);
             return (0, 0);
         }
         let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
@@ -1698,6 +1704,9 @@ impl<R: Runtime> Lookup<R> {
             .await;
         // A StasisStart that came meanwhile announces its call on `incoming`.
         drain(&mut seen);
+        // Unsubscribed before the stream ends: whoever waits for its end finds the client's
+        // subscriptions as they stay.
+        drop(started);
         let mut found = Vec::new();
         for (app, id, channel, events, snapshot) in read {
             // Gone meanwhile.
