@@ -131,7 +131,7 @@ pub use listen::{
     EventStream, HandlerOutput, Incoming, Listener, Once, TypedStream,
 };
 pub use outbound::{
-    ConnectionType, OutboundCall, OutboundConnection, OutboundOptions, OutboundServer,
+    ConnectionType, InStasis, OutboundCall, OutboundConnection, OutboundOptions, OutboundServer,
     OutboundStats, UpgradeFailure,
 };
 pub use runtime::{

@@ -289,17 +289,155 @@ pub struct OutboundConnection<R: Runtime> {
     /// on `incoming` announces: the application restarted while they were in Stasis, and
     /// Asterisk, reconnecting, sends no `StasisStart` for them again. Found by asking
     /// Asterisk over the connection (`GET applications`: the channels of its applications,
-    /// then `GET channels/{id}`) once the events it queued were read; each comes as
-    /// [`Incoming`] gives a call, with a `StasisStart` made up from the channel as it is now
-    /// (no `args`: Asterisk does not send them again), and is counted in
-    /// [`OutboundStats::adopted`]. Empty on a first start with nothing in Stasis.
-    pub in_stasis: Vec<(crate::events::StasisStart, Channel<R>, EventStream)>,
+    /// then `GET channels/{id}` for each, all at once) once the events it queued were read;
+    /// each comes as [`Incoming`] gives a call, with a `StasisStart` made up from the
+    /// channel as it is now (no `args`: Asterisk does not send them again), and is counted
+    /// in [`OutboundStats::adopted`]. A stream that ends once Asterisk answered: the
+    /// connection is handed out without waiting for it, so calls on `incoming` are not held
+    /// up by the lookup. It ends at once on a first start with nothing in Stasis.
+    pub in_stasis: InStasis<R>,
     /// Asterisk's address.
     pub peer: SocketAddr,
     /// The user of its Basic credentials, if it sent any.
     pub user: Option<String>,
     /// The request path.
     pub path: String,
+}
+
+/// The calls already in Stasis when a persistent connection came
+/// ([`OutboundConnection::in_stasis`]): a stream of `(StasisStart, channel, events)`, as
+/// [`Incoming`] gives calls, that ends once Asterisk answered the lookup (at once when
+/// nothing was in Stasis). Dropped before it ended, the calls it would have given are left
+/// to nobody: warned, with their number.
+pub struct InStasis<R: Runtime> {
+    slot: Arc<Mutex<InStasisSlot<R>>>,
+}
+
+/// A call already in Stasis: its made-up `StasisStart`, channel and events.
+type InStasisCall<R> = (crate::events::StasisStart, Channel<R>, EventStream);
+
+struct InStasisSlot<R: Runtime> {
+    calls: VecDeque<InStasisCall<R>>,
+    done: bool,
+    waker: Option<Waker>,
+    dropped: bool,
+}
+
+impl<R: Runtime> InStasis<R> {
+    fn new(done: bool) -> Self {
+        InStasis {
+            slot: Arc::new(Mutex::new(InStasisSlot {
+                calls: VecDeque::new(),
+                done,
+                waker: None,
+                dropped: false,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InStasisSlot<R>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether Asterisk answered the lookup: every call found is queued, and the stream
+    /// ends once they are taken.
+    pub fn is_done(&self) -> bool {
+        self.lock().done
+    }
+
+    /// Calls found and not taken yet.
+    pub fn queued(&self) -> usize {
+        self.lock().calls.len()
+    }
+}
+
+/// The lookup's side of an [`InStasis`].
+struct InStasisTx<R: Runtime> {
+    slot: Weak<Mutex<InStasisSlot<R>>>,
+}
+
+impl<R: Runtime> InStasisTx<R> {
+    /// Whether the application dropped the stream.
+    fn dropped(&self) -> bool {
+        self.slot
+            .upgrade()
+            .is_none_or(|s| s.lock().unwrap_or_else(|p| p.into_inner()).dropped)
+    }
+
+    /// Hands out `calls` and ends the stream. Returns the calls nobody will take (the
+    /// stream was dropped).
+    fn finish(self, calls: Vec<InStasisCall<R>>) -> usize {
+        let Some(slot) = self.slot.upgrade() else {
+            return calls.len();
+        };
+        let waker = {
+            let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if g.dropped {
+                return calls.len();
+            }
+            g.calls.extend(calls);
+            g.done = true;
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        0
+    }
+}
+
+impl<R: Runtime> Drop for InStasisTx<R> {
+    fn drop(&mut self) {
+        // Ended however the lookup went (a task dropped midway included).
+        if let Some(slot) = self.slot.upgrade() {
+            let waker = {
+                let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+                g.done = true;
+                g.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Drop for InStasis<R> {
+    fn drop(&mut self) {
+        let mut g = self.lock();
+        g.dropped = true;
+        if !g.calls.is_empty() {
+            tracing::warn!(target: "ari_client", calls = g.calls.len(), "outbound: OutboundConnection::in_stasis dropped with calls already in Stasis never taken: nobody controls them");
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for InStasis<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.lock();
+        f.debug_struct("InStasis")
+            .field("queued", &g.calls.len())
+            .field("done", &g.done)
+            .finish()
+    }
+}
+
+impl<R: Runtime> futures_util::Stream for InStasis<R> {
+    type Item = InStasisCall<R>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let mut g = self.lock();
+        if let Some(call) = g.calls.pop_front() {
+            return Poll::Ready(Some(call));
+        }
+        if g.done {
+            return Poll::Ready(None);
+        }
+        g.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
 }
 
 /// One call of a per-call connection: its client, the `StasisStart` that began it, the
@@ -339,6 +477,13 @@ pub struct OutboundStats {
     /// Persistent connections that replaced an earlier one of the same Asterisk (same
     /// address, user, path and query, and `asterisk_id` in its first frame).
     pub replaced: u64,
+    /// Persistent connections that came while a connection of the same identity (address,
+    /// user, path and query, `asterisk_id`) was open and stayed open: another Asterisk
+    /// (cloned hosts sharing an `entityid` behind one address, or two `outbound_websocket`
+    /// objects of one Asterisk with the same `websocket_client` URI), yielded by
+    /// [`OutboundServer::next`] with a client of its own, and warned (set `entityid`, or
+    /// make the URIs differ). They took each other's socket before, for ever.
+    pub duplicates: u64,
     /// Per-call connections Asterisk redialled after losing one mid-call (same
     /// `<app>:<channel>`), handed to that call's client: the call went on.
     pub resumed: u64,
@@ -366,6 +511,7 @@ struct Counters {
     refused: AtomicU64,
     unauthorized: AtomicU64,
     replaced: AtomicU64,
+    duplicates: AtomicU64,
     resumed: AtomicU64,
     failed: AtomicU64,
     calls: AtomicU64,
@@ -380,7 +526,9 @@ struct Queues<R: Runtime> {
     /// Persistent clients by Asterisk (address, user, path and query, and the `asterisk_id`
     /// of its first frame) and, for a connection Asterisk made per call although the server
     /// expects persistent ones, the call (`<app>:<channel name>`).
-    persistent: HashMap<PersistentKey, Weak<Inner<R>>>,
+    /// Several when Asterisks with the same identity are connected at once (cloned hosts
+    /// sharing an `entityid` behind one address): each has a client of its own.
+    persistent: HashMap<PersistentKey, Vec<Weak<Inner<R>>>>,
     /// Per-call clients by Asterisk (address, user, path and query, and the `asterisk_id`
     /// of the first frame: two Asterisks behind one address name their channels alike) and
     /// call (`<app>:<channel name>`).
@@ -408,7 +556,10 @@ impl<R: Runtime> Queues<R> {
             return;
         }
         self.live.retain(|w| w.strong_count() > 0);
-        self.persistent.retain(|_, w| w.strong_count() > 0);
+        self.persistent.retain(|_, v| {
+            v.retain(|w| w.strong_count() > 0);
+            !v.is_empty()
+        });
         self.per_call.retain(|_, w| w.strong_count() > 0);
         self.prune_at = self.live.len().saturating_mul(2).max(PRUNE_MIN);
     }
@@ -573,6 +724,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             refused: get(&c.refused),
             unauthorized: get(&c.unauthorized),
             replaced: get(&c.replaced),
+            duplicates: get(&c.duplicates),
             resumed: get(&c.resumed),
             failed: get(&c.failed),
             calls: get(&c.calls),
@@ -887,7 +1039,8 @@ async fn handshake<E: Executor, C: Connector>(
     // Persistent, its `asterisk_id` tells a reconnecting Asterisk from another one at the
     // same address with the same settings (a second node behind one NAT or proxy), which
     // must not take over the first one's live client.
-    let (first, call_app, asterisk_id, first_registered) = match first_frame(&s, &mut ws).await {
+    let (mut first, call_app, asterisk_id, first_registered) = match first_frame(&s, &mut ws).await
+    {
         Ok(first) => {
             let (app, asterisk_id) = names_of(&first);
             let registered = registered_of(&first);
@@ -945,33 +1098,53 @@ async fn handshake<E: Executor, C: Connector>(
         tracing::debug!(target: "ari_client", %peer, error = %shutting_down(), "outbound: connection not served");
         return;
     }
-    let existing = {
-        let q = s.queues();
-        match (&s.connection_type, &call_app) {
-            (ConnectionType::Persistent, _) => q
-                .persistent
-                .get(&(key.clone(), asterisk_id.clone(), one_call.clone()))
-                .and_then(Weak::upgrade),
-            (ConnectionType::PerCall, Some(app)) => q
-                .per_call
-                .get(&(key.clone(), asterisk_id.clone(), app.clone()))
-                .and_then(Weak::upgrade),
-            (ConnectionType::PerCall, None) => None,
+    if s.connection_type == ConnectionType::Persistent {
+        let pkey = (key.clone(), asterisk_id.clone(), one_call.clone());
+        match reconnect(&s, &pkey, ws, first).await {
+            Reconnect::Attached(inner, handover) => {
+                s.counters.replaced.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(target: "ari_client", %peer, "outbound: Asterisk reconnected");
+                if one_call.is_none() {
+                    futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx))
+                        .await;
+                    check_startup(&Client { inner }).await;
+                }
+                return;
+            }
+            Reconnect::New {
+                ws: w,
+                first: f,
+                open,
+            } => {
+                if open {
+                    let n = s.counters.duplicates.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(target: "ari_client", %peer, asterisk_id = ?asterisk_id, duplicates = n, "outbound: a persistent connection came from an Asterisk with the same address, credentials, path and asterisk_id as one whose connection is open: served as another Asterisk with a client of its own (cloned hosts sharing an entityid? set entityid in asterisk.conf; warned at 1, 2, 4, 8, …, all counted in OutboundStats::duplicates)");
+                    }
+                }
+                ws = w;
+                first = f;
+                if s.stopping.load(Ordering::Acquire) {
+                    // The server stopped meanwhile (up to `SETTLE`): not served, as above.
+                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(target: "ari_client", %peer, error = %shutting_down(), "outbound: connection not served");
+                    return;
+                }
+            }
         }
+    }
+    let existing = match (&s.connection_type, &call_app) {
+        (ConnectionType::PerCall, Some(app)) => s
+            .queues()
+            .per_call
+            .get(&(key.clone(), asterisk_id.clone(), app.clone()))
+            .and_then(Weak::upgrade),
+        _ => None,
     };
     if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
-        if s.connection_type == ConnectionType::Persistent {
-            s.counters.replaced.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, "outbound: Asterisk reconnected");
-        } else {
-            s.counters.resumed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
-        }
-        let handover = inner.shared.attach(Box::new(ws), first);
-        if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
-            futures_util::future::poll_fn(|cx| inner.shared.poll_attached(handover, cx)).await;
-            check_startup(&Client { inner }).await;
-        }
+        s.counters.resumed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
+        inner.shared.attach(Box::new(ws), first);
         return;
     }
     let builder = (s.configure)(Client::builder_with_runtime(
@@ -994,7 +1167,7 @@ async fn handshake<E: Executor, C: Connector>(
     // Persistent: the StasisStarts of this connection, to tell the calls already in Stasis
     // that none announced (the application restarted while they were in Stasis).
     let persistent_new = s.connection_type == ConnectionType::Persistent && one_call.is_none();
-    let mut started = persistent_new.then(|| {
+    let started = persistent_new.then(|| {
         EventStream::new(
             &client.inner.shared,
             ari_proto::session::Filter::all().with_type("StasisStart"),
@@ -1006,17 +1179,21 @@ async fn handshake<E: Executor, C: Connector>(
     // Handed out only once the driver uses the socket: a request made right away goes
     // over it instead of failing as "not connected".
     futures_util::future::poll_fn(|cx| client.inner.shared.poll_attached(handover, cx)).await;
-    let in_stasis = match started.as_mut() {
-        Some(started) => already_in_stasis(&client, started, call_app.as_deref()).await,
-        None => Vec::new(),
+    // Persistent: the calls already in Stasis are looked up while the application has the
+    // connection (calls on `incoming` are not held up by the round trips). The listing is
+    // sent before the connection is handed out: Asterisk answers requests in order, so it
+    // is answered before any request the application makes (an originate's channel, in
+    // Stasis by the time of a later answer, is announced by its StasisStart).
+    let in_stasis = InStasis::new(started.is_none());
+    let lookup = match started {
+        Some(started) => {
+            let tx = InStasisTx {
+                slot: Arc::downgrade(&in_stasis.slot),
+            };
+            Some(Lookup::start(&client, started, call_app.clone(), tx).await)
+        }
+        None => None,
     };
-    drop(started);
-    if !in_stasis.is_empty() {
-        s.counters
-            .adopted
-            .fetch_add(in_stasis.len() as u64, Ordering::Relaxed);
-        tracing::info!(target: "ari_client", %peer, calls = in_stasis.len(), "outbound: calls already in Stasis (the application restarted) are handed out with the connection");
-    }
     let (connection, incoming) = if s.connection_type == ConnectionType::Persistent {
         let connection = OutboundConnection {
             client: client.clone(),
@@ -1036,10 +1213,10 @@ async fn handshake<E: Executor, C: Connector>(
         q.live.push(Arc::downgrade(&client.inner));
         match (s.connection_type, call_app.clone()) {
             (ConnectionType::Persistent, _) => {
-                q.persistent.insert(
-                    (key, asterisk_id, one_call.clone()),
-                    Arc::downgrade(&client.inner),
-                );
+                q.persistent
+                    .entry((key, asterisk_id, one_call.clone()))
+                    .or_default()
+                    .push(Arc::downgrade(&client.inner));
             }
             (ConnectionType::PerCall, Some(app)) => {
                 q.per_call
@@ -1057,6 +1234,15 @@ async fn handshake<E: Executor, C: Connector>(
     };
     if let Some(w) = waker {
         w.wake();
+    }
+    if let Some(lookup) = lookup {
+        let (found, unseen) = lookup.finish(&client, &s.counters.adopted).await;
+        if found > 0 {
+            tracing::info!(target: "ari_client", %peer, calls = found, "outbound: calls already in Stasis (the application restarted) are handed out in OutboundConnection::in_stasis");
+        }
+        if unseen > 0 {
+            tracing::warn!(target: "ari_client", %peer, calls = unseen, "outbound: calls already in Stasis found after OutboundConnection::in_stasis was dropped: nobody controls them");
+        }
     }
     if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
         // Learn Asterisk's startup time, so that a reconnect tells a restart.
@@ -1111,6 +1297,71 @@ async fn handshake<E: Executor, C: Connector>(
                 return;
             }
         }
+    }
+}
+
+/// How long a persistent connection from an Asterisk whose previous connection still looks
+/// open waits for that one to close before it is taken for another Asterisk with the same
+/// identity: Asterisk redials within milliseconds of closing (recorded: 1–5 ms), maybe
+/// before its close was read.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What became of a new persistent connection.
+enum Reconnect<R: Runtime, W> {
+    /// Handed to the client of the same Asterisk whose connection was lost (handover number).
+    Attached(Arc<Inner<R>>, u64),
+    /// For a new client; `open`: clients of the same identity have their connection open
+    /// (another Asterisk with the same identity).
+    New {
+        ws: W,
+        first: Vec<String>,
+        open: bool,
+    },
+}
+
+/// Persistent: hands `ws` to the client of `key` whose connection was lost (Asterisk
+/// reconnecting), picked and handed over under the queues' lock (two connections never take
+/// the same client). While every client of `key` has its connection open, waits up to
+/// [`SETTLE`] for one to close; when none does, the connection is another Asterisk's.
+async fn reconnect<E: Executor, C: Connector, W: Send + 'static>(
+    s: &ServerShared<E, C>,
+    key: &PersistentKey,
+    ws: W,
+    first: Vec<String>,
+) -> Reconnect<Stack<E, C>, W> {
+    let rt = &s.runtime;
+    let deadline = rt.now().checked_add(SETTLE).unwrap_or_else(|| rt.now());
+    loop {
+        {
+            let q = s.queues();
+            let clients: Vec<Arc<Inner<Stack<E, C>>>> = q
+                .persistent
+                .get(key)
+                .map(|v| v.iter().filter_map(Weak::upgrade).collect())
+                .unwrap_or_default();
+            let clients: Vec<_> = clients
+                .into_iter()
+                .filter(|i| !i.shared.is_closed())
+                .collect();
+            let lost = clients
+                .iter()
+                .find(|i| !i.shared.attach_pending() && !i.shared.lock().session.is_connected());
+            if let Some(inner) = lost {
+                let handover = inner.shared.attach(Box::new(ws), first);
+                return Reconnect::Attached(inner.clone(), handover);
+            }
+            let now = rt.now();
+            if clients.is_empty() || now >= deadline || s.stopping.load(Ordering::Acquire) {
+                let open = !clients.is_empty();
+                return Reconnect::New { ws, first, open };
+            }
+        }
+        let step = rt
+            .now()
+            .checked_add(Duration::from_millis(10))
+            .unwrap_or(deadline)
+            .min(deadline);
+        rt.sleep_until(step).await;
     }
 }
 
@@ -1233,27 +1484,33 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
             return None;
         }
     };
-    let id = apps
-        .into_iter()
-        .find(|a| a.name == p.app)?
-        .channel_ids
-        .into_iter()
-        .next()?;
-    let channel = p.client.channel(id.as_str());
-    let events = channel.events();
-    let snapshot = match p
-        .client
-        .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
-        .await
-    {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: the call in Stasis could not be read");
-            return None;
+    // The application's channels are also those it controls besides its call (a channel
+    // it originated into itself, both halves of a Local one): the call is the channel the
+    // connection names (`<app>:<channel name>`), in Stasis.
+    let name = p.app.split_once(':').map(|(_, name)| name)?;
+    let ids = apps.into_iter().find(|a| a.name == p.app)?.channel_ids;
+    let apps = [p.app.to_string()];
+    for id in ids.into_iter().filter(|id| !id.starts_with("__AST_")) {
+        let channel = p.client.channel(id.as_str());
+        let events = channel.events();
+        let snapshot = match p
+            .client
+            .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::debug!(target: "ari_client", app = p.app, error = %e, "outbound: a channel of the call's application could not be read");
+                continue;
+            }
+        };
+        if snapshot.name != name || !in_stasis_of(&snapshot, &apps) {
+            continue;
         }
-    };
-    let start = made_up_start(p.app, &snapshot, p.registered)?;
-    Some((start, channel, events, true))
+        let start = made_up_start(p.app, &snapshot, p.registered)?;
+        return Some((start, channel, events, true));
+    }
+    None
 }
 
 /// A `StasisStart` for a call already in Stasis, from its channel as it is now: the
@@ -1286,56 +1543,219 @@ fn made_up_start(
     }
 }
 
-/// Persistent, a new client: the channels in Stasis of the connection's applications (its
-/// first frame's, and those it registered) that no `StasisStart` on the connection announced.
-/// `GET applications` is answered after the events Asterisk queued, so `started` holds every
-/// StasisStart among them by then.
-async fn already_in_stasis<R: Runtime>(
-    client: &Client<R>,
-    started: &mut EventStream,
-    first_app: Option<&str>,
-) -> Vec<(crate::events::StasisStart, Channel<R>, EventStream)> {
-    let apps = match client
-        .execute(&ari_proto::ops::applications::List::new())
-        .await
-    {
-        Ok(apps) => apps,
-        Err(e) => {
-            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
-            return Vec::new();
-        }
-    };
-    let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
-    names.extend(first_app.map(str::to_string));
-    let mut seen = std::collections::HashSet::new();
-    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(started.next()) {
-        if let crate::Event::StasisStart(start) = event {
-            seen.insert(start.channel.id.to_string());
+/// How many `GET channels/{id}` the lookup of the calls already in Stasis has pending at
+/// most.
+const READ_AT_ONCE: usize = 64;
+
+/// Persistent, a new client: the lookup of the channels in Stasis of the connection's
+/// applications (its first frame's, and those it registered) that no `StasisStart` on the
+/// connection announced, for [`OutboundConnection::in_stasis`].
+struct Lookup<R: Runtime> {
+    started: EventStream,
+    first_app: Option<String>,
+    tx: InStasisTx<R>,
+    listing: ListingResult,
+}
+
+/// What `GET applications` answered, or the request still going (sent already).
+type ListingResult = Either<
+    Result<Vec<ari_proto::models::Application>, Error>,
+    std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<ari_proto::models::Application>, Error>> + Send>,
+    >,
+>;
+
+impl<R: Runtime> Lookup<R> {
+    /// Sends `GET applications` (polled once: the request is on its way when this returns).
+    async fn start(
+        client: &Client<R>,
+        started: EventStream,
+        first_app: Option<String>,
+        tx: InStasisTx<R>,
+    ) -> Self {
+        let c = client.clone();
+        let mut going: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(async move { c.execute(&ari_proto::ops::applications::List::new()).await });
+        let mut answered = None;
+        futures_util::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = going.as_mut().poll(cx) {
+                answered = Some(r);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let listing = match answered {
+            Some(r) => Either::Left(r),
+            None => Either::Right(going),
+        };
+        Lookup {
+            started,
+            first_app,
+            tx,
+            listing,
         }
     }
-    let mut found = Vec::new();
-    for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
-        for id in &app.channel_ids {
-            // (`__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel.)
-            if id.starts_with("__AST_") || !seen.insert(id.to_string()) {
-                continue;
+
+    /// Waits for the listing (answered after the events Asterisk queued, so `started` holds
+    /// every StasisStart among them by then), reads the channels not announced, all at
+    /// once, and hands out those in Stasis, counted in `adopted`. Returns how many were
+    /// handed out, and how many were found after the application dropped the stream.
+    async fn finish(self, client: &Client<R>, adopted: &AtomicU64) -> (usize, usize) {
+        let Lookup {
+            mut started,
+            first_app,
+            tx,
+            listing,
+        } = self;
+        let apps = match listing {
+            Either::Left(r) => r,
+            Either::Right(going) => going.await,
+        };
+        let apps = match apps {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk for the calls already in Stasis (those of a previous run of the application stay unseen)");
+                // The subscription goes before the stream ends (whoever waits for the end
+                // finds the client's subscriptions as they stay).
+                drop(started);
+                drop(tx);
+                return (0, 0);
             }
+        };
+        if tx.dropped() {
+            drop(started);
+            drop(tx);
+            return (0, 0);
+        }
+        let mut names: Vec<String> = client.inner.shared.lock().session.applications().to_vec();
+        names.extend(first_app);
+        let mut seen = std::collections::HashSet::new();
+        let mut drain = |seen: &mut std::collections::HashSet<String>| {
+            while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(started.next())
+            {
+                if let crate::Event::StasisStart(start) = event {
+                    seen.insert(start.channel.id.to_string());
+                }
+            }
+        };
+        drain(&mut seen);
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+        let mut subscribed_to_all = false;
+        for app in apps.iter().filter(|a| names.iter().any(|n| *n == a.name)) {
+            for id in &app.channel_ids {
+                // `__AST_CHANNEL_ALL_TOPIC`: subscribed to every channel (`subscribe_all`);
+                // Asterisk then lists no channel of the application one by one.
+                if id.starts_with("__AST_") {
+                    subscribed_to_all |= id.starts_with("__AST_CHANNEL_ALL");
+                    continue;
+                }
+                if !seen.contains(id.as_str()) && asked.insert(id.to_string()) {
+                    wanted.push((app.name.to_string(), id.to_string()));
+                }
+            }
+        }
+        if subscribed_to_all {
+            // The channels in Stasis of the applications are among all of Asterisk's
+            // (read again below, once subscribed to, as the others).
+            match client.execute(&ari_proto::ops::channels::List::new()).await {
+                Ok(channels) => {
+                    for snapshot in channels {
+                        let id = snapshot.id.to_string();
+                        if seen.contains(&id)
+                            || asked.contains(&id)
+                            || !in_stasis_of(&snapshot, &names)
+                        {
+                            continue;
+                        }
+                        let first = stasis_app_of(&snapshot);
+                        let Some(app) = names.iter().find(|n| {
+                            *n == first || n.split_once(':').is_some_and(|(b, _)| b == first)
+                        }) else {
+                            continue;
+                        };
+                        asked.insert(id.clone());
+                        wanted.push((app.clone(), id));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "ari_client", error = %e, "outbound: could not list Asterisk's channels for the calls already in Stasis of an application subscribed to all (those of a previous run of the application stay unseen)");
+                }
+            }
+        }
+        // Many channels asked at once (Asterisk answers them in order): a round trip per
+        // READ_AT_ONCE calls in Stasis, not per call, and well under the requests a
+        // connection may have pending (the application's own go on meanwhile).
+        let reads = wanted.into_iter().map(|(app, id)| {
             let channel = client.channel(id.as_str());
             let events = channel.events();
-            let snapshot = match client
-                .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
-                .await
-            {
-                Ok(snapshot) => snapshot,
-                // Gone meanwhile.
-                Err(_) => continue,
-            };
-            if let Some(start) = made_up_start(&app.name, &snapshot, None) {
+            let client = client.clone();
+            let read: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                let snapshot = client
+                    .execute(&ari_proto::ops::channels::Get::new(id.as_str()))
+                    .await;
+                (app, id, channel, events, snapshot)
+            });
+            read
+        });
+        let read: Vec<_> = futures_util::stream::iter(reads)
+            .buffered(READ_AT_ONCE)
+            .collect()
+            .await;
+        // A StasisStart that came meanwhile announces its call on `incoming`.
+        drain(&mut seen);
+        // Unsubscribed before the stream ends: whoever waits for its end finds the client's
+        // subscriptions as they stay.
+        drop(started);
+        let mut found = Vec::new();
+        for (app, id, channel, events, snapshot) in read {
+            // Gone meanwhile.
+            let Ok(snapshot) = snapshot else { continue };
+            // An application's channels are also those it only watches: the other half of
+            // a Local channel it originated (in the dialplan), a channel ringing before it
+            // enters Stasis, one it subscribed to. Only a channel in Stasis of one of the
+            // connection's applications is a call of the application.
+            if seen.contains(id.as_str()) || !in_stasis_of(&snapshot, &names) {
+                tracing::debug!(target: "ari_client", channel = %id, app = %app, "outbound: a channel of the application not in its Stasis is not handed out");
+                continue;
+            }
+            if let Some(start) = made_up_start(&app, &snapshot, None) {
                 found.push((start, channel, events));
             }
         }
+        // Counted before they are handed out: whoever takes them sees them counted.
+        let n = found.len();
+        adopted.fetch_add(n as u64, Ordering::Relaxed);
+        let unseen = tx.finish(found);
+        adopted.fetch_sub(unseen as u64, Ordering::Relaxed);
+        (n - unseen, unseen)
     }
-    found
+}
+
+/// Whether the channel runs `Stasis()` for one of `apps` (its dialplan application is
+/// `Stasis`, and the first argument of it names the application; recorded: `app_data`
+/// `obapp,a1,a2` for an originate into `obapp` with arguments, `obpc` for a per-call
+/// `obpc:<channel>`). A channel moved to another application keeps its first `Stasis()`
+/// argument: it is taken only when that application is one of `apps`.
+fn in_stasis_of(snapshot: &ari_proto::models::Channel, apps: &[String]) -> bool {
+    if !snapshot.dialplan.app_name.eq_ignore_ascii_case("Stasis") {
+        return false;
+    }
+    let first = stasis_app_of(snapshot);
+    apps.iter()
+        .any(|a| a == first || a.split_once(':').is_some_and(|(base, _)| base == first))
+}
+
+/// The first argument of the channel's dialplan application (for `Stasis()`, the
+/// application).
+fn stasis_app_of(snapshot: &ari_proto::models::Channel) -> &str {
+    snapshot
+        .dialplan
+        .app_data
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
 }
 
 /// Persistent: asks Asterisk's startup time over the connection (`GET

@@ -263,6 +263,12 @@ impl Shared {
         n
     }
 
+    /// Whether a socket handed over with [`Shared::attach`] is not used by the driver yet.
+    pub(crate) fn attach_pending(&self) -> bool {
+        let g = self.lifecycle();
+        g.attaches_requested > g.attaches_done
+    }
+
     /// The driver has taken over handover `n` (and every earlier one).
     pub(crate) fn attach_done(&self, n: u64) {
         let wakers = {

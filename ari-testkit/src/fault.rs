@@ -22,6 +22,8 @@ pub(crate) struct Faults {
     pub(crate) delay: Option<Duration>,
     pub(crate) fail: Option<(u16, usize)>,
     pub(crate) write_timeout: Duration,
+    /// `true` while REST answers are held ([`MockServer::hold_responses`](crate::MockServer::hold_responses)).
+    pub(crate) held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Faults {
@@ -31,6 +33,7 @@ impl Faults {
             delay: None,
             fail: None,
             write_timeout,
+            held: tokio::sync::watch::Sender::new(false),
         }
     }
 

@@ -161,6 +161,9 @@ async fn answer(
     if req.user.read_only && req.method != "GET" && req.method != "OPTIONS" {
         return RestAnswer::json_message(403, "Write access denied");
     }
+    let mut held = lock(&shared.faults).held.subscribe();
+    // A closed channel cannot happen (the sender lives in the server): answer then.
+    let _ = held.wait_for(|held| !*held).await;
     let (failure, delay) = {
         let mut f = lock(&shared.faults);
         (f.take_failure(), f.delay)

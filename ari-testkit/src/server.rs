@@ -926,6 +926,13 @@ impl MockServer {
         lock(&self.shared.faults).delay = delay;
     }
 
+    /// Fault: while `true`, REST requests (HTTP or WebSocket) are read but not answered;
+    /// `false` answers those held, then every request as usual. Events flow meanwhile (an
+    /// Asterisk busy on its REST side while its event stream goes on).
+    pub fn hold_responses(&self, hold: bool) {
+        lock(&self.shared.faults).held.send_replace(hold);
+    }
+
     /// Fault: answers the next `n` REST requests (HTTP or WebSocket, after authentication)
     /// with `status` and `{"message": <reason phrase>}` instead of handling them.
     pub fn fail_requests(&self, n: usize, status: u16) {

@@ -326,8 +326,11 @@ pub async fn outbound_persistent_calls_queued_before_the_app_started_are_not_los
         .live("Asterisk connects", ob.next())
         .await
         .expect("a connection");
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
     assert!(
-        conn.in_stasis.is_empty(),
+        in_stasis.is_empty(),
         "the waiting call comes with its StasisStart, not again as already in Stasis"
     );
     let mut incoming = conn.incoming;
@@ -658,6 +661,15 @@ impl<E: Executor, C: Connector> Harness<Stack<E, C>> {
             .await
             .expect("a connection");
         assert_eq!(conn.user.as_deref(), Some(USER));
+        // The lookup of calls already in Stasis ends (nothing is) before the case counts
+        // subscriptions or requests.
+        let in_stasis: Vec<_> = h
+            .live(
+                "the calls already in Stasis",
+                conn.in_stasis.collect::<Vec<_>>(),
+            )
+            .await;
+        assert!(in_stasis.is_empty(), "nothing in Stasis at start");
         h.set_outbound(conn.client, OUTBOUND_SUITE_APPS, Box::new(ob));
         h
     }
@@ -1549,7 +1561,10 @@ pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_a
         .live("Asterisk connects", ob.next())
         .await
         .expect("a connection");
-    assert!(conn.in_stasis.is_empty(), "nothing in Stasis yet");
+    let first: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    assert!(first.is_empty(), "nothing in Stasis yet");
     let mut incoming = conn.incoming;
     let id = mock
         .place_call(PlaceCall::new("PJSIP/alice", "hello"))
@@ -1574,8 +1589,10 @@ pub async fn outbound_persistent_calls_in_stasis_across_an_application_restart_a
         .live("Asterisk connects to the new instance", again.next())
         .await
         .expect("a connection");
-    assert_eq!(conn.in_stasis.len(), 1, "the call in Stasis is handed out");
-    let mut in_stasis = conn.in_stasis;
+    let mut in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    assert_eq!(in_stasis.len(), 1, "the call in Stasis is handed out");
     let (start, channel, mut events) = in_stasis.remove(0);
     assert_eq!(channel.id(), id);
     assert_eq!(start.channel.id, id);
@@ -1672,4 +1689,317 @@ pub async fn outbound_shutdown_with_calls_never_taken_hands_out_none_afterwards<
         next.map(|c| c.client.is_connected())
     );
     assert_eq!(ob.stats().waiting, 0);
+}
+
+/// The application restarts while a persistent Asterisk has in its Stasis a call the
+/// application originated through a Local channel: `;1` is in Stasis, `;2` runs the
+/// dialplan (Answer, Wait). Asterisk subscribes the application to both halves of an
+/// originated Local channel (recorded: the `;2` half's `ChannelDialplan` events reach the
+/// application), so `GET applications` lists both; only `;1` is a call of the application.
+/// The new instance gets `;1` in `in_stasis`, and not `;2`, which is in the dialplan.
+pub async fn outbound_persistent_restart_hands_out_only_the_channels_in_stasis<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let placed = conn.client.new_channel();
+    h.live(
+        "originate a Local channel into the application",
+        placed.originate("Local/wait@conformance").app("hello"),
+    )
+    .await
+    .expect("originate over the socket");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, placed.id());
+    let listed = h
+        .live(
+            "the application's channels",
+            conn.client.applications().get("hello"),
+        )
+        .await
+        .expect("GET applications/hello");
+    let listed = listed.data().map(|a| a.channel_ids.len());
+    assert!(
+        listed >= Some(2),
+        "both halves are the application's: {listed:?} channels"
+    );
+
+    // The first instance goes away with the call in Stasis; the next one binds the port.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((placed, incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(start, channel, _)| {
+            assert_eq!(start.channel.id, channel.id());
+            channel.id().to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [start.channel.id.to_string()],
+        "only the channel in Stasis is handed out"
+    );
+    assert_eq!(again.stats().adopted, 1);
+    drop(mock);
+}
+
+/// The application restarts with a call in Stasis, and Asterisk is slow to answer REST (busy:
+/// the lookup of the calls already in Stasis, `GET applications`, waits). The new
+/// connection is handed out at once all the same, and a call entering Stasis meanwhile
+/// comes on `incoming` without waiting for the lookup; once Asterisk answers,
+/// `in_stasis` gives the call of the previous run (not the new one) and ends.
+pub async fn outbound_persistent_calls_are_not_held_up_by_the_in_stasis_lookup<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+
+    // The first instance goes away with the call in Stasis; Asterisk's REST side is slow.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, conn.client, ob));
+    mock.hold_responses(true);
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live(
+            "the connection is handed out before Asterisk answers the lookup",
+            again.next(),
+        )
+        .await
+        .expect("a connection");
+    assert!(!conn.in_stasis.is_done(), "Asterisk has not answered yet");
+    let mut incoming = conn.incoming;
+    let next = mock
+        .place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h
+        .next_incoming("a new call while the lookup waits", &mut incoming)
+        .await;
+    assert_eq!(start.channel.id, next);
+
+    mock.hold_responses(false);
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(_, channel, _)| channel.id().to_string())
+        .collect();
+    assert_eq!(ids, [id], "the previous run's call, not the new one");
+    assert_eq!(again.stats().adopted, 1);
+}
+
+/// Two Asterisks with the same identity dial one persistent server: same address (one host,
+/// a NAT, a proxy), same `websocket_client` settings and the same `asterisk_id` (cloned
+/// hosts sharing an `entityid`). The second one is not a reconnect of the first (whose
+/// connection is open): each gets a client of its own, yielded by `next()`, each call goes
+/// to the client of its Asterisk, and neither loses its connection (they took each other's
+/// socket, for ever). Counted in `OutboundStats::duplicates` (and warned).
+pub async fn outbound_two_asterisks_with_the_same_id_behind_one_address_get_a_client_each<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let asterisk = || {
+        MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_id("02:00:00:00:00:0c")
+            .outbound(persistent(&ob))
+            .start()
+    };
+    let mock_a = asterisk();
+    let a = h
+        .live("the first Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mock_b = asterisk();
+    let b = h
+        .live("the second Asterisk is a connection of its own", ob.next())
+        .await
+        .expect("a connection");
+    for (mock, conn, caller) in [(&mock_a, &a, "PJSIP/alice"), (&mock_b, &b, "PJSIP/bob")] {
+        let mut incoming = conn.client.incoming();
+        let id = mock
+            .place_call(PlaceCall::new(caller, "hello"))
+            .expect("the simulator places the call");
+        let (start, channel, _) = h
+            .next_incoming("the call reaches that Asterisk's client", &mut incoming)
+            .await;
+        assert_eq!(start.channel.id, id);
+        h.live("answer", channel.answer())
+            .await
+            .expect("answer over that Asterisk's socket");
+        let answers = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/answer"))
+            .count();
+        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
+    }
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.accepted, stats.replaced, stats.duplicates),
+        (2, 0, 1),
+        "{stats:?}"
+    );
+    for mock in [&mock_a, &mock_b] {
+        let seen = mock.outbound_stats();
+        assert_eq!(seen.connected, 1, "connected once, never dropped: {seen:?}");
+    }
+}
+
+/// The application restarts while a persistent Asterisk with `subscribe_all = yes` has a
+/// call in its Stasis. Such an application is subscribed to every channel at once:
+/// `GET applications` lists `__AST_CHANNEL_ALL_TOPIC` and no channel of its own (Asterisk
+/// subscribes it to no channel one by one). The new instance gets the call all the same, in
+/// `in_stasis`, found among Asterisk's channels (`GET channels`: those in its Stasis).
+pub async fn outbound_persistent_subscribe_all_restart_hands_out_the_calls_in_stasis<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob).subscribe_all(true), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    let in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(start, channel, _)| {
+            assert_eq!(start.application, "hello");
+            channel.id().to_string()
+        })
+        .collect();
+    assert_eq!(ids, [id], "the call in Stasis is handed out");
+    assert_eq!(again.stats().adopted, 1);
+}
+
+/// A per-call call whose application also controls another channel: it originated a Local
+/// channel into its own (per-call) application, so `GET applications` lists that channel
+/// (both halves) beside the call's, and the `;1` half is in the application's Stasis too.
+/// The application restarts; Asterisk redials the call's connection: the redialled call is
+/// the channel the connection names (`<app>:<channel name>`), not whichever channel the
+/// application lists first.
+pub async fn outbound_per_call_redialled_call_is_the_channel_its_connection_names<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let restartable = |runtime: &Stack<E, C>| {
+        options(runtime, ConnectionType::PerCall).resume_after(Duration::from_millis(50))
+    };
+    let ob = bind(h, restartable(h.runtime())).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(50), 40), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let first = h
+        .live("the call", ob.next_call())
+        .await
+        .expect("a call before shutdown");
+    let application = first.start.application.to_string();
+    let mut incoming = first.client.incoming();
+    // Listed before the call's own id ("0…" < the simulator's "1…" ids).
+    let other = first.client.channel("0-other-leg");
+    h.live(
+        "originate a Local channel into the call's application",
+        other.originate("Local/wait@conformance").app(&application),
+    )
+    .await
+    .expect("originate over the call's socket");
+    let (start, _, _) = h
+        .next_incoming("the other leg in Stasis", &mut incoming)
+        .await;
+    assert_eq!(start.channel.id, "0-other-leg");
+
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, other, first, ob));
+    let again = h
+        .live("bind the same port", restartable(h.runtime()).bind(addr))
+        .await
+        .expect("the port is free once shutdown returned");
+    let call = h
+        .live("the redialled call is handed out", again.next_call())
+        .await
+        .expect("a call before shutdown");
+    assert!(call.resumed, "the call was already in Stasis");
+    assert_eq!(call.channel.id(), id, "the channel the connection names");
+    assert_eq!(call.start.channel.id, id);
+    assert_eq!(call.start.application, application);
 }
