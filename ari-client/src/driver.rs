@@ -56,6 +56,7 @@ pub(crate) fn spawn<R: Runtime>(client: &Client<R>) {
         endpoint: (!inner.accepted).then(|| inner.endpoint.clone()),
         connects: 0,
         restart_check: None,
+        answering: None,
     };
     inner.runtime.spawn(driver);
 }
@@ -91,6 +92,9 @@ struct Driver<R: Runtime> {
     connects: u64,
     /// After a reconnect: `GET /asterisk/info?only=status`, Asterisk's startup time.
     restart_check: Option<BoxFuture<Option<ari_proto::Timestamp>>>,
+    /// A socket Asterisk closed, kept until the close answer RFC 6455 requires is written
+    /// (or [`CLOSE_GRACE`] passed), while the session goes on (reconnects).
+    answering: Option<(R::Ws, BoxFuture<()>)>,
 }
 
 impl<R: Runtime> Drop for Driver<R> {
@@ -394,6 +398,12 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
                 Some(Ok(WsMessage::Close(close))) => {
+                    // The answer to the close is queued by the WebSocket layer: written out
+                    // before the socket is dropped (see `poll_answering`).
+                    if let Some(ws) = self.ws.take() {
+                        let at = now.checked_add(CLOSE_GRACE).unwrap_or(now);
+                        self.answering = Some((ws, Box::pin(self.runtime.sleep_until(at))));
+                    }
                     let reason = match close {
                         Some(c) if c.reason.is_empty() => {
                             format!("closed by Asterisk ({})", c.code)
@@ -497,6 +507,19 @@ impl<R: Runtime> Driver<R> {
 }
 
 impl<R: Runtime> Driver<R> {
+    /// Writes the answer to Asterisk's close frame, then drops that socket; at most
+    /// [`CLOSE_GRACE`] (a peer that stopped reading). Returns whether it is done with it.
+    fn poll_answering(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((ws, grace)) = self.answering.as_mut() else {
+            return false;
+        };
+        if Pin::new(ws).poll_close(cx).is_pending() && grace.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.answering = None;
+        true
+    }
+
     /// Whether a closed client's driver may finish: its close frame is out, or the grace
     /// period passed.
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> bool {
@@ -533,6 +556,7 @@ impl<R: Runtime> Future for Driver<R> {
             progress |= read;
             progress |= this.poll_timer(cx);
             progress |= this.poll_restart_check(cx);
+            progress |= this.poll_answering(cx);
             // Commands issued by client handles since the last round (start, stop,
             // REST-over-WebSocket requests) left transmits and outputs in the session.
             progress |= this.with_session(None, |_| {});
@@ -549,6 +573,7 @@ impl<R: Runtime> Future for Driver<R> {
                 this.ws = None;
                 this.timer = None;
                 this.close_grace = None;
+                this.answering = None;
                 tracing::debug!(target: "ari_client", "driver finished");
                 this.shared.driver_exited();
                 return Poll::Ready(());

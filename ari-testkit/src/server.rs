@@ -399,6 +399,7 @@ impl MockServerBuilder {
             session_limit: self.session_limit,
             sessions: Sessions::default(),
             rest_requests: AtomicU64::new(0),
+            close_replies: AtomicU64::new(0),
             bench: Mutex::new(Default::default()),
             media_conns: Mutex::new(HashMap::new()),
             media_done: Mutex::new(Vec::new()),
@@ -969,6 +970,13 @@ impl MockServer {
         let mut v: Vec<String> = lock(&self.shared.registry).apps.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// How many of the close frames sent by [`close_websocket`](Self::close_websocket) (and
+    /// by the simulated Asterisk closing an outbound connection) the client answered with its
+    /// own, as RFC 6455 requires (the server waits up to a second for it, then closes TCP).
+    pub fn close_replies(&self) -> u64 {
+        self.shared.close_replies.load(Ordering::Relaxed)
     }
 
     /// WebSocket connections that have ended, in the order they ended, with the reason.

@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: crate::server::Sessions,
     /// REST requests answered, over HTTP and over WebSocket.
     pub(crate) rest_requests: AtomicU64,
+    /// Close frames of the server's answered by the client (RFC 6455 §5.5.1).
+    pub(crate) close_replies: AtomicU64,
     pub(crate) bench: Mutex<crate::bench::BenchState>,
     /// Open media sockets (`/media/<id>`) by connection id.
     pub(crate) media_conns:

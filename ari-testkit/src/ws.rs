@@ -230,6 +230,9 @@ impl Writer {
     }
 }
 
+/// How long the server waits for the client's answer to its close frame.
+const CLOSE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn close_reason(e: &WsError) -> CloseReason {
     match e {
         WsError::ConnectionClosed
@@ -323,7 +326,20 @@ pub(crate) async fn run(
                     if !abrupt {
                         let wt = lock(&shared.faults).write_timeout;
                         let close = Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "".into() }));
-                        let _ = tokio::time::timeout(wt, w.sink.send(close)).await;
+                        if let Ok(Ok(())) = tokio::time::timeout(wt, w.sink.send(close)).await {
+                            // The client's answer, read within a second (then TCP is closed).
+                            let answer = async {
+                                while let Some(Ok(m)) = stream.next().await {
+                                    if let Message::Close(_) = m {
+                                        return true;
+                                    }
+                                }
+                                false
+                            };
+                            if let Ok(true) = tokio::time::timeout(CLOSE_REPLY_WAIT, answer).await {
+                                shared.close_replies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                     }
                     break CloseReason::Dropped;
                 }

@@ -476,6 +476,41 @@ pub async fn reconnect_in_the_middle_of_a_call<R: Runtime>(h: &Harness<R>) {
     assert_eq!(c.stats().session.connects, 2);
 }
 
+/// Asterisk closes the events WebSocket with a close frame (1001, as when it shuts down):
+/// the client answers it, as RFC 6455 requires, before dropping the socket (it used to drop
+/// it with the answer still queued), and reconnects.
+pub async fn a_close_from_asterisk_is_answered_then_the_client_reconnects<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let app = "conf-close-answered";
+    let c = h.started(&[app]).await;
+    let mut conn = c.connection_events();
+    let server = h.server();
+    let before = server.close_replies();
+    assert_eq!(server.close_websocket(app, 1001), 1);
+    match next_conn(h, &mut conn).await {
+        ConnectionEvent::Reconnecting {
+            attempt, reason, ..
+        } => {
+            assert_eq!(attempt, 1);
+            assert!(reason.contains("1001"), "{reason}");
+        }
+        other => panic!("expected Reconnecting, got {other:?}"),
+    }
+    h.eventually("Asterisk's close answered", || {
+        server.close_replies() == before + 1
+    })
+    .await;
+    match next_conn(h, &mut conn).await {
+        ConnectionEvent::Connected { reconnected, .. } => assert!(reconnected),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+    h.eventually("the app registered again", || {
+        server.connected_apps() == vec![app.to_string()]
+    })
+    .await;
+}
+
 /// The server refuses reconnections beyond the reconnect budget: `Reconnecting` for each
 /// attempt, then `MaxRetries` once; `start` again works when the server is back; `stop`
 /// reports `Closed`.
