@@ -471,10 +471,15 @@ async fn an_event_too_large_for_nats_is_dropped_alone_and_the_others_arrive() {
     assert!(until(|| inst.count("StasisStart") == 1).await);
 
     // A burst for the one instance: ~2 KB events (more than one max_payload together), one
-    // of them twice max_payload in the middle.
+    // of them twice max_payload in the middle, the next one just under max_payload (it
+    // travels in a message of its own).
     server.pause_sends(APP);
     for v in 0..EVENTS {
-        let padding = if v == BIG { 2 * MAX_PAYLOAD } else { 1_000 };
+        let padding = match v {
+            BIG => 2 * MAX_PAYLOAD,
+            v if v == BIG + 1 => MAX_PAYLOAD - 2_000,
+            _ => 1_000,
+        };
         server.push_event(APP, varset("big-1", v, padding));
     }
     server.resume_sends(APP);
