@@ -224,8 +224,10 @@ pub struct ClusterStats {
     /// Event messages a proxy published for this instance that never arrived: a gap in the
     /// proxy's numbering ([`wire::SEQ_HEADER`]) of its messages on a subject, seen at the
     /// next message on it. Published while NATS was down or this instance was resubscribing
-    /// after a NATS restart, or dropped by NATS. Each may have carried many frames; waits on
-    /// the events they carried do not end by themselves.
+    /// after a NATS restart, or dropped by NATS, or an event the proxy did not publish
+    /// because it is larger than the NATS server's `max_payload`
+    /// ([`ProxyStats::events_too_large`](crate::ProxyStats::events_too_large)). Each may have
+    /// carried many frames; waits on the events they carried do not end by themselves.
     pub event_messages_lost: u64,
     /// Resources ended because the Asterisk of their node restarted
     /// ([`NodeEvent::AsteriskRestarted`]).

@@ -55,6 +55,8 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// The configuration file given with `-c`, removed on drop.
+    config: Option<PathBuf>,
 }
 
 /// The `nats-server` binary: `$NATS_SERVER`, else `PATH`, else the Debian locations.
@@ -77,6 +79,17 @@ impl NatsServer {
     /// Starts `nats-server` on a free port of 127.0.0.1 and waits until it accepts
     /// connections.
     pub fn start() -> Result<NatsServer, NatsServerError> {
+        NatsServer::start_with_config("")
+    }
+
+    /// Starts `nats-server` as [`NatsServer::start`] does, with a `max_payload` (the largest
+    /// message it accepts, headers included) of `bytes` instead of its default of 1 MB.
+    pub fn start_with_max_payload(bytes: usize) -> Result<NatsServer, NatsServerError> {
+        NatsServer::start_with_config(&format!("max_payload: {bytes}\n"))
+    }
+
+    /// `config`: the text of a configuration file (nothing if empty).
+    fn start_with_config(config: &str) -> Result<NatsServer, NatsServerError> {
         let binary = find_binary().ok_or(NatsServerError::NotFound)?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
@@ -86,13 +99,26 @@ impl NatsServer {
             binary,
             port,
             child: None,
+            config: None,
         };
+        if !config.is_empty() {
+            let path = std::env::temp_dir().join(format!(
+                "ari-cluster-nats-{}-{port}.conf",
+                std::process::id()
+            ));
+            std::fs::write(&path, config).map_err(NatsServerError::Spawn)?;
+            server.config = Some(path);
+        }
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> Result<(), NatsServerError> {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -139,5 +165,8 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(config) = self.config.take() {
+            let _ = std::fs::remove_file(config);
+        }
     }
 }

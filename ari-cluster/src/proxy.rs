@@ -185,6 +185,7 @@ struct Counters {
     resources_recovered: AtomicU64,
     apps_replaced: AtomicU64,
     rest_too_large: AtomicU64,
+    events_too_large: AtomicU64,
 }
 
 struct State {
@@ -285,6 +286,7 @@ impl State {
             resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
             apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
             rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
+            events_too_large: c.events_too_large.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -316,6 +318,26 @@ impl State {
         self.publish(subject, h, payload, frames).await;
     }
 
+    /// The number of the next event message on `subject` ([`wire::SEQ_HEADER`]). A number
+    /// taken and not published is a gap the receivers count as a lost message.
+    fn next_seq(&self, subject: &async_nats::Subject) -> u64 {
+        let mut seqs = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        match seqs.get_mut(subject.as_str()) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                if seqs.len() >= MAX_CACHED_SUBJECTS {
+                    // Receivers see the numbers start again, as after a restart.
+                    seqs.clear();
+                }
+                seqs.insert(subject.to_string(), 1);
+                1
+            }
+        }
+    }
+
     /// Publishes an event message carrying `frames` frames.
     async fn publish(
         &self,
@@ -325,23 +347,7 @@ impl State {
         frames: usize,
     ) {
         let mut headers = headers;
-        let seq = {
-            let mut seqs = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
-            match seqs.get_mut(subject.as_str()) {
-                Some(n) => {
-                    *n += 1;
-                    *n
-                }
-                None => {
-                    if seqs.len() >= MAX_CACHED_SUBJECTS {
-                        // Receivers see the numbers start again, as after a restart.
-                        seqs.clear();
-                    }
-                    seqs.insert(subject.to_string(), 1);
-                    1
-                }
-            }
-        };
+        let seq = self.next_seq(&subject);
         headers.insert(wire::SEQ_HEADER, seq.to_string().as_str());
         match self
             .nats
@@ -1023,11 +1029,16 @@ struct Outbox {
     /// Scratch for a frame's resource lists (kept to spare an allocation per frame).
     resources: String,
     finals: String,
+    /// The NATS server's max_payload, read once per burst (0: not read yet).
+    max_payload: usize,
 }
 
 impl Outbox {
-    /// Adds `frame` to `subject`'s batch (publishing the batch when full); a frame that does
-    /// not fit a record is published alone, its resources in headers.
+    /// Adds `frame` to `subject`'s batch (publishing the batch when full, or first when the
+    /// frame would take it past the NATS server's max_payload); a frame that does not fit a
+    /// record is published alone, its resources in headers. A frame that cannot fit any
+    /// message is dropped alone ([`ProxyStats::events_too_large`]): the batch is not lost
+    /// with it.
     async fn add(&mut self, state: &State, subject: async_nats::Subject, frame: &[u8]) {
         let i = match self.batches.iter().position(|(s, _)| *s == subject) {
             Some(i) => i,
@@ -1037,6 +1048,44 @@ impl Outbox {
             }
         };
         let (subject, batch) = &mut self.batches[i];
+        // NATS refuses a message larger than its max_payload (the headers count too): one
+        // such frame in a batch would lose the whole batch.
+        if self.max_payload == 0 {
+            self.max_payload = match state.nats.server_info().max_payload {
+                0 => DEFAULT_MAX_PAYLOAD,
+                m => m,
+            };
+        }
+        let max = self.max_payload;
+        let room = max.saturating_sub(EVENT_HEADROOM.saturating_add(state.node.len()));
+        let record =
+            BatchWriter::record_bytes(frame.len(), self.resources.len(), self.finals.len());
+        if record > room {
+            // After what the subject's batch holds, so that the gap comes where it was.
+            if !batch.is_empty() {
+                let (n, payload) = batch.take();
+                state.publish_batch(subject.clone(), n, payload).await;
+            }
+            // Its number is skipped: the instance counts a lost message.
+            state.next_seq(subject);
+            state
+                .counters
+                .events_too_large
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                node = %state.node,
+                subject = %subject,
+                event = %frame_type(frame),
+                bytes = frame.len(),
+                max_payload = max,
+                "event larger than the NATS server's max_payload dropped; raise max_payload in nats-server's configuration"
+            );
+            return;
+        }
+        if !batch.is_empty() && batch.bytes().saturating_add(record) > room {
+            let (n, payload) = batch.take();
+            state.publish_batch(subject.clone(), n, payload).await;
+        }
         if batch.push(frame, &self.resources, &self.finals).is_err() {
             // After what the subject's batch holds, to keep the order.
             if !batch.is_empty() {
@@ -1057,6 +1106,8 @@ impl Outbox {
 
     /// Publishes every batch not empty, in the order their subjects first came.
     async fn flush_all(&mut self, state: &State) {
+        // Read again at the next burst (a reconnection may reach another server).
+        self.max_payload = 0;
         for (subject, mut batch) in self.batches.drain(..) {
             if !batch.is_empty() {
                 let (n, payload) = batch.take();
@@ -1064,6 +1115,29 @@ impl Outbox {
             }
         }
     }
+}
+
+/// The NATS server's max_payload assumed while it is not known (nats-server's default).
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Bytes kept under the NATS server's max_payload for an event message's headers (node,
+/// sequence, batch count; a frame published alone has its resources in headers too, counted
+/// with the frame).
+const EVENT_HEADROOM: usize = 256;
+
+/// The type of an event frame, for a log line (`?` when it has none).
+fn frame_type(frame: &[u8]) -> String {
+    if let Some(s) = scan::scan(frame) {
+        return s.ty.into_owned();
+    }
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        ty: String,
+    }
+    serde_json::from_slice::<Typed>(frame)
+        .map(|t| t.ty)
+        .unwrap_or_else(|_| "?".to_string())
 }
 
 /// `c:ID b:ID …` (the [`wire::RESOURCES_HEADER`] format) into `out`.

@@ -32,7 +32,8 @@
 //! | … | the resources, the final resources, then the frame, byte for byte as received |
 //!
 //! A batch holds at most [`MAX_BATCH_FRAMES`] frames and about [`MAX_BATCH_BYTES`] bytes (a
-//! larger frame travels alone); it is published as soon as the proxy has nothing more read, so
+//! larger frame travels alone), and never more than the NATS server's `max_payload` (a frame
+//! larger than that is not published: [`ProxyStats::events_too_large`]); it is published as soon as the proxy has nothing more read, so
 //! batching adds no wait. A message without [`BATCH_HEADER`] is one frame, its resources in
 //! the headers. [`BatchWriter`] writes batches, [`decode_batch`] reads them.
 
@@ -402,6 +403,14 @@ pub struct ProxyStats {
     /// published, and the request would have waited for its timeout).
     #[serde(default)]
     pub rest_too_large: u64,
+    /// Event frames not published because they are larger than the NATS server's
+    /// `max_payload` (1 MB by default; a channel with a huge variable, a large user event),
+    /// one per subject the frame was for. Each is dropped alone (the frames around it are
+    /// published), with a warning naming its type and size; the instance it was for sees it
+    /// as a lost event message (a gap in [`SEQ_HEADER`]'s numbering). Raise `max_payload` in
+    /// nats-server's configuration to have them published.
+    #[serde(default)]
+    pub events_too_large: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.
@@ -469,6 +478,14 @@ impl BatchWriter {
         self.buf.put_slice(frame);
         self.frames += 1;
         Ok(())
+    }
+
+    /// Bytes the record of a frame with these lengths takes in a batch.
+    pub(crate) fn record_bytes(frame: usize, resources: usize, finals: usize) -> usize {
+        RECORD_HEAD
+            .saturating_add(resources)
+            .saturating_add(finals)
+            .saturating_add(frame)
     }
 
     /// Frames in the batch.

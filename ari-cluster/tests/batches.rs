@@ -445,3 +445,69 @@ async fn an_unanswered_offer_holds_only_its_own_call() {
     assert_eq!((stats.calls_claimed, stats.calls_unclaimed), (2, 0));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_nats_is_dropped_alone_and_the_others_arrive() {
+    // Smaller than the proxy's batches (64 KiB) and than one of the events.
+    const MAX_PAYLOAD: usize = 48 * 1024;
+    const EVENTS: usize = 120;
+    const BIG: usize = 60;
+    let nats = match ari_cluster::nats_server::NatsServer::start_with_max_payload(MAX_PAYLOAD) {
+        Ok(s) => s,
+        Err(e) => panic!("these tests need nats-server: {e}"),
+    };
+    let server = node("node-a");
+    let proxy = proxy(&server, &nats.url()).await;
+    let inst = recorder(&nats.url()).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(10))
+            .await
+    );
+    server.push_event(
+        APP,
+        serde_json::json!({"type": "StasisStart", "args": [], "channel": channel_json("big-1")}),
+    );
+    assert!(until(|| inst.count("StasisStart") == 1).await);
+
+    // A burst for the one instance: ~2 KB events (more than one max_payload together), one
+    // of them twice max_payload in the middle, the next one just under max_payload (it
+    // travels in a message of its own).
+    server.pause_sends(APP);
+    for v in 0..EVENTS {
+        let padding = match v {
+            BIG => 2 * MAX_PAYLOAD,
+            v if v == BIG + 1 => MAX_PAYLOAD - 2_000,
+            _ => 1_000,
+        };
+        server.push_event(APP, varset("big-1", v, padding));
+    }
+    server.resume_sends(APP);
+    let want: Vec<String> = (0..EVENTS)
+        .filter(|v| *v != BIG)
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        until(|| inst.values("big-1").len() >= want.len()).await,
+        "every other event arrives: got {:?}; proxy {:?}",
+        inst.values("big-1"),
+        proxy.stats()
+    );
+    assert_eq!(
+        inst.values("big-1"),
+        want,
+        "in order, only the large one missing"
+    );
+    let stats = proxy.stats();
+    assert_eq!(stats.events_too_large, 1, "{stats:?}");
+    assert_eq!(stats.publish_errors, 0, "{stats:?}");
+    // The instance sees the dropped event as a lost message.
+    assert!(
+        until(|| inst.cluster.stats().event_messages_lost == 1).await,
+        "{:?}",
+        inst.cluster.stats()
+    );
+    assert_eq!(inst.cluster.stats().malformed, 0);
+    inst.client.close().await;
+    proxy.stop().await;
+}
