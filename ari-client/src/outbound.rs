@@ -1235,19 +1235,26 @@ async fn handshake<E: Executor, C: Connector>(
     if let Some(w) = waker {
         w.wake();
     }
-    if let Some(lookup) = lookup {
-        let (found, unseen) = lookup.finish(&client, &s.counters.adopted).await;
-        if found > 0 {
-            tracing::info!(target: "ari_client", %peer, calls = found, "outbound: calls already in Stasis (the application restarted) are handed out in OutboundConnection::in_stasis");
+    // Asterisk's startup time is learnt alongside the lookup of the calls in Stasis, not
+    // after it: a restart while a slow lookup ran would otherwise go unnoticed.
+    let lookup = async {
+        if let Some(lookup) = lookup {
+            let (found, unseen) = lookup.finish(&client, &s.counters.adopted).await;
+            if found > 0 {
+                tracing::info!(target: "ari_client", %peer, calls = found, "outbound: calls already in Stasis (the application restarted) are handed out in OutboundConnection::in_stasis");
+            }
+            if unseen > 0 {
+                tracing::warn!(target: "ari_client", %peer, calls = unseen, "outbound: calls already in Stasis found after OutboundConnection::in_stasis was dropped: nobody controls them");
+            }
         }
-        if unseen > 0 {
-            tracing::warn!(target: "ari_client", %peer, calls = unseen, "outbound: calls already in Stasis found after OutboundConnection::in_stasis was dropped: nobody controls them");
+    };
+    let startup = async {
+        if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
+            // Learn Asterisk's startup time, so that a reconnect tells a restart.
+            check_startup(&client).await;
         }
-    }
-    if s.connection_type == ConnectionType::Persistent && one_call.is_none() {
-        // Learn Asterisk's startup time, so that a reconnect tells a restart.
-        check_startup(&client).await;
-    }
+    };
+    futures_util::future::join(lookup, startup).await;
     if let (Some(mut incoming), Some(mut states)) = (incoming, states) {
         // The call: its first StasisStart (every one, if the connection carries all calls).
         // A connection naming one call may be Asterisk redialling a call already in Stasis
@@ -1764,17 +1771,35 @@ fn stasis_app_of(snapshot: &ari_proto::models::Channel) -> &str {
 /// credentials and `asterisk_id`): every channel, bridge, playback and recording of its
 /// previous run is gone and no event will say so, so their subscriptions made before this
 /// connection end ([`Error::Ended`] for their waits) instead of waiting for ever.
+/// Attempts at asking a reconnected Asterisk's startup time, and the pause between them.
+const STARTUP_ATTEMPTS: u32 = 3;
+const STARTUP_RETRY: Duration = Duration::from_millis(100);
+
 async fn check_startup<R: Runtime>(client: &Client<R>) {
     let op =
         ari_proto::ops::asterisk::GetInfo::new().only([ari_proto::models::InfoSection::Status]);
-    let startup = match client.execute(&op).await {
-        Ok(info) => match info.status {
-            Some(status) => status.startup_time,
-            None => return,
-        },
-        Err(e) => {
-            tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk's startup time (a restart of Asterisk would go unnoticed)");
-            return;
+    // Asked again when the answer is lost with a connection (a failure of the socket this
+    // one replaced can reach a request sent at once): a restart must not go unnoticed.
+    let mut attempt = 0;
+    let startup = loop {
+        attempt += 1;
+        match client.execute(&op).await {
+            Ok(info) => match info.status {
+                Some(status) => break status.startup_time,
+                None => return,
+            },
+            Err(Error::Transport(e))
+                if e.kind == TransportErrorKind::Closed && attempt < STARTUP_ATTEMPTS =>
+            {
+                tracing::debug!(target: "ari_client", error = %e, attempt, "outbound: asking Asterisk's startup time again");
+                let now = client.inner.runtime.now();
+                let at = now.checked_add(STARTUP_RETRY).unwrap_or(now);
+                client.inner.runtime.sleep_until(at).await;
+            }
+            Err(e) => {
+                tracing::warn!(target: "ari_client", error = %e, "outbound: could not ask Asterisk's startup time (a restart of Asterisk would go unnoticed)");
+                return;
+            }
         }
     };
     let shared = &client.inner.shared;
