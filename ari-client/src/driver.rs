@@ -179,6 +179,11 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn socket_failed(&mut self, now: Instant, reason: String) {
+        self.socket_closed(now, None, reason);
+    }
+
+    /// The socket ended; `code` is the status of the peer's close frame, if it sent one.
+    fn socket_closed(&mut self, now: Instant, code: Option<u16>, reason: String) {
         self.ws = None;
         self.outbox.clear();
         self.needs_flush = false;
@@ -187,7 +192,10 @@ impl<R: Runtime> Driver<R> {
             self.close_after_flush = false;
             return;
         }
-        self.with_session(Some(now), |s| s.handle_disconnected(now, &reason));
+        self.with_session(Some(now), |s| match code {
+            Some(_) => s.handle_closed(now, code, &reason),
+            None => s.handle_disconnected(now, &reason),
+        });
     }
 
     /// Polls the pending connect. Returns whether something happened.
@@ -404,6 +412,7 @@ impl<R: Runtime> Driver<R> {
                         let at = now.checked_add(CLOSE_GRACE).unwrap_or(now);
                         self.answering = Some((ws, Box::pin(self.runtime.sleep_until(at))));
                     }
+                    let code = close.as_ref().map(|c| c.code);
                     let reason = match close {
                         Some(c) if c.reason.is_empty() => {
                             format!("closed by Asterisk ({})", c.code)
@@ -411,7 +420,7 @@ impl<R: Runtime> Driver<R> {
                         Some(c) => format!("closed by Asterisk ({} {})", c.code, c.reason.as_str()),
                         None => "closed by Asterisk".to_string(),
                     };
-                    self.socket_failed(now, reason);
+                    self.socket_closed(now, code, reason);
                 }
                 Some(Err(e)) => self.socket_failed(now, e.to_string()),
                 None => self.socket_failed(now, "connection ended".into()),

@@ -71,6 +71,15 @@ pub enum Error {
         /// The resource, as ARI names event sources: `channel:1700000000.1`.
         resource: String,
     },
+    /// Asterisk unregistered every application of the outbound WebSocket it had opened to
+    /// the application (an [`OutboundServer`](crate::OutboundServer)'s client), then closed
+    /// it with 1000: its `outbound_websocket` configuration was removed and reloaded, and it
+    /// will not dial again. The resource's awaited event will not come
+    /// ([`ConnectionEvent::ApplicationsUnregistered`](crate::ConnectionEvent::ApplicationsUnregistered)).
+    ApplicationUnregistered {
+        /// The resource, as ARI names event sources: `channel:1700000000.1`.
+        resource: String,
+    },
     /// A live recording failed (`RecordingFailed`, e.g. the channel hung up before the
     /// recording started), as [`LiveRecording::finished`](crate::LiveRecording::finished)
     /// reports it.
@@ -190,6 +199,12 @@ impl fmt::Display for Error {
                 "{resource}: Asterisk stayed unreachable past the peer timeout (its outbound \
                  connection, or its cluster node's proxy, did not come back); the awaited event \
                  will not come"
+            ),
+            Error::ApplicationUnregistered { resource } => write!(
+                f,
+                "{resource}: Asterisk unregistered the application (its outbound_websocket \
+                 configuration was removed) and closed the connection; the awaited event will \
+                 not come"
             ),
             Error::RecordingFailed { name, cause } => match cause {
                 Some(cause) => write!(f, "recording {name} failed: {cause}"),

@@ -522,6 +522,11 @@ impl<R: Runtime> LiveRecording<R> {
                     )) => Err(Error::AsteriskGone {
                         resource: format!("recording:{}", this.id()),
                     }),
+                    LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+                        ari_proto::session::EndReason::ApplicationUnregistered,
+                    )) => Err(Error::ApplicationUnregistered {
+                        resource: format!("recording:{}", this.id()),
+                    }),
                     // Ended without its final event reaching the watch.
                     LatchOutcome::Closed(_) => this.unseen_outcome().await,
                 };
@@ -656,6 +661,11 @@ async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
         LatchOutcome::Closed(crate::shared::CloseReason::Ended(
             ari_proto::session::EndReason::PeerGone,
         )) => Err(Error::AsteriskGone {
+            resource: format!("playback:{}", w.key.1),
+        }),
+        LatchOutcome::Closed(crate::shared::CloseReason::Ended(
+            ari_proto::session::EndReason::ApplicationUnregistered,
+        )) => Err(Error::ApplicationUnregistered {
             resource: format!("playback:{}", w.key.1),
         }),
         LatchOutcome::Closed(_) => {

@@ -620,6 +620,11 @@ fn end_error(reason: Option<CloseReason>, resource: &Option<String>) -> Error {
         Some(CloseReason::Ended(EndReason::PeerGone)) => Error::AsteriskGone {
             resource: resource.clone().unwrap_or_default(),
         },
+        Some(CloseReason::Ended(EndReason::ApplicationUnregistered)) => {
+            Error::ApplicationUnregistered {
+                resource: resource.clone().unwrap_or_default(),
+            }
+        }
         Some(CloseReason::Shutdown) => Error::closed("the client was closed"),
         _ => Error::closed("the subscription ended"),
     }

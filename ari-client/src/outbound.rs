@@ -44,6 +44,12 @@
 //! [`OutboundStats::adopted`]. When Asterisk never comes back after losing a connection,
 //! the waits of that client's channels, bridges, playbacks and recordings fail with
 //! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default).
+//! When Asterisk unregisters every application of a persistent connection
+//! (`ApplicationUnregistered`: its `outbound_websocket` configuration was removed and
+//! reloaded) and then closes it with 1000, it will not dial again: those waits fail at once
+//! with [`Error::ApplicationUnregistered`], connection listeners see
+//! [`ConnectionEvent::ApplicationsUnregistered`](crate::ConnectionEvent::ApplicationsUnregistered),
+//! counted in `session.applications_unregistered` of the client's [`Stats`](crate::Stats).
 //!
 //! [`OutboundServer::shutdown`] stops accepting, lets live calls finish up to a deadline,
 //! then closes what is left.

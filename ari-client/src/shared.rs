@@ -754,6 +754,17 @@ fn log_connection(ev: &ConnectionEvent) {
             "Asterisk did not open a new connection in time: the waits of the lost \
              connection's calls ended"
         ),
+        ConnectionEvent::ApplicationsUnregistered {
+            applications,
+            ended,
+            ..
+        } => tracing::warn!(
+            target: "ari_client",
+            ?applications,
+            ended,
+            "Asterisk unregistered the applications (configuration removed) and closed the \
+             connection: the waits of its calls ended"
+        ),
         _ => tracing::info!(target: "ari_client", event = ?ev, "events WebSocket"),
     }
 }

@@ -429,6 +429,8 @@ struct Replay {
     unmatched: u64,
     /// The `type` of every frame Asterisk sent, in order.
     arrived: Vec<String>,
+    /// `ApplicationsUnregistered` reports: the applications of each.
+    unregistered: Vec<Vec<String>>,
 }
 
 /// Replays a recording: persistent files through one session for all connections (a
@@ -491,7 +493,8 @@ fn replay(file: &str) -> Replay {
                 }
             }
             "ws" if l["opcode"] == "close" && open_conn.as_deref() == Some(conn.as_str()) => {
-                session.handle_disconnected(now, "closed");
+                let code = l["code"].as_u64().and_then(|c| u16::try_from(c).ok());
+                session.handle_closed(now, code, "closed");
                 open_conn = None;
             }
             "tcp-eof" if open_conn.as_deref() == Some(conn.as_str()) => {
@@ -510,6 +513,14 @@ fn replay(file: &str) -> Replay {
                     out.connected.push(reconnected)
                 }
                 Output::Connection(ConnectionEvent::Disconnected { .. }) => out.disconnected += 1,
+                Output::Connection(ConnectionEvent::ApplicationsUnregistered {
+                    applications,
+                    ended,
+                    ..
+                }) => {
+                    assert_eq!(ended, 0, "{file}: no call subscribed");
+                    out.unregistered.push(applications);
+                }
                 Output::Event(d) => out.events.push(d.event.type_name().to_string()),
                 Output::Response { id, result, .. } => {
                     let r = result.unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -562,6 +573,9 @@ fn persistent_recordings_replay_through_one_accepted_session() {
             [Vec::<String>::new()],
             "{file}: ApplicationUnregistered at the end"
         );
+        // The configuration removed: the app unregistered, then CLOSE 1000 (the app's own
+        // CLOSE 1000 earlier, which Asterisk answers by redialling, is not that).
+        assert_eq!(r.unregistered, [vec!["obapp".to_string()]], "{file}");
         assert!(
             r.asterisk_ids[0]
                 .as_deref()
@@ -621,6 +635,10 @@ fn per_call_recordings_replay_one_session_per_channel() {
         assert_ne!(r.applications[0], r.applications[1]);
         assert_eq!(r.responses.len(), 5, "{file}");
         assert_eq!(r.unmatched, 0, "{file}");
+        assert!(
+            r.unregistered.is_empty(),
+            "{file}: the CLOSE 1000 after StasisEnd"
+        );
     }
     for file in ["per-call-drop-master", "per-call-drop-20"] {
         let r = replay(file);

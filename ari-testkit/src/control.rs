@@ -193,6 +193,10 @@ pub(crate) async fn handle(
                 .collect();
             json_answer(200, &Value::Array(log))
         }
+        ("POST", "outbound/remove") => {
+            let told = crate::outbound::remove_persistent(shared);
+            json_answer(200, &json!({ "connections": told }))
+        }
         ("GET", "connections") => {
             let reg = lock(&shared.registry);
             let mut v: Vec<(u64, Value)> = reg

@@ -24,7 +24,7 @@
 //! the `ring` provider). No proxy, no client certificate.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::state::{lock, ConnCmd, Frame, Shared, User};
+use crate::state::{lock, CloseReason, ConnCmd, Frame, Shared, User};
 use crate::ws::{self, Io, Ws};
 
 /// `connection_type` of a `websocket_client.conf` section.
@@ -214,6 +214,8 @@ pub struct OutboundStats {
     pub last_refused_status: u16,
     /// Per-call connections given up after `reconnect_attempts` (the channel left Stasis).
     pub gave_up: u64,
+    /// Persistent configurations removed by a reload ([`MockServer::remove_persistent_outbound`](crate::MockServer::remove_persistent_outbound)).
+    pub removed: u64,
 }
 
 /// Runtime state of the outbound side, kept in the server's shared state.
@@ -224,6 +226,8 @@ pub(crate) struct Outbound {
     /// Per-call apps (`<app>:<channel>`) whose StasisEnd was seen: their close is not a drop.
     ended: std::sync::Mutex<HashSet<String>>,
     keys: AtomicU64,
+    /// The persistent configurations were removed by a reload: their tasks stop redialling.
+    removed: AtomicBool,
     /// The task on the server's runtime that starts per-call connections and delayed closes
     /// (the dispatcher may run on a test's thread, outside that runtime).
     manager: mpsc::UnboundedSender<PerCallCmd>,
@@ -268,6 +272,7 @@ impl Outbound {
             stats: Default::default(),
             ended: Default::default(),
             keys: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
             manager,
             to_start: std::sync::Mutex::new(Some(ToStart {
                 manager: rx,
@@ -385,6 +390,39 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     });
 }
 
+/// Removes every persistent configuration and reloads, as `module reload res_ari` after
+/// the `outbound_websocket` objects were deleted (recorded): each connection gets
+/// `ApplicationUnregistered` for each of its apps, then CLOSE 1000, and is not redialled.
+/// Returns how many connections were told.
+pub(crate) fn remove_persistent(shared: &Shared) -> usize {
+    shared.outbound.removed.store(true, Ordering::SeqCst);
+    let mut told = 0;
+    for cfg in shared
+        .outbound
+        .configs
+        .iter()
+        .filter(|c| c.connection_type == ConnectionType::Persistent)
+    {
+        shared.outbound.count(|s| s.removed += 1);
+        for app in &cfg.apps {
+            let frame = format!(
+                "{{\"type\":\"ApplicationUnregistered\",\"timestamp\":{},\"application\":{},\"asterisk_id\":{}}}",
+                Value::from(shared.timestamp()),
+                Value::from(app.as_str()),
+                Value::from(shared.asterisk_id.as_str()),
+            );
+            shared.command(Some(app), || ConnCmd::Send(Frame::Event(frame.clone())));
+        }
+        if let Some(app) = cfg.apps.first() {
+            told += shared.command(Some(app), || ConnCmd::Close {
+                abrupt: false,
+                code: 1000,
+            });
+        }
+    }
+    told
+}
+
 fn registered(shared: &Shared, app: &str) -> String {
     format!(
         "{{\"type\":\"ApplicationRegistered\",\"timestamp\":{},\"application\":{},\"asterisk_id\":{}}}",
@@ -404,9 +442,19 @@ async fn persistent(
     let user = local_user(&shared);
     let mut first = true;
     loop {
+        if shared.outbound.removed.load(Ordering::SeqCst) {
+            // Removed by a reload: no reconnect, and the apps are unregistered.
+            shared.log(|| format!("outbound ob#{id}: configuration removed; not redialling"));
+            shared.connection_closed(id, CloseReason::Dropped);
+            return;
+        }
         let ws = loop {
             match dial(&shared, &cfg).await {
                 Ok(ws) => break ws,
+                Err(_) if shared.outbound.removed.load(Ordering::SeqCst) => {
+                    shared.connection_closed(id, CloseReason::Dropped);
+                    return;
+                }
                 Err(e) => {
                     shared.log(|| {
                         format!(

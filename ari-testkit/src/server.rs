@@ -1182,6 +1182,14 @@ impl MockServer {
         self.shared.rest_requests.load(Ordering::Relaxed)
     }
 
+    /// Removes every persistent outbound configuration and reloads (`module reload res_ari`
+    /// after deleting the `outbound_websocket` objects, recorded): each connection gets
+    /// `ApplicationUnregistered` for each of its apps, then CLOSE 1000, and Asterisk does not
+    /// dial again. Also `POST /_sim/outbound/remove`. Returns how many connections were told.
+    pub fn remove_persistent_outbound(&self) -> usize {
+        crate::outbound::remove_persistent(&self.shared)
+    }
+
     /// Counters of the outbound connections (see [`MockServerBuilder::outbound`]).
     pub fn outbound_stats(&self) -> crate::outbound::OutboundStats {
         self.shared.outbound.stats()

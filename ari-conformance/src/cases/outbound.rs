@@ -1384,6 +1384,112 @@ pub async fn outbound_persistent_asterisk_gone_for_good_ends_the_calls_waits<
     assert!(futures::FutureExt::now_or_never(incoming.next()).is_none());
 }
 
+/// The persistent connection's configuration is removed and Asterisk reloads (recorded):
+/// `ApplicationUnregistered` for each app, then CLOSE 1000, and Asterisk never dials again.
+/// The call's wait fails at once with
+/// [`Error::ApplicationUnregistered`](ari_client::Error::ApplicationUnregistered) — not
+/// after the server's `peer_timeout` (60 s, the default) — its event stream ends,
+/// connection listeners see `ApplicationsUnregistered`, and the client counts it. An
+/// ordinary CLOSE 1000 before that, which Asterisk answers by dialling again at once,
+/// keeps the call's wait.
+pub async fn outbound_persistent_configuration_removed_ends_the_calls_waits_at_once<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the socket");
+    let mut hangup = channel.once::<ari_client::events::ChannelHangupRequest>();
+    let mut events = channel.events();
+    let mut connection = client.connection_events();
+
+    // An ordinary close: Asterisk dials again at once, the call's wait goes on.
+    assert_eq!(mock.close_websocket("hello", 1000), 1);
+    h.live("Asterisk dials again", async {
+        loop {
+            match connection.next().await {
+                Some(Ok(ari_client::ConnectionEvent::Connected { reconnected, .. })) => {
+                    assert!(reconnected);
+                    return;
+                }
+                Some(Ok(ari_client::ConnectionEvent::ApplicationsUnregistered { .. })) => {
+                    panic!("an ordinary close is not an unregistration")
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        futures::FutureExt::now_or_never(&mut hangup).is_none(),
+        "the wait survives an ordinary close"
+    );
+    h.live("answer over the new socket", channel.answer())
+        .await
+        .expect("served over the new socket");
+
+    // The configuration removed and reloaded.
+    assert_eq!(mock.remove_persistent_outbound(), 1);
+    let err = h
+        .live("the call's wait ends", hangup)
+        .await
+        .expect_err("the application was unregistered");
+    assert!(
+        matches!(&err, ari_client::Error::ApplicationUnregistered { resource } if resource.contains(channel.id())),
+        "the call's wait: {err}"
+    );
+    let end = h
+        .live("the call's stream ends", async {
+            loop {
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    h.live("ApplicationsUnregistered", async {
+        loop {
+            match connection.next().await {
+                Some(Ok(ari_client::ConnectionEvent::ApplicationsUnregistered {
+                    applications,
+                    ended,
+                    ..
+                })) => {
+                    assert_eq!(applications, ["hello"]);
+                    assert!(ended >= 2, "the wait and the stream ended: {ended}");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let stats = client.stats().session;
+    assert_eq!(
+        (stats.applications_unregistered, stats.peers_gone),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(mock.outbound_stats().removed, 1);
+}
+
 /// Two Asterisks behind one address (one host, a NAT, a proxy) with the same
 /// `websocket_client` settings dial a per-call server, and each places a call from
 /// `PJSIP/alice`: both channels are named `PJSIP/alice-00000001`-alike (each Asterisk numbers

@@ -26,12 +26,16 @@ use crate::events::Event;
 pub(super) struct PeerInfo {
     pub(super) asterisk_id: Option<String>,
     pub(super) applications: Vec<String>,
+    /// The applications Asterisk unregistered on the current connection since one was last
+    /// registered (its configuration removed: see [`Session::handle_closed`]).
+    pub(super) unregistered: Vec<String>,
 }
 
 impl PeerInfo {
     pub(super) fn learn(&mut self, event: &Event) {
         match event {
             Event::ApplicationRegistered(e) => {
+                self.unregistered.clear();
                 if let Some(id) = &e.asterisk_id {
                     if self.asterisk_id.as_deref() != Some(id.as_str()) {
                         self.asterisk_id = Some(id.as_str().to_owned());
@@ -44,7 +48,11 @@ impl PeerInfo {
                 }
             }
             Event::ApplicationUnregistered(e) => {
+                let before = self.applications.len();
                 self.applications.retain(|a| *a != e.application);
+                if self.applications.len() < before {
+                    self.unregistered.push(e.application.as_str().to_owned());
+                }
             }
             _ => {}
         }
@@ -203,6 +211,92 @@ mod tests {
         s.handle_timeout(t0 + Duration::from_secs(400));
         assert!(s.is_subscribed(later), "a peer back in time ends nothing");
         assert_eq!(s.stats().peers_gone, 1);
+    }
+
+    fn registered(s: &mut Session, now: Instant, app: &str, ty: &str) {
+        let frame = format!(
+            r#"{{"type":"{ty}","application":"{app}","timestamp":"2026-12-05T22:33:52.511+0000","asterisk_id":"02:fc:00:00:00:01"}}"#
+        );
+        s.handle_frame(now, frame.as_bytes());
+    }
+
+    /// The configuration removed and reloaded (recorded): `ApplicationUnregistered` for each
+    /// app, then CLOSE 1000, and Asterisk never dials again. The calls' subscriptions end at
+    /// once (no `peer_timeout` wait), counted; an ordinary close (Asterisk redials), a close
+    /// after only some apps went or after an app came back, or another code ends nothing.
+    #[test]
+    fn every_app_unregistered_then_close_1000_ends_the_calls_at_once() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
+        let t0 = Instant::now();
+        let mut s = Session::accepted(
+            SessionConfig::default()
+                .keepalive(None)
+                .peer_timeout(Some(Duration::from_secs(60))),
+        );
+        s.start(t0);
+        s.handle_accepted(t0);
+        registered(&mut s, t0, "a", "ApplicationRegistered");
+        registered(&mut s, t0, "b", "ApplicationRegistered");
+        let call = s.subscribe(Filter::channel("1700000000.1"));
+        let all = s.subscribe(Filter::all());
+        // An ordinary close: Asterisk redials at once; the call waits.
+        s.handle_closed(t0, Some(1000), "closed by Asterisk (1000)");
+        s.handle_accepted(t0);
+        // Only one app removed, then a close: the other app is still served.
+        registered(&mut s, t0, "a", "ApplicationUnregistered");
+        s.handle_closed(t0, Some(1000), "closed");
+        s.handle_accepted(t0);
+        // Apps changed on the live socket: unregistered, then registered again.
+        registered(&mut s, t0, "b", "ApplicationUnregistered");
+        registered(&mut s, t0, "c", "ApplicationRegistered");
+        s.handle_closed(t0, Some(1000), "closed");
+        s.handle_accepted(t0);
+        // Every app unregistered, but a going-away close (1001).
+        registered(&mut s, t0, "c", "ApplicationUnregistered");
+        s.handle_closed(t0, Some(1001), "going away");
+        assert!(s.is_subscribed(call));
+        assert_eq!(s.stats().applications_unregistered, 0);
+        // Unregistered on an earlier connection does not count on the next one.
+        s.handle_accepted(t0);
+        s.handle_closed(t0, Some(1000), "closed");
+        assert!(s.is_subscribed(call));
+        s.handle_accepted(t0);
+        registered(&mut s, t0, "a", "ApplicationRegistered");
+        registered(&mut s, t0, "b", "ApplicationRegistered");
+        let bridge = s.subscribe(Filter::resource(ResourceKind::Bridge, "b1"));
+        drain(&mut s);
+        // The configuration removed: both apps unregistered, then CLOSE 1000.
+        registered(&mut s, t0, "b", "ApplicationUnregistered");
+        registered(&mut s, t0, "a", "ApplicationUnregistered");
+        drain(&mut s);
+        s.handle_closed(t0, Some(1000), "closed by Asterisk (1000)");
+        assert_eq!(s.state(), ConnectionState::AwaitingPeer);
+        let out = drain(&mut s);
+        let ended: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::SubscriptionEnded { id, reason, .. } => Some((*id, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ended,
+            [
+                (call, EndReason::ApplicationUnregistered),
+                (bridge, EndReason::ApplicationUnregistered)
+            ]
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Connection(ConnectionEvent::ApplicationsUnregistered { applications, ended: 2 })
+                if *applications == ["b", "a"]
+        )));
+        assert!(s.is_subscribed(all));
+        assert_eq!(s.stats().applications_unregistered, 1);
+        assert_eq!(s.stats().peers_gone, 0);
+        // A stale close afterwards changes nothing.
+        s.handle_closed(t0, Some(1000), "again");
+        assert_eq!(s.stats().applications_unregistered, 1);
     }
 
     #[test]

@@ -380,6 +380,22 @@ pub enum ConnectionEvent {
         /// How many subscriptions ended.
         ended: usize,
     },
+    /// Asterisk unregistered every application of an [accepted](Session::accepted)
+    /// session's connection (`ApplicationUnregistered` for each: its `outbound_websocket`
+    /// configuration was removed and reloaded), then closed it with 1000
+    /// ([`Session::handle_closed`]). Asterisk does not dial again, so the subscriptions of
+    /// every channel, bridge, playback and recording ended at once
+    /// ([`EndReason::ApplicationUnregistered`]), counted in
+    /// [`Stats::applications_unregistered`]. (An ordinary close, after which Asterisk dials
+    /// again at once, is [`ConnectionEvent::Disconnected`] only.) A later connection from
+    /// Asterisk is still served.
+    #[non_exhaustive]
+    ApplicationsUnregistered {
+        /// The applications Asterisk unregistered, in the order it did.
+        applications: Vec<String>,
+        /// How many subscriptions ended.
+        ended: usize,
+    },
 }
 
 /// A REST-over-WebSocket response, as Asterisk sent it.
@@ -619,6 +635,10 @@ pub struct Stats {
     /// Asterisk did not come back within [`SessionConfig::peer_timeout`]
     /// ([`ConnectionEvent::PeerGone`]).
     pub peers_gone: u64,
+    /// Times an [accepted](Session::accepted) session's connection was closed by Asterisk
+    /// after every application was unregistered (configuration removed): its calls' waits
+    /// ended ([`ConnectionEvent::ApplicationsUnregistered`]).
+    pub applications_unregistered: u64,
 }
 
 /// Where the connection stands.
@@ -1380,6 +1400,7 @@ impl<T: Clone> Session<T> {
         let reconnected = self.ever_connected;
         self.ever_connected = true;
         self.connect_mark = self.router.next_id();
+        self.peer.unregistered.clear();
         self.stats.connects += 1;
         self.timers.stop(Timer::Pong);
         self.timers.stop(Timer::PeerGone);
@@ -1583,6 +1604,56 @@ impl<T: Clone> Session<T> {
             self.timers.stop(Timer::Pong);
         } else {
             self.stats.stale_inputs += 1;
+        }
+    }
+
+    /// The peer closed the WebSocket with a close frame (`code`: its status code, `None` if
+    /// the frame had none). The same as [`handle_disconnected`](Session::handle_disconnected),
+    /// except for an [accepted](Session::accepted) session whose applications were all
+    /// unregistered on this connection (`ApplicationUnregistered`, none registered again)
+    /// and closed with 1000: Asterisk removed the configuration and will not dial again, so
+    /// the calls' subscriptions end at once
+    /// ([`ConnectionEvent::ApplicationsUnregistered`]).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use ari_proto::session::{ConnectionEvent, EndReason, Filter, Output, Session, SessionConfig};
+    /// let now = Instant::now();
+    /// let mut s = Session::accepted(SessionConfig::default());
+    /// s.handle_accepted(now);
+    /// s.handle_frame(now, br#"{"type":"ApplicationRegistered","application":"obapp",
+    ///     "timestamp":"2026-12-05T22:32:45.355+0000"}"#);
+    /// let call = s.subscribe(Filter::channel("1700000000.1"));
+    /// s.handle_frame(now, br#"{"type":"ApplicationUnregistered","application":"obapp",
+    ///     "timestamp":"2026-12-05T22:33:52.511+0000"}"#);
+    /// s.handle_closed(now, Some(1000), "closed by Asterisk (1000)");
+    /// let out: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    /// assert!(out.iter().any(|o| matches!(o,
+    ///     Output::SubscriptionEnded { id, reason: EndReason::ApplicationUnregistered, .. } if *id == call)));
+    /// assert!(out.iter().any(|o| matches!(o,
+    ///     Output::Connection(ConnectionEvent::ApplicationsUnregistered { ended: 1, .. }))));
+    /// assert_eq!(s.stats().applications_unregistered, 1);
+    /// ```
+    pub fn handle_closed(&mut self, now: Instant, code: Option<u16>, reason: &str) {
+        let unregistered = self.accepted
+            && code == Some(1000)
+            && self.is_connected()
+            && self.peer.applications.is_empty()
+            && !self.peer.unregistered.is_empty();
+        self.handle_disconnected(now, reason);
+        if unregistered {
+            let applications = std::mem::take(&mut self.peer.unregistered);
+            let ended = self.end_resource_subscriptions_before(
+                self.router.next_id(),
+                EndReason::ApplicationUnregistered,
+            );
+            self.stats.applications_unregistered += 1;
+            self.push_control(Output::Connection(
+                ConnectionEvent::ApplicationsUnregistered {
+                    applications,
+                    ended,
+                },
+            ));
         }
     }
 

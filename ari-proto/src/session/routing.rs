@@ -198,6 +198,12 @@ pub enum EndReason {
     /// [`SessionConfig::peer_timeout`](super::SessionConfig::peer_timeout): Asterisk did not
     /// come back, and the event will not come over this session.
     PeerGone,
+    /// An [accepted](super::Session::accepted) session's connection had every application
+    /// unregistered by Asterisk (`ApplicationUnregistered`: its `outbound_websocket`
+    /// configuration was removed and reloaded), then Asterisk closed it with 1000: Asterisk
+    /// does not dial again, and the event will not come over this session
+    /// ([`ConnectionEvent::ApplicationsUnregistered`](super::ConnectionEvent::ApplicationsUnregistered)).
+    ApplicationUnregistered,
 }
 
 struct Entry {
