@@ -253,25 +253,7 @@ pub async fn outbound_two_asterisks_on_one_host_get_a_client_each<E: Executor, C
         .live("the second Asterisk is a connection of its own", ob.next())
         .await
         .expect("a connection");
-    for (mock, conn, caller) in [(&mock_a, &a, "PJSIP/alice"), (&mock_b, &b, "PJSIP/bob")] {
-        let mut incoming = conn.client.incoming();
-        let id = mock
-            .place_call(PlaceCall::new(caller, "hello"))
-            .expect("the simulator places the call");
-        let (start, channel, _) = h
-            .next_incoming("the call reaches that Asterisk's client", &mut incoming)
-            .await;
-        assert_eq!(start.channel.id, id);
-        h.live("answer", channel.answer())
-            .await
-            .expect("answer over that Asterisk's socket");
-        let answers = mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with("/answer"))
-            .count();
-        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
-    }
+    each_asterisk_serves_its_own_call(h, [(&mock_a, &a), (&mock_b, &b)]).await;
     let stats = ob.stats();
     assert_eq!((stats.accepted, stats.replaced), (2, 0), "{stats:?}");
     for mock in [&mock_a, &mock_b] {
@@ -701,6 +683,33 @@ fn counted<E: Executor, C: Connector>(
         .build()
         .expect("a stack");
     (counted, stack)
+}
+
+/// Two Asterisks, each with its own connection: a call placed on each reaches that
+/// Asterisk's client, and its answer goes back to that Asterisk only.
+async fn each_asterisk_serves_its_own_call<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    asterisks: [(&MockServer, &ari_client::OutboundConnection<Stack<E, C>>); 2],
+) {
+    for ((mock, conn), caller) in asterisks.into_iter().zip(["PJSIP/alice", "PJSIP/bob"]) {
+        let mut incoming = conn.client.incoming();
+        let id = mock
+            .place_call(PlaceCall::new(caller, "hello"))
+            .expect("the simulator places the call");
+        let (start, channel, _) = h
+            .next_incoming("the call reaches that Asterisk's client", &mut incoming)
+            .await;
+        assert_eq!(start.channel.id, id);
+        h.live("answer", channel.answer())
+            .await
+            .expect("answer over that Asterisk's socket");
+        let answers = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/answer"))
+            .count();
+        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
+    }
 }
 
 /// A simulated Asterisk ([`crate::fast_sim_config`], started `base_ms` after the epoch)
@@ -1969,25 +1978,7 @@ pub async fn outbound_two_asterisks_with_the_same_id_behind_one_address_get_a_cl
         .live("the second Asterisk is a connection of its own", ob.next())
         .await
         .expect("a connection");
-    for (mock, conn, caller) in [(&mock_a, &a, "PJSIP/alice"), (&mock_b, &b, "PJSIP/bob")] {
-        let mut incoming = conn.client.incoming();
-        let id = mock
-            .place_call(PlaceCall::new(caller, "hello"))
-            .expect("the simulator places the call");
-        let (start, channel, _) = h
-            .next_incoming("the call reaches that Asterisk's client", &mut incoming)
-            .await;
-        assert_eq!(start.channel.id, id);
-        h.live("answer", channel.answer())
-            .await
-            .expect("answer over that Asterisk's socket");
-        let answers = mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with("/answer"))
-            .count();
-        assert_eq!(answers, 1, "the answer reached the Asterisk of the call");
-    }
+    each_asterisk_serves_its_own_call(h, [(&mock_a, &a), (&mock_b, &b)]).await;
     let stats = ob.stats();
     assert_eq!(
         (stats.accepted, stats.replaced, stats.duplicates),
