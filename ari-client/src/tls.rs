@@ -271,7 +271,10 @@ mod tests {
 /// The crypto provider (see the module documentation).
 #[cfg(feature = "rustls")]
 fn crypto_provider() -> Result<Arc<rustls::crypto::CryptoProvider>, TlsSetupError> {
+    // rustls 0.23.48 deprecates `ring::default_provider` (ring has no post-quantum key
+    // exchange); it still works, and `rustls-aws-lc` is there for those who want one.
     #[cfg(feature = "rustls-ring")]
+    #[allow(deprecated)]
     return Ok(Arc::new(rustls::crypto::ring::default_provider()));
     #[cfg(all(feature = "rustls-aws-lc", not(feature = "rustls-ring")))]
     return Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));

@@ -958,6 +958,11 @@ struct Model {
     /// The subscriptions the last `end_resources` ended, in its order: each ends with
     /// `EndReason::ResourceEnded` in the next drain, in that order, before any other.
     ended_resources: std::collections::VecDeque<SubscriptionId>,
+    /// Every resource a subscription ever followed (for the `has_seen` checks).
+    followed: BTreeSet<(ResourceKind, String)>,
+    /// The followed resources a frame may have been routed for since their first live
+    /// subscription was made (every followed one for a frame the model cannot decode).
+    may_be_seen: BTreeSet<(ResourceKind, String)>,
 }
 
 /// `session_actions`: the input is a [`Config`] followed by a sequence of [`Action`]s (both
@@ -974,7 +979,8 @@ struct Model {
 /// `BridgeCreated`, or `forget_ended`, stopping it), it counts as ended only then, and
 /// `poll_timeout` wakes up for it; `not_created` ends exactly the live subscriptions of its
 /// resource, in order, with `EndReason::NotCreated`, without changing whether it counts as
-/// ended; and the stats agree.
+/// ended; `has_seen` holds only for a resource some live subscription follows, and always
+/// for one an event was routed for while it was followed; and the stats agree.
 pub fn session_actions(data: &[u8]) {
     let _ = run_session(data);
 }
@@ -1057,6 +1063,9 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     "subscription ids grow"
                 );
                 assert_eq!(session.is_subscribed(id), !ended);
+                if let Some((kind, rid)) = filter.resource_ref() {
+                    model.followed.insert((kind, rid.to_owned()));
+                }
                 model.subs.insert(id, filter);
                 if ended {
                     model.ended_at_subscribe = Some(id);
@@ -1178,6 +1187,24 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     "forget_ended of bridge {b}"
                 );
                 assert!(!session.has_ended(ResourceKind::Bridge, b));
+            }
+        }
+        if let Some(frame) = event_frame.as_deref() {
+            let followed: Vec<(ResourceKind, String)> = model
+                .subs
+                .values()
+                .filter_map(|f| f.resource_ref().map(|(k, r)| (k, r.to_owned())))
+                .collect();
+            match Event::decode_lenient(frame) {
+                Ok((e, _)) => {
+                    for r in e.resources().iter() {
+                        let r = (r.kind, String::from(r.id));
+                        if followed.contains(&r) {
+                            model.may_be_seen.insert(r);
+                        }
+                    }
+                }
+                Err(_) => model.may_be_seen.extend(followed),
             }
         }
         if let Some(Ok((Event::StasisEnd(e), _))) =
@@ -1388,6 +1415,8 @@ fn drain(
         .map(|(e, _)| e);
     let mut droppable = 0usize;
     let mut ended_now: Vec<(SubscriptionId, EndReason)> = Vec::new();
+    // The resources of the events delivered now: each was routed to its followers.
+    let mut routed: Vec<(ResourceKind, String)> = Vec::new();
     while let Some(out) = session.poll_output() {
         match out {
             Output::Event(d) => {
@@ -1409,6 +1438,12 @@ fn drain(
                     assert_eq!(e.type_name(), d.event.type_name());
                 }
                 track_bridges(model, &d.event, now, c);
+                routed.extend(
+                    d.event
+                        .resources()
+                        .iter()
+                        .map(|r| (r.kind, String::from(r.id))),
+                );
             }
             Output::Warning(w) => {
                 droppable += 1;
@@ -1534,6 +1569,36 @@ fn drain(
         "end_resources left {:?} live",
         model.ended_resources
     );
+    // `has_seen`: only a resource some live subscription follows, and always one an event
+    // was routed for since (its followers still live).
+    let follows = |kind: ResourceKind, rid: &str| {
+        model
+            .subs
+            .values()
+            .any(|f| f.resource_ref() == Some((kind, rid)))
+    };
+    for (kind, rid) in &model.followed {
+        if session.has_seen(*kind, rid) {
+            assert!(follows(*kind, rid), "{kind:?} {rid} seen but not followed");
+            assert!(
+                model.may_be_seen.contains(&(*kind, rid.clone())),
+                "{kind:?} {rid} seen but no event of it came while it was followed"
+            );
+        }
+    }
+    for (kind, rid) in &routed {
+        if *kind != ResourceKind::Endpoint && follows(*kind, rid) {
+            assert!(
+                session.has_seen(*kind, rid),
+                "an event of {kind:?} {rid} was routed but it is not seen"
+            );
+        }
+    }
+    let subs = &model.subs;
+    model.may_be_seen.retain(|(kind, rid)| {
+        subs.values()
+            .any(|f| f.resource_ref() == Some((*kind, rid.as_str())))
+    });
     let mut ids: Vec<_> = ended_now.iter().map(|(id, _)| *id).collect();
     ids.dedup();
     assert_eq!(ids.len(), ended_now.len(), "a subscription ended twice");

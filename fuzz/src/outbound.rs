@@ -138,12 +138,14 @@ fn destroyed(channel: &str) -> Vec<u8> {
 
 /// `accepted_session`: the first byte configures an [accepted](Session::accepted) session
 /// (bit 0: keepalive 20 s/10 s, bit 1: at most 4 pending requests, bit 2: at most 3 queued
-/// outputs, bit 3: a peer timeout of 3 s); then one operation per byte (modulo 13), some followed by arguments: 0
+/// outputs, bit 3: a peer timeout of 3 s); then one operation per byte (modulo 15), some
+/// followed by arguments: 0
 /// `handle_accepted`, 1 a raw frame (u16 length, bytes), 2 `handle_disconnected`, 3
 /// `handle_pong`, 4 advance the clock by a u16 of ms and `handle_timeout`, 5 jump to
 /// `poll_timeout`, 6 `send_request`, 7 the `RESTResponse` for a pending request (u8 picks
 /// it), 8 `stop`, 9 `start`, 10 subscribe to channel `c<u8 % 4>`, 11 `ApplicationRegistered`
-/// for app `a<u8 % 4>`, 12 `ApplicationUnregistered`, and 13.. `ChannelDestroyed` of `c<n>`.
+/// for app `a<u8 % 4>`, 12 `ApplicationUnregistered`, 13 `ChannelDestroyed` of `c<n>`, and 14
+/// `handle_closed` with a close code (u8: 0 none, 1 1000, 2 1001, else the u8 itself).
 ///
 /// Invariants after each operation, with outputs drained: never a `Connect` (Asterisk
 /// connects); never a reconnect timer or state (`Connecting`, `WaitingToReconnect`);
@@ -153,7 +155,10 @@ fn destroyed(channel: &str) -> Vec<u8> {
 /// the next deadline lies in the future; the learned applications are exactly those
 /// registered and not unregistered, in order; every drop of an event is announced; `PeerGone`
 /// only with a peer timeout, while no connection is open, at least the timeout after the last
-/// one was lost (or Asterisk never came), leaving no subscription to a channel.
+/// one was lost (or Asterisk never came), leaving no subscription to a channel;
+/// `ApplicationsUnregistered` exactly when an open connection closes with 1000 after every
+/// application it had was unregistered on it (none registered again), naming those
+/// applications in order, ending every channel subscription, counted in the stats.
 pub fn accepted_session(data: &[u8]) {
     let mut input = Input(data);
     let Some(flags) = input.byte() else {
@@ -190,10 +195,15 @@ pub fn accepted_session(data: &[u8]) {
     let mut subs = BTreeMap::new();
     // When the last open connection was lost (while none is open).
     let mut lost_at: Option<Instant> = None;
+    // The applications unregistered on the open connection since one was last registered.
+    let mut unregistered: Vec<String> = Vec::new();
+    let mut unregistered_closes = 0u64;
     for _ in 0..2048 {
         let Some(op) = input.byte() else { break };
         let mut after_timeout = false;
-        match op % 14 {
+        // Whether this operation must end the calls with `ApplicationsUnregistered`.
+        let mut expect_unregistered = false;
+        match op % 15 {
             0 => {
                 if !stopped {
                     accepted += 1;
@@ -254,7 +264,7 @@ pub fn accepted_session(data: &[u8]) {
             }
             11 | 12 => {
                 let app = format!("a{}", input.byte().unwrap_or(0) % 4);
-                let kind = if op % 14 == 11 {
+                let kind = if op % 15 == 11 {
                     "ApplicationRegistered"
                 } else {
                     "ApplicationUnregistered"
@@ -262,19 +272,34 @@ pub fn accepted_session(data: &[u8]) {
                 if s.is_connected() {
                     sent_events += 1;
                     if kind == "ApplicationRegistered" {
+                        unregistered.clear();
                         if !apps.contains(&app) {
                             apps.push(app.clone());
                         }
-                    } else {
+                    } else if apps.contains(&app) {
                         apps.retain(|a| *a != app);
+                        unregistered.push(app.clone());
                     }
                 }
                 s.handle_frame(now, &registered(&app, kind));
             }
-            _ => {
+            13 => {
                 let c = format!("c{}", op % 4);
                 sent_events += u64::from(s.is_connected());
                 s.handle_frame(now, &destroyed(&c));
+            }
+            _ => {
+                let code = match input.byte().unwrap_or(0) {
+                    0 => None,
+                    1 => Some(1000),
+                    2 => Some(1001),
+                    n => Some(u16::from(n)),
+                };
+                expect_unregistered = code == Some(1000)
+                    && s.is_connected()
+                    && apps.is_empty()
+                    && !unregistered.is_empty();
+                s.handle_closed(now, code, "fuzz: closed");
             }
         }
         let connected = s.is_connected();
@@ -292,11 +317,27 @@ pub fn accepted_session(data: &[u8]) {
                 _ => {}
             }
         }
+        let mut saw_unregistered = false;
         while let Some(o) = s.poll_output() {
             match o {
                 Output::Connection(ConnectionEvent::Connected { reconnected, .. }) => {
                     assert_eq!(reconnected, connected_events > 0);
                     connected_events += 1;
+                    unregistered.clear();
+                }
+                Output::Connection(ConnectionEvent::ApplicationsUnregistered {
+                    applications,
+                    ..
+                }) => {
+                    assert!(
+                        expect_unregistered,
+                        "ApplicationsUnregistered without its close"
+                    );
+                    assert!(!saw_unregistered, "a second ApplicationsUnregistered");
+                    saw_unregistered = true;
+                    assert_eq!(applications, unregistered, "the applications unregistered");
+                    unregistered.clear();
+                    unregistered_closes += 1;
                 }
                 Output::Response { id, .. } => {
                     assert!(pending.remove(&id.as_u64()), "a response to no request");
@@ -327,6 +368,18 @@ pub fn accepted_session(data: &[u8]) {
             connected_events, accepted,
             "one Connected per accepted connection"
         );
+        assert_eq!(
+            saw_unregistered, expect_unregistered,
+            "a close after every application was unregistered ends the calls"
+        );
+        if saw_unregistered {
+            assert_eq!(
+                s.live_subscriptions_for(ari_proto::events::ResourceKind::Channel),
+                0,
+                "a channel subscription outlived the applications' removal"
+            );
+        }
+        assert_eq!(s.stats().applications_unregistered, unregistered_closes);
         assert!(!matches!(
             s.state(),
             ConnectionState::Connecting | ConnectionState::WaitingToReconnect
