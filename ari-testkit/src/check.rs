@@ -10,10 +10,20 @@
 //!   result type, found in the catalog by method and path, and encodes back without losing
 //!   a field;
 //! * every error body becomes the typed error ([`ari_proto::AriError`]) with the status's
-//!   kind and the body's `message`.
+//!   kind and the body's `message`;
+//! * every chan_websocket control message Asterisk sent (a `ws` text line that is not ARI
+//!   JSON, `dir` `in`: what `ari-mock record` writes to `media.jsonl`, or the media
+//!   fixtures) parses into its typed [`MediaEvent`](ari_proto::media::websocket::MediaEvent)
+//!   (not the unknown fallback) and writes back to the same message; every one the
+//!   application sent (`dir` `out`) that parses as a
+//!   [`Command`](ari_proto::media::websocket::Command) is counted, the others skipped as
+//!   `media-sent-other` (a deliberately bad command, say);
+//! * every AudioSocket message line (`type` `audiosocket`: `kind`, `uuid`, `digit`, `len`,
+//!   `head_hex`) decodes, rebuilt from its fields, into the typed message with the same
+//!   values.
 //!
-//! Lines that are not ARI JSON (media frames, chan_websocket control messages, notes,
-//! HTTP upgrade requests …) are counted as skipped, by kind, never silently dropped.
+//! Lines that carry no ARI or media control item (audio frames, notes, HTTP upgrade
+//! requests …) are counted as skipped, by kind, never silently dropped.
 //!
 //! This module is the only part of the crate that uses `ari-proto` (feature `check`, on by
 //! default): the simulator stays independent of the client's types.
@@ -30,6 +40,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ari_proto::catalog::OperationInfo;
+use ari_proto::media::audiosocket;
+use ari_proto::media::websocket::{Command, ControlFormat, MediaEvent};
 use ari_proto::rest::{parse_response, ResponseError};
 use ari_proto::{AriError, ErrorKind, Event};
 use base64::Engine as _;
@@ -49,6 +61,9 @@ pub struct FileSummary {
     pub rest_errors: usize,
     /// `RESTRequest` frames (used to pair the answers).
     pub requests: usize,
+    /// Media control messages typed: chan_websocket events Asterisk sent (decoded and
+    /// written back) and commands the application sent (parsed), and AudioSocket messages.
+    pub media: usize,
     /// Lines that are not ARI JSON, by kind.
     pub skipped: BTreeMap<String, usize>,
     /// Problems found in this file.
@@ -83,11 +98,12 @@ impl CheckReport {
         self.problems.is_empty() && self.checked() > 0
     }
 
-    /// How many ARI items (events, REST bodies, error bodies) were checked.
+    /// How many ARI and media items (events, REST bodies, error bodies, media control and
+    /// AudioSocket messages) were checked.
     pub fn checked(&self) -> usize {
         self.files
             .iter()
-            .map(|f| f.events + f.rest_ok + f.rest_errors)
+            .map(|f| f.events + f.rest_ok + f.rest_errors + f.media)
             .sum()
     }
 }
@@ -104,8 +120,8 @@ impl fmt::Display for CheckReport {
             .unwrap_or(4);
         writeln!(
             f,
-            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>8}  {:>7}  {:>8}  skipped kinds",
-            "file", "events", "rest-ok", "errors", "requests", "skipped", "problems"
+            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>8}  {:>5}  {:>7}  {:>8}  skipped kinds",
+            "file", "events", "rest-ok", "errors", "requests", "media", "skipped", "problems"
         )?;
         let mut total = FileSummary::default();
         for s in &self.files {
@@ -113,12 +129,13 @@ impl fmt::Display for CheckReport {
             let kinds: Vec<String> = s.skipped.iter().map(|(k, n)| format!("{k}:{n}")).collect();
             writeln!(
                 f,
-                "{:<width$}  {:>6}  {:>7}  {:>6}  {:>8}  {:>7}  {:>8}  {}",
+                "{:<width$}  {:>6}  {:>7}  {:>6}  {:>8}  {:>5}  {:>7}  {:>8}  {}",
                 s.file.display(),
                 s.events,
                 s.rest_ok,
                 s.rest_errors,
                 s.requests,
+                s.media,
                 skipped,
                 s.problems,
                 kinds.join(" ")
@@ -127,6 +144,7 @@ impl fmt::Display for CheckReport {
             total.rest_ok += s.rest_ok;
             total.rest_errors += s.rest_errors;
             total.requests += s.requests;
+            total.media += s.media;
             total.problems += s.problems;
             for (k, n) in &s.skipped {
                 *total.skipped.entry(k.clone()).or_default() += n;
@@ -134,12 +152,13 @@ impl fmt::Display for CheckReport {
         }
         writeln!(
             f,
-            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>8}  {:>7}  {:>8}",
+            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>8}  {:>5}  {:>7}  {:>8}",
             "total",
             total.events,
             total.rest_ok,
             total.rest_errors,
             total.requests,
+            total.media,
             total.skipped.values().sum::<usize>(),
             total.problems
         )?;
@@ -408,7 +427,135 @@ fn check_line(
         count_rest(result, &method, path, status, summary, problem);
         return;
     }
+    if v["type"] == "ws" && v["opcode"] == "text" {
+        if let Some(text) = v["text"].as_str() {
+            if v["dir"] == "out" {
+                if Command::parse(text).is_ok() {
+                    summary.media += 1;
+                } else {
+                    *summary
+                        .skipped
+                        .entry("media-sent-other".to_string())
+                        .or_default() += 1;
+                }
+            } else {
+                match check_media_event(text) {
+                    Ok(()) => summary.media += 1,
+                    Err(e) => problem(e),
+                }
+            }
+            return;
+        }
+    }
+    if v["type"] == "audiosocket" {
+        match check_audiosocket(v) {
+            Ok(()) => summary.media += 1,
+            Err(e) => problem(format!("AudioSocket: {e}")),
+        }
+        return;
+    }
     *summary.skipped.entry(skip_kind(v)).or_default() += 1;
+}
+
+/// A chan_websocket control message from Asterisk: typed (not the unknown fallback), and
+/// written back in its own format to the same message (plain text byte for byte, JSON field
+/// for field).
+fn check_media_event(text: &str) -> Result<(), String> {
+    let event = MediaEvent::parse(text).map_err(|e| format!("media control {text:?}: {e}"))?;
+    if let MediaEvent::Unknown(u) = &event {
+        return Err(format!(
+            "media control {text:?}: {} fell to the unknown fallback",
+            u.name
+        ));
+    }
+    let format = ControlFormat::detect(text);
+    let written = event.to_text(format);
+    match format {
+        ControlFormat::PlainText if written != text => Err(format!(
+            "media control {text:?}: written back as {written:?}"
+        )),
+        ControlFormat::PlainText => Ok(()),
+        _ => {
+            let original: Value =
+                serde_json::from_str(text).map_err(|e| format!("media control {text:?}: {e}"))?;
+            let back: Value = serde_json::from_str(&written)
+                .map_err(|e| format!("media control {text:?} written back: {e}"))?;
+            lost_fields(&original, &back, event.name())
+        }
+    }
+}
+
+/// An AudioSocket message line, rebuilt as bytes from its fields (the kind, then the UUID,
+/// the digit, or `len` bytes of audio starting with `head_hex`) and decoded.
+fn check_audiosocket(v: &Value) -> Result<(), String> {
+    let kind_text = v["kind"].as_str().ok_or("no kind")?;
+    let kind = u8::from_str_radix(kind_text.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("kind {kind_text:?}: {e}"))?;
+    let payload: Vec<u8> = match kind {
+        audiosocket::kind::UUID => {
+            let text = v["uuid"].as_str().ok_or("a UUID message without uuid")?;
+            audiosocket::parse_uuid(text)
+                .ok_or_else(|| format!("uuid {text:?} is not a UUID"))?
+                .to_vec()
+        }
+        audiosocket::kind::DTMF => {
+            let digit = v["digit"].as_str().ok_or("a DTMF message without digit")?;
+            digit.as_bytes().to_vec()
+        }
+        _ => {
+            let len = v["len"].as_u64().ok_or("no len")?;
+            let len = usize::try_from(len).map_err(|_| format!("len {len} too large"))?;
+            let head = hex_bytes(v["head_hex"].as_str().unwrap_or(""))?;
+            if head.len() > len {
+                return Err(format!("head_hex longer than len {len}"));
+            }
+            let mut payload = head;
+            payload.resize(len, 0);
+            payload
+        }
+    };
+    let len = u16::try_from(payload.len()).map_err(|_| "payload over 65535 bytes")?;
+    let mut bytes = vec![kind];
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes.extend_from_slice(&payload);
+    let mut decoder = audiosocket::Decoder::new();
+    decoder.push(&bytes);
+    let message = decoder
+        .next_message()
+        .map_err(|e| format!("{kind_text}: {e}"))?
+        .ok_or_else(|| format!("{kind_text}: not decoded from a whole message"))?;
+    if decoder.buffered() != 0 {
+        return Err(format!("{kind_text}: bytes left after the message"));
+    }
+    let typed = match &message {
+        audiosocket::Message::Uuid(u) => {
+            v["uuid"].as_str() == Some(audiosocket::format_uuid(u).as_str())
+        }
+        audiosocket::Message::Dtmf(d) => v["digit"].as_str() == Some(&*char::from(*d).to_string()),
+        audiosocket::Message::Audio { data, .. } => data[..] == payload[..],
+        audiosocket::Message::Error(_) => kind == audiosocket::kind::ERROR,
+        audiosocket::Message::Hangup => kind == audiosocket::kind::HANGUP,
+        _ => false,
+    };
+    if typed {
+        Ok(())
+    } else {
+        Err(format!("{kind_text} decoded as {message:?}"))
+    }
+}
+
+fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err(format!("head_hex {text:?} has an odd length"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("head_hex {text:?} is not hex"))
+        })
+        .collect()
 }
 
 fn count_rest(
@@ -661,6 +808,71 @@ mod tests {
         let rest: usize = report.files.iter().map(|f| f.rest_ok + f.rest_errors).sum();
         assert!(rest > 150, "{report}");
         assert!(report.to_string().contains("total"));
+        // Media control messages and AudioSocket messages are typed too, not skipped.
+        let media = |name: &str| {
+            report
+                .files
+                .iter()
+                .find(|f| f.file == Path::new("media").join(name))
+                .unwrap_or_else(|| panic!("{name} in {report}"))
+                .clone()
+        };
+        let plain = media("server-plain-master.jsonl");
+        assert!(plain.media >= 35, "{report}");
+        assert_eq!(plain.skipped.get("ws-text-not-ari"), None, "{report}");
+        // NO_SUCH_COMMAND and a plain-text SET_MEDIA_DIRECTION without its direction.
+        assert_eq!(plain.skipped.get("media-sent-other"), Some(&2), "{report}");
+        assert!(media("server-json-20.jsonl").media >= 20, "{report}");
+        assert!(media("client-master.jsonl").media >= 8, "{report}");
+        let audiosocket = media("audiosocket-master.jsonl");
+        assert_eq!(audiosocket.skipped.get("audiosocket"), None, "{report}");
+        assert!(audiosocket.media >= 70, "{report}");
+    }
+
+    #[test]
+    fn media_control_and_audiosocket_lines_that_do_not_decode_are_reported() {
+        let dir = tempdir("media");
+        let ws = |dir: &str, text: &str| {
+            serde_json::json!({"t_ms": 1.0, "dir": dir, "conn": "media", "type": "ws",
+                "opcode": "text", "text": text})
+        };
+        let audiosocket = |fields: serde_json::Value| {
+            let mut line = serde_json::json!({"t_ms": 2.0, "dir": "in", "conn": "as",
+                "type": "audiosocket"});
+            for (k, v) in fields.as_object().expect("fields") {
+                line[k] = v.clone();
+            }
+            line
+        };
+        write(
+            &dir,
+            "media.jsonl",
+            &[
+                ws("in", "MEDIA_XOFF"),
+                ws("in", "SOMETHING_NEW x:1"),
+                ws("in", r#"{"event":"MEDIA_XON","channel_id":"c1"}"#),
+                ws("out", "GET_STATUS"),
+                ws("out", "NO_SUCH_COMMAND"),
+                audiosocket(serde_json::json!({"kind": "0x01", "len": 16,
+                    "uuid": "add79572-dd67-4767-bc41-af8b247685f9"})),
+                audiosocket(serde_json::json!({"kind": "0x03", "len": 1, "digit": "9"})),
+                audiosocket(serde_json::json!({"kind": "0x10", "len": 4, "head_hex": "0102"})),
+                audiosocket(serde_json::json!({"kind": "0x01", "len": 16, "uuid": "not-a-uuid"})),
+                audiosocket(serde_json::json!({"kind": "0x10", "len": 1, "head_hex": "0102"})),
+            ],
+        );
+        let report = check_dir(&dir).expect("readable");
+        let lines: Vec<usize> = report.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [2, 9, 10], "{report}");
+        assert!(
+            report.problems[0].message.contains("unknown fallback"),
+            "{report}"
+        );
+        let file = &report.files[0];
+        assert_eq!(file.media, 6, "{report}");
+        assert_eq!(file.skipped.get("media-sent-other"), Some(&1), "{report}");
+        assert!(!report.is_clean());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
