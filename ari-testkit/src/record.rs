@@ -12,7 +12,8 @@
 //! | `rest.jsonl` | one HTTP exchange: `kind` `rest`, `t_ms`, `ms`, `method`, `path` (below `/ari/`), `query`, `body`, `status`, `content_type`, `response`, `response_len` |
 //! | `events.jsonl` | one text frame Asterisk sent on an events WebSocket: `t_ms`, `ws`, `conn`, `frame` |
 //! | `ws-sent.jsonl` | one text frame the client sent on it (`RESTRequest`): same fields |
-//! | `connections.jsonl` | `ws-open` / `ws-close` of each events WebSocket |
+//! | `connections.jsonl` | `ws-open` / `ws-close` of each WebSocket (a media one with `media: true` and its `path`) |
+//! | `media.jsonl` | one frame of a WebSocket outside `/ari/` (chan_websocket's `/media/<id>`), in the format of `ari-fixtures/media`: `t_ms`, `ws`, `conn` `media`, `dir` (`in` from Asterisk, `out` from the client), `type` `ws`, `opcode`; `text` for a control message, `len`/`head_hex`/`b64` (the whole payload) for audio, `code`/`reason` for a close |
 //!
 //! Credentials are never written: no header is recorded, `api_key` is removed from every
 //! recorded query, and the upstream URL is not written.
@@ -65,11 +66,12 @@ use crate::state::{lock, Logger};
 use crate::util::parse_query;
 
 /// Files a recording consists of.
-pub const RECORDING_FILES: [&str; 4] = [
+pub const RECORDING_FILES: [&str; 5] = [
     "rest.jsonl",
     "events.jsonl",
     "ws-sent.jsonl",
     "connections.jsonl",
+    "media.jsonl",
 ];
 
 /// Why a recorder could not start.
@@ -122,9 +124,14 @@ pub struct RecordStats {
     pub events: u64,
     /// Text frames from the client written to `ws-sent.jsonl`.
     pub sent: u64,
-    /// Binary frames relayed (not written: ARI sends none).
+    /// Binary frames relayed (audio of media WebSockets, written to `media.jsonl`).
     pub binary_frames: u64,
-    /// Requests outside `/ari/` relayed without being written.
+    /// WebSockets outside `/ari/` (chan_websocket media) opened through the recorder.
+    pub media_websockets: u64,
+    /// Frames of media WebSockets written to `media.jsonl` (both directions).
+    pub media_frames: u64,
+    /// Requests outside `/ari/` (other than WebSocket upgrades) relayed without being
+    /// written.
     pub not_ari: u64,
     /// Requests answered `502` because upstream could not be reached or failed mid-way.
     pub upstream_errors: u64,
@@ -412,6 +419,7 @@ enum Out {
     Events = 1,
     Sent = 2,
     Connections = 3,
+    Media = 4,
 }
 
 impl RecState {
@@ -542,6 +550,8 @@ struct Forward {
     method: String,
     /// Raw path below `/ari/` (`None`: outside `/ari/`).
     rel: Option<String>,
+    /// The raw path.
+    path: String,
     query: Vec<(String, String)>,
     upstream_method: http::Method,
     upstream_uri: Uri,
@@ -583,6 +593,7 @@ fn forward(state: &RecState, parts: http::request::Parts, body: Bytes, upgrade: 
     Forward {
         method: parts.method.as_str().to_owned(),
         rel,
+        path,
         query,
         upstream_method: parts.method,
         upstream_uri: target.parse().unwrap_or_else(|_| Uri::from_static("/")),
@@ -687,6 +698,7 @@ async fn proxy(
         let (mut parts, _) = response.into_parts();
         strip_hop_headers(&mut parts.headers, true);
         let ws = state.next_ws.fetch_add(1, Ordering::Relaxed) + 1;
+        let media = fwd.rel.is_none();
         let apps: Vec<String> = fwd
             .query
             .iter()
@@ -694,16 +706,34 @@ async fn proxy(
             .flat_map(|(_, v)| v.split(',').map(|a| a.trim().to_owned()))
             .filter(|a| !a.is_empty())
             .collect();
-        let conn_name = apps.join(",");
-        state.write(
-            Out::Connections,
-            &json!({
-                "type": "ws-open", "t_ms": t_ms, "ws": ws, "conn": conn_name,
-                "path": fwd.rel.clone().unwrap_or_default(),
-                "query": query_json(&fwd.query), "status": 101,
-            }),
-        );
-        state.count(|s| s.websockets += 1);
+        let conn_name = if media {
+            "media".to_owned()
+        } else {
+            apps.join(",")
+        };
+        let mut open = json!({
+            "type": "ws-open", "t_ms": t_ms, "ws": ws, "conn": conn_name,
+            "path": fwd.rel.clone().unwrap_or_else(|| fwd.path.clone()),
+            "query": query_json(&fwd.query), "status": 101,
+        });
+        if media {
+            open["media"] = Value::Bool(true);
+            if let Some(p) = parts
+                .headers
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+            {
+                open["protocol"] = Value::String(p.to_owned());
+            }
+        }
+        state.write(Out::Connections, &open);
+        state.count(|s| {
+            if media {
+                s.media_websockets += 1;
+            } else {
+                s.websockets += 1;
+            }
+        });
         state.log(|| format!("ws#{ws} open: {conn_name}"));
         let task_state = state.clone();
         tokio::spawn(async move {
@@ -723,7 +753,7 @@ async fn proxy(
             let upstream =
                 WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None);
             let (client, upstream) = tokio::join!(client, upstream);
-            relay(task_state, ws, conn_name, client, upstream).await;
+            relay(task_state, ws, conn_name, media, client, upstream).await;
         });
         let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -780,8 +810,39 @@ async fn proxy(
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Relays frames both ways until either side closes, writing text frames.
-async fn relay(state: Arc<RecState>, ws: u64, conn: String, client: Ws, upstream: Ws) {
+/// One frame of a media WebSocket, as `media.jsonl` keeps it (`None`: a pong, not written).
+fn media_line(t_ms: f64, ws: u64, dir: &str, msg: &Message) -> Option<Value> {
+    let mut line = json!({"t_ms": t_ms, "ws": ws, "conn": "media", "dir": dir, "type": "ws"});
+    match msg {
+        Message::Text(t) => {
+            line["opcode"] = json!("text");
+            line["text"] = json!(t.as_str());
+        }
+        Message::Binary(b) | Message::Ping(b) => {
+            let opcode = if matches!(msg, Message::Binary(_)) {
+                "binary"
+            } else {
+                "ping"
+            };
+            line["opcode"] = json!(opcode);
+            line["len"] = json!(b.len());
+            let head: String = b.iter().take(32).map(|x| format!("{x:02x}")).collect();
+            line["head_hex"] = json!(head);
+            line["b64"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
+        }
+        Message::Close(f) => {
+            line["opcode"] = json!("close");
+            line["code"] = json!(f.as_ref().map(|f| u16::from(f.code)));
+            line["reason"] = json!(f.as_ref().map(|f| f.reason.as_str()).unwrap_or(""));
+        }
+        Message::Pong(_) | Message::Frame(_) => return None,
+    }
+    Some(line)
+}
+
+/// Relays frames both ways until either side closes, writing text frames (every frame of a
+/// media WebSocket, to `media.jsonl`).
+async fn relay(state: Arc<RecState>, ws: u64, conn: String, media: bool, client: Ws, upstream: Ws) {
     let (mut to_client, mut from_client) = client.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let closed = |by: &str, code: Option<u16>| {
@@ -795,7 +856,14 @@ async fn relay(state: Arc<RecState>, ws: u64, conn: String, client: Ws, upstream
         let mut saw_close = false;
         while let Some(msg) = from_client.next().await {
             let Ok(msg) = msg else { break };
+            if media {
+                if let Some(line) = media_line(state.t_ms(), ws, "out", &msg) {
+                    state.write(Out::Media, &line);
+                    state.count(|s| s.media_frames += 1);
+                }
+            }
             match &msg {
+                Message::Text(_) if media => {}
                 Message::Text(t) => {
                     state.write(
                         Out::Sent,
@@ -826,7 +894,14 @@ async fn relay(state: Arc<RecState>, ws: u64, conn: String, client: Ws, upstream
         let mut saw_close = false;
         while let Some(msg) = from_upstream.next().await {
             let Ok(msg) = msg else { break };
+            if media {
+                if let Some(line) = media_line(state.t_ms(), ws, "in", &msg) {
+                    state.write(Out::Media, &line);
+                    state.count(|s| s.media_frames += 1);
+                }
+            }
             match &msg {
+                Message::Text(_) if media => {}
                 Message::Text(t) => {
                     state.write(
                         Out::Events,

@@ -10,6 +10,13 @@
 //!   `subscribeAll`; its recorded frames are pushed in order, each after its recorded gap
 //!   (divided by the speed), and never before the requests that preceded it in the
 //!   recording have been made: an event a request caused comes after that request.
+//! - **Media** (chan_websocket, `media.jsonl`): a WebSocket outside `/ari/` is matched to a
+//!   recorded one by its path (`/media/<id>`: the id is the recorded one, from the replayed
+//!   `externalMedia` answer or `MEDIA_START`); what Asterisk sent (control messages, audio,
+//!   its close) is pushed in order after its recorded gap, never before the control messages
+//!   the client sent before it in the recording (a `STATUS` after its `GET_STATUS`); the
+//!   client's control messages are compared in order with the recorded ones (a difference is
+//!   unmatched), its audio frames counted.
 //! - **Unmatched** requests are answered `404` (nothing with that method and path was
 //!   recorded) or `500` (recorded with other parameters, or used up), with a JSON body
 //!   saying what the recording expected; they are counted in [`ReplayStats`] and logged.
@@ -182,11 +189,33 @@ struct RecSocket {
     upstream_close: Option<(f64, u16)>,
 }
 
+/// A frame Asterisk sent on a media WebSocket.
+#[derive(Debug, Clone)]
+enum MediaMsg {
+    Text(String),
+    Binary(Bytes),
+    Close(u16, String),
+}
+
+/// A recorded media WebSocket.
+#[derive(Debug, Clone, Default)]
+struct MediaRec {
+    ws: u64,
+    path: String,
+    protocol: Option<String>,
+    t_open: f64,
+    /// What Asterisk sent, each with how many of the client's control messages came before.
+    frames: Vec<(f64, usize, MediaMsg)>,
+    /// The client's control messages, in order, with their time.
+    commands: Vec<(f64, String)>,
+}
+
 /// A recording loaded from a directory written by [`record`](crate::record).
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
     rest: Vec<Exchange>,
     sockets: Vec<RecSocket>,
+    media: Vec<MediaRec>,
 }
 
 impl Recording {
@@ -222,6 +251,7 @@ impl Recording {
         let connections = read("connections.jsonl")?;
         let events = read("events.jsonl")?;
         let sent = read("ws-sent.jsonl")?;
+        let media = read("media.jsonl")?;
         if !any {
             return Err(ReplayError::Empty(dir.to_path_buf()));
         }
@@ -276,6 +306,21 @@ impl Recording {
             rec.sockets.len() - 1
         };
         for (_, v) in connections {
+            if v["media"] == true {
+                if v["type"] == "ws-open" {
+                    rec.media.push(MediaRec {
+                        ws: v["ws"].as_u64().unwrap_or(0),
+                        path: v["path"].as_str().unwrap_or("").to_owned(),
+                        protocol: v["protocol"].as_str().map(str::to_owned),
+                        t_open: v["t_ms"].as_f64().unwrap_or(0.0),
+                        ..MediaRec::default()
+                    });
+                }
+                continue;
+            }
+            if rec.media.iter().any(|m| Some(m.ws) == v["ws"].as_u64()) {
+                continue;
+            }
             let i = socket(&mut rec, &v);
             let s = &mut rec.sockets[i];
             match v["type"].as_str() {
@@ -327,7 +372,51 @@ impl Recording {
                 body,
             });
         }
+        for (line, v) in media {
+            let ws = v["ws"].as_u64();
+            let m = rec
+                .media
+                .iter_mut()
+                .find(|m| Some(m.ws) == ws)
+                .ok_or_else(|| {
+                    bad(
+                        "media.jsonl",
+                        line,
+                        "a frame of no media WebSocket in connections.jsonl".to_owned(),
+                    )
+                })?;
+            let t = v["t_ms"].as_f64().unwrap_or(0.0);
+            let text = v["text"].as_str().map(str::to_owned);
+            match (v["dir"].as_str(), v["opcode"].as_str()) {
+                (Some("out"), Some("text")) => m.commands.push((t, text.unwrap_or_default())),
+                (Some("in"), Some("text")) => {
+                    let n = m.commands.len();
+                    m.frames
+                        .push((t, n, MediaMsg::Text(text.unwrap_or_default())));
+                }
+                (Some("in"), Some("binary")) => {
+                    let audio = base64::engine::general_purpose::STANDARD
+                        .decode(v["b64"].as_str().unwrap_or(""))
+                        .map_err(|e| bad("media.jsonl", line, format!("b64: {e}")))?;
+                    let n = m.commands.len();
+                    m.frames.push((t, n, MediaMsg::Binary(audio.into())));
+                }
+                (Some("in"), Some("close")) => {
+                    let code = v["code"].as_u64().and_then(|c| u16::try_from(c).ok());
+                    let reason = v["reason"].as_str().unwrap_or("").to_owned();
+                    let n = m.commands.len();
+                    m.frames
+                        .push((t, n, MediaMsg::Close(code.unwrap_or(1000), reason)));
+                }
+                _ => {}
+            }
+        }
         Ok(rec)
+    }
+
+    /// Recorded media WebSockets (chan_websocket).
+    pub fn media_websockets(&self) -> usize {
+        self.media.len()
     }
 
     /// Recorded HTTP exchanges.
@@ -417,6 +506,14 @@ pub struct ReplayStats {
     pub websockets_matched: u64,
     /// Recorded events pushed.
     pub events_sent: u64,
+    /// Media WebSockets matched to a recorded one.
+    pub media_websockets_matched: u64,
+    /// Recorded media frames (control messages and audio) pushed.
+    pub media_frames_sent: u64,
+    /// The client's media control messages that matched the recorded ones.
+    pub media_commands_matched: u64,
+    /// Audio frames the client sent on media WebSockets.
+    pub media_audio_received: u64,
     /// Requests (HTTP, WebSocket upgrades, `RESTRequest` frames) the recording had no
     /// answer for.
     pub unmatched: u64,
@@ -490,6 +587,8 @@ impl ReplayBuilder {
             inner: Mutex::new(Inner {
                 rest_used: vec![false; self.recording.rest.len()],
                 sockets_used: vec![false; self.recording.sockets.len()],
+                media_used: vec![false; self.recording.media.len()],
+                media_commands: vec![0; self.recording.media.len()],
                 sent_used: self
                     .recording
                     .sockets
@@ -586,6 +685,9 @@ struct ReplayState {
 struct Inner {
     rest_used: Vec<bool>,
     sockets_used: Vec<bool>,
+    /// Media WebSockets used, and how many control messages each has had from the client.
+    media_used: Vec<bool>,
+    media_commands: Vec<usize>,
     sent_used: Vec<Vec<bool>>,
     /// When each request of `ReplayState::requests` was made in this replay.
     consumed: Vec<Option<Instant>>,
@@ -676,6 +778,10 @@ async fn serve(
             &json!({
                 "rest_matched": s.rest_matched, "ws_requests_matched": s.ws_requests_matched,
                 "websockets_matched": s.websockets_matched, "events_sent": s.events_sent,
+                "media_websockets_matched": s.media_websockets_matched,
+                "media_frames_sent": s.media_frames_sent,
+                "media_commands_matched": s.media_commands_matched,
+                "media_audio_received": s.media_audio_received,
                 "unmatched": s.unmatched, "unmatched_requests": s.unmatched_requests,
                 "rest_remaining": s.rest_remaining, "events_remaining": s.events_remaining,
             }),
@@ -685,6 +791,8 @@ async fn serve(
         String::new()
     } else if let Some(r) = path.strip_prefix("/ari/") {
         r.to_owned()
+    } else if crate::ws::is_upgrade(&req) {
+        return Ok(media_upgrade(&state, req, &path));
     } else {
         let mut inner = lock(&state.inner);
         state.unmatched(
@@ -1012,4 +1120,180 @@ fn answer_request(
         tokio::time::sleep(delay).await;
         let _ = tx.send(Message::text(text));
     });
+}
+
+/// A WebSocket upgrade outside `/ari/`: a recorded media WebSocket with this path.
+fn media_upgrade(
+    state: &Arc<ReplayState>,
+    mut req: Request<Incoming>,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return json_response(400, &json!({"message": "Missing Sec-WebSocket-Key"}));
+    };
+    let i = {
+        let mut inner = lock(&state.inner);
+        let hit = state
+            .recording
+            .media
+            .iter()
+            .enumerate()
+            .position(|(i, m)| !inner.media_used[i] && m.path == path);
+        match hit {
+            Some(i) => {
+                inner.media_used[i] = true;
+                inner.stats.media_websockets_matched += 1;
+                i
+            }
+            None => {
+                let recorded: Vec<&str> = state
+                    .recording
+                    .media
+                    .iter()
+                    .map(|m| m.path.as_str())
+                    .collect();
+                let line = format!(
+                    "media WebSocket {path}: no such WebSocket left in the recording (recorded: {})",
+                    if recorded.is_empty() { "none".to_owned() } else { recorded.join(" | ") }
+                );
+                state.unmatched(&mut inner, line.clone());
+                return json_response(404, &json!({"message": format!("ari-mock replay: {line}")}));
+            }
+        }
+    };
+    let rec = &state.recording.media[i];
+    let offered = |p: &str| {
+        req.headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|s| s.split(',').any(|t| t.trim() == p))
+            })
+    };
+    let protocol = rec.protocol.clone().filter(|p| offered(p));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_state = state.clone();
+    let opened = Instant::now();
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            run_media_socket(task_state, i, opened, ws).await;
+        }
+    });
+    state.log(|| format!("media ws open: {path}"));
+    let mut r = crate::http::response(101, "", Vec::new());
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    r
+}
+
+/// Pushes what Asterisk sent on media WebSocket `i` (each frame after its recorded gap and
+/// after the client's control messages that preceded it) and compares the client's.
+async fn run_media_socket(
+    state: Arc<ReplayState>,
+    i: usize,
+    opened: Instant,
+    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let writer = async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+    };
+    let rec = &state.recording.media[i];
+    // When each of the client's control messages came, in this replay.
+    let arrived: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let timeline_tx = tx.clone();
+    let timeline_arrived = arrived.clone();
+    let timeline = async {
+        let mut prev = (rec.t_open, opened);
+        for (t, after, msg) in &rec.frames {
+            if *after > 0 {
+                loop {
+                    let changed = state.changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    let came = lock(&timeline_arrived).get(after - 1).copied();
+                    if let Some(at) = came {
+                        let recorded = rec.commands[after - 1].0;
+                        if recorded > prev.0 {
+                            prev = (recorded, at);
+                        }
+                        break;
+                    }
+                    changed.await;
+                }
+            }
+            tokio::time::sleep_until((prev.1 + state.scaled(t - prev.0)).into()).await;
+            let frame = match msg {
+                MediaMsg::Text(text) => Message::text(text.clone()),
+                MediaMsg::Binary(audio) => Message::binary(audio.clone()),
+                MediaMsg::Close(code, reason) => Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(*code),
+                    reason: reason.as_str().into(),
+                })),
+            };
+            if timeline_tx.send(frame).is_err() {
+                return;
+            }
+            lock(&state.inner).stats.media_frames_sent += 1;
+            prev = (*t, Instant::now());
+        }
+        std::future::pending::<()>().await;
+    };
+    let reader = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Text(t) => {
+                    let mut inner = lock(&state.inner);
+                    let n = inner.media_commands[i];
+                    inner.media_commands[i] += 1;
+                    match rec.commands.get(n) {
+                        Some((_, expected)) if expected == t.as_str() => {
+                            inner.stats.media_commands_matched += 1;
+                        }
+                        expected => {
+                            let line = format!(
+                                "media control message {:?} on {}: the recording has {}",
+                                t.as_str(),
+                                rec.path,
+                                expected.map_or("no more".to_owned(), |(_, e)| format!("{e:?}"))
+                            );
+                            state.unmatched(&mut inner, line);
+                        }
+                    }
+                    drop(inner);
+                    lock(&arrived).push(Instant::now());
+                    state.changed.notify_waiters();
+                }
+                Message::Binary(_) => lock(&state.inner).stats.media_audio_received += 1,
+                Message::Close(_) => {
+                    // Answered (tungstenite queued the answer; the writer sends it).
+                    let _ = tx.send(Message::Close(None));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = writer => {}
+        () = timeline => {}
+        () = reader => {}
+    }
 }

@@ -392,3 +392,180 @@ async fn client_conversation_records_checks_and_replays() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- a media session (chan_websocket) ------------------------------------------------------
+
+/// A call with a media session: every frame Asterisk sends is echoed, a mark is set; returns
+/// what the program saw (the format, the control events, how many audio frames came).
+async fn media_conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> {
+    use ari_tokio::media::{MediaItem, MediaOptions};
+    let client = Client::builder(url, USER, PASSWORD)
+        .rng_seed(CLIENT_SEED)
+        .connect()
+        .await?;
+    let mut incoming = client.incoming();
+    client.start(&["rm"]).await?;
+    let mut seen = Vec::new();
+    let Some(call) = incoming.next().await else {
+        return Ok(seen);
+    };
+    let (_start, channel, _events) = call?;
+    channel.answer().await?;
+    let mut media = channel.media(MediaOptions::new("rm", "ulaw")).await?;
+    seen.push(format!("media format={}", media.format()));
+    let tx = media.sender();
+    let mut frames = 0usize;
+    while let Some(item) = media.next().await {
+        match item {
+            MediaItem::Audio(frame) => {
+                frames += 1;
+                if frames == 5 {
+                    seen.push(format!("mark m5 sent: {}", tx.mark("m5").is_ok()));
+                }
+                drop(tx.send_audio(frame));
+            }
+            MediaItem::Event(event) => seen.push(format!("event {}", event.name())),
+            MediaItem::Closed { .. } => break,
+            _ => {}
+        }
+    }
+    seen.push(format!("audio frames {}", frames > 0));
+    media.shutdown().await;
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_session_is_recorded_and_checked_typed() {
+    let dir = fresh_dir("media");
+    let sim = simulated_asterisk();
+    let recorder = Recorder::builder(&sim.base_url(), &dir)
+        .start()
+        .expect("the recorder starts");
+    let caller = {
+        let sim = sim.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while sim.with_sim(|s, _| s.app_is_connected("rm")) != Some(true) {
+                assert!(start.elapsed() < HANG_GUARD, "rm never registered");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let call = PlaceCall {
+                hangup_after_answer: Some(Duration::from_millis(1500)),
+                ..PlaceCall::new("PJSIP/alice", "rm")
+            };
+            sim.place_call(call).expect("the simulator places the call");
+        })
+    };
+    let recorded = media_conversation(&recorder.base_url())
+        .await
+        .expect("the recorded media conversation");
+    caller.join().expect("the caller thread");
+    let stats = recorder.finish();
+    drop(sim);
+    assert_eq!(recorded[0], "media format=ulaw", "{recorded:#?}");
+    assert!(
+        recorded.iter().any(|l| l == "audio frames true"),
+        "{recorded:#?}"
+    );
+    assert!(
+        recorded.iter().any(|l| l == "mark m5 sent: true"),
+        "{recorded:#?}"
+    );
+    assert_eq!(stats.media_websockets, 1, "{stats:?}");
+    assert_eq!(stats.websockets, 1, "the events WebSocket: {stats:?}");
+    assert!(stats.binary_frames >= 10, "{stats:?}");
+    assert!(stats.media_frames > stats.binary_frames, "{stats:?}");
+
+    // Every frame both ways, in the fixtures' format, the audio whole.
+    let text = std::fs::read_to_string(dir.join("media.jsonl")).expect("media.jsonl");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len() as u64, stats.media_frames);
+    let texts = |dir: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["dir"] == dir && l["opcode"] == "text")
+            .map(|l| l["text"].as_str().expect("text").to_owned())
+            .collect()
+    };
+    assert!(
+        texts("in")[0].starts_with("MEDIA_START"),
+        "{:?}",
+        texts("in")
+    );
+    assert!(
+        texts("out").iter().any(|t| t == "MARK_MEDIA m5"),
+        "{:?}",
+        texts("out")
+    );
+    use base64::Engine as _;
+    for l in lines.iter().filter(|l| l["opcode"] == "binary") {
+        let audio = base64::engine::general_purpose::STANDARD
+            .decode(l["b64"].as_str().expect("b64"))
+            .expect("base64");
+        assert_eq!(audio.len() as u64, l["len"].as_u64().expect("len"));
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l["dir"] == "out" && l["opcode"] == "binary"));
+    let connections = std::fs::read_to_string(dir.join("connections.jsonl")).expect("connections");
+    let open = connections
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|l| l["type"] == "ws-open" && l["media"] == true)
+        .expect("the media WebSocket's ws-open");
+    assert!(
+        open["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/media/")),
+        "{open}"
+    );
+
+    // `ari-mock check` types every control message both ways.
+    let report = assert_checks_clean(&dir);
+    let media = report
+        .files
+        .iter()
+        .find(|f| f.file == Path::new("media.jsonl"))
+        .expect("media.jsonl checked");
+    assert_eq!(
+        media.media,
+        texts("in").len() + texts("out").len(),
+        "{report}"
+    );
+    assert_no_credentials(&dir);
+
+    // Replayed offline, the program sees what it saw: the media session's control messages
+    // and audio come from the recording, its own are compared with the recorded ones.
+    let recording = Recording::load(&dir).expect("loads");
+    assert_eq!(recording.media_websockets(), 1);
+    let replay = ReplayServer::builder(recording)
+        .speed(2.0)
+        .start()
+        .expect("the replay starts");
+    let replayed = media_conversation(&replay.base_url())
+        .await
+        .expect("the replayed media conversation");
+    assert_eq!(recorded, replayed);
+    let stats = replay.stats();
+    assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
+    assert_eq!(stats.media_websockets_matched, 1, "{stats:?}");
+    // Every control message Asterisk sent came (the program saw the same events); the last
+    // audio frames may not have: the program ends the session when the call's events say
+    // the caller hung up, and the two sockets' timelines are replayed independently.
+    let sent_by_asterisk = lines.iter().filter(|l| l["dir"] == "in").count() as u64;
+    assert!(
+        stats.media_frames_sent >= texts("in").len() as u64 + 5
+            && stats.media_frames_sent <= sent_by_asterisk,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.media_commands_matched,
+        texts("out").len() as u64,
+        "{stats:?}"
+    );
+    assert!(stats.media_audio_received > 0, "{stats:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
