@@ -352,10 +352,11 @@ fn replay(dir: &std::path::Path, addr: SocketAddr, speed: f64, quiet: bool) -> !
     use ari_testkit::replay::{Recording, ReplayServer};
     let started = Recording::load(dir).and_then(|rec| {
         let summary = format!(
-            "{} REST exchanges, {} WebSockets, {} events",
+            "{} REST exchanges, {} WebSockets, {} events, {} media WebSockets",
             rec.exchanges(),
             rec.websockets(),
-            rec.events()
+            rec.events(),
+            rec.media_websockets()
         );
         let mut builder = ReplayServer::builder(rec).bind(addr).speed(speed);
         builder = if quiet {
