@@ -13,10 +13,10 @@
 //!   kind and the body's `message`;
 //! * every chan_websocket control message Asterisk sent (a `ws` text line that is not ARI
 //!   JSON, `dir` `in`: what `ari-mock record` writes to `media.jsonl`, or the media
-//!   fixtures) parses into its typed [`MediaEvent`](ari_proto::media::websocket::MediaEvent)
+//!   fixtures) parses into its typed [`MediaEvent`]
 //!   (not the unknown fallback) and writes back to the same message; every one the
 //!   application sent (`dir` `out`) that parses as a
-//!   [`Command`](ari_proto::media::websocket::Command) is counted, the others skipped as
+//!   [`Command`] is counted, the others skipped as
 //!   `media-sent-other` (a deliberately bad command, say);
 //! * every AudioSocket message line (`type` `audiosocket`: `kind`, `uuid`, `digit`, `len`,
 //!   `head_hex`) decodes, rebuilt from its fields, into the typed message with the same

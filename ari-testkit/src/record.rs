@@ -15,6 +15,15 @@
 //! | `connections.jsonl` | `ws-open` / `ws-close` of each WebSocket (a media one with `media: true` and its `path`) |
 //! | `media.jsonl` | one frame of a WebSocket outside `/ari/` (chan_websocket's `/media/<id>`), in the format of `ari-fixtures/media`: `t_ms`, `ws`, `conn` `media`, `dir` (`in` from Asterisk, `out` from the client), `type` `ws`, `opcode`; `text` for a control message, `len`/`head_hex`/`b64` (the whole payload) for audio, `code`/`reason` for a close |
 //!
+//! **Outbound WebSockets** (Asterisk dials the application): with
+//! [`RecorderBuilder::outbound`], a second listener ([`Recorder::outbound_url`]: point
+//! `websocket_client.conf`'s `uri` at it) takes Asterisk's connections and dials the
+//! application at the given address with the same path, query and headers (Asterisk's
+//! credentials passed through, never written). Each such connection is written like an
+//! events WebSocket (`connections.jsonl` with `outbound: true` and `conn` `ob#N`, Asterisk's
+//! frames in `events.jsonl`, the application's `RESTRequest`s in `ws-sent.jsonl`); a refused
+//! upgrade is a `ws-refused` line with the application's status.
+//!
 //! Credentials are never written: no header is recorded, `api_key` is removed from every
 //! recorded query, and the upstream URL is not written.
 //!
@@ -133,6 +142,10 @@ pub struct RecordStats {
     /// Requests outside `/ari/` (other than WebSocket upgrades) relayed without being
     /// written.
     pub not_ari: u64,
+    /// Outbound WebSockets (Asterisk dialling the application) relayed.
+    pub outbound_websockets: u64,
+    /// Outbound upgrades the application refused (its answer relayed to Asterisk).
+    pub outbound_refused: u64,
     /// Requests answered `502` because upstream could not be reached or failed mid-way.
     pub upstream_errors: u64,
     /// Lines that could not be written (disk full …); each one is logged.
@@ -147,6 +160,7 @@ pub struct RecorderBuilder {
     credentials: Option<(String, String)>,
     upstream_ca: Vec<PathBuf>,
     logger: Option<Logger>,
+    outbound: Option<(String, SocketAddr)>,
 }
 
 impl fmt::Debug for RecorderBuilder {
@@ -192,10 +206,46 @@ impl RecorderBuilder {
         self
     }
 
+    /// Also record outbound WebSockets: a second listener on `listen` (port 0: an ephemeral
+    /// one; see [`Recorder::outbound_url`]) takes Asterisk's connections and relays each one
+    /// to the application at `app` (`ws://host:port`; the path and query are Asterisk's own).
+    ///
+    /// ```no_run
+    /// use ari_testkit::record::Recorder;
+    /// let asterisk = ari_testkit::MockServer::start();
+    /// let recorder = Recorder::builder(&asterisk.base_url(), "/tmp/rec")
+    ///     .outbound("ws://127.0.0.1:8090", "127.0.0.1:0".parse()?)
+    ///     .start()?;
+    /// // websocket_client.conf: uri = {recorder.outbound_url()}/ari-ob
+    /// println!("{}", recorder.outbound_url().expect("configured"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn outbound(mut self, app: &str, listen: SocketAddr) -> Self {
+        self.outbound = Some((app.to_owned(), listen));
+        self
+    }
+
     /// Creates the directory and its files (truncating a previous recording), binds, and
     /// runs the proxy on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<Recorder, RecordError> {
         let upstream = Upstream::parse(&self.upstream, &self.upstream_ca)?;
+        let outbound = match &self.outbound {
+            Some((app, listen)) => {
+                let mut app = Upstream::parse(app, &[])?;
+                app.prefix.clear();
+                let listener = std::net::TcpListener::bind(listen)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(RecordError::Io)?;
+                let addr = listener.local_addr().map_err(RecordError::Io)?;
+                Some((app, listener, addr))
+            }
+            None => None,
+        };
+        let (outbound_app, outbound_listener) = match outbound {
+            Some((app, listener, addr)) => (Some(app), Some((listener, addr))),
+            None => (None, None),
+        };
+        let outbound_addr = outbound_listener.as_ref().map(|(_, a)| *a);
         let output = |path: &Path| {
             let path = path.to_path_buf();
             move |source| RecordError::Output { path, source }
@@ -212,6 +262,7 @@ impl RecorderBuilder {
         });
         let state = Arc::new(RecState {
             upstream,
+            outbound: outbound_app,
             start: Instant::now(),
             files: Mutex::new(files),
             next_ws: AtomicU64::new(0),
@@ -223,11 +274,28 @@ impl RecorderBuilder {
         let (addr, thread) = ServerThread::spawn(
             format!("ari-record-{}", self.addr.port()),
             TcpListener::bind(self.addr),
-            move |listener, stop| accept_loop(thread_state, listener, stop),
+            move |listener, stop| async move {
+                let Some((ob, _)) = outbound_listener else {
+                    return accept_loop(thread_state, listener, stop).await;
+                };
+                let (stop_ob, stopped_ob) = oneshot::channel();
+                let main = async {
+                    accept_loop(thread_state.clone(), listener, stop).await;
+                    let _ = stop_ob.send(());
+                };
+                let outbound = async {
+                    match TcpListener::from_std(ob) {
+                        Ok(l) => outbound_accept_loop(thread_state.clone(), l, stopped_ob).await,
+                        Err(e) => thread_state.log(|| format!("outbound listener: {e}")),
+                    }
+                };
+                tokio::join!(main, outbound);
+            },
         )
         .map_err(RecordError::Io)?;
         Ok(Recorder {
             addr,
+            outbound_addr,
             state,
             thread,
         })
@@ -239,6 +307,7 @@ impl RecorderBuilder {
 /// as it happens, so the files are complete at any time.
 pub struct Recorder {
     addr: SocketAddr,
+    outbound_addr: Option<SocketAddr>,
     state: Arc<RecState>,
     thread: ServerThread,
 }
@@ -262,6 +331,7 @@ impl Recorder {
             credentials: None,
             upstream_ca: Vec::new(),
             logger: None,
+            outbound: None,
         }
     }
 
@@ -273,6 +343,12 @@ impl Recorder {
     /// `http://127.0.0.1:PORT`: the base URL a client uses instead of Asterisk's.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT`: where Asterisk dials instead of the application (append the
+    /// application's path), when [`RecorderBuilder::outbound`] was set.
+    pub fn outbound_url(&self) -> Option<String> {
+        self.outbound_addr.map(|a| format!("ws://{a}"))
     }
 
     /// What was relayed and written so far.
@@ -404,6 +480,8 @@ impl Upstream {
 
 struct RecState {
     upstream: Upstream,
+    /// The application outbound WebSockets are relayed to.
+    outbound: Option<Upstream>,
     start: Instant,
     /// In the order of [`RECORDING_FILES`].
     files: Mutex<Vec<File>>,
@@ -510,11 +588,15 @@ fn strip_hop_headers(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 async fn connect(state: &RecState, upgrades: bool) -> Result<Sender, String> {
-    let stream = TcpStream::connect(&state.upstream.authority)
+    connect_to(&state.upstream, upgrades).await
+}
+
+async fn connect_to(upstream: &Upstream, upgrades: bool) -> Result<Sender, String> {
+    let stream = TcpStream::connect(&upstream.authority)
         .await
         .map_err(|e| format!("cannot connect to upstream: {e}"))?;
     let _ = stream.set_nodelay(true);
-    match &state.upstream.tls {
+    match &upstream.tls {
         None => handshake(stream, upgrades).await,
         Some((connector, name)) => {
             let stream = connector
@@ -809,6 +891,139 @@ async fn proxy(
 }
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Takes Asterisk's outbound connections (see [`RecorderBuilder::outbound`]).
+async fn outbound_accept_loop(
+    state: Arc<RecState>,
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| outbound_proxy(state.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Relays one outbound WebSocket upgrade from Asterisk to the application, then its frames.
+async fn outbound_proxy(
+    state: Arc<RecState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Some(app) = state.outbound.as_ref() else {
+        return Ok(bad_gateway(&state, "no outbound application".to_owned()));
+    };
+    if !crate::ws::is_upgrade(&req) {
+        let body = json!({"message": "ari-mock record: the outbound listener takes WebSocket upgrades only"});
+        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return Ok(r);
+    }
+    let t_ms = state.t_ms();
+    let asterisk_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parse_query(parts.uri.query().unwrap_or(""));
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let mut headers = parts.headers;
+    strip_hop_headers(&mut headers, true);
+    let mut upstream_req = Request::new(Full::new(Bytes::new()));
+    *upstream_req.uri_mut() = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    *upstream_req.headers_mut() = headers;
+    if let Ok(host) = HeaderValue::from_str(&app.authority) {
+        upstream_req.headers_mut().insert(header::HOST, host);
+    }
+    let response = match connect_to(app, true).await {
+        Ok(mut s) => s
+            .send_request(upstream_req)
+            .await
+            .map_err(|e| format!("the application's upgrade failed: {e}")),
+        Err(e) => Err(e),
+    };
+    let mut response = match response {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_gateway(&state, e)),
+    };
+    let ws = state.next_ws.fetch_add(1, Ordering::Relaxed) + 1;
+    let conn = format!("ob#{ws}");
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status().as_u16();
+        state.write(
+            Out::Connections,
+            &json!({"type": "ws-refused", "t_ms": t_ms, "ws": ws, "conn": conn,
+                "path": path, "query": query_json(&query), "status": status, "outbound": true}),
+        );
+        state.count(|s| s.outbound_refused += 1);
+        state.log(|| format!("{conn}: the application answered {status}"));
+        let (mut parts, body) = response.into_parts();
+        strip_hop_headers(&mut parts.headers, false);
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Ok(Response::from_parts(parts, Full::new(body)));
+    }
+    let app_upgrade = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    strip_hop_headers(&mut parts.headers, true);
+    let mut open = json!({
+        "type": "ws-open", "t_ms": t_ms, "ws": ws, "conn": conn, "path": path,
+        "query": query_json(&query), "status": 101, "outbound": true,
+    });
+    if let Some(p) = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+    {
+        open["protocol"] = Value::String(p.to_owned());
+    }
+    state.write(Out::Connections, &open);
+    state.count(|s| s.outbound_websockets += 1);
+    state.log(|| format!("{conn} open: {path}"));
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let (asterisk, app) = match tokio::join!(asterisk_upgrade, app_upgrade) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => {
+                let why = a
+                    .err()
+                    .or(b.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                task_state.log(|| format!("{conn}: upgrade failed: {why}"));
+                return;
+            }
+        };
+        let asterisk = WebSocketStream::from_raw_socket(TokioIo::new(asterisk), Role::Server, None);
+        let app = WebSocketStream::from_raw_socket(TokioIo::new(app), Role::Client, None);
+        let (asterisk, app) = tokio::join!(asterisk, app);
+        // The application plays the client (its frames are the requests), Asterisk the
+        // upstream (its frames are the events; a close "by upstream" is Asterisk's).
+        relay(task_state, ws, conn, false, app, asterisk).await;
+    });
+    let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    Ok(r)
+}
 
 /// One frame of a media WebSocket, as `media.jsonl` keeps it (`None`: a pong, not written).
 fn media_line(t_ms: f64, ws: u64, dir: &str, msg: &Message) -> Option<Value> {

@@ -17,6 +17,12 @@
 //!   the client sent before it in the recording (a `STATUS` after its `GET_STATUS`); the
 //!   client's control messages are compared in order with the recorded ones (a difference is
 //!   unmatched), its audio frames counted.
+//! - **Outbound** (Asterisk dialling the application, recorded with
+//!   [`RecorderBuilder::outbound`](crate::record::RecorderBuilder::outbound)): with
+//!   [`ReplayBuilder::outbound`], the replay dials the application as Asterisk did, each
+//!   connection at its recorded time (and after the requests recorded before it) with its
+//!   recorded path and query, subprotocol and the credentials given; then it is served like
+//!   an events WebSocket (events pushed, `RESTRequest`s answered).
 //! - **Unmatched** requests are answered `404` (nothing with that method and path was
 //!   recorded) or `500` (recorded with other parameters, or used up), with a JSON body
 //!   saying what the recording expected; they are counted in [`ReplayStats`] and logged.
@@ -187,6 +193,9 @@ struct RecSocket {
     sent: Vec<SentRequest>,
     /// Closed by upstream at this time with this code.
     upstream_close: Option<(f64, u16)>,
+    /// An outbound WebSocket (Asterisk dialled the application): its path and query, and
+    /// the subprotocol the application chose.
+    outbound: Option<(String, Option<String>)>,
 }
 
 /// A frame Asterisk sent on a media WebSocket.
@@ -321,10 +330,18 @@ impl Recording {
             if rec.media.iter().any(|m| Some(m.ws) == v["ws"].as_u64()) {
                 continue;
             }
+            if v["type"] == "ws-refused" {
+                continue;
+            }
             let i = socket(&mut rec, &v);
             let s = &mut rec.sockets[i];
             match v["type"].as_str() {
                 Some("ws-open") => {
+                    if v["outbound"] == true {
+                        let path = v["path"].as_str().unwrap_or("/").to_owned();
+                        let protocol = v["protocol"].as_str().map(str::to_owned);
+                        s.outbound = Some((path + &query_string(&v["query"]), protocol));
+                    }
                     s.t_open = v["t_ms"].as_f64().unwrap_or(0.0);
                     s.subscribe_all = v["query"]["subscribeAll"]
                         .as_str()
@@ -424,9 +441,14 @@ impl Recording {
         self.rest.len()
     }
 
-    /// Recorded events WebSockets.
+    /// Recorded events WebSockets (outbound ones included).
     pub fn websockets(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// Recorded outbound WebSockets (Asterisk dialled the application).
+    pub fn outbound_websockets(&self) -> usize {
+        self.sockets.iter().filter(|s| s.outbound.is_some()).count()
     }
 
     /// Recorded frames pushed by the server (events; `RESTResponse` frames excluded).
@@ -435,6 +457,37 @@ impl Recording {
             .iter()
             .map(|s| s.frames.iter().filter(|f| f.answers.is_none()).count())
             .sum()
+    }
+}
+
+/// `?k=v&…` from a recorded query (empty when there is none).
+fn query_string(q: &Value) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let Some(map) = q.as_object() else {
+        return String::new();
+    };
+    let mut pairs = Vec::new();
+    for (k, v) in map {
+        let values = match v {
+            Value::Array(a) => a.clone(),
+            v => vec![v.clone()],
+        };
+        for v in values {
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            pairs.push(format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(&v, NON_ALPHANUMERIC)
+            ));
+        }
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
     }
 }
 
@@ -514,6 +567,8 @@ pub struct ReplayStats {
     pub media_commands_matched: u64,
     /// Audio frames the client sent on media WebSockets.
     pub media_audio_received: u64,
+    /// Outbound WebSockets dialled to the application and accepted.
+    pub outbound_dialed: u64,
     /// Requests (HTTP, WebSocket upgrades, `RESTRequest` frames) the recording had no
     /// answer for.
     pub unmatched: u64,
@@ -531,6 +586,8 @@ pub struct ReplayBuilder {
     addr: SocketAddr,
     speed: f64,
     logger: Option<Logger>,
+    outbound: Option<String>,
+    outbound_credentials: Option<(String, String)>,
 }
 
 impl fmt::Debug for ReplayBuilder {
@@ -564,6 +621,21 @@ impl ReplayBuilder {
     /// Called with one line per request, WebSocket and mismatch.
     pub fn on_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.logger = Some(Arc::new(f));
+        self
+    }
+
+    /// Dial the recording's outbound WebSockets to the application at `app`
+    /// (`ws://host:port`; each connection's recorded path and query are appended), as
+    /// Asterisk did. Without it they are not replayed.
+    pub fn outbound(mut self, app: &str) -> Self {
+        self.outbound = Some(app.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The credentials (HTTP Basic) the outbound connections present: the recording has
+    /// none (Asterisk's `websocket_client.conf` `username`/`password`).
+    pub fn outbound_credentials(mut self, user: &str, password: &str) -> Self {
+        self.outbound_credentials = Some((user.to_owned(), password.to_owned()));
         self
     }
 
@@ -609,10 +681,27 @@ impl ReplayBuilder {
             logger: self.logger,
         });
         let thread_state = state.clone();
+        let dial = self.outbound.map(|app| (app, self.outbound_credentials));
         let (addr, thread) = ServerThread::spawn(
             format!("ari-replay-{}", self.addr.port()),
             TcpListener::bind(self.addr),
-            move |listener, stop| accept_loop(thread_state, listener, stop),
+            move |listener, stop| async move {
+                if let Some((app, credentials)) = dial {
+                    let started = Instant::now();
+                    for (i, sock) in thread_state.recording.sockets.iter().enumerate() {
+                        if sock.outbound.is_some() {
+                            tokio::spawn(dial_outbound(
+                                thread_state.clone(),
+                                i,
+                                started,
+                                app.clone(),
+                                credentials.clone(),
+                            ));
+                        }
+                    }
+                }
+                accept_loop(thread_state, listener, stop).await
+            },
         )
         .map_err(ReplayError::Start)?;
         Ok(ReplayServer {
@@ -646,6 +735,8 @@ impl ReplayServer {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             speed: 1.0,
             logger: None,
+            outbound: None,
+            outbound_credentials: None,
         }
     }
 
@@ -782,6 +873,7 @@ async fn serve(
                 "media_frames_sent": s.media_frames_sent,
                 "media_commands_matched": s.media_commands_matched,
                 "media_audio_received": s.media_audio_received,
+                "outbound_dialed": s.outbound_dialed,
                 "unmatched": s.unmatched, "unmatched_requests": s.unmatched_requests,
                 "rest_remaining": s.rest_remaining, "events_remaining": s.events_remaining,
             }),
@@ -901,7 +993,10 @@ fn upgrade(
             .iter()
             .enumerate()
             .position(|(i, s)| {
-                !inner.sockets_used[i] && s.apps == apps && s.subscribe_all == subscribe_all
+                !inner.sockets_used[i]
+                    && s.outbound.is_none()
+                    && s.apps == apps
+                    && s.subscribe_all == subscribe_all
             });
         match hit {
             Some(i) => {
@@ -976,13 +1071,73 @@ fn upgrade(
     r
 }
 
-/// Pushes the recorded frames of socket `i` and answers `RESTRequest` frames.
-async fn run_socket(
+/// Dials outbound WebSocket `i` of the recording to the application at `app`, at its
+/// recorded time (from `started`) and after the requests recorded before it, then serves it.
+async fn dial_outbound(
     state: Arc<ReplayState>,
     i: usize,
-    opened: Instant,
-    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    started: Instant,
+    app: String,
+    credentials: Option<(String, String)>,
 ) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let sock = &state.recording.sockets[i];
+    let Some((path, protocol)) = &sock.outbound else {
+        return;
+    };
+    let latest = loop {
+        let changed = state.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(latest) = state.gate(sock.t_open) {
+            break latest;
+        }
+        changed.await;
+    };
+    let anchor = latest.unwrap_or((0.0, started));
+    tokio::time::sleep_until((anchor.1 + state.scaled(sock.t_open - anchor.0)).into()).await;
+    let url = format!("{app}{path}");
+    let failed = |why: String| {
+        let mut inner = lock(&state.inner);
+        state.unmatched(&mut inner, format!("outbound WebSocket {url}: {why}"));
+    };
+    let mut request = match url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return failed(e.to_string()),
+    };
+    if let Some((user, password)) = &credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        if let Ok(v) = HeaderValue::from_str(&format!("Basic {token}")) {
+            request.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+    }
+    if let Some(v) = protocol
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        request
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => {
+            {
+                let mut inner = lock(&state.inner);
+                inner.sockets_used[i] = true;
+                inner.stats.outbound_dialed += 1;
+            }
+            state.log(|| format!("outbound ws open: {url}"));
+            run_socket(state.clone(), i, Instant::now(), ws).await;
+        }
+        Err(e) => failed(format!("the application refused or failed: {e}")),
+    }
+}
+
+/// Pushes the recorded frames of socket `i` and answers `RESTRequest` frames.
+async fn run_socket<S>(state: Arc<ReplayState>, i: usize, opened: Instant, ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let writer = async move {

@@ -569,3 +569,170 @@ async fn media_session_is_recorded_and_checked_typed() {
     assert!(stats.media_audio_received > 0, "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- an outbound WebSocket (Asterisk dials the application) --------------------------------
+
+const OB_USER: &str = "obuser";
+/// Asterisk's outbound password: never written.
+const OB_PASSWORD: &str = "Ob-s3cr3t-pw";
+
+/// A per-call outbound server of the tokio client on a free loopback port.
+async fn outbound_server(
+) -> ari_tokio::OutboundServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector> {
+    ari_tokio::OutboundOptions::new(ari_tokio::TokioRuntime::new())
+        .credentials(OB_USER, OB_PASSWORD)
+        .expect("credentials")
+        .path("/ari-ob")
+        .require_subprotocol(true)
+        .connection_type(ari_tokio::ConnectionType::PerCall)
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("the outbound server binds")
+}
+
+/// One call on a per-call outbound connection: answer, a REST read, the hangup, all over the
+/// connection; returns what the program saw.
+async fn outbound_conversation(
+    server: &ari_tokio::OutboundServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector>,
+) -> Result<Vec<String>, ari_tokio::Error> {
+    let mut seen = Vec::new();
+    let Some(mut call) = tokio::time::timeout(HANG_GUARD, server.next_call())
+        .await
+        .expect("a call within the bound")
+    else {
+        return Ok(seen);
+    };
+    seen.push(format!(
+        "call {} {}",
+        call.channel.id(),
+        call.start.application
+    ));
+    call.channel.answer().await?;
+    let channel = call.client.channels().get(call.channel.id()).await?;
+    seen.push(format!(
+        "state {:?}",
+        channel.data().map(|c| c.state.to_string())
+    ));
+    call.channel.hangup().await?;
+    while let Some(event) = call.events.next().await {
+        let event = event?;
+        seen.push(event.type_name().to_string());
+        if matches!(event, Event::StasisEnd(_)) {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_is_recorded_checked_and_replayed_by_dialling_the_app() {
+    let dir = fresh_dir("outbound");
+    let app = outbound_server().await;
+    let app_url = format!("ws://{}", app.local_addr());
+    // Asterisk dials the recorder, which dials the application.
+    let recorder = Recorder::builder("http://127.0.0.1:9", &dir)
+        .outbound(&app_url, "127.0.0.1:0".parse().expect("addr"))
+        .start()
+        .expect("the recorder starts");
+    let ob_url = format!("{}/ari-ob", recorder.outbound_url().expect("outbound"));
+    let sim = Arc::new(
+        MockServer::builder()
+            .user(USER, PASSWORD)
+            .sim_config(sim_config())
+            .outbound(
+                ari_testkit::OutboundConfig::per_call(&ob_url, ["hello"])
+                    .credentials(OB_USER, OB_PASSWORD)
+                    .stasis_start_delay(Duration::from_millis(20))
+                    .close_after_stasis_end(Duration::from_millis(50)),
+            )
+            .start(),
+    );
+    sim.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let recorded = outbound_conversation(&app)
+        .await
+        .expect("the recorded conversation");
+    // Until Asterisk's close is relayed (a bounded wait; the close ends the recording).
+    let start = Instant::now();
+    while !std::fs::read_to_string(dir.join("connections.jsonl"))
+        .expect("connections")
+        .contains("ws-close")
+    {
+        assert!(start.elapsed() < HANG_GUARD, "the connection never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = recorder.finish();
+    drop(sim);
+    assert_eq!(stats.outbound_websockets, 1, "{stats:?}");
+    assert_eq!(stats.websockets, 0, "{stats:?}");
+    assert!(
+        stats.sent >= 3,
+        "answer, get and hangup over the socket: {stats:?}"
+    );
+    assert!(
+        recorded.iter().any(|l| l == "state Some(\"Up\")"),
+        "{recorded:#?}"
+    );
+    assert!(recorded.iter().any(|l| l == "StasisEnd"), "{recorded:#?}");
+    let connections = std::fs::read_to_string(dir.join("connections.jsonl")).expect("read");
+    assert!(connections.contains(r#""outbound":true"#), "{connections}");
+    assert!(connections.contains(r#""path":"/ari-ob""#), "{connections}");
+    let report = assert_checks_clean(&dir);
+    assert!(report.files.iter().any(|f| f.requests >= 3), "{report}");
+    // Neither Asterisk's credentials nor the client's are written.
+    use base64::Engine as _;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{OB_USER}:{OB_PASSWORD}"));
+    for name in RECORDING_FILES {
+        let text = std::fs::read_to_string(dir.join(name)).expect("recording file");
+        for secret in [
+            OB_PASSWORD,
+            basic.as_str(),
+            "authorization",
+            "Authorization",
+        ] {
+            assert!(!text.contains(secret), "{name} contains {secret:?}");
+        }
+    }
+
+    // Offline: the replay dials a fresh application as Asterisk did; the program sees the
+    // same call and answers.
+    let recording = Recording::load(&dir).expect("loads");
+    assert_eq!(recording.outbound_websockets(), 1);
+    let app = outbound_server().await;
+    let replay = ReplayServer::builder(recording)
+        .speed(2.0)
+        .outbound(&format!("ws://{}", app.local_addr()))
+        .outbound_credentials(OB_USER, OB_PASSWORD)
+        .start()
+        .expect("the replay starts");
+    let replayed = outbound_conversation(&app)
+        .await
+        .expect("the replayed conversation");
+    assert_eq!(recorded, replayed);
+    let stats = replay.stats();
+    assert_eq!(stats.outbound_dialed, 1, "{stats:?}");
+    assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
+    assert!(stats.ws_requests_matched >= 3, "{stats:?}");
+
+    // Without the application's credentials the replay's dial is refused, and says so.
+    let app = outbound_server().await;
+    let replay = ReplayServer::builder(Recording::load(&dir).expect("loads"))
+        .outbound(&format!("ws://{}", app.local_addr()))
+        .start()
+        .expect("the replay starts");
+    let start = Instant::now();
+    while replay.stats().unmatched == 0 {
+        assert!(start.elapsed() < HANG_GUARD, "the refusal was not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = replay.stats();
+    assert_eq!(stats.outbound_dialed, 0, "{stats:?}");
+    assert!(
+        stats.unmatched_requests[0].contains("/ari-ob")
+            && stats.unmatched_requests[0].contains("401"),
+        "{:?}",
+        stats.unmatched_requests
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

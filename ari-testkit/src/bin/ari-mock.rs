@@ -97,6 +97,15 @@ enum Command {
         /// Directory to write the recording into (created; its files are replaced).
         #[arg(long)]
         out: PathBuf,
+        /// Also record outbound WebSockets: Asterisk dials --outbound-port (its
+        /// websocket_client.conf uri pointed there) and each connection is relayed to the
+        /// application at this URL (ws://host:port; Asterisk's path and query are kept).
+        #[arg(long)]
+        outbound_app: Option<String>,
+        /// TCP port Asterisk's outbound connections come to (with --outbound-app; 0 picks a
+        /// free one), on the --bind address.
+        #[arg(long, default_value_t = 8090)]
+        outbound_port: u16,
         /// Print nothing but the "listening" line.
         #[arg(long)]
         quiet: bool,
@@ -114,6 +123,16 @@ enum Command {
         /// Recorded gaps and latencies are divided by this (2: twice as fast).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Dial the recording's outbound WebSockets to the application at this URL
+        /// (ws://host:port), as Asterisk did.
+        #[arg(long)]
+        outbound_app: Option<String>,
+        /// User the outbound connections present (HTTP Basic; the recording has none).
+        #[arg(long)]
+        outbound_user: Option<String>,
+        /// Password for --outbound-user.
+        #[arg(long)]
+        outbound_password: Option<String>,
         /// Print nothing but the "listening" line and mismatches.
         #[arg(long)]
         quiet: bool,
@@ -281,13 +300,15 @@ fn main() {
             port,
             bind,
             out,
+            outbound_app,
+            outbound_port,
             quiet,
         }) => record(
             &upstream,
             upstream_ca.as_deref(),
-            user,
-            password,
+            (user, password),
             SocketAddr::new(bind, port),
+            outbound_app.map(|app| (app, SocketAddr::new(bind, outbound_port))),
             &out,
             quiet,
         ),
@@ -296,8 +317,23 @@ fn main() {
             port,
             bind,
             speed,
+            outbound_app,
+            outbound_user,
+            outbound_password,
             quiet,
-        }) => replay(&dir, SocketAddr::new(bind, port), speed, quiet),
+        }) => {
+            let outbound = outbound_app.map(|app| match (outbound_user, outbound_password) {
+                (Some(u), Some(p)) => (app, Some((u, p))),
+                (None, None) => (app, None),
+                _ => {
+                    eprintln!(
+                        "ari-mock replay: --outbound-user and --outbound-password go together"
+                    );
+                    std::process::exit(2);
+                }
+            });
+            replay(&dir, SocketAddr::new(bind, port), speed, outbound, quiet)
+        }
         None => serve(cli.serve),
     }
 }
@@ -305,13 +341,16 @@ fn main() {
 fn record(
     upstream: &str,
     upstream_ca: Option<&std::path::Path>,
-    user: Option<String>,
-    password: Option<String>,
+    (user, password): (Option<String>, Option<String>),
     addr: SocketAddr,
+    outbound: Option<(String, SocketAddr)>,
     out: &std::path::Path,
     quiet: bool,
 ) -> ! {
     let mut builder = ari_testkit::record::Recorder::builder(upstream, out).bind(addr);
+    if let Some((app, listen)) = &outbound {
+        builder = builder.outbound(app, *listen);
+    }
     if let Some(ca) = upstream_ca {
         builder = builder.upstream_ca(ca);
     }
@@ -333,6 +372,9 @@ fn record(
                 recorder.base_url(),
                 out.display()
             );
+            if let (Some(url), Some((app, _))) = (recorder.outbound_url(), &outbound) {
+                println!("ari-mock record: Asterisk's outbound WebSockets to {url}/… → {app}/…");
+            }
             // Every line is written as it happens: the recording is complete when killed.
             loop {
                 std::thread::park();
@@ -348,17 +390,33 @@ fn record(
     }
 }
 
-fn replay(dir: &std::path::Path, addr: SocketAddr, speed: f64, quiet: bool) -> ! {
+/// The application to dial the recording's outbound WebSockets to, and their credentials.
+type OutboundDial = (String, Option<(String, String)>);
+
+fn replay(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    speed: f64,
+    outbound: Option<OutboundDial>,
+    quiet: bool,
+) -> ! {
     use ari_testkit::replay::{Recording, ReplayServer};
     let started = Recording::load(dir).and_then(|rec| {
         let summary = format!(
-            "{} REST exchanges, {} WebSockets, {} events, {} media WebSockets",
+            "{} REST exchanges, {} WebSockets ({} outbound), {} events, {} media WebSockets",
             rec.exchanges(),
             rec.websockets(),
+            rec.outbound_websockets(),
             rec.events(),
             rec.media_websockets()
         );
         let mut builder = ReplayServer::builder(rec).bind(addr).speed(speed);
+        if let Some((app, credentials)) = &outbound {
+            builder = builder.outbound(app);
+            if let Some((u, p)) = credentials {
+                builder = builder.outbound_credentials(u, p);
+            }
+        }
         builder = if quiet {
             builder.on_log(|line| {
                 if line.starts_with("UNMATCHED") {
