@@ -1055,20 +1055,7 @@ fn upgrade(
             apps.iter().cloned().collect::<Vec<_>>().join(",")
         )
     });
-    let mut r = crate::http::response(101, "", Vec::new());
-    let h = r.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if offers_ari {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("ari"),
-        );
-    }
-    r
+    switching_protocols(&key, offers_ari.then_some("ari"))
 }
 
 /// Dials outbound WebSocket `i` of the recording to the application at `app`, at its
@@ -1338,6 +1325,11 @@ fn media_upgrade(
         }
     });
     state.log(|| format!("media ws open: {path}"));
+    switching_protocols(&key, protocol.as_deref())
+}
+
+/// The `101` answer to an upgrade with `key`, choosing `protocol`.
+fn switching_protocols(key: &HeaderValue, protocol: Option<&str>) -> Response<Full<Bytes>> {
     let mut r = crate::http::response(101, "", Vec::new());
     let h = r.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -1345,7 +1337,7 @@ fn media_upgrade(
     if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    if let Some(v) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+    if let Some(v) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
     }
     r
