@@ -526,7 +526,29 @@ impl RecState {
     }
 }
 
-async fn accept_loop(state: Arc<RecState>, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
+async fn accept_loop(state: Arc<RecState>, listener: TcpListener, stop: oneshot::Receiver<()>) {
+    serve_loop(listener, stop, move || {
+        let state = state.clone();
+        // One upstream connection per client connection, opened on first use.
+        let conn = Arc::new(tokio::sync::Mutex::new(None));
+        service_fn(move |req| proxy(state.clone(), conn.clone(), req))
+    })
+    .await;
+}
+
+/// Accepts connections until `stop`, serving each (HTTP/1.1 with upgrades) with a service
+/// `service` makes for it.
+async fn serve_loop<S>(
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+    service: impl Fn() -> S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -536,11 +558,8 @@ async fn accept_loop(state: Arc<RecState>, listener: TcpListener, mut stop: ones
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
+                let svc = service();
                 tokio::spawn(async move {
-                    // One upstream connection per client connection, opened on first use.
-                    let conn = Arc::new(tokio::sync::Mutex::new(None));
-                    let svc = service_fn(move |req| proxy(state.clone(), conn.clone(), req));
                     let _ = http1::Builder::new()
                         .keep_alive(true)
                         .serve_connection(TokioIo::new(stream), svc)
@@ -817,26 +836,12 @@ async fn proxy(
             }
         });
         state.log(|| format!("ws#{ws} open: {conn_name}"));
-        let task_state = state.clone();
-        tokio::spawn(async move {
-            let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
-                (Ok(c), Ok(u)) => (c, u),
-                (c, u) => {
-                    let why = c
-                        .err()
-                        .or(u.err())
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
-                    task_state.log(|| format!("ws#{ws}: upgrade failed: {why}"));
-                    return;
-                }
-            };
-            let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None);
-            let upstream =
-                WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None);
-            let (client, upstream) = tokio::join!(client, upstream);
-            relay(task_state, ws, conn_name, media, client, upstream).await;
-        });
+        spawn_relay(
+            state.clone(),
+            (ws, conn_name, media),
+            (client_upgrade, Role::Server),
+            (upstream_upgrade, Role::Client),
+        );
         let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         return Ok(r);
@@ -896,28 +901,13 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 async fn outbound_accept_loop(
     state: Arc<RecState>,
     listener: TcpListener,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| outbound_proxy(state.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        }
-    }
+    serve_loop(listener, stop, move || {
+        let state = state.clone();
+        service_fn(move |req| outbound_proxy(state.clone(), req))
+    })
+    .await;
 }
 
 /// Relays one outbound WebSocket upgrade from Asterisk to the application, then its frames.
@@ -999,30 +989,46 @@ async fn outbound_proxy(
     state.write(Out::Connections, &open);
     state.count(|s| s.outbound_websockets += 1);
     state.log(|| format!("{conn} open: {path}"));
-    let task_state = state.clone();
-    tokio::spawn(async move {
-        let (asterisk, app) = match tokio::join!(asterisk_upgrade, app_upgrade) {
-            (Ok(a), Ok(b)) => (a, b),
-            (a, b) => {
-                let why = a
-                    .err()
-                    .or(b.err())
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
-                task_state.log(|| format!("{conn}: upgrade failed: {why}"));
-                return;
-            }
-        };
-        let asterisk = WebSocketStream::from_raw_socket(TokioIo::new(asterisk), Role::Server, None);
-        let app = WebSocketStream::from_raw_socket(TokioIo::new(app), Role::Client, None);
-        let (asterisk, app) = tokio::join!(asterisk, app);
-        // The application plays the client (its frames are the requests), Asterisk the
-        // upstream (its frames are the events; a close "by upstream" is Asterisk's).
-        relay(task_state, ws, conn, false, app, asterisk).await;
-    });
+    // The application plays the client (its frames are the requests), Asterisk the upstream
+    // (its frames are the events; a close "by upstream" is Asterisk's).
+    spawn_relay(
+        state.clone(),
+        (ws, conn, false),
+        (app_upgrade, Role::Client),
+        (asterisk_upgrade, Role::Server),
+    );
     let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     Ok(r)
+}
+
+/// Once both sides of WebSocket `ws` (named `conn`, a media one or not) have switched
+/// protocols, relays its frames (see [`relay`]); `client` and `upstream` are each side's
+/// upgrade and the role this proxy plays on it.
+fn spawn_relay(
+    state: Arc<RecState>,
+    (ws, conn, media): (u64, String, bool),
+    client: (hyper::upgrade::OnUpgrade, Role),
+    upstream: (hyper::upgrade::OnUpgrade, Role),
+) {
+    tokio::spawn(async move {
+        let (c, u) = match tokio::join!(client.0, upstream.0) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                let why = c
+                    .err()
+                    .or(u.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                state.log(|| format!("{conn} (ws#{ws}): upgrade failed: {why}"));
+                return;
+            }
+        };
+        let c = WebSocketStream::from_raw_socket(TokioIo::new(c), client.1, None);
+        let u = WebSocketStream::from_raw_socket(TokioIo::new(u), upstream.1, None);
+        let (c, u) = tokio::join!(c, u);
+        relay(state, ws, conn, media, c, u).await;
+    });
 }
 
 /// One frame of a media WebSocket, as `media.jsonl` keeps it (`None`: a pong, not written).

@@ -809,6 +809,20 @@ impl ReplayState {
         inner.stats.unmatched_requests.push(line);
     }
 
+    /// Waits until every request recorded before `t_ms` was made; then the latest of them
+    /// (recorded time, replay instant), if any.
+    async fn gated(&self, t_ms: f64) -> Option<(f64, Instant)> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(latest) = self.gate(t_ms) {
+                return latest;
+            }
+            changed.await;
+        }
+    }
+
     /// Whether every request recorded before `t_ms` was made; if so, the latest of them
     /// (recorded time, replay instant).
     fn gate(&self, t_ms: f64) -> Option<Option<(f64, Instant)>> {
@@ -1072,15 +1086,7 @@ async fn dial_outbound(
     let Some((path, protocol)) = &sock.outbound else {
         return;
     };
-    let latest = loop {
-        let changed = state.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if let Some(latest) = state.gate(sock.t_open) {
-            break latest;
-        }
-        changed.await;
-    };
+    let latest = state.gated(sock.t_open).await;
     let anchor = latest.unwrap_or((0.0, started));
     tokio::time::sleep_until((anchor.1 + state.scaled(sock.t_open - anchor.0)).into()).await;
     let url = format!("{app}{path}");
@@ -1142,15 +1148,7 @@ where
         let sock = &state.recording.sockets[i];
         let mut prev = (sock.t_open, opened);
         for f in sock.frames.iter().filter(|f| f.answers.is_none()) {
-            let latest = loop {
-                let changed = state.changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if let Some(latest) = state.gate(f.t_ms) {
-                    break latest;
-                }
-                changed.await;
-            };
+            let latest = state.gated(f.t_ms).await;
             let anchor = match latest {
                 Some(req) if req.0 > prev.0 => req,
                 _ => prev,
