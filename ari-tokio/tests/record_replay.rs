@@ -312,6 +312,15 @@ async fn conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> {
     let channels = client.channels().list().await?;
     seen.push(format!("channels {}", channels.len()));
     channel.hangup().await?;
+    seen_until_stasis_end(&mut events, &mut seen).await?;
+    Ok(seen)
+}
+
+/// The type of each event of a call up to its `StasisEnd`, into `seen`.
+async fn seen_until_stasis_end(
+    events: &mut ari_tokio::EventStream,
+    seen: &mut Vec<String>,
+) -> Result<(), ari_tokio::Error> {
     while let Some(event) = events.next().await {
         let event = event?;
         seen.push(event.type_name().to_string());
@@ -319,7 +328,7 @@ async fn conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> {
             break;
         }
     }
-    Ok(seen)
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,13 +623,7 @@ async fn outbound_conversation(
         channel.data().map(|c| c.state.to_string())
     ));
     call.channel.hangup().await?;
-    while let Some(event) = call.events.next().await {
-        let event = event?;
-        seen.push(event.type_name().to_string());
-        if matches!(event, Event::StasisEnd(_)) {
-            break;
-        }
-    }
+    seen_until_stasis_end(&mut call.events, &mut seen).await?;
     Ok(seen)
 }
 
