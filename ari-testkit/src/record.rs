@@ -22,7 +22,11 @@
 //! credentials passed through, never written). Each such connection is written like an
 //! events WebSocket (`connections.jsonl` with `outbound: true` and `conn` `ob#N`, Asterisk's
 //! frames in `events.jsonl`, the application's `RESTRequest`s in `ws-sent.jsonl`); a refused
-//! upgrade is a `ws-refused` line with the application's status.
+//! upgrade is a `ws-refused` line with the application's status. chan_websocket's client
+//! connection type (Asterisk dials the application's media server, offering the `media`
+//! subprotocol) arrives on the same listener: relayed to [`RecorderBuilder::media_app`] (or
+//! the outbound application) and written like a media WebSocket (`media.jsonl`, `ws-open`
+//! with `media: true` and `outbound: true`).
 //!
 //! Credentials are never written: no header is recorded, `api_key` is removed from every
 //! recorded query, and the upstream URL is not written.
@@ -146,6 +150,9 @@ pub struct RecordStats {
     pub outbound_websockets: u64,
     /// Outbound upgrades the application refused (its answer relayed to Asterisk).
     pub outbound_refused: u64,
+    /// chan_websocket client-mode connections (Asterisk dialling the application's media
+    /// server) relayed; also counted in `media_websockets`.
+    pub outbound_media_websockets: u64,
     /// Requests answered `502` because upstream could not be reached or failed mid-way.
     pub upstream_errors: u64,
     /// Lines that could not be written (disk full …); each one is logged.
@@ -161,6 +168,7 @@ pub struct RecorderBuilder {
     upstream_ca: Vec<PathBuf>,
     logger: Option<Logger>,
     outbound: Option<(String, SocketAddr)>,
+    media_app: Option<String>,
 }
 
 impl fmt::Debug for RecorderBuilder {
@@ -225,6 +233,15 @@ impl RecorderBuilder {
         self
     }
 
+    /// Where chan_websocket's client-mode connections (Asterisk dialling the application's
+    /// media server, subprotocol `media`) that arrive on the [outbound](Self::outbound)
+    /// listener go (`ws://host:port`; Asterisk's path and query are kept). Without it they go
+    /// to the outbound application.
+    pub fn media_app(mut self, app: &str) -> Self {
+        self.media_app = Some(app.to_owned());
+        self
+    }
+
     /// Creates the directory and its files (truncating a previous recording), binds, and
     /// runs the proxy on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<Recorder, RecordError> {
@@ -238,6 +255,14 @@ impl RecorderBuilder {
                     .map_err(RecordError::Io)?;
                 let addr = listener.local_addr().map_err(RecordError::Io)?;
                 Some((app, listener, addr))
+            }
+            None => None,
+        };
+        let media_app = match &self.media_app {
+            Some(app) => {
+                let mut app = Upstream::parse(app, &[])?;
+                app.prefix.clear();
+                Some(app)
             }
             None => None,
         };
@@ -263,6 +288,7 @@ impl RecorderBuilder {
         let state = Arc::new(RecState {
             upstream,
             outbound: outbound_app,
+            media_app,
             start: Instant::now(),
             files: Mutex::new(files),
             next_ws: AtomicU64::new(0),
@@ -332,6 +358,7 @@ impl Recorder {
             upstream_ca: Vec::new(),
             logger: None,
             outbound: None,
+            media_app: None,
         }
     }
 
@@ -482,6 +509,8 @@ struct RecState {
     upstream: Upstream,
     /// The application outbound WebSockets are relayed to.
     outbound: Option<Upstream>,
+    /// Where client-mode media WebSockets go (else to `outbound`).
+    media_app: Option<Upstream>,
     start: Instant,
     /// In the order of [`RECORDING_FILES`].
     files: Mutex<Vec<File>>,
@@ -915,7 +944,20 @@ async fn outbound_proxy(
     state: Arc<RecState>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Some(app) = state.outbound.as_ref() else {
+    let media = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|p| p.trim() == "media"))
+        });
+    let app = if media {
+        state.media_app.as_ref().or(state.outbound.as_ref())
+    } else {
+        state.outbound.as_ref()
+    };
+    let Some(app) = app else {
         return Ok(bad_gateway(&state, "no outbound application".to_owned()));
     };
     if !crate::ws::is_upgrade(&req) {
@@ -953,7 +995,11 @@ async fn outbound_proxy(
         Err(e) => return Ok(bad_gateway(&state, e)),
     };
     let ws = state.next_ws.fetch_add(1, Ordering::Relaxed) + 1;
-    let conn = format!("ob#{ws}");
+    let conn = if media {
+        "media".to_owned()
+    } else {
+        format!("ob#{ws}")
+    };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status().as_u16();
         state.write(
@@ -979,6 +1025,9 @@ async fn outbound_proxy(
         "type": "ws-open", "t_ms": t_ms, "ws": ws, "conn": conn, "path": path,
         "query": query_json(&query), "status": 101, "outbound": true,
     });
+    if media {
+        open["media"] = Value::Bool(true);
+    }
     if let Some(p) = parts
         .headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -987,13 +1036,21 @@ async fn outbound_proxy(
         open["protocol"] = Value::String(p.to_owned());
     }
     state.write(Out::Connections, &open);
-    state.count(|s| s.outbound_websockets += 1);
-    state.log(|| format!("{conn} open: {path}"));
-    // The application plays the client (its frames are the requests), Asterisk the upstream
-    // (its frames are the events; a close "by upstream" is Asterisk's).
+    state.count(|s| {
+        if media {
+            s.media_websockets += 1;
+            s.outbound_media_websockets += 1;
+        } else {
+            s.outbound_websockets += 1;
+        }
+    });
+    state.log(|| format!("{conn} (ws#{ws}) open: {path}"));
+    // The application plays the client (its frames are the requests, or `out` on a media
+    // socket), Asterisk the upstream (its frames are the events, or `in`; a close "by
+    // upstream" is Asterisk's).
     spawn_relay(
         state.clone(),
-        (ws, conn, false),
+        (ws, conn, media),
         (app_upgrade, Role::Client),
         (asterisk_upgrade, Role::Server),
     );

@@ -217,6 +217,9 @@ struct MediaRec {
     frames: Vec<(f64, usize, MediaMsg)>,
     /// The client's control messages, in order, with their time.
     commands: Vec<(f64, String)>,
+    /// Asterisk dialled the application (chan_websocket's client mode): the path and query
+    /// it dialled, and the subprotocol the application chose.
+    dial: Option<(String, Option<String>)>,
 }
 
 /// A recording loaded from a directory written by [`record`](crate::record).
@@ -317,11 +320,16 @@ impl Recording {
         for (_, v) in connections {
             if v["media"] == true {
                 if v["type"] == "ws-open" {
+                    let path = v["path"].as_str().unwrap_or("").to_owned();
+                    let protocol = v["protocol"].as_str().map(str::to_owned);
+                    let dial = (v["outbound"] == true)
+                        .then(|| (path.clone() + &query_string(&v["query"]), protocol.clone()));
                     rec.media.push(MediaRec {
                         ws: v["ws"].as_u64().unwrap_or(0),
-                        path: v["path"].as_str().unwrap_or("").to_owned(),
-                        protocol: v["protocol"].as_str().map(str::to_owned),
+                        path,
+                        protocol,
                         t_open: v["t_ms"].as_f64().unwrap_or(0.0),
+                        dial,
                         ..MediaRec::default()
                     });
                 }
@@ -462,7 +470,26 @@ impl Recording {
 
 /// `?k=v&…` from a recorded query (empty when there is none).
 fn query_string(q: &Value) -> String {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    // What cannot stand as itself in a query's key or value (as a client writes it: `-`,
+    // `_`, `.`, `~` and the like stay as they are).
+    const QUERY: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'&')
+        .add(b'+')
+        .add(b'<')
+        .add(b'=')
+        .add(b'>')
+        .add(b'?')
+        .add(b'[')
+        .add(b']')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'|');
     let Some(map) = q.as_object() else {
         return String::new();
     };
@@ -479,8 +506,8 @@ fn query_string(q: &Value) -> String {
                 .unwrap_or_else(|| v.to_string());
             pairs.push(format!(
                 "{}={}",
-                utf8_percent_encode(k, NON_ALPHANUMERIC),
-                utf8_percent_encode(&v, NON_ALPHANUMERIC)
+                utf8_percent_encode(k, QUERY),
+                utf8_percent_encode(&v, QUERY)
             ));
         }
     }
@@ -569,6 +596,9 @@ pub struct ReplayStats {
     pub media_audio_received: u64,
     /// Outbound WebSockets dialled to the application and accepted.
     pub outbound_dialed: u64,
+    /// chan_websocket client-mode media WebSockets dialled to the application's media
+    /// server and accepted (also counted in `media_websockets_matched`).
+    pub media_dialed: u64,
     /// Requests (HTTP, WebSocket upgrades, `RESTRequest` frames) the recording had no
     /// answer for.
     pub unmatched: u64,
@@ -588,6 +618,8 @@ pub struct ReplayBuilder {
     logger: Option<Logger>,
     outbound: Option<String>,
     outbound_credentials: Option<(String, String)>,
+    media_app: Option<String>,
+    media_credentials: Option<(String, String)>,
 }
 
 impl fmt::Debug for ReplayBuilder {
@@ -639,6 +671,22 @@ impl ReplayBuilder {
         self
     }
 
+    /// Dial the recording's client-mode media WebSockets (chan_websocket: Asterisk dialled
+    /// the application's media server) to `app` (`ws://host:port`; the recorded path and
+    /// query are appended), each after the requests recorded before it (the `externalMedia`
+    /// that asked for it). Without it they are not replayed.
+    pub fn media_app(mut self, app: &str) -> Self {
+        self.media_app = Some(app.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The credentials (HTTP Basic) the client-mode media connections present (the
+    /// websocket_client's `username`/`password`; the recording has none).
+    pub fn media_credentials(mut self, user: &str, password: &str) -> Self {
+        self.media_credentials = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
     /// Binds and serves on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<ReplayServer, ReplayError> {
         if !(self.speed.is_finite() && self.speed > 0.0) {
@@ -682,6 +730,7 @@ impl ReplayBuilder {
         });
         let thread_state = state.clone();
         let dial = self.outbound.map(|app| (app, self.outbound_credentials));
+        let dial_media = self.media_app.map(|app| (app, self.media_credentials));
         let (addr, thread) = ServerThread::spawn(
             format!("ari-replay-{}", self.addr.port()),
             TcpListener::bind(self.addr),
@@ -691,6 +740,20 @@ impl ReplayBuilder {
                     for (i, sock) in thread_state.recording.sockets.iter().enumerate() {
                         if sock.outbound.is_some() {
                             tokio::spawn(dial_outbound(
+                                thread_state.clone(),
+                                i,
+                                started,
+                                app.clone(),
+                                credentials.clone(),
+                            ));
+                        }
+                    }
+                }
+                if let Some((app, credentials)) = dial_media {
+                    let started = Instant::now();
+                    for (i, m) in thread_state.recording.media.iter().enumerate() {
+                        if m.dial.is_some() {
+                            tokio::spawn(dial_media_socket(
                                 thread_state.clone(),
                                 i,
                                 started,
@@ -737,6 +800,8 @@ impl ReplayServer {
             logger: None,
             outbound: None,
             outbound_credentials: None,
+            media_app: None,
+            media_credentials: None,
         }
     }
 
@@ -888,6 +953,7 @@ async fn serve(
                 "media_commands_matched": s.media_commands_matched,
                 "media_audio_received": s.media_audio_received,
                 "outbound_dialed": s.outbound_dialed,
+                "media_dialed": s.media_dialed,
                 "unmatched": s.unmatched, "unmatched_requests": s.unmatched_requests,
                 "rest_remaining": s.rest_remaining, "events_remaining": s.events_remaining,
             }),
@@ -1081,7 +1147,6 @@ async fn dial_outbound(
     app: String,
     credentials: Option<(String, String)>,
 ) {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let sock = &state.recording.sockets[i];
     let Some((path, protocol)) = &sock.outbound else {
         return;
@@ -1090,30 +1155,8 @@ async fn dial_outbound(
     let anchor = latest.unwrap_or((0.0, started));
     tokio::time::sleep_until((anchor.1 + state.scaled(sock.t_open - anchor.0)).into()).await;
     let url = format!("{app}{path}");
-    let failed = |why: String| {
-        let mut inner = lock(&state.inner);
-        state.unmatched(&mut inner, format!("outbound WebSocket {url}: {why}"));
-    };
-    let mut request = match url.as_str().into_client_request() {
-        Ok(r) => r,
-        Err(e) => return failed(e.to_string()),
-    };
-    if let Some((user, password)) = &credentials {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        if let Ok(v) = HeaderValue::from_str(&format!("Basic {token}")) {
-            request.headers_mut().insert(header::AUTHORIZATION, v);
-        }
-    }
-    if let Some(v) = protocol
-        .as_deref()
-        .and_then(|p| HeaderValue::from_str(p).ok())
-    {
-        request
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => {
+    match dial_like_asterisk(&url, protocol.as_deref(), credentials.as_ref()).await {
+        Ok(ws) => {
             {
                 let mut inner = lock(&state.inner);
                 inner.sockets_used[i] = true;
@@ -1122,8 +1165,71 @@ async fn dial_outbound(
             state.log(|| format!("outbound ws open: {url}"));
             run_socket(state.clone(), i, Instant::now(), ws).await;
         }
-        Err(e) => failed(format!("the application refused or failed: {e}")),
+        Err(why) => {
+            let mut inner = lock(&state.inner);
+            state.unmatched(&mut inner, format!("outbound WebSocket {url}: {why}"));
+        }
     }
+}
+
+/// Dials client-mode media WebSocket `i` of the recording to the application's media server
+/// at `app`, at its recorded time and after the requests recorded before it, then replays it.
+async fn dial_media_socket(
+    state: Arc<ReplayState>,
+    i: usize,
+    started: Instant,
+    app: String,
+    credentials: Option<(String, String)>,
+) {
+    let rec = &state.recording.media[i];
+    let Some((path, protocol)) = &rec.dial else {
+        return;
+    };
+    let anchor = state.gated(rec.t_open).await.unwrap_or((0.0, started));
+    tokio::time::sleep_until((anchor.1 + state.scaled(rec.t_open - anchor.0)).into()).await;
+    let url = format!("{app}{path}");
+    match dial_like_asterisk(&url, protocol.as_deref(), credentials.as_ref()).await {
+        Ok(ws) => {
+            {
+                let mut inner = lock(&state.inner);
+                inner.media_used[i] = true;
+                inner.stats.media_websockets_matched += 1;
+                inner.stats.media_dialed += 1;
+            }
+            state.log(|| format!("media ws dialled: {url}"));
+            run_media_socket(state.clone(), i, Instant::now(), ws).await;
+        }
+        Err(why) => {
+            let mut inner = lock(&state.inner);
+            state.unmatched(&mut inner, format!("media WebSocket {url}: {why}"));
+        }
+    }
+}
+
+/// Opens a WebSocket to `url` as Asterisk does: offering `protocol`, with Basic
+/// `credentials`.
+async fn dial_like_asterisk(
+    url: &str,
+    protocol: Option<&str>,
+    credentials: Option<&(String, String)>,
+) -> Result<WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if let Some((user, password)) = credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        if let Ok(v) = HeaderValue::from_str(&format!("Basic {token}")) {
+            request.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+    }
+    if let Some(v) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+        request
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| format!("the application refused or failed: {e}"))
 }
 
 /// Pushes the recorded frames of socket `i` and answers `RESTRequest` frames.
@@ -1278,7 +1384,7 @@ fn media_upgrade(
             .media
             .iter()
             .enumerate()
-            .position(|(i, m)| !inner.media_used[i] && m.path == path);
+            .position(|(i, m)| !inner.media_used[i] && m.dial.is_none() && m.path == path);
         match hit {
             Some(i) => {
                 inner.media_used[i] = true;
@@ -1343,12 +1449,14 @@ fn switching_protocols(key: &HeaderValue, protocol: Option<&str>) -> Response<Fu
 
 /// Pushes what Asterisk sent on media WebSocket `i` (each frame after its recorded gap and
 /// after the client's control messages that preceded it) and compares the client's.
-async fn run_media_socket(
+async fn run_media_socket<S>(
     state: Arc<ReplayState>,
     i: usize,
     opened: Instant,
-    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-) {
+    ws: WebSocketStream<S>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let writer = async move {

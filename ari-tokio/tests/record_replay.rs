@@ -739,3 +739,154 @@ async fn outbound_call_is_recorded_checked_and_replayed_by_dialling_the_app() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- chan_websocket's client mode (Asterisk dials the application's media server) ----------
+
+type TokioMediaServer =
+    ari_tokio::media::MediaServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector>;
+
+async fn media_server() -> TokioMediaServer {
+    ari_tokio::media::MediaServer::bind(
+        ari_tokio::TokioRuntime::new(),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("the media server binds")
+}
+
+/// A call whose media Asterisk sends to `server` (websocket_client `media_app`): frames
+/// echoed, a mark set; returns what the program saw.
+async fn client_mode_conversation(
+    url: &str,
+    server: &TokioMediaServer,
+) -> Result<Vec<String>, ari_tokio::Error> {
+    use ari_tokio::media::{MediaItem, MediaOptions};
+    let client = Client::builder(url, USER, PASSWORD)
+        .rng_seed(CLIENT_SEED)
+        .connect()
+        .await?;
+    let mut incoming = client.incoming();
+    client.start(&["rmc"]).await?;
+    let mut seen = Vec::new();
+    let Some(call) = incoming.next().await else {
+        return Ok(seen);
+    };
+    let (_start, channel, _events) = call?;
+    channel.answer().await?;
+    let mut media = server
+        .open(&channel, "media_app", MediaOptions::new("rmc", "ulaw"))
+        .await?;
+    seen.push(format!(
+        "media {} format={}",
+        media.media_start().connection_id,
+        media.format()
+    ));
+    let tx = media.sender();
+    let mut frames = 0usize;
+    while let Some(item) = media.next().await {
+        match item {
+            MediaItem::Audio(frame) => {
+                frames += 1;
+                if frames == 5 {
+                    seen.push(format!("mark m5 sent: {}", tx.mark("m5").is_ok()));
+                }
+                drop(tx.send_audio(frame));
+            }
+            MediaItem::Event(event) => seen.push(format!("event {}", event.name())),
+            MediaItem::Closed { .. } => break,
+            _ => {}
+        }
+    }
+    seen.push(format!("audio frames {}", frames > 0));
+    media.shutdown().await;
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_media_is_recorded_and_replayed_by_dialling_the_media_server() {
+    let dir = fresh_dir("media-client");
+    let sim = simulated_asterisk();
+    let server = media_server().await;
+    let recorder = Recorder::builder(&sim.base_url(), &dir)
+        .outbound(
+            &format!("ws://{}", server.local_addr()),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .start()
+        .expect("the recorder starts");
+    // websocket_client.conf [media_app]: uri = the recorder's outbound listener.
+    sim.set_websocket_client(
+        "media_app",
+        &format!(
+            "{}/media-in?static=1",
+            recorder.outbound_url().expect("outbound")
+        ),
+    );
+    let caller = {
+        let sim = sim.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while sim.with_sim(|s, _| s.app_is_connected("rmc")) != Some(true) {
+                assert!(start.elapsed() < HANG_GUARD, "rmc never registered");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let call = PlaceCall {
+                hangup_after_answer: Some(Duration::from_millis(1500)),
+                ..PlaceCall::new("PJSIP/alice", "rmc")
+            };
+            sim.place_call(call).expect("the simulator places the call");
+        })
+    };
+    let recorded = client_mode_conversation(&recorder.base_url(), &server)
+        .await
+        .expect("the recorded conversation");
+    caller.join().expect("the caller thread");
+    let stats = recorder.finish();
+    drop(sim);
+    assert_eq!(recorded[0], "media media_app format=ulaw", "{recorded:#?}");
+    assert!(
+        recorded.iter().any(|l| l == "audio frames true"),
+        "{recorded:#?}"
+    );
+    assert!(
+        recorded.iter().any(|l| l == "mark m5 sent: true"),
+        "{recorded:#?}"
+    );
+    assert_eq!(stats.outbound_media_websockets, 1, "{stats:?}");
+    assert_eq!(stats.media_websockets, 1, "{stats:?}");
+    assert_eq!(stats.outbound_websockets, 0, "{stats:?}");
+    let text = std::fs::read_to_string(dir.join("media.jsonl")).expect("media.jsonl");
+    assert!(text.contains("MEDIA_START"), "{text}");
+    assert!(text.contains("MARK_MEDIA m5"), "{text}");
+    let report = assert_checks_clean(&dir);
+    assert!(
+        report
+            .files
+            .iter()
+            .any(|f| f.file == Path::new("media.jsonl") && f.media >= 2),
+        "{report}"
+    );
+    assert_no_credentials(&dir);
+
+    // Offline: the replay dials a fresh media server as Asterisk did (after the replayed
+    // externalMedia that asked for it, with the token the seeded client issued again).
+    let recording = Recording::load(&dir).expect("loads");
+    assert_eq!(recording.media_websockets(), 1);
+    let server = media_server().await;
+    let replay = ReplayServer::builder(recording)
+        .speed(2.0)
+        .media_app(&format!("ws://{}", server.local_addr()))
+        .start()
+        .expect("the replay starts");
+    let replayed = client_mode_conversation(&replay.base_url(), &server)
+        .await
+        .expect("the replayed conversation");
+    assert_eq!(recorded, replayed);
+    let stats = replay.stats();
+    assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
+    assert_eq!(stats.media_dialed, 1, "{stats:?}");
+    assert_eq!(stats.media_commands_matched, 1, "{stats:?}");
+    assert!(stats.media_audio_received > 0, "{stats:?}");
+    assert_eq!(server.stats().sessions, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -106,6 +106,11 @@ enum Command {
         /// free one), on the --bind address.
         #[arg(long, default_value_t = 8090)]
         outbound_port: u16,
+        /// Where chan_websocket's client-mode connections (Asterisk dialling the media
+        /// server, subprotocol media) that arrive on --outbound-port go (ws://host:port);
+        /// without it, to --outbound-app.
+        #[arg(long)]
+        media_app: Option<String>,
         /// Print nothing but the "listening" line.
         #[arg(long)]
         quiet: bool,
@@ -133,6 +138,16 @@ enum Command {
         /// Password for --outbound-user.
         #[arg(long)]
         outbound_password: Option<String>,
+        /// Dial the recording's client-mode media WebSockets (Asterisk dialled the media
+        /// server) to the media server at this URL (ws://host:port).
+        #[arg(long)]
+        media_app: Option<String>,
+        /// User the client-mode media connections present (HTTP Basic).
+        #[arg(long)]
+        media_user: Option<String>,
+        /// Password for --media-user.
+        #[arg(long)]
+        media_password: Option<String>,
         /// Print nothing but the "listening" line and mismatches.
         #[arg(long)]
         quiet: bool,
@@ -302,13 +317,17 @@ fn main() {
             out,
             outbound_app,
             outbound_port,
+            media_app,
             quiet,
         }) => record(
             &upstream,
             upstream_ca.as_deref(),
             (user, password),
             SocketAddr::new(bind, port),
-            outbound_app.map(|app| (app, SocketAddr::new(bind, outbound_port))),
+            (
+                outbound_app.map(|app| (app, SocketAddr::new(bind, outbound_port))),
+                media_app,
+            ),
             &out,
             quiet,
         ),
@@ -320,18 +339,27 @@ fn main() {
             outbound_app,
             outbound_user,
             outbound_password,
+            media_app,
+            media_user,
+            media_password,
             quiet,
         }) => {
-            let outbound = outbound_app.map(|app| match (outbound_user, outbound_password) {
-                (Some(u), Some(p)) => (app, Some((u, p))),
-                (None, None) => (app, None),
-                _ => {
-                    eprintln!(
-                        "ari-mock replay: --outbound-user and --outbound-password go together"
-                    );
-                    std::process::exit(2);
-                }
-            });
+            let dial = |app: Option<String>, user, password, what: &str| {
+                app.map(|app| match (user, password) {
+                    (Some(u), Some(p)) => (app, Some((u, p))),
+                    (None, None) => (app, None),
+                    _ => {
+                        eprintln!(
+                            "ari-mock replay: --{what}-user and --{what}-password go together"
+                        );
+                        std::process::exit(2);
+                    }
+                })
+            };
+            let outbound = (
+                dial(outbound_app, outbound_user, outbound_password, "outbound"),
+                dial(media_app, media_user, media_password, "media"),
+            );
             replay(&dir, SocketAddr::new(bind, port), speed, outbound, quiet)
         }
         None => serve(cli.serve),
@@ -343,13 +371,20 @@ fn record(
     upstream_ca: Option<&std::path::Path>,
     (user, password): (Option<String>, Option<String>),
     addr: SocketAddr,
-    outbound: Option<(String, SocketAddr)>,
+    (outbound, media_app): (Option<(String, SocketAddr)>, Option<String>),
     out: &std::path::Path,
     quiet: bool,
 ) -> ! {
     let mut builder = ari_testkit::record::Recorder::builder(upstream, out).bind(addr);
     if let Some((app, listen)) = &outbound {
         builder = builder.outbound(app, *listen);
+    }
+    if let Some(app) = &media_app {
+        if outbound.is_none() {
+            eprintln!("ari-mock record: --media-app needs --outbound-app (its listener)");
+            std::process::exit(2);
+        }
+        builder = builder.media_app(app);
     }
     if let Some(ca) = upstream_ca {
         builder = builder.upstream_ca(ca);
@@ -390,14 +425,15 @@ fn record(
     }
 }
 
-/// The application to dial the recording's outbound WebSockets to, and their credentials.
+/// An application to dial the recording's outbound (or client-mode media) WebSockets to,
+/// and their credentials.
 type OutboundDial = (String, Option<(String, String)>);
 
 fn replay(
     dir: &std::path::Path,
     addr: SocketAddr,
     speed: f64,
-    outbound: Option<OutboundDial>,
+    (outbound, media): (Option<OutboundDial>, Option<OutboundDial>),
     quiet: bool,
 ) -> ! {
     use ari_testkit::replay::{Recording, ReplayServer};
@@ -415,6 +451,12 @@ fn replay(
             builder = builder.outbound(app);
             if let Some((u, p)) = credentials {
                 builder = builder.outbound_credentials(u, p);
+            }
+        }
+        if let Some((app, credentials)) = &media {
+            builder = builder.media_app(app);
+            if let Some((u, p)) = credentials {
+                builder = builder.media_credentials(u, p);
             }
         }
         builder = if quiet {
