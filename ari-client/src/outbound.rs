@@ -779,9 +779,15 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
 
     /// Stops accepting (the listening socket is closed: once this returns, the port can be
     /// bound again; connections whose upgrade was still in progress are not served, a failed
-    /// attempt for Asterisk), waits until every connection has ended (Asterisk closes a per-call
-    /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
-    /// Returns how many were closed that way. Calls and connections still queued (never taken
+    /// attempt for Asterisk), waits until every call has ended or `grace` passed, then closes
+    /// the clients still open. A call has ended when Asterisk closed its per-call connection
+    /// (it does after the call's StasisEnd); a persistent connection, which Asterisk keeps
+    /// open for the next calls, is done once none of its channels is in Stasis (a
+    /// `StasisStart`, or a call handed out in [`OutboundConnection::in_stasis`], without its
+    /// `StasisEnd` or `ChannelDestroyed` yet): once nothing is left, the persistent
+    /// connections are closed at once, without waiting for the rest of `grace`.
+    /// Returns how many clients were closed at the deadline (0 when nothing was left by
+    /// then). Calls and connections still queued (never taken
     /// by [`OutboundServer::next_call`] or [`OutboundServer::next`]) are handed out during
     /// the grace period, and dropped when it returns (warned): afterwards both give `None`.
     pub async fn shutdown(&self, grace: Duration) -> usize {
@@ -815,13 +821,22 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         let deadline = rt.now().checked_add(grace).unwrap_or_else(|| rt.now());
         loop {
             let open = self.open_clients();
-            if open.is_empty() {
+            // A persistent connection stays open after its calls ended (Asterisk keeps it
+            // for the next ones): nothing is left once none of them has a call in Stasis
+            // (per call, Asterisk closes each connection after its call).
+            let busy = open.iter().any(|(c, persistent)| {
+                !persistent || c.inner.shared.lock().session.calls_in_stasis() > 0
+            });
+            if !busy {
+                for (c, _) in open {
+                    c.close().await;
+                }
                 self.forget_waiting();
                 return 0;
             }
             if rt.now() >= deadline {
                 let n = open.len();
-                for c in open {
+                for (c, _) in open {
                     c.close().await;
                 }
                 self.forget_waiting();
@@ -852,15 +867,24 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         }
     }
 
-    /// Clients whose connection is open.
-    fn open_clients(&self) -> Vec<Client<Stack<E, C>>> {
+    /// Clients whose connection is open, each with whether it is a persistent connection
+    /// (one for all the calls of an Asterisk, not one Asterisk made per call).
+    fn open_clients(&self) -> Vec<(Client<Stack<E, C>>, bool)> {
         let mut q = self.shared.queues();
         q.live.retain(|w| w.strong_count() > 0);
+        let persistent: std::collections::HashSet<*const Inner<Stack<E, C>>> = q
+            .persistent
+            .iter()
+            .filter(|((_, _, one_call), _)| one_call.is_none())
+            .flat_map(|(_, v)| v.iter().map(Weak::as_ptr))
+            .collect();
         q.live
             .iter()
-            .filter_map(Weak::upgrade)
-            .map(|inner| Client { inner })
-            .filter(|c| !c.inner.shared.is_closed() && c.inner.shared.lock().session.is_connected())
+            .filter_map(|w| Some((w.upgrade()?, persistent.contains(&w.as_ptr()))))
+            .map(|(inner, persistent)| (Client { inner }, persistent))
+            .filter(|(c, _)| {
+                !c.inner.shared.is_closed() && c.inner.shared.lock().session.is_connected()
+            })
             .collect()
     }
 }
@@ -1736,6 +1760,16 @@ impl<R: Runtime> Lookup<R> {
                 found.push((start, channel, events));
             }
         }
+        // Calls of the connection from now on: a shutdown waits for them as for those a
+        // StasisStart announced.
+        client.inner.shared.command(|s| {
+            for (start, _, _) in &found {
+                let id = start.channel.id.as_str();
+                if !s.has_ended(ari_proto::events::ResourceKind::Channel, id) {
+                    s.note_in_stasis(id);
+                }
+            }
+        });
         // Counted before they are handed out: whoever takes them sees them counted.
         let n = found.len();
         adopted.fetch_add(n as u64, Ordering::Relaxed);

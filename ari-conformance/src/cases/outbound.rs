@@ -2100,3 +2100,66 @@ pub async fn outbound_per_call_redialled_call_is_the_channel_its_connection_name
     assert_eq!(call.start.channel.id, id);
     assert_eq!(call.start.application, application);
 }
+
+/// A persistent application shuts down gracefully (a deploy) with a call going on: Asterisk
+/// keeps the connection open after every call, so the connection ending is not the sign —
+/// the calls ending is. [`OutboundServer::shutdown`] with an hour of grace returns once the
+/// live call hung up during the grace (nothing left: the connection is closed then, none
+/// counted as closed at the deadline), not an hour later; shut down again with nothing in
+/// Stasis, it returns at once. A call still live at the deadline is closed there, counted.
+pub async fn outbound_persistent_shutdown_ends_when_the_last_call_ends<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    // The call ends while the shutdown waits for it.
+    let hangup = async {
+        h.sleep(Duration::from_millis(50)).await;
+        channel.hangup().await
+    };
+    let (closed, hung_up) = h
+        .live(
+            "shutdown with an hour of grace ends with the last call",
+            futures::future::join(ob.shutdown(HOUR), hangup),
+        )
+        .await;
+    hung_up.expect("hangup during the grace");
+    assert_eq!(closed, 0, "nothing was left at the deadline");
+    h.eventually("the connection is closed", || !conn.client.is_connected())
+        .await;
+
+    // Another instance: a call still live at the deadline is closed there, counted.
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (_, _channel, _) = h.next_incoming("the call", &mut incoming).await;
+    let closed = h
+        .live(
+            "shutdown with a call live",
+            ob.shutdown(Duration::from_millis(200)).into_future(),
+        )
+        .await;
+    assert_eq!(
+        closed, 1,
+        "the connection with a live call closed at the deadline"
+    );
+}

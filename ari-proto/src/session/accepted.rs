@@ -29,11 +29,26 @@ pub(super) struct PeerInfo {
     /// The applications Asterisk unregistered on the current connection since one was last
     /// registered (its configuration removed: see [`Session::handle_closed`]).
     pub(super) unregistered: Vec<String>,
+    /// The channels in Stasis of the connection's applications (a `StasisStart` came, no
+    /// `StasisEnd` or `ChannelDestroyed` yet), with the connection (its number) they entered
+    /// on: the calls the application serves.
+    pub(super) in_stasis: std::collections::HashMap<String, u64>,
 }
 
 impl PeerInfo {
-    pub(super) fn learn(&mut self, event: &Event) {
+    /// Learns from `event`, routed on connection number `connection`.
+    pub(super) fn learn(&mut self, event: &Event, connection: u64) {
         match event {
+            Event::StasisStart(e) => {
+                self.in_stasis
+                    .insert(e.channel.id.as_str().to_owned(), connection);
+            }
+            Event::StasisEnd(e) => {
+                self.in_stasis.remove(e.channel.id.as_str());
+            }
+            Event::ChannelDestroyed(e) => {
+                self.in_stasis.remove(e.channel.id.as_str());
+            }
             Event::ApplicationRegistered(e) => {
                 self.unregistered.clear();
                 if let Some(id) = &e.asterisk_id {
@@ -116,6 +131,49 @@ impl<T: Clone> Session<T> {
     /// A per-call connection serves one, named `<app>:<channel name>`.
     pub fn applications(&self) -> &[String] {
         &self.peer.applications
+    }
+
+    /// The calls of an accepted session: the channels in Stasis of the connection's
+    /// applications (a `StasisStart` came on it and no `StasisEnd` or `ChannelDestroyed`
+    /// since), with those counted by [`Session::note_in_stasis`]. The channels of Asterisk's
+    /// previous run leave it with [`Session::handle_asterisk_restarted`], all of them when
+    /// Asterisk is gone for good or unregistered the applications. Always 0 for a session that
+    /// dials.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use ari_proto::session::{Session, SessionConfig};
+    /// let now = Instant::now();
+    /// let mut s = Session::accepted(SessionConfig::default());
+    /// s.handle_accepted(now);
+    /// let channel = r#"{"id":"c1","name":"PJSIP/a-1","state":"Up","protocol_id":"",
+    ///     "caller":{"name":"","number":""},"connected":{"name":"","number":""},
+    ///     "accountcode":"","dialplan":{"context":"c","exten":"s","priority":1,
+    ///     "app_name":"Stasis","app_data":"obapp"},"creationtime":"2026-12-05T22:32:45.355+0000",
+    ///     "language":"en"}"#;
+    /// let at = r#""timestamp":"2026-12-05T22:32:45.355+0000","application":"obapp""#;
+    /// s.handle_frame(now, format!(r#"{{"type":"StasisStart",{at},"args":[],
+    ///     "channel":{channel}}}"#).as_bytes());
+    /// assert_eq!(s.calls_in_stasis(), 1);
+    /// s.handle_frame(now, format!(r#"{{"type":"StasisEnd",{at},"channel":{channel}}}"#)
+    ///     .as_bytes());
+    /// assert_eq!(s.calls_in_stasis(), 0);
+    /// ```
+    pub fn calls_in_stasis(&self) -> usize {
+        self.peer.in_stasis.len()
+    }
+
+    /// Accepted sessions: counts `channel` among the [calls in
+    /// Stasis](Session::calls_in_stasis) although no `StasisStart` announced it on this
+    /// connection (a call already in Stasis when the application started, found by asking
+    /// Asterisk), until its `StasisEnd` or `ChannelDestroyed`. Ignored by a session that
+    /// dials.
+    pub fn note_in_stasis(&mut self, channel: &str) {
+        if self.accepted {
+            self.peer
+                .in_stasis
+                .insert(channel.to_owned(), self.stats.connects);
+        }
     }
 
     /// Asterisk opened a WebSocket to the application and its upgrade was accepted: it is
