@@ -1752,7 +1752,10 @@ impl<R: Runtime> Lookup<R> {
             // a Local channel it originated (in the dialplan), a channel ringing before it
             // enters Stasis, one it subscribed to. Only a channel in Stasis of one of the
             // connection's applications is a call of the application.
-            if seen.contains(id.as_str()) || !in_stasis_of(&snapshot, &names) {
+            if seen.contains(id.as_str())
+                || !(in_stasis_of(&snapshot, &names)
+                    || moved_in(client, &apps, &snapshot, &names).await)
+            {
                 tracing::debug!(target: "ari_client", channel = %id, app = %app, "outbound: a channel of the application not in its Stasis is not handed out");
                 continue;
             }
@@ -1776,6 +1779,45 @@ impl<R: Runtime> Lookup<R> {
         let unseen = tx.finish(found);
         adopted.fetch_sub(unseen as u64, Ordering::Relaxed);
         (n - unseen, unseen)
+    }
+}
+
+/// Whether a channel listed by one of the connection's applications `names`, running
+/// `Stasis()` for another application, was moved into the connection's application
+/// (`POST channels/{id}/move`, or a `move` by the other application): Asterisk moves it
+/// inside the same `Stasis()`, so its `dialplan.app_data` still names the first application.
+/// It is in that one's Stasis only if that application lists it too (`listing`, the answer of
+/// `GET applications`, or else `GET applications/{name}`; not registered: the channel
+/// cannot be in its Stasis). A channel the connection's application only watches while it
+/// is in another's Stasis (subscribed to it) is listed by both, and not taken.
+async fn moved_in<R: Runtime>(
+    client: &Client<R>,
+    listing: &[ari_proto::models::Application],
+    snapshot: &ari_proto::models::Channel,
+    names: &[String],
+) -> bool {
+    if !snapshot.dialplan.app_name.eq_ignore_ascii_case("Stasis") {
+        return false;
+    }
+    let first = stasis_app_of(snapshot);
+    if first.is_empty() || names.iter().any(|n| n == first) {
+        return false;
+    }
+    let id = snapshot.id.as_str();
+    let lists = |a: &ari_proto::models::Application| a.channel_ids.iter().any(|c| c == id);
+    if let Some(other) = listing.iter().find(|a| a.name == first) {
+        return !lists(other);
+    }
+    match client
+        .execute(&ari_proto::ops::applications::Get::new(first))
+        .await
+    {
+        Ok(other) => !lists(&other),
+        Err(e) if e.status() == Some(404) => true,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", channel = id, app = first, error = %e, "outbound: could not tell whether a channel was moved into the application");
+            false
+        }
     }
 }
 

@@ -2163,3 +2163,98 @@ pub async fn outbound_persistent_shutdown_ends_when_the_last_call_ends<
         "the connection with a live call closed at the deadline"
     );
 }
+
+/// A call moved into the persistent application from another one (an inbound `ivr` does
+/// `POST channels/{id}/move?app=hello`): the persistent connection gets its `StasisStart`
+/// (args from the move) on `incoming`. Asterisk moves a channel inside the `Stasis()` it
+/// runs, so its `dialplan.app_data` still names `ivr`; when the application restarts with
+/// the moved call in Stasis, the new instance still gets it in
+/// [`OutboundConnection::in_stasis`](ari_client::OutboundConnection::in_stasis) (it was
+/// left to nobody: only channels whose `Stasis()` named `hello` were taken) and controls it.
+/// A call `ivr` keeps, which `hello` only subscribed to, is not handed out.
+pub async fn outbound_persistent_call_moved_in_from_another_application_is_served<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let ivr = h
+        .live("the ivr client connects", h.builder_for(&mock).connect())
+        .await
+        .expect("a client");
+    h.live("ivr starts", ivr.start(&["ivr"]))
+        .await
+        .expect("the application starts");
+
+    // A call the ivr moves to hello.
+    let moved = h
+        .incoming_call_on(&mock, &ivr, PlaceCall::new("PJSIP/alice", "ivr"))
+        .await;
+    h.live("move", moved.r#move("hello").app_args("from-ivr"))
+        .await
+        .expect("move to hello");
+    let (start, channel, _) = h.next_incoming("the moved call", &mut incoming).await;
+    assert_eq!(start.channel.id, moved.id());
+    assert_eq!(start.application, "hello");
+    assert_eq!(start.args, ["from-ivr"]);
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the persistent socket");
+    // A call the ivr keeps; hello only watches it.
+    let kept = h
+        .incoming_call_on(&mock, &ivr, PlaceCall::new("PJSIP/bob", "ivr"))
+        .await;
+    h.live(
+        "hello subscribes to the ivr's call",
+        conn.client
+            .applications()
+            .subscribe("hello", [format!("channel:{}", kept.id())]),
+    )
+    .await
+    .expect("subscribed");
+
+    // The application restarts with the moved call in its Stasis.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((channel, incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    let mut in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(s, _, _)| s.channel.id.to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [moved.id().to_string()],
+        "only the moved call is hello's"
+    );
+    let (start, channel, _) = in_stasis.remove(0);
+    assert_eq!(start.application, "hello");
+    assert_eq!(again.stats().adopted, 1);
+    h.live("hangup", channel.hangup())
+        .await
+        .expect("hangup over the new socket");
+    h.live("the ivr's call goes on", kept.ring())
+        .await
+        .expect("the ivr still controls its call");
+}
