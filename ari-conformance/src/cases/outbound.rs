@@ -2258,3 +2258,107 @@ pub async fn outbound_persistent_call_moved_in_from_another_application_is_serve
         .await
         .expect("the ivr still controls its call");
 }
+
+/// A TCP relay in front of the application whose first `slow` connections hold the
+/// application's first bytes (its upgrade answer) back for `hold`: a slow application, as
+/// Asterisk sees it. Threads of its own (runtime-independent); each connection's relay
+/// ends when either side closes.
+struct SlowRelay {
+    addr: std::net::SocketAddr,
+}
+
+impl SlowRelay {
+    fn start(to: std::net::SocketAddr, slow: usize, hold: Duration) -> SlowRelay {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind(loopback()).expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        let left = std::sync::Arc::new(AtomicUsize::new(slow));
+        std::thread::spawn(move || {
+            for from in listener.incoming() {
+                let Ok(from) = from else { return };
+                let Ok(app) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let held = left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let pipe = |mut a: std::net::TcpStream, mut b: std::net::TcpStream, hold| {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 4096];
+                        let mut first = true;
+                        loop {
+                            let n = match a.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if std::mem::take(&mut first) {
+                                if let Some(hold) = hold {
+                                    std::thread::sleep(hold);
+                                }
+                            }
+                            if b.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(from2), Ok(app2)) = (from.try_clone(), app.try_clone()) else {
+                    continue;
+                };
+                pipe(from, app, None);
+                pipe(app2, from2, held.then_some(hold));
+            }
+        });
+        SlowRelay { addr }
+    }
+}
+
+/// The application answers Asterisk's upgrade later than Asterisk waits for it (twice its
+/// `connection_timeout`, 20.21+): Asterisk drops that attempt and dials again after
+/// `reconnect_interval`. The attempts it dropped leave nothing behind in the application
+/// (no client handed out for them: counted in `OutboundStats::failed`), and the attempt
+/// answered in time is the one connection, which serves a call.
+pub async fn outbound_an_answer_slower_than_connection_timeout_is_dropped_and_redialled<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    // The first two answers come 600 ms late; Asterisk waits 2 × 100 ms.
+    let relay = SlowRelay::start(ob.local_addr(), 2, Duration::from_millis(600));
+    let mock = asterisk(
+        OutboundConfig::persistent(&format!("ws://{}{PATH}", relay.addr), ["hello"])
+            .credentials(USER, SECRET)
+            .connection_timeout(Duration::from_millis(100))
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects at its third attempt", ob.next())
+        .await
+        .expect("a connection");
+    let seen = mock.outbound_stats();
+    assert_eq!((seen.connected, seen.failed), (1, 2), "{seen:?}");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the connection answered in time");
+    h.eventually("the dropped attempts are counted as failed", || {
+        let s = ob.stats();
+        s.accepted == 3 && s.failed == 2
+    })
+    .await;
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.waiting, stats.replaced, stats.duplicates),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
