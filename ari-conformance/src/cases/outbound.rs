@@ -2362,3 +2362,39 @@ pub async fn outbound_an_answer_slower_than_connection_timeout_is_dropped_and_re
         "{stats:?}"
     );
 }
+
+/// Asterisk 20.21+ with `enable_pingpongs`: it PINGs every interval and closes with 1001
+/// (then redials) once `pingpong_probes` PINGs went unanswered. The client answers them on
+/// its own, also while the application takes nothing from it (busy elsewhere, a call
+/// waiting on `incoming`): after many PINGs, none went unanswered, the connection was never
+/// dropped, and the waiting call is served.
+pub async fn outbound_asterisk_pings_are_answered_while_the_application_is_busy<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(
+        persistent(&ob).pingpongs(Duration::from_millis(20), 2),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    h.eventually("twenty PINGs answered", || {
+        mock.outbound_stats().pongs >= 20
+    })
+    .await;
+    let (_, channel, _) = h.next_incoming("the call that waited", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the same connection");
+    let seen = mock.outbound_stats();
+    assert_eq!((seen.pong_timeouts, seen.connected), (0, 1), "{seen:?}");
+    assert_eq!(ob.stats().replaced, 0);
+}
