@@ -2398,3 +2398,45 @@ pub async fn outbound_asterisk_pings_are_answered_while_the_application_is_busy<
     assert_eq!((seen.pong_timeouts, seen.connected), (0, 1), "{seen:?}");
     assert_eq!(ob.stats().replaced, 0);
 }
+
+/// Code written for an inbound client calls `client.start(app)` on the client an
+/// [`OutboundServer`] hands out. Asterisk registered the applications of the connection
+/// itself (`ari.conf` `apps`): `start` with one of them succeeds at once, with another name
+/// (a typo, an application of another connection) fails typed, and either way the
+/// connection stays as it was — no close, no redial by Asterisk — and serves the next call.
+pub async fn outbound_start_on_an_outbound_client_leaves_its_connection_alone<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    h.live("start hello", client.start("hello"))
+        .await
+        .expect("hello is the connection's application");
+    let err = h
+        .live("start helo", client.start("helo"))
+        .await
+        .expect_err("not an application of the connection");
+    assert!(
+        matches!(err, ari_client::Error::Build(_)),
+        "a typed refusal: {err}"
+    );
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the same connection");
+    assert!(client.is_connected());
+    let seen = mock.outbound_stats();
+    assert_eq!(seen.connected, 1, "never closed nor redialled: {seen:?}");
+    assert_eq!(ob.stats().replaced, 0);
+}
