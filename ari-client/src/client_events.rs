@@ -141,6 +141,12 @@ impl<R: Runtime> Client<R> {
             // dials again, at once, a client that no longer takes connections).
             let st = shared.lock();
             if st.session.is_accepted() {
+                if st.session.state() == ConnectionState::Stopped {
+                    return Err(Error::closed(
+                        "the client of a connection Asterisk opened was stopped: it takes no \
+                         connection again (the next one comes from OutboundServer::next)",
+                    ));
+                }
                 let registered = st.session.applications();
                 let missing: Vec<&String> =
                     apps.iter().filter(|a| !registered.contains(a)).collect();
@@ -199,6 +205,12 @@ impl<R: Runtime> Client<R> {
     /// REST-over-WebSocket requests fail; listeners stay registered for a later
     /// [`Client::start`]. Returns once the close frame is sent (or there was no open
     /// WebSocket).
+    ///
+    /// On the client of a connection Asterisk opened ([`OutboundServer`](crate::OutboundServer)),
+    /// the connection is closed for good: the client takes no connection again (a later
+    /// `start` fails with [`Error::Closed`]). Asterisk dials again at once; the server serves
+    /// that connection as a new one ([`OutboundServer::next`](crate::OutboundServer::next),
+    /// or per call [`OutboundServer::next_call`](crate::OutboundServer::next_call)).
     pub async fn stop(&self) {
         let shared = &self.inner.shared;
         shared.command(|s| s.stop());

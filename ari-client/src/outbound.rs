@@ -1171,7 +1171,7 @@ async fn handshake<E: Executor, C: Connector>(
             .and_then(Weak::upgrade),
         _ => None,
     };
-    if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
+    if let Some(inner) = existing.filter(|i| takes_connections(i)) {
         s.counters.resumed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
         inner.shared.attach(Box::new(ws), first);
@@ -1378,7 +1378,7 @@ async fn reconnect<E: Executor, C: Connector, W: Send + 'static>(
                 .unwrap_or_default();
             let clients: Vec<_> = clients
                 .into_iter()
-                .filter(|i| !i.shared.is_closed())
+                .filter(|i| takes_connections(i))
                 .collect();
             let lost = clients
                 .iter()
@@ -1400,6 +1400,14 @@ async fn reconnect<E: Executor, C: Connector, W: Send + 'static>(
             .min(deadline);
         rt.sleep_until(step).await;
     }
+}
+
+/// Whether a client takes the connections Asterisk opens again for it: not closed, and not
+/// stopped by the application ([`Client::stop`]: it takes none; Asterisk's next connection
+/// is served as a new one).
+fn takes_connections<R: Runtime>(inner: &Inner<R>) -> bool {
+    !inner.shared.is_closed()
+        && inner.shared.lock().session.state() != ari_proto::session::ConnectionState::Stopped
 }
 
 /// Whether `app` is the application of a per-call connection: Asterisk names it

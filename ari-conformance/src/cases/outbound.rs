@@ -2440,3 +2440,44 @@ pub async fn outbound_start_on_an_outbound_client_leaves_its_connection_alone<
     assert_eq!(seen.connected, 1, "never closed nor redialled: {seen:?}");
     assert_eq!(ob.stats().replaced, 0);
 }
+
+/// The application stops the client of a persistent connection (`Client::stop`, as it
+/// would an inbound one: "close the events WebSocket and stop reconnecting"). Asterisk,
+/// seeing its connection closed, dials again at once; that connection is not forced into
+/// the stopped client (which takes none: Asterisk's redial went nowhere, for ever) but
+/// served as a new one, yielded by [`OutboundServer::next`], and it serves the next call.
+pub async fn outbound_a_stopped_persistent_client_leaves_the_next_connection_to_a_new_one<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    h.live("stop", conn.client.stop()).await;
+    let again = h
+        .live("Asterisk's next connection is a new one", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = again.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the new connection");
+    assert!(
+        !conn.client.is_connected(),
+        "the stopped client stays stopped"
+    );
+    assert_eq!(mock.outbound_stats().connected, 2);
+    let err = h
+        .live("start the stopped client", conn.client.start("hello"))
+        .await
+        .expect_err("a stopped outbound client takes no connection again");
+    assert!(matches!(err, ari_client::Error::Closed { .. }), "{err}");
+}
