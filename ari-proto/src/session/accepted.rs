@@ -40,6 +40,11 @@ impl PeerInfo {
     pub(super) fn learn(&mut self, event: &Event, connection: u64) {
         match event {
             Event::StasisStart(e) => {
+                // A channel that took another's place in Stasis (a masquerade, e.g. an
+                // attended transfer): the call goes on as this one.
+                if let Some(replaced) = &e.replace_channel {
+                    self.in_stasis.remove(replaced.id.as_str());
+                }
                 self.in_stasis
                     .insert(e.channel.id.as_str().to_owned(), connection);
             }
@@ -215,6 +220,62 @@ mod tests {
 
     fn drain(s: &mut Session) -> Vec<Output<()>> {
         std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    fn channel_frame(ty: &str, id: &str, extra: &str) -> String {
+        let channel = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","name":"PJSIP/a-{id}","state":"Up","protocol_id":"",
+                "caller":{{"name":"","number":""}},"connected":{{"name":"","number":""}},
+                "accountcode":"","dialplan":{{"context":"c","exten":"s","priority":1,
+                "app_name":"Stasis","app_data":"obapp"}},
+                "creationtime":"2026-12-05T22:32:45.355+0000","language":"en"}}"#
+            )
+        };
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(r#","replace_channel":{}"#, channel(extra))
+        };
+        format!(
+            r#"{{"type":"{ty}","timestamp":"2026-12-05T22:32:45.355+0000","application":"obapp",
+            "args":[],"channel":{}{extra}}}"#,
+            channel(id)
+        )
+    }
+
+    /// The calls in Stasis of an accepted session: a channel replacing another in Stasis
+    /// takes its place; an Asterisk restart drops those of its previous run (not those that
+    /// entered on the current connection); Asterisk gone for good drops them all; a call
+    /// noted without its StasisStart counts until its StasisEnd.
+    #[test]
+    fn calls_in_stasis_follow_replacements_restarts_and_a_peer_gone() {
+        let mut now = Instant::now();
+        let mut s =
+            Session::accepted(SessionConfig::default().peer_timeout(Some(Duration::from_secs(60))));
+        s.handle_accepted(now);
+        s.handle_frame(now, channel_frame("StasisStart", "a", "").as_bytes());
+        s.handle_frame(now, channel_frame("StasisStart", "b", "a").as_bytes());
+        assert_eq!(s.calls_in_stasis(), 1, "b took a's place");
+        s.note_in_stasis("adopted");
+        assert_eq!(s.calls_in_stasis(), 2);
+        s.handle_frame(now, channel_frame("StasisEnd", "adopted", "").as_bytes());
+        assert_eq!(s.calls_in_stasis(), 1);
+
+        // Asterisk restarts while the connection is down; a new call comes on the next one
+        // before the restart is known.
+        s.handle_disconnected(now, "gone");
+        s.handle_accepted(now);
+        s.handle_frame(now, channel_frame("StasisStart", "c", "").as_bytes());
+        s.handle_asterisk_restarted();
+        assert_eq!(s.calls_in_stasis(), 1, "only c, of the new run");
+
+        // Gone for good.
+        s.handle_disconnected(now, "gone");
+        now += Duration::from_secs(61);
+        s.handle_timeout(now);
+        assert_eq!(s.calls_in_stasis(), 0);
+        drain(&mut s);
     }
 
     /// Asterisk never comes back: after `peer_timeout` (the session's own clock, passed in)
