@@ -250,6 +250,7 @@ mod tests {
     /// noted without its StasisStart counts until its StasisEnd.
     #[test]
     fn calls_in_stasis_follow_replacements_restarts_and_a_peer_gone() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
         let mut now = Instant::now();
         let mut s =
             Session::accepted(SessionConfig::default().peer_timeout(Some(Duration::from_secs(60))));
