@@ -2481,3 +2481,39 @@ pub async fn outbound_a_stopped_persistent_client_leaves_the_next_connection_to_
         .expect_err("a stopped outbound client takes no connection again");
     assert!(matches!(err, ari_client::Error::Closed { .. }), "{err}");
 }
+
+/// Per call, the application stops a call's client (`Client::stop`) with the call still in
+/// Stasis. Asterisk redials the call at once, naming the same `<app>:<channel>`; the
+/// stopped client takes no connection, so the redial is served as a call already in Stasis:
+/// yielded again by [`OutboundServer::next_call`] with `resumed` set, the same channel,
+/// which the new client controls.
+pub async fn outbound_per_call_stopped_client_call_redialled_is_handed_out_again<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::PerCall).resume_after(Duration::from_millis(50)),
+    )
+    .await;
+    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(20), 5), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h.live("the call", ob.next_call()).await.expect("a call");
+    assert!(!call.resumed);
+    h.live("stop the call's client", call.client.stop()).await;
+    let again = h
+        .live("the redialled call", ob.next_call())
+        .await
+        .expect("the call again");
+    assert!(again.resumed, "already in Stasis");
+    assert_eq!(again.channel.id(), id);
+    h.live("answer", again.channel.answer())
+        .await
+        .expect("answer over the redialled connection");
+    assert!(!call.client.is_connected());
+    assert_eq!(ob.stats().resumed, 0, "not handed to the stopped client");
+}
