@@ -661,6 +661,9 @@ fn pinger(
     let tx = tx.clone();
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // One PING per interval, as Asterisk: ticks missed (the process paused) are not sent
+        // in a burst, which would count as PINGs unanswered.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if tx.send(ConnCmd::Ping { probes }).is_err() {
