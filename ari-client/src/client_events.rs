@@ -119,6 +119,12 @@ impl<R: Runtime> Client<R> {
     ///
     /// Calling it again with other applications reconnects with the new set.
     ///
+    /// On the client of a connection Asterisk opened ([`OutboundServer`](crate::OutboundServer)),
+    /// Asterisk decides the applications (`ari.conf` `apps`): `start` returns at once, `Ok`
+    /// when every one of `apps` is among those it registered on the connection (its
+    /// `ApplicationRegistered` frames), else [`Error::Build`]; the connection is left as it
+    /// is.
+    ///
     /// Takes one name or several: `client.start("hello")`, `client.start(&["a", "b"])`,
     /// `client.start(vec![name])`.
     pub async fn start(&self, apps: impl Apps) -> Result<(), Error> {
@@ -128,6 +134,35 @@ impl<R: Runtime> Client<R> {
         }
         let apps: Vec<String> = apps.into_apps();
         ari_proto::session::check_apps(&apps)?;
+        {
+            // A connection Asterisk opened (an `OutboundServer`'s client) serves the
+            // applications Asterisk registered on it: there is nothing to start, and
+            // stopping it to "reconnect with the new set" would close it for good (Asterisk
+            // dials again, at once, a client that no longer takes connections).
+            let st = shared.lock();
+            if st.session.is_accepted() {
+                if st.session.state() == ConnectionState::Stopped {
+                    return Err(Error::closed(
+                        "the client of a connection Asterisk opened was stopped: it takes no \
+                         connection again (the next one comes from OutboundServer::next)",
+                    ));
+                }
+                let registered = st.session.applications();
+                let missing: Vec<&String> =
+                    apps.iter().filter(|a| !registered.contains(a)).collect();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                tracing::warn!(target: "ari_client", ?missing, ?registered, "start on a connection Asterisk opened: these applications are not among those Asterisk registered on it (ari.conf apps decides)");
+                return Err(Error::Build(
+                    ari_proto::rest::BuildError::invalid_parameter(
+                        "app",
+                        "a connection Asterisk opened serves the applications Asterisk registered \
+                     on it (ari.conf `apps`); this one is not among them",
+                    ),
+                ));
+            }
+        }
         let waiter = StartWaiter::new();
         let already = {
             let mut st = shared.lock();
@@ -170,6 +205,12 @@ impl<R: Runtime> Client<R> {
     /// REST-over-WebSocket requests fail; listeners stay registered for a later
     /// [`Client::start`]. Returns once the close frame is sent (or there was no open
     /// WebSocket).
+    ///
+    /// On the client of a connection Asterisk opened ([`OutboundServer`](crate::OutboundServer)),
+    /// the connection is closed for good: the client takes no connection again (a later
+    /// `start` fails with [`Error::Closed`]). Asterisk dials again at once; the server serves
+    /// that connection as a new one ([`OutboundServer::next`](crate::OutboundServer::next),
+    /// or per call [`OutboundServer::next_call`](crate::OutboundServer::next_call)).
     pub async fn stop(&self) {
         let shared = &self.inner.shared;
         shared.command(|s| s.stop());

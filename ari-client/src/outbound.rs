@@ -779,9 +779,15 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
 
     /// Stops accepting (the listening socket is closed: once this returns, the port can be
     /// bound again; connections whose upgrade was still in progress are not served, a failed
-    /// attempt for Asterisk), waits until every connection has ended (Asterisk closes a per-call
-    /// one after its StasisEnd) or `grace` passed, then closes the clients still open.
-    /// Returns how many were closed that way. Calls and connections still queued (never taken
+    /// attempt for Asterisk), waits until every call has ended or `grace` passed, then closes
+    /// the clients still open. A call has ended when Asterisk closed its per-call connection
+    /// (it does after the call's StasisEnd); a persistent connection, which Asterisk keeps
+    /// open for the next calls, is done once none of its channels is in Stasis (a
+    /// `StasisStart`, or a call handed out in [`OutboundConnection::in_stasis`], without its
+    /// `StasisEnd` or `ChannelDestroyed` yet): once nothing is left, the persistent
+    /// connections are closed at once, without waiting for the rest of `grace`.
+    /// Returns how many clients were closed at the deadline (0 when nothing was left by
+    /// then). Calls and connections still queued (never taken
     /// by [`OutboundServer::next_call`] or [`OutboundServer::next`]) are handed out during
     /// the grace period, and dropped when it returns (warned): afterwards both give `None`.
     pub async fn shutdown(&self, grace: Duration) -> usize {
@@ -815,13 +821,22 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         let deadline = rt.now().checked_add(grace).unwrap_or_else(|| rt.now());
         loop {
             let open = self.open_clients();
-            if open.is_empty() {
+            // A persistent connection stays open after its calls ended (Asterisk keeps it
+            // for the next ones): nothing is left once none of them has a call in Stasis
+            // (per call, Asterisk closes each connection after its call).
+            let busy = open.iter().any(|(c, persistent)| {
+                !persistent || c.inner.shared.lock().session.calls_in_stasis() > 0
+            });
+            if !busy {
+                for (c, _) in open {
+                    c.close().await;
+                }
                 self.forget_waiting();
                 return 0;
             }
             if rt.now() >= deadline {
                 let n = open.len();
-                for c in open {
+                for (c, _) in open {
                     c.close().await;
                 }
                 self.forget_waiting();
@@ -852,15 +867,24 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         }
     }
 
-    /// Clients whose connection is open.
-    fn open_clients(&self) -> Vec<Client<Stack<E, C>>> {
+    /// Clients whose connection is open, each with whether it is a persistent connection
+    /// (one for all the calls of an Asterisk, not one Asterisk made per call).
+    fn open_clients(&self) -> Vec<(Client<Stack<E, C>>, bool)> {
         let mut q = self.shared.queues();
         q.live.retain(|w| w.strong_count() > 0);
+        let persistent: std::collections::HashSet<*const Inner<Stack<E, C>>> = q
+            .persistent
+            .iter()
+            .filter(|((_, _, one_call), _)| one_call.is_none())
+            .flat_map(|(_, v)| v.iter().map(Weak::as_ptr))
+            .collect();
         q.live
             .iter()
-            .filter_map(Weak::upgrade)
-            .map(|inner| Client { inner })
-            .filter(|c| !c.inner.shared.is_closed() && c.inner.shared.lock().session.is_connected())
+            .filter_map(|w| Some((w.upgrade()?, persistent.contains(&w.as_ptr()))))
+            .map(|(inner, persistent)| (Client { inner }, persistent))
+            .filter(|(c, _)| {
+                !c.inner.shared.is_closed() && c.inner.shared.lock().session.is_connected()
+            })
             .collect()
     }
 }
@@ -1147,7 +1171,7 @@ async fn handshake<E: Executor, C: Connector>(
             .and_then(Weak::upgrade),
         _ => None,
     };
-    if let Some(inner) = existing.filter(|i| !i.shared.is_closed()) {
+    if let Some(inner) = existing.filter(|i| takes_connections(i)) {
         s.counters.resumed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "ari_client", %peer, app = ?call_app, "outbound: call resumed on a new connection");
         inner.shared.attach(Box::new(ws), first);
@@ -1354,7 +1378,7 @@ async fn reconnect<E: Executor, C: Connector, W: Send + 'static>(
                 .unwrap_or_default();
             let clients: Vec<_> = clients
                 .into_iter()
-                .filter(|i| !i.shared.is_closed())
+                .filter(|i| takes_connections(i))
                 .collect();
             let lost = clients
                 .iter()
@@ -1376,6 +1400,14 @@ async fn reconnect<E: Executor, C: Connector, W: Send + 'static>(
             .min(deadline);
         rt.sleep_until(step).await;
     }
+}
+
+/// Whether a client takes the connections Asterisk opens again for it: not closed, and not
+/// stopped by the application ([`Client::stop`]: it takes none; Asterisk's next connection
+/// is served as a new one).
+fn takes_connections<R: Runtime>(inner: &Inner<R>) -> bool {
+    !inner.shared.is_closed()
+        && inner.shared.lock().session.state() != ari_proto::session::ConnectionState::Stopped
 }
 
 /// Whether `app` is the application of a per-call connection: Asterisk names it
@@ -1728,7 +1760,10 @@ impl<R: Runtime> Lookup<R> {
             // a Local channel it originated (in the dialplan), a channel ringing before it
             // enters Stasis, one it subscribed to. Only a channel in Stasis of one of the
             // connection's applications is a call of the application.
-            if seen.contains(id.as_str()) || !in_stasis_of(&snapshot, &names) {
+            if seen.contains(id.as_str())
+                || !(in_stasis_of(&snapshot, &names)
+                    || moved_in(client, &apps, &snapshot, &names).await)
+            {
                 tracing::debug!(target: "ari_client", channel = %id, app = %app, "outbound: a channel of the application not in its Stasis is not handed out");
                 continue;
             }
@@ -1736,12 +1771,61 @@ impl<R: Runtime> Lookup<R> {
                 found.push((start, channel, events));
             }
         }
+        // Calls of the connection from now on: a shutdown waits for them as for those a
+        // StasisStart announced.
+        client.inner.shared.command(|s| {
+            for (start, _, _) in &found {
+                let id = start.channel.id.as_str();
+                if !s.has_ended(ari_proto::events::ResourceKind::Channel, id) {
+                    s.note_in_stasis(id);
+                }
+            }
+        });
         // Counted before they are handed out: whoever takes them sees them counted.
         let n = found.len();
         adopted.fetch_add(n as u64, Ordering::Relaxed);
         let unseen = tx.finish(found);
         adopted.fetch_sub(unseen as u64, Ordering::Relaxed);
         (n - unseen, unseen)
+    }
+}
+
+/// Whether a channel listed by one of the connection's applications `names`, running
+/// `Stasis()` for another application, was moved into the connection's application
+/// (`POST channels/{id}/move`, or a `move` by the other application): Asterisk moves it
+/// inside the same `Stasis()`, so its `dialplan.app_data` still names the first application.
+/// It is in that one's Stasis only if that application lists it too (`listing`, the answer of
+/// `GET applications`, or else `GET applications/{name}`; not registered: the channel
+/// cannot be in its Stasis). A channel the connection's application only watches while it
+/// is in another's Stasis (subscribed to it) is listed by both, and not taken.
+async fn moved_in<R: Runtime>(
+    client: &Client<R>,
+    listing: &[ari_proto::models::Application],
+    snapshot: &ari_proto::models::Channel,
+    names: &[String],
+) -> bool {
+    if !snapshot.dialplan.app_name.eq_ignore_ascii_case("Stasis") {
+        return false;
+    }
+    let first = stasis_app_of(snapshot);
+    if first.is_empty() || names.iter().any(|n| n == first) {
+        return false;
+    }
+    let id = snapshot.id.as_str();
+    let lists = |a: &ari_proto::models::Application| a.channel_ids.iter().any(|c| c == id);
+    if let Some(other) = listing.iter().find(|a| a.name == first) {
+        return !lists(other);
+    }
+    match client
+        .execute(&ari_proto::ops::applications::Get::new(first))
+        .await
+    {
+        Ok(other) => !lists(&other),
+        Err(e) if e.status() == Some(404) => true,
+        Err(e) => {
+            tracing::debug!(target: "ari_client", channel = id, app = first, error = %e, "outbound: could not tell whether a channel was moved into the application");
+            false
+        }
     }
 }
 

@@ -866,6 +866,14 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// An [`BuildError::InvalidParameter`]: `name` (the parameter's wire name) cannot be sent,
+    /// for `reason`.
+    pub fn invalid_parameter(name: &'static str, reason: &'static str) -> Self {
+        BuildError::InvalidParameter { name, reason }
+    }
+}
+
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

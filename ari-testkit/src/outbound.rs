@@ -21,7 +21,9 @@
 //!
 //! `ws://`, and `wss://` with the server certificate verified (chain and host name) against
 //! the certificates of [`OutboundConfig::ca_list`] (Asterisk's `ca_list_file`; rustls with
-//! the `ring` provider). No proxy, no client certificate.
+//! the `ring` provider). No proxy, no client certificate. With
+//! [`OutboundConfig::pingpongs`] (`enable_pingpongs`, 20.21+), a PING every interval and a
+//! close with 1001 once `probes` went unanswered.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +103,11 @@ pub struct OutboundConfig {
     /// Fault: wait this long after the TCP connect before sending the upgrade request (an
     /// application's handshake timeout should fire).
     pub handshake_delay: Option<Duration>,
+    /// `enable_pingpongs` with `pingpong_interval` and `pingpong_probes` (20.21+): a PING
+    /// (payload `WS_CLIENT_PING`) every interval; once that many PINGs in a row went
+    /// unanswered, the connection is closed with 1001 (then redialled like any lost one).
+    /// `None` (the default): no PINGs.
+    pub pingpongs: Option<(Duration, u32)>,
 }
 
 impl OutboundConfig {
@@ -120,6 +127,7 @@ impl OutboundConfig {
             stasis_start_delay: Duration::from_millis(500),
             close_after_stasis_end: Duration::from_millis(3500),
             handshake_delay: None,
+            pingpongs: None,
         }
     }
 
@@ -196,6 +204,13 @@ impl OutboundConfig {
         self.handshake_delay = Some(d);
         self
     }
+
+    /// Sets `enable_pingpongs = yes` with `pingpong_interval` and `pingpong_probes` (see
+    /// [`OutboundConfig::pingpongs`]).
+    pub fn pingpongs(mut self, interval: Duration, probes: u32) -> Self {
+        self.pingpongs = Some((interval, probes));
+        self
+    }
 }
 
 /// Counters of the outbound connections since the server started.
@@ -216,6 +231,12 @@ pub struct OutboundStats {
     pub gave_up: u64,
     /// Persistent configurations removed by a reload ([`MockServer::remove_persistent_outbound`](crate::MockServer::remove_persistent_outbound)).
     pub removed: u64,
+    /// PINGs sent ([`OutboundConfig::pingpongs`]).
+    pub pings: u64,
+    /// PONGs received.
+    pub pongs: u64,
+    /// Connections closed (1001) because their PINGs went unanswered.
+    pub pong_timeouts: u64,
 }
 
 /// Runtime state of the outbound side, kept in the server's shared state.
@@ -285,7 +306,7 @@ impl Outbound {
         *lock(&self.stats)
     }
 
-    fn count(&self, f: impl FnOnce(&mut OutboundStats)) {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut OutboundStats)) {
         f(&mut lock(&self.stats));
     }
 
@@ -476,6 +497,7 @@ async fn persistent(
         }
         first = false;
         shared.log(|| format!("outbound ob#{id} connected to {}", cfg.uri));
+        let pinger = pinger(&cfg, &tx);
         let (reason, back) = ws::run(
             shared.clone(),
             id,
@@ -487,6 +509,9 @@ async fn persistent(
         )
         .await;
         rx = back;
+        if let Some(p) = pinger {
+            p.abort();
+        }
         shared.log(|| format!("outbound ob#{id} ended ({reason:?}); reconnecting at once"));
     }
 }
@@ -601,6 +626,7 @@ async fn per_call(
         }
         first = false;
         shared.log(|| format!("outbound pc#{id} ({app}) connected to {}", cfg.uri));
+        let pinger = pinger(&cfg, &tx);
         let (reason, back) = ws::run(
             shared.clone(),
             id,
@@ -612,6 +638,9 @@ async fn per_call(
         )
         .await;
         rx = back;
+        if let Some(p) = pinger {
+            p.abort();
+        }
         if lock(&shared.outbound.ended).remove(&app) {
             shared.connection_closed(id, reason);
             return;
@@ -619,6 +648,29 @@ async fn per_call(
         shared
             .log(|| format!("outbound pc#{id} ({app}) ended mid-call ({reason:?}); reconnecting"));
     }
+}
+
+/// With [`OutboundConfig::pingpongs`]: a task asking the connection for a PING every
+/// interval (the connection closes with 1001 once `probes` went unanswered).
+fn pinger(
+    cfg: &OutboundConfig,
+    tx: &mpsc::UnboundedSender<ConnCmd>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let (every, probes) = cfg.pingpongs?;
+    let every = every.max(Duration::from_millis(1));
+    let tx = tx.clone();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // One PING per interval, as Asterisk: ticks missed (the process paused) are not sent
+        // in a burst, which would count as PINGs unanswered.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if tx.send(ConnCmd::Ping { probes }).is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 /// Opens one connection as Asterisk's websocket client does.

@@ -73,6 +73,11 @@ pub(crate) enum ConnCmd {
     Flood(std::sync::Arc<crate::bench::FloodJob>),
     Pause,
     Resume,
+    /// Outbound `enable_pingpongs`: a PING, or a close with 1001 when `probes` PINGs in a
+    /// row went unanswered.
+    Ping {
+        probes: u32,
+    },
 }
 
 /// Why a WebSocket connection ended.

@@ -273,6 +273,8 @@ pub(crate) async fn run(
         return (CloseReason::MissingParams, rx);
     };
     let mut paused = false;
+    // Outbound PINGs sent since the last PONG.
+    let mut unanswered: u32 = 0;
     let mut queue: VecDeque<Frame> = VecDeque::new();
     let reason = loop {
         tokio::select! {
@@ -287,6 +289,12 @@ pub(crate) async fn run(
                     tokio::spawn(async move {
                         rest_over_ws(&shared, &text, &app, user, &tx).await;
                     });
+                }
+                Some(Ok(Message::Pong(_))) => {
+                    if unanswered > 0 {
+                        shared.outbound.count(|s| s.pongs += 1);
+                    }
+                    unanswered = 0;
                 }
                 // Pings are answered by tungstenite on the next read; close frames are replied
                 // to the same way, then the stream ends.
@@ -342,6 +350,22 @@ pub(crate) async fn run(
                         }
                     }
                     break CloseReason::Dropped;
+                }
+                Some(ConnCmd::Ping { probes }) => {
+                    if unanswered >= probes.max(1) {
+                        // Asterisk's websocket client: PONGs missed, closed with 1001.
+                        shared.outbound.count(|s| s.pong_timeouts += 1);
+                        shared.log(|| format!("ws#{id}: {unanswered} PINGs unanswered; closing with 1001"));
+                        let away = Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "".into() }));
+                        let wt = lock(&shared.faults).write_timeout;
+                        let _ = tokio::time::timeout(wt, w.sink.send(away)).await;
+                        break CloseReason::Dropped;
+                    }
+                    unanswered += 1;
+                    shared.outbound.count(|s| s.pings += 1);
+                    if w.sink.send(Message::Ping("WS_CLIENT_PING".into())).await.is_err() {
+                        break CloseReason::Error;
+                    }
                 }
                 Some(ConnCmd::DropAfter(0)) => break CloseReason::Dropped,
                 Some(ConnCmd::DropAfter(n)) => w.drop_after = Some(n),

@@ -323,3 +323,55 @@ async fn a_slow_handshake_is_visible_to_the_app() {
     let early = tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut byte)).await;
     assert!(early.is_err(), "the request was not held back");
 }
+
+/// `enable_pingpongs`: Asterisk PINGs every interval with `WS_CLIENT_PING`. An application
+/// that reads (tungstenite answers each PING) keeps its connection; one that stops reading
+/// leaves the PINGs unanswered, and after `probes` of them Asterisk closes with 1001 and
+/// dials again.
+#[tokio::test]
+async fn unanswered_pings_close_the_connection_with_1001_and_asterisk_redials() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = server(
+        OutboundConfig::persistent(&format!("ws://127.0.0.1:{port}/ari-ob"), ["obapp"])
+            .reconnect(Duration::from_millis(20), 3)
+            .pingpongs(Duration::from_millis(20), 2),
+    );
+    let (_, ws) = accept(&listener, ok).await;
+    let mut ws = ws.expect("upgraded");
+    // Reading: every PING is answered.
+    let mut pings = 0;
+    while pings < 5 {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Ping(payload) = msg {
+            assert_eq!(&payload[..], b"WS_CLIENT_PING");
+            pings += 1;
+        }
+    }
+    // The answer to the last one goes out with the next read or flush.
+    ws.flush().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while server.outbound_stats().pongs < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the PONGs reach Asterisk");
+    assert_eq!(server.outbound_stats().pong_timeouts, 0);
+
+    // Not reading any more: the PINGs go unanswered, Asterisk closes and dials again.
+    let (_, again) = accept(&listener, ok).await;
+    assert!(again.is_some(), "Asterisk dialled again");
+    tokio::time::timeout(WAIT, async {
+        while server.outbound_stats().connected < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the second connection completes");
+    assert_eq!(server.outbound_stats().pong_timeouts, 1);
+}

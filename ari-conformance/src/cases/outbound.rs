@@ -2100,3 +2100,420 @@ pub async fn outbound_per_call_redialled_call_is_the_channel_its_connection_name
     assert_eq!(call.start.channel.id, id);
     assert_eq!(call.start.application, application);
 }
+
+/// A persistent application shuts down gracefully (a deploy) with a call going on: Asterisk
+/// keeps the connection open after every call, so the connection ending is not the sign —
+/// the calls ending is. [`OutboundServer::shutdown`] with an hour of grace returns once the
+/// live call hung up during the grace (nothing left: the connection is closed then, none
+/// counted as closed at the deadline), not an hour later; shut down again with nothing in
+/// Stasis, it returns at once. A call still live at the deadline is closed there, counted.
+pub async fn outbound_persistent_shutdown_ends_when_the_last_call_ends<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer()).await.expect("answer");
+    // The call ends while the shutdown waits for it.
+    let hangup = async {
+        h.sleep(Duration::from_millis(50)).await;
+        channel.hangup().await
+    };
+    let (closed, hung_up) = h
+        .live(
+            "shutdown with an hour of grace ends with the last call",
+            futures::future::join(ob.shutdown(HOUR), hangup),
+        )
+        .await;
+    hung_up.expect("hangup during the grace");
+    assert_eq!(closed, 0, "nothing was left at the deadline");
+    h.eventually("the connection is closed", || !conn.client.is_connected())
+        .await;
+
+    // Another instance: a call still live at the deadline is closed there, counted.
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/bob", "hello"))
+        .expect("the simulator places the call");
+    let (_, _channel, _) = h.next_incoming("the call", &mut incoming).await;
+    let closed = h
+        .live(
+            "shutdown with a call live",
+            ob.shutdown(Duration::from_millis(200)).into_future(),
+        )
+        .await;
+    assert_eq!(
+        closed, 1,
+        "the connection with a live call closed at the deadline"
+    );
+}
+
+/// A call moved into the persistent application from another one (an inbound `ivr` does
+/// `POST channels/{id}/move?app=hello`): the persistent connection gets its `StasisStart`
+/// (args from the move) on `incoming`. Asterisk moves a channel inside the `Stasis()` it
+/// runs, so its `dialplan.app_data` still names `ivr`; when the application restarts with
+/// the moved call in Stasis, the new instance still gets it in
+/// [`OutboundConnection::in_stasis`](ari_client::OutboundConnection::in_stasis) (it was
+/// left to nobody: only channels whose `Stasis()` named `hello` were taken) and controls it.
+/// A call `ivr` keeps, which `hello` only subscribed to, is not handed out.
+pub async fn outbound_persistent_call_moved_in_from_another_application_is_served<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let ivr = h
+        .live("the ivr client connects", h.builder_for(&mock).connect())
+        .await
+        .expect("a client");
+    h.live("ivr starts", ivr.start(&["ivr"]))
+        .await
+        .expect("the application starts");
+
+    // A call the ivr moves to hello.
+    let moved = h
+        .incoming_call_on(&mock, &ivr, PlaceCall::new("PJSIP/alice", "ivr"))
+        .await;
+    h.live("move", moved.r#move("hello").app_args("from-ivr"))
+        .await
+        .expect("move to hello");
+    let (start, channel, _) = h.next_incoming("the moved call", &mut incoming).await;
+    assert_eq!(start.channel.id, moved.id());
+    assert_eq!(start.application, "hello");
+    assert_eq!(start.args, ["from-ivr"]);
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the persistent socket");
+    // A call the ivr keeps; hello only watches it.
+    let kept = h
+        .incoming_call_on(&mock, &ivr, PlaceCall::new("PJSIP/bob", "ivr"))
+        .await;
+    h.live(
+        "hello subscribes to the ivr's call",
+        conn.client
+            .applications()
+            .subscribe("hello", [format!("channel:{}", kept.id())]),
+    )
+    .await
+    .expect("subscribed");
+
+    // The application restarts with the moved call in its Stasis.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((channel, incoming, conn.client, ob));
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("Asterisk connects to the new instance", again.next())
+        .await
+        .expect("a connection");
+    let mut in_stasis: Vec<_> = h
+        .live("the calls in Stasis", conn.in_stasis.collect::<Vec<_>>())
+        .await;
+    let ids: Vec<String> = in_stasis
+        .iter()
+        .map(|(s, _, _)| s.channel.id.to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [moved.id().to_string()],
+        "only the moved call is hello's"
+    );
+    let (start, channel, _) = in_stasis.remove(0);
+    assert_eq!(start.application, "hello");
+    assert_eq!(again.stats().adopted, 1);
+    h.live("hangup", channel.hangup())
+        .await
+        .expect("hangup over the new socket");
+    h.live("the ivr's call goes on", kept.ring())
+        .await
+        .expect("the ivr still controls its call");
+}
+
+/// A TCP relay in front of the application whose first `slow` connections hold the
+/// application's first bytes (its upgrade answer) back for `hold`: a slow application, as
+/// Asterisk sees it. Threads of its own (runtime-independent); each connection's relay
+/// ends when either side closes.
+struct SlowRelay {
+    addr: std::net::SocketAddr,
+}
+
+impl SlowRelay {
+    fn start(to: std::net::SocketAddr, slow: usize, hold: Duration) -> SlowRelay {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind(loopback()).expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        let left = std::sync::Arc::new(AtomicUsize::new(slow));
+        std::thread::spawn(move || {
+            for from in listener.incoming() {
+                let Ok(from) = from else { return };
+                let Ok(app) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let held = left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let pipe = |mut a: std::net::TcpStream, mut b: std::net::TcpStream, hold| {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 4096];
+                        let mut first = true;
+                        loop {
+                            let n = match a.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if std::mem::take(&mut first) {
+                                if let Some(hold) = hold {
+                                    std::thread::sleep(hold);
+                                }
+                            }
+                            if b.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(from2), Ok(app2)) = (from.try_clone(), app.try_clone()) else {
+                    continue;
+                };
+                pipe(from, app, None);
+                pipe(app2, from2, held.then_some(hold));
+            }
+        });
+        SlowRelay { addr }
+    }
+}
+
+/// The application answers Asterisk's upgrade later than Asterisk waits for it (twice its
+/// `connection_timeout`, 20.21+): Asterisk drops that attempt and dials again after
+/// `reconnect_interval`. The attempts it dropped leave nothing behind in the application
+/// (no client handed out for them: counted in `OutboundStats::failed`), and the attempt
+/// answered in time is the one connection, which serves a call.
+pub async fn outbound_an_answer_slower_than_connection_timeout_is_dropped_and_redialled<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    // The first two answers come 600 ms late; Asterisk waits 2 × 100 ms.
+    let relay = SlowRelay::start(ob.local_addr(), 2, Duration::from_millis(600));
+    let mock = asterisk(
+        OutboundConfig::persistent(&format!("ws://{}{PATH}", relay.addr), ["hello"])
+            .credentials(USER, SECRET)
+            .connection_timeout(Duration::from_millis(100))
+            .reconnect(Duration::from_millis(20), 3),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects at its third attempt", ob.next())
+        .await
+        .expect("a connection");
+    let seen = mock.outbound_stats();
+    assert_eq!((seen.connected, seen.failed), (1, 2), "{seen:?}");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the connection answered in time");
+    h.eventually("the dropped attempts are counted as failed", || {
+        let s = ob.stats();
+        s.accepted == 3 && s.failed == 2
+    })
+    .await;
+    let stats = ob.stats();
+    assert_eq!(
+        (stats.waiting, stats.replaced, stats.duplicates),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// Asterisk 20.21+ with `enable_pingpongs`: it PINGs every interval and closes with 1001
+/// (then redials) once `pingpong_probes` PINGs went unanswered. The client answers them on
+/// its own, also while the application takes nothing from it (busy elsewhere, a call
+/// waiting on `incoming`): after many PINGs, none went unanswered, the connection was never
+/// dropped, and the waiting call is served.
+pub async fn outbound_asterisk_pings_are_answered_while_the_application_is_busy<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(
+        persistent(&ob).pingpongs(Duration::from_millis(20), 2),
+        None,
+    );
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    h.eventually("twenty PINGs answered", || {
+        mock.outbound_stats().pongs >= 20
+    })
+    .await;
+    let (_, channel, _) = h.next_incoming("the call that waited", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the same connection");
+    let seen = mock.outbound_stats();
+    assert_eq!((seen.pong_timeouts, seen.connected), (0, 1), "{seen:?}");
+    assert_eq!(ob.stats().replaced, 0);
+}
+
+/// Code written for an inbound client calls `client.start(app)` on the client an
+/// [`OutboundServer`] hands out. Asterisk registered the applications of the connection
+/// itself (`ari.conf` `apps`): `start` with one of them succeeds at once, with another name
+/// (a typo, an application of another connection) fails typed, and either way the
+/// connection stays as it was — no close, no redial by Asterisk — and serves the next call.
+pub async fn outbound_start_on_an_outbound_client_leaves_its_connection_alone<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let client = conn.client;
+    h.live("start hello", client.start("hello"))
+        .await
+        .expect("hello is the connection's application");
+    let err = h
+        .live("start helo", client.start("helo"))
+        .await
+        .expect_err("not an application of the connection");
+    assert!(
+        matches!(err, ari_client::Error::Build(_)),
+        "a typed refusal: {err}"
+    );
+    let mut incoming = conn.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the same connection");
+    assert!(client.is_connected());
+    let seen = mock.outbound_stats();
+    assert_eq!(seen.connected, 1, "never closed nor redialled: {seen:?}");
+    assert_eq!(ob.stats().replaced, 0);
+}
+
+/// The application stops the client of a persistent connection (`Client::stop`, as it
+/// would an inbound one: "close the events WebSocket and stop reconnecting"). Asterisk,
+/// seeing its connection closed, dials again at once; that connection is not forced into
+/// the stopped client (which takes none: Asterisk's redial went nowhere, for ever) but
+/// served as a new one, yielded by [`OutboundServer::next`], and it serves the next call.
+pub async fn outbound_a_stopped_persistent_client_leaves_the_next_connection_to_a_new_one<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    h.live("stop", conn.client.stop()).await;
+    let again = h
+        .live("Asterisk's next connection is a new one", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = again.incoming;
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (_, channel, _) = h.next_incoming("the call", &mut incoming).await;
+    h.live("answer", channel.answer())
+        .await
+        .expect("answer over the new connection");
+    assert!(
+        !conn.client.is_connected(),
+        "the stopped client stays stopped"
+    );
+    assert_eq!(mock.outbound_stats().connected, 2);
+    let err = h
+        .live("start the stopped client", conn.client.start("hello"))
+        .await
+        .expect_err("a stopped outbound client takes no connection again");
+    assert!(matches!(err, ari_client::Error::Closed { .. }), "{err}");
+}
+
+/// Per call, the application stops a call's client (`Client::stop`) with the call still in
+/// Stasis. Asterisk redials the call at once, naming the same `<app>:<channel>`; the
+/// stopped client takes no connection, so the redial is served as a call already in Stasis:
+/// yielded again by [`OutboundServer::next_call`] with `resumed` set, the same channel,
+/// which the new client controls.
+pub async fn outbound_per_call_stopped_client_call_redialled_is_handed_out_again<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = bind(
+        h,
+        options(h.runtime(), ConnectionType::PerCall).resume_after(Duration::from_millis(50)),
+    )
+    .await;
+    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(20), 5), None);
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h.live("the call", ob.next_call()).await.expect("a call");
+    assert!(!call.resumed);
+    h.live("stop the call's client", call.client.stop()).await;
+    let again = h
+        .live("the redialled call", ob.next_call())
+        .await
+        .expect("the call again");
+    assert!(again.resumed, "already in Stasis");
+    assert_eq!(again.channel.id(), id);
+    h.live("answer", again.channel.answer())
+        .await
+        .expect("answer over the redialled connection");
+    assert!(!call.client.is_connected());
+    assert_eq!(ob.stats().resumed, 0, "not handed to the stopped client");
+}

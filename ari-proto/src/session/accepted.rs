@@ -29,11 +29,31 @@ pub(super) struct PeerInfo {
     /// The applications Asterisk unregistered on the current connection since one was last
     /// registered (its configuration removed: see [`Session::handle_closed`]).
     pub(super) unregistered: Vec<String>,
+    /// The channels in Stasis of the connection's applications (a `StasisStart` came, no
+    /// `StasisEnd` or `ChannelDestroyed` yet), with the connection (its number) they entered
+    /// on: the calls the application serves.
+    pub(super) in_stasis: std::collections::HashMap<String, u64>,
 }
 
 impl PeerInfo {
-    pub(super) fn learn(&mut self, event: &Event) {
+    /// Learns from `event`, routed on connection number `connection`.
+    pub(super) fn learn(&mut self, event: &Event, connection: u64) {
         match event {
+            Event::StasisStart(e) => {
+                // A channel that took another's place in Stasis (a masquerade, e.g. an
+                // attended transfer): the call goes on as this one.
+                if let Some(replaced) = &e.replace_channel {
+                    self.in_stasis.remove(replaced.id.as_str());
+                }
+                self.in_stasis
+                    .insert(e.channel.id.as_str().to_owned(), connection);
+            }
+            Event::StasisEnd(e) => {
+                self.in_stasis.remove(e.channel.id.as_str());
+            }
+            Event::ChannelDestroyed(e) => {
+                self.in_stasis.remove(e.channel.id.as_str());
+            }
             Event::ApplicationRegistered(e) => {
                 self.unregistered.clear();
                 if let Some(id) = &e.asterisk_id {
@@ -118,6 +138,49 @@ impl<T: Clone> Session<T> {
         &self.peer.applications
     }
 
+    /// The calls of an accepted session: the channels in Stasis of the connection's
+    /// applications (a `StasisStart` came on it and no `StasisEnd` or `ChannelDestroyed`
+    /// since), with those counted by [`Session::note_in_stasis`]. The channels of Asterisk's
+    /// previous run leave it with [`Session::handle_asterisk_restarted`], all of them when
+    /// Asterisk is gone for good or unregistered the applications. Always 0 for a session that
+    /// dials.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use ari_proto::session::{Session, SessionConfig};
+    /// let now = Instant::now();
+    /// let mut s = Session::accepted(SessionConfig::default());
+    /// s.handle_accepted(now);
+    /// let channel = r#"{"id":"c1","name":"PJSIP/a-1","state":"Up","protocol_id":"",
+    ///     "caller":{"name":"","number":""},"connected":{"name":"","number":""},
+    ///     "accountcode":"","dialplan":{"context":"c","exten":"s","priority":1,
+    ///     "app_name":"Stasis","app_data":"obapp"},"creationtime":"2026-12-05T22:32:45.355+0000",
+    ///     "language":"en"}"#;
+    /// let at = r#""timestamp":"2026-12-05T22:32:45.355+0000","application":"obapp""#;
+    /// s.handle_frame(now, format!(r#"{{"type":"StasisStart",{at},"args":[],
+    ///     "channel":{channel}}}"#).as_bytes());
+    /// assert_eq!(s.calls_in_stasis(), 1);
+    /// s.handle_frame(now, format!(r#"{{"type":"StasisEnd",{at},"channel":{channel}}}"#)
+    ///     .as_bytes());
+    /// assert_eq!(s.calls_in_stasis(), 0);
+    /// ```
+    pub fn calls_in_stasis(&self) -> usize {
+        self.peer.in_stasis.len()
+    }
+
+    /// Accepted sessions: counts `channel` among the [calls in
+    /// Stasis](Session::calls_in_stasis) although no `StasisStart` announced it on this
+    /// connection (a call already in Stasis when the application started, found by asking
+    /// Asterisk), until its `StasisEnd` or `ChannelDestroyed`. Ignored by a session that
+    /// dials.
+    pub fn note_in_stasis(&mut self, channel: &str) {
+        if self.accepted {
+            self.peer
+                .in_stasis
+                .insert(channel.to_owned(), self.stats.connects);
+        }
+    }
+
     /// Asterisk opened a WebSocket to the application and its upgrade was accepted: it is
     /// the session's connection from now on. Accepted sessions only (otherwise counted in
     /// [`Stats::stale_inputs`](super::Stats::stale_inputs)), and not after
@@ -157,6 +220,63 @@ mod tests {
 
     fn drain(s: &mut Session) -> Vec<Output<()>> {
         std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    fn channel_frame(ty: &str, id: &str, extra: &str) -> String {
+        let channel = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","name":"PJSIP/a-{id}","state":"Up","protocol_id":"",
+                "caller":{{"name":"","number":""}},"connected":{{"name":"","number":""}},
+                "accountcode":"","dialplan":{{"context":"c","exten":"s","priority":1,
+                "app_name":"Stasis","app_data":"obapp"}},
+                "creationtime":"2026-12-05T22:32:45.355+0000","language":"en"}}"#
+            )
+        };
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(r#","replace_channel":{}"#, channel(extra))
+        };
+        format!(
+            r#"{{"type":"{ty}","timestamp":"2026-12-05T22:32:45.355+0000","application":"obapp",
+            "args":[],"channel":{}{extra}}}"#,
+            channel(id)
+        )
+    }
+
+    /// The calls in Stasis of an accepted session: a channel replacing another in Stasis
+    /// takes its place; an Asterisk restart drops those of its previous run (not those that
+    /// entered on the current connection); Asterisk gone for good drops them all; a call
+    /// noted without its StasisStart counts until its StasisEnd.
+    #[test]
+    fn calls_in_stasis_follow_replacements_restarts_and_a_peer_gone() {
+        #[allow(clippy::disallowed_methods)] // the test's clock: only a base for `now`
+        let mut now = Instant::now();
+        let mut s =
+            Session::accepted(SessionConfig::default().peer_timeout(Some(Duration::from_secs(60))));
+        s.handle_accepted(now);
+        s.handle_frame(now, channel_frame("StasisStart", "a", "").as_bytes());
+        s.handle_frame(now, channel_frame("StasisStart", "b", "a").as_bytes());
+        assert_eq!(s.calls_in_stasis(), 1, "b took a's place");
+        s.note_in_stasis("adopted");
+        assert_eq!(s.calls_in_stasis(), 2);
+        s.handle_frame(now, channel_frame("StasisEnd", "adopted", "").as_bytes());
+        assert_eq!(s.calls_in_stasis(), 1);
+
+        // Asterisk restarts while the connection is down; a new call comes on the next one
+        // before the restart is known.
+        s.handle_disconnected(now, "gone");
+        s.handle_accepted(now);
+        s.handle_frame(now, channel_frame("StasisStart", "c", "").as_bytes());
+        s.handle_asterisk_restarted();
+        assert_eq!(s.calls_in_stasis(), 1, "only c, of the new run");
+
+        // Gone for good.
+        s.handle_disconnected(now, "gone");
+        now += Duration::from_secs(61);
+        s.handle_timeout(now);
+        assert_eq!(s.calls_in_stasis(), 0);
+        drain(&mut s);
     }
 
     /// Asterisk never comes back: after `peer_timeout` (the session's own clock, passed in)

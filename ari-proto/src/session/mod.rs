@@ -1456,6 +1456,9 @@ impl<T: Clone> Session<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn handle_asterisk_restarted(&mut self) -> usize {
+        // The calls of the previous run are gone (those that entered on this connection stay).
+        let connection = self.stats.connects;
+        self.peer.in_stasis.retain(|_, c| *c >= connection);
         self.end_resource_subscriptions_before(self.connect_mark, EndReason::ResourceEnded)
     }
 
@@ -1489,6 +1492,7 @@ impl<T: Clone> Session<T> {
 
     /// Accepted mode: Asterisk did not come back within [`SessionConfig::peer_timeout`].
     fn peer_gone(&mut self) {
+        self.peer.in_stasis.clear();
         let n = self.end_resource_subscriptions_before(self.router.next_id(), EndReason::PeerGone);
         self.stats.peers_gone += 1;
         let waited = self.config.peer_timeout.unwrap_or_default();
@@ -1642,6 +1646,7 @@ impl<T: Clone> Session<T> {
             && !self.peer.unregistered.is_empty();
         self.handle_disconnected(now, reason);
         if unregistered {
+            self.peer.in_stasis.clear();
             let applications = std::mem::take(&mut self.peer.unregistered);
             let ended = self.end_resource_subscriptions_before(
                 self.router.next_id(),
@@ -1913,7 +1918,7 @@ impl<T: Clone> Session<T> {
             self.stats.unknown_events += 1;
         }
         if self.accepted {
-            self.peer.learn(&event);
+            self.peer.learn(&event, self.stats.connects);
         }
         self.stats.events += 1;
         self.ended.observe(&event, self.config.limits.max_ended_ids);

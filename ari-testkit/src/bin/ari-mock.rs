@@ -250,6 +250,12 @@ struct Args {
     /// Fault: milliseconds between TCP connect and the upgrade request.
     #[arg(long, value_name = "MS")]
     outbound_handshake_delay_ms: Option<u64>,
+    /// `enable_pingpongs` with this `pingpong_interval` in milliseconds (20.21+).
+    #[arg(long, value_name = "MS")]
+    outbound_pingpong_interval_ms: Option<u64>,
+    /// `pingpong_probes`: unanswered PINGs before the close (1001).
+    #[arg(long, default_value_t = 3)]
+    outbound_pingpong_probes: u32,
 }
 
 fn outbound_config(args: &Args) -> Result<Option<OutboundConfig>, String> {
@@ -284,6 +290,9 @@ fn outbound_config(args: &Args) -> Result<Option<OutboundConfig>, String> {
         .close_after_stasis_end(Duration::from_millis(args.outbound_close_after_ms));
     if let Some(ms) = args.outbound_handshake_delay_ms {
         cfg = cfg.handshake_delay(Duration::from_millis(ms));
+    }
+    if let Some(ms) = args.outbound_pingpong_interval_ms {
+        cfg = cfg.pingpongs(Duration::from_millis(ms), args.outbound_pingpong_probes);
     }
     Ok(Some(cfg))
 }

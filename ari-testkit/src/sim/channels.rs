@@ -324,12 +324,26 @@ impl Sim {
 
     /// Puts a channel into Stasis(app, args): STASISSTATUS, StasisStart.
     pub(super) fn enter_stasis(&mut self, id: &str, app: &str, args: Vec<String>) {
+        self.enter_stasis_as(id, app, args, true);
+    }
+
+    /// A channel moved to `app` (`POST channels/{id}/move`): StasisStart for `app`, but
+    /// the channel runs the same dialplan application as before, `Stasis()` with the first
+    /// application's name (Asterisk moves it inside that `Stasis()`, no dialplan
+    /// application runs: its `dialplan.app_data` still names the first application).
+    pub(super) fn move_to_stasis(&mut self, id: &str, app: &str, args: Vec<String>) {
+        self.enter_stasis_as(id, app, args, false);
+    }
+
+    fn enter_stasis_as(&mut self, id: &str, app: &str, args: Vec<String>, runs_stasis: bool) {
         let app = &self.stasis_target(id, app);
         let active = self.routing.apps.get(app).is_some_and(|a| a.connected);
         if !self.channels.by_id.contains_key(id) {
             return;
         }
-        self.set_dialplan_app(id, "Stasis", &stasis_app_data(app, &args));
+        if runs_stasis {
+            self.set_dialplan_app(id, "Stasis", &stasis_app_data(app, &args));
+        }
         if !active {
             // Stasis() fails for an unregistered application and the dialplan goes on.
             if let Some(c) = self.channels.by_id.get_mut(id) {

@@ -3066,6 +3066,16 @@ fn move_between_apps_and_broadcast_claimed() {
         .collect();
     assert_eq!(got, vec!["a StasisEnd", "b StasisStart"]);
     assert_eq!(h.events[1].event["args"], json!(["1", "2"]));
+    // Moved inside the same Stasis(): the dialplan application still names the first app.
+    let dialplan = &h.events[1].event["channel"]["dialplan"];
+    assert_eq!(
+        (dialplan["app_name"].clone(), dialplan["app_data"].clone()),
+        (json!("Stasis"), json!("a"))
+    );
+    let ch = h
+        .req("GET", &format!("channels/{id}"), &[], None)
+        .body_json();
+    assert_eq!(ch["dialplan"]["app_data"], json!("a"));
     // broadcast: the loser hears CallClaimed
     h.events.clear();
     h.req(

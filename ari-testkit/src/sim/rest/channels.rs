@@ -583,7 +583,7 @@ impl Sim {
                     return R::no_content();
                 }
                 self.leave_stasis(id);
-                self.enter_stasis(id, &app, args);
+                self.move_to_stasis(id, &app, args);
                 R::no_content()
             }
             ("POST", "redirect", None) => {
