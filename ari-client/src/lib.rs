@@ -87,7 +87,7 @@
 //! # Features
 //!
 //! - `rustls` (off by default): TLS for `https://` and `wss://` in [`stack`], and
-//!   [`tls::TlsSettings`] (web PKI roots, extra roots, a custom configuration). Pick a crypto
+//!   `tls::TlsSettings` (web PKI roots, extra roots, a custom configuration). Pick a crypto
 //!   provider with `rustls-ring` or `rustls-aws-lc` (the adapters enable `rustls-ring` by
 //!   default); `native-roots` adds the operating system's roots (`rustls-native-certs`).
 //!   Without TLS, `https://` fails with [`TransportErrorKind::Unsupported`].

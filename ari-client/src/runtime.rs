@@ -274,7 +274,7 @@ pub trait Connector: Clone + Send + Sync + fmt::Debug + 'static {
     ///
     /// Accepting is how Asterisk reaches an application (an outbound WebSocket, a media
     /// connection): bind, then loop on [`Listener::accept`], spawning a task per connection
-    /// that runs [`tls_accept`](crate::stack::tls_accept) (for TLS) and
+    /// that runs `stack::tls_accept` (for TLS, with the `rustls` feature) and
     /// [`accept_websocket`](crate::stack::accept_websocket) (for a WebSocket) on the stream:
     ///
     /// ```no_run

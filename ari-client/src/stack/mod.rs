@@ -30,7 +30,7 @@
 //!
 //! # Accepting connections
 //!
-//! [`Connector::bind`] gives a listener; [`tls_accept`] and [`accept_websocket`] turn an
+//! [`Connector::bind`] gives a listener; `tls_accept` (feature `rustls`) and [`accept_websocket`] turn an
 //! accepted stream into a TLS stream and a [`WebSocket`] (see [`Connector::bind`] for an
 //! example).
 

@@ -134,7 +134,7 @@ fn upgrade_request(req: Request<()>, target: &Target) -> Result<Request<()>, Tra
 }
 
 /// The server side of a WebSocket on an accepted stream (plain, or after
-/// [`tls_accept`](super::tls_accept)): reads the upgrade request, asks `check` whether to
+/// `tls_accept`, feature `rustls`): reads the upgrade request, asks `check` whether to
 /// accept it, answers `101 Switching Protocols` (with the headers `check` returned, e.g. a
 /// `Sec-WebSocket-Protocol`) or the status `check` returned, and hands back the WebSocket with
 /// the request (path, query, headers). Frames are limited to
