@@ -208,8 +208,8 @@ pub struct ClusterStats {
     /// New calls this instance took from its application's queue group.
     pub calls_taken: u64,
     /// New calls offered to this instance after [`Cluster::stop_taking_calls`] (already on
-    /// their way to it) and declined: their proxy offers them to another instance after its
-    /// claim timeout.
+    /// their way to it) and declined ([`wire::DECLINED_HEADER`]): their proxy offers them to
+    /// another instance at once.
     pub claims_declined: u64,
     /// Event frames received (owned and unowned).
     pub events: u64,
@@ -913,8 +913,8 @@ impl Cluster {
     /// This instance takes no new calls from now on, for a graceful scale-down or
     /// deploy: it leaves its applications' queue groups, so new calls go to the other
     /// instances; an offer already on its way to it is declined (counted in
-    /// [`ClusterStats::claims_declined`]; its proxy offers it to another instance after its
-    /// claim timeout, never to none). Its calls in progress keep their events and
+    /// [`ClusterStats::claims_declined`]; its proxy offers it to another instance at once,
+    /// never to none). Its calls in progress keep their events and
     /// operations: wait for them to end, then [`close`](Self::close). For this
     /// [`Cluster`] for good (a new one takes calls again).
     ///
@@ -1288,7 +1288,10 @@ fn until_stopped(
                 match next {
                     Some(m) => return m.map(|m| (m, (sub, taking, false))),
                     None => {
-                        if let Err(e) = sub.unsubscribe().await {
+                        // Drained, not unsubscribed: the offers NATS sent before it took the
+                        // unsubscription still arrive (to be declined) instead of being
+                        // dropped unseen by the NATS client.
+                        if let Err(e) = sub.drain().await {
                             tracing::warn!(error = %e, "leaving a claim queue group");
                         }
                         left = true;
@@ -1440,9 +1443,17 @@ async fn feed(
             msg = merged.next() => {
                 let Some((claim, msg)) = msg else { return };
                 if claim && !*shared.taking.borrow() {
-                    // Stopped taking calls: not answered, so the proxy offers it to another
-                    // instance.
+                    // Stopped taking calls: declined, so the proxy offers it to another
+                    // instance at once (not after its claim timeout).
                     shared.counters.claims_declined.fetch_add(1, Ordering::Relaxed);
+                    if let Some(reply) = msg.reply {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(wire::DECLINED_HEADER, shared.instance.as_str());
+                        let _ = shared
+                            .nats
+                            .publish_with_headers(reply, headers, Bytes::new())
+                            .await;
+                    }
                     continue;
                 }
                 if claim {

@@ -1421,6 +1421,16 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
             .headers(headers.clone())
             .timeout(Some(state.config.claim_timeout));
         match state.nats.send_request(subject.clone(), request).await {
+            Ok(reply)
+                if reply
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(wire::DECLINED_HEADER).is_some()) =>
+            {
+                // An instance that stopped taking calls: offered again at once (it left the
+                // queue group).
+                tracing::debug!(app, attempt, "a new call was declined");
+            }
             Ok(reply) => match std::str::from_utf8(&reply.payload) {
                 Ok(id) if !id.is_empty() => return Some(Arc::from(id)),
                 _ => tracing::warn!("an instance answered a claim without its id"),

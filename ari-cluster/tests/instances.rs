@@ -231,3 +231,80 @@ async fn scaling_down_and_up_under_load_loses_and_doubles_no_call() {
     assert!(i2.seen.lock().unwrap().errors.is_empty());
     i2.cluster.close().await;
 }
+
+/// An offer already in an instance's connection when it stops taking calls is declined
+/// (counted in `claims_declined`; it was dropped unseen by the NATS client when the instance
+/// unsubscribed), not taken: the proxy offers the call again at once (it waited its claim
+/// timeout), and another instance serves it, once.
+#[test]
+fn an_offer_reaching_an_instance_that_stopped_taking_calls_is_declined_and_served_elsewhere() {
+    use futures_util::StreamExt;
+    let nats = nats();
+    let url = nats.url();
+    let a = node("node-a");
+    // The proxy, a watcher of the offers and instance 2 run on their own runtime; instance 1
+    // on one that runs only while the test drives it, so that an offer can wait unread in its
+    // connection.
+    let others = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (pa, mut offers, _watcher) = others.block_on(async {
+        let mut config = proxy_config(&a, &url);
+        config.announce_interval = Duration::from_millis(100);
+        // Longer than the test waits: the call is offered again at once when declined, not
+        // after this.
+        config.claim_timeout = Duration::from_secs(120);
+        config.claim_attempts = 2;
+        let pa = start_proxy(&a, config).await;
+        let watcher = async_nats::connect(url.as_str()).await.expect("watcher");
+        // Not in the queue group: it sees every offer and answers none.
+        let offers = watcher
+            .subscribe(ari_cluster::wire::Subjects::new("ari").claim(APP))
+            .await
+            .expect("subscribe");
+        watcher.flush().await.expect("flush");
+        (pa, offers, watcher)
+    });
+    let i1 = one.block_on(instance(1, &url));
+
+    // Instance 1, the only one in the queue group, is offered the call but does not read it
+    // yet (its runtime is idle); it stops taking calls meanwhile.
+    let calls = place_calls(&a, "declined", 1);
+    others.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), offers.next())
+            .await
+            .expect("the call is offered")
+            .expect("an offer");
+    });
+    i1.cluster.stop_taking_calls();
+    let i2 = others.block_on(instance(2, &url));
+
+    one.block_on(async {
+        assert!(
+            wait_done(&[&i1, &i2], &calls, Duration::from_secs(60)).await,
+            "the declined call is served before the claim timeout: {:?}",
+            pa.stats()
+        );
+        let by = owners(&[&i1, &i2]);
+        assert_eq!(by.get(&calls[0]), Some(&2), "served by instance 2");
+        let s1 = i1.cluster.stats();
+        assert!(s1.claims_declined >= 1, "{s1:?}");
+        assert_eq!(s1.calls_taken, 0, "{s1:?}");
+        assert_eq!(i2.cluster.stats().calls_taken, 1);
+        let stats = pa.stats();
+        assert_eq!(
+            (stats.calls_claimed, stats.calls_unclaimed),
+            (1, 0),
+            "{stats:?}"
+        );
+    });
+    // Dropped where a runtime runs (a NATS subscription unsubscribes on a task).
+    one.block_on(async move { drop(i1) });
+    others.block_on(async move { drop((i2, pa, offers, _watcher)) });
+}
