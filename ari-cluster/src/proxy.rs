@@ -1409,6 +1409,25 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
     let subject = state.subjects.claim(app);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
+    // NATS refuses a message larger than its max_payload: an offer carrying such a frame
+    // would fail every attempt and leave the call unclaimed. The offer goes without it (the
+    // instances do not need it); the frame itself is then dropped alone on its way to the
+    // instance that took the call (`events_too_large`, a lost message there).
+    let max = match state.nats.server_info().max_payload {
+        0 => DEFAULT_MAX_PAYLOAD,
+        m => m,
+    };
+    let frame = if frame
+        .len()
+        .saturating_add(EVENT_HEADROOM + state.node.len())
+        > max
+    {
+        headers.insert(wire::TOO_LARGE_HEADER, frame.len().to_string().as_str());
+        tracing::warn!(node = %state.node, app, bytes = frame.len(), max_payload = max, "a new call's StasisStart is larger than the NATS server's max_payload: offered without it");
+        Bytes::new()
+    } else {
+        frame.clone()
+    };
     let attempts = state.config.claim_attempts.max(1);
     // No instance subscribed (NATS answers "no responders" at once) may be a moment of
     // resubscription: the offer is made again until the time the offers would have taken.

@@ -7,7 +7,7 @@
 //! | `{p}.rest.{node}` (queue group `ari-proxy`) | a client, request/reply, to one node (one of its proxies, when a rolling deploy runs two) | Asterisk's `RESTRequest` → `RESTResponse` |
 //! | `{p}.restapp.{app}` (queue group `ari-proxy`) | a client of `app`, request/reply, to any one node whose proxy serves `app` | the same |
 //! | `{p}.rest` (queue group `ari-proxy`) | a client serving no application, request/reply, to any one node | the same |
-//! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id (or an empty answer with [`DECLINED_HEADER`]) |
+//! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame (none, with [`TOO_LARGE_HEADER`], when it does not fit) → the instance id (or an empty answer with [`DECLINED_HEADER`]) |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
 //! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | a batch holding its `StasisStart` frame |
@@ -94,6 +94,12 @@ pub const CREATING_HEADER: &str = "Ari-Creating";
 /// ([`Cluster::stop_taking_calls`](crate::Cluster::stop_taking_calls)) and the offer was
 /// already on its way. The proxy offers the call again at once.
 pub const DECLINED_HEADER: &str = "Ari-Declined";
+/// Header of a new call's offer (`{p}.claim.{app}`) sent without its `StasisStart` frame
+/// because the frame is larger than the NATS server's `max_payload` allows (its value: the
+/// frame's size in bytes). The call is offered and taken as any other; the frame is not
+/// published ([`ProxyStats::events_too_large`]), so the instance that took the call sees a
+/// lost event message instead of the `StasisStart`, then the call's later events.
+pub const TOO_LARGE_HEADER: &str = "Ari-Too-Large";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
