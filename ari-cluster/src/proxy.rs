@@ -78,6 +78,18 @@ pub struct ProxyConfig {
     pub queue_capacity: usize,
     /// Resources with an owner at most (default 1 000 000).
     pub max_owned: usize,
+    /// Hand the calls of an instance found gone over to the other instances (default `true`):
+    /// each of its channels still in the application (`Stasis`) is offered again to the
+    /// application's queue group with a `StasisStart` the proxy makes from the channel's
+    /// current state (`GET channels/{id}`: it may be answered, bridged, playing; its `args` are
+    /// those of its `Stasis()` application data, its `timestamp` the handover's), and the
+    /// instance that takes it receives the call's later events
+    /// ([`ProxyStats::calls_handed_over`]). A call is never served by two instances: the gone
+    /// instance, should it come back (a NATS partition rather than a crash), gets none of the
+    /// call's events and its requests on the channel are answered 404
+    /// ([`ProxyStats::rest_handed_over`]). With `false`, the gone instance's resources are only
+    /// released: their events go to every instance, and no handler runs for them.
+    pub hand_over_calls: bool,
     /// Send REST requests to Asterisk as `RESTRequest` frames on the events WebSocket where
     /// Asterisk has REST over WebSocket (20.14, 21.9, 22.4 and later; default `true`): one
     /// connection for everything. Recordings' files, an older Asterisk and the moments the
@@ -123,6 +135,7 @@ impl ProxyConfig {
             queue_capacity: 65_536,
             max_owned: 1_000_000,
             rest_over_websocket: true,
+            hand_over_calls: true,
         }
     }
 }
@@ -186,6 +199,8 @@ struct Counters {
     apps_replaced: AtomicU64,
     rest_too_large: AtomicU64,
     events_too_large: AtomicU64,
+    calls_handed_over: AtomicU64,
+    rest_handed_over: AtomicU64,
 }
 
 struct State {
@@ -220,7 +235,15 @@ struct State {
     link: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
+    /// `StasisStart` frames of the calls handed over, for the events pump.
+    handover: mpsc::Sender<Bytes>,
+    /// Channel → the gone instance it was handed over from (whose requests on it are
+    /// refused); at most [`MAX_HANDED`], emptied past it.
+    handed: Mutex<HashMap<Box<str>, Arc<str>>>,
 }
+
+/// Channels handed over remembered at most (to refuse their previous owner's requests).
+const MAX_HANDED: usize = 65_536;
 
 /// An owner's subject, how many probes in a row found nobody there, since when, and the
 /// event frames published there since the last probe it answered.
@@ -287,6 +310,8 @@ impl State {
             apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
             rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             events_too_large: c.events_too_large.load(Ordering::Relaxed),
+            calls_handed_over: c.calls_handed_over.load(Ordering::Relaxed),
+            rest_handed_over: c.rest_handed_over.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -454,7 +479,10 @@ impl Proxy {
         )
         .await
         .map_err(ProxyError::Nats)?;
+        let (handover, handed_over) = mpsc::channel(MAX_HELD);
         let state = Arc::new(State {
+            handover,
+            handed: Mutex::new(HashMap::new()),
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
@@ -502,7 +530,7 @@ impl Proxy {
 
         let tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
-            tokio::spawn(pump_events(state.clone(), frames)),
+            tokio::spawn(pump_events(state.clone(), frames, handed_over)),
             tokio::spawn(serve_rest(state.clone(), rest_node, rest_any)),
             tokio::spawn(announce(state.clone(), ping)),
             tokio::spawn(serve_health(state.clone(), health)),
@@ -764,7 +792,10 @@ async fn watch_instances(state: Arc<State>) {
                     .counters
                     .events_to_lost_instances
                     .fetch_add(lost, Ordering::Relaxed);
-                let released = state.owners().release(&id);
+                let (released, channels) = state.owners().release(&id);
+                if state.config.hand_over_calls && !channels.is_empty() {
+                    tokio::spawn(hand_over(state.clone(), id.clone(), channels));
+                }
                 if released > 0 {
                     state
                         .counters
@@ -779,6 +810,99 @@ async fn watch_instances(state: Arc<State>) {
             }
         }
     }
+}
+
+/// Offers the calls of the gone instance `from` (its channels) to the other instances: each
+/// channel still in one of the proxy's applications gets a `StasisStart` made from its
+/// current state, routed as a new call's ([`ProxyConfig::hand_over_calls`]).
+async fn hand_over(state: Arc<State>, from: Arc<str>, channels: Vec<Box<str>>) {
+    for id in channels {
+        let uri = format!("channels/{}", utf8_percent_encode(&id, QUERY));
+        let req = RestRequest {
+            kind: "RESTRequest".into(),
+            method: "GET".into(),
+            uri: uri.clone(),
+            ..RestRequest::default()
+        };
+        let channel = match over_http(&state, http::Method::GET, &uri, &req, None).await {
+            Ok((200, _, body)) => serde_json::from_slice::<serde_json::Value>(&body).ok(),
+            // Gone (404), or Asterisk unreachable: nothing to hand over.
+            _ => None,
+        };
+        let Some(frame) = channel.and_then(|c| handover_start(&state, c)) else {
+            tracing::debug!(node = %state.node, channel = %id, "not handed over: no longer in the application");
+            continue;
+        };
+        {
+            let mut handed = state.handed.lock().unwrap_or_else(|p| p.into_inner());
+            if handed.len() >= MAX_HANDED {
+                handed.clear();
+            }
+            handed.insert(id.clone(), from.clone());
+        }
+        state
+            .counters
+            .calls_handed_over
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %state.node, channel = %id, from = %from, "call of a gone instance offered to the others");
+        if state.handover.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The `StasisStart` of a handed-over call, from its channel as Asterisk describes it now;
+/// `None` when the channel is not in one of the proxy's applications.
+fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
+    let dialplan = channel.get("dialplan")?;
+    if dialplan.get("app_name")?.as_str()? != "Stasis" {
+        return None;
+    }
+    let data = dialplan.get("app_data")?.as_str()?;
+    let mut parts = data.split(',');
+    let app = parts.next()?.trim();
+    if !state.config.apps.iter().any(|a| a == app) {
+        return None;
+    }
+    let args: Vec<&str> = parts.collect();
+    let timestamp = asterisk_timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let frame = serde_json::json!({
+        "type": "StasisStart",
+        "application": app,
+        "timestamp": timestamp,
+        "args": args,
+        "channel": channel,
+        "asterisk_id": state.node,
+    });
+    serde_json::to_vec(&frame).ok().map(Bytes::from)
+}
+
+/// A time (since the Unix epoch) as Asterisk writes event timestamps
+/// (`2026-11-26T12:14:21.059+0000`, UTC).
+fn asterisk_timestamp(now: Duration) -> String {
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
 }
 
 async fn serve_health(state: Arc<State>, mut sub: async_nats::Subscriber) {
@@ -802,7 +926,11 @@ const MAX_HELD: usize = 65_536;
 /// subject's batch ([`Outbox`]); the batches are published as soon as nothing more is ready
 /// (or one is full), so batching adds no wait. New calls are offered to the instances without
 /// stopping the other calls' events ([`Holding`]).
-async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
+async fn pump_events(
+    state: Arc<State>,
+    mut frames: mpsc::Receiver<Bytes>,
+    mut handed_over: mpsc::Receiver<Bytes>,
+) {
     let (claims_tx, mut claims) = mpsc::channel(MAX_HELD);
     let mut out = Outbox::default();
     let mut holding = Holding::new(claims_tx);
@@ -816,6 +944,11 @@ async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
                     holding.resolved.insert(id, owner);
                 }
                 holding.release(&state, &mut out).await;
+            }
+            // A gone instance's call: offered again as a new one, after the frames read
+            // before it (the channel's later frames wait for the offer's answer).
+            Some(frame) = handed_over.recv(), if holding.held.len() < MAX_HELD => {
+                route_event(&state, frame, &mut out, Some(&mut holding), None).await;
             }
             frame = frames.recv(), if holding.held.len() < MAX_HELD => {
                 let Some(mut frame) = frame else { break };
@@ -1684,6 +1817,26 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         .map(|v| Arc::from(v.as_str()));
     let (path, mut query) = split_uri(&req.uri);
     query.extend(req.query_strings.drain(..).map(|q| (q.name, q.value)));
+    if let (Some(owner), Some(channel)) = (&instance, handed_channel(&path)) {
+        let from = state
+            .handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel.as_str())
+            .cloned();
+        if from.as_deref() == Some(&**owner) {
+            // Its previous owner, back after it was found gone: the call is another's now.
+            state
+                .counters
+                .rest_handed_over
+                .fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "ari-proxy: channel {channel} was handed over to another instance of the \
+                 application (this instance was found gone)"
+            );
+            return (RestResponse::local(404, &req.uri, &message), false);
+        }
+    }
     if let Some(owner) = &instance {
         if req.method.eq_ignore_ascii_case("POST") {
             let created = preassign(state, &path, &mut query, owner);
@@ -1845,6 +1998,16 @@ fn rest_over_websocket_available(version: &str) -> bool {
         22 => minor >= 4,
         m => m >= 23,
     }
+}
+
+/// The channel a request path operates on (`channels/{id}…`), decoded.
+fn handed_channel(path: &str) -> Option<String> {
+    let mut segs = path.split('/');
+    if segs.next()? != "channels" {
+        return None;
+    }
+    let id = segs.next().filter(|s| !s.is_empty())?;
+    Some(percent_decode_str(id).decode_utf8_lossy().into_owned())
 }
 
 /// `channels/x?a=b` → (`channels/x`, [(a, b)]), values decoded.
@@ -2025,6 +2188,33 @@ pub(crate) fn created_resource(v: &serde_json::Value) -> Option<(ResourceKind, &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_asterisk_writes_them() {
+        assert_eq!(
+            asterisk_timestamp(Duration::ZERO),
+            "1970-01-01T00:00:00.000+0000"
+        );
+        assert_eq!(
+            asterisk_timestamp(Duration::from_millis(1_764_159_261_059)),
+            "2025-11-26T12:14:21.059+0000"
+        );
+        assert_eq!(
+            asterisk_timestamp(Duration::from_secs(1_709_251_199)),
+            "2024-02-29T23:59:59.000+0000"
+        );
+    }
+
+    #[test]
+    fn handed_over_channels_are_read_from_paths() {
+        assert_eq!(
+            handed_channel("channels/a%3Bb/answer").as_deref(),
+            Some("a;b")
+        );
+        assert_eq!(handed_channel("channels/1.2").as_deref(), Some("1.2"));
+        assert_eq!(handed_channel("channels"), None);
+        assert_eq!(handed_channel("bridges/1.2"), None);
+    }
 
     #[test]
     fn uris_split_and_decode() {

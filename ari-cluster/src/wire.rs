@@ -422,6 +422,16 @@ pub struct ProxyStats {
     /// nats-server's configuration to have them published.
     #[serde(default)]
     pub events_too_large: u64,
+    /// Calls of instances found gone offered again to the other instances
+    /// ([`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)): channels still in
+    /// the application, each with a `StasisStart` made from its current state.
+    #[serde(default)]
+    pub calls_handed_over: u64,
+    /// REST requests on a handed-over channel from the instance it was taken from (back after
+    /// it was found gone: a NATS partition), answered 404 so that two instances never control
+    /// one call.
+    #[serde(default)]
+    pub rest_handed_over: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.

@@ -12,7 +12,11 @@ use common::*;
 async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
     let nats = nats();
     let a = node("node-a");
-    let pa = proxy(&a, &nats.url()).await;
+    // Released only (their events to every instance), not handed over.
+    let mut config = proxy_config(&a, &nats.url());
+    config.announce_interval = Duration::from_millis(100);
+    config.hand_over_calls = false;
+    let pa = start_proxy(&a, config).await;
 
     // Instance 1 takes three calls and waits for a digit on each.
     let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
@@ -66,6 +70,78 @@ async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
     }
     // A live instance is not released.
     assert_eq!(pa.stats().instances_lost, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_calls_are_handed_over_to_another_instance_once() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+
+    // Instance 1 takes three calls and waits for a digit on each.
+    let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
+    let calls = place_calls(&a, "h", 3);
+    wait_for_calls_taken(&c1, 3).await;
+    let gone = c1.instance_id().to_string();
+
+    // Instance 2 starts while those calls are in progress; then instance 1 dies.
+    let i2 = instance(2, &nats.url()).await;
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+
+    // Once the proxy finds it gone, its calls are offered again: instance 2's handler runs
+    // for each (answers, plays, hangs up), once.
+    assert!(
+        wait_done(&[&i2], &calls, Duration::from_secs(30)).await,
+        "instance 2 serves the dead instance's calls: {:?}",
+        pa.stats()
+    );
+    let by = owners(&[&i2]);
+    assert_eq!(by.len(), 3, "{by:?}");
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 1, "{stats:?}");
+    assert_eq!(stats.calls_handed_over, 3, "{stats:?}");
+    assert_eq!(stats.calls_claimed, 6, "{stats:?}");
+    assert_eq!(i2.cluster.stats().calls_taken, 3);
+
+    // The dead instance, were it back (a NATS partition), controls none of them.
+    let raw = async_nats::connect(nats.url()).await.expect("nats");
+    let subject = ari_cluster::wire::Subjects::default().rest_node("node-a");
+    let ask = |from: &str| {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(ari_cluster::wire::INSTANCE_HEADER, from);
+        let body = serde_json::json!({"type": "RESTRequest", "method": "POST",
+                                      "uri": format!("channels/{}/answer", calls[0])});
+        let raw = raw.clone();
+        let subject = subject.clone();
+        async move {
+            let reply = raw
+                .request_with_headers(subject, h, body.to_string().into())
+                .await
+                .expect("answered");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("RESTResponse")
+        }
+    };
+    let refused = ask(&gone).await;
+    assert_eq!(refused["status_code"], 404, "{refused}");
+    assert!(
+        refused["message_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("handed over"),
+        "{refused}"
+    );
+    assert_eq!(pa.stats().rest_handed_over, 1);
+    // Another instance's request goes to Asterisk (the call has ended there).
+    let other = ask("someone-else").await;
+    assert!(
+        !other["message_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("handed over"),
+        "{other}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,10 @@ struct Args {
     /// Send REST to Asterisk over HTTP only, even where it has REST over the events WebSocket.
     #[arg(long, env = "ARI_REST_OVER_HTTP")]
     rest_over_http: bool,
+    /// Do not hand the calls of an instance found gone over to the other instances (only
+    /// release them: their events then go to every instance, and no handler runs for them).
+    #[arg(long, env = "ARI_NO_HAND_OVER")]
+    no_hand_over: bool,
 }
 
 /// SIGINT (ctrl-c) or SIGTERM (service managers, containers).
@@ -84,6 +88,7 @@ async fn main() -> ExitCode {
     );
     config.prefix = args.prefix;
     config.rest_over_websocket = !args.rest_over_http;
+    config.hand_over_calls = !args.no_hand_over;
     config.announce_interval = Duration::from_secs_f64(args.announce_secs.clamp(0.05, 3600.0));
     let proxy = match Proxy::start(config).await {
         Ok(p) => p,
