@@ -695,6 +695,7 @@ pub struct ClusterBuilder {
     lost_after: Option<Duration>,
     events_buffer: usize,
     pickup_timeout: Duration,
+    security: crate::NatsSecurity,
 }
 
 impl ClusterBuilder {
@@ -746,6 +747,33 @@ impl ClusterBuilder {
         self
     }
 
+    /// How to authenticate to NATS and check its TLS certificate (all of it at once; the
+    /// methods below set one part each).
+    pub fn nats_security(mut self, security: crate::NatsSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Authenticates with a NATS credentials file (a user JWT and its NKey seed:
+    /// [`NatsSecurity::credentials_file`](crate::NatsSecurity::credentials_file)).
+    pub fn nats_credentials_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.security.credentials_file = Some(path.into());
+        self
+    }
+
+    /// Authenticates with an NKey seed ([`NatsSecurity::nkey_seed`](crate::NatsSecurity::nkey_seed)).
+    pub fn nats_nkey_seed(mut self, seed: &str) -> Self {
+        self.security.nkey_seed = Some(seed.to_string());
+        self
+    }
+
+    /// Trusts only the certificate authorities of this PEM file for the NATS server's TLS
+    /// certificate ([`NatsSecurity::root_certificates`](crate::NatsSecurity::root_certificates)).
+    pub fn nats_root_certificates(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.security.root_certificates = Some(path.into());
+        self
+    }
+
     /// This instance's id (default: a fresh unique id). Two live instances must not share one.
     pub fn instance_id(mut self, id: &str) -> Self {
         self.instance = Some(id.to_string());
@@ -760,6 +788,7 @@ impl ClusterBuilder {
         let counters = Counters::default();
         let nats = crate::connect_nats(
             &self.nats_url,
+            &self.security,
             &format!("ari-cluster {instance}"),
             Some(up_tx),
             counters.slow_consumer.clone(),
@@ -879,6 +908,7 @@ impl Cluster {
             lost_after: Some(DEFAULT_NODE_LOST_AFTER),
             events_buffer: DEFAULT_EVENTS_BUFFER,
             pickup_timeout: DEFAULT_PICKUP_TIMEOUT,
+            security: crate::NatsSecurity::default(),
         }
     }
 

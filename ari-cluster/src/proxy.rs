@@ -52,6 +52,8 @@ pub struct ProxyConfig {
     pub password: String,
     /// NATS server URL(s), comma-separated (`nats://127.0.0.1:4222`).
     pub nats_url: String,
+    /// How to authenticate to NATS and check its TLS certificate (default: as the URL says).
+    pub nats_security: crate::NatsSecurity,
     /// Applications to register on Asterisk and serve.
     pub apps: Vec<String>,
     /// Subject prefix (default `ari`).
@@ -104,6 +106,7 @@ impl fmt::Debug for ProxyConfig {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("nats_url", &self.nats_url)
+            .field("nats_security", &self.nats_security)
             .field("apps", &self.apps)
             .field("prefix", &self.prefix)
             .field("rest_over_websocket", &self.rest_over_websocket)
@@ -125,6 +128,7 @@ impl ProxyConfig {
             user: user.to_string(),
             password: password.to_string(),
             nats_url: nats_url.to_string(),
+            nats_security: crate::NatsSecurity::default(),
             apps: apps.into_iter().map(|a| a.as_ref().to_string()).collect(),
             prefix: "ari".to_string(),
             announce_interval: Duration::from_secs(1),
@@ -472,6 +476,7 @@ impl Proxy {
         };
         let nats = crate::connect_nats(
             &config.nats_url,
+            &config.nats_security,
             &format!("ari-proxy {node}"),
             None,
             Arc::default(),
