@@ -532,3 +532,71 @@ async fn reading_a_call_not_taken_yet_does_not_make_the_reader_its_owner() {
     assert_eq!(stats.calls_claimed, 1, "{stats:?}");
     assert_eq!(stats.instances_lost, 0, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_crashing_instances_keeps_each_call_served_by_one_live_instance() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let w2 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "roll", 6);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        calls.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+
+    // Each instance in turn is replaced by a new one, without a graceful stop (a crash, an
+    // OOM kill): its calls go on with a live instance, each with one.
+    let w3 = waiter(&nats.url()).await;
+    w1.cluster.close().await;
+    wait_until(
+        "the first instance's calls are handed over",
+        Duration::from_secs(30),
+        || calls.iter().all(|c| waiting_on(&[&w2, &w3], c).len() == 1),
+    )
+    .await;
+    let w4 = waiter(&nats.url()).await;
+    w2.cluster.close().await;
+    wait_until(
+        "the second instance's calls are handed over",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w3, &w4], c)
+                    .iter()
+                    .filter(|w| outcome(w, c).as_deref() == Some("waiting"))
+                    .count()
+                    == 1
+            })
+        },
+    )
+    .await;
+
+    for c in &calls {
+        a.send_dtmf(c, "5").expect("dtmf");
+    }
+    wait_until(
+        "each call's digit reaches the live instance serving it",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w3, &w4], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 5"))
+            })
+        },
+    )
+    .await;
+    for c in &calls {
+        let seen = [&w3, &w4]
+            .iter()
+            .filter(|w| w.log.lock().unwrap().digits_seen.contains(c))
+            .count();
+        assert_eq!(seen, 1, "{c}: its digit reached one instance");
+    }
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 2, "{stats:?}");
+    assert_eq!(stats.calls_unclaimed, 0, "{stats:?}");
+    assert!(stats.calls_handed_over >= 6, "{stats:?}");
+}
