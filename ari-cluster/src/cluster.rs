@@ -824,6 +824,8 @@ impl ClusterBuilder {
             pickup_timeout: self.pickup_timeout,
         });
         let weak = Arc::downgrade(&shared);
+        let task = tokio::spawn(watch_link(weak.clone(), shared.nats_up.clone()));
+        lock(&shared.tasks).push(task);
         let task = tokio::spawn(watch_nodes(weak.clone(), announce));
         lock(&shared.tasks).push(task);
         let task = tokio::spawn(answer_owned(weak, owned));
@@ -835,6 +837,42 @@ impl ClusterBuilder {
         Ok(Cluster {
             runtime: NatsRuntime { shared, pin: None },
         })
+    }
+}
+
+/// Watches this instance's NATS connection: back after being away long enough for the
+/// proxies to find this instance gone (and hand its calls over to other instances: see
+/// [`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)), it no longer
+/// claims to own its resources when a restarting proxy asks ([`Subjects::owned`]), so a
+/// call handed over is not given back to it. A proxy that kept it as the owner still sends
+/// it the events, which make it the owner again.
+async fn watch_link(shared: std::sync::Weak<Shared>, mut up: watch::Receiver<bool>) {
+    let mut down_since: Option<Instant> = None;
+    while up.changed().await.is_ok() {
+        let now_up = *up.borrow_and_update();
+        match (now_up, down_since) {
+            (false, None) => down_since = Some(Instant::now()),
+            (true, Some(since)) => {
+                down_since = None;
+                if since.elapsed() < crate::proxy::MIN_ABSENCE {
+                    continue;
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let mut given_up = 0;
+                for (_, owned) in lock(&shared.resources).values_mut() {
+                    given_up += usize::from(std::mem::take(owned));
+                }
+                tracing::warn!(
+                    resources = given_up,
+                    away_ms = since.elapsed().as_millis() as u64,
+                    "NATS back after a long absence: this instance claims its resources no more \
+                     (the proxies may have handed its calls over)"
+                );
+            }
+            _ => {}
+        }
     }
 }
 

@@ -732,7 +732,7 @@ async fn announce(state: Arc<State>, mut ping: async_nats::Subscriber) {
 const PROBES_MISSED: u32 = 3;
 /// ... over at least this long (an instance resubscribing after a NATS reconnect on a loaded
 /// machine is not gone).
-const MIN_ABSENCE: Duration = Duration::from_secs(2);
+pub(crate) const MIN_ABSENCE: Duration = Duration::from_secs(2);
 
 /// Asks each instance the proxy sends events to whether it is still there, once per
 /// announcement interval. One with nothing listening on its subject three times in a row and
