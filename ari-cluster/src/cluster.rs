@@ -1558,6 +1558,14 @@ async fn exchange(
         )
     })?;
     let headers = reply.headers.as_ref();
+    if let Some(channel) = headers.and_then(|h| h.get(wire::HANDED_OVER_HEADER)) {
+        // The call was handed over to another instance while this one was away: it serves
+        // it no more (its waits on the channel end; it claims it no more).
+        let key = format!("c:{}", channel.as_str());
+        lock(&shared.resources).remove(&key);
+        let ended = shared.end_keys(vec![key], EndReason::ResourceEnded);
+        tracing::warn!(channel = %channel, ended, "the call was handed over to another instance");
+    }
     let binary = headers
         .and_then(|h| h.get(wire::BODY_ENCODING_HEADER))
         .is_some_and(|v| v.as_str() == "base64");

@@ -1739,15 +1739,22 @@ async fn serve_one(state: &Arc<State>, msg: async_nats::Message) {
         Ok(permit) => {
             let state = state.clone();
             tokio::spawn(async move {
-                let (resp, binary) = forward(&state, &msg).await;
-                respond(&state, reply, resp, binary).await;
+                match fenced(&state, &msg) {
+                    Some((resp, channel)) => {
+                        respond(&state, reply, resp, false, Some(&channel)).await;
+                    }
+                    None => {
+                        let (resp, binary) = forward(&state, &msg).await;
+                        respond(&state, reply, resp, binary, None).await;
+                    }
+                }
                 drop(permit);
             });
         }
         Err(_) => {
             state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
             let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
-            respond(state, reply, resp, false).await;
+            respond(state, reply, resp, false, None).await;
         }
     }
 }
@@ -1767,9 +1774,20 @@ fn retire_if_replaced(state: &State, app: &str) {
     }
 }
 
-async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, binary: bool) {
+/// Answers a REST request with `resp` (`binary`: its body is base64; `handed_over`: the
+/// channel of a request refused because it was handed over, see [`fenced`]).
+async fn respond(
+    state: &State,
+    reply: async_nats::Subject,
+    resp: RestResponse,
+    binary: bool,
+    handed_over: Option<&str>,
+) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
+    if let Some(channel) = handed_over {
+        headers.insert(wire::HANDED_OVER_HEADER, channel);
+    }
     let mut body = serde_json::to_vec(&resp).unwrap_or_default();
     // NATS refuses a message larger than its max_payload (the headers count too): the
     // requester would wait for its timeout. It gets a 502 saying why at once.
@@ -1803,6 +1821,34 @@ async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, 
     }
 }
 
+/// The answer to a request of an instance on a channel handed over from it to another
+/// instance (it was found gone, and is back: a NATS partition), and the channel: 404, so that
+/// two instances never control one call ([`ProxyStats::rest_handed_over`]). `None` for every
+/// other request.
+fn fenced(state: &State, msg: &async_nats::Message) -> Option<(RestResponse, String)> {
+    let handed = state.handed.lock().unwrap_or_else(|p| p.into_inner());
+    if handed.is_empty() {
+        return None;
+    }
+    let owner = msg.headers.as_ref()?.get(wire::INSTANCE_HEADER)?;
+    let req: RestRequest = serde_json::from_slice(&msg.payload).ok()?;
+    let (path, _) = split_uri(&req.uri);
+    let channel = handed_channel(&path)?;
+    if handed.get(channel.as_str()).map(|f| &**f) != Some(owner.as_str()) {
+        return None;
+    }
+    drop(handed);
+    state
+        .counters
+        .rest_handed_over
+        .fetch_add(1, Ordering::Relaxed);
+    let message = format!(
+        "ari-proxy: channel {channel} was handed over to another instance of the application \
+         (this instance was found gone)"
+    );
+    Some((RestResponse::local(404, &req.uri, &message), channel))
+}
+
 /// Sends one `RESTRequest` to Asterisk; the `RESTResponse` and whether its body is base64.
 async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse, bool) {
     state.counters.rest_requests.fetch_add(1, Ordering::Relaxed);
@@ -1822,26 +1868,6 @@ async fn forward(state: &Arc<State>, msg: &async_nats::Message) -> (RestResponse
         .map(|v| Arc::from(v.as_str()));
     let (path, mut query) = split_uri(&req.uri);
     query.extend(req.query_strings.drain(..).map(|q| (q.name, q.value)));
-    if let (Some(owner), Some(channel)) = (&instance, handed_channel(&path)) {
-        let from = state
-            .handed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(channel.as_str())
-            .cloned();
-        if from.as_deref() == Some(&**owner) {
-            // Its previous owner, back after it was found gone: the call is another's now.
-            state
-                .counters
-                .rest_handed_over
-                .fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "ari-proxy: channel {channel} was handed over to another instance of the \
-                 application (this instance was found gone)"
-            );
-            return (RestResponse::local(404, &req.uri, &message), false);
-        }
-    }
     if let Some(owner) = &instance {
         if req.method.eq_ignore_ascii_case("POST") {
             let created = preassign(state, &path, &mut query, owner);

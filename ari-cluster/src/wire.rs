@@ -100,6 +100,11 @@ pub const DECLINED_HEADER: &str = "Ari-Declined";
 /// published ([`ProxyStats::events_too_large`]), so the instance that took the call sees a
 /// lost event message instead of the `StasisStart`, then the call's later events.
 pub const TOO_LARGE_HEADER: &str = "Ari-Too-Large";
+/// Header of a proxy's 404 answer to a request of an instance on a channel that was handed
+/// over to another instance after this one was found gone
+/// ([`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)); its value: the
+/// channel id. The instance ends its waits on the channel (it serves the call no more).
+pub const HANDED_OVER_HEADER: &str = "Ari-Handed-Over";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).

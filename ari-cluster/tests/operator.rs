@@ -718,6 +718,17 @@ async fn an_instance_cut_off_by_a_partition_gets_its_calls_back_never() {
             .expect_err("instance 1 controls the call no more");
         assert!(err.to_string().contains("handed over"), "{err}");
     }
+    // Refused, instance 1 stops serving them: its handler's waits on them end.
+    wait_until(
+        "instance 1's waits on the calls end",
+        Duration::from_secs(30),
+        || {
+            calls
+                .iter()
+                .all(|c| outcome(&w1, c).as_deref() == Some("ended"))
+        },
+    )
+    .await;
     let stats = pa.stats();
     assert_eq!(stats.calls_handed_over, 2, "{stats:?}");
     assert_eq!(stats.rest_handed_over, 2, "{stats:?}");
