@@ -759,3 +759,52 @@ async fn an_instance_cut_off_by_a_partition_gets_its_calls_back_never() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_longer_than_the_absence_limit_hands_no_call_over() {
+    let mut nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let w2 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "outage", 6);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        calls.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+
+    // NATS is down for longer than a proxy needs to find an instance gone (2 s): everyone
+    // was away together, so nobody is gone.
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart().expect("nats-server restarts");
+    assert!(w1.cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    let after = place_calls(&a, "after-outage", 2);
+    wait_until(
+        "calls after the outage are taken",
+        Duration::from_secs(30),
+        || after.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1),
+    )
+    .await;
+    for c in &calls {
+        a.send_dtmf(c, "4").expect("dtmf");
+    }
+    wait_until(
+        "the calls in flight get their digit at their instance",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w1, &w2], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 4"))
+            })
+        },
+    )
+    .await;
+    for c in &calls {
+        assert_eq!(waiting_on(&[&w1, &w2], c).len(), 1, "{c} served once");
+    }
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 0, "{stats:?}");
+    assert_eq!(stats.calls_handed_over, 0, "{stats:?}");
+}
