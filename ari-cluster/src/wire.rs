@@ -360,7 +360,8 @@ pub struct ProxyStats {
     pub events_dropped: u64,
     /// Frames that did not decode (still published, unowned).
     pub undecodable: u64,
-    /// New calls taken by an instance.
+    /// New calls taken by an instance (handed-over calls included: see
+    /// [`ProxyStats::calls_handed_over`]).
     pub calls_claimed: u64,
     /// New calls no instance took (no instance running, or none answered in time): published
     /// on `{p}.unclaimed.{app}.{node}`, which instances do not read.
@@ -429,7 +430,8 @@ pub struct ProxyStats {
     pub events_too_large: u64,
     /// Calls of instances found gone offered again to the other instances
     /// ([`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)): channels still in
-    /// the application, each with a `StasisStart` made from its current state.
+    /// the application, each with a `StasisStart` made from its current state (counted in
+    /// [`ProxyStats::events_in`] too), offered as a new call is.
     #[serde(default)]
     pub calls_handed_over: u64,
     /// REST requests on a handed-over channel from the instance it was taken from (back after
