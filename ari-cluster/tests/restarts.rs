@@ -462,7 +462,13 @@ async fn creations_no_proxy_took_end_their_waits_after_the_pickup_timeout() {
         )
         .await
         .expect("subscribe");
-    hole.flush().await.expect("flush");
+    // In effect at the server once a message of the same connection came back after it.
+    let inbox = hole.new_inbox();
+    let mut echo = hole.subscribe(inbox.clone()).await.expect("subscribe");
+    hole.publish(inbox, "".into()).await.expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .expect("the subscriptions are in effect");
     let hole2 = hole.clone();
     tokio::spawn(async move {
         while let Some(msg) = requests.next().await {
