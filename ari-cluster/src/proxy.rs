@@ -1660,17 +1660,19 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQu
             None => std::future::pending().await,
         }
     }
-    /// Unsubscribes; the messages already buffered are still read (then `None`).
+    /// Unsubscribes, draining: the requests NATS sent before it took the unsubscription are
+    /// still read and answered (then `None`). (A plain unsubscribe makes the NATS client drop
+    /// those still on their way unseen: their requesters waited for their timeout.)
     async fn leave(sub: &mut Option<async_nats::Subscriber>) {
         if let Some(s) = sub {
-            let _ = s.unsubscribe().await;
+            let _ = s.drain().await;
         }
     }
     /// Leaves the REST queue group on each of its subjects (as [`leave`]).
     async fn leave_queue(queue: &mut Option<RestQueue>) {
         if let Some(q) = queue {
             for s in q.iter_mut() {
-                let _ = s.unsubscribe().await;
+                let _ = s.drain().await;
             }
         }
     }
