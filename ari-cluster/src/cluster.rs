@@ -208,8 +208,8 @@ pub struct ClusterStats {
     /// New calls this instance took from its application's queue group.
     pub calls_taken: u64,
     /// New calls offered to this instance after [`Cluster::stop_taking_calls`] (already on
-    /// their way to it) and declined: their proxy offers them to another instance after its
-    /// claim timeout.
+    /// their way to it) and declined ([`wire::DECLINED_HEADER`]): their proxy offers them to
+    /// another instance at once.
     pub claims_declined: u64,
     /// Event frames received (owned and unowned).
     pub events: u64,
@@ -245,6 +245,14 @@ pub struct ClusterStats {
     /// failed then with a [`NodeDown`] error (kind `Closed`: sent, and maybe run) instead of
     /// waiting for their timeout.
     pub rest_lost_in_flight: u64,
+    /// Creations under ids the application chose (an originate or `channels/create` with a
+    /// channel id, a bridge, a playback, a recording…) that no proxy is known to have run: not
+    /// sent (no proxy serves the subject, or their node is down), or sent to any node and
+    /// neither answered nor announced by a proxy ([`wire::CREATING_HEADER`]) within
+    /// [`ClusterBuilder::creation_pickup_timeout`] of their failure. The waits, streams and
+    /// listeners on the ids they named (those whose node is still unknown) have ended
+    /// ([`ari_client::Error::Ended`]): no event would have ended them.
+    pub creations_not_taken: u64,
     /// Resources whose node is known.
     pub known_resources: u64,
     /// Resources not recorded because the table was full.
@@ -266,9 +274,12 @@ struct Counters {
     rest_requests: AtomicU64,
     rest_node_down: AtomicU64,
     rest_lost_in_flight: AtomicU64,
+    creations_not_taken: AtomicU64,
     resources_refused: AtomicU64,
 }
 
+/// [`ClusterBuilder::creation_pickup_timeout`] by default.
+const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node stays down before it is lost, by default.
 const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(60);
 /// Largest resource → node table.
@@ -302,6 +313,8 @@ struct Shared {
     startups: Mutex<HashMap<String, String>>,
     /// The clients made from this cluster, whose waits end when a node's Asterisk restarts.
     clients: Mutex<Vec<ari_client::WeakClient<NatsRuntime>>>,
+    /// [`ClusterBuilder::creation_pickup_timeout`].
+    pickup_timeout: Duration,
 }
 
 impl Drop for Shared {
@@ -520,6 +533,11 @@ impl Shared {
                 }
             });
         }
+        self.end_keys(keys, reason)
+    }
+
+    /// Ends, in every client of this cluster, the resources `keys` (`c:ID`); how many.
+    fn end_keys(&self, mut keys: Vec<String>, reason: EndReason) -> usize {
         keys.sort_unstable();
         keys.dedup();
         let gone: Vec<(ari_proto::events::ResourceKind, &str)> = keys
@@ -538,8 +556,35 @@ impl Shared {
         for c in &clients {
             ended += c.end_resources(gone.iter().copied(), reason);
         }
-        tracing::debug!(node, subscriptions = ended, "subscriptions ended");
+        tracing::debug!(subscriptions = ended, "subscriptions ended");
         gone.len()
+    }
+
+    /// A creation naming `keys` was not run by any proxy as far as this instance knows
+    /// (`sent`: it was sent to any node and neither answered nor announced; else it was not
+    /// sent): the waits on those of its ids whose node is unknown (on all of them when it was
+    /// not sent) end, as for a creation Asterisk refused.
+    fn not_taken(&self, keys: &[String], sent: bool) {
+        let unplaced: Vec<String> = {
+            let mut map = lock(&self.resources);
+            let unplaced: Vec<String> = keys
+                .iter()
+                .filter(|k| !sent || !map.contains_key(k.as_str()))
+                .cloned()
+                .collect();
+            for k in &unplaced {
+                map.remove(k);
+            }
+            unplaced
+        };
+        if unplaced.is_empty() {
+            return;
+        }
+        self.counters
+            .creations_not_taken
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(resources = ?unplaced, sent, "a creation no proxy ran: the waits on its ids end");
+        self.end_keys(unplaced, EndReason::NotCreated);
     }
 
     /// The application whose proxies take a request sent to any node: the one it names
@@ -649,6 +694,8 @@ pub struct ClusterBuilder {
     min_silence: Duration,
     lost_after: Option<Duration>,
     events_buffer: usize,
+    pickup_timeout: Duration,
+    security: crate::NatsSecurity,
 }
 
 impl ClusterBuilder {
@@ -688,6 +735,45 @@ impl ClusterBuilder {
         self
     }
 
+    /// How long after a creation sent to any node failed without an answer (its request
+    /// timed out or its connection was lost) a proxy may still say that it runs it (default
+    /// 10 s). A creation under ids the application chose (`originate_with_id`, a bridge, a
+    /// playback…) has no node until a proxy takes it ([`wire::CREATING_HEADER`]) or answers;
+    /// if none did within this time, the waits, streams and listeners on those ids end with
+    /// [`ari_client::Error::Ended`] ([`ClusterStats::creations_not_taken`]) instead of waiting
+    /// for ever. A creation not sent at all (no proxy serves the subject) ends them at once.
+    pub fn creation_pickup_timeout(mut self, after: Duration) -> Self {
+        self.pickup_timeout = after;
+        self
+    }
+
+    /// How to authenticate to NATS and check its TLS certificate (all of it at once; the
+    /// methods below set one part each).
+    pub fn nats_security(mut self, security: crate::NatsSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Authenticates with a NATS credentials file (a user JWT and its NKey seed:
+    /// [`NatsSecurity::credentials_file`](crate::NatsSecurity::credentials_file)).
+    pub fn nats_credentials_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.security.credentials_file = Some(path.into());
+        self
+    }
+
+    /// Authenticates with an NKey seed ([`NatsSecurity::nkey_seed`](crate::NatsSecurity::nkey_seed)).
+    pub fn nats_nkey_seed(mut self, seed: &str) -> Self {
+        self.security.nkey_seed = Some(seed.to_string());
+        self
+    }
+
+    /// Trusts only the certificate authorities of this PEM file for the NATS server's TLS
+    /// certificate ([`NatsSecurity::root_certificates`](crate::NatsSecurity::root_certificates)).
+    pub fn nats_root_certificates(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.security.root_certificates = Some(path.into());
+        self
+    }
+
     /// This instance's id (default: a fresh unique id). Two live instances must not share one.
     pub fn instance_id(mut self, id: &str) -> Self {
         self.instance = Some(id.to_string());
@@ -702,6 +788,7 @@ impl ClusterBuilder {
         let counters = Counters::default();
         let nats = crate::connect_nats(
             &self.nats_url,
+            &self.security,
             &format!("ari-cluster {instance}"),
             Some(up_tx),
             counters.slow_consumer.clone(),
@@ -734,8 +821,11 @@ impl ClusterBuilder {
             seqs: Mutex::new(HashMap::new()),
             startups: Mutex::new(HashMap::new()),
             clients: Mutex::new(Vec::new()),
+            pickup_timeout: self.pickup_timeout,
         });
         let weak = Arc::downgrade(&shared);
+        let task = tokio::spawn(watch_link(weak.clone(), shared.nats_up.clone()));
+        lock(&shared.tasks).push(task);
         let task = tokio::spawn(watch_nodes(weak.clone(), announce));
         lock(&shared.tasks).push(task);
         let task = tokio::spawn(answer_owned(weak, owned));
@@ -747,6 +837,42 @@ impl ClusterBuilder {
         Ok(Cluster {
             runtime: NatsRuntime { shared, pin: None },
         })
+    }
+}
+
+/// Watches this instance's NATS connection: back after being away long enough for the
+/// proxies to find this instance gone (and hand its calls over to other instances: see
+/// [`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)), it no longer
+/// claims to own its resources when a restarting proxy asks ([`Subjects::owned`]), so a
+/// call handed over is not given back to it. A proxy that kept it as the owner still sends
+/// it the events, which make it the owner again.
+async fn watch_link(shared: std::sync::Weak<Shared>, mut up: watch::Receiver<bool>) {
+    let mut down_since: Option<Instant> = None;
+    while up.changed().await.is_ok() {
+        let now_up = *up.borrow_and_update();
+        match (now_up, down_since) {
+            (false, None) => down_since = Some(Instant::now()),
+            (true, Some(since)) => {
+                down_since = None;
+                if since.elapsed() < crate::proxy::MIN_ABSENCE {
+                    continue;
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let mut given_up = 0;
+                for (_, owned) in lock(&shared.resources).values_mut() {
+                    given_up += usize::from(std::mem::take(owned));
+                }
+                tracing::warn!(
+                    resources = given_up,
+                    away_ms = since.elapsed().as_millis() as u64,
+                    "NATS back after a long absence: this instance claims its resources no more \
+                     (the proxies may have handed its calls over)"
+                );
+            }
+            _ => {}
+        }
     }
 }
 
@@ -819,6 +945,8 @@ impl Cluster {
             min_silence: Duration::from_secs(2),
             lost_after: Some(DEFAULT_NODE_LOST_AFTER),
             events_buffer: DEFAULT_EVENTS_BUFFER,
+            pickup_timeout: DEFAULT_PICKUP_TIMEOUT,
+            security: crate::NatsSecurity::default(),
         }
     }
 
@@ -913,8 +1041,8 @@ impl Cluster {
     /// This instance takes no new calls from now on, for a graceful scale-down or
     /// deploy: it leaves its applications' queue groups, so new calls go to the other
     /// instances; an offer already on its way to it is declined (counted in
-    /// [`ClusterStats::claims_declined`]; its proxy offers it to another instance after its
-    /// claim timeout, never to none). Its calls in progress keep their events and
+    /// [`ClusterStats::claims_declined`]; its proxy offers it to another instance at once,
+    /// never to none). Its calls in progress keep their events and
     /// operations: wait for them to end, then [`close`](Self::close). For this
     /// [`Cluster`] for good (a new one takes calls again).
     ///
@@ -956,6 +1084,7 @@ impl Cluster {
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             rest_node_down: c.rest_node_down.load(Ordering::Relaxed),
             rest_lost_in_flight: c.rest_lost_in_flight.load(Ordering::Relaxed),
+            creations_not_taken: c.creations_not_taken.load(Ordering::Relaxed),
             known_resources: lock(&s.resources).len() as u64,
             resources_refused: c.resources_refused.load(Ordering::Relaxed),
         }
@@ -1062,7 +1191,6 @@ impl NatsRuntime {
                 Some(i) => &full[i + 5..],
                 None => full.trim_start_matches('/'),
             };
-            let (route, unknown) = this.route(&parts.method, uri)?;
             // What the request creates under ids the application chose (both halves of a
             // Local channel, a snoop, a playback, a recording, a bridge): this instance owns
             // them on the node that runs the request, known before it is sent when the
@@ -1070,6 +1198,14 @@ impl NatsRuntime {
             // when that node's Asterisk restarts or its proxy is lost, even if no event of
             // theirs ever came.
             let created = created_keys(&parts.method, uri);
+            let (route, unknown) = match this.route(&parts.method, uri) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Not sent: nothing will come for its ids.
+                    this.shared.not_taken(&created, false);
+                    return Err(e);
+                }
+            };
             if let Route::Node(n) = &route {
                 for key in &created {
                     this.shared.learn(key.clone(), n, true);
@@ -1099,7 +1235,25 @@ impl NatsRuntime {
             let payload: Bytes = serde_json::to_vec(&envelope)
                 .map_err(|e| TransportError::new(TransportErrorKind::Protocol, e.to_string()))?
                 .into();
-            let (mut resp, mut node, mut body) = exchange(shared, &route, payload.clone()).await?;
+            let mut pickup = Pickup {
+                shared: shared.clone(),
+                keys: created.clone(),
+                armed: matches!(route, Route::Any(_)),
+            };
+            let answer = exchange(shared, &route, payload.clone()).await;
+            match &answer {
+                Ok(_) => pickup.armed = false,
+                // Not sent (no proxy serves the subject, or the node is down).
+                Err(e) if e.kind == TransportErrorKind::Connect => {
+                    pickup.armed = false;
+                    shared.not_taken(&created, false);
+                }
+                // Maybe taken by a proxy that did not answer: decided after the pickup
+                // timeout (as when the request is abandoned at its timeout).
+                Err(_) => {}
+            }
+            drop(pickup);
+            let (mut resp, mut node, mut body) = answer?;
             if let (Some(key), 404) = (&unknown, resp.status_code) {
                 // Sent to any node, which does not have it: ask the others, one at a time
                 // (a 404 did nothing there, so an operation is not done twice).
@@ -1288,7 +1442,10 @@ fn until_stopped(
                 match next {
                     Some(m) => return m.map(|m| (m, (sub, taking, false))),
                     None => {
-                        if let Err(e) = sub.unsubscribe().await {
+                        // Drained, not unsubscribed: the offers NATS sent before it took the
+                        // unsubscription still arrive (to be declined) instead of being
+                        // dropped unseen by the NATS client.
+                        if let Err(e) = sub.drain().await {
                             tracing::warn!(error = %e, "leaving a claim queue group");
                         }
                         left = true;
@@ -1401,6 +1558,14 @@ async fn exchange(
         )
     })?;
     let headers = reply.headers.as_ref();
+    if let Some(channel) = headers.and_then(|h| h.get(wire::HANDED_OVER_HEADER)) {
+        // The call was handed over to another instance while this one was away: it serves
+        // it no more (its waits on the channel end; it claims it no more).
+        let key = format!("c:{}", channel.as_str());
+        lock(&shared.resources).remove(&key);
+        let ended = shared.end_keys(vec![key], EndReason::ResourceEnded);
+        tracing::warn!(channel = %channel, ended, "the call was handed over to another instance");
+    }
     let binary = headers
         .and_then(|h| h.get(wire::BODY_ENCODING_HEADER))
         .is_some_and(|v| v.as_str() == "base64");
@@ -1440,9 +1605,17 @@ async fn feed(
             msg = merged.next() => {
                 let Some((claim, msg)) = msg else { return };
                 if claim && !*shared.taking.borrow() {
-                    // Stopped taking calls: not answered, so the proxy offers it to another
-                    // instance.
+                    // Stopped taking calls: declined, so the proxy offers it to another
+                    // instance at once (not after its claim timeout).
                     shared.counters.claims_declined.fetch_add(1, Ordering::Relaxed);
+                    if let Some(reply) = msg.reply {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(wire::DECLINED_HEADER, shared.instance.as_str());
+                        let _ = shared
+                            .nats
+                            .publish_with_headers(reply, headers, Bytes::new())
+                            .await;
+                    }
                     continue;
                 }
                 if claim {
@@ -1548,6 +1721,39 @@ async fn deliver(
         return false;
     }
     true
+}
+
+/// A creation sent to any node, until a proxy is known to have taken it (its answer came):
+/// dropped armed (the request failed or was abandoned at its timeout without an answer), it
+/// gives the proxies [`Shared::pickup_timeout`] to say they run it, then ends the waits on its
+/// ids whose node is still unknown ([`Shared::not_taken`]).
+struct Pickup {
+    shared: Arc<Shared>,
+    keys: Vec<String>,
+    armed: bool,
+}
+
+impl Drop for Pickup {
+    fn drop(&mut self) {
+        if !self.armed || self.keys.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.keys);
+        let after = self.shared.pickup_timeout;
+        let shared = Arc::downgrade(&self.shared);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Some(shared) = shared.upgrade() {
+                        shared.not_taken(&keys, true);
+                    }
+                });
+            }
+            // No runtime to wait on (dropped outside one): decided now.
+            Err(_) => self.shared.not_taken(&keys, true),
+        }
+    }
 }
 
 /// The events connection over NATS (the client's "WebSocket").

@@ -44,6 +44,86 @@ pub use cluster::{
     NatsWs, NodeDown, NodeEvent, NodeInfo,
 };
 pub use proxy::{Proxy, ProxyConfig, ProxyError};
+
+/// How a proxy or an instance authenticates to NATS and checks its server's TLS certificate,
+/// beyond what the NATS URL carries (a user and password or a token:
+/// `nats://user:secret@host:4222`; `tls://host:4222` for TLS). The default: nothing more
+/// (the system's certificate authorities for TLS).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use ari_cluster::{Cluster, NatsSecurity};
+/// let mut security = NatsSecurity::default();
+/// security.credentials_file = Some("/etc/ari/app.creds".into());
+/// security.root_certificates = Some("/etc/ari/nats-ca.pem".into());
+/// let cluster = Cluster::builder("tls://nats.internal:4222")
+///     .nats_security(security)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsSecurity {
+    /// A credentials file (`.creds`: a user JWT and its NKey seed, as `nsc` writes it), for a
+    /// NATS server in operator (decentralized JWT) mode. Read at each connection.
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// An NKey seed (`SU…`), for a server whose `authorization` lists the user's public NKey
+    /// (`U…`). Never logged.
+    pub nkey_seed: Option<String>,
+    /// A PEM file of the certificate authorities (one or more) that signed the server's TLS
+    /// certificate: only those are trusted then (not the system's).
+    pub root_certificates: Option<std::path::PathBuf>,
+    /// A client certificate and its private key (PEM files), for a server that verifies its
+    /// clients' TLS certificates (`verify: true`).
+    pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Use TLS even if the server does not ask for it (a `nats://` URL); a server without TLS
+    /// is then refused.
+    pub require_tls: bool,
+}
+
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSecurity")
+            .field("credentials_file", &self.credentials_file)
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "<redacted>"))
+            .field("root_certificates", &self.root_certificates)
+            .field("client_certificate", &self.client_certificate)
+            .field("require_tls", &self.require_tls)
+            .finish()
+    }
+}
+
+impl NatsSecurity {
+    /// `options` with these settings.
+    async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, async_nats::ConnectError> {
+        if let Some(path) = &self.credentials_file {
+            options = options.credentials_file(path).await.map_err(|e| {
+                let e = std::io::Error::new(
+                    e.kind(),
+                    format!("NATS credentials file {}: {e}", path.display()),
+                );
+                async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, e)
+            })?;
+        }
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(path) = &self.root_certificates {
+            options = options.add_root_certificates(path.clone());
+        }
+        if let Some((cert, key)) = &self.client_certificate {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if self.require_tls {
+            options = options.require_tls(true);
+        }
+        Ok(options)
+    }
+}
 pub use wire::ProxyStats;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
@@ -93,6 +173,7 @@ pub mod fuzzing {
 /// is used, the others on reconnect.
 pub(crate) async fn connect_nats(
     url: &str,
+    security: &NatsSecurity,
     name: &str,
     up: Option<tokio::sync::watch::Sender<bool>>,
     slow: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -100,7 +181,8 @@ pub(crate) async fn connect_nats(
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let up = up.map(std::sync::Arc::new);
     let cb_up = up.clone();
-    let client = async_nats::ConnectOptions::new()
+    let options = security.apply(async_nats::ConnectOptions::new()).await?;
+    let client = options
         .name(name)
         .subscription_capacity(capacity.max(1))
         .max_reconnects(None)

@@ -88,8 +88,10 @@ impl NatsServer {
         NatsServer::start_with_config(&format!("max_payload: {bytes}\n"))
     }
 
-    /// `config`: the text of a configuration file (nothing if empty).
-    fn start_with_config(config: &str) -> Result<NatsServer, NatsServerError> {
+    /// Starts `nats-server` as [`NatsServer::start`] does, with `config` as its configuration
+    /// file's text (none if empty): an `authorization` block, a `tls` block… (the port and
+    /// address are given on the command line).
+    pub fn start_with_config(config: &str) -> Result<NatsServer, NatsServerError> {
         let binary = find_binary().ok_or(NatsServerError::NotFound)?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())

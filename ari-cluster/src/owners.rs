@@ -90,15 +90,22 @@ impl Owners {
         out
     }
 
-    /// Forgets every resource `owner` owns; how many.
-    pub(crate) fn release(&mut self, owner: &str) -> usize {
+    /// Forgets every resource `owner` owns; how many, and the channels among them.
+    pub(crate) fn release(&mut self, owner: &str) -> (usize, Vec<Box<str>>) {
         let mut n = 0;
-        for map in &mut self.maps {
+        let mut channels = Vec::new();
+        for (i, map) in self.maps.iter_mut().enumerate() {
             let before = map.len();
-            map.retain(|_, o| &**o != owner);
+            map.retain(|id, o| {
+                let keep = &**o != owner;
+                if !keep && i == 0 {
+                    channels.push(id.clone());
+                }
+                keep
+            });
             n += before - map.len();
         }
-        n
+        (n, channels)
     }
 
     /// The channel left the application: forgotten after [`STASIS_END_LINGER`].
@@ -163,10 +170,10 @@ mod tests {
         o.claim(ResourceKind::Channel, "1", &a);
         o.claim(ResourceKind::Bridge, "x", &a);
         o.claim(ResourceKind::Channel, "2", &b);
-        assert_eq!(o.release("a"), 2);
+        assert_eq!(o.release("a"), (2, vec!["1".into()]));
         assert!(o.get(ResourceKind::Channel, "1").is_none());
         assert!(o.get(ResourceKind::Bridge, "x").is_none());
         assert_eq!(o.get(ResourceKind::Channel, "2").map(|s| &**s), Some("b"));
-        assert_eq!(o.release("a"), 0);
+        assert_eq!(o.release("a"), (0, vec![]));
     }
 }

@@ -52,6 +52,8 @@ pub struct ProxyConfig {
     pub password: String,
     /// NATS server URL(s), comma-separated (`nats://127.0.0.1:4222`).
     pub nats_url: String,
+    /// How to authenticate to NATS and check its TLS certificate (default: as the URL says).
+    pub nats_security: crate::NatsSecurity,
     /// Applications to register on Asterisk and serve.
     pub apps: Vec<String>,
     /// Subject prefix (default `ari`).
@@ -78,6 +80,18 @@ pub struct ProxyConfig {
     pub queue_capacity: usize,
     /// Resources with an owner at most (default 1 000 000).
     pub max_owned: usize,
+    /// Hand the calls of an instance found gone over to the other instances (default `true`):
+    /// each of its channels still in the application (`Stasis`) is offered again to the
+    /// application's queue group with a `StasisStart` the proxy makes from the channel's
+    /// current state (`GET channels/{id}`: it may be answered, bridged, playing; its `args` are
+    /// those of its `Stasis()` application data, its `timestamp` the handover's), and the
+    /// instance that takes it receives the call's later events
+    /// ([`ProxyStats::calls_handed_over`]). A call is never served by two instances: the gone
+    /// instance, should it come back (a NATS partition rather than a crash), gets none of the
+    /// call's events and its requests on the channel are answered 404
+    /// ([`ProxyStats::rest_handed_over`]). With `false`, the gone instance's resources are only
+    /// released: their events go to every instance, and no handler runs for them.
+    pub hand_over_calls: bool,
     /// Send REST requests to Asterisk as `RESTRequest` frames on the events WebSocket where
     /// Asterisk has REST over WebSocket (20.14, 21.9, 22.4 and later; default `true`): one
     /// connection for everything. Recordings' files, an older Asterisk and the moments the
@@ -92,6 +106,7 @@ impl fmt::Debug for ProxyConfig {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("nats_url", &self.nats_url)
+            .field("nats_security", &self.nats_security)
             .field("apps", &self.apps)
             .field("prefix", &self.prefix)
             .field("rest_over_websocket", &self.rest_over_websocket)
@@ -113,6 +128,7 @@ impl ProxyConfig {
             user: user.to_string(),
             password: password.to_string(),
             nats_url: nats_url.to_string(),
+            nats_security: crate::NatsSecurity::default(),
             apps: apps.into_iter().map(|a| a.as_ref().to_string()).collect(),
             prefix: "ari".to_string(),
             announce_interval: Duration::from_secs(1),
@@ -123,6 +139,7 @@ impl ProxyConfig {
             queue_capacity: 65_536,
             max_owned: 1_000_000,
             rest_over_websocket: true,
+            hand_over_calls: true,
         }
     }
 }
@@ -186,6 +203,8 @@ struct Counters {
     apps_replaced: AtomicU64,
     rest_too_large: AtomicU64,
     events_too_large: AtomicU64,
+    calls_handed_over: AtomicU64,
+    rest_handed_over: AtomicU64,
 }
 
 struct State {
@@ -220,7 +239,15 @@ struct State {
     link: tokio::sync::watch::Sender<bool>,
     /// Each owner's subject, how many probes in a row found nobody there, and since when.
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
+    /// `StasisStart` frames of the calls handed over, for the events pump.
+    handover: mpsc::Sender<Bytes>,
+    /// Channel → the gone instance it was handed over from (whose requests on it are
+    /// refused); at most [`MAX_HANDED`], emptied past it.
+    handed: Mutex<HashMap<Box<str>, Arc<str>>>,
 }
+
+/// Channels handed over remembered at most (to refuse their previous owner's requests).
+const MAX_HANDED: usize = 65_536;
 
 /// An owner's subject, how many probes in a row found nobody there, since when, and the
 /// event frames published there since the last probe it answered.
@@ -287,6 +314,8 @@ impl State {
             apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
             rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             events_too_large: c.events_too_large.load(Ordering::Relaxed),
+            calls_handed_over: c.calls_handed_over.load(Ordering::Relaxed),
+            rest_handed_over: c.rest_handed_over.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
         }
@@ -447,6 +476,7 @@ impl Proxy {
         };
         let nats = crate::connect_nats(
             &config.nats_url,
+            &config.nats_security,
             &format!("ari-proxy {node}"),
             None,
             Arc::default(),
@@ -454,7 +484,10 @@ impl Proxy {
         )
         .await
         .map_err(ProxyError::Nats)?;
+        let (handover, handed_over) = mpsc::channel(MAX_HELD);
         let state = Arc::new(State {
+            handover,
+            handed: Mutex::new(HashMap::new()),
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
@@ -502,7 +535,7 @@ impl Proxy {
 
         let tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
-            tokio::spawn(pump_events(state.clone(), frames)),
+            tokio::spawn(pump_events(state.clone(), frames, handed_over)),
             tokio::spawn(serve_rest(state.clone(), rest_node, rest_any)),
             tokio::spawn(announce(state.clone(), ping)),
             tokio::spawn(serve_health(state.clone(), health)),
@@ -699,7 +732,7 @@ async fn announce(state: Arc<State>, mut ping: async_nats::Subscriber) {
 const PROBES_MISSED: u32 = 3;
 /// ... over at least this long (an instance resubscribing after a NATS reconnect on a loaded
 /// machine is not gone).
-const MIN_ABSENCE: Duration = Duration::from_secs(2);
+pub(crate) const MIN_ABSENCE: Duration = Duration::from_secs(2);
 
 /// Asks each instance the proxy sends events to whether it is still there, once per
 /// announcement interval. One with nothing listening on its subject three times in a row and
@@ -764,7 +797,10 @@ async fn watch_instances(state: Arc<State>) {
                     .counters
                     .events_to_lost_instances
                     .fetch_add(lost, Ordering::Relaxed);
-                let released = state.owners().release(&id);
+                let (released, channels) = state.owners().release(&id);
+                if state.config.hand_over_calls && !channels.is_empty() {
+                    tokio::spawn(hand_over(state.clone(), id.clone(), channels));
+                }
                 if released > 0 {
                     state
                         .counters
@@ -779,6 +815,99 @@ async fn watch_instances(state: Arc<State>) {
             }
         }
     }
+}
+
+/// Offers the calls of the gone instance `from` (its channels) to the other instances: each
+/// channel still in one of the proxy's applications gets a `StasisStart` made from its
+/// current state, routed as a new call's ([`ProxyConfig::hand_over_calls`]).
+async fn hand_over(state: Arc<State>, from: Arc<str>, channels: Vec<Box<str>>) {
+    for id in channels {
+        let uri = format!("channels/{}", utf8_percent_encode(&id, QUERY));
+        let req = RestRequest {
+            kind: "RESTRequest".into(),
+            method: "GET".into(),
+            uri: uri.clone(),
+            ..RestRequest::default()
+        };
+        let channel = match over_http(&state, http::Method::GET, &uri, &req, None).await {
+            Ok((200, _, body)) => serde_json::from_slice::<serde_json::Value>(&body).ok(),
+            // Gone (404), or Asterisk unreachable: nothing to hand over.
+            _ => None,
+        };
+        let Some(frame) = channel.and_then(|c| handover_start(&state, c)) else {
+            tracing::debug!(node = %state.node, channel = %id, "not handed over: no longer in the application");
+            continue;
+        };
+        {
+            let mut handed = state.handed.lock().unwrap_or_else(|p| p.into_inner());
+            if handed.len() >= MAX_HANDED {
+                handed.clear();
+            }
+            handed.insert(id.clone(), from.clone());
+        }
+        state
+            .counters
+            .calls_handed_over
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %state.node, channel = %id, from = %from, "call of a gone instance offered to the others");
+        if state.handover.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The `StasisStart` of a handed-over call, from its channel as Asterisk describes it now;
+/// `None` when the channel is not in one of the proxy's applications.
+fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
+    let dialplan = channel.get("dialplan")?;
+    if dialplan.get("app_name")?.as_str()? != "Stasis" {
+        return None;
+    }
+    let data = dialplan.get("app_data")?.as_str()?;
+    let mut parts = data.split(',');
+    let app = parts.next()?.trim();
+    if !state.config.apps.iter().any(|a| a == app) {
+        return None;
+    }
+    let args: Vec<&str> = parts.collect();
+    let timestamp = asterisk_timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let frame = serde_json::json!({
+        "type": "StasisStart",
+        "application": app,
+        "timestamp": timestamp,
+        "args": args,
+        "channel": channel,
+        "asterisk_id": state.node,
+    });
+    serde_json::to_vec(&frame).ok().map(Bytes::from)
+}
+
+/// A time (since the Unix epoch) as Asterisk writes event timestamps
+/// (`2026-11-26T12:14:21.059+0000`, UTC).
+fn asterisk_timestamp(now: Duration) -> String {
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
 }
 
 async fn serve_health(state: Arc<State>, mut sub: async_nats::Subscriber) {
@@ -802,7 +931,11 @@ const MAX_HELD: usize = 65_536;
 /// subject's batch ([`Outbox`]); the batches are published as soon as nothing more is ready
 /// (or one is full), so batching adds no wait. New calls are offered to the instances without
 /// stopping the other calls' events ([`Holding`]).
-async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
+async fn pump_events(
+    state: Arc<State>,
+    mut frames: mpsc::Receiver<Bytes>,
+    mut handed_over: mpsc::Receiver<Bytes>,
+) {
     let (claims_tx, mut claims) = mpsc::channel(MAX_HELD);
     let mut out = Outbox::default();
     let mut holding = Holding::new(claims_tx);
@@ -816,6 +949,11 @@ async fn pump_events(state: Arc<State>, mut frames: mpsc::Receiver<Bytes>) {
                     holding.resolved.insert(id, owner);
                 }
                 holding.release(&state, &mut out).await;
+            }
+            // A gone instance's call: offered again as a new one, after the frames read
+            // before it (the channel's later frames wait for the offer's answer).
+            Some(frame) = handed_over.recv(), if holding.held.len() < MAX_HELD => {
+                route_event(&state, frame, &mut out, Some(&mut holding), None).await;
             }
             frame = frames.recv(), if holding.held.len() < MAX_HELD => {
                 let Some(mut frame) = frame else { break };
@@ -1409,6 +1547,25 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
     let subject = state.subjects.claim(app);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
+    // NATS refuses a message larger than its max_payload: an offer carrying such a frame
+    // would fail every attempt and leave the call unclaimed. The offer goes without it (the
+    // instances do not need it); the frame itself is then dropped alone on its way to the
+    // instance that took the call (`events_too_large`, a lost message there).
+    let max = match state.nats.server_info().max_payload {
+        0 => DEFAULT_MAX_PAYLOAD,
+        m => m,
+    };
+    let frame = if frame
+        .len()
+        .saturating_add(EVENT_HEADROOM + state.node.len())
+        > max
+    {
+        headers.insert(wire::TOO_LARGE_HEADER, frame.len().to_string().as_str());
+        tracing::warn!(node = %state.node, app, bytes = frame.len(), max_payload = max, "a new call's StasisStart is larger than the NATS server's max_payload: offered without it");
+        Bytes::new()
+    } else {
+        frame.clone()
+    };
     let attempts = state.config.claim_attempts.max(1);
     // No instance subscribed (NATS answers "no responders" at once) may be a moment of
     // resubscription: the offer is made again until the time the offers would have taken.
@@ -1421,6 +1578,16 @@ async fn claim(state: &Arc<State>, app: &str, frame: &Bytes) -> Option<Arc<str>>
             .headers(headers.clone())
             .timeout(Some(state.config.claim_timeout));
         match state.nats.send_request(subject.clone(), request).await {
+            Ok(reply)
+                if reply
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(wire::DECLINED_HEADER).is_some()) =>
+            {
+                // An instance that stopped taking calls: offered again at once (it left the
+                // queue group).
+                tracing::debug!(app, attempt, "a new call was declined");
+            }
             Ok(reply) => match std::str::from_utf8(&reply.payload) {
                 Ok(id) if !id.is_empty() => return Some(Arc::from(id)),
                 _ => tracing::warn!("an instance answered a claim without its id"),
@@ -1493,17 +1660,19 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQu
             None => std::future::pending().await,
         }
     }
-    /// Unsubscribes; the messages already buffered are still read (then `None`).
+    /// Unsubscribes, draining: the requests NATS sent before it took the unsubscription are
+    /// still read and answered (then `None`). (A plain unsubscribe makes the NATS client drop
+    /// those still on their way unseen: their requesters waited for their timeout.)
     async fn leave(sub: &mut Option<async_nats::Subscriber>) {
         if let Some(s) = sub {
-            let _ = s.unsubscribe().await;
+            let _ = s.drain().await;
         }
     }
     /// Leaves the REST queue group on each of its subjects (as [`leave`]).
     async fn leave_queue(queue: &mut Option<RestQueue>) {
         if let Some(q) = queue {
             for s in q.iter_mut() {
-                let _ = s.unsubscribe().await;
+                let _ = s.drain().await;
             }
         }
     }
@@ -1572,15 +1741,22 @@ async fn serve_one(state: &Arc<State>, msg: async_nats::Message) {
         Ok(permit) => {
             let state = state.clone();
             tokio::spawn(async move {
-                let (resp, binary) = forward(&state, &msg).await;
-                respond(&state, reply, resp, binary).await;
+                match fenced(&state, &msg) {
+                    Some((resp, channel)) => {
+                        respond(&state, reply, resp, false, Some(&channel)).await;
+                    }
+                    None => {
+                        let (resp, binary) = forward(&state, &msg).await;
+                        respond(&state, reply, resp, binary, None).await;
+                    }
+                }
                 drop(permit);
             });
         }
         Err(_) => {
             state.counters.rest_refused.fetch_add(1, Ordering::Relaxed);
             let resp = RestResponse::local(503, "", "ari-proxy: too many requests in flight");
-            respond(state, reply, resp, false).await;
+            respond(state, reply, resp, false, None).await;
         }
     }
 }
@@ -1600,9 +1776,20 @@ fn retire_if_replaced(state: &State, app: &str) {
     }
 }
 
-async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, binary: bool) {
+/// Answers a REST request with `resp` (`binary`: its body is base64; `handed_over`: the
+/// channel of a request refused because it was handed over, see [`fenced`]).
+async fn respond(
+    state: &State,
+    reply: async_nats::Subject,
+    resp: RestResponse,
+    binary: bool,
+    handed_over: Option<&str>,
+) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::NODE_HEADER, state.node.as_str());
+    if let Some(channel) = handed_over {
+        headers.insert(wire::HANDED_OVER_HEADER, channel);
+    }
     let mut body = serde_json::to_vec(&resp).unwrap_or_default();
     // NATS refuses a message larger than its max_payload (the headers count too): the
     // requester would wait for its timeout. It gets a 502 saying why at once.
@@ -1634,6 +1821,34 @@ async fn respond(state: &State, reply: async_nats::Subject, resp: RestResponse, 
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %e, "REST reply not sent");
     }
+}
+
+/// The answer to a request of an instance on a channel handed over from it to another
+/// instance (it was found gone, and is back: a NATS partition), and the channel: 404, so that
+/// two instances never control one call ([`ProxyStats::rest_handed_over`]). `None` for every
+/// other request.
+fn fenced(state: &State, msg: &async_nats::Message) -> Option<(RestResponse, String)> {
+    let handed = state.handed.lock().unwrap_or_else(|p| p.into_inner());
+    if handed.is_empty() {
+        return None;
+    }
+    let owner = msg.headers.as_ref()?.get(wire::INSTANCE_HEADER)?;
+    let req: RestRequest = serde_json::from_slice(&msg.payload).ok()?;
+    let (path, _) = split_uri(&req.uri);
+    let channel = handed_channel(&path)?;
+    if handed.get(channel.as_str()).map(|f| &**f) != Some(owner.as_str()) {
+        return None;
+    }
+    drop(handed);
+    state
+        .counters
+        .rest_handed_over
+        .fetch_add(1, Ordering::Relaxed);
+    let message = format!(
+        "ari-proxy: channel {channel} was handed over to another instance of the application \
+         (this instance was found gone)"
+    );
+    Some((RestResponse::local(404, &req.uri, &message), channel))
 }
 
 /// Sends one `RESTRequest` to Asterisk; the `RESTResponse` and whether its body is base64.
@@ -1818,6 +2033,16 @@ fn rest_over_websocket_available(version: &str) -> bool {
     }
 }
 
+/// The channel a request path operates on (`channels/{id}…`), decoded.
+fn handed_channel(path: &str) -> Option<String> {
+    let mut segs = path.split('/');
+    if segs.next()? != "channels" {
+        return None;
+    }
+    let id = segs.next().filter(|s| !s.is_empty())?;
+    Some(percent_decode_str(id).decode_utf8_lossy().into_owned())
+}
+
 /// `channels/x?a=b` → (`channels/x`, [(a, b)]), values decoded.
 fn split_uri(uri: &str) -> (String, Vec<(String, String)>) {
     let uri = uri.trim_start_matches('/');
@@ -1996,6 +2221,33 @@ pub(crate) fn created_resource(v: &serde_json::Value) -> Option<(ResourceKind, &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_asterisk_writes_them() {
+        assert_eq!(
+            asterisk_timestamp(Duration::ZERO),
+            "1970-01-01T00:00:00.000+0000"
+        );
+        assert_eq!(
+            asterisk_timestamp(Duration::from_millis(1_764_159_261_059)),
+            "2025-11-26T12:14:21.059+0000"
+        );
+        assert_eq!(
+            asterisk_timestamp(Duration::from_secs(1_709_251_199)),
+            "2024-02-29T23:59:59.000+0000"
+        );
+    }
+
+    #[test]
+    fn handed_over_channels_are_read_from_paths() {
+        assert_eq!(
+            handed_channel("channels/a%3Bb/answer").as_deref(),
+            Some("a;b")
+        );
+        assert_eq!(handed_channel("channels/1.2").as_deref(), Some("1.2"));
+        assert_eq!(handed_channel("channels"), None);
+        assert_eq!(handed_channel("bridges/1.2"), None);
+    }
 
     #[test]
     fn uris_split_and_decode() {

@@ -7,7 +7,7 @@
 //! | `{p}.rest.{node}` (queue group `ari-proxy`) | a client, request/reply, to one node (one of its proxies, when a rolling deploy runs two) | Asterisk's `RESTRequest` → `RESTResponse` |
 //! | `{p}.restapp.{app}` (queue group `ari-proxy`) | a client of `app`, request/reply, to any one node whose proxy serves `app` | the same |
 //! | `{p}.rest` (queue group `ari-proxy`) | a client serving no application, request/reply, to any one node | the same |
-//! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame → the instance id |
+//! | `{p}.claim.{app}` (queue group `{app}`) | a proxy, request/reply: who takes this new call? | the `StasisStart` frame (none, with [`TOO_LARGE_HEADER`], when it does not fit) → the instance id (or an empty answer with [`DECLINED_HEADER`]) |
 //! | `{p}.inst.{instance}` | a proxy: events of resources the instance owns | a batch of event frames as Asterisk sent them (see below) |
 //! | `{p}.event.{app}.{node}` | a proxy: events no instance owns | a batch of event frames as Asterisk sent them |
 //! | `{p}.unclaimed.{app}.{node}` | a proxy: a new call no instance took (none running, none answered) | a batch holding its `StasisStart` frame |
@@ -89,6 +89,22 @@ pub const STARTUP_HEADER: &str = "Ari-Startup";
 /// event of theirs ever comes (the proxy or its Asterisk gone meanwhile), so their waits end
 /// when that node's Asterisk restarts or the node is lost. Nothing is delivered.
 pub const CREATING_HEADER: &str = "Ari-Creating";
+/// Header of an instance's answer to a new call's offer (`{p}.claim.{app}`) that declines it
+/// (its value: the instance id; the payload is empty): the instance stopped taking calls
+/// ([`Cluster::stop_taking_calls`](crate::Cluster::stop_taking_calls)) and the offer was
+/// already on its way. The proxy offers the call again at once.
+pub const DECLINED_HEADER: &str = "Ari-Declined";
+/// Header of a new call's offer (`{p}.claim.{app}`) sent without its `StasisStart` frame
+/// because the frame is larger than the NATS server's `max_payload` allows (its value: the
+/// frame's size in bytes). The call is offered and taken as any other; the frame is not
+/// published ([`ProxyStats::events_too_large`]), so the instance that took the call sees a
+/// lost event message instead of the `StasisStart`, then the call's later events.
+pub const TOO_LARGE_HEADER: &str = "Ari-Too-Large";
+/// Header of a proxy's 404 answer to a request of an instance on a channel that was handed
+/// over to another instance after this one was found gone
+/// ([`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)); its value: the
+/// channel id. The instance ends its waits on the channel (it serves the call no more).
+pub const HANDED_OVER_HEADER: &str = "Ari-Handed-Over";
 /// Most frames a proxy puts in one batch.
 pub const MAX_BATCH_FRAMES: usize = 256;
 /// Bytes past which a proxy publishes its batch (a batch is at most this plus one record).
@@ -344,7 +360,8 @@ pub struct ProxyStats {
     pub events_dropped: u64,
     /// Frames that did not decode (still published, unowned).
     pub undecodable: u64,
-    /// New calls taken by an instance.
+    /// New calls taken by an instance (handed-over calls included: see
+    /// [`ProxyStats::calls_handed_over`]).
     pub calls_claimed: u64,
     /// New calls no instance took (no instance running, or none answered in time): published
     /// on `{p}.unclaimed.{app}.{node}`, which instances do not read.
@@ -411,6 +428,17 @@ pub struct ProxyStats {
     /// nats-server's configuration to have them published.
     #[serde(default)]
     pub events_too_large: u64,
+    /// Calls of instances found gone offered again to the other instances
+    /// ([`ProxyConfig::hand_over_calls`](crate::ProxyConfig::hand_over_calls)): channels still in
+    /// the application, each with a `StasisStart` made from its current state (counted in
+    /// [`ProxyStats::events_in`] too), offered as a new call is.
+    #[serde(default)]
+    pub calls_handed_over: u64,
+    /// REST requests on a handed-over channel from the instance it was taken from (back after
+    /// it was found gone: a NATS partition), answered 404 so that two instances never control
+    /// one call.
+    #[serde(default)]
+    pub rest_handed_over: u64,
     /// Resources with an owning instance now.
     pub owned_resources: u64,
     /// Ownerships not recorded because the table was full.

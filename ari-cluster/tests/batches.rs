@@ -511,3 +511,51 @@ async fn an_event_too_large_for_nats_is_dropped_alone_and_the_others_arrive() {
     inst.client.close().await;
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_call_whose_stasis_start_is_too_large_for_nats_is_still_taken_by_one_instance() {
+    const MAX_PAYLOAD: usize = 16 * 1024;
+    let nats = match ari_cluster::nats_server::NatsServer::start_with_max_payload(MAX_PAYLOAD) {
+        Ok(s) => s,
+        Err(e) => panic!("these tests need nats-server: {e}"),
+    };
+    let server = node("node-a");
+    let proxy = proxy(&server, &nats.url()).await;
+    let inst = recorder(&nats.url()).await;
+    assert!(
+        inst.cluster
+            .wait_for_nodes(1, Duration::from_secs(10))
+            .await
+    );
+    // A StasisStart with twice max_payload of arguments, then a small event of its channel.
+    server.push_event(
+        APP,
+        serde_json::json!({"type": "StasisStart", "args": ["x".repeat(2 * MAX_PAYLOAD)],
+                           "channel": channel_json("huge-1")}),
+    );
+    server.push_event(APP, varset("huge-1", 1, 0));
+    assert!(
+        until(|| inst.values("huge-1") == ["1"]).await,
+        "the call's next event arrives: {:?}; proxy {:?}",
+        inst.seen.lock().unwrap(),
+        proxy.stats()
+    );
+    // Taken by the instance (its later events go to it alone), not left unclaimed; the
+    // oversized StasisStart itself is dropped alone, counted on both sides.
+    let stats = proxy.stats();
+    assert_eq!(
+        (stats.calls_claimed, stats.calls_unclaimed),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.events_too_large, 1, "{stats:?}");
+    assert_eq!(inst.cluster.stats().calls_taken, 1);
+    assert!(
+        until(|| inst.cluster.stats().event_messages_lost == 1).await,
+        "{:?}",
+        inst.cluster.stats()
+    );
+    assert_eq!(inst.count("StasisStart"), 0);
+    inst.client.close().await;
+    proxy.stop().await;
+}

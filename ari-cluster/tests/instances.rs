@@ -12,7 +12,11 @@ use common::*;
 async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
     let nats = nats();
     let a = node("node-a");
-    let pa = proxy(&a, &nats.url()).await;
+    // Released only (their events to every instance), not handed over.
+    let mut config = proxy_config(&a, &nats.url());
+    config.announce_interval = Duration::from_millis(100);
+    config.hand_over_calls = false;
+    let pa = start_proxy(&a, config).await;
 
     // Instance 1 takes three calls and waits for a digit on each.
     let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
@@ -69,10 +73,88 @@ async fn the_calls_of_a_dead_instance_reach_the_others_instead_of_nobody() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_arriving_as_start_returns_is_taken() {
+async fn a_dead_instances_calls_are_handed_over_to_another_instance_once() {
     let nats = nats();
     let a = node("node-a");
     let pa = proxy(&a, &nats.url()).await;
+
+    // Instance 1 takes three calls and waits for a digit on each.
+    let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
+    let calls = place_calls(&a, "h", 3);
+    wait_for_calls_taken(&c1, 3).await;
+    let gone = c1.instance_id().to_string();
+
+    // Instance 2 starts while those calls are in progress; then instance 1 dies.
+    let i2 = instance(2, &nats.url()).await;
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+
+    // Once the proxy finds it gone, its calls are offered again: instance 2's handler runs
+    // for each (answers, plays, hangs up), once.
+    assert!(
+        wait_done(&[&i2], &calls, Duration::from_secs(30)).await,
+        "instance 2 serves the dead instance's calls: {:?}",
+        pa.stats()
+    );
+    let by = owners(&[&i2]);
+    assert_eq!(by.len(), 3, "{by:?}");
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 1, "{stats:?}");
+    assert_eq!(stats.calls_handed_over, 3, "{stats:?}");
+    assert_eq!(stats.calls_claimed, 6, "{stats:?}");
+    assert_eq!(i2.cluster.stats().calls_taken, 3);
+
+    // The dead instance, were it back (a NATS partition), controls none of them.
+    let raw = async_nats::connect(nats.url()).await.expect("nats");
+    let subject = ari_cluster::wire::Subjects::default().rest_node("node-a");
+    let ask = |from: &str| {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(ari_cluster::wire::INSTANCE_HEADER, from);
+        let body = serde_json::json!({"type": "RESTRequest", "method": "POST",
+                                      "uri": format!("channels/{}/answer", calls[0])});
+        let raw = raw.clone();
+        let subject = subject.clone();
+        async move {
+            let reply = raw
+                .request_with_headers(subject, h, body.to_string().into())
+                .await
+                .expect("answered");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("RESTResponse")
+        }
+    };
+    let refused = ask(&gone).await;
+    assert_eq!(refused["status_code"], 404, "{refused}");
+    assert!(
+        refused["message_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("handed over"),
+        "{refused}"
+    );
+    assert_eq!(pa.stats().rest_handed_over, 1);
+    // Another instance's request goes to Asterisk (the call has ended there).
+    let other = ask("someone-else").await;
+    assert!(
+        !other["message_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("handed over"),
+        "{other}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_arriving_as_start_returns_is_taken() {
+    let nats = nats();
+    let a = node("node-a");
+    // Each instance closes once it took its call, maybe before its handler hung it up: such
+    // a call would be handed over to the next round's instance (counted as claimed again).
+    // Only new calls are counted here.
+    let mut config = proxy_config(&a, &nats.url());
+    config.announce_interval = Duration::from_millis(100);
+    config.hand_over_calls = false;
+    let pa = start_proxy(&a, config).await;
     for round in 0..20u64 {
         let cluster = Cluster::connect(&nats.url()).await.expect("instance");
         let client = cluster.client().expect("client");
@@ -230,4 +312,81 @@ async fn scaling_down_and_up_under_load_loses_and_doubles_no_call() {
     // Instance 2 served its calls to their end, then leaves.
     assert!(i2.seen.lock().unwrap().errors.is_empty());
     i2.cluster.close().await;
+}
+
+/// An offer already in an instance's connection when it stops taking calls is declined
+/// (counted in `claims_declined`; it was dropped unseen by the NATS client when the instance
+/// unsubscribed), not taken: the proxy offers the call again at once (it waited its claim
+/// timeout), and another instance serves it, once.
+#[test]
+fn an_offer_reaching_an_instance_that_stopped_taking_calls_is_declined_and_served_elsewhere() {
+    use futures_util::StreamExt;
+    let nats = nats();
+    let url = nats.url();
+    let a = node("node-a");
+    // The proxy, a watcher of the offers and instance 2 run on their own runtime; instance 1
+    // on one that runs only while the test drives it, so that an offer can wait unread in its
+    // connection.
+    let others = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (pa, mut offers, _watcher) = others.block_on(async {
+        let mut config = proxy_config(&a, &url);
+        config.announce_interval = Duration::from_millis(100);
+        // Longer than the test waits: the call is offered again at once when declined, not
+        // after this.
+        config.claim_timeout = Duration::from_secs(120);
+        config.claim_attempts = 2;
+        let pa = start_proxy(&a, config).await;
+        let watcher = async_nats::connect(url.as_str()).await.expect("watcher");
+        // Not in the queue group: it sees every offer and answers none.
+        let offers = watcher
+            .subscribe(ari_cluster::wire::Subjects::new("ari").claim(APP))
+            .await
+            .expect("subscribe");
+        watcher.flush().await.expect("flush");
+        (pa, offers, watcher)
+    });
+    let i1 = one.block_on(instance(1, &url));
+
+    // Instance 1, the only one in the queue group, is offered the call but does not read it
+    // yet (its runtime is idle); it stops taking calls meanwhile.
+    let calls = place_calls(&a, "declined", 1);
+    others.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), offers.next())
+            .await
+            .expect("the call is offered")
+            .expect("an offer");
+    });
+    i1.cluster.stop_taking_calls();
+    let i2 = others.block_on(instance(2, &url));
+
+    one.block_on(async {
+        assert!(
+            wait_done(&[&i1, &i2], &calls, Duration::from_secs(60)).await,
+            "the declined call is served before the claim timeout: {:?}",
+            pa.stats()
+        );
+        let by = owners(&[&i1, &i2]);
+        assert_eq!(by.get(&calls[0]), Some(&2), "served by instance 2");
+        let s1 = i1.cluster.stats();
+        assert!(s1.claims_declined >= 1, "{s1:?}");
+        assert_eq!(s1.calls_taken, 0, "{s1:?}");
+        assert_eq!(i2.cluster.stats().calls_taken, 1);
+        let stats = pa.stats();
+        assert_eq!(
+            (stats.calls_claimed, stats.calls_unclaimed),
+            (1, 0),
+            "{stats:?}"
+        );
+    });
+    // Dropped where a runtime runs (a NATS subscription unsubscribes on a task).
+    one.block_on(async move { drop(i1) });
+    others.block_on(async move { drop((i2, pa, offers, _watcher)) });
 }

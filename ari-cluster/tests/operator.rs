@@ -532,3 +532,279 @@ async fn reading_a_call_not_taken_yet_does_not_make_the_reader_its_owner() {
     assert_eq!(stats.calls_claimed, 1, "{stats:?}");
     assert_eq!(stats.instances_lost, 0, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_crashing_instances_keeps_each_call_served_by_one_live_instance() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let w2 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "roll", 6);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        calls.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+
+    // Each instance in turn is replaced by a new one, without a graceful stop (a crash, an
+    // OOM kill): its calls go on with a live instance, each with one.
+    let w3 = waiter(&nats.url()).await;
+    w1.cluster.close().await;
+    wait_until(
+        "the first instance's calls are handed over",
+        Duration::from_secs(30),
+        || calls.iter().all(|c| waiting_on(&[&w2, &w3], c).len() == 1),
+    )
+    .await;
+    let w4 = waiter(&nats.url()).await;
+    w2.cluster.close().await;
+    wait_until(
+        "the second instance's calls are handed over",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w3, &w4], c)
+                    .iter()
+                    .filter(|w| outcome(w, c).as_deref() == Some("waiting"))
+                    .count()
+                    == 1
+            })
+        },
+    )
+    .await;
+
+    for c in &calls {
+        a.send_dtmf(c, "5").expect("dtmf");
+    }
+    wait_until(
+        "each call's digit reaches the live instance serving it",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w3, &w4], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 5"))
+            })
+        },
+    )
+    .await;
+    for c in &calls {
+        let seen = [&w3, &w4]
+            .iter()
+            .filter(|w| w.log.lock().unwrap().digits_seen.contains(c))
+            .count();
+        assert_eq!(seen, 1, "{c}: its digit reached one instance");
+    }
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 2, "{stats:?}");
+    assert_eq!(stats.calls_unclaimed, 0, "{stats:?}");
+    assert!(stats.calls_handed_over >= 6, "{stats:?}");
+}
+
+/// A TCP relay to NATS that can cut its connections and refuse new ones for a while: a
+/// network partition of the instances connected through it.
+struct Relay {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn to(port: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay listens");
+        let relay = Relay {
+            port: listener.local_addr().expect("address").port(),
+            cut: Arc::default(),
+            conns: Arc::default(),
+        };
+        let (cut, conns) = (relay.cut.clone(), relay.conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns.lock().unwrap().push(task);
+            }
+        });
+        relay
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn partition(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_by_a_partition_gets_its_calls_back_never() {
+    use futures_util::StreamExt;
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let relay = Relay::to(nats.port()).await;
+    let w1 = waiter(&relay.url()).await;
+    let calls = place_calls(&a, "part", 2);
+    wait_until(
+        "instance 1 takes the calls",
+        Duration::from_secs(30),
+        || calls.iter().all(|c| outcome(&w1, c).is_some()),
+    )
+    .await;
+    let w2 = waiter(&nats.url()).await;
+    let mut w1_connection = w1.client.connection_events();
+
+    // Instance 1 is cut off from NATS long enough for the proxy to find it gone: its calls
+    // go to instance 2.
+    relay.partition();
+    wait_until(
+        "instance 1's calls are handed over to instance 2",
+        Duration::from_secs(30),
+        || calls.iter().all(|c| outcome(&w2, c).is_some()),
+    )
+    .await;
+    // Instance 1 comes back.
+    relay.heal();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = w1_connection.next().await {
+            if let Ok(ari_client::ConnectionEvent::Connected { .. }) = ev {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("instance 1 reconnects");
+
+    // The calls' digits reach instance 2 only; instance 1's requests on them are refused.
+    for c in &calls {
+        a.send_dtmf(c, "7").expect("dtmf");
+    }
+    wait_until(
+        "instance 2 gets the digits",
+        Duration::from_secs(30),
+        || {
+            calls
+                .iter()
+                .all(|c| outcome(&w2, c).as_deref() == Some("digit 7"))
+        },
+    )
+    .await;
+    for c in &calls {
+        assert!(
+            !w1.log.lock().unwrap().digits_seen.contains(c),
+            "{c}: instance 1 still gets the call's events"
+        );
+        let err = w1
+            .client
+            .channel(c)
+            .answer()
+            .await
+            .expect_err("instance 1 controls the call no more");
+        assert!(err.to_string().contains("handed over"), "{err}");
+    }
+    // Refused, instance 1 stops serving them: its handler's waits on them end.
+    wait_until(
+        "instance 1's waits on the calls end",
+        Duration::from_secs(30),
+        || {
+            calls
+                .iter()
+                .all(|c| outcome(&w1, c).as_deref() == Some("ended"))
+        },
+    )
+    .await;
+    let stats = pa.stats();
+    assert_eq!(stats.calls_handed_over, 2, "{stats:?}");
+    assert_eq!(stats.rest_handed_over, 2, "{stats:?}");
+
+    // The node's proxy restarts and asks the instances which calls they own: instance 1,
+    // back from the partition, claims none of them (it was cut off long enough to have been
+    // found gone), so their events keep going to instance 2.
+    drop(pa);
+    let _pa2 = proxy(&a, &nats.url()).await;
+    for c in &calls {
+        a.send_dtmf(c, "9").expect("dtmf");
+    }
+    wait_until(
+        "instance 2 gets the digits after the proxy's restart",
+        Duration::from_secs(30),
+        || {
+            let seen = w2.log.lock().unwrap().digits_seen.clone();
+            calls
+                .iter()
+                .all(|c| seen.iter().filter(|s| *s == c).count() == 2)
+        },
+    )
+    .await;
+    for c in &calls {
+        assert!(
+            !w1.log.lock().unwrap().digits_seen.contains(c),
+            "{c}: the restarted proxy gave the call back to instance 1"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_longer_than_the_absence_limit_hands_no_call_over() {
+    let mut nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let w1 = waiter(&nats.url()).await;
+    let w2 = waiter(&nats.url()).await;
+    let calls = place_calls(&a, "outage", 6);
+    wait_until("every call waits", Duration::from_secs(30), || {
+        calls.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1)
+    })
+    .await;
+
+    // NATS is down for longer than a proxy needs to find an instance gone (2 s): everyone
+    // was away together, so nobody is gone.
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart().expect("nats-server restarts");
+    assert!(w1.cluster.wait_for_nodes(1, Duration::from_secs(30)).await);
+    let after = place_calls(&a, "after-outage", 2);
+    wait_until(
+        "calls after the outage are taken",
+        Duration::from_secs(30),
+        || after.iter().all(|c| waiting_on(&[&w1, &w2], c).len() == 1),
+    )
+    .await;
+    for c in &calls {
+        a.send_dtmf(c, "4").expect("dtmf");
+    }
+    wait_until(
+        "the calls in flight get their digit at their instance",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w1, &w2], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 4"))
+            })
+        },
+    )
+    .await;
+    for c in &calls {
+        assert_eq!(waiting_on(&[&w1, &w2], c).len(), 1, "{c} served once");
+    }
+    let stats = pa.stats();
+    assert_eq!(stats.instances_lost, 0, "{stats:?}");
+    assert_eq!(stats.calls_handed_over, 0, "{stats:?}");
+}

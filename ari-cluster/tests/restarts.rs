@@ -416,3 +416,116 @@ async fn a_node_whose_proxy_never_returns_ends_its_calls_waits_after_the_lost_li
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creations_no_proxy_took_end_their_waits_after_the_pickup_timeout() {
+    use futures_util::StreamExt;
+    let nats = nats();
+    let cluster = Cluster::builder(&nats.url())
+        .creation_pickup_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("instance connects");
+    let client = ari_client::Client::builder_with_runtime(
+        "http://x.invalid",
+        "u",
+        "p",
+        cluster.runtime().clone(),
+    )
+    .request_timeout(Duration::from_millis(500))
+    .build()
+    .expect("client");
+    cluster.track(&client);
+    client.start(&[APP]).await.expect("instance starts");
+    let outcomes: Outcomes = Arc::default();
+
+    // No proxy at all: the originate is not sent, and its wait ends at once.
+    wait_for_start(&client, "nobody-1", &outcomes);
+    let err = client
+        .channels()
+        .originate_with_id("nobody-1", "PJSIP/bob")
+        .app(APP)
+        .await
+        .expect_err("no proxy");
+    assert!(err.to_string().contains("no ari-proxy"), "{err}");
+
+    // A "proxy" that takes the application's requests and never answers: for `told-1` it
+    // says that it runs it (as a proxy does before running a creation), for `lost-1`
+    // nothing (as if it never took it: lost with a NATS outage, or a proxy that died first).
+    let hole = async_nats::connect(nats.url().as_str())
+        .await
+        .expect("NATS");
+    let mut requests = hole
+        .queue_subscribe(
+            ari_cluster::wire::Subjects::new("ari").rest_app(APP),
+            ari_cluster::wire::PROXY_QUEUE.to_string(),
+        )
+        .await
+        .expect("subscribe");
+    // In effect at the server once a message of the same connection came back after it.
+    let inbox = hole.new_inbox();
+    let mut echo = hole.subscribe(inbox.clone()).await.expect("subscribe");
+    hole.publish(inbox, "".into()).await.expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .expect("the subscriptions are in effect");
+    let hole2 = hole.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = requests.next().await {
+            let uri = String::from_utf8_lossy(&msg.payload).to_string();
+            let instance = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(ari_cluster::wire::INSTANCE_HEADER))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            if uri.contains("told-1") {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(ari_cluster::wire::NODE_HEADER, "node-x");
+                h.insert(ari_cluster::wire::CREATING_HEADER, "1");
+                let subject = ari_cluster::wire::Subjects::new("ari").instance(&instance);
+                let _ = hole2
+                    .publish_with_headers(subject, h, "c:told-1".into())
+                    .await;
+            }
+        }
+    });
+    for id in ["lost-1", "told-1"] {
+        wait_for_start(&client, id, &outcomes);
+        let err = client
+            .channels()
+            .originate_with_id(id, "PJSIP/bob")
+            .app(APP)
+            .await
+            .expect_err("never answered");
+        assert!(err.is_timeout(), "{err}");
+    }
+    wait_until(
+        "the waits on the creations no proxy took end",
+        Duration::from_secs(30),
+        || {
+            let o = outcomes.lock().unwrap();
+            ["nobody-1", "lost-1"]
+                .iter()
+                .all(|c| o.get(*c).map(String::as_str) == Some("ended"))
+        },
+    )
+    .await;
+    assert_eq!(
+        cluster.stats().creations_not_taken,
+        2,
+        "{:?}",
+        cluster.stats()
+    );
+    // The one a proxy said it runs keeps its wait (it ends with its node).
+    assert_eq!(
+        cluster.node_of(ResourceKind::Channel, "told-1").as_deref(),
+        Some("node-x")
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        outcomes.lock().unwrap().get("told-1").map(String::as_str),
+        Some("waiting")
+    );
+    assert_eq!(cluster.stats().creations_not_taken, 2);
+}

@@ -133,3 +133,85 @@ async fn two_applications_sharing_one_nats_create_on_their_own_nodes() {
         .with_sim(|sim, _| sim.bridge_ids().is_empty())
         .unwrap_or(false));
 }
+
+/// An instance of the application `queue` that records the calls it takes and waits for a
+/// digit on each.
+async fn queue_instance(
+    nats: &str,
+) -> (
+    ari_cluster::Cluster,
+    ari_cluster::Client,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use ari_client::events::{ChannelDtmfReceived, StasisStart};
+    let cluster = ari_cluster::Cluster::connect(nats)
+        .await
+        .expect("instance connects");
+    let client = cluster.client().expect("client");
+    let taken: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let t = taken.clone();
+    client.on(move |_s: StasisStart, channel| {
+        let t = t.clone();
+        async move {
+            t.lock().unwrap().push(channel.id().to_string());
+            let _ = channel.once::<ChannelDtmfReceived>().await;
+        }
+    });
+    client.start(&["queue"]).await.expect("instance starts");
+    (cluster, client, taken)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_calls_go_to_an_instance_of_its_own_application() {
+    let nats = nats();
+    let a = node("node-a");
+    let mut config = ari_cluster::ProxyConfig::new(
+        &a.base_url(),
+        a.username(),
+        a.password(),
+        &nats.url(),
+        [APP, "queue"],
+    );
+    config.announce_interval = Duration::from_millis(100);
+    let pa = ari_cluster::Proxy::start(config).await.expect("proxy");
+    assert!(a.wait_for_app("queue", Duration::from_secs(10)));
+    assert!(a.wait_for_app(APP, Duration::from_secs(10)));
+    // An instance of the other application on the same NATS, and two of `queue`.
+    let hello = instance(1, &nats.url()).await;
+    let (q1, q1_client, q1_taken) = queue_instance(&nats.url()).await;
+    let calls: Vec<String> = (0..2)
+        .map(|i| {
+            let mut call = ari_testkit::PlaceCall::new("PJSIP/alice", "queue");
+            call.channel_id = Some(format!("q-{i}"));
+            a.place_call(call).expect("call placed")
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while q1_taken.lock().unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", pa.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_q2, _q2_client, q2_taken) = queue_instance(&nats.url()).await;
+    q1.close().await;
+    drop(q1_client);
+
+    // Handed over to the other instance of `queue`, never to `hello`'s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut got = q2_taken.lock().unwrap().clone();
+        got.sort();
+        if got == calls {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "q2 took {got:?}; {:?}",
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hello.seen.lock().unwrap().handled.is_empty());
+    let stats = pa.stats();
+    assert_eq!(stats.calls_handed_over, 2, "{stats:?}");
+    assert_eq!(stats.calls_unclaimed, 0, "{stats:?}");
+}

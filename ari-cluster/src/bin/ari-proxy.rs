@@ -35,6 +35,25 @@ struct Args {
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
+    /// NATS credentials file (a user JWT and its NKey seed, for a server in operator mode).
+    #[arg(long, env = "NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// NATS NKey seed (`SU…`; prefer the environment variable to the command line).
+    #[arg(long, env = "NATS_NKEY", hide_env_values = true)]
+    nats_nkey: Option<String>,
+    /// PEM file of the certificate authorities to trust for the NATS server's TLS certificate
+    /// (instead of the system's).
+    #[arg(long, env = "NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a NATS server that verifies its clients'; with --nats-key.
+    #[arg(long, env = "NATS_CERT", requires = "nats_key")]
+    nats_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --nats-cert.
+    #[arg(long, env = "NATS_KEY", requires = "nats_cert")]
+    nats_key: Option<std::path::PathBuf>,
+    /// Use TLS to NATS even if the server does not ask for it.
+    #[arg(long, env = "NATS_TLS")]
+    nats_tls: bool,
     /// Stasis application(s) to serve (repeat, or comma-separate).
     #[arg(long = "app", env = "ARI_APP", value_delimiter = ',', required = true)]
     apps: Vec<String>,
@@ -47,6 +66,10 @@ struct Args {
     /// Send REST to Asterisk over HTTP only, even where it has REST over the events WebSocket.
     #[arg(long, env = "ARI_REST_OVER_HTTP")]
     rest_over_http: bool,
+    /// Do not hand the calls of an instance found gone over to the other instances (only
+    /// release them: their events then go to every instance, and no handler runs for them).
+    #[arg(long, env = "ARI_NO_HAND_OVER")]
+    no_hand_over: bool,
 }
 
 /// SIGINT (ctrl-c) or SIGTERM (service managers, containers).
@@ -83,7 +106,13 @@ async fn main() -> ExitCode {
         &args.apps,
     );
     config.prefix = args.prefix;
+    config.nats_security.credentials_file = args.nats_creds;
+    config.nats_security.nkey_seed = args.nats_nkey;
+    config.nats_security.root_certificates = args.nats_ca;
+    config.nats_security.client_certificate = args.nats_cert.zip(args.nats_key);
+    config.nats_security.require_tls = args.nats_tls;
     config.rest_over_websocket = !args.rest_over_http;
+    config.hand_over_calls = !args.no_hand_over;
     config.announce_interval = Duration::from_secs_f64(args.announce_secs.clamp(0.05, 3600.0));
     let proxy = match Proxy::start(config).await {
         Ok(p) => p,
