@@ -416,10 +416,12 @@ impl Sim {
         let Some(r) = self.media.live.get_mut(name) else {
             return;
         };
+        // The beep plays after `RecordingStarted`; the audio (and its duration) counts from
+        // the beep's end.
         r.state = "recording";
-        r.started = now;
+        r.started = now + r.beep;
         r.gen = g;
-        let max = r.max_duration;
+        let max = r.max_duration.map(|m| m + r.beep);
         let mut ev = self.event("RecordingStarted");
         ev.insert("recording".to_string(), self.live_json(name));
         let res = self.rec_res(name);
@@ -471,13 +473,14 @@ impl Sim {
         let Some(r) = self.media.live.get(name) else {
             return;
         };
-        // Ended before it could start (the channel hung up during the beep): failed.
-        // (`canceled` before it started is a disregarded stop: it has not started either.)
-        let state = if matches!(r.state, "queued" | "canceled") && state == "done" {
-            "failed"
-        } else {
-            state
-        };
+        // Its command had not run yet (queued behind the channel's playbacks, or not picked
+        // up; `canceled` is a disregarded stop: not started either) when the channel or bridge
+        // went away: Asterisk drops the queued command (`control_flush_queue`) and the
+        // recording with it, without an event.
+        if matches!(r.state, "queued" | "canceled") && state == "done" {
+            self.drop_unstarted_recording(name);
+            return;
+        }
         let elapsed = self.rec_elapsed(r);
         let dur = elapsed.as_secs();
         let format = r.format.clone();
@@ -499,7 +502,9 @@ impl Sim {
             }
         }
         if state == "failed" {
-            rj["cause"] = json!(cause.unwrap_or("Channel hung up before recording started"));
+            if let Some(c) = cause {
+                rj["cause"] = json!(c);
+            }
         }
         let mut ev = self.event(ty);
         ev.insert("recording".to_string(), rj);
@@ -515,6 +520,20 @@ impl Sim {
                 },
             );
         }
+        self.release_recording_target(name, &target);
+    }
+
+    /// A recording whose command never ran: gone without an event (its live record too).
+    fn drop_unstarted_recording(&mut self, name: &str) {
+        let Some(r) = self.media.live.remove(name) else {
+            return;
+        };
+        self.release_recording_target(name, &r.target);
+    }
+
+    /// The recording `name` of `target` is over: the target can be recorded again, and a
+    /// channel's playbacks queued behind it play.
+    fn release_recording_target(&mut self, name: &str, target: &str) {
         match target.split_once(':') {
             Some(("channel", c)) => {
                 let mut waiting = None;
