@@ -126,6 +126,12 @@ impl Sim {
     /// Starts playing the current media item of a playback.
     pub(super) fn play_current(&mut self, pb: &str) {
         let (first_on_bridge, bridge_target) = match self.media.playbacks.get(pb) {
+            // Stopped while queued: its turn finishes it (`PlaybackFinished`, `done`) and the
+            // next command runs.
+            Some(p) if p.state == PbState::Canceled => {
+                self.finish_playback(pb, "done");
+                return;
+            }
             Some(p) => (
                 p.index == 0,
                 p.target.strip_prefix("bridge:").map(|b| b.to_string()),
@@ -277,7 +283,7 @@ impl Sim {
         let Some(p) = self.media.playbacks.get(pb) else {
             return;
         };
-        let was_queued = p.state == PbState::Queued;
+        let was_queued = matches!(p.state, PbState::Queued | PbState::Canceled);
         let target = p.target.clone();
         // A queued playback stopped is `canceled` in Asterisk, which it reports as `done`
         // (`res_stasis_playback`'s `state_to_string`: stopped, complete and canceled "really
@@ -549,7 +555,7 @@ impl Sim {
                         .media
                         .playbacks
                         .get(&pb)
-                        .is_some_and(|p| p.state == PbState::Queued)
+                        .is_some_and(|p| matches!(p.state, PbState::Queued | PbState::Canceled))
                     {
                         self.play_current(&pb);
                     }

@@ -132,6 +132,9 @@ pub(super) enum PbState {
     Queued,
     Playing,
     Paused,
+    /// Stopped while queued: it finishes (`PlaybackFinished`, state `done`) when its turn
+    /// comes, as `res_stasis_playback`'s `playback_first_update` reports a canceled one.
+    Canceled,
 }
 
 #[derive(Debug, Clone)]

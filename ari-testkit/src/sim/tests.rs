@@ -2285,8 +2285,7 @@ fn bridge_recording_cancel_and_failed_recording() {
 /// operations are the API description's five (`stop` is `DELETE playbacks/{id}`: 400); a
 /// queued playback takes only `restart` (nothing to do), a paused one only `pause` (nothing
 /// to do) and `unpause`; the others answer 409 "Can only OP while media is playing" and change
-/// nothing. A queued playback stopped (`DELETE`) finishes with state `done`, as Asterisk
-/// reports its `canceled`.
+/// nothing. (A queued playback stopped: `a_stopped_queued_playback_finishes_at_its_turn`.)
 #[test]
 fn playback_control_follows_the_operations_table() {
     let mut h = H::new("");
@@ -2300,19 +2299,6 @@ fn playback_control_follows_the_operations_table() {
         let path = format!("channels/{id}/play/{pb}");
         assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
     }
-    // Stopping the queued one: PlaybackFinished, state `done` (Asterisk's canceled).
-    let path = format!("channels/{id}/play/dropped");
-    let r = h.req("POST", &path, &[("media", "sound:beep")], None);
-    assert_eq!(r.body_json()["state"], "queued");
-    h.events.clear();
-    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
-    let fin: Vec<Value> = h
-        .events
-        .iter()
-        .filter(|o| o.event["type"] == "PlaybackFinished")
-        .map(|o| o.event["playback"]["state"].clone())
-        .collect();
-    assert_eq!(fin, [json!("done")]);
     let control = |h: &mut H, pb: &str, op: &str| {
         let r = h.req(
             "POST",
@@ -3304,4 +3290,58 @@ fn a_recording_whose_channel_hangs_up_before_it_starts_sends_nothing() {
         media_events(&h),
         ["RecordingStarted beeped", "RecordingFinished beeped"]
     );
+}
+
+/// A queued playback stopped (`DELETE playbacks/{id}`) finishes at its turn in the
+/// channel's queue, not at once: `res_stasis_playback`'s `playback_cancel` only marks it
+/// canceled (204, nothing published); when its command runs, `playback_first_update` sees
+/// the mark and publishes it `done` (`PlaybackFinished`, never `PlaybackStarted`), and the
+/// next command runs. Meanwhile it reads `done`, a second stop is a no-op (204) and the
+/// control operations answer 409.
+#[test]
+fn a_stopped_queued_playback_finishes_at_its_turn() {
+    let mut h = H::new("");
+    let id = answered(&mut h);
+    for (pb, media) in [
+        ("first", "sound:silence/2"),
+        ("dropped", "sound:silence/5"),
+        ("next", "sound:silence/1"),
+    ] {
+        let path = format!("channels/{id}/play/{pb}");
+        assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
+    }
+    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
+    assert_eq!(media_events(&h), ["PlaybackStarted first"]);
+    assert_eq!(
+        h.req("GET", "playbacks/dropped", &[], None).body_json()["state"],
+        "done"
+    );
+    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
+    let r = h.req(
+        "POST",
+        "playbacks/dropped/control",
+        &[("operation", "restart")],
+        None,
+    );
+    assert_eq!(r.status, 409);
+    h.ms(1000);
+    assert_eq!(media_events(&h), ["PlaybackStarted first"]);
+    h.ms(2500);
+    assert_eq!(
+        media_events(&h),
+        [
+            "PlaybackStarted first",
+            "PlaybackFinished first",
+            "PlaybackFinished dropped",
+            "PlaybackStarted next",
+            "PlaybackFinished next",
+        ]
+    );
+    let dropped = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "PlaybackFinished" && o.event["playback"]["id"] == "dropped")
+        .map(|o| o.event["playback"]["state"].clone());
+    assert_eq!(dropped, Some(json!("done")));
+    assert_eq!(h.req("GET", "playbacks/dropped", &[], None).status, 404);
 }
