@@ -461,7 +461,7 @@ impl<R: Runtime> LiveRecording<R> {
 
     /// Completes when the recording has ended: `Ok(())` if it finished
     /// (`RecordingFinished`), [`Error::RecordingFailed`] with the cause Asterisk gave if it
-    /// failed (`RecordingFailed`, e.g. the channel hung up during the beep). Like
+    /// failed (`RecordingFailed`, e.g. its channel was in a bridge when it would start). Like
     /// [`Playback::finished`], a recording made with [`Client::new_live_recording`] is
     /// watched from its creation; otherwise this subscribes and then asks Asterisk for the
     /// live recording.
