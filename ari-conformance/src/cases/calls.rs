@@ -890,6 +890,62 @@ pub async fn a_live_recording_ending_during_the_409_check_keeps_its_final_event<
         .await;
 }
 
+/// Like the case above, for a wait made after the recording's last event (it saw none of
+/// them): the handle that started the recording is dropped, and a new handle made from the
+/// name waits for its end. A `record` under the name is refused (409) while the recording
+/// ends and the live check answers 404; `finished()` still gets the recording's
+/// `RecordingFinished`, which was on its way, rather than a "never created" end.
+pub async fn a_wait_made_after_a_recordings_events_keeps_its_final_event_past_a_409<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::RecordingStarted;
+    let app = "conf-rec-409-late-wait";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let in_call = c.live_subscriptions();
+
+    let name = format!("late-{}", call.id());
+    let first = c.live_recording(name.as_str());
+    let started = first.once::<RecordingStarted>();
+    h.live("record", call.record(&first, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    drop(first);
+    h.eventually("the first handle's waits are gone", || {
+        c.live_subscriptions() == in_call
+    })
+    .await;
+    // Made now: it has seen no event of the recording.
+    let rec = c.live_recording(name.as_str());
+    let finished = rec.finished();
+
+    // It ends; its RecordingFinished is held on the way to the application.
+    assert_eq!(h.server().pause_sends(app), 1);
+    h.live("stop", c.recordings().stop(name.as_str()))
+        .await
+        .unwrap();
+    let err = h
+        .live("record the name again", call.record(&rec, "wav"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    assert_eq!(h.server().resume_sends(app), 1);
+
+    assert_eq!(h.live("finished", finished).await, Ok(()));
+    h.live(
+        "delete the stored recording",
+        c.stored_recording(name.as_str()).delete_stored(),
+    )
+    .await
+    .unwrap();
+    drop(rec);
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
 /// A blind transfer (SIP `REFER`) handed to the application (`ChannelTransfer`, Asterisk 20+
 /// with `TRANSFER_HANDLING(ari-only)`), followed as an application carries it out: the
 /// caller talks to an agent in a mixing bridge; the agent's phone refers the call to `2000`.

@@ -1191,12 +1191,67 @@ impl<T: Clone> Session<T> {
     /// ```
     pub fn not_created(&mut self, kind: ResourceKind, id: &str) -> usize {
         let ended = self.router.unsubscribe_resource(kind, id);
+        self.end_not_created(kind, id, ended)
+    }
+
+    /// [`Session::not_created`] for the subscriptions made before `before` only (a mark
+    /// taken with [`Session::next_subscription_id`]): an adapter that decides later that a
+    /// refused id created nothing leaves the waits made meanwhile (a new attempt's) alone.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{Filter, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["vm"]));
+    /// let old = s.subscribe(Filter::recording("vm-1"));
+    /// let mark = s.next_subscription_id();
+    /// let new = s.subscribe(Filter::recording("vm-1"));
+    /// assert_eq!(s.not_created_before(ResourceKind::Recording, "vm-1", mark), 1);
+    /// assert!(!s.is_subscribed(old));
+    /// assert!(s.is_subscribed(new));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn not_created_before(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        before: SubscriptionId,
+    ) -> usize {
+        let ended = self.router.unsubscribe_resource_before(kind, id, before);
+        let still_followed = self.router.follows(kind, id);
+        if still_followed {
+            // Only the older waits end: the channel is still followed.
+            let n = ended.len();
+            self.push_not_created(ended);
+            return n;
+        }
+        self.end_not_created(kind, id, ended)
+    }
+
+    /// The id the next subscription will get: every subscription made so far has a smaller
+    /// one ([`Session::not_created_before`]).
+    pub fn next_subscription_id(&self) -> SubscriptionId {
+        self.router.next_id()
+    }
+
+    fn end_not_created(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        ended: Vec<(SubscriptionId, T)>,
+    ) -> usize {
         let n = ended.len();
         if kind == ResourceKind::Channel {
             // A lingering channel no longer followed: its deadline stays, as after the removal
             // of its last subscription (later events of it do not restart it).
             self.stop_following(id);
         }
+        self.push_not_created(ended);
+        n
+    }
+
+    fn push_not_created(&mut self, ended: Vec<(SubscriptionId, T)>) {
         for (id, data) in ended {
             self.stats.subscriptions_ended += 1;
             self.push_control(Output::SubscriptionEnded {
@@ -1205,7 +1260,6 @@ impl<T: Clone> Session<T> {
                 data,
             });
         }
-        n
     }
 
     /// The resources `resources` are gone without an event saying so, for `reason`: for

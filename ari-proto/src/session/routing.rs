@@ -778,6 +778,29 @@ impl<T: Clone> Router<T> {
         out
     }
 
+    /// Removes the subscriptions following this resource (not an endpoint) made before
+    /// `before`, in subscription order.
+    pub(crate) fn unsubscribe_resource_before(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        before: SubscriptionId,
+    ) -> Vec<(SubscriptionId, T)> {
+        let Some(block) = self.by_resource[kind_index(kind)].get(id.as_bytes()) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<SubscriptionId> = block
+            .subs
+            .iter()
+            .map(|l| l.id)
+            .filter(|s| *s < before)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|s| Some((s, self.unsubscribe(s)?)))
+            .collect()
+    }
+
     /// Removes every subscription following this resource (not an endpoint) and passes each
     /// to `f`, in subscription order. The resource's list leaves its index in one removal
     /// (a channel's `ChannelDestroyed` ends all its subscriptions at once).
