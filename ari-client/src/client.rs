@@ -410,7 +410,12 @@ impl<R: Runtime> Client<R> {
             // application named, refused by Asterisk: they will never exist, so the waits set up
             // for them beforehand end (`Session::not_created`).
             let created = parts.created_resources();
+            // A stop or cancel of a recording not seen started: Asterisk may disregard it.
+            let restop = self.watch_stop(&parts);
             let result = self.transmit(operation, binary_output, parts).await;
+            if let (Some(restop), Ok((200..=299, _))) = (restop, &result) {
+                self.follow_stop(restop);
+            }
             if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
                 self.inner
                     .shared
@@ -432,7 +437,7 @@ impl<R: Runtime> Client<R> {
 
     /// Sends a request through the client's REST transport, within the request timeout.
     #[allow(clippy::manual_async_fn)] // an async fn would keep a second copy of its arguments
-    fn transmit(
+    pub(crate) fn transmit(
         &self,
         operation: &'static str,
         binary_output: bool,

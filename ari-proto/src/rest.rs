@@ -657,6 +657,44 @@ impl RequestParts {
         all
     }
 
+    /// The live recording this request stops (`POST recordings/live/{name}/stop`,
+    /// [`crate::ops::recordings::Stop`]) or cancels (`DELETE recordings/live/{name}`,
+    /// [`crate::ops::recordings::Cancel`]), typed or [raw](RequestParts::raw): its name
+    /// (decoded); `None` for any other request. Asterisk answers 204 to a stop or cancel of a
+    /// recording that has not started (queued behind the channel's playbacks, or during its
+    /// first milliseconds) and disregards it: the recording then starts and runs to its own
+    /// end. An adapter that wants the request to take effect sends it again once the
+    /// recording has started.
+    ///
+    /// ```
+    /// use ari_proto::ops::recordings;
+    /// use ari_proto::rest::{request_parts, RequestParts};
+    /// let stop = request_parts(&recordings::Stop::new("vm/1"))?;
+    /// assert_eq!(stop.stopped_recording().as_deref(), Some("vm/1"));
+    /// let cancel = request_parts(&recordings::Cancel::new("vm-2"))?;
+    /// assert_eq!(cancel.stopped_recording().as_deref(), Some("vm-2"));
+    /// let raw = RequestParts::raw(http::Method::POST, "/recordings/live/vm%2F3/stop", None);
+    /// assert_eq!(raw.stopped_recording().as_deref(), Some("vm/3"));
+    /// assert_eq!(request_parts(&recordings::Pause::new("vm-2"))?.stopped_recording(), None);
+    /// assert_eq!(request_parts(&recordings::GetLive::new("vm-2"))?.stopped_recording(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stopped_recording(&self) -> Option<String> {
+        // Most requests are not about a live recording: no scan of their path.
+        let rest = self.path.strip_prefix("recordings/live/")?;
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let name = match (&self.method, rest.split_once('/')) {
+            (&http::Method::POST, Some((name, "stop"))) => name,
+            (&http::Method::DELETE, None) => rest,
+            _ => return None,
+        };
+        percent_encoding::percent_decode_str(name)
+            .decode_utf8()
+            .ok()
+            .map(|n| n.into_owned())
+            .filter(|n| !n.is_empty())
+    }
+
     /// The value of the query parameter `name`: typed, or from a raw request's encoded query
     /// string (kept in its path).
     fn param(&self, name: &str) -> Option<String> {

@@ -895,9 +895,7 @@ pub async fn a_live_recording_ending_during_the_409_check_keeps_its_final_event<
 /// name waits for its end. A `record` under the name is refused (409) while the recording
 /// ends and the live check answers 404; `finished()` still gets the recording's
 /// `RecordingFinished`, which was on its way, rather than a "never created" end.
-pub async fn a_wait_made_after_a_recordings_events_keeps_its_final_event_past_a_409<
-    R: Runtime,
->(
+pub async fn a_wait_made_after_a_recordings_events_keeps_its_final_event_past_a_409<R: Runtime>(
     h: &Harness<R>,
 ) {
     use ari_client::events::RecordingStarted;
@@ -941,6 +939,69 @@ pub async fn a_wait_made_after_a_recordings_events_keeps_its_final_event_past_a_
     .await
     .unwrap();
     drop(rec);
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A stop (or cancel) sent before the recording starts still ends it. Asterisk answers 204
+/// to a stop of a recording whose command has not run (here: queued behind the greeting, a
+/// voicemail's prompt and recording sent back to back) and disregards it; the recording then
+/// starts and would run to its `maxDurationSeconds`. The client sees that Asterisk
+/// disregarded it and sends it again once the recording starts: the recording ends right
+/// away (duration 0, stored) for a stop, and is discarded (nothing stored) for a cancel.
+pub async fn a_stop_sent_before_the_recording_starts_still_stops_it<R: Runtime>(h: &Harness<R>) {
+    use ari_client::events::{RecordingFinished, RecordingStarted};
+    let app = "conf-rec-early-stop";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    for cancel in [false, true] {
+        let greeting = c.new_playback();
+        h.live(
+            "greeting",
+            call.play_with_id(&greeting, ["sound:silence/1"]),
+        )
+        .await
+        .unwrap();
+        let rec = c.new_live_recording();
+        let started = rec.once::<RecordingStarted>();
+        let finished = rec.once::<RecordingFinished>();
+        h.live("record", call.record(&rec, "wav").max_duration_seconds(20))
+            .await
+            .unwrap();
+        if cancel {
+            h.live("cancel", rec.cancel()).await.unwrap();
+        } else {
+            h.live("stop", rec.stop()).await.unwrap();
+        }
+        h.live("the greeting", greeting.finished()).await.unwrap();
+        h.live("RecordingStarted", started).await.unwrap();
+        let ev = h.live("RecordingFinished", finished).await.unwrap();
+        let stored = h
+            .live("stored", c.stored_recording(rec.name()).get_stored())
+            .await;
+        if cancel {
+            assert!(
+                stored.as_ref().is_err_and(|e| e.is_not_found()),
+                "canceled: nothing stored: {stored:?}"
+            );
+        } else {
+            assert_eq!(
+                ev.recording.duration,
+                Some(0),
+                "stopped at its start: {ev:?}"
+            );
+            assert!(stored.is_ok(), "{stored:?}");
+            h.live(
+                "delete the stored recording",
+                c.stored_recording(rec.name()).delete_stored(),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(rec.finished().await, Ok(()));
+    }
     h.live("hangup", call.hangup()).await.unwrap();
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
