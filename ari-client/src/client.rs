@@ -412,9 +412,19 @@ impl<R: Runtime> Client<R> {
             let created = parts.created_resources();
             // A stop or cancel of a recording not seen started: Asterisk may disregard it.
             let restop = self.watch_stop(&parts);
+            // A playback or recording queued on a channel or bridge: dropped without an event
+            // if the channel leaves first (`Session::queued_on`).
+            let queued = parts.queued_on();
             let result = self.transmit(operation, binary_output, parts).await;
             if let (Some(restop), Ok((200..=299, _))) = (restop, &result) {
                 self.follow_stop(restop);
+            }
+            if let (Some(((kind, id), (target_kind, target))), Ok((200..=299, _))) =
+                (queued, &result)
+            {
+                self.inner
+                    .shared
+                    .command(|s| s.queued_on(kind, &id, target_kind, &target));
             }
             if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
                 self.inner

@@ -657,6 +657,61 @@ impl RequestParts {
         all
     }
 
+    /// The playback or live recording this request queues on a channel or bridge under an
+    /// id the application chose, and that channel or bridge: a play with a `playbackId` (in
+    /// the path or as a parameter) or a record (its `name`) of `channels/{id}` or
+    /// `bridges/{id}`; `None` for any other request. When it succeeds, an adapter tells the
+    /// session ([`Session::queued_on`](crate::session::Session::queued_on)): the resource
+    /// will never start, and no event will come for it, if its channel leaves the application
+    /// first.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind::{Bridge, Channel, Playback, Recording};
+    /// use ari_proto::ops::{bridges, channels};
+    /// use ari_proto::rest::request_parts;
+    /// let parts = request_parts(&channels::Record::new("c/1", "vm-1", "wav"))?;
+    /// assert_eq!(
+    ///     parts.queued_on(),
+    ///     Some(((Recording, "vm-1".to_string()), (Channel, "c/1".to_string())))
+    /// );
+    /// let parts = request_parts(&bridges::PlayWithId::new("conf", "pb-1", ["sound:beep"]))?;
+    /// assert_eq!(
+    ///     parts.queued_on(),
+    ///     Some(((Playback, "pb-1".to_string()), (Bridge, "conf".to_string())))
+    /// );
+    /// assert_eq!(request_parts(&channels::Play::new("c1", ["sound:beep"]))?.queued_on(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn queued_on(
+        &self,
+    ) -> Option<(
+        (crate::events::ResourceKind, String),
+        (crate::events::ResourceKind, String),
+    )> {
+        use crate::events::ResourceKind::{Bridge, Channel, Playback, Recording};
+        if self.method != http::Method::POST {
+            return None;
+        }
+        let segments = Segments::of(&self.path);
+        let (target_kind, target, kind) = match segments.get() {
+            ["channels", id, "play"] | ["channels", id, "play", _] => (Channel, *id, Playback),
+            ["bridges", id, "play"] | ["bridges", id, "play", _] => (Bridge, *id, Playback),
+            ["channels", id, "record"] => (Channel, *id, Recording),
+            ["bridges", id, "record"] => (Bridge, *id, Recording),
+            _ => return None,
+        };
+        let (created_kind, created) = self.created_resource()?;
+        if created_kind != kind {
+            return None;
+        }
+        let target = percent_encoding::percent_decode_str(target)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        (!target.is_empty()).then_some(((kind, created), (target_kind, target)))
+    }
+
     /// The live recording this request stops (`POST recordings/live/{name}/stop`,
     /// [`crate::ops::recordings::Stop`]) or cancels (`DELETE recordings/live/{name}`,
     /// [`crate::ops::recordings::Cancel`]), typed or [raw](RequestParts::raw): its name

@@ -1007,6 +1007,51 @@ pub async fn a_stop_sent_before_the_recording_starts_still_stops_it<R: Runtime>(
         .await;
 }
 
+/// A voicemail whose caller hangs up during the greeting: the recording, queued behind the
+/// greeting, never starts, and Asterisk drops it without an event (the channel's queued
+/// commands are flushed when it leaves Stasis). Its waits end with the call: `finished()`
+/// fails with `Error::Ended` (it did not finish), a `RecordingStarted` wait likewise, and
+/// nothing is left behind. (Before, they waited for ever.)
+pub async fn a_recording_queued_behind_the_greeting_ends_its_waits_when_the_caller_hangs_up<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::RecordingStarted;
+    let app = "conf-vm-early-hangup";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let greeting = c.new_playback();
+    h.live(
+        "greeting",
+        call.play_with_id(&greeting, ["sound:silence/5"]),
+    )
+    .await
+    .unwrap();
+    let rec = c.new_live_recording();
+    let started = rec.once::<RecordingStarted>();
+    h.live("record", call.record(&rec, "wav").max_duration_seconds(30))
+        .await
+        .unwrap();
+    let finished = rec.finished();
+    h.server().hangup(call.id()).unwrap();
+    match h.live("finished", finished).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("recording:{}", rec.name())),
+        other => panic!("the recording never started: {other:?}"),
+    }
+    match h.live("RecordingStarted", started).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("the recording never started: {other:?}"),
+    }
+    h.live("the greeting's end", greeting.finished())
+        .await
+        .unwrap();
+    drop(rec);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
 /// A blind transfer (SIP `REFER`) handed to the application (`ChannelTransfer`, Asterisk 20+
 /// with `TRANSFER_HANDLING(ari-only)`), followed as an application carries it out: the
 /// caller talks to an agent in a mixing bridge; the agent's phone refers the call to `2000`.

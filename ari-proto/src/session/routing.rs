@@ -194,6 +194,11 @@ pub enum EndReason {
     /// application's id (see [`Session::not_created`](super::Session::not_created)): it does
     /// not exist, and no event will come for it.
     NotCreated,
+    /// The playback or recording was queued on a channel or bridge that left the
+    /// application or went away before it started (see [`Session::queued_on`](super::Session::queued_on)):
+    /// Asterisk drops the commands still queued on a channel when it leaves Stasis, without
+    /// an event, so none will come for it.
+    NeverStarted,
     /// An [accepted](super::Session::accepted) session's connection stayed down longer than
     /// [`SessionConfig::peer_timeout`](super::SessionConfig::peer_timeout): Asterisk did not
     /// come back, and the event will not come over this session.
