@@ -417,7 +417,8 @@ impl<R: Runtime> Client<R> {
             let queued = parts.queued_on();
             let result = self.transmit(operation, binary_output, parts).await;
             if let (Some(restop), Ok((200..=299, _))) = (restop, &result) {
-                self.follow_stop(restop);
+                // Boxed: rare, and it sends a request of its own.
+                Box::pin(self.follow_stop(restop)).await;
             }
             if let (Some(((kind, id), (target_kind, target))), Ok((200..=299, _))) =
                 (queued, &result)

@@ -7,24 +7,30 @@
 //! (`res_stasis_recording`'s `recording_disregard`: the state turns `canceled`); the recording
 //! then starts (`RecordingStarted`) and runs to its own end. The application asked for it to
 //! end: when no wait of the client had seen it started (its `RecordingStarted`) before the
-//! request, the client asks Asterisk where it stands after the 204 and, if the request was
-//! disregarded, sends it again once the recording starts. It stops following it when the
-//! recording ends, or when its channel or bridge does (a recording whose channel goes away
-//! before it starts is dropped by Asterisk without an event).
+//! request, the client asks Asterisk where it stands after the 204, before the request
+//! returns: running, the request is sent again at once; `canceled`, it is sent again once the
+//! recording starts, in the background. The background follower stops when the recording
+//! ends, or when its channel or bridge does (a recording whose channel goes away before it
+//! starts is dropped by Asterisk without an event), and asks Asterisk again every
+//! [`RECHECK`] (the events may not reach this client's applications).
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 
 use ari_proto::events::ResourceKind;
 use ari_proto::models::LiveRecordingState;
-use ari_proto::rest::RequestParts;
+use ari_proto::rest::{self, RequestParts};
 use ari_proto::session::Filter;
 use ari_proto::Event;
 
 use crate::client::{Client, Inner};
 use crate::listen::EventStream;
 use crate::runtime::Runtime;
+
+/// How often a follower asks Asterisk where a disregarded recording stands.
+const RECHECK: Duration = Duration::from_secs(5);
 
 /// A stop or cancel of a recording not seen started, followed from before it was sent.
 pub(crate) struct Restop {
@@ -68,32 +74,20 @@ impl<R: Runtime> Client<R> {
         }))
     }
 
-    /// The request of `restop` was answered with success: it is sent again if Asterisk
-    /// disregarded it, in the background (holding no reference that keeps the client open).
-    pub(crate) fn follow_stop(&self, restop: Box<Restop>) {
-        let client = Arc::downgrade(&self.inner);
-        // Boxed until here: the request's future holds a pointer, not the follower.
-        self.inner.runtime.spawn(Restop::run(restop, client));
-    }
-}
-
-impl Restop {
-    async fn run<R: Runtime>(this: Box<Self>, client: Weak<Inner<R>>) {
+    /// The request of `restop` was answered with success: if Asterisk disregarded it, it is
+    /// sent again now (the recording has started meanwhile) or once the recording starts
+    /// (in the background, holding no reference that keeps the client open).
+    pub(crate) async fn follow_stop(&self, restop: Box<Restop>) {
         let Restop {
             name,
             parts,
             mut events,
-        } = *this;
-        let upgrade = || client.upgrade().map(|inner| Client { inner });
-        let Some(c) = upgrade() else {
-            return;
-        };
-        let target = match standing(&c, &name).await {
+        } = *restop;
+        let target = match standing(self, &name).await {
             Standing::Over => return,
-            Standing::Running => return resend(&c, &name, parts).await,
+            Standing::Running => return resend(self, &name, parts).await,
             Standing::Canceled(target) => target,
         };
-        drop(c);
         // Events routed before the answer came before it: the recording had not started
         // then (or it would not read `canceled` after a stop), or it was running and is
         // being canceled (its final event follows).
@@ -110,23 +104,43 @@ impl Restop {
             Some(("bridge", id)) => Some((ResourceKind::Bridge, id.to_string())),
             _ => None,
         };
-        let mut target_events = match (&target, client.upgrade()) {
-            (Some((kind, id)), Some(inner)) => Some(EventStream::new(
-                &inner.shared,
-                Filter::resource(*kind, id.clone()),
-            )),
-            (_, None) => return,
-            (None, Some(_)) => None,
+        let target_events = target
+            .as_ref()
+            .map(|(kind, id)| EventStream::new(&self.inner.shared, Filter::resource(*kind, id)));
+        let follower = Follower {
+            name,
+            parts,
+            events,
+            target,
+            target_events,
+            started,
         };
-        // The target's own end (not that of another resource an event of it names).
-        let target_ended = |ev: &Event| {
-            ev.ended_resource().is_some_and(|r| {
-                target
-                    .as_ref()
-                    .is_some_and(|(kind, id)| r.kind == *kind && r.id == id.as_str())
-            })
+        let client = Arc::downgrade(&self.inner);
+        self.inner.runtime.spawn(follower.run(client));
+    }
+}
+
+/// A disregarded stop or cancel, waiting for its recording to start.
+struct Follower {
+    name: String,
+    parts: RequestParts,
+    events: EventStream,
+    /// The recording's channel or bridge, and its events.
+    target: Option<(ResourceKind, String)>,
+    target_events: Option<EventStream>,
+    /// A `RecordingStarted` came before Asterisk answered (a cancel of a running one).
+    started: bool,
+}
+
+impl Follower {
+    async fn run<R: Runtime>(mut self, client: Weak<Inner<R>>) {
+        let upgrade = || client.upgrade().map(|inner| Client { inner });
+        let Some(rt) = upgrade().map(|c| c.inner.runtime.clone()) else {
+            return;
         };
+        let mut recheck = Box::pin(rt.sleep_until(rt.now() + RECHECK));
         loop {
+            let target_events = &mut self.target_events;
             let next_target = async {
                 match target_events.as_mut() {
                     Some(t) => t.next().await,
@@ -134,47 +148,72 @@ impl Restop {
                 }
             };
             let next_target = std::pin::pin!(next_target);
-            let next_rec = std::pin::pin!(events.next());
-            match futures_util::future::select(next_rec, next_target).await {
-                futures_util::future::Either::Left((item, _)) => match item {
-                    // A cancel of a running recording: its `RecordingStarted` was read first.
-                    Some(Ok(Event::RecordingStarted(_))) if !started => {
-                        if let Some(c) = upgrade() {
-                            resend(&c, &name, parts).await;
-                        }
-                        return;
-                    }
-                    Some(Ok(_)) => {}
-                    // Fell behind: ask Asterisk.
-                    Some(Err(_)) => {
-                        let Some(c) = upgrade() else {
+            let next_rec = self.events.next();
+            let either = futures_util::future::select(next_rec, next_target);
+            let ask = match futures_util::future::select(either, recheck.as_mut()).await {
+                futures_util::future::Either::Left((which, _)) => match which {
+                    futures_util::future::Either::Left((item, _)) => match item {
+                        // A cancel of a running recording: its `RecordingStarted` came first.
+                        Some(Ok(Event::RecordingStarted(_))) if !self.started => {
+                            if let Some(c) = upgrade() {
+                                resend(&c, &self.name, self.parts).await;
+                            }
                             return;
-                        };
-                        match standing(&c, &name).await {
-                            Standing::Over => return,
-                            Standing::Running => return resend(&c, &name, parts).await,
-                            Standing::Canceled(_) => {}
                         }
-                    }
-                    // Its final event, or the client closed.
-                    None => return,
+                        Some(Ok(_)) => false,
+                        // Fell behind: ask Asterisk.
+                        Some(Err(_)) => true,
+                        // Its final event, or the client closed.
+                        None => return,
+                    },
+                    futures_util::future::Either::Right((item, _)) => match item {
+                        // The channel left the application or went away, or the bridge did:
+                        // Asterisk drops a recording that has not started.
+                        Some(Ok(Event::StasisEnd(_))) | None => return,
+                        Some(Ok(ev)) if ends(&ev, self.target.as_ref()) => return,
+                        Some(_) => false,
+                    },
                 },
-                futures_util::future::Either::Right((item, _)) => match item {
-                    // The channel left the application or went away, or the bridge did:
-                    // Asterisk drops a recording that has not started.
-                    Some(Ok(Event::StasisEnd(_))) | None => return,
-                    Some(Ok(ev)) if target_ended(&ev) => return,
-                    Some(_) => {}
-                },
+                futures_util::future::Either::Right(((), _)) => {
+                    recheck = Box::pin(rt.sleep_until(rt.now() + RECHECK));
+                    true
+                }
+            };
+            if ask {
+                let Some(c) = upgrade() else {
+                    return;
+                };
+                match standing(&c, &self.name).await {
+                    Standing::Over => return,
+                    Standing::Running => return resend(&c, &self.name, self.parts).await,
+                    Standing::Canceled(_) => {}
+                }
             }
         }
     }
 }
 
+/// Whether `ev` ends the target itself (not another resource it names).
+fn ends(ev: &Event, target: Option<&(ResourceKind, String)>) -> bool {
+    ev.ended_resource()
+        .is_some_and(|r| target.is_some_and(|(kind, id)| r.kind == *kind && r.id == id.as_str()))
+}
+
 /// Where the live recording `name` stands (`GET recordings/live/{name}`).
 async fn standing<R: Runtime>(c: &Client<R>, name: &str) -> Standing {
-    let op = ari_proto::ops::recordings::GetLive::new(name);
-    match c.execute(&op).await {
+    use ari_proto::ops::recordings::GetLive;
+    let op = GetLive::new(name);
+    // Sent with `transmit` (not `execute`): this runs inside a request's own future.
+    let answer = match rest::request_parts(&op) {
+        Ok(parts) => {
+            c.transmit("recordings.getLive", false, Box::new(parts))
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    let live =
+        answer.and_then(|(status, body)| Ok(rest::parse_response::<GetLive>(status, &body)?));
+    match live {
         Ok(r) => match r.state {
             LiveRecordingState::Recording | LiveRecordingState::Paused => Standing::Running,
             LiveRecordingState::Canceled | LiveRecordingState::Queued => {
