@@ -410,7 +410,23 @@ impl<R: Runtime> Client<R> {
             // application named, refused by Asterisk: they will never exist, so the waits set up
             // for them beforehand end (`Session::not_created`).
             let created = parts.created_resources();
+            // A stop or cancel of a recording not seen started: Asterisk may disregard it.
+            let restop = self.watch_stop(&parts);
+            // A playback or recording queued on a channel or bridge: dropped without an event
+            // if the channel leaves first (`Session::queued_on`).
+            let queued = parts.queued_on();
             let result = self.transmit(operation, binary_output, parts).await;
+            if let (Some(restop), Ok((200..=299, _))) = (restop, &result) {
+                // Boxed: rare, and it sends a request of its own.
+                Box::pin(self.follow_stop(restop)).await;
+            }
+            if let (Some(((kind, id), (target_kind, target))), Ok((200..=299, _))) =
+                (queued, &result)
+            {
+                self.inner
+                    .shared
+                    .command(|s| s.queued_on(kind, &id, target_kind, &target));
+            }
             if let (Some(id), Ok((200..=299, _))) = (destroyed_bridge, &result) {
                 self.inner
                     .shared
@@ -432,7 +448,7 @@ impl<R: Runtime> Client<R> {
 
     /// Sends a request through the client's REST transport, within the request timeout.
     #[allow(clippy::manual_async_fn)] // an async fn would keep a second copy of its arguments
-    fn transmit(
+    pub(crate) fn transmit(
         &self,
         operation: &'static str,
         binary_output: bool,
@@ -534,11 +550,33 @@ impl<R: Runtime> Client<R> {
     /// Waits that have seen an event of the id (`Session::has_seen`) follow a resource that
     /// exists whatever the refusal says, or one that ended meanwhile (before the 404 of the
     /// check) and whose final event, published before, is on its way: they are left to it.
+    /// Waits made after the resource's last event saw none, yet may follow such a resource:
+    /// after a 409 and the check's 404 they end only if nothing of the id was routed within
+    /// [`NOT_CREATED_GRACE`] (its final event ends them as usual), in the background (the
+    /// request's answer is not held); waits made after the 409 are left alone.
     async fn not_created(&self, status: u16, created: Vec<(ResourceKind, String)>) {
         for (kind, id) in created {
             let followed = || self.inner.shared.lock().session.follows(kind, &id);
             let seen = || self.inner.shared.lock().session.has_seen(kind, &id);
-            if seen() || (status == 409 && followed() && self.is_live(kind, &id).await) {
+            if seen() {
+                continue;
+            }
+            if status == 409 && followed() {
+                let mark = self.inner.shared.lock().session.next_subscription_id();
+                if self.is_live(kind, &id).await {
+                    continue;
+                }
+                let shared = self.inner.shared.clone();
+                let rt = self.inner.runtime.clone();
+                let deadline = self.deadline(NOT_CREATED_GRACE);
+                self.inner.runtime.spawn(async move {
+                    rt.sleep_until(deadline).await;
+                    shared.command(|s| {
+                        if !s.has_seen(kind, &id) {
+                            s.not_created_before(kind, &id, mark);
+                        }
+                    });
+                });
                 continue;
             }
             // Checked again with the end, under one lock: an event routed while Asterisk was
@@ -608,6 +646,11 @@ impl<R: Runtime> Client<R> {
             .unwrap_or(now)
     }
 }
+
+/// How long the waits for an id that a request was refused under (409) and that Asterisk
+/// then reports gone (404) stay for the final event of a resource that used the id and
+/// ended meanwhile (the event and the answers travel on different connections).
+const NOT_CREATED_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs `fut` until `deadline`; `Error::Timeout` after it.
 pub(crate) async fn with_deadline<R: Runtime, F: std::future::Future>(

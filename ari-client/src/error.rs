@@ -80,8 +80,8 @@ pub enum Error {
         /// The resource, as ARI names event sources: `channel:1700000000.1`.
         resource: String,
     },
-    /// A live recording failed (`RecordingFailed`, e.g. the channel hung up before the
-    /// recording started), as [`LiveRecording::finished`](crate::LiveRecording::finished)
+    /// A live recording failed (`RecordingFailed`, e.g. its channel was in a bridge when the
+    /// recording would start: cause `Cannot record channel while in bridge`), as [`LiveRecording::finished`](crate::LiveRecording::finished)
     /// reports it.
     RecordingFailed {
         /// The recording's name.

@@ -461,7 +461,7 @@ impl<R: Runtime> LiveRecording<R> {
 
     /// Completes when the recording has ended: `Ok(())` if it finished
     /// (`RecordingFinished`), [`Error::RecordingFailed`] with the cause Asterisk gave if it
-    /// failed (`RecordingFailed`, e.g. the channel hung up during the beep). Like
+    /// failed (`RecordingFailed`, e.g. its channel was in a bridge when it would start). Like
     /// [`Playback::finished`], a recording made with [`Client::new_live_recording`] is
     /// watched from its creation; otherwise this subscribes and then asks Asterisk for the
     /// live recording.
@@ -478,7 +478,9 @@ impl<R: Runtime> LiveRecording<R> {
     /// (A stored recording left by an earlier recording of the same name counts as
     /// finished: give recordings fresh names.) A recording Asterisk refused to start (the
     /// `record` request failed, e.g. 422 for a format it cannot write) fails with
-    /// [`Error::Ended`].
+    /// [`Error::Ended`], as does one that never started because its channel left the
+    /// application first (queued behind a prompt when the caller hung up: Asterisk drops it
+    /// without an event).
     ///
     /// ```no_run
     /// # async fn demo<R: ari_client::Runtime>(client: ari_client::Client<R>, channel: ari_client::Channel<R>) -> Result<(), ari_client::Error> {
@@ -511,8 +513,11 @@ impl<R: Runtime> LiveRecording<R> {
                     }
                     // Asterisk refused to start it (`record` failed): it never existed, and
                     // a stored recording of that name is not this one.
+                    // Or it was queued on a channel that left before it started: Asterisk
+                    // dropped it.
                     LatchOutcome::Closed(crate::shared::CloseReason::Ended(
-                        ari_proto::session::EndReason::NotCreated,
+                        ari_proto::session::EndReason::NotCreated
+                        | ari_proto::session::EndReason::NeverStarted,
                     )) => Err(Error::Ended {
                         resource: format!("recording:{}", this.id()),
                     }),
@@ -653,8 +658,9 @@ async fn wait_watch(w: &Arc<Watch>) -> Result<(), Error> {
             Err(Error::closed("the client was closed"))
         }
         // Asterisk refused to create it (`play_with_id` failed): it never played.
+        // Or it was queued on a channel that left before it started: Asterisk dropped it.
         LatchOutcome::Closed(crate::shared::CloseReason::Ended(
-            ari_proto::session::EndReason::NotCreated,
+            ari_proto::session::EndReason::NotCreated | ari_proto::session::EndReason::NeverStarted,
         )) => Err(Error::Ended {
             resource: format!("playback:{}", w.key.1),
         }),

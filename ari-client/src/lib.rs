@@ -112,6 +112,7 @@ pub mod media;
 mod media_pacer;
 mod media_server;
 mod outbound;
+mod recording_stop;
 pub mod runtime;
 
 mod shared;

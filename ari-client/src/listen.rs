@@ -612,11 +612,11 @@ impl fmt::Debug for Listener {
 
 fn end_error(reason: Option<CloseReason>, resource: &Option<String>) -> Error {
     match reason {
-        Some(CloseReason::Ended(EndReason::ResourceEnded | EndReason::NotCreated)) => {
-            Error::Ended {
-                resource: resource.clone().unwrap_or_default(),
-            }
-        }
+        Some(CloseReason::Ended(
+            EndReason::ResourceEnded | EndReason::NotCreated | EndReason::NeverStarted,
+        )) => Error::Ended {
+            resource: resource.clone().unwrap_or_default(),
+        },
         Some(CloseReason::Ended(EndReason::PeerGone)) => Error::AsteriskGone {
             resource: resource.clone().unwrap_or_default(),
         },

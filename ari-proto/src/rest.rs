@@ -657,6 +657,99 @@ impl RequestParts {
         all
     }
 
+    /// The playback or live recording this request queues on a channel or bridge under an
+    /// id the application chose, and that channel or bridge: a play with a `playbackId` (in
+    /// the path or as a parameter) or a record (its `name`) of `channels/{id}` or
+    /// `bridges/{id}`; `None` for any other request. When it succeeds, an adapter tells the
+    /// session ([`Session::queued_on`](crate::session::Session::queued_on)): the resource
+    /// will never start, and no event will come for it, if its channel leaves the application
+    /// first.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind::{Bridge, Channel, Playback, Recording};
+    /// use ari_proto::ops::{bridges, channels};
+    /// use ari_proto::rest::request_parts;
+    /// let parts = request_parts(&channels::Record::new("c/1", "vm-1", "wav"))?;
+    /// assert_eq!(
+    ///     parts.queued_on(),
+    ///     Some(((Recording, "vm-1".to_string()), (Channel, "c/1".to_string())))
+    /// );
+    /// let parts = request_parts(&bridges::PlayWithId::new("conf", "pb-1", ["sound:beep"]))?;
+    /// assert_eq!(
+    ///     parts.queued_on(),
+    ///     Some(((Playback, "pb-1".to_string()), (Bridge, "conf".to_string())))
+    /// );
+    /// assert_eq!(request_parts(&channels::Play::new("c1", ["sound:beep"]))?.queued_on(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn queued_on(
+        &self,
+    ) -> Option<(
+        (crate::events::ResourceKind, String),
+        (crate::events::ResourceKind, String),
+    )> {
+        use crate::events::ResourceKind::{Bridge, Channel, Playback, Recording};
+        if self.method != http::Method::POST {
+            return None;
+        }
+        let segments = Segments::of(&self.path);
+        let (target_kind, target, kind) = match segments.get() {
+            ["channels", id, "play"] | ["channels", id, "play", _] => (Channel, *id, Playback),
+            ["bridges", id, "play"] | ["bridges", id, "play", _] => (Bridge, *id, Playback),
+            ["channels", id, "record"] => (Channel, *id, Recording),
+            ["bridges", id, "record"] => (Bridge, *id, Recording),
+            _ => return None,
+        };
+        let (created_kind, created) = self.created_resource()?;
+        if created_kind != kind {
+            return None;
+        }
+        let target = percent_encoding::percent_decode_str(target)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        (!target.is_empty()).then_some(((kind, created), (target_kind, target)))
+    }
+
+    /// The live recording this request stops (`POST recordings/live/{name}/stop`,
+    /// [`crate::ops::recordings::Stop`]) or cancels (`DELETE recordings/live/{name}`,
+    /// [`crate::ops::recordings::Cancel`]), typed or [raw](RequestParts::raw): its name
+    /// (decoded); `None` for any other request. Asterisk answers 204 to a stop or cancel of a
+    /// recording that has not started (queued behind the channel's playbacks, or during its
+    /// first milliseconds) and disregards it: the recording then starts and runs to its own
+    /// end. An adapter that wants the request to take effect sends it again once the
+    /// recording has started.
+    ///
+    /// ```
+    /// use ari_proto::ops::recordings;
+    /// use ari_proto::rest::{request_parts, RequestParts};
+    /// let stop = request_parts(&recordings::Stop::new("vm/1"))?;
+    /// assert_eq!(stop.stopped_recording().as_deref(), Some("vm/1"));
+    /// let cancel = request_parts(&recordings::Cancel::new("vm-2"))?;
+    /// assert_eq!(cancel.stopped_recording().as_deref(), Some("vm-2"));
+    /// let raw = RequestParts::raw(http::Method::POST, "/recordings/live/vm%2F3/stop", None);
+    /// assert_eq!(raw.stopped_recording().as_deref(), Some("vm/3"));
+    /// assert_eq!(request_parts(&recordings::Pause::new("vm-2"))?.stopped_recording(), None);
+    /// assert_eq!(request_parts(&recordings::GetLive::new("vm-2"))?.stopped_recording(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stopped_recording(&self) -> Option<String> {
+        // Most requests are not about a live recording: no scan of their path.
+        let rest = self.path.strip_prefix("recordings/live/")?;
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let name = match (&self.method, rest.split_once('/')) {
+            (&http::Method::POST, Some((name, "stop"))) => name,
+            (&http::Method::DELETE, None) => rest,
+            _ => return None,
+        };
+        percent_encoding::percent_decode_str(name)
+            .decode_utf8()
+            .ok()
+            .map(|n| n.into_owned())
+            .filter(|n| !n.is_empty())
+    }
+
     /// The value of the query parameter `name`: typed, or from a raw request's encoded query
     /// string (kept in its path).
     fn param(&self, name: &str) -> Option<String> {

@@ -890,6 +890,168 @@ pub async fn a_live_recording_ending_during_the_409_check_keeps_its_final_event<
         .await;
 }
 
+/// Like the case above, for a wait made after the recording's last event (it saw none of
+/// them): the handle that started the recording is dropped, and a new handle made from the
+/// name waits for its end. A `record` under the name is refused (409) while the recording
+/// ends and the live check answers 404; `finished()` still gets the recording's
+/// `RecordingFinished`, which was on its way, rather than a "never created" end.
+pub async fn a_wait_made_after_a_recordings_events_keeps_its_final_event_past_a_409<R: Runtime>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::RecordingStarted;
+    let app = "conf-rec-409-late-wait";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let in_call = c.live_subscriptions();
+
+    let name = format!("late-{}", call.id());
+    let first = c.live_recording(name.as_str());
+    let started = first.once::<RecordingStarted>();
+    h.live("record", call.record(&first, "wav")).await.unwrap();
+    h.live("RecordingStarted", started).await.unwrap();
+    drop(first);
+    h.eventually("the first handle's waits are gone", || {
+        c.live_subscriptions() == in_call
+    })
+    .await;
+    // Made now: it has seen no event of the recording.
+    let rec = c.live_recording(name.as_str());
+    let finished = rec.finished();
+
+    // It ends; its RecordingFinished is held on the way to the application.
+    assert_eq!(h.server().pause_sends(app), 1);
+    h.live("stop", c.recordings().stop(name.as_str()))
+        .await
+        .unwrap();
+    let err = h
+        .live("record the name again", call.record(&rec, "wav"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    assert_eq!(h.server().resume_sends(app), 1);
+
+    assert_eq!(h.live("finished", finished).await, Ok(()));
+    h.live(
+        "delete the stored recording",
+        c.stored_recording(name.as_str()).delete_stored(),
+    )
+    .await
+    .unwrap();
+    drop(rec);
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A stop (or cancel) sent before the recording starts still ends it. Asterisk answers 204
+/// to a stop of a recording whose command has not run (here: queued behind the greeting, a
+/// voicemail's prompt and recording sent back to back) and disregards it; the recording then
+/// starts and would run to its `maxDurationSeconds`. The client sees that Asterisk
+/// disregarded it and sends it again once the recording starts: the recording ends right
+/// away (duration 0, stored) for a stop, and is discarded (nothing stored) for a cancel.
+pub async fn a_stop_sent_before_the_recording_starts_still_stops_it<R: Runtime>(h: &Harness<R>) {
+    use ari_client::events::{RecordingFinished, RecordingStarted};
+    let app = "conf-rec-early-stop";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    for cancel in [false, true] {
+        let greeting = c.new_playback();
+        h.live(
+            "greeting",
+            call.play_with_id(&greeting, ["sound:silence/1"]),
+        )
+        .await
+        .unwrap();
+        let rec = c.new_live_recording();
+        let started = rec.once::<RecordingStarted>();
+        let finished = rec.once::<RecordingFinished>();
+        h.live("record", call.record(&rec, "wav").max_duration_seconds(20))
+            .await
+            .unwrap();
+        if cancel {
+            h.live("cancel", rec.cancel()).await.unwrap();
+        } else {
+            h.live("stop", rec.stop()).await.unwrap();
+        }
+        h.live("the greeting", greeting.finished()).await.unwrap();
+        h.live("RecordingStarted", started).await.unwrap();
+        let ev = h.live("RecordingFinished", finished).await.unwrap();
+        let stored = h
+            .live("stored", c.stored_recording(rec.name()).get_stored())
+            .await;
+        if cancel {
+            assert!(
+                stored.as_ref().is_err_and(|e| e.is_not_found()),
+                "canceled: nothing stored: {stored:?}"
+            );
+        } else {
+            assert_eq!(
+                ev.recording.duration,
+                Some(0),
+                "stopped at its start: {ev:?}"
+            );
+            assert!(stored.is_ok(), "{stored:?}");
+            h.live(
+                "delete the stored recording",
+                c.stored_recording(rec.name()).delete_stored(),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(rec.finished().await, Ok(()));
+    }
+    h.live("hangup", call.hangup()).await.unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A voicemail whose caller hangs up during the greeting: the recording, queued behind the
+/// greeting, never starts, and Asterisk drops it without an event (the channel's queued
+/// commands are flushed when it leaves Stasis). Its waits end with the call: `finished()`
+/// fails with `Error::Ended` (it did not finish), a `RecordingStarted` wait likewise, and
+/// nothing is left behind. (Before, they waited for ever.)
+pub async fn a_recording_queued_behind_the_greeting_ends_its_waits_when_the_caller_hangs_up<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    use ari_client::events::RecordingStarted;
+    let app = "conf-vm-early-hangup";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let greeting = c.new_playback();
+    h.live(
+        "greeting",
+        call.play_with_id(&greeting, ["sound:silence/5"]),
+    )
+    .await
+    .unwrap();
+    let rec = c.new_live_recording();
+    let started = rec.once::<RecordingStarted>();
+    h.live("record", call.record(&rec, "wav").max_duration_seconds(30))
+        .await
+        .unwrap();
+    let finished = rec.finished();
+    h.server().hangup(call.id()).unwrap();
+    match h.live("finished", finished).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("recording:{}", rec.name())),
+        other => panic!("the recording never started: {other:?}"),
+    }
+    match h.live("RecordingStarted", started).await {
+        Err(Error::Ended { .. }) => {}
+        other => panic!("the recording never started: {other:?}"),
+    }
+    h.live("the greeting's end", greeting.finished())
+        .await
+        .unwrap();
+    drop(rec);
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
 /// A blind transfer (SIP `REFER`) handed to the application (`ChannelTransfer`, Asterisk 20+
 /// with `TRANSFER_HANDLING(ari-only)`), followed as an application carries it out: the
 /// caller talks to an agent in a mixing bridge; the agent's phone refers the call to `2000`.

@@ -492,21 +492,22 @@ pub async fn playbacks_get_control_stop<R: Runtime>(h: &Harness<R>) {
 }
 
 /// `finished()` of a live recording tells a failure from a success, whenever the handle was
-/// made: a recording that fails (the caller hangs up during the beep: `RecordingFailed`)
-/// fails with `Error::RecordingFailed` and Asterisk's cause, on the handle made before
-/// (watched from creation), on one made by name after the failure, and on one that asks
-/// Asterisk (`recordings().get_live`, made while it was live: Asterisk then answers 404); a
-/// recording that finished is `Ok` on each. A client that did not see the end answers from
-/// the stored recordings: one of that name means it finished; none means the outcome is
-/// unknown (`Error::RecordingOutcomeUnknown`), never a silent `Ok`.
+/// made: a recording that fails (its channel is in a bridge when it would start:
+/// `RecordingFailed`) fails with `Error::RecordingFailed` and Asterisk's cause, on the handle
+/// made before (watched from creation), on one made by name after the failure, and on one
+/// that asks Asterisk (`recordings().get_live`, made while it was live, queued behind a
+/// prompt to the bridged channel: Asterisk then answers 404); a recording that finished is `Ok` on each. A client
+/// that did not see the end answers from the stored recordings: one of that name means it
+/// finished; none means the outcome is unknown (`Error::RecordingOutcomeUnknown`), never a
+/// silent `Ok`.
 pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_made<R: Runtime>(
     h: &Harness<R>,
 ) {
     let app = "conf-rec-failed";
     let mut cfg = crate::fast_sim_config();
-    // A beep long enough for the hangup to come during it.
+    // A prompt long enough to ask Asterisk about the recording queued behind it.
     cfg.media_durations
-        .insert("beep".to_string(), Duration::from_secs(30));
+        .insert("long-prompt".to_string(), Duration::from_secs(30));
     let server = ari_testkit::MockServer::builder().sim_config(cfg).start();
     let c = h.builder_for(&server).connect().await.unwrap();
     h.live("start", c.start(app)).await.unwrap();
@@ -515,20 +516,22 @@ pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_m
     h.live("start", other.start("conf-rec-other"))
         .await
         .unwrap();
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
 
     // Watched from creation, and by name after the failure.
     let call = h
         .incoming_call_on(&server, &c, PlaceCall::new("PJSIP/alice", app))
         .await;
     h.live("answer", call.answer()).await.unwrap();
+    h.live("into the bridge", bridge.add_channel([&call]))
+        .await
+        .unwrap();
     let failed = c.new_live_recording();
-    h.live("record", call.record(&failed, "wav").beep(true))
-        .await
-        .unwrap();
-    h.live("the caller hangs up during the beep", call.hangup())
-        .await
-        .unwrap();
-    let cause = Some("Channel hung up before recording started".to_string());
+    h.live("record", call.record(&failed, "wav")).await.unwrap();
+    let cause = Some("Cannot record channel while in bridge".to_string());
     let failure = |name: &str| {
         Err(ari_client::Error::RecordingFailed {
             name: name.to_string(),
@@ -551,10 +554,15 @@ pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_m
         .incoming_call_on(&server, &c, PlaceCall::new("PJSIP/bob", app))
         .await;
     h.live("answer", call.answer()).await.unwrap();
-    let rec = c.new_live_recording();
-    h.live("record", call.record(&rec, "wav").beep(true))
+    h.live("into the bridge", bridge.add_channel([&call]))
         .await
         .unwrap();
+    let prompt = c.new_playback();
+    h.live("prompt", call.play_with_id(&prompt, ["sound:long-prompt"]))
+        .await
+        .unwrap();
+    let rec = c.new_live_recording();
+    h.live("record", call.record(&rec, "wav")).await.unwrap();
     let name = rec.name().to_string();
     drop(rec);
     let asked = h
@@ -568,7 +576,7 @@ pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_m
     // The failure reaches this client on its events connection, the 404 below on an HTTP
     // one: wait until the client has seen it (what `finished()` then reports is the point).
     let seen = c.once::<RecordingFailed>();
-    h.live("the caller hangs up during the beep", call.hangup())
+    h.live("the prompt is cut short", prompt.stop())
         .await
         .unwrap();
     h.live("the client sees the failure", seen).await.unwrap();
@@ -584,6 +592,7 @@ pub async fn live_recording_finished_reports_a_failure_whenever_the_handle_was_m
         .await,
         Err(ari_client::Error::RecordingOutcomeUnknown { name: name.clone() })
     );
+    h.live("out of the bridge", bridge.destroy()).await.unwrap();
 
     // A recording that finished: Ok on each kind of handle.
     let call = h

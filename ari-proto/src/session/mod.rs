@@ -793,6 +793,9 @@ pub struct Session<T = ()> {
     bridges: linger::Linger,
     /// Resources that recently received their final event.
     ended: ended::EndedIds,
+    /// Playbacks and recordings the application queued on a channel or bridge, not seen
+    /// started yet, by target ([`Session::queued_on`]).
+    queued: std::collections::HashMap<ResourceKey, Vec<ResourceKey>>,
     stats: Stats,
 }
 
@@ -802,6 +805,9 @@ impl Session {
         Session::with_subscription_data(base_url, config)
     }
 }
+
+/// A resource by kind and id.
+type ResourceKey = (ResourceKind, Box<str>);
 
 impl<T: Clone> Session<T> {
     /// A session whose subscriptions each carry data of type `T`
@@ -847,6 +853,7 @@ impl<T: Clone> Session<T> {
             unfollowed: linger::Linger::default(),
             bridges: linger::Linger::default(),
             ended: ended::EndedIds::default(),
+            queued: std::collections::HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -1191,12 +1198,197 @@ impl<T: Clone> Session<T> {
     /// ```
     pub fn not_created(&mut self, kind: ResourceKind, id: &str) -> usize {
         let ended = self.router.unsubscribe_resource(kind, id);
+        self.end_not_created(kind, id, ended)
+    }
+
+    /// [`Session::not_created`] for the subscriptions made before `before` only (a mark
+    /// taken with [`Session::next_subscription_id`]): an adapter that decides later that a
+    /// refused id created nothing leaves the waits made meanwhile (a new attempt's) alone.
+    ///
+    /// ```
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{Filter, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["vm"]));
+    /// let old = s.subscribe(Filter::recording("vm-1"));
+    /// let mark = s.next_subscription_id();
+    /// let new = s.subscribe(Filter::recording("vm-1"));
+    /// assert_eq!(s.not_created_before(ResourceKind::Recording, "vm-1", mark), 1);
+    /// assert!(!s.is_subscribed(old));
+    /// assert!(s.is_subscribed(new));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn not_created_before(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        before: SubscriptionId,
+    ) -> usize {
+        let ended = self.router.unsubscribe_resource_before(kind, id, before);
+        let still_followed = self.router.follows(kind, id);
+        if still_followed {
+            // Only the older waits end: the channel is still followed.
+            let n = ended.len();
+            self.push_not_created(ended);
+            return n;
+        }
+        self.end_not_created(kind, id, ended)
+    }
+
+    /// The application queued the playback or recording `kind`/`id` on the channel or bridge
+    /// `target` (`play` with an id, `record`: [`RequestParts::queued_on`](crate::rest::RequestParts::queued_on)),
+    /// and Asterisk accepted it. A channel runs its commands in order, so it may wait behind
+    /// others; if the channel leaves the application (`StasisEnd`, `ChannelDestroyed`), or
+    /// the bridge is destroyed, before it started (its `PlaybackStarted`/`RecordingStarted`,
+    /// or its end, was routed), Asterisk drops it without an event: its subscriptions end
+    /// then ([`Output::SubscriptionEnded`] with [`EndReason::NeverStarted`]). At most
+    /// [`Limits::max_ended_ids`] targets are tracked at once (a resource queued beyond that is
+    /// not).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use ari_proto::events::ResourceKind;
+    /// use ari_proto::rest::{BaseUrl, Credentials};
+    /// use ari_proto::session::{EndReason, Filter, Output, Session, SessionConfig};
+    /// let base_url = BaseUrl::new("http://127.0.0.1:8088", Credentials::new("u", "p")?)?;
+    /// let mut s = Session::new(base_url, SessionConfig::new(["vm"]));
+    /// let now = Instant::now();
+    /// s.start(now);
+    /// let _connect = s.poll_transmit();
+    /// s.handle_connected(now);
+    /// let rec = s.subscribe(Filter::recording("msg-1"));
+    /// // `POST channels/c1/record?name=msg-1` answered 201 while a prompt plays:
+    /// s.queued_on(ResourceKind::Recording, "msg-1", ResourceKind::Channel, "c1");
+    /// // The caller hangs up during the prompt.
+    /// s.handle_text_frame(now, r#"{"type":"StasisEnd","application":"vm",
+    ///     "timestamp":"2026-11-26T11:14:02.546+0000",
+    ///     "channel":{"id":"c1","name":"PJSIP/alice-1","state":"Up","protocol_id":"",
+    ///     "caller":{"name":"","number":""},"connected":{"name":"","number":""},
+    ///     "accountcode":"","dialplan":{"context":"default","exten":"s","priority":1,
+    ///     "app_name":"","app_data":""},"creationtime":"2026-11-26T11:14:00.000+0000",
+    ///     "language":"en"}}"#);
+    /// let mut ended = None;
+    /// while let Some(out) = s.poll_output() {
+    ///     if let Output::SubscriptionEnded { id, reason, .. } = out {
+    ///         ended = Some((id, reason));
+    ///     }
+    /// }
+    /// assert_eq!(ended, Some((rec, EndReason::NeverStarted)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queued_on(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        target_kind: ResourceKind,
+        target: &str,
+    ) {
+        let key = (target_kind, Box::<str>::from(target));
+        if !self.queued.contains_key(&key) && self.queued.len() >= self.config.limits.max_ended_ids
+        {
+            return;
+        }
+        let list = self.queued.entry(key).or_default();
+        if !list.iter().any(|(k, i)| *k == kind && **i == *id) {
+            list.push((kind, id.into()));
+        }
+    }
+
+    /// After routing `event`: a queued playback or recording that started or ended is no
+    /// longer tracked; the ones still queued on a channel that left the application, or on
+    /// a destroyed bridge, never will start: their subscriptions end.
+    fn track_queued(&mut self, event: &Event, ended: &mut Vec<(SubscriptionId, EndReason, T)>) {
+        let (kind, id, target) = match event {
+            Event::StasisEnd(e) => {
+                return self.drop_queued_on(ResourceKind::Channel, e.channel.id.as_str(), ended)
+            }
+            Event::ChannelDestroyed(e) => {
+                return self.drop_queued_on(ResourceKind::Channel, e.channel.id.as_str(), ended)
+            }
+            Event::BridgeDestroyed(e) => {
+                return self.drop_queued_on(ResourceKind::Bridge, e.bridge.id.as_str(), ended)
+            }
+            Event::PlaybackStarted(e) => (
+                ResourceKind::Playback,
+                &e.playback.id,
+                &e.playback.target_uri,
+            ),
+            Event::PlaybackFinished(e) => (
+                ResourceKind::Playback,
+                &e.playback.id,
+                &e.playback.target_uri,
+            ),
+            Event::RecordingStarted(e) => (
+                ResourceKind::Recording,
+                &e.recording.name,
+                &e.recording.target_uri,
+            ),
+            Event::RecordingFinished(e) => (
+                ResourceKind::Recording,
+                &e.recording.name,
+                &e.recording.target_uri,
+            ),
+            Event::RecordingFailed(e) => (
+                ResourceKind::Recording,
+                &e.recording.name,
+                &e.recording.target_uri,
+            ),
+            _ => return,
+        };
+        let target = match target.split_once(':') {
+            Some(("channel", t)) => (ResourceKind::Channel, t),
+            Some(("bridge", t)) => (ResourceKind::Bridge, t),
+            _ => return,
+        };
+        let key = (target.0, Box::<str>::from(target.1));
+        if let Some(list) = self.queued.get_mut(&key) {
+            list.retain(|(k, i)| !(*k == kind && **i == **id));
+            if list.is_empty() {
+                self.queued.remove(&key);
+            }
+        }
+    }
+
+    fn drop_queued_on(
+        &mut self,
+        target_kind: ResourceKind,
+        target: &str,
+        ended: &mut Vec<(SubscriptionId, EndReason, T)>,
+    ) {
+        let Some(list) = self.queued.remove(&(target_kind, Box::<str>::from(target))) else {
+            return;
+        };
+        for (kind, id) in list {
+            for (sub, data) in self.router.unsubscribe_resource(kind, &id) {
+                ended.push((sub, EndReason::NeverStarted, data));
+            }
+        }
+    }
+
+    /// The id the next subscription will get: every subscription made so far has a smaller
+    /// one ([`Session::not_created_before`]).
+    pub fn next_subscription_id(&self) -> SubscriptionId {
+        self.router.next_id()
+    }
+
+    fn end_not_created(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        ended: Vec<(SubscriptionId, T)>,
+    ) -> usize {
         let n = ended.len();
         if kind == ResourceKind::Channel {
             // A lingering channel no longer followed: its deadline stays, as after the removal
             // of its last subscription (later events of it do not restart it).
             self.stop_following(id);
         }
+        self.push_not_created(ended);
+        n
+    }
+
+    fn push_not_created(&mut self, ended: Vec<(SubscriptionId, T)>) {
         for (id, data) in ended {
             self.stats.subscriptions_ended += 1;
             self.push_control(Output::SubscriptionEnded {
@@ -1205,7 +1397,6 @@ impl<T: Clone> Session<T> {
                 data,
             });
         }
-        n
     }
 
     /// The resources `resources` are gone without an event saying so, for `reason`: for
@@ -1924,6 +2115,9 @@ impl<T: Clone> Session<T> {
         self.ended.observe(&event, self.config.limits.max_ended_ids);
         let mut ended = std::mem::take(&mut self.ended_scratch);
         let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
+        if !self.queued.is_empty() {
+            self.track_queued(&event, &mut ended);
+        }
         if let Some(after) = self.config.stasis_end_linger {
             self.track_linger(&event, now, after);
             if !self.bridges.is_empty() {

@@ -194,6 +194,11 @@ pub enum EndReason {
     /// application's id (see [`Session::not_created`](super::Session::not_created)): it does
     /// not exist, and no event will come for it.
     NotCreated,
+    /// The playback or recording was queued on a channel or bridge that left the
+    /// application or went away before it started (see [`Session::queued_on`](super::Session::queued_on)):
+    /// Asterisk drops the commands still queued on a channel when it leaves Stasis, without
+    /// an event, so none will come for it.
+    NeverStarted,
     /// An [accepted](super::Session::accepted) session's connection stayed down longer than
     /// [`SessionConfig::peer_timeout`](super::SessionConfig::peer_timeout): Asterisk did not
     /// come back, and the event will not come over this session.
@@ -776,6 +781,29 @@ impl<T: Clone> Router<T> {
         let mut out = Vec::new();
         self.end_resource(kind, id, |s, data| out.push((s, data)));
         out
+    }
+
+    /// Removes the subscriptions following this resource (not an endpoint) made before
+    /// `before`, in subscription order.
+    pub(crate) fn unsubscribe_resource_before(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        before: SubscriptionId,
+    ) -> Vec<(SubscriptionId, T)> {
+        let Some(block) = self.by_resource[kind_index(kind)].get(id.as_bytes()) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<SubscriptionId> = block
+            .subs
+            .iter()
+            .map(|l| l.id)
+            .filter(|s| *s < before)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|s| Some((s, self.unsubscribe(s)?)))
+            .collect()
     }
 
     /// Removes every subscription following this resource (not an endpoint) and passes each

@@ -521,10 +521,14 @@ impl Sim {
             .get(id)
             .and_then(|c| c.recording.clone())
         {
+            // Only while it records: not before its command runs, nor during the beep
+            // (played with no escape digits).
+            let now = self.clock.now;
             let stop = self
                 .media
                 .live
                 .get(&r)
+                .filter(|l| l.state == "recording" && l.started <= now)
                 .is_some_and(|l| match l.terminate_on.as_str() {
                     "any" => true,
                     "none" | "" => false,

@@ -86,6 +86,8 @@ impl Sim {
             PbState::Queued => "queued",
             PbState::Playing => "playing",
             PbState::Paused => "paused",
+            // `state_to_string`: canceled "really just means 'done'".
+            PbState::Canceled => "done",
         });
         v
     }

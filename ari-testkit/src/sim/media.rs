@@ -126,6 +126,12 @@ impl Sim {
     /// Starts playing the current media item of a playback.
     pub(super) fn play_current(&mut self, pb: &str) {
         let (first_on_bridge, bridge_target) = match self.media.playbacks.get(pb) {
+            // Stopped while queued: its turn finishes it (`PlaybackFinished`, `done`) and the
+            // next command runs.
+            Some(p) if p.state == PbState::Canceled => {
+                self.finish_playback(pb, "done");
+                return;
+            }
             Some(p) => (
                 p.index == 0,
                 p.target.strip_prefix("bridge:").map(|b| b.to_string()),
@@ -277,7 +283,7 @@ impl Sim {
         let Some(p) = self.media.playbacks.get(pb) else {
             return;
         };
-        let was_queued = p.state == PbState::Queued;
+        let was_queued = matches!(p.state, PbState::Queued | PbState::Canceled);
         let target = p.target.clone();
         // A queued playback stopped is `canceled` in Asterisk, which it reports as `done`
         // (`res_stasis_playback`'s `state_to_string`: stopped, complete and canceled "really
@@ -416,10 +422,12 @@ impl Sim {
         let Some(r) = self.media.live.get_mut(name) else {
             return;
         };
+        // The beep plays after `RecordingStarted`; the audio (and its duration) counts from
+        // the beep's end.
         r.state = "recording";
-        r.started = now;
+        r.started = now + r.beep;
         r.gen = g;
-        let max = r.max_duration;
+        let max = r.max_duration.map(|m| m + r.beep);
         let mut ev = self.event("RecordingStarted");
         ev.insert("recording".to_string(), self.live_json(name));
         let res = self.rec_res(name);
@@ -471,13 +479,14 @@ impl Sim {
         let Some(r) = self.media.live.get(name) else {
             return;
         };
-        // Ended before it could start (the channel hung up during the beep): failed.
-        // (`canceled` before it started is a disregarded stop: it has not started either.)
-        let state = if matches!(r.state, "queued" | "canceled") && state == "done" {
-            "failed"
-        } else {
-            state
-        };
+        // Its command had not run yet (queued behind the channel's playbacks, or not picked
+        // up; `canceled` is a disregarded stop: not started either) when the channel or bridge
+        // went away: Asterisk drops the queued command (`control_flush_queue`) and the
+        // recording with it, without an event.
+        if matches!(r.state, "queued" | "canceled") && state == "done" {
+            self.drop_unstarted_recording(name);
+            return;
+        }
         let elapsed = self.rec_elapsed(r);
         let dur = elapsed.as_secs();
         let format = r.format.clone();
@@ -499,7 +508,9 @@ impl Sim {
             }
         }
         if state == "failed" {
-            rj["cause"] = json!(cause.unwrap_or("Channel hung up before recording started"));
+            if let Some(c) = cause {
+                rj["cause"] = json!(c);
+            }
         }
         let mut ev = self.event(ty);
         ev.insert("recording".to_string(), rj);
@@ -515,6 +526,20 @@ impl Sim {
                 },
             );
         }
+        self.release_recording_target(name, &target);
+    }
+
+    /// A recording whose command never ran: gone without an event (its live record too).
+    fn drop_unstarted_recording(&mut self, name: &str) {
+        let Some(r) = self.media.live.remove(name) else {
+            return;
+        };
+        self.release_recording_target(name, &r.target);
+    }
+
+    /// The recording `name` of `target` is over: the target can be recorded again, and a
+    /// channel's playbacks queued behind it play.
+    fn release_recording_target(&mut self, name: &str, target: &str) {
         match target.split_once(':') {
             Some(("channel", c)) => {
                 let mut waiting = None;
@@ -530,7 +555,7 @@ impl Sim {
                         .media
                         .playbacks
                         .get(&pb)
-                        .is_some_and(|p| p.state == PbState::Queued)
+                        .is_some_and(|p| matches!(p.state, PbState::Queued | PbState::Canceled))
                     {
                         self.play_current(&pb);
                     }

@@ -146,8 +146,9 @@ pub struct SimConfig {
     /// Default channel language.
     pub language: String,
     /// Media durations by sound name without scheme (`hello-world`, `digits/1`,
-    /// `silence/5` …). `silence/N` is N seconds unless listed. `beep` is also the beep before a
-    /// recording made with `beep=true` (which starts 50 ms after it).
+    /// `silence/5` …). `silence/N` is N seconds unless listed. `beep` is also the beep of a
+    /// recording made with `beep=true`, played after its `RecordingStarted` (as Asterisk
+    /// does); the audio is recorded from its end.
     pub media_durations: BTreeMap<String, Duration>,
     /// Duration of a sound not in `media_durations`; `None` (default) makes such a
     /// playback fail like Asterisk does for a missing file (PlaybackStarted, then

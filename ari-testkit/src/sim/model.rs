@@ -132,6 +132,9 @@ pub(super) enum PbState {
     Queued,
     Playing,
     Paused,
+    /// Stopped while queued: it finishes (`PlaybackFinished`, state `done`) when its turn
+    /// comes, as `res_stasis_playback`'s `playback_first_update` reports a canceled one.
+    Canceled,
 }
 
 #[derive(Debug, Clone)]
@@ -173,8 +176,10 @@ pub(super) struct LiveRec {
     /// Its start came while playbacks were ahead: it starts (after `start_delay`) once they
     /// are over.
     pub(super) blocked: bool,
-    /// From the command's turn to `RecordingStarted` (the beep).
+    /// From the command's turn to `RecordingStarted` (the command being picked up).
     pub(super) start_delay: Duration,
+    /// The beep played after `RecordingStarted` (zero without `beep=true`): not recorded.
+    pub(super) beep: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +232,6 @@ pub(super) enum Timer {
     LocalStart(String),
     /// Nobody answered a dial in time.
     DialTimeout(String),
-    /// A recording's start (after the beep).
+    /// A recording's start (`RecordingStarted`, then the beep).
     RecStart(String, u64),
 }

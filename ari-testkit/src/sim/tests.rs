@@ -2264,26 +2264,6 @@ fn bridge_recording_cancel_and_failed_recording() {
         h.req("GET", "recordings/stored/gone", &[], None).status,
         404
     );
-    // hang up during the beep: RecordingFailed
-    h.events.clear();
-    h.req(
-        "POST",
-        &format!("channels/{b}/record"),
-        &[("name", "late"), ("format", "wav"), ("beep", "true")],
-        None,
-    );
-    assert_eq!(
-        h.req("DELETE", &format!("channels/{b}"), &[], None).status,
-        204
-    );
-    h.ms(1000);
-    let failed = h
-        .events
-        .iter()
-        .find(|o| o.event["type"] == "RecordingFailed")
-        .expect("failed");
-    assert_eq!(failed.event["recording"]["state"], "failed");
-    assert_eq!(h.req("GET", "recordings/live/late", &[], None).status, 404);
     // errors
     let r = h.req(
         "POST",
@@ -2305,8 +2285,7 @@ fn bridge_recording_cancel_and_failed_recording() {
 /// operations are the API description's five (`stop` is `DELETE playbacks/{id}`: 400); a
 /// queued playback takes only `restart` (nothing to do), a paused one only `pause` (nothing
 /// to do) and `unpause`; the others answer 409 "Can only OP while media is playing" and change
-/// nothing. A queued playback stopped (`DELETE`) finishes with state `done`, as Asterisk
-/// reports its `canceled`.
+/// nothing. (A queued playback stopped: `a_stopped_queued_playback_finishes_at_its_turn`.)
 #[test]
 fn playback_control_follows_the_operations_table() {
     let mut h = H::new("");
@@ -2320,19 +2299,6 @@ fn playback_control_follows_the_operations_table() {
         let path = format!("channels/{id}/play/{pb}");
         assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
     }
-    // Stopping the queued one: PlaybackFinished, state `done` (Asterisk's canceled).
-    let path = format!("channels/{id}/play/dropped");
-    let r = h.req("POST", &path, &[("media", "sound:beep")], None);
-    assert_eq!(r.body_json()["state"], "queued");
-    h.events.clear();
-    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
-    let fin: Vec<Value> = h
-        .events
-        .iter()
-        .filter(|o| o.event["type"] == "PlaybackFinished")
-        .map(|o| o.event["playback"]["state"].clone())
-        .collect();
-    assert_eq!(fin, [json!("done")]);
     let control = |h: &mut H, pb: &str, op: &str| {
         let r = h.req(
             "POST",
@@ -3186,4 +3152,206 @@ fn deleting_a_bridge_with_channels_in_it_destroys_it_for_its_subscribers_only() 
         );
     }
     assert_eq!(h.req("GET", "bridges/b1", &[], None).status, 404);
+}
+
+/// The events a test saw of recordings and playbacks, as `"Type name-or-id"`.
+fn media_events(h: &H) -> Vec<String> {
+    h.events
+        .iter()
+        .filter_map(|o| {
+            let t = o.event["type"].as_str()?;
+            let what = o.event["playback"]["id"]
+                .as_str()
+                .or(o.event["recording"]["name"].as_str())?;
+            (t.starts_with("Playback") || t.starts_with("Recording")).then(|| format!("{t} {what}"))
+        })
+        .collect()
+}
+
+/// An answered call of the application `app` on PJSIP/alice, events cleared.
+fn answered(h: &mut H) -> String {
+    h.connect("app", false);
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    h.events.clear();
+    id
+}
+
+/// `RecordingStarted` comes when the `record` command runs, before the beep: Asterisk's
+/// `record_file` (`res_stasis_recording.c`) publishes the `recording` state and then calls
+/// `ast_play_and_record_full`, which plays the beep. The recorded fixtures agree: with
+/// `beep=true` their `RecordingStarted` → `RecordingFinished` lasts 4.445 s, 0.44 s (the
+/// beep) more than the same recording without it (4.005 s). The beep is not recorded:
+/// `maxDurationSeconds` counts from its end. A `terminateOn` key during the beep (played
+/// with no escape digits) does not end it; one after it does.
+#[test]
+fn recording_started_comes_before_the_beep() {
+    let mut h = H::new("");
+    let id = answered(&mut h);
+    let q = [
+        ("name", "vm"),
+        ("format", "wav"),
+        ("beep", "true"),
+        ("maxDurationSeconds", "1"),
+    ];
+    assert_eq!(
+        h.req("POST", &format!("channels/{id}/record"), &q, None)
+            .status,
+        201
+    );
+    h.ms(100);
+    assert_eq!(media_events(&h), ["RecordingStarted vm"]);
+    assert_eq!(
+        h.req("GET", "recordings/live/vm", &[], None).body_json()["state"],
+        "recording"
+    );
+    // 20 ms to run the command, 450 ms of beep, then 1 s recorded.
+    h.ms(1300);
+    assert_eq!(media_events(&h), ["RecordingStarted vm"]);
+    h.ms(100);
+    assert_eq!(
+        media_events(&h),
+        ["RecordingStarted vm", "RecordingFinished vm"]
+    );
+    let fin = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "RecordingFinished")
+        .map(|o| o.event["recording"]["duration"].clone());
+    assert_eq!(fin, Some(json!(1)));
+
+    // terminateOn: the key during the beep is not taken; the one after it is.
+    h.events.clear();
+    let q = [
+        ("name", "vm2"),
+        ("format", "wav"),
+        ("beep", "true"),
+        ("terminateOn", "#"),
+    ];
+    h.req("POST", &format!("channels/{id}/record"), &q, None);
+    h.ms(50);
+    h.sim.send_dtmf(h.now, &id, "#").expect("dtmf");
+    h.ms(400);
+    assert_eq!(media_events(&h), ["RecordingStarted vm2"]);
+    h.sim.send_dtmf(h.now, &id, "#").expect("dtmf");
+    h.ms(400);
+    assert_eq!(
+        media_events(&h),
+        ["RecordingStarted vm2", "RecordingFinished vm2"]
+    );
+}
+
+/// A channel that goes away before its recording's command has run (queued behind a
+/// prompt, or not picked up yet) takes the recording with it and nothing is sent: Asterisk
+/// flushes the channel's queued commands (`control_flush_queue` in `res_stasis`'s
+/// `control.c`: they complete without running), and only `record_file`, the command,
+/// publishes recording states. The live recording is gone (404) and nothing is stored. A
+/// hangup once it has started (during the beep, here) finishes it as usual.
+#[test]
+fn a_recording_whose_channel_hangs_up_before_it_starts_sends_nothing() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    for (case, prompt) in [("behind a prompt", true), ("not picked up", false)] {
+        let id = h
+            .sim
+            .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+        h.pump();
+        h.req("POST", &format!("channels/{id}/answer"), &[], None);
+        h.events.clear();
+        if prompt {
+            let path = format!("channels/{id}/play/greeting-{id}");
+            h.req("POST", &path, &[("media", "sound:silence/2")], None);
+        }
+        let name = format!("msg-{id}");
+        let q = [("name", name.as_str()), ("format", "wav")];
+        let r = h.req("POST", &format!("channels/{id}/record"), &q, None);
+        assert_eq!(r.status, 201, "{case}");
+        if prompt {
+            h.ms(1000);
+        }
+        h.sim.hangup(h.now, &id).expect("hangup");
+        h.ms(3000);
+        let recs: Vec<String> = media_events(&h)
+            .into_iter()
+            .filter(|e| e.starts_with("Recording"))
+            .collect();
+        assert!(recs.is_empty(), "{case}: {recs:?}");
+        let live = format!("recordings/live/{name}");
+        assert_eq!(h.req("GET", &live, &[], None).status, 404, "{case}");
+        let stored = format!("recordings/stored/{name}");
+        assert_eq!(h.req("GET", &stored, &[], None).status, 404, "{case}");
+    }
+    // Started: the hangup during the beep finishes it.
+    let id = h
+        .sim
+        .place_call(h.now, PlaceCall::new("PJSIP/alice", "app"));
+    h.pump();
+    h.req("POST", &format!("channels/{id}/answer"), &[], None);
+    h.events.clear();
+    let q = [("name", "beeped"), ("format", "wav"), ("beep", "true")];
+    h.req("POST", &format!("channels/{id}/record"), &q, None);
+    h.ms(100);
+    h.sim.hangup(h.now, &id).expect("hangup");
+    h.ms(100);
+    assert_eq!(
+        media_events(&h),
+        ["RecordingStarted beeped", "RecordingFinished beeped"]
+    );
+}
+
+/// A queued playback stopped (`DELETE playbacks/{id}`) finishes at its turn in the
+/// channel's queue, not at once: `res_stasis_playback`'s `playback_cancel` only marks it
+/// canceled (204, nothing published); when its command runs, `playback_first_update` sees
+/// the mark and publishes it `done` (`PlaybackFinished`, never `PlaybackStarted`), and the
+/// next command runs. Meanwhile it reads `done`, a second stop is a no-op (204) and the
+/// control operations answer 409.
+#[test]
+fn a_stopped_queued_playback_finishes_at_its_turn() {
+    let mut h = H::new("");
+    let id = answered(&mut h);
+    for (pb, media) in [
+        ("first", "sound:silence/2"),
+        ("dropped", "sound:silence/5"),
+        ("next", "sound:silence/1"),
+    ] {
+        let path = format!("channels/{id}/play/{pb}");
+        assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
+    }
+    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
+    assert_eq!(media_events(&h), ["PlaybackStarted first"]);
+    assert_eq!(
+        h.req("GET", "playbacks/dropped", &[], None).body_json()["state"],
+        "done"
+    );
+    assert_eq!(h.req("DELETE", "playbacks/dropped", &[], None).status, 204);
+    let r = h.req(
+        "POST",
+        "playbacks/dropped/control",
+        &[("operation", "restart")],
+        None,
+    );
+    assert_eq!(r.status, 409);
+    h.ms(1000);
+    assert_eq!(media_events(&h), ["PlaybackStarted first"]);
+    h.ms(2500);
+    assert_eq!(
+        media_events(&h),
+        [
+            "PlaybackStarted first",
+            "PlaybackFinished first",
+            "PlaybackFinished dropped",
+            "PlaybackStarted next",
+            "PlaybackFinished next",
+        ]
+    );
+    let dropped = h
+        .events
+        .iter()
+        .find(|o| o.event["type"] == "PlaybackFinished" && o.event["playback"]["id"] == "dropped")
+        .map(|o| o.event["playback"]["state"].clone());
+    assert_eq!(dropped, Some(json!("done")));
+    assert_eq!(h.req("GET", "playbacks/dropped", &[], None).status, 404);
 }

@@ -79,10 +79,20 @@ impl Sim {
                 false => R::error(404, "Playback not found"),
             },
             ("DELETE", [id]) => {
-                if !self.media.playbacks.contains_key(*id) {
+                let Some(state) = self.media.playbacks.get(*id).map(|p| p.state) else {
                     return R::error(404, "Playback not found");
+                };
+                match state {
+                    // `playback_cancel`: marked, nothing published; it finishes at its turn.
+                    PbState::Queued => {
+                        if let Some(p) = self.media.playbacks.get_mut(*id) {
+                            p.state = PbState::Canceled;
+                        }
+                    }
+                    // `playback_noop`: stopping it again changes nothing.
+                    PbState::Canceled => {}
+                    PbState::Playing | PbState::Paused => self.finish_playback(id, "done"),
                 }
-                self.finish_playback(id, "done");
                 R::no_content()
             }
             ("POST", [id, "control"]) => {
@@ -101,7 +111,8 @@ impl Sim {
                 let allowed = match pb.state {
                     PbState::Queued => op == "restart",
                     PbState::Paused => op == "pause" || op == "unpause",
-                    _ => true,
+                    PbState::Canceled => false,
+                    PbState::Playing => true,
                 };
                 if !allowed {
                     return R::error(409, &format!("Can only {op} while media is playing"));

@@ -67,17 +67,19 @@ impl Sim {
         if busy {
             return R::error(409, "Channel is already being recorded");
         }
-        // The beep is the `beep` sound (450 ms by default), then the recording starts.
-        let delay = if beep {
+        // `RecordingStarted` comes when the command runs (`res_stasis_recording`'s
+        // `record_file` publishes it before `ast_play_and_record_full`); the beep (the `beep`
+        // sound, 450 ms by default) plays after it, then the audio is recorded.
+        let beep = if beep {
             self.cfg
                 .media_durations
                 .get("beep")
                 .copied()
                 .unwrap_or(Duration::from_millis(450))
-                + Duration::from_millis(50)
         } else {
-            Duration::from_millis(20)
+            Duration::ZERO
         };
+        let delay = Duration::from_millis(20);
         // A channel runs its commands one after the other: the playbacks already queued on
         // it play first.
         let ahead: Vec<String> = match target.split_once(':') {
@@ -107,6 +109,7 @@ impl Sim {
                 ahead,
                 blocked: false,
                 start_delay: delay,
+                beep,
             },
         );
         match target.split_once(':') {
