@@ -173,6 +173,14 @@ pub enum MediaItem {
         /// `STOP_MEDIA_BUFFERING` correlation ids.
         buffering: Vec<Option<String>>,
     },
+    /// `MARK_MEDIA` markers given up: their `MEDIA_MARK_PROCESSED` did not come within
+    /// [`MediaConfig::mark_timeout`] of when Asterisk should have played everything before
+    /// them. Asterisk before 20.18, 22.8, 23.2 ignores `MARK_MEDIA`: do not wait for these.
+    /// Counted in [`MediaStats::marks_unanswered`].
+    MarksUnanswered {
+        /// `MARK_MEDIA` correlation ids, oldest first.
+        marks: Vec<Option<String>>,
+    },
     /// A control message from Asterisk that could not be parsed.
     Malformed(String),
     /// Audio or a command the handles had accepted that the session refused when its turn
@@ -1123,6 +1131,7 @@ impl<R: Runtime> Driver<R> {
                 MediaOutput::MarkersDiscarded { marks, buffering } => {
                     MediaItem::MarkersDiscarded { marks, buffering }
                 }
+                MediaOutput::MarksUnanswered { marks } => MediaItem::MarksUnanswered { marks },
                 MediaOutput::Closed {
                     code,
                     reason,
