@@ -703,7 +703,8 @@ async fn run<S>(
         })
         .await;
         model.report.close_reply = reply.ok().flatten();
-        // Asterisk asks for the hangup, closes the socket, then destroys the channel
+        // Asterisk asks for the hangup, ends Stasis (`ChannelLeftBridge`, `StasisEnd`: done
+        // by `media_hangup_request`), closes the socket, then destroys the channel
         // (recorded: `ChannelHangupRequest`, the close and its answer, `ChannelDestroyed`):
         // the application sees the close first, and its answer cannot be a close of its
         // own on the channel's end.
