@@ -962,6 +962,10 @@ impl<R: Runtime> Drop for Abandoned<R> {
     }
 }
 
+/// How many times [`bridge`] looks for the call's bridge when the one it found is gone by
+/// the time the media channel is added to it.
+const BRIDGE_LOOKUPS: u32 = 3;
+
 /// Bridges the media channel with the call (when asked to): the bridge, and whether the
 /// session made it.
 ///
@@ -978,13 +982,27 @@ async fn bridge<R: Runtime>(
     if !options.bridge {
         return Ok((None, false));
     }
-    let bridges = client.bridges().list().await?;
-    if let Some(existing) = bridges.iter().find(|b| {
-        b.data()
-            .is_some_and(|d| d.channels.iter().any(|c| c == call.id()))
-    }) {
-        existing.add_channel([media_id.to_owned()]).await?;
-        return Ok((Some(existing.id().to_owned()), false));
+    // The lookup and the add are two requests: the bridge may be destroyed in between (the
+    // other party's leg tearing it down, a transfer moving the call). Asterisk then answers
+    // the add with 404: look again, the call is now in another bridge or in none.
+    let mut lookups = 0;
+    loop {
+        lookups += 1;
+        let bridges = client.bridges().list().await?;
+        let Some(existing) = bridges.iter().find(|b| {
+            b.data()
+                .is_some_and(|d| d.channels.iter().any(|c| c == call.id()))
+        }) else {
+            break;
+        };
+        match existing.add_channel([media_id.to_owned()]).await {
+            Ok(()) => return Ok((Some(existing.id().to_owned()), false)),
+            Err(e) if e.status() == Some(404) && lookups < BRIDGE_LOOKUPS => {
+                tracing::debug!(target: "ari_client", bridge = existing.id(), error = %e,
+                    "the call's bridge went away before the media channel joined it: looking again");
+            }
+            Err(e) => return Err(e),
+        }
     }
     let bridge_id = {
         let bridge = client.new_bridge();

@@ -803,3 +803,90 @@ pub async fn media_on_a_bridged_call_joins_its_bridge_and_keeps_the_parties_toge
         "the call's bridge stays, with both"
     );
 }
+
+/// The bridge lookup of `channel.media()` and the add to that bridge are two requests: the
+/// call's bridge may be destroyed in between (a transfer moving the parties to another
+/// bridge). The simulator answers the lookup with the list as it was just before (the call
+/// in a bridge destroyed since, whose add answers 404): the session looks again, finds the
+/// bridge the parties are in now and joins it, and nothing is left behind. Before, the
+/// open failed with the 404 and the call had no media.
+pub async fn media_on_a_call_whose_bridge_is_destroyed_meanwhile_joins_its_new_bridge<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let caller = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    let agent = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/bob", "media"))
+        .await;
+    h.live("answer", caller.answer()).await.expect("answer");
+    h.live("answer", agent.answer()).await.expect("answer");
+    let old = client.new_bridge();
+    h.live("bridge", old.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", old.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    let before: Vec<serde_json::Value> = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|b| b.data().map(|d| serde_json::to_value(d).expect("json")))
+        .collect();
+    assert_eq!(before.len(), 1);
+    // The transfer: the old bridge goes, the parties meet in a new one.
+    h.live("destroy", old.destroy()).await.expect("destroy");
+    let new = client.new_bridge();
+    h.live("bridge", new.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", new.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    // The session's lookup sees the list from before the transfer.
+    let stale = h
+        .server()
+        .expect("GET", "bridges")
+        .respond(200, serde_json::Value::Array(before));
+    let media = h
+        .live("media", caller.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("the session opens on the call's new bridge");
+    assert_eq!(stale.hits(), 1, "the stale list was served");
+    assert_eq!(
+        media.bridge_id(),
+        Some(new.id()),
+        "the bridge the call is in"
+    );
+    let mut members: Vec<String> = h
+        .live("bridge get", client.bridges().get(new.id()))
+        .await
+        .expect("the new bridge")
+        .data()
+        .expect("a snapshot")
+        .channels
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    members.sort();
+    let mut all = vec![
+        caller.id().to_owned(),
+        agent.id().to_owned(),
+        media.media_channel_id().to_owned(),
+    ];
+    all.sort();
+    assert_eq!(members, all, "the parties and the media channel together");
+    h.live("shutdown", media.shutdown()).await;
+    // The call's bridge is the call's: it stays; nothing else does.
+    let bridges = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list");
+    let ids: Vec<&str> = bridges.iter().map(|b| b.id()).collect();
+    assert_eq!(ids, [new.id()]);
+}
