@@ -890,3 +890,74 @@ pub async fn media_on_a_call_whose_bridge_is_destroyed_meanwhile_joins_its_new_b
     let ids: Vec<&str> = bridges.iter().map(|b| b.id()).collect();
     assert_eq!(ids, [new.id()]);
 }
+
+/// A voice bot marks the end of each prompt to know when it was played. Asterisk 20.17
+/// ignores `MARK_MEDIA` without a reply: the mark is given up `mark_timeout` after its audio
+/// was played, reported (`MediaItem::MarksUnanswered`) and counted, so the bot can stop
+/// waiting and the pending list does not grow for the life of the call. On 20.16, whose
+/// `MEDIA_START` has no `channel_id`, the mark is refused at once (`SendError::Unsupported`,
+/// reported as `MediaItem::Refused`). (Before, the bot waited for ever and every mark stayed
+/// pending.)
+pub async fn media_marks_on_an_asterisk_without_mark_media_are_given_up_and_reported<R: Runtime>(
+    h: &Harness<R>,
+) {
+    for version in ["20.17.0", "20.16.0"] {
+        let server = ari_testkit::MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_version(version)
+            .start();
+        let client = h
+            .live("connect", h.builder_for(&server).connect())
+            .await
+            .expect("connect");
+        h.live("start", client.start(&["media"]))
+            .await
+            .expect("start");
+        let channel = h
+            .incoming_call_on(&server, &client, PlaceCall::new("PJSIP/alice", "media"))
+            .await;
+        h.live("answer", channel.answer()).await.expect("answer");
+        let options = MediaOptions::new("media", "slin16")
+            .config(MediaConfig::new().mark_timeout(std::time::Duration::from_millis(200)));
+        let mut media = h
+            .live("media", channel.media(options))
+            .await
+            .expect("media session");
+        let tx = media.sender();
+        tx.send_audio(audio("slin16", 5)).expect("prompt");
+        tx.mark("prompt-1").expect("handed over");
+        if version == "20.17.0" {
+            let marks = next_matching(h, &mut media, "the mark given up", |item| match item {
+                MediaItem::MarksUnanswered { marks } => Some(marks),
+                MediaItem::Event(MediaEvent::MediaMarkProcessed { .. }) => {
+                    panic!("20.17 has no MARK_MEDIA")
+                }
+                _ => None,
+            })
+            .await;
+            assert_eq!(marks, [Some("prompt-1".to_owned())]);
+            assert_eq!(media.stats().protocol.marks_unanswered, 1);
+        } else {
+            let (command, error) =
+                next_matching(h, &mut media, "the mark refused", |item| match item {
+                    MediaItem::Refused { command, error, .. } => Some((command, error)),
+                    _ => None,
+                })
+                .await;
+            assert_eq!(command, Some("MARK_MEDIA"));
+            assert!(
+                matches!(
+                    error,
+                    SendError::Unsupported {
+                        command: "MARK_MEDIA",
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            assert_eq!(media.stats().refused, 1);
+        }
+        h.live("shutdown", media.shutdown()).await;
+        client.close().await;
+    }
+}
