@@ -996,13 +996,37 @@ async fn bridge<R: Runtime>(
             break;
         };
         match existing.add_channel([media_id.to_owned()]).await {
-            Ok(()) => return Ok((Some(existing.id().to_owned()), false)),
+            Ok(()) => {}
             Err(e) if e.status() == Some(404) && lookups < BRIDGE_LOOKUPS => {
                 tracing::debug!(target: "ari_client", bridge = existing.id(), error = %e,
                     "the call's bridge went away before the media channel joined it: looking again");
+                continue;
             }
             Err(e) => return Err(e),
         }
+        // The call may have left that bridge meanwhile, the bridge staying (the other
+        // parties still in it): the media channel would hear them and not the call.
+        let joined = match client.bridges().get(existing.id()).await {
+            Ok(b) => b
+                .data()
+                .is_some_and(|d| d.channels.iter().any(|c| c == call.id())),
+            Err(e) if e.status() == Some(404) => false,
+            Err(e) => return Err(e),
+        };
+        if joined {
+            return Ok((Some(existing.id().to_owned()), false));
+        }
+        let _ = existing.remove_channel([media_id.to_owned()]).await;
+        if lookups >= BRIDGE_LOOKUPS {
+            return Err(media_error(format!(
+                "the call {} kept leaving its bridge while the media channel joined it \
+                 ({BRIDGE_LOOKUPS} tries); open the session once the call stays in a bridge, \
+                 or with MediaOptions::bridge(false) and bridge it yourself",
+                call.id()
+            )));
+        }
+        tracing::debug!(target: "ari_client", bridge = existing.id(),
+            "the call left its bridge before the media channel joined it: looking again");
     }
     let bridge_id = {
         let bridge = client.new_bridge();

@@ -961,3 +961,82 @@ pub async fn media_marks_on_an_asterisk_without_mark_media_are_given_up_and_repo
         client.close().await;
     }
 }
+
+/// The other side of the same race: the call leaves its bridge between the lookup and the
+/// add, the bridge staying with the other party (the call moved to a bridge of its own).
+/// The session checks the call is still in the bridge it joined; it is not, so the media
+/// channel leaves it and the session joins the call where it is now. Before, the media
+/// channel stayed in the old bridge: the bot heard the other party, never the call.
+pub async fn media_on_a_call_moved_out_of_its_bridge_meanwhile_follows_the_call<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let caller = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    let agent = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/bob", "media"))
+        .await;
+    h.live("answer", caller.answer()).await.expect("answer");
+    h.live("answer", agent.answer()).await.expect("answer");
+    let old = client.new_bridge();
+    h.live("bridge", old.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", old.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    let before: Vec<serde_json::Value> = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|b| b.data().map(|d| serde_json::to_value(d).expect("json")))
+        .collect();
+    // The caller moves to a bridge of its own; the agent stays in the old one.
+    let new = client.new_bridge();
+    h.live("bridge", new.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("move", new.add_channel([caller.id()]))
+        .await
+        .expect("move");
+    let members = |bridge: String| async {
+        let mut ids: Vec<String> = h
+            .live("bridge get", client.bridges().get(bridge))
+            .await
+            .expect("the bridge")
+            .data()
+            .expect("a snapshot")
+            .channels
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(members(old.id().to_owned()).await, [agent.id().to_owned()]);
+    let stale = h
+        .server()
+        .expect("GET", "bridges")
+        .respond(200, serde_json::Value::Array(before));
+    let media = h
+        .live("media", caller.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("the session opens where the call is");
+    assert_eq!(stale.hits(), 1, "the stale list was served");
+    assert_eq!(
+        media.bridge_id(),
+        Some(new.id()),
+        "the call's bridge of now"
+    );
+    let mut with_call = vec![caller.id().to_owned(), media.media_channel_id().to_owned()];
+    with_call.sort();
+    assert_eq!(members(new.id().to_owned()).await, with_call);
+    assert_eq!(
+        members(old.id().to_owned()).await,
+        [agent.id().to_owned()],
+        "the agent's bridge has no media channel"
+    );
+    h.live("shutdown", media.shutdown()).await;
+}
