@@ -1056,6 +1056,10 @@ async fn bridge<R: Runtime>(
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Messages the driver holds for a socket that takes none: beyond that, audio waits in the
+/// session's bounded queue (its overflow counted and reported), not in memory without bound.
+const OUTBOX_LIMIT: usize = 16;
+
 /// The task that owns the media socket and drives the sans-IO session.
 struct Driver<R: Runtime> {
     runtime: R,
@@ -1071,6 +1075,8 @@ struct Driver<R: Runtime> {
     close_wait: Option<BoxFuture>,
     sleep_at: Option<Instant>,
     outbox: VecDeque<WsMessage>,
+    /// Audio messages dropped from the outbox when the socket closed, never written.
+    outbox_unsent: usize,
     ws_open: bool,
     /// The peer closed the socket: the WebSocket layer queued the close answer RFC 6455
     /// requires (Asterisk waits for it), which still has to be written before the socket
@@ -1114,6 +1120,7 @@ impl<R: Runtime> Driver<R> {
             sleep: None,
             sleep_at: None,
             outbox: VecDeque::new(),
+            outbox_unsent: 0,
             ws_open: true,
             answer_close: false,
             unflushed: false,
@@ -1208,7 +1215,7 @@ impl<R: Runtime> Driver<R> {
                     MediaItem::Closed {
                         code,
                         reason,
-                        unsent_frames,
+                        unsent_frames: unsent_frames + std::mem::take(&mut self.outbox_unsent),
                         unsent_bytes,
                     }
                 }
@@ -1342,8 +1349,14 @@ impl<R: Runtime> Future for Driver<R> {
                     this.core.close(1000, "");
                 }
             }
-            // Outgoing: everything that may go out now, then one flush.
-            while let Some(t) = this.core.poll_transmit(now) {
+            // Outgoing: everything that may go out now, then one flush. While the socket
+            // takes nothing (the peer stopped reading, a cut network), at most
+            // `OUTBOX_LIMIT` messages wait here: the rest waits in the session's bounded
+            // queue, whose overflow is counted and reported.
+            while this.outbox.len() < OUTBOX_LIMIT {
+                let Some(t) = this.core.poll_transmit(now) else {
+                    break;
+                };
                 match t {
                     Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
                     Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b)),
@@ -1408,7 +1421,12 @@ impl<R: Runtime> Future for Driver<R> {
                 }
             }
             if !this.ws_open {
-                this.outbox.clear();
+                // Audio that never reached the socket: reported as unsent with `Closed`.
+                this.outbox_unsent += this
+                    .outbox
+                    .drain(..)
+                    .filter(|m| matches!(m, WsMessage::Binary(_)))
+                    .count();
             }
             // The peer closed: write the close answer out (closing our side) before the
             // socket is dropped, within the close timeout (a peer that stops reading).
@@ -1431,8 +1449,14 @@ impl<R: Runtime> Future for Driver<R> {
             if this.closed && !this.answer_close {
                 return Poll::Ready(());
             }
-            // Pacing timer.
-            match this.core.poll_timeout() {
+            // Pacing timer (none while the socket takes nothing: its readiness wakes the
+            // driver, and a due frame could not go anyway).
+            let timeout = if this.outbox.len() < OUTBOX_LIMIT {
+                this.core.poll_timeout()
+            } else {
+                None
+            };
+            match timeout {
                 Some(at) => {
                     if this.sleep_at != Some(at) {
                         this.sleep_at = Some(at);
