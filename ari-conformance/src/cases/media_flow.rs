@@ -532,3 +532,48 @@ pub async fn media_socket_that_takes_nothing_holds_its_audio_in_the_bounded_queu
     );
     h.live("shutdown", media.shutdown()).await;
 }
+
+/// A bot busy elsewhere (a slow speech recogniser) stops reading its session while the
+/// caller keys digits: the oldest audio is dropped and announced (`Lagged`), the DTMF is
+/// never dropped and comes in order, and every audio message Asterisk sent is accounted for:
+/// read, or counted as lagged.
+pub async fn media_slow_consumer_loses_audio_counted_but_never_a_digit<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let mut options = MediaOptions::new("media", "slin16");
+    options.inbox_frames = 5;
+    let (call, mut media) = session(h, &client, options).await;
+    h.server()
+        .send_dtmf(call.id(), "1#9")
+        .expect("the caller keys digits");
+    // Busy: 40 frames come meanwhile, the inbox holds 5.
+    h.sleep(Duration::from_millis(800)).await;
+    let mut digits = String::new();
+    let mut audio_read = 0u64;
+    let mut lagged = 0u64;
+    let mut closed = false;
+    while let Some(item) = h.live("the session", media.next()).await {
+        match item {
+            MediaItem::Audio(_) => audio_read += 1,
+            MediaItem::Lagged { dropped_frames } => lagged += dropped_frames,
+            MediaItem::Event(MediaEvent::DtmfEnd { digit, .. }) => {
+                digits.push(digit);
+                if digits.len() == 3 {
+                    media.close();
+                }
+            }
+            MediaItem::Closed { .. } => closed = true,
+            _ => {}
+        }
+    }
+    assert!(closed);
+    assert_eq!(digits, "1#9", "every digit, in order");
+    let stats = media.stats();
+    assert!(lagged > 0, "the consumer fell behind");
+    assert_eq!(lagged, stats.lagged_frames);
+    assert_eq!(
+        audio_read + lagged,
+        stats.protocol.frames_in,
+        "every frame accounted for"
+    );
+    h.live("shutdown", media.shutdown()).await;
+}
