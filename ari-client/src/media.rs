@@ -425,6 +425,8 @@ pub struct MediaSender {
     pub(crate) format: ControlFormat,
     /// Asterisk takes only `ANSWER`, `HANGUP` and `GET_STATUS` on this socket.
     pub(crate) passthrough: bool,
+    /// Asterisk answers `MARK_MEDIA` ([`MediaConfig::mark_media`]).
+    pub(crate) marks: bool,
 }
 
 impl Clone for MediaSender {
@@ -434,6 +436,7 @@ impl Clone for MediaSender {
             shared: self.shared.clone(),
             format: self.format,
             passthrough: self.passthrough,
+            marks: self.marks,
         }
     }
 }
@@ -494,12 +497,20 @@ impl MediaSender {
                 command: command.name(),
             });
         }
+        if !self.marks && matches!(command, Command::MarkMedia { .. }) {
+            return Err(SendError::Unsupported {
+                command: command.name(),
+                since: ari_proto::media::websocket::MARK_MEDIA_SINCE,
+            });
+        }
         command.encode(self.format)?;
         self.shared.command(Cmd::Command(command))
     }
 
     /// `MARK_MEDIA`: [`MediaEvent::MediaMarkProcessed`] comes when everything sent before it
-    /// has been played.
+    /// has been played. Refused at once ([`SendError::Unsupported`]) when Asterisk is older
+    /// than 20.18, 22.8, 23.2 (its version, [`MediaConfig::mark_media`]); one never answered
+    /// is given up after [`MediaConfig::mark_timeout`] ([`MediaItem::MarksUnanswered`]).
     pub fn mark(&self, correlation_id: impl Into<String>) -> Result<(), SendError> {
         self.command(Command::MarkMedia {
             correlation_id: Some(correlation_id.into()),
@@ -759,6 +770,7 @@ pub(crate) async fn open<R: Runtime>(
     client.inner.media.add(&shared);
     let format = core.control_format();
     let passthrough = core.is_passthrough();
+    let marks = core.marks_supported();
     let ended = Box::pin(async move {
         let a = std::pin::pin!(call_ended);
         let b = std::pin::pin!(media_destroyed);
@@ -800,6 +812,7 @@ pub(crate) async fn open<R: Runtime>(
             shared: shared.clone(),
             format,
             passthrough,
+            marks,
         },
         shared,
         start,
@@ -885,6 +898,7 @@ async fn connect_and_start<R: Runtime>(
                 ControlFormat::PlainText
             })
             .passthrough(options.passthrough || options.config.passthrough)
+            .mark_media(mark_media(client, options))
             .direction(options.direction.unwrap_or(options.config.direction)),
     );
     // MEDIA_START is the first message.
@@ -919,6 +933,17 @@ async fn connect_and_start<R: Runtime>(
         ));
     }
     Ok((ws, core))
+}
+
+/// [`MediaConfig::mark_media`] for a session of `client`: as the options set it, or else
+/// `false` when the server's version lacks `MARK_MEDIA` (refused at once, not waited for).
+pub(crate) fn mark_media<R: Runtime>(client: &Client<R>, options: &MediaOptions) -> Option<bool> {
+    options.config.mark_media.or_else(|| {
+        client
+            .server_version()
+            .filter(|v| !v.has_mark_media())
+            .map(|_| false)
+    })
 }
 
 /// Bytes a media socket reads at once: a few frames (a 20 ms frame is 160–1,920 bytes). The
@@ -1506,6 +1531,7 @@ pub(crate) mod testing {
                 shared: shared.clone(),
                 format: ControlFormat::PlainText,
                 passthrough: false,
+                marks: true,
             },
             shared: shared.clone(),
             start,

@@ -822,3 +822,27 @@ fn paused_playout_holds_marks_within_their_bound() {
         }]
     );
 }
+
+/// `mark_media` overrides what `MEDIA_START` shows: `Some(false)` (the client knows the
+/// release lacks `MARK_MEDIA`) refuses marks at once; `Some(true)` sends them even to a
+/// `MEDIA_START` without `channel_id`.
+#[test]
+fn mark_media_setting_overrides_media_start() {
+    let mut m = started(MediaConfig::new().mark_media(Some(false)));
+    assert!(!m.marks_supported());
+    assert!(matches!(
+        m.send_command(mark("m")),
+        Err(SendError::Unsupported { .. })
+    ));
+    let mut m = MediaSession::new(MediaConfig::new().mark_media(Some(true)));
+    m.handle_text(
+        "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 format:ulaw \
+         optimal_frame_size:160 ptime:20",
+    );
+    assert!(m.marks_supported());
+    m.send_command(mark("m")).expect("sent");
+    assert_eq!(
+        drain(&mut m, epoch()),
+        [Transmit::Text("MARK_MEDIA m".into())]
+    );
+}

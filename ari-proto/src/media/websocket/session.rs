@@ -66,6 +66,13 @@ pub struct MediaConfig {
     /// ([`MediaOutput::MarksUnanswered`]), so the pending list never grows without bound.
     /// Default 2 s (Asterisk answers within a tick of the playout reaching the marker).
     pub mark_timeout: Duration,
+    /// Whether Asterisk answers `MARK_MEDIA` ([`MARK_MEDIA_SINCE`]). `None` (the default):
+    /// yes unless `MEDIA_START` shows a release before 20.17 (no `channel_id`); ari-client
+    /// sets it from the server's version. `Some(false)`: marks are refused at once
+    /// ([`SendError::Unsupported`]). `Some(true)`: marks are sent whatever `MEDIA_START`
+    /// shows (a release with the feature backported); [`mark_timeout`](Self::mark_timeout)
+    /// still gives up the ones never answered.
+    pub mark_media: Option<bool>,
     /// The most markers that may wait for their `MEDIA_MARK_PROCESSED` at once (e.g. while
     /// playout is paused and none can be processed): one more is refused
     /// ([`SendError::TooManyMarks`]). Default 1,000; at least 1.
@@ -82,6 +89,7 @@ impl Default for MediaConfig {
             passthrough: false,
             direction: Direction::Both,
             mark_timeout: Duration::from_secs(2),
+            mark_media: None,
             max_pending_marks: 1000,
         }
     }
@@ -126,6 +134,12 @@ impl MediaConfig {
     /// Sets [`mark_timeout`](Self::mark_timeout).
     pub fn mark_timeout(mut self, timeout: Duration) -> Self {
         self.mark_timeout = timeout;
+        self
+    }
+
+    /// Sets [`mark_media`](Self::mark_media).
+    pub fn mark_media(mut self, supported: Option<bool>) -> Self {
+        self.mark_media = supported;
         self
     }
 
@@ -262,9 +276,9 @@ pub enum SendError {
     /// The media direction is `in` (the application only receives): Asterisk would drop
     /// the audio.
     DirectionIn,
-    /// The command is newer than the Asterisk on the other end, as its `MEDIA_START` shows
-    /// (one without `channel_id` comes from a release before 20.17, 22.7, 23.1): it would
-    /// ignore the command without a reply.
+    /// The command is newer than the Asterisk on the other end, as its version or its
+    /// `MEDIA_START` shows (one without `channel_id` comes from a release before 20.17, 22.7,
+    /// 23.1; see [`MediaConfig::mark_media`]): it would ignore the command without a reply.
     Unsupported {
         /// The command name.
         command: &'static str,
@@ -307,8 +321,8 @@ impl fmt::Display for SendError {
             ),
             SendError::Unsupported { command, since } => write!(
                 f,
-                "{command} needs Asterisk {since} or later; this one (its MEDIA_START has no \
-                 channel_id) would ignore it without a reply"
+                "{command} needs Asterisk {since} or later; this one would ignore it without a \
+                 reply"
             ),
             SendError::TooManyMarks { pending } => write!(
                 f,
@@ -584,6 +598,15 @@ impl MediaSession {
         self.remote_frames
     }
 
+    /// Whether Asterisk answers `MARK_MEDIA`, as far as the session knows
+    /// ([`MediaConfig::mark_media`], the `MEDIA_START` seen): when not, a mark is refused
+    /// ([`SendError::Unsupported`]).
+    pub fn marks_supported(&self) -> bool {
+        self.config
+            .mark_media
+            .unwrap_or_else(|| self.start.as_ref().is_none_or(|s| s.channel_id.is_some()))
+    }
+
     /// `MARK_MEDIA` markers submitted and not yet reported processed, oldest first.
     pub fn pending_marks(&self) -> impl Iterator<Item = Option<&str>> {
         self.pending_marks.iter().map(|m| m.id.as_deref())
@@ -809,7 +832,7 @@ impl MediaSession {
                     self.pending_buffering.push_back(correlation_id.clone());
                 }
                 Command::MarkMedia { correlation_id } => {
-                    if self.start.as_ref().is_some_and(|s| s.channel_id.is_none()) {
+                    if !self.marks_supported() {
                         return Err(SendError::Unsupported {
                             command: command.name(),
                             since: MARK_MEDIA_SINCE,
