@@ -941,6 +941,23 @@ pub async fn media_marks_on_an_asterisk_without_mark_media_are_given_up_and_repo
                 ),
                 "{version}: {err:?}"
             );
+            // A pacer's mark too, at once.
+            let pacer = ari_client::media::MediaPacer::new(client.runtime());
+            let paced = pacer.attach(&media).expect("attach");
+            paced.send(audio("slin16", 5)).expect("prompt");
+            let err = paced.mark("prompt-2").expect_err(version);
+            assert!(
+                matches!(
+                    err,
+                    SendError::Unsupported {
+                        command: "MARK_MEDIA",
+                        ..
+                    }
+                ),
+                "{version}: {err:?}"
+            );
+            drop(paced);
+            pacer.close();
         } else {
             tx.mark("prompt-1").expect("handed over");
             let marks = next_matching(h, &mut media, "the mark given up", |item| match item {
