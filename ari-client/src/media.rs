@@ -173,6 +173,14 @@ pub enum MediaItem {
         /// `STOP_MEDIA_BUFFERING` correlation ids.
         buffering: Vec<Option<String>>,
     },
+    /// `MARK_MEDIA` markers given up: their `MEDIA_MARK_PROCESSED` did not come within
+    /// [`MediaConfig::mark_timeout`] of when Asterisk should have played everything before
+    /// them. Asterisk before 20.18, 22.8, 23.2 ignores `MARK_MEDIA`: do not wait for these.
+    /// Counted in [`MediaStats::marks_unanswered`].
+    MarksUnanswered {
+        /// `MARK_MEDIA` correlation ids, oldest first.
+        marks: Vec<Option<String>>,
+    },
     /// A control message from Asterisk that could not be parsed.
     Malformed(String),
     /// Audio or a command the handles had accepted that the session refused when its turn
@@ -417,6 +425,8 @@ pub struct MediaSender {
     pub(crate) format: ControlFormat,
     /// Asterisk takes only `ANSWER`, `HANGUP` and `GET_STATUS` on this socket.
     pub(crate) passthrough: bool,
+    /// Asterisk answers `MARK_MEDIA` ([`MediaConfig::mark_media`]).
+    pub(crate) marks: bool,
 }
 
 impl Clone for MediaSender {
@@ -426,6 +436,7 @@ impl Clone for MediaSender {
             shared: self.shared.clone(),
             format: self.format,
             passthrough: self.passthrough,
+            marks: self.marks,
         }
     }
 }
@@ -486,12 +497,20 @@ impl MediaSender {
                 command: command.name(),
             });
         }
+        if !self.marks && matches!(command, Command::MarkMedia { .. }) {
+            return Err(SendError::Unsupported {
+                command: command.name(),
+                since: ari_proto::media::websocket::MARK_MEDIA_SINCE,
+            });
+        }
         command.encode(self.format)?;
         self.shared.command(Cmd::Command(command))
     }
 
     /// `MARK_MEDIA`: [`MediaEvent::MediaMarkProcessed`] comes when everything sent before it
-    /// has been played.
+    /// has been played. Refused at once ([`SendError::Unsupported`]) when Asterisk is older
+    /// than 20.18, 22.8, 23.2 (its version, [`MediaConfig::mark_media`]); one never answered
+    /// is given up after [`MediaConfig::mark_timeout`] ([`MediaItem::MarksUnanswered`]).
     pub fn mark(&self, correlation_id: impl Into<String>) -> Result<(), SendError> {
         self.command(Command::MarkMedia {
             correlation_id: Some(correlation_id.into()),
@@ -751,6 +770,7 @@ pub(crate) async fn open<R: Runtime>(
     client.inner.media.add(&shared);
     let format = core.control_format();
     let passthrough = core.is_passthrough();
+    let marks = core.marks_supported();
     let ended = Box::pin(async move {
         let a = std::pin::pin!(call_ended);
         let b = std::pin::pin!(media_destroyed);
@@ -792,6 +812,7 @@ pub(crate) async fn open<R: Runtime>(
             shared: shared.clone(),
             format,
             passthrough,
+            marks,
         },
         shared,
         start,
@@ -877,6 +898,7 @@ async fn connect_and_start<R: Runtime>(
                 ControlFormat::PlainText
             })
             .passthrough(options.passthrough || options.config.passthrough)
+            .mark_media(mark_media(client, options))
             .direction(options.direction.unwrap_or(options.config.direction)),
     );
     // MEDIA_START is the first message.
@@ -911,6 +933,17 @@ async fn connect_and_start<R: Runtime>(
         ));
     }
     Ok((ws, core))
+}
+
+/// [`MediaConfig::mark_media`] for a session of `client`: as the options set it, or else
+/// `false` when the server's version lacks `MARK_MEDIA` (refused at once, not waited for).
+pub(crate) fn mark_media<R: Runtime>(client: &Client<R>, options: &MediaOptions) -> Option<bool> {
+    options.config.mark_media.or_else(|| {
+        client
+            .server_version()
+            .filter(|v| !v.has_mark_media())
+            .map(|_| false)
+    })
 }
 
 /// Bytes a media socket reads at once: a few frames (a 20 ms frame is 160–1,920 bytes). The
@@ -954,6 +987,10 @@ impl<R: Runtime> Drop for Abandoned<R> {
     }
 }
 
+/// How many times [`bridge`] looks for the call's bridge when the one it found is gone by
+/// the time the media channel is added to it.
+const BRIDGE_LOOKUPS: u32 = 3;
+
 /// Bridges the media channel with the call (when asked to): the bridge, and whether the
 /// session made it.
 ///
@@ -970,13 +1007,51 @@ async fn bridge<R: Runtime>(
     if !options.bridge {
         return Ok((None, false));
     }
-    let bridges = client.bridges().list().await?;
-    if let Some(existing) = bridges.iter().find(|b| {
-        b.data()
-            .is_some_and(|d| d.channels.iter().any(|c| c == call.id()))
-    }) {
-        existing.add_channel([media_id.to_owned()]).await?;
-        return Ok((Some(existing.id().to_owned()), false));
+    // The lookup and the add are two requests: the bridge may be destroyed in between (the
+    // other party's leg tearing it down, a transfer moving the call). Asterisk then answers
+    // the add with 404: look again, the call is now in another bridge or in none.
+    let mut lookups = 0;
+    loop {
+        lookups += 1;
+        let bridges = client.bridges().list().await?;
+        let Some(existing) = bridges.iter().find(|b| {
+            b.data()
+                .is_some_and(|d| d.channels.iter().any(|c| c == call.id()))
+        }) else {
+            break;
+        };
+        match existing.add_channel([media_id.to_owned()]).await {
+            Ok(()) => {}
+            Err(e) if e.status() == Some(404) && lookups < BRIDGE_LOOKUPS => {
+                tracing::debug!(target: "ari_client", bridge = existing.id(), error = %e,
+                    "the call's bridge went away before the media channel joined it: looking again");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        // The call may have left that bridge meanwhile, the bridge staying (the other
+        // parties still in it): the media channel would hear them and not the call.
+        let joined = match client.bridges().get(existing.id()).await {
+            Ok(b) => b
+                .data()
+                .is_some_and(|d| d.channels.iter().any(|c| c == call.id())),
+            Err(e) if e.status() == Some(404) => false,
+            Err(e) => return Err(e),
+        };
+        if joined {
+            return Ok((Some(existing.id().to_owned()), false));
+        }
+        let _ = existing.remove_channel([media_id.to_owned()]).await;
+        if lookups >= BRIDGE_LOOKUPS {
+            return Err(media_error(format!(
+                "the call {} kept leaving its bridge while the media channel joined it \
+                 ({BRIDGE_LOOKUPS} tries); open the session once the call stays in a bridge, \
+                 or with MediaOptions::bridge(false) and bridge it yourself",
+                call.id()
+            )));
+        }
+        tracing::debug!(target: "ari_client", bridge = existing.id(),
+            "the call left its bridge before the media channel joined it: looking again");
     }
     let bridge_id = {
         let bridge = client.new_bridge();
@@ -1006,6 +1081,10 @@ async fn bridge<R: Runtime>(
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Messages the driver holds for a socket that takes none: beyond that, audio waits in the
+/// session's bounded queue (its overflow counted and reported), not in memory without bound.
+const OUTBOX_LIMIT: usize = 16;
+
 /// The task that owns the media socket and drives the sans-IO session.
 struct Driver<R: Runtime> {
     runtime: R,
@@ -1021,6 +1100,8 @@ struct Driver<R: Runtime> {
     close_wait: Option<BoxFuture>,
     sleep_at: Option<Instant>,
     outbox: VecDeque<WsMessage>,
+    /// Audio messages dropped from the outbox when the socket closed, never written.
+    outbox_unsent: usize,
     ws_open: bool,
     /// The peer closed the socket: the WebSocket layer queued the close answer RFC 6455
     /// requires (Asterisk waits for it), which still has to be written before the socket
@@ -1064,6 +1145,7 @@ impl<R: Runtime> Driver<R> {
             sleep: None,
             sleep_at: None,
             outbox: VecDeque::new(),
+            outbox_unsent: 0,
             ws_open: true,
             answer_close: false,
             unflushed: false,
@@ -1123,6 +1205,7 @@ impl<R: Runtime> Driver<R> {
                 MediaOutput::MarkersDiscarded { marks, buffering } => {
                     MediaItem::MarkersDiscarded { marks, buffering }
                 }
+                MediaOutput::MarksUnanswered { marks } => MediaItem::MarksUnanswered { marks },
                 MediaOutput::Closed {
                     code,
                     reason,
@@ -1157,7 +1240,7 @@ impl<R: Runtime> Driver<R> {
                     MediaItem::Closed {
                         code,
                         reason,
-                        unsent_frames,
+                        unsent_frames: unsent_frames + std::mem::take(&mut self.outbox_unsent),
                         unsent_bytes,
                     }
                 }
@@ -1291,8 +1374,14 @@ impl<R: Runtime> Future for Driver<R> {
                     this.core.close(1000, "");
                 }
             }
-            // Outgoing: everything that may go out now, then one flush.
-            while let Some(t) = this.core.poll_transmit(now) {
+            // Outgoing: everything that may go out now, then one flush. While the socket
+            // takes nothing (the peer stopped reading, a cut network), at most
+            // `OUTBOX_LIMIT` messages wait here: the rest waits in the session's bounded
+            // queue, whose overflow is counted and reported.
+            while this.outbox.len() < OUTBOX_LIMIT {
+                let Some(t) = this.core.poll_transmit(now) else {
+                    break;
+                };
                 match t {
                     Transmit::Text(s) => this.outbox.push_back(WsMessage::Text(s.into())),
                     Transmit::Binary(b) => this.outbox.push_back(WsMessage::Binary(b)),
@@ -1357,7 +1446,12 @@ impl<R: Runtime> Future for Driver<R> {
                 }
             }
             if !this.ws_open {
-                this.outbox.clear();
+                // Audio that never reached the socket: reported as unsent with `Closed`.
+                this.outbox_unsent += this
+                    .outbox
+                    .drain(..)
+                    .filter(|m| matches!(m, WsMessage::Binary(_)))
+                    .count();
             }
             // The peer closed: write the close answer out (closing our side) before the
             // socket is dropped, within the close timeout (a peer that stops reading).
@@ -1380,8 +1474,14 @@ impl<R: Runtime> Future for Driver<R> {
             if this.closed && !this.answer_close {
                 return Poll::Ready(());
             }
-            // Pacing timer.
-            match this.core.poll_timeout() {
+            // Pacing timer (none while the socket takes nothing: its readiness wakes the
+            // driver, and a due frame could not go anyway).
+            let timeout = if this.outbox.len() < OUTBOX_LIMIT {
+                this.core.poll_timeout()
+            } else {
+                None
+            };
+            match timeout {
                 Some(at) => {
                     if this.sleep_at != Some(at) {
                         this.sleep_at = Some(at);
@@ -1431,6 +1531,7 @@ pub(crate) mod testing {
                 shared: shared.clone(),
                 format: ControlFormat::PlainText,
                 passthrough: false,
+                marks: true,
             },
             shared: shared.clone(),
             start,

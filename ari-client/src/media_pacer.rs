@@ -366,6 +366,8 @@ struct Paced {
     /// The session's control format and passthrough mode, to check a mark as its sender does.
     format: ari_proto::media::websocket::ControlFormat,
     passthrough: bool,
+    /// Asterisk answers `MARK_MEDIA` (the sender's knowledge).
+    marks: bool,
     state: Mutex<PacedState>,
 }
 
@@ -562,6 +564,7 @@ impl MediaPacer {
             session: session.shared.clone(),
             format: session.sender.format,
             passthrough: session.sender.passthrough,
+            marks: session.sender.marks,
             state: Mutex::new(PacedState {
                 queue: VecDeque::new(),
                 reframer: Reframer::new(session.start.optimal_frame_size as usize),
@@ -696,7 +699,7 @@ impl PacedSender {
     /// been played (the end of a prompt). A mark sent with
     /// [`MediaSender::mark`](crate::media::MediaSender::mark) would pass the frames still
     /// waiting here and come back at once. Refused as the sender refuses it (passthrough
-    /// mode, an id the control format cannot carry) and once the session ended. After
+    /// mode, an Asterisk without `MARK_MEDIA`, an id the control format cannot carry) and once the session ended. After
     /// [`clear`](Self::clear) the marks waiting go to the session at once.
     ///
     /// [`MediaEvent::MediaMarkProcessed`]: crate::media::MediaEvent::MediaMarkProcessed
@@ -708,6 +711,12 @@ impl PacedSender {
         if self.paced.passthrough {
             return Err(SendError::Passthrough {
                 command: command.name(),
+            });
+        }
+        if !self.paced.marks {
+            return Err(SendError::Unsupported {
+                command: command.name(),
+                since: ari_proto::media::websocket::MARK_MEDIA_SINCE,
             });
         }
         command.encode(self.paced.format)?;

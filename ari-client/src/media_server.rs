@@ -286,7 +286,8 @@ impl<E: Executor, C: Connector> MediaServer<E, C> {
             .clone()
             .control_format(format)
             .passthrough(options.passthrough || options.config.passthrough)
-            .direction(options.direction.unwrap_or(options.config.direction));
+            .direction(options.direction.unwrap_or(options.config.direction))
+            .mark_media(crate::media::mark_media(&client, &options));
         let socket = Box::pin(async move {
             let handed = rx.await.map_err(|_| {
                 Error::Transport(TransportError::new(

@@ -104,6 +104,23 @@ impl AsteriskVersion {
     }
 }
 
+impl AsteriskVersion {
+    /// Whether chan_websocket answers `MARK_MEDIA` (with `MEDIA_MARK_PROCESSED`): Asterisk
+    /// 20.18+, 22.8+, 23.2+ and later (older releases ignore the command without a reply).
+    pub fn has_mark_media(&self) -> bool {
+        match self.numbers() {
+            None => true,
+            Some((major, minor, _)) => match major {
+                0..=19 | 21 => false,
+                20 => minor >= 18,
+                22 => minor >= 8,
+                23 => minor >= 2,
+                _ => true,
+            },
+        }
+    }
+}
+
 impl fmt::Display for AsteriskVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Asterisk {}", self.raw)
@@ -212,6 +229,25 @@ mod tests {
             assert_eq!(v.branch(), branch, "{s}");
             assert_eq!(v.has_rest_over_websocket(), ws, "{s}");
             assert_eq!(v.as_str(), s);
+        }
+    }
+
+    #[test]
+    fn mark_media_by_release() {
+        for (s, has) in [
+            ("20.16.0", false),
+            ("20.17.3", false),
+            ("20.18.0", true),
+            ("21.10.0", false),
+            ("22.7.0", false),
+            ("22.8.0", true),
+            ("23.1.0", false),
+            ("23.2.0", true),
+            ("24.0.0", true),
+            ("GIT-20-516d2c60ac", true),
+            ("GIT-master-f0c1c1a7b7", true),
+        ] {
+            assert_eq!(AsteriskVersion::parse(s).has_mark_media(), has, "{s}");
         }
     }
 

@@ -686,3 +686,163 @@ proptest! {
         prop_assert_eq!(overflow_outputs, dropped);
     }
 }
+
+fn mark(id: &str) -> Command {
+    Command::MarkMedia {
+        correlation_id: Some(id.into()),
+    }
+}
+
+/// Asterisk before 20.18 (22.8, 23.2) ignores `MARK_MEDIA` without a reply. A bot that marks
+/// every prompt must not grow the pending list for the life of the call, and must learn the
+/// marks will not come: each is given up `mark_timeout` after the estimated playout reached
+/// it, counted and reported. (Before, `pending_marks` grew by one per prompt, for ever.)
+#[test]
+fn marks_asterisk_never_answers_are_given_up_counted_and_reported() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new());
+    m.send_audio(counting(160 * 5, 0)).expect("queued");
+    m.send_command(mark("m1")).expect("mark");
+    let sent = drain(&mut m, t0);
+    assert_eq!(sent.len(), 6, "five frames and the mark: {sent:?}");
+    outputs(&mut m);
+    // Playout reaches the mark after the five frames (100 ms), then it waits 2 s.
+    let deadline = t0 + MS20 * 5 + Duration::from_secs(2);
+    assert_eq!(m.poll_timeout(), Some(deadline));
+    drain(&mut m, deadline - Duration::from_millis(1));
+    assert!(outputs(&mut m).is_empty(), "not yet given up");
+    assert_eq!(m.pending_marks().count(), 1);
+    drain(&mut m, deadline);
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarksUnanswered {
+            marks: vec![Some("m1".into())]
+        }]
+    );
+    assert_eq!(m.pending_marks().count(), 0);
+    assert_eq!(m.stats().marks_unanswered, 1);
+    assert_eq!(m.poll_timeout(), None, "nothing left to wait for");
+
+    // A prompt and a mark every second for an hour: the list stays short, every mark is
+    // accounted for.
+    let mut now = deadline;
+    let mut given_up = 0;
+    for i in 0..3600 {
+        m.send_audio(counting(160 * 10, 0)).expect("queued");
+        m.send_command(mark(&format!("p{i}"))).expect("mark");
+        for _ in 0..50 {
+            drain(&mut m, now);
+            now += MS20;
+        }
+        for out in outputs(&mut m) {
+            if let MediaOutput::MarksUnanswered { marks } = out {
+                given_up += marks.len();
+            }
+        }
+        assert!(m.pending_marks().count() <= 3, "bounded at {i}");
+    }
+    now += Duration::from_secs(3);
+    drain(&mut m, now);
+    for out in outputs(&mut m) {
+        if let MediaOutput::MarksUnanswered { marks } = out {
+            given_up += marks.len();
+        }
+    }
+    assert_eq!(given_up, 3600);
+    assert_eq!(m.stats().marks_unanswered, 3601);
+    assert_eq!(m.pending_marks().count(), 0);
+}
+
+/// A mark Asterisk answers is never given up, even one answered late in the queue.
+#[test]
+fn a_mark_answered_in_time_is_not_given_up() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new());
+    m.send_command(mark("a")).expect("mark");
+    drain(&mut m, t0);
+    m.handle_text("MEDIA_MARK_PROCESSED a");
+    outputs(&mut m);
+    assert_eq!(m.poll_timeout(), None);
+    drain(&mut m, t0 + Duration::from_secs(60));
+    assert!(outputs(&mut m).is_empty());
+    assert_eq!(m.stats().marks_unanswered, 0);
+}
+
+/// A `MEDIA_START` without `channel_id` comes from Asterisk before 20.17: it has no
+/// `MARK_MEDIA`, so the mark is refused at once with a typed error naming the releases.
+#[test]
+fn marks_are_refused_by_an_asterisk_older_than_20_17() {
+    let mut m = MediaSession::new(MediaConfig::new());
+    m.handle_text(
+        "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 format:ulaw \
+         optimal_frame_size:160 ptime:20",
+    );
+    assert_eq!(
+        m.send_command(mark("m")),
+        Err(SendError::Unsupported {
+            command: "MARK_MEDIA",
+            since: ari_proto::media::websocket::MARK_MEDIA_SINCE,
+        })
+    );
+    assert_eq!(m.pending_marks().count(), 0);
+    m.send_command(Command::GetStatus)
+        .expect("other commands go");
+}
+
+/// While playout is paused no mark can be processed: none is given up, and the pending list
+/// is bounded by `max_pending_marks` (one more is refused, typed). After `CONTINUE_MEDIA`
+/// each gets its full wait again.
+#[test]
+fn paused_playout_holds_marks_within_their_bound() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new().max_pending_marks(3));
+    m.send_command(Command::PauseMedia).expect("pause");
+    for id in ["a", "b", "c"] {
+        m.send_command(mark(id)).expect("mark");
+    }
+    assert_eq!(
+        m.send_command(mark("d")),
+        Err(SendError::TooManyMarks { pending: 3 })
+    );
+    drain(&mut m, t0);
+    assert_eq!(m.poll_timeout(), None, "nothing is due while paused");
+    drain(&mut m, t0 + Duration::from_secs(600));
+    assert!(outputs(&mut m)
+        .iter()
+        .all(|o| !matches!(o, MediaOutput::MarksUnanswered { .. })));
+    let t1 = t0 + Duration::from_secs(601);
+    m.send_command(Command::ContinueMedia).expect("continue");
+    drain(&mut m, t1);
+    assert_eq!(m.poll_timeout(), Some(t1 + Duration::from_secs(2)));
+    drain(&mut m, t1 + Duration::from_secs(2));
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarksUnanswered {
+            marks: vec![Some("a".into()), Some("b".into()), Some("c".into())]
+        }]
+    );
+}
+
+/// `mark_media` overrides what `MEDIA_START` shows: `Some(false)` (the client knows the
+/// release lacks `MARK_MEDIA`) refuses marks at once; `Some(true)` sends them even to a
+/// `MEDIA_START` without `channel_id`.
+#[test]
+fn mark_media_setting_overrides_media_start() {
+    let mut m = started(MediaConfig::new().mark_media(Some(false)));
+    assert!(!m.marks_supported());
+    assert!(matches!(
+        m.send_command(mark("m")),
+        Err(SendError::Unsupported { .. })
+    ));
+    let mut m = MediaSession::new(MediaConfig::new().mark_media(Some(true)));
+    m.handle_text(
+        "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 format:ulaw \
+         optimal_frame_size:160 ptime:20",
+    );
+    assert!(m.marks_supported());
+    m.send_command(mark("m")).expect("sent");
+    assert_eq!(
+        drain(&mut m, epoch()),
+        [Transmit::Text("MARK_MEDIA m".into())]
+    );
+}

@@ -202,6 +202,10 @@ pub(crate) struct AsteriskMedia {
     direction: &'static str,
     /// No media flows before the answer (dial option `n`).
     answered: bool,
+    /// The release knows `MARK_MEDIA` (20.18+); before, it is an unknown command.
+    marks: bool,
+    /// The plain-text `MEDIA_START` carries `channel_id` (20.17+).
+    start_channel_id: bool,
     actions: VecDeque<Action>,
     pub(crate) report: MediaSessionReport,
 }
@@ -227,6 +231,8 @@ impl AsteriskMedia {
                 _ => "both",
             },
             answered: info.auto_answer,
+            marks: true,
+            start_channel_id: true,
             actions: VecDeque::new(),
             report: MediaSessionReport {
                 connection_id: info.connection_id.clone(),
@@ -234,6 +240,16 @@ impl AsteriskMedia {
                 format: info.format.clone(),
                 ..MediaSessionReport::default()
             },
+        }
+    }
+
+    /// Behaves as chan_websocket of the release the server pretends to be (the newest when
+    /// `None`): `MEDIA_START` without `channel_id` before 20.17, `MARK_MEDIA` ignored before
+    /// 20.18.
+    pub(crate) fn release(&mut self, pretend: Option<&crate::version::Pretend>) {
+        if let Some(p) = pretend {
+            self.marks = p.mark_media();
+            self.start_channel_id = p.media_channel_id();
         }
     }
 
@@ -252,9 +268,14 @@ impl AsteriskMedia {
             })
             .to_string()
         } else {
+            let channel_id = if self.start_channel_id {
+                format!(" channel_id:{}", info.channel_id)
+            } else {
+                String::new()
+            };
             format!(
-                "MEDIA_START connection_id:{} channel:{} channel_id:{} format:{} optimal_frame_size:{} ptime:20",
-                self.report.connection_id, info.channel_name, info.channel_id, info.format, info.optimal_frame_size
+                "MEDIA_START connection_id:{} channel:{}{channel_id} format:{} optimal_frame_size:{} ptime:20",
+                self.report.connection_id, info.channel_name, info.format, info.optimal_frame_size
             )
         }
     }
@@ -374,6 +395,8 @@ impl AsteriskMedia {
                 self.buffering = false;
                 self.queue.push_back(Queued::BufferEnd(arg));
             }
+            // Before 20.18 an unknown command: only logged.
+            "MARK_MEDIA" if !self.marks => self.report.ignored_commands += 1,
             "MARK_MEDIA" => self.queue.push_back(Queued::Mark(arg)),
             "FLUSH_MEDIA" => {
                 self.queue.clear();
@@ -577,6 +600,7 @@ async fn run<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut model = AsteriskMedia::new(&info);
+    model.release(shared.pretend.as_ref());
     if ws
         .send(Message::Text(model.media_start(&info).into()))
         .await
@@ -703,7 +727,8 @@ async fn run<S>(
         })
         .await;
         model.report.close_reply = reply.ok().flatten();
-        // Asterisk asks for the hangup, closes the socket, then destroys the channel
+        // Asterisk asks for the hangup, ends Stasis (`ChannelLeftBridge`, `StasisEnd`: done
+        // by `media_hangup_request`), closes the socket, then destroys the channel
         // (recorded: `ChannelHangupRequest`, the close and its answer, `ChannelDestroyed`):
         // the application sees the close first, and its answer cannot be a close of its
         // own on the channel's end.

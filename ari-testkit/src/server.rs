@@ -285,6 +285,9 @@ impl MockServerBuilder {
     /// 20.14, 22.4 and 23 (no `RESTResponse` ever comes), and the REST routes its branch
     /// lacks answer 404 (before 20: `channels/{id}/progress`, `channels/{id}/variables`,
     /// `channels/{id}/transfer_progress`, `bridges/{id}/variable(s)`, `events/claim`).
+    /// chan_websocket follows the release too: its plain-text `MEDIA_START` has no
+    /// `channel_id` before 20.17, 22.7 and 23.1, and `MARK_MEDIA` is an unknown command,
+    /// ignored without a reply, before 20.18, 22.8 and 23.2.
     /// A string that does not start with a number is ignored. `ari-mock --asterisk-version`.
     pub fn asterisk_version(mut self, version: &str) -> Self {
         self.asterisk_version = crate::version::Pretend::parse(version);

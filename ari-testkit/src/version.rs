@@ -63,6 +63,30 @@ impl Pretend {
         }
     }
 
+    /// Whether chan_websocket's plain-text `MEDIA_START` carries `channel_id` (20.17+, 22.7+,
+    /// 23.1+).
+    pub(crate) fn media_channel_id(&self) -> bool {
+        self.since(17, 7, 1)
+    }
+
+    /// Whether chan_websocket knows `MARK_MEDIA` (20.18+, 22.8+, 23.2+); before, it is an
+    /// unknown command, ignored without a reply.
+    pub(crate) fn mark_media(&self) -> bool {
+        self.since(18, 8, 2)
+    }
+
+    /// Whether this is at least 20.`m20`, 22.`m22` or 23.`m23` (chan_websocket exists on
+    /// those branches only; every later major has it all).
+    fn since(&self, m20: u32, m22: u32, m23: u32) -> bool {
+        match self.major {
+            0..=19 | 21 => false,
+            20 => self.minor >= m20,
+            22 => self.minor >= m22,
+            23 => self.minor >= m23,
+            _ => true,
+        }
+    }
+
     /// Whether the branch has no route for this request (path segments below `/ari/`):
     /// before 20, `channels/{id}/progress`, `channels/{id}/variables`,
     /// `channels/{id}/transfer_progress`, `bridges/{id}/variable`, `bridges/{id}/variables`
@@ -122,5 +146,22 @@ mod tests {
         assert!(Pretend::parse("22.4.0").unwrap().rest_over_websocket());
         assert!(Pretend::parse("23").unwrap().rest_over_websocket());
         assert!(Pretend::parse("x").is_none());
+    }
+
+    #[test]
+    fn chan_websocket_features_by_release() {
+        let has = |v: &str| {
+            let p = Pretend::parse(v).unwrap();
+            (p.media_channel_id(), p.mark_media())
+        };
+        assert_eq!(has("20.16.0"), (false, false));
+        assert_eq!(has("20.17.0"), (true, false));
+        assert_eq!(has("20.18.0"), (true, true));
+        assert_eq!(has("21.10.0"), (false, false));
+        assert_eq!(has("22.7.0"), (true, false));
+        assert_eq!(has("22.8.0"), (true, true));
+        assert_eq!(has("23.1.0"), (true, false));
+        assert_eq!(has("23.2.0"), (true, true));
+        assert_eq!(has("24"), (true, true));
     }
 }

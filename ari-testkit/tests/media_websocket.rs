@@ -495,3 +495,67 @@ async fn direction_option_sends_media_one_way_only() {
     );
     assert!(r.frames_sent >= 10, "{r:?}");
 }
+
+/// When the application sends `HANGUP`, Asterisk ends the channel's Stasis life
+/// (`ChannelLeftBridge`, `StasisEnd`) before its hangup closes the media socket; the channel
+/// is destroyed only after the close and its answer (fixtures `media/server-plain-20`,
+/// `client-*`: `StasisEnd` precedes the CLOSE frame). So an application that waits for the
+/// media channel's `StasisEnd` before it answers the close must not hang. (The simulator
+/// sent `StasisEnd` only once the close was answered: such an application saw it only after
+/// the simulator gave up waiting for the answer, 5 s later, and its answer was lost.)
+#[tokio::test]
+async fn stasis_end_of_the_media_channel_comes_before_its_socket_closes() {
+    let server = MockServer::start();
+    let mut events = ws_connect(server.addr(), "app=media").await;
+    let (mut media, _, _) = open_media(&server, "format=ulaw&channelId=em-se").await;
+    until(&mut events, "StasisStart").await;
+    send_text(&mut media, "HANGUP").await;
+    // Asterisk's CLOSE arrives: do not answer it yet.
+    loop {
+        match next_msg(&mut media).await {
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("media socket ended without CLOSE: {other:?}"),
+        }
+    }
+    let mut seen = Vec::new();
+    loop {
+        let ev = next_json(&mut events).await;
+        if ev["channel"]["id"] == "em-se" {
+            let ty = ev["type"].as_str().unwrap_or_default().to_owned();
+            seen.push(ty.clone());
+            if ty == "StasisEnd" {
+                break;
+            }
+        }
+    }
+    assert!(
+        !seen.iter().any(|t| t == "ChannelDestroyed"),
+        "destroyed before StasisEnd: {seen:?}"
+    );
+    // Now answer the close: Asterisk, still waiting for it, takes it, then destroys the
+    // channel.
+    media.flush().await.expect("the close answer goes out");
+    loop {
+        let ev = next_json(&mut events).await;
+        if ev["type"] == "ChannelDestroyed" && ev["channel"]["id"] == "em-se" {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let report = loop {
+        if let Some(r) = server
+            .media_sessions()
+            .into_iter()
+            .find(|r| r.channel_id == "em-se")
+        {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no report");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(report.close_reply, Some(1000), "the answer was taken");
+}

@@ -803,3 +803,254 @@ pub async fn media_on_a_bridged_call_joins_its_bridge_and_keeps_the_parties_toge
         "the call's bridge stays, with both"
     );
 }
+
+/// The bridge lookup of `channel.media()` and the add to that bridge are two requests: the
+/// call's bridge may be destroyed in between (a transfer moving the parties to another
+/// bridge). The simulator answers the lookup with the list as it was just before (the call
+/// in a bridge destroyed since, whose add answers 404): the session looks again, finds the
+/// bridge the parties are in now and joins it, and nothing is left behind. Before, the
+/// open failed with the 404 and the call had no media.
+pub async fn media_on_a_call_whose_bridge_is_destroyed_meanwhile_joins_its_new_bridge<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let caller = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    let agent = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/bob", "media"))
+        .await;
+    h.live("answer", caller.answer()).await.expect("answer");
+    h.live("answer", agent.answer()).await.expect("answer");
+    let old = client.new_bridge();
+    h.live("bridge", old.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", old.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    let before: Vec<serde_json::Value> = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|b| b.data().map(|d| serde_json::to_value(d).expect("json")))
+        .collect();
+    assert_eq!(before.len(), 1);
+    // The transfer: the old bridge goes, the parties meet in a new one.
+    h.live("destroy", old.destroy()).await.expect("destroy");
+    let new = client.new_bridge();
+    h.live("bridge", new.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", new.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    // The session's lookup sees the list from before the transfer.
+    let stale = h
+        .server()
+        .expect("GET", "bridges")
+        .respond(200, serde_json::Value::Array(before));
+    let media = h
+        .live("media", caller.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("the session opens on the call's new bridge");
+    assert_eq!(stale.hits(), 1, "the stale list was served");
+    assert_eq!(
+        media.bridge_id(),
+        Some(new.id()),
+        "the bridge the call is in"
+    );
+    let mut members: Vec<String> = h
+        .live("bridge get", client.bridges().get(new.id()))
+        .await
+        .expect("the new bridge")
+        .data()
+        .expect("a snapshot")
+        .channels
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    members.sort();
+    let mut all = vec![
+        caller.id().to_owned(),
+        agent.id().to_owned(),
+        media.media_channel_id().to_owned(),
+    ];
+    all.sort();
+    assert_eq!(members, all, "the parties and the media channel together");
+    h.live("shutdown", media.shutdown()).await;
+    // The call's bridge is the call's: it stays; nothing else does.
+    let bridges = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list");
+    let ids: Vec<&str> = bridges.iter().map(|b| b.id()).collect();
+    assert_eq!(ids, [new.id()]);
+}
+
+/// A voice bot marks the end of each prompt to know when it was played. Asterisk before
+/// 20.18 ignores `MARK_MEDIA` without a reply. On 20.17 and 20.16 (the client knows the
+/// version from its connect; 20.16's `MEDIA_START` has no `channel_id` either) the mark is
+/// refused at once with a typed error, so the bot knows not to wait. Told the release has the
+/// feature anyway (`mark_media(Some(true))`, a backport that is not there), the mark goes out
+/// and is given up `mark_timeout` after its audio was played: reported
+/// (`MediaItem::MarksUnanswered`) and counted. (Before, the bot waited for ever and every
+/// mark stayed pending for the life of the call.)
+pub async fn media_marks_on_an_asterisk_without_mark_media_are_given_up_and_reported<R: Runtime>(
+    h: &Harness<R>,
+) {
+    for (version, forced) in [("20.17.0", false), ("20.16.0", false), ("20.17.0", true)] {
+        let server = ari_testkit::MockServer::builder()
+            .sim_config(crate::fast_sim_config())
+            .asterisk_version(version)
+            .start();
+        let client = h
+            .live("connect", h.builder_for(&server).connect())
+            .await
+            .expect("connect");
+        h.live("start", client.start(&["media"]))
+            .await
+            .expect("start");
+        let channel = h
+            .incoming_call_on(&server, &client, PlaceCall::new("PJSIP/alice", "media"))
+            .await;
+        h.live("answer", channel.answer()).await.expect("answer");
+        let mut config = MediaConfig::new().mark_timeout(std::time::Duration::from_millis(200));
+        if forced {
+            config = config.mark_media(Some(true));
+        }
+        let options = MediaOptions::new("media", "slin16").config(config);
+        let mut media = h
+            .live("media", channel.media(options))
+            .await
+            .expect("media session");
+        let tx = media.sender();
+        tx.send_audio(audio("slin16", 5)).expect("prompt");
+        if !forced {
+            let err = tx.mark("prompt-1").expect_err(version);
+            assert!(
+                matches!(
+                    err,
+                    SendError::Unsupported {
+                        command: "MARK_MEDIA",
+                        ..
+                    }
+                ),
+                "{version}: {err:?}"
+            );
+            // A pacer's mark too, at once.
+            let pacer = ari_client::media::MediaPacer::new(client.runtime());
+            let paced = pacer.attach(&media).expect("attach");
+            paced.send(audio("slin16", 5)).expect("prompt");
+            let err = paced.mark("prompt-2").expect_err(version);
+            assert!(
+                matches!(
+                    err,
+                    SendError::Unsupported {
+                        command: "MARK_MEDIA",
+                        ..
+                    }
+                ),
+                "{version}: {err:?}"
+            );
+            drop(paced);
+            pacer.close();
+        } else {
+            tx.mark("prompt-1").expect("handed over");
+            let marks = next_matching(h, &mut media, "the mark given up", |item| match item {
+                MediaItem::MarksUnanswered { marks } => Some(marks),
+                MediaItem::Event(MediaEvent::MediaMarkProcessed { .. }) => {
+                    panic!("20.17 has no MARK_MEDIA")
+                }
+                _ => None,
+            })
+            .await;
+            assert_eq!(marks, [Some("prompt-1".to_owned())]);
+            assert_eq!(media.stats().protocol.marks_unanswered, 1);
+        }
+        h.live("shutdown", media.shutdown()).await;
+        client.close().await;
+    }
+}
+
+/// The other side of the same race: the call leaves its bridge between the lookup and the
+/// add, the bridge staying with the other party (the call moved to a bridge of its own).
+/// The session checks the call is still in the bridge it joined; it is not, so the media
+/// channel leaves it and the session joins the call where it is now. Before, the media
+/// channel stayed in the old bridge: the bot heard the other party, never the call.
+pub async fn media_on_a_call_moved_out_of_its_bridge_meanwhile_follows_the_call<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let caller = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/alice", "media"))
+        .await;
+    let agent = h
+        .incoming_call(&client, PlaceCall::new("PJSIP/bob", "media"))
+        .await;
+    h.live("answer", caller.answer()).await.expect("answer");
+    h.live("answer", agent.answer()).await.expect("answer");
+    let old = client.new_bridge();
+    h.live("bridge", old.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("add", old.add_channel([caller.id(), agent.id()]))
+        .await
+        .expect("add");
+    let before: Vec<serde_json::Value> = h
+        .live("bridges", client.bridges().list())
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|b| b.data().map(|d| serde_json::to_value(d).expect("json")))
+        .collect();
+    // The caller moves to a bridge of its own; the agent stays in the old one.
+    let new = client.new_bridge();
+    h.live("bridge", new.create().map(|op| op.bridge_type("mixing")))
+        .await
+        .expect("bridge");
+    h.live("move", new.add_channel([caller.id()]))
+        .await
+        .expect("move");
+    let members = |bridge: String| async {
+        let mut ids: Vec<String> = h
+            .live("bridge get", client.bridges().get(bridge))
+            .await
+            .expect("the bridge")
+            .data()
+            .expect("a snapshot")
+            .channels
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(members(old.id().to_owned()).await, [agent.id().to_owned()]);
+    let stale = h
+        .server()
+        .expect("GET", "bridges")
+        .respond(200, serde_json::Value::Array(before));
+    let media = h
+        .live("media", caller.media(MediaOptions::new("media", "slin16")))
+        .await
+        .expect("the session opens where the call is");
+    assert_eq!(stale.hits(), 1, "the stale list was served");
+    assert_eq!(
+        media.bridge_id(),
+        Some(new.id()),
+        "the call's bridge of now"
+    );
+    let mut with_call = vec![caller.id().to_owned(), media.media_channel_id().to_owned()];
+    with_call.sort();
+    assert_eq!(members(new.id().to_owned()).await, with_call);
+    assert_eq!(
+        members(old.id().to_owned()).await,
+        [agent.id().to_owned()],
+        "the agent's bridge has no media channel"
+    );
+    h.live("shutdown", media.shutdown()).await;
+}

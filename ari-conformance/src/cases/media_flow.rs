@@ -478,3 +478,102 @@ pub async fn audiosocket_audio_at_another_rate_than_the_senders_is_counted<
         .expect("the Asterisk thread")
         .expect("Asterisk's socket");
 }
+
+/// A network cut stalls the media socket while a bot streams speech (Asterisk reads
+/// nothing, the connection stays open). Once the kernel's buffers are full the socket takes
+/// no more, and the audio must wait in the session's bounded queue, whose overflow is
+/// reported, and not in memory without bound. When the session ends, every message that
+/// never reached the socket is counted as unsent. (Before, the driver kept taking paced
+/// frames out of the session into a list of its own for as long as the socket stayed
+/// stalled: memory grew at the audio's rate, no overflow was ever reported, and those
+/// frames were dropped uncounted at the end.)
+pub async fn media_socket_that_takes_nothing_holds_its_audio_in_the_bounded_queue<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    // Passthrough: each 60 kB message counts as one frame, so the buffers fill in seconds.
+    let options = MediaOptions::new("media", "slin16")
+        .passthrough(true)
+        .config(MediaConfig::new().queue_frames(20))
+        .close_timeout(Duration::from_millis(300));
+    let (_call, mut media) = session(h, &client, options).await;
+    let id = media.media_start().connection_id.clone();
+    assert!(h.server().stall_media(&id), "the socket {id} is live");
+    let tx = media.sender();
+    let chunk = Bytes::from(vec![0x11u8; 60_000]);
+    let dropped = h
+        .live("the overflow", async {
+            loop {
+                for _ in 0..5 {
+                    tx.send_audio(chunk.clone()).expect("audio");
+                }
+                h.sleep(Duration::from_millis(100)).await;
+                while let Some(item) = futures::FutureExt::now_or_never(media.next()) {
+                    match item {
+                        Some(MediaItem::Overflow { dropped_frames }) => return dropped_frames,
+                        Some(MediaItem::Closed { .. }) | None => panic!("the session ended"),
+                        Some(_) => {}
+                    }
+                }
+            }
+        })
+        .await;
+    assert!(dropped > 0);
+    media.close();
+    let unsent = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed { unsent_frames, .. } => Some(unsent_frames),
+        _ => None,
+    })
+    .await;
+    // The session's full queue, and the messages that waited for the socket.
+    assert!(
+        unsent > 20,
+        "{unsent} unsent: the ones held for the socket are counted"
+    );
+    h.live("shutdown", media.shutdown()).await;
+}
+
+/// A bot busy elsewhere (a slow speech recogniser) stops reading its session while the
+/// caller keys digits: the oldest audio is dropped and announced (`Lagged`), the DTMF is
+/// never dropped and comes in order, and every audio message Asterisk sent is accounted for:
+/// read, or counted as lagged.
+pub async fn media_slow_consumer_loses_audio_counted_but_never_a_digit<R: Runtime>(h: &Harness<R>) {
+    let client = h.started(&["media"]).await;
+    let mut options = MediaOptions::new("media", "slin16");
+    options.inbox_frames = 5;
+    let (call, mut media) = session(h, &client, options).await;
+    h.server()
+        .send_dtmf(call.id(), "1#9")
+        .expect("the caller keys digits");
+    // Busy: 40 frames come meanwhile, the inbox holds 5.
+    h.sleep(Duration::from_millis(800)).await;
+    let mut digits = String::new();
+    let mut audio_read = 0u64;
+    let mut lagged = 0u64;
+    let mut closed = false;
+    while let Some(item) = h.live("the session", media.next()).await {
+        match item {
+            MediaItem::Audio(_) => audio_read += 1,
+            MediaItem::Lagged { dropped_frames } => lagged += dropped_frames,
+            MediaItem::Event(MediaEvent::DtmfEnd { digit, .. }) => {
+                digits.push(digit);
+                if digits.len() == 3 {
+                    media.close();
+                }
+            }
+            MediaItem::Closed { .. } => closed = true,
+            _ => {}
+        }
+    }
+    assert!(closed);
+    assert_eq!(digits, "1#9", "every digit, in order");
+    let stats = media.stats();
+    assert!(lagged > 0, "the consumer fell behind");
+    assert_eq!(lagged, stats.lagged_frames);
+    assert_eq!(
+        audio_read + lagged,
+        stats.protocol.frames_in,
+        "every frame accounted for"
+    );
+    h.live("shutdown", media.shutdown()).await;
+}

@@ -440,8 +440,12 @@ impl Sim {
     }
 
     /// Asterisk hangs the media channel up because of its socket (`HANGUP`, a close status
-    /// of its own: `tech_cause`): `ChannelHangupRequest`, before it closes the socket (as
-    /// recorded). [`Sim::media_hangup_done`] destroys the channel once the socket is closed.
+    /// of its own: `tech_cause`): `ChannelHangupRequest`, then the channel leaves its bridge
+    /// and the application (`ChannelLeftBridge`, `StasisEnd`), all before it closes the
+    /// socket: the close is written by the channel's hangup, which runs once Stasis is done
+    /// with it (recorded: `StasisEnd` before the CLOSE frame, or within 0.2 ms of it, on the
+    /// other socket). [`Sim::media_hangup_done`] destroys the channel once the socket is
+    /// closed.
     pub fn media_hangup_request(&mut self, now: Duration, connection_id: &str, tech_cause: i64) {
         self.advance(now);
         if let Some(id) = self.media_channel_alive(connection_id) {
@@ -450,6 +454,7 @@ impl Sim {
                 &id,
                 json!({"cause": 16, "tech_cause": tech_cause}),
             );
+            self.leave_everything(&id);
         }
     }
 

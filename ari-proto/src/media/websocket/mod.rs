@@ -37,4 +37,5 @@ pub use reframe::Reframer;
 pub use session::{
     MediaConfig, MediaOutput, MediaSession, MediaState, MediaStats, Queued, SendError, Transmit,
     ASTERISK_MAX_MESSAGE, ASTERISK_QUEUE_LIMIT, ASTERISK_XOFF_LEVEL, ASTERISK_XON_LEVEL,
+    MARK_MEDIA_SINCE,
 };

@@ -21,6 +21,9 @@ pub const ASTERISK_QUEUE_LIMIT: u32 = 1000;
 /// masked message of this size) must fit in 65,535 bytes, or Asterisk closes the socket with
 /// 1009 and hangs the channel up.
 pub const ASTERISK_MAX_MESSAGE: usize = 65_527;
+/// The releases that answer `MARK_MEDIA` with `MEDIA_MARK_PROCESSED`; older ones ignore the
+/// command without a reply.
+pub const MARK_MEDIA_SINCE: &str = "20.18.0, 22.8.0, 23.2.0";
 
 /// The settings of a [`MediaSession`].
 #[derive(Debug, Clone)]
@@ -56,6 +59,24 @@ pub struct MediaConfig {
     /// the application's audio, so the session refuses it ([`SendError::DirectionIn`]).
     /// Default [`Direction::Both`].
     pub direction: Direction,
+    /// How long a `MARK_MEDIA` marker waits for its `MEDIA_MARK_PROCESSED` after the session
+    /// estimates Asterisk has played everything queued before it. Asterisk before
+    /// [`MARK_MEDIA_SINCE`] ignores the command without a reply: past this wait the marker
+    /// is given up, counted ([`MediaStats::marks_unanswered`]) and reported
+    /// ([`MediaOutput::MarksUnanswered`]), so the pending list never grows without bound.
+    /// Default 2 s (Asterisk answers within a tick of the playout reaching the marker).
+    pub mark_timeout: Duration,
+    /// Whether Asterisk answers `MARK_MEDIA` ([`MARK_MEDIA_SINCE`]). `None` (the default):
+    /// yes unless `MEDIA_START` shows a release before 20.17 (no `channel_id`); ari-client
+    /// sets it from the server's version. `Some(false)`: marks are refused at once
+    /// ([`SendError::Unsupported`]). `Some(true)`: marks are sent whatever `MEDIA_START`
+    /// shows (a release with the feature backported); [`mark_timeout`](Self::mark_timeout)
+    /// still gives up the ones never answered.
+    pub mark_media: Option<bool>,
+    /// The most markers that may wait for their `MEDIA_MARK_PROCESSED` at once (e.g. while
+    /// playout is paused and none can be processed): one more is refused
+    /// ([`SendError::TooManyMarks`]). Default 1,000; at least 1.
+    pub max_pending_marks: usize,
 }
 
 impl Default for MediaConfig {
@@ -67,6 +88,9 @@ impl Default for MediaConfig {
             send_ahead: 10,
             passthrough: false,
             direction: Direction::Both,
+            mark_timeout: Duration::from_secs(2),
+            mark_media: None,
+            max_pending_marks: 1000,
         }
     }
 }
@@ -104,6 +128,24 @@ impl MediaConfig {
     /// Sets [`direction`](Self::direction).
     pub fn direction(mut self, direction: Direction) -> Self {
         self.direction = direction;
+        self
+    }
+
+    /// Sets [`mark_timeout`](Self::mark_timeout).
+    pub fn mark_timeout(mut self, timeout: Duration) -> Self {
+        self.mark_timeout = timeout;
+        self
+    }
+
+    /// Sets [`mark_media`](Self::mark_media).
+    pub fn mark_media(mut self, supported: Option<bool>) -> Self {
+        self.mark_media = supported;
+        self
+    }
+
+    /// Sets [`max_pending_marks`](Self::max_pending_marks) (at least 1).
+    pub fn max_pending_marks(mut self, marks: usize) -> Self {
+        self.max_pending_marks = marks.max(1);
         self
     }
 
@@ -175,6 +217,14 @@ pub enum MediaOutput {
         /// Correlation ids of the discarded `STOP_MEDIA_BUFFERING` markers.
         buffering: Vec<Option<String>>,
     },
+    /// `MARK_MEDIA` markers given up: no `MEDIA_MARK_PROCESSED` came within
+    /// [`MediaConfig::mark_timeout`] of the session's estimate of when Asterisk played
+    /// everything queued before them. Asterisk before [`MARK_MEDIA_SINCE`] ignores
+    /// `MARK_MEDIA`: do not wait for these (counted in [`MediaStats::marks_unanswered`]).
+    MarksUnanswered {
+        /// Correlation ids of the markers given up, oldest first.
+        marks: Vec<Option<String>>,
+    },
     /// The socket closed (the last output).
     Closed {
         /// The close code Asterisk sent, if any (1000 after `HANGUP`).
@@ -226,6 +276,21 @@ pub enum SendError {
     /// The media direction is `in` (the application only receives): Asterisk would drop
     /// the audio.
     DirectionIn,
+    /// The command is newer than the Asterisk on the other end, as its version or its
+    /// `MEDIA_START` shows (one without `channel_id` comes from a release before 20.17, 22.7,
+    /// 23.1; see [`MediaConfig::mark_media`]): it would ignore the command without a reply.
+    Unsupported {
+        /// The command name.
+        command: &'static str,
+        /// The releases that have it.
+        since: &'static str,
+    },
+    /// [`MediaConfig::max_pending_marks`] markers already wait for their
+    /// `MEDIA_MARK_PROCESSED` (playout paused, or an Asterisk that does not answer).
+    TooManyMarks {
+        /// The markers waiting.
+        pending: usize,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -253,6 +318,16 @@ impl fmt::Display for SendError {
             SendError::DirectionIn => f.write_str(
                 "the media direction is 'in' (the application only receives): Asterisk would \
                  drop this audio; send SET_MEDIA_DIRECTION with 'both' or 'out' first",
+            ),
+            SendError::Unsupported { command, since } => write!(
+                f,
+                "{command} needs Asterisk {since} or later; this one would ignore it without a \
+                 reply"
+            ),
+            SendError::TooManyMarks { pending } => write!(
+                f,
+                "{pending} MARK_MEDIA markers already wait for MEDIA_MARK_PROCESSED (is \
+                 playout paused?); wait for them or flush"
             ),
             SendError::MessageTooLarge { len, max } => write!(
                 f,
@@ -315,6 +390,9 @@ pub struct MediaStats {
     pub flushed_frames: u64,
     /// Commands handed out to send.
     pub commands: u64,
+    /// `MARK_MEDIA` markers given up without their `MEDIA_MARK_PROCESSED`
+    /// ([`MediaOutput::MarksUnanswered`]).
+    pub marks_unanswered: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +401,16 @@ enum Effect {
     Pause,
     Continue,
     Flush,
+}
+
+/// A `MARK_MEDIA` marker waiting for its `MEDIA_MARK_PROCESSED`.
+#[derive(Debug)]
+struct PendingMark {
+    id: Option<String>,
+    /// The estimated played-frame count at which Asterisk's playout reaches it, once sent.
+    at: Option<u64>,
+    /// When the estimated playout reached it.
+    reached: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -400,7 +488,11 @@ pub struct MediaSession {
     queued_frames: usize,
     queued_commands: usize,
     /// Markers submitted and not yet processed (local or at Asterisk).
-    pending_marks: VecDeque<Option<String>>,
+    pending_marks: VecDeque<PendingMark>,
+    /// Frames Asterisk has played since the start, by the session's estimate.
+    played: u64,
+    /// Frames `MEDIA_XON` showed played, not yet in `played`.
+    played_unaccounted: u64,
     pending_buffering: VecDeque<Option<String>>,
     /// Estimate of Asterisk's playout queue, in frames.
     remote_frames: u32,
@@ -435,6 +527,8 @@ impl MediaSession {
             queued_frames: 0,
             queued_commands: 0,
             pending_marks: VecDeque::new(),
+            played: 0,
+            played_unaccounted: 0,
             pending_buffering: VecDeque::new(),
             remote_frames: 0,
             remote_paused: false,
@@ -504,9 +598,18 @@ impl MediaSession {
         self.remote_frames
     }
 
+    /// Whether Asterisk answers `MARK_MEDIA`, as far as the session knows
+    /// ([`MediaConfig::mark_media`], the `MEDIA_START` seen): when not, a mark is refused
+    /// ([`SendError::Unsupported`]).
+    pub fn marks_supported(&self) -> bool {
+        self.config
+            .mark_media
+            .unwrap_or_else(|| self.start.as_ref().is_none_or(|s| s.channel_id.is_some()))
+    }
+
     /// `MARK_MEDIA` markers submitted and not yet reported processed, oldest first.
     pub fn pending_marks(&self) -> impl Iterator<Item = Option<&str>> {
-        self.pending_marks.iter().map(Option::as_deref)
+        self.pending_marks.iter().map(|m| m.id.as_deref())
     }
 
     /// The counters.
@@ -559,10 +662,20 @@ impl MediaSession {
             }
             MediaEvent::MediaXon { .. } => {
                 self.xoff = false;
-                self.remote_frames = self.remote_frames.min(ASTERISK_XON_LEVEL - 1);
+                let below = self.remote_frames.min(ASTERISK_XON_LEVEL - 1);
+                // Played since the estimate: counted at the next `poll_transmit` (its `now`).
+                self.played_unaccounted += u64::from(self.remote_frames - below);
+                self.remote_frames = below;
             }
             MediaEvent::MediaMarkProcessed { correlation_id, .. } => {
-                remove_marker(&mut self.pending_marks, correlation_id);
+                let id = correlation_id.as_deref().unwrap_or("");
+                if let Some(i) = self
+                    .pending_marks
+                    .iter()
+                    .position(|m| m.id.as_deref().unwrap_or("") == id)
+                {
+                    self.pending_marks.remove(i);
+                }
             }
             MediaEvent::MediaBufferingCompleted { correlation_id, .. } => {
                 remove_marker(&mut self.pending_buffering, correlation_id);
@@ -719,7 +832,22 @@ impl MediaSession {
                     self.pending_buffering.push_back(correlation_id.clone());
                 }
                 Command::MarkMedia { correlation_id } => {
-                    self.pending_marks.push_back(correlation_id.clone());
+                    if !self.marks_supported() {
+                        return Err(SendError::Unsupported {
+                            command: command.name(),
+                            since: MARK_MEDIA_SINCE,
+                        });
+                    }
+                    if self.pending_marks.len() >= self.config.max_pending_marks {
+                        return Err(SendError::TooManyMarks {
+                            pending: self.pending_marks.len(),
+                        });
+                    }
+                    self.pending_marks.push_back(PendingMark {
+                        id: correlation_id.clone(),
+                        at: None,
+                        reached: None,
+                    });
                 }
                 _ => {}
             }
@@ -781,7 +909,7 @@ impl MediaSession {
         self.buffering = false;
         if !self.pending_marks.is_empty() || !self.pending_buffering.is_empty() {
             self.outputs.push_back(MediaOutput::MarkersDiscarded {
-                marks: self.pending_marks.drain(..).collect(),
+                marks: self.pending_marks.drain(..).map(|m| m.id).collect(),
                 buffering: self.pending_buffering.drain(..).collect(),
             });
         }
@@ -801,11 +929,23 @@ impl MediaSession {
     /// The next message to send, if one may go out at `now`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.drain(now);
+        self.expire_marks(now);
         if let Some((transmit, effect)) = self.immediate.pop_front() {
             match effect {
                 Effect::Pause => self.remote_paused = true,
-                Effect::Continue => self.remote_paused = false,
-                Effect::Flush => self.remote_frames = 0,
+                Effect::Continue => {
+                    self.remote_paused = false;
+                    // Playout resumes now: a marker it had reached gets its full wait.
+                    for m in self.pending_marks.iter_mut() {
+                        if m.reached.is_some() {
+                            m.reached = Some(now);
+                        }
+                    }
+                }
+                Effect::Flush => {
+                    self.played += u64::from(self.remote_frames);
+                    self.remote_frames = 0;
+                }
                 Effect::None => {}
             }
             if let Transmit::Text(_) = transmit {
@@ -818,9 +958,18 @@ impl MediaSession {
         }
         match self.queue.front()? {
             Item::Command(..) => {
-                let Some(Item::Command(_, text)) = self.queue.pop_front() else {
+                let Some(Item::Command(command, text)) = self.queue.pop_front() else {
                     return None;
                 };
+                if let Command::MarkMedia { .. } = command {
+                    // Asterisk's playout reaches it once what it holds now is played.
+                    let at = self.played + u64::from(self.remote_frames);
+                    let reached = (self.remote_frames == 0).then_some(now);
+                    if let Some(m) = self.pending_marks.iter_mut().find(|m| m.at.is_none()) {
+                        m.at = Some(at);
+                        m.reached = reached;
+                    }
+                }
                 self.queued_commands -= 1;
                 self.stats.commands += 1;
                 Some(Transmit::Text(text))
@@ -854,12 +1003,15 @@ impl MediaSession {
     /// When [`poll_transmit`](Self::poll_transmit) may next have audio to hand out (held back
     /// by pacing), or `None` if nothing waits for time (empty queue, XOFF, paused playout, or
     /// something to send right now).
+    ///
+    /// It is also when the oldest `MARK_MEDIA` marker Asterisk should have processed is
+    /// given up ([`MediaConfig::mark_timeout`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if !self.immediate.is_empty() || self.state != MediaState::Started {
             return None;
         }
-        match self.queue.front()? {
-            Item::Frame(_)
+        let pacing = match self.queue.front() {
+            Some(Item::Frame(_))
                 if !self.xoff
                     && !self.remote_paused
                     && self.remote_frames >= self.config.send_ahead =>
@@ -867,7 +1019,69 @@ impl MediaSession {
                 self.drain_base.map(|base| base + self.ptime)
             }
             _ => None,
+        };
+        match (pacing, self.mark_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
+    }
+
+    /// When the oldest marker sent is given up: [`MediaConfig::mark_timeout`] after the
+    /// estimated playout reaches it (none while playout is paused).
+    fn mark_deadline(&self) -> Option<Instant> {
+        if self.remote_paused {
+            return None;
+        }
+        let first = self.pending_marks.iter().find(|m| m.at.is_some())?;
+        let reached = match (first.reached, first.at) {
+            (Some(t), _) => t,
+            (None, Some(at)) => {
+                let ahead = at.saturating_sub(self.played);
+                let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
+                self.drain_base? + self.ptime.saturating_mul(ahead)
+            }
+            _ => return None,
+        };
+        reached.checked_add(self.config.mark_timeout)
+    }
+
+    /// Counts `frames` more played (the last one at `when`), and dates the markers the
+    /// playout reached.
+    fn played_until(&mut self, frames: u64, when: Instant) {
+        if frames == 0 {
+            return;
+        }
+        self.played += frames;
+        let played = self.played;
+        for m in self.pending_marks.iter_mut() {
+            if m.reached.is_none() && m.at.is_some_and(|a| a <= played) {
+                m.reached = Some(when);
+            }
+        }
+    }
+
+    /// Gives up the markers whose deadline passed.
+    fn expire_marks(&mut self, now: Instant) {
+        let timeout = self.config.mark_timeout;
+        if self.remote_paused
+            || !self
+                .pending_marks
+                .iter()
+                .any(|m| m.reached.is_some_and(|r| r + timeout <= now))
+        {
+            return;
+        }
+        let mut marks = Vec::new();
+        self.pending_marks.retain(|m| match m.reached {
+            Some(r) if r + timeout <= now => {
+                marks.push(m.id.clone());
+                false
+            }
+            _ => true,
+        });
+        self.stats.marks_unanswered += marks.len() as u64;
+        self.outputs
+            .push_back(MediaOutput::MarksUnanswered { marks });
     }
 
     fn flush_overflow(&mut self) {
@@ -891,6 +1105,8 @@ impl MediaSession {
     /// Advances the estimate of Asterisk's queue: one frame played per ptime, none while
     /// paused.
     fn drain(&mut self, now: Instant) {
+        let unaccounted = std::mem::take(&mut self.played_unaccounted);
+        self.played_until(unaccounted, now);
         let Some(base) = self.drain_base else {
             self.drain_base = Some(now);
             return;
@@ -907,6 +1123,8 @@ impl MediaSession {
             .unwrap_or(u32::MAX)
             .min(self.remote_frames);
         self.remote_frames -= played;
+        let when = base + self.ptime * played;
+        self.played_until(u64::from(played), when);
         self.drain_base = Some(if self.remote_frames == 0 {
             now
         } else {
