@@ -729,19 +729,19 @@ impl ReplayBuilder {
             logger: self.logger,
         });
         let thread_state = state.clone();
-        let dial = self.outbound.map(|app| (app, self.outbound_credentials));
+        let dial_outbound = self.outbound.map(|app| (app, self.outbound_credentials));
         let dial_media = self.media_app.map(|app| (app, self.media_credentials));
         let (addr, thread) = ServerThread::spawn(
             format!("ari-replay-{}", self.addr.port()),
             TcpListener::bind(self.addr),
             move |listener, stop| async move {
-                if let Some((app, credentials)) = dial {
+                if let Some((app, credentials)) = dial_outbound {
                     let started = Instant::now();
                     for (i, sock) in thread_state.recording.sockets.iter().enumerate() {
                         if sock.outbound.is_some() {
-                            tokio::spawn(dial_outbound(
+                            tokio::spawn(dial(
                                 thread_state.clone(),
-                                i,
+                                Dialled::Outbound(i),
                                 started,
                                 app.clone(),
                                 credentials.clone(),
@@ -753,9 +753,9 @@ impl ReplayBuilder {
                     let started = Instant::now();
                     for (i, m) in thread_state.recording.media.iter().enumerate() {
                         if m.dial.is_some() {
-                            tokio::spawn(dial_media_socket(
+                            tokio::spawn(dial(
                                 thread_state.clone(),
-                                i,
+                                Dialled::Media(i),
                                 started,
                                 app.clone(),
                                 credentials.clone(),
@@ -1138,70 +1138,64 @@ fn upgrade(
     switching_protocols(&key, offers_ari.then_some("ari"))
 }
 
-/// Dials outbound WebSocket `i` of the recording to the application at `app`, at its
-/// recorded time (from `started`) and after the requests recorded before it, then serves it.
-async fn dial_outbound(
-    state: Arc<ReplayState>,
-    i: usize,
-    started: Instant,
-    app: String,
-    credentials: Option<(String, String)>,
-) {
-    let sock = &state.recording.sockets[i];
-    let Some((path, protocol)) = &sock.outbound else {
-        return;
-    };
-    let latest = state.gated(sock.t_open).await;
-    let anchor = latest.unwrap_or((0.0, started));
-    tokio::time::sleep_until((anchor.1 + state.scaled(sock.t_open - anchor.0)).into()).await;
-    let url = format!("{app}{path}");
-    match dial_like_asterisk(&url, protocol.as_deref(), credentials.as_ref()).await {
-        Ok(ws) => {
-            {
-                let mut inner = lock(&state.inner);
-                inner.sockets_used[i] = true;
-                inner.stats.outbound_dialed += 1;
-            }
-            state.log(|| format!("outbound ws open: {url}"));
-            run_socket(state.clone(), i, Instant::now(), ws).await;
-        }
-        Err(why) => {
-            let mut inner = lock(&state.inner);
-            state.unmatched(&mut inner, format!("outbound WebSocket {url}: {why}"));
-        }
-    }
+/// A WebSocket Asterisk dialled in the recording: an outbound one (index into the events
+/// sockets) or a client-mode media one (index into the media sockets).
+#[derive(Debug, Clone, Copy)]
+enum Dialled {
+    Outbound(usize),
+    Media(usize),
 }
 
-/// Dials client-mode media WebSocket `i` of the recording to the application's media server
-/// at `app`, at its recorded time and after the requests recorded before it, then replays it.
-async fn dial_media_socket(
+/// Dials `what` to the application at `app` as Asterisk did, at its recorded time (from
+/// `started`) and after the requests recorded before it, then serves it.
+async fn dial(
     state: Arc<ReplayState>,
-    i: usize,
+    what: Dialled,
     started: Instant,
     app: String,
     credentials: Option<(String, String)>,
 ) {
-    let rec = &state.recording.media[i];
-    let Some((path, protocol)) = &rec.dial else {
+    let (t_open, target, kind) = match what {
+        Dialled::Outbound(i) => {
+            let s = &state.recording.sockets[i];
+            (s.t_open, s.outbound.as_ref(), "outbound")
+        }
+        Dialled::Media(i) => {
+            let m = &state.recording.media[i];
+            (m.t_open, m.dial.as_ref(), "media")
+        }
+    };
+    let Some((path, protocol)) = target else {
         return;
     };
-    let anchor = state.gated(rec.t_open).await.unwrap_or((0.0, started));
-    tokio::time::sleep_until((anchor.1 + state.scaled(rec.t_open - anchor.0)).into()).await;
+    let anchor = state.gated(t_open).await.unwrap_or((0.0, started));
+    tokio::time::sleep_until((anchor.1 + state.scaled(t_open - anchor.0)).into()).await;
     let url = format!("{app}{path}");
     match dial_like_asterisk(&url, protocol.as_deref(), credentials.as_ref()).await {
         Ok(ws) => {
             {
                 let mut inner = lock(&state.inner);
-                inner.media_used[i] = true;
-                inner.stats.media_websockets_matched += 1;
-                inner.stats.media_dialed += 1;
+                match what {
+                    Dialled::Outbound(i) => {
+                        inner.sockets_used[i] = true;
+                        inner.stats.outbound_dialed += 1;
+                    }
+                    Dialled::Media(i) => {
+                        inner.media_used[i] = true;
+                        inner.stats.media_websockets_matched += 1;
+                        inner.stats.media_dialed += 1;
+                    }
+                }
             }
-            state.log(|| format!("media ws dialled: {url}"));
-            run_media_socket(state.clone(), i, Instant::now(), ws).await;
+            state.log(|| format!("{kind} ws dialled: {url}"));
+            match what {
+                Dialled::Outbound(i) => run_socket(state.clone(), i, Instant::now(), ws).await,
+                Dialled::Media(i) => run_media_socket(state.clone(), i, Instant::now(), ws).await,
+            }
         }
         Err(why) => {
             let mut inner = lock(&state.inner);
-            state.unmatched(&mut inner, format!("media WebSocket {url}: {why}"));
+            state.unmatched(&mut inner, format!("{kind} WebSocket {url}: {why}"));
         }
     }
 }
