@@ -407,7 +407,7 @@ async fn client_conversation_records_checks_and_replays() {
 /// A call with a media session: every frame Asterisk sends is echoed, a mark is set; returns
 /// what the program saw (the format, the control events, how many audio frames came).
 async fn media_conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> {
-    use ari_tokio::media::{MediaItem, MediaOptions};
+    use ari_tokio::media::MediaOptions;
     let client = Client::builder(url, USER, PASSWORD)
         .rng_seed(CLIENT_SEED)
         .connect()
@@ -420,8 +420,16 @@ async fn media_conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> 
     };
     let (_start, channel, _events) = call?;
     channel.answer().await?;
-    let mut media = channel.media(MediaOptions::new("rm", "ulaw")).await?;
+    let media = channel.media(MediaOptions::new("rm", "ulaw")).await?;
     seen.push(format!("media format={}", media.format()));
+    echo_until_closed(media, &mut seen).await;
+    Ok(seen)
+}
+
+/// Echoes every audio frame and sets a mark after the fifth, noting the events, until the
+/// session closes; then shuts it down.
+async fn echo_until_closed(mut media: ari_tokio::media::MediaSession, seen: &mut Vec<String>) {
+    use ari_tokio::media::MediaItem;
     let tx = media.sender();
     let mut frames = 0usize;
     while let Some(item) = media.next().await {
@@ -440,7 +448,6 @@ async fn media_conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> 
     }
     seen.push(format!("audio frames {}", frames > 0));
     media.shutdown().await;
-    Ok(seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,7 +767,7 @@ async fn client_mode_conversation(
     url: &str,
     server: &TokioMediaServer,
 ) -> Result<Vec<String>, ari_tokio::Error> {
-    use ari_tokio::media::{MediaItem, MediaOptions};
+    use ari_tokio::media::MediaOptions;
     let client = Client::builder(url, USER, PASSWORD)
         .rng_seed(CLIENT_SEED)
         .connect()
@@ -773,7 +780,7 @@ async fn client_mode_conversation(
     };
     let (_start, channel, _events) = call?;
     channel.answer().await?;
-    let mut media = server
+    let media = server
         .open(&channel, "media_app", MediaOptions::new("rmc", "ulaw"))
         .await?;
     seen.push(format!(
@@ -781,24 +788,7 @@ async fn client_mode_conversation(
         media.media_start().connection_id,
         media.format()
     ));
-    let tx = media.sender();
-    let mut frames = 0usize;
-    while let Some(item) = media.next().await {
-        match item {
-            MediaItem::Audio(frame) => {
-                frames += 1;
-                if frames == 5 {
-                    seen.push(format!("mark m5 sent: {}", tx.mark("m5").is_ok()));
-                }
-                drop(tx.send_audio(frame));
-            }
-            MediaItem::Event(event) => seen.push(format!("event {}", event.name())),
-            MediaItem::Closed { .. } => break,
-            _ => {}
-        }
-    }
-    seen.push(format!("audio frames {}", frames > 0));
-    media.shutdown().await;
+    echo_until_closed(media, &mut seen).await;
     Ok(seen)
 }
 
