@@ -1018,8 +1018,13 @@ struct Model {
 /// `BridgeCreated`, or `forget_ended`, stopping it), it counts as ended only then, and
 /// `poll_timeout` wakes up for it; `not_created` ends exactly the live subscriptions of its
 /// resource, in order, with `EndReason::NotCreated`, without changing whether it counts as
-/// ended; `has_seen` holds only for a resource some live subscription follows, and always
-/// for one an event was routed for while it was followed; and the stats agree.
+/// ended (`not_created_before`: only those older than the mark); a playback or recording
+/// `queued_on` a channel or bridge, not started or ended yet, has exactly its live
+/// subscriptions ended with `EndReason::NeverStarted`, in queue then subscription order, when
+/// the channel's `StasisEnd` or `ChannelDestroyed` or the bridge's `BridgeDestroyed` is routed;
+/// `subscribe` returns `next_subscription_id`; `has_seen` holds only for a resource some live
+/// subscription follows, and always for one an event was routed for while it was followed;
+/// and the stats agree.
 pub fn session_actions(data: &[u8]) {
     let _ = run_session(data);
 }
