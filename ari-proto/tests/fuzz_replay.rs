@@ -149,6 +149,7 @@ fn marker_seeds_decode_to_their_actions() {
         ("seed-bridge-", "Bridge("),
         ("seed-notcreated-", "NotCreated("),
         ("seed-endresources-", "EndResources("),
+        ("seed-queued-", "Queued("),
     ];
     for (prefix, action) in expected {
         let seeds: Vec<_> = corpus("session_actions")

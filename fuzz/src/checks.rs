@@ -839,6 +839,7 @@ enum More {
     Bridge(BridgeAction),
     NotCreated(NotCreated),
     EndResources(EndResources),
+    Queued(QueuedAction),
 }
 
 /// The byte after [`Action::More`]'s discriminant that makes it a [`BridgeAction`].
@@ -849,6 +850,9 @@ const NOT_CREATED_ACTION: u8 = 0x9c;
 
 /// The byte after [`Action::More`]'s discriminant that makes it an [`EndResources`].
 const END_RESOURCES_ACTION: u8 = 0xe3;
+
+/// The byte after [`Action::More`]'s discriminant that makes it a [`QueuedAction`].
+const QUEUED_ACTION: u8 = 0x5a;
 
 impl<'a> Arbitrary<'a> for More {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
@@ -864,6 +868,10 @@ impl<'a> Arbitrary<'a> for More {
             Some(&[END_RESOURCES_ACTION]) => {
                 u.bytes(1)?;
                 Ok(More::EndResources(EndResources::arbitrary(u)?))
+            }
+            Some(&[QUEUED_ACTION]) => {
+                u.bytes(1)?;
+                Ok(More::Queued(QueuedAction::arbitrary(u)?))
             }
             _ => Ok(More::NewResourceId),
         }
@@ -908,6 +916,30 @@ impl EndResources {
             .map(NotCreated::resource)
             .collect()
     }
+}
+
+/// Playbacks and recordings queued on a channel or bridge, and the refusals of ids decided
+/// late.
+#[derive(Debug, Arbitrary)]
+enum QueuedAction {
+    /// A play with an id or a record on a channel or bridge of [`IDS`] succeeded: its
+    /// `RequestParts::queued_on`, then `Session::queued_on`.
+    QueuedOn {
+        recording: bool,
+        id: u8,
+        bridge: bool,
+        target: u8,
+    },
+    /// `Session::not_created_before` with a mark: one of the known subscription ids, in
+    /// order (`mark` modulo their count plus one), or `Session::next_subscription_id`.
+    NotCreatedBefore { resource: NotCreated, mark: u8 },
+    /// `RequestParts::stopped_recording` of a stop, cancel, pause or get of a live recording
+    /// (`op` modulo 4) named by [`IDS`] or by `name`.
+    StoppedRecording {
+        op: u8,
+        id: u8,
+        name: Option<String>,
+    },
 }
 
 /// Bridges the application destroys or creates again, and their events.
@@ -958,6 +990,13 @@ struct Model {
     /// The subscriptions the last `end_resources` ended, in its order: each ends with
     /// `EndReason::ResourceEnded` in the next drain, in that order, before any other.
     ended_resources: std::collections::VecDeque<SubscriptionId>,
+    /// What `queued_on` queued on each channel or bridge, in order, and did not start or end
+    /// yet: the live subscriptions of each end with `EndReason::NeverStarted` when the
+    /// channel leaves the application or the bridge is destroyed.
+    queued: BTreeMap<(ResourceKind, String), Vec<(ResourceKind, String)>>,
+    /// The subscriptions the last routed event ended as never started, in order: each ends
+    /// with `EndReason::NeverStarted` in the next drain, in that order, and no other does.
+    never_started: std::collections::VecDeque<SubscriptionId>,
     /// Every resource a subscription ever followed (for the `has_seen` checks).
     followed: BTreeSet<(ResourceKind, String)>,
     /// The followed resources a frame may have been routed for since their first live
@@ -979,8 +1018,13 @@ struct Model {
 /// `BridgeCreated`, or `forget_ended`, stopping it), it counts as ended only then, and
 /// `poll_timeout` wakes up for it; `not_created` ends exactly the live subscriptions of its
 /// resource, in order, with `EndReason::NotCreated`, without changing whether it counts as
-/// ended; `has_seen` holds only for a resource some live subscription follows, and always
-/// for one an event was routed for while it was followed; and the stats agree.
+/// ended (`not_created_before`: only those older than the mark); a playback or recording
+/// `queued_on` a channel or bridge, not started or ended yet, has exactly its live
+/// subscriptions ended with `EndReason::NeverStarted`, in queue then subscription order, when
+/// the channel's `StasisEnd` or `ChannelDestroyed` or the bridge's `BridgeDestroyed` is routed;
+/// `subscribe` returns `next_subscription_id`; `has_seen` holds only for a resource some live
+/// subscription follows, and always for one an event was routed for while it was followed;
+/// and the stats agree.
 pub fn session_actions(data: &[u8]) {
     let _ = run_session(data);
 }
@@ -1016,6 +1060,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     let mut model = Model::default();
     for action in actions.into_iter().take(512) {
         let mut event_frame = None;
+        let routed_before = session.stats().events;
         let mut after_timeout = false;
         match action {
             Action::Start => session.start(now),
@@ -1057,7 +1102,13 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 let ended = filter
                     .resource_ref()
                     .is_some_and(|(kind, rid)| session.has_ended(kind, rid));
+                let next = session.next_subscription_id();
                 let id = session.subscribe(filter.clone());
+                assert_eq!(id, next, "next_subscription_id");
+                assert!(
+                    session.next_subscription_id() > id,
+                    "next_subscription_id after {id}"
+                );
                 assert!(
                     model.subs.keys().chain(&model.gone).all(|&old| old < id),
                     "subscription ids grow"
@@ -1175,6 +1226,7 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                 }
                 model.ended_resources.extend(following);
             }
+            Action::More(More::Queued(q)) => queued_action(&mut session, &mut model, q),
             Action::More(More::Bridge(BridgeAction::Forget(b))) => {
                 // Forgets the end, or stops the linger (the bridge's subscriptions stay).
                 let b = id(b);
@@ -1205,6 +1257,12 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
                     }
                 }
                 Err(_) => model.may_be_seen.extend(followed),
+            }
+        }
+        if session.stats().events > routed_before {
+            // The frame was routed (as the event `decode_lenient` gives).
+            if let Some(Ok((e, _))) = event_frame.as_deref().map(Event::decode_lenient) {
+                track_queued(&mut model, &e);
             }
         }
         if let Some(Ok((Event::StasisEnd(e), _))) =
@@ -1269,6 +1327,179 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     );
     check_state(&session, &model, &config);
     Some(stats)
+}
+
+/// A [`QueuedAction`]: drives the session and checks the result against the model.
+fn queued_action(session: &mut Session, model: &mut Model, q: QueuedAction) {
+    use ari_proto::ops::{bridges, channels, recordings};
+    use ari_proto::rest::request_parts;
+    match q {
+        QueuedAction::QueuedOn {
+            recording,
+            id: r,
+            bridge,
+            target,
+        } => {
+            let (rid, tid) = (id(r), id(target));
+            let kind = if recording {
+                ResourceKind::Recording
+            } else {
+                ResourceKind::Playback
+            };
+            let target_kind = if bridge {
+                ResourceKind::Bridge
+            } else {
+                ResourceKind::Channel
+            };
+            let parts = match (recording, bridge) {
+                (false, false) => {
+                    request_parts(&channels::PlayWithId::new(tid, rid, ["sound:hello"]))
+                }
+                (false, true) => {
+                    request_parts(&bridges::PlayWithId::new(tid, rid, ["sound:hello"]))
+                }
+                (true, false) => request_parts(&channels::Record::new(tid, rid, "wav")),
+                (true, true) => request_parts(&bridges::Record::new(tid, rid, "wav")),
+            };
+            // The request names what it queues on what (ids decoded back), and it stops no
+            // recording.
+            let parts = parts.expect("the ids of IDS make a request");
+            assert_eq!(
+                parts.queued_on(),
+                Some(((kind, rid.to_owned()), (target_kind, tid.to_owned()))),
+                "queued_on of {parts:?}"
+            );
+            assert_eq!(parts.stopped_recording(), None);
+            session.queued_on(kind, rid, target_kind, tid);
+            let list = model
+                .queued
+                .entry((target_kind, tid.to_owned()))
+                .or_default();
+            if !list.iter().any(|(k, i)| *k == kind && i == rid) {
+                list.push((kind, rid.to_owned()));
+            }
+        }
+        QueuedAction::NotCreatedBefore { resource, mark } => {
+            // Ends the resource's live subscriptions older than the mark (in the next drain,
+            // with NotCreated, in order), no other; does not change whether it counts as
+            // ended.
+            let (kind, rid) = resource.resource();
+            let known: BTreeSet<SubscriptionId> =
+                model.subs.keys().chain(&model.gone).copied().collect();
+            let known: Vec<SubscriptionId> = known.into_iter().collect();
+            let n = usize::from(mark) % (known.len() + 1);
+            let before = known
+                .get(n)
+                .copied()
+                .unwrap_or_else(|| session.next_subscription_id());
+            let ended = session.has_ended(kind, rid);
+            let following: Vec<SubscriptionId> = model
+                .subs
+                .iter()
+                .filter(|(id, f)| **id < before && f.resource_ref() == Some((kind, rid)))
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(
+                session.not_created_before(kind, rid, before),
+                following.len(),
+                "not_created_before({kind:?}, {rid}, {before})"
+            );
+            assert_eq!(session.has_ended(kind, rid), ended);
+            model.not_created.extend(following);
+        }
+        QueuedAction::StoppedRecording { op, id: r, name } => {
+            let name = name.unwrap_or_else(|| id(r).to_owned());
+            let stops = op % 4 < 2;
+            let parts = match op % 4 {
+                0 => request_parts(&recordings::Stop::new(name.clone())),
+                1 => request_parts(&recordings::Cancel::new(name.clone())),
+                2 => request_parts(&recordings::Pause::new(name.clone())),
+                _ => request_parts(&recordings::GetLive::new(name.clone())),
+            };
+            match parts {
+                Ok(parts) => {
+                    assert_eq!(
+                        parts.stopped_recording(),
+                        stops.then_some(name),
+                        "stopped_recording of {parts:?}"
+                    );
+                    assert_eq!(parts.queued_on(), None);
+                }
+                Err(_) => assert!(name.is_empty() || name.contains('\0'), "{name:?} refused"),
+            }
+        }
+    }
+}
+
+/// After `event` was routed: a queued playback or recording that started or ended is no
+/// longer queued; the live subscriptions of those queued on a channel that left the
+/// application or a destroyed bridge end (`EndReason::NeverStarted`, in queue order, then
+/// subscription order).
+fn track_queued(model: &mut Model, event: &Event) {
+    let (target, kind, rid, uri) = match event {
+        Event::StasisEnd(e) => ((ResourceKind::Channel, e.channel.id.as_str()), None, "", ""),
+        Event::ChannelDestroyed(e) => {
+            ((ResourceKind::Channel, e.channel.id.as_str()), None, "", "")
+        }
+        Event::BridgeDestroyed(e) => ((ResourceKind::Bridge, e.bridge.id.as_str()), None, "", ""),
+        Event::PlaybackStarted(e) => (
+            (ResourceKind::Channel, ""),
+            Some(ResourceKind::Playback),
+            e.playback.id.as_str(),
+            e.playback.target_uri.as_str(),
+        ),
+        Event::PlaybackFinished(e) => (
+            (ResourceKind::Channel, ""),
+            Some(ResourceKind::Playback),
+            e.playback.id.as_str(),
+            e.playback.target_uri.as_str(),
+        ),
+        Event::RecordingStarted(e) => (
+            (ResourceKind::Channel, ""),
+            Some(ResourceKind::Recording),
+            e.recording.name.as_str(),
+            e.recording.target_uri.as_str(),
+        ),
+        Event::RecordingFinished(e) => (
+            (ResourceKind::Channel, ""),
+            Some(ResourceKind::Recording),
+            e.recording.name.as_str(),
+            e.recording.target_uri.as_str(),
+        ),
+        Event::RecordingFailed(e) => (
+            (ResourceKind::Channel, ""),
+            Some(ResourceKind::Recording),
+            e.recording.name.as_str(),
+            e.recording.target_uri.as_str(),
+        ),
+        _ => return,
+    };
+    let Some(kind) = kind else {
+        let Some(list) = model.queued.remove(&(target.0, target.1.to_owned())) else {
+            return;
+        };
+        for (k, i) in list {
+            let ids: Vec<SubscriptionId> = model
+                .subs
+                .iter()
+                .filter(|(_, f)| f.resource_ref() == Some((k, i.as_str())))
+                .map(|(id, _)| *id)
+                .collect();
+            model.never_started.extend(ids);
+        }
+        return;
+    };
+    let target = match uri.split_once(':') {
+        Some(("channel", t)) => (ResourceKind::Channel, t.to_owned()),
+        Some(("bridge", t)) => (ResourceKind::Bridge, t.to_owned()),
+        _ => return,
+    };
+    if let Some(list) = model.queued.get_mut(&target) {
+        list.retain(|(k, i)| !(*k == kind && i == rid));
+        if list.is_empty() {
+            model.queued.remove(&target);
+        }
+    }
 }
 
 /// `handle_timeout(now)`, and the model's bridges whose linger is over by `now` become due:
@@ -1465,6 +1696,11 @@ fn drain(
                     EndReason::ResourceEnded if model.ended_resources.front() == Some(&id) => {
                         model.ended_resources.pop_front();
                     }
+                    EndReason::NeverStarted => assert_eq!(
+                        model.never_started.pop_front(),
+                        Some(id),
+                        "{id} ended with NeverStarted"
+                    ),
                     EndReason::NotCreated => assert_eq!(
                         model.not_created.pop_front(),
                         Some(id),
@@ -1563,6 +1799,11 @@ fn drain(
         model.not_created.is_empty(),
         "not_created left {:?} live",
         model.not_created
+    );
+    assert!(
+        model.never_started.is_empty(),
+        "queued_on left {:?} live",
+        model.never_started
     );
     assert!(
         model.ended_resources.is_empty(),
