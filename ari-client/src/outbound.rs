@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use ari_proto::outbound::{Accepted, Refused, UpgradeCheck};
+use ari_proto::outbound::{split_call_application, Accepted, Refused, UpgradeCheck};
 use ari_proto::rest::Credentials;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -1411,10 +1411,17 @@ fn takes_connections<R: Runtime>(inner: &Inner<R>) -> bool {
 }
 
 /// Whether `app` is the application of a per-call connection: Asterisk names it
-/// `<app>:<channel name>`, and a channel name is `<technology>/<resource>`.
+/// `<app>:<channel name>`, and a channel name is `<technology>/<resource>` (see
+/// [`split_call_application`], which keeps a `:` of `<app>` in it).
 fn is_call_app(app: &str) -> bool {
-    app.split_once(':')
-        .is_some_and(|(base, channel)| !base.is_empty() && channel.contains('/'))
+    split_call_application(app).is_some()
+}
+
+/// Whether the channel whose `Stasis()` names `first` belongs to the application `app`:
+/// `app` itself, or the per-call application `<first>:<channel name>` (`first` may hold
+/// `:`, as `tenant:ivr`).
+fn serves(app: &str, first: &str) -> bool {
+    app == first || split_call_application(app).is_some_and(|(base, _)| base == first)
 }
 
 fn shutting_down() -> TransportError {
@@ -1532,7 +1539,7 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
     // The application's channels are also those it controls besides its call (a channel
     // it originated into itself, both halves of a Local one): the call is the channel the
     // connection names (`<app>:<channel name>`), in Stasis.
-    let name = p.app.split_once(':').map(|(_, name)| name)?;
+    let (_, name) = split_call_application(p.app)?;
     let ids = apps.into_iter().find(|a| a.name == p.app)?.channel_ids;
     let apps = [p.app.to_string()];
     for id in ids.into_iter().filter(|id| !id.starts_with("__AST_")) {
@@ -1714,9 +1721,7 @@ impl<R: Runtime> Lookup<R> {
                             continue;
                         }
                         let first = stasis_app_of(&snapshot);
-                        let Some(app) = names.iter().find(|n| {
-                            *n == first || n.split_once(':').is_some_and(|(b, _)| b == first)
-                        }) else {
+                        let Some(app) = names.iter().find(|n| serves(n, first)) else {
                             continue;
                         };
                         asked.insert(id.clone());
@@ -1839,8 +1844,7 @@ fn in_stasis_of(snapshot: &ari_proto::models::Channel, apps: &[String]) -> bool 
         return false;
     }
     let first = stasis_app_of(snapshot);
-    apps.iter()
-        .any(|a| a == first || a.split_once(':').is_some_and(|(base, _)| base == first))
+    apps.iter().any(|a| serves(a, first))
 }
 
 /// The first argument of the channel's dialplan application (for `Stasis()`, the

@@ -94,6 +94,35 @@ pub const MAX_HEAD_BYTES: usize = 8192;
 /// Most header lines [`UpgradeCheck::check_head`] reads (Asterisk sends 7).
 const MAX_HEADERS: usize = 32;
 
+/// Splits the application of a per-call connection (`connection_type = per_call_config`)
+/// into the application the channel entered `Stasis()` for and the channel's name.
+///
+/// Asterisk names that temporary application `<app>:<channel name>` (recorded:
+/// `obpc:Local/12#@dtmf-00000152;1` for `Stasis(obpc)`), and a channel name is
+/// `<technology>/<resource>`, its technology (`PJSIP`, `Local`, `WebSocket`...) holding
+/// neither `:` nor `/`. As `<app>` may itself hold `:` (`tenant:ivr`), the split is at the
+/// `:` that is followed by a technology and its `/`: the last `:` before the channel name's
+/// `/`, not the first `:`. `None` when `name` is no such name (a persistent connection's
+/// application, even one with a `:`).
+///
+/// ```
+/// use ari_proto::outbound::split_call_application;
+///
+/// assert_eq!(
+///     split_call_application("tenant:ivr:PJSIP/alice-00000001"),
+///     Some(("tenant:ivr", "PJSIP/alice-00000001")),
+/// );
+/// assert_eq!(split_call_application("tenant:ivr"), None);
+/// ```
+pub fn split_call_application(name: &str) -> Option<(&str, &str)> {
+    name.match_indices(':').find_map(|(i, _)| {
+        let (app, channel) = (&name[..i], &name[i + 1..]);
+        let technology = channel.find(['/', ':'])?;
+        let is_channel = technology > 0 && channel[technology..].starts_with('/');
+        (!app.is_empty() && is_channel).then_some((app, channel))
+    })
+}
+
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2): base64 of the SHA-1
 /// of the key followed by the protocol's GUID.
 ///
@@ -828,4 +857,49 @@ pub fn check_response(head: &[u8], key: &str, protocols: &str) -> Result<(), Res
         return Err(ResponseProblem::Extensions);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod call_application_tests {
+    use super::split_call_application;
+
+    #[test]
+    fn splits_at_the_colon_before_the_channel_name() {
+        let cases = [
+            // Recorded (per-call-*.jsonl): `Stasis(obpc)` on Local channels.
+            (
+                "obpc:Local/12#@dtmf-00000152;1",
+                Some(("obpc", "Local/12#@dtmf-00000152;1")),
+            ),
+            (
+                "hello:PJSIP/alice-00000001",
+                Some(("hello", "PJSIP/alice-00000001")),
+            ),
+            // An application with `:` in its name keeps it.
+            (
+                "tenant:ivr:PJSIP/alice-00000001",
+                Some(("tenant:ivr", "PJSIP/alice-00000001")),
+            ),
+            ("a:b:c:SIP/x-1", Some(("a:b:c", "SIP/x-1"))),
+            // `:` and `/` in the channel's resource stay in the channel name.
+            (
+                "tenant:ivr:WebSocket/c:1/0x7f",
+                Some(("tenant:ivr", "WebSocket/c:1/0x7f")),
+            ),
+            (
+                "app:SIP/10.0.0.1:5060-00000001",
+                Some(("app", "SIP/10.0.0.1:5060-00000001")),
+            ),
+            // Not a per-call application.
+            ("tenant:ivr", None),
+            ("hello", None),
+            ("", None),
+            (":PJSIP/alice", None),
+            ("hello:/alice", None),
+            ("hello:", None),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(split_call_application(name), expected, "{name}");
+        }
+    }
 }

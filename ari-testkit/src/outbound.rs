@@ -310,9 +310,11 @@ impl Outbound {
         f(&mut lock(&self.stats));
     }
 
-    /// The per-call configuration serving `app` (`<app>:<channel>`), if any.
+    /// The per-call configuration serving `app` (`<app>:<channel name>`), if any. `<app>`
+    /// may hold `:` (`tenant:ivr`): the configured app is the whole name before the
+    /// `:<channel name>`.
     fn per_call_config(&self, app: &str) -> Option<&OutboundConfig> {
-        let (base, _) = app.split_once(':')?;
+        let (base, _) = split_call_app(app)?;
         self.configs.iter().find(|c| {
             c.connection_type == ConnectionType::PerCall && c.apps.iter().any(|a| a == base)
         })
@@ -559,6 +561,22 @@ pub(crate) fn unrouted(
         user,
     });
     true
+}
+
+/// `<app>:<channel name>` (a per-call app, as Asterisk names it; recorded:
+/// `obpc:Local/12#@dtmf-00000152;1`) split into `<app>` and the channel name. A channel
+/// name is `<technology>/<resource>` with neither `:` nor `/` in the technology, and `<app>`
+/// may hold `:` (`tenant:ivr`): the split is at the last `:` before the channel name's `/`.
+fn split_call_app(app: &str) -> Option<(&str, &str)> {
+    app.char_indices()
+        .filter(|&(_, c)| c == ':')
+        .map(|(i, _)| (&app[..i], &app[i + 1..]))
+        .find(|(base, channel)| {
+            !base.is_empty()
+                && channel
+                    .split_once('/')
+                    .is_some_and(|(tech, _)| !tech.is_empty() && !tech.contains(':'))
+        })
 }
 
 /// A StasisEnd went to a per-call app: its connection closes (1000) after the configured
@@ -862,4 +880,28 @@ fn check_answer(head: &[u8], key: &str, protocols: &str) -> Result<(), (u16, Str
         return refuse("Sec-WebSocket-Extensions present".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_call_app;
+
+    #[test]
+    fn a_per_call_app_splits_before_the_channel_name() {
+        assert_eq!(
+            split_call_app("obpc:Local/12#@dtmf-00000152;1"),
+            Some(("obpc", "Local/12#@dtmf-00000152;1"))
+        );
+        assert_eq!(
+            split_call_app("tenant:ivr:PJSIP/alice-00000001"),
+            Some(("tenant:ivr", "PJSIP/alice-00000001"))
+        );
+        assert_eq!(
+            split_call_app("app:SIP/10.0.0.1:5060-00000001"),
+            Some(("app", "SIP/10.0.0.1:5060-00000001"))
+        );
+        assert_eq!(split_call_app("tenant:ivr"), None);
+        assert_eq!(split_call_app(":PJSIP/alice"), None);
+        assert_eq!(split_call_app("hello:/alice"), None);
+    }
 }

@@ -100,7 +100,12 @@ fn persistent<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> OutboundCo
 
 /// A `per_call_config` section dialling `s` for the app `hello`, with short delays.
 fn per_call<E: Executor, C: Connector>(s: &OutboundServer<E, C>) -> OutboundConfig {
-    OutboundConfig::per_call(&uri(s), ["hello"])
+    per_call_for(s, "hello")
+}
+
+/// A `per_call_config` section dialling `s` for the app `app`, with short delays.
+fn per_call_for<E: Executor, C: Connector>(s: &OutboundServer<E, C>, app: &str) -> OutboundConfig {
+    OutboundConfig::per_call(&uri(s), [app])
         .credentials(USER, SECRET)
         .stasis_start_delay(Duration::from_millis(20))
         .close_after_stasis_end(Duration::from_millis(50))
@@ -1241,21 +1246,58 @@ pub async fn outbound_per_call_call_redialled_to_a_restarted_application_is_hand
 >(
     h: &Harness<Stack<E, C>>,
 ) {
+    redialled_to_a_restarted_application(h, "hello").await;
+}
+
+/// An application whose name holds `:` (`tenant:ivr`) served per call: Asterisk names the
+/// call's application `tenant:ivr:PJSIP/alice-…` (`<app>:<channel name>`), which splits at
+/// the `:` before the channel name, not the first. The simulated Asterisk dials the call
+/// (its per-call configuration lists `tenant:ivr`), and after the application restarts the
+/// redialled call — no `StasisStart` — is found in Stasis and handed out as in
+/// [`outbound_per_call_call_redialled_to_a_restarted_application_is_handed_out`].
+pub async fn outbound_per_call_application_with_a_colon_is_served_and_found_after_a_restart<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    redialled_to_a_restarted_application(h, "tenant:ivr").await;
+}
+
+/// A per-call call of `app` on `PJSIP/alice`, its application restarted while it is in
+/// Stasis: the redialled call is handed out to the new instance, which controls it.
+async fn redialled_to_a_restarted_application<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+    app: &str,
+) {
     let restartable = |runtime: &Stack<E, C>| {
         options(runtime, ConnectionType::PerCall).resume_after(Duration::from_millis(50))
     };
     let ob = bind(h, restartable(h.runtime())).await;
     let addr = ob.local_addr();
     // Asterisk retries for 2 s, long enough for the new instance to bind.
-    let mock = asterisk(per_call(&ob).reconnect(Duration::from_millis(50), 40), None);
+    let mock = asterisk(
+        per_call_for(&ob, app).reconnect(Duration::from_millis(50), 40),
+        None,
+    );
     let id = mock
-        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .place_call(PlaceCall::new("PJSIP/alice", app))
         .expect("the simulator places the call");
     let first = h
         .live("the call", ob.next_call())
         .await
         .expect("a call before shutdown");
     assert!(!first.resumed, "a call with its StasisStart");
+    assert_eq!(
+        first.start.application,
+        format!("{app}:{}", first.start.channel.name),
+        "the call's application is `<app>:<channel name>`"
+    );
+    assert!(
+        first.start.channel.name.starts_with("PJSIP/alice-"),
+        "{}",
+        first.start.channel.name
+    );
     h.live("answer", first.channel.answer())
         .await
         .expect("answer over the first instance's socket");
