@@ -181,6 +181,15 @@ pub enum MediaItem {
         /// `MARK_MEDIA` correlation ids, oldest first.
         marks: Vec<Option<String>>,
     },
+    /// A `MEDIA_MARK_PROCESSED` answered a `MARK_MEDIA` marker already given up
+    /// ([`MarksUnanswered`](Self::MarksUnanswered)). Asterisk answers markers in queue
+    /// order, so it is matched to the given-up marker, never to a newer pending marker that
+    /// reuses the id (whose own answer still comes as [`MediaItem::Event`]). Counted in
+    /// [`MediaStats::marks_late`].
+    MarkAnsweredLate {
+        /// The `MARK_MEDIA` correlation id.
+        mark: Option<String>,
+    },
     /// A control message from Asterisk that could not be parsed.
     Malformed(String),
     /// Audio or a command the handles had accepted that the session refused when its turn
@@ -1206,6 +1215,7 @@ impl<R: Runtime> Driver<R> {
                     MediaItem::MarkersDiscarded { marks, buffering }
                 }
                 MediaOutput::MarksUnanswered { marks } => MediaItem::MarksUnanswered { marks },
+                MediaOutput::MarkAnsweredLate { mark } => MediaItem::MarkAnsweredLate { mark },
                 MediaOutput::Closed {
                     code,
                     reason,

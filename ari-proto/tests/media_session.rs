@@ -753,6 +753,125 @@ fn marks_asterisk_never_answers_are_given_up_counted_and_reported() {
     assert_eq!(m.pending_marks().count(), 0);
 }
 
+/// Asterisk answers markers in queue order, and a marker given up is older than every
+/// pending one. A `MEDIA_MARK_PROCESSED` arriving after its marker was given up must not
+/// consume a newer pending marker that reuses the id: it is reported as a late answer and
+/// counted, and the newer marker's own answer is the ordinary event. (Before, the late
+/// answer removed the newer "m", whose real answer then matched nothing.)
+#[test]
+fn a_late_answer_to_a_given_up_mark_does_not_consume_a_newer_one_with_its_id() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new());
+    m.send_command(mark("m")).expect("mark");
+    drain(&mut m, t0);
+    let given_up = t0 + Duration::from_secs(2);
+    drain(&mut m, given_up);
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarksUnanswered {
+            marks: vec![Some("m".into())]
+        }]
+    );
+    // The application marks again with the same id.
+    m.send_command(mark("m")).expect("mark");
+    drain(&mut m, given_up);
+    assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("m")]);
+
+    // The late answer to the first "m": the second still waits for its own.
+    m.handle_text("MEDIA_MARK_PROCESSED m");
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarkAnsweredLate {
+            mark: Some("m".into())
+        }]
+    );
+    assert_eq!(m.stats().marks_late, 1);
+    assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("m")]);
+
+    // The real answer to the second "m".
+    m.handle_text("MEDIA_MARK_PROCESSED m");
+    assert!(matches!(
+        outputs(&mut m).as_slice(),
+        [MediaOutput::Event(MediaEvent::MediaMarkProcessed { correlation_id: Some(id), .. })]
+            if id == "m"
+    ));
+    assert_eq!(m.pending_marks().count(), 0);
+    drain(&mut m, given_up + Duration::from_secs(60));
+    assert!(
+        outputs(&mut m).is_empty(),
+        "the second mark is not given up"
+    );
+    assert_eq!(m.stats().marks_unanswered, 1);
+    assert_eq!(m.stats().marks_late, 1);
+    // A third answer matches nothing: an ordinary (unmatched) event, not a late one.
+    m.handle_text("MEDIA_MARK_PROCESSED m");
+    assert!(matches!(
+        outputs(&mut m).as_slice(),
+        [MediaOutput::Event(MediaEvent::MediaMarkProcessed { .. })]
+    ));
+    assert_eq!(m.stats().marks_late, 1);
+}
+
+/// The in-order rule: a late answer to "b" means Asterisk is past "a" (given up before it),
+/// so "a" is forgotten and a newer pending "a" gets its own answer. An answer to a pending
+/// marker forgets every marker given up; so does `FLUSH_MEDIA` (Asterisk drops its markers).
+#[test]
+fn given_up_marks_are_forgotten_in_queue_order() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new());
+    m.send_command(mark("a")).expect("mark");
+    m.send_command(mark("b")).expect("mark");
+    drain(&mut m, t0);
+    let t1 = t0 + Duration::from_secs(2);
+    drain(&mut m, t1);
+    assert_eq!(m.stats().marks_unanswered, 2);
+    outputs(&mut m);
+    m.send_command(mark("a")).expect("mark");
+    drain(&mut m, t1);
+    m.handle_text("MEDIA_MARK_PROCESSED b");
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarkAnsweredLate {
+            mark: Some("b".into())
+        }]
+    );
+    m.handle_text("MEDIA_MARK_PROCESSED a");
+    assert!(matches!(
+        outputs(&mut m).as_slice(),
+        [MediaOutput::Event(MediaEvent::MediaMarkProcessed { .. })]
+    ));
+    assert_eq!(m.pending_marks().count(), 0, "the pending a was answered");
+    assert_eq!(m.stats().marks_late, 1);
+
+    // Given up, then an answer to a pending marker: the given-up one is forgotten.
+    m.send_command(mark("c")).expect("mark");
+    drain(&mut m, t1);
+    let t2 = t1 + Duration::from_secs(2);
+    drain(&mut m, t2);
+    outputs(&mut m);
+    m.send_command(mark("d")).expect("mark");
+    m.send_command(mark("c")).expect("mark");
+    drain(&mut m, t2);
+    m.handle_text("MEDIA_MARK_PROCESSED d");
+    m.handle_text("MEDIA_MARK_PROCESSED c");
+    assert_eq!(m.pending_marks().count(), 0, "both pending marks answered");
+    assert_eq!(m.stats().marks_late, 1);
+
+    // Given up, then FLUSH_MEDIA: the given-up one is forgotten.
+    m.send_command(mark("e")).expect("mark");
+    drain(&mut m, t2);
+    let t3 = t2 + Duration::from_secs(2);
+    drain(&mut m, t3);
+    outputs(&mut m);
+    m.send_command(Command::FlushMedia).expect("flush");
+    drain(&mut m, t3);
+    m.send_command(mark("e")).expect("mark");
+    drain(&mut m, t3);
+    m.handle_text("MEDIA_MARK_PROCESSED e");
+    assert_eq!(m.pending_marks().count(), 0, "the new e was answered");
+    assert_eq!(m.stats().marks_late, 1);
+}
+
 /// A mark Asterisk answers is never given up, even one answered late in the queue.
 #[test]
 fn a_mark_answered_in_time_is_not_given_up() {

@@ -64,6 +64,8 @@ pub struct MediaConfig {
     /// [`MARK_MEDIA_SINCE`] ignores the command without a reply: past this wait the marker
     /// is given up, counted ([`MediaStats::marks_unanswered`]) and reported
     /// ([`MediaOutput::MarksUnanswered`]), so the pending list never grows without bound.
+    /// Its answer, if it still comes, is reported as [`MediaOutput::MarkAnsweredLate`]
+    /// (never taken for a newer marker with the same id).
     /// Default 2 s (Asterisk answers within a tick of the playout reaching the marker).
     pub mark_timeout: Duration,
     /// Whether Asterisk answers `MARK_MEDIA` ([`MARK_MEDIA_SINCE`]). `None` (the default):
@@ -195,7 +197,9 @@ pub enum Transmit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MediaOutput {
-    /// A control event from Asterisk (every one, unknown ones included).
+    /// A control event from Asterisk (every one, unknown ones included, except a
+    /// `MEDIA_MARK_PROCESSED` that answers a marker already given up: that one comes as
+    /// [`MarkAnsweredLate`](Self::MarkAnsweredLate)).
     Event(MediaEvent),
     /// One audio message from Asterisk: raw media in the negotiated format (no header).
     Audio(Bytes),
@@ -224,6 +228,20 @@ pub enum MediaOutput {
     MarksUnanswered {
         /// Correlation ids of the markers given up, oldest first.
         marks: Vec<Option<String>>,
+    },
+    /// A `MEDIA_MARK_PROCESSED` answered a `MARK_MEDIA` marker already given up
+    /// ([`MarksUnanswered`](Self::MarksUnanswered)), counted in [`MediaStats::marks_late`].
+    ///
+    /// Asterisk answers markers in the order they were queued, and a marker given up is
+    /// older than every marker still pending. So an answer whose id matches a marker given
+    /// up (the oldest such one, among the last [`MediaConfig::max_pending_marks`] given up)
+    /// is taken as that marker's late answer, never as the answer of a newer pending marker
+    /// reusing the id; the markers given up before it are then forgotten (Asterisk is past
+    /// them). An answer to a pending marker forgets every marker given up, and
+    /// `FLUSH_MEDIA` does too (Asterisk drops its queued markers).
+    MarkAnsweredLate {
+        /// The correlation id of the marker answered.
+        mark: Option<String>,
     },
     /// The socket closed (the last output).
     Closed {
@@ -393,6 +411,9 @@ pub struct MediaStats {
     /// `MARK_MEDIA` markers given up without their `MEDIA_MARK_PROCESSED`
     /// ([`MediaOutput::MarksUnanswered`]).
     pub marks_unanswered: u64,
+    /// `MEDIA_MARK_PROCESSED` answers to markers already given up
+    /// ([`MediaOutput::MarkAnsweredLate`]).
+    pub marks_late: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,6 +510,9 @@ pub struct MediaSession {
     queued_commands: usize,
     /// Markers submitted and not yet processed (local or at Asterisk).
     pending_marks: VecDeque<PendingMark>,
+    /// Ids of markers given up whose answer may still come, oldest first (at most
+    /// `max_pending_marks`).
+    given_up_marks: VecDeque<Option<String>>,
     /// Frames Asterisk has played since the start, by the session's estimate.
     played: u64,
     /// Frames `MEDIA_XON` showed played, not yet in `played`.
@@ -527,6 +551,7 @@ impl MediaSession {
             queued_frames: 0,
             queued_commands: 0,
             pending_marks: VecDeque::new(),
+            given_up_marks: VecDeque::new(),
             played: 0,
             played_unaccounted: 0,
             pending_buffering: VecDeque::new(),
@@ -668,13 +693,29 @@ impl MediaSession {
                 self.remote_frames = below;
             }
             MediaEvent::MediaMarkProcessed { correlation_id, .. } => {
+                // Asterisk answers in queue order, and every marker given up is older than
+                // every pending one: a given-up marker with this id is the one answered.
                 let id = correlation_id.as_deref().unwrap_or("");
+                if let Some(i) = self
+                    .given_up_marks
+                    .iter()
+                    .position(|m| m.as_deref().unwrap_or("") == id)
+                {
+                    // The ones before it will never be answered: forget them too.
+                    let mark = self.given_up_marks.drain(..=i).next_back().flatten();
+                    self.stats.marks_late += 1;
+                    self.outputs
+                        .push_back(MediaOutput::MarkAnsweredLate { mark });
+                    return;
+                }
                 if let Some(i) = self
                     .pending_marks
                     .iter()
                     .position(|m| m.id.as_deref().unwrap_or("") == id)
                 {
                     self.pending_marks.remove(i);
+                    // Asterisk is past every marker given up.
+                    self.given_up_marks.clear();
                 }
             }
             MediaEvent::MediaBufferingCompleted { correlation_id, .. } => {
@@ -907,6 +948,8 @@ impl MediaSession {
         self.queued_commands = 0;
         self.reframer.clear();
         self.buffering = false;
+        // Asterisk drops its queued markers: those given up will not be answered either.
+        self.given_up_marks.clear();
         if !self.pending_marks.is_empty() || !self.pending_buffering.is_empty() {
             self.outputs.push_back(MediaOutput::MarkersDiscarded {
                 marks: self.pending_marks.drain(..).map(|m| m.id).collect(),
@@ -1080,6 +1123,12 @@ impl MediaSession {
             _ => true,
         });
         self.stats.marks_unanswered += marks.len() as u64;
+        self.given_up_marks.extend(marks.iter().cloned());
+        let excess = self
+            .given_up_marks
+            .len()
+            .saturating_sub(self.config.max_pending_marks);
+        self.given_up_marks.drain(..excess);
         self.outputs
             .push_back(MediaOutput::MarksUnanswered { marks });
     }
