@@ -848,13 +848,7 @@ async fn proxy(
         });
         if media {
             open["media"] = Value::Bool(true);
-            if let Some(p) = parts
-                .headers
-                .get(header::SEC_WEBSOCKET_PROTOCOL)
-                .and_then(|v| v.to_str().ok())
-            {
-                open["protocol"] = Value::String(p.to_owned());
-            }
+            set_protocol(&mut open, &parts.headers);
         }
         state.write(Out::Connections, &open);
         state.count(|s| {
@@ -1028,13 +1022,7 @@ async fn outbound_proxy(
     if media {
         open["media"] = Value::Bool(true);
     }
-    if let Some(p) = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-    {
-        open["protocol"] = Value::String(p.to_owned());
-    }
+    set_protocol(&mut open, &parts.headers);
     state.write(Out::Connections, &open);
     state.count(|s| {
         if media {
@@ -1057,6 +1045,16 @@ async fn outbound_proxy(
     let mut r = Response::from_parts(parts, Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     Ok(r)
+}
+
+/// Adds to a `ws-open` line the subprotocol the answer chose, if any.
+fn set_protocol(open: &mut Value, answer: &HeaderMap) {
+    if let Some(p) = answer
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+    {
+        open["protocol"] = Value::String(p.to_owned());
+    }
 }
 
 /// Once both sides of WebSocket `ws` (named `conn`, a media one or not) have switched

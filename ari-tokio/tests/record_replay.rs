@@ -426,6 +426,27 @@ async fn media_conversation(url: &str) -> Result<Vec<String>, ari_tokio::Error> 
     Ok(seen)
 }
 
+/// Once `app` is registered with the simulator, a caller calls it and hangs up 1.5 s after
+/// the answer.
+fn call_and_hang_up_when_registered(
+    sim: &Arc<MockServer>,
+    app: &str,
+) -> std::thread::JoinHandle<()> {
+    let (sim, app) = (sim.clone(), app.to_string());
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while sim.with_sim(|s, _| s.app_is_connected(&app)) != Some(true) {
+            assert!(start.elapsed() < HANG_GUARD, "{app} never registered");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let call = PlaceCall {
+            hangup_after_answer: Some(Duration::from_millis(1500)),
+            ..PlaceCall::new("PJSIP/alice", &app)
+        };
+        sim.place_call(call).expect("the simulator places the call");
+    })
+}
+
 /// Echoes every audio frame and sets a mark after the fifth, noting the events, until the
 /// session closes; then shuts it down.
 async fn echo_until_closed(mut media: ari_tokio::media::MediaSession, seen: &mut Vec<String>) {
@@ -457,21 +478,7 @@ async fn media_session_is_recorded_and_checked_typed() {
     let recorder = Recorder::builder(&sim.base_url(), &dir)
         .start()
         .expect("the recorder starts");
-    let caller = {
-        let sim = sim.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while sim.with_sim(|s, _| s.app_is_connected("rm")) != Some(true) {
-                assert!(start.elapsed() < HANG_GUARD, "rm never registered");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let call = PlaceCall {
-                hangup_after_answer: Some(Duration::from_millis(1500)),
-                ..PlaceCall::new("PJSIP/alice", "rm")
-            };
-            sim.place_call(call).expect("the simulator places the call");
-        })
-    };
+    let caller = call_and_hang_up_when_registered(&sim, "rm");
     let recorded = media_conversation(&recorder.base_url())
         .await
         .expect("the recorded media conversation");
@@ -812,21 +819,7 @@ async fn client_mode_media_is_recorded_and_replayed_by_dialling_the_media_server
             recorder.outbound_url().expect("outbound")
         ),
     );
-    let caller = {
-        let sim = sim.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while sim.with_sim(|s, _| s.app_is_connected("rmc")) != Some(true) {
-                assert!(start.elapsed() < HANG_GUARD, "rmc never registered");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let call = PlaceCall {
-                hangup_after_answer: Some(Duration::from_millis(1500)),
-                ..PlaceCall::new("PJSIP/alice", "rmc")
-            };
-            sim.place_call(call).expect("the simulator places the call");
-        })
-    };
+    let caller = call_and_hang_up_when_registered(&sim, "rmc");
     let recorded = client_mode_conversation(&recorder.base_url(), &server)
         .await
         .expect("the recorded conversation");
