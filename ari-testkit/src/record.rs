@@ -169,6 +169,7 @@ pub struct RecorderBuilder {
     logger: Option<Logger>,
     outbound: Option<(String, SocketAddr)>,
     media_app: Option<String>,
+    outbound_ca: Vec<PathBuf>,
 }
 
 impl fmt::Debug for RecorderBuilder {
@@ -216,7 +217,7 @@ impl RecorderBuilder {
 
     /// Also record outbound WebSockets: a second listener on `listen` (port 0: an ephemeral
     /// one; see [`Recorder::outbound_url`]) takes Asterisk's connections and relays each one
-    /// to the application at `app` (`ws://host:port`; the path and query are Asterisk's own).
+    /// to the application at `app` (`ws://host:port` or `wss://`, see [`outbound_ca`](Self::outbound_ca); the path and query are Asterisk's own).
     ///
     /// ```no_run
     /// use ari_testkit::record::Recorder;
@@ -235,10 +236,18 @@ impl RecorderBuilder {
 
     /// Where chan_websocket's client-mode connections (Asterisk dialling the application's
     /// media server, subprotocol `media`) that arrive on the [outbound](Self::outbound)
-    /// listener go (`ws://host:port`; Asterisk's path and query are kept). Without it they go
+    /// listener go (`ws://` or `wss://host:port`; Asterisk's path and query are kept). Without it they go
     /// to the outbound application.
     pub fn media_app(mut self, app: &str) -> Self {
         self.media_app = Some(app.to_owned());
+        self
+    }
+
+    /// Also trust the certificates in this PEM file for a `wss://` outbound or media
+    /// application (its private CA, or its own self-signed certificate); the Mozilla roots
+    /// stay trusted. [`start`](Self::start) fails if neither application is `wss://`.
+    pub fn outbound_ca(mut self, pem_file: impl AsRef<Path>) -> Self {
+        self.outbound_ca.push(pem_file.as_ref().to_path_buf());
         self
     }
 
@@ -246,9 +255,23 @@ impl RecorderBuilder {
     /// runs the proxy on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<Recorder, RecordError> {
         let upstream = Upstream::parse(&self.upstream, &self.upstream_ca)?;
+        let apps = self.outbound.iter().map(|(a, _)| a).chain(&self.media_app);
+        if !self.outbound_ca.is_empty() && !apps.clone().any(|a| is_wss(a)) {
+            return Err(RecordError::Upstream(
+                "an outbound CA file is only used with a wss:// outbound or media application"
+                    .to_owned(),
+            ));
+        }
+        let app_ca = |app: &str| {
+            if is_wss(app) {
+                &self.outbound_ca[..]
+            } else {
+                &[]
+            }
+        };
         let outbound = match &self.outbound {
             Some((app, listen)) => {
-                let mut app = Upstream::parse(app, &[])?;
+                let mut app = Upstream::parse(app, app_ca(app))?;
                 app.prefix.clear();
                 let listener = std::net::TcpListener::bind(listen)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -260,7 +283,7 @@ impl RecorderBuilder {
         };
         let media_app = match &self.media_app {
             Some(app) => {
-                let mut app = Upstream::parse(app, &[])?;
+                let mut app = Upstream::parse(app, app_ca(app))?;
                 app.prefix.clear();
                 Some(app)
             }
@@ -359,6 +382,7 @@ impl Recorder {
             logger: None,
             outbound: None,
             media_app: None,
+            outbound_ca: Vec::new(),
         }
     }
 
@@ -418,15 +442,22 @@ impl fmt::Debug for Upstream {
     }
 }
 
-/// A rustls client trusting the Mozilla roots and the certificates of `ca_files` (PEM).
-fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, RecordError> {
+/// Whether `url` is a `wss://` one.
+pub(crate) fn is_wss(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+}
+
+/// A rustls client trusting the Mozilla roots and the certificates of `ca_files` (PEM); the
+/// error says which file is wrong and why.
+pub(crate) fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, String> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::CertificateDer;
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for file in ca_files {
-        let bad = |e: String| RecordError::Upstream(format!("CA file {}: {e}", file.display()));
+        let bad = |e: String| format!("CA file {}: {e}", file.display());
         let mut added = 0;
         for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(e.to_string()))? {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
@@ -440,7 +471,7 @@ fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, Rec
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| RecordError::Upstream(format!("TLS: {e}")))?
+        .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -484,7 +515,10 @@ impl Upstream {
             let name = ServerName::try_from(host.to_owned()).map_err(|e| {
                 RecordError::Upstream(format!("{host:?} is not a TLS server name: {e}"))
             })?;
-            Some((tls_connector(ca_files)?, name))
+            Some((
+                tls_connector(ca_files).map_err(RecordError::Upstream)?,
+                name,
+            ))
         } else {
             if !ca_files.is_empty() {
                 return Err(RecordError::Upstream(
