@@ -642,6 +642,45 @@ fn self_signed_app(pem: &Path) -> Arc<ari_tokio::ari_client::rustls::ServerConfi
     Arc::new(config)
 }
 
+/// Asterisk (the simulator) dials `recorder`'s outbound listener for one call, relayed to
+/// `app`: the program's conversation, and the recorder's counts once the connection closed.
+async fn record_outbound_call(
+    recorder: Recorder,
+    app: &ari_tokio::OutboundServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector>,
+    dir: &Path,
+) -> (Vec<String>, ari_testkit::record::RecordStats) {
+    let ob_url = format!("{}/ari-ob", recorder.outbound_url().expect("outbound"));
+    let sim = Arc::new(
+        MockServer::builder()
+            .user(USER, PASSWORD)
+            .sim_config(sim_config())
+            .outbound(
+                ari_testkit::OutboundConfig::per_call(&ob_url, ["hello"])
+                    .credentials(OB_USER, OB_PASSWORD)
+                    .stasis_start_delay(Duration::from_millis(20))
+                    .close_after_stasis_end(Duration::from_millis(50)),
+            )
+            .start(),
+    );
+    sim.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let recorded = outbound_conversation(app)
+        .await
+        .expect("the recorded conversation");
+    // Until Asterisk's close is relayed (a bounded wait; the close ends the recording).
+    let start = Instant::now();
+    while !std::fs::read_to_string(dir.join("connections.jsonl"))
+        .expect("connections")
+        .contains("ws-close")
+    {
+        assert!(start.elapsed() < HANG_GUARD, "the connection never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = recorder.finish();
+    drop(sim);
+    (recorded, stats)
+}
+
 /// One call on a per-call outbound connection: answer, a REST read, the hangup, all over the
 /// connection; returns what the program saw.
 async fn outbound_conversation(
@@ -680,35 +719,7 @@ async fn outbound_call_is_recorded_checked_and_replayed_by_dialling_the_app() {
         .outbound(&app_url, "127.0.0.1:0".parse().expect("addr"))
         .start()
         .expect("the recorder starts");
-    let ob_url = format!("{}/ari-ob", recorder.outbound_url().expect("outbound"));
-    let sim = Arc::new(
-        MockServer::builder()
-            .user(USER, PASSWORD)
-            .sim_config(sim_config())
-            .outbound(
-                ari_testkit::OutboundConfig::per_call(&ob_url, ["hello"])
-                    .credentials(OB_USER, OB_PASSWORD)
-                    .stasis_start_delay(Duration::from_millis(20))
-                    .close_after_stasis_end(Duration::from_millis(50)),
-            )
-            .start(),
-    );
-    sim.place_call(PlaceCall::new("PJSIP/alice", "hello"))
-        .expect("the simulator places the call");
-    let recorded = outbound_conversation(&app)
-        .await
-        .expect("the recorded conversation");
-    // Until Asterisk's close is relayed (a bounded wait; the close ends the recording).
-    let start = Instant::now();
-    while !std::fs::read_to_string(dir.join("connections.jsonl"))
-        .expect("connections")
-        .contains("ws-close")
-    {
-        assert!(start.elapsed() < HANG_GUARD, "the connection never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let stats = recorder.finish();
-    drop(sim);
+    let (recorded, stats) = record_outbound_call(recorder, &app, &dir).await;
     assert_eq!(stats.outbound_websockets, 1, "{stats:?}");
     assert_eq!(stats.websockets, 0, "{stats:?}");
     assert!(
@@ -933,34 +944,7 @@ async fn outbound_call_to_a_wss_application_is_recorded_and_replayed() {
         .outbound_ca(&pem)
         .start()
         .expect("the recorder starts");
-    let ob_url = format!("{}/ari-ob", recorder.outbound_url().expect("outbound"));
-    let sim = Arc::new(
-        MockServer::builder()
-            .user(USER, PASSWORD)
-            .sim_config(sim_config())
-            .outbound(
-                ari_testkit::OutboundConfig::per_call(&ob_url, ["hello"])
-                    .credentials(OB_USER, OB_PASSWORD)
-                    .stasis_start_delay(Duration::from_millis(20))
-                    .close_after_stasis_end(Duration::from_millis(50)),
-            )
-            .start(),
-    );
-    sim.place_call(PlaceCall::new("PJSIP/alice", "hello"))
-        .expect("the simulator places the call");
-    let recorded = outbound_conversation(&app)
-        .await
-        .expect("the recorded conversation");
-    let start = Instant::now();
-    while !std::fs::read_to_string(dir.join("connections.jsonl"))
-        .expect("connections")
-        .contains("ws-close")
-    {
-        assert!(start.elapsed() < HANG_GUARD, "the connection never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let stats = recorder.finish();
-    drop(sim);
+    let (recorded, stats) = record_outbound_call(recorder, &app, &dir).await;
     assert_eq!(stats.outbound_websockets, 1, "{stats:?}");
     assert!(stats.sent >= 3, "answer, get and hangup: {stats:?}");
     assert!(recorded.iter().any(|l| l == "StasisEnd"), "{recorded:#?}");
