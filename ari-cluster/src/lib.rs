@@ -31,6 +31,7 @@
 #![deny(missing_debug_implementations)]
 
 mod cluster;
+mod dialplan;
 pub mod nats_server;
 mod nodes;
 mod owners;

@@ -864,12 +864,12 @@ fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
         return None;
     }
     let data = dialplan.get("app_data")?.as_str()?;
-    let mut parts = data.split(',');
-    let app = parts.next()?.trim();
-    if !state.config.apps.iter().any(|a| a == app) {
+    let mut parts = crate::dialplan::stasis_args(data).into_iter();
+    let app = parts.next()?;
+    if !state.config.apps.contains(&app) {
         return None;
     }
-    let args: Vec<&str> = parts.collect();
+    let args: Vec<String> = parts.collect();
     let timestamp = asterisk_timestamp(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

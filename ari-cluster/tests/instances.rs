@@ -145,6 +145,59 @@ async fn a_dead_instances_calls_are_handed_over_to_another_instance_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_call_keeps_its_arguments_with_escaped_commas_quotes_and_parentheses() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
+    // Arguments with the characters Asterisk's parser takes specially: the channel's
+    // `Stasis()` data has them escaped, as a dialplan giving these arguments would.
+    let args: Vec<String> = ["a,b", "c,d", "f(x,y)", "back\\slash", "say \"hi\""]
+        .map(String::from)
+        .to_vec();
+    let mut call = ari_testkit::PlaceCall::new("PJSIP/alice", APP);
+    call.channel_id = Some("args-1".into());
+    call.args = args.clone();
+    a.place_call(call).expect("call placed");
+    wait_for_calls_taken(&c1, 1).await;
+
+    // Instance 2 records the arguments of the calls it takes; instance 1 dies.
+    let cluster = Cluster::connect(&nats.url()).await.expect("instance 2");
+    let client = cluster.client().expect("client");
+    let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let g = got.clone();
+    client.on(move |s: StasisStart, _channel| {
+        let g = g.clone();
+        async move {
+            *g.lock().unwrap() = Some(s.args.clone());
+        }
+    });
+    client.start(&[APP]).await.expect("instance 2 starts");
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call is handed over: {:?}",
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got: Vec<String> = got
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(got, args, "the arguments Asterisk gave the call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_arriving_as_start_returns_is_taken() {
     let nats = nats();
     let a = node("node-a");
