@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,8 +89,11 @@ pub struct ProxyConfig {
     /// ([`ProxyStats::calls_handed_over`]). A call is never served by two instances: the gone
     /// instance, should it come back (a NATS partition rather than a crash), gets none of the
     /// call's events and its requests on the channel are answered 404
-    /// ([`ProxyStats::rest_handed_over`]). With `false`, the gone instance's resources are only
-    /// released: their events go to every instance, and no handler runs for them.
+    /// ([`ProxyStats::rest_handed_over`]). A proxy that starts hands over likewise the calls in
+    /// its applications that no instance claims when it asks, twice, at its start and after
+    /// the time a gone instance is given (their instance died while the node had no proxy;
+    /// [`ProxyStats::unowned_calls_handed_over`]). With `false`, the gone instance's resources
+    /// are only released: their events go to every instance, and no handler runs for them.
     pub hand_over_calls: bool,
     /// Send REST requests to Asterisk as `RESTRequest` frames on the events WebSocket where
     /// Asterisk has REST over WebSocket (20.14, 21.9, 22.4 and later; default `true`): one
@@ -204,6 +207,7 @@ struct Counters {
     rest_too_large: AtomicU64,
     events_too_large: AtomicU64,
     calls_handed_over: AtomicU64,
+    unowned_calls_handed_over: AtomicU64,
     rest_handed_over: AtomicU64,
 }
 
@@ -315,6 +319,7 @@ impl State {
             rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             events_too_large: c.events_too_large.load(Ordering::Relaxed),
             calls_handed_over: c.calls_handed_over.load(Ordering::Relaxed),
+            unowned_calls_handed_over: c.unowned_calls_handed_over.load(Ordering::Relaxed),
             rest_handed_over: c.rest_handed_over.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
@@ -531,9 +536,16 @@ impl Proxy {
         confirm_subscriptions(nats).await?;
         // A restarted proxy: the instances say which of the node's resources they own, before
         // any event is routed.
-        recover_owners(&state).await;
+        recover_owners(&state, None).await;
+        // Before the applications are registered, no new call is being offered: the calls in
+        // them that nobody owns now are those whose instance did not answer.
+        let unowned = if state.config.hand_over_calls {
+            unowned_channels(&state).await
+        } else {
+            Vec::new()
+        };
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
             tokio::spawn(pump_events(state.clone(), frames, handed_over)),
             tokio::spawn(serve_rest(state.clone(), rest_node, rest_any)),
@@ -545,6 +557,9 @@ impl Proxy {
             .start(&state.config.apps)
             .await
             .map_err(ProxyError::Ari)?;
+        if !unowned.is_empty() {
+            tasks.push(tokio::spawn(hand_over_unowned(state.clone(), unowned)));
+        }
         tracing::info!(node = %state.node, apps = ?state.config.apps, "ari-proxy serving");
         Ok(Proxy {
             state,
@@ -618,7 +633,7 @@ async fn confirm_subscriptions(nats: &async_nats::Client) -> Result<(), ProxyErr
 /// Asks the instances which of this node's resources they own ([`Subjects::owned`]) and
 /// records their answers for `claim_timeout` (at most 1 s): a proxy restarted while calls
 /// were in progress keeps sending their events to their instances instead of to all.
-async fn recover_owners(state: &State) {
+async fn recover_owners(state: &State, only: Option<&HashSet<&str>>) {
     let inbox = state.nats.new_inbox();
     let Ok(mut answers) = state.nats.subscribe(inbox.clone()).await else {
         return;
@@ -665,6 +680,9 @@ async fn recover_owners(state: &State) {
                 else {
                     continue;
                 };
+                if only.is_some_and(|only| kind != ResourceKind::Channel || !only.contains(id)) {
+                    continue;
+                }
                 if table.get(kind, id).is_none() {
                     table.claim(kind, id, &owner);
                     n += 1;
@@ -799,7 +817,7 @@ async fn watch_instances(state: Arc<State>) {
                     .fetch_add(lost, Ordering::Relaxed);
                 let (released, channels) = state.owners().release(&id);
                 if state.config.hand_over_calls && !channels.is_empty() {
-                    tokio::spawn(hand_over(state.clone(), id.clone(), channels));
+                    tokio::spawn(hand_over(state.clone(), Some(id.clone()), channels));
                 }
                 if released > 0 {
                     state
@@ -817,10 +835,11 @@ async fn watch_instances(state: Arc<State>) {
     }
 }
 
-/// Offers the calls of the gone instance `from` (its channels) to the other instances: each
-/// channel still in one of the proxy's applications gets a `StasisStart` made from its
-/// current state, routed as a new call's ([`ProxyConfig::hand_over_calls`]).
-async fn hand_over(state: Arc<State>, from: Arc<str>, channels: Vec<Box<str>>) {
+/// Offers the calls of the gone instance `from` (its channels; `None`: an owner the proxy
+/// never knew, see [`hand_over_unowned`]) to the other instances: each channel still in one
+/// of the proxy's applications gets a `StasisStart` made from its current state, routed as a
+/// new call's ([`ProxyConfig::hand_over_calls`]).
+async fn hand_over(state: Arc<State>, from: Option<Arc<str>>, channels: Vec<Box<str>>) {
     for id in channels {
         let uri = format!("channels/{}", utf8_percent_encode(&id, QUERY));
         let req = RestRequest {
@@ -838,27 +857,88 @@ async fn hand_over(state: Arc<State>, from: Arc<str>, channels: Vec<Box<str>>) {
             tracing::debug!(node = %state.node, channel = %id, "not handed over: no longer in the application");
             continue;
         };
-        {
+        if let Some(from) = &from {
             let mut handed = state.handed.lock().unwrap_or_else(|p| p.into_inner());
             if handed.len() >= MAX_HANDED {
                 handed.clear();
             }
             handed.insert(id.clone(), from.clone());
+        } else {
+            state
+                .counters
+                .unowned_calls_handed_over
+                .fetch_add(1, Ordering::Relaxed);
         }
         state
             .counters
             .calls_handed_over
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(node = %state.node, channel = %id, from = %from, "call of a gone instance offered to the others");
+        let from = from.as_deref().unwrap_or("(no instance claimed it)");
+        tracing::warn!(node = %state.node, channel = %id, from, "call of a gone instance offered to the others");
         if state.handover.send(frame).await.is_err() {
             return;
         }
     }
 }
 
-/// The `StasisStart` of a handed-over call, from its channel as Asterisk describes it now;
-/// `None` when the channel is not in one of the proxy's applications.
-fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
+/// The channels in one of the proxy's applications on Asterisk (`GET channels`) that no
+/// instance owns: at the proxy's start, before it registers its applications, these are the
+/// calls whose owner did not answer [`recover_owners`] (it died while the node had no proxy:
+/// the previous proxy, which knew it, is gone) or that no instance ever took.
+async fn unowned_channels(state: &State) -> Vec<Box<str>> {
+    let req = RestRequest {
+        kind: "RESTRequest".into(),
+        method: "GET".into(),
+        uri: "channels".into(),
+        ..RestRequest::default()
+    };
+    let list = match over_http(state, http::Method::GET, "channels", &req, None).await {
+        Ok((200, _, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body).ok(),
+        _ => None,
+    };
+    let Some(list) = list else {
+        tracing::warn!(node = %state.node, "could not list Asterisk's channels: calls no instance claimed are not handed over");
+        return Vec::new();
+    };
+    let table = state.owners();
+    list.iter()
+        .filter(|c| stasis_app(state, c).is_some())
+        .filter_map(|c| c.get("id")?.as_str())
+        .filter(|id| table.get(ResourceKind::Channel, id).is_none())
+        .map(Box::from)
+        .collect()
+}
+
+/// Hands over the channels `candidates` ([`unowned_channels`] at the proxy's start) that still
+/// have no owner once an instance that was slow to answer [`recover_owners`] has had the time
+/// a gone instance is given ([`MIN_ABSENCE`], three announcement intervals, and a new call's
+/// offers): asked again then, those an instance claims keep it; the others are offered to the
+/// application's instances like a gone instance's ([`ProxyStats::unowned_calls_handed_over`]).
+/// Their former owner is not known here, so its requests are not refused should it come back.
+async fn hand_over_unowned(state: Arc<State>, candidates: Vec<Box<str>>) {
+    let grace = MIN_ABSENCE
+        .max(state.config.announce_interval * PROBES_MISSED)
+        .max(state.config.claim_timeout * state.config.claim_attempts.max(1));
+    tokio::time::sleep(grace).await;
+    let only: HashSet<&str> = candidates.iter().map(|c| &**c).collect();
+    recover_owners(&state, Some(&only)).await;
+    let unowned: Vec<Box<str>> = {
+        let table = state.owners();
+        candidates
+            .iter()
+            .filter(|id| table.get(ResourceKind::Channel, id).is_none())
+            .cloned()
+            .collect()
+    };
+    if !unowned.is_empty() {
+        tracing::warn!(node = %state.node, calls = unowned.len(), "calls in the application that no instance claims (their instance died while the node had no proxy): handed over");
+        hand_over(state, None, unowned).await;
+    }
+}
+
+/// The `Stasis()` application a channel (as Asterisk describes it) is in, with its arguments,
+/// when it is one of the proxy's.
+fn stasis_app(state: &State, channel: &serde_json::Value) -> Option<(String, Vec<String>)> {
     let dialplan = channel.get("dialplan")?;
     if dialplan.get("app_name")?.as_str()? != "Stasis" {
         return None;
@@ -869,7 +949,13 @@ fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
     if !state.config.apps.contains(&app) {
         return None;
     }
-    let args: Vec<String> = parts.collect();
+    Some((app, parts.collect()))
+}
+
+/// The `StasisStart` of a handed-over call, from its channel as Asterisk describes it now;
+/// `None` when the channel is not in one of the proxy's applications.
+fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
+    let (app, args) = stasis_app(state, &channel)?;
     let timestamp = asterisk_timestamp(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
