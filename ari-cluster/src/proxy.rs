@@ -92,8 +92,11 @@ pub struct ProxyConfig {
     /// ([`ProxyStats::rest_handed_over`]). A proxy that starts hands over likewise the calls in
     /// its applications that no instance claims when it asks, twice, at its start and after
     /// the time a gone instance is given (their instance died while the node had no proxy;
-    /// [`ProxyStats::unowned_calls_handed_over`]). With `false`, the gone instance's resources
-    /// are only released: their events go to every instance, and no handler runs for them.
+    /// [`ProxyStats::unowned_calls_handed_over`]). The bridges released with the calls follow
+    /// them: each goes to the instance that takes the first of its handed-over calls
+    /// ([`ProxyStats::bridges_handed_over`]); playbacks and recordings are only released. With
+    /// `false`, the gone instance's resources are only released: their events go to every
+    /// instance, and no handler runs for them.
     pub hand_over_calls: bool,
     /// Send REST requests to Asterisk as `RESTRequest` frames on the events WebSocket where
     /// Asterisk has REST over WebSocket (20.14, 21.9, 22.4 and later; default `true`): one
@@ -208,6 +211,7 @@ struct Counters {
     events_too_large: AtomicU64,
     calls_handed_over: AtomicU64,
     unowned_calls_handed_over: AtomicU64,
+    bridges_handed_over: AtomicU64,
     rest_handed_over: AtomicU64,
 }
 
@@ -245,6 +249,9 @@ struct State {
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
     /// `StasisStart` frames of the calls handed over, for the events pump.
     handover: mpsc::Sender<Bytes>,
+    /// Channel handed over → the bridges it is in that were released with it: they follow
+    /// the instance that takes it; at most [`MAX_HANDED`] channels, emptied past it.
+    follow: Mutex<HashMap<Box<str>, Vec<Box<str>>>>,
     /// Channel → the gone instance it was handed over from (whose requests on it are
     /// refused); at most [`MAX_HANDED`], emptied past it.
     handed: Mutex<HashMap<Box<str>, Arc<str>>>,
@@ -320,6 +327,7 @@ impl State {
             events_too_large: c.events_too_large.load(Ordering::Relaxed),
             calls_handed_over: c.calls_handed_over.load(Ordering::Relaxed),
             unowned_calls_handed_over: c.unowned_calls_handed_over.load(Ordering::Relaxed),
+            bridges_handed_over: c.bridges_handed_over.load(Ordering::Relaxed),
             rest_handed_over: c.rest_handed_over.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
@@ -493,6 +501,7 @@ impl Proxy {
         let state = Arc::new(State {
             handover,
             handed: Mutex::new(HashMap::new()),
+            follow: Mutex::new(HashMap::new()),
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
@@ -815,9 +824,18 @@ async fn watch_instances(state: Arc<State>) {
                     .counters
                     .events_to_lost_instances
                     .fetch_add(lost, Ordering::Relaxed);
-                let (released, channels) = state.owners().release(&id);
+                let crate::owners::Released {
+                    n: released,
+                    channels,
+                    bridges,
+                } = state.owners().release(&id);
                 if state.config.hand_over_calls && !channels.is_empty() {
-                    tokio::spawn(hand_over(state.clone(), Some(id.clone()), channels));
+                    tokio::spawn(hand_over(
+                        state.clone(),
+                        Some(id.clone()),
+                        channels,
+                        bridges,
+                    ));
                 }
                 if released > 0 {
                     state
@@ -838,8 +856,41 @@ async fn watch_instances(state: Arc<State>) {
 /// Offers the calls of the gone instance `from` (its channels; `None`: an owner the proxy
 /// never knew, see [`hand_over_unowned`]) to the other instances: each channel still in one
 /// of the proxy's applications gets a `StasisStart` made from its current state, routed as a
-/// new call's ([`ProxyConfig::hand_over_calls`]).
-async fn hand_over(state: Arc<State>, from: Option<Arc<str>>, channels: Vec<Box<str>>) {
+/// new call's ([`ProxyConfig::hand_over_calls`]). Each of `bridges` (released with the
+/// channels) follows the instance that takes the first of those channels in it
+/// ([`ProxyStats::bridges_handed_over`]).
+async fn hand_over(
+    state: Arc<State>,
+    from: Option<Arc<str>>,
+    channels: Vec<Box<str>>,
+    bridges: Vec<Box<str>>,
+) {
+    for id in bridges {
+        let uri = format!("bridges/{}", utf8_percent_encode(&id, QUERY));
+        let req = RestRequest {
+            kind: "RESTRequest".into(),
+            method: "GET".into(),
+            uri: uri.clone(),
+            ..RestRequest::default()
+        };
+        let Ok((200, _, body)) = over_http(&state, http::Method::GET, &uri, &req, None).await
+        else {
+            continue;
+        };
+        let Ok(bridge) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let members = bridge.get("channels").and_then(|c| c.as_array());
+        let mut follow = state.follow.lock().unwrap_or_else(|p| p.into_inner());
+        if follow.len() >= MAX_HANDED {
+            follow.clear();
+        }
+        for member in members.into_iter().flatten().filter_map(|c| c.as_str()) {
+            if channels.iter().any(|c| **c == *member) {
+                follow.entry(member.into()).or_default().push(id.clone());
+            }
+        }
+    }
     for id in channels {
         let uri = format!("channels/{}", utf8_percent_encode(&id, QUERY));
         let req = RestRequest {
@@ -932,8 +983,30 @@ async fn hand_over_unowned(state: Arc<State>, candidates: Vec<Box<str>>) {
     };
     if !unowned.is_empty() {
         tracing::warn!(node = %state.node, calls = unowned.len(), "calls in the application that no instance claims (their instance died while the node had no proxy): handed over");
-        hand_over(state, None, unowned).await;
+        let bridges = unowned_bridges(&state).await;
+        hand_over(state, None, unowned, bridges).await;
     }
+}
+
+/// The bridges on Asterisk (`GET bridges`) that no instance owns.
+async fn unowned_bridges(state: &State) -> Vec<Box<str>> {
+    let req = RestRequest {
+        kind: "RESTRequest".into(),
+        method: "GET".into(),
+        uri: "bridges".into(),
+        ..RestRequest::default()
+    };
+    let list = match over_http(state, http::Method::GET, "bridges", &req, None).await {
+        Ok((200, _, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body).ok(),
+        _ => None,
+    };
+    let table = state.owners();
+    list.iter()
+        .flatten()
+        .filter_map(|b| b.get("id")?.as_str())
+        .filter(|id| table.get(ResourceKind::Bridge, id).is_none())
+        .map(Box::from)
+        .collect()
 }
 
 /// The `Stasis()` application a channel (as Asterisk describes it) is in, with its arguments,
@@ -1573,12 +1646,31 @@ async fn route(
             match taken {
                 Some(owner) => {
                     state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
+                    let bridges = {
+                        let mut follow = state.follow.lock().unwrap_or_else(|p| p.into_inner());
+                        if follow.is_empty() {
+                            None
+                        } else {
+                            follow.remove(channel)
+                        }
+                    };
                     {
                         let mut table = state.owners();
                         for (kind, id, _) in &r.resources {
                             table.claim(*kind, id, &owner);
                         }
                         table.claim(ResourceKind::Channel, channel, &owner);
+                        // A handed-over call's bridges follow it, unless another call in them
+                        // took them first.
+                        for bridge in bridges.into_iter().flatten() {
+                            if table.get(ResourceKind::Bridge, &bridge).is_none() {
+                                table.claim(ResourceKind::Bridge, &bridge, &owner);
+                                state
+                                    .counters
+                                    .bridges_handed_over
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     owners.push(owner);
                 }

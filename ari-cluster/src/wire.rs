@@ -440,6 +440,11 @@ pub struct ProxyStats {
     /// had no proxy (or no instance ever took them).
     #[serde(default)]
     pub unowned_calls_handed_over: u64,
+    /// Bridges of a gone instance (or with no owner, at the proxy's start) given to the
+    /// instance that took a handed-over call in them: their later events go to it alone
+    /// instead of to every instance.
+    #[serde(default)]
+    pub bridges_handed_over: u64,
     /// REST requests on a handed-over channel from the instance it was taken from (back after
     /// it was found gone: a NATS partition), answered 404 so that two instances never control
     /// one call.
