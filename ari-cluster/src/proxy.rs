@@ -233,6 +233,8 @@ struct State {
     owners: Mutex<Owners>,
     counters: Counters,
     connected: AtomicBool,
+    /// Retired from REST, and its subscriptions drained ([`ProxyStats::rest_retired`]).
+    rest_retired: AtomicBool,
     in_flight: Arc<Semaphore>,
     /// `{p}.inst.{instance}` of the owners seen, built once each (instances are few; the
     /// cache is emptied past [`MAX_CACHED_SUBJECTS`]).
@@ -323,6 +325,7 @@ impl State {
             resources_released: c.resources_released.load(Ordering::Relaxed),
             resources_recovered: c.resources_recovered.load(Ordering::Relaxed),
             apps_replaced: c.apps_replaced.load(Ordering::Relaxed),
+            rest_retired: self.rest_retired.load(Ordering::Relaxed),
             rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             events_too_large: c.events_too_large.load(Ordering::Relaxed),
             calls_handed_over: c.calls_handed_over.load(Ordering::Relaxed),
@@ -515,6 +518,7 @@ impl Proxy {
             owners: Mutex::new(Owners::new(config.max_owned)),
             counters: Counters::default(),
             connected: AtomicBool::new(false),
+            rest_retired: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             instance_subjects: Mutex::new(HashMap::new()),
             replaced: Mutex::new(Vec::new()),
@@ -1864,7 +1868,13 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQu
     // The queue group is left only after the connection was up once (at the start, `start`
     // returns once it is).
     let mut was_up = *link.borrow();
+    // Retired because every application moved (not because the proxy stops).
+    let mut replaced = false;
     while node.is_some() || any.is_some() || leaving.is_some() || !retired {
+        if replaced && node.is_none() && any.is_none() {
+            // Every request NATS sent here was read (and is being answered).
+            state.rest_retired.store(true, Ordering::Relaxed);
+        }
         let msg = tokio::select! {
             m = next(&mut node) => match m {
                 Some(m) => m,
@@ -1884,6 +1894,7 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQu
                     tracing::warn!(node = %state.node, "every application moved to another proxy: this one stops serving REST");
                     leave(&mut node).await;
                     leave_queue(&mut any).await;
+                    replaced = true;
                 }
                 continue;
             }
@@ -1908,6 +1919,9 @@ async fn serve_rest(state: Arc<State>, node: async_nats::Subscriber, any: RestQu
             }
         };
         serve_one(&state, msg).await;
+    }
+    if replaced {
+        state.rest_retired.store(true, Ordering::Relaxed);
     }
 }
 

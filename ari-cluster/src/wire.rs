@@ -415,6 +415,11 @@ pub struct ProxyStats {
     /// proxy receives no more events for that application, the other one does.
     #[serde(default)]
     pub apps_replaced: u64,
+    /// Every application moved to another proxy (see `apps_replaced`) and this one has left
+    /// REST: its subscriptions are drained, the requests it had received answered, and no
+    /// request reaches it any more. In a rolling deploy, the old proxy can be stopped then.
+    #[serde(default)]
+    pub rest_retired: bool,
     /// REST answers larger than the NATS server's `max_payload` (1 MB by default: a
     /// recording's file, a long list): answered 502 saying so instead (they could not be
     /// published, and the request would have waited for its timeout).

@@ -390,6 +390,15 @@ async fn two_proxies_of_one_node_during_a_rolling_deploy_run_each_request_once()
         || old.stats().apps_replaced == 1,
     )
     .await;
+    // It has left REST once the requests NATS had already sent it are read (answered, not
+    // dropped): from then on none reaches it.
+    wait_until(
+        "the old proxy has left REST",
+        Duration::from_secs(30),
+        || old.stats().rest_retired,
+    )
+    .await;
+    assert!(!new.stats().rest_retired);
     let old_rest = old.stats().rest_requests;
     a.clear_requests();
     let on_a = w.cluster.client_on("node-a").expect("client on node a");
