@@ -513,11 +513,23 @@ pub async fn outbound_per_call_redial_mid_call_goes_on_in_the_same_call<
 }
 
 /// A self-signed certificate for `127.0.0.1` and `localhost`: the server's TLS
-/// configuration and the certificate (DER) a client must trust.
+/// configuration and the certificate (DER) a client must trust. Its common name is
+/// `127.0.0.1`: Asterisk checks the host of a `wss://` uri against the common name and the
+/// DNS names of the certificate only, never an IP address entry.
 fn self_signed() -> (std::sync::Arc<ari_client::rustls::ServerConfig>, Vec<u8>) {
     use ari_client::rustls;
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("certificate parameters");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let signing_key = rcgen::KeyPair::generate().expect("a key");
+    let cert = params
+        .self_signed(&signing_key)
         .expect("a self-signed certificate");
+    let ck = rcgen::CertifiedKey { cert, signing_key };
     let der = ck.cert.der().to_vec();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
