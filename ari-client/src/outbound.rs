@@ -43,7 +43,9 @@
 //! `StasisStart`), persistent in [`OutboundConnection::in_stasis`] — counted in
 //! [`OutboundStats::adopted`]. When Asterisk never comes back after losing a connection,
 //! the waits of that client's channels, bridges, playbacks and recordings fail with
-//! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default).
+//! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default); per
+//! call, after [`OutboundOptions::call_peer_timeout`] (5 s: a live Asterisk redials a call's
+//! lost connection at once), counted in [`OutboundStats::calls_lost`].
 //! When Asterisk unregisters every application of a persistent connection
 //! (`ApplicationUnregistered`: its `outbound_websocket` configuration was removed and
 //! reloaded) and then closes it with 1000, it will not dial again: those waits fail at once
