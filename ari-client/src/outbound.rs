@@ -43,7 +43,9 @@
 //! `StasisStart`), persistent in [`OutboundConnection::in_stasis`] — counted in
 //! [`OutboundStats::adopted`]. When Asterisk never comes back after losing a connection,
 //! the waits of that client's channels, bridges, playbacks and recordings fail with
-//! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default).
+//! [`Error::AsteriskGone`] after [`OutboundOptions::peer_timeout`] (60 s by default); per
+//! call, after [`OutboundOptions::call_peer_timeout`] (5 s: a live Asterisk redials a call's
+//! lost connection at once), counted in [`OutboundStats::calls_lost`].
 //! When Asterisk unregisters every application of a persistent connection
 //! (`ApplicationUnregistered`: its `outbound_websocket` configuration was removed and
 //! reloaded) and then closes it with 1000, it will not dial again: those waits fail at once
@@ -66,7 +68,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use ari_proto::outbound::{split_call_application, Accepted, Refused, UpgradeCheck};
+use ari_proto::outbound::{
+    call_channel_name, split_call_application, Accepted, Refused, UpgradeCheck,
+};
 use ari_proto::rest::Credentials;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -127,6 +131,11 @@ pub enum ConnectionType {
 /// Default of [`OutboundOptions::peer_timeout`].
 const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default of [`OutboundOptions::call_peer_timeout`]: above Asterisk's default redial
+/// window of a per-call connection (`reconnect_attempts` 4 × `reconnect_interval` 500 ms,
+/// each attempt within `connection_timeout` 500 ms), under its fail-safe of 7 s.
+const DEFAULT_CALL_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default of [`OutboundOptions::resume_after`].
 const DEFAULT_RESUME_AFTER: Duration = Duration::from_secs(1);
 
@@ -154,6 +163,7 @@ pub struct OutboundOptions<E: Executor, C: Connector> {
     connection_type: ConnectionType,
     handshake_timeout: Duration,
     peer_timeout: Option<Duration>,
+    call_peer_timeout: Option<Duration>,
     resume_after: Duration,
     transport: TransportOptions,
     configure: Configure<E, C>,
@@ -166,6 +176,7 @@ impl<E: Executor, C: Connector> fmt::Debug for OutboundOptions<E, C> {
             .field("connection_type", &self.connection_type)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("peer_timeout", &self.peer_timeout)
+            .field("call_peer_timeout", &self.call_peer_timeout)
             .field("resume_after", &self.resume_after)
             .finish_non_exhaustive()
     }
@@ -174,7 +185,8 @@ impl<E: Executor, C: Connector> fmt::Debug for OutboundOptions<E, C> {
 impl<E: Executor, C: Connector> OutboundOptions<E, C> {
     /// Defaults: any path, no credentials required (set them!), persistent, upgrade within
     /// 5 s, calls given up 60 s after their connection was lost for good
-    /// ([`OutboundOptions::peer_timeout`]), clients with the default options.
+    /// ([`OutboundOptions::peer_timeout`]; per call 5 s,
+    /// [`OutboundOptions::call_peer_timeout`]), clients with the default options.
     pub fn new(runtime: Stack<E, C>) -> Self {
         OutboundOptions {
             runtime,
@@ -184,6 +196,7 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
             connection_type: ConnectionType::Persistent,
             handshake_timeout: Duration::from_secs(5),
             peer_timeout: Some(DEFAULT_PEER_TIMEOUT),
+            call_peer_timeout: Some(DEFAULT_CALL_PEER_TIMEOUT),
             resume_after: DEFAULT_RESUME_AFTER,
             transport: TransportOptions::default(),
             configure: Arc::new(|b| b),
@@ -242,6 +255,26 @@ impl<E: Executor, C: Connector> OutboundOptions<E, C> {
     /// executor's.
     pub fn peer_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.peer_timeout = timeout;
+        self
+    }
+
+    /// Per call: how long the client of a per-call connection waits for Asterisk to redial
+    /// the call after losing its connection (default 5 s; the shorter of this and
+    /// [`OutboundOptions::peer_timeout`] applies; `None`: `peer_timeout` alone).
+    ///
+    /// A live Asterisk redials a lost per-call connection at once while the channel is in
+    /// Stasis (recorded: within 1–2 ms), and when it cannot reach the application within
+    /// `reconnect_attempts` attempts `reconnect_interval` apart it gives the channel back to
+    /// the dialplan. So when nothing came back within this delay, the call is over for the
+    /// application either way: Asterisk crashed, stopped or is cut off (the TCP connection
+    /// was reset or closed without a close frame, or Asterisk stopped answering the
+    /// client's keepalive pings), or it took the channel out of Stasis. The call's waits
+    /// then fail with [`Error::AsteriskGone`] and its event stream ends, as after
+    /// `peer_timeout`, and the server counts it in [`OutboundStats::calls_lost`] (warned).
+    /// Keep it above `(connection_timeout + reconnect_interval) × reconnect_attempts` of
+    /// the `websocket_client.conf` section (4 s with Asterisk's defaults).
+    pub fn call_peer_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.call_peer_timeout = timeout;
         self
     }
 
@@ -498,6 +531,12 @@ pub struct OutboundStats {
     pub failed: u64,
     /// Calls yielded by [`OutboundServer::next_call`]'s queue.
     pub calls: u64,
+    /// Per-call connections lost with their call going on (subscriptions of its channel,
+    /// bridges, … still live) and not redialled within
+    /// [`OutboundOptions::call_peer_timeout`]: Asterisk crashed, stopped or is cut off, or
+    /// gave the channel back to the dialplan. Their waits failed with
+    /// [`Error::AsteriskGone`].
+    pub calls_lost: u64,
     /// Calls already in Stasis when Asterisk dialled this server (the application restarted
     /// with calls in Stasis), found by asking Asterisk: per call, yielded by `next_call` with
     /// [`OutboundCall::resumed`] (also counted in `calls`); persistent, handed out in
@@ -522,6 +561,8 @@ struct Counters {
     failed: AtomicU64,
     calls: AtomicU64,
     adopted: AtomicU64,
+    /// Shared with the per-call clients' [`CallLost`] sinks.
+    calls_lost: Arc<AtomicU64>,
 }
 
 struct Queues<R: Runtime> {
@@ -541,6 +582,9 @@ struct Queues<R: Runtime> {
     per_call: HashMap<(PeerKey, Option<String>, String), Weak<Inner<R>>>,
     /// Every client made, for shutdown.
     live: Vec<Weak<Inner<R>>>,
+    /// Persistent clients whose calls already in Stasis are being looked up (by address):
+    /// a shutdown waits for them as for calls in Stasis.
+    looking_up: std::collections::HashSet<usize>,
     /// `live` and the maps are rid of dropped clients when `live` reaches this length.
     prune_at: usize,
     stop_waker: Option<Waker>,
@@ -581,6 +625,7 @@ struct ServerShared<E: Executor, C: Connector> {
     connection_type: ConnectionType,
     handshake_timeout: Duration,
     peer_timeout: Option<Duration>,
+    call_peer_timeout: Option<Duration>,
     resume_after: Duration,
     transport: TransportOptions,
     configure: Configure<E, C>,
@@ -684,6 +729,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             connection_type: options.connection_type,
             handshake_timeout: options.handshake_timeout,
             peer_timeout: options.peer_timeout,
+            call_peer_timeout: options.call_peer_timeout,
             resume_after: options.resume_after,
             transport: options.transport,
             configure: options.configure,
@@ -696,6 +742,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
                 persistent: HashMap::new(),
                 per_call: HashMap::new(),
                 live: Vec::new(),
+                looking_up: std::collections::HashSet::new(),
                 prune_at: PRUNE_MIN,
                 stop_waker: None,
             }),
@@ -734,6 +781,7 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             resumed: get(&c.resumed),
             failed: get(&c.failed),
             calls: get(&c.calls),
+            calls_lost: get(&c.calls_lost),
             adopted: get(&c.adopted),
             waiting: {
                 let q = self.shared.queues();
@@ -784,7 +832,9 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
     /// (it does after the call's StasisEnd); a persistent connection, which Asterisk keeps
     /// open for the next calls, is done once none of its channels is in Stasis (a
     /// `StasisStart`, or a call handed out in [`OutboundConnection::in_stasis`], without its
-    /// `StasisEnd` or `ChannelDestroyed` yet): once nothing is left, the persistent
+    /// `StasisEnd` or `ChannelDestroyed` yet), and not while the calls already in Stasis of a
+    /// new connection are still being looked up (those found are its calls, waited for like
+    /// the others): once nothing is left, the persistent
     /// connections are closed at once, without waiting for the rest of `grace`.
     /// Returns how many clients were closed at the deadline (0 when nothing was left by
     /// then). Calls and connections still queued (never taken
@@ -824,8 +874,12 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
             // A persistent connection stays open after its calls ended (Asterisk keeps it
             // for the next ones): nothing is left once none of them has a call in Stasis
             // (per call, Asterisk closes each connection after its call).
+            // Nor while the calls already in Stasis of a new one are being looked up: those
+            // found are its calls.
             let busy = open.iter().any(|(c, persistent)| {
-                !persistent || c.inner.shared.lock().session.calls_in_stasis() > 0
+                !persistent
+                    || c.inner.shared.lock().session.calls_in_stasis() > 0
+                    || self.is_looking_up(c)
             });
             if !busy {
                 for (c, _) in open {
@@ -865,6 +919,13 @@ impl<E: Executor, C: Connector> OutboundServer<E, C> {
         if !calls.is_empty() || !connections.is_empty() {
             tracing::warn!(target: "ari_client", calls = calls.len(), connections = connections.len(), "outbound: shut down with calls never taken by the application");
         }
+    }
+
+    /// Whether the calls already in Stasis of `client`'s new persistent connection are
+    /// being looked up.
+    fn is_looking_up(&self, client: &Client<Stack<E, C>>) -> bool {
+        let key = Arc::as_ptr(&client.inner) as usize;
+        self.shared.queues().looking_up.contains(&key)
     }
 
     /// Clients whose connection is open, each with whether it is a persistent connection
@@ -1183,7 +1244,15 @@ async fn handshake<E: Executor, C: Connector>(
         "",
         s.runtime.clone(),
     ));
-    let client = match builder.build_accepted(peer, s.peer_timeout) {
+    // A connection naming one call: Asterisk redials it at once while the call goes on,
+    // so a loss not redialled within the call's (shorter) timeout ends it.
+    let names_a_call = call_app.as_deref().is_some_and(is_call_app);
+    let peer_timeout = match (names_a_call, s.call_peer_timeout, s.peer_timeout) {
+        (true, Some(call), Some(peer)) => Some(call.min(peer)),
+        (true, Some(call), None) => Some(call),
+        (_, _, peer) => peer,
+    };
+    let client = match builder.build_accepted(peer, peer_timeout) {
         Ok(c) => c,
         Err(e) => {
             s.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -1191,6 +1260,14 @@ async fn handshake<E: Executor, C: Connector>(
             return;
         }
     };
+    if names_a_call {
+        let sink: Arc<dyn crate::shared::ConnSink> = Arc::new(CallLost {
+            lost: s.counters.calls_lost.clone(),
+            peer,
+            app: call_app.clone().unwrap_or_default(),
+        });
+        client.inner.shared.add_conn_sink(sink);
+    }
     // Subscribed before the socket is attached: the first StasisStart cannot be missed (per
     // call, the call's; persistent, those Asterisk queued while the application was away).
     let incoming = client.incoming();
@@ -1241,6 +1318,9 @@ async fn handshake<E: Executor, C: Connector>(
         let mut q = s.queues();
         q.prune();
         q.live.push(Arc::downgrade(&client.inner));
+        if lookup.is_some() {
+            q.looking_up.insert(Arc::as_ptr(&client.inner) as usize);
+        }
         match (s.connection_type, call_app.clone()) {
             (ConnectionType::Persistent, _) => {
                 q.persistent
@@ -1269,6 +1349,12 @@ async fn handshake<E: Executor, C: Connector>(
     // after it: a restart while a slow lookup ran would otherwise go unnoticed.
     let lookup = async {
         if let Some(lookup) = lookup {
+            // Until the calls found are noted in Stasis (or the lookup ends otherwise, this
+            // task dropped included), a shutdown counts the connection as busy.
+            let _looking_up = LookingUp {
+                s: &s,
+                key: Arc::as_ptr(&client.inner) as usize,
+            };
             let (found, unseen) = lookup.finish(&client, &s.counters.adopted).await;
             if found > 0 {
                 tracing::info!(target: "ari_client", %peer, calls = found, "outbound: calls already in Stasis (the application restarted) are handed out in OutboundConnection::in_stasis");
@@ -1335,6 +1421,42 @@ async fn handshake<E: Executor, C: Connector>(
             }
         }
     }
+}
+
+/// Persistent, a new client: its calls already in Stasis are being looked up while this
+/// lives ([`Queues::looking_up`]).
+struct LookingUp<'a, E: Executor, C: Connector> {
+    s: &'a ServerShared<E, C>,
+    key: usize,
+}
+
+impl<E: Executor, C: Connector> Drop for LookingUp<'_, E, C> {
+    fn drop(&mut self) {
+        self.s.queues().looking_up.remove(&self.key);
+    }
+}
+
+/// Per call: counts (and warns about) the call whose connection was lost and not redialled
+/// within the client's peer timeout while something of it was still followed.
+struct CallLost {
+    lost: Arc<AtomicU64>,
+    peer: SocketAddr,
+    app: String,
+}
+
+impl crate::shared::ConnSink for CallLost {
+    fn deliver(&self, event: &crate::ConnectionEvent) -> bool {
+        match event {
+            crate::ConnectionEvent::PeerGone { waited, ended, .. } if *ended > 0 => {
+                let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(target: "ari_client", peer = %self.peer, app = %self.app, ?waited, ended, lost, "outbound: a call's per-call connection was lost and Asterisk did not redial it (crashed, stopped, cut off, or gave the channel back to the dialplan): its waits ended with Error::AsteriskGone (counted in OutboundStats::calls_lost)");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn close(&self) {}
 }
 
 /// How long a persistent connection from an Asterisk whose previous connection still looks
@@ -1412,16 +1534,16 @@ fn takes_connections<R: Runtime>(inner: &Inner<R>) -> bool {
 
 /// Whether `app` is the application of a per-call connection: Asterisk names it
 /// `<app>:<channel name>`, and a channel name is `<technology>/<resource>` (see
-/// [`split_call_application`], which keeps a `:` of `<app>` in it).
+/// [`split_call_application`]).
 fn is_call_app(app: &str) -> bool {
     split_call_application(app).is_some()
 }
 
 /// Whether the channel whose `Stasis()` names `first` belongs to the application `app`:
-/// `app` itself, or the per-call application `<first>:<channel name>` (`first` may hold
-/// `:`, as `tenant:ivr`).
+/// `app` itself, or the per-call application `<first>:<channel name>` (exactly, whatever
+/// `first` holds: `tenant:ivr`, `tenant:sales/ivr`).
 fn serves(app: &str, first: &str) -> bool {
-    app == first || split_call_application(app).is_some_and(|(base, _)| base == first)
+    app == first || call_channel_name(app, first).is_some()
 }
 
 fn shutting_down() -> TransportError {
@@ -1538,8 +1660,10 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
     };
     // The application's channels are also those it controls besides its call (a channel
     // it originated into itself, both halves of a Local one): the call is the channel the
-    // connection names (`<app>:<channel name>`), in Stasis.
-    let (_, name) = split_call_application(p.app)?;
+    // connection names (`<app>:<channel name>`, with `<app>` its `Stasis()` application:
+    // split where the channel's name begins, as the first split of an application holding
+    // `:<technology>/` is not its own), in Stasis.
+    split_call_application(p.app)?;
     let ids = apps.into_iter().find(|a| a.name == p.app)?.channel_ids;
     let apps = [p.app.to_string()];
     for id in ids.into_iter().filter(|id| !id.starts_with("__AST_")) {
@@ -1556,7 +1680,16 @@ async fn in_stasis<R: Runtime>(p: &Probe<'_, R>) -> Option<Found<R>> {
                 continue;
             }
         };
-        if snapshot.name != name || !in_stasis_of(&snapshot, &apps) {
+        // Split where the channel's own name begins: exact whatever `<app>` holds.
+        let names_it = p
+            .app
+            .strip_suffix(snapshot.name.as_str())
+            .and_then(|base| base.strip_suffix(':'))
+            .is_some_and(|base| {
+                let first = stasis_app_of(&snapshot);
+                !base.is_empty() && (first == base || first == p.app)
+            });
+        if !names_it || !in_stasis_of(&snapshot, &apps) {
             continue;
         }
         let start = made_up_start(p.app, &snapshot, p.registered)?;

@@ -97,13 +97,24 @@ const MAX_HEADERS: usize = 32;
 /// Splits the application of a per-call connection (`connection_type = per_call_config`)
 /// into the application the channel entered `Stasis()` for and the channel's name.
 ///
-/// Asterisk names that temporary application `<app>:<channel name>` (recorded:
-/// `obpc:Local/12#@dtmf-00000152;1` for `Stasis(obpc)`), and a channel name is
-/// `<technology>/<resource>`, its technology (`PJSIP`, `Local`, `WebSocket`...) holding
-/// neither `:` nor `/`. As `<app>` may itself hold `:` (`tenant:ivr`), the split is at the
-/// `:` that is followed by a technology and its `/`: the last `:` before the channel name's
-/// `/`, not the first `:`. `None` when `name` is no such name (a persistent connection's
-/// application, even one with a `:`).
+/// How Asterisk names it: `<app>:<channel name>` (`res/ari/ari_websockets.c` formats the
+/// temporary application as `"%s:%s"` of the `Stasis()` application and the channel's
+/// name; recorded: `obpc:Local/12#@dtmf-00000152;1` for `Stasis(obpc)`). `<app>` is an entry
+/// of the section's `apps` in `ari.conf`, which Asterisk takes as it is (`tenant:ivr` is a
+/// valid name). A channel name is `<technology>/<resource>`: the technology is a channel
+/// driver's name (`PJSIP`, `SIP`, `IAX2`, `Local`, `WebSocket`, `AudioSocket`,
+/// `UnicastRTP`, …: ASCII letters and digits; `_` and `-` are accepted too), the resource
+/// any text, partly chosen by the network (the dialled extension of a `Local` channel, a
+/// peer's `host:port`).
+///
+/// The rule: the split is at the **first** `:` followed by a technology and its `/`, with
+/// a non-empty `<app>` before it. Nothing in the channel name, whatever the caller dialled,
+/// can move that split: it is right for every channel whenever `<app>` itself holds no
+/// `:<technology>/` (see [`call_application_is_unambiguous`]), which is a property of the
+/// configuration alone. An application named like `tenant:sales/ivr` is ambiguous without
+/// knowing the configured names: when they are known, use [`call_channel_name`], which
+/// is exact. `None` when `name` is no such name (a persistent connection's application,
+/// even one with a `:`). Never panics, whatever `name` holds.
 ///
 /// ```
 /// use ari_proto::outbound::split_call_application;
@@ -112,15 +123,69 @@ const MAX_HEADERS: usize = 32;
 ///     split_call_application("tenant:ivr:PJSIP/alice-00000001"),
 ///     Some(("tenant:ivr", "PJSIP/alice-00000001")),
 /// );
+/// // The resource may hold `:` and `/`, even `:<technology>/`: the first split stands.
+/// assert_eq!(
+///     split_call_application("ivr:Local/sip:bob/x@default-00000001;1"),
+///     Some(("ivr", "Local/sip:bob/x@default-00000001;1")),
+/// );
 /// assert_eq!(split_call_application("tenant:ivr"), None);
 /// ```
 pub fn split_call_application(name: &str) -> Option<(&str, &str)> {
     name.match_indices(':').find_map(|(i, _)| {
         let (app, channel) = (&name[..i], &name[i + 1..]);
-        let technology = channel.find(['/', ':'])?;
-        let is_channel = technology > 0 && channel[technology..].starts_with('/');
-        (!app.is_empty() && is_channel).then_some((app, channel))
+        (!app.is_empty() && is_channel_name(channel)).then_some((app, channel))
     })
+}
+
+/// The channel name of the per-call application `name` of the application `app`, exactly:
+/// `Some(channel)` when `name` is `<app>:<channel name>` (see [`split_call_application`]
+/// for how Asterisk forms it), whatever `app` holds, `:` and `/` included. What a program
+/// that knows its configured applications should use: there is no ambiguity.
+///
+/// ```
+/// use ari_proto::outbound::{call_channel_name, split_call_application};
+///
+/// let name = "tenant:sales/ivr:PJSIP/alice-00000001";
+/// assert_eq!(call_channel_name(name, "tenant:sales/ivr"), Some("PJSIP/alice-00000001"));
+/// assert_eq!(call_channel_name(name, "tenant"), Some("sales/ivr:PJSIP/alice-00000001"));
+/// assert_eq!(call_channel_name(name, "sales"), None);
+/// // Without the configured names, the first split is taken.
+/// assert_eq!(split_call_application(name), Some(("tenant", "sales/ivr:PJSIP/alice-00000001")));
+/// ```
+pub fn call_channel_name<'a>(name: &'a str, app: &str) -> Option<&'a str> {
+    let channel = name.strip_prefix(app)?.strip_prefix(':')?;
+    (!app.is_empty() && is_channel_name(channel)).then_some(channel)
+}
+
+/// Whether [`split_call_application`] gives `app` back from every per-call application
+/// `<app>:<channel name>` of it: `app` is not empty and holds no `:` followed by a
+/// technology and `/` (`tenant:ivr`, `a:b/c d` are; `tenant:sales/ivr` is not). Check the
+/// configured names with it, or use [`call_channel_name`].
+///
+/// ```
+/// use ari_proto::outbound::call_application_is_unambiguous;
+/// assert!(call_application_is_unambiguous("tenant:ivr"));
+/// assert!(!call_application_is_unambiguous("tenant:sales/ivr"));
+/// ```
+pub fn call_application_is_unambiguous(app: &str) -> bool {
+    !app.is_empty()
+        && !app
+            .match_indices(':')
+            .any(|(i, _)| technology_then_slash(&app[i + 1..]))
+}
+
+/// Whether `s` is a channel name: `<technology>/<resource>`.
+fn is_channel_name(s: &str) -> bool {
+    technology_then_slash(s)
+}
+
+/// Whether `s` starts with a channel technology (ASCII letters, digits, `_`, `-`) and `/`.
+fn technology_then_slash(s: &str) -> bool {
+    let tech = s
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        .count();
+    tech > 0 && s.as_bytes().get(tech) == Some(&b'/')
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2): base64 of the SHA-1
@@ -897,9 +962,121 @@ mod call_application_tests {
             (":PJSIP/alice", None),
             ("hello:/alice", None),
             ("hello:", None),
+            // The technology is a channel driver's name: letters and digits. An application
+            // holding `:` and `/` around other text keeps them.
+            (
+                "sales:eu west/1:PJSIP/alice-00000001",
+                Some(("sales:eu west/1", "PJSIP/alice-00000001")),
+            ),
+            ("a:b.c/d:IAX2/peer-1", Some(("a:b.c/d", "IAX2/peer-1"))),
+            ("a::PJSIP/x", Some(("a:", "PJSIP/x"))),
+            ("a:PJSIP:PJSIP/x", Some(("a:PJSIP", "PJSIP/x"))),
+            // `:<technology>/` in the resource (network-chosen text) never moves the split.
+            (
+                "ivr:Local/x:PJSIP/evil@ctx-1;1",
+                Some(("ivr", "Local/x:PJSIP/evil@ctx-1;1")),
+            ),
+            // Ambiguous: the first split is taken (call_channel_name is exact).
+            (
+                "tenant:sales/ivr:PJSIP/alice",
+                Some(("tenant", "sales/ivr:PJSIP/alice")),
+            ),
+            // Not ASCII, no panic.
+            ("é:ü/ö:PJSIP/ä", Some(("é:ü/ö", "PJSIP/ä"))),
+            ("ivr:Ünicode/x", None),
+            (":", None),
+            ("::/", None),
         ];
         for (name, expected) in cases {
             assert_eq!(split_call_application(name), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_channel_name_of_a_known_application_is_exact() {
+        use super::{call_application_is_unambiguous, call_channel_name};
+        let name = "tenant:sales/ivr:PJSIP/alice";
+        assert_eq!(
+            call_channel_name(name, "tenant:sales/ivr"),
+            Some("PJSIP/alice")
+        );
+        assert_eq!(call_channel_name(name, "tenant:sales"), None);
+        assert_eq!(call_channel_name(name, ""), None);
+        assert_eq!(call_channel_name("ivr:PJSIP", "ivr"), None);
+        assert_eq!(call_channel_name("ivr", "ivr"), None);
+        assert!(!call_application_is_unambiguous("tenant:sales/ivr"));
+        assert!(call_application_is_unambiguous("sales:eu west/1"));
+        assert!(call_application_is_unambiguous("a:"));
+        assert!(!call_application_is_unambiguous(""));
+    }
+}
+
+#[cfg(test)]
+mod call_application_properties {
+    use super::{call_application_is_unambiguous, call_channel_name, split_call_application};
+    use proptest::prelude::*;
+
+    /// Text rich in what makes names ambiguous: `:`, `/`, technologies, and other bytes.
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(":".to_string()),
+                Just("/".to_string()),
+                Just("PJSIP".to_string()),
+                Just("Local".to_string()),
+                Just("@".to_string()),
+                Just(";".to_string()),
+                Just(" ".to_string()),
+                Just("é".to_string()),
+                "[a-z0-9_.#-]{1,3}",
+            ],
+            0..10,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    /// A channel name: a technology, `/`, any resource.
+    fn channel() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![
+                Just("PJSIP".to_string()),
+                Just("Local".to_string()),
+                Just("IAX2".to_string()),
+                "[A-Za-z0-9_-]{1,8}",
+            ],
+            text(),
+        )
+            .prop_map(|(tech, resource)| format!("{tech}/{resource}"))
+    }
+
+    proptest! {
+        /// Asterisk's `<app>:<channel name>` splits back into both parts for every
+        /// application the rule calls unambiguous, whatever the channel's resource holds.
+        #[test]
+        fn unambiguous_applications_split_back(app in text(), channel in channel()) {
+            prop_assume!(call_application_is_unambiguous(&app));
+            let name = format!("{app}:{channel}");
+            prop_assert_eq!(split_call_application(&name), Some((app.as_str(), channel.as_str())));
+        }
+
+        /// With the application known, the channel name comes back for any application.
+        #[test]
+        fn a_known_application_gives_its_channel_back(app in text(), channel in channel()) {
+            prop_assume!(!app.is_empty());
+            let name = format!("{app}:{channel}");
+            prop_assert_eq!(call_channel_name(&name, &app), Some(channel.as_str()));
+        }
+
+        /// Any text: no panic, and a split is of the text itself, around a `:`, into a
+        /// non-empty application and a channel name.
+        #[test]
+        fn any_text_splits_consistently(name in prop_oneof![text(), any::<String>()]) {
+            if let Some((app, channel)) = split_call_application(&name) {
+                prop_assert_eq!(format!("{app}:{channel}"), name.clone());
+                prop_assert!(!app.is_empty());
+                prop_assert_eq!(call_channel_name(&name, app), Some(channel));
+            }
+            let _ = call_application_is_unambiguous(&name);
         }
     }
 }

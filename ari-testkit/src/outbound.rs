@@ -19,9 +19,13 @@
 //! subprotocol within `protocols`, no `Sec-WebSocket-Extensions`. A refused answer counts as
 //! a failed attempt ([`OutboundStats::refused`], with the reason in the log).
 //!
-//! `ws://`, and `wss://` with the server certificate verified (chain and host name) against
-//! the certificates of [`OutboundConfig::ca_list`] (Asterisk's `ca_list_file`; rustls with
-//! the `ring` provider). No proxy, no client certificate. With
+//! `ws://`, and `wss://` with the server certificate checked as Asterisk checks it: the
+//! chain against the certificates of [`OutboundConfig::ca_list`] (Asterisk's
+//! `ca_list_file`) unless [`OutboundConfig::verify_server_cert`] is off, the host name
+//! against the certificate's common and DNS names unless
+//! [`OutboundConfig::verify_server_hostname`] is off, and
+//! [`OutboundConfig::client_certificate`] (`cert_file`, `priv_key_file`) presented when the
+//! server asks for one (rustls with the `ring` provider). No proxy. With
 //! [`OutboundConfig::pingpongs`] (`enable_pingpongs`, 20.21+), a PING every interval and a
 //! close with 1001 once `probes` went unanswered.
 
@@ -75,8 +79,22 @@ pub struct OutboundConfig {
     /// [`username`](OutboundConfig::username) and [`password`](OutboundConfig::password).
     pub uri: String,
     /// `ca_list_file`: the DER certificates a `wss://` server's chain must lead to (the
-    /// certificate itself for a self-signed one). Required for `wss://`.
+    /// certificate itself for a self-signed one). Required for `wss://` while
+    /// [`verify_server_cert`](OutboundConfig::verify_server_cert) is on.
     pub ca_list: Vec<Vec<u8>>,
+    /// `verify_server_cert` (default yes): the server's chain must lead to `ca_list`. Off,
+    /// Asterisk checks nothing of the server's certificate (neither chain nor name).
+    pub verify_server_cert: bool,
+    /// `verify_server_hostname` (default yes; only while `verify_server_cert` is on): the
+    /// uri's host must equal, ignoring case, a common name or a DNS subject alternative
+    /// name of the server's certificate, as Asterisk's `tcptls.c` compares them: exactly
+    /// (no wildcard), and never against an IP address entry (`wss://127.0.0.1` needs a
+    /// certificate naming `127.0.0.1` as its common name or a DNS name).
+    pub verify_server_hostname: bool,
+    /// `cert_file` and `priv_key_file`: the client certificate (DER chain, leaf first) and
+    /// its PKCS#8 key (DER) Asterisk presents when the application's TLS server asks for
+    /// one. `None`: none presented.
+    pub client_certificate: Option<(Vec<Vec<u8>>, Vec<u8>)>,
     /// `username` (sent as Basic credentials when both it and `password` are set).
     pub username: Option<String>,
     /// `password`.
@@ -115,6 +133,9 @@ impl OutboundConfig {
         OutboundConfig {
             uri: uri.to_string(),
             ca_list: Vec::new(),
+            verify_server_cert: true,
+            verify_server_hostname: true,
+            client_certificate: None,
             username: None,
             password: None,
             protocols: "ari".to_string(),
@@ -159,6 +180,25 @@ impl OutboundConfig {
     /// Trusts this DER certificate for a `wss://` uri (adds to `ca_list`).
     pub fn trust_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
         self.ca_list.push(der.into());
+        self
+    }
+
+    /// Sets `verify_server_cert` (see [`OutboundConfig::verify_server_cert`]).
+    pub fn verify_server_cert(mut self, on: bool) -> Self {
+        self.verify_server_cert = on;
+        self
+    }
+
+    /// Sets `verify_server_hostname` (see [`OutboundConfig::verify_server_hostname`]).
+    pub fn verify_server_hostname(mut self, on: bool) -> Self {
+        self.verify_server_hostname = on;
+        self
+    }
+
+    /// Sets `cert_file` and `priv_key_file`: the client certificate chain (DER, leaf first)
+    /// and its PKCS#8 private key (DER).
+    pub fn client_certificate(mut self, chain: Vec<Vec<u8>>, pkcs8_key: Vec<u8>) -> Self {
+        self.client_certificate = Some((chain, pkcs8_key));
         self
     }
 
@@ -314,9 +354,9 @@ impl Outbound {
     /// may hold `:` (`tenant:ivr`): the configured app is the whole name before the
     /// `:<channel name>`.
     fn per_call_config(&self, app: &str) -> Option<&OutboundConfig> {
-        let (base, _) = split_call_app(app)?;
         self.configs.iter().find(|c| {
-            c.connection_type == ConnectionType::PerCall && c.apps.iter().any(|a| a == base)
+            c.connection_type == ConnectionType::PerCall
+                && c.apps.iter().any(|a| call_channel_name(app, a).is_some())
         })
     }
 
@@ -563,20 +603,18 @@ pub(crate) fn unrouted(
     true
 }
 
-/// `<app>:<channel name>` (a per-call app, as Asterisk names it; recorded:
-/// `obpc:Local/12#@dtmf-00000152;1`) split into `<app>` and the channel name. A channel
-/// name is `<technology>/<resource>` with neither `:` nor `/` in the technology, and `<app>`
-/// may hold `:` (`tenant:ivr`): the split is at the last `:` before the channel name's `/`.
-fn split_call_app(app: &str) -> Option<(&str, &str)> {
-    app.char_indices()
-        .filter(|&(_, c)| c == ':')
-        .map(|(i, _)| (&app[..i], &app[i + 1..]))
-        .find(|(base, channel)| {
-            !base.is_empty()
-                && channel
-                    .split_once('/')
-                    .is_some_and(|(tech, _)| !tech.is_empty() && !tech.contains(':'))
-        })
+/// The channel name of the per-call app `app` (`<app>:<channel name>`, as Asterisk names it;
+/// recorded: `obpc:Local/12#@dtmf-00000152;1`) of the configured application `configured`,
+/// compared whole: `configured` may hold `:` and `/` (`tenant:ivr`, `tenant:sales/ivr`).
+/// A channel name is `<technology>/<resource>`, the technology a channel driver's name.
+fn call_channel_name<'a>(app: &'a str, configured: &str) -> Option<&'a str> {
+    let channel = app.strip_prefix(configured)?.strip_prefix(':')?;
+    let (tech, _) = channel.split_once('/')?;
+    let is_tech = !tech.is_empty()
+        && tech
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (!configured.is_empty() && is_tech).then_some(channel)
 }
 
 /// A StasisEnd went to a per-call app: its connection closes (1000) after the configured
@@ -801,40 +839,173 @@ async fn dial(shared: &Shared, cfg: &OutboundConfig) -> Result<Ws, String> {
     Ok(WebSocketStream::from_partially_read(tcp, leftover, Role::Client, None).await)
 }
 
-/// The TLS client handshake of a `wss://` uri: the server's certificate must chain to one
-/// of `cfg.ca_list` and name the uri's host.
+/// The TLS client handshake of a `wss://` uri, checked as Asterisk's `tcptls.c` checks it
+/// (see [`OutboundConfig::verify_server_cert`] and
+/// [`OutboundConfig::verify_server_hostname`]), presenting
+/// [`OutboundConfig::client_certificate`] when the server asks for one.
 async fn tls_connect(
     cfg: &OutboundConfig,
     authority: &str,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     use tokio_rustls::rustls;
-    if cfg.ca_list.is_empty() {
-        return Err("wss:// needs a certificate to trust (ca_list)".to_string());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for der in &cfg.ca_list {
-        roots
-            .add(rustls::pki_types::CertificateDer::from(der.clone()))
-            .map_err(|e| format!("ca_list: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let host = match authority.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => authority,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let roots = if cfg.verify_server_cert {
+        if cfg.ca_list.is_empty() {
+            return Err("wss:// needs a certificate to trust (ca_list)".to_string());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for der in &cfg.ca_list {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                .map_err(|e| format!("ca_list: {e}"))?;
+        }
+        Some(Arc::new(roots))
+    } else {
+        None
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AsteriskVerifier {
+        roots,
+        host: cfg.verify_server_hostname.then(|| host.to_string()),
+        provider: provider.clone(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match &cfg.client_certificate {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                chain
+                    .iter()
+                    .map(|c| rustls::pki_types::CertificateDer::from(c.clone()))
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.clone().into()),
+            )
+            .map_err(|e| format!("cert_file/priv_key_file: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    // SNI as Asterisk sends it: the uri's host when it is a name (none for an address).
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("server name {host:?}: {e}"))?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Asterisk's checks of a server certificate (`tcptls.c`, client side): none without
+/// `verify_server_cert` (`roots` is `None`); else the chain must lead to `roots` and, with
+/// `verify_server_hostname` (`host` set), `host` must equal a common name or a DNS subject
+/// alternative name, ignoring case — no wildcard, no IP address entry. The handshake's
+/// signatures are always checked (OpenSSL does).
+#[derive(Debug)]
+struct AsteriskVerifier {
+    roots: Option<Arc<tokio_rustls::rustls::RootCertStore>>,
+    host: Option<String>,
+    provider: Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
+}
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AsteriskVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        use tokio_rustls::rustls;
+        let Some(roots) = &self.roots else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if let Some(host) = &self.host {
+            let names = certificate_names(end_entity.as_ref());
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+                return Err(rustls::Error::General(format!(
+                    "certificate common name did not match ({host}; the certificate names {names:?})"
+                )));
+            }
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The names Asterisk compares the host with: the subject's common names, then the DNS
+/// subject alternative names (an IP address entry is not one of them). None when the
+/// certificate does not parse.
+fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        names.extend(san.value.general_names.iter().filter_map(|n| match n {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        }));
+    }
+    names
 }
 
 /// Asterisk's client checks of the upgrade answer; `Err((status, why))`.
@@ -884,24 +1055,28 @@ fn check_answer(head: &[u8], key: &str, protocols: &str) -> Result<(), (u16, Str
 
 #[cfg(test)]
 mod tests {
-    use super::split_call_app;
+    use super::call_channel_name;
 
     #[test]
-    fn a_per_call_app_splits_before_the_channel_name() {
+    fn a_per_call_app_is_matched_whole_against_the_configured_ones() {
         assert_eq!(
-            split_call_app("obpc:Local/12#@dtmf-00000152;1"),
-            Some(("obpc", "Local/12#@dtmf-00000152;1"))
+            call_channel_name("obpc:Local/12#@dtmf-00000152;1", "obpc"),
+            Some("Local/12#@dtmf-00000152;1")
         );
         assert_eq!(
-            split_call_app("tenant:ivr:PJSIP/alice-00000001"),
-            Some(("tenant:ivr", "PJSIP/alice-00000001"))
+            call_channel_name("tenant:ivr:PJSIP/alice-00000001", "tenant:ivr"),
+            Some("PJSIP/alice-00000001")
         );
         assert_eq!(
-            split_call_app("app:SIP/10.0.0.1:5060-00000001"),
-            Some(("app", "SIP/10.0.0.1:5060-00000001"))
+            call_channel_name("tenant:sales/ivr:PJSIP/alice-00000001", "tenant:sales/ivr"),
+            Some("PJSIP/alice-00000001")
         );
-        assert_eq!(split_call_app("tenant:ivr"), None);
-        assert_eq!(split_call_app(":PJSIP/alice"), None);
-        assert_eq!(split_call_app("hello:/alice"), None);
+        assert_eq!(
+            call_channel_name("app:SIP/10.0.0.1:5060-00000001", "app"),
+            Some("SIP/10.0.0.1:5060-00000001")
+        );
+        assert_eq!(call_channel_name("tenant:ivr", "tenant"), None);
+        assert_eq!(call_channel_name(":PJSIP/alice", ""), None);
+        assert_eq!(call_channel_name("hello:/alice", "hello"), None);
     }
 }

@@ -513,11 +513,23 @@ pub async fn outbound_per_call_redial_mid_call_goes_on_in_the_same_call<
 }
 
 /// A self-signed certificate for `127.0.0.1` and `localhost`: the server's TLS
-/// configuration and the certificate (DER) a client must trust.
+/// configuration and the certificate (DER) a client must trust. Its common name is
+/// `127.0.0.1`: Asterisk checks the host of a `wss://` uri against the common name and the
+/// DNS names of the certificate only, never an IP address entry.
 fn self_signed() -> (std::sync::Arc<ari_client::rustls::ServerConfig>, Vec<u8>) {
     use ari_client::rustls;
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("certificate parameters");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let signing_key = rcgen::KeyPair::generate().expect("a key");
+    let cert = params
+        .self_signed(&signing_key)
         .expect("a self-signed certificate");
+    let ck = rcgen::CertifiedKey { cert, signing_key };
     let der = ck.cert.der().to_vec();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
@@ -1262,6 +1274,23 @@ pub async fn outbound_per_call_application_with_a_colon_is_served_and_found_afte
     h: &Harness<Stack<E, C>>,
 ) {
     redialled_to_a_restarted_application(h, "tenant:ivr").await;
+}
+
+/// An application whose name holds `:<technology>/` (`tenant:sales/ivr`, `sales` being a
+/// valid channel technology name) served per call: its per-call application
+/// `tenant:sales/ivr:PJSIP/alice-…` splits ambiguously without the configured names
+/// (`ari_proto::outbound::split_call_application` takes the first split). Asterisk knows
+/// its configuration, and the application knows the `Stasis()` application of each
+/// channel: both compare the name whole (`call_channel_name`). The simulated Asterisk
+/// dials the call, and after the application restarts the redialled call is found in
+/// Stasis and handed out.
+pub async fn outbound_per_call_application_with_a_technology_after_a_colon_is_found_after_a_restart<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    redialled_to_a_restarted_application(h, "tenant:sales/ivr").await;
 }
 
 /// A per-call call of `app` on `PJSIP/alice`, its application restarted while it is in
@@ -2558,4 +2587,150 @@ pub async fn outbound_per_call_stopped_client_call_redialled_is_handed_out_again
         .expect("answer over the redialled connection");
     assert!(!call.client.is_connected());
     assert_eq!(ob.stats().resumed, 0, "not handed to the stopped client");
+}
+
+/// Asterisk crashes under a per-call call (its process, sockets and listener gone at once:
+/// the connection ends with no close frame, and nothing redials it), with the server's
+/// default options: the call's wait fails with
+/// [`Error::AsteriskGone`](ari_client::Error::AsteriskGone) and its event stream ends after
+/// [`OutboundOptions::call_peer_timeout`] (5 s by default: a live Asterisk redials a lost
+/// per-call connection within milliseconds) — not after the 60 s of `peer_timeout` —
+/// connection listeners see `PeerGone`, and the server counts the call in
+/// `OutboundStats::calls_lost`.
+pub async fn outbound_per_call_asterisk_crash_ends_the_call_promptly<E: Executor, C: Connector>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::PerCall).await;
+    let mock = asterisk(per_call(&ob), None);
+    mock.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let call = h.live("the call", ob.next_call()).await.expect("a call");
+    h.live("answer", call.channel.answer())
+        .await
+        .expect("answer over the socket");
+    let hangup = call
+        .channel
+        .once::<ari_client::events::ChannelHangupRequest>();
+    let mut events = call.events;
+    let mut connection = call.client.connection_events();
+
+    // The crash: the simulated Asterisk's runtime and every socket of it dropped at once.
+    drop(mock);
+    let err = h
+        .live("the call's wait ends", hangup.into_future())
+        .await
+        .expect_err("Asterisk is gone");
+    assert!(
+        matches!(&err, ari_client::Error::AsteriskGone { resource } if resource.contains(call.channel.id())),
+        "the call's wait: {err}"
+    );
+    let end = h
+        .live("the call's stream ends", async {
+            loop {
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await;
+    assert!(end.is_none(), "the stream ended: {end:?}");
+    h.live("Disconnected, then PeerGone", async {
+        let mut disconnected = false;
+        loop {
+            match connection.next().await {
+                Some(Ok(ari_client::ConnectionEvent::Disconnected { .. })) => disconnected = true,
+                Some(Ok(ari_client::ConnectionEvent::PeerGone { ended, waited, .. })) => {
+                    assert!(disconnected, "PeerGone after Disconnected");
+                    assert!(ended >= 2, "the wait and the stream ended: {ended}");
+                    assert!(
+                        waited < Duration::from_secs(60),
+                        "the call's timeout: {waited:?}"
+                    );
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection events ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(call.client.stats().session.peers_gone, 1);
+    h.eventually("the server counts the lost call", || {
+        ob.stats().calls_lost == 1
+    })
+    .await;
+    let stats = ob.stats();
+    assert_eq!((stats.calls, stats.calls_lost), (1, 1), "{stats:?}");
+}
+
+/// A shutdown comes while a new persistent connection's calls already in Stasis are being
+/// looked up (the application restarted with a call in Stasis; Asterisk is slow to answer
+/// `GET applications`): the connection is not closed as idle — the shutdown waits for the
+/// lookup, then for the call it found, and returns 0 (nothing closed at the deadline) once
+/// the application hung that call up.
+pub async fn outbound_persistent_shutdown_during_the_in_stasis_lookup_waits_for_its_calls<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let ob = server(h, ConnectionType::Persistent).await;
+    let addr = ob.local_addr();
+    let mock = asterisk(persistent(&ob), None);
+    let conn = h
+        .live("Asterisk connects", ob.next())
+        .await
+        .expect("a connection");
+    let mut incoming = conn.incoming;
+    let id = mock
+        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
+    assert_eq!(start.channel.id, id);
+
+    // The first instance goes away with the call in Stasis; Asterisk's REST side is slow.
+    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
+        .await;
+    drop((incoming, conn.client, ob));
+    mock.hold_responses(true);
+    let again = h
+        .live(
+            "bind the same port",
+            options(h.runtime(), ConnectionType::Persistent).bind(addr),
+        )
+        .await
+        .expect("the port is free once shutdown returned");
+    let conn = h
+        .live("the connection is handed out", again.next())
+        .await
+        .expect("a connection");
+    assert!(!conn.in_stasis.is_done(), "Asterisk has not answered yet");
+
+    let mut shutdown = Box::pin(again.shutdown(Duration::from_secs(25)).into_future());
+    let early =
+        futures::future::select(&mut shutdown, Box::pin(h.sleep(Duration::from_millis(300)))).await;
+    assert!(
+        matches!(early, futures::future::Either::Right(_)),
+        "the shutdown closed the connection as idle while its calls were looked up"
+    );
+    assert!(conn.client.is_connected(), "the connection is still open");
+
+    mock.hold_responses(false);
+    let (in_stasis, closed) = h
+        .live("the lookup, the call's hangup, the shutdown", async {
+            let mut found: Vec<_> = conn.in_stasis.collect::<Vec<_>>().await;
+            assert_eq!(found.len(), 1, "the call in Stasis is handed out");
+            let (_, channel, _) = found.remove(0);
+            assert_eq!(channel.id(), id);
+            channel.hangup().await.expect("hangup over the connection");
+            (channel, (&mut shutdown).await)
+        })
+        .await;
+    assert_eq!(in_stasis.id(), id);
+    assert_eq!(
+        closed, 0,
+        "the shutdown ended with the last call, not at its deadline"
+    );
+    assert_eq!(again.stats().adopted, 1);
 }
