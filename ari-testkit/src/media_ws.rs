@@ -728,13 +728,12 @@ async fn run<S>(
         .await;
         model.report.close_reply = reply.ok().flatten();
         // Asterisk asks for the hangup, ends Stasis (`ChannelLeftBridge`, `StasisEnd`: done
-        // by `media_hangup_request`), closes the socket, then destroys the channel
-        // (recorded: `ChannelHangupRequest`, the close and its answer, `ChannelDestroyed`):
-        // the application sees the close first, and its answer cannot be a close of its
-        // own on the channel's end.
-        if hangup_cause.is_some() {
-            shared.with_sim(|sim, now| sim.media_hangup_done(now, id));
-        }
+        // by `media_hangup_request`, or by the ARI hangup that sent `Close`), closes the
+        // socket, then destroys the channel (recorded: `ChannelHangupRequest`, the close
+        // and its answer, `ChannelDestroyed`): the application sees the close first, and
+        // its answer cannot be a close of its own on the channel's end. (Nothing is left
+        // to destroy when the channel went first, as with a channel it was bridged to.)
+        shared.with_sim(|sim, now| sim.media_hangup_done(now, id));
     }
     shared.log(|| {
         format!(
