@@ -965,3 +965,63 @@ fn mark_media_setting_overrides_media_start() {
         [Transmit::Text("MARK_MEDIA m".into())]
     );
 }
+
+/// A `MEDIA_XOFF` that crosses the application's `FLUSH_MEDIA` (Asterisk sent it before it
+/// took the flush): Asterisk's queue is empty, and its `MEDIA_XON` follows at its next tick
+/// (chan_websocket keeps its XOFF state through the flush). Flow control pauses until that
+/// XON, then the estimate of Asterisk's queue is what was sent since the flush, not 799:
+/// new audio goes out at once. (Before, the XOFF raised the estimate to 900 and the XON
+/// left it at 799: the next prompt was held back as if Asterisk still had 16 s to play.)
+#[test]
+fn an_xoff_crossing_a_flush_does_not_hold_the_next_audio_back() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new().send_ahead(899).reframe(false));
+    m.send_command(Command::PauseMedia).expect("pause");
+    for _ in 0..19 {
+        m.send_audio(counting(160 * 50, 0)).expect("a chunk");
+    }
+    let sent = drain(&mut m, t0);
+    assert_eq!(
+        sent.len(),
+        1 + 18,
+        "PAUSE_MEDIA and 900 frames: {}",
+        sent.len()
+    );
+    // Barge-in: the application flushes; Asterisk's XOFF (for those 900 frames) crosses it.
+    m.send_command(Command::ContinueMedia).expect("continue");
+    m.send_command(Command::FlushMedia).expect("flush");
+    drain(&mut m, t0);
+    m.handle_text("MEDIA_XOFF");
+    assert!(m.is_xoff(), "paused until Asterisk's XON");
+    assert_eq!(
+        m.remote_queue_estimate(),
+        0,
+        "nothing was sent since the flush"
+    );
+    for _ in 0..6 {
+        m.send_audio(counting(160 * 50, 0))
+            .expect("the next prompt");
+    }
+    assert!(drain(&mut m, t0).is_empty(), "nothing under XOFF");
+    // Asterisk's next tick: XON (its queue is empty).
+    let t1 = t0 + MS20;
+    m.handle_text("MEDIA_XON");
+    assert!(!m.is_xoff());
+    assert_eq!(
+        drain(&mut m, t1).len(),
+        6,
+        "the whole prompt goes out at once (300 frames, within the send-ahead)"
+    );
+    assert_eq!(m.remote_queue_estimate(), 300);
+
+    // An XOFF after the flush that Asterisk's queue did reach is taken at its word.
+    let mut m = started(MediaConfig::new().send_ahead(899).reframe(false));
+    m.send_command(Command::PauseMedia).expect("pause");
+    m.send_command(Command::FlushMedia).expect("flush");
+    for _ in 0..19 {
+        m.send_audio(counting(160 * 50, 0)).expect("a chunk");
+    }
+    drain(&mut m, t0);
+    m.handle_text("MEDIA_XOFF");
+    assert_eq!(m.remote_queue_estimate(), 900);
+}

@@ -520,6 +520,9 @@ pub struct MediaSession {
     pending_buffering: VecDeque<Option<String>>,
     /// Estimate of Asterisk's playout queue, in frames.
     remote_frames: u32,
+    /// Frames sent since the last `FLUSH_MEDIA` went out (or since the start): Asterisk's
+    /// queue holds at most these.
+    sent_since_flush: u64,
     remote_paused: bool,
     drain_base: Option<Instant>,
     outputs: VecDeque<MediaOutput>,
@@ -556,6 +559,7 @@ impl MediaSession {
             played_unaccounted: 0,
             pending_buffering: VecDeque::new(),
             remote_frames: 0,
+            sent_since_flush: 0,
             remote_paused: false,
             drain_base: None,
             outputs: VecDeque::new(),
@@ -683,7 +687,15 @@ impl MediaSession {
             MediaEvent::MediaXoff { .. } => {
                 self.stats.xoff += 1;
                 self.xoff = true;
-                self.remote_frames = self.remote_frames.max(ASTERISK_XOFF_LEVEL);
+                // Asterisk's queue reached 900 frames, but it holds at most what was sent
+                // since the last FLUSH_MEDIA: an XOFF it sent before it took the flush
+                // (crossing it) says nothing of its queue now. (Taken at its word, the
+                // estimate stayed at 799 after the XON, and audio was held back for up to
+                // 16 s while Asterisk's queue was empty.) Its XOFF state stays until the
+                // XON, which Asterisk sends at its next tick of running playout once its
+                // queue is below 800, flushed or not.
+                let bound = u32::try_from(self.sent_since_flush).unwrap_or(u32::MAX);
+                self.remote_frames = self.remote_frames.max(ASTERISK_XOFF_LEVEL).min(bound);
             }
             MediaEvent::MediaXon { .. } => {
                 self.xoff = false;
@@ -988,6 +1000,7 @@ impl MediaSession {
                 Effect::Flush => {
                     self.played += u64::from(self.remote_frames);
                     self.remote_frames = 0;
+                    self.sent_since_flush = 0;
                 }
                 Effect::None => {}
             }
@@ -1030,6 +1043,7 @@ impl MediaSession {
                     self.drain_base = Some(now);
                 }
                 self.remote_frames = self.remote_frames.saturating_add(frames);
+                self.sent_since_flush += u64::from(frames);
                 self.stats.frames_out += 1;
                 self.stats.bytes_out += frame.len() as u64;
                 Some(Transmit::Binary(frame))
