@@ -877,6 +877,11 @@ impl MediaSession {
     /// and the re-framer's tail; `STOP_MEDIA_BUFFERING` first queues that tail (Asterisk plays
     /// a short final frame in buffering mode). `HANGUP` ends the sending side: audio still
     /// queued is dropped (reported in [`MediaOutput::Closed`]).
+    ///
+    /// A `MARK_MEDIA` whose correlation id an answer may still come for (a marker pending,
+    /// given up, or discarded by `FLUSH_MEDIA` after it went out) goes out as `id#2` (`#3`,
+    /// …): its `MEDIA_MARK_PROCESSED` is handed over with `id`, and an earlier marker's
+    /// answer is never taken for it ([`MediaOutput::MarkAnsweredLate`]).
     pub fn send_command(&mut self, command: Command) -> Result<(), SendError> {
         if matches!(self.state, MediaState::Closing | MediaState::Closed) {
             return Err(SendError::Closed);
