@@ -81,12 +81,33 @@ SCENARIOS = [
      act(FIRE), act(STOP)],
 ]
 
+# With `max_ended_ids` 3 (seed bits 36-39 set, 32-33 clear: see `Config::max_ended_ids`): four
+# playbacks queued on four channels, the fourth beyond the limit (counted, not tracked); the
+# four channels leave: three subscriptions end as never started, the fourth stays.
+CHANNELS = [C1, 1, 2, 6]
+PLAYBACKS = [P1, REC1, 7, 8]
+CAPPED = [
+    [start()]
+    + [subscribe(KIND_PLAYBACK, p) for p in PLAYBACKS]
+    + [queued_on(False, p, False, c) for p, c in zip(PLAYBACKS, CHANNELS)]
+    + [event(T_STASIS_END, c) for c in CHANNELS]
+    + [act(STOP)],
+]
+
+
+def capped_config(linger_ms):
+    """`config(linger_ms)` with seed bits 36-39 set: `max_ended_ids` 3."""
+    data = bytearray(config(linger_ms))
+    data[-8:] = (int.from_bytes(data[-8:], "little") | (0xF << 36)).to_bytes(8, "little")
+    return bytes(data)
+
 
 def main():
     CORPUS.mkdir(parents=True, exist_ok=True)
-    for s in SCENARIOS:
-        data = config(1000) + b"".join(s)
-        (CORPUS / ("seed-queued-" + hashlib.sha1(data).hexdigest())).write_bytes(data)
+    for cfg, scenarios in ((config(1000), SCENARIOS), (capped_config(1000), CAPPED)):
+        for s in scenarios:
+            data = cfg + b"".join(s)
+            (CORPUS / ("seed-queued-" + hashlib.sha1(data).hexdigest())).write_bytes(data)
 
 
 if __name__ == "__main__":

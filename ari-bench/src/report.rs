@@ -98,13 +98,27 @@ pub(crate) fn targets(r: &Value) -> Value {
         };
         let is_floor = |e: &Value| e["client"].as_str().is_some_and(|c| c.starts_with("floor"));
         for c in rest.iter().filter(|e| !is_base(e) && !is_floor(e)) {
-            if let Some(base) = rest
+            let base = rest
                 .iter()
-                .find(|b| is_base(b) && b["op"] == c["op"] && b["in_flight"] == c["in_flight"])
-            {
+                .find(|b| is_base(b) && b["op"] == c["op"] && b["in_flight"] == c["in_flight"]);
+            // What the same bare hyper loop costs on smol (the smol client's own floor), for
+            // context: the target is against bare hyper on tokio.
+            let smol_floor = rest.iter().find(|b| {
+                b["client"].as_str() == Some("floor: smol, bare hyper")
+                    && b["op"] == c["op"]
+                    && b["in_flight"] == c["in_flight"]
+            });
+            if let Some(base) = base {
+                let context = match smol_floor {
+                    Some(fl) if s(c, "client").starts_with("smol") => format!(
+                        " (smol's own bare hyper: {:.2}x)",
+                        f(fl, "cpu_us_per_op") / f(base, "cpu_us_per_op")
+                    ),
+                    _ => String::new(),
+                };
                 out.push(target(
                     format!(
-                        "CPU per {} ({} in flight) / bare hyper",
+                        "CPU per {} ({} in flight) / bare hyper{context}",
                         c["op"].as_str().unwrap_or_default(),
                         c["in_flight"]
                     ),
@@ -115,9 +129,14 @@ pub(crate) fn targets(r: &Value) -> Value {
                 ));
             }
             if c["in_flight"].as_u64().is_some_and(|n| n > 1) {
+                // Bare hyper's own tail in the same runs: what the host and the mock add.
+                let context = base
+                    .and_then(|b| b["p99_over_p50_median"].as_f64())
+                    .map(|t| format!(" (bare hyper's: {t:.2}x)"))
+                    .unwrap_or_default();
                 out.push(target(
                     format!(
-                        "p99 / p50 latency of {} ({} in flight), median of runs",
+                        "p99 / p50 latency of {} ({} in flight), median of runs{context}",
                         c["op"].as_str().unwrap_or_default(),
                         c["in_flight"]
                     ),

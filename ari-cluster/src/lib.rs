@@ -31,6 +31,7 @@
 #![deny(missing_debug_implementations)]
 
 mod cluster;
+mod dialplan;
 pub mod nats_server;
 mod nodes;
 mod owners;
@@ -66,7 +67,9 @@ pub use proxy::{Proxy, ProxyConfig, ProxyError};
 #[non_exhaustive]
 pub struct NatsSecurity {
     /// A credentials file (`.creds`: a user JWT and its NKey seed, as `nsc` writes it), for a
-    /// NATS server in operator (decentralized JWT) mode. Read at each connection.
+    /// NATS server in operator (decentralized JWT) mode. Read once, when the proxy or the
+    /// instance connects: reconnections present the same JWT (a rotated file takes effect
+    /// at the next start).
     pub credentials_file: Option<std::path::PathBuf>,
     /// An NKey seed (`SU…`), for a server whose `authorization` lists the user's public NKey
     /// (`U…`). Never logged.

@@ -26,6 +26,14 @@ fn slot(kind: ResourceKind) -> Option<usize> {
     }
 }
 
+/// What [`Owners::release`] forgot: how many resources, and the channels and bridges.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Released {
+    pub(crate) n: usize,
+    pub(crate) channels: Vec<Box<str>>,
+    pub(crate) bridges: Vec<Box<str>>,
+}
+
 /// The table: one map per kind, so that a lookup borrows the id (no allocation per event).
 #[derive(Debug)]
 pub(crate) struct Owners {
@@ -90,22 +98,24 @@ impl Owners {
         out
     }
 
-    /// Forgets every resource `owner` owns; how many, and the channels among them.
-    pub(crate) fn release(&mut self, owner: &str) -> (usize, Vec<Box<str>>) {
-        let mut n = 0;
-        let mut channels = Vec::new();
+    /// Forgets every resource `owner` owns; how many, and the channels and the bridges among
+    /// them.
+    pub(crate) fn release(&mut self, owner: &str) -> Released {
+        let mut released = Released::default();
         for (i, map) in self.maps.iter_mut().enumerate() {
             let before = map.len();
             map.retain(|id, o| {
                 let keep = &**o != owner;
                 if !keep && i == 0 {
-                    channels.push(id.clone());
+                    released.channels.push(id.clone());
+                } else if !keep && i == 1 {
+                    released.bridges.push(id.clone());
                 }
                 keep
             });
-            n += before - map.len();
+            released.n += before - map.len();
         }
-        (n, channels)
+        released
     }
 
     /// The channel left the application: forgotten after [`STASIS_END_LINGER`].
@@ -170,10 +180,13 @@ mod tests {
         o.claim(ResourceKind::Channel, "1", &a);
         o.claim(ResourceKind::Bridge, "x", &a);
         o.claim(ResourceKind::Channel, "2", &b);
-        assert_eq!(o.release("a"), (2, vec!["1".into()]));
+        let released = o.release("a");
+        assert_eq!(released.n, 2);
+        assert_eq!(released.channels, vec![Box::<str>::from("1")]);
+        assert_eq!(released.bridges, vec![Box::<str>::from("x")]);
         assert!(o.get(ResourceKind::Channel, "1").is_none());
         assert!(o.get(ResourceKind::Bridge, "x").is_none());
         assert_eq!(o.get(ResourceKind::Channel, "2").map(|s| &**s), Some("b"));
-        assert_eq!(o.release("a"), (0, vec![]));
+        assert_eq!(o.release("a"), Released::default());
     }
 }

@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,8 +89,14 @@ pub struct ProxyConfig {
     /// ([`ProxyStats::calls_handed_over`]). A call is never served by two instances: the gone
     /// instance, should it come back (a NATS partition rather than a crash), gets none of the
     /// call's events and its requests on the channel are answered 404
-    /// ([`ProxyStats::rest_handed_over`]). With `false`, the gone instance's resources are only
-    /// released: their events go to every instance, and no handler runs for them.
+    /// ([`ProxyStats::rest_handed_over`]). A proxy that starts hands over likewise the calls in
+    /// its applications that no instance claims when it asks, twice, at its start and after
+    /// the time a gone instance is given (their instance died while the node had no proxy;
+    /// [`ProxyStats::unowned_calls_handed_over`]). The bridges released with the calls follow
+    /// them: each goes to the instance that takes the first of its handed-over calls
+    /// ([`ProxyStats::bridges_handed_over`]); playbacks and recordings are only released. With
+    /// `false`, the gone instance's resources are only released: their events go to every
+    /// instance, and no handler runs for them.
     pub hand_over_calls: bool,
     /// Send REST requests to Asterisk as `RESTRequest` frames on the events WebSocket where
     /// Asterisk has REST over WebSocket (20.14, 21.9, 22.4 and later; default `true`): one
@@ -204,6 +210,8 @@ struct Counters {
     rest_too_large: AtomicU64,
     events_too_large: AtomicU64,
     calls_handed_over: AtomicU64,
+    unowned_calls_handed_over: AtomicU64,
+    bridges_handed_over: AtomicU64,
     rest_handed_over: AtomicU64,
 }
 
@@ -241,6 +249,9 @@ struct State {
     instance_subjects: Mutex<HashMap<Arc<str>, InstanceSubject>>,
     /// `StasisStart` frames of the calls handed over, for the events pump.
     handover: mpsc::Sender<Bytes>,
+    /// Channel handed over → the bridges it is in that were released with it: they follow
+    /// the instance that takes it; at most [`MAX_HANDED`] channels, emptied past it.
+    follow: Mutex<HashMap<Box<str>, Vec<Box<str>>>>,
     /// Channel → the gone instance it was handed over from (whose requests on it are
     /// refused); at most [`MAX_HANDED`], emptied past it.
     handed: Mutex<HashMap<Box<str>, Arc<str>>>,
@@ -315,6 +326,8 @@ impl State {
             rest_too_large: c.rest_too_large.load(Ordering::Relaxed),
             events_too_large: c.events_too_large.load(Ordering::Relaxed),
             calls_handed_over: c.calls_handed_over.load(Ordering::Relaxed),
+            unowned_calls_handed_over: c.unowned_calls_handed_over.load(Ordering::Relaxed),
+            bridges_handed_over: c.bridges_handed_over.load(Ordering::Relaxed),
             rest_handed_over: c.rest_handed_over.load(Ordering::Relaxed),
             owned_resources: owned,
             ownership_refused: refused,
@@ -488,6 +501,7 @@ impl Proxy {
         let state = Arc::new(State {
             handover,
             handed: Mutex::new(HashMap::new()),
+            follow: Mutex::new(HashMap::new()),
             subjects: Subjects::new(&config.prefix),
             node,
             asterisk_version: version,
@@ -531,9 +545,16 @@ impl Proxy {
         confirm_subscriptions(nats).await?;
         // A restarted proxy: the instances say which of the node's resources they own, before
         // any event is routed.
-        recover_owners(&state).await;
+        recover_owners(&state, None).await;
+        // Before the applications are registered, no new call is being offered: the calls in
+        // them that nobody owns now are those whose instance did not answer.
+        let unowned = if state.config.hand_over_calls {
+            unowned_channels(&state).await
+        } else {
+            Vec::new()
+        };
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(watch_connection(state.clone(), client.connection_events())),
             tokio::spawn(pump_events(state.clone(), frames, handed_over)),
             tokio::spawn(serve_rest(state.clone(), rest_node, rest_any)),
@@ -545,6 +566,9 @@ impl Proxy {
             .start(&state.config.apps)
             .await
             .map_err(ProxyError::Ari)?;
+        if !unowned.is_empty() {
+            tasks.push(tokio::spawn(hand_over_unowned(state.clone(), unowned)));
+        }
         tracing::info!(node = %state.node, apps = ?state.config.apps, "ari-proxy serving");
         Ok(Proxy {
             state,
@@ -618,7 +642,7 @@ async fn confirm_subscriptions(nats: &async_nats::Client) -> Result<(), ProxyErr
 /// Asks the instances which of this node's resources they own ([`Subjects::owned`]) and
 /// records their answers for `claim_timeout` (at most 1 s): a proxy restarted while calls
 /// were in progress keeps sending their events to their instances instead of to all.
-async fn recover_owners(state: &State) {
+async fn recover_owners(state: &State, only: Option<&HashSet<&str>>) {
     let inbox = state.nats.new_inbox();
     let Ok(mut answers) = state.nats.subscribe(inbox.clone()).await else {
         return;
@@ -665,6 +689,9 @@ async fn recover_owners(state: &State) {
                 else {
                     continue;
                 };
+                if only.is_some_and(|only| kind != ResourceKind::Channel || !only.contains(id)) {
+                    continue;
+                }
                 if table.get(kind, id).is_none() {
                     table.claim(kind, id, &owner);
                     n += 1;
@@ -797,9 +824,18 @@ async fn watch_instances(state: Arc<State>) {
                     .counters
                     .events_to_lost_instances
                     .fetch_add(lost, Ordering::Relaxed);
-                let (released, channels) = state.owners().release(&id);
+                let crate::owners::Released {
+                    n: released,
+                    channels,
+                    bridges,
+                } = state.owners().release(&id);
                 if state.config.hand_over_calls && !channels.is_empty() {
-                    tokio::spawn(hand_over(state.clone(), id.clone(), channels));
+                    tokio::spawn(hand_over(
+                        state.clone(),
+                        Some(id.clone()),
+                        channels,
+                        bridges,
+                    ));
                 }
                 if released > 0 {
                     state
@@ -817,10 +853,44 @@ async fn watch_instances(state: Arc<State>) {
     }
 }
 
-/// Offers the calls of the gone instance `from` (its channels) to the other instances: each
-/// channel still in one of the proxy's applications gets a `StasisStart` made from its
-/// current state, routed as a new call's ([`ProxyConfig::hand_over_calls`]).
-async fn hand_over(state: Arc<State>, from: Arc<str>, channels: Vec<Box<str>>) {
+/// Offers the calls of the gone instance `from` (its channels; `None`: an owner the proxy
+/// never knew, see [`hand_over_unowned`]) to the other instances: each channel still in one
+/// of the proxy's applications gets a `StasisStart` made from its current state, routed as a
+/// new call's ([`ProxyConfig::hand_over_calls`]). Each of `bridges` (released with the
+/// channels) follows the instance that takes the first of those channels in it
+/// ([`ProxyStats::bridges_handed_over`]).
+async fn hand_over(
+    state: Arc<State>,
+    from: Option<Arc<str>>,
+    channels: Vec<Box<str>>,
+    bridges: Vec<Box<str>>,
+) {
+    for id in bridges {
+        let uri = format!("bridges/{}", utf8_percent_encode(&id, QUERY));
+        let req = RestRequest {
+            kind: "RESTRequest".into(),
+            method: "GET".into(),
+            uri: uri.clone(),
+            ..RestRequest::default()
+        };
+        let Ok((200, _, body)) = over_http(&state, http::Method::GET, &uri, &req, None).await
+        else {
+            continue;
+        };
+        let Ok(bridge) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let members = bridge.get("channels").and_then(|c| c.as_array());
+        let mut follow = state.follow.lock().unwrap_or_else(|p| p.into_inner());
+        if follow.len() >= MAX_HANDED {
+            follow.clear();
+        }
+        for member in members.into_iter().flatten().filter_map(|c| c.as_str()) {
+            if channels.iter().any(|c| **c == *member) {
+                follow.entry(member.into()).or_default().push(id.clone());
+            }
+        }
+    }
     for id in channels {
         let uri = format!("channels/{}", utf8_percent_encode(&id, QUERY));
         let req = RestRequest {
@@ -838,38 +908,127 @@ async fn hand_over(state: Arc<State>, from: Arc<str>, channels: Vec<Box<str>>) {
             tracing::debug!(node = %state.node, channel = %id, "not handed over: no longer in the application");
             continue;
         };
-        {
+        if let Some(from) = &from {
             let mut handed = state.handed.lock().unwrap_or_else(|p| p.into_inner());
             if handed.len() >= MAX_HANDED {
                 handed.clear();
             }
             handed.insert(id.clone(), from.clone());
+        } else {
+            state
+                .counters
+                .unowned_calls_handed_over
+                .fetch_add(1, Ordering::Relaxed);
         }
         state
             .counters
             .calls_handed_over
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(node = %state.node, channel = %id, from = %from, "call of a gone instance offered to the others");
+        let from = from.as_deref().unwrap_or("(no instance claimed it)");
+        tracing::warn!(node = %state.node, channel = %id, from, "call of a gone instance offered to the others");
         if state.handover.send(frame).await.is_err() {
             return;
         }
     }
 }
 
-/// The `StasisStart` of a handed-over call, from its channel as Asterisk describes it now;
-/// `None` when the channel is not in one of the proxy's applications.
-fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
+/// The channels in one of the proxy's applications on Asterisk (`GET channels`) that no
+/// instance owns: at the proxy's start, before it registers its applications, these are the
+/// calls whose owner did not answer [`recover_owners`] (it died while the node had no proxy:
+/// the previous proxy, which knew it, is gone) or that no instance ever took.
+async fn unowned_channels(state: &State) -> Vec<Box<str>> {
+    let req = RestRequest {
+        kind: "RESTRequest".into(),
+        method: "GET".into(),
+        uri: "channels".into(),
+        ..RestRequest::default()
+    };
+    let list = match over_http(state, http::Method::GET, "channels", &req, None).await {
+        Ok((200, _, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body).ok(),
+        _ => None,
+    };
+    let Some(list) = list else {
+        tracing::warn!(node = %state.node, "could not list Asterisk's channels: calls no instance claimed are not handed over");
+        return Vec::new();
+    };
+    let table = state.owners();
+    list.iter()
+        .filter(|c| stasis_app(state, c).is_some())
+        .filter_map(|c| c.get("id")?.as_str())
+        .filter(|id| table.get(ResourceKind::Channel, id).is_none())
+        .map(Box::from)
+        .collect()
+}
+
+/// Hands over the channels `candidates` ([`unowned_channels`] at the proxy's start) that still
+/// have no owner once an instance that was slow to answer [`recover_owners`] has had the time
+/// a gone instance is given ([`MIN_ABSENCE`], three announcement intervals, and a new call's
+/// offers): asked again then, those an instance claims keep it; the others are offered to the
+/// application's instances like a gone instance's ([`ProxyStats::unowned_calls_handed_over`]).
+/// Their former owner is not known here, so its requests are not refused should it come back.
+async fn hand_over_unowned(state: Arc<State>, candidates: Vec<Box<str>>) {
+    let grace = MIN_ABSENCE
+        .max(state.config.announce_interval * PROBES_MISSED)
+        .max(state.config.claim_timeout * state.config.claim_attempts.max(1));
+    tokio::time::sleep(grace).await;
+    let only: HashSet<&str> = candidates.iter().map(|c| &**c).collect();
+    recover_owners(&state, Some(&only)).await;
+    let unowned: Vec<Box<str>> = {
+        let table = state.owners();
+        candidates
+            .iter()
+            .filter(|id| table.get(ResourceKind::Channel, id).is_none())
+            .cloned()
+            .collect()
+    };
+    if !unowned.is_empty() {
+        tracing::warn!(node = %state.node, calls = unowned.len(), "calls in the application that no instance claims (their instance died while the node had no proxy): handed over");
+        let bridges = unowned_bridges(&state).await;
+        hand_over(state, None, unowned, bridges).await;
+    }
+}
+
+/// The bridges on Asterisk (`GET bridges`) that no instance owns.
+async fn unowned_bridges(state: &State) -> Vec<Box<str>> {
+    let req = RestRequest {
+        kind: "RESTRequest".into(),
+        method: "GET".into(),
+        uri: "bridges".into(),
+        ..RestRequest::default()
+    };
+    let list = match over_http(state, http::Method::GET, "bridges", &req, None).await {
+        Ok((200, _, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body).ok(),
+        _ => None,
+    };
+    let table = state.owners();
+    list.iter()
+        .flatten()
+        .filter_map(|b| b.get("id")?.as_str())
+        .filter(|id| table.get(ResourceKind::Bridge, id).is_none())
+        .map(Box::from)
+        .collect()
+}
+
+/// The `Stasis()` application a channel (as Asterisk describes it) is in, with its arguments,
+/// when it is one of the proxy's.
+fn stasis_app(state: &State, channel: &serde_json::Value) -> Option<(String, Vec<String>)> {
     let dialplan = channel.get("dialplan")?;
     if dialplan.get("app_name")?.as_str()? != "Stasis" {
         return None;
     }
     let data = dialplan.get("app_data")?.as_str()?;
-    let mut parts = data.split(',');
-    let app = parts.next()?.trim();
-    if !state.config.apps.iter().any(|a| a == app) {
+    let mut parts = crate::dialplan::stasis_args(data).into_iter();
+    let app = parts.next()?;
+    if !state.config.apps.contains(&app) {
         return None;
     }
-    let args: Vec<&str> = parts.collect();
+    Some((app, parts.collect()))
+}
+
+/// The `StasisStart` of a handed-over call, from its channel as Asterisk describes it now;
+/// `None` when the channel is not in one of the proxy's applications.
+fn handover_start(state: &State, channel: serde_json::Value) -> Option<Bytes> {
+    let (app, args) = stasis_app(state, &channel)?;
     let timestamp = asterisk_timestamp(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1487,12 +1646,31 @@ async fn route(
             match taken {
                 Some(owner) => {
                     state.counters.calls_claimed.fetch_add(1, Ordering::Relaxed);
+                    let bridges = {
+                        let mut follow = state.follow.lock().unwrap_or_else(|p| p.into_inner());
+                        if follow.is_empty() {
+                            None
+                        } else {
+                            follow.remove(channel)
+                        }
+                    };
                     {
                         let mut table = state.owners();
                         for (kind, id, _) in &r.resources {
                             table.claim(*kind, id, &owner);
                         }
                         table.claim(ResourceKind::Channel, channel, &owner);
+                        // A handed-over call's bridges follow it, unless another call in them
+                        // took them first.
+                        for bridge in bridges.into_iter().flatten() {
+                            if table.get(ResourceKind::Bridge, &bridge).is_none() {
+                                table.claim(ResourceKind::Bridge, &bridge, &owner);
+                                state
+                                    .counters
+                                    .bridges_handed_over
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     owners.push(owner);
                 }

@@ -434,6 +434,17 @@ pub struct ProxyStats {
     /// [`ProxyStats::events_in`] too), offered as a new call is.
     #[serde(default)]
     pub calls_handed_over: u64,
+    /// Among [`ProxyStats::calls_handed_over`], calls found at the proxy's start in one of its
+    /// applications with no instance claiming them, still unclaimed when asked again after
+    /// the time a gone instance is given (at least 2 s): their instance died while the node
+    /// had no proxy (or no instance ever took them).
+    #[serde(default)]
+    pub unowned_calls_handed_over: u64,
+    /// Bridges of a gone instance (or with no owner, at the proxy's start) given to the
+    /// instance that took a handed-over call in them: their later events go to it alone
+    /// instead of to every instance.
+    #[serde(default)]
+    pub bridges_handed_over: u64,
     /// REST requests on a handed-over channel from the instance it was taken from (back after
     /// it was found gone: a NATS partition), answered 404 so that two instances never control
     /// one call.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ari_client::events::{ChannelDtmfReceived, StasisStart};
@@ -141,6 +142,184 @@ async fn a_dead_instances_calls_are_handed_over_to_another_instance_once() {
             .unwrap_or("")
             .contains("handed over"),
         "{other}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_call_keeps_its_arguments_with_escaped_commas_quotes_and_parentheses() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    let (c1, cl1) = instance_waiting_for_digits(&nats.url()).await;
+    // Arguments with the characters Asterisk's parser takes specially: the channel's
+    // `Stasis()` data has them escaped, as a dialplan giving these arguments would.
+    let args: Vec<String> = ["a,b", "c,d", "f(x,y)", "back\\slash", "say \"hi\""]
+        .map(String::from)
+        .to_vec();
+    let mut call = ari_testkit::PlaceCall::new("PJSIP/alice", APP);
+    call.channel_id = Some("args-1".into());
+    call.args = args.clone();
+    a.place_call(call).expect("call placed");
+    wait_for_calls_taken(&c1, 1).await;
+
+    // Instance 2 records the arguments of the calls it takes; instance 1 dies.
+    let cluster = Cluster::connect(&nats.url()).await.expect("instance 2");
+    let client = cluster.client().expect("client");
+    let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let g = got.clone();
+    client.on(move |s: StasisStart, _channel| {
+        let g = g.clone();
+        async move {
+            *g.lock().unwrap() = Some(s.args.clone());
+        }
+    });
+    client.start(&[APP]).await.expect("instance 2 starts");
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call is handed over: {:?}",
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got: Vec<String> = got
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(got, args, "the arguments Asterisk gave the call");
+}
+
+/// An instance whose handler waits for a digit on each call it takes, recording the calls
+/// it took and the type of every event it receives.
+async fn recording_instance(
+    nats: &str,
+) -> (
+    Cluster,
+    ari_cluster::Client,
+    Arc<Mutex<(Vec<String>, Vec<String>)>>,
+) {
+    let cluster = Cluster::connect(nats).await.expect("instance connects");
+    let client = cluster.client().expect("client");
+    let log: Arc<Mutex<(Vec<String>, Vec<String>)>> = Arc::default();
+    let l = log.clone();
+    client.on(move |_s: StasisStart, channel| {
+        let l = l.clone();
+        async move {
+            l.lock().unwrap().0.push(channel.id().to_string());
+            let _ = channel.once::<ChannelDtmfReceived>().await;
+        }
+    });
+    let mut all = client.event_stream();
+    let l = log.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = futures_util::StreamExt::next(&mut all).await {
+            if let Ok(ev) = ev {
+                l.lock().unwrap().1.push(ev.type_name().to_string());
+            }
+        }
+    });
+    client.start(&[APP]).await.expect("instance starts");
+    (cluster, client, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_bridge_follows_its_handed_over_call() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+
+    // Instance 1 puts each call it takes in a bridge of its own, then waits for a digit.
+    let c1 = Cluster::connect(&nats.url()).await.expect("instance 1");
+    let cl1 = c1.client().expect("client");
+    let bridged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (b, client) = (bridged.clone(), cl1.clone());
+    cl1.on(move |_s: StasisStart, channel| {
+        let (b, client) = (b.clone(), client.clone());
+        async move {
+            let bridge = client.new_bridge();
+            if bridge.create().await.is_ok() && bridge.add_channel([&channel]).await.is_ok() {
+                b.lock().unwrap().push(bridge.id().to_string());
+            }
+            let _ = channel.once::<ChannelDtmfReceived>().await;
+        }
+    });
+    cl1.start(&[APP]).await.expect("instance 1 starts");
+    let calls = place_calls(&a, "bridged", 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while bridged.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance 1 bridges the call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bridge = bridged.lock().unwrap()[0].clone();
+
+    // Instances 2 and 3 start; instance 1 dies; its call is handed over to one of them.
+    let (_c2, _cl2, log2) = recording_instance(&nats.url()).await;
+    let (_c3, _cl3, log3) = recording_instance(&nats.url()).await;
+    c1.close().await;
+    drop(cl1);
+    drop(c1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (owner, other) = loop {
+        if log2.lock().unwrap().0.contains(&calls[0]) {
+            break (log2.clone(), log3.clone());
+        }
+        if log3.lock().unwrap().0.contains(&calls[0]) {
+            break (log3.clone(), log2.clone());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call is handed over: {:?}",
+            pa.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pa.stats().bridges_handed_over, 1, "{:?}", pa.stats());
+
+    // The bridge's own events (its video source set) reach the call's new instance only.
+    let raw = async_nats::connect(nats.url()).await.expect("nats");
+    let subject = ari_cluster::wire::Subjects::default().rest_node("node-a");
+    let body = serde_json::json!({"type": "RESTRequest", "method": "POST",
+                                  "uri": format!("bridges/{bridge}/videoSource/{}", calls[0])});
+    let reply = raw
+        .request(subject, body.to_string().into())
+        .await
+        .expect("answered");
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).expect("RESTResponse");
+    assert_eq!(reply["status_code"], 204, "{reply}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !owner
+        .lock()
+        .unwrap()
+        .1
+        .iter()
+        .any(|t| t == "BridgeVideoSourceChanged")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call's instance gets BridgeVideoSourceChanged: {:?}",
+            owner.lock().unwrap().1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Published after the owner's (one subject each, in order): a message to every
+    // instance would have arrived by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = other.lock().unwrap().1.clone();
+    assert!(
+        !seen.iter().any(|t| t.starts_with("Bridge")),
+        "the other instance gets the bridge's events: {seen:?}"
     );
 }
 

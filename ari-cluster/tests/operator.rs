@@ -226,6 +226,89 @@ async fn a_restarted_proxy_keeps_sending_each_calls_events_to_its_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_an_instance_that_dies_while_its_proxy_restarts_are_handed_over() {
+    let nats = nats();
+    let a = node("node-a");
+    let pa = proxy(&a, &nats.url()).await;
+    // Instance 1 takes three calls, instance 2 three others.
+    let w1 = waiter(&nats.url()).await;
+    let of_w1 = place_calls(&a, "orphan", 3);
+    wait_until(
+        "instance 1 takes its calls",
+        Duration::from_secs(30),
+        || of_w1.iter().all(|c| outcome(&w1, c).is_some()),
+    )
+    .await;
+    let w2 = waiter(&nats.url()).await;
+    w1.cluster.stop_taking_calls();
+    let of_w2 = place_calls(&a, "kept", 3);
+    wait_until(
+        "instance 2 takes its calls",
+        Duration::from_secs(30),
+        || of_w2.iter().all(|c| outcome(&w2, c).is_some()),
+    )
+    .await;
+    let calls: Vec<String> = of_w1.iter().chain(&of_w2).cloned().collect();
+
+    // The node's proxy restarts (a deploy) and, while it is away, instance 1 crashes: the
+    // new proxy never learns who owned instance 1's calls.
+    pa.stop().await;
+    w1.cluster.close().await;
+    let pa2 = proxy(&a, &nats.url()).await;
+    let w3 = waiter(&nats.url()).await;
+
+    // Instance 1's calls are handed over to a live instance; instance 2's stay with it.
+    wait_until(
+        "instance 1's calls are handed over",
+        Duration::from_secs(30),
+        || {
+            of_w1.iter().all(|c| {
+                waiting_on(&[&w2, &w3], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("waiting"))
+            })
+        },
+    )
+    .await;
+    for c in &calls {
+        a.send_dtmf(c, "3").expect("dtmf");
+    }
+    wait_until(
+        "each call's digit reaches the live instance serving it",
+        Duration::from_secs(30),
+        || {
+            calls.iter().all(|c| {
+                waiting_on(&[&w2, &w3], c)
+                    .iter()
+                    .any(|w| outcome(w, c).as_deref() == Some("digit 3"))
+            })
+        },
+    )
+    .await;
+    for c in &calls {
+        let seen = [&w2, &w3]
+            .iter()
+            .filter(|w| w.log.lock().unwrap().digits_seen.contains(c))
+            .count();
+        assert_eq!(seen, 1, "{c}: its digit reached one instance");
+        let serving = waiting_on(&[&w2, &w3], c).len();
+        assert_eq!(serving, 1, "{c}: served by one live instance");
+    }
+    let stats = pa2.stats();
+    assert_eq!(stats.calls_handed_over, of_w1.len() as u64, "{stats:?}");
+    assert_eq!(
+        stats.unowned_calls_handed_over,
+        of_w1.len() as u64,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.resources_recovered as usize,
+        calls.len() - of_w1.len(),
+        "instance 2 kept its calls: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_on_the_live_node_works_while_the_other_fails_over() {
     let nats = nats();
     let a = node("node-a");

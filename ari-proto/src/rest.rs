@@ -408,6 +408,15 @@ pub struct RequestParts {
     pub operation: &'static str,
 }
 
+/// `path` without a raw request's query string and fragment (cut at the first `?` or `#`).
+fn without_query(path: &str) -> &str {
+    match path.bytes().position(|b| b == b'?' || b == b'#') {
+        // ASCII: a character boundary.
+        Some(i) => path.get(..i).unwrap_or_default(),
+        None => path,
+    }
+}
+
 /// The `/`-separated segments of a request's path (a raw request's query string and fragment
 /// cut off), without an allocation: at most [`Segments::MAX`]; a longer path has none (no
 /// request that creates a resource has more).
@@ -420,17 +429,38 @@ impl<'a> Segments<'a> {
     const MAX: usize = 5;
 
     fn of(path: &'a str) -> Self {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
+        // Byte by byte: every request's path is classified a few times (see
+        // `Client::execute_parts`), and `str::split` with a pattern costs more than the short
+        // paths it cuts. `/` is ASCII, so every cut is on a character boundary.
+        // One pass: cut at each `/`, stop at a `?` or `#` (all ASCII: every cut is on a
+        // character boundary).
         let mut parts = [""; Self::MAX];
         let mut len = 0;
-        for segment in path.split('/') {
-            if len == Self::MAX {
-                return Segments { parts, len: 0 };
+        let mut start = 0;
+        let mut end = path.len();
+        for (i, &b) in path.as_bytes().iter().enumerate() {
+            match b {
+                b'/' => {
+                    // This segment and at least one more.
+                    if len + 1 == Self::MAX {
+                        return Segments { parts, len: 0 };
+                    }
+                    parts[len] = path.get(start..i).unwrap_or_default();
+                    len += 1;
+                    start = i + 1;
+                }
+                b'?' | b'#' => {
+                    end = i;
+                    break;
+                }
+                _ => {}
             }
-            parts[len] = segment;
-            len += 1;
         }
-        Segments { parts, len }
+        parts[len] = path.get(start..end).unwrap_or_default();
+        Segments {
+            parts,
+            len: len + 1,
+        }
     }
 
     fn get(&self) -> &[&'a str] {
@@ -501,6 +531,10 @@ impl RequestParts {
         if self.method != http::Method::POST {
             return None;
         }
+        // Most requests are not about a bridge: no scan of their path.
+        if !self.path.starts_with("bridges") {
+            return None;
+        }
         if let Some(id) = self.bridge_in_path() {
             return Some(id);
         }
@@ -557,11 +591,16 @@ impl RequestParts {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn created_resource(&self) -> Option<(crate::events::ResourceKind, String)> {
-        use crate::events::ResourceKind::{Channel, Playback, Recording};
         if self.method != http::Method::POST {
             return None;
         }
-        let segments = Segments::of(&self.path);
+        self.created_in(&Segments::of(&self.path))
+    }
+
+    /// [`created_resource`](Self::created_resource) of a POST whose path's `segments` are
+    /// given (cut once by the callers that need them too).
+    fn created_in(&self, segments: &Segments<'_>) -> Option<(crate::events::ResourceKind, String)> {
+        use crate::events::ResourceKind::{Channel, Playback, Recording};
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
@@ -627,8 +666,9 @@ impl RequestParts {
         if self.method != http::Method::POST {
             return Vec::new();
         }
-        let mut all: Vec<_> = self.created_resource().into_iter().collect();
-        let originates = match Segments::of(&self.path).get() {
+        let segments = Segments::of(&self.path);
+        let mut all: Vec<_> = self.created_in(&segments).into_iter().collect();
+        let originates = match segments.get() {
             ["channels"] | ["channels", "create"] => true,
             ["channels", id] => !id.is_empty() && *id != "externalMedia",
             _ => false,
@@ -701,7 +741,7 @@ impl RequestParts {
             ["bridges", id, "record"] => (Bridge, *id, Recording),
             _ => return None,
         };
-        let (created_kind, created) = self.created_resource()?;
+        let (created_kind, created) = self.created_in(&segments)?;
         if created_kind != kind {
             return None;
         }
@@ -737,7 +777,7 @@ impl RequestParts {
     pub fn stopped_recording(&self) -> Option<String> {
         // Most requests are not about a live recording: no scan of their path.
         let rest = self.path.strip_prefix("recordings/live/")?;
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let rest = without_query(rest);
         let name = match (&self.method, rest.split_once('/')) {
             (&http::Method::POST, Some((name, "stop"))) => name,
             (&http::Method::DELETE, None) => rest,
@@ -774,7 +814,7 @@ impl RequestParts {
         // Most requests are not about a bridge: no scan of their path.
         let rest = self.path.strip_prefix("bridges/")?;
         // A raw request keeps its query string in the path.
-        let id = rest.split(['?', '#']).next().unwrap_or_default();
+        let id = without_query(rest);
         if id.is_empty() || id.contains('/') {
             return None;
         }
@@ -1166,4 +1206,27 @@ pub fn parse_response<O: Operation>(status: u16, body: &[u8]) -> Result<O::Outpu
         status,
         error: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{without_query, Segments};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The byte-wise cut and split give what `str::split` gives, for any text (multi-byte
+        /// characters included), and at most `Segments::MAX` segments.
+        #[test]
+        fn segments_are_those_of_str_split(path in "[a-z/?#é%2F]{0,24}") {
+            let cut = path.split(['?', '#']).next().unwrap_or_default();
+            prop_assert_eq!(without_query(&path), cut);
+            let expected: Vec<&str> = cut.split('/').collect();
+            let segments = Segments::of(&path);
+            if expected.len() <= Segments::MAX {
+                prop_assert_eq!(segments.get(), &expected[..]);
+            } else {
+                prop_assert!(segments.get().is_empty());
+            }
+        }
+    }
 }

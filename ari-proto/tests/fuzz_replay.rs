@@ -86,6 +86,7 @@ fn session_corpus_reaches_every_interesting_path() {
             total.schema_errors += s.schema_errors;
             total.decode_errors += s.decode_errors;
             total.oversized_frames += s.oversized_frames;
+            total.queued_untracked += s.queued_untracked;
         }
     }
     assert!(runs > 0);
@@ -103,6 +104,7 @@ fn session_corpus_reaches_every_interesting_path() {
         ("schema_errors", total.schema_errors),
         ("decode_errors", total.decode_errors),
         ("oversized_frames", total.oversized_frames),
+        ("queued_untracked", total.queued_untracked),
     ];
     for (name, n) in reached {
         assert!(n > 0, "no session corpus input reaches {name}: {total:?}");

@@ -1664,3 +1664,58 @@ fn has_seen_follows_the_events_routed_for_a_followed_resource() {
     let _again = s.subscribe(Filter::recording(id.clone()));
     assert!(!s.has_seen(kind, &id));
 }
+
+/// At most `max_ended_ids` channels and bridges have playbacks or recordings tracked as
+/// queued: one queued beyond that is counted, and its subscription is not ended when its
+/// channel goes (the tracked one's is, `NeverStarted`).
+#[test]
+fn playbacks_queued_beyond_the_tracking_limit_are_counted() {
+    let t = templates();
+    let t0 = epoch();
+    let config = SessionConfig::new(["app"]).limits(Limits::default().max_ended_ids(1));
+    let mut s = connected(config, t0);
+    let tracked = s.subscribe(Filter::playback("p-tracked"));
+    let untracked = s.subscribe(Filter::playback("p-untracked"));
+    s.queued_on(
+        ResourceKind::Playback,
+        "p-tracked",
+        ResourceKind::Channel,
+        &cid(0),
+    );
+    assert_eq!(s.stats().queued_untracked, 0);
+    // A second playback on the same channel shares its entry.
+    s.queued_on(
+        ResourceKind::Playback,
+        "p-2",
+        ResourceKind::Channel,
+        &cid(0),
+    );
+    assert_eq!(s.stats().queued_untracked, 0);
+    s.queued_on(
+        ResourceKind::Playback,
+        "p-untracked",
+        ResourceKind::Channel,
+        &cid(1),
+    );
+    assert_eq!(s.stats().queued_untracked, 1);
+    for c in 0..2 {
+        s.handle_frame(t0, Ev::ChannelDestroyed(c).frame(&t).as_bytes());
+    }
+    let ended: Vec<_> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::SubscriptionEnded { id, reason, .. } => Some((id, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![(tracked, EndReason::NeverStarted)]);
+    assert!(s.is_subscribed(untracked));
+    // The entry is gone with its channel: another channel's playback is tracked again.
+    s.queued_on(
+        ResourceKind::Playback,
+        "p-3",
+        ResourceKind::Channel,
+        &cid(2),
+    );
+    assert_eq!(s.stats().queued_untracked, 1);
+}

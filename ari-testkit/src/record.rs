@@ -180,6 +180,7 @@ pub struct RecorderBuilder {
     outbound: Option<(String, SocketAddr)>,
     media_app: Option<String>,
     audiosocket_host: IpAddr,
+    outbound_ca: Vec<PathBuf>,
 }
 
 impl fmt::Debug for RecorderBuilder {
@@ -227,7 +228,7 @@ impl RecorderBuilder {
 
     /// Also record outbound WebSockets: a second listener on `listen` (port 0: an ephemeral
     /// one; see [`Recorder::outbound_url`]) takes Asterisk's connections and relays each one
-    /// to the application at `app` (`ws://host:port`; the path and query are Asterisk's own).
+    /// to the application at `app` (`ws://host:port` or `wss://`, see [`outbound_ca`](Self::outbound_ca); the path and query are Asterisk's own).
     ///
     /// ```no_run
     /// use ari_testkit::record::Recorder;
@@ -246,7 +247,7 @@ impl RecorderBuilder {
 
     /// Where chan_websocket's client-mode connections (Asterisk dialling the application's
     /// media server, subprotocol `media`) that arrive on the [outbound](Self::outbound)
-    /// listener go (`ws://host:port`; Asterisk's path and query are kept). Without it they go
+    /// listener go (`ws://` or `wss://host:port`; Asterisk's path and query are kept). Without it they go
     /// to the outbound application.
     pub fn media_app(mut self, app: &str) -> Self {
         self.media_app = Some(app.to_owned());
@@ -263,13 +264,35 @@ impl RecorderBuilder {
         self
     }
 
+    /// Also trust the certificates in this PEM file for a `wss://` outbound or media
+    /// application (its private CA, or its own self-signed certificate); the Mozilla roots
+    /// stay trusted. [`start`](Self::start) fails if neither application is `wss://`.
+    pub fn outbound_ca(mut self, pem_file: impl AsRef<Path>) -> Self {
+        self.outbound_ca.push(pem_file.as_ref().to_path_buf());
+        self
+    }
+
     /// Creates the directory and its files (truncating a previous recording), binds, and
     /// runs the proxy on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<Recorder, RecordError> {
         let upstream = Upstream::parse(&self.upstream, &self.upstream_ca)?;
+        let apps = self.outbound.iter().map(|(a, _)| a).chain(&self.media_app);
+        if !self.outbound_ca.is_empty() && !apps.clone().any(|a| is_wss(a)) {
+            return Err(RecordError::Upstream(
+                "an outbound CA file is only used with a wss:// outbound or media application"
+                    .to_owned(),
+            ));
+        }
+        let app_ca = |app: &str| {
+            if is_wss(app) {
+                &self.outbound_ca[..]
+            } else {
+                &[]
+            }
+        };
         let outbound = match &self.outbound {
             Some((app, listen)) => {
-                let mut app = Upstream::parse(app, &[])?;
+                let mut app = Upstream::parse(app, app_ca(app))?;
                 app.prefix.clear();
                 let listener = std::net::TcpListener::bind(listen)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -281,7 +304,7 @@ impl RecorderBuilder {
         };
         let media_app = match &self.media_app {
             Some(app) => {
-                let mut app = Upstream::parse(app, &[])?;
+                let mut app = Upstream::parse(app, app_ca(app))?;
                 app.prefix.clear();
                 Some(app)
             }
@@ -382,6 +405,7 @@ impl Recorder {
             outbound: None,
             media_app: None,
             audiosocket_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            outbound_ca: Vec::new(),
         }
     }
 
@@ -441,15 +465,22 @@ impl fmt::Debug for Upstream {
     }
 }
 
-/// A rustls client trusting the Mozilla roots and the certificates of `ca_files` (PEM).
-fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, RecordError> {
+/// Whether `url` is a `wss://` one.
+pub(crate) fn is_wss(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+}
+
+/// A rustls client trusting the Mozilla roots and the certificates of `ca_files` (PEM); the
+/// error says which file is wrong and why.
+pub(crate) fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, String> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::CertificateDer;
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for file in ca_files {
-        let bad = |e: String| RecordError::Upstream(format!("CA file {}: {e}", file.display()));
+        let bad = |e: String| format!("CA file {}: {e}", file.display());
         let mut added = 0;
         for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(e.to_string()))? {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
@@ -463,7 +494,7 @@ fn tls_connector(ca_files: &[PathBuf]) -> Result<tokio_rustls::TlsConnector, Rec
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| RecordError::Upstream(format!("TLS: {e}")))?
+        .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -507,7 +538,10 @@ impl Upstream {
             let name = ServerName::try_from(host.to_owned()).map_err(|e| {
                 RecordError::Upstream(format!("{host:?} is not a TLS server name: {e}"))
             })?;
-            Some((tls_connector(ca_files)?, name))
+            Some((
+                tls_connector(ca_files).map_err(RecordError::Upstream)?,
+                name,
+            ))
         } else {
             if !ca_files.is_empty() {
                 return Err(RecordError::Upstream(

@@ -99,6 +99,10 @@ pub enum ReplayError {
     Speed(f64),
     /// Binding the listener or starting its thread failed.
     Start(std::io::Error),
+    /// The TLS client for a `wss://` application could not be made: a CA file of
+    /// [`ReplayBuilder::outbound_ca`] unreadable or without a certificate, or a CA file
+    /// given for no `wss://` application.
+    Tls(String),
 }
 
 impl fmt::Display for ReplayError {
@@ -117,6 +121,7 @@ impl fmt::Display for ReplayError {
             ),
             ReplayError::Speed(s) => write!(f, "speed must be a positive number, got {s}"),
             ReplayError::Start(e) => write!(f, "cannot start the replay server: {e}"),
+            ReplayError::Tls(e) => write!(f, "TLS for the application: {e}"),
         }
     }
 }
@@ -646,6 +651,7 @@ pub struct ReplayBuilder {
     outbound_credentials: Option<(String, String)>,
     media_app: Option<String>,
     media_credentials: Option<(String, String)>,
+    outbound_ca: Vec<PathBuf>,
 }
 
 impl fmt::Debug for ReplayBuilder {
@@ -683,7 +689,7 @@ impl ReplayBuilder {
     }
 
     /// Dial the recording's outbound WebSockets to the application at `app`
-    /// (`ws://host:port`; each connection's recorded path and query are appended), as
+    /// (`ws://` or `wss://host:port`, see [`outbound_ca`](Self::outbound_ca); each connection's recorded path and query are appended), as
     /// Asterisk did. Without it they are not replayed.
     pub fn outbound(mut self, app: &str) -> Self {
         self.outbound = Some(app.trim_end_matches('/').to_owned());
@@ -698,7 +704,7 @@ impl ReplayBuilder {
     }
 
     /// Dial the recording's client-mode media WebSockets (chan_websocket: Asterisk dialled
-    /// the application's media server) to `app` (`ws://host:port`; the recorded path and
+    /// the application's media server) to `app` (`ws://` or `wss://host:port`; the recorded path and
     /// query are appended), each after the requests recorded before it (the `externalMedia`
     /// that asked for it). Without it they are not replayed.
     pub fn media_app(mut self, app: &str) -> Self {
@@ -713,11 +719,36 @@ impl ReplayBuilder {
         self
     }
 
+    /// Also trust the certificates in this PEM file when dialling a `wss://` outbound or
+    /// media application (its private CA, or its own self-signed certificate); the Mozilla
+    /// roots stay trusted. [`start`](Self::start) fails ([`ReplayError::Tls`]) if neither
+    /// application is `wss://`.
+    pub fn outbound_ca(mut self, pem_file: impl AsRef<Path>) -> Self {
+        self.outbound_ca.push(pem_file.as_ref().to_path_buf());
+        self
+    }
+
     /// Binds and serves on its own thread with its own tokio runtime.
     pub fn start(self) -> Result<ReplayServer, ReplayError> {
         if !(self.speed.is_finite() && self.speed > 0.0) {
             return Err(ReplayError::Speed(self.speed));
         }
+        let wss = self
+            .outbound
+            .iter()
+            .chain(&self.media_app)
+            .any(|a| crate::record::is_wss(a));
+        let tls =
+            match (wss, self.outbound_ca.is_empty()) {
+                (true, _) => Some(
+                    crate::record::tls_connector(&self.outbound_ca).map_err(ReplayError::Tls)?,
+                ),
+                (false, true) => None,
+                (false, false) => return Err(ReplayError::Tls(
+                    "an outbound CA file is only used with a wss:// outbound or media application"
+                        .to_owned(),
+                )),
+            };
         // Every request, in recorded order: the gates of the events.
         let mut requests: Vec<(f64, ReqRef)> = Vec::new();
         for (i, e) in self.recording.rest.iter().enumerate() {
@@ -771,6 +802,7 @@ impl ReplayBuilder {
                                 started,
                                 app.clone(),
                                 credentials.clone(),
+                                tls.clone(),
                             ));
                         }
                     }
@@ -785,6 +817,7 @@ impl ReplayBuilder {
                                 started,
                                 app.clone(),
                                 credentials.clone(),
+                                tls.clone(),
                             ));
                         }
                     }
@@ -832,6 +865,7 @@ impl ReplayServer {
             outbound_credentials: None,
             media_app: None,
             media_credentials: None,
+            outbound_ca: Vec::new(),
         }
     }
 
@@ -1188,6 +1222,7 @@ async fn dial(
     started: Instant,
     app: String,
     credentials: Option<(String, String)>,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) {
     let (t_open, target, kind) = match what {
         Dialled::Outbound(i) => {
@@ -1205,7 +1240,14 @@ async fn dial(
     let anchor = state.gated(t_open).await.unwrap_or((0.0, started));
     tokio::time::sleep_until((anchor.1 + state.scaled(t_open - anchor.0)).into()).await;
     let url = format!("{app}{path}");
-    match dial_like_asterisk(&url, protocol.as_deref(), credentials.as_ref()).await {
+    match dial_like_asterisk(
+        &url,
+        protocol.as_deref(),
+        credentials.as_ref(),
+        tls.as_ref(),
+    )
+    .await
+    {
         Ok(ws) => {
             {
                 let mut inner = lock(&state.inner);
@@ -1234,13 +1276,18 @@ async fn dial(
     }
 }
 
-/// Opens a WebSocket to `url` as Asterisk does: offering `protocol`, with Basic
-/// `credentials`.
+/// A byte stream to a dialled application: TCP, or TLS over it.
+trait AppIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AppIo for T {}
+
+/// Opens a WebSocket to `url` (`ws://` or `wss://`, through `tls`) as Asterisk does:
+/// offering `protocol`, with Basic `credentials`.
 async fn dial_like_asterisk(
     url: &str,
     protocol: Option<&str>,
     credentials: Option<&(String, String)>,
-) -> Result<WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, String> {
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<WebSocketStream<Box<dyn AppIo>>, String> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     if let Some((user, password)) = credentials {
@@ -1254,7 +1301,33 @@ async fn dial_like_asterisk(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, v);
     }
-    tokio_tungstenite::connect_async(request)
+    let uri = request.uri().clone();
+    let secure = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("ws") => false,
+        Some(s) if s.eq_ignore_ascii_case("wss") => true,
+        other => return Err(format!("{url}: scheme {other:?} (ws:// or wss://)")),
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn AppIo> = match (secure, tls) {
+        (false, _) => Box::new(tcp),
+        (true, Some(tls)) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+            Box::new(
+                tls.connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {url} failed: {e}"))?,
+            )
+        }
+        (true, None) => return Err(format!("{url}: no TLS client configured")),
+    };
+    tokio_tungstenite::client_async(request, io)
         .await
         .map(|(ws, _)| ws)
         .map_err(|e| format!("the application refused or failed: {e}"))

@@ -602,15 +602,83 @@ const OB_PASSWORD: &str = "Ob-s3cr3t-pw";
 /// A per-call outbound server of the tokio client on a free loopback port.
 async fn outbound_server(
 ) -> ari_tokio::OutboundServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector> {
-    ari_tokio::OutboundOptions::new(ari_tokio::TokioRuntime::new())
+    outbound_server_on(None).await
+}
+
+/// [`outbound_server`], over TLS with `tls` when given.
+async fn outbound_server_on(
+    tls: Option<Arc<ari_tokio::ari_client::rustls::ServerConfig>>,
+) -> ari_tokio::OutboundServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector> {
+    let mut options = ari_tokio::OutboundOptions::new(ari_tokio::TokioRuntime::new())
         .credentials(OB_USER, OB_PASSWORD)
         .expect("credentials")
         .path("/ari-ob")
         .require_subprotocol(true)
-        .connection_type(ari_tokio::ConnectionType::PerCall)
+        .connection_type(ari_tokio::ConnectionType::PerCall);
+    if let Some(tls) = tls {
+        options = options.tls(tls);
+    }
+    options
         .bind("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("the outbound server binds")
+}
+
+/// A self-signed certificate for `127.0.0.1`: the server configuration, and the PEM file a
+/// client must trust (written to `pem`).
+fn self_signed_app(pem: &Path) -> Arc<ari_tokio::ari_client::rustls::ServerConfig> {
+    use ari_tokio::ari_client::rustls;
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
+    std::fs::write(pem, ck.cert.pem()).expect("write the PEM file");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .expect("a server configuration");
+    Arc::new(config)
+}
+
+/// Asterisk (the simulator) dials `recorder`'s outbound listener for one call, relayed to
+/// `app`: the program's conversation, and the recorder's counts once the connection closed.
+async fn record_outbound_call(
+    recorder: Recorder,
+    app: &ari_tokio::OutboundServer<ari_tokio::TokioExecutor, ari_tokio::TokioConnector>,
+    dir: &Path,
+) -> (Vec<String>, ari_testkit::record::RecordStats) {
+    let ob_url = format!("{}/ari-ob", recorder.outbound_url().expect("outbound"));
+    let sim = Arc::new(
+        MockServer::builder()
+            .user(USER, PASSWORD)
+            .sim_config(sim_config())
+            .outbound(
+                ari_testkit::OutboundConfig::per_call(&ob_url, ["hello"])
+                    .credentials(OB_USER, OB_PASSWORD)
+                    .stasis_start_delay(Duration::from_millis(20))
+                    .close_after_stasis_end(Duration::from_millis(50)),
+            )
+            .start(),
+    );
+    sim.place_call(PlaceCall::new("PJSIP/alice", "hello"))
+        .expect("the simulator places the call");
+    let recorded = outbound_conversation(app)
+        .await
+        .expect("the recorded conversation");
+    // Until Asterisk's close is relayed (a bounded wait; the close ends the recording).
+    let start = Instant::now();
+    while !std::fs::read_to_string(dir.join("connections.jsonl"))
+        .expect("connections")
+        .contains("ws-close")
+    {
+        assert!(start.elapsed() < HANG_GUARD, "the connection never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = recorder.finish();
+    drop(sim);
+    (recorded, stats)
 }
 
 /// One call on a per-call outbound connection: answer, a REST read, the hangup, all over the
@@ -651,35 +719,7 @@ async fn outbound_call_is_recorded_checked_and_replayed_by_dialling_the_app() {
         .outbound(&app_url, "127.0.0.1:0".parse().expect("addr"))
         .start()
         .expect("the recorder starts");
-    let ob_url = format!("{}/ari-ob", recorder.outbound_url().expect("outbound"));
-    let sim = Arc::new(
-        MockServer::builder()
-            .user(USER, PASSWORD)
-            .sim_config(sim_config())
-            .outbound(
-                ari_testkit::OutboundConfig::per_call(&ob_url, ["hello"])
-                    .credentials(OB_USER, OB_PASSWORD)
-                    .stasis_start_delay(Duration::from_millis(20))
-                    .close_after_stasis_end(Duration::from_millis(50)),
-            )
-            .start(),
-    );
-    sim.place_call(PlaceCall::new("PJSIP/alice", "hello"))
-        .expect("the simulator places the call");
-    let recorded = outbound_conversation(&app)
-        .await
-        .expect("the recorded conversation");
-    // Until Asterisk's close is relayed (a bounded wait; the close ends the recording).
-    let start = Instant::now();
-    while !std::fs::read_to_string(dir.join("connections.jsonl"))
-        .expect("connections")
-        .contains("ws-close")
-    {
-        assert!(start.elapsed() < HANG_GUARD, "the connection never closed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let stats = recorder.finish();
-    drop(sim);
+    let (recorded, stats) = record_outbound_call(recorder, &app, &dir).await;
     assert_eq!(stats.outbound_websockets, 1, "{stats:?}");
     assert_eq!(stats.websockets, 0, "{stats:?}");
     assert!(
@@ -996,4 +1036,83 @@ async fn audiosocket_session_is_recorded_checked_and_replayed() {
     assert_eq!(s.audiosocket_messages_matched, 1, "the hangup: {s:?}");
     assert_eq!(s.audiosocket_audio_received, 5, "{s:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The application behind `wss://` with a self-signed certificate (as an application
+/// reached across hosts is): the recorder relays Asterisk's outbound connection to it and
+/// the replay dials it, both trusting the certificate with `outbound_ca`; the program sees
+/// the same call. Without the certificate the replay's dial fails on it, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_to_a_wss_application_is_recorded_and_replayed() {
+    let dir = fresh_dir("outbound-wss");
+    let pem = std::env::temp_dir().join(format!("ari-record-app-ca-{}.pem", std::process::id()));
+    let tls = self_signed_app(&pem);
+    let app = outbound_server_on(Some(tls.clone())).await;
+    // A CA file with no wss:// application is refused, with a message that says so.
+    let refused = Recorder::builder("http://127.0.0.1:9", &dir)
+        .outbound(
+            &format!("ws://{}", app.local_addr()),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .outbound_ca(&pem)
+        .start();
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("wss://")),
+        "a CA file for a ws:// application"
+    );
+    let recorder = Recorder::builder("http://127.0.0.1:9", &dir)
+        .outbound(
+            &format!("wss://{}", app.local_addr()),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .outbound_ca(&pem)
+        .start()
+        .expect("the recorder starts");
+    let (recorded, stats) = record_outbound_call(recorder, &app, &dir).await;
+    assert_eq!(stats.outbound_websockets, 1, "{stats:?}");
+    assert!(stats.sent >= 3, "answer, get and hangup: {stats:?}");
+    assert!(recorded.iter().any(|l| l == "StasisEnd"), "{recorded:#?}");
+    assert_checks_clean(&dir);
+
+    // Offline, over TLS again.
+    let app = outbound_server_on(Some(tls.clone())).await;
+    let replay = ReplayServer::builder(Recording::load(&dir).expect("loads"))
+        .speed(2.0)
+        .outbound(&format!("wss://{}", app.local_addr()))
+        .outbound_credentials(OB_USER, OB_PASSWORD)
+        .outbound_ca(&pem)
+        .start()
+        .expect("the replay starts");
+    let replayed = outbound_conversation(&app)
+        .await
+        .expect("the replayed conversation");
+    assert_eq!(recorded, replayed);
+    let stats = replay.stats();
+    assert_eq!(stats.outbound_dialed, 1, "{stats:?}");
+    assert_eq!(stats.unmatched, 0, "{:#?}", stats.unmatched_requests);
+
+    // Without the certificate trusted, the dial fails on it and is reported.
+    let app = outbound_server_on(Some(tls)).await;
+    let replay = ReplayServer::builder(Recording::load(&dir).expect("loads"))
+        .outbound(&format!("wss://{}", app.local_addr()))
+        .outbound_credentials(OB_USER, OB_PASSWORD)
+        .start()
+        .expect("the replay starts");
+    let start = Instant::now();
+    while replay.stats().unmatched == 0 {
+        assert!(
+            start.elapsed() < HANG_GUARD,
+            "the failed dial was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = replay.stats();
+    assert_eq!(stats.outbound_dialed, 0, "{stats:?}");
+    assert!(
+        stats.unmatched_requests[0].contains("TLS handshake"),
+        "{:?}",
+        stats.unmatched_requests
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&pem);
 }

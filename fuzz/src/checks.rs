@@ -504,6 +504,18 @@ impl Config {
         }
     }
 
+    /// One input in 16 remembers few ended resources and tracks few channels and bridges
+    /// with queued playbacks or recordings (3 to 6: `Limits::max_ended_ids`), so that the
+    /// limit is reached; from other bits of the seed, which the hand-written seeds leave clear
+    /// (they keep the default).
+    fn max_ended_ids(&self) -> usize {
+        if (self.seed >> 36) & 0xf == 0xf {
+            3 + ((self.seed >> 32) & 3) as usize
+        } else {
+            Limits::default().max_ended_ids
+        }
+    }
+
     /// The StasisEnd linger, from other bits of the seed (for the same reason): none in one
     /// input of 16, otherwise 0 to 4 s.
     fn stasis_end_linger(&self) -> Option<Duration> {
@@ -538,7 +550,8 @@ impl Config {
                     .max_frame_bytes(usize::from(self.max_frame_bytes).max(64) * 4)
                     .max_pending_requests(usize::from(self.max_pending % 16))
                     .max_queued_outputs(usize::from(self.max_queued % 32))
-                    .max_json_depth(self.max_json_depth()),
+                    .max_json_depth(self.max_json_depth())
+                    .max_ended_ids(self.max_ended_ids()),
             )
             .stasis_end_linger(self.stasis_end_linger())
             .rng_seed(self.seed)
@@ -956,6 +969,10 @@ enum BridgeAction {
 /// What the test knows the session must hold.
 #[derive(Default)]
 struct Model {
+    /// `Limits::max_ended_ids`: how many channels and bridges `queued_on` tracks at once.
+    max_queued_targets: usize,
+    /// Playbacks and recordings `queued_on` left untracked (`Stats::queued_untracked`).
+    queued_untracked: u64,
     /// Live subscriptions and their filters (ids are creation order).
     subs: BTreeMap<SubscriptionId, Filter>,
     /// Every subscription ever ended or removed.
@@ -1021,7 +1038,9 @@ struct Model {
 /// ended (`not_created_before`: only those older than the mark); a playback or recording
 /// `queued_on` a channel or bridge, not started or ended yet, has exactly its live
 /// subscriptions ended with `EndReason::NeverStarted`, in queue then subscription order, when
-/// the channel's `StasisEnd` or `ChannelDestroyed` or the bridge's `BridgeDestroyed` is routed;
+/// the channel's `StasisEnd` or `ChannelDestroyed` or the bridge's `BridgeDestroyed` is routed
+/// (at most `Limits::max_ended_ids` channels and bridges tracked, one more counted in
+/// `queued_untracked`);
 /// `subscribe` returns `next_subscription_id`; `has_seen` holds only for a resource some live
 /// subscription follows, and always for one an event was routed for while it was followed;
 /// and the stats agree.
@@ -1047,6 +1066,10 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     let mut u = Unstructured::new(data);
     let config = Config::arbitrary(&mut u).ok()?;
     let actions = Vec::<Action>::arbitrary_take_rest(u).ok()?;
+    let mut model = Model {
+        max_queued_targets: config.max_ended_ids(),
+        ..Model::default()
+    };
     let config = config.build();
     let endpoint = BaseUrl::new(
         "http://127.0.0.1:8088",
@@ -1057,7 +1080,6 @@ pub fn run_session(data: &[u8]) -> Option<Stats> {
     let start = Instant::now();
     let mut now = start;
     let mut session = Session::new(endpoint, config.clone());
-    let mut model = Model::default();
     for action in actions.into_iter().take(512) {
         let mut event_frame = None;
         let routed_before = session.stats().events;
@@ -1371,13 +1393,21 @@ fn queued_action(session: &mut Session, model: &mut Model, q: QueuedAction) {
             );
             assert_eq!(parts.stopped_recording(), None);
             session.queued_on(kind, rid, target_kind, tid);
-            let list = model
-                .queued
-                .entry((target_kind, tid.to_owned()))
-                .or_default();
-            if !list.iter().any(|(k, i)| *k == kind && i == rid) {
-                list.push((kind, rid.to_owned()));
+            // At most `max_ended_ids` channels and bridges are tracked; one more is counted.
+            let key = (target_kind, tid.to_owned());
+            if !model.queued.contains_key(&key) && model.queued.len() >= model.max_queued_targets {
+                model.queued_untracked += 1;
+            } else {
+                let list = model.queued.entry(key).or_default();
+                if !list.iter().any(|(k, i)| *k == kind && i == rid) {
+                    list.push((kind, rid.to_owned()));
+                }
             }
+            assert_eq!(
+                session.stats().queued_untracked,
+                model.queued_untracked,
+                "queued_untracked"
+            );
         }
         QueuedAction::NotCreatedBefore { resource, mark } => {
             // Ends the resource's live subscriptions older than the mark (in the next drain,
@@ -1844,9 +1874,11 @@ fn drain(
     ids.dedup();
     assert_eq!(ids.len(), ended_now.len(), "a subscription ended twice");
     // A bridge whose linger is over counts as ended, and none of its subscriptions is left.
+    // (More bridges due at once than `max_ended_ids` ends remembered: the oldest forgotten.)
+    let remembered = model.bridges_due.len() <= model.max_queued_targets;
     for b in std::mem::take(&mut model.bridges_due) {
         assert!(
-            session.has_ended(ResourceKind::Bridge, &b),
+            !remembered || session.has_ended(ResourceKind::Bridge, &b),
             "bridge {b} lingered but does not count as ended"
         );
         let left: Vec<_> = model

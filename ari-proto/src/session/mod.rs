@@ -639,6 +639,12 @@ pub struct Stats {
     /// after every application was unregistered (configuration removed): its calls' waits
     /// ended ([`ConnectionEvent::ApplicationsUnregistered`]).
     pub applications_unregistered: u64,
+    /// Playbacks and recordings [`Session::queued_on`] left untracked because
+    /// [`Limits::max_ended_ids`] channels and bridges already had some queued: if their
+    /// channel leaves or their bridge goes before they start, their subscriptions are not
+    /// ended with [`EndReason::NeverStarted`] (they wait for their own events or are
+    /// dropped by the application).
+    pub queued_untracked: u64,
 }
 
 /// Where the connection stands.
@@ -1244,7 +1250,7 @@ impl<T: Clone> Session<T> {
     /// or its end, was routed), Asterisk drops it without an event: its subscriptions end
     /// then ([`Output::SubscriptionEnded`] with [`EndReason::NeverStarted`]). At most
     /// [`Limits::max_ended_ids`] targets are tracked at once (a resource queued beyond that is
-    /// not).
+    /// not, counted in [`Stats::queued_untracked`]).
     ///
     /// ```
     /// use std::time::Instant;
@@ -1287,6 +1293,7 @@ impl<T: Clone> Session<T> {
         let key = (target_kind, Box::<str>::from(target));
         if !self.queued.contains_key(&key) && self.queued.len() >= self.config.limits.max_ended_ids
         {
+            self.stats.queued_untracked += 1;
             return;
         }
         let list = self.queued.entry(key).or_default();

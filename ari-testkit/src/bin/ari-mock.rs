@@ -99,7 +99,7 @@ enum Command {
         out: PathBuf,
         /// Also record outbound WebSockets: Asterisk dials --outbound-port (its
         /// websocket_client.conf uri pointed there) and each connection is relayed to the
-        /// application at this URL (ws://host:port; Asterisk's path and query are kept).
+        /// application at this URL (ws://host:port or wss://host:port; Asterisk's path and query are kept).
         #[arg(long)]
         outbound_app: Option<String>,
         /// TCP port Asterisk's outbound connections come to (with --outbound-app; 0 picks a
@@ -107,7 +107,7 @@ enum Command {
         #[arg(long, default_value_t = 8090)]
         outbound_port: u16,
         /// Where chan_websocket's client-mode connections (Asterisk dialling the media
-        /// server, subprotocol media) that arrive on --outbound-port go (ws://host:port);
+        /// server, subprotocol media) that arrive on --outbound-port go (ws:// or wss://host:port);
         /// without it, to --outbound-app.
         #[arg(long)]
         media_app: Option<String>,
@@ -116,6 +116,11 @@ enum Command {
         /// external_host, and the connection is relayed to the application's and recorded.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
         audiosocket_host: IpAddr,
+        /// PEM file of certificates to trust for a wss:// --outbound-app or --media-app (a
+        /// private CA, or the application's self-signed certificate), besides the Mozilla
+        /// roots.
+        #[arg(long)]
+        outbound_ca: Option<PathBuf>,
         /// Print nothing but the "listening" line.
         #[arg(long)]
         quiet: bool,
@@ -134,7 +139,7 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
         /// Dial the recording's outbound WebSockets to the application at this URL
-        /// (ws://host:port), as Asterisk did.
+        /// (ws:// or wss://host:port), as Asterisk did.
         #[arg(long)]
         outbound_app: Option<String>,
         /// User the outbound connections present (HTTP Basic; the recording has none).
@@ -144,7 +149,7 @@ enum Command {
         #[arg(long)]
         outbound_password: Option<String>,
         /// Dial the recording's client-mode media WebSockets (Asterisk dialled the media
-        /// server) to the media server at this URL (ws://host:port).
+        /// server) to the media server at this URL (ws:// or wss://host:port).
         #[arg(long)]
         media_app: Option<String>,
         /// User the client-mode media connections present (HTTP Basic).
@@ -153,6 +158,11 @@ enum Command {
         /// Password for --media-user.
         #[arg(long)]
         media_password: Option<String>,
+        /// PEM file of certificates to trust for a wss:// --outbound-app or --media-app (a
+        /// private CA, or the application's self-signed certificate), besides the Mozilla
+        /// roots.
+        #[arg(long)]
+        outbound_ca: Option<PathBuf>,
         /// Print nothing but the "listening" line and mismatches.
         #[arg(long)]
         quiet: bool,
@@ -333,6 +343,7 @@ fn main() {
             outbound_port,
             media_app,
             audiosocket_host,
+            outbound_ca,
             quiet,
         }) => record(
             &upstream,
@@ -342,6 +353,7 @@ fn main() {
             (
                 outbound_app.map(|app| (app, SocketAddr::new(bind, outbound_port))),
                 media_app,
+                outbound_ca,
             ),
             &out,
             quiet,
@@ -357,6 +369,7 @@ fn main() {
             media_app,
             media_user,
             media_password,
+            outbound_ca,
             quiet,
         }) => {
             let dial = |app: Option<String>, user, password, what: &str| {
@@ -375,7 +388,15 @@ fn main() {
                 dial(outbound_app, outbound_user, outbound_password, "outbound"),
                 dial(media_app, media_user, media_password, "media"),
             );
-            replay(&dir, SocketAddr::new(bind, port), speed, outbound, quiet)
+            let ca = outbound_ca.as_deref();
+            replay(
+                &dir,
+                SocketAddr::new(bind, port),
+                speed,
+                outbound,
+                ca,
+                quiet,
+            )
         }
         None => serve(cli.serve),
     }
@@ -386,7 +407,7 @@ fn record(
     upstream_ca: Option<&std::path::Path>,
     (user, password): (Option<String>, Option<String>),
     (addr, audiosocket_host): (SocketAddr, IpAddr),
-    (outbound, media_app): (Option<(String, SocketAddr)>, Option<String>),
+    (outbound, media_app, outbound_ca): OutboundRecord,
     out: &std::path::Path,
     quiet: bool,
 ) -> ! {
@@ -405,6 +426,9 @@ fn record(
     }
     if let Some(ca) = upstream_ca {
         builder = builder.upstream_ca(ca);
+    }
+    if let Some(ca) = outbound_ca {
+        builder = builder.outbound_ca(ca);
     }
     match (&user, &password) {
         (Some(u), Some(p)) => builder = builder.credentials(u, p),
@@ -442,6 +466,14 @@ fn record(
     }
 }
 
+/// What `record` relays outbound WebSockets to: the outbound application and the listener,
+/// the media application, a CA file for `wss://` ones.
+type OutboundRecord = (
+    Option<(String, SocketAddr)>,
+    Option<String>,
+    Option<PathBuf>,
+);
+
 /// An application to dial the recording's outbound (or client-mode media) WebSockets to,
 /// and their credentials.
 type OutboundDial = (String, Option<(String, String)>);
@@ -451,6 +483,7 @@ fn replay(
     addr: SocketAddr,
     speed: f64,
     (outbound, media): (Option<OutboundDial>, Option<OutboundDial>),
+    outbound_ca: Option<&std::path::Path>,
     quiet: bool,
 ) -> ! {
     use ari_testkit::replay::{Recording, ReplayServer};
@@ -475,6 +508,9 @@ fn replay(
             if let Some((u, p)) = credentials {
                 builder = builder.media_credentials(u, p);
             }
+        }
+        if let Some(ca) = outbound_ca {
+            builder = builder.outbound_ca(ca);
         }
         builder = if quiet {
             builder.on_log(|line| {

@@ -741,12 +741,65 @@ impl Sim {
     }
 }
 
-/// `app,arg1,arg2`: the data of `Stasis()`.
+/// `app,arg1,arg2`: the data of `Stasis()`, as the dialplan would write it for Asterisk to
+/// give these arguments: the characters its argument parser takes specially (`,`, `\`, `"`,
+/// parentheses, square brackets) escaped with a backslash (`Stasis(hello,a\,b)` gives `a,b`).
 fn stasis_app_data(app: &str, args: &[String]) -> String {
-    std::iter::once(app)
-        .chain(args.iter().map(|a| a.as_str()))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut data = app.to_string();
+    for arg in args {
+        data.push(',');
+        for c in arg.chars() {
+            if matches!(c, ',' | '\\' | '"' | '(' | ')' | '[' | ']') {
+                data.push('\\');
+            }
+            data.push(c);
+        }
+    }
+    data
+}
+
+/// The arguments `Stasis()` gets from `data` (what follows the application's name), split as
+/// Asterisk's `AST_STANDARD_APP_ARGS` does: no split inside double quotes, parentheses or
+/// square brackets; double quotes removed; a backslash removed and the character after it
+/// kept as it is; a trailing comma gives an empty argument; past 128 arguments (with the
+/// name) the rest is the last one, unsplit.
+fn stasis_args(data: &str) -> Vec<String> {
+    let (mut out, mut cur) = (Vec::new(), String::new());
+    let (mut parens, mut brackets, mut quoted) = (0u32, 0u32, false);
+    let mut chars = data.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if out.len() == 127 {
+            // 127 arguments (128 fields with the name): the rest is the last one.
+            out.push(data[at..].to_string());
+            return out;
+        }
+        match c {
+            '(' => parens += 1,
+            ')' => parens = parens.saturating_sub(1),
+            '[' => brackets += 1,
+            ']' => brackets = brackets.saturating_sub(1),
+            '"' => {
+                quoted = !quoted;
+                continue;
+            }
+            '\\' => {
+                if let Some((_, next)) = chars.next() {
+                    cur.push(next);
+                }
+                continue;
+            }
+            ',' if parens == 0 && brackets == 0 && !quoted => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !data.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Evaluates `$[a = b]` / `$[a != b]` expressions (1 or 0); other expressions yield their text.

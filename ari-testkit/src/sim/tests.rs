@@ -3355,3 +3355,42 @@ fn a_stopped_queued_playback_finishes_at_its_turn() {
     assert_eq!(dropped, Some(json!("done")));
     assert_eq!(h.req("GET", "playbacks/dropped", &[], None).status, 404);
 }
+
+#[test]
+fn originate_app_args_are_split_as_stasis_splits_its_application_data() {
+    let mut h = H::new("");
+    h.connect("app", false);
+    let r = h.req(
+        "POST",
+        "channels",
+        &[
+            ("endpoint", "PJSIP/bob"),
+            ("app", "app"),
+            ("appArgs", r#"a\,b,"c,d",f(x,y),back\\slash,,"#),
+            ("channelId", "esc1"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    h.ms(2000);
+    let start = h
+        .for_app("app")
+        .into_iter()
+        .find(|e| e["type"] == "StasisStart")
+        .expect("StasisStart");
+    assert_eq!(
+        start["args"],
+        json!(["a,b", "c,d", "f(x,y)", r"back\slash", "", ""])
+    );
+    // The channel's Stasis() data gives the same arguments again (escaped, as a dialplan
+    // writes them).
+    let ch = h.req("GET", "channels/esc1", &[], None).body_json();
+    assert_eq!(
+        ch["dialplan"]["app_data"],
+        json!(r"app,a\,b,c\,d,f\(x\,y\),back\\slash,,")
+    );
+    assert_eq!(
+        super::stasis_args(r"a\,b,c\,d,f\(x\,y\),back\\slash,,"),
+        ["a,b", "c,d", "f(x,y)", r"back\slash", "", ""]
+    );
+}

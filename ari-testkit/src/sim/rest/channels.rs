@@ -565,7 +565,7 @@ impl Sim {
                 let Some(app) = p.nonempty("app") else {
                     return R::error(400, "Missing parameter app");
                 };
-                let args = p.app_args();
+                let args = p.move_app_args();
                 if !self.app_is_connected(&app) {
                     // Accepted, but the channel stays where it is; its application hears
                     // about it.

@@ -70,8 +70,18 @@ impl P<'_> {
             Some(_) => Err(R::error(400, &format!("{name}: Invalid boolean value"))),
         }
     }
-    /// `appArgs`, comma-separated.
+    /// `appArgs` as `Stasis()` gets them: Asterisk appends them to the application's name as
+    /// its application data (`app,appArgs`), which `Stasis()` splits on commas that are not
+    /// escaped, quoted or in parentheses or brackets.
     fn app_args(&self) -> Vec<String> {
+        self.get("appArgs")
+            .filter(|s| !s.is_empty())
+            .map(|s| super::stasis_args(&s))
+            .unwrap_or_default()
+    }
+    /// `appArgs` of a move, split at every comma (a move runs no `Stasis()` application: its
+    /// arguments are not application data; Asterisk's own split is not checked here).
+    fn move_app_args(&self) -> Vec<String> {
         self.get("appArgs")
             .filter(|s| !s.is_empty())
             .map(|s| s.split(',').map(|a| a.to_string()).collect())
