@@ -1646,6 +1646,9 @@ mod driver_tests {
         on_write: Option<Hook>,
         fail_writes: bool,
         incoming: Option<WsMessage>,
+        /// Yielded once the socket has had nothing to read (after a `Pending`).
+        later: Option<WsMessage>,
+        idle_seen: bool,
         closes: Arc<std::sync::atomic::AtomicUsize>,
         close_blocks: bool,
     }
@@ -1655,7 +1658,13 @@ mod driver_tests {
         fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             match self.incoming.take() {
                 Some(msg) => Poll::Ready(Some(Ok(msg))),
-                None => Poll::Pending,
+                None if self.idle_seen && self.later.is_some() => {
+                    Poll::Ready(self.later.take().map(Ok))
+                }
+                None => {
+                    self.idle_seen = true;
+                    Poll::Pending
+                }
             }
         }
     }
@@ -1720,6 +1729,17 @@ mod driver_tests {
 
     /// A driver of a started session (slin, 320-byte frames) over `ws`.
     fn driver(manual: &Manual, ws: FakeWs, shared: &Arc<Shared>) -> TestDriver {
+        driver_ending(manual, ws, shared, None)
+    }
+
+    /// A driver whose session also ends when `ended` completes (the call's `StasisEnd` or
+    /// the media channel's `ChannelDestroyed`).
+    fn driver_ending(
+        manual: &Manual,
+        ws: FakeWs,
+        shared: &Arc<Shared>,
+        ended: Option<BoxFuture>,
+    ) -> TestDriver {
         let mut core = Core::new(MediaConfig::new());
         core.handle_text(
             "MEDIA_START connection_id:c1 channel:WebSocket/INCOMING/0x1 channel_id:em-1 \
@@ -1736,7 +1756,7 @@ mod driver_tests {
             core,
             shared.clone(),
             &options,
-            None,
+            ended,
         )
     }
 
@@ -1872,5 +1892,89 @@ mod driver_tests {
         manual.advance(Duration::from_millis(1));
         assert_eq!(poll(&mut d), Poll::Ready(()));
         assert!(inbox(&shared).is_empty());
+    }
+
+    /// The media channel is hung up (an ARI `DELETE`): the session sees Asterisk's CLOSE
+    /// and the media channel's `ChannelDestroyed` in either order, depending on which
+    /// socket is read first (Asterisk writes the close first; the events travel on another
+    /// socket). Either way it ends once, with `Closed` and Asterisk's 1000, and answers or
+    /// sends exactly one close.
+    #[test]
+    fn the_media_channel_destroyed_and_the_close_end_the_session_in_either_order() {
+        let close = || Some(WsMessage::Close(Some(WsClose::new(1000, ""))));
+        let manual = Manual::new();
+        let ended_now: fn() -> Option<BoxFuture> = || Some(Box::pin(std::future::ready(())));
+
+        // The close first (as Asterisk writes them); `ChannelDestroyed` never needed.
+        let shared = Shared::new();
+        let ws = FakeWs {
+            incoming: close(),
+            ..FakeWs::default()
+        };
+        let closes = ws.closes.clone();
+        let pending: BoxFuture = Box::pin(std::future::pending());
+        let mut d = driver_ending(&manual, ws, &shared, Some(pending));
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [MediaItem::Closed {
+                    code: Some(1000),
+                    ..
+                }]
+            ),
+            "{items:?}"
+        );
+        assert_eq!(closes.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // `ChannelDestroyed` first: the session closes its side (1000), and Asterisk's
+        // close, crossing it, ends the session.
+        let shared = Shared::new();
+        let ws = FakeWs {
+            later: close(),
+            ..FakeWs::default()
+        };
+        let closes = ws.closes.clone();
+        let mut d = driver_ending(&manual, ws, &shared, ended_now());
+        assert_eq!(
+            poll(&mut d),
+            Poll::Pending,
+            "its close waits for the answer"
+        );
+        assert!(inbox(&shared).is_empty());
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [MediaItem::Closed {
+                    code: Some(1000),
+                    ..
+                }]
+            ),
+            "{items:?}"
+        );
+        assert_eq!(closes.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // Both at once (the close read in the same pass as `ChannelDestroyed`).
+        let shared = Shared::new();
+        let ws = FakeWs {
+            incoming: close(),
+            ..FakeWs::default()
+        };
+        let mut d = driver_ending(&manual, ws, &shared, ended_now());
+        assert_eq!(poll(&mut d), Poll::Ready(()));
+        let items = inbox(&shared);
+        assert!(
+            matches!(
+                items.as_slice(),
+                [MediaItem::Closed {
+                    code: Some(1000),
+                    ..
+                }]
+            ),
+            "{items:?}"
+        );
     }
 }

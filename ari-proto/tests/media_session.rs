@@ -287,9 +287,12 @@ fn a_mark_with_an_empty_id_is_processed_like_one_without() {
         })
         .expect("mark");
     }
-    let processed = r#"{"event":"MEDIA_MARK_PROCESSED","channel_id":"em-1","correlation_id":""}"#;
-    for _ in 0..3 {
-        m.handle_text(processed);
+    // Three marks without an id at once: the second and third go out as "#2" and "#3"
+    // (never two ids an answer may come for), and are answered so.
+    for id in ["", "#2", "#3"] {
+        m.handle_text(&format!(
+            r#"{{"event":"MEDIA_MARK_PROCESSED","channel_id":"em-1","correlation_id":"{id}"}}"#
+        ));
     }
     assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("x")]);
     m.send_command(Command::StartMediaBuffering).expect("start");
@@ -772,9 +775,13 @@ fn a_late_answer_to_a_given_up_mark_does_not_consume_a_newer_one_with_its_id() {
             marks: vec![Some("m".into())]
         }]
     );
-    // The application marks again with the same id.
+    // The application marks again with the same id: it goes out as "m#2", since the
+    // answer to the first "m" may still come.
     m.send_command(mark("m")).expect("mark");
-    drain(&mut m, given_up);
+    assert_eq!(
+        drain(&mut m, given_up),
+        [Transmit::Text("MARK_MEDIA m#2".into())]
+    );
     assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("m")]);
 
     // The late answer to the first "m": the second still waits for its own.
@@ -788,8 +795,8 @@ fn a_late_answer_to_a_given_up_mark_does_not_consume_a_newer_one_with_its_id() {
     assert_eq!(m.stats().marks_late, 1);
     assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("m")]);
 
-    // The real answer to the second "m".
-    m.handle_text("MEDIA_MARK_PROCESSED m");
+    // The real answer to the second "m", handed over with the application's id.
+    m.handle_text("MEDIA_MARK_PROCESSED m#2");
     assert!(matches!(
         outputs(&mut m).as_slice(),
         [MediaOutput::Event(MediaEvent::MediaMarkProcessed { correlation_id: Some(id), .. })]
@@ -827,7 +834,7 @@ fn given_up_marks_are_forgotten_in_queue_order() {
     assert_eq!(m.stats().marks_unanswered, 2);
     outputs(&mut m);
     m.send_command(mark("a")).expect("mark");
-    drain(&mut m, t1);
+    assert_eq!(drain(&mut m, t1), [Transmit::Text("MARK_MEDIA a#2".into())]);
     m.handle_text("MEDIA_MARK_PROCESSED b");
     assert_eq!(
         outputs(&mut m),
@@ -835,10 +842,11 @@ fn given_up_marks_are_forgotten_in_queue_order() {
             mark: Some("b".into())
         }]
     );
-    m.handle_text("MEDIA_MARK_PROCESSED a");
+    m.handle_text("MEDIA_MARK_PROCESSED a#2");
     assert!(matches!(
         outputs(&mut m).as_slice(),
-        [MediaOutput::Event(MediaEvent::MediaMarkProcessed { .. })]
+        [MediaOutput::Event(MediaEvent::MediaMarkProcessed { correlation_id: Some(id), .. })]
+            if id == "a"
     ));
     assert_eq!(m.pending_marks().count(), 0, "the pending a was answered");
     assert_eq!(m.stats().marks_late, 1);
@@ -853,11 +861,12 @@ fn given_up_marks_are_forgotten_in_queue_order() {
     m.send_command(mark("c")).expect("mark");
     drain(&mut m, t2);
     m.handle_text("MEDIA_MARK_PROCESSED d");
-    m.handle_text("MEDIA_MARK_PROCESSED c");
+    m.handle_text("MEDIA_MARK_PROCESSED c#2");
     assert_eq!(m.pending_marks().count(), 0, "both pending marks answered");
     assert_eq!(m.stats().marks_late, 1);
 
-    // Given up, then FLUSH_MEDIA: the given-up one is forgotten.
+    // Given up, then FLUSH_MEDIA: its answer may still be on its way, so the new e goes
+    // out as e#2 and the old answer is a late one.
     m.send_command(mark("e")).expect("mark");
     drain(&mut m, t2);
     let t3 = t2 + Duration::from_secs(2);
@@ -866,10 +875,93 @@ fn given_up_marks_are_forgotten_in_queue_order() {
     m.send_command(Command::FlushMedia).expect("flush");
     drain(&mut m, t3);
     m.send_command(mark("e")).expect("mark");
-    drain(&mut m, t3);
+    assert_eq!(drain(&mut m, t3), [Transmit::Text("MARK_MEDIA e#2".into())]);
     m.handle_text("MEDIA_MARK_PROCESSED e");
+    assert_eq!(m.pending_marks().count(), 1, "the new e still waits");
+    assert_eq!(m.stats().marks_late, 2);
+    m.handle_text("MEDIA_MARK_PROCESSED e#2");
     assert_eq!(m.pending_marks().count(), 0, "the new e was answered");
+}
+
+/// `FLUSH_MEDIA` while the answer to a marker Asterisk already processed is on its way
+/// (Asterisk drops only the markers still queued): a new marker with the same id must not
+/// be taken as answered by it. Whether the marker was given up or still pending when the
+/// flush went out, it keeps its id reserved: the new marker goes out as `id#2`, the old
+/// answer is reported late, and the new marker's own answer comes with the application's
+/// id. A marker the flush dropped before it went out reserves nothing. (Before, the flush
+/// forgot the given-up marker and the in-flight answer completed the new one at once.)
+#[test]
+fn an_answer_in_flight_at_a_flush_is_never_taken_for_a_new_mark_with_its_id() {
+    let t0 = epoch();
+    let late = |id: &str| MediaOutput::MarkAnsweredLate {
+        mark: Some(id.into()),
+    };
+    let answered = |outs: &[MediaOutput], want: &str| {
+        matches!(
+            outs,
+            [MediaOutput::Event(MediaEvent::MediaMarkProcessed { correlation_id: Some(id), .. })]
+                if id == want
+        )
+    };
+
+    // Given up, then flushed.
+    let mut m = started(MediaConfig::new());
+    m.send_command(mark("m")).expect("mark");
+    drain(&mut m, t0);
+    let t1 = t0 + Duration::from_secs(2);
+    drain(&mut m, t1);
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarksUnanswered {
+            marks: vec![Some("m".into())]
+        }]
+    );
+    m.send_command(Command::FlushMedia).expect("flush");
+    drain(&mut m, t1);
+    m.send_command(mark("m")).expect("mark");
+    assert_eq!(drain(&mut m, t1), [Transmit::Text("MARK_MEDIA m#2".into())]);
+    m.handle_text("MEDIA_MARK_PROCESSED m");
+    assert_eq!(outputs(&mut m), [late("m")]);
+    assert_eq!(m.pending_marks().collect::<Vec<_>>(), [Some("m")]);
+    m.handle_text("MEDIA_MARK_PROCESSED m#2");
+    assert!(answered(&outputs(&mut m), "m"));
+    assert_eq!(m.pending_marks().count(), 0);
+
+    // Pending (sent, not given up), then flushed: discarded, and its id reserved.
+    let mut m = started(MediaConfig::new());
+    m.send_command(mark("p")).expect("mark");
+    drain(&mut m, t0);
+    m.send_command(Command::FlushMedia).expect("flush");
+    drain(&mut m, t0);
+    assert_eq!(
+        outputs(&mut m),
+        [MediaOutput::MarkersDiscarded {
+            marks: vec![Some("p".into())],
+            buffering: vec![]
+        }]
+    );
+    m.send_command(mark("p")).expect("mark");
+    assert_eq!(drain(&mut m, t0), [Transmit::Text("MARK_MEDIA p#2".into())]);
+    m.handle_text("MEDIA_MARK_PROCESSED p");
+    assert_eq!(outputs(&mut m), [late("p")]);
     assert_eq!(m.stats().marks_late, 1);
+    m.handle_text("MEDIA_MARK_PROCESSED p#2");
+    assert!(answered(&outputs(&mut m), "p"));
+    assert_eq!(m.pending_marks().count(), 0);
+    // Answered: the id is free again.
+    m.send_command(mark("p")).expect("mark");
+    assert_eq!(drain(&mut m, t0), [Transmit::Text("MARK_MEDIA p".into())]);
+
+    // Still queued behind audio when flushed: it never went out, so nothing is reserved.
+    let mut m = started(MediaConfig::new());
+    m.send_audio(counting(160 * 30, 0)).expect("queued");
+    m.send_command(mark("q")).expect("mark");
+    drain(&mut m, t0);
+    m.send_command(Command::FlushMedia).expect("flush");
+    drain(&mut m, t0);
+    outputs(&mut m);
+    m.send_command(mark("q")).expect("mark");
+    assert_eq!(drain(&mut m, t0), [Transmit::Text("MARK_MEDIA q".into())]);
 }
 
 /// A mark Asterisk answers is never given up, even one answered late in the queue.
@@ -964,4 +1056,64 @@ fn mark_media_setting_overrides_media_start() {
         drain(&mut m, epoch()),
         [Transmit::Text("MARK_MEDIA m".into())]
     );
+}
+
+/// A `MEDIA_XOFF` that crosses the application's `FLUSH_MEDIA` (Asterisk sent it before it
+/// took the flush): Asterisk's queue is empty, and its `MEDIA_XON` follows at its next tick
+/// (chan_websocket keeps its XOFF state through the flush). Flow control pauses until that
+/// XON, then the estimate of Asterisk's queue is what was sent since the flush, not 799:
+/// new audio goes out at once. (Before, the XOFF raised the estimate to 900 and the XON
+/// left it at 799: the next prompt was held back as if Asterisk still had 16 s to play.)
+#[test]
+fn an_xoff_crossing_a_flush_does_not_hold_the_next_audio_back() {
+    let t0 = epoch();
+    let mut m = started(MediaConfig::new().send_ahead(899).reframe(false));
+    m.send_command(Command::PauseMedia).expect("pause");
+    for _ in 0..19 {
+        m.send_audio(counting(160 * 50, 0)).expect("a chunk");
+    }
+    let sent = drain(&mut m, t0);
+    assert_eq!(
+        sent.len(),
+        1 + 18,
+        "PAUSE_MEDIA and 900 frames: {}",
+        sent.len()
+    );
+    // Barge-in: the application flushes; Asterisk's XOFF (for those 900 frames) crosses it.
+    m.send_command(Command::ContinueMedia).expect("continue");
+    m.send_command(Command::FlushMedia).expect("flush");
+    drain(&mut m, t0);
+    m.handle_text("MEDIA_XOFF");
+    assert!(m.is_xoff(), "paused until Asterisk's XON");
+    assert_eq!(
+        m.remote_queue_estimate(),
+        0,
+        "nothing was sent since the flush"
+    );
+    for _ in 0..6 {
+        m.send_audio(counting(160 * 50, 0))
+            .expect("the next prompt");
+    }
+    assert!(drain(&mut m, t0).is_empty(), "nothing under XOFF");
+    // Asterisk's next tick: XON (its queue is empty).
+    let t1 = t0 + MS20;
+    m.handle_text("MEDIA_XON");
+    assert!(!m.is_xoff());
+    assert_eq!(
+        drain(&mut m, t1).len(),
+        6,
+        "the whole prompt goes out at once (300 frames, within the send-ahead)"
+    );
+    assert_eq!(m.remote_queue_estimate(), 300);
+
+    // An XOFF after the flush that Asterisk's queue did reach is taken at its word.
+    let mut m = started(MediaConfig::new().send_ahead(899).reframe(false));
+    m.send_command(Command::PauseMedia).expect("pause");
+    m.send_command(Command::FlushMedia).expect("flush");
+    for _ in 0..19 {
+        m.send_audio(counting(160 * 50, 0)).expect("a chunk");
+    }
+    drain(&mut m, t0);
+    m.handle_text("MEDIA_XOFF");
+    assert_eq!(m.remote_queue_estimate(), 900);
 }

@@ -509,9 +509,28 @@ fn check_audiosocket(v: &Value) -> Result<(), String> {
             if head.len() > len {
                 return Err(format!("head_hex longer than len {len}"));
             }
-            let mut payload = head;
-            payload.resize(len, 0);
-            payload
+            match v["b64"].as_str() {
+                // A recording keeps the whole payload: it must be `len` bytes starting with
+                // `head_hex`.
+                Some(b64) => {
+                    use base64::Engine as _;
+                    let whole = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| format!("b64: {e}"))?;
+                    if whole.len() != len || !whole.starts_with(&head) {
+                        return Err(format!(
+                            "b64 is {} bytes, len says {len}, or does not start with head_hex",
+                            whole.len()
+                        ));
+                    }
+                    whole
+                }
+                None => {
+                    let mut payload = head;
+                    payload.resize(len, 0);
+                    payload
+                }
+            }
         }
     };
     let len = u16::try_from(payload.len()).map_err(|_| "payload over 65535 bytes")?;

@@ -377,7 +377,9 @@ impl AsteriskMedia {
                     ("queue_length", json!(self.frames)),
                     ("xon_level", json!(XON)),
                     ("xoff_level", json!(XOFF)),
-                    ("queue_full", json!(self.frames >= LIMIT)),
+                    // Asterisk's `queue_full` is its XOFF state: set at 900, cleared by
+                    // `MEDIA_XON` (recorded: true at 1,000 frames, false at 798).
+                    ("queue_full", json!(self.xoff)),
                     ("bulk_media", json!(self.buffering)),
                     ("media_paused", json!(self.paused)),
                 ];
@@ -489,6 +491,16 @@ impl AsteriskMedia {
     /// (none while the direction is `out`).
     pub(crate) fn tick(&mut self) -> Option<Bytes> {
         if !self.paused {
+            // As chan_websocket's `dequeue_frame`: `MEDIA_XON` is decided before the tick's
+            // frame is taken (recorded: `STATUS queue_length:798` right after it), and only
+            // while playout runs. `FLUSH_MEDIA` empties the queue but leaves the XOFF state
+            // (`queue_full`) set: `MEDIA_XON` follows at the next tick of running playout
+            // (after `CONTINUE_MEDIA` if paused).
+            if self.xoff && self.frames < XON {
+                self.xoff = false;
+                self.report.xon_sent += 1;
+                self.event("MEDIA_XON", &[], true);
+            }
             self.pop_markers();
             if let Some(Queued::Frame(test)) = self.queue.pop_front() {
                 self.frames -= 1;
@@ -496,11 +508,6 @@ impl AsteriskMedia {
                 self.report.frames_played_test_signal += u64::from(test);
             }
             self.pop_markers();
-        }
-        if self.xoff && self.frames < XON {
-            self.xoff = false;
-            self.report.xon_sent += 1;
-            self.event("MEDIA_XON", &[], true);
         }
         if self.report_drained && self.frames == 0 {
             self.report_drained = false;
@@ -728,13 +735,12 @@ async fn run<S>(
         .await;
         model.report.close_reply = reply.ok().flatten();
         // Asterisk asks for the hangup, ends Stasis (`ChannelLeftBridge`, `StasisEnd`: done
-        // by `media_hangup_request`), closes the socket, then destroys the channel
-        // (recorded: `ChannelHangupRequest`, the close and its answer, `ChannelDestroyed`):
-        // the application sees the close first, and its answer cannot be a close of its
-        // own on the channel's end.
-        if hangup_cause.is_some() {
-            shared.with_sim(|sim, now| sim.media_hangup_done(now, id));
-        }
+        // by `media_hangup_request`, or by the ARI hangup that sent `Close`), closes the
+        // socket, then destroys the channel (recorded: `ChannelHangupRequest`, the close
+        // and its answer, `ChannelDestroyed`): the application sees the close first, and
+        // its answer cannot be a close of its own on the channel's end. (Nothing is left
+        // to destroy when the channel went first, as with a channel it was bridged to.)
+        shared.with_sim(|sim, now| sim.media_hangup_done(now, id));
     }
     shared.log(|| {
         format!(
@@ -983,4 +989,103 @@ async fn audiosocket_run(shared: Arc<Shared>, uuid: String, host: String, channe
         )
     });
     lock(&shared.media_done).push(report);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> AsteriskMedia {
+        AsteriskMedia::new(&MediaConnectInfo {
+            connection_id: "c1".into(),
+            channel_id: "em-1".into(),
+            channel_name: "WebSocket/INCOMING/0x1".into(),
+            format: "ulaw".into(),
+            optimal_frame_size: 160,
+            json: false,
+            auto_answer: true,
+            passthrough: false,
+            direction: "both".into(),
+            variables: Default::default(),
+        })
+    }
+
+    fn texts(m: &mut AsteriskMedia) -> Vec<String> {
+        std::iter::from_fn(|| m.next_action())
+            .filter_map(|a| match a {
+                Action::Text(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status(m: &mut AsteriskMedia) -> String {
+        m.handle_text("GET_STATUS");
+        texts(m).pop().unwrap_or_default()
+    }
+
+    /// `MEDIA_XON` as chan_websocket decides it (`dequeue_frame`): before the tick's frame is
+    /// taken, so the queue holds 798 right after it as recorded (fixture
+    /// `media/server-plain-*`: `MEDIA_XON`, then `STATUS queue_length:798`); the simulator
+    /// took the frame first (799).
+    #[test]
+    fn xon_comes_before_the_ticks_frame_is_taken() {
+        let mut m = model();
+        m.handle_binary(&vec![0u8; 160 * 900]);
+        assert_eq!(texts(&mut m), ["MEDIA_XOFF"]);
+        assert!(status(&mut m)
+            .contains("queue_length:900 xon_level:800 xoff_level:900 queue_full:true"));
+        let mut ticks = 0;
+        let xon = loop {
+            m.tick();
+            ticks += 1;
+            let t = texts(&mut m);
+            if !t.is_empty() {
+                break t;
+            }
+            assert!(ticks < 200, "no MEDIA_XON");
+        };
+        assert_eq!(xon, ["MEDIA_XON"]);
+        assert_eq!(
+            status(&mut m),
+            "STATUS channel_id:em-1 queue_length:798 xon_level:800 xoff_level:900 \
+             queue_full:false bulk_media:false media_paused:false"
+        );
+    }
+
+    /// `FLUSH_MEDIA` during XOFF: the queue is emptied but Asterisk's XOFF state stays
+    /// (`queue_full:true`), and `MEDIA_XON` comes at the next tick of running playout:
+    /// none while playout is paused, then the first tick after `CONTINUE_MEDIA`. (The
+    /// simulator sent it while paused.)
+    #[test]
+    fn flush_during_xoff_brings_xon_at_the_next_tick_of_running_playout() {
+        let mut m = model();
+        m.handle_text("PAUSE_MEDIA");
+        m.handle_binary(&vec![0u8; 160 * 950]);
+        assert_eq!(texts(&mut m), ["MEDIA_XOFF"]);
+        m.handle_text("FLUSH_MEDIA");
+        assert_eq!(
+            status(&mut m),
+            "STATUS channel_id:em-1 queue_length:0 xon_level:800 xoff_level:900 \
+             queue_full:true bulk_media:false media_paused:true"
+        );
+        for _ in 0..10 {
+            m.tick();
+        }
+        assert!(texts(&mut m).is_empty(), "no MEDIA_XON while paused");
+        m.handle_text("CONTINUE_MEDIA");
+        m.tick();
+        assert_eq!(texts(&mut m), ["MEDIA_XON"]);
+        m.tick();
+        assert!(texts(&mut m).is_empty(), "one MEDIA_XON");
+        assert_eq!((m.report.xoff_sent, m.report.xon_sent), (1, 1));
+
+        // Unpaused: the next tick.
+        let mut m = model();
+        m.handle_binary(&vec![0u8; 160 * 950]);
+        assert_eq!(texts(&mut m), ["MEDIA_XOFF"]);
+        m.handle_text("FLUSH_MEDIA");
+        m.tick();
+        assert_eq!(texts(&mut m), ["MEDIA_XON"]);
+    }
 }

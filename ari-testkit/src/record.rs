@@ -15,6 +15,12 @@
 //! | `connections.jsonl` | `ws-open` / `ws-close` of each WebSocket (a media one with `media: true` and its `path`) |
 //! | `media.jsonl` | one frame of a WebSocket outside `/ari/` (chan_websocket's `/media/<id>`), in the format of `ari-fixtures/media`: `t_ms`, `ws`, `conn` `media`, `dir` (`in` from Asterisk, `out` from the client), `type` `ws`, `opcode`; `text` for a control message, `len`/`head_hex`/`b64` (the whole payload) for audio, `code`/`reason` for a close |
 //!
+//! **AudioSocket** (`externalMedia` with `encapsulation=audiosocket`): the recorder listens
+//! for Asterisk's TCP connection itself ([`RecorderBuilder::audiosocket_host`]), relays it to
+//! the application's `external_host`, and writes each message both ways to `media.jsonl`
+//! (`conn` `as`, `type` `audiosocket`, the fields of `ari-fixtures/media/audiosocket-*.jsonl`
+//! and `b64`), with `as-open` / `as-close` lines in `connections.jsonl`.
+//!
 //! **Outbound WebSockets** (Asterisk dials the application): with
 //! [`RecorderBuilder::outbound`], a second listener ([`Recorder::outbound_url`]: point
 //! `websocket_client.conf`'s `uri` at it) takes Asterisk's connections and dials the
@@ -49,7 +55,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::fs::File;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,6 +163,10 @@ pub struct RecordStats {
     pub upstream_errors: u64,
     /// Lines that could not be written (disk full …); each one is logged.
     pub write_errors: u64,
+    /// AudioSocket connections (Asterisk dialling the application over TCP) relayed.
+    pub audiosocket_sessions: u64,
+    /// AudioSocket messages written to `media.jsonl` (both directions).
+    pub audiosocket_messages: u64,
 }
 
 /// Configures and starts a [`Recorder`].
@@ -169,6 +179,7 @@ pub struct RecorderBuilder {
     logger: Option<Logger>,
     outbound: Option<(String, SocketAddr)>,
     media_app: Option<String>,
+    audiosocket_host: IpAddr,
     outbound_ca: Vec<PathBuf>,
 }
 
@@ -243,6 +254,16 @@ impl RecorderBuilder {
         self
     }
 
+    /// The address Asterisk reaches the recorder at for AudioSocket (default `127.0.0.1`):
+    /// for each `externalMedia` with `encapsulation=audiosocket` the recorder listens on an
+    /// ephemeral port of it, gives Asterisk that address as `external_host`, and relays
+    /// Asterisk's connection to the application's `external_host`, recording every
+    /// message (`media.jsonl`, `conn` `as`).
+    pub fn audiosocket_host(mut self, host: IpAddr) -> Self {
+        self.audiosocket_host = host;
+        self
+    }
+
     /// Also trust the certificates in this PEM file for a `wss://` outbound or media
     /// application (its private CA, or its own self-signed certificate); the Mozilla roots
     /// stay trusted. [`start`](Self::start) fails if neither application is `wss://`.
@@ -312,6 +333,7 @@ impl RecorderBuilder {
             upstream,
             outbound: outbound_app,
             media_app,
+            audiosocket_host: self.audiosocket_host,
             start: Instant::now(),
             files: Mutex::new(files),
             next_ws: AtomicU64::new(0),
@@ -382,6 +404,7 @@ impl Recorder {
             logger: None,
             outbound: None,
             media_app: None,
+            audiosocket_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             outbound_ca: Vec::new(),
         }
     }
@@ -545,6 +568,8 @@ struct RecState {
     outbound: Option<Upstream>,
     /// Where client-mode media WebSockets go (else to `outbound`).
     media_app: Option<Upstream>,
+    /// Where the recorder listens for Asterisk's AudioSocket connections.
+    audiosocket_host: IpAddr,
     start: Instant,
     /// In the order of [`RECORDING_FILES`].
     files: Mutex<Vec<File>>,
@@ -811,7 +836,12 @@ async fn proxy(
             ))
         }
     };
-    let fwd = forward(&state, parts, body, upgrade);
+    let mut fwd = forward(&state, parts, body, upgrade);
+    let audiosocket = if upgrade {
+        None
+    } else {
+        audiosocket::intercept(&state, &mut fwd).await
+    };
     let sent = Instant::now();
     let response = if upgrade {
         match connect(&state, true).await {
@@ -916,6 +946,19 @@ async fn proxy(
     };
     strip_hop_headers(&mut parts.headers, false);
     let status = parts.status.as_u16();
+    let body = match audiosocket {
+        Some(a) if parts.status.is_success() => {
+            // The application's address where Asterisk named the recorder's.
+            let text = String::from_utf8_lossy(&body).replace(&a.listen, &a.original);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Bytes::from(text)
+        }
+        Some(a) => {
+            a.refused();
+            body
+        }
+        None => body,
+    };
     match &fwd.rel {
         Some(rel) => {
             let content_type = parts
@@ -953,6 +996,9 @@ async fn proxy(
 }
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+#[path = "record_audiosocket.rs"]
+mod audiosocket;
 
 /// Takes Asterisk's outbound connections (see [`RecorderBuilder::outbound`]).
 async fn outbound_accept_loop(

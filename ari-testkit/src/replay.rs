@@ -233,7 +233,11 @@ pub struct Recording {
     rest: Vec<Exchange>,
     sockets: Vec<RecSocket>,
     media: Vec<MediaRec>,
+    audiosockets: Vec<audiosocket::AsRec>,
 }
+
+#[path = "replay_audiosocket.rs"]
+mod audiosocket;
 
 impl Recording {
     /// Loads `rest.jsonl`, `events.jsonl`, `ws-sent.jsonl` and `connections.jsonl` from
@@ -323,6 +327,9 @@ impl Recording {
             rec.sockets.len() - 1
         };
         for (_, v) in connections {
+            if audiosocket::load_connection(&mut rec.audiosockets, &v) {
+                continue;
+            }
             if v["media"] == true {
                 if v["type"] == "ws-open" {
                     let path = v["path"].as_str().unwrap_or("").to_owned();
@@ -403,6 +410,11 @@ impl Recording {
             });
         }
         for (line, v) in media {
+            match audiosocket::load_message(&mut rec.audiosockets, &v) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(message) => return Err(bad("media.jsonl", line, message)),
+            }
             let ws = v["ws"].as_u64();
             let m = rec
                 .media
@@ -447,6 +459,11 @@ impl Recording {
     /// Recorded media WebSockets (chan_websocket).
     pub fn media_websockets(&self) -> usize {
         self.media.len()
+    }
+
+    /// Recorded AudioSocket sessions (the replay dials each one to the application).
+    pub fn audiosockets(&self) -> usize {
+        self.audiosockets.len()
     }
 
     /// Recorded HTTP exchanges.
@@ -604,6 +621,15 @@ pub struct ReplayStats {
     /// chan_websocket client-mode media WebSockets dialled to the application's media
     /// server and accepted (also counted in `media_websockets_matched`).
     pub media_dialed: u64,
+    /// AudioSocket sessions dialled to the application (its recorded `external_host`).
+    pub audiosocket_dialed: u64,
+    /// Recorded AudioSocket messages of Asterisk sent to the application.
+    pub audiosocket_messages_sent: u64,
+    /// The application's non-audio AudioSocket messages (a hangup) that matched the
+    /// recorded ones.
+    pub audiosocket_messages_matched: u64,
+    /// Audio messages the application sent on AudioSocket sessions.
+    pub audiosocket_audio_received: u64,
     /// Requests (HTTP, WebSocket upgrades, `RESTRequest` frames) the recording had no
     /// answer for.
     pub unmatched: u64,
@@ -795,6 +821,10 @@ impl ReplayBuilder {
                             ));
                         }
                     }
+                }
+                let started = Instant::now();
+                for i in 0..thread_state.recording.audiosockets.len() {
+                    tokio::spawn(audiosocket::dial(thread_state.clone(), i, started));
                 }
                 accept_loop(thread_state, listener, stop).await
             },
@@ -988,6 +1018,10 @@ async fn serve(
                 "media_audio_received": s.media_audio_received,
                 "outbound_dialed": s.outbound_dialed,
                 "media_dialed": s.media_dialed,
+                "audiosocket_dialed": s.audiosocket_dialed,
+                "audiosocket_messages_sent": s.audiosocket_messages_sent,
+                "audiosocket_messages_matched": s.audiosocket_messages_matched,
+                "audiosocket_audio_received": s.audiosocket_audio_received,
                 "unmatched": s.unmatched, "unmatched_requests": s.unmatched_requests,
                 "rest_remaining": s.rest_remaining, "events_remaining": s.events_remaining,
             }),

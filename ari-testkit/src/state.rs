@@ -223,9 +223,10 @@ impl Shared {
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard, now))).map_err(panic_message);
         let events = catch_unwind(AssertUnwindSafe(|| guard.drain_events())).unwrap_or_default();
         self.dispatch(events);
-        let signals =
+        let mut signals =
             catch_unwind(AssertUnwindSafe(|| guard.drain_media_signals())).unwrap_or_default();
-        if !signals.is_empty() {
+        while !signals.is_empty() {
+            let mut unclosed = Vec::new();
             for signal in signals {
                 if let crate::sim::MediaSignal::AudioSocketConnect { .. }
                 | crate::sim::MediaSignal::WebSocketConnect { .. } = &signal
@@ -233,9 +234,27 @@ impl Shared {
                     crate::media_ws::audiosocket_connect(self, signal);
                     continue;
                 }
-                if let Some(tx) = lock(&self.media_conns).get(signal.connection_id()) {
-                    let _ = tx.send(signal);
+                let id = signal.connection_id().to_owned();
+                let is_close = matches!(signal, crate::sim::MediaSignal::Close { .. });
+                let delivered = lock(&self.media_conns)
+                    .get(&id)
+                    .is_some_and(|tx| tx.send(signal).is_ok());
+                if is_close && !delivered {
+                    unclosed.push(id);
                 }
+            }
+            // No socket task to close (it ended meanwhile): a channel waiting for its close
+            // is destroyed now (nothing when it is gone already).
+            signals = Vec::new();
+            for id in unclosed {
+                let _ = catch_unwind(AssertUnwindSafe(|| guard.media_hangup_done(now, &id)));
+                let events =
+                    catch_unwind(AssertUnwindSafe(|| guard.drain_events())).unwrap_or_default();
+                self.dispatch(events);
+                signals.extend(
+                    catch_unwind(AssertUnwindSafe(|| guard.drain_media_signals()))
+                        .unwrap_or_default(),
+                );
             }
         }
         drop(guard);

@@ -559,3 +559,102 @@ async fn stasis_end_of_the_media_channel_comes_before_its_socket_closes() {
     };
     assert_eq!(report.close_reply, Some(1000), "the answer was taken");
 }
+
+/// An ARI `DELETE` of a media channel with its socket open: Asterisk asks for the hangup
+/// (`ChannelHangupRequest` cause 32, soft), the channel leaves the application
+/// (`StasisEnd`), its hangup closes the socket (CLOSE 1000), and it is destroyed only once
+/// the close is answered (fixtures `media/client-*`, call 2: `DELETE channels/mc-emc-2`,
+/// then the CLOSE and its answer, then `ChannelDestroyed` cause 16). The simulator destroyed
+/// it first (`ChannelDestroyed` before the close; a `GET` of the channel was a 404 while
+/// Asterisk's CLOSE waited for its answer).
+#[tokio::test]
+async fn a_deleted_media_channel_closes_its_socket_before_it_is_destroyed() {
+    let server = MockServer::start();
+    let mut events = ws_connect(server.addr(), "app=media").await;
+    let (mut media, _, _) = open_media(&server, "format=ulaw&channelId=em-del").await;
+    until(&mut events, "StasisStart").await;
+    let r = request(
+        server.addr(),
+        "DELETE",
+        "/ari/channels/em-del",
+        Some(&basic("asterisk", "asterisk")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    // Asterisk's CLOSE arrives: do not answer it yet.
+    loop {
+        match next_msg(&mut media).await {
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("media socket ended without CLOSE: {other:?}"),
+        }
+    }
+    let r = request(
+        server.addr(),
+        "GET",
+        "/ari/channels/em-del",
+        Some(&basic("asterisk", "asterisk")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "the channel waits for the close answer");
+    let mut seen = Vec::new();
+    loop {
+        let ev = next_json(&mut events).await;
+        if ev["channel"]["id"] == "em-del" {
+            let ty = ev["type"].as_str().unwrap_or_default().to_owned();
+            if ty == "ChannelHangupRequest" {
+                assert_eq!(
+                    (ev["cause"].as_i64(), ev["soft"].as_bool()),
+                    (Some(32), Some(true))
+                );
+            }
+            seen.push(ty.clone());
+            if ty == "StasisEnd" {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("ChannelHangupRequest")
+    );
+    assert!(
+        !seen.iter().any(|t| t == "ChannelDestroyed"),
+        "destroyed before its socket closed: {seen:?}"
+    );
+    media.flush().await.expect("the close answer goes out");
+    let destroyed = loop {
+        let ev = next_json(&mut events).await;
+        if ev["type"] == "ChannelDestroyed" && ev["channel"]["id"] == "em-del" {
+            break ev;
+        }
+    };
+    assert_eq!(destroyed["cause"], 16);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let report = loop {
+        if let Some(r) = server
+            .media_sessions()
+            .into_iter()
+            .find(|r| r.channel_id == "em-del")
+        {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no report");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(report.close_reply, Some(1000), "the answer was taken");
+    let r = request(
+        server.addr(),
+        "GET",
+        "/ari/channels/em-del",
+        Some(&basic("asterisk", "asterisk")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404, "destroyed once the close was answered");
+}

@@ -914,6 +914,130 @@ async fn client_mode_media_is_recorded_and_replayed_by_dialling_the_media_server
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---- an AudioSocket session (Asterisk dials the application over TCP) ----------------------
+
+const AS_UUID: &str = "9b2f6c1e-4d3a-4f5b-8c7d-2e1f0a9b8c7d";
+
+/// A bot with the tokio client's `AudioSocketServer` on `port`: an externalMedia
+/// (AudioSocket) channel to it, the UUID, five audio frames echoed, its hangup, Asterisk's
+/// end of the connection. Returns what it saw.
+async fn audiosocket_conversation(url: &str, port: u16) -> Result<Vec<String>, ari_tokio::Error> {
+    use ari_tokio::audiosocket::{AudioSocketItem, AudioSocketServer};
+    use ari_tokio::models::{ExternalMediaEncapsulation, ExternalMediaTransport};
+    let client = Client::builder(url, USER, PASSWORD)
+        .rng_seed(CLIENT_SEED)
+        .connect()
+        .await?;
+    client.start(&["ras"]).await?;
+    let server =
+        AudioSocketServer::bind(client.runtime().clone(), ([127, 0, 0, 1], port).into()).await?;
+    let destroyed = client
+        .channel("ras-1")
+        .once::<ari_tokio::events::ChannelDestroyed>();
+    let created = client
+        .channels()
+        .external_media("ras", "slin")
+        .encapsulation(ExternalMediaEncapsulation::Audiosocket)
+        .transport(ExternalMediaTransport::Tcp)
+        .external_host(format!("127.0.0.1:{port}"))
+        .data(AS_UUID)
+        .channel_id("ras-1")
+        .await?;
+    let mut seen = vec![format!("externalMedia {}", created.id())];
+    let mut session = server.accept().await?;
+    seen.push(format!("uuid {}", session.uuid()));
+    let tx = session.sender();
+    let mut frames = 0;
+    while let Some(item) = session.next().await {
+        match item {
+            AudioSocketItem::Audio { data, .. } => {
+                frames += 1;
+                if frames <= 5 {
+                    seen.push(format!("audio {}", data.len()));
+                    drop(tx.send_audio(data));
+                }
+                if frames == 5 {
+                    seen.push(format!("hangup sent: {}", tx.hangup().is_ok()));
+                }
+            }
+            AudioSocketItem::Closed { error, .. } => {
+                seen.push(format!("closed error={error:?}"));
+                break;
+            }
+            other => seen.push(format!("{other:?}")),
+        }
+    }
+    let gone = destroyed.await?;
+    seen.push(format!("ChannelDestroyed cause {}", gone.cause));
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audiosocket_session_is_recorded_checked_and_replayed() {
+    let dir = fresh_dir("audiosocket");
+    // The bot's AudioSocket port: the same on both runs (its externalMedia carries it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let sim = simulated_asterisk();
+    let recorder = Recorder::builder(&sim.base_url(), &dir)
+        .start()
+        .expect("the recorder starts");
+    let recorded = audiosocket_conversation(&recorder.base_url(), port)
+        .await
+        .expect("the recorded AudioSocket conversation");
+    let stats = recorder.finish();
+    drop(sim);
+    assert_eq!(recorded[0], "externalMedia ras-1", "{recorded:#?}");
+    assert_eq!(recorded[1], format!("uuid {AS_UUID}"), "{recorded:#?}");
+    assert!(
+        recorded.iter().any(|l| l == "hangup sent: true"),
+        "{recorded:#?}"
+    );
+    assert_eq!(stats.audiosocket_sessions, 1, "{stats:?}");
+
+    let text = std::fs::read_to_string(dir.join("media.jsonl")).expect("media.jsonl");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len() as u64, stats.audiosocket_messages);
+    assert_eq!(lines[0]["kind"], "0x01");
+    assert_eq!(lines[0]["uuid"], AS_UUID);
+    let out: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["dir"] == "out")
+        .map(|l| l["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(out, ["0x10", "0x10", "0x10", "0x10", "0x10", "0x00"]);
+    let report = assert_checks_clean(&dir);
+    let media = report
+        .files
+        .iter()
+        .find(|f| f.file == Path::new("media.jsonl"))
+        .expect("media.jsonl checked");
+    assert_eq!(media.media, lines.len(), "{report}");
+    assert_no_credentials(&dir);
+
+    let recording = Recording::load(&dir).expect("loads");
+    assert_eq!(recording.audiosockets(), 1);
+    let replay = ReplayServer::builder(recording)
+        .speed(2.0)
+        .start()
+        .expect("the replay starts");
+    let replayed = audiosocket_conversation(&replay.base_url(), port)
+        .await
+        .expect("the replayed AudioSocket conversation");
+    assert_eq!(recorded, replayed);
+    let s = replay.stats();
+    assert_eq!(s.unmatched, 0, "{:#?}", s.unmatched_requests);
+    assert_eq!(s.audiosocket_dialed, 1, "{s:?}");
+    assert_eq!(s.audiosocket_messages_matched, 1, "the hangup: {s:?}");
+    assert_eq!(s.audiosocket_audio_received, 5, "{s:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The application behind `wss://` with a self-signed certificate (as an application
 /// reached across hosts is): the recorder relays Asterisk's outbound connection to it and
 /// the replay dials it, both trusting the certificate with `outbound_ca`; the program sees

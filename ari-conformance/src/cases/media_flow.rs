@@ -577,3 +577,86 @@ pub async fn media_slow_consumer_loses_audio_counted_but_never_a_digit<R: Runtim
     );
     h.live("shutdown", media.shutdown()).await;
 }
+
+/// The bot hangs its media channel up through ARI (`DELETE channels/{id}`), as a voice bot
+/// does to stop listening while the call goes on: Asterisk closes the media socket (1000)
+/// before it destroys the channel (recorded), and the session ends with that close, once;
+/// the call itself stays. The media channel's `ChannelDestroyed` follows.
+pub async fn media_channel_hung_up_through_ari_ends_the_session_with_asterisks_close<R: Runtime>(
+    h: &Harness<R>,
+) {
+    let client = h.started(&["media"]).await;
+    let (call, mut media) = session(h, &client, MediaOptions::new("media", "slin16")).await;
+    let media_channel = client.channel(media.media_channel_id().to_owned());
+    let destroyed = media_channel.once::<ari_client::events::ChannelDestroyed>();
+    h.live("hangup", media_channel.hangup())
+        .await
+        .expect("the media channel is hung up");
+    let code = next_matching(h, &mut media, "Closed", |item| match item {
+        MediaItem::Closed { code, .. } => Some(code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, Some(1000), "Asterisk's close");
+    assert!(h.live("the end", media.next()).await.is_none());
+    let gone = h
+        .live("ChannelDestroyed", destroyed)
+        .await
+        .expect("destroyed");
+    assert_eq!(gone.cause, 16);
+    h.live("the call", call.get())
+        .await
+        .expect("the call stays in the application");
+}
+
+/// Barge-in during XOFF: the bot had pushed a long prompt while playout was paused
+/// (Asterisk's queue reached 900 frames: `MEDIA_XOFF`), then drops it (`FLUSH_MEDIA`) and
+/// resumes. Asterisk keeps its XOFF state through the flush and says `MEDIA_XON` at its next
+/// tick of running playout (none while paused); the session's flow control resumes there
+/// and the next prompt goes out whole. It must never stay paused for ever.
+pub async fn media_flush_during_xoff_resumes_at_the_next_xon<R: Runtime>(h: &Harness<R>) {
+    const NEXT: u64 = 5;
+    let client = h.started(&["media"]).await;
+    let config = MediaConfig::new().reframe(false).send_ahead(899);
+    let options = MediaOptions::new("media", "slin16").config(config);
+    let (_call, mut media) = session(h, &client, options).await;
+    let id = media.media_start().connection_id.clone();
+    let tx = media.sender();
+    tx.command(Command::PauseMedia).expect("pause");
+    for _ in 0..19 {
+        tx.send_audio(audio("slin16", 50)).expect("a chunk");
+    }
+    next_matching(h, &mut media, "MEDIA_XOFF", |item| {
+        matches!(item, MediaItem::Event(MediaEvent::MediaXoff { .. })).then_some(())
+    })
+    .await;
+    tx.command(Command::FlushMedia).expect("flush");
+    tx.command(Command::ContinueMedia).expect("continue");
+    for _ in 0..NEXT {
+        tx.send_audio(audio("slin16", 50)).expect("the next prompt");
+    }
+    next_matching(h, &mut media, "MEDIA_XON", |item| {
+        matches!(item, MediaItem::Event(MediaEvent::MediaXon { .. })).then_some(())
+    })
+    .await;
+    h.eventually("the next prompt goes out after XON", || {
+        media.stats().protocol.frames_out == 18 + NEXT
+    })
+    .await;
+    let stats = media.stats().protocol;
+    assert_eq!(stats.xoff, 1, "{stats:?}");
+    assert_eq!(
+        stats.flushed_frames, 1,
+        "the 19th chunk never left: {stats:?}"
+    );
+    h.live("shutdown", media.shutdown()).await;
+    let report = h
+        .server()
+        .media_sessions()
+        .into_iter()
+        .find(|r| r.connection_id == id)
+        .expect("the socket's report");
+    assert_eq!(report.messages_received, 18 + NEXT, "{report:?}");
+    assert_eq!(report.messages_dropped, 0, "{report:?}");
+    assert_eq!((report.xoff_sent, report.xon_sent), (1, 1), "{report:?}");
+}

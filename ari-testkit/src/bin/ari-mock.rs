@@ -111,6 +111,11 @@ enum Command {
         /// without it, to --outbound-app.
         #[arg(long)]
         media_app: Option<String>,
+        /// The address Asterisk reaches the recorder at for AudioSocket: each externalMedia
+        /// with encapsulation=audiosocket gets a port of its own there, given to Asterisk as
+        /// external_host, and the connection is relayed to the application's and recorded.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+        audiosocket_host: IpAddr,
         /// PEM file of certificates to trust for a wss:// --outbound-app or --media-app (a
         /// private CA, or the application's self-signed certificate), besides the Mozilla
         /// roots.
@@ -337,13 +342,14 @@ fn main() {
             outbound_app,
             outbound_port,
             media_app,
+            audiosocket_host,
             outbound_ca,
             quiet,
         }) => record(
             &upstream,
             upstream_ca.as_deref(),
             (user, password),
-            SocketAddr::new(bind, port),
+            (SocketAddr::new(bind, port), audiosocket_host),
             (
                 outbound_app.map(|app| (app, SocketAddr::new(bind, outbound_port))),
                 media_app,
@@ -400,12 +406,14 @@ fn record(
     upstream: &str,
     upstream_ca: Option<&std::path::Path>,
     (user, password): (Option<String>, Option<String>),
-    addr: SocketAddr,
+    (addr, audiosocket_host): (SocketAddr, IpAddr),
     (outbound, media_app, outbound_ca): OutboundRecord,
     out: &std::path::Path,
     quiet: bool,
 ) -> ! {
-    let mut builder = ari_testkit::record::Recorder::builder(upstream, out).bind(addr);
+    let mut builder = ari_testkit::record::Recorder::builder(upstream, out)
+        .bind(addr)
+        .audiosocket_host(audiosocket_host);
     if let Some((app, listen)) = &outbound {
         builder = builder.outbound(app, *listen);
     }

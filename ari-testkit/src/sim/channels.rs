@@ -449,6 +449,9 @@ impl Sim {
             self.leave_everything(id);
             return;
         }
+        if self.media_ws_hangup_closes_first(id, cause) {
+            return;
+        }
         self.teardown(id, cause, true);
     }
 
@@ -463,6 +466,9 @@ impl Sim {
         );
         if !is_local {
             self.chan_event("ChannelHangupRequest", id, json!({"cause": cause}));
+        }
+        if self.media_ws_hangup_closes_first(id, cause) {
+            return;
         }
         self.teardown(id, cause, false);
     }

@@ -153,6 +153,9 @@ pub(super) struct WsChan {
     frame_size: u32,
     json: bool,
     connected: bool,
+    /// The channel is being hung up with this cause: it is destroyed once its socket is
+    /// closed ([`Sim::media_hangup_done`]).
+    closing: Option<i64>,
 }
 
 /// The chan_websocket channels, by connection id.
@@ -344,6 +347,7 @@ impl Sim {
                 frame_size: frame,
                 json: json_control,
                 connected: false,
+                closing: None,
             },
         );
         if let Some((name, _)) = client {
@@ -448,7 +452,12 @@ impl Sim {
     /// closed.
     pub fn media_hangup_request(&mut self, now: Duration, connection_id: &str, tech_cause: i64) {
         self.advance(now);
-        if let Some(id) = self.media_channel_alive(connection_id) {
+        let hanging_up =
+            |sim: &Sim, id: &str| sim.channels.by_id.get(id).is_some_and(|c| c.hanging_up);
+        if let Some(id) = self
+            .media_channel_alive(connection_id)
+            .filter(|id| !hanging_up(self, id))
+        {
             self.chan_event(
                 "ChannelHangupRequest",
                 &id,
@@ -459,12 +468,55 @@ impl Sim {
     }
 
     /// The media channel's socket is closed: the channel is destroyed (after the close and
-    /// its answer, as recorded).
+    /// its answer, as recorded), with the cause of its hangup (16 when the socket ended it).
     pub fn media_hangup_done(&mut self, now: Duration, connection_id: &str) {
         self.advance(now);
         if let Some(id) = self.media_channel_alive(connection_id) {
-            self.teardown(&id, 16, false);
+            let cause = self
+                .media_ws
+                .by_conn
+                .get(connection_id)
+                .and_then(|w| w.closing)
+                .unwrap_or(16);
+            self.teardown(&id, cause, false);
         }
+    }
+
+    /// Asterisk hangs up a chan_websocket channel whose socket is open (an ARI `DELETE`, or
+    /// the far end): the channel leaves its bridge and the application, its hangup closes
+    /// the socket (CLOSE 1000), and it is destroyed only once that close is answered
+    /// ([`Sim::media_hangup_done`], called by the socket). Recorded after `DELETE
+    /// channels/{id}`: `ChannelHangupRequest`, `StasisEnd`, the CLOSE and its answer, then
+    /// `ChannelDestroyed`. Returns false (destroy it now) for any other channel, and for
+    /// one whose socket is not connected.
+    pub(super) fn media_ws_hangup_closes_first(&mut self, id: &str, cause: i64) -> bool {
+        if self
+            .channels
+            .by_id
+            .get(id)
+            .is_none_or(|c| c.tech != Tech::WebSocket)
+        {
+            return false;
+        }
+        let Some((connection_id, w)) = self
+            .media_ws
+            .by_conn
+            .iter_mut()
+            .find(|(_, w)| w.channel == id && w.connected && w.closing.is_none())
+        else {
+            return false;
+        };
+        w.closing = Some(cause);
+        let connection_id = connection_id.clone();
+        if let Some(c) = self.channels.by_id.get_mut(id) {
+            c.hanging_up = true;
+            c.exec_gen += 1;
+        }
+        self.leave_everything(id);
+        self.media_ws
+            .signals
+            .push_back(MediaSignal::Close { connection_id });
+        true
     }
 
     /// The media channel of `connection_id`, if it still exists.
@@ -509,6 +561,7 @@ impl Sim {
                 frame_size: 320,
                 json: false,
                 connected: true,
+                closing: None,
             },
         );
         self.media_ws

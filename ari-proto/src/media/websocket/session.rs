@@ -232,13 +232,18 @@ pub enum MediaOutput {
     /// A `MEDIA_MARK_PROCESSED` answered a `MARK_MEDIA` marker already given up
     /// ([`MarksUnanswered`](Self::MarksUnanswered)), counted in [`MediaStats::marks_late`].
     ///
-    /// Asterisk answers markers in the order they were queued, and a marker given up is
-    /// older than every marker still pending. So an answer whose id matches a marker given
-    /// up (the oldest such one, among the last [`MediaConfig::max_pending_marks`] given up)
-    /// is taken as that marker's late answer, never as the answer of a newer pending marker
-    /// reusing the id; the markers given up before it are then forgotten (Asterisk is past
-    /// them). An answer to a pending marker forgets every marker given up, and
-    /// `FLUSH_MEDIA` does too (Asterisk drops its queued markers).
+    /// Also an answer to a marker `FLUSH_MEDIA` discarded after it went out
+    /// ([`MarkersDiscarded`](Self::MarkersDiscarded)): Asterisk may have processed it, and
+    /// sent its answer, before it took the flush.
+    ///
+    /// The session never sends a correlation id that an answer may still come for: a new
+    /// marker whose id is pending, given up or discarded that way goes out as `id#2` (`#3`,
+    /// … the first free one), and its answer is handed over with the application's id. So
+    /// an answer is never taken for another marker than the one it answers. Asterisk
+    /// answers markers in queue order: the markers given up before the one answered are
+    /// then forgotten (Asterisk is past them), and an answer to a pending marker forgets
+    /// every marker given up. At most [`MediaConfig::max_pending_marks`] markers given up
+    /// are remembered.
     MarkAnsweredLate {
         /// The correlation id of the marker answered.
         mark: Option<String>,
@@ -428,6 +433,9 @@ enum Effect {
 #[derive(Debug)]
 struct PendingMark {
     id: Option<String>,
+    /// The correlation id sent: the application's, or that id with a `#<n>` suffix while
+    /// an answer to an earlier marker with the same id may still come.
+    wire: Option<String>,
     /// The estimated played-frame count at which Asterisk's playout reaches it, once sent.
     at: Option<u64>,
     /// When the estimated playout reached it.
@@ -510,9 +518,10 @@ pub struct MediaSession {
     queued_commands: usize,
     /// Markers submitted and not yet processed (local or at Asterisk).
     pending_marks: VecDeque<PendingMark>,
-    /// Ids of markers given up whose answer may still come, oldest first (at most
-    /// `max_pending_marks`).
-    given_up_marks: VecDeque<Option<String>>,
+    /// Markers sent and no longer pending (given up, or discarded by `FLUSH_MEDIA` after
+    /// they went out) whose answer may still come, oldest first (at most
+    /// `max_pending_marks`): (the application's id, the id sent).
+    given_up_marks: VecDeque<(Option<String>, Option<String>)>,
     /// Frames Asterisk has played since the start, by the session's estimate.
     played: u64,
     /// Frames `MEDIA_XON` showed played, not yet in `played`.
@@ -520,6 +529,9 @@ pub struct MediaSession {
     pending_buffering: VecDeque<Option<String>>,
     /// Estimate of Asterisk's playout queue, in frames.
     remote_frames: u32,
+    /// Frames sent since the last `FLUSH_MEDIA` went out (or since the start): Asterisk's
+    /// queue holds at most these.
+    sent_since_flush: u64,
     remote_paused: bool,
     drain_base: Option<Instant>,
     outputs: VecDeque<MediaOutput>,
@@ -556,6 +568,7 @@ impl MediaSession {
             played_unaccounted: 0,
             pending_buffering: VecDeque::new(),
             remote_frames: 0,
+            sent_since_flush: 0,
             remote_paused: false,
             drain_base: None,
             outputs: VecDeque::new(),
@@ -658,6 +671,8 @@ impl MediaSession {
             }
         };
         self.stats.events += 1;
+        // The id the application gave the pending marker this event answers.
+        let mut answered: Option<Option<String>> = None;
         match &event {
             MediaEvent::MediaStart(start) => {
                 self.format = ControlFormat::detect(text);
@@ -683,7 +698,15 @@ impl MediaSession {
             MediaEvent::MediaXoff { .. } => {
                 self.stats.xoff += 1;
                 self.xoff = true;
-                self.remote_frames = self.remote_frames.max(ASTERISK_XOFF_LEVEL);
+                // Asterisk's queue reached 900 frames, but it holds at most what was sent
+                // since the last FLUSH_MEDIA: an XOFF it sent before it took the flush
+                // (crossing it) says nothing of its queue now. (Taken at its word, the
+                // estimate stayed at 799 after the XON, and audio was held back for up to
+                // 16 s while Asterisk's queue was empty.) Its XOFF state stays until the
+                // XON, which Asterisk sends at its next tick of running playout once its
+                // queue is below 800, flushed or not.
+                let bound = u32::try_from(self.sent_since_flush).unwrap_or(u32::MAX);
+                self.remote_frames = self.remote_frames.max(ASTERISK_XOFF_LEVEL).min(bound);
             }
             MediaEvent::MediaXon { .. } => {
                 self.xoff = false;
@@ -693,16 +716,21 @@ impl MediaSession {
                 self.remote_frames = below;
             }
             MediaEvent::MediaMarkProcessed { correlation_id, .. } => {
-                // Asterisk answers in queue order, and every marker given up is older than
-                // every pending one: a given-up marker with this id is the one answered.
+                // Ids sent are never shared by two markers whose answers may both still
+                // come, so the id tells which marker is answered. Asterisk answers in queue
+                // order, and every marker given up is older than every pending one.
                 let id = correlation_id.as_deref().unwrap_or("");
                 if let Some(i) = self
                     .given_up_marks
                     .iter()
-                    .position(|m| m.as_deref().unwrap_or("") == id)
+                    .position(|(_, wire)| wire.as_deref().unwrap_or("") == id)
                 {
                     // The ones before it will never be answered: forget them too.
-                    let mark = self.given_up_marks.drain(..=i).next_back().flatten();
+                    let mark = self
+                        .given_up_marks
+                        .drain(..=i)
+                        .next_back()
+                        .and_then(|(app, _)| app);
                     self.stats.marks_late += 1;
                     self.outputs
                         .push_back(MediaOutput::MarkAnsweredLate { mark });
@@ -711,9 +739,9 @@ impl MediaSession {
                 if let Some(i) = self
                     .pending_marks
                     .iter()
-                    .position(|m| m.id.as_deref().unwrap_or("") == id)
+                    .position(|m| m.wire.as_deref().unwrap_or("") == id)
                 {
-                    self.pending_marks.remove(i);
+                    answered = self.pending_marks.remove(i).map(|m| m.id);
                     // Asterisk is past every marker given up.
                     self.given_up_marks.clear();
                 }
@@ -723,6 +751,13 @@ impl MediaSession {
             }
             MediaEvent::Unknown(_) => self.stats.unknown_events += 1,
             _ => {}
+        }
+        let mut event = event;
+        if let (Some(app_id), MediaEvent::MediaMarkProcessed { correlation_id, .. }) =
+            (answered, &mut event)
+        {
+            // The application's id, as it marked (the one sent may carry a `#<n>` suffix).
+            *correlation_id = app_id;
         }
         self.outputs.push_back(MediaOutput::Event(event));
     }
@@ -842,6 +877,11 @@ impl MediaSession {
     /// and the re-framer's tail; `STOP_MEDIA_BUFFERING` first queues that tail (Asterisk plays
     /// a short final frame in buffering mode). `HANGUP` ends the sending side: audio still
     /// queued is dropped (reported in [`MediaOutput::Closed`]).
+    ///
+    /// A `MARK_MEDIA` whose correlation id an answer may still come for (a marker pending,
+    /// given up, or discarded by `FLUSH_MEDIA` after it went out) goes out as `id#2` (`#3`,
+    /// …): its `MEDIA_MARK_PROCESSED` is handed over with `id`, and an earlier marker's
+    /// answer is never taken for it ([`MediaOutput::MarkAnsweredLate`]).
     pub fn send_command(&mut self, command: Command) -> Result<(), SendError> {
         if matches!(self.state, MediaState::Closing | MediaState::Closed) {
             return Err(SendError::Closed);
@@ -884,8 +924,25 @@ impl MediaSession {
                             pending: self.pending_marks.len(),
                         });
                     }
+                    let wire = self.wire_mark_id(correlation_id);
+                    if wire != *correlation_id {
+                        let renamed = Command::MarkMedia {
+                            correlation_id: wire.clone(),
+                        };
+                        let text = renamed.encode(self.format)?;
+                        self.pending_marks.push_back(PendingMark {
+                            id: correlation_id.clone(),
+                            wire,
+                            at: None,
+                            reached: None,
+                        });
+                        self.queued_commands += 1;
+                        self.queue.push_back(Item::Command(renamed, text));
+                        return Ok(());
+                    }
                     self.pending_marks.push_back(PendingMark {
                         id: correlation_id.clone(),
+                        wire,
                         at: None,
                         reached: None,
                     });
@@ -948,11 +1005,21 @@ impl MediaSession {
         self.queued_commands = 0;
         self.reframer.clear();
         self.buffering = false;
-        // Asterisk drops its queued markers: those given up will not be answered either.
-        self.given_up_marks.clear();
-        if !self.pending_marks.is_empty() || !self.pending_buffering.is_empty() {
+        // Asterisk drops its queued markers, but the answer to one it processed before it
+        // takes the FLUSH_MEDIA may be on its way: a marker that went out (like one given
+        // up) keeps its id reserved until it is answered or forgotten, so a new marker with
+        // the same id is never taken for it.
+        let mut discarded = Vec::new();
+        for m in self.pending_marks.drain(..) {
+            if m.at.is_some() {
+                self.given_up_marks.push_back((m.id.clone(), m.wire));
+            }
+            discarded.push(m.id);
+        }
+        self.trim_given_up();
+        if !discarded.is_empty() || !self.pending_buffering.is_empty() {
             self.outputs.push_back(MediaOutput::MarkersDiscarded {
-                marks: self.pending_marks.drain(..).map(|m| m.id).collect(),
+                marks: discarded,
                 buffering: self.pending_buffering.drain(..).collect(),
             });
         }
@@ -988,6 +1055,7 @@ impl MediaSession {
                 Effect::Flush => {
                     self.played += u64::from(self.remote_frames);
                     self.remote_frames = 0;
+                    self.sent_since_flush = 0;
                 }
                 Effect::None => {}
             }
@@ -1030,6 +1098,7 @@ impl MediaSession {
                     self.drain_base = Some(now);
                 }
                 self.remote_frames = self.remote_frames.saturating_add(frames);
+                self.sent_since_flush += u64::from(frames);
                 self.stats.frames_out += 1;
                 self.stats.bytes_out += frame.len() as u64;
                 Some(Transmit::Binary(frame))
@@ -1115,22 +1184,52 @@ impl MediaSession {
             return;
         }
         let mut marks = Vec::new();
+        let mut given_up = Vec::new();
         self.pending_marks.retain(|m| match m.reached {
             Some(r) if r + timeout <= now => {
                 marks.push(m.id.clone());
+                given_up.push((m.id.clone(), m.wire.clone()));
                 false
             }
             _ => true,
         });
         self.stats.marks_unanswered += marks.len() as u64;
-        self.given_up_marks.extend(marks.iter().cloned());
+        self.given_up_marks.extend(given_up);
+        self.trim_given_up();
+        self.outputs
+            .push_back(MediaOutput::MarksUnanswered { marks });
+    }
+
+    /// Keeps at most `max_pending_marks` markers given up (the newest).
+    fn trim_given_up(&mut self) {
         let excess = self
             .given_up_marks
             .len()
             .saturating_sub(self.config.max_pending_marks);
         self.given_up_marks.drain(..excess);
-        self.outputs
-            .push_back(MediaOutput::MarksUnanswered { marks });
+    }
+
+    /// The correlation id to send for a new marker `id`: `id` itself, unless a marker sent
+    /// with it may still be answered (pending, given up, or discarded by `FLUSH_MEDIA` after
+    /// it went out); then `id#2`, `id#3`, … the first such id that is free. An answer in
+    /// flight for an earlier marker can then never be taken for the new one.
+    fn wire_mark_id(&self, id: &Option<String>) -> Option<String> {
+        let taken = |wire: &str| {
+            self.pending_marks
+                .iter()
+                .map(|m| m.wire.as_deref().unwrap_or(""))
+                .chain(
+                    self.given_up_marks
+                        .iter()
+                        .map(|(_, w)| w.as_deref().unwrap_or("")),
+                )
+                .any(|w| w == wire)
+        };
+        let base = id.as_deref().unwrap_or("");
+        if !taken(base) {
+            return id.clone();
+        }
+        (2u64..).map(|n| format!("{base}#{n}")).find(|w| !taken(w))
     }
 
     fn flush_overflow(&mut self) {
