@@ -117,6 +117,7 @@
 
 mod accepted;
 mod config;
+mod departed;
 mod ended;
 mod linger;
 mod rng;
@@ -796,6 +797,8 @@ pub struct Session<T = ()> {
     /// Playbacks and recordings the application queued on a channel or bridge, not seen
     /// started yet, by target ([`Session::queued_on`]).
     queued: std::collections::HashMap<ResourceKey, Vec<ResourceKey>>,
+    /// Channels that left the application and bridges destroyed ([`Session::queued_on`]).
+    departed: departed::Departed,
     stats: Stats,
 }
 
@@ -854,6 +857,7 @@ impl<T: Clone> Session<T> {
             bridges: linger::Linger::default(),
             ended: ended::EndedIds::default(),
             queued: std::collections::HashMap::new(),
+            departed: departed::Departed::default(),
             stats: Stats::default(),
         }
     }
@@ -1242,9 +1246,12 @@ impl<T: Clone> Session<T> {
     /// others; if the channel leaves the application (`StasisEnd`, `ChannelDestroyed`), or
     /// the bridge is destroyed, before it started (its `PlaybackStarted`/`RecordingStarted`,
     /// or its end, was routed), Asterisk drops it without an event: its subscriptions end
-    /// then ([`Output::SubscriptionEnded`] with [`EndReason::NeverStarted`]). At most
+    /// then ([`Output::SubscriptionEnded`] with [`EndReason::NeverStarted`]). When the
+    /// channel had already left (or the bridge gone) by the time this is called (Asterisk's
+    /// answer came after the events socket told of the hangup), they end now, unless the
+    /// resource's own events came (its command ran before the channel left). At most
     /// [`Limits::max_ended_ids`] targets are tracked at once (a resource queued beyond that is
-    /// not).
+    /// not), and as many departures remembered.
     ///
     /// ```
     /// use std::time::Instant;
@@ -1284,6 +1291,22 @@ impl<T: Clone> Session<T> {
         target_kind: ResourceKind,
         target: &str,
     ) {
+        if self.departed.contains(target_kind, target) {
+            // Asterisk's answer was handled after the channel left (or the bridge went): the
+            // command was dropped with the channel's queue, unless it ran before (its events
+            // came).
+            if !self.router.seen(kind, id) && !self.ended.contains(kind, id) {
+                for (sub, data) in self.router.unsubscribe_resource(kind, id) {
+                    self.stats.subscriptions_ended += 1;
+                    self.push_control(Output::SubscriptionEnded {
+                        id: sub,
+                        reason: EndReason::NeverStarted,
+                        data,
+                    });
+                }
+            }
+            return;
+        }
         let key = (target_kind, Box::<str>::from(target));
         if !self.queued.contains_key(&key) && self.queued.len() >= self.config.limits.max_ended_ids
         {
@@ -2113,6 +2136,8 @@ impl<T: Clone> Session<T> {
         }
         self.stats.events += 1;
         self.ended.observe(&event, self.config.limits.max_ended_ids);
+        self.departed
+            .observe(&event, self.config.limits.max_ended_ids);
         let mut ended = std::mem::take(&mut self.ended_scratch);
         let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
         if !self.queued.is_empty() {
