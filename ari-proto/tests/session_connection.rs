@@ -668,7 +668,7 @@ fn ended_subscriptions(
 fn a_play_answered_after_its_channel_left_ends_its_waits() {
     use ari_proto::events::ResourceKind::{Channel, Playback};
     use ari_proto::session::EndReason;
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = connected(SessionConfig::new(["app"]), t0);
     let pb = s.subscribe(Filter::playback("pb-1"));
     s.handle_text_frame(t0, &stasis_end("app", "c1"));
