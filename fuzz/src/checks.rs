@@ -1394,6 +1394,10 @@ fn queued_action(session: &mut Session, model: &mut Model, q: QueuedAction) {
                 }
                 return;
             }
+            if seen {
+                // Started or ended already: not tracked.
+                return;
+            }
             let list = model
                 .queued
                 .entry((target_kind, tid.to_owned()))

@@ -1589,3 +1589,55 @@ pub async fn a_prompt_answered_after_the_caller_left_ends_its_wait<R: Runtime>(h
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// A menu played with a server-side id (`channels/{id}/play`, no id chosen by the
+/// application) queued behind the greeting on a bridged call, its `finished()` asked while
+/// it waits; the caller hangs up and Asterisk drops the menu without an event. `finished()`
+/// ends with `Error::Ended`. (Before, it asked Asterisk, heard the menu was queued, and
+/// waited for a `PlaybackFinished` that never came.)
+pub async fn a_server_id_prompt_dropped_at_the_hangup_ends_its_wait<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-server-id-prompt";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("into the bridge", bridge.add_channel([&call]))
+        .await
+        .unwrap();
+    let greeting = h
+        .live(
+            "greeting",
+            c.channels().play(call.id(), ["sound:silence/5"]),
+        )
+        .await
+        .unwrap();
+    let menu = h
+        .live("menu", c.channels().play(call.id(), ["sound:silence/3"]))
+        .await
+        .unwrap();
+    let mut menu_finished = Box::pin(menu.finished());
+    let greeting_finished = greeting.finished();
+    // `finished()` asks Asterisk (the menu is queued), then waits.
+    let asked = h.sleep(std::time::Duration::from_millis(300));
+    if let futures::future::Either::Left((r, _)) =
+        futures::future::select(menu_finished.as_mut(), Box::pin(asked)).await
+    {
+        panic!("the menu is queued behind the greeting: {r:?}");
+    }
+    h.server().hangup(call.id()).unwrap();
+    h.live("the greeting's end", greeting_finished)
+        .await
+        .unwrap();
+    match h.live("the menu's end", menu_finished).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("playback:{}", menu.id())),
+        other => panic!("the menu never started: {other:?}"),
+    }
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}

@@ -1291,11 +1291,13 @@ impl<T: Clone> Session<T> {
         target_kind: ResourceKind,
         target: &str,
     ) {
+        // Its own events came already (it started, or ended): nothing to track.
+        let seen = self.router.seen(kind, id) || self.ended.contains(kind, id);
         if self.departed.contains(target_kind, target) {
             // Asterisk's answer was handled after the channel left (or the bridge went): the
             // command was dropped with the channel's queue, unless it ran before (its events
             // came).
-            if !self.router.seen(kind, id) && !self.ended.contains(kind, id) {
+            if !seen {
                 for (sub, data) in self.router.unsubscribe_resource(kind, id) {
                     self.stats.subscriptions_ended += 1;
                     self.push_control(Output::SubscriptionEnded {
@@ -1305,6 +1307,9 @@ impl<T: Clone> Session<T> {
                     });
                 }
             }
+            return;
+        }
+        if seen {
             return;
         }
         let key = (target_kind, Box::<str>::from(target));
