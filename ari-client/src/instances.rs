@@ -422,6 +422,21 @@ impl<R: Runtime> Playback<R> {
                 match this.client.execute(&op).await {
                     Err(e) if e.is_not_found() => return Ok(()),
                     Err(e) => return Err(e),
+                    Ok(pb) if pb.state == models::PlaybackState::Queued => {
+                        // Queued behind the channel's (or bridge's) other commands: if the
+                        // channel leaves first, Asterisk drops it without an event, and the
+                        // wait ends then (at once if it has left already).
+                        let target = match pb.target_uri.split_once(':') {
+                            Some(("channel", t)) => Some((ResourceKind::Channel, t)),
+                            Some(("bridge", t)) => Some((ResourceKind::Bridge, t)),
+                            _ => None,
+                        };
+                        if let Some((kind, target)) = target {
+                            this.client.inner.shared.command(|s| {
+                                s.queued_on(ResourceKind::Playback, this.id(), kind, target)
+                            });
+                        }
+                    }
                     Ok(_) => {}
                 }
                 once.await.and_then(|e| playback_outcome(&e.playback))

@@ -629,3 +629,64 @@ fn connect_request_debug_never_shows_the_api_key() {
     }
     assert!(seen);
 }
+
+/// A `StasisEnd` frame for channel `id` of application `app`.
+fn stasis_end(app: &str, id: &str) -> String {
+    format!(
+        r#"{{"type":"StasisEnd","application":"{app}","timestamp":"2026-11-26T11:14:02.546+0000",
+        "channel":{{"id":"{id}","name":"PJSIP/alice-1","state":"Up","protocol_id":"",
+        "caller":{{"name":"","number":""}},"connected":{{"name":"","number":""}},
+        "accountcode":"","dialplan":{{"context":"default","exten":"s","priority":1,
+        "app_name":"","app_data":""}},"creationtime":"2026-11-26T11:14:00.000+0000",
+        "language":"en"}}}}"#
+    )
+}
+
+/// The subscriptions ended (id, reason) among the session's outputs.
+fn ended_subscriptions(
+    s: &mut Session,
+) -> Vec<(
+    ari_proto::session::SubscriptionId,
+    ari_proto::session::EndReason,
+)> {
+    let mut ended = Vec::new();
+    while let Some(out) = s.poll_output() {
+        if let Output::SubscriptionEnded { id, reason, .. } = out {
+            ended.push((id, reason));
+        }
+    }
+    ended
+}
+
+/// The caller hangs up just as the application queues a prompt: Asterisk answers 201 to the
+/// `play`, then drops the queued command with the channel, and the `StasisEnd` (events
+/// socket) reaches the session before the 201 (HTTP) is handled. The playback's waits end
+/// with `NeverStarted` when the answer is handled (they waited for ever: `queued_on` then
+/// tracked a channel that had already left). A playback whose events came before the
+/// `StasisEnd` (it ran) is not ended; a channel back in Stasis is present again.
+#[test]
+fn a_play_answered_after_its_channel_left_ends_its_waits() {
+    use ari_proto::events::ResourceKind::{Channel, Playback};
+    use ari_proto::session::EndReason;
+    let t0 = epoch();
+    let mut s = connected(SessionConfig::new(["app"]), t0);
+    let pb = s.subscribe(Filter::playback("pb-1"));
+    s.handle_text_frame(t0, &stasis_end("app", "c1"));
+    assert!(ended_subscriptions(&mut s).is_empty());
+    s.queued_on(Playback, "pb-1", Channel, "c1");
+    assert_eq!(ended_subscriptions(&mut s), [(pb, EndReason::NeverStarted)]);
+    assert!(!s.is_subscribed(pb));
+
+    // It ran before the channel left: its final event comes (or came); not ended here.
+    let pb2 = s.subscribe(Filter::playback("pb-2"));
+    s.handle_text_frame(
+        t0,
+        r#"{"type":"PlaybackStarted","application":"app","timestamp":"2026-11-26T11:14:02.546+0000",
+        "playback":{"id":"pb-2","media_uri":"sound:hello","target_uri":"channel:c2","language":"en","state":"playing"}}"#,
+    );
+    s.handle_text_frame(t0, &stasis_end("app", "c2"));
+    let _ = ended_subscriptions(&mut s);
+    s.queued_on(Playback, "pb-2", Channel, "c2");
+    assert!(ended_subscriptions(&mut s).is_empty());
+    assert!(s.is_subscribed(pb2));
+}

@@ -24,6 +24,9 @@ pub(crate) struct Faults {
     pub(crate) write_timeout: Duration,
     /// `true` while REST answers are held ([`MockServer::hold_responses`](crate::MockServer::hold_responses)).
     pub(crate) held: tokio::sync::watch::Sender<bool>,
+    /// `true` while REST answers are held after the request took effect
+    /// ([`MockServer::hold_answers`](crate::MockServer::hold_answers)).
+    pub(crate) answers_held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Faults {
@@ -34,6 +37,7 @@ impl Faults {
             fail: None,
             write_timeout,
             held: tokio::sync::watch::Sender::new(false),
+            answers_held: tokio::sync::watch::Sender::new(false),
         }
     }
 

@@ -227,6 +227,9 @@ async fn answer(
         }
         a
     });
+    let mut answers_held = lock(&shared.faults).answers_held.subscribe();
+    // A closed channel cannot happen (the sender lives in the server): answer then.
+    let _ = answers_held.wait_for(|held| !*held).await;
     match result {
         Some(Ok(a)) => a,
         Some(Err(panic)) => {

@@ -937,6 +937,15 @@ impl MockServer {
         lock(&self.shared.faults).held.send_replace(hold);
     }
 
+    /// Fault: while `true`, REST requests over HTTP take effect at once (the simulator acts
+    /// on them, its events flow) but their answers wait; `false` sends the answers held, then
+    /// answers as usual. (REST over WebSocket answers before the events, as Asterisk does,
+    /// and is not held.) An answer that reaches the application after the
+    /// events it caused, or after what happened next (the caller hung up meanwhile).
+    pub fn hold_answers(&self, hold: bool) {
+        lock(&self.shared.faults).answers_held.send_replace(hold);
+    }
+
     /// Fault: answers the next `n` REST requests (HTTP or WebSocket, after authentication)
     /// with `status` and `{"message": <reason phrase>}` instead of handling them.
     pub fn fail_requests(&self, n: usize, status: u16) {

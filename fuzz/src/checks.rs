@@ -1014,6 +1014,13 @@ struct Model {
     /// The subscriptions the last routed event ended as never started, in order: each ends
     /// with `EndReason::NeverStarted` in the next drain, in that order, and no other does.
     never_started: std::collections::VecDeque<SubscriptionId>,
+    /// Channels that left the application (`StasisEnd`, `ChannelDestroyed`) and bridges
+    /// destroyed (`BridgeDestroyed`) since they were last (re)created (`StasisStart`,
+    /// `ChannelCreated`, `BridgeCreated`), and their departure order (at most
+    /// `max_ended_ids`, the oldest forgotten first): a later `queued_on` on one ends the
+    /// resource's live subscriptions at once, unless it was seen.
+    departed: BTreeSet<(ResourceKind, String)>,
+    departed_order: std::collections::VecDeque<(ResourceKind, String)>,
     /// Every resource a subscription ever followed (for the `has_seen` checks).
     followed: BTreeSet<(ResourceKind, String)>,
     /// The followed resources a frame may have been routed for since their first live
@@ -1038,8 +1045,9 @@ struct Model {
 /// ended (`not_created_before`: only those older than the mark); a playback or recording
 /// `queued_on` a channel or bridge, not started or ended yet, has exactly its live
 /// subscriptions ended with `EndReason::NeverStarted`, in queue then subscription order, when
-/// the channel's `StasisEnd` or `ChannelDestroyed` or the bridge's `BridgeDestroyed` is routed
-/// (at most `Limits::max_ended_ids` channels and bridges tracked, one more counted in
+/// the channel's `StasisEnd` or `ChannelDestroyed` or the bridge's `BridgeDestroyed` is routed,
+/// or at once when it is queued on one that already departed (and was not seen) (at most
+/// `Limits::max_ended_ids` channels and bridges tracked, one more counted in
 /// `queued_untracked`);
 /// `subscribe` returns `next_subscription_id`; `has_seen` holds only for a resource some live
 /// subscription follows, and always for one an event was routed for while it was followed;
@@ -1392,7 +1400,26 @@ fn queued_action(session: &mut Session, model: &mut Model, q: QueuedAction) {
                 "queued_on of {parts:?}"
             );
             assert_eq!(parts.stopped_recording(), None);
+            let seen = session.has_seen(kind, rid) || session.has_ended(kind, rid);
             session.queued_on(kind, rid, target_kind, tid);
+            if model.departed.contains(&(target_kind, tid.to_owned())) {
+                // Answered after its channel left or its bridge went: dropped by Asterisk,
+                // its live subscriptions end now (in subscription order), unless it ran.
+                if !seen {
+                    let ids: Vec<SubscriptionId> = model
+                        .subs
+                        .iter()
+                        .filter(|(_, f)| f.resource_ref() == Some((kind, rid)))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    model.never_started.extend(ids);
+                }
+                return;
+            }
+            if seen {
+                // Started or ended already: not tracked.
+                return;
+            }
             // At most `max_ended_ids` channels and bridges are tracked; one more is counted.
             let key = (target_kind, tid.to_owned());
             if !model.queued.contains_key(&key) && model.queued.len() >= model.max_queued_targets {
@@ -1466,6 +1493,7 @@ fn queued_action(session: &mut Session, model: &mut Model, q: QueuedAction) {
 /// application or a destroyed bridge end (`EndReason::NeverStarted`, in queue order, then
 /// subscription order).
 fn track_queued(model: &mut Model, event: &Event) {
+    track_departed(model, event);
     let (target, kind, rid, uri) = match event {
         Event::StasisEnd(e) => ((ResourceKind::Channel, e.channel.id.as_str()), None, "", ""),
         Event::ChannelDestroyed(e) => {
@@ -1530,6 +1558,36 @@ fn track_queued(model: &mut Model, event: &Event) {
             model.queued.remove(&target);
         }
     }
+}
+
+/// After `event` was routed: a channel that left the application or was destroyed, or a
+/// bridge destroyed, departs; one (re)created or back in Stasis is present again.
+fn track_departed(model: &mut Model, event: &Event) {
+    let (key, gone) = match event {
+        Event::StasisEnd(e) => ((ResourceKind::Channel, e.channel.id.as_str()), true),
+        Event::ChannelDestroyed(e) => ((ResourceKind::Channel, e.channel.id.as_str()), true),
+        Event::BridgeDestroyed(e) => ((ResourceKind::Bridge, e.bridge.id.as_str()), true),
+        Event::StasisStart(e) => ((ResourceKind::Channel, e.channel.id.as_str()), false),
+        Event::ChannelCreated(e) => ((ResourceKind::Channel, e.channel.id.as_str()), false),
+        Event::BridgeCreated(e) => ((ResourceKind::Bridge, e.bridge.id.as_str()), false),
+        _ => return,
+    };
+    let key = (key.0, key.1.to_owned());
+    if !gone {
+        model.departed.remove(&key);
+        return;
+    }
+    if model.departed.contains(&key) {
+        return;
+    }
+    let cap = model.max_queued_targets;
+    while model.departed_order.len() >= cap {
+        if let Some(old) = model.departed_order.pop_front() {
+            model.departed.remove(&old);
+        }
+    }
+    model.departed.insert(key.clone());
+    model.departed_order.push_back(key);
 }
 
 /// `handle_timeout(now)`, and the model's bridges whose linger is over by `now` become due:

@@ -1459,3 +1459,185 @@ pub async fn an_external_media_channel_is_followed_from_before_its_creation_to_i
     h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
         .await;
 }
+
+/// A menu queued behind a greeting when the caller hangs up. What Asterisk sends for the
+/// queued prompt depends on where the call is: out of a bridge its command still runs
+/// against the hung-up channel (`PlaybackStarted`, `PlaybackFinished` at once, before
+/// `StasisEnd`); in a bridge it is dropped without an event. `finished()` ends either way:
+/// `Ok` in the first case, `Error::Ended` in the second; the greeting finishes, and nothing
+/// is left behind.
+pub async fn a_prompt_queued_when_the_caller_hangs_up_ends_its_wait_in_or_out_of_a_bridge<
+    R: Runtime,
+>(
+    h: &Harness<R>,
+) {
+    let app = "conf-queued-prompt-hangup";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    for bridged in [false, true] {
+        let call = h.answered_call(&c, app).await;
+        let bridge = c.new_bridge();
+        if bridged {
+            h.live("bridge", bridge.create().bridge_type("mixing"))
+                .await
+                .unwrap();
+            h.live("into the bridge", bridge.add_channel([&call]))
+                .await
+                .unwrap();
+        }
+        let greeting = c.new_playback();
+        let menu = c.new_playback();
+        h.live(
+            "greeting",
+            call.play_with_id(&greeting, ["sound:silence/5"]),
+        )
+        .await
+        .unwrap();
+        h.live("menu", call.play_with_id(&menu, ["sound:silence/3"]))
+            .await
+            .unwrap();
+        let menu_finished = menu.finished();
+        h.server().hangup(call.id()).unwrap();
+        h.live("the greeting's end", greeting.finished())
+            .await
+            .unwrap();
+        match (bridged, h.live("the menu's end", menu_finished).await) {
+            (false, Ok(())) => {}
+            (true, Err(Error::Ended { resource })) => {
+                assert_eq!(resource, format!("playback:{}", menu.id()))
+            }
+            (bridged, other) => panic!("bridged {bridged}: {other:?}"),
+        }
+        if bridged {
+            h.live("destroy the bridge", bridge.destroy())
+                .await
+                .unwrap();
+        }
+    }
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// The caller hangs up just as the application queues a menu behind the greeting on a
+/// bridged call: Asterisk takes the `play` (201), then drops the queued command with the
+/// call, and the application hears of the hangup (`StasisEnd` on the events socket) before
+/// the 201 arrives. `finished()` ends with `Error::Ended` once the answer comes. (Before, it
+/// waited for ever: the client tracked the menu as queued on a channel that had already
+/// left.)
+pub async fn a_prompt_answered_after_the_caller_left_ends_its_wait<R: Runtime>(h: &Harness<R>) {
+    use std::future::IntoFuture;
+    let app = "conf-prompt-after-hangup";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("into the bridge", bridge.add_channel([&call]))
+        .await
+        .unwrap();
+    let greeting = c.new_playback();
+    h.live(
+        "greeting",
+        call.play_with_id(&greeting, ["sound:silence/5"]),
+    )
+    .await
+    .unwrap();
+    let left = call.once::<StasisEnd>();
+    let menu = c.new_playback();
+    let menu_finished = menu.finished();
+    let exists = |id: &str| {
+        let segments = ["playbacks".to_string(), id.to_string()];
+        h.server().with_sim(|sim, now| {
+            let req = ari_testkit::sim::SimRequest {
+                method: "GET",
+                segments: &segments,
+                query: &[],
+                body: None,
+                read_only: false,
+            };
+            sim.handle_request(now, &req).status == 200
+        }) == Some(true)
+    };
+    h.server().hold_answers(true);
+    let play = call.play_with_id(&menu, ["sound:silence/3"]).into_future();
+    let hang_up = async {
+        h.eventually("the menu is queued", || exists(menu.id()))
+            .await;
+        h.server().hangup(call.id()).unwrap();
+        let end = h.live("StasisEnd", left).await;
+        h.server().hold_answers(false);
+        end
+    };
+    let (played, end) = h
+        .live("play and hang up", futures::future::join(play, hang_up))
+        .await;
+    h.server().hold_answers(false);
+    played.unwrap();
+    end.unwrap();
+    match h.live("the menu's end", menu_finished).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("playback:{}", menu.id())),
+        other => panic!("the menu never started: {other:?}"),
+    }
+    h.live("the greeting's end", greeting.finished())
+        .await
+        .unwrap();
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}
+
+/// A menu played with a server-side id (`channels/{id}/play`, no id chosen by the
+/// application) queued behind the greeting on a bridged call, its `finished()` asked while
+/// it waits; the caller hangs up and Asterisk drops the menu without an event. `finished()`
+/// ends with `Error::Ended`. (Before, it asked Asterisk, heard the menu was queued, and
+/// waited for a `PlaybackFinished` that never came.)
+pub async fn a_server_id_prompt_dropped_at_the_hangup_ends_its_wait<R: Runtime>(h: &Harness<R>) {
+    let app = "conf-server-id-prompt";
+    let c = h.started(&[app]).await;
+    let baseline = c.live_subscriptions();
+    let call = h.answered_call(&c, app).await;
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("into the bridge", bridge.add_channel([&call]))
+        .await
+        .unwrap();
+    let greeting = h
+        .live(
+            "greeting",
+            c.channels().play(call.id(), ["sound:silence/5"]),
+        )
+        .await
+        .unwrap();
+    let menu = h
+        .live("menu", c.channels().play(call.id(), ["sound:silence/3"]))
+        .await
+        .unwrap();
+    let mut menu_finished = Box::pin(menu.finished());
+    let greeting_finished = greeting.finished();
+    // `finished()` asks Asterisk (the menu is queued), then waits.
+    let asked = h.sleep(std::time::Duration::from_millis(300));
+    if let futures::future::Either::Left((r, _)) =
+        futures::future::select(menu_finished.as_mut(), Box::pin(asked)).await
+    {
+        panic!("the menu is queued behind the greeting: {r:?}");
+    }
+    h.server().hangup(call.id()).unwrap();
+    h.live("the greeting's end", greeting_finished)
+        .await
+        .unwrap();
+    match h.live("the menu's end", menu_finished).await {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("playback:{}", menu.id())),
+        other => panic!("the menu never started: {other:?}"),
+    }
+    h.live("destroy the bridge", bridge.destroy())
+        .await
+        .unwrap();
+    h.eventually("nothing left behind", || c.live_subscriptions() == baseline)
+        .await;
+}

@@ -117,6 +117,7 @@
 
 mod accepted;
 mod config;
+mod departed;
 mod ended;
 mod linger;
 mod rng;
@@ -802,6 +803,8 @@ pub struct Session<T = ()> {
     /// Playbacks and recordings the application queued on a channel or bridge, not seen
     /// started yet, by target ([`Session::queued_on`]).
     queued: std::collections::HashMap<ResourceKey, Vec<ResourceKey>>,
+    /// Channels that left the application and bridges destroyed ([`Session::queued_on`]).
+    departed: departed::Departed,
     stats: Stats,
 }
 
@@ -860,6 +863,7 @@ impl<T: Clone> Session<T> {
             bridges: linger::Linger::default(),
             ended: ended::EndedIds::default(),
             queued: std::collections::HashMap::new(),
+            departed: departed::Departed::default(),
             stats: Stats::default(),
         }
     }
@@ -1248,9 +1252,12 @@ impl<T: Clone> Session<T> {
     /// others; if the channel leaves the application (`StasisEnd`, `ChannelDestroyed`), or
     /// the bridge is destroyed, before it started (its `PlaybackStarted`/`RecordingStarted`,
     /// or its end, was routed), Asterisk drops it without an event: its subscriptions end
-    /// then ([`Output::SubscriptionEnded`] with [`EndReason::NeverStarted`]). At most
+    /// then ([`Output::SubscriptionEnded`] with [`EndReason::NeverStarted`]). When the
+    /// channel had already left (or the bridge gone) by the time this is called (Asterisk's
+    /// answer came after the events socket told of the hangup), they end now, unless the
+    /// resource's own events came (its command ran before the channel left). At most
     /// [`Limits::max_ended_ids`] targets are tracked at once (a resource queued beyond that is
-    /// not, counted in [`Stats::queued_untracked`]).
+    /// not, counted in [`Stats::queued_untracked`]), and as many departures remembered.
     ///
     /// ```
     /// use std::time::Instant;
@@ -1290,6 +1297,27 @@ impl<T: Clone> Session<T> {
         target_kind: ResourceKind,
         target: &str,
     ) {
+        // Its own events came already (it started, or ended): nothing to track.
+        let seen = self.router.seen(kind, id) || self.ended.contains(kind, id);
+        if self.departed.contains(target_kind, target) {
+            // Asterisk's answer was handled after the channel left (or the bridge went): the
+            // command was dropped with the channel's queue, unless it ran before (its events
+            // came).
+            if !seen {
+                for (sub, data) in self.router.unsubscribe_resource(kind, id) {
+                    self.stats.subscriptions_ended += 1;
+                    self.push_control(Output::SubscriptionEnded {
+                        id: sub,
+                        reason: EndReason::NeverStarted,
+                        data,
+                    });
+                }
+            }
+            return;
+        }
+        if seen {
+            return;
+        }
         let key = (target_kind, Box::<str>::from(target));
         if !self.queued.contains_key(&key) && self.queued.len() >= self.config.limits.max_ended_ids
         {
@@ -2120,6 +2148,8 @@ impl<T: Clone> Session<T> {
         }
         self.stats.events += 1;
         self.ended.observe(&event, self.config.limits.max_ended_ids);
+        self.departed
+            .observe(&event, self.config.limits.max_ended_ids);
         let mut ended = std::mem::take(&mut self.ended_scratch);
         let subscribers = Subscribers::from_matches(self.router.route(&event, &mut ended));
         if !self.queued.is_empty() {

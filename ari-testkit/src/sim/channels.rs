@@ -389,7 +389,11 @@ impl Sim {
         let Some(app) = c.stasis.as_ref().map(|(a, _)| a.clone()) else {
             return;
         };
-        if let Some(b) = c.bridge.clone() {
+        let bridge = c.bridge.clone();
+        if c.hanging_up && bridge.is_some() {
+            self.drop_queued_playbacks(id);
+        }
+        if let Some(b) = bridge {
             self.bridge_remove(&b, id);
         }
         self.stop_channel_media(id);

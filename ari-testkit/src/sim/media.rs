@@ -335,6 +335,44 @@ impl Sim {
         }
     }
 
+    /// A bridged channel hangs up: the playbacks queued on it that have not started go without
+    /// an event. In a bridge, Asterisk plays a channel's playback through the bridge channel
+    /// (`play_uri` queues it there and waits); when the channel hangs up, the bridge channel
+    /// leaves and frees its queued actions unplayed, so the next queued `play_uri`, run by the
+    /// channel's Stasis thread right after, finds nothing to play on and publishes nothing
+    /// (`res_stasis_playback.c`, `bridge_channel.c`). The playing one finishes (`done`), as
+    /// in the test suite's `channels/playback/to_channel_in_bridge_hangup`. (A channel out of
+    /// a bridge runs each queued playback against the hung-up channel: `PlaybackStarted` then
+    /// `PlaybackFinished` at once, before `StasisEnd`.)
+    pub(super) fn drop_queued_playbacks(&mut self, channel: &str) {
+        let playbacks = &self.media.playbacks;
+        let queued: Vec<String> = self
+            .channels
+            .by_id
+            .get(channel)
+            .map(|c| {
+                c.playbacks
+                    .iter()
+                    .filter(|pb| {
+                        playbacks
+                            .get(*pb)
+                            .is_some_and(|p| matches!(p.state, PbState::Queued | PbState::Canceled))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if queued.is_empty() {
+            return;
+        }
+        for pb in &queued {
+            self.media.playbacks.remove(pb);
+        }
+        if let Some(c) = self.channels.by_id.get_mut(channel) {
+            c.playbacks.retain(|pb| !queued.contains(pb));
+        }
+    }
+
     /// Position in the current media.
     pub(super) fn pb_position(&self, p: &Playback) -> Duration {
         match p.state {

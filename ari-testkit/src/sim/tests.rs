@@ -3394,3 +3394,72 @@ fn originate_app_args_are_split_as_stasis_splits_its_application_data() {
         ["a,b", "c,d", "f(x,y)", r"back\slash", "", ""]
     );
 }
+
+/// Playbacks queued (not started) on a call that hangs up. Out of a bridge, Asterisk's
+/// Stasis thread runs each queued `play_uri` against the hung-up channel before it leaves
+/// (`control_dispatch_all` goes on through the queue): `PlaybackStarted` then
+/// `PlaybackFinished` at once, all before `StasisEnd`. In a bridge, the playback is handed to
+/// the bridge channel, which frees its queued actions unplayed when it leaves: the queued
+/// ones go without any event (the playing one finishes, as in the test suite's
+/// `channels/playback/to_channel_in_bridge_hangup`). An application's wait must end either
+/// way (the client ends a queued playback's waits with its channel).
+#[test]
+fn playbacks_queued_at_a_hangup_run_out_of_a_bridge_and_vanish_in_one() {
+    let queue = |h: &mut H, id: &str| {
+        for (pb, media) in [("first", "sound:silence/5"), ("second", "sound:silence/1")] {
+            let path = format!("channels/{id}/play/{pb}");
+            assert_eq!(h.req("POST", &path, &[("media", media)], None).status, 201);
+        }
+    };
+    let order = |h: &H| -> Vec<String> {
+        h.events
+            .iter()
+            .filter_map(|o| {
+                let t = o.event["type"].as_str()?;
+                match o.event["playback"]["id"].as_str() {
+                    Some(pb) => Some(format!("{t} {pb}")),
+                    None => (t == "StasisEnd").then(|| t.to_string()),
+                }
+            })
+            .collect()
+    };
+
+    let mut h = H::new("");
+    let id = answered(&mut h);
+    queue(&mut h, &id);
+    h.ms(1000);
+    h.sim.hangup(h.now, &id).unwrap();
+    h.pump();
+    assert_eq!(
+        order(&h),
+        [
+            "PlaybackStarted first",
+            "PlaybackFinished first",
+            "PlaybackStarted second",
+            "PlaybackFinished second",
+            "StasisEnd",
+        ]
+    );
+
+    let mut h = H::new("");
+    let id = answered(&mut h);
+    h.req("POST", "bridges/b1", &[("type", "mixing")], None);
+    let r = h.req("POST", "bridges/b1/addChannel", &[("channel", &id)], None);
+    assert_eq!(r.status, 204);
+    h.events.clear();
+    queue(&mut h, &id);
+    h.ms(1000);
+    h.sim.hangup(h.now, &id).unwrap();
+    h.pump();
+    assert_eq!(
+        order(&h),
+        [
+            "PlaybackStarted first",
+            "PlaybackFinished first",
+            "StasisEnd"
+        ]
+    );
+    assert_eq!(h.req("GET", "playbacks/second", &[], None).status, 404);
+    h.ms(5000);
+    assert_eq!(order(&h).len(), 3, "{:?}", order(&h));
+}
