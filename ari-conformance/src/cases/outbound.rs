@@ -1953,17 +1953,12 @@ pub async fn outbound_persistent_restart_hands_out_only_the_channels_in_stasis<
     drop(mock);
 }
 
-/// The application restarts with a call in Stasis, and Asterisk is slow to answer REST (busy:
-/// the lookup of the calls already in Stasis, `GET applications`, waits). The new
-/// connection is handed out at once all the same, and a call entering Stasis meanwhile
-/// comes on `incoming` without waiting for the lookup; once Asterisk answers,
-/// `in_stasis` gives the call of the previous run (not the new one) and ends.
-pub async fn outbound_persistent_calls_are_not_held_up_by_the_in_stasis_lookup<
-    E: Executor,
-    C: Connector,
->(
+/// The application (a persistent server) restarts with a call in Stasis, and Asterisk is
+/// slow to answer REST from then on (`hold_responses`): the simulator, the new server (bound
+/// on the same port, not yet dialled), and the call's channel id.
+async fn restart_with_a_call_in_stasis<E: Executor, C: Connector>(
     h: &Harness<Stack<E, C>>,
-) {
+) -> (MockServer, OutboundServer<E, C>, String) {
     let ob = server(h, ConnectionType::Persistent).await;
     let addr = ob.local_addr();
     let mock = asterisk(persistent(&ob), None);
@@ -1990,6 +1985,21 @@ pub async fn outbound_persistent_calls_are_not_held_up_by_the_in_stasis_lookup<
         )
         .await
         .expect("the port is free once shutdown returned");
+    (mock, again, id)
+}
+
+/// The application restarts with a call in Stasis, and Asterisk is slow to answer REST (busy:
+/// the lookup of the calls already in Stasis, `GET applications`, waits). The new
+/// connection is handed out at once all the same, and a call entering Stasis meanwhile
+/// comes on `incoming` without waiting for the lookup; once Asterisk answers,
+/// `in_stasis` gives the call of the previous run (not the new one) and ends.
+pub async fn outbound_persistent_calls_are_not_held_up_by_the_in_stasis_lookup<
+    E: Executor,
+    C: Connector,
+>(
+    h: &Harness<Stack<E, C>>,
+) {
+    let (mock, again, id) = restart_with_a_call_in_stasis(h).await;
     let conn = h
         .live(
             "the connection is handed out before Asterisk answers the lookup",
@@ -2675,32 +2685,7 @@ pub async fn outbound_persistent_shutdown_during_the_in_stasis_lookup_waits_for_
 >(
     h: &Harness<Stack<E, C>>,
 ) {
-    let ob = server(h, ConnectionType::Persistent).await;
-    let addr = ob.local_addr();
-    let mock = asterisk(persistent(&ob), None);
-    let conn = h
-        .live("Asterisk connects", ob.next())
-        .await
-        .expect("a connection");
-    let mut incoming = conn.incoming;
-    let id = mock
-        .place_call(PlaceCall::new("PJSIP/alice", "hello"))
-        .expect("the simulator places the call");
-    let (start, _, _) = h.next_incoming("the call", &mut incoming).await;
-    assert_eq!(start.channel.id, id);
-
-    // The first instance goes away with the call in Stasis; Asterisk's REST side is slow.
-    h.live("shutdown", ob.shutdown(Duration::ZERO).into_future())
-        .await;
-    drop((incoming, conn.client, ob));
-    mock.hold_responses(true);
-    let again = h
-        .live(
-            "bind the same port",
-            options(h.runtime(), ConnectionType::Persistent).bind(addr),
-        )
-        .await
-        .expect("the port is free once shutdown returned");
+    let (mock, again, id) = restart_with_a_call_in_stasis(h).await;
     let conn = h
         .live("the connection is handed out", again.next())
         .await
