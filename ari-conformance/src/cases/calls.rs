@@ -1460,6 +1460,31 @@ pub async fn an_external_media_channel_is_followed_from_before_its_creation_to_i
         .await;
 }
 
+/// `call` in a new mixing bridge.
+async fn in_a_bridge<R: Runtime>(
+    h: &Harness<R>,
+    c: &ari_client::Client<R>,
+    call: &ari_client::Channel<R>,
+) -> ari_client::Bridge<R> {
+    let bridge = c.new_bridge();
+    h.live("bridge", bridge.create().bridge_type("mixing"))
+        .await
+        .unwrap();
+    h.live("into the bridge", bridge.add_channel([call]))
+        .await
+        .unwrap();
+    bridge
+}
+
+/// A queued prompt's `finished()` that Asterisk dropped with its call: `Error::Ended`
+/// naming the playback.
+fn never_started(finished: Result<(), Error>, playback: &str) {
+    match finished {
+        Err(Error::Ended { resource }) => assert_eq!(resource, format!("playback:{playback}")),
+        other => panic!("the menu never started: {other:?}"),
+    }
+}
+
 /// A menu queued behind a greeting when the caller hangs up. What Asterisk sends for the
 /// queued prompt depends on where the call is: out of a bridge its command still runs
 /// against the hung-up channel (`PlaybackStarted`, `PlaybackFinished` at once, before
@@ -1530,13 +1555,7 @@ pub async fn a_prompt_answered_after_the_caller_left_ends_its_wait<R: Runtime>(h
     let c = h.started(&[app]).await;
     let baseline = c.live_subscriptions();
     let call = h.answered_call(&c, app).await;
-    let bridge = c.new_bridge();
-    h.live("bridge", bridge.create().bridge_type("mixing"))
-        .await
-        .unwrap();
-    h.live("into the bridge", bridge.add_channel([&call]))
-        .await
-        .unwrap();
+    let bridge = in_a_bridge(h, &c, &call).await;
     let greeting = c.new_playback();
     h.live(
         "greeting",
@@ -1576,10 +1595,7 @@ pub async fn a_prompt_answered_after_the_caller_left_ends_its_wait<R: Runtime>(h
     h.server().hold_answers(false);
     played.unwrap();
     end.unwrap();
-    match h.live("the menu's end", menu_finished).await {
-        Err(Error::Ended { resource }) => assert_eq!(resource, format!("playback:{}", menu.id())),
-        other => panic!("the menu never started: {other:?}"),
-    }
+    never_started(h.live("the menu's end", menu_finished).await, menu.id());
     h.live("the greeting's end", greeting.finished())
         .await
         .unwrap();
@@ -1600,13 +1616,7 @@ pub async fn a_server_id_prompt_dropped_at_the_hangup_ends_its_wait<R: Runtime>(
     let c = h.started(&[app]).await;
     let baseline = c.live_subscriptions();
     let call = h.answered_call(&c, app).await;
-    let bridge = c.new_bridge();
-    h.live("bridge", bridge.create().bridge_type("mixing"))
-        .await
-        .unwrap();
-    h.live("into the bridge", bridge.add_channel([&call]))
-        .await
-        .unwrap();
+    let bridge = in_a_bridge(h, &c, &call).await;
     let greeting = h
         .live(
             "greeting",
@@ -1631,10 +1641,7 @@ pub async fn a_server_id_prompt_dropped_at_the_hangup_ends_its_wait<R: Runtime>(
     h.live("the greeting's end", greeting_finished)
         .await
         .unwrap();
-    match h.live("the menu's end", menu_finished).await {
-        Err(Error::Ended { resource }) => assert_eq!(resource, format!("playback:{}", menu.id())),
-        other => panic!("the menu never started: {other:?}"),
-    }
+    never_started(h.live("the menu's end", menu_finished).await, menu.id());
     h.live("destroy the bridge", bridge.destroy())
         .await
         .unwrap();
