@@ -1902,6 +1902,20 @@ mod driver_tests {
     #[test]
     fn the_media_channel_destroyed_and_the_close_end_the_session_in_either_order() {
         let close = || Some(WsMessage::Close(Some(WsClose::new(1000, ""))));
+        // The session's one output: `Closed` with Asterisk's 1000.
+        let closed_with_1000 = |shared: &Shared| {
+            let items = inbox(shared);
+            assert!(
+                matches!(
+                    items.as_slice(),
+                    [MediaItem::Closed {
+                        code: Some(1000),
+                        ..
+                    }]
+                ),
+                "{items:?}"
+            );
+        };
         let manual = Manual::new();
         let ended_now: fn() -> Option<BoxFuture> = || Some(Box::pin(std::future::ready(())));
 
@@ -1915,17 +1929,7 @@ mod driver_tests {
         let pending: BoxFuture = Box::pin(std::future::pending());
         let mut d = driver_ending(&manual, ws, &shared, Some(pending));
         assert_eq!(poll(&mut d), Poll::Ready(()));
-        let items = inbox(&shared);
-        assert!(
-            matches!(
-                items.as_slice(),
-                [MediaItem::Closed {
-                    code: Some(1000),
-                    ..
-                }]
-            ),
-            "{items:?}"
-        );
+        closed_with_1000(&shared);
         assert_eq!(closes.load(std::sync::atomic::Ordering::Relaxed), 1);
 
         // `ChannelDestroyed` first: the session closes its side (1000), and Asterisk's
@@ -1944,17 +1948,7 @@ mod driver_tests {
         );
         assert!(inbox(&shared).is_empty());
         assert_eq!(poll(&mut d), Poll::Ready(()));
-        let items = inbox(&shared);
-        assert!(
-            matches!(
-                items.as_slice(),
-                [MediaItem::Closed {
-                    code: Some(1000),
-                    ..
-                }]
-            ),
-            "{items:?}"
-        );
+        closed_with_1000(&shared);
         assert_eq!(closes.load(std::sync::atomic::Ordering::Relaxed), 1);
 
         // Both at once (the close read in the same pass as `ChannelDestroyed`).
@@ -1965,16 +1959,6 @@ mod driver_tests {
         };
         let mut d = driver_ending(&manual, ws, &shared, ended_now());
         assert_eq!(poll(&mut d), Poll::Ready(()));
-        let items = inbox(&shared);
-        assert!(
-            matches!(
-                items.as_slice(),
-                [MediaItem::Closed {
-                    code: Some(1000),
-                    ..
-                }]
-            ),
-            "{items:?}"
-        );
+        closed_with_1000(&shared);
     }
 }
