@@ -640,6 +640,14 @@ async fn a_rolling_restart_of_crashing_instances_keeps_each_call_served_by_one_l
 
     // Each instance in turn is replaced by a new one, without a graceful stop (a crash, an
     // OOM kill): its calls go on with a live instance, each with one.
+    // The proxy counts a lost instance when it owned something: which calls each one takes
+    // is decided by their claims (all six may go to one).
+    let serves = |w: &Waiter| {
+        calls
+            .iter()
+            .any(|c| outcome(w, c).as_deref() == Some("waiting"))
+    };
+    let mut owners_lost = u64::from(serves(&w1));
     let w3 = waiter(&nats.url()).await;
     w1.cluster.close().await;
     wait_until(
@@ -649,6 +657,7 @@ async fn a_rolling_restart_of_crashing_instances_keeps_each_call_served_by_one_l
     )
     .await;
     let w4 = waiter(&nats.url()).await;
+    owners_lost += u64::from(serves(&w2));
     w2.cluster.close().await;
     wait_until(
         "the second instance's calls are handed over",
@@ -688,7 +697,8 @@ async fn a_rolling_restart_of_crashing_instances_keeps_each_call_served_by_one_l
         assert_eq!(seen, 1, "{c}: its digit reached one instance");
     }
     let stats = pa.stats();
-    assert_eq!(stats.instances_lost, 2, "{stats:?}");
+    assert_eq!(stats.instances_lost, owners_lost, "{stats:?}");
+    assert!(owners_lost >= 1);
     assert_eq!(stats.calls_unclaimed, 0, "{stats:?}");
     assert!(stats.calls_handed_over >= 6, "{stats:?}");
 }
